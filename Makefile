@@ -1,0 +1,49 @@
+# Thin wrapper around Meson; the real build is meson.build.
+#   make            build everything (installs missing Debian packages first)
+#   make test       build and run every test; ends with "N passed, N failed"
+#   make test SANITIZE=address,undefined   same suite with sanitizers
+#   make bench      benchmarks (bench/README.md); make fmt / make lint / make clean
+SHELL := /bin/bash
+SANITIZE ?=
+WERROR ?= $(if $(CI),true,false)
+BUILD ?= $(if $(SANITIZE),build-san,build)
+MESON_OPTS := -Dwerror=$(WERROR) --buildtype=debugoptimized
+ifneq ($(SANITIZE),)
+MESON_OPTS += -Db_sanitize=$(SANITIZE) -Db_lundef=false
+endif
+TEST_TIMEOUT_MULT ?= $(if $(SANITIZE),3,1)
+
+.PHONY: all deps configure test bench fmt lint clean
+
+all: configure
+	ninja -C $(BUILD)
+
+deps:
+	@scripts/deps.sh
+
+# Reconfigure only when the options changed (kept in $(BUILD)/.opts).
+configure: deps
+	@if [ ! -f $(BUILD)/build.ninja ]; then \
+	  meson setup $(BUILD) $(MESON_OPTS); \
+	elif [ "$$(cat $(BUILD)/.opts 2>/dev/null)" != "$(MESON_OPTS)" ]; then \
+	  meson setup --reconfigure $(BUILD) $(MESON_OPTS); \
+	fi; echo "$(MESON_OPTS)" > $(BUILD)/.opts
+
+test: all
+	@rc=0; meson test -C $(BUILD) --num-processes 2 --print-errorlogs -t $(TEST_TIMEOUT_MULT) || rc=$$?; \
+	  /usr/bin/python3 tests/summary.py $(BUILD)/meson-logs/testlog.json || rc=1; exit $$rc
+
+bench: all
+	bench/run_all.sh $(BENCH_ARGS)
+
+fmt:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+lint: configure
+	ninja -C $(BUILD)
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	  --inline-suppr --suppress=missingIncludeSystem -I include lib src
+	clang-tidy -p $(BUILD) --quiet $$(git ls-files 'lib/*.c' 'src/*.c')
+
+clean:
+	rm -rf build build-san

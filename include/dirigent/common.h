@@ -1,0 +1,93 @@
+/*
+ * common.h: the small things every module uses. Errors (struct dg_err, the
+ * convention of STYLE.md: a fallible function returns 0 or a negative code and
+ * takes `struct dg_err *err` last), allocation that aborts on out-of-memory,
+ * string views, a growable byte buffer and monotonic time.
+ */
+#ifndef DIRIGENT_COMMON_H
+#define DIRIGENT_COMMON_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define DG_MIN(a, b)    ((a) < (b) ? (a) : (b))
+#define DG_MAX(a, b)    ((a) > (b) ? (a) : (b))
+#define DG_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define DG_PRINTF(f, a)                    __attribute__((format(printf, f, a)))
+
+/* Error codes beyond negative errno / libuv codes (which are negative errno on Linux). */
+enum {
+    DG_E_INVAL = -22,    /* bad input: the message names the field and the fix */
+    DG_E_PROTO = -10001, /* peer spoke bad HTTP or bad JSON */
+    DG_E_LIMIT = -10002, /* a configured limit was exceeded */
+    DG_E_CLOSED = -10003 /* the object was closed while the operation was pending */
+};
+
+/* An error with context. No allocation: the message is truncated at 255 bytes. */
+struct dg_err {
+    int code;
+    char msg[256];
+};
+
+/* Set `err` (may be NULL) to `code` (negative) with a formatted message; returns `code`. */
+int dg_err_set(struct dg_err *err, int code, const char *fmt, ...) DG_PRINTF(3, 4);
+/* Prefix the message already in `err` with context ("loading x.yaml: <old>"); returns err->code. */
+int dg_err_wrap(struct dg_err *err, const char *fmt, ...) DG_PRINTF(2, 3);
+/* Reset to no error. */
+void dg_err_clear(struct dg_err *err);
+
+/* Allocation that never returns NULL: out of memory aborts with a message. */
+void *dg_xmalloc(size_t n);
+void *dg_xcalloc(size_t nmemb, size_t size);
+void *dg_xrealloc(void *p, size_t n);
+char *dg_xstrdup(const char *s);
+char *dg_xstrndup(const char *s, size_t n);
+char *dg_xasprintf(const char *fmt, ...) DG_PRINTF(1, 2);
+
+/* A borrowed string view; not NUL-terminated in general. {NULL, 0} means absent. */
+struct dg_str {
+    const char *ptr;
+    size_t len;
+};
+#define DG_STR(lit) ((struct dg_str){(lit), sizeof(lit) - 1})
+static inline struct dg_str dg_str_c(const char *s);
+bool dg_str_eq(struct dg_str a, const char *b);      /* exact, b is NUL-terminated */
+bool dg_str_caseeq(struct dg_str a, const char *b);  /* ASCII case-insensitive */
+char *dg_str_dup(struct dg_str s);                   /* malloc'd, NUL-terminated copy */
+/* Parse a whole view as a decimal integer; false on junk, sign where not allowed, overflow. */
+bool dg_str_to_i64(struct dg_str s, int64_t *out);
+bool dg_str_to_u64(struct dg_str s, uint64_t *out);
+
+/* A growable byte buffer. Zero-initialise to use; dg_buf_free releases. data is kept
+ * NUL-terminated (after len) for convenience. */
+struct dg_buf {
+    char *data;
+    size_t len, cap;
+};
+void dg_buf_reserve(struct dg_buf *b, size_t extra);
+void dg_buf_append(struct dg_buf *b, const void *p, size_t n);
+void dg_buf_puts(struct dg_buf *b, const char *s);
+void dg_buf_printf(struct dg_buf *b, const char *fmt, ...) DG_PRINTF(2, 3);
+void dg_buf_vprintf(struct dg_buf *b, const char *fmt, va_list ap);
+void dg_buf_reset(struct dg_buf *b); /* len = 0, keeps the memory */
+void dg_buf_free(struct dg_buf *b);
+
+/* Monotonic clock. */
+uint64_t dg_now_us(void);
+uint64_t dg_now_ms(void);
+/* Wall clock in milliseconds since the epoch (for logs and traces only). */
+uint64_t dg_wall_ms(void);
+
+static inline struct dg_str dg_str_c(const char *s)
+{
+    struct dg_str r = {s, 0};
+    if (s)
+        while (s[r.len])
+            r.len++;
+    return r;
+}
+
+#endif

@@ -1,0 +1,116 @@
+/*
+ * daemon.c: signals, end-of-main loop cleanup and the /health and /metrics
+ * routes shared by every daemon.
+ */
+#include "dirigent/daemon.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "dirigent/log.h"
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct dg_daemon *d = h->data;
+    if (d->stopping) {
+        dg_log(DG_LOG_WARN, d->name, "second signal %d during shutdown: exiting now", signum);
+        _exit(1);
+    }
+    d->stopping = true;
+    dg_log(DG_LOG_INFO, d->name, "signal %d: shutting down", signum);
+    if (d->on_stop)
+        d->on_stop(d->ud);
+}
+
+int dg_daemon_init(struct dg_daemon *d, uv_loop_t *loop, const char *name,
+                   void (*on_stop)(void *ud), void *ud, struct dg_err *err)
+{
+    signal(SIGPIPE, SIG_IGN);
+    d->loop = loop;
+    d->name = name;
+    d->on_stop = on_stop;
+    d->ud = ud;
+    d->stopping = false;
+    uv_signal_init(loop, &d->sigterm);
+    uv_signal_init(loop, &d->sigint);
+    d->sigterm.data = d->sigint.data = d;
+    int rc = uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+    if (rc == 0)
+        rc = uv_signal_start(&d->sigint, on_signal, SIGINT);
+    if (rc < 0)
+        return dg_err_set(err, rc, "signal handlers: %s", uv_strerror(rc));
+    uv_unref((uv_handle_t *)&d->sigterm);
+    uv_unref((uv_handle_t *)&d->sigint);
+    return 0;
+}
+
+void dg_daemon_deinit(struct dg_daemon *d)
+{
+    if (!uv_is_closing((uv_handle_t *)&d->sigterm))
+        uv_close((uv_handle_t *)&d->sigterm, NULL);
+    if (!uv_is_closing((uv_handle_t *)&d->sigint))
+        uv_close((uv_handle_t *)&d->sigint, NULL);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+int dg_loop_close_all(uv_loop_t *loop)
+{
+    uv_walk(loop, close_walk, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    return uv_loop_close(loop);
+}
+
+static void health(struct dg_http_req *r, void *ud)
+{
+    (void)ud;
+    dg_http_respond(r, 200, "text/plain", "ok\n", 3);
+}
+
+static void metrics(struct dg_http_req *r, void *ud)
+{
+    struct dg_buf out = {0};
+    dg_metrics_render(ud, &out);
+    dg_http_respond(r, 200, "text/plain; version=0.0.4", out.data, out.len);
+    dg_buf_free(&out);
+}
+
+static double open_conns(void *ud)
+{
+    struct dg_http_server_stats st;
+    dg_http_server_stats(ud, &st);
+    return (double)st.open_conns;
+}
+
+static double active_reqs(void *ud)
+{
+    struct dg_http_server_stats st;
+    dg_http_server_stats(ud, &st);
+    return (double)st.active_reqs;
+}
+
+void dg_daemon_mount_health_metrics(struct dg_http_server *s, struct dg_metrics *m)
+{
+    dg_metrics_gauge_fn(m, "dg_http_open_connections", "Open connections of the API server.",
+                        open_conns, s);
+    dg_metrics_gauge_fn(m, "dg_http_active_requests",
+                        "Requests of the API server being handled now.", active_reqs, s);
+    dg_http_route(s, "GET", "/health", health, NULL, 0);
+    dg_http_route(s, "GET", "/metrics", metrics, m, 0);
+}
+
+void dg_http_conf_limits(const struct dg_http_conf *c, struct dg_http_limits *out)
+{
+    out->max_header_bytes = (size_t)c->max_header_bytes;
+    out->max_headers = (unsigned)c->max_headers;
+    out->max_body_bytes = (uint64_t)c->max_body_bytes;
+    out->header_timeout_ms = (uint64_t)c->header_timeout_ms;
+    out->body_timeout_ms = (uint64_t)c->body_timeout_ms;
+    out->idle_timeout_ms = (uint64_t)c->idle_timeout_ms;
+}

@@ -1,0 +1,716 @@
+/*
+ * http_client.c: an HTTP/1.1 client with a keep-alive connection pool per
+ * upstream (host:port).
+ *
+ * A request takes an idle connection (most recently used first, so a small
+ * working set stays warm), or opens a new one while the pool is under
+ * max_conns, or waits in the pool's FIFO. One request at a time per connection
+ * (no pipelining: a slow response must not hold others). After a complete
+ * response with keep-alive the connection goes back to the idle list, where it
+ * keeps reading so an upstream that closes it is noticed and the connection
+ * dropped; bytes arriving on an idle connection are a protocol error and close
+ * it too.
+ *
+ * Retry-free on purpose: a failed request reports its error and whether any
+ * byte was sent, and the caller (the data plane) decides whether a retry is
+ * safe. Timeouts: connect, request (send to end of response) and idle, all on
+ * one timer per connection.
+ */
+#include "http_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cconn;
+
+struct dg_http_pool {
+    uv_loop_t *loop;
+    struct sockaddr_storage addr;
+    char host[64];
+    int port;
+    struct dg_http_pool_opts opts;
+    struct cconn *idle;            /* singly linked, most recent first */
+    struct cconn *busy;            /* all non-idle connections (doubly linked) */
+    struct dg_http_creq *q_head, *q_tail; /* waiting for a connection */
+    unsigned nidle, nbusy, nqueued, handles;
+    bool closing;
+    struct dg_http_pool_stats stats;
+};
+
+enum { Q_QUEUED, Q_ASSIGNED, Q_DONE };
+
+struct dg_http_creq {
+    struct dg_http_pool *pool;
+    struct cconn *conn;
+    struct dg_http_creq *next; /* queue */
+    struct dg_http_client_cbs cbs;
+    void *ud;
+    struct dg_buf out; /* head (+ body) not yet handed to a connection */
+    bool streaming, chunked, body_ended, sent, head_req, paused;
+    int state;
+    /* response */
+    struct dg__hdrs hdrs;
+    struct dg_buf body;
+    struct dg_http_resp resp;
+    bool head_done, complete, skip_1xx;
+};
+
+struct cconn {
+    struct dg_http_pool *pool;
+    struct cconn *next, *prev;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_connect_t connect_req;
+    http_parser parser;
+    struct dg_http_creq *req;
+    unsigned handles, writes;
+    bool connected, idle, closed, served, keep_alive;
+    char rbuf[16 * 1024];
+};
+
+static void cconn_close(struct cconn *c);
+static void pool_dispatch(struct dg_http_pool *p);
+static const http_parser_settings resp_settings;
+
+/* ---- pool ------------------------------------------------------------------------------- */
+
+struct dg_http_pool *dg_http_pool_new(uv_loop_t *loop, const char *host, int port,
+                                      const struct dg_http_pool_opts *opts, struct dg_err *err)
+{
+    struct sockaddr_storage ss;
+    int rc = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss)
+                               : uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+    if (rc < 0 || port <= 0 || port > 65535) {
+        dg_err_set(err, DG_E_INVAL, "upstream '%s:%d': expected a numeric IP address and a port",
+                   host, port);
+        return NULL;
+    }
+    struct dg_http_pool *p = dg_xcalloc(1, sizeof(*p));
+    p->loop = loop;
+    p->addr = ss;
+    snprintf(p->host, sizeof(p->host), "%s", host);
+    p->port = port;
+    if (opts)
+        p->opts = *opts;
+    else
+        dg_http_pool_opts_default(&p->opts);
+    return p;
+}
+
+void dg_http_pool_stats(const struct dg_http_pool *p, struct dg_http_pool_stats *out)
+{
+    *out = p->stats;
+    out->idle = p->nidle;
+    out->busy = p->nbusy;
+    out->queued = p->nqueued;
+}
+
+static void pool_maybe_free(struct dg_http_pool *p)
+{
+    if (p->closing && p->handles == 0)
+        free(p);
+}
+
+/* ---- request completion ----------------------------------------------------------------- */
+
+static void creq_free(struct dg_http_creq *q)
+{
+    dg_buf_free(&q->out);
+    dg__hdrs_free(&q->hdrs);
+    dg_buf_free(&q->body);
+    free(q);
+}
+
+/* Finish a request with a response (err NULL) or an error; frees it. */
+static void creq_done(struct dg_http_creq *q, const struct dg_err *err)
+{
+    if (q->state == Q_DONE)
+        return;
+    q->state = Q_DONE;
+    if (q->cbs.on_done) {
+        if (err) {
+            q->cbs.on_done(q, NULL, err, q->ud);
+        } else {
+            q->resp.body = (struct dg_str){q->body.data ? q->body.data : "", q->body.len};
+            q->cbs.on_done(q, &q->resp, NULL, q->ud);
+        }
+    }
+    creq_free(q);
+}
+
+/* Fail with "WHAT HOST:PORT: DETAIL" ("connect to 127.0.0.1:9: connection refused"). */
+static void creq_fail(struct dg_http_creq *q, int code, const char *what, const char *detail)
+{
+    struct dg_err e;
+    dg_err_set(&e, code, "%s %s:%d: %s", what, q->pool->host, q->pool->port, detail);
+    creq_done(q, &e);
+}
+
+static void queue_remove(struct dg_http_pool *p, struct dg_http_creq *q)
+{
+    struct dg_http_creq **pp = &p->q_head, *prev = NULL;
+    while (*pp && *pp != q) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (!*pp)
+        return;
+    *pp = q->next;
+    if (p->q_tail == q)
+        p->q_tail = prev;
+    q->next = NULL;
+    p->nqueued--;
+}
+
+/* ---- connections ------------------------------------------------------------------------ */
+
+static void busy_add(struct dg_http_pool *p, struct cconn *c)
+{
+    c->prev = NULL;
+    c->next = p->busy;
+    if (p->busy)
+        p->busy->prev = c;
+    p->busy = c;
+    p->nbusy++;
+}
+
+static void busy_remove(struct dg_http_pool *p, struct cconn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        p->busy = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+    p->nbusy--;
+}
+
+static void idle_remove(struct dg_http_pool *p, struct cconn *c)
+{
+    struct cconn **pp = &p->idle;
+    while (*pp && *pp != c)
+        pp = &(*pp)->next;
+    if (*pp) {
+        *pp = c->next;
+        p->nidle--;
+    }
+    c->next = NULL;
+    c->idle = false;
+}
+
+static void cconn_handle_closed(uv_handle_t *h)
+{
+    struct cconn *c = h->data;
+    struct dg_http_pool *p = c->pool;
+    c->handles--;
+    p->handles--;
+    if (c->handles == 0 && c->writes == 0)
+        free(c);
+    pool_maybe_free(p);
+}
+
+static void cconn_close(struct cconn *c)
+{
+    if (c->closed)
+        return;
+    c->closed = true;
+    struct dg_http_pool *p = c->pool;
+    if (c->idle)
+        idle_remove(p, c);
+    else
+        busy_remove(p, c);
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, cconn_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, cconn_handle_closed);
+    /* A closed slot may let a queued request open a new connection. */
+    if (!p->closing)
+        pool_dispatch(p);
+}
+
+/* Fail the connection's request with `code` and close the connection. */
+static void cconn_error(struct cconn *c, int code, const char *what, const char *detail)
+{
+    struct dg_http_creq *q = c->req;
+    c->req = NULL;
+    if (q)
+        q->conn = NULL;
+    cconn_close(c);
+    if (q)
+        creq_fail(q, code, what, detail);
+}
+
+static void on_cconn_timer(uv_timer_t *t)
+{
+    struct cconn *c = t->data;
+    if (c->idle) {
+        cconn_close(c);
+        return;
+    }
+    if (!c->connected)
+        cconn_error(c, UV_ETIMEDOUT, "connect to", "timed out");
+    else
+        cconn_error(c, UV_ETIMEDOUT, "request to", "no complete response in time");
+}
+
+static void cconn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct cconn *c = h->data;
+    *buf = uv_buf_init(c->rbuf, sizeof(c->rbuf));
+}
+
+static void cconn_make_idle(struct cconn *c)
+{
+    struct dg_http_pool *p = c->pool;
+    if (p->closing || p->nidle >= p->opts.max_idle || !c->keep_alive) {
+        cconn_close(c);
+        return;
+    }
+    busy_remove(p, c);
+    c->idle = true;
+    c->next = p->idle;
+    p->idle = c;
+    p->nidle++;
+    if (p->opts.idle_timeout_ms)
+        uv_timer_start(&c->timer, on_cconn_timer, p->opts.idle_timeout_ms, 0);
+    else
+        uv_timer_stop(&c->timer);
+}
+
+static void on_cconn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct cconn *c = s->data;
+    if (c->closed)
+        return;
+    if (c->idle) {
+        /* EOF from the upstream or unexpected bytes: this connection is done. */
+        cconn_close(c);
+        return;
+    }
+    struct dg_http_creq *q = c->req;
+    if (!q) {
+        cconn_close(c);
+        return;
+    }
+    if (nread < 0) {
+        if (nread == UV_EOF) {
+            /* A response delimited by the end of the connection ends here. */
+            http_parser_execute(&c->parser, &resp_settings, NULL, 0);
+            if (q->complete)
+                goto complete;
+            cconn_error(c, UV_EOF, "request to",
+                        q->head_done ? "upstream closed the connection mid-response"
+                                     : "upstream closed the connection before responding");
+        } else {
+            cconn_error(c, (int)nread, "request to", uv_strerror((int)nread));
+        }
+        return;
+    }
+    size_t n = http_parser_execute(&c->parser, &resp_settings, buf->base, (size_t)nread);
+    if (c->closed)
+        return;
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (e != HPE_OK && e != HPE_PAUSED) {
+        cconn_error(c, DG_E_PROTO, "bad response from", http_errno_description(e));
+        return;
+    }
+    if (!q->complete)
+        return;
+    if (n < (size_t)nread)
+        c->keep_alive = false; /* bytes after the response: do not trust this connection */
+complete:
+    c->req = NULL;
+    q->conn = NULL;
+    uv_timer_stop(&c->timer);
+    if (c->closed) {
+        creq_done(q, NULL);
+        return;
+    }
+    if (!c->keep_alive || (q->streaming && !q->body_ended)) {
+        cconn_close(c);
+    } else {
+        http_parser_init(&c->parser, HTTP_RESPONSE);
+        c->parser.data = c;
+        cconn_make_idle(c);
+    }
+    creq_done(q, NULL);
+    if (!c->pool->closing)
+        pool_dispatch(c->pool);
+}
+
+static void on_cconn_write(void *ctx, int status)
+{
+    struct cconn *c = ctx;
+    c->writes--;
+    if (c->closed) {
+        if (c->handles == 0 && c->writes == 0)
+            free(c);
+        return;
+    }
+    if (status < 0 && c->req)
+        cconn_error(c, status, "request to", uv_strerror(status));
+}
+
+static void cconn_write(struct cconn *c, const void *data, size_t len)
+{
+    struct dg_http_creq *q = c->req;
+    if (!len || c->closed)
+        return;
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    int rc = dg__http_write((uv_stream_t *)&c->tcp, &b, 1, on_cconn_write, c);
+    if (rc == 0)
+        c->writes++;
+    if (rc < 0) {
+        cconn_error(c, rc, "request to", uv_strerror(rc));
+        return;
+    }
+    if (q)
+        q->sent = true;
+}
+
+/* Hand `q` to a connected connection: write what it has, start reading the response. */
+static void cconn_start(struct cconn *c, struct dg_http_creq *q)
+{
+    struct dg_http_pool *p = c->pool;
+    c->req = q;
+    q->conn = c;
+    q->state = Q_ASSIGNED;
+    c->keep_alive = true;
+    if (c->served)
+        p->stats.reused++;
+    c->served = true;
+    if (p->opts.request_timeout_ms)
+        uv_timer_start(&c->timer, on_cconn_timer, p->opts.request_timeout_ms, 0);
+    else
+        uv_timer_stop(&c->timer);
+    if (!q->paused)
+        uv_read_start((uv_stream_t *)&c->tcp, cconn_alloc, on_cconn_read);
+    struct dg_buf out = q->out;
+    q->out = (struct dg_buf){0};
+    cconn_write(c, out.data, out.len);
+    dg_buf_free(&out);
+}
+
+static void on_cconn_connect(uv_connect_t *cr, int status)
+{
+    struct cconn *c = cr->data;
+    if (c->closed)
+        return;
+    if (status < 0) {
+        cconn_error(c, status, "connect to", uv_strerror(status));
+        return;
+    }
+    c->connected = true;
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct dg_http_creq *q = c->req;
+    c->req = NULL;
+    if (q) {
+        cconn_start(c, q);
+    } else {
+        cconn_make_idle(c);
+        pool_dispatch(c->pool);
+    }
+}
+
+static void cconn_open(struct dg_http_pool *p, struct dg_http_creq *q)
+{
+    struct cconn *c = dg_xcalloc(1, sizeof(*c));
+    c->pool = p;
+    uv_tcp_init(p->loop, &c->tcp);
+    uv_timer_init(p->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles = 2;
+    p->handles += 2;
+    http_parser_init(&c->parser, HTTP_RESPONSE);
+    c->parser.data = c;
+    busy_add(p, c);
+    p->stats.connects++;
+    c->req = q;
+    q->conn = c;
+    q->state = Q_ASSIGNED;
+    c->connect_req.data = c;
+    if (p->opts.connect_timeout_ms)
+        uv_timer_start(&c->timer, on_cconn_timer, p->opts.connect_timeout_ms, 0);
+    int rc = uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&p->addr,
+                            on_cconn_connect);
+    if (rc < 0)
+        cconn_error(c, rc, "connect to", uv_strerror(rc));
+}
+
+/* Give waiting requests a connection: idle first, else a new one while under max_conns. */
+static void pool_dispatch(struct dg_http_pool *p)
+{
+    while (p->q_head && !p->closing) {
+        struct cconn *c = p->idle;
+        if (!c && p->opts.max_conns && p->nidle + p->nbusy >= p->opts.max_conns)
+            return;
+        struct dg_http_creq *q = p->q_head;
+        queue_remove(p, q);
+        if (c) {
+            idle_remove(p, c);
+            busy_add(p, c);
+            cconn_start(c, q);
+        } else {
+            cconn_open(p, q);
+        }
+    }
+}
+
+/* ---- public request API ----------------------------------------------------------------- */
+
+static struct dg_http_creq *creq_new(struct dg_http_pool *p, const char *method,
+                                     const char *path, const struct dg_http_header *hdrs,
+                                     size_t nhdrs, const struct dg_http_client_cbs *cbs, void *ud)
+{
+    struct dg_http_creq *q = dg_xcalloc(1, sizeof(*q));
+    q->pool = p;
+    q->cbs = *cbs;
+    q->ud = ud;
+    q->head_req = strcmp(method, "HEAD") == 0;
+    dg_buf_printf(&q->out, "%s %s HTTP/1.1\r\n", method, path);
+    bool has_host = false;
+    for (size_t i = 0; i < nhdrs; i++) {
+        if (dg_str_caseeq(hdrs[i].name, "host"))
+            has_host = true;
+        dg_buf_append(&q->out, hdrs[i].name.ptr, hdrs[i].name.len);
+        dg_buf_append(&q->out, ": ", 2);
+        dg_buf_append(&q->out, hdrs[i].value.ptr, hdrs[i].value.len);
+        dg_buf_append(&q->out, "\r\n", 2);
+    }
+    if (!has_host) {
+        if (strchr(p->host, ':'))
+            dg_buf_printf(&q->out, "Host: [%s]:%d\r\n", p->host, p->port);
+        else
+            dg_buf_printf(&q->out, "Host: %s:%d\r\n", p->host, p->port);
+    }
+    return q;
+}
+
+static void creq_submit(struct dg_http_pool *p, struct dg_http_creq *q)
+{
+    q->state = Q_QUEUED;
+    if (p->closing) {
+        creq_fail(q, DG_E_CLOSED, "request to", "the client pool is closing");
+        return;
+    }
+    if (p->q_tail)
+        p->q_tail->next = q;
+    else
+        p->q_head = q;
+    p->q_tail = q;
+    p->nqueued++;
+    pool_dispatch(p);
+}
+
+struct dg_http_creq *dg_http_request(struct dg_http_pool *p, const char *method,
+                                     const char *path, const struct dg_http_header *hdrs,
+                                     size_t nhdrs, const void *body, size_t len,
+                                     const struct dg_http_client_cbs *cbs, void *ud)
+{
+    struct dg_http_creq *q = creq_new(p, method, path, hdrs, nhdrs, cbs, ud);
+    dg_buf_printf(&q->out, "Content-Length: %zu\r\n\r\n", len);
+    if (len)
+        dg_buf_append(&q->out, body, len);
+    q->body_ended = true;
+    creq_submit(p, q);
+    return q;
+}
+
+struct dg_http_creq *dg_http_request_stream(struct dg_http_pool *p, const char *method,
+                                            const char *path, const struct dg_http_header *hdrs,
+                                            size_t nhdrs, int64_t content_length,
+                                            const struct dg_http_client_cbs *cbs, void *ud)
+{
+    struct dg_http_creq *q = creq_new(p, method, path, hdrs, nhdrs, cbs, ud);
+    q->streaming = true;
+    if (content_length >= 0) {
+        dg_buf_printf(&q->out, "Content-Length: %lld\r\n\r\n", (long long)content_length);
+    } else {
+        q->chunked = true;
+        dg_buf_puts(&q->out, "Transfer-Encoding: chunked\r\n\r\n");
+    }
+    creq_submit(p, q);
+    return q;
+}
+
+static void creq_emit(struct dg_http_creq *q, const void *data, size_t len)
+{
+    if (q->conn && q->conn->connected)
+        cconn_write(q->conn, data, len);
+    else
+        dg_buf_append(&q->out, data, len);
+}
+
+void dg_http_creq_write(struct dg_http_creq *q, const void *data, size_t len)
+{
+    if (!len || q->body_ended || q->state == Q_DONE)
+        return;
+    if (q->chunked) {
+        char pre[24];
+        int n = snprintf(pre, sizeof(pre), "%zx\r\n", len);
+        creq_emit(q, pre, (size_t)n);
+        creq_emit(q, data, len);
+        creq_emit(q, "\r\n", 2);
+    } else {
+        creq_emit(q, data, len);
+    }
+}
+
+void dg_http_creq_end(struct dg_http_creq *q)
+{
+    if (q->body_ended || q->state == Q_DONE)
+        return;
+    if (q->chunked)
+        creq_emit(q, "0\r\n\r\n", 5);
+    q->body_ended = true;
+}
+
+bool dg_http_creq_sent(const struct dg_http_creq *q)
+{
+    return q->sent;
+}
+
+void dg_http_creq_pause(struct dg_http_creq *q)
+{
+    q->paused = true;
+    if (q->conn && q->conn->connected && !q->conn->closed)
+        uv_read_stop((uv_stream_t *)&q->conn->tcp);
+}
+
+void dg_http_creq_resume(struct dg_http_creq *q)
+{
+    if (!q->paused)
+        return;
+    q->paused = false;
+    if (q->conn && q->conn->connected && !q->conn->closed)
+        uv_read_start((uv_stream_t *)&q->conn->tcp, cconn_alloc, on_cconn_read);
+}
+
+void dg_http_creq_cancel(struct dg_http_creq *q)
+{
+    if (q->state == Q_DONE)
+        return;
+    if (q->state == Q_QUEUED) {
+        queue_remove(q->pool, q);
+    } else if (q->conn) {
+        struct cconn *c = q->conn;
+        c->req = NULL;
+        q->conn = NULL;
+        cconn_close(c);
+    }
+    q->state = Q_DONE;
+    creq_free(q);
+}
+
+void dg_http_pool_close(struct dg_http_pool *p)
+{
+    if (p->closing)
+        return;
+    p->closing = true;
+    struct dg_err e;
+    dg_err_set(&e, DG_E_CLOSED, "request to %s:%d: the client pool was closed", p->host, p->port);
+    while (p->q_head) {
+        struct dg_http_creq *q = p->q_head;
+        queue_remove(p, q);
+        creq_done(q, &e);
+    }
+    while (p->busy) {
+        struct cconn *c = p->busy;
+        struct dg_http_creq *q = c->req;
+        c->req = NULL;
+        cconn_close(c);
+        if (q) {
+            q->conn = NULL;
+            creq_done(q, &e);
+        }
+    }
+    while (p->idle)
+        cconn_close(p->idle);
+    pool_maybe_free(p);
+}
+
+/* ---- response parsing ------------------------------------------------------------------- */
+
+static int r_on_message_begin(http_parser *hp)
+{
+    struct cconn *c = hp->data;
+    struct dg_http_creq *q = c->req;
+    if (!q)
+        return -1;
+    dg__hdrs_reset(&q->hdrs);
+    q->skip_1xx = false;
+    return 0;
+}
+
+static int r_on_header_field(http_parser *hp, const char *at, size_t len)
+{
+    struct cconn *c = hp->data;
+    struct dg_http_creq *q = c->req;
+    if (q->hdrs.bytes.len + len > c->pool->opts.max_header_bytes ||
+        !dg__hdrs_field(&q->hdrs, at, len, 1000))
+        return -1;
+    return 0;
+}
+
+static int r_on_header_value(http_parser *hp, const char *at, size_t len)
+{
+    struct cconn *c = hp->data;
+    struct dg_http_creq *q = c->req;
+    if (q->hdrs.bytes.len + len > c->pool->opts.max_header_bytes)
+        return -1;
+    dg__hdrs_value(&q->hdrs, at, len);
+    return 0;
+}
+
+static int r_on_headers_complete(http_parser *hp)
+{
+    struct cconn *c = hp->data;
+    struct dg_http_creq *q = c->req;
+    if (hp->status_code >= 100 && hp->status_code < 200) {
+        q->skip_1xx = true; /* an interim response: wait for the real one */
+        return 0;
+    }
+    dg__hdrs_finish(&q->hdrs);
+    q->head_done = true;
+    q->resp.status = (int)hp->status_code;
+    q->resp.headers = q->hdrs.views;
+    q->resp.nheaders = q->hdrs.n;
+    c->keep_alive = http_should_keep_alive(hp) != 0;
+    if (q->cbs.on_head)
+        q->cbs.on_head(q, &q->resp, q->ud);
+    return q->head_req ? 1 : 0;
+}
+
+static int r_on_body(http_parser *hp, const char *at, size_t len)
+{
+    struct cconn *c = hp->data;
+    struct dg_http_creq *q = c->req;
+    if (q->cbs.on_body)
+        q->cbs.on_body(q, at, len, q->ud);
+    else
+        dg_buf_append(&q->body, at, len);
+    return 0;
+}
+
+static int r_on_message_complete(http_parser *hp)
+{
+    struct cconn *c = hp->data;
+    struct dg_http_creq *q = c->req;
+    if (q->skip_1xx) {
+        q->skip_1xx = false;
+        return 0;
+    }
+    q->complete = true;
+    http_parser_pause(hp, 1);
+    return 0;
+}
+
+static const http_parser_settings resp_settings = {
+    .on_message_begin = r_on_message_begin,
+    .on_header_field = r_on_header_field,
+    .on_header_value = r_on_header_value,
+    .on_headers_complete = r_on_headers_complete,
+    .on_body = r_on_body,
+    .on_message_complete = r_on_message_complete,
+};

@@ -1,0 +1,208 @@
+/*
+ * http_common.c: status texts, limits defaults, the write helper and header
+ * storage used by both http_server.c and http_client.c.
+ */
+#include "http_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void dg_http_limits_default(struct dg_http_limits *l)
+{
+    l->max_header_bytes = 16 * 1024;
+    l->max_headers = 100;
+    l->max_body_bytes = 1024 * 1024;
+    l->header_timeout_ms = 10 * 1000;
+    l->body_timeout_ms = 30 * 1000;
+    l->idle_timeout_ms = 60 * 1000;
+}
+
+void dg_http_pool_opts_default(struct dg_http_pool_opts *o)
+{
+    o->max_conns = 64;
+    o->max_idle = 16;
+    o->connect_timeout_ms = 5 * 1000;
+    o->request_timeout_ms = 30 * 1000;
+    o->idle_timeout_ms = 60 * 1000;
+    o->max_header_bytes = 64 * 1024;
+}
+
+const char *dg_http_status_text(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return status < 300 ? "OK" : status < 400 ? "Redirect" : status < 500 ? "Client Error"
+                                                                                    : "Server Error";
+    }
+}
+
+struct queued_write {
+    uv_write_t req;
+    dg__write_cb cb;
+    void *ctx;
+    char data[];
+};
+
+static void queued_write_done(uv_write_t *w, int status)
+{
+    struct queued_write *q = DG_CONTAINER_OF(w, struct queued_write, req);
+    if (q->cb)
+        q->cb(q->ctx, status);
+    free(q);
+}
+
+int dg__http_write(uv_stream_t *s, const uv_buf_t *bufs, unsigned nbufs, dg__write_cb cb,
+                   void *ctx)
+{
+    size_t total = 0;
+    for (unsigned i = 0; i < nbufs; i++)
+        total += bufs[i].len;
+    size_t done = 0;
+    if (uv_stream_get_write_queue_size(s) == 0) {
+        int n = uv_try_write(s, bufs, nbufs);
+        if (n >= 0)
+            done = (size_t)n;
+        else if (n != UV_EAGAIN && n != UV_ENOSYS)
+            return n;
+        if (done == total)
+            return 1;
+    }
+    struct queued_write *q = dg_xmalloc(sizeof(*q) + (total - done));
+    q->cb = cb;
+    q->ctx = ctx;
+    size_t off = 0, skip = done;
+    for (unsigned i = 0; i < nbufs; i++) {
+        size_t len = bufs[i].len;
+        const char *p = bufs[i].base;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        p += skip;
+        len -= skip;
+        skip = 0;
+        memcpy(q->data + off, p, len);
+        off += len;
+    }
+    uv_buf_t b = uv_buf_init(q->data, (unsigned)off);
+    int rc = uv_write(&q->req, s, &b, 1, queued_write_done);
+    if (rc < 0) {
+        free(q);
+        return rc;
+    }
+    return 0;
+}
+
+const char *dg__http_date_line(void)
+{
+    static char line[64];
+    static time_t last;
+    time_t now = time(NULL);
+    if (now != last) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(line, sizeof(line), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        last = now;
+    }
+    return line;
+}
+
+void dg__hdrs_reset(struct dg__hdrs *h)
+{
+    dg_buf_reset(&h->bytes);
+    h->n = 0;
+    h->in_value = false;
+}
+
+void dg__hdrs_free(struct dg__hdrs *h)
+{
+    dg_buf_free(&h->bytes);
+    free(h->spans);
+    free(h->views);
+    memset(h, 0, sizeof(*h));
+}
+
+bool dg__hdrs_field(struct dg__hdrs *h, const char *at, size_t len, unsigned max_headers)
+{
+    if (h->n == 0 || h->in_value) {
+        if (h->n >= max_headers)
+            return false;
+        if (h->n == h->cap) {
+            h->cap = h->cap ? h->cap * 2 : 16;
+            h->spans = dg_xrealloc(h->spans, h->cap * sizeof(*h->spans));
+        }
+        struct dg__hdr_span *sp = &h->spans[h->n++];
+        sp->name_off = (uint32_t)h->bytes.len;
+        sp->name_len = 0;
+        sp->value_off = 0;
+        sp->value_len = 0;
+        h->in_value = false;
+    }
+    struct dg__hdr_span *sp = &h->spans[h->n - 1];
+    dg_buf_append(&h->bytes, at, len);
+    sp->name_len += (uint32_t)len;
+    return true;
+}
+
+void dg__hdrs_value(struct dg__hdrs *h, const char *at, size_t len)
+{
+    if (h->n == 0)
+        return;
+    struct dg__hdr_span *sp = &h->spans[h->n - 1];
+    if (!h->in_value) {
+        sp->value_off = (uint32_t)h->bytes.len;
+        sp->value_len = 0;
+        h->in_value = true;
+    }
+    dg_buf_append(&h->bytes, at, len);
+    sp->value_len += (uint32_t)len;
+}
+
+void dg__hdrs_finish(struct dg__hdrs *h)
+{
+    if (h->n > h->views_cap) {
+        h->views_cap = h->cap;
+        h->views = dg_xrealloc(h->views, h->views_cap * sizeof(*h->views));
+    }
+    for (unsigned i = 0; i < h->n; i++) {
+        const struct dg__hdr_span *sp = &h->spans[i];
+        h->views[i].name = (struct dg_str){h->bytes.data + sp->name_off, sp->name_len};
+        h->views[i].value = (struct dg_str){h->bytes.data + sp->value_off, sp->value_len};
+    }
+}
+
+struct dg_str dg__hdrs_get(const struct dg__hdrs *h, const char *name)
+{
+    for (unsigned i = 0; i < h->n; i++)
+        if (dg_str_caseeq(h->views[i].name, name))
+            return h->views[i].value;
+    return (struct dg_str){NULL, 0};
+}

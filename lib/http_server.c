@@ -1,0 +1,1212 @@
+/*
+ * http_server.c: the HTTP/1.1 server every daemon uses, on libuv and
+ * libhttp-parser.
+ *
+ * A connection handles one request at a time. The parser is paused when a
+ * request is complete (and, for streaming routes, between the headers and the
+ * moment the handler asks for the body), so pipelined requests are answered in
+ * order without queueing responses. Reads go into one buffer shared by all
+ * connections of the server; bytes that cannot be parsed yet (the next
+ * pipelined request, a body nobody asked for yet) are moved to the
+ * connection's `pending` buffer, and reading stops while that buffer is full.
+ *
+ * A request (struct dg_http_req) owns its header and body storage, so it can
+ * outlive its connection: if the client goes away while a handler still holds
+ * the request, the request is "orphaned" and its response is discarded; if the
+ * handler registered on_abort, it is told and the request is freed at once.
+ * Each connection keeps its last request for reuse, so a keep-alive
+ * connection does not allocate per request.
+ *
+ * Limits (struct dg_http_limits) and their answers: header bytes or count 431,
+ * body 413, header or body read timeout 408, malformed input 400. After an
+ * error answer the connection is shut down and drained for a short while
+ * ("lingering close") so the client reads the answer instead of a reset.
+ */
+#include "http_internal.h"
+#include "dirigent/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_BUF_SIZE  (64 * 1024)
+#define PENDING_MAX    (64 * 1024)
+#define LINGER_MS      2000
+#define MAX_ROUTE_SEGS 16
+#define MAX_PARAMS     8
+
+struct route {
+    char *method; /* NULL = any */
+    char **segs;  /* ":name" captures, "*" rest */
+    size_t nsegs;
+    dg_http_handler fn;
+    void *ud;
+    unsigned flags;
+};
+
+struct conn;
+
+struct dg_http_server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    char *name;
+    struct dg_http_limits limits;
+    struct route *routes;
+    size_t nroutes;
+    struct route fallback;
+    bool has_fallback, listening, closing;
+    struct conn *conns; /* doubly linked list of open connections */
+    unsigned open_handles;
+    uv_timer_t grace_timer;
+    uint64_t grace_deadline;
+    void (*done)(void *);
+    void *done_ud;
+    struct dg_http_server_stats stats;
+    char read_buf[READ_BUF_SIZE];
+    bool read_buf_busy;
+};
+
+enum conn_state { C_IDLE, C_HEAD, C_BODY, C_WAIT, C_LINGER, C_CLOSED };
+
+struct dg_http_req {
+    struct conn *conn; /* NULL once orphaned */
+    struct dg_http_server *srv;
+    struct dg__hdrs hdrs;
+    struct dg_buf body;
+    uint32_t url_len;
+    const char *method;
+    struct dg_str path, query;
+    struct dg_str param_names[MAX_PARAMS], param_values[MAX_PARAMS];
+    unsigned nparams;
+    const struct route *route;
+    int64_t content_length;
+    uint64_t body_read;
+    bool keep_alive, head_method, expect_continue;
+    bool msg_complete, handler_called, resp_started, resp_ended, chunked_resp;
+    bool body_wanted, not_found, bad_method, user_paused;
+    int vminor;
+    struct dg_buf resp_hdrs;
+    void (*on_data)(struct dg_http_req *, const char *, size_t, void *);
+    void (*on_end)(struct dg_http_req *, void *);
+    void *body_ud;
+    void (*on_abort)(struct dg_http_req *, void *);
+    void *abort_ud;
+    void (*on_drain)(struct dg_http_req *, void *);
+    void *drain_ud;
+    void *data;
+    char peer[64];
+};
+
+struct conn {
+    struct dg_http_server *srv;
+    struct conn *prev, *next;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_shutdown_t shutdown_req;
+    http_parser parser;
+    enum conn_state state;
+    struct dg_http_req *req;   /* current request */
+    struct dg_http_req *spare; /* kept for reuse */
+    struct dg_buf pending;     /* unparsed bytes */
+    unsigned handles;          /* open libuv handles: tcp, timer */
+    unsigned writes;           /* queued writes not yet completed */
+    bool reading, in_process, close_after_write, shutting_down;
+    char peer[64];
+};
+
+static void conn_close(struct conn *c);
+static void conn_process(struct conn *c);
+static void conn_update_reading(struct conn *c);
+static void arm_idle(struct conn *c);
+static void conn_fail(struct conn *c, int status, const char *msg);
+static void req_finish(struct dg_http_req *r);
+static const http_parser_settings parser_settings;
+
+/* ---- server object and routes ----------------------------------------------------------- */
+
+struct dg_http_server *dg_http_server_new(uv_loop_t *loop, const struct dg_http_limits *limits,
+                                          const char *name)
+{
+    struct dg_http_server *s = dg_xcalloc(1, sizeof(*s));
+    s->loop = loop;
+    s->name = dg_xstrdup(name ? name : "http");
+    if (limits)
+        s->limits = *limits;
+    else
+        dg_http_limits_default(&s->limits);
+    return s;
+}
+
+static void route_init(struct route *rt, const char *method, const char *pattern,
+                       dg_http_handler fn, void *ud, unsigned flags)
+{
+    memset(rt, 0, sizeof(*rt));
+    rt->method = method ? dg_xstrdup(method) : NULL;
+    rt->fn = fn;
+    rt->ud = ud;
+    rt->flags = flags;
+    if (!pattern)
+        return;
+    rt->segs = dg_xcalloc(MAX_ROUTE_SEGS, sizeof(char *));
+    const char *p = pattern;
+    while (*p) {
+        while (*p == '/')
+            p++;
+        if (!*p)
+            break;
+        const char *e = strchr(p, '/');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (rt->nsegs == MAX_ROUTE_SEGS) {
+            fprintf(stderr, "http: route pattern '%s' has too many segments\n", pattern);
+            abort();
+        }
+        rt->segs[rt->nsegs++] = dg_xstrndup(p, n);
+        p += n;
+    }
+}
+
+void dg_http_route(struct dg_http_server *s, const char *method, const char *pattern,
+                   dg_http_handler fn, void *ud, unsigned flags)
+{
+    s->routes = dg_xrealloc(s->routes, (s->nroutes + 1) * sizeof(*s->routes));
+    route_init(&s->routes[s->nroutes++], method, pattern, fn, ud, flags);
+}
+
+void dg_http_set_fallback(struct dg_http_server *s, dg_http_handler fn, void *ud, unsigned flags)
+{
+    route_init(&s->fallback, NULL, NULL, fn, ud, flags);
+    s->has_fallback = true;
+}
+
+static void route_free(struct route *rt)
+{
+    free(rt->method);
+    for (size_t i = 0; i < rt->nsegs; i++)
+        free(rt->segs[i]);
+    free(rt->segs);
+}
+
+/* Match `path` against a route; fills the request's captures on success. */
+static bool route_match(const struct route *rt, struct dg_str path, struct dg_http_req *r)
+{
+    const char *p = path.ptr, *end = path.ptr + path.len;
+    unsigned np = 0;
+    for (size_t i = 0; i < rt->nsegs; i++) {
+        while (p < end && *p == '/')
+            p++;
+        const char *seg = rt->segs[i];
+        if (strcmp(seg, "*") == 0 && i == rt->nsegs - 1) {
+            r->nparams = np;
+            return true;
+        }
+        if (p == end)
+            return false;
+        const char *e = memchr(p, '/', (size_t)(end - p));
+        if (!e)
+            e = end;
+        size_t n = (size_t)(e - p);
+        if (seg[0] == ':') {
+            if (np < MAX_PARAMS) {
+                r->param_names[np] = dg_str_c(seg + 1);
+                r->param_values[np] = (struct dg_str){p, n};
+                np++;
+            }
+        } else if (strlen(seg) != n || memcmp(seg, p, n) != 0) {
+            return false;
+        }
+        p = e;
+    }
+    while (p < end && *p == '/')
+        p++;
+    if (p != end)
+        return false;
+    r->nparams = np;
+    return true;
+}
+
+static void route_request(struct dg_http_server *s, struct dg_http_req *r)
+{
+    bool path_matched = false;
+    for (size_t i = 0; i < s->nroutes; i++) {
+        const struct route *rt = &s->routes[i];
+        if (!route_match(rt, r->path, r))
+            continue;
+        if (rt->method && strcmp(rt->method, r->method) != 0 &&
+            !(r->head_method && strcmp(rt->method, "GET") == 0)) {
+            path_matched = true;
+            continue;
+        }
+        r->route = rt;
+        return;
+    }
+    r->nparams = 0;
+    if (path_matched)
+        r->bad_method = true;
+    else if (s->has_fallback)
+        r->route = &s->fallback;
+    else
+        r->not_found = true;
+}
+
+/* ---- listening and accepting ------------------------------------------------------------ */
+
+static void handle_closed(uv_handle_t *h);
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct conn *c = h->data;
+    if (c->pending.len == 0 && !c->srv->read_buf_busy) {
+        c->srv->read_buf_busy = true;
+        *buf = uv_buf_init(c->srv->read_buf, READ_BUF_SIZE);
+        return;
+    }
+    dg_buf_reserve(&c->pending, 16 * 1024);
+    *buf = uv_buf_init(c->pending.data + c->pending.len,
+                       (unsigned)(c->pending.cap - c->pending.len - 1));
+}
+
+/* Feed bytes to the parser; returns how many it took. */
+static size_t conn_parse(struct conn *c, const char *data, size_t len)
+{
+    size_t n = http_parser_execute(&c->parser, &parser_settings, data, len);
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (e == HPE_PAUSED || c->state == C_CLOSED || c->state == C_LINGER)
+        return n;
+    if (e != HPE_OK) {
+        if (e == HPE_HEADER_OVERFLOW)
+            conn_fail(c, 431, "request header fields too large");
+        else if (e >= HPE_CB_message_begin && e <= HPE_CB_chunk_complete)
+            ; /* a callback already answered (431/413) */
+        else
+            conn_fail(c, 400, http_errno_description(e));
+        return len;
+    }
+    return n;
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = stream->data;
+    struct dg_http_server *s = c->srv;
+    bool shared = buf->base == s->read_buf;
+    if (shared)
+        s->read_buf_busy = false;
+    if (nread < 0) {
+        if (c->state == C_LINGER) {
+            conn_close(c);
+            return;
+        }
+        /* EOF or error: the client is gone. Whatever was in flight is aborted. */
+        c->pending.len = 0;
+        conn_close(c);
+        return;
+    }
+    if (c->state == C_LINGER || c->state == C_CLOSED)
+        return; /* discard */
+    if (nread == 0)
+        return;
+    if (!shared) {
+        c->pending.len += (size_t)nread;
+        c->pending.data[c->pending.len] = '\0';
+        conn_process(c);
+        return;
+    }
+    c->in_process = true;
+    size_t used = 0;
+    while (used < (size_t)nread && c->state != C_CLOSED && c->state != C_LINGER &&
+           HTTP_PARSER_ERRNO(&c->parser) == HPE_OK)
+        used += conn_parse(c, buf->base + used, (size_t)nread - used);
+    c->in_process = false;
+    if (c->state == C_CLOSED || c->state == C_LINGER)
+        return;
+    if (used < (size_t)nread)
+        dg_buf_append(&c->pending, buf->base + used, (size_t)nread - used);
+    /* A response may have ended during the parse: continue with what is pending. */
+    conn_process(c);
+}
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+    struct dg_http_server *s = ls->data;
+    if (status < 0) {
+        dg_log(DG_LOG_WARN, s->name, "accept: %s", uv_strerror(status));
+        return;
+    }
+    struct conn *c = dg_xcalloc(1, sizeof(*c));
+    c->srv = s;
+    uv_tcp_init(s->loop, &c->tcp);
+    c->tcp.data = c;
+    c->handles = 1;
+    s->open_handles++;
+    if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, handle_closed);
+        return;
+    }
+    uv_timer_init(s->loop, &c->timer);
+    c->timer.data = c;
+    c->handles = 2;
+    s->open_handles++;
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    char host[48] = "?";
+    int port = 0;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof(host));
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        } else {
+            uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof(host));
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        }
+    }
+    snprintf(c->peer, sizeof(c->peer), "%s:%d", host, port);
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    c->state = C_IDLE;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->stats.accepted++;
+    s->stats.open_conns++;
+    conn_update_reading(c);
+    arm_idle(c);
+}
+
+int dg_http_server_listen(struct dg_http_server *s, const char *host, int port,
+                          struct dg_err *err)
+{
+    struct sockaddr_storage ss;
+    int rc;
+    if (strchr(host, ':'))
+        rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
+    else
+        rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+    if (rc < 0)
+        return dg_err_set(err, rc, "%s: listen address '%s': %s", s->name, host, uv_strerror(rc));
+    uv_tcp_init(s->loop, &s->listener);
+    s->listener.data = s;
+    s->open_handles++;
+    s->listening = true;
+    rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
+    if (rc < 0)
+        return dg_err_set(err, rc, "%s: listen on %s:%d: %s", s->name, host, port,
+                          uv_strerror(rc));
+    return 0;
+}
+
+int dg_http_server_port(const struct dg_http_server *s)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getsockname(&s->listener, (struct sockaddr *)&ss, &len) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+void dg_http_server_stats(const struct dg_http_server *s, struct dg_http_server_stats *out)
+{
+    *out = s->stats;
+}
+
+/* ---- connection lifecycle --------------------------------------------------------------- */
+
+static void server_maybe_done(struct dg_http_server *s)
+{
+    if (!s->closing || s->open_handles > 0)
+        return;
+    void (*done)(void *) = s->done;
+    void *ud = s->done_ud;
+    for (size_t i = 0; i < s->nroutes; i++)
+        route_free(&s->routes[i]);
+    free(s->routes);
+    route_free(&s->fallback);
+    free(s->name);
+    free(s);
+    if (done)
+        done(ud);
+}
+
+static void req_free(struct dg_http_req *r)
+{
+    dg__hdrs_free(&r->hdrs);
+    dg_buf_free(&r->body);
+    dg_buf_free(&r->resp_hdrs);
+    free(r);
+}
+
+static void conn_free_if_closed(struct conn *c)
+{
+    if (c->handles > 0 || c->writes > 0)
+        return;
+    if (c->spare)
+        req_free(c->spare);
+    dg_buf_free(&c->pending);
+    free(c);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    struct dg_http_server *s = c->srv;
+    c->handles--;
+    s->open_handles--;
+    conn_free_if_closed(c);
+    server_maybe_done(s);
+}
+
+/* Detach the current request from a dying connection: tell its owner or orphan it. */
+static void req_detach(struct conn *c)
+{
+    struct dg_http_req *r = c->req;
+    if (!r)
+        return;
+    c->req = NULL;
+    c->srv->stats.active_reqs--;
+    if (!r->handler_called || r->resp_ended) {
+        req_free(r);
+        return;
+    }
+    r->conn = NULL;
+    if (r->on_abort) {
+        r->on_abort(r, r->abort_ud);
+        req_free(r);
+    }
+    /* else: orphaned; freed when the handler ends the response */
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->state == C_CLOSED)
+        return;
+    c->state = C_CLOSED;
+    struct dg_http_server *s = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (s->conns == c)
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    s->stats.open_conns--;
+    req_detach(c);
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, handle_closed);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    switch (c->state) {
+    case C_IDLE: conn_close(c); break;
+    case C_HEAD:
+        if (c->req && c->req->hdrs.bytes.len == 0 && c->req->url_len == 0)
+            conn_close(c); /* nothing received: an idle keep-alive connection */
+        else
+            conn_fail(c, 408, "request headers not received in time");
+        break;
+    case C_BODY: conn_fail(c, 408, "request body not received in time"); break;
+    case C_LINGER: conn_close(c); break;
+    default: break;
+    }
+}
+
+static void arm_idle(struct conn *c)
+{
+    uint64_t ms = c->srv->limits.idle_timeout_ms;
+    if (ms)
+        uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+static void arm_timer(struct conn *c, uint64_t ms)
+{
+    if (ms)
+        uv_timer_start(&c->timer, on_timer, ms, 0);
+    else
+        uv_timer_stop(&c->timer);
+}
+
+static void conn_update_reading(struct conn *c)
+{
+    bool want = c->state != C_CLOSED && c->pending.len < PENDING_MAX &&
+                !(c->req && c->req->user_paused);
+    if (c->state == C_LINGER)
+        want = true;
+    if (want && !c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+            c->reading = true;
+    } else if (!want && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+static void on_shutdown(uv_shutdown_t *sr, int status)
+{
+    struct conn *c = sr->data;
+    c->shutting_down = false;
+    if (c->state == C_CLOSED) {
+        c->writes--;
+        conn_free_if_closed(c);
+        return;
+    }
+    c->writes--;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    /* Lingering close: drain what the client still sends for a while, then close. */
+    c->state = C_LINGER;
+    c->pending.len = 0;
+    arm_timer(c, LINGER_MS);
+    conn_update_reading(c);
+}
+
+/* Close after the queued writes are out, answering nothing more. */
+static void conn_shutdown(struct conn *c)
+{
+    if (c->state == C_CLOSED || c->state == C_LINGER || c->shutting_down)
+        return;
+    req_detach(c);
+    c->state = C_WAIT;
+    c->shutting_down = true;
+    c->shutdown_req.data = c;
+    c->writes++;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        c->writes--;
+        c->shutting_down = false;
+        conn_close(c);
+    }
+}
+
+static void on_write_done(void *ctx, int status)
+{
+    struct conn *c = ctx;
+    c->writes--;
+    if (c->state == C_CLOSED) {
+        conn_free_if_closed(c);
+        return;
+    }
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    struct dg_http_req *r = c->req;
+    if (r && r->on_drain && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
+        void (*fn)(struct dg_http_req *, void *) = r->on_drain;
+        r->on_drain = NULL;
+        fn(r, r->drain_ud);
+    }
+}
+
+static void conn_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
+{
+    if (c->state == C_CLOSED || c->state == C_LINGER)
+        return;
+    int rc = dg__http_write((uv_stream_t *)&c->tcp, bufs, n, on_write_done, c);
+    if (rc == 0)
+        c->writes++;
+    else if (rc < 0)
+        conn_close(c);
+}
+
+/* Answer an error ourselves (limits, bad input) and close. */
+static void conn_fail(struct conn *c, int status, const char *msg)
+{
+    if (c->state == C_CLOSED || c->state == C_LINGER)
+        return;
+    struct dg_http_req *r = c->req;
+    bool can_answer = !(r && r->resp_started);
+    if (r && r->handler_called && !r->resp_ended) {
+        /* the handler holds it: tell it, then answer below */
+        req_detach(c);
+    }
+    if (can_answer) {
+        char head[512];
+        size_t mlen = strlen(msg) + 1;
+        int n = snprintf(head, sizeof(head),
+                         "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                         "Connection: close\r\n%s\r\n%s\n",
+                         status, dg_http_status_text(status), mlen, dg__http_date_line(), msg);
+        uv_buf_t b = uv_buf_init(head, (unsigned)DG_MIN((size_t)n, sizeof(head) - 1));
+        conn_write(c, &b, 1);
+    }
+    dg_log(DG_LOG_DEBUG, c->srv->name, "%s: %d %s", c->peer, status, msg);
+    conn_shutdown(c);
+}
+
+/* ---- parser callbacks ------------------------------------------------------------------- */
+
+static struct dg_http_req *req_new(struct conn *c)
+{
+    struct dg_http_req *r = c->spare;
+    c->spare = NULL;
+    if (!r) {
+        r = dg_xcalloc(1, sizeof(*r));
+    } else {
+        struct dg__hdrs h = r->hdrs;
+        struct dg_buf body = r->body, rh = r->resp_hdrs;
+        memset(r, 0, sizeof(*r));
+        r->hdrs = h;
+        r->body = body;
+        r->resp_hdrs = rh;
+        dg__hdrs_reset(&r->hdrs);
+        dg_buf_reset(&r->body);
+        dg_buf_reset(&r->resp_hdrs);
+    }
+    r->conn = c;
+    r->srv = c->srv;
+    memcpy(r->peer, c->peer, sizeof(r->peer));
+    return r;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    struct conn *c = p->data;
+    c->req = req_new(c);
+    c->srv->stats.active_reqs++;
+    c->state = C_HEAD;
+    arm_timer(c, c->srv->limits.header_timeout_ms);
+    return 0;
+}
+
+static bool header_bytes_ok(struct conn *c, size_t more)
+{
+    if (c->req->hdrs.bytes.len + more > c->srv->limits.max_header_bytes) {
+        conn_fail(c, 431, "request header fields too large");
+        return false;
+    }
+    return true;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (!header_bytes_ok(c, len))
+        return -1;
+    dg_buf_append(&c->req->hdrs.bytes, at, len);
+    c->req->url_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (!header_bytes_ok(c, len))
+        return -1;
+    if (!dg__hdrs_field(&c->req->hdrs, at, len, c->srv->limits.max_headers)) {
+        conn_fail(c, 431, "too many request header fields");
+        return -1;
+    }
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (!header_bytes_ok(c, len))
+        return -1;
+    dg__hdrs_value(&c->req->hdrs, at, len);
+    return 0;
+}
+
+static void send_continue(struct conn *c)
+{
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
+    conn_write(c, &b, 1);
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct conn *c = p->data;
+    struct dg_http_req *r = c->req;
+    struct dg_http_server *s = c->srv;
+    dg__hdrs_finish(&r->hdrs);
+    r->method = http_method_str((enum http_method)p->method);
+    r->head_method = p->method == HTTP_HEAD;
+    r->vminor = p->http_minor;
+    r->keep_alive = http_should_keep_alive(p) != 0;
+    struct dg_str url = {r->hdrs.bytes.data, r->url_len};
+    const char *q = memchr(url.ptr, '?', url.len);
+    if (q) {
+        r->path = (struct dg_str){url.ptr, (size_t)(q - url.ptr)};
+        r->query = (struct dg_str){q + 1, url.len - (size_t)(q - url.ptr) - 1};
+    } else {
+        r->path = url;
+    }
+    if (p->flags & F_CHUNKED)
+        r->content_length = -1;
+    else if (p->flags & F_CONTENTLENGTH)
+        r->content_length = (int64_t)p->content_length;
+    else
+        r->content_length = 0;
+    if (r->content_length > 0 && (uint64_t)r->content_length > s->limits.max_body_bytes) {
+        conn_fail(c, 413, "request body too large");
+        return -1;
+    }
+    struct dg_str expect = dg__hdrs_get(&r->hdrs, "expect");
+    if (expect.ptr) {
+        if (!dg_str_caseeq(expect, "100-continue")) {
+            conn_fail(c, 417, "unsupported Expect header");
+            return -1;
+        }
+        r->expect_continue = p->http_minor >= 1;
+    }
+    s->stats.requests++;
+    route_request(s, r);
+    bool has_body = r->content_length != 0;
+    c->state = has_body ? C_BODY : C_WAIT;
+    if (has_body)
+        arm_timer(c, s->limits.body_timeout_ms);
+    else
+        uv_timer_stop(&c->timer);
+    if (r->route && (r->route->flags & DG_HTTP_STREAM)) {
+        r->handler_called = true;
+        /* Hold the body until the handler asks for it (it may queue the request first). */
+        if (has_body)
+            http_parser_pause(p, 1);
+        r->route->fn(r, r->route->ud);
+        return 0;
+    }
+    if (has_body && r->expect_continue)
+        send_continue(c);
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    struct dg_http_req *r = c->req;
+    r->body_read += len;
+    if (r->body_read > c->srv->limits.max_body_bytes) {
+        conn_fail(c, 413, "request body too large");
+        return -1;
+    }
+    arm_timer(c, c->srv->limits.body_timeout_ms);
+    if (r->handler_called) {
+        if (r->on_data)
+            r->on_data(r, at, len, r->body_ud);
+        if (c->req == r && r->user_paused)
+            http_parser_pause(p, 1);
+    } else if (r->route) {
+        dg_buf_append(&r->body, at, len);
+    }
+    return 0;
+}
+
+static void respond_plain(struct dg_http_req *r, int status, const char *msg)
+{
+    dg_http_respond(r, status, "text/plain", msg, strlen(msg));
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct conn *c = p->data;
+    struct dg_http_req *r = c->req;
+    r->msg_complete = true;
+    if (c->state == C_BODY)
+        c->state = C_WAIT;
+    uv_timer_stop(&c->timer);
+    /* Do not parse a pipelined request before this one is answered. */
+    http_parser_pause(p, 1);
+    if (r->handler_called) {
+        if (r->on_end && r->body_wanted)
+            r->on_end(r, r->body_ud);
+        return 0;
+    }
+    r->handler_called = true;
+    if (r->not_found)
+        respond_plain(r, 404, "not found\n");
+    else if (r->bad_method)
+        respond_plain(r, 405, "method not allowed\n");
+    else
+        r->route->fn(r, r->route->ud);
+    return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* Parse what is pending when the parser may run; called after a response ends, after a
+ * streaming handler asks for the body, and after a resume. Not re-entrant: a call from
+ * inside a parse is picked up by the outer loop. */
+static void conn_process(struct conn *c)
+{
+    if (c->in_process || c->state == C_CLOSED || c->state == C_LINGER)
+        return;
+    c->in_process = true;
+    while (c->pending.len > 0 && HTTP_PARSER_ERRNO(&c->parser) == HPE_OK &&
+           c->state != C_CLOSED && c->state != C_LINGER) {
+        size_t n = conn_parse(c, c->pending.data, c->pending.len);
+        if (c->state == C_CLOSED || c->state == C_LINGER)
+            break;
+        memmove(c->pending.data, c->pending.data + n, c->pending.len - n);
+        c->pending.len -= n;
+        if (n == 0)
+            break;
+    }
+    c->in_process = false;
+    if (c->state != C_CLOSED && c->state != C_LINGER)
+        conn_update_reading(c);
+}
+
+/* Let the parser go on with what follows (after pause points). */
+static void conn_unpause(struct conn *c)
+{
+    if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
+        http_parser_pause(&c->parser, 0);
+    if (!c->in_process)
+        conn_process(c);
+}
+
+/* ---- request accessors ------------------------------------------------------------------ */
+
+const char *dg_http_req_method(const struct dg_http_req *r)
+{
+    return r->method;
+}
+
+struct dg_str dg_http_req_url(const struct dg_http_req *r)
+{
+    return (struct dg_str){r->hdrs.bytes.data, r->url_len};
+}
+
+struct dg_str dg_http_req_path(const struct dg_http_req *r)
+{
+    return r->path;
+}
+
+struct dg_str dg_http_req_query(const struct dg_http_req *r)
+{
+    return r->query;
+}
+
+struct dg_str dg_http_req_param(const struct dg_http_req *r, const char *name)
+{
+    for (unsigned i = 0; i < r->nparams; i++)
+        if (dg_str_eq(r->param_names[i], name))
+            return r->param_values[i];
+    return (struct dg_str){NULL, 0};
+}
+
+struct dg_str dg_http_req_header(const struct dg_http_req *r, const char *name)
+{
+    return dg__hdrs_get(&r->hdrs, name);
+}
+
+const struct dg_http_header *dg_http_req_headers(const struct dg_http_req *r, size_t *n)
+{
+    *n = r->hdrs.n;
+    return r->hdrs.views;
+}
+
+struct dg_str dg_http_req_body(const struct dg_http_req *r)
+{
+    return (struct dg_str){r->body.data ? r->body.data : "", r->body.len};
+}
+
+int64_t dg_http_req_content_length(const struct dg_http_req *r)
+{
+    return r->content_length;
+}
+
+bool dg_http_req_keep_alive(const struct dg_http_req *r)
+{
+    return r->keep_alive;
+}
+
+int dg_http_req_version_minor(const struct dg_http_req *r)
+{
+    return r->vminor;
+}
+
+const char *dg_http_req_peer(const struct dg_http_req *r)
+{
+    return r->peer;
+}
+
+void dg_http_req_set_data(struct dg_http_req *r, void *data)
+{
+    r->data = data;
+}
+
+void *dg_http_req_data(const struct dg_http_req *r)
+{
+    return r->data;
+}
+
+void dg_http_req_on_abort(struct dg_http_req *r, void (*fn)(struct dg_http_req *, void *),
+                          void *ud)
+{
+    r->on_abort = fn;
+    r->abort_ud = ud;
+}
+
+void dg_http_req_read_body(struct dg_http_req *r,
+                           void (*on_data)(struct dg_http_req *, const char *, size_t, void *),
+                           void (*on_end)(struct dg_http_req *, void *), void *ud)
+{
+    r->on_data = on_data;
+    r->on_end = on_end;
+    r->body_ud = ud;
+    r->body_wanted = true;
+    struct conn *c = r->conn;
+    if (r->msg_complete || r->content_length == 0) {
+        if (on_end)
+            on_end(r, ud);
+        return;
+    }
+    if (!c)
+        return;
+    if (r->expect_continue)
+        send_continue(c);
+    conn_unpause(c);
+}
+
+void dg_http_req_pause(struct dg_http_req *r)
+{
+    r->user_paused = true;
+    if (r->conn)
+        conn_update_reading(r->conn);
+}
+
+void dg_http_req_resume(struct dg_http_req *r)
+{
+    if (!r->user_paused)
+        return;
+    r->user_paused = false;
+    if (r->conn && !r->msg_complete)
+        conn_unpause(r->conn);
+    else if (r->conn)
+        conn_update_reading(r->conn);
+}
+
+/* ---- responses -------------------------------------------------------------------------- */
+
+void dg_http_resp_header(struct dg_http_req *r, const char *name, const char *value)
+{
+    dg_buf_printf(&r->resp_hdrs, "%s: %s\r\n", name, value);
+}
+
+/* Whether the connection stays open after this response. */
+static bool resp_keep_alive(const struct dg_http_req *r)
+{
+    return r->keep_alive && r->conn && !r->conn->srv->closing && r->msg_complete;
+}
+
+static size_t format_head(struct dg_http_req *r, char *out, size_t cap, int status,
+                          const char *content_type, int64_t content_length)
+{
+    char cl[64];
+    if (content_length >= 0)
+        snprintf(cl, sizeof(cl), "Content-Length: %lld\r\n", (long long)content_length);
+    else
+        snprintf(cl, sizeof(cl), "Transfer-Encoding: chunked\r\n");
+    bool ka = resp_keep_alive(r);
+    int n = snprintf(out, cap, "HTTP/1.1 %d %s\r\n%s%s%s%s%s%s\r\n", status,
+                     dg_http_status_text(status), content_type ? "Content-Type: " : "",
+                     content_type ? content_type : "", content_type ? "\r\n" : "", cl,
+                     ka ? (r->vminor == 0 ? "Connection: keep-alive\r\n" : "")
+                        : "Connection: close\r\n",
+                     dg__http_date_line());
+    return n < 0 ? 0 : (size_t)n;
+}
+
+void dg_http_respond(struct dg_http_req *r, int status, const char *content_type,
+                     const void *body, size_t len)
+{
+    if (r->resp_started)
+        return;
+    r->resp_started = true;
+    struct conn *c = r->conn;
+    if (c) {
+        char head[512];
+        size_t hn = format_head(r, head, sizeof(head), status, content_type, (int64_t)len);
+        /* user headers go between the status line and our own */
+        uv_buf_t bufs[4];
+        unsigned nb = 0;
+        const char *eol = memchr(head, '\n', hn);
+        size_t first = (size_t)(eol - head) + 1;
+        bufs[nb++] = uv_buf_init(head, (unsigned)first);
+        if (r->resp_hdrs.len)
+            bufs[nb++] = uv_buf_init(r->resp_hdrs.data, (unsigned)r->resp_hdrs.len);
+        bufs[nb++] = uv_buf_init(head + first, (unsigned)(hn - first));
+        if (len && !r->head_method)
+            bufs[nb++] = uv_buf_init((char *)body, (unsigned)len);
+        conn_write(c, bufs, nb); /* one writev for head and body */
+    }
+    req_finish(r);
+}
+
+void dg_http_respond_text(struct dg_http_req *r, int status, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if (n > (int)sizeof(buf) - 2)
+        n = (int)sizeof(buf) - 2;
+    if (n == 0 || buf[n - 1] != '\n')
+        buf[n++] = '\n';
+    dg_http_respond(r, status, "text/plain", buf, (size_t)n);
+}
+
+void dg_http_resp_start(struct dg_http_req *r, int status, int64_t content_length)
+{
+    if (r->resp_started)
+        return;
+    r->resp_started = true;
+    r->chunked_resp = content_length < 0 && !r->head_method;
+    struct conn *c = r->conn;
+    if (!c)
+        return;
+    char head[512];
+    size_t hn = format_head(r, head, sizeof(head), status, NULL, content_length);
+    const char *eol = memchr(head, '\n', hn);
+    size_t first = (size_t)(eol - head) + 1;
+    uv_buf_t bufs[3];
+    unsigned nb = 0;
+    bufs[nb++] = uv_buf_init(head, (unsigned)first);
+    if (r->resp_hdrs.len)
+        bufs[nb++] = uv_buf_init(r->resp_hdrs.data, (unsigned)r->resp_hdrs.len);
+    bufs[nb++] = uv_buf_init(head + first, (unsigned)(hn - first));
+    conn_write(c, bufs, nb);
+}
+
+void dg_http_resp_write(struct dg_http_req *r, const void *data, size_t len)
+{
+    struct conn *c = r->conn;
+    if (!c || !len || r->head_method || r->resp_ended)
+        return;
+    if (r->chunked_resp) {
+        char pre[24];
+        int n = snprintf(pre, sizeof(pre), "%zx\r\n", len);
+        uv_buf_t bufs[3] = {uv_buf_init(pre, (unsigned)n), uv_buf_init((char *)data, (unsigned)len),
+                            uv_buf_init("\r\n", 2)};
+        conn_write(c, bufs, 3);
+    } else {
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        conn_write(c, &b, 1);
+    }
+}
+
+void dg_http_resp_end(struct dg_http_req *r)
+{
+    if (r->resp_ended)
+        return;
+    if (r->conn && r->chunked_resp) {
+        uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
+        conn_write(r->conn, &b, 1);
+    }
+    req_finish(r);
+}
+
+size_t dg_http_resp_queued(const struct dg_http_req *r)
+{
+    return r->conn ? uv_stream_get_write_queue_size((const uv_stream_t *)&r->conn->tcp) : 0;
+}
+
+void dg_http_resp_on_drain(struct dg_http_req *r, void (*fn)(struct dg_http_req *, void *),
+                           void *ud)
+{
+    r->on_drain = fn;
+    r->drain_ud = ud;
+}
+
+/* The response is complete: recycle the request and go on with the connection. */
+static void req_finish(struct dg_http_req *r)
+{
+    r->resp_ended = true;
+    struct conn *c = r->conn;
+    if (!c) { /* orphaned: nobody to answer */
+        req_free(r);
+        return;
+    }
+    bool keep = resp_keep_alive(r);
+    c->req = NULL;
+    c->srv->stats.active_reqs--;
+    if (c->spare)
+        req_free(c->spare);
+    c->spare = r;
+    if (!keep) {
+        conn_shutdown(c);
+        return;
+    }
+    c->state = C_IDLE;
+    arm_idle(c);
+    conn_unpause(c);
+}
+
+/* ---- shutdown --------------------------------------------------------------------------- */
+
+static void grace_closed(uv_handle_t *h)
+{
+    struct dg_http_server *s = h->data;
+    s->open_handles--;
+    server_maybe_done(s);
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+    struct dg_http_server *s = h->data;
+    s->open_handles--;
+    server_maybe_done(s);
+}
+
+/* Every 20 ms during shutdown: close connections that became idle; at the deadline, close
+ * the rest (their requests are aborted or orphaned). */
+static void on_grace_poll(uv_timer_t *t)
+{
+    struct dg_http_server *s = t->data;
+    bool over = uv_now(s->loop) >= s->grace_deadline;
+    if (over && s->conns)
+        dg_log(DG_LOG_WARN, s->name, "shutdown: grace period over, closing %u connection(s)",
+               (unsigned)s->stats.open_conns);
+    for (struct conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (over || (!c->req && c->pending.len == 0 && c->state != C_LINGER && !c->shutting_down))
+            conn_close(c);
+    }
+    if (!s->conns && !uv_is_closing((uv_handle_t *)t)) {
+        uv_timer_stop(t);
+        uv_close((uv_handle_t *)t, grace_closed);
+    }
+}
+
+void dg_http_server_close(struct dg_http_server *s, uint64_t grace_ms, void (*done)(void *),
+                          void *ud)
+{
+    if (s->closing)
+        return;
+    s->closing = true;
+    s->done = done;
+    s->done_ud = ud;
+    if (s->listening) {
+        s->listening = false;
+        uv_close((uv_handle_t *)&s->listener, listener_closed);
+    }
+    uv_timer_init(s->loop, &s->grace_timer);
+    s->grace_timer.data = s;
+    s->open_handles++;
+    s->grace_deadline = uv_now(s->loop) + grace_ms;
+    on_grace_poll(&s->grace_timer);
+    if (!uv_is_closing((uv_handle_t *)&s->grace_timer))
+        uv_timer_start(&s->grace_timer, on_grace_poll, 20, 20);
+}

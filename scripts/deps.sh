@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install the Debian packages this project needs, idempotently: only what is
+# missing is installed, and apt-get runs only when something is missing.
+# Usage: scripts/deps.sh [--check]   (--check: list what is missing, exit 1 if any)
+set -euo pipefail
+
+PKGS=(
+  # build
+  build-essential pkg-config meson ninja-build clang clang-format clang-tidy cppcheck
+  # libraries
+  libuv1-dev libhttp-parser-dev libjansson-dev libyaml-dev libcyaml-dev
+  # tests, sanitizers, fuzzing
+  libcmocka-dev libclang-rt-14-dev curl
+  # benchmarks
+  nginx-light wrk
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  [ "${1:-}" = "--check" ] || echo "deps: all ${#PKGS[@]} packages present"
+  exit 0
+fi
+if [ "${1:-}" = "--check" ]; then
+  echo "deps: missing: ${missing[*]}"
+  exit 1
+fi
+
+echo "deps: installing missing packages: ${missing[*]}"
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "deps: not root and no sudo; install: ${missing[*]}" >&2; exit 1; }
+  SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "deps: done"

@@ -1,0 +1,280 @@
+/*
+ * dirigent-fn: the function server that runs inside every sandbox, compatible
+ * with InVitro's workload (DESIGN.md §8).
+ *
+ *   GET /health   -> 200 "ok"
+ *   GET /metrics  -> Prometheus text
+ *   anything else -> busy-spin for `requested_cpu` ms (header), then
+ *                    {"Status":"OK","Function":...,"MachineName":...,"ExecutionTime":<us>}
+ *
+ * Headers: `workload` ("empty" answers at once with Status "OK - EMPTY"),
+ * `function` (echoed; the Host header when absent), `requested_cpu` (ms of
+ * CPU to spin), `multiplier` (InVitro's iterations per ms: when given, the
+ * work is exactly multiplier x requested_cpu iterations of 100 square roots,
+ * as InVitro's trace function; when absent, the spin lasts requested_cpu ms
+ * of wall-clock time), `requested_memory` (MiB to allocate and touch during
+ * the work).
+ *
+ * The spin runs on libuv's thread pool, so /health answers during long work
+ * and several requests can run at once (UV_THREADPOOL_SIZE, default 4).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dirigent/config.h"
+#include "dirigent/daemon.h"
+#include "dirigent/http.h"
+#include "dirigent/log.h"
+#include "dirigent/metrics.h"
+#include "workload.h"
+
+struct fn_config {
+    int64_t port;
+    char *host;
+    char *log_level;
+    int64_t max_cpu_ms;
+    int64_t max_memory_mib;
+    bool calibrate;
+    struct dg_http_conf http;
+};
+
+static const char *const log_levels[] = {"trace", "debug", "info", "warn", "error", NULL};
+
+static const struct dg_conf_field fn_fields[] = {
+    {.key = "port", .type = DG_CONF_INT, .offset = offsetof(struct fn_config, port), .def = "-1",
+     .min = -1, .max = 65535, .env = "PORT",
+     .help = "listen port; -1: 80 when running as a container's init (PID 1), else 8080; "
+             "0: an ephemeral port (printed at start)"},
+    {.key = "host", .type = DG_CONF_STRING, .offset = offsetof(struct fn_config, host),
+     .def = "0.0.0.0", .help = "listen address (numeric IPv4 or IPv6)"},
+    {.key = "logLevel", .type = DG_CONF_ENUM, .offset = offsetof(struct fn_config, log_level),
+     .def = "info", .choices = log_levels, .help = "log verbosity"},
+    {.key = "maxCpuMs", .type = DG_CONF_INT, .offset = offsetof(struct fn_config, max_cpu_ms),
+     .def = "900000", .min = 0, .max = 86400000,
+     .help = "largest requested_cpu accepted (ms); larger: 400"},
+    {.key = "maxMemoryMiB", .type = DG_CONF_INT,
+     .offset = offsetof(struct fn_config, max_memory_mib), .def = "4096", .min = 0,
+     .max = 1048576, .help = "largest requested_memory accepted (MiB); larger: 400"},
+    {.key = "calibrate", .type = DG_CONF_BOOL, .offset = offsetof(struct fn_config, calibrate),
+     .def = "false", .help = "print this machine's iterations per ms (the multiplier) and exit"},
+    DG_CONF_HTTP_FIELDS(struct fn_config, http),
+};
+
+static const struct dg_conf_schema fn_schema = {
+    .prog = "dirigent-fn",
+    .summary = "InVitro-compatible function server: spins requested_cpu ms and reports it",
+    .fields = fn_fields,
+    .nfields = DG_ARRAY_LEN(fn_fields),
+};
+
+struct fn {
+    uv_loop_t *loop;
+    struct fn_config cfg;
+    struct dg_daemon daemon;
+    struct dg_http_server *server;
+    struct dg_metrics *metrics;
+    struct dg_metric *invocations, *spin_seconds, *bad_requests;
+    char machine[256];
+};
+
+struct job {
+    uv_work_t work;
+    struct fn *fn;
+    struct dg_http_req *req;
+    uint64_t cpu_ms, multiplier, memory_mib, exec_us;
+    const char *status;
+};
+
+/* Append `s` as a JSON string literal (quotes included). */
+static void json_str(struct dg_buf *b, struct dg_str s)
+{
+    dg_buf_append(b, "\"", 1);
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned char ch = (unsigned char)s.ptr[i];
+        if (ch == '"' || ch == '\\') {
+            char esc[2] = {'\\', (char)ch};
+            dg_buf_append(b, esc, 2);
+        } else if (ch < 0x20) {
+            dg_buf_printf(b, "\\u%04x", ch);
+        } else {
+            dg_buf_append(b, &s.ptr[i], 1);
+        }
+    }
+    dg_buf_append(b, "\"", 1);
+}
+
+static void respond_result(struct fn *f, struct dg_http_req *r, const char *status,
+                           uint64_t exec_us)
+{
+    struct dg_str name = dg_http_req_header(r, "function");
+    if (!name.ptr)
+        name = dg_http_req_header(r, "host");
+    struct dg_buf b = {0};
+    dg_buf_reserve(&b, 256);
+    dg_buf_printf(&b, "{\"Status\":\"%s\",\"Function\":", status);
+    json_str(&b, name);
+    dg_buf_puts(&b, ",\"MachineName\":");
+    json_str(&b, dg_str_c(f->machine));
+    dg_buf_printf(&b, ",\"ExecutionTime\":%llu}", (unsigned long long)exec_us);
+    dg_http_respond(r, 200, "application/json", b.data, b.len);
+    dg_buf_free(&b);
+    dg_counter_add(f->invocations, 1);
+}
+
+/* Parse an optional non-negative integer header; 400 naming it on junk or over `max`. */
+static bool header_u64(struct fn *f, struct dg_http_req *r, const char *name, uint64_t max,
+                       uint64_t *out)
+{
+    struct dg_str v = dg_http_req_header(r, name);
+    *out = 0;
+    if (!v.ptr || v.len == 0)
+        return true;
+    if (!dg_str_to_u64(v, out) || *out > max) {
+        dg_counter_add(f->bad_requests, 1);
+        dg_http_respond_text(r, 400, "header '%s': expected an integer 0..%llu, got '%.*s'", name,
+                             (unsigned long long)max, (int)DG_MIN(v.len, 64), v.ptr);
+        return false;
+    }
+    return true;
+}
+
+static void job_work(uv_work_t *w)
+{
+    struct job *j = DG_CONTAINER_OF(w, struct job, work);
+    uint64_t start = dg_now_us();
+    char *mem = NULL;
+    size_t bytes = (size_t)j->memory_mib << 20;
+    if (bytes) {
+        mem = malloc(bytes);
+        if (mem) /* touch every page so the memory is really used */
+            for (size_t i = 0; i < bytes; i += 4096)
+                mem[i] = (char)i;
+    }
+    if (j->multiplier)
+        fn_work_iterations(j->multiplier * j->cpu_ms);
+    else
+        fn_spin_ms(j->cpu_ms);
+    free(mem);
+    j->exec_us = dg_now_us() - start;
+}
+
+static void job_done(uv_work_t *w, int status)
+{
+    struct job *j = DG_CONTAINER_OF(w, struct job, work);
+    dg_counter_add(j->fn->spin_seconds, (double)j->exec_us / 1e6);
+    respond_result(j->fn, j->req, j->status, j->exec_us);
+    free(j);
+}
+
+static void on_invoke(struct dg_http_req *r, void *ud)
+{
+    struct fn *f = ud;
+    uint64_t cpu_ms, mult, mem;
+    if (!header_u64(f, r, "requested_cpu", (uint64_t)f->cfg.max_cpu_ms, &cpu_ms) ||
+        !header_u64(f, r, "multiplier", 1000000000u, &mult) ||
+        !header_u64(f, r, "requested_memory", (uint64_t)f->cfg.max_memory_mib, &mem))
+        return;
+    struct dg_str workload = dg_http_req_header(r, "workload");
+    bool empty = workload.ptr && dg_str_caseeq(workload, "empty");
+    if (empty || (cpu_ms == 0 && mem == 0)) {
+        respond_result(f, r, empty ? "OK - EMPTY" : "OK", 0);
+        return;
+    }
+    struct job *j = dg_xcalloc(1, sizeof(*j));
+    j->fn = f;
+    j->req = r;
+    j->cpu_ms = cpu_ms;
+    j->multiplier = mult;
+    j->memory_mib = mem;
+    j->status = "OK";
+    int rc = uv_queue_work(f->loop, &j->work, job_work, job_done);
+    if (rc < 0) {
+        free(j);
+        dg_http_respond_text(r, 500, "cannot start the work: %s", uv_strerror(rc));
+    }
+}
+
+static void on_server_closed(void *ud)
+{
+    struct fn *f = ud;
+    f->server = NULL;
+    dg_daemon_deinit(&f->daemon);
+}
+
+static void on_stop(void *ud)
+{
+    struct fn *f = ud;
+    if (f->server)
+        dg_http_server_close(f->server, (uint64_t)f->cfg.http.shutdown_grace_ms, on_server_closed,
+                             f);
+}
+
+int main(int argc, char **argv)
+{
+    static struct fn f;
+    struct dg_err err = {0};
+    dg_log_init("fn");
+    int rc = dg_conf_parse_args(&fn_schema, &f.cfg, argc, argv, stdout, &err);
+    if (rc == DG_CONF_EXIT) {
+        dg_conf_free(&fn_schema, &f.cfg);
+        return 0;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "dirigent-fn: %s\n", err.msg);
+        dg_conf_free(&fn_schema, &f.cfg);
+        return 2;
+    }
+    int level = DG_LOG_INFO;
+    dg_log_level_parse(f.cfg.log_level, &level);
+    dg_log_set_level(level);
+    if (f.cfg.calibrate) {
+        printf("%llu\n", (unsigned long long)fn_calibrate(500));
+        dg_conf_free(&fn_schema, &f.cfg);
+        return 0;
+    }
+    if (gethostname(f.machine, sizeof(f.machine) - 1) == -1)
+        snprintf(f.machine, sizeof(f.machine), "unknown");
+
+    int port = (int)f.cfg.port;
+    if (port < 0)
+        port = getpid() == 1 ? 80 : 8080;
+
+    f.loop = uv_default_loop();
+    if (dg_daemon_init(&f.daemon, f.loop, "fn", on_stop, &f, &err) < 0) {
+        dg_log(DG_LOG_ERROR, "fn", "%s", err.msg);
+        return 1;
+    }
+    f.metrics = dg_metrics_new();
+    f.invocations = dg_metric_get1(
+        dg_metrics_counter(f.metrics, "dg_fn_invocations_total", "Invocations answered.", NULL),
+        NULL);
+    f.bad_requests = dg_metric_get1(dg_metrics_counter(f.metrics, "dg_fn_bad_requests_total",
+                                                       "Invocations refused with 400.", NULL),
+                                    NULL);
+    f.spin_seconds = dg_metric_get1(dg_metrics_counter(f.metrics, "dg_fn_busy_seconds_total",
+                                                       "CPU work done for invocations.", NULL),
+                                    NULL);
+
+    struct dg_http_limits limits;
+    dg_http_conf_limits(&f.cfg.http, &limits);
+    f.server = dg_http_server_new(f.loop, &limits, "fn");
+    dg_daemon_mount_health_metrics(f.server, f.metrics);
+    dg_http_set_fallback(f.server, on_invoke, &f, 0);
+    if (dg_http_server_listen(f.server, f.cfg.host, port, &err) < 0) {
+        dg_log(DG_LOG_ERROR, "fn", "%s", err.msg);
+        return 1;
+    }
+    dg_log(DG_LOG_INFO, "fn", "listening on %s:%d (machine %s)", f.cfg.host,
+           dg_http_server_port(f.server), f.machine);
+
+    uv_run(f.loop, UV_RUN_DEFAULT);
+
+    dg_loop_close_all(f.loop);
+    dg_metrics_free(f.metrics);
+    dg_conf_free(&fn_schema, &f.cfg);
+    dg_log(DG_LOG_INFO, "fn", "stopped");
+    return 0;
+}

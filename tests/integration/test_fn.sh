@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# dirigent-fn end to end: the real binary on an ephemeral port, driven with curl.
+set -u
+. "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
+FN=${DG_BUILD_DIR:-build}/dirigent-fn
+
+plan 14
+
+start_fn() { # start_fn LOG [args...] -> sets FN_PID, FN_PORT
+  local log=$1; shift
+  bg_start "$log" "$FN" --host 127.0.0.1 --port 0 "$@"
+  FN_PID=$BG_PID
+  wait_for_log "$log" 'listening on 127\.0\.0\.1:[0-9]+' || return 1
+  FN_PORT=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$log" | head -1 | sed 's/.*://')
+}
+
+start_fn "$TAP_TMP/fn.log" || { echo "Bail out! dirigent-fn did not start"; exit 1; }
+URL="http://127.0.0.1:$FN_PORT"
+
+check "GET /health answers 200" \
+  bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' $URL/health)\" = 200 ]"
+
+t_spin() {
+  local out et
+  out=$(curl -sf -H 'requested_cpu: 20' -H 'function: hello' "$URL/") || return 1
+  et=$(json_field "$out" ExecutionTime) || return 1
+  echo "response: $out"
+  [ "$(json_field "$out" Status)" = OK ] && [ "$et" -ge 20000 ] && [ "$et" -lt 200000 ]
+}
+check "requested_cpu: 20 spins 20..200 ms (ExecutionTime in us)" t_spin
+
+t_names() {
+  local out
+  out=$(curl -sf -H 'Host: fn-from-host' "$URL/invoke") || return 1
+  echo "response: $out"
+  [ "$(json_field "$out" Function)" = fn-from-host ] &&
+    [ "$(json_field "$out" MachineName)" = "$(hostname)" ] &&
+    [ "$(json_field "$out" ExecutionTime)" -lt 20000 ]
+}
+check "Function falls back to Host; MachineName is the hostname; no spin without requested_cpu" t_names
+
+t_escape() {
+  local out
+  out=$(curl -sf -H 'function: a"b\c' "$URL/") || return 1
+  [ "$(json_field "$out" Function)" = 'a"b\c' ]
+}
+check "the function name is JSON-escaped" t_escape
+
+t_empty() {
+  local out
+  out=$(curl -sf -H 'workload: empty' -H 'requested_cpu: 500' "$URL/") || return 1
+  [ "$(json_field "$out" Status)" = "OK - EMPTY" ] && [ "$(json_field "$out" ExecutionTime)" = 0 ]
+}
+check "workload: empty answers at once with 'OK - EMPTY'" t_empty
+
+t_multiplier() {
+  local out
+  out=$(curl -sf -H 'requested_cpu: 5' -H 'multiplier: 50' "$URL/") || return 1
+  [ "$(json_field "$out" Status)" = OK ] && [ "$(json_field "$out" ExecutionTime)" -gt 0 ]
+}
+check "multiplier runs InVitro's fixed iteration count" t_multiplier
+
+t_bad_header() {
+  local code body
+  body=$(curl -s -H 'requested_cpu: 12abc' -w '\n%{http_code}' "$URL/")
+  code=$(tail -n1 <<<"$body")
+  echo "$body"
+  [ "$code" = 400 ] && grep -q "header 'requested_cpu': expected an integer" <<<"$body"
+}
+check "a bad requested_cpu gets 400 naming the header" t_bad_header
+
+t_garbage() {
+  local resp
+  exec 3<>"/dev/tcp/127.0.0.1/$FN_PORT" || return 1
+  printf 'NOT HTTP AT ALL\r\n\r\n' >&3
+  resp=$(timeout 5 head -c 12 <&3)
+  exec 3>&-
+  echo "got: $resp"
+  [ "$resp" = "HTTP/1.1 400" ] &&
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/health")" = 200 ]
+}
+check "malformed request gets 400 and the server keeps serving" t_garbage
+
+t_parallel_health() {
+  curl -s -o /dev/null -H 'requested_cpu: 2000' "$URL/" &
+  local spin=$!
+  sleep 0.1
+  curl -sf -o /dev/null --max-time 10 "$URL/health" || return 1
+  # the spin must still be running: /health did not wait behind it
+  kill -0 $spin 2>/dev/null || { echo "the spin finished before /health answered"; return 1; }
+  wait $spin
+}
+check "/health answers while a long spin runs (work is off the event loop)" t_parallel_health
+
+t_metrics() {
+  local m
+  m=$(curl -sf "$URL/metrics") || return 1
+  grep -qE '^dg_fn_invocations_total [1-9]' <<<"$m" && grep -q '^# TYPE dg_fn_invocations_total counter' <<<"$m"
+}
+check "/metrics counts invocations in Prometheus text" t_metrics
+
+t_sigterm() {
+  local out rc
+  curl -s -H 'requested_cpu: 300' "$URL/" >"$TAP_TMP/inflight" &
+  local c=$!
+  sleep 0.1
+  kill -TERM "$FN_PID"
+  wait "$FN_PID"; rc=$?
+  wait $c
+  out=$(cat "$TAP_TMP/inflight")
+  echo "exit $rc, in-flight: $out"
+  [ $rc = 0 ] && [ "$(json_field "$out" Status)" = OK ] && grep -q 'stopped' "$TAP_TMP/fn.log"
+}
+check "SIGTERM finishes the request in flight and exits 0" t_sigterm
+
+t_env_port() {
+  local p
+  p=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  PORT=$p bg_start "$TAP_TMP/fn-env.log" "$FN" --host 127.0.0.1
+  local pid=$BG_PID
+  wait_for_log "$TAP_TMP/fn-env.log" "listening on 127.0.0.1:$p" || { kill $pid; return 1; }
+  kill -TERM $pid; wait $pid
+}
+check "PORT from the environment" t_env_port
+
+t_bad_config() {
+  local out rc
+  out=$("$FN" --port 70000 2>&1); rc=$?
+  echo "$out (exit $rc)"
+  [ $rc = 2 ] && grep -q "port" <<<"$out" && grep -q "70000" <<<"$out"
+}
+check "a bad --port stops start-up with exit 2 naming the key and value" t_bad_config
+
+t_help() {
+  local out
+  out=$("$FN" --help) || return 1
+  grep -q 'port' <<<"$out" && grep -q 'http.maxHeaderBytes' <<<"$out" && grep -q 'PORT' <<<"$out"
+}
+check "--help lists the keys" t_help
+
+tap_done

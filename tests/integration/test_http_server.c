@@ -1,0 +1,535 @@
+/*
+ * test_http_server.c: the HTTP server through real sockets. A server with a
+ * few routes runs on its own loop thread; each case talks raw bytes to it and
+ * checks what a client would see, and then that the server still answers a
+ * normal request.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dirigent/http.h"
+#include "testlib.h"
+
+static struct tl_server *srv;
+static int port;
+
+/* ---- routes ----------------------------------------------------------------------------- */
+
+static void h_hello(struct dg_http_req *r, void *ud)
+{
+    dg_http_resp_header(r, "X-Test", "yes");
+    dg_http_respond(r, 200, "text/plain", "hello", 5);
+}
+
+static void h_echo(struct dg_http_req *r, void *ud)
+{
+    struct dg_str b = dg_http_req_body(r);
+    dg_http_respond(r, 200, "application/octet-stream", b.ptr, b.len);
+}
+
+static void h_params(struct dg_http_req *r, void *ud)
+{
+    struct dg_str a = dg_http_req_param(r, "a"), b = dg_http_req_param(r, "b");
+    struct dg_str q = dg_http_req_query(r);
+    dg_http_respond_text(r, 200, "a=%.*s b=%.*s q=%.*s", (int)a.len, a.ptr, (int)b.len, b.ptr,
+                         (int)q.len, q.ptr ? q.ptr : "");
+}
+
+static void h_header(struct dg_http_req *r, void *ud)
+{
+    struct dg_str v = dg_http_req_header(r, "x-probe");
+    size_t n;
+    dg_http_req_headers(r, &n);
+    dg_http_respond_text(r, 200, "probe=[%.*s] n=%zu", (int)v.len, v.ptr ? v.ptr : "", n);
+}
+
+/* Streaming echo: chunked response written as the body arrives. */
+static void s_data(struct dg_http_req *r, const char *d, size_t n, void *ud)
+{
+    dg_http_resp_write(r, d, n);
+}
+static void s_end(struct dg_http_req *r, void *ud)
+{
+    dg_http_resp_end(r);
+}
+static void h_stream(struct dg_http_req *r, void *ud)
+{
+    dg_http_resp_start(r, 200, -1);
+    dg_http_req_read_body(r, s_data, s_end, NULL);
+}
+
+/* Answers after `ms` from the query (?ms=N), default 100. */
+struct delayed {
+    uv_timer_t t;
+    struct dg_http_req *r;
+};
+static void delayed_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+static void delayed_fire(uv_timer_t *t)
+{
+    struct delayed *d = t->data;
+    if (d->r) {
+        struct dg_str path = dg_http_req_url(d->r);
+        dg_http_respond(d->r, 200, "text/plain", path.ptr, path.len);
+    }
+    uv_close((uv_handle_t *)t, delayed_closed);
+}
+static void delayed_abort(struct dg_http_req *r, void *ud)
+{
+    struct delayed *d = ud;
+    d->r = NULL;
+}
+static void h_delay(struct dg_http_req *r, void *ud)
+{
+    uv_loop_t *loop = ud;
+    struct delayed *d = calloc(1, sizeof(*d));
+    d->r = r;
+    uv_timer_init(loop, &d->t);
+    d->t.data = d;
+    struct dg_str q = dg_http_req_query(r);
+    uint64_t ms = 100;
+    if (q.ptr && q.len > 3 && memcmp(q.ptr, "ms=", 3) == 0)
+        dg_str_to_u64((struct dg_str){q.ptr + 3, q.len - 3}, &ms);
+    dg_http_req_on_abort(r, delayed_abort, d);
+    uv_timer_start(&d->t, delayed_fire, ms, 0);
+}
+
+static void setup_routes(struct dg_http_server *s, uv_loop_t *loop, void *ud)
+{
+    dg_http_route(s, "GET", "/hello", h_hello, NULL, 0);
+    dg_http_route(s, "POST", "/echo", h_echo, NULL, 0);
+    dg_http_route(s, "GET", "/p/:a/x/:b", h_params, NULL, 0);
+    dg_http_route(s, "GET", "/header", h_header, NULL, 0);
+    dg_http_route(s, "POST", "/stream", h_stream, NULL, DG_HTTP_STREAM);
+    dg_http_route(s, "GET", "/delay", h_delay, loop, 0);
+}
+
+static int group_setup(void **state)
+{
+    struct dg_http_limits l;
+    dg_http_limits_default(&l);
+    l.max_body_bytes = 64 * 1024;
+    l.header_timeout_ms = 400;
+    l.body_timeout_ms = 400;
+    l.idle_timeout_ms = 1500;
+    srv = tl_server_start(&l, setup_routes, NULL);
+    port = tl_server_port(srv);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    tl_server_stop(srv, 1000);
+    return 0;
+}
+
+/* The server still answers a plain request on a fresh connection. */
+static void assert_still_serving(void)
+{
+    struct tl_resp r;
+    assert_int_equal(tl_roundtrip(port, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+    assert_string_equal(r.body, "hello");
+    tl_resp_free(&r);
+}
+
+static void expect_status(int fd, int status)
+{
+    struct tl_resp r;
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    assert_int_equal(r.status, status);
+    tl_resp_free(&r);
+}
+
+/* ---- cases ------------------------------------------------------------------------------ */
+
+static void test_basic_and_headers(void **state)
+{
+    struct tl_resp r;
+    assert_int_equal(tl_roundtrip(port, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+    assert_string_equal(r.body, "hello");
+    assert_string_equal(tl_resp_header(&r, "x-test"), "yes");
+    assert_string_equal(tl_resp_header(&r, "content-length"), "5");
+    assert_true(r.keep_alive);
+    tl_resp_free(&r);
+    /* case-insensitive lookup, an empty value, and the header count */
+    assert_int_equal(tl_roundtrip(port,
+                                  "GET /header HTTP/1.1\r\nHost: x\r\nX-Empty:\r\n"
+                                  "x-PROBE: found\r\n\r\n",
+                                  &r),
+                     200);
+    assert_string_equal(r.body, "probe=[found] n=3\n");
+    tl_resp_free(&r);
+}
+
+static void test_split_writes(void **state)
+{
+    int fd = tl_connect(port, 3000);
+    assert_true(fd >= 0);
+    const char *req = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world";
+    assert_int_equal(tl_send_slowly(fd, req, strlen(req), 1, 200), 0);
+    struct tl_resp r;
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "hello world");
+    tl_resp_free(&r);
+    close(fd);
+    assert_still_serving();
+}
+
+static void test_keep_alive_many(void **state)
+{
+    int fd = tl_connect(port, 3000);
+    assert_true(fd >= 0);
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(tl_sends(fd, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+        expect_status(fd, 200);
+    }
+    close(fd);
+}
+
+static void test_pipelined_in_order(void **state)
+{
+    int fd = tl_connect(port, 3000);
+    assert_true(fd >= 0);
+    /* the first answers late, yet must come first */
+    assert_int_equal(tl_sends(fd, "GET /delay?ms=150 HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                                  "GET /delay?ms=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"),
+                     0);
+    struct tl_resp r;
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    assert_string_equal(r.body, "/delay?ms=150");
+    tl_resp_free(&r);
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    assert_string_equal(r.body, "abc");
+    tl_resp_free(&r);
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    assert_string_equal(r.body, "/delay?ms=1");
+    tl_resp_free(&r);
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    assert_string_equal(r.body, "hello");
+    tl_resp_free(&r);
+    close(fd);
+}
+
+static void test_chunked_request_body(void **state)
+{
+    int fd = tl_connect(port, 3000);
+    assert_true(fd >= 0);
+    const char *req = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\n\r\n";
+    assert_int_equal(tl_send_slowly(fd, req, strlen(req), 7, 1000), 0);
+    struct tl_resp r;
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "hello world");
+    tl_resp_free(&r);
+    /* keep-alive continues after a chunked body */
+    assert_int_equal(tl_sends(fd, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+    expect_status(fd, 200);
+    close(fd);
+}
+
+static void test_streaming_route(void **state)
+{
+    int fd = tl_connect(port, 3000);
+    assert_true(fd >= 0);
+    char body[40000];
+    for (size_t i = 0; i < sizeof(body); i++)
+        body[i] = (char)('a' + i % 26);
+    char head[128];
+    snprintf(head, sizeof(head), "POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n",
+             sizeof(body));
+    assert_int_equal(tl_sends(fd, head), 0);
+    assert_int_equal(tl_send_slowly(fd, body, sizeof(body), 4096, 2000), 0);
+    struct tl_resp r;
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(tl_resp_header(&r, "transfer-encoding"), "chunked");
+    assert_int_equal(r.body_len, sizeof(body));
+    assert_memory_equal(r.body, body, sizeof(body));
+    tl_resp_free(&r);
+    close(fd);
+}
+
+static void test_expect_continue(void **state)
+{
+    int fd = tl_connect(port, 3000);
+    assert_true(fd >= 0);
+    assert_int_equal(tl_sends(fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                                  "Expect: 100-continue\r\n\r\n"),
+                     0);
+    char buf[64] = {0};
+    ssize_t n = recv(fd, buf, 25, 0); /* "HTTP/1.1 100 Continue\r\n\r\n" */
+    assert_int_equal(n, 25);
+    assert_memory_equal(buf, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    assert_int_equal(tl_sends(fd, "ping"), 0);
+    struct tl_resp r;
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "ping");
+    tl_resp_free(&r);
+    close(fd);
+}
+
+static void test_oversized_headers_431(void **state)
+{
+    int fd = tl_connect(port, 3000);
+    assert_true(fd >= 0);
+    size_t n = 20 * 1024;
+    char *req = malloc(n + 128);
+    int off = sprintf(req, "GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: ");
+    memset(req + off, 'a', n);
+    strcpy(req + off + n, "\r\n\r\n");
+    tl_send(fd, req, strlen(req)); /* the server may close before all is sent */
+    free(req);
+    expect_status(fd, 431);
+    assert_true(tl_wait_closed(fd, 3000));
+    close(fd);
+    assert_still_serving();
+}
+
+static void test_too_many_headers_431(void **state)
+{
+    int fd = tl_connect(port, 3000);
+    assert_true(fd >= 0);
+    struct dg_buf b = {0};
+    dg_buf_puts(&b, "GET /hello HTTP/1.1\r\nHost: x\r\n");
+    for (int i = 0; i < 120; i++)
+        dg_buf_printf(&b, "X-H%d: v\r\n", i);
+    dg_buf_puts(&b, "\r\n");
+    tl_send(fd, b.data, b.len);
+    dg_buf_free(&b);
+    expect_status(fd, 431);
+    close(fd);
+    assert_still_serving();
+}
+
+static void test_oversized_body_413(void **state)
+{
+    /* declared too large: refused before the body is read */
+    int fd = tl_connect(port, 3000);
+    assert_true(fd >= 0);
+    assert_int_equal(tl_sends(fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n"
+                                  "\r\nsome of it"),
+                     0);
+    expect_status(fd, 413);
+    assert_true(tl_wait_closed(fd, 3000));
+    close(fd);
+    /* chunked, growing past the limit while it is read */
+    fd = tl_connect(port, 3000);
+    assert_true(fd >= 0);
+    assert_int_equal(tl_sends(fd, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+                                  "\r\n\r\n"),
+                     0);
+    char chunk[8192 + 16];
+    int h = sprintf(chunk, "2000\r\n");
+    memset(chunk + h, 'z', 8192);
+    memcpy(chunk + h + 8192, "\r\n", 2);
+    for (int i = 0; i < 9; i++)
+        if (tl_send(fd, chunk, (size_t)h + 8192 + 2) == -1)
+            break;
+    expect_status(fd, 413);
+    close(fd);
+    assert_still_serving();
+}
+
+static void test_garbage_400(void **state)
+{
+    int fd = tl_connect(port, 3000);
+    assert_true(fd >= 0);
+    assert_int_equal(tl_sends(fd, "\x01\x02 this is not http\r\n\r\n"), 0);
+    expect_status(fd, 400);
+    assert_true(tl_wait_closed(fd, 3000));
+    close(fd);
+    /* a bad header line after a good request line */
+    fd = tl_connect(port, 3000);
+    assert_true(fd >= 0);
+    assert_int_equal(tl_sends(fd, "GET /hello HTTP/1.1\r\nHost x y z\r\n\r\n"), 0);
+    expect_status(fd, 400);
+    close(fd);
+    /* a bad Content-Length */
+    fd = tl_connect(port, 3000);
+    assert_true(fd >= 0);
+    assert_int_equal(tl_sends(fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 12abc\r\n\r\n"),
+                     0);
+    expect_status(fd, 400);
+    close(fd);
+    assert_still_serving();
+}
+
+static void test_slow_client_408(void **state)
+{
+    int fd = tl_connect(port, 3000);
+    assert_true(fd >= 0);
+    assert_int_equal(tl_sends(fd, "GET /hello HTTP/1.1\r\nHo"), 0);
+    expect_status(fd, 408); /* header timeout is 400 ms in this suite */
+    assert_true(tl_wait_closed(fd, 3000));
+    close(fd);
+    /* a body that stops coming */
+    fd = tl_connect(port, 3000);
+    assert_true(fd >= 0);
+    assert_int_equal(tl_sends(fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab"),
+                     0);
+    expect_status(fd, 408);
+    close(fd);
+    assert_still_serving();
+}
+
+static void test_client_closes_mid_body(void **state)
+{
+    for (int i = 0; i < 3; i++) {
+        int fd = tl_connect(port, 3000);
+        assert_true(fd >= 0);
+        const char *path = i == 0 ? "/echo" : "/stream";
+        char req[256];
+        snprintf(req, sizeof(req),
+                 "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\npartial", path);
+        assert_int_equal(tl_sends(fd, req), 0);
+        usleep(20000);
+        close(fd);
+    }
+    /* a client gone while its (delayed) handler holds the request */
+    int fd = tl_connect(port, 3000);
+    assert_int_equal(tl_sends(fd, "GET /delay?ms=100 HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+    close(fd);
+    usleep(200000);
+    assert_still_serving();
+}
+
+static void test_routes_404_405_params(void **state)
+{
+    struct tl_resp r;
+    assert_int_equal(tl_roundtrip(port, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", &r), 404);
+    tl_resp_free(&r);
+    assert_int_equal(tl_roundtrip(port, "DELETE /hello HTTP/1.1\r\nHost: x\r\n\r\n", &r), 405);
+    tl_resp_free(&r);
+    assert_int_equal(tl_roundtrip(port, "GET /p/one/x/two?k=v HTTP/1.1\r\nHost: x\r\n\r\n", &r),
+                     200);
+    assert_string_equal(r.body, "a=one b=two q=k=v\n");
+    tl_resp_free(&r);
+    assert_int_equal(tl_roundtrip(port, "GET /p/one/x HTTP/1.1\r\nHost: x\r\n\r\n", &r), 404);
+    tl_resp_free(&r);
+    /* HEAD gets GET's headers without a body */
+    int fd = tl_connect(port, 3000);
+    assert_int_equal(tl_sends(fd, "HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"),
+                     0);
+    char buf[1024];
+    usleep(100000);
+    ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    /* exactly one body ("hello"), belonging to the GET */
+    char *first = strstr(buf, "hello");
+    assert_non_null(first);
+    assert_null(strstr(first + 5, "hello"));
+    assert_non_null(strstr(buf, "Content-Length: 5"));
+    close(fd);
+}
+
+static void test_http10_closes(void **state)
+{
+    int fd = tl_connect(port, 3000);
+    assert_int_equal(tl_sends(fd, "GET /hello HTTP/1.0\r\n\r\n"), 0);
+    struct tl_resp r;
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(tl_resp_header(&r, "connection"), "close");
+    tl_resp_free(&r);
+    assert_true(tl_wait_closed(fd, 3000));
+    close(fd);
+    /* and keeps the connection when asked to */
+    fd = tl_connect(port, 3000);
+    assert_int_equal(tl_sends(fd, "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"), 0);
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    assert_string_equal(tl_resp_header(&r, "connection"), "keep-alive");
+    tl_resp_free(&r);
+    assert_int_equal(tl_sends(fd, "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"), 0);
+    expect_status(fd, 200);
+    close(fd);
+}
+
+static void test_idle_connection_closed(void **state)
+{
+    int fd = tl_connect(port, 4000);
+    assert_int_equal(tl_sends(fd, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+    expect_status(fd, 200);
+    /* idle timeout is 1.5 s in this suite */
+    assert_true(tl_wait_closed(fd, 4000));
+    close(fd);
+}
+
+static void test_many_connections(void **state)
+{
+    enum { N = 200 };
+    int fds[N];
+    for (int i = 0; i < N; i++) {
+        fds[i] = tl_connect(port, 3000);
+        assert_true(fds[i] >= 0);
+        assert_int_equal(tl_sends(fds[i], "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        expect_status(fds[i], 200);
+        close(fds[i]);
+    }
+}
+
+/* Shutdown: a request in flight finishes within the grace period, then the port is closed. */
+static void test_graceful_shutdown(void **state)
+{
+    struct dg_http_limits l;
+    dg_http_limits_default(&l);
+    struct tl_server *s2 = tl_server_start(&l, setup_routes, NULL);
+    int p2 = tl_server_port(s2);
+    int fd = tl_connect(p2, 3000);
+    assert_int_equal(tl_sends(fd, "GET /delay?ms=300 HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+    int idle = tl_connect(p2, 3000);
+    usleep(50000);
+    tl_server_stop(s2, 2000); /* returns when everything is closed */
+    struct tl_resp r;
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(tl_resp_header(&r, "connection"), "close");
+    tl_resp_free(&r);
+    assert_true(tl_wait_closed(idle, 1000));
+    close(fd);
+    close(idle);
+    assert_int_equal(tl_connect(p2, 1000), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_basic_and_headers),
+        cmocka_unit_test(test_split_writes),
+        cmocka_unit_test(test_keep_alive_many),
+        cmocka_unit_test(test_pipelined_in_order),
+        cmocka_unit_test(test_chunked_request_body),
+        cmocka_unit_test(test_streaming_route),
+        cmocka_unit_test(test_expect_continue),
+        cmocka_unit_test(test_oversized_headers_431),
+        cmocka_unit_test(test_too_many_headers_431),
+        cmocka_unit_test(test_oversized_body_413),
+        cmocka_unit_test(test_garbage_400),
+        cmocka_unit_test(test_slow_client_408),
+        cmocka_unit_test(test_client_closes_mid_body),
+        cmocka_unit_test(test_routes_404_405_params),
+        cmocka_unit_test(test_http10_closes),
+        cmocka_unit_test(test_idle_connection_closed),
+        cmocka_unit_test(test_many_connections),
+        cmocka_unit_test(test_graceful_shutdown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

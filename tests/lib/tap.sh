@@ -1,0 +1,55 @@
+# tap.sh: TAP output and clean-up for shell integration tests. Source it, call
+# `plan N`, then `ok COND-EXIT-STATUS "name"` style checks through `check`.
+# Every process started with `bg_start` is killed on exit, also when a test fails.
+
+TAP_N=0
+TAP_FAILED=0
+TAP_PIDS=()
+TAP_TMP=$(mktemp -d /tmp/dg-test.XXXXXX)
+
+tap_cleanup() {
+  for p in "${TAP_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$TAP_TMP"
+}
+trap tap_cleanup EXIT
+
+plan() { echo "1..$1"; }
+
+# check "name" command...   (passes when the command exits 0)
+check() {
+  local name=$1; shift
+  TAP_N=$((TAP_N + 1))
+  if "$@" >"$TAP_TMP/check.out" 2>&1; then
+    echo "ok $TAP_N - $name"
+  else
+    echo "not ok $TAP_N - $name"
+    sed 's/^/# /' "$TAP_TMP/check.out" | head -n 20
+    TAP_FAILED=$((TAP_FAILED + 1))
+  fi
+}
+
+# bg_start LOGFILE command... : start in the background, remember the pid in BG_PID
+bg_start() {
+  local log=$1; shift
+  "$@" >"$log" 2>&1 &
+  BG_PID=$!
+  TAP_PIDS+=("$BG_PID")
+}
+
+# wait_for_log FILE REGEX [TIMEOUT_S]: poll until the file has a matching line
+wait_for_log() {
+  local f=$1 re=$2 t=${3:-10} i=0
+  while [ $i -lt $((t * 20)) ]; do
+    grep -qE "$re" "$f" 2>/dev/null && return 0
+    sleep 0.05; i=$((i + 1))
+  done
+  echo "timed out waiting for /$re/ in $f:"; cat "$f"
+  return 1
+}
+
+# json_field JSON KEY: print one top-level field of a JSON object
+json_field() {
+  /usr/bin/python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"
+}
+
+tap_done() { exit $((TAP_FAILED > 0)); }
