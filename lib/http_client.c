@@ -30,8 +30,8 @@ struct dg_http_pool {
     char host[64];
     int port;
     struct dg_http_pool_opts opts;
-    struct cconn *idle;            /* singly linked, most recent first */
-    struct cconn *busy;            /* all non-idle connections (doubly linked) */
+    struct cconn *idle;                   /* singly linked, most recent first */
+    struct cconn *busy;                   /* all non-idle connections (doubly linked) */
     struct dg_http_creq *q_head, *q_tail; /* waiting for a connection */
     unsigned nidle, nbusy, nqueued, handles;
     bool closing;
@@ -54,6 +54,7 @@ struct dg_http_creq {
     struct dg_buf body;
     struct dg_http_resp resp;
     bool head_done, complete, skip_1xx;
+    bool *alive; /* set while dg_http_request* runs: cleared when q is freed under it */
 };
 
 struct cconn {
@@ -116,6 +117,8 @@ static void pool_maybe_free(struct dg_http_pool *p)
 
 static void creq_free(struct dg_http_creq *q)
 {
+    if (q->alive)
+        *q->alive = false;
     dg_buf_free(&q->out);
     dg__hdrs_free(&q->hdrs);
     dg_buf_free(&q->body);
@@ -432,8 +435,8 @@ static void cconn_open(struct dg_http_pool *p, struct dg_http_creq *q)
     c->connect_req.data = c;
     if (p->opts.connect_timeout_ms)
         uv_timer_start(&c->timer, on_cconn_timer, p->opts.connect_timeout_ms, 0);
-    int rc = uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&p->addr,
-                            on_cconn_connect);
+    int rc =
+        uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&p->addr, on_cconn_connect);
     if (rc < 0)
         cconn_error(c, rc, "connect to", uv_strerror(rc));
 }
@@ -459,9 +462,9 @@ static void pool_dispatch(struct dg_http_pool *p)
 
 /* ---- public request API ----------------------------------------------------------------- */
 
-static struct dg_http_creq *creq_new(struct dg_http_pool *p, const char *method,
-                                     const char *path, const struct dg_http_header *hdrs,
-                                     size_t nhdrs, const struct dg_http_client_cbs *cbs, void *ud)
+static struct dg_http_creq *creq_new(struct dg_http_pool *p, const char *method, const char *path,
+                                     const struct dg_http_header *hdrs, size_t nhdrs,
+                                     const struct dg_http_client_cbs *cbs, void *ud)
 {
     struct dg_http_creq *q = dg_xcalloc(1, sizeof(*q));
     q->pool = p;
@@ -487,12 +490,16 @@ static struct dg_http_creq *creq_new(struct dg_http_pool *p, const char *method,
     return q;
 }
 
-static void creq_submit(struct dg_http_pool *p, struct dg_http_creq *q)
+/* Queue `q` and dispatch. Returns q, or NULL when it already finished (on_done was called
+ * and q freed: a closing pool, a synchronous connect or write error). */
+static struct dg_http_creq *creq_submit(struct dg_http_pool *p, struct dg_http_creq *q)
 {
+    bool alive = true;
+    q->alive = &alive;
     q->state = Q_QUEUED;
     if (p->closing) {
         creq_fail(q, DG_E_CLOSED, "request to", "the client pool is closing");
-        return;
+        return NULL;
     }
     if (p->q_tail)
         p->q_tail->next = q;
@@ -501,11 +508,15 @@ static void creq_submit(struct dg_http_pool *p, struct dg_http_creq *q)
     p->q_tail = q;
     p->nqueued++;
     pool_dispatch(p);
+    if (!alive)
+        return NULL;
+    q->alive = NULL;
+    return q;
 }
 
-struct dg_http_creq *dg_http_request(struct dg_http_pool *p, const char *method,
-                                     const char *path, const struct dg_http_header *hdrs,
-                                     size_t nhdrs, const void *body, size_t len,
+struct dg_http_creq *dg_http_request(struct dg_http_pool *p, const char *method, const char *path,
+                                     const struct dg_http_header *hdrs, size_t nhdrs,
+                                     const void *body, size_t len,
                                      const struct dg_http_client_cbs *cbs, void *ud)
 {
     struct dg_http_creq *q = creq_new(p, method, path, hdrs, nhdrs, cbs, ud);
@@ -513,8 +524,7 @@ struct dg_http_creq *dg_http_request(struct dg_http_pool *p, const char *method,
     if (len)
         dg_buf_append(&q->out, body, len);
     q->body_ended = true;
-    creq_submit(p, q);
-    return q;
+    return creq_submit(p, q);
 }
 
 struct dg_http_creq *dg_http_request_stream(struct dg_http_pool *p, const char *method,
@@ -530,8 +540,7 @@ struct dg_http_creq *dg_http_request_stream(struct dg_http_pool *p, const char *
         q->chunked = true;
         dg_buf_puts(&q->out, "Transfer-Encoding: chunked\r\n\r\n");
     }
-    creq_submit(p, q);
-    return q;
+    return creq_submit(p, q);
 }
 
 static void creq_emit(struct dg_http_creq *q, const void *data, size_t len)

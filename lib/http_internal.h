@@ -31,7 +31,7 @@ struct dg__hdrs {
     struct dg_buf bytes;        /* url + header fragments, in order */
     struct dg__hdr_span *spans; /* one per header */
     unsigned n, cap;
-    bool in_value;              /* last fragment was a value */
+    bool in_value; /* last fragment was a value */
     struct dg_http_header *views;
     unsigned views_cap;
 };

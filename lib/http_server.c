@@ -374,8 +374,7 @@ static void on_connection(uv_stream_t *ls, int status)
     arm_idle(c);
 }
 
-int dg_http_server_listen(struct dg_http_server *s, const char *host, int port,
-                          struct dg_err *err)
+int dg_http_server_listen(struct dg_http_server *s, const char *host, int port, struct dg_err *err)
 {
     struct sockaddr_storage ss;
     int rc;
@@ -393,8 +392,7 @@ int dg_http_server_listen(struct dg_http_server *s, const char *host, int port,
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
     if (rc < 0)
-        return dg_err_set(err, rc, "%s: listen on %s:%d: %s", s->name, host, port,
-                          uv_strerror(rc));
+        return dg_err_set(err, rc, "%s: listen on %s:%d: %s", s->name, host, port, uv_strerror(rc));
     return 0;
 }
 
@@ -504,16 +502,23 @@ static void on_timer(uv_timer_t *t)
 {
     struct conn *c = t->data;
     switch (c->state) {
-    case C_IDLE: conn_close(c); break;
+    case C_IDLE:
+        conn_close(c);
+        break;
     case C_HEAD:
         if (c->req && c->req->hdrs.bytes.len == 0 && c->req->url_len == 0)
             conn_close(c); /* nothing received: an idle keep-alive connection */
         else
             conn_fail(c, 408, "request headers not received in time");
         break;
-    case C_BODY: conn_fail(c, 408, "request body not received in time"); break;
-    case C_LINGER: conn_close(c); break;
-    default: break;
+    case C_BODY:
+        conn_fail(c, 408, "request body not received in time");
+        break;
+    case C_LINGER:
+        conn_close(c);
+        break;
+    default:
+        break;
     }
 }
 
@@ -534,8 +539,8 @@ static void arm_timer(struct conn *c, uint64_t ms)
 
 static void conn_update_reading(struct conn *c)
 {
-    bool want = c->state != C_CLOSED && c->pending.len < PENDING_MAX &&
-                !(c->req && c->req->user_paused);
+    bool want =
+        c->state != C_CLOSED && c->pending.len < PENDING_MAX && !(c->req && c->req->user_paused);
     if (c->state == C_LINGER)
         want = true;
     if (want && !c->reading) {
@@ -849,8 +854,8 @@ static void conn_process(struct conn *c)
     if (c->in_process || c->state == C_CLOSED || c->state == C_LINGER)
         return;
     c->in_process = true;
-    while (c->pending.len > 0 && HTTP_PARSER_ERRNO(&c->parser) == HPE_OK &&
-           c->state != C_CLOSED && c->state != C_LINGER) {
+    while (c->pending.len > 0 && HTTP_PARSER_ERRNO(&c->parser) == HPE_OK && c->state != C_CLOSED &&
+           c->state != C_LINGER) {
         size_t n = conn_parse(c, c->pending.data, c->pending.len);
         if (c->state == C_CLOSED || c->state == C_LINGER)
             break;
@@ -949,8 +954,7 @@ void *dg_http_req_data(const struct dg_http_req *r)
     return r->data;
 }
 
-void dg_http_req_on_abort(struct dg_http_req *r, void (*fn)(struct dg_http_req *, void *),
-                          void *ud)
+void dg_http_req_on_abort(struct dg_http_req *r, void (*fn)(struct dg_http_req *, void *), void *ud)
 {
     r->on_abort = fn;
     r->abort_ud = ud;
@@ -1026,8 +1030,8 @@ static size_t format_head(struct dg_http_req *r, char *out, size_t cap, int stat
     return n < 0 ? 0 : (size_t)n;
 }
 
-void dg_http_respond(struct dg_http_req *r, int status, const char *content_type,
-                     const void *body, size_t len)
+void dg_http_respond(struct dg_http_req *r, int status, const char *content_type, const void *body,
+                     size_t len)
 {
     if (r->resp_started)
         return;

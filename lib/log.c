@@ -42,9 +42,12 @@ void dg__log_write(int level, const char *module, const char *fmt, ...)
     struct tm tm;
     gmtime_r(&secs, &tm);
     int n = (int)strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-    n += snprintf(line + n, sizeof(line) - (size_t)n, ".%03uZ %s %s[%d] %s: ",
-                  (unsigned)(ms % 1000), level_names[level < 0 ? 0 : level > 4 ? 4 : level],
-                  log_prog, (int)getpid(), module);
+    n +=
+        snprintf(line + n, sizeof(line) - (size_t)n, ".%03uZ %s %s[%d] %s: ", (unsigned)(ms % 1000),
+                 level_names[level < 0   ? 0
+                             : level > 4 ? 4
+                                         : level],
+                 log_prog, (int)getpid(), module);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);

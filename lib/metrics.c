@@ -341,7 +341,8 @@ static struct dg_metric *child_new(struct dg_metric_family *f, const char *const
     c->values = dg_xcalloc(f->nlabels ? f->nlabels : 1, sizeof(*c->values));
     struct dg_buf lt = {0};
     for (size_t i = 0; i < f->nlabels; i++) {
-        c->values[i] = dg_xstrdup(values[i]);
+        /* values has nlabels entries (check_values) */
+        c->values[i] = dg_xstrdup(values[i]); // NOLINT(clang-analyzer-core.CallAndMessage)
         dg_buf_printf(&lt, "%s%s=\"", i ? "," : "", f->labels[i]);
         put_escaped(&lt, values[i], true);
         dg_buf_puts(&lt, "\"");
@@ -364,7 +365,10 @@ static struct dg_metric *child_new(struct dg_metric_family *f, const char *const
 
 struct dg_metric *dg_metric_get(struct dg_metric_family *f, const char *const *values)
 {
+    static const char *const no_values[1] = {""};
     check_values(f, values);
+    if (!values) /* only for families without labels (check_values made sure) */
+        values = no_values;
     uint64_t h = hash_values(values, f->nlabels);
     struct dg_metric *c = find_child(f, values, h);
     return c ? c : child_new(f, values, h);
@@ -381,7 +385,10 @@ struct dg_metric *dg_metric_get1(struct dg_metric_family *f, const char *value)
 
 void dg_metric_remove(struct dg_metric_family *f, const char *const *values)
 {
+    static const char *const no_values[1] = {""};
     check_values(f, values);
+    if (!values) /* only for families without labels (check_values made sure) */
+        values = no_values;
     uint64_t h = hash_values(values, f->nlabels);
     struct dg_metric *c = find_child(f, values, h);
     if (!c)

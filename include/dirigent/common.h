@@ -12,9 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define DG_MIN(a, b)    ((a) < (b) ? (a) : (b))
-#define DG_MAX(a, b)    ((a) > (b) ? (a) : (b))
+#define DG_ARRAY_LEN(a)                    (sizeof(a) / sizeof((a)[0]))
+#define DG_MIN(a, b)                       ((a) < (b) ? (a) : (b))
+#define DG_MAX(a, b)                       ((a) > (b) ? (a) : (b))
 #define DG_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 #define DG_PRINTF(f, a)                    __attribute__((format(printf, f, a)))
 
@@ -54,9 +54,9 @@ struct dg_str {
 };
 #define DG_STR(lit) ((struct dg_str){(lit), sizeof(lit) - 1})
 static inline struct dg_str dg_str_c(const char *s);
-bool dg_str_eq(struct dg_str a, const char *b);      /* exact, b is NUL-terminated */
-bool dg_str_caseeq(struct dg_str a, const char *b);  /* ASCII case-insensitive */
-char *dg_str_dup(struct dg_str s);                   /* malloc'd, NUL-terminated copy */
+bool dg_str_eq(struct dg_str a, const char *b);     /* exact, b is NUL-terminated */
+bool dg_str_caseeq(struct dg_str a, const char *b); /* ASCII case-insensitive */
+char *dg_str_dup(struct dg_str s);                  /* malloc'd, NUL-terminated copy */
 /* Parse a whole view as a decimal integer; false on junk, sign where not allowed, overflow. */
 bool dg_str_to_i64(struct dg_str s, int64_t *out);
 bool dg_str_to_u64(struct dg_str s, uint64_t *out);
@@ -71,7 +71,7 @@ void dg_buf_reserve(struct dg_buf *b, size_t extra);
 void dg_buf_append(struct dg_buf *b, const void *p, size_t n);
 void dg_buf_puts(struct dg_buf *b, const char *s);
 void dg_buf_printf(struct dg_buf *b, const char *fmt, ...) DG_PRINTF(2, 3);
-void dg_buf_vprintf(struct dg_buf *b, const char *fmt, va_list ap);
+void dg_buf_vprintf(struct dg_buf *b, const char *fmt, va_list ap) DG_PRINTF(2, 0);
 void dg_buf_reset(struct dg_buf *b); /* len = 0, keeps the memory */
 void dg_buf_free(struct dg_buf *b);
 

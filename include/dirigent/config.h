@@ -26,8 +26,8 @@ enum dg_conf_type {
     DG_CONF_ENUM,     /* char *, one of choices[] */
     DG_CONF_DURATION, /* int64_t milliseconds; text "250ms", "2s", "1m", "1h"; a bare number is
                          milliseconds; bounded by [min, max] in ms */
-    DG_CONF_SIZE,     /* int64_t bytes; text "16KiB", "10MiB", "1GiB", "512"; bounded by [min, max] */
-    DG_CONF_STRLIST   /* struct dg_strlist; a YAML sequence of scalars or a comma-separated string */
+    DG_CONF_SIZE,   /* int64_t bytes; text "16KiB", "10MiB", "1GiB", "512"; bounded by [min, max] */
+    DG_CONF_STRLIST /* struct dg_strlist; a YAML sequence of scalars or a comma-separated string */
 };
 
 struct dg_strlist {
@@ -38,13 +38,13 @@ struct dg_strlist {
 struct dg_conf_field {
     const char *key; /* "port", "redis.address" */
     enum dg_conf_type type;
-    size_t offset;               /* offsetof(struct prog_config, member) */
-    const char *def;             /* default as text, parsed like a --set value; NULL = "" / 0 */
-    int64_t min, max;            /* INT, DURATION, SIZE bounds (inclusive); min == max == 0: none */
-    double dmin, dmax;           /* DOUBLE bounds; dmin == dmax == 0: none */
-    const char *const *choices;  /* ENUM: NULL-terminated list */
-    const char *env;             /* optional environment variable that overrides the file */
-    const char *help;            /* one line for --help */
+    size_t offset;              /* offsetof(struct prog_config, member) */
+    const char *def;            /* default as text, parsed like a --set value; NULL = "" / 0 */
+    int64_t min, max;           /* INT, DURATION, SIZE bounds (inclusive); min == max == 0: none */
+    double dmin, dmax;          /* DOUBLE bounds; dmin == dmax == 0: none */
+    const char *const *choices; /* ENUM: NULL-terminated list */
+    const char *env;            /* optional environment variable that overrides the file */
+    const char *help;           /* one line for --help */
 };
 
 struct dg_conf_schema {
@@ -82,8 +82,8 @@ enum dg_conf_parse_result {
  * Applies defaults, then the file, then the environment, then the overrides in order.
  * Output of --help / --print-config goes to `out`. Returns DG_CONF_RUN, DG_CONF_EXIT, or a
  * negative code with `err` set (the caller prints it and exits 2). */
-int dg_conf_parse_args(const struct dg_conf_schema *s, void *cfg, int argc, char **argv,
-                       FILE *out, struct dg_err *err);
+int dg_conf_parse_args(const struct dg_conf_schema *s, void *cfg, int argc, char **argv, FILE *out,
+                       struct dg_err *err);
 
 /* --help text generated from the table: key, type, default, bounds, help. */
 void dg_conf_print_help(const struct dg_conf_schema *s, FILE *out);

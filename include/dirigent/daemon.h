@@ -47,26 +47,54 @@ struct dg_http_conf {
     int64_t max_header_bytes, max_headers, max_body_bytes;
     int64_t header_timeout_ms, body_timeout_ms, idle_timeout_ms, shutdown_grace_ms;
 };
-#define DG_CONF_HTTP_FIELDS(T, M)                                                               \
-    {.key = "http.maxHeaderBytes", .type = DG_CONF_SIZE,                                           \
-     .offset = offsetof(T, M.max_header_bytes), .def = "16KiB", .min = 1024,                    \
-     .max = 1024 * 1024, .help = "request line + headers at most; larger: 431"},                   \
-    {.key = "http.maxHeaders", .type = DG_CONF_INT, .offset = offsetof(T, M.max_headers),       \
-     .def = "100", .min = 1, .max = 10000, .help = "header fields at most; more: 431"},            \
-    {.key = "http.maxBodyBytes", .type = DG_CONF_SIZE, .offset = offsetof(T, M.max_body_bytes), \
-     .def = "1MiB", .min = 0, .max = INT64_MAX, .help = "request body at most; larger: 413"},     \
-    {.key = "http.headerTimeout", .type = DG_CONF_DURATION,                                       \
-     .offset = offsetof(T, M.header_timeout_ms), .def = "10s", .min = 1, .max = 3600000,       \
-     .help = "time to receive a request's headers; slower: 408"},                                 \
-    {.key = "http.bodyTimeout", .type = DG_CONF_DURATION,                                         \
-     .offset = offsetof(T, M.body_timeout_ms), .def = "30s", .min = 1, .max = 3600000,         \
-     .help = "longest silence while receiving a body; longer: 408"},                              \
-    {.key = "http.idleTimeout", .type = DG_CONF_DURATION,                                         \
-     .offset = offsetof(T, M.idle_timeout_ms), .def = "60s", .min = 1, .max = 86400000,        \
-     .help = "keep-alive connection without a request is closed after"},                          \
-    {.key = "http.shutdownGrace", .type = DG_CONF_DURATION,                                       \
-     .offset = offsetof(T, M.shutdown_grace_ms), .def = "5s", .min = 0, .max = 600000,         \
-     .help = "on SIGTERM, time given to requests in flight"}
+#define DG_CONF_HTTP_FIELDS(T, M)                                                                  \
+    {.key = "http.maxHeaderBytes",                                                                 \
+     .type = DG_CONF_SIZE,                                                                         \
+     .offset = offsetof(T, M.max_header_bytes),                                                    \
+     .def = "16KiB",                                                                               \
+     .min = 1024,                                                                                  \
+     .max = 1024 * 1024,                                                                           \
+     .help = "request line + headers at most; larger: 431"},                                       \
+        {.key = "http.maxHeaders",                                                                 \
+         .type = DG_CONF_INT,                                                                      \
+         .offset = offsetof(T, M.max_headers),                                                     \
+         .def = "100",                                                                             \
+         .min = 1,                                                                                 \
+         .max = 10000,                                                                             \
+         .help = "header fields at most; more: 431"},                                              \
+        {.key = "http.maxBodyBytes",                                                               \
+         .type = DG_CONF_SIZE,                                                                     \
+         .offset = offsetof(T, M.max_body_bytes),                                                  \
+         .def = "1MiB",                                                                            \
+         .min = 0,                                                                                 \
+         .max = INT64_MAX,                                                                         \
+         .help = "request body at most; larger: 413"},                                             \
+        {.key = "http.headerTimeout",                                                              \
+         .type = DG_CONF_DURATION,                                                                 \
+         .offset = offsetof(T, M.header_timeout_ms),                                               \
+         .def = "10s",                                                                             \
+         .min = 1,                                                                                 \
+         .max = 3600000,                                                                           \
+         .help = "time to receive a request's headers; slower: 408"},                              \
+        {.key = "http.bodyTimeout",                                                                \
+         .type = DG_CONF_DURATION,                                                                 \
+         .offset = offsetof(T, M.body_timeout_ms),                                                 \
+         .def = "30s",                                                                             \
+         .min = 1,                                                                                 \
+         .max = 3600000,                                                                           \
+         .help = "longest silence while receiving a body; longer: 408"},                           \
+        {.key = "http.idleTimeout",                                                                \
+         .type = DG_CONF_DURATION,                                                                 \
+         .offset = offsetof(T, M.idle_timeout_ms),                                                 \
+         .def = "60s",                                                                             \
+         .min = 1,                                                                                 \
+         .max = 86400000,                                                                          \
+         .help = "keep-alive connection without a request is closed after"},                       \
+    {                                                                                              \
+        .key = "http.shutdownGrace", .type = DG_CONF_DURATION,                                     \
+        .offset = offsetof(T, M.shutdown_grace_ms), .def = "5s", .min = 0, .max = 600000,          \
+        .help = "on SIGTERM, time given to requests in flight"                                     \
+    }
 
 /* Limits for dg_http_server_new from the config. */
 void dg_http_conf_limits(const struct dg_http_conf *c, struct dg_http_limits *out);

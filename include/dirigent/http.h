@@ -24,12 +24,12 @@ struct dg_http_header {
 /* Limits of the server (and of response parsing in the client). Every one has a config key
  * in the daemons (see DG_HTTP_CONF_FIELDS in docs/api.md). */
 struct dg_http_limits {
-    size_t max_header_bytes;   /* request line + headers; over it: 431. Default 16 KiB */
-    unsigned max_headers;      /* header count; over it: 431. Default 100 */
-    uint64_t max_body_bytes;   /* buffered and streamed request bodies; over it: 413. 1 MiB */
-    uint64_t header_timeout_ms;/* from the first byte of a request to its last header: 408. 10 s */
-    uint64_t body_timeout_ms;  /* longest silence while reading a body: 408. 30 s */
-    uint64_t idle_timeout_ms;  /* keep-alive connection without a request: closed. 60 s */
+    size_t max_header_bytes;    /* request line + headers; over it: 431. Default 16 KiB */
+    unsigned max_headers;       /* header count; over it: 431. Default 100 */
+    uint64_t max_body_bytes;    /* buffered and streamed request bodies; over it: 413. 1 MiB */
+    uint64_t header_timeout_ms; /* from the first byte of a request to its last header: 408. 10 s */
+    uint64_t body_timeout_ms;   /* longest silence while reading a body: 408. 30 s */
+    uint64_t idle_timeout_ms;   /* keep-alive connection without a request: closed. 60 s */
 };
 void dg_http_limits_default(struct dg_http_limits *l);
 
@@ -62,15 +62,14 @@ void dg_http_route(struct dg_http_server *s, const char *method, const char *pat
 void dg_http_set_fallback(struct dg_http_server *s, dg_http_handler fn, void *ud, unsigned flags);
 
 /* Listen on host:port (port 0: ephemeral, read it with dg_http_server_port). */
-int dg_http_server_listen(struct dg_http_server *s, const char *host, int port,
-                          struct dg_err *err);
+int dg_http_server_listen(struct dg_http_server *s, const char *host, int port, struct dg_err *err);
 int dg_http_server_port(const struct dg_http_server *s);
 
 /* Stop accepting, close idle connections, let requests in flight finish (their responses
  * carry "Connection: close") for up to `grace_ms`, then close everything. `done` (may be
  * NULL) runs once all handles are closed; the server is freed right after it returns. */
-void dg_http_server_close(struct dg_http_server *s, uint64_t grace_ms,
-                          void (*done)(void *ud), void *ud);
+void dg_http_server_close(struct dg_http_server *s, uint64_t grace_ms, void (*done)(void *ud),
+                          void *ud);
 
 struct dg_http_server_stats {
     uint64_t accepted, requests, open_conns, active_reqs;
@@ -82,7 +81,7 @@ const char *dg_http_req_method(const struct dg_http_req *r); /* "GET" */
 struct dg_str dg_http_req_url(const struct dg_http_req *r);  /* path?query as received */
 struct dg_str dg_http_req_path(const struct dg_http_req *r);
 struct dg_str dg_http_req_query(const struct dg_http_req *r); /* without '?'; {NULL,0} if none */
-struct dg_str dg_http_req_param(const struct dg_http_req *r, const char *name); /* :capture */
+struct dg_str dg_http_req_param(const struct dg_http_req *r, const char *name);  /* :capture */
 struct dg_str dg_http_req_header(const struct dg_http_req *r, const char *name); /* any case */
 const struct dg_http_header *dg_http_req_headers(const struct dg_http_req *r, size_t *n);
 struct dg_str dg_http_req_body(const struct dg_http_req *r); /* buffered routes only */
@@ -105,7 +104,10 @@ void dg_http_req_read_body(struct dg_http_req *r,
 void dg_http_req_pause(struct dg_http_req *r);
 void dg_http_req_resume(struct dg_http_req *r);
 /* Called if the connection dies before the response ended (client gone, timeout). After it
- * returns the request is freed: drop every pointer to it. */
+ * returns the request is freed: drop every pointer to it. Without on_abort the request is
+ * kept ("orphaned") until the handler ends its response, which is then discarded: a handler
+ * that waits for something that may never come (the rest of a body, an upstream) must set
+ * on_abort. */
 void dg_http_req_on_abort(struct dg_http_req *r, void (*fn)(struct dg_http_req *, void *),
                           void *ud);
 
@@ -113,11 +115,10 @@ void dg_http_req_on_abort(struct dg_http_req *r, void (*fn)(struct dg_http_req *
  * adds Content-Length or Transfer-Encoding, Connection and Date itself. */
 void dg_http_resp_header(struct dg_http_req *r, const char *name, const char *value);
 /* Whole response in one call; `body` is copied. Ends the request. */
-void dg_http_respond(struct dg_http_req *r, int status, const char *content_type,
-                     const void *body, size_t len);
+void dg_http_respond(struct dg_http_req *r, int status, const char *content_type, const void *body,
+                     size_t len);
 /* text/plain response with a trailing newline. */
-void dg_http_respond_text(struct dg_http_req *r, int status, const char *fmt, ...)
-    DG_PRINTF(3, 4);
+void dg_http_respond_text(struct dg_http_req *r, int status, const char *fmt, ...) DG_PRINTF(3, 4);
 /* Streaming: start with a known length (>= 0) or chunked (-1), write pieces (copied), end. */
 void dg_http_resp_start(struct dg_http_req *r, int status, int64_t content_length);
 void dg_http_resp_write(struct dg_http_req *r, const void *data, size_t len);
@@ -182,14 +183,15 @@ struct dg_http_client_cbs {
 
 /* Send a request with a buffered body (`body` copied; may be NULL with len 0). Headers are
  * copied; the client adds Host (unless given), Content-Length and Connection: keep-alive.
- * Returns the request handle (never NULL); errors arrive through on_done. */
-struct dg_http_creq *dg_http_request(struct dg_http_pool *p, const char *method,
-                                     const char *path, const struct dg_http_header *hdrs,
-                                     size_t nhdrs, const void *body, size_t len,
+ * Returns the request handle, or NULL when the request already ended before this call
+ * returned (on_done has run: a closing pool, a synchronous connect or write error). */
+struct dg_http_creq *dg_http_request(struct dg_http_pool *p, const char *method, const char *path,
+                                     const struct dg_http_header *hdrs, size_t nhdrs,
+                                     const void *body, size_t len,
                                      const struct dg_http_client_cbs *cbs, void *ud);
 /* Send a request whose body is streamed: `content_length` >= 0, or -1 for chunked. Write the
  * body with dg_http_creq_write and finish with dg_http_creq_end (also when length is 0). The
- * caller must not pass Content-Length or Transfer-Encoding headers. */
+ * caller must not pass Content-Length or Transfer-Encoding headers. NULL as above. */
 struct dg_http_creq *dg_http_request_stream(struct dg_http_pool *p, const char *method,
                                             const char *path, const struct dg_http_header *hdrs,
                                             size_t nhdrs, int64_t content_length,

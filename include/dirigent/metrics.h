@@ -24,8 +24,8 @@ void dg_metrics_free(struct dg_metrics *m);
  * (+Inf is implicit). */
 struct dg_metric_family *dg_metrics_counter(struct dg_metrics *m, const char *name,
                                             const char *help, const char *labels);
-struct dg_metric_family *dg_metrics_gauge(struct dg_metrics *m, const char *name,
-                                          const char *help, const char *labels);
+struct dg_metric_family *dg_metrics_gauge(struct dg_metrics *m, const char *name, const char *help,
+                                          const char *labels);
 struct dg_metric_family *dg_metrics_histogram(struct dg_metrics *m, const char *name,
                                               const char *help, const char *labels,
                                               const double *bounds, size_t nbounds);

@@ -348,8 +348,8 @@ static void test_cancel_and_close(void **state)
     assert_non_null(held);
     dg_http_creq_cancel(q);
     tl_run_until(&loop, &never, 100);
-    assert_false(r1.done);   /* no callback after cancel */
-    assert_null(held);       /* and the upstream saw the connection go */
+    assert_false(r1.done); /* no callback after cancel */
+    assert_null(held);     /* and the upstream saw the connection go */
     /* pool close fails what is in flight */
     dg_http_request(p, "GET", "/hold", NULL, 0, NULL, 0, &buffered, &r2);
     tl_run_until(&loop, &never, 100);

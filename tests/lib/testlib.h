@@ -42,10 +42,9 @@ int tl_roundtrip(int port, const char *req, struct tl_resp *r);
 /* A dg_http_server on its own loop in a thread. `setup` runs on that thread before the server
  * listens (add routes there). */
 struct tl_server;
-struct tl_server *tl_server_start(const struct dg_http_limits *limits,
-                                  void (*setup)(struct dg_http_server *s, uv_loop_t *loop,
-                                                void *ud),
-                                  void *ud);
+struct tl_server *
+tl_server_start(const struct dg_http_limits *limits,
+                void (*setup)(struct dg_http_server *s, uv_loop_t *loop, void *ud), void *ud);
 int tl_server_port(const struct tl_server *t);
 struct dg_http_server *tl_server_http(struct tl_server *t);
 /* Run `fn(ud)` on the server's loop thread and wait for it. */

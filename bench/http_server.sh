@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# http_server.sh: dirigent-fn's HTTP server against nginx, same machine, same run.
+#
+# Both servers answer `GET /` with a ~80-byte JSON body on 127.0.0.1 (dirigent-fn
+# without requested_cpu answers at once; nginx with `return 200` and the very body
+# dirigent-fn sent). Each runs on CPU 1, wrk -t1 -c64 on CPU 0. The rounds
+# alternate (fn, nginx, fn, nginx, ...); each measurement is preceded by a warm-up
+# wrk run that is discarded. Per server the best round (highest req/s) is
+# reported, with that round's p50 and p99: noise on a shared machine only ever
+# slows a run down, so the best run is the closest to the server's own cost.
+#
+# dirigent-fn is built with --buildtype=release into build-bench/ at the repo root
+# (gitignored) unless --build DIR names an existing build directory.
+#
+# Output: one line per run, a table, and a last machine-readable line
+#   RESULT fn_rps=... nginx_rps=... ratio_rps=... fn_p50_us=... ...
+# Exit status: 0 on success; 1 if a server fails to start, a response is not 200,
+# or wrk reports errors. Every process and temporary directory is removed on exit.
+#
+# Usage: bench/http_server.sh [--quick] [--duration S] [--warmup S] [--rounds N]
+#                             [--connections N] [--build DIR]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DURATION=10
+WARMUP=2
+ROUNDS=2
+CONNS=64
+BUILD_DIR=""
+SERVER_CPU=1
+WRK_CPU=0
+
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+}
+
+while [ $# -gt 0 ]; do
+    case $1 in
+    --quick) DURATION=3 WARMUP=1 ;;
+    --duration) DURATION=${2:?--duration needs seconds}; shift ;;
+    --warmup) WARMUP=${2:?--warmup needs seconds}; shift ;;
+    --rounds) ROUNDS=${2:?--rounds needs a count}; shift ;;
+    --connections) CONNS=${2:?--connections needs a count}; shift ;;
+    --build) BUILD_DIR=${2:?--build needs a directory}; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "http_server.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+for v in DURATION WARMUP ROUNDS CONNS; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "http_server.sh: $v: expected an integer, got '${!v}'" >&2; exit 2; }
+done
+[ "$DURATION" -ge 1 ] && [ "$ROUNDS" -ge 1 ] && [ "$CONNS" -ge 1 ] ||
+    { echo "http_server.sh: --duration, --rounds and --connections must be >= 1" >&2; exit 2; }
+
+die() { echo "http_server.sh: $*" >&2; exit 1; }
+
+for tool in wrk taskset curl; do
+    command -v "$tool" >/dev/null || die "'$tool' not found (apt-get install wrk util-linux curl)"
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$NGINX" ] || die "nginx not found (apt-get install nginx-light)"
+[ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (server on CPU $SERVER_CPU, wrk on CPU $WRK_CPU)"
+
+# ---- cleanup: every process we start is recorded here ---------------------------------------
+TMP=$(mktemp -d /tmp/dg-bench-http.XXXXXX)
+FN_PID="" NGINX_PID=""
+
+stop_pid() { # stop_pid PID: TERM, wait up to 2 s, then KILL (and its children)
+    local pid=$1 kids i
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+    kids=$(pgrep -P "$pid" 2>/dev/null || true)
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 20); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    for k in $kids; do kill -KILL "$k" 2>/dev/null || true; done
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_pid "$FN_PID"
+    stop_pid "$NGINX_PID"
+    rm -rf "$TMP"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- the dirigent-fn binary -----------------------------------------------------------------
+if [ -z "$BUILD_DIR" ]; then
+    BUILD_DIR=$ROOT/build-bench
+    if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+        echo "# configuring $BUILD_DIR (--buildtype=release)"
+        (cd "$ROOT" && timeout 120 meson setup "$BUILD_DIR" --buildtype=release >"$TMP/meson.log" 2>&1) ||
+            { cat "$TMP/meson.log" >&2; die "meson setup $BUILD_DIR failed"; }
+    fi
+    timeout 300 ninja -C "$BUILD_DIR" dirigent-fn >"$TMP/ninja.log" 2>&1 ||
+        { cat "$TMP/ninja.log" >&2; die "building dirigent-fn in $BUILD_DIR failed"; }
+fi
+FN_BIN=$BUILD_DIR/dirigent-fn
+[ -x "$FN_BIN" ] || die "$FN_BIN not found (build it, or pass --build DIR)"
+BUILDTYPE=$(sed -n "s/^ *buildtype *= *//p" "$BUILD_DIR/meson-private/cmd_line.txt" 2>/dev/null | head -1)
+if [ -z "$BUILDTYPE" ]; then
+    BUILDTYPE=$(meson introspect "$BUILD_DIR" --buildoptions 2>/dev/null |
+        /usr/bin/python3 -c 'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"]=="buildtype"))' 2>/dev/null ||
+        echo unknown)
+fi
+
+# ---- helpers --------------------------------------------------------------------------------
+free_port() {
+    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_http URL PID: poll until URL answers 200 (at most 5 s) or PID dies.
+wait_http() {
+    local url=$1 pid=$2 i code
+    for i in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        code=$(curl -s -o /dev/null -m 1 -w '%{http_code}' "$url" || true)
+        [ "$code" = 200 ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# to_us "436.00us" | "1.71ms" | "1.02s" -> microseconds (integer)
+to_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") m = 1; else if (u == "ms") m = 1000; else if (u == "s") m = 1000000;
+        else if (u == "m") m = 60000000; else { print "NaN"; exit }
+        printf "%d\n", n * m + 0.5 }'
+}
+
+# run_wrk NAME URL SECONDS OUT: wrk pinned to the client CPU, bounded; fails loudly on errors.
+run_wrk() {
+    local name=$1 url=$2 secs=$3 out=$4
+    if ! timeout $((secs + 15)) taskset -c $WRK_CPU wrk -t1 -c"$CONNS" -d"${secs}s" --latency \
+        "$url" >"$out" 2>&1; then
+        cat "$out" >&2
+        die "$name: wrk failed"
+    fi
+    if grep -qE 'Non-2xx or 3xx responses|Socket errors' "$out"; then
+        cat "$out" >&2
+        die "$name: wrk reports errors (see above): every response must be 200"
+    fi
+    grep -q '^Requests/sec:' "$out" || { cat "$out" >&2; die "$name: no Requests/sec in wrk output"; }
+}
+
+# measure NAME URL: warm-up, then one measurement; prints "rps p50_us p99_us".
+measure() {
+    local name=$1 url=$2 out=$TMP/wrk-$1.txt rps p50 p99
+    [ "$WARMUP" -gt 0 ] && run_wrk "$name" "$url" "$WARMUP" "$TMP/warmup-$name.txt"
+    run_wrk "$name" "$url" "$DURATION" "$out"
+    rps=$(awk '/^Requests\/sec:/ {printf "%d", $2 + 0.5}' "$out")
+    p50=$(to_us "$(awk '$1 == "50%" {print $2}' "$out")")
+    p99=$(to_us "$(awk '$1 == "99%" {print $2}' "$out")")
+    [ "$rps" -gt 0 ] || die "$name: 0 requests/s"
+    echo "$rps $p50 $p99"
+}
+
+# cpu_busy: percent of CPU $WRK_CPU and $SERVER_CPU busy with other work over 1 s, e.g. "3 41".
+cpu_busy() {
+    local a b
+    a=$(grep -E "^cpu($WRK_CPU|$SERVER_CPU) " /proc/stat)
+    sleep 1
+    b=$(grep -E "^cpu($WRK_CPU|$SERVER_CPU) " /proc/stat)
+    printf '%s\n%s\n' "$a" "$b" | awk '{
+        idle = $5 + $6; tot = 0; for (i = 2; i <= NF; i++) tot += $i
+        if (NR <= 2) { i0[NR] = idle; t0[NR] = tot }
+        else { k = NR - 2; dt = tot - t0[k]; printf "%d ", (dt > 0) ? 100 * (1 - (idle - i0[k]) / dt) + 0.5 : 0 }
+    }'
+}
+BUSY=$(cpu_busy)
+
+# ---- start dirigent-fn ----------------------------------------------------------------------
+taskset -c $SERVER_CPU "$FN_BIN" --host 127.0.0.1 --port 0 >"$TMP/fn.log" 2>&1 &
+FN_PID=$!
+FN_PORT=""
+for i in $(seq 100); do
+    FN_PORT=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$TMP/fn.log" | head -1 | sed 's/.*://' || true)
+    [ -n "$FN_PORT" ] && break
+    kill -0 "$FN_PID" 2>/dev/null || break
+    sleep 0.05
+done
+[ -n "$FN_PORT" ] || { cat "$TMP/fn.log" >&2; die "dirigent-fn did not start"; }
+FN_URL=http://127.0.0.1:$FN_PORT/
+wait_http "$FN_URL" "$FN_PID" || { cat "$TMP/fn.log" >&2; die "dirigent-fn does not answer 200 on $FN_URL"; }
+BODY=$(curl -sf -m 2 "$FN_URL") || die "dirigent-fn: GET / failed"
+
+# ---- start nginx: one worker, the same body -------------------------------------------------
+# nginx's single-quoted string: escape backslashes and quotes.
+NGX_BODY=$(printf '%s' "$BODY" | sed "s/\\\\/\\\\\\\\/g; s/'/\\\\'/g")
+NGINX_PORT=""
+for attempt in 1 2 3; do # a free port may be taken between probe and bind: retry
+    NGINX_PORT=$(free_port)
+    mkdir -p "$TMP/nginx/logs"
+    cat >"$TMP/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/client_body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    keepalive_requests 100000;
+    keepalive_timeout 65;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        default_type application/json;
+        location / { return 200 '$NGX_BODY'; }
+    }
+}
+EOF
+    taskset -c $SERVER_CPU "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
+        -e "$TMP/nginx/logs/error.log" >"$TMP/nginx/stdout.log" 2>&1 &
+    NGINX_PID=$!
+    if wait_http "http://127.0.0.1:$NGINX_PORT/" "$NGINX_PID"; then
+        break
+    fi
+    stop_pid "$NGINX_PID"
+    NGINX_PID=""
+done
+[ -n "$NGINX_PID" ] || { cat "$TMP/nginx/stdout.log" "$TMP/nginx/logs/error.log" >&2 2>/dev/null; die "nginx did not start"; }
+NGINX_URL=http://127.0.0.1:$NGINX_PORT/
+NGINX_LEN=$(curl -sf -m 2 "$NGINX_URL" | wc -c)
+
+# ---- measure --------------------------------------------------------------------------------
+echo "# http_server: dirigent-fn ($BUILDTYPE build, $FN_BIN) vs nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///')"
+echo "# wrk -t1 -c$CONNS -d${DURATION}s --latency (CPU $WRK_CPU), servers on CPU $SERVER_CPU;" \
+    "warm-up ${WARMUP}s; $ROUNDS round(s), fn and nginx alternating; best round reported"
+echo "# body: fn ${#BODY} bytes, nginx $NGINX_LEN bytes; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+read -r busy0 busy1 <<<"$BUSY"
+echo "# CPUs busy with other work before the run: CPU $WRK_CPU ${busy0}%, CPU $SERVER_CPU ${busy1}%"
+if [ "${busy0:-0}" -gt 10 ] || [ "${busy1:-0}" -gt 10 ]; then
+    echo "# WARNING: the machine is not idle; figures are lower and noisier than the servers' own cost"
+fi
+
+best_fn="0 0 0" best_ngx="0 0 0"
+for r in $(seq "$ROUNDS"); do
+    for srv in fn nginx; do
+        if [ $srv = fn ]; then url=$FN_URL; pid=$FN_PID; else url=$NGINX_URL; pid=$NGINX_PID; fi
+        kill -0 "$pid" 2>/dev/null || die "$srv died"
+        res=$(measure "$srv" "$url")
+        read -r rps p50 p99 <<<"$res"
+        printf 'run %d %-6s %9d req/s  p50 %6d us  p99 %6d us\n' "$r" "$srv" "$rps" "$p50" "$p99"
+        if [ $srv = fn ]; then
+            [ "$rps" -gt "${best_fn%% *}" ] && best_fn=$res
+        else
+            [ "$rps" -gt "${best_ngx%% *}" ] && best_ngx=$res
+        fi
+    done
+done
+kill -0 "$FN_PID" 2>/dev/null || die "dirigent-fn died during the run"
+
+read -r fn_rps fn_p50 fn_p99 <<<"$best_fn"
+read -r ngx_rps ngx_p50 ngx_p99 <<<"$best_ngx"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "NaN" }'; }
+r_rps=$(ratio "$fn_rps" "$ngx_rps")
+r_p50=$(ratio "$fn_p50" "$ngx_p50")
+r_p99=$(ratio "$fn_p99" "$ngx_p99")
+
+echo
+printf '%-12s %10s %9s %9s\n' server 'req/s' 'p50 us' 'p99 us'
+printf '%-12s %10d %9d %9d\n' dirigent-fn "$fn_rps" "$fn_p50" "$fn_p99"
+printf '%-12s %10d %9d %9d\n' nginx "$ngx_rps" "$ngx_p50" "$ngx_p99"
+printf '%-12s %9sx %8sx %8sx\n' 'fn/nginx' "$r_rps" "$r_p50" "$r_p99"
+echo "(req/s ratio > 1: dirigent-fn serves more; latency ratio < 1: dirigent-fn answers sooner)"
+echo "RESULT fn_rps=$fn_rps nginx_rps=$ngx_rps ratio=$r_rps fn_p50_us=$fn_p50 nginx_p50_us=$ngx_p50" \
+    "p50_ratio=$r_p50 fn_p99_us=$fn_p99 nginx_p99_us=$ngx_p99 p99_ratio=$r_p99 build=$BUILDTYPE" \
+    "duration_s=$DURATION rounds=$ROUNDS connections=$CONNS"
