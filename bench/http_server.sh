@@ -9,16 +9,26 @@
 # reported, with that round's p50 and p99: noise on a shared machine only ever
 # slows a run down, so the best run is the closest to the server's own cost.
 #
-# dirigent-fn is built with --buildtype=release into build-bench/ at the repo root
-# (gitignored) unless --build DIR names an existing build directory.
+# dirigent-fn comes from ./build (what `make` builds: debugoptimized, -O2 -g), or from
+# --build DIR; --release builds --buildtype=release into build-bench/ at the repo root
+# (gitignored) and measures that. Callgrind counts the same user-space instructions per
+# request for both build types (within 1%), so the default measures what ships.
+#
+# Besides wrk's figures, each run reports the server's CPU use (utime+stime from /proc: the
+# fn process, nginx's worker) as a percentage and in CPU microseconds per request, and the
+# CPU use of wrk itself: if wrk is near 100% and the server is not, the client is the limit
+# and CPU us/req is the fairer comparison. "other load" is what other processes took of the
+# server's CPU during the run (a shared machine): runs with much of it are not comparable.
 #
 # Output: one line per run, a table, and a last machine-readable line
-#   RESULT fn_rps=... nginx_rps=... ratio_rps=... fn_p50_us=... ...
+#   RESULT fn_rps=... nginx_rps=... ratio=... fn_p50_us=... nginx_p50_us=... p50_ratio=... ...
 # Exit status: 0 on success; 1 if a server fails to start, a response is not 200,
 # or wrk reports errors. Every process and temporary directory is removed on exit.
 #
 # Usage: bench/http_server.sh [--quick] [--duration S] [--warmup S] [--rounds N]
-#                             [--connections N] [--build DIR]
+#                             [--connections N] [--build DIR | --release] [--wait-idle S]
+#   --quick: 3 s measurements after 1 s warm-ups (the whole script stays under 30 s)
+#   --wait-idle S: first wait up to S s for CPUs 0 and 1 to be idle (shared machines)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,6 +37,8 @@ WARMUP=2
 ROUNDS=2
 CONNS=64
 BUILD_DIR=""
+RELEASE=0
+WAIT_IDLE=0
 SERVER_CPU=1
 WRK_CPU=0
 
@@ -42,12 +54,14 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=${2:?--rounds needs a count}; shift ;;
     --connections) CONNS=${2:?--connections needs a count}; shift ;;
     --build) BUILD_DIR=${2:?--build needs a directory}; shift ;;
+    --release) RELEASE=1 ;;
+    --wait-idle) WAIT_IDLE=${2:?--wait-idle needs seconds}; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "http_server.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
     shift
 done
-for v in DURATION WARMUP ROUNDS CONNS; do
+for v in DURATION WARMUP ROUNDS CONNS WAIT_IDLE; do
     [[ ${!v} =~ ^[0-9]+$ ]] || { echo "http_server.sh: $v: expected an integer, got '${!v}'" >&2; exit 2; }
 done
 [ "$DURATION" -ge 1 ] && [ "$ROUNDS" -ge 1 ] && [ "$CONNS" -ge 1 ] ||
@@ -95,7 +109,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---- the dirigent-fn binary -----------------------------------------------------------------
-if [ -z "$BUILD_DIR" ]; then
+# Default: ./build as `make` left it (debugoptimized, -O2 -g; `make bench` builds it first).
+# The script does not run ninja there: other people's builds may be running in it.
+# --release builds --buildtype=release into build-bench/ (our own directory) and uses that.
+if [ "$RELEASE" = 1 ]; then
     BUILD_DIR=$ROOT/build-bench
     if [ ! -f "$BUILD_DIR/build.ninja" ]; then
         echo "# configuring $BUILD_DIR (--buildtype=release)"
@@ -105,8 +122,9 @@ if [ -z "$BUILD_DIR" ]; then
     timeout 300 ninja -C "$BUILD_DIR" dirigent-fn >"$TMP/ninja.log" 2>&1 ||
         { cat "$TMP/ninja.log" >&2; die "building dirigent-fn in $BUILD_DIR failed"; }
 fi
+BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 FN_BIN=$BUILD_DIR/dirigent-fn
-[ -x "$FN_BIN" ] || die "$FN_BIN not found (build it, or pass --build DIR)"
+[ -x "$FN_BIN" ] || die "$FN_BIN not found (run 'make', pass --build DIR, or --release)"
 BUILDTYPE=$(sed -n "s/^ *buildtype *= *//p" "$BUILD_DIR/meson-private/cmd_line.txt" 2>/dev/null | head -1)
 if [ -z "$BUILDTYPE" ]; then
     BUILDTYPE=$(meson introspect "$BUILD_DIR" --buildoptions 2>/dev/null |
@@ -155,16 +173,51 @@ run_wrk() {
     grep -q '^Requests/sec:' "$out" || { cat "$out" >&2; die "$name: no Requests/sec in wrk output"; }
 }
 
-# measure NAME URL: warm-up, then one measurement; prints "rps p50_us p99_us".
+# proc_ticks PID...: user+system CPU time of the processes, in clock ticks.
+proc_ticks() {
+    local t=0 pid f
+    for pid in "$@"; do
+        f=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        f=${f##*) } # fields after "(comm) "; utime and stime are fields 14 and 15
+        read -r _ _ _ _ _ _ _ _ _ _ _ u st _ <<<"$f"
+        t=$((t + u + st))
+    done
+    echo "$t"
+}
+
+# cpu_ticks CPU: busy (non-idle) ticks of one CPU so far.
+cpu_ticks() {
+    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) if (i != 5 && i != 6) t += $i; print t }' /proc/stat
+}
+
+# children_ticks: user+system CPU of this shell's waited-for children, in clock ticks.
+children_ticks() {
+    local line
+    line=$(times | tail -1) # "0m1.234s 0m0.567s"
+    awk -v l="$line" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        n = split(l, f, " "); t = 0
+        for (i = 1; i <= n; i++) { split(f[i], ms, "m"); t += ms[1] * 60 + ms[2] }
+        printf "%d\n", t * hz + 0.5 }'
+}
+
+# measure NAME URL PID...: warm-up, then one measurement; prints "rps p50_us p99_us
+# server_cpu_pct server_cpu_us_per_req wrk_cpu_pct other_load_on_server_cpu_pct".
 measure() {
-    local name=$1 url=$2 out=$TMP/wrk-$1.txt rps p50 p99
+    local name=$1 url=$2 out=$TMP/wrk-$1.txt rps p50 p99 t0 t1 c0 c1 w0 w1 s0 s1
+    shift 2
     [ "$WARMUP" -gt 0 ] && run_wrk "$name" "$url" "$WARMUP" "$TMP/warmup-$name.txt"
+    t0=$(proc_ticks "$@") w0=$(children_ticks) s0=$(cpu_ticks $SERVER_CPU) c0=$(date +%s%N)
     run_wrk "$name" "$url" "$DURATION" "$out"
+    t1=$(proc_ticks "$@") w1=$(children_ticks) s1=$(cpu_ticks $SERVER_CPU) c1=$(date +%s%N)
     rps=$(awk '/^Requests\/sec:/ {printf "%d", $2 + 0.5}' "$out")
     p50=$(to_us "$(awk '$1 == "50%" {print $2}' "$out")")
     p99=$(to_us "$(awk '$1 == "99%" {print $2}' "$out")")
     [ "$rps" -gt 0 ] || die "$name: 0 requests/s"
-    echo "$rps $p50 $p99"
+    awk -v r="$rps" -v a="$p50" -v b="$p99" -v dt=$((t1 - t0)) -v dw=$((w1 - w0)) \
+        -v ds=$((s1 - s0)) -v hz="$(getconf CLK_TCK)" -v ns=$((c1 - c0)) 'BEGIN {
+        s = ns / 1e9; cpu = dt / hz; other = 100 * (ds - dt) / hz / s
+        printf "%d %d %d %d %.1f %d %d\n", r, a, b, 100 * cpu / s + 0.5, 1e6 * cpu / (r * s),
+            100 * dw / hz / s + 0.5, other > 0 ? other + 0.5 : 0 }'
 }
 
 # cpu_busy: percent of CPU $WRK_CPU and $SERVER_CPU busy with other work over 1 s, e.g. "3 41".
@@ -180,6 +233,14 @@ cpu_busy() {
     }'
 }
 BUSY=$(cpu_busy)
+# --wait-idle S: on a shared machine, wait up to S seconds for both CPUs to be <= 10% busy.
+waited=0
+while [ "$waited" -lt "$WAIT_IDLE" ]; do
+    read -r b0 b1 <<<"$BUSY"
+    [ "${b0:-0}" -le 10 ] && [ "${b1:-0}" -le 10 ] && break
+    BUSY=$(cpu_busy)
+    waited=$((waited + 1))
+done
 
 # ---- start dirigent-fn ----------------------------------------------------------------------
 taskset -c $SERVER_CPU "$FN_BIN" --host 127.0.0.1 --port 0 >"$TMP/fn.log" 2>&1 &
@@ -236,6 +297,8 @@ EOF
 done
 [ -n "$NGINX_PID" ] || { cat "$TMP/nginx/stdout.log" "$TMP/nginx/logs/error.log" >&2 2>/dev/null; die "nginx did not start"; }
 NGINX_URL=http://127.0.0.1:$NGINX_PORT/
+NGINX_WORKERS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
+[ -n "$NGINX_WORKERS" ] || die "nginx has no worker process"
 NGINX_LEN=$(curl -sf -m 2 "$NGINX_URL" | wc -c)
 
 # ---- measure --------------------------------------------------------------------------------
@@ -249,14 +312,17 @@ if [ "${busy0:-0}" -gt 10 ] || [ "${busy1:-0}" -gt 10 ]; then
     echo "# WARNING: the machine is not idle; figures are lower and noisier than the servers' own cost"
 fi
 
-best_fn="0 0 0" best_ngx="0 0 0"
+best_fn="0 0 0 0 0 0 0" best_ngx="0 0 0 0 0 0 0"
 for r in $(seq "$ROUNDS"); do
     for srv in fn nginx; do
-        if [ $srv = fn ]; then url=$FN_URL; pid=$FN_PID; else url=$NGINX_URL; pid=$NGINX_PID; fi
-        kill -0 "$pid" 2>/dev/null || die "$srv died"
-        res=$(measure "$srv" "$url")
-        read -r rps p50 p99 <<<"$res"
-        printf 'run %d %-6s %9d req/s  p50 %6d us  p99 %6d us\n' "$r" "$srv" "$rps" "$p50" "$p99"
+        if [ $srv = fn ]; then url=$FN_URL pids=$FN_PID; else url=$NGINX_URL pids=$NGINX_WORKERS; fi
+        kill -0 "$FN_PID" 2>/dev/null || die "dirigent-fn died"
+        kill -0 "$NGINX_PID" 2>/dev/null || die "nginx died"
+        # shellcheck disable=SC2086 # $pids: one or more PIDs
+        res=$(measure "$srv" "$url" $pids)
+        read -r rps p50 p99 scpu sus ccpu other <<<"$res"
+        printf 'run %d %-6s %7d req/s  p50 %5d us  p99 %6d us  server CPU %3d%% %5s us/req  wrk CPU %3d%%  other load on CPU %d: %d%%\n' \
+            "$r" "$srv" "$rps" "$p50" "$p99" "$scpu" "$sus" "$ccpu" $SERVER_CPU "$other"
         if [ $srv = fn ]; then
             [ "$rps" -gt "${best_fn%% *}" ] && best_fn=$res
         else
@@ -266,19 +332,22 @@ for r in $(seq "$ROUNDS"); do
 done
 kill -0 "$FN_PID" 2>/dev/null || die "dirigent-fn died during the run"
 
-read -r fn_rps fn_p50 fn_p99 <<<"$best_fn"
-read -r ngx_rps ngx_p50 ngx_p99 <<<"$best_ngx"
+read -r fn_rps fn_p50 fn_p99 fn_cpu fn_us fn_wrk _ <<<"$best_fn"
+read -r ngx_rps ngx_p50 ngx_p99 ngx_cpu ngx_us ngx_wrk _ <<<"$best_ngx"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "NaN" }'; }
 r_rps=$(ratio "$fn_rps" "$ngx_rps")
 r_p50=$(ratio "$fn_p50" "$ngx_p50")
 r_p99=$(ratio "$fn_p99" "$ngx_p99")
+r_us=$(ratio "$fn_us" "$ngx_us")
 
 echo
-printf '%-12s %10s %9s %9s\n' server 'req/s' 'p50 us' 'p99 us'
-printf '%-12s %10d %9d %9d\n' dirigent-fn "$fn_rps" "$fn_p50" "$fn_p99"
-printf '%-12s %10d %9d %9d\n' nginx "$ngx_rps" "$ngx_p50" "$ngx_p99"
-printf '%-12s %9sx %8sx %8sx\n' 'fn/nginx' "$r_rps" "$r_p50" "$r_p99"
-echo "(req/s ratio > 1: dirigent-fn serves more; latency ratio < 1: dirigent-fn answers sooner)"
+printf '%-12s %10s %9s %9s %11s %12s %8s\n' server 'req/s' 'p50 us' 'p99 us' 'server CPU' 'CPU us/req' 'wrk CPU'
+printf '%-12s %10d %9d %9d %10d%% %12s %7d%%\n' dirigent-fn "$fn_rps" "$fn_p50" "$fn_p99" "$fn_cpu" "$fn_us" "$fn_wrk"
+printf '%-12s %10d %9d %9d %10d%% %12s %7d%%\n' nginx "$ngx_rps" "$ngx_p50" "$ngx_p99" "$ngx_cpu" "$ngx_us" "$ngx_wrk"
+printf '%-12s %9sx %8sx %8sx %11s %11sx\n' 'fn/nginx' "$r_rps" "$r_p50" "$r_p99" '' "$r_us"
+echo "(req/s ratio > 1: dirigent-fn serves more; latency and CPU ratios < 1: dirigent-fn is faster."
+echo " wrk CPU near 100% with server CPU below it: the client limits the run, compare CPU us/req.)"
 echo "RESULT fn_rps=$fn_rps nginx_rps=$ngx_rps ratio=$r_rps fn_p50_us=$fn_p50 nginx_p50_us=$ngx_p50" \
-    "p50_ratio=$r_p50 fn_p99_us=$fn_p99 nginx_p99_us=$ngx_p99 p99_ratio=$r_p99 build=$BUILDTYPE" \
+    "p50_ratio=$r_p50 fn_p99_us=$fn_p99 nginx_p99_us=$ngx_p99 p99_ratio=$r_p99" \
+    "fn_cpu_us_per_req=$fn_us nginx_cpu_us_per_req=$ngx_us cpu_ratio=$r_us build=$BUILDTYPE" \
     "duration_s=$DURATION rounds=$ROUNDS connections=$CONNS"

@@ -495,7 +495,7 @@ static struct dg_http_creq *creq_new(struct dg_http_pool *p, const char *method,
 static struct dg_http_creq *creq_submit(struct dg_http_pool *p, struct dg_http_creq *q)
 {
     bool alive = true;
-    q->alive = &alive;
+    q->alive = &alive; /* cppcheck-suppress autoVariables ; reset before returning */
     q->state = Q_QUEUED;
     if (p->closing) {
         creq_fail(q, DG_E_CLOSED, "request to", "the client pool is closing");
