@@ -4,7 +4,7 @@
 # Both servers answer `GET /` with a ~80-byte JSON body on 127.0.0.1 (dirigent-fn
 # without requested_cpu answers at once; nginx with `return 200` and the very body
 # dirigent-fn sent). Each runs on CPU 1, wrk -t1 -c64 on CPU 0. The rounds
-# alternate (fn, nginx, fn, nginx, ...); each measurement is preceded by a warm-up
+# alternate (fn, nginx, fn, nginx, fn, nginx); each measurement is preceded by a warm-up
 # wrk run that is discarded. Per server the best round (highest req/s) is
 # reported, with that round's p50 and p99: noise on a shared machine only ever
 # slows a run down, so the best run is the closest to the server's own cost.
@@ -27,14 +27,15 @@
 #
 # Usage: bench/http_server.sh [--quick] [--duration S] [--warmup S] [--rounds N]
 #                             [--connections N] [--build DIR | --release] [--wait-idle S]
-#   --quick: 3 s measurements after 1 s warm-ups (the whole script stays under 30 s)
+#   defaults: 10 s measurements, 2 s warm-ups, 3 rounds, 64 connections (about 80 s)
+#   --quick: 2 rounds of 3 s measurements after 1 s warm-ups (the whole script < 30 s)
 #   --wait-idle S: first wait up to S s for CPUs 0 and 1 to be idle (shared machines)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DURATION=10
 WARMUP=2
-ROUNDS=2
+ROUNDS=3
 CONNS=64
 BUILD_DIR=""
 RELEASE=0
@@ -48,7 +49,7 @@ usage() {
 
 while [ $# -gt 0 ]; do
     case $1 in
-    --quick) DURATION=3 WARMUP=1 ;;
+    --quick) DURATION=3 WARMUP=1 ROUNDS=2 ;;
     --duration) DURATION=${2:?--duration needs seconds}; shift ;;
     --warmup) WARMUP=${2:?--warmup needs seconds}; shift ;;
     --rounds) ROUNDS=${2:?--rounds needs a count}; shift ;;
@@ -77,7 +78,11 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (server on CPU $SERVER_CPU, wrk on CPU $WRK_CPU)"
 
 # ---- cleanup: every process we start is recorded here ---------------------------------------
+if [ -n "$BUILD_DIR" ]; then
+    BUILD_DIR=$(cd "$BUILD_DIR" 2>/dev/null && pwd) || die "--build: no such directory"
+fi
 TMP=$(mktemp -d /tmp/dg-bench-http.XXXXXX)
+cd "$TMP" # whatever a helper might write by accident lands here, not in the tree
 FN_PID="" NGINX_PID=""
 
 stop_pid() { # stop_pid PID: TERM, wait up to 2 s, then KILL (and its children)
@@ -190,10 +195,12 @@ cpu_ticks() {
     awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) if (i != 5 && i != 6) t += $i; print t }' /proc/stat
 }
 
-# children_ticks: user+system CPU of this shell's waited-for children, in clock ticks.
+# children_ticks FILE: user+system CPU of the shell's waited-for children, in clock ticks,
+# from the output of the `times` builtin saved in FILE (run `times` in the measuring shell
+# itself: in a $(...) subshell it would see that subshell's children only).
 children_ticks() {
     local line
-    line=$(times | tail -1) # "0m1.234s 0m0.567s"
+    line=$(tail -1 "$1") # "0m1.234s 0m0.567s"
     awk -v l="$line" -v hz="$(getconf CLK_TCK)" 'BEGIN {
         n = split(l, f, " "); t = 0
         for (i = 1; i <= n; i++) { split(f[i], ms, "m"); t += ms[1] * 60 + ms[2] }
@@ -206,9 +213,12 @@ measure() {
     local name=$1 url=$2 out=$TMP/wrk-$1.txt rps p50 p99 t0 t1 c0 c1 w0 w1 s0 s1
     shift 2
     [ "$WARMUP" -gt 0 ] && run_wrk "$name" "$url" "$WARMUP" "$TMP/warmup-$name.txt"
-    t0=$(proc_ticks "$@") w0=$(children_ticks) s0=$(cpu_ticks $SERVER_CPU) c0=$(date +%s%N)
+    times >"$TMP/times0"
+    t0=$(proc_ticks "$@") s0=$(cpu_ticks $SERVER_CPU) c0=$(date +%s%N)
     run_wrk "$name" "$url" "$DURATION" "$out"
-    t1=$(proc_ticks "$@") w1=$(children_ticks) s1=$(cpu_ticks $SERVER_CPU) c1=$(date +%s%N)
+    t1=$(proc_ticks "$@") s1=$(cpu_ticks $SERVER_CPU) c1=$(date +%s%N)
+    times >"$TMP/times1"
+    w0=$(children_ticks "$TMP/times0") w1=$(children_ticks "$TMP/times1")
     rps=$(awk '/^Requests\/sec:/ {printf "%d", $2 + 0.5}' "$out")
     p50=$(to_us "$(awk '$1 == "50%" {print $2}' "$out")")
     p99=$(to_us "$(awk '$1 == "99%" {print $2}' "$out")")
@@ -217,7 +227,7 @@ measure() {
         -v ds=$((s1 - s0)) -v hz="$(getconf CLK_TCK)" -v ns=$((c1 - c0)) 'BEGIN {
         s = ns / 1e9; cpu = dt / hz; other = 100 * (ds - dt) / hz / s
         printf "%d %d %d %d %.1f %d %d\n", r, a, b, 100 * cpu / s + 0.5, 1e6 * cpu / (r * s),
-            100 * dw / hz / s + 0.5, other > 0 ? other + 0.5 : 0 }'
+            100 * dw / hz / s + 0.5, (other > 0) ? other + 0.5 : 0 }'
 }
 
 # cpu_busy: percent of CPU $WRK_CPU and $SERVER_CPU busy with other work over 1 s, e.g. "3 41".
@@ -321,6 +331,7 @@ for r in $(seq "$ROUNDS"); do
         # shellcheck disable=SC2086 # $pids: one or more PIDs
         res=$(measure "$srv" "$url" $pids)
         read -r rps p50 p99 scpu sus ccpu other <<<"$res"
+        [[ "$rps $p50 $p99" =~ ^[1-9][0-9]*\ [0-9]+\ [0-9]+$ ]] || die "$srv: cannot read wrk's figures: '$res'"
         printf 'run %d %-6s %7d req/s  p50 %5d us  p99 %6d us  server CPU %3d%% %5s us/req  wrk CPU %3d%%  other load on CPU %d: %d%%\n' \
             "$r" "$srv" "$rps" "$p50" "$p99" "$scpu" "$sus" "$ccpu" $SERVER_CPU "$other"
         if [ $srv = fn ]; then

@@ -53,7 +53,7 @@ struct dg_http_creq {
     struct dg__hdrs hdrs;
     struct dg_buf body;
     struct dg_http_resp resp;
-    bool head_done, complete, skip_1xx;
+    bool head_done, complete, skip_1xx, reused, got_bytes;
     bool *alive; /* set while dg_http_request* runs: cleared when q is freed under it */
 };
 
@@ -67,10 +67,12 @@ struct cconn {
     struct dg_http_creq *req;
     unsigned handles, writes;
     bool connected, idle, closed, served, keep_alive;
+    int dead; /* a write or connect error to report from the timer (0: none) */
     char rbuf[16 * 1024];
 };
 
 static void cconn_close(struct cconn *c);
+static void on_cconn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void pool_dispatch(struct dg_http_pool *p);
 static const http_parser_settings resp_settings;
 
@@ -247,6 +249,10 @@ static void cconn_error(struct cconn *c, int code, const char *what, const char 
 static void on_cconn_timer(uv_timer_t *t)
 {
     struct cconn *c = t->data;
+    if (c->dead) {
+        cconn_error(c, c->dead, c->connected ? "request to" : "connect to", uv_strerror(c->dead));
+        return;
+    }
     if (c->idle) {
         cconn_close(c);
         return;
@@ -272,6 +278,7 @@ static void cconn_make_idle(struct cconn *c)
     }
     busy_remove(p, c);
     c->idle = true;
+    uv_read_start((uv_stream_t *)&c->tcp, cconn_alloc, on_cconn_read); /* notice a close */
     c->next = p->idle;
     p->idle = c;
     p->nidle++;
@@ -288,7 +295,8 @@ static void on_cconn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     if (c->idle) {
         /* EOF from the upstream or unexpected bytes: this connection is done. */
-        cconn_close(c);
+        if (nread != 0)
+            cconn_close(c);
         return;
     }
     struct dg_http_creq *q = c->req;
@@ -296,6 +304,10 @@ static void on_cconn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         cconn_close(c);
         return;
     }
+    if (nread == 0)
+        return; /* EAGAIN, not EOF */
+    if (nread > 0)
+        q->got_bytes = true;
     if (nread < 0) {
         if (nread == UV_EOF) {
             /* A response delimited by the end of the connection ends here. */
@@ -355,17 +367,27 @@ static void on_cconn_write(void *ctx, int status)
         cconn_error(c, status, "request to", uv_strerror(status));
 }
 
-static void cconn_write(struct cconn *c, const void *data, size_t len)
+/* Mark the connection failed; the request learns it from the timer, outside the caller's
+ * stack (a write error inside dg_http_creq_write must not free the request under it). */
+static void cconn_kill(struct cconn *c, int code)
+{
+    if (c->dead || c->closed)
+        return;
+    c->dead = code;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_timer_start(&c->timer, on_cconn_timer, 0, 0);
+}
+
+static void cconn_write(struct cconn *c, const uv_buf_t *bufs, unsigned n)
 {
     struct dg_http_creq *q = c->req;
-    if (!len || c->closed)
+    if (c->closed || c->dead)
         return;
-    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-    int rc = dg__http_write((uv_stream_t *)&c->tcp, &b, 1, on_cconn_write, c);
+    int rc = dg__http_write((uv_stream_t *)&c->tcp, bufs, n, on_cconn_write, c);
     if (rc == 0)
         c->writes++;
     if (rc < 0) {
-        cconn_error(c, rc, "request to", uv_strerror(rc));
+        cconn_kill(c, rc);
         return;
     }
     if (q)
@@ -380,18 +402,25 @@ static void cconn_start(struct cconn *c, struct dg_http_creq *q)
     q->conn = c;
     q->state = Q_ASSIGNED;
     c->keep_alive = true;
-    if (c->served)
+    if (c->served) {
         p->stats.reused++;
+        q->reused = true;
+    }
     c->served = true;
     if (p->opts.request_timeout_ms)
         uv_timer_start(&c->timer, on_cconn_timer, p->opts.request_timeout_ms, 0);
     else
         uv_timer_stop(&c->timer);
-    if (!q->paused)
+    if (q->paused)
+        uv_read_stop((uv_stream_t *)&c->tcp); /* an idle connection was reading */
+    else
         uv_read_start((uv_stream_t *)&c->tcp, cconn_alloc, on_cconn_read);
     struct dg_buf out = q->out;
     q->out = (struct dg_buf){0};
-    cconn_write(c, out.data, out.len);
+    if (out.len) {
+        uv_buf_t b = uv_buf_init(out.data, (unsigned)out.len);
+        cconn_write(c, &b, 1);
+    }
     dg_buf_free(&out);
 }
 
@@ -438,7 +467,7 @@ static void cconn_open(struct dg_http_pool *p, struct dg_http_creq *q)
     int rc =
         uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&p->addr, on_cconn_connect);
     if (rc < 0)
-        cconn_error(c, rc, "connect to", uv_strerror(rc));
+        cconn_kill(c, rc);
 }
 
 /* Give waiting requests a connection: idle first, else a new one while under max_conns. */
@@ -543,12 +572,15 @@ struct dg_http_creq *dg_http_request_stream(struct dg_http_pool *p, const char *
     return creq_submit(p, q);
 }
 
-static void creq_emit(struct dg_http_creq *q, const void *data, size_t len)
+/* Write now when connected, else keep for when the connection is. */
+static void creq_emit(struct dg_http_creq *q, const uv_buf_t *bufs, unsigned n)
 {
-    if (q->conn && q->conn->connected)
-        cconn_write(q->conn, data, len);
-    else
-        dg_buf_append(&q->out, data, len);
+    if (q->conn && q->conn->connected) {
+        cconn_write(q->conn, bufs, n);
+        return;
+    }
+    for (unsigned i = 0; i < n; i++)
+        dg_buf_append(&q->out, bufs[i].base, bufs[i].len);
 }
 
 void dg_http_creq_write(struct dg_http_creq *q, const void *data, size_t len)
@@ -558,11 +590,12 @@ void dg_http_creq_write(struct dg_http_creq *q, const void *data, size_t len)
     if (q->chunked) {
         char pre[24];
         int n = snprintf(pre, sizeof(pre), "%zx\r\n", len);
-        creq_emit(q, pre, (size_t)n);
-        creq_emit(q, data, len);
-        creq_emit(q, "\r\n", 2);
+        uv_buf_t bufs[3] = {uv_buf_init(pre, (unsigned)n), uv_buf_init((char *)data, (unsigned)len),
+                            uv_buf_init("\r\n", 2)};
+        creq_emit(q, bufs, 3); /* one writev per chunk */
     } else {
-        creq_emit(q, data, len);
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        creq_emit(q, &b, 1);
     }
 }
 
@@ -570,14 +603,23 @@ void dg_http_creq_end(struct dg_http_creq *q)
 {
     if (q->body_ended || q->state == Q_DONE)
         return;
-    if (q->chunked)
-        creq_emit(q, "0\r\n\r\n", 5);
+    if (q->chunked) {
+        uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
+        q->body_ended = true;
+        creq_emit(q, &b, 1);
+        return;
+    }
     q->body_ended = true;
 }
 
 bool dg_http_creq_sent(const struct dg_http_creq *q)
 {
     return q->sent;
+}
+
+bool dg_http_creq_stale(const struct dg_http_creq *q)
+{
+    return q->reused && !q->got_bytes;
 }
 
 void dg_http_creq_pause(struct dg_http_creq *q)
@@ -647,6 +689,7 @@ static int r_on_message_begin(http_parser *hp)
     struct dg_http_creq *q = c->req;
     if (!q)
         return -1;
+    q->head_done = false;
     dg__hdrs_reset(&q->hdrs);
     q->skip_1xx = false;
     return 0;
@@ -656,6 +699,10 @@ static int r_on_header_field(http_parser *hp, const char *at, size_t len)
 {
     struct cconn *c = hp->data;
     struct dg_http_creq *q = c->req;
+    if (!q)
+        return -1;
+    if (q->head_done)
+        return 0; /* a trailer: not kept (the header views point into hdrs) */
     if (q->hdrs.bytes.len + len > c->pool->opts.max_header_bytes ||
         !dg__hdrs_field(&q->hdrs, at, len, 1000))
         return -1;
@@ -666,6 +713,10 @@ static int r_on_header_value(http_parser *hp, const char *at, size_t len)
 {
     struct cconn *c = hp->data;
     struct dg_http_creq *q = c->req;
+    if (!q)
+        return -1;
+    if (q->head_done)
+        return 0;
     if (q->hdrs.bytes.len + len > c->pool->opts.max_header_bytes)
         return -1;
     dg__hdrs_value(&q->hdrs, at, len);
@@ -676,6 +727,8 @@ static int r_on_headers_complete(http_parser *hp)
 {
     struct cconn *c = hp->data;
     struct dg_http_creq *q = c->req;
+    if (!q)
+        return -1;
     if (hp->status_code >= 100 && hp->status_code < 200) {
         q->skip_1xx = true; /* an interim response: wait for the real one */
         return 0;
@@ -686,19 +739,28 @@ static int r_on_headers_complete(http_parser *hp)
     q->resp.headers = q->hdrs.views;
     q->resp.nheaders = q->hdrs.n;
     c->keep_alive = http_should_keep_alive(hp) != 0;
-    if (q->cbs.on_head)
+    bool head_req = q->head_req;
+    if (q->cbs.on_head) {
         q->cbs.on_head(q, &q->resp, q->ud);
-    return q->head_req ? 1 : 0;
+        if (c->closed || c->req != q)
+            return -1; /* cancelled (or the pool closed) from on_head: q is gone */
+    }
+    return head_req ? 1 : 0;
 }
 
 static int r_on_body(http_parser *hp, const char *at, size_t len)
 {
     struct cconn *c = hp->data;
     struct dg_http_creq *q = c->req;
-    if (q->cbs.on_body)
+    if (!q)
+        return -1;
+    if (q->cbs.on_body) {
         q->cbs.on_body(q, at, len, q->ud);
-    else
+        if (c->closed || c->req != q)
+            return -1; /* cancelled from on_body */
+    } else {
         dg_buf_append(&q->body, at, len);
+    }
     return 0;
 }
 
@@ -706,6 +768,8 @@ static int r_on_message_complete(http_parser *hp)
 {
     struct cconn *c = hp->data;
     struct dg_http_creq *q = c->req;
+    if (!q)
+        return -1;
     if (q->skip_1xx) {
         q->skip_1xx = false;
         return 0;

@@ -153,8 +153,8 @@ int dg__http_write(uv_stream_t *s, const uv_buf_t *bufs, unsigned nbufs, dg__wri
 
 const char *dg__http_date_line(void)
 {
-    static char line[64];
-    static time_t last;
+    static __thread char line[64]; /* per thread: tests run several loops in threads */
+    static __thread time_t last;
     time_t now = time(NULL);
     if (now != last) {
         struct tm tm;

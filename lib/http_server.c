@@ -7,20 +7,26 @@
  * moment the handler asks for the body), so pipelined requests are answered in
  * order without queueing responses. Reads go into one buffer shared by all
  * connections of the server; bytes that cannot be parsed yet (the next
- * pipelined request, a body nobody asked for yet) are moved to the
+ * pipelined request, a body nobody asked for yet) are kept in the
  * connection's `pending` buffer, and reading stops while that buffer is full.
+ * The next pipelined request is not parsed either while more than 256 KiB of
+ * responses wait to be written (a client that sends but does not read).
  *
  * A request (struct dg_http_req) owns its header and body storage, so it can
- * outlive its connection: if the client goes away while a handler still holds
- * the request, the request is "orphaned" and its response is discarded; if the
- * handler registered on_abort, it is told and the request is freed at once.
- * Each connection keeps its last request for reuse, so a keep-alive
+ * outlive its connection. When the connection dies while a handler holds the
+ * request, the request is detached at once (every later response call is a
+ * no-op) and the handler is told through on_abort from the loop, when the
+ * connection's handles are closed: never from inside one of the handler's own
+ * calls. Each connection keeps its last request for reuse, so a keep-alive
  * connection does not allocate per request.
  *
+ * Write errors do not close the connection inside the call that wrote: the
+ * connection is marked dead and closed from its timer a moment later.
+ *
  * Limits (struct dg_http_limits) and their answers: header bytes or count 431,
- * body 413, header or body read timeout 408, malformed input 400. After an
- * error answer the connection is shut down and drained for a short while
- * ("lingering close") so the client reads the answer instead of a reset.
+ * body 413, header or body read timeout 408, malformed input 400, CONNECT 501.
+ * After an error answer the connection is shut down and drained for a short
+ * while ("lingering close") so the client reads the answer instead of a reset.
  */
 #include "http_internal.h"
 #include "dirigent/log.h"
@@ -31,6 +37,8 @@
 
 #define READ_BUF_SIZE  (64 * 1024)
 #define PENDING_MAX    (64 * 1024)
+#define WRITE_HIGH     (256 * 1024) /* stop parsing pipelined requests above */
+#define WRITE_LOW      (64 * 1024)  /* and go on below */
 #define LINGER_MS      2000
 #define MAX_ROUTE_SEGS 16
 #define MAX_PARAMS     8
@@ -69,8 +77,7 @@ struct dg_http_server {
 enum conn_state { C_IDLE, C_HEAD, C_BODY, C_WAIT, C_LINGER, C_CLOSED };
 
 struct dg_http_req {
-    struct conn *conn; /* NULL once orphaned */
-    struct dg_http_server *srv;
+    struct conn *conn; /* NULL once detached from its connection */
     struct dg__hdrs hdrs;
     struct dg_buf body;
     uint32_t url_len;
@@ -80,10 +87,12 @@ struct dg_http_req {
     unsigned nparams;
     const struct route *route;
     int64_t content_length;
+    int64_t resp_remaining; /* bytes still owed by a Content-Length response; -1: none */
     uint64_t body_read;
-    bool keep_alive, head_method, expect_continue;
-    bool msg_complete, handler_called, resp_started, resp_ended, chunked_resp;
-    bool body_wanted, not_found, bad_method, user_paused;
+    bool keep_alive, head_method, expect_continue, headers_done;
+    bool msg_complete, handler_called, resp_started, resp_ended, chunked_resp, force_close;
+    bool body_wanted, body_held, not_found, bad_method, user_paused;
+    bool abort_pending, handler_done;
     int vminor;
     struct dg_buf resp_hdrs;
     void (*on_data)(struct dg_http_req *, const char *, size_t, void *);
@@ -105,12 +114,15 @@ struct conn {
     uv_shutdown_t shutdown_req;
     http_parser parser;
     enum conn_state state;
-    struct dg_http_req *req;   /* current request */
-    struct dg_http_req *spare; /* kept for reuse */
-    struct dg_buf pending;     /* unparsed bytes */
-    unsigned handles;          /* open libuv handles: tcp, timer */
-    unsigned writes;           /* queued writes not yet completed */
-    bool reading, in_process, close_after_write, shutting_down;
+    struct dg_http_req *req;     /* current request */
+    struct dg_http_req *spare;   /* kept for reuse */
+    struct dg_http_req *aborted; /* detached, its on_abort still to run */
+    struct dg_buf pending;       /* unparsed bytes from pending_off to pending.len */
+    size_t pending_off;
+    unsigned handles; /* open libuv handles: tcp, timer */
+    unsigned writes;  /* queued writes and shutdown not yet completed */
+    bool reading, in_process, shutting_down, dead, write_blocked;
+    bool skip_complete; /* answered before the parser saw the end of a body-less request */
     char peer[64];
 };
 
@@ -250,19 +262,51 @@ static void route_request(struct dg_http_server *s, struct dg_http_req *r)
 
 /* ---- listening and accepting ------------------------------------------------------------ */
 
+/* ---- reading ---------------------------------------------------------------------------- */
+
 static void handle_closed(uv_handle_t *h);
+
+static size_t pending_len(const struct conn *c)
+{
+    return c->pending.len - c->pending_off;
+}
+
+static void pending_consume(struct conn *c, size_t n)
+{
+    c->pending_off += n;
+    if (c->pending_off >= c->pending.len)
+        c->pending_off = c->pending.len = 0;
+}
+
+/* Make room at the end of `pending`, moving the unparsed bytes to the front if that helps. */
+static void pending_reserve(struct conn *c, size_t extra)
+{
+    if (c->pending_off > 0 && c->pending.cap - c->pending.len < extra + 1) {
+        memmove(c->pending.data, c->pending.data + c->pending_off, pending_len(c));
+        c->pending.len -= c->pending_off;
+        c->pending_off = 0;
+    }
+    dg_buf_reserve(&c->pending, extra);
+}
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     struct conn *c = h->data;
-    if (c->pending.len == 0 && !c->srv->read_buf_busy) {
+    if (pending_len(c) == 0 && !c->srv->read_buf_busy) {
         c->srv->read_buf_busy = true;
         *buf = uv_buf_init(c->srv->read_buf, READ_BUF_SIZE);
         return;
     }
-    dg_buf_reserve(&c->pending, 16 * 1024);
+    pending_reserve(c, 16 * 1024);
     *buf = uv_buf_init(c->pending.data + c->pending.len,
                        (unsigned)(c->pending.cap - c->pending.len - 1));
+}
+
+/* The parser may take more bytes of this connection. */
+static bool conn_can_parse(const struct conn *c)
+{
+    return c->state != C_CLOSED && c->state != C_LINGER && !c->shutting_down && !c->dead &&
+           HTTP_PARSER_ERRNO(&c->parser) == HPE_OK;
 }
 
 /* Feed bytes to the parser; returns how many it took. */
@@ -270,18 +314,15 @@ static size_t conn_parse(struct conn *c, const char *data, size_t len)
 {
     size_t n = http_parser_execute(&c->parser, &parser_settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-    if (e == HPE_PAUSED || c->state == C_CLOSED || c->state == C_LINGER)
+    if (e == HPE_OK || e == HPE_PAUSED)
         return n;
-    if (e != HPE_OK) {
-        if (e == HPE_HEADER_OVERFLOW)
-            conn_fail(c, 431, "request header fields too large");
-        else if (e >= HPE_CB_message_begin && e <= HPE_CB_chunk_complete)
-            ; /* a callback already answered (431/413) */
-        else
-            conn_fail(c, 400, http_errno_description(e));
-        return len;
-    }
-    return n;
+    if (c->state == C_CLOSED || c->state == C_LINGER || c->shutting_down || c->dead)
+        return len; /* a callback already answered (431/413) or the connection is going */
+    if (e == HPE_HEADER_OVERFLOW)
+        conn_fail(c, 431, "request header fields too large");
+    else
+        conn_fail(c, 400, http_errno_description(e));
+    return len;
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
@@ -292,19 +333,12 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (shared)
         s->read_buf_busy = false;
     if (nread < 0) {
-        if (c->state == C_LINGER) {
-            conn_close(c);
-            return;
-        }
-        /* EOF or error: the client is gone. Whatever was in flight is aborted. */
-        c->pending.len = 0;
+        /* EOF or error: the client is gone (a half-close counts as gone, see docs). */
         conn_close(c);
         return;
     }
-    if (c->state == C_LINGER || c->state == C_CLOSED)
-        return; /* discard */
-    if (nread == 0)
-        return;
+    if (c->state == C_LINGER || c->state == C_CLOSED || nread == 0)
+        return; /* lingering: discard */
     if (!shared) {
         c->pending.len += (size_t)nread;
         c->pending.data[c->pending.len] = '\0';
@@ -313,14 +347,19 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     }
     c->in_process = true;
     size_t used = 0;
-    while (used < (size_t)nread && c->state != C_CLOSED && c->state != C_LINGER &&
-           HTTP_PARSER_ERRNO(&c->parser) == HPE_OK)
-        used += conn_parse(c, buf->base + used, (size_t)nread - used);
+    while (used < (size_t)nread && conn_can_parse(c)) {
+        size_t n = conn_parse(c, buf->base + used, (size_t)nread - used);
+        used += n;
+        if (n == 0)
+            break;
+    }
     c->in_process = false;
-    if (c->state == C_CLOSED || c->state == C_LINGER)
+    if (c->state == C_CLOSED || c->state == C_LINGER || c->shutting_down)
         return;
-    if (used < (size_t)nread)
+    if (used < (size_t)nread) {
+        pending_reserve(c, (size_t)nread - used);
         dg_buf_append(&c->pending, buf->base + used, (size_t)nread - used);
+    }
     /* A response may have ended during the parse: continue with what is pending. */
     conn_process(c);
 }
@@ -338,6 +377,7 @@ static void on_connection(uv_stream_t *ls, int status)
     c->tcp.data = c;
     c->handles = 1;
     s->open_handles++;
+    c->state = C_CLOSED; /* until accepted */
     if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0) {
         uv_close((uv_handle_t *)&c->tcp, handle_closed);
         return;
@@ -374,25 +414,32 @@ static void on_connection(uv_stream_t *ls, int status)
     arm_idle(c);
 }
 
+static void listener_closed(uv_handle_t *h);
+
 int dg_http_server_listen(struct dg_http_server *s, const char *host, int port, struct dg_err *err)
 {
     struct sockaddr_storage ss;
     int rc;
+    if (s->listening || s->closing)
+        return dg_err_set(err, DG_E_INVAL, "%s: already listening or closing", s->name);
     if (strchr(host, ':'))
         rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
     else
         rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
     if (rc < 0)
-        return dg_err_set(err, rc, "%s: listen address '%s': %s", s->name, host, uv_strerror(rc));
+        return dg_err_set(err, rc, "%s: listen address '%s': expected a numeric IP address",
+                          s->name, host);
     uv_tcp_init(s->loop, &s->listener);
     s->listener.data = s;
     s->open_handles++;
-    s->listening = true;
     rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
-    if (rc < 0)
+    if (rc < 0) {
+        uv_close((uv_handle_t *)&s->listener, listener_closed);
         return dg_err_set(err, rc, "%s: listen on %s:%d: %s", s->name, host, port, uv_strerror(rc));
+    }
+    s->listening = true;
     return 0;
 }
 
@@ -400,7 +447,7 @@ int dg_http_server_port(const struct dg_http_server *s)
 {
     struct sockaddr_storage ss;
     int len = sizeof(ss);
-    if (uv_tcp_getsockname(&s->listener, (struct sockaddr *)&ss, &len) != 0)
+    if (!s->listening || uv_tcp_getsockname(&s->listener, (struct sockaddr *)&ss, &len) != 0)
         return -1;
     if (ss.ss_family == AF_INET6)
         return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
@@ -438,10 +485,25 @@ static void req_free(struct dg_http_req *r)
     free(r);
 }
 
+/* Free the connection once its handles are closed and its writes completed; tell the
+ * handler of a request that was detached from it (from the loop, never inside a call of
+ * the handler's). */
 static void conn_free_if_closed(struct conn *c)
 {
     if (c->handles > 0 || c->writes > 0)
         return;
+    struct dg_http_req *r = c->aborted;
+    if (r) {
+        c->aborted = NULL;
+        if (r->handler_done) {
+            req_free(r);
+        } else if (r->on_abort) {
+            r->on_abort(r, r->abort_ud); /* abort_pending still set: responses are no-ops */
+            req_free(r);
+        } else {
+            r->abort_pending = false; /* orphaned: freed when the handler ends its response */
+        }
+    }
     if (c->spare)
         req_free(c->spare);
     dg_buf_free(&c->pending);
@@ -458,7 +520,7 @@ static void handle_closed(uv_handle_t *h)
     server_maybe_done(s);
 }
 
-/* Detach the current request from a dying connection: tell its owner or orphan it. */
+/* Take the current request off a connection that will not answer it. */
 static void req_detach(struct conn *c)
 {
     struct dg_http_req *r = c->req;
@@ -466,16 +528,14 @@ static void req_detach(struct conn *c)
         return;
     c->req = NULL;
     c->srv->stats.active_reqs--;
-    if (!r->handler_called || r->resp_ended) {
+    if (!r->handler_called) {
         req_free(r);
         return;
     }
     r->conn = NULL;
-    if (r->on_abort) {
-        r->on_abort(r, r->abort_ud);
-        req_free(r);
-    }
-    /* else: orphaned; freed when the handler ends the response */
+    r->resp_started = true; /* whatever the handler does now goes nowhere */
+    r->abort_pending = true;
+    c->aborted = r;
 }
 
 static void conn_close(struct conn *c)
@@ -501,10 +561,14 @@ static void conn_close(struct conn *c)
 static void on_timer(uv_timer_t *t)
 {
     struct conn *c = t->data;
+    if (c->dead) {
+        conn_close(c);
+        return;
+    }
     switch (c->state) {
     case C_IDLE:
         conn_close(c);
-        break;
+        break; /* idle, or a client that stopped reading */
     case C_HEAD:
         if (c->req && c->req->hdrs.bytes.len == 0 && c->req->url_len == 0)
             conn_close(c); /* nothing received: an idle keep-alive connection */
@@ -522,27 +586,36 @@ static void on_timer(uv_timer_t *t)
     }
 }
 
-static void arm_idle(struct conn *c)
-{
-    uint64_t ms = c->srv->limits.idle_timeout_ms;
-    if (ms)
-        uv_timer_start(&c->timer, on_timer, ms, 0);
-}
-
 static void arm_timer(struct conn *c, uint64_t ms)
 {
+    if (c->dead || c->state == C_CLOSED)
+        return;
     if (ms)
         uv_timer_start(&c->timer, on_timer, ms, 0);
     else
         uv_timer_stop(&c->timer);
 }
 
+static void arm_idle(struct conn *c)
+{
+    arm_timer(c, c->srv->limits.idle_timeout_ms);
+}
+
+/* Arm the body timer while the server is reading a body (not while it is held or paused). */
+static void arm_body_timer(struct conn *c)
+{
+    struct dg_http_req *r = c->req;
+    if (c->state == C_BODY && r && !r->body_held && !r->user_paused)
+        arm_timer(c, c->srv->limits.body_timeout_ms);
+    else if (c->state == C_BODY)
+        arm_timer(c, 0);
+}
+
 static void conn_update_reading(struct conn *c)
 {
     bool want =
-        c->state != C_CLOSED && c->pending.len < PENDING_MAX && !(c->req && c->req->user_paused);
-    if (c->state == C_LINGER)
-        want = true;
+        c->state == C_LINGER || (c->state != C_CLOSED && !c->dead && !c->shutting_down &&
+                                 pending_len(c) < PENDING_MAX && !(c->req && c->req->user_paused));
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
             c->reading = true;
@@ -552,42 +625,58 @@ static void conn_update_reading(struct conn *c)
     }
 }
 
+/* Mark the connection dead after a write error; it is closed from its timer, outside the
+ * caller's stack. */
+static void conn_kill(struct conn *c)
+{
+    if (c->dead || c->state == C_CLOSED)
+        return;
+    c->dead = true;
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+    uv_timer_start(&c->timer, on_timer, 0, 0);
+}
+
 static void on_shutdown(uv_shutdown_t *sr, int status)
 {
     struct conn *c = sr->data;
-    c->shutting_down = false;
+    c->writes--;
     if (c->state == C_CLOSED) {
-        c->writes--;
         conn_free_if_closed(c);
         return;
     }
-    c->writes--;
     if (status < 0) {
         conn_close(c);
         return;
     }
     /* Lingering close: drain what the client still sends for a while, then close. */
     c->state = C_LINGER;
-    c->pending.len = 0;
-    arm_timer(c, LINGER_MS);
+    c->pending.len = c->pending_off = 0;
+    uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
     conn_update_reading(c);
 }
 
-/* Close after the queued writes are out, answering nothing more. */
+/* Answer nothing more: close once the queued writes are out. */
 static void conn_shutdown(struct conn *c)
 {
     if (c->state == C_CLOSED || c->state == C_LINGER || c->shutting_down)
         return;
     req_detach(c);
+    if (c->dead)
+        return; /* closing from the timer anyway */
     c->state = C_WAIT;
     c->shutting_down = true;
+    if (HTTP_PARSER_ERRNO(&c->parser) == HPE_OK)
+        http_parser_pause(&c->parser, 1); /* nothing more is parsed */
+    conn_update_reading(c);
+    uv_timer_stop(&c->timer);
     c->shutdown_req.data = c;
-    c->writes++;
-    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
-        c->writes--;
-        c->shutting_down = false;
-        conn_close(c);
-    }
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) == 0)
+        c->writes++;
+    else
+        conn_kill(c);
 }
 
 static void on_write_done(void *ctx, int status)
@@ -599,40 +688,42 @@ static void on_write_done(void *ctx, int status)
         return;
     }
     if (status < 0) {
-        conn_close(c);
+        conn_close(c); /* a loop callback: safe to close here */
         return;
     }
+    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    if (c->state == C_IDLE && !c->shutting_down)
+        arm_idle(c); /* the client reads: restart the idle clock */
     struct dg_http_req *r = c->req;
-    if (r && r->on_drain && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
+    if (r && r->on_drain && queued == 0) {
         void (*fn)(struct dg_http_req *, void *) = r->on_drain;
         r->on_drain = NULL;
         fn(r, r->drain_ud);
+    }
+    if (c->write_blocked && queued <= WRITE_LOW && c->state != C_CLOSED) {
+        c->write_blocked = false;
+        conn_process(c);
     }
 }
 
 static void conn_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
 {
-    if (c->state == C_CLOSED || c->state == C_LINGER)
+    if (c->state == C_CLOSED || c->state == C_LINGER || c->dead || c->shutting_down)
         return;
     int rc = dg__http_write((uv_stream_t *)&c->tcp, bufs, n, on_write_done, c);
     if (rc == 0)
         c->writes++;
     else if (rc < 0)
-        conn_close(c);
+        conn_kill(c);
 }
 
 /* Answer an error ourselves (limits, bad input) and close. */
 static void conn_fail(struct conn *c, int status, const char *msg)
 {
-    if (c->state == C_CLOSED || c->state == C_LINGER)
+    if (c->state == C_CLOSED || c->state == C_LINGER || c->shutting_down || c->dead)
         return;
     struct dg_http_req *r = c->req;
-    bool can_answer = !(r && r->resp_started);
-    if (r && r->handler_called && !r->resp_ended) {
-        /* the handler holds it: tell it, then answer below */
-        req_detach(c);
-    }
-    if (can_answer) {
+    if (!(r && r->resp_started)) {
         char head[512];
         size_t mlen = strlen(msg) + 1;
         int n = snprintf(head, sizeof(head),
@@ -666,7 +757,7 @@ static struct dg_http_req *req_new(struct conn *c)
         dg_buf_reset(&r->resp_hdrs);
     }
     r->conn = c;
-    r->srv = c->srv;
+    r->resp_remaining = -1;
     memcpy(r->peer, c->peer, sizeof(r->peer));
     return r;
 }
@@ -674,6 +765,8 @@ static struct dg_http_req *req_new(struct conn *c)
 static int on_message_begin(http_parser *p)
 {
     struct conn *c = p->data;
+    if (c->req || !conn_can_parse(c))
+        return -1;
     c->req = req_new(c);
     c->srv->stats.active_reqs++;
     c->state = C_HEAD;
@@ -681,6 +774,7 @@ static int on_message_begin(http_parser *p)
     return 0;
 }
 
+/* Header bytes (url, fields, values, and trailers after a chunked body) against the limit. */
 static bool header_bytes_ok(struct conn *c, size_t more)
 {
     if (c->req->hdrs.bytes.len + more > c->srv->limits.max_header_bytes) {
@@ -693,7 +787,7 @@ static bool header_bytes_ok(struct conn *c, size_t more)
 static int on_url(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
-    if (!header_bytes_ok(c, len))
+    if (!c->req || !header_bytes_ok(c, len))
         return -1;
     dg_buf_append(&c->req->hdrs.bytes, at, len);
     c->req->url_len += (uint32_t)len;
@@ -703,9 +797,14 @@ static int on_url(http_parser *p, const char *at, size_t len)
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
+    struct dg_http_req *r = c->req;
+    if (!r)
+        return -1;
+    if (r->headers_done)
+        return 0; /* a trailer after a chunked body: not kept (views point into hdrs) */
     if (!header_bytes_ok(c, len))
         return -1;
-    if (!dg__hdrs_field(&c->req->hdrs, at, len, c->srv->limits.max_headers)) {
+    if (!dg__hdrs_field(&r->hdrs, at, len, c->srv->limits.max_headers)) {
         conn_fail(c, 431, "too many request header fields");
         return -1;
     }
@@ -715,9 +814,14 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
+    struct dg_http_req *r = c->req;
+    if (!r)
+        return -1;
+    if (r->headers_done)
+        return 0;
     if (!header_bytes_ok(c, len))
         return -1;
-    dg__hdrs_value(&c->req->hdrs, at, len);
+    dg__hdrs_value(&r->hdrs, at, len);
     return 0;
 }
 
@@ -728,18 +832,26 @@ static void send_continue(struct conn *c)
     conn_write(c, &b, 1);
 }
 
+static void respond_plain(struct dg_http_req *r, int status, const char *msg)
+{
+    dg_http_respond(r, status, "text/plain", msg, strlen(msg));
+}
+
 static int on_headers_complete(http_parser *p)
 {
     struct conn *c = p->data;
     struct dg_http_req *r = c->req;
     struct dg_http_server *s = c->srv;
+    if (!r)
+        return -1;
+    r->headers_done = true;
     dg__hdrs_finish(&r->hdrs);
     r->method = http_method_str((enum http_method)p->method);
     r->head_method = p->method == HTTP_HEAD;
     r->vminor = p->http_minor;
     r->keep_alive = http_should_keep_alive(p) != 0;
     struct dg_str url = {r->hdrs.bytes.data, r->url_len};
-    const char *q = memchr(url.ptr, '?', url.len);
+    const char *q = url.ptr ? memchr(url.ptr, '?', url.len) : NULL;
     if (q) {
         r->path = (struct dg_str){url.ptr, (size_t)(q - url.ptr)};
         r->query = (struct dg_str){q + 1, url.len - (size_t)(q - url.ptr) - 1};
@@ -752,6 +864,10 @@ static int on_headers_complete(http_parser *p)
         r->content_length = (int64_t)p->content_length;
     else
         r->content_length = 0;
+    if (p->method == HTTP_CONNECT) {
+        conn_fail(c, 501, "CONNECT is not supported");
+        return -1;
+    }
     if (r->content_length > 0 && (uint64_t)r->content_length > s->limits.max_body_bytes) {
         conn_fail(c, 413, "request body too large");
         return -1;
@@ -768,20 +884,29 @@ static int on_headers_complete(http_parser *p)
     route_request(s, r);
     bool has_body = r->content_length != 0;
     c->state = has_body ? C_BODY : C_WAIT;
-    if (has_body)
-        arm_timer(c, s->limits.body_timeout_ms);
-    else
-        uv_timer_stop(&c->timer);
-    if (r->route && (r->route->flags & DG_HTTP_STREAM)) {
+    uv_timer_stop(&c->timer);
+    if (!r->route) {
+        /* 404/405 at once; with a body the connection closes instead of reading it */
+        r->handler_called = true;
+        respond_plain(r, r->not_found ? 404 : 405,
+                      r->not_found ? "not found\n" : "method not allowed\n");
+        return 0; /* r may be recycled now: do not touch it */
+    }
+    if (r->route->flags & DG_HTTP_STREAM) {
         r->handler_called = true;
         /* Hold the body until the handler asks for it (it may queue the request first). */
-        if (has_body)
+        if (has_body) {
+            r->body_held = true;
             http_parser_pause(p, 1);
+        }
         r->route->fn(r, r->route->ud);
-        return 0;
+        return 0; /* r may be answered and recycled: do not touch it */
     }
-    if (has_body && r->expect_continue)
-        send_continue(c);
+    if (has_body) {
+        arm_body_timer(c);
+        if (r->expect_continue)
+            send_continue(c);
+    }
     return 0;
 }
 
@@ -789,32 +914,36 @@ static int on_body(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
     struct dg_http_req *r = c->req;
+    if (!r)
+        return -1;
     r->body_read += len;
     if (r->body_read > c->srv->limits.max_body_bytes) {
         conn_fail(c, 413, "request body too large");
         return -1;
     }
-    arm_timer(c, c->srv->limits.body_timeout_ms);
+    arm_body_timer(c);
     if (r->handler_called) {
         if (r->on_data)
             r->on_data(r, at, len, r->body_ud);
         if (c->req == r && r->user_paused)
             http_parser_pause(p, 1);
-    } else if (r->route) {
+    } else {
         dg_buf_append(&r->body, at, len);
     }
     return 0;
-}
-
-static void respond_plain(struct dg_http_req *r, int status, const char *msg)
-{
-    dg_http_respond(r, status, "text/plain", msg, strlen(msg));
 }
 
 static int on_message_complete(http_parser *p)
 {
     struct conn *c = p->data;
     struct dg_http_req *r = c->req;
+    if (!r) {
+        if (c->skip_complete) { /* the end of a request answered already */
+            c->skip_complete = false;
+            return 0;
+        }
+        return -1;
+    }
     r->msg_complete = true;
     if (c->state == C_BODY)
         c->state = C_WAIT;
@@ -827,12 +956,7 @@ static int on_message_complete(http_parser *p)
         return 0;
     }
     r->handler_called = true;
-    if (r->not_found)
-        respond_plain(r, 404, "not found\n");
-    else if (r->bad_method)
-        respond_plain(r, 405, "method not allowed\n");
-    else
-        r->route->fn(r, r->route->ud);
+    r->route->fn(r, r->route->ud);
     return 0;
 }
 
@@ -847,20 +971,18 @@ static const http_parser_settings parser_settings = {
 };
 
 /* Parse what is pending when the parser may run; called after a response ends, after a
- * streaming handler asks for the body, and after a resume. Not re-entrant: a call from
- * inside a parse is picked up by the outer loop. */
+ * streaming handler asks for the body, after a resume and when a blocked write queue
+ * drains. Not re-entrant: a call from inside a parse is picked up by the outer loop. */
 static void conn_process(struct conn *c)
 {
     if (c->in_process || c->state == C_CLOSED || c->state == C_LINGER)
         return;
     c->in_process = true;
-    while (c->pending.len > 0 && HTTP_PARSER_ERRNO(&c->parser) == HPE_OK && c->state != C_CLOSED &&
-           c->state != C_LINGER) {
-        size_t n = conn_parse(c, c->pending.data, c->pending.len);
+    while (pending_len(c) > 0 && conn_can_parse(c) && !c->write_blocked) {
+        size_t n = conn_parse(c, c->pending.data + c->pending_off, pending_len(c));
         if (c->state == C_CLOSED || c->state == C_LINGER)
             break;
-        memmove(c->pending.data, c->pending.data + n, c->pending.len - n);
-        c->pending.len -= n;
+        pending_consume(c, n);
         if (n == 0)
             break;
     }
@@ -872,7 +994,7 @@ static void conn_process(struct conn *c)
 /* Let the parser go on with what follows (after pause points). */
 static void conn_unpause(struct conn *c)
 {
-    if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
+    if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED && !c->shutting_down && !c->dead)
         http_parser_pause(&c->parser, 0);
     if (!c->in_process)
         conn_process(c);
@@ -974,18 +1096,24 @@ void dg_http_req_read_body(struct dg_http_req *r,
             on_end(r, ud);
         return;
     }
-    if (!c)
+    if (!c || !r->body_held)
         return;
+    r->body_held = false;
     if (r->expect_continue)
         send_continue(c);
-    conn_unpause(c);
+    arm_body_timer(c);
+    if (!r->user_paused)
+        conn_unpause(c); /* may run on_data, on_end, even the whole response: r may be gone */
 }
 
 void dg_http_req_pause(struct dg_http_req *r)
 {
     r->user_paused = true;
-    if (r->conn)
-        conn_update_reading(r->conn);
+    struct conn *c = r->conn;
+    if (!c)
+        return;
+    arm_body_timer(c);
+    conn_update_reading(c);
 }
 
 void dg_http_req_resume(struct dg_http_req *r)
@@ -993,65 +1121,83 @@ void dg_http_req_resume(struct dg_http_req *r)
     if (!r->user_paused)
         return;
     r->user_paused = false;
-    if (r->conn && !r->msg_complete)
-        conn_unpause(r->conn);
-    else if (r->conn)
-        conn_update_reading(r->conn);
+    struct conn *c = r->conn;
+    if (!c)
+        return;
+    arm_body_timer(c);
+    if (!r->msg_complete && !r->body_held)
+        conn_unpause(c);
+    else
+        conn_update_reading(c);
 }
 
 /* ---- responses -------------------------------------------------------------------------- */
 
 void dg_http_resp_header(struct dg_http_req *r, const char *name, const char *value)
 {
-    dg_buf_printf(&r->resp_hdrs, "%s: %s\r\n", name, value);
+    if (!r->resp_started)
+        dg_buf_printf(&r->resp_hdrs, "%s: %s\r\n", name, value);
 }
 
-/* Whether the connection stays open after this response. */
+/* Whether the connection stays open after this response. A request whose body was not read
+ * to the end closes the connection (the rest of the body would be parsed as a request). */
 static bool resp_keep_alive(const struct dg_http_req *r)
 {
-    return r->keep_alive && r->conn && !r->conn->srv->closing && r->msg_complete;
+    return r->keep_alive && !r->force_close && r->conn && !r->conn->srv->closing &&
+           (r->msg_complete || r->content_length == 0);
 }
 
-static size_t format_head(struct dg_http_req *r, char *out, size_t cap, int status,
-                          const char *content_type, int64_t content_length)
+static bool status_has_body(int status)
 {
-    char cl[64];
+    return !(status == 204 || status == 304 || (status >= 100 && status < 200));
+}
+
+/* Write status line, the handler's headers and ours. content_length: >= 0 a length, -1
+ * chunked, -2 none (no body allowed, or close-delimited). */
+static void write_head(struct dg_http_req *r, int status, int64_t content_length, const void *body,
+                       size_t body_len)
+{
+    struct conn *c = r->conn;
+    char status_line[64], tail[192], cl[48];
+    int sn = snprintf(status_line, sizeof(status_line), "HTTP/1.1 %d %s\r\n", status,
+                      dg_http_status_text(status));
     if (content_length >= 0)
         snprintf(cl, sizeof(cl), "Content-Length: %lld\r\n", (long long)content_length);
-    else
+    else if (content_length == -1)
         snprintf(cl, sizeof(cl), "Transfer-Encoding: chunked\r\n");
+    else
+        cl[0] = '\0';
     bool ka = resp_keep_alive(r);
-    int n = snprintf(out, cap, "HTTP/1.1 %d %s\r\n%s%s%s%s%s%s\r\n", status,
-                     dg_http_status_text(status), content_type ? "Content-Type: " : "",
-                     content_type ? content_type : "", content_type ? "\r\n" : "", cl,
-                     ka ? (r->vminor == 0 ? "Connection: keep-alive\r\n" : "")
-                        : "Connection: close\r\n",
-                     dg__http_date_line());
-    return n < 0 ? 0 : (size_t)n;
+    int tn = snprintf(tail, sizeof(tail), "%s%s%s\r\n", cl,
+                      ka ? (r->vminor == 0 ? "Connection: keep-alive\r\n" : "")
+                         : "Connection: close\r\n",
+                      dg__http_date_line());
+    uv_buf_t bufs[4];
+    unsigned nb = 0;
+    bufs[nb++] = uv_buf_init(status_line, (unsigned)DG_MIN((size_t)sn, sizeof(status_line) - 1));
+    if (r->resp_hdrs.len)
+        bufs[nb++] = uv_buf_init(r->resp_hdrs.data, (unsigned)r->resp_hdrs.len);
+    bufs[nb++] = uv_buf_init(tail, (unsigned)DG_MIN((size_t)tn, sizeof(tail) - 1));
+    if (body_len)
+        bufs[nb++] = uv_buf_init((char *)body, (unsigned)body_len);
+    conn_write(c, bufs, nb); /* one writev for head and body */
 }
 
 void dg_http_respond(struct dg_http_req *r, int status, const char *content_type, const void *body,
                      size_t len)
 {
-    if (r->resp_started)
+    if (r->resp_started) {
+        if (!r->conn && !r->resp_ended)
+            req_finish(r); /* detached: only the bookkeeping */
         return;
+    }
     r->resp_started = true;
-    struct conn *c = r->conn;
-    if (c) {
-        char head[512];
-        size_t hn = format_head(r, head, sizeof(head), status, content_type, (int64_t)len);
-        /* user headers go between the status line and our own */
-        uv_buf_t bufs[4];
-        unsigned nb = 0;
-        const char *eol = memchr(head, '\n', hn);
-        size_t first = (size_t)(eol - head) + 1;
-        bufs[nb++] = uv_buf_init(head, (unsigned)first);
-        if (r->resp_hdrs.len)
-            bufs[nb++] = uv_buf_init(r->resp_hdrs.data, (unsigned)r->resp_hdrs.len);
-        bufs[nb++] = uv_buf_init(head + first, (unsigned)(hn - first));
-        if (len && !r->head_method)
-            bufs[nb++] = uv_buf_init((char *)body, (unsigned)len);
-        conn_write(c, bufs, nb); /* one writev for head and body */
+    if (r->conn) {
+        bool has_body = status_has_body(status);
+        if (content_type && has_body)
+            dg_buf_printf(&r->resp_hdrs, "Content-Type: %s\r\n", content_type);
+        write_head(r, status, has_body ? (int64_t)len : -2, body,
+                   has_body && !r->head_method ? len : 0);
     }
     req_finish(r);
 }
@@ -1077,27 +1223,23 @@ void dg_http_resp_start(struct dg_http_req *r, int status, int64_t content_lengt
     if (r->resp_started)
         return;
     r->resp_started = true;
-    r->chunked_resp = content_length < 0 && !r->head_method;
-    struct conn *c = r->conn;
-    if (!c)
+    if (!r->conn)
         return;
-    char head[512];
-    size_t hn = format_head(r, head, sizeof(head), status, NULL, content_length);
-    const char *eol = memchr(head, '\n', hn);
-    size_t first = (size_t)(eol - head) + 1;
-    uv_buf_t bufs[3];
-    unsigned nb = 0;
-    bufs[nb++] = uv_buf_init(head, (unsigned)first);
-    if (r->resp_hdrs.len)
-        bufs[nb++] = uv_buf_init(r->resp_hdrs.data, (unsigned)r->resp_hdrs.len);
-    bufs[nb++] = uv_buf_init(head + first, (unsigned)(hn - first));
-    conn_write(c, bufs, nb);
+    if (!status_has_body(status)) {
+        content_length = -2;
+    } else if (content_length < 0 && r->vminor == 0) {
+        content_length = -2; /* HTTP/1.0 has no chunked encoding: the close ends the body */
+        r->force_close = true;
+    }
+    r->chunked_resp = content_length == -1 && !r->head_method;
+    r->resp_remaining = content_length >= 0 && !r->head_method ? content_length : -1;
+    write_head(r, status, content_length, NULL, 0);
 }
 
 void dg_http_resp_write(struct dg_http_req *r, const void *data, size_t len)
 {
     struct conn *c = r->conn;
-    if (!c || !len || r->head_method || r->resp_ended)
+    if (!c || !len || r->head_method || r->resp_ended || !r->resp_started)
         return;
     if (r->chunked_resp) {
         char pre[24];
@@ -1105,10 +1247,21 @@ void dg_http_resp_write(struct dg_http_req *r, const void *data, size_t len)
         uv_buf_t bufs[3] = {uv_buf_init(pre, (unsigned)n), uv_buf_init((char *)data, (unsigned)len),
                             uv_buf_init("\r\n", 2)};
         conn_write(c, bufs, 3);
-    } else {
-        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-        conn_write(c, &b, 1);
+        return;
     }
+    if (r->resp_remaining >= 0) {
+        if ((int64_t)len > r->resp_remaining) {
+            dg_log(DG_LOG_DEBUG, c->srv->name, "%s: response longer than its Content-Length",
+                   c->peer);
+            len = (size_t)r->resp_remaining;
+            r->force_close = true;
+        }
+        r->resp_remaining -= (int64_t)len;
+        if (!len)
+            return;
+    }
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    conn_write(c, &b, 1);
 }
 
 void dg_http_resp_end(struct dg_http_req *r)
@@ -1119,6 +1272,9 @@ void dg_http_resp_end(struct dg_http_req *r)
         uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
         conn_write(r->conn, &b, 1);
     }
+    /* A short body cannot be completed: closing tells the client it is incomplete. */
+    if (r->resp_remaining > 0)
+        r->force_close = true;
     req_finish(r);
 }
 
@@ -1139,11 +1295,15 @@ static void req_finish(struct dg_http_req *r)
 {
     r->resp_ended = true;
     struct conn *c = r->conn;
-    if (!c) { /* orphaned: nobody to answer */
-        req_free(r);
+    if (!c) { /* detached: the connection is gone */
+        r->handler_done = true;
+        if (!r->abort_pending)
+            req_free(r);
         return;
     }
     bool keep = resp_keep_alive(r);
+    if (!r->msg_complete && r->content_length == 0)
+        c->skip_complete = true; /* the parser has yet to report this request's end */
     c->req = NULL;
     c->srv->stats.active_reqs--;
     if (c->spare)
@@ -1155,6 +1315,8 @@ static void req_finish(struct dg_http_req *r)
     }
     c->state = C_IDLE;
     arm_idle(c);
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > WRITE_HIGH)
+        c->write_blocked = true; /* go on when the client has read (on_write_done) */
     conn_unpause(c);
 }
 
@@ -1174,8 +1336,8 @@ static void listener_closed(uv_handle_t *h)
     server_maybe_done(s);
 }
 
-/* Every 20 ms during shutdown: close connections that became idle; at the deadline, close
- * the rest (their requests are aborted or orphaned). */
+/* Every 20 ms during shutdown: close connections with nothing in flight (no request, nothing
+ * pending, all written); at the deadline, close the rest (their requests are aborted). */
 static void on_grace_poll(uv_timer_t *t)
 {
     struct dg_http_server *s = t->data;
@@ -1185,7 +1347,9 @@ static void on_grace_poll(uv_timer_t *t)
                (unsigned)s->stats.open_conns);
     for (struct conn *c = s->conns, *next; c; c = next) {
         next = c->next;
-        if (over || (!c->req && c->pending.len == 0 && c->state != C_LINGER && !c->shutting_down))
+        bool quiet = !c->req && pending_len(c) == 0 && !c->shutting_down && c->state != C_LINGER &&
+                     uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0;
+        if (over || quiet)
             conn_close(c);
     }
     if (!s->conns && !uv_is_closing((uv_handle_t *)t)) {
@@ -1210,7 +1374,6 @@ void dg_http_server_close(struct dg_http_server *s, uint64_t grace_ms, void (*do
     s->grace_timer.data = s;
     s->open_handles++;
     s->grace_deadline = uv_now(s->loop) + grace_ms;
-    on_grace_poll(&s->grace_timer);
-    if (!uv_is_closing((uv_handle_t *)&s->grace_timer))
-        uv_timer_start(&s->grace_timer, on_grace_poll, 20, 20);
+    /* first poll from the loop, never inside the caller (it may be a handler) */
+    uv_timer_start(&s->grace_timer, on_grace_poll, 0, 20);
 }

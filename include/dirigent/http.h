@@ -67,7 +67,8 @@ int dg_http_server_port(const struct dg_http_server *s);
 
 /* Stop accepting, close idle connections, let requests in flight finish (their responses
  * carry "Connection: close") for up to `grace_ms`, then close everything. `done` (may be
- * NULL) runs once all handles are closed; the server is freed right after it returns. */
+ * NULL) runs once all handles are closed, after the server was freed. Safe to call from a
+ * handler. */
 void dg_http_server_close(struct dg_http_server *s, uint64_t grace_ms, void (*done)(void *ud),
                           void *ud);
 
@@ -96,15 +97,17 @@ void *dg_http_req_data(const struct dg_http_req *r);
 
 /* Streaming request bodies (DG_HTTP_STREAM routes). `on_data` gets borrowed bytes, valid only
  * during the call; `on_end` runs once the whole body was read (at once if there is none).
- * Over max_body_bytes the server answers 413 itself (on_abort follows). */
+ * Over max_body_bytes the server answers 413 itself and on_abort follows from the loop.
+ * The body timeout runs only while the server reads (not while held or paused). */
 void dg_http_req_read_body(struct dg_http_req *r,
                            void (*on_data)(struct dg_http_req *, const char *, size_t, void *),
                            void (*on_end)(struct dg_http_req *, void *), void *ud);
 /* Flow control: stop / restart reading the client's socket. */
 void dg_http_req_pause(struct dg_http_req *r);
 void dg_http_req_resume(struct dg_http_req *r);
-/* Called if the connection dies before the response ended (client gone, timeout). After it
- * returns the request is freed: drop every pointer to it. Without on_abort the request is
+/* Called if the connection dies before the response ended (client gone, timeout), from the
+ * loop (never inside one of the handler's own calls); from then on responses to it are
+ * no-ops. After it returns the request is freed: drop every pointer to it. Without on_abort the request is
  * kept ("orphaned") until the handler ends its response, which is then discarded: a handler
  * that waits for something that may never come (the rest of a body, an upstream) must set
  * on_abort. */
@@ -182,7 +185,8 @@ struct dg_http_client_cbs {
 };
 
 /* Send a request with a buffered body (`body` copied; may be NULL with len 0). Headers are
- * copied; the client adds Host (unless given), Content-Length and Connection: keep-alive.
+ * copied; the client adds Host (unless given) and Content-Length (HTTP/1.1 keeps the
+ * connection alive by default).
  * Returns the request handle, or NULL when the request already ended before this call
  * returned (on_done has run: a closing pool, a synchronous connect or write error). */
 struct dg_http_creq *dg_http_request(struct dg_http_pool *p, const char *method, const char *path,
@@ -201,7 +205,12 @@ void dg_http_creq_end(struct dg_http_creq *q);
 /* True once any byte of this request was written to a socket (a proxy may retry elsewhere
  * only when this is false). */
 bool dg_http_creq_sent(const struct dg_http_creq *q);
-/* Flow control of the response body. */
+/* True when the request went out on a reused keep-alive connection that closed before any
+ * response byte: the upstream most likely closed it idle at the same moment (the keep-alive
+ * race), so an idempotent request can be retried on a fresh connection. For on_done. */
+bool dg_http_creq_stale(const struct dg_http_creq *q);
+/* Flow control of the response body: stop / restart reading the upstream (a piece already
+ * read may still be delivered after pause). */
 void dg_http_creq_pause(struct dg_http_creq *q);
 void dg_http_creq_resume(struct dg_http_creq *q);
 /* Abandon the request: on_done is not called; its connection is closed, not reused. */

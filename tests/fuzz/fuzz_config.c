@@ -70,7 +70,9 @@ static const struct dg_conf_field fields[] = {
      .max = INT64_MAX},
     {.key = "chunk", .type = DG_CONF_SIZE, .offset = O(chunk)},
     {.key = "tags", .type = DG_CONF_STRLIST, .offset = O(tags), .def = "a, b"},
-    {.key = "redis.address", .type = DG_CONF_STRING, .offset = O(redis_address),
+    {.key = "redis.address",
+     .type = DG_CONF_STRING,
+     .offset = O(redis_address),
      .def = "127.0.0.1:6379"},
     /* a group opened, left and re-entered: printing must still nest it once */
     {.key = "limits.idle", .type = DG_CONF_DURATION, .offset = O(limits_idle), .def = "1m"},
@@ -83,7 +85,10 @@ static const struct dg_conf_field fields[] = {
      .offset = O(limits_ratio),
      .dmin = -1,
      .dmax = 1},
-    {.key = "limits.level", .type = DG_CONF_ENUM, .offset = O(limits_level), .def = "info",
+    {.key = "limits.level",
+     .type = DG_CONF_ENUM,
+     .offset = O(limits_level),
+     .def = "info",
      .choices = levels},
 };
 

@@ -7,19 +7,28 @@
  * Input: the first byte steers the client, the rest are the bytes it sends.
  *   bits 0-1  number of extra split points (0-3), so the server sees the bytes
  *             in up to four reads (a request line or a chunk size cut in two)
- *   bits 2-4  shift of the split points (-3..+4 bytes)
- *   bits 5-6  how the client ends: 0, 1 half-close (FIN) and read until the
- *             server closes; 2 reset (RST) at once; 3 stay silent ~10 ms so the
- *             server's header/body/idle timers (5 ms) fire, then half-close
+ *   bits 2-3  shift of the split points (-1..+2 bytes)
+ *   bits 4-6  how the client ends: 0-3 half-close (FIN) and read until the
+ *             server closes; 4, 5 reset (RST) at once; 6 "slow": 3 ms pass
+ *             without the loop running before the last piece is sent (so a
+ *             server timer and the last bytes meet in one loop turn), and the
+ *             client waits up to 8 ms for the server to time out before it
+ *             half-closes; 7 the server is closed (grace 0) with the client
+ *             still connected, then started afresh
  *   bit 7     pieces are sent without running the loop between them (they
  *             coalesce into one read)
+ * Seeds start with a printable byte: ' ' one piece, '#' four pieces, '0' one
+ * piece, 'A' two pieces then RST, 'a' stall, 'q' server close.
  *
  * Routes cover the server's paths: buffered echo, a ":capture" route, a route
- * that answers 100 KiB (partial writes), streaming bodies with the handler
+ * that answers 128 KiB at once and one that streams 128 KiB with
+ * on_drain flow control, streaming request bodies with the handler
  * pausing and resuming the socket, a streaming route that asks for the body
  * only later, and requests answered later from a check handle with and without
  * on_abort (so requests get orphaned and aborted when the client goes away).
- * Limits are small (1 KiB of headers, 10 headers, 4 KiB of body, 5 ms timers).
+ * Limits are small (1 KiB of headers, 10 headers, 4 KiB of body, 2 ms timers),
+ * and so are the socket buffers of the connection (the server's end is found
+ * with uv_walk), so big answers take the server's queued-write path.
  *
  * Checks besides memory safety: everything the server sends parses as a
  * sequence of HTTP responses (skipped when the input holds "HEAD", whose
@@ -52,10 +61,12 @@
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define PUMPS_PER_PIECE 3   /* loop turns after each piece: accept, read, deferred work */
-#define MAX_PUMPS       64  /* loop turns to wait for the server to finish with a client */
-#define STALL_MS        12  /* silence of ending 3: longer than the 5 ms server timers */
-#define BIG_BODY        (100 * 1024)
+#define PUMPS_PER_PIECE 3  /* loop turns after each piece: accept, read, deferred work */
+#define MAX_PUMPS       64 /* loop turns to wait for the server to finish with a client */
+#define GAP_MS          3  /* ending 6: time before the last piece, past the 2 ms timers */
+#define STALL_MS        8  /* ending 6: longest wait for the server to time out */
+#define BIG_BODY        (128 * 1024)
+#define SMALL_SOCKBUF   16384 /* both ends of the connection, so big answers get queued */
 #define FD_CHECK_EVERY  1024
 #define FD_MAX          64
 
@@ -63,7 +74,7 @@ static uv_loop_t loop;
 static uv_check_t check;
 static struct dg_http_server *srv;
 static int srv_port;
-static bool strict;
+static bool strict, verbose;
 static unsigned long n_inputs, n_restarts;
 static char big_body[BIG_BODY];
 
@@ -81,7 +92,7 @@ static void die(const char *what, const char *detail)
  * request is gone (`r` NULL): answered, or aborted by the server (on_abort). Handlers never
  * touch a request after a call that may end it.
  */
-enum job_kind { J_RESPOND, J_READ, J_RESUME };
+enum job_kind { J_RESPOND, J_READ, J_RESUME, J_DRAIN };
 
 struct job {
     struct dg_http_req *r;
@@ -126,9 +137,9 @@ static void job_finish(struct job *j)
 static void on_abort(struct dg_http_req *r, void *ud)
 {
     struct job *j = ud;
-    if (j->r != r)
+    if (j->r && j->r != r)
         die("on_abort", "called for a request the job does not hold");
-    job_finish(j);
+    job_finish(j); /* j->r may already be NULL: aborted while we were answering */
 }
 
 /* Streaming body: echo each piece into a chunked response; pause after every odd piece and
@@ -179,6 +190,33 @@ static void up_end(struct dg_http_req *r, void *ud)
                          id.ptr ? id.ptr : "", (unsigned long long)j->bytes, j->chunks);
 }
 
+/* Streamed big answer: write while less than 64 KiB is queued, then wait for on_drain. */
+static void bs_drain(struct dg_http_req *r, void *ud);
+
+static void bs_write(struct job *j)
+{
+    struct dg_http_req *r = j->r;
+    while (j->bytes < BIG_BODY && dg_http_resp_queued(r) < 64 * 1024) {
+        size_t n = DG_MIN((size_t)16 * 1024, BIG_BODY - (size_t)j->bytes);
+        dg_http_resp_write(r, big_body + j->bytes, n);
+        if (!j->r)
+            return; /* the write failed and the request was aborted */
+        j->bytes += n;
+    }
+    if (j->bytes < BIG_BODY) {
+        dg_http_resp_on_drain(r, bs_drain, j);
+        return;
+    }
+    job_finish(j);
+    dg_http_resp_end(r);
+}
+
+/* Called from the server's write callback: continue on the next loop turn. */
+static void bs_drain(struct dg_http_req *r, void *ud)
+{
+    job_queue(ud, J_DRAIN);
+}
+
 static void on_check(uv_check_t *h)
 {
     struct job *list = jobs;
@@ -202,8 +240,15 @@ static void on_check(uv_check_t *h)
             dg_http_respond(r, 200, "text/plain", p.ptr, p.len);
             break;
         }
-        case J_READ: dg_http_req_read_body(r, up_data, up_end, j); break;
-        case J_RESUME: dg_http_req_resume(r); break;
+        case J_READ:
+            dg_http_req_read_body(r, up_data, up_end, j);
+            break;
+        case J_RESUME:
+            dg_http_req_resume(r);
+            break;
+        case J_DRAIN:
+            bs_write(j);
+            break;
         }
     }
 }
@@ -221,7 +266,8 @@ static void h_echo(struct dg_http_req *r, void *ud)
     size_t n, total = 0;
     const struct dg_http_header *h = dg_http_req_headers(r, &n);
     for (size_t i = 0; i < n; i++)
-        total += h[i].name.len + h[i].value.len + (h[i].name.len ? (unsigned char)h[i].name.ptr[0] : 0) +
+        total += h[i].name.len + h[i].value.len +
+                 (h[i].name.len ? (unsigned char)h[i].name.ptr[0] : 0) +
                  (h[i].value.len ? (unsigned char)h[i].value.ptr[h[i].value.len - 1] : 0);
     struct dg_str url = dg_http_req_url(r), q = dg_http_req_query(r);
     struct dg_str ct = dg_http_req_header(r, "content-type");
@@ -256,13 +302,23 @@ static void h_big(struct dg_http_req *r, void *ud)
     dg_http_respond(r, 200, "application/octet-stream", big_body, sizeof(big_body));
 }
 
+static void h_bigstream(struct dg_http_req *r, void *ud)
+{
+    struct job *j = job_new(r);
+    dg_http_req_on_abort(r, on_abort, j);
+    dg_http_resp_start(r, 200, BIG_BODY);
+    if (j->r)
+        bs_write(j);
+}
+
 static void h_stream(struct dg_http_req *r, void *ud)
 {
     struct job *j = job_new(r);
     dg_http_req_on_abort(r, on_abort, j);
     dg_http_resp_header(r, "X-Stream", "yes");
     dg_http_resp_start(r, 200, -1);
-    dg_http_req_read_body(r, st_data, st_end, j); /* may end the request at once */
+    if (j->r)
+        dg_http_req_read_body(r, st_data, st_end, j); /* may end the request at once */
 }
 
 static void h_upload(struct dg_http_req *r, void *ud)
@@ -295,14 +351,15 @@ static void server_start(void)
     l.max_header_bytes = 1024;
     l.max_headers = 10;
     l.max_body_bytes = 4096;
-    l.header_timeout_ms = 5;
-    l.body_timeout_ms = 5;
-    l.idle_timeout_ms = 5;
+    l.header_timeout_ms = 2;
+    l.body_timeout_ms = 2;
+    l.idle_timeout_ms = 2;
     srv = dg_http_server_new(&loop, &l, "fuzz");
     dg_http_route(srv, "GET", "/", h_root, NULL, 0);
     dg_http_route(srv, "POST", "/echo", h_echo, NULL, 0);
     dg_http_route(srv, "GET", "/items/:id/sub/:name", h_items, NULL, 0);
     dg_http_route(srv, "GET", "/big", h_big, NULL, 0);
+    dg_http_route(srv, "GET", "/bigstream", h_bigstream, NULL, 0);
     dg_http_route(srv, NULL, "/stream", h_stream, NULL, DG_HTTP_STREAM);
     dg_http_route(srv, "POST", "/upload/:id", h_upload, NULL, DG_HTTP_STREAM);
     dg_http_route(srv, NULL, "/defer/*", h_defer, NULL, 0);
@@ -328,6 +385,8 @@ static bool quiescent(void)
 
 /* The server kept a connection or request past the bound: close it (grace 0) and start a
  * fresh one, so nothing carries over to the next input. */
+static void server_reopen(void);
+
 static void server_restart(void)
 {
     struct dg_http_server_stats st;
@@ -335,11 +394,17 @@ static void server_restart(void)
     if (strict) {
         char msg[128];
         snprintf(msg, sizeof(msg), "open_conns=%llu active_reqs=%llu live_jobs=%u",
-                 (unsigned long long)st.open_conns, (unsigned long long)st.active_reqs,
-                 live_jobs);
+                 (unsigned long long)st.open_conns, (unsigned long long)st.active_reqs, live_jobs);
         die("the server did not finish with a client", msg);
     }
     n_restarts++;
+    server_reopen();
+}
+
+/* Close the server with grace 0 (aborting what is in flight), wait until it is freed and
+ * every job settled, start a new one. */
+static void server_reopen(void)
+{
     bool closed = false;
     dg_http_server_close(srv, 0, server_closed, &closed);
     for (int i = 0; i < 10000 && (!closed || jobs || live_jobs); i++)
@@ -360,6 +425,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     dg_log_set_level(DG_LOG_OFF);
     const char *s = getenv("FUZZ_HTTP_STRICT");
     strict = s && *s == '1';
+    s = getenv("FUZZ_HTTP_VERBOSE");
+    verbose = s && *s == '1';
     for (size_t i = 0; i < sizeof(big_body); i++)
         big_body[i] = (char)('a' + i % 26);
     if (uv_loop_init(&loop) != 0)
@@ -391,6 +458,8 @@ static void client_open(struct client *c, bool check_resp)
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (c->fd == -1)
         die("socket", strerror(errno));
+    int small = SMALL_SOCKBUF;
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)srv_port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     /* Blocking: the kernel completes the handshake without the server accepting yet. */
@@ -401,15 +470,42 @@ static void client_open(struct client *c, bool check_resp)
         die("O_NONBLOCK", strerror(errno));
 }
 
+/* uv_walk callback: shrink the send buffer of the server's end of our connection (its peer
+ * port is our local port), as a slow client would make it fill up. */
+static void shrink_sndbuf(uv_handle_t *h, void *arg)
+{
+    if (h->type != UV_TCP || uv_is_closing(h))
+        return;
+    struct sockaddr_in sa;
+    int len = sizeof(sa);
+    if (uv_tcp_getpeername((uv_tcp_t *)h, (struct sockaddr *)&sa, &len) != 0 ||
+        sa.sin_family != AF_INET || ntohs(sa.sin_port) != *(int *)arg)
+        return;
+    int small = SMALL_SOCKBUF;
+    uv_send_buffer_size(h, &small);
+}
+
+static int client_local_port(const struct client *c)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof(sa);
+    if (getsockname(c->fd, (struct sockaddr *)&sa, &len) == -1)
+        die("getsockname", strerror(errno));
+    return ntohs(sa.sin_port);
+}
+
 static void client_feed(struct client *c, const char *d, size_t n)
 {
+    if (verbose)
+        fprintf(stderr, "[client] received %zu bytes: %.*s\n", n, (int)DG_MIN(n, 200), d);
     if (!c->check_resp)
         return;
     size_t used = http_parser_execute(&c->parser, &resp_settings, d, n);
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
     if (e != HPE_OK || used != n) {
-        fprintf(stderr, "fuzz_http_server: server sent bytes that are not HTTP responses "
-                        "(%s) near:\n%.*s\n",
+        fprintf(stderr,
+                "fuzz_http_server: server sent bytes that are not HTTP responses "
+                "(%s) near:\n%.*s\n",
                 http_errno_description(e), (int)DG_MIN(n, 512), d);
         abort();
     }
@@ -425,8 +521,11 @@ static void client_drain(struct client *c)
             client_feed(c, buf, (size_t)n);
             continue;
         }
-        if (n == 0 || (errno != EAGAIN && errno != EINTR))
+        if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
             c->eof = true; /* a response cut short by a close is fine: no EOF check */
+            if (verbose)
+                fprintf(stderr, "[client] %s\n", n == 0 ? "EOF" : strerror(errno));
+        }
         if (n == -1 && errno == EINTR)
             continue;
         break;
@@ -499,8 +598,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* split points, shifted and kept in order */
     unsigned nsplit = ctrl & 3;
-    int shift = (int)((ctrl >> 2) & 7) - 3;
-    unsigned ending = (ctrl >> 5) & 3;
+    int shift = (int)((ctrl >> 2) & 3) - 1;
+    unsigned ending = (ctrl >> 4) & 7;
     bool coalesce = ctrl & 0x80;
     size_t cuts[5];
     cuts[0] = 0;
@@ -514,7 +613,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct client c;
     client_open(&c, !memmem(data, size, "HEAD", 4));
     pump(&c); /* accept */
+    int port = client_local_port(&c);
+    uv_walk(&loop, shrink_sndbuf, &port);
     for (unsigned i = 0; i <= nsplit; i++) {
+        if (ending == 6 && i == nsplit) {
+            struct timespec ts = {0, GAP_MS * 1000000L};
+            nanosleep(&ts, NULL);
+        }
         client_send(&c, data + cuts[i], cuts[i + 1] - cuts[i]);
         for (int k = 0; k < (coalesce ? 0 : PUMPS_PER_PIECE); k++)
             pump(&c);
@@ -522,10 +627,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int k = 0; k < PUMPS_PER_PIECE; k++)
         pump(&c);
 
-    if (ending == 2) {
+    if (ending == 4 || ending == 5) {
         client_close(&c);
     } else {
-        if (ending == 3) {
+        if (ending == 7)
+            server_reopen();
+        if (ending == 6) {
             uint64_t until = uv_hrtime() + STALL_MS * 1000000ull;
             while (!c.eof && uv_hrtime() < until) {
                 struct timespec ts = {0, 1000000};

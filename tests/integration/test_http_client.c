@@ -432,6 +432,10 @@ static void test_upstream_vanishes(void **state)
         {"HTTP/1.1 2x0 OK\r\n\r\n", "bad response", DG_E_PROTO},
         /* a response delimited by the close is complete, not an error */
         {"HTTP/1.1 200 OK\r\n\r\nuntil-eof", NULL, 0},
+        /* trailers after a chunked body leave the response intact */
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nuntil-eof\r\n0\r\n"
+         "X-Trailer-1: a\r\nX-Trailer-2: b\r\n\r\n",
+         NULL, 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct raw_upstream up;
@@ -454,6 +458,50 @@ static void test_upstream_vanishes(void **state)
     }
 }
 
+static void cancel_on_head(struct dg_http_creq *q, const struct dg_http_resp *resp, void *ud)
+{
+    struct result *r = ud;
+    r->status = resp->status;
+    dg_http_creq_cancel(q);
+}
+
+static void test_cancel_from_callbacks(void **state)
+{
+    struct dg_http_pool *p = new_pool(port, NULL);
+    struct result r = {0};
+    struct dg_http_client_cbs cbs = {.on_head = cancel_on_head, .on_done = on_done};
+    dg_http_request(p, "GET", "/big", NULL, 0, NULL, 0, &cbs, &r);
+    bool never = false;
+    tl_run_until(&loop, &never, 200);
+    assert_int_equal(r.status, 200); /* on_head ran */
+    assert_false(r.done);            /* and nothing after the cancel */
+    /* the pool still works */
+    struct result r2;
+    run_get(p, "/hello", &r2);
+    assert_int_equal(r2.status, 200);
+    dg_buf_free(&r2.body);
+    close_pool(p);
+}
+
+static void test_long_close_delimited_body(void **state)
+{
+    static char reply[40100];
+    int n = snprintf(reply, sizeof(reply), "HTTP/1.1 200 OK\r\n\r\n");
+    memset(reply + n, 'q', 40000);
+    reply[n + 40000] = '\0';
+    struct raw_upstream up;
+    raw_start(&up, reply);
+    struct dg_http_pool *p = new_pool(up.port, NULL);
+    struct result r;
+    run_get(p, "/x", &r);
+    assert_int_equal(r.err_code, 0);
+    assert_int_equal(r.body.len, 40000);
+    dg_buf_free(&r.body);
+    close_pool(p);
+    uv_close((uv_handle_t *)&up.listener, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -466,6 +514,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_streamed_bodies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_and_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upstream_vanishes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_from_callbacks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_close_delimited_body, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

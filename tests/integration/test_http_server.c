@@ -109,8 +109,112 @@ static void h_delay(struct dg_http_req *r, void *ud)
     uv_timer_start(&d->t, delayed_fire, ms, 0);
 }
 
+/* A streaming route answered at once, before the parser saw the end of the request. */
+static void h_stream_sync(struct dg_http_req *r, void *ud)
+{
+    dg_http_respond(r, 200, "text/plain", "sync", 4);
+}
+
+/* A streaming route answered from its first piece of body. */
+static void early_data(struct dg_http_req *r, const char *d, size_t n, void *ud)
+{
+    dg_http_respond(r, 200, "text/plain", "early", 5);
+}
+static void h_stream_early(struct dg_http_req *r, void *ud)
+{
+    dg_http_req_read_body(r, early_data, NULL, NULL);
+}
+
+/* A request whose on_abort answers it (must be a no-op, not a double free). */
+static void abort_respond(struct dg_http_req *r, void *ud)
+{
+    dg_http_respond(r, 200, "text/plain", "too late", 8);
+    dg_http_resp_end(r);
+}
+static void h_abort_respond(struct dg_http_req *r, void *ud)
+{
+    dg_http_req_on_abort(r, abort_respond, NULL);
+}
+
+static void h_ctype(struct dg_http_req *r, void *ud)
+{
+    char ct[700];
+    memset(ct, 'x', sizeof(ct) - 1);
+    ct[sizeof(ct) - 1] = '\0';
+    memcpy(ct, "text/", 5);
+    dg_http_respond(r, 200, ct, "ct", 2);
+}
+
+/* Holds the body 600 ms (longer than the 400 ms body timeout) before reading it, after a
+ * pause/resume that must not release it early. */
+struct held {
+    uv_timer_t t;
+    struct dg_http_req *r;
+    struct dg_buf body;
+};
+static void held_closed(uv_handle_t *h)
+{
+    struct held *hd = h->data;
+    dg_buf_free(&hd->body);
+    free(hd);
+}
+static void held_data(struct dg_http_req *r, const char *d, size_t n, void *ud)
+{
+    struct held *hd = ud;
+    dg_buf_append(&hd->body, d, n);
+}
+static void held_end(struct dg_http_req *r, void *ud)
+{
+    struct held *hd = ud;
+    dg_http_respond(r, 200, "text/plain", hd->body.data ? hd->body.data : "", hd->body.len);
+    uv_close((uv_handle_t *)&hd->t, held_closed);
+}
+static void held_fire(uv_timer_t *t)
+{
+    struct held *hd = t->data;
+    dg_http_req_read_body(hd->r, held_data, held_end, hd);
+}
+static void h_held(struct dg_http_req *r, void *ud)
+{
+    struct held *hd = calloc(1, sizeof(*hd));
+    hd->r = r;
+    uv_timer_init(ud, &hd->t);
+    hd->t.data = hd;
+    dg_http_req_pause(r);
+    dg_http_req_resume(r);
+    uv_timer_start(&hd->t, held_fire, 600, 0);
+}
+
+static void h_short(struct dg_http_req *r, void *ud)
+{
+    dg_http_resp_start(r, 200, 10);
+    dg_http_resp_write(r, "abc", 3);
+    dg_http_resp_end(r);
+}
+
+static void h_chunked(struct dg_http_req *r, void *ud)
+{
+    dg_http_resp_start(r, 200, -1);
+    dg_http_resp_write(r, "abc", 3);
+    dg_http_resp_write(r, "def", 3);
+    dg_http_resp_end(r);
+}
+
+static void h_nocontent(struct dg_http_req *r, void *ud)
+{
+    dg_http_respond(r, 204, "text/plain", "ignored", 7);
+}
+
 static void setup_routes(struct dg_http_server *s, uv_loop_t *loop, void *ud)
 {
+    dg_http_route(s, "GET", "/stream_sync", h_stream_sync, NULL, DG_HTTP_STREAM);
+    dg_http_route(s, "POST", "/stream_early", h_stream_early, NULL, DG_HTTP_STREAM);
+    dg_http_route(s, "GET", "/abort_respond", h_abort_respond, NULL, 0);
+    dg_http_route(s, "GET", "/ctype", h_ctype, NULL, 0);
+    dg_http_route(s, "POST", "/held", h_held, loop, DG_HTTP_STREAM);
+    dg_http_route(s, "GET", "/short", h_short, NULL, 0);
+    dg_http_route(s, "GET", "/chunked", h_chunked, NULL, 0);
+    dg_http_route(s, "GET", "/nocontent", h_nocontent, NULL, 0);
     dg_http_route(s, "GET", "/hello", h_hello, NULL, 0);
     dg_http_route(s, "POST", "/echo", h_echo, NULL, 0);
     dg_http_route(s, "GET", "/p/:a/x/:b", h_params, NULL, 0);
@@ -514,6 +618,146 @@ static void test_graceful_shutdown(void **state)
     assert_int_equal(tl_connect(p2, 1000), -1);
 }
 
+static void test_chunked_trailers(void **state)
+{
+    /* trailers after a chunked body must not disturb the request's headers and path */
+    struct dg_buf b = {0};
+    dg_buf_puts(&b, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "3\r\nabc\r\n0\r\n");
+    for (int i = 0; i < 40; i++)
+        dg_buf_printf(&b, "X-Trailer-%d: %0100d\r\n", i, i);
+    dg_buf_puts(&b, "\r\n");
+    int fd = tl_connect(port, 3000);
+    assert_int_equal(tl_send(fd, b.data, b.len), 0);
+    dg_buf_free(&b);
+    struct tl_resp r;
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "abc");
+    tl_resp_free(&r);
+    close(fd);
+    assert_still_serving();
+}
+
+static void test_stream_route_answers_at_once(void **state)
+{
+    int fd = tl_connect(port, 3000);
+    for (int i = 0; i < 3; i++) { /* keep-alive survives an answer given from the headers */
+        assert_int_equal(tl_sends(fd, "GET /stream_sync HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+        struct tl_resp r;
+        assert_int_equal(tl_read_resp(fd, &r), 0);
+        assert_string_equal(r.body, "sync");
+        assert_true(r.keep_alive);
+        tl_resp_free(&r);
+    }
+    close(fd);
+    /* answered from the first piece of a body: the connection closes (the rest is unread) */
+    fd = tl_connect(port, 3000);
+    assert_int_equal(tl_sends(fd, "POST /stream_early HTTP/1.1\r\nHost: x\r\n"
+                                  "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n"),
+                     0);
+    struct tl_resp r;
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    assert_string_equal(r.body, "early");
+    assert_string_equal(tl_resp_header(&r, "connection"), "close");
+    tl_resp_free(&r);
+    tl_sends(fd, "3\r\nghi\r\n0\r\n\r\n");
+    assert_true(tl_wait_closed(fd, 4000));
+    close(fd);
+    assert_still_serving();
+}
+
+static void test_abort_then_respond(void **state)
+{
+    int fd = tl_connect(port, 3000);
+    assert_int_equal(tl_sends(fd, "GET /abort_respond HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+    usleep(50000);
+    close(fd); /* on_abort answers: a no-op, and no double free (ASan) */
+    usleep(100000);
+    assert_still_serving();
+}
+
+static void test_long_content_type(void **state)
+{
+    struct tl_resp r;
+    assert_int_equal(tl_roundtrip(port, "GET /ctype HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+    assert_string_equal(r.body, "ct");
+    assert_int_equal(strlen(tl_resp_header(&r, "content-type")), 699);
+    tl_resp_free(&r);
+}
+
+static void test_held_body_not_timed_out(void **state)
+{
+    /* the body is all sent at once; the handler holds it longer than the body timeout */
+    struct tl_resp r;
+    assert_int_equal(tl_roundtrip(port,
+                                  "POST /held HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
+                                  "hello",
+                                  &r),
+                     200);
+    assert_string_equal(r.body, "hello");
+    tl_resp_free(&r);
+}
+
+static void test_short_body_closes(void **state)
+{
+    int fd = tl_connect(port, 3000);
+    assert_int_equal(tl_sends(fd, "GET /short HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+    assert_true(tl_wait_closed(fd, 3000)); /* the client learns the body is incomplete */
+    close(fd);
+    assert_still_serving();
+}
+
+static void test_response_framing(void **state)
+{
+    /* HTTP/1.0 gets no chunked encoding: the close ends the body */
+    int fd = tl_connect(port, 3000);
+    assert_int_equal(tl_sends(fd, "GET /chunked HTTP/1.0\r\n\r\n"), 0);
+    struct tl_resp r;
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    assert_string_equal(r.body, "abcdef");
+    assert_string_equal(tl_resp_header(&r, "transfer-encoding"), "");
+    tl_resp_free(&r);
+    close(fd);
+    /* 1.1 gets chunked */
+    assert_int_equal(tl_roundtrip(port, "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+    assert_string_equal(r.body, "abcdef");
+    assert_string_equal(tl_resp_header(&r, "transfer-encoding"), "chunked");
+    tl_resp_free(&r);
+    /* 204 has no body and no Content-Length; the connection stays usable */
+    fd = tl_connect(port, 3000);
+    assert_int_equal(tl_sends(fd, "GET /nocontent HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"),
+                     0);
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    assert_int_equal(r.status, 204);
+    assert_string_equal(tl_resp_header(&r, "content-length"), "");
+    tl_resp_free(&r);
+    expect_status(fd, 200);
+    close(fd);
+    /* CONNECT is refused */
+    assert_int_equal(tl_roundtrip(port, "CONNECT example.org:443 HTTP/1.1\r\nHost: x\r\n\r\n", &r),
+                     501);
+    tl_resp_free(&r);
+}
+
+static void test_pipelined_flood_not_read(void **state)
+{
+    /* a client that pipelines many requests and reads nothing: the server stops parsing
+     * (bounded memory) and still serves others; then the client reads them all */
+    int fd = tl_connect(port, 5000);
+    struct dg_buf b = {0};
+    for (int i = 0; i < 2000; i++)
+        dg_buf_puts(&b, "GET /ctype HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_int_equal(tl_send(fd, b.data, b.len), 0);
+    dg_buf_free(&b);
+    usleep(100000);
+    assert_still_serving();
+    for (int i = 0; i < 2000; i++)
+        expect_status(fd, 200);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -534,6 +778,14 @@ int main(void)
         cmocka_unit_test(test_http10_closes),
         cmocka_unit_test(test_idle_connection_closed),
         cmocka_unit_test(test_many_connections),
+        cmocka_unit_test(test_chunked_trailers),
+        cmocka_unit_test(test_stream_route_answers_at_once),
+        cmocka_unit_test(test_abort_then_respond),
+        cmocka_unit_test(test_long_content_type),
+        cmocka_unit_test(test_held_body_not_timed_out),
+        cmocka_unit_test(test_short_body_closes),
+        cmocka_unit_test(test_response_framing),
+        cmocka_unit_test(test_pipelined_flood_not_read),
         cmocka_unit_test(test_graceful_shutdown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
