@@ -940,8 +940,15 @@ static void put_quoted(FILE *out, const char *s)
             fprintf(out, "\\%c", *p);
         else if (*p < 0x20 || *p == 0x7f)
             fprintf(out, "\\x%02x", *p);
-        else
+        else if (p[0] == 0xc2 && p[1] == 0x85) { /* U+0085: YAML reads it as a line break */
+            fputs("\\N", out);
+            p += 1;
+        } else if (p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9)) {
+            fputs(p[2] == 0xa8 ? "\\L" : "\\P", out); /* U+2028, U+2029 likewise */
+            p += 2;
+        } else {
             fputc(*p, out);
+        }
     }
     fputc('"', out);
 }

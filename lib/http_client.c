@@ -739,13 +739,18 @@ static int r_on_headers_complete(http_parser *hp)
     q->resp.headers = q->hdrs.views;
     q->resp.nheaders = q->hdrs.n;
     c->keep_alive = http_should_keep_alive(hp) != 0;
-    bool head_req = q->head_req;
+    if (hp->status_code < 100) {
+        q->resp.status = (int)hp->status_code;
+        return -1; /* "HTTP/1.1 2 OK": not a status a proxy may pass on */
+    }
+    /* HEAD, 204 and 304 have no body whatever Content-Length says */
+    bool no_body = q->head_req || hp->status_code == 204 || hp->status_code == 304;
     if (q->cbs.on_head) {
         q->cbs.on_head(q, &q->resp, q->ud);
         if (c->closed || c->req != q)
             return -1; /* cancelled (or the pool closed) from on_head: q is gone */
     }
-    return head_req ? 1 : 0;
+    return no_body ? 1 : 0;
 }
 
 static int r_on_body(http_parser *hp, const char *at, size_t len)

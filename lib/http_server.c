@@ -1099,7 +1099,7 @@ void dg_http_req_read_body(struct dg_http_req *r,
     if (!c || !r->body_held)
         return;
     r->body_held = false;
-    if (r->expect_continue)
+    if (r->expect_continue && !r->resp_started) /* once a response started, no 100 */
         send_continue(c);
     arm_body_timer(c);
     if (!r->user_paused)
@@ -1168,6 +1168,8 @@ static void write_head(struct dg_http_req *r, int status, int64_t content_length
     else
         cl[0] = '\0';
     bool ka = resp_keep_alive(r);
+    if (!ka)
+        r->force_close = true; /* said "close": keep to it even if the body completes later */
     int tn = snprintf(tail, sizeof(tail), "%s%s%s\r\n", cl,
                       ka ? (r->vminor == 0 ? "Connection: keep-alive\r\n" : "")
                          : "Connection: close\r\n",

@@ -20,16 +20,16 @@
  *             a new one
  *   bit 7     on_body pauses the response and the driver resumes it on the
  *             next loop turn
- * Seeds start with a printable byte, so they all have bit 5 (the upstream
- * resets or stays open) unless bit 6 is set too: ' ' GET then reset, '#' in
- * four pieces, '$' GET with on_body, '(' HEAD, ',' POST, '0' stays open,
- * '@' two requests then close, 'P' two then FIN, 'p' two on one connection.
+ * Seeds start with a printable byte: ' ' GET then reset, '#' in four pieces,
+ * '$' GET with on_body, '(' HEAD, ',' POST, '0' stays open, '@' two requests
+ * then close, 'P' two then FIN, 'p' two on one connection.
  *
  * Checks besides memory safety: on_done runs exactly once for every request
  * not cancelled and never for a cancelled one, with either a response or an
- * error; a HEAD response has no body; everything is closed and freed after
- * dg_http_pool_close within a bounded number of loop turns (else abort); and
- * no descriptor leaks across inputs.
+ * error (and an error when dg_http_creq_stale says so); a HEAD response has no
+ * body; everything is closed and freed after dg_http_pool_close within a
+ * bounded number of loop turns (else abort); and no descriptor leaks across
+ * inputs.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -236,6 +236,10 @@ static void on_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
         die("on_done", "called for a cancelled request");
     if (!resp == !err)
         die("on_done", "needs exactly one of a response and an error");
+    /* "stale": closed before any response byte, so it can only come with an error */
+    if (dg_http_creq_stale(q) && !err)
+        die("on_done", "a response on a request reported stale");
+    (void)dg_http_creq_sent(q);
     if (resp) {
         if (resp->status < 0 || resp->status > 999)
             die("on_done", "a status outside 0..999");

@@ -17,32 +17,34 @@
  *             still connected, then started afresh
  *   bit 7     pieces are sent without running the loop between them (they
  *             coalesce into one read)
- * Seeds start with a printable byte: ' ' one piece, '#' four pieces, '0' one
- * piece, 'A' two pieces then RST, 'a' stall, 'q' server close.
+ * Seeds start with a printable byte: ' ' and '0' one piece, '"' three, '#'
+ * four, 'A' two pieces then RST, 'a' two pieces with the last one "slow", 'q'
+ * server close.
  *
- * Routes cover the server's paths: buffered echo, a ":capture" route, a route
- * that answers 128 KiB at once and one that streams 128 KiB with
- * on_drain flow control, streaming request bodies with the handler
- * pausing and resuming the socket, a streaming route that asks for the body
- * only later, and requests answered later from a check handle with and without
- * on_abort (so requests get orphaned and aborted when the client goes away).
+ * Routes cover the server's paths: buffered echo, ":capture" routes, a route
+ * that answers 128 KiB at once and one that streams 128 KiB with on_drain flow
+ * control, streaming request bodies with the handler pausing and resuming the
+ * socket, a streaming route that asks for the body only later, and requests
+ * answered later from a check handle with and without on_abort (so requests
+ * get orphaned and aborted when the client goes away).
  * Limits are small (1 KiB of headers, 10 headers, 4 KiB of body, 2 ms timers),
  * and so are the socket buffers of the connection (the server's end is found
  * with uv_walk), so big answers take the server's queued-write path.
  *
  * Checks besides memory safety: everything the server sends parses as a
- * sequence of HTTP responses (skipped when the input holds "HEAD", whose
- * answers carry a Content-Length without a body); the server closes or
- * finishes with the connection within a bounded number of loop turns (else
- * it is closed and started afresh, counted as a "restart" and reported at
- * exit; FUZZ_HTTP_STRICT=1 aborts instead); and no descriptor leaks across
- * inputs.
+ * sequence of HTTP responses, none after one that says "Connection: close"
+ * (skipped when the input holds "HEAD", whose answers carry a Content-Length
+ * without a body); the server is done with the connection within a bounded
+ * number of loop turns (else it is closed and started afresh, counted as a
+ * "restart" and reported at exit; FUZZ_HTTP_STRICT=1 aborts instead); a
+ * server closed with grace 0 frees itself and every request; and no
+ * descriptor leaks across inputs.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -77,6 +79,13 @@ static int srv_port;
 static bool strict, verbose;
 static unsigned long n_inputs, n_restarts;
 static char big_body[BIG_BODY];
+
+/* FUZZ_HTTP_VERBOSE=1: what the client receives and what happens to each job. */
+#define trace(...)                                                                                 \
+    do {                                                                                           \
+        if (verbose)                                                                               \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+    } while (0)
 
 static void die(const char *what, const char *detail)
 {
@@ -124,12 +133,15 @@ static struct job *job_new(struct dg_http_req *r)
         abort();
     j->r = r;
     live_jobs++;
+    trace("[job %p] new for %s %.*s\n", (void *)j, dg_http_req_method(r),
+          (int)dg_http_req_path(r).len, dg_http_req_path(r).ptr);
     return j;
 }
 
 /* The request is answered or gone: the job is freed on the next loop turn. */
 static void job_finish(struct job *j)
 {
+    trace("[job %p] finish\n", (void *)j);
     j->r = NULL;
     job_queue(j, J_RESPOND);
 }
@@ -137,6 +149,7 @@ static void job_finish(struct job *j)
 static void on_abort(struct dg_http_req *r, void *ud)
 {
     struct job *j = ud;
+    trace("[job %p] on_abort\n", (void *)j);
     if (j->r && j->r != r)
         die("on_abort", "called for a request the job does not hold");
     job_finish(j); /* j->r may already be NULL: aborted while we were answering */
@@ -227,6 +240,7 @@ static void on_check(uv_check_t *h)
         j->link = NULL;
         j->queued = false;
         struct dg_http_req *r = j->r;
+        trace("[job %p] run %d%s\n", (void *)j, (int)j->kind, r ? "" : " (free)");
         if (!r) {
             free(j);
             live_jobs--;
@@ -409,8 +423,18 @@ static void server_reopen(void)
     dg_http_server_close(srv, 0, server_closed, &closed);
     for (int i = 0; i < 10000 && (!closed || jobs || live_jobs); i++)
         uv_run(&loop, UV_RUN_NOWAIT);
-    if (!closed || live_jobs)
-        die("restart", "the server did not close");
+    if (!closed) {
+        struct dg_http_server_stats st;
+        dg_http_server_stats(srv, &st);
+        char msg[160];
+        snprintf(msg, sizeof(msg),
+                 "done callback not called after close with grace 0 (open_conns=%llu "
+                 "active_reqs=%llu live_jobs=%u)",
+                 (unsigned long long)st.open_conns, (unsigned long long)st.active_reqs, live_jobs);
+        die("server close", msg);
+    }
+    if (live_jobs)
+        die("server close", "requests still held by handlers after the server closed");
     server_start();
 }
 
@@ -432,8 +456,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (uv_loop_init(&loop) != 0)
         die("uv_loop_init", "failed");
     uv_check_init(&loop, &check);
+    /* Left referenced: uv_run returns at once on a loop with nothing referenced, and jobs
+     * may be left when the server is gone. */
     uv_check_start(&check, on_check);
-    uv_unref((uv_handle_t *)&check);
     server_start();
     atexit(report);
     return 0;
@@ -445,29 +470,62 @@ struct client {
     int fd;
     bool eof;        /* the server closed (or reset) the connection */
     bool check_resp; /* validate what the server sends */
+    bool closed_msg; /* a response said the connection closes after it */
+    bool after_close;
     http_parser parser;
 };
 
-static const http_parser_settings resp_settings = {0};
+/* RFC 9112 9.6: after a response with "close" the server answers nothing more. */
+static int resp_begin(http_parser *p)
+{
+    struct client *c = p->data;
+    if (c->closed_msg) {
+        c->after_close = true;
+        return -1;
+    }
+    return 0;
+}
+
+static int resp_complete(http_parser *p)
+{
+    struct client *c = p->data;
+    if (!http_should_keep_alive(p))
+        c->closed_msg = true;
+    return 0;
+}
+
+static const http_parser_settings resp_settings = {
+    .on_message_begin = resp_begin,
+    .on_message_complete = resp_complete,
+};
 
 static void client_open(struct client *c, bool check_resp)
 {
     memset(c, 0, sizeof(*c));
     c->check_resp = check_resp;
     http_parser_init(&c->parser, HTTP_RESPONSE);
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    c->parser.data = c;
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd == -1)
         die("socket", strerror(errno));
     int small = SMALL_SOCKBUF;
     setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)srv_port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    /* Blocking: the kernel completes the handshake without the server accepting yet. */
-    if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) == -1)
-        die("connect", strerror(errno));
-    int fl = fcntl(c->fd, F_GETFL);
-    if (fl == -1 || fcntl(c->fd, F_SETFL, fl | O_NONBLOCK) == -1)
-        die("O_NONBLOCK", strerror(errno));
+    /* The kernel completes the handshake without the server accepting yet, so waiting here
+     * (poll, not a blocking connect: libFuzzer's SIGALRM would interrupt that) is short. */
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) == -1) {
+        if (errno != EINPROGRESS && errno != EINTR)
+            die("connect", strerror(errno));
+        struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
+        int rc;
+        while ((rc = poll(&pfd, 1, 5000)) == -1 && errno == EINTR)
+            ;
+        int soerr = 0;
+        socklen_t len = sizeof(soerr);
+        if (rc != 1 || getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == -1 || soerr)
+            die("connect", rc != 1 ? "timed out" : strerror(soerr ? soerr : errno));
+    }
 }
 
 /* uv_walk callback: shrink the send buffer of the server's end of our connection (its peer
@@ -502,6 +560,13 @@ static void client_feed(struct client *c, const char *d, size_t n)
         return;
     size_t used = http_parser_execute(&c->parser, &resp_settings, d, n);
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (c->after_close) {
+        fprintf(stderr,
+                "fuzz_http_server: server answered after a \"Connection: close\" "
+                "response:\n%.*s\n",
+                (int)DG_MIN(n, 512), d);
+        abort();
+    }
     if (e != HPE_OK || used != n) {
         fprintf(stderr,
                 "fuzz_http_server: server sent bytes that are not HTTP responses "

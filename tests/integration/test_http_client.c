@@ -430,8 +430,11 @@ static void test_upstream_vanishes(void **state)
         {"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", "mid-response", UV_EOF},
         {"", "before responding", UV_EOF},
         {"HTTP/1.1 2x0 OK\r\n\r\n", "bad response", DG_E_PROTO},
+        {"HTTP/1.1 2 OK\r\nContent-Length: 2\r\n\r\nok", "bad response", DG_E_PROTO},
         /* a response delimited by the close is complete, not an error */
         {"HTTP/1.1 200 OK\r\n\r\nuntil-eof", NULL, 0},
+        /* 304 has no body whatever its Content-Length says (a conditional GET) */
+        {"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", NULL, 304},
         /* trailers after a chunked body leave the response intact */
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nuntil-eof\r\n0\r\n"
          "X-Trailer-1: a\r\nX-Trailer-2: b\r\n\r\n",
@@ -446,6 +449,10 @@ static void test_upstream_vanishes(void **state)
         if (cases[i].expect) {
             assert_int_equal(r.err_code, cases[i].code);
             assert_non_null(strstr(r.err_msg, cases[i].expect));
+        } else if (cases[i].code == 304) {
+            assert_int_equal(r.err_code, 0);
+            assert_int_equal(r.status, 304);
+            assert_int_equal(r.body.len, 0);
         } else {
             assert_int_equal(r.err_code, 0);
             assert_int_equal(r.status, 200);

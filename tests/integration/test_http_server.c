@@ -758,6 +758,26 @@ static void test_pipelined_flood_not_read(void **state)
     close(fd);
 }
 
+static void test_stream_response_before_body(void **state)
+{
+    /* the streaming echo starts its response before reading the body: no 100 Continue may
+     * appear inside it, and having said "Connection: close" it must not answer more */
+    int fd = tl_connect(port, 3000);
+    assert_int_equal(tl_sends(fd, "POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                                  "Expect: 100-continue\r\n\r\nabc"
+                                  "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"),
+                     0);
+    struct tl_resp r;
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "abc");
+    assert_string_equal(tl_resp_header(&r, "connection"), "close");
+    tl_resp_free(&r);
+    assert_true(tl_wait_closed(fd, 3000)); /* and nothing for the GET */
+    close(fd);
+    assert_still_serving();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -786,6 +806,7 @@ int main(void)
         cmocka_unit_test(test_short_body_closes),
         cmocka_unit_test(test_response_framing),
         cmocka_unit_test(test_pipelined_flood_not_read),
+        cmocka_unit_test(test_stream_response_before_body),
         cmocka_unit_test(test_graceful_shutdown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
