@@ -52,7 +52,7 @@ struct cp_as_decision {
     int desired;       /* sandboxes wanted, within the bounds */
     double stable_avg; /* window averages the decision used */
     double panic_avg;
-    bool panic;        /* in panic mode after this decision */
+    bool panic; /* in panic mode after this decision */
 };
 
 /* Add `sample` (concurrency now) to the window and decide the scale for `ready` sandboxes

@@ -1,0 +1,195 @@
+/*
+ * function.c: function specs from the registration form, with the original's
+ * defaults (requested_cpu 1, requested_memory 1, bounds 0..MaxInt32, or an
+ * upper bound of 1 with cold_start_sweep) and validation it lacked.
+ */
+#include "function.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool cp_fn_name_valid(const char *name)
+{
+    /* [a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?: a DNS label, since it is the Host header */
+    size_t n = strlen(name);
+    if (n == 0 || n > CP_NAME_MAX || name[0] == '-' || name[n - 1] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') ||
+              name[i] == '-'))
+            return false;
+    return true;
+}
+
+bool cp_fn_image_valid(const char *image)
+{
+    /* An absolute path (process runtime), a skopeo transport form or a registry reference:
+     * printable, no spaces, and a digest after '@' is ALGO:HEX. The container issue checks
+     * the forms its runtime takes in detail. */
+    size_t n = strlen(image);
+    if (n == 0 || n > 1024)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isgraph((unsigned char)image[i]))
+            return false;
+    const char *at = strchr(image, '@');
+    if (at && image[0] != '/') {
+        const char *colon = strchr(at, ':');
+        if (!colon || colon == at + 1 || !colon[1])
+            return false;
+        for (const char *p = colon + 1; *p; p++)
+            if (!isxdigit((unsigned char)*p))
+                return false;
+    }
+    return true;
+}
+
+static int field_int(const struct dg_form *f, const char *key, int64_t min, int64_t max,
+                     int64_t *out, struct dg_err *err)
+{
+    const char *v = dg_form_get(f, key, 0);
+    if (!v)
+        return 0;
+    int64_t x;
+    if (!dg_str_to_i64(dg_str_c(v), &x) || x < min || x > max)
+        return dg_err_set(err, DG_E_INVAL, "field '%s': expected an integer %lld..%lld, got '%.64s'",
+                          key, (long long)min, (long long)max, v);
+    *out = x;
+    return 0;
+}
+
+/* Go's strconv.ParseBool, which the original used. */
+static int field_bool(const struct dg_form *f, const char *key, bool *out, struct dg_err *err)
+{
+    static const char *const yes[] = {"1", "t", "T", "true", "TRUE", "True"};
+    static const char *const no[] = {"0", "f", "F", "false", "FALSE", "False"};
+    const char *v = dg_form_get(f, key, 0);
+    if (!v)
+        return 0;
+    for (size_t i = 0; i < DG_ARRAY_LEN(yes); i++) {
+        if (strcmp(v, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcmp(v, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return dg_err_set(err, DG_E_INVAL, "field '%s': expected true or false, got '%.64s'", key, v);
+}
+
+static void list_add(struct dg_strlist *l, const char *s)
+{
+    l->v = dg_xrealloc(l->v, (l->n + 1) * sizeof(char *));
+    l->v[l->n++] = dg_xstrdup(s);
+}
+
+static bool env_valid(const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    if (!eq || eq == kv || isdigit((unsigned char)kv[0]))
+        return false;
+    for (const char *p = kv; p < eq; p++)
+        if (!(isalnum((unsigned char)*p) || *p == '_'))
+            return false;
+    return true;
+}
+
+int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct dg_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    const char *name = dg_form_get(f, "name", 0);
+    if (!name || !*name)
+        return dg_err_set(err, DG_E_INVAL, "field 'name': required");
+    if (!cp_fn_name_valid(name))
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'name': expected lowercase letters, digits and '-' (1..63, "
+                          "not starting or ending with '-'), got '%.80s'",
+                          name);
+    const char *image = dg_form_get(f, "image", 0);
+    if (!image || !*image)
+        return dg_err_set(err, DG_E_INVAL, "field 'image': required");
+    if (!cp_fn_image_valid(image))
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'image': expected an image reference (host/name:tag, "
+                          "docker://..., oci:PATH) or an absolute path, got '%.80s'",
+                          image);
+    size_t npf = dg_form_count(f, "port_forwarding");
+    if (npf != 2)
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'port_forwarding': expected two values, the guest port and "
+                          "'tcp' (port_forwarding=80&port_forwarding=tcp), got %zu",
+                          npf);
+    const char *port = dg_form_get(f, "port_forwarding", 0);
+    const char *proto = dg_form_get(f, "port_forwarding", 1);
+    int64_t p;
+    if (!dg_str_to_i64(dg_str_c(port), &p) || p < 1 || p > 65535)
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'port_forwarding': expected a port 1..65535, got '%.32s'", port);
+    if (strcmp(proto, "tcp") != 0)
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'port_forwarding': expected protocol 'tcp' (functions are "
+                          "served over HTTP), got '%.32s'",
+                          proto);
+
+    int64_t cpu = 1, mem = 1, lower = 0, mult = 0, busy = 0;
+    bool sweep = false;
+    if (field_bool(f, "cold_start_sweep", &sweep, err) < 0 ||
+        field_int(f, "requested_cpu", 1, 1000000, &cpu, err) < 0 ||
+        field_int(f, "requested_memory", 1, 1 << 24, &mem, err) < 0 ||
+        field_int(f, "scaling_lower_bound", 0, INT32_MAX, &lower, err) < 0 ||
+        field_int(f, "iteration_multiplier", 0, 1000000000, &mult, err) < 0 ||
+        field_int(f, "cold_start_busy_loop_ms", 0, 3600000, &busy, err) < 0)
+        return DG_E_INVAL;
+    int64_t upper = sweep ? 1 : INT32_MAX;
+    if (field_int(f, "scaling_upper_bound", 0, INT32_MAX, &upper, err) < 0)
+        return DG_E_INVAL;
+    if (lower > upper)
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'scaling_lower_bound': expected at most scaling_upper_bound "
+                          "(%lld), got %lld",
+                          (long long)upper, (long long)lower);
+    for (size_t i = 0, n = dg_form_count(f, "env_vars"); i < n; i++) {
+        const char *kv = dg_form_get(f, "env_vars", i);
+        if (!env_valid(kv))
+            return dg_err_set(err, DG_E_INVAL,
+                              "field 'env_vars': expected NAME=VALUE with NAME of letters, "
+                              "digits and '_', got '%.64s'",
+                              kv);
+    }
+
+    snprintf(out->name, sizeof(out->name), "%s", name);
+    out->image = dg_xstrdup(image);
+    out->port = (int)p;
+    out->cpu_milli = cpu;
+    out->memory_mib = mem;
+    out->upper_bound = (int)upper;
+    out->lower_bound = (int)lower;
+    out->cold_start_sweep = sweep;
+    out->iteration_multiplier = mult;
+    out->cold_start_busy_loop_ms = busy;
+    for (size_t i = 0, n = dg_form_count(f, "env_vars"); i < n; i++)
+        list_add(&out->env, dg_form_get(f, "env_vars", i));
+    for (size_t i = 0, n = dg_form_count(f, "program_args"); i < n; i++)
+        list_add(&out->args, dg_form_get(f, "program_args", i));
+    return 0;
+}
+
+static void list_free(struct dg_strlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+void cp_fn_spec_free(struct cp_fn_spec *s)
+{
+    free(s->image);
+    s->image = NULL;
+    list_free(&s->env);
+    list_free(&s->args);
+}

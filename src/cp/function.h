@@ -1,0 +1,44 @@
+/*
+ * function.h: what a registered function is (its spec as registered), and the
+ * registration form of the original system, as InVitro posts it:
+ *
+ *   name=hello&image=docker.io/x/y:latest&port_forwarding=80&port_forwarding=tcp
+ *   &requested_cpu=100&requested_memory=128&scaling_upper_bound=10
+ *   &scaling_lower_bound=0&cold_start_sweep=false
+ *
+ * Validation names the field and what was expected; unknown fields are ignored
+ * (newer InVitro versions send more).
+ */
+#ifndef DIRIGENT_CP_FUNCTION_H
+#define DIRIGENT_CP_FUNCTION_H
+
+#include "dirigent/config.h"
+#include "dirigent/form.h"
+
+#define CP_NAME_MAX 63
+
+struct cp_fn_spec {
+    char name[CP_NAME_MAX + 1];
+    char *image;          /* image reference, or an absolute path for the process runtime */
+    int port;             /* guest port */
+    int64_t cpu_milli;    /* requested_cpu, milli-CPU */
+    int64_t memory_mib;   /* requested_memory, MiB */
+    int upper_bound;      /* scaling_upper_bound */
+    int lower_bound;      /* scaling_lower_bound */
+    bool cold_start_sweep;
+    struct dg_strlist env;  /* env_vars, each KEY=VALUE */
+    struct dg_strlist args; /* program_args */
+    int64_t iteration_multiplier;
+    int64_t cold_start_busy_loop_ms;
+};
+
+/* Fill `out` from a registration form. Errors: "field 'port_forwarding': expected ...,
+ * got '...'"; on error `out` owns nothing. */
+int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct dg_err *err);
+void cp_fn_spec_free(struct cp_fn_spec *s);
+
+/* Validation pieces, also used by the JSON API. */
+bool cp_fn_name_valid(const char *name);
+bool cp_fn_image_valid(const char *image);
+
+#endif

@@ -1,0 +1,176 @@
+/*
+ * test_registration.c: the urlencoded form parser and the registration form as
+ * InVitro sends it: defaults, every field, and an error naming the field for
+ * each kind of bad value.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "dirigent/form.h"
+#include "function.h"
+
+static void test_form_decoding(void **state)
+{
+    struct dg_form f;
+    struct dg_err err = {0};
+    assert_int_equal(dg_form_parse(DG_STR("a=1&b=x+y%2Bz%3d&&c&a=2&d="), &f, &err), 0);
+    assert_string_equal(dg_form_get(&f, "a", 0), "1");
+    assert_string_equal(dg_form_get(&f, "a", 1), "2");
+    assert_null(dg_form_get(&f, "a", 2));
+    assert_int_equal(dg_form_count(&f, "a"), 2);
+    assert_string_equal(dg_form_get(&f, "b", 0), "x y+z=");
+    assert_string_equal(dg_form_get(&f, "c", 0), "");
+    assert_string_equal(dg_form_get(&f, "d", 0), "");
+    assert_null(dg_form_get(&f, "zz", 0));
+    dg_form_free(&f);
+    assert_int_equal(dg_form_parse(DG_STR("name=%zz"), &f, &err), DG_E_INVAL);
+    assert_string_equal(err.msg, "form: field 'name': bad percent-encoding");
+    assert_int_equal(f.n, 0);
+    assert_int_equal(dg_form_parse(DG_STR("name=a%00b"), &f, &err), DG_E_INVAL);
+    assert_int_equal(dg_form_parse(DG_STR("name=%4"), &f, &err), DG_E_INVAL);
+    assert_int_equal(dg_form_parse(DG_STR(""), &f, &err), 0);
+    assert_int_equal(f.n, 0);
+}
+
+/* Parse `body` as a registration; returns the error code, fills spec/err. */
+static int reg(const char *body, struct cp_fn_spec *spec, struct dg_err *err)
+{
+    struct dg_form f;
+    int rc = dg_form_parse(dg_str_c(body), &f, err);
+    if (rc == 0)
+        rc = cp_fn_spec_from_form(&f, spec, err);
+    dg_form_free(&f);
+    return rc;
+}
+
+static void test_invitro_form(void **state)
+{
+    struct cp_fn_spec s;
+    struct dg_err err = {0};
+    assert_int_equal(reg("name=trace-func-0&image=docker.io%2Fcvetkovic%2Fdirigent_trace_function"
+                         "%3Alatest&port_forwarding=80&port_forwarding=tcp&scaling_upper_bound=10"
+                         "&scaling_lower_bound=1&requested_cpu=250&requested_memory=512"
+                         "&cold_start_sweep=false&iteration_multiplier=102&env_vars=A%3D1"
+                         "&env_vars=B_2%3Dx%3Dy&program_args=--fast&prepull_mode=none",
+                         &s, &err),
+                     0);
+    assert_string_equal(s.name, "trace-func-0");
+    assert_string_equal(s.image, "docker.io/cvetkovic/dirigent_trace_function:latest");
+    assert_int_equal(s.port, 80);
+    assert_int_equal(s.cpu_milli, 250);
+    assert_int_equal(s.memory_mib, 512);
+    assert_int_equal(s.upper_bound, 10);
+    assert_int_equal(s.lower_bound, 1);
+    assert_false(s.cold_start_sweep);
+    assert_int_equal(s.iteration_multiplier, 102);
+    assert_int_equal(s.env.n, 2);
+    assert_string_equal(s.env.v[1], "B_2=x=y");
+    assert_int_equal(s.args.n, 1);
+    assert_string_equal(s.args.v[0], "--fast");
+    cp_fn_spec_free(&s);
+}
+
+static void test_defaults(void **state)
+{
+    struct cp_fn_spec s;
+    struct dg_err err = {0};
+    assert_int_equal(reg("name=f&image=/usr/bin/fn&port_forwarding=8080&port_forwarding=tcp", &s,
+                         &err),
+                     0);
+    assert_int_equal(s.cpu_milli, 1); /* the original's defaults */
+    assert_int_equal(s.memory_mib, 1);
+    assert_int_equal(s.lower_bound, 0);
+    assert_int_equal(s.upper_bound, INT32_MAX);
+    cp_fn_spec_free(&s);
+    /* the cold-start sweep profile caps at 1 unless a bound is given */
+    assert_int_equal(reg("name=f&image=x&port_forwarding=80&port_forwarding=tcp"
+                         "&cold_start_sweep=true",
+                         &s, &err),
+                     0);
+    assert_true(s.cold_start_sweep);
+    assert_int_equal(s.upper_bound, 1);
+    cp_fn_spec_free(&s);
+}
+
+static void test_errors_name_the_field(void **state)
+{
+    static const struct {
+        const char *body, *msg;
+    } cases[] = {
+        {"image=x&port_forwarding=80&port_forwarding=tcp", "field 'name': required"},
+        {"name=Hello&image=x&port_forwarding=80&port_forwarding=tcp",
+         "field 'name': expected lowercase letters, digits and '-' (1..63, not starting or "
+         "ending with '-'), got 'Hello'"},
+        {"name=-a&image=x&port_forwarding=80&port_forwarding=tcp", "field 'name': expected"},
+        {"name=a&port_forwarding=80&port_forwarding=tcp", "field 'image': required"},
+        {"name=a&image=has+space&port_forwarding=80&port_forwarding=tcp",
+         "field 'image': expected an image reference"},
+        {"name=a&image=r%2Fx%40sha256%3Azz&port_forwarding=80&port_forwarding=tcp",
+         "field 'image': expected"},
+        {"name=a&image=x&port_forwarding=80",
+         "field 'port_forwarding': expected two values, the guest port and 'tcp' "
+         "(port_forwarding=80&port_forwarding=tcp), got 1"},
+        {"name=a&image=x&port_forwarding=0&port_forwarding=tcp",
+         "field 'port_forwarding': expected a port 1..65535, got '0'"},
+        {"name=a&image=x&port_forwarding=80&port_forwarding=udp",
+         "field 'port_forwarding': expected protocol 'tcp'"},
+        {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&requested_cpu=-5",
+         "field 'requested_cpu': expected an integer 1..1000000, got '-5'"},
+        {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&requested_memory=lots",
+         "field 'requested_memory': expected an integer"},
+        {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&cold_start_sweep=yes",
+         "field 'cold_start_sweep': expected true or false, got 'yes'"},
+        {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&scaling_upper_bound=2"
+         "&scaling_lower_bound=3",
+         "field 'scaling_lower_bound': expected at most scaling_upper_bound (2), got 3"},
+        {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&env_vars=1A%3Db",
+         "field 'env_vars': expected NAME=VALUE"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct cp_fn_spec s;
+        struct dg_err err = {0};
+        assert_int_equal(reg(cases[i].body, &s, &err), DG_E_INVAL);
+        if (strncmp(err.msg, cases[i].msg, strlen(cases[i].msg)) != 0)
+            fail_msg("case %zu: got \"%s\"\nwant prefix \"%s\"", i, err.msg, cases[i].msg);
+    }
+}
+
+static void test_name_rule(void **state)
+{
+    assert_true(cp_fn_name_valid("a"));
+    assert_true(cp_fn_name_valid("hello-world-2"));
+    char n63[64], n64[65];
+    memset(n63, 'a', 63);
+    n63[63] = '\0';
+    memset(n64, 'a', 64);
+    n64[64] = '\0';
+    assert_true(cp_fn_name_valid(n63));
+    assert_false(cp_fn_name_valid(n64));
+    assert_false(cp_fn_name_valid(""));
+    assert_false(cp_fn_name_valid("a-"));
+    assert_false(cp_fn_name_valid("a_b"));
+    assert_false(cp_fn_name_valid("a.b"));
+    assert_true(cp_fn_image_valid("docker.io/library/busybox:1.36"));
+    assert_true(cp_fn_image_valid("localhost:5000/fn@sha256:abcdef0123"));
+    assert_true(cp_fn_image_valid("oci:/var/cache/fn:latest"));
+    assert_true(cp_fn_image_valid("/usr/local/bin/dirigent-fn"));
+    assert_false(cp_fn_image_valid("bad image"));
+    assert_false(cp_fn_image_valid("x@sha256:"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_form_decoding),
+        cmocka_unit_test(test_invitro_form),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_errors_name_the_field),
+        cmocka_unit_test(test_name_rule),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
