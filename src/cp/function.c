@@ -53,8 +53,9 @@ static int field_int(const struct dg_form *f, const char *key, int64_t min, int6
         return 0;
     int64_t x;
     if (!dg_str_to_i64(dg_str_c(v), &x) || x < min || x > max)
-        return dg_err_set(err, DG_E_INVAL, "field '%s': expected an integer %lld..%lld, got '%.64s'",
-                          key, (long long)min, (long long)max, v);
+        return dg_err_set(err, DG_E_INVAL,
+                          "field '%s': expected an integer %lld..%lld, got '%.64s'", key,
+                          (long long)min, (long long)max, v);
     *out = x;
     return 0;
 }

@@ -19,12 +19,12 @@
 
 struct cp_fn_spec {
     char name[CP_NAME_MAX + 1];
-    char *image;          /* image reference, or an absolute path for the process runtime */
-    int port;             /* guest port */
-    int64_t cpu_milli;    /* requested_cpu, milli-CPU */
-    int64_t memory_mib;   /* requested_memory, MiB */
-    int upper_bound;      /* scaling_upper_bound */
-    int lower_bound;      /* scaling_lower_bound */
+    char *image;        /* image reference, or an absolute path for the process runtime */
+    int port;           /* guest port */
+    int64_t cpu_milli;  /* requested_cpu, milli-CPU */
+    int64_t memory_mib; /* requested_memory, MiB */
+    int upper_bound;    /* scaling_upper_bound */
+    int lower_bound;    /* scaling_lower_bound */
     bool cold_start_sweep;
     struct dg_strlist env;  /* env_vars, each KEY=VALUE */
     struct dg_strlist args; /* program_args */

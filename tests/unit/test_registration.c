@@ -79,9 +79,8 @@ static void test_defaults(void **state)
 {
     struct cp_fn_spec s;
     struct dg_err err = {0};
-    assert_int_equal(reg("name=f&image=/usr/bin/fn&port_forwarding=8080&port_forwarding=tcp", &s,
-                         &err),
-                     0);
+    assert_int_equal(
+        reg("name=f&image=/usr/bin/fn&port_forwarding=8080&port_forwarding=tcp", &s, &err), 0);
     assert_int_equal(s.cpu_milli, 1); /* the original's defaults */
     assert_int_equal(s.memory_mib, 1);
     assert_int_equal(s.lower_bound, 0);
@@ -166,10 +165,8 @@ static void test_name_rule(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_form_decoding),
-        cmocka_unit_test(test_invitro_form),
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_errors_name_the_field),
+        cmocka_unit_test(test_form_decoding), cmocka_unit_test(test_invitro_form),
+        cmocka_unit_test(test_defaults),      cmocka_unit_test(test_errors_name_the_field),
         cmocka_unit_test(test_name_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
