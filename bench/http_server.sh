@@ -16,9 +16,11 @@
 #
 # Besides wrk's figures, each run reports the server's CPU use (utime+stime from /proc: the
 # fn process, nginx's worker) as a percentage and in CPU microseconds per request, and the
-# CPU use of wrk itself: if wrk is near 100% and the server is not, the client is the limit
-# and CPU us/req is the fairer comparison. "other load" is what other processes took of the
-# server's CPU during the run (a shared machine): runs with much of it are not comparable.
+# CPU use of wrk itself. On 2 CPUs both servers saturate the single wrk thread (~135-140k
+# req/s here): with wrk near 100%, req/s only shows that fn keeps up, and CPU us/req (or
+# callgrind, see bench/README.md) compares the servers' cost. "other load" is what other
+# processes took of the server's CPU during the run (a shared machine): rounds with much of
+# it are not comparable.
 #
 # Output: one line per run, a table, and a last machine-readable line
 #   RESULT fn_rps=... nginx_rps=... ratio=... fn_p50_us=... nginx_p50_us=... p50_ratio=... ...
@@ -65,8 +67,10 @@ done
 for v in DURATION WARMUP ROUNDS CONNS WAIT_IDLE; do
     [[ ${!v} =~ ^[0-9]+$ ]] || { echo "http_server.sh: $v: expected an integer, got '${!v}'" >&2; exit 2; }
 done
-[ "$DURATION" -ge 1 ] && [ "$ROUNDS" -ge 1 ] && [ "$CONNS" -ge 1 ] ||
-    { echo "http_server.sh: --duration, --rounds and --connections must be >= 1" >&2; exit 2; }
+if [ "$DURATION" -lt 1 ] || [ "$ROUNDS" -lt 1 ] || [ "$CONNS" -lt 1 ]; then
+    echo "http_server.sh: --duration, --rounds and --connections must be >= 1" >&2
+    exit 2
+fi
 
 die() { echo "http_server.sh: $*" >&2; exit 1; }
 
@@ -86,11 +90,11 @@ cd "$TMP" # whatever a helper might write by accident lands here, not in the tre
 FN_PID="" NGINX_PID=""
 
 stop_pid() { # stop_pid PID: TERM, wait up to 2 s, then KILL (and its children)
-    local pid=$1 kids i
+    local pid=$1 kids
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
     kids=$(pgrep -P "$pid" 2>/dev/null || true)
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 20); do
+    for _ in $(seq 20); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
@@ -144,8 +148,8 @@ free_port() {
 
 # wait_http URL PID: poll until URL answers 200 (at most 5 s) or PID dies.
 wait_http() {
-    local url=$1 pid=$2 i code
-    for i in $(seq 100); do
+    local url=$1 pid=$2 code
+    for _ in $(seq 100); do
         kill -0 "$pid" 2>/dev/null || return 1
         code=$(curl -s -o /dev/null -m 1 -w '%{http_code}' "$url" || true)
         [ "$code" = 200 ] && return 0
@@ -256,7 +260,7 @@ done
 taskset -c $SERVER_CPU "$FN_BIN" --host 127.0.0.1 --port 0 >"$TMP/fn.log" 2>&1 &
 FN_PID=$!
 FN_PORT=""
-for i in $(seq 100); do
+for _ in $(seq 100); do
     FN_PORT=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$TMP/fn.log" | head -1 | sed 's/.*://' || true)
     [ -n "$FN_PORT" ] && break
     kill -0 "$FN_PID" 2>/dev/null || break
@@ -271,7 +275,7 @@ BODY=$(curl -sf -m 2 "$FN_URL") || die "dirigent-fn: GET / failed"
 # nginx's single-quoted string: escape backslashes and quotes.
 NGX_BODY=$(printf '%s' "$BODY" | sed "s/\\\\/\\\\\\\\/g; s/'/\\\\'/g")
 NGINX_PORT=""
-for attempt in 1 2 3; do # a free port may be taken between probe and bind: retry
+for _ in 1 2 3; do # a free port may be taken between probe and bind: retry
     NGINX_PORT=$(free_port)
     mkdir -p "$TMP/nginx/logs"
     cat >"$TMP/nginx/nginx.conf" <<EOF
@@ -343,8 +347,8 @@ for r in $(seq "$ROUNDS"); do
 done
 kill -0 "$FN_PID" 2>/dev/null || die "dirigent-fn died during the run"
 
-read -r fn_rps fn_p50 fn_p99 fn_cpu fn_us fn_wrk _ <<<"$best_fn"
-read -r ngx_rps ngx_p50 ngx_p99 ngx_cpu ngx_us ngx_wrk _ <<<"$best_ngx"
+read -r fn_rps fn_p50 fn_p99 fn_cpu fn_us fn_wrk fn_other <<<"$best_fn"
+read -r ngx_rps ngx_p50 ngx_p99 ngx_cpu ngx_us ngx_wrk ngx_other <<<"$best_ngx"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "NaN" }'; }
 r_rps=$(ratio "$fn_rps" "$ngx_rps")
 r_p50=$(ratio "$fn_p50" "$ngx_p50")
@@ -357,8 +361,13 @@ printf '%-12s %10d %9d %9d %10d%% %12s %7d%%\n' dirigent-fn "$fn_rps" "$fn_p50" 
 printf '%-12s %10d %9d %9d %10d%% %12s %7d%%\n' nginx "$ngx_rps" "$ngx_p50" "$ngx_p99" "$ngx_cpu" "$ngx_us" "$ngx_wrk"
 printf '%-12s %9sx %8sx %8sx %11s %11sx\n' 'fn/nginx' "$r_rps" "$r_p50" "$r_p99" '' "$r_us"
 echo "(req/s ratio > 1: dirigent-fn serves more; latency and CPU ratios < 1: dirigent-fn is faster."
-echo " wrk CPU near 100% with server CPU below it: the client limits the run, compare CPU us/req.)"
+echo " wrk CPU near 100%: the client limits req/s; compare CPU us/req, see bench/README.md)"
+if [ "$fn_other" -gt 10 ] || [ "$ngx_other" -gt 10 ]; then
+    echo "WARNING: other processes took ${fn_other}% (fn) / ${ngx_other}% (nginx) of CPU $SERVER_CPU in the" \
+        "best rounds: the req/s ratio is not a fair comparison; rerun when the machine is quiet"
+fi
 echo "RESULT fn_rps=$fn_rps nginx_rps=$ngx_rps ratio=$r_rps fn_p50_us=$fn_p50 nginx_p50_us=$ngx_p50" \
     "p50_ratio=$r_p50 fn_p99_us=$fn_p99 nginx_p99_us=$ngx_p99 p99_ratio=$r_p99" \
-    "fn_cpu_us_per_req=$fn_us nginx_cpu_us_per_req=$ngx_us cpu_ratio=$r_us build=$BUILDTYPE" \
+    "fn_cpu_us_per_req=$fn_us nginx_cpu_us_per_req=$ngx_us cpu_ratio=$r_us" \
+    "fn_other_load_pct=$fn_other nginx_other_load_pct=$ngx_other build=$BUILDTYPE" \
     "duration_s=$DURATION rounds=$ROUNDS connections=$CONNS"
