@@ -72,8 +72,10 @@ int dp_lb_pick(enum dp_lb_policy p, struct dp_lb_state *s, const struct dp_lb_en
     if (ncand == 0)
         return -1;
     switch (p) {
-    case DP_LB_RANDOM: return pick_random(s, eps, n, cc, ncand);
-    case DP_LB_ROUND_ROBIN: return pick_round_robin(s, eps, n, cc);
+    case DP_LB_RANDOM:
+        return pick_random(s, eps, n, cc, ncand);
+    case DP_LB_ROUND_ROBIN:
+        return pick_round_robin(s, eps, n, cc);
     case DP_LB_LEAST_PROCESSED: {
         int best = -1;
         for (size_t i = 0; i < n; i++)

@@ -101,6 +101,8 @@ struct fn {
     struct dg_metrics *metrics;
     struct dg_metric *invocations, *spin_seconds, *bad_requests;
     char machine[256];
+    struct dg_buf body,
+        machine_tail; /* response scratch; ',"MachineName":"...","ExecutionTime":' */
 };
 
 struct job {
@@ -111,39 +113,57 @@ struct job {
     const char *status;
 };
 
-/* Append `s` as a JSON string literal (quotes included). */
+/* Append `s` as a JSON string literal (quotes included), copying runs of plain bytes. */
 static void json_str(struct dg_buf *b, struct dg_str s)
 {
     dg_buf_append(b, "\"", 1);
+    size_t run = 0;
     for (size_t i = 0; i < s.len; i++) {
         unsigned char ch = (unsigned char)s.ptr[i];
+        if (ch != '"' && ch != '\\' && ch >= 0x20)
+            continue;
+        dg_buf_append(b, s.ptr + run, i - run);
+        run = i + 1;
         if (ch == '"' || ch == '\\') {
             char esc[2] = {'\\', (char)ch};
             dg_buf_append(b, esc, 2);
-        } else if (ch < 0x20) {
-            dg_buf_printf(b, "\\u%04x", ch);
         } else {
-            dg_buf_append(b, &s.ptr[i], 1);
+            dg_buf_printf(b, "\\u%04x", ch);
         }
     }
+    dg_buf_append(b, s.ptr + run, s.len - run);
     dg_buf_append(b, "\"", 1);
 }
 
+static void buf_u64(struct dg_buf *b, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    dg_buf_append(b, tmp + i, sizeof(tmp) - i);
+}
+
+/* The body is built in one buffer reused for every response (dg_http_respond writes or
+ * copies it before returning), with the constant MachineName part formatted once. */
 static void respond_result(struct fn *f, struct dg_http_req *r, const char *status,
                            uint64_t exec_us)
 {
     struct dg_str name = dg_http_req_header(r, "function");
     if (!name.ptr)
         name = dg_http_req_header(r, "host");
-    struct dg_buf b = {0};
-    dg_buf_reserve(&b, 256);
-    dg_buf_printf(&b, "{\"Status\":\"%s\",\"Function\":", status);
-    json_str(&b, name);
-    dg_buf_puts(&b, ",\"MachineName\":");
-    json_str(&b, dg_str_c(f->machine));
-    dg_buf_printf(&b, ",\"ExecutionTime\":%llu}", (unsigned long long)exec_us);
-    dg_http_respond(r, 200, "application/json", b.data, b.len);
-    dg_buf_free(&b);
+    struct dg_buf *b = &f->body;
+    dg_buf_reset(b);
+    dg_buf_puts(b, "{\"Status\":\"");
+    dg_buf_puts(b, status);
+    dg_buf_puts(b, "\",\"Function\":");
+    json_str(b, name);
+    dg_buf_append(b, f->machine_tail.data, f->machine_tail.len);
+    buf_u64(b, exec_us);
+    dg_buf_append(b, "}", 1);
+    dg_http_respond(r, 200, "application/json", b->data, b->len);
     dg_counter_add(f->invocations, 1);
 }
 
@@ -261,6 +281,10 @@ int main(int argc, char **argv)
     if (gethostname(f.machine, sizeof(f.machine) - 1) == -1)
         snprintf(f.machine, sizeof(f.machine), "unknown");
 
+    dg_buf_puts(&f.machine_tail, ",\"MachineName\":");
+    json_str(&f.machine_tail, dg_str_c(f.machine));
+    dg_buf_puts(&f.machine_tail, ",\"ExecutionTime\":");
+
     int port = (int)f.cfg.port;
     if (port < 0)
         port = getpid() == 1 ? 80 : 8080;
@@ -297,6 +321,8 @@ int main(int argc, char **argv)
 
     dg_loop_close_all(f.loop);
     dg_metrics_free(f.metrics);
+    dg_buf_free(&f.body);
+    dg_buf_free(&f.machine_tail);
     dg_conf_free(&fn_schema, &f.cfg);
     dg_log(DG_LOG_INFO, "fn", "stopped");
     return 0;
