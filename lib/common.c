@@ -229,6 +229,33 @@ void dg_buf_free(struct dg_buf *b)
     b->len = b->cap = 0;
 }
 
+void dg_strlist_push(struct dg_strlist *l, char *s)
+{
+    l->v = dg_xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
+    l->v[l->n++] = s;
+}
+
+void dg_strlist_free(struct dg_strlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+size_t dg_fmt_u64(char out[20], uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    memcpy(out, tmp + i, sizeof(tmp) - i);
+    return sizeof(tmp) - i;
+}
+
 uint64_t dg_now_us(void)
 {
     struct timespec ts;

@@ -56,21 +56,6 @@ struct assigns {
 
 /* ---- small helpers ---- */
 
-static void strlist_push(struct dg_strlist *l, char *s)
-{
-    l->v = dg_xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
-    l->v[l->n++] = s;
-}
-
-static void strlist_free(struct dg_strlist *l)
-{
-    for (size_t i = 0; i < l->n; i++)
-        free(l->v[i]);
-    free(l->v);
-    l->v = NULL;
-    l->n = 0;
-}
-
 static bool strlist_has(const struct dg_strlist *l, const char *s)
 {
     for (size_t i = 0; i < l->n; i++)
@@ -112,7 +97,7 @@ static void val_free(const struct dg_conf_field *f, union conf_val *v)
         free(v->s);
         v->s = NULL;
     } else if (f->type == DG_CONF_STRLIST) {
-        strlist_free(&v->l);
+        dg_strlist_free(&v->l);
     }
 }
 
@@ -358,7 +343,7 @@ static bool parse_text(const struct dg_conf_field *f, const char *text, union co
             size_t len = comma ? (size_t)(comma - p) : strlen(p);
             struct dg_str item = trim(p, len);
             if (item.len > 0)
-                strlist_push(&out->l, dg_str_dup(item));
+                dg_strlist_push(&out->l, dg_str_dup(item));
             if (!comma)
                 break;
             p = comma + 1;
@@ -537,11 +522,11 @@ static int load_sequence(struct loader *ld, const char *key, struct dg_strlist *
             break;
         }
         if (!is_null(&ev))
-            strlist_push(&l,
-                         dg_xstrndup((const char *)ev.data.scalar.value, ev.data.scalar.length));
+            dg_strlist_push(&l,
+                            dg_xstrndup((const char *)ev.data.scalar.value, ev.data.scalar.length));
         yaml_event_delete(&ev);
     }
-    strlist_free(&l);
+    dg_strlist_free(&l);
     return rc;
 }
 
@@ -613,7 +598,7 @@ static int load_mapping(struct loader *ld, const char *prefix)
             rc =
                 dg_err_set(ld->err, DG_E_INVAL, "%s:%zu: %s: duplicate key", ld->path, kline, path);
         } else {
-            strlist_push(&seen, dg_xstrdup(path));
+            dg_strlist_push(&seen, dg_xstrdup(path));
             if ((rc = next_event(ld, &ev)) == 0) {
                 rc = load_value(ld, path, kline, &ev);
                 yaml_event_delete(&ev);
@@ -623,7 +608,7 @@ static int load_mapping(struct loader *ld, const char *prefix)
         if (rc)
             break;
     }
-    strlist_free(&seen);
+    dg_strlist_free(&seen);
     return rc;
 }
 

@@ -1183,13 +1183,7 @@ static char *put(char *p, const char *s, size_t n)
 
 static char *put_u64(char *p, uint64_t v)
 {
-    char tmp[20];
-    size_t i = sizeof(tmp);
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    return put(p, tmp + i, sizeof(tmp) - i);
+    return p + dg_fmt_u64(p, v);
 }
 
 /* Status line and our headers with memcpy: printf was a third of the instructions of a

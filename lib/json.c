@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dirigent/config.h"
+#include "dirigent/common.h"
 
 int dg_json_parse(const char *buf, size_t len, json_t **out, struct dg_err *err)
 {

@@ -75,6 +75,19 @@ void dg_buf_vprintf(struct dg_buf *b, const char *fmt, va_list ap) DG_PRINTF(2, 
 void dg_buf_reset(struct dg_buf *b); /* len = 0, keeps the memory */
 void dg_buf_free(struct dg_buf *b);
 
+/* A list of owned strings (config lists, JSON string arrays, form repeats). */
+struct dg_strlist {
+    char **v; /* each malloc'd, owned */
+    size_t n;
+};
+/* Append `s`, taking ownership of it. */
+void dg_strlist_push(struct dg_strlist *l, char *s);
+/* Free every string and the array; the list is empty afterwards. */
+void dg_strlist_free(struct dg_strlist *l);
+
+/* Decimal digits of `v` into `out` (no NUL); returns how many (1..20). No printf: hot paths. */
+size_t dg_fmt_u64(char out[20], uint64_t v);
+
 /* Monotonic clock. */
 uint64_t dg_now_us(void);
 uint64_t dg_now_ms(void);

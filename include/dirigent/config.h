@@ -30,11 +30,6 @@ enum dg_conf_type {
     DG_CONF_STRLIST /* struct dg_strlist; a YAML sequence of scalars or a comma-separated string */
 };
 
-struct dg_strlist {
-    char **v; /* owned */
-    size_t n;
-};
-
 struct dg_conf_field {
     const char *key; /* "port", "redis.address" */
     enum dg_conf_type type;

@@ -20,7 +20,7 @@ enum dg_json_type {
     DG_JSON_INT,    /* int64_t, bounded by [min, max] when min != max; rejects reals */
     DG_JSON_DOUBLE, /* double; accepts integers too */
     DG_JSON_BOOL,   /* bool */
-    DG_JSON_STRLIST /* struct dg_strlist (config.h layout: char **v; size_t n), all malloc'd */
+    DG_JSON_STRLIST /* struct dg_strlist (common.h), all malloc'd */
 };
 
 struct dg_json_field {

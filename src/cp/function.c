@@ -81,12 +81,6 @@ static int field_bool(const struct dg_form *f, const char *key, bool *out, struc
     return dg_err_set(err, DG_E_INVAL, "field '%s': expected true or false, got '%.64s'", key, v);
 }
 
-static void list_add(struct dg_strlist *l, const char *s)
-{
-    l->v = dg_xrealloc(l->v, (l->n + 1) * sizeof(char *));
-    l->v[l->n++] = dg_xstrdup(s);
-}
-
 static bool env_valid(const char *kv)
 {
     const char *eq = strchr(kv, '=');
@@ -172,25 +166,16 @@ int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct
     out->iteration_multiplier = mult;
     out->cold_start_busy_loop_ms = busy;
     for (size_t i = 0, n = dg_form_count(f, "env_vars"); i < n; i++)
-        list_add(&out->env, dg_form_get(f, "env_vars", i));
+        dg_strlist_push(&out->env, dg_xstrdup(dg_form_get(f, "env_vars", i)));
     for (size_t i = 0, n = dg_form_count(f, "program_args"); i < n; i++)
-        list_add(&out->args, dg_form_get(f, "program_args", i));
+        dg_strlist_push(&out->args, dg_xstrdup(dg_form_get(f, "program_args", i)));
     return 0;
-}
-
-static void list_free(struct dg_strlist *l)
-{
-    for (size_t i = 0; i < l->n; i++)
-        free(l->v[i]);
-    free(l->v);
-    l->v = NULL;
-    l->n = 0;
 }
 
 void cp_fn_spec_free(struct cp_fn_spec *s)
 {
     free(s->image);
     s->image = NULL;
-    list_free(&s->env);
-    list_free(&s->args);
+    dg_strlist_free(&s->env);
+    dg_strlist_free(&s->args);
 }

@@ -138,12 +138,7 @@ static void json_str(struct dg_buf *b, struct dg_str s)
 static void buf_u64(struct dg_buf *b, uint64_t v)
 {
     char tmp[20];
-    size_t i = sizeof(tmp);
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    dg_buf_append(b, tmp + i, sizeof(tmp) - i);
+    dg_buf_append(b, tmp, dg_fmt_u64(tmp, v));
 }
 
 /* The body is built in one buffer reused for every response (dg_http_respond writes or
