@@ -123,10 +123,10 @@ int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct
     if (!dg_str_to_i64(dg_str_c(port), &p) || p < 1 || p > 65535)
         return dg_err_set(err, DG_E_INVAL,
                           "field 'port_forwarding': expected a port 1..65535, got '%.32s'", port);
-    if (strcmp(proto, "tcp") != 0)
+    if (strcmp(proto, "tcp") != 0 && strcmp(proto, "udp") != 0)
         return dg_err_set(err, DG_E_INVAL,
-                          "field 'port_forwarding': expected protocol 'tcp' (functions are "
-                          "served over HTTP), got '%.32s'",
+                          "field 'port_forwarding': expected protocol 'tcp' or 'udp', got "
+                          "'%.32s'",
                           proto);
 
     int64_t cpu = 1, mem = 1, lower = 0, mult = 0, busy = 0;
@@ -158,6 +158,7 @@ int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct
     snprintf(out->name, sizeof(out->name), "%s", name);
     out->image = dg_xstrdup(image);
     out->port = (int)p;
+    snprintf(out->proto, sizeof(out->proto), "%s", proto);
     out->cpu_milli = cpu;
     out->memory_mib = mem;
     out->upper_bound = (int)upper;

@@ -21,6 +21,7 @@ struct cp_fn_spec {
     char name[CP_NAME_MAX + 1];
     char *image;        /* image reference, or an absolute path for the process runtime */
     int port;           /* guest port */
+    char proto[4];      /* "tcp" or "udp", as registered (invocations are HTTP over tcp) */
     int64_t cpu_milli;  /* requested_cpu, milli-CPU */
     int64_t memory_mib; /* requested_memory, MiB */
     int upper_bound;    /* scaling_upper_bound */

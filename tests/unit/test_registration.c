@@ -62,6 +62,7 @@ static void test_invitro_form(void **state)
     assert_string_equal(s.name, "trace-func-0");
     assert_string_equal(s.image, "docker.io/cvetkovic/dirigent_trace_function:latest");
     assert_int_equal(s.port, 80);
+    assert_string_equal(s.proto, "tcp");
     assert_int_equal(s.cpu_milli, 250);
     assert_int_equal(s.memory_mib, 512);
     assert_int_equal(s.upper_bound, 10);
@@ -116,8 +117,8 @@ static void test_errors_name_the_field(void **state)
          "(port_forwarding=80&port_forwarding=tcp), got 1"},
         {"name=a&image=x&port_forwarding=0&port_forwarding=tcp",
          "field 'port_forwarding': expected a port 1..65535, got '0'"},
-        {"name=a&image=x&port_forwarding=80&port_forwarding=udp",
-         "field 'port_forwarding': expected protocol 'tcp'"},
+        {"name=a&image=x&port_forwarding=80&port_forwarding=sctp",
+         "field 'port_forwarding': expected protocol 'tcp' or 'udp', got 'sctp'"},
         {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&requested_cpu=-5",
          "field 'requested_cpu': expected an integer 1..1000000, got '-5'"},
         {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&requested_memory=lots",
