@@ -36,7 +36,7 @@ test: all
 bench: all
 	bench/run_all.sh $(BENCH_ARGS)
 
-fmt:
+fmt: deps
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 lint: configure
