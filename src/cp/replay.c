@@ -26,11 +26,15 @@ struct replay_config {
 };
 
 #define F(k, t, m, d, lo, hi, h)                                                                   \
-    {.key = k, .type = t, .offset = offsetof(struct replay_config, m), .def = d, .min = lo,         \
-     .max = hi, .help = h}
+    {                                                                                              \
+        .key = k, .type = t, .offset = offsetof(struct replay_config, m), .def = d, .min = lo,     \
+        .max = hi, .help = h                                                                       \
+    }
 #define FD(k, m, h)                                                                                \
-    {.key = k, .type = DG_CONF_DOUBLE, .offset = offsetof(struct replay_config, m), .def = "0",     \
-     .dmin = 0, .dmax = 1e9, .help = h}
+    {                                                                                              \
+        .key = k, .type = DG_CONF_DOUBLE, .offset = offsetof(struct replay_config, m), .def = "0", \
+        .dmin = 0, .dmax = 1e9, .help = h                                                          \
+    }
 
 static const struct dg_conf_field fields[] = {
     F("stableWindow", DG_CONF_DURATION, stable_window_ms, "0", 0, 3600000,
@@ -47,8 +51,10 @@ static const struct dg_conf_field fields[] = {
     F("min", DG_CONF_INT, min, "-1", -1, INT32_MAX, "lower bound (-1: 0)"),
     F("max", DG_CONF_INT, max, "-1", -1, INT32_MAX,
       "upper bound (-1: unbounded, or 1 with --cold-start-sweep)"),
-    {.key = "coldStartSweep", .type = DG_CONF_BOOL,
-     .offset = offsetof(struct replay_config, cold_start_sweep), .def = "false",
+    {.key = "coldStartSweep",
+     .type = DG_CONF_BOOL,
+     .offset = offsetof(struct replay_config, cold_start_sweep),
+     .def = "false",
      .help = "the original's cold-start-sweep profile"},
 };
 

@@ -1,0 +1,417 @@
+/*
+ * dirigent-worker: creates and deletes sandboxes for the control plane
+ * (DESIGN.md §1, §6). This file parses the config, serves the worker API and
+ * keeps the sandbox list; the runtimes (runtime_process.c,
+ * runtime_emulated.c) do the work.
+ *
+ *   POST   /v1/sandboxes      {"function","image","port","env":[],"args":[],
+ *                              "cpuMilli","memoryMiB"} -> 201 {"id","endpoint",
+ *                              "latencyUs":{...}} once the sandbox answers on its port
+ *   GET    /v1/sandboxes      -> {"name","runtime","sandboxes":[{"id","function",
+ *                              "endpoint","state"}]}
+ *   DELETE /v1/sandboxes/ID   -> 200 (the runtime stops it in the background)
+ *   GET    /health, /metrics
+ *
+ * Registration with the control plane and heartbeats come with the control
+ * plane daemon (cluster-core issue); until then the worker serves its API
+ * standalone.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include "dirigent/config.h"
+#include "dirigent/daemon.h"
+#include "dirigent/json.h"
+#include "dirigent/log.h"
+#include "worker.h"
+
+struct wk_config {
+    int64_t port;
+    char *host;
+    char *name;
+    char *runtime;
+    char *log_level;
+    int64_t readiness_timeout_ms;
+    int64_t emulated_create_delay_ms;
+    char *fn_binary;
+    struct dg_strlist cp_addresses;
+    struct dg_http_conf http;
+};
+
+static const char *const runtimes[] = {"process", "emulated", NULL};
+static const char *const log_levels[] = {"trace", "debug", "info", "warn", "error", NULL};
+
+static const struct dg_conf_field wk_fields[] = {
+    {.key = "port", .type = DG_CONF_INT, .offset = offsetof(struct wk_config, port),
+     .def = "10010", .min = 0, .max = 65535, .help = "API port (0: ephemeral, printed at start)"},
+    {.key = "workerNodeIp", .type = DG_CONF_STRING, .offset = offsetof(struct wk_config, host),
+     .def = "127.0.0.1", .help = "address the API listens on and the CP reaches"},
+    {.key = "name", .type = DG_CONF_STRING, .offset = offsetof(struct wk_config, name), .def = "",
+     .help = "worker identity, kept across restarts (empty: the hostname)"},
+    {.key = "runtime", .type = DG_CONF_ENUM, .offset = offsetof(struct wk_config, runtime),
+     .def = "process", .choices = runtimes, .help = "sandbox runtime"},
+    {.key = "logLevel", .type = DG_CONF_ENUM, .offset = offsetof(struct wk_config, log_level),
+     .def = "info", .choices = log_levels, .help = "log verbosity"},
+    {.key = "readinessTimeout", .type = DG_CONF_DURATION,
+     .offset = offsetof(struct wk_config, readiness_timeout_ms), .def = "10s", .min = 1,
+     .max = 600000, .help = "a sandbox not answering on its port by then fails its create"},
+    {.key = "emulatedCreateDelayMs", .type = DG_CONF_INT,
+     .offset = offsetof(struct wk_config, emulated_create_delay_ms), .def = "0", .min = 0,
+     .max = 600000, .help = "emulated runtime: what one create costs, ms"},
+    {.key = "fnBinary", .type = DG_CONF_STRING, .offset = offsetof(struct wk_config, fn_binary),
+     .def = "", .help = "emulated runtime: dirigent-fn to share (empty: next to this binary)"},
+    {.key = "controlPlaneAddress", .type = DG_CONF_STRLIST,
+     .offset = offsetof(struct wk_config, cp_addresses), .def = "127.0.0.1:9090",
+     .help = "control plane replicas (registration comes with the control plane)"},
+    DG_CONF_HTTP_FIELDS(struct wk_config, http),
+};
+
+static const struct dg_conf_schema wk_schema = {
+    .prog = "dirigent-worker",
+    .summary = "creates and deletes function sandboxes for the control plane",
+    .fields = wk_fields,
+    .nfields = DG_ARRAY_LEN(wk_fields),
+};
+
+static struct {
+    struct wk_config cfg;
+    struct wk_worker w;
+    struct dg_daemon daemon;
+    struct dg_http_server *server;
+} g;
+
+/* ---- sandboxes -------------------------------------------------------------------------- */
+
+void wk_spec_free(struct wk_spec *s)
+{
+    free(s->function);
+    free(s->image);
+    dg_strlist_free(&s->env);
+    dg_strlist_free(&s->args);
+}
+
+int wk_free_port(struct dg_err *err)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return dg_err_set(err, DG_E_INVAL, "no free port: socket: %m");
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    close(fd);
+    if (port < 0)
+        return dg_err_set(err, DG_E_INVAL, "no free port on 127.0.0.1");
+    return port;
+}
+
+static const char *state_name(enum wk_sb_state s)
+{
+    switch (s) {
+    case WK_SB_CREATING: return "creating";
+    case WK_SB_READY: return "ready";
+    case WK_SB_EXITED: return "exited";
+    case WK_SB_DELETING: return "deleting";
+    }
+    return "?";
+}
+
+static struct wk_sandbox *sandbox_find(const char *id, size_t len)
+{
+    for (struct wk_sandbox *sb = g.w.sandboxes; sb; sb = sb->next)
+        if (strlen(sb->id) == len && memcmp(sb->id, id, len) == 0)
+            return sb;
+    return NULL;
+}
+
+static void answer_json(struct dg_http_req *r, int status, json_t *body)
+{
+    char *s = dg_json_dumps(body);
+    dg_http_respond(r, status, "application/json", s, strlen(s));
+    free(s);
+    json_decref(body);
+}
+
+static json_t *latency_json(const struct wk_latency *l)
+{
+    return json_pack("{sI sI sI sI sI sI}", "image", (json_int_t)l->image_us, "rootfs",
+                     (json_int_t)l->rootfs_us, "network", (json_int_t)l->network_us, "start",
+                     (json_int_t)l->start_us, "ready", (json_int_t)l->ready_us, "total",
+                     (json_int_t)l->total_us);
+}
+
+void wk_sandbox_created(struct wk_sandbox *sb, const struct dg_err *err)
+{
+    struct dg_http_req *r = sb->created_ud;
+    sb->created_ud = NULL;
+    sb->lat.total_us = dg_now_us() - sb->t0_us;
+    if (err) {
+        dg_counter_add(g.w.create_failures, 1);
+        dg_log(DG_LOG_WARN, "worker", "create %s (%s) failed: %s", sb->id, sb->function,
+               err->msg);
+        if (r)
+            dg_http_respond_text(r, 503, "create failed: %s", err->msg);
+        return;
+    }
+    sb->state = WK_SB_READY;
+    dg_counter_add(g.w.creates, 1);
+    dg_histogram_observe(dg_metric_get1(g.w.create_seconds, NULL), (double)sb->lat.total_us / 1e6);
+    dg_log(DG_LOG_DEBUG, "worker", "sandbox %s (%s) ready at %s:%d in %llu us", sb->id,
+           sb->function, sb->host, sb->port, (unsigned long long)sb->lat.total_us);
+    if (r) {
+        char ep[80];
+        snprintf(ep, sizeof(ep), "%s:%d", sb->host, sb->port);
+        answer_json(r, 201,
+                    json_pack("{ss ss ss so}", "id", sb->id, "function", sb->function, "endpoint",
+                              ep, "latencyUs", latency_json(&sb->lat)));
+    }
+}
+
+void wk_sandbox_exited(struct wk_sandbox *sb, int64_t status)
+{
+    sb->state = WK_SB_EXITED;
+    sb->exit_status = status;
+    dg_counter_add(g.w.unexpected_exits, 1);
+    dg_log(DG_LOG_WARN, "worker", "sandbox %s (%s) exited by itself (%lld)", sb->id,
+           sb->function, (long long)status);
+}
+
+void wk_sandbox_gone(struct wk_sandbox *sb)
+{
+    if (sb->prev)
+        sb->prev->next = sb->next;
+    else
+        g.w.sandboxes = sb->next;
+    if (sb->next)
+        sb->next->prev = sb->prev;
+    g.w.nsandboxes--;
+    free(sb->function);
+    free(sb);
+}
+
+static void create_aborted(struct dg_http_req *r, void *ud)
+{
+    struct wk_sandbox *sb = ud;
+    sb->created_ud = NULL; /* the caller left; the sandbox stays and is listed */
+}
+
+static const struct dg_json_field spec_fields[] = {
+    {"function", DG_JSON_STRING, true, offsetof(struct wk_spec, function), 0, 0},
+    {"image", DG_JSON_STRING, false, offsetof(struct wk_spec, image), 0, 0},
+    {"port", DG_JSON_INT, false, offsetof(struct wk_spec, port), 1, 65535},
+    {"env", DG_JSON_STRLIST, false, offsetof(struct wk_spec, env), 0, 0},
+    {"args", DG_JSON_STRLIST, false, offsetof(struct wk_spec, args), 0, 0},
+    {"cpuMilli", DG_JSON_INT, false, offsetof(struct wk_spec, cpu_milli), 0, 100000000},
+    {"memoryMiB", DG_JSON_INT, false, offsetof(struct wk_spec, memory_mib), 0, 1 << 24},
+};
+
+static void api_create(struct dg_http_req *r, void *ud)
+{
+    struct dg_str body = dg_http_req_body(r);
+    json_t *j = NULL;
+    struct dg_err err = {0};
+    struct wk_spec spec = {0};
+    if (dg_json_parse(body.ptr, body.len, &j, &err) < 0 ||
+        dg_json_unpack(j, spec_fields, DG_ARRAY_LEN(spec_fields), &spec, 0, &err) < 0) {
+        json_decref(j);
+        dg_http_respond_text(r, 400, "sandbox: %s", err.msg);
+        return;
+    }
+    json_decref(j);
+    if (g.w.rt == &wk_runtime_process && (!spec.image || spec.image[0] != '/')) {
+        dg_http_respond_text(r, 400,
+                             "sandbox: field 'image': the process runtime runs a command: "
+                             "expected an absolute path, got '%s'",
+                             spec.image ? spec.image : "");
+        wk_spec_free(&spec);
+        return;
+    }
+    struct wk_sandbox *sb = dg_xcalloc(1, sizeof(*sb));
+    sb->w = &g.w;
+    snprintf(sb->id, sizeof(sb->id), "%s-%llu", g.w.name, (unsigned long long)++g.w.next_id);
+    sb->function = dg_xstrdup(spec.function);
+    sb->state = WK_SB_CREATING;
+    sb->t0_us = dg_now_us();
+    sb->created_ud = r;
+    dg_http_req_on_abort(r, create_aborted, sb);
+    sb->next = g.w.sandboxes;
+    if (g.w.sandboxes)
+        g.w.sandboxes->prev = sb;
+    g.w.sandboxes = sb;
+    g.w.nsandboxes++;
+    g.w.rt->create(sb, &spec); /* may finish, even free sb, before it returns */
+    wk_spec_free(&spec);
+}
+
+static void api_list(struct dg_http_req *r, void *ud)
+{
+    json_t *list = json_array();
+    for (struct wk_sandbox *sb = g.w.sandboxes; sb; sb = sb->next) {
+        char ep[80];
+        snprintf(ep, sizeof(ep), "%s:%d", sb->host, sb->port);
+        json_array_append_new(list, json_pack("{ss ss ss ss}", "id", sb->id, "function",
+                                              sb->function, "endpoint", ep, "state",
+                                              state_name(sb->state)));
+    }
+    answer_json(r, 200,
+                json_pack("{ss ss so}", "name", g.w.name, "runtime", g.w.rt->name, "sandboxes",
+                          list));
+}
+
+static void api_delete(struct dg_http_req *r, void *ud)
+{
+    struct dg_str id = dg_http_req_param(r, "id");
+    struct wk_sandbox *sb = sandbox_find(id.ptr, id.len);
+    if (!sb || sb->state == WK_SB_DELETING) {
+        dg_http_respond_text(r, 404, "sandbox '%.*s' not found", (int)id.len, id.ptr);
+        return;
+    }
+    if (sb->state == WK_SB_CREATING && sb->created_ud) {
+        struct dg_http_req *cr = sb->created_ud;
+        sb->created_ud = NULL;
+        dg_http_respond_text(cr, 503, "create failed: deleted while it was being created");
+    }
+    sb->state = WK_SB_DELETING;
+    dg_http_respond_text(r, 200, "deleting %s", sb->id);
+    g.w.rt->destroy(sb);
+}
+
+/* ---- lifecycle -------------------------------------------------------------------------- */
+
+static double sandboxes_now(void *ud)
+{
+    return (double)g.w.nsandboxes;
+}
+
+static void on_server_closed(void *ud)
+{
+    g.server = NULL;
+    /* stop what is left: sandboxes belong to this worker's lifetime */
+    for (struct wk_sandbox *sb = g.w.sandboxes, *next; sb; sb = next) {
+        next = sb->next;
+        if (sb->state != WK_SB_DELETING) {
+            sb->state = WK_SB_DELETING;
+            g.w.rt->destroy(sb);
+        }
+    }
+    if (g.w.rt->deinit)
+        g.w.rt->deinit(&g.w);
+    dg_daemon_deinit(&g.daemon);
+}
+
+static void on_stop(void *ud)
+{
+    if (g.server)
+        dg_http_server_close(g.server, (uint64_t)g.cfg.http.shutdown_grace_ms, on_server_closed,
+                             NULL);
+}
+
+static void shared_ready(void *ud, const struct dg_err *perr)
+{
+    struct dg_err err = {0};
+    if (perr) {
+        dg_log(DG_LOG_ERROR, "worker", "emulated runtime: the shared dirigent-fn: %s", perr->msg);
+        exit(1);
+    }
+    if (dg_http_server_listen(g.server, g.cfg.host, (int)g.cfg.port, &err) < 0) {
+        dg_log(DG_LOG_ERROR, "worker", "%s", err.msg);
+        exit(1);
+    }
+    dg_log(DG_LOG_INFO, "worker", "%s: listening on %s:%d, runtime %s", g.w.name, g.cfg.host,
+           dg_http_server_port(g.server), g.w.rt->name);
+}
+
+static char *default_fn_binary(const char *argv0)
+{
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    const char *base = argv0;
+    if (n > 0) {
+        exe[n] = '\0';
+        base = exe;
+    }
+    const char *slash = strrchr(base, '/');
+    if (!slash)
+        return dg_xstrdup("dirigent-fn");
+    return dg_xasprintf("%.*s/dirigent-fn", (int)(slash - base), base);
+}
+
+int main(int argc, char **argv)
+{
+    struct dg_err err = {0};
+    dg_log_init("worker");
+    int rc = dg_conf_parse_args(&wk_schema, &g.cfg, argc, argv, stdout, &err);
+    if (rc != DG_CONF_RUN) {
+        if (rc < 0)
+            fprintf(stderr, "dirigent-worker: %s\n", err.msg);
+        dg_conf_free(&wk_schema, &g.cfg);
+        return rc < 0 ? 2 : 0;
+    }
+    int level = DG_LOG_INFO;
+    dg_log_level_parse(g.cfg.log_level, &level);
+    dg_log_set_level(level);
+
+    struct wk_worker *w = &g.w;
+    w->loop = uv_default_loop();
+    w->rt = strcmp(g.cfg.runtime, "emulated") == 0 ? &wk_runtime_emulated : &wk_runtime_process;
+    if (g.cfg.name[0])
+        snprintf(w->name, sizeof(w->name), "%s", g.cfg.name);
+    else if (gethostname(w->name, sizeof(w->name) - 1) == -1)
+        snprintf(w->name, sizeof(w->name), "worker");
+    w->readiness_timeout_ms = (uint64_t)g.cfg.readiness_timeout_ms;
+    w->emulated_delay_ms = g.cfg.emulated_create_delay_ms;
+    w->fn_binary = g.cfg.fn_binary[0] ? dg_xstrdup(g.cfg.fn_binary) : default_fn_binary(argv[0]);
+
+    if (dg_daemon_init(&g.daemon, w->loop, "worker", on_stop, NULL, &err) < 0 ||
+        (w->rt->init && w->rt->init(w, &err) < 0)) {
+        dg_log(DG_LOG_ERROR, "worker", "%s", err.msg);
+        return 1;
+    }
+    w->metrics = dg_metrics_new();
+    w->creates = dg_metric_get1(
+        dg_metrics_counter(w->metrics, "dg_worker_sandbox_creates_total", "Sandboxes created.",
+                           NULL),
+        NULL);
+    w->create_failures = dg_metric_get1(dg_metrics_counter(w->metrics,
+                                                           "dg_worker_sandbox_create_failures_total",
+                                                           "Sandbox creates that failed.", NULL),
+                                        NULL);
+    w->unexpected_exits = dg_metric_get1(
+        dg_metrics_counter(w->metrics, "dg_worker_sandbox_unexpected_exits_total",
+                           "Sandboxes that exited without a delete.", NULL),
+        NULL);
+    w->create_seconds = dg_metrics_histogram(w->metrics, "dg_worker_sandbox_create_seconds",
+                                             "Time from create request to a ready sandbox.", NULL,
+                                             dg_metrics_latency_buckets,
+                                             dg_metrics_latency_nbuckets);
+    dg_metrics_gauge_fn(w->metrics, "dg_worker_sandboxes", "Sandboxes on this worker.",
+                        sandboxes_now, NULL);
+
+    struct dg_http_limits limits;
+    dg_http_conf_limits(&g.cfg.http, &limits);
+    g.server = dg_http_server_new(w->loop, &limits, "worker");
+    dg_daemon_mount_health_metrics(g.server, w->metrics);
+    dg_http_route(g.server, "POST", "/v1/sandboxes", api_create, NULL, 0);
+    dg_http_route(g.server, "GET", "/v1/sandboxes", api_list, NULL, 0);
+    dg_http_route(g.server, "DELETE", "/v1/sandboxes/:id", api_delete, NULL, 0);
+    if (w->rt == &wk_runtime_emulated) /* serve once the shared dirigent-fn answers */
+        wk_probe_start(w->loop, "127.0.0.1", w->shared_fn_port, w->readiness_timeout_ms,
+                       shared_ready, NULL);
+    else
+        shared_ready(NULL, NULL);
+
+    uv_run(w->loop, UV_RUN_DEFAULT);
+
+    dg_loop_close_all(w->loop);
+    dg_metrics_free(w->metrics);
+    free(w->fn_binary);
+    dg_conf_free(&wk_schema, &g.cfg);
+    dg_log(DG_LOG_INFO, "worker", "stopped");
+    return 0;
+}

@@ -1,0 +1,173 @@
+/*
+ * runtime_process.c: the `process` runtime. The function's command runs as a
+ * plain child process (no isolation, no root: development, tests of cluster
+ * logic) on a free local port passed in PORT. The sandbox is ready when it
+ * answers HTTP on that port. Exits are seen at once through libuv's child
+ * reaping (SIGCHLD), and a delete sends SIGTERM, then SIGKILL after 2 s.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dirigent/log.h"
+#include "worker.h"
+
+#define KILL_GRACE_MS 2000
+
+extern char **environ;
+
+static void handle_closed(uv_handle_t *h)
+{
+    struct wk_sandbox *sb = h->data;
+    if (--sb->handles == 0)
+        wk_sandbox_gone(sb);
+}
+
+/* Close the sandbox's handles once its process is gone and it is being deleted. */
+static void finish_if_gone(struct wk_sandbox *sb)
+{
+    if (sb->proc_running || sb->state != WK_SB_DELETING)
+        return;
+    if (sb->timer_open) {
+        sb->timer_open = false;
+        uv_close((uv_handle_t *)&sb->timer, handle_closed);
+    }
+    if (sb->proc_open) {
+        sb->proc_open = false;
+        uv_close((uv_handle_t *)&sb->proc, handle_closed);
+    }
+}
+
+static void on_exit_cb(uv_process_t *proc, int64_t status, int term_signal)
+{
+    struct wk_sandbox *sb = proc->data;
+    sb->proc_running = false;
+    int64_t code = term_signal ? -term_signal : status;
+    if (sb->state == WK_SB_CREATING) {
+        wk_probe_cancel(sb->probe);
+        sb->probe = NULL;
+        struct dg_err e;
+        dg_err_set(&e, DG_E_INVAL, "'%s' exited during start (%s %lld)", sb->function,
+                   term_signal ? "signal" : "status", (long long)(term_signal ? term_signal : status));
+        sb->state = WK_SB_DELETING; /* nothing left to run */
+        wk_sandbox_created(sb, &e);
+        finish_if_gone(sb);
+        return;
+    }
+    if (sb->state == WK_SB_READY)
+        wk_sandbox_exited(sb, code);
+    finish_if_gone(sb);
+}
+
+static void on_ready(void *ud, const struct dg_err *err)
+{
+    struct wk_sandbox *sb = ud;
+    sb->probe = NULL;
+    sb->lat.ready_us = dg_now_us() - sb->t0_us - sb->lat.start_us;
+    if (err) {
+        struct dg_err e = *err;
+        dg_err_wrap(&e, "sandbox of '%s' on port %d", sb->function, sb->port);
+        if (sb->proc_running)
+            uv_process_kill(&sb->proc, SIGKILL);
+        sb->state = WK_SB_DELETING;
+        wk_sandbox_created(sb, &e);
+        finish_if_gone(sb);
+        return;
+    }
+    wk_sandbox_created(sb, NULL);
+}
+
+static void process_create(struct wk_sandbox *sb, const struct wk_spec *spec)
+{
+    struct wk_worker *w = sb->w;
+    struct dg_err err = {0};
+    int port = wk_free_port(&err);
+    if (port < 0) {
+        sb->state = WK_SB_DELETING;
+        wk_sandbox_created(sb, &err);
+        wk_sandbox_gone(sb);
+        return;
+    }
+    uv_timer_init(w->loop, &sb->timer);
+    sb->timer.data = sb;
+    sb->timer_open = true;
+    sb->handles = 1;
+    sb->proc.data = sb;
+    snprintf(sb->host, sizeof(sb->host), "127.0.0.1");
+    sb->port = port;
+    sb->lat.network_us = dg_now_us() - sb->t0_us;
+
+    /* environment: the worker's, the function's env_vars, then PORT */
+    size_t nenv = 0;
+    while (environ[nenv])
+        nenv++;
+    char **env = dg_xcalloc(nenv + spec->env.n + 2, sizeof(char *));
+    size_t k = 0;
+    for (size_t i = 0; i < nenv; i++)
+        if (strncmp(environ[i], "PORT=", 5) != 0)
+            env[k++] = environ[i];
+    for (size_t i = 0; i < spec->env.n; i++)
+        env[k++] = spec->env.v[i];
+    char portenv[32];
+    snprintf(portenv, sizeof(portenv), "PORT=%d", port);
+    env[k++] = portenv;
+    char **args = dg_xcalloc(spec->args.n + 2, sizeof(char *));
+    args[0] = spec->image;
+    for (size_t i = 0; i < spec->args.n; i++)
+        args[i + 1] = spec->args.v[i];
+
+    uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
+                                     {.flags = UV_INHERIT_FD, .data.fd = 2},
+                                     {.flags = UV_INHERIT_FD, .data.fd = 2}};
+    uv_process_options_t opts = {.exit_cb = on_exit_cb,
+                                 .file = spec->image,
+                                 .args = args,
+                                 .env = env,
+                                 .stdio_count = 3,
+                                 .stdio = stdio};
+    int rc = uv_spawn(w->loop, &sb->proc, &opts);
+    free(env);
+    free(args);
+    sb->proc_open = true; /* a failed uv_spawn still needs uv_close */
+    sb->handles++;
+    sb->lat.start_us = dg_now_us() - sb->t0_us;
+    if (rc < 0) {
+        dg_err_set(&err, rc, "cannot start '%s' for '%s': %s", spec->image, sb->function,
+                   uv_strerror(rc));
+        sb->state = WK_SB_DELETING;
+        wk_sandbox_created(sb, &err);
+        finish_if_gone(sb);
+        return;
+    }
+    sb->proc_running = true;
+    sb->probe = wk_probe_start(w->loop, sb->host, sb->port, w->readiness_timeout_ms, on_ready, sb);
+}
+
+static void on_kill_grace(uv_timer_t *t)
+{
+    struct wk_sandbox *sb = t->data;
+    if (sb->proc_running) {
+        dg_log(DG_LOG_WARN, "process", "sandbox %s (%s) ignored SIGTERM: SIGKILL", sb->id,
+               sb->function);
+        uv_process_kill(&sb->proc, SIGKILL);
+    }
+}
+
+static void process_destroy(struct wk_sandbox *sb)
+{
+    wk_probe_cancel(sb->probe);
+    sb->probe = NULL;
+    if (sb->proc_running) {
+        uv_process_kill(&sb->proc, SIGTERM);
+        uv_timer_start(&sb->timer, on_kill_grace, KILL_GRACE_MS, 0);
+        return; /* on_exit_cb finishes */
+    }
+    finish_if_gone(sb);
+}
+
+const struct wk_runtime wk_runtime_process = {
+    .name = "process",
+    .create = process_create,
+    .destroy = process_destroy,
+};

@@ -1,0 +1,111 @@
+/*
+ * worker.h: the worker daemon's shared types. A worker creates and deletes
+ * sandboxes through one runtime (DESIGN.md §6): `process` runs the function's
+ * command as a child process on a free local port; `emulated` costs a
+ * configured delay and points every sandbox at one shared dirigent-fn. The
+ * container runtime (`oci`) comes with the container issue behind the same
+ * interface.
+ */
+#ifndef DIRIGENT_WORKER_H
+#define DIRIGENT_WORKER_H
+
+#include <uv.h>
+
+#include "dirigent/common.h"
+#include "dirigent/http.h"
+#include "dirigent/metrics.h"
+
+struct wk_worker;
+struct wk_sandbox;
+
+/* What a sandbox runs. Strings owned by the spec. */
+struct wk_spec {
+    char *function;
+    char *image; /* process runtime: the command (absolute path) */
+    int64_t port;
+    struct dg_strlist env, args;
+    int64_t cpu_milli, memory_mib;
+};
+void wk_spec_free(struct wk_spec *s);
+
+/* Time spent per step of a create, microseconds (the CP's cold-start trace). */
+struct wk_latency {
+    uint64_t image_us, rootfs_us, network_us, start_us, ready_us, total_us;
+};
+
+enum wk_sb_state { WK_SB_CREATING, WK_SB_READY, WK_SB_EXITED, WK_SB_DELETING };
+
+typedef void (*wk_created_cb)(struct wk_sandbox *sb, const struct dg_err *err, void *ud);
+
+struct wk_sandbox {
+    struct wk_sandbox *prev, *next; /* the worker's list */
+    struct wk_worker *w;
+    char id[96]; /* <worker name>-<n> */
+    char *function;
+    char host[48];
+    int port;
+    enum wk_sb_state state;
+    int64_t exit_status;
+    struct wk_latency lat;
+    uint64_t t0_us;
+    wk_created_cb created;
+    void *created_ud;
+    /* process runtime */
+    uv_process_t proc;
+    uv_timer_t timer; /* emulated delay; process kill grace */
+    struct wk_probe *probe;
+    unsigned handles; /* libuv handles of this sandbox not yet closed */
+    bool proc_running, proc_open, timer_open;
+};
+
+struct wk_runtime {
+    const char *name;
+    /* Start creating `sb` from `spec` (borrowed for the call); report through
+     * wk_sandbox_created (later, or at once on failure). */
+    void (*create)(struct wk_sandbox *sb, const struct wk_spec *spec);
+    /* Stop `sb`; call wk_sandbox_gone when nothing of it is left. */
+    void (*destroy)(struct wk_sandbox *sb);
+    /* Prepare / release what the runtime shares between sandboxes. */
+    int (*init)(struct wk_worker *w, struct dg_err *err);
+    void (*deinit)(struct wk_worker *w);
+};
+
+extern const struct wk_runtime wk_runtime_process;
+extern const struct wk_runtime wk_runtime_emulated;
+
+struct wk_worker {
+    uv_loop_t *loop;
+    const struct wk_runtime *rt;
+    struct wk_sandbox *sandboxes;
+    unsigned nsandboxes;
+    uint64_t next_id;
+    char name[64];
+    uint64_t readiness_timeout_ms;
+    int64_t emulated_delay_ms;
+    char *fn_binary;
+    /* emulated: the one shared dirigent-fn */
+    uv_process_t shared_fn;
+    bool shared_fn_running;
+    int shared_fn_port;
+    struct dg_metrics *metrics;
+    struct dg_metric *creates, *create_failures, *unexpected_exits;
+    struct dg_metric_family *create_seconds;
+};
+
+/* Runtime -> worker: the create finished (err NULL: ready), the sandbox went away. */
+void wk_sandbox_created(struct wk_sandbox *sb, const struct dg_err *err);
+void wk_sandbox_gone(struct wk_sandbox *sb);
+/* An exit nobody asked for (reported to the CP once registration exists). */
+void wk_sandbox_exited(struct wk_sandbox *sb, int64_t status);
+
+/* A free TCP port on 127.0.0.1 (bound and released at once). */
+int wk_free_port(struct dg_err *err);
+/* Readiness: GET /health on host:port, retried with back-off (1 ms doubling to 50 ms) until
+ * any HTTP answer (the server is up) or `timeout_ms`; then `cb` once, unless cancelled. */
+struct wk_probe;
+typedef void (*wk_probe_cb)(void *ud, const struct dg_err *err);
+struct wk_probe *wk_probe_start(uv_loop_t *loop, const char *host, int port, uint64_t timeout_ms,
+                                wk_probe_cb cb, void *ud);
+void wk_probe_cancel(struct wk_probe *p);
+
+#endif
