@@ -1329,6 +1329,14 @@ void dg_http_resp_end(struct dg_http_req *r)
     req_finish(r);
 }
 
+void dg_http_resp_abort(struct dg_http_req *r)
+{
+    if (r->resp_ended)
+        return;
+    r->force_close = true; /* no terminal chunk: the close tells the client it is cut */
+    req_finish(r);
+}
+
 size_t dg_http_resp_queued(const struct dg_http_req *r)
 {
     return r->conn ? uv_stream_get_write_queue_size((const uv_stream_t *)&r->conn->tcp) : 0;

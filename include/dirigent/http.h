@@ -126,6 +126,9 @@ void dg_http_respond_text(struct dg_http_req *r, int status, const char *fmt, ..
 void dg_http_resp_start(struct dg_http_req *r, int status, int64_t content_length);
 void dg_http_resp_write(struct dg_http_req *r, const void *data, size_t len);
 void dg_http_resp_end(struct dg_http_req *r);
+/* End a started response as broken (an upstream died mid-body): the connection closes
+ * without completing the body, so the client sees the response is cut. */
+void dg_http_resp_abort(struct dg_http_req *r);
 /* Bytes queued on the client socket and not yet written: pause the producer above a
  * threshold and resume it from `on_drain` (called once when the queue empties). */
 size_t dg_http_resp_queued(const struct dg_http_req *r);

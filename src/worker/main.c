@@ -46,26 +46,58 @@ static const char *const runtimes[] = {"process", "emulated", NULL};
 static const char *const log_levels[] = {"trace", "debug", "info", "warn", "error", NULL};
 
 static const struct dg_conf_field wk_fields[] = {
-    {.key = "port", .type = DG_CONF_INT, .offset = offsetof(struct wk_config, port),
-     .def = "10010", .min = 0, .max = 65535, .help = "API port (0: ephemeral, printed at start)"},
-    {.key = "workerNodeIp", .type = DG_CONF_STRING, .offset = offsetof(struct wk_config, host),
-     .def = "127.0.0.1", .help = "address the API listens on and the CP reaches"},
-    {.key = "name", .type = DG_CONF_STRING, .offset = offsetof(struct wk_config, name), .def = "",
+    {.key = "port",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct wk_config, port),
+     .def = "10010",
+     .min = 0,
+     .max = 65535,
+     .help = "API port (0: ephemeral, printed at start)"},
+    {.key = "workerNodeIp",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct wk_config, host),
+     .def = "127.0.0.1",
+     .help = "address the API listens on and the CP reaches"},
+    {.key = "name",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct wk_config, name),
+     .def = "",
      .help = "worker identity, kept across restarts (empty: the hostname)"},
-    {.key = "runtime", .type = DG_CONF_ENUM, .offset = offsetof(struct wk_config, runtime),
-     .def = "process", .choices = runtimes, .help = "sandbox runtime"},
-    {.key = "logLevel", .type = DG_CONF_ENUM, .offset = offsetof(struct wk_config, log_level),
-     .def = "info", .choices = log_levels, .help = "log verbosity"},
-    {.key = "readinessTimeout", .type = DG_CONF_DURATION,
-     .offset = offsetof(struct wk_config, readiness_timeout_ms), .def = "10s", .min = 1,
-     .max = 600000, .help = "a sandbox not answering on its port by then fails its create"},
-    {.key = "emulatedCreateDelayMs", .type = DG_CONF_INT,
-     .offset = offsetof(struct wk_config, emulated_create_delay_ms), .def = "0", .min = 0,
-     .max = 600000, .help = "emulated runtime: what one create costs, ms"},
-    {.key = "fnBinary", .type = DG_CONF_STRING, .offset = offsetof(struct wk_config, fn_binary),
-     .def = "", .help = "emulated runtime: dirigent-fn to share (empty: next to this binary)"},
-    {.key = "controlPlaneAddress", .type = DG_CONF_STRLIST,
-     .offset = offsetof(struct wk_config, cp_addresses), .def = "127.0.0.1:9090",
+    {.key = "runtime",
+     .type = DG_CONF_ENUM,
+     .offset = offsetof(struct wk_config, runtime),
+     .def = "process",
+     .choices = runtimes,
+     .help = "sandbox runtime"},
+    {.key = "logLevel",
+     .type = DG_CONF_ENUM,
+     .offset = offsetof(struct wk_config, log_level),
+     .def = "info",
+     .choices = log_levels,
+     .help = "log verbosity"},
+    {.key = "readinessTimeout",
+     .type = DG_CONF_DURATION,
+     .offset = offsetof(struct wk_config, readiness_timeout_ms),
+     .def = "10s",
+     .min = 1,
+     .max = 600000,
+     .help = "a sandbox not answering on its port by then fails its create"},
+    {.key = "emulatedCreateDelayMs",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct wk_config, emulated_create_delay_ms),
+     .def = "0",
+     .min = 0,
+     .max = 600000,
+     .help = "emulated runtime: what one create costs, ms"},
+    {.key = "fnBinary",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct wk_config, fn_binary),
+     .def = "",
+     .help = "emulated runtime: dirigent-fn to share (empty: next to this binary)"},
+    {.key = "controlPlaneAddress",
+     .type = DG_CONF_STRLIST,
+     .offset = offsetof(struct wk_config, cp_addresses),
+     .def = "127.0.0.1:9090",
      .help = "control plane replicas (registration comes with the control plane)"},
     DG_CONF_HTTP_FIELDS(struct wk_config, http),
 };
@@ -114,10 +146,14 @@ int wk_free_port(struct dg_err *err)
 static const char *state_name(enum wk_sb_state s)
 {
     switch (s) {
-    case WK_SB_CREATING: return "creating";
-    case WK_SB_READY: return "ready";
-    case WK_SB_EXITED: return "exited";
-    case WK_SB_DELETING: return "deleting";
+    case WK_SB_CREATING:
+        return "creating";
+    case WK_SB_READY:
+        return "ready";
+    case WK_SB_EXITED:
+        return "exited";
+    case WK_SB_DELETING:
+        return "deleting";
     }
     return "?";
 }
@@ -153,8 +189,7 @@ void wk_sandbox_created(struct wk_sandbox *sb, const struct dg_err *err)
     sb->lat.total_us = dg_now_us() - sb->t0_us;
     if (err) {
         dg_counter_add(g.w.create_failures, 1);
-        dg_log(DG_LOG_WARN, "worker", "create %s (%s) failed: %s", sb->id, sb->function,
-               err->msg);
+        dg_log(DG_LOG_WARN, "worker", "create %s (%s) failed: %s", sb->id, sb->function, err->msg);
         if (r)
             dg_http_respond_text(r, 503, "create failed: %s", err->msg);
         return;
@@ -178,8 +213,8 @@ void wk_sandbox_exited(struct wk_sandbox *sb, int64_t status)
     sb->state = WK_SB_EXITED;
     sb->exit_status = status;
     dg_counter_add(g.w.unexpected_exits, 1);
-    dg_log(DG_LOG_WARN, "worker", "sandbox %s (%s) exited by itself (%lld)", sb->id,
-           sb->function, (long long)status);
+    dg_log(DG_LOG_WARN, "worker", "sandbox %s (%s) exited by itself (%lld)", sb->id, sb->function,
+           (long long)status);
 }
 
 void wk_sandbox_gone(struct wk_sandbox *sb)
@@ -255,13 +290,13 @@ static void api_list(struct dg_http_req *r, void *ud)
     for (struct wk_sandbox *sb = g.w.sandboxes; sb; sb = sb->next) {
         char ep[80];
         snprintf(ep, sizeof(ep), "%s:%d", sb->host, sb->port);
-        json_array_append_new(list, json_pack("{ss ss ss ss}", "id", sb->id, "function",
-                                              sb->function, "endpoint", ep, "state",
-                                              state_name(sb->state)));
+        json_array_append_new(list,
+                              json_pack("{ss ss ss ss}", "id", sb->id, "function", sb->function,
+                                        "endpoint", ep, "state", state_name(sb->state)));
     }
-    answer_json(r, 200,
-                json_pack("{ss ss so}", "name", g.w.name, "runtime", g.w.rt->name, "sandboxes",
-                          list));
+    answer_json(
+        r, 200,
+        json_pack("{ss ss so}", "name", g.w.name, "runtime", g.w.rt->name, "sandboxes", list));
 }
 
 static void api_delete(struct dg_http_req *r, void *ud)
@@ -374,22 +409,21 @@ int main(int argc, char **argv)
         return 1;
     }
     w->metrics = dg_metrics_new();
-    w->creates = dg_metric_get1(
-        dg_metrics_counter(w->metrics, "dg_worker_sandbox_creates_total", "Sandboxes created.",
-                           NULL),
-        NULL);
-    w->create_failures = dg_metric_get1(dg_metrics_counter(w->metrics,
-                                                           "dg_worker_sandbox_create_failures_total",
-                                                           "Sandbox creates that failed.", NULL),
-                                        NULL);
-    w->unexpected_exits = dg_metric_get1(
-        dg_metrics_counter(w->metrics, "dg_worker_sandbox_unexpected_exits_total",
-                           "Sandboxes that exited without a delete.", NULL),
-        NULL);
-    w->create_seconds = dg_metrics_histogram(w->metrics, "dg_worker_sandbox_create_seconds",
-                                             "Time from create request to a ready sandbox.", NULL,
-                                             dg_metrics_latency_buckets,
-                                             dg_metrics_latency_nbuckets);
+    w->creates = dg_metric_get1(dg_metrics_counter(w->metrics, "dg_worker_sandbox_creates_total",
+                                                   "Sandboxes created.", NULL),
+                                NULL);
+    w->create_failures =
+        dg_metric_get1(dg_metrics_counter(w->metrics, "dg_worker_sandbox_create_failures_total",
+                                          "Sandbox creates that failed.", NULL),
+                       NULL);
+    w->unexpected_exits =
+        dg_metric_get1(dg_metrics_counter(w->metrics, "dg_worker_sandbox_unexpected_exits_total",
+                                          "Sandboxes that exited without a delete.", NULL),
+                       NULL);
+    w->create_seconds =
+        dg_metrics_histogram(w->metrics, "dg_worker_sandbox_create_seconds",
+                             "Time from create request to a ready sandbox.", NULL,
+                             dg_metrics_latency_buckets, dg_metrics_latency_nbuckets);
     dg_metrics_gauge_fn(w->metrics, "dg_worker_sandboxes", "Sandboxes on this worker.",
                         sandboxes_now, NULL);
 

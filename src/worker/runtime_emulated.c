@@ -60,8 +60,8 @@ static int emulated_init(struct wk_worker *w, struct dg_err *err)
         return port;
     char portarg[16];
     snprintf(portarg, sizeof(portarg), "%d", port);
-    char *args[] = {w->fn_binary, "--host", "127.0.0.1", "--port", portarg, "--logLevel", "warn",
-                    NULL};
+    char *args[] = {w->fn_binary, "--host",     "127.0.0.1", "--port",
+                    portarg,      "--logLevel", "warn",      NULL};
     uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
                                      {.flags = UV_INHERIT_FD, .data.fd = 2},
                                      {.flags = UV_INHERIT_FD, .data.fd = 2}};
@@ -74,8 +74,9 @@ static int emulated_init(struct wk_worker *w, struct dg_err *err)
     int rc = uv_spawn(w->loop, &w->shared_fn, &opts);
     if (rc < 0) {
         uv_close((uv_handle_t *)&w->shared_fn, NULL);
-        return dg_err_set(err, rc, "emulated runtime: cannot start fnBinary '%s': %s (set "
-                                   "fnBinary to the path of dirigent-fn)",
+        return dg_err_set(err, rc,
+                          "emulated runtime: cannot start fnBinary '%s': %s (set "
+                          "fnBinary to the path of dirigent-fn)",
                           w->fn_binary, uv_strerror(rc));
     }
     w->shared_fn_running = true;

@@ -49,7 +49,8 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int term_signal)
         sb->probe = NULL;
         struct dg_err e;
         dg_err_set(&e, DG_E_INVAL, "'%s' exited during start (%s %lld)", sb->function,
-                   term_signal ? "signal" : "status", (long long)(term_signal ? term_signal : status));
+                   term_signal ? "signal" : "status",
+                   (long long)(term_signal ? term_signal : status));
         sb->state = WK_SB_DELETING; /* nothing left to run */
         wk_sandbox_created(sb, &e);
         finish_if_gone(sb);

@@ -102,8 +102,11 @@ check "/metrics counts invocations in Prometheus text" t_metrics
 t_sigterm() {
   local out rc
   curl -s -H 'requested_cpu: 300' "$URL/" >"$TAP_TMP/inflight" &
-  local c=$!
-  sleep 0.1
+  local c=$! i=0
+  # wait until the server has it (the scrape itself is the other active request)
+  until curl -s "$URL/metrics" | grep -q '^dg_http_active_requests [2-9]'; do
+    i=$((i + 1)); [ $i -lt 200 ] || return 1; sleep 0.02
+  done
   kill -TERM "$FN_PID"
   wait "$FN_PID"; rc=$?
   wait $c

@@ -361,6 +361,30 @@ void tl_server_call(struct tl_server *t, void (*fn)(void *), void *ud)
     pthread_mutex_unlock(&t->mu);
 }
 
+struct stats_call {
+    struct tl_server *t;
+    struct dg_http_server_stats st;
+};
+
+static void read_stats(void *ud)
+{
+    struct stats_call *c = ud;
+    dg_http_server_stats(c->t->http, &c->st);
+}
+
+bool tl_server_wait_active(struct tl_server *t, unsigned n, int timeout_ms)
+{
+    uint64_t end = dg_now_ms() + (uint64_t)timeout_ms;
+    do {
+        struct stats_call c = {.t = t};
+        tl_server_call(t, read_stats, &c);
+        if (c.st.active_reqs >= n)
+            return true;
+        usleep(5000);
+    } while (dg_now_ms() < end);
+    return false;
+}
+
 void tl_server_stop(struct tl_server *t, unsigned grace_ms)
 {
     pthread_mutex_lock(&t->mu);

@@ -49,6 +49,9 @@ int tl_server_port(const struct tl_server *t);
 struct dg_http_server *tl_server_http(struct tl_server *t);
 /* Run `fn(ud)` on the server's loop thread and wait for it. */
 void tl_server_call(struct tl_server *t, void (*fn)(void *ud), void *ud);
+/* Wait until the server has at least `n` requests in flight (read on its loop thread);
+ * false after `timeout_ms`. Replaces sleeps before acting on an in-flight request. */
+bool tl_server_wait_active(struct tl_server *t, unsigned n, int timeout_ms);
 /* Close the server with `grace_ms` and join the thread. */
 void tl_server_stop(struct tl_server *t, unsigned grace_ms);
 

@@ -1,0 +1,69 @@
+/*
+ * dp.h: the data plane's state: functions, their endpoints (sandboxes) with
+ * concurrency slots, and per-function FIFO queues of requests waiting for an
+ * endpoint (cold start, or every slot busy). proxy.c serves invocations,
+ * main.c the config and the control plane's API.
+ */
+#ifndef DIRIGENT_DP_H
+#define DIRIGENT_DP_H
+
+#include <uv.h>
+
+#include "dirigent/http.h"
+#include "dirigent/metrics.h"
+#include "lb.h"
+
+struct dp_inv;
+
+struct dp_endpoint {
+    char *id;      /* sandbox id */
+    char *address; /* host:port */
+    struct dg_http_pool *pool;
+    struct dp_lb_endpoint lb; /* in_flight, processed, draining */
+    struct dp_function *fn;
+    bool removed; /* no longer in the list: freed when in_flight reaches 0 */
+    struct dp_endpoint *next_removed;
+};
+
+struct dp_drain;
+
+struct dp_function {
+    char *name;
+    uint32_t concurrency; /* per sandbox; 0 = unlimited */
+    struct dp_endpoint **eps;
+    size_t neps;
+    struct dp_endpoint *removed; /* taken out of the list, requests still running */
+    struct dp_inv *q_head, *q_tail;
+    unsigned queued, running;
+    struct dp_lb_state lb;
+    struct dp_drain *drains;
+    struct dg_metric *m_requests, *m_cold, *m_queue;
+    struct dp_function *next;
+};
+
+struct dp {
+    uv_loop_t *loop;
+    struct dp_function *fns;
+    enum dp_lb_policy policy;
+    uint64_t queue_timeout_ms;
+    struct dg_http_pool_opts pool_opts;
+    uv_timer_t cron; /* queue deadlines */
+    struct dg_metrics *metrics;
+    struct dg_metric_family *f_requests, *f_cold, *f_queue;
+    struct dg_metric_family *f_latency;
+};
+
+extern struct dp dp;
+
+struct dp_function *dp_function_find(struct dg_str name);
+/* Serve an invocation (the ingress fallback route, DG_HTTP_STREAM). */
+void dp_invoke(struct dg_http_req *r, void *ud);
+/* After the endpoint list or slots change: give queued requests their endpoints. */
+void dp_dispatch(struct dp_function *f);
+/* Once a second: answer queued requests past their deadline with 503. */
+void dp_expire(uint64_t now_ms);
+/* Endpoint bookkeeping. */
+void dp_endpoint_release(struct dp_endpoint *e);
+void dp_function_free(struct dp_function *f);
+
+#endif

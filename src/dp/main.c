@@ -1,0 +1,476 @@
+/*
+ * dirigent-dp: the data plane. Invocations on portProxy (8080, proxy.c); the
+ * control plane's API on portGRPC (8081; HTTP/JSON, the key keeps the
+ * original's name):
+ *
+ *   PUT    /v1/functions/NAME            {"concurrency":1}  add or update a function
+ *   DELETE /v1/functions/NAME            queued requests get 503; running ones finish
+ *   PUT    /v1/functions/NAME/endpoints  {"endpoints":[{"id","address"}]}  the whole list
+ *                                        (replace, never append)
+ *   POST   /v1/functions/NAME/drain      {"ids":[...]}  take sandboxes out; answers when
+ *                                        their requests in flight have finished
+ *   GET    /v1/functions                 functions, endpoints, queue depths
+ *   GET    /health, /metrics
+ *
+ * Registration with the control plane, heartbeats and metric pushes come with
+ * the control plane daemon (cluster-core issue).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dirigent/config.h"
+#include "dirigent/daemon.h"
+#include "dirigent/json.h"
+#include "dirigent/log.h"
+#include "dp.h"
+
+struct dp_config {
+    char *host;
+    int64_t port_proxy, port_api;
+    char *lb_policy;
+    char *log_level;
+    int64_t queue_timeout_ms;
+    struct dg_strlist cp_addresses;
+    struct dg_http_conf http;
+};
+
+static const char *const log_levels[] = {"trace", "debug", "info", "warn", "error", NULL};
+
+static const struct dg_conf_field dp_fields[] = {
+    {.key = "dataPlaneIp", .type = DG_CONF_STRING, .offset = offsetof(struct dp_config, host),
+     .def = "127.0.0.1", .help = "address both ports listen on"},
+    {.key = "portProxy", .type = DG_CONF_INT, .offset = offsetof(struct dp_config, port_proxy),
+     .def = "8080", .min = 0, .max = 65535, .help = "invocations (0: ephemeral, printed)"},
+    {.key = "portGRPC", .type = DG_CONF_INT, .offset = offsetof(struct dp_config, port_api),
+     .def = "8081", .min = 0, .max = 65535,
+     .help = "the control plane's API (HTTP/JSON; the original's key name)"},
+    {.key = "loadBalancingPolicy", .type = DG_CONF_ENUM,
+     .offset = offsetof(struct dp_config, lb_policy), .def = "random",
+     .choices = dp_lb_policy_names, .help = "how an endpoint is chosen"},
+    {.key = "coldStartTimeout", .type = DG_CONF_DURATION,
+     .offset = offsetof(struct dp_config, queue_timeout_ms), .def = "60s", .min = 1,
+     .max = 3600000, .help = "a request waiting for a sandbox longer gets 503"},
+    {.key = "controlPlaneAddress", .type = DG_CONF_STRLIST,
+     .offset = offsetof(struct dp_config, cp_addresses), .def = "127.0.0.1:9090",
+     .help = "control plane replicas (registration comes with the control plane)"},
+    {.key = "logLevel", .type = DG_CONF_ENUM, .offset = offsetof(struct dp_config, log_level),
+     .def = "info", .choices = log_levels, .help = "log verbosity"},
+    DG_CONF_HTTP_FIELDS(struct dp_config, http),
+};
+
+static const struct dg_conf_schema dp_schema = {
+    .prog = "dirigent-dp",
+    .summary = "data plane: proxies invocations to sandboxes, queues cold starts",
+    .fields = dp_fields,
+    .nfields = DG_ARRAY_LEN(dp_fields),
+};
+
+struct dp dp;
+
+static struct {
+    struct dp_config cfg;
+    struct dg_daemon daemon;
+    struct dg_http_server *ingress, *api;
+    unsigned open_servers;
+} g;
+
+struct dp_drain {
+    struct dg_http_req *req;
+    struct dg_strlist ids;
+    struct dp_drain *next;
+};
+
+/* ---- endpoints -------------------------------------------------------------------------- */
+
+static bool id_in(const struct dg_strlist *l, const char *id)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->v[i], id) == 0)
+            return true;
+    return false;
+}
+
+static void endpoint_free(struct dp_endpoint *e)
+{
+    dg_http_pool_close(e->pool);
+    free(e->id);
+    free(e->address);
+    free(e);
+}
+
+/* Answer the drains none of whose sandboxes has requests in flight any more. */
+static void drains_check(struct dp_function *f)
+{
+    for (struct dp_drain **pd = &f->drains; *pd;) {
+        struct dp_drain *d = *pd;
+        bool busy = false;
+        for (struct dp_endpoint *e = f->removed; e && !busy; e = e->next_removed)
+            busy = id_in(&d->ids, e->id);
+        if (busy) {
+            pd = &d->next;
+            continue;
+        }
+        *pd = d->next;
+        if (d->req)
+            dg_http_respond_text(d->req, 200, "drained %zu sandbox(es) of '%s'", d->ids.n,
+                                 f->name);
+        dg_strlist_free(&d->ids);
+        free(d);
+    }
+}
+
+void dp_endpoint_release(struct dp_endpoint *e)
+{
+    e->lb.in_flight--;
+    if (!e->removed || e->lb.in_flight > 0)
+        return;
+    struct dp_function *f = e->fn;
+    for (struct dp_endpoint **pe = &f->removed; *pe; pe = &(*pe)->next_removed) {
+        if (*pe == e) {
+            *pe = e->next_removed;
+            break;
+        }
+    }
+    endpoint_free(e);
+    drains_check(f);
+}
+
+/* Take endpoint i out of the list; it is freed when its last request ends. */
+static void endpoint_remove(struct dp_function *f, size_t i)
+{
+    struct dp_endpoint *e = f->eps[i];
+    memmove(&f->eps[i], &f->eps[i + 1], (f->neps - i - 1) * sizeof(*f->eps));
+    f->neps--;
+    if (e->lb.in_flight == 0) {
+        endpoint_free(e);
+        return;
+    }
+    e->removed = true;
+    e->lb.draining = true;
+    e->next_removed = f->removed;
+    f->removed = e;
+}
+
+/* ---- API -------------------------------------------------------------------------------- */
+
+static struct dp_function *fn_param(struct dg_http_req *r)
+{
+    struct dp_function *f = dp_function_find(dg_http_req_param(r, "name"));
+    if (!f) {
+        struct dg_str n = dg_http_req_param(r, "name");
+        dg_http_respond_text(r, 404, "function '%.*s' is not registered", (int)n.len, n.ptr);
+    }
+    return f;
+}
+
+static int parse_body(struct dg_http_req *r, json_t **out)
+{
+    struct dg_str b = dg_http_req_body(r);
+    struct dg_err err = {0};
+    if (dg_json_parse(b.len ? b.ptr : "{}", b.len ? b.len : 2, out, &err) < 0) {
+        dg_http_respond_text(r, 400, "%s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void api_put_function(struct dg_http_req *r, void *ud)
+{
+    struct dg_str name = dg_http_req_param(r, "name");
+    json_t *j;
+    if (parse_body(r, &j) < 0)
+        return;
+    struct dg_err err = {0};
+    int64_t cc = 1;
+    int rc = dg_json_get_int(j, "concurrency", false, 0, 100000, &cc, &err);
+    json_decref(j);
+    if (rc < 0) {
+        dg_http_respond_text(r, 400, "function: %s", err.msg);
+        return;
+    }
+    struct dp_function *f = dp_function_find(name);
+    bool created = !f;
+    if (!f) {
+        f = dg_xcalloc(1, sizeof(*f));
+        f->name = dg_str_dup(name);
+        f->lb.rng = (uint64_t)(uintptr_t)f ^ dg_now_us();
+        f->m_requests = dg_metric_get1(dp.f_requests, f->name);
+        f->m_cold = dg_metric_get1(dp.f_cold, f->name);
+        f->m_queue = dg_metric_get1(dp.f_queue, f->name);
+        f->next = dp.fns;
+        dp.fns = f;
+    }
+    f->concurrency = (uint32_t)cc;
+    dg_http_respond_text(r, created ? 201 : 200, "function '%s' %s", f->name,
+                         created ? "added" : "updated");
+    dp_dispatch(f); /* more slots per sandbox may free queued requests */
+}
+
+static void api_delete_function(struct dg_http_req *r, void *ud)
+{
+    struct dp_function *f = fn_param(r);
+    if (!f)
+        return;
+    if (f->running > f->queued) {
+        dg_http_respond_text(r, 409,
+                             "function '%s' has %u request(s) running: drain its sandboxes first",
+                             f->name, f->running - f->queued);
+        return;
+    }
+    dp_function_free(f); /* queued requests: 503 */
+    for (struct dp_function **pf = &dp.fns; *pf; pf = &(*pf)->next) {
+        if (*pf == f) {
+            *pf = f->next;
+            break;
+        }
+    }
+    for (size_t i = 0; i < f->neps; i++)
+        endpoint_free(f->eps[i]);
+    free(f->eps);
+    dg_metric_remove(dp.f_requests, (const char *const[]){f->name});
+    dg_metric_remove(dp.f_cold, (const char *const[]){f->name});
+    dg_metric_remove(dp.f_queue, (const char *const[]){f->name});
+    dg_http_respond_text(r, 200, "function '%s' removed", f->name);
+    free(f->name);
+    free(f);
+}
+
+static void api_put_endpoints(struct dg_http_req *r, void *ud)
+{
+    struct dp_function *f = fn_param(r);
+    json_t *j;
+    if (!f || parse_body(r, &j) < 0)
+        return;
+    json_t *list = json_object_get(j, "endpoints");
+    if (!json_is_array(list)) {
+        json_decref(j);
+        dg_http_respond_text(r, 400, "endpoints: field 'endpoints': expected an array");
+        return;
+    }
+    size_t n = json_array_size(list);
+    struct dg_strlist ids = {0}, addrs = {0};
+    struct dg_err err = {0};
+    for (size_t i = 0; i < n; i++) {
+        const char *id, *addr;
+        json_t *item = json_array_get(list, i);
+        if (dg_json_get_string(item, "id", true, &id, &err) < 0 ||
+            dg_json_get_string(item, "address", true, &addr, &err) < 0) {
+            dg_err_wrap(&err, "endpoints: item %zu", i);
+            goto bad;
+        }
+        const char *colon = strrchr(addr, ':');
+        int64_t port;
+        if (!colon || !dg_str_to_i64(dg_str_c(colon + 1), &port) || port < 1 || port > 65535) {
+            dg_err_set(&err, DG_E_INVAL,
+                       "endpoints: item %zu: field 'address': expected IP:PORT, got '%.64s'", i,
+                       addr);
+            goto bad;
+        }
+        dg_strlist_push(&ids, dg_xstrdup(id));
+        dg_strlist_push(&addrs, dg_xstrdup(addr));
+    }
+    json_decref(j);
+    /* replace: drop what is not in the new list, add what is new */
+    for (size_t i = f->neps; i-- > 0;)
+        if (!id_in(&ids, f->eps[i]->id))
+            endpoint_remove(f, i);
+    for (size_t i = 0; i < ids.n; i++) {
+        bool have = false;
+        for (size_t k = 0; k < f->neps && !have; k++)
+            have = strcmp(f->eps[k]->id, ids.v[i]) == 0;
+        if (have)
+            continue;
+        char host[64];
+        const char *colon = strrchr(addrs.v[i], ':');
+        snprintf(host, sizeof(host), "%.*s", (int)(colon - addrs.v[i]), addrs.v[i]);
+        struct dg_http_pool *pool =
+            dg_http_pool_new(dp.loop, host, atoi(colon + 1), &dp.pool_opts, &err);
+        if (!pool) {
+            dg_log(DG_LOG_WARN, "api", "fn=%s endpoint %s: %s", f->name, addrs.v[i], err.msg);
+            continue;
+        }
+        struct dp_endpoint *e = dg_xcalloc(1, sizeof(*e));
+        e->id = dg_xstrdup(ids.v[i]);
+        e->address = dg_xstrdup(addrs.v[i]);
+        e->pool = pool;
+        e->fn = f;
+        f->eps = dg_xrealloc(f->eps, (f->neps + 1) * sizeof(*f->eps));
+        f->eps[f->neps++] = e;
+    }
+    dg_strlist_free(&ids);
+    dg_strlist_free(&addrs);
+    dg_http_respond_text(r, 200, "function '%s': %zu endpoint(s)", f->name, f->neps);
+    dp_dispatch(f); /* a cold start ends here */
+    drains_check(f);
+    return;
+bad:
+    json_decref(j);
+    dg_strlist_free(&ids);
+    dg_strlist_free(&addrs);
+    dg_http_respond_text(r, 400, "%s", err.msg);
+}
+
+static void drain_aborted(struct dg_http_req *r, void *ud)
+{
+    struct dp_drain *d = ud;
+    d->req = NULL;
+}
+
+static void api_drain(struct dg_http_req *r, void *ud)
+{
+    struct dp_function *f = fn_param(r);
+    json_t *j;
+    if (!f || parse_body(r, &j) < 0)
+        return;
+    static const struct dg_json_field fields[] = {
+        {"ids", DG_JSON_STRLIST, true, offsetof(struct dp_drain, ids), 0, 0}};
+    struct dp_drain *d = dg_xcalloc(1, sizeof(*d));
+    struct dg_err err = {0};
+    int rc = dg_json_unpack(j, fields, 1, d, 0, &err);
+    json_decref(j);
+    if (rc < 0) {
+        free(d);
+        dg_http_respond_text(r, 400, "drain: %s", err.msg);
+        return;
+    }
+    for (size_t i = f->neps; i-- > 0;)
+        if (id_in(&d->ids, f->eps[i]->id))
+            endpoint_remove(f, i);
+    d->req = r;
+    dg_http_req_on_abort(r, drain_aborted, d);
+    d->next = f->drains;
+    f->drains = d;
+    drains_check(f);
+}
+
+static void api_list(struct dg_http_req *r, void *ud)
+{
+    json_t *fns = json_array();
+    for (struct dp_function *f = dp.fns; f; f = f->next) {
+        json_t *eps = json_array();
+        for (size_t i = 0; i < f->neps; i++)
+            json_array_append_new(eps, json_pack("{ss ss si}", "id", f->eps[i]->id, "address",
+                                                 f->eps[i]->address, "inFlight",
+                                                 (int)f->eps[i]->lb.in_flight));
+        json_array_append_new(fns, json_pack("{ss si si si so}", "name", f->name, "concurrency",
+                                             (int)f->concurrency, "queued", (int)f->queued,
+                                             "inFlight", (int)f->running, "endpoints", eps));
+    }
+    char *s = dg_json_dumps(fns);
+    dg_http_respond(r, 200, "application/json", s, strlen(s));
+    free(s);
+    json_decref(fns);
+}
+
+/* ---- lifecycle -------------------------------------------------------------------------- */
+
+static void on_cron(uv_timer_t *t)
+{
+    dp_expire(uv_now(dp.loop));
+}
+
+static void on_server_closed(void *ud)
+{
+    if (--g.open_servers > 0)
+        return;
+    uv_timer_stop(&dp.cron);
+    uv_close((uv_handle_t *)&dp.cron, NULL);
+    while (dp.fns) {
+        struct dp_function *f = dp.fns;
+        dp.fns = f->next;
+        dp_function_free(f);
+        for (size_t i = 0; i < f->neps; i++)
+            endpoint_free(f->eps[i]);
+        while (f->removed) {
+            struct dp_endpoint *e = f->removed;
+            f->removed = e->next_removed;
+            endpoint_free(e);
+        }
+        while (f->drains) {
+            struct dp_drain *d = f->drains;
+            f->drains = d->next;
+            dg_strlist_free(&d->ids);
+            free(d);
+        }
+        free(f->eps);
+        free(f->name);
+        free(f);
+    }
+    dg_daemon_deinit(&g.daemon);
+}
+
+static void on_stop(void *ud)
+{
+    uint64_t grace = (uint64_t)g.cfg.http.shutdown_grace_ms;
+    dg_http_server_close(g.ingress, grace, on_server_closed, NULL);
+    dg_http_server_close(g.api, grace, on_server_closed, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    struct dg_err err = {0};
+    dg_log_init("dp");
+    int rc = dg_conf_parse_args(&dp_schema, &g.cfg, argc, argv, stdout, &err);
+    if (rc != DG_CONF_RUN) {
+        if (rc < 0)
+            fprintf(stderr, "dirigent-dp: %s\n", err.msg);
+        dg_conf_free(&dp_schema, &g.cfg);
+        return rc < 0 ? 2 : 0;
+    }
+    int level = DG_LOG_INFO;
+    dg_log_level_parse(g.cfg.log_level, &level);
+    dg_log_set_level(level);
+
+    dp.loop = uv_default_loop();
+    dp_lb_policy_parse(g.cfg.lb_policy, &dp.policy);
+    dp.queue_timeout_ms = (uint64_t)g.cfg.queue_timeout_ms;
+    dg_http_pool_opts_default(&dp.pool_opts);
+    dp.pool_opts.request_timeout_ms = 15 * 60 * 1000; /* a function may run long (original) */
+    dp.pool_opts.max_conns = 0; /* slots bound the connections per sandbox */
+    dp.pool_opts.max_idle = 64;
+    dp.metrics = dg_metrics_new();
+    dp.f_requests = dg_metrics_counter(dp.metrics, "dg_dp_requests_total",
+                                       "Invocations received, per function.", "function");
+    dp.f_cold = dg_metrics_counter(dp.metrics, "dg_dp_cold_starts_total",
+                                   "Invocations that found no sandbox, per function.", "function");
+    dp.f_queue = dg_metrics_gauge(dp.metrics, "dg_dp_queue_depth",
+                                  "Invocations waiting for a sandbox, per function.", "function");
+
+    if (dg_daemon_init(&g.daemon, dp.loop, "dp", on_stop, NULL, &err) < 0) {
+        dg_log(DG_LOG_ERROR, "dp", "%s", err.msg);
+        return 1;
+    }
+    uv_timer_init(dp.loop, &dp.cron);
+    uv_timer_start(&dp.cron, on_cron, 50, 50);
+    uv_unref((uv_handle_t *)&dp.cron);
+
+    struct dg_http_limits limits;
+    dg_http_conf_limits(&g.cfg.http, &limits);
+    g.ingress = dg_http_server_new(dp.loop, &limits, "ingress");
+    dg_http_set_fallback(g.ingress, dp_invoke, NULL, DG_HTTP_STREAM);
+    g.api = dg_http_server_new(dp.loop, &limits, "api");
+    dg_daemon_mount_health_metrics(g.api, dp.metrics);
+    dg_http_route(g.api, "PUT", "/v1/functions/:name", api_put_function, NULL, 0);
+    dg_http_route(g.api, "DELETE", "/v1/functions/:name", api_delete_function, NULL, 0);
+    dg_http_route(g.api, "PUT", "/v1/functions/:name/endpoints", api_put_endpoints, NULL, 0);
+    dg_http_route(g.api, "POST", "/v1/functions/:name/drain", api_drain, NULL, 0);
+    dg_http_route(g.api, "GET", "/v1/functions", api_list, NULL, 0);
+    g.open_servers = 2;
+    if (dg_http_server_listen(g.ingress, g.cfg.host, (int)g.cfg.port_proxy, &err) < 0 ||
+        dg_http_server_listen(g.api, g.cfg.host, (int)g.cfg.port_api, &err) < 0) {
+        dg_log(DG_LOG_ERROR, "dp", "%s", err.msg);
+        return 1;
+    }
+    dg_log(DG_LOG_INFO, "dp", "proxy on %s:%d, api on %s:%d, policy %s", g.cfg.host,
+           dg_http_server_port(g.ingress), g.cfg.host, dg_http_server_port(g.api),
+           g.cfg.lb_policy);
+
+    uv_run(dp.loop, UV_RUN_DEFAULT);
+
+    dg_loop_close_all(dp.loop);
+    dg_metrics_free(dp.metrics);
+    dg_conf_free(&dp_schema, &g.cfg);
+    dg_log(DG_LOG_INFO, "dp", "stopped");
+    return 0;
+}

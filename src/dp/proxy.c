@@ -1,0 +1,340 @@
+/*
+ * proxy.c: the invocation path (DESIGN.md §3). The function is named by the
+ * Host header; a request takes a concurrency slot on an endpoint chosen by the
+ * load-balancing policy and is proxied over that endpoint's keep-alive pool,
+ * streaming both bodies. Without a free slot (no sandbox yet: a cold start;
+ * or all busy) it waits in the function's FIFO until an endpoint is pushed or
+ * a slot frees, or its deadline passes (503). Backend failures are 502 with a
+ * message; a request without a body whose connect failed (nothing sent) is
+ * retried once on another endpoint.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dirigent/log.h"
+#include "dp.h"
+
+#define RESP_HIGH_WATER (1024 * 1024) /* client write queue: pause the upstream above */
+
+struct dp_inv {
+    struct dg_http_req *req;
+    struct dp_function *fn;
+    struct dp_endpoint *ep;
+    struct dg_http_creq *up;
+    struct dp_inv *prev, *next; /* queue */
+    uint64_t deadline_ms;
+    bool queued, head_sent, retried;
+};
+
+struct dp_function *dp_function_find(struct dg_str name)
+{
+    for (struct dp_function *f = dp.fns; f; f = f->next)
+        if (dg_str_eq(name, f->name))
+            return f;
+    return NULL;
+}
+
+static bool hop_by_hop(struct dg_str name)
+{
+    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
+                                        "transfer-encoding", "content-length", "te", "trailer",
+                                        "upgrade", "proxy-authenticate", "proxy-authorization"};
+    for (size_t i = 0; i < DG_ARRAY_LEN(names); i++)
+        if (dg_str_caseeq(name, names[i]))
+            return true;
+    return false;
+}
+
+/* ---- queue ------------------------------------------------------------------------------ */
+
+static void queue_push(struct dp_function *f, struct dp_inv *v)
+{
+    v->queued = true;
+    v->deadline_ms = uv_now(dp.loop) + dp.queue_timeout_ms;
+    v->prev = f->q_tail;
+    v->next = NULL;
+    if (f->q_tail)
+        f->q_tail->next = v;
+    else
+        f->q_head = v;
+    f->q_tail = v;
+    f->queued++;
+    dg_gauge_set(f->m_queue, f->queued);
+}
+
+static void queue_remove(struct dp_function *f, struct dp_inv *v)
+{
+    if (!v->queued)
+        return;
+    v->queued = false;
+    if (v->prev)
+        v->prev->next = v->next;
+    else
+        f->q_head = v->next;
+    if (v->next)
+        v->next->prev = v->prev;
+    else
+        f->q_tail = v->prev;
+    v->prev = v->next = NULL;
+    f->queued--;
+    dg_gauge_set(f->m_queue, f->queued);
+}
+
+/* ---- endpoint choice -------------------------------------------------------------------- */
+
+/* The policy's pick over the function's endpoints, or NULL. `skip` is left out (a retry). */
+static struct dp_endpoint *pick(struct dp_function *f, const struct dp_endpoint *skip)
+{
+    struct dp_lb_endpoint stack[64], *lb = stack;
+    if (f->neps == 0)
+        return NULL;
+    if (f->neps > DG_ARRAY_LEN(stack))
+        lb = dg_xmalloc(f->neps * sizeof(*lb));
+    for (size_t i = 0; i < f->neps; i++) {
+        lb[i] = f->eps[i]->lb;
+        if (f->eps[i] == skip)
+            lb[i].draining = true;
+    }
+    int idx = dp_lb_pick(dp.policy, &f->lb, lb, f->neps, f->concurrency);
+    if (lb != stack)
+        free(lb);
+    return idx < 0 ? NULL : f->eps[idx];
+}
+
+static void inv_finish(struct dp_inv *v)
+{
+    struct dp_function *f = v->fn;
+    f->running--;
+    free(v);
+    dp_dispatch(f);
+}
+
+static void take_slot(struct dp_inv *v, struct dp_endpoint *e)
+{
+    v->ep = e;
+    e->lb.in_flight++;
+    e->lb.processed++;
+}
+
+static void give_slot(struct dp_inv *v)
+{
+    struct dp_endpoint *e = v->ep;
+    v->ep = NULL;
+    if (e)
+        dp_endpoint_release(e);
+}
+
+/* ---- proxying --------------------------------------------------------------------------- */
+
+static void start_proxy(struct dp_inv *v, struct dp_endpoint *e);
+
+static void on_client_drain(struct dg_http_req *r, void *ud)
+{
+    struct dp_inv *v = ud;
+    if (v->up)
+        dg_http_creq_resume(v->up);
+}
+
+static void up_head(struct dg_http_creq *q, const struct dg_http_resp *resp, void *ud)
+{
+    struct dp_inv *v = ud;
+    int64_t cl = -1;
+    for (size_t i = 0; i < resp->nheaders; i++) {
+        const struct dg_http_header *h = &resp->headers[i];
+        if (dg_str_caseeq(h->name, "content-length")) {
+            uint64_t n;
+            if (dg_str_to_u64(h->value, &n))
+                cl = (int64_t)n;
+            continue;
+        }
+        if (hop_by_hop(h->name))
+            continue;
+        char name[256], value[4096];
+        snprintf(name, sizeof(name), "%.*s", (int)h->name.len, h->name.ptr);
+        snprintf(value, sizeof(value), "%.*s", (int)h->value.len, h->value.ptr);
+        dg_http_resp_header(v->req, name, value);
+    }
+    v->head_sent = true;
+    dg_http_resp_start(v->req, resp->status, cl);
+}
+
+static void up_body(struct dg_http_creq *q, const char *data, size_t len, void *ud)
+{
+    struct dp_inv *v = ud;
+    dg_http_resp_write(v->req, data, len);
+    if (dg_http_resp_queued(v->req) > RESP_HIGH_WATER) { /* a slow client: stop reading */
+        dg_http_creq_pause(q);
+        dg_http_resp_on_drain(v->req, on_client_drain, v);
+    }
+}
+
+static void up_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
+                    const struct dg_err *err, void *ud)
+{
+    struct dp_inv *v = ud;
+    struct dp_endpoint *e = v->ep;
+    v->up = NULL;
+    if (!err) {
+        give_slot(v);
+        dg_http_resp_end(v->req);
+        inv_finish(v);
+        return;
+    }
+    if (v->head_sent) { /* cut mid-response: the client must see it is incomplete */
+        dg_log(DG_LOG_WARN, "proxy", "fn=%s endpoint=%s: response cut: %s", v->fn->name,
+               e->address, err->msg);
+        give_slot(v);
+        dg_http_resp_abort(v->req);
+        inv_finish(v);
+        return;
+    }
+    bool retry = !v->retried && !dg_http_creq_sent(q) &&
+                 dg_http_req_content_length(v->req) == 0;
+    struct dp_endpoint *other = retry ? pick(v->fn, e) : NULL;
+    char addr[128];
+    snprintf(addr, sizeof(addr), "%s", e->address);
+    give_slot(v);
+    if (other) {
+        dg_log(DG_LOG_INFO, "proxy", "fn=%s endpoint=%s: %s; retrying on %s", v->fn->name,
+               addr, err->msg, other->address);
+        v->retried = true;
+        start_proxy(v, other);
+        return;
+    }
+    dg_http_respond_text(v->req, 502, "function '%s': sandbox %s failed: %s", v->fn->name, addr,
+                         err->msg);
+    inv_finish(v);
+}
+
+static const struct dg_http_client_cbs up_cbs = {
+    .on_head = up_head, .on_body = up_body, .on_done = up_done};
+
+static void client_body(struct dg_http_req *r, const char *data, size_t len, void *ud)
+{
+    struct dp_inv *v = ud;
+    if (v->up)
+        dg_http_creq_write(v->up, data, len);
+}
+
+static void client_body_end(struct dg_http_req *r, void *ud)
+{
+    struct dp_inv *v = ud;
+    if (v->up)
+        dg_http_creq_end(v->up);
+}
+
+static void start_proxy(struct dp_inv *v, struct dp_endpoint *e)
+{
+    take_slot(v, e);
+    size_t n;
+    const struct dg_http_header *in = dg_http_req_headers(v->req, &n);
+    struct dg_http_header stack[64], *hdrs = n > DG_ARRAY_LEN(stack) ? dg_xmalloc(n * sizeof(*hdrs))
+                                                                     : stack;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!hop_by_hop(in[i].name))
+            hdrs[k++] = in[i];
+    char *url = dg_str_dup(dg_http_req_url(v->req));
+    int64_t cl = dg_http_req_content_length(v->req);
+    v->up = dg_http_request_stream(e->pool, dg_http_req_method(v->req), url, hdrs, k, cl, &up_cbs,
+                                   v);
+    free(url);
+    if (hdrs != stack)
+        free(hdrs);
+    if (!v->up)
+        return; /* already answered through up_done */
+    if (cl == 0)
+        dg_http_creq_end(v->up);
+    else
+        dg_http_req_read_body(v->req, client_body, client_body_end, v);
+}
+
+/* ---- invocations ------------------------------------------------------------------------ */
+
+static void inv_abort(struct dg_http_req *r, void *ud)
+{
+    struct dp_inv *v = ud;
+    queue_remove(v->fn, v);
+    if (v->up) {
+        dg_http_creq_cancel(v->up);
+        v->up = NULL;
+    }
+    give_slot(v);
+    inv_finish(v);
+}
+
+void dp_invoke(struct dg_http_req *r, void *ud)
+{
+    struct dg_str host = dg_http_req_header(r, "host");
+    if (host.ptr) {
+        const char *colon = memchr(host.ptr, ':', host.len);
+        if (colon)
+            host.len = (size_t)(colon - host.ptr);
+    }
+    struct dp_function *f = host.ptr ? dp_function_find(host) : NULL;
+    if (!f) {
+        if (dg_str_eq(dg_http_req_path(r), "/health")) { /* HAProxy's check, by address */
+            dg_http_respond(r, 200, "text/plain", "ok\n", 3);
+            return;
+        }
+        dg_http_respond_text(r, 404, "function '%.*s' is not registered", (int)host.len,
+                             host.ptr ? host.ptr : "");
+        return;
+    }
+    struct dp_inv *v = dg_xcalloc(1, sizeof(*v));
+    v->req = r;
+    v->fn = f;
+    f->running++;
+    dg_counter_add(f->m_requests, 1);
+    dg_http_req_on_abort(r, inv_abort, v);
+    struct dp_endpoint *e = f->q_head ? NULL : pick(f, NULL); /* FIFO: no overtaking */
+    if (e) {
+        start_proxy(v, e);
+        return;
+    }
+    if (f->neps == 0)
+        dg_counter_add(f->m_cold, 1);
+    queue_push(f, v);
+}
+
+void dp_dispatch(struct dp_function *f)
+{
+    while (f->q_head) {
+        struct dp_endpoint *e = pick(f, NULL);
+        if (!e)
+            return;
+        struct dp_inv *v = f->q_head;
+        queue_remove(f, v);
+        start_proxy(v, e);
+    }
+}
+
+void dp_expire(uint64_t now_ms)
+{
+    for (struct dp_function *f = dp.fns; f; f = f->next) {
+        while (f->q_head && f->q_head->deadline_ms <= now_ms) {
+            struct dp_inv *v = f->q_head;
+            queue_remove(f, v);
+            dg_http_respond_text(v->req, 503,
+                                 "function '%s': no sandbox became available within %llu ms%s",
+                                 f->name, (unsigned long long)dp.queue_timeout_ms,
+                                 f->neps ? " (all busy)" : " (cold start timed out)");
+            f->running--;
+            free(v);
+        }
+    }
+}
+
+/* A function removed by the control plane: its queued requests get 503 now; running ones
+ * finish on their endpoints. */
+void dp_function_free(struct dp_function *f)
+{
+    while (f->q_head) {
+        struct dp_inv *v = f->q_head;
+        queue_remove(f, v);
+        dg_http_respond_text(v->req, 503, "function '%s' was removed", f->name);
+        f->running--;
+        free(v);
+    }
+}

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# dirigent-dp end to end: the real data plane in front of real dirigent-fn sandboxes; the
+# control plane's pushes are made with curl through the DP's API, as the CP will make them.
+set -u
+. "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
+B=${DG_BUILD_DIR:-build}
+DP=$B/dirigent-dp
+FN=$B/dirigent-fn
+
+plan 11
+
+start_fn() { # start_fn LOG -> prints host:port
+  bg_start "$1" "$FN" --host 127.0.0.1 --port 0
+  wait_for_log "$1" 'listening on' >/dev/null || return 1
+  grep -oE 'listening on [0-9.]+:[0-9]+' "$1" | head -1 | sed 's/listening on //'
+}
+F1=$(start_fn "$TAP_TMP/f1.log") && F2=$(start_fn "$TAP_TMP/f2.log") ||
+  { echo "Bail out! dirigent-fn did not start"; exit 1; }
+DEAD=127.0.0.1:$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+bg_start "$TAP_TMP/dp.log" "$DP" --portProxy 0 --portGRPC 0 --coldStartTimeout 700ms \
+  --loadBalancingPolicy round-robin
+DP_PID=$BG_PID
+wait_for_log "$TAP_TMP/dp.log" 'proxy on' || { echo "Bail out! dirigent-dp did not start"; exit 1; }
+P=http://127.0.0.1:$(grep -oE 'proxy on [0-9.]+:[0-9]+' "$TAP_TMP/dp.log" | sed 's/.*://')
+A=http://127.0.0.1:$(grep -oE 'api on [0-9.]+:[0-9]+' "$TAP_TMP/dp.log" | sed 's/.*://')
+
+fn_put() { curl -sf -XPUT "$A/v1/functions/$1" -d "{\"concurrency\":${2:-1}}" >/dev/null; }
+eps_put() { # eps_put FN id=addr ...
+  local f=$1 body="" sep=""; shift
+  for kv in "$@"; do body="$body$sep{\"id\":\"${kv%%=*}\",\"address\":\"${kv#*=}\"}"; sep=","; done
+  curl -sf -XPUT "$A/v1/functions/$f/endpoints" -d "{\"endpoints\":[$body]}" >/dev/null
+}
+code_of() { curl -s -o "$TAP_TMP/body" -w '%{http_code}' "$@"; }
+# wait_fn FN FIELD N: poll the DP's API until FIELD (queued, inFlight) of FN reaches N (5 s)
+wait_fn() {
+  local i=0 v
+  while [ $i -lt 100 ]; do
+    v=$(curl -sf "$A/v1/functions" | /usr/bin/python3 -c \
+      "import json,sys; print([f['$2'] for f in json.load(sys.stdin) if f['name']=='$1'][0])")
+    [ "$v" -ge "$3" ] 2>/dev/null && return 0
+    sleep 0.05; i=$((i + 1))
+  done
+  echo "$1: $2 did not reach $3 (last: $v)"; return 1
+}
+
+t_unknown() {
+  [ "$(code_of -H 'Host: ghost' "$P/")" = 404 ] && grep -q "function 'ghost' is not registered" "$TAP_TMP/body"
+}
+check "an unknown function gets 404 naming it" t_unknown
+
+t_warm() {
+  fn_put hello && eps_put hello "s1=$F1" || return 1
+  local out
+  out=$(curl -sf -H 'Host: hello' -H 'requested_cpu: 5' "$P/path?q=1") || return 1
+  echo "$out"
+  [ "$(json_field "$out" Function)" = hello ] && [ "$(json_field "$out" ExecutionTime)" -ge 5000 ]
+}
+check "a warm invocation is proxied with its headers (Host names the function)" t_warm
+
+t_cold() {
+  fn_put cold || return 1
+  curl -s -H 'Host: cold' -o "$TAP_TMP/cold.out" -w '%{http_code}' "$P/" >"$TAP_TMP/cold.code" &
+  local c=$!
+  wait_fn cold queued 1 || return 1 # waiting in the queue: no sandbox yet
+  eps_put cold "c1=$F1" || return 1
+  wait $c
+  [ "$(cat "$TAP_TMP/cold.code")" = 200 ] && [ "$(json_field "$(cat "$TAP_TMP/cold.out")" Function)" = cold ]
+}
+check "a cold invocation waits in the queue and is released by the endpoint push" t_cold
+
+t_deadline() {
+  fn_put lonely || return 1
+  [ "$(code_of -H 'Host: lonely' "$P/")" = 503 ] &&
+    grep -q "function 'lonely': no sandbox became available within 700 ms (cold start timed out)" "$TAP_TMP/body"
+}
+check "past the queue deadline: 503 with a message" t_deadline
+
+t_slots() {
+  fn_put busy 1 && eps_put busy "b1=$F1" || return 1
+  local i pids=()
+  for i in 1 2 3; do
+    curl -s -o /dev/null -w '%{http_code}\n' -H 'Host: busy' -H 'requested_cpu: 150' "$P/" >"$TAP_TMP/slot.$i" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  cat "$TAP_TMP"/slot.*
+  [ "$(cat "$TAP_TMP"/slot.* | sort -u)" = 200 ]
+}
+check "with concurrency 1, requests beyond the free slots wait and then succeed" t_slots
+
+t_retry() {
+  fn_put flaky && eps_put flaky "d1=$DEAD" "l1=$F2" || return 1
+  local k
+  for k in 1 2 3 4; do # round-robin reaches the dead endpoint; each is retried on the live one
+    [ "$(code_of -H 'Host: flaky' "$P/")" = 200 ] || { cat "$TAP_TMP/body"; return 1; }
+  done
+}
+check "a connect failure (nothing sent) is retried once on another endpoint" t_retry
+
+t_502() {
+  fn_put broken && eps_put broken "d1=$DEAD" || return 1
+  [ "$(code_of -H 'Host: broken' "$P/")" = 502 ] && cat "$TAP_TMP/body" &&
+    grep -q "function 'broken': sandbox $DEAD failed: connect to $DEAD: connection refused" "$TAP_TMP/body"
+}
+check "a sandbox that cannot be reached gives 502 with the reason" t_502
+
+t_body() {
+  head -c 2000000 /dev/zero | tr '\0' 'x' >"$TAP_TMP/big"
+  [ "$(code_of -H 'Host: hello' -H 'Expect:' --data-binary @"$TAP_TMP/big" "$P/")" = 413 ] || return 1
+  head -c 100000 /dev/zero | tr '\0' 'x' >"$TAP_TMP/body.in"
+  [ "$(code_of -H 'Host: hello' --data-binary @"$TAP_TMP/body.in" "$P/")" = 200 ]
+}
+check "request bodies stream through (and the body limit holds: 413)" t_body
+
+t_drain() {
+  fn_put slow && eps_put slow "w1=$F2" || return 1
+  curl -s -o "$TAP_TMP/slow.out" -H 'Host: slow' -H 'requested_cpu: 400' "$P/" &
+  local c=$!
+  wait_fn slow inFlight 1 || return 1
+  curl -sf -XPOST "$A/v1/functions/slow/drain" -d '{"ids":["w1"]}' || return 1
+  # the drain answered only after the request in flight finished
+  [ -s "$TAP_TMP/slow.out" ] && [ "$(json_field "$(cat "$TAP_TMP/slow.out")" Status)" = OK ] || return 1
+  wait $c
+  curl -sf "$A/v1/functions" | /usr/bin/python3 -c \
+    'import json,sys; f=[f for f in json.load(sys.stdin) if f["name"]=="slow"][0]; assert f["endpoints"]==[], f'
+}
+check "drain answers once the sandbox's requests have finished, and removes it" t_drain
+
+t_replace() {
+  eps_put hello "s1=$F1" "s2=$F2" && eps_put hello "s1=$F1" "s2=$F2" || return 1
+  local n
+  n=$(curl -sf "$A/v1/functions" | /usr/bin/python3 -c \
+    'import json,sys; print(len([f for f in json.load(sys.stdin) if f["name"]=="hello"][0]["endpoints"]))')
+  [ "$n" = 2 ] || { echo "endpoints: $n"; return 1; }
+  [ "$(curl -s -o "$TAP_TMP/b" -w '%{http_code}' -XPUT "$A/v1/functions/hello/endpoints" -d '{"endpoints":[{"id":"x","address":"nope"}]}')" = 400 ] &&
+    grep -q "item 0: field 'address': expected IP:PORT, got 'nope'" "$TAP_TMP/b"
+}
+check "the endpoint list is replaced, never appended; bad items get 400 naming the field" t_replace
+
+t_stop() {
+  kill -TERM "$DP_PID"; wait "$DP_PID"
+}
+check "SIGTERM: exit 0" t_stop
+
+tap_done
