@@ -38,11 +38,16 @@ struct dp_function {
     struct dp_lb_state lb;
     struct dp_drain *drains;
     struct dg_metric *m_requests, *m_cold, *m_queue;
+    unsigned reported; /* in-flight count last sent to the CP */
     struct dp_function *next;
 };
 
+struct dg_heartbeat;
+
 struct dp {
     uv_loop_t *loop;
+    struct dg_heartbeat *hb; /* NULL: no control plane configured */
+    char *name;
     struct dp_function *fns;
     enum dp_lb_policy policy;
     uint64_t queue_timeout_ms;
@@ -62,6 +67,9 @@ void dp_invoke(struct dg_http_req *r, void *ud);
 void dp_dispatch(struct dp_function *f);
 /* Once a second: answer queued requests past their deadline with 503. */
 void dp_expire(uint64_t now_ms);
+/* Metrics to the CP: one function now (its first request while idle), or all with traffic
+ * (every 2 s). */
+void dp_report(struct dp_function *only);
 /* Endpoint bookkeeping. */
 void dp_endpoint_release(struct dp_endpoint *e);
 void dp_function_free(struct dp_function *f);

@@ -18,9 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dirigent/config.h"
 #include "dirigent/daemon.h"
+#include "dirigent/heartbeat.h"
 #include "dirigent/json.h"
 #include "dirigent/log.h"
 #include "dp.h"
@@ -31,6 +33,8 @@ struct dp_config {
     char *lb_policy;
     char *log_level;
     int64_t queue_timeout_ms;
+    int64_t heartbeat_ms;
+    char *name;
     struct dg_strlist cp_addresses;
     struct dg_http_conf http;
 };
@@ -38,24 +42,61 @@ struct dp_config {
 static const char *const log_levels[] = {"trace", "debug", "info", "warn", "error", NULL};
 
 static const struct dg_conf_field dp_fields[] = {
-    {.key = "dataPlaneIp", .type = DG_CONF_STRING, .offset = offsetof(struct dp_config, host),
-     .def = "127.0.0.1", .help = "address both ports listen on"},
-    {.key = "portProxy", .type = DG_CONF_INT, .offset = offsetof(struct dp_config, port_proxy),
-     .def = "8080", .min = 0, .max = 65535, .help = "invocations (0: ephemeral, printed)"},
-    {.key = "portGRPC", .type = DG_CONF_INT, .offset = offsetof(struct dp_config, port_api),
-     .def = "8081", .min = 0, .max = 65535,
+    {.key = "dataPlaneIp",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct dp_config, host),
+     .def = "127.0.0.1",
+     .help = "address both ports listen on"},
+    {.key = "portProxy",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct dp_config, port_proxy),
+     .def = "8080",
+     .min = 0,
+     .max = 65535,
+     .help = "invocations (0: ephemeral, printed)"},
+    {.key = "portGRPC",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct dp_config, port_api),
+     .def = "8081",
+     .min = 0,
+     .max = 65535,
      .help = "the control plane's API (HTTP/JSON; the original's key name)"},
-    {.key = "loadBalancingPolicy", .type = DG_CONF_ENUM,
-     .offset = offsetof(struct dp_config, lb_policy), .def = "random",
-     .choices = dp_lb_policy_names, .help = "how an endpoint is chosen"},
-    {.key = "coldStartTimeout", .type = DG_CONF_DURATION,
-     .offset = offsetof(struct dp_config, queue_timeout_ms), .def = "60s", .min = 1,
-     .max = 3600000, .help = "a request waiting for a sandbox longer gets 503"},
-    {.key = "controlPlaneAddress", .type = DG_CONF_STRLIST,
-     .offset = offsetof(struct dp_config, cp_addresses), .def = "127.0.0.1:9090",
-     .help = "control plane replicas (registration comes with the control plane)"},
-    {.key = "logLevel", .type = DG_CONF_ENUM, .offset = offsetof(struct dp_config, log_level),
-     .def = "info", .choices = log_levels, .help = "log verbosity"},
+    {.key = "loadBalancingPolicy",
+     .type = DG_CONF_ENUM,
+     .offset = offsetof(struct dp_config, lb_policy),
+     .def = "random",
+     .choices = dp_lb_policy_names,
+     .help = "how an endpoint is chosen"},
+    {.key = "coldStartTimeout",
+     .type = DG_CONF_DURATION,
+     .offset = offsetof(struct dp_config, queue_timeout_ms),
+     .def = "60s",
+     .min = 1,
+     .max = 3600000,
+     .help = "a request waiting for a sandbox longer gets 503"},
+    {.key = "controlPlaneAddress",
+     .type = DG_CONF_STRLIST,
+     .offset = offsetof(struct dp_config, cp_addresses),
+     .def = "127.0.0.1:9090",
+     .help = "control plane (the first; empty: run standalone)"},
+    {.key = "heartbeatInterval",
+     .type = DG_CONF_DURATION,
+     .offset = offsetof(struct dp_config, heartbeat_ms),
+     .def = "5s",
+     .min = 100,
+     .max = 600000,
+     .help = "registration and heartbeat period"},
+    {.key = "name",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct dp_config, name),
+     .def = "",
+     .help = "identity at the CP (empty: HOSTNAME-PORTPROXY)"},
+    {.key = "logLevel",
+     .type = DG_CONF_ENUM,
+     .offset = offsetof(struct dp_config, log_level),
+     .def = "info",
+     .choices = log_levels,
+     .help = "log verbosity"},
     DG_CONF_HTTP_FIELDS(struct dp_config, http),
 };
 
@@ -113,8 +154,7 @@ static void drains_check(struct dp_function *f)
         }
         *pd = d->next;
         if (d->req)
-            dg_http_respond_text(d->req, 200, "drained %zu sandbox(es) of '%s'", d->ids.n,
-                                 f->name);
+            dg_http_respond_text(d->req, 200, "drained %zu sandbox(es) of '%s'", d->ids.n, f->name);
         dg_strlist_free(&d->ids);
         free(d);
     }
@@ -365,9 +405,24 @@ static void api_list(struct dg_http_req *r, void *ud)
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
 
+static uint64_t next_report;
+
 static void on_cron(uv_timer_t *t)
 {
-    dp_expire(uv_now(dp.loop));
+    uint64_t now = uv_now(dp.loop);
+    dp_expire(now);
+    if (now >= next_report) { /* as the original: every 2 s while there is traffic */
+        next_report = now + 2000;
+        dp_report(NULL);
+    }
+}
+
+static json_t *registration_body(void *ud)
+{
+    char api[96], proxy[96];
+    snprintf(api, sizeof(api), "%s:%d", g.cfg.host, dg_http_server_port(g.api));
+    snprintf(proxy, sizeof(proxy), "%s:%d", g.cfg.host, dg_http_server_port(g.ingress));
+    return json_pack("{ss ss ss}", "name", dp.name, "api", api, "proxy", proxy);
 }
 
 static void on_server_closed(void *ud)
@@ -376,6 +431,8 @@ static void on_server_closed(void *ud)
         return;
     uv_timer_stop(&dp.cron);
     uv_close((uv_handle_t *)&dp.cron, NULL);
+    dg_heartbeat_stop(dp.hb);
+    dp.hb = NULL;
     while (dp.fns) {
         struct dp_function *f = dp.fns;
         dp.fns = f->next;
@@ -427,7 +484,7 @@ int main(int argc, char **argv)
     dp.queue_timeout_ms = (uint64_t)g.cfg.queue_timeout_ms;
     dg_http_pool_opts_default(&dp.pool_opts);
     dp.pool_opts.request_timeout_ms = 15 * 60 * 1000; /* a function may run long (original) */
-    dp.pool_opts.max_conns = 0; /* slots bound the connections per sandbox */
+    dp.pool_opts.max_conns = 0;                       /* slots bound the connections per sandbox */
     dp.pool_opts.max_idle = 64;
     dp.metrics = dg_metrics_new();
     dp.f_requests = dg_metrics_counter(dp.metrics, "dg_dp_requests_total",
@@ -462,14 +519,28 @@ int main(int argc, char **argv)
         dg_log(DG_LOG_ERROR, "dp", "%s", err.msg);
         return 1;
     }
+    if (g.cfg.name[0]) {
+        dp.name = dg_xstrdup(g.cfg.name);
+    } else {
+        char host[64] = "dp";
+        gethostname(host, sizeof(host) - 1);
+        dp.name = dg_xasprintf("%s-%d", host, dg_http_server_port(g.ingress));
+    }
+    if (g.cfg.cp_addresses.n > 0 &&
+        !(dp.hb =
+              dg_heartbeat_start(dp.loop, g.cfg.cp_addresses.v[0], "/v1/dataplanes",
+                                 (uint64_t)g.cfg.heartbeat_ms, registration_body, NULL, &err))) {
+        dg_log(DG_LOG_ERROR, "dp", "%s", err.msg);
+        return 1;
+    }
     dg_log(DG_LOG_INFO, "dp", "proxy on %s:%d, api on %s:%d, policy %s", g.cfg.host,
-           dg_http_server_port(g.ingress), g.cfg.host, dg_http_server_port(g.api),
-           g.cfg.lb_policy);
+           dg_http_server_port(g.ingress), g.cfg.host, dg_http_server_port(g.api), g.cfg.lb_policy);
 
     uv_run(dp.loop, UV_RUN_DEFAULT);
 
     dg_loop_close_all(dp.loop);
     dg_metrics_free(dp.metrics);
+    free(dp.name);
     dg_conf_free(&dp_schema, &g.cfg);
     dg_log(DG_LOG_INFO, "dp", "stopped");
     return 0;

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dirigent/heartbeat.h"
+#include "dirigent/json.h"
 #include "dirigent/log.h"
 #include "dp.h"
 
@@ -37,9 +39,16 @@ struct dp_function *dp_function_find(struct dg_str name)
 
 static bool hop_by_hop(struct dg_str name)
 {
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
-                                        "transfer-encoding", "content-length", "te", "trailer",
-                                        "upgrade", "proxy-authenticate", "proxy-authorization"};
+    static const char *const names[] = {"connection",
+                                        "keep-alive",
+                                        "proxy-connection",
+                                        "transfer-encoding",
+                                        "content-length",
+                                        "te",
+                                        "trailer",
+                                        "upgrade",
+                                        "proxy-authenticate",
+                                        "proxy-authorization"};
     for (size_t i = 0; i < DG_ARRAY_LEN(names); i++)
         if (dg_str_caseeq(name, names[i]))
             return true;
@@ -182,22 +191,21 @@ static void up_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
         return;
     }
     if (v->head_sent) { /* cut mid-response: the client must see it is incomplete */
-        dg_log(DG_LOG_WARN, "proxy", "fn=%s endpoint=%s: response cut: %s", v->fn->name,
-               e->address, err->msg);
+        dg_log(DG_LOG_WARN, "proxy", "fn=%s endpoint=%s: response cut: %s", v->fn->name, e->address,
+               err->msg);
         give_slot(v);
         dg_http_resp_abort(v->req);
         inv_finish(v);
         return;
     }
-    bool retry = !v->retried && !dg_http_creq_sent(q) &&
-                 dg_http_req_content_length(v->req) == 0;
+    bool retry = !v->retried && !dg_http_creq_sent(q) && dg_http_req_content_length(v->req) == 0;
     struct dp_endpoint *other = retry ? pick(v->fn, e) : NULL;
     char addr[128];
     snprintf(addr, sizeof(addr), "%s", e->address);
     give_slot(v);
     if (other) {
-        dg_log(DG_LOG_INFO, "proxy", "fn=%s endpoint=%s: %s; retrying on %s", v->fn->name,
-               addr, err->msg, other->address);
+        dg_log(DG_LOG_INFO, "proxy", "fn=%s endpoint=%s: %s; retrying on %s", v->fn->name, addr,
+               err->msg, other->address);
         v->retried = true;
         start_proxy(v, other);
         return;
@@ -229,16 +237,16 @@ static void start_proxy(struct dp_inv *v, struct dp_endpoint *e)
     take_slot(v, e);
     size_t n;
     const struct dg_http_header *in = dg_http_req_headers(v->req, &n);
-    struct dg_http_header stack[64], *hdrs = n > DG_ARRAY_LEN(stack) ? dg_xmalloc(n * sizeof(*hdrs))
-                                                                     : stack;
+    struct dg_http_header stack[64],
+        *hdrs = n > DG_ARRAY_LEN(stack) ? dg_xmalloc(n * sizeof(*hdrs)) : stack;
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
         if (!hop_by_hop(in[i].name))
             hdrs[k++] = in[i];
     char *url = dg_str_dup(dg_http_req_url(v->req));
     int64_t cl = dg_http_req_content_length(v->req);
-    v->up = dg_http_request_stream(e->pool, dg_http_req_method(v->req), url, hdrs, k, cl, &up_cbs,
-                                   v);
+    v->up =
+        dg_http_request_stream(e->pool, dg_http_req_method(v->req), url, hdrs, k, cl, &up_cbs, v);
     free(url);
     if (hdrs != stack)
         free(hdrs);
@@ -287,6 +295,8 @@ void dp_invoke(struct dg_http_req *r, void *ud)
     v->fn = f;
     f->running++;
     dg_counter_add(f->m_requests, 1);
+    if (f->running == 1 && f->reported == 0)
+        dp_report(f); /* the first request of an idle function: tell the CP at once */
     dg_http_req_on_abort(r, inv_abort, v);
     struct dp_endpoint *e = f->q_head ? NULL : pick(f, NULL); /* FIFO: no overtaking */
     if (e) {
@@ -296,6 +306,26 @@ void dp_invoke(struct dg_http_req *r, void *ud)
     if (f->neps == 0)
         dg_counter_add(f->m_cold, 1);
     queue_push(f, v);
+}
+
+void dp_report(struct dp_function *only)
+{
+    if (!dp.hb)
+        return;
+    json_t *list = json_array();
+    for (struct dp_function *f = only ? only : dp.fns; f; f = only ? NULL : f->next) {
+        if (!only && f->running == 0 && f->reported == 0)
+            continue; /* idle and already said so */
+        json_array_append_new(list,
+                              json_pack("{ss si}", "name", f->name, "inflight", (int)f->running));
+        f->reported = f->running;
+    }
+    if (json_array_size(list) == 0) {
+        json_decref(list);
+        return;
+    }
+    dg_heartbeat_post(dp.hb, "/v1/metrics",
+                      json_pack("{ss so}", "dataplane", dp.name, "functions", list));
 }
 
 void dp_dispatch(struct dp_function *f)

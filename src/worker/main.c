@@ -25,6 +25,7 @@
 
 #include "dirigent/config.h"
 #include "dirigent/daemon.h"
+#include "dirigent/heartbeat.h"
 #include "dirigent/json.h"
 #include "dirigent/log.h"
 #include "worker.h"
@@ -37,6 +38,7 @@ struct wk_config {
     char *log_level;
     int64_t readiness_timeout_ms;
     int64_t emulated_create_delay_ms;
+    int64_t heartbeat_ms;
     char *fn_binary;
     struct dg_strlist cp_addresses;
     struct dg_http_conf http;
@@ -98,7 +100,14 @@ static const struct dg_conf_field wk_fields[] = {
      .type = DG_CONF_STRLIST,
      .offset = offsetof(struct wk_config, cp_addresses),
      .def = "127.0.0.1:9090",
-     .help = "control plane replicas (registration comes with the control plane)"},
+     .help = "control plane (the first; empty: run standalone)"},
+    {.key = "heartbeatInterval",
+     .type = DG_CONF_DURATION,
+     .offset = offsetof(struct wk_config, heartbeat_ms),
+     .def = "5s",
+     .min = 100,
+     .max = 600000,
+     .help = "registration and heartbeat period"},
     DG_CONF_HTTP_FIELDS(struct wk_config, http),
 };
 
@@ -114,6 +123,7 @@ static struct {
     struct wk_worker w;
     struct dg_daemon daemon;
     struct dg_http_server *server;
+    struct dg_heartbeat *hb;
 } g;
 
 /* ---- sandboxes -------------------------------------------------------------------------- */
@@ -215,6 +225,10 @@ void wk_sandbox_exited(struct wk_sandbox *sb, int64_t status)
     dg_counter_add(g.w.unexpected_exits, 1);
     dg_log(DG_LOG_WARN, "worker", "sandbox %s (%s) exited by itself (%lld)", sb->id, sb->function,
            (long long)status);
+    if (g.hb) /* the CP replaces it at once */
+        dg_heartbeat_post(g.hb, "/v1/sandboxes/exited",
+                          json_pack("{ss ss ss sI}", "worker", g.w.name, "id", sb->id, "function",
+                                    sb->function, "status", (json_int_t)status));
 }
 
 void wk_sandbox_gone(struct wk_sandbox *sb)
@@ -327,6 +341,8 @@ static double sandboxes_now(void *ud)
 static void on_server_closed(void *ud)
 {
     g.server = NULL;
+    dg_heartbeat_stop(g.hb);
+    g.hb = NULL;
     /* stop what is left: sandboxes belong to this worker's lifetime */
     for (struct wk_sandbox *sb = g.w.sandboxes, *next; sb; sb = next) {
         next = sb->next;
@@ -347,6 +363,13 @@ static void on_stop(void *ud)
                              NULL);
 }
 
+static json_t *registration_body(void *ud)
+{
+    char address[96];
+    snprintf(address, sizeof(address), "%s:%d", g.cfg.host, dg_http_server_port(g.server));
+    return json_pack("{ss ss}", "name", g.w.name, "address", address);
+}
+
 static void shared_ready(void *ud, const struct dg_err *perr)
 {
     struct dg_err err = {0};
@@ -360,6 +383,12 @@ static void shared_ready(void *ud, const struct dg_err *perr)
     }
     dg_log(DG_LOG_INFO, "worker", "%s: listening on %s:%d, runtime %s", g.w.name, g.cfg.host,
            dg_http_server_port(g.server), g.w.rt->name);
+    if (g.cfg.cp_addresses.n > 0 &&
+        !(g.hb = dg_heartbeat_start(g.w.loop, g.cfg.cp_addresses.v[0], "/v1/workers",
+                                    (uint64_t)g.cfg.heartbeat_ms, registration_body, NULL, &err))) {
+        dg_log(DG_LOG_ERROR, "worker", "%s", err.msg);
+        exit(1);
+    }
 }
 
 static char *default_fn_binary(const char *argv0)

@@ -18,7 +18,7 @@ F1=$(start_fn "$TAP_TMP/f1.log") && F2=$(start_fn "$TAP_TMP/f2.log") ||
   { echo "Bail out! dirigent-fn did not start"; exit 1; }
 DEAD=127.0.0.1:$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-bg_start "$TAP_TMP/dp.log" "$DP" --portProxy 0 --portGRPC 0 --coldStartTimeout 700ms \
+bg_start "$TAP_TMP/dp.log" "$DP" --portProxy 0 --portGRPC 0 --coldStartTimeout 700ms --controlPlaneAddress '' \
   --loadBalancingPolicy round-robin
 DP_PID=$BG_PID
 wait_for_log "$TAP_TMP/dp.log" 'proxy on' || { echo "Bail out! dirigent-dp did not start"; exit 1; }

@@ -1,0 +1,30 @@
+/*
+ * heartbeat.h: a daemon's link to the control plane. Workers and data planes
+ * register by POSTing a JSON body to the CP every interval (the original's
+ * heartbeats: register = heartbeat, 5 s); the first POST goes out at once,
+ * and the first after a failure again carries "resync": true, so a control
+ * plane that restarted pushes its state. The same keep-alive pool carries
+ * other calls (metrics).
+ */
+#ifndef DIRIGENT_HEARTBEAT_H
+#define DIRIGENT_HEARTBEAT_H
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "dirigent/http.h"
+
+struct dg_heartbeat;
+
+/* `address` is the CP's IP:PORT (copied); `body(ud)` builds the JSON sent each time (the
+ * heartbeat adds "resync"). Returns NULL with `err` set on a bad address. */
+struct dg_heartbeat *dg_heartbeat_start(uv_loop_t *loop, const char *address, const char *path,
+                                        uint64_t interval_ms, json_t *(*body)(void *ud),
+                                        void *ud, struct dg_err *err);
+/* Send `body` (taken) as JSON POST to `path` on the CP; errors are logged once per kind. */
+void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body);
+/* True once the CP has answered a heartbeat with 200. */
+bool dg_heartbeat_ok(const struct dg_heartbeat *h);
+void dg_heartbeat_stop(struct dg_heartbeat *h);
+
+#endif

@@ -1,0 +1,100 @@
+/*
+ * cp.h: the control plane's registry (DESIGN.md §1-§5): functions with their
+ * autoscaler state and sandboxes, workers and data planes with heartbeats.
+ * api.c serves the registration server (9091) and the internal API (9090);
+ * scaling.c runs the autoscaler, placement, sandbox creates and deletes, and
+ * the pushes to data planes. One libuv loop; no locks.
+ */
+#ifndef DIRIGENT_CP_H
+#define DIRIGENT_CP_H
+
+#include <uv.h>
+
+#include "autoscaler.h"
+#include "dirigent/http.h"
+#include "dirigent/metrics.h"
+#include "function.h"
+
+struct cp_worker {
+    char *name;
+    char *address; /* host:port of its API */
+    struct dg_http_pool *pool;
+    uint64_t last_seen_ms;
+    bool schedulable;
+    unsigned sandboxes;
+    struct cp_worker *next;
+};
+
+struct cp_dp {
+    char *name;
+    char *api;   /* host:port of its API */
+    char *proxy; /* host:port invocations go to */
+    struct dg_http_pool *pool;
+    uint64_t last_seen_ms;
+    struct cp_dp *next;
+};
+
+enum cp_sb_state { CP_SB_CREATING, CP_SB_READY, CP_SB_DRAINING };
+
+struct cp_sandbox {
+    char *id; /* the worker's id; NULL while creating */
+    char *endpoint;
+    struct cp_worker *worker;
+    enum cp_sb_state state;
+    struct cp_fn *fn;
+    struct cp_sandbox *next;
+};
+
+struct cp_metric {
+    struct cp_dp *dp;
+    double inflight;
+};
+
+struct cp_fn {
+    struct cp_fn_spec spec;
+    struct cp_as_config as;
+    struct cp_as_state ast;
+    struct cp_sandbox *sbs;
+    unsigned ready, creating, draining;
+    int desired;
+    struct cp_metric *metrics;
+    size_t nmetrics;
+    bool deleted;
+    struct cp_fn *next;
+};
+
+struct cp {
+    uv_loop_t *loop;
+    struct cp_fn *fns;
+    struct cp_worker *workers;
+    struct cp_dp *dps;
+    char *placement;
+    uint64_t rr;
+    uint64_t heartbeat_timeout_ms;
+    char *lb_address; /* returned to registrations when set */
+    struct dg_metrics *metrics;
+    struct dg_metric *m_creates, *m_create_failures, *m_registrations;
+};
+
+extern struct cp cp;
+
+struct cp_fn *cp_fn_find(struct dg_str name);
+double cp_fn_sample(const struct cp_fn *f);
+
+/* scaling.c */
+void cp_tick(uint64_t now_ms);                     /* every 2 s */
+void cp_scale_now(struct cp_fn *f, uint64_t now_ms); /* scale from zero on a metric */
+void cp_reconcile(struct cp_fn *f);                /* act on f->desired */
+void cp_push_function(struct cp_dp *d, struct cp_fn *f); /* add + whole endpoint list */
+void cp_push_endpoints(struct cp_fn *f);           /* whole list to every DP */
+void cp_fn_delete(struct cp_fn *f);                /* scale to zero, then forget */
+void cp_worker_lost(struct cp_worker *w);
+/* A ready sandbox died on its own: remove it and push the list. False if unknown. */
+bool cp_sandbox_exited(struct cp_fn *f, const char *id);
+void cp_dp_lost(struct cp_dp *d);
+void cp_free_all(void); /* at exit, once the loop has closed everything */
+
+/* api.c */
+void cp_api_mount(struct dg_http_server *internal, struct dg_http_server *registration);
+
+#endif

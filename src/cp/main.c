@@ -1,0 +1,198 @@
+/*
+ * dirigent-cp: the control plane. main.c parses the config, starts the two
+ * servers (api.c) and the cron timer: the autoscaler tick every 2 s
+ * (scaling.c) and heartbeat checks (a worker silent for 3 periods becomes
+ * unschedulable and its sandboxes are replaced; a silent data plane is
+ * removed).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cp.h"
+#include "dirigent/config.h"
+#include "dirigent/daemon.h"
+#include "dirigent/log.h"
+
+struct cp_config {
+    char *host;
+    int64_t port;
+    char *registration_server;
+    char *placement;
+    char *lb_address;
+    char *log_level;
+    int64_t heartbeat_ms;
+    struct dg_http_conf http;
+};
+
+static const char *const placements[] = {"random", "round-robin", NULL};
+static const char *const log_levels[] = {"trace", "debug", "info", "warn", "error", NULL};
+
+static const struct dg_conf_field cp_fields[] = {
+    {.key = "host", .type = DG_CONF_STRING, .offset = offsetof(struct cp_config, host),
+     .def = "127.0.0.1", .help = "address of the internal API"},
+    {.key = "port", .type = DG_CONF_INT, .offset = offsetof(struct cp_config, port), .def = "9090",
+     .min = 0, .max = 65535, .help = "internal API port: workers and data planes (0: ephemeral)"},
+    {.key = "registrationServer", .type = DG_CONF_STRING,
+     .offset = offsetof(struct cp_config, registration_server), .def = "127.0.0.1:9091",
+     .help = "IP:PORT of the registration server (port 0: ephemeral)"},
+    {.key = "placementPolicy", .type = DG_CONF_ENUM, .offset = offsetof(struct cp_config, placement),
+     .def = "random", .choices = placements, .help = "where new sandboxes go"},
+    {.key = "loadBalancerAddress", .type = DG_CONF_STRING,
+     .offset = offsetof(struct cp_config, lb_address), .def = "",
+     .help = "returned to registrations when set (else the data planes' proxy addresses)"},
+    {.key = "heartbeatInterval", .type = DG_CONF_DURATION,
+     .offset = offsetof(struct cp_config, heartbeat_ms), .def = "5s", .min = 100, .max = 600000,
+     .help = "workers and data planes report this often; silent for 3 intervals: lost"},
+    {.key = "logLevel", .type = DG_CONF_ENUM, .offset = offsetof(struct cp_config, log_level),
+     .def = "info", .choices = log_levels, .help = "log verbosity"},
+    DG_CONF_HTTP_FIELDS(struct cp_config, http),
+};
+
+static const struct dg_conf_schema cp_schema = {
+    .prog = "dirigent-cp",
+    .summary = "control plane: functions, autoscaling, placement, workers and data planes",
+    .fields = cp_fields,
+    .nfields = DG_ARRAY_LEN(cp_fields),
+};
+
+struct cp cp;
+
+static struct {
+    struct cp_config cfg;
+    struct dg_daemon daemon;
+    struct dg_http_server *internal, *reg;
+    uv_timer_t cron;
+    uint64_t next_tick;
+    unsigned open_servers;
+} g;
+
+static void on_cron(uv_timer_t *t)
+{
+    uint64_t now = uv_now(cp.loop);
+    uint64_t silent = 3 * cp.heartbeat_timeout_ms;
+    for (struct cp_worker *w = cp.workers; w; w = w->next)
+        if (w->schedulable && now - w->last_seen_ms > silent)
+            cp_worker_lost(w);
+    for (struct cp_dp **pd = &cp.dps; *pd;) {
+        struct cp_dp *d = *pd;
+        if (now - d->last_seen_ms <= silent) {
+            pd = &d->next;
+            continue;
+        }
+        cp_dp_lost(d);
+        *pd = d->next;
+        for (struct cp_fn *f = cp.fns; f; f = f->next)
+            for (size_t i = 0; i < f->nmetrics; i++)
+                if (f->metrics[i].dp == d)
+                    f->metrics[i].dp = NULL;
+        dg_http_pool_close(d->pool);
+        free(d->name);
+        free(d->api);
+        free(d->proxy);
+        free(d);
+    }
+    if (now >= g.next_tick) {
+        g.next_tick = now + 2000; /* the autoscaling tick, as the original */
+        cp_tick(now);
+    }
+}
+
+static void on_server_closed(void *ud)
+{
+    if (--g.open_servers > 0)
+        return;
+    uv_timer_stop(&g.cron);
+    uv_close((uv_handle_t *)&g.cron, NULL);
+    for (struct cp_worker *w = cp.workers; w; w = w->next)
+        if (w->pool)
+            dg_http_pool_close(w->pool);
+    for (struct cp_dp *d = cp.dps; d; d = d->next)
+        dg_http_pool_close(d->pool);
+    dg_daemon_deinit(&g.daemon);
+}
+
+static void on_stop(void *ud)
+{
+    uint64_t grace = (uint64_t)g.cfg.http.shutdown_grace_ms;
+    dg_http_server_close(g.internal, grace, on_server_closed, NULL);
+    dg_http_server_close(g.reg, grace, on_server_closed, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    struct dg_err err = {0};
+    dg_log_init("cp");
+    int rc = dg_conf_parse_args(&cp_schema, &g.cfg, argc, argv, stdout, &err);
+    if (rc != DG_CONF_RUN) {
+        if (rc < 0)
+            fprintf(stderr, "dirigent-cp: %s\n", err.msg);
+        dg_conf_free(&cp_schema, &g.cfg);
+        return rc < 0 ? 2 : 0;
+    }
+    const char *colon = strrchr(g.cfg.registration_server, ':');
+    int64_t reg_port;
+    if (!colon || !dg_str_to_i64(dg_str_c(colon + 1), &reg_port) || reg_port < 0 ||
+        reg_port > 65535) {
+        fprintf(stderr, "dirigent-cp: registrationServer: expected IP:PORT, got '%s'\n",
+                g.cfg.registration_server);
+        return 2;
+    }
+    char reg_host[64];
+    snprintf(reg_host, sizeof(reg_host), "%.*s", (int)(colon - g.cfg.registration_server),
+             g.cfg.registration_server);
+    int level = DG_LOG_INFO;
+    dg_log_level_parse(g.cfg.log_level, &level);
+    dg_log_set_level(level);
+
+    cp.loop = uv_default_loop();
+    cp.placement = g.cfg.placement;
+    cp.lb_address = g.cfg.lb_address;
+    cp.heartbeat_timeout_ms = (uint64_t)g.cfg.heartbeat_ms;
+    srand((unsigned)dg_now_us());
+    cp.metrics = dg_metrics_new();
+    cp.m_creates = dg_metric_get1(
+        dg_metrics_counter(cp.metrics, "dg_cp_sandbox_creates_total", "Sandboxes created.", NULL),
+        NULL);
+    cp.m_create_failures = dg_metric_get1(
+        dg_metrics_counter(cp.metrics, "dg_cp_sandbox_create_failures_total",
+                           "Sandbox creates that failed (retried on the next tick).", NULL),
+        NULL);
+    cp.m_registrations = dg_metric_get1(
+        dg_metrics_counter(cp.metrics, "dg_cp_registrations_total", "Functions registered.",
+                           NULL),
+        NULL);
+
+    if (dg_daemon_init(&g.daemon, cp.loop, "cp", on_stop, NULL, &err) < 0) {
+        dg_log(DG_LOG_ERROR, "cp", "%s", err.msg);
+        return 1;
+    }
+    uv_timer_init(cp.loop, &g.cron);
+    uv_timer_start(&g.cron, on_cron, 250, 250);
+    uv_unref((uv_handle_t *)&g.cron);
+
+    struct dg_http_limits limits;
+    dg_http_conf_limits(&g.cfg.http, &limits);
+    g.internal = dg_http_server_new(cp.loop, &limits, "internal");
+    g.reg = dg_http_server_new(cp.loop, &limits, "registration");
+    dg_daemon_mount_health_metrics(g.internal, cp.metrics);
+    cp_api_mount(g.internal, g.reg);
+    g.open_servers = 2;
+    if (dg_http_server_listen(g.internal, g.cfg.host, (int)g.cfg.port, &err) < 0 ||
+        dg_http_server_listen(g.reg, reg_host, (int)reg_port, &err) < 0) {
+        dg_log(DG_LOG_ERROR, "cp", "%s", err.msg);
+        return 1;
+    }
+    dg_log(DG_LOG_INFO, "cp", "internal api on %s:%d, registration on %s:%d, placement %s",
+           g.cfg.host, dg_http_server_port(g.internal), reg_host, dg_http_server_port(g.reg),
+           cp.placement);
+
+    uv_run(cp.loop, UV_RUN_DEFAULT);
+
+    dg_loop_close_all(cp.loop);
+    cp_free_all();
+    dg_metrics_free(cp.metrics);
+    dg_conf_free(&cp_schema, &g.cfg);
+    dg_log(DG_LOG_INFO, "cp", "stopped");
+    return 0;
+}

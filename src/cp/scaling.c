@@ -1,0 +1,430 @@
+/*
+ * scaling.c: from metrics to sandboxes. Every 2 s each function's
+ * concurrency (the sum of its data planes' last reports) goes through the
+ * decider; on the first metric of a function at zero it goes through at once.
+ * Scale-up places sandboxes on workers (random or round-robin) and creates
+ * them in parallel; every change of a function's endpoints is pushed as the
+ * whole list to every data plane. Scale-down takes the newest sandboxes out
+ * of the lists, drains them on every data plane, then deletes them on their
+ * workers. A failed create is logged with the worker's reason and retried by
+ * the next tick (the decision still wants it).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cp.h"
+#include "dirigent/json.h"
+#include "dirigent/log.h"
+
+/* ---- requests to workers and data planes ------------------------------------------------ */
+
+typedef void (*call_cb)(void *ud, const struct dg_http_resp *resp, const struct dg_err *err);
+
+struct call {
+    call_cb cb;
+    void *ud;
+};
+
+static void call_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
+                      const struct dg_err *err, void *ud)
+{
+    struct call *c = ud;
+    struct dg_err e;
+    if (resp && resp->status >= 300) { /* an answer, but a refusal: its body says why */
+        dg_err_set(&e, DG_E_PROTO, "%d: %.*s", resp->status,
+                   (int)DG_MIN(resp->body.len, 200), resp->body.ptr);
+        while (e.msg[0] && e.msg[strlen(e.msg) - 1] == '\n')
+            e.msg[strlen(e.msg) - 1] = '\0';
+        err = &e;
+    }
+    if (c->cb)
+        c->cb(c->ud, err ? NULL : resp, err);
+    free(c);
+}
+
+/* Send `body` (taken; may be NULL) as JSON; `cb` gets the response or an error. */
+static void call(struct dg_http_pool *pool, const char *method, const char *path, json_t *body,
+                 call_cb cb, void *ud)
+{
+    static const struct dg_http_client_cbs cbs = {.on_done = call_done};
+    static const struct dg_http_header json_type[] = {
+        {DG_STR("Content-Type"), DG_STR("application/json")}};
+    struct call *c = dg_xmalloc(sizeof(*c));
+    c->cb = cb;
+    c->ud = ud;
+    char *s = body ? dg_json_dumps(body) : NULL;
+    dg_http_request(pool, method, path, json_type, 1, s, s ? strlen(s) : 0, &cbs, c);
+    free(s);
+    json_decref(body);
+}
+
+static void log_dp_error(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
+{
+    if (err)
+        dg_log(DG_LOG_WARN, "push", "%s: %s", (const char *)ud, err->msg);
+}
+
+/* ---- pushes to data planes -------------------------------------------------------------- */
+
+static json_t *endpoint_list(const struct cp_fn *f)
+{
+    json_t *eps = json_array();
+    for (const struct cp_sandbox *s = f->sbs; s; s = s->next)
+        if (s->state == CP_SB_READY)
+            json_array_append_new(eps, json_pack("{ss ss}", "id", s->id, "address", s->endpoint));
+    return json_pack("{so}", "endpoints", eps);
+}
+
+void cp_push_function(struct cp_dp *d, struct cp_fn *f)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/functions/%s", f->spec.name);
+    /* one connection per data plane (max_conns 1): pushes arrive in order */
+    call(d->pool, "PUT", path, json_pack("{si}", "concurrency", 1), log_dp_error,
+         "add function");
+    snprintf(path, sizeof(path), "/v1/functions/%s/endpoints", f->spec.name);
+    call(d->pool, "PUT", path, endpoint_list(f), log_dp_error, "endpoint list");
+}
+
+void cp_push_endpoints(struct cp_fn *f)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/functions/%s/endpoints", f->spec.name);
+    for (struct cp_dp *d = cp.dps; d; d = d->next)
+        call(d->pool, "PUT", path, endpoint_list(f), log_dp_error, "endpoint list");
+}
+
+/* ---- placement -------------------------------------------------------------------------- */
+
+static struct cp_worker *place(void)
+{
+    unsigned n = 0;
+    for (struct cp_worker *w = cp.workers; w; w = w->next)
+        n += w->schedulable;
+    if (n == 0)
+        return NULL;
+    unsigned k;
+    if (strcmp(cp.placement, "round-robin") == 0)
+        k = (unsigned)(cp.rr++ % n); /* the list is kept sorted by name: a stable order */
+    else
+        k = (unsigned)(rand() % (int)n);
+    for (struct cp_worker *w = cp.workers; w; w = w->next)
+        if (w->schedulable && k-- == 0)
+            return w;
+    return NULL;
+}
+
+/* ---- sandboxes -------------------------------------------------------------------------- */
+
+static void sandbox_unlink(struct cp_fn *f, struct cp_sandbox *s)
+{
+    for (struct cp_sandbox **ps = &f->sbs; *ps; ps = &(*ps)->next) {
+        if (*ps == s) {
+            *ps = s->next;
+            break;
+        }
+    }
+    free(s->id);
+    free(s->endpoint);
+    free(s);
+}
+
+static void fn_maybe_free(struct cp_fn *f);
+
+static void deleted_on_worker(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
+{
+    struct cp_sandbox *s = ud;
+    struct cp_fn *f = s->fn;
+    if (err)
+        dg_log(DG_LOG_WARN, "scale", "fn=%s delete %s on %s: %s", f->spec.name, s->id,
+               s->worker ? s->worker->name : "?", err->msg);
+    if (s->worker && s->worker->sandboxes)
+        s->worker->sandboxes--;
+    f->draining--;
+    sandbox_unlink(f, s);
+    fn_maybe_free(f);
+}
+
+static void delete_on_worker(struct cp_sandbox *s)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/sandboxes/%s", s->id);
+    if (!s->worker) { /* its worker is gone */
+        deleted_on_worker(s, NULL, NULL);
+        return;
+    }
+    call(s->worker->pool, "DELETE", path, NULL, deleted_on_worker, s);
+}
+
+/* A drain round: the victims leave every DP's list, each DP answers once their requests
+ * finished, then the workers delete them. */
+struct drain {
+    struct cp_fn *f;
+    struct cp_sandbox **victims;
+    size_t n;
+    unsigned pending;
+};
+
+static void drain_step(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
+{
+    struct drain *d = ud;
+    if (err)
+        dg_log(DG_LOG_WARN, "scale", "fn=%s drain: %s", d->f->spec.name, err->msg);
+    if (--d->pending > 0)
+        return;
+    for (size_t i = 0; i < d->n; i++)
+        delete_on_worker(d->victims[i]);
+    free(d->victims);
+    free(d);
+}
+
+static void scale_down(struct cp_fn *f, unsigned count)
+{
+    struct drain *d = dg_xcalloc(1, sizeof(*d));
+    d->f = f;
+    d->victims = dg_xcalloc(count, sizeof(*d->victims));
+    /* newest first: the list is kept newest-first */
+    for (struct cp_sandbox *s = f->sbs; s && d->n < count; s = s->next) {
+        if (s->state != CP_SB_READY)
+            continue;
+        s->state = CP_SB_DRAINING;
+        f->ready--;
+        f->draining++;
+        d->victims[d->n++] = s;
+    }
+    cp_push_endpoints(f);
+    json_t *ids = json_array();
+    for (size_t i = 0; i < d->n; i++)
+        json_array_append_new(ids, json_string(d->victims[i]->id));
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/functions/%s/drain", f->spec.name);
+    d->pending = 1; /* held until every DP was asked */
+    for (struct cp_dp *dp = cp.dps; dp; dp = dp->next) {
+        d->pending++;
+        call(dp->pool, "POST", path, json_pack("{sO}", "ids", ids), drain_step, d);
+    }
+    json_decref(ids);
+    dg_log(DG_LOG_INFO, "scale", "fn=%s scale down by %zu (ready %u)", f->spec.name, d->n,
+           f->ready);
+    drain_step(d, NULL, NULL);
+}
+
+static void created(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
+{
+    struct cp_sandbox *s = ud;
+    struct cp_fn *f = s->fn;
+    f->creating--;
+    const char *id = NULL, *ep = NULL;
+    json_t *j = NULL;
+    struct dg_err perr = {0};
+    if (!err && (dg_json_parse(resp->body.ptr, resp->body.len, &j, &perr) < 0 ||
+                 dg_json_get_string(j, "id", true, &id, &perr) < 0 ||
+                 dg_json_get_string(j, "endpoint", true, &ep, &perr) < 0))
+        err = &perr;
+    if (err) {
+        dg_counter_add(cp.m_create_failures, 1);
+        dg_log(DG_LOG_WARN, "scale", "fn=%s create on %s failed: %s", f->spec.name,
+               s->worker ? s->worker->name : "?", err->msg);
+        if (s->worker && s->worker->sandboxes)
+            s->worker->sandboxes--;
+        json_decref(j);
+        sandbox_unlink(f, s);
+        fn_maybe_free(f);
+        return;
+    }
+    s->id = dg_xstrdup(id);
+    s->endpoint = dg_xstrdup(ep);
+    json_decref(j);
+    dg_counter_add(cp.m_creates, 1);
+    if (f->deleted || !s->worker) { /* no longer wanted */
+        s->state = CP_SB_DRAINING;
+        f->draining++;
+        delete_on_worker(s);
+        return;
+    }
+    s->state = CP_SB_READY;
+    f->ready++;
+    dg_log(DG_LOG_DEBUG, "scale", "fn=%s sandbox %s ready at %s (ready %u)", f->spec.name, s->id,
+           s->endpoint, f->ready);
+    cp_push_endpoints(f);
+}
+
+static void create_on(struct cp_fn *f, struct cp_worker *w)
+{
+    struct cp_sandbox *s = dg_xcalloc(1, sizeof(*s));
+    s->fn = f;
+    s->worker = w;
+    s->state = CP_SB_CREATING;
+    s->next = f->sbs;
+    f->sbs = s;
+    f->creating++;
+    w->sandboxes++;
+    json_t *env = json_array(), *args = json_array();
+    for (size_t i = 0; i < f->spec.env.n; i++)
+        json_array_append_new(env, json_string(f->spec.env.v[i]));
+    for (size_t i = 0; i < f->spec.args.n; i++)
+        json_array_append_new(args, json_string(f->spec.args.v[i]));
+    call(w->pool, "POST", "/v1/sandboxes",
+         json_pack("{ss ss si so so sI sI}", "function", f->spec.name, "image", f->spec.image,
+                   "port", f->spec.port, "env", env, "args", args, "cpuMilli",
+                   (json_int_t)f->spec.cpu_milli, "memoryMiB", (json_int_t)f->spec.memory_mib),
+         created, s);
+}
+
+void cp_reconcile(struct cp_fn *f)
+{
+    int total = (int)(f->ready + f->creating);
+    if (f->desired > total) {
+        for (int i = total; i < f->desired; i++) {
+            struct cp_worker *w = place();
+            if (!w) {
+                dg_log(DG_LOG_WARN, "scale", "fn=%s wants %d sandboxes: no schedulable worker",
+                       f->spec.name, f->desired);
+                return;
+            }
+            create_on(f, w);
+        }
+        dg_log(DG_LOG_INFO, "scale", "fn=%s scale up to %d (ready %u, creating %u)",
+               f->spec.name, f->desired, f->ready, f->creating);
+    } else if (f->desired < (int)f->ready && f->creating == 0) {
+        scale_down(f, f->ready - (unsigned)f->desired);
+    }
+}
+
+static void decide(struct cp_fn *f, uint64_t now_ms)
+{
+    struct cp_as_decision d;
+    cp_as_decide(&f->as, &f->ast, (int)f->ready, cp_fn_sample(f), now_ms, &d);
+    if (d.desired != f->desired)
+        dg_log(DG_LOG_DEBUG, "autoscaler", "fn=%s desired=%d ready=%u stable=%.2f panic=%s",
+               f->spec.name, d.desired, f->ready, d.stable_avg, d.panic ? "yes" : "no");
+    f->desired = d.desired;
+    cp_reconcile(f);
+}
+
+void cp_tick(uint64_t now_ms)
+{
+    for (struct cp_fn *f = cp.fns; f; f = f->next)
+        if (!f->deleted)
+            decide(f, now_ms);
+}
+
+void cp_scale_now(struct cp_fn *f, uint64_t now_ms)
+{
+    if (!f->deleted && f->ready == 0 && f->creating == 0 && cp_fn_sample(f) > 0)
+        decide(f, now_ms); /* scale from zero: do not wait for the tick */
+}
+
+/* ---- deletion and failures -------------------------------------------------------------- */
+
+static void fn_maybe_free(struct cp_fn *f)
+{
+    if (!f->deleted || f->sbs)
+        return;
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/functions/%s", f->spec.name);
+    for (struct cp_dp *d = cp.dps; d; d = d->next)
+        call(d->pool, "DELETE", path, NULL, log_dp_error, "delete function");
+    for (struct cp_fn **pf = &cp.fns; *pf; pf = &(*pf)->next) {
+        if (*pf == f) {
+            *pf = f->next;
+            break;
+        }
+    }
+    cp_fn_spec_free(&f->spec);
+    cp_as_state_deinit(&f->ast);
+    free(f->metrics);
+    free(f);
+}
+
+void cp_fn_delete(struct cp_fn *f)
+{
+    f->deleted = true;
+    f->desired = 0;
+    if (f->ready)
+        scale_down(f, f->ready);
+    fn_maybe_free(f);
+}
+
+bool cp_sandbox_exited(struct cp_fn *f, const char *id)
+{
+    for (struct cp_sandbox *s = f->sbs; s; s = s->next) {
+        if (s->state != CP_SB_READY || !s->id || strcmp(s->id, id) != 0)
+            continue;
+        f->ready--;
+        if (s->worker && s->worker->sandboxes)
+            s->worker->sandboxes--;
+        sandbox_unlink(f, s);
+        cp_push_endpoints(f);
+        cp_scale_now(f, uv_now(cp.loop)); /* requests waiting: replace at once */
+        return true;
+    }
+    return false;
+}
+
+void cp_worker_lost(struct cp_worker *w)
+{
+    dg_log(DG_LOG_WARN, "registry", "worker %s silent: unschedulable, its sandboxes are lost",
+           w->name);
+    w->schedulable = false;
+    for (struct cp_fn *f = cp.fns; f; f = f->next) {
+        bool changed = false;
+        for (struct cp_sandbox *s = f->sbs, *next; s; s = next) {
+            next = s->next;
+            if (s->worker != w)
+                continue;
+            s->worker = NULL; /* requests in flight to it finish on their own */
+            if (s->state == CP_SB_READY) {
+                f->ready--;
+                sandbox_unlink(f, s);
+                changed = true;
+            }
+        }
+        if (changed)
+            cp_push_endpoints(f); /* the next tick replaces them elsewhere */
+    }
+    w->sandboxes = 0;
+}
+
+void cp_free_all(void)
+{
+    while (cp.fns) {
+        struct cp_fn *f = cp.fns;
+        cp.fns = f->next;
+        while (f->sbs) {
+            struct cp_sandbox *s = f->sbs;
+            f->sbs = s->next;
+            free(s->id);
+            free(s->endpoint);
+            free(s);
+        }
+        cp_fn_spec_free(&f->spec);
+        cp_as_state_deinit(&f->ast);
+        free(f->metrics);
+        free(f);
+    }
+    while (cp.workers) {
+        struct cp_worker *w = cp.workers;
+        cp.workers = w->next;
+        free(w->name);
+        free(w->address);
+        free(w);
+    }
+    while (cp.dps) {
+        struct cp_dp *d = cp.dps;
+        cp.dps = d->next;
+        free(d->name);
+        free(d->api);
+        free(d->proxy);
+        free(d);
+    }
+}
+
+void cp_dp_lost(struct cp_dp *d)
+{
+    dg_log(DG_LOG_WARN, "registry", "data plane %s silent: removed", d->name);
+    for (struct cp_fn *f = cp.fns; f; f = f->next)
+        for (size_t i = 0; i < f->nmetrics; i++)
+            if (f->metrics[i].dp == d)
+                f->metrics[i].inflight = 0;
+}

@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# The cluster end to end: dirigent-cp, dirigent-dp and two dirigent-workers (process runtime,
+# real dirigent-fn sandboxes) on 127.0.0.1 with ephemeral ports and a 300 ms heartbeat, driven
+# the way InVitro and users drive them.
+set -u
+. "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
+B=${DG_BUILD_DIR:-build}
+B=$(cd "$B" && pwd)
+FN=$B/dirigent-fn
+TAG="DG_CLUSTER_TEST=$$"
+
+plan 9
+
+# kill sandboxes left behind by a killed worker (they carry TAG in their environment)
+cleanup_sandboxes() {
+  local p
+  for p in $(grep -l "$TAG" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do kill -9 "$p" 2>/dev/null; done
+}
+trap 'cleanup_sandboxes; tap_cleanup' EXIT
+
+port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
+
+bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
+  --heartbeatInterval 300ms --placementPolicy round-robin
+CP_PID=$BG_PID
+wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
+CPI=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'internal api on')
+REG=http://127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'registration on')
+
+start_dp() {
+  bg_start "$TAP_TMP/dp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dp1 \
+    --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --coldStartTimeout 10s
+  DP_PID=$BG_PID
+  wait_for_log "$TAP_TMP/dp.log" 'proxy on' || return 1
+  P=http://127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'proxy on')
+}
+start_worker() { # start_worker NAME
+  bg_start "$TAP_TMP/$1.log" "$B/dirigent-worker" --port 0 --name "$1" \
+    --controlPlaneAddress "$CPI" --heartbeatInterval 300ms
+  eval "PID_$1=$BG_PID"
+  wait_for_log "$TAP_TMP/$1.log" 'listening on' || return 1
+}
+start_dp && start_worker w1 && start_worker w2 || { echo "Bail out! cluster did not start"; exit 1; }
+
+# wait until the CP's status satisfies a python expression over it (s), 10 s at most
+wait_status() {
+  local i=0
+  while [ $i -lt 200 ]; do
+    curl -sf "$REG/v1/status" | /usr/bin/python3 -c "import json,sys; s=json.load(sys.stdin); sys.exit(0 if ($1) else 1)" && return 0
+    sleep 0.05; i=$((i + 1))
+  done
+  echo "timed out waiting for: $1"; curl -s "$REG/v1/status"; echo; return 1
+}
+wait_status 'len(s["workers"]) == 2 and len(s["dataplanes"]) == 1' || { echo "Bail out! not registered"; exit 1; }
+
+register() { # register NAME [extra form fields]
+  curl -s -o "$TAP_TMP/reg.out" -w '%{http_code}' -XPOST "$REG/registerService" \
+    -d "name=$1&image=$FN&port_forwarding=80&port_forwarding=tcp&requested_cpu=100&requested_memory=64&env_vars=$TAG${2:-}"
+}
+
+t_register() {
+  [ "$(register hello)" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }
+  [ "$(cat "$TAP_TMP/reg.out")" = "${P#http://}" ] || { echo "body: $(cat "$TAP_TMP/reg.out")"; return 1; }
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$REG/check?name=hello")" = 200 ] || return 1
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$REG/check?name=nobody")" = 404 ] || return 1
+  [ "$(register hello)" = 409 ] && grep -q "function 'hello' is already registered" "$TAP_TMP/reg.out"
+}
+check "registration as InVitro sends it: 200 with the DP address, /check, 409 on a duplicate" t_register
+
+t_cold_then_warm() {
+  local out i
+  out=$(curl -sf -H 'Host: hello' "$P/") || return 1
+  [ "$(json_field "$out" Function)" = hello ] || return 1
+  for i in 1 2 3 4 5; do
+    [ "$(json_field "$(curl -sf -H 'Host: hello' "$P/")" Status)" = OK ] || return 1
+  done
+  wait_status '[f for f in s["functions"] if f["name"]=="hello"][0]["ready"] >= 1'
+}
+check "a cold invocation of a function at zero, then warm ones" t_cold_then_warm
+
+t_burst_bounded() {
+  [ "$(register burst '&scaling_upper_bound=3')" = 200 ] || return 1
+  local i pids=()
+  for i in $(seq 1 50); do
+    curl -s -o /dev/null -w '%{http_code}\n' -H 'Host: burst' -H 'requested_cpu: 20' "$P/" >"$TAP_TMP/burst.$i" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  local codes
+  codes=$(cat "$TAP_TMP"/burst.* | sort | uniq -c)
+  echo "$codes"
+  [ "$(cat "$TAP_TMP"/burst.* | sort -u)" = 200 ] || return 1
+  local n
+  n=$(curl -sf "$REG/v1/functions/burst" | /usr/bin/python3 -c \
+    'import json,sys; f=json.load(sys.stdin); print(f["ready"] + f["creating"])')
+  echo "sandboxes: $n"
+  [ "$n" -le 3 ] && [ "$n" -ge 1 ]
+}
+check "50 concurrent requests at zero with upper bound 3: all succeed, at most 3 sandboxes" t_burst_bounded
+
+t_sweep_to_zero() {
+  [ "$(register sweep '&cold_start_sweep=true')" = 200 ] || return 1
+  [ "$(json_field "$(curl -sf -H 'Host: sweep' "$P/")" Status)" = OK ] || return 1
+  # stable window 6 s in this profile: back to zero within ~8 s of the last request
+  local i=0
+  while [ $i -lt 300 ]; do
+    [ "$(curl -sf "$REG/v1/functions/sweep" | /usr/bin/python3 -c 'import json,sys; f=json.load(sys.stdin); print(f["ready"]+f["creating"])')" = 0 ] && return 0
+    sleep 0.1; i=$((i + 1))
+  done
+  return 1
+}
+check "the cold_start_sweep profile returns to zero sandboxes after traffic stops" t_sweep_to_zero
+
+t_bad_registrations() {
+  local body code
+  for body in "image=x&port_forwarding=80&port_forwarding=tcp|field 'name': required" \
+    "name=UPPER&image=x&port_forwarding=80&port_forwarding=tcp|field 'name'" \
+    "name=a%2Fb&image=x&port_forwarding=80&port_forwarding=tcp|field 'name'" \
+    "name=ok&port_forwarding=80&port_forwarding=tcp|field 'image': required" \
+    "name=ok&image=x&port_forwarding=0&port_forwarding=tcp|field 'port_forwarding'" \
+    "name=ok&image=x&port_forwarding=70000&port_forwarding=tcp|field 'port_forwarding'" \
+    "name=ok&image=x&port_forwarding=abc&port_forwarding=tcp|field 'port_forwarding'" \
+    "name=ok&image=x&port_forwarding=80|expected two values" \
+    "name=ok&image=x&port_forwarding=80&port_forwarding=sctp|expected protocol" \
+    "name=ok&image=x&port_forwarding=80&port_forwarding=tcp&scaling_lower_bound=-1|field 'scaling_lower_bound'" \
+    "name=ok&image=x&port_forwarding=80&port_forwarding=tcp&scaling_lower_bound=5&scaling_upper_bound=2|expected at most" \
+    "name=ok&image=x&port_forwarding=80&port_forwarding=tcp&requested_cpu=lots|field 'requested_cpu'" \
+    "name=ok&image=x&port_forwarding=80&port_forwarding=tcp&requested_memory=1e3|field 'requested_memory'"; do
+    code=$(curl -s -o "$TAP_TMP/bad.out" -w '%{http_code}' -XPOST "$REG/registerService" -d "${body%%|*}")
+    [ "$code" = 400 ] && grep -q "${body#*|}" "$TAP_TMP/bad.out" || { echo "$body -> $code $(cat "$TAP_TMP/bad.out")"; return 1; }
+  done
+  head -c 2000000 /dev/zero | tr '\0' a >"$TAP_TMP/huge"
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Expect:' -XPOST "$REG/registerService" --data-binary @"$TAP_TMP/huge")
+  [ "$code" = 413 ] || { echo "oversized: $code"; return 1; }
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$REG/check?name=ok")" = 404 ] # nothing registered
+}
+check "bad registrations: 400 naming the field (413 when oversized), nothing registered" t_bad_registrations
+
+t_unknown() {
+  [ "$(curl -s -o "$TAP_TMP/u" -w '%{http_code}' -H 'Host: ghost' "$P/")" = 404 ] && grep -q "ghost" "$TAP_TMP/u"
+}
+check "an unknown function gets 404" t_unknown
+
+t_sandbox_dies() {
+  local code pid
+  curl -s -o "$TAP_TMP/die.out" -w '%{http_code}' -H 'Host: hello' -H 'requested_cpu: 3000' "$P/" >"$TAP_TMP/die.code" &
+  local c=$!
+  wait_status '[f for f in s["functions"] if f["name"]=="hello"][0]["ready"] >= 1' || return 1
+  sleep 0.3 # the 3 s request is running in a sandbox now
+  # kill every sandbox: the request in flight must get 502, not hang or an empty 200
+  for pid in $(grep -l "$TAG" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do
+    tr '\0' '\n' </proc/$pid/cmdline 2>/dev/null | grep -q dirigent-fn && kill -9 "$pid"
+  done
+  wait $c
+  echo "in flight: $(cat "$TAP_TMP/die.code") $(cat "$TAP_TMP/die.out")"
+  [ "$(cat "$TAP_TMP/die.code")" = 502 ] || return 1
+  # the next request is served by a replacement
+  code=$(curl -s -o "$TAP_TMP/next.out" -w '%{http_code}' -H 'Host: hello' "$P/")
+  echo "next: $code $(cat "$TAP_TMP/next.out")"
+  [ "$code" = 200 ]
+}
+check "a sandbox that dies mid-request: 502 with a message; the next request gets a replacement" t_sandbox_dies
+
+t_dp_restart() {
+  kill -9 "$DP_PID"; wait "$DP_PID" 2>/dev/null
+  start_dp || return 1
+  wait_status 'len(s["dataplanes"]) == 1 and s["dataplanes"][0]["proxy"].endswith("'"${P##*:}"'")' || return 1
+  local out
+  out=$(curl -sf -H 'Host: hello' "$P/") || return 1
+  [ "$(json_field "$out" Function)" = hello ]
+}
+check "kill -9 and restart of the DP: it gets every function back; invocations work" t_dp_restart
+
+t_worker_dies() {
+  [ "$(register two '&scaling_lower_bound=2')" = 200 ] || return 1
+  wait_status '[f for f in s["functions"] if f["name"]=="two"][0]["ready"] == 2' || return 1
+  kill -9 "$PID_w1"; wait "$PID_w1" 2>/dev/null
+  # after 3 missed heartbeats w1 is unschedulable and "two" is back to 2 sandboxes on w2
+  wait_status '[w for w in s["workers"] if w["name"]=="w1"][0]["schedulable"] == False' || return 1
+  wait_status '[f for f in s["functions"] if f["name"]=="two"][0]["ready"] == 2 and [w for w in s["workers"] if w["name"]=="w2"][0]["sandboxes"] >= 2' || return 1
+  [ "$(json_field "$(curl -sf -H 'Host: two' "$P/")" Function)" = two ]
+}
+check "kill -9 of a worker: its sandboxes are replaced on the other after the heartbeat timeout" t_worker_dies
+
+tap_done
