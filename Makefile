@@ -1,5 +1,6 @@
 # Thin wrapper around Meson; the real build is meson.build.
 #   make            build everything (installs missing Debian packages first)
+#   make up         start a local cluster with a sample function (Ctrl-C stops it)
 #   make test       build and run every test; ends with "N passed, N failed"
 #   make test SANITIZE=address,undefined   same suite with sanitizers
 #   make bench      benchmarks (bench/README.md); make fmt / make lint / make clean
@@ -13,13 +14,18 @@ MESON_OPTS += -Db_sanitize=$(SANITIZE) -Db_lundef=false
 endif
 TEST_TIMEOUT_MULT ?= $(if $(SANITIZE),3,1)
 
-.PHONY: all deps configure test bench fmt lint clean
+.PHONY: all deps configure up test bench fmt lint clean
 
 all: configure
 	ninja -C $(BUILD)
 
 deps:
 	@scripts/deps.sh
+
+# A local cluster in the foreground (control plane, data plane, worker) with the sample
+# function `hello`; Ctrl-C stops it. RUNTIME=emulated for the emulated runtime.
+up: all
+	$(BUILD)/dirigent up --runtime $(or $(RUNTIME),process) --state-dir $(or $(STATE_DIR),data/local)
 
 # Reconfigure only when the options changed (kept in $(BUILD)/.opts).
 configure: deps

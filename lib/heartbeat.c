@@ -35,8 +35,8 @@ static void beat_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     bool ok = resp && resp->status == 200;
     if (!ok && (hb->ok || !hb->resync))
         dg_log(DG_LOG_WARN, "heartbeat", "control plane %s: %s%.*s", hb->address,
-               err ? err->msg : "refused: ",
-               resp ? (int)DG_MIN(resp->body.len, 200) : 0, resp ? resp->body.ptr : "");
+               err ? err->msg : "refused: ", resp ? (int)DG_MIN(resp->body.len, 200) : 0,
+               resp ? resp->body.ptr : "");
     else if (ok && !hb->ok)
         dg_log(DG_LOG_INFO, "heartbeat", "registered with the control plane at %s", hb->address);
     hb->ok = ok;
@@ -49,7 +49,8 @@ static void beat(uv_timer_t *t)
     if (hb->in_flight)
         return;
     static const struct dg_http_client_cbs cbs = {.on_done = beat_done};
-    static const struct dg_http_header ct[] = {{DG_STR("Content-Type"), DG_STR("application/json")}};
+    static const struct dg_http_header ct[] = {
+        {DG_STR("Content-Type"), DG_STR("application/json")}};
     json_t *b = hb->body(hb->ud);
     json_object_set_new(b, "resync", json_boolean(hb->resync));
     char *s = dg_json_dumps(b);
@@ -60,14 +61,13 @@ static void beat(uv_timer_t *t)
 }
 
 struct dg_heartbeat *dg_heartbeat_start(uv_loop_t *loop, const char *address, const char *path,
-                                        uint64_t interval_ms, json_t *(*body)(void *ud),
-                                        void *ud, struct dg_err *err)
+                                        uint64_t interval_ms, json_t *(*body)(void *ud), void *ud,
+                                        struct dg_err *err)
 {
     const char *colon = strrchr(address, ':');
     int64_t port;
     if (!colon || !dg_str_to_i64(dg_str_c(colon + 1), &port) || port < 1 || port > 65535) {
-        dg_err_set(err, DG_E_INVAL, "controlPlaneAddress: expected IP:PORT, got '%.64s'",
-                   address);
+        dg_err_set(err, DG_E_INVAL, "controlPlaneAddress: expected IP:PORT, got '%.64s'", address);
         return NULL;
     }
     char host[64];
@@ -104,7 +104,8 @@ static void post_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
 void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body)
 {
     static const struct dg_http_client_cbs cbs = {.on_done = post_done};
-    static const struct dg_http_header ct[] = {{DG_STR("Content-Type"), DG_STR("application/json")}};
+    static const struct dg_http_header ct[] = {
+        {DG_STR("Content-Type"), DG_STR("application/json")}};
     char *s = dg_json_dumps(body);
     json_decref(body);
     dg_http_request(h->pool, "POST", path, ct, 1, s, strlen(s), &cbs, h);

@@ -19,8 +19,8 @@ struct dg_heartbeat;
 /* `address` is the CP's IP:PORT (copied); `body(ud)` builds the JSON sent each time (the
  * heartbeat adds "resync"). Returns NULL with `err` set on a bad address. */
 struct dg_heartbeat *dg_heartbeat_start(uv_loop_t *loop, const char *address, const char *path,
-                                        uint64_t interval_ms, json_t *(*body)(void *ud),
-                                        void *ud, struct dg_err *err);
+                                        uint64_t interval_ms, json_t *(*body)(void *ud), void *ud,
+                                        struct dg_err *err);
 /* Send `body` (taken) as JSON POST to `path` on the CP; errors are logged once per kind. */
 void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body);
 /* True once the CP has answered a heartbeat with 200. */

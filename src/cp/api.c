@@ -149,7 +149,7 @@ static void api_create_json(struct dg_http_req *r, void *ud)
         size_t n = items ? json_array_size(items) : 1;
         for (size_t i = 0; i < n; i++) {
             json_t *x = items ? json_array_get(items, i) : v;
-            char *s = json_is_string(x) ? dg_xstrdup(json_string_value(x))
+            char *s = json_is_string(x)    ? dg_xstrdup(json_string_value(x))
                       : json_is_boolean(x) ? dg_xstrdup(json_is_true(x) ? "true" : "false")
                                            : dg_json_dumps(x);
             if (form.n == cap) {
@@ -439,12 +439,12 @@ static void api_status(struct dg_http_req *r, void *ud)
 {
     json_t *ws = json_array(), *ds = json_array(), *fs = json_array();
     for (struct cp_worker *w = cp.workers; w; w = w->next)
-        json_array_append_new(ws, json_pack("{ss ss sb si}", "name", w->name, "address",
-                                            w->address, "schedulable", w->schedulable,
-                                            "sandboxes", (int)w->sandboxes));
+        json_array_append_new(ws, json_pack("{ss ss sb si}", "name", w->name, "address", w->address,
+                                            "schedulable", w->schedulable, "sandboxes",
+                                            (int)w->sandboxes));
     for (struct cp_dp *d = cp.dps; d; d = d->next)
-        json_array_append_new(ds, json_pack("{ss ss ss}", "name", d->name, "api", d->api, "proxy",
-                                            d->proxy));
+        json_array_append_new(
+            ds, json_pack("{ss ss ss}", "name", d->name, "api", d->api, "proxy", d->proxy));
     for (struct cp_fn *f = cp.fns; f; f = f->next)
         if (!f->deleted)
             json_array_append_new(fs, fn_json(f));

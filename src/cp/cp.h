@@ -82,12 +82,12 @@ struct cp_fn *cp_fn_find(struct dg_str name);
 double cp_fn_sample(const struct cp_fn *f);
 
 /* scaling.c */
-void cp_tick(uint64_t now_ms);                     /* every 2 s */
-void cp_scale_now(struct cp_fn *f, uint64_t now_ms); /* scale from zero on a metric */
-void cp_reconcile(struct cp_fn *f);                /* act on f->desired */
+void cp_tick(uint64_t now_ms);                           /* every 2 s */
+void cp_scale_now(struct cp_fn *f, uint64_t now_ms);     /* scale from zero on a metric */
+void cp_reconcile(struct cp_fn *f);                      /* act on f->desired */
 void cp_push_function(struct cp_dp *d, struct cp_fn *f); /* add + whole endpoint list */
-void cp_push_endpoints(struct cp_fn *f);           /* whole list to every DP */
-void cp_fn_delete(struct cp_fn *f);                /* scale to zero, then forget */
+void cp_push_endpoints(struct cp_fn *f);                 /* whole list to every DP */
+void cp_fn_delete(struct cp_fn *f);                      /* scale to zero, then forget */
 void cp_worker_lost(struct cp_worker *w);
 /* A ready sandbox died on its own: remove it and push the list. False if unknown. */
 bool cp_sandbox_exited(struct cp_fn *f, const char *id);

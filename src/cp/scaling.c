@@ -31,8 +31,8 @@ static void call_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     struct call *c = ud;
     struct dg_err e;
     if (resp && resp->status >= 300) { /* an answer, but a refusal: its body says why */
-        dg_err_set(&e, DG_E_PROTO, "%d: %.*s", resp->status,
-                   (int)DG_MIN(resp->body.len, 200), resp->body.ptr);
+        dg_err_set(&e, DG_E_PROTO, "%d: %.*s", resp->status, (int)DG_MIN(resp->body.len, 200),
+                   resp->body.ptr);
         while (e.msg[0] && e.msg[strlen(e.msg) - 1] == '\n')
             e.msg[strlen(e.msg) - 1] = '\0';
         err = &e;
@@ -80,8 +80,7 @@ void cp_push_function(struct cp_dp *d, struct cp_fn *f)
     char path[128];
     snprintf(path, sizeof(path), "/v1/functions/%s", f->spec.name);
     /* one connection per data plane (max_conns 1): pushes arrive in order */
-    call(d->pool, "PUT", path, json_pack("{si}", "concurrency", 1), log_dp_error,
-         "add function");
+    call(d->pool, "PUT", path, json_pack("{si}", "concurrency", 1), log_dp_error, "add function");
     snprintf(path, sizeof(path), "/v1/functions/%s/endpoints", f->spec.name);
     call(d->pool, "PUT", path, endpoint_list(f), log_dp_error, "endpoint list");
 }
@@ -284,8 +283,8 @@ void cp_reconcile(struct cp_fn *f)
             }
             create_on(f, w);
         }
-        dg_log(DG_LOG_INFO, "scale", "fn=%s scale up to %d (ready %u, creating %u)",
-               f->spec.name, f->desired, f->ready, f->creating);
+        dg_log(DG_LOG_INFO, "scale", "fn=%s scale up to %d (ready %u, creating %u)", f->spec.name,
+               f->desired, f->ready, f->creating);
     } else if (f->desired < (int)f->ready && f->creating == 0) {
         scale_down(f, f->ready - (unsigned)f->desired);
     }

@@ -124,6 +124,8 @@ static struct {
     struct dg_daemon daemon;
     struct dg_http_server *server;
     struct dg_heartbeat *hb;
+    struct wk_probe *shared_probe;
+    bool stopping;
 } g;
 
 /* ---- sandboxes -------------------------------------------------------------------------- */
@@ -247,7 +249,12 @@ void wk_sandbox_gone(struct wk_sandbox *sb)
 static void create_aborted(struct dg_http_req *r, void *ud)
 {
     struct wk_sandbox *sb = ud;
-    sb->created_ud = NULL; /* the caller left; the sandbox stays and is listed */
+    sb->created_ud = NULL;
+    /* the caller (the CP, timed out) never learns its id: nobody would delete it */
+    if (sb->state == WK_SB_CREATING || sb->state == WK_SB_READY) {
+        sb->state = WK_SB_DELETING;
+        g.w.rt->destroy(sb);
+    }
 }
 
 static const struct dg_json_field spec_fields[] = {
@@ -358,6 +365,9 @@ static void on_server_closed(void *ud)
 
 static void on_stop(void *ud)
 {
+    g.stopping = true;
+    wk_probe_cancel(g.shared_probe);
+    g.shared_probe = NULL;
     if (g.server)
         dg_http_server_close(g.server, (uint64_t)g.cfg.http.shutdown_grace_ms, on_server_closed,
                              NULL);
@@ -373,6 +383,9 @@ static json_t *registration_body(void *ud)
 static void shared_ready(void *ud, const struct dg_err *perr)
 {
     struct dg_err err = {0};
+    g.shared_probe = NULL;
+    if (g.stopping || !g.server)
+        return;
     if (perr) {
         dg_log(DG_LOG_ERROR, "worker", "emulated runtime: the shared dirigent-fn: %s", perr->msg);
         exit(1);
@@ -429,6 +442,7 @@ int main(int argc, char **argv)
     else if (gethostname(w->name, sizeof(w->name) - 1) == -1)
         snprintf(w->name, sizeof(w->name), "worker");
     w->readiness_timeout_ms = (uint64_t)g.cfg.readiness_timeout_ms;
+    w->host = g.cfg.host;
     w->emulated_delay_ms = g.cfg.emulated_create_delay_ms;
     w->fn_binary = g.cfg.fn_binary[0] ? dg_xstrdup(g.cfg.fn_binary) : default_fn_binary(argv[0]);
 
@@ -464,8 +478,8 @@ int main(int argc, char **argv)
     dg_http_route(g.server, "GET", "/v1/sandboxes", api_list, NULL, 0);
     dg_http_route(g.server, "DELETE", "/v1/sandboxes/:id", api_delete, NULL, 0);
     if (w->rt == &wk_runtime_emulated) /* serve once the shared dirigent-fn answers */
-        wk_probe_start(w->loop, "127.0.0.1", w->shared_fn_port, w->readiness_timeout_ms,
-                       shared_ready, NULL);
+        g.shared_probe = wk_probe_start(w->loop, w->host, w->shared_fn_port,
+                                        w->readiness_timeout_ms, shared_ready, NULL);
     else
         shared_ready(NULL, NULL);
 

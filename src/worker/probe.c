@@ -72,7 +72,7 @@ struct wk_probe *wk_probe_start(uv_loop_t *loop, const char *host, int port, uin
     o.max_conns = 1;
     o.max_idle = 0;
     o.connect_timeout_ms = 1000;
-    o.request_timeout_ms = 2000;
+    o.request_timeout_ms = DG_MIN(2000, timeout_ms); /* a probe never outlasts the deadline */
     struct dg_err err;
     struct dg_http_pool *pool = dg_http_pool_new(loop, host, port, &o, &err);
     if (!pool)

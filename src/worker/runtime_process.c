@@ -65,12 +65,12 @@ static void on_ready(void *ud, const struct dg_err *err)
 {
     struct wk_sandbox *sb = ud;
     sb->probe = NULL;
-    sb->lat.ready_us = dg_now_us() - sb->t0_us - sb->lat.start_us;
+    sb->lat.ready_us = dg_now_us() - sb->t0_us - sb->lat.network_us - sb->lat.start_us;
     if (err) {
         struct dg_err e = *err;
         dg_err_wrap(&e, "sandbox of '%s' on port %d", sb->function, sb->port);
         if (sb->proc_running)
-            uv_process_kill(&sb->proc, SIGKILL);
+            kill(-sb->proc.pid, SIGKILL);
         sb->state = WK_SB_DELETING;
         wk_sandbox_created(sb, &e);
         finish_if_gone(sb);
@@ -95,24 +95,25 @@ static void process_create(struct wk_sandbox *sb, const struct wk_spec *spec)
     sb->timer_open = true;
     sb->handles = 1;
     sb->proc.data = sb;
-    snprintf(sb->host, sizeof(sb->host), "127.0.0.1");
+    snprintf(sb->host, sizeof(sb->host), "%s", w->host);
     sb->port = port;
     sb->lat.network_us = dg_now_us() - sb->t0_us;
 
-    /* environment: the worker's, the function's env_vars, then PORT */
+    /* environment: PORT first (the first match wins, so env_vars cannot move the port),
+     * then the function's env_vars, then the worker's */
     size_t nenv = 0;
     while (environ[nenv])
         nenv++;
     char **env = dg_xcalloc(nenv + spec->env.n + 2, sizeof(char *));
     size_t k = 0;
-    for (size_t i = 0; i < nenv; i++)
-        if (strncmp(environ[i], "PORT=", 5) != 0)
-            env[k++] = environ[i];
-    for (size_t i = 0; i < spec->env.n; i++)
-        env[k++] = spec->env.v[i];
     char portenv[32];
     snprintf(portenv, sizeof(portenv), "PORT=%d", port);
     env[k++] = portenv;
+    for (size_t i = 0; i < spec->env.n; i++)
+        env[k++] = spec->env.v[i];
+    for (size_t i = 0; i < nenv; i++)
+        if (strncmp(environ[i], "PORT=", 5) != 0)
+            env[k++] = environ[i];
     char **args = dg_xcalloc(spec->args.n + 2, sizeof(char *));
     args[0] = spec->image;
     for (size_t i = 0; i < spec->args.n; i++)
@@ -126,13 +127,16 @@ static void process_create(struct wk_sandbox *sb, const struct wk_spec *spec)
                                  .args = args,
                                  .env = env,
                                  .stdio_count = 3,
-                                 .stdio = stdio};
+                                 .stdio = stdio,
+                                 /* its own process group: a delete stops what it started too */
+                                 .flags = UV_PROCESS_DETACHED};
+    uint64_t t_spawn = dg_now_us();
     int rc = uv_spawn(w->loop, &sb->proc, &opts);
     free(env);
     free(args);
     sb->proc_open = true; /* a failed uv_spawn still needs uv_close */
     sb->handles++;
-    sb->lat.start_us = dg_now_us() - sb->t0_us;
+    sb->lat.start_us = dg_now_us() - t_spawn;
     if (rc < 0) {
         dg_err_set(&err, rc, "cannot start '%s' for '%s': %s", spec->image, sb->function,
                    uv_strerror(rc));
@@ -151,7 +155,7 @@ static void on_kill_grace(uv_timer_t *t)
     if (sb->proc_running) {
         dg_log(DG_LOG_WARN, "process", "sandbox %s (%s) ignored SIGTERM: SIGKILL", sb->id,
                sb->function);
-        uv_process_kill(&sb->proc, SIGKILL);
+        kill(-sb->proc.pid, SIGKILL);
     }
 }
 
@@ -160,7 +164,7 @@ static void process_destroy(struct wk_sandbox *sb)
     wk_probe_cancel(sb->probe);
     sb->probe = NULL;
     if (sb->proc_running) {
-        uv_process_kill(&sb->proc, SIGTERM);
+        kill(-sb->proc.pid, SIGTERM); /* the group: children of a wrapper script too */
         uv_timer_start(&sb->timer, on_kill_grace, KILL_GRACE_MS, 0);
         return; /* on_exit_cb finishes */
     }

@@ -80,6 +80,7 @@ struct wk_worker {
     unsigned nsandboxes;
     uint64_t next_id;
     char name[64];
+    const char *host; /* workerNodeIp: the address endpoints are given with */
     uint64_t readiness_timeout_ms;
     int64_t emulated_delay_ms;
     char *fn_binary;

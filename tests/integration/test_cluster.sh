@@ -16,7 +16,7 @@ cleanup_sandboxes() {
   local p
   for p in $(grep -l "$TAG" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do kill -9 "$p" 2>/dev/null; done
 }
-trap 'cleanup_sandboxes; tap_cleanup' EXIT
+trap 'tap_cleanup; cleanup_sandboxes' EXIT # daemons first: a live worker would replace what we kill
 
 port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
 

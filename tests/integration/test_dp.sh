@@ -9,12 +9,12 @@ FN=$B/dirigent-fn
 
 plan 11
 
-start_fn() { # start_fn LOG -> prints host:port
+start_fn() { # start_fn LOG VAR: sets VAR to host:port (no subshell: the pid must be ours to kill)
   bg_start "$1" "$FN" --host 127.0.0.1 --port 0
   wait_for_log "$1" 'listening on' >/dev/null || return 1
-  grep -oE 'listening on [0-9.]+:[0-9]+' "$1" | head -1 | sed 's/listening on //'
+  printf -v "$2" '%s' "$(grep -oE 'listening on [0-9.]+:[0-9]+' "$1" | head -1 | sed 's/listening on //')"
 }
-F1=$(start_fn "$TAP_TMP/f1.log") && F2=$(start_fn "$TAP_TMP/f2.log") ||
+start_fn "$TAP_TMP/f1.log" F1 && start_fn "$TAP_TMP/f2.log" F2 ||
   { echo "Bail out! dirigent-fn did not start"; exit 1; }
 DEAD=127.0.0.1:$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 

@@ -1,0 +1,451 @@
+/*
+ * dirigent: the command-line tool. A command table; each command is a small
+ * function. Talks to the control plane's registration server (JSON API) and
+ * the data plane over HTTP with the project's client on a private loop (a
+ * short-lived tool may wait for its answers).
+ *
+ *   dirigent up [--runtime process|emulated] [--state-dir DIR]
+ *   dirigent function deploy NAME --image IMG [--port P] [--min N] [--max N] [--cpu MILLI]
+ *                                 [--memory MIB] [--cold-start-sweep]
+ *   dirigent function list | get NAME | delete NAME
+ *   dirigent invoke NAME [--data STR] [--header K:V]...
+ *   dirigent status
+ * Global: --cp HOST:PORT (registration server, 127.0.0.1:9091), --dp HOST:PORT (127.0.0.1:8080),
+ *         --json (machine-readable output).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "dirigent/form.h"
+#include "dirigent/http.h"
+#include "dirigent/json.h"
+
+static const char *cp_addr = "127.0.0.1:9091";
+static const char *dp_addr = "127.0.0.1:8080";
+static bool json_out;
+
+/* ---- a blocking request over the library's client --------------------------------------- */
+
+struct result {
+    bool done;
+    int status;
+    struct dg_buf body;
+    char err[256];
+};
+
+static void on_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
+                    const struct dg_err *err, void *ud)
+{
+    struct result *r = ud;
+    r->done = true;
+    if (resp) {
+        r->status = resp->status;
+        dg_buf_append(&r->body, resp->body.ptr, resp->body.len);
+    } else {
+        snprintf(r->err, sizeof(r->err), "%s", err->msg);
+    }
+}
+
+/* Returns the status, or -1 with r->err set. */
+static int request(const char *addr, const char *method, const char *path,
+                   const struct dg_http_header *hdrs, size_t n, const char *body,
+                   struct result *r)
+{
+    memset(r, 0, sizeof(*r));
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char host[64];
+    const char *colon = strrchr(addr, ':');
+    if (!colon) {
+        snprintf(r->err, sizeof(r->err), "address '%s': expected HOST:PORT", addr);
+        uv_loop_close(&loop);
+        return -1;
+    }
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
+    struct dg_err err = {0};
+    struct dg_http_pool *p = dg_http_pool_new(&loop, host, atoi(colon + 1), NULL, &err);
+    if (!p) {
+        snprintf(r->err, sizeof(r->err), "%s", err.msg);
+        uv_loop_close(&loop);
+        return -1;
+    }
+    static const struct dg_http_client_cbs cbs = {.on_done = on_done};
+    dg_http_request(p, method, path, hdrs, n, body, body ? strlen(body) : 0, &cbs, r);
+    while (!r->done)
+        uv_run(&loop, UV_RUN_ONCE);
+    dg_http_pool_close(p);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    if (!r->body.data)
+        dg_buf_append(&r->body, "", 0);
+    return r->err[0] ? -1 : r->status;
+}
+
+static int fail(const char *fmt, ...) DG_PRINTF(1, 2);
+static int fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "dirigent: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+/* Print an API answer: JSON as is with --json, else through `table`. */
+static int answer(struct result *r, int status, void (*table)(json_t *))
+{
+    if (status < 0)
+        return fail("%s", r->err);
+    if (status >= 300) {
+        fprintf(stderr, "dirigent: %d: %s", status, r->body.data);
+        dg_buf_free(&r->body);
+        return 1;
+    }
+    json_t *j = NULL;
+    if (json_out || !table || dg_json_parse(r->body.data, r->body.len, &j, NULL) < 0) {
+        fputs(r->body.data, stdout);
+        if (r->body.len && r->body.data[r->body.len - 1] != '\n')
+            putchar('\n');
+    } else {
+        table(j);
+    }
+    json_decref(j);
+    dg_buf_free(&r->body);
+    return 0;
+}
+
+/* ---- function commands ------------------------------------------------------------------ */
+
+static void fn_table(json_t *list)
+{
+    printf("%-24s %-6s %-8s %-8s %s\n", "NAME", "READY", "DESIRED", "BOUNDS", "IMAGE");
+    size_t i;
+    json_t *f;
+    json_t *one = json_is_object(list) ? list : NULL;
+    if (one) {
+        list = json_array();
+        json_array_append(list, one);
+    }
+    json_array_foreach(list, i, f)
+    {
+        char bounds[32];
+        snprintf(bounds, sizeof(bounds), "%lld..%lld",
+                 (long long)json_integer_value(json_object_get(f, "scaling_lower_bound")),
+                 (long long)json_integer_value(json_object_get(f, "scaling_upper_bound")));
+        printf("%-24s %-6lld %-8lld %-8s %s\n", json_string_value(json_object_get(f, "name")),
+               (long long)json_integer_value(json_object_get(f, "ready")),
+               (long long)json_integer_value(json_object_get(f, "desired")), bounds,
+               json_string_value(json_object_get(f, "image")));
+    }
+    if (one)
+        json_decref(list);
+}
+
+static const char *opt(int *i, int argc, char **argv, const char *name)
+{
+    if (strcmp(argv[*i], name) != 0)
+        return NULL;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "dirigent: %s needs a value\n", name);
+        exit(2);
+    }
+    return argv[++*i];
+}
+
+static int cmd_deploy(int argc, char **argv)
+{
+    if (argc < 1 || argv[0][0] == '-')
+        return fail("function deploy: expected a NAME");
+    json_t *j = json_pack("{ss s[is]}", "name", argv[0], "port_forwarding", 80, "tcp");
+    const char *v;
+    for (int i = 1; i < argc; i++) {
+        if ((v = opt(&i, argc, argv, "--image")))
+            json_object_set_new(j, "image", json_string(v));
+        else if ((v = opt(&i, argc, argv, "--port")))
+            json_object_set_new(j, "port_forwarding", json_pack("[ss]", v, "tcp"));
+        else if ((v = opt(&i, argc, argv, "--min")))
+            json_object_set_new(j, "scaling_lower_bound", json_string(v));
+        else if ((v = opt(&i, argc, argv, "--max")))
+            json_object_set_new(j, "scaling_upper_bound", json_string(v));
+        else if ((v = opt(&i, argc, argv, "--cpu")))
+            json_object_set_new(j, "requested_cpu", json_string(v));
+        else if ((v = opt(&i, argc, argv, "--memory")))
+            json_object_set_new(j, "requested_memory", json_string(v));
+        else if (strcmp(argv[i], "--cold-start-sweep") == 0)
+            json_object_set_new(j, "cold_start_sweep", json_true());
+        else {
+            json_decref(j);
+            return fail("function deploy: unknown option '%s'", argv[i]);
+        }
+    }
+    char *body = dg_json_dumps(j);
+    json_decref(j);
+    struct result r;
+    int st = request(cp_addr, "POST", "/v1/functions", NULL, 0, body, &r);
+    free(body);
+    if (st == 200 && !json_out) {
+        printf("deployed %s: invoke with curl -H 'Host: %s' http://%s/\n", argv[0], argv[0],
+               r.body.data[0] ? strtok(r.body.data, ";") : dp_addr);
+        dg_buf_free(&r.body);
+        return 0;
+    }
+    return answer(&r, st, NULL);
+}
+
+static int cmd_function(int argc, char **argv)
+{
+    if (argc < 1)
+        return fail("function: expected deploy, list, get or delete");
+    struct result r;
+    char path[256];
+    if (strcmp(argv[0], "deploy") == 0)
+        return cmd_deploy(argc - 1, argv + 1);
+    if (strcmp(argv[0], "list") == 0)
+        return answer(&r, request(cp_addr, "GET", "/v1/functions", NULL, 0, NULL, &r), fn_table);
+    if (argc < 2)
+        return fail("function %s: expected a NAME", argv[0]);
+    snprintf(path, sizeof(path), "/v1/functions/%s", argv[1]);
+    if (strcmp(argv[0], "get") == 0)
+        return answer(&r, request(cp_addr, "GET", path, NULL, 0, NULL, &r), fn_table);
+    if (strcmp(argv[0], "delete") == 0)
+        return answer(&r, request(cp_addr, "DELETE", path, NULL, 0, NULL, &r), NULL);
+    return fail("function: unknown sub-command '%s'", argv[0]);
+}
+
+static int cmd_invoke(int argc, char **argv)
+{
+    if (argc < 1)
+        return fail("invoke: expected a NAME");
+    struct dg_http_header hdrs[33];
+    size_t n = 0;
+    hdrs[n++] = (struct dg_http_header){DG_STR("Host"), dg_str_c(argv[0])};
+    const char *data = NULL, *v;
+    for (int i = 1; i < argc; i++) {
+        if ((v = opt(&i, argc, argv, "--data"))) {
+            data = v;
+        } else if ((v = opt(&i, argc, argv, "--header"))) {
+            const char *colon = strchr(v, ':');
+            if (!colon || n == 32)
+                return fail("invoke: --header: expected NAME:VALUE, got '%s'", v);
+            const char *val = colon + 1;
+            while (*val == ' ')
+                val++;
+            hdrs[n++] = (struct dg_http_header){{v, (size_t)(colon - v)}, dg_str_c(val)};
+        } else {
+            return fail("invoke: unknown option '%s'", argv[i]);
+        }
+    }
+    struct result r;
+    int st = request(dp_addr, data ? "POST" : "GET", "/", hdrs, n, data, &r);
+    return answer(&r, st, NULL);
+}
+
+static void status_table(json_t *s)
+{
+    size_t i;
+    json_t *x;
+    printf("WORKERS\n%-24s %-22s %-12s %s\n", "NAME", "ADDRESS", "SCHEDULABLE", "SANDBOXES");
+    json_array_foreach(json_object_get(s, "workers"), i, x)
+    printf("%-24s %-22s %-12s %lld\n", json_string_value(json_object_get(x, "name")),
+           json_string_value(json_object_get(x, "address")),
+           json_is_true(json_object_get(x, "schedulable")) ? "yes" : "no",
+           (long long)json_integer_value(json_object_get(x, "sandboxes")));
+    printf("\nDATA PLANES\n%-24s %-22s %s\n", "NAME", "PROXY", "API");
+    json_array_foreach(json_object_get(s, "dataplanes"), i, x)
+    printf("%-24s %-22s %s\n", json_string_value(json_object_get(x, "name")),
+           json_string_value(json_object_get(x, "proxy")),
+           json_string_value(json_object_get(x, "api")));
+    printf("\nFUNCTIONS\n");
+    fn_table(json_object_get(s, "functions"));
+}
+
+static int cmd_status(int argc, char **argv)
+{
+    struct result r;
+    return answer(&r, request(cp_addr, "GET", "/v1/status", NULL, 0, NULL, &r), status_table);
+}
+
+/* ---- up: a local cluster in the foreground ---------------------------------------------- */
+
+static volatile sig_atomic_t stop_flag;
+static void on_signal(int sig)
+{
+    stop_flag = 1;
+}
+
+static pid_t spawn(const char *dir, const char *state, const char *name, char *const argv[])
+{
+    char log[4096], pidf[4096];
+    snprintf(log, sizeof(log), "%s/logs/%s.log", state, name);
+    snprintf(pidf, sizeof(pidf), "%s/pids/%s.pid", state, name);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        signal(SIGINT, SIG_IGN); /* the terminal's Ctrl-C is ours to relay */
+        char exe[4096];
+        snprintf(exe, sizeof(exe), "%s/%s", dir, argv[0]);
+        execv(exe, argv);
+        _exit(127);
+    }
+    FILE *f = fopen(pidf, "w");
+    if (f) {
+        fprintf(f, "%d\n", (int)pid);
+        fclose(f);
+    }
+    return pid;
+}
+
+static bool healthy(const char *addr)
+{
+    struct result r;
+    int st = request(addr, "GET", "/health", NULL, 0, NULL, &r);
+    dg_buf_free(&r.body);
+    return st == 200;
+}
+
+static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_dir)
+{
+    const char *runtime = "process", *state = "data/local", *v;
+    for (int i = 0; i < argc; i++) {
+        if ((v = opt(&i, argc, argv, "--runtime")))
+            runtime = v;
+        else if ((v = opt(&i, argc, argv, "--state-dir")))
+            state = v;
+        else
+            return fail("up: unknown option '%s'", argv[i]);
+    }
+    if (strcmp(runtime, "process") != 0 && strcmp(runtime, "emulated") != 0)
+        return fail("up: --runtime: expected process or emulated, got '%s'", runtime);
+    char buf[4096];
+    mkdir(state, 0755);
+    snprintf(buf, sizeof(buf), "%s/logs", state);
+    mkdir(buf, 0755);
+    snprintf(buf, sizeof(buf), "%s/pids", state);
+    mkdir(buf, 0755);
+    char *cpc = dg_xasprintf("%s/configs/local/cp.yaml", src_dir);
+    char *dpc = dg_xasprintf("%s/configs/local/dp.yaml", src_dir);
+    char *wkc = dg_xasprintf("%s/configs/local/worker.yaml", src_dir);
+    char *fn = dg_xasprintf("%s/dirigent-fn", self_dir);
+    char *rt = dg_xasprintf("runtime=%s", runtime);
+    char *fnb = dg_xasprintf("fnBinary=%s", fn);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    pid_t pids[3];
+    pids[0] = spawn(self_dir, state, "cp", (char *[]){"dirigent-cp", "--config", cpc, NULL});
+    pids[1] = spawn(self_dir, state, "dp", (char *[]){"dirigent-dp", "--config", dpc, NULL});
+    pids[2] = spawn(self_dir, state, "worker",
+                    (char *[]){"dirigent-worker", "--config", wkc, "--set", rt, "--set", fnb,
+                               NULL});
+    int rc = 0;
+    /* healthy, and the worker and data plane registered */
+    bool ready = false;
+    for (int i = 0; i < 200 && !stop_flag && !ready; i++) {
+        usleep(50000);
+        struct result r;
+        if (healthy("127.0.0.1:9091") && healthy("127.0.0.1:8081") &&
+            request("127.0.0.1:9091", "GET", "/v1/status", NULL, 0, NULL, &r) == 200) {
+            ready = strstr(r.body.data, "\"workers\":[{") && strstr(r.body.data, "\"dataplanes\":[{");
+            dg_buf_free(&r.body);
+        }
+    }
+    if (!ready) {
+        fprintf(stderr, "dirigent: up: the cluster did not become healthy; logs in %s/logs\n",
+                state);
+        rc = 1;
+    } else {
+        char body[8192];
+        snprintf(body, sizeof(body),
+                 "name=hello&image=%s&port_forwarding=80&port_forwarding=tcp"
+                 "&requested_cpu=100&requested_memory=64",
+                 fn);
+        struct result r;
+        int st = request("127.0.0.1:9091", "POST", "/registerService", NULL, 0, body, &r);
+        if (st != 200 && st != 409) {
+            fprintf(stderr, "dirigent: up: deploying hello: %d %s%s\n", st, r.err,
+                    r.body.data ? r.body.data : "");
+            rc = 1;
+        } else {
+            printf("ready: curl -H 'Host: hello' http://127.0.0.1:8080/\n");
+            fflush(stdout);
+            while (!stop_flag)
+                pause();
+        }
+        dg_buf_free(&r.body);
+    }
+    for (int i = 2; i >= 0; i--) /* worker first: it stops its sandboxes */
+        kill(pids[i], SIGTERM);
+    for (int i = 0; i < 3; i++)
+        while (waitpid(pids[i], NULL, 0) == -1 && errno == EINTR)
+            ;
+    fprintf(stderr, "dirigent: stopped\n");
+    free(cpc);
+    free(dpc);
+    free(wkc);
+    free(fn);
+    free(rt);
+    free(fnb);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        const char *v;
+        if ((v = opt(&i, argc, argv, "--cp")))
+            cp_addr = v;
+        else if ((v = opt(&i, argc, argv, "--dp")))
+            dp_addr = v;
+        else if (strcmp(argv[i], "--json") == 0)
+            json_out = true;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            break;
+        else
+            return fail("unknown option '%s' (see --help)", argv[i]);
+    }
+    if (i >= argc || strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+        printf("usage: dirigent [--cp HOST:PORT] [--dp HOST:PORT] [--json] COMMAND\n"
+               "  up [--runtime process|emulated] [--state-dir DIR]   a local cluster\n"
+               "  function deploy NAME --image IMG [--port P] [--min N] [--max N] [--cpu MILLI]\n"
+               "                  [--memory MIB] [--cold-start-sweep]\n"
+               "  function list | get NAME | delete NAME\n"
+               "  invoke NAME [--data STR] [--header K:V]...\n"
+               "  status\n");
+        return i >= argc ? 2 : 0;
+    }
+    /* where the other binaries and the configs are: next to this one, and its source tree */
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    self[n > 0 ? n : 0] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash)
+        *slash = '\0';
+    const char *src = getenv("DIRIGENT_SOURCE_DIR") ? getenv("DIRIGENT_SOURCE_DIR") : DG_SOURCE_DIR;
+    const char *cmd = argv[i];
+    int sub_argc = argc - i - 1;
+    char **sub_argv = argv + i + 1;
+    if (strcmp(cmd, "up") == 0)
+        return cmd_up(sub_argc, sub_argv, self, src);
+    if (strcmp(cmd, "function") == 0)
+        return cmd_function(sub_argc, sub_argv);
+    if (strcmp(cmd, "invoke") == 0)
+        return cmd_invoke(sub_argc, sub_argv);
+    if (strcmp(cmd, "status") == 0)
+        return cmd_status(sub_argc, sub_argv);
+    return fail("unknown command '%s' (see --help)", cmd);
+}

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The dirigent CLI and `dirigent up`: a local cluster on the default ports (configs/local),
+# the sample function, deploy/list/get/invoke/delete/status, and a clean stop.
+set -u
+. "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
+B=${DG_BUILD_DIR:-build}
+B=$(cd "$B" && pwd)
+D=$B/dirigent
+STATE=$TAP_TMP/state
+
+plan 7
+
+bg_start "$TAP_TMP/up.log" "$D" up --state-dir "$STATE"
+UP_PID=$BG_PID
+
+t_up() {
+  wait_for_log "$TAP_TMP/up.log" "^ready: curl -H 'Host: hello' http://127.0.0.1:8080/$" 30 || return 1
+  [ "$(json_field "$(curl -sf -H 'Host: hello' http://127.0.0.1:8080/)" Function)" = hello ] &&
+    [ -s "$STATE/pids/cp.pid" ] && [ -s "$STATE/logs/worker.log" ]
+}
+check "dirigent up starts the cluster, deploys hello and prints the curl line" t_up
+
+t_status() {
+  local out
+  out=$("$D" status) || return 1
+  echo "$out"
+  grep -q '^WORKERS' <<<"$out" && grep -q '^worker-local' <<<"$out" && grep -q '^hello ' <<<"$out"
+}
+check "status shows workers, data planes and functions as tables" t_status
+
+t_deploy_invoke() {
+  "$D" function deploy echo --image "$B/dirigent-fn" --max 2 || return 1
+  local out
+  out=$("$D" invoke echo --header 'requested_cpu: 5') || return 1
+  echo "$out"
+  [ "$(json_field "$out" Function)" = echo ] && [ "$(json_field "$out" ExecutionTime)" -ge 5000 ]
+}
+check "function deploy, then invoke with a header" t_deploy_invoke
+
+t_list_get() {
+  "$D" function list | grep -q '^echo ' || return 1
+  local j
+  j=$("$D" --json function get echo) || return 1
+  [ "$(json_field "$j" scaling_upper_bound)" = 2 ]
+}
+check "function list (table) and get (--json)" t_list_get
+
+t_errors() {
+  local out rc
+  out=$("$D" function get nope 2>&1); rc=$?
+  echo "$out"
+  [ $rc != 0 ] && grep -q "function 'nope' is not registered" <<<"$out" || return 1
+  out=$("$D" function deploy bad_name --image /x 2>&1); rc=$?
+  echo "$out"
+  [ $rc != 0 ] && grep -q "field 'name'" <<<"$out" || return 1
+  out=$("$D" frobnicate 2>&1); rc=$?
+  [ $rc != 0 ] && grep -q "unknown command 'frobnicate'" <<<"$out"
+}
+check "errors go to stderr with a non-zero exit and say what was wrong" t_errors
+
+t_delete() {
+  "$D" function delete echo || return 1
+  ! "$D" function get echo 2>/dev/null
+}
+check "function delete" t_delete
+
+t_stop() {
+  local pids
+  pids=$(cat "$STATE"/pids/*.pid)
+  kill -TERM "$UP_PID"
+  wait "$UP_PID"
+  local p
+  for p in $pids; do
+    if kill -0 "$p" 2>/dev/null; then echo "pid $p still running"; return 1; fi
+  done
+}
+check "SIGTERM stops every daemon" t_stop
+
+tap_done
