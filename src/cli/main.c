@@ -56,8 +56,7 @@ static void on_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
 
 /* Returns the status, or -1 with r->err set. */
 static int request(const char *addr, const char *method, const char *path,
-                   const struct dg_http_header *hdrs, size_t n, const char *body,
-                   struct result *r)
+                   const struct dg_http_header *hdrs, size_t n, const char *body, struct result *r)
 {
     memset(r, 0, sizeof(*r));
     uv_loop_t loop;
@@ -256,15 +255,15 @@ static void status_table(json_t *s)
     json_t *x;
     printf("WORKERS\n%-24s %-22s %-12s %s\n", "NAME", "ADDRESS", "SCHEDULABLE", "SANDBOXES");
     json_array_foreach(json_object_get(s, "workers"), i, x)
-    printf("%-24s %-22s %-12s %lld\n", json_string_value(json_object_get(x, "name")),
-           json_string_value(json_object_get(x, "address")),
-           json_is_true(json_object_get(x, "schedulable")) ? "yes" : "no",
-           (long long)json_integer_value(json_object_get(x, "sandboxes")));
+        printf("%-24s %-22s %-12s %lld\n", json_string_value(json_object_get(x, "name")),
+               json_string_value(json_object_get(x, "address")),
+               json_is_true(json_object_get(x, "schedulable")) ? "yes" : "no",
+               (long long)json_integer_value(json_object_get(x, "sandboxes")));
     printf("\nDATA PLANES\n%-24s %-22s %s\n", "NAME", "PROXY", "API");
     json_array_foreach(json_object_get(s, "dataplanes"), i, x)
-    printf("%-24s %-22s %s\n", json_string_value(json_object_get(x, "name")),
-           json_string_value(json_object_get(x, "proxy")),
-           json_string_value(json_object_get(x, "api")));
+        printf("%-24s %-22s %s\n", json_string_value(json_object_get(x, "name")),
+               json_string_value(json_object_get(x, "proxy")),
+               json_string_value(json_object_get(x, "api")));
     printf("\nFUNCTIONS\n");
     fn_table(json_object_get(s, "functions"));
 }
@@ -342,14 +341,17 @@ static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_d
     char *fn = dg_xasprintf("%s/dirigent-fn", self_dir);
     char *rt = dg_xasprintf("runtime=%s", runtime);
     char *fnb = dg_xasprintf("fnBinary=%s", fn);
+    char *trace = dg_xasprintf("traceOutputFolder=%s/trace", state);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     pid_t pids[3];
-    pids[0] = spawn(self_dir, state, "cp", (char *[]){"dirigent-cp", "--config", cpc, NULL});
-    pids[1] = spawn(self_dir, state, "dp", (char *[]){"dirigent-dp", "--config", dpc, NULL});
-    pids[2] = spawn(self_dir, state, "worker",
-                    (char *[]){"dirigent-worker", "--config", wkc, "--set", rt, "--set", fnb,
-                               NULL});
+    pids[0] = spawn(self_dir, state, "cp",
+                    (char *[]){"dirigent-cp", "--config", cpc, "--set", trace, NULL});
+    pids[1] = spawn(self_dir, state, "dp",
+                    (char *[]){"dirigent-dp", "--config", dpc, "--set", trace, NULL});
+    pids[2] =
+        spawn(self_dir, state, "worker",
+              (char *[]){"dirigent-worker", "--config", wkc, "--set", rt, "--set", fnb, NULL});
     int rc = 0;
     /* healthy, and the worker and data plane registered */
     bool ready = false;
@@ -358,7 +360,8 @@ static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_d
         struct result r;
         if (healthy("127.0.0.1:9091") && healthy("127.0.0.1:8081") &&
             request("127.0.0.1:9091", "GET", "/v1/status", NULL, 0, NULL, &r) == 200) {
-            ready = strstr(r.body.data, "\"workers\":[{") && strstr(r.body.data, "\"dataplanes\":[{");
+            ready =
+                strstr(r.body.data, "\"workers\":[{") && strstr(r.body.data, "\"dataplanes\":[{");
             dg_buf_free(&r.body);
         }
     }
@@ -398,6 +401,7 @@ static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_d
     free(fn);
     free(rt);
     free(fnb);
+    free(trace);
     return rc;
 }
 

@@ -42,6 +42,7 @@ struct cp_sandbox {
     struct cp_worker *worker;
     enum cp_sb_state state;
     struct cp_fn *fn;
+    uint64_t t0_us; /* create started */
     struct cp_sandbox *next;
 };
 
@@ -63,8 +64,11 @@ struct cp_fn {
     struct cp_fn *next;
 };
 
+struct dg_trace;
+
 struct cp {
     uv_loop_t *loop;
+    struct dg_trace *cold_trace; /* cold_start_trace.csv; NULL: off */
     struct cp_fn *fns;
     struct cp_worker *workers;
     struct cp_dp *dps;

@@ -13,6 +13,7 @@
 #include "dirigent/config.h"
 #include "dirigent/daemon.h"
 #include "dirigent/log.h"
+#include "dirigent/trace.h"
 
 struct cp_config {
     char *host;
@@ -21,6 +22,7 @@ struct cp_config {
     char *placement;
     char *lb_address;
     char *log_level;
+    char *trace_folder;
     int64_t heartbeat_ms;
     struct dg_http_conf http;
 };
@@ -64,6 +66,11 @@ static const struct dg_conf_field cp_fields[] = {
      .min = 100,
      .max = 600000,
      .help = "workers and data planes report this often; silent for 3 intervals: lost"},
+    {.key = "traceOutputFolder",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct cp_config, trace_folder),
+     .def = "data",
+     .help = "where cold_start_trace.csv is written (empty: no trace)"},
     {.key = "logLevel",
      .type = DG_CONF_ENUM,
      .offset = offsetof(struct cp_config, log_level),
@@ -128,6 +135,8 @@ static void on_server_closed(void *ud)
         return;
     uv_timer_stop(&g.cron);
     uv_close((uv_handle_t *)&g.cron, NULL);
+    dg_trace_close(cp.cold_trace);
+    cp.cold_trace = NULL;
     for (struct cp_worker *w = cp.workers; w; w = w->next)
         if (w->pool)
             dg_http_pool_close(w->pool);
@@ -188,6 +197,16 @@ int main(int argc, char **argv)
 
     if (dg_daemon_init(&g.daemon, cp.loop, "cp", on_stop, NULL, &err) < 0) {
         dg_log(DG_LOG_ERROR, "cp", "%s", err.msg);
+        return 1;
+    }
+    if (g.cfg.trace_folder[0] &&
+        !(cp.cold_trace = dg_trace_open(
+              cp.loop, g.cfg.trace_folder, "cold_start_trace.csv",
+              "time,service_name,container_id,success,image_fetch,sandbox_create,sandbox_start,"
+              "network_setup,iptables,readiness_probe,data_plane_propagation,snapshot_creation,"
+              "configure_monitoring,find_snapshot,db,other_worker_node",
+              &err))) {
+        dg_log(DG_LOG_ERROR, "cp", "traceOutputFolder: %s", err.msg);
         return 1;
     }
     uv_timer_init(cp.loop, &g.cron);

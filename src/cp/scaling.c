@@ -15,6 +15,7 @@
 #include "cp.h"
 #include "dirigent/json.h"
 #include "dirigent/log.h"
+#include "dirigent/trace.h"
 
 /* ---- requests to workers and data planes ------------------------------------------------ */
 
@@ -208,6 +209,23 @@ static void scale_down(struct cp_fn *f, unsigned count)
     drain_step(d, NULL, NULL);
 }
 
+/* One row of cold_start_trace.csv, the original's columns (µs); the worker's breakdown from
+ * its answer, other_worker_node = the worker's total - its steps. */
+static void trace_create(const struct cp_sandbox *s, json_t *answer, bool ok)
+{
+    if (!cp.cold_trace)
+        return;
+    json_t *l = answer ? json_object_get(answer, "latencyUs") : NULL;
+#define LAT(k) ((long long)json_integer_value(json_object_get(l, k)))
+    long long image = LAT("image"), rootfs = LAT("rootfs"), start = LAT("start"),
+              net = LAT("network"), ready = LAT("ready"), total = LAT("total");
+#undef LAT
+    long long other = total - image - rootfs - start - net - ready;
+    dg_trace_row(cp.cold_trace, "%llu,%s,%s,%s,%lld,%lld,%lld,%lld,0,%lld,0,0,0,0,0,%lld",
+                 (unsigned long long)dg_wall_ms() * 1000ull, s->fn->spec.name, s->id ? s->id : "",
+                 ok ? "true" : "false", image, rootfs, start, net, ready, other > 0 ? other : 0);
+}
+
 static void created(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
 {
     struct cp_sandbox *s = ud;
@@ -221,6 +239,7 @@ static void created(void *ud, const struct dg_http_resp *resp, const struct dg_e
                  dg_json_get_string(j, "endpoint", true, &ep, &perr) < 0))
         err = &perr;
     if (err) {
+        trace_create(s, NULL, false);
         dg_counter_add(cp.m_create_failures, 1);
         dg_log(DG_LOG_WARN, "scale", "fn=%s create on %s failed: %s", f->spec.name,
                s->worker ? s->worker->name : "?", err->msg);
@@ -233,6 +252,7 @@ static void created(void *ud, const struct dg_http_resp *resp, const struct dg_e
     }
     s->id = dg_xstrdup(id);
     s->endpoint = dg_xstrdup(ep);
+    trace_create(s, j, true);
     json_decref(j);
     dg_counter_add(cp.m_creates, 1);
     if (f->deleted || !s->worker) { /* no longer wanted */
@@ -254,6 +274,7 @@ static void create_on(struct cp_fn *f, struct cp_worker *w)
     s->fn = f;
     s->worker = w;
     s->state = CP_SB_CREATING;
+    s->t0_us = dg_now_us();
     s->next = f->sbs;
     f->sbs = s;
     f->creating++;

@@ -44,9 +44,12 @@ struct dp_function {
 
 struct dg_heartbeat;
 
+struct dg_trace;
+
 struct dp {
     uv_loop_t *loop;
-    struct dg_heartbeat *hb; /* NULL: no control plane configured */
+    struct dg_trace *proxy_trace; /* proxy_trace.csv; NULL: off */
+    struct dg_heartbeat *hb;      /* NULL: no control plane configured */
     char *name;
     struct dp_function *fns;
     enum dp_lb_policy policy;

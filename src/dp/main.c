@@ -25,6 +25,7 @@
 #include "dirigent/heartbeat.h"
 #include "dirigent/json.h"
 #include "dirigent/log.h"
+#include "dirigent/trace.h"
 #include "dp.h"
 
 struct dp_config {
@@ -32,6 +33,7 @@ struct dp_config {
     int64_t port_proxy, port_api;
     char *lb_policy;
     char *log_level;
+    char *trace_folder;
     int64_t queue_timeout_ms;
     int64_t heartbeat_ms;
     char *name;
@@ -91,6 +93,11 @@ static const struct dg_conf_field dp_fields[] = {
      .offset = offsetof(struct dp_config, name),
      .def = "",
      .help = "identity at the CP (empty: HOSTNAME-PORTPROXY)"},
+    {.key = "traceOutputFolder",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct dp_config, trace_folder),
+     .def = "data",
+     .help = "where proxy_trace.csv is written (empty: no trace)"},
     {.key = "logLevel",
      .type = DG_CONF_ENUM,
      .offset = offsetof(struct dp_config, log_level),
@@ -431,6 +438,8 @@ static void on_server_closed(void *ud)
         return;
     uv_timer_stop(&dp.cron);
     uv_close((uv_handle_t *)&dp.cron, NULL);
+    dg_trace_close(dp.proxy_trace);
+    dp.proxy_trace = NULL;
     dg_heartbeat_stop(dp.hb);
     dp.hb = NULL;
     while (dp.fns) {
@@ -496,6 +505,15 @@ int main(int argc, char **argv)
 
     if (dg_daemon_init(&g.daemon, dp.loop, "dp", on_stop, NULL, &err) < 0) {
         dg_log(DG_LOG_ERROR, "dp", "%s", err.msg);
+        return 1;
+    }
+    if (g.cfg.trace_folder[0] &&
+        !(dp.proxy_trace = dg_trace_open(dp.loop, g.cfg.trace_folder, "proxy_trace.csv",
+                                         "time,service_name,container_id,get_metadata,"
+                                         "add_deployment,cold_start,load_balancing,cc_throttling,"
+                                         "proxying,serialization,persistence_layer,other",
+                                         &err))) {
+        dg_log(DG_LOG_ERROR, "dp", "traceOutputFolder: %s", err.msg);
         return 1;
     }
     uv_timer_init(dp.loop, &dp.cron);

@@ -15,6 +15,7 @@
 #include "dirigent/heartbeat.h"
 #include "dirigent/json.h"
 #include "dirigent/log.h"
+#include "dirigent/trace.h"
 #include "dp.h"
 
 #define RESP_HIGH_WATER (1024 * 1024) /* client write queue: pause the upstream above */
@@ -26,7 +27,8 @@ struct dp_inv {
     struct dg_http_creq *up;
     struct dp_inv *prev, *next; /* queue */
     uint64_t deadline_ms;
-    bool queued, head_sent, retried;
+    uint64_t t_arrive_us, t_start_us; /* for proxy_trace.csv */
+    bool queued, head_sent, retried, cold;
 };
 
 struct dp_function *dp_function_find(struct dg_str name)
@@ -111,6 +113,19 @@ static struct dp_endpoint *pick(struct dp_function *f, const struct dp_endpoint 
     return idx < 0 ? NULL : f->eps[idx];
 }
 
+/* One row of proxy_trace.csv, the original's columns (µs): the wait for a sandbox counts as
+ * cold_start when there was none, as cc_throttling when all were busy. */
+static void trace_request(const struct dp_inv *v, const char *container)
+{
+    if (!dp.proxy_trace || !v->t_start_us)
+        return;
+    uint64_t now = dg_now_us(), wait = v->t_start_us - v->t_arrive_us;
+    dg_trace_row(dp.proxy_trace, "%llu,%s,%s,0,0,%llu,0,%llu,%llu,0,0,0",
+                 (unsigned long long)dg_wall_ms() * 1000ull, v->fn->name, container,
+                 (unsigned long long)(v->cold ? wait : 0), (unsigned long long)(v->cold ? 0 : wait),
+                 (unsigned long long)(now - v->t_start_us));
+}
+
 static void inv_finish(struct dp_inv *v)
 {
     struct dp_function *f = v->fn;
@@ -185,16 +200,17 @@ static void up_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     struct dp_endpoint *e = v->ep;
     v->up = NULL;
     if (!err) {
+        trace_request(v, e->id);
+        dg_http_resp_end(v->req); /* answer first: a drain waiting on this slot follows */
         give_slot(v);
-        dg_http_resp_end(v->req);
         inv_finish(v);
         return;
     }
     if (v->head_sent) { /* cut mid-response: the client must see it is incomplete */
         dg_log(DG_LOG_WARN, "proxy", "fn=%s endpoint=%s: response cut: %s", v->fn->name, e->address,
                err->msg);
-        give_slot(v);
         dg_http_resp_abort(v->req);
+        give_slot(v);
         inv_finish(v);
         return;
     }
@@ -235,6 +251,8 @@ static void client_body_end(struct dg_http_req *r, void *ud)
 static void start_proxy(struct dp_inv *v, struct dp_endpoint *e)
 {
     take_slot(v, e);
+    if (!v->t_start_us)
+        v->t_start_us = dg_now_us();
     size_t n;
     const struct dg_http_header *in = dg_http_req_headers(v->req, &n);
     struct dg_http_header stack[64],
@@ -293,6 +311,8 @@ void dp_invoke(struct dg_http_req *r, void *ud)
     struct dp_inv *v = dg_xcalloc(1, sizeof(*v));
     v->req = r;
     v->fn = f;
+    v->t_arrive_us = dg_now_us();
+    v->cold = f->neps == 0;
     f->running++;
     dg_counter_add(f->m_requests, 1);
     if (f->running == 1 && f->reported == 0)

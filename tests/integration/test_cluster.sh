@@ -9,7 +9,7 @@ B=$(cd "$B" && pwd)
 FN=$B/dirigent-fn
 TAG="DG_CLUSTER_TEST=$$"
 
-plan 9
+plan 10
 
 # kill sandboxes left behind by a killed worker (they carry TAG in their environment)
 cleanup_sandboxes() {
@@ -21,7 +21,7 @@ trap 'tap_cleanup; cleanup_sandboxes' EXIT # daemons first: a live worker would 
 port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
 
 bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
-  --heartbeatInterval 300ms --placementPolicy round-robin
+  --heartbeatInterval 300ms --placementPolicy round-robin --traceOutputFolder "$TAP_TMP/trace"
 CP_PID=$BG_PID
 wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
 CPI=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'internal api on')
@@ -29,7 +29,8 @@ REG=http://127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'registration on')
 
 start_dp() {
   bg_start "$TAP_TMP/dp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dp1 \
-    --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --coldStartTimeout 10s
+    --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --coldStartTimeout 10s \
+    --traceOutputFolder "$TAP_TMP/trace"
   DP_PID=$BG_PID
   wait_for_log "$TAP_TMP/dp.log" 'proxy on' || return 1
   P=http://127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'proxy on')
@@ -181,5 +182,19 @@ t_worker_dies() {
   [ "$(json_field "$(curl -sf -H 'Host: two' "$P/")" Function)" = two ]
 }
 check "kill -9 of a worker: its sandboxes are replaced on the other after the heartbeat timeout" t_worker_dies
+
+t_traces() {
+  # written off the loop about once a second
+  local i=0
+  while [ $i -lt 60 ] && ! grep -q ',hello,' "$TAP_TMP/trace/proxy_trace.csv" 2>/dev/null; do
+    sleep 0.05; i=$((i + 1))
+  done
+  head -2 "$TAP_TMP/trace/cold_start_trace.csv" "$TAP_TMP/trace/proxy_trace.csv"
+  head -1 "$TAP_TMP/trace/cold_start_trace.csv" | grep -q '^time,service_name,container_id,success,image_fetch,sandbox_create,sandbox_start,network_setup,iptables,readiness_probe,data_plane_propagation,snapshot_creation,configure_monitoring,find_snapshot,db,other_worker_node$' &&
+    grep -qE '^[0-9]+,hello,[^,]+,true,' "$TAP_TMP/trace/cold_start_trace.csv" &&
+    head -1 "$TAP_TMP/trace/proxy_trace.csv" | grep -q '^time,service_name,container_id,get_metadata,add_deployment,cold_start,load_balancing,cc_throttling,proxying,serialization,persistence_layer,other$' &&
+    grep -qE '^[0-9]+,hello,' "$TAP_TMP/trace/proxy_trace.csv"
+}
+check "cold-start and proxy traces in the original's CSV columns" t_traces
 
 tap_done

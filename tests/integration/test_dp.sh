@@ -19,6 +19,7 @@ start_fn "$TAP_TMP/f1.log" F1 && start_fn "$TAP_TMP/f2.log" F2 ||
 DEAD=127.0.0.1:$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 bg_start "$TAP_TMP/dp.log" "$DP" --portProxy 0 --portGRPC 0 --coldStartTimeout 700ms --controlPlaneAddress '' \
+  --traceOutputFolder '' \
   --loadBalancingPolicy round-robin
 DP_PID=$BG_PID
 wait_for_log "$TAP_TMP/dp.log" 'proxy on' || { echo "Bail out! dirigent-dp did not start"; exit 1; }
@@ -119,11 +120,12 @@ t_drain() {
   local c=$!
   wait_fn slow inFlight 1 || return 1
   curl -sf -XPOST "$A/v1/functions/slow/drain" -d '{"ids":["w1"]}' || return 1
-  # the drain answered only after the request in flight finished
-  [ -s "$TAP_TMP/slow.out" ] && [ "$(json_field "$(cat "$TAP_TMP/slow.out")" Status)" = OK ] || return 1
-  wait $c
+  # the drain answered only once the request in flight had finished: nothing runs now, the
+  # sandbox is out of the list, and the request got its whole answer
   curl -sf "$A/v1/functions" | /usr/bin/python3 -c \
-    'import json,sys; f=[f for f in json.load(sys.stdin) if f["name"]=="slow"][0]; assert f["endpoints"]==[], f'
+    'import json,sys; f=[f for f in json.load(sys.stdin) if f["name"]=="slow"][0]; assert f["endpoints"]==[] and f["inFlight"]==0, f' || return 1
+  wait $c
+  [ "$(json_field "$(cat "$TAP_TMP/slow.out")" Status)" = OK ]
 }
 check "drain answers once the sandbox's requests have finished, and removes it" t_drain
 
