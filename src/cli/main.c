@@ -27,6 +27,7 @@
 #include "dirigent/form.h"
 #include "dirigent/http.h"
 #include "dirigent/json.h"
+#include "cli.h"
 
 static const char *cp_addr = "127.0.0.1:9091";
 static const char *dp_addr = "127.0.0.1:8080";
@@ -34,17 +35,10 @@ static bool json_out;
 
 /* ---- a blocking request over the library's client --------------------------------------- */
 
-struct result {
-    bool done;
-    int status;
-    struct dg_buf body;
-    char err[256];
-};
-
 static void on_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
                     const struct dg_err *err, void *ud)
 {
-    struct result *r = ud;
+    struct cli_result *r = ud;
     r->done = true;
     if (resp) {
         r->status = resp->status;
@@ -55,8 +49,8 @@ static void on_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
 }
 
 /* Returns the status, or -1 with r->err set. */
-static int request(const char *addr, const char *method, const char *path,
-                   const struct dg_http_header *hdrs, size_t n, const char *body, struct result *r)
+int cli_request(const char *addr, const char *method, const char *path,
+                const struct dg_http_header *hdrs, size_t n, const char *body, struct cli_result *r)
 {
     memset(r, 0, sizeof(*r));
     uv_loop_t loop;
@@ -88,8 +82,7 @@ static int request(const char *addr, const char *method, const char *path,
     return r->err[0] ? -1 : r->status;
 }
 
-static int fail(const char *fmt, ...) DG_PRINTF(1, 2);
-static int fail(const char *fmt, ...)
+int cli_fail(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -101,10 +94,10 @@ static int fail(const char *fmt, ...)
 }
 
 /* Print an API answer: JSON as is with --json, else through `table`. */
-static int answer(struct result *r, int status, void (*table)(json_t *))
+static int answer(struct cli_result *r, int status, void (*table)(json_t *))
 {
     if (status < 0)
-        return fail("%s", r->err);
+        return cli_fail("%s", r->err);
     if (status >= 300) {
         fprintf(stderr, "dirigent: %d: %s", status, r->body.data);
         dg_buf_free(&r->body);
@@ -150,7 +143,7 @@ static void fn_table(json_t *list)
         json_decref(list);
 }
 
-static const char *opt(int *i, int argc, char **argv, const char *name)
+const char *cli_opt(int *i, int argc, char **argv, const char *name)
 {
     if (strcmp(argv[*i], name) != 0)
         return NULL;
@@ -164,33 +157,33 @@ static const char *opt(int *i, int argc, char **argv, const char *name)
 static int cmd_deploy(int argc, char **argv)
 {
     if (argc < 1 || argv[0][0] == '-')
-        return fail("function deploy: expected a NAME");
+        return cli_fail("function deploy: expected a NAME");
     json_t *j = json_pack("{ss s[is]}", "name", argv[0], "port_forwarding", 80, "tcp");
     const char *v;
     for (int i = 1; i < argc; i++) {
-        if ((v = opt(&i, argc, argv, "--image")))
+        if ((v = cli_opt(&i, argc, argv, "--image")))
             json_object_set_new(j, "image", json_string(v));
-        else if ((v = opt(&i, argc, argv, "--port")))
+        else if ((v = cli_opt(&i, argc, argv, "--port")))
             json_object_set_new(j, "port_forwarding", json_pack("[ss]", v, "tcp"));
-        else if ((v = opt(&i, argc, argv, "--min")))
+        else if ((v = cli_opt(&i, argc, argv, "--min")))
             json_object_set_new(j, "scaling_lower_bound", json_string(v));
-        else if ((v = opt(&i, argc, argv, "--max")))
+        else if ((v = cli_opt(&i, argc, argv, "--max")))
             json_object_set_new(j, "scaling_upper_bound", json_string(v));
-        else if ((v = opt(&i, argc, argv, "--cpu")))
+        else if ((v = cli_opt(&i, argc, argv, "--cpu")))
             json_object_set_new(j, "requested_cpu", json_string(v));
-        else if ((v = opt(&i, argc, argv, "--memory")))
+        else if ((v = cli_opt(&i, argc, argv, "--memory")))
             json_object_set_new(j, "requested_memory", json_string(v));
         else if (strcmp(argv[i], "--cold-start-sweep") == 0)
             json_object_set_new(j, "cold_start_sweep", json_true());
         else {
             json_decref(j);
-            return fail("function deploy: unknown option '%s'", argv[i]);
+            return cli_fail("function deploy: unknown option '%s'", argv[i]);
         }
     }
     char *body = dg_json_dumps(j);
     json_decref(j);
-    struct result r;
-    int st = request(cp_addr, "POST", "/v1/functions", NULL, 0, body, &r);
+    struct cli_result r;
+    int st = cli_request(cp_addr, "POST", "/v1/functions", NULL, 0, body, &r);
     free(body);
     if (st == 200 && !json_out) {
         printf("deployed %s: invoke with curl -H 'Host: %s' http://%s/\n", argv[0], argv[0],
@@ -204,48 +197,49 @@ static int cmd_deploy(int argc, char **argv)
 static int cmd_function(int argc, char **argv)
 {
     if (argc < 1)
-        return fail("function: expected deploy, list, get or delete");
-    struct result r;
+        return cli_fail("function: expected deploy, list, get or delete");
+    struct cli_result r;
     char path[256];
     if (strcmp(argv[0], "deploy") == 0)
         return cmd_deploy(argc - 1, argv + 1);
     if (strcmp(argv[0], "list") == 0)
-        return answer(&r, request(cp_addr, "GET", "/v1/functions", NULL, 0, NULL, &r), fn_table);
+        return answer(&r, cli_request(cp_addr, "GET", "/v1/functions", NULL, 0, NULL, &r),
+                      fn_table);
     if (argc < 2)
-        return fail("function %s: expected a NAME", argv[0]);
+        return cli_fail("function %s: expected a NAME", argv[0]);
     snprintf(path, sizeof(path), "/v1/functions/%s", argv[1]);
     if (strcmp(argv[0], "get") == 0)
-        return answer(&r, request(cp_addr, "GET", path, NULL, 0, NULL, &r), fn_table);
+        return answer(&r, cli_request(cp_addr, "GET", path, NULL, 0, NULL, &r), fn_table);
     if (strcmp(argv[0], "delete") == 0)
-        return answer(&r, request(cp_addr, "DELETE", path, NULL, 0, NULL, &r), NULL);
-    return fail("function: unknown sub-command '%s'", argv[0]);
+        return answer(&r, cli_request(cp_addr, "DELETE", path, NULL, 0, NULL, &r), NULL);
+    return cli_fail("function: unknown sub-command '%s'", argv[0]);
 }
 
 static int cmd_invoke(int argc, char **argv)
 {
     if (argc < 1)
-        return fail("invoke: expected a NAME");
+        return cli_fail("invoke: expected a NAME");
     struct dg_http_header hdrs[33];
     size_t n = 0;
     hdrs[n++] = (struct dg_http_header){DG_STR("Host"), dg_str_c(argv[0])};
     const char *data = NULL, *v;
     for (int i = 1; i < argc; i++) {
-        if ((v = opt(&i, argc, argv, "--data"))) {
+        if ((v = cli_opt(&i, argc, argv, "--data"))) {
             data = v;
-        } else if ((v = opt(&i, argc, argv, "--header"))) {
+        } else if ((v = cli_opt(&i, argc, argv, "--header"))) {
             const char *colon = strchr(v, ':');
             if (!colon || n == 32)
-                return fail("invoke: --header: expected NAME:VALUE, got '%s'", v);
+                return cli_fail("invoke: --header: expected NAME:VALUE, got '%s'", v);
             const char *val = colon + 1;
             while (*val == ' ')
                 val++;
             hdrs[n++] = (struct dg_http_header){{v, (size_t)(colon - v)}, dg_str_c(val)};
         } else {
-            return fail("invoke: unknown option '%s'", argv[i]);
+            return cli_fail("invoke: unknown option '%s'", argv[i]);
         }
     }
-    struct result r;
-    int st = request(dp_addr, data ? "POST" : "GET", "/", hdrs, n, data, &r);
+    struct cli_result r;
+    int st = cli_request(dp_addr, data ? "POST" : "GET", "/", hdrs, n, data, &r);
     return answer(&r, st, NULL);
 }
 
@@ -270,8 +264,8 @@ static void status_table(json_t *s)
 
 static int cmd_status(int argc, char **argv)
 {
-    struct result r;
-    return answer(&r, request(cp_addr, "GET", "/v1/status", NULL, 0, NULL, &r), status_table);
+    struct cli_result r;
+    return answer(&r, cli_request(cp_addr, "GET", "/v1/status", NULL, 0, NULL, &r), status_table);
 }
 
 /* ---- up: a local cluster in the foreground ---------------------------------------------- */
@@ -310,8 +304,8 @@ static pid_t spawn(const char *dir, const char *state, const char *name, char *c
 
 static bool healthy(const char *addr)
 {
-    struct result r;
-    int st = request(addr, "GET", "/health", NULL, 0, NULL, &r);
+    struct cli_result r;
+    int st = cli_request(addr, "GET", "/health", NULL, 0, NULL, &r);
     dg_buf_free(&r.body);
     return st == 200;
 }
@@ -320,15 +314,15 @@ static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_d
 {
     const char *runtime = "process", *state = "data/local", *v;
     for (int i = 0; i < argc; i++) {
-        if ((v = opt(&i, argc, argv, "--runtime")))
+        if ((v = cli_opt(&i, argc, argv, "--runtime")))
             runtime = v;
-        else if ((v = opt(&i, argc, argv, "--state-dir")))
+        else if ((v = cli_opt(&i, argc, argv, "--state-dir")))
             state = v;
         else
-            return fail("up: unknown option '%s'", argv[i]);
+            return cli_fail("up: unknown option '%s'", argv[i]);
     }
     if (strcmp(runtime, "process") != 0 && strcmp(runtime, "emulated") != 0)
-        return fail("up: --runtime: expected process or emulated, got '%s'", runtime);
+        return cli_fail("up: --runtime: expected process or emulated, got '%s'", runtime);
     char buf[4096];
     mkdir(state, 0755);
     snprintf(buf, sizeof(buf), "%s/logs", state);
@@ -357,9 +351,9 @@ static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_d
     bool ready = false;
     for (int i = 0; i < 200 && !stop_flag && !ready; i++) {
         usleep(50000);
-        struct result r;
+        struct cli_result r;
         if (healthy("127.0.0.1:9091") && healthy("127.0.0.1:8081") &&
-            request("127.0.0.1:9091", "GET", "/v1/status", NULL, 0, NULL, &r) == 200) {
+            cli_request("127.0.0.1:9091", "GET", "/v1/status", NULL, 0, NULL, &r) == 200) {
             ready =
                 strstr(r.body.data, "\"workers\":[{") && strstr(r.body.data, "\"dataplanes\":[{");
             dg_buf_free(&r.body);
@@ -375,8 +369,8 @@ static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_d
                  "name=hello&image=%s&port_forwarding=80&port_forwarding=tcp"
                  "&requested_cpu=100&requested_memory=64",
                  fn);
-        struct result r;
-        int st = request("127.0.0.1:9091", "POST", "/registerService", NULL, 0, body, &r);
+        struct cli_result r;
+        int st = cli_request("127.0.0.1:9091", "POST", "/registerService", NULL, 0, body, &r);
         if (st != 200 && st != 409) {
             fprintf(stderr, "dirigent: up: deploying hello: %d %s%s\n", st, r.err,
                     r.body.data ? r.body.data : "");
@@ -411,25 +405,27 @@ int main(int argc, char **argv)
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *v;
-        if ((v = opt(&i, argc, argv, "--cp")))
+        if ((v = cli_opt(&i, argc, argv, "--cp")))
             cp_addr = v;
-        else if ((v = opt(&i, argc, argv, "--dp")))
+        else if ((v = cli_opt(&i, argc, argv, "--dp")))
             dp_addr = v;
         else if (strcmp(argv[i], "--json") == 0)
             json_out = true;
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
             break;
         else
-            return fail("unknown option '%s' (see --help)", argv[i]);
+            return cli_fail("unknown option '%s' (see --help)", argv[i]);
     }
     if (i >= argc || strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-        printf("usage: dirigent [--cp HOST:PORT] [--dp HOST:PORT] [--json] COMMAND\n"
-               "  up [--runtime process|emulated] [--state-dir DIR]   a local cluster\n"
-               "  function deploy NAME --image IMG [--port P] [--min N] [--max N] [--cpu MILLI]\n"
-               "                  [--memory MIB] [--cold-start-sweep]\n"
-               "  function list | get NAME | delete NAME\n"
-               "  invoke NAME [--data STR] [--header K:V]...\n"
-               "  status\n");
+        printf(
+            "usage: dirigent [--cp HOST:PORT] [--dp HOST:PORT] [--json] COMMAND\n"
+            "  up [--runtime process|emulated] [--state-dir DIR]   a local cluster\n"
+            "  function deploy NAME --image IMG [--port P] [--min N] [--max N] [--cpu MILLI]\n"
+            "                  [--memory MIB] [--cold-start-sweep]\n"
+            "  function list | get NAME | delete NAME\n"
+            "  invoke NAME [--data STR] [--header K:V]...\n"
+            "  status\n"
+            "  load rps --rate R --duration S [--cold [--cooldown S] [--image PATH]] [FUNCTION]\n");
         return i >= argc ? 2 : 0;
     }
     /* where the other binaries and the configs are: next to this one, and its source tree */
@@ -451,5 +447,11 @@ int main(int argc, char **argv)
         return cmd_invoke(sub_argc, sub_argv);
     if (strcmp(cmd, "status") == 0)
         return cmd_status(sub_argc, sub_argv);
-    return fail("unknown command '%s' (see --help)", cmd);
+    if (strcmp(cmd, "load") == 0) {
+        char *fnp = dg_xasprintf("%s/dirigent-fn", self);
+        int rc = cli_load(sub_argc, sub_argv, cp_addr, dp_addr, fnp, json_out);
+        free(fnp);
+        return rc;
+    }
+    return cli_fail("unknown command '%s' (see --help)", cmd);
 }

@@ -102,8 +102,7 @@ static void register_form(struct dg_http_req *r, const struct dg_form *form)
     f->next = cp.fns;
     cp.fns = f;
     dg_counter_add(cp.m_registrations, 1);
-    for (struct cp_dp *d = cp.dps; d; d = d->next)
-        cp_push_function(d, f);
+    cp_push_endpoints(f); /* the DPs add it with its (empty) list, batched */
     dg_log(DG_LOG_INFO, "api", "registered fn=%s image=%s bounds=%d..%d", spec.name, spec.image,
            spec.lower_bound, spec.upper_bound);
     if (spec.lower_bound > 0) { /* its sandboxes come at registration */
@@ -332,6 +331,7 @@ static void api_dataplane(struct dg_http_req *r, void *ud)
     bool fresh = !d || strcmp(d->api, api) != 0;
     if (d && fresh) { /* restarted elsewhere: start over */
         dg_http_pool_close(d->pool);
+        dg_http_pool_close(d->drain_pool);
         free(d->api);
         free(d->proxy);
     } else if (!d) {
@@ -344,7 +344,8 @@ static void api_dataplane(struct dg_http_req *r, void *ud)
         d->api = dg_xstrdup(api);
         d->proxy = dg_xstrdup(proxy);
         d->pool = pool_to(api, 1, &err); /* one connection: pushes stay in order */
-        if (!d->pool) {
+        d->drain_pool = d->pool ? pool_to(api, 64, &err) : NULL;
+        if (!d->pool || !d->drain_pool) {
             json_decref(j);
             dg_http_respond_text(r, 400, "dataplane: %s", err.msg);
             return;
@@ -357,10 +358,10 @@ static void api_dataplane(struct dg_http_req *r, void *ud)
     bool resync = fresh || json_is_true(json_object_get(j, "resync"));
     json_decref(j);
     d->last_seen_ms = uv_now(cp.loop);
-    if (resync)
+    if (resync) /* every function with its whole list, in the next batched push */
         for (struct cp_fn *f = cp.fns; f; f = f->next)
             if (!f->deleted)
-                cp_push_function(d, f);
+                cp_push_endpoints(f);
     dg_http_respond_text(r, 200, "ok");
 }
 

@@ -27,9 +27,10 @@ struct cp_worker {
 
 struct cp_dp {
     char *name;
-    char *api;   /* host:port of its API */
-    char *proxy; /* host:port invocations go to */
-    struct dg_http_pool *pool;
+    char *api;                       /* host:port of its API */
+    char *proxy;                     /* host:port invocations go to */
+    struct dg_http_pool *pool;       /* ordered pushes: one connection */
+    struct dg_http_pool *drain_pool; /* drains wait for requests: never in front of pushes */
     uint64_t last_seen_ms;
     struct cp_dp *next;
 };
@@ -61,6 +62,8 @@ struct cp_fn {
     struct cp_metric *metrics;
     size_t nmetrics;
     bool deleted;
+    bool dirty; /* its endpoint list changed since the last push */
+    struct cp_fn *next_dirty;
     struct cp_fn *next;
 };
 
@@ -74,6 +77,8 @@ struct cp {
     struct cp_dp *dps;
     char *placement;
     uint64_t rr;
+    struct cp_fn *dirty;   /* functions whose lists go out in the next push */
+    uv_timer_t push_timer; /* 0 ms: one push per DP for everything changed in a loop turn */
     uint64_t heartbeat_timeout_ms;
     char *lb_address; /* returned to registrations when set */
     struct dg_metrics *metrics;
@@ -86,12 +91,11 @@ struct cp_fn *cp_fn_find(struct dg_str name);
 double cp_fn_sample(const struct cp_fn *f);
 
 /* scaling.c */
-void cp_tick(uint64_t now_ms);                           /* every 2 s */
-void cp_scale_now(struct cp_fn *f, uint64_t now_ms);     /* scale from zero on a metric */
-void cp_reconcile(struct cp_fn *f);                      /* act on f->desired */
-void cp_push_function(struct cp_dp *d, struct cp_fn *f); /* add + whole endpoint list */
-void cp_push_endpoints(struct cp_fn *f);                 /* whole list to every DP */
-void cp_fn_delete(struct cp_fn *f);                      /* scale to zero, then forget */
+void cp_tick(uint64_t now_ms);                       /* every 2 s */
+void cp_scale_now(struct cp_fn *f, uint64_t now_ms); /* scale from zero on a metric */
+void cp_reconcile(struct cp_fn *f);                  /* act on f->desired */
+void cp_push_endpoints(struct cp_fn *f);             /* whole list to every DP */
+void cp_fn_delete(struct cp_fn *f);                  /* scale to zero, then forget */
 void cp_worker_lost(struct cp_worker *w);
 /* A ready sandbox died on its own: remove it and push the list. False if unknown. */
 bool cp_sandbox_exited(struct cp_fn *f, const char *id);

@@ -118,6 +118,7 @@ static void on_cron(uv_timer_t *t)
                 if (f->metrics[i].dp == d)
                     f->metrics[i].dp = NULL;
         dg_http_pool_close(d->pool);
+        dg_http_pool_close(d->drain_pool);
         free(d->name);
         free(d->api);
         free(d->proxy);
@@ -140,8 +141,11 @@ static void on_server_closed(void *ud)
     for (struct cp_worker *w = cp.workers; w; w = w->next)
         if (w->pool)
             dg_http_pool_close(w->pool);
-    for (struct cp_dp *d = cp.dps; d; d = d->next)
+    for (struct cp_dp *d = cp.dps; d; d = d->next) {
         dg_http_pool_close(d->pool);
+        dg_http_pool_close(d->drain_pool);
+    }
+    uv_close((uv_handle_t *)&cp.push_timer, NULL);
     dg_daemon_deinit(&g.daemon);
 }
 
@@ -209,6 +213,7 @@ int main(int argc, char **argv)
         dg_log(DG_LOG_ERROR, "cp", "traceOutputFolder: %s", err.msg);
         return 1;
     }
+    uv_timer_init(cp.loop, &cp.push_timer);
     uv_timer_init(cp.loop, &g.cron);
     uv_timer_start(&g.cron, on_cron, 250, 250);
     uv_unref((uv_handle_t *)&g.cron);

@@ -76,22 +76,45 @@ static json_t *endpoint_list(const struct cp_fn *f)
     return json_pack("{so}", "endpoints", eps);
 }
 
-void cp_push_function(struct cp_dp *d, struct cp_fn *f)
+static void fn_maybe_free(struct cp_fn *f);
+
+/* All endpoint lists that changed during this loop turn, in one call per DP: a cold start's
+ * push never queues behind hundreds of others (scale-downs come in bursts at a tick). */
+static void flush_pushes(uv_timer_t *t)
 {
-    char path[128];
-    snprintf(path, sizeof(path), "/v1/functions/%s", f->spec.name);
-    /* one connection per data plane (max_conns 1): pushes arrive in order */
-    call(d->pool, "PUT", path, json_pack("{si}", "concurrency", 1), log_dp_error, "add function");
-    snprintf(path, sizeof(path), "/v1/functions/%s/endpoints", f->spec.name);
-    call(d->pool, "PUT", path, endpoint_list(f), log_dp_error, "endpoint list");
+    json_t *fns = json_array();
+    struct cp_fn *done = NULL;
+    while (cp.dirty) {
+        struct cp_fn *f = cp.dirty;
+        cp.dirty = f->next_dirty;
+        f->dirty = false;
+        json_t *one = endpoint_list(f);
+        json_object_set_new(one, "name", json_string(f->spec.name));
+        json_object_set_new(one, "concurrency", json_integer(1));
+        json_array_append_new(fns, one);
+        f->next_dirty = done;
+        done = f;
+    }
+    for (struct cp_dp *d = cp.dps; d; d = d->next)
+        call(d->pool, "PUT", "/v1/endpoints", json_pack("{sO}", "functions", fns), log_dp_error,
+             "endpoint lists");
+    json_decref(fns);
+    while (done) { /* deleted functions waited for their last push */
+        struct cp_fn *f = done;
+        done = f->next_dirty;
+        fn_maybe_free(f);
+    }
 }
 
 void cp_push_endpoints(struct cp_fn *f)
 {
-    char path[128];
-    snprintf(path, sizeof(path), "/v1/functions/%s/endpoints", f->spec.name);
-    for (struct cp_dp *d = cp.dps; d; d = d->next)
-        call(d->pool, "PUT", path, endpoint_list(f), log_dp_error, "endpoint list");
+    if (f->dirty)
+        return;
+    f->dirty = true;
+    f->next_dirty = cp.dirty;
+    cp.dirty = f;
+    if (!uv_is_active((uv_handle_t *)&cp.push_timer))
+        uv_timer_start(&cp.push_timer, flush_pushes, 0, 0);
 }
 
 /* ---- placement -------------------------------------------------------------------------- */
@@ -128,8 +151,6 @@ static void sandbox_unlink(struct cp_fn *f, struct cp_sandbox *s)
     free(s->endpoint);
     free(s);
 }
-
-static void fn_maybe_free(struct cp_fn *f);
 
 static void deleted_on_worker(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
 {
@@ -201,7 +222,7 @@ static void scale_down(struct cp_fn *f, unsigned count)
     d->pending = 1; /* held until every DP was asked */
     for (struct cp_dp *dp = cp.dps; dp; dp = dp->next) {
         d->pending++;
-        call(dp->pool, "POST", path, json_pack("{sO}", "ids", ids), drain_step, d);
+        call(dp->drain_pool, "POST", path, json_pack("{sO}", "ids", ids), drain_step, d);
     }
     json_decref(ids);
     dg_log(DG_LOG_INFO, "scale", "fn=%s scale down by %zu (ready %u)", f->spec.name, d->n,
@@ -339,8 +360,8 @@ void cp_scale_now(struct cp_fn *f, uint64_t now_ms)
 
 static void fn_maybe_free(struct cp_fn *f)
 {
-    if (!f->deleted || f->sbs)
-        return;
+    if (!f->deleted || f->sbs || f->dirty)
+        return; /* a dirty one goes after its last push (flush_pushes) */
     char path[128];
     snprintf(path, sizeof(path), "/v1/functions/%s", f->spec.name);
     for (struct cp_dp *d = cp.dps; d; d = d->next)

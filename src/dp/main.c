@@ -222,6 +222,25 @@ static int parse_body(struct dg_http_req *r, json_t **out)
     return 0;
 }
 
+/* The function called `name`, created when missing (*created says which). */
+static struct dp_function *fn_get_or_create(struct dg_str name, bool *created)
+{
+    struct dp_function *f = dp_function_find(name);
+    *created = !f;
+    if (f)
+        return f;
+    f = dg_xcalloc(1, sizeof(*f));
+    f->name = dg_str_dup(name);
+    f->concurrency = 1;
+    f->lb.rng = (uint64_t)(uintptr_t)f ^ dg_now_us();
+    f->m_requests = dg_metric_get1(dp.f_requests, f->name);
+    f->m_cold = dg_metric_get1(dp.f_cold, f->name);
+    f->m_queue = dg_metric_get1(dp.f_queue, f->name);
+    f->next = dp.fns;
+    dp.fns = f;
+    return f;
+}
+
 static void api_put_function(struct dg_http_req *r, void *ud)
 {
     struct dg_str name = dg_http_req_param(r, "name");
@@ -236,18 +255,8 @@ static void api_put_function(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 400, "function: %s", err.msg);
         return;
     }
-    struct dp_function *f = dp_function_find(name);
-    bool created = !f;
-    if (!f) {
-        f = dg_xcalloc(1, sizeof(*f));
-        f->name = dg_str_dup(name);
-        f->lb.rng = (uint64_t)(uintptr_t)f ^ dg_now_us();
-        f->m_requests = dg_metric_get1(dp.f_requests, f->name);
-        f->m_cold = dg_metric_get1(dp.f_cold, f->name);
-        f->m_queue = dg_metric_get1(dp.f_queue, f->name);
-        f->next = dp.fns;
-        dp.fns = f;
-    }
+    bool created;
+    struct dp_function *f = fn_get_or_create(name, &created);
     f->concurrency = (uint32_t)cc;
     dg_http_respond_text(r, created ? 201 : 200, "function '%s' %s", f->name,
                          created ? "added" : "updated");
@@ -283,33 +292,26 @@ static void api_delete_function(struct dg_http_req *r, void *ud)
     free(f);
 }
 
-static void api_put_endpoints(struct dg_http_req *r, void *ud)
+/* Replace f's endpoint list with `list` (a JSON array of {"id","address"}): validate all
+ * first (nothing changes on error), then drop what is not in it and add what is new. */
+static int apply_endpoints(struct dp_function *f, json_t *list, struct dg_err *err)
 {
-    struct dp_function *f = fn_param(r);
-    json_t *j;
-    if (!f || parse_body(r, &j) < 0)
-        return;
-    json_t *list = json_object_get(j, "endpoints");
-    if (!json_is_array(list)) {
-        json_decref(j);
-        dg_http_respond_text(r, 400, "endpoints: field 'endpoints': expected an array");
-        return;
-    }
+    if (!json_is_array(list))
+        return dg_err_set(err, DG_E_INVAL, "field 'endpoints': expected an array");
     size_t n = json_array_size(list);
     struct dg_strlist ids = {0}, addrs = {0};
-    struct dg_err err = {0};
     for (size_t i = 0; i < n; i++) {
         const char *id, *addr;
         json_t *item = json_array_get(list, i);
-        if (dg_json_get_string(item, "id", true, &id, &err) < 0 ||
-            dg_json_get_string(item, "address", true, &addr, &err) < 0) {
-            dg_err_wrap(&err, "endpoints: item %zu", i);
+        if (dg_json_get_string(item, "id", true, &id, err) < 0 ||
+            dg_json_get_string(item, "address", true, &addr, err) < 0) {
+            dg_err_wrap(err, "endpoints: item %zu", i);
             goto bad;
         }
         const char *colon = strrchr(addr, ':');
         int64_t port;
         if (!colon || !dg_str_to_i64(dg_str_c(colon + 1), &port) || port < 1 || port > 65535) {
-            dg_err_set(&err, DG_E_INVAL,
+            dg_err_set(err, DG_E_INVAL,
                        "endpoints: item %zu: field 'address': expected IP:PORT, got '%.64s'", i,
                        addr);
             goto bad;
@@ -317,8 +319,6 @@ static void api_put_endpoints(struct dg_http_req *r, void *ud)
         dg_strlist_push(&ids, dg_xstrdup(id));
         dg_strlist_push(&addrs, dg_xstrdup(addr));
     }
-    json_decref(j);
-    /* replace: drop what is not in the new list, add what is new */
     for (size_t i = f->neps; i-- > 0;)
         if (!id_in(&ids, f->eps[i]->id))
             endpoint_remove(f, i);
@@ -331,10 +331,11 @@ static void api_put_endpoints(struct dg_http_req *r, void *ud)
         char host[64];
         const char *colon = strrchr(addrs.v[i], ':');
         snprintf(host, sizeof(host), "%.*s", (int)(colon - addrs.v[i]), addrs.v[i]);
+        struct dg_err perr = {0};
         struct dg_http_pool *pool =
-            dg_http_pool_new(dp.loop, host, atoi(colon + 1), &dp.pool_opts, &err);
+            dg_http_pool_new(dp.loop, host, atoi(colon + 1), &dp.pool_opts, &perr);
         if (!pool) {
-            dg_log(DG_LOG_WARN, "api", "fn=%s endpoint %s: %s", f->name, addrs.v[i], err.msg);
+            dg_log(DG_LOG_WARN, "api", "fn=%s endpoint %s: %s", f->name, addrs.v[i], perr.msg);
             continue;
         }
         struct dp_endpoint *e = dg_xcalloc(1, sizeof(*e));
@@ -347,15 +348,65 @@ static void api_put_endpoints(struct dg_http_req *r, void *ud)
     }
     dg_strlist_free(&ids);
     dg_strlist_free(&addrs);
-    dg_http_respond_text(r, 200, "function '%s': %zu endpoint(s)", f->name, f->neps);
     dp_dispatch(f); /* a cold start ends here */
     drains_check(f);
-    return;
+    return 0;
 bad:
-    json_decref(j);
     dg_strlist_free(&ids);
     dg_strlist_free(&addrs);
-    dg_http_respond_text(r, 400, "%s", err.msg);
+    return DG_E_INVAL;
+}
+
+static void api_put_endpoints(struct dg_http_req *r, void *ud)
+{
+    struct dp_function *f = fn_param(r);
+    json_t *j;
+    if (!f || parse_body(r, &j) < 0)
+        return;
+    struct dg_err err = {0};
+    int rc = apply_endpoints(f, json_object_get(j, "endpoints"), &err);
+    json_decref(j);
+    if (rc < 0)
+        dg_http_respond_text(r, 400, "%s", err.msg);
+    else
+        dg_http_respond_text(r, 200, "function '%s': %zu endpoint(s)", f->name, f->neps);
+}
+
+/* PUT /v1/endpoints {"functions":[{"name","concurrency","endpoints":[...]}]}: many functions'
+ * whole lists in one call (the CP coalesces the changes of one loop turn); a function not
+ * known yet is added. */
+static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
+{
+    json_t *j;
+    if (parse_body(r, &j) < 0)
+        return;
+    json_t *fns = json_object_get(j, "functions"), *item;
+    struct dg_err err = {0};
+    size_t i, applied = 0;
+    if (!json_is_array(fns)) {
+        json_decref(j);
+        dg_http_respond_text(r, 400, "endpoints: field 'functions': expected an array");
+        return;
+    }
+    json_array_foreach(fns, i, item)
+    {
+        const char *name;
+        int64_t cc = 1;
+        if (dg_json_get_string(item, "name", true, &name, &err) < 0 ||
+            dg_json_get_int(item, "concurrency", false, 0, 100000, &cc, &err) < 0) {
+            dg_log(DG_LOG_WARN, "api", "endpoints: item %zu: %s", i, err.msg);
+            continue;
+        }
+        bool created;
+        struct dp_function *f = fn_get_or_create(dg_str_c(name), &created);
+        f->concurrency = (uint32_t)cc;
+        if (apply_endpoints(f, json_object_get(item, "endpoints"), &err) < 0)
+            dg_log(DG_LOG_WARN, "api", "fn=%s: %s", name, err.msg);
+        else
+            applied++;
+    }
+    json_decref(j);
+    dg_http_respond_text(r, 200, "%zu function(s) updated", applied);
 }
 
 static void drain_aborted(struct dg_http_req *r, void *ud)
@@ -530,6 +581,7 @@ int main(int argc, char **argv)
     dg_http_route(g.api, "DELETE", "/v1/functions/:name", api_delete_function, NULL, 0);
     dg_http_route(g.api, "PUT", "/v1/functions/:name/endpoints", api_put_endpoints, NULL, 0);
     dg_http_route(g.api, "POST", "/v1/functions/:name/drain", api_drain, NULL, 0);
+    dg_http_route(g.api, "PUT", "/v1/endpoints", api_put_endpoints_bulk, NULL, 0);
     dg_http_route(g.api, "GET", "/v1/functions", api_list, NULL, 0);
     g.open_servers = 2;
     if (dg_http_server_listen(g.ingress, g.cfg.host, (int)g.cfg.port_proxy, &err) < 0 ||

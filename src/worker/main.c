@@ -39,6 +39,7 @@ struct wk_config {
     int64_t readiness_timeout_ms;
     int64_t emulated_create_delay_ms;
     int64_t heartbeat_ms;
+    int64_t emulated_nodes;
     char *fn_binary;
     struct dg_strlist cp_addresses;
     struct dg_http_conf http;
@@ -101,6 +102,13 @@ static const struct dg_conf_field wk_fields[] = {
      .offset = offsetof(struct wk_config, cp_addresses),
      .def = "127.0.0.1:9090",
      .help = "control plane (the first; empty: run standalone)"},
+    {.key = "emulatedNodes",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct wk_config, emulated_nodes),
+     .def = "1",
+     .min = 1,
+     .max = 10000,
+     .help = "register as N workers NAME-0..N-1 (scale tests on one machine; emulated runtime)"},
     {.key = "heartbeatInterval",
      .type = DG_CONF_DURATION,
      .offset = offsetof(struct wk_config, heartbeat_ms),
@@ -123,7 +131,9 @@ static struct {
     struct wk_worker w;
     struct dg_daemon daemon;
     struct dg_http_server *server;
-    struct dg_heartbeat *hb;
+    struct dg_heartbeat *hb;        /* the first node's link to the CP (exits, metrics) */
+    struct dg_heartbeat **node_hbs; /* one per node (emulatedNodes) */
+    char **node_names;
     struct wk_probe *shared_probe;
     bool stopping;
 } g;
@@ -348,7 +358,8 @@ static double sandboxes_now(void *ud)
 static void on_server_closed(void *ud)
 {
     g.server = NULL;
-    dg_heartbeat_stop(g.hb);
+    for (int64_t i = 0; g.node_hbs && i < g.cfg.emulated_nodes; i++)
+        dg_heartbeat_stop(g.node_hbs[i]);
     g.hb = NULL;
     /* stop what is left: sandboxes belong to this worker's lifetime */
     for (struct wk_sandbox *sb = g.w.sandboxes, *next; sb; sb = next) {
@@ -377,7 +388,8 @@ static json_t *registration_body(void *ud)
 {
     char address[96];
     snprintf(address, sizeof(address), "%s:%d", g.cfg.host, dg_http_server_port(g.server));
-    return json_pack("{ss ss}", "name", g.w.name, "address", address);
+    const char *name = ud ? (const char *)ud : g.w.name;
+    return json_pack("{ss ss}", "name", name, "address", address);
 }
 
 static void shared_ready(void *ud, const struct dg_err *perr)
@@ -396,12 +408,23 @@ static void shared_ready(void *ud, const struct dg_err *perr)
     }
     dg_log(DG_LOG_INFO, "worker", "%s: listening on %s:%d, runtime %s", g.w.name, g.cfg.host,
            dg_http_server_port(g.server), g.w.rt->name);
-    if (g.cfg.cp_addresses.n > 0 &&
-        !(g.hb = dg_heartbeat_start(g.w.loop, g.cfg.cp_addresses.v[0], "/v1/workers",
-                                    (uint64_t)g.cfg.heartbeat_ms, registration_body, NULL, &err))) {
-        dg_log(DG_LOG_ERROR, "worker", "%s", err.msg);
-        exit(1);
+    if (g.cfg.cp_addresses.n == 0)
+        return;
+    /* emulatedNodes: NAME-0..N-1, all at this address (one process stands for N nodes) */
+    int64_t n = g.cfg.emulated_nodes;
+    g.node_hbs = dg_xcalloc((size_t)n, sizeof(*g.node_hbs));
+    g.node_names = dg_xcalloc((size_t)n, sizeof(*g.node_names));
+    for (int64_t i = 0; i < n; i++) {
+        g.node_names[i] = n > 1 ? dg_xasprintf("%s-%lld", g.w.name, (long long)i) : NULL;
+        g.node_hbs[i] = dg_heartbeat_start(g.w.loop, g.cfg.cp_addresses.v[0], "/v1/workers",
+                                           (uint64_t)g.cfg.heartbeat_ms, registration_body,
+                                           g.node_names[i], &err);
+        if (!g.node_hbs[i]) {
+            dg_log(DG_LOG_ERROR, "worker", "%s", err.msg);
+            exit(1);
+        }
     }
+    g.hb = g.node_hbs[0];
 }
 
 static char *default_fn_binary(const char *argv0)
@@ -487,6 +510,10 @@ int main(int argc, char **argv)
 
     dg_loop_close_all(w->loop);
     dg_metrics_free(w->metrics);
+    for (int64_t i = 0; g.node_names && i < g.cfg.emulated_nodes; i++)
+        free(g.node_names[i]);
+    free(g.node_names);
+    free(g.node_hbs);
     free(w->fn_binary);
     dg_conf_free(&wk_schema, &g.cfg);
     dg_log(DG_LOG_INFO, "worker", "stopped");
