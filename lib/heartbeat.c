@@ -64,21 +64,15 @@ struct dg_heartbeat *dg_heartbeat_start(uv_loop_t *loop, const char *address, co
                                         uint64_t interval_ms, json_t *(*body)(void *ud), void *ud,
                                         struct dg_err *err)
 {
-    const char *colon = strrchr(address, ':');
-    int64_t port;
-    if (!colon || !dg_str_to_i64(dg_str_c(colon + 1), &port) || port < 1 || port > 65535) {
-        dg_err_set(err, DG_E_INVAL, "controlPlaneAddress: expected IP:PORT, got '%.64s'", address);
-        return NULL;
-    }
-    char host[64];
-    snprintf(host, sizeof(host), "%.*s", (int)(colon - address), address);
     struct dg_http_pool_opts o;
     dg_http_pool_opts_default(&o);
     o.max_conns = 4;
     o.request_timeout_ms = interval_ms * 2;
-    struct dg_http_pool *pool = dg_http_pool_new(loop, host, (int)port, &o, err);
-    if (!pool)
+    struct dg_http_pool *pool = dg_http_pool_new_addr(loop, address, &o, err);
+    if (!pool) {
+        dg_err_wrap(err, "controlPlaneAddress");
         return NULL;
+    }
     struct dg_heartbeat *hb = dg_xcalloc(1, sizeof(*hb));
     hb->loop = loop;
     hb->pool = pool;

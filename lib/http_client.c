@@ -101,6 +101,28 @@ struct dg_http_pool *dg_http_pool_new(uv_loop_t *loop, const char *host, int por
     return p;
 }
 
+struct dg_http_pool *dg_http_pool_new_addr(uv_loop_t *loop, const char *address,
+                                           const struct dg_http_pool_opts *opts, struct dg_err *err)
+{
+    const char *colon = strrchr(address, ':');
+    int64_t port;
+    char host[64];
+    if (!colon || !dg_str_to_i64(dg_str_c(colon + 1), &port) || port < 1 || port > 65535 ||
+        colon == address || (size_t)(colon - address) >= sizeof(host)) {
+        dg_err_set(err, DG_E_INVAL, "address '%.64s': expected IP:PORT", address);
+        return NULL;
+    }
+    const char *h = address;
+    size_t hl = (size_t)(colon - address);
+    if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') { /* [IPv6]:PORT */
+        h++;
+        hl -= 2;
+    }
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    return dg_http_pool_new(loop, host, (int)port, opts, err);
+}
+
 void dg_http_pool_stats(const struct dg_http_pool *p, struct dg_http_pool_stats *out)
 {
     *out = p->stats;

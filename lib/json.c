@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "dirigent/common.h"
+#include "dirigent/http.h"
 
 int dg_json_parse(const char *buf, size_t len, json_t **out, struct dg_err *err)
 {
@@ -280,4 +281,12 @@ int dg_json_get_bool(const json_t *obj, const char *name, bool required, bool *o
     if (rc == 0 && v)
         *out = json_is_true(v);
     return rc;
+}
+
+void dg_http_respond_json(struct dg_http_req *r, int status, json_t *v)
+{
+    char *s = dg_json_dumps(v);
+    dg_http_respond(r, status, "application/json", s, strlen(s));
+    free(s);
+    json_decref(v);
 }

@@ -156,6 +156,10 @@ void dg_http_pool_opts_default(struct dg_http_pool_opts *o);
  * `opts` NULL = defaults. */
 struct dg_http_pool *dg_http_pool_new(uv_loop_t *loop, const char *host, int port,
                                       const struct dg_http_pool_opts *opts, struct dg_err *err);
+/* The same from "IP:PORT" ("[IPv6]:PORT" too). Errors: "address 'x': expected IP:PORT". */
+struct dg_http_pool *dg_http_pool_new_addr(uv_loop_t *loop, const char *address,
+                                           const struct dg_http_pool_opts *opts,
+                                           struct dg_err *err);
 /* Fail queued and running requests (on_done with DG_E_CLOSED), close every connection, free
  * the pool once handles are closed. */
 void dg_http_pool_close(struct dg_http_pool *p);

@@ -51,6 +51,10 @@ int dg_json_get_int(const json_t *obj, const char *name, bool required, int64_t 
 int dg_json_get_bool(const json_t *obj, const char *name, bool required, bool *out,
                      struct dg_err *err);
 
+/* Answer `r` with `v` (taken over) as application/json. */
+struct dg_http_req;
+void dg_http_respond_json(struct dg_http_req *r, int status, json_t *v);
+
 /* Compact serialisation (scalars too); malloc'd by jansson's allocator, which is malloc
  * unless json_set_alloc_funcs changed it, so the caller free()s it. NULL for a NULL `v`. */
 char *dg_json_dumps(const json_t *v);

@@ -23,7 +23,6 @@ int cli_fail(const char *fmt, ...) DG_PRINTF(1, 2);
 /* The value of option `name` at argv[*i] (advancing *i), or NULL if argv[*i] is not it. */
 const char *cli_opt(int *i, int argc, char **argv, const char *name);
 
-int cli_load(int argc, char **argv, const char *cp, const char *dp, const char *fn_path,
-             bool json);
+int cli_load(int argc, char **argv, const char *cp, const char *dp, const char *fn_path, bool json);
 
 #endif

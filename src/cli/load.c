@@ -101,8 +101,7 @@ static void on_registered(struct dg_http_creq *q, const struct dg_http_resp *res
 
 /* Register n functions over one keep-alive pool, 64 at a time (InVitro registers its
  * functions the same way before a run). */
-static int register_cold(const char *cp, const char *image, size_t n, char ***out,
-                         unsigned tag)
+static int register_cold(const char *cp, const char *image, size_t n, char ***out, unsigned tag)
 {
     static const struct dg_http_client_cbs cbs = {.on_done = on_registered};
     static const struct dg_http_header form[] = {
@@ -110,15 +109,12 @@ static int register_cold(const char *cp, const char *image, size_t n, char ***ou
     char **names = dg_xcalloc(n, sizeof(char *));
     uv_loop_t loop;
     uv_loop_init(&loop);
-    char host[64];
-    const char *colon = strrchr(cp, ':');
-    snprintf(host, sizeof(host), "%.*s", colon ? (int)(colon - cp) : 0, cp);
     struct dg_http_pool_opts o;
     dg_http_pool_opts_default(&o);
     o.max_conns = 64;
     o.max_idle = 64;
     struct dg_err err = {0};
-    struct dg_http_pool *p = dg_http_pool_new(&loop, host, colon ? atoi(colon + 1) : 0, &o, &err);
+    struct dg_http_pool *p = dg_http_pool_new_addr(&loop, cp, &o, &err);
     if (!p) {
         free(names);
         uv_loop_close(&loop);
@@ -149,8 +145,7 @@ static int register_cold(const char *cp, const char *image, size_t n, char ***ou
     return 0;
 }
 
-int cli_load(int argc, char **argv, const char *cp, const char *dp, const char *fn_path,
-             bool json)
+int cli_load(int argc, char **argv, const char *cp, const char *dp, const char *fn_path, bool json)
 {
     if (argc < 1 || strcmp(argv[0], "rps") != 0)
         return cli_fail("load: expected 'rps' (dirigent load rps --rate R --duration S ...)");
@@ -203,16 +198,13 @@ int cli_load(int argc, char **argv, const char *cp, const char *dp, const char *
     }
     l.samples = dg_xcalloc(l.planned, sizeof(*l.samples));
     uv_loop_init(&l.loop);
-    char host[64];
-    const char *colon = strrchr(dp, ':');
-    snprintf(host, sizeof(host), "%.*s", colon ? (int)(colon - dp) : 0, dp);
     struct dg_http_pool_opts o;
     dg_http_pool_opts_default(&o);
     o.max_conns = 4000; /* open loop: never wait for a connection (ulimit is 20k) */
     o.max_idle = 4000;
     o.request_timeout_ms = 120000;
     struct dg_err err = {0};
-    l.pool = dg_http_pool_new(&l.loop, host, colon ? atoi(colon + 1) : 0, &o, &err);
+    l.pool = dg_http_pool_new_addr(&l.loop, dp, &o, &err);
     if (!l.pool)
         return cli_fail("load: %s", err.msg);
     uv_timer_init(&l.loop, &l.timer);
@@ -252,8 +244,8 @@ int cli_load(int argc, char **argv, const char *cp, const char *dp, const char *
                "\"functions\":%zu,\"p50_us\":%llu,\"p90_us\":%llu,\"p99_us\":%llu}\n",
                (unsigned long long)l.sent, (unsigned long long)ok, (unsigned long long)errors,
                (unsigned long long)e5xx, (unsigned long long)e4xx, (unsigned long long)transport,
-               rate, achieved, l.nnames, (unsigned long long)PCT(0.5),
-               (unsigned long long)PCT(0.9), (unsigned long long)PCT(0.99));
+               rate, achieved, l.nnames, (unsigned long long)PCT(0.5), (unsigned long long)PCT(0.9),
+               (unsigned long long)PCT(0.99));
     } else {
         printf("sent %llu in %.2f s (%.1f/s, target %g/s) to %zu function(s)%s\n",
                (unsigned long long)l.sent, (double)wall_us / 1e6, achieved, rate, l.nnames,

@@ -55,16 +55,8 @@ int cli_request(const char *addr, const char *method, const char *path,
     memset(r, 0, sizeof(*r));
     uv_loop_t loop;
     uv_loop_init(&loop);
-    char host[64];
-    const char *colon = strrchr(addr, ':');
-    if (!colon) {
-        snprintf(r->err, sizeof(r->err), "address '%s': expected HOST:PORT", addr);
-        uv_loop_close(&loop);
-        return -1;
-    }
-    snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
     struct dg_err err = {0};
-    struct dg_http_pool *p = dg_http_pool_new(&loop, host, atoi(colon + 1), NULL, &err);
+    struct dg_http_pool *p = dg_http_pool_new_addr(&loop, addr, NULL, &err);
     if (!p) {
         snprintf(r->err, sizeof(r->err), "%s", err.msg);
         uv_loop_close(&loop);

@@ -42,14 +42,6 @@ double cp_fn_sample(const struct cp_fn *f)
     return sum;
 }
 
-static void reply_json(struct dg_http_req *r, int status, json_t *v)
-{
-    char *s = dg_json_dumps(v);
-    dg_http_respond(r, status, "application/json", s, strlen(s));
-    free(s);
-    json_decref(v);
-}
-
 /* ---- functions -------------------------------------------------------------------------- */
 
 static json_t *fn_json(const struct cp_fn *f)
@@ -196,14 +188,14 @@ static void api_fn_list(struct dg_http_req *r, void *ud)
     for (struct cp_fn *f = cp.fns; f; f = f->next)
         if (!f->deleted)
             json_array_append_new(a, fn_json(f));
-    reply_json(r, 200, a);
+    dg_http_respond_json(r, 200, a);
 }
 
 static void api_fn_get(struct dg_http_req *r, void *ud)
 {
     struct cp_fn *f = fn_param(r);
     if (f)
-        reply_json(r, 200, fn_json(f));
+        dg_http_respond_json(r, 200, fn_json(f));
 }
 
 static void api_fn_update(struct dg_http_req *r, void *ud)
@@ -236,7 +228,7 @@ static void api_fn_update(struct dg_http_req *r, void *ud)
         f->desired = f->desired < lo ? (int)lo : (int)hi;
         cp_reconcile(f);
     }
-    reply_json(r, 200, fn_json(f));
+    dg_http_respond_json(r, 200, fn_json(f));
 }
 
 static void api_fn_delete(struct dg_http_req *r, void *ud)
@@ -252,19 +244,11 @@ static void api_fn_delete(struct dg_http_req *r, void *ud)
 
 static struct dg_http_pool *pool_to(const char *address, unsigned max_conns, struct dg_err *err)
 {
-    const char *colon = strrchr(address, ':');
-    int64_t port;
-    if (!colon || !dg_str_to_i64(dg_str_c(colon + 1), &port) || port < 1 || port > 65535) {
-        dg_err_set(err, DG_E_INVAL, "field 'address': expected IP:PORT, got '%.64s'", address);
-        return NULL;
-    }
-    char host[64];
-    snprintf(host, sizeof(host), "%.*s", (int)(colon - address), address);
     struct dg_http_pool_opts o;
     dg_http_pool_opts_default(&o);
     o.max_conns = max_conns;
     o.request_timeout_ms = 60 * 1000; /* as the original: 60 s per worker/DP call */
-    return dg_http_pool_new(cp.loop, host, (int)port, &o, err);
+    return dg_http_pool_new_addr(cp.loop, address, &o, err);
 }
 
 static void api_worker(struct dg_http_req *r, void *ud)
@@ -449,7 +433,8 @@ static void api_status(struct dg_http_req *r, void *ud)
     for (struct cp_fn *f = cp.fns; f; f = f->next)
         if (!f->deleted)
             json_array_append_new(fs, fn_json(f));
-    reply_json(r, 200, json_pack("{so so so}", "workers", ws, "dataplanes", ds, "functions", fs));
+    dg_http_respond_json(r, 200,
+                         json_pack("{so so so}", "workers", ws, "dataplanes", ds, "functions", fs));
 }
 
 static void api_health(struct dg_http_req *r, void *ud)

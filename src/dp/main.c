@@ -328,12 +328,9 @@ static int apply_endpoints(struct dp_function *f, json_t *list, struct dg_err *e
             have = strcmp(f->eps[k]->id, ids.v[i]) == 0;
         if (have)
             continue;
-        char host[64];
-        const char *colon = strrchr(addrs.v[i], ':');
-        snprintf(host, sizeof(host), "%.*s", (int)(colon - addrs.v[i]), addrs.v[i]);
         struct dg_err perr = {0};
         struct dg_http_pool *pool =
-            dg_http_pool_new(dp.loop, host, atoi(colon + 1), &dp.pool_opts, &perr);
+            dg_http_pool_new_addr(dp.loop, addrs.v[i], &dp.pool_opts, &perr);
         if (!pool) {
             dg_log(DG_LOG_WARN, "api", "fn=%s endpoint %s: %s", f->name, addrs.v[i], perr.msg);
             continue;
@@ -455,10 +452,7 @@ static void api_list(struct dg_http_req *r, void *ud)
                                              (int)f->concurrency, "queued", (int)f->queued,
                                              "inFlight", (int)f->running, "endpoints", eps));
     }
-    char *s = dg_json_dumps(fns);
-    dg_http_respond(r, 200, "application/json", s, strlen(s));
-    free(s);
-    json_decref(fns);
+    dg_http_respond_json(r, 200, fns);
 }
 
 /* ---- lifecycle -------------------------------------------------------------------------- */

@@ -188,14 +188,6 @@ static struct wk_sandbox *sandbox_find(const char *id, size_t len)
     return NULL;
 }
 
-static void answer_json(struct dg_http_req *r, int status, json_t *body)
-{
-    char *s = dg_json_dumps(body);
-    dg_http_respond(r, status, "application/json", s, strlen(s));
-    free(s);
-    json_decref(body);
-}
-
 static json_t *latency_json(const struct wk_latency *l)
 {
     return json_pack("{sI sI sI sI sI sI}", "image", (json_int_t)l->image_us, "rootfs",
@@ -224,9 +216,9 @@ void wk_sandbox_created(struct wk_sandbox *sb, const struct dg_err *err)
     if (r) {
         char ep[80];
         snprintf(ep, sizeof(ep), "%s:%d", sb->host, sb->port);
-        answer_json(r, 201,
-                    json_pack("{ss ss ss so}", "id", sb->id, "function", sb->function, "endpoint",
-                              ep, "latencyUs", latency_json(&sb->lat)));
+        dg_http_respond_json(r, 201,
+                             json_pack("{ss ss ss so}", "id", sb->id, "function", sb->function,
+                                       "endpoint", ep, "latencyUs", latency_json(&sb->lat)));
     }
 }
 
@@ -325,7 +317,7 @@ static void api_list(struct dg_http_req *r, void *ud)
                               json_pack("{ss ss ss ss}", "id", sb->id, "function", sb->function,
                                         "endpoint", ep, "state", state_name(sb->state)));
     }
-    answer_json(
+    dg_http_respond_json(
         r, 200,
         json_pack("{ss ss so}", "name", g.w.name, "runtime", g.w.rt->name, "sandboxes", list));
 }

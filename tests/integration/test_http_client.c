@@ -246,6 +246,16 @@ static void test_bad_address(void **state)
     struct dg_err err = {0};
     assert_null(dg_http_pool_new(&loop, "not-an-ip", 80, NULL, &err));
     assert_non_null(strstr(err.msg, "numeric IP address"));
+    /* from "IP:PORT" */
+    assert_null(dg_http_pool_new_addr(&loop, "127.0.0.1", NULL, &err));
+    assert_string_equal(err.msg, "address '127.0.0.1': expected IP:PORT");
+    assert_null(dg_http_pool_new_addr(&loop, "127.0.0.1:0", NULL, &err));
+    struct dg_http_pool *p = dg_http_pool_new_addr(&loop, "[::1]:8080", NULL, &err);
+    assert_non_null(p);
+    close_pool(p);
+    p = dg_http_pool_new_addr(&loop, "127.0.0.1:8080", NULL, &err);
+    assert_non_null(p);
+    close_pool(p);
 }
 
 static void test_request_timeout(void **state)
