@@ -5,6 +5,7 @@
 #include "dirigent/daemon.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -43,6 +44,24 @@ int dg_daemon_init(struct dg_daemon *d, uv_loop_t *loop, const char *name,
     uv_unref((uv_handle_t *)&d->sigterm);
     uv_unref((uv_handle_t *)&d->sigint);
     return 0;
+}
+
+int dg_daemon_configure(const struct dg_conf_schema *s, void *cfg, char *const *log_level, int argc,
+                        char **argv)
+{
+    struct dg_err err = {0};
+    int rc = dg_conf_parse_args(s, cfg, argc, argv, stdout, &err);
+    if (rc != DG_CONF_RUN) {
+        if (rc < 0)
+            fprintf(stderr, "%s: %s\n", s->prog, err.msg);
+        dg_conf_free(s, cfg);
+        return rc < 0 ? 2 : 0;
+    }
+    int level = DG_LOG_INFO;
+    if (log_level && *log_level)
+        dg_log_level_parse(*log_level, &level);
+    dg_log_set_level(level);
+    return -1;
 }
 
 void dg_daemon_deinit(struct dg_daemon *d)

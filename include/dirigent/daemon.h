@@ -29,6 +29,12 @@ struct dg_daemon {
  * keep the loop alive. `name` (borrowed) is used in the log line. */
 int dg_daemon_init(struct dg_daemon *d, uv_loop_t *loop, const char *name,
                    void (*on_stop)(void *ud), void *ud, struct dg_err *err);
+/* A daemon's command line: parse it into `cfg` (dg_conf_parse_args), then set the log level
+ * from the string `*log_level` points at (a field of cfg, read after parsing). Returns -1 to
+ * go on, or the exit status to leave main with: 0 after --help / --print-config, 2 after a
+ * config error (printed as "PROG: error"); cfg is freed then. */
+int dg_daemon_configure(const struct dg_conf_schema *s, void *cfg, char *const *log_level, int argc,
+                        char **argv);
 /* Close the signal watchers (call from on_stop or before leaving main). */
 void dg_daemon_deinit(struct dg_daemon *d);
 

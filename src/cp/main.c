@@ -160,13 +160,9 @@ int main(int argc, char **argv)
 {
     struct dg_err err = {0};
     dg_log_init("cp");
-    int rc = dg_conf_parse_args(&cp_schema, &g.cfg, argc, argv, stdout, &err);
-    if (rc != DG_CONF_RUN) {
-        if (rc < 0)
-            fprintf(stderr, "dirigent-cp: %s\n", err.msg);
-        dg_conf_free(&cp_schema, &g.cfg);
-        return rc < 0 ? 2 : 0;
-    }
+    int rc = dg_daemon_configure(&cp_schema, &g.cfg, &g.cfg.log_level, argc, argv);
+    if (rc >= 0)
+        return rc;
     const char *colon = strrchr(g.cfg.registration_server, ':');
     int64_t reg_port;
     if (!colon || !dg_str_to_i64(dg_str_c(colon + 1), &reg_port) || reg_port < 0 ||
@@ -178,9 +174,6 @@ int main(int argc, char **argv)
     char reg_host[64];
     snprintf(reg_host, sizeof(reg_host), "%.*s", (int)(colon - g.cfg.registration_server),
              g.cfg.registration_server);
-    int level = DG_LOG_INFO;
-    dg_log_level_parse(g.cfg.log_level, &level);
-    dg_log_set_level(level);
 
     cp.loop = uv_default_loop();
     cp.placement = g.cfg.placement;

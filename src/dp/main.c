@@ -522,16 +522,9 @@ int main(int argc, char **argv)
 {
     struct dg_err err = {0};
     dg_log_init("dp");
-    int rc = dg_conf_parse_args(&dp_schema, &g.cfg, argc, argv, stdout, &err);
-    if (rc != DG_CONF_RUN) {
-        if (rc < 0)
-            fprintf(stderr, "dirigent-dp: %s\n", err.msg);
-        dg_conf_free(&dp_schema, &g.cfg);
-        return rc < 0 ? 2 : 0;
-    }
-    int level = DG_LOG_INFO;
-    dg_log_level_parse(g.cfg.log_level, &level);
-    dg_log_set_level(level);
+    int rc = dg_daemon_configure(&dp_schema, &g.cfg, &g.cfg.log_level, argc, argv);
+    if (rc >= 0)
+        return rc;
 
     dp.loop = uv_default_loop();
     dp_lb_policy_parse(g.cfg.lb_policy, &dp.policy);

@@ -255,19 +255,9 @@ int main(int argc, char **argv)
     static struct fn f;
     struct dg_err err = {0};
     dg_log_init("fn");
-    int rc = dg_conf_parse_args(&fn_schema, &f.cfg, argc, argv, stdout, &err);
-    if (rc == DG_CONF_EXIT) {
-        dg_conf_free(&fn_schema, &f.cfg);
-        return 0;
-    }
-    if (rc < 0) {
-        fprintf(stderr, "dirigent-fn: %s\n", err.msg);
-        dg_conf_free(&fn_schema, &f.cfg);
-        return 2;
-    }
-    int level = DG_LOG_INFO;
-    dg_log_level_parse(f.cfg.log_level, &level);
-    dg_log_set_level(level);
+    int rc = dg_daemon_configure(&fn_schema, &f.cfg, &f.cfg.log_level, argc, argv);
+    if (rc >= 0)
+        return rc;
     if (f.cfg.calibrate) {
         printf("%llu\n", (unsigned long long)fn_calibrate(500));
         dg_conf_free(&fn_schema, &f.cfg);
