@@ -165,6 +165,8 @@ static int cmd_deploy(int argc, char **argv)
             json_object_set_new(j, "requested_cpu", json_string(v));
         else if ((v = cli_opt(&i, argc, argv, "--memory")))
             json_object_set_new(j, "requested_memory", json_string(v));
+        else if ((v = cli_opt(&i, argc, argv, "--concurrency")))
+            json_object_set_new(j, "container_concurrency", json_string(v));
         else if (strcmp(argv[i], "--cold-start-sweep") == 0)
             json_object_set_new(j, "cold_start_sweep", json_true());
         else {
@@ -413,7 +415,7 @@ int main(int argc, char **argv)
             "usage: dirigent [--cp HOST:PORT] [--dp HOST:PORT] [--json] COMMAND\n"
             "  up [--runtime process|emulated] [--state-dir DIR]   a local cluster\n"
             "  function deploy NAME --image IMG [--port P] [--min N] [--max N] [--cpu MILLI]\n"
-            "                  [--memory MIB] [--cold-start-sweep]\n"
+            "                  [--memory MIB] [--concurrency N] [--cold-start-sweep]\n"
             "  function list | get NAME | delete NAME\n"
             "  invoke NAME [--data STR] [--header K:V]...\n"
             "  status\n"

@@ -46,12 +46,13 @@ double cp_fn_sample(const struct cp_fn *f)
 
 static json_t *fn_json(const struct cp_fn *f)
 {
-    return json_pack("{ss ss si si si si si si sI sI sb}", "name", f->spec.name, "image",
+    return json_pack("{ss ss si si si si si si sI sI sb si}", "name", f->spec.name, "image",
                      f->spec.image, "port", f->spec.port, "ready", (int)f->ready, "desired",
                      f->desired, "creating", (int)f->creating, "scaling_lower_bound",
                      f->spec.lower_bound, "scaling_upper_bound", f->spec.upper_bound,
                      "requested_cpu", (json_int_t)f->spec.cpu_milli, "requested_memory",
-                     (json_int_t)f->spec.memory_mib, "cold_start_sweep", f->spec.cold_start_sweep);
+                     (json_int_t)f->spec.memory_mib, "cold_start_sweep", f->spec.cold_start_sweep,
+                     "container_concurrency", f->spec.concurrency);
 }
 
 static void registration_reply(struct dg_http_req *r)
@@ -88,6 +89,7 @@ static void register_form(struct dg_http_req *r, const struct dg_form *form)
     struct cp_fn *f = dg_xcalloc(1, sizeof(*f));
     f->spec = spec;
     cp_as_config_default(&f->as, spec.cold_start_sweep);
+    f->as.container_concurrency = spec.concurrency;
     f->as.lower_bound = spec.lower_bound;
     f->as.upper_bound = spec.upper_bound;
     cp_as_state_init(&f->ast, &f->as);

@@ -129,14 +129,15 @@ int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct
                           "'%.32s'",
                           proto);
 
-    int64_t cpu = 1, mem = 1, lower = 0, mult = 0, busy = 0;
+    int64_t cpu = 1, mem = 1, lower = 0, mult = 0, busy = 0, cc = 1;
     bool sweep = false;
     if (field_bool(f, "cold_start_sweep", &sweep, err) < 0 ||
         field_int(f, "requested_cpu", 1, 1000000, &cpu, err) < 0 ||
         field_int(f, "requested_memory", 1, 1 << 24, &mem, err) < 0 ||
         field_int(f, "scaling_lower_bound", 0, INT32_MAX, &lower, err) < 0 ||
         field_int(f, "iteration_multiplier", 0, 1000000000, &mult, err) < 0 ||
-        field_int(f, "cold_start_busy_loop_ms", 0, 3600000, &busy, err) < 0)
+        field_int(f, "cold_start_busy_loop_ms", 0, 3600000, &busy, err) < 0 ||
+        field_int(f, "container_concurrency", 0, 1000, &cc, err) < 0)
         return DG_E_INVAL;
     int64_t upper = sweep ? 1 : INT32_MAX;
     if (field_int(f, "scaling_upper_bound", 0, INT32_MAX, &upper, err) < 0)
@@ -164,6 +165,7 @@ int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct
     out->upper_bound = (int)upper;
     out->lower_bound = (int)lower;
     out->cold_start_sweep = sweep;
+    out->concurrency = (int)cc;
     out->iteration_multiplier = mult;
     out->cold_start_busy_loop_ms = busy;
     for (size_t i = 0, n = dg_form_count(f, "env_vars"); i < n; i++)

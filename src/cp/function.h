@@ -27,6 +27,8 @@ struct cp_fn_spec {
     int upper_bound;    /* scaling_upper_bound */
     int lower_bound;    /* scaling_lower_bound */
     bool cold_start_sweep;
+    int concurrency;        /* container_concurrency: requests at once per sandbox, 0 unlimited
+                               (not in the original's form; default 1 as its DP hard-coded) */
     struct dg_strlist env;  /* env_vars, each KEY=VALUE */
     struct dg_strlist args; /* program_args */
     int64_t iteration_multiplier;

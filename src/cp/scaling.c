@@ -90,7 +90,7 @@ static void flush_pushes(uv_timer_t *t)
         f->dirty = false;
         json_t *one = endpoint_list(f);
         json_object_set_new(one, "name", json_string(f->spec.name));
-        json_object_set_new(one, "concurrency", json_integer(1));
+        json_object_set_new(one, "concurrency", json_integer(f->spec.concurrency));
         json_array_append_new(fns, one);
         f->next_dirty = done;
         done = f;

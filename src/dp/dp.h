@@ -37,7 +37,7 @@ struct dp_function {
     unsigned queued, running;
     struct dp_lb_state lb;
     struct dp_drain *drains;
-    struct dg_metric *m_requests, *m_cold, *m_queue;
+    struct dg_metric *m_requests, *m_cold, *m_queue, *m_latency;
     unsigned reported; /* in-flight count last sent to the CP */
     struct dp_function *next;
 };

@@ -236,6 +236,7 @@ static struct dp_function *fn_get_or_create(struct dg_str name, bool *created)
     f->m_requests = dg_metric_get1(dp.f_requests, f->name);
     f->m_cold = dg_metric_get1(dp.f_cold, f->name);
     f->m_queue = dg_metric_get1(dp.f_queue, f->name);
+    f->m_latency = dg_metric_get1(dp.f_latency, f->name);
     f->next = dp.fns;
     dp.fns = f;
     return f;
@@ -287,6 +288,7 @@ static void api_delete_function(struct dg_http_req *r, void *ud)
     dg_metric_remove(dp.f_requests, (const char *const[]){f->name});
     dg_metric_remove(dp.f_cold, (const char *const[]){f->name});
     dg_metric_remove(dp.f_queue, (const char *const[]){f->name});
+    dg_metric_remove(dp.f_latency, (const char *const[]){f->name});
     dg_http_respond_text(r, 200, "function '%s' removed", f->name);
     free(f->name);
     free(f);
@@ -540,6 +542,11 @@ int main(int argc, char **argv)
                                    "Invocations that found no sandbox, per function.", "function");
     dp.f_queue = dg_metrics_gauge(dp.metrics, "dg_dp_queue_depth",
                                   "Invocations waiting for a sandbox, per function.", "function");
+    dp.f_latency =
+        dg_metrics_histogram(dp.metrics, "dg_dp_request_seconds",
+                             "Invocation time in the data plane (queue + proxying), "
+                             "per function.",
+                             "function", dg_metrics_latency_buckets, dg_metrics_latency_nbuckets);
 
     if (dg_daemon_init(&g.daemon, dp.loop, "dp", on_stop, NULL, &err) < 0) {
         dg_log(DG_LOG_ERROR, "dp", "%s", err.msg);

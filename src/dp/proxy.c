@@ -129,6 +129,7 @@ static void trace_request(const struct dp_inv *v, const char *container)
 static void inv_finish(struct dp_inv *v)
 {
     struct dp_function *f = v->fn;
+    dg_histogram_observe(f->m_latency, (double)(dg_now_us() - v->t_arrive_us) / 1e6);
     f->running--;
     free(v);
     dp_dispatch(f);

@@ -29,7 +29,7 @@ t_status() {
 check "status shows workers, data planes and functions as tables" t_status
 
 t_deploy_invoke() {
-  "$D" function deploy echo --image "$B/dirigent-fn" --max 2 || return 1
+  "$D" function deploy echo --image "$B/dirigent-fn" --max 2 --concurrency 4 || return 1
   local out
   out=$("$D" invoke echo --header 'requested_cpu: 5') || return 1
   echo "$out"
@@ -41,9 +41,12 @@ t_list_get() {
   "$D" function list | grep -q '^echo ' || return 1
   local j
   j=$("$D" --json function get echo) || return 1
-  [ "$(json_field "$j" scaling_upper_bound)" = 2 ]
+  [ "$(json_field "$j" scaling_upper_bound)" = 2 ] && [ "$(json_field "$j" container_concurrency)" = 4 ] &&
+    # and the data plane got it: 4 requests at once per sandbox
+    curl -sf http://127.0.0.1:8081/v1/functions | /usr/bin/python3 -c \
+      'import json,sys; f=[f for f in json.load(sys.stdin) if f["name"]=="echo"][0]; assert f["concurrency"]==4, f'
 }
-check "function list (table) and get (--json)" t_list_get
+check "function list (table) and get (--json); the concurrency reaches the data plane" t_list_get
 
 t_errors() {
   local out rc

@@ -7,7 +7,7 @@ B=${DG_BUILD_DIR:-build}
 DP=$B/dirigent-dp
 FN=$B/dirigent-fn
 
-plan 11
+plan 12
 
 start_fn() { # start_fn LOG VAR: sets VAR to host:port (no subshell: the pid must be ours to kill)
   bg_start "$1" "$FN" --host 127.0.0.1 --port 0
@@ -139,6 +139,16 @@ t_replace() {
     grep -q "item 0: field 'address': expected IP:PORT, got 'nope'" "$TAP_TMP/b"
 }
 check "the endpoint list is replaced, never appended; bad items get 400 naming the field" t_replace
+
+t_metrics() {
+  local m
+  m=$(curl -sf "$A/metrics") || return 1
+  grep -qE '^dg_dp_requests_total\{function="hello"\} [1-9]' <<<"$m" &&
+    grep -qE '^dg_dp_cold_starts_total\{function="lonely"\} 1$' <<<"$m" &&
+    grep -qE '^dg_dp_request_seconds_count\{function="hello"\} [1-9]' <<<"$m" &&
+    grep -q '^# TYPE dg_dp_request_seconds histogram' <<<"$m"
+}
+check "/metrics: per-function requests, cold starts, latency histogram" t_metrics
 
 t_stop() {
   kill -TERM "$DP_PID"; wait "$DP_PID"

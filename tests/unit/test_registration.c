@@ -69,6 +69,7 @@ static void test_invitro_form(void **state)
     assert_int_equal(s.lower_bound, 1);
     assert_false(s.cold_start_sweep);
     assert_int_equal(s.iteration_multiplier, 102);
+    assert_int_equal(s.concurrency, 1); /* default: one request at a time per sandbox */
     assert_int_equal(s.env.n, 2);
     assert_string_equal(s.env.v[1], "B_2=x=y");
     assert_int_equal(s.args.n, 1);
@@ -128,6 +129,8 @@ static void test_errors_name_the_field(void **state)
         {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&scaling_upper_bound=2"
          "&scaling_lower_bound=3",
          "field 'scaling_lower_bound': expected at most scaling_upper_bound (2), got 3"},
+        {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&container_concurrency=-1",
+         "field 'container_concurrency': expected an integer 0..1000, got '-1'"},
         {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&env_vars=1A%3Db",
          "field 'env_vars': expected NAME=VALUE"},
     };
