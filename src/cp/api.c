@@ -289,6 +289,19 @@ static void api_worker(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 400, "worker: %s", err.msg);
         return;
     }
+    /* sandboxes it runs that this CP does not know (it restarted): adopt them */
+    json_t *sbs = json_object_get(j, "sandboxes"), *item;
+    size_t i;
+    json_array_foreach(sbs, i, item)
+    {
+        const char *sid, *fname, *ep;
+        struct cp_fn *f;
+        if (dg_json_get_string(item, "id", true, &sid, &err) == 0 &&
+            dg_json_get_string(item, "function", true, &fname, &err) == 0 &&
+            dg_json_get_string(item, "endpoint", true, &ep, &err) == 0 &&
+            (f = cp_fn_find(dg_str_c(fname))) && cp_sandbox_adopt(f, w, sid, ep))
+            dg_log(DG_LOG_INFO, "registry", "fn=%s adopted sandbox %s on %s", fname, sid, w->name);
+    }
     json_decref(j);
     if (!w->schedulable)
         dg_log(DG_LOG_INFO, "registry", "worker %s schedulable", w->name);

@@ -62,7 +62,8 @@ struct cp_fn {
     struct cp_metric *metrics;
     size_t nmetrics;
     bool deleted;
-    bool dirty; /* its endpoint list changed since the last push */
+    bool dirty;                  /* its endpoint list changed since the last push */
+    uint64_t hold_down_until_ms; /* no scale-down before (sandboxes adopted after a restart) */
     struct cp_fn *next_dirty;
     struct cp_fn *next;
 };
@@ -97,6 +98,9 @@ void cp_reconcile(struct cp_fn *f);                  /* act on f->desired */
 void cp_push_endpoints(struct cp_fn *f);             /* whole list to every DP */
 void cp_fn_delete(struct cp_fn *f);                  /* scale to zero, then forget */
 void cp_worker_lost(struct cp_worker *w);
+/* A sandbox a worker reports that this CP does not know (after a CP restart): take it as
+ * ready. False if it is known already. */
+bool cp_sandbox_adopt(struct cp_fn *f, struct cp_worker *w, const char *id, const char *endpoint);
 /* A ready sandbox died on its own: remove it and push the list. False if unknown. */
 bool cp_sandbox_exited(struct cp_fn *f, const char *id);
 void cp_dp_lost(struct cp_dp *d);

@@ -327,7 +327,8 @@ void cp_reconcile(struct cp_fn *f)
         }
         dg_log(DG_LOG_INFO, "scale", "fn=%s scale up to %d (ready %u, creating %u)", f->spec.name,
                f->desired, f->ready, f->creating);
-    } else if (f->desired < (int)f->ready && f->creating == 0) {
+    } else if (f->desired < (int)f->ready && f->creating == 0 &&
+               (f->deleted || uv_now(cp.loop) >= f->hold_down_until_ms)) {
         scale_down(f, f->ready - (unsigned)f->desired);
     }
 }
@@ -385,6 +386,29 @@ void cp_fn_delete(struct cp_fn *f)
     if (f->ready)
         scale_down(f, f->ready);
     fn_maybe_free(f);
+}
+
+bool cp_sandbox_adopt(struct cp_fn *f, struct cp_worker *w, const char *id, const char *endpoint)
+{
+    for (struct cp_sandbox *s = f->sbs; s; s = s->next)
+        if (s->id && strcmp(s->id, id) == 0)
+            return false;
+    struct cp_sandbox *s = dg_xcalloc(1, sizeof(*s));
+    s->fn = f;
+    s->worker = w;
+    s->id = dg_xstrdup(id);
+    s->endpoint = dg_xstrdup(endpoint);
+    s->state = CP_SB_READY;
+    s->next = f->sbs;
+    f->sbs = s;
+    f->ready++;
+    w->sandboxes++;
+    if (f->desired < (int)f->ready)
+        f->desired = (int)f->ready;
+    /* a CP that restarted has an empty window: hold scale-down off for one stable window */
+    f->hold_down_until_ms = uv_now(cp.loop) + f->as.stable_window_ms;
+    cp_push_endpoints(f);
+    return true;
 }
 
 bool cp_sandbox_exited(struct cp_fn *f, const char *id)

@@ -381,7 +381,21 @@ static json_t *registration_body(void *ud)
     char address[96];
     snprintf(address, sizeof(address), "%s:%d", g.cfg.host, dg_http_server_port(g.server));
     const char *name = ud ? (const char *)ud : g.w.name;
-    return json_pack("{ss ss}", "name", name, "address", address);
+    json_t *body = json_pack("{ss ss}", "name", name, "address", address);
+    if (ud && strcmp(name, g.node_names[0]) != 0)
+        return body; /* the sandboxes are reported once, by the first node */
+    /* the sandboxes it runs: a control plane that restarted adopts them */
+    json_t *sbs = json_array();
+    for (struct wk_sandbox *sb = g.w.sandboxes; sb; sb = sb->next) {
+        if (sb->state != WK_SB_READY)
+            continue;
+        char ep[80];
+        snprintf(ep, sizeof(ep), "%s:%d", sb->host, sb->port);
+        json_array_append_new(
+            sbs, json_pack("{ss ss ss}", "id", sb->id, "function", sb->function, "endpoint", ep));
+    }
+    json_object_set_new(body, "sandboxes", sbs);
+    return body;
 }
 
 static void shared_ready(void *ud, const struct dg_err *perr)

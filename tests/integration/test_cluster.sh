@@ -9,7 +9,7 @@ B=$(cd "$B" && pwd)
 FN=$B/dirigent-fn
 TAG="DG_CLUSTER_TEST=$$"
 
-plan 10
+plan 11
 
 # kill sandboxes left behind by a killed worker (they carry TAG in their environment)
 cleanup_sandboxes() {
@@ -182,6 +182,21 @@ t_worker_dies() {
   [ "$(json_field "$(curl -sf -H 'Host: two' "$P/")" Function)" = two ]
 }
 check "kill -9 of a worker: its sandboxes are replaced on the other after the heartbeat timeout" t_worker_dies
+
+t_cp_restart() {
+  # the CP forgets everything (no persistence yet); the workers still run their sandboxes
+  kill -9 "$CP_PID"; wait "$CP_PID" 2>/dev/null
+  bg_start "$TAP_TMP/cp2.log" "$B/dirigent-cp" --port "${CPI##*:}" --registrationServer "${REG#http://}" \
+    --heartbeatInterval 300ms --placementPolicy round-robin --traceOutputFolder ""
+  CP_PID=$BG_PID
+  wait_for_log "$TAP_TMP/cp2.log" 'registration on' || return 1
+  [ "$(register hello)" = 200 ] || return 1
+  # the worker's next heartbeat reports its hello sandbox: adopted, not created again
+  wait_status '[f for f in s["functions"] if f["name"]=="hello"][0]["ready"] >= 1' || return 1
+  grep -q 'fn=hello adopted sandbox' "$TAP_TMP/cp2.log" || { cat "$TAP_TMP/cp2.log"; return 1; }
+  [ "$(json_field "$(curl -sf -H 'Host: hello' "$P/")" Function)" = hello ]
+}
+check "a restarted CP adopts the sandboxes its workers still run" t_cp_restart
 
 t_traces() {
   # written off the loop about once a second
