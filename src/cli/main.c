@@ -241,12 +241,15 @@ static void status_table(json_t *s)
 {
     size_t i;
     json_t *x;
-    printf("WORKERS\n%-24s %-22s %-12s %s\n", "NAME", "ADDRESS", "SCHEDULABLE", "SANDBOXES");
-    json_array_foreach(json_object_get(s, "workers"), i, x)
-        printf("%-24s %-22s %-12s %lld\n", json_string_value(json_object_get(x, "name")),
-               json_string_value(json_object_get(x, "address")),
-               json_is_true(json_object_get(x, "schedulable")) ? "yes" : "no",
-               (long long)json_integer_value(json_object_get(x, "sandboxes")));
+    printf("WORKERS\n%-24s %-22s %-12s %-8s %-9s %s\n", "NAME", "ADDRESS", "SCHEDULABLE", "CPU(m)",
+           "MEM(MiB)", "SANDBOXES");
+    json_array_foreach(json_object_get(s, "workers"), i, x) printf(
+        "%-24s %-22s %-12s %-8lld %-9lld %lld\n", json_string_value(json_object_get(x, "name")),
+        json_string_value(json_object_get(x, "address")),
+        json_is_true(json_object_get(x, "schedulable")) ? "yes" : "no",
+        (long long)json_integer_value(json_object_get(x, "cpuMilli")),
+        (long long)json_integer_value(json_object_get(x, "memoryMiB")),
+        (long long)json_integer_value(json_object_get(x, "sandboxes")));
     printf("\nDATA PLANES\n%-24s %-22s %s\n", "NAME", "PROXY", "API");
     json_array_foreach(json_object_get(s, "dataplanes"), i, x)
         printf("%-24s %-22s %s\n", json_string_value(json_object_get(x, "name")),

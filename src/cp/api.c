@@ -302,6 +302,9 @@ static void api_worker(struct dg_http_req *r, void *ud)
             (f = cp_fn_find(dg_str_c(fname))) && cp_sandbox_adopt(f, w, sid, ep))
             dg_log(DG_LOG_INFO, "registry", "fn=%s adopted sandbox %s on %s", fname, sid, w->name);
     }
+    json_t *cpu = json_object_get(j, "cpuMilli"), *mem = json_object_get(j, "memoryMiB");
+    w->cpu_milli = json_is_integer(cpu) ? (int64_t)json_integer_value(cpu) : 0;
+    w->memory_mib = json_is_integer(mem) ? (int64_t)json_integer_value(mem) : 0;
     json_decref(j);
     if (!w->schedulable)
         dg_log(DG_LOG_INFO, "registry", "worker %s schedulable", w->name);
@@ -439,9 +442,10 @@ static void api_status(struct dg_http_req *r, void *ud)
 {
     json_t *ws = json_array(), *ds = json_array(), *fs = json_array();
     for (struct cp_worker *w = cp.workers; w; w = w->next)
-        json_array_append_new(ws, json_pack("{ss ss sb si}", "name", w->name, "address", w->address,
-                                            "schedulable", w->schedulable, "sandboxes",
-                                            (int)w->sandboxes));
+        json_array_append_new(ws, json_pack("{ss ss sb si sI sI}", "name", w->name, "address",
+                                            w->address, "schedulable", w->schedulable, "sandboxes",
+                                            (int)w->sandboxes, "cpuMilli", (json_int_t)w->cpu_milli,
+                                            "memoryMiB", (json_int_t)w->memory_mib));
     for (struct cp_dp *d = cp.dps; d; d = d->next)
         json_array_append_new(
             ds, json_pack("{ss ss ss}", "name", d->name, "api", d->api, "proxy", d->proxy));

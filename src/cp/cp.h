@@ -22,6 +22,7 @@ struct cp_worker {
     uint64_t last_seen_ms;
     bool schedulable;
     unsigned sandboxes;
+    int64_t cpu_milli, memory_mib; /* advertised capacity */
     struct cp_worker *next;
 };
 

@@ -381,7 +381,11 @@ static json_t *registration_body(void *ud)
     char address[96];
     snprintf(address, sizeof(address), "%s:%d", g.cfg.host, dg_http_server_port(g.server));
     const char *name = ud ? (const char *)ud : g.w.name;
-    json_t *body = json_pack("{ss ss}", "name", name, "address", address);
+    /* capacity: the machine's, split evenly between emulated nodes (accounting: issue 5) */
+    int64_t nodes = g.cfg.emulated_nodes;
+    json_t *body = json_pack("{ss ss sI sI}", "name", name, "address", address, "cpuMilli",
+                             (json_int_t)(uv_available_parallelism() * 1000 / nodes), "memoryMiB",
+                             (json_int_t)(uv_get_total_memory() / (1024 * 1024) / nodes));
     if (ud && strcmp(name, g.node_names[0]) != 0)
         return body; /* the sandboxes are reported once, by the first node */
     /* the sandboxes it runs: a control plane that restarted adopts them */

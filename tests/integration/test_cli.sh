@@ -24,7 +24,9 @@ t_status() {
   local out
   out=$("$D" status) || return 1
   echo "$out"
-  grep -q '^WORKERS' <<<"$out" && grep -q '^worker-local' <<<"$out" && grep -q '^hello ' <<<"$out"
+  grep -q '^WORKERS' <<<"$out" && grep -q '^hello ' <<<"$out" &&
+    # the worker with its capacity (milli-CPU = cores x 1000) and its one sandbox
+    grep -qE "^worker-local +127\.0\.0\.1:10010 +yes +$(($(nproc) * 1000)) +[0-9]+ +1$" <<<"$out"
 }
 check "status shows workers, data planes and functions as tables" t_status
 

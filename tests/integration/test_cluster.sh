@@ -64,9 +64,14 @@ t_register() {
   [ "$(cat "$TAP_TMP/reg.out")" = "${P#http://}" ] || { echo "body: $(cat "$TAP_TMP/reg.out")"; return 1; }
   [ "$(curl -s -o /dev/null -w '%{http_code}' "$REG/check?name=hello")" = 200 ] || return 1
   [ "$(curl -s -o /dev/null -w '%{http_code}' "$REG/check?name=nobody")" = 404 ] || return 1
-  [ "$(register hello)" = 409 ] && grep -q "function 'hello' is already registered" "$TAP_TMP/reg.out"
+  [ "$(register hello)" = 409 ] && grep -q "function 'hello' is already registered" "$TAP_TMP/reg.out" || return 1
+  # the JSON API: update of the scaling bounds, and a bad one
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -XPUT "$REG/v1/functions/hello" -d '{"scaling_upper_bound":5}')" = 200 ] || return 1
+  [ "$(json_field "$(curl -sf "$REG/v1/functions/hello")" scaling_upper_bound)" = 5 ] || return 1
+  [ "$(curl -s -o "$TAP_TMP/upd" -w '%{http_code}' -XPUT "$REG/v1/functions/hello" -d '{"scaling_lower_bound":9}')" = 400 ] &&
+    grep -q "field 'scaling_lower_bound': expected at most scaling_upper_bound (5), got 9" "$TAP_TMP/upd"
 }
-check "registration as InVitro sends it: 200 with the DP address, /check, 409 on a duplicate" t_register
+check "registration as InVitro sends it: 200 with the DP address, /check, 409 on a duplicate; bounds update" t_register
 
 t_cold_then_warm() {
   local out i
