@@ -43,7 +43,7 @@ PIDS+=($!)
   --name emu --controlPlaneAddress "$CPI" --heartbeatInterval 1s 2>"$TMP/wk.log" &
 PIDS+=($!)
 wait_log "$TMP/dp.log" 'proxy on'
-wait_log "$TMP/wk.log" 'listening on'
+wait_log "$TMP/wk.log" 'listening on .*runtime'
 DP=127.0.0.1:$(port_of "$TMP/dp.log" 'proxy on')
 i=0; until [ "$(curl -s "http://$REG/v1/status" | /usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin); print(len(s["workers"]), len(s["dataplanes"]))')" = "$NODES 1" ]; do
   i=$((i + 1)); [ $i -lt 100 ] || { echo "cluster did not register" >&2; exit 1; }; sleep 0.1; done

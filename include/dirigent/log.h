@@ -27,6 +27,10 @@ void dg_log_set_level(int level);
 bool dg_log_level_parse(const char *s, int *level);
 void dg__log_write(int level, const char *module, const char *fmt, ...) DG_PRINTF(3, 4);
 
+/* Start-up facts a user needs at every log level (the addresses a daemon listens on, which
+ * --port 0 makes ephemeral): written as info lines whatever the level. */
+#define dg_log_always(module, ...) dg__log_write(DG_LOG_INFO, (module), __VA_ARGS__)
+
 #define dg_log(level, module, ...)                                                                 \
     do {                                                                                           \
         if ((level) >= dg__log_level)                                                              \

@@ -223,9 +223,9 @@ int main(int argc, char **argv)
         dg_log(DG_LOG_ERROR, "cp", "%s", err.msg);
         return 1;
     }
-    dg_log(DG_LOG_INFO, "cp", "internal api on %s:%d, registration on %s:%d, placement %s",
-           g.cfg.host, dg_http_server_port(g.internal), reg_host, dg_http_server_port(g.reg),
-           cp.placement);
+    dg_log_always("cp", "internal api on %s:%d, registration on %s:%d, placement %s", g.cfg.host,
+                  dg_http_server_port(g.internal), reg_host, dg_http_server_port(g.reg),
+                  cp.placement);
 
     uv_run(cp.loop, UV_RUN_DEFAULT);
 

@@ -597,8 +597,9 @@ int main(int argc, char **argv)
         dg_log(DG_LOG_ERROR, "dp", "%s", err.msg);
         return 1;
     }
-    dg_log(DG_LOG_INFO, "dp", "proxy on %s:%d, api on %s:%d, policy %s", g.cfg.host,
-           dg_http_server_port(g.ingress), g.cfg.host, dg_http_server_port(g.api), g.cfg.lb_policy);
+    dg_log_always("dp", "proxy on %s:%d, api on %s:%d, policy %s", g.cfg.host,
+                  dg_http_server_port(g.ingress), g.cfg.host, dg_http_server_port(g.api),
+                  g.cfg.lb_policy);
 
     uv_run(dp.loop, UV_RUN_DEFAULT);
 

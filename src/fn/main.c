@@ -299,8 +299,8 @@ int main(int argc, char **argv)
         dg_log(DG_LOG_ERROR, "fn", "%s", err.msg);
         return 1;
     }
-    dg_log(DG_LOG_INFO, "fn", "listening on %s:%d (machine %s)", f.cfg.host,
-           dg_http_server_port(f.server), f.machine);
+    dg_log_always("fn", "listening on %s:%d (machine %s)", f.cfg.host,
+                  dg_http_server_port(f.server), f.machine);
 
     uv_run(f.loop, UV_RUN_DEFAULT);
 

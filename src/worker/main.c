@@ -416,8 +416,8 @@ static void shared_ready(void *ud, const struct dg_err *perr)
         dg_log(DG_LOG_ERROR, "worker", "%s", err.msg);
         exit(1);
     }
-    dg_log(DG_LOG_INFO, "worker", "%s: listening on %s:%d, runtime %s", g.w.name, g.cfg.host,
-           dg_http_server_port(g.server), g.w.rt->name);
+    dg_log_always("worker", "%s: listening on %s:%d, runtime %s", g.w.name, g.cfg.host,
+                  dg_http_server_port(g.server), g.w.rt->name);
     if (g.cfg.cp_addresses.n == 0)
         return;
     /* emulatedNodes: NAME-0..N-1, all at this address (one process stands for N nodes) */

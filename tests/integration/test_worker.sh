@@ -14,8 +14,9 @@ start_worker() { # start_worker LOG [args...] -> WK_PID, WK_URL
   local log=$1; shift
   bg_start "$log" "$WK" --workerNodeIp 127.0.0.1 --port 0 --name test-wk --controlPlaneAddress '' "$@"
   WK_PID=$BG_PID
-  wait_for_log "$log" 'listening on 127\.0\.0\.1:[0-9]+' || return 1
-  WK_URL="http://127.0.0.1:$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$log" | head -1 | sed 's/.*://')"
+  # the worker's own line (an emulated worker's shared dirigent-fn logs to the same file)
+  wait_for_log "$log" 'listening on 127\.0\.0\.1:[0-9]+, runtime' || return 1
+  WK_URL="http://127.0.0.1:$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+, runtime' "$log" | head -1 | sed 's/.*://; s/,.*//')"
 }
 
 # pids of processes whose environment holds TAG (sandboxes are tagged through "env")
