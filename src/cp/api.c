@@ -80,6 +80,16 @@ static void register_form(struct dg_http_req *r, const struct dg_form *form)
         dg_http_respond_text(r, 400, "registration: %s", err.msg);
         return;
     }
+    for (struct cp_fn *old = cp.fns; old; old = old->next) {
+        if (old->deleted && strcmp(old->spec.name, spec.name) == 0) {
+            dg_http_respond_text(r, 409,
+                                 "registration: function '%s' is still being deleted (its "
+                                 "sandboxes drain): try again in a moment",
+                                 spec.name);
+            cp_fn_spec_free(&spec);
+            return;
+        }
+    }
     if (cp_fn_find(dg_str_c(spec.name))) {
         dg_http_respond_text(r, 409, "registration: function '%s' is already registered",
                              spec.name);
@@ -270,24 +280,29 @@ static void api_worker(struct dg_http_req *r, void *ud)
     while (*pw && strcmp((*pw)->name, name) < 0) /* sorted by name: round-robin is stable */
         pw = &(*pw)->next;
     struct cp_worker *w = *pw && strcmp((*pw)->name, name) == 0 ? *pw : NULL;
-    if (w && strcmp(w->address, address) != 0) { /* same name, new address: a new daemon */
+    struct dg_http_pool *pool = NULL;
+    if (!w || strcmp(w->address, address) != 0) {
+        /* a new worker, or the same name at a new address (a new daemon): the pool first, so
+         * a bad address changes nothing */
+        if (!(pool = pool_to(address, 256, &err))) {
+            json_decref(j);
+            dg_http_respond_text(r, 400, "worker: %s", err.msg);
+            return;
+        }
+    }
+    if (w && pool) {
         dg_http_pool_close(w->pool);
-        w->pool = NULL;
+        w->pool = pool;
         free(w->address);
         w->address = dg_xstrdup(address);
-    }
-    if (!w) {
+    } else if (!w) {
         w = dg_xcalloc(1, sizeof(*w));
         w->name = dg_xstrdup(name);
         w->address = dg_xstrdup(address);
+        w->pool = pool;
         w->next = *pw;
         *pw = w;
         dg_log(DG_LOG_INFO, "registry", "worker %s at %s registered", name, address);
-    }
-    if (!w->pool && !(w->pool = pool_to(address, 256, &err))) {
-        json_decref(j);
-        dg_http_respond_text(r, 400, "worker: %s", err.msg);
-        return;
     }
     /* sandboxes it runs that this CP does not know (it restarted): adopt them */
     json_t *sbs = json_object_get(j, "sandboxes"), *item;
@@ -331,27 +346,32 @@ static void api_dataplane(struct dg_http_req *r, void *ud)
     while (d && strcmp(d->name, name) != 0)
         d = d->next;
     bool fresh = !d || strcmp(d->api, api) != 0;
-    if (d && fresh) { /* restarted elsewhere: start over */
-        dg_http_pool_close(d->pool);
-        dg_http_pool_close(d->drain_pool);
-        free(d->api);
-        free(d->proxy);
-    } else if (!d) {
-        d = dg_xcalloc(1, sizeof(*d));
-        d->name = dg_xstrdup(name);
-        d->next = cp.dps;
-        cp.dps = d;
-    }
     if (fresh) {
-        d->api = dg_xstrdup(api);
-        d->proxy = dg_xstrdup(proxy);
-        d->pool = pool_to(api, 1, &err); /* one connection: pushes stay in order */
-        d->drain_pool = d->pool ? pool_to(api, 64, &err) : NULL;
-        if (!d->pool || !d->drain_pool) {
+        /* the pools first, so a bad address changes nothing */
+        struct dg_http_pool *pool = pool_to(api, 1, &err); /* one connection: ordered pushes */
+        struct dg_http_pool *drain_pool = pool ? pool_to(api, 64, &err) : NULL;
+        if (!pool || !drain_pool) {
+            if (pool)
+                dg_http_pool_close(pool);
             json_decref(j);
             dg_http_respond_text(r, 400, "dataplane: %s", err.msg);
             return;
         }
+        if (d) { /* restarted elsewhere: start over */
+            dg_http_pool_close(d->pool);
+            dg_http_pool_close(d->drain_pool);
+            free(d->api);
+            free(d->proxy);
+        } else {
+            d = dg_xcalloc(1, sizeof(*d));
+            d->name = dg_xstrdup(name);
+            d->next = cp.dps;
+            cp.dps = d;
+        }
+        d->api = dg_xstrdup(api);
+        d->proxy = dg_xstrdup(proxy);
+        d->pool = pool;
+        d->drain_pool = drain_pool;
         dg_log(DG_LOG_INFO, "registry", "data plane %s (api %s, proxy %s) registered", name, api,
                proxy);
     }

@@ -138,12 +138,19 @@ static void on_server_closed(void *ud)
     uv_close((uv_handle_t *)&g.cron, NULL);
     dg_trace_close(cp.cold_trace);
     cp.cold_trace = NULL;
-    for (struct cp_worker *w = cp.workers; w; w = w->next)
-        if (w->pool)
-            dg_http_pool_close(w->pool);
+    /* data planes first (their drains end in worker deletes); each pointer is cleared
+     * before its pool closes, so callbacks run by the close see no freed pool */
     for (struct cp_dp *d = cp.dps; d; d = d->next) {
-        dg_http_pool_close(d->pool);
-        dg_http_pool_close(d->drain_pool);
+        struct dg_http_pool *p = d->pool, *dp = d->drain_pool;
+        d->pool = d->drain_pool = NULL;
+        dg_http_pool_close(p);
+        dg_http_pool_close(dp);
+    }
+    for (struct cp_worker *w = cp.workers; w; w = w->next) {
+        struct dg_http_pool *p = w->pool;
+        w->pool = NULL;
+        if (p)
+            dg_http_pool_close(p);
     }
     uv_close((uv_handle_t *)&cp.push_timer, NULL);
     dg_daemon_deinit(&g.daemon);

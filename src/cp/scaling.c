@@ -50,6 +50,14 @@ static void call(struct dg_http_pool *pool, const char *method, const char *path
     static const struct dg_http_client_cbs cbs = {.on_done = call_done};
     static const struct dg_http_header json_type[] = {
         {DG_STR("Content-Type"), DG_STR("application/json")}};
+    if (!pool) { /* its worker or data plane is gone (shutdown, replaced) */
+        struct dg_err e;
+        dg_err_set(&e, DG_E_CLOSED, "no connection: the peer was removed");
+        json_decref(body);
+        if (cb)
+            cb(ud, NULL, &e);
+        return;
+    }
     struct call *c = dg_xmalloc(sizeof(*c));
     c->cb = cb;
     c->ud = ud;

@@ -264,13 +264,14 @@ static void start_proxy(struct dp_inv *v, struct dp_endpoint *e)
             hdrs[k++] = in[i];
     char *url = dg_str_dup(dg_http_req_url(v->req));
     int64_t cl = dg_http_req_content_length(v->req);
-    v->up =
+    struct dg_http_creq *up =
         dg_http_request_stream(e->pool, dg_http_req_method(v->req), url, hdrs, k, cl, &up_cbs, v);
     free(url);
     if (hdrs != stack)
         free(hdrs);
-    if (!v->up)
-        return; /* already answered through up_done */
+    if (!up)
+        return; /* already answered through up_done: v may be gone */
+    v->up = up;
     if (cl == 0)
         dg_http_creq_end(v->up);
     else

@@ -9,7 +9,7 @@ B=$(cd "$B" && pwd)
 FN=$B/dirigent-fn
 TAG="DG_CLUSTER_TEST=$$"
 
-plan 11
+plan 12
 
 # kill sandboxes left behind by a killed worker (they carry TAG in their environment)
 cleanup_sandboxes() {
@@ -141,6 +141,19 @@ t_bad_registrations() {
   [ "$(curl -s -o /dev/null -w '%{http_code}' "$REG/check?name=ok")" = 404 ] # nothing registered
 }
 check "bad registrations: 400 naming the field (413 when oversized), nothing registered" t_bad_registrations
+
+t_bad_peers() {
+  local code
+  code=$(curl -s -o "$TAP_TMP/bp" -w '%{http_code}' -XPOST "http://$CPI/v1/dataplanes" \
+    -d '{"name":"dpx","api":"localhost:8081","proxy":"127.0.0.1:1"}')
+  [ "$code" = 400 ] && grep -q "'localhost:8081': expected a numeric IP address" "$TAP_TMP/bp" || { cat "$TAP_TMP/bp"; return 1; }
+  code=$(curl -s -o "$TAP_TMP/bp" -w '%{http_code}' -XPOST "http://$CPI/v1/workers" -d '{"name":"w2","address":"nowhere:1"}')
+  [ "$code" = 400 ] || return 1
+  sleep 0.6 # past the CP's next heartbeat checks and autoscaling work
+  # nothing changed: the CP is alive, w2 keeps its address, dpx does not exist
+  wait_status 'len([d for d in s["dataplanes"] if d["name"]=="dpx"]) == 0 and [w for w in s["workers"] if w["name"]=="w2"][0]["address"].startswith("127.0.0.1:")'
+}
+check "a data plane or worker registering a bad address gets 400 and changes nothing" t_bad_peers
 
 t_unknown() {
   [ "$(curl -s -o "$TAP_TMP/u" -w '%{http_code}' -H 'Host: ghost' "$P/")" = 404 ] && grep -q "ghost" "$TAP_TMP/u"
