@@ -1158,6 +1158,16 @@ void dg_http_resp_header(struct dg_http_req *r, const char *name, const char *va
         dg_buf_printf(&r->resp_hdrs, "%s: %s\r\n", name, value);
 }
 
+void dg_http_resp_header_str(struct dg_http_req *r, struct dg_str name, struct dg_str value)
+{
+    if (r->resp_started)
+        return;
+    dg_buf_append(&r->resp_hdrs, name.ptr, name.len);
+    dg_buf_append(&r->resp_hdrs, ": ", 2);
+    dg_buf_append(&r->resp_hdrs, value.ptr, value.len);
+    dg_buf_append(&r->resp_hdrs, "\r\n", 2);
+}
+
 /* Whether the connection stays open after this response. A request whose body was not read
  * to the end closes the connection (the rest of the body would be parsed as a request). */
 static bool resp_keep_alive(const struct dg_http_req *r)

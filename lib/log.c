@@ -12,6 +12,7 @@
 int dg__log_level = DG_LOG_INFO;
 static const char *log_prog = "dirigent";
 static const char *const level_names[] = {"trace", "debug", "info", "warn", "error", "off"};
+const char *const dg_log_level_choices[] = {"trace", "debug", "info", "warn", "error", NULL};
 
 void dg_log_init(const char *prog)
 {

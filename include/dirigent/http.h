@@ -117,6 +117,8 @@ void dg_http_req_on_abort(struct dg_http_req *r, void (*fn)(struct dg_http_req *
 /* Responses. Headers added with dg_http_resp_header are sent with the status line; the server
  * adds Content-Length or Transfer-Encoding, Connection and Date itself. */
 void dg_http_resp_header(struct dg_http_req *r, const char *name, const char *value);
+/* The same from views (a proxy passing an upstream's headers on): copied, no formatting. */
+void dg_http_resp_header_str(struct dg_http_req *r, struct dg_str name, struct dg_str value);
 /* Whole response in one call; `body` is copied. Ends the request. */
 void dg_http_respond(struct dg_http_req *r, int status, const char *content_type, const void *body,
                      size_t len);

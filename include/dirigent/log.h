@@ -20,6 +20,9 @@ enum dg_log_level {
 
 extern int dg__log_level;
 
+/* "trace".."error", NULL-terminated: the choices of every daemon's logLevel key. */
+extern const char *const dg_log_level_choices[];
+
 /* Set the program name shown in every line ("cp", "fn"). The string is borrowed. */
 void dg_log_init(const char *prog);
 void dg_log_set_level(int level);

@@ -28,7 +28,6 @@ struct cp_config {
 };
 
 static const char *const placements[] = {"random", "round-robin", NULL};
-static const char *const log_levels[] = {"trace", "debug", "info", "warn", "error", NULL};
 
 static const struct dg_conf_field cp_fields[] = {
     {.key = "host",
@@ -75,7 +74,7 @@ static const struct dg_conf_field cp_fields[] = {
      .type = DG_CONF_ENUM,
      .offset = offsetof(struct cp_config, log_level),
      .def = "info",
-     .choices = log_levels,
+     .choices = dg_log_level_choices,
      .help = "log verbosity"},
     DG_CONF_HTTP_FIELDS(struct cp_config, http),
 };

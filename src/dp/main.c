@@ -41,8 +41,6 @@ struct dp_config {
     struct dg_http_conf http;
 };
 
-static const char *const log_levels[] = {"trace", "debug", "info", "warn", "error", NULL};
-
 static const struct dg_conf_field dp_fields[] = {
     {.key = "dataPlaneIp",
      .type = DG_CONF_STRING,
@@ -102,7 +100,7 @@ static const struct dg_conf_field dp_fields[] = {
      .type = DG_CONF_ENUM,
      .offset = offsetof(struct dp_config, log_level),
      .def = "info",
-     .choices = log_levels,
+     .choices = dg_log_level_choices,
      .help = "log verbosity"},
     DG_CONF_HTTP_FIELDS(struct dp_config, http),
 };

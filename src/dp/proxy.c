@@ -175,10 +175,7 @@ static void up_head(struct dg_http_creq *q, const struct dg_http_resp *resp, voi
         }
         if (hop_by_hop(h->name))
             continue;
-        char name[256], value[4096];
-        snprintf(name, sizeof(name), "%.*s", (int)h->name.len, h->name.ptr);
-        snprintf(value, sizeof(value), "%.*s", (int)h->value.len, h->value.ptr);
-        dg_http_resp_header(v->req, name, value);
+        dg_http_resp_header_str(v->req, h->name, h->value);
     }
     v->head_sent = true;
     dg_http_resp_start(v->req, resp->status, cl);

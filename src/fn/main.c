@@ -41,8 +41,6 @@ struct fn_config {
     struct dg_http_conf http;
 };
 
-static const char *const log_levels[] = {"trace", "debug", "info", "warn", "error", NULL};
-
 static const struct dg_conf_field fn_fields[] = {
     {.key = "port",
      .type = DG_CONF_INT,
@@ -62,7 +60,7 @@ static const struct dg_conf_field fn_fields[] = {
      .type = DG_CONF_ENUM,
      .offset = offsetof(struct fn_config, log_level),
      .def = "info",
-     .choices = log_levels,
+     .choices = dg_log_level_choices,
      .help = "log verbosity"},
     {.key = "maxCpuMs",
      .type = DG_CONF_INT,

@@ -46,7 +46,6 @@ struct wk_config {
 };
 
 static const char *const runtimes[] = {"process", "emulated", NULL};
-static const char *const log_levels[] = {"trace", "debug", "info", "warn", "error", NULL};
 
 static const struct dg_conf_field wk_fields[] = {
     {.key = "port",
@@ -76,7 +75,7 @@ static const struct dg_conf_field wk_fields[] = {
      .type = DG_CONF_ENUM,
      .offset = offsetof(struct wk_config, log_level),
      .def = "info",
-     .choices = log_levels,
+     .choices = dg_log_level_choices,
      .help = "log verbosity"},
     {.key = "readinessTimeout",
      .type = DG_CONF_DURATION,

@@ -55,7 +55,9 @@ t_warm() {
   local out
   out=$(curl -sf -H 'Host: hello' -H 'requested_cpu: 5' "$P/path?q=1") || return 1
   echo "$out"
-  [ "$(json_field "$out" Function)" = hello ] && [ "$(json_field "$out" ExecutionTime)" -ge 5000 ]
+  [ "$(json_field "$out" Function)" = hello ] && [ "$(json_field "$out" ExecutionTime)" -ge 5000 ] || return 1
+  # the sandbox's headers come through (hop-by-hop ones are the DP's own)
+  curl -sf -D - -o /dev/null -H 'Host: hello' "$P/" | tr -d '\r' | grep -qx 'Content-Type: application/json'
 }
 check "a warm invocation is proxied with its headers (Host names the function)" t_warm
 
