@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dirigent/image.h"
+
 bool cp_fn_name_valid(const char *name)
 {
     /* [a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?: a DNS label, since it is the Host header */
@@ -22,27 +24,17 @@ bool cp_fn_name_valid(const char *name)
     return true;
 }
 
-bool cp_fn_image_valid(const char *image)
+int cp_fn_image_check(const char *image, struct dg_err *err)
 {
-    /* An absolute path (process runtime), a skopeo transport form or a registry reference:
-     * printable, no spaces, and a digest after '@' is ALGO:HEX. The container issue checks
-     * the forms its runtime takes in detail. */
-    size_t n = strlen(image);
-    if (n == 0 || n > 1024)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!isgraph((unsigned char)image[i]))
-            return false;
-    const char *at = strchr(image, '@');
-    if (at && image[0] != '/') {
-        const char *colon = strchr(at, ':');
-        if (!colon || colon == at + 1 || !colon[1])
-            return false;
-        for (const char *p = colon + 1; *p; p++)
-            if (!isxdigit((unsigned char)*p))
-                return false;
-    }
-    return true;
+    struct dg_image_ref ref;
+    struct dg_err e = {0};
+    if (dg_image_ref_parse(image, &ref, &e) == 0)
+        return 0;
+    return dg_err_set(err, DG_E_INVAL,
+                      "field 'image': %s (accepted: host[:port]/name[:tag|@digest], docker://..., "
+                      "oci:PATH[:TAG], oci-archive:PATH, docker-archive:PATH, or an absolute "
+                      "path of an executable for the process runtime)",
+                      e.msg);
 }
 
 static int field_int(const struct dg_form *f, const char *key, int64_t min, int64_t max,
@@ -106,11 +98,9 @@ int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct
     const char *image = dg_form_get(f, "image", 0);
     if (!image || !*image)
         return dg_err_set(err, DG_E_INVAL, "field 'image': required");
-    if (!cp_fn_image_valid(image))
-        return dg_err_set(err, DG_E_INVAL,
-                          "field 'image': expected an image reference (host/name:tag, "
-                          "docker://..., oci:PATH) or an absolute path, got '%.80s'",
-                          image);
+    int rc = cp_fn_image_check(image, err);
+    if (rc < 0)
+        return rc;
     size_t npf = dg_form_count(f, "port_forwarding");
     if (npf != 2)
         return dg_err_set(err, DG_E_INVAL,

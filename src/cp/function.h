@@ -42,6 +42,7 @@ void cp_fn_spec_free(struct cp_fn_spec *s);
 
 /* Validation pieces, also used by the JSON API. */
 bool cp_fn_name_valid(const char *name);
-bool cp_fn_image_valid(const char *image);
+/* 0, or -1 with "field 'image': <what is wrong>: <the forms accepted>". */
+int cp_fn_image_check(const char *image, struct dg_err *err);
 
 #endif

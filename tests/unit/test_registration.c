@@ -110,9 +110,9 @@ static void test_errors_name_the_field(void **state)
         {"name=-a&image=x&port_forwarding=80&port_forwarding=tcp", "field 'name': expected"},
         {"name=a&port_forwarding=80&port_forwarding=tcp", "field 'image': required"},
         {"name=a&image=has+space&port_forwarding=80&port_forwarding=tcp",
-         "field 'image': expected an image reference"},
+         "field 'image': expected no spaces or control characters, got 'has space' (accepted: "},
         {"name=a&image=r%2Fx%40sha256%3Azz&port_forwarding=80&port_forwarding=tcp",
-         "field 'image': expected"},
+         "field 'image': expected a digest"},
         {"name=a&image=x&port_forwarding=80",
          "field 'port_forwarding': expected two values, the guest port and 'tcp' "
          "(port_forwarding=80&port_forwarding=tcp), got 1"},
@@ -158,12 +158,17 @@ static void test_name_rule(void **state)
     assert_false(cp_fn_name_valid("a-"));
     assert_false(cp_fn_name_valid("a_b"));
     assert_false(cp_fn_name_valid("a.b"));
-    assert_true(cp_fn_image_valid("docker.io/library/busybox:1.36"));
-    assert_true(cp_fn_image_valid("localhost:5000/fn@sha256:abcdef0123"));
-    assert_true(cp_fn_image_valid("oci:/var/cache/fn:latest"));
-    assert_true(cp_fn_image_valid("/usr/local/bin/dirigent-fn"));
-    assert_false(cp_fn_image_valid("bad image"));
-    assert_false(cp_fn_image_valid("x@sha256:"));
+    struct dg_err e;
+    assert_int_equal(cp_fn_image_check("docker.io/library/busybox:1.36", &e), 0);
+    assert_int_equal(cp_fn_image_check("localhost:5000/fn@sha256:abcdef0123456789abcdef0123456789",
+                                       &e),
+                     0);
+    assert_int_equal(cp_fn_image_check("oci:/var/cache/fn:latest", &e), 0);
+    assert_int_equal(cp_fn_image_check("/usr/local/bin/dirigent-fn", &e), 0);
+    assert_true(cp_fn_image_check("bad image", &e) < 0);
+    assert_non_null(strstr(e.msg, "field 'image': expected no spaces"));
+    assert_true(cp_fn_image_check("x@sha256:", &e) < 0);
+    assert_non_null(strstr(e.msg, "field 'image': expected a digest"));
 }
 
 int main(void)
