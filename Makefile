@@ -3,6 +3,7 @@
 #   make up         start a local cluster with a sample function (Ctrl-C stops it)
 #   make test       build and run every test; ends with "N passed, N failed"
 #   make test SANITIZE=address,undefined   same suite with sanitizers
+#   make image      the dirigent-fn OCI image in build/images/dirigent-fn
 #   make bench      benchmarks (bench/README.md); make fmt / make lint / make clean
 SHELL := /bin/bash
 SANITIZE ?=
@@ -14,13 +15,17 @@ MESON_OPTS += -Db_sanitize=$(SANITIZE) -Db_lundef=false
 endif
 TEST_TIMEOUT_MULT ?= $(if $(SANITIZE),3,1)
 
-.PHONY: all deps configure up test bench fmt lint clean
+.PHONY: all deps configure image up test bench fmt lint clean
 
 all: configure
 	ninja -C $(BUILD)
 
 deps:
 	@scripts/deps.sh
+
+# The dirigent-fn OCI image (an OCI layout, tag latest) for the worker's oci runtime.
+image: all
+	scripts/make-image.sh $(BUILD)/dirigent-fn $(BUILD)/images/dirigent-fn
 
 # A local cluster in the foreground (control plane, data plane, worker) with the sample
 # function `hello`; Ctrl-C stops it. RUNTIME=emulated for the emulated runtime.

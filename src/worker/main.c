@@ -43,9 +43,16 @@ struct wk_config {
     char *fn_binary;
     struct dg_strlist cp_addresses;
     struct dg_http_conf http;
+    /* oci runtime */
+    char *oci_runtime;
+    char *data_dir, *run_dir;
+    char *bridge, *subnet;
+    int64_t netns_pool, pids_limit, min_cpu_milli, min_memory_mib, kill_grace_ms;
+    struct dg_strlist insecure_registries, prefetch;
 };
 
-static const char *const runtimes[] = {"process", "emulated", NULL};
+static const char *const runtimes[] = {"process", "emulated", "oci", NULL};
+static const char *const oci_runtimes[] = {"crun", "runc", "runsc", NULL};
 
 static const struct dg_conf_field wk_fields[] = {
     {.key = "port",
@@ -115,6 +122,77 @@ static const struct dg_conf_field wk_fields[] = {
      .min = 100,
      .max = 600000,
      .help = "registration and heartbeat period"},
+    {.key = "ociRuntime",
+     .type = DG_CONF_ENUM,
+     .offset = offsetof(struct wk_config, oci_runtime),
+     .def = "crun",
+     .choices = oci_runtimes,
+     .help = "oci runtime: the OCI runtime that runs containers"},
+    {.key = "dataDir",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct wk_config, data_dir),
+     .def = "",
+     .help = "oci runtime: image cache (empty: /var/lib/dirigent/NAME)"},
+    {.key = "runDir",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct wk_config, run_dir),
+     .def = "",
+     .help = "oci runtime: sandboxes, namespaces, runtime state (empty: /run/dirigent/NAME)"},
+    {.key = "bridge",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct wk_config, bridge),
+     .def = "dg0",
+     .help = "oci runtime: the bridge sandboxes' veths join (created if missing)"},
+    {.key = "sandboxSubnet",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct wk_config, subnet),
+     .def = "100.100.0.0/16",
+     .help = "oci runtime: sandbox addresses (CIDR; the bridge takes the first)"},
+    {.key = "netnsPool",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct wk_config, netns_pool),
+     .def = "16",
+     .min = 1,
+     .max = 4096,
+     .help = "oci runtime: network namespaces kept ready"},
+    {.key = "sandboxPidsLimit",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct wk_config, pids_limit),
+     .def = "1024",
+     .min = 1,
+     .max = 1 << 22,
+     .help = "oci runtime: processes a sandbox may have"},
+    {.key = "sandboxMinCpuMilli",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct wk_config, min_cpu_milli),
+     .def = "100",
+     .min = 1,
+     .max = 1000000,
+     .help = "oci runtime: smaller CPU requests get this quota (milli-CPU)"},
+    {.key = "sandboxMinMemoryMiB",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct wk_config, min_memory_mib),
+     .def = "32",
+     .min = 1,
+     .max = 1 << 24,
+     .help = "oci runtime: smaller memory requests get this limit (MiB)"},
+    {.key = "killGrace",
+     .type = DG_CONF_DURATION,
+     .offset = offsetof(struct wk_config, kill_grace_ms),
+     .def = "2s",
+     .min = 0,
+     .max = 600000,
+     .help = "oci runtime: SIGTERM to SIGKILL on a delete"},
+    {.key = "insecureRegistries",
+     .type = DG_CONF_STRLIST,
+     .offset = offsetof(struct wk_config, insecure_registries),
+     .def = "",
+     .help = "oci runtime: registries (host:port) pulled from without TLS (local ones always)"},
+    {.key = "prefetchImages",
+     .type = DG_CONF_STRLIST,
+     .offset = offsetof(struct wk_config, prefetch),
+     .def = "",
+     .help = "oci runtime: images pulled at start"},
     DG_CONF_HTTP_FIELDS(struct wk_config, http),
 };
 
@@ -134,6 +212,7 @@ static struct {
     struct dg_heartbeat **node_hbs; /* one per node (emulatedNodes) */
     char **node_names;
     struct wk_probe *shared_probe;
+    struct wk_oci_conf oci;
     bool stopping;
 } g;
 
@@ -461,7 +540,9 @@ int main(int argc, char **argv)
 
     struct wk_worker *w = &g.w;
     w->loop = uv_default_loop();
-    w->rt = strcmp(g.cfg.runtime, "emulated") == 0 ? &wk_runtime_emulated : &wk_runtime_process;
+    w->rt = strcmp(g.cfg.runtime, "emulated") == 0 ? &wk_runtime_emulated
+            : strcmp(g.cfg.runtime, "oci") == 0    ? &wk_runtime_oci
+                                                   : &wk_runtime_process;
     if (g.cfg.name[0])
         snprintf(w->name, sizeof(w->name), "%s", g.cfg.name);
     else if (gethostname(w->name, sizeof(w->name) - 1) == -1)
@@ -470,6 +551,23 @@ int main(int argc, char **argv)
     w->host = g.cfg.host;
     w->emulated_delay_ms = g.cfg.emulated_create_delay_ms;
     w->fn_binary = g.cfg.fn_binary[0] ? dg_xstrdup(g.cfg.fn_binary) : default_fn_binary(argv[0]);
+    char *data_dir = g.cfg.data_dir[0] ? dg_xstrdup(g.cfg.data_dir)
+                                       : dg_xasprintf("/var/lib/dirigent/%s", w->name);
+    char *run_dir =
+        g.cfg.run_dir[0] ? dg_xstrdup(g.cfg.run_dir) : dg_xasprintf("/run/dirigent/%s", w->name);
+    g.oci = (struct wk_oci_conf){.oci_runtime = g.cfg.oci_runtime,
+                                 .data_dir = data_dir,
+                                 .run_dir = run_dir,
+                                 .bridge = g.cfg.bridge,
+                                 .subnet = g.cfg.subnet,
+                                 .netns_pool = g.cfg.netns_pool,
+                                 .pids_limit = g.cfg.pids_limit,
+                                 .min_cpu_milli = g.cfg.min_cpu_milli,
+                                 .min_memory_mib = g.cfg.min_memory_mib,
+                                 .kill_grace_ms = g.cfg.kill_grace_ms,
+                                 .insecure_registries = &g.cfg.insecure_registries,
+                                 .prefetch = &g.cfg.prefetch};
+    w->oci = &g.oci;
 
     if (dg_daemon_init(&g.daemon, w->loop, "worker", on_stop, NULL, &err) < 0 ||
         (w->rt->init && w->rt->init(w, &err) < 0)) {
@@ -511,6 +609,9 @@ int main(int argc, char **argv)
     uv_run(w->loop, UV_RUN_DEFAULT);
 
     dg_loop_close_all(w->loop);
+    wk_oci_free(w);
+    free(data_dir);
+    free(run_dir);
     dg_metrics_free(w->metrics);
     for (int64_t i = 0; g.node_names && i < g.cfg.emulated_nodes; i++)
         free(g.node_names[i]);

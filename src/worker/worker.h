@@ -13,6 +13,7 @@
 
 #include "dirigent/common.h"
 #include "dirigent/http.h"
+#include "dirigent/image.h"
 #include "dirigent/metrics.h"
 
 struct wk_worker;
@@ -56,6 +57,7 @@ struct wk_sandbox {
     struct wk_probe *probe;
     unsigned handles; /* libuv handles of this sandbox not yet closed */
     bool proc_running, proc_open, timer_open;
+    void *rt; /* the runtime's own state (oci) */
 };
 
 struct wk_runtime {
@@ -72,6 +74,21 @@ struct wk_runtime {
 
 extern const struct wk_runtime wk_runtime_process;
 extern const struct wk_runtime wk_runtime_emulated;
+extern const struct wk_runtime wk_runtime_oci;
+void wk_oci_free(struct wk_worker *w); /* after the loop has stopped */
+
+/* The oci runtime's settings (worker config). */
+struct wk_oci_conf {
+    const char *oci_runtime; /* crun, runc or runsc (on PATH) */
+    const char *data_dir;    /* image cache */
+    const char *run_dir;     /* sandboxes, namespaces, the runtime's state */
+    const char *bridge, *subnet;
+    int64_t netns_pool;
+    int64_t pids_limit;
+    int64_t min_cpu_milli, min_memory_mib;
+    int64_t kill_grace_ms;
+    const struct dg_strlist *insecure_registries, *prefetch;
+};
 
 struct wk_worker {
     uv_loop_t *loop;
@@ -88,6 +105,8 @@ struct wk_worker {
     uv_process_t shared_fn;
     bool shared_fn_running;
     int shared_fn_port;
+    const struct wk_oci_conf *oci;
+    void *oci_state;
     struct dg_metrics *metrics;
     struct dg_metric *creates, *create_failures, *unexpected_exits;
     struct dg_metric_family *create_seconds;
@@ -108,5 +127,55 @@ typedef void (*wk_probe_cb)(void *ud, const struct dg_err *err);
 struct wk_probe *wk_probe_start(uv_loop_t *loop, const char *host, int port, uint64_t timeout_ms,
                                 wk_probe_cb cb, void *ud);
 void wk_probe_cancel(struct wk_probe *p);
+
+/* ---- exec.c: helper commands off the loop ---------------------------------------------- */
+
+enum wk_exec_capture { WK_EXEC_STDERR, WK_EXEC_STDOUT, WK_EXEC_NONE };
+/* `output` is what the command printed on the captured stream (up to 4 KiB, trailing
+ * newlines cut). The other streams go to the worker's stderr. */
+typedef void (*wk_exec_cb)(void *ud, int64_t status, int term_signal, const char *output);
+int wk_exec(uv_loop_t *loop, char *const argv[], enum wk_exec_capture capture, wk_exec_cb cb,
+            void *ud, struct dg_err *err);
+/* The reason in a Go tool's log line (msg="..."), or `out` itself. */
+const char *wk_tool_message(const char *out);
+/* mkdir -p (blocking: start-up and thread-pool jobs). */
+int wk_mkdir_p(const char *path, unsigned mode, struct dg_err *err);
+/* Run argv to completion (blocking: start-up only); its stdout into out (NUL-terminated). */
+int wk_run_sync(char *const argv[], char *out, size_t outlen);
+
+/* ---- images.c: the image cache --------------------------------------------------------- */
+
+enum wk_image_state { WK_IMG_NEW, WK_IMG_PULLING, WK_IMG_READY, WK_IMG_FAILED };
+struct wk_images;
+struct wk_image_wait;
+
+struct wk_image {
+    struct wk_images *store;
+    char *ref; /* as registered */
+    struct dg_image_ref parsed;
+    enum wk_image_state state;
+    char *layout;    /* the OCI layout it was pulled into */
+    char digest[80]; /* its manifest's */
+    char *bundle;    /* <cache>/rootfs/<digest hex> */
+    char *rootfs;    /* <bundle>/rootfs: shared, read-only below each sandbox's overlay */
+    struct dg_strlist entrypoint, cmd, env; /* the image config's */
+    char *cwd;
+    int port; /* the first exposed port, 0 if none */
+    unsigned uid, gid;
+    struct dg_err error; /* the last failure */
+    uint64_t retry_at_ms, backoff_ms, t0_us, pull_us, ready_us;
+    struct wk_image_wait *waiters;
+    struct wk_image *next;
+};
+
+typedef void (*wk_image_cb)(void *ud, struct wk_image *img, const struct dg_err *err);
+struct wk_images *wk_images_new(uv_loop_t *loop, const char *dir, const struct dg_strlist *insecure,
+                                struct dg_err *err);
+/* The image `ref`, pulled and unpacked: `cb` at once if it is ready (or failed recently),
+ * then NULL is returned; else when the pull ends, and the wait is returned (cancellable). */
+struct wk_image_wait *wk_image_get(struct wk_images *s, const char *ref, wk_image_cb cb, void *ud);
+void wk_image_wait_cancel(struct wk_image_wait *w);
+void wk_images_close(struct wk_images *s); /* shutdown: pulls still running are ignored */
+void wk_images_free(struct wk_images *s);  /* after the loop has stopped */
 
 #endif

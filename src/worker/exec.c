@@ -1,0 +1,198 @@
+/*
+ * exec.c: run a helper command (skopeo, umoci, crun) off the event loop and
+ * get its exit status and what it printed. The loop never waits: the child is
+ * reaped through libuv, its output read through a pipe, and `cb` runs once
+ * both are done.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "dirigent/log.h"
+#include "worker.h"
+
+#define OUTPUT_MAX 4096
+
+struct wk_exec {
+    uv_process_t proc;
+    uv_pipe_t out;
+    char buf[OUTPUT_MAX + 1];
+    size_t len;
+    int64_t status;
+    int term_signal;
+    int open; /* handles not yet closed */
+    bool exited, eof;
+    wk_exec_cb cb;
+    void *ud;
+};
+
+static void exec_closed(uv_handle_t *h)
+{
+    struct wk_exec *x = h->data;
+    if (--x->open > 0)
+        return;
+    x->buf[x->len] = '\0';
+    /* trailing newlines are noise in an error message */
+    while (x->len > 0 && (x->buf[x->len - 1] == '\n' || x->buf[x->len - 1] == '\r'))
+        x->buf[--x->len] = '\0';
+    if (x->cb)
+        x->cb(x->ud, x->status, x->term_signal, x->buf);
+    free(x);
+}
+
+static void exec_maybe_done(struct wk_exec *x)
+{
+    if (!x->exited || !x->eof)
+        return;
+    uv_close((uv_handle_t *)&x->proc, exec_closed);
+    uv_close((uv_handle_t *)&x->out, exec_closed);
+}
+
+static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal)
+{
+    struct wk_exec *x = p->data;
+    x->status = status;
+    x->term_signal = term_signal;
+    x->exited = true;
+    exec_maybe_done(x);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    static char scratch[1024];
+    struct wk_exec *x = h->data;
+    if (x->len < OUTPUT_MAX)
+        *buf = uv_buf_init(x->buf + x->len, (unsigned)(OUTPUT_MAX - x->len));
+    else /* keep reading (the child must not block on a full pipe), drop the rest */
+        *buf = uv_buf_init(scratch, sizeof(scratch));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct wk_exec *x = s->data;
+    if (n > 0 && buf->base == x->buf + x->len)
+        x->len += (size_t)n;
+    if (n < 0) {
+        uv_read_stop(s);
+        x->eof = true;
+        exec_maybe_done(x);
+    }
+}
+
+int wk_exec(uv_loop_t *loop, char *const argv[], enum wk_exec_capture capture, wk_exec_cb cb,
+            void *ud, struct dg_err *err)
+{
+    struct wk_exec *x = dg_xcalloc(1, sizeof(*x));
+    x->cb = cb;
+    x->ud = ud;
+    x->proc.data = x;
+    x->out.data = x;
+    uv_pipe_init(loop, &x->out, 0);
+    /* one stream is read: stderr (the reason of a failure), or stdout when that is the
+     * answer (the other one goes to the worker's stderr) */
+    uv_stdio_container_t pipe = {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE,
+                                 .data.stream = (uv_stream_t *)&x->out};
+    uv_stdio_container_t inherit = {.flags = UV_INHERIT_FD, .data.fd = 2};
+    uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
+                                     capture == WK_EXEC_STDOUT ? pipe : inherit,
+                                     capture == WK_EXEC_STDERR ? pipe : inherit};
+    uv_process_options_t opts = {.exit_cb = on_exit_cb,
+                                 .file = argv[0],
+                                 .args = (char **)argv,
+                                 .stdio_count = 3,
+                                 .stdio = stdio};
+    int rc = uv_spawn(loop, &x->proc, &opts);
+    if (rc < 0) {
+        x->cb = NULL;
+        x->open = 2;
+        x->exited = x->eof = true;
+        exec_maybe_done(x);
+        return dg_err_set(err, rc, "cannot run %s: %s", argv[0], uv_strerror(rc));
+    }
+    x->open = 2;
+    if (capture == WK_EXEC_NONE) /* nothing to read (a detached container keeps our fds) */
+        x->eof = true;
+    else
+        uv_read_start((uv_stream_t *)&x->out, on_alloc, on_read);
+    return 0;
+}
+
+const char *wk_tool_message(const char *out)
+{
+    /* skopeo and umoci log as `time="..." level=fatal msg="the reason"`: keep the reason */
+    static __thread char msg[OUTPUT_MAX + 1];
+    const char *m = strstr(out, "msg=\"");
+    if (!m)
+        return out;
+    m += 5;
+    size_t n = 0;
+    for (const char *p = m; *p && *p != '\n' && n < OUTPUT_MAX; p++) {
+        if (*p == '"' && p[-1] != '\\')
+            break;
+        if (*p == '\\' && p[1] == '"')
+            continue;
+        msg[n++] = *p;
+    }
+    msg[n] = '\0';
+    return msg;
+}
+
+int wk_mkdir_p(const char *path, unsigned mode, struct dg_err *err)
+{
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof(buf))
+        return dg_err_set(err, DG_E_INVAL, "bad directory '%s'", path);
+    memcpy(buf, path, n + 1);
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(buf, (mode_t)mode) == -1 && errno != EEXIST)
+            return dg_err_set(err, DG_E_INVAL, "cannot create directory %s: %m", buf);
+        *p = c;
+        if (c == '\0')
+            break;
+    }
+    return 0;
+}
+
+int wk_run_sync(char *const argv[], char *out, size_t outlen)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) == -1)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        int null = open("/dev/null", O_RDONLY);
+        if (null >= 0)
+            dup2(null, 0);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t len = 0;
+    for (;;) {
+        ssize_t r = out && len + 1 < outlen ? read(fds[0], out + len, outlen - 1 - len)
+                                            : read(fds[0], (char[256]){0}, 256);
+        if (r > 0 && out && len + 1 < outlen)
+            len += (size_t)r;
+        else if (r == 0 || (r < 0 && errno != EINTR))
+            break;
+    }
+    close(fds[0]);
+    if (out && outlen)
+        out[len] = '\0';
+    int st = 0;
+    if (pid < 0)
+        return -1;
+    while (waitpid(pid, &st, 0) == -1 && errno == EINTR)
+        ;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}

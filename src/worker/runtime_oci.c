@@ -1,0 +1,908 @@
+/*
+ * runtime_oci.c: the `oci` runtime (DESIGN.md §6). A sandbox is an OCI
+ * container run by crun (or runc/runsc) from the shared unpacked image:
+ *
+ *   image      the cache has it (images.c), or one pull serves every waiter
+ *   network    a namespace from the pool (netpool.c): made ahead, so nothing here
+ *   rootfs     a tmpfs for the writable layer, an overlay of it over the image, and
+ *              config.json: image config + the function's env and args, limits
+ *              (cpu quota, memory, pids), namespaces, capabilities, seccomp
+ *              (thread pool: mounts and file writes never run on the loop)
+ *   start      `crun run --detach`; the container's init is reparented to the
+ *              worker (a child subreaper) and watched through a pidfd
+ *   ready      the first HTTP answer on sandboxIP:port
+ *
+ * Delete: SIGTERM, SIGKILL after the grace period, `crun delete`, unmount,
+ * the namespace back to the pool. Every step is asynchronous. A worker that
+ * starts after a crash removes what its previous run left: the runtime's
+ * containers (its own state root), mounts under the run directory, pooled
+ * namespaces and veths.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "dirigent/json.h"
+#include "dirigent/log.h"
+#include "netpool.h"
+#include "worker.h"
+
+enum oci_stage {
+    ST_IMAGE,   /* waiting for the image */
+    ST_NET,     /* waiting for a namespace */
+    ST_PREP,    /* rootfs and config on the thread pool */
+    ST_START,   /* crun run running */
+    ST_RUNNING, /* the container runs (probing or ready) */
+    ST_TEARDOWN,
+};
+
+struct oci_rt {
+    struct wk_images *images;
+    struct wk_netpool *net;
+    char *state_root; /* the OCI runtime's --root */
+    char *sb_dir;     /* <run>/sandboxes */
+    char *cgroup;     /* dirigent/<worker> */
+    char *runtime;    /* crun, runc, runsc */
+    json_t *tmpl;     /* config.json without the per-sandbox parts */
+    bool closing;
+};
+
+struct oci_sb {
+    struct wk_sandbox *sb;
+    struct oci_rt *rt;
+    enum oci_stage stage;
+    bool destroy, started, failed;
+    struct wk_image *img;
+    struct wk_image_wait *img_wait;
+    struct wk_netns *ns;
+    struct wk_netns_wait *ns_wait;
+    /* the spec, kept across the asynchronous steps */
+    struct dg_strlist env, args;
+    int64_t cpu_milli, memory_mib;
+    int port;
+    char *dir, *config;
+    uv_work_t work;
+    struct dg_err err; /* of the thread-pool job */
+    pid_t pid;
+    int pidfd;
+    uv_poll_t poll;
+    uv_timer_t grace;
+    bool poll_open, poll_active, grace_open;
+    unsigned handles;
+    uint64_t t_step;
+};
+
+static void teardown(struct oci_sb *o);
+static void sandbox_failed(struct oci_sb *o, const struct dg_err *err);
+
+/* ---- config.json ------------------------------------------------------------------------ */
+
+/* Denied with EPERM: what a function never needs and a container escape would (the usual
+ * runtime defaults, as a deny list). */
+static const char *const denied_syscalls[] = {
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "get_kernel_syms",
+    "get_mempolicy",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mbind",
+    "mount",
+    "mount_setattr",
+    "move_mount",
+    "move_pages",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "personality",
+    "pivot_root",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    "query_module",
+    "quotactl",
+    "quotactl_fd",
+    "reboot",
+    "request_key",
+    "set_mempolicy",
+    "setns",
+    "settimeofday",
+    "stime",
+    "swapoff",
+    "swapon",
+    "syslog",
+    "sysfs",
+    "umount",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+    "vhangup",
+    "vm86",
+    "vm86old",
+};
+
+/* A minimal capability set: enough to bind port 80 and drop privileges, nothing else. */
+static const char *const caps[] = {
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE",     "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL",  "CAP_NET_BIND_SERVICE", "CAP_SETGID", "CAP_SETUID",
+};
+
+static const char *const masked_paths[] = {
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+};
+
+static const char *const readonly_paths[] = {
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+};
+
+static json_t *str_array(const char *const *v, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_string(v[i]));
+    return a;
+}
+
+static json_t *config_template(void)
+{
+    json_t *capset = str_array(caps, DG_ARRAY_LEN(caps));
+    json_t *mounts =
+        json_pack("[{ss ss ss} {ss ss ss s[ssss]} {ss ss ss s[ssssss]} {ss ss ss s[sssss]}"
+                  " {ss ss ss s[sss]} {ss ss ss s[ssss]}]",
+                  "destination", "/proc", "type", "proc", "source", "proc",
+                  /* */
+                  "destination", "/dev", "type", "tmpfs", "source", "tmpfs", "options", "nosuid",
+                  "strictatime", "mode=755", "size=65536k",
+                  /* */
+                  "destination", "/dev/pts", "type", "devpts", "source", "devpts", "options",
+                  "nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5",
+                  /* */
+                  "destination", "/dev/shm", "type", "tmpfs", "source", "shm", "options", "nosuid",
+                  "noexec", "nodev", "mode=1777", "size=65536k",
+                  /* */
+                  "destination", "/dev/mqueue", "type", "mqueue", "source", "mqueue", "options",
+                  "nosuid", "noexec", "nodev",
+                  /* */
+                  "destination", "/sys", "type", "sysfs", "source", "sysfs", "options", "nosuid",
+                  "noexec", "nodev", "ro");
+    json_t *seccomp =
+        json_pack("{ss s[sss] s[{so ss si}]}", "defaultAction", "SCMP_ACT_ALLOW", "architectures",
+                  "SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "syscalls", "names",
+                  str_array(denied_syscalls, DG_ARRAY_LEN(denied_syscalls)), "action",
+                  "SCMP_ACT_ERRNO", "errnoRet", 1);
+    return json_pack(
+        "{ss s{sb s{sOsOsO} s[{sssisi}] sb} s{sssb} so s{s[{ss}{ss}{ss}{ss}] so so so}}",
+        "ociVersion", "1.0.2", "process", "terminal", 0, "capabilities", "bounding", capset,
+        "effective", capset, "permitted", capset, "rlimits", "type", "RLIMIT_NOFILE", "hard", 4096,
+        "soft", 4096, "noNewPrivileges", 1, "root", "path", "rootfs", "readonly", 0, "mounts",
+        mounts, "linux", "namespaces", "type", "pid", "type", "ipc", "type", "uts", "type", "mount",
+        "maskedPaths", str_array(masked_paths, DG_ARRAY_LEN(masked_paths)), "readonlyPaths",
+        str_array(readonly_paths, DG_ARRAY_LEN(readonly_paths)), "seccomp", seccomp);
+}
+
+/* This sandbox's config.json: the template, the image config, the function's spec. */
+static char *sandbox_config(struct oci_sb *o)
+{
+    struct wk_sandbox *sb = o->sb;
+    struct wk_image *img = o->img;
+    json_t *c = json_deep_copy(o->rt->tmpl);
+    json_t *proc = json_object_get(c, "process");
+    /* args: the function's program_args replace the image's Cmd, as `docker run IMAGE ARGS` */
+    json_t *args = json_array();
+    for (size_t i = 0; i < img->entrypoint.n; i++)
+        json_array_append_new(args, json_string(img->entrypoint.v[i]));
+    const struct dg_strlist *cmd = o->args.n ? &o->args : &img->cmd;
+    for (size_t i = 0; i < cmd->n; i++)
+        json_array_append_new(args, json_string(cmd->v[i]));
+    json_object_set_new(proc, "args", args);
+    /* env: PORT first (getenv takes the first), the function's, then the image's */
+    json_t *env = json_array();
+    json_array_append_new(env, json_sprintf("PORT=%d", o->port));
+    for (size_t i = 0; i < o->env.n; i++)
+        json_array_append_new(env, json_string(o->env.v[i]));
+    for (size_t i = 0; i < img->env.n; i++)
+        if (strncmp(img->env.v[i], "PORT=", 5) != 0)
+            json_array_append_new(env, json_string(img->env.v[i]));
+    json_object_set_new(proc, "env", env);
+    json_object_set_new(proc, "cwd", json_string(img->cwd ? img->cwd : "/"));
+    json_object_set_new(proc, "user", json_pack("{sisi}", "uid", img->uid, "gid", img->gid));
+    json_object_set_new(c, "hostname", json_string(sb->id));
+    json_t *linux_ = json_object_get(c, "linux");
+    json_array_append_new(json_object_get(linux_, "namespaces"),
+                          json_pack("{ss ss}", "type", "network", "path", o->ns->path));
+    json_object_set_new(linux_, "cgroupsPath", json_sprintf("/%s/%s", o->rt->cgroup, sb->id));
+    /* limits: the function's request, as the CPU quota and the memory limit */
+    json_object_set_new(linux_, "resources",
+                        json_pack("{s{sI} s{sIsI} s{sI} s[{sbss}]}", "memory", "limit",
+                                  (json_int_t)(o->memory_mib * 1024 * 1024), "cpu", "quota",
+                                  (json_int_t)(o->cpu_milli * 100), "period", (json_int_t)100000,
+                                  "pids", "limit", (json_int_t)sb->w->oci->pids_limit, "devices",
+                                  "allow", 0, "access", "rwm"));
+    char *s = json_dumps(c, JSON_COMPACT);
+    json_decref(c);
+    return s;
+}
+
+/* ---- rootfs (thread pool) --------------------------------------------------------------- */
+
+static int write_file(const char *path, const char *data, struct dg_err *err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd == -1)
+        return dg_err_set(err, DG_E_INVAL, "open %s: %m", path);
+    size_t n = strlen(data), off = 0;
+    while (off < n) {
+        ssize_t w = write(fd, data + off, n - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            close(fd);
+            return dg_err_set(err, DG_E_INVAL, "write %s: %m", path);
+        }
+        off += (size_t)w;
+    }
+    close(fd);
+    return 0;
+}
+
+static void prep_work(uv_work_t *w)
+{
+    struct oci_sb *o = w->data;
+    char scratch[4096], upper[4096], work[4096], rootfs[4096], cfg[4096], opts[16384], size[64];
+    snprintf(scratch, sizeof(scratch), "%s/scratch", o->dir);
+    snprintf(upper, sizeof(upper), "%s/scratch/upper", o->dir);
+    snprintf(work, sizeof(work), "%s/scratch/work", o->dir);
+    snprintf(rootfs, sizeof(rootfs), "%s/rootfs", o->dir);
+    snprintf(cfg, sizeof(cfg), "%s/config.json", o->dir);
+    snprintf(size, sizeof(size), "size=%lldm,mode=0700", (long long)o->memory_mib);
+    if (mkdir(o->dir, 0700) == -1 || mkdir(scratch, 0700) == -1 || mkdir(rootfs, 0755) == -1) {
+        dg_err_set(&o->err, DG_E_INVAL, "mkdir in %s: %m", o->dir);
+        return;
+    }
+    /* the writable layer lives in memory, bounded by the function's memory */
+    if (mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, size) == -1) {
+        dg_err_set(&o->err, DG_E_INVAL, "mount tmpfs on %s: %m", scratch);
+        return;
+    }
+    if (mkdir(upper, 0755) == -1 || mkdir(work, 0700) == -1) {
+        dg_err_set(&o->err, DG_E_INVAL, "mkdir in %s: %m", scratch);
+        return;
+    }
+    snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s", o->img->rootfs, upper, work);
+    if (mount("overlay", rootfs, "overlay", 0, opts) == -1) {
+        dg_err_set(&o->err, DG_E_INVAL, "mount overlay on %s: %m", rootfs);
+        return;
+    }
+    write_file(cfg, o->config, &o->err);
+}
+
+static void unmount_work(uv_work_t *w)
+{
+    struct oci_sb *o = w->data;
+    static const char *const files[] = {"config.json", "pid", "runtime.log"};
+    char p[4096];
+    snprintf(p, sizeof(p), "%s/rootfs", o->dir);
+    if (umount2(p, MNT_DETACH) == -1 && errno != EINVAL && errno != ENOENT)
+        dg_log(DG_LOG_WARN, "oci", "umount %s: %m", p);
+    rmdir(p);
+    snprintf(p, sizeof(p), "%s/scratch", o->dir);
+    if (umount2(p, MNT_DETACH) == -1 && errno != EINVAL && errno != ENOENT)
+        dg_log(DG_LOG_WARN, "oci", "umount %s: %m", p);
+    rmdir(p);
+    for (size_t i = 0; i < DG_ARRAY_LEN(files); i++) {
+        snprintf(p, sizeof(p), "%s/%s", o->dir, files[i]);
+        unlink(p);
+    }
+    if (rmdir(o->dir) == -1 && errno != ENOENT)
+        dg_log(DG_LOG_WARN, "oci", "rmdir %s: %m", o->dir);
+}
+
+/* ---- teardown --------------------------------------------------------------------------- */
+
+static void net_closed(void *ud);
+
+static void sb_free(struct oci_sb *o)
+{
+    struct wk_sandbox *sb = o->sb;
+    struct oci_rt *rt = o->rt;
+    struct wk_worker *w = sb->w;
+    dg_strlist_free(&o->env);
+    dg_strlist_free(&o->args);
+    free(o->dir);
+    free(o->config);
+    free(o);
+    sb->rt = NULL;
+    wk_sandbox_gone(sb);
+    if (rt->closing && w->nsandboxes == 0 && rt->net) /* shutdown waited for the last one */
+        wk_netpool_close(rt->net, false, net_closed, rt);
+}
+
+static void sb_handle_closed(uv_handle_t *h)
+{
+    struct oci_sb *o = h->data;
+    if (--o->handles == 0)
+        sb_free(o);
+}
+
+static void finish(struct oci_sb *o)
+{
+    if (o->ns) {
+        wk_netpool_release(o->rt->net, o->ns);
+        o->ns = NULL;
+    }
+    o->handles = (unsigned)o->poll_open + (unsigned)o->grace_open;
+    if (o->handles == 0) {
+        sb_free(o);
+        return;
+    }
+    if (o->poll_open)
+        uv_close((uv_handle_t *)&o->poll, sb_handle_closed);
+    if (o->grace_open)
+        uv_close((uv_handle_t *)&o->grace, sb_handle_closed);
+    o->poll_open = o->grace_open = false;
+}
+
+static void unmounted(uv_work_t *w, int status)
+{
+    finish(w->data);
+}
+
+static void runtime_deleted(void *ud, int64_t status, int sig, const char *out)
+{
+    struct oci_sb *o = ud;
+    if ((status != 0 || sig) && !strstr(out, "does not exist") && !strstr(out, "not exist"))
+        dg_log(DG_LOG_WARN, "oci", "%s delete %s: %s", o->rt->runtime, o->sb->id, out);
+    o->work.data = o;
+    uv_queue_work(o->sb->w->loop, &o->work, unmount_work, unmounted);
+}
+
+/* The container's process is gone: remove the runtime's state, then the rootfs. */
+static void after_exit(struct oci_sb *o)
+{
+    if (o->poll_active) {
+        uv_poll_stop(&o->poll);
+        o->poll_active = false;
+    }
+    if (o->grace_open)
+        uv_timer_stop(&o->grace);
+    if (!o->started) {
+        o->work.data = o;
+        uv_queue_work(o->sb->w->loop, &o->work, unmount_work, unmounted);
+        return;
+    }
+    char *argv[] = {o->rt->runtime, "--root", o->rt->state_root, "delete", "--force",
+                    o->sb->id,      NULL};
+    struct dg_err err;
+    if (wk_exec(o->sb->w->loop, argv, WK_EXEC_STDERR, runtime_deleted, o, &err) < 0)
+        runtime_deleted(o, 1, 0, err.msg);
+}
+
+static int pidfd_signal(struct oci_sb *o, int sig)
+{
+    return (int)syscall(SYS_pidfd_send_signal, o->pidfd, sig, NULL, 0);
+}
+
+static void on_grace(uv_timer_t *t)
+{
+    struct oci_sb *o = t->data;
+    if (o->pid > 0) {
+        dg_log(DG_LOG_WARN, "oci", "sandbox %s (%s) ignored SIGTERM: SIGKILL", o->sb->id,
+               o->sb->function);
+        pidfd_signal(o, SIGKILL);
+    }
+}
+
+static void teardown(struct oci_sb *o)
+{
+    o->stage = ST_TEARDOWN;
+    wk_probe_cancel(o->sb->probe);
+    o->sb->probe = NULL;
+    if (o->pid > 0) { /* on_pidfd continues once it has exited */
+        pidfd_signal(o, SIGTERM);
+        if (!o->grace_open) {
+            uv_timer_init(o->sb->w->loop, &o->grace);
+            o->grace.data = o;
+            o->grace_open = true;
+        }
+        uv_timer_start(&o->grace, on_grace, (uint64_t)o->sb->w->oci->kill_grace_ms, 0);
+        return;
+    }
+    after_exit(o);
+}
+
+/* Tell the caller the create failed (once; not after a delete); the caller tears down. */
+static void sandbox_failed(struct oci_sb *o, const struct dg_err *err)
+{
+    if (o->failed || o->destroy)
+        return;
+    o->failed = true;
+    o->sb->state = WK_SB_DELETING;
+    wk_sandbox_created(o->sb, err);
+}
+
+/* ---- the create steps ------------------------------------------------------------------- */
+
+static void on_pidfd(uv_poll_t *p, int status, int events)
+{
+    struct oci_sb *o = p->data;
+    int st = 0;
+    pid_t r;
+    while ((r = waitpid(o->pid, &st, WNOHANG)) == -1 && errno == EINTR)
+        ;
+    if (r == 0)
+        return; /* not yet (spurious wake-up) */
+    int64_t code = r < 0 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+    o->pid = 0;
+    uv_poll_stop(&o->poll);
+    o->poll_active = false;
+    close(o->pidfd);
+    o->pidfd = -1;
+    if (o->stage == ST_TEARDOWN) {
+        after_exit(o);
+        return;
+    }
+    if (o->sb->state == WK_SB_CREATING) {
+        struct dg_err e;
+        dg_err_set(&e, DG_E_INVAL, "the container of '%s' exited during start (%s %lld)",
+                   o->sb->function, code < 0 ? "signal" : "status",
+                   (long long)(code < 0 ? -code : code));
+        sandbox_failed(o, &e);
+        teardown(o);
+        return;
+    }
+    wk_sandbox_exited(o->sb, code); /* the CP deletes it, and destroy() tears it down */
+}
+
+static void on_ready(void *ud, const struct dg_err *err)
+{
+    struct oci_sb *o = ud;
+    struct wk_sandbox *sb = o->sb;
+    sb->probe = NULL;
+    sb->lat.ready_us = dg_now_us() - o->t_step;
+    if (err) {
+        struct dg_err e = *err;
+        dg_err_wrap(&e, "sandbox of '%s' at %s:%d", sb->function, sb->host, sb->port);
+        sandbox_failed(o, &e);
+        teardown(o);
+        return;
+    }
+    wk_sandbox_created(sb, NULL);
+}
+
+static char *read_small(const char *path)
+{
+    /* the runtime's pid file or log: a few bytes on a local disk */
+    static char buf[2048];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1)
+        return NULL;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n < 0)
+        return NULL;
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    return buf;
+}
+
+static void runtime_started(void *ud, int64_t status, int sig, const char *out)
+{
+    struct oci_sb *o = ud;
+    struct wk_sandbox *sb = o->sb;
+    char path[4096];
+    sb->lat.start_us = dg_now_us() - o->t_step;
+    o->t_step = dg_now_us();
+    if (status != 0 || sig) {
+        snprintf(path, sizeof(path), "%s/runtime.log", o->dir);
+        const char *log = read_small(path);
+        struct dg_err e;
+        dg_err_set(&e, DG_E_INVAL, "%s run failed (%s %lld): %s", o->rt->runtime,
+                   sig ? "signal" : "status", (long long)(sig ? sig : status),
+                   log && *log ? log : "no message");
+        sandbox_failed(o, &e);
+        teardown(o);
+        return;
+    }
+    snprintf(path, sizeof(path), "%s/pid", o->dir);
+    const char *pid = read_small(path);
+    o->pid = pid ? atoi(pid) : 0;
+    o->pidfd = o->pid > 0 ? (int)syscall(SYS_pidfd_open, o->pid, 0) : -1;
+    if (o->pidfd < 0) {
+        struct dg_err e;
+        dg_err_set(&e, DG_E_INVAL, "the container of '%s' is gone right after its start (pid %d)",
+                   sb->function, (int)o->pid);
+        o->pid = 0;
+        sandbox_failed(o, &e);
+        teardown(o);
+        return;
+    }
+    uv_poll_init(sb->w->loop, &o->poll, o->pidfd);
+    o->poll.data = o;
+    o->poll_open = o->poll_active = true;
+    uv_poll_start(&o->poll, UV_READABLE, on_pidfd);
+    o->stage = ST_RUNNING;
+    if (o->failed || o->destroy) {
+        teardown(o);
+        return;
+    }
+    sb->probe =
+        wk_probe_start(sb->w->loop, sb->host, sb->port, sb->w->readiness_timeout_ms, on_ready, o);
+}
+
+static void prep_done(uv_work_t *w, int status)
+{
+    struct oci_sb *o = w->data;
+    struct wk_sandbox *sb = o->sb;
+    sb->lat.rootfs_us = dg_now_us() - o->t_step;
+    o->t_step = dg_now_us();
+    if (o->err.msg[0]) {
+        struct dg_err e = o->err;
+        sandbox_failed(o, &e);
+        teardown(o);
+        return;
+    }
+    if (o->failed || o->destroy) {
+        teardown(o);
+        return;
+    }
+    o->stage = ST_START;
+    o->started = true;
+    char pidfile[4096], log[4096];
+    snprintf(pidfile, sizeof(pidfile), "%s/pid", o->dir);
+    snprintf(log, sizeof(log), "%s/runtime.log", o->dir);
+    char *argv[] = {o->rt->runtime, "--root", o->rt->state_root, "--log", log,    "run", "--detach",
+                    "--pid-file",   pidfile,  "--bundle",        o->dir,  sb->id, NULL};
+    struct dg_err err;
+    if (wk_exec(sb->w->loop, argv, WK_EXEC_NONE, runtime_started, o, &err) < 0) {
+        o->started = false;
+        sandbox_failed(o, &err);
+        teardown(o);
+    }
+}
+
+static void on_netns(void *ud, struct wk_netns *ns, const struct dg_err *err)
+{
+    struct oci_sb *o = ud;
+    struct wk_sandbox *sb = o->sb;
+    o->ns_wait = NULL;
+    if (err) {
+        struct dg_err e = *err;
+        dg_err_wrap(&e, "no network namespace");
+        sandbox_failed(o, &e);
+        teardown(o);
+        return;
+    }
+    o->ns = ns;
+    sb->lat.network_us = dg_now_us() - o->t_step;
+    o->t_step = dg_now_us();
+    snprintf(sb->host, sizeof(sb->host), "%s", ns->ip);
+    sb->port = o->port;
+    o->config = sandbox_config(o);
+    o->stage = ST_PREP;
+    o->work.data = o;
+    uv_queue_work(sb->w->loop, &o->work, prep_work, prep_done);
+}
+
+static void on_image(void *ud, struct wk_image *img, const struct dg_err *err)
+{
+    struct oci_sb *o = ud;
+    struct wk_sandbox *sb = o->sb;
+    o->img_wait = NULL;
+    if (err) {
+        sandbox_failed(o, err);
+        teardown(o);
+        return;
+    }
+    o->img = img;
+    sb->lat.image_us = dg_now_us() - o->t_step;
+    o->t_step = dg_now_us();
+    if (o->port == 0)
+        o->port = img->port ? img->port : 80;
+    o->stage = ST_NET;
+    o->ns_wait = wk_netpool_acquire(o->rt->net, on_netns, o);
+}
+
+static void oci_create(struct wk_sandbox *sb, const struct wk_spec *spec)
+{
+    struct wk_worker *w = sb->w;
+    struct oci_rt *rt = w->oci_state;
+    const struct wk_oci_conf *conf = w->oci;
+    struct oci_sb *o = dg_xcalloc(1, sizeof(*o));
+    o->sb = sb;
+    o->rt = rt;
+    o->pidfd = -1;
+    sb->rt = o;
+    o->t_step = sb->t0_us;
+    o->port = (int)spec->port;
+    o->dir = dg_xasprintf("%s/%s", rt->sb_dir, sb->id);
+    for (size_t i = 0; i < spec->env.n; i++)
+        dg_strlist_push(&o->env, dg_xstrdup(spec->env.v[i]));
+    for (size_t i = 0; i < spec->args.n; i++)
+        dg_strlist_push(&o->args, dg_xstrdup(spec->args.v[i]));
+    struct dg_err err;
+    if (spec->cpu_milli <= 0 || spec->memory_mib <= 0) {
+        dg_err_set(&err, DG_E_INVAL,
+                   "the oci runtime needs limits: cpuMilli and memoryMiB must be > 0 (got %lld, "
+                   "%lld; register the function with requested_cpu and requested_memory)",
+                   (long long)spec->cpu_milli, (long long)spec->memory_mib);
+        sandbox_failed(o, &err);
+        teardown(o);
+        return;
+    }
+    o->cpu_milli = DG_MAX(spec->cpu_milli, conf->min_cpu_milli);
+    o->memory_mib = DG_MAX(spec->memory_mib, conf->min_memory_mib);
+    o->stage = ST_IMAGE;
+    o->img_wait = wk_image_get(rt->images, spec->image ? spec->image : "", on_image, o);
+}
+
+static void oci_destroy(struct wk_sandbox *sb)
+{
+    struct oci_sb *o = sb->rt;
+    if (!o || o->destroy)
+        return;
+    o->destroy = true;
+    switch (o->stage) {
+    case ST_IMAGE:
+        wk_image_wait_cancel(o->img_wait);
+        o->img_wait = NULL;
+        teardown(o);
+        break;
+    case ST_NET:
+        wk_netpool_acquire_cancel(o->ns_wait);
+        o->ns_wait = NULL;
+        teardown(o);
+        break;
+    case ST_PREP:
+    case ST_START:
+        break; /* the step's end sees `destroy` */
+    case ST_RUNNING:
+        teardown(o);
+        break;
+    case ST_TEARDOWN:
+        break;
+    }
+}
+
+/* ---- start-up and shutdown -------------------------------------------------------------- */
+
+static bool mounted_at(const char *dir)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return false;
+    char line[4096];
+    bool found = false;
+    size_t n = strlen(dir);
+    while (!found && fgets(line, sizeof(line), f)) {
+        char *mp = line;
+        for (int i = 0; i < 4 && mp; i++) /* the 5th field is the mount point */
+            mp = strchr(mp, ' ') ? strchr(mp, ' ') + 1 : NULL;
+        found = mp && strncmp(mp, dir, n) == 0 && mp[n] == ' ';
+    }
+    fclose(f);
+    return found;
+}
+
+/* crun refuses hybrid cgroups (v1 controllers, cgroup2 with only hugetlb) until hugetlb is
+ * also mounted as v1 (PLATFORM.md): do that once per boot. */
+static int cgroup_hugetlb_step(struct dg_err *err)
+{
+    struct stat st;
+    if (stat("/sys/fs/cgroup/unified", &st) != 0 || mounted_at("/sys/fs/cgroup/hugetlb") ||
+        !mounted_at("/sys/fs/cgroup/memory"))
+        return 0;
+    if ((mkdir("/sys/fs/cgroup/hugetlb", 0755) == -1 && errno != EEXIST) ||
+        mount("cgroup", "/sys/fs/cgroup/hugetlb", "cgroup", 0, "hugetlb") == -1)
+        return dg_err_set(err, DG_E_INVAL,
+                          "crun needs the hugetlb cgroup on hybrid cgroups: mount -t cgroup -o "
+                          "hugetlb cgroup /sys/fs/cgroup/hugetlb failed: %m");
+    dg_log(DG_LOG_INFO, "oci", "mounted the hugetlb cgroup (v1) for crun on hybrid cgroups");
+    return 0;
+}
+
+/* Unmount everything below `dir` (deepest first): the mounts of a run that crashed. */
+static unsigned unmount_below(const char *dir)
+{
+    unsigned n = 0;
+    size_t len = strlen(dir);
+    for (int round = 0; round < 8; round++) {
+        FILE *f = fopen("/proc/self/mountinfo", "re");
+        if (!f)
+            return n;
+        char line[4096], best[4096] = "";
+        while (fgets(line, sizeof(line), f)) {
+            char *mp = line;
+            for (int i = 0; i < 4 && mp; i++)
+                mp = strchr(mp, ' ') ? strchr(mp, ' ') + 1 : NULL;
+            if (!mp || strncmp(mp, dir, len) != 0 || mp[len] != '/')
+                continue;
+            *strchr(mp, ' ') = '\0';
+            if (strlen(mp) > strlen(best))
+                snprintf(best, sizeof(best), "%s", mp);
+        }
+        fclose(f);
+        if (!best[0])
+            return n;
+        if (umount2(best, MNT_DETACH) == 0)
+            n++;
+        else
+            dg_log(DG_LOG_WARN, "oci", "umount %s: %m", best);
+        round = 0;
+    }
+    return n;
+}
+
+static void cleanup_previous_run(struct oci_rt *rt, const struct wk_netpool_opts *nopts)
+{
+    char out[65536];
+    unsigned containers = 0;
+    char *list[] = {rt->runtime, "--root", rt->state_root, "list", "--quiet", NULL};
+    if (wk_run_sync(list, out, sizeof(out)) == 0) {
+        for (char *id = strtok(out, "\n"); id; id = strtok(NULL, "\n")) {
+            char *del[] = {rt->runtime, "--root", rt->state_root, "delete", "--force", id, NULL};
+            if (wk_run_sync(del, NULL, 0) == 0)
+                containers++;
+        }
+    }
+    unsigned mounts = unmount_below(rt->sb_dir);
+    char *rm[] = {"rm", "-rf", "--one-file-system", rt->sb_dir, NULL};
+    wk_run_sync(rm, NULL, 0);
+    struct dg_err err = {0};
+    int ns = wk_netpool_cleanup(nopts, &err);
+    if (ns < 0)
+        dg_log(DG_LOG_WARN, "oci", "%s", err.msg);
+    if (containers || mounts || ns > 0)
+        dg_log(DG_LOG_WARN, "oci",
+               "removed what an earlier run left: %u containers, %u mounts, %d namespaces",
+               containers, mounts, ns > 0 ? ns : 0);
+}
+
+static void prefetched(void *ud, struct wk_image *img, const struct dg_err *err)
+{
+    if (err)
+        dg_log(DG_LOG_WARN, "oci", "prefetch: %s", err->msg);
+}
+
+static int oci_init(struct wk_worker *w, struct dg_err *err)
+{
+    const struct wk_oci_conf *c = w->oci;
+    if (geteuid() != 0)
+        return dg_err_set(err, DG_E_INVAL,
+                          "runtime 'oci' needs root (mounts, namespaces, cgroups): run as root "
+                          "or use runtime 'process'");
+    char path[4096];
+    char *which[] = {"sh", "-c", "command -v \"$0\"", (char *)c->oci_runtime, NULL};
+    if (wk_run_sync(which, path, sizeof(path)) != 0)
+        return dg_err_set(err, DG_E_INVAL, "ociRuntime '%s' is not installed (apt-get install %s)",
+                          c->oci_runtime, c->oci_runtime);
+    if (strcmp(c->oci_runtime, "crun") == 0 && cgroup_hugetlb_step(err) < 0)
+        return -1;
+    /* containers started detached are reparented to the worker: it reaps them (on_pidfd) */
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) == -1)
+        return dg_err_set(err, DG_E_INVAL, "prctl(PR_SET_CHILD_SUBREAPER): %m");
+    struct oci_rt *rt = dg_xcalloc(1, sizeof(*rt));
+    w->oci_state = rt;
+    rt->runtime = dg_xstrdup(c->oci_runtime);
+    rt->state_root = dg_xasprintf("%s/%s", c->run_dir, c->oci_runtime);
+    rt->sb_dir = dg_xasprintf("%s/sandboxes", c->run_dir);
+    rt->cgroup = dg_xasprintf("dirigent/%s", w->name);
+    char *netns_dir = dg_xasprintf("%s/netns", c->run_dir);
+    struct wk_netpool_opts nopts = {.bridge = c->bridge,
+                                    .subnet = c->subnet,
+                                    .dir = netns_dir,
+                                    .prefix = "dgv",
+                                    .target = (unsigned)c->netns_pool};
+    int rc = -1;
+    if (wk_mkdir_p(c->run_dir, 0700, err) < 0)
+        goto out;
+    cleanup_previous_run(rt, &nopts);
+    if (wk_mkdir_p(rt->sb_dir, 0700, err) < 0 || wk_mkdir_p(rt->state_root, 0700, err) < 0)
+        goto out;
+    char *cache = dg_xasprintf("%s/images", c->data_dir);
+    rt->images = wk_images_new(w->loop, cache, c->insecure_registries, err);
+    free(cache);
+    if (!rt->images)
+        goto out;
+    rt->net = wk_netpool_new(w->loop, &nopts, err);
+    if (!rt->net)
+        goto out;
+    rt->tmpl = config_template();
+    for (size_t i = 0; c->prefetch && i < c->prefetch->n; i++)
+        wk_image_get(rt->images, c->prefetch->v[i], prefetched, NULL);
+    dg_log(DG_LOG_INFO, "oci", "%s, sandboxes on %s (bridge %s), images in %s/images",
+           c->oci_runtime, c->subnet, c->bridge, c->data_dir);
+    rc = 0;
+out:
+    free(netns_dir);
+    return rc;
+}
+
+static void net_closed(void *ud)
+{
+    struct oci_rt *rt = ud;
+    rt->net = NULL;
+}
+
+static void oci_deinit(struct wk_worker *w)
+{
+    struct oci_rt *rt = w->oci_state;
+    if (!rt)
+        return;
+    rt->closing = true;
+    wk_images_close(rt->images);
+    if (rt->net && w->nsandboxes == 0) /* else the last sandbox's teardown closes it */
+        wk_netpool_close(rt->net, false, net_closed, rt);
+}
+
+void wk_oci_free(struct wk_worker *w)
+{
+    struct oci_rt *rt = w->oci_state;
+    if (!rt)
+        return;
+    /* the cgroup parents this worker made (crun removes each sandbox's own) */
+    static const char *const ctl[] = {"cpu",     "cpuacct", "cpuset", "memory",  "devices",
+                                      "freezer", "blkio",   "pids",   "hugetlb", "systemd"};
+    char p[4096];
+    for (size_t i = 0; i < DG_ARRAY_LEN(ctl); i++) {
+        snprintf(p, sizeof(p), "/sys/fs/cgroup/%s/%s", ctl[i], rt->cgroup);
+        rmdir(p);
+        snprintf(p, sizeof(p), "/sys/fs/cgroup/%s/dirigent", ctl[i]);
+        rmdir(p); /* fails while another worker uses it: fine */
+    }
+    wk_images_free(rt->images);
+    json_decref(rt->tmpl);
+    free(rt->runtime);
+    free(rt->state_root);
+    free(rt->sb_dir);
+    free(rt->cgroup);
+    free(rt);
+    w->oci_state = NULL;
+}
+
+const struct wk_runtime wk_runtime_oci = {
+    .name = "oci",
+    .create = oci_create,
+    .destroy = oci_destroy,
+    .init = oci_init,
+    .deinit = oci_deinit,
+};
