@@ -110,9 +110,24 @@ static int answer(struct cli_result *r, int status, void (*table)(json_t *))
 
 /* ---- function commands ------------------------------------------------------------------ */
 
+/* "3 s ago", "4 min ago", "2 h ago" */
+static void fmt_age(char *out, size_t n, long long ms)
+{
+    long long s = ms / 1000;
+    if (s < 120)
+        snprintf(out, n, "%lld s ago", s);
+    else if (s < 2 * 3600)
+        snprintf(out, n, "%lld min ago", s / 60);
+    else
+        snprintf(out, n, "%lld h ago", s / 3600);
+}
+
+/* One function per row; a function whose last create failed gets a line under its row:
+ * "  error: <reason> (worker w1, 3 s ago)". */
 static void fn_table(json_t *list)
 {
-    printf("%-24s %-6s %-8s %-8s %s\n", "NAME", "READY", "DESIRED", "BOUNDS", "IMAGE");
+    printf("%-24s %-9s %-6s %-8s %-8s %s\n", "NAME", "STATE", "READY", "DESIRED", "BOUNDS",
+           "IMAGE");
     size_t i;
     json_t *f;
     json_t *one = json_is_object(list) ? list : NULL;
@@ -126,10 +141,19 @@ static void fn_table(json_t *list)
         snprintf(bounds, sizeof(bounds), "%lld..%lld",
                  (long long)json_integer_value(json_object_get(f, "scaling_lower_bound")),
                  (long long)json_integer_value(json_object_get(f, "scaling_upper_bound")));
-        printf("%-24s %-6lld %-8lld %-8s %s\n", json_string_value(json_object_get(f, "name")),
-               (long long)json_integer_value(json_object_get(f, "ready")),
+        const char *state = json_string_value(json_object_get(f, "state"));
+        printf("%-24s %-9s %-6lld %-8lld %-8s %s\n", json_string_value(json_object_get(f, "name")),
+               state ? state : "-", (long long)json_integer_value(json_object_get(f, "ready")),
                (long long)json_integer_value(json_object_get(f, "desired")), bounds,
                json_string_value(json_object_get(f, "image")));
+        const char *error = json_string_value(json_object_get(f, "error"));
+        if (!error)
+            continue;
+        const char *worker = json_string_value(json_object_get(f, "error_worker"));
+        char age[32];
+        fmt_age(age, sizeof(age),
+                (long long)json_integer_value(json_object_get(f, "error_age_ms")));
+        printf("  error: %s (worker %s, %s)\n", error, worker ? worker : "?", age);
     }
     if (one)
         json_decref(list);

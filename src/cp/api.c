@@ -5,7 +5,8 @@
  *   POST / or /registerService   the original's form (function.h) -> 200 with the data-plane
  *                                proxy addresses joined by ';' (or loadBalancerAddress)
  *   GET  /check?name=NAME        200 registered, 404 not
- *   GET  /v1/functions[/NAME]    list / one: name, image, ready, desired, ...
+ *   GET  /v1/functions[/NAME]    list / one: name, image, state, ready, desired, ...,
+ *                                error (the last create failure, or null)
  *   POST /v1/functions           JSON with the form's field names
  *   PUT  /v1/functions/NAME      {"scaling_lower_bound":N,"scaling_upper_bound":M}
  *   DELETE /v1/functions/NAME    scale to zero, then forget
@@ -44,15 +45,30 @@ double cp_fn_sample(const struct cp_fn *f)
 
 /* ---- functions -------------------------------------------------------------------------- */
 
+/* A function as the API shows it: its spec, its sandboxes, its state (fn_error.h) and its last
+ * create failure: "error" is the reason or null; with one, "error_worker", "error_at_ms" (wall
+ * clock, Unix ms) and "error_age_ms" (by the CP's monotonic clock: no skew for the CLI). */
 static json_t *fn_json(const struct cp_fn *f)
 {
-    return json_pack("{ss ss si si si si si si sI sI sb si}", "name", f->spec.name, "image",
-                     f->spec.image, "port", f->spec.port, "ready", (int)f->ready, "desired",
-                     f->desired, "creating", (int)f->creating, "scaling_lower_bound",
-                     f->spec.lower_bound, "scaling_upper_bound", f->spec.upper_bound,
-                     "requested_cpu", (json_int_t)f->spec.cpu_milli, "requested_memory",
-                     (json_int_t)f->spec.memory_mib, "cold_start_sweep", f->spec.cold_start_sweep,
-                     "container_concurrency", f->spec.concurrency);
+    json_t *j = json_pack("{ss ss si ss si si si si si sI sI sb si}", "name", f->spec.name, "image",
+                          f->spec.image, "port", f->spec.port, "state",
+                          cp_fn_state(&f->error, f->ready, f->creating, f->desired), "ready",
+                          (int)f->ready, "desired", f->desired, "creating", (int)f->creating,
+                          "scaling_lower_bound", f->spec.lower_bound, "scaling_upper_bound",
+                          f->spec.upper_bound, "requested_cpu", (json_int_t)f->spec.cpu_milli,
+                          "requested_memory", (json_int_t)f->spec.memory_mib, "cold_start_sweep",
+                          f->spec.cold_start_sweep, "container_concurrency", f->spec.concurrency);
+    if (!f->error.set) {
+        json_object_set_new(j, "error", json_null());
+        return j;
+    }
+    json_object_set_new(j, "error", json_string(f->error.reason));
+    json_object_set_new(j, "error_worker",
+                        f->error.worker[0] ? json_string(f->error.worker) : json_null());
+    json_object_set_new(j, "error_at_ms", json_integer((json_int_t)f->error.wall_ms));
+    json_object_set_new(j, "error_age_ms",
+                        json_integer((json_int_t)cp_fn_error_age_ms(&f->error, uv_now(cp.loop))));
+    return j;
 }
 
 static void registration_reply(struct dg_http_req *r)

@@ -13,6 +13,7 @@
 #include "autoscaler.h"
 #include "dirigent/http.h"
 #include "dirigent/metrics.h"
+#include "fn_error.h"
 #include "function.h"
 
 struct cp_worker {
@@ -64,6 +65,8 @@ struct cp_fn {
     size_t nmetrics;
     bool deleted;
     bool dirty;                  /* its endpoint list changed since the last push */
+    bool push_error;             /* the next push carries error.reason (a create just failed) */
+    struct cp_fn_error error;    /* the last create failure; cleared by a create that works */
     uint64_t hold_down_until_ms; /* no scale-down before (sandboxes adopted after a restart) */
     struct cp_fn *next_dirty;
     struct cp_fn *next;

@@ -6,8 +6,12 @@
  * them in parallel; every change of a function's endpoints is pushed as the
  * whole list to every data plane. Scale-down takes the newest sandboxes out
  * of the lists, drains them on every data plane, then deletes them on their
- * workers. A failed create is logged with the worker's reason and retried by
- * the next tick (the decision still wants it).
+ * workers. A failed create is logged with the worker's reason, recorded on
+ * the function (fn_error.h: shown by the API until a create works) and retried
+ * by the next tick (the decision still wants it). When no sandbox is ready and
+ * no other create is in flight, the failure is pushed to every data plane
+ * with the (empty) list, "error": reason, and they answer the requests they
+ * queue for it with 503 and the reason instead of letting them wait.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +103,11 @@ static void flush_pushes(uv_timer_t *t)
         json_t *one = endpoint_list(f);
         json_object_set_new(one, "name", json_string(f->spec.name));
         json_object_set_new(one, "concurrency", json_integer(f->spec.concurrency));
+        /* only in the push a failure made: another push (a resync, a scale-down) must not
+         * answer requests that wait for an attempt still under way */
+        if (f->push_error && f->error.set && f->ready == 0)
+            json_object_set_new(one, "error", json_string(f->error.reason));
+        f->push_error = false;
         json_array_append_new(fns, one);
         f->next_dirty = done;
         done = f;
@@ -274,6 +283,18 @@ static void created(void *ud, const struct dg_http_resp *resp, const struct dg_e
                s->worker ? s->worker->name : "?", err->msg);
         if (s->worker && s->worker->sandboxes)
             s->worker->sandboxes--;
+        if (!f->deleted) {
+            /* the worker's reason without the wrapping of its refusal ("503: create failed: ") */
+            const char *reason = err->msg;
+            if (strncmp(reason, "503: create failed: ", 20) == 0)
+                reason += 20;
+            cp_fn_error_set(&f->error, s->worker ? s->worker->name : NULL, reason, uv_now(cp.loop),
+                            dg_wall_ms());
+            if (cp_fn_error_push_due(f->ready, f->creating)) {
+                f->push_error = true; /* every time: requests queued since the last one wait */
+                cp_push_endpoints(f);
+            }
+        }
         json_decref(j);
         sandbox_unlink(f, s);
         fn_maybe_free(f);
@@ -284,6 +305,11 @@ static void created(void *ud, const struct dg_http_resp *resp, const struct dg_e
     trace_create(s, j, true);
     json_decref(j);
     dg_counter_add(cp.m_creates, 1);
+    if (f->error.set) {
+        dg_log(DG_LOG_INFO, "scale", "fn=%s create on %s worked: error cleared", f->spec.name,
+               s->worker ? s->worker->name : "?");
+        cp_fn_error_clear(&f->error);
+    }
     if (f->deleted || !s->worker) { /* no longer wanted */
         s->state = CP_SB_DRAINING;
         f->draining++;

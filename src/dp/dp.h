@@ -39,6 +39,8 @@ struct dp_function {
     struct dp_drain *drains;
     struct dg_metric *m_requests, *m_cold, *m_queue, *m_latency;
     unsigned reported; /* in-flight count last sent to the CP */
+    char *error;       /* why its sandboxes cannot start (the CP's last push), while it has
+                          no endpoint; NULL: none. Owned. */
     struct dp_function *next;
 };
 
@@ -70,11 +72,16 @@ void dp_invoke(struct dg_http_req *r, void *ud);
 void dp_dispatch(struct dp_function *f);
 /* Once a second: answer queued requests past their deadline with 503. */
 void dp_expire(uint64_t now_ms);
+/* A create failed and f has no endpoint: answer every request queued for it now with 503
+ * "function 'NAME' cannot start: <reason>" (f->error). Later requests queue as usual. */
+void dp_fail_queued(struct dp_function *f);
 /* Metrics to the CP: one function now (its first request while idle), or all with traffic
  * (every 2 s). */
 void dp_report(struct dp_function *only);
 /* Endpoint bookkeeping. */
 void dp_endpoint_release(struct dp_endpoint *e);
+/* A function going away: its queued requests get 503, its error is freed; the caller frees
+ * its endpoints, name and the struct. */
 void dp_function_free(struct dp_function *f);
 
 #endif

@@ -5,11 +5,15 @@
  *
  *   PUT    /v1/functions/NAME            {"concurrency":1}  add or update a function
  *   DELETE /v1/functions/NAME            queued requests get 503; running ones finish
- *   PUT    /v1/functions/NAME/endpoints  {"endpoints":[{"id","address"}]}  the whole list
- *                                        (replace, never append)
+ *   PUT    /v1/functions/NAME/endpoints  {"endpoints":[{"id","address"}],"error":"why"}  the
+ *                                        whole list (replace, never append); "error" (only
+ *                                        with an empty list): its sandboxes cannot start,
+ *                                        queued requests get 503 with the reason now
+ *   PUT    /v1/endpoints                 {"functions":[{"name","concurrency","endpoints",
+ *                                        "error"}]}  many at once (what the CP sends)
  *   POST   /v1/functions/NAME/drain      {"ids":[...]}  take sandboxes out; answers when
  *                                        their requests in flight have finished
- *   GET    /v1/functions                 functions, endpoints, queue depths
+ *   GET    /v1/functions                 functions, endpoints, queue depths, errors
  *   GET    /health, /metrics
  *
  * Registration with the control plane, heartbeats and metric pushes come with
@@ -354,6 +358,30 @@ bad:
     return DG_E_INVAL;
 }
 
+/* One function's update from the CP: its whole endpoint list and, when its last create failed
+ * and it has no sandbox, "error" (a string; absent or null: none). With endpoints the error is
+ * cleared; an empty list with an error answers the queued requests with it at once (the CP
+ * sends it on every failure: requests queued since the last one wait too); an empty list
+ * without one keeps the last error for GET /v1/functions. */
+static int apply_update(struct dp_function *f, json_t *item, struct dg_err *err)
+{
+    json_t *je = json_object_get(item, "error");
+    if (je && !json_is_string(je) && !json_is_null(je))
+        return dg_err_set(err, DG_E_INVAL, "field 'error': expected a string or null");
+    if (apply_endpoints(f, json_object_get(item, "endpoints"), err) < 0)
+        return DG_E_INVAL;
+    const char *reason = json_is_string(je) ? json_string_value(je) : NULL;
+    if (f->neps > 0) {
+        free(f->error);
+        f->error = NULL;
+    } else if (reason && reason[0]) {
+        free(f->error);
+        f->error = dg_xstrdup(reason);
+        dp_fail_queued(f);
+    }
+    return 0;
+}
+
 static void api_put_endpoints(struct dg_http_req *r, void *ud)
 {
     struct dp_function *f = fn_param(r);
@@ -361,7 +389,7 @@ static void api_put_endpoints(struct dg_http_req *r, void *ud)
     if (!f || parse_body(r, &j) < 0)
         return;
     struct dg_err err = {0};
-    int rc = apply_endpoints(f, json_object_get(j, "endpoints"), &err);
+    int rc = apply_update(f, j, &err);
     json_decref(j);
     if (rc < 0)
         dg_http_respond_text(r, 400, "%s", err.msg);
@@ -369,9 +397,9 @@ static void api_put_endpoints(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 200, "function '%s': %zu endpoint(s)", f->name, f->neps);
 }
 
-/* PUT /v1/endpoints {"functions":[{"name","concurrency","endpoints":[...]}]}: many functions'
- * whole lists in one call (the CP coalesces the changes of one loop turn); a function not
- * known yet is added. */
+/* PUT /v1/endpoints {"functions":[{"name","concurrency","endpoints":[...],"error"}]}: many
+ * functions' whole lists in one call (the CP coalesces the changes of one loop turn); a
+ * function not known yet is added. Each item as apply_update. */
 static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
 {
     json_t *j;
@@ -397,7 +425,7 @@ static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
         bool created;
         struct dp_function *f = fn_get_or_create(dg_str_c(name), &created);
         f->concurrency = (uint32_t)cc;
-        if (apply_endpoints(f, json_object_get(item, "endpoints"), &err) < 0)
+        if (apply_update(f, item, &err) < 0)
             dg_log(DG_LOG_WARN, "api", "fn=%s: %s", name, err.msg);
         else
             applied++;
@@ -448,9 +476,10 @@ static void api_list(struct dg_http_req *r, void *ud)
             json_array_append_new(eps, json_pack("{ss ss si}", "id", f->eps[i]->id, "address",
                                                  f->eps[i]->address, "inFlight",
                                                  (int)f->eps[i]->lb.in_flight));
-        json_array_append_new(fns, json_pack("{ss si si si so}", "name", f->name, "concurrency",
+        json_array_append_new(fns, json_pack("{ss si si si so so}", "name", f->name, "concurrency",
                                              (int)f->concurrency, "queued", (int)f->queued,
-                                             "inFlight", (int)f->running, "endpoints", eps));
+                                             "inFlight", (int)f->running, "endpoints", eps, "error",
+                                             f->error ? json_string(f->error) : json_null()));
     }
     dg_http_respond_json(r, 200, fns);
 }

@@ -4,7 +4,8 @@
  * load-balancing policy and is proxied over that endpoint's keep-alive pool,
  * streaming both bodies. Without a free slot (no sandbox yet: a cold start;
  * or all busy) it waits in the function's FIFO until an endpoint is pushed or
- * a slot frees, or its deadline passes (503). Backend failures are 502 with a
+ * a slot frees, or its deadline passes (503), or the control plane pushes that
+ * its sandboxes cannot start (503 with the reason). Backend failures are 502 with a
  * message; a request without a body whose connect failed (nothing sent) is
  * retried once on another endpoint.
  */
@@ -365,14 +366,37 @@ void dp_expire(uint64_t now_ms)
         while (f->q_head && f->q_head->deadline_ms <= now_ms) {
             struct dp_inv *v = f->q_head;
             queue_remove(f, v);
-            dg_http_respond_text(v->req, 503,
-                                 "function '%s': no sandbox became available within %llu ms%s",
-                                 f->name, (unsigned long long)dp.queue_timeout_ms,
-                                 f->neps ? " (all busy)" : " (cold start timed out)");
+            if (f->neps == 0 && f->error)
+                dg_http_respond_text(v->req, 503,
+                                     "function '%s': no sandbox became available within %llu ms "
+                                     "(cold start timed out; the last attempt failed: %s)",
+                                     f->name, (unsigned long long)dp.queue_timeout_ms, f->error);
+            else
+                dg_http_respond_text(v->req, 503,
+                                     "function '%s': no sandbox became available within %llu ms%s",
+                                     f->name, (unsigned long long)dp.queue_timeout_ms,
+                                     f->neps ? " (all busy)" : " (cold start timed out)");
             f->running--;
             free(v);
         }
     }
+}
+
+void dp_fail_queued(struct dp_function *f)
+{
+    unsigned n = 0;
+    while (f->q_head) {
+        struct dp_inv *v = f->q_head;
+        queue_remove(f, v);
+        dg_http_respond_text(v->req, 503, "function '%s' cannot start: %s", f->name,
+                             f->error ? f->error : "unknown error");
+        f->running--;
+        free(v);
+        n++;
+    }
+    if (n)
+        dg_log(DG_LOG_INFO, "proxy", "fn=%s cannot start: %u queued request(s) answered 503: %s",
+               f->name, n, f->error ? f->error : "unknown error");
 }
 
 /* A function removed by the control plane: its queued requests get 503 now; running ones
@@ -386,4 +410,6 @@ void dp_function_free(struct dp_function *f)
         f->running--;
         free(v);
     }
+    free(f->error);
+    f->error = NULL;
 }

@@ -7,7 +7,7 @@ B=${DG_BUILD_DIR:-build}
 DP=$B/dirigent-dp
 FN=$B/dirigent-fn
 
-plan 12
+plan 13
 
 start_fn() { # start_fn LOG VAR: sets VAR to host:port (no subshell: the pid must be ours to kill)
   bg_start "$1" "$FN" --host 127.0.0.1 --port 0
@@ -78,6 +78,25 @@ t_deadline() {
     grep -q "function 'lonely': no sandbox became available within 700 ms (cold start timed out)" "$TAP_TMP/body"
 }
 check "past the queue deadline: 503 with a message" t_deadline
+
+t_create_error() {
+  # what the CP pushes when a create failed and there is no sandbox (test_create_error.sh
+  # has the queued requests answered at once; here what stays and what clears it)
+  fn_put broke || return 1
+  curl -sf -XPUT "$A/v1/endpoints" \
+    -d '{"functions":[{"name":"broke","concurrency":1,"endpoints":[],"error":"image not found"}]}' >/dev/null || return 1
+  # a later request queues as usual; at its deadline the message has the last failure
+  [ "$(code_of -H 'Host: broke' "$P/")" = 503 ] && cat "$TAP_TMP/body" &&
+    grep -q "function 'broke': no sandbox became available within 700 ms (cold start timed out; the last attempt failed: image not found)" "$TAP_TMP/body" || return 1
+  # an empty list without an error keeps it; an update with endpoints clears it
+  curl -sf -XPUT "$A/v1/endpoints" -d '{"functions":[{"name":"broke","endpoints":[]}]}' >/dev/null &&
+    curl -sf "$A/v1/functions" | /usr/bin/python3 -c \
+      'import json,sys; f=[f for f in json.load(sys.stdin) if f["name"]=="broke"][0]; assert f["error"]=="image not found", f' || return 1
+  eps_put broke "b1=$F1" && [ "$(code_of -H 'Host: broke' "$P/")" = 200 ] &&
+    curl -sf "$A/v1/functions" | /usr/bin/python3 -c \
+      'import json,sys; f=[f for f in json.load(sys.stdin) if f["name"]=="broke"][0]; assert f["error"] is None, f'
+}
+check "a pushed create error: shown, kept by an empty list, named at the deadline, cleared by endpoints" t_create_error
 
 t_slots() {
   fn_put busy 1 && eps_put busy "b1=$F1" || return 1
