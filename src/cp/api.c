@@ -320,7 +320,20 @@ static void api_worker(struct dg_http_req *r, void *ud)
         *pw = w;
         dg_log(DG_LOG_INFO, "registry", "worker %s at %s registered", name, address);
     }
-    /* sandboxes it runs that this CP does not know (it restarted): adopt them */
+    /* a new daemon under a known name (it restarted, maybe after a crash): what it does not
+     * report is gone; what it reports is adopted below */
+    const char *boot = NULL;
+    dg_json_get_string(j, "boot", false, &boot, &err);
+    if (boot && w->boot && strcmp(boot, w->boot) != 0) {
+        dg_log(DG_LOG_WARN, "registry", "worker %s restarted: forgetting its old sandboxes",
+               w->name);
+        cp_worker_forget_sandboxes(w);
+    }
+    if (boot && (!w->boot || strcmp(boot, w->boot) != 0)) {
+        free(w->boot);
+        w->boot = dg_xstrdup(boot);
+    }
+    /* sandboxes it runs that this CP does not know (this CP restarted): adopt them */
     json_t *sbs = json_object_get(j, "sandboxes"), *item;
     size_t i;
     json_array_foreach(sbs, i, item)

@@ -24,6 +24,7 @@ struct cp_worker {
     bool schedulable;
     unsigned sandboxes;
     int64_t cpu_milli, memory_mib; /* advertised capacity */
+    char *boot;                    /* the daemon's start id: a new one means it restarted */
     struct cp_worker *next;
 };
 
@@ -102,6 +103,8 @@ void cp_reconcile(struct cp_fn *f);                  /* act on f->desired */
 void cp_push_endpoints(struct cp_fn *f);             /* whole list to every DP */
 void cp_fn_delete(struct cp_fn *f);                  /* scale to zero, then forget */
 void cp_worker_lost(struct cp_worker *w);
+/* Its sandboxes are gone (it restarted): out of the lists; the next tick replaces them. */
+void cp_worker_forget_sandboxes(struct cp_worker *w);
 /* A sandbox a worker reports that this CP does not know (after a CP restart): take it as
  * ready. False if it is known already. */
 bool cp_sandbox_adopt(struct cp_fn *f, struct cp_worker *w, const char *id, const char *endpoint);

@@ -466,6 +466,11 @@ void cp_worker_lost(struct cp_worker *w)
     dg_log(DG_LOG_WARN, "registry", "worker %s silent: unschedulable, its sandboxes are lost",
            w->name);
     w->schedulable = false;
+    cp_worker_forget_sandboxes(w);
+}
+
+void cp_worker_forget_sandboxes(struct cp_worker *w)
+{
     for (struct cp_fn *f = cp.fns; f; f = f->next) {
         bool changed = false;
         for (struct cp_sandbox *s = f->sbs, *next; s; s = next) {
@@ -507,6 +512,7 @@ void cp_free_all(void)
         cp.workers = w->next;
         free(w->name);
         free(w->address);
+        free(w->boot);
         free(w);
     }
     while (cp.dps) {

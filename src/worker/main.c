@@ -213,6 +213,7 @@ static struct {
     char **node_names;
     struct wk_probe *shared_probe;
     struct wk_oci_conf oci;
+    char boot[40]; /* this daemon's start: the CP tells a restart from a heartbeat */
     bool stopping;
 } g;
 
@@ -461,9 +462,10 @@ static json_t *registration_body(void *ud)
     const char *name = ud ? (const char *)ud : g.w.name;
     /* capacity: the machine's, split evenly between emulated nodes (accounting: issue 5) */
     int64_t nodes = g.cfg.emulated_nodes;
-    json_t *body = json_pack("{ss ss sI sI}", "name", name, "address", address, "cpuMilli",
-                             (json_int_t)(uv_available_parallelism() * 1000 / nodes), "memoryMiB",
-                             (json_int_t)(uv_get_total_memory() / (1024 * 1024) / nodes));
+    json_t *body =
+        json_pack("{ss ss ss sI sI}", "name", name, "address", address, "boot", g.boot, "cpuMilli",
+                  (json_int_t)(uv_available_parallelism() * 1000 / nodes), "memoryMiB",
+                  (json_int_t)(uv_get_total_memory() / (1024 * 1024) / nodes));
     if (ud && strcmp(name, g.node_names[0]) != 0)
         return body; /* the sandboxes are reported once, by the first node */
     /* the sandboxes it runs: a control plane that restarted adopts them */
@@ -540,6 +542,7 @@ int main(int argc, char **argv)
 
     struct wk_worker *w = &g.w;
     w->loop = uv_default_loop();
+    snprintf(g.boot, sizeof(g.boot), "%d-%llu", (int)getpid(), (unsigned long long)dg_wall_ms());
     w->rt = strcmp(g.cfg.runtime, "emulated") == 0 ? &wk_runtime_emulated
             : strcmp(g.cfg.runtime, "oci") == 0    ? &wk_runtime_oci
                                                    : &wk_runtime_process;

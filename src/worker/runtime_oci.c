@@ -827,10 +827,14 @@ static int oci_init(struct wk_worker *w, struct dg_err *err)
     rt->sb_dir = dg_xasprintf("%s/sandboxes", c->run_dir);
     rt->cgroup = dg_xasprintf("dirigent/%s", w->name);
     char *netns_dir = dg_xasprintf("%s/netns", c->run_dir);
+    /* host-side veths are named after the bridge (dg0 -> dg0v0, dg0v1, ...): workers on one
+     * host, each with its own bridge, never touch each other's */
+    char prefix[8];
+    snprintf(prefix, sizeof(prefix), "%.5sv", c->bridge);
     struct wk_netpool_opts nopts = {.bridge = c->bridge,
                                     .subnet = c->subnet,
                                     .dir = netns_dir,
-                                    .prefix = "dgv",
+                                    .prefix = prefix,
                                     .target = (unsigned)c->netns_pool};
     int rc = -1;
     if (wk_mkdir_p(c->run_dir, 0700, err) < 0)

@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# Real sandboxes (issue 4): dirigent-cp, dirigent-dp and a dirigent-worker with the oci
+# runtime (crun) on 127.0.0.1, images from a local registry (Debian's docker-registry) that
+# this test starts, sandbox addresses in 100.126.0.0/24 on the test's own bridge. Root only:
+# without root or the tools, every check is skipped.
+set -u
+. "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
+S=${DG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+B=${DG_BUILD_DIR:-build}
+B=$(cd "$B" && pwd)
+CLI=$B/dirigent
+NCHECKS=8
+BRIDGE=dgt4
+SUBNET=100.126.0.0/24
+RUN=$TAP_TMP/run
+DATA=$TAP_TMP/data
+
+plan $NCHECKS
+missing=""
+[ "$(id -u)" = 0 ] || missing="root"
+for t in crun skopeo umoci docker-registry; do command -v $t >/dev/null || missing="$missing $t"; done
+readelf -d "$B/dirigent-fn" 2>/dev/null | grep -q NEEDED && missing="$missing a-static-dirigent-fn"
+if [ -n "$missing" ]; then
+  for i in $(seq 1 $NCHECKS); do echo "ok $i # SKIP needs:$missing"; done
+  exit 0
+fi
+
+# ---- clean-up: the worker stops its sandboxes on SIGTERM; whatever a killed one left is
+# removed by hand (containers, mounts, namespaces, veths, the bridge, cgroups)
+cleanup_oci() {
+  if [ -n "${WK_PID:-}" ] && kill -0 "$WK_PID" 2>/dev/null; then
+    kill -TERM "$WK_PID"
+    for _ in $(seq 1 100); do kill -0 "$WK_PID" 2>/dev/null || break; sleep 0.05; done
+  fi
+  tap_cleanup_pids
+  local id
+  for id in $(crun --root "$RUN/crun" list -q 2>/dev/null); do crun --root "$RUN/crun" delete -f "$id" >/dev/null 2>&1; done
+  grep -o " $RUN/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+  for l in $(ls /sys/class/net | grep "^${BRIDGE}v[0-9]"); do ip link del "$l" 2>/dev/null; done
+  ip link del "$BRIDGE" 2>/dev/null
+  for c in /sys/fs/cgroup/*/dirigent/oci-w1; do [ -d "$c" ] && rmdir "$c"/* "$c" 2>/dev/null; done
+  rm -rf "$TAP_TMP"
+}
+tap_cleanup_pids() { for p in "${TAP_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
+trap cleanup_oci EXIT
+
+port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# ---- a local registry with the dirigent-fn image
+RP=$(free_port)
+mkdir -p "$TAP_TMP/registry"
+cat >"$TAP_TMP/registry.yml" <<EOF
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $TAP_TMP/registry
+http:
+  addr: 127.0.0.1:$RP
+EOF
+bg_start "$TAP_TMP/registry.log" docker-registry serve "$TAP_TMP/registry.yml"
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$RP/v2/" >/dev/null && break; sleep 0.05; done
+"$S/scripts/make-image.sh" "$B/dirigent-fn" "$TAP_TMP/image" >/dev/null &&
+  skopeo copy --quiet --dest-tls-verify=false "oci:$TAP_TMP/image:latest" \
+    "docker://127.0.0.1:$RP/dirigent-fn:latest" ||
+  { echo "Bail out! cannot build or push the image"; exit 1; }
+IMAGE=127.0.0.1:$RP/dirigent-fn:latest
+
+# ---- the cluster
+bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
+  --heartbeatInterval 300ms --traceOutputFolder "$TAP_TMP/trace"
+wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
+CPI=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'internal api on')
+REG=http://127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'registration on')
+bg_start "$TAP_TMP/dp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dp1 \
+  --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --coldStartTimeout 60s
+wait_for_log "$TAP_TMP/dp.log" 'proxy on' || { echo "Bail out! dp did not start"; exit 1; }
+P=http://127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'proxy on')
+
+start_worker() { # start_worker LOG
+  bg_start "$1" "$B/dirigent-worker" --port 0 --name oci-w1 --runtime oci \
+    --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --runDir "$RUN" --dataDir "$DATA" \
+    --bridge "$BRIDGE" --sandboxSubnet "$SUBNET" --netnsPool 4 --readinessTimeout 10s
+  WK_PID=$BG_PID
+  wait_for_log "$1" 'oci-w1: listening on' 20 || return 1
+  WKA=127.0.0.1:$(port_of "$1" 'oci-w1: listening on')
+}
+start_worker "$TAP_TMP/w1.log" || { echo "Bail out! the oci worker did not start"; exit 1; }
+
+wait_json() { # wait_json URL PYEXPR-over-j [tries of 50 ms]
+  local i=0
+  while [ $i -lt "${3:-200}" ]; do
+    curl -sf "$1" | /usr/bin/python3 -c "import json,sys; j=json.load(sys.stdin); sys.exit(0 if ($2) else 1)" 2>/dev/null && return 0
+    sleep 0.05; i=$((i + 1))
+  done
+  echo "timed out waiting for $2 at $1:"; curl -s "$1"; echo; return 1
+}
+wait_json "$REG/v1/status" 'len(j["workers"]) == 1 and len(j["dataplanes"]) == 1' ||
+  { echo "Bail out! not registered"; exit 1; }
+
+register() { # register NAME IMAGE [extra form fields]
+  curl -s -o "$TAP_TMP/reg.out" -w '%{http_code}' -XPOST "$REG/registerService" \
+    -d "name=$1&image=$2&port_forwarding=80&port_forwarding=tcp&requested_cpu=1000&requested_memory=128${3:-}"
+}
+invoke() { curl -s -m 30 -o "$TAP_TMP/inv.$1" -w '%{http_code}' -H "Host: $1" "$P/"; }
+sandbox_pids() { # the container init pids of a function's sandboxes
+  local id
+  for id in $(curl -sf "http://$WKA/v1/sandboxes" | /usr/bin/python3 -c \
+    'import json,sys; [print(s["id"]) for s in json.load(sys.stdin)["sandboxes"] if s["function"]==sys.argv[1] and s["state"]=="ready"]' "$1"); do
+    cat "$RUN/sandboxes/$id/pid"
+  done
+}
+count_leftovers() { # containers mounts veths cgroups
+  echo "$(crun --root "$RUN/crun" list -q 2>/dev/null | grep -c .) $(grep -c " $RUN/" /proc/self/mountinfo) $(ls /sys/class/net | grep -c "^${BRIDGE}v[0-9]") $(ls -d /sys/fs/cgroup/memory/dirigent/oci-w1/*/ 2>/dev/null | grep -c .)"
+}
+
+t_registry() {
+  [ "$(register reg "$IMAGE")" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }
+  local code
+  code=$(invoke reg)
+  [ "$code" = 200 ] && [ "$(json_field "$(cat "$TAP_TMP/inv.reg")" Status)" = OK ] ||
+    { echo "$code $(cat "$TAP_TMP/inv.reg")"; tail -5 "$TAP_TMP/w1.log"; return 1; }
+  # the CP's cold-start trace has the breakdown of the create: the pull (image_fetch), rootfs
+  # (sandbox_create), crun (sandbox_start), network, readiness; written off the loop
+  local i=0
+  while [ $i -lt 100 ]; do
+    awk -F, '$2=="reg" && $4=="true" && $5>0 && $6>0 && $7>0 && $10>0 {f=1} END {exit !f}' \
+      "$TAP_TMP/trace/cold_start_trace.csv" 2>/dev/null && return 0
+    sleep 0.05; i=$((i + 1))
+  done
+  cat "$TAP_TMP/trace/cold_start_trace.csv"; return 1
+}
+check "an image pushed to a local registry: registered by reference, the cold invocation answers 200" t_registry
+
+t_isolation() {
+  local out pid
+  out=$(cat "$TAP_TMP/inv.reg")
+  [ "$(json_field "$out" MachineName)" != "$(hostname)" ] || { echo "machine: $out"; return 1; }
+  pid=$(sandbox_pids reg | head -1)
+  [ -n "$pid" ] || { echo "no sandbox pid"; return 1; }
+  grep -q "^oci-w1-" <<<"$(json_field "$out" MachineName)" || { echo "hostname: $out"; return 1; }
+  # its own pid namespace, where it is pid 1 and sees no host process; its own network
+  [ "$(readlink /proc/$pid/ns/pid)" != "$(readlink /proc/self/ns/pid)" ] || return 1
+  [ "$(awk '/^NSpid/ {print $NF}' /proc/$pid/status)" = 1 ] || return 1
+  [ "$(readlink /proc/$pid/ns/net)" != "$(readlink /proc/self/ns/net)" ] || return 1
+  # confinement: no new privileges, seccomp filter on, a reduced capability set
+  grep -q '^NoNewPrivs:[[:space:]]*1' /proc/$pid/status || return 1
+  grep -q '^Seccomp:[[:space:]]*2' /proc/$pid/status || return 1
+  [ "$(awk '/^CapBnd/ {print $2}' /proc/$pid/status)" = 00000000000004fb ] ||
+    { grep Cap /proc/$pid/status; return 1; }
+  # the memory limit is the requested 128 MiB, read on the host
+  local cg
+  cg=$(awk -F: '$2=="memory" {print $3}' /proc/$pid/cgroup)
+  [ "$(cat /sys/fs/cgroup/memory$cg/memory.limit_in_bytes)" = $((128 * 1024 * 1024)) ] ||
+    { echo "cgroup $cg: $(cat /sys/fs/cgroup/memory$cg/memory.limit_in_bytes)"; return 1; }
+  # two sandboxes of one function: different addresses
+  curl -sf -XPUT "$REG/v1/functions/reg" -d '{"scaling_lower_bound":2}' >/dev/null || return 1
+  wait_json "http://$WKA/v1/sandboxes" 'len([s for s in j["sandboxes"] if s["function"]=="reg" and s["state"]=="ready"]) == 2' || return 1
+  curl -sf "http://$WKA/v1/sandboxes" | /usr/bin/python3 -c '
+import json,sys
+eps=[s["endpoint"] for s in json.load(sys.stdin)["sandboxes"] if s["function"]=="reg"]
+print(eps); sys.exit(0 if len(set(e.split(":")[0] for e in eps)) == 2 else 1)'
+}
+check "isolation: own hostname, pid and network namespaces, seccomp, capabilities, the requested memory limit, one address per sandbox" t_isolation
+
+t_bad_image() {
+  local before code
+  before=$(count_leftovers)
+  [ "$(register bad "127.0.0.1:$RP/no-such-image:latest")" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }
+  code=$(invoke bad)
+  [ "$code" = 503 ] && grep -q "pull of 127.0.0.1:$RP/no-such-image:latest failed" "$TAP_TMP/inv.bad" ||
+    { echo "$code: $(cat "$TAP_TMP/inv.bad")"; return 1; }
+  "$CLI" --cp "${REG#http://}" function get bad >"$TAP_TMP/get.bad" || return 1
+  grep -q "pull of 127.0.0.1:$RP/no-such-image:latest failed" "$TAP_TMP/get.bad" || { cat "$TAP_TMP/get.bad"; return 1; }
+  "$CLI" --cp "${REG#http://}" status | grep -q "pull of" || return 1
+  # a second invocation is answered from the remembered failure, not a new pull
+  code=$(invoke bad)
+  [ "$code" = 503 ] && grep -q "not retried for" "$TAP_TMP/inv.bad" || { echo "$code: $(cat "$TAP_TMP/inv.bad")"; return 1; }
+  [ "$(grep -c 'pulling 127.0.0.1:'"$RP"'/no-such-image' "$TAP_TMP/w1.log")" = 1 ] || return 1
+  # nothing left behind
+  [ "$(count_leftovers)" = "$before" ] || { echo "before $before after $(count_leftovers)"; return 1; }
+}
+check "an image that cannot be pulled: 503 with skopeo's reason, shown by function get and status, one pull, nothing left" t_bad_image
+
+t_sandbox_killed() {
+  [ "$(register victim "$IMAGE")" = 200 ] || return 1
+  [ "$(invoke victim)" = 200 ] || return 1
+  local pid
+  pid=$(sandbox_pids victim)
+  [ -n "$pid" ] || return 1
+  kill -9 "$pid"
+  wait_json "http://$WKA/v1/sandboxes" \
+    '[s for s in j["sandboxes"] if s["function"]=="victim" and s["state"]=="ready"] and "'"$pid"'" not in open("'"$RUN"'/sandboxes/"+[s for s in j["sandboxes"] if s["function"]=="victim" and s["state"]=="ready"][0]["id"]+"/pid").read()' ||
+    return 1
+  [ "$(invoke victim)" = 200 ] || { cat "$TAP_TMP/inv.victim"; return 1; }
+}
+check "kill -9 of a sandbox's process: the CP replaces it, the next invocation succeeds" t_sandbox_killed
+
+t_parallel() {
+  local i pids=()
+  for i in $(seq 1 20); do
+    [ "$(register "par$i" "$IMAGE")" = 200 ] || return 1
+  done
+  for i in $(seq 1 20); do
+    curl -s -m 60 -o /dev/null -w '%{http_code}\n' -H "Host: par$i" "$P/" >"$TAP_TMP/par.$i" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  cat "$TAP_TMP"/par.* | sort | uniq -c
+  [ "$(cat "$TAP_TMP"/par.* | sort -u)" = 200 ]
+}
+check "20 parallel cold starts of 20 functions: all succeed" t_parallel
+
+t_worker_crash() {
+  local n
+  n=$(crun --root "$RUN/crun" list -q | grep -c .)
+  [ "$n" -ge 20 ] || { echo "containers before the crash: $n"; return 1; }
+  kill -9 "$WK_PID"
+  sleep 0.2
+  start_worker "$TAP_TMP/w1b.log" || return 1
+  grep -q "removed what an earlier run left: $n containers" "$TAP_TMP/w1b.log" || { cat "$TAP_TMP/w1b.log"; return 1; }
+  # none of the old containers runs; the CP forgets the old sandboxes and recreates on demand
+  [ "$(crun --root "$RUN/crun" list -q | grep -c .)" -le 1 ] || return 1
+  [ "$(invoke victim)" = 200 ] || { cat "$TAP_TMP/inv.victim"; return 1; }
+}
+check "kill -9 of the worker, then a restart: its containers are removed, invocations work again" t_worker_crash
+
+t_clean_stop() {
+  kill -TERM "$WK_PID"
+  for _ in $(seq 1 200); do kill -0 "$WK_PID" 2>/dev/null || break; sleep 0.05; done
+  ! kill -0 "$WK_PID" 2>/dev/null || return 1
+  [ "$(count_leftovers)" = "0 0 0 0" ] || { echo "left: $(count_leftovers) (containers mounts veths cgroups)"; return 1; }
+}
+check "SIGTERM of the worker: no container, mount, veth or cgroup left" t_clean_stop
+
+t_bad_runtime_config() {
+  local out
+  out=$("$B/dirigent-worker" --runtime oci --ociRuntime runsc --port 0 --controlPlaneAddress "" \
+    --runDir "$TAP_TMP/run2" --dataDir "$TAP_TMP/data2" 2>&1)
+  [ $? -ne 0 ] && grep -q "ociRuntime 'runsc' is not installed" <<<"$out" || { echo "$out"; return 1; }
+}
+check "a worker configured with a runtime that is not installed says so and exits" t_bad_runtime_config
+
+tap_done
