@@ -23,14 +23,16 @@ all: configure
 deps:
 	@scripts/deps.sh
 
-# The dirigent-fn OCI image (an OCI layout, tag latest) for the worker's oci runtime.
+# The dirigent-fn OCI image (an OCI layout, tag latest) for the worker's oci runtime; every
+# build makes it (images/meson.build), this target names it.
 image: all
-	scripts/make-image.sh $(BUILD)/dirigent-fn $(BUILD)/images/dirigent-fn
+	@test -d $(BUILD)/images/dirigent-fn && echo "image: oci:$(BUILD)/images/dirigent-fn:latest"
 
 # A local cluster in the foreground (control plane, data plane, worker) with the sample
-# function `hello`; Ctrl-C stops it. RUNTIME=emulated for the emulated runtime.
+# function `hello`; Ctrl-C stops it. RUNTIME=oci|process|emulated (default auto: oci as root
+# with crun, else process).
 up: all
-	$(BUILD)/dirigent up --runtime $(or $(RUNTIME),process) --state-dir $(or $(STATE_DIR),data/local)
+	$(BUILD)/dirigent up --runtime $(or $(RUNTIME),auto) --state-dir $(or $(STATE_DIR),data/local)
 
 # Reconfigure only when the options changed (kept in $(BUILD)/.opts).
 configure: deps

@@ -4,7 +4,7 @@
  * the data plane over HTTP with the project's client on a private loop (a
  * short-lived tool may wait for its answers).
  *
- *   dirigent up [--runtime process|emulated] [--state-dir DIR]
+ *   dirigent up [--runtime auto|oci|process|emulated] [--state-dir DIR]
  *   dirigent function deploy NAME --image IMG [--port P] [--min N] [--max N] [--cpu MILLI]
  *                                 [--memory MIB] [--cold-start-sweep]
  *   dirigent function list | get NAME | delete NAME
@@ -331,9 +331,25 @@ static bool healthy(const char *addr)
     return st == 200;
 }
 
+/* Why the oci runtime cannot run here, or NULL. */
+static const char *oci_unusable(const char *image_dir)
+{
+    static char why[256];
+    if (geteuid() != 0)
+        return "root";
+    if (system("command -v crun >/dev/null 2>&1") != 0)
+        return "crun (apt-get install crun)";
+    snprintf(why, sizeof(why), "%s/index.json", image_dir);
+    if (access(why, R_OK) != 0) {
+        snprintf(why, sizeof(why), "the image %s (make image)", image_dir);
+        return why;
+    }
+    return NULL;
+}
+
 static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_dir)
 {
-    const char *runtime = "process", *state = "data/local", *v;
+    const char *runtime = "auto", *state = "data/local", *v;
     for (int i = 0; i < argc; i++) {
         if ((v = cli_opt(&i, argc, argv, "--runtime")))
             runtime = v;
@@ -342,8 +358,22 @@ static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_d
         else
             return cli_fail("up: unknown option '%s'", argv[i]);
     }
-    if (strcmp(runtime, "process") != 0 && strcmp(runtime, "emulated") != 0)
-        return cli_fail("up: --runtime: expected process or emulated, got '%s'", runtime);
+    if (strcmp(runtime, "auto") != 0 && strcmp(runtime, "oci") != 0 &&
+        strcmp(runtime, "process") != 0 && strcmp(runtime, "emulated") != 0)
+        return cli_fail("up: --runtime: expected auto, oci, process or emulated, got '%s'",
+                        runtime);
+    /* auto: containers when this machine can run them, else plain processes (and why) */
+    char *image_dir = dg_xasprintf("%s/images/dirigent-fn", self_dir);
+    if (strcmp(runtime, "auto") == 0) {
+        const char *why = oci_unusable(image_dir);
+        runtime = why ? "process" : "oci";
+        if (why)
+            printf("runtime process (containers need %s)\n", why);
+        else
+            printf("runtime oci (crun, image oci:%s:latest)\n", image_dir);
+        fflush(stdout);
+    }
+    bool oci = strcmp(runtime, "oci") == 0;
     char buf[4096];
     mkdir(state, 0755);
     snprintf(buf, sizeof(buf), "%s/logs", state);
@@ -364,9 +394,10 @@ static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_d
                     (char *[]){"dirigent-cp", "--config", cpc, "--set", trace, NULL});
     pids[1] = spawn(self_dir, state, "dp",
                     (char *[]){"dirigent-dp", "--config", dpc, "--set", trace, NULL});
-    pids[2] =
-        spawn(self_dir, state, "worker",
-              (char *[]){"dirigent-worker", "--config", wkc, "--set", rt, "--set", fnb, NULL});
+    char *wdata = dg_xasprintf("dataDir=%s/worker", state);
+    pids[2] = spawn(self_dir, state, "worker",
+                    (char *[]){"dirigent-worker", "--config", wkc, "--set", rt, "--set", fnb,
+                               "--set", wdata, NULL});
     int rc = 0;
     /* healthy, and the worker and data plane registered */
     bool ready = false;
@@ -385,11 +416,15 @@ static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_d
                 state);
         rc = 1;
     } else {
-        char body[8192];
+        char body[8192], image[4096];
+        if (oci)
+            snprintf(image, sizeof(image), "oci:%s:latest", image_dir);
+        else
+            snprintf(image, sizeof(image), "%s", fn);
         snprintf(body, sizeof(body),
                  "name=hello&image=%s&port_forwarding=80&port_forwarding=tcp"
                  "&requested_cpu=100&requested_memory=64",
-                 fn);
+                 image);
         struct cli_result r;
         int st = cli_request("127.0.0.1:9091", "POST", "/registerService", NULL, 0, body, &r);
         if (st != 200 && st != 409) {
@@ -417,6 +452,8 @@ static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_d
     free(rt);
     free(fnb);
     free(trace);
+    free(wdata);
+    free(image_dir);
     return rc;
 }
 
@@ -440,7 +477,7 @@ int main(int argc, char **argv)
     if (i >= argc || strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
         printf(
             "usage: dirigent [--cp HOST:PORT] [--dp HOST:PORT] [--json] COMMAND\n"
-            "  up [--runtime process|emulated] [--state-dir DIR]   a local cluster\n"
+            "  up [--runtime auto|oci|process|emulated] [--state-dir DIR]   a local cluster\n"
             "  function deploy NAME --image IMG [--port P] [--min N] [--max N] [--cpu MILLI]\n"
             "                  [--memory MIB] [--concurrency N] [--cold-start-sweep]\n"
             "  function list | get NAME | delete NAME\n"

@@ -353,7 +353,7 @@ static void sb_free(struct oci_sb *o)
     sb->rt = NULL;
     wk_sandbox_gone(sb);
     if (rt->closing && w->nsandboxes == 0 && rt->net) /* shutdown waited for the last one */
-        wk_netpool_close(rt->net, false, net_closed, rt);
+        wk_netpool_close(rt->net, true, net_closed, rt);
 }
 
 static void sb_handle_closed(uv_handle_t *h)
@@ -875,7 +875,7 @@ static void oci_deinit(struct wk_worker *w)
     rt->closing = true;
     wk_images_close(rt->images);
     if (rt->net && w->nsandboxes == 0) /* else the last sandbox's teardown closes it */
-        wk_netpool_close(rt->net, false, net_closed, rt);
+        wk_netpool_close(rt->net, true, net_closed, rt);
 }
 
 void wk_oci_free(struct wk_worker *w)

@@ -8,9 +8,9 @@ B=$(cd "$B" && pwd)
 D=$B/dirigent
 STATE=$TAP_TMP/state
 
-plan 7
+plan 8
 
-bg_start "$TAP_TMP/up.log" "$D" up --state-dir "$STATE"
+bg_start "$TAP_TMP/up.log" "$D" up --runtime process --state-dir "$STATE"
 UP_PID=$BG_PID
 
 t_up() {
@@ -80,5 +80,30 @@ t_stop() {
   done
 }
 check "SIGTERM stops every daemon" t_stop
+
+# `dirigent up` without --runtime: containers as root with crun, else processes, saying why
+t_up_auto() {
+  bg_start "$TAP_TMP/up2.log" "$D" up --state-dir "$TAP_TMP/state2"
+  local up=$BG_PID oci=0 out
+  [ "$(id -u)" = 0 ] && command -v crun >/dev/null && [ -d "$B/images/dirigent-fn" ] && oci=1
+  if [ $oci = 1 ]; then
+    wait_for_log "$TAP_TMP/up2.log" "^runtime oci \(crun, image oci:$B/images/dirigent-fn:latest\)$" || return 1
+  else
+    wait_for_log "$TAP_TMP/up2.log" '^runtime process \(containers need ' || return 1
+  fi
+  wait_for_log "$TAP_TMP/up2.log" "^ready: curl" 60 || { cat "$TAP_TMP/state2/logs/worker.log"; return 1; }
+  out=$(curl -sf -H 'Host: hello' http://127.0.0.1:8080/) || return 1
+  echo "$out"
+  if [ $oci = 1 ]; then # a container: its own hostname, the sandbox's id
+    grep -q '^worker-local-' <<<"$(json_field "$out" MachineName)" || return 1
+  fi
+  kill -TERM "$up"
+  wait "$up"
+  # nothing left: no container, mount, veth or bridge of the worker
+  [ "$(crun --root /run/dirigent/worker-local/crun list -q 2>/dev/null | grep -c .)" = 0 ] || return 1
+  ! grep -q ' /run/dirigent/worker-local/' /proc/self/mountinfo || return 1
+  ! ls /sys/class/net | grep -q '^dg0'
+}
+check "dirigent up picks the oci runtime as root with crun (else process, saying why); a clean stop" t_up_auto
 
 tap_done
