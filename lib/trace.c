@@ -19,20 +19,27 @@ struct dg_trace {
     uv_timer_t timer;
     uv_fs_t req;
     struct dg_buf pending, writing; /* rows waiting; rows being written */
-    bool in_flight, closing;
+    bool in_flight, closing, timer_gone;
 };
 
 static void flush(struct dg_trace *t);
 
-static void timer_closed(uv_handle_t *h)
+/* Free once both the timer is closed and no write is in flight. */
+static void trace_free(struct dg_trace *t)
 {
-    struct dg_trace *t = h->data;
-    if (t->in_flight)
-        return; /* the write finishes the close */
+    if (t->in_flight || !t->timer_gone)
+        return; /* the other one finishes the close */
     close(t->fd);
     dg_buf_free(&t->pending);
     dg_buf_free(&t->writing);
     free(t);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    struct dg_trace *t = h->data;
+    t->timer_gone = true;
+    trace_free(t);
 }
 
 static void on_write(uv_fs_t *req)
@@ -45,8 +52,8 @@ static void on_write(uv_fs_t *req)
     dg_buf_reset(&t->writing);
     if (t->pending.len)
         flush(t);
-    else if (t->closing && uv_is_closing((uv_handle_t *)&t->timer))
-        timer_closed((uv_handle_t *)&t->timer);
+    else if (t->closing)
+        trace_free(t);
 }
 
 static void flush(struct dg_trace *t)
