@@ -120,6 +120,7 @@ struct wk_netpool {
     unsigned backoff_ms;
     bool backing_off;
     bool closing, remove_bridge, teardown_started, teardown_done, timer_closed;
+    bool refilling; /* below half the target: creating up to it */
     void (*done)(void *ud);
     void *done_ud;
 };
@@ -845,9 +846,16 @@ static void np_start_create(struct wk_netpool *p, unsigned index)
     uv_queue_work(p->loop, &j->req, np_work, np_after_create);
 }
 
-/* Keep target + pending acquires ready or in creation. */
+/* Keep target + pending acquires ready or in creation; with nobody waiting, refill in
+ * batches, from half the target back to it, so that most cold starts do not share the
+ * CPU with a namespace creation. */
 static void np_refill(struct wk_netpool *p)
 {
+    if (p->nwait == 0 && !p->refilling && p->nready + p->ncreating > p->c.target / 2)
+        return;
+    p->refilling = true;
+    if (p->nready + p->ncreating >= p->c.target + p->nwait)
+        p->refilling = false;
     while (!p->closing && !p->backing_off && p->ncreating < NP_MAX_CREATING &&
            p->nready + p->ncreating < p->c.target + p->nwait) {
         int i = np_index_alloc(p);
