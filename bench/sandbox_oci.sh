@@ -35,7 +35,7 @@ BR=dgb0
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for _ in $(seq 1 60); do
+  for _ in $(seq 1 400); do
     alive=0; for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
     [ $alive = 0 ] && break; sleep 0.05
   done
@@ -46,8 +46,7 @@ cleanup() {
   for l in $(ls /sys/class/net | grep "^${BR}"); do ip link del "$l" 2>/dev/null; done
   ip netns del dgbench 2>/dev/null || true
   rmdir /sys/fs/cgroup/*/dirigent-bench/* /sys/fs/cgroup/*/dirigent-bench 2>/dev/null || true
-  grep -h -i -E "abort|assert|error" "$TMP"/*.log 2>/dev/null | head -5
-  cp "$TMP/dp.log" /tmp/dg-bench-dp.log 2>/dev/null || true
+  [ -n "${KEEP_TRACE:-}" ] && cp "$TMP/trace/cold_start_trace.csv" "$KEEP_TRACE" 2>/dev/null
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -203,5 +202,7 @@ print("worker's breakdown of a create, p50 ms: image %.2f, rootfs %.2f, network 
       % (col("image_fetch"), col("sandbox_create"), col("network_setup"), col("sandbox_start"), col("readiness_probe")))
 print(f"goals: cold-start p50 <= 1.5x floor ({'met' if p50 <= 1.5 * fp50 else 'NOT met'}) and <= 30 ms "
       f"({'met' if p50 <= 30 else 'NOT met'}); creation rate >= 0.9x bare crun ({'met' if rate >= 0.9 * frate else 'NOT met'})")
+print(f"RESULT floor_p50_ms={fp50:.1f} floor_per_s={frate:.1f} p50_ms={p50:.1f} p99_ms={p99:.1f} "
+      f"per_s={rate:.1f} p50_ratio={p50 / fp50:.2f} rate_ratio={rate / frate:.2f}")
 sys.exit(0 if len(ok) == len(serial) and bok == burst else 1)
 EOF
