@@ -56,7 +56,6 @@ static bool domain_ok(const char *s, size_t n)
         colon = close + 1 < s + n ? close + 1 : NULL;
         if (colon && *colon != ':')
             return false;
-        end = (size_t)(close + 1 - s);
     } else {
         if (colon)
             end = (size_t)(colon - s);
@@ -65,8 +64,7 @@ static bool domain_ok(const char *s, size_t n)
             if (i < end && s[i] != '.')
                 continue;
             size_t len = i - start;
-            if (len == 0 || !isalnum((unsigned char)s[start]) ||
-                !isalnum((unsigned char)s[i - 1]))
+            if (len == 0 || !isalnum((unsigned char)s[start]) || !isalnum((unsigned char)s[i - 1]))
                 return false;
             for (size_t k = start; k < i; k++)
                 if (!isalnum((unsigned char)s[k]) && s[k] != '-')
@@ -139,9 +137,9 @@ static int parse_registry(const char *ref, struct dg_image_ref *out, struct dg_e
     const char *path = name;
     out->registry[0] = '\0';
     char *first = strchr(name, '/');
-    if (first && (memchr(name, '.', (size_t)(first - name)) ||
-                  memchr(name, ':', (size_t)(first - name)) ||
-                  strncmp(name, "localhost/", 10) == 0 || name[0] == '[')) {
+    if (first &&
+        (memchr(name, '.', (size_t)(first - name)) || memchr(name, ':', (size_t)(first - name)) ||
+         strncmp(name, "localhost/", 10) == 0 || name[0] == '[')) {
         size_t dlen = (size_t)(first - name);
         if (!domain_ok(name, dlen) || dlen >= sizeof(out->registry))
             return dg_err_set(err, DG_E_INVAL, "expected a registry host[:port], got '%.*s'",

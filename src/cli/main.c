@@ -161,13 +161,14 @@ static void fn_table(json_t *list)
 
 const char *cli_opt(int *i, int argc, char **argv, const char *name)
 {
-    if (strcmp(argv[*i], name) != 0)
+    if (*i >= argc || !argv[*i] || strcmp(argv[*i], name) != 0)
         return NULL;
     if (*i + 1 >= argc) {
         fprintf(stderr, "dirigent: %s needs a value\n", name);
         exit(2);
     }
-    return argv[++*i];
+    const char *v = argv[++*i];
+    return v ? v : ""; /* consumed: never NULL */
 }
 
 static int cmd_deploy(int argc, char **argv)

@@ -75,6 +75,26 @@ static void queue_push(struct dp_function *f, struct dp_inv *v)
     dg_gauge_set(f->m_queue, f->queued);
 }
 
+static void queue_remove(struct dp_function *f, struct dp_inv *v);
+
+/* The first queued request, taken out of the queue; NULL if none. */
+static struct dp_inv *queue_pop(struct dp_function *f)
+{
+    struct dp_inv *v = f->q_head;
+    if (!v)
+        return NULL;
+    f->q_head = v->next;
+    if (v->next)
+        v->next->prev = NULL;
+    else
+        f->q_tail = NULL;
+    v->prev = v->next = NULL;
+    v->queued = false;
+    f->queued--;
+    dg_gauge_set(f->m_queue, f->queued);
+    return v;
+}
+
 static void queue_remove(struct dp_function *f, struct dp_inv *v)
 {
     if (!v->queued)
@@ -354,9 +374,7 @@ void dp_dispatch(struct dp_function *f)
         struct dp_endpoint *e = pick(f, NULL);
         if (!e)
             return;
-        struct dp_inv *v = f->q_head;
-        queue_remove(f, v);
-        start_proxy(v, e);
+        start_proxy(queue_pop(f), e);
     }
 }
 
@@ -364,8 +382,7 @@ void dp_expire(uint64_t now_ms)
 {
     for (struct dp_function *f = dp.fns; f; f = f->next) {
         while (f->q_head && f->q_head->deadline_ms <= now_ms) {
-            struct dp_inv *v = f->q_head;
-            queue_remove(f, v);
+            struct dp_inv *v = queue_pop(f);
             if (f->neps == 0 && f->error)
                 dg_http_respond_text(v->req, 503,
                                      "function '%s': no sandbox became available within %llu ms "
@@ -385,9 +402,8 @@ void dp_expire(uint64_t now_ms)
 void dp_fail_queued(struct dp_function *f)
 {
     unsigned n = 0;
-    while (f->q_head) {
-        struct dp_inv *v = f->q_head;
-        queue_remove(f, v);
+    struct dp_inv *v;
+    while ((v = queue_pop(f))) {
         dg_http_respond_text(v->req, 503, "function '%s' cannot start: %s", f->name,
                              f->error ? f->error : "unknown error");
         f->running--;
@@ -403,9 +419,8 @@ void dp_fail_queued(struct dp_function *f)
  * finish on their endpoints. */
 void dp_function_free(struct dp_function *f)
 {
-    while (f->q_head) {
-        struct dp_inv *v = f->q_head;
-        queue_remove(f, v);
+    struct dp_inv *v;
+    while ((v = queue_pop(f))) {
         dg_http_respond_text(v->req, 503, "function '%s' was removed", f->name);
         f->running--;
         free(v);

@@ -626,7 +626,7 @@ static int np_bridge_get(struct nl_sock *sk, const struct np_conf *c, struct rtn
 
 static int np_bridge_setup(struct wk_netpool *p, struct dg_err *err)
 {
-    struct nl_sock *sk;
+    struct nl_sock *sk = NULL;
     int rc = np_socket(&sk, err);
     if (rc < 0)
         return rc;
@@ -872,7 +872,7 @@ int wk_netpool_cleanup(const struct wk_netpool_opts *o, struct dg_err *err)
     struct np_conf c;
     if (np_conf_parse(&c, o, err) < 0)
         return -1;
-    struct nl_sock *sk;
+    struct nl_sock *sk = NULL;
     if (np_socket(&sk, err) < 0)
         return -1;
     /* Namespace files first, then the veths the kernel has not removed with them yet: see

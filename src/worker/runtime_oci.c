@@ -253,8 +253,8 @@ static char *sandbox_config(struct oci_sb *o)
     /* limits: the function's request, as the CPU quota and the memory limit */
     json_object_set_new(linux_, "resources",
                         json_pack("{s{sI} s{sIsI} s{sI} s[{sbss}]}", "memory", "limit",
-                                  (json_int_t)(o->memory_mib * 1024 * 1024), "cpu", "quota",
-                                  (json_int_t)(o->cpu_milli * 100), "period", (json_int_t)100000,
+                                  (json_int_t)o->memory_mib * 1024 * 1024, "cpu", "quota",
+                                  (json_int_t)o->cpu_milli * 100, "period", (json_int_t)100000,
                                   "pids", "limit", (json_int_t)sb->w->oci->pids_limit, "devices",
                                   "allow", 0, "access", "rwm"));
     char *s = json_dumps(c, JSON_COMPACT);
