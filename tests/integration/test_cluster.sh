@@ -18,7 +18,6 @@ cleanup_sandboxes() {
 }
 trap 'tap_cleanup; cleanup_sandboxes' EXIT # daemons first: a live worker would replace what we kill
 
-port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
 
 bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
   --heartbeatInterval 300ms --placementPolicy round-robin --traceOutputFolder "$TAP_TMP/trace"

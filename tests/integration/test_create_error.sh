@@ -21,7 +21,6 @@ cleanup_sandboxes() {
 }
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
-port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
 
 bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
   --heartbeatInterval 300ms --traceOutputFolder ""
@@ -39,15 +38,6 @@ bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name w1 \
   --controlPlaneAddress "$CPI" --heartbeatInterval 300ms
 wait_for_log "$TAP_TMP/w1.log" 'listening on' || { echo "Bail out! worker did not start"; exit 1; }
 
-# poll until a python expression over JSON from URL (as j) holds, 10 s at most
-wait_json() { # wait_json URL EXPR
-  local i=0
-  while [ $i -lt 200 ]; do
-    curl -sf "$1" | /usr/bin/python3 -c "import json,sys; j=json.load(sys.stdin); sys.exit(0 if ($2) else 1)" 2>/dev/null && return 0
-    sleep 0.05; i=$((i + 1))
-  done
-  echo "timed out waiting for: $2"; curl -s "$1"; echo; return 1
-}
 wait_json "$REG/v1/status" 'len(j["workers"]) == 1 and len(j["dataplanes"]) == 1' ||
   { echo "Bail out! not registered"; exit 1; }
 

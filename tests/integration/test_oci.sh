@@ -44,7 +44,6 @@ cleanup_oci() {
 tap_cleanup_pids() { for p in "${TAP_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
 trap cleanup_oci EXIT
 
-port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # ---- a local registry with the dirigent-fn image
@@ -89,14 +88,6 @@ start_worker() { # start_worker LOG
 }
 start_worker "$TAP_TMP/w1.log" || { echo "Bail out! the oci worker did not start"; exit 1; }
 
-wait_json() { # wait_json URL PYEXPR-over-j [tries of 50 ms]
-  local i=0
-  while [ $i -lt "${3:-200}" ]; do
-    curl -sf "$1" | /usr/bin/python3 -c "import json,sys; j=json.load(sys.stdin); sys.exit(0 if ($2) else 1)" 2>/dev/null && return 0
-    sleep 0.05; i=$((i + 1))
-  done
-  echo "timed out waiting for $2 at $1:"; curl -s "$1"; echo; return 1
-}
 wait_json "$REG/v1/status" 'len(j["workers"]) == 1 and len(j["dataplanes"]) == 1' ||
   { echo "Bail out! not registered"; exit 1; }
 

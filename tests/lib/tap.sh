@@ -52,4 +52,18 @@ json_field() {
   /usr/bin/python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"
 }
 
+# port_of LOG TEXT: the port of the first "TEXT host:port" in a daemon's log
+port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
+
+# wait_json URL PYEXPR [TRIES]: poll (50 ms apart, 200 tries) until the JSON at URL makes the
+# python expression over it (j) true
+wait_json() {
+  local i=0
+  while [ $i -lt "${3:-200}" ]; do
+    curl -sf "$1" | /usr/bin/python3 -c "import json,sys; j=json.load(sys.stdin); sys.exit(0 if ($2) else 1)" 2>/dev/null && return 0
+    sleep 0.05; i=$((i + 1))
+  done
+  echo "timed out waiting for $2 at $1:"; curl -s "$1"; echo; return 1
+}
+
 tap_done() { exit $((TAP_FAILED > 0)); }
