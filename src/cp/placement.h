@@ -1,0 +1,89 @@
+/*
+ * placement.h: where sandboxes go (DESIGN.md §5). Pure: the CP, the
+ * simulator and the unit tests give it a view of the workers (capacity and
+ * what is reserved on each) and get node indexes back; a placement reserves
+ * the function's request on the node it picked, so the k sandboxes of one
+ * decision see each other (batch placement).
+ *
+ * Units everywhere: CPU in milli-CPU, memory in MiB.
+ *
+ * Policies (placementPolicy):
+ *   random       uniform among the workers the sandbox fits on
+ *   round-robin  the next worker in name order the sandbox fits on
+ *   kubernetes   kube-scheduler's NodeResourcesFit (LeastAllocated) plus
+ *                NodeResourcesBalancedAllocation, highest sum; ties at random
+ *   chbl         consistent hashing with bounded loads (Mirrokni, Thorup,
+ *                Zadimoghaddam): the function's name on a ring of workers, the
+ *                first one clockwise whose sandbox count stays within
+ *                ceil((1 + eps) x average) and that fits; a function's
+ *                sandboxes keep landing where its image is already pulled
+ */
+#ifndef DIRIGENT_CP_PLACEMENT_H
+#define DIRIGENT_CP_PLACEMENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum cp_place_policy { CP_PLACE_RANDOM, CP_PLACE_ROUND_ROBIN, CP_PLACE_KUBERNETES, CP_PLACE_CHBL };
+
+extern const char *const cp_place_policy_names[]; /* NULL-terminated, in enum order */
+/* The policy named `s`; -1 if none. */
+int cp_place_policy_parse(const char *s);
+
+/* What placement sees of a worker. */
+struct cp_node {
+    const char *name;
+    int64_t cpu_cap, mem_cap;   /* advertised capacity */
+    int64_t cpu_used, mem_used; /* reserved by its sandboxes (updated by cp_place) */
+    unsigned sandboxes;         /* its sandboxes (updated by cp_place) */
+    bool schedulable;
+};
+
+/* The ring of the chbl policy, rebuilt when the set of workers changes. */
+struct cp_ring {
+    struct cp_ring_point {
+        uint64_t hash;
+        uint32_t node;
+    } * points;
+    size_t npoints;
+    uint64_t signature; /* of the node names it was built from */
+    size_t nnodes;
+};
+
+struct cp_placer {
+    enum cp_place_policy policy;
+    double chbl_eps; /* bound factor: (1 + eps) x average load; default 0.25 */
+    uint64_t rr;     /* round-robin position */
+    uint64_t rng;    /* xorshift64* state: placements are reproducible for a seed */
+    struct cp_ring ring;
+};
+
+void cp_placer_init(struct cp_placer *p, enum cp_place_policy policy, double chbl_eps,
+                    uint64_t seed);
+void cp_placer_deinit(struct cp_placer *p);
+
+/* Place `count` sandboxes of function `fn` requesting (cpu, mem) on `nodes`: chosen[i] is the
+ * index of the i-th one's node. Each placement reserves on its node. Returns how many were
+ * placed: fewer than `count` when no schedulable node has room for the rest. */
+unsigned cp_place(struct cp_placer *p, struct cp_node *nodes, size_t n, const char *fn, int64_t cpu,
+                  int64_t mem, unsigned count, size_t *chosen);
+
+/* Does a sandbox of (cpu, mem) fit on the node now? (Schedulable, and the request within what
+ * is free.) */
+bool cp_node_fits(const struct cp_node *node, int64_t cpu, int64_t mem);
+
+/* kube-scheduler's scores (0..100) for a node of capacity (cpu_cap, mem_cap) once `cpu_req`
+ * and `mem_req` (all that is requested on it, the new pod included) are placed:
+ * LeastAllocated = mean over cpu and memory of (cap - req) x 100 / cap (0 if req > cap), in
+ * integers as kube-scheduler computes it; BalancedAllocation = (1 - std of the two fractions)
+ * x 100 = (1 - |cpu/cap - mem/cap| / 2) x 100, fractions capped at 1. */
+int64_t cp_score_least_allocated(int64_t cpu_cap, int64_t mem_cap, int64_t cpu_req,
+                                 int64_t mem_req);
+int64_t cp_score_balanced(int64_t cpu_cap, int64_t mem_cap, int64_t cpu_req, int64_t mem_req);
+
+/* The chbl bound: the most sandboxes a node may hold when one more is placed, given the
+ * total on the n schedulable nodes: ceil((1 + eps) x (total + 1) / n). */
+unsigned cp_chbl_bound(double eps, unsigned total, size_t n);
+
+#endif
