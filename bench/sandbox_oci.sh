@@ -150,6 +150,7 @@ P=http://127.0.0.1:$(port_of "$TMP/dp.log" 'proxy on')
 "$B/dirigent-worker" --port 0 --name bench-oci --runtime oci --controlPlaneAddress "$CPI" \
   --heartbeatInterval 1s --runDir "$TMP/run" --dataDir "$TMP/data" --bridge "$BR" \
   --sandboxSubnet 100.125.0.0/22 --netnsPool 64 --killGrace 200ms --logLevel warn \
+  --cpuMilli 1000000 --memoryMiB 1000000 \
   --prefetchImages "oci:$IMG:latest" >"$TMP/w.log" 2>&1 &
 PIDS+=($!)
 wait_log "$TMP/w.log" 'listening on'

@@ -266,15 +266,23 @@ static void status_table(json_t *s)
 {
     size_t i;
     json_t *x;
-    printf("WORKERS\n%-24s %-22s %-12s %-8s %-9s %s\n", "NAME", "ADDRESS", "SCHEDULABLE", "CPU(m)",
-           "MEM(MiB)", "SANDBOXES");
-    json_array_foreach(json_object_get(s, "workers"), i, x) printf(
-        "%-24s %-22s %-12s %-8lld %-9lld %lld\n", json_string_value(json_object_get(x, "name")),
-        json_string_value(json_object_get(x, "address")),
-        json_is_true(json_object_get(x, "schedulable")) ? "yes" : "no",
-        (long long)json_integer_value(json_object_get(x, "cpuMilli")),
-        (long long)json_integer_value(json_object_get(x, "memoryMiB")),
-        (long long)json_integer_value(json_object_get(x, "sandboxes")));
+    printf("WORKERS\n%-24s %-22s %-12s %-15s %-17s %s\n", "NAME", "ADDRESS", "SCHEDULABLE",
+           "CPU(m) USED/CAP", "MEM(MiB) USED/CAP", "SANDBOXES");
+    json_array_foreach(json_object_get(s, "workers"), i, x)
+    {
+        char cpu[40], mem[40];
+        snprintf(cpu, sizeof(cpu), "%lld/%lld",
+                 (long long)json_integer_value(json_object_get(x, "cpuUsedMilli")),
+                 (long long)json_integer_value(json_object_get(x, "cpuMilli")));
+        snprintf(mem, sizeof(mem), "%lld/%lld",
+                 (long long)json_integer_value(json_object_get(x, "memoryUsedMiB")),
+                 (long long)json_integer_value(json_object_get(x, "memoryMiB")));
+        printf("%-24s %-22s %-12s %-15s %-17s %lld\n",
+               json_string_value(json_object_get(x, "name")),
+               json_string_value(json_object_get(x, "address")),
+               json_is_true(json_object_get(x, "schedulable")) ? "yes" : "no", cpu, mem,
+               (long long)json_integer_value(json_object_get(x, "sandboxes")));
+    }
     printf("\nDATA PLANES\n%-24s %-22s %s\n", "NAME", "PROXY", "API");
     json_array_foreach(json_object_get(s, "dataplanes"), i, x)
         printf("%-24s %-22s %s\n", json_string_value(json_object_get(x, "name")),

@@ -491,10 +491,12 @@ static void api_status(struct dg_http_req *r, void *ud)
 {
     json_t *ws = json_array(), *ds = json_array(), *fs = json_array();
     for (struct cp_worker *w = cp.workers; w; w = w->next)
-        json_array_append_new(ws, json_pack("{ss ss sb si sI sI}", "name", w->name, "address",
+        json_array_append_new(ws, json_pack("{ss ss sb si sI sI sI sI}", "name", w->name, "address",
                                             w->address, "schedulable", w->schedulable, "sandboxes",
                                             (int)w->sandboxes, "cpuMilli", (json_int_t)w->cpu_milli,
-                                            "memoryMiB", (json_int_t)w->memory_mib));
+                                            "memoryMiB", (json_int_t)w->memory_mib, "cpuUsedMilli",
+                                            (json_int_t)w->cpu_used, "memoryUsedMiB",
+                                            (json_int_t)w->mem_used));
     for (struct cp_dp *d = cp.dps; d; d = d->next)
         json_array_append_new(
             ds, json_pack("{ss ss ss}", "name", d->name, "api", d->api, "proxy", d->proxy));

@@ -15,6 +15,7 @@
 #include "dirigent/metrics.h"
 #include "fn_error.h"
 #include "function.h"
+#include "placement.h"
 
 struct cp_worker {
     char *name;
@@ -24,6 +25,7 @@ struct cp_worker {
     bool schedulable;
     unsigned sandboxes;
     int64_t cpu_milli, memory_mib; /* advertised capacity */
+    int64_t cpu_used, mem_used;    /* reserved by its sandboxes (their functions' requests) */
     char *boot;                    /* the daemon's start id: a new one means it restarted */
     struct cp_worker *next;
 };
@@ -65,6 +67,7 @@ struct cp_fn {
     struct cp_metric *metrics;
     size_t nmetrics;
     bool deleted;
+    bool unschedulable;          /* sandboxes wanted that no worker has room for */
     bool dirty;                  /* its endpoint list changed since the last push */
     bool push_error;             /* the next push carries error.reason (a create just failed) */
     struct cp_fn_error error;    /* the last create failure; cleared by a create that works */
@@ -82,9 +85,14 @@ struct cp {
     struct cp_worker *workers;
     struct cp_dp *dps;
     char *placement;
-    uint64_t rr;
-    struct cp_fn *dirty;   /* functions whose lists go out in the next push */
-    uv_timer_t push_timer; /* 0 ms: one push per DP for everything changed in a loop turn */
+    struct cp_placer placer;
+    struct cp_node *nodes; /* placement's view of the workers (scratch) */
+    struct cp_worker **node_workers;
+    size_t nodes_cap;
+    unsigned unschedulable;    /* functions waiting for capacity */
+    uv_timer_t capacity_timer; /* 0 ms: retry them once capacity frees */
+    struct cp_fn *dirty;       /* functions whose lists go out in the next push */
+    uv_timer_t push_timer;     /* 0 ms: one push per DP for everything changed in a loop turn */
     uint64_t heartbeat_timeout_ms;
     char *lb_address; /* returned to registrations when set */
     struct dg_metrics *metrics;

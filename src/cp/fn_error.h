@@ -9,6 +9,8 @@
  *             last create elsewhere failed)
  *   failing   the last create failed and no sandbox is ready: invocations get
  *             503 with the reason while the CP keeps retrying on later ticks
+ *   unschedulable  no worker has room for its request (cpu, memory) and no
+ *             sandbox is ready: 503 with the reason; retried when capacity frees
  *   creating  no sandbox ready yet, a create is in flight (a cold start)
  *   pending   sandboxes wanted, none ready or being created (no schedulable
  *             worker)
@@ -27,10 +29,11 @@
 
 struct cp_fn_error {
     bool set;
-    char reason[256]; /* the worker's reason */
-    char worker[64];  /* the worker that failed ("" if it was gone) */
-    uint64_t at_ms;   /* monotonic (the loop's clock): for the age */
-    uint64_t wall_ms; /* wall clock, Unix ms: for display */
+    char reason[256];   /* the worker's reason */
+    char worker[64];    /* the worker that failed ("" if it was gone) */
+    uint64_t at_ms;     /* monotonic (the loop's clock): for the age */
+    uint64_t wall_ms;   /* wall clock, Unix ms: for display */
+    bool unschedulable; /* no worker had room (not a worker's failure) */
 };
 
 /* Copy `src` into `dst` of size n (>= 1), truncated and terminated (truncation is meant: no
@@ -51,6 +54,7 @@ static inline void cp_fn_error_set(struct cp_fn_error *e, const char *worker, co
     cp__fn_error_copy(e->worker, sizeof(e->worker), worker ? worker : "");
     e->at_ms = now_ms;
     e->wall_ms = wall_ms;
+    e->unschedulable = false;
 }
 
 static inline void cp_fn_error_clear(struct cp_fn_error *e)
@@ -74,7 +78,7 @@ static inline const char *cp_fn_state(const struct cp_fn_error *e, unsigned read
     if (ready > 0)
         return "ready";
     if (e->set)
-        return "failing";
+        return e->unschedulable ? "unschedulable" : "failing";
     if (creating > 0)
         return "creating";
     return desired > 0 ? "pending" : "idle";

@@ -24,10 +24,10 @@ struct cp_config {
     char *log_level;
     char *trace_folder;
     int64_t heartbeat_ms;
+    double chbl_eps;
+    int64_t seed;
     struct dg_http_conf http;
 };
-
-static const char *const placements[] = {"random", "round-robin", NULL};
 
 static const struct dg_conf_field cp_fields[] = {
     {.key = "host",
@@ -51,8 +51,23 @@ static const struct dg_conf_field cp_fields[] = {
      .type = DG_CONF_ENUM,
      .offset = offsetof(struct cp_config, placement),
      .def = "random",
-     .choices = placements,
-     .help = "where new sandboxes go"},
+     .choices = cp_place_policy_names,
+     .help = "where new sandboxes go: random, round-robin, kubernetes (kube-scheduler's "
+             "scores), chbl (consistent hashing with bounded loads)"},
+    {.key = "chblEpsilon",
+     .type = DG_CONF_DOUBLE,
+     .offset = offsetof(struct cp_config, chbl_eps),
+     .def = "0.25",
+     .dmin = 0.01,
+     .dmax = 10,
+     .help = "chbl: no worker above (1 + eps) x the average sandbox count"},
+    {.key = "placementSeed",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct cp_config, seed),
+     .def = "0",
+     .min = 0,
+     .max = INT64_MAX,
+     .help = "seed of random placement and tie-breaks (0: from the clock)"},
     {.key = "loadBalancerAddress",
      .type = DG_CONF_STRING,
      .offset = offsetof(struct cp_config, lb_address),
@@ -152,6 +167,7 @@ static void on_server_closed(void *ud)
             dg_http_pool_close(p);
     }
     uv_close((uv_handle_t *)&cp.push_timer, NULL);
+    uv_close((uv_handle_t *)&cp.capacity_timer, NULL);
     dg_daemon_deinit(&g.daemon);
 }
 
@@ -185,7 +201,8 @@ int main(int argc, char **argv)
     cp.placement = g.cfg.placement;
     cp.lb_address = g.cfg.lb_address;
     cp.heartbeat_timeout_ms = (uint64_t)g.cfg.heartbeat_ms;
-    srand((unsigned)dg_now_us());
+    cp_placer_init(&cp.placer, (enum cp_place_policy)cp_place_policy_parse(cp.placement),
+                   g.cfg.chbl_eps, g.cfg.seed ? (uint64_t)g.cfg.seed : dg_now_us());
     cp.metrics = dg_metrics_new();
     cp.m_creates = dg_metric_get1(
         dg_metrics_counter(cp.metrics, "dg_cp_sandbox_creates_total", "Sandboxes created.", NULL),
@@ -213,6 +230,7 @@ int main(int argc, char **argv)
         return 1;
     }
     uv_timer_init(cp.loop, &cp.push_timer);
+    uv_timer_init(cp.loop, &cp.capacity_timer);
     uv_timer_init(cp.loop, &g.cron);
     uv_timer_start(&g.cron, on_cron, 250, 250);
     uv_unref((uv_handle_t *)&g.cron);
@@ -237,6 +255,9 @@ int main(int argc, char **argv)
 
     dg_loop_close_all(cp.loop);
     cp_free_all();
+    cp_placer_deinit(&cp.placer);
+    free(cp.nodes);
+    free(cp.node_workers);
     dg_metrics_free(cp.metrics);
     dg_conf_free(&cp_schema, &g.cfg);
     dg_log(DG_LOG_INFO, "cp", "stopped");

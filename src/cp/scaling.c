@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "cp.h"
+#include "placement.h"
 #include "dirigent/json.h"
 #include "dirigent/log.h"
 #include "dirigent/trace.h"
@@ -134,24 +135,55 @@ void cp_push_endpoints(struct cp_fn *f)
         uv_timer_start(&cp.push_timer, flush_pushes, 0, 0);
 }
 
-/* ---- placement -------------------------------------------------------------------------- */
+/* ---- placement and capacity ------------------------------------------------------------ */
 
-static struct cp_worker *place(void)
+/* What a sandbox of `f` holds on its worker: its request, from placement until it is gone. */
+static void worker_reserve(struct cp_worker *w, const struct cp_fn *f)
 {
-    unsigned n = 0;
+    w->sandboxes++;
+    w->cpu_used += f->spec.cpu_milli;
+    w->mem_used += f->spec.memory_mib;
+}
+
+static void capacity_freed(uv_timer_t *t);
+
+static void worker_release(struct cp_worker *w, const struct cp_fn *f)
+{
+    if (!w)
+        return;
+    if (w->sandboxes)
+        w->sandboxes--;
+    w->cpu_used = DG_MAX(0, w->cpu_used - f->spec.cpu_milli);
+    w->mem_used = DG_MAX(0, w->mem_used - f->spec.memory_mib);
+    /* functions waiting for room try again once this loop turn is over */
+    if (cp.unschedulable && !uv_is_active((uv_handle_t *)&cp.capacity_timer))
+        uv_timer_start(&cp.capacity_timer, capacity_freed, 0, 0);
+}
+
+/* Placement's view of the workers, in the registry's (name) order. */
+static size_t worker_nodes(struct cp_worker ***ws)
+{
+    size_t n = 0;
     for (struct cp_worker *w = cp.workers; w; w = w->next)
-        n += w->schedulable;
-    if (n == 0)
-        return NULL;
-    unsigned k;
-    if (strcmp(cp.placement, "round-robin") == 0)
-        k = (unsigned)(cp.rr++ % n); /* the list is kept sorted by name: a stable order */
-    else
-        k = (unsigned)(rand() % (int)n);
-    for (struct cp_worker *w = cp.workers; w; w = w->next)
-        if (w->schedulable && k-- == 0)
-            return w;
-    return NULL;
+        n++;
+    if (n > cp.nodes_cap) {
+        cp.nodes_cap = n * 2;
+        cp.nodes = dg_xrealloc(cp.nodes, cp.nodes_cap * sizeof(*cp.nodes));
+        cp.node_workers = dg_xrealloc(cp.node_workers, cp.nodes_cap * sizeof(*cp.node_workers));
+    }
+    size_t i = 0;
+    for (struct cp_worker *w = cp.workers; w; w = w->next, i++) {
+        cp.nodes[i] = (struct cp_node){.name = w->name,
+                                       .cpu_cap = w->cpu_milli,
+                                       .mem_cap = w->memory_mib,
+                                       .cpu_used = w->cpu_used,
+                                       .mem_used = w->mem_used,
+                                       .sandboxes = w->sandboxes,
+                                       .schedulable = w->schedulable};
+        cp.node_workers[i] = w;
+    }
+    *ws = cp.node_workers;
+    return n;
 }
 
 /* ---- sandboxes -------------------------------------------------------------------------- */
@@ -176,8 +208,7 @@ static void deleted_on_worker(void *ud, const struct dg_http_resp *resp, const s
     if (err)
         dg_log(DG_LOG_WARN, "scale", "fn=%s delete %s on %s: %s", f->spec.name, s->id,
                s->worker ? s->worker->name : "?", err->msg);
-    if (s->worker && s->worker->sandboxes)
-        s->worker->sandboxes--;
+    worker_release(s->worker, f);
     f->draining--;
     sandbox_unlink(f, s);
     fn_maybe_free(f);
@@ -281,8 +312,7 @@ static void created(void *ud, const struct dg_http_resp *resp, const struct dg_e
         dg_counter_add(cp.m_create_failures, 1);
         dg_log(DG_LOG_WARN, "scale", "fn=%s create on %s failed: %s", f->spec.name,
                s->worker ? s->worker->name : "?", err->msg);
-        if (s->worker && s->worker->sandboxes)
-            s->worker->sandboxes--;
+        worker_release(s->worker, f);
         if (!f->deleted) {
             /* the worker's reason without the wrapping of its refusal ("503: create failed: ") */
             const char *reason = err->msg;
@@ -333,7 +363,7 @@ static void create_on(struct cp_fn *f, struct cp_worker *w)
     s->next = f->sbs;
     f->sbs = s;
     f->creating++;
-    w->sandboxes++;
+    worker_reserve(w, f);
     json_t *env = json_array(), *args = json_array();
     for (size_t i = 0; i < f->spec.env.n; i++)
         json_array_append_new(env, json_string(f->spec.env.v[i]));
@@ -346,25 +376,82 @@ static void create_on(struct cp_fn *f, struct cp_worker *w)
          created, s);
 }
 
+/* No worker has room: the function is unschedulable until capacity frees (worker_release
+ * retries it); requests waiting at zero get 503 with the reason at once. */
+static void unschedulable(struct cp_fn *f, unsigned wanted, size_t nworkers)
+{
+    char reason[256];
+    unsigned live = 0;
+    for (struct cp_worker *w = cp.workers; w; w = w->next)
+        live += w->schedulable;
+    if (live == 0)
+        snprintf(reason, sizeof(reason), "no schedulable worker (%zu registered)", nworkers);
+    else
+        snprintf(reason, sizeof(reason),
+                 "no capacity for cpu=%lldm memory=%lldMiB: none of %u schedulable workers has "
+                 "that free",
+                 (long long)f->spec.cpu_milli, (long long)f->spec.memory_mib, live);
+    if (!f->unschedulable) { /* logged once per episode */
+        f->unschedulable = true;
+        cp.unschedulable++;
+        dg_log(DG_LOG_WARN, "scale", "fn=%s wants %u more sandboxes: %s", f->spec.name, wanted,
+               reason);
+    }
+    if (live == 0)
+        return; /* a cluster starting up: requests wait for a worker, not fail */
+    cp_fn_error_set(&f->error, NULL, reason, uv_now(cp.loop), dg_wall_ms());
+    f->error.unschedulable = true;
+    if (cp_fn_error_push_due(f->ready, f->creating)) {
+        f->push_error = true;
+        cp_push_endpoints(f);
+    }
+}
+
+static void schedulable_again(struct cp_fn *f)
+{
+    if (!f->unschedulable)
+        return;
+    f->unschedulable = false;
+    cp.unschedulable--;
+    if (f->error.set && f->error.unschedulable)
+        cp_fn_error_clear(&f->error);
+}
+
 void cp_reconcile(struct cp_fn *f)
 {
     int total = (int)(f->ready + f->creating);
     if (f->desired > total) {
-        for (int i = total; i < f->desired; i++) {
-            struct cp_worker *w = place();
-            if (!w) {
-                dg_log(DG_LOG_WARN, "scale", "fn=%s wants %d sandboxes: no schedulable worker",
-                       f->spec.name, f->desired);
-                return;
-            }
-            create_on(f, w);
-        }
-        dg_log(DG_LOG_INFO, "scale", "fn=%s scale up to %d (ready %u, creating %u)", f->spec.name,
-               f->desired, f->ready, f->creating);
-    } else if (f->desired < (int)f->ready && f->creating == 0 &&
-               (f->deleted || uv_now(cp.loop) >= f->hold_down_until_ms)) {
-        scale_down(f, f->ready - (unsigned)f->desired);
+        /* the k sandboxes of this decision in one placement */
+        unsigned want = (unsigned)(f->desired - total);
+        struct cp_worker **ws;
+        size_t n = worker_nodes(&ws);
+        size_t *chosen = dg_xcalloc(want, sizeof(*chosen));
+        unsigned k = cp_place(&cp.placer, cp.nodes, n, f->spec.name, f->spec.cpu_milli,
+                              f->spec.memory_mib, want, chosen);
+        for (unsigned i = 0; i < k; i++)
+            create_on(f, ws[chosen[i]]);
+        free(chosen);
+        if (k > 0)
+            dg_log(DG_LOG_INFO, "scale", "fn=%s scale up to %d (ready %u, creating %u)",
+                   f->spec.name, f->desired, f->ready, f->creating);
+        if (k < want)
+            unschedulable(f, want - k, n);
+        else
+            schedulable_again(f);
+    } else {
+        schedulable_again(f); /* wants no more than it has */
+        if (f->desired < (int)f->ready && f->creating == 0 &&
+            (f->deleted || uv_now(cp.loop) >= f->hold_down_until_ms))
+            scale_down(f, f->ready - (unsigned)f->desired);
     }
+}
+
+/* Capacity came back (a sandbox went away): functions that found no room try again. */
+static void capacity_freed(uv_timer_t *t)
+{
+    for (struct cp_fn *f = cp.fns; f && cp.unschedulable; f = f->next)
+        if (f->unschedulable && !f->deleted)
+            cp_reconcile(f);
 }
 
 static void decide(struct cp_fn *f, uint64_t now_ms)
@@ -415,6 +502,7 @@ static void fn_maybe_free(struct cp_fn *f)
 
 void cp_fn_delete(struct cp_fn *f)
 {
+    schedulable_again(f);
     f->deleted = true;
     f->desired = 0;
     if (f->ready)
@@ -436,7 +524,7 @@ bool cp_sandbox_adopt(struct cp_fn *f, struct cp_worker *w, const char *id, cons
     s->next = f->sbs;
     f->sbs = s;
     f->ready++;
-    w->sandboxes++;
+    worker_reserve(w, f);
     if (f->desired < (int)f->ready)
         f->desired = (int)f->ready;
     /* a CP that restarted has an empty window: hold scale-down off for one stable window */
@@ -451,8 +539,7 @@ bool cp_sandbox_exited(struct cp_fn *f, const char *id)
         if (s->state != CP_SB_READY || !s->id || strcmp(s->id, id) != 0)
             continue;
         f->ready--;
-        if (s->worker && s->worker->sandboxes)
-            s->worker->sandboxes--;
+        worker_release(s->worker, f);
         sandbox_unlink(f, s);
         cp_push_endpoints(f);
         cp_scale_now(f, uv_now(cp.loop)); /* requests waiting: replace at once */
@@ -488,6 +575,7 @@ void cp_worker_forget_sandboxes(struct cp_worker *w)
             cp_push_endpoints(f); /* the next tick replaces them elsewhere */
     }
     w->sandboxes = 0;
+    w->cpu_used = w->mem_used = 0;
 }
 
 void cp_free_all(void)

@@ -48,6 +48,7 @@ struct wk_config {
     char *data_dir, *run_dir;
     char *bridge, *subnet;
     int64_t netns_pool, pids_limit, min_cpu_milli, min_memory_mib, kill_grace_ms;
+    int64_t cap_cpu_milli, cap_memory_mib;
     struct dg_strlist insecure_registries, prefetch;
 };
 
@@ -115,6 +116,21 @@ static const struct dg_conf_field wk_fields[] = {
      .min = 1,
      .max = 10000,
      .help = "register as N workers NAME-0..N-1 (scale tests on one machine; emulated runtime)"},
+    {.key = "cpuMilli",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct wk_config, cap_cpu_milli),
+     .def = "0",
+     .min = 0,
+     .max = 1LL << 40,
+     .help = "CPU advertised to the CP for placement, milli-CPU (0: the machine's cores x 1000; "
+             "each emulated node advertises it whole)"},
+    {.key = "memoryMiB",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct wk_config, cap_memory_mib),
+     .def = "0",
+     .min = 0,
+     .max = 1LL << 40,
+     .help = "memory advertised to the CP for placement, MiB (0: the machine's)"},
     {.key = "heartbeatInterval",
      .type = DG_CONF_DURATION,
      .offset = offsetof(struct wk_config, heartbeat_ms),
@@ -460,12 +476,14 @@ static json_t *registration_body(void *ud)
     char address[96];
     snprintf(address, sizeof(address), "%s:%d", g.cfg.host, dg_http_server_port(g.server));
     const char *name = ud ? (const char *)ud : g.w.name;
-    /* capacity: the machine's, split evenly between emulated nodes (accounting: issue 5) */
-    int64_t nodes = g.cfg.emulated_nodes;
-    json_t *body =
-        json_pack("{ss ss ss sI sI}", "name", name, "address", address, "boot", g.boot, "cpuMilli",
-                  (json_int_t)(uv_available_parallelism() * 1000 / nodes), "memoryMiB",
-                  (json_int_t)(uv_get_total_memory() / (1024 * 1024) / nodes));
+    /* capacity for placement: configured, else the machine's (an emulated node stands for a
+     * machine like this one: emulated sandboxes use nothing real) */
+    int64_t cpu =
+        g.cfg.cap_cpu_milli ? g.cfg.cap_cpu_milli : (int64_t)uv_available_parallelism() * 1000;
+    int64_t mem = g.cfg.cap_memory_mib ? g.cfg.cap_memory_mib
+                                       : (int64_t)(uv_get_total_memory() / (1024 * 1024));
+    json_t *body = json_pack("{ss ss ss sI sI}", "name", name, "address", address, "boot", g.boot,
+                             "cpuMilli", (json_int_t)cpu, "memoryMiB", (json_int_t)mem);
     if (ud && strcmp(name, g.node_names[0]) != 0)
         return body; /* the sandboxes are reported once, by the first node */
     /* the sandboxes it runs: a control plane that restarted adopts them */

@@ -81,7 +81,8 @@ P=http://127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'proxy on')
 start_worker() { # start_worker LOG
   bg_start "$1" "$B/dirigent-worker" --port 0 --name oci-w1 --runtime oci \
     --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --runDir "$RUN" --dataDir "$DATA" \
-    --bridge "$BRIDGE" --sandboxSubnet "$SUBNET" --netnsPool 4 --readinessTimeout 10s
+    --bridge "$BRIDGE" --sandboxSubnet "$SUBNET" --netnsPool 4 --readinessTimeout 10s \
+    --cpuMilli 64000 --memoryMiB 65536
   WK_PID=$BG_PID
   wait_for_log "$1" 'oci-w1: listening on' 20 || return 1
   WKA=127.0.0.1:$(port_of "$1" 'oci-w1: listening on')

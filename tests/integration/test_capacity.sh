@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Resource accounting through the real daemons: dirigent-cp (kubernetes placement),
+# dirigent-dp and one dirigent-worker (process runtime) that advertises 1000 milli-CPU and
+# 1024 MiB. Sandboxes reserve their function's request; a function that fits nowhere is
+# unschedulable: 503 naming the request at once, the state in the API and the CLI; once
+# capacity frees it starts.
+set -u
+. "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
+B=${DG_BUILD_DIR:-build}
+B=$(cd "$B" && pwd)
+FN=$B/dirigent-fn
+CLI=$B/dirigent
+TAG="DG_CAPACITY_TEST=$$"
+
+plan 5
+
+cleanup_sandboxes() {
+  local p
+  for p in $(grep -l "$TAG" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do kill -9 "$p" 2>/dev/null; done
+}
+trap 'tap_cleanup; cleanup_sandboxes' EXIT
+
+bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
+  --heartbeatInterval 300ms --traceOutputFolder "" --placementPolicy kubernetes
+wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
+CPI=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'internal api on')
+REGA=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'registration on')
+REG=http://$REGA
+bg_start "$TAP_TMP/dp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dp1 \
+  --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --coldStartTimeout 60s --traceOutputFolder ""
+wait_for_log "$TAP_TMP/dp.log" 'proxy on' || { echo "Bail out! dp did not start"; exit 1; }
+P=http://127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'proxy on')
+bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name w1 \
+  --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --cpuMilli 1000 --memoryMiB 1024
+wait_for_log "$TAP_TMP/w1.log" 'w1: listening on' || { echo "Bail out! worker did not start"; exit 1; }
+wait_json "$REG/v1/status" 'len(j["workers"]) == 1 and len(j["dataplanes"]) == 1' ||
+  { echo "Bail out! not registered"; exit 1; }
+
+register() { # register NAME CPU MEM
+  curl -s -o "$TAP_TMP/reg.out" -w '%{http_code}' -XPOST "$REG/registerService" \
+    -d "name=$1&image=$FN&port_forwarding=80&port_forwarding=tcp&requested_cpu=$2&requested_memory=$3&env_vars=$TAG"
+}
+invoke() { curl -s -m 20 -o "$TAP_TMP/inv.$1" -w '%{http_code}' -H "Host: $1" "$P/"; }
+
+t_reserve() {
+  [ "$(register big1 600 256)" = 200 ] || return 1
+  [ "$(invoke big1)" = 200 ] || { cat "$TAP_TMP/inv.big1"; return 1; }
+  wait_json "$REG/v1/status" 'j["workers"][0]["cpuUsedMilli"] == 600 and j["workers"][0]["memoryUsedMiB"] == 256 and j["workers"][0]["cpuMilli"] == 1000'
+}
+check "a sandbox reserves its function's request on its worker (600m, 256 MiB of 1000m, 1024 MiB)" t_reserve
+
+t_unschedulable() {
+  [ "$(register big2 600 256)" = 200 ] || return 1
+  local code
+  code=$(invoke big2)
+  [ "$code" = 503 ] && grep -q "function 'big2' cannot start: no capacity for cpu=600m memory=256MiB" "$TAP_TMP/inv.big2" ||
+    { echo "$code $(cat "$TAP_TMP/inv.big2")"; return 1; }
+  wait_json "$REG/v1/functions/big2" 'j["state"] == "unschedulable" and "no capacity for cpu=600m" in j["error"]' || return 1
+  # the memory side too: 100m fits, 800 MiB does not
+  [ "$(register big3 100 800)" = 200 ] || return 1
+  code=$(invoke big3)
+  [ "$code" = 503 ] && grep -q "no capacity for cpu=100m memory=800MiB" "$TAP_TMP/inv.big3" || return 1
+  curl -sf -XDELETE "$REG/v1/functions/big3" >/dev/null || return 1 # it would take the room next
+  # nothing was created for them: still one sandbox, 600m used
+  wait_json "$REG/v1/status" 'j["workers"][0]["sandboxes"] == 1 and j["workers"][0]["cpuUsedMilli"] == 600'
+}
+check "no worker has room: 503 at once naming the request (cpu and memory), state unschedulable" t_unschedulable
+
+t_cli() {
+  local out
+  out=$("$CLI" --cp "$REGA" status) || return 1
+  echo "$out"
+  grep -qE '^w1 +127\.0\.0\.1:[0-9]+ +yes +600/1000 +256/1024 +1$' <<<"$out" &&
+    grep -qE '^big2 +unschedulable ' <<<"$out" && grep -q 'error: no capacity for cpu=600m' <<<"$out"
+}
+check "dirigent status: used/capacity per worker, the function unschedulable with its reason" t_cli
+
+t_frees() {
+  curl -sf -XDELETE "$REG/v1/functions/big1" >/dev/null || return 1
+  # big2 still wants its sandbox (its requests are in the window): the CP retries as soon as
+  # big1's sandbox is gone, without a new request
+  wait_json "$REG/v1/functions/big2" 'j["state"] == "ready" and j["error"] is None' || return 1
+  wait_json "$REG/v1/status" 'j["workers"][0]["sandboxes"] == 1 and j["workers"][0]["cpuUsedMilli"] == 600' || return 1
+  local code
+  code=$(invoke big2)
+  [ "$code" = 200 ] || { echo "$code $(cat "$TAP_TMP/inv.big2")"; return 1; }
+}
+check "once capacity frees (big1 deleted), the CP starts big2 by itself; its error clears" t_frees
+
+t_bad_policy() {
+  local out
+  out=$("$B/dirigent-cp" --placementPolicy best 2>&1)
+  [ $? -ne 0 ] && grep -q "placementPolicy" <<<"$out" && grep -q "chbl" <<<"$out" || { echo "$out"; return 1; }
+}
+check "an unknown placement policy is refused, naming the choices" t_bad_policy
+
+tap_done
