@@ -94,6 +94,18 @@ uint64_t dg_now_ms(void);
 /* Wall clock in milliseconds since the epoch (for logs and traces only). */
 uint64_t dg_wall_ms(void);
 
+/* xorshift64*: a small seeded generator, the same sequence for the same seed everywhere
+ * (placement, load balancing, the simulator). A state of 0 is replaced by a fixed seed. */
+static inline uint64_t dg_rand_next(uint64_t *state)
+{
+    uint64_t x = *state ? *state : 0x9E3779B97F4A7C15ULL;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
 static inline struct dg_str dg_str_c(const char *s)
 {
     struct dg_str r = {s, 0};

@@ -115,6 +115,8 @@ static void register_form(struct dg_http_req *r, const struct dg_form *form)
     struct cp_fn *f = dg_xcalloc(1, sizeof(*f));
     f->spec = spec;
     cp_as_config_default(&f->as, spec.cold_start_sweep);
+    if (cp.knative)
+        cp_as_config_knative(&f->as);
     f->as.container_concurrency = spec.concurrency;
     f->as.lower_bound = spec.lower_bound;
     f->as.upper_bound = spec.upper_bound;

@@ -21,6 +21,17 @@ void cp_as_config_default(struct cp_as_config *c, bool cold_start_sweep)
     c->panic_window_ms = cold_start_sweep ? 2000 : 6000;
     c->lower_bound = 0;
     c->upper_bound = cold_start_sweep ? 1 : INT32_MAX;
+    c->knative = false;
+    c->scale_to_zero_grace_ms = 0;
+    c->target_burst_capacity = -1;
+}
+
+void cp_as_config_knative(struct cp_as_config *c)
+{
+    c->knative = true;
+    c->target_pct = 70;                /* container-concurrency-target-percentage 0.7 */
+    c->scale_to_zero_grace_ms = 30000; /* scale-to-zero-grace-period */
+    c->target_burst_capacity = 211;    /* target-burst-capacity */
 }
 
 double cp_as_target(const struct cp_as_config *c)
@@ -43,6 +54,7 @@ void cp_as_state_init(struct cp_as_state *s, const struct cp_as_config *c)
     s->in_panic = false;
     s->panic_start_ms = 0;
     s->max_panic_pods = 0;
+    s->zero_since_ms = 0;
 }
 
 void cp_as_state_deinit(struct cp_as_state *s)
@@ -104,7 +116,23 @@ void cp_as_decide(const struct cp_as_config *c, struct cp_as_state *s, int ready
         desired = DG_MAX(desired, (int64_t)s->max_panic_pods);
         s->max_panic_pods = (int)DG_MIN(desired, (int64_t)INT32_MAX);
     }
-    out->desired = clampi(desired, c->lower_bound, c->upper_bound);
+    desired = clampi(desired, c->lower_bound, c->upper_bound);
+    /* scale to zero: Knative removes the last sandbox only once zero has been wanted for the
+     * grace period (it waits for the activator to be in the path); the original at once */
+    if (desired == 0 && ready > 0 && c->scale_to_zero_grace_ms > 0) {
+        if (s->zero_since_ms == 0)
+            s->zero_since_ms = now_ms ? now_ms : 1;
+        if (now_ms - s->zero_since_ms < c->scale_to_zero_grace_ms)
+            desired = 1;
+    } else if (desired > 0 || ready == 0) {
+        s->zero_since_ms = 0;
+    }
+    out->desired = (int)desired;
+    double total = c->container_concurrency > 0 ? c->container_concurrency : 100;
+    out->excess_burst_capacity = c->target_burst_capacity == 0 ? 0
+                                 : c->target_burst_capacity < 0
+                                     ? -1
+                                     : floor(ready * total - c->target_burst_capacity - panic);
     out->stable_avg = stable;
     out->panic_avg = panic;
     out->panic = s->in_panic;

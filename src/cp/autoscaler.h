@@ -28,11 +28,19 @@ struct cp_as_config {
     uint64_t panic_window_ms;   /* 6000 (cold_start_sweep: 2000) */
     int lower_bound;            /* scaling_lower_bound: 0 */
     int upper_bound;            /* scaling_upper_bound: INT32_MAX (cold_start_sweep: 1) */
+    /* Knative's behaviour where the original differs (autoscaler: knative) */
+    bool knative;
+    uint64_t scale_to_zero_grace_ms; /* the last sandbox stays this long once zero is wanted:
+                                        0 (dirigent), 30000 (knative) */
+    double target_burst_capacity;    /* TBC: only reported (EBC); -1 none (dirigent), 211 */
 };
 
 /* The original's defaults (NewDefaultAutoscalingMetadata); cold_start_sweep selects its
  * profile: stable 6 s, panic 2 s, upper bound 1. */
 void cp_as_config_default(struct cp_as_config *c, bool cold_start_sweep);
+/* Switch `c` to Knative's KPA defaults where the original differs: target utilisation 70%,
+ * a 30 s scale-to-zero grace period, target burst capacity 211 (peers.md §1.1). */
+void cp_as_config_knative(struct cp_as_config *c);
 /* Concurrency one sandbox is meant to carry: cc (100 when 0) x target_pct / 100, >= 0.01. */
 double cp_as_target(const struct cp_as_config *c);
 
@@ -44,6 +52,7 @@ struct cp_as_state {
     bool in_panic;
     uint64_t panic_start_ms;
     int max_panic_pods;
+    uint64_t zero_since_ms; /* when zero was first wanted with sandboxes up (grace), or 0 */
 };
 void cp_as_state_init(struct cp_as_state *s, const struct cp_as_config *c);
 void cp_as_state_deinit(struct cp_as_state *s);
@@ -52,7 +61,10 @@ struct cp_as_decision {
     int desired;       /* sandboxes wanted, within the bounds */
     double stable_avg; /* window averages the decision used */
     double panic_avg;
-    bool panic; /* in panic mode after this decision */
+    bool panic;                   /* in panic mode after this decision */
+    double excess_burst_capacity; /* Knative's EBC: floor(ready x total - TBC - panic_avg);
+                                     < 0 would keep Knative's activator in the path (here the
+                                     data plane always is): reported, no effect */
 };
 
 /* Add `sample` (concurrency now) to the window and decide the scale for `ready` sandboxes

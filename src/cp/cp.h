@@ -85,6 +85,7 @@ struct cp {
     struct cp_worker *workers;
     struct cp_dp *dps;
     char *placement;
+    bool knative; /* autoscaler: knative */
     struct cp_placer placer;
     struct cp_node *nodes; /* placement's view of the workers (scratch) */
     struct cp_worker **node_workers;

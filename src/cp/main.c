@@ -26,8 +26,11 @@ struct cp_config {
     int64_t heartbeat_ms;
     double chbl_eps;
     int64_t seed;
+    char *autoscaler;
     struct dg_http_conf http;
 };
+
+static const char *const autoscalers[] = {"dirigent", "knative", NULL};
 
 static const struct dg_conf_field cp_fields[] = {
     {.key = "host",
@@ -54,6 +57,13 @@ static const struct dg_conf_field cp_fields[] = {
      .choices = cp_place_policy_names,
      .help = "where new sandboxes go: random, round-robin, kubernetes (kube-scheduler's "
              "scores), chbl (consistent hashing with bounded loads)"},
+    {.key = "autoscaler",
+     .type = DG_CONF_ENUM,
+     .offset = offsetof(struct cp_config, autoscaler),
+     .def = "dirigent",
+     .choices = autoscalers,
+     .help = "dirigent: the original's KPA (target 100%, no scale-to-zero grace); knative: "
+             "Knative's defaults (target 70%, 30 s grace, burst capacity 211)"},
     {.key = "chblEpsilon",
      .type = DG_CONF_DOUBLE,
      .offset = offsetof(struct cp_config, chbl_eps),
@@ -199,6 +209,7 @@ int main(int argc, char **argv)
 
     cp.loop = uv_default_loop();
     cp.placement = g.cfg.placement;
+    cp.knative = strcmp(g.cfg.autoscaler, "knative") == 0;
     cp.lb_address = g.cfg.lb_address;
     cp.heartbeat_timeout_ms = (uint64_t)g.cfg.heartbeat_ms;
     cp_placer_init(&cp.placer, (enum cp_place_policy)cp_place_policy_parse(cp.placement),

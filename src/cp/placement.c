@@ -23,13 +23,7 @@ int cp_place_policy_parse(const char *s)
 
 static uint64_t next_rand(struct cp_placer *p)
 {
-    /* xorshift64*: small, fast, and the same sequence for the same seed everywhere */
-    uint64_t x = p->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    p->rng = x;
-    return x * 0x2545F4914F6CDD1DULL;
+    return dg_rand_next(&p->rng);
 }
 
 /* FNV-1a, then a 64-bit finaliser (splitmix64) so nearby names spread over the ring. */

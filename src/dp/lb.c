@@ -6,6 +6,8 @@
 
 #include <string.h>
 
+#include "dirigent/common.h"
+
 const char *const dp_lb_policy_names[] = {"random", "round-robin", "least-processed", "knative",
                                           NULL};
 
@@ -22,12 +24,7 @@ bool dp_lb_policy_parse(const char *name, enum dp_lb_policy *out)
 
 static uint64_t next_rand(struct dp_lb_state *s)
 {
-    uint64_t x = s->rng ? s->rng : 0x9e3779b97f4a7c15ull;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    s->rng = x;
-    return x * 0x2545f4914f6cdd1dull;
+    return dg_rand_next(&s->rng);
 }
 
 static bool free_slot(const struct dp_lb_endpoint *e, uint32_t cc)

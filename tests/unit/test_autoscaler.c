@@ -207,6 +207,73 @@ static void test_ring_wraps(void **state)
     assert_true(d.stable_avg > 2.8333 && d.stable_avg < 2.8334);
 }
 
+/* ---- autoscaler: knative (Knative's KPA where the original differs) ---- */
+
+static int setup_knative(void **state)
+{
+    cp_as_config_default(&cfg, false);
+    cp_as_config_knative(&cfg);
+    cp_as_state_init(&st, &cfg);
+    now = 1000000;
+    return 0;
+}
+
+static void test_knative_target_70(void **state)
+{
+    /* concurrency 1 x 70%: 7 in flight want ceil(7 / 0.7) = 10 sandboxes (dirigent: 7) */
+    assert_true(cp_as_target(&cfg) > 0.6999 && cp_as_target(&cfg) < 0.7001);
+    struct cp_as_decision d = tick(10, 7);
+    assert_int_equal(d.desired, 10);
+    /* unlimited concurrency: 100 x 70% = 70 per sandbox; 141 in flight want 3 */
+    struct cp_as_config c = cfg;
+    c.container_concurrency = 0;
+    struct cp_as_state s;
+    cp_as_state_init(&s, &c);
+    cp_as_decide(&c, &s, 3, 141, now, &d);
+    assert_int_equal(d.desired, 3);
+    /* EBC = floor(3 x 100 - 211 - 141) = -52: Knative would keep its activator in the path */
+    assert_true(d.excess_burst_capacity == -52);
+    cp_as_state_deinit(&s);
+}
+
+static void test_knative_scale_to_zero_grace(void **state)
+{
+    struct cp_as_decision d = tick(0, 0.5); /* ceil(0.5 / 0.7) = 1: no panic */
+    assert_int_equal(d.desired, 1);
+    for (int i = 0; i < 29; i++)
+        d = tick(1, 0);
+    /* the window is all zeros: the original scales to zero here; Knative keeps the last
+     * sandbox for the 30 s grace period (15 ticks) */
+    d = tick(1, 0);
+    assert_true(d.stable_avg == 0);
+    assert_int_equal(d.desired, 1);
+    for (int i = 0; i < 14; i++) {
+        d = tick(1, 0);
+        assert_int_equal(d.desired, 1);
+    }
+    d = tick(1, 0); /* 30 s after zero was first wanted */
+    assert_int_equal(d.desired, 0);
+    /* traffic in between resets the grace: a later idle period waits the whole 30 s again */
+    d = tick(0, 0);
+    assert_int_equal(d.desired, 0);
+}
+
+static void test_knative_grace_reset_by_traffic(void **state)
+{
+    tick(0, 0.5);
+    for (int i = 0; i < 30; i++)
+        tick(1, 0);
+    for (int i = 0; i < 10; i++) /* 20 s into the grace */
+        assert_int_equal(tick(1, 0).desired, 1);
+    assert_int_equal(tick(1, 0.5).desired, 1); /* a request: the window is no longer zero */
+    for (int i = 0; i < 29; i++)
+        tick(1, 0);
+    /* zero wanted again from here: 15 more ticks of grace before 0 */
+    for (int i = 0; i < 15; i++)
+        assert_int_equal(tick(1, 0).desired, 1);
+    assert_int_equal(tick(1, 0).desired, 0);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -222,6 +289,10 @@ int main(void)
         T(test_scale_up_rate),
         T(test_cold_start_sweep_profile),
         T(test_ring_wraps),
+        cmocka_unit_test_setup_teardown(test_knative_target_70, setup_knative, teardown),
+        cmocka_unit_test_setup_teardown(test_knative_scale_to_zero_grace, setup_knative, teardown),
+        cmocka_unit_test_setup_teardown(test_knative_grace_reset_by_traffic, setup_knative,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
