@@ -35,6 +35,7 @@ struct sim_cli {
     char *lb;
     int64_t concurrency;
     char *create_latency;
+    int64_t image_pull_ms;
     int64_t queue_timeout_ms;
     int64_t minutes, warmup_minutes;
     char *iat;
@@ -116,6 +117,13 @@ static const struct dg_conf_field fields[] = {
      .def = "20ms",
      .help = "sandbox creation, decision to ready: DURATION, uniform:MIN:MAX or "
              "exponential:MEAN"},
+    {.key = "imagePull",
+     .type = DG_CONF_DURATION,
+     .offset = OFF(image_pull_ms),
+     .def = "0",
+     .min = 0,
+     .max = 86400000,
+     .help = "added to a function's first sandbox on a worker (the image pull)"},
     {.key = "queueTimeout",
      .type = DG_CONF_DURATION,
      .offset = OFF(queue_timeout_ms),
@@ -284,6 +292,7 @@ static void fill(const struct sim_cli *cli, struct sim_config *c, struct sim_tra
     c->lb = (int)lb;
     c->concurrency = (int)cli->concurrency;
     c->queue_timeout_us = (uint64_t)cli->queue_timeout_ms * 1000;
+    c->image_pull_us = (uint64_t)cli->image_pull_ms * 1000;
     c->warmup_us = (uint64_t)cli->warmup_minutes * 60000000ULL;
     c->seed = (uint64_t)cli->seed;
     *o = (struct sim_trace_opts){.minutes = cli->minutes,
@@ -298,14 +307,15 @@ static void fill(const struct sim_cli *cli, struct sim_config *c, struct sim_tra
 
 static json_t *result_json(const struct sim_fn_result *r)
 {
-    return json_pack("{sI sI sI sI sf sf sf sf sf sf sI}", "invocations",
+    return json_pack("{sI sI sI sI sf sf sf sf sf sf sI sI}", "invocations",
                      (json_int_t)r->invocations, "completed", (json_int_t)r->completed, "failed",
                      (json_int_t)r->failed, "coldStarts", (json_int_t)r->cold, "coldStartRatio",
                      r->invocations ? (double)r->cold / (double)r->invocations : 0.0,
                      "schedulingLatencyP50Ms", r->sched_p50_ms, "schedulingLatencyP99Ms",
                      r->sched_p99_ms, "slowdownGeomean", r->slowdown_geomean, "sandboxSeconds",
                      r->sandbox_seconds, "memoryMiBSeconds", r->memory_mib_seconds,
-                     "sandboxesCreated", (json_int_t)r->sandboxes_created);
+                     "sandboxesCreated", (json_int_t)r->sandboxes_created, "imagePulls",
+                     (json_int_t)r->image_pulls);
 }
 
 static int name_width = 14; /* function names are cut there; compare labels get more */
@@ -321,9 +331,9 @@ static void row(const char *name, const struct sim_fn_result *r)
 
 static void print_header(const char *first)
 {
-    printf("%-*s %11s %7s %7s %10s %10s %9s %11s %13s %7s\n", name_width, first, "INVOCATIONS",
+    printf("%-*s %11s %7s %7s %10s %10s %9s %11s %13s %7s %7s\n", name_width, first, "INVOCATIONS",
            "COLD", "COLD%", "SCHED p50", "SCHED p99", "SLOWDOWN", "SANDBOX-S", "MEM GiB-S",
-           "FAILED");
+           "FAILED", "PULLS");
 }
 
 static void describe(const struct sim_cli *cli, const struct sim_trace *t, FILE *out)
@@ -331,11 +341,12 @@ static void describe(const struct sim_cli *cli, const struct sim_trace *t, FILE 
     fprintf(out,
             "dirigent-sim: %s trace %s: %zu functions, %zu invocations over %.1f min; %lld "
             "workers x %lldm/%lldMiB; placement %s, autoscaler %s, load balancing %s, "
-            "concurrency %lld, create %s, warm-up %lld min, seed %lld\n",
+            "concurrency %lld, create %s + image pull %lld ms, warm-up %lld min, seed %lld\n",
             t->format, cli->trace, t->nfns, t->ninvs, (double)t->end_us / 60e6,
             (long long)cli->workers, (long long)cli->worker_cpu, (long long)cli->worker_mem,
             cli->placement, cli->autoscaler, cli->lb, (long long)cli->concurrency,
-            cli->create_latency, (long long)cli->warmup_minutes, (long long)cli->seed);
+            cli->create_latency, (long long)cli->image_pull_ms, (long long)cli->warmup_minutes,
+            (long long)cli->seed);
 }
 
 /* One simulation with the command line plus `sets`. */
@@ -421,8 +432,9 @@ static int single(int argc, char **argv)
             row(t.fns[i].name, &res.fns[i]);
         row("ALL", &res.all);
         printf("scheduling latency in ms (response - execution time); slowdown = response / "
-               "execution time, geometric mean; %llu sandboxes created\n",
-               (unsigned long long)res.all.sandboxes_created);
+               "execution time, geometric mean; %llu sandboxes created, %llu image pulls\n",
+               (unsigned long long)res.all.sandboxes_created,
+               (unsigned long long)res.all.image_pulls);
     }
     speed(&t, wall);
     sim_result_free(&res);

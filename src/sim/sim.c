@@ -48,6 +48,8 @@ struct fn_state {
     unsigned ready, creating;
     uint32_t *queue; /* invocation indexes, a ring */
     size_t qhead, qlen, qcap;
+    uint32_t *pulled; /* workers that have its image */
+    size_t npulled, cappulled;
     uint32_t running; /* invocations executing */
     int desired;      /* the last decision */
     bool unschedulable;
@@ -273,6 +275,20 @@ static void scale_down(struct sim *s, struct fn_state *f, unsigned count)
     }
 }
 
+/* Does worker w have f's image? If not, it will: the creation pulls it. */
+static bool image_cached(struct fn_state *f, uint32_t w)
+{
+    for (size_t i = 0; i < f->npulled; i++)
+        if (f->pulled[i] == w)
+            return true;
+    if (f->npulled == f->cappulled) {
+        f->cappulled = f->cappulled ? f->cappulled * 2 : 4;
+        f->pulled = dg_xrealloc(f->pulled, f->cappulled * sizeof(*f->pulled));
+    }
+    f->pulled[f->npulled++] = w;
+    return false;
+}
+
 /* Act on f->desired (after a decision, or again once capacity freed). */
 static void reconcile(struct sim *s, struct fn_state *f)
 {
@@ -297,9 +313,14 @@ static void reconcile(struct sim *s, struct fn_state *f)
             f->creating++;
             if (s->now >= s->c->warmup_us)
                 f->r.sandboxes_created++;
-            heap_push(
-                s, (struct event){
-                       .t = s->now + create_latency(s), .kind = EV_READY, .fn = fi, .sb = sb->id});
+            uint64_t lat = create_latency(s);
+            if (!image_cached(f, (uint32_t)chosen[i])) {
+                lat += s->c->image_pull_us;
+                if (s->now >= s->c->warmup_us)
+                    f->r.image_pulls++;
+            }
+            heap_push(s,
+                      (struct event){.t = s->now + lat, .kind = EV_READY, .fn = fi, .sb = sb->id});
         }
         free(chosen);
         if (k < want && !f->unschedulable) {
@@ -451,6 +472,7 @@ static void finish_results(struct sim *s)
         all->sandbox_seconds += f->r.sandbox_seconds;
         all->memory_mib_seconds += f->r.memory_mib_seconds;
         all->sandboxes_created += f->r.sandboxes_created;
+        all->image_pulls += f->r.image_pulls;
         out->fns[i] = f->r;
     }
     qsort(every, total, sizeof(double), dcmp);
@@ -533,6 +555,7 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
     for (size_t i = 0; i < t->nfns; i++) {
         cp_as_state_deinit(&s.fns[i].ast);
         free(s.fns[i].sbs);
+        free(s.fns[i].pulled);
         free(s.fns[i].queue);
         free(s.fns[i].sched_ms);
     }

@@ -17,7 +17,10 @@
  *             sampled and decided; more sandboxes are placed in one batch
  *             (placement filters by capacity) and are ready after the creation
  *             latency; fewer: the newest ready ones drain and go when idle
- *   capacity  a function that found no room waits (unschedulable) and is
+ *   images    the first sandbox of a function on a worker also pays the image
+ *             pull; later ones on that worker do not (the worker caches it)
+ *   capacity  a function that found no room is unschedulable: its queued
+ *             requests get 503 at once (as the DP answers them), and it is
  *             retried as soon as a sandbox is removed
  *   timeout   a request still queued after the queue timeout fails (503)
  * Events at the same instant run in the order: completions, sandboxes
@@ -92,6 +95,8 @@ struct sim_config {
     int concurrency; /* container concurrency of every function (0: unlimited) */
     enum sim_lat_kind create_kind;
     uint64_t create_a_us, create_b_us; /* fixed: a; uniform: [a, b]; exponential: mean a */
+    uint64_t image_pull_us;            /* added to the first creation of a function on a worker (the
+                               worker then has its image: what chbl placement exploits) */
     uint64_t queue_timeout_us;
     uint64_t warmup_us; /* invocations arriving before are simulated, not counted */
     uint64_t seed;
@@ -104,6 +109,7 @@ struct sim_fn_result {
     double slowdown_geomean;
     double sandbox_seconds, memory_mib_seconds;
     uint64_t sandboxes_created;
+    uint64_t image_pulls; /* creations that had to pull the image first */
 };
 
 struct sim_result {
