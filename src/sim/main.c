@@ -322,11 +322,12 @@ static int name_width = 14; /* function names are cut there; compare labels get 
 
 static void row(const char *name, const struct sim_fn_result *r)
 {
-    printf("%-*.*s %11llu %7llu %6.2f%% %10.2f %10.2f %9.3f %11.1f %13.1f %7llu\n", name_width,
-           name_width, name, (unsigned long long)r->invocations, (unsigned long long)r->cold,
+    printf("%-*.*s %11llu %7llu %6.2f%% %10.2f %10.2f %9.3f %11.1f %13.1f %7llu %7llu\n",
+           name_width, name_width, name, (unsigned long long)r->invocations,
+           (unsigned long long)r->cold,
            r->invocations ? 100.0 * (double)r->cold / (double)r->invocations : 0.0, r->sched_p50_ms,
            r->sched_p99_ms, r->slowdown_geomean, r->sandbox_seconds, r->memory_mib_seconds / 1024,
-           (unsigned long long)r->failed);
+           (unsigned long long)r->failed, (unsigned long long)r->image_pulls);
 }
 
 static void print_header(const char *first)
