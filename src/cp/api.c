@@ -351,6 +351,7 @@ static void api_worker(struct dg_http_req *r, void *ud)
     json_t *cpu = json_object_get(j, "cpuMilli"), *mem = json_object_get(j, "memoryMiB");
     w->cpu_milli = json_is_integer(cpu) ? (int64_t)json_integer_value(cpu) : 0;
     w->memory_mib = json_is_integer(mem) ? (int64_t)json_integer_value(mem) : 0;
+    cp_worker_metrics(w);
     json_decref(j);
     if (!w->schedulable)
         dg_log(DG_LOG_INFO, "registry", "worker %s schedulable", w->name);

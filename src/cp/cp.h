@@ -98,6 +98,7 @@ struct cp {
     char *lb_address; /* returned to registrations when set */
     struct dg_metrics *metrics;
     struct dg_metric *m_creates, *m_create_failures, *m_registrations;
+    struct dg_metric_family *m_worker_cpu, *m_worker_mem; /* {worker, kind=capacity|reserved} */
 };
 
 extern struct cp cp;
@@ -112,6 +113,8 @@ void cp_reconcile(struct cp_fn *f);                  /* act on f->desired */
 void cp_push_endpoints(struct cp_fn *f);             /* whole list to every DP */
 void cp_fn_delete(struct cp_fn *f);                  /* scale to zero, then forget */
 void cp_worker_lost(struct cp_worker *w);
+/* Its capacity and reservations into /metrics (milli-CPU, MiB). */
+void cp_worker_metrics(const struct cp_worker *w);
 /* Its sandboxes are gone (it restarted): out of the lists; the next tick replaces them. */
 void cp_worker_forget_sandboxes(struct cp_worker *w);
 /* A sandbox a worker reports that this CP does not know (after a CP restart): take it as

@@ -222,6 +222,14 @@ int main(int argc, char **argv)
         dg_metrics_counter(cp.metrics, "dg_cp_sandbox_create_failures_total",
                            "Sandbox creates that failed (retried on the next tick).", NULL),
         NULL);
+    cp.m_worker_cpu = dg_metrics_gauge(cp.metrics, "dg_cp_worker_cpu_milli",
+                                       "A worker's CPU, milli-CPU: capacity, and reserved by "
+                                       "sandboxes (their functions' requested_cpu).",
+                                       "worker,kind");
+    cp.m_worker_mem = dg_metrics_gauge(cp.metrics, "dg_cp_worker_memory_mib",
+                                       "A worker's memory, MiB: capacity, and reserved by "
+                                       "sandboxes (their functions' requested_memory).",
+                                       "worker,kind");
     cp.m_registrations = dg_metric_get1(
         dg_metrics_counter(cp.metrics, "dg_cp_registrations_total", "Functions registered.", NULL),
         NULL);

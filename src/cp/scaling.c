@@ -137,12 +137,24 @@ void cp_push_endpoints(struct cp_fn *f)
 
 /* ---- placement and capacity ------------------------------------------------------------ */
 
+void cp_worker_metrics(const struct cp_worker *w)
+{
+    if (!cp.m_worker_cpu)
+        return;
+    const char *cap[] = {w->name, "capacity"}, *res[] = {w->name, "reserved"};
+    dg_gauge_set(dg_metric_get(cp.m_worker_cpu, cap), (double)w->cpu_milli);
+    dg_gauge_set(dg_metric_get(cp.m_worker_cpu, res), (double)w->cpu_used);
+    dg_gauge_set(dg_metric_get(cp.m_worker_mem, cap), (double)w->memory_mib);
+    dg_gauge_set(dg_metric_get(cp.m_worker_mem, res), (double)w->mem_used);
+}
+
 /* What a sandbox of `f` holds on its worker: its request, from placement until it is gone. */
 static void worker_reserve(struct cp_worker *w, const struct cp_fn *f)
 {
     w->sandboxes++;
     w->cpu_used += f->spec.cpu_milli;
     w->mem_used += f->spec.memory_mib;
+    cp_worker_metrics(w);
 }
 
 static void capacity_freed(uv_timer_t *t);
@@ -155,6 +167,7 @@ static void worker_release(struct cp_worker *w, const struct cp_fn *f)
         w->sandboxes--;
     w->cpu_used = DG_MAX(0, w->cpu_used - f->spec.cpu_milli);
     w->mem_used = DG_MAX(0, w->mem_used - f->spec.memory_mib);
+    cp_worker_metrics(w);
     /* functions waiting for room try again once this loop turn is over */
     if (cp.unschedulable && !uv_is_active((uv_handle_t *)&cp.capacity_timer))
         uv_timer_start(&cp.capacity_timer, capacity_freed, 0, 0);
@@ -576,6 +589,7 @@ void cp_worker_forget_sandboxes(struct cp_worker *w)
     }
     w->sandboxes = 0;
     w->cpu_used = w->mem_used = 0;
+    cp_worker_metrics(w);
 }
 
 void cp_free_all(void)

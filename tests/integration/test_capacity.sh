@@ -12,7 +12,7 @@ FN=$B/dirigent-fn
 CLI=$B/dirigent
 TAG="DG_CAPACITY_TEST=$$"
 
-plan 5
+plan 6
 
 cleanup_sandboxes() {
   local p
@@ -48,6 +48,16 @@ t_reserve() {
   wait_json "$REG/v1/status" 'j["workers"][0]["cpuUsedMilli"] == 600 and j["workers"][0]["memoryUsedMiB"] == 256 and j["workers"][0]["cpuMilli"] == 1000'
 }
 check "a sandbox reserves its function's request on its worker (600m, 256 MiB of 1000m, 1024 MiB)" t_reserve
+
+t_metrics() {
+  local m
+  m=$(curl -sf "http://$CPI/metrics") || return 1
+  grep -q '^dg_cp_worker_cpu_milli{worker="w1",kind="capacity"} 1000$' <<<"$m" &&
+    grep -q '^dg_cp_worker_cpu_milli{worker="w1",kind="reserved"} 600$' <<<"$m" &&
+    grep -q '^dg_cp_worker_memory_mib{worker="w1",kind="capacity"} 1024$' <<<"$m" &&
+    grep -q '^dg_cp_worker_memory_mib{worker="w1",kind="reserved"} 256$' <<<"$m" || { grep dg_cp_worker <<<"$m"; return 1; }
+}
+check "the CP's /metrics: capacity and reservations per worker, in milli-CPU and MiB" t_metrics
 
 t_unschedulable() {
   [ "$(register big2 600 256)" = 200 ] || return 1
