@@ -33,6 +33,8 @@ struct sim_cli {
     double chbl_eps;
     char *autoscaler;
     char *lb;
+    int64_t stable_window_ms, panic_window_ms, grace_ms;
+    double target_pct;
     int64_t concurrency;
     char *create_latency;
     int64_t image_pull_ms;
@@ -98,6 +100,36 @@ static const struct dg_conf_field fields[] = {
      .def = "dirigent",
      .choices = autoscalers,
      .help = "as the CP's"},
+    {.key = "stableWindow",
+     .type = DG_CONF_DURATION,
+     .offset = OFF(stable_window_ms),
+     .def = "0",
+     .min = 0,
+     .max = 3600000,
+     .help = "the decider's stable window (0: the mode's, 60s)"},
+    {.key = "panicWindow",
+     .type = DG_CONF_DURATION,
+     .offset = OFF(panic_window_ms),
+     .def = "0",
+     .min = 0,
+     .max = 3600000,
+     .help = "the decider's panic window (0: the mode's, 6s)"},
+    {.key = "targetUtilization",
+     .type = DG_CONF_DOUBLE,
+     .offset = OFF(target_pct),
+     .def = "0",
+     .dmin = 0,
+     .dmax = 100,
+     .help = "percent of container concurrency a sandbox is meant to carry (0: the mode's: "
+             "dirigent 100, knative 70)"},
+    {.key = "scaleToZeroGrace",
+     .type = DG_CONF_DURATION,
+     .offset = OFF(grace_ms),
+     .def = "0",
+     .min = 0,
+     .max = 3600000,
+     .help = "the last sandbox stays this long once zero is wanted (0: the mode's: dirigent "
+             "none, knative 30s)"},
     {.key = "loadBalancingPolicy",
      .type = DG_CONF_ENUM,
      .offset = OFF(lb),
@@ -287,6 +319,10 @@ static void fill(const struct sim_cli *cli, struct sim_config *c, struct sim_tra
     c->placement = cp_place_policy_parse(cli->placement);
     c->chbl_eps = cli->chbl_eps;
     c->knative = strcmp(cli->autoscaler, "knative") == 0;
+    c->stable_window_ms = (uint64_t)cli->stable_window_ms;
+    c->panic_window_ms = (uint64_t)cli->panic_window_ms;
+    c->scale_to_zero_grace_ms = (uint64_t)cli->grace_ms;
+    c->target_pct = cli->target_pct;
     enum dp_lb_policy lb = DP_LB_RANDOM;
     dp_lb_policy_parse(cli->lb, &lb);
     c->lb = (int)lb;

@@ -511,6 +511,14 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
         if (c->knative)
             cp_as_config_knative(&f->as);
         f->as.container_concurrency = c->concurrency;
+        if (c->stable_window_ms)
+            f->as.stable_window_ms = c->stable_window_ms;
+        if (c->panic_window_ms)
+            f->as.panic_window_ms = c->panic_window_ms;
+        if (c->scale_to_zero_grace_ms)
+            f->as.scale_to_zero_grace_ms = c->scale_to_zero_grace_ms;
+        if (c->target_pct > 0)
+            f->as.target_pct = c->target_pct;
         if (f->spec->upper_bound > 0)
             f->as.upper_bound = f->spec->upper_bound;
         f->as.lower_bound = f->spec->lower_bound;

@@ -90,7 +90,10 @@ struct sim_config {
     int64_t worker_cpu_milli, worker_memory_mib;
     int placement; /* enum cp_place_policy */
     double chbl_eps;
-    bool knative;    /* autoscaler: knative */
+    bool knative; /* autoscaler: knative */
+    /* overrides of the autoscaler's parameters; 0: the mode's default */
+    uint64_t stable_window_ms, panic_window_ms, scale_to_zero_grace_ms;
+    double target_pct;
     int lb;          /* enum dp_lb_policy */
     int concurrency; /* container concurrency of every function (0: unlimited) */
     enum sim_lat_kind create_kind;

@@ -9,7 +9,7 @@ B=$(cd "$B" && pwd)
 SIM=$B/dirigent-sim
 EX=$S/tests/data/invitro-example # InVitro's example traces (SOURCE.md there)
 
-plan 7
+plan 8
 
 jq_total() { /usr/bin/python3 -c 'import json,sys; t=json.load(sys.stdin)["total"]; print(" ".join(str(t[k]) for k in sys.argv[1:]))' "$@"; }
 
@@ -29,6 +29,21 @@ t_hand() {
   /usr/bin/python3 -c "import sys; sys.exit(0 if abs(float('${got##* }') - 1.76 ** (1 / 3)) < 1e-6 else 1)"
 }
 check "a hand-worked trace: cold starts, scheduling latency, slowdown, sandbox-seconds" t_hand
+
+# the same trace with a 6 s stable window: samples 1 (0 s), 1 (2 s: the second request still
+# runs), then 0 at 4, 6, 8 s: the window is all zeros at 8 s and the sandbox goes; the request
+# at 10 s is a second cold start (ready 10.1 s, done 11.1 s): 8 + 1.1 sandbox-seconds. With a
+# 30 s scale-to-zero grace (Knative's) the sandbox stays: one cold start, 11 s.
+t_hand_windows() {
+  local got
+  got=$("$SIM" "$TAP_TMP/hand.csv" --workers 1 --createLatency 100ms --stableWindow 6s --json 2>/dev/null |
+    jq_total coldStarts sandboxesCreated sandboxSeconds schedulingLatencyP99Ms)
+  [ "$got" = "2 2 9.1 600.0" ] || { echo "6 s window: $got"; return 1; }
+  got=$("$SIM" "$TAP_TMP/hand.csv" --workers 1 --createLatency 100ms --stableWindow 6s \
+    --scaleToZeroGrace 30s --json 2>/dev/null | jq_total coldStarts sandboxesCreated sandboxSeconds)
+  [ "$got" = "1 1 11.0" ] || { echo "with grace: $got"; return 1; }
+}
+check "the hand-worked trace with a 6 s window, then with a 30 s scale-to-zero grace" t_hand_windows
 
 # capacity: one worker with 100m; f (5 s) from 0 s holds it; g at 1 s fits nowhere and is
 # answered at once (no-capacity), as the DP does. f's last non-zero sample is at the 4 s tick,
