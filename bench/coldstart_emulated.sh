@@ -31,7 +31,7 @@ trap cleanup EXIT
 wait_log() { local i=0; until grep -qE "$2" "$1" 2>/dev/null; do i=$((i + 1)); [ $i -lt 200 ] || { echo "no '$2' in $1" >&2; cat "$1" >&2; exit 1; }; sleep 0.05; done; }
 port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
 
-"$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --traceOutputFolder "" 2>"$TMP/cp.log" &
+"$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --traceOutputFolder "" --dataDir "$TMP/cp" 2>"$TMP/cp.log" &
 PIDS+=($!)
 wait_log "$TMP/cp.log" 'registration on'
 CPI=127.0.0.1:$(port_of "$TMP/cp.log" 'internal api on')

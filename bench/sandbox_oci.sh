@@ -136,7 +136,7 @@ ip link del "$BR"
 # ---- dirigent: the whole path --------------------------------------------------------------
 port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
 wait_log() { for _ in $(seq 1 200); do grep -qE "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; cat "$1"; return 1; }
-"$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --heartbeatInterval 1s \
+"$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --heartbeatInterval 1s --dataDir "$TMP/cp" \
   --traceOutputFolder "$TMP/trace" --logLevel warn >"$TMP/cp.log" 2>&1 &
 PIDS+=($!)
 wait_log "$TMP/cp.log" 'registration on'

@@ -396,11 +396,13 @@ static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_d
     char *rt = dg_xasprintf("runtime=%s", runtime);
     char *fnb = dg_xasprintf("fnBinary=%s", fn);
     char *trace = dg_xasprintf("traceOutputFolder=%s/trace", state);
+    char *cpdata = dg_xasprintf("dataDir=%s/cp", state);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     pid_t pids[3];
-    pids[0] = spawn(self_dir, state, "cp",
-                    (char *[]){"dirigent-cp", "--config", cpc, "--set", trace, NULL});
+    pids[0] =
+        spawn(self_dir, state, "cp",
+              (char *[]){"dirigent-cp", "--config", cpc, "--set", trace, "--set", cpdata, NULL});
     pids[1] = spawn(self_dir, state, "dp",
                     (char *[]){"dirigent-dp", "--config", dpc, "--set", trace, NULL});
     char *wdata = dg_xasprintf("dataDir=%s/worker", state);
@@ -462,6 +464,7 @@ static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_d
     free(fnb);
     free(trace);
     free(wdata);
+    free(cpdata);
     free(image_dir);
     return rc;
 }

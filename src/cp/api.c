@@ -87,7 +87,78 @@ static void registration_reply(struct dg_http_req *r)
     dg_buf_free(&b);
 }
 
-/* Register from a parsed form; answers the request. */
+/* A function into the registry (registered now, or restored from the store). */
+static struct cp_fn *fn_install(struct cp_fn_spec *spec)
+{
+    struct cp_fn *f = dg_xcalloc(1, sizeof(*f));
+    f->spec = *spec;
+    cp_as_config_default(&f->as, spec->cold_start_sweep);
+    if (cp.knative)
+        cp_as_config_knative(&f->as);
+    f->as.container_concurrency = spec->concurrency;
+    f->as.lower_bound = spec->lower_bound;
+    f->as.upper_bound = spec->upper_bound;
+    cp_as_state_init(&f->ast, &f->as);
+    f->next = cp.fns;
+    cp.fns = f;
+    cp_push_endpoints(f);        /* the DPs add it with its (empty) list, batched */
+    if (spec->lower_bound > 0) { /* its sandboxes come at registration */
+        f->desired = spec->lower_bound;
+        cp_reconcile(f);
+    }
+    return f;
+}
+
+/* A registration waiting for its write to be durable. */
+struct pending_reg {
+    struct pending_reg *next;
+    struct cp_fn_spec spec;
+    struct dg_http_req *r; /* NULL once the client left */
+};
+static struct pending_reg *pending_regs;
+
+static bool name_pending(const char *name)
+{
+    for (struct pending_reg *p = pending_regs; p; p = p->next)
+        if (strcmp(p->spec.name, name) == 0)
+            return true;
+    return false;
+}
+
+static void reg_aborted(struct dg_http_req *r, void *ud)
+{
+    struct pending_reg *p = ud;
+    p->r = NULL; /* registered all the same once durable: only nobody hears it */
+}
+
+static void reg_stored(void *ud, const struct dg_err *err)
+{
+    struct pending_reg *p = ud;
+    for (struct pending_reg **pp = &pending_regs; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    if (err) {
+        if (p->r)
+            dg_http_respond_text(p->r, 503,
+                                 "registration: function '%s' not registered: the store failed "
+                                 "(%s); try again",
+                                 p->spec.name, err->msg);
+        cp_fn_spec_free(&p->spec);
+        free(p);
+        return;
+    }
+    struct cp_fn *f = fn_install(&p->spec);
+    dg_counter_add(cp.m_registrations, 1);
+    dg_log(DG_LOG_INFO, "api", "registered fn=%s image=%s bounds=%d..%d", f->spec.name,
+           f->spec.image, f->spec.lower_bound, f->spec.upper_bound);
+    if (p->r)
+        registration_reply(p->r);
+    free(p);
+}
+
+/* Register from a parsed form; answers the request once the registration is durable. */
 static void register_form(struct dg_http_req *r, const struct dg_form *form)
 {
     struct cp_fn_spec spec;
@@ -106,32 +177,23 @@ static void register_form(struct dg_http_req *r, const struct dg_form *form)
             return;
         }
     }
-    if (cp_fn_find(dg_str_c(spec.name))) {
+    if (cp_fn_find(dg_str_c(spec.name)) || name_pending(spec.name)) {
         dg_http_respond_text(r, 409, "registration: function '%s' is already registered",
                              spec.name);
         cp_fn_spec_free(&spec);
         return;
     }
-    struct cp_fn *f = dg_xcalloc(1, sizeof(*f));
-    f->spec = spec;
-    cp_as_config_default(&f->as, spec.cold_start_sweep);
-    if (cp.knative)
-        cp_as_config_knative(&f->as);
-    f->as.container_concurrency = spec.concurrency;
-    f->as.lower_bound = spec.lower_bound;
-    f->as.upper_bound = spec.upper_bound;
-    cp_as_state_init(&f->ast, &f->as);
-    f->next = cp.fns;
-    cp.fns = f;
-    dg_counter_add(cp.m_registrations, 1);
-    cp_push_endpoints(f); /* the DPs add it with its (empty) list, batched */
-    dg_log(DG_LOG_INFO, "api", "registered fn=%s image=%s bounds=%d..%d", spec.name, spec.image,
-           spec.lower_bound, spec.upper_bound);
-    if (spec.lower_bound > 0) { /* its sandboxes come at registration */
-        f->desired = spec.lower_bound;
-        cp_reconcile(f);
-    }
-    registration_reply(r);
+    struct pending_reg *p = dg_xcalloc(1, sizeof(*p));
+    p->spec = spec;
+    p->r = r;
+    p->next = pending_regs;
+    pending_regs = p;
+    dg_http_req_on_abort(r, reg_aborted, p);
+    json_t *j = cp_fn_spec_to_json(&spec);
+    char *value = dg_json_dumps(j);
+    json_decref(j);
+    cp_store_put(cp.store, "function", spec.name, value, reg_stored, p);
+    free(value);
 }
 
 static void api_register(struct dg_http_req *r, void *ud)
@@ -160,26 +222,8 @@ static void api_create_json(struct dg_http_req *r, void *ud)
             json_decref(j);
         return;
     }
-    struct dg_form form = {0};
-    size_t cap = 0;
-    const char *key;
-    json_t *v;
-    json_object_foreach(j, key, v)
-    {
-        json_t *items = json_is_array(v) ? v : NULL;
-        size_t n = items ? json_array_size(items) : 1;
-        for (size_t i = 0; i < n; i++) {
-            json_t *x = items ? json_array_get(items, i) : v;
-            char *s = json_is_string(x)    ? dg_xstrdup(json_string_value(x))
-                      : json_is_boolean(x) ? dg_xstrdup(json_is_true(x) ? "true" : "false")
-                                           : dg_json_dumps(x);
-            if (form.n == cap) {
-                cap = cap ? cap * 2 : 16;
-                form.pairs = dg_xrealloc(form.pairs, cap * sizeof(*form.pairs));
-            }
-            form.pairs[form.n++] = (struct dg_form_pair){dg_xstrdup(key), s};
-        }
-    }
+    struct dg_form form;
+    cp_fn_form_from_json(j, &form, &err);
     json_decref(j);
     register_form(r, &form);
     dg_form_free(&form);
@@ -228,6 +272,40 @@ static void api_fn_get(struct dg_http_req *r, void *ud)
         dg_http_respond_json(r, 200, fn_json(f));
 }
 
+struct bounds_update {
+    char name[CP_NAME_MAX + 1];
+    int lo, hi;
+    struct dg_http_req *r;
+};
+
+static void update_aborted(struct dg_http_req *r, void *ud)
+{
+    ((struct bounds_update *)ud)->r = NULL;
+}
+
+static void update_stored(void *ud, const struct dg_err *err)
+{
+    struct bounds_update *u = ud;
+    struct cp_fn *f = cp_fn_find(dg_str_c(u->name));
+    if (err || !f) {
+        if (u->r)
+            dg_http_respond_text(u->r, err ? 503 : 404, "update: function '%s' %s%s%s", u->name,
+                                 err ? "not updated: the store failed (" : "is not registered",
+                                 err ? err->msg : "", err ? ")" : "");
+        free(u);
+        return;
+    }
+    f->spec.lower_bound = f->as.lower_bound = u->lo;
+    f->spec.upper_bound = f->as.upper_bound = u->hi;
+    if (f->desired < u->lo || f->desired > u->hi) {
+        f->desired = f->desired < u->lo ? u->lo : u->hi;
+        cp_reconcile(f);
+    }
+    if (u->r)
+        dg_http_respond_json(u->r, 200, fn_json(f));
+    free(u);
+}
+
 static void api_fn_update(struct dg_http_req *r, void *ud)
 {
     struct cp_fn *f = fn_param(r);
@@ -252,13 +330,49 @@ static void api_fn_update(struct dg_http_req *r, void *ud)
                              (long long)hi, (long long)lo);
         return;
     }
-    f->spec.lower_bound = f->as.lower_bound = (int)lo;
-    f->spec.upper_bound = f->as.upper_bound = (int)hi;
-    if (f->desired < lo || f->desired > hi) {
-        f->desired = f->desired < lo ? (int)lo : (int)hi;
-        cp_reconcile(f);
+    /* durable first, then applied and answered */
+    struct bounds_update *u = dg_xcalloc(1, sizeof(*u));
+    snprintf(u->name, sizeof(u->name), "%s", f->spec.name);
+    u->lo = (int)lo;
+    u->hi = (int)hi;
+    u->r = r;
+    dg_http_req_on_abort(r, update_aborted, u);
+    struct cp_fn_spec copy = f->spec;
+    copy.lower_bound = (int)lo;
+    copy.upper_bound = (int)hi;
+    json_t *js = cp_fn_spec_to_json(&copy);
+    char *value = dg_json_dumps(js);
+    json_decref(js);
+    cp_store_put(cp.store, "function", f->spec.name, value, update_stored, u);
+    free(value);
+}
+
+struct fn_delete {
+    char name[CP_NAME_MAX + 1];
+    struct dg_http_req *r;
+};
+
+static void delete_aborted(struct dg_http_req *r, void *ud)
+{
+    ((struct fn_delete *)ud)->r = NULL;
+}
+
+static void delete_stored(void *ud, const struct dg_err *err)
+{
+    struct fn_delete *d = ud;
+    struct cp_fn *f = cp_fn_find(dg_str_c(d->name));
+    if (err) {
+        if (d->r)
+            dg_http_respond_text(d->r, 503,
+                                 "delete: function '%s' not deleted: the store failed (%s)",
+                                 d->name, err->msg);
+    } else {
+        if (d->r)
+            dg_http_respond_text(d->r, 200, "function '%s' deleted", d->name);
+        if (f)
+            cp_fn_delete(f);
     }
-    dg_http_respond_json(r, 200, fn_json(f));
+    free(d);
 }
 
 static void api_fn_delete(struct dg_http_req *r, void *ud)
@@ -266,11 +380,16 @@ static void api_fn_delete(struct dg_http_req *r, void *ud)
     struct cp_fn *f = fn_param(r);
     if (!f)
         return;
-    dg_http_respond_text(r, 200, "function '%s' deleted", f->spec.name);
-    cp_fn_delete(f);
+    struct fn_delete *d = dg_xcalloc(1, sizeof(*d));
+    snprintf(d->name, sizeof(d->name), "%s", f->spec.name);
+    d->r = r;
+    dg_http_req_on_abort(r, delete_aborted, d);
+    cp_store_del(cp.store, "function", f->spec.name, delete_stored, d);
 }
 
 /* ---- workers, data planes, metrics ------------------------------------------------------ */
+
+static bool restoring; /* cp_restore: what is read back is not written again */
 
 static struct dg_http_pool *pool_to(const char *address, unsigned max_conns, struct dg_err *err)
 {
@@ -279,6 +398,89 @@ static struct dg_http_pool *pool_to(const char *address, unsigned max_conns, str
     o.max_conns = max_conns;
     o.request_timeout_ms = 60 * 1000; /* as the original: 60 s per worker/DP call */
     return dg_http_pool_new_addr(cp.loop, address, &o, err);
+}
+
+/* The worker `name` at `address`: added, or moved to a new address (a new daemon). The pool
+ * first, so a bad address changes nothing (NULL). A new name or address is stored. */
+static struct cp_worker *worker_upsert(const char *name, const char *address, struct dg_err *err)
+{
+    struct cp_worker **pw = &cp.workers;
+    while (*pw && strcmp((*pw)->name, name) < 0) /* sorted by name: round-robin is stable */
+        pw = &(*pw)->next;
+    struct cp_worker *w = *pw && strcmp((*pw)->name, name) == 0 ? *pw : NULL;
+    struct dg_http_pool *pool = NULL;
+    if (w && strcmp(w->address, address) == 0)
+        return w;
+    if (!(pool = pool_to(address, 256, err)))
+        return NULL;
+    if (w) {
+        dg_http_pool_close(w->pool);
+        w->pool = pool;
+        free(w->address);
+        w->address = dg_xstrdup(address);
+    } else {
+        w = dg_xcalloc(1, sizeof(*w));
+        w->name = dg_xstrdup(name);
+        w->address = dg_xstrdup(address);
+        w->pool = pool;
+        w->next = *pw;
+        *pw = w;
+        dg_log(DG_LOG_INFO, "registry", "worker %s at %s registered", name, address);
+    }
+    if (!restoring) {
+        json_t *v = json_pack("{ss}", "address", address);
+        char *value = dg_json_dumps(v);
+        json_decref(v);
+        cp_store_put(cp.store, "worker", name, value, NULL, NULL);
+        free(value);
+    }
+    return w;
+}
+
+/* The data plane `name`: added, or at a new API address (restarted elsewhere: start over).
+ * NULL on a bad address (nothing changed). `fresh` says it is new or moved; then stored. */
+static struct cp_dp *dp_upsert(const char *name, const char *api, const char *proxy, bool *fresh,
+                               struct dg_err *err)
+{
+    struct cp_dp *d = cp.dps;
+    while (d && strcmp(d->name, name) != 0)
+        d = d->next;
+    *fresh = !d || strcmp(d->api, api) != 0;
+    if (!*fresh)
+        return d;
+    /* the pools first, so a bad address changes nothing */
+    struct dg_http_pool *pool = pool_to(api, 1, err); /* one connection: ordered pushes */
+    struct dg_http_pool *drain_pool = pool ? pool_to(api, 64, err) : NULL;
+    if (!pool || !drain_pool) {
+        if (pool)
+            dg_http_pool_close(pool);
+        return NULL;
+    }
+    if (d) {
+        dg_http_pool_close(d->pool);
+        dg_http_pool_close(d->drain_pool);
+        free(d->api);
+        free(d->proxy);
+    } else {
+        d = dg_xcalloc(1, sizeof(*d));
+        d->name = dg_xstrdup(name);
+        d->next = cp.dps;
+        cp.dps = d;
+    }
+    d->api = dg_xstrdup(api);
+    d->proxy = dg_xstrdup(proxy);
+    d->pool = pool;
+    d->drain_pool = drain_pool;
+    dg_log(DG_LOG_INFO, "registry", "data plane %s (api %s, proxy %s) registered", name, api,
+           proxy);
+    if (!restoring) {
+        json_t *v = json_pack("{ss ss}", "api", api, "proxy", proxy);
+        char *value = dg_json_dumps(v);
+        json_decref(v);
+        cp_store_put(cp.store, "dataplane", name, value, NULL, NULL);
+        free(value);
+    }
+    return d;
 }
 
 static void api_worker(struct dg_http_req *r, void *ud)
@@ -294,33 +496,11 @@ static void api_worker(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 400, "worker: %s", err.msg);
         return;
     }
-    struct cp_worker **pw = &cp.workers;
-    while (*pw && strcmp((*pw)->name, name) < 0) /* sorted by name: round-robin is stable */
-        pw = &(*pw)->next;
-    struct cp_worker *w = *pw && strcmp((*pw)->name, name) == 0 ? *pw : NULL;
-    struct dg_http_pool *pool = NULL;
-    if (!w || strcmp(w->address, address) != 0) {
-        /* a new worker, or the same name at a new address (a new daemon): the pool first, so
-         * a bad address changes nothing */
-        if (!(pool = pool_to(address, 256, &err))) {
-            json_decref(j);
-            dg_http_respond_text(r, 400, "worker: %s", err.msg);
-            return;
-        }
-    }
-    if (w && pool) {
-        dg_http_pool_close(w->pool);
-        w->pool = pool;
-        free(w->address);
-        w->address = dg_xstrdup(address);
-    } else if (!w) {
-        w = dg_xcalloc(1, sizeof(*w));
-        w->name = dg_xstrdup(name);
-        w->address = dg_xstrdup(address);
-        w->pool = pool;
-        w->next = *pw;
-        *pw = w;
-        dg_log(DG_LOG_INFO, "registry", "worker %s at %s registered", name, address);
+    struct cp_worker *w = worker_upsert(name, address, &err);
+    if (!w) {
+        json_decref(j);
+        dg_http_respond_text(r, 400, "worker: %s", err.msg);
+        return;
     }
     /* a new daemon under a known name (it restarted, maybe after a crash): what it does not
      * report is gone; what it reports is adopted below */
@@ -374,38 +554,12 @@ static void api_dataplane(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 400, "dataplane: %s", err.msg);
         return;
     }
-    struct cp_dp *d = cp.dps;
-    while (d && strcmp(d->name, name) != 0)
-        d = d->next;
-    bool fresh = !d || strcmp(d->api, api) != 0;
-    if (fresh) {
-        /* the pools first, so a bad address changes nothing */
-        struct dg_http_pool *pool = pool_to(api, 1, &err); /* one connection: ordered pushes */
-        struct dg_http_pool *drain_pool = pool ? pool_to(api, 64, &err) : NULL;
-        if (!pool || !drain_pool) {
-            if (pool)
-                dg_http_pool_close(pool);
-            json_decref(j);
-            dg_http_respond_text(r, 400, "dataplane: %s", err.msg);
-            return;
-        }
-        if (d) { /* restarted elsewhere: start over */
-            dg_http_pool_close(d->pool);
-            dg_http_pool_close(d->drain_pool);
-            free(d->api);
-            free(d->proxy);
-        } else {
-            d = dg_xcalloc(1, sizeof(*d));
-            d->name = dg_xstrdup(name);
-            d->next = cp.dps;
-            cp.dps = d;
-        }
-        d->api = dg_xstrdup(api);
-        d->proxy = dg_xstrdup(proxy);
-        d->pool = pool;
-        d->drain_pool = drain_pool;
-        dg_log(DG_LOG_INFO, "registry", "data plane %s (api %s, proxy %s) registered", name, api,
-               proxy);
+    bool fresh;
+    struct cp_dp *d = dp_upsert(name, api, proxy, &fresh, &err);
+    if (!d) {
+        json_decref(j);
+        dg_http_respond_text(r, 400, "dataplane: %s", err.msg);
+        return;
     }
     /* every function with its whole endpoint list whenever the DP may have lost them: a new
      * API address, or a DP that (re)started says "resync" in its first registration */
@@ -532,4 +686,177 @@ void cp_api_mount(struct dg_http_server *internal, struct dg_http_server *reg)
     dg_http_route(internal, "POST", "/v1/sandboxes/exited", api_sandbox_exited, NULL, 0);
     dg_http_route(internal, "GET", "/v1/status", api_status, NULL, 0);
     dg_http_route(reg, "GET", "/v1/status", api_status, NULL, 0);
+}
+
+/* ---- restore and reconstruction ---------------------------------------------------------- */
+
+struct restore {
+    unsigned functions, workers, dataplanes, skipped;
+};
+
+static void restore_fn(void *ud, const char *key, const char *value)
+{
+    struct restore *rs = ud;
+    struct dg_err err = {0};
+    json_t *j = NULL;
+    struct dg_form form = {0};
+    struct cp_fn_spec spec;
+    if (dg_json_parse(value, strlen(value), &j, &err) < 0 ||
+        cp_fn_form_from_json(j, &form, &err) < 0 || cp_fn_spec_from_form(&form, &spec, &err) < 0) {
+        dg_log(DG_LOG_ERROR, "store", "function '%s' not restored: %s", key, err.msg);
+        rs->skipped++;
+    } else if (cp_fn_find(dg_str_c(spec.name))) {
+        cp_fn_spec_free(&spec);
+    } else {
+        fn_install(&spec);
+        rs->functions++;
+    }
+    dg_form_free(&form);
+    json_decref(j);
+}
+
+static void restore_worker(void *ud, const char *key, const char *value)
+{
+    struct restore *rs = ud;
+    struct dg_err err = {0};
+    json_t *j = NULL;
+    const char *address;
+    struct cp_worker *w;
+    if (dg_json_parse(value, strlen(value), &j, &err) < 0 ||
+        dg_json_get_string(j, "address", true, &address, &err) < 0 ||
+        !(w = worker_upsert(key, address, &err))) {
+        dg_log(DG_LOG_ERROR, "store", "worker '%s' not restored: %s", key, err.msg);
+        rs->skipped++;
+    } else {
+        w->schedulable = false; /* until its heartbeat says it is there */
+        w->last_seen_ms = uv_now(cp.loop);
+        rs->workers++;
+    }
+    json_decref(j);
+}
+
+static void restore_dp(void *ud, const char *key, const char *value)
+{
+    struct restore *rs = ud;
+    struct dg_err err = {0};
+    json_t *j = NULL;
+    const char *api, *proxy;
+    bool fresh;
+    struct cp_dp *d;
+    if (dg_json_parse(value, strlen(value), &j, &err) < 0 ||
+        dg_json_get_string(j, "api", true, &api, &err) < 0 ||
+        dg_json_get_string(j, "proxy", true, &proxy, &err) < 0 ||
+        !(d = dp_upsert(key, api, proxy, &fresh, &err))) {
+        dg_log(DG_LOG_ERROR, "store", "data plane '%s' not restored: %s", key, err.msg);
+        rs->skipped++;
+    } else {
+        d->last_seen_ms = uv_now(cp.loop);
+        rs->dataplanes++;
+    }
+    json_decref(j);
+}
+
+/* Reconstruction: every restored worker is asked for its sandboxes (adopted as ready); once
+ * all answered, or after a deadline (an unreachable one never blocks it), every function's
+ * whole list goes to every data plane. */
+static struct {
+    unsigned waiting;
+    uint64_t t0_us;
+    uv_timer_t deadline;
+    bool done, timer_open;
+} recon;
+
+static void recon_finish(void)
+{
+    if (recon.done)
+        return;
+    recon.done = true;
+    if (recon.timer_open)
+        uv_timer_stop(&recon.deadline);
+    for (struct cp_fn *f = cp.fns; f; f = f->next)
+        if (!f->deleted)
+            cp_push_endpoints(f);
+    double secs = (double)(dg_now_us() - recon.t0_us) / 1e6;
+    cp.reconstruction_seconds = secs;
+    dg_log(DG_LOG_INFO, "store", "reconstruction done in %.1f ms (%u workers did not answer)",
+           secs * 1000, recon.waiting);
+}
+
+static void recon_listed(struct dg_http_creq *q, const struct dg_http_resp *resp,
+                         const struct dg_err *err, void *ud)
+{
+    struct cp_worker *w = ud;
+    json_t *j = NULL;
+    struct dg_err perr = {0};
+    if (resp && resp->status == 200 &&
+        dg_json_parse(resp->body.ptr, resp->body.len, &j, &perr) == 0) {
+        size_t i;
+        json_t *item;
+        json_array_foreach(json_object_get(j, "sandboxes"), i, item)
+        {
+            const char *id = json_string_value(json_object_get(item, "id"));
+            const char *fname = json_string_value(json_object_get(item, "function"));
+            const char *ep = json_string_value(json_object_get(item, "endpoint"));
+            const char *state = json_string_value(json_object_get(item, "state"));
+            struct cp_fn *f;
+            if (id && fname && ep && state && strcmp(state, "ready") == 0 &&
+                (f = cp_fn_find(dg_str_c(fname))) && cp_sandbox_adopt(f, w, id, ep))
+                dg_log(DG_LOG_INFO, "store", "fn=%s sandbox %s on %s rediscovered", fname, id,
+                       w->name);
+        }
+    } else {
+        dg_log(DG_LOG_WARN, "store", "worker %s: sandboxes not listed: %s", w->name,
+               err    ? err->msg
+               : resp ? "bad answer"
+                      : "?");
+    }
+    json_decref(j);
+    if (recon.waiting && --recon.waiting == 0)
+        recon_finish();
+}
+
+static void recon_deadline(uv_timer_t *t)
+{
+    recon_finish();
+}
+
+int cp_restore(struct dg_err *err)
+{
+    struct restore rs = {0};
+    recon.t0_us = dg_now_us();
+    restoring = true;
+    int rc = cp_store_scan(cp.store, "function", restore_fn, &rs, err);
+    if (rc == 0)
+        rc = cp_store_scan(cp.store, "worker", restore_worker, &rs, err);
+    if (rc == 0)
+        rc = cp_store_scan(cp.store, "dataplane", restore_dp, &rs, err);
+    restoring = false;
+    if (rc < 0)
+        return rc;
+    if (rs.functions || rs.workers || rs.dataplanes)
+        dg_log(DG_LOG_INFO, "store",
+               "restored %u functions, %u workers, %u data planes from %s (%u skipped)",
+               rs.functions, rs.workers, rs.dataplanes, cp_store_backend(cp.store), rs.skipped);
+    static const struct dg_http_client_cbs cbs = {.on_done = recon_listed};
+    for (struct cp_worker *w = cp.workers; w; w = w->next) {
+        recon.waiting++;
+        dg_http_request(w->pool, "GET", "/v1/sandboxes", NULL, 0, NULL, 0, &cbs, w);
+    }
+    if (recon.waiting == 0) {
+        recon_finish();
+        return 0;
+    }
+    uv_timer_init(cp.loop, &recon.deadline);
+    recon.timer_open = true;
+    uv_timer_start(&recon.deadline, recon_deadline, 3000, 0);
+    uv_unref((uv_handle_t *)&recon.deadline);
+    return 0;
+}
+
+void cp_restore_close(void)
+{
+    if (recon.timer_open) {
+        recon.timer_open = false;
+        uv_close((uv_handle_t *)&recon.deadline, NULL);
+    }
 }

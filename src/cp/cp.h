@@ -16,6 +16,7 @@
 #include "fn_error.h"
 #include "function.h"
 #include "placement.h"
+#include "store.h"
 
 struct cp_worker {
     char *name;
@@ -86,6 +87,8 @@ struct cp {
     struct cp_dp *dps;
     char *placement;
     bool knative; /* autoscaler: knative */
+    struct cp_store *store;
+    double reconstruction_seconds; /* the last start-up's, for /metrics */
     struct cp_placer placer;
     struct cp_node *nodes; /* placement's view of the workers (scratch) */
     struct cp_worker **node_workers;
@@ -127,5 +130,9 @@ void cp_free_all(void); /* at exit, once the loop has closed everything */
 
 /* api.c */
 void cp_api_mount(struct dg_http_server *internal, struct dg_http_server *registration);
+/* Start-up: functions, workers and data planes from the store (before serving), then ask the
+ * workers for their sandboxes and push every list to the data planes (reconstruction). */
+int cp_restore(struct dg_err *err);
+void cp_restore_close(void); /* shutdown */
 
 #endif

@@ -27,10 +27,13 @@ struct cp_config {
     double chbl_eps;
     int64_t seed;
     char *autoscaler;
+    char *persistence;
+    char *data_dir;
     struct dg_http_conf http;
 };
 
 static const char *const autoscalers[] = {"dirigent", "knative", NULL};
+static const char *const persistences[] = {"sqlite", "none", NULL};
 
 static const struct dg_conf_field cp_fields[] = {
     {.key = "host",
@@ -64,6 +67,18 @@ static const struct dg_conf_field cp_fields[] = {
      .choices = autoscalers,
      .help = "dirigent: the original's KPA (target 100%, no scale-to-zero grace); knative: "
              "Knative's defaults (target 70%, 30 s grace, burst capacity 211)"},
+    {.key = "persistence",
+     .type = DG_CONF_ENUM,
+     .offset = offsetof(struct cp_config, persistence),
+     .def = "sqlite",
+     .choices = persistences,
+     .help = "where functions, workers and data planes survive a restart: sqlite (a file in "
+             "dataDir), none"},
+    {.key = "dataDir",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct cp_config, data_dir),
+     .def = "data/cp",
+     .help = "the CP's data directory (sqlite: cp.sqlite in it)"},
     {.key = "chblEpsilon",
      .type = DG_CONF_DOUBLE,
      .offset = offsetof(struct cp_config, chbl_eps),
@@ -154,12 +169,18 @@ static void on_cron(uv_timer_t *t)
     }
 }
 
+static double reconstruction_seconds(void *ud)
+{
+    return cp.reconstruction_seconds;
+}
+
 static void on_server_closed(void *ud)
 {
     if (--g.open_servers > 0)
         return;
     uv_timer_stop(&g.cron);
     uv_close((uv_handle_t *)&g.cron, NULL);
+    cp_restore_close();
     dg_trace_close(cp.cold_trace);
     cp.cold_trace = NULL;
     /* data planes first (their drains end in worker deletes); each pointer is cleared
@@ -260,6 +281,16 @@ int main(int argc, char **argv)
     g.reg = dg_http_server_new(cp.loop, &limits, "registration");
     dg_daemon_mount_health_metrics(g.internal, cp.metrics);
     cp_api_mount(g.internal, g.reg);
+    /* what survived the last run, before anything is served */
+    if (!(cp.store = cp_store_open(cp.loop, g.cfg.persistence, g.cfg.data_dir, &err)) ||
+        cp_restore(&err) < 0) {
+        dg_log(DG_LOG_ERROR, "cp", "%s", err.msg);
+        return 1;
+    }
+    dg_metrics_gauge_fn(cp.metrics, "dg_cp_reconstruction_seconds",
+                        "How long the last start-up took to rebuild its state from the store and "
+                        "the workers.",
+                        reconstruction_seconds, NULL);
     g.open_servers = 2;
     if (dg_http_server_listen(g.internal, g.cfg.host, (int)g.cfg.port, &err) < 0 ||
         dg_http_server_listen(g.reg, reg_host, (int)reg_port, &err) < 0) {
@@ -273,6 +304,7 @@ int main(int argc, char **argv)
     uv_run(cp.loop, UV_RUN_DEFAULT);
 
     dg_loop_close_all(cp.loop);
+    cp_store_close(cp.store);
     cp_free_all();
     cp_placer_deinit(&cp.placer);
     free(cp.nodes);

@@ -444,7 +444,7 @@ static int single(int argc, char **argv)
     }
     if (cli.json) {
         json_t *fns = json_array();
-        for (size_t i = 0; i < t.nfns; i++) {
+        for (size_t i = 0; res.fns && i < t.nfns; i++) {
             json_t *one = result_json(&res.fns[i]);
             json_object_set_new(one, "function", json_string(t.fns[i].name));
             json_array_append_new(fns, one);
@@ -465,7 +465,7 @@ static int single(int argc, char **argv)
     } else {
         describe(&cli, &t, stdout);
         print_header("FUNCTION");
-        for (size_t i = 0; i < t.nfns; i++)
+        for (size_t i = 0; res.fns && i < t.nfns; i++)
             row(t.fns[i].name, &res.fns[i]);
         row("ALL", &res.all);
         printf("scheduling latency in ms (response - execution time); slowdown = response / "

@@ -106,7 +106,7 @@ static int fn_cmp(const void *a, const void *b)
 
 static struct sim_function *fn_find(struct sim_trace *t, const char *name)
 {
-    struct sim_function key;
+    struct sim_function key = {0};
     snprintf(key.name, sizeof(key.name), "%s", name);
     return bsearch(&key, t->fns, t->nfns, sizeof(*t->fns), fn_cmp);
 }
@@ -183,7 +183,7 @@ static int load_2019_memory(struct sim_trace *t, const char *dir, const struct s
     struct csv c;
     if (csv_open(&c, path, err) < 0)
         return -1;
-    int fcol, mcol, rc = 0;
+    int fcol = -1, mcol = -1, rc = 0;
     /* the request covers the function's peak: the 100th percentile of its allocation */
     if (!csv_next(&c) || (fcol = col_index(&c, "HashFunction")) < 0 ||
         (mcol = col_index(&c, "AverageAllocatedMb_pct100")) < 0) {
@@ -196,7 +196,7 @@ static int load_2019_memory(struct sim_trace *t, const char *dir, const struct s
         if ((size_t)fcol >= c.ncols)
             continue;
         struct sim_function *f = fn_find(t, c.cols[fcol]);
-        double mb;
+        double mb = 0;
         if (!f)
             continue;
         if ((rc = parse_double(&c, mcol, &mb, err)) < 0)
@@ -281,7 +281,7 @@ static int load_2019(const char *dir, const struct sim_trace_opts *o, struct sim
         minutes = (size_t)o->minutes;
     /* the counts, kept until the functions are sorted and their durations known */
     size_t cap = 0, ncounts = 0;
-    uint32_t *counts = NULL;
+    uint32_t *counts = dg_xcalloc(1, sizeof(*counts));
     while (csv_next(&c)) {
         if (c.ncols < (size_t)first + minutes) {
             rc = dg_err_set(err, DG_E_INVAL, "%s:%u: expected %zu minute columns, got %zu", path,
@@ -291,7 +291,7 @@ static int load_2019(const char *dir, const struct sim_trace_opts *o, struct sim
         if (t->nfns == cap) {
             cap = cap ? cap * 2 : 64;
             t->fns = dg_xrealloc(t->fns, cap * sizeof(*t->fns));
-            counts = dg_xrealloc(counts, cap * minutes * sizeof(*counts));
+            counts = dg_xrealloc(counts, (cap * minutes + 1) * sizeof(*counts));
         }
         struct sim_function *f = &t->fns[t->nfns];
         memset(f, 0, sizeof(*f));

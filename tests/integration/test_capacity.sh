@@ -20,7 +20,7 @@ cleanup_sandboxes() {
 }
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
-bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
+bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --dataDir "$TAP_TMP/cpdata" \
   --heartbeatInterval 300ms --traceOutputFolder "" --placementPolicy kubernetes
 wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
 CPI=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'internal api on')
@@ -99,7 +99,7 @@ check "once capacity frees (big1 deleted), the CP starts big2 by itself; its err
 
 t_bad_policy() {
   local out
-  out=$("$B/dirigent-cp" --placementPolicy best 2>&1)
+  out=$("$B/dirigent-cp" --placementPolicy best --dataDir "$TAP_TMP/x" 2>&1)
   [ $? -ne 0 ] && grep -q "placementPolicy" <<<"$out" && grep -q "chbl" <<<"$out" || { echo "$out"; return 1; }
 }
 check "an unknown placement policy is refused, naming the choices" t_bad_policy

@@ -19,7 +19,7 @@ cleanup_sandboxes() {
 trap 'tap_cleanup; cleanup_sandboxes' EXIT # daemons first: a live worker would replace what we kill
 
 
-bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
+bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --dataDir "$TAP_TMP/cpdata" \
   --heartbeatInterval 300ms --placementPolicy round-robin --traceOutputFolder "$TAP_TMP/trace"
 CP_PID=$BG_PID
 wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
@@ -201,19 +201,29 @@ t_worker_dies() {
 check "kill -9 of a worker: its sandboxes are replaced on the other after the heartbeat timeout" t_worker_dies
 
 t_cp_restart() {
-  # the CP forgets everything (no persistence yet); the workers still run their sandboxes
+  # kill -9 of the CP: functions come back from sqlite, sandboxes from the workers, no duplicates
+  local before after fns_before
+  fns_before=$(curl -sf "$REG/v1/functions" | /usr/bin/python3 -c 'import json,sys; print(sorted(f["name"] for f in json.load(sys.stdin)))')
+  before=$(curl -sf "$REG/v1/status" | /usr/bin/python3 -c 'import json,sys; print(sum(w["sandboxes"] for w in json.load(sys.stdin)["workers"]))')
   kill -9 "$CP_PID"; wait "$CP_PID" 2>/dev/null
-  bg_start "$TAP_TMP/cp2.log" "$B/dirigent-cp" --port "${CPI##*:}" --registrationServer "${REG#http://}" \
+  bg_start "$TAP_TMP/cp2.log" "$B/dirigent-cp" --port "${CPI##*:}" --registrationServer "${REG#http://}" --dataDir "$TAP_TMP/cpdata" \
     --heartbeatInterval 300ms --placementPolicy round-robin --traceOutputFolder ""
   CP_PID=$BG_PID
   wait_for_log "$TAP_TMP/cp2.log" 'registration on' || return 1
-  [ "$(register hello)" = 200 ] || return 1
-  # the worker's next heartbeat reports its hello sandbox: adopted, not created again
+  grep -q 'restored [0-9]* functions, 2 workers, 1 data planes from sqlite' "$TAP_TMP/cp2.log" || { cat "$TAP_TMP/cp2.log"; return 1; }
+  # every function registered before is listed, without registering again
+  [ "$(curl -sf "$REG/v1/functions" | /usr/bin/python3 -c 'import json,sys; print(sorted(f["name"] for f in json.load(sys.stdin)))')" = "$fns_before" ] || return 1
+  [ "$(register hello)" = 409 ] || return 1
+  # the workers' sandboxes are rediscovered, not created again
   wait_status '[f for f in s["functions"] if f["name"]=="hello"][0]["ready"] >= 1' || return 1
-  grep -q 'fn=hello adopted sandbox' "$TAP_TMP/cp2.log" || { cat "$TAP_TMP/cp2.log"; return 1; }
-  [ "$(json_field "$(curl -sf -H 'Host: hello' "$P/")" Function)" = hello ]
+  grep -qE 'fn=hello (sandbox .* rediscovered|adopted sandbox)' "$TAP_TMP/cp2.log" || { cat "$TAP_TMP/cp2.log"; return 1; }
+  grep -q 'reconstruction done in' "$TAP_TMP/cp2.log" || return 1
+  [ "$(json_field "$(curl -sf -H 'Host: hello' "$P/")" Function)" = hello ] || return 1
+  after=$(curl -sf "$REG/v1/status" | /usr/bin/python3 -c 'import json,sys; print(sum(w["sandboxes"] for w in json.load(sys.stdin)["workers"]))')
+  echo "sandboxes before $before, after $after"
+  [ "$after" -le "$before" ] && ! grep -q 'create on' "$TAP_TMP/cp2.log"
 }
-check "a restarted CP adopts the sandboxes its workers still run" t_cp_restart
+check "kill -9 of the CP: functions back from sqlite, sandboxes rediscovered from the workers, none created again" t_cp_restart
 
 t_traces() {
   # written off the loop about once a second

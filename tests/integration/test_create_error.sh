@@ -21,7 +21,7 @@ cleanup_sandboxes() {
 }
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
-bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
+bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --dataDir "$TAP_TMP/cpdata" \
   --heartbeatInterval 300ms --traceOutputFolder ""
 wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
 CPI=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'internal api on')

@@ -68,7 +68,7 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$RP/v2/" >/dev/null && brea
 IMAGE=127.0.0.1:$RP/dirigent-fn:latest
 
 # ---- the cluster
-bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
+bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --dataDir "$TAP_TMP/cpdata" \
   --heartbeatInterval 300ms --traceOutputFolder "$TAP_TMP/trace"
 wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
 CPI=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'internal api on')

@@ -23,7 +23,7 @@ check() {
     echo "ok $TAP_N - $name"
   else
     echo "not ok $TAP_N - $name"
-    sed 's/^/# /' "$TAP_TMP/check.out" | head -n 20
+    sed "s/^/# /" "$TAP_TMP/check.out" | head -n 20
     TAP_FAILED=$((TAP_FAILED + 1))
   fi
 }
