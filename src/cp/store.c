@@ -34,6 +34,24 @@ struct cp_store {
     struct dg_err batch_err;
 };
 
+static void op_free(struct op *o)
+{
+    free(o->kind);
+    free(o->key);
+    free(o->value);
+    free(o);
+}
+
+static void store_free(struct cp_store *s)
+{
+    sqlite3_finalize(s->put);
+    sqlite3_finalize(s->del);
+    if (s->db)
+        sqlite3_close(s->db);
+    free(s->backend);
+    free(s);
+}
+
 static int sql_err(struct dg_err *err, sqlite3 *db, const char *what)
 {
     return dg_err_set(err, DG_E_INVAL, "sqlite: %s: %s", what, db ? sqlite3_errmsg(db) : "?");
@@ -93,12 +111,7 @@ struct cp_store *cp_store_open(uv_loop_t *loop, const char *backend, const char 
     }
     return s;
 fail:
-    sqlite3_finalize(s->put);
-    sqlite3_finalize(s->del);
-    if (s->db)
-        sqlite3_close(s->db);
-    free(s->backend);
-    free(s);
+    store_free(s);
     return NULL;
 }
 
@@ -149,10 +162,7 @@ static void batch_done(uv_work_t *w, int status)
         s->pending--;
         if (o->done)
             o->done(o->ud, err ? &copy : NULL);
-        free(o->kind);
-        free(o->key);
-        free(o->value);
-        free(o);
+        op_free(o);
         o = next;
     }
     kick(s);
@@ -242,18 +252,10 @@ void cp_store_close(struct cp_store *s)
     if (!s)
         return;
     /* called after the loop: what was queued ran (uv_run waits for thread-pool work) */
-    while (s->queue) { /* never started (the loop stopped first): fail them */
+    while (s->queue) { /* never started (the loop stopped first) */
         struct op *o = s->queue;
         s->queue = o->next;
-        free(o->kind);
-        free(o->key);
-        free(o->value);
-        free(o);
+        op_free(o);
     }
-    sqlite3_finalize(s->put);
-    sqlite3_finalize(s->del);
-    if (s->db)
-        sqlite3_close(s->db);
-    free(s->backend);
-    free(s);
+    store_free(s);
 }
