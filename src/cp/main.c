@@ -29,11 +29,14 @@ struct cp_config {
     char *autoscaler;
     char *persistence;
     char *data_dir;
+    char *redis_address;
+    bool redis_full;
+    int64_t redis_replicas;
     struct dg_http_conf http;
 };
 
 static const char *const autoscalers[] = {"dirigent", "knative", NULL};
-static const char *const persistences[] = {"sqlite", "none", NULL};
+static const char *const persistences[] = {"sqlite", "redis", "none", NULL};
 
 static const struct dg_conf_field cp_fields[] = {
     {.key = "host",
@@ -73,12 +76,30 @@ static const struct dg_conf_field cp_fields[] = {
      .def = "sqlite",
      .choices = persistences,
      .help = "where functions, workers and data planes survive a restart: sqlite (a file in "
-             "dataDir), none"},
+             "dataDir), redis (shared by replicas), none"},
     {.key = "dataDir",
      .type = DG_CONF_STRING,
      .offset = offsetof(struct cp_config, data_dir),
      .def = "data/cp",
      .help = "the CP's data directory (sqlite: cp.sqlite in it)"},
+    {.key = "redis.address",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct cp_config, redis_address),
+     .def = "127.0.0.1:6379",
+     .help = "persistence redis: the server, HOST:PORT"},
+    {.key = "redis.fullPersistence",
+     .type = DG_CONF_BOOL,
+     .offset = offsetof(struct cp_config, redis_full),
+     .def = "false",
+     .help = "persistence redis: set appendonly yes and appendfsync always (a write is "
+             "answered once fsync'd)"},
+    {.key = "redis.replicas",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct cp_config, redis_replicas),
+     .def = "0",
+     .min = 0,
+     .max = 100,
+     .help = "persistence redis: WAIT for this many replicas to have each write"},
     {.key = "chblEpsilon",
      .type = DG_CONF_DOUBLE,
      .offset = offsetof(struct cp_config, chbl_eps),
@@ -181,6 +202,7 @@ static void on_server_closed(void *ud)
     uv_timer_stop(&g.cron);
     uv_close((uv_handle_t *)&g.cron, NULL);
     cp_restore_close();
+    cp_store_shutdown(cp.store);
     dg_trace_close(cp.cold_trace);
     cp.cold_trace = NULL;
     /* data planes first (their drains end in worker deletes); each pointer is cleared
@@ -282,8 +304,12 @@ int main(int argc, char **argv)
     dg_daemon_mount_health_metrics(g.internal, cp.metrics);
     cp_api_mount(g.internal, g.reg);
     /* what survived the last run, before anything is served */
-    if (!(cp.store = cp_store_open(cp.loop, g.cfg.persistence, g.cfg.data_dir, &err)) ||
-        cp_restore(&err) < 0) {
+    struct cp_store_opts so = {.backend = g.cfg.persistence,
+                               .dir = g.cfg.data_dir,
+                               .redis_address = g.cfg.redis_address,
+                               .full_persistence = g.cfg.redis_full,
+                               .replicas = (int)g.cfg.redis_replicas};
+    if (!(cp.store = cp_store_open(cp.loop, &so, &err)) || cp_restore(&err) < 0) {
         dg_log(DG_LOG_ERROR, "cp", "%s", err.msg);
         return 1;
     }

@@ -10,6 +10,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
 #include <sqlite3.h>
 
 #include "dirigent/log.h"
@@ -32,7 +35,23 @@ struct cp_store {
     uv_work_t work;
     bool busy, closing;
     struct dg_err batch_err;
+    /* redis */
+    redisAsyncContext *rc;
+    char *host;
+    int port;
+    bool full_persistence;
+    int replicas;
+    uv_timer_t reconnect;
+    bool reconnect_open;
 };
+
+/* One redis write in flight: its op (owned) and the store. */
+struct rop {
+    struct cp_store *s;
+    struct op *o;
+};
+
+static void redis_connect(struct cp_store *s);
 
 static void op_free(struct op *o)
 {
@@ -44,6 +63,7 @@ static void op_free(struct op *o)
 
 static void store_free(struct cp_store *s)
 {
+    free(s->host);
     sqlite3_finalize(s->put);
     sqlite3_finalize(s->del);
     if (s->db)
@@ -68,9 +88,11 @@ static int exec(sqlite3 *db, const char *sql, struct dg_err *err)
     return 0;
 }
 
-struct cp_store *cp_store_open(uv_loop_t *loop, const char *backend, const char *dir,
-                               struct dg_err *err)
+static int redis_open(struct cp_store *s, const struct cp_store_opts *o, struct dg_err *err);
+
+struct cp_store *cp_store_open(uv_loop_t *loop, const struct cp_store_opts *o, struct dg_err *err)
 {
+    const char *backend = o->backend, *dir = o->dir;
     struct cp_store *s = dg_xcalloc(1, sizeof(*s));
     s->loop = loop;
     s->backend = dg_xstrdup(backend);
@@ -78,8 +100,14 @@ struct cp_store *cp_store_open(uv_loop_t *loop, const char *backend, const char 
     s->work.data = s;
     if (strcmp(backend, "none") == 0)
         return s;
+    if (strcmp(backend, "redis") == 0) {
+        if (redis_open(s, o, err) < 0)
+            goto fail;
+        return s;
+    }
     if (strcmp(backend, "sqlite") != 0) {
-        dg_err_set(err, DG_E_INVAL, "persistence: expected sqlite or none, got '%s'", backend);
+        dg_err_set(err, DG_E_INVAL, "persistence: expected sqlite, redis or none, got '%s'",
+                   backend);
         goto fail;
     }
     if (mkdir(dir, 0700) == -1 && errno != EEXIST) {
@@ -168,8 +196,14 @@ static void batch_done(uv_work_t *w, int status)
     kick(s);
 }
 
+static void redis_kick(struct cp_store *s);
+
 static void kick(struct cp_store *s)
 {
+    if (s->rc || (s->host && !s->db)) {
+        redis_kick(s);
+        return;
+    }
     if (s->busy || !s->queue)
         return;
     if (!s->db) { /* none: nothing to keep */
@@ -216,10 +250,16 @@ void cp_store_del(struct cp_store *s, const char *kind, const char *key, cp_stor
     enqueue(s, kind, key, NULL, done, ud);
 }
 
+static int redis_scan(struct cp_store *s, const char *kind,
+                      void (*each)(void *ud, const char *key, const char *value), void *ud,
+                      struct dg_err *err);
+
 int cp_store_scan(struct cp_store *s, const char *kind,
                   void (*each)(void *ud, const char *key, const char *value), void *ud,
                   struct dg_err *err)
 {
+    if (s->host)
+        return redis_scan(s, kind, each, ud, err);
     if (!s->db)
         return 0;
     sqlite3_stmt *st;
@@ -251,6 +291,12 @@ void cp_store_close(struct cp_store *s)
 {
     if (!s)
         return;
+    if (s->rc) { /* the loop has stopped: free the context without callbacks into us */
+        redisAsyncContext *rc = s->rc;
+        s->rc = NULL;
+        rc->data = NULL;
+        redisAsyncFree(rc);
+    }
     /* called after the loop: what was queued ran (uv_run waits for thread-pool work) */
     while (s->queue) { /* never started (the loop stopped first) */
         struct op *o = s->queue;
@@ -258,4 +304,229 @@ void cp_store_close(struct cp_store *s)
         op_free(o);
     }
     store_free(s);
+}
+
+/* ---- redis --------------------------------------------------------------------------------- */
+
+static int redis_open(struct cp_store *s, const struct cp_store_opts *o, struct dg_err *err)
+{
+    const char *addr = o->redis_address ? o->redis_address : "127.0.0.1:6379";
+    const char *colon = strrchr(addr, ':');
+    long port = colon ? strtol(colon + 1, NULL, 10) : 0;
+    if (!colon || colon == addr || port <= 0 || port > 65535)
+        return dg_err_set(err, DG_E_INVAL, "redis.address: expected HOST:PORT, got '%s'", addr);
+    s->host = dg_xstrndup(addr, (size_t)(colon - addr));
+    s->port = (int)port;
+    s->full_persistence = o->full_persistence;
+    s->replicas = o->replicas;
+    uv_timer_init(s->loop, &s->reconnect);
+    s->reconnect.data = s;
+    s->reconnect_open = true;
+    uv_unref((uv_handle_t *)&s->reconnect);
+    redis_connect(s);
+    return 0;
+}
+
+static void redis_fail_all(struct cp_store *s, const char *why)
+{
+    struct dg_err err;
+    dg_err_set(&err, DG_E_CLOSED, "redis %s:%d: %s", s->host, s->port, why);
+    while (s->queue) {
+        struct op *o = s->queue;
+        s->queue = o->next;
+        s->pending--;
+        if (o->done)
+            o->done(o->ud, &err);
+        op_free(o);
+    }
+    s->tail = &s->queue;
+}
+
+static void on_reconnect(uv_timer_t *t)
+{
+    redis_connect(t->data);
+}
+
+static void redis_lost(struct cp_store *s, const char *why)
+{
+    s->rc = NULL;
+    dg_log(DG_LOG_WARN, "store", "redis %s:%d: %s; reconnecting", s->host, s->port, why);
+    redis_fail_all(s, why);
+    if (s->reconnect_open && !s->closing)
+        uv_timer_start(&s->reconnect, on_reconnect, 500, 0);
+}
+
+static void on_connect(const redisAsyncContext *c, int status)
+{
+    struct cp_store *s = c->data;
+    if (!s)
+        return;
+    if (status != REDIS_OK)
+        redis_lost(s, c->errstr[0] ? c->errstr : "cannot connect");
+}
+
+static void on_disconnect(const redisAsyncContext *c, int status)
+{
+    struct cp_store *s = c->data;
+    if (!s || s->rc != c)
+        return;
+    if (s->closing) {
+        s->rc = NULL;
+        return;
+    }
+    redis_lost(s, status == REDIS_OK ? "disconnected" : c->errstr);
+}
+
+static void redis_connect(struct cp_store *s)
+{
+    redisAsyncContext *rc = redisAsyncConnect(s->host, s->port);
+    if (!rc || rc->err) {
+        const char *why = rc ? rc->errstr : "no memory";
+        if (rc)
+            redisAsyncFree(rc);
+        redis_lost(s, why);
+        return;
+    }
+    rc->data = s;
+    redisLibuvAttach(rc, s->loop);
+    redisAsyncSetConnectCallback(rc, on_connect);
+    redisAsyncSetDisconnectCallback(rc, on_disconnect);
+    s->rc = rc;
+    if (s->full_persistence) { /* queued before any write on this connection */
+        redisAsyncCommand(rc, NULL, NULL, "CONFIG SET appendonly yes");
+        redisAsyncCommand(rc, NULL, NULL, "CONFIG SET appendfsync always");
+    }
+    redis_kick(s);
+}
+
+static void redis_done(redisAsyncContext *c, void *r, void *privdata)
+{
+    struct rop *rp = privdata;
+    struct cp_store *s = rp->s;
+    redisReply *reply = r;
+    struct dg_err err = {0};
+    if (!reply)
+        dg_err_set(&err, DG_E_CLOSED, "redis %s:%d: no answer (%s)", s->host, s->port,
+                   c->errstr[0] ? c->errstr : "connection lost");
+    else if (reply->type == REDIS_REPLY_ERROR)
+        dg_err_set(&err, DG_E_INVAL, "redis %s:%d: %s", s->host, s->port, reply->str);
+    s->pending--;
+    if (rp->o->done)
+        rp->o->done(rp->o->ud, err.msg[0] ? &err : NULL);
+    op_free(rp->o);
+    free(rp);
+}
+
+static void redis_wait_done(redisAsyncContext *c, void *r, void *privdata)
+{
+    struct rop *rp = privdata;
+    redisReply *reply = r;
+    /* WAIT answers how many replicas have the write: fewer than asked is a failure */
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer < rp->s->replicas) {
+        struct dg_err err;
+        dg_err_set(&err, DG_E_INVAL, "redis %s:%d: only %lld of %d replicas have the write",
+                   rp->s->host, rp->s->port, reply->integer, rp->s->replicas);
+        rp->s->pending--;
+        if (rp->o->done)
+            rp->o->done(rp->o->ud, &err);
+        op_free(rp->o);
+        free(rp);
+        return;
+    }
+    redis_done(c, r, privdata);
+}
+
+static void redis_kick(struct cp_store *s)
+{
+    if (!s->rc) /* not connected: fail fast (registration gets 503), retried by the user */
+        return redis_fail_all(s, "not connected");
+    while (s->queue) {
+        struct op *o = s->queue;
+        s->queue = o->next;
+        if (!s->queue)
+            s->tail = &s->queue;
+        struct rop *rp = dg_xcalloc(1, sizeof(*rp));
+        rp->s = s;
+        rp->o = o;
+        char hash[96];
+        snprintf(hash, sizeof(hash), "dirigent:%s", o->kind);
+        bool wait = s->replicas > 0;
+        int rc = o->value ? redisAsyncCommand(s->rc, wait ? NULL : redis_done, wait ? NULL : rp,
+                                              "HSET %s %s %s", hash, o->key, o->value)
+                          : redisAsyncCommand(s->rc, wait ? NULL : redis_done, wait ? NULL : rp,
+                                              "HDEL %s %s", hash, o->key);
+        if (rc == REDIS_OK && wait)
+            rc = redisAsyncCommand(s->rc, redis_wait_done, rp, "WAIT %d %d", s->replicas, 1000);
+        if (rc != REDIS_OK) {
+            struct dg_err err;
+            dg_err_set(&err, DG_E_CLOSED, "redis %s:%d: %s", s->host, s->port,
+                       s->rc->errstr[0] ? s->rc->errstr : "cannot send");
+            s->pending--;
+            if (o->done)
+                o->done(o->ud, &err);
+            op_free(o);
+            free(rp);
+        }
+    }
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+    const redisReply *const *x = a, *const *y = b;
+    return strcmp((*x)->str, (*y)->str);
+}
+
+static int redis_scan(struct cp_store *s, const char *kind,
+                      void (*each)(void *ud, const char *key, const char *value), void *ud,
+                      struct dg_err *err)
+{
+    struct timeval tv = {5, 0};
+    redisContext *c = redisConnectWithTimeout(s->host, s->port, tv);
+    if (!c || c->err) {
+        dg_err_set(err, DG_E_CLOSED, "persistence redis: cannot connect to %s:%d: %s", s->host,
+                   s->port, c ? c->errstr : "no memory");
+        if (c)
+            redisFree(c);
+        return -1;
+    }
+    redisReply *r = redisCommand(c, "HGETALL dirigent:%s", kind);
+    int rc = 0;
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        rc =
+            dg_err_set(err, DG_E_INVAL, "persistence redis %s:%d: HGETALL dirigent:%s: %s", s->host,
+                       s->port, kind, r && r->type == REDIS_REPLY_ERROR ? r->str : c->errstr);
+    } else {
+        /* pairs (key, value), in key order like sqlite's scan */
+        size_t n = r->elements / 2;
+        redisReply **keys = dg_xcalloc(n ? n : 1, sizeof(*keys));
+        for (size_t i = 0; i < n; i++)
+            keys[i] = r->element[2 * i];
+        qsort(keys, n, sizeof(*keys), key_cmp);
+        for (size_t i = 0; i < n; i++) {
+            size_t at = 0;
+            while (r->element[at] != keys[i])
+                at += 2;
+            each(ud, keys[i]->str, r->element[at + 1]->str);
+        }
+        free(keys);
+    }
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return rc;
+}
+
+void cp_store_shutdown(struct cp_store *s)
+{
+    if (!s)
+        return;
+    s->closing = true;
+    if (s->reconnect_open) {
+        s->reconnect_open = false;
+        uv_close((uv_handle_t *)&s->reconnect, NULL);
+    }
+    if (s->rc) { /* answers still due arrive, then the connection closes */
+        redisAsyncContext *rc = s->rc;
+        redisAsyncDisconnect(rc);
+    }
 }

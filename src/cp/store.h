@@ -8,6 +8,10 @@
  *   sqlite  one file in the CP's data directory, WAL, synchronous=FULL (fsync on
  *           commit); writes run on the thread pool, one transaction at a time,
  *           with whatever queued meanwhile committed together (group commit)
+ *   redis   hashes dirigent:<kind> on a Redis server through hiredis' async client
+ *           on the CP's loop (shared by CP replicas); with fullPersistence the CP sets
+ *           appendonly yes + appendfsync always (Redis answers a write once it is in
+ *           its fsync'd AOF) and, with replicas > 0, waits for them with WAIT
  *   none    nothing is kept (writes succeed at once)
  */
 #ifndef DIRIGENT_CP_STORE_H
@@ -22,9 +26,15 @@ struct cp_store;
 /* err NULL: durable. */
 typedef void (*cp_store_done)(void *ud, const struct dg_err *err);
 
-/* Open `backend` ("sqlite" or "none"); sqlite keeps DIR/cp.sqlite (DIR is created). */
-struct cp_store *cp_store_open(uv_loop_t *loop, const char *backend, const char *dir,
-                               struct dg_err *err);
+struct cp_store_opts {
+    const char *backend;       /* sqlite, redis, none */
+    const char *dir;           /* sqlite: DIR/cp.sqlite (DIR is created) */
+    const char *redis_address; /* host:port */
+    bool full_persistence;     /* redis: AOF with fsync on every write */
+    int replicas;              /* redis: WAIT for this many replicas (0: none) */
+};
+
+struct cp_store *cp_store_open(uv_loop_t *loop, const struct cp_store_opts *o, struct dg_err *err);
 /* Put (insert or replace) / delete; `done` (may be NULL) once durable. */
 void cp_store_put(struct cp_store *s, const char *kind, const char *key, const char *value,
                   cp_store_done done, void *ud);
@@ -36,7 +46,10 @@ int cp_store_scan(struct cp_store *s, const char *kind,
                   struct dg_err *err);
 /* Writes not yet durable. */
 unsigned cp_store_pending(const struct cp_store *s);
-/* Finish what is queued (the loop keeps running until then), then close. */
+/* Shutdown, while the loop still runs: no reconnects; a Redis connection closes once its
+ * answers are in. */
+void cp_store_shutdown(struct cp_store *s);
+/* After the loop: free everything (writes that never started are dropped). */
 void cp_store_close(struct cp_store *s);
 const char *cp_store_backend(const struct cp_store *s);
 

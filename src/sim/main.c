@@ -491,6 +491,12 @@ static int compare(int argc, char **argv, const struct dg_strlist *axes)
         if (!eq || eq == axes->v[i] || !eq[1]) {
             fprintf(stderr, "dirigent-sim: compare: expected KEY=V1|V2|..., got '%s'\n",
                     axes->v[i]);
+            for (size_t k = 0; k < i; k++) {
+                free(keys[k]);
+                dg_strlist_free(&vals[k]);
+            }
+            free(keys);
+            free(vals);
             return 2;
         }
         keys[i] = dg_xstrndup(axes->v[i], (size_t)(eq - axes->v[i]));

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# persistence: redis (issue 6): a Redis server started by this test on 127.0.0.1; the CP keeps
+# functions in it with fullPersistence (AOF, fsync always). A CP killed and restarted gets them
+# back; Redis killed with kill -9 and restarted loses no registration; while it is down a
+# registration gets 503 naming it and nothing is registered; the CP reconnects by itself.
+set -u
+. "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
+B=${DG_BUILD_DIR:-build}
+B=$(cd "$B" && pwd)
+FN=$B/dirigent-fn
+
+plan 4
+if ! command -v redis-server >/dev/null; then
+  for i in 1 2 3 4; do echo "ok $i # SKIP needs redis-server"; done
+  exit 0
+fi
+RP=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+RDIR=$TAP_TMP/redis
+mkdir -p "$RDIR"
+start_redis() {
+  bg_start "$TAP_TMP/redis.log" redis-server --port "$RP" --bind 127.0.0.1 --dir "$RDIR" --save "" \
+    --appendonly yes --appendfsync always
+  REDIS_PID=$BG_PID
+  for _ in $(seq 1 100); do redis-cli -p "$RP" ping 2>/dev/null | grep -q PONG && return 0; sleep 0.05; done
+  return 1
+}
+start_cp() { # start_cp LOG
+  bg_start "$1" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --traceOutputFolder "" \
+    --persistence redis --redis.address "127.0.0.1:$RP" --redis.fullPersistence
+  CP_PID=$BG_PID
+  wait_for_log "$1" 'registration on' || return 1
+  REG=http://127.0.0.1:$(port_of "$1" 'registration on')
+}
+register() {
+  curl -s -o "$TAP_TMP/reg.out" -w '%{http_code}' -XPOST "$REG/registerService" \
+    -d "name=$1&image=$FN&port_forwarding=80&port_forwarding=tcp"
+}
+names() { curl -sf "$REG/v1/functions" | /usr/bin/python3 -c 'import json,sys; print(" ".join(sorted(f["name"] for f in json.load(sys.stdin))))'; }
+start_redis || { echo "Bail out! redis did not start"; exit 1; }
+
+t_register() {
+  start_cp "$TAP_TMP/cp1.log" || return 1
+  local i
+  for i in 1 2 3 4 5; do [ "$(register "r$i")" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }; done
+  [ "$(redis-cli -p "$RP" HLEN dirigent:function)" = 5 ] || return 1
+  [ "$(redis-cli -p "$RP" CONFIG GET appendfsync | tail -1)" = always ] &&
+    [ "$(redis-cli -p "$RP" CONFIG GET appendonly | tail -1)" = yes ]
+}
+check "registrations go to Redis (HSET dirigent:function), with AOF and fsync always" t_register
+
+t_cp_restart() {
+  kill -9 "$CP_PID"; wait "$CP_PID" 2>/dev/null
+  start_cp "$TAP_TMP/cp2.log" || return 1
+  [ "$(names)" = "r1 r2 r3 r4 r5" ] && grep -q 'restored 5 functions.* from redis' "$TAP_TMP/cp2.log"
+}
+check "kill -9 of the CP: every function back from Redis" t_cp_restart
+
+t_redis_down() {
+  kill -9 "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null
+  local code
+  code=$(register down)
+  [ "$code" = 503 ] && grep -q "function 'down' not registered: the store failed (redis 127.0.0.1:$RP" "$TAP_TMP/reg.out" ||
+    { echo "$code $(cat "$TAP_TMP/reg.out")"; return 1; }
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$REG/v1/functions/down")" = 404 ]
+}
+check "Redis down: a registration gets 503 naming Redis, nothing registered" t_redis_down
+
+t_redis_restart() {
+  start_redis || return 1
+  # nothing lost by the kill -9 (AOF, fsync always); the CP reconnects by itself
+  [ "$(redis-cli -p "$RP" HKEYS dirigent:function | sort | tr '\n' ' ')" = "r1 r2 r3 r4 r5 " ] || return 1
+  local i code
+  for i in $(seq 1 60); do
+    code=$(register r6)
+    [ "$code" = 200 ] && break
+    sleep 0.1
+  done
+  [ "$code" = 200 ] && [ "$(redis-cli -p "$RP" HLEN dirigent:function)" = 6 ] && [ "$(names)" = "r1 r2 r3 r4 r5 r6" ]
+}
+check "Redis killed and restarted with its AOF: no registration lost; the CP reconnects" t_redis_restart
+
+tap_done
