@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "dirigent/json.h"
 #include "dirigent/log.h"
@@ -12,8 +13,12 @@
 struct dg_heartbeat {
     uv_loop_t *loop;
     uv_timer_t timer;
-    struct dg_http_pool *pool;
-    char *path, *address;
+    struct dg_http_pool *pool; /* = pools[cur] */
+    struct dg_http_pool **pools;
+    char **addrs;
+    size_t naddrs, cur;
+    uint64_t interval_ms;
+    char *path, *address; /* = addrs[cur] */
     json_t *(*body)(void *ud);
     void *ud;
     bool ok, resync, in_flight, stopped;
@@ -23,8 +28,35 @@ static void closed(uv_handle_t *h)
 {
     struct dg_heartbeat *hb = h->data;
     free(hb->path);
-    free(hb->address);
+    for (size_t i = 0; i < hb->naddrs; i++)
+        free(hb->addrs[i]);
+    free(hb->addrs);
+    free(hb->pools);
     free(hb);
+}
+
+/* Talk to control plane `i` from now on. */
+static void switch_to(struct dg_heartbeat *hb, size_t i)
+{
+    if (i == hb->cur)
+        return;
+    hb->cur = i;
+    hb->pool = hb->pools[i];
+    hb->address = hb->addrs[i];
+    dg_log(DG_LOG_INFO, "heartbeat", "trying the control plane at %s", hb->address);
+}
+
+static void beat(uv_timer_t *t);
+
+/* The leader a refusing replica names (X-Dirigent-Leader: IP:PORT), or an empty view. */
+static struct dg_str leader_of(const struct dg_http_resp *resp)
+{
+    for (size_t i = 0; resp && i < resp->nheaders; i++) {
+        const struct dg_http_header *h = &resp->headers[i];
+        if (h->name.len == 17 && strncasecmp(h->name.ptr, "X-Dirigent-Leader", 17) == 0)
+            return h->value;
+    }
+    return (struct dg_str){0};
 }
 
 static void beat_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
@@ -41,6 +73,16 @@ static void beat_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
         dg_log(DG_LOG_INFO, "heartbeat", "registered with the control plane at %s", hb->address);
     hb->ok = ok;
     hb->resync = !ok; /* after a failure the CP may have lost us: ask for everything */
+    if (ok || hb->naddrs < 2 || hb->stopped)
+        return;
+    /* a replica that does not lead names the leader; else try the next one, soon */
+    size_t next = (hb->cur + 1) % hb->naddrs;
+    struct dg_str leader = leader_of(resp);
+    for (size_t i = 0; leader.len && i < hb->naddrs; i++)
+        if (dg_str_eq(leader, hb->addrs[i]))
+            next = i;
+    switch_to(hb, next);
+    uv_timer_start(&hb->timer, beat, DG_MIN(hb->interval_ms, 100), hb->interval_ms);
 }
 
 static void beat(uv_timer_t *t)
@@ -60,24 +102,40 @@ static void beat(uv_timer_t *t)
     free(s);
 }
 
-struct dg_heartbeat *dg_heartbeat_start(uv_loop_t *loop, const char *address, const char *path,
-                                        uint64_t interval_ms, json_t *(*body)(void *ud), void *ud,
-                                        struct dg_err *err)
+struct dg_heartbeat *dg_heartbeat_start_list(uv_loop_t *loop, const struct dg_strlist *addresses,
+                                             const char *path, uint64_t interval_ms,
+                                             json_t *(*body)(void *ud), void *ud,
+                                             struct dg_err *err)
 {
     struct dg_http_pool_opts o;
     dg_http_pool_opts_default(&o);
     o.max_conns = 4;
     o.request_timeout_ms = interval_ms * 2;
-    struct dg_http_pool *pool = dg_http_pool_new_addr(loop, address, &o, err);
-    if (!pool) {
-        dg_err_wrap(err, "controlPlaneAddress");
+    if (addresses->n == 0) {
+        dg_err_set(err, DG_E_INVAL, "controlPlaneAddress: expected at least one IP:PORT");
         return NULL;
+    }
+    struct dg_http_pool **pools = dg_xcalloc(addresses->n, sizeof(*pools));
+    for (size_t i = 0; i < addresses->n; i++) {
+        if (!(pools[i] = dg_http_pool_new_addr(loop, addresses->v[i], &o, err))) {
+            dg_err_wrap(err, "controlPlaneAddress");
+            while (i-- > 0)
+                dg_http_pool_close(pools[i]);
+            free(pools);
+            return NULL;
+        }
     }
     struct dg_heartbeat *hb = dg_xcalloc(1, sizeof(*hb));
     hb->loop = loop;
-    hb->pool = pool;
+    hb->pools = pools;
+    hb->naddrs = addresses->n;
+    hb->addrs = dg_xcalloc(addresses->n, sizeof(*hb->addrs));
+    for (size_t i = 0; i < addresses->n; i++)
+        hb->addrs[i] = dg_xstrdup(addresses->v[i]);
+    hb->pool = pools[0];
+    hb->address = hb->addrs[0];
+    hb->interval_ms = interval_ms;
     hb->path = dg_xstrdup(path);
-    hb->address = dg_xstrdup(address);
     hb->body = body;
     hb->ud = ud;
     hb->resync = true;
@@ -93,6 +151,15 @@ static void post_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
 {
     if (err)
         dg_log(DG_LOG_DEBUG, "heartbeat", "post: %s", err->msg);
+}
+
+struct dg_heartbeat *dg_heartbeat_start(uv_loop_t *loop, const char *address, const char *path,
+                                        uint64_t interval_ms, json_t *(*body)(void *ud), void *ud,
+                                        struct dg_err *err)
+{
+    char *one = (char *)address;
+    struct dg_strlist l = {.v = &one, .n = 1};
+    return dg_heartbeat_start_list(loop, &l, path, interval_ms, body, ud, err);
 }
 
 void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body)
@@ -116,7 +183,8 @@ void dg_heartbeat_stop(struct dg_heartbeat *h)
     if (!h || h->stopped)
         return;
     h->stopped = true;
-    dg_http_pool_close(h->pool); /* fails what is in flight: beat_done runs now */
+    for (size_t i = 0; i < h->naddrs; i++) /* fails what is in flight: beat_done runs now */
+        dg_http_pool_close(h->pools[i]);
     uv_timer_stop(&h->timer);
     uv_close((uv_handle_t *)&h->timer, closed);
 }

@@ -21,6 +21,13 @@ struct dg_heartbeat;
 struct dg_heartbeat *dg_heartbeat_start(uv_loop_t *loop, const char *address, const char *path,
                                         uint64_t interval_ms, json_t *(*body)(void *ud), void *ud,
                                         struct dg_err *err);
+/* The same with several control-plane replicas: it talks to one at a time; when that one fails
+ * or refuses, it moves to the leader the refusal names (header X-Dirigent-Leader) or to the
+ * next, and beats again within 100 ms. */
+struct dg_heartbeat *dg_heartbeat_start_list(uv_loop_t *loop, const struct dg_strlist *addresses,
+                                             const char *path, uint64_t interval_ms,
+                                             json_t *(*body)(void *ud), void *ud,
+                                             struct dg_err *err);
 /* Send `body` (taken) as JSON POST to `path` on the CP; errors are logged once per kind. */
 void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body);
 /* True once the CP has answered a heartbeat with 200. */

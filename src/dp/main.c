@@ -82,7 +82,8 @@ static const struct dg_conf_field dp_fields[] = {
      .type = DG_CONF_STRLIST,
      .offset = offsetof(struct dp_config, cp_addresses),
      .def = "127.0.0.1:9090",
-     .help = "control plane (the first; empty: run standalone)"},
+     .help = "control plane replicas, IP:PORT of each internal API (the leader is found; "
+             "empty: run standalone)"},
     {.key = "heartbeatInterval",
      .type = DG_CONF_DURATION,
      .offset = offsetof(struct dp_config, heartbeat_ms),
@@ -618,9 +619,9 @@ int main(int argc, char **argv)
         dp.name = dg_xasprintf("%s-%d", host, dg_http_server_port(g.ingress));
     }
     if (g.cfg.cp_addresses.n > 0 &&
-        !(dp.hb =
-              dg_heartbeat_start(dp.loop, g.cfg.cp_addresses.v[0], "/v1/dataplanes",
-                                 (uint64_t)g.cfg.heartbeat_ms, registration_body, NULL, &err))) {
+        !(dp.hb = dg_heartbeat_start_list(dp.loop, &g.cfg.cp_addresses, "/v1/dataplanes",
+                                          (uint64_t)g.cfg.heartbeat_ms, registration_body, NULL,
+                                          &err))) {
         dg_log(DG_LOG_ERROR, "dp", "%s", err.msg);
         return 1;
     }

@@ -108,7 +108,8 @@ static const struct dg_conf_field wk_fields[] = {
      .type = DG_CONF_STRLIST,
      .offset = offsetof(struct wk_config, cp_addresses),
      .def = "127.0.0.1:9090",
-     .help = "control plane (the first; empty: run standalone)"},
+     .help = "control plane replicas, IP:PORT of each internal API (the leader is found; "
+             "empty: run standalone)"},
     {.key = "emulatedNodes",
      .type = DG_CONF_INT,
      .offset = offsetof(struct wk_config, emulated_nodes),
@@ -524,9 +525,9 @@ static void shared_ready(void *ud, const struct dg_err *perr)
     g.node_names = dg_xcalloc((size_t)n, sizeof(*g.node_names));
     for (int64_t i = 0; i < n; i++) {
         g.node_names[i] = n > 1 ? dg_xasprintf("%s-%lld", g.w.name, (long long)i) : NULL;
-        g.node_hbs[i] = dg_heartbeat_start(g.w.loop, g.cfg.cp_addresses.v[0], "/v1/workers",
-                                           (uint64_t)g.cfg.heartbeat_ms, registration_body,
-                                           g.node_names[i], &err);
+        g.node_hbs[i] = dg_heartbeat_start_list(g.w.loop, &g.cfg.cp_addresses, "/v1/workers",
+                                                (uint64_t)g.cfg.heartbeat_ms, registration_body,
+                                                g.node_names[i], &err);
         if (!g.node_hbs[i]) {
             dg_log(DG_LOG_ERROR, "worker", "%s", err.msg);
             exit(1);
