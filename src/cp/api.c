@@ -660,8 +660,29 @@ static void api_status(struct dg_http_req *r, void *ud)
     for (struct cp_fn *f = cp.fns; f; f = f->next)
         if (!f->deleted)
             json_array_append_new(fs, fn_json(f));
-    dg_http_respond_json(r, 200,
-                         json_pack("{so so so}", "workers", ws, "dataplanes", ds, "functions", fs));
+    json_t *st = json_pack("{so so so ss}", "workers", ws, "dataplanes", ds, "functions", fs,
+                           "role", cp.leader ? "leader" : "follower");
+    json_object_set_new(st, "leader", cp.leader_api ? json_string(cp.leader_api) : json_null());
+    dg_http_respond_json(r, 200, st);
+}
+
+/* A replica that does not lead refuses with the leader's internal API address (workers and
+ * data planes follow X-Dirigent-Leader; users get it in the text). */
+struct leader_route {
+    void (*fn)(struct dg_http_req *r, void *ud);
+};
+
+static void leader_only(struct dg_http_req *r, void *ud)
+{
+    const struct leader_route *route = ud;
+    if (cp.leader) {
+        route->fn(r, NULL);
+        return;
+    }
+    if (cp.leader_api)
+        dg_http_resp_header(r, "X-Dirigent-Leader", cp.leader_api);
+    dg_http_respond_text(r, 503, "this control plane replica does not lead; the leader is %s",
+                         cp.leader_api ? cp.leader_api : "not elected yet: try again");
 }
 
 static void api_health(struct dg_http_req *r, void *ud)
@@ -671,19 +692,25 @@ static void api_health(struct dg_http_req *r, void *ud)
 
 void cp_api_mount(struct dg_http_server *internal, struct dg_http_server *reg)
 {
+    static const struct leader_route r_register = {api_register}, r_check = {api_check},
+                                     r_list = {api_fn_list}, r_create = {api_create_json},
+                                     r_get = {api_fn_get}, r_update = {api_fn_update},
+                                     r_delete = {api_fn_delete}, r_worker = {api_worker},
+                                     r_dp = {api_dataplane}, r_metrics = {api_metrics},
+                                     r_exited = {api_sandbox_exited};
     dg_http_route(reg, "GET", "/health", api_health, NULL, 0);
-    dg_http_route(reg, "POST", "/", api_register, NULL, 0);
-    dg_http_route(reg, "POST", "/registerService", api_register, NULL, 0);
-    dg_http_route(reg, "GET", "/check", api_check, NULL, 0);
-    dg_http_route(reg, "GET", "/v1/functions", api_fn_list, NULL, 0);
-    dg_http_route(reg, "POST", "/v1/functions", api_create_json, NULL, 0);
-    dg_http_route(reg, "GET", "/v1/functions/:name", api_fn_get, NULL, 0);
-    dg_http_route(reg, "PUT", "/v1/functions/:name", api_fn_update, NULL, 0);
-    dg_http_route(reg, "DELETE", "/v1/functions/:name", api_fn_delete, NULL, 0);
-    dg_http_route(internal, "POST", "/v1/workers", api_worker, NULL, 0);
-    dg_http_route(internal, "POST", "/v1/dataplanes", api_dataplane, NULL, 0);
-    dg_http_route(internal, "POST", "/v1/metrics", api_metrics, NULL, 0);
-    dg_http_route(internal, "POST", "/v1/sandboxes/exited", api_sandbox_exited, NULL, 0);
+    dg_http_route(reg, "POST", "/", leader_only, (void *)&r_register, 0);
+    dg_http_route(reg, "POST", "/registerService", leader_only, (void *)&r_register, 0);
+    dg_http_route(reg, "GET", "/check", leader_only, (void *)&r_check, 0);
+    dg_http_route(reg, "GET", "/v1/functions", leader_only, (void *)&r_list, 0);
+    dg_http_route(reg, "POST", "/v1/functions", leader_only, (void *)&r_create, 0);
+    dg_http_route(reg, "GET", "/v1/functions/:name", leader_only, (void *)&r_get, 0);
+    dg_http_route(reg, "PUT", "/v1/functions/:name", leader_only, (void *)&r_update, 0);
+    dg_http_route(reg, "DELETE", "/v1/functions/:name", leader_only, (void *)&r_delete, 0);
+    dg_http_route(internal, "POST", "/v1/workers", leader_only, (void *)&r_worker, 0);
+    dg_http_route(internal, "POST", "/v1/dataplanes", leader_only, (void *)&r_dp, 0);
+    dg_http_route(internal, "POST", "/v1/metrics", leader_only, (void *)&r_metrics, 0);
+    dg_http_route(internal, "POST", "/v1/sandboxes/exited", leader_only, (void *)&r_exited, 0);
     dg_http_route(internal, "GET", "/v1/status", api_status, NULL, 0);
     dg_http_route(reg, "GET", "/v1/status", api_status, NULL, 0);
 }

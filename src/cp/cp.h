@@ -86,7 +86,9 @@ struct cp {
     struct cp_worker *workers;
     struct cp_dp *dps;
     char *placement;
-    bool knative; /* autoscaler: knative */
+    bool knative;     /* autoscaler: knative */
+    bool leader;      /* this replica acts (always, without replicas) */
+    char *leader_api; /* the leader's internal API address, NULL if none known */
     struct cp_store *store;
     double reconstruction_seconds; /* the last start-up's, for /metrics */
     struct cp_placer placer;

@@ -160,6 +160,8 @@ static struct {
 
 static void on_cron(uv_timer_t *t)
 {
+    if (!cp.leader)
+        return; /* a follower keeps no registry and decides nothing */
     uint64_t now = uv_now(cp.loop);
     uint64_t silent = 3 * cp.heartbeat_timeout_ms;
     for (struct cp_worker *w = cp.workers; w; w = w->next)
@@ -253,6 +255,7 @@ int main(int argc, char **argv)
     cp.loop = uv_default_loop();
     cp.placement = g.cfg.placement;
     cp.knative = strcmp(g.cfg.autoscaler, "knative") == 0;
+    cp.leader = true; /* a single control plane (replicas: the election decides) */
     cp.lb_address = g.cfg.lb_address;
     cp.heartbeat_timeout_ms = (uint64_t)g.cfg.heartbeat_ms;
     cp_placer_init(&cp.placer, (enum cp_place_policy)cp_place_policy_parse(cp.placement),
