@@ -18,6 +18,7 @@
 #define OUTPUT_MAX 4096
 
 struct wk_exec {
+    struct wk_exec *prev, *next; /* running: libuv reaps these, wk_reap_orphans must not */
     uv_process_t proc;
     uv_pipe_t out;
     char buf[OUTPUT_MAX + 1];
@@ -29,6 +30,8 @@ struct wk_exec {
     wk_exec_cb cb;
     void *ud;
 };
+
+static struct wk_exec *running;
 
 static void exec_closed(uv_handle_t *h)
 {
@@ -55,6 +58,12 @@ static void exec_maybe_done(struct wk_exec *x)
 static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal)
 {
     struct wk_exec *x = p->data;
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        running = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
     x->status = status;
     x->term_signal = term_signal;
     x->exited = true;
@@ -114,6 +123,10 @@ int wk_exec(uv_loop_t *loop, char *const argv[], enum wk_exec_capture capture, w
         return dg_err_set(err, rc, "cannot run %s: %s", argv[0], uv_strerror(rc));
     }
     x->open = 2;
+    x->next = running;
+    if (running)
+        running->prev = x;
+    running = x;
     if (capture == WK_EXEC_NONE) /* nothing to read (a detached container keeps our fds) */
         x->eof = true;
     else
@@ -195,4 +208,47 @@ int wk_run_sync(char *const argv[], char *out, size_t outlen)
     while (waitpid(pid, &st, 0) == -1 && errno == EINTR)
         ;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+unsigned wk_reap_orphans(bool (*keep)(pid_t pid, void *ud), void *ud)
+{
+    /* children of this process that exited and that nobody else waits for: the middle
+     * processes of `crun run --detach`, reparented to us as the subreaper */
+    char path[64], buf[8192];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/children", (int)getpid());
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    unsigned reaped = 0;
+    for (char *p = buf, *end; *p; p = end) {
+        long pid = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        bool ours = false;
+        for (struct wk_exec *x = running; x && !ours; x = x->next)
+            ours = x->proc.pid == pid;
+        if (ours || (keep && keep((pid_t)pid, ud)))
+            continue;
+        /* only a zombie: a live orphan (a container's init) is left alone */
+        char stat[64], st[256];
+        snprintf(stat, sizeof(stat), "/proc/%ld/stat", pid);
+        int sfd = open(stat, O_RDONLY | O_CLOEXEC);
+        if (sfd == -1)
+            continue;
+        ssize_t k = read(sfd, st, sizeof(st) - 1);
+        close(sfd);
+        if (k <= 0)
+            continue;
+        st[k] = '\0';
+        const char *rparen = strrchr(st, ')');
+        if (rparen && rparen[1] == ' ' && rparen[2] == 'Z' &&
+            waitpid((pid_t)pid, NULL, WNOHANG) == (pid_t)pid)
+            reaped++;
+    }
+    return reaped;
 }

@@ -48,11 +48,13 @@ enum oci_stage {
 struct oci_rt {
     struct wk_images *images;
     struct wk_netpool *net;
-    char *state_root; /* the OCI runtime's --root */
-    char *sb_dir;     /* <run>/sandboxes */
-    char *cgroup;     /* dirigent/<worker> */
-    char *runtime;    /* crun, runc, runsc */
-    json_t *tmpl;     /* config.json without the per-sandbox parts */
+    char *state_root;  /* the OCI runtime's --root */
+    char *sb_dir;      /* <run>/sandboxes */
+    char *cgroup;      /* dirigent/<worker> */
+    char *runtime;     /* crun, runc, runsc */
+    json_t *tmpl;      /* config.json without the per-sandbox parts */
+    uv_timer_t reaper; /* crun's middle processes, reparented to us, are reaped */
+    struct wk_worker *w;
     bool closing;
 };
 
@@ -82,6 +84,7 @@ struct oci_sb {
 };
 
 static void teardown(struct oci_sb *o);
+static bool is_container_init(pid_t pid, void *ud);
 static void sandbox_failed(struct oci_sb *o, const struct dg_err *err);
 
 /* ---- config.json ------------------------------------------------------------------------ */
@@ -531,6 +534,7 @@ static void runtime_started(void *ud, int64_t status, int sig, const char *out)
     struct wk_sandbox *sb = o->sb;
     char path[4096];
     sb->lat.start_us = dg_now_us() - o->t_step;
+    wk_reap_orphans(is_container_init, sb->w);
     o->t_step = dg_now_us();
     if (status != 0 || sig) {
         snprintf(path, sizeof(path), "%s/runtime.log", o->dir);
@@ -703,6 +707,26 @@ static void oci_destroy(struct wk_sandbox *sb)
     }
 }
 
+/* ---- orphans ---------------------------------------------------------------------------- */
+
+/* A container's init is reaped by on_pidfd (its status matters), not by the reaper. */
+static bool is_container_init(pid_t pid, void *ud)
+{
+    struct wk_worker *w = ud;
+    for (struct wk_sandbox *sb = w->sandboxes; sb; sb = sb->next) {
+        struct oci_sb *o = sb->rt;
+        if (o && o->pid == pid)
+            return true;
+    }
+    return false;
+}
+
+static void on_reaper(uv_timer_t *t)
+{
+    struct oci_rt *rt = t->data;
+    wk_reap_orphans(is_container_init, rt->w);
+}
+
 /* ---- start-up and shutdown -------------------------------------------------------------- */
 
 static bool mounted_at(const char *dir)
@@ -851,6 +875,11 @@ static int oci_init(struct wk_worker *w, struct dg_err *err)
     if (!rt->net)
         goto out;
     rt->tmpl = config_template();
+    rt->w = w;
+    uv_timer_init(w->loop, &rt->reaper);
+    rt->reaper.data = rt;
+    uv_timer_start(&rt->reaper, on_reaper, 1000, 1000);
+    uv_unref((uv_handle_t *)&rt->reaper);
     for (size_t i = 0; c->prefetch && i < c->prefetch->n; i++)
         wk_image_get(rt->images, c->prefetch->v[i], prefetched, NULL);
     dg_log(DG_LOG_INFO, "oci", "%s, sandboxes on %s (bridge %s), images in %s/images",
@@ -873,6 +902,8 @@ static void oci_deinit(struct wk_worker *w)
     if (!rt)
         return;
     rt->closing = true;
+    uv_timer_stop(&rt->reaper);
+    uv_close((uv_handle_t *)&rt->reaper, NULL);
     wk_images_close(rt->images);
     if (rt->net && w->nsandboxes == 0) /* else the last sandbox's teardown closes it */
         wk_netpool_close(rt->net, true, net_closed, rt);

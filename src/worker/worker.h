@@ -9,6 +9,7 @@
 #ifndef DIRIGENT_WORKER_H
 #define DIRIGENT_WORKER_H
 
+#include <sys/types.h>
 #include <uv.h>
 
 #include "dirigent/common.h"
@@ -140,6 +141,9 @@ int wk_exec(uv_loop_t *loop, char *const argv[], enum wk_exec_capture capture, w
 const char *wk_tool_message(const char *out);
 /* mkdir -p (blocking: start-up and thread-pool jobs). */
 int wk_mkdir_p(const char *path, unsigned mode, struct dg_err *err);
+/* Reap exited children nobody waits for (as a child subreaper the worker inherits crun's
+ * middle processes); `keep(pid)` spares pids someone else reaps. Returns how many. */
+unsigned wk_reap_orphans(bool (*keep)(pid_t pid, void *ud), void *ud);
 /* Run argv to completion (blocking: start-up only); its stdout into out (NUL-terminated). */
 int wk_run_sync(char *const argv[], char *out, size_t outlen);
 

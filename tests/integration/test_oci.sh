@@ -205,6 +205,14 @@ t_parallel() {
   cat "$TAP_TMP"/par.* | sort | uniq -c
   [ "$(cat "$TAP_TMP"/par.* | sort -u)" = 200 ] || return 1
   [ "$(grep -c "pulling $img" "$TAP_TMP/w1.log")" = 1 ] || { grep "pulling" "$TAP_TMP/w1.log"; return 1; }
+  # crun's middle processes, reparented to the worker (a subreaper), are reaped: no zombies
+  local z i=0
+  while [ $i -lt 60 ]; do
+    z=$(ps -eo ppid=,stat= | awk -v p="$WK_PID" '$1 == p && $2 ~ /Z/' | grep -c .)
+    [ "$z" = 0 ] && break
+    sleep 0.05; i=$((i + 1))
+  done
+  [ "$z" = 0 ] || { echo "$z zombie children of the worker"; return 1; }
 }
 check "20 parallel cold starts of 20 functions of a new image: one pull, all succeed" t_parallel
 
