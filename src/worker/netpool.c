@@ -406,11 +406,28 @@ static void np_go_home(const struct wk_netpool *p)
 
 /* Make a new namespace, bind-mount it on ns->path, open *in (a netlink socket inside) and
  * *nsfd, bring lo up. Always returns in the host namespace. */
+/* No IPv6 on `ifname` ("all", "default" or a link) in the calling thread's namespace: every
+ * new eth0 would otherwise send DAD/MLD/RS multicast that the bridge floods to every
+ * sandbox (~20% of a container start's CPU at 100 sandboxes). Sandboxes speak IPv4. */
+static void np_no_ipv6(const char *ifname)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", ifname);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd == -1)
+        return; /* no IPv6 in this kernel: nothing to silence */
+    if (write(fd, "1", 1) != 1)
+        dg_log(DG_LOG_DEBUG, "netpool", "%s: %m", path);
+    close(fd);
+}
+
 static int np_enter_new(const struct wk_netpool *p, struct wk_netns *ns, int *nsfd,
                         struct nl_sock **in, struct dg_err *err)
 {
     if (unshare(CLONE_NEWNET) == -1)
         return np_syserr(err, "unshare(CLONE_NEWNET)");
+    np_no_ipv6("all");
+    np_no_ipv6("default");
     int rc = 0;
     *nsfd = open(NP_SELF_NET, O_RDONLY | O_CLOEXEC);
     if (*nsfd == -1)
@@ -517,6 +534,7 @@ static int np_create(const struct wk_netpool *p, struct wk_netns *ns, struct dg_
                       p->c.bridge, ns->path);
         goto fail;
     }
+    np_no_ipv6(ns->host_if);
     if ((rc = np_link_up(host, ns->host_if, err)) < 0)
         goto fail;
     if ((rc = np_configure_inside(p, in, ns, err)) < 0)
