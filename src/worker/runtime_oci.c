@@ -212,7 +212,7 @@ static json_t *config_template(void)
                   "SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "syscalls", "names",
                   str_array(denied_syscalls, DG_ARRAY_LEN(denied_syscalls)), "action",
                   "SCMP_ACT_ERRNO", "errnoRet", 1);
-    return json_pack(
+    json_t *tmpl = json_pack(
         "{ss s{sb s{sOsOsO} s[{sssisi}] sb} s{sssb} so s{s[{ss}{ss}{ss}{ss}] so so so}}",
         "ociVersion", "1.0.2", "process", "terminal", 0, "capabilities", "bounding", capset,
         "effective", capset, "permitted", capset, "rlimits", "type", "RLIMIT_NOFILE", "hard", 4096,
@@ -220,6 +220,8 @@ static json_t *config_template(void)
         mounts, "linux", "namespaces", "type", "pid", "type", "ipc", "type", "uts", "type", "mount",
         "maskedPaths", str_array(masked_paths, DG_ARRAY_LEN(masked_paths)), "readonlyPaths",
         str_array(readonly_paths, DG_ARRAY_LEN(readonly_paths)), "seccomp", seccomp);
+    json_decref(capset); /* the template holds its own three references */
+    return tmpl;
 }
 
 /* This sandbox's config.json: the template, the image config, the function's spec. */
@@ -362,6 +364,10 @@ static void sb_free(struct oci_sb *o)
 static void sb_handle_closed(uv_handle_t *h)
 {
     struct oci_sb *o = h->data;
+    if (h == (uv_handle_t *)&o->poll && o->pidfd >= 0) {
+        close(o->pidfd);
+        o->pidfd = -1;
+    }
     if (--o->handles == 0)
         sb_free(o);
 }
@@ -386,12 +392,15 @@ static void finish(struct oci_sb *o)
 
 static void unmounted(uv_work_t *w, int status)
 {
+    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: unmounted", ((struct oci_sb *)w->data)->sb->id);
     finish(w->data);
 }
 
 static void runtime_deleted(void *ud, int64_t status, int sig, const char *out)
 {
     struct oci_sb *o = ud;
+    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: runtime state deleted (%lld)", o->sb->id,
+           (long long)status);
     if ((status != 0 || sig) && !strstr(out, "does not exist") && !strstr(out, "not exist"))
         dg_log(DG_LOG_WARN, "oci", "%s delete %s: %s", o->rt->runtime, o->sb->id, out);
     o->work.data = o;
@@ -401,6 +410,7 @@ static void runtime_deleted(void *ud, int64_t status, int sig, const char *out)
 /* The container's process is gone: remove the runtime's state, then the rootfs. */
 static void after_exit(struct oci_sb *o)
 {
+    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: process gone", o->sb->id);
     if (o->poll_active) {
         uv_poll_stop(&o->poll);
         o->poll_active = false;
@@ -436,6 +446,8 @@ static void on_grace(uv_timer_t *t)
 
 static void teardown(struct oci_sb *o)
 {
+    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: teardown (pid %d, started %d)", o->sb->id, (int)o->pid,
+           o->started);
     o->stage = ST_TEARDOWN;
     wk_probe_cancel(o->sb->probe);
     o->sb->probe = NULL;
@@ -467,6 +479,7 @@ static void sandbox_failed(struct oci_sb *o, const struct dg_err *err)
 static void on_pidfd(uv_poll_t *p, int status, int events)
 {
     struct oci_sb *o = p->data;
+    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: pidfd %d (status %d)", o->sb->id, o->pidfd, status);
     int st = 0;
     pid_t r;
     while ((r = waitpid(o->pid, &st, WNOHANG)) == -1 && errno == EINTR)
@@ -477,8 +490,8 @@ static void on_pidfd(uv_poll_t *p, int status, int events)
     o->pid = 0;
     uv_poll_stop(&o->poll);
     o->poll_active = false;
-    close(o->pidfd);
-    o->pidfd = -1;
+    /* the pidfd stays open until the poll handle is closed (sb_handle_closed): closed now, its
+     * number could go to another handle, and libuv, closing this one, would unregister that */
     if (o->stage == ST_TEARDOWN) {
         after_exit(o);
         return;
@@ -682,6 +695,8 @@ static void oci_create(struct wk_sandbox *sb, const struct wk_spec *spec)
 static void oci_destroy(struct wk_sandbox *sb)
 {
     struct oci_sb *o = sb->rt;
+    if (o)
+        dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: destroy at stage %d", sb->id, (int)o->stage);
     if (!o || o->destroy)
         return;
     o->destroy = true;

@@ -9,7 +9,7 @@ S=${DG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
 CLI=$B/dirigent
-NCHECKS=8
+NCHECKS=9
 BRIDGE=dgoci
 SUBNET=100.126.0.0/24
 RUN=$TAP_TMP/run
@@ -246,6 +246,32 @@ t_clean_stop() {
   [ "$(count_leftovers)" = "0 0 0 0" ] || { echo "left: $(count_leftovers) (containers mounts veths cgroups)"; return 1; }
 }
 check "SIGTERM of the worker: no container, mount, veth or cgroup left" t_clean_stop
+
+t_stop_while_creating() {
+  # SIGTERM while creates are in flight, five times: the worker always stops, nothing is left
+  # (a closed pidfd's number once went to another handle and shutdown hung on it)
+  local k i
+  for k in 1 2 3 4 5; do
+    bg_start "$TAP_TMP/ws$k.log" "$B/dirigent-worker" --port 0 --name oci-w1 --runtime oci \
+      --controlPlaneAddress "" --runDir "$RUN" --dataDir "$DATA" --bridge "$BRIDGE" \
+      --sandboxSubnet "$SUBNET" --netnsPool 4 --killGrace 100ms
+    WK_PID=$BG_PID
+    wait_for_log "$TAP_TMP/ws$k.log" 'oci-w1: listening on' 20 || return 1
+    local a=127.0.0.1:$(port_of "$TAP_TMP/ws$k.log" 'oci-w1: listening on') pids=()
+    for i in 1 2 3; do
+      curl -s -o /dev/null -m 10 -XPOST "http://$a/v1/sandboxes" \
+        -d "{\"function\":\"s$i\",\"image\":\"$IMAGE\",\"cpuMilli\":100,\"memoryMiB\":64}" &
+      pids+=($!)
+    done
+    sleep "0.0$((k * 2))"
+    kill -TERM "$WK_PID"
+    for i in $(seq 1 100); do kill -0 "$WK_PID" 2>/dev/null || break; sleep 0.05; done
+    kill -0 "$WK_PID" 2>/dev/null && { echo "round $k: the worker did not stop"; tail -5 "$TAP_TMP/ws$k.log"; return 1; }
+    wait "${pids[@]}" 2>/dev/null
+    [ "$(count_leftovers)" = "0 0 0 0" ] || { echo "round $k left: $(count_leftovers)"; return 1; }
+  done
+}
+check "SIGTERM while sandboxes are being created, five times: it stops, nothing left" t_stop_while_creating
 
 t_bad_runtime_config() {
   local out
