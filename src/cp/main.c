@@ -8,8 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cp.h"
+#include "election.h"
 #include "dirigent/config.h"
 #include "dirigent/daemon.h"
 #include "dirigent/log.h"
@@ -29,6 +31,9 @@ struct cp_config {
     char *autoscaler;
     char *persistence;
     char *data_dir;
+    struct dg_strlist replicas, raft_addresses;
+    int64_t replica_id;
+    int64_t election_timeout_ms;
     char *redis_address;
     bool redis_full;
     int64_t redis_replicas;
@@ -82,6 +87,32 @@ static const struct dg_conf_field cp_fields[] = {
      .offset = offsetof(struct cp_config, data_dir),
      .def = "data/cp",
      .help = "the CP's data directory (sqlite: cp.sqlite in it)"},
+    {.key = "replicas",
+     .type = DG_CONF_STRLIST,
+     .offset = offsetof(struct cp_config, replicas),
+     .def = "",
+     .help = "every control-plane replica's internal API address (IP:PORT), this one included, "
+             "in replica id order; empty: a single control plane"},
+    {.key = "raftAddresses",
+     .type = DG_CONF_STRLIST,
+     .offset = offsetof(struct cp_config, raft_addresses),
+     .def = "",
+     .help = "with replicas: each replica's raft address (IP:PORT), in the same order"},
+    {.key = "replicaId",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct cp_config, replica_id),
+     .def = "1",
+     .min = 1,
+     .max = 64,
+     .help = "with replicas: this replica's position in the lists, from 1"},
+    {.key = "electionTimeout",
+     .type = DG_CONF_DURATION,
+     .offset = offsetof(struct cp_config, election_timeout_ms),
+     .def = "300ms",
+     .min = 50,
+     .max = 60000,
+     .help = "with replicas: raft election timeout (a new leader about this long after the "
+             "old one is gone)"},
     {.key = "redis.address",
      .type = DG_CONF_STRING,
      .offset = offsetof(struct cp_config, redis_address),
@@ -156,6 +187,7 @@ static struct {
     uv_timer_t cron;
     uint64_t next_tick;
     unsigned open_servers;
+    struct cp_election *election; /* with replicas */
 } g;
 
 static void on_cron(uv_timer_t *t)
@@ -192,6 +224,30 @@ static void on_cron(uv_timer_t *t)
     }
 }
 
+/* Leadership changed (raft, on the loop). */
+static void on_leadership(void *ud, bool is_leader, unsigned leader_id, const char *leader_raft)
+{
+    free(cp.leader_api);
+    cp.leader_api = leader_id >= 1 && leader_id <= g.cfg.replicas.n
+                        ? dg_xstrdup(g.cfg.replicas.v[leader_id - 1])
+                        : NULL;
+    bool was = cp.leader;
+    cp.leader = is_leader;
+    if (is_leader && !was) {
+        struct dg_err err = {0};
+        dg_log_always("cp", "replica %lld leads: restoring from %s", (long long)g.cfg.replica_id,
+                      cp_store_backend(cp.store));
+        if (cp_restore(&err) < 0) /* the store is unreachable: serve, retried on the next term */
+            dg_log(DG_LOG_ERROR, "cp", "%s", err.msg);
+    } else if (!is_leader && was) {
+        dg_log(DG_LOG_WARN, "cp", "replica %lld no longer leads (leader: %s)",
+               (long long)g.cfg.replica_id, cp.leader_api ? cp.leader_api : "none yet");
+    } else if (!is_leader) {
+        dg_log(DG_LOG_INFO, "cp", "replica %lld follows %s", (long long)g.cfg.replica_id,
+               cp.leader_api ? cp.leader_api : "(no leader yet)");
+    }
+}
+
 static double reconstruction_seconds(void *ud)
 {
     return cp.reconstruction_seconds;
@@ -204,6 +260,10 @@ static void on_server_closed(void *ud)
     uv_timer_stop(&g.cron);
     uv_close((uv_handle_t *)&g.cron, NULL);
     cp_restore_close();
+    if (g.election) {
+        cp_election_stop(g.election, NULL, NULL);
+        g.election = NULL;
+    }
     cp_store_shutdown(cp.store);
     dg_trace_close(cp.cold_trace);
     cp.cold_trace = NULL;
@@ -255,7 +315,6 @@ int main(int argc, char **argv)
     cp.loop = uv_default_loop();
     cp.placement = g.cfg.placement;
     cp.knative = strcmp(g.cfg.autoscaler, "knative") == 0;
-    cp.leader = true; /* a single control plane (replicas: the election decides) */
     cp.lb_address = g.cfg.lb_address;
     cp.heartbeat_timeout_ms = (uint64_t)g.cfg.heartbeat_ms;
     cp_placer_init(&cp.placer, (enum cp_place_policy)cp_place_policy_parse(cp.placement),
@@ -312,9 +371,43 @@ int main(int argc, char **argv)
                                .redis_address = g.cfg.redis_address,
                                .full_persistence = g.cfg.redis_full,
                                .replicas = (int)g.cfg.redis_replicas};
-    if (!(cp.store = cp_store_open(cp.loop, &so, &err)) || cp_restore(&err) < 0) {
+    bool replicated = g.cfg.replicas.n > 0;
+    if (replicated && (g.cfg.raft_addresses.n != g.cfg.replicas.n ||
+                       (size_t)g.cfg.replica_id > g.cfg.replicas.n)) {
+        dg_log(DG_LOG_ERROR, "cp",
+               "replicas: %zu addresses, raftAddresses: %zu, replicaId: %lld: expected as many "
+               "raft addresses as replicas and an id within them",
+               g.cfg.replicas.n, g.cfg.raft_addresses.n, (long long)g.cfg.replica_id);
+        return 1;
+    }
+    if (replicated && strcmp(g.cfg.persistence, "redis") != 0) {
+        dg_log(DG_LOG_ERROR, "cp",
+               "replicas: the replicas must share their store: set persistence: redis (got "
+               "'%s')",
+               g.cfg.persistence);
+        return 1;
+    }
+    cp.leader = !replicated;
+    if (!(cp.store = cp_store_open(cp.loop, &so, &err)) || (!replicated && cp_restore(&err) < 0)) {
         dg_log(DG_LOG_ERROR, "cp", "%s", err.msg);
         return 1;
+    }
+    if (replicated) { /* the leader restores and acts; followers wait */
+        char *raft_dir = dg_xasprintf("%s/raft-%lld", g.cfg.data_dir, (long long)g.cfg.replica_id);
+        mkdir(g.cfg.data_dir, 0700);
+        struct cp_election_opts eo = {.id = (unsigned)g.cfg.replica_id,
+                                      .peers = (const char *const *)g.cfg.raft_addresses.v,
+                                      .npeers = g.cfg.raft_addresses.n,
+                                      .dir = raft_dir,
+                                      .election_timeout_ms = (unsigned)g.cfg.election_timeout_ms,
+                                      .heartbeat_timeout_ms =
+                                          (unsigned)DG_MAX(10, g.cfg.election_timeout_ms / 3)};
+        g.election = cp_election_start(cp.loop, &eo, on_leadership, NULL, &err);
+        free(raft_dir);
+        if (!g.election) {
+            dg_log(DG_LOG_ERROR, "cp", "raft: %s", err.msg);
+            return 1;
+        }
     }
     dg_metrics_gauge_fn(cp.metrics, "dg_cp_reconstruction_seconds",
                         "How long the last start-up took to rebuild its state from the store and "
