@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Control-plane replicas (issue 6): Redis started by this test, three dirigent-cp replicas
+# (persistence redis, raft election), one dirigent-dp and one dirigent-worker (process
+# runtime) that know all three. One leader; followers refuse naming it; kill -9 of the leader
+# under warm load: a new leader, no failed warm request, every function still listed, a cold
+# start after the failover works.
+set -u
+. "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
+B=${DG_BUILD_DIR:-build}
+B=$(cd "$B" && pwd)
+FN=$B/dirigent-fn
+TAG="DG_HA_TEST=$$"
+
+plan 4
+if ! command -v redis-server >/dev/null; then
+  for i in 1 2 3 4; do echo "ok $i # SKIP needs redis-server"; done
+  exit 0
+fi
+cleanup_sandboxes() {
+  local p
+  for p in $(grep -l "$TAG" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do kill -9 "$p" 2>/dev/null; done
+}
+trap 'tap_cleanup; cleanup_sandboxes' EXIT
+free_ports() { /usr/bin/python3 -c '
+import socket
+ss=[socket.socket() for _ in range(int(__import__("sys").argv[1]))]
+[s.bind(("127.0.0.1",0)) for s in ss]
+print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"; }
+read -r RP A1 A2 A3 G1 G2 G3 F1 F2 F3 <<<"$(free_ports 10)"
+bg_start "$TAP_TMP/redis.log" redis-server --port "$RP" --bind 127.0.0.1 --dir "$TAP_TMP" --save ""
+for _ in $(seq 1 100); do redis-cli -p "$RP" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+API=(127.0.0.1:$A1 127.0.0.1:$A2 127.0.0.1:$A3)
+REGS=(127.0.0.1:$G1 127.0.0.1:$G2 127.0.0.1:$G3)
+RAFT="127.0.0.1:$F1,127.0.0.1:$F2,127.0.0.1:$F3"
+ALL="${API[0]},${API[1]},${API[2]}"
+CPID=()
+start_cp() { # start_cp ID (1..3)
+  local i=$1
+  bg_start "$TAP_TMP/cp$i.log" "$B/dirigent-cp" --port "${API[$((i - 1))]##*:}" \
+    --registrationServer "${REGS[$((i - 1))]}" --persistence redis --redis.address "127.0.0.1:$RP" \
+    --replicas "$ALL" --raftAddresses "$RAFT" --replicaId "$i" --dataDir "$TAP_TMP/cp$i" \
+    --heartbeatInterval 300ms --traceOutputFolder ""
+  CPID[$i]=$BG_PID
+}
+for i in 1 2 3; do start_cp "$i"; done
+bg_start "$TAP_TMP/dp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dp1 \
+  --controlPlaneAddress "$ALL" --heartbeatInterval 300ms --coldStartTimeout 30s --traceOutputFolder ""
+wait_for_log "$TAP_TMP/dp.log" 'proxy on' || { echo "Bail out! dp did not start"; exit 1; }
+P=http://127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'proxy on')
+bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name w1 --controlPlaneAddress "$ALL" \
+  --heartbeatInterval 300ms
+wait_for_log "$TAP_TMP/w1.log" 'w1: listening on' || { echo "Bail out! worker did not start"; exit 1; }
+
+role() { curl -s -m 1 "http://$1/v1/status" | /usr/bin/python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["role"], j["leader"])' 2>/dev/null; }
+leader_index() { # the index (1..3) of the replica that says it leads, skipping $1
+  local i
+  for i in 1 2 3; do
+    [ "$i" = "${1:-0}" ] && continue
+    [ "$(role "${API[$((i - 1))]}" | cut -d' ' -f1)" = leader ] && { echo "$i"; return 0; }
+  done
+  return 1
+}
+register() { # register REGADDR NAME
+  curl -s -o "$TAP_TMP/reg.out" -w '%{http_code}' -XPOST "http://$1/registerService" \
+    -d "name=$2&image=$FN&port_forwarding=80&port_forwarding=tcp&requested_cpu=100&requested_memory=64&env_vars=$TAG"
+}
+
+t_one_leader() {
+  local i L=""
+  for i in $(seq 1 100); do L=$(leader_index) && break; sleep 0.05; done
+  [ -n "$L" ] || { for i in 1 2 3; do role "${API[$((i - 1))]}"; done; return 1; }
+  LEADER=$L
+  for i in 1 2 3; do
+    [ "$(role "${API[$((i - 1))]}" | cut -d' ' -f2)" = "${API[$((L - 1))]}" ] || { role "${API[$((i - 1))]}"; return 1; }
+  done
+  [ "$(grep -h ' leads' "$TAP_TMP"/cp*.log | grep -c .)" = 1 ]
+}
+check "three replicas: exactly one leads, and every replica names it" t_one_leader
+
+t_follower_refuses() {
+  local f=$((LEADER % 3 + 1)) code
+  code=$(curl -s -D "$TAP_TMP/h" -o "$TAP_TMP/b" -w '%{http_code}' -XPOST "http://${REGS[$((f - 1))]}/registerService" \
+    -d "name=x&image=$FN&port_forwarding=80&port_forwarding=tcp")
+  [ "$code" = 503 ] && grep -qi "^X-Dirigent-Leader: ${API[$((LEADER - 1))]}" "$TAP_TMP/h" &&
+    grep -q "does not lead; the leader is ${API[$((LEADER - 1))]}" "$TAP_TMP/b" || { echo "$code"; cat "$TAP_TMP/h" "$TAP_TMP/b"; return 1; }
+  for i in 1 2 3 4 5; do [ "$(register "${REGS[$((LEADER - 1))]}" "fn$i")" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }; done
+  # the worker and the data plane found the leader (heartbeats follow X-Dirigent-Leader)
+  wait_json "http://${REGS[$((LEADER - 1))]}/v1/status" 'len(j["workers"]) == 1 and len(j["dataplanes"]) == 1' || return 1
+  [ "$(json_field "$(curl -sf -m 10 -H 'Host: fn1' "$P/")" Function)" = fn1 ]
+}
+check "a follower refuses naming the leader; the leader registers; worker and DP follow it; a cold start" t_follower_refuses
+
+t_failover() {
+  local t0 t1 i NEW="" fails=0 n=0
+  # warm load on fn1 through the DP, while the leader dies
+  ( end=$(( $(date +%s) + 4 )); while [ "$(date +%s)" -lt "$end" ]; do
+      c=$(curl -s -o /dev/null -m 2 -w '%{http_code}' -H 'Host: fn1' "$P/"); echo "$c"; done ) >"$TAP_TMP/warm" &
+  local load=$!
+  sleep 0.5
+  t0=$(date +%s%N)
+  kill -9 "${CPID[$LEADER]}"
+  for i in $(seq 1 300); do NEW=$(leader_index "$LEADER") && break; sleep 0.01; done
+  t1=$(date +%s%N)
+  wait "$load"
+  n=$(grep -c . "$TAP_TMP/warm"); fails=$(grep -vc '^200$' "$TAP_TMP/warm")
+  echo "new leader $NEW after $(( (t1 - t0) / 1000000 )) ms; warm requests: $n, failed: $fails"
+  [ -n "$NEW" ] && [ "$fails" = 0 ] && [ "$n" -gt 10 ] || return 1
+  LEADER=$NEW
+  # every function registered before is listed by the new leader
+  [ "$(curl -sf "http://${REGS[$((NEW - 1))]}/v1/functions" | /usr/bin/python3 -c 'import json,sys; print(" ".join(sorted(f["name"] for f in json.load(sys.stdin))))')" = "fn1 fn2 fn3 fn4 fn5" ]
+}
+check "kill -9 of the leader under warm load: a new leader, no failed warm request, every function listed" t_failover
+
+t_cold_after() {
+  [ "$(register "${REGS[$((LEADER - 1))]}" after)" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }
+  wait_json "http://${REGS[$((LEADER - 1))]}/v1/status" 'len(j["workers"]) == 1 and len(j["dataplanes"]) == 1' || return 1
+  [ "$(json_field "$(curl -sf -m 10 -H 'Host: after' "$P/")" Function)" = after ] || return 1
+  [ "$(json_field "$(curl -sf -m 10 -H 'Host: fn2' "$P/")" Function)" = fn2 ]
+}
+check "after the failover: registrations and cold starts work (through the new leader)" t_cold_after
+
+tap_done
