@@ -424,7 +424,7 @@ struct cp_election *cp_election_start(uv_loop_t *loop, const struct cp_election_
     struct raft_configuration conf;
     raft_configuration_init(&conf);
     for (size_t i = 0; i < o->npeers && rv == 0; i++)
-        rv = raft_configuration_add(&conf, (raft_id)(i + 1), e->peers[i], RAFT_VOTER);
+        rv = raft_configuration_add(&conf, (raft_id)i + 1, e->peers[i], RAFT_VOTER);
     if (rv == 0) {
         rv = raft_bootstrap(&e->raft, &conf);
         if (rv == RAFT_CANTBOOTSTRAP) /* bootstrapped on an earlier start: the log has it */
