@@ -1,9 +1,19 @@
 /*
- * election.c: see election.h. One struct owns the raft server, its libuv I/O
- * backend and TCP transport (all embedded), and a uv_check handle that reports
- * leadership changes. Closing runs raft_close -> raft_uv_close and
- * raft_uv_tcp_close -> uv_close(check) -> free, each step in the previous
- * one's callback.
+ * election.c: see election.h.
+ *
+ * Two threads. libraft 0.15 writes its term and vote with a synchronous write and
+ * fsync on the loop it runs on (twice per election step; 0.6 s seen on a busy
+ * VM disk), so it gets a thread and a loop of its own ("raft side" below): the
+ * raft server, its libuv I/O backend and TCP transport (all embedded here), a
+ * uv_check handle that looks for leadership changes, and `wake`, through which
+ * the caller asks it to stop. The caller's loop ("CP side") only has `notify`,
+ * through which the raft side posts the latest leadership and, last, that it
+ * has finished. The fields under `mu` are the only ones both sides touch.
+ *
+ * Closing: CP side cp_election_stop -> wake -> raft side (leadership transfer)
+ * -> raft_close -> raft_uv_close, raft_uv_tcp_close, close check and wake ->
+ * the raft loop ends -> notify -> CP side joins the thread, closes notify,
+ * frees, done(ud).
  */
 #include "election.h"
 
@@ -22,35 +32,53 @@
 
 #define ELECTION_TIMEOUT_MS  300
 #define HEARTBEAT_TIMEOUT_MS 100
+#define ADDRESS_MAX          48 /* "255.255.255.255:65535" with room to spare */
+
+/* A leadership state as posted from the raft side to the CP side. */
+struct view {
+    bool is_leader;
+    unsigned leader_id;
+    char address[ADDRESS_MAX]; /* "" when no leader is known */
+};
 
 struct cp_election {
+    /* CP side */
     uv_loop_t *loop;
+    uv_async_t notify;
+    cp_election_cb cb;
+    void *ud;
+    bool is_leader;       /* as last delivered */
+    unsigned leader_id;   /* as last delivered */
+    char *leader_address; /* as last delivered; owned */
+    bool stopping;
+    void (*done)(void *ud);
+    void *done_ud;
+
+    /* both sides, under mu */
+    uv_mutex_t mu;
+    struct view posted; /* the raft side's latest */
+    bool stop_requested, finished;
+
+    /* raft side */
+    uv_thread_t thread;
+    uv_loop_t rloop;
+    uv_async_t wake;
+    uv_check_t check; /* runs report() once libraft has returned to the loop */
     struct raft raft;
     struct raft_io io;
     struct raft_uv_transport transport;
     struct raft_fsm fsm;
     struct raft_transfer transfer;
-    uv_check_t check; /* runs report() after libraft returned to the loop */
-
-    /* libraft's callbacks, wrapped (see election.h) */
     int (*uv_start)(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick, raft_io_recv_cb recv);
     raft_io_tick_cb raft_tick;
     raft_io_recv_cb raft_recv;
+    struct view seen;             /* as last posted */
+    bool r_stopping, close_now;   /* close_now: the leadership transfer ended, close next */
 
+    /* set before the thread starts, read-only after */
     unsigned id;
     char **peers; /* owned copies */
     size_t npeers;
-    cp_election_cb cb;
-    void *ud;
-
-    /* what was last reported */
-    bool is_leader;
-    unsigned leader_id;
-    char *leader_address; /* owned */
-
-    bool stopping, close_now; /* close_now: the leadership transfer ended, close next */
-    void (*done)(void *ud);
-    void *done_ud;
 };
 
 /* ---- the FSM: nothing is replicated ------------------------------------------------------ */
@@ -85,12 +113,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     return 0;
 }
 
-/* ---- leadership reports -------------------------------------------------------------------- */
-
-static bool str_same(const char *a, const char *b)
-{
-    return a == b || (a && b && strcmp(a, b) == 0);
-}
+/* ---- raft side: leadership reports ------------------------------------------------------- */
 
 static const char *state_name(int state)
 {
@@ -106,28 +129,30 @@ static const char *state_name(int state)
     }
 }
 
-/* Compare libraft's view with the last report; report a change. */
+/* Compare libraft's view with what was last posted; post a change to the CP side. */
 static void report(struct cp_election *e)
 {
-    if (e->stopping)
+    if (e->r_stopping)
         return;
-    bool is_leader = raft_state(&e->raft) == RAFT_LEADER;
+    struct view v = {.is_leader = raft_state(&e->raft) == RAFT_LEADER};
     raft_id id = 0;
     const char *address = NULL;
     raft_leader(&e->raft, &id, &address);
-    if (!id)
-        address = NULL;
-    if (is_leader == e->is_leader && id == e->leader_id && str_same(address, e->leader_address))
+    if (id) {
+        v.leader_id = (unsigned)id;
+        snprintf(v.address, sizeof(v.address), "%s", address ? address : "");
+    }
+    if (v.is_leader == e->seen.is_leader && v.leader_id == e->seen.leader_id &&
+        strcmp(v.address, e->seen.address) == 0)
         return;
-    e->is_leader = is_leader;
-    e->leader_id = (unsigned)id;
-    free(e->leader_address);
-    e->leader_address = address ? dg_xstrdup(address) : NULL;
-    int state = raft_state(&e->raft);
+    e->seen = v;
     dg_log(DG_LOG_INFO, "election", "self=%u term=%llu role=%s leader=%u address=%s", e->id,
-           e->raft.current_term, state_name(state), e->leader_id,
-           e->leader_address ? e->leader_address : "-");
-    e->cb(e->ud, e->is_leader, e->leader_id, e->leader_address);
+           e->raft.current_term, state_name(raft_state(&e->raft)), v.leader_id,
+           v.leader_id ? v.address : "-");
+    uv_mutex_lock(&e->mu);
+    e->posted = v;
+    uv_mutex_unlock(&e->mu);
+    uv_async_send(&e->notify);
 }
 
 static void begin_close(struct cp_election *e);
@@ -136,21 +161,19 @@ static void on_check(uv_check_t *c)
 {
     struct cp_election *e = c->data;
     uv_check_stop(c);
-    if (e->stopping) {
-        if (e->close_now) {
-            e->close_now = false;
-            begin_close(e);
-        }
+    if (e->close_now) {
+        e->close_now = false;
+        begin_close(e);
         return;
     }
     report(e);
 }
 
-/* Called inside libraft's callbacks: look once control is back in the loop, so the user's
- * callback (which may stop the election) never runs on libraft's stack. */
+/* Called inside libraft's callbacks: look once control is back in the loop, outside
+ * libraft's stack. */
 static void schedule_report(struct cp_election *e)
 {
-    if (!e->stopping)
+    if (!e->r_stopping)
         uv_check_start(&e->check, on_check);
 }
 
@@ -182,6 +205,140 @@ static int wrap_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
     e->raft_tick = tick;
     e->raft_recv = recv;
     return e->uv_start(io, msecs >= 40 ? msecs / 4 : msecs, wrap_tick, wrap_recv);
+}
+
+/* ---- raft side: stop ------------------------------------------------------------------------ */
+
+/* libraft is closed (its I/O too): release the backend and the transport, then our handles;
+ * the raft loop then has nothing left and ends. */
+static void on_raft_closed(struct raft *r)
+{
+    struct cp_election *e = r->data;
+    raft_uv_close(&e->io);
+    raft_uv_tcp_close(&e->transport);
+    uv_close((uv_handle_t *)&e->check, NULL);
+    uv_close((uv_handle_t *)&e->wake, NULL);
+}
+
+static void begin_close(struct cp_election *e)
+{
+    raft_close(&e->raft, on_raft_closed);
+}
+
+static void on_transfer(struct raft_transfer *t)
+{
+    struct cp_election *e = t->data;
+    /* may run inside libraft's receive path: close from the check handle instead */
+    e->close_now = true;
+    uv_check_start(&e->check, on_check);
+}
+
+/* The CP side asked to stop. A leader first hands over (at most one election timeout: libraft
+ * ends the transfer then, successful or not). */
+static void on_wake(uv_async_t *a)
+{
+    struct cp_election *e = a->data;
+    uv_mutex_lock(&e->mu);
+    bool stop = e->stop_requested;
+    uv_mutex_unlock(&e->mu);
+    if (!stop || e->r_stopping)
+        return;
+    e->r_stopping = true;
+    uv_check_stop(&e->check);
+    if (raft_state(&e->raft) == RAFT_LEADER && e->npeers > 1) {
+        e->transfer.data = e;
+        int rv = raft_transfer(&e->raft, &e->transfer, 0, on_transfer);
+        if (rv == 0) {
+            dg_log(DG_LOG_INFO, "election", "self=%u stopping: handing leadership over", e->id);
+            return;
+        }
+        dg_log(DG_LOG_DEBUG, "election", "self=%u leadership transfer: %s", e->id,
+               raft_strerror(rv));
+    }
+    begin_close(e);
+}
+
+static void raft_thread(void *arg)
+{
+    struct cp_election *e = arg;
+    uv_run(&e->rloop, UV_RUN_DEFAULT);
+    uv_loop_close(&e->rloop);
+    uv_mutex_lock(&e->mu);
+    e->finished = true;
+    uv_mutex_unlock(&e->mu);
+    uv_async_send(&e->notify); /* the last touch of e on this thread */
+}
+
+/* ---- CP side --------------------------------------------------------------------------------- */
+
+static void election_free(struct cp_election *e)
+{
+    for (size_t i = 0; i < e->npeers; i++)
+        free(e->peers[i]);
+    free(e->peers);
+    free(e->leader_address);
+    free(e);
+}
+
+static void on_notify_closed(uv_handle_t *h)
+{
+    struct cp_election *e = h->data;
+    void (*done)(void *) = e->done;
+    void *ud = e->done_ud;
+    uv_mutex_destroy(&e->mu);
+    election_free(e);
+    if (done)
+        done(ud);
+}
+
+/* The raft side posted a new view or finished. uv_async coalesces: a burst of changes shows as
+ * the latest. */
+static void on_notify(uv_async_t *a)
+{
+    struct cp_election *e = a->data;
+    uv_mutex_lock(&e->mu);
+    struct view v = e->posted;
+    bool finished = e->finished;
+    uv_mutex_unlock(&e->mu);
+    const char *address = v.leader_id ? v.address : NULL;
+    bool same_address = address ? e->leader_address && strcmp(address, e->leader_address) == 0
+                                : !e->leader_address;
+    if (!e->stopping &&
+        (v.is_leader != e->is_leader || v.leader_id != e->leader_id || !same_address)) {
+        e->is_leader = v.is_leader;
+        e->leader_id = v.leader_id;
+        free(e->leader_address);
+        e->leader_address = address ? dg_xstrdup(address) : NULL;
+        e->cb(e->ud, e->is_leader, e->leader_id, e->leader_address); /* may stop */
+    }
+    if (finished) {
+        /* the thread's last act was the send that woke us: the join does not wait */
+        uv_thread_join(&e->thread);
+        uv_close((uv_handle_t *)&e->notify, on_notify_closed);
+    }
+}
+
+bool cp_election_is_leader(const struct cp_election *e)
+{
+    return e->is_leader;
+}
+
+unsigned cp_election_leader(const struct cp_election *e, const char **address)
+{
+    if (address)
+        *address = e->leader_address;
+    return e->leader_id;
+}
+
+void cp_election_stop(struct cp_election *e, void (*done)(void *ud), void *ud)
+{
+    e->stopping = true;
+    e->done = done;
+    e->done_ud = ud;
+    uv_mutex_lock(&e->mu);
+    e->stop_requested = true;
+    uv_mutex_unlock(&e->mu);
+    uv_async_send(&e->wake);
 }
 
 /* ---- start ------------------------------------------------------------------------------- */
@@ -321,37 +478,20 @@ static const char *listen_failure(const char *address, char *out, size_t n)
     return out;
 }
 
-static void election_free(struct cp_election *e)
+/* Undo a start that failed, on the caller's thread (the raft thread never ran): close what was
+ * opened on the raft loop, run it until everything is closed, free. */
+static void start_failed(struct cp_election *e, bool raft_inited)
 {
-    for (size_t i = 0; i < e->npeers; i++)
-        free(e->peers[i]);
-    free(e->peers);
-    free(e->leader_address);
-    free(e);
-}
-
-static void on_check_closed(uv_handle_t *h)
-{
-    struct cp_election *e = h->data;
-    void (*done)(void *) = e->done;
-    void *ud = e->done_ud;
+    if (raft_inited) {
+        raft_close(&e->raft, on_raft_closed);
+    } else {
+        uv_close((uv_handle_t *)&e->check, NULL);
+        uv_close((uv_handle_t *)&e->wake, NULL);
+    }
+    uv_run(&e->rloop, UV_RUN_DEFAULT);
+    uv_loop_close(&e->rloop);
+    uv_mutex_destroy(&e->mu);
     election_free(e);
-    if (done)
-        done(ud);
-}
-
-/* libraft is closed (its I/O too): release the backend and the transport, then our handle. */
-static void on_raft_closed(struct raft *r)
-{
-    struct cp_election *e = r->data;
-    raft_uv_close(&e->io);
-    raft_uv_tcp_close(&e->transport);
-    uv_close((uv_handle_t *)&e->check, on_check_closed);
-}
-
-static void begin_close(struct cp_election *e)
-{
-    raft_close(&e->raft, on_raft_closed);
 }
 
 struct cp_election *cp_election_start(uv_loop_t *loop, const struct cp_election_opts *o,
@@ -376,25 +516,39 @@ struct cp_election *cp_election_start(uv_loop_t *loop, const struct cp_election_
     e->fsm.apply = fsm_apply;
     e->fsm.snapshot = fsm_snapshot;
     e->fsm.restore = fsm_restore;
+    int rv = uv_mutex_init(&e->mu);
+    if (rv == 0 && (rv = uv_loop_init(&e->rloop)) != 0)
+        uv_mutex_destroy(&e->mu);
+    if (rv != 0) {
+        dg_err_set(err, rv, "election: %s", uv_strerror(rv));
+        election_free(e);
+        return NULL;
+    }
+    /* Everything of the raft side is set up here, on the caller's thread, before the raft
+     * thread exists (its creation orders these writes before its first read). */
+    uv_async_init(&e->rloop, &e->wake, on_wake);
+    e->wake.data = e;
+    uv_check_init(&e->rloop, &e->check);
+    e->check.data = e;
 
-    int rv = raft_uv_tcp_init(&e->transport, loop);
+    rv = raft_uv_tcp_init(&e->transport, &e->rloop);
     if (rv != 0) {
         raft_fail(err, rv, "transport", e->transport.errmsg);
-        election_free(e);
+        start_failed(e, false);
         return NULL;
     }
     if (o->bind_address && (rv = raft_uv_tcp_set_bind_address(&e->transport, o->bind_address))) {
         raft_fail(err, rv, "bind address", e->transport.errmsg);
         raft_uv_tcp_close(&e->transport);
-        election_free(e);
+        start_failed(e, false);
         return NULL;
     }
-    rv = raft_uv_init(&e->io, loop, o->dir, &e->transport);
+    rv = raft_uv_init(&e->io, &e->rloop, o->dir, &e->transport);
     if (rv != 0) {
         dg_err_set(err, raft_code(rv), "election: dir '%s': %s", o->dir,
                    *e->io.errmsg ? e->io.errmsg : raft_strerror(rv));
         raft_uv_tcp_close(&e->transport);
-        election_free(e);
+        start_failed(e, false);
         return NULL;
     }
     /* A follower retries a lost connection to the leader (and the leader to a restarted
@@ -409,12 +563,10 @@ struct cp_election *cp_election_start(uv_loop_t *loop, const struct cp_election_
         raft_fail(err, rv, "init", raft_errmsg(&e->raft));
         raft_uv_close(&e->io);
         raft_uv_tcp_close(&e->transport);
-        election_free(e);
+        start_failed(e, false);
         return NULL;
     }
     e->raft.data = e;
-    uv_check_init(loop, &e->check);
-    e->check.data = e;
     raft_set_election_timeout(&e->raft, et);
     raft_set_heartbeat_timeout(&e->raft, ht);
     /* Pre-vote: a replica that was restarted or cut off asks before raising the term, so it
@@ -446,55 +598,26 @@ struct cp_election *cp_election_start(uv_loop_t *loop, const struct cp_election_
             raft_fail(err, rv, "start", msg);
         }
     }
+    if (rv == 0) {
+        uv_async_init(loop, &e->notify, on_notify);
+        e->notify.data = e;
+        schedule_report(e); /* a single-voter configuration leads at once */
+        rv = uv_thread_create(&e->thread, raft_thread, e);
+        if (rv != 0) {
+            dg_err_set(err, rv, "election: thread: %s", uv_strerror(rv));
+            /* notify is on the caller's loop: it closes there, then e is freed */
+            e->finished = true;
+            e->stopping = true;
+            uv_close((uv_handle_t *)&e->notify, NULL);
+            e->notify.data = NULL;
+        }
+    }
     if (rv != 0) {
         dg_err_wrap(err, "replica %u (%s, dir %s)", o->id, e->peers[o->id - 1], o->dir);
-        e->stopping = true;
-        begin_close(e); /* finishes on the loop; nobody is told */
+        start_failed(e, true);
         return NULL;
     }
     dg_log(DG_LOG_INFO, "election", "self=%u address=%s peers=%zu dir=%s election=%ums", o->id,
            e->peers[o->id - 1], o->npeers, o->dir, et);
-    schedule_report(e); /* a single-voter configuration leads at once */
     return e;
-}
-
-bool cp_election_is_leader(const struct cp_election *e)
-{
-    return e->is_leader;
-}
-
-unsigned cp_election_leader(const struct cp_election *e, const char **address)
-{
-    if (address)
-        *address = e->leader_address;
-    return e->leader_id;
-}
-
-/* ---- stop -------------------------------------------------------------------------------- */
-
-static void on_transfer(struct raft_transfer *t)
-{
-    struct cp_election *e = t->data;
-    /* may run inside libraft's receive path: close from the check handle instead */
-    e->close_now = true;
-    uv_check_start(&e->check, on_check);
-}
-
-void cp_election_stop(struct cp_election *e, void (*done)(void *ud), void *ud)
-{
-    e->stopping = true;
-    e->done = done;
-    e->done_ud = ud;
-    uv_check_stop(&e->check);
-    if (raft_state(&e->raft) == RAFT_LEADER && e->npeers > 1) {
-        e->transfer.data = e;
-        int rv = raft_transfer(&e->raft, &e->transfer, 0, on_transfer);
-        if (rv == 0) {
-            dg_log(DG_LOG_INFO, "election", "self=%u stopping: handing leadership over", e->id);
-            return;
-        }
-        dg_log(DG_LOG_DEBUG, "election", "self=%u leadership transfer: %s", e->id,
-               raft_strerror(rv));
-    }
-    begin_close(e);
 }
