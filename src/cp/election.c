@@ -72,8 +72,8 @@ struct cp_election {
     int (*uv_start)(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick, raft_io_recv_cb recv);
     raft_io_tick_cb raft_tick;
     raft_io_recv_cb raft_recv;
-    struct view seen;             /* as last posted */
-    bool r_stopping, close_now;   /* close_now: the leadership transfer ended, close next */
+    struct view seen;           /* as last posted */
+    bool r_stopping, close_now; /* close_now: the leadership transfer ended, close next */
 
     /* set before the thread starts, read-only after */
     unsigned id;
@@ -301,8 +301,8 @@ static void on_notify(uv_async_t *a)
     bool finished = e->finished;
     uv_mutex_unlock(&e->mu);
     const char *address = v.leader_id ? v.address : NULL;
-    bool same_address = address ? e->leader_address && strcmp(address, e->leader_address) == 0
-                                : !e->leader_address;
+    bool same_address =
+        address ? e->leader_address && strcmp(address, e->leader_address) == 0 : !e->leader_address;
     if (!e->stopping &&
         (v.is_leader != e->is_leader || v.leader_id != e->leader_id || !same_address)) {
         e->is_leader = v.is_leader;
