@@ -490,6 +490,10 @@ static void start_failed(struct cp_election *e, bool raft_inited)
     }
     uv_run(&e->rloop, UV_RUN_DEFAULT);
     uv_loop_close(&e->rloop);
+    if (e->notify.data) { /* on the caller's loop: freed once closed there */
+        uv_close((uv_handle_t *)&e->notify, on_notify_closed);
+        return;
+    }
     uv_mutex_destroy(&e->mu);
     election_free(e);
 }
@@ -603,14 +607,8 @@ struct cp_election *cp_election_start(uv_loop_t *loop, const struct cp_election_
         e->notify.data = e;
         schedule_report(e); /* a single-voter configuration leads at once */
         rv = uv_thread_create(&e->thread, raft_thread, e);
-        if (rv != 0) {
+        if (rv != 0)
             dg_err_set(err, rv, "election: thread: %s", uv_strerror(rv));
-            /* notify is on the caller's loop: it closes there, then e is freed */
-            e->finished = true;
-            e->stopping = true;
-            uv_close((uv_handle_t *)&e->notify, NULL);
-            e->notify.data = NULL;
-        }
     }
     if (rv != 0) {
         dg_err_wrap(err, "replica %u (%s, dir %s)", o->id, e->peers[o->id - 1], o->dir);
