@@ -482,6 +482,7 @@ static const char *listen_failure(const char *address, char *out, size_t n)
  * opened on the raft loop, run it until everything is closed, free. */
 static void start_failed(struct cp_election *e, bool raft_inited)
 {
+    e->r_stopping = true; /* nothing to report */
     if (raft_inited) {
         raft_close(&e->raft, on_raft_closed);
     } else {

@@ -14,10 +14,6 @@ TAG="DG_CAPACITY_TEST=$$"
 
 plan 6
 
-cleanup_sandboxes() {
-  local p
-  for p in $(grep -l "$TAG" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do kill -9 "$p" 2>/dev/null; done
-}
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
 bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --dataDir "$TAP_TMP/cpdata" \

@@ -11,11 +11,6 @@ TAG="DG_CLUSTER_TEST=$$"
 
 plan 12
 
-# kill sandboxes left behind by a killed worker (they carry TAG in their environment)
-cleanup_sandboxes() {
-  local p
-  for p in $(grep -l "$TAG" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do kill -9 "$p" 2>/dev/null; done
-}
 trap 'tap_cleanup; cleanup_sandboxes' EXIT # daemons first: a live worker would replace what we kill
 
 

@@ -14,11 +14,6 @@ REASON="cannot start '/nonexistent/fn' for 'bad': no such file or directory"
 
 plan 8
 
-# kill sandboxes left behind by a killed worker (they carry TAG in their environment)
-cleanup_sandboxes() {
-  local p
-  for p in $(grep -l "$TAG" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do kill -9 "$p" 2>/dev/null; done
-}
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
 bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --dataDir "$TAP_TMP/cpdata" \

@@ -16,10 +16,6 @@ if ! command -v redis-server >/dev/null; then
   for i in 1 2 3 4; do echo "ok $i # SKIP needs redis-server"; done
   exit 0
 fi
-cleanup_sandboxes() {
-  local p
-  for p in $(grep -l "$TAG" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do kill -9 "$p" 2>/dev/null; done
-}
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 free_ports() { /usr/bin/python3 -c '
 import socket

@@ -52,6 +52,13 @@ json_field() {
   /usr/bin/python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"
 }
 
+# cleanup_sandboxes: kill processes left by a killed worker, found by $TAG in their environment
+# (process sandboxes get the test's TAG through env_vars)
+cleanup_sandboxes() {
+  local p
+  for p in $(grep -l "$TAG" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do kill -9 "$p" 2>/dev/null; done
+}
+
 # port_of LOG TEXT: the port of the first "TEXT host:port" in a daemon's log
 port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
 
