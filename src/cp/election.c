@@ -89,8 +89,9 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
     return 0;
 }
 
-/* libraft snapshots every 1024 entries (one per leader term here): an 8-byte placeholder keeps
- * the log bounded without any state. Ownership of bufs passes to libraft (FSM version 1). */
+/* libraft snapshots every 1024 entries. None are appended here (0.15 adds none when a leader is
+ * elected and nothing is applied), but should any be, an 8-byte placeholder keeps the log
+ * bounded without any state. Ownership of bufs passes to libraft (FSM version 1). */
 static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     *bufs = raft_malloc(sizeof(**bufs));

@@ -1,17 +1,20 @@
 /*
  * election.h: which control-plane replica leads. Each replica runs a libraft
  * (canonical raft 0.15) server over libraft's own libuv TCP transport and disk
- * log, on the CP's loop; the replicas are a static configuration of voters,
- * bootstrapped on first start. Nothing is replicated through raft (the store
- * is Redis): raft only elects, so the FSM is a no-op and the log holds just the
- * bootstrap configuration and one no-op entry per leader term.
+ * log; the replicas are a static configuration of voters, bootstrapped on
+ * first start. Nothing is replicated through raft (the store is Redis): raft
+ * only elects, so the FSM is a no-op and the log holds just the bootstrap
+ * configuration (0.15 appends nothing when a leader is elected).
  *
- * Leadership changes are reported through one callback, on the loop, without
+ * libraft runs on a thread and libuv loop of its own, because it writes its
+ * term and vote with a synchronous fsync on the loop it runs on (0.6 s seen on
+ * a busy VM disk): the caller's loop only gets the results. Leadership changes
+ * are posted to the caller's loop and reported through one callback, without
  * polling: libraft 0.15 has no state-change callback, so election.c wraps the
  * raft_io vtable's tick and receive callbacks (where libraft changes role or
  * learns a leader; anything else, such as a failed disk write, shows at the
- * next tick) and compares raft_state()/raft_leader() with what it last
- * reported, in a uv_check handle right after, outside libraft's stack.
+ * next tick) and compares raft_state()/raft_leader() with what it last posted.
+ * Changes in quick succession may reach the callback as the latest one only.
  *
  * Timing with the defaults (300 ms election, 100 ms heartbeat), measured on one
  * host: a first leader 0.3-0.7 s after start; a SIGKILLed leader replaced in
@@ -46,8 +49,8 @@ struct cp_election_opts {
     unsigned election_timeout_ms;  /* default 300 (0: default) */
     unsigned heartbeat_timeout_ms; /* default 100 (0: default); below the election timeout */
     const char *bind_address;      /* optional "ip:port" to listen on instead of
-                                          peers[id - 1] (containers: "0.0.0.0:port"); the port
-                                          must be the same */
+                                      peers[id - 1] (containers: "0.0.0.0:port"); the port
+                                      must be the same */
 };
 
 /* is_leader: this replica leads now; leader_id/leader_address: the current leader (0/NULL when
@@ -58,26 +61,29 @@ typedef void (*cp_election_cb)(void *ud, bool is_leader, unsigned leader_id,
                                const char *leader_address);
 
 /* Create the data directory if needed, bootstrap the static configuration (all peers voters)
- * on the first start, and start the raft server on `loop`. `o` and everything it points at are
- * borrowed (copied). `cb` (required) gets every leadership change until cp_election_stop.
- * Returns the election, or NULL with `err` set (bad options, the directory, the listening
- * port); after a failure past libraft's start some closing may still finish on the loop, so
- * keep running it. Start-up reads the raft log from disk synchronously (libraft does), so call
- * this before serving. */
+ * on the first start, and start the raft server on a thread and loop of its own. `cb`
+ * (required) runs on `loop` (the caller's) for every leadership change until cp_election_stop.
+ * `o` and everything it points at are borrowed (copied). Returns the election, or NULL with
+ * `err` set (bad options, the directory, the listening port), with everything released (if the
+ * thread could not be created, one handle still closes on `loop`). Start-up reads and writes
+ * the raft directory synchronously (libraft does; about 40 ms on first start here), so call this
+ * before serving. */
 struct cp_election *cp_election_start(uv_loop_t *loop, const struct cp_election_opts *o,
                                       cp_election_cb cb, void *ud, struct dg_err *err);
 
-/* True while this replica is the raft leader (as last seen; see the lease note above). */
+/* Whether this replica leads, as last told to the callback (see the lease note above). */
 bool cp_election_is_leader(const struct cp_election *e);
 
-/* The current leader's id, 0 if none known; `*address` (may be NULL) gets its raft address
- * (owned by the election, valid until the next change callback or stop) or NULL. */
+/* The current leader's id as last told to the callback, 0 if none known; `*address` (may be
+ * NULL) gets its raft address (owned by the election, valid until the next change callback or
+ * stop) or NULL. */
 unsigned cp_election_leader(const struct cp_election *e, const char **address);
 
-/* Stop (raft_close); done(ud) (may be NULL) once everything is closed and freed. No callback
- * runs after this call. A leader first hands leadership to an up-to-date follower (raft
- * transfer, at most one election timeout) so the others need not wait out their timeouts.
- * Call once; `e` is invalid afterwards. */
+/* Stop (raft_close); done(ud) (may be NULL) runs on `loop` once everything is closed, the
+ * thread joined and `e` freed. No callback runs after this call. A leader first hands
+ * leadership to an up-to-date follower (raft transfer, at most one election timeout) so the
+ * others need not wait out their timeouts. Call once, from `loop`'s thread (the callback
+ * included); do not use `e` afterwards. */
 void cp_election_stop(struct cp_election *e, void (*done)(void *ud), void *ud);
 
 #endif

@@ -409,7 +409,8 @@ static void test_port_in_use(void **state)
 }
 
 /* A single replica elects itself at once; the callback stops the election from inside, and
- * the second start on the same directory (bootstrapped already) leads again. */
+ * the second start on the same directory (bootstrapped already), listening on 0.0.0.0, leads
+ * again. */
 static struct cp_election *solo;
 static unsigned solo_leads, solo_calls;
 static bool solo_done;
@@ -444,8 +445,11 @@ static void test_single_replica(void **state)
     struct cp_election_opts o = {.id = 1, .peers = one, .npeers = 1, .dir = sub};
     struct dg_err err = {0};
     bool ok = true;
+    char bind[32];
+    snprintf(bind, sizeof(bind), "0.0.0.0:%s", strrchr(addr, ':') + 1);
     for (int run = 0; run < 2 && ok; run++) {
         solo_done = false;
+        o.bind_address = run ? bind : NULL; /* the second start listens on every address */
         solo = cp_election_start(&l, &o, on_solo, NULL, &err);
         ok = solo && run_until_on(&l, solo_done_pred, 3000);
     }
