@@ -313,7 +313,8 @@ static void on_notify(uv_async_t *a)
         e->cb(e->ud, e->is_leader, e->leader_id, e->leader_address); /* may stop */
     }
     if (finished) {
-        /* the thread's last act was the send that woke us: the join does not wait */
+        /* `finished` is the thread's last act but its final uv_async_send: the join waits
+         * for that at most */
         uv_thread_join(&e->thread);
         uv_close((uv_handle_t *)&e->notify, on_notify_closed);
     }

@@ -205,6 +205,7 @@ static bool run_until_on(uv_loop_t *l, bool (*pred)(void), unsigned timeout_ms)
 {
     uv_timer_t tm;
     bool expired = false;
+    uv_update_time(l); /* the loop may have sat idle (the process test): time from now */
     uv_timer_init(l, &tm);
     tm.data = &expired;
     uv_timer_start(&tm, on_deadline, timeout_ms, 0);
