@@ -5,7 +5,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "dirigent/json.h"
 #include "dirigent/log.h"
@@ -53,7 +52,7 @@ static struct dg_str leader_of(const struct dg_http_resp *resp)
 {
     for (size_t i = 0; resp && i < resp->nheaders; i++) {
         const struct dg_http_header *h = &resp->headers[i];
-        if (h->name.len == 17 && strncasecmp(h->name.ptr, "X-Dirigent-Leader", 17) == 0)
+        if (dg_str_caseeq(h->name, "X-Dirigent-Leader"))
             return h->value;
     }
     return (struct dg_str){0};

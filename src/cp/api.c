@@ -389,7 +389,8 @@ static void api_fn_delete(struct dg_http_req *r, void *ud)
 
 /* ---- workers, data planes, metrics ------------------------------------------------------ */
 
-static bool restoring; /* cp_restore: what is read back is not written again */
+static bool restoring; /* set by restore_worker/restore_dp: what is read back is not written
+                          * again */
 
 static struct dg_http_pool *pool_to(const char *address, unsigned max_conns, struct dg_err *err)
 {
@@ -681,8 +682,16 @@ static void leader_only(struct dg_http_req *r, void *ud)
     }
     if (cp.leader_api)
         dg_http_resp_header(r, "X-Dirigent-Leader", cp.leader_api);
-    dg_http_respond_text(r, 503, "this control plane replica does not lead; the leader is %s",
-                         cp.leader_api ? cp.leader_api : "not elected yet: try again");
+    if (cp.taking_over)
+        dg_http_respond_text(r, 503,
+                             "this replica was just elected and is restoring its state from the "
+                             "store: try again in a moment");
+    else
+        dg_http_respond_text(r, 503,
+                             "this control plane replica does not lead; the leader's internal "
+                             "API is %s (send registrations to that replica's registration "
+                             "server)",
+                             cp.leader_api ? cp.leader_api : "not elected yet: try again");
 }
 
 static void api_health(struct dg_http_req *r, void *ud)
@@ -745,6 +754,7 @@ static void restore_fn(void *ud, const char *key, const char *value)
 static void restore_worker(void *ud, const char *key, const char *value)
 {
     struct restore *rs = ud;
+    restoring = true; /* read back: not written again */
     struct dg_err err = {0};
     json_t *j = NULL;
     const char *address;
@@ -759,12 +769,14 @@ static void restore_worker(void *ud, const char *key, const char *value)
         w->last_seen_ms = uv_now(cp.loop);
         rs->workers++;
     }
+    restoring = false;
     json_decref(j);
 }
 
 static void restore_dp(void *ud, const char *key, const char *value)
 {
     struct restore *rs = ud;
+    restoring = true;
     struct dg_err err = {0};
     json_t *j = NULL;
     const char *api, *proxy;
@@ -780,6 +792,7 @@ static void restore_dp(void *ud, const char *key, const char *value)
         d->last_seen_ms = uv_now(cp.loop);
         rs->dataplanes++;
     }
+    restoring = false;
     json_decref(j);
 }
 
@@ -847,23 +860,15 @@ static void recon_deadline(uv_timer_t *t)
     recon_finish();
 }
 
-int cp_restore(struct dg_err *err)
+/* What was read is in: log it, then ask the workers for their sandboxes (reconstruction). */
+static void restore_done(const struct restore *rs)
 {
-    struct restore rs = {0};
-    recon.t0_us = dg_now_us();
-    restoring = true;
-    int rc = cp_store_scan(cp.store, "function", restore_fn, &rs, err);
-    if (rc == 0)
-        rc = cp_store_scan(cp.store, "worker", restore_worker, &rs, err);
-    if (rc == 0)
-        rc = cp_store_scan(cp.store, "dataplane", restore_dp, &rs, err);
-    restoring = false;
-    if (rc < 0)
-        return rc;
-    if (rs.functions || rs.workers || rs.dataplanes)
+    if (rs->functions || rs->workers || rs->dataplanes)
         dg_log(DG_LOG_INFO, "store",
                "restored %u functions, %u workers, %u data planes from %s (%u skipped)",
-               rs.functions, rs.workers, rs.dataplanes, cp_store_backend(cp.store), rs.skipped);
+               rs->functions, rs->workers, rs->dataplanes, cp_store_backend(cp.store), rs->skipped);
+    recon.done = false;
+    recon.waiting = 0;
     static const struct dg_http_client_cbs cbs = {.on_done = recon_listed};
     for (struct cp_worker *w = cp.workers; w; w = w->next) {
         recon.waiting++;
@@ -871,13 +876,63 @@ int cp_restore(struct dg_err *err)
     }
     if (recon.waiting == 0) {
         recon_finish();
-        return 0;
+        return;
     }
-    uv_timer_init(cp.loop, &recon.deadline);
-    recon.timer_open = true;
+    if (!recon.timer_open) {
+        uv_timer_init(cp.loop, &recon.deadline);
+        uv_unref((uv_handle_t *)&recon.deadline);
+        recon.timer_open = true;
+    }
     uv_timer_start(&recon.deadline, recon_deadline, 3000, 0);
-    uv_unref((uv_handle_t *)&recon.deadline);
+}
+
+int cp_restore(struct dg_err *err)
+{
+    struct restore rs = {0};
+    recon.t0_us = dg_now_us();
+    int rc = cp_store_scan(cp.store, "function", restore_fn, &rs, err);
+    if (rc == 0)
+        rc = cp_store_scan(cp.store, "worker", restore_worker, &rs, err);
+    if (rc == 0)
+        rc = cp_store_scan(cp.store, "dataplane", restore_dp, &rs, err);
+    if (rc < 0)
+        return rc;
+    restore_done(&rs);
     return 0;
+}
+
+/* The same, one kind after the other on the loop (a replica taking over). */
+static struct {
+    struct restore rs;
+    unsigned step;
+    void (*done)(void *ud, const struct dg_err *err);
+    void *ud;
+} arestore;
+
+static void arestore_step(void *ud, const struct dg_err *err)
+{
+    static const struct {
+        const char *kind;
+        void (*each)(void *ud, const char *key, const char *value);
+    } steps[] = {{"function", restore_fn}, {"worker", restore_worker}, {"dataplane", restore_dp}};
+    if (err || arestore.step == DG_ARRAY_LEN(steps)) {
+        if (!err)
+            restore_done(&arestore.rs);
+        arestore.done(arestore.ud, err);
+        return;
+    }
+    unsigned i = arestore.step++;
+    cp_store_scan_async(cp.store, steps[i].kind, steps[i].each, arestore_step, &arestore.rs);
+}
+
+void cp_restore_async(void (*done)(void *ud, const struct dg_err *err), void *ud)
+{
+    memset(&arestore.rs, 0, sizeof(arestore.rs));
+    arestore.step = 0;
+    arestore.done = done;
+    arestore.ud = ud;
+    recon.t0_us = dg_now_us();
+    arestore_step(NULL, NULL);
 }
 
 void cp_restore_close(void)

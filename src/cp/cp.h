@@ -88,6 +88,7 @@ struct cp {
     char *placement;
     bool knative;     /* autoscaler: knative */
     bool leader;      /* this replica acts (always, without replicas) */
+    bool taking_over; /* elected, restoring from the store before it acts */
     char *leader_api; /* the leader's internal API address, NULL if none known */
     struct cp_store *store;
     double reconstruction_seconds; /* the last start-up's, for /metrics */
@@ -136,5 +137,7 @@ void cp_api_mount(struct dg_http_server *internal, struct dg_http_server *regist
  * workers for their sandboxes and push every list to the data planes (reconstruction). */
 int cp_restore(struct dg_err *err);
 void cp_restore_close(void); /* shutdown */
+/* The same without blocking the loop (a replica taking over); `done` when it is restored. */
+void cp_restore_async(void (*done)(void *ud, const struct dg_err *err), void *ud);
 
 #endif

@@ -224,6 +224,16 @@ static void on_cron(uv_timer_t *t)
     }
 }
 
+static void took_over(void *ud, const struct dg_err *err)
+{
+    cp.taking_over = false;
+    if (!g.election || !cp_election_is_leader(g.election))
+        return; /* lost it again meanwhile */
+    if (err)    /* the store is unreachable: act on what is known, heartbeats bring the rest */
+        dg_log(DG_LOG_ERROR, "cp", "restoring: %s", err->msg);
+    cp.leader = true;
+}
+
 /* Leadership changed (raft, on the loop). */
 static void on_leadership(void *ud, bool is_leader, unsigned leader_id, const char *leader_raft)
 {
@@ -231,15 +241,13 @@ static void on_leadership(void *ud, bool is_leader, unsigned leader_id, const ch
     cp.leader_api = leader_id >= 1 && leader_id <= g.cfg.replicas.n
                         ? dg_xstrdup(g.cfg.replicas.v[leader_id - 1])
                         : NULL;
-    bool was = cp.leader;
-    cp.leader = is_leader;
-    if (is_leader && !was) {
-        struct dg_err err = {0};
+    if (is_leader && !cp.leader && !cp.taking_over) {
         dg_log_always("cp", "replica %lld leads: restoring from %s", (long long)g.cfg.replica_id,
                       cp_store_backend(cp.store));
-        if (cp_restore(&err) < 0) /* the store is unreachable: serve, retried on the next term */
-            dg_log(DG_LOG_ERROR, "cp", "%s", err.msg);
-    } else if (!is_leader && was) {
+        cp.taking_over = true; /* it acts once restored, without blocking the loop */
+        cp_restore_async(took_over, NULL);
+    } else if (!is_leader && (cp.leader || cp.taking_over)) {
+        cp.leader = false;
         dg_log(DG_LOG_WARN, "cp", "replica %lld no longer leads (leader: %s)",
                (long long)g.cfg.replica_id, cp.leader_api ? cp.leader_api : "none yet");
     } else if (!is_leader) {

@@ -530,3 +530,65 @@ void cp_store_shutdown(struct cp_store *s)
         redisAsyncDisconnect(rc);
     }
 }
+
+/* ---- asynchronous scan (a replica taking over: the loop must not wait for Redis) ----------- */
+
+struct ascan {
+    struct cp_store *s;
+    void (*each)(void *ud, const char *key, const char *value);
+    cp_store_done done;
+    void *ud;
+};
+
+static void ascan_reply(redisAsyncContext *c, void *r, void *privdata)
+{
+    struct ascan *a = privdata;
+    redisReply *reply = r;
+    struct dg_err err = {0};
+    if (!reply || reply->type != REDIS_REPLY_ARRAY) {
+        dg_err_set(&err, DG_E_INVAL, "persistence redis %s:%d: HGETALL: %s", a->s->host, a->s->port,
+                   reply && reply->type == REDIS_REPLY_ERROR ? reply->str
+                   : c->errstr[0]                            ? c->errstr
+                                                             : "no answer");
+    } else {
+        size_t n = reply->elements / 2;
+        size_t *order = dg_xcalloc(n ? n : 1, sizeof(*order));
+        for (size_t i = 0; i < n; i++)
+            order[i] = i;
+        /* key order, as the other backends scan (insertion sort: small, start-up only) */
+        for (size_t i = 1; i < n; i++)
+            for (size_t k = i; k > 0 && strcmp(reply->element[2 * order[k - 1]]->str,
+                                               reply->element[2 * order[k]]->str) > 0;
+                 k--) {
+                size_t t = order[k];
+                order[k] = order[k - 1];
+                order[k - 1] = t;
+            }
+        for (size_t i = 0; i < n; i++)
+            a->each(a->ud, reply->element[2 * order[i]]->str,
+                    reply->element[2 * order[i] + 1]->str);
+        free(order);
+    }
+    a->done(a->ud, err.msg[0] ? &err : NULL);
+    free(a);
+}
+
+void cp_store_scan_async(struct cp_store *s, const char *kind,
+                         void (*each)(void *ud, const char *key, const char *value),
+                         cp_store_done done, void *ud)
+{
+    struct dg_err err = {0};
+    if (!s->host) { /* sqlite (local, quick) or none */
+        int rc = cp_store_scan(s, kind, each, ud, &err);
+        done(ud, rc < 0 ? &err : NULL);
+        return;
+    }
+    struct ascan *a = dg_xcalloc(1, sizeof(*a));
+    *a = (struct ascan){s, each, done, ud};
+    if (!s->rc ||
+        redisAsyncCommand(s->rc, ascan_reply, a, "HGETALL dirigent:%s", kind) != REDIS_OK) {
+        dg_err_set(&err, DG_E_CLOSED, "persistence redis %s:%d: not connected", s->host, s->port);
+        free(a);
+        done(ud, &err);
+    }
+}

@@ -44,6 +44,11 @@ void cp_store_del(struct cp_store *s, const char *kind, const char *key, cp_stor
 int cp_store_scan(struct cp_store *s, const char *kind,
                   void (*each)(void *ud, const char *key, const char *value), void *ud,
                   struct dg_err *err);
+/* The same without blocking the loop (Redis: on the async connection); `done` after the last
+ * `each`, with an error if the scan failed. For a replica that takes over while serving. */
+void cp_store_scan_async(struct cp_store *s, const char *kind,
+                         void (*each)(void *ud, const char *key, const char *value),
+                         cp_store_done done, void *ud);
 /* Writes not yet durable. */
 unsigned cp_store_pending(const struct cp_store *s);
 /* Shutdown, while the loop still runs: no reconnects; a Redis connection closes once its

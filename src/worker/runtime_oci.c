@@ -84,7 +84,6 @@ struct oci_sb {
 };
 
 static void teardown(struct oci_sb *o);
-static bool is_container_init(pid_t pid, void *ud);
 static void sandbox_failed(struct oci_sb *o, const struct dg_err *err);
 
 /* ---- config.json ------------------------------------------------------------------------ */
@@ -547,7 +546,6 @@ static void runtime_started(void *ud, int64_t status, int sig, const char *out)
     struct wk_sandbox *sb = o->sb;
     char path[4096];
     sb->lat.start_us = dg_now_us() - o->t_step;
-    wk_reap_orphans(is_container_init, sb->w);
     o->t_step = dg_now_us();
     if (status != 0 || sig) {
         snprintf(path, sizeof(path), "%s/runtime.log", o->dir);

@@ -78,7 +78,7 @@ t_follower_refuses() {
   code=$(curl -s -D "$TAP_TMP/h" -o "$TAP_TMP/b" -w '%{http_code}' -XPOST "http://${REGS[$((f - 1))]}/registerService" \
     -d "name=x&image=$FN&port_forwarding=80&port_forwarding=tcp")
   [ "$code" = 503 ] && grep -qi "^X-Dirigent-Leader: ${API[$((LEADER - 1))]}" "$TAP_TMP/h" &&
-    grep -q "does not lead; the leader is ${API[$((LEADER - 1))]}" "$TAP_TMP/b" || { echo "$code"; cat "$TAP_TMP/h" "$TAP_TMP/b"; return 1; }
+    grep -q "does not lead; the leader.s internal API is ${API[$((LEADER - 1))]}" "$TAP_TMP/b" || { echo "$code"; cat "$TAP_TMP/h" "$TAP_TMP/b"; return 1; }
   for i in 1 2 3 4 5; do [ "$(register "${REGS[$((LEADER - 1))]}" "fn$i")" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }; done
   # the worker and the data plane found the leader (heartbeats follow X-Dirigent-Leader)
   wait_json "http://${REGS[$((LEADER - 1))]}/v1/status" 'len(j["workers"]) == 1 and len(j["dataplanes"]) == 1' || return 1
