@@ -13,7 +13,7 @@ PKGS=(
   # containers (the worker's oci runtime) and a local registry for its tests
   crun skopeo umoci docker-registry iproute2
   # shared state
-  redis-server
+  redis-server haproxy
   # tests, sanitizers, fuzzing
   libcmocka-dev libclang-rt-14-dev curl
   # benchmarks

@@ -4,12 +4,14 @@
  * the data plane over HTTP with the project's client on a private loop (a
  * short-lived tool may wait for its answers).
  *
- *   dirigent up [--runtime auto|oci|process|emulated] [--state-dir DIR]
+ *   dirigent up [--runtime auto|oci|process|emulated] [--state-dir DIR] [--cp-replicas N]
+ *               [--dataplanes M]
  *   dirigent function deploy NAME --image IMG [--port P] [--min N] [--max N] [--cpu MILLI]
  *                                 [--memory MIB] [--cold-start-sweep]
  *   dirigent function list | get NAME | delete NAME
  *   dirigent invoke NAME [--data STR] [--header K:V]...
  *   dirigent status
+ *   dirigent haproxy-config --socket PATH --cp REG1,REG2,...
  * Global: --cp HOST:PORT (registration server, 127.0.0.1:9091), --dp HOST:PORT (127.0.0.1:8080),
  *         --json (machine-readable output).
  */
@@ -266,6 +268,26 @@ static void status_table(json_t *s)
 {
     size_t i;
     json_t *x;
+    json_t *reps = json_object_get(s, "replicas");
+    if (json_array_size(reps)) {
+        printf("CONTROL PLANE REPLICAS\n%-4s %-22s %s\n", "ID", "INTERNAL API", "ROLE");
+        json_array_foreach(reps, i, x)
+        {
+            /* each replica says for itself whether it is up and what it is */
+            const char *api = json_string_value(json_object_get(x, "api"));
+            struct cli_result r;
+            const char *role = "unreachable";
+            json_t *rj = NULL;
+            if (cli_request(api, "GET", "/v1/status", NULL, 0, NULL, &r) == 200 &&
+                (rj = json_loads(r.body.data, 0, NULL)))
+                role = json_string_value(json_object_get(rj, "role")) ?: "?";
+            printf("%-4lld %-22s %s\n", (long long)json_integer_value(json_object_get(x, "id")),
+                   api, role);
+            json_decref(rj);
+            dg_buf_free(&r.body);
+        }
+        printf("\n");
+    }
     printf("WORKERS\n%-24s %-22s %-12s %-15s %-17s %s\n", "NAME", "ADDRESS", "SCHEDULABLE",
            "CPU(m) USED/CAP", "MEM(MiB) USED/CAP", "SANDBOXES");
     json_array_foreach(json_object_get(s, "workers"), i, x)
@@ -295,7 +317,20 @@ static void status_table(json_t *s)
 static int cmd_status(int argc, char **argv)
 {
     struct cli_result r;
-    return answer(&r, cli_request(cp_addr, "GET", "/v1/status", NULL, 0, NULL, &r), status_table);
+    int st = cli_request(cp_addr, "GET", "/v1/status", NULL, 0, NULL, &r);
+    if (st == 200) { /* a follower keeps no registry: ask the leader it names */
+        json_t *j = json_loads(r.body.data, 0, NULL);
+        const char *role = j ? json_string_value(json_object_get(j, "role")) : NULL;
+        const char *leader = j ? json_string_value(json_object_get(j, "leader")) : NULL;
+        if (role && strcmp(role, "follower") == 0 && leader) {
+            char *addr = dg_xstrdup(leader);
+            dg_buf_free(&r.body);
+            st = cli_request(addr, "GET", "/v1/status", NULL, 0, NULL, &r);
+            free(addr);
+        }
+        json_decref(j);
+    }
+    return answer(&r, st, status_table);
 }
 
 /* ---- up: a local cluster in the foreground ---------------------------------------------- */
@@ -306,6 +341,8 @@ static void on_signal(int sig)
     stop_flag = 1;
 }
 
+/* A daemon of the local cluster: our binaries from `dir`, others (redis-server, haproxy) from
+ * PATH; output to <state>/logs/NAME.log, pid in <state>/pids/NAME.pid. */
 static pid_t spawn(const char *dir, const char *state, const char *name, char *const argv[])
 {
     char log[4096], pidf[4096];
@@ -319,9 +356,13 @@ static pid_t spawn(const char *dir, const char *state, const char *name, char *c
             dup2(fd, 2);
         }
         signal(SIGINT, SIG_IGN); /* the terminal's Ctrl-C is ours to relay */
-        char exe[4096];
-        snprintf(exe, sizeof(exe), "%s/%s", dir, argv[0]);
-        execv(exe, argv);
+        if (strncmp(argv[0], "dirigent", 8) != 0) {
+            execvp(argv[0], argv);
+        } else {
+            char exe[4096];
+            snprintf(exe, sizeof(exe), "%s/%s", dir, argv[0]);
+            execv(exe, argv);
+        }
         _exit(127);
     }
     FILE *f = fopen(pidf, "w");
@@ -356,21 +397,190 @@ static const char *oci_unusable(const char *image_dir)
     return NULL;
 }
 
+/* ---- haproxy-config: HAProxy in front of data planes and registration servers ----------- */
+
+struct hx_conf {
+    const char *invocations, *registration, *socket, *backend;
+    char **cps; /* the CPs' registration servers */
+    size_t ncps;
+};
+
+/* The two frontends of the original's configs/haproxy.cfg: invocations hashed on Host over
+ * the data planes (servers added at run time by the CP leader through the stats socket), and
+ * registrations spread over the CPs' registration servers (a follower forwards to the
+ * leader). Timeouts are the original's; health checks every 500 ms (it had 2.5 s). */
+static void haproxy_config(FILE *out, const struct hx_conf *c)
+{
+    fprintf(out,
+            "# HAProxy for dirigent (written by `dirigent haproxy-config`)\n"
+            "global\n"
+            "    stats socket %s mode 600 level admin\n\n"
+            "defaults\n"
+            "    mode http\n"
+            "    timeout connect 1s\n"
+            "    timeout client 900s\n"
+            "    timeout server 900s\n"
+            "    timeout http-request 60s\n"
+            "    timeout http-keep-alive 60s\n"
+            "    timeout queue 60s\n"
+            "    timeout check 2s\n"
+            "    retries 3\n"
+            "    option redispatch 1\n"
+            "    http-reuse always\n\n"
+            "frontend invocations\n"
+            "    bind %s\n"
+            "    default_backend %s\n\n"
+            "# servers dp_<name>: added and removed by the control plane leader (haproxy.api)\n"
+            "backend %s\n"
+            "    balance hdr(host)\n"
+            "    hash-type consistent\n"
+            "    option httpchk GET /health\n"
+            "    retry-on conn-failure empty-response\n"
+            "    default-server inter 500ms fall 2 rise 1\n\n"
+            "frontend registration\n"
+            "    bind %s\n"
+            "    default_backend registration\n\n"
+            "backend registration\n"
+            "    balance roundrobin\n"
+            "    option httpchk GET /health\n"
+            "    option http-buffer-request\n"
+            "    retry-on conn-failure empty-response 503\n"
+            "    default-server inter 500ms fall 2 rise 1\n",
+            c->socket, c->invocations, c->backend, c->backend, c->registration);
+    for (size_t i = 0; i < c->ncps; i++)
+        fprintf(out, "    server cp%zu %s check\n", i, c->cps[i]);
+}
+
+/* "a,b,c" into a NULL-terminated vector (strings point into `s`, which is modified). */
+static size_t split_list(char *s, char **v, size_t cap)
+{
+    size_t n = 0;
+    for (char *save = NULL, *t = strtok_r(s, ",", &save); t && n < cap;
+         t = strtok_r(NULL, ",", &save))
+        v[n++] = t;
+    v[n] = NULL;
+    return n;
+}
+
+static int cmd_haproxy_config(int argc, char **argv)
+{
+    struct hx_conf c = {
+        .invocations = "127.0.0.1:8079", .registration = "127.0.0.1:9092", .backend = "dataplanes"};
+    char *cps[65], *list = NULL;
+    const char *v;
+    for (int i = 0; i < argc; i++) {
+        if ((v = cli_opt(&i, argc, argv, "--invocations")))
+            c.invocations = v;
+        else if ((v = cli_opt(&i, argc, argv, "--registration")))
+            c.registration = v;
+        else if ((v = cli_opt(&i, argc, argv, "--socket")))
+            c.socket = v;
+        else if ((v = cli_opt(&i, argc, argv, "--backend")))
+            c.backend = v;
+        else if ((v = cli_opt(&i, argc, argv, "--cp")))
+            list = (char *)v;
+        else
+            return cli_fail("haproxy-config: unknown option '%s'", argv[i]);
+    }
+    if (!c.socket || !list)
+        return cli_fail("haproxy-config: expected --socket PATH (the runtime API the CP's "
+                        "haproxy.api names) and --cp REG1,REG2,... (the CPs' registration "
+                        "servers)");
+    c.cps = cps;
+    c.ncps = split_list(list, cps, 64);
+    haproxy_config(stdout, &c);
+    return 0;
+}
+
+/* ---- up: a local cluster in the foreground ---------------------------------------------- */
+
+#define UP_MAX_PROCS 24
+
+struct up {
+    const char *self_dir, *src_dir, *state;
+    pid_t pids[UP_MAX_PROCS];
+    size_t n;
+};
+
+static void up_spawn(struct up *u, const char *name, char *const argv[])
+{
+    if (u->n < UP_MAX_PROCS)
+        u->pids[u->n++] = spawn(u->self_dir, u->state, name, argv);
+}
+
+/* Stop in reverse order of start (the worker stops its sandboxes before the CP goes). */
+static void up_stop(struct up *u)
+{
+    for (size_t i = u->n; i-- > 0;)
+        kill(u->pids[i], SIGTERM);
+    for (size_t i = 0; i < u->n; i++)
+        while (waitpid(u->pids[i], NULL, 0) == -1 && errno == EINTR)
+            ;
+}
+
+/* The leader's status: polls the replicas until one says it leads and knows `workers` workers
+ * and `dps` data planes. */
+static bool up_ready(char **apis, size_t n, unsigned dps)
+{
+    for (int i = 0; i < 300 && !stop_flag; i++) {
+        usleep(50000);
+        for (size_t k = 0; k < n; k++) {
+            struct cli_result r;
+            if (cli_request(apis[k], "GET", "/v1/status", NULL, 0, NULL, &r) != 200) {
+                dg_buf_free(&r.body);
+                continue;
+            }
+            json_t *j = json_loads(r.body.data, 0, NULL);
+            dg_buf_free(&r.body);
+            bool ok = j && json_array_size(json_object_get(j, "workers")) >= 1 &&
+                      json_array_size(json_object_get(j, "dataplanes")) >= dps &&
+                      (n == 1 ||
+                       strcmp(json_string_value(json_object_get(j, "role")) ?: "", "leader") == 0);
+            json_decref(j);
+            if (ok)
+                return true;
+        }
+    }
+    return false;
+}
+
 static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_dir)
 {
     const char *runtime = "auto", *state = "data/local", *v;
+    int64_t ncp = 1, ndp = 1;
     for (int i = 0; i < argc; i++) {
         if ((v = cli_opt(&i, argc, argv, "--runtime")))
             runtime = v;
         else if ((v = cli_opt(&i, argc, argv, "--state-dir")))
             state = v;
-        else
+        else if ((v = cli_opt(&i, argc, argv, "--cp-replicas"))) {
+            if (!dg_str_to_i64(dg_str_c(v), &ncp) || ncp < 1 || ncp > 7 || ncp % 2 == 0)
+                return cli_fail("up: --cp-replicas: expected 1, 3, 5 or 7 (an odd number: a "
+                                "majority must survive), got '%s'",
+                                v);
+        } else if ((v = cli_opt(&i, argc, argv, "--dataplanes"))) {
+            if (!dg_str_to_i64(dg_str_c(v), &ndp) || ndp < 1 || ndp > 8)
+                return cli_fail("up: --dataplanes: expected 1 to 8, got '%s'", v);
+        } else {
             return cli_fail("up: unknown option '%s'", argv[i]);
+        }
     }
     if (strcmp(runtime, "auto") != 0 && strcmp(runtime, "oci") != 0 &&
         strcmp(runtime, "process") != 0 && strcmp(runtime, "emulated") != 0)
         return cli_fail("up: --runtime: expected auto, oci, process or emulated, got '%s'",
                         runtime);
+    /* HA: replicas share Redis and sit behind HAProxy with the data planes */
+    bool ha = ncp > 1 || ndp > 1;
+    if (ha)
+        for (const char *const *b = (const char *const[]){"redis-server", "haproxy", NULL}; *b;
+             b++) {
+            char cmd[128];
+            snprintf(cmd, sizeof(cmd), "command -v %s >/dev/null 2>&1", *b);
+            if (system(cmd) != 0)
+                return cli_fail("up: --cp-replicas/--dataplanes need %s (make deps installs "
+                                "it)",
+                                *b);
+        }
     /* auto: containers when this machine can run them, else plain processes (and why) */
     char *image_dir = dg_xasprintf("%s/images/dirigent-fn", self_dir);
     if (strcmp(runtime, "auto") == 0) {
@@ -389,44 +599,157 @@ static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_d
     mkdir(buf, 0755);
     snprintf(buf, sizeof(buf), "%s/pids", state);
     mkdir(buf, 0755);
+    char abs_state[4096];
+    if (!realpath(state, abs_state))
+        snprintf(abs_state, sizeof(abs_state), "%s", state);
+    /* addresses: CP i: internal 9090+10i, registration 9091+10i, raft 9095+10i; DP j: proxy
+     * 8080+10j, API 8081+10j; HAProxy: 8079 (invocations), 9092 (registrations) */
+    struct dg_buf all = {0}, rafts = {0}, regs = {0};
+    for (int64_t i = 0; i < ncp; i++) {
+        dg_buf_printf(&all, "%s127.0.0.1:%lld", i ? "," : "", (long long)(9090 + 10 * i));
+        dg_buf_printf(&rafts, "%s127.0.0.1:%lld", i ? "," : "", (long long)(9095 + 10 * i));
+        dg_buf_printf(&regs, "%s127.0.0.1:%lld", i ? "," : "", (long long)(9091 + 10 * i));
+    }
+    dg_buf_append(&all, "", 1);
+    dg_buf_append(&rafts, "", 1);
+    dg_buf_append(&regs, "", 1);
     char *cpc = dg_xasprintf("%s/configs/local/cp.yaml", src_dir);
     char *dpc = dg_xasprintf("%s/configs/local/dp.yaml", src_dir);
     char *wkc = dg_xasprintf("%s/configs/local/worker.yaml", src_dir);
     char *fn = dg_xasprintf("%s/dirigent-fn", self_dir);
-    char *rt = dg_xasprintf("runtime=%s", runtime);
-    char *fnb = dg_xasprintf("fnBinary=%s", fn);
-    char *trace = dg_xasprintf("traceOutputFolder=%s/trace", state);
-    char *cpdata = dg_xasprintf("dataDir=%s/cp", state);
+    char *sock = dg_xasprintf("%s/haproxy.sock", abs_state);
+    const int redis_port = 6380; /* the original's raft set-up used 6380-6382 */
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    pid_t pids[3];
-    pids[0] =
-        spawn(self_dir, state, "cp",
-              (char *[]){"dirigent-cp", "--config", cpc, "--set", trace, "--set", cpdata, NULL});
-    pids[1] = spawn(self_dir, state, "dp",
-                    (char *[]){"dirigent-dp", "--config", dpc, "--set", trace, NULL});
-    char *wdata = dg_xasprintf("dataDir=%s/worker", state);
-    pids[2] = spawn(self_dir, state, "worker",
-                    (char *[]){"dirigent-worker", "--config", wkc, "--set", rt, "--set", fnb,
-                               "--set", wdata, NULL});
+    struct up u = {.self_dir = self_dir, .src_dir = src_dir, .state = state};
     int rc = 0;
-    /* healthy, and the worker and data plane registered */
-    bool ready = false;
-    for (int i = 0; i < 200 && !stop_flag && !ready; i++) {
-        usleep(50000);
-        struct cli_result r;
-        if (healthy("127.0.0.1:9091") && healthy("127.0.0.1:8081") &&
-            cli_request("127.0.0.1:9091", "GET", "/v1/status", NULL, 0, NULL, &r) == 200) {
-            ready =
-                strstr(r.body.data, "\"workers\":[{") && strstr(r.body.data, "\"dataplanes\":[{");
-            dg_buf_free(&r.body);
+    if (ha) {
+        char *rdir = dg_xasprintf("%s/redis", state), *rport = dg_xasprintf("%d", redis_port);
+        mkdir(rdir, 0755);
+        up_spawn(&u, "redis",
+                 (char *[]){"redis-server", "--port", rport, "--bind", "127.0.0.1", "--dir", rdir,
+                            "--appendonly", "yes", "--save", "", NULL});
+        free(rdir);
+        free(rport);
+        char *hcfg = dg_xasprintf("%s/haproxy.cfg", state);
+        FILE *f = fopen(hcfg, "w");
+        if (!f) {
+            rc = cli_fail("up: %s: %s", hcfg, strerror(errno));
+        } else {
+            char *cps[9];
+            struct hx_conf hc = {.invocations = "127.0.0.1:8079",
+                                 .registration = "127.0.0.1:9092",
+                                 .socket = sock,
+                                 .backend = "dataplanes",
+                                 .cps = cps,
+                                 .ncps = split_list(regs.data, cps, 8)};
+            haproxy_config(f, &hc);
+            fclose(f);
+            unlink(sock);
+            up_spawn(&u, "haproxy", (char *[]){"haproxy", "-db", "-f", hcfg, NULL});
+        }
+        free(hcfg);
+    }
+    char *apis[8] = {0};
+    for (int64_t i = 0; i < ncp && !rc; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), ncp > 1 ? "cp-%lld" : "cp", (long long)i);
+        char *trace = ncp > 1 ? dg_xasprintf("traceOutputFolder=%s/trace-%s", state, name)
+                              : dg_xasprintf("traceOutputFolder=%s/trace", state);
+        char *data = dg_xasprintf("dataDir=%s/%s", state, name);
+        char *port = dg_xasprintf("port=%lld", (long long)(9090 + 10 * i));
+        char *reg = dg_xasprintf("registrationServer=127.0.0.1:%lld", (long long)(9091 + 10 * i));
+        char *reps = dg_xasprintf("replicas=%s", all.data);
+        char *raft = dg_xasprintf("raftAddresses=%s", rafts.data);
+        char *rid = dg_xasprintf("replicaId=%lld", (long long)i + 1);
+        char *redis = dg_xasprintf("redis.address=127.0.0.1:%d", redis_port);
+        char *hx = dg_xasprintf("haproxy.api=%s", sock);
+        apis[i] = dg_xasprintf("127.0.0.1:%lld", (long long)(9090 + 10 * i));
+        if (ha)
+            up_spawn(&u, name,
+                     (char *[]){"dirigent-cp",
+                                "--config",
+                                cpc,
+                                "--set",
+                                trace,
+                                "--set",
+                                data,
+                                "--set",
+                                port,
+                                "--set",
+                                reg,
+                                "--set",
+                                reps,
+                                "--set",
+                                raft,
+                                "--set",
+                                rid,
+                                "--set",
+                                "persistence=redis",
+                                "--set",
+                                redis,
+                                "--set",
+                                "redis.fullPersistence=true",
+                                "--set",
+                                hx,
+                                "--set",
+                                "loadBalancerAddress=127.0.0.1:8079",
+                                NULL});
+        else
+            up_spawn(
+                &u, name,
+                (char *[]){"dirigent-cp", "--config", cpc, "--set", trace, "--set", data, NULL});
+        free(trace);
+        free(data);
+        free(port);
+        free(reg);
+        free(reps);
+        free(raft);
+        free(rid);
+        free(redis);
+        free(hx);
+    }
+    for (int64_t j = 0; j < ndp && !rc; j++) {
+        char name[16];
+        snprintf(name, sizeof(name), ha ? "dp-%lld" : "dp", (long long)j);
+        char *trace = dg_xasprintf("traceOutputFolder=%s/trace", state);
+        char *pp = dg_xasprintf("portProxy=%lld", (long long)(8080 + 10 * j));
+        char *pg = dg_xasprintf("portGRPC=%lld", (long long)(8081 + 10 * j));
+        char *nm2 = dg_xasprintf("name=%s", name);
+        char *cps = dg_xasprintf("controlPlaneAddress=%s", all.data);
+        up_spawn(&u, name,
+                 (char *[]){"dirigent-dp", "--config", dpc, "--set", trace, "--set", pp, "--set",
+                            pg, "--set", nm2, "--set", cps, NULL});
+        free(trace);
+        free(pp);
+        free(pg);
+        free(nm2);
+        free(cps);
+    }
+    char *rt = dg_xasprintf("runtime=%s", runtime);
+    char *fnb = dg_xasprintf("fnBinary=%s", fn);
+    char *wdata = dg_xasprintf("dataDir=%s/worker", state);
+    char *wcps = dg_xasprintf("controlPlaneAddress=%s", all.data);
+    if (!rc)
+        up_spawn(&u, "worker",
+                 (char *[]){"dirigent-worker", "--config", wkc, "--set", rt, "--set", fnb, "--set",
+                            wdata, "--set", wcps, NULL});
+    /* healthy: a leader that knows the worker and every data plane */
+    bool ready = !rc && up_ready(apis, (size_t)ncp, (unsigned)ndp);
+    const char *reg_addr = ha ? "127.0.0.1:9092" : "127.0.0.1:9091";
+    const char *inv_addr = ha ? "127.0.0.1:8079" : "127.0.0.1:8080";
+    if (ready && ha) { /* HAProxy has the data planes once the leader synced it */
+        ready = false;
+        for (int k = 0; k < 200 && !stop_flag && !ready; k++) {
+            usleep(50000);
+            ready = healthy(inv_addr) && healthy(reg_addr);
         }
     }
-    if (!ready) {
+    if (!ready && !rc) {
         fprintf(stderr, "dirigent: up: the cluster did not become healthy; logs in %s/logs\n",
                 state);
         rc = 1;
-    } else {
+    } else if (!rc) {
         char body[8192], image[4096];
         if (oci)
             snprintf(image, sizeof(image), "oci:%s:latest", image_dir);
@@ -437,35 +760,42 @@ static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_d
                  "&requested_cpu=100&requested_memory=64",
                  image);
         struct cli_result r;
-        int st = cli_request("127.0.0.1:9091", "POST", "/registerService", NULL, 0, body, &r);
+        int st = cli_request(reg_addr, "POST", "/registerService", NULL, 0, body, &r);
         if (st != 200 && st != 409) {
             fprintf(stderr, "dirigent: up: deploying hello: %d %s%s\n", st, r.err,
                     r.body.data ? r.body.data : "");
             rc = 1;
         } else {
-            printf("ready: curl -H 'Host: hello' http://127.0.0.1:8080/\n");
+            if (ha)
+                printf("ready: curl -H 'Host: hello' http://%s/ (invocations through HAProxy "
+                       "over %lld data planes); registrations: http://%s/registerService (%lld "
+                       "control plane replicas)\n",
+                       inv_addr, (long long)ndp, reg_addr, (long long)ncp);
+            else
+                printf("ready: curl -H 'Host: hello' http://%s/\n", inv_addr);
             fflush(stdout);
             while (!stop_flag)
                 pause();
         }
         dg_buf_free(&r.body);
     }
-    for (int i = 2; i >= 0; i--) /* worker first: it stops its sandboxes */
-        kill(pids[i], SIGTERM);
-    for (int i = 0; i < 3; i++)
-        while (waitpid(pids[i], NULL, 0) == -1 && errno == EINTR)
-            ;
+    up_stop(&u);
     fprintf(stderr, "dirigent: stopped\n");
+    for (size_t i = 0; i < DG_ARRAY_LEN(apis); i++)
+        free(apis[i]);
     free(cpc);
     free(dpc);
     free(wkc);
     free(fn);
     free(rt);
     free(fnb);
-    free(trace);
     free(wdata);
-    free(cpdata);
+    free(wcps);
+    free(sock);
     free(image_dir);
+    dg_buf_free(&all);
+    dg_buf_free(&rafts);
+    dg_buf_free(&regs);
     return rc;
 }
 
@@ -490,11 +820,15 @@ int main(int argc, char **argv)
         printf(
             "usage: dirigent [--cp HOST:PORT] [--dp HOST:PORT] [--json] COMMAND\n"
             "  up [--runtime auto|oci|process|emulated] [--state-dir DIR]   a local cluster\n"
+            "     [--cp-replicas N] [--dataplanes M]   N CPs (Redis, raft) and M DPs behind "
+            "HAProxy\n"
             "  function deploy NAME --image IMG [--port P] [--min N] [--max N] [--cpu MILLI]\n"
             "                  [--memory MIB] [--concurrency N] [--cold-start-sweep]\n"
             "  function list | get NAME | delete NAME\n"
             "  invoke NAME [--data STR] [--header K:V]...\n"
             "  status\n"
+            "  haproxy-config --socket PATH --cp REG1,REG2,... [--invocations IP:PORT]\n"
+            "                 [--registration IP:PORT] [--backend NAME]   HAProxy's config\n"
             "  load rps --rate R --duration S [--cold [--cooldown S] [--image PATH]] [FUNCTION]\n");
         return i >= argc ? 2 : 0;
     }
@@ -511,6 +845,8 @@ int main(int argc, char **argv)
     char **sub_argv = argv + i + 1;
     if (strcmp(cmd, "up") == 0)
         return cmd_up(sub_argc, sub_argv, self, src);
+    if (strcmp(cmd, "haproxy-config") == 0)
+        return cmd_haproxy_config(sub_argc, sub_argv);
     if (strcmp(cmd, "function") == 0)
         return cmd_function(sub_argc, sub_argv);
     if (strcmp(cmd, "invoke") == 0)

@@ -571,6 +571,8 @@ static void api_dataplane(struct dg_http_req *r, void *ud)
         for (struct cp_fn *f = cp.fns; f; f = f->next)
             if (!f->deleted)
                 cp_push_endpoints(f);
+    if (resync)
+        cp_haproxy_sync();
     dg_http_respond_text(r, 200, "ok");
 }
 
@@ -664,6 +666,15 @@ static void api_status(struct dg_http_req *r, void *ud)
     json_t *st = json_pack("{so so so ss}", "workers", ws, "dataplanes", ds, "functions", fs,
                            "role", cp.leader ? "leader" : "follower");
     json_object_set_new(st, "leader", cp.leader_api ? json_string(cp.leader_api) : json_null());
+    if (cp.nreplicas) {
+        json_t *rs = json_array();
+        for (size_t i = 0; i < cp.nreplicas; i++)
+            json_array_append_new(
+                rs, json_pack("{si ss sb sb}", "id", (int)i + 1, "api", cp.replicas[i], "self",
+                              i + 1 == cp.replica_id, "leader",
+                              cp.leader_api && strcmp(cp.leader_api, cp.replicas[i]) == 0));
+        json_object_set_new(st, "replicas", rs);
+    }
     dg_http_respond_json(r, 200, st);
 }
 
@@ -673,13 +684,8 @@ struct leader_route {
     void (*fn)(struct dg_http_req *r, void *ud);
 };
 
-static void leader_only(struct dg_http_req *r, void *ud)
+static void refuse(struct dg_http_req *r)
 {
-    const struct leader_route *route = ud;
-    if (cp.leader) {
-        route->fn(r, NULL);
-        return;
-    }
     if (cp.leader_api)
         dg_http_resp_header(r, "X-Dirigent-Leader", cp.leader_api);
     if (cp.taking_over)
@@ -689,9 +695,121 @@ static void leader_only(struct dg_http_req *r, void *ud)
     else
         dg_http_respond_text(r, 503,
                              "this control plane replica does not lead; the leader's internal "
-                             "API is %s (send registrations to that replica's registration "
-                             "server)",
+                             "API is %s",
                              cp.leader_api ? cp.leader_api : "not elected yet: try again");
+}
+
+static void leader_only(struct dg_http_req *r, void *ud)
+{
+    const struct leader_route *route = ud;
+    if (cp.leader)
+        route->fn(r, NULL);
+    else
+        refuse(r);
+}
+
+/* ---- a follower forwards the user API to the leader ------------------------------------- */
+
+/* The user API (registrations, function CRUD) is served on the registration server and, for
+ * forwarding, on the internal API too. A follower passes such a request to the leader's
+ * internal API and relays the answer, so any replica (and HAProxy's registration frontend
+ * spreading over all of them) takes registrations. A forwarded request is never forwarded
+ * again: a replica that does not lead by the time it arrives refuses it. */
+static struct {
+    struct dg_http_pool *pool;
+    char *addr; /* the leader the pool goes to */
+} fwd;
+
+struct fwd_req {
+    struct dg_http_req *r;
+    struct dg_http_creq *q;
+};
+
+static void fwd_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
+                     const struct dg_err *err, void *ud)
+{
+    struct fwd_req *f = ud;
+    if (f->r) {
+        dg_http_req_on_abort(f->r, NULL, NULL);
+        if (cp.leader_api)
+            dg_http_resp_header(f->r, "X-Dirigent-Leader", cp.leader_api);
+        if (!resp) {
+            dg_http_respond_text(f->r, 503, "forwarding to the leader %s: %s: try again",
+                                 fwd.addr ? fwd.addr : "?", err->msg);
+        } else {
+            const char *ct = "text/plain";
+            char ctb[128];
+            for (size_t i = 0; i < resp->nheaders; i++)
+                if (dg_str_caseeq(resp->headers[i].name, "Content-Type")) {
+                    snprintf(ctb, sizeof(ctb), "%.*s", (int)resp->headers[i].value.len,
+                             resp->headers[i].value.ptr);
+                    ct = ctb;
+                }
+            dg_http_respond(f->r, resp->status, ct, resp->body.ptr, resp->body.len);
+        }
+    }
+    free(f);
+}
+
+static void fwd_abort(struct dg_http_req *r, void *ud)
+{
+    struct fwd_req *f = ud;
+    f->r = NULL; /* the answer is dropped when it comes */
+}
+
+static void leader_or_forward(struct dg_http_req *r, void *ud)
+{
+    const struct leader_route *route = ud;
+    if (cp.leader) {
+        route->fn(r, NULL);
+        return;
+    }
+    if (!cp.leader_api || cp.taking_over || dg_http_req_header(r, "X-Dirigent-Forwarded").ptr) {
+        refuse(r);
+        return;
+    }
+    if (!fwd.addr || strcmp(fwd.addr, cp.leader_api) != 0) {
+        if (fwd.pool)
+            dg_http_pool_close(fwd.pool);
+        free(fwd.addr);
+        fwd.addr = dg_xstrdup(cp.leader_api);
+        struct dg_http_pool_opts o;
+        dg_http_pool_opts_default(&o);
+        o.connect_timeout_ms = 1000;
+        o.request_timeout_ms = 30000;
+        struct dg_err err = {0};
+        fwd.pool = dg_http_pool_new_addr(cp.loop, fwd.addr, &o, &err);
+        if (!fwd.pool) {
+            dg_http_respond_text(r, 503, "forwarding to the leader: %s", err.msg);
+            return;
+        }
+    }
+    struct dg_http_header h[2];
+    size_t n = 0;
+    h[n++] = (struct dg_http_header){DG_STR("X-Dirigent-Forwarded"), DG_STR("1")};
+    struct dg_str ct = dg_http_req_header(r, "Content-Type");
+    if (ct.ptr)
+        h[n++] = (struct dg_http_header){DG_STR("Content-Type"), ct};
+    struct dg_str body = dg_http_req_body(r), url = dg_http_req_url(r);
+    /* "POST /" is the registration server's alias of /registerService */
+    char *path = route->fn == api_register ? dg_xstrdup("/registerService")
+                                           : dg_xasprintf("%.*s", (int)url.len, url.ptr);
+    struct fwd_req *f = dg_xcalloc(1, sizeof(*f));
+    f->r = r;
+    dg_http_req_on_abort(r, fwd_abort, f);
+    static const struct dg_http_client_cbs cbs = {.on_done = fwd_done};
+    f->q =
+        dg_http_request(fwd.pool, dg_http_req_method(r), path, h, n, body.ptr, body.len, &cbs, f);
+    free(path);
+}
+
+void cp_api_close(void)
+{
+    if (fwd.pool)
+        dg_http_pool_close(fwd.pool);
+    fwd.pool = NULL;
+    free(fwd.addr);
+    fwd.addr = NULL;
 }
 
 static void api_health(struct dg_http_req *r, void *ud)
@@ -708,14 +826,19 @@ void cp_api_mount(struct dg_http_server *internal, struct dg_http_server *reg)
                                      r_dp = {api_dataplane}, r_metrics = {api_metrics},
                                      r_exited = {api_sandbox_exited};
     dg_http_route(reg, "GET", "/health", api_health, NULL, 0);
-    dg_http_route(reg, "POST", "/", leader_only, (void *)&r_register, 0);
-    dg_http_route(reg, "POST", "/registerService", leader_only, (void *)&r_register, 0);
-    dg_http_route(reg, "GET", "/check", leader_only, (void *)&r_check, 0);
-    dg_http_route(reg, "GET", "/v1/functions", leader_only, (void *)&r_list, 0);
-    dg_http_route(reg, "POST", "/v1/functions", leader_only, (void *)&r_create, 0);
-    dg_http_route(reg, "GET", "/v1/functions/:name", leader_only, (void *)&r_get, 0);
-    dg_http_route(reg, "PUT", "/v1/functions/:name", leader_only, (void *)&r_update, 0);
-    dg_http_route(reg, "DELETE", "/v1/functions/:name", leader_only, (void *)&r_delete, 0);
+    /* the user API: on the registration server, and on the internal API for forwarding */
+    struct dg_http_server *user[2] = {reg, internal};
+    for (int i = 0; i < 2; i++) {
+        struct dg_http_server *s = user[i];
+        dg_http_route(s, "POST", "/registerService", leader_or_forward, (void *)&r_register, 0);
+        dg_http_route(s, "GET", "/check", leader_or_forward, (void *)&r_check, 0);
+        dg_http_route(s, "GET", "/v1/functions", leader_or_forward, (void *)&r_list, 0);
+        dg_http_route(s, "POST", "/v1/functions", leader_or_forward, (void *)&r_create, 0);
+        dg_http_route(s, "GET", "/v1/functions/:name", leader_or_forward, (void *)&r_get, 0);
+        dg_http_route(s, "PUT", "/v1/functions/:name", leader_or_forward, (void *)&r_update, 0);
+        dg_http_route(s, "DELETE", "/v1/functions/:name", leader_or_forward, (void *)&r_delete, 0);
+    }
+    dg_http_route(reg, "POST", "/", leader_or_forward, (void *)&r_register, 0);
     dg_http_route(internal, "POST", "/v1/workers", leader_only, (void *)&r_worker, 0);
     dg_http_route(internal, "POST", "/v1/dataplanes", leader_only, (void *)&r_dp, 0);
     dg_http_route(internal, "POST", "/v1/metrics", leader_only, (void *)&r_metrics, 0);

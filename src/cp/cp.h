@@ -90,6 +90,9 @@ struct cp {
     bool leader;      /* this replica acts (always, without replicas) */
     bool taking_over; /* elected, restoring from the store before it acts */
     char *leader_api; /* the leader's internal API address, NULL if none known */
+    char **replicas;  /* every replica's internal API address (config `replicas`) */
+    size_t nreplicas; /* 0: a single control plane */
+    size_t replica_id;
     struct cp_store *store;
     double reconstruction_seconds; /* the last start-up's, for /metrics */
     struct cp_placer placer;
@@ -133,11 +136,19 @@ void cp_free_all(void); /* at exit, once the loop has closed everything */
 
 /* api.c */
 void cp_api_mount(struct dg_http_server *internal, struct dg_http_server *registration);
+void cp_api_close(void); /* shutdown: the pool a follower forwards with */
 /* Start-up: functions, workers and data planes from the store (before serving), then ask the
  * workers for their sandboxes and push every list to the data planes (reconstruction). */
 int cp_restore(struct dg_err *err);
 void cp_restore_close(void); /* shutdown */
 /* The same without blocking the loop (a replica taking over); `done` when it is restored. */
 void cp_restore_async(void (*done)(void *ud, const struct dg_err *err), void *ud);
+
+/* haproxy.c: the leader keeps HAProxy's data-plane backend equal to the registered data
+ * planes through its runtime API (`api`: a unix socket path or IP:PORT; "" = off). */
+int cp_haproxy_init(uv_loop_t *loop, const char *api, const char *backend, struct dg_err *err);
+void cp_haproxy_sync(void);  /* soon (coalesced); a no-op on a follower */
+void cp_haproxy_close(void); /* shutdown: abandon the command in flight */
+void cp_haproxy_free(void);
 
 #endif

@@ -37,6 +37,7 @@ struct cp_config {
     char *redis_address;
     bool redis_full;
     int64_t redis_replicas;
+    char *haproxy_api, *haproxy_backend;
     struct dg_http_conf http;
 };
 
@@ -150,6 +151,18 @@ static const struct dg_conf_field cp_fields[] = {
      .offset = offsetof(struct cp_config, lb_address),
      .def = "",
      .help = "returned to registrations when set (else the data planes' proxy addresses)"},
+    {.key = "haproxy.api",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct cp_config, haproxy_api),
+     .def = "",
+     .help = "HAProxy's runtime API (its stats socket: a unix socket path, or IP:PORT; level "
+             "admin): the leader keeps the backend haproxy.backend equal to the registered "
+             "data planes (empty: no HAProxy)"},
+    {.key = "haproxy.backend",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct cp_config, haproxy_backend),
+     .def = "dataplanes",
+     .help = "with haproxy.api: the backend whose dp_* servers are the data planes"},
     {.key = "heartbeatInterval",
      .type = DG_CONF_DURATION,
      .offset = offsetof(struct cp_config, heartbeat_ms),
@@ -185,9 +198,11 @@ static struct {
     struct dg_daemon daemon;
     struct dg_http_server *internal, *reg;
     uv_timer_t cron;
-    uint64_t next_tick;
+    uint64_t next_tick, next_haproxy;
     unsigned open_servers;
     struct cp_election *election; /* with replicas */
+    uv_timer_t retry_restore;     /* a takeover whose restore failed tries again */
+    bool stopping;
 } g;
 
 static void on_cron(uv_timer_t *t)
@@ -196,6 +211,7 @@ static void on_cron(uv_timer_t *t)
         return; /* a follower keeps no registry and decides nothing */
     uint64_t now = uv_now(cp.loop);
     uint64_t silent = 3 * cp.heartbeat_timeout_ms;
+    bool lost_dp = false;
     for (struct cp_worker *w = cp.workers; w; w = w->next)
         if (w->schedulable && now - w->last_seen_ms > silent)
             cp_worker_lost(w);
@@ -206,6 +222,7 @@ static void on_cron(uv_timer_t *t)
             continue;
         }
         cp_dp_lost(d);
+        lost_dp = true;
         *pd = d->next;
         for (struct cp_fn *f = cp.fns; f; f = f->next)
             for (size_t i = 0; i < f->nmetrics; i++)
@@ -218,20 +235,43 @@ static void on_cron(uv_timer_t *t)
         free(d->proxy);
         free(d);
     }
+    if (lost_dp || now >= g.next_haproxy) {
+        g.next_haproxy = now + 5000; /* also repairs an HAProxy that restarted */
+        cp_haproxy_sync();
+    }
     if (now >= g.next_tick) {
         g.next_tick = now + 2000; /* the autoscaling tick, as the original */
         cp_tick(now);
     }
 }
 
+static void take_over(uv_timer_t *t);
+
+/* Restored (or not): a leader acts only on the whole registry, so a store it cannot read
+ * yet (Redis restarting) is read again in 1 s while it answers "restoring". */
 static void took_over(void *ud, const struct dg_err *err)
 {
+    if (!g.election || !cp_election_is_leader(g.election)) {
+        cp.taking_over = false; /* lost it again meanwhile */
+        return;
+    }
+    if (err) {
+        dg_log(DG_LOG_ERROR, "cp", "restoring: %s; trying again in 1 s", err->msg);
+        uv_timer_start(&g.retry_restore, take_over, 1000, 0);
+        return;
+    }
     cp.taking_over = false;
-    if (!g.election || !cp_election_is_leader(g.election))
-        return; /* lost it again meanwhile */
-    if (err)    /* the store is unreachable: act on what is known, heartbeats bring the rest */
-        dg_log(DG_LOG_ERROR, "cp", "restoring: %s", err->msg);
     cp.leader = true;
+    cp_haproxy_sync();
+}
+
+static void take_over(uv_timer_t *t)
+{
+    if (g.stopping || !g.election || !cp_election_is_leader(g.election)) {
+        cp.taking_over = false;
+        return;
+    }
+    cp_restore_async(took_over, NULL);
 }
 
 /* Leadership changed (raft, on the loop). */
@@ -267,7 +307,10 @@ static void on_server_closed(void *ud)
         return;
     uv_timer_stop(&g.cron);
     uv_close((uv_handle_t *)&g.cron, NULL);
+    uv_close((uv_handle_t *)&g.retry_restore, NULL);
     cp_restore_close();
+    cp_haproxy_close();
+    cp_api_close();
     if (g.election) {
         cp_election_stop(g.election, NULL, NULL);
         g.election = NULL;
@@ -296,6 +339,8 @@ static void on_server_closed(void *ud)
 
 static void on_stop(void *ud)
 {
+    g.stopping = true;
+    uv_timer_stop(&g.retry_restore);
     uint64_t grace = (uint64_t)g.cfg.http.shutdown_grace_ms;
     dg_http_server_close(g.internal, grace, on_server_closed, NULL);
     dg_http_server_close(g.reg, grace, on_server_closed, NULL);
@@ -364,6 +409,7 @@ int main(int argc, char **argv)
     uv_timer_init(cp.loop, &cp.push_timer);
     uv_timer_init(cp.loop, &cp.capacity_timer);
     uv_timer_init(cp.loop, &g.cron);
+    uv_timer_init(cp.loop, &g.retry_restore);
     uv_timer_start(&g.cron, on_cron, 250, 250);
     uv_unref((uv_handle_t *)&g.cron);
 
@@ -395,7 +441,14 @@ int main(int argc, char **argv)
                g.cfg.persistence);
         return 1;
     }
+    if (cp_haproxy_init(cp.loop, g.cfg.haproxy_api, g.cfg.haproxy_backend, &err) < 0) {
+        dg_log(DG_LOG_ERROR, "cp", "%s", err.msg);
+        return 1;
+    }
     cp.leader = !replicated;
+    cp.replicas = g.cfg.replicas.v;
+    cp.nreplicas = g.cfg.replicas.n;
+    cp.replica_id = (size_t)g.cfg.replica_id;
     if (!(cp.store = cp_store_open(cp.loop, &so, &err)) || (!replicated && cp_restore(&err) < 0)) {
         dg_log(DG_LOG_ERROR, "cp", "%s", err.msg);
         return 1;
@@ -436,6 +489,7 @@ int main(int argc, char **argv)
     dg_loop_close_all(cp.loop);
     cp_store_close(cp.store);
     cp_free_all();
+    cp_haproxy_free();
     cp_placer_deinit(&cp.placer);
     free(cp.nodes);
     free(cp.node_workers);

@@ -41,8 +41,8 @@ struct cp_store {
     int port;
     bool full_persistence;
     int replicas;
-    uv_timer_t reconnect;
-    bool reconnect_open;
+    uv_timer_t reconnect; /* the next attempt, or the deadline of the one in progress */
+    bool reconnect_open, connected;
 };
 
 /* One redis write in flight: its op (owned) and the store. */
@@ -350,6 +350,7 @@ static void on_reconnect(uv_timer_t *t)
 static void redis_lost(struct cp_store *s, const char *why)
 {
     s->rc = NULL;
+    s->connected = false;
     dg_log(DG_LOG_WARN, "store", "redis %s:%d: %s; reconnecting", s->host, s->port, why);
     redis_fail_all(s, why);
     if (s->reconnect_open && !s->closing)
@@ -361,8 +362,29 @@ static void on_connect(const redisAsyncContext *c, int status)
     struct cp_store *s = c->data;
     if (!s)
         return;
-    if (status != REDIS_OK)
+    if (status != REDIS_OK) {
         redis_lost(s, c->errstr[0] ? c->errstr : "cannot connect");
+        return;
+    }
+    s->connected = true;
+    if (s->reconnect_open)
+        uv_timer_stop(&s->reconnect);
+}
+
+/* hiredis 0.14's libuv adapter drops a refused connect (libuv reports it as a poll error,
+ * which the adapter ignores): no callback ever comes and commands wait forever. So every
+ * attempt has a deadline; past it the context is freed (its commands fail) and the next
+ * attempt is scheduled. */
+static void on_connect_deadline(uv_timer_t *t)
+{
+    struct cp_store *s = t->data;
+    if (s->connected || !s->rc || s->closing)
+        return;
+    redisAsyncContext *rc = s->rc;
+    s->rc = NULL;
+    rc->data = NULL;
+    redisAsyncFree(rc); /* the queued commands' callbacks run with no reply */
+    redis_lost(s, "cannot connect (refused or no answer within 1 s)");
 }
 
 static void on_disconnect(const redisAsyncContext *c, int status)
@@ -392,6 +414,11 @@ static void redis_connect(struct cp_store *s)
     redisAsyncSetConnectCallback(rc, on_connect);
     redisAsyncSetDisconnectCallback(rc, on_disconnect);
     s->rc = rc;
+    s->connected = false;
+    if (s->reconnect_open)
+        uv_timer_start(&s->reconnect, on_connect_deadline, 1000, 0);
+    /* hiredis learns the connect's outcome only with a command to send */
+    redisAsyncCommand(rc, NULL, NULL, "PING");
     if (s->full_persistence) { /* queued before any write on this connection */
         redisAsyncCommand(rc, NULL, NULL, "CONFIG SET appendonly yes");
         redisAsyncCommand(rc, NULL, NULL, "CONFIG SET appendfsync always");
@@ -525,7 +552,12 @@ void cp_store_shutdown(struct cp_store *s)
         s->reconnect_open = false;
         uv_close((uv_handle_t *)&s->reconnect, NULL);
     }
-    if (s->rc) { /* answers still due arrive, then the connection closes */
+    if (s->rc && !s->connected) { /* a connect in progress may never end (see above) */
+        redisAsyncContext *rc = s->rc;
+        s->rc = NULL;
+        rc->data = NULL;
+        redisAsyncFree(rc);
+    } else if (s->rc) { /* answers still due arrive, then the connection closes */
         redisAsyncContext *rc = s->rc;
         redisAsyncDisconnect(rc);
     }

@@ -8,7 +8,7 @@ B=$(cd "$B" && pwd)
 D=$B/dirigent
 STATE=$TAP_TMP/state
 
-plan 8
+plan 9
 
 bg_start "$TAP_TMP/up.log" "$D" up --runtime process --state-dir "$STATE"
 UP_PID=$BG_PID
@@ -106,5 +106,49 @@ t_up_auto() {
   ! ls /sys/class/net | grep -q '^dg0'
 }
 check "dirigent up picks the oci runtime as root with crun (else process, saying why); a clean stop" t_up_auto
+
+# `dirigent up --cp-replicas 3 --dataplanes 2`: Redis, three CPs electing a leader, two DPs
+# behind HAProxy (invocations on :8079 hashed on Host, registrations on :9092), one worker
+t_up_ha() {
+  if ! command -v haproxy >/dev/null || ! command -v redis-server >/dev/null; then
+    echo "# needs haproxy and redis-server (make deps)"; return 1
+  fi
+  local S=$TAP_TMP/state3 out i code dead
+  bg_start "$TAP_TMP/up3.log" "$D" up --runtime process --cp-replicas 3 --dataplanes 2 --state-dir "$S"
+  local up=$BG_PID
+  wait_for_log "$TAP_TMP/up3.log" "^ready: curl -H 'Host: hello' http://127.0.0.1:8079/ .*registrations: http://127.0.0.1:9092/registerService" 60 ||
+    { tail -n 5 "$S"/logs/*.log; return 1; }
+  for f in cp-0 cp-1 cp-2 dp-0 dp-1 worker redis haproxy; do [ -s "$S/pids/$f.pid" ] || { echo "no $f.pid"; return 1; }; done
+  # status (asked of any replica) lists the three replicas, one of them leading
+  out=$("$D" --cp 127.0.0.1:9101 status) || return 1
+  echo "$out" | head -5
+  [ "$(grep -cE '^[123] +127\.0\.0\.1:9[01][019]0 +(leader|follower)$' <<<"$out")" = 3 ] &&
+    [ "$(grep -cE ' leader$' <<<"$out")" = 1 ] && grep -q '^dp-1 ' <<<"$out" || return 1
+  [ "$(json_field "$(curl -sf -m 10 -H 'Host: hello' http://127.0.0.1:8079/)" Function)" = hello ] || return 1
+  # a registration through HAProxy's registration frontend, whichever replica takes it
+  code=$(curl -s -o /dev/null -w '%{http_code}' -XPOST http://127.0.0.1:9092/registerService \
+    -d "name=ha2&image=$B/dirigent-fn&port_forwarding=80&port_forwarding=tcp")
+  [ "$code" = 200 ] || { echo "register via :9092: $code"; return 1; }
+  [ "$(json_field "$(curl -sf -m 10 -H 'Host: ha2' http://127.0.0.1:8079/)" Function)" = ha2 ] || return 1
+  # kill -9 of a data plane: HAProxy's health check takes it out within a second or so
+  dead=$(cat "$S/pids/dp-0.pid"); kill -9 "$dead"
+  for i in $(seq 1 40); do
+    curl -sf -m 2 -H 'Host: hello' http://127.0.0.1:8079/ >/dev/null && curl -sf -m 2 -H 'Host: ha2' http://127.0.0.1:8079/ >/dev/null && break
+    sleep 0.1
+  done
+  for i in $(seq 1 20); do
+    for fn in hello ha2; do
+      code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' -H "Host: $fn" http://127.0.0.1:8079/)
+      [ "$code" = 200 ] || { echo "after the DP died: $fn $code"; return 1; }
+    done
+  done
+  local pids; pids=$(cat "$S"/pids/*.pid)
+  kill -TERM "$up"; wait "$up"
+  for p in $pids; do
+    [ "$p" = "$dead" ] && continue
+    if kill -0 "$p" 2>/dev/null; then echo "pid $p still running"; return 1; fi
+  done
+}
+check "dirigent up --cp-replicas 3 --dataplanes 2: a leader, HAProxy in front, registrations on :9092, a dead DP routed around, a clean stop" t_up_ha
 
 tap_done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Control-plane replicas (issue 6): Redis started by this test, three dirigent-cp replicas
 # (persistence redis, raft election), one dirigent-dp and one dirigent-worker (process
-# runtime) that know all three. One leader; followers refuse naming it; kill -9 of the leader
+# runtime) that know all three. One leader; followers forward the user API to it and refuse
+# heartbeats naming it; kill -9 of the leader
 # under warm load: a new leader, no failed warm request, every function still listed, a cold
 # start after the failover works.
 set -u
@@ -73,10 +74,15 @@ t_one_leader() {
 }
 check "three replicas: exactly one leads, and every replica names it" t_one_leader
 
-t_follower_refuses() {
+t_follower_forwards() {
   local f=$((LEADER % 3 + 1)) code
+  # the user API on a follower is forwarded to the leader (answer relayed, leader named)
   code=$(curl -s -D "$TAP_TMP/h" -o "$TAP_TMP/b" -w '%{http_code}' -XPOST "http://${REGS[$((f - 1))]}/registerService" \
-    -d "name=x&image=$FN&port_forwarding=80&port_forwarding=tcp")
+    -d "name=viaf&image=$FN&port_forwarding=80&port_forwarding=tcp&env_vars=$TAG")
+  [ "$code" = 200 ] && grep -qi "^X-Dirigent-Leader: ${API[$((LEADER - 1))]}" "$TAP_TMP/h" || { echo "$code"; cat "$TAP_TMP/h" "$TAP_TMP/b"; return 1; }
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://${REGS[$((f - 1))]}/v1/functions/viaf")" = 200 ] || return 1
+  # the internal API (workers, data planes) is not forwarded: they follow the header
+  code=$(curl -s -D "$TAP_TMP/h" -o "$TAP_TMP/b" -w '%{http_code}' -XPOST "http://${API[$((f - 1))]}/v1/workers" -d '{}')
   [ "$code" = 503 ] && grep -qi "^X-Dirigent-Leader: ${API[$((LEADER - 1))]}" "$TAP_TMP/h" &&
     grep -q "does not lead; the leader.s internal API is ${API[$((LEADER - 1))]}" "$TAP_TMP/b" || { echo "$code"; cat "$TAP_TMP/h" "$TAP_TMP/b"; return 1; }
   for i in 1 2 3 4 5; do [ "$(register "${REGS[$((LEADER - 1))]}" "fn$i")" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }; done
@@ -84,7 +90,7 @@ t_follower_refuses() {
   wait_json "http://${REGS[$((LEADER - 1))]}/v1/status" 'len(j["workers"]) == 1 and len(j["dataplanes"]) == 1' || return 1
   [ "$(json_field "$(curl -sf -m 10 -H 'Host: fn1' "$P/")" Function)" = fn1 ]
 }
-check "a follower refuses naming the leader; the leader registers; worker and DP follow it; a cold start" t_follower_refuses
+check "a follower forwards registrations to the leader and refuses worker heartbeats naming it; worker and DP follow it; a cold start" t_follower_forwards
 
 t_failover() {
   local t0 t1 i NEW="" fails=0 n=0
@@ -103,7 +109,7 @@ t_failover() {
   [ -n "$NEW" ] && [ "$fails" = 0 ] && [ "$n" -gt 10 ] || return 1
   LEADER=$NEW
   # every function registered before is listed by the new leader
-  [ "$(curl -sf "http://${REGS[$((NEW - 1))]}/v1/functions" | /usr/bin/python3 -c 'import json,sys; print(" ".join(sorted(f["name"] for f in json.load(sys.stdin))))')" = "fn1 fn2 fn3 fn4 fn5" ]
+  [ "$(curl -sf "http://${REGS[$((NEW - 1))]}/v1/functions" | /usr/bin/python3 -c 'import json,sys; print(" ".join(sorted(f["name"] for f in json.load(sys.stdin))))')" = "fn1 fn2 fn3 fn4 fn5 viaf" ]
 }
 check "kill -9 of the leader under warm load: a new leader, no failed warm request, every function listed" t_failover
 
