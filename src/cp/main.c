@@ -5,10 +5,12 @@
  * unschedulable and its sandboxes are replaced; a silent data plane is
  * removed).
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cp.h"
 #include "election.h"
@@ -202,6 +204,8 @@ static struct {
     unsigned open_servers;
     struct cp_election *election; /* with replicas */
     uv_timer_t retry_restore;     /* a takeover whose restore failed tries again */
+    uv_timer_t reexec;            /* a deposed leader starts afresh */
+    char **argv;
     bool stopping;
 } g;
 
@@ -274,6 +278,23 @@ static void take_over(uv_timer_t *t)
     cp_restore_async(took_over, NULL);
 }
 
+/* A deposed leader drops its registry, as the original does: the new leader owns the
+ * sandboxes, the store and the pushes now, and a stale registry would push endpoints that
+ * no longer exist should this replica lead again. Tearing down a live registry with
+ * creates, drains and pushes in flight is where bugs hide; starting afresh is what a crash
+ * does, and that path is tested. So the replica executes itself again (same pid, same
+ * arguments; libuv's descriptors are close-on-exec) and comes back as a follower. */
+static void reexec(uv_timer_t *t)
+{
+    if (g.stopping)
+        return;
+    dg_log_always("cp", "replica %lld was deposed: starting afresh to drop its registry",
+                  (long long)g.cfg.replica_id);
+    execv("/proc/self/exe", g.argv);
+    dg_log(DG_LOG_ERROR, "cp", "restarting itself: %s; it stays a follower with a stale registry",
+           strerror(errno));
+}
+
 /* Leadership changed (raft, on the loop). */
 static void on_leadership(void *ud, bool is_leader, unsigned leader_id, const char *leader_raft)
 {
@@ -290,6 +311,8 @@ static void on_leadership(void *ud, bool is_leader, unsigned leader_id, const ch
         cp.leader = false;
         dg_log(DG_LOG_WARN, "cp", "replica %lld no longer leads (leader: %s)",
                (long long)g.cfg.replica_id, cp.leader_api ? cp.leader_api : "none yet");
+        if (!g.stopping) /* not from within raft's callback */
+            uv_timer_start(&g.reexec, reexec, 0, 0);
     } else if (!is_leader) {
         dg_log(DG_LOG_INFO, "cp", "replica %lld follows %s", (long long)g.cfg.replica_id,
                cp.leader_api ? cp.leader_api : "(no leader yet)");
@@ -308,6 +331,7 @@ static void on_server_closed(void *ud)
     uv_timer_stop(&g.cron);
     uv_close((uv_handle_t *)&g.cron, NULL);
     uv_close((uv_handle_t *)&g.retry_restore, NULL);
+    uv_close((uv_handle_t *)&g.reexec, NULL);
     cp_restore_close();
     cp_haproxy_close();
     cp_api_close();
@@ -350,6 +374,7 @@ int main(int argc, char **argv)
 {
     struct dg_err err = {0};
     dg_log_init("cp");
+    g.argv = argv;
     int rc = dg_daemon_configure(&cp_schema, &g.cfg, &g.cfg.log_level, argc, argv);
     if (rc >= 0)
         return rc;
@@ -410,6 +435,7 @@ int main(int argc, char **argv)
     uv_timer_init(cp.loop, &cp.capacity_timer);
     uv_timer_init(cp.loop, &g.cron);
     uv_timer_init(cp.loop, &g.retry_restore);
+    uv_timer_init(cp.loop, &g.reexec);
     uv_timer_start(&g.cron, on_cron, 250, 250);
     uv_unref((uv_handle_t *)&g.cron);
 

@@ -12,9 +12,9 @@ B=$(cd "$B" && pwd)
 FN=$B/dirigent-fn
 TAG="DG_HA_TEST=$$"
 
-plan 4
+plan 5
 if ! command -v redis-server >/dev/null; then
-  for i in 1 2 3 4; do echo "ok $i # SKIP needs redis-server"; done
+  for i in 1 2 3 4 5; do echo "ok $i # SKIP needs redis-server"; done
   exit 0
 fi
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
@@ -107,7 +107,7 @@ t_failover() {
   n=$(grep -c . "$TAP_TMP/warm"); fails=$(grep -vc '^200$' "$TAP_TMP/warm")
   echo "new leader $NEW after $(( (t1 - t0) / 1000000 )) ms; warm requests: $n, failed: $fails"
   [ -n "$NEW" ] && [ "$fails" = 0 ] && [ "$n" -gt 10 ] || return 1
-  LEADER=$NEW
+  DEAD=$LEADER LEADER=$NEW
   # every function registered before is listed by the new leader
   [ "$(curl -sf "http://${REGS[$((NEW - 1))]}/v1/functions" | /usr/bin/python3 -c 'import json,sys; print(" ".join(sorted(f["name"] for f in json.load(sys.stdin))))')" = "fn1 fn2 fn3 fn4 fn5 viaf" ]
 }
@@ -120,5 +120,29 @@ t_cold_after() {
   [ "$(json_field "$(curl -sf -m 10 -H 'Host: fn2' "$P/")" Function)" = fn2 ]
 }
 check "after the failover: registrations and cold starts work (through the new leader)" t_cold_after
+
+# A leader that stalls (SIGSTOP) past the election timeout is deposed while it sleeps; when it
+# wakes it learns of the newer term, drops its registry (it starts afresh, same pid) and
+# follows; the cluster keeps serving.
+t_deposed() {
+  local old=$LEADER pid=${CPID[$LEADER]} i NEW="" st
+  # the replica killed above comes back first (a majority must remain without the leader)
+  start_cp "$DEAD"
+  wait_json "http://${API[$((DEAD - 1))]}/v1/status" 'j["role"] == "follower" and j["leader"] == "'"${API[$((old - 1))]}"'"' || return 1
+  kill -STOP "$pid"
+  for i in $(seq 1 300); do NEW=$(leader_index "$old") && break; sleep 0.01; done
+  kill -CONT "$pid"
+  [ -n "$NEW" ] || { echo "no new leader while $old slept"; return 1; }
+  wait_for_log "$TAP_TMP/cp$old.log" "replica $old was deposed: starting afresh" 10 || return 1
+  for i in $(seq 1 200); do
+    st=$(curl -s -m 1 "http://${API[$((old - 1))]}/v1/status") && [ -n "$st" ] && break; sleep 0.02
+  done
+  /usr/bin/python3 -c 'import json,sys; j=json.loads(sys.argv[1]); sys.exit(0 if j["role"] == "follower" and j["functions"] == [] and j["workers"] == [] else 1)' "$st" || { echo "$st"; return 1; }
+  kill -0 "$pid" || return 1
+  LEADER=$NEW
+  [ "$(json_field "$(curl -sf -m 10 -H 'Host: fn3' "$P/")" Function)" = fn3 ] &&
+    [ "$(register "${REGS[$((old - 1))]}" afterdepose)" = 200 ] # through the restarted follower
+}
+check "a stalled leader is deposed, drops its registry on waking (same pid) and follows; the cluster serves on" t_deposed
 
 tap_done
