@@ -26,6 +26,14 @@ PY=/usr/bin/python3
 NCHECKS=11
 declare -A ADDR=([cp1]=$N.11 [cp2]=$N.12 [cp3]=$N.13 [dp1]=$N.21 [dp2]=$N.22 [w1]=$N.41 [w2]=$N.42 [w3]=$N.43)
 
+# check_i NAME FUNC...: check, then the lines of its output that start with "info:" as comments
+check_i() {
+  check "$@"
+  local rc=$?
+  grep '^info: ' "$TAP_TMP/check.out" 2>/dev/null | sed 's/^info: /# /'
+  return $rc
+}
+
 plan $NCHECKS
 skip_all() {
   for i in $(seq 1 $NCHECKS); do echo "ok $i # SKIP $1"; done
@@ -158,7 +166,7 @@ t_up() {
   t0=$(now_ms)
   "$CLUSTER" up --state-dir "$STATE" --build "$B" --runtime process >"$TAP_TMP/up.log" 2>&1 || { cat "$TAP_TMP/up.log"; return 1; }
   cat "$TAP_TMP/up.log"
-  echo "up in $(($(now_ms) - t0)) ms"
+  echo "info: up in $(($(now_ms) - t0)) ms"
   grep -q "ready: leader .*$LB.*$REG" "$TAP_TMP/up.log" || return 1
   # the CP leader puts both data planes into HAProxy's dataplanes backend (haproxy.api)
   if ! "$B/dirigent-cp" --help | grep -q 'haproxy\.api'; then
@@ -169,7 +177,7 @@ t_up() {
   poll 100 eval '[ "$(hap_dp | awk '\''$2 == 2'\'' | grep -c .)" = 2 ]' || { echo "HAProxy's dataplanes backend:"; hap_dp; return 1; }
   hap_dp
 }
-if ! check "up: a leader, 3 workers and 2 data planes registered; the leader put both DPs into HAProxy" t_up; then
+if ! check_i "up: a leader, 3 workers and 2 data planes registered; the leader put both DPs into HAProxy" t_up; then
   if ! lstatus >/dev/null; then
     echo "Bail out! the cluster did not come up"
     tail -n 30 "$TAP_TMP/up.log" | sed 's/^/# /'
@@ -187,7 +195,7 @@ t_register() {
   for f in "${FNS[@]}"; do invoke "$f" || return 1; done
   poll 100 reconciled
 }
-check "six functions registered through HAProxy (round robin over the replicas); cold starts through HAProxy" t_register
+check_i "six functions registered through HAProxy (round robin over the replicas); cold starts through HAProxy" t_register
 
 # ---- 1: kill -9 of the leader CP under warm load ------------------------------------------
 t_leader() {
@@ -209,7 +217,7 @@ t_leader() {
   wait "$l1" "$l2"
   n=$(cat "$TAP_TMP/warm1" "$TAP_TMP/warm2" | grep -c .)
   fails=$(cat "$TAP_TMP/warm1" "$TAP_TMP/warm2" | awk '$2 != 200' | grep -c .)
-  echo "killed $L; new leader ${NEW:-none} after $((t1 - t0)) ms; warm requests $n, failed $fails"
+  echo "info: killed $L; new leader ${NEW:-none} after $((t1 - t0)) ms; warm requests $n, failed $fails"
   cat "$TAP_TMP/warm1" "$TAP_TMP/warm2" | awk '$2 != 200' | head -5
   [ -n "$NEW" ] && [ "$fails" = 0 ] && [ "$n" -ge 50 ] || return 1
   # every function is still listed (asked through HAProxy: it finds the leader)
@@ -220,7 +228,7 @@ t_leader() {
   "$CLUSTER" start "$L" --state-dir "$STATE" || return 1
   poll 100 eval '[ "$(curl -s -m 1 http://${ADDR[$L]}:9090/v1/status | jq_ "j[\"role\"]")" = follower ]'
 }
-check "1: kill -9 of the leader CP under warm load: a new leader, no failed warm request, every function listed" t_leader
+check_i "1: kill -9 of the leader CP under warm load: a new leader, no failed warm request, every function listed" t_leader
 
 t_cold_after() {
   local code
@@ -230,7 +238,7 @@ t_cold_after() {
   # the new leader keeps HAProxy's backend: both DPs still there and up
   poll 50 eval '[ "$(hap_dp | awk '\''$2 == 2'\'' | grep -c .)" = 2 ]' || { hap_dp; return 1; }
 }
-check "1: after the failover, a new function registers and cold-starts through HAProxy; both DPs still in HAProxy" t_cold_after
+check_i "1: after the failover, a new function registers and cold-starts through HAProxy; both DPs still in HAProxy" t_cold_after
 
 # ---- 3: kill -9 of a worker with sandboxes, restarted under the same name -----------------
 t_worker_kill() {
@@ -242,10 +250,10 @@ t_worker_kill() {
   t0=$(now_ms)
   kill -9 "$(pid_of "$W")"
   poll 150 replaced_off "$W" || { lstatus; return 1; }
-  echo "killed $W (sandboxes of: $fns): replaced after $(($(now_ms) - t0)) ms"
+  echo "info: killed $W (sandboxes of: $fns): replaced after $(($(now_ms) - t0)) ms"
   for f in $fns; do invoke "$f" || return 1; done
 }
-check "3: kill -9 of a worker: its sandboxes are replaced on the others; its functions answer through HAProxy" t_worker_kill
+check_i "3: kill -9 of a worker: its sandboxes are replaced on the others; its functions answer through HAProxy" t_worker_kill
 
 t_worker_restart() {
   local W=${WK:-w1} rc=0
@@ -259,7 +267,7 @@ t_worker_restart() {
   fi
   return $rc
 }
-check "3: the worker restarted under its name: CP, workers and processes agree (nothing twice, no leaked fn process)" t_worker_restart
+check_i "3: the worker restarted under its name: CP, workers and processes agree (nothing twice, no leaked fn process)" t_worker_restart
 
 # ---- 4: kill -9 of a DP, restarted --------------------------------------------------------
 dp_requests() { # dp_requests DP: invocations it proxied (its metrics)
@@ -279,14 +287,14 @@ t_dp_kill() {
   n=$(grep -c . "$TAP_TMP/dpload")
   early=$(awk -v t="$t0" '$2 != 200 && $1 < t + 2000' "$TAP_TMP/dpload" | grep -c .)
   late=$(awk -v t="$t0" '$2 != 200 && $1 >= t + 2000' "$TAP_TMP/dpload" | grep -c .)
-  echo "killed $D: $n requests through HAProxy, failed: $early in the first 2 s, $late after"
+  echo "info: killed $D: $n requests through HAProxy, failed: $early in the first 2 s, $late after"
   awk -v t="$t0" '$2 != 200 {print $1 - t " ms:", $2, $3}' "$TAP_TMP/dpload" | head -5
   # HAProxy no longer counts on it (down by its checks, or removed by the CP)
   hap=$(hap_dp | awk -v s="dp_$D" '$1 == s && $2 == 2')
   [ -z "$hap" ] || { echo "HAProxy still has $D up 6 s after its kill:"; hap_dp; return 1; }
   [ "$late" = 0 ] && [ "$n" -ge 30 ]
 }
-check "4: kill -9 of a DP: invocations through HAProxy keep working (failures only in the first 2 s)" t_dp_kill
+check_i "4: kill -9 of a DP: invocations through HAProxy keep working (failures only in the first 2 s)" t_dp_kill
 
 dp_has_all() { # dp_has_all DP: it knows every function with the endpoints the CP has ready
   local cp dp
@@ -302,12 +310,12 @@ t_dp_restart() {
   poll 100 dp_has_all "$D" || return 1
   for f in "${FNS[@]}"; do invoke "$f" "${ADDR[$D]}:8080" || return 1; done
   cold=$(curl -s -m 2 "http://${ADDR[$D]}:8081/metrics" | awk '/^dg_dp_cold_starts_total/ {s += $NF} END {print s + 0}')
-  echo "cold starts at the restarted $D: $cold"
+  echo "info: cold starts at the restarted $D: $cold"
   [ "$cold" = 0 ] || return 1
   # the leader put it back into HAProxy
   poll 100 eval '[ "$(hap_dp | awk -v s=dp_$D '\''$1 == s && $2 == 2'\'' | grep -c .)" = 1 ]' || { hap_dp; return 1; }
 }
-check "4: the DP restarted: every function and endpoint back, direct invocations without a cold start, back in HAProxy" t_dp_restart
+check_i "4: the DP restarted: every function and endpoint back, direct invocations without a cold start, back in HAProxy" t_dp_restart
 
 # ---- 6: a worker's link cut for longer than 3 heartbeats, then restored --------------------
 t_link_cut() {
@@ -318,22 +326,22 @@ t_link_cut() {
   t0=$(now_ms)
   ip link set "$DGC_PREFIX-$W" down || return 1
   poll 150 replaced_off "$W" || { lstatus; return 1; }
-  echo "cut $W (sandboxes of: ${fns:-none}): unschedulable and replaced after $(($(now_ms) - t0)) ms"
+  echo "info: cut $W (sandboxes of: ${fns:-none}): unschedulable and replaced after $(($(now_ms) - t0)) ms"
   [ -n "$fns" ] || { echo "$W ran no sandbox: nothing to replace"; return 1; }
   for f in $fns; do invoke "$f" || return 1; done
 }
-check "6: a worker's link cut past 3 heartbeats: unschedulable, its sandboxes replaced, its functions answer" t_link_cut
+check_i "6: a worker's link cut past 3 heartbeats: unschedulable, its sandboxes replaced, its functions answer" t_link_cut
 
 t_link_restored() {
   local W=${LW:-w2} t0
   ip link set "$DGC_PREFIX-$W" up || return 1
   t0=$(now_ms)
   poll 100 schedulable "$W" || return 1
-  echo "$W schedulable again after $(($(now_ms) - t0)) ms"
+  echo "info: $W schedulable again after $(($(now_ms) - t0)) ms"
   poll 200 reconciled || return 1
   for f in "${FNS[@]}"; do invoke "$f" || return 1; done
 }
-check "6: the link restored: schedulable again; CP, workers and processes agree (no leak); every function answers" t_link_restored
+check_i "6: the link restored: schedulable again; CP, workers and processes agree (no leak); every function answers" t_link_restored
 
 # ---- down ---------------------------------------------------------------------------------
 t_down() {
@@ -343,7 +351,7 @@ t_down() {
   [ "$left" = 0 ] && [ ! -e "/sys/class/net/${DGC_PREFIX}0" ] || { ip netns list; return 1; }
   "$CLUSTER" down --state-dir "$STATE" # idempotent
 }
-check "down: every process, namespace, veth and the bridge gone; a second down is fine" t_down
+check_i "down: every process, namespace, veth and the bridge gone; a second down is fine" t_down
 
 if [ "$TAP_FAILED" -gt 0 ]; then
   for f in "$STATE"/logs/*.log; do
