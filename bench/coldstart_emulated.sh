@@ -57,7 +57,7 @@ best=0
 for r in $RATES; do
   out=$("$B/dirigent" --json --cp "$REG" --dp "$DP" load rps --rate "$r" --duration "$STEP" --cold --cooldown 10 || true)
   [ -n "$out" ] || { echo "load failed at $r/s" >&2; break; }
-  read -r ach ok p50 p99 errs < <(/usr/bin/python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["rate_achieved"], d["ok"], d["p50_us"]/1000, d["p99_us"]/1000, d["errors"])' "$out")
+  read -r ach ok p50 p99 errs < <(/usr/bin/python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["rate_achieved"], d["ok"], d["p50_ms"], d["p99_ms"], d["errors"])' "$out")
   printf '%8s %10s %8s %10.2f %10.2f %8s\n' "$r" "$ach" "$ok" "$p50" "$p99" "$errs"
   if [ "$errs" = 0 ] && /usr/bin/python3 -c "import sys; sys.exit(0 if $p99 <= 50 else 1)"; then best=$r; else break; fi
 done

@@ -3,38 +3,71 @@
  * are scheduled by time and sent whether or not earlier ones have answered; a
  * late response never delays the next send. Timestamps are monotonic, in µs.
  *
- *   dirigent load rps --rate R --duration S [--cold [--cooldown S] [--image PATH]] [FUNCTION]
+ *   dirigent load burst N FUNCTION
+ *   dirigent load rps --rate R --duration S [--cold [--cooldown S] [--image IMG]] [FUNCTION]
+ *   dirigent load trace DIR|FILE [--minutes N] [--warmup-minutes W] [--seed S]
+ *                      [--iat equidistant|uniform|exponential] [--speed X] [--image IMG]
+ *                      [--prefix P] [--dry-run]
+ *   dirigent load summarize FILE.csv
+ * Common: --csv FILE (a row per invocation), --json (the summary as JSON), --timeout S.
  *
- * --cold reproduces InVitro's RPS mode with 100% cold starts: ceil(R x cooldown)
- * functions are registered (cold_start_sweep profile, upper bound 1) and each
- * is invoked once per cooldown, so every call finds its function at zero.
- * Targets only 127.0.0.0/8. Prints a summary (or --json).
+ * rps --cold reproduces InVitro's RPS mode with 100% cold starts: ceil(R x cooldown)
+ * functions are registered (cold_start_sweep profile, upper bound 1) and each is invoked
+ * once per cooldown, so every call finds its function at zero.
+ * trace replays an Azure 2019 trace directory (invocations, durations, memory, dirigent.json)
+ * or a 2021 per-invocation file through the cluster: its functions are registered first the
+ * way InVitro registers them, arrivals and durations come from the same loader dirigent-sim
+ * uses (src/sim/trace.c), each request asks the function to work for its duration
+ * (`requested_cpu` ms), and invocations in the warm-up minutes are sent but not counted.
+ * Targets only 127.0.0.0/8 (and the project's own namespaces, 100.64.0.0/10).
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "../sim/sim.h"
 #include "cli.h"
 #include "dirigent/http.h"
 #include "dirigent/json.h"
 
-struct sample {
-    uint64_t start_us, latency_us;
-    int status; /* 0: transport error */
+/* One planned invocation: when (from the start), which function, how long it should work. */
+struct plan {
+    uint64_t at_us;
+    uint32_t fn;
+    uint32_t dur_ms;
 };
 
-struct load {
+struct sample {
+    uint64_t start_us;   /* when it was sent, from the start */
+    uint64_t latency_us; /* send to the end of the response */
+    int64_t exec_us;     /* the function's reported execution time; -1: none */
+    uint32_t fn, dur_ms;
+    int status;  /* 0: transport error (refused, reset, timeout) */
+    int8_t cold; /* 1: the DP reported a cold start; 0: warm; -1: unknown */
+    bool warmup; /* sent, not counted */
+};
+
+struct run {
     uv_loop_t loop;
-    uv_timer_t timer;
+    uv_timer_t timer, progress;
     struct dg_http_pool *pool;
-    double rate;
-    uint64_t duration_us, t0, sent, planned, done;
+    const struct plan *plan;
+    size_t nplan, sent, done;
     struct sample *samples;
     char **names;
     size_t nnames;
-    bool finished_sending;
+    uint64_t t0, warmup_us;
+    double speed;
+    bool tty;
+    /* progress: completions in the last second */
+    uint64_t errors, *win;
+    size_t nwin, capwin;
 };
+
+static struct run *g_run; /* one run per process */
 
 static int cmp_u64(const void *a, const void *b)
 {
@@ -42,44 +75,138 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static struct load *g_load; /* one run per process */
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* ---- sending ---------------------------------------------------------------------------- */
+
+static void on_head(struct dg_http_creq *q, const struct dg_http_resp *resp, void *ud)
+{
+    struct sample *s = ud;
+    s->cold = 0;
+    for (size_t i = 0; i < resp->nheaders; i++)
+        if (dg_str_caseeq(resp->headers[i].name, "X-Dirigent-Cold-Start"))
+            s->cold = 1;
+}
 
 static void on_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
                     const struct dg_err *err, void *ud)
 {
     struct sample *s = ud;
-    s->latency_us = dg_now_us() - s->start_us;
+    struct run *r = g_run;
+    s->latency_us = dg_now_us() - r->t0 - s->start_us;
     s->status = resp ? resp->status : 0;
-    g_load->done++;
-}
-
-static void send_one(struct load *l)
-{
-    static const struct dg_http_client_cbs cbs = {.on_done = on_done};
-    uint64_t i = l->sent++;
-    struct sample *s = &l->samples[i];
-    s->start_us = dg_now_us();
-    const char *name = l->names[i % l->nnames];
-    struct dg_http_header h[] = {{DG_STR("Host"), dg_str_c(name)}};
-    dg_http_request(l->pool, "GET", "/", h, 1, NULL, 0, &cbs, s);
-}
-
-static void on_tick(uv_timer_t *t)
-{
-    struct load *l = t->data;
-    uint64_t elapsed = dg_now_us() - l->t0;
-    if (elapsed > l->duration_us)
-        elapsed = l->duration_us;
-    uint64_t due = (uint64_t)((double)elapsed / 1e6 * l->rate);
-    if (due > l->planned)
-        due = l->planned;
-    while (l->sent < due)
-        send_one(l);
-    if (l->sent >= l->planned) {
-        l->finished_sending = true;
-        uv_timer_stop(t);
+    if (!resp)
+        s->cold = -1;
+    if (resp && resp->status == 200 && resp->body.len) { /* dirigent-fn's "ExecutionTime":µs */
+        char buf[512];
+        size_t n = DG_MIN(resp->body.len, sizeof(buf) - 1);
+        memcpy(buf, resp->body.ptr, n);
+        buf[n] = '\0';
+        const char *p = strstr(buf, "\"ExecutionTime\":");
+        if (p)
+            s->exec_us = strtoll(p + 16, NULL, 10);
+    }
+    r->done++;
+    if (s->status != 200)
+        r->errors++;
+    if (r->tty) {
+        if (r->nwin == r->capwin) {
+            r->capwin = r->capwin ? 2 * r->capwin : 1024;
+            r->win = dg_xrealloc(r->win, r->capwin * sizeof(*r->win));
+        }
+        r->win[r->nwin++] = s->latency_us;
     }
 }
+
+static void send_one(struct run *r, uint64_t now_rel)
+{
+    static const struct dg_http_client_cbs cbs = {.on_head = on_head, .on_done = on_done};
+    size_t i = r->sent++;
+    const struct plan *p = &r->plan[i];
+    struct sample *s = &r->samples[i];
+    s->start_us = now_rel;
+    s->fn = p->fn;
+    s->dur_ms = p->dur_ms;
+    s->exec_us = -1;
+    s->cold = -1;
+    s->warmup = (double)p->at_us < (double)r->warmup_us;
+    char dur[24];
+    struct dg_http_header h[2] = {{DG_STR("Host"), dg_str_c(r->names[p->fn])}};
+    size_t nh = 1;
+    if (p->dur_ms) {
+        snprintf(dur, sizeof(dur), "%u", p->dur_ms);
+        h[nh++] = (struct dg_http_header){DG_STR("requested_cpu"), dg_str_c(dur)};
+    }
+    dg_http_request(r->pool, "GET", "/", h, nh, NULL, 0, &cbs, s);
+}
+
+/* Every millisecond: send what is due (the plan's time, divided by --speed). */
+static void on_tick(uv_timer_t *t)
+{
+    struct run *r = t->data;
+    uint64_t now = dg_now_us() - r->t0;
+    while (r->sent < r->nplan && (double)r->plan[r->sent].at_us / r->speed <= (double)now)
+        send_one(r, now);
+    if (r->sent == r->nplan)
+        uv_timer_stop(t);
+}
+
+static void on_progress(uv_timer_t *t)
+{
+    struct run *r = t->data;
+    double el = (double)(dg_now_us() - r->t0) / 1e6;
+    qsort(r->win, r->nwin, sizeof(*r->win), cmp_u64);
+    double p99 = r->nwin ? (double)r->win[(size_t)((double)(r->nwin - 1) * 0.99)] / 1000 : 0;
+    fprintf(stderr, "\r%7.1f s  sent %zu/%zu  %.0f/s  errors %llu  p99(1 s) %.1f ms   ", el,
+            r->sent, r->nplan, el > 0 ? (double)r->sent / el : 0, (unsigned long long)r->errors,
+            p99);
+    r->nwin = 0;
+}
+
+/* Send the plan; every sample filled in. Returns the wall time in µs. */
+static uint64_t run_plan(struct run *r, const char *dp, double timeout_s, struct dg_err *err)
+{
+    g_run = r;
+    r->samples = dg_xcalloc(r->nplan ? r->nplan : 1, sizeof(*r->samples));
+    uv_loop_init(&r->loop);
+    struct dg_http_pool_opts o;
+    dg_http_pool_opts_default(&o);
+    o.max_conns = 4000; /* open loop: never wait for a connection (ulimit is 20k) */
+    o.max_idle = 4000;
+    o.request_timeout_ms = (uint64_t)(timeout_s * 1000);
+    r->pool = dg_http_pool_new_addr(&r->loop, dp, &o, err);
+    if (!r->pool) {
+        uv_loop_close(&r->loop);
+        return 0;
+    }
+    r->tty = isatty(2);
+    uv_timer_init(&r->loop, &r->timer);
+    r->timer.data = r;
+    uv_timer_init(&r->loop, &r->progress);
+    r->progress.data = r;
+    r->t0 = dg_now_us();
+    uv_timer_start(&r->timer, on_tick, 0, 1);
+    if (r->tty)
+        uv_timer_start(&r->progress, on_progress, 1000, 1000);
+    while (r->sent < r->nplan || r->done < r->sent)
+        uv_run(&r->loop, UV_RUN_ONCE);
+    uint64_t wall = dg_now_us() - r->t0;
+    if (r->tty)
+        fprintf(stderr, "\n");
+    uv_close((uv_handle_t *)&r->timer, NULL);
+    uv_close((uv_handle_t *)&r->progress, NULL);
+    dg_http_pool_close(r->pool);
+    uv_run(&r->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&r->loop);
+    free(r->win);
+    return wall;
+}
+
+/* ---- registration ----------------------------------------------------------------------- */
 
 struct reg_state {
     size_t done, failed;
@@ -91,7 +218,7 @@ static void on_registered(struct dg_http_creq *q, const struct dg_http_resp *res
 {
     struct reg_state *st = ud;
     st->done++;
-    if (!resp || resp->status != 200) {
+    if (!resp || (resp->status != 200 && resp->status != 409)) { /* 409: there already */
         if (!st->failed++)
             snprintf(st->first_err, sizeof(st->first_err), "%d %.*s", resp ? resp->status : 0,
                      resp ? (int)DG_MIN(resp->body.len, 200) : (int)strlen(err->msg),
@@ -99,14 +226,13 @@ static void on_registered(struct dg_http_creq *q, const struct dg_http_resp *res
     }
 }
 
-/* Register n functions over one keep-alive pool, 64 at a time (InVitro registers its
- * functions the same way before a run). */
-static int register_cold(const char *cp, const char *image, size_t n, char ***out, unsigned tag)
+/* POST each form to /registerService over one keep-alive pool, 64 at a time (InVitro
+ * registers its functions the same way before a run). */
+static int register_all(const char *cp, char **forms, size_t n)
 {
     static const struct dg_http_client_cbs cbs = {.on_done = on_registered};
     static const struct dg_http_header form[] = {
         {DG_STR("Content-Type"), DG_STR("application/x-www-form-urlencoded")}};
-    char **names = dg_xcalloc(n, sizeof(char *));
     uv_loop_t loop;
     uv_loop_init(&loop);
     struct dg_http_pool_opts o;
@@ -116,151 +242,530 @@ static int register_cold(const char *cp, const char *image, size_t n, char ***ou
     struct dg_err err = {0};
     struct dg_http_pool *p = dg_http_pool_new_addr(&loop, cp, &o, &err);
     if (!p) {
-        free(names);
         uv_loop_close(&loop);
         return cli_fail("load: --cp %s: %s", cp, err.msg);
     }
     struct reg_state st = {0};
-    for (size_t i = 0; i < n; i++) {
-        names[i] = dg_xasprintf("cold-%u-%zu", tag, i);
-        char *body = dg_xasprintf("name=%s&image=%s&port_forwarding=80&port_forwarding=tcp"
-                                  "&requested_cpu=1&requested_memory=1&cold_start_sweep=true",
-                                  names[i], image);
-        dg_http_request(p, "POST", "/registerService", form, 1, body, strlen(body), &cbs, &st);
-        free(body);
-    }
+    for (size_t i = 0; i < n; i++)
+        dg_http_request(p, "POST", "/registerService", form, 1, forms[i], strlen(forms[i]), &cbs,
+                        &st);
     while (st.done < n)
         uv_run(&loop, UV_RUN_ONCE);
     dg_http_pool_close(p);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
-    if (st.failed) {
-        for (size_t k = 0; k < n; k++)
-            free(names[k]);
-        free(names);
+    if (st.failed)
         return cli_fail("load: registering %zu function(s): %zu failed, first: %s", n, st.failed,
                         st.first_err);
-    }
-    *out = names;
     return 0;
+}
+
+/* ---- the summary ------------------------------------------------------------------------ */
+
+struct summary {
+    uint64_t sent, counted, ok, cold, warm;
+    uint64_t e503, e502, e504, e5xx, e4xx, transport;
+    double wall_s, rate;
+    double p50, p90, p99;              /* response time, ms (successful, counted) */
+    double sched_p50, sched_p99;       /* response - execution, ms */
+    double slowdown_geomean;           /* of the per-function geometric means */
+    double slowdown_p50, slowdown_p99; /* across functions */
+    size_t functions;                  /* with a counted success */
+};
+
+/* Pure: from samples (and the wall time) to the summary. A request's execution time is what
+ * the function reported, else what it was asked for; its slowdown is response / execution
+ * (execution at least 1 ms); a function's slowdown is the geometric mean of its requests'. */
+static void summarize(const struct sample *s, size_t n, size_t nfns, double wall_s,
+                      struct summary *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->sent = n;
+    out->wall_s = wall_s;
+    out->rate = wall_s > 0 ? (double)n / wall_s : 0;
+    double *lat = dg_xcalloc(n ? n : 1, sizeof(double));
+    double *sched = dg_xcalloc(n ? n : 1, sizeof(double));
+    double *logsum = dg_xcalloc(nfns ? nfns : 1, sizeof(double));
+    uint64_t *cnt = dg_xcalloc(nfns ? nfns : 1, sizeof(uint64_t));
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i].warmup)
+            continue;
+        out->counted++;
+        int st = s[i].status;
+        if (st != 200) {
+            if (st == 0)
+                out->transport++;
+            else if (st == 503)
+                out->e503++;
+            else if (st == 502)
+                out->e502++;
+            else if (st == 504)
+                out->e504++;
+            else if (st >= 500)
+                out->e5xx++;
+            else
+                out->e4xx++;
+            continue;
+        }
+        out->ok++;
+        out->cold += s[i].cold == 1;
+        out->warm += s[i].cold == 0;
+        double resp = (double)s[i].latency_us / 1000;
+        double exec = s[i].exec_us >= 0 ? (double)s[i].exec_us / 1000 : (double)s[i].dur_ms;
+        lat[k] = resp;
+        sched[k] = DG_MAX(0.0, resp - exec);
+        k++;
+        if (s[i].fn < nfns) {
+            logsum[s[i].fn] += log(DG_MAX(resp, 1e-3) / DG_MAX(exec, 1.0));
+            cnt[s[i].fn]++;
+        }
+    }
+    qsort(lat, k, sizeof(double), cmp_double);
+    qsort(sched, k, sizeof(double), cmp_double);
+#define PCT(v, p) (k ? (v)[(size_t)((double)(k - 1) * (p))] : 0)
+    out->p50 = PCT(lat, 0.5);
+    out->p90 = PCT(lat, 0.9);
+    out->p99 = PCT(lat, 0.99);
+    out->sched_p50 = PCT(sched, 0.5);
+    out->sched_p99 = PCT(sched, 0.99);
+#undef PCT
+    double *fs = dg_xcalloc(nfns ? nfns : 1, sizeof(double)), all = 0;
+    size_t m = 0;
+    for (size_t f = 0; f < nfns; f++)
+        if (cnt[f]) {
+            fs[m++] = exp(logsum[f] / (double)cnt[f]);
+            all += logsum[f] / (double)cnt[f];
+        }
+    qsort(fs, m, sizeof(double), cmp_double);
+    out->functions = m;
+    out->slowdown_geomean = m ? exp(all / (double)m) : 0;
+    out->slowdown_p50 = m ? fs[(size_t)((double)(m - 1) * 0.5)] : 0;
+    out->slowdown_p99 = m ? fs[(size_t)((double)(m - 1) * 0.99)] : 0;
+    free(fs);
+    free(lat);
+    free(sched);
+    free(logsum);
+    free(cnt);
+}
+
+static void print_summary(const struct summary *m, bool json, const char *what)
+{
+    uint64_t errors = m->counted - m->ok;
+    if (json) {
+        printf(
+            "{\"sent\":%llu,\"counted\":%llu,\"ok\":%llu,\"errors\":%llu,\"errors_503\":%llu,"
+            "\"errors_502\":%llu,\"errors_504\":%llu,\"errors_5xx\":%llu,\"errors_4xx\":%llu,"
+            "\"errors_transport\":%llu,\"cold\":%llu,\"warm\":%llu,\"wall_s\":%.3f,"
+            "\"rate_achieved\":%.1f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,"
+            "\"sched_p50_ms\":%.3f,\"sched_p99_ms\":%.3f,\"functions\":%zu,"
+            "\"slowdown_geomean\":%.4f,\"slowdown_p50\":%.4f,\"slowdown_p99\":%.4f}\n",
+            (unsigned long long)m->sent, (unsigned long long)m->counted, (unsigned long long)m->ok,
+            (unsigned long long)errors, (unsigned long long)m->e503, (unsigned long long)m->e502,
+            (unsigned long long)m->e504, (unsigned long long)m->e5xx, (unsigned long long)m->e4xx,
+            (unsigned long long)m->transport, (unsigned long long)m->cold,
+            (unsigned long long)m->warm, m->wall_s, m->rate, m->p50, m->p90, m->p99, m->sched_p50,
+            m->sched_p99, m->functions, m->slowdown_geomean, m->slowdown_p50, m->slowdown_p99);
+        return;
+    }
+    printf("sent %llu in %.2f s (%.1f/s)%s; counted %llu\n", (unsigned long long)m->sent, m->wall_s,
+           m->rate, what, (unsigned long long)m->counted);
+    printf("ok %llu (cold %llu, warm %llu), errors %llu (503 %llu, 502 %llu, 504 %llu, other "
+           "5xx %llu, 4xx %llu, transport %llu)\n",
+           (unsigned long long)m->ok, (unsigned long long)m->cold, (unsigned long long)m->warm,
+           (unsigned long long)errors, (unsigned long long)m->e503, (unsigned long long)m->e502,
+           (unsigned long long)m->e504, (unsigned long long)m->e5xx, (unsigned long long)m->e4xx,
+           (unsigned long long)m->transport);
+    printf("latency p50 %.2f ms, p90 %.2f ms, p99 %.2f ms\n", m->p50, m->p90, m->p99);
+    printf("scheduling latency (response - execution) p50 %.2f ms, p99 %.2f ms\n", m->sched_p50,
+           m->sched_p99);
+    printf("slowdown over %zu function(s): geometric mean %.3f, p50 %.3f, p99 %.3f\n", m->functions,
+           m->slowdown_geomean, m->slowdown_p50, m->slowdown_p99);
+}
+
+static const char csv_header[] =
+    "start_ms,function,status,response_ms,execution_ms,requested_ms,cold,phase\n";
+
+static int write_csv(const char *path, const struct sample *s, size_t n, char **names)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return cli_fail("load: --csv %s: %s", path, strerror(errno));
+    fputs(csv_header, f);
+    for (size_t i = 0; i < n; i++) {
+        char exec[32] = "";
+        if (s[i].exec_us >= 0)
+            snprintf(exec, sizeof(exec), "%.3f", (double)s[i].exec_us / 1000);
+        fprintf(f, "%.3f,%s,%d,%.3f,%s,%u,%s,%s\n", (double)s[i].start_us / 1000, names[s[i].fn],
+                s[i].status, (double)s[i].latency_us / 1000, exec, s[i].dur_ms,
+                s[i].cold == 1   ? "cold"
+                : s[i].cold == 0 ? "warm"
+                                 : "",
+                s[i].warmup ? "warmup" : "measure");
+    }
+    if (fclose(f) != 0)
+        return cli_fail("load: --csv %s: %s", path, strerror(errno));
+    return 0;
+}
+
+/* `load summarize FILE`: the summary of a CSV written by --csv (or by hand). */
+static int cmd_summarize(int argc, char **argv, bool json)
+{
+    if (argc < 1)
+        return cli_fail("load summarize: expected a CSV file");
+    FILE *f = fopen(argv[0], "r");
+    if (!f)
+        return cli_fail("load summarize: %s: %s", argv[0], strerror(errno));
+    char line[1024];
+    unsigned lineno = 0;
+    struct sample *s = NULL;
+    size_t n = 0, cap = 0, nnames = 0;
+    char **names = NULL;
+    double last_ms = 0, first_ms = -1;
+    int rc = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        if (lineno == 1) {
+            if (strcmp(line, csv_header) != 0) {
+                rc = cli_fail("load summarize: %s:1: expected the header %.*s", argv[0],
+                              (int)strlen(csv_header) - 1, csv_header);
+                break;
+            }
+            continue;
+        }
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!line[0])
+            continue;
+        char *col[8], *p = line;
+        int nc = 0;
+        while (nc < 8) {
+            col[nc++] = p;
+            char *c = strchr(p, ',');
+            if (!c)
+                break;
+            *c = '\0';
+            p = c + 1;
+        }
+        char *end;
+        double start = strtod(col[0], &end);
+        bool bad = nc != 8 || *end || start < 0;
+        double resp = bad ? 0 : strtod(col[3], &end);
+        bad = bad || *end || resp < 0;
+        long status = bad ? 0 : strtol(col[2], &end, 10);
+        bad = bad || *end || status < 0 || status > 999;
+        double exec = -1;
+        if (!bad && col[4][0]) {
+            exec = strtod(col[4], &end);
+            bad = *end || exec < 0;
+        }
+        long req = bad ? 0 : strtol(col[5], &end, 10);
+        bad = bad || *end || req < 0;
+        if (bad || (strcmp(col[6], "cold") != 0 && strcmp(col[6], "warm") != 0 && col[6][0]) ||
+            (strcmp(col[7], "warmup") != 0 && strcmp(col[7], "measure") != 0)) {
+            rc = cli_fail("load summarize: %s:%u: expected start_ms,function,status,response_ms,"
+                          "execution_ms (or empty),requested_ms,cold|warm|empty,warmup|measure",
+                          argv[0], lineno);
+            break;
+        }
+        size_t fi = 0;
+        while (fi < nnames && strcmp(names[fi], col[1]) != 0)
+            fi++;
+        if (fi == nnames) {
+            names = dg_xrealloc(names, (nnames + 1) * sizeof(*names));
+            names[nnames++] = dg_xstrdup(col[1]);
+        }
+        if (n == cap) {
+            cap = cap ? 2 * cap : 1024;
+            s = dg_xrealloc(s, cap * sizeof(*s));
+        }
+        s[n++] = (struct sample){.start_us = (uint64_t)(start * 1000),
+                                 .latency_us = (uint64_t)(resp * 1000),
+                                 .exec_us = exec < 0 ? -1 : (int64_t)(exec * 1000),
+                                 .fn = (uint32_t)fi,
+                                 .dur_ms = (uint32_t)req,
+                                 .status = (int)status,
+                                 .cold = col[6][0] ? strcmp(col[6], "cold") == 0 : -1,
+                                 .warmup = strcmp(col[7], "warmup") == 0};
+        if (first_ms < 0 || start < first_ms)
+            first_ms = start;
+        last_ms = DG_MAX(last_ms, start + resp);
+    }
+    fclose(f);
+    if (rc == 0 && lineno == 0)
+        rc = cli_fail("load summarize: %s: empty", argv[0]);
+    if (rc == 0) {
+        struct summary m;
+        summarize(s, n, nnames, n ? (last_ms - first_ms) / 1000 : 0, &m);
+        print_summary(&m, json, "");
+    }
+    for (size_t i = 0; i < nnames; i++)
+        free(names[i]);
+    free(names);
+    free(s);
+    return rc;
+}
+
+/* ---- the modes -------------------------------------------------------------------------- */
+
+static bool allowed_target(const char *dp)
+{
+    if (strncmp(dp, "127.", 4) == 0)
+        return true;
+    unsigned a, b;
+    /* 100.64.0.0/10: the addresses of the project's network-namespace clusters */
+    return sscanf(dp, "%u.%u.", &a, &b) == 2 && a == 100 && b >= 64 && b <= 127;
+}
+
+struct opts {
+    const char *csv, *image, *prefix, *iat;
+    double timeout, rate, duration, cooldown, speed;
+    int64_t minutes, warmup_minutes, seed;
+    bool cold, dry_run;
+};
+
+/* Run the plan against `dp`, then the CSV and the summary. */
+static int execute(struct run *r, const char *dp, const struct opts *o, bool json, const char *what)
+{
+    struct dg_err err = {0};
+    uint64_t wall = run_plan(r, dp, o->timeout, &err);
+    if (err.msg[0])
+        return cli_fail("load: %s", err.msg);
+    int rc = 0;
+    if (o->csv && write_csv(o->csv, r->samples, r->sent, r->names) != 0)
+        rc = 1;
+    struct summary m;
+    summarize(r->samples, r->sent, r->nnames, (double)wall / 1e6, &m);
+    print_summary(&m, json, what);
+    free(r->samples);
+    if (rc == 0 && m.counted != m.ok)
+        rc = 3;
+    return rc;
+}
+
+static void free_names(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+static int mode_burst(const char *fn, int64_t n, const char *dp, const struct opts *o, bool json)
+{
+    struct plan *p = dg_xcalloc((size_t)n, sizeof(*p)); /* all at t = 0 */
+    char *name = dg_xstrdup(fn);
+    struct run r = {.plan = p, .nplan = (size_t)n, .names = &name, .nnames = 1, .speed = 1};
+    int rc = execute(&r, dp, o, json, ", all at once");
+    free(name);
+    free(p);
+    return rc;
+}
+
+static int mode_rps(const char *fn, const char *cp, const char *dp, const struct opts *o, bool json)
+{
+    size_t planned = (size_t)DG_MAX(1.0, o->rate * o->duration);
+    struct run r = {.speed = 1};
+    if (o->cold) {
+        r.nnames = (size_t)ceil(o->rate * o->cooldown);
+        r.names = dg_xcalloc(r.nnames, sizeof(char *));
+        char **forms = dg_xcalloc(r.nnames, sizeof(char *));
+        unsigned tag = (unsigned)(dg_now_us() % 100000);
+        for (size_t i = 0; i < r.nnames; i++) {
+            r.names[i] = dg_xasprintf("cold-%u-%zu", tag, i);
+            forms[i] = dg_xasprintf("name=%s&image=%s&port_forwarding=80&port_forwarding=tcp"
+                                    "&requested_cpu=1&requested_memory=1&cold_start_sweep=true",
+                                    r.names[i], o->image);
+        }
+        int rc = register_all(cp, forms, r.nnames);
+        free_names(forms, r.nnames);
+        if (rc != 0) {
+            free_names(r.names, r.nnames);
+            return rc;
+        }
+    } else {
+        r.nnames = 1;
+        r.names = dg_xcalloc(1, sizeof(char *));
+        r.names[0] = dg_xstrdup(fn);
+    }
+    /* equidistant arrivals (InVitro's RPS mode), round-robin over the functions */
+    struct plan *p = dg_xcalloc(planned, sizeof(*p));
+    for (size_t i = 0; i < planned; i++)
+        p[i] = (struct plan){.at_us = (uint64_t)((double)i * 1e6 / o->rate),
+                             .fn = (uint32_t)(i % r.nnames)};
+    r.plan = p;
+    r.nplan = planned;
+    char what[96];
+    snprintf(what, sizeof(what), ", target %g/s, %zu function(s)%s", o->rate, r.nnames,
+             o->cold ? ", every call cold" : "");
+    int rc = execute(&r, dp, o, json, what);
+    free(p);
+    free_names(r.names, r.nnames);
+    return rc;
+}
+
+/* A trace function's name: a DNS label (the Host header), its index and a short hash. */
+static char *trace_name(const char *prefix, size_t i, const char *hash)
+{
+    char h[13];
+    size_t k = 0;
+    for (const char *c = hash; *c && k < 12; c++)
+        if ((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'z'))
+            h[k++] = *c;
+        else if (*c >= 'A' && *c <= 'Z')
+            h[k++] = (char)(*c - 'A' + 'a');
+    h[k] = '\0';
+    return dg_xasprintf("%s%zu-%s", prefix, i, h);
+}
+
+static int mode_trace(const char *path, const char *cp, const char *dp, const struct opts *o,
+                      bool json)
+{
+    struct sim_trace_opts to = {.minutes = o->minutes,
+                                .iat = strcmp(o->iat, "equidistant") == 0 ? SIM_IAT_EQUIDISTANT
+                                       : strcmp(o->iat, "uniform") == 0   ? SIM_IAT_UNIFORM
+                                                                          : SIM_IAT_EXPONENTIAL,
+                                .seed = (uint64_t)o->seed,
+                                .cpu_milli = 100,
+                                .memory_mib = 128};
+    struct sim_trace t;
+    struct dg_err err = {0};
+    if (sim_trace_load(path, &to, &t, &err) < 0)
+        return cli_fail("load trace: %s", err.msg);
+    struct run r = {.speed = o->speed, .warmup_us = (uint64_t)o->warmup_minutes * 60000000ull};
+    r.nnames = t.nfns;
+    r.names = dg_xcalloc(t.nfns, sizeof(char *));
+    for (size_t i = 0; i < t.nfns; i++)
+        r.names[i] = trace_name(o->prefix, i, t.fns[i].name);
+    struct plan *p = dg_xcalloc(t.ninvs ? t.ninvs : 1, sizeof(*p));
+    for (size_t i = 0; i < t.ninvs; i++)
+        p[i] = (struct plan){
+            .at_us = t.invs[i].arrival_us,
+            .fn = t.invs[i].fn,
+            .dur_ms = (uint32_t)DG_MIN((t.invs[i].duration_us + 999) / 1000, UINT32_MAX)};
+    r.plan = p;
+    r.nplan = t.ninvs;
+    int rc = 0;
+    if (o->dry_run) { /* the plan as CSV: when, which function, how long */
+        printf("at_ms,function,requested_ms,phase\n");
+        for (size_t i = 0; i < r.nplan; i++)
+            printf("%.3f,%s,%u,%s\n", (double)p[i].at_us / 1000, r.names[p[i].fn], p[i].dur_ms,
+                   p[i].at_us < r.warmup_us ? "warmup" : "measure");
+    } else {
+        char **forms = dg_xcalloc(t.nfns ? t.nfns : 1, sizeof(char *));
+        for (size_t i = 0; i < t.nfns; i++) {
+            const struct sim_function *f = &t.fns[i];
+            forms[i] = dg_xasprintf(
+                "name=%s&image=%s&port_forwarding=80&port_forwarding=tcp&requested_cpu=%lld"
+                "&requested_memory=%lld&scaling_lower_bound=%d%s%.0d",
+                r.names[i], o->image, (long long)f->cpu_milli, (long long)f->memory_mib,
+                f->lower_bound, f->upper_bound > 0 ? "&scaling_upper_bound=" : "",
+                f->upper_bound > 0 ? f->upper_bound : 0);
+        }
+        rc = register_all(cp, forms, t.nfns);
+        free_names(forms, t.nfns);
+        if (rc == 0) {
+            char what[160];
+            snprintf(what, sizeof(what), ", %zu function(s) of %s trace%s", t.nfns, t.format,
+                     o->speed != 1 ? " (sped up)" : "");
+            rc = execute(&r, dp, o, json, what);
+        }
+    }
+    free(p);
+    free_names(r.names, r.nnames);
+    sim_trace_free(&t);
+    return rc;
 }
 
 int cli_load(int argc, char **argv, const char *cp, const char *dp, const char *fn_path, bool json)
 {
-    if (argc < 1 || strcmp(argv[0], "rps") != 0)
-        return cli_fail("load: expected 'rps' (dirigent load rps --rate R --duration S ...)");
-    double rate = 0, duration = 0, cooldown = 10;
-    bool cold = false;
-    const char *fn = NULL, *image = fn_path, *v;
+    if (argc < 1)
+        return cli_fail("load: expected burst, rps, trace or summarize (see --help)");
+    const char *mode = argv[0];
+    if (strcmp(mode, "summarize") == 0)
+        return cmd_summarize(argc - 1, argv + 1, json);
+    bool burst = strcmp(mode, "burst") == 0, rps = strcmp(mode, "rps") == 0,
+         trace = strcmp(mode, "trace") == 0;
+    if (!burst && !rps && !trace)
+        return cli_fail("load: unknown mode '%s': expected burst, rps, trace or summarize", mode);
+    struct opts o = {.image = fn_path,
+                     .prefix = "trace-",
+                     .iat = "exponential",
+                     .timeout = 120,
+                     .cooldown = 10,
+                     .speed = 1,
+                     .seed = 1};
+    const char *pos[2] = {NULL, NULL}, *v;
+    size_t npos = 0;
     for (int i = 1; i < argc; i++) {
         if ((v = cli_opt(&i, argc, argv, "--rate")))
-            rate = atof(v);
+            o.rate = atof(v);
         else if ((v = cli_opt(&i, argc, argv, "--duration")))
-            duration = atof(v);
+            o.duration = atof(v);
         else if ((v = cli_opt(&i, argc, argv, "--cooldown")))
-            cooldown = atof(v);
+            o.cooldown = atof(v);
         else if ((v = cli_opt(&i, argc, argv, "--image")))
-            image = v;
+            o.image = v;
+        else if ((v = cli_opt(&i, argc, argv, "--csv")))
+            o.csv = v;
+        else if ((v = cli_opt(&i, argc, argv, "--timeout")))
+            o.timeout = atof(v);
+        else if ((v = cli_opt(&i, argc, argv, "--minutes")))
+            o.minutes = atoll(v);
+        else if ((v = cli_opt(&i, argc, argv, "--warmup-minutes")))
+            o.warmup_minutes = atoll(v);
+        else if ((v = cli_opt(&i, argc, argv, "--seed")))
+            o.seed = atoll(v);
+        else if ((v = cli_opt(&i, argc, argv, "--iat")))
+            o.iat = v;
+        else if ((v = cli_opt(&i, argc, argv, "--speed")))
+            o.speed = atof(v);
+        else if ((v = cli_opt(&i, argc, argv, "--prefix")))
+            o.prefix = v;
         else if (strcmp(argv[i], "--cold") == 0)
-            cold = true;
-        else if (argv[i][0] != '-' && !fn)
-            fn = argv[i];
+            o.cold = true;
+        else if (strcmp(argv[i], "--dry-run") == 0)
+            o.dry_run = true;
+        else if (argv[i][0] != '-' && npos < 2)
+            pos[npos++] = argv[i];
         else
-            return cli_fail("load rps: unknown option '%s'", argv[i]);
+            return cli_fail("load %s: unknown option '%s'", mode, argv[i]);
     }
-    if (!(rate > 0 && rate <= 100000))
-        return cli_fail("load rps: --rate: expected requests per second 0 < R <= 100000");
-    if (!(duration > 0 && duration <= 3600))
-        return cli_fail("load rps: --duration: expected seconds 0 < S <= 3600");
-    if (cold == (fn != NULL))
-        return cli_fail("load rps: give either a FUNCTION or --cold");
-    if (cold && !(cooldown >= 1 && cooldown <= 600))
-        return cli_fail("load rps: --cooldown: expected seconds 1..600");
-    if (strncmp(dp, "127.", 4) != 0)
-        return cli_fail("load: --dp %s: only 127.0.0.0/8 is a target (the project's own hosts)",
+    if (!(o.timeout > 0 && o.timeout <= 3600))
+        return cli_fail("load: --timeout: expected seconds 0 < S <= 3600");
+    if (!allowed_target(dp))
+        return cli_fail("load: --dp %s: only 127.0.0.0/8 and the project's namespaces "
+                        "(100.64.0.0/10) are targets",
                         dp);
-
-    struct load l = {0};
-    g_load = &l;
-    l.rate = rate;
-    l.duration_us = (uint64_t)(duration * 1e6);
-    l.planned = (uint64_t)(rate * duration);
-    if (l.planned == 0)
-        l.planned = 1;
-    if (cold) {
-        l.nnames = (size_t)ceil(rate * cooldown);
-        if (register_cold(cp, image, l.nnames, &l.names, (unsigned)(dg_now_us() % 100000)) != 0)
-            return 1;
-    } else {
-        l.nnames = 1;
-        l.names = dg_xcalloc(1, sizeof(char *));
-        l.names[0] = dg_xstrdup(fn);
+    if (burst) {
+        char *end = NULL;
+        long long n = npos == 2 ? strtoll(pos[0], &end, 10) : 0;
+        if (npos != 2 || *end || n < 1 || n > 100000)
+            return cli_fail("load burst: expected N (1..100000) and a FUNCTION");
+        return mode_burst(pos[1], n, dp, &o, json);
     }
-    l.samples = dg_xcalloc(l.planned, sizeof(*l.samples));
-    uv_loop_init(&l.loop);
-    struct dg_http_pool_opts o;
-    dg_http_pool_opts_default(&o);
-    o.max_conns = 4000; /* open loop: never wait for a connection (ulimit is 20k) */
-    o.max_idle = 4000;
-    o.request_timeout_ms = 120000;
-    struct dg_err err = {0};
-    l.pool = dg_http_pool_new_addr(&l.loop, dp, &o, &err);
-    if (!l.pool)
-        return cli_fail("load: %s", err.msg);
-    uv_timer_init(&l.loop, &l.timer);
-    l.timer.data = &l;
-    l.t0 = dg_now_us();
-    uv_timer_start(&l.timer, on_tick, 0, 1);
-    while (!(l.finished_sending && l.done == l.sent))
-        uv_run(&l.loop, UV_RUN_ONCE);
-    uint64_t wall_us = dg_now_us() - l.t0;
-    uv_close((uv_handle_t *)&l.timer, NULL);
-    dg_http_pool_close(l.pool);
-    uv_run(&l.loop, UV_RUN_DEFAULT);
-    uv_loop_close(&l.loop);
-
-    uint64_t *lat = dg_xcalloc(l.sent, sizeof(uint64_t));
-    uint64_t ok = 0, errors = 0, e5xx = 0, e4xx = 0, transport = 0;
-    for (uint64_t i = 0; i < l.sent; i++) {
-        int st = l.samples[i].status;
-        if (st == 200) {
-            lat[ok++] = l.samples[i].latency_us;
-        } else {
-            errors++;
-            if (st == 0)
-                transport++;
-            else if (st >= 500)
-                e5xx++;
-            else
-                e4xx++;
-        }
+    if (rps) {
+        if (!(o.rate > 0 && o.rate <= 100000))
+            return cli_fail("load rps: --rate: expected requests per second 0 < R <= 100000");
+        if (!(o.duration > 0 && o.duration <= 3600))
+            return cli_fail("load rps: --duration: expected seconds 0 < S <= 3600");
+        if (o.cold == (npos == 1) || npos > 1)
+            return cli_fail("load rps: give either a FUNCTION or --cold");
+        if (o.cold && !(o.cooldown >= 1 && o.cooldown <= 600))
+            return cli_fail("load rps: --cooldown: expected seconds 1..600");
+        return mode_rps(npos ? pos[0] : NULL, cp, dp, &o, json);
     }
-    qsort(lat, ok, sizeof(uint64_t), cmp_u64);
-#define PCT(p) (ok ? lat[(size_t)((double)(ok - 1) * (p))] : 0)
-    double achieved = (double)l.sent / ((double)wall_us / 1e6);
-    if (json) {
-        printf("{\"sent\":%llu,\"ok\":%llu,\"errors\":%llu,\"errors_5xx\":%llu,\"errors_4xx\":%llu,"
-               "\"errors_transport\":%llu,\"rate_target\":%g,\"rate_achieved\":%.1f,"
-               "\"functions\":%zu,\"p50_us\":%llu,\"p90_us\":%llu,\"p99_us\":%llu}\n",
-               (unsigned long long)l.sent, (unsigned long long)ok, (unsigned long long)errors,
-               (unsigned long long)e5xx, (unsigned long long)e4xx, (unsigned long long)transport,
-               rate, achieved, l.nnames, (unsigned long long)PCT(0.5), (unsigned long long)PCT(0.9),
-               (unsigned long long)PCT(0.99));
-    } else {
-        printf("sent %llu in %.2f s (%.1f/s, target %g/s) to %zu function(s)%s\n",
-               (unsigned long long)l.sent, (double)wall_us / 1e6, achieved, rate, l.nnames,
-               cold ? ", every call cold" : "");
-        printf("ok %llu, errors %llu (5xx %llu, 4xx %llu, transport %llu)\n",
-               (unsigned long long)ok, (unsigned long long)errors, (unsigned long long)e5xx,
-               (unsigned long long)e4xx, (unsigned long long)transport);
-        printf("latency p50 %.2f ms, p90 %.2f ms, p99 %.2f ms\n", (double)PCT(0.5) / 1000,
-               (double)PCT(0.9) / 1000, (double)PCT(0.99) / 1000);
-    }
-#undef PCT
-    for (size_t i = 0; i < l.nnames; i++)
-        free(l.names[i]);
-    free(l.names);
-    free(l.samples);
-    free(lat);
-    return errors ? 3 : 0;
+    if (npos != 1)
+        return cli_fail("load trace: expected a trace directory (Azure 2019) or file (2021)");
+    if (strcmp(o.iat, "equidistant") != 0 && strcmp(o.iat, "uniform") != 0 &&
+        strcmp(o.iat, "exponential") != 0)
+        return cli_fail("load trace: --iat: expected equidistant, uniform or exponential, got "
+                        "'%s'",
+                        o.iat);
+    if (o.minutes < 0 || o.warmup_minutes < 0 || (o.minutes && o.warmup_minutes >= o.minutes))
+        return cli_fail("load trace: --warmup-minutes: expected fewer than --minutes (both >= "
+                        "0)");
+    if (!(o.speed >= 0.01 && o.speed <= 1000))
+        return cli_fail("load trace: --speed: expected a factor 0.01..1000");
+    if (o.seed < 1)
+        return cli_fail("load trace: --seed: expected an integer >= 1");
+    return mode_trace(pos[0], cp, dp, &o, json);
 }

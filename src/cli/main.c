@@ -817,19 +817,24 @@ int main(int argc, char **argv)
             return cli_fail("unknown option '%s' (see --help)", argv[i]);
     }
     if (i >= argc || strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-        printf(
-            "usage: dirigent [--cp HOST:PORT] [--dp HOST:PORT] [--json] COMMAND\n"
-            "  up [--runtime auto|oci|process|emulated] [--state-dir DIR]   a local cluster\n"
-            "     [--cp-replicas N] [--dataplanes M]   N CPs (Redis, raft) and M DPs behind "
-            "HAProxy\n"
-            "  function deploy NAME --image IMG [--port P] [--min N] [--max N] [--cpu MILLI]\n"
-            "                  [--memory MIB] [--concurrency N] [--cold-start-sweep]\n"
-            "  function list | get NAME | delete NAME\n"
-            "  invoke NAME [--data STR] [--header K:V]...\n"
-            "  status\n"
-            "  haproxy-config --socket PATH --cp REG1,REG2,... [--invocations IP:PORT]\n"
-            "                 [--registration IP:PORT] [--backend NAME]   HAProxy's config\n"
-            "  load rps --rate R --duration S [--cold [--cooldown S] [--image PATH]] [FUNCTION]\n");
+        printf("usage: dirigent [--cp HOST:PORT] [--dp HOST:PORT] [--json] COMMAND\n"
+               "  up [--runtime auto|oci|process|emulated] [--state-dir DIR]   a local cluster\n"
+               "     [--cp-replicas N] [--dataplanes M]   N CPs (Redis, raft) and M DPs behind "
+               "HAProxy\n"
+               "  function deploy NAME --image IMG [--port P] [--min N] [--max N] [--cpu MILLI]\n"
+               "                  [--memory MIB] [--concurrency N] [--cold-start-sweep]\n"
+               "  function list | get NAME | delete NAME\n"
+               "  invoke NAME [--data STR] [--header K:V]...\n"
+               "  status\n"
+               "  haproxy-config --socket PATH --cp REG1,REG2,... [--invocations IP:PORT]\n"
+               "                 [--registration IP:PORT] [--backend NAME]   HAProxy's config\n"
+               "  load burst N FUNCTION\n"
+               "  load rps --rate R --duration S [--cold [--cooldown S] [--image IMG]] [FUNCTION]\n"
+               "  load trace DIR|FILE [--minutes N] [--warmup-minutes W] [--seed S] [--speed X]\n"
+               "             [--iat equidistant|uniform|exponential] [--image IMG] [--prefix P]\n"
+               "             [--dry-run]\n"
+               "  load summarize FILE.csv\n"
+               "     load options: --csv FILE (a row per invocation), --timeout S (120)\n");
         return i >= argc ? 2 : 0;
     }
     /* where the other binaries and the configs are: next to this one, and its source tree */

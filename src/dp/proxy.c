@@ -198,6 +198,8 @@ static void up_head(struct dg_http_creq *q, const struct dg_http_resp *resp, voi
             continue;
         dg_http_resp_header_str(v->req, h->name, h->value);
     }
+    if (v->cold) /* for load generators (dirigent load): this request waited for a sandbox */
+        dg_http_resp_header(v->req, "X-Dirigent-Cold-Start", "1");
     v->head_sent = true;
     dg_http_resp_start(v->req, resp->status, cl);
 }
