@@ -28,10 +28,8 @@
 
 struct cp_fn *cp_fn_find(struct dg_str name)
 {
-    for (struct cp_fn *f = cp.fns; f; f = f->next)
-        if (!f->deleted && dg_str_eq(name, f->spec.name))
-            return f;
-    return NULL;
+    struct cp_fn *f = dg_strmap_get(&cp.fn_index, name);
+    return f && !f->deleted ? f : NULL;
 }
 
 double cp_fn_sample(const struct cp_fn *f)
@@ -101,6 +99,7 @@ static struct cp_fn *fn_install(struct cp_fn_spec *spec)
     cp_as_state_init(&f->ast, &f->as);
     f->next = cp.fns;
     cp.fns = f;
+    dg_strmap_put(&cp.fn_index, dg_str_c(f->spec.name), f);
     cp_push_endpoints(f);        /* the DPs add it with its (empty) list, batched */
     if (spec->lower_bound > 0) { /* its sandboxes come at registration */
         f->desired = spec->lower_bound;
@@ -167,15 +166,14 @@ static void register_form(struct dg_http_req *r, const struct dg_form *form)
         dg_http_respond_text(r, 400, "registration: %s", err.msg);
         return;
     }
-    for (struct cp_fn *old = cp.fns; old; old = old->next) {
-        if (old->deleted && strcmp(old->spec.name, spec.name) == 0) {
-            dg_http_respond_text(r, 409,
-                                 "registration: function '%s' is still being deleted (its "
-                                 "sandboxes drain): try again in a moment",
-                                 spec.name);
-            cp_fn_spec_free(&spec);
-            return;
-        }
+    struct cp_fn *old = dg_strmap_get(&cp.fn_index, dg_str_c(spec.name));
+    if (old && old->deleted) {
+        dg_http_respond_text(r, 409,
+                             "registration: function '%s' is still being deleted (its "
+                             "sandboxes drain): try again in a moment",
+                             spec.name);
+        cp_fn_spec_free(&spec);
+        return;
     }
     if (cp_fn_find(dg_str_c(spec.name)) || name_pending(spec.name)) {
         dg_http_respond_text(r, 409, "registration: function '%s' is already registered",

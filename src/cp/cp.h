@@ -13,6 +13,7 @@
 #include "autoscaler.h"
 #include "dirigent/http.h"
 #include "dirigent/metrics.h"
+#include "dirigent/strmap.h"
 #include "fn_error.h"
 #include "function.h"
 #include "placement.h"
@@ -83,6 +84,7 @@ struct cp {
     uv_loop_t *loop;
     struct dg_trace *cold_trace; /* cold_start_trace.csv; NULL: off */
     struct cp_fn *fns;
+    struct dg_strmap fn_index; /* name -> function (a deleted one until it is freed) */
     struct cp_worker *workers;
     struct cp_dp *dps;
     char *placement;

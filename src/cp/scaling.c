@@ -507,6 +507,8 @@ static void fn_maybe_free(struct cp_fn *f)
             break;
         }
     }
+    if (dg_strmap_get(&cp.fn_index, dg_str_c(f->spec.name)) == f)
+        dg_strmap_del(&cp.fn_index, dg_str_c(f->spec.name));
     cp_fn_spec_free(&f->spec);
     cp_as_state_deinit(&f->ast);
     free(f->metrics);
@@ -594,6 +596,7 @@ void cp_worker_forget_sandboxes(struct cp_worker *w)
 
 void cp_free_all(void)
 {
+    dg_strmap_free(&cp.fn_index);
     while (cp.fns) {
         struct cp_fn *f = cp.fns;
         cp.fns = f->next;

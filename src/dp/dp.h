@@ -11,6 +11,7 @@
 
 #include "dirigent/http.h"
 #include "dirigent/metrics.h"
+#include "dirigent/strmap.h"
 #include "lb.h"
 
 struct dp_inv;
@@ -54,6 +55,7 @@ struct dp {
     struct dg_heartbeat *hb;      /* NULL: no control plane configured */
     char *name;
     struct dp_function *fns;
+    struct dg_strmap fn_index; /* name -> function: every invocation looks its Host up */
     enum dp_lb_policy policy;
     uint64_t queue_timeout_ms;
     struct dg_http_pool_opts pool_opts;

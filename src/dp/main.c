@@ -242,6 +242,7 @@ static struct dp_function *fn_get_or_create(struct dg_str name, bool *created)
     f->m_latency = dg_metric_get1(dp.f_latency, f->name);
     f->next = dp.fns;
     dp.fns = f;
+    dg_strmap_put(&dp.fn_index, dg_str_c(f->name), f);
     return f;
 }
 
@@ -279,6 +280,7 @@ static void api_delete_function(struct dg_http_req *r, void *ud)
         return;
     }
     dp_function_free(f); /* queued requests: 503 */
+    dg_strmap_del(&dp.fn_index, dg_str_c(f->name));
     for (struct dp_function **pf = &dp.fns; *pf; pf = &(*pf)->next) {
         if (*pf == f) {
             *pf = f->next;
@@ -517,6 +519,7 @@ static void on_server_closed(void *ud)
     dp.proxy_trace = NULL;
     dg_heartbeat_stop(dp.hb);
     dp.hb = NULL;
+    dg_strmap_free(&dp.fn_index);
     while (dp.fns) {
         struct dp_function *f = dp.fns;
         dp.fns = f->next;

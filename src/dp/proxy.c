@@ -34,10 +34,7 @@ struct dp_inv {
 
 struct dp_function *dp_function_find(struct dg_str name)
 {
-    for (struct dp_function *f = dp.fns; f; f = f->next)
-        if (dg_str_eq(name, f->name))
-            return f;
-    return NULL;
+    return dg_strmap_get(&dp.fn_index, name);
 }
 
 static bool hop_by_hop(struct dg_str name)

@@ -7,11 +7,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dirigent/common.h"
 #include "dirigent/log.h"
+#include "dirigent/strmap.h"
 
 static void test_err_set_and_wrap(void **state)
 {
@@ -103,12 +105,67 @@ static void test_clock_monotonic(void **state)
     assert_true(dg_wall_ms() > 1700000000000ull);
 }
 
+/* The registries' name index: against a plain array as the model, through growth,
+ * removals (markers) and re-insertion. */
+static void test_strmap(void **state)
+{
+    enum { N = 20000 };
+    char(*names)[16] = calloc(N, 16);
+    int *vals = calloc(N, sizeof(int));
+    bool *in = calloc(N, sizeof(bool));
+    struct dg_strmap m = {0};
+    assert_null(dg_strmap_get(&m, dg_str_c("x")));
+    assert_null(dg_strmap_del(&m, dg_str_c("x")));
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], 16, "fn-%d", i);
+        vals[i] = i;
+        dg_strmap_put(&m, dg_str_c(names[i]), &vals[i]);
+        in[i] = true;
+    }
+    assert_int_equal(m.n, N);
+    assert_true(m.n * 4 <= m.cap * 3);
+    uint64_t seed = 7;
+    for (int round = 0; round < 3 * N; round++) {
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        int i = (int)(seed % N);
+        if (in[i]) {
+            assert_ptr_equal(dg_strmap_del(&m, dg_str_c(names[i])), &vals[i]);
+            in[i] = false;
+        } else {
+            dg_strmap_put(&m, dg_str_c(names[i]), &vals[i]);
+            in[i] = true;
+        }
+    }
+    size_t live = 0;
+    for (int i = 0; i < N; i++) {
+        live += in[i];
+        void *v = dg_strmap_get(&m, dg_str_c(names[i]));
+        if (in[i])
+            assert_ptr_equal(v, &vals[i]);
+        else
+            assert_null(v);
+    }
+    assert_int_equal(m.n, live);
+    /* a view that is a prefix of a key is another key */
+    assert_null(dg_strmap_get(&m, (struct dg_str){names[1234], 4}));
+    /* replacing keeps one entry */
+    int other = -1;
+    dg_strmap_put(&m, dg_str_c("fn-1"), &other);
+    dg_strmap_put(&m, dg_str_c("fn-1"), &other);
+    assert_ptr_equal(dg_strmap_get(&m, dg_str_c("fn-1")), &other);
+    dg_strmap_free(&m);
+    free(names);
+    free(vals);
+    free(in);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_err_set_and_wrap), cmocka_unit_test(test_str_to_int),
         cmocka_unit_test(test_str_compare),      cmocka_unit_test(test_buf),
         cmocka_unit_test(test_log_levels),       cmocka_unit_test(test_clock_monotonic),
+        cmocka_unit_test(test_strmap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
