@@ -72,6 +72,11 @@ static void beat_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
         dg_log(DG_LOG_INFO, "heartbeat", "registered with the control plane at %s", hb->address);
     hb->ok = ok;
     hb->resync = !ok; /* after a failure the CP may have lost us: ask for everything */
+    if (ok && resp->body.len >= 6 && memcmp(resp->body.ptr, "resync", 6) == 0 && !hb->stopped) {
+        hb->resync = true; /* the CP asks for everything (it restored us from its store) */
+        uv_timer_start(&hb->timer, beat, DG_MIN(hb->interval_ms, 100), hb->interval_ms);
+        return;
+    }
     if (ok || hb->naddrs < 2 || hb->stopped)
         return;
     /* a replica that does not lead names the leader; else try the next one, soon */
@@ -170,6 +175,11 @@ void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body)
     json_decref(body);
     dg_http_request(h->pool, "POST", path, ct, 1, s, strlen(s), &cbs, h);
     free(s);
+}
+
+bool dg_heartbeat_resyncing(const struct dg_heartbeat *h)
+{
+    return h->resync;
 }
 
 bool dg_heartbeat_ok(const struct dg_heartbeat *h)

@@ -4,6 +4,7 @@
  */
 #include "dirigent/log.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -14,9 +15,18 @@ static const char *log_prog = "dirigent";
 static const char *const level_names[] = {"trace", "debug", "info", "warn", "error", "off"};
 const char *const dg_log_level_choices[] = {"trace", "debug", "info", "warn", "error", NULL};
 
+static int log_pid; /* getpid() is a system call: once per process (and per fork) */
+
+static void log_forked(void)
+{
+    log_pid = (int)getpid();
+}
+
 void dg_log_init(const char *prog)
 {
     log_prog = prog;
+    log_pid = (int)getpid();
+    pthread_atfork(NULL, NULL, log_forked);
 }
 
 void dg_log_set_level(int level)
@@ -48,7 +58,7 @@ void dg__log_write(int level, const char *module, const char *fmt, ...)
                  level_names[level < 0   ? 0
                              : level > 4 ? 4
                                          : level],
-                 log_prog, (int)getpid(), module);
+                 log_prog, log_pid ? log_pid : (int)getpid(), module);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);

@@ -3,7 +3,8 @@
  * register by POSTing a JSON body to the CP every interval (the original's
  * heartbeats: register = heartbeat, 5 s); the first POST goes out at once,
  * and the first after a failure again carries "resync": true, so a control
- * plane that restarted pushes its state. The same keep-alive pool carries
+ * plane that restarted pushes its state. A CP that wants everything again (it restored the
+ * daemon from its store) answers "resync": the next beat follows within 100 ms with it. The same keep-alive pool carries
  * other calls (metrics).
  */
 #ifndef DIRIGENT_HEARTBEAT_H
@@ -30,6 +31,9 @@ struct dg_heartbeat *dg_heartbeat_start_list(uv_loop_t *loop, const struct dg_st
                                              struct dg_err *err);
 /* Send `body` (taken) as JSON POST to `path` on the CP; errors are logged once per kind. */
 void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body);
+/* True while the heartbeats say "resync" (the first one, the first after a failure, and the
+ * next after the CP answered "resync"): a body builder then includes its whole state. */
+bool dg_heartbeat_resyncing(const struct dg_heartbeat *h);
 /* True once the CP has answered a heartbeat with 200. */
 bool dg_heartbeat_ok(const struct dg_heartbeat *h);
 void dg_heartbeat_stop(struct dg_heartbeat *h);

@@ -31,8 +31,9 @@ enum dg_image_kind {
 
 struct dg_image_ref {
     enum dg_image_kind kind;
-    char source[DG_IMAGE_REF_MAX + 32]; /* skopeo's source ("docker://...", "oci:..."), or the path */
-    char registry[256];                 /* registry refs: host[:port] ("" = docker.io) */
+    char source[DG_IMAGE_REF_MAX +
+                32];    /* skopeo's source ("docker://...", "oci:..."), or the path */
+    char registry[256]; /* registry refs: host[:port] ("" = docker.io) */
 };
 
 /* Parse `s`; on error `err` says what is wrong with it ("expected ..., got ..."). */

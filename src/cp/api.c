@@ -514,8 +514,11 @@ static void api_worker(struct dg_http_req *r, void *ud)
         free(w->boot);
         w->boot = dg_xstrdup(boot);
     }
-    /* sandboxes it runs that this CP does not know (this CP restarted): adopt them */
+    /* sandboxes it runs that this CP does not know (this CP restarted): adopt them. Only
+     * resync heartbeats list them (and those this CP asks for with "resync"). */
     json_t *sbs = json_object_get(j, "sandboxes"), *item;
+    if (json_is_array(sbs))
+        w->need_list = false;
     size_t i;
     json_array_foreach(sbs, i, item)
     {
@@ -536,7 +539,7 @@ static void api_worker(struct dg_http_req *r, void *ud)
         dg_log(DG_LOG_INFO, "registry", "worker %s schedulable", w->name);
     w->schedulable = true;
     w->last_seen_ms = uv_now(cp.loop);
-    dg_http_respond_text(r, 200, "ok");
+    dg_http_respond_text(r, 200, w->need_list ? "resync" : "ok");
 }
 
 static void api_dataplane(struct dg_http_req *r, void *ud)
@@ -887,6 +890,7 @@ static void restore_worker(void *ud, const char *key, const char *value)
         rs->skipped++;
     } else {
         w->schedulable = false; /* until its heartbeat says it is there */
+        w->need_list = true;    /* and which sandboxes it runs (answered "resync") */
         w->last_seen_ms = uv_now(cp.loop);
         rs->workers++;
     }
@@ -951,6 +955,7 @@ static void recon_listed(struct dg_http_creq *q, const struct dg_http_resp *resp
     struct dg_err perr = {0};
     if (resp && resp->status == 200 &&
         dg_json_parse(resp->body.ptr, resp->body.len, &j, &perr) == 0) {
+        w->need_list = false;
         size_t i;
         json_t *item;
         json_array_foreach(json_object_get(j, "sandboxes"), i, item)

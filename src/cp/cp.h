@@ -29,6 +29,7 @@ struct cp_worker {
     int64_t cpu_milli, memory_mib; /* advertised capacity */
     int64_t cpu_used, mem_used;    /* reserved by its sandboxes (their functions' requests) */
     char *boot;                    /* the daemon's start id: a new one means it restarted */
+    bool need_list; /* restored from the store: its next heartbeat must list its sandboxes */
     struct cp_worker *next;
 };
 

@@ -286,7 +286,7 @@ static void scale_down(struct cp_fn *f, unsigned count)
         call(dp->drain_pool, "POST", path, json_pack("{sO}", "ids", ids), drain_step, d);
     }
     json_decref(ids);
-    dg_log(DG_LOG_INFO, "scale", "fn=%s scale down by %zu (ready %u)", f->spec.name, d->n,
+    dg_log(DG_LOG_DEBUG, "scale", "fn=%s scale down by %zu (ready %u)", f->spec.name, d->n,
            f->ready);
     drain_step(d, NULL, NULL);
 }
@@ -445,7 +445,7 @@ void cp_reconcile(struct cp_fn *f)
             create_on(f, ws[chosen[i]]);
         free(chosen);
         if (k > 0)
-            dg_log(DG_LOG_INFO, "scale", "fn=%s scale up to %d (ready %u, creating %u)",
+            dg_log(DG_LOG_DEBUG, "scale", "fn=%s scale up to %d (ready %u, creating %u)",
                    f->spec.name, f->desired, f->ready, f->creating);
         if (k < want)
             unschedulable(f, want - k, n);

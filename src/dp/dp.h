@@ -40,7 +40,10 @@ struct dp_function {
     struct dp_drain *drains;
     struct dg_metric *m_requests, *m_cold, *m_queue, *m_latency;
     unsigned reported; /* in-flight count last sent to the CP */
-    char *error;       /* why its sandboxes cannot start (the CP's last push), while it has
+    bool waiting;      /* in dp.waiting: it has queued requests (their deadlines run) */
+    bool report_due;   /* in dp.to_report: its first request since idle, not yet sent */
+    struct dp_function *w_prev, *w_next, *r_next;
+    char *error; /* why its sandboxes cannot start (the CP's last push), while it has
                           no endpoint; NULL: none. Owned. */
     struct dp_function *next;
 };
@@ -59,7 +62,10 @@ struct dp {
     enum dp_lb_policy policy;
     uint64_t queue_timeout_ms;
     struct dg_http_pool_opts pool_opts;
-    uv_timer_t cron; /* queue deadlines */
+    uv_timer_t cron;               /* queue deadlines */
+    struct dp_function *waiting;   /* functions with queued requests */
+    struct dp_function *to_report; /* first requests since idle, sent together */
+    uv_timer_t report_timer;       /* 0 ms: one metrics POST for all of them per loop turn */
     struct dg_metrics *metrics;
     struct dg_metric_family *f_requests, *f_cold, *f_queue;
     struct dg_metric_family *f_latency;
@@ -72,6 +78,8 @@ struct dp_function *dp_function_find(struct dg_str name);
 void dp_invoke(struct dg_http_req *r, void *ud);
 /* After the endpoint list or slots change: give queued requests their endpoints. */
 void dp_dispatch(struct dp_function *f);
+/* Send the first-request reports collected in this loop turn (dp.report_timer). */
+void dp_report_due(uv_timer_t *t);
 /* Once a second: answer queued requests past their deadline with 503. */
 void dp_expire(uint64_t now_ms);
 /* A create failed and f has no endpoint: answer every request queued for it now with 503

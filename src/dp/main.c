@@ -515,6 +515,7 @@ static void on_server_closed(void *ud)
         return;
     uv_timer_stop(&dp.cron);
     uv_close((uv_handle_t *)&dp.cron, NULL);
+    uv_close((uv_handle_t *)&dp.report_timer, NULL);
     dg_trace_close(dp.proxy_trace);
     dp.proxy_trace = NULL;
     dg_heartbeat_stop(dp.hb);
@@ -593,6 +594,7 @@ int main(int argc, char **argv)
         return 1;
     }
     uv_timer_init(dp.loop, &dp.cron);
+    uv_timer_init(dp.loop, &dp.report_timer);
     uv_timer_start(&dp.cron, on_cron, 50, 50);
     uv_unref((uv_handle_t *)&dp.cron);
 

@@ -57,6 +57,28 @@ static bool hop_by_hop(struct dg_str name)
 
 /* ---- queue ------------------------------------------------------------------------------ */
 
+/* f is in dp.waiting exactly while it has queued requests (dp_expire visits only those). */
+static void waiting_update(struct dp_function *f)
+{
+    if (f->q_head && !f->waiting) {
+        f->waiting = true;
+        f->w_prev = NULL;
+        f->w_next = dp.waiting;
+        if (dp.waiting)
+            dp.waiting->w_prev = f;
+        dp.waiting = f;
+    } else if (!f->q_head && f->waiting) {
+        f->waiting = false;
+        if (f->w_prev)
+            f->w_prev->w_next = f->w_next;
+        else
+            dp.waiting = f->w_next;
+        if (f->w_next)
+            f->w_next->w_prev = f->w_prev;
+        f->w_prev = f->w_next = NULL;
+    }
+}
+
 static void queue_push(struct dp_function *f, struct dp_inv *v)
 {
     v->queued = true;
@@ -70,6 +92,7 @@ static void queue_push(struct dp_function *f, struct dp_inv *v)
     f->q_tail = v;
     f->queued++;
     dg_gauge_set(f->m_queue, f->queued);
+    waiting_update(f);
 }
 
 static void queue_remove(struct dp_function *f, struct dp_inv *v);
@@ -89,6 +112,7 @@ static struct dp_inv *queue_pop(struct dp_function *f)
     v->queued = false;
     f->queued--;
     dg_gauge_set(f->m_queue, f->queued);
+    waiting_update(f);
     return v;
 }
 
@@ -108,6 +132,7 @@ static void queue_remove(struct dp_function *f, struct dp_inv *v)
     v->prev = v->next = NULL;
     f->queued--;
     dg_gauge_set(f->m_queue, f->queued);
+    waiting_update(f);
 }
 
 /* ---- endpoint choice -------------------------------------------------------------------- */
@@ -334,8 +359,14 @@ void dp_invoke(struct dg_http_req *r, void *ud)
     v->cold = f->neps == 0;
     f->running++;
     dg_counter_add(f->m_requests, 1);
-    if (f->running == 1 && f->reported == 0)
-        dp_report(f); /* the first request of an idle function: tell the CP at once */
+    if (f->running == 1 && f->reported == 0 && !f->report_due) {
+        /* the first request of an idle function: tell the CP at once, together with the
+         * others that arrive in this loop turn (one POST) */
+        f->report_due = true;
+        f->r_next = dp.to_report;
+        dp.to_report = f;
+        uv_timer_start(&dp.report_timer, dp_report_due, 0, 0);
+    }
     dg_http_req_on_abort(r, inv_abort, v);
     struct dp_endpoint *e = f->q_head ? NULL : pick(f, NULL); /* FIFO: no overtaking */
     if (e) {
@@ -345,6 +376,25 @@ void dp_invoke(struct dg_http_req *r, void *ud)
     if (f->neps == 0)
         dg_counter_add(f->m_cold, 1);
     queue_push(f, v);
+}
+
+void dp_report_due(uv_timer_t *t)
+{
+    json_t *list = json_array();
+    while (dp.to_report) {
+        struct dp_function *f = dp.to_report;
+        dp.to_report = f->r_next;
+        f->r_next = NULL;
+        f->report_due = false;
+        json_array_append_new(list,
+                              json_pack("{ss si}", "name", f->name, "inflight", (int)f->running));
+        f->reported = f->running;
+    }
+    if (dp.hb && json_array_size(list))
+        dg_heartbeat_post(dp.hb, "/v1/metrics",
+                          json_pack("{ss so}", "dataplane", dp.name, "functions", list));
+    else
+        json_decref(list);
 }
 
 void dp_report(struct dp_function *only)
@@ -379,7 +429,8 @@ void dp_dispatch(struct dp_function *f)
 
 void dp_expire(uint64_t now_ms)
 {
-    for (struct dp_function *f = dp.fns; f; f = f->next) {
+    for (struct dp_function *f = dp.waiting, *next; f; f = next) {
+        next = f->w_next; /* f leaves the list when its queue empties */
         while (f->q_head && f->q_head->deadline_ms <= now_ms) {
             struct dp_inv *v = queue_pop(f);
             if (f->neps == 0 && f->error)
@@ -418,6 +469,11 @@ void dp_fail_queued(struct dp_function *f)
  * finish on their endpoints. */
 void dp_function_free(struct dp_function *f)
 {
+    for (struct dp_function **p = &dp.to_report; *p; p = &(*p)->r_next)
+        if (*p == f) {
+            *p = f->r_next;
+            break;
+        }
     struct dp_inv *v;
     while ((v = queue_pop(f))) {
         dg_http_respond_text(v->req, 503, "function '%s' was removed", f->name);

@@ -487,7 +487,11 @@ static json_t *registration_body(void *ud)
                              "cpuMilli", (json_int_t)cpu, "memoryMiB", (json_int_t)mem);
     if (ud && strcmp(name, g.node_names[0]) != 0)
         return body; /* the sandboxes are reported once, by the first node */
-    /* the sandboxes it runs: a control plane that restarted adopts them */
+    /* the sandboxes it runs, when the CP may not know them (the first beat, the first after a
+     * failure, or when the CP asks): it adopts them. Not on every beat: with thousands of
+     * sandboxes that list would be most of the CP's work. */
+    if (g.node_hbs && g.node_hbs[0] && !dg_heartbeat_resyncing(g.node_hbs[0]))
+        return body;
     json_t *sbs = json_array();
     for (struct wk_sandbox *sb = g.w.sandboxes; sb; sb = sb->next) {
         if (sb->state != WK_SB_READY)
