@@ -31,8 +31,8 @@ enum dg_image_kind {
 
 struct dg_image_ref {
     enum dg_image_kind kind;
-    char source[DG_IMAGE_REF_MAX +
-                32];    /* skopeo's source ("docker://...", "oci:..."), or the path */
+    /* skopeo's source ("docker://...", "oci:..."), or the path */
+    char source[DG_IMAGE_REF_MAX + 32];
     char registry[256]; /* registry refs: host[:port] ("" = docker.io) */
 };
 

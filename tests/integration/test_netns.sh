@@ -47,7 +47,12 @@ if ! { ip netns add "$DGC_PREFIX-probe" && ip netns del "$DGC_PREFIX-probe"; } >
   skip_all "'ip netns' does not work here"
 fi
 
-cluster_down() { "$CLUSTER" down --state-dir "$STATE" >>"$TAP_TMP/down.log" 2>&1; }
+cluster_down() {
+  "$CLUSTER" down --state-dir "$STATE" >>"$TAP_TMP/down.log" 2>&1
+  # DGT_KEEP_LOGS=DIR: the daemons' logs are copied there (for a look after the run)
+  [ -n "${DGT_KEEP_LOGS:-}" ] && mkdir -p "$DGT_KEEP_LOGS" && cp -r "$STATE/logs" "$STATE/haproxy.cfg" "$TAP_TMP"/*.log "$DGT_KEEP_LOGS/" 2>/dev/null
+  return 0
+}
 trap 'cluster_down; tap_cleanup' EXIT
 trap 'exit 1' INT TERM
 # leftovers of an earlier run that was killed (same prefix: the test's own names)
@@ -73,9 +78,10 @@ leader_name() { # cpN of the leader
   return 1
 }
 pid_of() { cat "$STATE/pids/$1.pid"; }
-register() { # register NAME [LOWER_BOUND]: through HAProxy's registration frontend; the code
+# register NAME [LOWER UPPER]: through HAProxy's registration frontend; prints the HTTP code
+register() {
   curl -s -m 10 -o "$TAP_TMP/reg.out" -w '%{http_code}' -XPOST "http://$REG/registerService" \
-    -d "name=$1&image=$FN&port_forwarding=80&port_forwarding=tcp&requested_cpu=100&requested_memory=64&scaling_lower_bound=${2:-0}"
+    -d "name=$1&image=$FN&port_forwarding=80&port_forwarding=tcp&requested_cpu=100&requested_memory=64&scaling_lower_bound=${2:-0}&scaling_upper_bound=${3:-100}"
 }
 invoke() { # invoke NAME [HOST:PORT]: 0 when the function itself answered 200
   local out
@@ -188,14 +194,14 @@ fi
 t_register() {
   local f code
   for f in "${FNS[@]}"; do
-    code=$(register "$f" 1)
+    code=$(register "$f" 1 1) # one sandbox each: the counts below do not depend on the autoscaler
     [ "$code" = 200 ] || { echo "register $f: $code $(cat "$TAP_TMP/reg.out")"; return 1; }
   done
   grep -qx "$LB" "$TAP_TMP/reg.out" || { echo "the registration answer names '$(cat "$TAP_TMP/reg.out")', not $LB"; return 1; }
   for f in "${FNS[@]}"; do invoke "$f" || return 1; done
   poll 100 reconciled
 }
-check_i "six functions registered through HAProxy (round robin over the replicas); cold starts through HAProxy" t_register
+check_i "six functions (one sandbox each) registered through HAProxy (round robin over the replicas); cold starts through HAProxy" t_register
 
 # ---- 1: kill -9 of the leader CP under warm load ------------------------------------------
 t_leader() {
@@ -232,7 +238,7 @@ check_i "1: kill -9 of the leader CP under warm load: a new leader, no failed wa
 
 t_cold_after() {
   local code
-  code=$(register after) && [ "$code" = 200 ] || { echo "register: $code $(cat "$TAP_TMP/reg.out")"; return 1; }
+  code=$(register after 0 1) && [ "$code" = 200 ] || { echo "register: $code $(cat "$TAP_TMP/reg.out")"; return 1; }
   invoke after || return 1
   FNS+=(after)
   # the new leader keeps HAProxy's backend: both DPs still there and up
