@@ -97,6 +97,8 @@ static struct cp_fn *fn_install(struct cp_fn_spec *spec)
     f->as.lower_bound = spec->lower_bound;
     f->as.upper_bound = spec->upper_bound;
     cp_as_state_init(&f->ast, &f->as);
+    static unsigned next_slot;
+    f->tick_slot = next_slot++ % CP_TICK_SLOTS;
     f->next = cp.fns;
     cp.fns = f;
     dg_strmap_put(&cp.fn_index, dg_str_c(f->spec.name), f);

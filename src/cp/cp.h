@@ -75,6 +75,7 @@ struct cp_fn {
     bool push_error;             /* the next push carries error.reason (a create just failed) */
     struct cp_fn_error error;    /* the last create failure; cleared by a create that works */
     uint64_t hold_down_until_ms; /* no scale-down before (sandboxes adopted after a restart) */
+    unsigned tick_slot;          /* which of the CP_TICK_SLOTS ticks decides it */
     struct cp_fn *next_dirty;
     struct cp_fn *next;
 };
@@ -119,7 +120,11 @@ struct cp_fn *cp_fn_find(struct dg_str name);
 double cp_fn_sample(const struct cp_fn *f);
 
 /* scaling.c */
-void cp_tick(uint64_t now_ms);                       /* every 2 s */
+/* Every 250 ms, slot 0..7 in turn: decides the functions in that slot, so each function every
+ * 2 s (the original's tick) while the scale-ups and -downs of thousands of functions spread
+ * over the 2 s instead of arriving at once. */
+#define CP_TICK_SLOTS 8
+void cp_tick(uint64_t now_ms, unsigned slot);
 void cp_scale_now(struct cp_fn *f, uint64_t now_ms); /* scale from zero on a metric */
 void cp_reconcile(struct cp_fn *f);                  /* act on f->desired */
 void cp_push_endpoints(struct cp_fn *f);             /* whole list to every DP */

@@ -201,6 +201,7 @@ static struct {
     struct dg_http_server *internal, *reg;
     uv_timer_t cron;
     uint64_t next_tick, next_haproxy;
+    unsigned tick_slot;
     unsigned open_servers;
     struct cp_election *election; /* with replicas */
     uv_timer_t retry_restore;     /* a takeover whose restore failed tries again */
@@ -243,9 +244,9 @@ static void on_cron(uv_timer_t *t)
         g.next_haproxy = now + 5000; /* also repairs an HAProxy that restarted */
         cp_haproxy_sync();
     }
-    if (now >= g.next_tick) {
-        g.next_tick = now + 2000; /* the autoscaling tick, as the original */
-        cp_tick(now);
+    if (now >= g.next_tick) { /* each function every 2 s (the original's tick), in 8 slots */
+        g.next_tick = now + 2000 / CP_TICK_SLOTS;
+        cp_tick(now, g.tick_slot++ % CP_TICK_SLOTS);
     }
 }
 

@@ -478,10 +478,10 @@ static void decide(struct cp_fn *f, uint64_t now_ms)
     cp_reconcile(f);
 }
 
-void cp_tick(uint64_t now_ms)
+void cp_tick(uint64_t now_ms, unsigned slot)
 {
     for (struct cp_fn *f = cp.fns; f; f = f->next)
-        if (!f->deleted)
+        if (!f->deleted && f->tick_slot == slot)
             decide(f, now_ms);
 }
 

@@ -59,6 +59,7 @@ struct dp {
     char *name;
     struct dp_function *fns;
     struct dg_strmap fn_index; /* name -> function: every invocation looks its Host up */
+    struct dg_strmap pools;    /* endpoint address -> its pool, shared by the endpoints there */
     enum dp_lb_policy policy;
     uint64_t queue_timeout_ms;
     struct dg_http_pool_opts pool_opts;

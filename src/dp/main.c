@@ -142,9 +142,45 @@ static bool id_in(const struct dg_strlist *l, const char *id)
     return false;
 }
 
+/* Endpoints at one address share a pool, so its connections outlive a sandbox: emulated
+ * sandboxes all answer at the worker's shared server, and a runtime may give a new sandbox
+ * the address of an old one. A connect per cold start was a third of the DP's time. */
+struct shared_pool {
+    struct dg_http_pool *pool;
+    char *address;
+    unsigned refs;
+};
+
+static struct dg_http_pool *pool_ref(const char *address, struct dg_err *err)
+{
+    struct shared_pool *sp = dg_strmap_get(&dp.pools, dg_str_c(address));
+    if (!sp) {
+        struct dg_http_pool *p = dg_http_pool_new_addr(dp.loop, address, &dp.pool_opts, err);
+        if (!p)
+            return NULL;
+        sp = dg_xcalloc(1, sizeof(*sp));
+        sp->pool = p;
+        sp->address = dg_xstrdup(address);
+        dg_strmap_put(&dp.pools, dg_str_c(sp->address), sp);
+    }
+    sp->refs++;
+    return sp->pool;
+}
+
+static void pool_unref(const char *address)
+{
+    struct shared_pool *sp = dg_strmap_get(&dp.pools, dg_str_c(address));
+    if (!sp || --sp->refs > 0)
+        return;
+    dg_strmap_del(&dp.pools, dg_str_c(sp->address));
+    dg_http_pool_close(sp->pool);
+    free(sp->address);
+    free(sp);
+}
+
 static void endpoint_free(struct dp_endpoint *e)
 {
-    dg_http_pool_close(e->pool);
+    pool_unref(e->address);
     free(e->id);
     free(e->address);
     free(e);
@@ -336,8 +372,7 @@ static int apply_endpoints(struct dp_function *f, json_t *list, struct dg_err *e
         if (have)
             continue;
         struct dg_err perr = {0};
-        struct dg_http_pool *pool =
-            dg_http_pool_new_addr(dp.loop, addrs.v[i], &dp.pool_opts, &perr);
+        struct dg_http_pool *pool = pool_ref(addrs.v[i], &perr);
         if (!pool) {
             dg_log(DG_LOG_WARN, "api", "fn=%s endpoint %s: %s", f->name, addrs.v[i], perr.msg);
             continue;
@@ -542,6 +577,7 @@ static void on_server_closed(void *ud)
         free(f->name);
         free(f);
     }
+    dg_strmap_free(&dp.pools); /* empty: the last endpoint closed each */
     dg_daemon_deinit(&g.daemon);
 }
 

@@ -169,6 +169,17 @@ static void trace_request(const struct dp_inv *v, const char *container)
                  (unsigned long long)(now - v->t_start_us));
 }
 
+/* f's in-flight count goes to the CP in this loop turn's metrics POST (with the others). */
+static void report_soon(struct dp_function *f)
+{
+    if (f->report_due)
+        return;
+    f->report_due = true;
+    f->r_next = dp.to_report;
+    dp.to_report = f;
+    uv_timer_start(&dp.report_timer, dp_report_due, 0, 0);
+}
+
 static void inv_finish(struct dp_inv *v)
 {
     struct dp_function *f = v->fn;
@@ -176,6 +187,10 @@ static void inv_finish(struct dp_inv *v)
     f->running--;
     free(v);
     dp_dispatch(f);
+    /* idle again: said at once rather than at the next 2 s report, so scale-downs follow
+     * the traffic instead of arriving all together every 2 s */
+    if (f->running == 0 && f->reported > 0)
+        report_soon(f);
 }
 
 static void take_slot(struct dp_inv *v, struct dp_endpoint *e)
@@ -359,14 +374,8 @@ void dp_invoke(struct dg_http_req *r, void *ud)
     v->cold = f->neps == 0;
     f->running++;
     dg_counter_add(f->m_requests, 1);
-    if (f->running == 1 && f->reported == 0 && !f->report_due) {
-        /* the first request of an idle function: tell the CP at once, together with the
-         * others that arrive in this loop turn (one POST) */
-        f->report_due = true;
-        f->r_next = dp.to_report;
-        dp.to_report = f;
-        uv_timer_start(&dp.report_timer, dp_report_due, 0, 0);
-    }
+    if (f->running == 1 && f->reported == 0)
+        report_soon(f); /* the first request of an idle function: tell the CP at once */
     dg_http_req_on_abort(r, inv_abort, v);
     struct dp_endpoint *e = f->q_head ? NULL : pick(f, NULL); /* FIFO: no overtaking */
     if (e) {

@@ -278,10 +278,7 @@ static const char *state_name(enum wk_sb_state s)
 
 static struct wk_sandbox *sandbox_find(const char *id, size_t len)
 {
-    for (struct wk_sandbox *sb = g.w.sandboxes; sb; sb = sb->next)
-        if (strlen(sb->id) == len && memcmp(sb->id, id, len) == 0)
-            return sb;
-    return NULL;
+    return dg_strmap_get(&g.w.by_id, (struct dg_str){id, len});
 }
 
 static json_t *latency_json(const struct wk_latency *l)
@@ -333,6 +330,7 @@ void wk_sandbox_exited(struct wk_sandbox *sb, int64_t status)
 
 void wk_sandbox_gone(struct wk_sandbox *sb)
 {
+    dg_strmap_del(&g.w.by_id, dg_str_c(sb->id));
     if (sb->prev)
         sb->prev->next = sb->next;
     else
@@ -399,6 +397,7 @@ static void api_create(struct dg_http_req *r, void *ud)
         g.w.sandboxes->prev = sb;
     g.w.sandboxes = sb;
     g.w.nsandboxes++;
+    dg_strmap_put(&g.w.by_id, dg_str_c(sb->id), sb);
     g.w.rt->create(sb, &spec); /* may finish, even free sb, before it returns */
     wk_spec_free(&spec);
 }
@@ -635,6 +634,7 @@ int main(int argc, char **argv)
     uv_run(w->loop, UV_RUN_DEFAULT);
 
     dg_loop_close_all(w->loop);
+    dg_strmap_free(&w->by_id);
     wk_oci_free(w);
     free(data_dir);
     free(run_dir);

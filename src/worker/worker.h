@@ -12,6 +12,7 @@
 #include <sys/types.h>
 #include <uv.h>
 
+#include "dirigent/strmap.h"
 #include "dirigent/common.h"
 #include "dirigent/http.h"
 #include "dirigent/image.h"
@@ -95,6 +96,7 @@ struct wk_worker {
     uv_loop_t *loop;
     const struct wk_runtime *rt;
     struct wk_sandbox *sandboxes;
+    struct dg_strmap by_id; /* id -> sandbox (deletes look them up) */
     unsigned nsandboxes;
     uint64_t next_id;
     char name[64];
