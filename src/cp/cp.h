@@ -19,6 +19,8 @@
 #include "placement.h"
 #include "store.h"
 
+struct dg_batch;
+
 struct cp_worker {
     char *name;
     char *address; /* host:port of its API */
@@ -30,6 +32,7 @@ struct cp_worker {
     int64_t cpu_used, mem_used;    /* reserved by its sandboxes (their functions' requests) */
     char *boot;                    /* the daemon's start id: a new one means it restarted */
     bool need_list; /* restored from the store: its next heartbeat must list its sandboxes */
+    struct dg_batch *creates, *deletes; /* this loop turn's, sent together (NULL: none yet) */
     struct cp_worker *next;
 };
 
@@ -39,6 +42,7 @@ struct cp_dp {
     char *proxy;                     /* host:port invocations go to */
     struct dg_http_pool *pool;       /* ordered pushes: one connection */
     struct dg_http_pool *drain_pool; /* drains wait for requests: never in front of pushes */
+    struct dg_batch *drains;         /* this loop turn's (NULL: none yet) */
     uint64_t last_seen_ms;
     struct cp_dp *next;
 };
@@ -107,6 +111,7 @@ struct cp {
     uv_timer_t capacity_timer; /* 0 ms: retry them once capacity frees */
     struct cp_fn *dirty;       /* functions whose lists go out in the next push */
     uv_timer_t push_timer;     /* 0 ms: one push per DP for everything changed in a loop turn */
+    uv_timer_t batch_timer;    /* 0 ms: creates, deletes and drains of a loop turn, batched */
     uint64_t heartbeat_timeout_ms;
     char *lb_address; /* returned to registrations when set */
     struct dg_metrics *metrics;
@@ -140,7 +145,8 @@ bool cp_sandbox_adopt(struct cp_fn *f, struct cp_worker *w, const char *id, cons
 /* A ready sandbox died on its own: remove it and push the list. False if unknown. */
 bool cp_sandbox_exited(struct cp_fn *f, const char *id);
 void cp_dp_lost(struct cp_dp *d);
-void cp_free_all(void); /* at exit, once the loop has closed everything */
+void cp_flush_batches(void); /* send what is batched now (before pools close) */
+void cp_free_all(void);      /* at exit, once the loop has closed everything */
 
 /* api.c */
 void cp_api_mount(struct dg_http_server *internal, struct dg_http_server *registration);

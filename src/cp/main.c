@@ -14,6 +14,7 @@
 
 #include "cp.h"
 #include "election.h"
+#include "dirigent/batch.h"
 #include "dirigent/config.h"
 #include "dirigent/daemon.h"
 #include "dirigent/log.h"
@@ -233,6 +234,9 @@ static void on_cron(uv_timer_t *t)
             for (size_t i = 0; i < f->nmetrics; i++)
                 if (f->metrics[i].dp == d)
                     f->metrics[i].dp = NULL;
+        struct dg_err gone;
+        dg_err_set(&gone, DG_E_CLOSED, "data plane %s is gone", d->name);
+        dg_batch_free(d->drains, &gone); /* drains not sent yet: nothing to wait for */
         dg_http_pool_close(d->pool);
         dg_http_pool_close(d->drain_pool);
         free(d->name);
@@ -343,6 +347,7 @@ static void on_server_closed(void *ud)
     cp_store_shutdown(cp.store);
     dg_trace_close(cp.cold_trace);
     cp.cold_trace = NULL;
+    cp_flush_batches(); /* what is batched goes out, and fails with the pools below */
     /* data planes first (their drains end in worker deletes); each pointer is cleared
      * before its pool closes, so callbacks run by the close see no freed pool */
     for (struct cp_dp *d = cp.dps; d; d = d->next) {
@@ -358,6 +363,7 @@ static void on_server_closed(void *ud)
             dg_http_pool_close(p);
     }
     uv_close((uv_handle_t *)&cp.push_timer, NULL);
+    uv_close((uv_handle_t *)&cp.batch_timer, NULL);
     uv_close((uv_handle_t *)&cp.capacity_timer, NULL);
     dg_daemon_deinit(&g.daemon);
 }
@@ -433,6 +439,7 @@ int main(int argc, char **argv)
         return 1;
     }
     uv_timer_init(cp.loop, &cp.push_timer);
+    uv_timer_init(cp.loop, &cp.batch_timer);
     uv_timer_init(cp.loop, &cp.capacity_timer);
     uv_timer_init(cp.loop, &g.cron);
     uv_timer_init(cp.loop, &g.retry_restore);

@@ -18,6 +18,7 @@
 
 #include "cp.h"
 #include "placement.h"
+#include "dirigent/batch.h"
 #include "dirigent/json.h"
 #include "dirigent/log.h"
 #include "dirigent/trace.h"
@@ -31,8 +32,7 @@ struct call {
     void *ud;
 };
 
-static void call_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
-                      const struct dg_err *err, void *ud)
+static void call_finish(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
 {
     struct call *c = ud;
     struct dg_err e;
@@ -46,6 +46,60 @@ static void call_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     if (c->cb)
         c->cb(c->ud, err ? NULL : resp, err);
     free(c);
+}
+
+static void call_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
+                      const struct dg_err *err, void *ud)
+{
+    call_finish(ud, resp, err);
+}
+
+/* ---- batches: one request per peer per loop turn ------------------------------------------ */
+
+/* Creates and deletes to each worker, drains to each DP: what one loop turn decides goes out
+ * as one request per peer (lib/batch.c), answered item by item. At thousands of cold starts
+ * a second, one request per item was most of the CP's, the DP's and the worker's time. */
+#define BATCH_MAX 512
+
+static void call(struct dg_http_pool *pool, const char *method, const char *path, json_t *body,
+                 call_cb cb, void *ud);
+
+static void flush_batches(uv_timer_t *t)
+{
+    for (struct cp_worker *w = cp.workers; w; w = w->next) {
+        if (w->creates)
+            dg_batch_flush(w->creates, w->pool);
+        if (w->deletes)
+            dg_batch_flush(w->deletes, w->pool);
+    }
+    for (struct cp_dp *d = cp.dps; d; d = d->next)
+        if (d->drains)
+            dg_batch_flush(d->drains, d->drain_pool);
+}
+
+void cp_flush_batches(void)
+{
+    flush_batches(NULL);
+}
+
+/* Add `item` (taken) to *bp (made on first use) for the next flush. */
+static void batch_call(struct dg_batch **bp, const char *path, struct dg_http_pool *pool,
+                       json_t *item, call_cb cb, void *ud)
+{
+    if (!pool) { /* its worker or data plane is gone */
+        call(NULL, "POST", path, item, cb, ud);
+        return;
+    }
+    if (!*bp)
+        *bp = dg_batch_new(path);
+    struct call *c = dg_xmalloc(sizeof(*c));
+    c->cb = cb;
+    c->ud = ud;
+    dg_batch_add(*bp, item, call_finish, c);
+    if (dg_batch_size(*bp) >= BATCH_MAX)
+        dg_batch_flush(*bp, pool);
+    else if (!uv_is_active((uv_handle_t *)&cp.batch_timer))
+        uv_timer_start(&cp.batch_timer, flush_batches, 0, 0);
 }
 
 /* Send `body` (taken; may be NULL) as JSON; `cb` gets the response or an error. */
@@ -229,13 +283,12 @@ static void deleted_on_worker(void *ud, const struct dg_http_resp *resp, const s
 
 static void delete_on_worker(struct cp_sandbox *s)
 {
-    char path[256];
-    snprintf(path, sizeof(path), "/v1/sandboxes/%s", s->id);
     if (!s->worker) { /* its worker is gone */
         deleted_on_worker(s, NULL, NULL);
         return;
     }
-    call(s->worker->pool, "DELETE", path, NULL, deleted_on_worker, s);
+    batch_call(&s->worker->deletes, "/v1/sandboxes/delete", s->worker->pool, json_string(s->id),
+               deleted_on_worker, s);
 }
 
 /* A drain round: the victims leave every DP's list, each DP answers once their requests
@@ -278,12 +331,11 @@ static void scale_down(struct cp_fn *f, unsigned count)
     json_t *ids = json_array();
     for (size_t i = 0; i < d->n; i++)
         json_array_append_new(ids, json_string(d->victims[i]->id));
-    char path[128];
-    snprintf(path, sizeof(path), "/v1/functions/%s/drain", f->spec.name);
     d->pending = 1; /* held until every DP was asked */
     for (struct cp_dp *dp = cp.dps; dp; dp = dp->next) {
         d->pending++;
-        call(dp->drain_pool, "POST", path, json_pack("{sO}", "ids", ids), drain_step, d);
+        batch_call(&dp->drains, "/v1/drain", dp->drain_pool,
+                   json_pack("{ss sO}", "name", f->spec.name, "ids", ids), drain_step, d);
     }
     json_decref(ids);
     dg_log(DG_LOG_DEBUG, "scale", "fn=%s scale down by %zu (ready %u)", f->spec.name, d->n,
@@ -382,11 +434,12 @@ static void create_on(struct cp_fn *f, struct cp_worker *w)
         json_array_append_new(env, json_string(f->spec.env.v[i]));
     for (size_t i = 0; i < f->spec.args.n; i++)
         json_array_append_new(args, json_string(f->spec.args.v[i]));
-    call(w->pool, "POST", "/v1/sandboxes",
-         json_pack("{ss ss si so so sI sI}", "function", f->spec.name, "image", f->spec.image,
-                   "port", f->spec.port, "env", env, "args", args, "cpuMilli",
-                   (json_int_t)f->spec.cpu_milli, "memoryMiB", (json_int_t)f->spec.memory_mib),
-         created, s);
+    batch_call(&w->creates, "/v1/sandboxes/batch", w->pool,
+               json_pack("{ss ss si so so sI sI}", "function", f->spec.name, "image", f->spec.image,
+                         "port", f->spec.port, "env", env, "args", args, "cpuMilli",
+                         (json_int_t)f->spec.cpu_milli, "memoryMiB",
+                         (json_int_t)f->spec.memory_mib),
+               created, s);
 }
 
 /* No worker has room: the function is unschedulable until capacity frees (worker_release
@@ -615,6 +668,8 @@ void cp_free_all(void)
     while (cp.workers) {
         struct cp_worker *w = cp.workers;
         cp.workers = w->next;
+        dg_batch_free(w->creates, NULL); /* empty: flushed into the pool before it closed */
+        dg_batch_free(w->deletes, NULL);
         free(w->name);
         free(w->address);
         free(w->boot);
@@ -623,6 +678,7 @@ void cp_free_all(void)
     while (cp.dps) {
         struct cp_dp *d = cp.dps;
         cp.dps = d->next;
+        dg_batch_free(d->drains, NULL);
         free(d->name);
         free(d->api);
         free(d->proxy);

@@ -11,6 +11,7 @@
 
 #include "dirigent/http.h"
 #include "dirigent/metrics.h"
+#include "dirigent/batch.h"
 #include "dirigent/strmap.h"
 #include "lb.h"
 

@@ -127,7 +127,9 @@ static struct {
 } g;
 
 struct dp_drain {
-    struct dg_http_req *req;
+    struct dg_http_req *req;      /* the drain request to answer, or */
+    struct dg_batch_reply *batch; /* the batch it came in (NULL: nobody waits any more) */
+    size_t batch_i;
     struct dg_strlist ids;
     struct dp_drain *next;
 };
@@ -199,8 +201,14 @@ static void drains_check(struct dp_function *f)
             continue;
         }
         *pd = d->next;
+        char msg[300];
+        int n = snprintf(msg, sizeof(msg), "drained %zu sandbox(es) of '%s'", d->ids.n, f->name);
         if (d->req)
-            dg_http_respond_text(d->req, 200, "drained %zu sandbox(es) of '%s'", d->ids.n, f->name);
+            dg_http_respond(d->req, 200, "text/plain", msg,
+                            (size_t)DG_MIN(n, (int)sizeof(msg) - 1));
+        else if (d->batch)
+            dg_batch_reply_item(d->batch, d->batch_i, 200, msg,
+                                (size_t)DG_MIN(n, (int)sizeof(msg) - 1));
         dg_strlist_free(&d->ids);
         free(d);
     }
@@ -505,6 +513,58 @@ static void api_drain(struct dg_http_req *r, void *ud)
     drains_check(f);
 }
 
+static void drain_item_aborted(void *ud)
+{
+    struct dp_drain *d = ud;
+    if (d)
+        d->batch = NULL;
+}
+
+/* POST /v1/drain {"items":[{"name","ids":[...]}, ...]}: the drains of many functions (the CP
+ * batches one loop turn's); each item is answered once its sandboxes are idle. */
+static void api_drain_batch(struct dg_http_req *r, void *ud)
+{
+    json_t *root, *items, *item;
+    struct dg_err err = {0};
+    if (!(items = dg_batch_items(r, &root, &err))) {
+        json_decref(root);
+        dg_http_respond_text(r, 400, "drain: %s", err.msg);
+        return;
+    }
+    static const struct dg_json_field fields[] = {
+        {"ids", DG_JSON_STRLIST, true, offsetof(struct dp_drain, ids), 0, 0}};
+    size_t i, n = json_array_size(items);
+    struct dg_batch_reply *b = dg_batch_reply_start(r, n, drain_item_aborted);
+    json_array_foreach(items, i, item)
+    {
+        const char *name = json_string_value(json_object_get(item, "name"));
+        struct dp_function *f = name ? dp_function_find(dg_str_c(name)) : NULL;
+        struct dp_drain *d = dg_xcalloc(1, sizeof(*d));
+        struct dg_err e = {0};
+        if (!f || dg_json_unpack(item, fields, 1, d, DG_JSON_ALLOW_UNKNOWN, &e) < 0) {
+            char msg[300];
+            int len = f ? snprintf(msg, sizeof(msg), "drain: %s", e.msg)
+                        : snprintf(msg, sizeof(msg), "function '%s' is not registered",
+                                   name ? name : "(no name)");
+            dg_strlist_free(&d->ids);
+            free(d);
+            dg_batch_reply_item(b, i, f ? 400 : 404, msg,
+                                (size_t)DG_MIN(len, (int)sizeof(msg) - 1));
+            continue;
+        }
+        for (size_t k = f->neps; k-- > 0;)
+            if (id_in(&d->ids, f->eps[k]->id))
+                endpoint_remove(f, k);
+        d->batch = b;
+        d->batch_i = i;
+        dg_batch_reply_set_ud(b, i, d);
+        d->next = f->drains;
+        f->drains = d;
+        drains_check(f); /* may answer it now */
+    }
+    json_decref(root);
+}
+
 static void api_list(struct dg_http_req *r, void *ud)
 {
     json_t *fns = json_array();
@@ -644,6 +704,7 @@ int main(int argc, char **argv)
     dg_http_route(g.api, "DELETE", "/v1/functions/:name", api_delete_function, NULL, 0);
     dg_http_route(g.api, "PUT", "/v1/functions/:name/endpoints", api_put_endpoints, NULL, 0);
     dg_http_route(g.api, "POST", "/v1/functions/:name/drain", api_drain, NULL, 0);
+    dg_http_route(g.api, "POST", "/v1/drain", api_drain_batch, NULL, 0);
     dg_http_route(g.api, "PUT", "/v1/endpoints", api_put_endpoints_bulk, NULL, 0);
     dg_http_route(g.api, "GET", "/v1/functions", api_list, NULL, 0);
     g.open_servers = 2;

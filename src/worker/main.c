@@ -10,6 +10,10 @@
  *   GET    /v1/sandboxes      -> {"name","runtime","sandboxes":[{"id","function",
  *                              "endpoint","state"}]}
  *   DELETE /v1/sandboxes/ID   -> 200 (the runtime stops it in the background)
+ *   POST   /v1/sandboxes/batch  {"items":[spec, ...]} and
+ *   POST   /v1/sandboxes/delete {"items":["id", ...]}: the same for many (the CP batches
+ *                              what one loop turn decides); answers stream back one
+ *                              NDJSON line per item as each is done (lib/batch.c)
  *   GET    /health, /metrics
  *
  * Registration with the control plane and heartbeats come with the control
@@ -289,16 +293,29 @@ static json_t *latency_json(const struct wk_latency *l)
                      (json_int_t)l->total_us);
 }
 
-void wk_sandbox_created(struct wk_sandbox *sb, const struct dg_err *err)
+/* Answer sb's create: its request, or its item in a batch (once). */
+static void create_answer(struct wk_sandbox *sb, int status, const char *ctype, const char *body,
+                          size_t len)
 {
     struct dg_http_req *r = sb->created_ud;
+    struct dg_batch_reply *b = sb->batch;
     sb->created_ud = NULL;
+    sb->batch = NULL;
+    if (r)
+        dg_http_respond(r, status, ctype, body, len);
+    else if (b)
+        dg_batch_reply_item(b, sb->batch_i, status, body, len);
+}
+
+void wk_sandbox_created(struct wk_sandbox *sb, const struct dg_err *err)
+{
     sb->lat.total_us = dg_now_us() - sb->t0_us;
     if (err) {
         dg_counter_add(g.w.create_failures, 1);
         dg_log(DG_LOG_WARN, "worker", "create %s (%s) failed: %s", sb->id, sb->function, err->msg);
-        if (r)
-            dg_http_respond_text(r, 503, "create failed: %s", err->msg);
+        char msg[600];
+        int n = snprintf(msg, sizeof(msg), "create failed: %s", err->msg);
+        create_answer(sb, 503, "text/plain", msg, (size_t)DG_MIN(n, (int)sizeof(msg) - 1));
         return;
     }
     sb->state = WK_SB_READY;
@@ -306,12 +323,15 @@ void wk_sandbox_created(struct wk_sandbox *sb, const struct dg_err *err)
     dg_histogram_observe(dg_metric_get1(g.w.create_seconds, NULL), (double)sb->lat.total_us / 1e6);
     dg_log(DG_LOG_DEBUG, "worker", "sandbox %s (%s) ready at %s:%d in %llu us", sb->id,
            sb->function, sb->host, sb->port, (unsigned long long)sb->lat.total_us);
-    if (r) {
+    if (sb->created_ud || sb->batch) {
         char ep[80];
         snprintf(ep, sizeof(ep), "%s:%d", sb->host, sb->port);
-        dg_http_respond_json(r, 201,
-                             json_pack("{ss ss ss so}", "id", sb->id, "function", sb->function,
-                                       "endpoint", ep, "latencyUs", latency_json(&sb->lat)));
+        json_t *j = json_pack("{ss ss ss so}", "id", sb->id, "function", sb->function, "endpoint",
+                              ep, "latencyUs", latency_json(&sb->lat));
+        char *body = dg_json_dumps(j);
+        json_decref(j);
+        create_answer(sb, 201, "application/json", body, strlen(body));
+        free(body);
     }
 }
 
@@ -346,11 +366,18 @@ static void create_aborted(struct dg_http_req *r, void *ud)
 {
     struct wk_sandbox *sb = ud;
     sb->created_ud = NULL;
+    sb->batch = NULL;
     /* the caller (the CP, timed out) never learns its id: nobody would delete it */
     if (sb->state == WK_SB_CREATING || sb->state == WK_SB_READY) {
         sb->state = WK_SB_DELETING;
         g.w.rt->destroy(sb);
     }
+}
+
+static void create_item_aborted(void *ud)
+{
+    if (ud) /* NULL: an item refused before it started */
+        create_aborted(NULL, ud);
 }
 
 static const struct dg_json_field spec_fields[] = {
@@ -363,26 +390,21 @@ static const struct dg_json_field spec_fields[] = {
     {"memoryMiB", DG_JSON_INT, false, offsetof(struct wk_spec, memory_mib), 0, 1 << 24},
 };
 
-static void api_create(struct dg_http_req *r, void *ud)
+/* Start a sandbox from its JSON spec; the answer goes to r or to item i of batch. Returns
+ * false (with the 400 text in err) when the spec is bad: nothing started. */
+static bool create_from(json_t *j, struct dg_http_req *r, struct dg_batch_reply *batch, size_t i,
+                        struct dg_err *err)
 {
-    struct dg_str body = dg_http_req_body(r);
-    json_t *j = NULL;
-    struct dg_err err = {0};
     struct wk_spec spec = {0};
-    if (dg_json_parse(body.ptr, body.len, &j, &err) < 0 ||
-        dg_json_unpack(j, spec_fields, DG_ARRAY_LEN(spec_fields), &spec, 0, &err) < 0) {
-        json_decref(j);
-        dg_http_respond_text(r, 400, "sandbox: %s", err.msg);
-        return;
-    }
-    json_decref(j);
+    if (dg_json_unpack(j, spec_fields, DG_ARRAY_LEN(spec_fields), &spec, 0, err) < 0)
+        return false;
     if (g.w.rt == &wk_runtime_process && (!spec.image || spec.image[0] != '/')) {
-        dg_http_respond_text(r, 400,
-                             "sandbox: field 'image': the process runtime runs a command: "
-                             "expected an absolute path, got '%s'",
-                             spec.image ? spec.image : "");
+        dg_err_set(err, DG_E_INVAL,
+                   "field 'image': the process runtime runs a command: expected an absolute "
+                   "path, got '%s'",
+                   spec.image ? spec.image : "");
         wk_spec_free(&spec);
-        return;
+        return false;
     }
     struct wk_sandbox *sb = dg_xcalloc(1, sizeof(*sb));
     sb->w = &g.w;
@@ -390,8 +412,14 @@ static void api_create(struct dg_http_req *r, void *ud)
     sb->function = dg_xstrdup(spec.function);
     sb->state = WK_SB_CREATING;
     sb->t0_us = dg_now_us();
-    sb->created_ud = r;
-    dg_http_req_on_abort(r, create_aborted, sb);
+    if (r) {
+        sb->created_ud = r;
+        dg_http_req_on_abort(r, create_aborted, sb);
+    } else {
+        sb->batch = batch;
+        sb->batch_i = i;
+        dg_batch_reply_set_ud(batch, i, sb);
+    }
     sb->next = g.w.sandboxes;
     if (g.w.sandboxes)
         g.w.sandboxes->prev = sb;
@@ -400,6 +428,51 @@ static void api_create(struct dg_http_req *r, void *ud)
     dg_strmap_put(&g.w.by_id, dg_str_c(sb->id), sb);
     g.w.rt->create(sb, &spec); /* may finish, even free sb, before it returns */
     wk_spec_free(&spec);
+    return true;
+}
+
+static void api_create(struct dg_http_req *r, void *ud)
+{
+    struct dg_str body = dg_http_req_body(r);
+    json_t *j = NULL;
+    struct dg_err err = {0};
+    if (dg_json_parse(body.ptr, body.len, &j, &err) < 0 || !create_from(j, r, NULL, 0, &err))
+        dg_http_respond_text(r, 400, "sandbox: %s", err.msg);
+    json_decref(j);
+}
+
+/* POST /v1/sandboxes/batch {"items":[spec, ...]}: several creates; each answer streams back
+ * as it is ready (the CP batches the creates of one loop turn). */
+static void api_create_batch(struct dg_http_req *r, void *ud)
+{
+    json_t *root, *items, *item;
+    struct dg_err err = {0};
+    if (!(items = dg_batch_items(r, &root, &err))) {
+        json_decref(root);
+        dg_http_respond_text(r, 400, "sandboxes: %s", err.msg);
+        return;
+    }
+    struct dg_batch_reply *b = dg_batch_reply_start(r, json_array_size(items), create_item_aborted);
+    size_t i, n = json_array_size(items);
+    /* the last item may end the reply: every spec is read before any answer can come */
+    bool *bad = dg_xcalloc(n, sizeof(bool));
+    char **why = dg_xcalloc(n, sizeof(char *));
+    json_array_foreach(items, i, item)
+    {
+        struct dg_err e = {0};
+        if (!create_from(item, NULL, b, i, &e)) {
+            bad[i] = true;
+            why[i] = dg_xasprintf("sandbox: %s", e.msg);
+        }
+    }
+    for (i = 0; i < n; i++)
+        if (bad[i]) {
+            dg_batch_reply_item(b, i, 400, why[i], strlen(why[i]));
+            free(why[i]);
+        }
+    free(bad);
+    free(why);
+    json_decref(root);
 }
 
 static void api_list(struct dg_http_req *r, void *ud)
@@ -417,22 +490,52 @@ static void api_list(struct dg_http_req *r, void *ud)
         json_pack("{ss ss so}", "name", g.w.name, "runtime", g.w.rt->name, "sandboxes", list));
 }
 
+/* Delete one sandbox: 200, or 404 when there is no such sandbox (or it is going already). */
+static int delete_one(struct dg_str id)
+{
+    struct wk_sandbox *sb = sandbox_find(id.ptr, id.len);
+    if (!sb || sb->state == WK_SB_DELETING)
+        return 404;
+    if (sb->state == WK_SB_CREATING) {
+        static const char msg[] = "create failed: deleted while it was being created";
+        create_answer(sb, 503, "text/plain", msg, sizeof(msg) - 1);
+    }
+    sb->state = WK_SB_DELETING;
+    g.w.rt->destroy(sb); /* in the background */
+    return 200;
+}
+
 static void api_delete(struct dg_http_req *r, void *ud)
 {
     struct dg_str id = dg_http_req_param(r, "id");
-    struct wk_sandbox *sb = sandbox_find(id.ptr, id.len);
-    if (!sb || sb->state == WK_SB_DELETING) {
+    if (delete_one(id) == 404)
         dg_http_respond_text(r, 404, "sandbox '%.*s' not found", (int)id.len, id.ptr);
+    else
+        dg_http_respond_text(r, 200, "deleting %.*s", (int)id.len, id.ptr);
+}
+
+/* POST /v1/sandboxes/delete {"items":["id", ...]}: several deletes, answered at once. */
+static void api_delete_batch(struct dg_http_req *r, void *ud)
+{
+    json_t *root, *items, *item;
+    struct dg_err err = {0};
+    if (!(items = dg_batch_items(r, &root, &err))) {
+        json_decref(root);
+        dg_http_respond_text(r, 400, "delete: %s", err.msg);
         return;
     }
-    if (sb->state == WK_SB_CREATING && sb->created_ud) {
-        struct dg_http_req *cr = sb->created_ud;
-        sb->created_ud = NULL;
-        dg_http_respond_text(cr, 503, "create failed: deleted while it was being created");
+    size_t i, n = json_array_size(items);
+    struct dg_batch_reply *b = dg_batch_reply_start(r, n, NULL);
+    json_array_foreach(items, i, item)
+    {
+        const char *id = json_string_value(item);
+        int st = id ? delete_one(dg_str_c(id)) : 400;
+        char msg[160];
+        int len = snprintf(msg, sizeof(msg), "%s %s", st == 200 ? "deleting" : "no sandbox",
+                           id ? id : "(not a string)");
+        dg_batch_reply_item(b, i, st, msg, (size_t)DG_MIN(len, (int)sizeof(msg) - 1));
     }
-    sb->state = WK_SB_DELETING;
-    dg_http_respond_text(r, 200, "deleting %s", sb->id);
-    g.w.rt->destroy(sb);
+    json_decref(root);
 }
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
@@ -624,6 +727,8 @@ int main(int argc, char **argv)
     dg_daemon_mount_health_metrics(g.server, w->metrics);
     dg_http_route(g.server, "POST", "/v1/sandboxes", api_create, NULL, 0);
     dg_http_route(g.server, "GET", "/v1/sandboxes", api_list, NULL, 0);
+    dg_http_route(g.server, "POST", "/v1/sandboxes/batch", api_create_batch, NULL, 0);
+    dg_http_route(g.server, "POST", "/v1/sandboxes/delete", api_delete_batch, NULL, 0);
     dg_http_route(g.server, "DELETE", "/v1/sandboxes/:id", api_delete, NULL, 0);
     if (w->rt == &wk_runtime_emulated) /* serve once the shared dirigent-fn answers */
         g.shared_probe = wk_probe_start(w->loop, w->host, w->shared_fn_port,

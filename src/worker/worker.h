@@ -12,6 +12,7 @@
 #include <sys/types.h>
 #include <uv.h>
 
+#include "dirigent/batch.h"
 #include "dirigent/strmap.h"
 #include "dirigent/common.h"
 #include "dirigent/http.h"
@@ -52,7 +53,9 @@ struct wk_sandbox {
     struct wk_latency lat;
     uint64_t t0_us;
     wk_created_cb created;
-    void *created_ud;
+    void *created_ud;             /* the create request to answer (NULL: none) */
+    struct dg_batch_reply *batch; /* or the batch it came in, and its item there */
+    size_t batch_i;
     /* process runtime */
     uv_process_t proc;
     uv_timer_t timer; /* emulated delay; process kill grace */

@@ -9,7 +9,7 @@ TAP_TMP=$(mktemp -d /tmp/dg-test.XXXXXX)
 
 tap_cleanup() {
   for p in "${TAP_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$TAP_TMP"
+  [ -n "${DG_KEEP_TMP:-}" ] && echo "# kept $TAP_TMP" || rm -rf "$TAP_TMP"
 }
 trap tap_cleanup EXIT
 

@@ -1,0 +1,55 @@
+/*
+ * batch.h: many small calls to one daemon as one HTTP request. The control plane sends
+ * thousands of sandbox creates, deletes and drains per second at scale; one request per item
+ * cost a write, a wake-up and a parse on both sides each. A batch carries the items made in
+ * one loop turn as {"items":[...]}, and the answer streams back one line per item as each
+ * finishes (NDJSON: {"i":K,"status":S,"body":"..."}), so a slow item never holds up a fast
+ * one's answer.
+ *
+ * Client: items collect in a dg_batch until dg_batch_flush sends them (or the batch is
+ * dropped); every item's callback runs exactly once, with a response made from its line, or
+ * with an error when the request failed or ended without its line.
+ * Server: dg_batch_reply_start answers a batch request; each item is answered once with
+ * dg_batch_reply_item, in any order; the response ends after the last. If the client goes
+ * away first, the items not answered yet are given to `on_abort` (their work may have to be
+ * undone) and the reply is freed: an item given to on_abort must not be answered.
+ */
+#ifndef DIRIGENT_BATCH_H
+#define DIRIGENT_BATCH_H
+
+#include <jansson.h>
+
+#include "dirigent/http.h"
+
+/* ---- client ------------------------------------------------------------------------------ */
+
+typedef void (*dg_batch_cb)(void *ud, const struct dg_http_resp *resp, const struct dg_err *err);
+
+struct dg_batch;
+
+struct dg_batch *dg_batch_new(const char *path);
+/* Add an item (`item` taken) whose answer goes to cb(ud, ...). */
+void dg_batch_add(struct dg_batch *b, json_t *item, dg_batch_cb cb, void *ud);
+size_t dg_batch_size(const struct dg_batch *b);
+/* Send what was added as one POST on `pool` (nothing if empty); the batch is empty after. */
+void dg_batch_flush(struct dg_batch *b, struct dg_http_pool *pool);
+/* Every item added and not sent yet is answered with `err`; then the batch is freed. */
+void dg_batch_free(struct dg_batch *b, const struct dg_err *err);
+
+/* ---- server ------------------------------------------------------------------------------ */
+
+struct dg_batch_reply;
+
+/* The items of a batch request's body ({"items":[...]}), borrowed from `*root` (to be
+ * json_decref'd by the caller); NULL with `err` set when the body is not that. */
+json_t *dg_batch_items(struct dg_http_req *r, json_t **root, struct dg_err *err);
+/* Start the streamed answer to `r` for `n` items (n > 0). */
+struct dg_batch_reply *dg_batch_reply_start(struct dg_http_req *r, size_t n,
+                                            void (*on_abort)(void *item_ud));
+/* What on_abort gets for item i if the client goes away before it is answered. */
+void dg_batch_reply_set_ud(struct dg_batch_reply *b, size_t i, void *item_ud);
+/* Answer item i (once). The reply is freed after the last item. */
+void dg_batch_reply_item(struct dg_batch_reply *b, size_t i, int status, const char *body,
+                         size_t len);
+
+#endif

@@ -1,0 +1,246 @@
+/*
+ * batch.c: see batch.h.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dirigent/batch.h"
+#include "dirigent/json.h"
+
+/* ---- client ------------------------------------------------------------------------------ */
+
+struct item_cb {
+    dg_batch_cb cb;
+    void *ud;
+    bool done;
+};
+
+struct dg_batch {
+    char *path;
+    json_t *items;
+    struct item_cb *cbs;
+    size_t n, cap;
+};
+
+/* One batch on the wire. */
+struct flight {
+    struct item_cb *cbs;
+    size_t n;
+    int status;       /* from the head; 0 before */
+    struct dg_buf in; /* the unparsed rest (200), or the whole body (an error) */
+};
+
+struct dg_batch *dg_batch_new(const char *path)
+{
+    struct dg_batch *b = dg_xcalloc(1, sizeof(*b));
+    b->path = dg_xstrdup(path);
+    b->items = json_array();
+    return b;
+}
+
+void dg_batch_add(struct dg_batch *b, json_t *item, dg_batch_cb cb, void *ud)
+{
+    if (b->n == b->cap) {
+        b->cap = b->cap ? 2 * b->cap : 16;
+        b->cbs = dg_xrealloc(b->cbs, b->cap * sizeof(*b->cbs));
+    }
+    b->cbs[b->n++] = (struct item_cb){cb, ud, false};
+    json_array_append_new(b->items, item);
+}
+
+size_t dg_batch_size(const struct dg_batch *b)
+{
+    return b->n;
+}
+
+static void answer_line(struct flight *f, const char *line, size_t len)
+{
+    json_t *j = json_loadb(line, len, 0, NULL);
+    json_t *i = json_object_get(j, "i"), *st = json_object_get(j, "status");
+    const char *body = json_string_value(json_object_get(j, "body"));
+    if (json_is_integer(i) && json_is_integer(st) && json_integer_value(i) >= 0 &&
+        (size_t)json_integer_value(i) < f->n && !f->cbs[json_integer_value(i)].done) {
+        struct item_cb *c = &f->cbs[json_integer_value(i)];
+        c->done = true;
+        struct dg_http_resp resp = {
+            .status = (int)json_integer_value(st),
+            .body = {body ? body : "", body ? json_string_length(json_object_get(j, "body")) : 0}};
+        c->cb(c->ud, &resp, NULL);
+    }
+    json_decref(j);
+}
+
+static void flight_head(struct dg_http_creq *q, const struct dg_http_resp *resp, void *ud)
+{
+    struct flight *f = ud;
+    f->status = resp->status;
+}
+
+static void flight_body(struct dg_http_creq *q, const char *data, size_t len, void *ud)
+{
+    struct flight *f = ud;
+    dg_buf_append(&f->in, data, len);
+    if (f->status != 200)
+        return; /* an error's text: given to every item at the end */
+    size_t start = 0;
+    for (size_t k = 0; k < f->in.len; k++)
+        if (f->in.data[k] == '\n') {
+            answer_line(f, f->in.data + start, k - start);
+            start = k + 1;
+        }
+    if (start) {
+        memmove(f->in.data, f->in.data + start, f->in.len - start);
+        f->in.len -= start;
+    }
+}
+
+static void flight_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
+                        const struct dg_err *err, void *ud)
+{
+    struct flight *f = ud;
+    struct dg_err e = {0};
+    struct dg_http_resp whole = {0};
+    if (!resp)
+        e = *err;
+    else if (f->status == 200)
+        dg_err_set(&e, DG_E_PROTO, "the batch's answer ended without this item");
+    else
+        whole = (struct dg_http_resp){.status = f->status,
+                                      .body = {f->in.data ? f->in.data : "", f->in.len}};
+    for (size_t i = 0; i < f->n; i++) {
+        if (f->cbs[i].done)
+            continue;
+        f->cbs[i].done = true;
+        if (whole.status) /* the server refused the batch: each item gets its answer */
+            f->cbs[i].cb(f->cbs[i].ud, &whole, NULL);
+        else
+            f->cbs[i].cb(f->cbs[i].ud, NULL, &e);
+    }
+    dg_buf_free(&f->in);
+    free(f->cbs);
+    free(f);
+}
+
+void dg_batch_flush(struct dg_batch *b, struct dg_http_pool *pool)
+{
+    if (!b->n)
+        return;
+    static const struct dg_http_client_cbs cbs = {
+        .on_head = flight_head, .on_body = flight_body, .on_done = flight_done};
+    static const struct dg_http_header ct[] = {
+        {DG_STR("Content-Type"), DG_STR("application/json")}};
+    struct flight *f = dg_xcalloc(1, sizeof(*f));
+    f->cbs = b->cbs;
+    f->n = b->n;
+    json_t *body = json_pack("{so}", "items", b->items);
+    char *s = dg_json_dumps(body);
+    json_decref(body);
+    b->items = json_array();
+    b->cbs = NULL;
+    b->n = b->cap = 0;
+    dg_http_request(pool, "POST", b->path, ct, 1, s, strlen(s), &cbs, f);
+    free(s);
+}
+
+void dg_batch_free(struct dg_batch *b, const struct dg_err *err)
+{
+    if (!b)
+        return;
+    for (size_t i = 0; i < b->n; i++)
+        b->cbs[i].cb(b->cbs[i].ud, NULL, err);
+    json_decref(b->items);
+    free(b->cbs);
+    free(b->path);
+    free(b);
+}
+
+/* ---- server ------------------------------------------------------------------------------ */
+
+struct dg_batch_reply {
+    struct dg_http_req *r; /* NULL once the client is gone */
+    size_t n, left;
+    void **uds;
+    bool *answered;
+    void (*on_abort)(void *item_ud);
+};
+
+json_t *dg_batch_items(struct dg_http_req *r, json_t **root, struct dg_err *err)
+{
+    struct dg_str body = dg_http_req_body(r);
+    *root = NULL;
+    if (dg_json_parse(body.ptr, body.len, root, err) < 0)
+        return NULL;
+    json_t *items = json_object_get(*root, "items");
+    if (!json_is_array(items) || json_array_size(items) == 0) {
+        dg_err_set(err, DG_E_INVAL, "field 'items': expected a non-empty array");
+        return NULL;
+    }
+    return items;
+}
+
+static void reply_free(struct dg_batch_reply *b)
+{
+    free(b->uds);
+    free(b->answered);
+    free(b);
+}
+
+static void reply_aborted(struct dg_http_req *r, void *ud)
+{
+    struct dg_batch_reply *b = ud;
+    b->r = NULL;
+    for (size_t i = 0; i < b->n; i++)
+        if (!b->answered[i]) {
+            b->answered[i] = true;
+            b->left--;
+            if (b->on_abort)
+                b->on_abort(b->uds[i]);
+        }
+    reply_free(b); /* every item is answered now: nothing refers to it */
+}
+
+struct dg_batch_reply *dg_batch_reply_start(struct dg_http_req *r, size_t n,
+                                            void (*on_abort)(void *item_ud))
+{
+    struct dg_batch_reply *b = dg_xcalloc(1, sizeof(*b));
+    b->r = r;
+    b->n = b->left = n;
+    b->uds = dg_xcalloc(n, sizeof(*b->uds));
+    b->answered = dg_xcalloc(n, sizeof(*b->answered));
+    b->on_abort = on_abort;
+    dg_http_resp_header(r, "Content-Type", "application/x-ndjson");
+    dg_http_resp_start(r, 200, -1);
+    dg_http_req_on_abort(r, reply_aborted, b);
+    return b;
+}
+
+void dg_batch_reply_set_ud(struct dg_batch_reply *b, size_t i, void *item_ud)
+{
+    if (i < b->n)
+        b->uds[i] = item_ud;
+}
+
+void dg_batch_reply_item(struct dg_batch_reply *b, size_t i, int status, const char *body,
+                         size_t len)
+{
+    if (i >= b->n || b->answered[i])
+        return;
+    b->answered[i] = true;
+    b->left--;
+    json_t *line = json_pack("{sI sI ss%}", "i", (json_int_t)i, "status", (json_int_t)status,
+                             "body", body ? body : "", body ? len : 0);
+    char *s = line ? dg_json_dumps(line) : NULL;
+    json_decref(line);
+    if (s) {
+        size_t sl = strlen(s);
+        s[sl] = '\n'; /* replaces the NUL: the line's end */
+        dg_http_resp_write(b->r, s, sl + 1);
+        free(s);
+    }
+    if (b->left == 0) {
+        dg_http_req_on_abort(b->r, NULL, NULL);
+        dg_http_resp_end(b->r);
+        reply_free(b);
+    }
+}
