@@ -160,7 +160,8 @@ void cp_restore_async(void (*done)(void *ud, const struct dg_err *err), void *ud
 
 /* haproxy.c: the leader keeps HAProxy's data-plane backend equal to the registered data
  * planes through its runtime API (`api`: a unix socket path or IP:PORT; "" = off). */
-int cp_haproxy_init(uv_loop_t *loop, const char *api, const char *backend, struct dg_err *err);
+int cp_haproxy_init(uv_loop_t *loop, const char *api, const char *backend, const char *server_opts,
+                    struct dg_err *err);
 void cp_haproxy_sync(void);  /* soon (coalesced); a no-op on a follower */
 void cp_haproxy_close(void); /* shutdown: abandon the command in flight */
 void cp_haproxy_free(void);

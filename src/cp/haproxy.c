@@ -4,7 +4,7 @@
  * and no restarts, unlike the original, which rewrote haproxy.cfg and restarted HAProxy.
  *
  * A sync reads `show servers state BACKEND`, then adds what is missing
- * (`add server B/dp_NAME IP:PORT check`, `enable health`, `enable server`), moves servers
+ * (`add server B/dp_NAME IP:PORT <haproxy.serverOptions>`, `enable health`, `enable server`), moves servers
  * whose address changed (`set server ... addr`), puts back a server an earlier sync
  * disabled, and removes the servers of data planes that are gone (`disable server`, then
  * `del server`; a server with sessions left stays disabled until the next sync). Only
@@ -44,7 +44,7 @@ struct hx_conn {
 
 static struct {
     uv_loop_t *loop;
-    char *api, *backend;
+    char *api, *backend, *server_opts;
     bool unix_socket;
     struct sockaddr_in addr;
     bool running, again, failing;
@@ -267,8 +267,8 @@ static void plan(struct hx_server *have, size_t nhave)
             if (strcmp(have[i].name, name) == 0)
                 s = &have[i];
         if (!s) {
-            char arg[96];
-            snprintf(arg, sizeof(arg), "%s check", d->proxy);
+            char arg[256];
+            snprintf(arg, sizeof(arg), "%s %s", d->proxy, hx.server_opts);
             hx_push("add server", name, arg);
             hx_push("enable health", name, NULL);
             hx_push("enable server", name, NULL);
@@ -350,7 +350,8 @@ static void hx_step(const char *answer, const char *err)
     hx_sync_done();
 }
 
-int cp_haproxy_init(uv_loop_t *loop, const char *api, const char *backend, struct dg_err *err)
+int cp_haproxy_init(uv_loop_t *loop, const char *api, const char *backend, const char *server_opts,
+                    struct dg_err *err)
 {
     hx.loop = loop;
     if (!api || !*api)
@@ -374,8 +375,14 @@ int cp_haproxy_init(uv_loop_t *loop, const char *api, const char *backend, struc
     if (!backend || !*backend || strpbrk(backend, " /;\n"))
         return dg_err_set(err, DG_E_INVAL, "haproxy.backend: expected a backend name, got '%s'",
                           backend ? backend : "");
+    if (strpbrk(server_opts, ";\n"))
+        return dg_err_set(err, DG_E_INVAL,
+                          "haproxy.serverOptions: expected server keywords without ';' or "
+                          "newlines, got '%s'",
+                          server_opts);
     hx.api = dg_xstrdup(api);
     hx.backend = dg_xstrdup(backend);
+    hx.server_opts = dg_xstrdup(server_opts);
     return 0;
 }
 
@@ -405,5 +412,6 @@ void cp_haproxy_free(void)
 {
     free(hx.api);
     free(hx.backend);
-    hx.api = hx.backend = NULL;
+    free(hx.server_opts);
+    hx.api = hx.backend = hx.server_opts = NULL;
 }

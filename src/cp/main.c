@@ -40,7 +40,7 @@ struct cp_config {
     char *redis_address;
     bool redis_full;
     int64_t redis_replicas;
-    char *haproxy_api, *haproxy_backend;
+    char *haproxy_api, *haproxy_backend, *haproxy_server_opts;
     struct dg_http_conf http;
 };
 
@@ -166,6 +166,12 @@ static const struct dg_conf_field cp_fields[] = {
      .offset = offsetof(struct cp_config, haproxy_backend),
      .def = "dataplanes",
      .help = "with haproxy.api: the backend whose dp_* servers are the data planes"},
+    {.key = "haproxy.serverOptions",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct cp_config, haproxy_server_opts),
+     .def = "check inter 500ms fall 2 rise 1",
+     .help = "with haproxy.api: the options of each data plane's server (HAProxy does not "
+             "apply default-server to servers added at run time)"},
     {.key = "heartbeatInterval",
      .type = DG_CONF_DURATION,
      .offset = offsetof(struct cp_config, heartbeat_ms),
@@ -475,7 +481,8 @@ int main(int argc, char **argv)
                g.cfg.persistence);
         return 1;
     }
-    if (cp_haproxy_init(cp.loop, g.cfg.haproxy_api, g.cfg.haproxy_backend, &err) < 0) {
+    if (cp_haproxy_init(cp.loop, g.cfg.haproxy_api, g.cfg.haproxy_backend,
+                        g.cfg.haproxy_server_opts, &err) < 0) {
         dg_log(DG_LOG_ERROR, "cp", "%s", err.msg);
         return 1;
     }

@@ -4,11 +4,19 @@
  * logic) on a free local port passed in PORT. The sandbox is ready when it
  * answers HTTP on that port. Exits are seen at once through libuv's child
  * reaping (SIGCHLD), and a delete sends SIGTERM, then SIGKILL after 2 s.
+ *
+ * Sandboxes run in their own session, so they outlive a worker killed with -9. Each one is
+ * recorded as a file <runDir>/process/<pid> naming its start time and its worker's; a worker
+ * that starts kills the process groups recorded by workers that are no longer running (a
+ * live worker of the same name, in a parallel test, keeps its own).
  */
+#include <dirent.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dirigent/log.h"
 #include "worker.h"
@@ -16,6 +24,98 @@
 #define KILL_GRACE_MS 2000
 
 extern char **environ;
+
+static char *proc_dir; /* where the sandboxes are recorded; NULL: not recorded */
+static unsigned long long self_start;
+
+/* A process's start time (clock ticks since boot, /proc/PID/stat field 22); 0 if it is gone. */
+static unsigned long long start_time(long pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command may hold spaces and parentheses */
+    unsigned long long t = 0;
+    for (int field = 2; p && *p; p++)
+        if (*p == ' ' && ++field == 22) {
+            t = strtoull(p + 1, NULL, 10);
+            break;
+        }
+    return t;
+}
+
+static void record(long pid)
+{
+    if (!proc_dir)
+        return;
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%ld", proc_dir, pid);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return;
+    fprintf(f, "%llu %ld %llu\n", start_time(pid), (long)getpid(), self_start);
+    fclose(f);
+}
+
+static void unrecord(long pid)
+{
+    if (!proc_dir || pid <= 0)
+        return;
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%ld", proc_dir, pid);
+    unlink(path);
+}
+
+static int process_init(struct wk_worker *w, struct dg_err *err)
+{
+    self_start = start_time((long)getpid());
+    char *dir = dg_xasprintf("%s/process", w->oci->run_dir);
+    struct dg_err e = {0};
+    if (wk_mkdir_p(dir, 0700, &e) < 0) { /* not root: /run is not ours */
+        free(dir);
+        dir = dg_xasprintf("/tmp/dirigent-%u-%s/process", (unsigned)getuid(), w->name);
+        if (wk_mkdir_p(dir, 0700, &e) < 0) {
+            dg_log(DG_LOG_WARN, "process",
+                   "%s: sandboxes are not recorded, so a crash leaves them running", e.msg);
+            free(dir);
+            return 0;
+        }
+    }
+    proc_dir = dir;
+    DIR *d = opendir(dir);
+    unsigned killed = 0;
+    for (struct dirent *de; d && (de = readdir(d));) {
+        char *end;
+        long pid = strtol(de->d_name, &end, 10);
+        if (*end || pid <= 1)
+            continue;
+        char path[4200];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        unsigned long long t = 0, owner_t = 0;
+        long owner = 0;
+        FILE *f = fopen(path, "r");
+        if (f) {
+            if (fscanf(f, "%llu %ld %llu", &t, &owner, &owner_t) != 3)
+                t = 0;
+            fclose(f);
+        }
+        if (owner > 0 && owner_t && start_time(owner) == owner_t)
+            continue; /* its worker runs: not ours */
+        if (t && start_time(pid) == t && kill((pid_t)-pid, SIGKILL) == 0)
+            killed++;
+        unlink(path);
+    }
+    if (d)
+        closedir(d);
+    if (killed)
+        dg_log_always("process", "removed %u sandbox(es) a previous run left behind", killed);
+    return 0;
+}
 
 static void handle_closed(uv_handle_t *h)
 {
@@ -43,6 +143,7 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int term_signal)
 {
     struct wk_sandbox *sb = proc->data;
     sb->proc_running = false;
+    unrecord(proc->pid);
     int64_t code = term_signal ? -term_signal : status;
     if (sb->state == WK_SB_CREATING) {
         wk_probe_cancel(sb->probe);
@@ -146,6 +247,7 @@ static void process_create(struct wk_sandbox *sb, const struct wk_spec *spec)
         return;
     }
     sb->proc_running = true;
+    record(sb->proc.pid);
     sb->probe = wk_probe_start(w->loop, sb->host, sb->port, w->readiness_timeout_ms, on_ready, sb);
 }
 
@@ -175,4 +277,5 @@ const struct wk_runtime wk_runtime_process = {
     .name = "process",
     .create = process_create,
     .destroy = process_destroy,
+    .init = process_init,
 };

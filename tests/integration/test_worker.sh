@@ -8,7 +8,7 @@ B=$(cd "$B" && pwd)
 WK=$B/dirigent-worker
 FN=$B/dirigent-fn
 
-plan 10
+plan 12
 
 start_worker() { # start_worker LOG [args...] -> WK_PID, WK_URL
   local log=$1; shift
@@ -111,6 +111,34 @@ t_sigterm() {
   [ $rc = 0 ] && [ -z "$(pids_with "DG_TEST_TAG=t3-$$")" ]
 }
 check "SIGTERM stops the worker (exit 0) and the sandboxes it runs" t_sigterm
+
+# kill -9: its sandboxes run in their own sessions and survive it; the next worker of that
+# name removes them at start. A worker of the same name that is running keeps its own.
+t_crash_leftovers() {
+  start_worker "$TAP_TMP/wk-c1.log" --runDir "$TAP_TMP/run" || return 1
+  local first=$WK_PID
+  curl -sf -XPOST "$WK_URL/v1/sandboxes" \
+    -d "{\"function\":\"orphan\",\"image\":\"$FN\",\"env\":[\"DG_TEST_TAG=t4-$$\"]}" >/dev/null || return 1
+  [ -n "$(pids_with "DG_TEST_TAG=t4-$$")" ] || return 1
+  # a second live worker of the same name starts: it must not touch the first one's sandbox
+  start_worker "$TAP_TMP/wk-c2.log" --runDir "$TAP_TMP/run" || return 1
+  local second=$WK_PID
+  [ -n "$(pids_with "DG_TEST_TAG=t4-$$")" ] || { echo "a live worker's sandbox was killed"; return 1; }
+  kill -TERM "$second"; wait "$second"
+  kill -9 "$first"; wait "$first" 2>/dev/null
+  [ -n "$(pids_with "DG_TEST_TAG=t4-$$")" ] || { echo "the sandbox died with its worker?"; return 1; }
+  start_worker "$TAP_TMP/wk-c3.log" --runDir "$TAP_TMP/run" || return 1
+  grep -q "removed 1 sandbox(es) a previous run left behind" "$TAP_TMP/wk-c3.log" || { cat "$TAP_TMP/wk-c3.log"; return 1; }
+  local i
+  for i in $(seq 1 50); do [ -z "$(pids_with "DG_TEST_TAG=t4-$$")" ] && break; sleep 0.05; done
+  [ -z "$(pids_with "DG_TEST_TAG=t4-$$")" ] && [ -z "$(ls "$TAP_TMP/run/process")" ]
+}
+check "kill -9 of a worker: the next one of its name removes the sandboxes left running" t_crash_leftovers
+
+t_crash_stop() {
+  kill -TERM "$WK_PID"; wait "$WK_PID"
+}
+check "and stops cleanly" t_crash_stop
 
 start_worker "$TAP_TMP/wk-emu.log" --runtime emulated --fnBinary "$FN" --emulatedCreateDelayMs 50 ||
   { echo "Bail out! emulated worker did not start"; exit 1; }
