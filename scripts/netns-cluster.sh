@@ -52,8 +52,18 @@ while [ $# -gt 0 ]; do
   esac
 done
 case $CMD in up | down | status | start) ;; *) usage ;; esac
-mkdir -p "$STATE" 2>/dev/null || true
-STATE=$(cd "$STATE" 2>/dev/null && pwd) || { echo "$0: cannot use state dir '$STATE'" >&2; exit 1; }
+need_root() {
+  die() { echo "netns-cluster: $*" >&2; exit 1; }
+  [ "$(id -u)" = 0 ] || die "$CMD needs root (network namespaces, veths, a bridge): run it as root or with sudo"
+  ip netns list >/dev/null 2>&1 || die "'ip netns' does not work here (iproute2 missing or no permission)"
+}
+need_root
+if [ "$CMD" = up ]; then
+  mkdir -p "$STATE" 2>/dev/null && STATE=$(cd "$STATE" && pwd) || { echo "$0: cannot use state dir '$STATE'" >&2; exit 1; }
+elif [ -d "$STATE" ]; then
+  STATE=$(cd "$STATE" && pwd)
+fi
+case $STATE in /*) ;; *) STATE=$PWD/$STATE ;; esac
 
 # down, status, start: what `up` used (unless the options or the environment say otherwise)
 if [ "$CMD" != up ] && [ -f "$STATE/cluster.env" ]; then
@@ -93,10 +103,6 @@ ns() { echo "$PREFIX-$1"; }
 log() { echo "netns-cluster: $*"; }
 die() { echo "netns-cluster: $*" >&2; exit 1; }
 
-need_root() {
-  [ "$(id -u)" = 0 ] || die "$CMD needs root (network namespaces, veths, a bridge): run it as root or with sudo"
-  ip netns list >/dev/null 2>&1 || die "'ip netns' does not work here (iproute2 missing or no permission)"
-}
 
 # ---- HAProxy's config (to become: "$BUILD/dirigent" haproxy-config ... >"$STATE/haproxy.cfg")
 haproxy_cfg() {
@@ -186,33 +192,35 @@ host_pid() {
 }
 
 # ---- down ---------------------------------------------------------------------------------
+stop_pids() { # stop_pids TENTHS PID...: SIGTERM, then SIGKILL to those alive after TENTHS x 100 ms
+  local t=$1 p i alive
+  shift
+  [ $# -gt 0 ] || return 0
+  kill -TERM "$@" 2>/dev/null
+  for i in $(seq 1 "$t"); do
+    alive=0
+    for p in "$@"; do [ -d "/proc/$p" ] && alive=1 && break; done
+    [ $alive = 0 ] && return 0
+    sleep 0.1
+  done
+  for p in "$@"; do [ -d "/proc/$p" ] && kill -KILL "$p" 2>/dev/null; done
+  return 0
+}
+
 cmd_down() {
-  need_root
-  local h p pids=() i
+  local h p i pids=()
+  # the daemons first (a worker stops its own sandboxes on SIGTERM, 2 s grace) ...
   for h in "${HOSTS[@]}"; do
     p=$(host_pid "$h") && pids+=("$p")
   done
-  # whatever else runs in our namespaces (sandboxes a killed worker left behind)
+  stop_pids 80 "${pids[@]}"
+  # ... then whatever else still runs in the namespaces (sandboxes a killed worker left)
+  pids=()
   for h in "${HOSTS[@]}"; do
     [ -e "/run/netns/$(ns "$h")" ] || continue
     for p in $(ip netns pids "$(ns "$h")" 2>/dev/null); do pids+=("$p"); done
   done
-  if [ ${#pids[@]} -gt 0 ]; then
-    kill -TERM "${pids[@]}" 2>/dev/null
-    for i in $(seq 1 80); do # 8 s: a worker stops its sandboxes (2 s grace) on SIGTERM
-      local alive=()
-      for p in "${pids[@]}"; do [ -d "/proc/$p" ] && alive+=("$p"); done
-      [ ${#alive[@]} -eq 0 ] && break
-      # processes that appeared in the namespaces meanwhile, too
-      sleep 0.1
-    done
-    for p in "${pids[@]}"; do [ -d "/proc/$p" ] && kill -KILL "$p" 2>/dev/null; done
-  fi
-  for h in "${HOSTS[@]}"; do
-    if [ -e "/run/netns/$(ns "$h")" ]; then
-      for p in $(ip netns pids "$(ns "$h")" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-    fi
-  done
+  stop_pids 30 "${pids[@]}"
   for h in "${HOSTS[@]}"; do
     # a process still inside keeps the namespace (and its eth0) alive: wait for the kills
     for i in $(seq 1 50); do
@@ -300,7 +308,6 @@ wait_host() { # wait_host HOST SECONDS: until it answers; fails early if it exit
 
 # `start HOST`: start one host's daemon again (after a kill), in the namespace `up` made
 cmd_start() {
-  need_root
   local h=$1
   find_build
   host_cmd "$h"
@@ -343,7 +350,6 @@ leader_status() { # the leader's /v1/status JSON (any replica naming itself lead
 }
 
 cmd_up() {
-  need_root
   local t h i
   find_build
   for t in redis-server haproxy curl setsid; do
@@ -442,7 +448,6 @@ haproxy_dp_up() {
 
 # ---- status -------------------------------------------------------------------------------
 cmd_status() {
-  need_root
   local h p n running=0
   echo "cluster $PREFIX ($NET.0/24, bridge $BR$([ -e "/sys/class/net/$BR" ] || echo ": absent")), state $STATE"
   for h in "${HOSTS[@]}"; do

@@ -149,9 +149,15 @@ reconciled() {
   echo "total $tot, functions ready $ready"
   [ "$tot" = "$ready" ]
 }
-# replaced_off W: W is unschedulable, every function has a ready sandbox, none on W
+# replaced_off W: W is unschedulable with no sandbox; every function has what it wants ready
+# (at least its lower bound), nothing is being created, and the workers hold exactly those
 replaced_off() {
-  lstatus | jq_ "(lambda ws, fs: (not ws['$1']['schedulable']) and ws['$1']['sandboxes'] == 0 and all(f['ready'] >= 1 and f['creating'] == 0 for f in fs) and sum(w['sandboxes'] for w in ws.values()) == sum(f['ready'] for f in fs))({w['name']: w for w in j['workers']}, j['functions'])" | grep -qx True
+  lstatus | jq_ "(lambda ws, fs: (not ws['$1']['schedulable']) and ws['$1']['sandboxes'] == 0 and all(f['ready'] >= max(f['desired'], f['scaling_lower_bound']) and f['creating'] == 0 for f in fs) and sum(w['sandboxes'] for w in ws.values()) == sum(f['ready'] for f in fs))({w['name']: w for w in j['workers']}, j['functions'])" | grep -qx True
+}
+# summary: the leader's view, compact (for failure messages)
+summary() {
+  lstatus | jq_ '"leader %s\n" % j["leader"] + "\n".join("worker %s schedulable=%s sandboxes=%d" % (w["name"], w["schedulable"], w["sandboxes"]) for w in j["workers"]) + "\n" + "\n".join("fn %s %s ready=%d creating=%d desired=%d lower=%d error=%s" % (f["name"], f["state"], f["ready"], f["creating"], f["desired"], f["scaling_lower_bound"], f["error"]) for f in j["functions"])' ||
+    echo "no leader answers"
 }
 schedulable() { lstatus | jq_ "[w['schedulable'] for w in j['workers'] if w['name']=='$1'][0]" | grep -qx True; }
 fns_on() { # the functions of the sandboxes a worker runs
@@ -255,7 +261,7 @@ t_worker_kill() {
   WK=$W
   t0=$(now_ms)
   kill -9 "$(pid_of "$W")"
-  poll 150 replaced_off "$W" || { lstatus; return 1; }
+  poll 150 replaced_off "$W" || { summary; return 1; }
   echo "info: killed $W (sandboxes of: $fns): replaced after $(($(now_ms) - t0)) ms"
   for f in $fns; do invoke "$f" || return 1; done
 }
@@ -331,7 +337,7 @@ t_link_cut() {
   LW=$W
   t0=$(now_ms)
   ip link set "$DGC_PREFIX-$W" down || return 1
-  poll 150 replaced_off "$W" || { lstatus; return 1; }
+  poll 150 replaced_off "$W" || { summary; return 1; }
   echo "info: cut $W (sandboxes of: ${fns:-none}): unschedulable and replaced after $(($(now_ms) - t0)) ms"
   [ -n "$fns" ] || { echo "$W ran no sandbox: nothing to replace"; return 1; }
   for f in $fns; do invoke "$f" || return 1; done
