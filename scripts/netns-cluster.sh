@@ -17,8 +17,7 @@
 # Defaults: --state-dir data/netns, --build build, --runtime process (paths are relative to
 # the current directory; the defaults to the repository). Logs: STATE/logs/HOST.log, pids:
 # STATE/pids/HOST.pid. Environment: DGC_PREFIX (default dgc; names of the bridge, namespaces
-# and veths), DGC_NET (default 100.64.0; the /24 inside 100.64.0.0/10), DGC_HAPROXY_STATIC_DP=1
-# (put the data planes into HAProxy's config statically: only for a CP without haproxy.api).
+# and veths), DGC_NET (default 100.64.0; the /24 inside 100.64.0.0/10).
 # `down` stops everything by its pid files (SIGTERM, SIGKILL after a grace), kills whatever
 # else runs in the namespaces (orphaned sandboxes), deletes namespaces, veths and bridge; it
 # works after a failed or partial `up` and is idempotent. Nothing is routed out of the
@@ -104,56 +103,10 @@ log() { echo "netns-cluster: $*"; }
 die() { echo "netns-cluster: $*" >&2; exit 1; }
 
 
-# ---- HAProxy's config (to become: "$BUILD/dirigent" haproxy-config ... >"$STATE/haproxy.cfg")
+# ---- HAProxy's config: the CP leader adds the data planes at run time (haproxy.api)
 haproxy_cfg() {
-  cat <<EOF
-# written by scripts/netns-cluster.sh; the CP leader adds the data planes to the backend
-# 'dataplanes' at runtime through the stats socket (add server dataplanes/NAME IP:PORT check)
-global
-    stats socket $SOCK mode 600 level admin
-    log stdout format raw local0 info
-    maxconn 8000
-
-defaults
-    mode http
-    log global
-    option httplog
-    option dontlog-normal
-    timeout connect 1s
-    timeout client 60s
-    timeout server 60s
-    retries 3
-    option redispatch 1
-
-frontend invocations
-    bind $INVOKE
-    default_backend dataplanes
-
-backend dataplanes
-    balance hdr(host)
-    hash-type consistent
-    option httpchk GET /health
-    default-server inter 500ms fall 2 rise 1
-EOF
-  if [ "${DGC_HAPROXY_STATIC_DP:-0}" = 1 ]; then
-    echo "    # DGC_HAPROXY_STATIC_DP=1: static data planes (a CP without haproxy.api)"
-    echo "    server dp1 ${ADDR[dp1]}:8080 check"
-    echo "    server dp2 ${ADDR[dp2]}:8080 check"
-  fi
-  cat <<EOF
-
-frontend registration
-    bind $REGISTER
-    default_backend registration
-
-backend registration
-    balance roundrobin
-    option httpchk GET /health
-    retry-on conn-failure empty-response 503
-    server cp1 ${ADDR[cp1]}:9091 check inter 500ms fall 2 rise 1
-    server cp2 ${ADDR[cp2]}:9091 check inter 500ms fall 2 rise 1
-    server cp3 ${ADDR[cp3]}:9091 check inter 500ms fall 2 rise 1
-EOF
+  "$B/dirigent" haproxy-config --socket "$SOCK" --invocations "$INVOKE" --registration "$REGISTER" \
+    --cp "${ADDR[cp1]}:9091,${ADDR[cp2]}:9091,${ADDR[cp3]}:9091"
 }
 
 # haproxy_cmd "COMMAND": one command on HAProxy's runtime API, its answer on stdout
@@ -245,16 +198,13 @@ cmd_down() {
 }
 
 # ---- up -----------------------------------------------------------------------------------
-find_build() { # B: the build directory; HAP: the CP's haproxy.api flag when it knows the key
+find_build() { # B: the build directory; HAP: the CP's flag naming HAProxy's runtime API
   local t
   B=$(cd "$BUILD" 2>/dev/null && pwd) || die "no build directory '$BUILD' (meson setup $BUILD && ninja -C $BUILD)"
-  for t in dirigent-cp dirigent-dp dirigent-worker dirigent-fn; do
+  for t in dirigent dirigent-cp dirigent-dp dirigent-worker dirigent-fn; do
     [ -x "$B/$t" ] || die "$B/$t is missing: ninja -C $B"
   done
-  HAP=()
-  if "$B/dirigent-cp" --help 2>/dev/null | grep -q 'haproxy\.api'; then
-    HAP=(--set "haproxy.api=$SOCK")
-  fi
+  HAP=(--set "haproxy.api=$SOCK")
 }
 
 # host_cmd HOST: the daemon's command line in CMDLINE
@@ -401,10 +351,6 @@ EOF
   haproxy -c -q -f "$STATE/haproxy.cfg" >>"$STATE/logs/lb.log" 2>&1 || fail_up "haproxy rejects $STATE/haproxy.cfg"
   rm -f "$SOCK"
   start_host lb
-  if [ ${#HAP[@]} -eq 0 ]; then
-    log "warning: this dirigent-cp has no haproxy.api key: HAProxy's dataplanes backend stays" \
-      "$([ "${DGC_HAPROXY_STATIC_DP:-0}" = 1 ] && echo "static (DGC_HAPROXY_STATIC_DP=1)" || echo "EMPTY (invocations through $INVOKE get 503)")"
-  fi
   for h in cp1 cp2 cp3 dp1 dp2 w1 w2 w3; do start_host "$h"; done
 
   # ---- ready: a leader that knows 3 workers and 2 data planes
@@ -427,17 +373,15 @@ sys.exit(0 if len(j["workers"])==3 and all(w["schedulable"] for w in j["workers"
   fi
   local leader
   leader=$(echo "$j" | $PY -c 'import json,sys; print(json.load(sys.stdin)["leader"])')
-  # HAProxy: the listeners, and (with haproxy.api or static servers) the data planes up
+  # HAProxy: the listeners, and the data planes the leader added, up
   wait_host lb 10 || fail_up "HAProxy's runtime API does not answer at $SOCK"
   local up=0
-  if [ ${#HAP[@]} -gt 0 ] || [ "${DGC_HAPROXY_STATIC_DP:-0}" = 1 ]; then
-    for i in $(seq 1 100); do # 10 s
-      up=$(haproxy_dp_up | wc -l)
-      [ "$up" -ge 2 ] && break
-      sleep 0.1
-    done
-    [ "$up" -ge 2 ] || log "warning: HAProxy's dataplanes backend has $up of 2 data planes up"
-  fi
+  for i in $(seq 1 100); do # 10 s
+    up=$(haproxy_dp_up | wc -l)
+    [ "$up" -ge 2 ] && break
+    sleep 0.1
+  done
+  [ "$up" -ge 2 ] || log "warning: HAProxy's dataplanes backend has $up of 2 data planes up"
   log "ready: leader $leader, 3 workers, 2 data planes ($RUNTIME runtime); invocations: curl -H 'Host: NAME' http://$INVOKE/ ; registrations: http://$REGISTER/registerService ; haproxy dataplanes up: $up ; state $STATE"
 }
 

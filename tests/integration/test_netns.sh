@@ -17,7 +17,6 @@ B=$(cd "$B" && pwd)
 FN=$B/dirigent-fn
 CLUSTER=$S/scripts/netns-cluster.sh
 export DGC_PREFIX=${DGT_PREFIX:-dgt9} DGC_NET=${DGT_NET:-100.64.9}
-unset DGC_HAPROXY_STATIC_DP
 N=$DGC_NET
 LB=$N.30:8079
 REG=$N.30:9092
