@@ -55,7 +55,8 @@ struct cp_sandbox {
     struct cp_worker *worker;
     enum cp_sb_state state;
     struct cp_fn *fn;
-    uint64_t t0_us; /* create started */
+    uint64_t t0_us;                 /* create started */
+    struct cp_worker *abandoned_on; /* its worker went silent while creating it: replaced */
     struct cp_sandbox *next;
 };
 

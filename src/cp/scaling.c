@@ -360,10 +360,40 @@ static void trace_create(const struct cp_sandbox *s, json_t *answer, bool ok)
                  ok ? "true" : "false", image, rootfs, start, net, ready, other > 0 ? other : 0);
 }
 
+/* The answer to a create whose worker went silent meanwhile (it was replaced): a sandbox made
+ * after all is deleted, unless the worker's resync heartbeat already had it adopted. */
+static void abandoned_created(struct cp_sandbox *s, const struct dg_http_resp *resp,
+                              const struct dg_err *err)
+{
+    struct cp_fn *f = s->fn;
+    json_t *j = NULL;
+    const char *id = NULL;
+    struct dg_err perr = {0};
+    if (!err && dg_json_parse(resp->body.ptr, resp->body.len, &j, &perr) == 0 &&
+        dg_json_get_string(j, "id", true, &id, &perr) == 0) {
+        bool adopted = false;
+        for (struct cp_sandbox *o = f->sbs; o && !adopted; o = o->next)
+            adopted = o->id && strcmp(o->id, id) == 0;
+        if (!adopted) {
+            dg_log(DG_LOG_INFO, "scale", "fn=%s sandbox %s on %s came too late: deleting it",
+                   f->spec.name, id, s->abandoned_on->name);
+            batch_call(&s->abandoned_on->deletes, "/v1/sandboxes/delete", s->abandoned_on->pool,
+                       json_string(id), NULL, NULL);
+        }
+    }
+    json_decref(j);
+    sandbox_unlink(f, s);
+    fn_maybe_free(f);
+}
+
 static void created(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
 {
     struct cp_sandbox *s = ud;
     struct cp_fn *f = s->fn;
+    if (s->abandoned_on) {
+        abandoned_created(s, resp, err);
+        return;
+    }
     f->creating--;
     const char *id = NULL, *ep = NULL;
     json_t *j = NULL;
@@ -627,7 +657,7 @@ void cp_worker_lost(struct cp_worker *w)
 void cp_worker_forget_sandboxes(struct cp_worker *w)
 {
     for (struct cp_fn *f = cp.fns; f; f = f->next) {
-        bool changed = false;
+        bool changed = false, replace = false;
         for (struct cp_sandbox *s = f->sbs, *next; s; s = next) {
             next = s->next;
             if (s->worker != w)
@@ -637,10 +667,18 @@ void cp_worker_forget_sandboxes(struct cp_worker *w)
                 f->ready--;
                 sandbox_unlink(f, s);
                 changed = true;
+            } else if (s->state == CP_SB_CREATING && !s->abandoned_on) {
+                /* not waited for (a create's answer may take up to its timeout): replaced
+                 * now, its answer handled when it comes */
+                s->abandoned_on = w;
+                f->creating--;
+                replace = true;
             }
         }
         if (changed)
             cp_push_endpoints(f); /* the next tick replaces them elsewhere */
+        if (replace && !f->deleted)
+            cp_reconcile(f);
     }
     w->sandboxes = 0;
     w->cpu_used = w->mem_used = 0;
