@@ -565,7 +565,7 @@ static int mode_rps(const char *fn, const char *cp, const char *dp, const struct
     size_t planned = (size_t)DG_MAX(1.0, o->rate * o->duration);
     struct run r = {.speed = 1};
     if (o->cold) {
-        r.nnames = (size_t)ceil(o->rate * o->cooldown);
+        r.nnames = (size_t)DG_MAX(1.0, ceil(o->rate * o->cooldown));
         r.names = dg_xcalloc(r.nnames, sizeof(char *));
         char **forms = dg_xcalloc(r.nnames, sizeof(char *));
         unsigned tag = (unsigned)(dg_now_us() % 100000);
@@ -588,9 +588,10 @@ static int mode_rps(const char *fn, const char *cp, const char *dp, const struct
     }
     /* equidistant arrivals (InVitro's RPS mode), round-robin over the functions */
     struct plan *p = dg_xcalloc(planned, sizeof(*p));
+    size_t nn = r.nnames ? r.nnames : 1;
     for (size_t i = 0; i < planned; i++)
-        p[i] = (struct plan){.at_us = (uint64_t)((double)i * 1e6 / o->rate),
-                             .fn = (uint32_t)(i % r.nnames)};
+        p[i] =
+            (struct plan){.at_us = (uint64_t)((double)i * 1e6 / o->rate), .fn = (uint32_t)(i % nn)};
     r.plan = p;
     r.nplan = planned;
     char what[96];

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -348,6 +349,7 @@ static pid_t spawn(const char *dir, const char *state, const char *name, char *c
     char log[4096], pidf[4096];
     snprintf(log, sizeof(log), "%s/logs/%s.log", state, name);
     snprintf(pidf, sizeof(pidf), "%s/pids/%s.pid", state, name);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -356,6 +358,11 @@ static pid_t spawn(const char *dir, const char *state, const char *name, char *c
             dup2(fd, 2);
         }
         signal(SIGINT, SIG_IGN); /* the terminal's Ctrl-C is ours to relay */
+        /* if `up` dies (even by SIGKILL), the cluster stops with it rather than holding the
+         * ports; a race with an `up` that died before this line is closed by the check */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(1);
         if (strncmp(argv[0], "dirigent", 8) != 0) {
             execvp(argv[0], argv);
         } else {
@@ -449,7 +456,10 @@ static void haproxy_config(FILE *out, const struct hx_conf *c)
             "    option httpchk GET /health\n"
             "    option http-buffer-request\n"
             "    retry-on conn-failure empty-response 503\n"
-            "    default-server inter 500ms fall 2 rise 1\n",
+            "    # a replica that refuses a connection is out at once (not after two checks): a\n"
+            "    # registration during a failover is retried on a live one\n"
+            "    default-server inter 500ms fall 2 rise 1 observe layer4 error-limit 1 "
+            "on-error mark-down\n",
             c->socket, c->invocations, c->backend, c->backend, c->registration);
     for (size_t i = 0; i < c->ncps; i++)
         fprintf(out, "    server cp%zu %s check\n", i, c->cps[i]);
@@ -610,9 +620,9 @@ static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_d
      * 8080+10j, API 8081+10j; HAProxy: 8079 (invocations), 9092 (registrations) */
     struct dg_buf all = {0}, rafts = {0}, regs = {0};
     for (int64_t i = 0; i < ncp; i++) {
-        dg_buf_printf(&all, "%s127.0.0.1:%lld", i ? "," : "", (long long)(9090 + 10 * i));
-        dg_buf_printf(&rafts, "%s127.0.0.1:%lld", i ? "," : "", (long long)(9095 + 10 * i));
-        dg_buf_printf(&regs, "%s127.0.0.1:%lld", i ? "," : "", (long long)(9091 + 10 * i));
+        dg_buf_printf(&all, "%s127.0.0.1:%lld", i ? "," : "", 9090 + 10 * (long long)i);
+        dg_buf_printf(&rafts, "%s127.0.0.1:%lld", i ? "," : "", 9095 + 10 * (long long)i);
+        dg_buf_printf(&regs, "%s127.0.0.1:%lld", i ? "," : "", 9091 + 10 * (long long)i);
     }
     dg_buf_append(&all, "", 1);
     dg_buf_append(&rafts, "", 1);
@@ -661,14 +671,14 @@ static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_d
         char *trace = ncp > 1 ? dg_xasprintf("traceOutputFolder=%s/trace-%s", state, name)
                               : dg_xasprintf("traceOutputFolder=%s/trace", state);
         char *data = dg_xasprintf("dataDir=%s/%s", state, name);
-        char *port = dg_xasprintf("port=%lld", (long long)(9090 + 10 * i));
-        char *reg = dg_xasprintf("registrationServer=127.0.0.1:%lld", (long long)(9091 + 10 * i));
+        char *port = dg_xasprintf("port=%lld", 9090 + 10 * (long long)i);
+        char *reg = dg_xasprintf("registrationServer=127.0.0.1:%lld", 9091 + 10 * (long long)i);
         char *reps = dg_xasprintf("replicas=%s", all.data);
         char *raft = dg_xasprintf("raftAddresses=%s", rafts.data);
         char *rid = dg_xasprintf("replicaId=%lld", (long long)i + 1);
         char *redis = dg_xasprintf("redis.address=127.0.0.1:%d", redis_port);
         char *hx = dg_xasprintf("haproxy.api=%s", sock);
-        apis[i] = dg_xasprintf("127.0.0.1:%lld", (long long)(9090 + 10 * i));
+        apis[i] = dg_xasprintf("127.0.0.1:%lld", 9090 + 10 * (long long)i);
         if (ha)
             up_spawn(&u, name,
                      (char *[]){"dirigent-cp",
@@ -717,8 +727,8 @@ static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_d
         char name[16];
         snprintf(name, sizeof(name), ha ? "dp-%lld" : "dp", (long long)j);
         char *trace = dg_xasprintf("traceOutputFolder=%s/trace", state);
-        char *pp = dg_xasprintf("portProxy=%lld", (long long)(8080 + 10 * j));
-        char *pg = dg_xasprintf("portGRPC=%lld", (long long)(8081 + 10 * j));
+        char *pp = dg_xasprintf("portProxy=%lld", 8080 + 10 * (long long)j);
+        char *pg = dg_xasprintf("portGRPC=%lld", 8081 + 10 * (long long)j);
         char *nm2 = dg_xasprintf("name=%s", name);
         char *cps = dg_xasprintf("controlPlaneAddress=%s", all.data);
         up_spawn(&u, name,

@@ -48,7 +48,8 @@ static struct {
     bool unix_socket;
     struct sockaddr_in addr;
     bool running, again, failing;
-    char **cmds; /* the current sync's commands after the state was read */
+    bool reading_state; /* the answer expected is the state's (else a command's) */
+    char **cmds;        /* the current sync's commands after the state was read */
     size_t ncmds, next;
     struct hx_conn *conn; /* the command in flight */
     bool closing;
@@ -166,6 +167,7 @@ static void hx_sync_done(void)
     hx.cmds = NULL;
     hx.ncmds = hx.next = 0;
     hx.running = false;
+    hx.reading_state = false;
     if (hx.again) {
         hx.again = false;
         cp_haproxy_sync();
@@ -306,7 +308,8 @@ static void hx_step(const char *answer, const char *err)
         hx_sync_done();
         return;
     }
-    if (!hx.cmds && hx.next == 0) { /* the state */
+    if (hx.reading_state) {
+        hx.reading_state = false;
         char *text = dg_xstrdup(answer);
         struct hx_server *have = NULL;
         ssize_t n = parse_state(text, &have);
@@ -330,7 +333,7 @@ static void hx_step(const char *answer, const char *err)
             hx_sync_done();
             return;
         }
-    } else {
+    } else if (hx.cmds && hx.next > 0) {
         const char *cmd = hx.cmds[hx.next - 1];
         /* answers: "New server registered.", "Server deleted.", or empty for enable/disable;
          * anything else is HAProxy's reason */
@@ -343,7 +346,7 @@ static void hx_step(const char *answer, const char *err)
         else
             dg_log(DG_LOG_WARN, "haproxy", "%s: %.*s", cmd, (int)strcspn(a, "\n"), a);
     }
-    if (hx.next < hx.ncmds) {
+    if (hx.cmds && hx.next < hx.ncmds) {
         hx_send(hx.cmds[hx.next++]);
         return;
     }
@@ -395,6 +398,7 @@ void cp_haproxy_sync(void)
         return;
     }
     hx.running = true;
+    hx.reading_state = true;
     char cmd[160];
     snprintf(cmd, sizeof(cmd), "show servers state %s", hx.backend);
     hx_send(cmd);

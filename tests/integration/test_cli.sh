@@ -8,7 +8,7 @@ B=$(cd "$B" && pwd)
 D=$B/dirigent
 STATE=$TAP_TMP/state
 
-plan 9
+plan 10
 
 bg_start "$TAP_TMP/up.log" "$D" up --runtime process --state-dir "$STATE"
 UP_PID=$BG_PID
@@ -150,5 +150,24 @@ t_up_ha() {
   done
 }
 check "dirigent up --cp-replicas 3 --dataplanes 2: a leader, HAProxy in front, registrations on :9092, a dead DP routed around, a clean stop" t_up_ha
+
+# `up` killed with -9: its daemons stop too (nothing left holding the ports)
+t_up_killed() {
+  local S=$TAP_TMP/state4 pids p i
+  bg_start "$TAP_TMP/up4.log" "$D" up --runtime process --state-dir "$S"
+  local up=$BG_PID
+  wait_for_log "$TAP_TMP/up4.log" "^ready: curl" 30 || return 1
+  pids=$(cat "$S"/pids/*.pid)
+  kill -9 "$up"; wait "$up" 2>/dev/null
+  for i in $(seq 1 100); do
+    local alive=0
+    for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && return 0
+    sleep 0.05
+  done
+  for p in $pids; do kill -0 "$p" 2>/dev/null && echo "pid $p still running"; done
+  return 1
+}
+check "dirigent up killed with -9: its daemons stop with it" t_up_killed
 
 tap_done
