@@ -48,24 +48,23 @@ double cp_fn_sample(const struct cp_fn *f)
  * clock, Unix ms) and "error_age_ms" (by the CP's monotonic clock: no skew for the CLI). */
 static json_t *fn_json(const struct cp_fn *f)
 {
-    json_t *j = json_pack("{ss ss si ss si si si si si sI sI sb si}", "name", f->spec.name, "image",
-                          f->spec.image, "port", f->spec.port, "state",
-                          cp_fn_state(&f->error, f->ready, f->creating, f->desired), "ready",
-                          (int)f->ready, "desired", f->desired, "creating", (int)f->creating,
-                          "scaling_lower_bound", f->spec.lower_bound, "scaling_upper_bound",
-                          f->spec.upper_bound, "requested_cpu", (json_int_t)f->spec.cpu_milli,
-                          "requested_memory", (json_int_t)f->spec.memory_mib, "cold_start_sweep",
-                          f->spec.cold_start_sweep, "container_concurrency", f->spec.concurrency);
-    if (!f->error.set) {
+    const struct cp_fn_error *e = cp_fn_error_of(f);
+    json_t *j = json_pack(
+        "{ss ss si ss si si si si si sI sI sb si}", "name", f->spec.name, "image", f->spec.image,
+        "port", f->spec.port, "state", cp_fn_state(e, f->ready, f->creating, f->desired), "ready",
+        (int)f->ready, "desired", f->desired, "creating", (int)f->creating, "scaling_lower_bound",
+        f->spec.lower_bound, "scaling_upper_bound", f->spec.upper_bound, "requested_cpu",
+        (json_int_t)f->spec.cpu_milli, "requested_memory", (json_int_t)f->spec.memory_mib,
+        "cold_start_sweep", f->spec.cold_start_sweep, "container_concurrency", f->spec.concurrency);
+    if (!e->set) {
         json_object_set_new(j, "error", json_null());
         return j;
     }
-    json_object_set_new(j, "error", json_string(f->error.reason));
-    json_object_set_new(j, "error_worker",
-                        f->error.worker[0] ? json_string(f->error.worker) : json_null());
-    json_object_set_new(j, "error_at_ms", json_integer((json_int_t)f->error.wall_ms));
+    json_object_set_new(j, "error", json_string(e->reason));
+    json_object_set_new(j, "error_worker", e->worker[0] ? json_string(e->worker) : json_null());
+    json_object_set_new(j, "error_at_ms", json_integer((json_int_t)e->wall_ms));
     json_object_set_new(j, "error_age_ms",
-                        json_integer((json_int_t)cp_fn_error_age_ms(&f->error, uv_now(cp.loop))));
+                        json_integer((json_int_t)cp_fn_error_age_ms(e, uv_now(cp.loop))));
     return j;
 }
 

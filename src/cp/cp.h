@@ -78,7 +78,8 @@ struct cp_fn {
     bool unschedulable;          /* sandboxes wanted that no worker has room for */
     bool dirty;                  /* its endpoint list changed since the last push */
     bool push_error;             /* the next push carries error.reason (a create just failed) */
-    struct cp_fn_error error;    /* the last create failure; cleared by a create that works */
+    struct cp_fn_error *error;   /* the last create failure (allocated at the first; most
+                                    functions never fail: 350 bytes each saved) */
     uint64_t hold_down_until_ms; /* no scale-down before (sandboxes adopted after a restart) */
     unsigned tick_slot;          /* which of the CP_TICK_SLOTS ticks decides it */
     struct cp_fn *next_dirty;
@@ -123,6 +124,19 @@ struct cp {
 extern struct cp cp;
 
 struct cp_fn *cp_fn_find(struct dg_str name);
+
+/* f's last create failure (a cleared one if it never had any), and the same to record one. */
+static inline const struct cp_fn_error *cp_fn_error_of(const struct cp_fn *f)
+{
+    static const struct cp_fn_error none;
+    return f->error ? f->error : &none;
+}
+static inline struct cp_fn_error *cp_fn_error_mut(struct cp_fn *f)
+{
+    if (!f->error)
+        f->error = dg_xcalloc(1, sizeof(*f->error));
+    return f->error;
+}
 double cp_fn_sample(const struct cp_fn *f);
 
 /* scaling.c */

@@ -160,8 +160,8 @@ static void flush_pushes(uv_timer_t *t)
         json_object_set_new(one, "concurrency", json_integer(f->spec.concurrency));
         /* only in the push a failure made: another push (a resync, a scale-down) must not
          * answer requests that wait for an attempt still under way */
-        if (f->push_error && f->error.set && f->ready == 0)
-            json_object_set_new(one, "error", json_string(f->error.reason));
+        if (f->push_error && cp_fn_error_of(f)->set && f->ready == 0)
+            json_object_set_new(one, "error", json_string(f->error->reason));
         f->push_error = false;
         json_array_append_new(fns, one);
         f->next_dirty = done;
@@ -413,8 +413,8 @@ static void created(void *ud, const struct dg_http_resp *resp, const struct dg_e
             const char *reason = err->msg;
             if (strncmp(reason, "503: create failed: ", 20) == 0)
                 reason += 20;
-            cp_fn_error_set(&f->error, s->worker ? s->worker->name : NULL, reason, uv_now(cp.loop),
-                            dg_wall_ms());
+            cp_fn_error_set(cp_fn_error_mut(f), s->worker ? s->worker->name : NULL, reason,
+                            uv_now(cp.loop), dg_wall_ms());
             if (cp_fn_error_push_due(f->ready, f->creating)) {
                 f->push_error = true; /* every time: requests queued since the last one wait */
                 cp_push_endpoints(f);
@@ -430,10 +430,10 @@ static void created(void *ud, const struct dg_http_resp *resp, const struct dg_e
     trace_create(s, j, true);
     json_decref(j);
     dg_counter_add(cp.m_creates, 1);
-    if (f->error.set) {
+    if (cp_fn_error_of(f)->set) {
         dg_log(DG_LOG_INFO, "scale", "fn=%s create on %s worked: error cleared", f->spec.name,
                s->worker ? s->worker->name : "?");
-        cp_fn_error_clear(&f->error);
+        cp_fn_error_clear(f->error);
     }
     if (f->deleted || !s->worker) { /* no longer wanted */
         s->state = CP_SB_DRAINING;
@@ -495,8 +495,8 @@ static void unschedulable(struct cp_fn *f, unsigned wanted, size_t nworkers)
     }
     if (live == 0)
         return; /* a cluster starting up: requests wait for a worker, not fail */
-    cp_fn_error_set(&f->error, NULL, reason, uv_now(cp.loop), dg_wall_ms());
-    f->error.unschedulable = true;
+    cp_fn_error_set(cp_fn_error_mut(f), NULL, reason, uv_now(cp.loop), dg_wall_ms());
+    f->error->unschedulable = true;
     if (cp_fn_error_push_due(f->ready, f->creating)) {
         f->push_error = true;
         cp_push_endpoints(f);
@@ -509,8 +509,8 @@ static void schedulable_again(struct cp_fn *f)
         return;
     f->unschedulable = false;
     cp.unschedulable--;
-    if (f->error.set && f->error.unschedulable)
-        cp_fn_error_clear(&f->error);
+    if (cp_fn_error_of(f)->set && f->error->unschedulable)
+        cp_fn_error_clear(f->error);
 }
 
 void cp_reconcile(struct cp_fn *f)
@@ -595,6 +595,7 @@ static void fn_maybe_free(struct cp_fn *f)
     cp_fn_spec_free(&f->spec);
     cp_as_state_deinit(&f->ast);
     free(f->metrics);
+    free(f->error);
     free(f);
 }
 
@@ -701,6 +702,7 @@ void cp_free_all(void)
         cp_fn_spec_free(&f->spec);
         cp_as_state_deinit(&f->ast);
         free(f->metrics);
+        free(f->error);
         free(f);
     }
     while (cp.workers) {
