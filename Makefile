@@ -5,6 +5,7 @@
 #   make test SANITIZE=address,undefined   same suite with sanitizers
 #   make image      the dirigent-fn OCI image in build/images/dirigent-fn
 #   make bench      benchmarks (bench/README.md); make fmt / make lint / make clean
+#   make plots      PNGs from the benchmark CSVs in bench/results/ (scripts/plots.py)
 SHELL := /bin/bash
 SANITIZE ?=
 WERROR ?= $(if $(CI),true,false)
@@ -15,7 +16,7 @@ MESON_OPTS += -Db_sanitize=$(SANITIZE) -Db_lundef=false
 endif
 TEST_TIMEOUT_MULT ?= $(if $(SANITIZE),3,1)
 
-.PHONY: all deps configure image up test bench fmt lint clean
+.PHONY: all deps configure image up test bench plots fmt lint clean
 
 all: configure
 	ninja -C $(BUILD)
@@ -48,6 +49,11 @@ test: all
 
 bench: all
 	bench/run_all.sh $(BENCH_ARGS)
+
+# The figures of bench/README.md: bench/results/*.csv -> bench/results/*.png (a plot whose
+# CSV is missing is skipped with a note). Needs python3-matplotlib (scripts/deps.sh).
+plots: deps
+	/usr/bin/python3 scripts/plots.py --dir bench/results
 
 fmt: deps
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -18,6 +18,8 @@ PKGS=(
   libcmocka-dev libclang-rt-14-dev curl
   # benchmarks
   nginx-light wrk
+  # plots (scripts/plots.py, make plots)
+  python3-matplotlib
 )
 
 missing=()
