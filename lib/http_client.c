@@ -517,6 +517,16 @@ static void pool_dispatch(struct dg_http_pool *p)
 
 /* ---- public request API ----------------------------------------------------------------- */
 
+/* "Content-Length: N\r\n\r\n" (the end of the head) */
+static void content_length_line(struct dg_buf *b, uint64_t n)
+{
+    char num[20];
+    size_t nl = dg_fmt_u64(num, n);
+    dg_buf_append(b, "Content-Length: ", 16);
+    dg_buf_append(b, num, nl);
+    dg_buf_append(b, "\r\n\r\n", 4);
+}
+
 static struct dg_http_creq *creq_new(struct dg_http_pool *p, const char *method, const char *path,
                                      const struct dg_http_header *hdrs, size_t nhdrs,
                                      const struct dg_http_client_cbs *cbs, void *ud)
@@ -526,7 +536,12 @@ static struct dg_http_creq *creq_new(struct dg_http_pool *p, const char *method,
     q->cbs = *cbs;
     q->ud = ud;
     q->head_req = strcmp(method, "HEAD") == 0;
-    dg_buf_printf(&q->out, "%s %s HTTP/1.1\r\n", method, path);
+    /* the request line and headers without printf: this runs for every proxied request */
+    dg_buf_reserve(&q->out, 256);
+    dg_buf_puts(&q->out, method);
+    dg_buf_append(&q->out, " ", 1);
+    dg_buf_puts(&q->out, path);
+    dg_buf_append(&q->out, " HTTP/1.1\r\n", 11);
     bool has_host = false;
     for (size_t i = 0; i < nhdrs; i++) {
         if (dg_str_caseeq(hdrs[i].name, "host"))
@@ -575,7 +590,7 @@ struct dg_http_creq *dg_http_request(struct dg_http_pool *p, const char *method,
                                      const struct dg_http_client_cbs *cbs, void *ud)
 {
     struct dg_http_creq *q = creq_new(p, method, path, hdrs, nhdrs, cbs, ud);
-    dg_buf_printf(&q->out, "Content-Length: %zu\r\n\r\n", len);
+    content_length_line(&q->out, len);
     if (len)
         dg_buf_append(&q->out, body, len);
     q->body_ended = true;
@@ -590,7 +605,7 @@ struct dg_http_creq *dg_http_request_stream(struct dg_http_pool *p, const char *
     struct dg_http_creq *q = creq_new(p, method, path, hdrs, nhdrs, cbs, ud);
     q->streaming = true;
     if (content_length >= 0) {
-        dg_buf_printf(&q->out, "Content-Length: %lld\r\n\r\n", (long long)content_length);
+        content_length_line(&q->out, (uint64_t)content_length);
     } else {
         q->chunked = true;
         dg_buf_puts(&q->out, "Transfer-Encoding: chunked\r\n\r\n");

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "dirigent/heartbeat.h"
 #include "dirigent/json.h"
@@ -39,18 +40,19 @@ struct dp_function *dp_function_find(struct dg_str name)
 
 static bool hop_by_hop(struct dg_str name)
 {
-    static const char *const names[] = {"connection",
-                                        "keep-alive",
-                                        "proxy-connection",
-                                        "transfer-encoding",
-                                        "content-length",
-                                        "te",
-                                        "trailer",
-                                        "upgrade",
-                                        "proxy-authenticate",
-                                        "proxy-authorization"};
+    static const struct dg_str names[] = {DG_STR("connection"),
+                                          DG_STR("keep-alive"),
+                                          DG_STR("proxy-connection"),
+                                          DG_STR("transfer-encoding"),
+                                          DG_STR("content-length"),
+                                          DG_STR("te"),
+                                          DG_STR("trailer"),
+                                          DG_STR("upgrade"),
+                                          DG_STR("proxy-authenticate"),
+                                          DG_STR("proxy-authorization")};
+    /* on every header of every proxied request and response: lengths first */
     for (size_t i = 0; i < DG_ARRAY_LEN(names); i++)
-        if (dg_str_caseeq(name, names[i]))
+        if (name.len == names[i].len && strncasecmp(name.ptr, names[i].ptr, name.len) == 0)
             return true;
     return false;
 }
@@ -187,10 +189,6 @@ static void inv_finish(struct dp_inv *v)
     f->running--;
     free(v);
     dp_dispatch(f);
-    /* idle again: said at once rather than at the next 2 s report, so scale-downs follow
-     * the traffic instead of arriving all together every 2 s */
-    if (f->running == 0 && f->reported > 0)
-        report_soon(f);
 }
 
 static void take_slot(struct dp_inv *v, struct dp_endpoint *e)
@@ -231,8 +229,8 @@ static void up_head(struct dg_http_creq *q, const struct dg_http_resp *resp, voi
                 cl = (int64_t)n;
             continue;
         }
-        if (hop_by_hop(h->name))
-            continue;
+        if (hop_by_hop(h->name) || (h->name.len == 4 && strncasecmp(h->name.ptr, "date", 4) == 0))
+            continue; /* the server adds its own Date */
         dg_http_resp_header_str(v->req, h->name, h->value);
     }
     if (v->cold) /* for load generators (dirigent load): this request waited for a sandbox */
@@ -374,14 +372,17 @@ void dp_invoke(struct dg_http_req *r, void *ud)
     v->cold = f->neps == 0;
     f->running++;
     dg_counter_add(f->m_requests, 1);
-    if (f->running == 1 && f->reported == 0)
-        report_soon(f); /* the first request of an idle function: tell the CP at once */
     dg_http_req_on_abort(r, inv_abort, v);
     struct dp_endpoint *e = f->q_head ? NULL : pick(f, NULL); /* FIFO: no overtaking */
     if (e) {
         start_proxy(v, e);
         return;
     }
+    /* it waits: at zero (scale from zero) or every sandbox busy. The CP hears it in this loop
+     * turn's metrics POST, not at the next 2 s report; served requests are left to that
+     * report (one POST per request at low concurrency was most of a warm request's cost) */
+    if (f->reported < f->running)
+        report_soon(f);
     if (f->neps == 0)
         dg_counter_add(f->m_cold, 1);
     queue_push(f, v);

@@ -56,19 +56,23 @@ t_warm() {
   out=$(curl -sf -H 'Host: hello' -H 'requested_cpu: 5' "$P/path?q=1") || return 1
   echo "$out"
   [ "$(json_field "$out" Function)" = hello ] && [ "$(json_field "$out" ExecutionTime)" -ge 5000 ] || return 1
-  # the sandbox's headers come through (hop-by-hop ones are the DP's own)
-  curl -sf -D - -o /dev/null -H 'Host: hello' "$P/" | tr -d '\r' | grep -qx 'Content-Type: application/json'
+  # the sandbox's headers come through (hop-by-hop ones are the DP's own), one Date, no cold
+  # start mark on a warm request
+  curl -sf -D "$TAP_TMP/h" -o /dev/null -H 'Host: hello' "$P/" || return 1
+  tr -d '\r' <"$TAP_TMP/h" | grep -qx 'Content-Type: application/json' &&
+    [ "$(grep -ci '^date:' "$TAP_TMP/h")" = 1 ] && ! grep -qi '^X-Dirigent-Cold-Start' "$TAP_TMP/h"
 }
 check "a warm invocation is proxied with its headers (Host names the function)" t_warm
 
 t_cold() {
   fn_put cold || return 1
-  curl -s -H 'Host: cold' -o "$TAP_TMP/cold.out" -w '%{http_code}' "$P/" >"$TAP_TMP/cold.code" &
+  curl -s -D "$TAP_TMP/cold.h" -H 'Host: cold' -o "$TAP_TMP/cold.out" -w '%{http_code}' "$P/" >"$TAP_TMP/cold.code" &
   local c=$!
   wait_fn cold queued 1 || return 1 # waiting in the queue: no sandbox yet
   eps_put cold "c1=$F1" || return 1
   wait $c
-  [ "$(cat "$TAP_TMP/cold.code")" = 200 ] && [ "$(json_field "$(cat "$TAP_TMP/cold.out")" Function)" = cold ]
+  [ "$(cat "$TAP_TMP/cold.code")" = 200 ] && [ "$(json_field "$(cat "$TAP_TMP/cold.out")" Function)" = cold ] &&
+    grep -qi '^X-Dirigent-Cold-Start: 1' "$TAP_TMP/cold.h" # it waited for a sandbox
 }
 check "a cold invocation waits in the queue and is released by the endpoint push" t_cold
 
