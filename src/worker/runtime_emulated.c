@@ -47,9 +47,11 @@ static void emulated_destroy(struct wk_sandbox *sb)
 static void shared_exit(uv_process_t *p, int64_t status, int sig)
 {
     struct wk_worker *w = p->data;
+    bool stopping = !w->shared_fn_running; /* emulated_deinit stopped it */
     w->shared_fn_running = false;
-    dg_log(DG_LOG_ERROR, "emulated", "the shared dirigent-fn exited (status %lld, signal %d)",
-           (long long)status, sig);
+    if (!stopping) /* on its own: every emulated sandbox points at it */
+        dg_log(DG_LOG_ERROR, "emulated", "the shared dirigent-fn exited (status %lld, signal %d)",
+               (long long)status, sig);
     uv_close((uv_handle_t *)p, NULL);
 }
 
@@ -86,8 +88,10 @@ static int emulated_init(struct wk_worker *w, struct dg_err *err)
 
 static void emulated_deinit(struct wk_worker *w)
 {
-    if (w->shared_fn_running)
+    if (w->shared_fn_running) {
+        w->shared_fn_running = false; /* its exit is expected now */
         uv_process_kill(&w->shared_fn, SIGTERM);
+    }
 }
 
 const struct wk_runtime wk_runtime_emulated = {
