@@ -27,6 +27,7 @@
 # gzipped and the daemons' warnings in OUT/raw/, and with oci OUT/cold_start_trace.csv (OUT:
 # bench/results; --quick adds _quick to every name, so it never overwrites a full run's files).
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 RUNTIME=emulated
 BUILD=build
@@ -82,12 +83,7 @@ PIDS=()
 
 stop_cluster() {
   # SIGTERM first: the oci worker deletes its containers, namespaces and cgroups on the way out
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for _ in $(seq 1 600); do
-    alive=0; for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ $alive = 0 ] && break; sleep 0.05
-  done
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  stop_pids 30
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   PIDS=()
   if [ "$RUNTIME" = oci ]; then # whatever a killed worker left
@@ -109,8 +105,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
-wait_log() { for _ in $(seq 1 400); do grep -qE "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "no '$2' in $1" >&2; tail -20 "$1" >&2; return 1; }
 
 # start_cluster DIR: CP, DP, worker with fresh state in DIR; sets REG and DP
 start_cluster() {

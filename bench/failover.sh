@@ -20,6 +20,7 @@
 #   bench/failover.sh [--quick] [--build DIR] [--out DIR] [--only 1,2,3] [--rounds N]
 #                     [--functions N] [--sandboxes M] [--mem-functions N] [--workers N]
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 BUILD=build
 OUT=bench/results
@@ -101,13 +102,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-wait_log() { # FILE REGEX [TIMEOUT_S]
-  local i=0 n=$(( ${3:-10} * 20 ))
-  until grep -qE "$2" "$1" 2>/dev/null; do
-    i=$((i + 1)); [ $i -lt $n ] || { echo "failover: no '$2' in $1" >&2; tail -20 "$1" >&2; return 1; }; sleep 0.05
-  done
-}
-port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 # ---- the client side, in Python (keep-alive HTTP, threads) -------------------------------------

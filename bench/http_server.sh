@@ -33,6 +33,7 @@
 #   --quick: 2 rounds of 3 s measurements after 1 s warm-ups (the whole script < 30 s)
 #   --wait-idle S: first wait up to S s for CPUs 0 and 1 to be idle (shared machines)
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DURATION=10
@@ -158,14 +159,6 @@ wait_http() {
     return 1
 }
 
-# to_us "436.00us" | "1.71ms" | "1.02s" -> microseconds (integer)
-to_us() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-        if (u == "us") m = 1; else if (u == "ms") m = 1000; else if (u == "s") m = 1000000;
-        else if (u == "m") m = 60000000; else { print "NaN"; exit }
-        printf "%d\n", n * m + 0.5 }'
-}
 
 # run_wrk NAME URL SECONDS OUT: wrk pinned to the client CPU, bounded; fails loudly on errors.
 run_wrk() {
@@ -175,24 +168,9 @@ run_wrk() {
         cat "$out" >&2
         die "$name: wrk failed"
     fi
-    if grep -qE 'Non-2xx or 3xx responses|Socket errors' "$out"; then
-        cat "$out" >&2
-        die "$name: wrk reports errors (see above): every response must be 200"
-    fi
-    grep -q '^Requests/sec:' "$out" || { cat "$out" >&2; die "$name: no Requests/sec in wrk output"; }
+    wrk_ok "$name" "$out" || die "$name: wrk's run failed"
 }
 
-# proc_ticks PID...: user+system CPU time of the processes, in clock ticks.
-proc_ticks() {
-    local t=0 pid f
-    for pid in "$@"; do
-        f=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        f=${f##*) } # fields after "(comm) "; utime and stime are fields 14 and 15
-        read -r _ _ _ _ _ _ _ _ _ _ _ u st _ <<<"$f"
-        t=$((t + u + st))
-    done
-    echo "$t"
-}
 
 # cpu_ticks CPU: busy (non-idle) ticks of one CPU so far.
 cpu_ticks() {

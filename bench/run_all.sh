@@ -25,7 +25,7 @@ run() {
 }
 for b in "$DIR"/*.sh; do
     name=$(basename "$b")
-    [ "$name" = run_all.sh ] && continue
+    [ "$name" = run_all.sh ] || [ "$name" = lib.sh ] && continue
     run "$name" "$@"
 done
 for e in "${EXTRA[@]}"; do

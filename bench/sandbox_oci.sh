@@ -10,6 +10,7 @@
 # Root only (crun, mounts, namespaces). Addresses: 100.125.0.0/24 on the bench's own bridge.
 #   bench/sandbox_oci.sh [--quick] [--build DIR] [--n N] [--burst M]
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 BUILD=build
 N=100
@@ -34,12 +35,7 @@ TMP=$(mktemp -d /tmp/dg-bench-oci.XXXXXX)
 BR=dgb0
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for _ in $(seq 1 400); do
-    alive=0; for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ $alive = 0 ] && break; sleep 0.05
-  done
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  stop_pids
   for id in $(crun --root "$TMP/crun" list -q 2>/dev/null); do crun --root "$TMP/crun" delete -f "$id" >/dev/null 2>&1; done
   for id in $(crun --root "$TMP/run/crun" list -q 2>/dev/null); do crun --root "$TMP/run/crun" delete -f "$id" >/dev/null 2>&1; done
   grep -o " $TMP/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
@@ -134,8 +130,6 @@ for s in $(seq 0 $((FLOOR_SLOTS - 1))); do ip netns del "dgbench$s"; done
 ip link del "$BR"
 
 # ---- dirigent: the whole path --------------------------------------------------------------
-port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
-wait_log() { for _ in $(seq 1 200); do grep -qE "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; cat "$1"; return 1; }
 "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --heartbeatInterval 1s --dataDir "$TMP/cp" \
   --traceOutputFolder "$TMP/trace" --logLevel warn >"$TMP/cp.log" 2>&1 &
 PIDS+=($!)

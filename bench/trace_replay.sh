@@ -21,6 +21,7 @@
 # oci: root and crun, the dirigent-fn image, bridge dgtr0, sandboxes on 100.119.0.0/22.
 # Writes OUT/trace_replay_RUNTIME[_quick]_{real,sim,summary}.csv (OUT: bench/results).
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 RUNTIME=emulated
 BUILD=build
@@ -59,12 +60,7 @@ BR=dgtr0
 WNAME=trace-$$
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for _ in $(seq 1 400); do
-    alive=0; for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ $alive = 0 ] && break; sleep 0.05
-  done
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  stop_pids
   if [ "$RUNTIME" = oci ]; then
     for id in $(crun --root "$TMP/run/crun" list -q 2>/dev/null); do crun --root "$TMP/run/crun" delete -f "$id" >/dev/null 2>&1 || true; done
     { grep -o " $TMP/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done; } || true
@@ -76,8 +72,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
-wait_log() { for _ in $(seq 1 400); do grep -qE "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "no '$2' in $1" >&2; tail -20 "$1" >&2; return 1; }
 
 T0=$(date +%s)
 if [ "$SKIP" != 0 ]; then # the trace from minute SKIP+1 on (same format; the other files as they are)

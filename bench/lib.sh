@@ -1,0 +1,62 @@
+# bench/lib.sh: what the benchmark scripts share (sourced, not run).
+
+# port_of LOG WORDS: the port a daemon logged after WORDS ("proxy on 127.0.0.1:PORT").
+port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
+
+# wait_log LOG REGEX [SECONDS]: until LOG has a line matching REGEX (default 20 s); on timeout
+# the end of LOG goes to stderr and it returns 1.
+wait_log() {
+    local i n=$((${3:-20} * 20))
+    for ((i = 0; i < n; i++)); do
+        grep -qE "$2" "$1" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "no '$2' in $1" >&2
+    tail -20 "$1" >&2
+    return 1
+}
+
+# stop_pids [SECONDS]: SIGTERM to every pid in the PIDS array, SIGKILL to those still there
+# after SECONDS (default 20: an oci worker deletes its containers on the way out).
+stop_pids() {
+    local p alive i n=$((${1:-20} * 20))
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for ((i = 0; i < n; i++)); do
+        alive=0
+        for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ $alive = 0 ] && break
+        sleep 0.05
+    done
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+}
+
+# to_us "436.00us" | "1.71ms" | "1.02s" -> microseconds (integer), as wrk prints latencies
+to_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") m = 1; else if (u == "ms") m = 1000; else if (u == "s") m = 1000000;
+        else if (u == "m") m = 60000000; else { print "NaN"; exit }
+        printf "%d\n", n * m + 0.5 }'
+}
+
+# wrk_ok NAME OUT: wrk's output OUT has a rate and no errors (else it says so and returns 1).
+wrk_ok() {
+    if grep -qE 'Non-2xx or 3xx responses|Socket errors' "$2"; then
+        cat "$2" >&2
+        echo "$1: wrk reports errors (see above): every response must be 200" >&2
+        return 1
+    fi
+    grep -q '^Requests/sec:' "$2" || { cat "$2" >&2; echo "$1: no Requests/sec in wrk output" >&2; return 1; }
+}
+
+# proc_ticks PID...: user+system CPU time of the processes (all threads), in clock ticks.
+proc_ticks() {
+    local t=0 pid f
+    for pid in "$@"; do
+        f=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        f=${f##*) } # fields after "(comm) "; utime and stime are fields 14 and 15
+        read -r _ _ _ _ _ _ _ _ _ _ _ u st _ <<<"$f"
+        t=$((t + u + st))
+    done
+    echo "$t"
+}
