@@ -98,6 +98,13 @@ static struct cp_fn *fn_install(struct cp_fn_spec *spec)
     cp_as_state_init(&f->ast, &f->as);
     static unsigned next_slot;
     f->tick_slot = next_slot++ % CP_TICK_SLOTS;
+    struct cp_slot *sl = &cp.slots[f->tick_slot];
+    if (sl->n == sl->cap) {
+        sl->cap = sl->cap ? 2 * sl->cap : 64;
+        sl->v = dg_xrealloc(sl->v, sl->cap * sizeof(*sl->v));
+    }
+    f->slot_pos = sl->n;
+    sl->v[sl->n++] = f;
     f->next = cp.fns;
     cp.fns = f;
     dg_strmap_put(&cp.fn_index, dg_str_c(f->spec.name), f);

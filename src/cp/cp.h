@@ -21,6 +21,8 @@
 
 struct dg_batch;
 
+#define CP_TICK_SLOTS 40 /* the 2 s autoscaling tick in 50 ms slots (cp_tick) */
+
 struct cp_worker {
     char *name;
     char *address; /* host:port of its API */
@@ -82,6 +84,7 @@ struct cp_fn {
                                     functions never fail: 350 bytes each saved) */
     uint64_t hold_down_until_ms; /* no scale-down before (sandboxes adopted after a restart) */
     unsigned tick_slot;          /* which of the CP_TICK_SLOTS ticks decides it */
+    size_t slot_pos;             /* its index in cp.slots[tick_slot] */
     struct cp_fn *next_dirty;
     struct cp_fn *next;
 };
@@ -93,6 +96,10 @@ struct cp {
     struct dg_trace *cold_trace; /* cold_start_trace.csv; NULL: off */
     struct cp_fn *fns;
     struct dg_strmap fn_index; /* name -> function (a deleted one until it is freed) */
+    struct cp_slot {
+        struct cp_fn **v;
+        size_t n, cap;
+    } slots[CP_TICK_SLOTS]; /* the functions each tick slot decides */
     struct cp_worker *workers;
     struct cp_dp *dps;
     char *placement;
@@ -140,10 +147,9 @@ static inline struct cp_fn_error *cp_fn_error_mut(struct cp_fn *f)
 double cp_fn_sample(const struct cp_fn *f);
 
 /* scaling.c */
-/* Every 250 ms, slot 0..7 in turn: decides the functions in that slot, so each function every
+/* Every 50 ms, slot 0..39 in turn: decides the functions in that slot, so each function every
  * 2 s (the original's tick) while the scale-ups and -downs of thousands of functions spread
- * over the 2 s instead of arriving at once. */
-#define CP_TICK_SLOTS 8
+ * over the 2 s in small pieces instead of arriving at once. */
 void cp_tick(uint64_t now_ms, unsigned slot);
 void cp_scale_now(struct cp_fn *f, uint64_t now_ms); /* scale from zero on a metric */
 void cp_reconcile(struct cp_fn *f);                  /* act on f->desired */

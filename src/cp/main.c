@@ -450,7 +450,7 @@ int main(int argc, char **argv)
     uv_timer_init(cp.loop, &g.cron);
     uv_timer_init(cp.loop, &g.retry_restore);
     uv_timer_init(cp.loop, &g.reexec);
-    uv_timer_start(&g.cron, on_cron, 250, 250);
+    uv_timer_start(&g.cron, on_cron, 50, 50); /* the tick slots */
     uv_unref((uv_handle_t *)&g.cron);
 
     struct dg_http_limits limits;

@@ -563,9 +563,10 @@ static void decide(struct cp_fn *f, uint64_t now_ms)
 
 void cp_tick(uint64_t now_ms, unsigned slot)
 {
-    for (struct cp_fn *f = cp.fns; f; f = f->next)
-        if (!f->deleted && f->tick_slot == slot)
-            decide(f, now_ms);
+    struct cp_slot *sl = &cp.slots[slot % CP_TICK_SLOTS];
+    for (size_t i = 0; i < sl->n; i++) /* deciding frees no function that is not deleted */
+        if (!sl->v[i]->deleted)
+            decide(sl->v[i], now_ms);
 }
 
 void cp_scale_now(struct cp_fn *f, uint64_t now_ms)
@@ -592,6 +593,9 @@ static void fn_maybe_free(struct cp_fn *f)
     }
     if (dg_strmap_get(&cp.fn_index, dg_str_c(f->spec.name)) == f)
         dg_strmap_del(&cp.fn_index, dg_str_c(f->spec.name));
+    struct cp_slot *sl = &cp.slots[f->tick_slot];
+    sl->v[f->slot_pos] = sl->v[--sl->n]; /* the last one takes its place */
+    sl->v[f->slot_pos]->slot_pos = f->slot_pos;
     cp_fn_spec_free(&f->spec);
     cp_as_state_deinit(&f->ast);
     free(f->metrics);
@@ -689,6 +693,10 @@ void cp_worker_forget_sandboxes(struct cp_worker *w)
 void cp_free_all(void)
 {
     dg_strmap_free(&cp.fn_index);
+    for (size_t k = 0; k < CP_TICK_SLOTS; k++) {
+        free(cp.slots[k].v);
+        cp.slots[k] = (struct cp_slot){0};
+    }
     while (cp.fns) {
         struct cp_fn *f = cp.fns;
         cp.fns = f->next;
