@@ -254,7 +254,8 @@ static void on_cron(uv_timer_t *t)
         g.next_haproxy = now + 5000; /* also repairs an HAProxy that restarted */
         cp_haproxy_sync();
     }
-    if (now >= g.next_tick) { /* each function every 2 s (the original's tick), in 8 slots */
+    if (now >=
+        g.next_tick) { /* each function every 2 s (the original's tick), in CP_TICK_SLOTS slots */
         g.next_tick = now + 2000 / CP_TICK_SLOTS;
         cp_tick(now, g.tick_slot++ % CP_TICK_SLOTS);
     }
