@@ -198,6 +198,9 @@ check "kill -9 of a worker: its sandboxes are replaced on the other after the he
 t_cp_restart() {
   # kill -9 of the CP: functions come back from sqlite, sandboxes from the workers, no duplicates
   local before after fns_before
+  # hello has a sandbox to rediscover (the one it had may have been on the worker killed above)
+  [ "$(json_field "$(curl -sf -m 20 -H 'Host: hello' "$P/")" Function)" = hello ] || return 1
+  wait_status '[f for f in s["functions"] if f["name"]=="hello"][0]["ready"] >= 1' || return 1
   fns_before=$(curl -sf "$REG/v1/functions" | /usr/bin/python3 -c 'import json,sys; print(sorted(f["name"] for f in json.load(sys.stdin)))')
   before=$(curl -sf "$REG/v1/status" | /usr/bin/python3 -c 'import json,sys; print(sum(w["sandboxes"] for w in json.load(sys.stdin)["workers"]))')
   kill -9 "$CP_PID"; wait "$CP_PID" 2>/dev/null
