@@ -408,7 +408,8 @@ static bool create_from(json_t *j, struct dg_http_req *r, struct dg_batch_reply 
     }
     struct wk_sandbox *sb = dg_xcalloc(1, sizeof(*sb));
     sb->w = &g.w;
-    snprintf(sb->id, sizeof(sb->id), "%s-%llu", g.w.name, (unsigned long long)++g.w.next_id);
+    snprintf(sb->id, sizeof(sb->id), "%s-%x-%llu", g.w.name, g.w.run,
+             (unsigned long long)++g.w.next_id);
     sb->function = dg_xstrdup(spec.function);
     sb->state = WK_SB_CREATING;
     sb->t0_us = dg_now_us();
@@ -668,6 +669,9 @@ int main(int argc, char **argv)
     struct wk_worker *w = &g.w;
     w->loop = uv_default_loop();
     snprintf(g.boot, sizeof(g.boot), "%d-%llu", (int)getpid(), (unsigned long long)dg_wall_ms());
+    /* a restarted worker must not reuse its predecessor's sandbox ids: late answers and the
+     * CP's lists could mistake a new sandbox for an old one */
+    g.w.run = (unsigned)((dg_wall_ms() / 10) & 0xfffff);
     w->rt = strcmp(g.cfg.runtime, "emulated") == 0 ? &wk_runtime_emulated
             : strcmp(g.cfg.runtime, "oci") == 0    ? &wk_runtime_oci
                                                    : &wk_runtime_process;

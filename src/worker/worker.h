@@ -44,7 +44,7 @@ typedef void (*wk_created_cb)(struct wk_sandbox *sb, const struct dg_err *err, v
 struct wk_sandbox {
     struct wk_sandbox *prev, *next; /* the worker's list */
     struct wk_worker *w;
-    char id[96]; /* <worker name>-<n> */
+    char id[96]; /* <worker name>-<run>-<n>: unique across the worker's restarts */
     char *function;
     char host[48];
     int port;
@@ -102,6 +102,7 @@ struct wk_worker {
     struct dg_strmap by_id; /* id -> sandbox (deletes look them up) */
     unsigned nsandboxes;
     uint64_t next_id;
+    unsigned run; /* this run's mark in sandbox ids (from its start time) */
     char name[64];
     const char *host; /* workerNodeIp: the address endpoints are given with */
     uint64_t readiness_timeout_ms;

@@ -217,23 +217,33 @@ t_parallel() {
 check "20 parallel cold starts of 20 functions of a new image: one pull, all succeed" t_parallel
 
 t_worker_crash() {
-  local n
-  n=$(crun --root "$RUN/crun" list -q | grep -c .)
+  local n old
+  old=$(crun --root "$RUN/crun" list -q | sort)
+  n=$(grep -c . <<<"$old")
   [ "$n" -ge 20 ] || { echo "containers before the crash: $n"; return 1; }
   kill -9 "$WK_PID"
   sleep 0.2
   start_worker "$TAP_TMP/w1b.log" || return 1
   grep -q "removed what an earlier run left: $n containers, $((2 * n)) mounts" "$TAP_TMP/w1b.log" ||
     { cat "$TAP_TMP/w1b.log"; return 1; }
-  # counted after the restart: no old container, no sandbox mount, no process of the old
-  # sandboxes; only the new pool's namespaces (4, filled in the background) and their veths
-  local left i=0
+  # counted after the restart: none of the old containers, none of their sandbox mounts; the
+  # namespaces and veths are the new pool's (4, filled in the background) plus one per new
+  # container (the CP may already be replacing the lost sandboxes: they are new ones)
+  local left i=0 c id stale
   while [ $i -lt 100 ]; do
-    left="$(crun --root "$RUN/crun" list -q | grep -c .) $(grep -c " $RUN/sandboxes/" /proc/self/mountinfo) $(grep -c " $RUN/netns/" /proc/self/mountinfo) $(ls /sys/class/net | grep -c "^${BRIDGE}v[0-9]")"
-    [ "$left" = "0 0 4 4" ] && break
+    c=$(crun --root "$RUN/crun" list -q | sort)
+    stale=0
+    for id in $old; do
+      grep -qx "$id" <<<"$c" && stale=$((stale + 1))
+      grep -q " $RUN/sandboxes/$id" /proc/self/mountinfo && stale=$((stale + 1))
+    done
+    local nc
+    nc=$(grep -c . <<<"$c")
+    left="$stale $(grep -c " $RUN/netns/" /proc/self/mountinfo) $(ls /sys/class/net | grep -c "^${BRIDGE}v[0-9]") $nc"
+    [ "$left" = "0 $((4 + nc)) $((4 + nc)) $nc" ] && break
     sleep 0.02; i=$((i + 1))
   done
-  [ "$left" = "0 0 4 4" ] || { echo "containers, sandbox mounts, namespaces, veths: $left"; return 1; }
+  [ "$left" = "0 $((4 + nc)) $((4 + nc)) $nc" ] || { echo "old containers+mounts, namespaces, veths, containers: $left"; return 1; }
   # the CP forgets the old sandboxes and creates again on demand
   [ "$(invoke victim)" = 200 ] || { cat "$TAP_TMP/inv.victim"; return 1; }
 }
