@@ -90,10 +90,12 @@ struct cp_fn {
 };
 
 struct dg_trace;
+struct trace_row;
 
 struct cp {
     uv_loop_t *loop;
-    struct dg_trace *cold_trace; /* cold_start_trace.csv; NULL: off */
+    struct dg_trace *cold_trace;     /* cold_start_trace.csv; NULL: off */
+    struct trace_row *trace_pending; /* its rows waiting for the push of their endpoint */
     struct cp_fn *fns;
     struct dg_strmap fn_index; /* name -> function (a deleted one until it is freed) */
     struct cp_slot {

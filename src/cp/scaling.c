@@ -132,6 +132,86 @@ static void log_dp_error(void *ud, const struct dg_http_resp *resp, const struct
         dg_log(DG_LOG_WARN, "push", "%s: %s", (const char *)ud, err->msg);
 }
 
+/* ---- the cold-start trace --------------------------------------------------------------- */
+
+/* A successful create's row waits for the push that carries its endpoint: its
+ * data_plane_propagation is the time from the worker's answer to every DP's acknowledgement. */
+struct trace_row {
+    char *fn, *id;
+    long long image, rootfs, start, net, ready, other;
+    uint64_t wall_us, t_ready_us;
+    struct trace_row *next;
+};
+
+static void trace_write(const struct trace_row *r, bool ok, long long propagation_us)
+{
+    if (cp.cold_trace)
+        dg_trace_row(cp.cold_trace, "%llu,%s,%s,%s,%lld,%lld,%lld,%lld,0,%lld,%lld,0,0,0,0,%lld",
+                     (unsigned long long)r->wall_us, r->fn, r->id, ok ? "true" : "false", r->image,
+                     r->rootfs, r->start, r->net, r->ready, propagation_us,
+                     r->other > 0 ? r->other : 0);
+}
+
+static void trace_free(struct trace_row *r)
+{
+    while (r) {
+        struct trace_row *next = r->next;
+        free(r->fn);
+        free(r->id);
+        free(r);
+        r = next;
+    }
+}
+
+static void trace_create(const struct cp_sandbox *s, json_t *answer, bool ok)
+{
+    if (!cp.cold_trace)
+        return;
+    json_t *l = answer ? json_object_get(answer, "latencyUs") : NULL;
+#define LAT(k) ((long long)json_integer_value(json_object_get(l, k)))
+    struct trace_row r = {.fn = s->fn->spec.name,
+                          .id = s->id ? s->id : "",
+                          .image = LAT("image"),
+                          .rootfs = LAT("rootfs"),
+                          .start = LAT("start"),
+                          .net = LAT("network"),
+                          .ready = LAT("ready"),
+                          .wall_us = dg_wall_ms() * 1000ull,
+                          .t_ready_us = dg_now_us()};
+    r.other = LAT("total") - r.image - r.rootfs - r.start - r.net - r.ready;
+#undef LAT
+    if (!ok) {
+        trace_write(&r, false, 0);
+        return;
+    }
+    struct trace_row *p = dg_xmalloc(sizeof(*p));
+    *p = r;
+    p->fn = dg_xstrdup(r.fn);
+    p->id = dg_xstrdup(r.id);
+    p->next = cp.trace_pending;
+    cp.trace_pending = p;
+}
+
+/* One push to every DP; the rows of the creates it carries are written once all answered. */
+struct push {
+    struct trace_row *rows;
+    unsigned waiting;
+};
+
+static void pushed(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
+{
+    struct push *p = ud;
+    if (err)
+        dg_log(DG_LOG_WARN, "push", "endpoint lists: %s", err->msg);
+    if (--p->waiting > 0)
+        return;
+    uint64_t now = dg_now_us();
+    for (struct trace_row *r = p->rows; r; r = r->next)
+        trace_write(r, true, (long long)(now - r->t_ready_us));
+    trace_free(p->rows);
+    free(p);
+}
+
 /* ---- pushes to data planes -------------------------------------------------------------- */
 
 static json_t *endpoint_list(const struct cp_fn *f)
@@ -167,9 +247,15 @@ static void flush_pushes(uv_timer_t *t)
         f->next_dirty = done;
         done = f;
     }
-    for (struct cp_dp *d = cp.dps; d; d = d->next)
-        call(d->pool, "PUT", "/v1/endpoints", json_pack("{sO}", "functions", fns), log_dp_error,
-             "endpoint lists");
+    struct push *p = dg_xcalloc(1, sizeof(*p));
+    p->rows = cp.trace_pending; /* created since the last push: their endpoints are in this one */
+    cp.trace_pending = NULL;
+    p->waiting = 1; /* held until every DP was asked */
+    for (struct cp_dp *d = cp.dps; d; d = d->next) {
+        p->waiting++;
+        call(d->pool, "PUT", "/v1/endpoints", json_pack("{sO}", "functions", fns), pushed, p);
+    }
+    pushed(p, NULL, NULL);
     json_decref(fns);
     while (done) { /* deleted functions waited for their last push */
         struct cp_fn *f = done;
@@ -345,20 +431,6 @@ static void scale_down(struct cp_fn *f, unsigned count)
 
 /* One row of cold_start_trace.csv, the original's columns (µs); the worker's breakdown from
  * its answer, other_worker_node = the worker's total - its steps. */
-static void trace_create(const struct cp_sandbox *s, json_t *answer, bool ok)
-{
-    if (!cp.cold_trace)
-        return;
-    json_t *l = answer ? json_object_get(answer, "latencyUs") : NULL;
-#define LAT(k) ((long long)json_integer_value(json_object_get(l, k)))
-    long long image = LAT("image"), rootfs = LAT("rootfs"), start = LAT("start"),
-              net = LAT("network"), ready = LAT("ready"), total = LAT("total");
-#undef LAT
-    long long other = total - image - rootfs - start - net - ready;
-    dg_trace_row(cp.cold_trace, "%llu,%s,%s,%s,%lld,%lld,%lld,%lld,0,%lld,0,0,0,0,0,%lld",
-                 (unsigned long long)dg_wall_ms() * 1000ull, s->fn->spec.name, s->id ? s->id : "",
-                 ok ? "true" : "false", image, rootfs, start, net, ready, other > 0 ? other : 0);
-}
 
 /* The answer to a create whose worker went silent meanwhile (it was replaced): a sandbox made
  * after all is deleted, unless the worker's resync heartbeat already had it adopted. */
@@ -692,6 +764,8 @@ void cp_worker_forget_sandboxes(struct cp_worker *w)
 
 void cp_free_all(void)
 {
+    trace_free(cp.trace_pending);
+    cp.trace_pending = NULL;
     dg_strmap_free(&cp.fn_index);
     for (size_t k = 0; k < CP_TICK_SLOTS; k++) {
         free(cp.slots[k].v);

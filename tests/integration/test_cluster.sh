@@ -232,6 +232,8 @@ t_traces() {
   head -2 "$TAP_TMP/trace/cold_start_trace.csv" "$TAP_TMP/trace/proxy_trace.csv"
   head -1 "$TAP_TMP/trace/cold_start_trace.csv" | grep -q '^time,service_name,container_id,success,image_fetch,sandbox_create,sandbox_start,network_setup,iptables,readiness_probe,data_plane_propagation,snapshot_creation,configure_monitoring,find_snapshot,db,other_worker_node$' &&
     grep -qE '^[0-9]+,hello,[^,]+,true,' "$TAP_TMP/trace/cold_start_trace.csv" &&
+    # data_plane_propagation: from the worker's answer to the DPs' acknowledgement of the push
+    awk -F, '$2 == "hello" && $4 == "true" && $11 > 0 {ok = 1} END {exit !ok}' "$TAP_TMP/trace/cold_start_trace.csv" &&
     head -1 "$TAP_TMP/trace/proxy_trace.csv" | grep -q '^time,service_name,container_id,get_metadata,add_deployment,cold_start,load_balancing,cc_throttling,proxying,serialization,persistence_layer,other$' &&
     grep -qE '^[0-9]+,hello,' "$TAP_TMP/trace/proxy_trace.csv"
 }
