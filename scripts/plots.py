@@ -281,7 +281,7 @@ def plot_breakdown(d):
     if any(r is not None for r in rest):
         v = [r or 0 for r in rest]
         ax.bar(x, v, bottom=bottom, color="tab:olive", hatch="//", alpha=0.6, width=0.6,
-               label="rest of the end-to-end path\n(CP decision, push to DP, proxied call)")
+               label="rest of the end-to-end path\n(metric to the CP, decision, proxied call)")
     ax.set_xticks(list(x))
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylabel("mean time per cold start (ms)")
