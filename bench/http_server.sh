@@ -90,22 +90,6 @@ TMP=$(mktemp -d /tmp/dg-bench-http.XXXXXX)
 cd "$TMP" # whatever a helper might write by accident lands here, not in the tree
 FN_PID="" NGINX_PID=""
 
-stop_pid() { # stop_pid PID: TERM, wait up to 2 s, then KILL (and its children)
-    local pid=$1 kids
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-    kids=$(pgrep -P "$pid" 2>/dev/null || true)
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 20); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    for k in $kids; do kill -KILL "$k" 2>/dev/null || true; done
-    wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM

@@ -30,6 +30,23 @@ stop_pids() {
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 }
 
+# stop_pid PID: SIGTERM, up to 2 s, then SIGKILL to it and the children it had.
+stop_pid() {
+    local pid=$1 kids
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+    kids=$(pgrep -P "$pid" 2>/dev/null || true)
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 20); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    for k in $kids; do kill -KILL "$k" 2>/dev/null || true; done
+    wait "$pid" 2>/dev/null || true
+}
+
 # to_us "436.00us" | "1.71ms" | "1.02s" -> microseconds (integer), as wrk prints latencies
 to_us() {
     awk -v v="$1" 'BEGIN {

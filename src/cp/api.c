@@ -730,8 +730,7 @@ static struct {
 } fwd;
 
 struct fwd_req {
-    struct dg_http_req *r;
-    struct dg_http_creq *q;
+    struct dg_http_req *r; /* NULL once the client went away */
 };
 
 static void fwd_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
@@ -807,8 +806,7 @@ static void leader_or_forward(struct dg_http_req *r, void *ud)
     f->r = r;
     dg_http_req_on_abort(r, fwd_abort, f);
     static const struct dg_http_client_cbs cbs = {.on_done = fwd_done};
-    f->q =
-        dg_http_request(fwd.pool, dg_http_req_method(r), path, h, n, body.ptr, body.len, &cbs, f);
+    dg_http_request(fwd.pool, dg_http_req_method(r), path, h, n, body.ptr, body.len, &cbs, f);
     free(path);
 }
 

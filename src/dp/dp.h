@@ -87,9 +87,9 @@ void dp_expire(uint64_t now_ms);
 /* A create failed and f has no endpoint: answer every request queued for it now with 503
  * "function 'NAME' cannot start: <reason>" (f->error). Later requests queue as usual. */
 void dp_fail_queued(struct dp_function *f);
-/* Metrics to the CP: one function now (its first request while idle), or all with traffic
- * (every 2 s). */
-void dp_report(struct dp_function *only);
+/* Metrics to the CP every 2 s: the in-flight count of every function with traffic (and a last
+ * 0 for one that went idle). Requests that wait are reported at once (dp_report_due). */
+void dp_report(void);
 /* Endpoint bookkeeping. */
 void dp_endpoint_release(struct dp_endpoint *e);
 /* A function going away: its queued requests get 503, its error is freed; the caller frees

@@ -592,7 +592,7 @@ static void on_cron(uv_timer_t *t)
     dp_expire(now);
     if (now >= next_report) { /* as the original: every 2 s while there is traffic */
         next_report = now + 2000;
-        dp_report(NULL);
+        dp_report();
     }
 }
 

@@ -388,6 +388,22 @@ void dp_invoke(struct dg_http_req *r, void *ud)
     queue_push(f, v);
 }
 
+/* f's in-flight count into a metrics POST's list; the CP now knows it. */
+static void report_add(json_t *list, struct dp_function *f)
+{
+    json_array_append_new(list, json_pack("{ss si}", "name", f->name, "inflight", (int)f->running));
+    f->reported = f->running;
+}
+
+static void report_post(json_t *list)
+{
+    if (dp.hb && json_array_size(list))
+        dg_heartbeat_post(dp.hb, "/v1/metrics",
+                          json_pack("{ss so}", "dataplane", dp.name, "functions", list));
+    else
+        json_decref(list);
+}
+
 void dp_report_due(uv_timer_t *t)
 {
     json_t *list = json_array();
@@ -396,35 +412,18 @@ void dp_report_due(uv_timer_t *t)
         dp.to_report = f->r_next;
         f->r_next = NULL;
         f->report_due = false;
-        json_array_append_new(list,
-                              json_pack("{ss si}", "name", f->name, "inflight", (int)f->running));
-        f->reported = f->running;
+        report_add(list, f);
     }
-    if (dp.hb && json_array_size(list))
-        dg_heartbeat_post(dp.hb, "/v1/metrics",
-                          json_pack("{ss so}", "dataplane", dp.name, "functions", list));
-    else
-        json_decref(list);
+    report_post(list);
 }
 
-void dp_report(struct dp_function *only)
+void dp_report(void)
 {
-    if (!dp.hb)
-        return;
     json_t *list = json_array();
-    for (struct dp_function *f = only ? only : dp.fns; f; f = only ? NULL : f->next) {
-        if (!only && f->running == 0 && f->reported == 0)
-            continue; /* idle and already said so */
-        json_array_append_new(list,
-                              json_pack("{ss si}", "name", f->name, "inflight", (int)f->running));
-        f->reported = f->running;
-    }
-    if (json_array_size(list) == 0) {
-        json_decref(list);
-        return;
-    }
-    dg_heartbeat_post(dp.hb, "/v1/metrics",
-                      json_pack("{ss so}", "dataplane", dp.name, "functions", list));
+    for (struct dp_function *f = dp.fns; f; f = f->next)
+        if (f->running > 0 || f->reported > 0) /* idle and already said so: skipped */
+            report_add(list, f);
+    report_post(list);
 }
 
 void dp_dispatch(struct dp_function *f)

@@ -130,8 +130,13 @@ t_up_ha() {
     -d "name=ha2&image=$B/dirigent-fn&port_forwarding=80&port_forwarding=tcp")
   [ "$code" = 200 ] || { echo "register via :9092: $code"; return 1; }
   [ "$(json_field "$(curl -sf -m 10 -H 'Host: ha2' http://127.0.0.1:8079/)" Function)" = ha2 ] || return 1
-  # kill -9 of a data plane: HAProxy's health check takes it out within a second or so
-  dead=$(cat "$S/pids/dp-0.pid"); kill -9 "$dead"
+  # kill -9 of the data plane HAProxy sends hello to (its API: 8081 for dp-0, 8091 for dp-1):
+  # the health check takes it out within a second or so and hello moves to the other
+  local victim=dp-1
+  curl -s http://127.0.0.1:8081/metrics | grep -qE '^dg_dp_requests_total\{function="hello"\} [1-9]' && victim=dp-0
+  curl -s "http://127.0.0.1:$([ $victim = dp-0 ] && echo 8081 || echo 8091)/metrics" |
+    grep -qE '^dg_dp_requests_total\{function="hello"\} [1-9]' || { echo "no DP served hello"; return 1; }
+  dead=$(cat "$S/pids/$victim.pid"); kill -9 "$dead"
   for i in $(seq 1 40); do
     curl -sf -m 2 -H 'Host: hello' http://127.0.0.1:8079/ >/dev/null && curl -sf -m 2 -H 'Host: ha2' http://127.0.0.1:8079/ >/dev/null && break
     sleep 0.1
