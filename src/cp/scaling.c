@@ -607,11 +607,27 @@ static void unschedulable(struct cp_fn *f, unsigned wanted, size_t nworkers)
         live += w->schedulable;
     if (live == 0)
         snprintf(reason, sizeof(reason), "no schedulable worker (%zu registered)", nworkers);
-    else
+    else {
+        /* what it takes where that is more than the request (a worker's floors) */
+        int64_t cpu = f->spec.cpu_milli, mem = f->spec.memory_mib;
+        for (struct cp_worker *w = cp.workers; w; w = w->next) {
+            struct dg_res_node r = worker_res(w);
+            int64_t c, m;
+            dg_res_take(&r, f->spec.cpu_milli, f->spec.memory_mib, &c, &m);
+            cpu = DG_MAX(cpu, c);
+            mem = DG_MAX(mem, m);
+        }
+        char takes[96] = "";
+        if (cpu != f->spec.cpu_milli || mem != f->spec.memory_mib)
+            snprintf(takes, sizeof(takes),
+                     " (a sandbox takes up to cpu=%lldm memory=%lldMiB: "
+                     "the workers' floors)",
+                     (long long)cpu, (long long)mem);
         snprintf(reason, sizeof(reason),
-                 "no capacity for cpu=%lldm memory=%lldMiB: none of %u schedulable workers has "
+                 "no capacity for cpu=%lldm memory=%lldMiB%s: none of %u schedulable workers has "
                  "that free",
-                 (long long)f->spec.cpu_milli, (long long)f->spec.memory_mib, live);
+                 (long long)f->spec.cpu_milli, (long long)f->spec.memory_mib, takes, live);
+    }
     if (!f->unschedulable) { /* logged once per episode */
         f->unschedulable = true;
         cp.unschedulable++;
