@@ -131,7 +131,7 @@ static const struct dg_conf_field wk_fields[] = {
      .min = 0,
      .max = 1LL << 40,
      .help = "CPU advertised to the CP for placement, milli-CPU (0: the machine's cores x 1000; "
-             "each emulated node advertises it whole)"},
+             "each emulated node advertises it whole); placement may reserve it x cpuOvercommit"},
     {.key = "memoryMiB",
      .type = DG_CONF_INT,
      .offset = offsetof(struct wk_config, cap_memory_mib),
