@@ -6,7 +6,7 @@
  *   network    a namespace from the pool (netpool.c): made ahead, so nothing here
  *   rootfs     a tmpfs for the writable layer, an overlay of it over the image, and
  *              config.json: image config + the function's env and args, limits
- *              (cpu quota, memory, pids), namespaces, capabilities, seccomp
+ *              (cpu weight, quota by policy, memory, pids), namespaces, capabilities, seccomp
  *              (thread pool: mounts and file writes never run on the loop)
  *   start      `crun run --detach`; the container's init is reparented to the
  *              worker (a child subreaper) and watched through a pidfd
