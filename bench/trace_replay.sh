@@ -114,8 +114,10 @@ else
          --sandboxSubnet 100.119.0.0/22 --netnsPool 16 --killGrace 200ms --prefetchImages "oci:$IMG:latest")
   NW=1 IMAGE_ARGS=(--image "oci:$IMG:latest")
 fi
+# accounting as the simulator does it: each sandbox reserves its request, no overcommit (the
+# trace's memory requests are above the worker's 32 MiB floor anyway)
 "$B/dirigent-worker" --port 0 --controlPlaneAddress "$CPI" --heartbeatInterval 1s --logLevel warn \
-  --cpuMilli 10000 --memoryMiB 65536 "${WARGS[@]}" >"$TMP/wk.log" 2>&1 &
+  --cpuMilli 10000 --memoryMiB 65536 --cpuOvercommit 1 --sandboxMinCpuMilli 1 "${WARGS[@]}" >"$TMP/wk.log" 2>&1 &
 PIDS+=($!)
 wait_log "$TMP/dp.log" 'proxy on'
 wait_log "$TMP/wk.log" 'listening on'

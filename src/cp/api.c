@@ -522,6 +522,19 @@ static void api_worker(struct dg_http_req *r, void *ud)
         free(w->boot);
         w->boot = dg_xstrdup(boot);
     }
+    /* its resources and the accounting rule's parameters (lib/resources.c), before adopting
+     * sandboxes: they reserve by that rule. A worker that advertises no overcommit or floors
+     * gets none. */
+    json_t *cpu = json_object_get(j, "cpuMilli"), *mem = json_object_get(j, "memoryMiB");
+    json_t *oc = json_object_get(j, "cpuOvercommit");
+    json_t *fc = json_object_get(j, "sandboxMinCpuMilli"),
+           *fm = json_object_get(j, "sandboxMinMemoryMiB");
+    w->cpu_milli = json_is_integer(cpu) ? (int64_t)json_integer_value(cpu) : 0;
+    w->memory_mib = json_is_integer(mem) ? (int64_t)json_integer_value(mem) : 0;
+    w->cpu_overcommit =
+        json_is_number(oc) && json_number_value(oc) > 0 ? json_number_value(oc) : 1.0;
+    w->min_cpu_milli = json_is_integer(fc) ? (int64_t)json_integer_value(fc) : 0;
+    w->min_memory_mib = json_is_integer(fm) ? (int64_t)json_integer_value(fm) : 0;
     /* sandboxes it runs that this CP does not know (this CP restarted): adopt them. Only
      * resync heartbeats list them (and those this CP asks for with "resync"). */
     json_t *sbs = json_object_get(j, "sandboxes"), *item;
@@ -538,9 +551,6 @@ static void api_worker(struct dg_http_req *r, void *ud)
             (f = cp_fn_find(dg_str_c(fname))) && cp_sandbox_adopt(f, w, sid, ep))
             dg_log(DG_LOG_INFO, "registry", "fn=%s adopted sandbox %s on %s", fname, sid, w->name);
     }
-    json_t *cpu = json_object_get(j, "cpuMilli"), *mem = json_object_get(j, "memoryMiB");
-    w->cpu_milli = json_is_integer(cpu) ? (int64_t)json_integer_value(cpu) : 0;
-    w->memory_mib = json_is_integer(mem) ? (int64_t)json_integer_value(mem) : 0;
     cp_worker_metrics(w);
     json_decref(j);
     if (!w->schedulable)
@@ -660,12 +670,17 @@ static void api_status(struct dg_http_req *r, void *ud)
 {
     json_t *ws = json_array(), *ds = json_array(), *fs = json_array();
     for (struct cp_worker *w = cp.workers; w; w = w->next)
-        json_array_append_new(ws, json_pack("{ss ss sb si sI sI sI sI}", "name", w->name, "address",
-                                            w->address, "schedulable", w->schedulable, "sandboxes",
-                                            (int)w->sandboxes, "cpuMilli", (json_int_t)w->cpu_milli,
-                                            "memoryMiB", (json_int_t)w->memory_mib, "cpuUsedMilli",
-                                            (json_int_t)w->cpu_used, "memoryUsedMiB",
-                                            (json_int_t)w->mem_used));
+        json_array_append_new(
+            ws, json_pack("{ss ss sb si sI sI sI sI sI sf sI sI}", "name", w->name, "address",
+                          w->address, "schedulable", w->schedulable, "sandboxes", (int)w->sandboxes,
+                          "cpuMilli", (json_int_t)w->cpu_milli, "memoryMiB",
+                          (json_int_t)w->memory_mib, "cpuUsedMilli", (json_int_t)w->cpu_used,
+                          "memoryUsedMiB", (json_int_t)w->mem_used,
+                          /* what placement may reserve: cpuMilli x cpuOvercommit */
+                          "cpuSchedulableMilli", (json_int_t)cp_worker_cpu_schedulable(w),
+                          "cpuOvercommit", w->cpu_overcommit > 0 ? w->cpu_overcommit : 1.0,
+                          "sandboxMinCpuMilli", (json_int_t)w->min_cpu_milli, "sandboxMinMemoryMiB",
+                          (json_int_t)w->min_memory_mib));
     for (struct cp_dp *d = cp.dps; d; d = d->next)
         json_array_append_new(
             ds, json_pack("{ss ss ss}", "name", d->name, "api", d->api, "proxy", d->proxy));

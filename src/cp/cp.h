@@ -30,9 +30,11 @@ struct cp_worker {
     uint64_t last_seen_ms;
     bool schedulable;
     unsigned sandboxes;
-    int64_t cpu_milli, memory_mib; /* advertised capacity */
-    int64_t cpu_used, mem_used;    /* reserved by its sandboxes (their functions' requests) */
-    char *boot;                    /* the daemon's start id: a new one means it restarted */
+    int64_t cpu_milli, memory_mib;         /* advertised capacity */
+    double cpu_overcommit;                 /* advertised: schedulable CPU = cpu_milli x this */
+    int64_t min_cpu_milli, min_memory_mib; /* advertised per-sandbox floors (0: none) */
+    int64_t cpu_used, mem_used;            /* reserved by its sandboxes: max(request, floor) each */
+    char *boot;                            /* the daemon's start id: a new one means it restarted */
     bool need_list; /* restored from the store: its next heartbeat must list its sandboxes */
     struct dg_batch *creates, *deletes; /* this loop turn's, sent together (NULL: none yet) */
     struct cp_worker *next;
@@ -160,6 +162,8 @@ void cp_fn_delete(struct cp_fn *f);                  /* scale to zero, then forg
 void cp_worker_lost(struct cp_worker *w);
 /* Its capacity and reservations into /metrics (milli-CPU, MiB). */
 void cp_worker_metrics(const struct cp_worker *w);
+/* The CPU placement may reserve on it: its advertised CPU x its overcommit (milli-CPU). */
+int64_t cp_worker_cpu_schedulable(const struct cp_worker *w);
 /* Its sandboxes are gone (it restarted): out of the lists; the next tick replaces them. */
 void cp_worker_forget_sandboxes(struct cp_worker *w);
 /* A sandbox a worker reports that this CP does not know (after a CP restart): take it as

@@ -123,8 +123,8 @@ int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct
     int64_t cpu = 1, mem = 1, lower = 0, mult = 0, busy = 0, cc = 1;
     bool sweep = false;
     if (field_bool(f, "cold_start_sweep", &sweep, err) < 0 ||
-        field_int(f, "requested_cpu", 1, 1000000, &cpu, err) < 0 ||
-        field_int(f, "requested_memory", 1, 1 << 24, &mem, err) < 0 ||
+        field_int(f, "requested_cpu", 0, 1000000, &cpu, err) < 0 ||
+        field_int(f, "requested_memory", 0, 1 << 24, &mem, err) < 0 ||
         field_int(f, "scaling_lower_bound", 0, INT32_MAX, &lower, err) < 0 ||
         field_int(f, "iteration_multiplier", 0, 1000000000, &mult, err) < 0 ||
         field_int(f, "cold_start_busy_loop_ms", 0, 3600000, &busy, err) < 0 ||

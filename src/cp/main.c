@@ -420,12 +420,13 @@ int main(int argc, char **argv)
                            "Sandbox creates that failed (retried on the next tick).", NULL),
         NULL);
     cp.m_worker_cpu = dg_metrics_gauge(cp.metrics, "dg_cp_worker_cpu_milli",
-                                       "A worker's CPU, milli-CPU: capacity, and reserved by "
-                                       "sandboxes (their functions' requested_cpu).",
+                                       "A worker's CPU, milli-CPU: capacity, schedulable "
+                                       "(capacity x its overcommit), and reserved by sandboxes "
+                                       "(max(requested_cpu, its floor) each).",
                                        "worker,kind");
     cp.m_worker_mem = dg_metrics_gauge(cp.metrics, "dg_cp_worker_memory_mib",
                                        "A worker's memory, MiB: capacity, and reserved by "
-                                       "sandboxes (their functions' requested_memory).",
+                                       "sandboxes (max(requested_memory, its floor) each).",
                                        "worker,kind");
     cp.m_registrations = dg_metric_get1(
         dg_metrics_counter(cp.metrics, "dg_cp_registrations_total", "Functions registered.", NULL),

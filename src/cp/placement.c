@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "dirigent/common.h"
+#include "dirigent/resources.h"
 
 #define RING_POINTS_PER_NODE 64
 
@@ -55,8 +56,16 @@ void cp_placer_deinit(struct cp_placer *p)
     p->ring.points = NULL;
 }
 
+void cp_node_take(const struct cp_node *node, int64_t cpu, int64_t mem, int64_t *cpu_out,
+                  int64_t *mem_out)
+{
+    struct dg_res_node r = {.min_cpu_milli = node->min_cpu, .min_memory_mib = node->min_mem};
+    dg_res_take(&r, cpu, mem, cpu_out, mem_out);
+}
+
 bool cp_node_fits(const struct cp_node *node, int64_t cpu, int64_t mem)
 {
+    cp_node_take(node, cpu, mem, &cpu, &mem);
     return node->schedulable && node->cpu_used + cpu <= node->cpu_cap &&
            node->mem_used + mem <= node->mem_cap;
 }
@@ -91,6 +100,7 @@ unsigned cp_chbl_bound(double eps, unsigned total, size_t n)
 
 static void reserve(struct cp_node *node, int64_t cpu, int64_t mem)
 {
+    cp_node_take(node, cpu, mem, &cpu, &mem);
     node->cpu_used += cpu;
     node->mem_used += mem;
     node->sandboxes++;
@@ -138,7 +148,9 @@ static long pick_kubernetes(struct cp_placer *p, struct cp_node *nodes, size_t n
         const struct cp_node *d = &nodes[i];
         if (!cp_node_fits(d, cpu, mem))
             continue;
-        int64_t rc = d->cpu_used + cpu, rm = d->mem_used + mem;
+        int64_t tc, tm;
+        cp_node_take(d, cpu, mem, &tc, &tm);
+        int64_t rc = d->cpu_used + tc, rm = d->mem_used + tm;
         int64_t score = cp_score_least_allocated(d->cpu_cap, d->mem_cap, rc, rm) +
                         cp_score_balanced(d->cpu_cap, d->mem_cap, rc, rm);
         if (score > best_score) {

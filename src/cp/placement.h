@@ -34,8 +34,10 @@ int cp_place_policy_parse(const char *s);
 /* What placement sees of a worker. */
 struct cp_node {
     const char *name;
-    int64_t cpu_cap, mem_cap;   /* advertised capacity */
+    int64_t cpu_cap, mem_cap;   /* schedulable capacity (CPU with the worker's overcommit) */
     int64_t cpu_used, mem_used; /* reserved by its sandboxes (updated by cp_place) */
+    int64_t min_cpu, min_mem;   /* the worker's per-sandbox floors (0: none): a sandbox takes
+                                   max(request, floor), dg_res_take */
     unsigned sandboxes;         /* its sandboxes (updated by cp_place) */
     bool schedulable;
 };
@@ -62,6 +64,10 @@ struct cp_placer {
 void cp_placer_init(struct cp_placer *p, enum cp_place_policy policy, double chbl_eps,
                     uint64_t seed);
 void cp_placer_deinit(struct cp_placer *p);
+
+/* What a sandbox requesting (cpu, mem) takes on `node` (dg_res_take with its floors). */
+void cp_node_take(const struct cp_node *node, int64_t cpu, int64_t mem, int64_t *cpu_out,
+                  int64_t *mem_out);
 
 /* Place `count` sandboxes of function `fn` requesting (cpu, mem) on `nodes`: chosen[i] is the
  * index of the i-th one's node. Each placement reserves on its node. Returns how many were

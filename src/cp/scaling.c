@@ -21,6 +21,7 @@
 #include "dirigent/batch.h"
 #include "dirigent/json.h"
 #include "dirigent/log.h"
+#include "dirigent/resources.h"
 #include "dirigent/trace.h"
 
 /* ---- requests to workers and data planes ------------------------------------------------ */
@@ -281,19 +282,40 @@ void cp_worker_metrics(const struct cp_worker *w)
 {
     if (!cp.m_worker_cpu)
         return;
-    const char *cap[] = {w->name, "capacity"}, *res[] = {w->name, "reserved"};
+    const char *cap[] = {w->name, "capacity"}, *res[] = {w->name, "reserved"},
+               *sched[] = {w->name, "schedulable"};
     dg_gauge_set(dg_metric_get(cp.m_worker_cpu, cap), (double)w->cpu_milli);
+    dg_gauge_set(dg_metric_get(cp.m_worker_cpu, sched), (double)cp_worker_cpu_schedulable(w));
     dg_gauge_set(dg_metric_get(cp.m_worker_cpu, res), (double)w->cpu_used);
     dg_gauge_set(dg_metric_get(cp.m_worker_mem, cap), (double)w->memory_mib);
     dg_gauge_set(dg_metric_get(cp.m_worker_mem, res), (double)w->mem_used);
 }
 
-/* What a sandbox of `f` holds on its worker: its request, from placement until it is gone. */
+static struct dg_res_node worker_res(const struct cp_worker *w)
+{
+    return (struct dg_res_node){.cpu_milli = w->cpu_milli,
+                                .memory_mib = w->memory_mib,
+                                .cpu_overcommit = w->cpu_overcommit,
+                                .min_cpu_milli = w->min_cpu_milli,
+                                .min_memory_mib = w->min_memory_mib};
+}
+
+int64_t cp_worker_cpu_schedulable(const struct cp_worker *w)
+{
+    struct dg_res_node r = worker_res(w);
+    return dg_res_cpu_schedulable(&r);
+}
+
+/* What a sandbox of `f` holds on its worker, from placement until it is gone: max(request,
+ * the worker's floor), the rule the worker limits it by (lib/resources.c). */
 static void worker_reserve(struct cp_worker *w, const struct cp_fn *f)
 {
+    struct dg_res_node r = worker_res(w);
+    int64_t cpu, mem;
+    dg_res_take(&r, f->spec.cpu_milli, f->spec.memory_mib, &cpu, &mem);
     w->sandboxes++;
-    w->cpu_used += f->spec.cpu_milli;
-    w->mem_used += f->spec.memory_mib;
+    w->cpu_used += cpu;
+    w->mem_used += mem;
     cp_worker_metrics(w);
 }
 
@@ -305,8 +327,11 @@ static void worker_release(struct cp_worker *w, const struct cp_fn *f)
         return;
     if (w->sandboxes)
         w->sandboxes--;
-    w->cpu_used = DG_MAX(0, w->cpu_used - f->spec.cpu_milli);
-    w->mem_used = DG_MAX(0, w->mem_used - f->spec.memory_mib);
+    struct dg_res_node r = worker_res(w);
+    int64_t cpu, mem;
+    dg_res_take(&r, f->spec.cpu_milli, f->spec.memory_mib, &cpu, &mem);
+    w->cpu_used = DG_MAX(0, w->cpu_used - cpu);
+    w->mem_used = DG_MAX(0, w->mem_used - mem);
     cp_worker_metrics(w);
     /* functions waiting for room try again once this loop turn is over */
     if (cp.unschedulable && !uv_is_active((uv_handle_t *)&cp.capacity_timer))
@@ -327,10 +352,12 @@ static size_t worker_nodes(struct cp_worker ***ws)
     size_t i = 0;
     for (struct cp_worker *w = cp.workers; w; w = w->next, i++) {
         cp.nodes[i] = (struct cp_node){.name = w->name,
-                                       .cpu_cap = w->cpu_milli,
+                                       .cpu_cap = cp_worker_cpu_schedulable(w),
                                        .mem_cap = w->memory_mib,
                                        .cpu_used = w->cpu_used,
                                        .mem_used = w->mem_used,
+                                       .min_cpu = w->min_cpu_milli,
+                                       .min_mem = w->min_memory_mib,
                                        .sandboxes = w->sandboxes,
                                        .schedulable = w->schedulable};
         cp.node_workers[i] = w;
@@ -520,6 +547,31 @@ static void created(void *ud, const struct dg_http_resp *resp, const struct dg_e
     cp_push_endpoints(f);
 }
 
+static bool env_has(const struct cp_fn_spec *spec, const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < spec->env.n; i++)
+        if (strncmp(spec->env.v[i], name, n) == 0 && spec->env.v[i][n] == '=')
+            return true;
+    return false;
+}
+
+/* The registration's start-up busy loop, under the names the original's workload reads
+ * (its worker sets ITERATIONS_MULTIPLIER and COLD_START_BUSY_LOOP_MS the same way); the
+ * function's own env_vars win. Only when registered: other images get nothing new. */
+static void sandbox_workload_env(const struct cp_fn_spec *spec, json_t *env)
+{
+    if (spec->cold_start_busy_loop_ms > 0 && !env_has(spec, "COLD_START_BUSY_LOOP_MS"))
+        json_array_append_new(env, json_sprintf("COLD_START_BUSY_LOOP_MS=%lld",
+                                                (long long)spec->cold_start_busy_loop_ms));
+    if ((spec->iteration_multiplier > 0 || spec->cold_start_busy_loop_ms > 0) &&
+        !env_has(spec, "ITERATIONS_MULTIPLIER"))
+        json_array_append_new(env, json_sprintf("ITERATIONS_MULTIPLIER=%lld",
+                                                (long long)(spec->iteration_multiplier > 0
+                                                                ? spec->iteration_multiplier
+                                                                : 102)));
+}
+
 static void create_on(struct cp_fn *f, struct cp_worker *w)
 {
     struct cp_sandbox *s = dg_xcalloc(1, sizeof(*s));
@@ -534,6 +586,7 @@ static void create_on(struct cp_fn *f, struct cp_worker *w)
     json_t *env = json_array(), *args = json_array();
     for (size_t i = 0; i < f->spec.env.n; i++)
         json_array_append_new(env, json_string(f->spec.env.v[i]));
+    sandbox_workload_env(&f->spec, env);
     for (size_t i = 0; i < f->spec.args.n; i++)
         json_array_append_new(args, json_string(f->spec.args.v[i]));
     batch_call(&w->creates, "/v1/sandboxes/batch", w->pool,
@@ -554,11 +607,27 @@ static void unschedulable(struct cp_fn *f, unsigned wanted, size_t nworkers)
         live += w->schedulable;
     if (live == 0)
         snprintf(reason, sizeof(reason), "no schedulable worker (%zu registered)", nworkers);
-    else
+    else {
+        /* what it takes where that is more than the request (a worker's floors) */
+        int64_t cpu = f->spec.cpu_milli, mem = f->spec.memory_mib;
+        for (struct cp_worker *w = cp.workers; w; w = w->next) {
+            struct dg_res_node r = worker_res(w);
+            int64_t c, m;
+            dg_res_take(&r, f->spec.cpu_milli, f->spec.memory_mib, &c, &m);
+            cpu = DG_MAX(cpu, c);
+            mem = DG_MAX(mem, m);
+        }
+        char takes[96] = "";
+        if (cpu != f->spec.cpu_milli || mem != f->spec.memory_mib)
+            snprintf(takes, sizeof(takes),
+                     " (a sandbox takes up to cpu=%lldm memory=%lldMiB: "
+                     "the workers' floors)",
+                     (long long)cpu, (long long)mem);
         snprintf(reason, sizeof(reason),
-                 "no capacity for cpu=%lldm memory=%lldMiB: none of %u schedulable workers has "
+                 "no capacity for cpu=%lldm memory=%lldMiB%s: none of %u schedulable workers has "
                  "that free",
-                 (long long)f->spec.cpu_milli, (long long)f->spec.memory_mib, live);
+                 (long long)f->spec.cpu_milli, (long long)f->spec.memory_mib, takes, live);
+    }
     if (!f->unschedulable) { /* logged once per episode */
         f->unschedulable = true;
         cp.unschedulable++;

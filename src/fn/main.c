@@ -12,13 +12,21 @@
  * CPU to spin), `multiplier` (InVitro's iterations per ms: when given, the
  * work is exactly multiplier x requested_cpu iterations of 100 square roots,
  * as InVitro's trace function; when absent, the spin lasts requested_cpu ms
- * of wall-clock time), `requested_memory` (MiB to allocate and touch during
- * the work).
+ * of wall-clock time). `requested_memory` is ignored, as the original
+ * workload ignores it: InVitro sends the function's whole memory there while
+ * it registers a tenth of it, so touching it would get the sandbox OOM-killed.
+ * With allocateRequestedMemory, the work allocates and touches that many MiB.
+ *
+ * Start-up: before it listens (so before it is ready), it runs the start-up
+ * busy loop of the original workload: ITERATIONS_MULTIPLIER (default 102) x
+ * COLD_START_BUSY_LOOP_MS iterations, from the environment the worker sets
+ * from the registration's iteration_multiplier and cold_start_busy_loop_ms.
  *
  * The spin runs on libuv's thread pool, so /health answers during long work
  * and several requests can run at once (UV_THREADPOOL_SIZE, default 4).
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +46,8 @@ struct fn_config {
     int64_t max_cpu_ms;
     int64_t max_memory_mib;
     bool calibrate;
+    bool allocate_memory;
+    int64_t startup_loop_ms, startup_multiplier;
     struct dg_http_conf http;
 };
 
@@ -75,7 +85,32 @@ static const struct dg_conf_field fn_fields[] = {
      .def = "4096",
      .min = 0,
      .max = 1048576,
-     .help = "largest requested_memory accepted (MiB); larger: 400"},
+     .help = "allocateRequestedMemory: largest requested_memory accepted (MiB); larger: 400"},
+    {.key = "allocateRequestedMemory",
+     .type = DG_CONF_BOOL,
+     .offset = offsetof(struct fn_config, allocate_memory),
+     .def = "false",
+     .help = "allocate and touch the requested_memory header's MiB during the work (off: the "
+             "header is ignored, as the original workload; InVitro sends the function's full "
+             "memory there, ten times what it registers as the sandbox's limit)"},
+    {.key = "coldStartBusyLoopMs",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct fn_config, startup_loop_ms),
+     .def = "0",
+     .min = 0,
+     .max = 3600000,
+     .env = "COLD_START_BUSY_LOOP_MS",
+     .help = "start-up busy loop before listening: iterationsMultiplier x this many "
+             "iterations (the registration's cold_start_busy_loop_ms)"},
+    {.key = "iterationsMultiplier",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct fn_config, startup_multiplier),
+     .def = "102",
+     .min = 0,
+     .max = 1000000000,
+     .env = "ITERATIONS_MULTIPLIER",
+     .help = "iterations per ms of the start-up busy loop (the registration's "
+             "iteration_multiplier; 102 as the original)"},
     {.key = "calibrate",
      .type = DG_CONF_BOOL,
      .offset = offsetof(struct fn_config, calibrate),
@@ -99,6 +134,11 @@ struct fn {
     struct dg_metrics *metrics;
     struct dg_metric *invocations, *spin_seconds, *bad_requests;
     char machine[256];
+    int port;
+    uv_work_t startup;
+    uint64_t startup_us;
+    atomic_bool stopping; /* SIGTERM during the start-up loop ends it */
+    bool starting;
     struct dg_buf body,
         machine_tail; /* response scratch; ',"MachineName":"...","ExecutionTime":' */
 };
@@ -208,10 +248,11 @@ static void job_done(uv_work_t *w, int status)
 static void on_invoke(struct dg_http_req *r, void *ud)
 {
     struct fn *f = ud;
-    uint64_t cpu_ms, mult, mem;
+    uint64_t cpu_ms, mult, mem = 0;
     if (!header_u64(f, r, "requested_cpu", (uint64_t)f->cfg.max_cpu_ms, &cpu_ms) ||
         !header_u64(f, r, "multiplier", 1000000000u, &mult) ||
-        !header_u64(f, r, "requested_memory", (uint64_t)f->cfg.max_memory_mib, &mem))
+        (f->cfg.allocate_memory &&
+         !header_u64(f, r, "requested_memory", (uint64_t)f->cfg.max_memory_mib, &mem)))
         return;
     struct dg_str workload = dg_http_req_header(r, "workload");
     bool empty = workload.ptr && dg_str_caseeq(workload, "empty");
@@ -243,9 +284,49 @@ static void on_server_closed(void *ud)
 static void on_stop(void *ud)
 {
     struct fn *f = ud;
+    atomic_store(&f->stopping, true);
+    if (f->starting)
+        return; /* startup_done sees it and ends the daemon */
     if (f->server)
         dg_http_server_close(f->server, (uint64_t)f->cfg.http.shutdown_grace_ms, on_server_closed,
                              f);
+}
+
+/* The original workload's start-up busy loop: multiplier x ms iterations, in slices of one
+ * "millisecond" (multiplier iterations) so a SIGTERM ends it soon. */
+static void startup_work(uv_work_t *w)
+{
+    struct fn *f = DG_CONTAINER_OF(w, struct fn, startup);
+    uint64_t t0 = dg_now_us(), mult = (uint64_t)f->cfg.startup_multiplier;
+    for (int64_t ms = 0; ms < f->cfg.startup_loop_ms && !atomic_load(&f->stopping); ms++)
+        fn_work_iterations(mult);
+    f->startup_us = dg_now_us() - t0;
+}
+
+static void startup_done(uv_work_t *w, int status)
+{
+    struct fn *f = DG_CONTAINER_OF(w, struct fn, startup);
+    struct dg_err err = {0};
+    f->starting = false;
+    if (atomic_load(&f->stopping)) {
+        dg_daemon_deinit(&f->daemon);
+        return;
+    }
+    if (f->cfg.startup_loop_ms > 0)
+        dg_log(DG_LOG_INFO, "fn", "start-up busy loop: %lld x %lld iterations in %.1f ms",
+               (long long)f->cfg.startup_multiplier, (long long)f->cfg.startup_loop_ms,
+               (double)f->startup_us / 1e3);
+    struct dg_http_limits limits;
+    dg_http_conf_limits(&f->cfg.http, &limits);
+    f->server = dg_http_server_new(f->loop, &limits, "fn");
+    dg_daemon_mount_health_metrics(f->server, f->metrics);
+    dg_http_set_fallback(f->server, on_invoke, f, 0);
+    if (dg_http_server_listen(f->server, f->cfg.host, f->port, &err) < 0) {
+        dg_log(DG_LOG_ERROR, "fn", "%s", err.msg);
+        exit(1); /* as before the loop ran: nothing to clean up that the exit does not */
+    }
+    dg_log_always("fn", "listening on %s:%d (machine %s)", f->cfg.host,
+                  dg_http_server_port(f->server), f->machine);
 }
 
 int main(int argc, char **argv)
@@ -288,17 +369,14 @@ int main(int argc, char **argv)
                                                        "CPU work done for invocations.", NULL),
                                     NULL);
 
-    struct dg_http_limits limits;
-    dg_http_conf_limits(&f.cfg.http, &limits);
-    f.server = dg_http_server_new(f.loop, &limits, "fn");
-    dg_daemon_mount_health_metrics(f.server, f.metrics);
-    dg_http_set_fallback(f.server, on_invoke, &f, 0);
-    if (dg_http_server_listen(f.server, f.cfg.host, port, &err) < 0) {
-        dg_log(DG_LOG_ERROR, "fn", "%s", err.msg);
+    f.port = port;
+    /* the start-up loop runs on the thread pool: signals are still handled meanwhile */
+    f.starting = true;
+    rc = uv_queue_work(f.loop, &f.startup, startup_work, startup_done);
+    if (rc < 0) {
+        dg_log(DG_LOG_ERROR, "fn", "cannot start the start-up loop: %s", uv_strerror(rc));
         return 1;
     }
-    dg_log_always("fn", "listening on %s:%d (machine %s)", f.cfg.host,
-                  dg_http_server_port(f.server), f.machine);
 
     uv_run(f.loop, UV_RUN_DEFAULT);
 

@@ -32,6 +32,7 @@
 #include "dirigent/heartbeat.h"
 #include "dirigent/json.h"
 #include "dirigent/log.h"
+#include "dirigent/resources.h"
 #include "worker.h"
 
 struct wk_config {
@@ -53,6 +54,8 @@ struct wk_config {
     char *bridge, *subnet;
     int64_t netns_pool, pids_limit, min_cpu_milli, min_memory_mib, kill_grace_ms;
     int64_t cap_cpu_milli, cap_memory_mib;
+    double cpu_overcommit;
+    char *cpu_limit;
     struct dg_strlist insecure_registries, prefetch;
 };
 
@@ -128,7 +131,7 @@ static const struct dg_conf_field wk_fields[] = {
      .min = 0,
      .max = 1LL << 40,
      .help = "CPU advertised to the CP for placement, milli-CPU (0: the machine's cores x 1000; "
-             "each emulated node advertises it whole)"},
+             "each emulated node advertises it whole); placement may reserve it x cpuOvercommit"},
     {.key = "memoryMiB",
      .type = DG_CONF_INT,
      .offset = offsetof(struct wk_config, cap_memory_mib),
@@ -136,6 +139,14 @@ static const struct dg_conf_field wk_fields[] = {
      .min = 0,
      .max = 1LL << 40,
      .help = "memory advertised to the CP for placement, MiB (0: the machine's)"},
+    {.key = "cpuOvercommit",
+     .type = DG_CONF_DOUBLE,
+     .offset = offsetof(struct wk_config, cpu_overcommit),
+     .def = "10",
+     .dmin = 1,
+     .dmax = 1000,
+     .help = "placement may reserve cpuMilli x this for sandboxes (CPU requests are weights, "
+             "not quotas, unless sandboxCpuLimit says so; memory is never overcommitted)"},
     {.key = "heartbeatInterval",
      .type = DG_CONF_DURATION,
      .offset = offsetof(struct wk_config, heartbeat_ms),
@@ -189,14 +200,23 @@ static const struct dg_conf_field wk_fields[] = {
      .def = "100",
      .min = 1,
      .max = 1000000,
-     .help = "oci runtime: smaller CPU requests get this quota (milli-CPU)"},
+     .help = "a sandbox takes at least this much CPU (milli-CPU): what the CP reserves for "
+             "it and its weight (cpu.shares) and quota base in the oci runtime"},
     {.key = "sandboxMinMemoryMiB",
      .type = DG_CONF_INT,
      .offset = offsetof(struct wk_config, min_memory_mib),
      .def = "32",
      .min = 1,
      .max = 1 << 24,
-     .help = "oci runtime: smaller memory requests get this limit (MiB)"},
+     .help = "a sandbox takes at least this much memory (MiB): what the CP reserves for it "
+             "and its limit in the oci runtime"},
+    {.key = "sandboxCpuLimit",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct wk_config, cpu_limit),
+     .def = "none",
+     .help = "oci runtime: CPU quota of a sandbox: none (its CPU request is a weight only, as "
+             "the original), request (a quota of max(request, sandboxMinCpuMilli)), or a "
+             "factor of that like 2x"},
     {.key = "killGrace",
      .type = DG_CONF_DURATION,
      .offset = offsetof(struct wk_config, kill_grace_ms),
@@ -586,8 +606,12 @@ static json_t *registration_body(void *ud)
         g.cfg.cap_cpu_milli ? g.cfg.cap_cpu_milli : (int64_t)uv_available_parallelism() * 1000;
     int64_t mem = g.cfg.cap_memory_mib ? g.cfg.cap_memory_mib
                                        : (int64_t)(uv_get_total_memory() / (1024 * 1024));
-    json_t *body = json_pack("{ss ss ss sI sI}", "name", name, "address", address, "boot", g.boot,
-                             "cpuMilli", (json_int_t)cpu, "memoryMiB", (json_int_t)mem);
+    /* and the accounting rule's parameters: the CP reserves by them (lib/resources.c) */
+    json_t *body =
+        json_pack("{ss ss ss sI sI sf sI sI}", "name", name, "address", address, "boot", g.boot,
+                  "cpuMilli", (json_int_t)cpu, "memoryMiB", (json_int_t)mem, "cpuOvercommit",
+                  g.cfg.cpu_overcommit, "sandboxMinCpuMilli", (json_int_t)g.cfg.min_cpu_milli,
+                  "sandboxMinMemoryMiB", (json_int_t)g.cfg.min_memory_mib);
     if (ud && strcmp(name, g.node_names[0]) != 0)
         return body; /* the sandboxes are reported once, by the first node */
     /* the sandboxes it runs, when the CP may not know them (the first beat, the first after a
@@ -665,6 +689,12 @@ int main(int argc, char **argv)
     int rc = dg_daemon_configure(&wk_schema, &g.cfg, &g.cfg.log_level, argc, argv);
     if (rc >= 0)
         return rc;
+    struct dg_cpu_limit cpu_limit;
+    if (dg_cpu_limit_parse(g.cfg.cpu_limit, &cpu_limit, &err) < 0) {
+        dg_log(DG_LOG_ERROR, "worker", "sandboxCpuLimit: %s", err.msg);
+        dg_conf_free(&wk_schema, &g.cfg);
+        return 2;
+    }
 
     struct wk_worker *w = &g.w;
     w->loop = uv_default_loop();
@@ -696,6 +726,7 @@ int main(int argc, char **argv)
                                  .pids_limit = g.cfg.pids_limit,
                                  .min_cpu_milli = g.cfg.min_cpu_milli,
                                  .min_memory_mib = g.cfg.min_memory_mib,
+                                 .cpu_limit = cpu_limit,
                                  .kill_grace_ms = g.cfg.kill_grace_ms,
                                  .insecure_registries = &g.cfg.insecure_registries,
                                  .prefetch = &g.cfg.prefetch};

@@ -6,7 +6,7 @@
  *   network    a namespace from the pool (netpool.c): made ahead, so nothing here
  *   rootfs     a tmpfs for the writable layer, an overlay of it over the image, and
  *              config.json: image config + the function's env and args, limits
- *              (cpu quota, memory, pids), namespaces, capabilities, seccomp
+ *              (cpu weight, quota by policy, memory, pids), namespaces, capabilities, seccomp
  *              (thread pool: mounts and file writes never run on the loop)
  *   start      `crun run --detach`; the container's init is reparented to the
  *              worker (a child subreaper) and watched through a pidfd
@@ -254,13 +254,20 @@ static char *sandbox_config(struct oci_sb *o)
     json_array_append_new(json_object_get(linux_, "namespaces"),
                           json_pack("{ss ss}", "type", "network", "path", o->ns->path));
     json_object_set_new(linux_, "cgroupsPath", json_sprintf("/%s/%s", o->rt->cgroup, sb->id));
-    /* limits: the function's request, as the CPU quota and the memory limit */
+    /* limits (lib/resources.c): the memory the sandbox takes is its limit; the CPU it takes is
+     * its weight (cpu.shares, as Kubernetes maps a request), and a quota only when the
+     * sandboxCpuLimit policy asks for one (default none, as the original) */
+    json_t *cpu = json_pack("{sI}", "shares", (json_int_t)dg_res_cpu_shares(o->cpu_milli));
+    int64_t quota = dg_cpu_limit_quota(&sb->w->oci->cpu_limit, o->cpu_milli);
+    if (quota > 0) {
+        json_object_set_new(cpu, "quota", json_integer((json_int_t)quota * 100));
+        json_object_set_new(cpu, "period", json_integer(100000));
+    }
     json_object_set_new(linux_, "resources",
-                        json_pack("{s{sI} s{sIsI} s{sI} s[{sbss}]}", "memory", "limit",
-                                  (json_int_t)o->memory_mib * 1024 * 1024, "cpu", "quota",
-                                  (json_int_t)o->cpu_milli * 100, "period", (json_int_t)100000,
-                                  "pids", "limit", (json_int_t)sb->w->oci->pids_limit, "devices",
-                                  "allow", 0, "access", "rwm"));
+                        json_pack("{s{sI} so s{sI} s[{sbss}]}", "memory", "limit",
+                                  (json_int_t)o->memory_mib * 1024 * 1024, "cpu", cpu, "pids",
+                                  "limit", (json_int_t)sb->w->oci->pids_limit, "devices", "allow",
+                                  0, "access", "rwm"));
     char *s = json_dumps(c, JSON_COMPACT);
     json_decref(c);
     return s;
@@ -674,18 +681,10 @@ static void oci_create(struct wk_sandbox *sb, const struct wk_spec *spec)
         dg_strlist_push(&o->env, dg_xstrdup(spec->env.v[i]));
     for (size_t i = 0; i < spec->args.n; i++)
         dg_strlist_push(&o->args, dg_xstrdup(spec->args.v[i]));
-    struct dg_err err;
-    if (spec->cpu_milli <= 0 || spec->memory_mib <= 0) {
-        dg_err_set(&err, DG_E_INVAL,
-                   "the oci runtime needs limits: cpuMilli and memoryMiB must be > 0 (got %lld, "
-                   "%lld; register the function with requested_cpu and requested_memory)",
-                   (long long)spec->cpu_milli, (long long)spec->memory_mib);
-        sandbox_failed(o, &err);
-        teardown(o);
-        return;
-    }
-    o->cpu_milli = DG_MAX(spec->cpu_milli, conf->min_cpu_milli);
-    o->memory_mib = DG_MAX(spec->memory_mib, conf->min_memory_mib);
+    /* what it takes, by the rule the CP reserved it by (a request of 0 is the floor) */
+    struct dg_res_node floors = {.min_cpu_milli = conf->min_cpu_milli,
+                                 .min_memory_mib = conf->min_memory_mib};
+    dg_res_take(&floors, spec->cpu_milli, spec->memory_mib, &o->cpu_milli, &o->memory_mib);
     o->stage = ST_IMAGE;
     o->img_wait = wk_image_get(rt->images, spec->image ? spec->image : "", on_image, o);
 }

@@ -18,6 +18,7 @@
 #include "dirigent/http.h"
 #include "dirigent/image.h"
 #include "dirigent/metrics.h"
+#include "dirigent/resources.h"
 
 struct wk_worker;
 struct wk_sandbox;
@@ -90,7 +91,8 @@ struct wk_oci_conf {
     const char *bridge, *subnet;
     int64_t netns_pool;
     int64_t pids_limit;
-    int64_t min_cpu_milli, min_memory_mib;
+    int64_t min_cpu_milli, min_memory_mib; /* the accounting rule's floors (lib/resources.c) */
+    struct dg_cpu_limit cpu_limit;         /* sandboxCpuLimit */
     int64_t kill_grace_ms;
     const struct dg_strlist *insecure_registries, *prefetch;
 };

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Resource accounting through the real daemons: dirigent-cp (kubernetes placement),
 # dirigent-dp and one dirigent-worker (process runtime) that advertises 1000 milli-CPU and
-# 1024 MiB. Sandboxes reserve their function's request; a function that fits nowhere is
+# 1024 MiB, no overcommit. Sandboxes reserve max(request, the worker's floor: 100m, 32 MiB;
+# lib/resources.c, the rule the worker limits them by); a function that fits nowhere is
 # unschedulable: 503 naming the request at once, the state in the API and the CLI; once
 # capacity frees it starts.
 set -u
@@ -12,7 +13,7 @@ FN=$B/dirigent-fn
 CLI=$B/dirigent
 TAG="DG_CAPACITY_TEST=$$"
 
-plan 6
+plan 7
 
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
@@ -27,7 +28,7 @@ bg_start "$TAP_TMP/dp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dp
 wait_for_log "$TAP_TMP/dp.log" 'proxy on' || { echo "Bail out! dp did not start"; exit 1; }
 P=http://127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'proxy on')
 bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name w1 \
-  --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --cpuMilli 1000 --memoryMiB 1024
+  --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --cpuMilli 1000 --memoryMiB 1024 --cpuOvercommit 1
 wait_for_log "$TAP_TMP/w1.log" 'w1: listening on' || { echo "Bail out! worker did not start"; exit 1; }
 wait_json "$REG/v1/status" 'len(j["workers"]) == 1 and len(j["dataplanes"]) == 1' ||
   { echo "Bail out! not registered"; exit 1; }
@@ -92,6 +93,14 @@ t_frees() {
   [ "$code" = 200 ] || { echo "$code $(cat "$TAP_TMP/inv.big2")"; return 1; }
 }
 check "once capacity frees (big1 deleted), the CP starts big2 by itself; its error clears" t_frees
+
+t_floor() {
+  # InVitro registers 0 for small functions: accepted, and it takes the worker's floor
+  [ "$(register tiny 0 0)" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }
+  [ "$(invoke tiny)" = 200 ] || { cat "$TAP_TMP/inv.tiny"; return 1; }
+  wait_json "$REG/v1/status" 'j["workers"][0]["cpuUsedMilli"] == 700 and j["workers"][0]["memoryUsedMiB"] == 256 + 32 and j["workers"][0]["sandboxMinCpuMilli"] == 100 and j["workers"][0]["cpuOvercommit"] == 1 and j["workers"][0]["cpuSchedulableMilli"] == 1000'
+}
+check "requested_cpu=0, requested_memory=0: accepted, the sandbox reserves the worker's floor (100m, 32 MiB)" t_floor
 
 t_bad_policy() {
   local out

@@ -4,7 +4,7 @@ set -u
 . "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
 FN=${DG_BUILD_DIR:-build}/dirigent-fn
 
-plan 14
+plan 19
 
 start_fn() { # start_fn LOG [args...] -> sets FN_PID, FN_PORT
   local log=$1; shift
@@ -80,6 +80,77 @@ t_garbage() {
     [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/health")" = 200 ]
 }
 check "malformed request gets 400 and the server keeps serving" t_garbage
+
+hwm_mib() { awk '/^VmHWM/ {print int($2 / 1024)}' "/proc/$1/status"; }
+
+t_memory_ignored() {
+  local out code
+  # InVitro's header: the function's full memory (here more than maxMemoryMiB, 4096)
+  out=$(curl -s -w '\n%{http_code}' -H 'requested_cpu: 1' -H 'requested_memory: 8192' -H 'multiplier: 1' "$URL/")
+  code=$(tail -n1 <<<"$out")
+  echo "$out; peak RSS $(hwm_mib "$FN_PID") MiB"
+  [ "$code" = 200 ] && [ "$(hwm_mib "$FN_PID")" -lt 64 ]
+}
+check "requested_memory is ignored by default (as the original): 200, nothing allocated" t_memory_ignored
+
+t_memory_option() {
+  local out pid
+  bg_start "$TAP_TMP/fn-mem.log" "$FN" --host 127.0.0.1 --port 0 --allocateRequestedMemory
+  pid=$BG_PID
+  wait_for_log "$TAP_TMP/fn-mem.log" 'listening on' || return 1
+  local port; port=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$TAP_TMP/fn-mem.log" | sed 's/.*://')
+  out=$(curl -sf -H 'requested_cpu: 1' -H 'requested_memory: 200' "http://127.0.0.1:$port/") || return 1
+  echo "$out; peak RSS $(hwm_mib $pid) MiB"
+  [ "$(hwm_mib $pid)" -ge 200 ] || return 1
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'requested_memory: 8192' "http://127.0.0.1:$port/")" = 400 ] || return 1
+  kill -TERM $pid; wait $pid
+}
+check "--allocateRequestedMemory touches the header's MiB (and bounds it: 400 over maxMemoryMiB)" t_memory_option
+
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+t_startup_loop() {
+  local p pid refused=0 i=0
+  p=$(free_port)
+  # about 2 s of work here (dirigent-fn --calibrate: ~1500 iterations per ms), longer when busy
+  COLD_START_BUSY_LOOP_MS=2000 ITERATIONS_MULTIPLIER=1500 bg_start "$TAP_TMP/fn-start.log" "$FN" --host 127.0.0.1 --port "$p" --logLevel debug
+  pid=$BG_PID
+  # not ready while it loops: connections are refused until it listens
+  while ! grep -q 'listening on' "$TAP_TMP/fn-start.log"; do
+    if ! curl -s -o /dev/null "http://127.0.0.1:$p/health" && ! grep -q 'listening on' "$TAP_TMP/fn-start.log"; then
+      refused=1
+    fi
+    i=$((i + 1)); [ $i -lt 600 ] || return 1
+    sleep 0.05
+  done
+  cat "$TAP_TMP/fn-start.log"
+  [ $refused = 1 ] || { echo "never saw it unready"; return 1; }
+  # the loop's line comes before the listening line
+  grep -nE 'start-up busy loop: 1500 x 2000 iterations|listening on' "$TAP_TMP/fn-start.log" | head -1 | grep -q 'start-up busy loop' || return 1
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/health")" = 200 ] || return 1
+  kill -TERM $pid; wait $pid
+}
+check "COLD_START_BUSY_LOOP_MS x ITERATIONS_MULTIPLIER runs before it listens (not ready until then)" t_startup_loop
+
+t_startup_sigterm() {
+  local pid rc
+  COLD_START_BUSY_LOOP_MS=3600000 bg_start "$TAP_TMP/fn-term.log" "$FN" --host 127.0.0.1 --port 0
+  pid=$BG_PID
+  sleep 0.2 # into the loop (an hour of it)
+  kill -TERM $pid
+  wait $pid; rc=$?
+  cat "$TAP_TMP/fn-term.log"
+  [ $rc = 0 ] && ! grep -q 'listening on' "$TAP_TMP/fn-term.log" && grep -q stopped "$TAP_TMP/fn-term.log"
+}
+check "SIGTERM during the start-up loop ends it and exits 0 without listening" t_startup_sigterm
+
+t_startup_bad_env() {
+  local out rc
+  out=$(ITERATIONS_MULTIPLIER=lots "$FN" --port 0 2>&1); rc=$?
+  echo "$out (exit $rc)"
+  [ $rc = 2 ] && grep -q ITERATIONS_MULTIPLIER <<<"$out" && grep -q lots <<<"$out"
+}
+check "a bad ITERATIONS_MULTIPLIER stops start-up naming the variable" t_startup_bad_env
 
 t_parallel_health() {
   curl -s -o /dev/null -H 'requested_cpu: 2000' "$URL/" &

@@ -8,7 +8,7 @@ B=$(cd "$B" && pwd)
 WK=$B/dirigent-worker
 FN=$B/dirigent-fn
 
-plan 12
+plan 13
 
 start_worker() { # start_worker LOG [args...] -> WK_PID, WK_URL
   local log=$1; shift
@@ -169,5 +169,14 @@ t_emulated_stop() {
   kill -TERM "$WK_PID"; wait "$WK_PID"
 }
 check "the emulated worker stops cleanly with its shared dirigent-fn" t_emulated_stop
+
+t_bad_cpu_limit() {
+  local out rc
+  out=$("$WK" --port 0 --controlPlaneAddress '' --sandboxCpuLimit lots 2>&1); rc=$?
+  echo "$out (exit $rc)"
+  [ $rc = 2 ] && grep -q "sandboxCpuLimit: expected none, request or a factor of the request like 2x" <<<"$out" &&
+    grep -q "'lots'" <<<"$out"
+}
+check "a bad sandboxCpuLimit stops start-up naming the key, the choices and the value" t_bad_cpu_limit
 
 tap_done

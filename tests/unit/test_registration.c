@@ -77,6 +77,28 @@ static void test_invitro_form(void **state)
     cp_fn_spec_free(&s);
 }
 
+/* Exactly what InVitro's dirigent deployer posts (url.Values.Encode: keys sorted) for a trace
+ * function whose memory is under 10 MiB: requested_memory=0 is the minimum, not an error, and
+ * so is requested_cpu=0 (the worker's floor applies, lib/resources.c). */
+static void test_invitro_zero_requests(void **state)
+{
+    struct cp_fn_spec s;
+    struct dg_err err = {0};
+    assert_int_equal(reg("cold_start_busy_loop_ms=300&cold_start_sweep=false&image=docker.io%2F"
+                         "cvetkovic%2Fdirigent_grpc_function%3Alatest&iteration_multiplier=80"
+                         "&name=invitro-0-123&port_forwarding=80&port_forwarding=tcp"
+                         "&requested_cpu=0&requested_memory=0&scaling_lower_bound=0"
+                         "&scaling_upper_bound=1",
+                         &s, &err),
+                     0);
+    assert_int_equal(s.cpu_milli, 0);
+    assert_int_equal(s.memory_mib, 0);
+    assert_int_equal(s.cold_start_busy_loop_ms, 300);
+    assert_int_equal(s.iteration_multiplier, 80);
+    assert_int_equal(s.upper_bound, 1);
+    cp_fn_spec_free(&s);
+}
+
 static void test_defaults(void **state)
 {
     struct cp_fn_spec s;
@@ -121,7 +143,7 @@ static void test_errors_name_the_field(void **state)
         {"name=a&image=x&port_forwarding=80&port_forwarding=sctp",
          "field 'port_forwarding': expected protocol 'tcp' or 'udp', got 'sctp'"},
         {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&requested_cpu=-5",
-         "field 'requested_cpu': expected an integer 1..1000000, got '-5'"},
+         "field 'requested_cpu': expected an integer 0..1000000, got '-5'"},
         {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&requested_memory=lots",
          "field 'requested_memory': expected an integer"},
         {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&cold_start_sweep=yes",
@@ -160,9 +182,8 @@ static void test_name_rule(void **state)
     assert_false(cp_fn_name_valid("a.b"));
     struct dg_err e;
     assert_int_equal(cp_fn_image_check("docker.io/library/busybox:1.36", &e), 0);
-    assert_int_equal(cp_fn_image_check("localhost:5000/fn@sha256:abcdef0123456789abcdef0123456789",
-                                       &e),
-                     0);
+    assert_int_equal(
+        cp_fn_image_check("localhost:5000/fn@sha256:abcdef0123456789abcdef0123456789", &e), 0);
     assert_int_equal(cp_fn_image_check("oci:/var/cache/fn:latest", &e), 0);
     assert_int_equal(cp_fn_image_check("/usr/local/bin/dirigent-fn", &e), 0);
     assert_true(cp_fn_image_check("bad image", &e) < 0);
@@ -174,9 +195,9 @@ static void test_name_rule(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_form_decoding), cmocka_unit_test(test_invitro_form),
-        cmocka_unit_test(test_defaults),      cmocka_unit_test(test_errors_name_the_field),
-        cmocka_unit_test(test_name_rule),
+        cmocka_unit_test(test_form_decoding),         cmocka_unit_test(test_invitro_form),
+        cmocka_unit_test(test_invitro_zero_requests), cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_errors_name_the_field), cmocka_unit_test(test_name_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
