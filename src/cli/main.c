@@ -193,18 +193,43 @@ static int opt_width(const struct cli_opt *opts, int w)
     return w;
 }
 
+/* "  HEAD  TEXT" with TEXT wrapped at 100 columns under itself. */
+static void print_wrapped(FILE *out, int w, const char *head, const char *text)
+{
+    fprintf(out, "  %-*s", w, head);
+    int col = w + 2, indent = w + 4;
+    const char *p = text;
+    while (*p) {
+        size_t word = strcspn(p, " ");
+        if (col > indent && col + 1 + (int)word > 100) {
+            fprintf(out, "\n%*s", indent, "");
+            col = indent;
+        } else {
+            fputs(col == w + 2 ? "  " : " ", out);
+            col += col == w + 2 ? 2 : 1;
+        }
+        for (size_t i = 0; i < word; i++) /* \1: a space that does not break */
+            fputc(p[i] == '\1' ? ' ' : p[i], out);
+        col += (int)word;
+        p += word;
+        while (*p == ' ')
+            p++;
+    }
+    fputc('\n', out);
+}
+
 static void print_opts(FILE *out, const struct cli_opt *opts, int w)
 {
     for (const struct cli_opt *o = opts; o && o->name; o++) {
-        char head[128];
+        char head[128], text[1024];
         snprintf(head, sizeof(head), "%s%s%s%s", strcmp(o->name, "--help") == 0 ? "-h, " : "",
                  o->name, o->arg ? " " : "", o->arg ? o->arg : "");
-        fprintf(out, "  %-*s  %s", w, head, o->help);
-        if (o->required)
-            fprintf(out, " (required)");
-        else if (o->def)
-            fprintf(out, " (default: %s)", o->def);
-        fputc('\n', out);
+        snprintf(text, sizeof(text), "%s%s%s%s", o->help, o->required ? " (required)" : "",
+                 !o->required && o->def ? " (default:\1" : "",
+                 !o->required && o->def ? o->def : "");
+        if (!o->required && o->def)
+            snprintf(text + strlen(text), sizeof(text) - strlen(text), ")");
+        print_wrapped(out, w, head, text);
     }
 }
 

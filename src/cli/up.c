@@ -337,10 +337,10 @@ static int check_ports(const struct port_use *p, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (port_free(p[i].port))
             continue;
-        char who[128] = "";
+        char who[128] = "", owner[120];
         unsigned long ino = listen_inode(p[i].port);
-        if (ino && socket_owner(ino, who + 7, sizeof(who) - 7))
-            memcpy(who, " (held ", 7), strcat(who, ")");
+        if (ino && socket_owner(ino, owner, sizeof(owner)))
+            snprintf(who, sizeof(who), " by %s", owner);
         fprintf(stderr, "dirigent: up: port %d (%s) is in use%s\n", p[i].port, p[i].what, who);
         busy++;
     }
