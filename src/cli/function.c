@@ -148,7 +148,19 @@ int cli_cmd_deploy(struct cli_ctx *c)
     struct cli_result r;
     int st = cli_request(c->cp, "POST", "/v1/functions", NULL, 0, body, &r);
     free(body);
-    if (st == 200 && !c->json) {
+    if (st == 200 && c->json) { /* the answer is the proxies' addresses joined by ';' */
+        json_t *o = json_pack("{ss s[]}", "name", name, "invoke");
+        for (char *save = NULL, *t = strtok_r(r.body.data, ";\r\n", &save); t;
+             t = strtok_r(NULL, ";\r\n", &save))
+            json_array_append_new(json_object_get(o, "invoke"), json_string(t));
+        char *out = dg_json_dumps(o);
+        puts(out);
+        free(out);
+        json_decref(o);
+        dg_buf_free(&r.body);
+        return 0;
+    }
+    if (st == 200) {
         printf("deployed %s: invoke with curl -H 'Host: %s' http://%s/\n", name, name,
                r.body.data[0] ? strtok(r.body.data, ";") : c->dp);
         dg_buf_free(&r.body);

@@ -36,12 +36,13 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(b)
     def any(self):
         n = int(self.headers.get("Content-Length") or 0)
-        if n:
-            self.rfile.read(n)
+        body = self.rfile.read(n) if n else b""
         with open(log, "a") as f:
             f.write("%s %s\n" % (self.command, self.path))
         if self.command == "GET" and self.path == "/v1/functions":
             self.answer(200, json.dumps(FNS))
+        elif self.command == "POST" and b'"name": "ok"' in body.replace(b'":"', b'": "'):
+            self.answer(200, "127.0.0.1:8080;127.0.0.1:8090", "text/plain")
         elif self.command == "POST" and self.path == "/v1/functions":
             self.answer(400, "registration: field 'scaling_lower_bound': expected at most "
                         "scaling_upper_bound (5), got 7\n", "text/plain")
@@ -164,7 +165,11 @@ t_json_anywhere() {
   local a b c
   a=$("$D" --json --cp "$FAKE" function list) && b=$("$D" function list --json --cp "$FAKE") &&
     c=$("$D" function --json list --cp="$FAKE") || return 1
-  [ "$a" = "$b" ] && [ "$a" = "$c" ] && /usr/bin/python3 -c 'import json,sys; assert len(json.loads(sys.argv[1])) == 2' "$a"
+  [ "$a" = "$b" ] && [ "$a" = "$c" ] && /usr/bin/python3 -c 'import json,sys; assert len(json.loads(sys.argv[1])) == 2' "$a" || return 1
+  # deploy too: its answer (the proxies' addresses) as JSON
+  a=$("$D" function deploy ok --image /bin/true --cp "$FAKE" --json) || return 1
+  echo "$a"
+  /usr/bin/python3 -c 'import json,sys; j=json.loads(sys.argv[1]); assert j == {"name": "ok", "invoke": ["127.0.0.1:8080", "127.0.0.1:8090"]}, j' "$a"
 }
 check "--json before, after and inside the command: the same JSON" t_json_anywhere
 
