@@ -89,6 +89,7 @@ static void up_spawn(struct up *u, const char *name, char *const argv[])
         setpgid(0, 0);
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
         /* if `up` dies (even by SIGKILL), the cluster stops with it rather than holding the
          * ports; a race with an `up` that died before this line is closed by the check */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -535,6 +536,7 @@ int cli_cmd_up(struct cli_ctx *c)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL); /* the terminal closed: stop as cleanly as on Ctrl-C */
     struct up u = {.self_dir = c->self_dir, .state = S};
     rc = 0;
     if (ha) {
@@ -688,6 +690,7 @@ int cli_cmd_up(struct cli_ctx *c)
             sigemptyset(&block);
             sigaddset(&block, SIGINT);
             sigaddset(&block, SIGTERM);
+            sigaddset(&block, SIGHUP);
             sigprocmask(SIG_BLOCK, &block, &old);
             while (!stop_flag)
                 sigsuspend(&old);
