@@ -5,7 +5,8 @@
 # For each rate R: a FRESH cluster (dirigent-cp, dirigent-dp, one dirigent-worker, ephemeral
 # ports on 127.0.0.1; restarted for every step so that no step inherits the previous one's
 # thousands of functions or its scale-downs), then
-#   dirigent load rps --cold --cooldown 10 --rate R --duration STEP --csv ...
+#   dirigent load rps --cold --keep --cooldown 10 --rate R --duration STEP --csv ... (--keep: the
+#   cluster is thrown away after the step anyway)
 # which registers ceil(R x 10) functions (cold_start_sweep profile: upper bound 1, 6 s stable
 # window) and invokes each once per 10 s, open loop, so every call finds its function at zero.
 # The first WARMUP seconds of each step are not counted (rows by start_ms): the measured part
@@ -227,7 +228,7 @@ for r in $RATES; do
   start_cluster "$d" || { echo "cluster failed to start at $r/s" >&2; exit 1; }
   csv=$d/load.csv
   cpu_snap "$d/cpu0"; t_load=$(date +%s%N)
-  out=$("$B/dirigent" --json --cp "$REG" --dp "$DP" load rps --cold --cooldown 10 --rate "$r" \
+  out=$("$B/dirigent" --json --cp "$REG" --dp "$DP" load rps --cold --keep --cooldown 10 --rate "$r" \
         --duration "$STEP" --timeout 40 "${IMAGE_ARGS[@]}" --csv "$csv" 2>"$d/load.err" || true)
   cpu_snap "$d/cpu1"
   other=$(other_cpu "$d/cpu0" "$d/cpu1" "$(( ($(date +%s%N) - t_load) / 1000000 ))e-3")

@@ -22,6 +22,7 @@
  * Targets only 127.0.0.0/8 (and the project's own namespaces, 100.64.0.0/10).
  */
 #include <errno.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,7 +53,8 @@ struct sample {
 
 struct run {
     uv_loop_t loop;
-    uv_timer_t timer, progress;
+    uv_timer_t timer, progress, watch;
+    bool closed; /* the pool, at an interrupt */
     struct dg_http_pool *pool;
     const struct plan *plan;
     size_t nplan, sent, done;
@@ -68,6 +70,34 @@ struct run {
 };
 
 static struct run *g_run; /* one run per process */
+
+/* Ctrl-C or SIGTERM: stop sending, fail what is in flight, summarize what was sent and remove
+ * what rps --cold registered. */
+static volatile sig_atomic_t interrupted;
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static void catch_interrupts(void)
+{
+    struct sigaction sa = {.sa_handler = on_interrupt};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+static void on_watch(uv_timer_t *t)
+{
+    struct run *r = t->data;
+    if (!interrupted || r->closed)
+        return;
+    r->nplan = r->sent;
+    uv_timer_stop(&r->timer);
+    r->closed = true;
+    dg_http_pool_close(r->pool);
+}
 
 static int cmp_u64(const void *a, const void *b)
 {
@@ -190,6 +220,9 @@ static uint64_t run_plan(struct run *r, const char *dp, double timeout_s, struct
     r->progress.data = r;
     r->t0 = dg_now_us();
     uv_timer_start(&r->timer, on_tick, 0, 1);
+    uv_timer_init(&r->loop, &r->watch);
+    r->watch.data = r;
+    uv_timer_start(&r->watch, on_watch, 20, 20);
     if (r->tty)
         uv_timer_start(&r->progress, on_progress, 1000, 1000);
     while (r->sent < r->nplan || r->done < r->sent)
@@ -199,7 +232,9 @@ static uint64_t run_plan(struct run *r, const char *dp, double timeout_s, struct
         fprintf(stderr, "\n");
     uv_close((uv_handle_t *)&r->timer, NULL);
     uv_close((uv_handle_t *)&r->progress, NULL);
-    dg_http_pool_close(r->pool);
+    uv_close((uv_handle_t *)&r->watch, NULL);
+    if (!r->closed)
+        dg_http_pool_close(r->pool);
     uv_run(&r->loop, UV_RUN_DEFAULT);
     uv_loop_close(&r->loop);
     free(r->win);
@@ -210,6 +245,7 @@ static uint64_t run_plan(struct run *r, const char *dp, double timeout_s, struct
 
 struct reg_state {
     size_t done, failed;
+    bool transport; /* the first failure had no answer */
     char first_err[256];
 };
 
@@ -218,17 +254,22 @@ static void on_registered(struct dg_http_creq *q, const struct dg_http_resp *res
 {
     struct reg_state *st = ud;
     st->done++;
-    if (!resp || (resp->status != 200 && resp->status != 409)) { /* 409: there already */
-        if (!st->failed++)
-            snprintf(st->first_err, sizeof(st->first_err), "%d %.*s", resp ? resp->status : 0,
-                     resp ? (int)DG_MIN(resp->body.len, 200) : (int)strlen(err->msg),
-                     resp ? resp->body.ptr : err->msg);
-    }
+    if (resp && (resp->status == 200 || resp->status == 404 || resp->status == 409))
+        return;
+    if (st->failed++)
+        return;
+    st->transport = !resp;
+    if (resp)
+        snprintf(st->first_err, sizeof(st->first_err), "%d %.*s", resp->status,
+                 (int)DG_MIN(resp->body.len, 200), resp->body.ptr);
+    else
+        snprintf(st->first_err, sizeof(st->first_err), "%s", err->msg);
 }
 
-/* POST each form to /registerService over one keep-alive pool, 64 at a time (InVitro
- * registers its functions the same way before a run). */
-static int register_all(const char *cp, char **forms, size_t n)
+/* One request per item over one keep-alive pool, 64 at a time: POST each form to
+ * /registerService (InVitro registers its functions the same way before a run), or DELETE
+ * /v1/functions/NAME for each name. 200, 404 and 409 (there already) count as done. */
+static int cp_batch(const char *cp, bool del, char **items, size_t n)
 {
     static const struct dg_http_client_cbs cbs = {.on_done = on_registered};
     static const struct dg_http_header form[] = {
@@ -246,18 +287,37 @@ static int register_all(const char *cp, char **forms, size_t n)
         return cli_fail("load: --cp %s: %s", cp, err.msg);
     }
     struct reg_state st = {0};
-    for (size_t i = 0; i < n; i++)
-        dg_http_request(p, "POST", "/registerService", form, 1, forms[i], strlen(forms[i]), &cbs,
-                        &st);
+    for (size_t i = 0; i < n; i++) {
+        if (del) {
+            char path[512];
+            snprintf(path, sizeof(path), "/v1/functions/%s", items[i]);
+            dg_http_request(p, "DELETE", path, NULL, 0, NULL, 0, &cbs, &st);
+        } else {
+            dg_http_request(p, "POST", "/registerService", form, 1, items[i], strlen(items[i]),
+                            &cbs, &st);
+        }
+    }
     while (st.done < n)
         uv_run(&loop, UV_RUN_ONCE);
     dg_http_pool_close(p);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
-    if (st.failed)
-        return cli_fail("load: registering %zu function(s): %zu failed, first: %s", n, st.failed,
-                        st.first_err);
+    if (st.failed) {
+        if (st.transport) {
+            char msg[768];
+            cli_transport_error(msg, sizeof(msg), "control plane", cp, st.first_err);
+            return cli_fail("load: %s %zu function(s): %s", del ? "removing" : "registering", n,
+                            msg);
+        }
+        return cli_fail("load: %s %zu function(s): %zu failed, first: %s",
+                        del ? "removing" : "registering", n, st.failed, st.first_err);
+    }
     return 0;
+}
+
+static int register_all(const char *cp, char **forms, size_t n)
+{
+    return cp_batch(cp, false, forms, n);
 }
 
 /* ---- the summary ------------------------------------------------------------------------ */
@@ -409,10 +469,10 @@ static int write_csv(const char *path, const struct sample *s, size_t n, char **
 }
 
 /* `load summarize FILE`: the summary of a CSV written by --csv (or by hand). */
-static int cmd_summarize(int argc, char **argv, bool json)
+int cli_cmd_load_summarize(struct cli_ctx *c)
 {
-    if (argc < 1)
-        return cli_fail("load summarize: expected a CSV file");
+    char **argv = c->args;
+    bool json = c->json;
     FILE *f = fopen(argv[0], "r");
     if (!f)
         return cli_fail("load summarize: %s: %s", argv[0], strerror(errno));
@@ -440,11 +500,11 @@ static int cmd_summarize(int argc, char **argv, bool json)
         int nc = 0;
         while (nc < 8) {
             col[nc++] = p;
-            char *c = strchr(p, ',');
-            if (!c)
+            char *comma = strchr(p, ',');
+            if (!comma)
                 break;
-            *c = '\0';
-            p = c + 1;
+            *comma = '\0';
+            p = comma + 1;
         }
         char *end;
         double start = strtod(col[0], &end);
@@ -520,7 +580,7 @@ struct opts {
     const char *csv, *image, *prefix, *iat;
     double timeout, rate, duration, cooldown, speed;
     int64_t minutes, warmup_minutes, seed;
-    bool cold, dry_run;
+    bool cold, dry_run, keep;
 };
 
 /* Run the plan against `dp`, then the CSV and the summary. */
@@ -539,6 +599,10 @@ static int execute(struct run *r, const char *dp, const struct opts *o, bool jso
     free(r->samples);
     if (rc == 0 && m.counted != m.ok)
         rc = 3;
+    if (interrupted) {
+        fprintf(stderr, "dirigent: load: interrupted after %zu request(s)\n", r->sent);
+        rc = 130;
+    }
     return rc;
 }
 
@@ -577,7 +641,11 @@ static int mode_rps(const char *fn, const char *cp, const char *dp, const struct
         }
         int rc = register_all(cp, forms, r.nnames);
         free_names(forms, r.nnames);
+        if (rc == 0 && interrupted)
+            rc = 130;
         if (rc != 0) {
+            if (!o->keep) /* what did get registered */
+                cp_batch(cp, true, r.names, r.nnames);
             free_names(r.names, r.nnames);
             return rc;
         }
@@ -598,6 +666,18 @@ static int mode_rps(const char *fn, const char *cp, const char *dp, const struct
     snprintf(what, sizeof(what), ", target %g/s, %zu function(s)%s", o->rate, r.nnames,
              o->cold ? ", every call cold" : "");
     int rc = execute(&r, dp, o, json, what);
+    if (o->cold && !o->keep) {
+        int rc2 = cp_batch(cp, true, r.names, r.nnames);
+        if (rc2 == 0)
+            fprintf(stderr,
+                    "dirigent: load: removed the %zu function(s) it registered (--keep "
+                    "keeps them)\n",
+                    r.nnames);
+        rc = rc ? rc : rc2;
+    } else if (o->cold) {
+        fprintf(stderr, "dirigent: load: kept the %zu function(s) it registered (%s ... %s)\n",
+                r.nnames, r.names[0], r.names[r.nnames - 1]);
+    }
     free(p);
     free_names(r.names, r.nnames);
     return rc;
@@ -676,97 +756,88 @@ static int mode_trace(const char *path, const char *cp, const char *dp, const st
     return rc;
 }
 
-int cli_load(int argc, char **argv, const char *cp, const char *dp, const char *fn_path, bool json)
+/* The options every mode shares; 0 or the exit status of a bad one. */
+static int common_opts(struct cli_ctx *c, struct opts *o)
 {
-    if (argc < 1)
-        return cli_fail("load: expected burst, rps, trace or summarize (see --help)");
-    const char *mode = argv[0];
-    if (strcmp(mode, "summarize") == 0)
-        return cmd_summarize(argc - 1, argv + 1, json);
-    bool burst = strcmp(mode, "burst") == 0, rps = strcmp(mode, "rps") == 0,
-         trace = strcmp(mode, "trace") == 0;
-    if (!burst && !rps && !trace)
-        return cli_fail("load: unknown mode '%s': expected burst, rps, trace or summarize", mode);
-    struct opts o = {.image = fn_path,
-                     .prefix = "trace-",
-                     .iat = "exponential",
-                     .timeout = 120,
-                     .cooldown = 10,
-                     .speed = 1,
-                     .seed = 1};
-    const char *pos[2] = {NULL, NULL}, *v;
-    size_t npos = 0;
-    for (int i = 1; i < argc; i++) {
-        if ((v = cli_opt(&i, argc, argv, "--rate")))
-            o.rate = atof(v);
-        else if ((v = cli_opt(&i, argc, argv, "--duration")))
-            o.duration = atof(v);
-        else if ((v = cli_opt(&i, argc, argv, "--cooldown")))
-            o.cooldown = atof(v);
-        else if ((v = cli_opt(&i, argc, argv, "--image")))
-            o.image = v;
-        else if ((v = cli_opt(&i, argc, argv, "--csv")))
-            o.csv = v;
-        else if ((v = cli_opt(&i, argc, argv, "--timeout")))
-            o.timeout = atof(v);
-        else if ((v = cli_opt(&i, argc, argv, "--minutes")))
-            o.minutes = atoll(v);
-        else if ((v = cli_opt(&i, argc, argv, "--warmup-minutes")))
-            o.warmup_minutes = atoll(v);
-        else if ((v = cli_opt(&i, argc, argv, "--seed")))
-            o.seed = atoll(v);
-        else if ((v = cli_opt(&i, argc, argv, "--iat")))
-            o.iat = v;
-        else if ((v = cli_opt(&i, argc, argv, "--speed")))
-            o.speed = atof(v);
-        else if ((v = cli_opt(&i, argc, argv, "--prefix")))
-            o.prefix = v;
-        else if (strcmp(argv[i], "--cold") == 0)
-            o.cold = true;
-        else if (strcmp(argv[i], "--dry-run") == 0)
-            o.dry_run = true;
-        else if (argv[i][0] != '-' && npos < 2)
-            pos[npos++] = argv[i];
-        else
-            return cli_fail("load %s: unknown option '%s'", mode, argv[i]);
-    }
-    if (!(o.timeout > 0 && o.timeout <= 3600))
-        return cli_fail("load: --timeout: expected seconds 0 < S <= 3600");
-    if (!allowed_target(dp))
-        return cli_fail("load: --dp %s: only 127.0.0.0/8 and the project's namespaces "
-                        "(100.64.0.0/10) are targets",
-                        dp);
-    if (burst) {
-        char *end = NULL;
-        long long n = npos == 2 ? strtoll(pos[0], &end, 10) : 0;
-        if (npos != 2 || *end || n < 1 || n > 100000)
-            return cli_fail("load burst: expected N (1..100000) and a FUNCTION");
-        return mode_burst(pos[1], n, dp, &o, json);
-    }
-    if (rps) {
-        if (!(o.rate > 0 && o.rate <= 100000))
-            return cli_fail("load rps: --rate: expected requests per second 0 < R <= 100000");
-        if (!(o.duration > 0 && o.duration <= 3600))
-            return cli_fail("load rps: --duration: expected seconds 0 < S <= 3600");
-        if (o.cold == (npos == 1) || npos > 1)
-            return cli_fail("load rps: give either a FUNCTION or --cold");
-        if (o.cold && !(o.cooldown >= 1 && o.cooldown <= 600))
-            return cli_fail("load rps: --cooldown: expected seconds 1..600");
-        return mode_rps(npos ? pos[0] : NULL, cp, dp, &o, json);
-    }
-    if (npos != 1)
-        return cli_fail("load trace: expected a trace directory (Azure 2019) or file (2021)");
+    *o = (struct opts){.image = cli_get(c, "--image"),
+                       .prefix = cli_get(c, "--prefix") ?: "trace-",
+                       .iat = cli_get(c, "--iat") ?: "exponential",
+                       .csv = cli_get(c, "--csv"),
+                       .cold = cli_flag(c, "--cold"),
+                       .keep = cli_flag(c, "--keep"),
+                       .dry_run = cli_flag(c, "--dry-run")};
+    int rc = cli_double(c, "--timeout", 120, 0, false, 3600, &o->timeout);
+    if (rc)
+        return rc;
+    if (!allowed_target(c->dp))
+        return cli_usage_error(c,
+                               "--dp %s: only 127.0.0.0/8 and the project's namespaces "
+                               "(100.64.0.0/10) are targets",
+                               c->dp);
+    catch_interrupts();
+    return 0;
+}
+
+int cli_cmd_load_burst(struct cli_ctx *c)
+{
+    struct opts o;
+    int64_t n;
+    int rc = common_opts(c, &o);
+    if (rc)
+        return rc;
+    if (!dg_str_to_i64(dg_str_c(c->args[0]), &n) || n < 1 || n > 100000)
+        return cli_usage_error(c, "N: expected 1..100000, got '%s'", c->args[0]);
+    return mode_burst(c->args[1], n, c->dp, &o, c->json);
+}
+
+int cli_cmd_load_rps(struct cli_ctx *c)
+{
+    struct opts o;
+    int rc = common_opts(c, &o);
+    if (!rc)
+        rc = cli_double(c, "--rate", 0, 0, false, 100000, &o.rate);
+    if (!rc)
+        rc = cli_double(c, "--duration", 0, 0, false, 3600, &o.duration);
+    if (!rc)
+        rc = cli_double(c, "--cooldown", 10, 1, true, 600, &o.cooldown);
+    if (rc)
+        return rc;
+    if (o.cold == (c->nargs == 1))
+        return cli_usage_error(c, "give either a FUNCTION or --cold");
+    if (!o.cold && (cli_get(c, "--cooldown") || cli_get(c, "--image") || o.keep))
+        return cli_usage_error(c, "--cooldown, --image and --keep go with --cold");
+    char *fnp = dg_xasprintf("%s/dirigent-fn", c->self_dir);
+    if (!o.image)
+        o.image = fnp;
+    rc = mode_rps(c->nargs ? c->args[0] : NULL, c->cp, c->dp, &o, c->json);
+    free(fnp);
+    return rc;
+}
+
+int cli_cmd_load_trace(struct cli_ctx *c)
+{
+    struct opts o;
+    int rc = common_opts(c, &o);
+    if (!rc)
+        rc = cli_int(c, "--minutes", 0, 0, 1000000, &o.minutes);
+    if (!rc)
+        rc = cli_int(c, "--warmup-minutes", 0, 0, 1000000, &o.warmup_minutes);
+    if (!rc)
+        rc = cli_int(c, "--seed", 1, 1, INT64_MAX, &o.seed);
+    if (!rc)
+        rc = cli_double(c, "--speed", 1, 0.01, true, 1000, &o.speed);
+    if (rc)
+        return rc;
     if (strcmp(o.iat, "equidistant") != 0 && strcmp(o.iat, "uniform") != 0 &&
         strcmp(o.iat, "exponential") != 0)
-        return cli_fail("load trace: --iat: expected equidistant, uniform or exponential, got "
-                        "'%s'",
-                        o.iat);
-    if (o.minutes < 0 || o.warmup_minutes < 0 || (o.minutes && o.warmup_minutes >= o.minutes))
-        return cli_fail("load trace: --warmup-minutes: expected fewer than --minutes (both >= "
-                        "0)");
-    if (!(o.speed >= 0.01 && o.speed <= 1000))
-        return cli_fail("load trace: --speed: expected a factor 0.01..1000");
-    if (o.seed < 1)
-        return cli_fail("load trace: --seed: expected an integer >= 1");
-    return mode_trace(pos[0], cp, dp, &o, json);
+        return cli_usage_error(c, "--iat: expected equidistant, uniform or exponential, got '%s'",
+                               o.iat);
+    if (o.minutes && o.warmup_minutes >= o.minutes)
+        return cli_usage_error(c, "--warmup-minutes: expected fewer than --minutes");
+    char *fnp = dg_xasprintf("%s/dirigent-fn", c->self_dir);
+    if (!o.image)
+        o.image = fnp;
+    rc = mode_trace(c->args[0], c->cp, c->dp, &o, c->json);
+    free(fnp);
+    return rc;
 }

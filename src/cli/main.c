@@ -1,42 +1,380 @@
 /*
- * dirigent: the command-line tool. A command table; each command is a small
- * function. Talks to the control plane's registration server (JSON API) and
- * the data plane over HTTP with the project's client on a private loop (a
- * short-lived tool may wait for its answers).
+ * dirigent: the command-line tool. Owns the command table, the command-line parser, help, the
+ * blocking request the commands use and the tables they print; each command's handler lives
+ * in its own file (up.c, function.c, invoke.c, status.c, haproxy.c, load.c).
  *
- *   dirigent up [--runtime auto|oci|process|emulated] [--state-dir DIR] [--cp-replicas N]
- *               [--dataplanes M]
- *   dirigent function deploy NAME --image IMG [--port P] [--min N] [--max N] [--cpu MILLI]
- *                                 [--memory MIB] [--cold-start-sweep]
- *   dirigent function list | get NAME | delete NAME
- *   dirigent invoke NAME [--data STR] [--header K:V]...
- *   dirigent status
- *   dirigent haproxy-config --socket PATH --cp REG1,REG2,...
- * Global: --cp HOST:PORT (registration server, 127.0.0.1:9091), --dp HOST:PORT (127.0.0.1:8080),
- *         --json (machine-readable output).
+ * The table is the single source of truth: dispatch, `--help`/`-h` at any position,
+ * `dirigent help [COMMAND ...]` and docs/cli.md (`dirigent help --all`) are made from it.
+ * Global options (--cp, --dp, --json) are accepted anywhere on the line; an option a command
+ * declares itself takes precedence after the command (haproxy-config's --cp).
  */
+#include <ctype.h>
 #include <errno.h>
-#include <stdarg.h>
-#include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include "dirigent/form.h"
-#include "dirigent/http.h"
-#include "dirigent/json.h"
 #include "cli.h"
 
-static const char *cp_addr = "127.0.0.1:9091";
-static const char *dp_addr = "127.0.0.1:8080";
-static bool json_out;
+/* ---- the command table ------------------------------------------------------------------ */
 
-/* ---- a blocking request over the library's client --------------------------------------- */
+/* Options are written positionally (name, value, default, help) with the rare flags
+ * designated after them; the fields left out are false on purpose. */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
+static const struct cli_opt global_opts[] = {
+    {"--cp", "HOST:PORT", "127.0.0.1:9091", "the control plane's registration server"},
+    {"--dp", "HOST:PORT", "127.0.0.1:8080", "the data plane's proxy"},
+    {"--json", NULL, NULL, "machine-readable output (the API's JSON)"},
+    {"--help", NULL, NULL, "this usage, anywhere on the line; acts on nothing"},
+    {0}};
+
+static const struct cli_opt up_opts[] = {
+    {"--runtime", "auto|oci|process|emulated", "auto",
+     "sandboxes: containers under crun (oci), plain processes, or emulated; auto picks oci as "
+     "root with crun and the image, else process (and says why)"},
+    {"--state-dir", "DIR", "data/local",
+     "logs, pids, the CP's database and the worker's data (created with its parents); one "
+     "cluster per state directory"},
+    {"--port-base", "N", "8080",
+     "moves every port of the cluster by N-8080 (the data plane's proxy listens on N)"},
+    {"--cp-replicas", "N", "1", "control-plane replicas (1, 3, 5 or 7: Redis, raft, HAProxy)"},
+    {"--dataplanes", "M", "1", "data planes (1 to 8; more than one: behind HAProxy)"},
+    {0}};
+
+static const struct cli_opt deploy_opts[] = {
+    {"--image", "IMG", NULL,
+     "a registry reference (127.0.0.1:5000/fn:latest), oci:PATH:TAG, docker-archive:PATH, or "
+     "with the process runtime an executable's path",
+     .required = true},
+    {"--port", "P", "80", "the port the function listens on in its sandbox"},
+    {"--min", "N", "0", "sandboxes kept at least (scaling_lower_bound)"},
+    {"--max", "N", "unbounded", "sandboxes at most (scaling_upper_bound)"},
+    {"--cpu", "MILLI", "1", "milli-CPU requested per sandbox (requested_cpu)"},
+    {"--memory", "MIB", "1", "MiB requested per sandbox (requested_memory)"},
+    {"--concurrency", "N", "1",
+     "requests at once per sandbox, 0 unlimited (container_concurrency)"},
+    {"--cold-start-sweep", NULL, NULL, "InVitro's cold-start profile (upper bound 1)"},
+    {0}};
+
+static const struct cli_opt invoke_opts[] = {
+    {"--data", "STR", NULL, "the request body (sent with POST; without it GET)"},
+    {"--header", "NAME:VALUE", NULL, "an extra request header (repeatable, up to 32)",
+     .repeat = true},
+    {0}};
+
+static const struct cli_opt haproxy_opts[] = {
+    {"--socket", "PATH", NULL, "HAProxy's runtime API socket (the CP's haproxy.api)",
+     .required = true},
+    {"--cp", "REG1,REG2,...", NULL, "the control planes' registration servers", .required = true},
+    {"--invocations", "IP:PORT", "127.0.0.1:8079", "the invocations frontend"},
+    {"--registration", "IP:PORT", "127.0.0.1:9092", "the registrations frontend"},
+    {"--backend", "NAME", "dataplanes", "the data planes' backend (the CP's haproxy.backend)"},
+    {0}};
+
+#define LOAD_COMMON                                                                                \
+    {"--csv", "FILE", NULL, "a row per invocation"},                                               \
+    {                                                                                              \
+        "--timeout", "S", "120", "seconds a request may take"                                      \
+    }
+
+static const struct cli_opt burst_opts[] = {LOAD_COMMON, {0}};
+
+static const struct cli_opt rps_opts[] = {
+    {"--rate", "R", NULL, "requests per second, 0 < R <= 100000", .required = true},
+    {"--duration", "S", NULL, "seconds, 0 < S <= 3600", .required = true},
+    {"--cold", NULL, NULL,
+     "every call a cold start: registers ceil(R x cooldown) functions (InVitro's RPS mode) and "
+     "removes them when it ends (also on Ctrl-C)"},
+    {"--cooldown", "S", "10", "with --cold: seconds between two calls of one function (1..600)"},
+    {"--image", "IMG", "the dirigent-fn next to this binary", "with --cold: the functions' image"},
+    {"--keep", NULL, NULL, "with --cold: keep the functions it registered"},
+    LOAD_COMMON,
+    {0}};
+
+static const struct cli_opt trace_opts[] = {
+    {"--minutes", "N", "0 (all)", "replay only the first N minutes"},
+    {"--warmup-minutes", "W", "0", "minutes sent but not counted (fewer than --minutes)"},
+    {"--seed", "S", "1", "the arrivals' random seed (>= 1)"},
+    {"--speed", "X", "1", "replay X times faster (0.01..1000)"},
+    {"--iat", "equidistant|uniform|exponential", "exponential",
+     "arrivals within a minute, as InVitro's"},
+    {"--image", "IMG", "the dirigent-fn next to this binary", "the functions' image"},
+    {"--prefix", "P", "trace-", "the functions' name prefix"},
+    {"--dry-run", NULL, NULL, "print the plan as CSV, send nothing"},
+    LOAD_COMMON,
+    {0}};
+
+static const struct cli_opt help_opts[] = {
+    {"--all", NULL, NULL, "every command's usage (docs/cli.md is this output)"}, {0}};
+
+static int cmd_help(struct cli_ctx *c);
+
+static const struct cli_cmd commands[] = {
+    {"up", "", 0, 0, "a local cluster in the foreground (Ctrl-C stops it)", up_opts,
+     "dirigent up --runtime process --state-dir /tmp/a --port-base 18080",
+     "Starts a control plane, a data plane and a worker (with --cp-replicas/--dataplanes also\n"
+     "Redis and HAProxy), deploys the sample function `hello` and prints\n"
+     "`ready: curl -H 'Host: hello' http://127.0.0.1:8080/`. Before it starts anything it locks\n"
+     "the state directory (a second `up` on it: `already running (pid N)`) and checks that\n"
+     "every port is free (a busy one is named with the process holding it). Ports, N being\n"
+     "--port-base (8080): data plane j proxy N+10j, API N+1+10j; control plane i internal API\n"
+     "N+1010+10i, registration N+1011+10i, raft N+1015+10i; worker N+1930; HAProxy\n"
+     "invocations N-1, registrations N+1012; Redis N-1700.",
+     cli_cmd_up},
+    {"function", "", 0, 0, "deploy, list, get and delete functions", NULL, "dirigent function list",
+     NULL, NULL},
+    {"function deploy", "NAME", 1, 1, "register a function with the control plane", deploy_opts,
+     "dirigent function deploy mine --image oci:$PWD/build/images/dirigent-fn:latest --max 5", NULL,
+     cli_cmd_deploy},
+    {"function list", "", 0, 0, "every function: state, sandboxes, bounds, image", NULL,
+     "dirigent function list", NULL, cli_cmd_list},
+    {"function get", "NAME", 1, 1, "one function (with the reason its last create failed)", NULL,
+     "dirigent --json function get hello", NULL, cli_cmd_get},
+    {"function delete", "NAME", 1, 1, "scale a function to zero, then forget it", NULL,
+     "dirigent function delete mine", NULL, cli_cmd_delete},
+    {"invoke", "NAME", 1, 1, "call a function through the data plane and print its answer",
+     invoke_opts, "dirigent invoke hello --header 'requested_cpu: 20'", NULL, cli_cmd_invoke},
+    {"status", "", 0, 0, "the cluster: control-plane replicas, workers, data planes, functions",
+     NULL, "dirigent status", NULL, cli_cmd_status},
+    {"haproxy-config", "", 0, 0, "print HAProxy's config for data planes and control planes",
+     haproxy_opts,
+     "dirigent haproxy-config --socket /run/haproxy.sock --cp 10.0.0.1:9091,10.0.0.2:9091", NULL,
+     cli_cmd_haproxy_config},
+    {"load", "", 0, 0, "the open-loop load generator (docs/load.md)", NULL,
+     "dirigent load rps --rate 200 --duration 10 hello", NULL, NULL},
+    {"load burst", "N FUNCTION", 2, 2, "N requests at once", burst_opts,
+     "dirigent load burst 100 hello", NULL, cli_cmd_load_burst},
+    {"load rps", "[FUNCTION]", 0, 1, "a constant rate to FUNCTION, or with --cold to fresh ones",
+     rps_opts, "dirigent load rps --rate 20 --duration 10 --cold",
+     "Give either a FUNCTION or --cold. Exit status 3 when a counted request failed.",
+     cli_cmd_load_rps},
+    {"load trace", "DIR|FILE", 1, 1, "replay an Azure Functions trace (2019 directory, 2021 file)",
+     trace_opts, "dirigent load trace tests/data/invitro-example --minutes 3 --warmup-minutes 1",
+     "Registers the trace's functions first (as InVitro does), then sends each invocation at\n"
+     "its time asking the function to work for its duration.",
+     cli_cmd_load_trace},
+    {"load summarize", "FILE.csv", 1, 1, "the summary of a CSV written by --csv", NULL,
+     "dirigent load summarize run.csv", NULL, cli_cmd_load_summarize},
+    {"help", "[COMMAND ...]", 0, 8, "a command's usage", help_opts, "dirigent help function deploy",
+     NULL, cmd_help},
+};
+
+static const struct cli_cmd *find_cmd(const char *name)
+{
+    for (size_t i = 0; i < DG_ARRAY_LEN(commands); i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static const struct cli_opt *find_opt(const struct cli_opt *opts, const char *name, size_t len)
+{
+    for (const struct cli_opt *o = opts; o && o->name; o++)
+        if (strlen(o->name) == len && strncmp(o->name, name, len) == 0)
+            return o;
+    return NULL;
+}
+
+/* ---- help ------------------------------------------------------------------------------- */
+
+/* "--name ARG" */
+static int opt_width(const struct cli_opt *opts, int w)
+{
+    for (const struct cli_opt *o = opts; o && o->name; o++) {
+        int n = (int)strlen(o->name) + (o->arg ? 1 + (int)strlen(o->arg) : 0);
+        if (strcmp(o->name, "--help") == 0)
+            n += 4; /* "-h, " */
+        w = n > w ? n : w;
+    }
+    return w;
+}
+
+/* "  HEAD  TEXT" with TEXT wrapped at 100 columns under itself. */
+static void print_wrapped(FILE *out, int w, const char *head, const char *text)
+{
+    fprintf(out, "  %-*s", w, head);
+    int col = w + 2, indent = w + 4;
+    const char *p = text;
+    while (*p) {
+        size_t word = strcspn(p, " ");
+        if (col > indent && col + 1 + (int)word > 100) {
+            fprintf(out, "\n%*s", indent, "");
+            col = indent;
+        } else {
+            fputs(col == w + 2 ? "  " : " ", out);
+            col += col == w + 2 ? 2 : 1;
+        }
+        for (size_t i = 0; i < word; i++) /* \1: a space that does not break */
+            fputc(p[i] == '\1' ? ' ' : p[i], out);
+        col += (int)word;
+        p += word;
+        while (*p == ' ')
+            p++;
+    }
+    fputc('\n', out);
+}
+
+static void print_opts(FILE *out, const struct cli_opt *opts, int w)
+{
+    for (const struct cli_opt *o = opts; o && o->name; o++) {
+        char head[128], text[1024];
+        snprintf(head, sizeof(head), "%s%s%s%s", strcmp(o->name, "--help") == 0 ? "-h, " : "",
+                 o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+        snprintf(text, sizeof(text), "%s%s%s%s", o->help, o->required ? " (required)" : "",
+                 !o->required && o->def ? " (default:\1" : "",
+                 !o->required && o->def ? o->def : "");
+        if (!o->required && o->def)
+            snprintf(text + strlen(text), sizeof(text) - strlen(text), ")");
+        print_wrapped(out, w, head, text);
+    }
+}
+
+static bool is_child(const struct cli_cmd *parent, const struct cli_cmd *c)
+{
+    size_t n = strlen(parent->name);
+    return strncmp(c->name, parent->name, n) == 0 && c->name[n] == ' ' &&
+           !strchr(c->name + n + 1, ' ');
+}
+
+static void print_usage(FILE *out, const struct cli_cmd *c)
+{
+    if (!c) { /* dirigent itself */
+        fprintf(out, "usage: dirigent [--cp HOST:PORT] [--dp HOST:PORT] [--json] COMMAND ...\n\n"
+                     "commands:\n");
+        int w = 0;
+        for (size_t i = 0; i < DG_ARRAY_LEN(commands); i++)
+            w = DG_MAX(w, (int)strlen(commands[i].name));
+        for (size_t i = 0; i < DG_ARRAY_LEN(commands); i++)
+            fprintf(out, "  %-*s  %s\n", w, commands[i].name, commands[i].summary);
+        fprintf(out, "\nglobal options (anywhere on the line):\n");
+        print_opts(out, global_opts, opt_width(global_opts, 0));
+        fprintf(out, "\n`dirigent help COMMAND` (or `dirigent COMMAND --help`) shows a command's "
+                     "options and an example.\n");
+        return;
+    }
+    if (!c->run) { /* a group */
+        fprintf(out, "usage: dirigent %s SUBCOMMAND ...\n\n%c%s.\n\nsub-commands:\n", c->name,
+                toupper(c->summary[0]), c->summary + 1);
+        int w = 0;
+        for (size_t i = 0; i < DG_ARRAY_LEN(commands); i++)
+            if (is_child(c, &commands[i]))
+                w = DG_MAX(w, (int)strlen(commands[i].name));
+        for (size_t i = 0; i < DG_ARRAY_LEN(commands); i++)
+            if (is_child(c, &commands[i]))
+                fprintf(out, "  %-*s  %s\n", w, commands[i].name, commands[i].summary);
+        fprintf(out, "\nexample:\n  %s\n", c->example);
+        return;
+    }
+    fprintf(out, "usage: dirigent %s", c->name);
+    if (c->args[0])
+        fprintf(out, " %s", c->args);
+    for (const struct cli_opt *o = c->opts; o && o->name; o++)
+        if (o->required)
+            fprintf(out, " %s %s", o->name, o->arg);
+    bool optional = false;
+    for (const struct cli_opt *o = c->opts; o && o->name; o++)
+        optional |= !o->required;
+    fprintf(out, "%s\n\n%c%s.\n", optional ? " [options]" : "", toupper(c->summary[0]),
+            c->summary + 1);
+    int w = opt_width(global_opts, opt_width(c->opts, 0));
+    if (c->opts) {
+        fprintf(out, "\noptions:\n");
+        print_opts(out, c->opts, w);
+    }
+    fprintf(out, "\nglobal options:\n");
+    print_opts(out, global_opts, w);
+    if (c->more)
+        fprintf(out, "\n%s\n", c->more);
+    fprintf(out, "\nexample:\n  %s\n", c->example);
+}
+
+static int cmd_help(struct cli_ctx *c)
+{
+    if (cli_flag(c, "--all")) {
+        for (size_t i = 0; i < DG_ARRAY_LEN(commands); i++) {
+            printf("%s## dirigent %s\n\n```text\n", i ? "\n" : "", commands[i].name);
+            print_usage(stdout, &commands[i]);
+            printf("```\n");
+        }
+        return 0;
+    }
+    if (c->nargs == 0) {
+        print_usage(stdout, NULL);
+        return 0;
+    }
+    char name[256] = "";
+    for (int i = 0; i < c->nargs; i++)
+        snprintf(name + strlen(name), sizeof(name) - strlen(name), "%s%s", i ? " " : "",
+                 c->args[i]);
+    const struct cli_cmd *cmd = find_cmd(name);
+    if (!cmd)
+        return cli_usage_error(c, "no command '%s' (see dirigent help)", name);
+    print_usage(stdout, cmd);
+    return 0;
+}
+
+/* ---- options ---------------------------------------------------------------------------- */
+
+const char *cli_get(const struct cli_ctx *c, const char *name)
+{
+    for (int i = c->nopts; i-- > 0;)
+        if (strcmp(c->opts[i].opt->name, name) == 0)
+            return c->opts[i].val;
+    return NULL;
+}
+
+bool cli_flag(const struct cli_ctx *c, const char *name)
+{
+    return cli_get(c, name) != NULL;
+}
+
+int cli_usage_error(const struct cli_ctx *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "dirigent: ");
+    if (c && c->cmd)
+        fprintf(stderr, "%s: ", c->cmd->name);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return CLI_USAGE;
+}
+
+int cli_int(const struct cli_ctx *c, const char *name, int64_t def, int64_t lo, int64_t hi,
+            int64_t *out)
+{
+    const char *v = cli_get(c, name);
+    *out = def;
+    if (!v)
+        return 0;
+    if (!dg_str_to_i64(dg_str_c(v), out) || *out < lo || *out > hi)
+        return cli_usage_error(c, "%s: expected an integer %lld..%lld, got '%s'", name,
+                               (long long)lo, (long long)hi, v);
+    return 0;
+}
+
+int cli_double(const struct cli_ctx *c, const char *name, double def, double lo, bool lo_incl,
+               double hi, double *out)
+{
+    const char *v = cli_get(c, name);
+    *out = def;
+    if (!v)
+        return 0;
+    char *end;
+    errno = 0;
+    *out = strtod(v, &end);
+    if (!*v || *end || errno || !(lo_incl ? *out >= lo : *out > lo) || !(*out <= hi))
+        return cli_usage_error(c, "%s: expected a number %s %g and at most %g, got '%s'", name,
+                               lo_incl ? "at least" : "above", lo, hi, v);
+    return 0;
+}
+
+/* ---- requests --------------------------------------------------------------------------- */
 
 static void on_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
                     const struct dg_err *err, void *ud)
@@ -51,7 +389,6 @@ static void on_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     }
 }
 
-/* Returns the status, or -1 with r->err set. */
 int cli_request(const char *addr, const char *method, const char *path,
                 const struct dg_http_header *hdrs, size_t n, const char *body, struct cli_result *r)
 {
@@ -63,6 +400,7 @@ int cli_request(const char *addr, const char *method, const char *path,
     if (!p) {
         snprintf(r->err, sizeof(r->err), "%s", err.msg);
         uv_loop_close(&loop);
+        dg_buf_append(&r->body, "", 0);
         return -1;
     }
     static const struct dg_http_client_cbs cbs = {.on_done = on_done};
@@ -77,6 +415,17 @@ int cli_request(const char *addr, const char *method, const char *path,
     return r->err[0] ? -1 : r->status;
 }
 
+void cli_transport_error(char *out, size_t n, const char *role, const char *addr, const char *msg)
+{
+    if (strstr(msg, "connection refused"))
+        snprintf(out, n,
+                 "cannot reach the %s at %s: connection refused; is a cluster running? Start "
+                 "one with `dirigent up` (or `make up`), or point %s at yours",
+                 role, addr, strstr(role, "data") ? "--dp HOST:PORT" : "--cp HOST:PORT");
+    else
+        snprintf(out, n, "the %s at %s: %s", role, addr, msg);
+}
+
 int cli_fail(const char *fmt, ...)
 {
     va_list ap;
@@ -88,18 +437,24 @@ int cli_fail(const char *fmt, ...)
     return 1;
 }
 
-/* Print an API answer: JSON as is with --json, else through `table`. */
-static int answer(struct cli_result *r, int status, void (*table)(json_t *))
+int cli_answer(const struct cli_ctx *c, struct cli_result *r, int status, const char *role,
+               void (*table)(json_t *))
 {
-    if (status < 0)
-        return cli_fail("%s", r->err);
+    if (status < 0) {
+        char msg[768];
+        cli_transport_error(msg, sizeof(msg), role, strstr(role, "data") ? c->dp : c->cp, r->err);
+        dg_buf_free(&r->body);
+        return cli_fail("%s: %s", c->cmd->name, msg);
+    }
     if (status >= 300) {
-        fprintf(stderr, "dirigent: %d: %s", status, r->body.data);
+        fprintf(stderr, "dirigent: %s: %d: %s", c->cmd->name, status, r->body.data);
+        if (r->body.len && r->body.data[r->body.len - 1] != '\n')
+            fputc('\n', stderr);
         dg_buf_free(&r->body);
         return 1;
     }
     json_t *j = NULL;
-    if (json_out || !table || dg_json_parse(r->body.data, r->body.len, &j, NULL) < 0) {
+    if (c->json || !table || dg_json_parse(r->body.data, r->body.len, &j, NULL) < 0) {
         fputs(r->body.data, stdout);
         if (r->body.len && r->body.data[r->body.len - 1] != '\n')
             putchar('\n');
@@ -111,772 +466,230 @@ static int answer(struct cli_result *r, int status, void (*table)(json_t *))
     return 0;
 }
 
-/* ---- function commands ------------------------------------------------------------------ */
+/* ---- tables ----------------------------------------------------------------------------- */
 
-/* "3 s ago", "4 min ago", "2 h ago" */
-static void fmt_age(char *out, size_t n, long long ms)
+static void table_grow(struct cli_table *t)
 {
-    long long s = ms / 1000;
-    if (s < 120)
-        snprintf(out, n, "%lld s ago", s);
-    else if (s < 2 * 3600)
-        snprintf(out, n, "%lld min ago", s / 60);
+    if (t->nrows == t->cap) {
+        t->cap = t->cap ? 2 * t->cap : 16;
+        t->cells = dg_xrealloc(t->cells, t->cap * t->ncols * sizeof(char *));
+        t->note = dg_xrealloc(t->note, t->cap * sizeof(bool));
+    }
+}
+
+static void table_vrow(struct cli_table *t, va_list ap)
+{
+    table_grow(t);
+    for (size_t i = 0; i < t->ncols; i++) {
+        const char *s = va_arg(ap, const char *);
+        t->cells[t->nrows * t->ncols + i] = dg_xstrdup(s ? s : "-");
+    }
+    t->note[t->nrows++] = false;
+}
+
+void cli_table_init(struct cli_table *t, size_t ncols, ...)
+{
+    memset(t, 0, sizeof(*t));
+    t->ncols = ncols;
+    va_list ap;
+    va_start(ap, ncols);
+    table_vrow(t, ap);
+    va_end(ap);
+}
+
+void cli_table_row(struct cli_table *t, ...)
+{
+    va_list ap;
+    va_start(ap, t);
+    table_vrow(t, ap);
+    va_end(ap);
+}
+
+void cli_table_note(struct cli_table *t, const char *fmt, ...)
+{
+    table_grow(t);
+    va_list ap;
+    va_start(ap, fmt);
+    struct dg_buf b = {0};
+    dg_buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    dg_buf_append(&b, "", 1);
+    t->cells[t->nrows * t->ncols] = b.data;
+    for (size_t i = 1; i < t->ncols; i++)
+        t->cells[t->nrows * t->ncols + i] = NULL;
+    t->note[t->nrows++] = true;
+}
+
+void cli_table_print(struct cli_table *t, FILE *out)
+{
+    size_t *w = dg_xcalloc(t->ncols, sizeof(size_t));
+    for (size_t r = 0; r < t->nrows; r++)
+        for (size_t i = 0; i < t->ncols && !t->note[r]; i++)
+            w[i] = DG_MAX(w[i], strlen(t->cells[r * t->ncols + i]));
+    for (size_t r = 0; r < t->nrows; r++) {
+        if (t->note[r]) {
+            fprintf(out, "%s\n", t->cells[r * t->ncols]);
+        } else {
+            for (size_t i = 0; i < t->ncols; i++) {
+                if (i + 1 < t->ncols)
+                    fprintf(out, "%-*s  ", (int)w[i], t->cells[r * t->ncols + i]);
+                else
+                    fprintf(out, "%s\n", t->cells[r * t->ncols + i]);
+            }
+        }
+        for (size_t i = 0; i < t->ncols; i++)
+            free(t->cells[r * t->ncols + i]);
+    }
+    free(w);
+    free(t->cells);
+    free(t->note);
+    memset(t, 0, sizeof(*t));
+}
+
+void cli_fmt_bounds(char *out, size_t n, long long lower, long long upper)
+{
+    if (upper >= 2147483647)
+        snprintf(out, n, "%lld..unbounded", lower);
     else
-        snprintf(out, n, "%lld h ago", s / 3600);
+        snprintf(out, n, "%lld..%lld", lower, upper);
 }
 
-/* One function per row; a function whose last create failed gets a line under its row:
- * "  error: <reason> (worker w1, 3 s ago)". */
-static void fn_table(json_t *list)
+/* ---- parsing and dispatch --------------------------------------------------------------- */
+
+/* argv -> ctx. Returns -1 when parsed (then *help says whether usage was asked for), else the
+ * exit status of a usage error. */
+static int parse(int argc, char **argv, struct cli_ctx *c, bool *help)
 {
-    printf("%-24s %-9s %-6s %-8s %-8s %s\n", "NAME", "STATE", "READY", "DESIRED", "BOUNDS",
-           "IMAGE");
-    size_t i;
-    json_t *f;
-    json_t *one = json_is_object(list) ? list : NULL;
-    if (one) {
-        list = json_array();
-        json_array_append(list, one);
+    const struct cli_cmd *cmd = NULL;
+    bool leaf = false, dashdash = false;
+    char name[256] = "";
+    c->args = dg_xcalloc((size_t)argc + 1, sizeof(char *));
+    c->opts = dg_xcalloc((size_t)argc + 1, sizeof(*c->opts));
+    /* --help anywhere wins: the rest is parsed only to know which command, never acted on */
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            *help = true;
     }
-    json_array_foreach(list, i, f)
-    {
-        char bounds[32];
-        snprintf(bounds, sizeof(bounds), "%lld..%lld",
-                 (long long)json_integer_value(json_object_get(f, "scaling_lower_bound")),
-                 (long long)json_integer_value(json_object_get(f, "scaling_upper_bound")));
-        const char *state = json_string_value(json_object_get(f, "state"));
-        printf("%-24s %-9s %-6lld %-8lld %-8s %s\n", json_string_value(json_object_get(f, "name")),
-               state ? state : "-", (long long)json_integer_value(json_object_get(f, "ready")),
-               (long long)json_integer_value(json_object_get(f, "desired")), bounds,
-               json_string_value(json_object_get(f, "image")));
-        const char *error = json_string_value(json_object_get(f, "error"));
-        if (!error)
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!dashdash && strcmp(a, "--") == 0) {
+            dashdash = true;
             continue;
-        const char *worker = json_string_value(json_object_get(f, "error_worker"));
-        char age[32];
-        fmt_age(age, sizeof(age),
-                (long long)json_integer_value(json_object_get(f, "error_age_ms")));
-        printf("  error: %s (worker %s, %s)\n", error, worker ? worker : "?", age);
-    }
-    if (one)
-        json_decref(list);
-}
-
-const char *cli_opt(int *i, int argc, char **argv, const char *name)
-{
-    if (*i >= argc || !argv[*i] || strcmp(argv[*i], name) != 0)
-        return NULL;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "dirigent: %s needs a value\n", name);
-        exit(2);
-    }
-    const char *v = argv[++*i];
-    return v ? v : ""; /* consumed: never NULL */
-}
-
-static int cmd_deploy(int argc, char **argv)
-{
-    if (argc < 1 || argv[0][0] == '-')
-        return cli_fail("function deploy: expected a NAME");
-    json_t *j = json_pack("{ss s[is]}", "name", argv[0], "port_forwarding", 80, "tcp");
-    const char *v;
-    for (int i = 1; i < argc; i++) {
-        if ((v = cli_opt(&i, argc, argv, "--image")))
-            json_object_set_new(j, "image", json_string(v));
-        else if ((v = cli_opt(&i, argc, argv, "--port")))
-            json_object_set_new(j, "port_forwarding", json_pack("[ss]", v, "tcp"));
-        else if ((v = cli_opt(&i, argc, argv, "--min")))
-            json_object_set_new(j, "scaling_lower_bound", json_string(v));
-        else if ((v = cli_opt(&i, argc, argv, "--max")))
-            json_object_set_new(j, "scaling_upper_bound", json_string(v));
-        else if ((v = cli_opt(&i, argc, argv, "--cpu")))
-            json_object_set_new(j, "requested_cpu", json_string(v));
-        else if ((v = cli_opt(&i, argc, argv, "--memory")))
-            json_object_set_new(j, "requested_memory", json_string(v));
-        else if ((v = cli_opt(&i, argc, argv, "--concurrency")))
-            json_object_set_new(j, "container_concurrency", json_string(v));
-        else if (strcmp(argv[i], "--cold-start-sweep") == 0)
-            json_object_set_new(j, "cold_start_sweep", json_true());
-        else {
-            json_decref(j);
-            return cli_fail("function deploy: unknown option '%s'", argv[i]);
         }
-    }
-    char *body = dg_json_dumps(j);
-    json_decref(j);
-    struct cli_result r;
-    int st = cli_request(cp_addr, "POST", "/v1/functions", NULL, 0, body, &r);
-    free(body);
-    if (st == 200 && !json_out) {
-        printf("deployed %s: invoke with curl -H 'Host: %s' http://%s/\n", argv[0], argv[0],
-               r.body.data[0] ? strtok(r.body.data, ";") : dp_addr);
-        dg_buf_free(&r.body);
-        return 0;
-    }
-    return answer(&r, st, NULL);
-}
-
-static int cmd_function(int argc, char **argv)
-{
-    if (argc < 1)
-        return cli_fail("function: expected deploy, list, get or delete");
-    struct cli_result r;
-    char path[256];
-    if (strcmp(argv[0], "deploy") == 0)
-        return cmd_deploy(argc - 1, argv + 1);
-    if (strcmp(argv[0], "list") == 0)
-        return answer(&r, cli_request(cp_addr, "GET", "/v1/functions", NULL, 0, NULL, &r),
-                      fn_table);
-    if (argc < 2)
-        return cli_fail("function %s: expected a NAME", argv[0]);
-    snprintf(path, sizeof(path), "/v1/functions/%s", argv[1]);
-    if (strcmp(argv[0], "get") == 0)
-        return answer(&r, cli_request(cp_addr, "GET", path, NULL, 0, NULL, &r), fn_table);
-    if (strcmp(argv[0], "delete") == 0)
-        return answer(&r, cli_request(cp_addr, "DELETE", path, NULL, 0, NULL, &r), NULL);
-    return cli_fail("function: unknown sub-command '%s'", argv[0]);
-}
-
-static int cmd_invoke(int argc, char **argv)
-{
-    if (argc < 1)
-        return cli_fail("invoke: expected a NAME");
-    struct dg_http_header hdrs[33];
-    size_t n = 0;
-    hdrs[n++] = (struct dg_http_header){DG_STR("Host"), dg_str_c(argv[0])};
-    const char *data = NULL, *v;
-    for (int i = 1; i < argc; i++) {
-        if ((v = cli_opt(&i, argc, argv, "--data"))) {
-            data = v;
-        } else if ((v = cli_opt(&i, argc, argv, "--header"))) {
-            const char *colon = strchr(v, ':');
-            if (!colon || n == 32)
-                return cli_fail("invoke: --header: expected NAME:VALUE, got '%s'", v);
-            const char *val = colon + 1;
-            while (*val == ' ')
-                val++;
-            hdrs[n++] = (struct dg_http_header){{v, (size_t)(colon - v)}, dg_str_c(val)};
-        } else {
-            return cli_fail("invoke: unknown option '%s'", argv[i]);
+        if (!dashdash && a[0] == '-' && a[1]) {
+            if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+                continue;
+            const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+            size_t len = eq ? (size_t)(eq - a) : strlen(a);
+            const struct cli_opt *o = cmd ? find_opt(cmd->opts, a, len) : NULL;
+            if (!o)
+                o = find_opt(global_opts, a, len);
+            if (!o) {
+                if (*help)
+                    continue;
+                c->cmd = cmd;
+                return cli_usage_error(c, "unknown option '%.*s' (see dirigent help%s%s)", (int)len,
+                                       a, cmd ? " " : "", cmd ? cmd->name : "");
+            }
+            const char *val = "";
+            if (o->arg) {
+                if (eq)
+                    val = eq + 1;
+                else if (i + 1 < argc)
+                    val = argv[++i];
+                else if (*help)
+                    continue;
+                else {
+                    c->cmd = cmd;
+                    return cli_usage_error(c, "%s needs a value (%s)", o->name, o->arg);
+                }
+            } else if (eq) {
+                if (*help)
+                    continue;
+                c->cmd = cmd;
+                return cli_usage_error(c, "%s takes no value, got '%s'", o->name, a);
+            }
+            bool global = o >= global_opts && o < global_opts + DG_ARRAY_LEN(global_opts);
+            if (global && strcmp(o->name, "--cp") == 0)
+                c->cp = val;
+            else if (global && strcmp(o->name, "--dp") == 0)
+                c->dp = val;
+            else if (global && strcmp(o->name, "--json") == 0)
+                c->json = true;
+            else
+                c->opts[c->nopts++] = (struct cli_optval){o, val};
+            continue;
         }
-    }
-    struct cli_result r;
-    int st = cli_request(dp_addr, data ? "POST" : "GET", "/", hdrs, n, data, &r);
-    return answer(&r, st, NULL);
-}
-
-static void status_table(json_t *s)
-{
-    size_t i;
-    json_t *x;
-    json_t *reps = json_object_get(s, "replicas");
-    if (json_array_size(reps)) {
-        printf("CONTROL PLANE REPLICAS\n%-4s %-22s %s\n", "ID", "INTERNAL API", "ROLE");
-        json_array_foreach(reps, i, x)
-        {
-            /* each replica says for itself whether it is up and what it is */
-            const char *api = json_string_value(json_object_get(x, "api"));
-            struct cli_result r;
-            const char *role = "unreachable";
-            json_t *rj = NULL;
-            if (cli_request(api, "GET", "/v1/status", NULL, 0, NULL, &r) == 200 &&
-                (rj = json_loads(r.body.data, 0, NULL)))
-                role = json_string_value(json_object_get(rj, "role")) ?: "?";
-            printf("%-4lld %-22s %s\n", (long long)json_integer_value(json_object_get(x, "id")),
-                   api, role);
-            json_decref(rj);
-            dg_buf_free(&r.body);
-        }
-        printf("\n");
-    }
-    printf("WORKERS\n%-24s %-22s %-12s %-15s %-17s %s\n", "NAME", "ADDRESS", "SCHEDULABLE",
-           "CPU(m) USED/CAP", "MEM(MiB) USED/CAP", "SANDBOXES");
-    json_array_foreach(json_object_get(s, "workers"), i, x)
-    {
-        char cpu[40], mem[40];
-        snprintf(cpu, sizeof(cpu), "%lld/%lld",
-                 (long long)json_integer_value(json_object_get(x, "cpuUsedMilli")),
-                 (long long)json_integer_value(json_object_get(x, "cpuMilli")));
-        snprintf(mem, sizeof(mem), "%lld/%lld",
-                 (long long)json_integer_value(json_object_get(x, "memoryUsedMiB")),
-                 (long long)json_integer_value(json_object_get(x, "memoryMiB")));
-        printf("%-24s %-22s %-12s %-15s %-17s %lld\n",
-               json_string_value(json_object_get(x, "name")),
-               json_string_value(json_object_get(x, "address")),
-               json_is_true(json_object_get(x, "schedulable")) ? "yes" : "no", cpu, mem,
-               (long long)json_integer_value(json_object_get(x, "sandboxes")));
-    }
-    printf("\nDATA PLANES\n%-24s %-22s %s\n", "NAME", "PROXY", "API");
-    json_array_foreach(json_object_get(s, "dataplanes"), i, x)
-        printf("%-24s %-22s %s\n", json_string_value(json_object_get(x, "name")),
-               json_string_value(json_object_get(x, "proxy")),
-               json_string_value(json_object_get(x, "api")));
-    printf("\nFUNCTIONS\n");
-    fn_table(json_object_get(s, "functions"));
-}
-
-static int cmd_status(int argc, char **argv)
-{
-    struct cli_result r;
-    int st = cli_request(cp_addr, "GET", "/v1/status", NULL, 0, NULL, &r);
-    if (st == 200) { /* a follower keeps no registry: ask the leader it names */
-        json_t *j = json_loads(r.body.data, 0, NULL);
-        const char *role = j ? json_string_value(json_object_get(j, "role")) : NULL;
-        const char *leader = j ? json_string_value(json_object_get(j, "leader")) : NULL;
-        if (role && strcmp(role, "follower") == 0 && leader) {
-            char *addr = dg_xstrdup(leader);
-            dg_buf_free(&r.body);
-            st = cli_request(addr, "GET", "/v1/status", NULL, 0, NULL, &r);
-            free(addr);
-        }
-        json_decref(j);
-    }
-    return answer(&r, st, status_table);
-}
-
-/* ---- up: a local cluster in the foreground ---------------------------------------------- */
-
-static volatile sig_atomic_t stop_flag;
-static void on_signal(int sig)
-{
-    stop_flag = 1;
-}
-
-/* A daemon of the local cluster: our binaries from `dir`, others (redis-server, haproxy) from
- * PATH; output to <state>/logs/NAME.log, pid in <state>/pids/NAME.pid. */
-static pid_t spawn(const char *dir, const char *state, const char *name, char *const argv[])
-{
-    char log[4096], pidf[4096];
-    snprintf(log, sizeof(log), "%s/logs/%s.log", state, name);
-    snprintf(pidf, sizeof(pidf), "%s/pids/%s.pid", state, name);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        signal(SIGINT, SIG_IGN); /* the terminal's Ctrl-C is ours to relay */
-        /* if `up` dies (even by SIGKILL), the cluster stops with it rather than holding the
-         * ports; a race with an `up` that died before this line is closed by the check */
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent)
-            _exit(1);
-        if (strncmp(argv[0], "dirigent", 8) != 0) {
-            execvp(argv[0], argv);
-        } else {
-            char exe[4096];
-            snprintf(exe, sizeof(exe), "%s/%s", dir, argv[0]);
-            execv(exe, argv);
-        }
-        _exit(127);
-    }
-    FILE *f = fopen(pidf, "w");
-    if (f) {
-        fprintf(f, "%d\n", (int)pid);
-        fclose(f);
-    }
-    return pid;
-}
-
-static bool healthy(const char *addr)
-{
-    struct cli_result r;
-    int st = cli_request(addr, "GET", "/health", NULL, 0, NULL, &r);
-    dg_buf_free(&r.body);
-    return st == 200;
-}
-
-/* Why the oci runtime cannot run here, or NULL. */
-static const char *oci_unusable(const char *image_dir)
-{
-    static char why[256];
-    if (geteuid() != 0)
-        return "root";
-    if (system("command -v crun >/dev/null 2>&1") != 0)
-        return "crun (apt-get install crun)";
-    snprintf(why, sizeof(why), "%s/index.json", image_dir);
-    if (access(why, R_OK) != 0) {
-        snprintf(why, sizeof(why), "the image %s (make image)", image_dir);
-        return why;
-    }
-    return NULL;
-}
-
-/* ---- haproxy-config: HAProxy in front of data planes and registration servers ----------- */
-
-struct hx_conf {
-    const char *invocations, *registration, *socket, *backend;
-    char **cps; /* the CPs' registration servers */
-    size_t ncps;
-};
-
-/* The two frontends of the original's configs/haproxy.cfg: invocations hashed on Host over
- * the data planes (servers added at run time by the CP leader through the stats socket), and
- * registrations spread over the CPs' registration servers (a follower forwards to the
- * leader). Timeouts are the original's; health checks every 500 ms (it had 2.5 s). */
-static void haproxy_config(FILE *out, const struct hx_conf *c)
-{
-    fprintf(out,
-            "# HAProxy for dirigent (written by `dirigent haproxy-config`)\n"
-            "global\n"
-            "    stats socket %s mode 600 level admin\n"
-            "    log stdout format raw local0 info\n\n"
-            "defaults\n"
-            "    mode http\n"
-            "    log global\n"
-            "    option httplog\n"
-            "    option dontlog-normal\n"
-            "    timeout connect 1s\n"
-            "    timeout client 900s\n"
-            "    timeout server 900s\n"
-            "    timeout http-request 60s\n"
-            "    timeout http-keep-alive 60s\n"
-            "    timeout queue 60s\n"
-            "    timeout check 2s\n"
-            "    retries 3\n"
-            "    option redispatch 1\n"
-            "    http-reuse always\n\n"
-            "frontend invocations\n"
-            "    bind %s\n"
-            "    default_backend %s\n\n"
-            "# servers dp_<name>: added and removed by the control plane leader (haproxy.api)\n"
-            "backend %s\n"
-            "    balance hdr(host)\n"
-            "    hash-type consistent\n"
-            "    option httpchk GET /health\n"
-            "    retry-on conn-failure empty-response\n"
-            "    default-server inter 500ms fall 2 rise 1\n\n"
-            "frontend registration\n"
-            "    bind %s\n"
-            "    default_backend registration\n\n"
-            "backend registration\n"
-            "    balance roundrobin\n"
-            "    option httpchk GET /health\n"
-            "    option http-buffer-request\n"
-            "    retry-on conn-failure empty-response 503\n"
-            "    # a replica that refuses a connection is out at once (not after two checks): a\n"
-            "    # registration during a failover is retried on a live one\n"
-            "    default-server inter 500ms fall 2 rise 1 observe layer4 error-limit 1 "
-            "on-error mark-down\n",
-            c->socket, c->invocations, c->backend, c->backend, c->registration);
-    for (size_t i = 0; i < c->ncps; i++)
-        fprintf(out, "    server cp%zu %s check\n", i, c->cps[i]);
-}
-
-/* "a,b,c" into a NULL-terminated vector (strings point into `s`, which is modified). */
-static size_t split_list(char *s, char **v, size_t cap)
-{
-    size_t n = 0;
-    for (char *save = NULL, *t = strtok_r(s, ",", &save); t && n < cap;
-         t = strtok_r(NULL, ",", &save))
-        v[n++] = t;
-    v[n] = NULL;
-    return n;
-}
-
-static int cmd_haproxy_config(int argc, char **argv)
-{
-    struct hx_conf c = {
-        .invocations = "127.0.0.1:8079", .registration = "127.0.0.1:9092", .backend = "dataplanes"};
-    char *cps[65], *list = NULL;
-    const char *v;
-    for (int i = 0; i < argc; i++) {
-        if ((v = cli_opt(&i, argc, argv, "--invocations")))
-            c.invocations = v;
-        else if ((v = cli_opt(&i, argc, argv, "--registration")))
-            c.registration = v;
-        else if ((v = cli_opt(&i, argc, argv, "--socket")))
-            c.socket = v;
-        else if ((v = cli_opt(&i, argc, argv, "--backend")))
-            c.backend = v;
-        else if ((v = cli_opt(&i, argc, argv, "--cp")))
-            list = (char *)v;
-        else
-            return cli_fail("haproxy-config: unknown option '%s'", argv[i]);
-    }
-    if (!c.socket || !list)
-        return cli_fail("haproxy-config: expected --socket PATH (the runtime API the CP's "
-                        "haproxy.api names) and --cp REG1,REG2,... (the CPs' registration "
-                        "servers)");
-    c.cps = cps;
-    c.ncps = split_list(list, cps, 64);
-    haproxy_config(stdout, &c);
-    return 0;
-}
-
-/* ---- up: a local cluster in the foreground ---------------------------------------------- */
-
-#define UP_MAX_PROCS 24
-
-struct up {
-    const char *self_dir, *src_dir, *state;
-    pid_t pids[UP_MAX_PROCS];
-    size_t n;
-};
-
-static void up_spawn(struct up *u, const char *name, char *const argv[])
-{
-    if (u->n < UP_MAX_PROCS)
-        u->pids[u->n++] = spawn(u->self_dir, u->state, name, argv);
-}
-
-/* Stop in reverse order of start (the worker stops its sandboxes before the CP goes). */
-static void up_stop(struct up *u)
-{
-    for (size_t i = u->n; i-- > 0;)
-        kill(u->pids[i], SIGTERM);
-    for (size_t i = 0; i < u->n; i++)
-        while (waitpid(u->pids[i], NULL, 0) == -1 && errno == EINTR)
-            ;
-}
-
-/* The leader's status: polls the replicas until one says it leads and knows `workers` workers
- * and `dps` data planes. */
-static bool up_ready(char **apis, size_t n, unsigned dps)
-{
-    for (int i = 0; i < 300 && !stop_flag; i++) {
-        usleep(50000);
-        for (size_t k = 0; k < n; k++) {
-            struct cli_result r;
-            if (cli_request(apis[k], "GET", "/v1/status", NULL, 0, NULL, &r) != 200) {
-                dg_buf_free(&r.body);
+        if (!leaf) {
+            char next[256];
+            snprintf(next, sizeof(next), "%s%s%s", name, name[0] ? " " : "", a);
+            const struct cli_cmd *sub = find_cmd(next);
+            if (sub) {
+                cmd = sub;
+                snprintf(name, sizeof(name), "%s", next);
                 continue;
             }
-            json_t *j = json_loads(r.body.data, 0, NULL);
-            dg_buf_free(&r.body);
-            bool ok = j && json_array_size(json_object_get(j, "workers")) >= 1 &&
-                      json_array_size(json_object_get(j, "dataplanes")) >= dps &&
-                      (n == 1 ||
-                       strcmp(json_string_value(json_object_get(j, "role")) ?: "", "leader") == 0);
-            json_decref(j);
-            if (ok)
-                return true;
+            if (!cmd || !cmd->run) {
+                c->cmd = cmd;
+                if (cmd)
+                    return cli_usage_error(c, "unknown sub-command '%s' (see dirigent help %s)", a,
+                                           cmd->name);
+                return cli_usage_error(c, "unknown command '%s' (see dirigent help)", a);
+            }
+            leaf = true;
         }
+        c->args[c->nargs++] = argv[i];
     }
-    return false;
-}
-
-static int cmd_up(int argc, char **argv, const char *self_dir, const char *src_dir)
-{
-    const char *runtime = "auto", *state = "data/local", *v;
-    int64_t ncp = 1, ndp = 1;
-    for (int i = 0; i < argc; i++) {
-        if ((v = cli_opt(&i, argc, argv, "--runtime")))
-            runtime = v;
-        else if ((v = cli_opt(&i, argc, argv, "--state-dir")))
-            state = v;
-        else if ((v = cli_opt(&i, argc, argv, "--cp-replicas"))) {
-            if (!dg_str_to_i64(dg_str_c(v), &ncp) || ncp < 1 || ncp > 7 || ncp % 2 == 0)
-                return cli_fail("up: --cp-replicas: expected 1, 3, 5 or 7 (an odd number: a "
-                                "majority must survive), got '%s'",
-                                v);
-        } else if ((v = cli_opt(&i, argc, argv, "--dataplanes"))) {
-            if (!dg_str_to_i64(dg_str_c(v), &ndp) || ndp < 1 || ndp > 8)
-                return cli_fail("up: --dataplanes: expected 1 to 8, got '%s'", v);
-        } else {
-            return cli_fail("up: unknown option '%s'", argv[i]);
-        }
-    }
-    if (strcmp(runtime, "auto") != 0 && strcmp(runtime, "oci") != 0 &&
-        strcmp(runtime, "process") != 0 && strcmp(runtime, "emulated") != 0)
-        return cli_fail("up: --runtime: expected auto, oci, process or emulated, got '%s'",
-                        runtime);
-    /* HA: replicas share Redis and sit behind HAProxy with the data planes */
-    bool ha = ncp > 1 || ndp > 1;
-    if (ha)
-        for (const char *const *b = (const char *const[]){"redis-server", "haproxy", NULL}; *b;
-             b++) {
-            char cmd[128];
-            snprintf(cmd, sizeof(cmd), "command -v %s >/dev/null 2>&1", *b);
-            if (system(cmd) != 0)
-                return cli_fail("up: --cp-replicas/--dataplanes need %s (make deps installs "
-                                "it)",
-                                *b);
-        }
-    /* auto: containers when this machine can run them, else plain processes (and why) */
-    char *image_dir = dg_xasprintf("%s/images/dirigent-fn", self_dir);
-    if (strcmp(runtime, "auto") == 0) {
-        const char *why = oci_unusable(image_dir);
-        runtime = why ? "process" : "oci";
-        if (why)
-            printf("runtime process (containers need %s)\n", why);
-        else
-            printf("runtime oci (crun, image oci:%s:latest)\n", image_dir);
-        fflush(stdout);
-    }
-    bool oci = strcmp(runtime, "oci") == 0;
-    char buf[4096];
-    mkdir(state, 0755);
-    snprintf(buf, sizeof(buf), "%s/logs", state);
-    mkdir(buf, 0755);
-    snprintf(buf, sizeof(buf), "%s/pids", state);
-    mkdir(buf, 0755);
-    char abs_state[4096];
-    if (!realpath(state, abs_state))
-        snprintf(abs_state, sizeof(abs_state), "%s", state);
-    /* addresses: CP i: internal 9090+10i, registration 9091+10i, raft 9095+10i; DP j: proxy
-     * 8080+10j, API 8081+10j; HAProxy: 8079 (invocations), 9092 (registrations) */
-    struct dg_buf all = {0}, rafts = {0}, regs = {0};
-    for (int64_t i = 0; i < ncp; i++) {
-        dg_buf_printf(&all, "%s127.0.0.1:%lld", i ? "," : "", 9090 + 10 * (long long)i);
-        dg_buf_printf(&rafts, "%s127.0.0.1:%lld", i ? "," : "", 9095 + 10 * (long long)i);
-        dg_buf_printf(&regs, "%s127.0.0.1:%lld", i ? "," : "", 9091 + 10 * (long long)i);
-    }
-    dg_buf_append(&all, "", 1);
-    dg_buf_append(&rafts, "", 1);
-    dg_buf_append(&regs, "", 1);
-    char *cpc = dg_xasprintf("%s/configs/local/cp.yaml", src_dir);
-    char *dpc = dg_xasprintf("%s/configs/local/dp.yaml", src_dir);
-    char *wkc = dg_xasprintf("%s/configs/local/worker.yaml", src_dir);
-    char *fn = dg_xasprintf("%s/dirigent-fn", self_dir);
-    char *sock = dg_xasprintf("%s/haproxy.sock", abs_state);
-    const int redis_port = 6380; /* the original's raft set-up used 6380-6382 */
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    struct up u = {.self_dir = self_dir, .src_dir = src_dir, .state = state};
-    int rc = 0;
-    if (ha) {
-        char *rdir = dg_xasprintf("%s/redis", state), *rport = dg_xasprintf("%d", redis_port);
-        mkdir(rdir, 0755);
-        up_spawn(&u, "redis",
-                 (char *[]){"redis-server", "--port", rport, "--bind", "127.0.0.1", "--dir", rdir,
-                            "--appendonly", "yes", "--save", "", NULL});
-        free(rdir);
-        free(rport);
-        char *hcfg = dg_xasprintf("%s/haproxy.cfg", state);
-        FILE *f = fopen(hcfg, "w");
-        if (!f) {
-            rc = cli_fail("up: %s: %s", hcfg, strerror(errno));
-        } else {
-            char *cps[9];
-            struct hx_conf hc = {.invocations = "127.0.0.1:8079",
-                                 .registration = "127.0.0.1:9092",
-                                 .socket = sock,
-                                 .backend = "dataplanes",
-                                 .cps = cps,
-                                 .ncps = split_list(regs.data, cps, 8)};
-            haproxy_config(f, &hc);
-            fclose(f);
-            unlink(sock);
-            up_spawn(&u, "haproxy", (char *[]){"haproxy", "-db", "-f", hcfg, NULL});
-        }
-        free(hcfg);
-    }
-    char *apis[8] = {0};
-    for (int64_t i = 0; i < ncp && !rc; i++) {
-        char name[16];
-        snprintf(name, sizeof(name), ncp > 1 ? "cp-%lld" : "cp", (long long)i);
-        char *trace = ncp > 1 ? dg_xasprintf("traceOutputFolder=%s/trace-%s", state, name)
-                              : dg_xasprintf("traceOutputFolder=%s/trace", state);
-        char *data = dg_xasprintf("dataDir=%s/%s", state, name);
-        char *port = dg_xasprintf("port=%lld", 9090 + 10 * (long long)i);
-        char *reg = dg_xasprintf("registrationServer=127.0.0.1:%lld", 9091 + 10 * (long long)i);
-        char *reps = dg_xasprintf("replicas=%s", all.data);
-        char *raft = dg_xasprintf("raftAddresses=%s", rafts.data);
-        char *rid = dg_xasprintf("replicaId=%lld", (long long)i + 1);
-        char *redis = dg_xasprintf("redis.address=127.0.0.1:%d", redis_port);
-        char *hx = dg_xasprintf("haproxy.api=%s", sock);
-        apis[i] = dg_xasprintf("127.0.0.1:%lld", 9090 + 10 * (long long)i);
-        if (ha)
-            up_spawn(&u, name,
-                     (char *[]){"dirigent-cp",
-                                "--config",
-                                cpc,
-                                "--set",
-                                trace,
-                                "--set",
-                                data,
-                                "--set",
-                                port,
-                                "--set",
-                                reg,
-                                "--set",
-                                reps,
-                                "--set",
-                                raft,
-                                "--set",
-                                rid,
-                                "--set",
-                                "persistence=redis",
-                                "--set",
-                                redis,
-                                "--set",
-                                "redis.fullPersistence=true",
-                                "--set",
-                                hx,
-                                "--set",
-                                "loadBalancerAddress=127.0.0.1:8079",
-                                NULL});
-        else
-            up_spawn(
-                &u, name,
-                (char *[]){"dirigent-cp", "--config", cpc, "--set", trace, "--set", data, NULL});
-        free(trace);
-        free(data);
-        free(port);
-        free(reg);
-        free(reps);
-        free(raft);
-        free(rid);
-        free(redis);
-        free(hx);
-    }
-    for (int64_t j = 0; j < ndp && !rc; j++) {
-        char name[16];
-        snprintf(name, sizeof(name), ha ? "dp-%lld" : "dp", (long long)j);
-        char *trace = dg_xasprintf("traceOutputFolder=%s/trace", state);
-        char *pp = dg_xasprintf("portProxy=%lld", 8080 + 10 * (long long)j);
-        char *pg = dg_xasprintf("portGRPC=%lld", 8081 + 10 * (long long)j);
-        char *nm2 = dg_xasprintf("name=%s", name);
-        char *cps = dg_xasprintf("controlPlaneAddress=%s", all.data);
-        up_spawn(&u, name,
-                 (char *[]){"dirigent-dp", "--config", dpc, "--set", trace, "--set", pp, "--set",
-                            pg, "--set", nm2, "--set", cps, NULL});
-        free(trace);
-        free(pp);
-        free(pg);
-        free(nm2);
-        free(cps);
-    }
-    char *rt = dg_xasprintf("runtime=%s", runtime);
-    char *fnb = dg_xasprintf("fnBinary=%s", fn);
-    char *wdata = dg_xasprintf("dataDir=%s/worker", state);
-    char *wcps = dg_xasprintf("controlPlaneAddress=%s", all.data);
-    if (!rc)
-        up_spawn(&u, "worker",
-                 (char *[]){"dirigent-worker", "--config", wkc, "--set", rt, "--set", fnb, "--set",
-                            wdata, "--set", wcps, NULL});
-    /* healthy: a leader that knows the worker and every data plane */
-    bool ready = !rc && up_ready(apis, (size_t)ncp, (unsigned)ndp);
-    const char *reg_addr = ha ? "127.0.0.1:9092" : "127.0.0.1:9091";
-    const char *inv_addr = ha ? "127.0.0.1:8079" : "127.0.0.1:8080";
-    if (ready && ha) { /* HAProxy has the data planes once the leader synced it */
-        ready = false;
-        for (int k = 0; k < 200 && !stop_flag && !ready; k++) {
-            usleep(50000);
-            ready = healthy(inv_addr) && healthy(reg_addr);
-        }
-    }
-    if (!ready && !rc) {
-        fprintf(stderr, "dirigent: up: the cluster did not become healthy; logs in %s/logs\n",
-                state);
-        rc = 1;
-    } else if (!rc) {
-        char body[8192], image[4096];
-        if (oci)
-            snprintf(image, sizeof(image), "oci:%s:latest", image_dir);
-        else
-            snprintf(image, sizeof(image), "%s", fn);
-        snprintf(body, sizeof(body),
-                 "name=hello&image=%s&port_forwarding=80&port_forwarding=tcp"
-                 "&requested_cpu=100&requested_memory=64",
-                 image);
-        struct cli_result r;
-        int st = cli_request(reg_addr, "POST", "/registerService", NULL, 0, body, &r);
-        if (st != 200 && st != 409) {
-            fprintf(stderr, "dirigent: up: deploying hello: %d %s%s\n", st, r.err,
-                    r.body.data ? r.body.data : "");
-            rc = 1;
-        } else {
-            if (ha)
-                printf("ready: curl -H 'Host: hello' http://%s/ (invocations through HAProxy "
-                       "over %lld data planes); registrations: http://%s/registerService (%lld "
-                       "control plane replicas)\n",
-                       inv_addr, (long long)ndp, reg_addr, (long long)ncp);
-            else
-                printf("ready: curl -H 'Host: hello' http://%s/\n", inv_addr);
-            fflush(stdout);
-            while (!stop_flag)
-                pause();
-        }
-        dg_buf_free(&r.body);
-    }
-    up_stop(&u);
-    fprintf(stderr, "dirigent: stopped\n");
-    for (size_t i = 0; i < DG_ARRAY_LEN(apis); i++)
-        free(apis[i]);
-    free(cpc);
-    free(dpc);
-    free(wkc);
-    free(fn);
-    free(rt);
-    free(fnb);
-    free(wdata);
-    free(wcps);
-    free(sock);
-    free(image_dir);
-    dg_buf_free(&all);
-    dg_buf_free(&rafts);
-    dg_buf_free(&regs);
-    return rc;
+    c->cmd = cmd;
+    return -1;
 }
 
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
-    int i = 1;
-    for (; i < argc && argv[i][0] == '-'; i++) {
-        const char *v;
-        if ((v = cli_opt(&i, argc, argv, "--cp")))
-            cp_addr = v;
-        else if ((v = cli_opt(&i, argc, argv, "--dp")))
-            dp_addr = v;
-        else if (strcmp(argv[i], "--json") == 0)
-            json_out = true;
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-            break;
-        else
-            return cli_fail("unknown option '%s' (see --help)", argv[i]);
+    struct cli_ctx c = {.cp = "127.0.0.1:9091", .dp = "127.0.0.1:8080"};
+    bool help = false;
+    int rc = parse(argc, argv, &c, &help);
+    if (rc < 0) {
+        if (help) {
+            print_usage(stdout, c.cmd);
+            rc = 0;
+        } else if (!c.cmd) {
+            print_usage(stderr, NULL);
+            rc = CLI_USAGE;
+        } else if (!c.cmd->run) {
+            rc = cli_usage_error(&c, "expected a sub-command (see dirigent help %s)", c.cmd->name);
+        } else if (c.nargs < c.cmd->min_args) {
+            rc =
+                cli_usage_error(&c, "expected %s (see dirigent help %s)", c.cmd->args, c.cmd->name);
+        } else if (c.nargs > c.cmd->max_args) {
+            rc = cli_usage_error(&c, "unexpected argument '%s' (see dirigent help %s)",
+                                 c.args[c.cmd->max_args], c.cmd->name);
+        } else {
+            rc = -1;
+            for (const struct cli_opt *o = c.cmd->opts; o && o->name && rc < 0; o++)
+                if (o->required && !cli_get(&c, o->name))
+                    rc = cli_usage_error(&c, "%s %s is required (see dirigent help %s)", o->name,
+                                         o->arg, c.cmd->name);
+            if (rc < 0) {
+                /* where the other binaries and the configs are: next to this one, and its
+                 * source tree */
+                char self[4096];
+                ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+                self[n > 0 ? n : 0] = '\0';
+                char *slash = strrchr(self, '/');
+                if (slash)
+                    *slash = '\0';
+                c.self_dir = self;
+                c.src_dir =
+                    getenv("DIRIGENT_SOURCE_DIR") ? getenv("DIRIGENT_SOURCE_DIR") : DG_SOURCE_DIR;
+                rc = c.cmd->run(&c);
+            }
+        }
     }
-    if (i >= argc || strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-        printf("usage: dirigent [--cp HOST:PORT] [--dp HOST:PORT] [--json] COMMAND\n"
-               "  up [--runtime auto|oci|process|emulated] [--state-dir DIR]   a local cluster\n"
-               "     [--cp-replicas N] [--dataplanes M]   N CPs (Redis, raft) and M DPs behind "
-               "HAProxy\n"
-               "  function deploy NAME --image IMG [--port P] [--min N] [--max N] [--cpu MILLI]\n"
-               "                  [--memory MIB] [--concurrency N] [--cold-start-sweep]\n"
-               "  function list | get NAME | delete NAME\n"
-               "  invoke NAME [--data STR] [--header K:V]...\n"
-               "  status\n"
-               "  haproxy-config --socket PATH --cp REG1,REG2,... [--invocations IP:PORT]\n"
-               "                 [--registration IP:PORT] [--backend NAME]   HAProxy's config\n"
-               "  load burst N FUNCTION\n"
-               "  load rps --rate R --duration S [--cold [--cooldown S] [--image IMG]] [FUNCTION]\n"
-               "  load trace DIR|FILE [--minutes N] [--warmup-minutes W] [--seed S] [--speed X]\n"
-               "             [--iat equidistant|uniform|exponential] [--image IMG] [--prefix P]\n"
-               "             [--dry-run]\n"
-               "  load summarize FILE.csv\n"
-               "     load options: --csv FILE (a row per invocation), --timeout S (120)\n");
-        return i >= argc ? 2 : 0;
-    }
-    /* where the other binaries and the configs are: next to this one, and its source tree */
-    char self[4096];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    self[n > 0 ? n : 0] = '\0';
-    char *slash = strrchr(self, '/');
-    if (slash)
-        *slash = '\0';
-    const char *src = getenv("DIRIGENT_SOURCE_DIR") ? getenv("DIRIGENT_SOURCE_DIR") : DG_SOURCE_DIR;
-    const char *cmd = argv[i];
-    int sub_argc = argc - i - 1;
-    char **sub_argv = argv + i + 1;
-    if (strcmp(cmd, "up") == 0)
-        return cmd_up(sub_argc, sub_argv, self, src);
-    if (strcmp(cmd, "haproxy-config") == 0)
-        return cmd_haproxy_config(sub_argc, sub_argv);
-    if (strcmp(cmd, "function") == 0)
-        return cmd_function(sub_argc, sub_argv);
-    if (strcmp(cmd, "invoke") == 0)
-        return cmd_invoke(sub_argc, sub_argv);
-    if (strcmp(cmd, "status") == 0)
-        return cmd_status(sub_argc, sub_argv);
-    if (strcmp(cmd, "load") == 0) {
-        char *fnp = dg_xasprintf("%s/dirigent-fn", self);
-        int rc = cli_load(sub_argc, sub_argv, cp_addr, dp_addr, fnp, json_out);
-        free(fnp);
-        return rc;
-    }
-    return cli_fail("unknown command '%s' (see --help)", cmd);
+    free(c.args);
+    free(c.opts);
+    return rc;
 }

@@ -8,7 +8,7 @@ B=$(cd "$B" && pwd)
 D=$B/dirigent
 STATE=$TAP_TMP/state
 
-plan 10
+plan 20
 
 bg_start "$TAP_TMP/up.log" "$D" up --runtime process --state-dir "$STATE"
 UP_PID=$BG_PID
@@ -58,7 +58,7 @@ t_errors() {
   [ $rc != 0 ] && grep -q "function 'nope' is not registered" <<<"$out" || return 1
   out=$("$D" function deploy bad_name --image /x 2>&1); rc=$?
   echo "$out"
-  [ $rc != 0 ] && grep -q "field 'name'" <<<"$out" || return 1
+  [ $rc != 0 ] && grep -q "NAME: expected lowercase letters" <<<"$out" || return 1
   out=$("$D" frobnicate 2>&1); rc=$?
   [ $rc != 0 ] && grep -q "unknown command 'frobnicate'" <<<"$out"
 }
@@ -69,6 +69,158 @@ t_delete() {
   ! "$D" function get echo 2>/dev/null
 }
 check "function delete" t_delete
+
+t_json_after() {
+  local j
+  j=$("$D" function get hello --json) || return 1
+  [ "$(json_field "$j" name)" = hello ] || return 1
+  j=$("$D" status --json) || return 1
+  /usr/bin/python3 -c 'import json,sys; assert json.loads(sys.argv[1])["workers"]' "$j"
+}
+check "--json after the command gives JSON" t_json_after
+
+# InVitro's names are 30-60 characters: the table's columns follow them
+LONG=$(printf 'a%.0s' $(seq 30))-$(printf 'b%.0s' $(seq 29))
+t_columns() {
+  "$D" function deploy "$LONG" --image "$B/dirigent-fn" >/dev/null || return 1
+  local out hdr row
+  out=$("$D" function list) || return 1
+  echo "$out"
+  hdr=$(sed -n 1p <<<"$out"); row=$(grep "^$LONG " <<<"$out")
+  [ "${hdr:62:5}" = STATE ] && [ "${row:62:4}" = idle ] &&
+    grep -qE "^hello +ready +1 +1 +0\.\.unbounded +$B/dirigent-fn$" <<<"$out" &&
+    grep -qE "^$LONG +idle +0 +0 +0\.\.unbounded +$B/dirigent-fn$" <<<"$out" &&
+    "$D" function delete "$LONG" >/dev/null
+}
+check "function list: columns sized to a 60-character name, unbounded for no upper bound" t_columns
+
+t_already_running() {
+  local out rc
+  out=$("$D" up --runtime process --state-dir "$STATE" 2>&1); rc=$?
+  echo "$out"
+  [ $rc != 0 ] && grep -q "already running (pid $UP_PID)" <<<"$out" || return 1
+  # nothing touched: the first cluster answers as before
+  [ "$(json_field "$(curl -sf -H 'Host: hello' http://127.0.0.1:8080/)" Function)" = hello ] &&
+    kill -0 "$UP_PID"
+}
+check "a second up on the same state directory: already running (pid N), nothing touched" t_already_running
+
+t_busy_port() {
+  local out rc
+  out=$("$D" up --runtime process --state-dir "$TAP_TMP/busy" 2>&1); rc=$?
+  echo "$out"
+  [ $rc != 0 ] &&
+    grep -q "port 8080 (data plane 0 proxy) is in use by dirigent-dp (pid $(cat "$STATE/pids/dp.pid"))" <<<"$out" &&
+    grep -q "port 9091 (control plane 0 registration) is in use by dirigent-cp (pid $(cat "$STATE/pids/cp.pid"))" <<<"$out" &&
+    grep -q -- "--port-base" <<<"$out" || return 1
+  # nothing started (no daemon log), the first cluster untouched
+  [ -z "$(ls "$TAP_TMP/busy/logs" 2>/dev/null)" ] &&
+    [ "$(json_field "$(curl -sf -H 'Host: hello' http://127.0.0.1:8080/)" Function)" = hello ]
+}
+check "up with busy ports names each port and its process, starts nothing" t_busy_port
+
+# A second cluster beside the first: its own state directory, every port moved by 10000.
+# Started in a process group of its own, as a shell started from a terminal would be.
+PB=$TAP_TMP/pb/nested/state # and its parents do not exist yet
+t_port_base() {
+  bg_start "$TAP_TMP/pb.log" setsid "$D" up --runtime process --state-dir "$PB" --port-base 18080
+  PB_PID=$BG_PID
+  wait_for_log "$TAP_TMP/pb.log" "^ready: curl -H 'Host: hello' http://127.0.0.1:18080/$" 30 || return 1
+  [ "$(ps -o pgid= -p "$PB_PID" | tr -d ' ')" = "$PB_PID" ] || { echo "not a group leader"; return 1; }
+  [ "$(json_field "$(curl -sf -H 'Host: hello' http://127.0.0.1:18080/)" Function)" = hello ] &&
+    [ "$(json_field "$(curl -sf -H 'Host: hello' http://127.0.0.1:8080/)" Function)" = hello ] || return 1
+  local out
+  out=$("$D" --cp 127.0.0.1:19091 status) || return 1
+  echo "$out"
+  grep -qE '^worker-local +127\.0\.0\.1:20010 +yes ' <<<"$out" && grep -qE '^dp +127\.0\.0\.1:18080 +127\.0\.0\.1:18081$' <<<"$out" || return 1
+  # the first cluster still sees only its own
+  grep -qE '^worker-local +127\.0\.0\.1:10010 +yes ' <<<"$("$D" status)"
+}
+check "--port-base 18080: a second cluster beside the default one (fresh nested state dir)" t_port_base
+
+# Prepare the runtime-mismatch case: hello registered as a state directory made with the oci
+# runtime would hold it (an oci: image), while this cluster runs processes.
+t_oci_hello() {
+  "$D" --cp 127.0.0.1:19091 function delete hello >/dev/null || return 1
+  local i out
+  for i in $(seq 1 100); do
+    out=$("$D" --cp 127.0.0.1:19091 function deploy hello --image oci:/nonexistent/fn:latest 2>&1) && return 0
+    grep -q 'still being deleted' <<<"$out" || { echo "$out"; return 1; }
+    sleep 0.1
+  done
+  return 1
+}
+check "(set-up) hello of the second cluster re-registered with an oci: image" t_oci_hello
+
+t_ctrl_c() {
+  local pids p i n alive
+  pids=$(cat "$PB"/pids/*.pid)
+  kill -INT -- "-$PB_PID" # what a terminal's Ctrl-C does: SIGINT to the foreground group
+  wait "$PB_PID" || { echo "up exited $?"; return 1; }
+  for i in $(seq 1 100); do
+    alive=0
+    for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.05
+  done
+  [ $alive = 0 ] || { echo "daemons left"; return 1; }
+  grep -q '^dirigent: stopped$' "$TAP_TMP/pb.log" || return 1
+  for d in cp dp worker; do
+    n=$(grep -cE " $d\[[0-9]+\] $d: signal [0-9]+: shutting down" "$PB/logs/$d.log")
+    [ "$n" = 1 ] || { echo "$d shut down $n times"; grep signal "$PB/logs/$d.log"; return 1; }
+    ! grep -q 'second signal' "$PB/logs/$d.log" || { grep 'second signal' "$PB/logs/$d.log"; return 1; }
+  done
+  # the first cluster is untouched
+  [ "$(json_field "$(curl -sf -H 'Host: hello' http://127.0.0.1:8080/)" Function)" = hello ]
+}
+check "Ctrl-C (SIGINT to the process group): each daemon gets one signal, shuts down once, all gone" t_ctrl_c
+
+t_runtime_mismatch() {
+  bg_start "$TAP_TMP/pb2.log" setsid "$D" up --runtime process --state-dir "$PB" --port-base 18080
+  local up=$BG_PID out
+  wait_for_log "$TAP_TMP/pb2.log" "^ready: curl -H 'Host: hello' http://127.0.0.1:18080/$" 30 || return 1
+  cat "$TAP_TMP/pb2.log"
+  grep -q "^hello: registered with image oci:/nonexistent/fn:latest (not this runtime's); re-deploying it for the process runtime with $B/dirigent-fn$" "$TAP_TMP/pb2.log" || return 1
+  out=$(curl -s -m 20 -H 'Host: hello' http://127.0.0.1:18080/)
+  echo "$out"
+  [ "$(json_field "$out" Function)" = hello ] || return 1
+  kill -INT -- "-$up"; wait "$up"
+}
+check "a state directory reused with another runtime: up re-deploys hello for this one and says so" t_runtime_mismatch
+
+cold_left() { "$D" --json function list | /usr/bin/python3 -c 'import json,sys; print(len([f for f in json.load(sys.stdin) if f["name"].startswith("cold-")]))'; }
+wait_cold_gone() {
+  local i
+  for i in $(seq 1 100); do [ "$(cold_left)" = 0 ] && return 0; sleep 0.1; done
+  echo "left: $(cold_left)"; return 1
+}
+
+t_load_cold() {
+  local out
+  out=$("$D" load rps --rate 4 --duration 1 --cold --cooldown 1 2>&1) || { echo "$out"; return 1; }
+  echo "$out"
+  grep -q 'removed the 4 function(s) it registered' <<<"$out" && wait_cold_gone || return 1
+  out=$("$D" load rps --rate 2 --duration 1 --cold --cooldown 1 --keep 2>&1) || { echo "$out"; return 1; }
+  [ "$(cold_left)" = 2 ] || { echo "kept: $(cold_left)"; return 1; }
+  for f in $("$D" --json function list | /usr/bin/python3 -c 'import json,sys; print(" ".join(f["name"] for f in json.load(sys.stdin) if f["name"].startswith("cold-")))'); do
+    "$D" function delete "$f" >/dev/null || return 1
+  done
+  wait_cold_gone
+}
+check "load rps --cold removes the functions it registered; --keep keeps them" t_load_cold
+
+t_load_cold_interrupted() {
+  bg_start "$TAP_TMP/load.log" setsid "$D" load rps --rate 2 --duration 60 --cold --cooldown 2
+  local pid=$BG_PID i
+  for i in $(seq 1 100); do [ "$(cold_left)" = 4 ] && break; sleep 0.1; done
+  [ "$(cold_left)" = 4 ] || { echo "registered: $(cold_left)"; cat "$TAP_TMP/load.log"; return 1; }
+  kill -INT -- "-$pid"
+  wait "$pid"; local rc=$?
+  cat "$TAP_TMP/load.log"
+  [ $rc = 130 ] && grep -q 'interrupted after' "$TAP_TMP/load.log" &&
+    grep -q 'removed the 4 function(s)' "$TAP_TMP/load.log" && wait_cold_gone
+}
+check "load rps --cold interrupted by Ctrl-C still removes its functions" t_load_cold_interrupted
 
 t_stop() {
   local pids
