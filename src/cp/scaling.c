@@ -240,9 +240,13 @@ static void flush_pushes(uv_timer_t *t)
         json_object_set_new(one, "concurrency", json_integer(f->spec.concurrency));
         /* only in the push a failure made: another push (a resync, a scale-down) must not
          * answer requests that wait for an attempt still under way */
-        if (f->push_error && cp_fn_error_of(f)->set && f->ready == 0)
+        if (f->push_error && cp_fn_error_of(f)->set && !f->error->exit && f->ready == 0)
             json_object_set_new(one, "error", json_string(f->error->reason));
         f->push_error = false;
+        if (f->exited) { /* why its sandboxes went: the DPs tell callers whose request died */
+            json_object_set_new(one, "exited", f->exited);
+            f->exited = NULL;
+        }
         json_array_append_new(fns, one);
         f->next_dirty = done;
         done = f;
@@ -502,11 +506,9 @@ static void created(void *ud, const struct dg_http_resp *resp, const struct dg_e
     trace_create(s, j, true);
     json_decref(j);
     dg_counter_add(cp.m_creates, 1);
-    if (cp_fn_error_of(f)->set) {
+    if (f->error && cp_fn_error_create_worked(f->error))
         dg_log(DG_LOG_INFO, "scale", "fn=%s create on %s worked: error cleared", f->spec.name,
                s->worker ? s->worker->name : "?");
-        cp_fn_error_clear(f->error);
-    }
     if (f->deleted || !s->worker) { /* no longer wanted */
         s->state = CP_SB_DRAINING;
         f->draining++;
@@ -672,6 +674,7 @@ static void fn_maybe_free(struct cp_fn *f)
     cp_as_state_deinit(&f->ast);
     free(f->metrics);
     free(f->error);
+    json_decref(f->exited);
     free(f);
 }
 
@@ -708,11 +711,22 @@ bool cp_sandbox_adopt(struct cp_fn *f, struct cp_worker *w, const char *id, cons
     return true;
 }
 
-bool cp_sandbox_exited(struct cp_fn *f, const char *id)
+bool cp_sandbox_exited(struct cp_fn *f, const char *id, const char *reason)
 {
     for (struct cp_sandbox *s = f->sbs; s; s = s->next) {
         if (s->state != CP_SB_READY || !s->id || strcmp(s->id, id) != 0)
             continue;
+        const char *worker = s->worker ? s->worker->name : "?";
+        char msg[256];
+        snprintf(msg, sizeof(msg), "sandbox %s %s", id, reason);
+        dg_log(DG_LOG_WARN, "registry", "fn=%s %s on worker %s: replacing", f->spec.name, msg,
+               worker);
+        cp_fn_error_set_exit(cp_fn_error_mut(f), s->worker ? s->worker->name : NULL, msg,
+                             uv_now(cp.loop), dg_wall_ms());
+        if (!f->exited)
+            f->exited = json_array();
+        if (json_array_size(f->exited) < 64) /* a burst of exits: the first ones say enough */
+            json_array_append_new(f->exited, json_pack("{ss ss}", "id", id, "reason", reason));
         f->ready--;
         worker_release(s->worker, f);
         sandbox_unlink(f, s);
@@ -785,6 +799,7 @@ void cp_free_all(void)
         cp_as_state_deinit(&f->ast);
         free(f->metrics);
         free(f->error);
+        json_decref(f->exited);
         free(f);
     }
     while (cp.workers) {
