@@ -167,9 +167,10 @@ void cp_worker_forget_sandboxes(struct cp_worker *w);
 /* A sandbox a worker reports that this CP does not know (after a CP restart): take it as
  * ready. False if it is known already. */
 bool cp_sandbox_adopt(struct cp_fn *f, struct cp_worker *w, const char *id, const char *endpoint);
-/* A ready sandbox died on its own: record `reason` (borrowed; the worker's, e.g. "OOM-killed:
- * memory limit 64 MiB") as f's last failure, log it, remove the sandbox and push the list with
- * the reason (the data planes answer the requests it had with it). False if unknown. */
+/* A sandbox died on its own: record `reason` (borrowed; the worker's, e.g. "OOM-killed: memory
+ * limit 64 MiB") as f's last failure, log it, push it to the data planes (they answer the
+ * requests it had with it) and, if it was ready, remove it from the list and replace it (a
+ * draining one goes on to its delete). False if unknown. */
 bool cp_sandbox_exited(struct cp_fn *f, const char *id, const char *reason);
 void cp_dp_lost(struct cp_dp *d);
 void cp_flush_batches(void); /* send what is batched now (before pools close) */

@@ -714,23 +714,26 @@ bool cp_sandbox_adopt(struct cp_fn *f, struct cp_worker *w, const char *id, cons
 bool cp_sandbox_exited(struct cp_fn *f, const char *id, const char *reason)
 {
     for (struct cp_sandbox *s = f->sbs; s; s = s->next) {
-        if (s->state != CP_SB_READY || !s->id || strcmp(s->id, id) != 0)
+        if (s->state == CP_SB_CREATING || !s->id || strcmp(s->id, id) != 0)
             continue;
+        bool draining = s->state == CP_SB_DRAINING; /* out of the lists: its delete follows */
         const char *worker = s->worker ? s->worker->name : "?";
         char msg[256];
         snprintf(msg, sizeof(msg), "sandbox %s %s", id, reason);
-        dg_log(DG_LOG_WARN, "registry", "fn=%s %s on worker %s: replacing", f->spec.name, msg,
-               worker);
+        dg_log(DG_LOG_WARN, "registry", "fn=%s %s on worker %s%s", f->spec.name, msg, worker,
+               draining ? " while draining" : ": replacing");
         cp_fn_error_set_exit(cp_fn_error_mut(f), s->worker ? s->worker->name : NULL, msg,
                              uv_now(cp.loop), dg_wall_ms());
         if (!f->exited)
             f->exited = json_array();
         if (json_array_size(f->exited) < 64) /* a burst of exits: the first ones say enough */
             json_array_append_new(f->exited, json_pack("{ss ss}", "id", id, "reason", reason));
+        cp_push_endpoints(f); /* the DPs hear why (and the list without it) */
+        if (draining)
+            return true;
         f->ready--;
         worker_release(s->worker, f);
         sandbox_unlink(f, s);
-        cp_push_endpoints(f);
         cp_scale_now(f, uv_now(cp.loop)); /* requests waiting: replace at once */
         return true;
     }
