@@ -6,7 +6,8 @@
  *                                proxy addresses joined by ';' (or loadBalancerAddress)
  *   GET  /check?name=NAME        200 registered, 404 not
  *   GET  /v1/functions[/NAME]    list / one: name, image, state, ready, desired, ...,
- *                                error (the last create failure, or null)
+ *                                error (the last failure: a failed create, or a sandbox
+ *                                that exited by itself such as an OOM kill; or null)
  *   POST /v1/functions           JSON with the form's field names
  *   PUT  /v1/functions/NAME      {"scaling_lower_bound":N,"scaling_upper_bound":M}
  *   DELETE /v1/functions/NAME    scale to zero, then forget
@@ -45,7 +46,9 @@ double cp_fn_sample(const struct cp_fn *f)
 
 /* A function as the API shows it: its spec, its sandboxes, its state (fn_error.h) and its last
  * create failure: "error" is the reason or null; with one, "error_worker", "error_at_ms" (wall
- * clock, Unix ms) and "error_age_ms" (by the CP's monotonic clock: no skew for the CLI). */
+ * clock, Unix ms), "error_age_ms" (by the CP's monotonic clock: no skew for the CLI) and
+ * "error_kind" ("create", "unschedulable", or "exit": a sandbox exited by itself, e.g.
+ * "sandbox ID OOM-killed: memory limit 64 MiB"). */
 static json_t *fn_json(const struct cp_fn *f)
 {
     const struct cp_fn_error *e = cp_fn_error_of(f);
@@ -65,6 +68,7 @@ static json_t *fn_json(const struct cp_fn *f)
     json_object_set_new(j, "error_at_ms", json_integer((json_int_t)e->wall_ms));
     json_object_set_new(j, "error_age_ms",
                         json_integer((json_int_t)cp_fn_error_age_ms(e, uv_now(cp.loop))));
+    json_object_set_new(j, "error_kind", json_string(cp_fn_error_kind(e)));
     return j;
 }
 
@@ -643,25 +647,25 @@ static void api_metrics(struct dg_http_req *r, void *ud)
     dg_http_respond_text(r, 200, "ok");
 }
 
-/* A worker saw a sandbox exit that nobody asked for: forget it, push the list; the next
- * request (a metric) or tick replaces it. */
+/* A worker saw a sandbox exit that nobody asked for: forget it, record why (the function's last
+ * failure), push the list with the reason; the next request (a metric) or tick replaces it. */
 static void api_sandbox_exited(struct dg_http_req *r, void *ud)
 {
     struct dg_str body = dg_http_req_body(r);
     json_t *j;
     struct dg_err err = {0};
-    const char *fname, *id;
+    const char *fname, *id, *reason = NULL;
     if (dg_json_parse(body.ptr, body.len, &j, &err) < 0 ||
         dg_json_get_string(j, "function", true, &fname, &err) < 0 ||
-        dg_json_get_string(j, "id", true, &id, &err) < 0) {
+        dg_json_get_string(j, "id", true, &id, &err) < 0 ||
+        dg_json_get_string(j, "reason", false, &reason, &err) < 0) {
         json_decref(j);
         dg_http_respond_text(r, 400, "sandbox exit: %s", err.msg);
         return;
     }
     struct cp_fn *f = cp_fn_find(dg_str_c(fname));
-    if (f && cp_sandbox_exited(f, id))
-        dg_log(DG_LOG_WARN, "registry", "fn=%s sandbox %s exited on its worker: replacing", fname,
-               id);
+    if (f)
+        cp_sandbox_exited(f, id, reason && reason[0] ? reason : "exited"); /* logs it */
     json_decref(j);
     dg_http_respond_text(r, 200, "ok");
 }

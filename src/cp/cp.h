@@ -82,8 +82,10 @@ struct cp_fn {
     bool unschedulable;          /* sandboxes wanted that no worker has room for */
     bool dirty;                  /* its endpoint list changed since the last push */
     bool push_error;             /* the next push carries error.reason (a create just failed) */
-    struct cp_fn_error *error;   /* the last create failure (allocated at the first; most
+    struct cp_fn_error *error;   /* the last failure (allocated at the first; most
                                     functions never fail: 350 bytes each saved) */
+    struct json_t *exited;       /* [{"id","reason"}]: sandboxes that exited by themselves
+                                    since the last push, for it (NULL: none) */
     uint64_t hold_down_until_ms; /* no scale-down before (sandboxes adopted after a restart) */
     unsigned tick_slot;          /* which of the CP_TICK_SLOTS ticks decides it */
     size_t slot_pos;             /* its index in cp.slots[tick_slot] */
@@ -169,8 +171,11 @@ void cp_worker_forget_sandboxes(struct cp_worker *w);
 /* A sandbox a worker reports that this CP does not know (after a CP restart): take it as
  * ready. False if it is known already. */
 bool cp_sandbox_adopt(struct cp_fn *f, struct cp_worker *w, const char *id, const char *endpoint);
-/* A ready sandbox died on its own: remove it and push the list. False if unknown. */
-bool cp_sandbox_exited(struct cp_fn *f, const char *id);
+/* A sandbox died on its own: record `reason` (borrowed; the worker's, e.g. "OOM-killed: memory
+ * limit 64 MiB") as f's last failure, log it, push it to the data planes (they answer the
+ * requests it had with it) and, if it was ready, remove it from the list and replace it (a
+ * draining one goes on to its delete). False if unknown. */
+bool cp_sandbox_exited(struct cp_fn *f, const char *id, const char *reason);
 void cp_dp_lost(struct cp_dp *d);
 void cp_flush_batches(void); /* send what is batched now (before pools close) */
 void cp_free_all(void);      /* at exit, once the loop has closed everything */

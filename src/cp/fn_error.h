@@ -1,8 +1,12 @@
 /*
- * fn_error.h: a function's last sandbox-create failure and the state word the
- * API derives from it. Pure (no loop, no sockets): scaling.c records a
- * failure with the worker's reason and clears it when a create succeeds;
- * api.c shows it; the unit tests drive it with a fake clock.
+ * fn_error.h: a function's last failure and the state word the API derives
+ * from it. Pure (no loop, no sockets): scaling.c records a failed create with
+ * the worker's reason and clears it when a create succeeds; it records a
+ * sandbox that exited by itself (e.g. "sandbox ID OOM-killed: memory limit
+ * 64 MiB") as an exit failure, which a later create does not clear (the
+ * replacement may die the same way: the user must see why) and which never
+ * makes the function "failing" (it starts fine); the next failure of either
+ * kind replaces it. api.c shows it; the unit tests drive it with a fake clock.
  *
  * States, as `GET /v1/functions` reports them (docs/api.md):
  *   ready     at least one sandbox is ready (an error may still be shown: the
@@ -34,6 +38,7 @@ struct cp_fn_error {
     uint64_t at_ms;     /* monotonic (the loop's clock): for the age */
     uint64_t wall_ms;   /* wall clock, Unix ms: for display */
     bool unschedulable; /* no worker had room (not a worker's failure) */
+    bool exit;          /* a sandbox exited by itself (not a failed create) */
 };
 
 /* Copy `src` into `dst` of size n (>= 1), truncated and terminated (truncation is meant: no
@@ -55,6 +60,33 @@ static inline void cp_fn_error_set(struct cp_fn_error *e, const char *worker, co
     e->at_ms = now_ms;
     e->wall_ms = wall_ms;
     e->unschedulable = false;
+    e->exit = false;
+}
+
+/* Record a sandbox's unexpected exit: as cp_fn_error_set, marked as an exit. */
+static inline void cp_fn_error_set_exit(struct cp_fn_error *e, const char *worker,
+                                        const char *reason, uint64_t now_ms, uint64_t wall_ms)
+{
+    cp_fn_error_set(e, worker, reason, now_ms, wall_ms);
+    e->exit = true;
+}
+
+/* A create worked: a create failure is over; an exit failure stays (see above). */
+static inline bool cp_fn_error_create_worked(struct cp_fn_error *e)
+{
+    if (!e->set || e->exit)
+        return false;
+    e->set = false;
+    e->reason[0] = e->worker[0] = '\0';
+    e->at_ms = e->wall_ms = 0;
+    e->unschedulable = false;
+    return true;
+}
+
+/* "create", "exit" or "unschedulable": what the API's error_kind says. */
+static inline const char *cp_fn_error_kind(const struct cp_fn_error *e)
+{
+    return e->exit ? "exit" : e->unschedulable ? "unschedulable" : "create";
 }
 
 static inline void cp_fn_error_clear(struct cp_fn_error *e)
@@ -62,6 +94,7 @@ static inline void cp_fn_error_clear(struct cp_fn_error *e)
     e->set = false;
     e->reason[0] = e->worker[0] = '\0';
     e->at_ms = e->wall_ms = 0;
+    e->exit = false;
 }
 
 /* Milliseconds since the failure (0 if the clock went backwards or there is none). */
@@ -77,7 +110,7 @@ static inline const char *cp_fn_state(const struct cp_fn_error *e, unsigned read
 {
     if (ready > 0)
         return "ready";
-    if (e->set)
+    if (e->set && !e->exit)
         return e->unschedulable ? "unschedulable" : "failing";
     if (creating > 0)
         return "creating";

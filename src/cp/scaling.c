@@ -241,9 +241,13 @@ static void flush_pushes(uv_timer_t *t)
         json_object_set_new(one, "concurrency", json_integer(f->spec.concurrency));
         /* only in the push a failure made: another push (a resync, a scale-down) must not
          * answer requests that wait for an attempt still under way */
-        if (f->push_error && cp_fn_error_of(f)->set && f->ready == 0)
+        if (f->push_error && cp_fn_error_of(f)->set && !f->error->exit && f->ready == 0)
             json_object_set_new(one, "error", json_string(f->error->reason));
         f->push_error = false;
+        if (f->exited) { /* why its sandboxes went: the DPs tell callers whose request died */
+            json_object_set_new(one, "exited", f->exited);
+            f->exited = NULL;
+        }
         json_array_append_new(fns, one);
         f->next_dirty = done;
         done = f;
@@ -529,11 +533,9 @@ static void created(void *ud, const struct dg_http_resp *resp, const struct dg_e
     trace_create(s, j, true);
     json_decref(j);
     dg_counter_add(cp.m_creates, 1);
-    if (cp_fn_error_of(f)->set) {
+    if (f->error && cp_fn_error_create_worked(f->error))
         dg_log(DG_LOG_INFO, "scale", "fn=%s create on %s worked: error cleared", f->spec.name,
                s->worker ? s->worker->name : "?");
-        cp_fn_error_clear(f->error);
-    }
     if (f->deleted || !s->worker) { /* no longer wanted */
         s->state = CP_SB_DRAINING;
         f->draining++;
@@ -741,6 +743,7 @@ static void fn_maybe_free(struct cp_fn *f)
     cp_as_state_deinit(&f->ast);
     free(f->metrics);
     free(f->error);
+    json_decref(f->exited);
     free(f);
 }
 
@@ -777,15 +780,29 @@ bool cp_sandbox_adopt(struct cp_fn *f, struct cp_worker *w, const char *id, cons
     return true;
 }
 
-bool cp_sandbox_exited(struct cp_fn *f, const char *id)
+bool cp_sandbox_exited(struct cp_fn *f, const char *id, const char *reason)
 {
     for (struct cp_sandbox *s = f->sbs; s; s = s->next) {
-        if (s->state != CP_SB_READY || !s->id || strcmp(s->id, id) != 0)
+        if (s->state == CP_SB_CREATING || !s->id || strcmp(s->id, id) != 0)
             continue;
+        bool draining = s->state == CP_SB_DRAINING; /* out of the lists: its delete follows */
+        const char *worker = s->worker ? s->worker->name : "?";
+        char msg[256];
+        snprintf(msg, sizeof(msg), "sandbox %s %s", id, reason);
+        dg_log(DG_LOG_WARN, "registry", "fn=%s %s on worker %s%s", f->spec.name, msg, worker,
+               draining ? " while draining" : ": replacing");
+        cp_fn_error_set_exit(cp_fn_error_mut(f), s->worker ? s->worker->name : NULL, msg,
+                             uv_now(cp.loop), dg_wall_ms());
+        if (!f->exited)
+            f->exited = json_array();
+        if (json_array_size(f->exited) < 64) /* a burst of exits: the first ones say enough */
+            json_array_append_new(f->exited, json_pack("{ss ss}", "id", id, "reason", reason));
+        cp_push_endpoints(f); /* the DPs hear why (and the list without it) */
+        if (draining)
+            return true;
         f->ready--;
         worker_release(s->worker, f);
         sandbox_unlink(f, s);
-        cp_push_endpoints(f);
         cp_scale_now(f, uv_now(cp.loop)); /* requests waiting: replace at once */
         return true;
     }
@@ -854,6 +871,7 @@ void cp_free_all(void)
         cp_as_state_deinit(&f->ast);
         free(f->metrics);
         free(f->error);
+        json_decref(f->exited);
         free(f);
     }
     while (cp.workers) {

@@ -23,7 +23,8 @@ struct dp_endpoint {
     struct dg_http_pool *pool;
     struct dp_lb_endpoint lb; /* in_flight, processed, draining */
     struct dp_function *fn;
-    bool removed; /* no longer in the list: freed when in_flight reaches 0 */
+    bool removed;      /* no longer in the list: freed when in_flight reaches 0 */
+    char *exit_reason; /* it exited by itself, why (the CP's push; NULL: not). Owned */
     struct dp_endpoint *next_removed;
 };
 
@@ -82,8 +83,13 @@ void dp_invoke(struct dg_http_req *r, void *ud);
 void dp_dispatch(struct dp_function *f);
 /* Send the first-request reports collected in this loop turn (dp.report_timer). */
 void dp_report_due(uv_timer_t *t);
-/* Once a second: answer queued requests past their deadline with 503. */
+/* Every 50 ms: answer queued requests past their deadline with 503, and requests whose sandbox
+ * broke and whose reason did not come within DP_EXIT_WAIT_MS with a plain 502. */
 void dp_expire(uint64_t now_ms);
+/* The CP's push says f's sandbox `id` exited by itself because of `reason` (borrowed, e.g.
+ * "OOM-killed: memory limit 64 MiB"): requests whose connection to it broke get 502
+ * "function 'F': sandbox ID REASON" now, and so do those that break later. */
+void dp_endpoint_exited(struct dp_function *f, const char *id, const char *reason);
 /* A create failed and f has no endpoint: answer every request queued for it now with 503
  * "function 'NAME' cannot start: <reason>" (f->error). Later requests queue as usual. */
 void dp_fail_queued(struct dp_function *f);

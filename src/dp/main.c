@@ -10,7 +10,9 @@
  *                                        with an empty list): its sandboxes cannot start,
  *                                        queued requests get 503 with the reason now
  *   PUT    /v1/endpoints                 {"functions":[{"name","concurrency","endpoints",
- *                                        "error"}]}  many at once (what the CP sends)
+ *                                        "error","exited"}]}  many at once (what the CP
+ *                                        sends); "exited": [{"id","reason"}] sandboxes that
+ *                                        died by themselves: why, for their callers' 502
  *   POST   /v1/functions/NAME/drain      {"ids":[...]}  take sandboxes out; answers when
  *                                        their requests in flight have finished
  *   GET    /v1/functions                 functions, endpoints, queue depths, errors
@@ -183,6 +185,7 @@ static void pool_unref(const char *address)
 static void endpoint_free(struct dp_endpoint *e)
 {
     pool_unref(e->address);
+    free(e->exit_reason);
     free(e->id);
     free(e->address);
     free(e);
@@ -404,18 +407,35 @@ bad:
     return DG_E_INVAL;
 }
 
-/* One function's update from the CP: its whole endpoint list and, when its last create failed
- * and it has no sandbox, "error" (a string; absent or null: none). With endpoints the error is
+/* One function's update from the CP: its whole endpoint list, "exited" (the sandboxes that
+ * died by themselves since the last update, with why: dp_endpoint_exited) and, when its last
+ * create failed and it has no sandbox, "error" (a string; absent or null: none). With
+ * endpoints the error is
  * cleared; an empty list with an error answers the queued requests with it at once (the CP
  * sends it on every failure: requests queued since the last one wait too); an empty list
  * without one keeps the last error for GET /v1/functions. */
 static int apply_update(struct dp_function *f, json_t *item, struct dg_err *err)
 {
-    json_t *je = json_object_get(item, "error");
+    json_t *je = json_object_get(item, "error"), *jx = json_object_get(item, "exited"), *x;
     if (je && !json_is_string(je) && !json_is_null(je))
         return dg_err_set(err, DG_E_INVAL, "field 'error': expected a string or null");
+    if (jx && !json_is_array(jx) && !json_is_null(jx))
+        return dg_err_set(err, DG_E_INVAL, "field 'exited': expected an array of {id, reason}");
+    size_t i;
+    json_array_foreach(jx, i, x)
+    {
+        const char *id, *why;
+        if (dg_json_get_string(x, "id", true, &id, err) < 0 ||
+            dg_json_get_string(x, "reason", true, &why, err) < 0)
+            return dg_err_wrap(err, "exited: item %zu", i);
+    }
     if (apply_endpoints(f, json_object_get(item, "endpoints"), err) < 0)
         return DG_E_INVAL;
+    json_array_foreach(jx, i, x) /* their callers' 502 says why they went */
+    {
+        dp_endpoint_exited(f, json_string_value(json_object_get(x, "id")),
+                           json_string_value(json_object_get(x, "reason")));
+    }
     const char *reason = json_is_string(je) ? json_string_value(je) : NULL;
     if (f->neps > 0) {
         free(f->error);

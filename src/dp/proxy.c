@@ -8,6 +8,14 @@
  * its sandboxes cannot start (503 with the reason). Backend failures are 502 with a
  * message; a request without a body whose connect failed (nothing sent) is
  * retried once on another endpoint.
+ *
+ * A sandbox that dies under a request (an OOM kill) breaks the connection
+ * before its worker, the CP and the push can say why. So a request whose
+ * upstream failed before any answer waits up to DP_EXIT_WAIT_MS (in a list the
+ * 50 ms cron visits; the loop never blocks) for the push that names its
+ * sandbox among the function's "exited" ones, and its 502 then says why:
+ * "function 'f': sandbox ID OOM-killed: memory limit 64 MiB". No reason in
+ * time: the 502 says what the connection saw (docs/decisions.md).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +29,15 @@
 #include "dp.h"
 
 #define RESP_HIGH_WATER (1024 * 1024) /* client write queue: pause the upstream above */
+#define DP_EXIT_WAIT_MS 500           /* for the reason a broken sandbox exited (above) */
+
+/* A request whose sandbox broke, waiting for the reason (dp_endpoint_exited). */
+struct exit_wait {
+    uint64_t until_ms;
+    char id[96];   /* the sandbox */
+    char msg[600]; /* the 502 without a reason: what the connection saw */
+    struct dp_inv *prev, *next;
+};
 
 struct dp_inv {
     struct dg_http_req *req;
@@ -31,7 +48,12 @@ struct dp_inv {
     uint64_t deadline_ms;
     uint64_t t_arrive_us, t_start_us; /* for proxy_trace.csv */
     bool queued, head_sent, retried, cold;
+    struct exit_wait *exit_wait; /* its sandbox broke: waiting for why (NULL: not) */
 };
+
+/* Requests waiting for the reason their sandbox broke, oldest first (one wait for all: their
+ * deadlines are in order). */
+static struct dp_inv *exit_waits, *exit_waits_tail;
 
 struct dp_function *dp_function_find(struct dg_str name)
 {
@@ -182,11 +204,14 @@ static void report_soon(struct dp_function *f)
     uv_timer_start(&dp.report_timer, dp_report_due, 0, 0);
 }
 
+static void exit_wait_remove(struct dp_inv *v);
+
 static void inv_finish(struct dp_inv *v)
 {
     struct dp_function *f = v->fn;
     dg_histogram_observe(f->m_latency, (double)(dg_now_us() - v->t_arrive_us) / 1e6);
     f->running--;
+    exit_wait_remove(v);
     free(v);
     dp_dispatch(f);
 }
@@ -209,6 +234,85 @@ static void give_slot(struct dp_inv *v)
 /* ---- proxying --------------------------------------------------------------------------- */
 
 static void start_proxy(struct dp_inv *v, struct dp_endpoint *e);
+
+/* ---- sandboxes that broke: waiting for why ---------------------------------------------- */
+
+static void exit_wait_remove(struct dp_inv *v)
+{
+    struct exit_wait *w = v->exit_wait;
+    if (!w)
+        return;
+    if (w->prev)
+        w->prev->exit_wait->next = w->next;
+    else
+        exit_waits = w->next;
+    if (w->next)
+        w->next->exit_wait->prev = w->prev;
+    else
+        exit_waits_tail = w->prev;
+    free(w);
+    v->exit_wait = NULL;
+}
+
+/* v's sandbox `id` broke before any answer; `msg` is its 502 if no reason comes in time. */
+static void exit_wait_start(struct dp_inv *v, const char *id, const char *msg)
+{
+    struct exit_wait *w = dg_xcalloc(1, sizeof(*w));
+    w->until_ms = uv_now(dp.loop) + DP_EXIT_WAIT_MS;
+    snprintf(w->id, sizeof(w->id), "%s", id);
+    snprintf(w->msg, sizeof(w->msg), "%s", msg);
+    w->prev = exit_waits_tail;
+    if (exit_waits_tail)
+        exit_waits_tail->exit_wait->next = v;
+    else
+        exit_waits = v;
+    exit_waits_tail = v;
+    v->exit_wait = w;
+}
+
+/* Answer v with the 502 for its broken sandbox: why it exited when known, else `msg`. */
+static void answer_broken(struct dp_inv *v, const char *id, const char *reason, const char *msg)
+{
+    if (reason) {
+        dg_log(DG_LOG_WARN, "proxy", "fn=%s sandbox %s %s: 502", v->fn->name, id, reason);
+        dg_http_respond_text(v->req, 502, "function '%s': sandbox %s %s", v->fn->name, id, reason);
+    } else
+        dg_http_respond_text(v->req, 502, "%s", msg);
+    inv_finish(v);
+}
+
+void dp_endpoint_exited(struct dp_function *f, const char *id, const char *reason)
+{
+    /* requests on it whose connection has not broken yet: listed, or taken out and running */
+    for (size_t i = 0; i < f->neps; i++)
+        if (strcmp(f->eps[i]->id, id) == 0 && !f->eps[i]->exit_reason)
+            f->eps[i]->exit_reason = dg_xstrdup(reason);
+    for (struct dp_endpoint *e = f->removed; e; e = e->next_removed)
+        if (strcmp(e->id, id) == 0 && !e->exit_reason)
+            e->exit_reason = dg_xstrdup(reason);
+    for (struct dp_inv *v = exit_waits, *next; v; v = next) {
+        next = v->exit_wait->next;
+        if (v->fn != f || strcmp(v->exit_wait->id, id) != 0)
+            continue;
+        char msg[sizeof(v->exit_wait->msg)];
+        snprintf(msg, sizeof(msg), "%s", v->exit_wait->msg);
+        exit_wait_remove(v);
+        answer_broken(v, id, reason, msg);
+    }
+}
+
+/* Requests whose reason did not come in time: the 502 without it. */
+static void exit_waits_expire(uint64_t now_ms)
+{
+    while (exit_waits && exit_waits->exit_wait->until_ms <= now_ms) {
+        struct dp_inv *v = exit_waits;
+        char msg[sizeof(v->exit_wait->msg)], id[sizeof(v->exit_wait->id)];
+        snprintf(msg, sizeof(msg), "%s", v->exit_wait->msg);
+        snprintf(id, sizeof(id), "%s", v->exit_wait->id);
+        exit_wait_remove(v);
+        answer_broken(v, id, NULL, msg);
+    }
+}
 
 static void on_client_drain(struct dg_http_req *r, void *ud)
 {
@@ -272,9 +376,11 @@ static void up_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     }
     bool retry = !v->retried && !dg_http_creq_sent(q) && dg_http_req_content_length(v->req) == 0;
     struct dp_endpoint *other = retry ? pick(v->fn, e) : NULL;
-    char addr[128];
+    char addr[128], id[96], reason[256];
     snprintf(addr, sizeof(addr), "%s", e->address);
-    give_slot(v);
+    snprintf(id, sizeof(id), "%s", e->id);
+    snprintf(reason, sizeof(reason), "%s", e->exit_reason ? e->exit_reason : "");
+    give_slot(v); /* e may be gone */
     if (other) {
         dg_log(DG_LOG_INFO, "proxy", "fn=%s endpoint=%s: %s; retrying on %s", v->fn->name, addr,
                err->msg, other->address);
@@ -282,9 +388,13 @@ static void up_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
         start_proxy(v, other);
         return;
     }
-    dg_http_respond_text(v->req, 502, "function '%s': sandbox %s failed: %s", v->fn->name, addr,
-                         err->msg);
-    inv_finish(v);
+    char msg[sizeof(((struct exit_wait *)0)->msg)];
+    snprintf(msg, sizeof(msg), "function '%s': sandbox %s failed: %s", v->fn->name, addr, err->msg);
+    if (reason[0]) { /* the push that said why came first */
+        answer_broken(v, id, reason, msg);
+        return;
+    }
+    exit_wait_start(v, id, msg);
 }
 
 static const struct dg_http_client_cbs up_cbs = {
@@ -438,6 +548,7 @@ void dp_dispatch(struct dp_function *f)
 
 void dp_expire(uint64_t now_ms)
 {
+    exit_waits_expire(now_ms);
     for (struct dp_function *f = dp.waiting, *next; f; f = next) {
         next = f->w_next; /* f leaves the list when its queue empties */
         while (f->q_head && f->q_head->deadline_ms <= now_ms) {

@@ -24,6 +24,11 @@
  *
  * The spin runs on libuv's thread pool, so /health answers during long work
  * and several requests can run at once (UV_THREADPOOL_SIZE, default 4).
+ *
+ *   any method /_dirigent/allocate?mib=N -> allocate and touch N MiB (at most
+ *                    maxMemoryMiB), free them, answer as an invocation. A
+ *                    deliberate way past a sandbox's memory limit (what an OOM
+ *                    kill looks like; tests), independent of requested_memory.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -274,6 +279,63 @@ static void on_invoke(struct dg_http_req *r, void *ud)
     }
 }
 
+/* ---- /_dirigent/allocate ---------------------------------------------------------------- */
+
+struct alloc_job {
+    uv_work_t work;
+    struct fn *fn;
+    struct dg_http_req *req;
+    uint64_t mib, exec_us;
+    bool failed;
+};
+
+static void alloc_work(uv_work_t *w)
+{
+    struct alloc_job *j = DG_CONTAINER_OF(w, struct alloc_job, work);
+    uint64_t start = dg_now_us();
+    size_t bytes = (size_t)j->mib << 20;
+    char *mem = malloc(bytes ? bytes : 1);
+    j->failed = !mem;
+    for (size_t i = 0; mem && i < bytes; i += 4096) /* every page: really used */
+        mem[i] = (char)i;
+    free(mem);
+    j->exec_us = dg_now_us() - start;
+}
+
+static void alloc_done(uv_work_t *w, int status)
+{
+    struct alloc_job *j = DG_CONTAINER_OF(w, struct alloc_job, work);
+    if (j->failed)
+        dg_http_respond_text(j->req, 500, "cannot allocate %llu MiB", (unsigned long long)j->mib);
+    else
+        respond_result(j->fn, j->req, "OK", j->exec_us);
+    free(j);
+}
+
+static void on_allocate(struct dg_http_req *r, void *ud)
+{
+    struct fn *f = ud;
+    struct dg_str q = dg_http_req_query(r);
+    uint64_t mib = 0;
+    if (!q.ptr || q.len < 5 || memcmp(q.ptr, "mib=", 4) != 0 ||
+        !dg_str_to_u64((struct dg_str){q.ptr + 4, q.len - 4}, &mib) ||
+        mib > (uint64_t)f->cfg.max_memory_mib) {
+        dg_counter_add(f->bad_requests, 1);
+        dg_http_respond_text(r, 400, "allocate: expected ?mib=N with N 0..%lld (maxMemoryMiB)",
+                             (long long)f->cfg.max_memory_mib);
+        return;
+    }
+    struct alloc_job *j = dg_xcalloc(1, sizeof(*j));
+    j->fn = f;
+    j->req = r;
+    j->mib = mib;
+    int rc = uv_queue_work(f->loop, &j->work, alloc_work, alloc_done);
+    if (rc < 0) {
+        free(j);
+        dg_http_respond_text(r, 500, "cannot start the work: %s", uv_strerror(rc));
+    }
+}
+
 static void on_server_closed(void *ud)
 {
     struct fn *f = ud;
@@ -320,6 +382,7 @@ static void startup_done(uv_work_t *w, int status)
     dg_http_conf_limits(&f->cfg.http, &limits);
     f->server = dg_http_server_new(f->loop, &limits, "fn");
     dg_daemon_mount_health_metrics(f->server, f->metrics);
+    dg_http_route(f->server, NULL, "/_dirigent/allocate", on_allocate, f, 0);
     dg_http_set_fallback(f->server, on_invoke, f, 0);
     if (dg_http_server_listen(f->server, f->cfg.host, f->port, &err) < 0) {
         dg_log(DG_LOG_ERROR, "fn", "%s", err.msg);

@@ -8,7 +8,8 @@
  *                              "cpuMilli","memoryMiB"} -> 201 {"id","endpoint",
  *                              "latencyUs":{...}} once the sandbox answers on its port
  *   GET    /v1/sandboxes      -> {"name","runtime","sandboxes":[{"id","function",
- *                              "endpoint","state"}]}
+ *                              "endpoint","state","exitReason"}]} (exitReason: with
+ *                              state "exited", e.g. "OOM-killed: memory limit 64 MiB")
  *   DELETE /v1/sandboxes/ID   -> 200 (the runtime stops it in the background)
  *   POST   /v1/sandboxes/batch  {"items":[spec, ...]} and
  *   POST   /v1/sandboxes/delete {"items":["id", ...]}: the same for many (the CP batches
@@ -355,17 +356,30 @@ void wk_sandbox_created(struct wk_sandbox *sb, const struct dg_err *err)
     }
 }
 
-void wk_sandbox_exited(struct wk_sandbox *sb, int64_t status)
+void wk_exit_reason(int64_t status, char *buf, size_t len)
+{
+    if (status < 0)
+        snprintf(buf, len, "killed by signal %lld (%s)", (long long)-status,
+                 strsignal((int)-status));
+    else
+        snprintf(buf, len, "exited with status %lld", (long long)status);
+}
+
+void wk_sandbox_exited(struct wk_sandbox *sb, int64_t status, const char *reason)
 {
     sb->state = WK_SB_EXITED;
     sb->exit_status = status;
+    if (reason && reason[0])
+        snprintf(sb->exit_reason, sizeof(sb->exit_reason), "%s", reason);
+    else
+        wk_exit_reason(status, sb->exit_reason, sizeof(sb->exit_reason));
     dg_counter_add(g.w.unexpected_exits, 1);
-    dg_log(DG_LOG_WARN, "worker", "sandbox %s (%s) exited by itself (%lld)", sb->id, sb->function,
-           (long long)status);
-    if (g.hb) /* the CP replaces it at once */
+    dg_log(DG_LOG_WARN, "worker", "sandbox %s (%s) %s", sb->id, sb->function, sb->exit_reason);
+    if (g.hb) /* the CP replaces it at once, and tells the data planes why it went */
         dg_heartbeat_post(g.hb, "/v1/sandboxes/exited",
-                          json_pack("{ss ss ss sI}", "worker", g.w.name, "id", sb->id, "function",
-                                    sb->function, "status", (json_int_t)status));
+                          json_pack("{ss ss ss sI ss}", "worker", g.w.name, "id", sb->id,
+                                    "function", sb->function, "status", (json_int_t)status,
+                                    "reason", sb->exit_reason));
 }
 
 void wk_sandbox_gone(struct wk_sandbox *sb)
@@ -502,9 +516,11 @@ static void api_list(struct dg_http_req *r, void *ud)
     for (struct wk_sandbox *sb = g.w.sandboxes; sb; sb = sb->next) {
         char ep[80];
         snprintf(ep, sizeof(ep), "%s:%d", sb->host, sb->port);
-        json_array_append_new(list,
-                              json_pack("{ss ss ss ss}", "id", sb->id, "function", sb->function,
-                                        "endpoint", ep, "state", state_name(sb->state)));
+        json_t *one = json_pack("{ss ss ss ss}", "id", sb->id, "function", sb->function, "endpoint",
+                                ep, "state", state_name(sb->state));
+        if (sb->exit_reason[0])
+            json_object_set_new(one, "exitReason", json_string(sb->exit_reason));
+        json_array_append_new(list, one);
     }
     dg_http_respond_json(
         r, 200,

@@ -76,6 +76,8 @@ struct oci_sb {
     struct dg_err err; /* of the thread-pool job */
     pid_t pid;
     int pidfd;
+    char *memcg;   /* its memory cgroup's directory, read at the start (NULL: unknown) */
+    bool memcg_v2; /* ... in the unified (v2) hierarchy */
     uv_poll_t poll;
     uv_timer_t grace;
     bool poll_open, poll_active, grace_open;
@@ -85,6 +87,7 @@ struct oci_sb {
 
 static void teardown(struct oci_sb *o);
 static void sandbox_failed(struct oci_sb *o, const struct dg_err *err);
+static void exit_reason(const struct oci_sb *o, int64_t code, char *buf, size_t len);
 
 /* ---- config.json ------------------------------------------------------------------------ */
 
@@ -360,6 +363,7 @@ static void sb_free(struct oci_sb *o)
     dg_strlist_free(&o->args);
     free(o->dir);
     free(o->config);
+    free(o->memcg);
     free(o);
     sb->rt = NULL;
     wk_sandbox_gone(sb);
@@ -503,15 +507,18 @@ static void on_pidfd(uv_poll_t *p, int status, int events)
         return;
     }
     if (o->sb->state == WK_SB_CREATING) {
+        char why[128];
+        exit_reason(o, code, why, sizeof(why));
         struct dg_err e;
-        dg_err_set(&e, DG_E_INVAL, "the container of '%s' exited during start (%s %lld)",
-                   o->sb->function, code < 0 ? "signal" : "status",
-                   (long long)(code < 0 ? -code : code));
+        dg_err_set(&e, DG_E_INVAL, "the container of '%s' exited during start (%s)",
+                   o->sb->function, why);
         sandbox_failed(o, &e);
         teardown(o);
         return;
     }
-    wk_sandbox_exited(o->sb, code); /* the CP deletes it, and destroy() tears it down */
+    char reason[128]; /* read now: the cgroup goes with `crun delete` */
+    exit_reason(o, code, reason, sizeof(reason));
+    wk_sandbox_exited(o->sb, code, reason); /* the CP deletes it, and destroy() tears it down */
 }
 
 static void on_ready(void *ud, const struct dg_err *err)
@@ -547,6 +554,97 @@ static char *read_small(const char *path)
     return buf;
 }
 
+/* ---- why a container exited ------------------------------------------------------------- */
+
+/* The directory of `pid`'s memory cgroup (allocated; NULL if unknown), *v2 if it is in the
+ * unified hierarchy. From /proc/PID/cgroup, read while the process lives: the path there is
+ * relative to the worker's cgroup namespace, the host's. v1 (and hybrid hosts) name the
+ * memory controller on its own line; a pure v2 host has only "0::/path". */
+static char *memcg_of(pid_t pid, bool *v2)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
+    const char *text = read_small(path);
+    if (!text)
+        return NULL;
+    const char *unified = NULL;
+    for (const char *line = text; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t n = end ? (size_t)(end - line) : strlen(line);
+        const char *c1 = memchr(line, ':', n),
+                   *c2 = c1 ? memchr(c1 + 1, ':', n - (size_t)(c1 + 1 - line)) : NULL;
+        if (c2) {
+            const char *ctl = c1 + 1, *cg = c2 + 1;
+            int cglen = (int)(n - (size_t)(cg - line));
+            for (const char *t = ctl; t < c2;) { /* "memory" among "cpu,memory,..." */
+                const char *comma = memchr(t, ',', (size_t)(c2 - t));
+                size_t tl = comma ? (size_t)(comma - t) : (size_t)(c2 - t);
+                if (tl == 6 && memcmp(t, "memory", 6) == 0) {
+                    *v2 = false;
+                    return dg_xasprintf("/sys/fs/cgroup/memory%.*s", cglen, cg);
+                }
+                t += tl + 1;
+            }
+            if (ctl == c2 && !unified)
+                unified = cg;
+        }
+        line += n + (end ? 1 : 0);
+    }
+    if (!unified || access("/sys/fs/cgroup/cgroup.controllers", F_OK) != 0)
+        return NULL; /* hybrid: the unified hierarchy holds no memory controller */
+    *v2 = true;
+    return dg_xasprintf("/sys/fs/cgroup%.*s", (int)strcspn(unified, "\n"), unified);
+}
+
+/* The number after `key ` in a cgroup file of `key value` lines; -1 if absent. */
+static int64_t cg_counter(const char *dir, const char *file, const char *key)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    const char *text = read_small(path);
+    size_t kl = strlen(key);
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : "")
+        if (strncmp(p, key, kl) == 0 && p[kl] == ' ')
+            return strtoll(p + kl + 1, NULL, 10);
+    return -1;
+}
+
+/* A cgroup file holding one number ("max": -1); -1 if unreadable. */
+static int64_t cg_value(const char *dir, const char *file)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    const char *text = read_small(path);
+    return text && text[0] >= '0' && text[0] <= '9' ? strtoll(text, NULL, 10) : -1;
+}
+
+/* Why the container's init exited with `code` (status, or -signal), for the CP and the caller's
+ * 502: the memory cgroup's OOM killer counts its kills (v1: memory.oom_control, kernels before
+ * 4.13 only a failcnt; v2: memory.events), so a SIGKILL while it counted one is an OOM kill,
+ * with the limit the kernel enforced. Read before `crun delete` removes the cgroup. */
+static void exit_reason(const struct oci_sb *o, int64_t code, char *buf, size_t len)
+{
+    wk_exit_reason(code, buf, len);
+    if (!o->memcg)
+        return;
+    int64_t kills =
+        cg_counter(o->memcg, o->memcg_v2 ? "memory.events" : "memory.oom_control", "oom_kill");
+    if (kills < 0 && !o->memcg_v2 && code == -SIGKILL)
+        kills = cg_value(o->memcg, "memory.failcnt"); /* hit its limit at least once */
+    if (kills <= 0)
+        return;
+    int64_t limit = cg_value(o->memcg, o->memcg_v2 ? "memory.max" : "memory.limit_in_bytes");
+    long long mib = limit > 0 ? (long long)(limit >> 20) : (long long)o->memory_mib;
+    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: %lld OOM kill(s) in %s", o->sb->id, (long long)kills,
+           o->memcg);
+    if (code == -SIGKILL) {
+        snprintf(buf, len, "OOM-killed: memory limit %lld MiB", mib);
+        return;
+    }
+    size_t n = strlen(buf);
+    snprintf(buf + n, len - n, " after an OOM kill in it (memory limit %lld MiB)", mib);
+}
+
 static void runtime_started(void *ud, int64_t status, int sig, const char *out)
 {
     struct oci_sb *o = ud;
@@ -578,6 +676,7 @@ static void runtime_started(void *ud, int64_t status, int sig, const char *out)
         teardown(o);
         return;
     }
+    o->memcg = memcg_of(o->pid, &o->memcg_v2);
     uv_poll_init(sb->w->loop, &o->poll, o->pidfd);
     o->poll.data = o;
     o->poll_open = o->poll_active = true;

@@ -158,7 +158,7 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int term_signal)
         return;
     }
     if (sb->state == WK_SB_READY)
-        wk_sandbox_exited(sb, code);
+        wk_sandbox_exited(sb, code, NULL);
     finish_if_gone(sb);
 }
 

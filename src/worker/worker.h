@@ -51,6 +51,7 @@ struct wk_sandbox {
     int port;
     enum wk_sb_state state;
     int64_t exit_status;
+    char exit_reason[128]; /* why it exited by itself ("" while it runs): wk_sandbox_exited */
     struct wk_latency lat;
     uint64_t t0_us;
     wk_created_cb created;
@@ -124,8 +125,13 @@ struct wk_worker {
 /* Runtime -> worker: the create finished (err NULL: ready), the sandbox went away. */
 void wk_sandbox_created(struct wk_sandbox *sb, const struct dg_err *err);
 void wk_sandbox_gone(struct wk_sandbox *sb);
-/* An exit nobody asked for (reported to the CP once registration exists). */
-void wk_sandbox_exited(struct wk_sandbox *sb, int64_t status);
+/* An exit nobody asked for (reported to the CP once registration exists). `status` is the
+ * exit status, or -signal; `reason` (borrowed; NULL: said from the status) is what the CP,
+ * `dirigent function get` and the caller's 502 show after "sandbox ID ": e.g.
+ * "OOM-killed: memory limit 64 MiB", "exited with status 1", "killed by signal 9 (Killed)". */
+void wk_sandbox_exited(struct wk_sandbox *sb, int64_t status, const char *reason);
+/* `status` (exit status or -signal) as such a reason, into buf. */
+void wk_exit_reason(int64_t status, char *buf, size_t len);
 
 /* A free TCP port on 127.0.0.1 (bound and released at once). */
 int wk_free_port(struct dg_err *err);

@@ -167,12 +167,16 @@ t_sandbox_dies() {
   wait $c
   echo "in flight: $(cat "$TAP_TMP/die.code") $(cat "$TAP_TMP/die.out")"
   [ "$(cat "$TAP_TMP/die.code")" = 502 ] || return 1
+  # it says why (the worker's report reached the DP through the CP's push), and so does the API
+  grep -q "^function 'hello': sandbox .* killed by signal 9" "$TAP_TMP/die.out" || return 1
+  curl -sf "$REG/v1/functions/hello" | /usr/bin/python3 -c 'import json,sys; f=json.load(sys.stdin)
+sys.exit(0 if f["error_kind"] == "exit" and "killed by signal 9" in f["error"] else 1)' || return 1
   # the next request is served by a replacement
   code=$(curl -s -o "$TAP_TMP/next.out" -w '%{http_code}' -H 'Host: hello' "$P/")
   echo "next: $code $(cat "$TAP_TMP/next.out")"
   [ "$code" = 200 ]
 }
-check "a sandbox that dies mid-request: 502 with a message; the next request gets a replacement" t_sandbox_dies
+check "a sandbox that dies mid-request: 502 saying why (also in GET /v1/functions/NAME); the next request gets a replacement" t_sandbox_dies
 
 t_dp_restart() {
   kill -9 "$DP_PID"; wait "$DP_PID" 2>/dev/null

@@ -7,7 +7,7 @@ B=${DG_BUILD_DIR:-build}
 DP=$B/dirigent-dp
 FN=$B/dirigent-fn
 
-plan 13
+plan 14
 
 start_fn() { # start_fn LOG VAR: sets VAR to host:port (no subshell: the pid must be ours to kill)
   bg_start "$1" "$FN" --host 127.0.0.1 --port 0
@@ -130,6 +130,19 @@ t_502() {
     grep -q "function 'broken': sandbox $DEAD failed: connect to $DEAD: connection refused" "$TAP_TMP/body"
 }
 check "a sandbox that cannot be reached gives 502 with the reason" t_502
+
+t_exited() {
+  # the CP's push names a sandbox that exited by itself: a request whose connection to it
+  # breaks gets 502 with why; a malformed "exited" is refused naming the field
+  fn_put oomed || return 1
+  curl -sf -XPUT "$A/v1/functions/oomed/endpoints" -d "{\"endpoints\":[{\"id\":\"x1\",\"address\":\"$DEAD\"}],
+    \"exited\":[{\"id\":\"x1\",\"reason\":\"OOM-killed: memory limit 64 MiB\"}]}" >/dev/null || return 1
+  [ "$(code_of -H 'Host: oomed' "$P/")" = 502 ] && cat "$TAP_TMP/body" &&
+    grep -qx "function 'oomed': sandbox x1 OOM-killed: memory limit 64 MiB" "$TAP_TMP/body" || return 1
+  [ "$(code_of -XPUT "$A/v1/functions/oomed/endpoints" -d '{"endpoints":[],"exited":[{"id":"x1"}]}')" = 400 ] &&
+    grep -q "exited: item 0: .*reason" "$TAP_TMP/body" || { cat "$TAP_TMP/body"; return 1; }
+}
+check "a pushed sandbox exit reason: the 502 of a request that breaks on it says why" t_exited
 
 t_body() {
   head -c 2000000 /dev/zero | tr '\0' 'x' >"$TAP_TMP/big"

@@ -99,7 +99,8 @@ t_commands() {
       run=${run//oci:\$PWD\/build\/images\/dirigent-fn:latest/\$PWD\/build\/dirigent-fn}
     fi
     echo "\$ $run"
-    out=$(cd "$CLONE" && timeout 60 bash -c "$run" 2>&1) || { echo "$out"; return 1; }
+    out=$(cd "$CLONE" && timeout 60 bash -c "$run" 2>"$TAP_TMP/cmd.err") ||
+      { echo "$out"; cat "$TAP_TMP/cmd.err"; return 1; }
     echo "$out"
     expect "$c" "$out" || return 1
   done

@@ -67,6 +67,34 @@ static void test_state_word(void **state)
     assert_string_equal(cp_fn_state(&err, 2, 1, 3), "ready");
 }
 
+/* A sandbox that exited by itself (an OOM kill) stays the last failure after its replacement
+ * starts, never makes the function "failing", and the next failure of either kind replaces it. */
+static void test_exit_failure(void **state)
+{
+    struct cp_fn_error e = {0};
+    cp_fn_error_set_exit(&e, "w1", "sandbox w1-1-1 OOM-killed: memory limit 64 MiB", 100, 5000);
+    assert_true(e.set);
+    assert_string_equal(cp_fn_error_kind(&e), "exit");
+    assert_string_equal(cp_fn_state(&e, 0, 1, 1), "creating"); /* its replacement */
+    assert_string_equal(cp_fn_state(&e, 0, 0, 0), "idle");
+    assert_false(cp_fn_error_create_worked(&e)); /* the replacement started: still shown */
+    assert_true(e.set);
+    assert_string_equal(e.reason, "sandbox w1-1-1 OOM-killed: memory limit 64 MiB");
+    assert_int_equal(cp_fn_error_age_ms(&e, 400), 300);
+    /* a failed create replaces it, and a working create clears that one */
+    cp_fn_error_set(&e, "w2", "no such image", 500, 5400);
+    assert_string_equal(cp_fn_error_kind(&e), "create");
+    assert_string_equal(cp_fn_state(&e, 0, 0, 1), "failing");
+    assert_true(cp_fn_error_create_worked(&e));
+    assert_false(e.set);
+    assert_string_equal(e.reason, "");
+    /* and an exit replaces a create failure */
+    cp_fn_error_set(&e, "w2", "no such image", 500, 5400);
+    cp_fn_error_set_exit(&e, "w1", "sandbox w1-1-2 killed by signal 9 (Killed)", 600, 5500);
+    assert_string_equal(cp_fn_error_kind(&e), "exit");
+    assert_string_equal(e.worker, "w1");
+}
+
 static void test_push_due(void **state)
 {
     assert_true(cp_fn_error_push_due(0, 0));  /* nothing will serve the waiting requests */
@@ -77,9 +105,8 @@ static void test_push_due(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_set_and_clear),
-        cmocka_unit_test(test_missing_and_long),
-        cmocka_unit_test(test_state_word),
+        cmocka_unit_test(test_set_and_clear), cmocka_unit_test(test_missing_and_long),
+        cmocka_unit_test(test_state_word),    cmocka_unit_test(test_exit_failure),
         cmocka_unit_test(test_push_due),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
