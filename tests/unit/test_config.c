@@ -52,8 +52,8 @@ static const struct dg_conf_field fields[] = {
     {F("redis.db", DG_CONF_INT, redis_db), .def = "0", .min = 0, .max = 15, .help = "db index"},
     {F("logLevel", DG_CONF_ENUM, log_level), .def = "info", .choices = levels, .help = "log level"},
 };
-static const struct dg_conf_schema schema = {"test-prog", "A program to test the config.", fields,
-                                             DG_ARRAY_LEN(fields)};
+static const struct dg_conf_schema schema = {
+    "test-prog", "A program to test the config.", fields, DG_ARRAY_LEN(fields), NULL, 0};
 
 /* Per-test state: the config and the temp files to remove. */
 struct fix {
@@ -158,7 +158,7 @@ static void test_bad_default_is_reported(void **state)
 {
     static const struct dg_conf_field bad[] = {
         {.key = "port", .type = DG_CONF_INT, .offset = 0, .def = "0", .min = 1, .max = 10}};
-    const struct dg_conf_schema s = {"x", NULL, bad, 1};
+    const struct dg_conf_schema s = {"x", NULL, bad, 1, NULL, 0};
     int64_t v = 7;
     struct fix *fx = *state;
     assert_int_equal(dg_conf_defaults(&s, &v, &fx->err), DG_E_INVAL);
@@ -544,7 +544,7 @@ static void test_print_regroups_keys(void **state)
         {.key = "a.y", .type = DG_CONF_SIZE, .offset = offsetof(struct grp, ay), .def = "512"},
         {.key = "a.z.q", .type = DG_CONF_INT, .offset = offsetof(struct grp, azq), .def = "-3"},
     };
-    const struct dg_conf_schema gs = {"g", NULL, gf, DG_ARRAY_LEN(gf)};
+    const struct dg_conf_schema gs = {"g", NULL, gf, DG_ARRAY_LEN(gf), NULL, 0};
     struct fix *fx = *state;
     char *text = NULL;
     size_t len = 0;
