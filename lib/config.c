@@ -828,6 +828,9 @@ static int load_value(struct loader *ld, const char *path, size_t kline, const y
         }
         if (is_compat_group(ld, path))
             return load_mapping(ld, path);
+        if (c)
+            return dg_err_set(ld->err, DG_E_INVAL, "%s: expected a single value, got a mapping",
+                              ctx);
         return unknown_key(ld->s, kctx, path, ld->err);
     }
     if (c && (!f || vev->type == YAML_SCALAR_EVENT)) {
@@ -1249,6 +1252,12 @@ static void put_quoted(FILE *out, const char *s)
             p += 1;
         } else if (p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9)) {
             fputs(p[2] == 0xa8 ? "\\L" : "\\P", out); /* U+2028, U+2029 likewise */
+            p += 2;
+        } else if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+            fprintf(out, "\\x%02x", p[1]); /* C1 controls: not printable in YAML */
+            p += 1;
+        } else if (p[0] == 0xef && p[1] == 0xbf && (p[2] == 0xbe || p[2] == 0xbf)) {
+            fprintf(out, "\\uFFF%c", p[2] == 0xbe ? 'E' : 'F'); /* noncharacters likewise */
             p += 2;
         } else {
             fputc(*p, out);

@@ -488,7 +488,7 @@ static void test_print_config_round_trip(void **state)
     struct fix *fx = *state;
     const char *argv[] = {"prog",
                           "--set",
-                          "name=say \"hi\"\\ \t:#x\xe2\x80\xa8y\xc2\x85z",
+                          "name=say \"hi\"\\ \t:#x\xe2\x80\xa8y\xc2\x85z\xc2\x8f\xef\xbf\xbe",
                           "--peers",
                           "p:1, p 2",
                           "--timeout",
@@ -517,8 +517,9 @@ static void test_print_config_round_trip(void **state)
     assert_int_equal(a->port, b->port);
     assert_true(a->ratio == b->ratio);
     assert_string_equal(a->name, b->name);
-    /* U+2028 and U+0085 are line breaks to YAML: printed escaped, read back the same */
-    assert_string_equal(b->name, "say \"hi\"\\ \t:#x\xe2\x80\xa8y\xc2\x85z");
+    /* U+2028 and U+0085 are line breaks to YAML, U+008F and U+FFFE not printable: printed
+     * escaped, read back the same */
+    assert_string_equal(b->name, "say \"hi\"\\ \t:#x\xe2\x80\xa8y\xc2\x85z\xc2\x8f\xef\xbf\xbe");
     assert_string_equal(a->policy, b->policy);
     assert_int_equal(a->timeout_ms, b->timeout_ms);
     assert_int_equal(a->max_body, b->max_body);
@@ -830,6 +831,9 @@ static void test_compat_errors_name_file_and_line(void **state)
     /* a mapped value that ours rejects names both keys */
     assert_true(load_compat(fx, "oldName: [a, b]\n", &w) < 0);
     assert_string_equal(msg_without_path(fx), "F:1: oldName: expected a single value, got a list");
+    assert_true(load_compat(fx, "oldName:\n  a: b\n", &w) < 0);
+    assert_string_equal(msg_without_path(fx),
+                        "F:2: oldName: expected a single value, got a mapping");
     assert_true(load_compat(fx, "redisPort: 1\nredisHost: [x]\n", &w) < 0);
     /* a table entry naming a key the program lacks is reported, not ignored */
     assert_true(load_compat(fx, "broken: 1\n", &w) < 0);
