@@ -719,8 +719,12 @@ static int compat_finish(struct loader *ld)
         const struct dg_conf_field *t = compat_target(ld, c0, line);
         if (!t)
             return ld->err->code;
-        const char *host = hp->part[0] ? hp->part[0] : hp->c[1]->def ? hp->c[1]->def : "";
-        const char *port = hp->part[1] ? hp->part[1] : hp->c[0]->def ? hp->c[0]->def : "";
+        const char *host = hp->part[0]                 ? hp->part[0]
+                           : hp->c[1] && hp->c[1]->def ? hp->c[1]->def
+                                                       : "";
+        const char *port = hp->part[1]                 ? hp->part[1]
+                           : hp->c[0] && hp->c[0]->def ? hp->c[0]->def
+                                                       : "";
         char *text = dg_xasprintf("%s:%s", host, port), ctx[512];
         snprintf(ctx, sizeof(ctx), "%s:%zu: %s (the original's key for %s)", ld->path, line,
                  c0->key, t->key);
