@@ -70,24 +70,25 @@ static int autoscaler(const char *t, char *buf, size_t n, const char **note, str
     return DG_COMPAT_USE;
 }
 
-/* This host's first IPv4 address that is not loopback, or 127.0.0.1. */
-static void first_address(char *buf, size_t n)
+/* This host's first IPv4 address that is up and not loopback into buf; false if none. */
+static bool first_address(char *buf, size_t n)
 {
     struct ifaddrs *ifs = NULL, *i;
-    snprintf(buf, n, "127.0.0.1");
+    bool found = false;
     if (getifaddrs(&ifs) == -1)
-        return;
-    for (i = ifs; i; i = i->ifa_next) {
+        return false;
+    for (i = ifs; i && !found; i = i->ifa_next) {
         if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || (i->ifa_flags & IFF_LOOPBACK) ||
             !(i->ifa_flags & IFF_UP))
             continue;
         char a[INET_ADDRSTRLEN];
         if (inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, a, sizeof(a))) {
             snprintf(buf, n, "%s", a);
-            break;
+            found = true;
         }
     }
     freeifaddrs(ifs);
+    return found;
 }
 
 /* dataPlaneIp / workerNodeIp: "dynamic" picked the original's first 10.0.1.x address (its
@@ -96,9 +97,14 @@ static void first_address(char *buf, size_t n)
 static int node_ip(const char *t, char *buf, size_t n, const char **note, struct dg_err *err)
 {
     if (!strcmp(t, "dynamic")) {
-        first_address(buf, n);
-        *note = "the original's dynamic took its first 10.0.1.x address; this is the host's first "
-                "non-loopback IPv4 address: write the address to be sure";
+        if (first_address(buf, n)) {
+            *note = "the original's dynamic took its first 10.0.1.x address; this is the host's "
+                    "first non-loopback IPv4 address: write the address to be sure";
+        } else {
+            snprintf(buf, n, "127.0.0.1");
+            *note = "the original's dynamic took its first 10.0.1.x address; this host has no "
+                    "non-loopback IPv4 address up: write the address";
+        }
         return DG_COMPAT_USE;
     }
     if (!strcmp(t, "localhost")) {
