@@ -6,6 +6,7 @@
 #   make image      the dirigent-fn OCI image in build/images/dirigent-fn
 #   make bench      benchmarks (bench/README.md); make fmt / make lint / make clean
 #   make plots      PNGs from the benchmark CSVs in bench/results/ (scripts/plots.py)
+#   make install    binaries, systemd units, configs in /etc/dirigent (PREFIX, DESTDIR)
 SHELL := /bin/bash
 SANITIZE ?=
 WERROR ?= $(if $(CI),true,false)
