@@ -1245,6 +1245,11 @@ void dg_conf_print_help(const struct dg_conf_schema *s, FILE *out)
             "string.\n"
             "Precedence: defaults < --config FILE < environment < --set/--KEY in command-line "
             "order.\n");
+    size_t ncompat = s->ncompat;
+    if ((s->compat ? s->compat : dg_conf_compat_for(s->prog, &ncompat)) && ncompat)
+        fprintf(out, "Files may also use the original's keys (Go Dirigent's config*.yaml): each "
+                     "loads with a\nwarning saying what it became (docs/operations.md, \"The "
+                     "original's config files\").\n");
 }
 
 /* A YAML double-quoted scalar. */
