@@ -32,6 +32,7 @@ fi
 # then the rest; then whatever is left in the namespaces, and the namespaces themselves
 RUN=$TAP_TMP/run
 cleanup() {
+  declare -F restore_log >/dev/null && restore_log
   if [ -n "${WK_PID:-}" ] && kill -0 "$WK_PID" 2>/dev/null; then
     kill -TERM "$WK_PID"
     for _ in $(seq 1 200); do kill -0 "$WK_PID" 2>/dev/null || break; sleep 0.05; done
@@ -65,6 +66,11 @@ setup_net() {
 setup_net || { echo "Bail out! cannot make the namespaces"; exit 1; }
 in_ns() { local h=$1; shift; nsenter --net="/run/netns/$P-$h" "$@"; }
 
+# meson install overwrites the build's install log, which `make uninstall` reads: keep the
+# operator's and put it back at the end
+LOG=$B/meson-logs/install-log.txt
+[ -f "$LOG" ] && cp "$LOG" "$TAP_TMP/install-log.txt"
+restore_log() { if [ -f "$TAP_TMP/install-log.txt" ]; then cp "$TAP_TMP/install-log.txt" "$LOG"; else rm -f "$LOG"; fi; }
 meson install -C "$B" --no-rebuild --quiet --destdir "$D" >/dev/null ||
   { echo "Bail out! meson install failed"; exit 1; }
 PREFIX=$(meson introspect --buildoptions "$B" | /usr/bin/python3 -c \

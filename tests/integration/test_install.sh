@@ -13,7 +13,7 @@ S=$(cd "${DG_SOURCE_DIR:-$(dirname "$0")/../..}" && pwd)
 D=$TAP_TMP/dest
 
 plan 9
-trap tap_cleanup EXIT
+trap 'declare -F restore_log >/dev/null && restore_log; tap_cleanup' EXIT
 
 # the build's install directories (absolute; sysconfdir may lie outside the prefix, e.g. /etc)
 DIRS=$(meson introspect --buildoptions "$B" | /usr/bin/python3 -c '
@@ -30,6 +30,11 @@ eval "$DIRS"
 DAEMONS="dirigent-cp dirigent-dp dirigent-worker"
 UNITS="control_plane data_plane worker_node"
 
+# meson install overwrites the build's install log, which `make uninstall` reads: keep the
+# operator's and put it back at the end
+LOG=$B/meson-logs/install-log.txt
+[ -f "$LOG" ] && cp "$LOG" "$TAP_TMP/install-log.txt"
+restore_log() { if [ -f "$TAP_TMP/install-log.txt" ]; then cp "$TAP_TMP/install-log.txt" "$LOG"; else rm -f "$LOG"; fi; }
 install_once() { meson install -C "$B" --no-rebuild --quiet --destdir "$D"; }
 check "meson install --destdir DIR installs the build under DIR$PREFIX" install_once
 
