@@ -6,6 +6,7 @@
 #   make image      the dirigent-fn OCI image in build/images/dirigent-fn
 #   make bench      benchmarks (bench/README.md); make fmt / make lint / make clean
 #   make plots      PNGs from the benchmark CSVs in bench/results/ (scripts/plots.py)
+#   make install    binaries, systemd units, configs in /etc/dirigent (PREFIX, DESTDIR)
 SHELL := /bin/bash
 SANITIZE ?=
 WERROR ?= $(if $(CI),true,false)
@@ -66,3 +67,21 @@ lint: configure
 
 clean:
 	rm -rf build build-san
+
+# Install the daemons, the CLI, the dirigent-fn image, the systemd units (control_plane,
+# data_plane, worker_node.service) and the example configs (into $(SYSCONFDIR)/dirigent only
+# where no config is yet: a reinstall keeps edited ones). PREFIX and DESTDIR as usual:
+#   make install                      binaries in /usr/local/bin, configs in /etc/dirigent
+#   make install PREFIX=/usr DESTDIR=/tmp/pkg
+# Installing sets the build's prefix (meson configure), so the units name the installed paths.
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+.PHONY: install uninstall
+install: all
+	meson configure $(BUILD) -Dprefix=$(PREFIX) -Dsysconfdir=$(SYSCONFDIR)
+	meson install -C $(BUILD) $(if $(DESTDIR),--destdir $(abspath $(DESTDIR)))
+	@echo "install: next, on each host: docs/operations.md, \"Install and run as services\""
+
+# Removes what `make install` installed, except the configs in $(SYSCONFDIR)/dirigent.
+uninstall:
+	ninja -C $(BUILD) uninstall

@@ -17,6 +17,11 @@
  * sequence is only accepted for a list key; aliases are rejected (an anchor alone is harmless).
  * A dotted key written flat in a file ("redis.address: x") is accepted too. Duplicate keys are
  * an error rather than "the later wins", since a duplicate is almost always a mistake.
+ *
+ * The original's keys (config.h, lib/config_compat.c) are looked up only where a key or a value
+ * is not ours. Their values are converted at once (so errors still carry the line) but joined
+ * to ours only after the whole file, where a key of ours for the same setting wins and the two
+ * halves of a split IP:PORT meet; the warnings are then sorted into file order.
  */
 #include "dirigent/config.h"
 
@@ -460,12 +465,45 @@ static int set_text(const struct dg_conf_field *f, void *cfg, const char *text, 
 
 /* ---- YAML files ---- */
 
+/* A warning about one of the original's keys, kept with its line to be sorted into file order. */
+struct warning {
+    size_t line, seq;
+    char *text;
+};
+
+/* A value of one of the original's keys for our key `f`, committed after the file unless the
+ * file also sets `f` itself (ours wins). */
+struct compat_assign {
+    const struct dg_conf_field *f;
+    union conf_val v;
+    size_t line;
+    const char *key;                /* the original's key (the entry's, static) */
+    char *warning;                  /* the text after "PATH:LINE: " */
+    const struct dg_conf_field *to; /* our key (f is NULL for the second part of an address) */
+};
+
+/* The parts of one IP:PORT key given as the original's separate keys. */
+struct hostport {
+    const char *to;
+    char *part[2]; /* [0] host, [1] port: owned, NULL when not in the file */
+    size_t line[2];
+    const struct dg_conf_compat *c[2];
+};
+
 struct loader {
     const struct dg_conf_schema *s;
     const char *path;
     yaml_parser_t parser;
     struct assigns out;
     struct dg_err *err;
+    const struct dg_conf_compat *compat;
+    size_t ncompat;
+    struct warning *warn;
+    size_t nwarn;
+    struct compat_assign *cas;
+    size_t ncas;
+    struct hostport hp[4];
+    size_t nhp;
 };
 
 static int load_mapping(struct loader *ld, const char *prefix);
@@ -530,10 +568,256 @@ static int load_sequence(struct loader *ld, const char *key, struct dg_strlist *
     return rc;
 }
 
+/* ---- the original's keys ---- */
+
+static void add_warning(struct loader *ld, size_t line, char *text)
+{
+    ld->warn = dg_xrealloc(ld->warn, (ld->nwarn + 1) * sizeof(*ld->warn));
+    ld->warn[ld->nwarn] = (struct warning){line, ld->nwarn, text};
+    ld->nwarn++;
+}
+
+/* The entry for `path`: the exact key, else a "group.*" entry covering it. */
+static const struct dg_conf_compat *find_compat(const struct loader *ld, const char *path)
+{
+    for (size_t i = 0; i < ld->ncompat; i++)
+        if (strcmp(ld->compat[i].key, path) == 0)
+            return &ld->compat[i];
+    for (size_t i = 0; i < ld->ncompat; i++) {
+        const char *k = ld->compat[i].key;
+        size_t len = strlen(k);
+        if (len >= 2 && strcmp(k + len - 2, ".*") == 0 && strncmp(path, k, len - 1) == 0)
+            return &ld->compat[i];
+    }
+    return NULL;
+}
+
+/* True when some entry lies under "path." (so `path: {...}` is the original's group). */
+static bool is_compat_group(const struct loader *ld, const char *path)
+{
+    size_t len = strlen(path);
+    for (size_t i = 0; i < ld->ncompat; i++)
+        if (strncmp(ld->compat[i].key, path, len) == 0 && ld->compat[i].key[len] == '.')
+            return true;
+    return false;
+}
+
+/* Consume the rest of a node that started with `ev` (a mapping or a list: up to its end). */
+static int skip_node(struct loader *ld, const yaml_event_t *ev)
+{
+    int depth = ev->type == YAML_MAPPING_START_EVENT || ev->type == YAML_SEQUENCE_START_EVENT;
+    while (depth > 0) {
+        yaml_event_t e;
+        int rc = next_event(ld, &e);
+        if (rc)
+            return rc;
+        if (e.type == YAML_MAPPING_START_EVENT || e.type == YAML_SEQUENCE_START_EVENT)
+            depth++;
+        else if (e.type == YAML_MAPPING_END_EVENT || e.type == YAML_SEQUENCE_END_EVENT)
+            depth--;
+        yaml_event_delete(&e);
+    }
+    return 0;
+}
+
+static const struct dg_conf_field *compat_target(struct loader *ld, const struct dg_conf_compat *c,
+                                                 size_t line)
+{
+    const struct dg_conf_field *f = c->to ? find_field(ld->s, c->to, strlen(c->to)) : NULL;
+    if (!f)
+        dg_err_set(ld->err, DG_E_INVAL,
+                   "%s:%zu: %s: the original's key maps to '%s', which %s "
+                   "does not have (a bug: please report it)",
+                   ld->path, line, c->key, c->to ? c->to : "(none)", ld->s->prog);
+    return f;
+}
+
+/* The scalar `vev` of the original's key `path` (entry `c`; `f` is our field of the same name,
+ * if any). *native is set when the value is ours after all and must load as usual. */
+static int load_compat(struct loader *ld, const struct dg_conf_compat *c,
+                       const struct dg_conf_field *f, const char *path, const yaml_event_t *vev,
+                       bool *native)
+{
+    size_t line = vev->start_mark.line + 1;
+    const char *text = is_null(vev) ? "" : (const char *)vev->data.scalar.value;
+    const char *note = NULL, *out = text;
+    char buf[512], q[80];
+    *native = false;
+    if (c->kind == DG_COMPAT_IGNORE) {
+        add_warning(ld, line, dg_xasprintf("%s: ignored: %s", path, c->why));
+        return 0;
+    }
+    if (c->value) {
+        struct dg_err e = {0};
+        buf[0] = '\0';
+        int r = c->value(text, buf, sizeof(buf), &note, &e);
+        if (r < 0)
+            return dg_err_set(ld->err, r, "%s:%zu: %s: %s", ld->path, line, path, e.msg);
+        if (r == DG_COMPAT_SAME && f) {
+            *native = true;
+            return 0;
+        }
+        if (r == DG_COMPAT_DROP) {
+            add_warning(ld, line,
+                        dg_xasprintf("%s: ignored: %s", path,
+                                     note     ? note
+                                     : c->why ? c->why
+                                              : ""));
+            return 0;
+        }
+        if (r == DG_COMPAT_USE)
+            out = buf;
+    } else if (f) {
+        *native = true;
+        return 0;
+    }
+    const char *why = note ? note : c->why;
+    if (c->kind == DG_COMPAT_HOST || c->kind == DG_COMPAT_PORT) {
+        int part = c->kind == DG_COMPAT_PORT;
+        struct hostport *hp = NULL;
+        for (size_t i = 0; i < ld->nhp && !hp; i++)
+            if (strcmp(ld->hp[i].to, c->to) == 0)
+                hp = &ld->hp[i];
+        if (!hp) {
+            if (ld->nhp == DG_ARRAY_LEN(ld->hp))
+                return dg_err_set(ld->err, DG_E_INVAL, "%s:%zu: %s: too many split addresses",
+                                  ld->path, line, path);
+            hp = &ld->hp[ld->nhp++];
+            *hp = (struct hostport){.to = c->to};
+        }
+        free(hp->part[part]);
+        hp->part[part] = dg_xstrdup(out);
+        hp->line[part] = line;
+        hp->c[part] = c;
+        return 0;
+    }
+    const struct dg_conf_field *t = compat_target(ld, c, line);
+    if (!t)
+        return ld->err->code;
+    char ctx[512];
+    snprintf(ctx, sizeof(ctx), "%s:%zu: %s (the original's key for %s)", ld->path, line, path,
+             t->key);
+    union conf_val v;
+    int rc = convert(t, out, &v, ctx, ld->err);
+    if (rc)
+        return rc;
+    char *w;
+    if (strcmp(c->key, t->key) == 0)
+        w = dg_xasprintf("%s: %s is the original's value; using %s: %s%s%s%s", path,
+                         quoted(text, q, sizeof(q)), t->key, out, why ? " (" : "", why ? why : "",
+                         why ? ")" : "");
+    else
+        w = dg_xasprintf("%s: the original's key; using %s: %s%s%s%s", path, t->key, out,
+                         why ? " (" : "", why ? why : "", why ? ")" : "");
+    ld->cas = dg_xrealloc(ld->cas, (ld->ncas + 1) * sizeof(*ld->cas));
+    ld->cas[ld->ncas++] = (struct compat_assign){t, v, line, c->key, w, t};
+    return 0;
+}
+
+/* After the file: the original's values join ours unless the file set the same key itself. */
+static int compat_finish(struct loader *ld)
+{
+    for (size_t i = 0; i < ld->nhp; i++) {
+        struct hostport *hp = &ld->hp[i];
+        size_t line = hp->line[0] ? hp->line[0] : hp->line[1];
+        const struct dg_conf_compat *c0 = hp->c[0] ? hp->c[0] : hp->c[1];
+        const struct dg_conf_field *t = compat_target(ld, c0, line);
+        if (!t)
+            return ld->err->code;
+        const char *host = hp->part[0]                 ? hp->part[0]
+                           : hp->c[1] && hp->c[1]->def ? hp->c[1]->def
+                                                       : "";
+        const char *port = hp->part[1]                 ? hp->part[1]
+                           : hp->c[0] && hp->c[0]->def ? hp->c[0]->def
+                                                       : "";
+        char *text = dg_xasprintf("%s:%s", host, port), ctx[512];
+        snprintf(ctx, sizeof(ctx), "%s:%zu: %s (the original's key for %s)", ld->path, line,
+                 c0->key, t->key);
+        union conf_val v;
+        int rc = convert(t, text, &v, ctx, ld->err);
+        if (rc) {
+            free(text);
+            return rc;
+        }
+        /* one assignment (made by the first part present), a warning for each part */
+        bool pushed = false;
+        for (int p = 0; p < 2; p++) {
+            if (!hp->c[p])
+                continue;
+            const struct dg_conf_compat *o = hp->c[1 - p];
+            char *w = dg_xasprintf("%s: the original's key; using %s: %s%s%s%s", hp->c[p]->key,
+                                   t->key, text, o ? " (with " : "", o ? o->key : "", o ? ")" : "");
+            ld->cas = dg_xrealloc(ld->cas, (ld->ncas + 1) * sizeof(*ld->cas));
+            ld->cas[ld->ncas++] =
+                (struct compat_assign){pushed ? NULL : t, v, hp->line[p], hp->c[p]->key, w, t};
+            pushed = true;
+        }
+        free(text);
+    }
+    /* ours wins over the original's; of two original keys for one of ours, the first wins */
+    bool taken = false;
+    for (size_t i = 0; i < ld->ncas; i++) {
+        struct compat_assign *ca = &ld->cas[i];
+        if (ca->f) /* else the second part of an address: the entry before it decided */
+            taken = assigns_has(&ld->out, ca->to);
+        if (!ca->f && !taken) {
+            add_warning(ld, ca->line, ca->warning);
+        } else if (taken) {
+            add_warning(ld, ca->line,
+                        dg_xasprintf("%s: ignored: %s is set already (by the file or by another "
+                                     "of the original's keys)",
+                                     ca->key, ca->to->key));
+            free(ca->warning);
+            if (ca->f)
+                val_free(ca->f, &ca->v);
+        } else {
+            add_warning(ld, ca->line, ca->warning);
+            assigns_push(&ld->out, ca->f, ca->v);
+        }
+        ca->warning = NULL;
+        ca->f = NULL;
+    }
+    ld->ncas = 0;
+    return 0;
+}
+
+static int warning_cmp(const void *a, const void *b)
+{
+    const struct warning *x = a, *y = b;
+    return x->line != y->line ? (x->line < y->line ? -1 : 1) : (x->seq < y->seq ? -1 : 1);
+}
+
+/* Release what the compat handling holds; move the sorted warnings to `out` (NULL: drop). */
+static void compat_end(struct loader *ld, struct dg_strlist *out)
+{
+    for (size_t i = 0; i < ld->ncas; i++) {
+        free(ld->cas[i].warning);
+        if (ld->cas[i].f)
+            val_free(ld->cas[i].f, &ld->cas[i].v);
+    }
+    free(ld->cas);
+    for (size_t i = 0; i < ld->nhp; i++) {
+        free(ld->hp[i].part[0]);
+        free(ld->hp[i].part[1]);
+    }
+    if (ld->nwarn)
+        qsort(ld->warn, ld->nwarn, sizeof(*ld->warn), warning_cmp);
+    for (size_t i = 0; i < ld->nwarn; i++) {
+        char *w = dg_xasprintf("%s:%zu: %s", ld->path, ld->warn[i].line, ld->warn[i].text);
+        free(ld->warn[i].text);
+        if (out)
+            dg_strlist_push(out, w);
+        else
+            free(w);
+    }
+    free(ld->warn);
+}
+
 /* The value event `vev` of key `path` (written at line `kline`). */
 static int load_value(struct loader *ld, const char *path, size_t kline, const yaml_event_t *vev)
 {
     const struct dg_conf_field *f = find_field(ld->s, path, strlen(path));
+    const struct dg_conf_compat *c = find_compat(ld, path);
     char ctx[512], kctx[512];
     snprintf(ctx, sizeof(ctx), "%s:%zu: %s", ld->path, (size_t)vev->start_mark.line + 1, path);
     snprintf(kctx, sizeof(kctx), "%s:%zu", ld->path, kline);
@@ -544,7 +828,32 @@ static int load_value(struct loader *ld, const char *path, size_t kline, const y
             return type_error(f, ctx, "a mapping", ld->err);
         if (is_group(ld->s, path))
             return load_mapping(ld, path);
+        char *star = dg_xasprintf("%s.*", path);
+        const struct dg_conf_compat *g = c ? c : find_compat(ld, star);
+        free(star);
+        if (g && g->kind == DG_COMPAT_IGNORE) { /* a whole group of the original's: one warning */
+            add_warning(ld, kline, dg_xasprintf("%s: ignored: %s", path, g->why));
+            return skip_node(ld, vev);
+        }
+        if (is_compat_group(ld, path))
+            return load_mapping(ld, path);
+        if (c)
+            return dg_err_set(ld->err, DG_E_INVAL, "%s: expected a single value, got a mapping",
+                              ctx);
         return unknown_key(ld->s, kctx, path, ld->err);
+    }
+    if (c && (!f || vev->type == YAML_SCALAR_EVENT)) {
+        bool native = false;
+        if (vev->type != YAML_SCALAR_EVENT && c->kind == DG_COMPAT_IGNORE) {
+            add_warning(ld, kline, dg_xasprintf("%s: ignored: %s", path, c->why));
+            return skip_node(ld, vev);
+        }
+        if (vev->type != YAML_SCALAR_EVENT)
+            return dg_err_set(ld->err, DG_E_INVAL, "%s: expected a single value, got %s", ctx,
+                              node_kind(vev));
+        int rc = load_compat(ld, c, f, path, vev, &native);
+        if (rc || !native)
+            return rc;
     }
     if (!f && is_group(ld->s, path))
         return dg_err_set(ld->err, DG_E_INVAL, "%s: expected a mapping of %s.* keys, got %s", ctx,
@@ -694,8 +1003,8 @@ int dg_conf_defaults(const struct dg_conf_schema *s, void *cfg, struct dg_err *e
 /* `path` is borrowed. Errors: "PATH: cannot open: ...", "PATH:LINE: invalid YAML: ...",
  * "PATH:LINE: unknown key 'k' (did you mean 'x'?)", "PATH:LINE: KEY: duplicate key",
  * "PATH:LINE: KEY: expected ..., got '...'". All or nothing: `cfg` changes only on success. */
-int dg_conf_load_file(const struct dg_conf_schema *s, void *cfg, const char *path,
-                      struct dg_err *err)
+int dg_conf_load_file_warn(const struct dg_conf_schema *s, void *cfg, const char *path,
+                           struct dg_strlist *warnings, struct dg_err *err)
 {
     FILE *fp = fopen(path, "r");
     if (!fp) {
@@ -707,16 +1016,38 @@ int dg_conf_load_file(const struct dg_conf_schema *s, void *cfg, const char *pat
         fclose(fp);
         return dg_err_set(err, -EISDIR, "%s: cannot open: %s", path, strerror(EISDIR));
     }
-    struct loader ld = {.s = s, .path = path, .err = err};
+    struct loader ld = {
+        .s = s, .path = path, .err = err, .compat = s->compat, .ncompat = s->ncompat};
+    if (!ld.compat)
+        ld.compat = dg_conf_compat_for(s->prog, &ld.ncompat);
     if (!yaml_parser_initialize(&ld.parser)) {
         fclose(fp);
         return dg_err_set(err, -ENOMEM, "%s: cannot start the YAML parser", path);
     }
     yaml_parser_set_input_file(&ld.parser, fp);
     int rc = load_stream(&ld);
+    if (rc == 0)
+        rc = compat_finish(&ld);
     yaml_parser_delete(&ld.parser);
     fclose(fp);
+    compat_end(&ld, rc ? NULL : warnings);
     assigns_end(&ld.out, rc ? NULL : cfg);
+    return rc;
+}
+
+static void print_warnings(const struct dg_conf_schema *s, struct dg_strlist *w)
+{
+    for (size_t i = 0; i < w->n; i++)
+        fprintf(stderr, "%s: warning: %s\n", s->prog, w->v[i]);
+    dg_strlist_free(w);
+}
+
+int dg_conf_load_file(const struct dg_conf_schema *s, void *cfg, const char *path,
+                      struct dg_err *err)
+{
+    struct dg_strlist w = {0};
+    int rc = dg_conf_load_file_warn(s, cfg, path, &w, err);
+    print_warnings(s, &w);
     return rc;
 }
 
@@ -843,7 +1174,7 @@ int dg_conf_parse_args(const struct dg_conf_schema *s, void *cfg, int argc, char
     } else if (rc == 0) {
         rc = dg_conf_defaults(s, cfg, err);
         if (rc == 0 && config)
-            rc = dg_conf_load_file(s, cfg, config, err);
+            rc = dg_conf_load_file(s, cfg, config, err); /* warnings go to stderr */
         if (rc == 0)
             rc = dg_conf_apply_env(s, cfg, err);
         for (size_t i = 0; i < nov && rc == 0; i++) {
@@ -914,6 +1245,11 @@ void dg_conf_print_help(const struct dg_conf_schema *s, FILE *out)
             "string.\n"
             "Precedence: defaults < --config FILE < environment < --set/--KEY in command-line "
             "order.\n");
+    size_t ncompat = s->ncompat;
+    if ((s->compat ? s->compat : dg_conf_compat_for(s->prog, &ncompat)) && ncompat)
+        fprintf(out, "Files may also use the original's keys (Go Dirigent's config*.yaml): each "
+                     "loads with a\nwarning saying what it became (docs/operations.md, \"The "
+                     "original's config files\").\n");
 }
 
 /* A YAML double-quoted scalar. */
@@ -930,6 +1266,12 @@ static void put_quoted(FILE *out, const char *s)
             p += 1;
         } else if (p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9)) {
             fputs(p[2] == 0xa8 ? "\\L" : "\\P", out); /* U+2028, U+2029 likewise */
+            p += 2;
+        } else if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+            fprintf(out, "\\x%02x", p[1]); /* C1 controls: not printable in YAML */
+            p += 1;
+        } else if (p[0] == 0xef && p[1] == 0xbf && (p[2] == 0xbe || p[2] == 0xbf)) {
+            fprintf(out, "\\uFFF%c", p[2] == 0xbe ? 'E' : 'F'); /* noncharacters likewise */
             p += 2;
         } else {
             fputc(*p, out);

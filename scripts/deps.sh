@@ -20,6 +20,9 @@ PKGS=(
   nginx-light wrk
   # plots (scripts/plots.py, make plots)
   python3-matplotlib
+  # systemd-analyze for tests/integration/test_install.sh (part of Debian's base system;
+  # installing it starts nothing where systemd is not PID 1)
+  systemd
 )
 
 missing=()

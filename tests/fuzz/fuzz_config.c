@@ -92,11 +92,41 @@ static const struct dg_conf_field fields[] = {
      .choices = levels},
 };
 
+/* The original's keys (config.h): mapped, translated, ignored (a key and a group) and split
+ * into an IP:PORT, so the fuzzer reaches every path of the compat loader. */
+static int old_level(const char *t, char *buf, size_t n, const char **note, struct dg_err *err)
+{
+    if (!strcmp(t, "bad"))
+        return dg_err_set(err, DG_E_INVAL, "a translator's error");
+    if (!strcmp(t, "same"))
+        return DG_COMPAT_SAME;
+    if (!strcmp(t, "drop"))
+        return DG_COMPAT_DROP;
+    snprintf(buf, n, "%s", !strcmp(t, "trace") ? "debug" : t);
+    return DG_COMPAT_USE;
+}
+
+static const struct dg_conf_compat compat[] = {
+    {.key = "verbosity", .kind = DG_COMPAT_MAP, .to = "limits.level", .value = old_level},
+    {.key = "port", .kind = DG_COMPAT_MAP, .to = "port", .value = old_level},
+    {.key = "oldName", .kind = DG_COMPAT_MAP, .to = "name"},
+    {.key = "oldTags", .kind = DG_COMPAT_MAP, .to = "tags"},
+    {.key = "vm.*", .kind = DG_COMPAT_IGNORE, .why = "no VMs"},
+    {.key = "vmKernel", .kind = DG_COMPAT_IGNORE, .why = "no VMs"},
+    {.key = "prof.enable", .kind = DG_COMPAT_IGNORE, .why = "pprof"},
+    {.key = "redis.password", .kind = DG_COMPAT_MAP, .value = old_level},
+    {.key = "redisHost", .kind = DG_COMPAT_HOST, .to = "redis.address", .def = "6379"},
+    {.key = "redisPort", .kind = DG_COMPAT_PORT, .to = "redis.address", .def = "127.0.0.1"},
+    {.key = "broken", .kind = DG_COMPAT_MAP, .to = "noSuchKey"},
+};
+
 static const struct dg_conf_schema schema = {
     .prog = "fuzz_config",
     .summary = "config reader fuzz target",
     .fields = fields,
     .nfields = DG_ARRAY_LEN(fields),
+    .compat = compat,
+    .ncompat = DG_ARRAY_LEN(compat),
 };
 
 static int memfd = -1;
@@ -182,7 +212,14 @@ static void fuzz_file(const uint8_t *data, size_t size)
     char *before = print_cfg(&c, NULL);
     memfd_put(data, size);
     struct dg_err err = {0};
-    int rc = dg_conf_load_file(&schema, &c, memfd_path, &err);
+    struct dg_strlist warnings = {0};
+    int rc = dg_conf_load_file_warn(&schema, &c, memfd_path, &warnings, &err);
+    for (size_t i = 0; i < warnings.n; i++)
+        if (strncmp(warnings.v[i], memfd_path, strlen(memfd_path)) != 0)
+            die("a warning that does not start with the path", warnings.v[i]);
+    if (rc < 0 && warnings.n)
+        die("a failed load warned", warnings.v[0]);
+    dg_strlist_free(&warnings);
     if (rc < 0) {
         if (strncmp(err.msg, memfd_path, strlen(memfd_path)) != 0)
             die("a file error that does not start with the path", err.msg);

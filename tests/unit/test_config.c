@@ -52,8 +52,8 @@ static const struct dg_conf_field fields[] = {
     {F("redis.db", DG_CONF_INT, redis_db), .def = "0", .min = 0, .max = 15, .help = "db index"},
     {F("logLevel", DG_CONF_ENUM, log_level), .def = "info", .choices = levels, .help = "log level"},
 };
-static const struct dg_conf_schema schema = {"test-prog", "A program to test the config.", fields,
-                                             DG_ARRAY_LEN(fields)};
+static const struct dg_conf_schema schema = {
+    "test-prog", "A program to test the config.", fields, DG_ARRAY_LEN(fields), NULL, 0};
 
 /* Per-test state: the config and the temp files to remove. */
 struct fix {
@@ -158,7 +158,7 @@ static void test_bad_default_is_reported(void **state)
 {
     static const struct dg_conf_field bad[] = {
         {.key = "port", .type = DG_CONF_INT, .offset = 0, .def = "0", .min = 1, .max = 10}};
-    const struct dg_conf_schema s = {"x", NULL, bad, 1};
+    const struct dg_conf_schema s = {"x", NULL, bad, 1, NULL, 0};
     int64_t v = 7;
     struct fix *fx = *state;
     assert_int_equal(dg_conf_defaults(&s, &v, &fx->err), DG_E_INVAL);
@@ -488,7 +488,7 @@ static void test_print_config_round_trip(void **state)
     struct fix *fx = *state;
     const char *argv[] = {"prog",
                           "--set",
-                          "name=say \"hi\"\\ \t:#x\xe2\x80\xa8y\xc2\x85z",
+                          "name=say \"hi\"\\ \t:#x\xe2\x80\xa8y\xc2\x85z\xc2\x8f\xef\xbf\xbe",
                           "--peers",
                           "p:1, p 2",
                           "--timeout",
@@ -517,8 +517,9 @@ static void test_print_config_round_trip(void **state)
     assert_int_equal(a->port, b->port);
     assert_true(a->ratio == b->ratio);
     assert_string_equal(a->name, b->name);
-    /* U+2028 and U+0085 are line breaks to YAML: printed escaped, read back the same */
-    assert_string_equal(b->name, "say \"hi\"\\ \t:#x\xe2\x80\xa8y\xc2\x85z");
+    /* U+2028 and U+0085 are line breaks to YAML, U+008F and U+FFFE not printable: printed
+     * escaped, read back the same */
+    assert_string_equal(b->name, "say \"hi\"\\ \t:#x\xe2\x80\xa8y\xc2\x85z\xc2\x8f\xef\xbf\xbe");
     assert_string_equal(a->policy, b->policy);
     assert_int_equal(a->timeout_ms, b->timeout_ms);
     assert_int_equal(a->max_body, b->max_body);
@@ -544,7 +545,7 @@ static void test_print_regroups_keys(void **state)
         {.key = "a.y", .type = DG_CONF_SIZE, .offset = offsetof(struct grp, ay), .def = "512"},
         {.key = "a.z.q", .type = DG_CONF_INT, .offset = offsetof(struct grp, azq), .def = "-3"},
     };
-    const struct dg_conf_schema gs = {"g", NULL, gf, DG_ARRAY_LEN(gf)};
+    const struct dg_conf_schema gs = {"g", NULL, gf, DG_ARRAY_LEN(gf), NULL, 0};
     struct fix *fx = *state;
     char *text = NULL;
     size_t len = 0;
@@ -642,6 +643,238 @@ static void test_free_leaves_nothing(void **state)
     dg_conf_free(&schema, &fx->cfg); /* twice is harmless */
 }
 
+/* ---- the original's keys (a compat table) ---- */
+
+/* "false" -> "random" for `policy`, an error for "bad", anything else is ours. */
+static int policy_value(const char *t, char *buf, size_t n, const char **note, struct dg_err *err)
+{
+    if (!strcmp(t, "bad"))
+        return dg_err_set(err, DG_E_INVAL, "no such policy in the original either");
+    if (strcmp(t, "false") != 0)
+        return DG_COMPAT_SAME;
+    snprintf(buf, n, "random");
+    *note = "the original's off";
+    return DG_COMPAT_USE;
+}
+
+static int level_value(const char *t, char *buf, size_t n, const char **note, struct dg_err *err)
+{
+    snprintf(buf, n, "%s", !strcmp(t, "trace") ? "debug" : t);
+    return DG_COMPAT_USE;
+}
+
+static int drop_zero(const char *t, char *buf, size_t n, const char **note, struct dg_err *err)
+{
+    return strcmp(t, "0") ? DG_COMPAT_SAME : DG_COMPAT_DROP;
+}
+
+static const struct dg_conf_compat compat[] = {
+    {.key = "verbosity", .kind = DG_COMPAT_MAP, .to = "logLevel", .value = level_value},
+    {.key = "policy", .kind = DG_COMPAT_MAP, .to = "policy", .value = policy_value},
+    {.key = "oldName", .kind = DG_COMPAT_MAP, .to = "name"},
+    {.key = "redis.db",
+     .kind = DG_COMPAT_MAP,
+     .to = "redis.db",
+     .value = drop_zero,
+     .why = "db 0 is the default"},
+    {.key = "redisHost", .kind = DG_COMPAT_HOST, .to = "redis.address", .def = "6379"},
+    {.key = "redisPort", .kind = DG_COMPAT_PORT, .to = "redis.address", .def = "127.0.0.1"},
+    {.key = "vm.*", .kind = DG_COMPAT_IGNORE, .why = "no VMs here"},
+    {.key = "vmKernel", .kind = DG_COMPAT_IGNORE, .why = "no VMs here"},
+    {.key = "async", .kind = DG_COMPAT_IGNORE, .why = "not implemented"},
+    {.key = "prof.enable", .kind = DG_COMPAT_IGNORE, .why = "Go's pprof"},
+    {.key = "broken", .kind = DG_COMPAT_MAP, .to = "noSuchKey"},
+};
+static const struct dg_conf_schema cschema = {"test-prog",          NULL,   fields,
+                                              DG_ARRAY_LEN(fields), compat, DG_ARRAY_LEN(compat)};
+
+/* Load `text` with the compat schema; returns the rc, warnings in *w (path replaced by F). */
+static int load_compat(struct fix *fx, const char *text, struct dg_strlist *w)
+{
+    const char *path = tmpfile_with(fx, text);
+    struct dg_strlist raw = {0};
+    int rc = dg_conf_load_file_warn(&cschema, &fx->cfg, path, &raw, &fx->err);
+    for (size_t i = 0; i < raw.n; i++) {
+        assert_memory_equal(raw.v[i], path, strlen(path));
+        dg_strlist_push(w, dg_xasprintf("F%s", raw.v[i] + strlen(path)));
+    }
+    dg_strlist_free(&raw);
+    return rc;
+}
+
+static void test_compat_maps_with_warnings(void **state)
+{
+    struct fix *fx = *state;
+    struct dg_strlist w = {0};
+    load_defaults(fx);
+    assert_int_equal(load_compat(fx,
+                                 "port: 9\n"
+                                 "verbosity: trace\n"
+                                 "policy: false\n"
+                                 "oldName: hello\n",
+                                 &w),
+                     0);
+    assert_string_equal(fx->cfg.log_level, "debug");
+    assert_string_equal(fx->cfg.policy, "random");
+    assert_string_equal(fx->cfg.name, "hello");
+    assert_int_equal(fx->cfg.port, 9);
+    assert_int_equal(w.n, 3);
+    assert_string_equal(w.v[0], "F:2: verbosity: the original's key; using logLevel: debug");
+    assert_string_equal(w.v[1], "F:3: policy: 'false' is the original's value; using policy: "
+                                "random (the original's off)");
+    assert_string_equal(w.v[2], "F:4: oldName: the original's key; using name: hello");
+    dg_strlist_free(&w);
+}
+
+static void test_compat_own_values_stay_silent(void **state)
+{
+    struct fix *fx = *state;
+    struct dg_strlist w = {0};
+    load_defaults(fx);
+    assert_int_equal(load_compat(fx, "policy: kubernetes\nredis:\n  db: 3\n", &w), 0);
+    assert_string_equal(fx->cfg.policy, "kubernetes");
+    assert_int_equal(fx->cfg.redis_db, 3);
+    assert_int_equal(w.n, 0);
+    /* a value of ours that is bad is still an error of ours */
+    assert_true(load_compat(fx, "policy: nope\n", &w) < 0);
+    assert_non_null(strstr(fx->err.msg, ":1: policy: expected one of random|round-robin"));
+    dg_strlist_free(&w);
+}
+
+static void test_compat_ignores_with_reason(void **state)
+{
+    struct fix *fx = *state;
+    struct dg_strlist w = {0};
+    load_defaults(fx);
+    assert_int_equal(load_compat(fx,
+                                 "vm:\n"
+                                 "  Kernel: /boot/x\n"
+                                 "  Nested: {a: [1, 2], b: {c: d}}\n"
+                                 "vmKernel: y\n"
+                                 "async: [1, 2]\n"
+                                 "prof:\n"
+                                 "  enable: true\n"
+                                 "redis:\n"
+                                 "  db: 0\n"
+                                 "port: 7\n",
+                                 &w),
+                     0);
+    assert_int_equal(fx->cfg.port, 7); /* the keys after the skipped groups still load */
+    assert_int_equal(fx->cfg.redis_db, 0);
+    assert_int_equal(w.n, 5);
+    assert_string_equal(w.v[0], "F:1: vm: ignored: no VMs here");
+    assert_string_equal(w.v[1], "F:4: vmKernel: ignored: no VMs here");
+    assert_string_equal(w.v[2], "F:5: async: ignored: not implemented");
+    assert_string_equal(w.v[3], "F:7: prof.enable: ignored: Go's pprof");
+    assert_string_equal(w.v[4], "F:9: redis.db: ignored: db 0 is the default");
+    dg_strlist_free(&w);
+}
+
+static void test_compat_split_address(void **state)
+{
+    struct fix *fx = *state;
+    struct dg_strlist w = {0};
+    load_defaults(fx);
+    assert_int_equal(load_compat(fx, "redisHost: 10.0.0.1\nredisPort: 7000\n", &w), 0);
+    assert_string_equal(fx->cfg.redis_address, "10.0.0.1:7000");
+    assert_int_equal(w.n, 2);
+    assert_string_equal(w.v[0], "F:1: redisHost: the original's key; using redis.address: "
+                                "10.0.0.1:7000 (with redisPort)");
+    assert_string_equal(w.v[1], "F:2: redisPort: the original's key; using redis.address: "
+                                "10.0.0.1:7000 (with redisHost)");
+    dg_strlist_free(&w);
+    /* one part alone: the other from the entry's default */
+    assert_int_equal(load_compat(fx, "redisPort: 7001\n", &w), 0);
+    assert_string_equal(fx->cfg.redis_address, "127.0.0.1:7001");
+    assert_int_equal(w.n, 1);
+    dg_strlist_free(&w);
+}
+
+static void test_compat_ours_wins(void **state)
+{
+    struct fix *fx = *state;
+    struct dg_strlist w = {0};
+    load_defaults(fx);
+    /* order does not matter: our key wins over the original's either way */
+    assert_int_equal(load_compat(fx,
+                                 "verbosity: trace\nlogLevel: warn\n"
+                                 "redis:\n  address: 1.2.3.4:5\nredisPort: 6\n",
+                                 &w),
+                     0);
+    assert_string_equal(fx->cfg.log_level, "warn");
+    assert_string_equal(fx->cfg.redis_address, "1.2.3.4:5");
+    assert_int_equal(w.n, 2);
+    assert_string_equal(w.v[0], "F:1: verbosity: ignored: logLevel is set already (by the file or "
+                                "by another of the original's keys)");
+    assert_non_null(strstr(w.v[1], "F:5: redisPort: ignored: redis.address is set already"));
+    dg_strlist_free(&w);
+}
+
+static void test_compat_errors_name_file_and_line(void **state)
+{
+    struct fix *fx = *state;
+    struct dg_strlist w = {0};
+    load_defaults(fx);
+    fx->cfg.port = 8080;
+    /* unknown keys in neither table stay errors, and nothing is applied or warned */
+    assert_true(load_compat(fx, "verbosity: trace\nport: 1\ncriTypo: x\n", &w) < 0);
+    assert_string_equal(msg_without_path(fx), "F:3: unknown key 'criTypo'");
+    assert_int_equal(w.n, 0);
+    assert_int_equal(fx->cfg.port, 8080);
+    assert_string_equal(fx->cfg.log_level, "info");
+    /* inside a group of the original's that is not ignored as a whole */
+    assert_true(load_compat(fx, "prof:\n  enable: true\n  mutex: false\n", &w) < 0);
+    assert_string_equal(msg_without_path(fx), "F:3: unknown key 'prof.mutex'");
+    /* a translator's error */
+    assert_true(load_compat(fx, "policy: bad\n", &w) < 0);
+    assert_string_equal(msg_without_path(fx), "F:1: policy: no such policy in the original either");
+    /* a mapped value that ours rejects names both keys */
+    assert_true(load_compat(fx, "oldName: [a, b]\n", &w) < 0);
+    assert_string_equal(msg_without_path(fx), "F:1: oldName: expected a single value, got a list");
+    assert_true(load_compat(fx, "oldName:\n  a: b\n", &w) < 0);
+    assert_string_equal(msg_without_path(fx),
+                        "F:2: oldName: expected a single value, got a mapping");
+    assert_true(load_compat(fx, "redisPort: 1\nredisHost: [x]\n", &w) < 0);
+    /* a table entry naming a key the program lacks is reported, not ignored */
+    assert_true(load_compat(fx, "broken: 1\n", &w) < 0);
+    assert_non_null(strstr(fx->err.msg, "broken: the original's key maps to 'noSuchKey'"));
+    assert_int_equal(w.n, 0);
+    dg_strlist_free(&w);
+}
+
+/* The daemons' tables: found by program name, every ignored key says why, no key twice. */
+static void test_compat_daemon_tables(void **state)
+{
+    static const char *const progs[] = {"dirigent-cp", "dirigent-dp", "dirigent-worker"};
+    size_t n = 99;
+    assert_null(dg_conf_compat_for("dirigent-fn", &n));
+    assert_int_equal(n, 0);
+    for (size_t p = 0; p < DG_ARRAY_LEN(progs); p++) {
+        const struct dg_conf_compat *t = dg_conf_compat_for(progs[p], &n);
+        assert_non_null(t);
+        assert_true(n > 3);
+        for (size_t i = 0; i < n; i++) {
+            if (t[i].kind == DG_COMPAT_IGNORE)
+                assert_true(t[i].why && *t[i].why);
+            else
+                assert_true(t[i].to || t[i].value);
+            for (size_t j = i + 1; j < n; j++)
+                assert_string_not_equal(t[i].key, t[j].key);
+        }
+    }
+    /* the original's keys the issue names */
+    const struct dg_conf_compat *wk = dg_conf_compat_for("dirigent-worker", &n);
+    const char *want[] = {"verbosity", "criType", "prefetchImage", "firecrackerKernel",
+                          "firecracker.*"};
+    for (size_t k = 0; k < DG_ARRAY_LEN(want); k++) {
+        bool found = false;
+        for (size_t i = 0; i < n; i++)
+            found |= !strcmp(wk[i].key, want[k]);
+        if (!found)
+            fail_msg("dirigent-worker's table lacks %s", want[k]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -669,6 +902,13 @@ int main(void)
         T(test_strlist_forms),
         T(test_value_spellings),
         T(test_free_leaves_nothing),
+        T(test_compat_maps_with_warnings),
+        T(test_compat_own_values_stay_silent),
+        T(test_compat_ignores_with_reason),
+        T(test_compat_split_address),
+        T(test_compat_ours_wins),
+        T(test_compat_errors_name_file_and_line),
+        T(test_compat_daemon_tables),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
