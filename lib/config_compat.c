@@ -222,6 +222,20 @@ static int redis_db(const char *t, char *buf, size_t n, const char **note, struc
     return DG_COMPAT_DROP;
 }
 
+/* cpuConstraints: whether the original limited a sandbox's CPU to its request; ours is the
+ * worker's CPU limit policy (sandboxCpuLimit). */
+static int cpu_constraints(const char *t, char *buf, size_t n, const char **note,
+                           struct dg_err *err)
+{
+    if (!strcmp(t, "true") || !strcmp(t, "false")) {
+        snprintf(buf, n, "%s", t[0] == 't' ? "request" : "none");
+        *note = t[0] == 't' ? "a CPU quota of the registered request"
+                            : "the registered CPU is a scheduling weight, no quota";
+        return DG_COMPAT_USE;
+    }
+    return dg_err_set(err, DG_E_INVAL, "expected true or false, got '%s'", t);
+}
+
 static int control_plane_ip(const char *t, char *buf, size_t n, const char **note,
                             struct dg_err *err)
 {
@@ -256,7 +270,6 @@ static int control_plane_ip(const char *t, char *buf, size_t n, const char **not
 #define WHY_CONTAINERD "no containerd here: the oci runtime runs crun (ociRuntime) directly"
 #define WHY_CNI        "sandbox networking is built in (bridge, sandboxSubnet), no CNI"
 #define WHY_PREFETCH   "the original's test image; list images to pull at start in prefetchImages"
-#define WHY_CPU_LIMIT  "the original set no CPU limit; see the worker's CPU limit policy"
 
 static const struct dg_conf_compat cp_compat[] = {
     MAP("verbosity", "logLevel", verbosity),
@@ -337,9 +350,9 @@ static const struct dg_conf_compat wk_compat[] = {
     IGNORE("containerd.cniConfigPath", WHY_CNI),
     IGNORE("prefetchImage", WHY_PREFETCH),
     IGNORE("containerd.prefetchImage", WHY_PREFETCH),
-    IGNORE("cpuConstaint", WHY_CPU_LIMIT), /* sic, the original's spelling */
-    IGNORE("cpuConstraint", WHY_CPU_LIMIT),
-    IGNORE("cpuConstraints", WHY_CPU_LIMIT),
+    MAP("cpuConstaint", "sandboxCpuLimit", cpu_constraints), /* sic, the original's spelling */
+    MAP("cpuConstraint", "sandboxCpuLimit", cpu_constraints),
+    MAP("cpuConstraints", "sandboxCpuLimit", cpu_constraints),
     IGNORE("firecracker.*", WHY_FIRECRACKER),
     IGNORE("firecrackerKernel", WHY_FIRECRACKER),
     IGNORE("firecrackerFileSystem", WHY_FIRECRACKER),
