@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "dirigent/log.h"
+#include "instance.h"
 #include "worker.h"
 
 #define KILL_GRACE_MS 2000
@@ -78,7 +79,8 @@ static int process_init(struct wk_worker *w, struct dg_err *err)
     struct dg_err e = {0};
     if (wk_mkdir_p(dir, 0700, &e) < 0) { /* not root: /run is not ours */
         free(dir);
-        dir = dg_xasprintf("/tmp/dirigent-%u-%s/process", (unsigned)getuid(), w->name);
+        dir = dg_xasprintf("/tmp/dirigent-%u-%s/process", (unsigned)getuid(),
+                           w->oci->instance->label);
         if (wk_mkdir_p(dir, 0700, &e) < 0) {
             dg_log(DG_LOG_WARN, "process",
                    "%s: sandboxes are not recorded, so a crash leaves them running", e.msg);
