@@ -243,7 +243,7 @@ static struct {
     struct wk_instance inst; /* names on the host: runDir, bridge, veths, cgroups */
     uv_signal_t again[2];    /* SIGTERM, SIGINT once shutting down */
     char boot[40];           /* this daemon's start: the CP tells a restart from a heartbeat */
-    bool stopping;
+    bool stopping, hurry;
 } g;
 
 /* ---- sandboxes -------------------------------------------------------------------------- */
@@ -568,6 +568,8 @@ static void on_server_closed(void *ud)
             g.w.rt->destroy(sb);
         }
     }
+    if (g.hurry && g.w.rt->hurry) /* a second signal came before the sandboxes were stopped */
+        g.w.rt->hurry(&g.w);
     if (g.w.rt->deinit)
         g.w.rt->deinit(&g.w);
 }
@@ -581,6 +583,7 @@ static void on_signal_again(uv_signal_t *h, int signum)
            "signal %d: already shutting down; killing the sandboxes now, then removing what "
            "this worker made (SIGKILL abandons that)",
            signum);
+    g.hurry = true;
     if (g.w.rt->hurry)
         g.w.rt->hurry(&g.w);
 }

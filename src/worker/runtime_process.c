@@ -275,9 +275,18 @@ static void process_destroy(struct wk_sandbox *sb)
     finish_if_gone(sb);
 }
 
+/* A second signal during shutdown: what is being stopped gets SIGKILL now. */
+static void process_hurry(struct wk_worker *w)
+{
+    for (struct wk_sandbox *sb = w->sandboxes; sb; sb = sb->next)
+        if (sb->proc_running && sb->state == WK_SB_DELETING)
+            kill(-sb->proc.pid, SIGKILL);
+}
+
 const struct wk_runtime wk_runtime_process = {
     .name = "process",
     .create = process_create,
     .destroy = process_destroy,
     .init = process_init,
+    .hurry = process_hurry,
 };
