@@ -19,6 +19,9 @@
  * Registration with the control plane and heartbeats come with the control
  * plane daemon (cluster-core issue); until then the worker serves its API
  * standalone.
+ *
+ * Everything the worker makes on the host is named from its instance (instance.c: a hash
+ * of its dataDir, or runDir), so workers of several clusters on one host never meet.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -783,6 +786,7 @@ int main(int argc, char **argv)
     dg_loop_close_all(w->loop);
     dg_strmap_free(&w->by_id);
     wk_oci_free(w);
+    wk_process_free();
     free(data_dir);
     wk_instance_free(&g.inst);
     dg_metrics_free(w->metrics);

@@ -275,6 +275,21 @@ static void process_destroy(struct wk_sandbox *sb)
     finish_if_gone(sb);
 }
 
+void wk_process_free(void)
+{
+    if (!proc_dir)
+        return;
+    /* a clean stop: no record left, so the directory and the run directory above it go
+     * (rmdir only: a live worker of the same instance keeps its records, and so the dirs) */
+    if (rmdir(proc_dir) == 0) {
+        char *slash = strrchr(proc_dir, '/');
+        *slash = '\0';
+        rmdir(proc_dir);
+    }
+    free(proc_dir);
+    proc_dir = NULL;
+}
+
 /* A second signal during shutdown: what is being stopped gets SIGKILL now. */
 static void process_hurry(struct wk_worker *w)
 {

@@ -84,6 +84,7 @@ extern const struct wk_runtime wk_runtime_process;
 extern const struct wk_runtime wk_runtime_emulated;
 extern const struct wk_runtime wk_runtime_oci;
 void wk_oci_free(struct wk_worker *w); /* after the loop has stopped */
+void wk_process_free(void);            /* after the loop has stopped */
 
 /* The oci runtime's settings (worker config). */
 struct wk_oci_conf {
