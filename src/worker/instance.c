@@ -172,6 +172,33 @@ uint32_t wk_subnet_candidate(uint32_t id, unsigned k)
     return WK_SUBNET_BASE + (n << (32 - WK_SUBNET_PLEN));
 }
 
+bool wk_route_conflict(uint32_t net, unsigned plen, const char *route_table, const char *own_bridge,
+                       char *conflict, size_t conflict_len)
+{
+    /* /proc/net/route: a header line, then "Iface Destination Gateway Flags RefCnt Use Metric
+     * Mask ...", addresses as the kernel's network-order words in hex */
+    const char *line = route_table ? strchr(route_table, '\n') : NULL;
+    while (line && *line) {
+        line++;
+        char ifname[32];
+        unsigned dst, gw, flags, refcnt, use, metric, mask;
+        if (sscanf(line, "%31s %x %x %x %u %u %u %x", ifname, &dst, &gw, &flags, &refcnt, &use,
+                   &metric, &mask) == 8 &&
+            mask != 0 && strcmp(ifname, own_bridge) != 0) {
+            uint32_t d = ntohl(dst), m = ntohl(mask);
+            unsigned rlen = (unsigned)__builtin_popcount(m);
+            if (wk_subnet_overlaps(net, plen, d, rlen)) {
+                if (conflict_len)
+                    snprintf(conflict, conflict_len, "%u.%u.%u.%u/%u on %s", d >> 24,
+                             (d >> 16) & 255, (d >> 8) & 255, d & 255, rlen, ifname);
+                return true;
+            }
+        }
+        line = strchr(line, '\n');
+    }
+    return false;
+}
+
 int wk_subnet_pick(uint32_t id, const char *route_table, const char *own_bridge, uint32_t *net,
                    char *conflict, size_t conflict_len)
 {
@@ -179,29 +206,8 @@ int wk_subnet_pick(uint32_t id, const char *route_table, const char *own_bridge,
         conflict[0] = '\0';
     for (unsigned k = 0; k < WK_SUBNET_COUNT; k++) {
         uint32_t cand = wk_subnet_candidate(id, k);
-        bool taken = false;
-        /* /proc/net/route: a header line, then "Iface Destination Gateway Flags RefCnt Use
-         * Metric Mask ...", addresses as the kernel's network-order words in hex */
-        const char *line = route_table ? strchr(route_table, '\n') : NULL;
-        while (line && *line && !taken) {
-            line++;
-            char ifname[32];
-            unsigned dst, gw, flags, refcnt, use, metric, mask;
-            if (sscanf(line, "%31s %x %x %x %u %u %u %x", ifname, &dst, &gw, &flags, &refcnt, &use,
-                       &metric, &mask) == 8 &&
-                mask != 0 && strcmp(ifname, own_bridge) != 0) {
-                uint32_t d = ntohl(dst), m = ntohl(mask);
-                unsigned plen = (unsigned)__builtin_popcount(m);
-                if (wk_subnet_overlaps(cand, WK_SUBNET_PLEN, d, plen)) {
-                    taken = true;
-                    if (k == 0 && conflict_len)
-                        snprintf(conflict, conflict_len, "%u.%u.%u.%u/%u on %s", d >> 24,
-                                 (d >> 16) & 255, (d >> 8) & 255, d & 255, plen, ifname);
-                }
-            }
-            line = strchr(line, '\n');
-        }
-        if (!taken) {
+        if (!wk_route_conflict(cand, WK_SUBNET_PLEN, route_table, own_bridge,
+                               k == 0 ? conflict : NULL, k == 0 ? conflict_len : 0)) {
             *net = cand;
             return (int)k;
         }

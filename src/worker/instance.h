@@ -43,6 +43,10 @@ void wk_instance_unlock(struct wk_instance *in);
 
 /* Whether a.b.c.d/alen and e.f.g.h/blen (host byte order) share an address. */
 bool wk_subnet_overlaps(uint32_t a, unsigned alen, uint32_t b, unsigned blen);
+/* Whether a route of `route_table` (the text of /proc/net/route; NULL: none) other than a
+ * default route or one on `own_bridge` overlaps net/plen; `conflict` then names it. */
+bool wk_route_conflict(uint32_t net, unsigned plen, const char *route_table, const char *own_bridge,
+                       char *conflict, size_t conflict_len);
 /* The k-th default subnet tried for instance `id` (host byte order). */
 uint32_t wk_subnet_candidate(uint32_t id, unsigned k);
 /* The first default subnet for `id` that no route of `route_table` (the text of

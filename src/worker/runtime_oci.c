@@ -899,10 +899,6 @@ static void prefetched(void *ud, struct wk_image *img, const struct dg_err *err)
  * host; a route on this instance's own bridge is its predecessor's). */
 static int pick_subnet(struct oci_rt *rt, const struct wk_oci_conf *c, struct dg_err *err)
 {
-    if (c->subnet && c->subnet[0]) {
-        snprintf(rt->subnet, sizeof(rt->subnet), "%s", c->subnet);
-        return 0;
-    }
     char routes[65536] = "";
     int fd = open("/proc/net/route", O_RDONLY | O_CLOEXEC);
     if (fd != -1) {
@@ -915,6 +911,18 @@ static int pick_subnet(struct oci_rt *rt, const struct wk_oci_conf *c, struct dg
     }
     uint32_t net;
     char conflict[64];
+    if (c->subnet && c->subnet[0]) { /* configured: used as it is (netpool checks its form) */
+        snprintf(rt->subnet, sizeof(rt->subnet), "%s", c->subnet);
+        unsigned a, b, cc, d, plen;
+        if (sscanf(c->subnet, "%u.%u.%u.%u/%u", &a, &b, &cc, &d, &plen) == 5 && plen <= 32 &&
+            wk_route_conflict(a << 24 | b << 16 | cc << 8 | d, plen, routes, c->bridge, conflict,
+                              sizeof(conflict)))
+            dg_log(DG_LOG_WARN, "oci",
+                   "sandboxSubnet %s overlaps the route %s: sandboxes there may be unreachable "
+                   "(another worker's? leave sandboxSubnet unset for a free one)",
+                   c->subnet, conflict);
+        return 0;
+    }
     int skipped =
         wk_subnet_pick(c->instance->id, routes, c->bridge, &net, conflict, sizeof(conflict));
     if (skipped < 0)
