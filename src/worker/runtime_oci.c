@@ -816,10 +816,6 @@ static unsigned unmount_below(const char *dir)
     return n;
 }
 
-/* Remove the cgroup `rel` (e.g. dirigent/w-1a2b3c) and the sandbox cgroups below it in
- * every hierarchy (v1 controllers, the unified one, or a pure cgroup2 root), then its parent
- * when nothing else is in it. Only empty cgroups go (rmdir): one that still holds a process
- * stays. Returns how many were removed. */
 /* rmdir `dir`'s subdirectories (the sandboxes' cgroups) and `dir`, then its parent; only
  * empty cgroups go. Returns how many were removed. */
 static unsigned cgroup_remove_at(char *dir)
