@@ -20,7 +20,11 @@
  * Registration with the control plane and heartbeats come with the control
  * plane daemon (cluster-core issue); until then the worker serves its API
  * standalone.
+ *
+ * Everything the worker makes on the host is named from its instance (instance.c: a hash
+ * of its dataDir, or runDir), so workers of several clusters on one host never meet.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +38,7 @@
 #include "dirigent/json.h"
 #include "dirigent/log.h"
 #include "dirigent/resources.h"
+#include "instance.h"
 #include "worker.h"
 
 struct wk_config {
@@ -165,22 +170,26 @@ static const struct dg_conf_field wk_fields[] = {
      .type = DG_CONF_STRING,
      .offset = offsetof(struct wk_config, data_dir),
      .def = "",
-     .help = "oci runtime: image cache (empty: /var/lib/dirigent/NAME)"},
+     .help = "oci runtime: image cache (empty: /var/lib/dirigent/NAME); without runDir it also "
+             "names this worker instance: ID = 6 hex digits hashed from its absolute path"},
     {.key = "runDir",
      .type = DG_CONF_STRING,
      .offset = offsetof(struct wk_config, run_dir),
      .def = "",
-     .help = "oci runtime: sandboxes, namespaces, runtime state (empty: /run/dirigent/NAME)"},
+     .help = "sandboxes, namespaces, runtime state, the instance lock (empty: "
+             "/run/dirigent/NAME-ID; when set, ID is hashed from it)"},
     {.key = "bridge",
      .type = DG_CONF_STRING,
      .offset = offsetof(struct wk_config, bridge),
-     .def = "dg0",
-     .help = "oci runtime: the bridge sandboxes' veths join (created if missing)"},
+     .def = "",
+     .help = "oci runtime: the bridge sandboxes' veths (dvID<N>) join (empty: dgID, created "
+             "at start and removed at stop)"},
     {.key = "sandboxSubnet",
      .type = DG_CONF_STRING,
      .offset = offsetof(struct wk_config, subnet),
-     .def = "100.100.0.0/16",
-     .help = "oci runtime: sandbox addresses (CIDR; the bridge takes the first)"},
+     .def = "",
+     .help = "oci runtime: sandbox addresses (CIDR; the bridge takes the first; empty: the /22 "
+             "of 100.64.0.0/10 numbered ID mod 4096, or the next one not routed yet)"},
     {.key = "netnsPool",
      .type = DG_CONF_INT,
      .offset = offsetof(struct wk_config, netns_pool),
@@ -255,8 +264,10 @@ static struct {
     char **node_names;
     struct wk_probe *shared_probe;
     struct wk_oci_conf oci;
-    char boot[40]; /* this daemon's start: the CP tells a restart from a heartbeat */
-    bool stopping;
+    struct wk_instance inst; /* names on the host: runDir, bridge, veths, cgroups */
+    uv_signal_t again[2];    /* SIGTERM, SIGINT once shutting down */
+    char boot[40];           /* this daemon's start: the CP tells a restart from a heartbeat */
+    bool stopping, hurry;
 } g;
 
 /* ---- sandboxes -------------------------------------------------------------------------- */
@@ -596,14 +607,38 @@ static void on_server_closed(void *ud)
             g.w.rt->destroy(sb);
         }
     }
+    if (g.hurry && g.w.rt->hurry) /* a second signal came before the sandboxes were stopped */
+        g.w.rt->hurry(&g.w);
     if (g.w.rt->deinit)
         g.w.rt->deinit(&g.w);
-    dg_daemon_deinit(&g.daemon);
+}
+
+/* A signal once shutting down (Ctrl-C in a terminal sends SIGINT to every process of the
+ * group, and `dirigent up` sends SIGTERM too): never exit with sandboxes, mounts or the
+ * bridge left behind; hurry instead (the sandboxes get SIGKILL now). */
+static void on_signal_again(uv_signal_t *h, int signum)
+{
+    dg_log(DG_LOG_WARN, "worker",
+           "signal %d: already shutting down; killing the sandboxes now, then removing what "
+           "this worker made (SIGKILL abandons that)",
+           signum);
+    g.hurry = true;
+    if (g.w.rt->hurry)
+        g.w.rt->hurry(&g.w);
 }
 
 static void on_stop(void *ud)
 {
     g.stopping = true;
+    /* the daemon's watchers exit at a second signal: ours take over first (so the signal is
+     * never left at its default action in between), kept until the loop ends */
+    static const int sigs[2] = {SIGTERM, SIGINT};
+    for (int i = 0; i < 2; i++) {
+        uv_signal_init(g.w.loop, &g.again[i]);
+        uv_signal_start(&g.again[i], on_signal_again, sigs[i]);
+        uv_unref((uv_handle_t *)&g.again[i]);
+    }
+    dg_daemon_deinit(&g.daemon);
     wk_probe_cancel(g.shared_probe);
     g.shared_probe = NULL;
     if (g.server)
@@ -731,12 +766,18 @@ int main(int argc, char **argv)
     w->fn_binary = g.cfg.fn_binary[0] ? dg_xstrdup(g.cfg.fn_binary) : default_fn_binary(argv[0]);
     char *data_dir = g.cfg.data_dir[0] ? dg_xstrdup(g.cfg.data_dir)
                                        : dg_xasprintf("/var/lib/dirigent/%s", w->name);
-    char *run_dir =
-        g.cfg.run_dir[0] ? dg_xstrdup(g.cfg.run_dir) : dg_xasprintf("/run/dirigent/%s", w->name);
+    /* the oci runtime makes its dataDir first: the instance id then hashes the same resolved
+     * path on every start */
+    if (w->rt == &wk_runtime_oci && !g.cfg.run_dir[0] && wk_mkdir_p(data_dir, 0755, &err) < 0) {
+        dg_log(DG_LOG_ERROR, "worker", "dataDir: %s", err.msg);
+        return 1;
+    }
+    wk_instance_init(&g.inst, w->name, data_dir, g.cfg.run_dir, g.cfg.bridge);
     g.oci = (struct wk_oci_conf){.oci_runtime = g.cfg.oci_runtime,
                                  .data_dir = data_dir,
-                                 .run_dir = run_dir,
-                                 .bridge = g.cfg.bridge,
+                                 .run_dir = g.inst.run_dir,
+                                 .instance = &g.inst,
+                                 .bridge = g.inst.bridge,
                                  .subnet = g.cfg.subnet,
                                  .netns_pool = g.cfg.netns_pool,
                                  .pids_limit = g.cfg.pids_limit,
@@ -792,8 +833,9 @@ int main(int argc, char **argv)
     dg_loop_close_all(w->loop);
     dg_strmap_free(&w->by_id);
     wk_oci_free(w);
+    wk_process_free();
     free(data_dir);
-    free(run_dir);
+    wk_instance_free(&g.inst);
     dg_metrics_free(w->metrics);
     for (int64_t i = 0; g.node_names && i < g.cfg.emulated_nodes; i++)
         free(g.node_names[i]);

@@ -71,7 +71,7 @@
 /* The validated options. */
 struct np_conf {
     char bridge[IFNAMSIZ];
-    char prefix[7];
+    char prefix[11];
     char dir[200];
     char subnet[32];
     uint32_t net; /* network address, host byte order */
@@ -210,9 +210,9 @@ static bool np_is_ours(const char *name, const char *prefix)
 static int np_conf_parse(struct np_conf *c, const struct wk_netpool_opts *o, struct dg_err *err)
 {
     memset(c, 0, sizeof(*c));
-    if (!o->prefix || !np_ifname_ok(o->prefix, 6))
+    if (!o->prefix || !np_ifname_ok(o->prefix, sizeof(c->prefix) - 1))
         return dg_err_set(err, DG_E_INVAL,
-                          "netpool: prefix '%s': expected 1 to 6 letters, digits, '-', '_' or '.'",
+                          "netpool: prefix '%s': expected 1 to 10 letters, digits, '-', '_' or '.'",
                           o->prefix ? o->prefix : "");
     if (!o->bridge || !np_ifname_ok(o->bridge, IFNAMSIZ - 1))
         return dg_err_set(err, DG_E_INVAL,
@@ -936,6 +936,21 @@ int wk_netpool_cleanup(const struct wk_netpool_opts *o, struct dg_err *err)
             np_nlerr(err, rc, "netpool cleanup: deleting veth %s", name);
     }
     nl_cache_free(cache);
+    if (o->own_bridge) {
+        struct rtnl_link *br = NULL;
+        if (rtnl_link_get_kernel(sk, 0, c.bridge, &br) >= 0) {
+            const char *type = rtnl_link_get_type(br);
+            if (type && strcmp(type, "bridge") == 0) {
+                rc = rtnl_link_delete(sk, br);
+                if (rc < 0 && !np_notfound(rc) && !failed++)
+                    np_nlerr(err, rc, "netpool cleanup: deleting bridge %s", c.bridge);
+                else
+                    dg_log(DG_LOG_INFO, "netpool", "removed bridge %s an earlier run left",
+                           c.bridge);
+            }
+            rtnl_link_put(br);
+        }
+    }
     nl_socket_free(sk);
     return failed ? -1 : removed;
 }

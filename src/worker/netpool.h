@@ -28,8 +28,11 @@ struct wk_netpool_opts {
                            (gateway, .1), sandboxes the following ones */
     const char *dir;    /* directory for the namespaces' bind mounts (created), e.g.
                            /run/dirigent/NAME/netns */
-    const char *prefix; /* host-side veth name prefix, <= 6 chars, e.g. "dgv"; names are prefix +
-                           index, within IFNAMSIZ. The bridge must not be named prefix + digits. */
+    const char *prefix; /* host-side veth name prefix, <= 10 chars, e.g. "dv1a2b3c"; names are
+                           prefix + index, within IFNAMSIZ. The bridge must not be named prefix +
+                           digits. */
+    bool own_bridge;    /* the bridge is this pool's alone (named after its owner): the cleanup
+                           also removes a leftover one (with its stale addresses) */
     unsigned target;    /* namespaces kept ready (refilled in the background), e.g. 8 */
 };
 
@@ -53,8 +56,8 @@ struct wk_netpool;
 /* Exactly one of ns and err is non-NULL. err is borrowed for the call. */
 typedef void (*wk_netns_cb)(void *ud, struct wk_netns *ns, const struct dg_err *err);
 
-/* Remove what an earlier run left in opts->dir (ns-N bind mounts) and veth links named
- * opts->prefix + digits: run at start, before the loop serves and before wk_netpool_new with
+/* Remove what an earlier run left in opts->dir (ns-N bind mounts), veth links named
+ * opts->prefix + digits and, with opts->own_bridge, the bridge: run at start, before the loop serves and before wk_netpool_new with
  * the same opts (it blocks: tens of milliseconds). Returns the number of namespaces
  * removed, or -1 with err. */
 int wk_netpool_cleanup(const struct wk_netpool_opts *o, struct dg_err *err);

@@ -16,8 +16,13 @@
  * the namespace back to the pool. Every step is asynchronous. A worker that
  * starts after a crash removes what its previous run left: the runtime's
  * containers (its own state root), mounts under the run directory, pooled
- * namespaces and veths.
+ * namespaces and veths, its cgroups and its bridge. All of these are named
+ * from the worker's instance (instance.c), and a lock in the run directory
+ * keeps a second worker off it, so that clean-up never touches another
+ * worker's. A clean stop removes all of it, the bridge and the run directory
+ * included.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -33,6 +38,7 @@
 
 #include "dirigent/json.h"
 #include "dirigent/log.h"
+#include "instance.h"
 #include "netpool.h"
 #include "worker.h"
 
@@ -50,7 +56,8 @@ struct oci_rt {
     struct wk_netpool *net;
     char *state_root;  /* the OCI runtime's --root */
     char *sb_dir;      /* <run>/sandboxes */
-    char *cgroup;      /* dirigent/<worker> */
+    char *cgroup;      /* dirigent/<name>-<instance id> */
+    char subnet[32];   /* sandboxSubnet, or the instance's default */
     char *runtime;     /* crun, runc, runsc */
     json_t *tmpl;      /* config.json without the per-sandbox parts */
     uv_timer_t reaper; /* crun's middle processes, reparented to us, are reaped */
@@ -907,6 +914,47 @@ static unsigned unmount_below(const char *dir)
     return n;
 }
 
+/* rmdir `dir`'s subdirectories (the sandboxes' cgroups) and `dir`, then its parent; only
+ * empty cgroups go. Returns how many were removed. */
+static unsigned cgroup_remove_at(char *dir)
+{
+    unsigned n = 0;
+    DIR *d = opendir(dir);
+    for (struct dirent *c; d && (c = readdir(d));) {
+        char sub[4096 + 256];
+        snprintf(sub, sizeof(sub), "%s/%s", dir, c->d_name);
+        if (c->d_type == DT_DIR && c->d_name[0] != '.' && rmdir(sub) == 0)
+            n++;
+    }
+    if (d)
+        closedir(d);
+    if (rmdir(dir) == 0)
+        n++;
+    *strrchr(dir, '/') = '\0';
+    rmdir(dir); /* "dirigent": fails while another worker has its cgroups there */
+    return n;
+}
+
+/* Remove the cgroup `rel` (e.g. dirigent/w-1a2b3c) and the sandbox cgroups below it in every
+ * hierarchy (v1 controllers, the unified one, or a pure cgroup2 root): a cgroup that still
+ * holds a process stays. Returns how many were removed. */
+static unsigned cgroups_remove(const char *rel)
+{
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "/sys/fs/cgroup/%s", rel);
+    unsigned n = cgroup_remove_at(dir);
+    DIR *top = opendir("/sys/fs/cgroup");
+    for (struct dirent *h; top && (h = readdir(top));) {
+        if (h->d_name[0] == '.' || h->d_type != DT_DIR)
+            continue;
+        snprintf(dir, sizeof(dir), "/sys/fs/cgroup/%s/%s", h->d_name, rel);
+        n += cgroup_remove_at(dir);
+    }
+    if (top)
+        closedir(top);
+    return n;
+}
+
 static void cleanup_previous_run(struct oci_rt *rt, const struct wk_netpool_opts *nopts)
 {
     char out[65536];
@@ -926,16 +974,63 @@ static void cleanup_previous_run(struct oci_rt *rt, const struct wk_netpool_opts
     int ns = wk_netpool_cleanup(nopts, &err);
     if (ns < 0)
         dg_log(DG_LOG_WARN, "oci", "%s", err.msg);
-    if (containers || mounts || ns > 0)
+    /* the sandboxes' cgroups crun did not remove (a crash between its steps) */
+    unsigned cgroups = cgroups_remove(rt->cgroup);
+    if (containers || mounts || ns > 0 || cgroups)
         dg_log(DG_LOG_WARN, "oci",
-               "removed what an earlier run left: %u containers, %u mounts, %d namespaces",
-               containers, mounts, ns > 0 ? ns : 0);
+               "removed what an earlier run left: %u containers, %u mounts, %d namespaces, %u "
+               "cgroups",
+               containers, mounts, ns > 0 ? ns : 0, cgroups);
 }
 
 static void prefetched(void *ud, struct wk_image *img, const struct dg_err *err)
 {
     if (err)
         dg_log(DG_LOG_WARN, "oci", "prefetch: %s", err->msg);
+}
+
+/* rt->subnet: sandboxSubnet, or the instance's default /22 (the first not routed on the
+ * host; a route on this instance's own bridge is its predecessor's). */
+static int pick_subnet(struct oci_rt *rt, const struct wk_oci_conf *c, struct dg_err *err)
+{
+    char routes[65536] = "";
+    int fd = open("/proc/net/route", O_RDONLY | O_CLOEXEC);
+    if (fd != -1) {
+        size_t n = 0;
+        ssize_t r;
+        while (n < sizeof(routes) - 1 && (r = read(fd, routes + n, sizeof(routes) - 1 - n)) > 0)
+            n += (size_t)r;
+        routes[n] = '\0';
+        close(fd);
+    }
+    uint32_t net;
+    char conflict[64];
+    if (c->subnet && c->subnet[0]) { /* configured: used as it is (netpool checks its form) */
+        snprintf(rt->subnet, sizeof(rt->subnet), "%s", c->subnet);
+        unsigned a, b, cc, d, plen;
+        if (sscanf(c->subnet, "%u.%u.%u.%u/%u", &a, &b, &cc, &d, &plen) == 5 && plen <= 32 &&
+            wk_route_conflict(a << 24 | b << 16 | cc << 8 | d, plen, routes, c->bridge, conflict,
+                              sizeof(conflict)))
+            dg_log(DG_LOG_WARN, "oci",
+                   "sandboxSubnet %s overlaps the route %s: sandboxes there may be unreachable "
+                   "(another worker's? leave sandboxSubnet unset for a free one)",
+                   c->subnet, conflict);
+        return 0;
+    }
+    int skipped =
+        wk_subnet_pick(c->instance->id, routes, c->bridge, &net, conflict, sizeof(conflict));
+    if (skipped < 0)
+        return dg_err_set(err, DG_E_INVAL,
+                          "sandboxSubnet: every /22 of 100.64.0.0/10 is routed on this host: set "
+                          "sandboxSubnet to a free range");
+    wk_subnet_format(net, rt->subnet, sizeof(rt->subnet));
+    if (skipped > 0) {
+        char first[32];
+        wk_subnet_format(wk_subnet_candidate(c->instance->id, 0), first, sizeof(first));
+        dg_log_always("oci", "sandboxSubnet: %s is taken (route %s): using %s", first, conflict,
+                      rt->subnet);
+    }
+    return 0;
 }
 
 static int oci_init(struct wk_worker *w, struct dg_err *err)
@@ -960,20 +1055,28 @@ static int oci_init(struct wk_worker *w, struct dg_err *err)
     rt->runtime = dg_xstrdup(c->oci_runtime);
     rt->state_root = dg_xasprintf("%s/%s", c->run_dir, c->oci_runtime);
     rt->sb_dir = dg_xasprintf("%s/sandboxes", c->run_dir);
-    rt->cgroup = dg_xasprintf("dirigent/%s", w->name);
+    struct wk_instance *in = c->instance;
+    rt->cgroup = dg_xasprintf("dirigent/%s", in->label);
     char *netns_dir = dg_xasprintf("%s/netns", c->run_dir);
-    /* host-side veths are named after the bridge (dg0 -> dg0v0, dg0v1, ...): workers on one
-     * host, each with its own bridge, never touch each other's */
-    char prefix[8];
-    snprintf(prefix, sizeof(prefix), "%.5sv", c->bridge);
+    /* host-side veths are named after the instance (dv<id><N>): workers on one host never
+     * touch each other's, whatever their bridges */
     struct wk_netpool_opts nopts = {.bridge = c->bridge,
-                                    .subnet = c->subnet,
+                                    .own_bridge = in->bridge_derived,
+                                    .subnet = rt->subnet,
                                     .dir = netns_dir,
-                                    .prefix = prefix,
+                                    .prefix = in->veth_prefix,
                                     .target = (unsigned)c->netns_pool};
     int rc = -1;
-    if (wk_mkdir_p(c->run_dir, 0700, err) < 0)
+    /* the lock before anything else: the clean-up below removes what a dead predecessor on
+     * this instance left, never what a live worker runs */
+    if (wk_mkdir_p(c->run_dir, 0700, err) < 0 || wk_instance_lock(in, err) < 0)
         goto out;
+    if (pick_subnet(rt, c, err) < 0)
+        goto out;
+    dg_log_always("oci",
+                  "instance %s: runDir %s, bridge %s, veths %s<N>, sandboxSubnet %s, cgroup %s "
+                  "(from %s)",
+                  in->hex, c->run_dir, c->bridge, in->veth_prefix, rt->subnet, rt->cgroup, in->key);
     cleanup_previous_run(rt, &nopts);
     if (wk_mkdir_p(rt->sb_dir, 0700, err) < 0 || wk_mkdir_p(rt->state_root, 0700, err) < 0)
         goto out;
@@ -994,17 +1097,55 @@ static int oci_init(struct wk_worker *w, struct dg_err *err)
     for (size_t i = 0; c->prefetch && i < c->prefetch->n; i++)
         wk_image_get(rt->images, c->prefetch->v[i], prefetched, NULL);
     dg_log(DG_LOG_INFO, "oci", "%s, sandboxes on %s (bridge %s), images in %s/images",
-           c->oci_runtime, c->subnet, c->bridge, c->data_dir);
+           c->oci_runtime, rt->subnet, c->bridge, c->data_dir);
     rc = 0;
 out:
     free(netns_dir);
     return rc;
 }
 
+/* The end of a clean stop: every sandbox is gone and the pool has removed its namespaces,
+ * veths and the bridge. What is left of the instance on the host goes now, while the loop
+ * still runs (a signal then cannot cut it short): the cgroups, the run directory (only empty
+ * directories: anything unexpected stays to be seen), the lock last. */
+static void host_cleanup(struct oci_rt *rt)
+{
+    const struct wk_oci_conf *c = rt->w->oci;
+    cgroups_remove(rt->cgroup);
+    static const char *const dirs[] = {"sandboxes", "netns", "process", NULL};
+    char p[4096];
+    for (size_t i = 0; dirs[i]; i++) {
+        snprintf(p, sizeof(p), "%s/%s", c->run_dir, dirs[i]);
+        rmdir(p);
+    }
+    /* the runtime's root: its per-container state is gone with `delete` */
+    char *rmroot[] = {"rm", "-rf", "--one-file-system", rt->state_root, NULL};
+    if (!mounted_at(rt->state_root))
+        wk_run_sync(rmroot, NULL, 0);
+    wk_instance_unlock(c->instance);
+    if (rmdir(c->run_dir) == -1 && errno != ENOENT)
+        dg_log(DG_LOG_WARN, "oci", "stopped; %s remains: %m", c->run_dir);
+    else
+        dg_log(DG_LOG_INFO, "oci", "stopped: bridge %s, cgroup %s and %s removed", c->bridge,
+               rt->cgroup, c->run_dir);
+}
+
 static void net_closed(void *ud)
 {
     struct oci_rt *rt = ud;
     rt->net = NULL;
+    host_cleanup(rt);
+}
+
+/* A second signal during shutdown: the sandboxes still running get SIGKILL at once instead
+ * of at the end of their grace period. */
+static void oci_hurry(struct wk_worker *w)
+{
+    for (struct wk_sandbox *sb = w->sandboxes; sb; sb = sb->next) {
+        struct oci_sb *o = sb->rt;
+        if (o && o->pid > 0 && o->stage == ST_TEARDOWN)
+            pidfd_signal(o, SIGKILL);
+    }
 }
 
 static void oci_deinit(struct wk_worker *w)
@@ -1025,16 +1166,10 @@ void wk_oci_free(struct wk_worker *w)
     struct oci_rt *rt = w->oci_state;
     if (!rt)
         return;
-    /* the cgroup parents this worker made (crun removes each sandbox's own) */
-    static const char *const ctl[] = {"cpu",     "cpuacct", "cpuset", "memory",  "devices",
-                                      "freezer", "blkio",   "pids",   "hugetlb", "systemd"};
-    char p[4096];
-    for (size_t i = 0; i < DG_ARRAY_LEN(ctl); i++) {
-        snprintf(p, sizeof(p), "/sys/fs/cgroup/%s/%s", ctl[i], rt->cgroup);
-        rmdir(p);
-        snprintf(p, sizeof(p), "/sys/fs/cgroup/%s/dirigent", ctl[i]);
-        rmdir(p); /* fails while another worker uses it: fine */
-    }
+    /* the cgroup parent this worker made (crun removes each sandbox's own), if the stop did
+     * not get to it */
+    if (rt->cgroup)
+        cgroups_remove(rt->cgroup);
     wk_images_free(rt->images);
     json_decref(rt->tmpl);
     free(rt->runtime);
@@ -1051,4 +1186,5 @@ const struct wk_runtime wk_runtime_oci = {
     .destroy = oci_destroy,
     .init = oci_init,
     .deinit = oci_deinit,
+    .hurry = oci_hurry,
 };

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "dirigent/log.h"
+#include "instance.h"
 #include "worker.h"
 
 #define KILL_GRACE_MS 2000
@@ -78,7 +79,8 @@ static int process_init(struct wk_worker *w, struct dg_err *err)
     struct dg_err e = {0};
     if (wk_mkdir_p(dir, 0700, &e) < 0) { /* not root: /run is not ours */
         free(dir);
-        dir = dg_xasprintf("/tmp/dirigent-%u-%s/process", (unsigned)getuid(), w->name);
+        dir = dg_xasprintf("/tmp/dirigent-%u-%s/process", (unsigned)getuid(),
+                           w->oci->instance->label);
         if (wk_mkdir_p(dir, 0700, &e) < 0) {
             dg_log(DG_LOG_WARN, "process",
                    "%s: sandboxes are not recorded, so a crash leaves them running", e.msg);
@@ -273,9 +275,33 @@ static void process_destroy(struct wk_sandbox *sb)
     finish_if_gone(sb);
 }
 
+void wk_process_free(void)
+{
+    if (!proc_dir)
+        return;
+    /* a clean stop: no record left, so the directory and the run directory above it go
+     * (rmdir only: a live worker of the same instance keeps its records, and so the dirs) */
+    if (rmdir(proc_dir) == 0) {
+        char *slash = strrchr(proc_dir, '/');
+        *slash = '\0';
+        rmdir(proc_dir);
+    }
+    free(proc_dir);
+    proc_dir = NULL;
+}
+
+/* A second signal during shutdown: what is being stopped gets SIGKILL now. */
+static void process_hurry(struct wk_worker *w)
+{
+    for (struct wk_sandbox *sb = w->sandboxes; sb; sb = sb->next)
+        if (sb->proc_running && sb->state == WK_SB_DELETING)
+            kill(-sb->proc.pid, SIGKILL);
+}
+
 const struct wk_runtime wk_runtime_process = {
     .name = "process",
     .create = process_create,
     .destroy = process_destroy,
     .init = process_init,
+    .hurry = process_hurry,
 };

@@ -22,6 +22,7 @@
 
 struct wk_worker;
 struct wk_sandbox;
+struct wk_instance;
 
 /* What a sandbox runs. Strings owned by the spec. */
 struct wk_spec {
@@ -77,19 +78,23 @@ struct wk_runtime {
     /* Prepare / release what the runtime shares between sandboxes. */
     int (*init)(struct wk_worker *w, struct dg_err *err);
     void (*deinit)(struct wk_worker *w);
+    /* Optional: a second signal during shutdown: kill what still runs now (no grace). */
+    void (*hurry)(struct wk_worker *w);
 };
 
 extern const struct wk_runtime wk_runtime_process;
 extern const struct wk_runtime wk_runtime_emulated;
 extern const struct wk_runtime wk_runtime_oci;
 void wk_oci_free(struct wk_worker *w); /* after the loop has stopped */
+void wk_process_free(void);            /* after the loop has stopped */
 
 /* The oci runtime's settings (worker config). */
 struct wk_oci_conf {
-    const char *oci_runtime; /* crun, runc or runsc (on PATH) */
-    const char *data_dir;    /* image cache */
-    const char *run_dir;     /* sandboxes, namespaces, the runtime's state */
-    const char *bridge, *subnet;
+    const char *oci_runtime;      /* crun, runc or runsc (on PATH) */
+    const char *data_dir;         /* image cache */
+    const char *run_dir;          /* sandboxes, namespaces, the runtime's state */
+    struct wk_instance *instance; /* the names on the host (instance.h), and the lock */
+    const char *bridge, *subnet;  /* subnet "": the instance's default (instance.h) */
     int64_t netns_pool;
     int64_t pids_limit;
     int64_t min_cpu_milli, min_memory_mib; /* the accounting rule's floors (lib/resources.c) */

@@ -338,7 +338,7 @@ static void test_bad_opts(void **state)
     assert_null(wk_netpool_new(&loop, &o, &err));
     assert_non_null(strstr(err.msg, "CIDR"));
     o = opts;
-    o.prefix = "toolong1";
+    o.prefix = "muchtoolong1";
     assert_int_equal(wk_netpool_cleanup(&o, &err), -1);
     assert_non_null(strstr(err.msg, "prefix"));
     o = opts;

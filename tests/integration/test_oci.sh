@@ -36,9 +36,9 @@ cleanup_oci() {
   local id
   for id in $(crun --root "$RUN/crun" list -q 2>/dev/null); do crun --root "$RUN/crun" delete -f "$id" >/dev/null 2>&1; done
   grep -o " $RUN/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
-  for l in $(ls /sys/class/net | grep "^${BRIDGE}v[0-9]"); do ip link del "$l" 2>/dev/null; done
+  [ -n "${VETH:-}" ] && for l in $(ls /sys/class/net | grep "^${VETH}[0-9]"); do ip link del "$l" 2>/dev/null; done
   ip link del "$BRIDGE" 2>/dev/null
-  for c in /sys/fs/cgroup/*/dirigent/oci-w1; do [ -d "$c" ] && rmdir "$c"/* "$c" 2>/dev/null; done
+  [ -n "${CGROUP:-}" ] && for c in /sys/fs/cgroup/*/"$CGROUP"; do [ -d "$c" ] && rmdir "$c"/* "$c" 2>/dev/null; done
   rm -rf "$TAP_TMP"
 }
 tap_cleanup_pids() { for p in "${TAP_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
@@ -86,6 +86,11 @@ start_worker() { # start_worker LOG
   WK_PID=$BG_PID
   wait_for_log "$1" 'oci-w1: listening on' 20 || return 1
   WKA=127.0.0.1:$(port_of "$1" 'oci-w1: listening on')
+  instance_names "$1"
+}
+instance_names() { # instance_names LOG: the host names the worker logged (instance.c)
+  VETH=$(sed -n 's/.* oci: instance .* veths \([^<]*\)<N>.*/\1/p' "$1" | head -1)
+  CGROUP=$(sed -n 's/.* oci: instance .* cgroup \([^ ]*\) .*/\1/p' "$1" | head -1)
 }
 start_worker "$TAP_TMP/w1.log" || { echo "Bail out! the oci worker did not start"; exit 1; }
 
@@ -105,7 +110,8 @@ sandbox_pids() { # the container init pids of a function's sandboxes
   done
 }
 count_leftovers() { # containers mounts veths cgroups
-  echo "$(crun --root "$RUN/crun" list -q 2>/dev/null | grep -c .) $(grep -c " $RUN/" /proc/self/mountinfo) $(ls /sys/class/net | grep -c "^${BRIDGE}v[0-9]") $(ls -d /sys/fs/cgroup/memory/dirigent/oci-w1/*/ 2>/dev/null | grep -c .)"
+  # (crun list makes its root if missing: only asked when there is one)
+  echo "$( ([ -d "$RUN/crun" ] && crun --root "$RUN/crun" list -q 2>/dev/null) | grep -c .) $(grep -c " $RUN/" /proc/self/mountinfo) $(ls /sys/class/net | grep -c "^${VETH}[0-9]") $(ls -d /sys/fs/cgroup/memory/"$CGROUP"/*/ 2>/dev/null | grep -c .)"
 }
 
 t_registry() {
@@ -239,7 +245,7 @@ t_worker_crash() {
     done
     local nc
     nc=$(grep -c . <<<"$c")
-    left="$stale $(grep -c " $RUN/netns/" /proc/self/mountinfo) $(ls /sys/class/net | grep -c "^${BRIDGE}v[0-9]") $nc"
+    left="$stale $(grep -c " $RUN/netns/" /proc/self/mountinfo) $(ls /sys/class/net | grep -c "^${VETH}[0-9]") $nc"
     [ "$left" = "0 $((4 + nc)) $((4 + nc)) $nc" ] && break
     sleep 0.02; i=$((i + 1))
   done
@@ -254,8 +260,13 @@ t_clean_stop() {
   for _ in $(seq 1 200); do kill -0 "$WK_PID" 2>/dev/null || break; sleep 0.05; done
   ! kill -0 "$WK_PID" 2>/dev/null || return 1
   [ "$(count_leftovers)" = "0 0 0 0" ] || { echo "left: $(count_leftovers) (containers mounts veths cgroups)"; return 1; }
+  # its instance's cgroup parent and run directory are gone too; the bridge was configured
+  # (not the instance's own), and it is removed as well
+  ! ls -d /sys/fs/cgroup/*/"$CGROUP" 2>/dev/null || return 1
+  [ ! -e "$RUN" ] || { ls -R "$RUN"; return 1; }
+  [ ! -e "/sys/class/net/$BRIDGE" ] || return 1
 }
-check "SIGTERM of the worker: no container, mount, veth or cgroup left" t_clean_stop
+check "SIGTERM of the worker: no container, mount, veth, cgroup, bridge or run directory left" t_clean_stop
 
 t_stop_while_creating() {
   # SIGTERM while creates are in flight, five times: the worker always stops, nothing is left
@@ -267,6 +278,7 @@ t_stop_while_creating() {
       --sandboxSubnet "$SUBNET" --netnsPool 4 --killGrace 100ms
     WK_PID=$BG_PID
     wait_for_log "$TAP_TMP/ws$k.log" 'oci-w1: listening on' 20 || return 1
+    instance_names "$TAP_TMP/ws$k.log"
     local a=127.0.0.1:$(port_of "$TAP_TMP/ws$k.log" 'oci-w1: listening on') pids=()
     for i in 1 2 3; do
       curl -s -o /dev/null -m 10 -XPOST "http://$a/v1/sandboxes" \

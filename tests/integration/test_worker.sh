@@ -136,9 +136,11 @@ t_crash_leftovers() {
 check "kill -9 of a worker: the next one of its name removes the sandboxes left running" t_crash_leftovers
 
 t_crash_stop() {
-  kill -TERM "$WK_PID"; wait "$WK_PID"
+  kill -TERM "$WK_PID"; wait "$WK_PID" || return 1
+  # no record left: its records directory and run directory are removed
+  [ ! -e "$TAP_TMP/run" ] || { ls -R "$TAP_TMP/run"; return 1; }
 }
-check "and stops cleanly" t_crash_stop
+check "and stops cleanly, leaving no run directory" t_crash_stop
 
 start_worker "$TAP_TMP/wk-emu.log" --runtime emulated --fnBinary "$FN" --emulatedCreateDelayMs 50 ||
   { echo "Bail out! emulated worker did not start"; exit 1; }

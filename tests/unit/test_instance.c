@@ -1,0 +1,135 @@
+/*
+ * test_instance.c: the worker instance's names (src/worker/instance.c): the id is a stable
+ * function of the absolute path, every default name carries it, the sandbox subnet skips
+ * ranges the host routes already, the lock refuses a second holder with its pid.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "instance.h"
+
+static void test_hash(void **state)
+{
+    /* FNV-1a 32 of "" is the offset basis 0x811c9dc5, folded: 0x1c9dc5 ^ 0x81 */
+    assert_int_equal(wk_instance_hash(""), 0x1c9dc5 ^ 0x81);
+    assert_int_equal(wk_instance_hash("/tmp/wkt/d1"), 0x602b9a); /* as tests/scripts compute */
+    assert_int_not_equal(wk_instance_hash("/a/state/worker"), wk_instance_hash("/b/state/worker"));
+}
+
+static void test_names(void **state)
+{
+    struct wk_instance a, b, c;
+    char cwd[4096];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    char *abs = malloc(strlen(cwd) + 64);
+    snprintf(abs, strlen(cwd) + 64, "%s/no-such-dir/state/worker", cwd);
+    /* a relative, not yet existing dataDir names the same instance as its absolute path */
+    wk_instance_init(&a, "worker-local", "no-such-dir/./state//x/../worker/", "", "");
+    wk_instance_init(&b, "worker-local", abs, "", "");
+    assert_string_equal(a.key, abs);
+    assert_string_equal(a.hex, b.hex);
+    assert_int_equal(strlen(a.hex), 6);
+    char want[128];
+    snprintf(want, sizeof(want), "/run/dirigent/worker-local-%s", a.hex);
+    assert_string_equal(a.run_dir, want);
+    snprintf(want, sizeof(want), "dg%s", a.hex);
+    assert_string_equal(a.bridge, want);
+    assert_true(a.bridge_derived);
+    snprintf(want, sizeof(want), "dv%s", a.hex);
+    assert_string_equal(a.veth_prefix, want);
+    /* 5 digits of index fit IFNAMSIZ */
+    assert_true(strlen(a.veth_prefix) + 5 <= 15);
+    /* configured keys win; a configured runDir is what the id is hashed from */
+    wk_instance_init(&c, "w", "/var/lib/x", "/tmp/run-x", "br0");
+    assert_string_equal(c.run_dir, "/tmp/run-x");
+    assert_string_equal(c.bridge, "br0");
+    assert_false(c.bridge_derived);
+    assert_int_equal(c.id, wk_instance_hash("/tmp/run-x"));
+    wk_instance_free(&a);
+    wk_instance_free(&b);
+    wk_instance_free(&c);
+    free(abs);
+}
+
+static void test_subnet(void **state)
+{
+    char s[32], conflict[64];
+    uint32_t net;
+    /* inside 100.64.0.0/10, /22-aligned */
+    for (uint32_t id = 0; id < 0x1000000; id += 0x12345) {
+        uint32_t n = wk_subnet_candidate(id, 0);
+        assert_true(wk_subnet_overlaps(n, 22, WK_SUBNET_BASE, 10));
+        assert_int_equal(n & 0x3ff, 0);
+    }
+    assert_int_equal(wk_subnet_candidate(4095, 1), WK_SUBNET_BASE); /* wraps */
+    assert_true(wk_subnet_overlaps(0x64640000, 16, 0x64640400, 22));
+    assert_false(wk_subnet_overlaps(0x64640000, 22, 0x64640400, 22));
+    /* the host routes the first candidate (100.64.0.0/22 for id 0) through eth1 and the
+     * second through this instance's own bridge (its predecessor's: not a conflict) */
+    const char *routes =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+        "eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+        "eth1\t00004064\t00000000\t0001\t0\t0\t0\t00FCFFFF\t0\t0\t0\n"
+        "dg000000\t00044064\t00000000\t0001\t0\t0\t0\t00FCFFFF\t0\t0\t0\n";
+    assert_int_equal(wk_subnet_pick(0, routes, "dg000000", &net, conflict, sizeof(conflict)), 1);
+    wk_subnet_format(net, s, sizeof(s));
+    assert_string_equal(s, "100.64.4.0/22");
+    assert_string_equal(conflict, "100.64.0.0/22 on eth1");
+    /* no routes: the first; a default route never conflicts */
+    assert_int_equal(wk_subnet_pick(5, NULL, "x", &net, conflict, sizeof(conflict)), 0);
+    wk_subnet_format(net, s, sizeof(s));
+    assert_string_equal(s, "100.64.20.0/22");
+    /* everything routed (100.64.0.0/10 on one link) */
+    const char *all = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n"
+                      "x\t00004064\t00000000\t0001\t0\t0\t0\t0000C0FF\n";
+    assert_int_equal(wk_subnet_pick(7, all, "dg", &net, conflict, sizeof(conflict)), -1);
+}
+
+static void test_lock(void **state)
+{
+    char dir[] = "/tmp/dg-test-instance.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct wk_instance a;
+    struct dg_err err = {0};
+    wk_instance_init(&a, "w", "/unused", dir, "");
+    assert_int_equal(wk_instance_lock(&a, &err), 0);
+    /* another process on the same instance is refused and told who holds it */
+    pid_t child = fork();
+    if (child == 0) {
+        struct wk_instance b;
+        struct dg_err e = {0};
+        char want[64];
+        wk_instance_init(&b, "w", "/unused", dir, "");
+        snprintf(want, sizeof(want), "already running (pid %ld)", (long)getppid());
+        _exit(wk_instance_lock(&b, &e) == -1 && strstr(e.msg, want) ? 0 : 1);
+    }
+    int st;
+    assert_int_equal(waitpid(child, &st, 0), child);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    wk_instance_unlock(&a);
+    char lock[128];
+    snprintf(lock, sizeof(lock), "%s/lock", dir);
+    assert_int_equal(access(lock, F_OK), -1); /* removed at a clean stop */
+    wk_instance_free(&a);
+    rmdir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_subnet),
+        cmocka_unit_test(test_lock),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
