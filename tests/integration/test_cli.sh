@@ -236,6 +236,7 @@ check "SIGTERM stops every daemon" t_stop
 
 # `dirigent up` without --runtime: containers as root with crun, else processes, saying why
 t_up_auto() {
+  host_snapshot >"$TAP_TMP/host.before"
   bg_start "$TAP_TMP/up2.log" "$D" up --state-dir "$TAP_TMP/state2"
   local up=$BG_PID oci=0 out
   [ "$(id -u)" = 0 ] && command -v crun >/dev/null && [ -d "$B/images/dirigent-fn" ] && oci=1
@@ -252,10 +253,15 @@ t_up_auto() {
   fi
   kill -TERM "$up"
   wait "$up"
-  # nothing left: no container, mount, veth or bridge of the worker
-  [ "$(crun --root /run/dirigent/worker-local/crun list -q 2>/dev/null | grep -c .)" = 0 ] || return 1
-  ! grep -q ' /run/dirigent/worker-local/' /proc/self/mountinfo || return 1
-  ! ls /sys/class/net | grep -q '^dg0'
+  # nothing left: no process, container, mount, netns, veth, bridge or cgroup of the cluster
+  host_snapshot >"$TAP_TMP/host.after"
+  local left
+  left=$(host_left "$TAP_TMP/host.before" "$TAP_TMP/host.after")
+  [ -z "$left" ] || { echo "left behind: $left"; return 1; }
+  # and the worker's run dir (named from its instance: the log's "oci: instance" line)
+  local run
+  run=$(sed -n 's/.*oci: instance [0-9a-f]*: runDir \([^ ,]*\).*/\1/p' "$TAP_TMP/state2/logs/worker.log" | head -n 1)
+  [ $oci = 0 ] || { [ -n "$run" ] && [ ! -e "$run" ]; }
 }
 check "dirigent up picks the oci runtime as root with crun (else process, saying why); a clean stop" t_up_auto
 
