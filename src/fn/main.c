@@ -32,9 +32,11 @@
  */
 #include <errno.h>
 #include <stdatomic.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "dirigent/config.h"
@@ -53,6 +55,7 @@ struct fn_config {
     bool calibrate;
     bool allocate_memory;
     int64_t startup_loop_ms, startup_multiplier;
+    int64_t parent_pid;
     struct dg_http_conf http;
 };
 
@@ -98,6 +101,14 @@ static const struct dg_conf_field fn_fields[] = {
      .help = "allocate and touch the requested_memory header's MiB during the work (off: the "
              "header is ignored, as the original workload; InVitro sends the function's full "
              "memory there, ten times what it registers as the sandbox's limit)"},
+    {.key = "parentPid",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct fn_config, parent_pid),
+     .def = "0",
+     .min = 0,
+     .max = 1 << 22,
+     .help = "exit when this process, our parent, exits (even by SIGKILL): the emulated "
+             "worker's shared server goes with its worker; 0: no such tie"},
     {.key = "coldStartBusyLoopMs",
      .type = DG_CONF_INT,
      .offset = offsetof(struct fn_config, startup_loop_ms),
@@ -402,6 +413,13 @@ int main(int argc, char **argv)
         return rc;
     if (f.cfg.calibrate) {
         printf("%llu\n", (unsigned long long)fn_calibrate(500));
+        dg_conf_free(&fn_schema, &f.cfg);
+        return 0;
+    }
+    /* tied to a parent: SIGTERM when it dies; one that died before this line is caught by the
+     * check after it */
+    if (f.cfg.parent_pid > 0 &&
+        (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1 || getppid() != (pid_t)f.cfg.parent_pid)) {
         dg_conf_free(&fn_schema, &f.cfg);
         return 0;
     }

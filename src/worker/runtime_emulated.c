@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "dirigent/log.h"
 #include "worker.h"
@@ -60,10 +61,11 @@ static int emulated_init(struct wk_worker *w, struct dg_err *err)
     int port = wk_free_port(err);
     if (port < 0)
         return port;
-    char portarg[16];
+    char portarg[16], parent[16];
     snprintf(portarg, sizeof(portarg), "%d", port);
-    char *args[] = {w->fn_binary, "--host",     (char *)w->host, "--port",
-                    portarg,      "--logLevel", "warn",          NULL};
+    snprintf(parent, sizeof(parent), "%d", (int)getpid()); /* it dies with us, even by SIGKILL */
+    char *args[] = {w->fn_binary, "--host", (char *)w->host, "--port", portarg,
+                    "--logLevel", "warn",   "--parentPid",   parent,   NULL};
     uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
                                      {.flags = UV_INHERIT_FD, .data.fd = 2},
                                      {.flags = UV_INHERIT_FD, .data.fd = 2}};

@@ -8,7 +8,7 @@ B=$(cd "$B" && pwd)
 WK=$B/dirigent-worker
 FN=$B/dirigent-fn
 
-plan 13
+plan 14
 
 start_worker() { # start_worker LOG [args...] -> WK_PID, WK_URL
   local log=$1; shift
@@ -171,6 +171,19 @@ t_emulated_stop() {
   kill -TERM "$WK_PID"; wait "$WK_PID"
 }
 check "the emulated worker stops cleanly with its shared dirigent-fn" t_emulated_stop
+
+# kill -9 of an emulated worker: its shared dirigent-fn (tied by --parentPid) goes with it
+t_emulated_killed() {
+  start_worker "$TAP_TMP/wk-emu2.log" --runtime emulated --fnBinary "$FN" || return 1
+  local fn i
+  fn=$(pgrep -P "$WK_PID" -f "dirigent-fn .*--parentPid $WK_PID") || { echo "no shared dirigent-fn"; return 1; }
+  kill -9 "$WK_PID"; wait "$WK_PID" 2>/dev/null
+  for i in $(seq 100); do kill -0 "$fn" 2>/dev/null || return 0; sleep 0.05; done
+  echo "shared dirigent-fn $fn still running 5 s after its worker's kill -9"
+  kill -9 "$fn"
+  return 1
+}
+check "kill -9 of an emulated worker: its shared dirigent-fn exits too" t_emulated_killed
 
 t_bad_cpu_limit() {
   local out rc

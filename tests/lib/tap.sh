@@ -77,8 +77,7 @@ tap_done() { exit $((TAP_FAILED > 0)); }
 
 # host_snapshot: what the host has that a cluster could leave behind (links, network namespaces,
 # mounts, cgroups, nftables tables, dirigent/redis/haproxy processes), one sorted line each.
-# host_left BEFORE AFTER: the lines of snapshot AFTER that BEFORE did not have, less this shell's
-# own tools and the hugetlb hierarchy crun needs on hybrid cgroups (mounted once per boot,
+# host_left BEFORE AFTER: the lines of snapshot AFTER that BEFORE did not have, less the hugetlb hierarchy crun needs on hybrid cgroups (mounted once per boot,
 # PLATFORM.md).
 host_snapshot() {
   {
@@ -89,11 +88,11 @@ host_snapshot() {
       [ -d "$h" ] && find "$h" -mindepth 1 -maxdepth 3 -type d 2>/dev/null | sed 's/^/cgroup /'
     done
     command -v nft >/dev/null && nft list tables 2>/dev/null | sed 's/^/nft /'
-    ps -eo pid=,args= | grep -E 'dirigent|redis-server|haproxy' | grep -v -E 'grep|test_' |
-      sed 's/^ */proc /'
+    # the cluster's programs and the sandboxes' (by command name, not by a word in arguments)
+    ps -eo pid=,comm=,args= | awk '$2 ~ /^(dirigent|dirigent-(cp|dp|worker|fn)|redis-server|haproxy|crun)$/ {print "proc " $0}'
   } | sort -u
 }
 host_left() {
   comm -13 "$1" "$2" |
-    grep -v -E '^proc [0-9]+ (ps|sort|comm|awk|find|sed)( |$)|^mount /sys/fs/cgroup/hugetlb$|^cgroup /sys/fs/cgroup/hugetlb/'
+    grep -v -E '^mount /sys/fs/cgroup/hugetlb$|^cgroup /sys/fs/cgroup/hugetlb/'
 }
