@@ -8,7 +8,17 @@ TAP_PIDS=()
 TAP_TMP=$(mktemp -d /tmp/dg-test.XXXXXX)
 
 tap_cleanup() {
-  for p in "${TAP_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  # SIGTERM first: a daemon removes what it made on the host (sandboxes, run dirs); SIGKILL
+  # what is still running 3 s later
+  local p alive=() i any
+  for p in "${TAP_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null && alive+=("$p"); done
+  for i in $(seq 30); do
+    any=
+    for p in "${alive[@]}"; do kill -0 "$p" 2>/dev/null && { any=1; break; }; done
+    [ -z "$any" ] && break
+    sleep 0.1
+  done
+  for p in "${alive[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   [ -n "${DG_KEEP_TMP:-}" ] && echo "# kept $TAP_TMP" || rm -rf "$TAP_TMP"
 }
 trap tap_cleanup EXIT
