@@ -256,6 +256,19 @@ static int control_plane_ip(const char *t, char *buf, size_t n, const char **not
         .key = k, .kind = DG_COMPAT_MAP, .to = t, .value = fn                                      \
     }
 
+/* the data plane's and the worker's controlPlaneIp + controlPlanePort: our controlPlaneAddress
+ * (port 9090 and host 127.0.0.1 where one of the two is not given) */
+#define CONTROL_PLANE_IP_PORT                                                                      \
+    {.key = "controlPlaneIp",                                                                      \
+     .kind = DG_COMPAT_HOST,                                                                       \
+     .to = "controlPlaneAddress",                                                                  \
+     .value = control_plane_ip,                                                                    \
+     .def = "9090"},                                                                               \
+    {                                                                                              \
+        .key = "controlPlanePort", .kind = DG_COMPAT_PORT, .to = "controlPlaneAddress",            \
+        .def = "127.0.0.1"                                                                         \
+    }
+
 #define WHY_PROFILER "Go's pprof; use GET /metrics, perf or valgrind --tool=callgrind"
 #define WHY_DOCKER_REDIS                                                                           \
     "the original pointed Redis replicas at this address (SLAVEOF); ours does not manage "         \
@@ -307,15 +320,7 @@ static const struct dg_conf_compat dp_compat[] = {
     MAP("verbosity", "logLevel", verbosity),
     MAP("dataPlaneIp", "dataPlaneIp", node_ip),
     MAP("controlPlaneAddress", "controlPlaneAddress", cp_addresses),
-    {.key = "controlPlaneIp",
-     .kind = DG_COMPAT_HOST,
-     .to = "controlPlaneAddress",
-     .value = control_plane_ip,
-     .def = "9090"},
-    {.key = "controlPlanePort",
-     .kind = DG_COMPAT_PORT,
-     .to = "controlPlaneAddress",
-     .def = "127.0.0.1"},
+    CONTROL_PLANE_IP_PORT,
     IGNORE("portProxyRead", "the port of asynchronous results; " WHY_ASYNC),
     IGNORE("async", WHY_ASYNC),
     IGNORE("async.*", WHY_ASYNC),
@@ -334,15 +339,7 @@ static const struct dg_conf_compat wk_compat[] = {
     MAP("workerNodeIp", "workerNodeIp", node_ip),
     MAP("controlPlaneAddress", "controlPlaneAddress", cp_addresses),
     MAP("port", "port", placeholder),
-    {.key = "controlPlaneIp",
-     .kind = DG_COMPAT_HOST,
-     .to = "controlPlaneAddress",
-     .value = control_plane_ip,
-     .def = "9090"},
-    {.key = "controlPlanePort",
-     .kind = DG_COMPAT_PORT,
-     .to = "controlPlaneAddress",
-     .def = "127.0.0.1"},
+    CONTROL_PLANE_IP_PORT,
     MAP("criType", "runtime", cri_type),
     IGNORE("criPath", WHY_CONTAINERD),
     IGNORE("containerd.criPath", WHY_CONTAINERD),

@@ -9,32 +9,21 @@
 # of either is left. Root only: without root or the tools, every check is skipped.
 set -u
 . "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
+. "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/oci.sh"
 S=${DG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
 NCHECKS=6
 
 plan $NCHECKS
-missing=""
-[ "$(id -u)" = 0 ] || missing="root"
-for t in crun skopeo umoci; do command -v $t >/dev/null || missing="$missing $t"; done
-readelf -d "$B/dirigent-fn" 2>/dev/null | grep -q NEEDED && missing="$missing a-static-dirigent-fn"
-if [ -n "$missing" ]; then
-  for i in $(seq 1 $NCHECKS); do echo "ok $i # SKIP needs:$missing"; done
-  exit 0
-fi
+oci_require $NCHECKS
 
 declare -A PID ADDR RUN BRIDGE VETH CGROUP SUBNET
 
 # what the worker of instance $1 (a or b) logged it uses (instance.c's start-up line)
 names_of() {
-  local log=$TAP_TMP/$1.log line
-  line=$(grep ' oci: instance ' "$log" | tail -1)
-  RUN[$1]=$(sed -n 's/.* runDir \([^,]*\),.*/\1/p' <<<"$line")
-  BRIDGE[$1]=$(sed -n 's/.* bridge \([^,]*\),.*/\1/p' <<<"$line")
-  VETH[$1]=$(sed -n 's/.* veths \([^<]*\)<N>.*/\1/p' <<<"$line")
-  SUBNET[$1]=$(sed -n 's/.* sandboxSubnet \([^,]*\),.*/\1/p' <<<"$line")
-  CGROUP[$1]=$(sed -n 's/.* cgroup \([^ ]*\) .*/\1/p' <<<"$line")
+  oci_names "$TAP_TMP/$1.log"
+  RUN[$1]=$OCI_RUN BRIDGE[$1]=$OCI_BRIDGE VETH[$1]=$OCI_VETH SUBNET[$1]=$OCI_SUBNET CGROUP[$1]=$OCI_CGROUP
 }
 
 start() { # start a|b: a waits 120 s for a sandbox to stop (a second signal must hurry it)
@@ -61,7 +50,7 @@ leftovers() {
 }
 
 cleanup_iso() {
-  local k id
+  local k
   for k in a b; do
     [ -n "${PID[$k]:-}" ] && kill -TERM "${PID[$k]}" 2>/dev/null
   done
@@ -71,20 +60,14 @@ cleanup_iso() {
   for p in "${TAP_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   for k in a b; do
     [ -n "${RUN[$k]:-}" ] || continue
-    for id in $(crun --root "${RUN[$k]}/crun" list -q 2>/dev/null); do crun --root "${RUN[$k]}/crun" delete -f "$id" >/dev/null 2>&1; done
-    grep -o " ${RUN[$k]}/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
-    for l in $(ls /sys/class/net | grep "^${VETH[$k]}[0-9]"); do ip link del "$l" 2>/dev/null; done
-    ip link del "${BRIDGE[$k]}" 2>/dev/null
-    for c in /sys/fs/cgroup/*/"${CGROUP[$k]}"; do [ -d "$c" ] && rmdir "$c"/* "$c" 2>/dev/null; done
+    oci_remove "${RUN[$k]}" "${BRIDGE[$k]}" "${VETH[$k]}" "${CGROUP[$k]}"
     rm -rf "${RUN[$k]}"
   done
   rm -rf "$TAP_TMP"
 }
 trap cleanup_iso EXIT
 
-"$S/scripts/make-image.sh" "$B/dirigent-fn" "$TAP_TMP/image" >/dev/null ||
-  { echo "Bail out! cannot build the image"; exit 1; }
-IMAGE=oci:$TAP_TMP/image:latest
+oci_image
 NFT_BEFORE=$(nft list tables 2>/dev/null)
 
 create() { # create a|b FUNCTION [ARGS_JSON] -> the endpoint on stdout

@@ -5,6 +5,7 @@
 # without root or the tools, every check is skipped.
 set -u
 . "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
+. "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/oci.sh"
 S=${DG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
@@ -16,29 +17,14 @@ RUN=$TAP_TMP/run
 DATA=$TAP_TMP/data
 
 plan $NCHECKS
-missing=""
-[ "$(id -u)" = 0 ] || missing="root"
-for t in crun skopeo umoci docker-registry; do command -v $t >/dev/null || missing="$missing $t"; done
-readelf -d "$B/dirigent-fn" 2>/dev/null | grep -q NEEDED && missing="$missing a-static-dirigent-fn"
-if [ -n "$missing" ]; then
-  for i in $(seq 1 $NCHECKS); do echo "ok $i # SKIP needs:$missing"; done
-  exit 0
-fi
+oci_require $NCHECKS docker-registry
 
 # ---- clean-up: the worker stops its sandboxes on SIGTERM; whatever a killed one left is
 # removed by hand (containers, mounts, namespaces, veths, the bridge, cgroups)
 cleanup_oci() {
-  if [ -n "${WK_PID:-}" ] && kill -0 "$WK_PID" 2>/dev/null; then
-    kill -TERM "$WK_PID"
-    for _ in $(seq 1 100); do kill -0 "$WK_PID" 2>/dev/null || break; sleep 0.05; done
-  fi
+  oci_stop "${WK_PID:-}"
   tap_cleanup_pids
-  local id
-  for id in $(crun --root "$RUN/crun" list -q 2>/dev/null); do crun --root "$RUN/crun" delete -f "$id" >/dev/null 2>&1; done
-  grep -o " $RUN/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
-  [ -n "${VETH:-}" ] && for l in $(ls /sys/class/net | grep "^${VETH}[0-9]"); do ip link del "$l" 2>/dev/null; done
-  ip link del "$BRIDGE" 2>/dev/null
-  [ -n "${CGROUP:-}" ] && for c in /sys/fs/cgroup/*/"$CGROUP"; do [ -d "$c" ] && rmdir "$c"/* "$c" 2>/dev/null; done
+  oci_remove "$RUN" "$BRIDGE" "${VETH:-}" "${CGROUP:-}"
   rm -rf "$TAP_TMP"
 }
 tap_cleanup_pids() { for p in "${TAP_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
@@ -89,8 +75,8 @@ start_worker() { # start_worker LOG
   instance_names "$1"
 }
 instance_names() { # instance_names LOG: the host names the worker logged (instance.c)
-  VETH=$(sed -n 's/.* oci: instance .* veths \([^<]*\)<N>.*/\1/p' "$1" | head -1)
-  CGROUP=$(sed -n 's/.* oci: instance .* cgroup \([^ ]*\) .*/\1/p' "$1" | head -1)
+  oci_names "$1"
+  VETH=$OCI_VETH CGROUP=$OCI_CGROUP
 }
 start_worker "$TAP_TMP/w1.log" || { echo "Bail out! the oci worker did not start"; exit 1; }
 

@@ -8,6 +8,7 @@
 # skipped. Run with `flock /tmp/dg-itest.lock` (containers, a bridge, cgroups).
 set -u
 . "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
+. "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/oci.sh"
 S=${DG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
@@ -19,37 +20,21 @@ RUN=$TAP_TMP/run
 DATA=$TAP_TMP/data
 
 plan $NCHECKS
-missing=""
-[ "$(id -u)" = 0 ] || missing="root"
-for t in crun skopeo umoci; do command -v $t >/dev/null || missing="$missing $t"; done
-readelf -d "$B/dirigent-fn" 2>/dev/null | grep -q NEEDED && missing="$missing a-static-dirigent-fn"
-if [ -n "$missing" ]; then
-  for i in $(seq 1 $NCHECKS); do echo "ok $i # SKIP needs:$missing"; done
-  exit 0
-fi
+oci_require $NCHECKS
 
 # ---- clean-up: the worker stops its sandboxes on SIGTERM; whatever a killed one left is
-# removed by hand (containers, mounts, veths, the bridge, cgroups named after the worker)
+# removed by hand (containers, mounts, veths, the bridge, the cgroups of the worker's instance)
 cleanup_oom() {
-  if [ -n "${WK_PID:-}" ] && kill -0 "$WK_PID" 2>/dev/null; then
-    kill -TERM "$WK_PID"
-    for _ in $(seq 1 100); do kill -0 "$WK_PID" 2>/dev/null || break; sleep 0.05; done
-  fi
+  oci_stop "${WK_PID:-}"
   for p in "${TAP_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  local id
-  for id in $(crun --root "$RUN/crun" list -q 2>/dev/null); do crun --root "$RUN/crun" delete -f "$id" >/dev/null 2>&1; done
-  grep -o " $RUN/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
-  for l in $(ls /sys/class/net | grep "^${BRIDGE}v[0-9]"); do ip link del "$l" 2>/dev/null; done
-  ip link del "$BRIDGE" 2>/dev/null
-  find /sys/fs/cgroup/*/dirigent -depth -type d -name "*$WORKER*" -exec rmdir {} \; 2>/dev/null
+  oci_names "$TAP_TMP/w1.log"
+  oci_remove "$RUN" "$BRIDGE" "$OCI_VETH" "$OCI_CGROUP"
   rm -rf "$TAP_TMP"
 }
 trap cleanup_oom EXIT
 
 # ---- the image (an OCI layout the worker copies from) and the cluster
-"$S/scripts/make-image.sh" "$B/dirigent-fn" "$TAP_TMP/image" >/dev/null ||
-  { echo "Bail out! cannot build the image"; exit 1; }
-IMAGE=oci:$TAP_TMP/image:latest
+oci_image
 
 bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --dataDir "$TAP_TMP/cpdata" \
   --heartbeatInterval 300ms

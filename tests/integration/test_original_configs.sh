@@ -101,6 +101,15 @@ check "dirigent-dp runs from data_plane/config.yaml" wait_for_log "$TAP_TMP/dp.l
 DAEMON_PORT=0 bg_start "$TAP_TMP/wk.log" "$B/dirigent-worker" \
   --config "$O/worker_node/config_cluster_fake_worker.yaml" --workerNodeIp 127.0.0.1 \
   --controlPlaneAddress "$CPI" --name orig-fake --heartbeatInterval 300ms
+WK_PID=$BG_PID
+# the emulated runtime's shared dirigent-fn ends with a clean stop of its worker only: SIGTERM
+# the worker (and wait for it) before tap.sh's SIGKILLs
+stop_worker() {
+  kill -TERM "$WK_PID" 2>/dev/null
+  for _ in $(seq 1 100); do kill -0 "$WK_PID" 2>/dev/null || break; sleep 0.05; done
+  tap_cleanup
+}
+trap stop_worker EXIT
 t_registered() {
   wait_for_log "$TAP_TMP/wk.log" 'listening on' || return 1
   wait_json "$REG/v1/status" 'len(j["workers"]) == 1 and len(j["dataplanes"]) == 1'
