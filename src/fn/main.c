@@ -433,10 +433,13 @@ int main(int argc, char **argv)
                                     NULL);
 
     f.port = port;
-    /* the start-up loop runs on the thread pool: signals are still handled meanwhile */
+    /* the start-up loop runs on the thread pool: signals are still handled meanwhile. Without
+     * one, listen now: a cold start waits for this, and the pool's threads are started only
+     * when a request needs them */
     f.starting = true;
-    rc = uv_queue_work(f.loop, &f.startup, startup_work, startup_done);
-    if (rc < 0) {
+    if (f.cfg.startup_loop_ms == 0)
+        startup_done(&f.startup, 0);
+    else if ((rc = uv_queue_work(f.loop, &f.startup, startup_work, startup_done)) < 0) {
         dg_log(DG_LOG_ERROR, "fn", "cannot start the start-up loop: %s", uv_strerror(rc));
         return 1;
     }

@@ -4,7 +4,7 @@ set -u
 . "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
 FN=${DG_BUILD_DIR:-build}/dirigent-fn
 
-plan 19
+plan 20
 
 start_fn() { # start_fn LOG [args...] -> sets FN_PID, FN_PORT
   local log=$1; shift
@@ -19,6 +19,16 @@ URL="http://127.0.0.1:$FN_PORT"
 
 check "GET /health answers 200" \
   bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' $URL/health)\" = 200 ]"
+
+# the cold-start path: without a start-up busy loop nothing runs before it listens (the work
+# threads start with the first request that spins), so a fresh one has a single thread
+t_cold_path() {
+  local threads
+  threads=$(awk '/^Threads:/ {print $2}' "/proc/$FN_PID/status") || return 1
+  echo "threads after listening: $threads"
+  [ "$threads" = 1 ]
+}
+check "without a start-up loop it listens at once: no worker threads started before a request" t_cold_path
 
 t_spin() {
   local out et
