@@ -112,6 +112,9 @@ int wk_instance_lock(struct wk_instance *in, struct dg_err *err)
     for (int attempt = 0; fd == -1; attempt++) {
         /* CLOEXEC: a container or helper started later must not hold it past this worker */
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd == -1 && errno == ENOENT && attempt < 1000 &&
+            (mkdir(in->run_dir, 0700) == 0 || errno == EEXIST))
+            continue; /* the run directory went with the clean stop of its last holder */
         if (fd == -1) {
             dg_err_set(err, DG_E_INVAL, "instance lock %s: %m", path);
             free(path);
