@@ -29,6 +29,9 @@
  *                    maxMemoryMiB), free them, answer as an invocation. A
  *                    deliberate way past a sandbox's memory limit (what an OOM
  *                    kill looks like; tests), independent of requested_memory.
+ *                    Only with allocateEndpoint (DIRIGENT_FN_ALLOCATE_ENDPOINT=true
+ *                    in the registration's env_vars): allocation stays behind an
+ *                    explicit option, as issue 12 asks of requested_memory.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -51,7 +54,7 @@ struct fn_config {
     int64_t max_cpu_ms;
     int64_t max_memory_mib;
     bool calibrate;
-    bool allocate_memory;
+    bool allocate_memory, allocate_endpoint;
     int64_t startup_loop_ms, startup_multiplier;
     struct dg_http_conf http;
 };
@@ -98,6 +101,15 @@ static const struct dg_conf_field fn_fields[] = {
      .help = "allocate and touch the requested_memory header's MiB during the work (off: the "
              "header is ignored, as the original workload; InVitro sends the function's full "
              "memory there, ten times what it registers as the sandbox's limit)"},
+    {.key = "allocateEndpoint",
+     .type = DG_CONF_BOOL,
+     .offset = offsetof(struct fn_config, allocate_endpoint),
+     .def = "false",
+     .env = "DIRIGENT_FN_ALLOCATE_ENDPOINT",
+     .help = "serve /_dirigent/allocate?mib=N (allocate and touch N MiB, at most maxMemoryMiB: "
+             "a deliberate way past a sandbox's memory limit); off, that path is an invocation "
+             "like any other, so a caller cannot exhaust a host's memory (the process runtime "
+             "sets no limit)"},
     {.key = "coldStartBusyLoopMs",
      .type = DG_CONF_INT,
      .offset = offsetof(struct fn_config, startup_loop_ms),
@@ -382,7 +394,8 @@ static void startup_done(uv_work_t *w, int status)
     dg_http_conf_limits(&f->cfg.http, &limits);
     f->server = dg_http_server_new(f->loop, &limits, "fn");
     dg_daemon_mount_health_metrics(f->server, f->metrics);
-    dg_http_route(f->server, NULL, "/_dirigent/allocate", on_allocate, f, 0);
+    if (f->cfg.allocate_endpoint)
+        dg_http_route(f->server, NULL, "/_dirigent/allocate", on_allocate, f, 0);
     dg_http_set_fallback(f->server, on_invoke, f, 0);
     if (dg_http_server_listen(f->server, f->cfg.host, f->port, &err) < 0) {
         dg_log(DG_LOG_ERROR, "fn", "%s", err.msg);
