@@ -105,6 +105,9 @@ void cli_table_print(struct cli_table *t, FILE *out);
 
 /* A function's bounds as the user reads them: "0..unbounded" for 2147483647. */
 void cli_fmt_bounds(char *out, size_t n, long long lower, long long upper);
+/* `s` as a form value (application/x-www-form-urlencoded: a path with '+', '&', '%' or ' '
+ * stays itself at the control plane). Returns a new string. */
+char *cli_form_escape(const char *s);
 
 /* Handlers (one file each). */
 int cli_cmd_up(struct cli_ctx *c);

@@ -633,12 +633,14 @@ static int mode_rps(const char *fn, const char *cp, const char *dp, const struct
         r.names = dg_xcalloc(r.nnames, sizeof(char *));
         char **forms = dg_xcalloc(r.nnames, sizeof(char *));
         unsigned tag = (unsigned)(dg_now_us() % 100000);
+        char *img = cli_form_escape(o->image);
         for (size_t i = 0; i < r.nnames; i++) {
             r.names[i] = dg_xasprintf("cold-%u-%zu", tag, i);
             forms[i] = dg_xasprintf("name=%s&image=%s&port_forwarding=80&port_forwarding=tcp"
                                     "&requested_cpu=1&requested_memory=1&cold_start_sweep=true",
-                                    r.names[i], o->image);
+                                    r.names[i], img);
         }
+        free(img);
         int rc = register_all(cp, forms, r.nnames);
         free_names(forms, r.nnames);
         if (rc == 0 && interrupted)
@@ -732,15 +734,17 @@ static int mode_trace(const char *path, const char *cp, const char *dp, const st
                    p[i].at_us < r.warmup_us ? "warmup" : "measure");
     } else {
         char **forms = dg_xcalloc(t.nfns ? t.nfns : 1, sizeof(char *));
+        char *img = cli_form_escape(o->image);
         for (size_t i = 0; i < t.nfns; i++) {
             const struct sim_function *f = &t.fns[i];
             forms[i] = dg_xasprintf(
                 "name=%s&image=%s&port_forwarding=80&port_forwarding=tcp&requested_cpu=%lld"
                 "&requested_memory=%lld&scaling_lower_bound=%d%s%.0d",
-                r.names[i], o->image, (long long)f->cpu_milli, (long long)f->memory_mib,
-                f->lower_bound, f->upper_bound > 0 ? "&scaling_upper_bound=" : "",
+                r.names[i], img, (long long)f->cpu_milli, (long long)f->memory_mib, f->lower_bound,
+                f->upper_bound > 0 ? "&scaling_upper_bound=" : "",
                 f->upper_bound > 0 ? f->upper_bound : 0);
         }
+        free(img);
         rc = register_all(cp, forms, t.nfns);
         free_names(forms, t.nfns);
         if (rc == 0) {

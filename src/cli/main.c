@@ -554,6 +554,23 @@ void cli_fmt_bounds(char *out, size_t n, long long lower, long long upper)
         snprintf(out, n, "%lld..%lld", lower, upper);
 }
 
+char *cli_form_escape(const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *out = dg_xmalloc(3 * strlen(s) + 1), *o = out;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (isalnum(*p) || strchr("-._~/:", *p)) {
+            *o++ = (char)*p;
+        } else {
+            *o++ = '%';
+            *o++ = hex[*p >> 4];
+            *o++ = hex[*p & 15];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
 /* ---- parsing and dispatch --------------------------------------------------------------- */
 
 /* argv -> ctx. Returns -1 when parsed (then *help says whether usage was asked for), else the

@@ -45,10 +45,18 @@ static void status_table(json_t *s)
                    "SANDBOXES");
     json_array_foreach(json_object_get(s, "workers"), i, x)
     {
-        char cpu[48], mem[48], sb[24];
-        snprintf(cpu, sizeof(cpu), "%lld/%lld",
-                 (long long)json_integer_value(json_object_get(x, "cpuUsedMilli")),
-                 (long long)json_integer_value(json_object_get(x, "cpuMilli")));
+        char cpu[80], mem[48], sb[24];
+        /* with an overcommit, what placement may reserve is the cap (else 5000/2000 reads as
+         * a bug): "5000/20000 (2000 x10)" */
+        long long used = (long long)json_integer_value(json_object_get(x, "cpuUsedMilli")),
+                  cap = (long long)json_integer_value(json_object_get(x, "cpuMilli"));
+        json_t *sched = json_object_get(x, "cpuSchedulableMilli");
+        double oc = json_number_value(json_object_get(x, "cpuOvercommit"));
+        if (json_is_integer(sched) && json_integer_value(sched) != cap)
+            snprintf(cpu, sizeof(cpu), "%lld/%lld (%lld x%g)", used,
+                     (long long)json_integer_value(sched), cap, oc);
+        else
+            snprintf(cpu, sizeof(cpu), "%lld/%lld", used, cap);
         snprintf(mem, sizeof(mem), "%lld/%lld",
                  (long long)json_integer_value(json_object_get(x, "memoryUsedMiB")),
                  (long long)json_integer_value(json_object_get(x, "memoryMiB")));

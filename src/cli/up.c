@@ -384,11 +384,11 @@ static int deploy_hello(const char *reg, const char *image, const char *runtime)
         }
     }
     dg_buf_free(&r.body);
-    char body[8192];
-    snprintf(body, sizeof(body),
-             "name=hello&image=%s&port_forwarding=80&port_forwarding=tcp"
-             "&requested_cpu=100&requested_memory=64",
-             image);
+    char *img = cli_form_escape(image),
+         *body = dg_xasprintf("name=hello&image=%s&port_forwarding=80&port_forwarding=tcp"
+                              "&requested_cpu=100&requested_memory=64",
+                              img);
+    free(img);
     /* a hello being deleted (its sandboxes drain) answers 409 "still being deleted" for a
      * moment */
     for (int i = 0; i < 300 && !stop_flag; i++) {
@@ -399,6 +399,7 @@ static int deploy_hello(const char *reg, const char *image, const char *runtime)
         dg_buf_free(&r.body);
         usleep(100000);
     }
+    free(body);
     int rc = 0;
     if (st != 200 && st != 409) {
         fprintf(stderr, "dirigent: up: deploying hello: %d %s%s\n", st, r.err, r.body.data);

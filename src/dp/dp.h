@@ -93,6 +93,9 @@ void dp_endpoint_exited(struct dp_function *f, const char *id, const char *reaso
 /* A create failed and f has no endpoint: answer every request queued for it now with 503
  * "function 'NAME' cannot start: <reason>" (f->error). Later requests queue as usual. */
 void dp_fail_queued(struct dp_function *f);
+/* f's requests waiting for the reason their sandbox broke get their 502 now, without it (f is
+ * being removed: they must not hold the removal up). */
+void dp_exit_waits_answer(struct dp_function *f);
 /* Metrics to the CP every 2 s: the in-flight count of every function with traffic (and a last
  * 0 for one that went idle). Requests that wait are reported at once (dp_report_due). */
 void dp_report(void);

@@ -320,6 +320,10 @@ static void api_delete_function(struct dg_http_req *r, void *ud)
     struct dp_function *f = fn_param(r);
     if (!f)
         return;
+    /* requests whose sandbox broke hold no sandbox, only the wait for why (at most
+     * DP_EXIT_WAIT_MS): they get their 502 now, else the CP's DELETE after the drain would
+     * get 409 and the function stay here */
+    dp_exit_waits_answer(f);
     if (f->running > f->queued) {
         dg_http_respond_text(r, 409,
                              "function '%s' has %u request(s) running: drain its sandboxes first",

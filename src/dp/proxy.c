@@ -301,6 +301,20 @@ void dp_endpoint_exited(struct dp_function *f, const char *id, const char *reaso
     }
 }
 
+void dp_exit_waits_answer(struct dp_function *f)
+{
+    for (struct dp_inv *v = exit_waits, *next; v; v = next) {
+        next = v->exit_wait->next;
+        if (v->fn != f)
+            continue;
+        char msg[sizeof(v->exit_wait->msg)], id[sizeof(v->exit_wait->id)];
+        snprintf(msg, sizeof(msg), "%s", v->exit_wait->msg);
+        snprintf(id, sizeof(id), "%s", v->exit_wait->id);
+        exit_wait_remove(v);
+        answer_broken(v, id, NULL, msg);
+    }
+}
+
 /* Requests whose reason did not come in time: the 502 without it. */
 static void exit_waits_expire(uint64_t now_ms)
 {

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "instance.h"
@@ -107,29 +108,53 @@ void wk_instance_free(struct wk_instance *in)
 int wk_instance_lock(struct wk_instance *in, struct dg_err *err)
 {
     char *path = dg_xasprintf("%s/lock", in->run_dir);
-    /* CLOEXEC: a container or helper started later must not hold it past this worker */
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd == -1) {
-        dg_err_set(err, DG_E_INVAL, "instance lock %s: %m", path);
-        free(path);
-        return -1;
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
-        int e = errno;
-        char buf[32] = "";
-        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
-        buf[n > 0 ? n : 0] = '\0';
-        long pid = strtol(buf, NULL, 10);
+    int fd = -1;
+    for (int attempt = 0; fd == -1; attempt++) {
+        /* CLOEXEC: a container or helper started later must not hold it past this worker */
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd == -1 && errno == ENOENT && attempt < 1000 &&
+            (mkdir(in->run_dir, 0700) == 0 || errno == EEXIST))
+            continue; /* the run directory went with the clean stop of its last holder */
+        if (fd == -1) {
+            dg_err_set(err, DG_E_INVAL, "instance lock %s: %m", path);
+            free(path);
+            return -1;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+            int e = errno;
+            char buf[32] = "";
+            ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+            buf[n > 0 ? n : 0] = '\0';
+            long pid = strtol(buf, NULL, 10);
+            close(fd);
+            if (e == EWOULDBLOCK)
+                dg_err_set(err, DG_E_INVAL,
+                           "worker instance %s (runDir %s) already running (pid %ld): stop it, "
+                           "or give this worker another dataDir or runDir",
+                           in->hex, in->run_dir, pid);
+            else
+                dg_err_set(err, DG_E_INVAL, "instance lock %s: flock: %s", path, strerror(e));
+            free(path);
+            return -1;
+        }
+        /* locked: but is it still the lock? A holder that stops unlinks the file before it
+         * lets go (wk_instance_unlock): a file opened before that unlink can be locked once
+         * it is gone, while the next worker locks a new one, and both would run. Only the
+         * file the path names now counts: else open it again. */
+        struct stat held, now;
+        if (fstat(fd, &held) == 0 && stat(path, &now) == 0 && held.st_dev == now.st_dev &&
+            held.st_ino == now.st_ino)
+            break;
         close(fd);
-        if (e == EWOULDBLOCK)
+        fd = -1;
+        if (attempt == 1000) {
             dg_err_set(err, DG_E_INVAL,
-                       "worker instance %s (runDir %s) already running (pid %ld): stop it, or "
-                       "give this worker another dataDir or runDir",
-                       in->hex, in->run_dir, pid);
-        else
-            dg_err_set(err, DG_E_INVAL, "instance lock %s: flock: %s", path, strerror(e));
-        free(path);
-        return -1;
+                       "instance lock %s: the file keeps being replaced (another worker "
+                       "starting and stopping on this runDir?)",
+                       path);
+            free(path);
+            return -1;
+        }
     }
     char buf[32];
     int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());

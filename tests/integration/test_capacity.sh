@@ -13,7 +13,7 @@ FN=$B/dirigent-fn
 CLI=$B/dirigent
 TAG="DG_CAPACITY_TEST=$$"
 
-plan 7
+plan 8
 
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
@@ -108,5 +108,19 @@ t_bad_policy() {
   [ $? -ne 0 ] && grep -q "placementPolicy" <<<"$out" && grep -q "chbl" <<<"$out" || { echo "$out"; return 1; }
 }
 check "an unknown placement policy is refused, naming the choices" t_bad_policy
+
+t_cli_overcommit() {
+  # with the default overcommit a worker's reservations pass its CPU: the table shows what
+  # placement may reserve, so 700/1000 of a 100m-floored InVitro load never reads as 3500/1000
+  bg_start "$TAP_TMP/w2.log" "$B/dirigent-worker" --port 0 --name w2 \
+    --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --cpuMilli 2000 --memoryMiB 1024 --cpuOvercommit 10
+  wait_json "$REG/v1/status" 'len(j["workers"]) == 2' || return 1
+  local out
+  out=$("$CLI" --cp "$REGA" status) || return 1
+  echo "$out"
+  grep -qE '^w2 +127\.0\.0\.1:[0-9]+ +yes +0/20000 \(2000 x10\) +0/1024 +0$' <<<"$out" &&
+    grep -qE '^w1 +127\.0\.0\.1:[0-9]+ +yes +[0-9]+/1000 ' <<<"$out"
+}
+check "dirigent status with an overcommit: CPU used of what placement may reserve, and the machine's CPU x the factor" t_cli_overcommit
 
 tap_done

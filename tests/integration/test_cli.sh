@@ -25,9 +25,10 @@ t_status() {
   out=$("$D" status) || return 1
   echo "$out"
   grep -q '^WORKERS' <<<"$out" && grep -q '^hello ' <<<"$out" &&
-    # the worker with its capacity (milli-CPU = cores x 1000), what hello's one sandbox
-    # reserves of it (requested_cpu=100, requested_memory=64), and that sandbox
-    grep -qE "^worker-local +127\.0\.0\.1:10010 +yes +100/$(($(nproc) * 1000)) +64/[0-9]+ +1$" <<<"$out"
+    # the worker with what placement may reserve (milli-CPU = cores x 1000 x the default
+    # overcommit of 10), what hello's one sandbox reserves of it (requested_cpu=100,
+    # requested_memory=64), and that sandbox
+    grep -qE "^worker-local +127\.0\.0\.1:10010 +yes +100/$(($(nproc) * 10000)) \($(($(nproc) * 1000)) x10\) +64/[0-9]+ +1$" <<<"$out"
 }
 check "status shows workers, data planes and functions as tables" t_status
 

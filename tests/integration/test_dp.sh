@@ -7,7 +7,7 @@ B=${DG_BUILD_DIR:-build}
 DP=$B/dirigent-dp
 FN=$B/dirigent-fn
 
-plan 14
+plan 15
 
 start_fn() { # start_fn LOG VAR: sets VAR to host:port (no subshell: the pid must be ours to kill)
   bg_start "$1" "$FN" --host 127.0.0.1 --port 0
@@ -143,6 +143,42 @@ t_exited() {
     grep -q "exited: item 0: .*reason" "$TAP_TMP/body" || { cat "$TAP_TMP/body"; return 1; }
 }
 check "a pushed sandbox exit reason: the 502 of a request that breaks on it says why" t_exited
+
+t_delete_waiting() {
+  # a request whose sandbox broke waits (a moment) for why, holding no sandbox: the function's
+  # removal (the CP's DELETE after its drain) answers it at once instead of refusing with 409
+  fn_put gone && eps_put gone "g1=$DEAD" || return 1
+  /usr/bin/python3 - "$P" "$A" <<'EOF'
+import json, sys, threading, urllib.request, urllib.error
+p, a = sys.argv[1], sys.argv[2]
+got = {}
+def call():
+    try:
+        urllib.request.urlopen(urllib.request.Request(p + "/", headers={"Host": "gone"}))
+        got["code"] = 200
+    except urllib.error.HTTPError as e:
+        got["code"], got["body"] = e.code, e.read().decode()
+t = threading.Thread(target=call); t.start()
+while True:  # in the wait: the function has it in flight, its sandbox does not
+    f = [f for f in json.load(urllib.request.urlopen(a + "/v1/functions")) if f["name"] == "gone"]
+    if not f:
+        sys.exit("gone: function missing")
+    if f[0]["inFlight"] == 1 and all(e["inFlight"] == 0 for e in f[0]["endpoints"]):
+        break
+    if "code" in got:
+        sys.exit("answered before it could be seen waiting: %s" % got)
+req = urllib.request.Request(a + "/v1/functions/gone", method="DELETE")
+try:
+    code = urllib.request.urlopen(req).status
+except urllib.error.HTTPError as e:
+    code = e.code
+    print(e.read().decode())
+t.join()
+print("delete", code, "request", got)
+assert code == 200 and got["code"] == 502 and "connection refused" in got["body"], (code, got)
+EOF
+}
+check "removing a function answers its requests waiting for why their sandbox broke (no 409)" t_delete_waiting
 
 t_body() {
   head -c 2000000 /dev/zero | tr '\0' 'x' >"$TAP_TMP/big"

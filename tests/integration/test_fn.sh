@@ -4,7 +4,7 @@ set -u
 . "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
 FN=${DG_BUILD_DIR:-build}/dirigent-fn
 
-plan 19
+plan 21
 
 start_fn() { # start_fn LOG [args...] -> sets FN_PID, FN_PORT
   local log=$1; shift
@@ -19,6 +19,16 @@ URL="http://127.0.0.1:$FN_PORT"
 
 check "GET /health answers 200" \
   bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' $URL/health)\" = 200 ]"
+
+# the cold-start path: without a start-up busy loop nothing runs before it listens (the work
+# threads start with the first request that spins), so a fresh one has a single thread
+t_cold_path() {
+  local threads
+  threads=$(awk '/^Threads:/ {print $2}' "/proc/$FN_PID/status") || return 1
+  echo "threads after listening: $threads"
+  [ "$threads" = 1 ]
+}
+check "without a start-up loop it listens at once: no worker threads started before a request" t_cold_path
 
 t_spin() {
   local out et
@@ -92,6 +102,27 @@ t_memory_ignored() {
   [ "$code" = 200 ] && [ "$(hwm_mib "$FN_PID")" -lt 64 ]
 }
 check "requested_memory is ignored by default (as the original): 200, nothing allocated" t_memory_ignored
+
+t_allocate_endpoint() {
+  local code pid port
+  # off by default: the path is an invocation like any other, nothing allocated
+  code=$(curl -s -o "$TAP_TMP/alloc.out" -w '%{http_code}' "$URL/_dirigent/allocate?mib=1000")
+  echo "default: $code $(cat "$TAP_TMP/alloc.out"); peak RSS $(hwm_mib "$FN_PID") MiB"
+  [ "$code" = 200 ] && [ "$(json_field "$(cat "$TAP_TMP/alloc.out")" Status)" = OK ] &&
+    [ "$(hwm_mib "$FN_PID")" -lt 64 ] || return 1
+  # with the variable a registration sets: allocates and touches N MiB, bounded by maxMemoryMiB
+  DIRIGENT_FN_ALLOCATE_ENDPOINT=true bg_start "$TAP_TMP/fn-alloc.log" "$FN" --host 127.0.0.1 --port 0
+  pid=$BG_PID
+  wait_for_log "$TAP_TMP/fn-alloc.log" 'listening on' || return 1
+  port=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$TAP_TMP/fn-alloc.log" | sed 's/.*://')
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/_dirigent/allocate?mib=100")
+  echo "enabled: $code; peak RSS $(hwm_mib $pid) MiB"
+  [ "$code" = 200 ] && [ "$(hwm_mib $pid)" -ge 100 ] || { kill $pid; return 1; }
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/_dirigent/allocate?mib=100000")
+  kill $pid
+  [ "$code" = 400 ]
+}
+check "/_dirigent/allocate only with DIRIGENT_FN_ALLOCATE_ENDPOINT=true (else an ordinary invocation)" t_allocate_endpoint
 
 t_memory_option() {
   local out pid

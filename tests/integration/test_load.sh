@@ -13,7 +13,7 @@ D=$B/dirigent
 TAG="DG_LOAD_TEST=$$"
 DATA=$SRC/tests/data/invitro-example
 
-plan 7
+plan 8
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
 bg_start "$TAP_TMP/fn.log" "$B/dirigent-fn" --port 0 --host 127.0.0.1
@@ -176,6 +176,23 @@ for r in rows:                                                  # each worked fo
 EOF
 }
 check "load trace through a cluster: functions registered, every invocation answered, cold starts reported" t_trace_cluster
+
+t_image_path() {
+  # the image is a form value: a path with '+', '&' or '%' (a clone in ~/src/c++) reaches
+  # the control plane as it is, and every cold call is answered
+  local dir="$TAP_TMP/c++a&b%41"
+  mkdir -p "$dir" && cp "$B/dirigent-fn" "$dir/" || return 1
+  "$D" --json --cp "$REGA" --dp "$DPA" load rps --cold --rate 2 --duration 1 --cooldown 1 \
+    --image "$dir/dirigent-fn" >"$TAP_TMP/img.json" 2>"$TAP_TMP/img.err" ||
+    { cat "$TAP_TMP/img.json" "$TAP_TMP/img.err"; return 1; }
+  cat "$TAP_TMP/img.json"
+  py "$TAP_TMP/img.json" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["counted"] >= 1 and s["ok"] == s["counted"], s
+EOF
+}
+check "load rps --cold --image with '+', '&' and '%' in the path: registered as it is, answered" t_image_path
 
 t_targets() {
   local out

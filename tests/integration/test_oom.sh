@@ -2,7 +2,8 @@
 # A sandbox killed by its memory limit (issue 12): dirigent-cp, dirigent-dp and a
 # dirigent-worker with the oci runtime (crun) on 127.0.0.1, the dirigent-fn image from an OCI
 # layout on disk, sandbox addresses in 100.126.9.0/24 on the test's own bridge. A function
-# registered with 64 MiB allocates 256 MiB (dirigent-fn's /_dirigent/allocate?mib=N): the
+# registered with 64 MiB allocates 256 MiB (dirigent-fn's /_dirigent/allocate?mib=N, which it
+# serves with DIRIGENT_FN_ALLOCATE_ENDPOINT=true in the registration's env_vars): the
 # memory cgroup's OOM killer ends it, and the caller's 502 and GET /v1/functions/NAME say
 # "OOM-killed: memory limit 64 MiB". Root only: without root or the tools, every check is
 # skipped. Run with `flock /tmp/dg-itest.lock` (containers, a bridge, cgroups).
@@ -55,7 +56,7 @@ wait_json "$REG/v1/status" 'len(j["workers"]) == 1 and len(j["dataplanes"]) == 1
   { echo "Bail out! not registered"; exit 1; }
 
 code=$(curl -s -o "$TAP_TMP/reg.out" -w '%{http_code}' -XPOST "$REG/registerService" \
-  -d "name=hog&image=$IMAGE&port_forwarding=80&port_forwarding=tcp&requested_cpu=1000&requested_memory=64")
+  -d "name=hog&image=$IMAGE&port_forwarding=80&port_forwarding=tcp&requested_cpu=1000&requested_memory=64&env_vars=DIRIGENT_FN_ALLOCATE_ENDPOINT=true")
 [ "$code" = 200 ] || { echo "Bail out! registration: $code $(cat "$TAP_TMP/reg.out")"; exit 1; }
 
 allocate() { # allocate MIB: the code; the body in $TAP_TMP/alloc.out

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,13 +124,62 @@ static void test_lock(void **state)
     rmdir(dir);
 }
 
+/* Workers starting and stopping on one instance at once never both hold the lock: a stop
+ * unlinks the file before it lets go, so a starter that opened the old file must not count
+ * the lock it then gets on it (it is no longer the lock); and a stop removes the run
+ * directory, which a starter then makes again rather than failing. */
+static void test_lock_handover(void **state)
+{
+    char dir[] = "/tmp/dg-test-instance.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char marker[128];
+    snprintf(marker, sizeof(marker), "%s/holder", dir);
+    enum { PROCS = 4, ROUNDS = 3000 };
+    pid_t kids[PROCS];
+    for (int k = 0; k < PROCS; k++) {
+        kids[k] = fork();
+        if (kids[k] == 0) {
+            for (int i = 0; i < ROUNDS; i++) {
+                struct wk_instance in;
+                struct dg_err e = {0};
+                wk_instance_init(&in, "w", "/unused", dir, "");
+                if (wk_instance_lock(&in, &e) == 0) {
+                    /* the holder alone: a second one finds the marker */
+                    int fd = open(marker, O_CREAT | O_EXCL | O_WRONLY, 0600);
+                    if (fd == -1)
+                        _exit(1);
+                    close(fd);
+                    unlink(marker);
+                    wk_instance_unlock(&in);
+                    rmdir(dir); /* as a clean stop: the run directory goes when empty */
+                } else if (!strstr(e.msg, "already running")) {
+                    _exit(2);
+                }
+                wk_instance_free(&in);
+            }
+            _exit(0);
+        }
+    }
+    int bad = 0;
+    for (int k = 0; k < PROCS; k++) {
+        int st;
+        assert_int_equal(waitpid(kids[k], &st, 0), kids[k]);
+        bad += !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    char lock[128];
+    snprintf(lock, sizeof(lock), "%s/lock", dir);
+    unlink(lock);
+    unlink(marker);
+    rmdir(dir);
+    assert_int_equal(bad, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hash),
-        cmocka_unit_test(test_names),
-        cmocka_unit_test(test_subnet),
-        cmocka_unit_test(test_lock),
+        cmocka_unit_test(test_hash),          cmocka_unit_test(test_names),
+        cmocka_unit_test(test_subnet),        cmocka_unit_test(test_lock),
+        cmocka_unit_test(test_lock_handover),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
