@@ -85,6 +85,9 @@ int cli_request(const char *addr, const char *method, const char *path,
 void cli_transport_error(char *out, size_t n, const char *role, const char *addr, const char *msg);
 /* "dirigent: MESSAGE" on stderr; returns 1 (the exit status). */
 int cli_fail(const char *fmt, ...) DG_PRINTF(1, 2);
+/* 0 when `name` is a function name as the control plane registers them, else the usage error
+ * (printed) and CLI_USAGE. */
+int cli_check_name(const struct cli_ctx *c, const char *name);
 /* Print an API answer: JSON as is with --json (or without `table`), else through `table`.
  * `role` names the daemon for transport errors. Returns the exit status. */
 int cli_answer(const struct cli_ctx *c, struct cli_result *r, int status, const char *role,

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../cp/function.h"
 #include "cli.h"
 
 /* "3 s ago", "4 min ago", "2 h ago" */
@@ -187,8 +188,20 @@ int cli_cmd_list(struct cli_ctx *c)
                       "control plane", cli_fn_table);
 }
 
+int cli_check_name(const struct cli_ctx *c, const char *name)
+{
+    if (cp_fn_name_valid(name))
+        return 0;
+    return cli_usage_error(c,
+                           "NAME: expected a function name (lower-case letters, digits and '-', "
+                           "1 to %d, as registered), got '%s'",
+                           CP_NAME_MAX, name);
+}
+
 static int one(struct cli_ctx *c, const char *method, void (*table)(json_t *))
 {
+    if (cli_check_name(c, c->args[0]) != 0)
+        return CLI_USAGE;
     char path[512];
     snprintf(path, sizeof(path), "/v1/functions/%s", c->args[0]);
     struct cli_result r;

@@ -8,6 +8,8 @@
 
 int cli_cmd_invoke(struct cli_ctx *c)
 {
+    if (cli_check_name(c, c->args[0]) != 0)
+        return CLI_USAGE;
     struct dg_http_header hdrs[33];
     size_t n = 0;
     hdrs[n++] = (struct dg_http_header){DG_STR("Host"), dg_str_c(c->args[0])};

@@ -663,6 +663,15 @@ static void api_sandbox_exited(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 400, "sandbox exit: %s", err.msg);
         return;
     }
+    /* it travels to every DP and into 502 bodies: a worker's reasons are one short line */
+    if (reason && strlen(reason) > CP_EXIT_REASON_MAX) {
+        dg_http_respond_text(r, 400,
+                             "sandbox exit: field 'reason': expected at most %d characters, got "
+                             "%zu",
+                             CP_EXIT_REASON_MAX, strlen(reason));
+        json_decref(j);
+        return;
+    }
     struct cp_fn *f = cp_fn_find(dg_str_c(fname));
     if (f)
         cp_sandbox_exited(f, id, reason && reason[0] ? reason : "exited"); /* logs it */

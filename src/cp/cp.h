@@ -21,7 +21,8 @@
 
 struct dg_batch;
 
-#define CP_TICK_SLOTS 40 /* the 2 s autoscaling tick in 50 ms slots (cp_tick) */
+#define CP_TICK_SLOTS      40  /* the 2 s autoscaling tick in 50 ms slots (cp_tick) */
+#define CP_EXIT_REASON_MAX 256 /* a worker's reason a sandbox exited (api_sandbox_exited) */
 
 struct cp_worker {
     char *name;

@@ -12,7 +12,7 @@ B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
 D=$B/dirigent
 
-plan 11
+plan 12
 
 # The fake: records "METHOD PATH" of every request; GET /v1/functions answers a list with a
 # 60-character name and an unbounded function; POST /v1/functions a 400 naming a form field.
@@ -145,6 +145,21 @@ t_extra_args() {
 }
 check "extra or missing arguments, unknown (sub-)commands: exit 2 naming them, nothing sent" t_extra_args
 
+# a name that no function can have (a space would break the request line, '/' its path)
+t_bad_name() {
+  local c out rc
+  for c in "function get" "function delete" "invoke"; do
+    for n in 'a b' 'x/../y' 'Hello' 'a-'; do
+      # shellcheck disable=SC2086
+      out=$("$D" --cp "$FAKE" --dp "$FAKE" $c "$n" 2>&1); rc=$?
+      [ $rc = 2 ] && grep -qF "NAME: expected a function name" <<<"$out" && grep -qF "'$n'" <<<"$out" ||
+        { echo "$c '$n': rc=$rc $out"; return 1; }
+    done
+  done
+  [ ! -s "$LOG" ]
+}
+check "get/delete/invoke of a name no function can have: exit 2 naming it, nothing sent" t_bad_name
+
 t_max_abc() {
   local out rc
   out=$("$D" --cp "$FAKE" function deploy x --image /bin/true --max abc 2>&1); rc=$?
@@ -219,8 +234,10 @@ check "haproxy-config keeps its own --cp" t_global_cp_vs_haproxy
 t_dashdash() {
   local out rc
   out=$("$D" --dp "$FAKE" invoke -- -h 2>&1); rc=$?
-  # after --, -h is a NAME (the data plane gets Host: -h)
-  [ $rc = 0 ] && grep -q 'GET /' "$LOG"
+  # after --, -h is a NAME, not a request for help: one no function can have
+  echo "$out"
+  [ $rc = 2 ] && grep -qF "NAME: expected a function name" <<<"$out" && grep -qF "got '-h'" <<<"$out" &&
+    ! grep -q '^usage:' <<<"$out"
 }
 check "-- ends the options" t_dashdash
 

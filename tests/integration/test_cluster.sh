@@ -155,7 +155,7 @@ t_unknown() {
 check "an unknown function gets 404" t_unknown
 
 t_sandbox_dies() {
-  local code pid
+  local code pid out
   curl -s -o "$TAP_TMP/die.out" -w '%{http_code}' -H 'Host: hello' -H 'requested_cpu: 3000' "$P/" >"$TAP_TMP/die.code" &
   local c=$!
   wait_status '[f for f in s["functions"] if f["name"]=="hello"][0]["ready"] >= 1' || return 1
@@ -174,7 +174,14 @@ sys.exit(0 if f["error_kind"] == "exit" and "killed by signal 9" in f["error"] e
   # the next request is served by a replacement
   code=$(curl -s -o "$TAP_TMP/next.out" -w '%{http_code}' -H 'Host: hello' "$P/")
   echo "next: $code $(cat "$TAP_TMP/next.out")"
-  [ "$code" = 200 ]
+  [ "$code" = 200 ] || return 1
+  # a reason longer than any worker's (it would go to every DP and into 502s) is refused
+  local long
+  long=$(printf 'x%.0s' $(seq 300))
+  out=$(curl -s -w ' %{http_code}' -XPOST "http://$CPI/v1/sandboxes/exited" \
+    -d "{\"worker\":\"w1\",\"id\":\"none\",\"function\":\"hello\",\"reason\":\"$long\"}" | tr '\n' ' ')
+  echo "long reason: $out"
+  grep -q "field 'reason': expected at most 256 characters, got 300  400$" <<<"$out"
 }
 check "a sandbox that dies mid-request: 502 saying why (also in GET /v1/functions/NAME); the next request gets a replacement" t_sandbox_dies
 
