@@ -211,7 +211,8 @@ static const struct dg_conf_field wk_fields[] = {
      .min = 1,
      .max = 1000000,
      .help = "a sandbox takes at least this much CPU (milli-CPU): what the CP reserves for "
-             "it and its weight (cpu.shares) and quota base in the oci runtime"},
+             "it and its weight (cpu.shares) and quota base in the oci runtime (emulated "
+             "sandboxes, which cost nothing, take their request alone)"},
     {.key = "sandboxMinMemoryMiB",
      .type = DG_CONF_INT,
      .offset = offsetof(struct wk_config, min_memory_mib),
@@ -219,7 +220,7 @@ static const struct dg_conf_field wk_fields[] = {
      .min = 1,
      .max = 1 << 24,
      .help = "a sandbox takes at least this much memory (MiB): what the CP reserves for it "
-             "and its limit in the oci runtime"},
+             "and its limit in the oci runtime (not for emulated sandboxes)"},
     {.key = "sandboxCpuLimit",
      .type = DG_CONF_STRING,
      .offset = offsetof(struct wk_config, cpu_limit),
@@ -657,12 +658,15 @@ static json_t *registration_body(void *ud)
         g.cfg.cap_cpu_milli ? g.cfg.cap_cpu_milli : (int64_t)uv_available_parallelism() * 1000;
     int64_t mem = g.cfg.cap_memory_mib ? g.cfg.cap_memory_mib
                                        : (int64_t)(uv_get_total_memory() / (1024 * 1024));
-    /* and the accounting rule's parameters: the CP reserves by them (lib/resources.c) */
-    json_t *body =
-        json_pack("{ss ss ss sI sI sf sI sI}", "name", name, "address", address, "boot", g.boot,
-                  "cpuMilli", (json_int_t)cpu, "memoryMiB", (json_int_t)mem, "cpuOvercommit",
-                  g.cfg.cpu_overcommit, "sandboxMinCpuMilli", (json_int_t)g.cfg.min_cpu_milli,
-                  "sandboxMinMemoryMiB", (json_int_t)g.cfg.min_memory_mib);
+    /* and the accounting rule's parameters: the CP reserves by them (lib/resources.c). The
+     * floors stand for what a real sandbox costs at least; an emulated one costs nothing, so
+     * it takes its request alone (else 20 emulated nodes would hold only ~4,000 sandboxes) */
+    bool emulated = g.w.rt == &wk_runtime_emulated;
+    json_t *body = json_pack(
+        "{ss ss ss sI sI sf sI sI}", "name", name, "address", address, "boot", g.boot, "cpuMilli",
+        (json_int_t)cpu, "memoryMiB", (json_int_t)mem, "cpuOvercommit", g.cfg.cpu_overcommit,
+        "sandboxMinCpuMilli", (json_int_t)(emulated ? 1 : g.cfg.min_cpu_milli),
+        "sandboxMinMemoryMiB", (json_int_t)(emulated ? 1 : g.cfg.min_memory_mib));
     if (ud && strcmp(name, g.node_names[0]) != 0)
         return body; /* the sandboxes are reported once, by the first node */
     /* the sandboxes it runs, when the CP may not know them (the first beat, the first after a

@@ -13,7 +13,7 @@ FN=$B/dirigent-fn
 CLI=$B/dirigent
 TAG="DG_CAPACITY_TEST=$$"
 
-plan 8
+plan 9
 
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
@@ -122,5 +122,19 @@ t_cli_overcommit() {
     grep -qE '^w1 +127\.0\.0\.1:[0-9]+ +yes +[0-9]+/1000 ' <<<"$out"
 }
 check "dirigent status with an overcommit: CPU used of what placement may reserve, and the machine's CPU x the factor" t_cli_overcommit
+
+t_emulated_no_floor() {
+  # an emulated sandbox costs nothing: it reserves its request alone, not the floors (else the
+  # emulated scale benchmarks hit "no capacity" at a few thousand sandboxes)
+  bg_start "$TAP_TMP/w3.log" "$B/dirigent-worker" --port 0 --name w3 --runtime emulated \
+    --fnBinary "$B/dirigent-fn" --controlPlaneAddress "$CPI" --heartbeatInterval 300ms
+  wait_json "$REG/v1/status" 'len(j["workers"]) == 3' || return 1
+  curl -sf "$REG/v1/status" | /usr/bin/python3 -c 'import json,sys
+w = {x["name"]: x for x in json.load(sys.stdin)["workers"]}
+print(w["w3"], w["w2"], sep="\n")
+sys.exit(0 if (w["w3"]["sandboxMinCpuMilli"], w["w3"]["sandboxMinMemoryMiB"]) == (1, 1) and
+         (w["w2"]["sandboxMinCpuMilli"], w["w2"]["sandboxMinMemoryMiB"]) == (100, 32) else 1)'
+}
+check "an emulated worker advertises no floors (its sandboxes cost nothing); a real one its 100m, 32 MiB" t_emulated_no_floor
 
 tap_done
