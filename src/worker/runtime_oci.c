@@ -1170,6 +1170,15 @@ void wk_oci_free(struct wk_worker *w)
      * not get to it */
     if (rt->cgroup)
         cgroups_remove(rt->cgroup);
+    /* crun's middle processes still exiting are ours to reap (the subreaper), not zombies left
+     * to init: the loop has stopped, so wait for them here, at most 1 s */
+    for (int i = 0; i < 100; i++) {
+        pid_t r = waitpid(-1, NULL, WNOHANG);
+        if (r == -1 && errno != EINTR)
+            break; /* no child left */
+        if (r == 0)
+            usleep(10000);
+    }
     wk_images_free(rt->images);
     json_decref(rt->tmpl);
     free(rt->runtime);

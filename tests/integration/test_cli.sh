@@ -255,10 +255,7 @@ t_up_auto() {
   kill -TERM "$up"
   wait "$up"
   # nothing left: no process, container, mount, netns, veth, bridge or cgroup of the cluster
-  host_snapshot >"$TAP_TMP/host.after"
-  local left
-  left=$(host_left "$TAP_TMP/host.before" "$TAP_TMP/host.after")
-  [ -z "$left" ] || { echo "left behind: $left"; return 1; }
+  host_nothing_left "$TAP_TMP/host.before" || return 1
   # and the worker's run dir (named from its instance: the log's "oci: instance" line)
   local run
   run=$(sed -n 's/.*oci: instance [0-9a-f]*: runDir \([^ ,]*\).*/\1/p' "$TAP_TMP/state2/logs/worker.log" | head -n 1)

@@ -110,13 +110,4 @@ t_stop() {
 }
 check "Ctrl-C stops both; no daemon saw a second signal" t_stop
 
-t_nothing_left() {
-  host_snapshot >"$TAP_TMP/after"
-  local left
-  left=$(host_left "$BEFORE" "$TAP_TMP/after")
-  [ -z "$left" ] && return 0
-  echo "left behind:"
-  echo "$left" | head -n 40
-  return 1
-}
-check "nothing of either cluster remains (processes, mounts, netns, links, cgroups, nft tables)" t_nothing_left
+check "nothing of either cluster remains (processes, mounts, netns, links, cgroups, nft tables)" host_nothing_left "$BEFORE"

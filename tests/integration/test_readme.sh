@@ -121,13 +121,4 @@ t_ctrl_c() {
 }
 check "Ctrl-C stops the cluster; every daemon shuts down once" t_ctrl_c
 
-t_nothing_left() {
-  local after=$TAP_TMP/after left
-  host_snapshot >"$after"
-  left=$(host_left "$BEFORE" "$after")
-  [ -z "$left" ] && return 0
-  echo "left behind after Ctrl-C:"
-  echo "$left" | head -n 40
-  return 1
-}
-check "after Ctrl-C nothing of the cluster remains (processes, mounts, netns, links, cgroups, nft tables)" t_nothing_left
+check "after Ctrl-C nothing of the cluster remains (processes, mounts, netns, links, cgroups, nft tables)" host_nothing_left "$BEFORE"

@@ -87,7 +87,8 @@ tap_done() { exit $((TAP_FAILED > 0)); }
 
 # host_snapshot: what the host has that a cluster could leave behind (links, network namespaces,
 # mounts, cgroups, nftables tables, dirigent/redis/haproxy processes), one sorted line each.
-# host_left BEFORE AFTER: the lines of snapshot AFTER that BEFORE did not have, less the hugetlb hierarchy crun needs on hybrid cgroups (mounted once per boot,
+# host_nothing_left BEFORE: fails, listing them, when the host now has lines that snapshot BEFORE
+# did not, less the hugetlb hierarchy crun needs on hybrid cgroups (mounted once per boot,
 # PLATFORM.md).
 host_snapshot() {
   {
@@ -102,7 +103,13 @@ host_snapshot() {
     ps -eo pid=,comm=,args= | awk '$2 ~ /^(dirigent|dirigent-(cp|dp|worker|fn)|redis-server|haproxy|crun)$/ {print "proc " $0}'
   } | sort -u
 }
-host_left() {
-  comm -13 "$1" "$2" |
-    grep -v -E '^mount /sys/fs/cgroup/hugetlb$|^cgroup /sys/fs/cgroup/hugetlb/'
+host_nothing_left() {
+  local left
+  host_snapshot >"$TAP_TMP/host.after"
+  left=$(comm -13 "$1" "$TAP_TMP/host.after" |
+    grep -v -E '^mount /sys/fs/cgroup/hugetlb$|^cgroup /sys/fs/cgroup/hugetlb/')
+  [ -z "$left" ] && return 0
+  echo "left behind:"
+  echo "$left" | head -n 40
+  return 1
 }
