@@ -61,7 +61,10 @@ host_snapshot >"$BEFORE"
 RUNTIME=
 t_make_up() {
   # its own session, as a terminal's foreground job: Ctrl-C goes to the whole group
-  (cd "$CLONE" && exec setsid bash -c "${CMDS[0]}") >"$UP_LOG" 2>&1 &
+  # as a new user's shell: none of the make variables of the `make test` that runs this test
+  # (SANITIZE=... would build into build-san, where the README's build/dirigent is not)
+  (cd "$CLONE" && exec env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u SANITIZE -u BUILD -u WERROR \
+    setsid bash -c "${CMDS[0]}") >"$UP_LOG" 2>&1 &
   UP_PGID=$!
   # a fresh build comes first
   wait_for_log "$UP_LOG" "^${SHOWN[0]//./\\.}\$|^dirigent: |Error|error:" 240 || return 1
