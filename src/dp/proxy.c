@@ -10,8 +10,9 @@
  * retried once on another endpoint.
  *
  * A sandbox that dies under a request (an OOM kill) breaks the connection
- * before its worker, the CP and the push can say why. So a request whose
- * upstream failed before any answer waits up to DP_EXIT_WAIT_MS (in a list the
+ * before its worker, the CP and the push can say why. So a request that
+ * reached its sandbox, whose upstream then failed before any answer, waits up
+ * to DP_EXIT_WAIT_MS (in a list the
  * 50 ms cron visits; the loop never blocks) for the push that names its
  * sandbox among the function's "exited" ones, and its 502 then says why:
  * "function 'f': sandbox ID OOM-killed: memory limit 64 MiB". No reason in
@@ -406,6 +407,12 @@ static void up_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     snprintf(msg, sizeof(msg), "function '%s': sandbox %s failed: %s", v->fn->name, addr, err->msg);
     if (reason[0]) { /* the push that said why came first */
         answer_broken(v, id, reason, msg);
+        return;
+    }
+    /* only a sandbox that took the request and then broke may have died under it (an OOM
+     * kill): one that could not be reached answers at once */
+    if (!dg_http_creq_sent(q)) {
+        answer_broken(v, id, NULL, msg);
         return;
     }
     exit_wait_start(v, id, msg);

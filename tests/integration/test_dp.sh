@@ -147,7 +147,21 @@ check "a pushed sandbox exit reason: the 502 of a request that breaks on it says
 t_delete_waiting() {
   # a request whose sandbox broke waits (a moment) for why, holding no sandbox: the function's
   # removal (the CP's DELETE after its drain) answers it at once instead of refusing with 409
-  fn_put gone && eps_put gone "g1=$DEAD" || return 1
+  # a sandbox that takes the request and breaks the connection without answering (as one
+  # OOM-killed under it): only such a break waits for why, a refused connect is answered at once
+  bg_start "$TAP_TMP/breaker.log" /usr/bin/python3 -c '
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0)); s.listen(16); print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept(); buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = c.recv(4096)
+        if not d: break
+        buf += d
+    c.close()'
+  wait_for_log "$TAP_TMP/breaker.log" '^[0-9]+$' || return 1
+  fn_put gone && eps_put gone "g1=127.0.0.1:$(head -n 1 "$TAP_TMP/breaker.log")" || return 1
   /usr/bin/python3 - "$P" "$A" <<'EOF'
 import json, sys, threading, urllib.request, urllib.error
 p, a = sys.argv[1], sys.argv[2]
@@ -175,7 +189,7 @@ except urllib.error.HTTPError as e:
     print(e.read().decode())
 t.join()
 print("delete", code, "request", got)
-assert code == 200 and got["code"] == 502 and "connection refused" in got["body"], (code, got)
+assert code == 200 and got["code"] == 502 and "function 'gone': sandbox" in got["body"], (code, got)
 EOF
 }
 check "removing a function answers its requests waiting for why their sandbox broke (no 409)" t_delete_waiting
