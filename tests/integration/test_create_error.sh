@@ -16,17 +16,9 @@ plan 8
 
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
-bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --dataDir "$TAP_TMP/cpdata" \
-  --heartbeatInterval 300ms --traceOutputFolder ""
-wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
-CPI=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'internal api on')
-REGA=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'registration on')
-REG=http://$REGA
-# a queue deadline far above what the answer may take: a hang fails through curl's --max-time
-bg_start "$TAP_TMP/dp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dp1 \
-  --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --coldStartTimeout 60s --traceOutputFolder ""
-wait_for_log "$TAP_TMP/dp.log" 'proxy on' || { echo "Bail out! dp did not start"; exit 1; }
-P=http://127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'proxy on')
+# the DP's queue deadline (60 s) far above what the answer may take: a hang fails through
+# curl's --max-time
+start_cp_dp --traceOutputFolder ""
 DPA=http://127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'api on')
 bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name w1 \
   --controlPlaneAddress "$CPI" --heartbeatInterval 300ms

@@ -49,14 +49,8 @@ trap cleanup_invitro EXIT
 oci_image
 
 # ---- the cluster
-bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
-  --dataDir "$TAP_TMP/cpdata" --heartbeatInterval 300ms --traceOutputFolder ""
-wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
-CPI=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'internal api on')
-CPR=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'registration on')
-bg_start "$TAP_TMP/dp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dp1 \
-  --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --coldStartTimeout 60s --traceOutputFolder ""
-wait_for_log "$TAP_TMP/dp.log" 'proxy on' || { echo "Bail out! dp did not start"; exit 1; }
+start_cp_dp --traceOutputFolder ""
+CPR=$REGA
 # a 2-core worker; everything else at its defaults
 bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name "$NAME" --runtime oci \
   --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --runDir "$RUN" --dataDir "$DATA" \

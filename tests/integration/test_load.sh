@@ -144,15 +144,7 @@ EOF
 check "load summarize: the statistics of a hand-made CSV, worked out by hand; a bad row named by line" t_summary
 
 # a real cluster (process runtime): the trace's functions registered as InVitro does, replayed
-bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --dataDir "$TAP_TMP/cpdata" \
-  --heartbeatInterval 300ms --traceOutputFolder ""
-wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
-CPI=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'internal api on')
-REGA=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'registration on')
-bg_start "$TAP_TMP/dp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dp1 \
-  --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --traceOutputFolder ""
-wait_for_log "$TAP_TMP/dp.log" 'proxy on' || { echo "Bail out! dp did not start"; exit 1; }
-DPA=127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'proxy on')
+start_cp_dp --traceOutputFolder ""
 bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name w1 --controlPlaneAddress "$CPI" \
   --heartbeatInterval 300ms --set "fnBinary=$B/dirigent-fn"
 wait_for_log "$TAP_TMP/w1.log" 'listening on' || { echo "Bail out! worker did not start"; exit 1; }

@@ -54,15 +54,7 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$RP/v2/" >/dev/null && brea
 IMAGE=127.0.0.1:$RP/dirigent-fn:latest
 
 # ---- the cluster
-bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --dataDir "$TAP_TMP/cpdata" \
-  --heartbeatInterval 300ms --traceOutputFolder "$TAP_TMP/trace"
-wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
-CPI=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'internal api on')
-REG=http://127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'registration on')
-bg_start "$TAP_TMP/dp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dp1 \
-  --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --coldStartTimeout 60s
-wait_for_log "$TAP_TMP/dp.log" 'proxy on' || { echo "Bail out! dp did not start"; exit 1; }
-P=http://127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'proxy on')
+start_cp_dp --traceOutputFolder "$TAP_TMP/trace"
 
 start_worker() { # start_worker LOG
   bg_start "$1" "$B/dirigent-worker" --port 0 --name oci-w1 --runtime oci \

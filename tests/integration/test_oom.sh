@@ -37,15 +37,7 @@ trap cleanup_oom EXIT
 # ---- the image (an OCI layout the worker copies from) and the cluster
 oci_image
 
-bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --dataDir "$TAP_TMP/cpdata" \
-  --heartbeatInterval 300ms
-wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
-CPI=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'internal api on')
-REG=http://127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'registration on')
-bg_start "$TAP_TMP/dp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dp1 \
-  --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --coldStartTimeout 60s
-wait_for_log "$TAP_TMP/dp.log" 'proxy on' || { echo "Bail out! dp did not start"; exit 1; }
-P=http://127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'proxy on')
+start_cp_dp
 bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name $WORKER --runtime oci \
   --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --runDir "$RUN" --dataDir "$DATA" \
   --bridge "$BRIDGE" --sandboxSubnet "$SUBNET" --netnsPool 2 --readinessTimeout 10s \

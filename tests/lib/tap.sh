@@ -72,6 +72,24 @@ cleanup_sandboxes() {
 # port_of LOG TEXT: the port of the first "TEXT host:port" in a daemon's log
 port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
 
+# start_cp_dp [CP ARGS...]: a control plane and a data plane of $B on ephemeral ports (the CP
+# with its state in $TAP_TMP/cpdata and the extra ARGS, logs cp.log and dp.log); sets CPI (the
+# CP's internal API), REGA and REG (its registration server), DPA and P (the DP's proxy).
+# Bails out when one does not start.
+start_cp_dp() {
+  bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
+    --dataDir "$TAP_TMP/cpdata" --heartbeatInterval 300ms "$@"
+  wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
+  CPI=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'internal api on')
+  REGA=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'registration on')
+  REG=http://$REGA
+  bg_start "$TAP_TMP/dp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dp1 \
+    --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --coldStartTimeout 60s --traceOutputFolder ""
+  wait_for_log "$TAP_TMP/dp.log" 'proxy on' || { echo "Bail out! dp did not start"; exit 1; }
+  DPA=127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'proxy on')
+  P=http://$DPA
+}
+
 # wait_json URL PYEXPR [TRIES]: poll (50 ms apart, 200 tries) until the JSON at URL makes the
 # python expression over it (j) true
 wait_json() {
