@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 
 int dg_err_set(struct dg_err *err, int code, const char *fmt, ...)
@@ -273,4 +274,25 @@ uint64_t dg_wall_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int dg_mkdir_p(const char *path, unsigned mode, struct dg_err *err)
+{
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof(buf))
+        return dg_err_set(err, DG_E_INVAL, "bad directory '%s'", path);
+    memcpy(buf, path, n + 1);
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(buf, (mode_t)mode) == -1 && errno != EEXIST)
+            return dg_err_set(err, -errno, "cannot create directory %s: %s", buf, strerror(errno));
+        *p = c;
+        if (c == '\0')
+            break;
+    }
+    return 0;
 }

@@ -77,8 +77,8 @@ static void on_timer(uv_timer_t *h)
 struct dg_trace *dg_trace_open(uv_loop_t *loop, const char *dir, const char *name,
                                const char *header, struct dg_err *err)
 {
-    if (mkdir(dir, 0755) == -1 && errno != EEXIST) {
-        dg_err_set(err, -errno, "trace folder '%s': %s", dir, strerror(errno));
+    if (dg_mkdir_p(dir, 0755, err) < 0) {
+        dg_err_wrap(err, "trace folder '%s'", dir);
         return NULL;
     }
     char *path = dg_xasprintf("%s/%s", dir, name);

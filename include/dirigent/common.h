@@ -88,6 +88,11 @@ void dg_strlist_free(struct dg_strlist *l);
 /* Decimal digits of `v` into `out` (no NUL); returns how many (1..20). No printf: hot paths. */
 size_t dg_fmt_u64(char out[20], uint64_t v);
 
+/* mkdir -p: `path` and its missing parents with `mode` (an existing directory is fine). Returns 0
+ * or a negative errno with "cannot create directory X: why" (the first part that failed).
+ * Blocking: start-up, the CLI, thread-pool jobs. */
+int dg_mkdir_p(const char *path, unsigned mode, struct dg_err *err);
+
 /* Monotonic clock. */
 uint64_t dg_now_us(void);
 uint64_t dg_now_ms(void);

@@ -49,24 +49,6 @@ struct up {
     size_t n;
 };
 
-/* mkdir -p; 0 or -1 with errno. */
-static int mkdir_p(const char *path)
-{
-    char buf[4096];
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) == -1 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) == -1 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
 /* A daemon of the local cluster: our binaries from self_dir, others (redis-server, haproxy)
  * from PATH. */
 static void up_spawn(struct up *u, const char *name, char *const argv[])
@@ -449,8 +431,9 @@ int cli_cmd_up(struct cli_ctx *c)
 
     /* the state directory (with its parents) and its lock, before anything else */
     char abs_state[4096];
-    if (mkdir_p(state) == -1)
-        return cli_fail("up: --state-dir %s: %s", state, strerror(errno));
+    struct dg_err e = {0};
+    if (dg_mkdir_p(state, 0755, &e) < 0)
+        return cli_fail("up: --state-dir %s: %s", state, e.msg);
     if (!realpath(state, abs_state))
         return cli_fail("up: --state-dir %s: %s", state, strerror(errno));
     int lock = take_lock(abs_state);
@@ -504,15 +487,16 @@ int cli_cmd_up(struct cli_ctx *c)
         fflush(stdout);
     }
     bool oci = strcmp(runtime, "oci") == 0;
-    static const char *const subdirs[] = {"logs", "pids", "trace"};
+    /* what `up` writes itself (the daemons make their own data and trace folders) */
+    static const char *const subdirs[] = {"logs", "pids"};
     for (size_t i = 0; i < DG_ARRAY_LEN(subdirs); i++) {
         char *d = dg_xasprintf("%s/%s", abs_state, subdirs[i]);
-        int e = mkdir_p(d);
+        int mk = dg_mkdir_p(d, 0755, &e);
         free(d);
-        if (e == -1) {
+        if (mk < 0) {
             free(image_dir);
             close(lock);
-            return cli_fail("up: %s/%s: %s", abs_state, subdirs[i], strerror(errno));
+            return cli_fail("up: %s", e.msg);
         }
     }
     const char *S = abs_state;
@@ -542,7 +526,7 @@ int cli_cmd_up(struct cli_ctx *c)
     rc = 0;
     if (ha) {
         char *rdir = dg_xasprintf("%s/redis", S), *rport = dg_xasprintf("%d", redis_port);
-        mkdir_p(rdir);
+        dg_mkdir_p(rdir, 0755, NULL); /* redis-server names the problem if it fails */
         up_spawn(&u, "redis",
                  (char *[]){"redis-server", "--port", rport, "--bind", "127.0.0.1", "--dir", rdir,
                             "--appendonly", "yes", "--save", "", NULL});
@@ -572,7 +556,6 @@ int cli_cmd_up(struct cli_ctx *c)
         char name[16];
         snprintf(name, sizeof(name), ncp > 1 ? "cp-%lld" : "cp", (long long)i);
         char *tdir = ncp > 1 ? dg_xasprintf("%s/trace-%s", S, name) : dg_xasprintf("%s/trace", S);
-        mkdir_p(tdir);
         char *trace = dg_xasprintf("traceOutputFolder=%s", tdir);
         char *data = dg_xasprintf("dataDir=%s/%s", S, name);
         char *port = dg_xasprintf("port=%d", 9090 + 10 * (int)i + off);

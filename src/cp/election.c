@@ -429,23 +429,9 @@ static int check_opts(const struct cp_election_opts *o, unsigned et, unsigned ht
 /* mkdir -p. Blocking, start-up only (libraft reads the directory synchronously right after). */
 static int make_dir(const char *dir, struct dg_err *err)
 {
-    char *p = dg_xstrdup(dir);
-    int rc = 0;
-    for (char *s = p + 1;; s++) {
-        if (*s != '/' && *s != '\0')
-            continue;
-        char c = *s;
-        *s = '\0';
-        if (mkdir(p, 0700) == -1 && errno != EEXIST) {
-            rc = dg_err_set(err, -errno, "election: dir '%s': mkdir %s: %s", dir, p,
-                            strerror(errno));
-            break;
-        }
-        *s = c;
-        if (c == '\0')
-            break;
-    }
-    free(p);
+    int rc = dg_mkdir_p(dir, 0700, err);
+    if (rc < 0)
+        dg_err_wrap(err, "election: dir '%s'", dir);
     if (rc == 0) {
         struct stat st;
         if (stat(dir, &st) == -1 || !S_ISDIR(st.st_mode))

@@ -110,8 +110,8 @@ struct cp_store *cp_store_open(uv_loop_t *loop, const struct cp_store_opts *o, s
                    backend);
         goto fail;
     }
-    if (mkdir(dir, 0700) == -1 && errno != EEXIST) {
-        dg_err_set(err, -errno, "dataDir '%s': %s", dir, strerror(errno));
+    if (dg_mkdir_p(dir, 0700, err) < 0) {
+        dg_err_wrap(err, "dataDir '%s'", dir);
         goto fail;
     }
     char *path = dg_xasprintf("%s/cp.sqlite", dir);

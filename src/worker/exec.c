@@ -154,27 +154,6 @@ const char *wk_tool_message(const char *out)
     return msg;
 }
 
-int wk_mkdir_p(const char *path, unsigned mode, struct dg_err *err)
-{
-    char buf[4096];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof(buf))
-        return dg_err_set(err, DG_E_INVAL, "bad directory '%s'", path);
-    memcpy(buf, path, n + 1);
-    for (char *p = buf + 1;; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
-        char c = *p;
-        *p = '\0';
-        if (mkdir(buf, (mode_t)mode) == -1 && errno != EEXIST)
-            return dg_err_set(err, DG_E_INVAL, "cannot create directory %s: %m", buf);
-        *p = c;
-        if (c == '\0')
-            break;
-    }
-    return 0;
-}
-
 int wk_run_sync(char *const argv[], char *out, size_t outlen)
 {
     int fds[2];

@@ -350,9 +350,9 @@ struct wk_images *wk_images_new(uv_loop_t *loop, const char *dir, const struct d
 {
     char *rootfs = dg_xasprintf("%s/rootfs", dir);
     char *layouts = dg_xasprintf("%s/layouts", dir);
-    int rc = wk_mkdir_p(rootfs, 0700, err);
+    int rc = dg_mkdir_p(rootfs, 0700, err);
     if (rc == 0)
-        rc = wk_mkdir_p(layouts, 0700, err);
+        rc = dg_mkdir_p(layouts, 0700, err);
     free(rootfs);
     free(layouts);
     if (rc < 0)

@@ -772,7 +772,7 @@ int main(int argc, char **argv)
                                        : dg_xasprintf("/var/lib/dirigent/%s", w->name);
     /* the oci runtime makes its dataDir first: the instance id then hashes the same resolved
      * path on every start */
-    if (w->rt == &wk_runtime_oci && !g.cfg.run_dir[0] && wk_mkdir_p(data_dir, 0755, &err) < 0) {
+    if (w->rt == &wk_runtime_oci && !g.cfg.run_dir[0] && dg_mkdir_p(data_dir, 0755, &err) < 0) {
         dg_log(DG_LOG_ERROR, "worker", "dataDir: %s", err.msg);
         return 1;
     }

@@ -1069,7 +1069,7 @@ static int oci_init(struct wk_worker *w, struct dg_err *err)
     int rc = -1;
     /* the lock before anything else: the clean-up below removes what a dead predecessor on
      * this instance left, never what a live worker runs */
-    if (wk_mkdir_p(c->run_dir, 0700, err) < 0 || wk_instance_lock(in, err) < 0)
+    if (dg_mkdir_p(c->run_dir, 0700, err) < 0 || wk_instance_lock(in, err) < 0)
         goto out;
     if (pick_subnet(rt, c, err) < 0)
         goto out;
@@ -1078,7 +1078,7 @@ static int oci_init(struct wk_worker *w, struct dg_err *err)
                   "(from %s)",
                   in->hex, c->run_dir, c->bridge, in->veth_prefix, rt->subnet, rt->cgroup, in->key);
     cleanup_previous_run(rt, &nopts);
-    if (wk_mkdir_p(rt->sb_dir, 0700, err) < 0 || wk_mkdir_p(rt->state_root, 0700, err) < 0)
+    if (dg_mkdir_p(rt->sb_dir, 0700, err) < 0 || dg_mkdir_p(rt->state_root, 0700, err) < 0)
         goto out;
     char *cache = dg_xasprintf("%s/images", c->data_dir);
     rt->images = wk_images_new(w->loop, cache, c->insecure_registries, err);

@@ -77,11 +77,11 @@ static int process_init(struct wk_worker *w, struct dg_err *err)
     self_start = start_time((long)getpid());
     char *dir = dg_xasprintf("%s/process", w->oci->run_dir);
     struct dg_err e = {0};
-    if (wk_mkdir_p(dir, 0700, &e) < 0) { /* not root: /run is not ours */
+    if (dg_mkdir_p(dir, 0700, &e) < 0) { /* not root: /run is not ours */
         free(dir);
         dir = dg_xasprintf("/tmp/dirigent-%u-%s/process", (unsigned)getuid(),
                            w->oci->instance->label);
-        if (wk_mkdir_p(dir, 0700, &e) < 0) {
+        if (dg_mkdir_p(dir, 0700, &e) < 0) {
             dg_log(DG_LOG_WARN, "process",
                    "%s: sandboxes are not recorded, so a crash leaves them running", e.msg);
             free(dir);

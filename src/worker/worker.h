@@ -158,8 +158,6 @@ int wk_exec(uv_loop_t *loop, char *const argv[], enum wk_exec_capture capture, w
             void *ud, struct dg_err *err);
 /* The reason in a Go tool's log line (msg="..."), or `out` itself. */
 const char *wk_tool_message(const char *out);
-/* mkdir -p (blocking: start-up and thread-pool jobs). */
-int wk_mkdir_p(const char *path, unsigned mode, struct dg_err *err);
 /* Reap exited children nobody waits for (as a child subreaper the worker inherits crun's
  * middle processes); `keep(pid)` spares pids someone else reaps. Returns how many. */
 unsigned wk_reap_orphans(bool (*keep)(pid_t pid, void *ud), void *ud);

@@ -9,7 +9,7 @@ B=$(cd "$B" && pwd)
 FN=$B/dirigent-fn
 DATA=$TAP_TMP/cpdata
 
-plan 4
+plan 5
 
 start_cp() { # start_cp LOG [flags]
   local log=$1; shift
@@ -91,5 +91,21 @@ t_none() {
   [ "$(names)" = "" ] && [ ! -e "$TAP_TMP/nodata/cp.sqlite" ]
 }
 check "persistence none: a restart forgets, nothing written" t_none
+
+
+t_nested_dirs() {
+  # a dataDir and a trace folder whose parents do not exist yet (a fresh clone's data/local/...)
+  # are made, parents and all; one that cannot be made is named
+  local d=$TAP_TMP/new/a/b out rc=0
+  start_cp "$TAP_TMP/cp6.log" --dataDir "$d/data" --traceOutputFolder "$d/trace" || return 1
+  [ "$(register nest)" = 200 ] && [ -s "$d/data/cp.sqlite" ] && [ -d "$d/trace" ] || return 1
+  kill_cp
+  : >"$TAP_TMP/file"
+  out=$(timeout 10 "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --traceOutputFolder "" \
+    --dataDir "$TAP_TMP/file/data" 2>&1) || rc=$?
+  echo "$out (exit $rc)"
+  [ $rc != 0 ] && grep -q "dataDir '$TAP_TMP/file/data': cannot create directory $TAP_TMP/file/data: Not a directory" <<<"$out"
+}
+check "a dataDir and trace folder are made with their parents; one that cannot be made is named" t_nested_dirs
 
 tap_done
