@@ -75,23 +75,20 @@ t_b() {
 }
 check "cluster B (--port-base 18080, oci) beside A: both serve, A's sandbox untouched" t_b
 
-t_same_state() {
-  local out rc=0
-  out=$(timeout 30 "$D" up --runtime oci --state-dir "$A_DIR" 2>&1) || rc=$?
+# refused_up REGEX UP-ARGS...: that `up` exits non-zero saying REGEX, and A still serves from
+# the same sandbox
+refused_up() {
+  local re=$1 out rc=0
+  shift
+  out=$(timeout 30 "$D" up --runtime oci "$@" 2>&1) || rc=$?
   echo "$out"
-  [ $rc != 0 ] && grep -qE "already running \(pid [0-9]+\)" <<<"$out" &&
+  [ $rc != 0 ] && grep -qE "$re" <<<"$out" &&
     [ "$(json_field "$(hello_on 8080)" MachineName)" = "$A_MACHINE" ]
 }
-check "a second up on A's state dir: 'already running (pid N)', non-zero, A untouched" t_same_state
-
-t_busy_ports() {
-  local out rc=0
-  out=$(timeout 30 "$D" up --runtime oci --state-dir "$TAP_TMP/c" 2>&1) || rc=$?
-  echo "$out"
-  [ $rc != 0 ] && grep -qE "port (8079|8080|8081|9090|9091|10010)" <<<"$out" &&
-    [ "$(json_field "$(hello_on 8080)" MachineName)" = "$A_MACHINE" ]
-}
-check "an up on A's ports names the busy port, exits non-zero, A untouched" t_busy_ports
+check "a second up on A's state dir: 'already running (pid N)', non-zero, A untouched" \
+  refused_up "already running \(pid [0-9]+\)" --state-dir "$A_DIR"
+check "an up on A's ports names the busy port, exits non-zero, A untouched" \
+  refused_up "port (8079|8080|8081|9090|9091|10010)" --state-dir "$TAP_TMP/c"
 
 t_b_restart() {
   ctrl_c b || return 1
