@@ -71,6 +71,28 @@ bool dg_wire_beat_answer_is_resync(const char *body, size_t len);
  * (lib/heartbeat.c) knows it, not the body's builder. */
 void dg_wire_beat_set_resync(json_t *beat, bool resync);
 
+/* ---- batches (lib/batch.c) --------------------------------------------------------------- */
+
+/* A batch request's body: {"items":[...]} with `items` (an array, taken). */
+json_t *dg_wire_batch_encode(json_t *items);
+/* The items of a batch body, borrowed from `root`; NULL with "field 'items': expected a
+ * non-empty array" in `err` when there are none. */
+json_t *dg_wire_batch_items(const json_t *root, struct dg_err *err);
+
+/* One line of a batch's streamed answer: item i's status and body. */
+struct dg_wire_batch_line {
+    int64_t i, status;
+    struct dg_str body; /* borrowed from the parsed line (dg_wire_batch_line_free) */
+    json_t *root_;
+};
+/* The line for item i (malloc'd JSON text without the newline; `body` borrowed, any bytes:
+ * not UTF-8 ones are replaced by '?'). */
+char *dg_wire_batch_line_dumps(size_t i, int status, const char *body, size_t len);
+/* Parse one line (without its newline). Errors name the field ("field 'i': required"). */
+int dg_wire_batch_line_parse(const char *buf, size_t len, struct dg_wire_batch_line *out,
+                             struct dg_err *err);
+void dg_wire_batch_line_free(struct dg_wire_batch_line *l);
+
 /* ---- worker -> CP ----------------------------------------------------------------------- */
 
 /* A sandbox a worker runs, in its resync heartbeat (the CP adopts it). */
@@ -320,7 +342,7 @@ struct dg_wire_status {
 DG_WIRE_MESSAGES(DG_WIRE_DECLARE)
 
 /* For tests and the fuzzer: decode `buf` as message number `i` (0.., in DG_WIRE_MESSAGES
- * order, then the two name-less decoders and the delete item), encode the result again and
+ * order, then the two name-less decoders, the delete item and the batch line), encode the result again and
  * free it. Returns the decode's result; -1 after the last. `name` (may be NULL) gets the
  * message's name. */
 int dg_wire_roundtrip_nth(size_t i, const char *buf, size_t len, const char **name,
