@@ -498,6 +498,27 @@ static const struct field F_dp_fn[] = {
 MSG(dp_fn, false);
 #undef T
 
+#define T struct dg_wire_dp_endpoint_view
+static const struct field F_dp_endpoint_view[] = {
+    STR(T, id, "id", .flags = F_REQ),
+    STR(T, address, "address"),
+    INT(T, in_flight, "inFlight"),
+};
+MSG(dp_endpoint_view, false);
+#undef T
+
+#define T struct dg_wire_dp_fn_view
+static const struct field F_dp_fn_view[] = {
+    STR(T, name, "name", .flags = F_REQ),
+    INT(T, concurrency, "concurrency"),
+    INT(T, queued, "queued"),
+    INT(T, in_flight, "inFlight"),
+    ARR(T, endpoints, nendpoints, "endpoints", dp_endpoint_view),
+    STR(T, error, "error", .flags = F_NULL),
+};
+MSG(dp_fn_view, false);
+#undef T
+
 /* store records */
 #define T struct dg_wire_worker_rec
 static const struct field F_worker_rec[] = {

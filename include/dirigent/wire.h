@@ -61,6 +61,9 @@
 #define DG_WIRE_HDR_LEADER "X-Dirigent-Leader"
 /* A request a follower passed on to the leader (never forwarded again). */
 #define DG_WIRE_HDR_FORWARDED "X-Dirigent-Forwarded"
+/* On a DP's response to a request that waited for a sandbox to start (dirigent load counts
+ * them). */
+#define DG_WIRE_HDR_COLD_START "X-Dirigent-Cold-Start"
 
 /* The CP's answer to a heartbeat (text): "ok", or "resync" when it wants the sender's whole
  * state in the next beat. dg_wire_beat_answer_is_resync reads one such body. */
@@ -234,6 +237,22 @@ struct dg_wire_drain {
 };
 int dg_wire_drain_ids_decode(const json_t *j, struct dg_wire_drain *out, struct dg_err *err);
 
+/* An endpoint in a DP's GET /v1/functions. */
+struct dg_wire_dp_endpoint_view {
+    char *id, *address;
+    int64_t in_flight; /* "inFlight" */
+};
+
+/* A function in a DP's GET /v1/functions (a JSON array of these). */
+struct dg_wire_dp_fn_view {
+    char *name;
+    int64_t concurrency, queued;
+    int64_t in_flight; /* "inFlight": queued + running */
+    struct dg_wire_dp_endpoint_view *endpoints;
+    size_t nendpoints;
+    char *error; /* the last create failure, or null */
+};
+
 /* PUT /v1/functions/NAME at a data plane: add or update a function. */
 struct dg_wire_dp_fn {
     int64_t concurrency; /* 0..100000; absent decodes as 1 */
@@ -324,6 +343,8 @@ struct dg_wire_status {
     X(push)                                                                                        \
     X(drain)                                                                                       \
     X(dp_fn)                                                                                       \
+    X(dp_endpoint_view)                                                                            \
+    X(dp_fn_view)                                                                                  \
     X(worker_rec)                                                                                  \
     X(dp_rec)                                                                                      \
     X(worker_view)                                                                                 \

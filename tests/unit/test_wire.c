@@ -88,6 +88,13 @@ static const char STATUS[] =
     "\"error_age_ms\":1500,\"error_kind\":\"create\"}],\"role\":\"leader\",\"leader\":"
     "\"127.0.0.1:9090\",\"replicas\":[{\"id\":1,\"api\":\"127.0.0.1:9090\",\"self\":true,"
     "\"leader\":true},{\"id\":2,\"api\":\"127.0.0.1:9190\",\"self\":false,\"leader\":false}]}";
+/* src/dp/main.c api_list (one item of its array each) */
+static const char DP_FN_VIEW[] =
+    "{\"name\":\"hello\",\"concurrency\":1,\"queued\":3,\"inFlight\":5,\"endpoints\":[{\"id\":"
+    "\"w1-1a2b-1\",\"address\":\"10.0.0.2:8080\",\"inFlight\":2}],\"error\":null}";
+static const char DP_FN_VIEW_ERR[] =
+    "{\"name\":\"broken\",\"concurrency\":1,\"queued\":0,"
+    "\"inFlight\":0,\"endpoints\":[],\"error\":\"create failed: x\"}";
 static const char STATUS_FOLLOWER[] = "{\"workers\":[],\"dataplanes\":[],\"functions\":[],\"role\":"
                                       "\"follower\",\"leader\":null}";
 
@@ -335,6 +342,21 @@ static void test_status(void **state)
     SAME(status, STATUS_FOLLOWER, m);
 }
 
+static void test_dp_fn_view(void **state)
+{
+    struct dg_wire_dp_fn_view m;
+    DECODE(dp_fn_view, DP_FN_VIEW, m);
+    assert_int_equal(m.queued, 3);
+    assert_int_equal(m.in_flight, 5);
+    assert_int_equal(m.nendpoints, 1);
+    assert_int_equal(m.endpoints[0].in_flight, 2);
+    assert_null(m.error);
+    SAME(dp_fn_view, DP_FN_VIEW, m);
+    DECODE(dp_fn_view, DP_FN_VIEW_ERR, m);
+    assert_string_equal(m.error, "create failed: x");
+    SAME(dp_fn_view, DP_FN_VIEW_ERR, m);
+}
+
 /* ---- built in C ----------------------------------------------------------------------------- */
 
 static void test_roundtrip_built(void **state)
@@ -553,13 +575,15 @@ static void test_roundtrip_all(void **state)
                    {"worker_rec", WORKER_REC},
                    {"dp_rec", DP_REC},
                    {"status", STATUS},
-                   {"status", STATUS_FOLLOWER}};
+                   {"status", STATUS_FOLLOWER},
+                   {"dp_fn_view", DP_FN_VIEW},
+                   {"dp_fn_view", DP_FN_VIEW_ERR}};
     size_t nmsgs = 0;
     const char *name;
     struct dg_err err;
     while (dg_wire_roundtrip_nth(nmsgs, "{}", 2, &name, &err) != -1)
         nmsgs++;
-    assert_true(nmsgs >= 28);
+    assert_true(nmsgs >= 30);
     for (size_t s = 0; s < sizeof(samples) / sizeof(samples[0]); s++) {
         bool own = false;
         for (size_t i = 0; i < nmsgs; i++) {
@@ -577,13 +601,21 @@ static void test_roundtrip_all(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_worker_beat),         cmocka_unit_test(test_sandbox_exit),
-        cmocka_unit_test(test_dp_beat_and_metrics), cmocka_unit_test(test_create_and_created),
-        cmocka_unit_test(test_sandbox_list),        cmocka_unit_test(test_push),
-        cmocka_unit_test(test_drain_and_records),   cmocka_unit_test(test_status),
-        cmocka_unit_test(test_roundtrip_built),     cmocka_unit_test(test_errors_name_the_field),
-        cmocka_unit_test(test_failed_decode_frees), cmocka_unit_test(test_batch_framing),
-        cmocka_unit_test(test_heartbeat_answer),    cmocka_unit_test(test_roundtrip_all),
+        cmocka_unit_test(test_worker_beat),
+        cmocka_unit_test(test_sandbox_exit),
+        cmocka_unit_test(test_dp_beat_and_metrics),
+        cmocka_unit_test(test_create_and_created),
+        cmocka_unit_test(test_sandbox_list),
+        cmocka_unit_test(test_push),
+        cmocka_unit_test(test_drain_and_records),
+        cmocka_unit_test(test_status),
+        cmocka_unit_test(test_dp_fn_view),
+        cmocka_unit_test(test_roundtrip_built),
+        cmocka_unit_test(test_errors_name_the_field),
+        cmocka_unit_test(test_failed_decode_frees),
+        cmocka_unit_test(test_batch_framing),
+        cmocka_unit_test(test_heartbeat_answer),
+        cmocka_unit_test(test_roundtrip_all),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
