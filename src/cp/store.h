@@ -13,6 +13,8 @@
  *           appendonly yes + appendfsync always (Redis answers a write once it is in
  *           its fsync'd AOF) and, with replicas > 0, waits for them with WAIT
  *   none    nothing is kept (writes succeed at once)
+ * Each backend is an operation table with its own state (store_backend.h; store_sqlite.c,
+ * store_redis.c, and "none" in store.c, the front that picks one and counts pending writes).
  */
 #ifndef DIRIGENT_CP_STORE_H
 #define DIRIGENT_CP_STORE_H
