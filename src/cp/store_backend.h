@@ -6,8 +6,9 @@
  * on a Redis server, hiredis' async client on the CP's loop) and the "none" backend in
  * store.c (nothing is kept).
  *
- * This header does not include store.h (the front includes this one): a backend that reads
- * the options includes both.
+ * The layers: store.h (the front's API) includes this header, and a backend includes only
+ * this one, so the front depends on the backends (it names their tables) and never the other
+ * way round.
  */
 #ifndef DIRIGENT_CP_STORE_BACKEND_H
 #define DIRIGENT_CP_STORE_BACKEND_H
@@ -17,7 +18,17 @@
 
 #include "dirigent/common.h"
 
-struct cp_store_opts; /* store.h */
+/* err NULL: durable. */
+typedef void (*cp_store_done)(void *ud, const struct dg_err *err);
+
+/* What cp_store_open is given; each backend reads its own part. */
+struct cp_store_opts {
+    const char *backend;       /* sqlite, redis, none */
+    const char *dir;           /* sqlite: DIR/cp.sqlite (DIR is created) */
+    const char *redis_address; /* host:port */
+    bool full_persistence;     /* redis: AOF with fsync on every write */
+    int replicas;              /* redis: WAIT for this many replicas (0: none) */
+};
 
 /* One write, put (value set) or delete (value NULL). The front allocates it and counts it as
  * pending; the backend takes it over in `write` and ends it exactly once with
@@ -25,7 +36,7 @@ struct cp_store_opts; /* store.h */
 struct cp_store_op {
     struct cp_store_op *next; /* free for the backend's own lists */
     char *kind, *key, *value;
-    void (*done)(void *ud, const struct dg_err *err); /* NULL: nobody waits */
+    cp_store_done done; /* NULL: nobody waits */
     void *ud;
     unsigned *pending; /* the front's count of writes not yet durable */
 };
@@ -60,8 +71,8 @@ struct cp_store_ops {
     int (*scan)(void *be, const char *kind, cp_store_each each, void *ud, struct dg_err *err);
     /* The same without blocking the loop; `done` after the last `each`. NULL: the front runs
      * `scan` and then `done` (a local backend is quick). */
-    void (*scan_async)(void *be, const char *kind, cp_store_each each,
-                       void (*done)(void *ud, const struct dg_err *err), void *ud);
+    void (*scan_async)(void *be, const char *kind, cp_store_each each, cp_store_done done,
+                       void *ud);
     /* While the loop still runs: stop reconnecting, let answers due arrive. NULL: nothing. */
     void (*shutdown)(void *be);
     /* After the loop: free `be`; writes still queued are dropped, writes in flight end with an

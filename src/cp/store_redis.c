@@ -18,7 +18,6 @@
 #include <hiredis/hiredis.h>
 
 #include "dirigent/log.h"
-#include "store.h"
 #include "store_backend.h"
 
 struct redis_store {
@@ -261,7 +260,7 @@ static int rd_scan(void *be, const char *kind, cp_store_each each, void *ud, str
 struct ascan {
     struct redis_store *s;
     cp_store_each each;
-    void (*done)(void *ud, const struct dg_err *err);
+    cp_store_done done;
     void *ud;
 };
 
@@ -281,8 +280,8 @@ static void ascan_reply(redisAsyncContext *c, void *r, void *privdata)
     free(a);
 }
 
-static void rd_scan_async(void *be, const char *kind, cp_store_each each,
-                          void (*done)(void *ud, const struct dg_err *err), void *ud)
+static void rd_scan_async(void *be, const char *kind, cp_store_each each, cp_store_done done,
+                          void *ud)
 {
     struct redis_store *s = be;
     struct ascan *a = dg_xcalloc(1, sizeof(*a));

@@ -12,7 +12,6 @@
 #include <sqlite3.h>
 
 #include "dirigent/log.h"
-#include "store.h"
 #include "store_backend.h"
 
 struct sqlite_store {
