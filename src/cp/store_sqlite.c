@@ -68,11 +68,13 @@ static int sq_open(uv_loop_t *loop, const struct cp_store_opts *o, void **be, st
     char *path = dg_xasprintf("%s/cp.sqlite", o->dir);
     int rc = sqlite3_open_v2(
         path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    free(path);
-    if (rc != SQLITE_OK) {
-        sql_err(err, s->db, "open");
+    if (rc != SQLITE_OK) { /* e.g. dataDir is a file */
+        dg_err_set(err, DG_E_INVAL, "sqlite: open '%s': %s", path,
+                   s->db ? sqlite3_errmsg(s->db) : "no memory");
+        free(path);
         goto fail;
     }
+    free(path);
     sqlite3_busy_timeout(s->db, 5000);
     if (exec(s->db, "PRAGMA journal_mode=WAL", err) < 0 ||
         exec(s->db, "PRAGMA synchronous=FULL", err) < 0 ||
