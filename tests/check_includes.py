@@ -87,7 +87,7 @@ def definitions(code):
                             names.update(d)
                     skip_to_semicolon = True
                 elif '(' in head and 'typedef' not in words:  # a function definition
-                    m = re.search(r'(\w+)\s*\(', head)
+                    m = function_name(head)
                     if m:
                         own.add(m.group(1))
                         if 'static' not in words:
@@ -117,13 +117,32 @@ def definitions(code):
     return names, own
 
 
+def function_name(head):
+    """The name of a function definition's head: the identifier before its last top-level
+    parenthesis (the parameters), so that a macro call before it (an X-macro expanding to
+    definitions, `__attribute__((...))`) is not taken for the name."""
+    depth, last = 0, -1
+    for i, c in enumerate(head):
+        if c == '(':
+            if depth == 0:
+                last = i
+            depth += 1
+        elif c == ')':
+            depth -= 1
+    return re.search(r'(\w+)\s*$', head[:last]) if last > 0 else None
+
+
 def declarators(head):
     """`struct cp cp, *x[3] = {0}` -> {cp, x}: the last identifier before any `=` of each
-    comma-separated part."""
+    comma-separated part; `struct msg;` declares no variable."""
     out = set()
-    for part in head.split(','):
+    for n, part in enumerate(head.split(',')):
         part = re.sub(r'\[[^\]]*\]', '', part.split('=')[0])
-        ids = [w for w in IDENT.findall(part) if w not in KEYWORDS]
+        words = IDENT.findall(part)
+        ids = [w for w in words if w not in KEYWORDS]
+        # `struct msg;`: a tag declared, no variable
+        if n == 0 and words[:1] and words[0] in ('struct', 'union', 'enum') and len(ids) < 2:
+            continue
         if ids:
             out.add(ids[-1])
     return out

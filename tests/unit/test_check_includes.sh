@@ -3,8 +3,8 @@
 # (tests/data/check-includes): a circle of includes, a circle hidden behind a shared header and
 # one through lib's public headers are each named with their reasons and fail the check; a
 # directory without a circle passes although it has what must not count (member names, a
-# static function named like another file's, names in strings and comments, a header of
-# another directory). Then the real tree's src/cli and lib, which must have no circle.
+# static function named like another file's, a struct tag declared in one file, names in
+# strings and comments, a header of another directory). Then the real tree's src/cli and lib, which must have no circle.
 set -u
 SRC=$(cd "${DG_SOURCE_DIR:-$(dirname "$0")/../..}" && pwd)
 . "$SRC/tests/lib/tap.sh"
@@ -34,13 +34,13 @@ t_hidden() {
     grep -q 'x -> y (x.c uses y_run of y.c)' <<<"$OUT" &&
     grep -q 'y -> x (y.c uses x_count of x.c)' <<<"$OUT"
 }
-check "two files using each other through one shared header: a circle, the symbols named" t_hidden
+check "two files using each other through one shared header (one definition after a macro call): a circle, the symbols named" t_hidden
 
 t_clean() {
   run src/clean
   [ "$RC" = 0 ] && [ "$OUT" = 'ok      src/clean: 3 modules, no circle' ]
 }
-check "member names, an own static, strings, comments, another directory's header: no circle" t_clean
+check "member names, an own static, a struct tag, strings, comments, another directory's header: no circle" t_clean
 
 t_lib() {
   run lib
