@@ -4,7 +4,8 @@
 # one through lib's public headers are each named with their reasons and fail the check; a
 # directory without a circle passes although it has what must not count (member names, a
 # static function named like another file's, a struct tag declared in one file, names in
-# strings and comments, a header of another directory). Then the real tree's src/cli and lib, which must have no circle.
+# strings and comments, a header of another directory). Then the real tree's src/cli and lib,
+# which must have no circle.
 set -u
 SRC=$(cd "${DG_SOURCE_DIR:-$(dirname "$0")/../..}" && pwd)
 . "$SRC/tests/lib/tap.sh"
