@@ -14,10 +14,8 @@
  * "function 'f': sandbox ID OOM-killed: memory limit 64 MiB". No reason in
  * time: the 502 says what the connection saw (docs/decisions.md).
  *
- * Registry: a function is made in function_new and freed in function_free
- * (both here, nowhere else); an endpoint in endpoint_new and endpoint_free;
- * an endpoint that leaves the list with requests running is "removed" and
- * freed by the release of its last slot.
+ * The functions and endpoints themselves, their one create, loss and free, are
+ * the registry's (registry.c); this file is the mechanism around them.
  */
 #include "core.h"
 
@@ -48,10 +46,9 @@ struct dp_drain {
 struct dp_core {
     struct dp_core_config c;
     struct dp_effects fx;
-    struct dp_function *fns;
-    struct dg_strmap fn_index;     /* name -> function: every invocation looks its Host up */
-    struct dp_function *waiting;   /* functions with queued requests */
-    struct dp_function *to_report; /* first requests since idle, reported together */
+    struct dp_registry reg;                      /* functions and endpoints */
+    struct dp_function *waiting;                 /* functions with queued requests */
+    struct dp_function *to_report;               /* first requests since idle, reported together */
     struct dp_req *exit_waits, *exit_waits_tail; /* oldest first: their deadlines are in order */
     uint64_t next_report_us;
 };
@@ -81,6 +78,14 @@ struct dp_core *dp_core_new(const struct dp_core_config *c, const struct dp_effe
     struct dp_core *core = dg_xcalloc(1, sizeof(*core));
     core->c = *c;
     core->fx = *fx;
+    core->reg = (struct dp_registry){.seed = c->seed,
+                                     .f_requests = c->f_requests,
+                                     .f_cold = c->f_cold,
+                                     .f_queue = c->f_queue,
+                                     .f_latency = c->f_latency,
+                                     .ud = fx->ud,
+                                     .ep_open = fx->ep_open,
+                                     .ep_close = fx->ep_close};
     return core;
 }
 
@@ -168,16 +173,6 @@ static bool id_in(const char *const *ids, size_t n, const char *id)
     return false;
 }
 
-static void endpoint_free(struct dp_core *core, struct dp_endpoint *e)
-{
-    if (core->fx.ep_close)
-        core->fx.ep_close(core->fx.ud, e);
-    free(e->exit_reason);
-    free(e->id);
-    free(e->address);
-    free(e);
-}
-
 /* Answer the drains none of whose sandboxes has requests in flight any more. */
 static void drains_check(struct dp_core *core, struct dp_function *f)
 {
@@ -206,62 +201,16 @@ static void release(struct dp_core *core, struct dp_req *r)
     if (!e)
         return;
     r->ep = NULL;
-    e->lb.in_flight--;
-    if (!e->removed || e->lb.in_flight > 0)
-        return;
-    struct dp_function *f = e->fn;
-    for (struct dp_endpoint **pe = &f->removed; *pe; pe = &(*pe)->next_removed) {
-        if (*pe == e) {
-            *pe = e->next_removed;
-            break;
-        }
-    }
-    endpoint_free(core, e);
-    drains_check(core, f);
-}
-
-/* Take endpoint i out of the list; it is freed when its last request ends. */
-static void endpoint_remove(struct dp_core *core, struct dp_function *f, size_t i)
-{
-    struct dp_endpoint *e = f->eps[i];
-    memmove(&f->eps[i], &f->eps[i + 1], (f->neps - i - 1) * sizeof(*f->eps));
-    f->neps--;
-    if (e->lb.in_flight == 0) {
-        endpoint_free(core, e);
-        return;
-    }
-    e->removed = true;
-    e->lb.draining = true;
-    e->next_removed = f->removed;
-    f->removed = e;
+    if (dp_reg_endpoint_release(&core->reg, e))
+        drains_check(core, r->fn);
 }
 
 static void dispatch(struct dp_core *core, struct dp_function *f);
 
-/* A new endpoint at the end of f's list (not dispatched yet). */
-static void endpoint_add(struct dp_core *core, struct dp_function *f, const char *id,
-                         const char *address)
-{
-    struct dp_endpoint *e = dg_xcalloc(1, sizeof(*e));
-    e->id = dg_xstrdup(id);
-    e->address = dg_xstrdup(address);
-    e->fn = f;
-    char err[256] = "";
-    if (core->fx.ep_open && core->fx.ep_open(core->fx.ud, e, err, sizeof(err)) < 0) {
-        dg_log(DG_LOG_WARN, "api", "fn=%s endpoint %s: %s", f->name, address, err);
-        free(e->id);
-        free(e->address);
-        free(e);
-        return;
-    }
-    f->eps = dg_xrealloc(f->eps, (f->neps + 1) * sizeof(*f->eps));
-    f->eps[f->neps++] = e;
-}
-
 void dp_core_endpoint_add(struct dp_core *core, struct dp_function *f, const char *id,
                           const char *address)
 {
-    endpoint_add(core, f, id, address);
+    dp_reg_endpoint_add(&core->reg, f, id, address);
     dispatch(core, f); /* a cold start ends here */
 }
 
@@ -273,14 +222,14 @@ void dp_core_set_endpoints(struct dp_core *core, struct dp_function *f,
         for (size_t k = 0; k < n && !keep; k++)
             keep = strcmp(list[k].id, f->eps[i]->id) == 0;
         if (!keep)
-            endpoint_remove(core, f, i);
+            dp_reg_endpoint_remove(&core->reg, f, i);
     }
     for (size_t i = 0; i < n; i++) {
         bool have = false;
         for (size_t k = 0; k < f->neps && !have; k++)
             have = strcmp(f->eps[k]->id, list[i].id) == 0;
         if (!have)
-            endpoint_add(core, f, list[i].id, list[i].address);
+            dp_reg_endpoint_add(&core->reg, f, list[i].id, list[i].address);
     }
     dispatch(core, f); /* a cold start ends here */
     drains_check(core, f);
@@ -291,7 +240,7 @@ void dp_core_drain(struct dp_core *core, struct dp_function *f, const char *cons
 {
     for (size_t i = f->neps; i-- > 0;)
         if (id_in(ids, nids, f->eps[i]->id))
-            endpoint_remove(core, f, i);
+            dp_reg_endpoint_remove(&core->reg, f, i);
     struct dp_drain *d = dg_xcalloc(1, sizeof(*d));
     d->token = token;
     d->ids = dg_xcalloc(nids ? nids : 1, sizeof(*d->ids));
@@ -307,45 +256,18 @@ void dp_core_drain(struct dp_core *core, struct dp_function *f, const char *cons
 
 struct dp_function *dp_core_function_find(struct dp_core *core, const char *name, size_t len)
 {
-    return dg_strmap_get(&core->fn_index, (struct dg_str){name, len});
+    return dp_reg_function_find(&core->reg, name, len);
 }
 
 struct dp_function *dp_core_functions(struct dp_core *core)
 {
-    return core->fns;
-}
-
-static struct dg_metric *metric(struct dg_metric_family *fam, const char *name)
-{
-    return fam ? dg_metric_get1(fam, name) : NULL;
-}
-
-static void metric_remove(struct dg_metric_family *fam, const char *name)
-{
-    if (fam)
-        dg_metric_remove(fam, (const char *const[]){name});
+    return core->reg.fns;
 }
 
 struct dp_function *dp_core_function_get(struct dp_core *core, const char *name, size_t len,
                                          bool *created)
 {
-    struct dp_function *f = dp_core_function_find(core, name, len);
-    if (created)
-        *created = !f;
-    if (f)
-        return f;
-    f = dg_xcalloc(1, sizeof(*f));
-    f->name = dg_xstrndup(name, len);
-    f->concurrency = 1;
-    f->lb.rng = (core->c.seed ^ (uint64_t)(uintptr_t)f) | 1;
-    f->m_requests = metric(core->c.f_requests, f->name);
-    f->m_cold = metric(core->c.f_cold, f->name);
-    f->m_queue = metric(core->c.f_queue, f->name);
-    f->m_latency = metric(core->c.f_latency, f->name);
-    f->next = core->fns;
-    core->fns = f;
-    dg_strmap_put(&core->fn_index, dg_str_c(f->name), f);
-    return f;
+    return dp_reg_function_get(&core->reg, name, len, created);
 }
 
 void dp_core_set_concurrency(struct dp_core *core, struct dp_function *f, uint32_t cc)
@@ -356,8 +278,8 @@ void dp_core_set_concurrency(struct dp_core *core, struct dp_function *f, uint32
 
 static void exit_waits_answer(struct dp_core *core, struct dp_function *f);
 
-/* The one free of a function. `answer_queued`: its queued requests get 503 (a removal); else
- * they are dropped (the core goes). */
+/* A function goes: its queued requests get 503 if `answer_queued` (a removal; else they are
+ * dropped: the core goes), its drains are dropped, then the registry frees it. */
 static void function_free(struct dp_core *core, struct dp_function *f, bool answer_queued)
 {
     for (struct dp_function **p = &core->to_report; *p; p = &(*p)->r_next)
@@ -371,20 +293,6 @@ static void function_free(struct dp_core *core, struct dp_function *f, bool answ
         if (answer_queued)
             answer(core, r, DP_ANSWER_REMOVED, 503, "function '%s' was removed", f->name);
     }
-    dg_strmap_del(&core->fn_index, dg_str_c(f->name));
-    for (struct dp_function **pf = &core->fns; *pf; pf = &(*pf)->next) {
-        if (*pf == f) {
-            *pf = f->next;
-            break;
-        }
-    }
-    for (size_t i = 0; i < f->neps; i++)
-        endpoint_free(core, f->eps[i]);
-    while (f->removed) {
-        struct dp_endpoint *e = f->removed;
-        f->removed = e->next_removed;
-        endpoint_free(core, e);
-    }
     while (f->drains) {
         struct dp_drain *d = f->drains;
         f->drains = d->next;
@@ -395,14 +303,7 @@ static void function_free(struct dp_core *core, struct dp_function *f, bool answ
         free(d->ids);
         free(d);
     }
-    metric_remove(core->c.f_requests, f->name);
-    metric_remove(core->c.f_cold, f->name);
-    metric_remove(core->c.f_queue, f->name);
-    metric_remove(core->c.f_latency, f->name);
-    free(f->eps);
-    free(f->error);
-    free(f->name);
-    free(f);
+    dp_reg_function_free(&core->reg, f);
 }
 
 unsigned dp_core_remove_function(struct dp_core *core, struct dp_function *f)
@@ -427,14 +328,14 @@ void dp_core_free(struct dp_core *core)
         free(r->exit_wait);
         r->exit_wait = NULL;
     }
-    while (core->fns) {
-        struct dp_function *f = core->fns;
+    while (core->reg.fns) {
+        struct dp_function *f = core->reg.fns;
         /* endpoints with requests still running: their requests end without the core */
         for (struct dp_endpoint *e = f->removed; e; e = e->next_removed)
             e->lb.in_flight = 0;
         function_free(core, f, false);
     }
-    dg_strmap_free(&core->fn_index);
+    dp_reg_deinit(&core->reg);
     free(core);
 }
 
@@ -485,7 +386,7 @@ static void report_all(struct dp_core *core)
 {
     size_t n = 0, cap = 0;
     struct dp_report_item *items = NULL;
-    for (struct dp_function *f = core->fns; f; f = f->next) {
+    for (struct dp_function *f = core->reg.fns; f; f = f->next) {
         if (f->running == 0 && f->reported == 0)
             continue;
         if (n == cap) {

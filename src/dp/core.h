@@ -1,7 +1,8 @@
 /*
  * core.h: the data plane's I/O-free core (docs/architecture.md). It holds the
- * function table (a name index for every invocation's Host), each function's
- * endpoints (sandboxes) with their concurrency slots and load-balancing state,
+ * registry (registry.h: the function table, a name index for every invocation's
+ * Host, and each function's endpoints) with the endpoints' concurrency slots and
+ * load-balancing state,
  * the per-function FIFO queue of requests waiting for a slot with its
  * deadlines, drains, why sandboxes exited, the "cannot start" error, and the
  * in-flight reports to the control plane. It never touches a socket, a clock
@@ -29,27 +30,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dirigent/strmap.h"
-#include "lb.h"
+#include "registry.h"
 
-struct dg_metric;
 struct dg_metric_family;
 struct dp_core;
-struct dp_function;
-
-struct dp_endpoint {
-    struct dp_lb_endpoint lb; /* in_flight, processed, draining */
-    char *id;                 /* sandbox id */
-    char *address;            /* host:port */
-    void *data;               /* the adapter's (its connection pool), from effects.ep_open */
-    struct dp_function *fn;
-    bool removed;      /* no longer in the list: freed when in_flight reaches 0 */
-    char *exit_reason; /* it exited by itself, why (the CP's push; NULL: not). Owned */
-    struct dp_endpoint *next_removed;
-};
 
 struct dp_exit_wait;
-struct dp_drain;
 
 /* One invocation as the core sees it, inside the adapter's request (zeroed by it). */
 struct dp_req {
@@ -59,26 +45,6 @@ struct dp_req {
     uint64_t deadline_us;
     struct dp_exit_wait *exit_wait; /* its sandbox broke: waiting for why (NULL: not) */
     bool queued, cold, retried;
-};
-
-struct dp_function {
-    char *name;
-    uint32_t concurrency;     /* per sandbox; 0 = unlimited */
-    struct dp_endpoint **eps; /* the CP's list, in the order they came */
-    size_t neps;
-    struct dp_endpoint *removed; /* taken out of the list, requests still running */
-    struct dp_req *q_head, *q_tail;
-    unsigned queued, running; /* running: every request not answered yet, queued ones too */
-    struct dp_lb_state lb;
-    struct dp_drain *drains;
-    struct dg_metric *m_requests, *m_cold, *m_queue, *m_latency; /* NULL: no metrics */
-    unsigned reported; /* in-flight count last sent to the CP */
-    bool waiting;      /* in the core's waiting list: it has queued requests */
-    bool report_due;   /* in the core's to_report list: its first request since idle */
-    struct dp_function *w_prev, *w_next, *r_next;
-    char *error; /* why its sandboxes cannot start (the CP's last push), while it has no
-                    endpoint; NULL: none. Owned. */
-    struct dp_function *next;
 };
 
 /* Why the core answers a request itself (effects.answer). */
