@@ -1,12 +1,12 @@
 /*
  * core.h: the data plane's I/O-free core (docs/architecture.md). It holds the
  * registry (registry.h: the function table, a name index for every invocation's
- * Host, and each function's endpoints) with the endpoints' concurrency slots and
- * load-balancing state,
- * the per-function FIFO queue of requests waiting for a slot with its
- * deadlines, drains, why sandboxes exited, the "cannot start" error, and the
- * in-flight reports to the control plane. It never touches a socket, a clock
- * or an HTTP request: it is fed typed events (dp_core_on_..., dp_core_set_...)
+ * Host, and each function's endpoints) with the endpoints' concurrency slots
+ * and load-balancing state, the per-function FIFO queue of requests waiting
+ * for a slot with its deadlines, drains, why sandboxes exited, the "cannot
+ * start" error, and the in-flight reports to the control plane. It never
+ * touches a socket, a clock or an HTTP request: it is fed typed events
+ * (dp_core_on_..., dp_core_set_...)
  * and acts through the effects table the caller gives it (forward, answer,
  * report, drained, now). dirigent-dp plugs in libuv/HTTP adapters (proxy.c,
  * api.c), dirigent-sim a simulated clock and sandboxes.
