@@ -1,6 +1,6 @@
 /*
  * api.c: the control plane's side of the data plane, an adapter between HTTP/JSON
- * and the core (core.h). The API on portGRPC (8081; HTTP/JSON, the key keeps the
+ * and the core (dp_core.h). The API on portGRPC (8081; HTTP/JSON, the key keeps the
  * original's name):
  *
  *   PUT    /v1/functions/NAME            {"concurrency":1}  add or update a function

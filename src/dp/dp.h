@@ -1,5 +1,5 @@
 /*
- * dp.h: the data plane daemon's adapters around its core (core.h): what they
+ * dp.h: the data plane daemon's adapters around its core (dp_core.h): what they
  * share (the loop, the core, the pools, the trace, the link to the control
  * plane) and what each gives the others. main.c wires them; proxy.c serves
  * invocations; api.c serves the control plane's API and reports to it.
@@ -9,7 +9,7 @@
 
 #include <uv.h>
 
-#include "core.h"
+#include "dp_core.h"
 #include "dirigent/http.h"
 #include "dirigent/metrics.h"
 #include "dirigent/strmap.h"

@@ -1,7 +1,7 @@
 /*
  * dirigent-dp: the data plane. Invocations on portProxy (8080, proxy.c), the
  * control plane's API on portGRPC (8081, api.c), both adapters around the
- * I/O-free core (core.c: functions, endpoints, queues, dispatch). This file
+ * I/O-free core (dp_core.c: functions, endpoints, queues, dispatch). This file
  * wires them: the config, the loop and its 50 ms cron (dp_core_tick), the
  * registration and heartbeats with the control plane, signals and shutdown.
  */

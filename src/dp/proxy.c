@@ -1,6 +1,6 @@
 /*
  * proxy.c: the invocation path's adapter (DESIGN.md §3) between HTTP and the
- * core (core.h). The function is named by the Host header; the core gives the
+ * core (dp_core.h). The function is named by the Host header; the core gives the
  * request a concurrency slot on an endpoint (effects.forward) and this file
  * proxies it over that endpoint's keep-alive pool, streaming both bodies; the
  * core's own answers (queue timeout, cannot start, removed: 503; a broken
@@ -26,7 +26,7 @@
 #define RESP_HIGH_WATER (1024 * 1024) /* client write queue: pause the upstream above */
 
 struct dp_inv {
-    struct dp_req core; /* the core's part (core.h) */
+    struct dp_req core; /* the core's part (dp_core.h) */
     struct dp *dp;
     struct dg_http_req *req;
     struct dg_http_creq *up;

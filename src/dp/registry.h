@@ -1,5 +1,5 @@
 /*
- * registry.h: the data plane's registry, part of its core (core.h): the
+ * registry.h: the data plane's registry, part of its core (dp_core.h): the
  * functions (a list and a name index for every invocation's Host) and each
  * one's endpoints (sandboxes). Each object has one create, one loss and one
  * free, here: dp_reg_function_get / dp_reg_function_free; an endpoint

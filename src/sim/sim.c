@@ -3,7 +3,7 @@
  * in microseconds: arrivals come from the trace (sorted), completions and
  * sandboxes becoming ready from a binary heap ordered by (time, kind,
  * sequence), ticks every `tick_ms`. The decisions are the CP's own code
- * (cp_as_decide, cp_place); the data plane is the real one, its core (dp/core.h:
+ * (cp_as_decide, cp_place); the data plane is the real one, its core (dp/dp_core.h:
  * queue, slots, load balancing, deadlines, "cannot start") driven through a
  * simulated effects table: forward schedules the completion after the
  * invocation's duration, answer records a failed invocation, now is the
@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "autoscaler.h"
-#include "core.h"
+#include "dp_core.h"
 #include "placement.h"
 
 enum ev_kind { EV_COMPLETE, EV_READY }; /* the order at one instant; then ticks, arrivals */

@@ -1,5 +1,5 @@
 /*
- * core.h: the data plane's I/O-free core (docs/architecture.md). It holds the
+ * dp_core.h: the data plane's I/O-free core (docs/architecture.md). It holds the
  * registry (registry.h: the function table, a name index for every invocation's
  * Host, and each function's endpoints) with the endpoints' concurrency slots
  * and load-balancing state, the per-function FIFO queue of requests waiting

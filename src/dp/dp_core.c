@@ -1,5 +1,5 @@
 /*
- * core.c: the data plane's core (core.h). Requests take a concurrency slot on
+ * dp_core.c: the data plane's core (dp_core.h). Requests take a concurrency slot on
  * an endpoint chosen by the load-balancing policy (lb.c, over the real
  * endpoints, nothing copied); without a free slot (no sandbox yet: a cold
  * start; or all busy) they wait in the function's FIFO until an endpoint is
@@ -17,7 +17,7 @@
  * The functions and endpoints themselves, their one create, loss and free, are
  * the registry's (registry.c); this file is the mechanism around them.
  */
-#include "core.h"
+#include "dp_core.h"
 
 #include <stdarg.h>
 #include <stdio.h>
