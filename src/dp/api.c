@@ -1,26 +1,29 @@
 /*
- * api.c: the control plane's side of the data plane, an adapter between HTTP/JSON
- * and the core (dp_core.h). The API on portGRPC (8081; HTTP/JSON, the key keeps the
- * original's name):
+ * api.c: the control plane's side of the data plane, an adapter between HTTP and the
+ * core (dp_core.h). The API on portGRPC (8081; HTTP/JSON, the key keeps the original's
+ * name); every body is a message of wire.h (docs/api.md):
  *
- *   PUT    /v1/functions/NAME            {"concurrency":1}  add or update a function
+ *   PUT    /v1/functions/NAME            dg_wire_dp_fn: add or update a function
  *   DELETE /v1/functions/NAME            queued requests get 503; running ones finish
- *   PUT    /v1/functions/NAME/endpoints  {"endpoints":[{"id","address"}],"error":"why"}  the
- *                                        whole list (replace, never append); "error" (only
- *                                        with an empty list): its sandboxes cannot start,
- *                                        queued requests get 503 with the reason now
- *   PUT    /v1/endpoints                 {"functions":[{"name","concurrency","endpoints",
- *                                        "error","exited"}]}  many at once (what the CP
- *                                        sends); "exited": [{"id","reason"}] sandboxes that
- *                                        died by themselves: why, for their callers' 502
- *   POST   /v1/functions/NAME/drain      {"ids":[...]}  take sandboxes out; answers when
- *                                        their requests in flight have finished
- *   GET    /v1/functions                 functions, endpoints, queue depths, errors
+ *   PUT    /v1/functions/NAME/endpoints  dg_wire_fn_update without a name: the whole list
+ *                                        (replace, never append); an error (only with an
+ *                                        empty list): its sandboxes cannot start, queued
+ *                                        requests get 503 with the reason now; exit notes:
+ *                                        sandboxes that died by themselves, why (their
+ *                                        callers' 502 says it)
+ *   PUT    /v1/endpoints                 dg_wire_push: many functions' updates at once (what
+ *                                        the CP sends); an unknown function is added
+ *   POST   /v1/functions/NAME/drain      dg_wire_drain without a name: take sandboxes out;
+ *                                        answers when their requests in flight have finished
+ *   POST   /v1/drain                     a batch of dg_wire_drain (what the CP sends)
+ *   GET    /v1/functions                 dg_wire_dp_fn_view each: endpoints, queues, errors
  *   GET    /health, /metrics
  *
- * Input is validated here (nothing changes on error); the core gets typed calls. Towards
- * the CP: the in-flight reports (effects.report: POST /v1/metrics through the heartbeat's
- * link to the leader) and the drains' answers (effects.drained).
+ * Input is validated here (nothing changes on error); the core gets typed calls. A drain
+ * answers through the reply sink (batch.h): a single drain is a batch of one, so the core's
+ * effects.drained answers (reply, item) whichever route it came by. Towards the CP: the
+ * in-flight reports (effects.report: dg_wire_metrics through the heartbeat's link to the
+ * leader).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,44 +33,45 @@
 #include "dirigent/heartbeat.h"
 #include "dirigent/json.h"
 #include "dirigent/log.h"
+#include "dirigent/wire.h"
 #include "dp.h"
 
 struct api_drain {                /* a drain's token: who waits for its answer */
-    struct dg_http_req *req;      /* the drain request to answer, or */
-    struct dg_batch_reply *batch; /* the batch it came in (NULL: nobody waits any more) */
-    size_t batch_i;
+    struct dg_batch_reply *reply; /* NULL: nobody waits any more (the client went away) */
+    size_t i;                     /* its item in `reply` */
 };
 
 static struct dp_function *fn_param(struct dp *d, struct dg_http_req *r)
 {
     struct dg_str n = dg_http_req_param(r, "name");
-    struct dp_function *f = dp_core_function_find(d->core, n.ptr, n.len);
-    if (!f)
-        dg_http_respond_text(r, 404, "function '%.*s' is not registered", (int)n.len, n.ptr);
-    return f;
+    return dp_core_function_find(d->core, n.ptr, n.len);
 }
 
-static int parse_body(struct dg_http_req *r, json_t **out)
+static void respond_unknown(struct dg_http_req *r)
+{
+    struct dg_str n = dg_http_req_param(r, "name");
+    dg_http_respond_text(r, 404, "function '%.*s' is not registered", (int)n.len, n.ptr);
+}
+
+/* r's body as JSON (an empty body is {}). */
+static int body_json(struct dg_http_req *r, json_t **out, struct dg_err *err)
 {
     struct dg_str b = dg_http_req_body(r);
-    struct dg_err err = {0};
-    if (dg_json_parse(b.len ? b.ptr : "{}", b.len ? b.len : 2, out, &err) < 0) {
-        dg_http_respond_text(r, 400, "%s", err.msg);
-        return -1;
-    }
-    return 0;
+    return dg_json_parse(b.len ? b.ptr : "{}", b.len ? b.len : 2, out, err);
 }
 
 static void api_put_function(struct dg_http_req *r, void *ud)
 {
     struct dp *d = ud;
     struct dg_str name = dg_http_req_param(r, "name");
-    json_t *j;
-    if (parse_body(r, &j) < 0)
-        return;
     struct dg_err err = {0};
-    int64_t cc = 1;
-    int rc = dg_json_get_int(j, "concurrency", false, 0, 100000, &cc, &err);
+    json_t *j;
+    if (body_json(r, &j, &err) < 0) {
+        dg_http_respond_text(r, 400, "%s", err.msg);
+        return;
+    }
+    struct dg_wire_dp_fn m;
+    int rc = dg_wire_dp_fn_decode(j, &m, &err);
     json_decref(j);
     if (rc < 0) {
         dg_http_respond_text(r, 400, "function: %s", err.msg);
@@ -77,15 +81,18 @@ static void api_put_function(struct dg_http_req *r, void *ud)
     struct dp_function *f = dp_core_function_get(d->core, name.ptr, name.len, &created);
     dg_http_respond_text(r, created ? 201 : 200, "function '%s' %s", f->name,
                          created ? "added" : "updated");
-    dp_core_set_concurrency(d->core, f, (uint32_t)cc);
+    dp_core_set_concurrency(d->core, f, (uint32_t)m.concurrency);
+    dg_wire_dp_fn_free(&m);
 }
 
 static void api_delete_function(struct dg_http_req *r, void *ud)
 {
     struct dp *d = ud;
     struct dp_function *f = fn_param(d, r);
-    if (!f)
+    if (!f) {
+        respond_unknown(r);
         return;
+    }
     char *name = dg_xstrdup(f->name);
     unsigned running = dp_core_remove_function(d->core, f); /* queued requests: 503 */
     if (running)
@@ -97,123 +104,102 @@ static void api_delete_function(struct dg_http_req *r, void *ud)
     free(name);
 }
 
-/* Replace f's endpoint list with `list` (a JSON array of {"id","address"}): validate all
- * first (nothing changes on error), then the core drops what is not in it and adds what is
- * new. */
-static int apply_endpoints(struct dp *d, struct dp_function *f, json_t *list, struct dg_err *err)
+/* What the wire decoder leaves to the DP: every endpoint's address is IP:PORT. */
+static int check_update(const struct dg_wire_fn_update *u, struct dg_err *err)
 {
-    if (!json_is_array(list))
-        return dg_err_set(err, DG_E_INVAL, "field 'endpoints': expected an array");
-    size_t n = json_array_size(list);
-    struct dp_endpoint_spec stack[64],
-        *specs = n > DG_ARRAY_LEN(stack) ? dg_xcalloc(n, sizeof(*specs)) : stack;
-    for (size_t i = 0; i < n; i++) {
-        const char *id, *addr;
-        json_t *item = json_array_get(list, i);
-        if (dg_json_get_string(item, "id", true, &id, err) < 0 ||
-            dg_json_get_string(item, "address", true, &addr, err) < 0) {
-            dg_err_wrap(err, "endpoints: item %zu", i);
-            goto bad;
-        }
-        const char *colon = strrchr(addr, ':');
+    for (size_t i = 0; i < u->nendpoints; i++) {
+        const char *addr = u->endpoints[i].address, *colon = strrchr(addr, ':');
         int64_t port;
-        if (!colon || !dg_str_to_i64(dg_str_c(colon + 1), &port) || port < 1 || port > 65535) {
-            dg_err_set(err, DG_E_INVAL,
-                       "endpoints: item %zu: field 'address': expected IP:PORT, got '%.64s'", i,
-                       addr);
-            goto bad;
-        }
-        specs[i] = (struct dp_endpoint_spec){id, addr}; /* borrowed from `list` */
+        if (!colon || !dg_str_to_i64(dg_str_c(colon + 1), &port) || port < 1 || port > 65535)
+            return dg_err_set(err, DG_E_INVAL,
+                              "field 'endpoints': item %zu: field 'address': expected IP:PORT, "
+                              "got '%.64s'",
+                              i, addr);
     }
-    dp_core_set_endpoints(d->core, f, specs, n);
-    if (specs != stack)
-        free(specs);
     return 0;
-bad:
-    if (specs != stack)
-        free(specs);
-    return DG_E_INVAL;
 }
 
-/* One function's update from the CP: its whole endpoint list, "exited" (the sandboxes that
- * died by themselves since the last update, with why: dp_core_on_exited) and, when its last
- * create failed and it has no sandbox, "error" (a string; absent or null: none): see
- * dp_core_set_error (the CP sends it on every failure: requests queued since the last one
- * wait too). */
-static int apply_update(struct dp *d, struct dp_function *f, json_t *item, struct dg_err *err)
+/* One function's update from the CP (checked): the core drops the endpoints not in the list
+ * and adds the new ones; the sandboxes that exited by themselves since the last update, with
+ * why (dp_core_on_exited); and, when its last create failed and it has no sandbox, the error
+ * (NULL: none): see dp_core_set_error (the CP sends it on every failure: requests queued since
+ * the last one wait too). */
+static void apply_update(struct dp *d, struct dp_function *f, const struct dg_wire_fn_update *u)
 {
-    json_t *je = json_object_get(item, "error"), *jx = json_object_get(item, "exited"), *x;
-    if (je && !json_is_string(je) && !json_is_null(je))
-        return dg_err_set(err, DG_E_INVAL, "field 'error': expected a string or null");
-    if (jx && !json_is_array(jx) && !json_is_null(jx))
-        return dg_err_set(err, DG_E_INVAL, "field 'exited': expected an array of {id, reason}");
-    size_t i;
-    json_array_foreach(jx, i, x)
-    {
-        const char *id, *why;
-        if (dg_json_get_string(x, "id", true, &id, err) < 0 ||
-            dg_json_get_string(x, "reason", true, &why, err) < 0)
-            return dg_err_wrap(err, "exited: item %zu", i);
-    }
-    if (apply_endpoints(d, f, json_object_get(item, "endpoints"), err) < 0)
-        return DG_E_INVAL;
-    json_array_foreach(jx, i, x) /* their callers' 502 says why they went */
-    {
-        dp_core_on_exited(d->core, f, json_string_value(json_object_get(x, "id")),
-                          json_string_value(json_object_get(x, "reason")));
-    }
-    dp_core_set_error(d->core, f, json_is_string(je) ? json_string_value(je) : NULL);
-    return 0;
+    size_t n = u->nendpoints;
+    struct dp_endpoint_spec stack[64],
+        *specs = n > DG_ARRAY_LEN(stack) ? dg_xcalloc(n, sizeof(*specs)) : stack;
+    for (size_t i = 0; i < n; i++) /* borrowed from `u` */
+        specs[i] = (struct dp_endpoint_spec){u->endpoints[i].id, u->endpoints[i].address};
+    dp_core_set_endpoints(d->core, f, n ? specs : NULL, n); /* (gcc: stack unset when n is 0) */
+    if (specs != stack)
+        free(specs);
+    for (size_t i = 0; i < u->nexited; i++) /* their callers' 502 says why they went */
+        dp_core_on_exited(d->core, f, u->exited[i].id, u->exited[i].reason);
+    dp_core_set_error(d->core, f, u->error);
 }
 
 static void api_put_endpoints(struct dg_http_req *r, void *ud)
 {
     struct dp *d = ud;
     struct dp_function *f = fn_param(d, r);
-    json_t *j;
-    if (!f || parse_body(r, &j) < 0)
-        return;
     struct dg_err err = {0};
-    int rc = apply_update(d, f, j, &err);
-    json_decref(j);
-    if (rc < 0)
+    json_t *j;
+    if (!f) {
+        respond_unknown(r);
+        return;
+    }
+    if (body_json(r, &j, &err) < 0) {
         dg_http_respond_text(r, 400, "%s", err.msg);
-    else
+        return;
+    }
+    struct dg_wire_fn_update u;
+    int rc = dg_wire_fn_endpoints_decode(j, &u, &err);
+    json_decref(j);
+    if (rc < 0 || check_update(&u, &err) < 0) {
+        dg_http_respond_text(r, 400, "%s", err.msg);
+    } else {
+        apply_update(d, f, &u);
         dg_http_respond_text(r, 200, "function '%s': %zu endpoint(s)", f->name, f->neps);
+    }
+    dg_wire_fn_update_free(&u); /* nothing to free after a failed decode */
 }
 
-/* PUT /v1/endpoints {"functions":[{"name","concurrency","endpoints":[...],"error"}]}: many
- * functions' whole lists in one call (the CP coalesces the changes of one loop turn); a
- * function not known yet is added. Each item as apply_update. */
+/* PUT /v1/endpoints (dg_wire_push): many functions' whole lists in one call (the CP coalesces
+ * the changes of one loop turn); a function not known yet is added. Each item is decoded and
+ * applied on its own: a bad one is logged and changes nothing, the others go on. */
 static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
 {
     struct dp *d = ud;
-    json_t *j;
-    if (parse_body(r, &j) < 0)
-        return;
-    json_t *fns = json_object_get(j, "functions"), *item;
     struct dg_err err = {0};
-    size_t i, applied = 0;
-    if (!json_is_array(fns)) {
-        json_decref(j);
-        dg_http_respond_text(r, 400, "endpoints: field 'functions': expected an array");
+    json_t *j, *item;
+    const json_t *fns;
+    if (body_json(r, &j, &err) < 0) {
+        dg_http_respond_text(r, 400, "%s", err.msg);
         return;
     }
+    if (!(fns = dg_wire_push_items(j, &err))) {
+        json_decref(j);
+        dg_http_respond_text(r, 400, "endpoints: %s", err.msg);
+        return;
+    }
+    size_t i, applied = 0;
     json_array_foreach(fns, i, item)
     {
-        const char *name;
-        int64_t cc = 1;
-        if (dg_json_get_string(item, "name", true, &name, &err) < 0 ||
-            dg_json_get_int(item, "concurrency", false, 0, 100000, &cc, &err) < 0) {
+        struct dg_wire_fn_update u;
+        if (dg_wire_fn_update_decode(item, &u, &err) < 0) {
             dg_log(DG_LOG_WARN, "api", "endpoints: item %zu: %s", i, err.msg);
             continue;
         }
-        struct dp_function *f = dp_core_function_get(d->core, name, strlen(name), NULL);
-        f->concurrency = (uint32_t)cc; /* in effect at the dispatch of the list below */
-        if (apply_update(d, f, item, &err) < 0)
-            dg_log(DG_LOG_WARN, "api", "fn=%s: %s", name, err.msg);
-        else
+        if (check_update(&u, &err) < 0) {
+            dg_log(DG_LOG_WARN, "api", "fn=%s: %s", u.name, err.msg);
+        } else {
+            struct dp_function *f = dp_core_function_get(d->core, u.name, strlen(u.name), NULL);
+            f->concurrency = (uint32_t)u.concurrency; /* in effect at the list's dispatch */
+            apply_update(d, f, &u);
             applied++;
+        }
+        dg_wire_fn_update_free(&u);
     }
     json_decref(j);
     dg_http_respond_text(r, 200, "%zu function(s) updated", applied);
@@ -221,17 +207,15 @@ static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
 
 /* ---- drains ------------------------------------------------------------------------------- */
 
-/* effects.drained: answer whoever still waits for it. */
+/* effects.drained: answer the drain's item, if anybody still waits for it. */
 static void fx_drained(void *ud, void *token, const struct dp_function *f, size_t nids)
 {
     struct api_drain *t = token;
-    char msg[300];
-    int n = snprintf(msg, sizeof(msg), "drained %zu sandbox(es) of '%s'", nids, f->name);
-    size_t len = (size_t)DG_MIN(n, (int)sizeof(msg) - 1);
-    if (t->req)
-        dg_http_respond(t->req, 200, "text/plain", msg, len);
-    else if (t->batch)
-        dg_batch_reply_item(t->batch, t->batch_i, 200, msg, len);
+    if (t->reply) {
+        char msg[300];
+        int n = snprintf(msg, sizeof(msg), "drained %zu sandbox(es) of '%s'", nids, f->name);
+        dg_batch_reply_item(t->reply, t->i, 200, msg, (size_t)DG_MIN(n, (int)sizeof(msg) - 1));
+    }
     free(t);
 }
 
@@ -240,51 +224,55 @@ static void fx_drain_dropped(void *ud, void *token)
     free(token);
 }
 
-static void drain_aborted(struct dg_http_req *r, void *ud)
+/* The client went away before item's drain ended: the drain goes on, nobody is answered. */
+static void drain_aborted(void *item_ud)
 {
-    struct api_drain *t = ud;
-    t->req = NULL;
+    struct api_drain *t = item_ud;
+    if (t)
+        t->reply = NULL;
 }
 
-struct drain_ids {
-    struct dg_strlist ids;
-};
+/* Item i of `b`: take m's sandboxes out of f; answered by fx_drained (maybe before this
+ * returns: then `b` may be gone). */
+static void drain_start(struct dp *d, struct dg_batch_reply *b, size_t i, struct dp_function *f,
+                        const struct dg_wire_drain *m)
+{
+    struct api_drain *t = dg_xmalloc(sizeof(*t));
+    *t = (struct api_drain){b, i};
+    dg_batch_reply_set_ud(b, i, t);
+    dp_core_drain(d->core, f, (const char *const *)m->ids.v, m->ids.n, t);
+}
 
-static const struct dg_json_field drain_fields[] = {
-    {"ids", DG_JSON_STRLIST, true, offsetof(struct drain_ids, ids), 0, 0}};
-
+/* POST /v1/functions/NAME/drain: a batch of one. */
 static void api_drain(struct dg_http_req *r, void *ud)
 {
     struct dp *d = ud;
+    struct dg_batch_reply *b = dg_batch_reply_single(r, drain_aborted);
     struct dp_function *f = fn_param(d, r);
-    json_t *j;
-    if (!f || parse_body(r, &j) < 0)
-        return;
-    struct drain_ids in = {0};
     struct dg_err err = {0};
-    int rc = dg_json_unpack(j, drain_fields, 1, &in, 0, &err);
-    json_decref(j);
-    if (rc < 0) {
-        dg_strlist_free(&in.ids);
-        dg_http_respond_text(r, 400, "drain: %s", err.msg);
+    json_t *j;
+    if (!f) {
+        struct dg_str n = dg_http_req_param(r, "name");
+        dg_batch_reply_text(b, 0, 404, "function '%.*s' is not registered", (int)n.len, n.ptr);
         return;
     }
-    struct api_drain *t = dg_xcalloc(1, sizeof(*t));
-    t->req = r;
-    dg_http_req_on_abort(r, drain_aborted, t);
-    dp_core_drain(d->core, f, (const char *const *)in.ids.v, in.ids.n, t); /* may answer now */
-    dg_strlist_free(&in.ids);
+    if (body_json(r, &j, &err) < 0) {
+        dg_batch_reply_text(b, 0, 400, "%s", err.msg);
+        return;
+    }
+    struct dg_wire_drain m;
+    int rc = dg_wire_drain_ids_decode(j, &m, &err);
+    json_decref(j);
+    if (rc < 0) {
+        dg_batch_reply_text(b, 0, 400, "drain: %s", err.msg);
+        return;
+    }
+    drain_start(d, b, 0, f, &m);
+    dg_wire_drain_free(&m);
 }
 
-static void drain_item_aborted(void *ud)
-{
-    struct api_drain *t = ud;
-    if (t)
-        t->batch = NULL;
-}
-
-/* POST /v1/drain {"items":[{"name","ids":[...]}, ...]}: the drains of many functions (the CP
- * batches one loop turn's); each item is answered once its sandboxes are idle. */
+/* POST /v1/drain: the drains of many functions (the CP batches one loop turn's); each item is
+ * answered once its sandboxes are idle. */
 static void api_drain_batch(struct dg_http_req *r, void *ud)
 {
     struct dp *d = ud;
@@ -296,48 +284,50 @@ static void api_drain_batch(struct dg_http_req *r, void *ud)
         return;
     }
     size_t i, n = json_array_size(items);
-    struct dg_batch_reply *b = dg_batch_reply_start(r, n, drain_item_aborted);
+    struct dg_batch_reply *b = dg_batch_reply_start(r, n, drain_aborted);
     json_array_foreach(items, i, item)
     {
-        const char *name = json_string_value(json_object_get(item, "name"));
-        struct dp_function *f = name ? dp_core_function_find(d->core, name, strlen(name)) : NULL;
-        struct drain_ids in = {0};
-        struct dg_err e = {0};
-        if (!f || dg_json_unpack(item, drain_fields, 1, &in, DG_JSON_ALLOW_UNKNOWN, &e) < 0) {
-            char msg[300];
-            int len = f ? snprintf(msg, sizeof(msg), "drain: %s", e.msg)
-                        : snprintf(msg, sizeof(msg), "function '%s' is not registered",
-                                   name ? name : "(no name)");
-            dg_strlist_free(&in.ids);
-            dg_batch_reply_item(b, i, f ? 400 : 404, msg,
-                                (size_t)DG_MIN(len, (int)sizeof(msg) - 1));
-            continue;
-        }
-        struct api_drain *t = dg_xcalloc(1, sizeof(*t));
-        t->batch = b;
-        t->batch_i = i;
-        dg_batch_reply_set_ud(b, i, t);
-        dp_core_drain(d->core, f, (const char *const *)in.ids.v, in.ids.n, t); /* may answer */
-        dg_strlist_free(&in.ids);
+        struct dg_wire_drain m;
+        struct dp_function *f;
+        if (dg_wire_drain_decode(item, &m, &err) < 0)
+            dg_batch_reply_text(b, i, 400, "drain: %s", err.msg);
+        else if (!(f = dp_core_function_find(d->core, m.name, strlen(m.name))))
+            dg_batch_reply_text(b, i, 404, "function '%s' is not registered", m.name);
+        else
+            drain_start(d, b, i, f, &m); /* the last item's answer may free b */
+        dg_wire_drain_free(&m);
     }
     json_decref(root);
 }
 
+/* GET /v1/functions: a dg_wire_dp_fn_view per function. */
 static void api_list(struct dg_http_req *r, void *ud)
 {
     struct dp *d = ud;
     json_t *fns = json_array();
+    struct dg_wire_dp_endpoint_view stack[64], *eps = stack;
+    size_t cap = DG_ARRAY_LEN(stack);
     for (struct dp_function *f = dp_core_functions(d->core); f; f = f->next) {
-        json_t *eps = json_array();
-        for (size_t i = 0; i < f->neps; i++)
-            json_array_append_new(eps, json_pack("{ss ss si}", "id", f->eps[i]->id, "address",
-                                                 f->eps[i]->address, "inFlight",
-                                                 (int)f->eps[i]->lb.in_flight));
-        json_array_append_new(fns, json_pack("{ss si si si so so}", "name", f->name, "concurrency",
-                                             (int)f->concurrency, "queued", (int)f->queued,
-                                             "inFlight", (int)f->running, "endpoints", eps, "error",
-                                             f->error ? json_string(f->error) : json_null()));
+        if (f->neps > cap) {
+            cap = f->neps;
+            if (eps != stack)
+                free(eps);
+            eps = dg_xmalloc(cap * sizeof(*eps));
+        }
+        for (size_t i = 0; i < f->neps; i++) /* borrowed for the encode */
+            eps[i] = (struct dg_wire_dp_endpoint_view){f->eps[i]->id, f->eps[i]->address,
+                                                       (int64_t)f->eps[i]->lb.in_flight};
+        struct dg_wire_dp_fn_view v = {.name = f->name,
+                                       .concurrency = f->concurrency,
+                                       .queued = f->queued,
+                                       .in_flight = f->running,
+                                       .endpoints = eps,
+                                       .nendpoints = f->neps,
+                                       .error = f->error};
+        json_array_append_new(fns, dg_wire_dp_fn_view_encode(&v));
     }
+    if (eps != stack)
+        free(eps);
     dg_http_respond_json(r, 200, fns);
 }
 
@@ -356,18 +346,20 @@ static void fx_report_soon(void *ud)
     uv_timer_start(&d->report_timer, on_report_timer, 0, 0);
 }
 
-/* POST /v1/metrics {"dataplane","functions":[{"name","inflight"}]} to the leader. */
+/* A dg_wire_metrics to the leader (through the heartbeat's link). */
 static void fx_report(void *ud, const struct dp_report_item *items, size_t n)
 {
     struct dp *d = ud;
     if (!d->hb)
         return;
-    json_t *list = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(
-            list, json_pack("{ss si}", "name", items[i].name, "inflight", (int)items[i].inflight));
-    dg_heartbeat_post(d->hb, "/v1/metrics",
-                      json_pack("{ss so}", "dataplane", d->name, "functions", list));
+    struct dg_wire_fn_load stack[64],
+        *fl = n > DG_ARRAY_LEN(stack) ? dg_xmalloc(n * sizeof(*fl)) : stack;
+    for (size_t i = 0; i < n; i++) /* borrowed for the encode */
+        fl[i] = (struct dg_wire_fn_load){(char *)items[i].name, (int64_t)items[i].inflight};
+    struct dg_wire_metrics m = {.dataplane = d->name, .functions = fl, .nfunctions = n};
+    dg_heartbeat_post(d->hb, DG_WIRE_PATH_METRICS, dg_wire_metrics_encode(&m));
+    if (fl != stack)
+        free(fl);
 }
 
 void dp_api_effects(struct dp_effects *fx)
@@ -378,13 +370,15 @@ void dp_api_effects(struct dp_effects *fx)
     fx->drain_dropped = fx_drain_dropped;
 }
 
+#define FN_PATH DG_WIRE_PATH_FUNCTIONS "/:name" /* the function's name: dg_http_req_param */
+
 void dp_api_routes(struct dp *d, struct dg_http_server *api)
 {
-    dg_http_route(api, "PUT", "/v1/functions/:name", api_put_function, d, 0);
-    dg_http_route(api, "DELETE", "/v1/functions/:name", api_delete_function, d, 0);
-    dg_http_route(api, "PUT", "/v1/functions/:name/endpoints", api_put_endpoints, d, 0);
-    dg_http_route(api, "POST", "/v1/functions/:name/drain", api_drain, d, 0);
-    dg_http_route(api, "POST", "/v1/drain", api_drain_batch, d, 0);
-    dg_http_route(api, "PUT", "/v1/endpoints", api_put_endpoints_bulk, d, 0);
-    dg_http_route(api, "GET", "/v1/functions", api_list, d, 0);
+    dg_http_route(api, "PUT", FN_PATH, api_put_function, d, 0);
+    dg_http_route(api, "DELETE", FN_PATH, api_delete_function, d, 0);
+    dg_http_route(api, "PUT", FN_PATH "/endpoints", api_put_endpoints, d, 0);
+    dg_http_route(api, "POST", FN_PATH "/drain", api_drain, d, 0);
+    dg_http_route(api, "POST", DG_WIRE_PATH_DRAIN, api_drain_batch, d, 0);
+    dg_http_route(api, "PUT", DG_WIRE_PATH_ENDPOINTS, api_put_endpoints_bulk, d, 0);
+    dg_http_route(api, "GET", DG_WIRE_PATH_FUNCTIONS, api_list, d, 0);
 }

@@ -16,6 +16,7 @@
 #include "dirigent/json.h"
 #include "dirigent/log.h"
 #include "dirigent/trace.h"
+#include "dirigent/wire.h"
 #include "dp.h"
 
 struct dp_config {
@@ -121,7 +122,8 @@ static json_t *registration_body(void *ud)
     char api[96], proxy[96];
     snprintf(api, sizeof(api), "%s:%d", g.cfg.host, dg_http_server_port(g.api));
     snprintf(proxy, sizeof(proxy), "%s:%d", g.cfg.host, dg_http_server_port(g.ingress));
-    return json_pack("{ss ss ss}", "name", g.dp.name, "api", api, "proxy", proxy);
+    struct dg_wire_dp_beat m = {.name = g.dp.name, .api = api, .proxy = proxy};
+    return dg_wire_dp_beat_encode(&m); /* the heartbeat sets its resync flag */
 }
 
 static void on_server_closed(void *ud)
@@ -228,7 +230,7 @@ int main(int argc, char **argv)
         dp->name = dg_xasprintf("%s-%d", host, dg_http_server_port(g.ingress));
     }
     if (g.cfg.cp_addresses.n > 0 &&
-        !(dp->hb = dg_heartbeat_start_list(dp->loop, &g.cfg.cp_addresses, "/v1/dataplanes",
+        !(dp->hb = dg_heartbeat_start_list(dp->loop, &g.cfg.cp_addresses, DG_WIRE_PATH_DATAPLANES,
                                            (uint64_t)g.cfg.heartbeat_ms, registration_body, NULL,
                                            &err))) {
         dg_log(DG_LOG_ERROR, "dp", "%s", err.msg);

@@ -21,6 +21,7 @@
 
 #include "dirigent/log.h"
 #include "dirigent/trace.h"
+#include "dirigent/wire.h"
 #include "dp.h"
 
 #define RESP_HIGH_WATER (1024 * 1024) /* client write queue: pause the upstream above */
@@ -116,7 +117,7 @@ static void up_head(struct dg_http_creq *q, const struct dg_http_resp *resp, voi
         dg_http_resp_header_str(v->req, h->name, h->value);
     }
     if (v->core.cold) /* for load generators (dirigent load): this request waited for a sandbox */
-        dg_http_resp_header(v->req, "X-Dirigent-Cold-Start", "1");
+        dg_http_resp_header(v->req, DG_WIRE_HDR_COLD_START, "1");
     v->head_sent = true;
     dg_http_resp_start(v->req, resp->status, cl);
 }
