@@ -109,19 +109,21 @@ static int check_value(const json_t *v, const struct dg_json_field *f, struct dg
         return 0;
     case DG_JSON_INT: {
         bool bounded = f->min != 0 || f->max != 0;
+        /* json_is_integer is false for reals and booleans, as wanted. */
+        bool ok =
+            json_is_integer(v) &&
+            (!bounded || (json_integer_value(v) >= f->min && json_integer_value(v) <= f->max));
+        if (ok)
+            return 0; /* the common case formats nothing (every push's "concurrency") */
         char expected[64] = "an integer";
         if (bounded)
             snprintf(expected, sizeof(expected), "an integer %" PRId64 "..%" PRId64, f->min,
                      f->max);
-        /* json_is_integer is false for reals and booleans, as wanted. */
         if (!json_is_integer(v))
             return dg_err_set(err, DG_E_INVAL, "field '%s': expected %s, got %s", f->name, expected,
                               dg_json_type_name(v));
-        json_int_t n = json_integer_value(v);
-        if (bounded && (n < f->min || n > f->max))
-            return dg_err_set(err, DG_E_INVAL, "field '%s': expected %s, got %" JSON_INTEGER_FORMAT,
-                              f->name, expected, n);
-        return 0;
+        return dg_err_set(err, DG_E_INVAL, "field '%s': expected %s, got %" JSON_INTEGER_FORMAT,
+                          f->name, expected, json_integer_value(v));
     }
     case DG_JSON_DOUBLE:
         if (!json_is_number(v))
@@ -233,6 +235,20 @@ int dg_json_unpack(const json_t *obj, const struct dg_json_field *fields, size_t
             store_value(v, &fields[i], out);
     }
     return 0;
+}
+
+int dg_json_check_value(const json_t *v, const struct dg_json_field *f, struct dg_err *err)
+{
+    return check_value(v, f, err);
+}
+
+int dg_json_unpack_value(const json_t *v, const struct dg_json_field *f, void *out,
+                         struct dg_err *err)
+{
+    int rc = check_value(v, f, err);
+    if (rc == 0)
+        store_value(v, f, out);
+    return rc;
 }
 
 /* Shared by the getters: the checked value of one field, or NULL when absent and optional

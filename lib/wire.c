@@ -56,9 +56,21 @@ struct msg {
 
 /* ---- decode ------------------------------------------------------------------------------ */
 
-static void msg_free(const struct msg *m, void *p);
+/* `view`: the strings of a decoded message are borrowed from its JSON (dg_wire_fn_update_view),
+ * only its arrays are its own. */
+static void msg_free_as(const struct msg *m, void *p, bool view);
+static int decode_as(const struct msg *m, const json_t *j, void *out, bool view,
+                     struct dg_err *err);
 
-static int decode(const struct msg *m, const json_t *j, void *out, struct dg_err *err);
+static int decode(const struct msg *m, const json_t *j, void *out, struct dg_err *err)
+{
+    return decode_as(m, j, out, false, err);
+}
+
+static void msg_free(const struct msg *m, void *p)
+{
+    msg_free_as(m, p, false);
+}
 
 static enum dg_json_type json_type_of(enum kind k)
 {
@@ -76,7 +88,7 @@ static enum dg_json_type json_type_of(enum kind k)
     }
 }
 
-static int decode_field(const struct field *f, const json_t *j, const json_t *v, void *out,
+static int decode_field(const struct field *f, const json_t *v, void *out, bool view,
                         struct dg_err *err)
 {
     switch (f->kind) {
@@ -90,14 +102,14 @@ static int decode_field(const struct field *f, const json_t *j, const json_t *v,
         memcpy(AT(out, f->off), &items, sizeof(items));
         memcpy(AT(out, f->count), &n, sizeof(n));
         for (size_t i = 0; i < n; i++) {
-            int rc = decode(f->sub, json_array_get(v, i), items + i * f->sub->size, err);
+            int rc = decode_as(f->sub, json_array_get(v, i), items + i * f->sub->size, view, err);
             if (rc < 0)
                 return dg_err_wrap(err, "field '%s': item %zu", f->name, i);
         }
         return 0;
     }
     case K_OBJ: {
-        int rc = decode(f->sub, v, AT(out, f->off), err);
+        int rc = decode_as(f->sub, v, AT(out, f->off), view, err);
         return rc < 0 ? dg_err_wrap(err, "field '%s'", f->name) : 0;
     }
     default: {
@@ -107,12 +119,29 @@ static int decode_field(const struct field *f, const json_t *j, const json_t *v,
                                          .offset = f->off,
                                          .min = f->min,
                                          .max = f->max};
-        return dg_json_unpack(j, &jf, 1, out, DG_JSON_ALLOW_UNKNOWN, err);
+        if (!view || (f->kind != K_STR && f->kind != K_STRLIST))
+            return dg_json_unpack_value(v, &jf, out, err); /* v: no second lookup of the key */
+        int rc = dg_json_check_value(v, &jf, err);
+        if (rc < 0)
+            return rc;
+        if (f->kind == K_STR) { /* borrowed from v */
+            const char *str = json_string_value(v);
+            memcpy(AT(out, f->off), &str, sizeof(str));
+            return 0;
+        }
+        struct dg_strlist l = {NULL, json_array_size(v)};
+        if (l.n > 0) {
+            l.v = dg_xcalloc(l.n, sizeof(*l.v));
+            for (size_t i = 0; i < l.n; i++)
+                l.v[i] = (char *)json_string_value(json_array_get(v, i)); /* borrowed */
+        }
+        memcpy(AT(out, f->off), &l, sizeof(l));
+        return 0;
     }
     }
 }
 
-static int decode(const struct msg *m, const json_t *j, void *out, struct dg_err *err)
+static int decode_as(const struct msg *m, const json_t *j, void *out, bool view, struct dg_err *err)
 {
     memset(out, 0, m->size);
     if (!json_is_object(j))
@@ -136,7 +165,7 @@ static int decode(const struct msg *m, const json_t *j, void *out, struct dg_err
             v = NULL; /* null is absent, as in the JSON helpers */
         if (!v) {
             if (f->flags & F_REQ) {
-                msg_free(m, out);
+                msg_free_as(m, out, view);
                 return dg_err_set(err, DG_E_INVAL, "field '%s': required", f->name);
             }
             if ((f->flags & F_DEF) && f->kind == K_INT) {
@@ -147,9 +176,9 @@ static int decode(const struct msg *m, const json_t *j, void *out, struct dg_err
             }
             continue;
         }
-        int rc = decode_field(f, j, v, out, err);
+        int rc = decode_field(f, v, out, view, err);
         if (rc < 0) {
-            msg_free(m, out);
+            msg_free_as(m, out, view);
             return rc;
         }
         if (f->flags & F_HAS)
@@ -158,27 +187,31 @@ static int decode(const struct msg *m, const json_t *j, void *out, struct dg_err
     return 0;
 }
 
-static void msg_free(const struct msg *m, void *p)
+static void msg_free_as(const struct msg *m, void *p, bool view)
 {
     for (size_t i = 0; i < m->n; i++) {
         const struct field *f = &m->f[i];
         switch (f->kind) {
         case K_STR:
-            free(*(char **)AT(p, f->off));
+            if (!view)
+                free(*(char **)AT(p, f->off));
             break;
         case K_STRLIST:
-            dg_strlist_free((struct dg_strlist *)AT(p, f->off));
+            if (view)
+                free(((struct dg_strlist *)AT(p, f->off))->v);
+            else
+                dg_strlist_free((struct dg_strlist *)AT(p, f->off));
             break;
         case K_ARR: {
             char *items = *(char **)AT(p, f->off);
             size_t n = *(size_t *)AT(p, f->count);
             for (size_t k = 0; k < n; k++)
-                msg_free(f->sub, items + k * f->sub->size);
+                msg_free_as(f->sub, items + k * f->sub->size, view);
             free(items);
             break;
         }
         case K_OBJ:
-            msg_free(f->sub, AT(p, f->off));
+            msg_free_as(f->sub, AT(p, f->off), view);
             break;
         default:
             break;
@@ -641,6 +674,22 @@ int dg_wire_fn_endpoints_decode(const json_t *j, struct dg_wire_fn_update *out, 
     return decode(&M_fn_endpoints, j, out, err);
 }
 
+int dg_wire_fn_update_view(const json_t *j, struct dg_wire_fn_update *out, struct dg_err *err)
+{
+    return decode_as(&M_fn_update, j, out, true, err);
+}
+
+int dg_wire_fn_endpoints_view(const json_t *j, struct dg_wire_fn_update *out, struct dg_err *err)
+{
+    return decode_as(&M_fn_endpoints, j, out, true, err);
+}
+
+void dg_wire_fn_update_view_free(struct dg_wire_fn_update *m)
+{
+    if (m)
+        msg_free_as(&M_fn_update, m, true);
+}
+
 int dg_wire_drain_ids_decode(const json_t *j, struct dg_wire_drain *out, struct dg_err *err)
 {
     return decode(&M_drain_ids, j, out, err);
@@ -764,27 +813,35 @@ void dg_wire_beat_set_resync(json_t *beat, bool resync)
 static const struct msg *const all[] = {DG_WIRE_MESSAGES(LIST_MSG) & M_fn_endpoints, &M_drain_ids};
 
 /* Decode `j` as `m`; on success encode, decode the encoding and encode again: both encodings
- * must be the same text (what a decode accepts, an encode reproduces). */
+ * must be the same text (what a decode accepts, an encode reproduces). The view decode (its
+ * strings borrowed) must accept and refuse the same, with the same encoding or error. */
 static int roundtrip(const struct msg *m, const json_t *j, struct dg_err *err)
 {
-    void *a = dg_xmalloc(m->size), *b = dg_xmalloc(m->size);
+    void *a = dg_xmalloc(m->size), *b = dg_xmalloc(m->size), *c = dg_xmalloc(m->size);
     int rc = decode(m, j, a, err);
+    struct dg_err e3 = {0};
+    int rc_view = decode_as(m, j, c, true, &e3);
+    if (rc != rc_view || (rc < 0 && strcmp(err->msg, e3.msg) != 0))
+        abort(); /* the view decode judges otherwise */
     if (rc == 0) {
         json_t *e1 = encode(m, a);
         struct dg_err e2 = {0};
         if (decode(m, e1, b, &e2) < 0)
             abort(); /* an encoding its own decoder refuses */
-        char *s1 = dg_json_dumps(e1), *s2 = dumps(m, b);
-        if (strcmp(s1, s2) != 0)
-            abort(); /* the encoding changed in a round trip */
+        char *s1 = dg_json_dumps(e1), *s2 = dumps(m, b), *s3 = dumps(m, c);
+        if (strcmp(s1, s2) != 0 || strcmp(s1, s3) != 0)
+            abort(); /* the encoding changed in a round trip, or from the view */
         free(s1);
         free(s2);
+        free(s3);
         json_decref(e1);
         msg_free(m, a);
         msg_free(m, b);
+        msg_free_as(m, c, true);
     }
     free(a);
     free(b);
+    free(c);
     return rc;
 }
 

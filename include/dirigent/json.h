@@ -42,6 +42,14 @@ enum { DG_JSON_ALLOW_UNKNOWN = 1 };
 int dg_json_unpack(const json_t *obj, const struct dg_json_field *fields, size_t nfields, void *out,
                    unsigned flags, struct dg_err *err);
 
+/* One present (non-null) value `v` of field `f`, already looked up by the caller: checked and
+ * stored into `out` as dg_json_unpack does (same messages; on error `out` is untouched). For
+ * table walkers that hold the value (lib/wire.c): no second lookup of the key. */
+int dg_json_unpack_value(const json_t *v, const struct dg_json_field *f, void *out,
+                         struct dg_err *err);
+/* Only the check of dg_json_unpack_value (for a walker that borrows what it accepts). */
+int dg_json_check_value(const json_t *v, const struct dg_json_field *f, struct dg_err *err);
+
 /* Single-field getters with the same messages; `*out` is borrowed from obj for strings.
  * An absent (or null) optional field returns 0 and leaves `*out` untouched. */
 int dg_json_get_string(const json_t *obj, const char *name, bool required, const char **out,
