@@ -153,16 +153,15 @@ static void api_put_endpoints(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 400, "%s", err.msg);
         return;
     }
-    struct dg_wire_fn_update u;
-    int rc = dg_wire_fn_endpoints_decode(j, &u, &err);
-    json_decref(j);
-    if (rc < 0 || check_update(&u, &err) < 0) {
+    struct dg_wire_fn_update u; /* its strings borrowed from j */
+    if (dg_wire_fn_endpoints_view(j, &u, &err) < 0 || check_update(&u, &err) < 0) {
         dg_http_respond_text(r, 400, "%s", err.msg);
     } else {
         apply_update(d, f, &u);
         dg_http_respond_text(r, 200, "function '%s': %zu endpoint(s)", f->name, f->neps);
     }
-    dg_wire_fn_update_free(&u); /* nothing to free after a failed decode */
+    dg_wire_fn_update_view_free(&u); /* nothing to free after a failed decode */
+    json_decref(j);
 }
 
 /* PUT /v1/endpoints (dg_wire_push): many functions' whole lists in one call (the CP coalesces
@@ -186,8 +185,8 @@ static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
     size_t i, applied = 0;
     json_array_foreach(fns, i, item)
     {
-        struct dg_wire_fn_update u;
-        if (dg_wire_fn_update_decode(item, &u, &err) < 0) {
+        struct dg_wire_fn_update u; /* its strings borrowed from j: no copy per endpoint */
+        if (dg_wire_fn_update_view(item, &u, &err) < 0) {
             dg_log(DG_LOG_WARN, "api", "endpoints: item %zu: %s", i, err.msg);
             continue;
         }
@@ -199,7 +198,7 @@ static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
             apply_update(d, f, &u);
             applied++;
         }
-        dg_wire_fn_update_free(&u);
+        dg_wire_fn_update_view_free(&u);
     }
     json_decref(j);
     dg_http_respond_text(r, 200, "%zu function(s) updated", applied);
