@@ -13,7 +13,6 @@
 #include "dirigent/config.h"
 #include "dirigent/daemon.h"
 #include "dirigent/heartbeat.h"
-#include "dirigent/json.h"
 #include "dirigent/log.h"
 #include "dirigent/trace.h"
 #include "dirigent/wire.h"
