@@ -21,7 +21,7 @@ struct wk_config {
     char *fn_binary;
     struct dg_strlist cp_addresses;
     struct dg_http_conf http;
-    /* oci runtime */
+    /* the host (every runtime) and the oci runtime's settings */
     char *oci_runtime;
     char *data_dir, *run_dir;
     char *bridge, *subnet;
