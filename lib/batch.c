@@ -1,6 +1,8 @@
 /*
- * batch.c: see batch.h.
+ * batch.c: see batch.h. The server side is a reply sink: a batch streams one NDJSON line per
+ * item, a single reply (a batch of one) answers its request with item 0's status and body.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +164,7 @@ struct dg_batch_reply {
     size_t n, left;
     void **uds;
     bool *answered;
+    bool single; /* a plain request: item 0 is the whole response */
     void (*on_abort)(void *item_ud);
 };
 
@@ -215,19 +218,44 @@ struct dg_batch_reply *dg_batch_reply_start(struct dg_http_req *r, size_t n,
     return b;
 }
 
+struct dg_batch_reply *dg_batch_reply_single(struct dg_http_req *r, void (*on_abort)(void *item_ud))
+{
+    struct dg_batch_reply *b = dg_xcalloc(1, sizeof(*b));
+    b->r = r;
+    b->n = b->left = 1;
+    b->single = true;
+    b->uds = dg_xcalloc(1, sizeof(*b->uds));
+    b->answered = dg_xcalloc(1, sizeof(*b->answered));
+    b->on_abort = on_abort;
+    dg_http_req_on_abort(r, reply_aborted, b);
+    return b;
+}
+
+size_t dg_batch_reply_size(const struct dg_batch_reply *b)
+{
+    return b->n;
+}
+
 void dg_batch_reply_set_ud(struct dg_batch_reply *b, size_t i, void *item_ud)
 {
     if (i < b->n)
         b->uds[i] = item_ud;
 }
 
-void dg_batch_reply_item(struct dg_batch_reply *b, size_t i, int status, const char *body,
-                         size_t len)
+void dg_batch_reply_answer(struct dg_batch_reply *b, size_t i, int status, const char *ctype,
+                           const char *body, size_t len)
 {
     if (i >= b->n || b->answered[i])
         return;
     b->answered[i] = true;
     b->left--;
+    if (b->single) {
+        dg_http_req_on_abort(b->r, NULL, NULL);
+        dg_http_respond(b->r, status, ctype ? ctype : "text/plain", body ? body : "",
+                        body ? len : 0);
+        reply_free(b);
+        return;
+    }
     json_t *line = json_pack("{sI sI ss%}", "i", (json_int_t)i, "status", (json_int_t)status,
                              "body", body ? body : "", body ? len : 0);
     char *s = line ? dg_json_dumps(line) : NULL;
@@ -243,4 +271,26 @@ void dg_batch_reply_item(struct dg_batch_reply *b, size_t i, int status, const c
         dg_http_resp_end(b->r);
         reply_free(b);
     }
+}
+
+void dg_batch_reply_item(struct dg_batch_reply *b, size_t i, int status, const char *body,
+                         size_t len)
+{
+    dg_batch_reply_answer(b, i, status, NULL, body, len);
+}
+
+void dg_batch_reply_text(struct dg_batch_reply *b, size_t i, int status, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if (n > (int)sizeof(buf) - 2)
+        n = (int)sizeof(buf) - 2;
+    if (b->single && (n == 0 || buf[n - 1] != '\n')) /* as dg_http_respond_text */
+        buf[n++] = '\n';
+    dg_batch_reply_answer(b, i, status, NULL, buf, (size_t)n);
 }
