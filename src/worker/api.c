@@ -14,8 +14,10 @@
  *                              what one loop turn decides); answers stream back one
  *                              NDJSON line per item as each is done (lib/batch.c)
  *
- * A create's caller that goes away before its answer leaves a sandbox nobody would delete:
- * it is deleted then (wk_registry_abandon).
+ * A plain request and a batch are answered alike, through a reply sink (lib/batch.c: a plain
+ * request is a batch of one), so each operation has one path (create_one, delete_one). A
+ * create's caller that goes away before its answer leaves a sandbox nobody would delete: it
+ * is deleted then (wk_registry_abandon).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,22 +35,13 @@ static json_t *latency_json(const struct wk_latency *l)
                      (json_int_t)l->total_us);
 }
 
-/* Answer a create: its request, or its item in a batch. */
-static void create_answer(struct wk_reply to, int status, const char *ctype, const char *body,
-                          size_t len)
-{
-    if (to.req)
-        dg_http_respond(to.req, status, ctype, body, len);
-    else if (to.batch)
-        dg_batch_reply_item(to.batch, to.i, status, body, len);
-}
-
 void wk_api_answer(void *ud, struct wk_sandbox *sb, struct wk_reply to, const struct dg_err *err)
 {
     if (err) {
         char msg[600];
         int n = snprintf(msg, sizeof(msg), "create failed: %s", err->msg);
-        create_answer(to, 503, "text/plain", msg, (size_t)DG_MIN(n, (int)sizeof(msg) - 1));
+        dg_batch_reply_answer(to.batch, to.i, 503, "text/plain", msg,
+                              (size_t)DG_MIN(n, (int)sizeof(msg) - 1));
         return;
     }
     char ep[80];
@@ -57,16 +50,12 @@ void wk_api_answer(void *ud, struct wk_sandbox *sb, struct wk_reply to, const st
                           "latencyUs", latency_json(&sb->lat));
     char *body = dg_json_dumps(j);
     json_decref(j);
-    create_answer(to, 201, "application/json", body, strlen(body));
+    dg_batch_reply_answer(to.batch, to.i, 201, "application/json", body, strlen(body));
     free(body);
 }
 
-static void create_aborted(struct dg_http_req *r, void *ud)
-{
-    wk_registry_abandon(ud); /* the caller (the CP, timed out) never learns its id */
-}
-
-static void create_item_aborted(void *ud)
+/* The caller went away before the answer (the CP, timed out): it never learns the id. */
+static void create_aborted(void *ud)
 {
     if (ud) /* NULL: an item refused before it started */
         wk_registry_abandon(ud);
@@ -74,10 +63,7 @@ static void create_item_aborted(void *ud)
 
 void wk_api_bind(void *ud, struct wk_sandbox *sb)
 {
-    if (sb->reply.req)
-        dg_http_req_on_abort(sb->reply.req, create_aborted, sb);
-    else if (sb->reply.batch)
-        dg_batch_reply_set_ud(sb->reply.batch, sb->reply.i, sb);
+    dg_batch_reply_set_ud(sb->reply.batch, sb->reply.i, sb);
 }
 
 static const struct dg_json_field spec_fields[] = {
@@ -90,18 +76,40 @@ static const struct dg_json_field spec_fields[] = {
     {"memoryMiB", DG_JSON_INT, false, offsetof(struct wk_spec, memory_mib), 0, 1 << 24},
 };
 
-/* Start a sandbox from its JSON spec; the answer goes to r or to item i of batch. Returns
- * -1 (with the 400 text in err) when the spec is bad: nothing started. */
-static int create_from(struct wk_registry *reg, json_t *j, struct dg_http_req *r,
-                       struct dg_batch_reply *batch, size_t i, struct dg_err *err)
+/* Start a sandbox from its JSON spec; the answer goes to item i of b. Returns -1 (with the
+ * 400 text in err) when the spec is bad: nothing started. */
+static int create_one(struct wk_registry *reg, json_t *j, struct dg_batch_reply *b, size_t i,
+                      struct dg_err *err)
 {
     struct wk_spec spec = {0};
     if (dg_json_unpack(j, spec_fields, DG_ARRAY_LEN(spec_fields), &spec, 0, err) < 0)
         return -1;
-    int rc =
-        wk_registry_create(reg, &spec, (struct wk_reply){.batch = batch, .i = i, .req = r}, err);
+    int rc = wk_registry_create(reg, &spec, (struct wk_reply){.batch = b, .i = i}, err);
     wk_spec_free(&spec);
     return rc;
+}
+
+/* The creates of a request, answered through b: `items` is the batch's array of specs, or
+ * the one spec of a plain request (single). */
+static void create_items(struct wk_registry *reg, struct dg_batch_reply *b, json_t *items,
+                         bool single)
+{
+    size_t n = dg_batch_reply_size(b);
+    /* the last item may end the reply: every spec is read before any answer can come */
+    char *small[8] = {0};
+    char **why = n <= DG_ARRAY_LEN(small) ? small : dg_xcalloc(n, sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        struct dg_err e = {0};
+        if (create_one(reg, single ? items : json_array_get(items, i), b, i, &e) < 0)
+            why[i] = dg_xasprintf("sandbox: %s", e.msg);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (why[i]) {
+            dg_batch_reply_text(b, i, 400, "%s", why[i]);
+            free(why[i]);
+        }
+    if (why != small)
+        free(why);
 }
 
 static void api_create(struct dg_http_req *r, void *ud)
@@ -109,8 +117,10 @@ static void api_create(struct dg_http_req *r, void *ud)
     struct dg_str body = dg_http_req_body(r);
     json_t *j = NULL;
     struct dg_err err = {0};
-    if (dg_json_parse(body.ptr, body.len, &j, &err) < 0 || create_from(ud, j, r, NULL, 0, &err) < 0)
+    if (dg_json_parse(body.ptr, body.len, &j, &err) < 0)
         dg_http_respond_text(r, 400, "sandbox: %s", err.msg);
+    else
+        create_items(ud, dg_batch_reply_single(r, create_aborted), j, true);
     json_decref(j);
 }
 
@@ -118,33 +128,13 @@ static void api_create(struct dg_http_req *r, void *ud)
  * as it is ready (the CP batches the creates of one loop turn). */
 static void api_create_batch(struct dg_http_req *r, void *ud)
 {
-    json_t *root, *items, *item;
+    json_t *root, *items;
     struct dg_err err = {0};
-    if (!(items = dg_batch_items(r, &root, &err))) {
-        json_decref(root);
+    if (!(items = dg_batch_items(r, &root, &err)))
         dg_http_respond_text(r, 400, "sandboxes: %s", err.msg);
-        return;
-    }
-    struct dg_batch_reply *b = dg_batch_reply_start(r, json_array_size(items), create_item_aborted);
-    size_t i, n = json_array_size(items);
-    /* the last item may end the reply: every spec is read before any answer can come */
-    bool *bad = dg_xcalloc(n, sizeof(bool));
-    char **why = dg_xcalloc(n, sizeof(char *));
-    json_array_foreach(items, i, item)
-    {
-        struct dg_err e = {0};
-        if (create_from(ud, item, NULL, b, i, &e) < 0) {
-            bad[i] = true;
-            why[i] = dg_xasprintf("sandbox: %s", e.msg);
-        }
-    }
-    for (i = 0; i < n; i++)
-        if (bad[i]) {
-            dg_batch_reply_item(b, i, 400, why[i], strlen(why[i]));
-            free(why[i]);
-        }
-    free(bad);
-    free(why);
+    else
+        create_items(ud, dg_batch_reply_start(r, json_array_size(items), create_aborted), items,
+                     false);
     json_decref(root);
 }
 
@@ -166,13 +156,21 @@ static void api_list(struct dg_http_req *r, void *ud)
         json_pack("{ss ss so}", "name", reg->name, "runtime", reg->rt->name, "sandboxes", list));
 }
 
+/* Delete sandbox `id` (ptr NULL: the item was not a string), answered as item i of b. */
+static void delete_one(struct wk_registry *reg, struct dg_batch_reply *b, size_t i,
+                       struct dg_str id)
+{
+    if (!id.ptr)
+        dg_batch_reply_text(b, i, 400, "no sandbox (not a string)");
+    else if (wk_registry_delete(reg, id) < 0)
+        dg_batch_reply_text(b, i, 404, "sandbox '%.*s' not found", (int)id.len, id.ptr);
+    else
+        dg_batch_reply_text(b, i, 200, "deleting %.*s", (int)id.len, id.ptr);
+}
+
 static void api_delete(struct dg_http_req *r, void *ud)
 {
-    struct dg_str id = dg_http_req_param(r, "id");
-    if (wk_registry_delete(ud, id) < 0)
-        dg_http_respond_text(r, 404, "sandbox '%.*s' not found", (int)id.len, id.ptr);
-    else
-        dg_http_respond_text(r, 200, "deleting %.*s", (int)id.len, id.ptr);
+    delete_one(ud, dg_batch_reply_single(r, NULL), 0, dg_http_req_param(r, "id"));
 }
 
 /* POST /v1/sandboxes/delete {"items":["id", ...]}: several deletes, answered at once. */
@@ -185,16 +183,12 @@ static void api_delete_batch(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 400, "delete: %s", err.msg);
         return;
     }
-    size_t i, n = json_array_size(items);
-    struct dg_batch_reply *b = dg_batch_reply_start(r, n, NULL);
+    size_t i;
+    struct dg_batch_reply *b = dg_batch_reply_start(r, json_array_size(items), NULL);
     json_array_foreach(items, i, item)
     {
         const char *id = json_string_value(item);
-        int st = !id ? 400 : wk_registry_delete(ud, dg_str_c(id)) < 0 ? 404 : 200;
-        char msg[160];
-        int len = snprintf(msg, sizeof(msg), "%s %s", st == 200 ? "deleting" : "no sandbox",
-                           id ? id : "(not a string)");
-        dg_batch_reply_item(b, i, st, msg, (size_t)DG_MIN(len, (int)sizeof(msg) - 1));
+        delete_one(ud, b, i, id ? dg_str_c(id) : (struct dg_str){0});
     }
     json_decref(root);
 }

@@ -103,7 +103,7 @@ static void answer(struct wk_sandbox *sb, const struct dg_err *err)
     struct wk_registry *reg = sb->reg;
     struct wk_reply to = sb->reply;
     sb->reply = (struct wk_reply){0};
-    if ((to.batch || to.req) && reg->ev.answer)
+    if (to.batch && reg->ev.answer)
         reg->ev.answer(reg->ev.ud, sb, to, err);
 }
 

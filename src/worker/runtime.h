@@ -44,12 +44,11 @@ enum wk_sb_state { WK_SB_CREATING, WK_SB_READY, WK_SB_EXITED, WK_SB_DELETING };
 
 struct wk_registry;
 
-/* Who waits for a create's answer: item i of a batch reply, or a single request (struct
- * dg_http_req); neither: nobody. */
+/* Who waits for a create's answer: item i of a reply sink (lib/batch.c: a batch request's, or
+ * a plain request's, a batch of one); batch NULL: nobody. */
 struct wk_reply {
     struct dg_batch_reply *batch;
     size_t i;
-    void *req;
 };
 
 struct wk_sandbox {
