@@ -14,6 +14,9 @@
  *                              what one loop turn decides); answers stream back one
  *                              NDJSON line per item as each is done (lib/batch.c)
  *
+ * The messages are dirigent/wire.h's (dg_wire_create, _created, _sandbox_list, the delete
+ * item); their keys are spelled only there.
+ *
  * A plain request and a batch are answered alike, through a reply sink (lib/batch.c: a plain
  * request is a batch of one), so each operation has one path (create_one, delete_one). A
  * create's caller that goes away before its answer leaves a sandbox nobody would delete: it
@@ -25,15 +28,8 @@
 
 #include "dirigent/batch.h"
 #include "dirigent/json.h"
+#include "dirigent/wire.h"
 #include "api.h"
-
-static json_t *latency_json(const struct wk_latency *l)
-{
-    return json_pack("{sI sI sI sI sI sI}", "image", (json_int_t)l->image_us, "rootfs",
-                     (json_int_t)l->rootfs_us, "network", (json_int_t)l->network_us, "start",
-                     (json_int_t)l->start_us, "ready", (json_int_t)l->ready_us, "total",
-                     (json_int_t)l->total_us);
-}
 
 void wk_api_answer(void *ud, struct wk_sandbox *sb, struct wk_reply to, const struct dg_err *err)
 {
@@ -46,10 +42,18 @@ void wk_api_answer(void *ud, struct wk_sandbox *sb, struct wk_reply to, const st
     }
     char ep[80];
     snprintf(ep, sizeof(ep), "%s:%d", sb->host, sb->port);
-    json_t *j = json_pack("{ss ss ss so}", "id", sb->id, "function", sb->function, "endpoint", ep,
-                          "latencyUs", latency_json(&sb->lat));
-    char *body = dg_json_dumps(j);
-    json_decref(j);
+    const struct wk_latency *l = &sb->lat;
+    struct dg_wire_created m = {.id = sb->id,
+                                .function = sb->function,
+                                .endpoint = ep,
+                                .has_latency = true,
+                                .latency = {.image = (int64_t)l->image_us,
+                                            .rootfs = (int64_t)l->rootfs_us,
+                                            .network = (int64_t)l->network_us,
+                                            .start = (int64_t)l->start_us,
+                                            .ready = (int64_t)l->ready_us,
+                                            .total = (int64_t)l->total_us}};
+    char *body = dg_wire_created_dumps(&m);
     dg_batch_reply_answer(to.batch, to.i, 201, "application/json", body, strlen(body));
     free(body);
 }
@@ -66,26 +70,16 @@ void wk_api_bind(void *ud, struct wk_sandbox *sb)
     dg_batch_reply_set_ud(sb->reply.batch, sb->reply.i, sb);
 }
 
-static const struct dg_json_field spec_fields[] = {
-    {"function", DG_JSON_STRING, true, offsetof(struct wk_spec, function), 0, 0},
-    {"image", DG_JSON_STRING, false, offsetof(struct wk_spec, image), 0, 0},
-    {"port", DG_JSON_INT, false, offsetof(struct wk_spec, port), 1, 65535},
-    {"env", DG_JSON_STRLIST, false, offsetof(struct wk_spec, env), 0, 0},
-    {"args", DG_JSON_STRLIST, false, offsetof(struct wk_spec, args), 0, 0},
-    {"cpuMilli", DG_JSON_INT, false, offsetof(struct wk_spec, cpu_milli), 0, 100000000},
-    {"memoryMiB", DG_JSON_INT, false, offsetof(struct wk_spec, memory_mib), 0, 1 << 24},
-};
-
 /* Start a sandbox from its JSON spec; the answer goes to item i of b. Returns -1 (with the
  * 400 text in err) when the spec is bad: nothing started. */
 static int create_one(struct wk_registry *reg, json_t *j, struct dg_batch_reply *b, size_t i,
                       struct dg_err *err)
 {
-    struct wk_spec spec = {0};
-    if (dg_json_unpack(j, spec_fields, DG_ARRAY_LEN(spec_fields), &spec, 0, err) < 0)
+    struct dg_wire_create spec;
+    if (dg_wire_create_decode(j, &spec, err) < 0)
         return -1;
     int rc = wk_registry_create(reg, &spec, (struct wk_reply){.batch = b, .i = i}, err);
-    wk_spec_free(&spec);
+    dg_wire_create_free(&spec);
     return rc;
 }
 
@@ -141,28 +135,30 @@ static void api_create_batch(struct dg_http_req *r, void *ud)
 static void api_list(struct dg_http_req *r, void *ud)
 {
     struct wk_registry *reg = ud;
-    json_t *list = json_array();
-    for (struct wk_sandbox *sb = reg->sandboxes; sb; sb = sb->next) {
-        char ep[80];
-        snprintf(ep, sizeof(ep), "%s:%d", sb->host, sb->port);
-        json_t *one = json_pack("{ss ss ss ss}", "id", sb->id, "function", sb->function, "endpoint",
-                                ep, "state", wk_sandbox_state_name(sb->state));
-        if (sb->exit_reason[0])
-            json_object_set_new(one, "exitReason", json_string(sb->exit_reason));
-        json_array_append_new(list, one);
+    struct dg_wire_sandbox_state *v = dg_xcalloc(reg->n + 1, sizeof(*v));
+    char(*eps)[80] = dg_xcalloc(reg->n + 1, sizeof(*eps));
+    size_t n = 0;
+    for (struct wk_sandbox *sb = reg->sandboxes; sb; sb = sb->next, n++) {
+        snprintf(eps[n], sizeof(eps[n]), "%s:%d", sb->host, sb->port);
+        v[n] = (struct dg_wire_sandbox_state){.id = sb->id,
+                                              .function = sb->function,
+                                              .endpoint = eps[n],
+                                              .state = (char *)wk_sandbox_state_name(sb->state),
+                                              .exit_reason =
+                                                  sb->exit_reason[0] ? sb->exit_reason : NULL};
     }
-    dg_http_respond_json(
-        r, 200,
-        json_pack("{ss ss so}", "name", reg->name, "runtime", reg->rt->name, "sandboxes", list));
+    struct dg_wire_sandbox_list m = {
+        .name = reg->name, .runtime = (char *)reg->rt->name, .sandboxes = v, .nsandboxes = n};
+    dg_http_respond_json(r, 200, dg_wire_sandbox_list_encode(&m));
+    free(v);
+    free(eps);
 }
 
-/* Delete sandbox `id` (ptr NULL: the item was not a string), answered as item i of b. */
+/* Delete sandbox `id`, answered as item i of b. */
 static void delete_one(struct wk_registry *reg, struct dg_batch_reply *b, size_t i,
                        struct dg_str id)
 {
-    if (!id.ptr)
-        dg_batch_reply_text(b, i, 400, "no sandbox (not a string)");
-    else if (wk_registry_delete(reg, id) < 0)
+    if (wk_registry_delete(reg, id) < 0)
         dg_batch_reply_text(b, i, 404, "sandbox '%.*s' not found", (int)id.len, id.ptr);
     else
         dg_batch_reply_text(b, i, 200, "deleting %.*s", (int)id.len, id.ptr);
@@ -187,17 +183,20 @@ static void api_delete_batch(struct dg_http_req *r, void *ud)
     struct dg_batch_reply *b = dg_batch_reply_start(r, json_array_size(items), NULL);
     json_array_foreach(items, i, item)
     {
-        const char *id = json_string_value(item);
-        delete_one(ud, b, i, id ? dg_str_c(id) : (struct dg_str){0});
+        const char *id;
+        if (dg_wire_delete_item_decode(item, &id, &err) < 0)
+            dg_batch_reply_text(b, i, 400, "no sandbox: %s", err.msg);
+        else
+            delete_one(ud, b, i, dg_str_c(id));
     }
     json_decref(root);
 }
 
 void wk_api_mount(struct dg_http_server *s, struct wk_registry *reg)
 {
-    dg_http_route(s, "POST", "/v1/sandboxes", api_create, reg, 0);
-    dg_http_route(s, "GET", "/v1/sandboxes", api_list, reg, 0);
-    dg_http_route(s, "POST", "/v1/sandboxes/batch", api_create_batch, reg, 0);
-    dg_http_route(s, "POST", "/v1/sandboxes/delete", api_delete_batch, reg, 0);
-    dg_http_route(s, "DELETE", "/v1/sandboxes/:id", api_delete, reg, 0);
+    dg_http_route(s, "POST", DG_WIRE_PATH_SANDBOXES, api_create, reg, 0);
+    dg_http_route(s, "GET", DG_WIRE_PATH_SANDBOXES, api_list, reg, 0);
+    dg_http_route(s, "POST", DG_WIRE_PATH_SANDBOXES_BATCH, api_create_batch, reg, 0);
+    dg_http_route(s, "POST", DG_WIRE_PATH_SANDBOXES_DELETE, api_delete_batch, reg, 0);
+    dg_http_route(s, "DELETE", DG_WIRE_PATH_SANDBOXES "/:id", api_delete, reg, 0);
 }

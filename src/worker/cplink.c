@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "dirigent/heartbeat.h"
-#include "dirigent/json.h"
+#include "dirigent/wire.h"
 #include "cplink.h"
 
 struct wk_cplink_node {
@@ -28,34 +28,39 @@ static json_t *registration_body(void *ud)
     const struct wk_cplink_conf *c = &l->conf;
     char address[96];
     snprintf(address, sizeof(address), "%s:%d", c->host, l->port);
-    const char *name = node->name ? node->name : l->reg->name;
     /* capacity for placement: configured, else the machine's (an emulated node stands for a
-     * machine like this one: emulated sandboxes use nothing real) */
-    int64_t cpu = c->cpu_milli ? c->cpu_milli : (int64_t)uv_available_parallelism() * 1000;
-    int64_t mem = c->memory_mib ? c->memory_mib : (int64_t)(uv_get_total_memory() / (1024 * 1024));
-    /* and the accounting rule's parameters: the CP reserves by them (lib/resources.c) */
-    json_t *body =
-        json_pack("{ss ss ss sI sI sf sI sI}", "name", name, "address", address, "boot", c->boot,
-                  "cpuMilli", (json_int_t)cpu, "memoryMiB", (json_int_t)mem, "cpuOvercommit",
-                  c->cpu_overcommit, "sandboxMinCpuMilli", (json_int_t)c->min_cpu_milli,
-                  "sandboxMinMemoryMiB", (json_int_t)c->min_memory_mib);
-    if (node != &l->nodes[0])
-        return body; /* the sandboxes are reported once, by the first node */
-    /* the sandboxes it runs, when the CP may not know them (the first beat, the first after a
-     * failure, or when the CP asks): it adopts them. Not on every beat: with thousands of
-     * sandboxes that list would be most of the CP's work. */
-    if (node->hb && !dg_heartbeat_resyncing(node->hb))
-        return body;
-    json_t *sbs = json_array();
+     * machine like this one: emulated sandboxes use nothing real), and the accounting rule's
+     * parameters: the CP reserves by them (lib/resources.c) */
+    struct dg_wire_worker_beat m = {
+        .name = node->name ? node->name : l->reg->name,
+        .address = address,
+        .boot = (char *)c->boot,
+        .cpu_milli = c->cpu_milli ? c->cpu_milli : (int64_t)uv_available_parallelism() * 1000,
+        .memory_mib =
+            c->memory_mib ? c->memory_mib : (int64_t)(uv_get_total_memory() / (1024 * 1024)),
+        .cpu_overcommit = c->cpu_overcommit,
+        .min_cpu_milli = c->min_cpu_milli,
+        .min_memory_mib = c->min_memory_mib};
+    /* the sandboxes it runs (the first node reports them, for all), when the CP may not know
+     * them (the first beat, the first after a failure, or when the CP asks): it adopts them.
+     * Not on every beat: with thousands of sandboxes that list would be most of the CP's
+     * work. */
+    if (node != &l->nodes[0] || (node->hb && !dg_heartbeat_resyncing(node->hb)))
+        return dg_wire_worker_beat_encode(&m);
+    m.has_sandboxes = true;
+    m.sandboxes = dg_xcalloc(l->reg->n + 1, sizeof(*m.sandboxes));
+    char(*eps)[80] = dg_xcalloc(l->reg->n + 1, sizeof(*eps));
     for (struct wk_sandbox *sb = l->reg->sandboxes; sb; sb = sb->next) {
         if (sb->state != WK_SB_READY)
             continue;
-        char ep[80];
-        snprintf(ep, sizeof(ep), "%s:%d", sb->host, sb->port);
-        json_array_append_new(
-            sbs, json_pack("{ss ss ss}", "id", sb->id, "function", sb->function, "endpoint", ep));
+        size_t k = m.nsandboxes++;
+        snprintf(eps[k], sizeof(eps[k]), "%s:%d", sb->host, sb->port);
+        m.sandboxes[k] = (struct dg_wire_sandbox_ref){
+            .id = sb->id, .function = sb->function, .endpoint = eps[k]};
     }
-    json_object_set_new(body, "sandboxes", sbs);
+    json_t *body = dg_wire_worker_beat_encode(&m);
+    free(m.sandboxes);
+    free(eps);
     return body;
 }
 
@@ -71,7 +76,7 @@ int wk_cplink_start(struct wk_cplink *l, uv_loop_t *loop, const struct wk_cplink
         struct wk_cplink_node *node = &l->nodes[i];
         node->link = l;
         node->name = n > 1 ? dg_xasprintf("%s-%lld", reg->name, (long long)i) : NULL;
-        node->hb = dg_heartbeat_start_list(loop, conf->cp_addresses, "/v1/workers",
+        node->hb = dg_heartbeat_start_list(loop, conf->cp_addresses, DG_WIRE_PATH_WORKERS,
                                            conf->heartbeat_ms, registration_body, node, err);
         if (!node->hb)
             return -1;
@@ -85,10 +90,12 @@ void wk_cplink_exited(void *ud, const struct wk_sandbox *sb)
     if (!l->nodes || !l->nodes[0].hb)
         return;
     /* the CP replaces it at once, and tells the data planes why it went */
-    dg_heartbeat_post(l->nodes[0].hb, "/v1/sandboxes/exited",
-                      json_pack("{ss ss ss sI ss}", "worker", l->reg->name, "id", sb->id,
-                                "function", sb->function, "status", (json_int_t)sb->exit_status,
-                                "reason", sb->exit_reason));
+    struct dg_wire_sandbox_exit m = {.worker = l->reg->name,
+                                     .id = (char *)sb->id,
+                                     .function = sb->function,
+                                     .status = sb->exit_status,
+                                     .reason = (char *)sb->exit_reason};
+    dg_heartbeat_post(l->nodes[0].hb, DG_WIRE_PATH_SANDBOX_EXITED, dg_wire_sandbox_exit_encode(&m));
 }
 
 void wk_cplink_stop(struct wk_cplink *l)

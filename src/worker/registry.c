@@ -13,14 +13,6 @@
 #include "dirigent/log.h"
 #include "registry.h"
 
-void wk_spec_free(struct wk_spec *s)
-{
-    free(s->function);
-    free(s->image);
-    dg_strlist_free(&s->env);
-    dg_strlist_free(&s->args);
-}
-
 const char *wk_sandbox_state_name(enum wk_sb_state s)
 {
     switch (s) {
@@ -72,8 +64,8 @@ void wk_registry_deinit(struct wk_registry *reg)
     dg_strmap_free(&reg->by_id);
 }
 
-int wk_registry_create(struct wk_registry *reg, const struct wk_spec *spec, struct wk_reply reply,
-                       struct dg_err *err)
+int wk_registry_create(struct wk_registry *reg, const struct dg_wire_create *spec,
+                       struct wk_reply reply, struct dg_err *err)
 {
     if (reg->rt->validate && reg->rt->validate(reg->rt_state, spec, err) < 0)
         return -1;

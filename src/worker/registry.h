@@ -52,8 +52,8 @@ void wk_registry_deinit(struct wk_registry *reg);
  * runtime. `reply` says who waits for the answer (given to ev.bind, answered through
  * ev.answer). Returns -1 with the 400 text in err when the spec is bad: nothing made. The
  * sandbox may be answered, even freed, before this returns. */
-int wk_registry_create(struct wk_registry *reg, const struct wk_spec *spec, struct wk_reply reply,
-                       struct dg_err *err);
+int wk_registry_create(struct wk_registry *reg, const struct dg_wire_create *spec,
+                       struct wk_reply reply, struct dg_err *err);
 /* Delete sandbox `id`: 0 (its runtime stops it in the background; a create still under way
  * is answered as failed), or -1 when there is no such sandbox or it is going already. */
 int wk_registry_delete(struct wk_registry *reg, struct dg_str id);

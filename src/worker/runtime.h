@@ -21,19 +21,10 @@
 
 #include "dirigent/common.h"
 #include "dirigent/resources.h"
+#include "dirigent/wire.h" /* struct dg_wire_create: what a sandbox runs (its spec) */
 
 struct wk_instance;
 struct dg_batch_reply;
-
-/* What a sandbox runs. Strings owned by the spec. */
-struct wk_spec {
-    char *function;
-    char *image; /* process runtime: the command (absolute path) */
-    int64_t port;
-    struct dg_strlist env, args;
-    int64_t cpu_milli, memory_mib;
-};
-void wk_spec_free(struct wk_spec *s);
 
 /* Time spent per step of a create, microseconds (the CP's cold-start trace). */
 struct wk_latency {
@@ -108,10 +99,10 @@ struct wk_runtime {
     void (*start)(void *state, wk_runtime_ready_cb ready, void *ud);
     /* Optional: check a spec before anything is made; 0, or -1 with the 400 text in err
      * ("field '...': ..."). */
-    int (*validate)(void *state, const struct wk_spec *spec, struct dg_err *err);
+    int (*validate)(void *state, const struct dg_wire_create *spec, struct dg_err *err);
     /* Start creating `sb` from `spec` (borrowed for the call); report through
      * wk_sandbox_created (later, or at once on failure). */
-    void (*create)(void *state, struct wk_sandbox *sb, const struct wk_spec *spec);
+    void (*create)(void *state, struct wk_sandbox *sb, const struct dg_wire_create *spec);
     /* Stop `sb`; call wk_sandbox_gone when nothing of it is left. */
     void (*destroy)(void *state, struct wk_sandbox *sb);
     /* Optional: a second signal during shutdown: kill `sb`, being stopped, now (no grace). */

@@ -47,7 +47,7 @@ static void on_delay(uv_timer_t *t)
     wk_sandbox_created(sb, NULL);
 }
 
-static void emulated_create(void *state, struct wk_sandbox *sb, const struct wk_spec *spec)
+static void emulated_create(void *state, struct wk_sandbox *sb, const struct dg_wire_create *spec)
 {
     struct emu_rt *rt = state;
     struct emu_sb *e = WK_SB_EXT(sb);

@@ -782,7 +782,7 @@ static void on_image(void *ud, struct wk_image *img, const struct dg_err *err)
     o->ns_wait = wk_netpool_acquire(o->rt->net, on_netns, o);
 }
 
-static void oci_create(void *state, struct wk_sandbox *sb, const struct wk_spec *spec)
+static void oci_create(void *state, struct wk_sandbox *sb, const struct dg_wire_create *spec)
 {
     struct oci_rt *rt = state;
     const struct wk_runtime_conf *conf = rt->conf;

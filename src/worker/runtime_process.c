@@ -206,7 +206,7 @@ static void on_ready(void *ud, const struct dg_err *err)
 }
 
 /* The process runtime runs a command: the image must be its absolute path. */
-static int process_validate(void *state, const struct wk_spec *spec, struct dg_err *err)
+static int process_validate(void *state, const struct dg_wire_create *spec, struct dg_err *err)
 {
     if (spec->image && spec->image[0] == '/')
         return 0;
@@ -216,7 +216,7 @@ static int process_validate(void *state, const struct wk_spec *spec, struct dg_e
                       spec->image ? spec->image : "");
 }
 
-static void process_create(void *state, struct wk_sandbox *sb, const struct wk_spec *spec)
+static void process_create(void *state, struct wk_sandbox *sb, const struct dg_wire_create *spec)
 {
     struct proc_rt *rt = state;
     struct proc_sb *p = WK_SB_EXT(sb);
