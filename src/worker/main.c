@@ -209,7 +209,8 @@ int main(int argc, char **argv)
 
     dg_loop_close_all(g.loop);
     wk_registry_deinit(&g.reg);
-    g.rt->free(g.rt_state);
+    if (g.rt->free)
+        g.rt->free(g.rt_state);
     free(data_dir);
     wk_instance_free(&g.inst);
     dg_metrics_free(g.metrics);

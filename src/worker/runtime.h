@@ -55,8 +55,8 @@ struct wk_sandbox {
     struct wk_latency lat;
     uint64_t t0_us;
     struct wk_reply reply; /* who waits for the create's answer (the API's) */
-    _Alignas(max_align_t) unsigned char ext
-        []; /* the runtime's per-sandbox state: wk_runtime.sb_size bytes */
+    /* the runtime's per-sandbox state: wk_runtime.sb_size bytes */
+    _Alignas(max_align_t) unsigned char ext[];
 };
 
 /* What every runtime is configured with (borrowed: outlives the runtime). */
