@@ -9,6 +9,7 @@
 
 #include "dirigent/batch.h"
 #include "dirigent/json.h"
+#include "dirigent/wire.h"
 
 /* ---- client ------------------------------------------------------------------------------ */
 
@@ -58,19 +59,17 @@ size_t dg_batch_size(const struct dg_batch *b)
 
 static void answer_line(struct flight *f, const char *line, size_t len)
 {
-    json_t *j = json_loadb(line, len, 0, NULL);
-    json_t *i = json_object_get(j, "i"), *st = json_object_get(j, "status");
-    const char *body = json_string_value(json_object_get(j, "body"));
-    if (json_is_integer(i) && json_is_integer(st) && json_integer_value(i) >= 0 &&
-        (size_t)json_integer_value(i) < f->n && !f->cbs[json_integer_value(i)].done) {
-        struct item_cb *c = &f->cbs[json_integer_value(i)];
+    struct dg_wire_batch_line l;
+    struct dg_err err;
+    if (dg_wire_batch_line_parse(line, len, &l, &err) < 0)
+        return; /* not a line of ours: its item ends with "ended without this item" */
+    if ((uint64_t)l.i < f->n && !f->cbs[l.i].done) {
+        struct item_cb *c = &f->cbs[l.i];
         c->done = true;
-        struct dg_http_resp resp = {
-            .status = (int)json_integer_value(st),
-            .body = {body ? body : "", body ? json_string_length(json_object_get(j, "body")) : 0}};
+        struct dg_http_resp resp = {.status = (int)l.status, .body = l.body};
         c->cb(c->ud, &resp, NULL);
     }
-    json_decref(j);
+    dg_wire_batch_line_free(&l);
 }
 
 static void flight_head(struct dg_http_creq *q, const struct dg_http_resp *resp, void *ud)
@@ -135,7 +134,7 @@ void dg_batch_flush(struct dg_batch *b, struct dg_http_pool *pool)
     struct flight *f = dg_xcalloc(1, sizeof(*f));
     f->cbs = b->cbs;
     f->n = b->n;
-    json_t *body = json_pack("{so}", "items", b->items);
+    json_t *body = dg_wire_batch_encode(b->items);
     char *s = dg_json_dumps(body);
     json_decref(body);
     b->items = json_array();
@@ -174,12 +173,7 @@ json_t *dg_batch_items(struct dg_http_req *r, json_t **root, struct dg_err *err)
     *root = NULL;
     if (dg_json_parse(body.ptr, body.len, root, err) < 0)
         return NULL;
-    json_t *items = json_object_get(*root, "items");
-    if (!json_is_array(items) || json_array_size(items) == 0) {
-        dg_err_set(err, DG_E_INVAL, "field 'items': expected a non-empty array");
-        return NULL;
-    }
-    return items;
+    return dg_wire_batch_items(*root, err);
 }
 
 static void reply_free(struct dg_batch_reply *b)
@@ -256,16 +250,11 @@ void dg_batch_reply_answer(struct dg_batch_reply *b, size_t i, int status, const
         reply_free(b);
         return;
     }
-    json_t *line = json_pack("{sI sI ss%}", "i", (json_int_t)i, "status", (json_int_t)status,
-                             "body", body ? body : "", body ? len : 0);
-    char *s = line ? dg_json_dumps(line) : NULL;
-    json_decref(line);
-    if (s) {
-        size_t sl = strlen(s);
-        s[sl] = '\n'; /* replaces the NUL: the line's end */
-        dg_http_resp_write(b->r, s, sl + 1);
-        free(s);
-    }
+    char *s = dg_wire_batch_line_dumps(i, status, body, len);
+    size_t sl = strlen(s);
+    s[sl] = '\n'; /* replaces the NUL: the line's end */
+    dg_http_resp_write(b->r, s, sl + 1);
+    free(s);
     if (b->left == 0) {
         dg_http_req_on_abort(b->r, NULL, NULL);
         dg_http_resp_end(b->r);

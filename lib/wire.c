@@ -498,6 +498,27 @@ static const struct field F_dp_fn[] = {
 MSG(dp_fn, false);
 #undef T
 
+#define T struct dg_wire_dp_endpoint_view
+static const struct field F_dp_endpoint_view[] = {
+    STR(T, id, "id", .flags = F_REQ),
+    STR(T, address, "address"),
+    INT(T, in_flight, "inFlight"),
+};
+MSG(dp_endpoint_view, false);
+#undef T
+
+#define T struct dg_wire_dp_fn_view
+static const struct field F_dp_fn_view[] = {
+    STR(T, name, "name", .flags = F_REQ),
+    INT(T, concurrency, "concurrency"),
+    INT(T, queued, "queued"),
+    INT(T, in_flight, "inFlight"),
+    ARR(T, endpoints, nendpoints, "endpoints", dp_endpoint_view),
+    STR(T, error, "error", .flags = F_NULL),
+};
+MSG(dp_fn_view, false);
+#undef T
+
 /* store records */
 #define T struct dg_wire_worker_rec
 static const struct field F_worker_rec[] = {
@@ -650,6 +671,82 @@ int dg_wire_delete_item_decode(const json_t *j, const char **id, struct dg_err *
     return 0;
 }
 
+/* ---- batches ----------------------------------------------------------------------------- */
+
+static const char K_ITEMS[] = "items", K_I[] = "i", K_STATUS[] = "status", K_BODY[] = "body";
+
+json_t *dg_wire_batch_encode(json_t *items)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, K_ITEMS, items);
+    return o;
+}
+
+json_t *dg_wire_batch_items(const json_t *root, struct dg_err *err)
+{
+    json_t *items = json_object_get(root, K_ITEMS);
+    if (!json_is_array(items) || json_array_size(items) == 0) {
+        dg_err_set(err, DG_E_INVAL, "field '%s': expected a non-empty array", K_ITEMS);
+        return NULL;
+    }
+    return items;
+}
+
+char *dg_wire_batch_line_dumps(size_t i, int status, const char *body, size_t len)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, K_I, json_integer((json_int_t)i));
+    json_object_set_new(o, K_STATUS, json_integer(status));
+    json_t *b = json_stringn(body ? body : "", body ? len : 0);
+    if (!b) { /* not UTF-8: keep the length, lose the odd bytes */
+        char *c = dg_xmalloc(len + 1);
+        for (size_t k = 0; k < len; k++)
+            c[k] = (unsigned char)body[k] >= 0x80 ? '?' : body[k];
+        b = json_stringn(c, len);
+        free(c);
+    }
+    json_object_set_new(o, K_BODY, b);
+    char *s = dg_json_dumps(o);
+    json_decref(o);
+    return s;
+}
+
+int dg_wire_batch_line_parse(const char *buf, size_t len, struct dg_wire_batch_line *out,
+                             struct dg_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    json_error_t je;
+    /* as dg_json_parse, but a body may hold a NUL (\u0000) */
+    out->root_ =
+        json_loadb(buf ? buf : "", buf ? len : 0, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    if (!out->root_)
+        return dg_err_set(err, DG_E_PROTO, "invalid JSON at line %d column %d: %s", je.line,
+                          je.column, je.text);
+    int rc;
+    const json_t *b = json_object_get(out->root_, K_BODY);
+    if ((rc = dg_json_get_int(out->root_, K_I, true, 0, INT64_MAX, &out->i, err)) < 0 ||
+        (rc = dg_json_get_int(out->root_, K_STATUS, true, 0, 999, &out->status, err)) < 0)
+        goto bad;
+    if (b && !json_is_string(b)) {
+        rc = dg_err_set(err, DG_E_INVAL, "field '%s': expected string, got %s", K_BODY,
+                        dg_json_type_name(b));
+        goto bad;
+    }
+    /* a body may hold any byte (NUL too): a view with its length */
+    out->body =
+        b ? (struct dg_str){json_string_value(b), json_string_length(b)} : (struct dg_str){"", 0};
+    return 0;
+bad:
+    dg_wire_batch_line_free(out);
+    return rc;
+}
+
+void dg_wire_batch_line_free(struct dg_wire_batch_line *l)
+{
+    json_decref(l->root_);
+    memset(l, 0, sizeof(*l));
+}
+
 bool dg_wire_beat_answer_is_resync(const char *body, size_t len)
 {
     size_t n = sizeof(K_RESYNC) - 1;
@@ -695,10 +792,26 @@ int dg_wire_roundtrip_nth(size_t i, const char *buf, size_t len, const char **na
                           struct dg_err *err)
 {
     size_t nall = DG_ARRAY_LEN(all);
-    if (i > nall)
+    if (i > nall + 1)
         return -1;
     if (name)
-        *name = i < nall ? all[i]->name : "delete_item";
+        *name = i < nall ? all[i]->name : i == nall ? "delete_item" : "batch_line";
+    if (i == nall + 1) { /* a line of a batch's answer, and back */
+        struct dg_wire_batch_line l, l2;
+        int rc = dg_wire_batch_line_parse(buf, len, &l, err);
+        if (rc < 0)
+            return rc;
+        char *s = dg_wire_batch_line_dumps((size_t)l.i, (int)l.status, l.body.ptr, l.body.len);
+        struct dg_err e2 = {0};
+        if (dg_wire_batch_line_parse(s, strlen(s), &l2, &e2) < 0 || l2.i != l.i ||
+            l2.status != l.status || l2.body.len != l.body.len ||
+            memcmp(l2.body.ptr, l.body.ptr, l.body.len) != 0)
+            abort(); /* a line its own parser reads otherwise */
+        dg_wire_batch_line_free(&l2);
+        dg_wire_batch_line_free(&l);
+        free(s);
+        return 0;
+    }
     json_t *j;
     int rc = dg_json_parse(buf, len, &j, err);
     if (rc < 0)

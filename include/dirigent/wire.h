@@ -61,6 +61,9 @@
 #define DG_WIRE_HDR_LEADER "X-Dirigent-Leader"
 /* A request a follower passed on to the leader (never forwarded again). */
 #define DG_WIRE_HDR_FORWARDED "X-Dirigent-Forwarded"
+/* On a DP's response to a request that waited for a sandbox to start (dirigent load counts
+ * them). */
+#define DG_WIRE_HDR_COLD_START "X-Dirigent-Cold-Start"
 
 /* The CP's answer to a heartbeat (text): "ok", or "resync" when it wants the sender's whole
  * state in the next beat. dg_wire_beat_answer_is_resync reads one such body. */
@@ -70,6 +73,28 @@ bool dg_wire_beat_answer_is_resync(const char *body, size_t len);
 /* Set the "resync" flag of an encoded heartbeat (a worker's or a data plane's): the heartbeat
  * (lib/heartbeat.c) knows it, not the body's builder. */
 void dg_wire_beat_set_resync(json_t *beat, bool resync);
+
+/* ---- batches (lib/batch.c) --------------------------------------------------------------- */
+
+/* A batch request's body: {"items":[...]} with `items` (an array, taken). */
+json_t *dg_wire_batch_encode(json_t *items);
+/* The items of a batch body, borrowed from `root`; NULL with "field 'items': expected a
+ * non-empty array" in `err` when there are none. */
+json_t *dg_wire_batch_items(const json_t *root, struct dg_err *err);
+
+/* One line of a batch's streamed answer: item i's status and body. */
+struct dg_wire_batch_line {
+    int64_t i, status;
+    struct dg_str body; /* borrowed from the parsed line (dg_wire_batch_line_free) */
+    json_t *root_;
+};
+/* The line for item i (malloc'd JSON text without the newline; `body` borrowed, any bytes:
+ * not UTF-8 ones are replaced by '?'). */
+char *dg_wire_batch_line_dumps(size_t i, int status, const char *body, size_t len);
+/* Parse one line (without its newline). Errors name the field ("field 'i': required"). */
+int dg_wire_batch_line_parse(const char *buf, size_t len, struct dg_wire_batch_line *out,
+                             struct dg_err *err);
+void dg_wire_batch_line_free(struct dg_wire_batch_line *l);
 
 /* ---- worker -> CP ----------------------------------------------------------------------- */
 
@@ -212,6 +237,22 @@ struct dg_wire_drain {
 };
 int dg_wire_drain_ids_decode(const json_t *j, struct dg_wire_drain *out, struct dg_err *err);
 
+/* An endpoint in a DP's GET /v1/functions. */
+struct dg_wire_dp_endpoint_view {
+    char *id, *address;
+    int64_t in_flight; /* "inFlight" */
+};
+
+/* A function in a DP's GET /v1/functions (a JSON array of these). */
+struct dg_wire_dp_fn_view {
+    char *name;
+    int64_t concurrency, queued;
+    int64_t in_flight; /* "inFlight": queued + running */
+    struct dg_wire_dp_endpoint_view *endpoints;
+    size_t nendpoints;
+    char *error; /* the last create failure, or null */
+};
+
 /* PUT /v1/functions/NAME at a data plane: add or update a function. */
 struct dg_wire_dp_fn {
     int64_t concurrency; /* 0..100000; absent decodes as 1 */
@@ -302,6 +343,8 @@ struct dg_wire_status {
     X(push)                                                                                        \
     X(drain)                                                                                       \
     X(dp_fn)                                                                                       \
+    X(dp_endpoint_view)                                                                            \
+    X(dp_fn_view)                                                                                  \
     X(worker_rec)                                                                                  \
     X(dp_rec)                                                                                      \
     X(worker_view)                                                                                 \
@@ -320,7 +363,7 @@ struct dg_wire_status {
 DG_WIRE_MESSAGES(DG_WIRE_DECLARE)
 
 /* For tests and the fuzzer: decode `buf` as message number `i` (0.., in DG_WIRE_MESSAGES
- * order, then the two name-less decoders and the delete item), encode the result again and
+ * order, then the two name-less decoders, the delete item and the batch line), encode the result again and
  * free it. Returns the decode's result; -1 after the last. `name` (may be NULL) gets the
  * message's name. */
 int dg_wire_roundtrip_nth(size_t i, const char *buf, size_t len, const char **name,

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dirigent/json.h"
 #include "dirigent/wire.h"
 
 /* ---- today's bytes ------------------------------------------------------------------------ */
@@ -87,6 +88,13 @@ static const char STATUS[] =
     "\"error_age_ms\":1500,\"error_kind\":\"create\"}],\"role\":\"leader\",\"leader\":"
     "\"127.0.0.1:9090\",\"replicas\":[{\"id\":1,\"api\":\"127.0.0.1:9090\",\"self\":true,"
     "\"leader\":true},{\"id\":2,\"api\":\"127.0.0.1:9190\",\"self\":false,\"leader\":false}]}";
+/* src/dp/main.c api_list (one item of its array each) */
+static const char DP_FN_VIEW[] =
+    "{\"name\":\"hello\",\"concurrency\":1,\"queued\":3,\"inFlight\":5,\"endpoints\":[{\"id\":"
+    "\"w1-1a2b-1\",\"address\":\"10.0.0.2:8080\",\"inFlight\":2}],\"error\":null}";
+static const char DP_FN_VIEW_ERR[] =
+    "{\"name\":\"broken\",\"concurrency\":1,\"queued\":0,"
+    "\"inFlight\":0,\"endpoints\":[],\"error\":\"create failed: x\"}";
 static const char STATUS_FOLLOWER[] = "{\"workers\":[],\"dataplanes\":[],\"functions\":[],\"role\":"
                                       "\"follower\",\"leader\":null}";
 
@@ -334,6 +342,21 @@ static void test_status(void **state)
     SAME(status, STATUS_FOLLOWER, m);
 }
 
+static void test_dp_fn_view(void **state)
+{
+    struct dg_wire_dp_fn_view m;
+    DECODE(dp_fn_view, DP_FN_VIEW, m);
+    assert_int_equal(m.queued, 3);
+    assert_int_equal(m.in_flight, 5);
+    assert_int_equal(m.nendpoints, 1);
+    assert_int_equal(m.endpoints[0].in_flight, 2);
+    assert_null(m.error);
+    SAME(dp_fn_view, DP_FN_VIEW, m);
+    DECODE(dp_fn_view, DP_FN_VIEW_ERR, m);
+    assert_string_equal(m.error, "create failed: x");
+    SAME(dp_fn_view, DP_FN_VIEW_ERR, m);
+}
+
 /* ---- built in C ----------------------------------------------------------------------------- */
 
 static void test_roundtrip_built(void **state)
@@ -477,6 +500,53 @@ static void test_failed_decode_frees(void **state)
     dg_wire_push_free(&m); /* harmless */
 }
 
+/* lib/batch.c: the body {"items":[...]} and a line of the answer, as dg_batch_reply_item wrote
+ * it with json_pack("{sI sI ss%}") */
+static void test_batch_framing(void **state)
+{
+    static const char line[] = "{\"i\":2,\"status\":201,\"body\":\"{\\\"a\\\":1}\"}";
+    char *s = dg_wire_batch_line_dumps(2, 201, "{\"a\":1}", 7);
+    assert_string_equal(s, line);
+    free(s);
+    struct dg_wire_batch_line l;
+    struct dg_err err = {0};
+    assert_int_equal(dg_wire_batch_line_parse(line, strlen(line), &l, &err), 0);
+    assert_int_equal(l.i, 2);
+    assert_int_equal(l.status, 201);
+    assert_int_equal(l.body.len, 7);
+    assert_memory_equal(l.body.ptr, "{\"a\":1}", 7);
+    dg_wire_batch_line_free(&l);
+
+    /* any bytes: a NUL survives, bytes that are not UTF-8 become '?' */
+    s = dg_wire_batch_line_dumps(0, 400, "a\0b\xff", 4);
+    assert_int_equal(dg_wire_batch_line_parse(s, strlen(s), &l, &err), 0);
+    assert_int_equal(l.body.len, 4);
+    assert_memory_equal(l.body.ptr, "a\0b?", 4);
+    dg_wire_batch_line_free(&l);
+    free(s);
+
+    static const char no_i[] = "{\"status\":200}";
+    assert_int_equal(dg_wire_batch_line_parse(no_i, strlen(no_i), &l, &err), DG_E_INVAL);
+    assert_string_equal(err.msg, "field 'i': required");
+    assert_null(l.root_);
+    static const char bad_body[] = "{\"i\":0,\"status\":200,\"body\":1}";
+    assert_int_equal(dg_wire_batch_line_parse(bad_body, strlen(bad_body), &l, &err), DG_E_INVAL);
+    assert_string_equal(err.msg, "field 'body': expected string, got integer");
+
+    json_t *items = json_array();
+    json_array_append_new(items, dg_wire_delete_item_encode("x"));
+    json_t *body = dg_wire_batch_encode(items);
+    s = dg_json_dumps(body);
+    assert_string_equal(s, "{\"items\":[\"x\"]}");
+    free(s);
+    assert_ptr_equal(dg_wire_batch_items(body, &err), items);
+    json_decref(body);
+    body = json_loads("{\"items\":[]}", 0, NULL);
+    assert_null(dg_wire_batch_items(body, &err));
+    assert_string_equal(err.msg, "field 'items': expected a non-empty array");
+    json_decref(body);
+}
+
 static void test_heartbeat_answer(void **state)
 {
     assert_true(dg_wire_beat_answer_is_resync("resync\n", 7));
@@ -505,13 +575,15 @@ static void test_roundtrip_all(void **state)
                    {"worker_rec", WORKER_REC},
                    {"dp_rec", DP_REC},
                    {"status", STATUS},
-                   {"status", STATUS_FOLLOWER}};
+                   {"status", STATUS_FOLLOWER},
+                   {"dp_fn_view", DP_FN_VIEW},
+                   {"dp_fn_view", DP_FN_VIEW_ERR}};
     size_t nmsgs = 0;
     const char *name;
     struct dg_err err;
     while (dg_wire_roundtrip_nth(nmsgs, "{}", 2, &name, &err) != -1)
         nmsgs++;
-    assert_true(nmsgs >= 27);
+    assert_true(nmsgs >= 30);
     for (size_t s = 0; s < sizeof(samples) / sizeof(samples[0]); s++) {
         bool own = false;
         for (size_t i = 0; i < nmsgs; i++) {
@@ -529,12 +601,20 @@ static void test_roundtrip_all(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_worker_beat),         cmocka_unit_test(test_sandbox_exit),
-        cmocka_unit_test(test_dp_beat_and_metrics), cmocka_unit_test(test_create_and_created),
-        cmocka_unit_test(test_sandbox_list),        cmocka_unit_test(test_push),
-        cmocka_unit_test(test_drain_and_records),   cmocka_unit_test(test_status),
-        cmocka_unit_test(test_roundtrip_built),     cmocka_unit_test(test_errors_name_the_field),
-        cmocka_unit_test(test_failed_decode_frees), cmocka_unit_test(test_heartbeat_answer),
+        cmocka_unit_test(test_worker_beat),
+        cmocka_unit_test(test_sandbox_exit),
+        cmocka_unit_test(test_dp_beat_and_metrics),
+        cmocka_unit_test(test_create_and_created),
+        cmocka_unit_test(test_sandbox_list),
+        cmocka_unit_test(test_push),
+        cmocka_unit_test(test_drain_and_records),
+        cmocka_unit_test(test_status),
+        cmocka_unit_test(test_dp_fn_view),
+        cmocka_unit_test(test_roundtrip_built),
+        cmocka_unit_test(test_errors_name_the_field),
+        cmocka_unit_test(test_failed_decode_frees),
+        cmocka_unit_test(test_batch_framing),
+        cmocka_unit_test(test_heartbeat_answer),
         cmocka_unit_test(test_roundtrip_all),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
