@@ -1,11 +1,11 @@
 /*
  * cplink.c: the worker's link to the control plane, an adapter between the registry and the
- * CP's internal API. The worker registers by its heartbeats (POST /v1/workers, lib/
- * heartbeat.c: the original's register = heartbeat): its name, address and boot, the capacity
- * placement may use and the accounting rule's parameters, and, when the CP may not know them,
- * the sandboxes it runs so that a restarted CP adopts them. With emulatedNodes N, one process
- * registers as N workers NAME-0..N-1 at one address. A sandbox that exits on its own is
- * reported at once (POST /v1/sandboxes/exited).
+ * CP's internal API. The worker registers by its heartbeats (POST /v1/workers through
+ * lib/heartbeat.c: the original's register = heartbeat): its name, address and boot, the
+ * capacity placement may use and the accounting rule's parameters, and, when the CP may not
+ * know them, the sandboxes it runs so that a restarted CP adopts them. With emulatedNodes N,
+ * one process registers as N workers NAME-0..N-1 at one address. A sandbox that exits on its
+ * own is reported at once (POST /v1/sandboxes/exited). The messages are dirigent/wire.h's.
  */
 #include <stdio.h>
 #include <stdlib.h>
