@@ -2,8 +2,14 @@
  * sim.c: the simulation (sim.h). A discrete-event loop on a simulated clock
  * in microseconds: arrivals come from the trace (sorted), completions and
  * sandboxes becoming ready from a binary heap ordered by (time, kind,
- * sequence), ticks every `tick_ms`. The decisions are the CP's and DP's own
- * code: cp_as_decide, cp_place, dp_lb_pick.
+ * sequence), ticks every `tick_ms`. The decisions are the CP's own code
+ * (cp_as_decide, cp_place); the data plane is the real one, its core (dp/dp_core.h:
+ * queue, slots, load balancing, deadlines, "cannot start") driven through a
+ * simulated effects table: forward schedules the completion after the
+ * invocation's duration, answer records a failed invocation, now is the
+ * simulated clock. The list of ready sandboxes is the interface between the two
+ * halves: a sandbox that becomes ready is added to the core's endpoint list, one
+ * scaled down is drained there and goes when the core says it is idle.
  */
 #include "sim.h"
 
@@ -12,7 +18,7 @@
 #include <string.h>
 
 #include "autoscaler.h"
-#include "lb.h"
+#include "dp_core.h"
 #include "placement.h"
 
 enum ev_kind { EV_COMPLETE, EV_READY }; /* the order at one instant; then ticks, arrivals */
@@ -22,7 +28,7 @@ struct event {
     uint64_t seq;
     enum ev_kind kind;
     uint32_t fn;
-    uint32_t sb;  /* sandbox id (READY), or the sandbox the invocation ran on (COMPLETE) */
+    uint32_t sb;  /* sandbox id (READY) */
     uint32_t inv; /* COMPLETE */
 };
 
@@ -32,8 +38,6 @@ struct sandbox {
     uint32_t id; /* unique within its function */
     uint32_t worker;
     enum sb_state state;
-    uint32_t in_flight;
-    uint64_t processed;
     uint64_t born_us;
 };
 
@@ -41,17 +45,14 @@ struct fn_state {
     const struct sim_function *spec;
     struct cp_as_config as;
     struct cp_as_state ast;
-    struct dp_lb_state lb;
-    struct sandbox *sbs; /* in creation order (the DP's list order) */
+    struct dp_function *dpf; /* the DP core's function: queue, endpoints (ready sandboxes) */
+    struct sandbox *sbs;     /* in creation order */
     size_t nsbs, capsbs;
     uint32_t next_sb;
     unsigned ready, creating;
-    uint32_t *queue; /* invocation indexes, a ring */
-    size_t qhead, qlen, qcap;
     uint32_t *pulled; /* workers that have its image */
     size_t npulled, cappulled;
-    uint32_t running; /* invocations executing */
-    int desired;      /* the last decision */
+    int desired; /* the last decision */
     bool unschedulable;
     /* results */
     double *sched_ms;
@@ -70,8 +71,10 @@ struct sim {
     size_t nheap, capheap;
     uint64_t seq, now, rng;
     unsigned unschedulable;
-    bool ending;        /* results: removing what is left retries nothing */
-    uint64_t *start_us; /* per invocation: when it started (0: not yet) */
+    bool ending;         /* results: removing what is left retries nothing */
+    struct dp_core *dp;  /* the data plane */
+    struct dp_req *reqs; /* per invocation: its request in the DP core */
+    uint64_t *start_us;  /* per invocation: when it started (0: not yet) */
     bool *cold;
     struct sim_result *out;
 };
@@ -199,63 +202,49 @@ static void finish_failed(struct sim *s, struct fn_state *f, uint32_t inv, const
                 s->cold[inv] ? "cold" : "warm", why);
 }
 
-/* Everything queued gets 503 now (the DP's answer to an unschedulable function). */
-static void fail_queue(struct sim *s, struct fn_state *f, const char *why)
+/* ---- the data plane's effects ------------------------------------------------------------ */
+
+static uint64_t fx_now(void *ud)
 {
-    while (f->qlen) {
-        finish_failed(s, f, f->queue[f->qhead], why);
-        f->qhead = (f->qhead + 1) % f->qcap;
-        f->qlen--;
-    }
+    struct sim *s = ud;
+    return s->now;
 }
 
-static void dispatch(struct sim *s, struct fn_state *f)
+/* A request got a slot on a ready sandbox: it runs for its duration (no interference). */
+static void fx_forward(void *ud, struct dp_req *r, struct dp_endpoint *e)
 {
-    uint32_t fi = (uint32_t)(f - s->fns);
-    while (f->qlen > 0) {
-        uint32_t inv = f->queue[f->qhead];
-        const struct sim_invocation *v = &s->t->invs[inv];
-        if (v->arrival_us + s->c->queue_timeout_us <= s->now) { /* waited too long: 503 */
-            f->qhead = (f->qhead + 1) % f->qcap;
-            f->qlen--;
-            finish_failed(s, f, inv, "timeout");
-            continue;
-        }
-        /* the DP's view: ready sandboxes in list order, draining ones take nothing */
-        struct dp_lb_endpoint eps[256], *ep = eps;
-        size_t map[256], *mp = map, n = 0;
-        if (f->nsbs > 256) {
-            ep = dg_xcalloc(f->nsbs, sizeof(*ep));
-            mp = dg_xcalloc(f->nsbs, sizeof(*mp));
-        }
-        for (size_t i = 0; i < f->nsbs; i++) {
-            if (f->sbs[i].state != SB_READY)
-                continue;
-            ep[n] = (struct dp_lb_endpoint){f->sbs[i].in_flight, f->sbs[i].processed, false};
-            mp[n++] = i;
-        }
-        int pick = dp_lb_pick((enum dp_lb_policy)s->c->lb, &f->lb, ep, n,
-                              (uint32_t)DG_MAX(0, s->c->concurrency));
-        size_t which = pick >= 0 ? mp[pick] : 0;
-        if (ep != eps) {
-            free(ep);
-            free(mp);
-        }
-        if (pick < 0)
-            return;
-        struct sandbox *sb = &f->sbs[which];
-        sb->in_flight++;
-        sb->processed++;
-        f->running++;
-        f->qhead = (f->qhead + 1) % f->qcap;
-        f->qlen--;
-        s->start_us[inv] = s->now;
-        heap_push(s, (struct event){.t = s->now + v->duration_us,
-                                    .kind = EV_COMPLETE,
-                                    .fn = fi,
-                                    .sb = sb->id,
-                                    .inv = inv});
-    }
+    struct sim *s = ud;
+    uint32_t inv = (uint32_t)(r - s->reqs);
+    const struct sim_invocation *v = &s->t->invs[inv];
+    s->start_us[inv] = s->now;
+    heap_push(s, (struct event){
+                     .t = s->now + v->duration_us, .kind = EV_COMPLETE, .fn = v->fn, .inv = inv});
+}
+
+/* The DP answered a request itself: it failed (no capacity, or it waited too long). */
+static void fx_answer(void *ud, struct dp_req *r, enum dp_answer_kind kind, int status,
+                      const char *msg)
+{
+    struct sim *s = ud;
+    uint32_t inv = (uint32_t)(r - s->reqs);
+    finish_failed(s, &s->fns[s->t->invs[inv].fn], inv,
+                  kind == DP_ANSWER_CANNOT_START ? "no-capacity" : "timeout");
+}
+
+/* A scaled-down sandbox has no request left (token: function index << 32 | sandbox id). */
+static void fx_drained(void *ud, void *token, const struct dp_function *df, size_t nids)
+{
+    struct sim *s = ud;
+    uint64_t t = (uint64_t)(uintptr_t)token;
+    struct fn_state *f = &s->fns[t >> 32];
+    struct sandbox *sb = sb_find(f, (uint32_t)t);
+    if (sb)
+        sb_remove(s, f, (size_t)(sb - f->sbs));
+}
+
+static void sb_id(char *buf, size_t len, uint32_t id)
+{
+    snprintf(buf, len, "%u", id);
 }
 
 /* ---- decisions --------------------------------------------------------------------------- */
@@ -270,8 +259,11 @@ static void scale_down(struct sim *s, struct fn_state *f, unsigned count)
         sb->state = SB_DRAINING;
         f->ready--;
         count--;
-        if (sb->in_flight == 0)
-            sb_remove(s, f, i);
+        char id[16];
+        const char *ids[] = {id};
+        sb_id(id, sizeof(id), sb->id);
+        uint64_t token = (uint64_t)(f - s->fns) << 32 | sb->id;
+        dp_core_drain(s->dp, f->dpf, ids, 1, (void *)(uintptr_t)token); /* gone when idle */
     }
 }
 
@@ -333,7 +325,7 @@ static void reconcile(struct sim *s, struct fn_state *f)
             s->unschedulable--;
         }
         if (k < want && f->ready == 0 && f->creating == 0)
-            fail_queue(s, f, "no-capacity"); /* the DP answers them 503 at once */
+            dp_core_set_error(s->dp, f->dpf, "no capacity"); /* the DP answers them 503 */
     } else {
         if (f->unschedulable) {
             f->unschedulable = false;
@@ -347,7 +339,7 @@ static void reconcile(struct sim *s, struct fn_state *f)
 static void decide(struct sim *s, struct fn_state *f)
 {
     struct cp_as_decision d;
-    double sample = (double)(f->qlen + f->running);
+    double sample = (double)f->dpf->running; /* queued + running */
     cp_as_decide(&f->as, &f->ast, (int)f->ready, sample, s->now / 1000, &d);
     f->desired = d.desired;
     reconcile(s, f);
@@ -359,34 +351,22 @@ static void on_arrival(struct sim *s, uint32_t inv)
 {
     const struct sim_invocation *v = &s->t->invs[inv];
     struct fn_state *f = &s->fns[v->fn];
-    if (f->qlen == f->qcap) {
-        size_t ncap = f->qcap ? f->qcap * 2 : 16;
-        uint32_t *q = dg_xcalloc(ncap, sizeof(*q));
-        for (size_t i = 0; i < f->qlen; i++)
-            q[i] = f->queue[(f->qhead + i) % f->qcap];
-        free(f->queue);
-        f->queue = q;
-        f->qcap = ncap;
-        f->qhead = 0;
-    }
-    f->queue[(f->qhead + f->qlen) % f->qcap] = inv;
-    f->qlen++;
     /* cold: no sandbox of the function is ready when the request arrives */
     s->cold[inv] = f->ready == 0;
     if (v->arrival_us >= s->c->warmup_us) {
         f->r.invocations++;
         f->r.cold += s->cold[inv];
     }
+    dp_core_on_request(s->dp, f->dpf, &s->reqs[inv]);
     if (f->ready == 0 && f->creating == 0)
         decide(s, f); /* scale from zero: the DP's first metric */
-    dispatch(s, f);
+    dp_core_expire_function(s->dp, f->dpf);
 }
 
 static void on_complete(struct sim *s, const struct event *e)
 {
     struct fn_state *f = &s->fns[e->fn];
     const struct sim_invocation *v = &s->t->invs[e->inv];
-    f->running--;
     uint64_t start = s->start_us[e->inv];
     if (v->arrival_us >= s->c->warmup_us) {
         double sched = (double)(start - v->arrival_us) / 1000;
@@ -403,16 +383,9 @@ static void on_complete(struct sim *s, const struct event *e)
                     (double)v->arrival_us / 1000, (double)start / 1000, (double)s->now / 1000,
                     (double)v->duration_us / 1000, sched, s->cold[e->inv] ? "cold" : "warm");
     }
-    for (size_t i = 0; i < f->nsbs; i++) {
-        struct sandbox *sb = &f->sbs[i];
-        if (sb->id != e->sb)
-            continue;
-        sb->in_flight--;
-        if (sb->state == SB_DRAINING && sb->in_flight == 0)
-            sb_remove(s, f, i);
-        break;
-    }
-    dispatch(s, f);
+    /* queued requests past their deadline fail before the slot is given to the next */
+    dp_core_expire_function(s->dp, f->dpf);
+    dp_core_on_done(s->dp, &s->reqs[e->inv]);
 }
 
 static void on_ready(struct sim *s, const struct event *e)
@@ -424,7 +397,10 @@ static void on_ready(struct sim *s, const struct event *e)
     sb->state = SB_READY;
     f->creating--;
     f->ready++;
-    dispatch(s, f);
+    dp_core_expire_function(s->dp, f->dpf);
+    char id[16];
+    sb_id(id, sizeof(id), sb->id);
+    dp_core_endpoint_add(s->dp, f->dpf, id, "");
 }
 
 /* ---- results ---------------------------------------------------------------------------- */
@@ -494,6 +470,12 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
     s.fns = dg_xcalloc(t->nfns ? t->nfns : 1, sizeof(*s.fns));
     s.nodes = dg_xcalloc(c->workers, sizeof(*s.nodes));
     s.start_us = dg_xcalloc(t->ninvs, sizeof(*s.start_us));
+    s.reqs = dg_xcalloc(t->ninvs ? t->ninvs : 1, sizeof(*s.reqs));
+    struct dp_core_config dc = {.policy = (enum dp_lb_policy)c->lb,
+                                .queue_timeout_ms = c->queue_timeout_us / 1000};
+    struct dp_effects fx = {
+        .ud = &s, .now = fx_now, .forward = fx_forward, .answer = fx_answer, .drained = fx_drained};
+    s.dp = dp_core_new(&dc, &fx);
     s.cold = dg_xcalloc(t->ninvs, sizeof(*s.cold));
     char(*names)[24] = dg_xcalloc(c->workers, sizeof(*names));
     for (unsigned i = 0; i < c->workers; i++) {
@@ -523,7 +505,11 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
             f->as.upper_bound = f->spec->upper_bound;
         f->as.lower_bound = f->spec->lower_bound;
         cp_as_state_init(&f->ast, &f->as);
-        f->lb.rng = s.rng + i + 1;
+        char name[24];
+        snprintf(name, sizeof(name), "%zu", i); /* unique, as trace names may not be */
+        f->dpf = dp_core_function_get(s.dp, name, strlen(name), NULL);
+        f->dpf->concurrency = (uint32_t)DG_MAX(0, c->concurrency);
+        f->dpf->lb.rng = s.rng + i + 1;
     }
     uint64_t tick_us = 2000 * 1000ULL, next_tick = tick_us;
     size_t next_arrival = 0;
@@ -533,7 +519,7 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
         uint64_t t_arr = next_arrival < t->ninvs ? t->invs[next_arrival].arrival_us : UINT64_MAX;
         bool busy = s.nheap > 0 || next_arrival < t->ninvs;
         for (size_t i = 0; i < t->nfns && !busy; i++)
-            busy = s.fns[i].qlen > 0;
+            busy = s.fns[i].dpf->queued > 0;
         if (!busy)
             break;
         if (t_heap <= next_tick && t_heap <= t_arr) {
@@ -549,8 +535,8 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
             for (size_t i = 0; i < t->nfns; i++)
                 decide(&s, &s.fns[i]);
             for (size_t i = 0; i < t->nfns; i++) /* queued requests past their deadline */
-                if (s.fns[i].qlen)
-                    dispatch(&s, &s.fns[i]);
+                if (s.fns[i].dpf->queued)
+                    dp_core_expire_function(s.dp, s.fns[i].dpf);
         } else {
             s.now = t_arr;
             on_arrival(&s, (uint32_t)next_arrival++);
@@ -558,13 +544,12 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
     }
     /* requests still queued when nothing else can happen cannot be served */
     for (size_t i = 0; i < t->nfns; i++)
-        fail_queue(&s, &s.fns[i], "timeout");
+        dp_core_remove_function(s.dp, s.fns[i].dpf); /* answers them (as "timeout") */
     finish_results(&s);
     for (size_t i = 0; i < t->nfns; i++) {
         cp_as_state_deinit(&s.fns[i].ast);
         free(s.fns[i].sbs);
         free(s.fns[i].pulled);
-        free(s.fns[i].queue);
         free(s.fns[i].sched_ms);
     }
     cp_placer_deinit(&s.placer);
@@ -572,6 +557,8 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
     free(s.nodes);
     free(names);
     free(s.heap);
+    dp_core_free(s.dp);
+    free(s.reqs);
     free(s.start_us);
     free(s.cold);
     return 0;

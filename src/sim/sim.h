@@ -1,8 +1,9 @@
 /*
  * sim.h: dirigent-sim, a deterministic cluster simulator (issue 5). A trace
  * is replayed through the control plane's own decision code (autoscaler.c,
- * placement.c) and the data plane's load balancing (lb.c) against simulated
- * workers and sandboxes on a simulated clock, in-process: the same seed gives
+ * placement.c) and the data plane's core (dp/dp_core.c: queue, slots, load
+ * balancing, deadlines) against simulated workers and sandboxes on a
+ * simulated clock, in-process: the same seed gives
  * the same output, byte for byte, and hours of trace take seconds.
  *
  * The model, step by step (docs/sim.md):
