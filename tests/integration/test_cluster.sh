@@ -85,7 +85,7 @@ t_burst_bounded() {
     curl -s -o /dev/null -w '%{http_code}\n' -H 'Host: burst' -H 'requested_cpu: 20' "$P/" >"$TAP_TMP/burst.$i" &
     pids+=($!)
   done
-  wait "${pids[@]}"
+  wait_bounded "${pids[@]}"
   local codes
   codes=$(cat "$TAP_TMP"/burst.* | sort | uniq -c)
   echo "$codes"
@@ -164,7 +164,7 @@ t_sandbox_dies() {
   for pid in $(grep -l "$TAG" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do
     tr '\0' '\n' </proc/$pid/cmdline 2>/dev/null | grep -q dirigent-fn && kill -9 "$pid"
   done
-  wait $c
+  wait_bounded $c
   echo "in flight: $(cat "$TAP_TMP/die.code") $(cat "$TAP_TMP/die.out")"
   [ "$(cat "$TAP_TMP/die.code")" = 502 ] || return 1
   # it says why (the worker's report reached the DP through the CP's push), and so does the API
@@ -186,7 +186,7 @@ sys.exit(0 if f["error_kind"] == "exit" and "killed by signal 9" in f["error"] e
 check "a sandbox that dies mid-request: 502 saying why (also in GET /v1/functions/NAME); the next request gets a replacement" t_sandbox_dies
 
 t_dp_restart() {
-  kill -9 "$DP_PID"; wait "$DP_PID" 2>/dev/null
+  kill -9 "$DP_PID"; wait_bounded "$DP_PID" 2>/dev/null
   start_dp || return 1
   wait_status 'len(s["dataplanes"]) == 1 and s["dataplanes"][0]["proxy"].endswith("'"${P##*:}"'")' || return 1
   local out
@@ -198,7 +198,7 @@ check "kill -9 and restart of the DP: it gets every function back; invocations w
 t_worker_dies() {
   [ "$(register two '&scaling_lower_bound=2')" = 200 ] || return 1
   wait_status '[f for f in s["functions"] if f["name"]=="two"][0]["ready"] == 2' || return 1
-  kill -9 "$PID_w1"; wait "$PID_w1" 2>/dev/null
+  kill -9 "$PID_w1"; wait_bounded "$PID_w1" 2>/dev/null
   # after 3 missed heartbeats w1 is unschedulable and "two" is back to 2 sandboxes on w2
   wait_status '[w for w in s["workers"] if w["name"]=="w1"][0]["schedulable"] == False' || return 1
   wait_status '[f for f in s["functions"] if f["name"]=="two"][0]["ready"] == 2 and [w for w in s["workers"] if w["name"]=="w2"][0]["sandboxes"] >= 2' || return 1
@@ -214,7 +214,7 @@ t_cp_restart() {
   wait_status '[f for f in s["functions"] if f["name"]=="hello"][0]["ready"] >= 1' || return 1
   fns_before=$(curl -sf "$REG/v1/functions" | /usr/bin/python3 -c 'import json,sys; print(sorted(f["name"] for f in json.load(sys.stdin)))')
   before=$(curl -sf "$REG/v1/status" | /usr/bin/python3 -c 'import json,sys; print(sum(w["sandboxes"] for w in json.load(sys.stdin)["workers"]))')
-  kill -9 "$CP_PID"; wait "$CP_PID" 2>/dev/null
+  kill -9 "$CP_PID"; wait_bounded "$CP_PID" 2>/dev/null
   bg_start "$TAP_TMP/cp2.log" "$B/dirigent-cp" --port "${CPI##*:}" --registrationServer "${REG#http://}" --dataDir "$TAP_TMP/cpdata" \
     --heartbeatInterval 300ms --placementPolicy round-robin --traceOutputFolder ""
   CP_PID=$BG_PID

@@ -47,7 +47,7 @@ t_answered() {
     invoke bad "$TAP_TMP/bad.$i" >"$TAP_TMP/bad.$i.code" &
     pids+=($!)
   done
-  wait "${pids[@]}"
+  wait_bounded "${pids[@]}"
   for i in 1 2 3; do
     code=$(cat "$TAP_TMP/bad.$i.code")
     echo "$i: $code $(cat "$TAP_TMP/bad.$i")"

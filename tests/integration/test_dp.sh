@@ -70,7 +70,7 @@ t_cold() {
   local c=$!
   wait_fn cold queued 1 || return 1 # waiting in the queue: no sandbox yet
   eps_put cold "c1=$F1" || return 1
-  wait $c
+  wait_bounded $c
   [ "$(cat "$TAP_TMP/cold.code")" = 200 ] && [ "$(json_field "$(cat "$TAP_TMP/cold.out")" Function)" = cold ] &&
     grep -qi '^X-Dirigent-Cold-Start: 1' "$TAP_TMP/cold.h" # it waited for a sandbox
 }
@@ -109,7 +109,7 @@ t_slots() {
     curl -s -o /dev/null -w '%{http_code}\n' -H 'Host: busy' -H 'requested_cpu: 150' "$P/" >"$TAP_TMP/slot.$i" &
     pids+=($!)
   done
-  wait "${pids[@]}"
+  wait_bounded "${pids[@]}"
   cat "$TAP_TMP"/slot.*
   [ "$(cat "$TAP_TMP"/slot.* | sort -u)" = 200 ]
 }
@@ -212,7 +212,7 @@ t_drain() {
   # sandbox is out of the list, and the request got its whole answer
   curl -sf "$A/v1/functions" | /usr/bin/python3 -c \
     'import json,sys; f=[f for f in json.load(sys.stdin) if f["name"]=="slow"][0]; assert f["endpoints"]==[] and f["inFlight"]==0, f' || return 1
-  wait $c
+  wait_bounded $c
   [ "$(json_field "$(cat "$TAP_TMP/slow.out")" Status)" = OK ]
 }
 check "drain answers once the sandbox's requests have finished, and removes it" t_drain
@@ -239,7 +239,7 @@ t_metrics() {
 check "/metrics: per-function requests, cold starts, latency histogram" t_metrics
 
 t_stop() {
-  kill -TERM "$DP_PID"; wait "$DP_PID"
+  kill -TERM "$DP_PID"; wait_bounded "$DP_PID"
 }
 check "SIGTERM: exit 0" t_stop
 

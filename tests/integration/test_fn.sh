@@ -134,7 +134,7 @@ t_memory_option() {
   echo "$out; peak RSS $(hwm_mib $pid) MiB"
   [ "$(hwm_mib $pid)" -ge 200 ] || return 1
   [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'requested_memory: 8192' "http://127.0.0.1:$port/")" = 400 ] || return 1
-  kill -TERM $pid; wait $pid
+  kill -TERM $pid; wait_bounded $pid
 }
 check "--allocateRequestedMemory touches the header's MiB (and bounds it: 400 over maxMemoryMiB)" t_memory_option
 
@@ -159,7 +159,7 @@ t_startup_loop() {
   # the loop's line comes before the listening line
   grep -nE 'start-up busy loop: 1500 x 2000 iterations|listening on' "$TAP_TMP/fn-start.log" | head -1 | grep -q 'start-up busy loop' || return 1
   [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/health")" = 200 ] || return 1
-  kill -TERM $pid; wait $pid
+  kill -TERM $pid; wait_bounded $pid
 }
 check "COLD_START_BUSY_LOOP_MS x ITERATIONS_MULTIPLIER runs before it listens (not ready until then)" t_startup_loop
 
@@ -169,7 +169,7 @@ t_startup_sigterm() {
   pid=$BG_PID
   sleep 0.2 # into the loop (an hour of it)
   kill -TERM $pid
-  wait $pid; rc=$?
+  wait_bounded $pid; rc=$?
   cat "$TAP_TMP/fn-term.log"
   [ $rc = 0 ] && ! grep -q 'listening on' "$TAP_TMP/fn-term.log" && grep -q stopped "$TAP_TMP/fn-term.log"
 }
@@ -190,7 +190,7 @@ t_parallel_health() {
   curl -sf -o /dev/null --max-time 10 "$URL/health" || return 1
   # the spin must still be running: /health did not wait behind it
   kill -0 $spin 2>/dev/null || { echo "the spin finished before /health answered"; return 1; }
-  wait $spin
+  wait_bounded $spin
 }
 check "/health answers while a long spin runs (work is off the event loop)" t_parallel_health
 
@@ -210,8 +210,8 @@ t_sigterm() {
     i=$((i + 1)); [ $i -lt 200 ] || return 1; sleep 0.02
   done
   kill -TERM "$FN_PID"
-  wait "$FN_PID"; rc=$?
-  wait $c
+  wait_bounded "$FN_PID"; rc=$?
+  wait_bounded $c
   out=$(cat "$TAP_TMP/inflight")
   echo "exit $rc, in-flight: $out"
   [ $rc = 0 ] && [ "$(json_field "$out" Status)" = OK ] && grep -q 'stopped' "$TAP_TMP/fn.log"
@@ -224,7 +224,7 @@ t_env_port() {
   PORT=$p bg_start "$TAP_TMP/fn-env.log" "$FN" --host 127.0.0.1
   local pid=$BG_PID
   wait_for_log "$TAP_TMP/fn-env.log" "listening on 127.0.0.1:$p" || { kill $pid; return 1; }
-  kill -TERM $pid; wait $pid
+  kill -TERM $pid; wait_bounded $pid
 }
 check "PORT from the environment" t_env_port
 

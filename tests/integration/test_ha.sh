@@ -103,7 +103,7 @@ t_failover() {
   kill -9 "${CPID[$LEADER]}"
   for i in $(seq 1 300); do NEW=$(leader_index "$LEADER") && break; sleep 0.01; done
   t1=$(date +%s%N)
-  wait "$load"
+  wait_bounded "$load"
   n=$(grep -c . "$TAP_TMP/warm"); fails=$(grep -vc '^200$' "$TAP_TMP/warm")
   echo "new leader $NEW after $(( (t1 - t0) / 1000000 )) ms; warm requests: $n, failed: $fails"
   [ -n "$NEW" ] && [ "$fails" = 0 ] && [ "$n" -gt 10 ] || return 1

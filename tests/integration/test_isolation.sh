@@ -148,7 +148,7 @@ t_stop_a() {
   while [ $i -lt 200 ] && ! ss -Htn state established dst "$EP_A2" | grep -q .; do sleep 0.05; i=$((i + 1)); done
   stop a second || { kill "$slow"; return 1; }
   kill "$slow" 2>/dev/null
-  wait "$slow" 2>/dev/null
+  wait_bounded "$slow" 2>/dev/null
   grep -q 'already shutting down' "$TAP_TMP/a.log" || { tail -5 "$TAP_TMP/a.log"; return 1; }
   local left
   left=$(leftovers a)

@@ -225,7 +225,7 @@ t_leader() {
     sleep 0.1
   done
   t1=$(now_ms)
-  wait "$l1" "$l2"
+  wait_bounded "$l1" "$l2"
   n=$(cat "$TAP_TMP/warm1" "$TAP_TMP/warm2" | grep -c .)
   fails=$(cat "$TAP_TMP/warm1" "$TAP_TMP/warm2" | awk '$2 != 200' | grep -c .)
   echo "info: killed $L; new leader ${NEW:-none} after $((t1 - t0)) ms; warm requests $n, failed $fails"
@@ -294,7 +294,7 @@ t_dp_kill() {
   sleep 1
   t0=$(now_ms)
   kill -9 "$(pid_of "$D")"
-  wait "$l"
+  wait_bounded "$l"
   n=$(grep -c . "$TAP_TMP/dpload")
   early=$(awk -v t="$t0" '$2 != 200 && $1 < t + 2000' "$TAP_TMP/dpload" | grep -c .)
   late=$(awk -v t="$t0" '$2 != 200 && $1 >= t + 2000' "$TAP_TMP/dpload" | grep -c .)

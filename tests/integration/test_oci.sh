@@ -185,7 +185,7 @@ t_parallel() {
     curl -s -m 60 -o /dev/null -w '%{http_code}\n' -H "Host: par$i" "$P/" >"$TAP_TMP/par.$i" &
     pids+=($!)
   done
-  wait "${pids[@]}"
+  wait_bounded "${pids[@]}"
   cat "$TAP_TMP"/par.* | sort | uniq -c
   [ "$(cat "$TAP_TMP"/par.* | sort -u)" = 200 ] || return 1
   [ "$(grep -c "pulling $img" "$TAP_TMP/w1.log")" = 1 ] || { grep "pulling" "$TAP_TMP/w1.log"; return 1; }
@@ -267,7 +267,7 @@ t_stop_while_creating() {
     kill -TERM "$WK_PID"
     for i in $(seq 1 100); do kill -0 "$WK_PID" 2>/dev/null || break; sleep 0.05; done
     kill -0 "$WK_PID" 2>/dev/null && { echo "round $k: the worker did not stop"; tail -5 "$TAP_TMP/ws$k.log"; return 1; }
-    wait "${pids[@]}" 2>/dev/null
+    wait_bounded "${pids[@]}" 2>/dev/null
     [ "$(count_leftovers)" = "0 0 0 0" ] || { echo "round $k left: $(count_leftovers)"; return 1; }
   done
 }
