@@ -3,8 +3,9 @@
 so a test can look at the state of a cluster while requests are in a known place (no sleeps).
 
 Listens on 127.0.0.1, an ephemeral port, written to DIR/port. Request number N (1, 2, ...,
-in order of arrival) appends "N" to DIR/arrived, waits until the file DIR/open.N exists (at
-most 60 s: a bound, then 504), answers 200 with body "N", and appends "N" to DIR/done.
+in order of arrival; GET or POST) appends "N" to DIR/arrived, waits until the file DIR/open.N
+or DIR/open.all exists (at most 60 s: a bound, then 504), answers 200 with body "N", and
+appends "N" to DIR/done.
 """
 import http.server
 import os
@@ -30,13 +31,17 @@ class Gate(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         global count
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
         with lock:
             count += 1
             n = count
         append("arrived", str(n))
         ok = False
         for _ in range(1200):
-            if os.path.exists(os.path.join(D, "open.%d" % n)):
+            if os.path.exists(os.path.join(D, "open.%d" % n)) or \
+                    os.path.exists(os.path.join(D, "open.all")):
                 ok = True
                 break
             time.sleep(0.05)
@@ -47,6 +52,8 @@ class Gate(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
         append("done", str(n))
+
+    do_POST = do_GET
 
 
 srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gate)
