@@ -36,7 +36,6 @@ t_survives() {
   [ "$(names)" = "fn1 fn2 fn4 fn5" ] || { names; return 1; }
   [ "$(json_field "$(curl -sf "$REG/v1/functions/fn2")" scaling_upper_bound)" = 7 ] || return 1
   [ "$(json_field "$(curl -sf "$REG/v1/functions/fn1")" requested_memory)" = 64 ] || return 1
-  grep -q 'restored 4 functions' "$TAP_TMP/cp2.log" || return 1
   [ "$(register fn1)" = 409 ] && [ "$(register fn3)" = 200 ] || return 1
   curl -sf "http://127.0.0.1:$(port_of "$TAP_TMP/cp2.log" 'internal api on')/metrics" | grep -q '^dg_cp_reconstruction_seconds ' || return 1
   kill_cp
