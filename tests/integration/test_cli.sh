@@ -260,6 +260,7 @@ t_up_auto() {
     wait_for_log "$TAP_TMP/up2.log" '^runtime process \(containers need ' || return 1
   fi
   wait_for_log "$TAP_TMP/up2.log" "^ready: curl" 60 || { cat "$TAP_TMP/state2/logs/worker.log"; return 1; }
+  ours "$TAP_TMP/state2" 8080 || return 1
   out=$(curl -sf -H 'Host: hello' http://127.0.0.1:8080/) || return 1
   echo "$out"
   if [ $oci = 1 ]; then # a container: its own hostname, the sandbox's id
@@ -288,6 +289,10 @@ t_up_ha() {
   wait_for_log "$TAP_TMP/up3.log" "^ready: curl -H 'Host: hello' http://127.0.0.1:8079/ .*registrations: http://127.0.0.1:9092/registerService" 60 ||
     { tail -n 5 "$S"/logs/*.log; return 1; }
   for f in cp-0 cp-1 cp-2 dp-0 dp-1 worker redis haproxy; do [ -s "$S/pids/$f.pid" ] || { echo "no $f.pid"; return 1; }; done
+  # the daemons answering are the ones this up started
+  for i in 0 1 2; do answers_as "127.0.0.1:$((9090 + 10 * i))" /v1/status "$(cat "$S/pids/cp-$i.pid")" || return 1; done
+  for i in 0 1; do answers_as "127.0.0.1:$((8081 + 10 * i))" /health "$(cat "$S/pids/dp-$i.pid")" || return 1; done
+  answers_as 127.0.0.1:10010 /health "$(cat "$S/pids/worker.pid")" || return 1
   # status (asked of any replica) lists the three replicas, one of them leading
   out=$("$D" --cp 127.0.0.1:9101 status) || return 1
   echo "$out" | head -5
@@ -331,6 +336,7 @@ t_up_killed() {
   bg_start "$TAP_TMP/up4.log" "$D" up --runtime process --state-dir "$S"
   local up=$BG_PID
   wait_for_log "$TAP_TMP/up4.log" "^ready: curl" 30 || return 1
+  ours "$S" 8080 || return 1
   pids=$(cat "$S"/pids/*.pid)
   kill -9 "$up"; wait_bounded "$up" 2>/dev/null
   for i in $(seq 1 100); do
