@@ -53,11 +53,18 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$RP/v2/" >/dev/null && brea
   { echo "Bail out! cannot build or push the image"; exit 1; }
 IMAGE=127.0.0.1:$RP/dirigent-fn:latest
 
+# the worker's skopeo, counted: a shim first on its PATH writes each run's arguments to
+# $TAP_TMP/skopeo.calls and runs the real one (pulls are counted by what the worker ran)
+mkdir -p "$TAP_TMP/bin"
+printf '#!/bin/sh\necho "$*" >>"%s/skopeo.calls"\nexec %s "$@"\n' "$TAP_TMP" "$(command -v skopeo)" >"$TAP_TMP/bin/skopeo"
+chmod +x "$TAP_TMP/bin/skopeo"
+pulls_of() { grep -c "^copy .*docker://$1 " "$TAP_TMP/skopeo.calls" 2>/dev/null; }
+
 # ---- the cluster
 start_cp_dp --traceOutputFolder "$TAP_TMP/trace"
 
 start_worker() { # start_worker LOG
-  bg_start "$1" "$B/dirigent-worker" --port 0 --name oci-w1 --runtime oci \
+  PATH="$TAP_TMP/bin:$PATH" bg_start "$1" "$B/dirigent-worker" --port 0 --name oci-w1 --runtime oci \
     --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --runDir "$RUN" --dataDir "$DATA" \
     --bridge "$BRIDGE" --sandboxSubnet "$SUBNET" --netnsPool 4 --readinessTimeout 10s \
     --cpuMilli 64000 --memoryMiB 65536
@@ -154,7 +161,7 @@ t_bad_image() {
   # a second invocation is answered from the remembered failure, not a new pull
   code=$(invoke bad)
   [ "$code" = 503 ] && grep -q "not retried for" "$TAP_TMP/inv.bad" || { echo "$code: $(cat "$TAP_TMP/inv.bad")"; return 1; }
-  [ "$(grep -c 'pulling 127.0.0.1:'"$RP"'/no-such-image' "$TAP_TMP/w1.log")" = 1 ] || return 1
+  [ "$(pulls_of "127.0.0.1:$RP/no-such-image:latest")" = 1 ] || { cat "$TAP_TMP/skopeo.calls"; return 1; }
   # nothing left behind
   [ "$(count_leftovers)" = "$before" ] || { echo "before $before after $(count_leftovers)"; return 1; }
 }
@@ -188,7 +195,7 @@ t_parallel() {
   wait_bounded "${pids[@]}"
   cat "$TAP_TMP"/par.* | sort | uniq -c
   [ "$(cat "$TAP_TMP"/par.* | sort -u)" = 200 ] || return 1
-  [ "$(grep -c "pulling $img" "$TAP_TMP/w1.log")" = 1 ] || { grep "pulling" "$TAP_TMP/w1.log"; return 1; }
+  [ "$(pulls_of "$img")" = 1 ] || { cat "$TAP_TMP/skopeo.calls"; return 1; }
   # crun's middle processes, reparented to the worker (a subreaper), are reaped: no zombies
   local z i=0
   while [ $i -lt 60 ]; do
