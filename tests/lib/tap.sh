@@ -177,7 +177,9 @@ tap_done() { exit $((TAP_FAILED > 0)); }
 # mounts, cgroups, nftables tables, dirigent/redis/haproxy processes), one sorted line each.
 # host_nothing_left BEFORE: fails, listing them, when the host now has lines that snapshot BEFORE
 # did not, less the hugetlb hierarchy crun needs on hybrid cgroups (mounted once per boot,
-# PLATFORM.md).
+# PLATFORM.md). Of the dirigent programs run from a build directory (.../build*/dirigent-*) only
+# this test's own count: those under a directory in HOST_OWN (':'-separated; default $B, the
+# test's build directory), not another tree's that started meanwhile on a shared machine.
 host_snapshot() {
   {
     ip -o link show 2>/dev/null | awk -F': ' '{sub(/@.*/, "", $2); print "link " $2}'
@@ -195,7 +197,14 @@ host_nothing_left() {
   local left
   host_snapshot >"$TAP_TMP/host.after"
   left=$(comm -13 "$1" "$TAP_TMP/host.after" |
-    grep -v -E '^mount /sys/fs/cgroup/hugetlb$|^cgroup /sys/fs/cgroup/hugetlb/')
+    grep -v -E '^mount /sys/fs/cgroup/hugetlb$|^cgroup /sys/fs/cgroup/hugetlb/' |
+    awk -v own="${HOST_OWN:-${B:-}}" '
+      $1 == "proc" && $4 ~ /\/build[^\/]*\/dirigent(-[a-z]+)?$/ && own != "" {
+        n = split(own, o, ":")
+        for (i = 1; i <= n; i++) if (index($4, o[i] "/") == 1) { print; next }
+        next
+      }
+      { print }')
   [ -z "$left" ] && return 0
   echo "left behind:"
   echo "$left" | head -n 40
