@@ -146,7 +146,7 @@ t_bulk_validation() {
   code=$(curl -s -o "$TAP_TMP/put" -w '%{http_code}' -XPUT "$DPA/v1/functions/good/endpoints" \
     -d '{"endpoints":[],"error":42}')
   echo "$code $(cat "$TAP_TMP/put")"
-  [ "$code" = 400 ] && grep -qF "field 'error': expected a string or null" "$TAP_TMP/put" &&
+  [ "$code" = 400 ] && grep -qF "field 'error': expected string, got integer" "$TAP_TMP/put" &&
     wait_json "$DPA/v1/functions" '[f for f in j if f["name"]=="good" and f["endpoints"] and f["error"] is None]'
 }
 check "the DP refuses an 'error' that is not a string (400) and keeps the list" t_bulk_validation
