@@ -460,6 +460,8 @@ static void unschedulable(struct cp_core *c, struct cp_fn *f, unsigned wanted)
         c->unschedulable++;
         dg_log(DG_LOG_WARN, "scale", "fn=%s wants %u more sandboxes: %s", f->spec.name, wanted,
                reason);
+        if (c->fx.unschedulable)
+            c->fx.unschedulable(c->fx.ud, f);
     }
     if (live == 0)
         return; /* a cluster starting up: requests wait for a worker, not fail */
@@ -537,6 +539,10 @@ static void scale_now(struct cp_core *c, struct cp_fn *f)
 
 void cp_core_set_metric(struct cp_core *c, struct cp_dp *d, struct cp_fn *f, double inflight)
 {
+    if (f->nmetrics && f->metrics[0].dp == d) { /* one data plane: the common case */
+        f->metrics[0].inflight = inflight;
+        return;
+    }
     struct cp_metric *m = NULL;
     for (size_t k = 0; k < f->nmetrics && !m; k++)
         if (f->metrics[k].dp == d)

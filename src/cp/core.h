@@ -105,6 +105,8 @@ struct cp_fn {
     size_t slot_pos;             /* its index in that slot */
     struct cp_fn *next_dirty;
     struct cp_fn *next;
+    void *ctx; /* whoever drives the core (the simulator: its per-function state); unused by
+                  the core */
 };
 
 /* A drain round: the victims are out of every DP's list; each DP answers once their requests
@@ -158,6 +160,8 @@ struct cp_effects {
     void (*persist)(void *ud, enum cp_peer kind, const void *peer);
     /* a worker's capacity or reservations changed (for /metrics); may be NULL */
     void (*worker_changed)(void *ud, const struct cp_worker *w);
+    /* f wants sandboxes no worker has room for (once per episode); may be NULL */
+    void (*unschedulable)(void *ud, const struct cp_fn *f);
 };
 
 struct cp_core_config {
