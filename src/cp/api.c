@@ -677,8 +677,20 @@ static void api_health(struct dg_http_req *r, void *ud)
     dg_http_respond(r, 200, "text/plain", "ok\n", 3);
 }
 
+static double reconstruction_seconds(void *ud)
+{
+    return cp.reconstruction_seconds;
+}
+
 void cp_api_mount(struct dg_http_server *internal, struct dg_http_server *reg)
 {
+    cp.m_registrations = dg_metric_get1(
+        dg_metrics_counter(cp.metrics, "dg_cp_registrations_total", "Functions registered.", NULL),
+        NULL);
+    dg_metrics_gauge_fn(cp.metrics, "dg_cp_reconstruction_seconds",
+                        "How long the last start-up took to rebuild its state from the store and "
+                        "the workers.",
+                        reconstruction_seconds, NULL);
     static const struct leader_route r_register = {api_register}, r_check = {api_check},
                                      r_list = {api_fn_list}, r_create = {api_create_json},
                                      r_get = {api_fn_get}, r_update = {api_fn_update},

@@ -19,6 +19,7 @@ struct dg_batch;
 struct dg_trace;
 struct trace_row;
 struct pending_reg;
+struct cp_election;
 
 /* A worker's connection (cp_worker.io). */
 struct cp_worker_io {
@@ -45,6 +46,14 @@ struct cp {
     char **replicas;  /* every replica's internal API address (config `replicas`) */
     size_t nreplicas; /* 0: a single control plane */
     size_t replica_id;
+    struct {
+        struct cp_election *election; /* with replicas */
+        uv_timer_t retry_restore;     /* a takeover whose restore failed tries again */
+        uv_timer_t reexec;            /* a deposed leader starts afresh */
+        bool timers_open;
+        char **argv;
+        bool stopping;
+    } rep; /* replicas.c */
     struct cp_store *store;
     double reconstruction_seconds; /* the last start-up's, for /metrics */
     uv_timer_t capacity_timer;     /* 0 ms: the core's capacity_freed */

@@ -521,6 +521,22 @@ const struct cp_effects cp_io_effects = {
 
 void cp_io_init(void)
 {
+    cp.core.m_creates = dg_metric_get1(
+        dg_metrics_counter(cp.metrics, "dg_cp_sandbox_creates_total", "Sandboxes created.", NULL),
+        NULL);
+    cp.core.m_create_failures = dg_metric_get1(
+        dg_metrics_counter(cp.metrics, "dg_cp_sandbox_create_failures_total",
+                           "Sandbox creates that failed (retried on the next tick).", NULL),
+        NULL);
+    cp.m_worker_cpu = dg_metrics_gauge(cp.metrics, "dg_cp_worker_cpu_milli",
+                                       "A worker's CPU, milli-CPU: capacity, schedulable "
+                                       "(capacity x its overcommit), and reserved by sandboxes "
+                                       "(max(requested_cpu, its floor) each).",
+                                       "worker,kind");
+    cp.m_worker_mem = dg_metrics_gauge(cp.metrics, "dg_cp_worker_memory_mib",
+                                       "A worker's memory, MiB: capacity, and reserved by "
+                                       "sandboxes (max(requested_memory, its floor) each).",
+                                       "worker,kind");
     uv_timer_init(cp.loop, &cp.push_timer);
     uv_timer_init(cp.loop, &cp.batch_timer);
     uv_timer_init(cp.loop, &cp.capacity_timer);
