@@ -20,6 +20,7 @@ struct dg_trace;
 struct trace_row;
 struct pending_reg;
 struct cp_election;
+struct cp_haproxy;
 
 /* A worker's connection (cp_worker.io). */
 struct cp_worker_io {
@@ -53,7 +54,8 @@ struct cp {
         bool timers_open;
         char **argv;
         bool stopping;
-    } rep; /* replicas.c */
+    } rep;                      /* replicas.c */
+    struct cp_haproxy *haproxy; /* haproxy.c */
     struct cp_store *store;
     double reconstruction_seconds; /* the last start-up's, for /metrics */
     uv_timer_t capacity_timer;     /* 0 ms: the core's capacity_freed */
