@@ -1,5 +1,8 @@
 /*
- * api.c: the control plane's two HTTP servers.
+ * api.c: the control plane's two HTTP servers, as an adapter: each handler decodes its
+ * request (form or JSON), turns it into an event of the core (core.h) and answers from the
+ * registry; a follower forwards the user API to the leader; the start-up restore reads the
+ * store and asks the workers for their sandboxes (reconstruction).
  *
  * Registration server (registrationServer, 9091), for users and InVitro:
  *   POST / or /registerService   the original's form (function.h) -> 200 with the data-plane
@@ -17,12 +20,13 @@
  *   POST /v1/dataplanes  {"name","api","proxy"}       register, and heartbeat; a new one
  *                                                     gets every function and endpoint list
  *   POST /v1/metrics     {"dataplane","functions":[{"name","inflight"}]}
+ *   POST /v1/sandboxes/exited {"function","id","reason"} a sandbox died on its own
  *   GET  /v1/status
  */
+#include "api.h"
+
 #include <stdlib.h>
 #include <string.h>
-
-#include "api.h"
 
 #include "cp.h"
 #include "haproxy.h"
