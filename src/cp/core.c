@@ -514,10 +514,10 @@ void cp_core_capacity_freed(struct cp_core *c)
             reconcile(c, f);
 }
 
-static void decide(struct cp_core *c, struct cp_fn *f)
+static void decide(struct cp_core *c, struct cp_fn *f, uint64_t now_ms)
 {
     struct cp_as_decision d;
-    cp_as_decide(&f->as, &f->ast, (int)f->ready, cp_fn_sample(f), NOW(c), &d);
+    cp_as_decide(&f->as, &f->ast, (int)f->ready, cp_fn_sample(f), now_ms, &d);
     if (d.desired != f->desired)
         dg_log(DG_LOG_DEBUG, "autoscaler", "fn=%s desired=%d ready=%u stable=%.2f panic=%s",
                f->spec.name, d.desired, f->ready, d.stable_avg, d.panic ? "yes" : "no");
@@ -528,15 +528,16 @@ static void decide(struct cp_core *c, struct cp_fn *f)
 void cp_core_tick(struct cp_core *c, unsigned slot)
 {
     struct cp_slot *sl = &c->slots[slot % c->nslots];
+    uint64_t now = NOW(c);
     for (size_t i = 0; i < sl->n; i++) /* deciding frees no function that is not deleted */
         if (!sl->v[i]->deleted)
-            decide(c, sl->v[i]);
+            decide(c, sl->v[i], now);
 }
 
 static void scale_now(struct cp_core *c, struct cp_fn *f)
 {
     if (!f->deleted && f->ready == 0 && f->creating == 0 && cp_fn_sample(f) > 0)
-        decide(c, f); /* scale from zero: do not wait for the tick */
+        decide(c, f, NOW(c)); /* scale from zero: do not wait for the tick */
 }
 
 void cp_core_set_metric(struct cp_core *c, struct cp_dp *d, struct cp_fn *f, double inflight)

@@ -666,8 +666,12 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
         } else if (next_tick <= t_arr) {
             s.now = next_tick;
             next_tick += tick_us;
-            for (size_t i = 0; i < t->nfns; i++) /* the DP's reports, then the CP's tick */
-                cp_core_set_metric(&s.core, s.dp, s.fns[i].cp, inflight(&s.fns[i]));
+            for (size_t i = 0; i < t->nfns; i++) { /* the DP's reports, then the CP's tick */
+                const struct cp_fn *cf = s.fns[i].cp;
+                double v = inflight(&s.fns[i]);
+                if (cf->nmetrics != 1 || cf->metrics[0].inflight != v) /* else: as reported */
+                    cp_core_set_metric(&s.core, s.dp, s.fns[i].cp, v);
+            }
             cp_core_tick(&s.core, 0);
             settle(&s);
             for (size_t i = 0; i < t->nfns; i++) /* queued requests past their deadline */
