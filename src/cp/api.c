@@ -1,6 +1,6 @@
 /*
  * api.c: the control plane's two HTTP servers, as an adapter: each handler decodes its
- * request (form or JSON), turns it into an event of the core (core.h) and answers from the
+ * request (form or JSON), turns it into an event of the core (cp_core.h) and answers from the
  * registry; a follower forwards the user API to the leader; the start-up restore reads the
  * store and asks the workers for their sandboxes (reconstruction).
  *

@@ -1,6 +1,6 @@
 /*
  * api.h: the control plane's HTTP API (api.c): the registration server and the internal API
- * as handlers that decode requests into core events (core.h), a follower's forwarding to the
+ * as handlers that decode requests into core events (cp_core.h), a follower's forwarding to the
  * leader, and the start-up restore from the store with the workers' sandboxes
  * (reconstruction).
  */

@@ -1,5 +1,5 @@
 /*
- * cp.h: the control-plane daemon's state around its core (core.h): the loop, the store, the
+ * cp.h: the control-plane daemon's state around its core (cp_core.h): the loop, the store, the
  * peers' connections, the timers that run the core's "soon" calls, the cold-start trace, the
  * replicas, and the state of the HTTP API. One instance (main.c's `cp`), one libuv loop, no
  * locks. The adapters: scaling.c (the core's effects over HTTP and libuv), api.c (HTTP
@@ -10,7 +10,7 @@
 
 #include <uv.h>
 
-#include "core.h"
+#include "cp_core.h"
 #include "dirigent/http.h"
 #include "dirigent/metrics.h"
 #include "store.h"

@@ -1,6 +1,6 @@
 /*
  * dirigent-cp: the control plane. main.c only wires: the config (conf.c), the loop and its
- * signals, the core (core.c) with its effects over HTTP (scaling.c), the two servers (api.c),
+ * signals, the core (cp_core.c) with its effects over HTTP (scaling.c), the two servers (api.c),
  * the store (store.c) and what survived the last run, the replicas' election (replicas.c),
  * HAProxy (haproxy.c), and the cron timer: one of the core's 40 tick slots every 50 ms (each
  * function decided every 2 s) and the peers' heartbeats (a worker silent for 3 periods becomes

@@ -1,5 +1,5 @@
 /*
- * scaling.c: the control plane core's effects over HTTP and libuv (core.h: struct
+ * scaling.c: the control plane core's effects over HTTP and libuv (cp_core.h: struct
  * cp_effects). Creates and deletes go to the workers, drains and endpoint lists to the data
  * planes, as the JSON the daemons speak; the answers come back as core events. What one loop
  * turn decides goes out as one request per peer (lib/batch.c); the core's "soon" calls run

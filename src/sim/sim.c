@@ -3,7 +3,7 @@
  * in microseconds: arrivals come from the trace (sorted), completions and
  * sandboxes becoming ready from a binary heap ordered by (time, kind,
  * sequence), ticks every 2 s. The control plane is the CP's own core
- * (src/cp/core.c: autoscaling, placement, the sandbox lifecycle, endpoint
+ * (src/cp/cp_core.c: autoscaling, placement, the sandbox lifecycle, endpoint
  * pushes) through simulated effects: a create becomes ready after the
  * simulated latency, a push updates the data plane's view of the sandboxes,
  * a drain answers once its sandboxes are idle, a delete is immediate, and the
@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core.h"
+#include "cp_core.h"
 #include "lb.h"
 
 enum ev_kind { EV_COMPLETE, EV_READY }; /* the order at one instant; then ticks, arrivals */

@@ -1,6 +1,6 @@
 /*
  * sim.h: dirigent-sim, a deterministic cluster simulator (issue 5). A trace
- * is replayed through the control plane's core (src/cp/core.c, with the
+ * is replayed through the control plane's core (src/cp/cp_core.c, with the
  * decider autoscaler.c and placement.c) and the data plane's load balancing
  * (lb.c) against simulated workers and sandboxes on a simulated clock,
  * in-process: the same seed gives the same output, byte for byte, and hours of

@@ -1,5 +1,5 @@
 /*
- * test_cp_core.c: the control plane's core (src/cp/core.c) driven by events, with a fake
+ * test_cp_core.c: the control plane's core (src/cp/cp_core.c) driven by events, with a fake
  * effects table that records what the core asks of the world and a fake clock: scale from
  * zero on a metric, a failed create recorded and pushed, a worker lost while creating, a
  * scale-down that drains before it deletes, a deleted function freed once, and the workers'
@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "core.h"
+#include "cp_core.h"
 #include "dirigent/log.h"
 
 #define MAXREC 64

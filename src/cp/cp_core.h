@@ -1,5 +1,5 @@
 /*
- * core.h: the control plane's I/O-free core (DESIGN.md §1-§5). `struct cp_core` is the
+ * cp_core.h: the control plane's I/O-free core (DESIGN.md §1-§5). `struct cp_core` is the
  * registry (functions with their autoscaler state and sandboxes, workers, data planes, the
  * tick slots, the functions whose endpoint lists changed, those waiting for capacity) and
  * everything that decides on it: the autoscaling tick, reconcile (placement, scale up and
@@ -19,8 +19,8 @@
  * placement or an adoption and freed when its delete is answered, its create failed, or it
  * exited.
  */
-#ifndef DIRIGENT_CP_CORE_H
-#define DIRIGENT_CP_CORE_H
+#ifndef DIRIGENT_CP_CP_CORE_H
+#define DIRIGENT_CP_CP_CORE_H
 
 #include <stdbool.h>
 #include <stddef.h>

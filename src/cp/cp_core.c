@@ -1,5 +1,5 @@
 /*
- * core.c: the control plane's core (core.h). From metrics to sandboxes: every tick each
+ * cp_core.c: the control plane's core (cp_core.h). From metrics to sandboxes: every tick each
  * function's concurrency (the sum of its data planes' last reports) goes through the decider
  * (autoscaler.c); on the first metric of a function at zero it goes through at once.
  * Scale-up places sandboxes on the workers (placement.c, reserving on the workers themselves)
@@ -11,7 +11,7 @@
  * other create is in flight, the failure goes to the data planes with the (empty) list, and
  * they answer the requests they queue for it with the reason instead of letting them wait.
  */
-#include "core.h"
+#include "cp_core.h"
 
 #include <stdlib.h>
 #include <string.h>
