@@ -61,6 +61,7 @@ fmt: deps
 
 lint: configure
 	ninja -C $(BUILD)
+	python3 tests/check_includes.py
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr --suppress=missingIncludeSystem --suppress=unknownMacro -I include lib src
 	clang-tidy -p $(BUILD) --quiet $$(git ls-files 'lib/*.c' 'src/*.c')

@@ -1,12 +1,15 @@
 /*
- * batch.c: see batch.h.
+ * batch.c: see batch.h. The server side is a reply sink: a batch streams one NDJSON line per
+ * item, a single reply (a batch of one) answers its request with item 0's status and body.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dirigent/batch.h"
 #include "dirigent/json.h"
+#include "dirigent/wire.h"
 
 /* ---- client ------------------------------------------------------------------------------ */
 
@@ -56,19 +59,17 @@ size_t dg_batch_size(const struct dg_batch *b)
 
 static void answer_line(struct flight *f, const char *line, size_t len)
 {
-    json_t *j = json_loadb(line, len, 0, NULL);
-    json_t *i = json_object_get(j, "i"), *st = json_object_get(j, "status");
-    const char *body = json_string_value(json_object_get(j, "body"));
-    if (json_is_integer(i) && json_is_integer(st) && json_integer_value(i) >= 0 &&
-        (size_t)json_integer_value(i) < f->n && !f->cbs[json_integer_value(i)].done) {
-        struct item_cb *c = &f->cbs[json_integer_value(i)];
+    struct dg_wire_batch_line l;
+    struct dg_err err;
+    if (dg_wire_batch_line_parse(line, len, &l, &err) < 0)
+        return; /* not a line of ours: its item ends with "ended without this item" */
+    if ((uint64_t)l.i < f->n && !f->cbs[l.i].done) {
+        struct item_cb *c = &f->cbs[l.i];
         c->done = true;
-        struct dg_http_resp resp = {
-            .status = (int)json_integer_value(st),
-            .body = {body ? body : "", body ? json_string_length(json_object_get(j, "body")) : 0}};
+        struct dg_http_resp resp = {.status = (int)l.status, .body = l.body};
         c->cb(c->ud, &resp, NULL);
     }
-    json_decref(j);
+    dg_wire_batch_line_free(&l);
 }
 
 static void flight_head(struct dg_http_creq *q, const struct dg_http_resp *resp, void *ud)
@@ -133,7 +134,7 @@ void dg_batch_flush(struct dg_batch *b, struct dg_http_pool *pool)
     struct flight *f = dg_xcalloc(1, sizeof(*f));
     f->cbs = b->cbs;
     f->n = b->n;
-    json_t *body = json_pack("{so}", "items", b->items);
+    json_t *body = dg_wire_batch_encode(b->items);
     char *s = dg_json_dumps(body);
     json_decref(body);
     b->items = json_array();
@@ -162,6 +163,7 @@ struct dg_batch_reply {
     size_t n, left;
     void **uds;
     bool *answered;
+    bool single; /* a plain request: item 0 is the whole response */
     void (*on_abort)(void *item_ud);
 };
 
@@ -171,12 +173,7 @@ json_t *dg_batch_items(struct dg_http_req *r, json_t **root, struct dg_err *err)
     *root = NULL;
     if (dg_json_parse(body.ptr, body.len, root, err) < 0)
         return NULL;
-    json_t *items = json_object_get(*root, "items");
-    if (!json_is_array(items) || json_array_size(items) == 0) {
-        dg_err_set(err, DG_E_INVAL, "field 'items': expected a non-empty array");
-        return NULL;
-    }
-    return items;
+    return dg_wire_batch_items(*root, err);
 }
 
 static void reply_free(struct dg_batch_reply *b)
@@ -215,32 +212,74 @@ struct dg_batch_reply *dg_batch_reply_start(struct dg_http_req *r, size_t n,
     return b;
 }
 
+struct dg_batch_reply *dg_batch_reply_single(struct dg_http_req *r, void (*on_abort)(void *item_ud))
+{
+    struct dg_batch_reply *b = dg_xcalloc(1, sizeof(*b));
+    b->r = r;
+    b->n = b->left = 1;
+    b->single = true;
+    b->uds = dg_xcalloc(1, sizeof(*b->uds));
+    b->answered = dg_xcalloc(1, sizeof(*b->answered));
+    b->on_abort = on_abort;
+    dg_http_req_on_abort(r, reply_aborted, b);
+    return b;
+}
+
+size_t dg_batch_reply_size(const struct dg_batch_reply *b)
+{
+    return b->n;
+}
+
 void dg_batch_reply_set_ud(struct dg_batch_reply *b, size_t i, void *item_ud)
 {
     if (i < b->n)
         b->uds[i] = item_ud;
 }
 
-void dg_batch_reply_item(struct dg_batch_reply *b, size_t i, int status, const char *body,
-                         size_t len)
+void dg_batch_reply_answer(struct dg_batch_reply *b, size_t i, int status, const char *ctype,
+                           const char *body, size_t len)
 {
     if (i >= b->n || b->answered[i])
         return;
     b->answered[i] = true;
     b->left--;
-    json_t *line = json_pack("{sI sI ss%}", "i", (json_int_t)i, "status", (json_int_t)status,
-                             "body", body ? body : "", body ? len : 0);
-    char *s = line ? dg_json_dumps(line) : NULL;
-    json_decref(line);
-    if (s) {
-        size_t sl = strlen(s);
-        s[sl] = '\n'; /* replaces the NUL: the line's end */
-        dg_http_resp_write(b->r, s, sl + 1);
-        free(s);
+    if (b->single) {
+        dg_http_req_on_abort(b->r, NULL, NULL);
+        dg_http_respond(b->r, status, ctype ? ctype : "text/plain", body ? body : "",
+                        body ? len : 0);
+        reply_free(b);
+        return;
     }
+    char *s = dg_wire_batch_line_dumps(i, status, body, len);
+    size_t sl = strlen(s);
+    s[sl] = '\n'; /* replaces the NUL: the line's end */
+    dg_http_resp_write(b->r, s, sl + 1);
+    free(s);
     if (b->left == 0) {
         dg_http_req_on_abort(b->r, NULL, NULL);
         dg_http_resp_end(b->r);
         reply_free(b);
     }
+}
+
+void dg_batch_reply_item(struct dg_batch_reply *b, size_t i, int status, const char *body,
+                         size_t len)
+{
+    dg_batch_reply_answer(b, i, status, NULL, body, len);
+}
+
+void dg_batch_reply_text(struct dg_batch_reply *b, size_t i, int status, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if (n > (int)sizeof(buf) - 2)
+        n = (int)sizeof(buf) - 2;
+    if (b->single && (n == 0 || buf[n - 1] != '\n')) /* as dg_http_respond_text */
+        buf[n++] = '\n';
+    dg_batch_reply_answer(b, i, status, NULL, buf, (size_t)n);
 }

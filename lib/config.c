@@ -18,7 +18,7 @@
  * A dotted key written flat in a file ("redis.address: x") is accepted too. Duplicate keys are
  * an error rather than "the later wins", since a duplicate is almost always a mistake.
  *
- * The original's keys (config.h, lib/config_compat.c) are looked up only where a key or a value
+ * The original's keys (config_compat.h, lib/config_compat.c) are looked up only where a key or a value
  * is not ours. Their values are converted at once (so errors still carry the line) but joined
  * to ours only after the whole file, where a key of ours for the same setting wins and the two
  * halves of a split IP:PORT meet; the warnings are then sorted into file order.

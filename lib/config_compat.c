@@ -20,7 +20,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "dirigent/config.h"
+#include "dirigent/config_compat.h"
 
 /* ---- value translators (dg_conf_compat_value_fn) ---- */
 

@@ -86,10 +86,14 @@ int dg_loop_close_all(uv_loop_t *loop)
     return uv_loop_close(loop);
 }
 
+/* {"status":"ok","pid":N}: the pid lets whoever started the daemon (`dirigent up`, a test)
+ * check that the one answering on a port is theirs and not another cluster's. */
 static void health(struct dg_http_req *r, void *ud)
 {
     (void)ud;
-    dg_http_respond(r, 200, "text/plain", "ok\n", 3);
+    char body[64];
+    int n = snprintf(body, sizeof(body), "{\"status\":\"ok\",\"pid\":%d}\n", (int)getpid());
+    dg_http_respond(r, 200, "application/json", body, (size_t)n);
 }
 
 static void metrics(struct dg_http_req *r, void *ud)

@@ -1,5 +1,6 @@
 /*
- * heartbeat.c: see heartbeat.h.
+ * heartbeat.c: see heartbeat.h. The beat's "resync" flag, the CP's answer and the leader header
+ * are the wire's (dirigent/wire.h); the body is the daemon's own message, encoded by it.
  */
 #include "dirigent/heartbeat.h"
 
@@ -8,6 +9,7 @@
 
 #include "dirigent/json.h"
 #include "dirigent/log.h"
+#include "dirigent/wire.h"
 
 struct dg_heartbeat {
     uv_loop_t *loop;
@@ -47,12 +49,12 @@ static void switch_to(struct dg_heartbeat *hb, size_t i)
 
 static void beat(uv_timer_t *t);
 
-/* The leader a refusing replica names (X-Dirigent-Leader: IP:PORT), or an empty view. */
+/* The leader a refusing replica names (DG_WIRE_HDR_LEADER: IP:PORT), or an empty view. */
 static struct dg_str leader_of(const struct dg_http_resp *resp)
 {
     for (size_t i = 0; resp && i < resp->nheaders; i++) {
         const struct dg_http_header *h = &resp->headers[i];
-        if (dg_str_caseeq(h->name, "X-Dirigent-Leader"))
+        if (dg_str_caseeq(h->name, DG_WIRE_HDR_LEADER))
             return h->value;
     }
     return (struct dg_str){0};
@@ -72,7 +74,7 @@ static void beat_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
         dg_log(DG_LOG_INFO, "heartbeat", "registered with the control plane at %s", hb->address);
     hb->ok = ok;
     hb->resync = !ok; /* after a failure the CP may have lost us: ask for everything */
-    if (ok && resp->body.len >= 6 && memcmp(resp->body.ptr, "resync", 6) == 0 && !hb->stopped) {
+    if (ok && dg_wire_beat_answer_is_resync(resp->body.ptr, resp->body.len) && !hb->stopped) {
         hb->resync = true; /* the CP asks for everything (it restored us from its store) */
         uv_timer_start(&hb->timer, beat, DG_MIN(hb->interval_ms, 100), hb->interval_ms);
         return;
@@ -98,7 +100,7 @@ static void beat(uv_timer_t *t)
     static const struct dg_http_header ct[] = {
         {DG_STR("Content-Type"), DG_STR("application/json")}};
     json_t *b = hb->body(hb->ud);
-    json_object_set_new(b, "resync", json_boolean(hb->resync));
+    dg_wire_beat_set_resync(b, hb->resync);
     char *s = dg_json_dumps(b);
     json_decref(b);
     hb->in_flight = true;

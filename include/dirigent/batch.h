@@ -9,10 +9,13 @@
  * Client: items collect in a dg_batch until dg_batch_flush sends them (or the batch is
  * dropped); every item's callback runs exactly once, with a response made from its line, or
  * with an error when the request failed or ended without its line.
- * Server: dg_batch_reply_start answers a batch request; each item is answered once with
- * dg_batch_reply_item, in any order; the response ends after the last. If the client goes
- * away first, the items not answered yet are given to `on_abort` (their work may have to be
- * undone) and the reply is freed: an item given to on_abort must not be answered.
+ * Server: a reply sink. dg_batch_reply_start answers a batch request; each item is answered
+ * once with dg_batch_reply_item (or _answer, _text), in any order; the response ends after
+ * the last. dg_batch_reply_single makes the same sink for a plain request: a batch of one
+ * whose item 0 is answered as an ordinary HTTP response (status, Content-Type, body), so a
+ * handler that serves both routes holds only (reply, i) and has one answer path. If the
+ * client goes away first, the items not answered yet are given to `on_abort` (their work may
+ * have to be undone) and the reply is freed: an item given to on_abort must not be answered.
  */
 #ifndef DIRIGENT_BATCH_H
 #define DIRIGENT_BATCH_H
@@ -46,10 +49,26 @@ json_t *dg_batch_items(struct dg_http_req *r, json_t **root, struct dg_err *err)
 /* Start the streamed answer to `r` for `n` items (n > 0). */
 struct dg_batch_reply *dg_batch_reply_start(struct dg_http_req *r, size_t n,
                                             void (*on_abort)(void *item_ud));
+/* The sink for a plain (not batched) request `r`: one item, 0, whose answer is `r`'s whole
+ * response. Nothing is sent before it is answered. */
+struct dg_batch_reply *dg_batch_reply_single(struct dg_http_req *r,
+                                             void (*on_abort)(void *item_ud));
+/* Number of items of the reply (1 for a single one). */
+size_t dg_batch_reply_size(const struct dg_batch_reply *b);
 /* What on_abort gets for item i if the client goes away before it is answered. */
 void dg_batch_reply_set_ud(struct dg_batch_reply *b, size_t i, void *item_ud);
-/* Answer item i (once). The reply is freed after the last item. */
+/* Answer item i (once; later answers of i, and i out of range, are ignored). The reply is
+ * freed after the last item: `b` must not be used once every item is answered. `ctype` is
+ * the Content-Type of a single reply (NULL: text/plain); a batch line has none. `body` is
+ * borrowed. */
+void dg_batch_reply_answer(struct dg_batch_reply *b, size_t i, int status, const char *ctype,
+                           const char *body, size_t len);
+/* dg_batch_reply_answer with text/plain. */
 void dg_batch_reply_item(struct dg_batch_reply *b, size_t i, int status, const char *body,
                          size_t len);
+/* A formatted text answer (at most 1 KiB). A single reply ends it with a newline, as
+ * dg_http_respond_text does; a batch line carries the text as formatted. */
+void dg_batch_reply_text(struct dg_batch_reply *b, size_t i, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #endif

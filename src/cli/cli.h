@@ -2,9 +2,10 @@
  * cli.h: what the dirigent CLI's command files share: the command table's types, the parsed
  * command line a handler receives, a blocking request, and tables sized to their content.
  *
- * One table (main.c's `commands`) lists every command and sub-command with its synopsis,
- * options (with defaults), an example and its handler; the parser, `--help`, `dirigent help`
- * and docs/cli.md are all made from it, so dispatch and help cannot drift apart.
+ * One table (commands.c) lists every command and sub-command with its synopsis, options (with
+ * defaults), an example and its handler; the parser, `--help`, `dirigent help` and docs/cli.md
+ * are all made from it, so dispatch and help cannot drift apart. The helpers are in cli.c, the
+ * handlers (declared at the end) one file each; none of them includes the table.
  */
 #ifndef DIRIGENT_CLI_H
 #define DIRIGENT_CLI_H

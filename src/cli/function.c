@@ -1,6 +1,7 @@
 /*
  * function.c: `dirigent function deploy|list|get|delete` over the control plane's JSON API
- * (docs/api.md), and the function table `status` prints too.
+ * (docs/api.md); also the function table `status` prints and the function-name check `invoke`
+ * shares.
  *
  * deploy checks its numbers here, naming the option (`--max: expected an integer ...`); what
  * only the control plane can judge comes back naming a form field, which is translated back

@@ -155,28 +155,62 @@ static const char *oci_unusable(const char *image_dir)
     return NULL;
 }
 
-/* The leader's status: polls the replicas until one says it leads and knows a worker and
- * `dps` data planes. */
-static bool up_ready(char **apis, size_t n, unsigned dps)
+/* The pid `up` spawned as NAME, or 0. */
+static pid_t up_pid_of(const struct up *u, const char *name)
+{
+    for (size_t i = 0; i < u->n; i++)
+        if (strcmp(u->names[i], name) == 0)
+            return u->pids[i];
+    return 0;
+}
+
+/* The "pid" of the JSON at GET addr path (a CP's /v1/status, a daemon's /health), -1 when it
+ * does not answer 200 with one; the JSON in *out when out is given (the caller frees it). */
+static long long answering_pid(const char *addr, const char *path, json_t **out)
+{
+    struct cli_result r;
+    int st = cli_request(addr, "GET", path, NULL, 0, NULL, &r);
+    json_t *j = st == 200 ? json_loads(r.body.data, 0, NULL) : NULL;
+    dg_buf_free(&r.body);
+    json_t *p = json_object_get(j, "pid");
+    long long pid = json_is_integer(p) ? (long long)json_integer_value(p) : -1;
+    if (out)
+        *out = j;
+    else
+        json_decref(j);
+    return pid;
+}
+
+/* Healthy, and ours: polls until every daemon `up` spawned answers on its port with its own
+ * pid (a cluster started by someone else that holds a port is never taken for ours), and the
+ * leader knows a worker and `dps` data planes. */
+static bool up_ready(const struct up *u, char **apis, size_t n, unsigned dps, int off)
 {
     for (int i = 0; i < 300 && !stop_flag; i++) {
         usleep(50000);
-        for (size_t k = 0; k < n; k++) {
-            struct cli_result r;
-            if (cli_request(apis[k], "GET", "/v1/status", NULL, 0, NULL, &r) != 200) {
-                dg_buf_free(&r.body);
-                continue;
-            }
-            json_t *j = json_loads(r.body.data, 0, NULL);
-            dg_buf_free(&r.body);
-            bool ok = j && json_array_size(json_object_get(j, "workers")) >= 1 &&
-                      json_array_size(json_object_get(j, "dataplanes")) >= dps &&
-                      (n == 1 ||
-                       strcmp(json_string_value(json_object_get(j, "role")) ?: "", "leader") == 0);
-            json_decref(j);
-            if (ok)
-                return true;
+        bool ours = true, led = false;
+        for (unsigned k = 0; k < dps && ours; k++) {
+            char name[16], addr[32];
+            snprintf(name, sizeof(name), n > 1 || dps > 1 ? "dp-%u" : "dp", k);
+            snprintf(addr, sizeof(addr), "127.0.0.1:%d", 8081 + 10 * (int)k + off);
+            ours = answering_pid(addr, "/health", NULL) == (long long)up_pid_of(u, name);
         }
+        char waddr[32];
+        snprintf(waddr, sizeof(waddr), "127.0.0.1:%d", 10010 + off);
+        ours = ours && answering_pid(waddr, "/health", NULL) == (long long)up_pid_of(u, "worker");
+        for (size_t k = 0; k < n && ours; k++) {
+            char name[16];
+            snprintf(name, sizeof(name), n > 1 ? "cp-%zu" : "cp", k);
+            json_t *j = NULL;
+            ours = answering_pid(apis[k], "/v1/status", &j) == (long long)up_pid_of(u, name);
+            led = led || (ours && json_array_size(json_object_get(j, "workers")) >= 1 &&
+                          json_array_size(json_object_get(j, "dataplanes")) >= dps &&
+                          (n == 1 || strcmp(json_string_value(json_object_get(j, "role")) ?: "",
+                                            "leader") == 0));
+            json_decref(j);
+        }
+        if (ours && led)
+            return true;
     }
     return false;
 }
@@ -640,7 +674,7 @@ int cli_cmd_up(struct cli_ctx *c)
                  (char *[]){"dirigent-worker", "--config", wkc, "--set", rt, "--set", fnb, "--set",
                             wdata, "--set", wcps, "--set", wport, NULL});
     /* healthy: a leader that knows the worker and every data plane */
-    bool ready = !rc && up_ready(apis, (size_t)ncp, (unsigned)ndp);
+    bool ready = !rc && up_ready(&u, apis, (size_t)ncp, (unsigned)ndp, off);
     if (ready && ha) { /* HAProxy has the data planes once the leader synced it */
         ready = false;
         for (int k = 0; k < 200 && !stop_flag && !ready; k++) {

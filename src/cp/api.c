@@ -27,6 +27,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cp.h"
 #include "haproxy.h"
@@ -537,6 +538,8 @@ static void api_status(struct dg_http_req *r, void *ud)
     json_t *st = json_pack("{so so so ss}", "workers", ws, "dataplanes", ds, "functions", fs,
                            "role", cp.leader ? "leader" : "follower");
     json_object_set_new(st, "leader", cp.leader_api ? json_string(cp.leader_api) : json_null());
+    /* who answers: `up` and the tests check it is the process they started */
+    json_object_set_new(st, "pid", json_integer((json_int_t)getpid()));
     if (cp.nreplicas) {
         json_t *rs = json_array();
         for (size_t i = 0; i < cp.nreplicas; i++)

@@ -86,6 +86,6 @@ struct cp {
     } restore; /* the store read back, one kind after the other */
 };
 
-extern struct cp cp;
+extern struct cp cp; /* cp.c */
 
 #endif

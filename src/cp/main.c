@@ -20,8 +20,6 @@
 #include "dirigent/log.h"
 #include "dirigent/trace.h"
 
-struct cp cp;
-
 static struct {
     struct cp_config cfg;
     struct dg_daemon daemon;

@@ -13,6 +13,9 @@
  *           appendonly yes + appendfsync always (Redis answers a write once it is in
  *           its fsync'd AOF) and, with replicas > 0, waits for them with WAIT
  *   none    nothing is kept (writes succeed at once)
+ * Each backend is an operation table with its own state (store_backend.h, which also has the
+ * options and the callback type; store_sqlite.c, store_redis.c, and "none" in store.c, the
+ * front that picks one and counts pending writes).
  */
 #ifndef DIRIGENT_CP_STORE_H
 #define DIRIGENT_CP_STORE_H
@@ -20,19 +23,9 @@
 #include <uv.h>
 
 #include "dirigent/common.h"
+#include "store_backend.h" /* cp_store_done, struct cp_store_opts */
 
 struct cp_store;
-
-/* err NULL: durable. */
-typedef void (*cp_store_done)(void *ud, const struct dg_err *err);
-
-struct cp_store_opts {
-    const char *backend;       /* sqlite, redis, none */
-    const char *dir;           /* sqlite: DIR/cp.sqlite (DIR is created) */
-    const char *redis_address; /* host:port */
-    bool full_persistence;     /* redis: AOF with fsync on every write */
-    int replicas;              /* redis: WAIT for this many replicas (0: none) */
-};
 
 struct cp_store *cp_store_open(uv_loop_t *loop, const struct cp_store_opts *o, struct dg_err *err);
 /* Put (insert or replace) / delete; `done` (may be NULL) once durable. */

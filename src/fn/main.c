@@ -160,11 +160,11 @@ struct fn {
     struct dg_daemon daemon;
     struct dg_http_server *server;
     struct dg_metrics *metrics;
-    struct dg_metric *invocations, *spin_seconds, *bad_requests;
+    struct dg_metric *invocations, *spin_seconds, *bad_requests, *iterations;
     char machine[256];
     int port;
     uv_work_t startup;
-    uint64_t startup_us;
+    uint64_t startup_us, startup_iterations;
     atomic_bool stopping; /* SIGTERM during the start-up loop ends it */
     bool starting;
     struct dg_buf body,
@@ -175,7 +175,7 @@ struct job {
     uv_work_t work;
     struct fn *fn;
     struct dg_http_req *req;
-    uint64_t cpu_ms, multiplier, memory_mib, exec_us;
+    uint64_t cpu_ms, multiplier, memory_mib, exec_us, iterations;
     const char *status;
 };
 
@@ -257,10 +257,12 @@ static void job_work(uv_work_t *w)
             for (size_t i = 0; i < bytes; i += 4096)
                 mem[i] = (char)i;
     }
-    if (j->multiplier)
-        fn_work_iterations(j->multiplier * j->cpu_ms);
-    else
-        fn_spin_ms(j->cpu_ms);
+    if (j->multiplier) {
+        j->iterations = j->multiplier * j->cpu_ms;
+        fn_work_iterations(j->iterations);
+    } else {
+        j->iterations = fn_spin_ms(j->cpu_ms);
+    }
     free(mem);
     j->exec_us = dg_now_us() - start;
 }
@@ -269,6 +271,7 @@ static void job_done(uv_work_t *w, int status)
 {
     struct job *j = DG_CONTAINER_OF(w, struct job, work);
     dg_counter_add(j->fn->spin_seconds, (double)j->exec_us / 1e6);
+    dg_counter_add(j->fn->iterations, (double)j->iterations);
     respond_result(j->fn, j->req, j->status, j->exec_us);
     free(j);
 }
@@ -383,8 +386,10 @@ static void startup_work(uv_work_t *w)
 {
     struct fn *f = DG_CONTAINER_OF(w, struct fn, startup);
     uint64_t t0 = dg_now_us(), mult = (uint64_t)f->cfg.startup_multiplier;
-    for (int64_t ms = 0; ms < f->cfg.startup_loop_ms && !atomic_load(&f->stopping); ms++)
+    for (int64_t ms = 0; ms < f->cfg.startup_loop_ms && !atomic_load(&f->stopping); ms++) {
         fn_work_iterations(mult);
+        f->startup_iterations += mult;
+    }
     f->startup_us = dg_now_us() - t0;
 }
 
@@ -401,6 +406,12 @@ static void startup_done(uv_work_t *w, int status)
         dg_log(DG_LOG_INFO, "fn", "start-up busy loop: %lld x %lld iterations in %.1f ms",
                (long long)f->cfg.startup_multiplier, (long long)f->cfg.startup_loop_ms,
                (double)f->startup_us / 1e3);
+    dg_gauge_set(dg_metric_get1(dg_metrics_gauge(f->metrics, "dg_fn_startup_work_iterations",
+                                                 "Iterations of the start-up busy loop done "
+                                                 "before listening.",
+                                                 NULL),
+                                NULL),
+                 (double)f->startup_iterations);
     struct dg_http_limits limits;
     dg_http_conf_limits(&f->cfg.http, &limits);
     f->server = dg_http_server_new(f->loop, &limits, "fn");
@@ -462,6 +473,11 @@ int main(int argc, char **argv)
     f.spin_seconds = dg_metric_get1(dg_metrics_counter(f.metrics, "dg_fn_busy_seconds_total",
                                                        "CPU work done for invocations.", NULL),
                                     NULL);
+    f.iterations = dg_metric_get1(
+        dg_metrics_counter(f.metrics, "dg_fn_work_iterations_total",
+                           "Iterations of the work unit (100 square roots) done for invocations.",
+                           NULL),
+        NULL);
 
     f.port = port;
     /* the start-up loop runs on the thread pool: signals are still handled meanwhile. Without

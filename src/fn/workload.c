@@ -20,11 +20,14 @@ void fn_work_iterations(uint64_t iterations)
     sink = x;
 }
 
-void fn_spin_ms(uint64_t ms)
+uint64_t fn_spin_ms(uint64_t ms)
 {
-    uint64_t end = dg_now_us() + ms * 1000u;
-    while (dg_now_us() < end)
+    uint64_t end = dg_now_us() + ms * 1000u, n = 0;
+    while (dg_now_us() < end) {
         fn_work_iterations(8); /* ~2-5 us of work between clock reads */
+        n += 8;
+    }
+    return n;
 }
 
 uint64_t fn_calibrate(uint64_t sample_ms)

@@ -2,12 +2,18 @@
  * sim.c: the simulation (sim.h). A discrete-event loop on a simulated clock
  * in microseconds: arrivals come from the trace (sorted), completions and
  * sandboxes becoming ready from a binary heap ordered by (time, kind,
- * sequence), ticks every 2 s. The control plane is the CP's own core
- * (src/cp/cp_core.c: autoscaling, placement, the sandbox lifecycle, endpoint
- * pushes) through simulated effects: a create becomes ready after the
- * simulated latency, a push updates the data plane's view of the sandboxes,
- * a drain answers once its sandboxes are idle, a delete is immediate, and the
- * clock is the simulated one. The data plane's load balancing is dp_lb_pick.
+ * sequence), ticks every 2 s. Both planes are the daemons' own cores driven
+ * through simulated effects tables, the clock being the simulated one:
+ *   control plane  src/cp/cp_core.c (autoscaling, placement, the sandbox
+ *                  lifecycle, endpoint pushes): a create becomes ready after
+ *                  the simulated latency, a push updates the data plane's list,
+ *                  a drain goes to the data plane, a delete is immediate
+ *   data plane     src/dp/dp_core.h (queue, slots, load balancing, deadlines,
+ *                  "cannot start"): forward schedules the completion after the
+ *                  invocation's duration, answer records a failed invocation,
+ *                  drained answers the CP's drain
+ * What the CP asks "soon" runs once the event at hand is handled (settle), as
+ * the daemon's 0 ms timers do.
  */
 #include "sim.h"
 
@@ -16,7 +22,7 @@
 #include <string.h>
 
 #include "cp_core.h"
-#include "lb.h"
+#include "dp_core.h"
 
 enum ev_kind { EV_COMPLETE, EV_READY }; /* the order at one instant; then ticks, arrivals */
 
@@ -25,37 +31,31 @@ struct event {
     uint64_t seq;
     enum ev_kind kind;
     uint32_t fn;
-    uint32_t sb;  /* sandbox id (READY), or the sandbox the invocation ran on (COMPLETE) */
+    uint32_t sb;  /* sandbox id (READY) */
     uint32_t inv; /* COMPLETE */
 };
 
 enum sb_state { SB_CREATING, SB_READY, SB_DRAINING };
 
-/* A sandbox as the simulated worker and data plane see it. */
 struct sandbox {
     uint32_t id; /* unique within its function */
     uint32_t worker;
-    enum sb_state state; /* the DP's view: READY once a push listed it */
-    uint32_t in_flight;
-    uint64_t processed;
+    enum sb_state state;
     uint64_t born_us;
-    struct cp_sandbox *cp;  /* the core's record of it */
-    struct cp_drain *drain; /* the drain round it is in (DRAINING) */
+    struct cp_sandbox *cp;  /* the CP core's record of it */
+    struct cp_drain *drain; /* the CP's drain round it is in (DRAINING) */
 };
 
 struct fn_state {
     const struct sim_function *spec;
-    struct cp_fn *cp; /* the core's function */
-    struct dp_lb_state lb;
-    struct sandbox *sbs; /* in creation order (the DP's list order) */
+    struct cp_fn *cp;        /* the CP core's function */
+    struct dp_function *dpf; /* the DP core's function: queue, endpoints (ready sandboxes) */
+    struct sandbox *sbs;     /* in creation order */
     size_t nsbs, capsbs;
     uint32_t next_sb;
-    unsigned ready, creating;
-    uint32_t *queue; /* invocation indexes, a ring */
-    size_t qhead, qlen, qcap;
-    uint32_t *pulled; /* workers that have its image */
+    unsigned ready, creating; /* in the DP's list / being created */
+    uint32_t *pulled;         /* workers that have its image */
     size_t npulled, cappulled;
-    uint32_t running; /* invocations executing */
     /* results */
     double *sched_ms;
     size_t nsched, capsched;
@@ -68,14 +68,16 @@ struct sim {
     const struct sim_config *c;
     struct fn_state *fns;
     struct cp_core core; /* the control plane */
-    struct cp_dp *dp;    /* the one data plane, as the core knows it */
+    struct cp_dp *cp_dp; /* the data plane as the CP knows it */
     bool push_soon, capacity_soon;
-    struct cp_drain **drained; /* drain rounds whose sandboxes are idle: answered */
+    struct cp_drain **drained; /* drain rounds the DP answered: for the CP, in settle */
     size_t ndrained, capdrained;
     struct event *heap;
     size_t nheap, capheap;
     uint64_t seq, now, rng;
-    uint64_t *start_us; /* per invocation: when it started (0: not yet) */
+    struct dp_core *dp;  /* the data plane */
+    struct dp_req *reqs; /* per invocation: its request in the DP core */
+    uint64_t *start_us;  /* per invocation: when it started (0: not yet) */
     bool *cold;
     struct sim_result *out;
 };
@@ -192,66 +194,70 @@ static void finish_failed(struct sim *s, struct fn_state *f, uint32_t inv, const
                 s->cold[inv] ? "cold" : "warm", why);
 }
 
-/* Everything queued gets 503 now (the DP's answer to an unschedulable function). */
-static void fail_queue(struct sim *s, struct fn_state *f, const char *why)
+/* ---- the data plane's effects ------------------------------------------------------------ */
+
+static uint64_t fx_now(void *ud)
 {
-    while (f->qlen) {
-        finish_failed(s, f, f->queue[f->qhead], why);
-        f->qhead = (f->qhead + 1) % f->qcap;
-        f->qlen--;
-    }
+    struct sim *s = ud;
+    return s->now;
 }
 
-static void dispatch(struct sim *s, struct fn_state *f)
+/* A request got a slot on a ready sandbox: it runs for its duration (no interference). */
+static void fx_forward(void *ud, struct dp_req *r, struct dp_endpoint *e)
 {
-    uint32_t fi = (uint32_t)(f - s->fns);
-    while (f->qlen > 0) {
-        uint32_t inv = f->queue[f->qhead];
-        const struct sim_invocation *v = &s->t->invs[inv];
-        if (v->arrival_us + s->c->queue_timeout_us <= s->now) { /* waited too long: 503 */
-            f->qhead = (f->qhead + 1) % f->qcap;
-            f->qlen--;
-            finish_failed(s, f, inv, "timeout");
-            continue;
-        }
-        /* the DP's view: ready sandboxes in list order, draining ones take nothing */
-        struct dp_lb_endpoint eps[256], *ep = eps;
-        size_t map[256], *mp = map, n = 0;
-        if (f->nsbs > 256) {
-            ep = dg_xcalloc(f->nsbs, sizeof(*ep));
-            mp = dg_xcalloc(f->nsbs, sizeof(*mp));
-        }
-        for (size_t i = 0; i < f->nsbs; i++) {
-            if (f->sbs[i].state != SB_READY)
-                continue;
-            ep[n] = (struct dp_lb_endpoint){f->sbs[i].in_flight, f->sbs[i].processed, false};
-            mp[n++] = i;
-        }
-        int pick = dp_lb_pick((enum dp_lb_policy)s->c->lb, &f->lb, ep, n,
-                              (uint32_t)DG_MAX(0, s->c->concurrency));
-        size_t which = pick >= 0 ? mp[pick] : 0;
-        if (ep != eps) {
-            free(ep);
-            free(mp);
-        }
-        if (pick < 0)
-            return;
-        struct sandbox *sb = &f->sbs[which];
-        sb->in_flight++;
-        sb->processed++;
-        f->running++;
-        f->qhead = (f->qhead + 1) % f->qcap;
-        f->qlen--;
-        s->start_us[inv] = s->now;
-        heap_push(s, (struct event){.t = s->now + v->duration_us,
-                                    .kind = EV_COMPLETE,
-                                    .fn = fi,
-                                    .sb = sb->id,
-                                    .inv = inv});
-    }
+    struct sim *s = ud;
+    uint32_t inv = (uint32_t)(r - s->reqs);
+    const struct sim_invocation *v = &s->t->invs[inv];
+    s->start_us[inv] = s->now;
+    heap_push(s, (struct event){
+                     .t = s->now + v->duration_us, .kind = EV_COMPLETE, .fn = v->fn, .inv = inv});
 }
 
-/* ---- the control plane: the CP's core, its effects simulated ------------------------------ */
+/* The DP answered a request itself: it failed (no capacity, or it waited too long). */
+static void fx_answer(void *ud, struct dp_req *r, enum dp_answer_kind kind, int status,
+                      const char *msg)
+{
+    struct sim *s = ud;
+    uint32_t inv = (uint32_t)(r - s->reqs);
+    finish_failed(s, &s->fns[s->t->invs[inv].fn], inv,
+                  kind == DP_ANSWER_CANNOT_START ? "no-capacity" : "timeout");
+}
+
+static void cp_drained(struct sim *s, struct cp_drain *d)
+{
+    if (s->ndrained == s->capdrained) {
+        s->capdrained = s->capdrained ? 2 * s->capdrained : 16;
+        s->drained = dg_xrealloc(s->drained, s->capdrained * sizeof(*s->drained));
+    }
+    s->drained[s->ndrained++] = d;
+}
+
+/* The sandboxes of a CP drain round have no request left (token: the round): the CP hears it
+ * once the event at hand is handled. */
+static void fx_drained(void *ud, void *token, const struct dp_function *df, size_t nids)
+{
+    cp_drained(ud, token);
+}
+
+/* The simulation is over: the round is done with all the same. */
+static void fx_drain_dropped(void *ud, void *token)
+{
+    struct sim *s = ud;
+    cp_core_on_drained(&s->core, token);
+}
+
+/* The id the CP and the DP know a sandbox by, in decimal (snprintf costs more here). */
+static const char *sb_id(char *buf, size_t len, uint32_t v)
+{
+    char *p = buf + len;
+    *--p = '\0';
+    do
+        *--p = (char)('0' + v % 10);
+    while ((v /= 10) > 0);
+    return p;
+}
+
+/* ---- the control plane's effects --------------------------------------------------------- */
 
 static uint64_t fx_now_ms(void *ud)
 {
@@ -329,41 +335,28 @@ static void fx_destroy(void *ud, struct cp_worker *w, const char *id, struct cp_
     cp_core_on_deleted(&s->core, cs, NULL);
 }
 
-static void drained(struct sim *s, struct cp_drain *d)
-{
-    if (s->ndrained == s->capdrained) {
-        s->capdrained = s->capdrained ? 2 * s->capdrained : 16;
-        s->drained = dg_xrealloc(s->drained, s->capdrained * sizeof(*s->drained));
-    }
-    s->drained[s->ndrained++] = d;
-}
-
-/* The DP takes the victims no new request and answers once none has one in flight
- * (d->pending counts those still busy). */
+/* The round's sandboxes leave the DP's list; it answers once none has a request in flight. */
 static void fx_drain(void *ud, struct cp_drain *d)
 {
     struct sim *s = ud;
     struct fn_state *f = d->f->ctx;
-    d->pending = 0;
+    const char *small[16], **ids = d->n <= 16 ? small : dg_xcalloc(d->n, sizeof(*ids));
     for (size_t k = 0; k < d->n; k++) {
-        size_t i = sb_index(f, d->victims[k]->id);
-        if (i == SIZE_MAX)
-            continue;
-        struct sandbox *sb = &f->sbs[i];
-        if (sb->state == SB_READY)
+        ids[k] = d->victims[k]->id;
+        size_t i = sb_index(f, ids[k]);
+        if (i != SIZE_MAX && f->sbs[i].state == SB_READY) {
+            f->sbs[i].state = SB_DRAINING;
             f->ready--;
-        sb->state = SB_DRAINING;
-        sb->drain = d;
-        d->pending += sb->in_flight > 0;
+        }
     }
-    if (d->pending == 0)
-        drained(s, d);
+    dp_core_drain(s->dp, f->dpf, ids, d->n, d);
+    if (ids != small)
+        free(ids);
 }
 
-static void fail_queue(struct sim *s, struct fn_state *f, const char *why);
-
-/* The DP's view follows the pushed lists: a listed sandbox takes requests; a list with an
- * error answers the requests queued for it (no capacity: the only failure simulated). */
+/* The DP's list follows the pushes: a sandbox listed for the first time is added (the DP's
+ * list keeps creation order); a push with an error answers the requests queued for the
+ * function (no capacity: the only failure simulated). */
 static void fx_push(void *ud, const struct cp_push_item *items, size_t n)
 {
     struct sim *s = ud;
@@ -375,10 +368,12 @@ static void fx_push(void *ud, const struct cp_push_item *items, size_t n)
                 sb->state = SB_READY;
                 f->creating--;
                 f->ready++;
+                char id[16];
+                dp_core_endpoint_add(s->dp, f->dpf, sb_id(id, sizeof(id), sb->id), "");
             }
         }
         if (items[k].error)
-            fail_queue(s, f, "no-capacity");
+            dp_core_set_error(s->dp, f->dpf, "no capacity"); /* the DP answers them 503 */
     }
 }
 
@@ -407,8 +402,8 @@ static void fx_unschedulable(void *ud, const struct cp_fn *f)
     ((struct sim *)ud)->out->unschedulable_events++;
 }
 
-/* What the daemon runs once the current event is handled (its 0 ms timers): the answers of
- * drains whose sandboxes went idle, the retry of functions waiting for capacity, the push. */
+/* What the daemon runs once the current event is handled (its 0 ms timers): the CP hears the
+ * drains the DP answered, retries functions waiting for capacity, pushes. */
 static void settle(struct sim *s)
 {
     while (s->ndrained || s->capacity_soon || s->push_soon) {
@@ -429,7 +424,7 @@ static void settle(struct sim *s)
 /* The DP's report of a function's requests in flight (queued + running). */
 static double inflight(const struct fn_state *f)
 {
-    return (double)(f->qlen + f->running);
+    return (double)f->dpf->running;
 }
 
 /* ---- events ----------------------------------------------------------------------------- */
@@ -438,35 +433,23 @@ static void on_arrival(struct sim *s, uint32_t inv)
 {
     const struct sim_invocation *v = &s->t->invs[inv];
     struct fn_state *f = &s->fns[v->fn];
-    if (f->qlen == f->qcap) {
-        size_t ncap = f->qcap ? f->qcap * 2 : 16;
-        uint32_t *q = dg_xcalloc(ncap, sizeof(*q));
-        for (size_t i = 0; i < f->qlen; i++)
-            q[i] = f->queue[(f->qhead + i) % f->qcap];
-        free(f->queue);
-        f->queue = q;
-        f->qcap = ncap;
-        f->qhead = 0;
-    }
-    f->queue[(f->qhead + f->qlen) % f->qcap] = inv;
-    f->qlen++;
     /* cold: no sandbox of the function is ready when the request arrives */
     s->cold[inv] = f->ready == 0;
     if (v->arrival_us >= s->c->warmup_us) {
         f->r.invocations++;
         f->r.cold += s->cold[inv];
     }
+    dp_core_on_request(s->dp, f->dpf, &s->reqs[inv]);
     /* the DP's first metric: a function at zero scales at once */
-    cp_core_on_metric(&s->core, s->dp, f->cp, inflight(f));
+    cp_core_on_metric(&s->core, s->cp_dp, f->cp, inflight(f));
     settle(s);
-    dispatch(s, f);
+    dp_core_expire_function(s->dp, f->dpf);
 }
 
 static void on_complete(struct sim *s, const struct event *e)
 {
     struct fn_state *f = &s->fns[e->fn];
     const struct sim_invocation *v = &s->t->invs[e->inv];
-    f->running--;
     uint64_t start = s->start_us[e->inv];
     if (v->arrival_us >= s->c->warmup_us) {
         double sched = (double)(start - v->arrival_us) / 1000;
@@ -483,17 +466,10 @@ static void on_complete(struct sim *s, const struct event *e)
                     (double)v->arrival_us / 1000, (double)start / 1000, (double)s->now / 1000,
                     (double)v->duration_us / 1000, sched, s->cold[e->inv] ? "cold" : "warm");
     }
-    for (size_t i = 0; i < f->nsbs; i++) {
-        struct sandbox *sb = &f->sbs[i];
-        if (sb->id != e->sb)
-            continue;
-        sb->in_flight--;
-        if (sb->state == SB_DRAINING && sb->in_flight == 0 && --sb->drain->pending == 0)
-            drained(s, sb->drain);
-        break;
-    }
+    /* queued requests past their deadline fail before the slot is given to the next */
+    dp_core_expire_function(s->dp, f->dpf);
+    dp_core_on_done(s->dp, &s->reqs[e->inv]);
     settle(s);
-    dispatch(s, f);
 }
 
 static void on_ready(struct sim *s, const struct event *e)
@@ -502,15 +478,10 @@ static void on_ready(struct sim *s, const struct event *e)
     struct sandbox *sb = sb_find(f, e->sb);
     if (!sb)
         return;
-    char id[16], *p = id + sizeof(id); /* its id in decimal (snprintf costs more here) */
-    uint32_t v = sb->id;
-    *--p = '\0';
-    do
-        *--p = (char)('0' + v % 10);
-    while ((v /= 10) > 0);
-    cp_core_on_created(&s->core, sb->cp, p, "sim", NULL);
-    settle(s);
-    dispatch(s, f);
+    dp_core_expire_function(s->dp, f->dpf);
+    char id[16];
+    cp_core_on_created(&s->core, sb->cp, sb_id(id, sizeof(id), sb->id), "sim", NULL);
+    settle(s); /* the push adds it to the DP's list */
 }
 
 /* ---- results ---------------------------------------------------------------------------- */
@@ -578,21 +549,31 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
     out->fns = dg_xcalloc(t->nfns ? t->nfns : 1, sizeof(*out->fns));
     s.fns = dg_xcalloc(t->nfns ? t->nfns : 1, sizeof(*s.fns));
     s.start_us = dg_xcalloc(t->ninvs, sizeof(*s.start_us));
+    s.reqs = dg_xcalloc(t->ninvs ? t->ninvs : 1, sizeof(*s.reqs));
+    struct dp_core_config dc = {.policy = (enum dp_lb_policy)c->lb,
+                                .queue_timeout_ms = c->queue_timeout_us / 1000};
+    struct dp_effects fx = {.ud = &s,
+                            .now = fx_now,
+                            .forward = fx_forward,
+                            .answer = fx_answer,
+                            .drained = fx_drained,
+                            .drain_dropped = fx_drain_dropped};
+    s.dp = dp_core_new(&dc, &fx);
     s.cold = dg_xcalloc(t->ninvs, sizeof(*s.cold));
-    /* the control plane, its workers, one data plane, the functions registered */
-    static const struct cp_effects fx = {.now_ms = fx_now_ms,
-                                         .wall_ms = fx_now_ms,
-                                         .soon = fx_soon,
-                                         .create = fx_create,
-                                         .destroy = fx_destroy,
-                                         .drain = fx_drain,
-                                         .push = fx_push,
-                                         .forget_fn = fx_forget_fn,
-                                         .connect = fx_connect,
-                                         .disconnect = fx_disconnect,
-                                         .persist = fx_persist,
-                                         .unschedulable = fx_unschedulable};
-    struct cp_effects sfx = fx;
+    /* the control plane, its workers, the data plane as it knows it, the functions */
+    static const struct cp_effects cfx = {.now_ms = fx_now_ms,
+                                          .wall_ms = fx_now_ms,
+                                          .soon = fx_soon,
+                                          .create = fx_create,
+                                          .destroy = fx_destroy,
+                                          .drain = fx_drain,
+                                          .push = fx_push,
+                                          .forget_fn = fx_forget_fn,
+                                          .connect = fx_connect,
+                                          .disconnect = fx_disconnect,
+                                          .persist = fx_persist,
+                                          .unschedulable = fx_unschedulable};
+    struct cp_effects sfx = cfx;
     sfx.ud = &s;
     struct cp_core_config cc = {.placement = (enum cp_place_policy)c->placement,
                                 .chbl_eps = c->chbl_eps,
@@ -611,7 +592,7 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
         cp_core_on_worker_heartbeat(&s.core, &r, err);
     }
     bool fresh;
-    s.dp = cp_core_on_dp_heartbeat(&s.core, "dp", "sim:dp", "sim:dp", CP_FROM_PEER, &fresh, err);
+    s.cp_dp = cp_core_on_dp_heartbeat(&s.core, "dp", "sim:dp", "sim:dp", CP_FROM_PEER, &fresh, err);
     for (size_t i = 0; i < t->nfns; i++) {
         struct fn_state *f = &s.fns[i];
         f->spec = &t->fns[i];
@@ -628,6 +609,11 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
         snprintf(spec.name, sizeof(spec.name), "%s",
                  f->spec->name + (len > CP_NAME_MAX ? len - CP_NAME_MAX : 0));
         spec.image = dg_xstrdup("sim");
+        char name[24];
+        snprintf(name, sizeof(name), "%zu", i); /* unique, as trace names may not be */
+        f->dpf = dp_core_function_get(s.dp, name, strlen(name), NULL);
+        f->dpf->concurrency = (uint32_t)DG_MAX(0, c->concurrency);
+        f->dpf->lb.rng = s.rng + i + 1;
         f->cp = cp_core_fn_register(&s.core, &spec);
         f->cp->ctx = f;
         /* the simulator's overrides of the decider's parameters */
@@ -642,7 +628,6 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
             as->target_pct = c->target_pct;
         cp_as_state_deinit(&f->cp->ast);
         cp_as_state_init(&f->cp->ast, as);
-        f->lb.rng = s.rng + i + 1;
     }
     settle(&s);
     uint64_t tick_us = 2000 * 1000ULL, next_tick = tick_us;
@@ -653,7 +638,7 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
         uint64_t t_arr = next_arrival < t->ninvs ? t->invs[next_arrival].arrival_us : UINT64_MAX;
         bool busy = s.nheap > 0 || next_arrival < t->ninvs;
         for (size_t i = 0; i < t->nfns && !busy; i++)
-            busy = s.fns[i].qlen > 0;
+            busy = s.fns[i].dpf->queued > 0;
         if (!busy)
             break;
         if (t_heap <= next_tick && t_heap <= t_arr) {
@@ -670,13 +655,13 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
                 const struct cp_fn *cf = s.fns[i].cp;
                 double v = inflight(&s.fns[i]);
                 if (cf->nmetrics != 1 || cf->metrics[0].inflight != v) /* else: as reported */
-                    cp_core_set_metric(&s.core, s.dp, s.fns[i].cp, v);
+                    cp_core_set_metric(&s.core, s.cp_dp, s.fns[i].cp, v);
             }
             cp_core_tick(&s.core, 0);
             settle(&s);
             for (size_t i = 0; i < t->nfns; i++) /* queued requests past their deadline */
-                if (s.fns[i].qlen)
-                    dispatch(&s, &s.fns[i]);
+                if (s.fns[i].dpf->queued)
+                    dp_core_expire_function(s.dp, s.fns[i].dpf);
         } else {
             s.now = t_arr;
             on_arrival(&s, (uint32_t)next_arrival++);
@@ -684,18 +669,21 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
     }
     /* requests still queued when nothing else can happen cannot be served */
     for (size_t i = 0; i < t->nfns; i++)
-        fail_queue(&s, &s.fns[i], "timeout");
+        dp_core_remove_function(s.dp, s.fns[i].dpf); /* answers them (as "timeout") */
+    while (s.ndrained) /* drains answered on the way: deleted (nothing new starts) */
+        cp_core_on_drained(&s.core, s.drained[--s.ndrained]);
     finish_results(&s);
     for (size_t i = 0; i < t->nfns; i++) {
         free(s.fns[i].sbs);
         free(s.fns[i].pulled);
-        free(s.fns[i].queue);
         free(s.fns[i].sched_ms);
     }
+    dp_core_free(s.dp); /* drains it never answered go to the CP (fx_drain_dropped) */
     cp_core_free(&s.core);
     free(s.drained);
     free(s.fns);
     free(s.heap);
+    free(s.reqs);
     free(s.start_us);
     free(s.cold);
     return 0;

@@ -1,10 +1,10 @@
 /*
  * sim.h: dirigent-sim, a deterministic cluster simulator (issue 5). A trace
  * is replayed through the control plane's core (src/cp/cp_core.c, with the
- * decider autoscaler.c and placement.c) and the data plane's load balancing
- * (lb.c) against simulated workers and sandboxes on a simulated clock,
- * in-process: the same seed gives the same output, byte for byte, and hours of
- * trace take seconds.
+ * decider autoscaler.c and placement.c) and the data plane's core
+ * (src/dp/dp_core.c: queue, slots, load balancing, deadlines) against
+ * simulated workers and sandboxes on a simulated clock, in-process: the same
+ * seed gives the same output, byte for byte, and hours of trace take seconds.
  *
  * The model, step by step (docs/sim.md):
  *   arrival   the invocation joins its function's FIFO queue; a function with no
@@ -37,51 +37,23 @@
 #include <stdio.h>
 
 #include "dirigent/common.h"
+#include "dirigent/invitro_trace.h"
 
 /* ---- traces ---------------------------------------------------------------------------- */
 
-struct sim_function {
-    char name[72];      /* the trace's hash (shortened in tables) */
-    int64_t memory_mib; /* its request */
-    int64_t cpu_milli;
-    int upper_bound, lower_bound; /* from dirigent.json when present */
-    /* durations: the percentile points (ms) of the 2019 format, for sampling */
-    double dur_pct[7]; /* 0, 1, 25, 50, 75, 99, 100 */
-    bool has_pct;
-};
-
-struct sim_invocation {
-    uint64_t arrival_us;
-    uint64_t duration_us;
-    uint32_t fn;
-};
-
-struct sim_trace {
-    struct sim_function *fns;
-    size_t nfns;
-    struct sim_invocation *invs; /* sorted by arrival, then function */
-    size_t ninvs;
-    uint64_t end_us; /* the trace's length (whole minutes for the 2019 format) */
-    const char *format;
-};
-
-enum sim_iat { SIM_IAT_EQUIDISTANT, SIM_IAT_UNIFORM, SIM_IAT_EXPONENTIAL };
-
-struct sim_trace_opts {
-    int64_t minutes;    /* 2019: the first N minutes (0: all) */
-    enum sim_iat iat;   /* 2019: arrivals within each minute */
-    uint64_t seed;      /* arrivals and durations */
-    int64_t cpu_milli;  /* a function's CPU request (2021, or no memory.csv): default */
-    int64_t memory_mib; /* its memory request when the trace has none */
-    double cpu_per_mib; /* 2019 with memory.csv: milli-CPU per MiB (Lambda's 1 vCPU per
-                               1769 MB: 0.565); 0 = use cpu_milli */
-};
-
-/* Load DIR (the 2019 format: invocations.csv, durations.csv, memory.csv, dirigent.json) or a
- * 2021 CSV file (app,func,end_timestamp,duration) or a directory holding one. */
-int sim_trace_load(const char *path, const struct sim_trace_opts *o, struct sim_trace *out,
-                   struct dg_err *err);
-void sim_trace_free(struct sim_trace *t);
+/* The trace reader is the library's (lib/invitro_trace.c), shared with `dirigent load`; these
+ * are its types and functions under the simulator's older names, until its callers use the
+ * dg_invitro_ names themselves. */
+#define sim_function        dg_invitro_function
+#define sim_invocation      dg_invitro_invocation
+#define sim_trace           dg_invitro_trace
+#define sim_iat             dg_invitro_iat
+#define SIM_IAT_EQUIDISTANT DG_INVITRO_IAT_EQUIDISTANT
+#define SIM_IAT_UNIFORM     DG_INVITRO_IAT_UNIFORM
+#define SIM_IAT_EXPONENTIAL DG_INVITRO_IAT_EXPONENTIAL
+#define sim_trace_opts      dg_invitro_trace_opts
+#define sim_trace_load      dg_invitro_trace_load
+#define sim_trace_free      dg_invitro_trace_free
 
 /* ---- the simulation -------------------------------------------------------------------- */
 

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "dirigent/log.h"
-#include "worker.h"
+#include "exec.h"
 
 #define OUTPUT_MAX 4096
 

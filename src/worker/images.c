@@ -23,7 +23,8 @@
 
 #include "dirigent/json.h"
 #include "dirigent/log.h"
-#include "worker.h"
+#include "exec.h"
+#include "images.h"
 
 #define BACKOFF_MIN_MS 5000
 #define BACKOFF_MAX_MS 300000

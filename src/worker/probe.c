@@ -1,11 +1,16 @@
 /*
  * probe.c: readiness probing (DESIGN.md §6: the endpoint is returned only
  * after the sandbox answers on its port, so the first request never meets a
- * closed port). Any HTTP answer counts: the function may not serve /health.
+ * closed port). Any HTTP answer counts: the function may not serve /health. And the free
+ * local port a sandbox on the host's loopback is given.
  */
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
-#include "worker.h"
+#include "dirigent/http.h"
+#include "probe.h"
 
 struct wk_probe {
     uv_loop_t *loop;
@@ -100,4 +105,21 @@ void wk_probe_cancel(struct wk_probe *p)
     dg_http_pool_close(p->pool);
     uv_timer_stop(&p->timer);
     uv_close((uv_handle_t *)&p->timer, probe_closed);
+}
+
+int wk_free_port(struct dg_err *err)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return dg_err_set(err, DG_E_INVAL, "no free port: socket: %m");
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    close(fd);
+    if (port < 0)
+        return dg_err_set(err, DG_E_INVAL, "no free port on 127.0.0.1");
+    return port;
 }

@@ -38,9 +38,12 @@
 
 #include "dirigent/json.h"
 #include "dirigent/log.h"
+#include "exec.h"
+#include "images.h"
 #include "instance.h"
 #include "netpool.h"
-#include "worker.h"
+#include "probe.h"
+#include "registry.h"
 
 enum oci_stage {
     ST_IMAGE,   /* waiting for the image */
@@ -61,12 +64,15 @@ struct oci_rt {
     char *runtime;     /* crun, runc, runsc */
     json_t *tmpl;      /* config.json without the per-sandbox parts */
     uv_timer_t reaper; /* crun's middle processes, reparented to us, are reaped */
-    struct wk_worker *w;
+    const struct wk_runtime_conf *conf;
+    struct oci_sb *sandboxes; /* every sandbox of it, until its teardown ends */
+    unsigned n;
     bool closing;
 };
 
+/* A sandbox's part of it (at sb->ext). */
 struct oci_sb {
-    struct wk_sandbox *sb;
+    struct oci_sb *prev, *next; /* the runtime's list */
     struct oci_rt *rt;
     enum oci_stage stage;
     bool destroy, started, failed;
@@ -85,12 +91,15 @@ struct oci_sb {
     int pidfd;
     char *memcg;   /* its memory cgroup's directory, read at the start (NULL: unknown) */
     bool memcg_v2; /* ... in the unified (v2) hierarchy */
+    struct wk_probe *probe;
     uv_poll_t poll;
     uv_timer_t grace;
     bool poll_open, poll_active, grace_open;
     unsigned handles;
     uint64_t t_step;
 };
+
+#define SB(o) WK_SB_OF(o)
 
 static void teardown(struct oci_sb *o);
 static void sandbox_failed(struct oci_sb *o, const struct dg_err *err);
@@ -236,7 +245,7 @@ static json_t *config_template(void)
 /* This sandbox's config.json: the template, the image config, the function's spec. */
 static char *sandbox_config(struct oci_sb *o)
 {
-    struct wk_sandbox *sb = o->sb;
+    struct wk_sandbox *sb = SB(o);
     struct wk_image *img = o->img;
     json_t *c = json_deep_copy(o->rt->tmpl);
     json_t *proc = json_object_get(c, "process");
@@ -268,7 +277,7 @@ static char *sandbox_config(struct oci_sb *o)
      * its weight (cpu.shares, as Kubernetes maps a request), and a quota only when the
      * sandboxCpuLimit policy asks for one (default none, as the original) */
     json_t *cpu = json_pack("{sI}", "shares", (json_int_t)dg_res_cpu_shares(o->cpu_milli));
-    int64_t quota = dg_cpu_limit_quota(&sb->w->oci->cpu_limit, o->cpu_milli);
+    int64_t quota = dg_cpu_limit_quota(&o->rt->conf->oci.cpu_limit, o->cpu_milli);
     if (quota > 0) {
         json_object_set_new(cpu, "quota", json_integer((json_int_t)quota * 100));
         json_object_set_new(cpu, "period", json_integer(100000));
@@ -276,8 +285,8 @@ static char *sandbox_config(struct oci_sb *o)
     json_object_set_new(linux_, "resources",
                         json_pack("{s{sI} so s{sI} s[{sbss}]}", "memory", "limit",
                                   (json_int_t)o->memory_mib * 1024 * 1024, "cpu", cpu, "pids",
-                                  "limit", (json_int_t)sb->w->oci->pids_limit, "devices", "allow",
-                                  0, "access", "rwm"));
+                                  "limit", (json_int_t)o->rt->conf->oci.pids_limit, "devices",
+                                  "allow", 0, "access", "rwm"));
     char *s = json_dumps(c, JSON_COMPACT);
     json_decref(c);
     return s;
@@ -363,18 +372,21 @@ static void net_closed(void *ud);
 
 static void sb_free(struct oci_sb *o)
 {
-    struct wk_sandbox *sb = o->sb;
     struct oci_rt *rt = o->rt;
-    struct wk_worker *w = sb->w;
     dg_strlist_free(&o->env);
     dg_strlist_free(&o->args);
     free(o->dir);
     free(o->config);
     free(o->memcg);
-    free(o);
-    sb->rt = NULL;
-    wk_sandbox_gone(sb);
-    if (rt->closing && w->nsandboxes == 0 && rt->net) /* shutdown waited for the last one */
+    if (o->prev)
+        o->prev->next = o->next;
+    else
+        rt->sandboxes = o->next;
+    if (o->next)
+        o->next->prev = o->prev;
+    rt->n--;
+    wk_sandbox_gone(SB(o));
+    if (rt->closing && rt->n == 0 && rt->net) /* shutdown waited for the last one */
         wk_netpool_close(rt->net, true, net_closed, rt);
 }
 
@@ -409,25 +421,25 @@ static void finish(struct oci_sb *o)
 
 static void unmounted(uv_work_t *w, int status)
 {
-    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: unmounted", ((struct oci_sb *)w->data)->sb->id);
+    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: unmounted", WK_SB_OF(w->data)->id);
     finish(w->data);
 }
 
 static void runtime_deleted(void *ud, int64_t status, int sig, const char *out)
 {
     struct oci_sb *o = ud;
-    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: runtime state deleted (%lld)", o->sb->id,
+    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: runtime state deleted (%lld)", SB(o)->id,
            (long long)status);
     if ((status != 0 || sig) && !strstr(out, "does not exist") && !strstr(out, "not exist"))
-        dg_log(DG_LOG_WARN, "oci", "%s delete %s: %s", o->rt->runtime, o->sb->id, out);
+        dg_log(DG_LOG_WARN, "oci", "%s delete %s: %s", o->rt->runtime, SB(o)->id, out);
     o->work.data = o;
-    uv_queue_work(o->sb->w->loop, &o->work, unmount_work, unmounted);
+    uv_queue_work(o->rt->conf->loop, &o->work, unmount_work, unmounted);
 }
 
 /* The container's process is gone: remove the runtime's state, then the rootfs. */
 static void after_exit(struct oci_sb *o)
 {
-    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: process gone", o->sb->id);
+    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: process gone", SB(o)->id);
     if (o->poll_active) {
         uv_poll_stop(&o->poll);
         o->poll_active = false;
@@ -436,13 +448,13 @@ static void after_exit(struct oci_sb *o)
         uv_timer_stop(&o->grace);
     if (!o->started) {
         o->work.data = o;
-        uv_queue_work(o->sb->w->loop, &o->work, unmount_work, unmounted);
+        uv_queue_work(o->rt->conf->loop, &o->work, unmount_work, unmounted);
         return;
     }
     char *argv[] = {o->rt->runtime, "--root", o->rt->state_root, "delete", "--force",
-                    o->sb->id,      NULL};
+                    SB(o)->id,      NULL};
     struct dg_err err;
-    if (wk_exec(o->sb->w->loop, argv, WK_EXEC_STDERR, runtime_deleted, o, &err) < 0)
+    if (wk_exec(o->rt->conf->loop, argv, WK_EXEC_STDERR, runtime_deleted, o, &err) < 0)
         runtime_deleted(o, 1, 0, err.msg);
 }
 
@@ -455,27 +467,27 @@ static void on_grace(uv_timer_t *t)
 {
     struct oci_sb *o = t->data;
     if (o->pid > 0) {
-        dg_log(DG_LOG_WARN, "oci", "sandbox %s (%s) ignored SIGTERM: SIGKILL", o->sb->id,
-               o->sb->function);
+        dg_log(DG_LOG_WARN, "oci", "sandbox %s (%s) ignored SIGTERM: SIGKILL", SB(o)->id,
+               SB(o)->function);
         pidfd_signal(o, SIGKILL);
     }
 }
 
 static void teardown(struct oci_sb *o)
 {
-    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: teardown (pid %d, started %d)", o->sb->id, (int)o->pid,
+    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: teardown (pid %d, started %d)", SB(o)->id, (int)o->pid,
            o->started);
     o->stage = ST_TEARDOWN;
-    wk_probe_cancel(o->sb->probe);
-    o->sb->probe = NULL;
+    wk_probe_cancel(o->probe);
+    o->probe = NULL;
     if (o->pid > 0) { /* on_pidfd continues once it has exited */
         pidfd_signal(o, SIGTERM);
         if (!o->grace_open) {
-            uv_timer_init(o->sb->w->loop, &o->grace);
+            uv_timer_init(o->rt->conf->loop, &o->grace);
             o->grace.data = o;
             o->grace_open = true;
         }
-        uv_timer_start(&o->grace, on_grace, (uint64_t)o->sb->w->oci->kill_grace_ms, 0);
+        uv_timer_start(&o->grace, on_grace, (uint64_t)o->rt->conf->oci.kill_grace_ms, 0);
         return;
     }
     after_exit(o);
@@ -487,8 +499,8 @@ static void sandbox_failed(struct oci_sb *o, const struct dg_err *err)
     if (o->failed || o->destroy)
         return;
     o->failed = true;
-    o->sb->state = WK_SB_DELETING;
-    wk_sandbox_created(o->sb, err);
+    SB(o)->state = WK_SB_DELETING;
+    wk_sandbox_created(SB(o), err);
 }
 
 /* ---- the create steps ------------------------------------------------------------------- */
@@ -496,7 +508,7 @@ static void sandbox_failed(struct oci_sb *o, const struct dg_err *err)
 static void on_pidfd(uv_poll_t *p, int status, int events)
 {
     struct oci_sb *o = p->data;
-    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: pidfd %d (status %d)", o->sb->id, o->pidfd, status);
+    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: pidfd %d (status %d)", SB(o)->id, o->pidfd, status);
     int st = 0;
     pid_t r;
     while ((r = waitpid(o->pid, &st, WNOHANG)) == -1 && errno == EINTR)
@@ -513,26 +525,26 @@ static void on_pidfd(uv_poll_t *p, int status, int events)
         after_exit(o);
         return;
     }
-    if (o->sb->state == WK_SB_CREATING) {
+    if (SB(o)->state == WK_SB_CREATING) {
         char why[128];
         exit_reason(o, code, why, sizeof(why));
         struct dg_err e;
         dg_err_set(&e, DG_E_INVAL, "the container of '%s' exited during start (%s)",
-                   o->sb->function, why);
+                   SB(o)->function, why);
         sandbox_failed(o, &e);
         teardown(o);
         return;
     }
     char reason[128]; /* read now: the cgroup goes with `crun delete` */
     exit_reason(o, code, reason, sizeof(reason));
-    wk_sandbox_exited(o->sb, code, reason); /* the CP deletes it, and destroy() tears it down */
+    wk_sandbox_exited(SB(o), code, reason); /* the CP deletes it, and destroy() tears it down */
 }
 
 static void on_ready(void *ud, const struct dg_err *err)
 {
     struct oci_sb *o = ud;
-    struct wk_sandbox *sb = o->sb;
-    sb->probe = NULL;
+    struct wk_sandbox *sb = SB(o);
+    o->probe = NULL;
     sb->lat.ready_us = dg_now_us() - o->t_step;
     if (err) {
         struct dg_err e = *err;
@@ -642,7 +654,7 @@ static void exit_reason(const struct oci_sb *o, int64_t code, char *buf, size_t 
         return;
     int64_t limit = cg_value(o->memcg, o->memcg_v2 ? "memory.max" : "memory.limit_in_bytes");
     long long mib = limit > 0 ? (long long)(limit >> 20) : (long long)o->memory_mib;
-    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: %lld OOM kill(s) in %s", o->sb->id, (long long)kills,
+    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: %lld OOM kill(s) in %s", SB(o)->id, (long long)kills,
            o->memcg);
     if (code == -SIGKILL) {
         snprintf(buf, len, "OOM-killed: memory limit %lld MiB", mib);
@@ -655,7 +667,7 @@ static void exit_reason(const struct oci_sb *o, int64_t code, char *buf, size_t 
 static void runtime_started(void *ud, int64_t status, int sig, const char *out)
 {
     struct oci_sb *o = ud;
-    struct wk_sandbox *sb = o->sb;
+    struct wk_sandbox *sb = SB(o);
     char path[4096];
     sb->lat.start_us = dg_now_us() - o->t_step;
     o->t_step = dg_now_us();
@@ -684,7 +696,7 @@ static void runtime_started(void *ud, int64_t status, int sig, const char *out)
         return;
     }
     o->memcg = memcg_of(o->pid, &o->memcg_v2);
-    uv_poll_init(sb->w->loop, &o->poll, o->pidfd);
+    uv_poll_init(o->rt->conf->loop, &o->poll, o->pidfd);
     o->poll.data = o;
     o->poll_open = o->poll_active = true;
     uv_poll_start(&o->poll, UV_READABLE, on_pidfd);
@@ -693,14 +705,14 @@ static void runtime_started(void *ud, int64_t status, int sig, const char *out)
         teardown(o);
         return;
     }
-    sb->probe =
-        wk_probe_start(sb->w->loop, sb->host, sb->port, sb->w->readiness_timeout_ms, on_ready, o);
+    o->probe = wk_probe_start(o->rt->conf->loop, sb->host, sb->port,
+                              o->rt->conf->readiness_timeout_ms, on_ready, o);
 }
 
 static void prep_done(uv_work_t *w, int status)
 {
     struct oci_sb *o = w->data;
-    struct wk_sandbox *sb = o->sb;
+    struct wk_sandbox *sb = SB(o);
     sb->lat.rootfs_us = dg_now_us() - o->t_step;
     o->t_step = dg_now_us();
     if (o->err.msg[0]) {
@@ -721,7 +733,7 @@ static void prep_done(uv_work_t *w, int status)
     char *argv[] = {o->rt->runtime, "--root", o->rt->state_root, "--log", log,    "run", "--detach",
                     "--pid-file",   pidfile,  "--bundle",        o->dir,  sb->id, NULL};
     struct dg_err err;
-    if (wk_exec(sb->w->loop, argv, WK_EXEC_NONE, runtime_started, o, &err) < 0) {
+    if (wk_exec(o->rt->conf->loop, argv, WK_EXEC_NONE, runtime_started, o, &err) < 0) {
         o->started = false;
         sandbox_failed(o, &err);
         teardown(o);
@@ -731,7 +743,7 @@ static void prep_done(uv_work_t *w, int status)
 static void on_netns(void *ud, struct wk_netns *ns, const struct dg_err *err)
 {
     struct oci_sb *o = ud;
-    struct wk_sandbox *sb = o->sb;
+    struct wk_sandbox *sb = SB(o);
     o->ns_wait = NULL;
     if (err) {
         struct dg_err e = *err;
@@ -748,13 +760,13 @@ static void on_netns(void *ud, struct wk_netns *ns, const struct dg_err *err)
     o->config = sandbox_config(o);
     o->stage = ST_PREP;
     o->work.data = o;
-    uv_queue_work(sb->w->loop, &o->work, prep_work, prep_done);
+    uv_queue_work(o->rt->conf->loop, &o->work, prep_work, prep_done);
 }
 
 static void on_image(void *ud, struct wk_image *img, const struct dg_err *err)
 {
     struct oci_sb *o = ud;
-    struct wk_sandbox *sb = o->sb;
+    struct wk_sandbox *sb = SB(o);
     o->img_wait = NULL;
     if (err) {
         sandbox_failed(o, err);
@@ -770,16 +782,18 @@ static void on_image(void *ud, struct wk_image *img, const struct dg_err *err)
     o->ns_wait = wk_netpool_acquire(o->rt->net, on_netns, o);
 }
 
-static void oci_create(struct wk_sandbox *sb, const struct wk_spec *spec)
+static void oci_create(void *state, struct wk_sandbox *sb, const struct dg_wire_create *spec)
 {
-    struct wk_worker *w = sb->w;
-    struct oci_rt *rt = w->oci_state;
-    const struct wk_oci_conf *conf = w->oci;
-    struct oci_sb *o = dg_xcalloc(1, sizeof(*o));
-    o->sb = sb;
+    struct oci_rt *rt = state;
+    const struct wk_runtime_conf *conf = rt->conf;
+    struct oci_sb *o = WK_SB_EXT(sb);
     o->rt = rt;
     o->pidfd = -1;
-    sb->rt = o;
+    o->next = rt->sandboxes;
+    if (rt->sandboxes)
+        rt->sandboxes->prev = o;
+    rt->sandboxes = o;
+    rt->n++;
     o->t_step = sb->t0_us;
     o->port = (int)spec->port;
     o->dir = dg_xasprintf("%s/%s", rt->sb_dir, sb->id);
@@ -795,12 +809,11 @@ static void oci_create(struct wk_sandbox *sb, const struct wk_spec *spec)
     o->img_wait = wk_image_get(rt->images, spec->image ? spec->image : "", on_image, o);
 }
 
-static void oci_destroy(struct wk_sandbox *sb)
+static void oci_destroy(void *state, struct wk_sandbox *sb)
 {
-    struct oci_sb *o = sb->rt;
-    if (o)
-        dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: destroy at stage %d", sb->id, (int)o->stage);
-    if (!o || o->destroy)
+    struct oci_sb *o = WK_SB_EXT(sb);
+    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: destroy at stage %d", sb->id, (int)o->stage);
+    if (o->destroy)
         return;
     o->destroy = true;
     switch (o->stage) {
@@ -830,19 +843,17 @@ static void oci_destroy(struct wk_sandbox *sb)
 /* A container's init is reaped by on_pidfd (its status matters), not by the reaper. */
 static bool is_container_init(pid_t pid, void *ud)
 {
-    struct wk_worker *w = ud;
-    for (struct wk_sandbox *sb = w->sandboxes; sb; sb = sb->next) {
-        struct oci_sb *o = sb->rt;
-        if (o && o->pid == pid)
+    struct oci_rt *rt = ud;
+    for (struct oci_sb *o = rt->sandboxes; o; o = o->next)
+        if (o->pid == pid)
             return true;
-    }
     return false;
 }
 
 static void on_reaper(uv_timer_t *t)
 {
     struct oci_rt *rt = t->data;
-    wk_reap_orphans(is_container_init, rt->w);
+    wk_reap_orphans(is_container_init, rt);
 }
 
 /* ---- start-up and shutdown -------------------------------------------------------------- */
@@ -991,7 +1002,7 @@ static void prefetched(void *ud, struct wk_image *img, const struct dg_err *err)
 
 /* rt->subnet: sandboxSubnet, or the instance's default /22 (the first not routed on the
  * host; a route on this instance's own bridge is its predecessor's). */
-static int pick_subnet(struct oci_rt *rt, const struct wk_oci_conf *c, struct dg_err *err)
+static int pick_subnet(struct oci_rt *rt, const struct wk_runtime_conf *c, struct dg_err *err)
 {
     char routes[65536] = "";
     int fd = open("/proc/net/route", O_RDONLY | O_CLOEXEC);
@@ -1005,20 +1016,21 @@ static int pick_subnet(struct oci_rt *rt, const struct wk_oci_conf *c, struct dg
     }
     uint32_t net;
     char conflict[64];
-    if (c->subnet && c->subnet[0]) { /* configured: used as it is (netpool checks its form) */
-        snprintf(rt->subnet, sizeof(rt->subnet), "%s", c->subnet);
+    if (c->oci.subnet &&
+        c->oci.subnet[0]) { /* configured: used as it is (netpool checks its form) */
+        snprintf(rt->subnet, sizeof(rt->subnet), "%s", c->oci.subnet);
         unsigned a, b, cc, d, plen;
-        if (sscanf(c->subnet, "%u.%u.%u.%u/%u", &a, &b, &cc, &d, &plen) == 5 && plen <= 32 &&
-            wk_route_conflict(a << 24 | b << 16 | cc << 8 | d, plen, routes, c->bridge, conflict,
-                              sizeof(conflict)))
+        if (sscanf(c->oci.subnet, "%u.%u.%u.%u/%u", &a, &b, &cc, &d, &plen) == 5 && plen <= 32 &&
+            wk_route_conflict(a << 24 | b << 16 | cc << 8 | d, plen, routes, c->oci.bridge,
+                              conflict, sizeof(conflict)))
             dg_log(DG_LOG_WARN, "oci",
                    "sandboxSubnet %s overlaps the route %s: sandboxes there may be unreachable "
                    "(another worker's? leave sandboxSubnet unset for a free one)",
-                   c->subnet, conflict);
+                   c->oci.subnet, conflict);
         return 0;
     }
     int skipped =
-        wk_subnet_pick(c->instance->id, routes, c->bridge, &net, conflict, sizeof(conflict));
+        wk_subnet_pick(c->instance->id, routes, c->oci.bridge, &net, conflict, sizeof(conflict));
     if (skipped < 0)
         return dg_err_set(err, DG_E_INVAL,
                           "sandboxSubnet: every /22 of 100.64.0.0/10 is routed on this host: set "
@@ -1033,39 +1045,39 @@ static int pick_subnet(struct oci_rt *rt, const struct wk_oci_conf *c, struct dg
     return 0;
 }
 
-static int oci_init(struct wk_worker *w, struct dg_err *err)
+static int oci_init(const struct wk_runtime_conf *c, void **state, struct dg_err *err)
 {
-    const struct wk_oci_conf *c = w->oci;
     if (geteuid() != 0)
         return dg_err_set(err, DG_E_INVAL,
                           "runtime 'oci' needs root (mounts, namespaces, cgroups): run as root "
                           "or use runtime 'process'");
     char path[4096];
-    char *which[] = {"sh", "-c", "command -v \"$0\"", (char *)c->oci_runtime, NULL};
+    char *which[] = {"sh", "-c", "command -v \"$0\"", (char *)c->oci.runtime, NULL};
     if (wk_run_sync(which, path, sizeof(path)) != 0)
         return dg_err_set(err, DG_E_INVAL, "ociRuntime '%s' is not installed (apt-get install %s)",
-                          c->oci_runtime, c->oci_runtime);
-    if (strcmp(c->oci_runtime, "crun") == 0 && cgroup_hugetlb_step(err) < 0)
+                          c->oci.runtime, c->oci.runtime);
+    if (strcmp(c->oci.runtime, "crun") == 0 && cgroup_hugetlb_step(err) < 0)
         return -1;
     /* containers started detached are reparented to the worker: it reaps them (on_pidfd) */
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) == -1)
         return dg_err_set(err, DG_E_INVAL, "prctl(PR_SET_CHILD_SUBREAPER): %m");
     struct oci_rt *rt = dg_xcalloc(1, sizeof(*rt));
-    w->oci_state = rt;
-    rt->runtime = dg_xstrdup(c->oci_runtime);
-    rt->state_root = dg_xasprintf("%s/%s", c->run_dir, c->oci_runtime);
+    *state = rt;
+    rt->conf = c;
+    rt->runtime = dg_xstrdup(c->oci.runtime);
+    rt->state_root = dg_xasprintf("%s/%s", c->run_dir, c->oci.runtime);
     rt->sb_dir = dg_xasprintf("%s/sandboxes", c->run_dir);
     struct wk_instance *in = c->instance;
     rt->cgroup = dg_xasprintf("dirigent/%s", in->label);
     char *netns_dir = dg_xasprintf("%s/netns", c->run_dir);
     /* host-side veths are named after the instance (dv<id><N>): workers on one host never
      * touch each other's, whatever their bridges */
-    struct wk_netpool_opts nopts = {.bridge = c->bridge,
+    struct wk_netpool_opts nopts = {.bridge = c->oci.bridge,
                                     .own_bridge = in->bridge_derived,
                                     .subnet = rt->subnet,
                                     .dir = netns_dir,
                                     .prefix = in->veth_prefix,
-                                    .target = (unsigned)c->netns_pool};
+                                    .target = (unsigned)c->oci.netns_pool};
     int rc = -1;
     /* the lock before anything else: the clean-up below removes what a dead predecessor on
      * this instance left, never what a live worker runs */
@@ -1076,28 +1088,28 @@ static int oci_init(struct wk_worker *w, struct dg_err *err)
     dg_log_always("oci",
                   "instance %s: runDir %s, bridge %s, veths %s<N>, sandboxSubnet %s, cgroup %s "
                   "(from %s)",
-                  in->hex, c->run_dir, c->bridge, in->veth_prefix, rt->subnet, rt->cgroup, in->key);
+                  in->hex, c->run_dir, c->oci.bridge, in->veth_prefix, rt->subnet, rt->cgroup,
+                  in->key);
     cleanup_previous_run(rt, &nopts);
     if (dg_mkdir_p(rt->sb_dir, 0700, err) < 0 || dg_mkdir_p(rt->state_root, 0700, err) < 0)
         goto out;
     char *cache = dg_xasprintf("%s/images", c->data_dir);
-    rt->images = wk_images_new(w->loop, cache, c->insecure_registries, err);
+    rt->images = wk_images_new(c->loop, cache, c->oci.insecure_registries, err);
     free(cache);
     if (!rt->images)
         goto out;
-    rt->net = wk_netpool_new(w->loop, &nopts, err);
+    rt->net = wk_netpool_new(c->loop, &nopts, err);
     if (!rt->net)
         goto out;
     rt->tmpl = config_template();
-    rt->w = w;
-    uv_timer_init(w->loop, &rt->reaper);
+    uv_timer_init(c->loop, &rt->reaper);
     rt->reaper.data = rt;
     uv_timer_start(&rt->reaper, on_reaper, 1000, 1000);
     uv_unref((uv_handle_t *)&rt->reaper);
-    for (size_t i = 0; c->prefetch && i < c->prefetch->n; i++)
-        wk_image_get(rt->images, c->prefetch->v[i], prefetched, NULL);
+    for (size_t i = 0; c->oci.prefetch && i < c->oci.prefetch->n; i++)
+        wk_image_get(rt->images, c->oci.prefetch->v[i], prefetched, NULL);
     dg_log(DG_LOG_INFO, "oci", "%s, sandboxes on %s (bridge %s), images in %s/images",
-           c->oci_runtime, rt->subnet, c->bridge, c->data_dir);
+           c->oci.runtime, rt->subnet, c->oci.bridge, c->data_dir);
     rc = 0;
 out:
     free(netns_dir);
@@ -1110,7 +1122,7 @@ out:
  * directories: anything unexpected stays to be seen), the lock last. */
 static void host_cleanup(struct oci_rt *rt)
 {
-    const struct wk_oci_conf *c = rt->w->oci;
+    const struct wk_runtime_conf *c = rt->conf;
     cgroups_remove(rt->cgroup);
     static const char *const dirs[] = {"sandboxes", "netns", "process", NULL};
     char p[4096];
@@ -1126,7 +1138,7 @@ static void host_cleanup(struct oci_rt *rt)
     if (rmdir(c->run_dir) == -1 && errno != ENOENT)
         dg_log(DG_LOG_WARN, "oci", "stopped; %s remains: %m", c->run_dir);
     else
-        dg_log(DG_LOG_INFO, "oci", "stopped: bridge %s, cgroup %s and %s removed", c->bridge,
+        dg_log(DG_LOG_INFO, "oci", "stopped: bridge %s, cgroup %s and %s removed", c->oci.bridge,
                rt->cgroup, c->run_dir);
 }
 
@@ -1139,31 +1151,29 @@ static void net_closed(void *ud)
 
 /* A second signal during shutdown: the sandboxes still running get SIGKILL at once instead
  * of at the end of their grace period. */
-static void oci_hurry(struct wk_worker *w)
+static void oci_hurry(void *state, struct wk_sandbox *sb)
 {
-    for (struct wk_sandbox *sb = w->sandboxes; sb; sb = sb->next) {
-        struct oci_sb *o = sb->rt;
-        if (o && o->pid > 0 && o->stage == ST_TEARDOWN)
-            pidfd_signal(o, SIGKILL);
-    }
+    struct oci_sb *o = WK_SB_EXT(sb);
+    if (o->pid > 0 && o->stage == ST_TEARDOWN)
+        pidfd_signal(o, SIGKILL);
 }
 
-static void oci_deinit(struct wk_worker *w)
+static void oci_deinit(void *state)
 {
-    struct oci_rt *rt = w->oci_state;
+    struct oci_rt *rt = state;
     if (!rt)
         return;
     rt->closing = true;
     uv_timer_stop(&rt->reaper);
     uv_close((uv_handle_t *)&rt->reaper, NULL);
     wk_images_close(rt->images);
-    if (rt->net && w->nsandboxes == 0) /* else the last sandbox's teardown closes it */
+    if (rt->net && rt->n == 0) /* else the last sandbox's teardown closes it */
         wk_netpool_close(rt->net, true, net_closed, rt);
 }
 
-void wk_oci_free(struct wk_worker *w)
+static void oci_free(void *state)
 {
-    struct oci_rt *rt = w->oci_state;
+    struct oci_rt *rt = state;
     if (!rt)
         return;
     /* the cgroup parent this worker made (crun removes each sandbox's own), if the stop did
@@ -1186,14 +1196,16 @@ void wk_oci_free(struct wk_worker *w)
     free(rt->sb_dir);
     free(rt->cgroup);
     free(rt);
-    w->oci_state = NULL;
 }
 
 const struct wk_runtime wk_runtime_oci = {
     .name = "oci",
+    .sb_size = sizeof(struct oci_sb),
+    .uses_data_dir = true,
+    .init = oci_init,
     .create = oci_create,
     .destroy = oci_destroy,
-    .init = oci_init,
-    .deinit = oci_deinit,
     .hurry = oci_hurry,
+    .deinit = oci_deinit,
+    .free = oci_free,
 };

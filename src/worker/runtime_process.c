@@ -20,14 +20,30 @@
 
 #include "dirigent/log.h"
 #include "instance.h"
-#include "worker.h"
+#include "probe.h"
+#include "registry.h"
 
 #define KILL_GRACE_MS 2000
 
 extern char **environ;
 
-static char *proc_dir; /* where the sandboxes are recorded; NULL: not recorded */
-static unsigned long long self_start;
+struct proc_rt {
+    uv_loop_t *loop;
+    const char *host;
+    uint64_t readiness_timeout_ms;
+    char *proc_dir; /* where the sandboxes are recorded; NULL: not recorded */
+    unsigned long long self_start;
+};
+
+/* A sandbox's part of it (at sb->ext). */
+struct proc_sb {
+    struct proc_rt *rt;
+    uv_process_t proc;
+    uv_timer_t timer; /* the kill grace */
+    struct wk_probe *probe;
+    unsigned handles; /* libuv handles of this sandbox not yet closed */
+    bool proc_running, proc_open, timer_open;
+};
 
 /* A process's start time (clock ticks since boot, /proc/PID/stat field 22); 0 if it is gone. */
 static unsigned long long start_time(long pid)
@@ -50,37 +66,42 @@ static unsigned long long start_time(long pid)
     return t;
 }
 
-static void record(long pid)
+static void record(struct proc_rt *rt, long pid)
 {
-    if (!proc_dir)
+    if (!rt->proc_dir)
         return;
     char path[4200];
-    snprintf(path, sizeof(path), "%s/%ld", proc_dir, pid);
+    snprintf(path, sizeof(path), "%s/%ld", rt->proc_dir, pid);
     FILE *f = fopen(path, "w");
     if (!f)
         return;
-    fprintf(f, "%llu %ld %llu\n", start_time(pid), (long)getpid(), self_start);
+    fprintf(f, "%llu %ld %llu\n", start_time(pid), (long)getpid(), rt->self_start);
     fclose(f);
 }
 
-static void unrecord(long pid)
+static void unrecord(struct proc_rt *rt, long pid)
 {
-    if (!proc_dir || pid <= 0)
+    if (!rt->proc_dir || pid <= 0)
         return;
     char path[4200];
-    snprintf(path, sizeof(path), "%s/%ld", proc_dir, pid);
+    snprintf(path, sizeof(path), "%s/%ld", rt->proc_dir, pid);
     unlink(path);
 }
 
-static int process_init(struct wk_worker *w, struct dg_err *err)
+static int process_init(const struct wk_runtime_conf *conf, void **state, struct dg_err *err)
 {
-    self_start = start_time((long)getpid());
-    char *dir = dg_xasprintf("%s/process", w->oci->run_dir);
+    struct proc_rt *rt = dg_xcalloc(1, sizeof(*rt));
+    *state = rt;
+    rt->loop = conf->loop;
+    rt->host = conf->host;
+    rt->readiness_timeout_ms = conf->readiness_timeout_ms;
+    rt->self_start = start_time((long)getpid());
+    char *dir = dg_xasprintf("%s/process", conf->run_dir);
     struct dg_err e = {0};
     if (dg_mkdir_p(dir, 0700, &e) < 0) { /* not root: /run is not ours */
         free(dir);
-        dir = dg_xasprintf("/tmp/dirigent-%u-%s/process", (unsigned)getuid(),
-                           w->oci->instance->label);
+        dir =
+            dg_xasprintf("/tmp/dirigent-%u-%s/process", (unsigned)getuid(), conf->instance->label);
         if (dg_mkdir_p(dir, 0700, &e) < 0) {
             dg_log(DG_LOG_WARN, "process",
                    "%s: sandboxes are not recorded, so a crash leaves them running", e.msg);
@@ -88,7 +109,7 @@ static int process_init(struct wk_worker *w, struct dg_err *err)
             return 0;
         }
     }
-    proc_dir = dir;
+    rt->proc_dir = dir;
     DIR *d = opendir(dir);
     unsigned killed = 0;
     for (struct dirent *de; d && (de = readdir(d));) {
@@ -121,70 +142,85 @@ static int process_init(struct wk_worker *w, struct dg_err *err)
 
 static void handle_closed(uv_handle_t *h)
 {
-    struct wk_sandbox *sb = h->data;
-    if (--sb->handles == 0)
-        wk_sandbox_gone(sb);
+    struct proc_sb *p = h->data;
+    if (--p->handles == 0)
+        wk_sandbox_gone(WK_SB_OF(p));
 }
 
 /* Close the sandbox's handles once its process is gone and it is being deleted. */
-static void finish_if_gone(struct wk_sandbox *sb)
+static void finish_if_gone(struct proc_sb *p)
 {
-    if (sb->proc_running || sb->state != WK_SB_DELETING)
+    if (p->proc_running || WK_SB_OF(p)->state != WK_SB_DELETING)
         return;
-    if (sb->timer_open) {
-        sb->timer_open = false;
-        uv_close((uv_handle_t *)&sb->timer, handle_closed);
+    if (p->timer_open) {
+        p->timer_open = false;
+        uv_close((uv_handle_t *)&p->timer, handle_closed);
     }
-    if (sb->proc_open) {
-        sb->proc_open = false;
-        uv_close((uv_handle_t *)&sb->proc, handle_closed);
+    if (p->proc_open) {
+        p->proc_open = false;
+        uv_close((uv_handle_t *)&p->proc, handle_closed);
     }
 }
 
 static void on_exit_cb(uv_process_t *proc, int64_t status, int term_signal)
 {
-    struct wk_sandbox *sb = proc->data;
-    sb->proc_running = false;
-    unrecord(proc->pid);
+    struct proc_sb *p = proc->data;
+    struct wk_sandbox *sb = WK_SB_OF(p);
+    p->proc_running = false;
+    unrecord(p->rt, proc->pid);
     int64_t code = term_signal ? -term_signal : status;
     if (sb->state == WK_SB_CREATING) {
-        wk_probe_cancel(sb->probe);
-        sb->probe = NULL;
+        wk_probe_cancel(p->probe);
+        p->probe = NULL;
         struct dg_err e;
         dg_err_set(&e, DG_E_INVAL, "'%s' exited during start (%s %lld)", sb->function,
                    term_signal ? "signal" : "status",
                    (long long)(term_signal ? term_signal : status));
         sb->state = WK_SB_DELETING; /* nothing left to run */
         wk_sandbox_created(sb, &e);
-        finish_if_gone(sb);
+        finish_if_gone(p);
         return;
     }
     if (sb->state == WK_SB_READY)
         wk_sandbox_exited(sb, code, NULL);
-    finish_if_gone(sb);
+    finish_if_gone(p);
 }
 
 static void on_ready(void *ud, const struct dg_err *err)
 {
-    struct wk_sandbox *sb = ud;
-    sb->probe = NULL;
+    struct proc_sb *p = ud;
+    struct wk_sandbox *sb = WK_SB_OF(p);
+    p->probe = NULL;
     sb->lat.ready_us = dg_now_us() - sb->t0_us - sb->lat.network_us - sb->lat.start_us;
     if (err) {
         struct dg_err e = *err;
         dg_err_wrap(&e, "sandbox of '%s' on port %d", sb->function, sb->port);
-        if (sb->proc_running)
-            kill(-sb->proc.pid, SIGKILL);
+        if (p->proc_running)
+            kill(-p->proc.pid, SIGKILL);
         sb->state = WK_SB_DELETING;
         wk_sandbox_created(sb, &e);
-        finish_if_gone(sb);
+        finish_if_gone(p);
         return;
     }
     wk_sandbox_created(sb, NULL);
 }
 
-static void process_create(struct wk_sandbox *sb, const struct wk_spec *spec)
+/* The process runtime runs a command: the image must be its absolute path. */
+static int process_validate(void *state, const struct dg_wire_create *spec, struct dg_err *err)
 {
-    struct wk_worker *w = sb->w;
+    if (spec->image && spec->image[0] == '/')
+        return 0;
+    return dg_err_set(err, DG_E_INVAL,
+                      "field 'image': the process runtime runs a command: expected an absolute "
+                      "path, got '%s'",
+                      spec->image ? spec->image : "");
+}
+
+static void process_create(void *state, struct wk_sandbox *sb, const struct dg_wire_create *spec)
+{
+    struct proc_rt *rt = state;
+    struct proc_sb *p = WK_SB_EXT(sb);
+    p->rt = rt;
     struct dg_err err = {0};
     int port = wk_free_port(&err);
     if (port < 0) {
@@ -193,12 +229,12 @@ static void process_create(struct wk_sandbox *sb, const struct wk_spec *spec)
         wk_sandbox_gone(sb);
         return;
     }
-    uv_timer_init(w->loop, &sb->timer);
-    sb->timer.data = sb;
-    sb->timer_open = true;
-    sb->handles = 1;
-    sb->proc.data = sb;
-    snprintf(sb->host, sizeof(sb->host), "%s", w->host);
+    uv_timer_init(rt->loop, &p->timer);
+    p->timer.data = p;
+    p->timer_open = true;
+    p->handles = 1;
+    p->proc.data = p;
+    snprintf(sb->host, sizeof(sb->host), "%s", rt->host);
     sb->port = port;
     sb->lat.network_us = dg_now_us() - sb->t0_us;
 
@@ -234,74 +270,80 @@ static void process_create(struct wk_sandbox *sb, const struct wk_spec *spec)
                                  /* its own process group: a delete stops what it started too */
                                  .flags = UV_PROCESS_DETACHED};
     uint64_t t_spawn = dg_now_us();
-    int rc = uv_spawn(w->loop, &sb->proc, &opts);
+    int rc = uv_spawn(rt->loop, &p->proc, &opts);
     free(env);
     free(args);
-    sb->proc_open = true; /* a failed uv_spawn still needs uv_close */
-    sb->handles++;
+    p->proc_open = true; /* a failed uv_spawn still needs uv_close */
+    p->handles++;
     sb->lat.start_us = dg_now_us() - t_spawn;
     if (rc < 0) {
         dg_err_set(&err, rc, "cannot start '%s' for '%s': %s", spec->image, sb->function,
                    uv_strerror(rc));
         sb->state = WK_SB_DELETING;
         wk_sandbox_created(sb, &err);
-        finish_if_gone(sb);
+        finish_if_gone(p);
         return;
     }
-    sb->proc_running = true;
-    record(sb->proc.pid);
-    sb->probe = wk_probe_start(w->loop, sb->host, sb->port, w->readiness_timeout_ms, on_ready, sb);
+    p->proc_running = true;
+    record(rt, p->proc.pid);
+    p->probe = wk_probe_start(rt->loop, sb->host, sb->port, rt->readiness_timeout_ms, on_ready, p);
 }
 
 static void on_kill_grace(uv_timer_t *t)
 {
-    struct wk_sandbox *sb = t->data;
-    if (sb->proc_running) {
+    struct proc_sb *p = t->data;
+    struct wk_sandbox *sb = WK_SB_OF(p);
+    if (p->proc_running) {
         dg_log(DG_LOG_WARN, "process", "sandbox %s (%s) ignored SIGTERM: SIGKILL", sb->id,
                sb->function);
-        kill(-sb->proc.pid, SIGKILL);
+        kill(-p->proc.pid, SIGKILL);
     }
 }
 
-static void process_destroy(struct wk_sandbox *sb)
+static void process_destroy(void *state, struct wk_sandbox *sb)
 {
-    wk_probe_cancel(sb->probe);
-    sb->probe = NULL;
-    if (sb->proc_running) {
-        kill(-sb->proc.pid, SIGTERM); /* the group: children of a wrapper script too */
-        uv_timer_start(&sb->timer, on_kill_grace, KILL_GRACE_MS, 0);
+    struct proc_sb *p = WK_SB_EXT(sb);
+    wk_probe_cancel(p->probe);
+    p->probe = NULL;
+    if (p->proc_running) {
+        kill(-p->proc.pid, SIGTERM); /* the group: children of a wrapper script too */
+        uv_timer_start(&p->timer, on_kill_grace, KILL_GRACE_MS, 0);
         return; /* on_exit_cb finishes */
     }
-    finish_if_gone(sb);
+    finish_if_gone(p);
 }
 
-void wk_process_free(void)
+static void process_free(void *state)
 {
-    if (!proc_dir)
+    struct proc_rt *rt = state;
+    if (!rt)
         return;
     /* a clean stop: no record left, so the directory and the run directory above it go
      * (rmdir only: a live worker of the same instance keeps its records, and so the dirs) */
-    if (rmdir(proc_dir) == 0) {
-        char *slash = strrchr(proc_dir, '/');
+    if (rt->proc_dir && rmdir(rt->proc_dir) == 0) {
+        char *slash = strrchr(rt->proc_dir, '/');
         *slash = '\0';
-        rmdir(proc_dir);
+        rmdir(rt->proc_dir);
     }
-    free(proc_dir);
-    proc_dir = NULL;
+    free(rt->proc_dir);
+    free(rt);
 }
 
 /* A second signal during shutdown: what is being stopped gets SIGKILL now. */
-static void process_hurry(struct wk_worker *w)
+static void process_hurry(void *state, struct wk_sandbox *sb)
 {
-    for (struct wk_sandbox *sb = w->sandboxes; sb; sb = sb->next)
-        if (sb->proc_running && sb->state == WK_SB_DELETING)
-            kill(-sb->proc.pid, SIGKILL);
+    struct proc_sb *p = WK_SB_EXT(sb);
+    if (p->proc_running && sb->state == WK_SB_DELETING)
+        kill(-p->proc.pid, SIGKILL);
 }
 
 const struct wk_runtime wk_runtime_process = {
     .name = "process",
+    .sb_size = sizeof(struct proc_sb),
+    .init = process_init,
+    .validate = process_validate,
     .create = process_create,
     .destroy = process_destroy,
-    .init = process_init,
     .hurry = process_hurry,
+    .free = process_free,
 };

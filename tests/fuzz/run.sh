@@ -15,7 +15,7 @@ esac
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
-targets=${FUZZ_TARGETS:-fuzz_json fuzz_config fuzz_http_server fuzz_http_client}
+targets=${FUZZ_TARGETS:-fuzz_json fuzz_config fuzz_http_server fuzz_http_client fuzz_wire}
 jobs=${FUZZ_JOBS:-1}
 
 if [ ! -f "$build/build.ninja" ]; then
@@ -33,6 +33,7 @@ mkdir -p "$artifacts"
 dict_of() {
     case $1 in
     fuzz_json) echo "$here/dict/json.dict" ;;
+    fuzz_wire) echo "$here/dict/wire.dict" ;;
     fuzz_config) echo "$here/dict/yaml.dict" ;;
     *) echo "$here/dict/http.dict" ;;
     esac

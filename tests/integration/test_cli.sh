@@ -13,12 +13,24 @@ plan 20
 bg_start "$TAP_TMP/up.log" "$D" up --runtime process --state-dir "$STATE"
 UP_PID=$BG_PID
 
+# ours ST BASE: the daemons answering on the ports of the cluster with state directory ST and
+# port base BASE are the ones it started (their pid files), not another cluster's
+ours() {
+  local o=$(($2 - 8080))
+  answers_as "127.0.0.1:$((9090 + o))" /v1/status "$(cat "$1/pids/cp.pid")" &&
+    answers_as "127.0.0.1:$((8081 + o))" /health "$(cat "$1/pids/dp.pid")" &&
+    answers_as "127.0.0.1:$((10010 + o))" /health "$(cat "$1/pids/worker.pid")"
+}
+
 t_up() {
   wait_for_log "$TAP_TMP/up.log" "^ready: curl -H 'Host: hello' http://127.0.0.1:8080/$" 30 || return 1
-  [ "$(json_field "$(curl -sf -H 'Host: hello' http://127.0.0.1:8080/)" Function)" = hello ] &&
-    [ -s "$STATE/pids/cp.pid" ] && [ -s "$STATE/logs/worker.log" ]
+  # the control plane, data plane and worker answering are the ones this up started
+  kill -0 "$UP_PID" && ours "$STATE" 8080 || return 1
+  [ "$(json_field "$(curl -sf -H 'Host: hello' http://127.0.0.1:8080/)" Function)" = hello ]
 }
-check "dirigent up starts the cluster, deploys hello and prints the curl line" t_up
+check "dirigent up starts the cluster (its own daemons answer), deploys hello and prints the curl line" t_up
+# every check below talks to the default ports: without our own cluster there, none can tell
+[ $TAP_FAILED = 0 ] || { echo "Bail out! the cluster answering on the default ports is not the one this test started"; exit 1; }
 
 t_status() {
   local out
@@ -128,6 +140,7 @@ t_port_base() {
   PB_PID=$BG_PID
   wait_for_log "$TAP_TMP/pb.log" "^ready: curl -H 'Host: hello' http://127.0.0.1:18080/$" 30 || return 1
   [ "$(ps -o pgid= -p "$PB_PID" | tr -d ' ')" = "$PB_PID" ] || { echo "not a group leader"; return 1; }
+  ours "$PB" 18080 || return 1
   [ "$(json_field "$(curl -sf -H 'Host: hello' http://127.0.0.1:18080/)" Function)" = hello ] &&
     [ "$(json_field "$(curl -sf -H 'Host: hello' http://127.0.0.1:8080/)" Function)" = hello ] || return 1
   local out
@@ -157,7 +170,7 @@ t_ctrl_c() {
   local pids p i n alive
   pids=$(cat "$PB"/pids/*.pid)
   kill -INT -- "-$PB_PID" # what a terminal's Ctrl-C does: SIGINT to the foreground group
-  wait "$PB_PID" || { echo "up exited $?"; return 1; }
+  wait_bounded "$PB_PID" || { echo "up exited $?"; return 1; }
   for i in $(seq 1 100); do
     alive=0
     for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
@@ -185,7 +198,7 @@ t_runtime_mismatch() {
   out=$(curl -s -m 20 -H 'Host: hello' http://127.0.0.1:18080/)
   echo "$out"
   [ "$(json_field "$out" Function)" = hello ] || return 1
-  kill -INT -- "-$up"; wait "$up"
+  kill -INT -- "-$up"; wait_bounded "$up"
 }
 check "a state directory reused with another runtime: up re-deploys hello for this one and says so" t_runtime_mismatch
 
@@ -216,7 +229,7 @@ t_load_cold_interrupted() {
   for i in $(seq 1 100); do [ "$(cold_left)" = 4 ] && break; sleep 0.1; done
   [ "$(cold_left)" = 4 ] || { echo "registered: $(cold_left)"; cat "$TAP_TMP/load.log"; return 1; }
   kill -INT -- "-$pid"
-  wait "$pid"; local rc=$?
+  wait_bounded "$pid"; local rc=$?
   cat "$TAP_TMP/load.log"
   [ $rc = 130 ] && grep -q 'interrupted after' "$TAP_TMP/load.log" &&
     grep -q 'removed the 4 function(s)' "$TAP_TMP/load.log" && wait_cold_gone
@@ -227,7 +240,7 @@ t_stop() {
   local pids
   pids=$(cat "$STATE"/pids/*.pid)
   kill -TERM "$UP_PID"
-  wait "$UP_PID"
+  wait_bounded "$UP_PID"
   local p
   for p in $pids; do
     if kill -0 "$p" 2>/dev/null; then echo "pid $p still running"; return 1; fi
@@ -247,13 +260,14 @@ t_up_auto() {
     wait_for_log "$TAP_TMP/up2.log" '^runtime process \(containers need ' || return 1
   fi
   wait_for_log "$TAP_TMP/up2.log" "^ready: curl" 60 || { cat "$TAP_TMP/state2/logs/worker.log"; return 1; }
+  ours "$TAP_TMP/state2" 8080 || return 1
   out=$(curl -sf -H 'Host: hello' http://127.0.0.1:8080/) || return 1
   echo "$out"
   if [ $oci = 1 ]; then # a container: its own hostname, the sandbox's id
     grep -q '^worker-local-' <<<"$(json_field "$out" MachineName)" || return 1
   fi
   kill -TERM "$up"
-  wait "$up"
+  wait_bounded "$up"
   # nothing left: no process, container, mount, netns, veth, bridge or cgroup of the cluster
   host_nothing_left "$TAP_TMP/host.before" || return 1
   # and the worker's run dir (named from its instance: the log's "oci: instance" line)
@@ -275,6 +289,10 @@ t_up_ha() {
   wait_for_log "$TAP_TMP/up3.log" "^ready: curl -H 'Host: hello' http://127.0.0.1:8079/ .*registrations: http://127.0.0.1:9092/registerService" 60 ||
     { tail -n 5 "$S"/logs/*.log; return 1; }
   for f in cp-0 cp-1 cp-2 dp-0 dp-1 worker redis haproxy; do [ -s "$S/pids/$f.pid" ] || { echo "no $f.pid"; return 1; }; done
+  # the daemons answering are the ones this up started
+  for i in 0 1 2; do answers_as "127.0.0.1:$((9090 + 10 * i))" /v1/status "$(cat "$S/pids/cp-$i.pid")" || return 1; done
+  for i in 0 1; do answers_as "127.0.0.1:$((8081 + 10 * i))" /health "$(cat "$S/pids/dp-$i.pid")" || return 1; done
+  answers_as 127.0.0.1:10010 /health "$(cat "$S/pids/worker.pid")" || return 1
   # status (asked of any replica) lists the three replicas, one of them leading
   out=$("$D" --cp 127.0.0.1:9101 status) || return 1
   echo "$out" | head -5
@@ -304,7 +322,7 @@ t_up_ha() {
     done
   done
   local pids; pids=$(cat "$S"/pids/*.pid)
-  kill -TERM "$up"; wait "$up"
+  kill -TERM "$up"; wait_bounded "$up"
   for p in $pids; do
     [ "$p" = "$dead" ] && continue
     if kill -0 "$p" 2>/dev/null; then echo "pid $p still running"; return 1; fi
@@ -318,8 +336,9 @@ t_up_killed() {
   bg_start "$TAP_TMP/up4.log" "$D" up --runtime process --state-dir "$S"
   local up=$BG_PID
   wait_for_log "$TAP_TMP/up4.log" "^ready: curl" 30 || return 1
+  ours "$S" 8080 || return 1
   pids=$(cat "$S"/pids/*.pid)
-  kill -9 "$up"; wait "$up" 2>/dev/null
+  kill -9 "$up"; wait_bounded "$up" 2>/dev/null
   for i in $(seq 1 100); do
     local alive=0
     for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done

@@ -6,10 +6,11 @@ set -u
 . "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
 B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
+SRC=${DG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 FN=$B/dirigent-fn
 TAG="DG_CLUSTER_TEST=$$"
 
-plan 12
+plan 13
 
 trap 'tap_cleanup; cleanup_sandboxes' EXIT # daemons first: a live worker would replace what we kill
 
@@ -65,7 +66,27 @@ t_register() {
   [ "$(curl -s -o "$TAP_TMP/upd" -w '%{http_code}' -XPUT "$REG/v1/functions/hello" -d '{"scaling_lower_bound":9}')" = 400 ] &&
     grep -q "field 'scaling_lower_bound': expected at most scaling_upper_bound (5), got 9" "$TAP_TMP/upd"
 }
-check "registration as InVitro sends it: 200 with the DP address, /check, 409 on a duplicate; bounds update" t_register
+check "registration: 200 with the DP address, /check, 409 on a duplicate; bounds update" t_register
+
+t_invitro() {
+  # InVitro's own bytes (tests/integration/invitro_http1.py: its PostForm registration and its
+  # HTTP/1 invocations, POST and GET, judged as InVitro judges them), then the function removed
+  # (its sandbox has no $TAG to be found by)
+  cat >"$TAP_TMP/inv.json" <<EOF
+{"cp": "${REG#http://}", "method": "POST",
+ "functions": [{"name": "invitro-0-42", "image": "$FN", "port": 80, "protocol": "tcp", "upper": 1,
+   "lower": 0, "cpu": 100, "memory": 64, "sweep": false}],
+ "invocations": [{"at_ms": 0, "function": 0, "runtime": 5, "memory": 64, "multiplier": 102},
+   {"at_ms": 0, "function": 0, "runtime": 5, "memory": 64, "multiplier": 102, "method": "GET"}]}
+EOF
+  /usr/bin/python3 "$SRC/tests/integration/invitro_http1.py" "$TAP_TMP/inv.json" "$TAP_TMP/inv.out" || return 1
+  /usr/bin/python3 -c 'import json,sys
+r = json.load(open(sys.argv[1]))
+assert len(r) == 2 and all(x["ok"] and x["response"]["Function"] == "invitro-0-42" for x in r), r' "$TAP_TMP/inv.out" || return 1
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -XDELETE "$REG/v1/functions/invitro-0-42")" = 200 ] &&
+    wait_status 'not [f for f in s["functions"] if f["name"] == "invitro-0-42"] and sum(w["sandboxes"] for w in s["workers"]) == sum(f["ready"] + f["creating"] for f in s["functions"])'
+}
+check "registration and invocations with InVitro's exact HTTP/1 bytes (its PostForm, POST and GET)" t_invitro
 
 t_cold_then_warm() {
   local out i
@@ -85,7 +106,7 @@ t_burst_bounded() {
     curl -s -o /dev/null -w '%{http_code}\n' -H 'Host: burst' -H 'requested_cpu: 20' "$P/" >"$TAP_TMP/burst.$i" &
     pids+=($!)
   done
-  wait "${pids[@]}"
+  wait_bounded "${pids[@]}"
   local codes
   codes=$(cat "$TAP_TMP"/burst.* | sort | uniq -c)
   echo "$codes"
@@ -143,8 +164,8 @@ t_bad_peers() {
   [ "$code" = 400 ] && grep -q "'localhost:8081': expected a numeric IP address" "$TAP_TMP/bp" || { cat "$TAP_TMP/bp"; return 1; }
   code=$(curl -s -o "$TAP_TMP/bp" -w '%{http_code}' -XPOST "http://$CPI/v1/workers" -d '{"name":"w2","address":"nowhere:1"}')
   [ "$code" = 400 ] || return 1
-  sleep 0.6 # past the CP's next heartbeat checks and autoscaling work
-  # nothing changed: the CP is alive, w2 keeps its address, dpx does not exist
+  # nothing changed (the 400 comes before any change): the CP is alive, w2 keeps its
+  # address, dpx does not exist
   wait_status 'len([d for d in s["dataplanes"] if d["name"]=="dpx"]) == 0 and [w for w in s["workers"] if w["name"]=="w2"][0]["address"].startswith("127.0.0.1:")'
 }
 check "a data plane or worker registering a bad address gets 400 and changes nothing" t_bad_peers
@@ -154,17 +175,25 @@ t_unknown() {
 }
 check "an unknown function gets 404" t_unknown
 
+# at_sandboxes FN N: the DP has sent N of FN's requests on to its sandboxes (its API)
+at_sandboxes() {
+  local v
+  v=$(curl -sf "http://127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'api on')/v1/functions" | /usr/bin/python3 -c \
+    "import json,sys; print(sum(e['inFlight'] for f in json.load(sys.stdin) if f['name']=='$1' for e in f['endpoints']))")
+  [ "$v" = "$2" ] || { echo "$1: $v at sandboxes, not $2"; return 1; }
+}
 t_sandbox_dies() {
   local code pid out
   curl -s -o "$TAP_TMP/die.out" -w '%{http_code}' -H 'Host: hello' -H 'requested_cpu: 3000' "$P/" >"$TAP_TMP/die.code" &
   local c=$!
   wait_status '[f for f in s["functions"] if f["name"]=="hello"][0]["ready"] >= 1' || return 1
-  sleep 0.3 # the 3 s request is running in a sandbox now
+  # the 3 s request is running in a sandbox now (the DP sent it on to one)
+  poll_until 200 at_sandboxes hello 1 || return 1
   # kill every sandbox: the request in flight must get 502, not hang or an empty 200
   for pid in $(grep -l "$TAG" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do
     tr '\0' '\n' </proc/$pid/cmdline 2>/dev/null | grep -q dirigent-fn && kill -9 "$pid"
   done
-  wait $c
+  wait_bounded $c
   echo "in flight: $(cat "$TAP_TMP/die.code") $(cat "$TAP_TMP/die.out")"
   [ "$(cat "$TAP_TMP/die.code")" = 502 ] || return 1
   # it says why (the worker's report reached the DP through the CP's push), and so does the API
@@ -186,7 +215,7 @@ sys.exit(0 if f["error_kind"] == "exit" and "killed by signal 9" in f["error"] e
 check "a sandbox that dies mid-request: 502 saying why (also in GET /v1/functions/NAME); the next request gets a replacement" t_sandbox_dies
 
 t_dp_restart() {
-  kill -9 "$DP_PID"; wait "$DP_PID" 2>/dev/null
+  kill -9 "$DP_PID"; wait_bounded "$DP_PID" 2>/dev/null
   start_dp || return 1
   wait_status 'len(s["dataplanes"]) == 1 and s["dataplanes"][0]["proxy"].endswith("'"${P##*:}"'")' || return 1
   local out
@@ -198,7 +227,7 @@ check "kill -9 and restart of the DP: it gets every function back; invocations w
 t_worker_dies() {
   [ "$(register two '&scaling_lower_bound=2')" = 200 ] || return 1
   wait_status '[f for f in s["functions"] if f["name"]=="two"][0]["ready"] == 2' || return 1
-  kill -9 "$PID_w1"; wait "$PID_w1" 2>/dev/null
+  kill -9 "$PID_w1"; wait_bounded "$PID_w1" 2>/dev/null
   # after 3 missed heartbeats w1 is unschedulable and "two" is back to 2 sandboxes on w2
   wait_status '[w for w in s["workers"] if w["name"]=="w1"][0]["schedulable"] == False' || return 1
   wait_status '[f for f in s["functions"] if f["name"]=="two"][0]["ready"] == 2 and [w for w in s["workers"] if w["name"]=="w2"][0]["sandboxes"] >= 2' || return 1
@@ -206,31 +235,44 @@ t_worker_dies() {
 }
 check "kill -9 of a worker: its sandboxes are replaced on the other after the heartbeat timeout" t_worker_dies
 
+# metric URL NAME: the value of an unlabelled sample in URL/metrics (0 when there is none)
+metric() { curl -sf "$1/metrics" | awk -v n="$2" '$1 == n {print $2; f = 1} END {if (!f) print 0}'; }
+# the sandboxes the live worker w2 runs (its own API), sorted ids
+w2_sandboxes() {
+  curl -sf "http://127.0.0.1:$(port_of "$TAP_TMP/w2.log" 'listening on')/v1/sandboxes" |
+    /usr/bin/python3 -c 'import json,sys; print(" ".join(sorted(s["id"] for s in json.load(sys.stdin)["sandboxes"])))'
+}
+reconstructed() { awk "BEGIN {exit !($(metric "http://$CPI" dg_cp_reconstruction_seconds) > 0)}"; }
 t_cp_restart() {
   # kill -9 of the CP: functions come back from sqlite, sandboxes from the workers, no duplicates
-  local before after fns_before
+  local fns_before ids_before creates_before W2
+  W2=http://127.0.0.1:$(port_of "$TAP_TMP/w2.log" 'listening on')
   # hello has a sandbox to rediscover (the one it had may have been on the worker killed above)
   [ "$(json_field "$(curl -sf -m 20 -H 'Host: hello' "$P/")" Function)" = hello ] || return 1
   wait_status '[f for f in s["functions"] if f["name"]=="hello"][0]["ready"] >= 1' || return 1
   fns_before=$(curl -sf "$REG/v1/functions" | /usr/bin/python3 -c 'import json,sys; print(sorted(f["name"] for f in json.load(sys.stdin)))')
-  before=$(curl -sf "$REG/v1/status" | /usr/bin/python3 -c 'import json,sys; print(sum(w["sandboxes"] for w in json.load(sys.stdin)["workers"]))')
-  kill -9 "$CP_PID"; wait "$CP_PID" 2>/dev/null
+  ids_before=$(w2_sandboxes)
+  creates_before=$(metric "$W2" dg_worker_sandbox_creates_total)
+  kill -9 "$CP_PID"; wait_bounded "$CP_PID" 2>/dev/null
   bg_start "$TAP_TMP/cp2.log" "$B/dirigent-cp" --port "${CPI##*:}" --registrationServer "${REG#http://}" --dataDir "$TAP_TMP/cpdata" \
     --heartbeatInterval 300ms --placementPolicy round-robin --traceOutputFolder ""
   CP_PID=$BG_PID
   wait_for_log "$TAP_TMP/cp2.log" 'registration on' || return 1
-  grep -q 'restored [0-9]* functions, 2 workers, 1 data planes from sqlite' "$TAP_TMP/cp2.log" || { cat "$TAP_TMP/cp2.log"; return 1; }
+  answers_as "$CPI" /v1/status "$CP_PID" || return 1
+  # w1 (dead since the check above, it cannot register again) is listed: restored from sqlite
+  wait_status 'sorted(w["name"] for w in s["workers"]) == ["w1", "w2"] and len(s["dataplanes"]) == 1' || return 1
   # every function registered before is listed, without registering again
   [ "$(curl -sf "$REG/v1/functions" | /usr/bin/python3 -c 'import json,sys; print(sorted(f["name"] for f in json.load(sys.stdin)))')" = "$fns_before" ] || return 1
   [ "$(register hello)" = 409 ] || return 1
-  # the workers' sandboxes are rediscovered, not created again
+  # the workers' sandboxes are rediscovered (the reconstruction is over: its duration is shown),
+  # not created again: the same ones on w2, no create by the new CP or on the worker
+  poll_until 200 reconstructed || return 1
   wait_status '[f for f in s["functions"] if f["name"]=="hello"][0]["ready"] >= 1' || return 1
-  grep -qE 'fn=hello (sandbox .* rediscovered|adopted sandbox)' "$TAP_TMP/cp2.log" || { cat "$TAP_TMP/cp2.log"; return 1; }
-  grep -q 'reconstruction done in' "$TAP_TMP/cp2.log" || return 1
   [ "$(json_field "$(curl -sf -H 'Host: hello' "$P/")" Function)" = hello ] || return 1
-  after=$(curl -sf "$REG/v1/status" | /usr/bin/python3 -c 'import json,sys; print(sum(w["sandboxes"] for w in json.load(sys.stdin)["workers"]))')
-  echo "sandboxes before $before, after $after"
-  [ "$after" -le "$before" ] && ! grep -q 'create on' "$TAP_TMP/cp2.log"
+  echo "w2's sandboxes before: $ids_before; after: $(w2_sandboxes)"
+  [ -n "$ids_before" ] && [ "$(w2_sandboxes)" = "$ids_before" ] &&
+    [ "$(metric "$W2" dg_worker_sandbox_creates_total)" = "$creates_before" ] &&
+    [ "$(metric "http://$CPI" dg_cp_sandbox_creates_total)" = 0 ]
 }
 check "kill -9 of the CP: functions back from sqlite, sandboxes rediscovered from the workers, none created again" t_cp_restart
 

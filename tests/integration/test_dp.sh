@@ -4,6 +4,7 @@
 set -u
 . "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
 B=${DG_BUILD_DIR:-build}
+SRC=${DG_SOURCE_DIR:-$(dirname "$0")/../..}
 DP=$B/dirigent-dp
 FN=$B/dirigent-fn
 
@@ -70,7 +71,7 @@ t_cold() {
   local c=$!
   wait_fn cold queued 1 || return 1 # waiting in the queue: no sandbox yet
   eps_put cold "c1=$F1" || return 1
-  wait $c
+  wait_bounded $c
   [ "$(cat "$TAP_TMP/cold.code")" = 200 ] && [ "$(json_field "$(cat "$TAP_TMP/cold.out")" Function)" = cold ] &&
     grep -qi '^X-Dirigent-Cold-Start: 1' "$TAP_TMP/cold.h" # it waited for a sandbox
 }
@@ -102,18 +103,55 @@ t_create_error() {
 }
 check "a pushed create error: shown, kept by an empty list, named at the deadline, cleared by endpoints" t_create_error
 
+# fn_is FN FIELD N: FIELD of FN in the DP's API is N now: queued, inFlight (all its requests),
+# atSandboxes (the sum of its endpoints' inFlight: requests sent on to a sandbox)
+fn_is() {
+  local v
+  v=$(curl -sf "$A/v1/functions" | /usr/bin/python3 -c "import json,sys
+f=[f for f in json.load(sys.stdin) if f['name']=='$1'][0]
+f['atSandboxes']=sum(e['inFlight'] for e in f['endpoints'])
+print(f['$2'])")
+  [ "$v" = "$3" ] || { echo "$1: $2 is $v, not $3"; return 1; }
+}
+lines() { [ "$(cat "$1" 2>/dev/null | wc -l)" = "$2" ] || { echo "$1: $(cat "$1" 2>/dev/null | tr '\n' ' ')(not $2 lines)"; return 1; }; }
+
+# An upstream that holds each request until the test opens its gate (tests/lib/gate_server.py):
+# the DP's state is looked at while requests are in a known place.
+GATE=$TAP_TMP/gate
+mkdir -p "$GATE"
+bg_start "$TAP_TMP/gate.log" /usr/bin/python3 "$SRC/tests/lib/gate_server.py" "$GATE"
+
 t_slots() {
-  fn_put busy 1 && eps_put busy "b1=$F1" || return 1
+  poll_until 200 test -s "$GATE/port" || return 1
+  fn_put busy 1 && eps_put busy "g1=127.0.0.1:$(cat "$GATE/port")" || return 1
   local i pids=()
   for i in 1 2 3; do
-    curl -s -o /dev/null -w '%{http_code}\n' -H 'Host: busy' -H 'requested_cpu: 150' "$P/" >"$TAP_TMP/slot.$i" &
+    curl -s -o "$TAP_TMP/slot.$i" -w '%{http_code}' -H 'Host: busy' "$P/" >"$TAP_TMP/slot.$i.code" &
     pids+=($!)
+    # each request is in the DP before the next is sent: the first in the slot, then queued
+    if [ $i = 1 ]; then poll_until 200 fn_is busy atSandboxes 1 || return 1
+    else poll_until 200 fn_is busy queued $((i - 1)) || return 1; fi
   done
-  wait "${pids[@]}"
-  cat "$TAP_TMP"/slot.*
-  [ "$(cat "$TAP_TMP"/slot.* | sort -u)" = 200 ]
+  # the two beyond the one slot wait in the DP: the sandbox has seen only the first
+  fn_is busy inFlight 3 && fn_is busy atSandboxes 1 && fn_is busy queued 2 &&
+    lines "$GATE/arrived" 1 || return 1
+  for i in 1 2 3; do
+    touch "$GATE/open.$i" # request i may finish: the next one, and only it, reaches the sandbox
+    poll_until 200 lines "$GATE/done" $i || return 1
+    if [ $i -lt 3 ]; then
+      poll_until 200 lines "$GATE/arrived" $((i + 1)) || return 1
+      fn_is busy queued $((2 - i)) && fn_is busy atSandboxes 1 && lines "$GATE/arrived" $((i + 1)) || return 1
+    fi
+  done
+  wait_bounded "${pids[@]}"
+  # all succeeded, in the order they came (the queue is first in, first out)
+  for i in 1 2 3; do
+    [ "$(cat "$TAP_TMP/slot.$i.code")" = 200 ] && [ "$(cat "$TAP_TMP/slot.$i")" = $i ] ||
+      { echo "request $i: $(cat "$TAP_TMP/slot.$i.code") $(cat "$TAP_TMP/slot.$i")"; return 1; }
+  done
+  poll_until 200 fn_is busy inFlight 0
 }
-check "with concurrency 1, requests beyond the free slots wait and then succeed" t_slots
+check "with concurrency 1, requests beyond the free slots wait in the DP's queue (not at the sandbox) and go in order" t_slots
 
 t_retry() {
   fn_put flaky && eps_put flaky "d1=$DEAD" "l1=$F2" || return 1
@@ -212,7 +250,7 @@ t_drain() {
   # sandbox is out of the list, and the request got its whole answer
   curl -sf "$A/v1/functions" | /usr/bin/python3 -c \
     'import json,sys; f=[f for f in json.load(sys.stdin) if f["name"]=="slow"][0]; assert f["endpoints"]==[] and f["inFlight"]==0, f' || return 1
-  wait $c
+  wait_bounded $c
   [ "$(json_field "$(cat "$TAP_TMP/slow.out")" Status)" = OK ]
 }
 check "drain answers once the sandbox's requests have finished, and removes it" t_drain
@@ -239,7 +277,7 @@ t_metrics() {
 check "/metrics: per-function requests, cold starts, latency histogram" t_metrics
 
 t_stop() {
-  kill -TERM "$DP_PID"; wait "$DP_PID"
+  kill -TERM "$DP_PID"; wait_bounded "$DP_PID"
 }
 check "SIGTERM: exit 0" t_stop
 

@@ -499,6 +499,7 @@ static void test_slow_client_408(void **state)
 static void test_client_closes_mid_body(void **state)
 {
     for (int i = 0; i < 3; i++) {
+        assert_true(tl_server_wait_idle(srv, 5000));
         int fd = tl_connect(port, 3000);
         assert_true(fd >= 0);
         const char *path = i == 0 ? "/echo" : "/stream";
@@ -506,14 +507,16 @@ static void test_client_closes_mid_body(void **state)
         snprintf(req, sizeof(req),
                  "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\npartial", path);
         assert_int_equal(tl_sends(fd, req), 0);
-        usleep(20000);
+        assert_true(tl_server_wait_active(srv, 1, 5000)); /* it has the partial request */
         close(fd);
     }
     /* a client gone while its (delayed) handler holds the request */
     int fd = tl_connect(port, 3000);
     assert_int_equal(tl_sends(fd, "GET /delay?ms=100 HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+    assert_true(tl_server_wait_active(srv, 1, 5000));
     close(fd);
-    usleep(200000);
+    /* every one of them cleaned up (no request or connection left), and still serving */
+    assert_true(tl_server_wait_idle(srv, 5000));
     assert_still_serving();
 }
 
@@ -681,7 +684,7 @@ static void test_abort_then_respond(void **state)
     assert_int_equal(tl_sends(fd, "GET /abort_respond HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
     assert_true(tl_server_wait_active(srv, 1, 5000));
     close(fd); /* on_abort answers: a no-op, and no double free (ASan) */
-    usleep(100000);
+    assert_true(tl_server_wait_idle(srv, 5000));
     assert_still_serving();
 }
 
@@ -757,9 +760,10 @@ static void test_pipelined_flood_not_read(void **state)
     struct dg_buf b = {0};
     for (int i = 0; i < 2000; i++)
         dg_buf_puts(&b, "GET /ctype HTTP/1.1\r\nHost: x\r\n\r\n");
+    uint64_t before = tl_server_requests(srv);
     assert_int_equal(tl_send(fd, b.data, b.len), 0);
     dg_buf_free(&b);
-    usleep(100000);
+    assert_true(tl_server_wait_requests(srv, before + 1, 5000)); /* the flood is being parsed */
     assert_still_serving();
     for (int i = 0; i < 2000; i++)
         expect_status(fd, 200);

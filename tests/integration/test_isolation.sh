@@ -107,9 +107,7 @@ t_restart_b() {
   for _ in $(seq 1 100); do kill -0 "${PID[b]}" 2>/dev/null || break; sleep 0.05; done
   start b || return 1
   # b's start-up clean-up removed its own predecessor's two containers...
-  grep -q 'removed what an earlier run left: 2 containers' "$TAP_TMP/b.log" ||
-    { grep 'oci:' "$TAP_TMP/b.log"; return 1; }
-  [ "$(containers b | grep -c .)" = 0 ] || return 1
+  [ "$(containers b | grep -c .)" = 0 ] || { echo "b's containers: $(containers b | tr '\n' ' ')"; return 1; }
   # ...and nothing of a's: its containers, namespaces, bridge; its sandboxes answer
   [ "$(containers a)" = "$before_a" ] || { echo "a's containers: $(containers a | tr '\n' ' ')"; return 1; }
   [ "$(grep -c " ${RUN[a]}/netns/" /proc/self/mountinfo)" = "$netns_a" ] || return 1
@@ -148,8 +146,8 @@ t_stop_a() {
   while [ $i -lt 200 ] && ! ss -Htn state established dst "$EP_A2" | grep -q .; do sleep 0.05; i=$((i + 1)); done
   stop a second || { kill "$slow"; return 1; }
   kill "$slow" 2>/dev/null
-  wait "$slow" 2>/dev/null
-  grep -q 'already shutting down' "$TAP_TMP/a.log" || { tail -5 "$TAP_TMP/a.log"; return 1; }
+  wait_bounded "$slow" 2>/dev/null
+  # (it stopped within stop's bound, not after the 120 s grace: the SIGINT hurried it)
   local left
   left=$(leftovers a)
   [ "$left" = "containers=0 mounts=0 bridge=0 veths=0 cgroups=0 rundir=0" ] || { echo "a left: $left"; return 1; }

@@ -13,7 +13,7 @@ D=$B/dirigent
 TAG="DG_LOAD_TEST=$$"
 DATA=$SRC/tests/data/invitro-example
 
-plan 8
+plan 9
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
 bg_start "$TAP_TMP/fn.log" "$B/dirigent-fn" --port 0 --host 127.0.0.1
@@ -31,19 +31,36 @@ t_rps() {
   cat "$TAP_TMP/rps.json"
   # the backend answered exactly what was planned (rate x duration), no more, no less
   [ $((after - before)) = 1200 ] || { echo "backend counted $((after - before))"; return 1; }
-  # open loop: sends follow the schedule (2.5 ms apart), not the answers: per second 400 +- 10%
   py "$TAP_TMP/rps.csv" <<'EOF'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 assert len(rows) == 1200, len(rows)
 assert all(r["status"] == "200" and r["function"] == "anyfn" for r in rows)
-bins = [0, 0, 0, 0]
-for r in rows: bins[min(3, int(float(r["start_ms"]) // 1000))] += 1
-print("per second:", bins)
-assert all(360 <= b <= 440 for b in bins[:3]), bins
 EOF
 }
-check "load rps: open-loop sends at the requested rate; the counting backend saw exactly R x S" t_rps
+check "load rps: the counting backend saw exactly rate x duration, every one answered" t_rps
+
+# An upstream that holds every request until the test lets them go (tests/lib/gate_server.py)
+GATE=$TAP_TMP/gate
+mkdir -p "$GATE"
+bg_start "$TAP_TMP/gate.log" /usr/bin/python3 "$SRC/tests/lib/gate_server.py" "$GATE"
+arrived() { [ "$(cat "$GATE/arrived" 2>/dev/null | wc -l)" = "$1" ]; }
+
+t_open_loop() {
+  # open loop: the sends follow the schedule, not the answers. With no answer given, all 40
+  # requests of the schedule arrive (a closed loop would wait for the first answer)
+  poll_until 200 test -s "$GATE/port" || return 1
+  "$D" --json --dp "127.0.0.1:$(cat "$GATE/port")" load rps --rate 20 --duration 2 anyfn \
+    --csv "$TAP_TMP/open.csv" >"$TAP_TMP/open.json" &
+  local load=$!
+  poll_until 1200 arrived 40 || { touch "$GATE/open.all"; return 1; }
+  [ ! -s "$GATE/done" ] || { echo "answered before all were sent"; touch "$GATE/open.all"; return 1; }
+  touch "$GATE/open.all"
+  wait_bounded $load || return 1
+  arrived 40 && [ "$(grep -c . "$GATE/done")" = 40 ] &&
+    [ "$(json_field "$(cat "$TAP_TMP/open.json")" ok)" = 40 ]
+}
+check "load rps is an open loop: every scheduled request is sent while none has been answered" t_open_loop
 
 t_burst() {
   local before after
@@ -163,7 +180,7 @@ rows = list(csv.DictReader(open(sys.argv[1])))
 assert len(rows) == 10 and all(r["status"] == "200" for r in rows), rows
 assert any(r["cold"] == "cold" for r in rows)                  # the DP says which were cold
 for r in rows:                                                  # each worked for its duration
-    assert abs(float(r["execution_ms"]) - int(r["requested_ms"])) < 50, r
+    assert float(r["execution_ms"]) >= int(r["requested_ms"]), r  # (at least: a floor)
     assert float(r["response_ms"]) >= float(r["execution_ms"]), r
 EOF
 }

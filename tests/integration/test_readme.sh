@@ -57,6 +57,7 @@ check "a fresh copy of the tree; the README's quick start starts with 'make up' 
 
 BEFORE=$TAP_TMP/before
 host_snapshot >"$BEFORE"
+HOST_OWN=$CLONE # the cluster runs from the fresh copy's build
 
 RUNTIME=
 t_make_up() {

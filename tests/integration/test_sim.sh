@@ -105,9 +105,31 @@ t_compare() {
       grep -qE "^$p $a +[0-9]+ " "$TAP_TMP/cmp" || { echo "no row $p $a"; return 1; }
     done
   done
-  [ "$(grep -cE '^(random|round-robin|kubernetes|chbl) ' "$TAP_TMP/cmp")" = 8 ]
+  [ "$(grep -cE '^(random|round-robin|kubernetes|chbl) ' "$TAP_TMP/cmp")" = 8 ] || return 1
+  # each row's values are those of a run with that setting alone (its JSON totals, rounded as
+  # the table prints them), and every row has all the trace's invocations
+  local want
+  want=$(awk -F, 'NR>1 {for (i = 5; i <= 24; i++) s += $i} END {print s}' "$EX/invocations.csv")
+  for p in random round-robin kubernetes chbl; do
+    for a in dirigent knative; do
+      "$SIM" "$EX" --minutes 20 --placementPolicy "$p" --autoscaler "$a" --json >"$TAP_TMP/one.json" 2>/dev/null || return 1
+      /usr/bin/python3 - "$TAP_TMP/one.json" "$(grep -E "^$p $a " "$TAP_TMP/cmp")" "$want" <<'EOF' || return 1
+import json, sys
+t = json.load(open(sys.argv[1]))["total"]
+row = sys.argv[2].split()[2:]
+expect = [str(t["invocations"]), str(t["coldStarts"]), "%.2f%%" % (100 * t["coldStartRatio"]),
+          "%.2f" % t["schedulingLatencyP50Ms"], "%.2f" % t["schedulingLatencyP99Ms"],
+          "%.3f" % t["slowdownGeomean"], "%.1f" % t["sandboxSeconds"],
+          "%.1f" % (t["memoryMiBSeconds"] / 1024), str(t["failed"]), str(t["imagePulls"])]
+ok = row == expect and t["invocations"] == int(sys.argv[3]) == t["completed"] + t["failed"]
+if not ok:
+    print("row:  ", row, "\nalone:", expect, "\ntrace invocations:", sys.argv[3])
+sys.exit(0 if ok else 1)
+EOF
+    done
+  done
 }
-check "compare: one row per combination of placement policy and autoscaler" t_compare
+check "compare: one row per combination of placement policy and autoscaler, each with the values of that run alone" t_compare
 
 t_errors() {
   local out

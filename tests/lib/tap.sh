@@ -25,6 +25,71 @@ trap tap_cleanup EXIT
 
 plan() { echo "1..$1"; }
 
+# Every curl of a test has a bound: --max-time 30 unless the call gives its own -m/--max-time
+# (curl takes an option's last value). Exported, so `bash -c` in a check gets it too.
+curl() { command curl --max-time 30 "$@"; }
+export -f curl
+
+# skip "name" "why": a TAP skip (counts in the plan; `ok N - name # SKIP why`)
+skip() {
+  TAP_N=$((TAP_N + 1))
+  echo "ok $TAP_N - $1 # SKIP $2"
+}
+
+# poll_until TRIES command...: run the command (quietly) every 50 ms until it exits 0, at most
+# TRIES times; on giving up, runs it once more with its output (for the check's log) and fails.
+# The bound keeps a broken daemon from hanging the test; the verdict is the state polled.
+poll_until() {
+  local n=$1 i=0
+  shift
+  while [ $i -lt "$n" ]; do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.05
+    i=$((i + 1))
+  done
+  echo "gave up after $n polls: $*"
+  "$@"
+  return 1
+}
+
+# wait_bounded PID...: `wait` for children of this shell, with a bound: polls (50 ms apart,
+# WAIT_TRIES times, 1200 unless set) for each to exit first; one that does not is killed
+# (SIGKILL), said, and the result is 124. Else the exit status of the last, as `wait` gives.
+wait_bounded() {
+  local pid n=${WAIT_TRIES:-1200} i st rc=0
+  for pid in "$@"; do
+    i=0
+    while [ $i -lt "$n" ]; do
+      st=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)
+      [ -z "$st" ] || [ "$st" = Z ] && break
+      sleep 0.05
+      i=$((i + 1))
+    done
+    if [ $i -ge "$n" ]; then
+      echo "pid $pid still running after $n polls: killed"
+      kill -9 "$pid" 2>/dev/null
+      wait "$pid" 2>/dev/null
+      rc=124
+    else
+      wait "$pid"
+      rc=$?
+    fi
+  done
+  return $rc
+}
+
+# answers_as ADDR PATH PID: the daemon answering GET http://ADDR/PATH (a CP's /v1/status, any
+# daemon's /health) names PID as its own: the process the test started, not another one that
+# holds the port
+answers_as() {
+  local got
+  got=$(command curl -s --max-time 5 "http://$1$2" |
+    /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin).get("pid"))' 2>/dev/null)
+  [ "$got" = "$3" ] && return 0
+  echo "http://$1$2 answers as pid ${got:-none}, not $3"
+  return 1
+}
+
 # check "name" command...   (passes when the command exits 0)
 check() {
   local name=$1; shift
@@ -80,14 +145,19 @@ start_cp_dp() {
   bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
     --dataDir "$TAP_TMP/cpdata" --heartbeatInterval 300ms "$@"
   wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
+  CP_PID=$BG_PID
   CPI=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'internal api on')
   REGA=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'registration on')
   REG=http://$REGA
   bg_start "$TAP_TMP/dp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dp1 \
     --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --coldStartTimeout 60s --traceOutputFolder ""
   wait_for_log "$TAP_TMP/dp.log" 'proxy on' || { echo "Bail out! dp did not start"; exit 1; }
+  DP_PID=$BG_PID
   DPA=127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'proxy on')
   P=http://$DPA
+  answers_as "$CPI" /v1/status "$CP_PID" &&
+    answers_as "127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'api on')" /health "$DP_PID" ||
+    { echo "Bail out! the daemons answering are not the ones started"; exit 1; }
 }
 
 # wait_json URL PYEXPR [TRIES]: poll (50 ms apart, 200 tries) until the JSON at URL makes the
@@ -95,7 +165,7 @@ start_cp_dp() {
 wait_json() {
   local i=0
   while [ $i -lt "${3:-200}" ]; do
-    curl -sf "$1" | /usr/bin/python3 -c "import json,sys; j=json.load(sys.stdin); sys.exit(0 if ($2) else 1)" 2>/dev/null && return 0
+    curl -sf -m 5 "$1" | /usr/bin/python3 -c "import json,sys; j=json.load(sys.stdin); sys.exit(0 if ($2) else 1)" 2>/dev/null && return 0
     sleep 0.05; i=$((i + 1))
   done
   echo "timed out waiting for $2 at $1:"; curl -s "$1"; echo; return 1
@@ -107,7 +177,9 @@ tap_done() { exit $((TAP_FAILED > 0)); }
 # mounts, cgroups, nftables tables, dirigent/redis/haproxy processes), one sorted line each.
 # host_nothing_left BEFORE: fails, listing them, when the host now has lines that snapshot BEFORE
 # did not, less the hugetlb hierarchy crun needs on hybrid cgroups (mounted once per boot,
-# PLATFORM.md).
+# PLATFORM.md). Of the dirigent programs run from a build directory (.../build*/dirigent-*) only
+# this test's own count: those under a directory in HOST_OWN (':'-separated; default $B, the
+# test's build directory), not another tree's that started meanwhile on a shared machine.
 host_snapshot() {
   {
     ip -o link show 2>/dev/null | awk -F': ' '{sub(/@.*/, "", $2); print "link " $2}'
@@ -125,7 +197,14 @@ host_nothing_left() {
   local left
   host_snapshot >"$TAP_TMP/host.after"
   left=$(comm -13 "$1" "$TAP_TMP/host.after" |
-    grep -v -E '^mount /sys/fs/cgroup/hugetlb$|^cgroup /sys/fs/cgroup/hugetlb/')
+    grep -v -E '^mount /sys/fs/cgroup/hugetlb$|^cgroup /sys/fs/cgroup/hugetlb/' |
+    awk -v own="${HOST_OWN:-${B:-}}" '
+      $1 == "proc" && $4 ~ /\/build[^\/]*\/dirigent(-[a-z]+)?$/ && own != "" {
+        n = split(own, o, ":")
+        for (i = 1; i <= n; i++) if (index($4, o[i] "/") == 1) { print; next }
+        next
+      }
+      { print }')
   [ -z "$left" ] && return 0
   echo "left behind:"
   echo "$left" | head -n 40

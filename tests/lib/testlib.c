@@ -385,6 +385,39 @@ bool tl_server_wait_active(struct tl_server *t, unsigned n, int timeout_ms)
     return false;
 }
 
+bool tl_server_wait_requests(struct tl_server *t, uint64_t n, int timeout_ms)
+{
+    uint64_t end = dg_now_ms() + (uint64_t)timeout_ms;
+    do {
+        struct stats_call c = {.t = t};
+        tl_server_call(t, read_stats, &c);
+        if (c.st.requests >= n)
+            return true;
+        usleep(5000);
+    } while (dg_now_ms() < end);
+    return false;
+}
+
+uint64_t tl_server_requests(struct tl_server *t)
+{
+    struct stats_call c = {.t = t};
+    tl_server_call(t, read_stats, &c);
+    return c.st.requests;
+}
+
+bool tl_server_wait_idle(struct tl_server *t, int timeout_ms)
+{
+    uint64_t end = dg_now_ms() + (uint64_t)timeout_ms;
+    do {
+        struct stats_call c = {.t = t};
+        tl_server_call(t, read_stats, &c);
+        if (c.st.active_reqs == 0 && c.st.open_conns == 0)
+            return true;
+        usleep(5000);
+    } while (dg_now_ms() < end);
+    return false;
+}
+
 void tl_server_stop(struct tl_server *t, unsigned grace_ms)
 {
     pthread_mutex_lock(&t->mu);

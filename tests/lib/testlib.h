@@ -52,6 +52,13 @@ void tl_server_call(struct tl_server *t, void (*fn)(void *ud), void *ud);
 /* Wait until the server has at least `n` requests in flight (read on its loop thread);
  * false after `timeout_ms`. Replaces sleeps before acting on an in-flight request. */
 bool tl_server_wait_active(struct tl_server *t, unsigned n, int timeout_ms);
+/* Polls until the server has no request in hand and no connection open (every client it had is
+ * gone and cleaned up); false after timeout_ms (a bound, not a verdict on speed). */
+bool tl_server_wait_idle(struct tl_server *t, int timeout_ms);
+/* The requests the server has begun so far; polls until they are at least n (false after
+ * timeout_ms). */
+uint64_t tl_server_requests(struct tl_server *t);
+bool tl_server_wait_requests(struct tl_server *t, uint64_t n, int timeout_ms);
 /* Close the server with `grace_ms` and join the thread. */
 void tl_server_stop(struct tl_server *t, unsigned grace_ms);
 

@@ -1,6 +1,6 @@
 /*
- * trace.c: the Azure trace formats InVitro reads (../shared/data/traces/
- * invitro-example/SOURCE.md), turned into invocations with arrival times and
+ * invitro_trace.c (invitro_trace.h): the Azure trace formats InVitro reads
+ * (../shared/data/traces/invitro-example/SOURCE.md), turned into invocations with arrival times and
  * durations. The 2019 format has counts per minute: the arrivals within a
  * minute are equidistant, uniform or exponential (InVitro's IAT modes) and
  * durations are drawn from the function's duration percentiles (piecewise
@@ -17,7 +17,7 @@
 
 #include <jansson.h>
 
-#include "sim.h"
+#include "dirigent/invitro_trace.h"
 
 #define US_PER_MIN 60000000ULL
 
@@ -101,12 +101,13 @@ static int parse_double(const struct csv *c, int col, double *out, struct dg_err
 
 static int fn_cmp(const void *a, const void *b)
 {
-    return strcmp(((const struct sim_function *)a)->name, ((const struct sim_function *)b)->name);
+    return strcmp(((const struct dg_invitro_function *)a)->name,
+                  ((const struct dg_invitro_function *)b)->name);
 }
 
-static struct sim_function *fn_find(struct sim_trace *t, const char *name)
+static struct dg_invitro_function *fn_find(struct dg_invitro_trace *t, const char *name)
 {
-    struct sim_function key = {0};
+    struct dg_invitro_function key = {0};
     snprintf(key.name, sizeof(key.name), "%s", name);
     return bsearch(&key, t->fns, t->nfns, sizeof(*t->fns), fn_cmp);
 }
@@ -117,7 +118,7 @@ static double rand01(uint64_t *rng)
 }
 
 /* A duration (ms) from the percentile points 0, 1, 25, 50, 75, 99, 100. */
-static double sample_duration(const struct sim_function *f, uint64_t *rng)
+static double sample_duration(const struct dg_invitro_function *f, uint64_t *rng)
 {
     static const double q[7] = {0, 0.01, 0.25, 0.50, 0.75, 0.99, 1};
     double u = rand01(rng);
@@ -131,7 +132,7 @@ static double sample_duration(const struct sim_function *f, uint64_t *rng)
 
 /* ---- 2019: invocations.csv + durations.csv + memory.csv + dirigent.json ------------------ */
 
-static int load_2019_durations(struct sim_trace *t, const char *dir, struct dg_err *err)
+static int load_2019_durations(struct dg_invitro_trace *t, const char *dir, struct dg_err *err)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/durations.csv", dir);
@@ -156,7 +157,7 @@ static int load_2019_durations(struct sim_trace *t, const char *dir, struct dg_e
     while (csv_next(&c)) {
         if ((size_t)fcol >= c.ncols)
             continue;
-        struct sim_function *f = fn_find(t, c.cols[fcol]);
+        struct dg_invitro_function *f = fn_find(t, c.cols[fcol]);
         if (!f)
             continue;
         for (int i = 0; i < 7; i++)
@@ -172,8 +173,8 @@ out:
     return rc;
 }
 
-static int load_2019_memory(struct sim_trace *t, const char *dir, const struct sim_trace_opts *o,
-                            struct dg_err *err)
+static int load_2019_memory(struct dg_invitro_trace *t, const char *dir,
+                            const struct dg_invitro_trace_opts *o, struct dg_err *err)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/memory.csv", dir);
@@ -195,7 +196,7 @@ static int load_2019_memory(struct sim_trace *t, const char *dir, const struct s
     while (csv_next(&c)) {
         if ((size_t)fcol >= c.ncols)
             continue;
-        struct sim_function *f = fn_find(t, c.cols[fcol]);
+        struct dg_invitro_function *f = fn_find(t, c.cols[fcol]);
         double mb = 0;
         if (!f)
             continue;
@@ -210,7 +211,7 @@ out:
     return rc;
 }
 
-static int load_2019_deployment(struct sim_trace *t, const char *dir, struct dg_err *err)
+static int load_2019_deployment(struct dg_invitro_trace *t, const char *dir, struct dg_err *err)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/dirigent.json", dir);
@@ -229,7 +230,7 @@ static int load_2019_deployment(struct sim_trace *t, const char *dir, struct dg_
     json_array_foreach(j, i, item)
     {
         const char *h = json_string_value(json_object_get(item, "HashFunction"));
-        struct sim_function *f = h ? fn_find(t, h) : NULL;
+        struct dg_invitro_function *f = h ? fn_find(t, h) : NULL;
         if (!f)
             continue;
         json_t *up = json_object_get(item, "ScalingUpperBound");
@@ -245,23 +246,24 @@ static int load_2019_deployment(struct sim_trace *t, const char *dir, struct dg_
 
 static int inv_cmp(const void *a, const void *b)
 {
-    const struct sim_invocation *x = a, *y = b;
+    const struct dg_invitro_invocation *x = a, *y = b;
     if (x->arrival_us != y->arrival_us)
         return x->arrival_us < y->arrival_us ? -1 : 1;
     return x->fn < y->fn ? -1 : x->fn > y->fn;
 }
 
-static void push_inv(struct sim_trace *t, size_t *cap, uint64_t arrival, uint64_t dur, uint32_t fn)
+static void push_inv(struct dg_invitro_trace *t, size_t *cap, uint64_t arrival, uint64_t dur,
+                     uint32_t fn)
 {
     if (t->ninvs == *cap) {
         *cap = *cap ? *cap * 2 : 4096;
         t->invs = dg_xrealloc(t->invs, *cap * sizeof(*t->invs));
     }
-    t->invs[t->ninvs++] = (struct sim_invocation){arrival, dur ? dur : 1, fn};
+    t->invs[t->ninvs++] = (struct dg_invitro_invocation){arrival, dur ? dur : 1, fn};
 }
 
-static int load_2019(const char *dir, const struct sim_trace_opts *o, struct sim_trace *t,
-                     struct dg_err *err)
+static int load_2019(const char *dir, const struct dg_invitro_trace_opts *o,
+                     struct dg_invitro_trace *t, struct dg_err *err)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/invocations.csv", dir);
@@ -293,7 +295,7 @@ static int load_2019(const char *dir, const struct sim_trace_opts *o, struct sim
             t->fns = dg_xrealloc(t->fns, cap * sizeof(*t->fns));
             counts = dg_xrealloc(counts, (cap * minutes + 1) * sizeof(*counts));
         }
-        struct sim_function *f = &t->fns[t->nfns];
+        struct dg_invitro_function *f = &t->fns[t->nfns];
         memset(f, 0, sizeof(*f));
         snprintf(f->name, sizeof(f->name), "%s", c.cols[fcol]);
         f->memory_mib = o->memory_mib;
@@ -310,12 +312,12 @@ static int load_2019(const char *dir, const struct sim_trace_opts *o, struct sim
     /* sort functions by name, keeping their counts with them */
     {
         size_t *order = dg_xcalloc(t->nfns ? t->nfns : 1, sizeof(*order));
-        struct sim_function *sorted = dg_xcalloc(t->nfns ? t->nfns : 1, sizeof(*sorted));
+        struct dg_invitro_function *sorted = dg_xcalloc(t->nfns ? t->nfns : 1, sizeof(*sorted));
         for (size_t i = 0; i < t->nfns; i++)
             sorted[i] = t->fns[i];
         qsort(sorted, t->nfns, sizeof(*sorted), fn_cmp);
         for (size_t i = 0; i < t->nfns; i++)
-            order[i] = (size_t)(fn_find(&(struct sim_trace){.fns = sorted, .nfns = t->nfns},
+            order[i] = (size_t)(fn_find(&(struct dg_invitro_trace){.fns = sorted, .nfns = t->nfns},
                                         t->fns[i].name) -
                                 sorted);
         uint32_t *c2 = dg_xcalloc(t->nfns * minutes + 1, sizeof(*c2));
@@ -345,10 +347,10 @@ static int load_2019(const char *dir, const struct sim_trace_opts *o, struct sim
                 continue;
             uint64_t base = m * US_PER_MIN;
             double *at = dg_xcalloc(n + 1, sizeof(*at));
-            if (o->iat == SIM_IAT_EQUIDISTANT) {
+            if (o->iat == DG_INVITRO_IAT_EQUIDISTANT) {
                 for (uint32_t k = 0; k < n; k++)
                     at[k] = (double)k * 60e6 / n;
-            } else if (o->iat == SIM_IAT_UNIFORM) {
+            } else if (o->iat == DG_INVITRO_IAT_UNIFORM) {
                 for (uint32_t k = 0; k < n; k++)
                     at[k] = rand01(&rng) * 60e6;
             } else { /* exponential gaps, scaled so the minute holds them all */
@@ -379,8 +381,8 @@ out:
 
 /* ---- 2021: app,func,end_timestamp,duration ---------------------------------------------- */
 
-static int load_2021(const char *path, const struct sim_trace_opts *o, struct sim_trace *t,
-                     struct dg_err *err)
+static int load_2021(const char *path, const struct dg_invitro_trace_opts *o,
+                     struct dg_invitro_trace *t, struct dg_err *err)
 {
     struct csv c;
     if (csv_open(&c, path, err) < 0)
@@ -424,7 +426,7 @@ static int load_2021(const char *path, const struct sim_trace_opts *o, struct si
     for (size_t i = 0; i < nrows; i++) {
         if (t->nfns && strcmp(t->fns[t->nfns - 1].name, t->fns[i].name) == 0)
             continue;
-        struct sim_function *f = &t->fns[t->nfns++];
+        struct dg_invitro_function *f = &t->fns[t->nfns++];
         memmove(f->name, t->fns[i].name, sizeof(f->name));
         f->memory_mib = o->memory_mib;
         f->cpu_milli = o->cpu_milli;
@@ -445,8 +447,8 @@ out:
     return rc;
 }
 
-int sim_trace_load(const char *path, const struct sim_trace_opts *o, struct sim_trace *out,
-                   struct dg_err *err)
+int dg_invitro_trace_load(const char *path, const struct dg_invitro_trace_opts *o,
+                          struct dg_invitro_trace *out, struct dg_err *err)
 {
     memset(out, 0, sizeof(*out));
     struct stat st;
@@ -477,14 +479,14 @@ int sim_trace_load(const char *path, const struct sim_trace_opts *o, struct sim_
     } else {
         rc = load_2021(path, o, out, err);
     }
-    if (rc < 0)
-        sim_trace_free(out);
-    else if (out->ninvs == 0)
+    if (rc == 0 && out->ninvs == 0)
         rc = dg_err_set(err, DG_E_INVAL, "trace '%s': no invocations", path);
+    if (rc < 0)
+        dg_invitro_trace_free(out);
     return rc;
 }
 
-void sim_trace_free(struct sim_trace *t)
+void dg_invitro_trace_free(struct dg_invitro_trace *t)
 {
     free(t->fns);
     free(t->invs);

@@ -1,0 +1,372 @@
+/*
+ * wire.h: every message between the daemons (control plane, data planes, workers, the CLI's
+ * view of the CP) as a C struct with one encoder and one decoder, so the protocol is spelled
+ * in one file (lib/wire.c) and changing its format is a one-file change. Today's format is
+ * JSON; the keys, types and optional parts are exactly what the daemons sent before these
+ * types existed.
+ *
+ * For each message `X` (a struct dg_wire_X) there are:
+ *   json_t *dg_wire_X_encode(const struct dg_wire_X *m)   a new JSON value (caller decrefs)
+ *   char *dg_wire_X_dumps(const struct dg_wire_X *m)      compact JSON text (caller frees)
+ *   int dg_wire_X_decode(const json_t *j, struct dg_wire_X *out, struct dg_err *err)
+ *   int dg_wire_X_parse(const char *buf, size_t len, struct dg_wire_X *out, struct dg_err *err)
+ *   void dg_wire_X_free(struct dg_wire_X *m)              frees what a decode made
+ * Decoding checks every field (type, bounds, required, and for strict messages unknown keys)
+ * and fills `*out` (overwritten: it needs no initialisation), whose strings and arrays are
+ * then owned by it (dg_wire_X_free). On error `*out` holds nothing to free and `err` names the
+ * field as the JSON helpers do (`field 'id': required`, `field 'endpoints': item 2: field
+ * 'address': expected string, got integer`), without the message's name: receivers add their
+ * own context ("worker: ..."). The code is DG_E_INVAL, or DG_E_PROTO when _parse was given
+ * text that is not JSON. Encoding borrows every pointer of `m`.
+ *
+ * Conventions in the structs: a NULL string is absent (or JSON null where the message says
+ * so); an array is a pointer and a count; `has_*` says whether an optional part is present
+ * (a decode sets it, an encode sends the part only when it is set).
+ */
+#ifndef DIRIGENT_WIRE_H
+#define DIRIGENT_WIRE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dirigent/common.h"
+
+/* ---- paths and headers ------------------------------------------------------------------ */
+
+/* CP internal API (workers and data planes; /v1/status also for the CLI) */
+#define DG_WIRE_PATH_WORKERS        "/v1/workers"          /* POST dg_wire_worker_beat */
+#define DG_WIRE_PATH_DATAPLANES     "/v1/dataplanes"       /* POST dg_wire_dp_beat */
+#define DG_WIRE_PATH_METRICS        "/v1/metrics"          /* POST dg_wire_metrics */
+#define DG_WIRE_PATH_SANDBOX_EXITED "/v1/sandboxes/exited" /* POST dg_wire_sandbox_exit */
+#define DG_WIRE_PATH_STATUS         "/v1/status"           /* GET -> dg_wire_status */
+/* worker API */
+#define DG_WIRE_PATH_SANDBOXES                                                                     \
+    "/v1/sandboxes"                                          /* POST dg_wire_create -> 201
+                                                              dg_wire_created; GET ->
+                                                              dg_wire_sandbox_list */
+#define DG_WIRE_PATH_SANDBOXES_BATCH  "/v1/sandboxes/batch"  /* batch of dg_wire_create */
+#define DG_WIRE_PATH_SANDBOXES_DELETE "/v1/sandboxes/delete" /* batch of sandbox ids */
+/* DELETE /v1/sandboxes/ID: one delete */
+/* DP API */
+#define DG_WIRE_PATH_ENDPOINTS "/v1/endpoints" /* PUT dg_wire_push */
+#define DG_WIRE_PATH_DRAIN     "/v1/drain"     /* batch of dg_wire_drain */
+#define DG_WIRE_PATH_FUNCTIONS                                                                     \
+    "/v1/functions" /* + "/NAME": PUT dg_wire_dp_fn, DELETE;
+                                                  "/NAME/endpoints": PUT dg_wire_fn_update
+                                                  (no name); "/NAME/drain": POST
+                                                  dg_wire_drain (no name) */
+
+/* A CP replica that does not lead names the leader's internal API in its refusal. */
+#define DG_WIRE_HDR_LEADER "X-Dirigent-Leader"
+/* A request a follower passed on to the leader (never forwarded again). */
+#define DG_WIRE_HDR_FORWARDED "X-Dirigent-Forwarded"
+/* On a DP's response to a request that waited for a sandbox to start (dirigent load counts
+ * them). */
+#define DG_WIRE_HDR_COLD_START "X-Dirigent-Cold-Start"
+
+/* The CP's answer to a heartbeat (text): "ok", or "resync" when it wants the sender's whole
+ * state in the next beat. dg_wire_beat_answer_is_resync reads one such body. */
+#define DG_WIRE_BEAT_OK     "ok"
+#define DG_WIRE_BEAT_RESYNC "resync"
+bool dg_wire_beat_answer_is_resync(const char *body, size_t len);
+/* Set the "resync" flag of an encoded heartbeat (a worker's or a data plane's): the heartbeat
+ * (lib/heartbeat.c) knows it, not the body's builder. */
+void dg_wire_beat_set_resync(json_t *beat, bool resync);
+
+/* ---- batches (lib/batch.c) --------------------------------------------------------------- */
+
+/* A batch request's body: {"items":[...]} with `items` (an array, taken). */
+json_t *dg_wire_batch_encode(json_t *items);
+/* The items of a batch body, borrowed from `root`; NULL with "field 'items': expected a
+ * non-empty array" in `err` when there are none. */
+json_t *dg_wire_batch_items(const json_t *root, struct dg_err *err);
+
+/* One line of a batch's streamed answer: item i's status and body. */
+struct dg_wire_batch_line {
+    int64_t i, status;
+    struct dg_str body; /* borrowed from the parsed line (dg_wire_batch_line_free) */
+    json_t *root_;
+};
+/* The line for item i (malloc'd JSON text without the newline; `body` borrowed, any bytes:
+ * not UTF-8 ones are replaced by '?'). */
+char *dg_wire_batch_line_dumps(size_t i, int status, const char *body, size_t len);
+/* Parse one line (without its newline). Errors name the field ("field 'i': required"). */
+int dg_wire_batch_line_parse(const char *buf, size_t len, struct dg_wire_batch_line *out,
+                             struct dg_err *err);
+void dg_wire_batch_line_free(struct dg_wire_batch_line *l);
+
+/* ---- worker -> CP ----------------------------------------------------------------------- */
+
+/* A sandbox a worker runs, in its resync heartbeat (the CP adopts it). */
+struct dg_wire_sandbox_ref {
+    char *id, *function, *endpoint; /* all required; endpoint "IP:PORT" */
+};
+
+/* POST /v1/workers: register and heartbeat. */
+struct dg_wire_worker_beat {
+    char *name, *address;   /* required */
+    char *boot;             /* the daemon's boot id: a new one means it restarted */
+    int64_t cpu_milli;      /* "cpuMilli": capacity; 0 unknown */
+    int64_t memory_mib;     /* "memoryMiB" */
+    double cpu_overcommit;  /* "cpuOvercommit": absent decodes as 1.0 */
+    int64_t min_cpu_milli;  /* "sandboxMinCpuMilli": the accounting floors */
+    int64_t min_memory_mib; /* "sandboxMinMemoryMiB" */
+    bool has_sandboxes;     /* "sandboxes": only in resync beats */
+    struct dg_wire_sandbox_ref *sandboxes;
+    size_t nsandboxes;
+    bool resync;
+};
+
+/* POST /v1/sandboxes/exited: a sandbox exited that nobody asked to delete. */
+struct dg_wire_sandbox_exit {
+    char *worker;        /* optional */
+    char *id, *function; /* required */
+    int64_t status;      /* exit status, or -signal */
+    char *reason;        /* optional: "OOM-killed: memory limit 64 MiB" */
+};
+
+/* ---- data plane -> CP ------------------------------------------------------------------- */
+
+/* POST /v1/dataplanes: register and heartbeat. */
+struct dg_wire_dp_beat {
+    char *name, *api, *proxy; /* required; api and proxy "IP:PORT" */
+    bool resync;
+};
+
+/* One function's requests in flight (queued or running) at a data plane. */
+struct dg_wire_fn_load {
+    char *name;       /* required */
+    int64_t inflight; /* required */
+};
+
+/* POST /v1/metrics */
+struct dg_wire_metrics {
+    char *dataplane; /* required */
+    struct dg_wire_fn_load *functions;
+    size_t nfunctions;
+};
+
+/* ---- CP -> worker ----------------------------------------------------------------------- */
+
+/* A sandbox to create: POST /v1/sandboxes, or an item of /v1/sandboxes/batch. Strict: an
+ * unknown key is an error. */
+struct dg_wire_create {
+    char *function;         /* required */
+    char *image;            /* an image reference, or the process runtime's command */
+    int64_t port;           /* 1..65535; 0 absent */
+    struct dg_strlist env;  /* "NAME=value" */
+    struct dg_strlist args; /* the program's arguments */
+    int64_t cpu_milli;      /* "cpuMilli" 0..100000000 */
+    int64_t memory_mib;     /* "memoryMiB" 0..16777216 */
+};
+
+/* Where a create's time went, µs ("latencyUs"). */
+struct dg_wire_latency {
+    int64_t image, rootfs, network, start, ready, total;
+};
+
+/* A create's answer (201). */
+struct dg_wire_created {
+    char *id; /* required */
+    char *function;
+    char *endpoint; /* required, "IP:PORT" */
+    bool has_latency;
+    struct dg_wire_latency latency;
+};
+
+/* An item of /v1/sandboxes/delete is the sandbox's id as a JSON string. */
+json_t *dg_wire_delete_item_encode(const char *id);
+/* `*id` borrowed from `j`. Error: "expected a sandbox id (string), got integer". */
+int dg_wire_delete_item_decode(const json_t *j, const char **id, struct dg_err *err);
+
+/* A sandbox in GET /v1/sandboxes. */
+struct dg_wire_sandbox_state {
+    char *id, *function, *endpoint, *state; /* required; state "creating", "ready", ... */
+    char *exit_reason;                      /* "exitReason", only when it exited */
+};
+
+/* GET /v1/sandboxes */
+struct dg_wire_sandbox_list {
+    char *name, *runtime;
+    struct dg_wire_sandbox_state *sandboxes;
+    size_t nsandboxes;
+};
+
+/* ---- CP -> data plane ------------------------------------------------------------------- */
+
+struct dg_wire_endpoint {
+    char *id, *address; /* required; address "IP:PORT" */
+};
+
+/* A sandbox that exited by itself, with why (its callers' 502 says it). */
+struct dg_wire_exit_note {
+    char *id, *reason; /* required */
+};
+
+/* One function's update: its whole endpoint list, the sandboxes that exited since the last
+ * update, and its last create failure while it has no sandbox. An item of dg_wire_push
+ * (name required: dg_wire_fn_update_decode), or the body of PUT /v1/functions/NAME/endpoints
+ * (no name: dg_wire_fn_endpoints_decode). */
+struct dg_wire_fn_update {
+    char *name;
+    int64_t concurrency;                /* 0..100000; absent decodes as 1 */
+    struct dg_wire_endpoint *endpoints; /* required (may be empty) */
+    size_t nendpoints;
+    char *error;                      /* absent or null: none */
+    struct dg_wire_exit_note *exited; /* sent only when not empty */
+    size_t nexited;
+};
+int dg_wire_fn_endpoints_decode(const json_t *j, struct dg_wire_fn_update *out, struct dg_err *err);
+
+/* PUT /v1/endpoints: many functions' updates in one call. */
+struct dg_wire_push {
+    struct dg_wire_fn_update *functions;
+    size_t nfunctions;
+};
+/* The "functions" array of a push, borrowed from `root`, for a receiver that applies each
+ * item on its own (dg_wire_fn_update_decode): one bad item does not refuse the others. NULL
+ * with "field 'functions': expected an array" in `err` when it is not one. */
+const json_t *dg_wire_push_items(const json_t *root, struct dg_err *err);
+
+/* An item of POST /v1/drain (name required: dg_wire_drain_decode; unknown keys ignored), or
+ * the body of POST /v1/functions/NAME/drain (no name, strict: dg_wire_drain_ids_decode). */
+struct dg_wire_drain {
+    char *name;
+    struct dg_strlist ids; /* required: the sandboxes leaving its list */
+};
+int dg_wire_drain_ids_decode(const json_t *j, struct dg_wire_drain *out, struct dg_err *err);
+
+/* An endpoint in a DP's GET /v1/functions. */
+struct dg_wire_dp_endpoint_view {
+    char *id, *address;
+    int64_t in_flight; /* "inFlight" */
+};
+
+/* A function in a DP's GET /v1/functions (a JSON array of these). */
+struct dg_wire_dp_fn_view {
+    char *name;
+    int64_t concurrency, queued;
+    int64_t in_flight; /* "inFlight": queued + running */
+    struct dg_wire_dp_endpoint_view *endpoints;
+    size_t nendpoints;
+    char *error; /* the last create failure, or null */
+};
+
+/* PUT /v1/functions/NAME at a data plane: add or update a function. */
+struct dg_wire_dp_fn {
+    int64_t concurrency; /* 0..100000; absent decodes as 1 */
+};
+
+/* ---- CP store records (shared by the CP replicas) ---------------------------------------- */
+
+struct dg_wire_worker_rec {
+    char *address; /* required */
+};
+struct dg_wire_dp_rec {
+    char *api, *proxy; /* required */
+};
+
+/* ---- GET /v1/status (the CLI) ------------------------------------------------------------ */
+
+struct dg_wire_worker_view {
+    char *name, *address;
+    bool schedulable;
+    int64_t sandboxes;
+    int64_t cpu_milli, memory_mib;           /* capacity */
+    int64_t cpu_used_milli, memory_used_mib; /* reserved by placement */
+    int64_t cpu_schedulable_milli;           /* cpuMilli x cpuOvercommit */
+    double cpu_overcommit;
+    int64_t min_cpu_milli, min_memory_mib;
+};
+
+struct dg_wire_dp_view {
+    char *name, *api, *proxy;
+};
+
+/* A function as the CP's API shows it (also GET /v1/functions[/NAME]). "error" is null
+ * without a failure; with one (has_error) error_worker (or null), error_at_ms, error_age_ms
+ * and error_kind follow. */
+struct dg_wire_fn_view {
+    char *name, *image;
+    int64_t port;
+    char *state;
+    int64_t ready, desired, creating;
+    int64_t lower_bound, upper_bound;        /* "scaling_lower_bound", "scaling_upper_bound" */
+    int64_t requested_cpu, requested_memory; /* millicores, MiB */
+    bool cold_start_sweep;
+    int64_t container_concurrency;
+    char *error;
+    bool has_error;
+    char *error_worker;
+    int64_t error_at_ms, error_age_ms;
+    char *error_kind;
+};
+
+struct dg_wire_replica {
+    int64_t id;
+    char *api;
+    bool self, leader;
+};
+
+struct dg_wire_status {
+    struct dg_wire_worker_view *workers;
+    size_t nworkers;
+    struct dg_wire_dp_view *dataplanes;
+    size_t ndataplanes;
+    struct dg_wire_fn_view *functions;
+    size_t nfunctions;
+    char *role;   /* "leader" or "follower" */
+    char *leader; /* the leader's internal API, or null */
+    bool has_replicas;
+    struct dg_wire_replica *replicas;
+    size_t nreplicas;
+};
+
+/* ---- the functions of every message ------------------------------------------------------ */
+
+#define DG_WIRE_MESSAGES(X)                                                                        \
+    X(sandbox_ref)                                                                                 \
+    X(worker_beat)                                                                                 \
+    X(sandbox_exit)                                                                                \
+    X(dp_beat)                                                                                     \
+    X(fn_load)                                                                                     \
+    X(metrics)                                                                                     \
+    X(create)                                                                                      \
+    X(latency)                                                                                     \
+    X(created)                                                                                     \
+    X(sandbox_state)                                                                               \
+    X(sandbox_list)                                                                                \
+    X(endpoint)                                                                                    \
+    X(exit_note)                                                                                   \
+    X(fn_update)                                                                                   \
+    X(push)                                                                                        \
+    X(drain)                                                                                       \
+    X(dp_fn)                                                                                       \
+    X(dp_endpoint_view)                                                                            \
+    X(dp_fn_view)                                                                                  \
+    X(worker_rec)                                                                                  \
+    X(dp_rec)                                                                                      \
+    X(worker_view)                                                                                 \
+    X(dp_view)                                                                                     \
+    X(fn_view)                                                                                     \
+    X(replica)                                                                                     \
+    X(status)
+
+#define DG_WIRE_DECLARE(x)                                                                         \
+    json_t *dg_wire_##x##_encode(const struct dg_wire_##x *m);                                     \
+    char *dg_wire_##x##_dumps(const struct dg_wire_##x *m);                                        \
+    int dg_wire_##x##_decode(const json_t *j, struct dg_wire_##x *out, struct dg_err *err);        \
+    int dg_wire_##x##_parse(const char *buf, size_t len, struct dg_wire_##x *out,                  \
+                            struct dg_err *err);                                                   \
+    void dg_wire_##x##_free(struct dg_wire_##x *m);
+DG_WIRE_MESSAGES(DG_WIRE_DECLARE)
+
+/* For tests and the fuzzer: decode `buf` as message number `i` (0.., in DG_WIRE_MESSAGES
+ * order, then the two name-less decoders, the delete item and the batch line), encode the result again and
+ * free it. Returns the decode's result; -1 after the last. `name` (may be NULL) gets the
+ * message's name. */
+int dg_wire_roundtrip_nth(size_t i, const char *buf, size_t len, const char **name,
+                          struct dg_err *err);
+
+#endif

@@ -1,0 +1,835 @@
+/*
+ * wire.c: the protocol between the daemons, spelled once (see wire.h). Each message is a
+ * table of fields over its struct: a key, a kind (string, integer, number, boolean, string
+ * list, array of sub-messages, sub-message), flags (required; sent as null when absent;
+ * present only with a has_* flag; left out when empty) and bounds or a default. One generic
+ * decoder and one generic encoder walk the tables, so a message's encoder and decoder cannot
+ * disagree on a key, and the keys exist nowhere else. Scalars are checked and stored by the
+ * JSON helpers (lib/json.c, dg_json_unpack one field at a time), so the errors read as every
+ * other API error of the project.
+ *
+ * A decode zeroes its output first and frees what it stored on error, so a caller never cleans
+ * up after a failed decode. Encoding order is the table's order: the order today's senders
+ * used (receivers look keys up by name, so it matters only to a reader of the bytes).
+ */
+#include "dirigent/wire.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dirigent/json.h"
+
+enum kind { K_STR, K_INT, K_DBL, K_BOOL, K_STRLIST, K_ARR, K_OBJ };
+
+enum {
+    F_REQ = 1u << 0,  /* decode: required */
+    F_NULL = 1u << 1, /* encode: a NULL string is sent as null (else left out) */
+    F_HAS = 1u << 2,  /* present only when the bool at `has` is true (decode sets it) */
+    F_OMIT = 1u << 3, /* encode: an empty array, a zero integer is left out */
+    F_DEF = 1u << 4,  /* decode: `def` when absent */
+};
+
+struct msg;
+
+struct field {
+    const char *name;
+    enum kind kind;
+    unsigned flags;
+    size_t off;
+    int64_t min, max;      /* K_INT bounds (inclusive); both 0: none */
+    double def;            /* F_DEF: the value when absent */
+    size_t has;            /* F_HAS: offset of the bool */
+    size_t count;          /* K_ARR: offset of the size_t count; the array pointer is at off */
+    const struct msg *sub; /* K_ARR items, K_OBJ */
+};
+
+struct msg {
+    const char *name;
+    size_t size;
+    bool strict; /* an unknown key is an error */
+    const struct field *f;
+    size_t n;
+};
+
+#define AT(p, off) ((char *)(p) + (off))
+
+/* ---- decode ------------------------------------------------------------------------------ */
+
+static void msg_free(const struct msg *m, void *p);
+
+static int decode(const struct msg *m, const json_t *j, void *out, struct dg_err *err);
+
+static enum dg_json_type json_type_of(enum kind k)
+{
+    switch (k) {
+    case K_INT:
+        return DG_JSON_INT;
+    case K_DBL:
+        return DG_JSON_DOUBLE;
+    case K_BOOL:
+        return DG_JSON_BOOL;
+    case K_STRLIST:
+        return DG_JSON_STRLIST;
+    default:
+        return DG_JSON_STRING;
+    }
+}
+
+static int decode_field(const struct field *f, const json_t *j, const json_t *v, void *out,
+                        struct dg_err *err)
+{
+    switch (f->kind) {
+    case K_ARR: {
+        if (!json_is_array(v))
+            return dg_err_set(err, DG_E_INVAL, "field '%s': expected an array, got %s", f->name,
+                              dg_json_type_name(v));
+        size_t n = json_array_size(v);
+        char *items = n ? dg_xcalloc(n, f->sub->size) : NULL;
+        /* stored at once: on error msg_free frees what was decoded (the rest is zeroed) */
+        memcpy(AT(out, f->off), &items, sizeof(items));
+        memcpy(AT(out, f->count), &n, sizeof(n));
+        for (size_t i = 0; i < n; i++) {
+            int rc = decode(f->sub, json_array_get(v, i), items + i * f->sub->size, err);
+            if (rc < 0)
+                return dg_err_wrap(err, "field '%s': item %zu", f->name, i);
+        }
+        return 0;
+    }
+    case K_OBJ: {
+        int rc = decode(f->sub, v, AT(out, f->off), err);
+        return rc < 0 ? dg_err_wrap(err, "field '%s'", f->name) : 0;
+    }
+    default: {
+        const struct dg_json_field jf = {.name = f->name,
+                                         .type = json_type_of(f->kind),
+                                         .required = true,
+                                         .offset = f->off,
+                                         .min = f->min,
+                                         .max = f->max};
+        return dg_json_unpack(j, &jf, 1, out, DG_JSON_ALLOW_UNKNOWN, err);
+    }
+    }
+}
+
+static int decode(const struct msg *m, const json_t *j, void *out, struct dg_err *err)
+{
+    memset(out, 0, m->size);
+    if (!json_is_object(j))
+        return dg_err_set(err, DG_E_INVAL, "expected a JSON object, got %s", dg_json_type_name(j));
+    if (m->strict) {
+        const char *key;
+        json_t *v;
+        json_object_foreach((json_t *)j, key, v)
+        {
+            size_t i = 0;
+            while (i < m->n && strcmp(m->f[i].name, key) != 0)
+                i++;
+            if (i == m->n)
+                return dg_err_set(err, DG_E_INVAL, "field '%s': unknown field", key);
+        }
+    }
+    for (size_t i = 0; i < m->n; i++) {
+        const struct field *f = &m->f[i];
+        const json_t *v = json_object_get(j, f->name);
+        if (v && json_is_null(v))
+            v = NULL; /* null is absent, as in the JSON helpers */
+        if (!v) {
+            if (f->flags & F_REQ) {
+                msg_free(m, out);
+                return dg_err_set(err, DG_E_INVAL, "field '%s': required", f->name);
+            }
+            if ((f->flags & F_DEF) && f->kind == K_INT) {
+                int64_t d = (int64_t)f->def;
+                memcpy(AT(out, f->off), &d, sizeof(d));
+            } else if (f->flags & F_DEF) {
+                memcpy(AT(out, f->off), &f->def, sizeof(f->def));
+            }
+            continue;
+        }
+        int rc = decode_field(f, j, v, out, err);
+        if (rc < 0) {
+            msg_free(m, out);
+            return rc;
+        }
+        if (f->flags & F_HAS)
+            *(bool *)AT(out, f->has) = true;
+    }
+    return 0;
+}
+
+static void msg_free(const struct msg *m, void *p)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        const struct field *f = &m->f[i];
+        switch (f->kind) {
+        case K_STR:
+            free(*(char **)AT(p, f->off));
+            break;
+        case K_STRLIST:
+            dg_strlist_free((struct dg_strlist *)AT(p, f->off));
+            break;
+        case K_ARR: {
+            char *items = *(char **)AT(p, f->off);
+            size_t n = *(size_t *)AT(p, f->count);
+            for (size_t k = 0; k < n; k++)
+                msg_free(f->sub, items + k * f->sub->size);
+            free(items);
+            break;
+        }
+        case K_OBJ:
+            msg_free(f->sub, AT(p, f->off));
+            break;
+        default:
+            break;
+        }
+    }
+    memset(p, 0, m->size);
+}
+
+/* ---- encode ------------------------------------------------------------------------------ */
+
+/* A JSON string of `s`; bytes that are not UTF-8 (a reason read from a process) become '?'
+ * rather than dropping the key. */
+static json_t *jstring(const char *s)
+{
+    json_t *v = json_string(s);
+    if (v)
+        return v;
+    char *c = dg_xstrdup(s);
+    for (char *p = c; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            *p = '?';
+    v = json_string(c);
+    free(c);
+    return v ? v : json_string("");
+}
+
+static json_t *encode(const struct msg *m, const void *p)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i < m->n; i++) {
+        const struct field *f = &m->f[i];
+        const char *at = (const char *)p + f->off;
+        if ((f->flags & F_HAS) && !*(const bool *)((const char *)p + f->has))
+            continue;
+        json_t *v = NULL;
+        switch (f->kind) {
+        case K_STR: {
+            const char *s = *(char *const *)at;
+            v = s ? jstring(s) : (f->flags & F_NULL) ? json_null() : NULL;
+            break;
+        }
+        case K_INT:
+            if (*(const int64_t *)at != 0 || !(f->flags & F_OMIT))
+                v = json_integer((json_int_t) * (const int64_t *)at);
+            break;
+        case K_DBL:
+            v = json_real(*(const double *)at);
+            break;
+        case K_BOOL:
+            v = json_boolean(*(const bool *)at);
+            break;
+        case K_STRLIST: {
+            const struct dg_strlist *l = (const struct dg_strlist *)at;
+            v = json_array();
+            for (size_t k = 0; k < l->n; k++)
+                json_array_append_new(v, jstring(l->v[k]));
+            break;
+        }
+        case K_ARR: {
+            const char *items = *(char *const *)at;
+            size_t n = *(const size_t *)((const char *)p + f->count);
+            if (n == 0 && (f->flags & F_OMIT))
+                break;
+            v = json_array();
+            for (size_t k = 0; k < n; k++)
+                json_array_append_new(v, encode(f->sub, items + k * f->sub->size));
+            break;
+        }
+        case K_OBJ:
+            v = encode(f->sub, at);
+            break;
+        }
+        if (v)
+            json_object_set_new(o, f->name, v);
+    }
+    return o;
+}
+
+static int parse(const struct msg *m, const char *buf, size_t len, void *out, struct dg_err *err)
+{
+    json_t *j;
+    memset(out, 0, m->size);
+    int rc = dg_json_parse(buf, len, &j, err);
+    if (rc < 0)
+        return rc; /* DG_E_PROTO: not JSON */
+    rc = decode(m, j, out, err);
+    json_decref(j);
+    return rc;
+}
+
+static char *dumps(const struct msg *m, const void *p)
+{
+    json_t *j = encode(m, p);
+    char *s = dg_json_dumps(j);
+    json_decref(j);
+    return s;
+}
+
+/* ---- the tables -------------------------------------------------------------------------- */
+
+#define STR(T, m, key, ...)                                                                        \
+    {                                                                                              \
+        .name = key, .kind = K_STR, .off = offsetof(T, m), __VA_ARGS__                             \
+    }
+#define INT(T, m, key, ...)                                                                        \
+    {                                                                                              \
+        .name = key, .kind = K_INT, .off = offsetof(T, m), __VA_ARGS__                             \
+    }
+#define DBL(T, m, key, ...)                                                                        \
+    {                                                                                              \
+        .name = key, .kind = K_DBL, .off = offsetof(T, m), __VA_ARGS__                             \
+    }
+#define BOOL(T, m, key, ...)                                                                       \
+    {                                                                                              \
+        .name = key, .kind = K_BOOL, .off = offsetof(T, m), __VA_ARGS__                            \
+    }
+#define STRLIST(T, m, key, ...)                                                                    \
+    {                                                                                              \
+        .name = key, .kind = K_STRLIST, .off = offsetof(T, m), __VA_ARGS__                         \
+    }
+#define ARR(T, m, cnt, key, item, ...)                                                             \
+    {                                                                                              \
+        .name = key, .kind = K_ARR, .off = offsetof(T, m), .count = offsetof(T, cnt),              \
+        .sub = &M_##item, __VA_ARGS__                                                              \
+    }
+#define OBJ(T, m, key, sub_, ...)                                                                  \
+    {                                                                                              \
+        .name = key, .kind = K_OBJ, .off = offsetof(T, m), .sub = &M_##sub_, __VA_ARGS__           \
+    }
+#define HAS(T, m) .flags = F_HAS, .has = offsetof(T, m)
+
+#define MSG(x, strict_)                                                                            \
+    static const struct msg M_##x = {#x, sizeof(struct dg_wire_##x), strict_, F_##x,               \
+                                     DG_ARRAY_LEN(F_##x)}
+#define MSG_AS(x, type, strict_)                                                                   \
+    static const struct msg M_##x = {#x, sizeof(struct dg_wire_##type), strict_, F_##x,            \
+                                     DG_ARRAY_LEN(F_##x)}
+
+static const char K_RESYNC[] = "resync";
+#define RES_MAX INT64_MAX /* resources: any non-negative amount */
+
+/* worker -> CP */
+#define T struct dg_wire_sandbox_ref
+static const struct field F_sandbox_ref[] = {
+    STR(T, id, "id", .flags = F_REQ),
+    STR(T, function, "function", .flags = F_REQ),
+    STR(T, endpoint, "endpoint", .flags = F_REQ),
+};
+MSG(sandbox_ref, false);
+#undef T
+
+#define T struct dg_wire_worker_beat
+static const struct field F_worker_beat[] = {
+    STR(T, name, "name", .flags = F_REQ),
+    STR(T, address, "address", .flags = F_REQ),
+    STR(T, boot, "boot"),
+    INT(T, cpu_milli, "cpuMilli", .min = 0, .max = RES_MAX),
+    INT(T, memory_mib, "memoryMiB", .min = 0, .max = RES_MAX),
+    DBL(T, cpu_overcommit, "cpuOvercommit", .flags = F_DEF, .def = 1.0),
+    INT(T, min_cpu_milli, "sandboxMinCpuMilli", .min = 0, .max = RES_MAX),
+    INT(T, min_memory_mib, "sandboxMinMemoryMiB", .min = 0, .max = RES_MAX),
+    ARR(T, sandboxes, nsandboxes, "sandboxes", sandbox_ref, HAS(T, has_sandboxes)),
+    BOOL(T, resync, K_RESYNC),
+};
+MSG(worker_beat, false);
+#undef T
+
+#define T struct dg_wire_sandbox_exit
+static const struct field F_sandbox_exit[] = {
+    STR(T, worker, "worker"),
+    STR(T, id, "id", .flags = F_REQ),
+    STR(T, function, "function", .flags = F_REQ),
+    INT(T, status, "status"),
+    STR(T, reason, "reason"),
+};
+MSG(sandbox_exit, false);
+#undef T
+
+/* data plane -> CP */
+#define T struct dg_wire_dp_beat
+static const struct field F_dp_beat[] = {
+    STR(T, name, "name", .flags = F_REQ),
+    STR(T, api, "api", .flags = F_REQ),
+    STR(T, proxy, "proxy", .flags = F_REQ),
+    BOOL(T, resync, K_RESYNC),
+};
+MSG(dp_beat, false);
+#undef T
+
+#define T struct dg_wire_fn_load
+static const struct field F_fn_load[] = {
+    STR(T, name, "name", .flags = F_REQ),
+    INT(T, inflight, "inflight", .flags = F_REQ),
+};
+MSG(fn_load, false);
+#undef T
+
+#define T struct dg_wire_metrics
+static const struct field F_metrics[] = {
+    STR(T, dataplane, "dataplane", .flags = F_REQ),
+    ARR(T, functions, nfunctions, "functions", fn_load),
+};
+MSG(metrics, false);
+#undef T
+
+/* CP -> worker */
+#define T struct dg_wire_create
+static const struct field F_create[] = {
+    STR(T, function, "function", .flags = F_REQ),
+    STR(T, image, "image"),
+    INT(T, port, "port", .flags = F_OMIT, .min = 1, .max = 65535), /* 0: absent */
+    STRLIST(T, env, "env"),
+    STRLIST(T, args, "args"),
+    INT(T, cpu_milli, "cpuMilli", .min = 0, .max = 100000000),
+    INT(T, memory_mib, "memoryMiB", .min = 0, .max = 1 << 24),
+};
+MSG(create, true);
+#undef T
+
+#define T struct dg_wire_latency
+static const struct field F_latency[] = {
+    INT(T, image, "image"), INT(T, rootfs, "rootfs"), INT(T, network, "network"),
+    INT(T, start, "start"), INT(T, ready, "ready"),   INT(T, total, "total"),
+};
+MSG(latency, false);
+#undef T
+
+#define T struct dg_wire_created
+static const struct field F_created[] = {
+    STR(T, id, "id", .flags = F_REQ),
+    STR(T, function, "function"),
+    STR(T, endpoint, "endpoint", .flags = F_REQ),
+    OBJ(T, latency, "latencyUs", latency, HAS(T, has_latency)),
+};
+MSG(created, false);
+#undef T
+
+#define T struct dg_wire_sandbox_state
+static const struct field F_sandbox_state[] = {
+    STR(T, id, "id", .flags = F_REQ),
+    STR(T, function, "function", .flags = F_REQ),
+    STR(T, endpoint, "endpoint", .flags = F_REQ),
+    STR(T, state, "state", .flags = F_REQ),
+    STR(T, exit_reason, "exitReason"),
+};
+MSG(sandbox_state, false);
+#undef T
+
+#define T struct dg_wire_sandbox_list
+static const struct field F_sandbox_list[] = {
+    STR(T, name, "name"),
+    STR(T, runtime, "runtime"),
+    ARR(T, sandboxes, nsandboxes, "sandboxes", sandbox_state, .flags = F_REQ),
+};
+MSG(sandbox_list, false);
+#undef T
+
+/* CP -> data plane */
+#define T struct dg_wire_endpoint
+static const struct field F_endpoint[] = {
+    STR(T, id, "id", .flags = F_REQ),
+    STR(T, address, "address", .flags = F_REQ),
+};
+MSG(endpoint, false);
+#undef T
+
+#define T struct dg_wire_exit_note
+static const struct field F_exit_note[] = {
+    STR(T, id, "id", .flags = F_REQ),
+    STR(T, reason, "reason", .flags = F_REQ),
+};
+MSG(exit_note, false);
+#undef T
+
+#define T struct dg_wire_fn_update
+static const struct field F_fn_update[] = {
+    ARR(T, endpoints, nendpoints, "endpoints", endpoint, .flags = F_REQ),
+    STR(T, name, "name", .flags = F_REQ),
+    INT(T, concurrency, "concurrency", .flags = F_DEF, .def = 1, .min = 0, .max = 100000),
+    STR(T, error, "error"),
+    ARR(T, exited, nexited, "exited", exit_note, .flags = F_OMIT),
+};
+MSG(fn_update, false);
+/* PUT /v1/functions/NAME/endpoints: the name is in the path */
+static const struct field F_fn_endpoints[] = {
+    ARR(T, endpoints, nendpoints, "endpoints", endpoint, .flags = F_REQ),
+    STR(T, error, "error"),
+    ARR(T, exited, nexited, "exited", exit_note, .flags = F_OMIT),
+};
+MSG_AS(fn_endpoints, fn_update, false);
+#undef T
+
+#define T struct dg_wire_push
+static const struct field F_push[] = {
+    ARR(T, functions, nfunctions, "functions", fn_update, .flags = F_REQ),
+};
+MSG(push, false);
+#undef T
+
+#define T struct dg_wire_drain
+static const struct field F_drain[] = {
+    STR(T, name, "name", .flags = F_REQ),
+    STRLIST(T, ids, "ids", .flags = F_REQ),
+};
+MSG(drain, false);
+/* POST /v1/functions/NAME/drain: the name is in the path */
+static const struct field F_drain_ids[] = {
+    STRLIST(T, ids, "ids", .flags = F_REQ),
+};
+MSG_AS(drain_ids, drain, true);
+#undef T
+
+#define T struct dg_wire_dp_fn
+static const struct field F_dp_fn[] = {
+    INT(T, concurrency, "concurrency", .flags = F_DEF, .def = 1, .min = 0, .max = 100000),
+};
+MSG(dp_fn, false);
+#undef T
+
+#define T struct dg_wire_dp_endpoint_view
+static const struct field F_dp_endpoint_view[] = {
+    STR(T, id, "id", .flags = F_REQ),
+    STR(T, address, "address"),
+    INT(T, in_flight, "inFlight"),
+};
+MSG(dp_endpoint_view, false);
+#undef T
+
+#define T struct dg_wire_dp_fn_view
+static const struct field F_dp_fn_view[] = {
+    STR(T, name, "name", .flags = F_REQ),
+    INT(T, concurrency, "concurrency"),
+    INT(T, queued, "queued"),
+    INT(T, in_flight, "inFlight"),
+    ARR(T, endpoints, nendpoints, "endpoints", dp_endpoint_view),
+    STR(T, error, "error", .flags = F_NULL),
+};
+MSG(dp_fn_view, false);
+#undef T
+
+/* store records */
+#define T struct dg_wire_worker_rec
+static const struct field F_worker_rec[] = {
+    STR(T, address, "address", .flags = F_REQ),
+};
+MSG(worker_rec, false);
+#undef T
+
+#define T struct dg_wire_dp_rec
+static const struct field F_dp_rec[] = {
+    STR(T, api, "api", .flags = F_REQ),
+    STR(T, proxy, "proxy", .flags = F_REQ),
+};
+MSG(dp_rec, false);
+#undef T
+
+/* GET /v1/status */
+#define T struct dg_wire_worker_view
+static const struct field F_worker_view[] = {
+    STR(T, name, "name", .flags = F_REQ),
+    STR(T, address, "address"),
+    BOOL(T, schedulable, "schedulable"),
+    INT(T, sandboxes, "sandboxes"),
+    INT(T, cpu_milli, "cpuMilli"),
+    INT(T, memory_mib, "memoryMiB"),
+    INT(T, cpu_used_milli, "cpuUsedMilli"),
+    INT(T, memory_used_mib, "memoryUsedMiB"),
+    INT(T, cpu_schedulable_milli, "cpuSchedulableMilli"),
+    DBL(T, cpu_overcommit, "cpuOvercommit", .flags = F_DEF, .def = 1.0),
+    INT(T, min_cpu_milli, "sandboxMinCpuMilli"),
+    INT(T, min_memory_mib, "sandboxMinMemoryMiB"),
+};
+MSG(worker_view, false);
+#undef T
+
+#define T struct dg_wire_dp_view
+static const struct field F_dp_view[] = {
+    STR(T, name, "name", .flags = F_REQ),
+    STR(T, api, "api"),
+    STR(T, proxy, "proxy"),
+};
+MSG(dp_view, false);
+#undef T
+
+#define T struct dg_wire_fn_view
+static const struct field F_fn_view[] = {
+    STR(T, name, "name", .flags = F_REQ),
+    STR(T, image, "image"),
+    INT(T, port, "port"),
+    STR(T, state, "state"),
+    INT(T, ready, "ready"),
+    INT(T, desired, "desired"),
+    INT(T, creating, "creating"),
+    INT(T, lower_bound, "scaling_lower_bound"),
+    INT(T, upper_bound, "scaling_upper_bound"),
+    INT(T, requested_cpu, "requested_cpu"),
+    INT(T, requested_memory, "requested_memory"),
+    BOOL(T, cold_start_sweep, "cold_start_sweep"),
+    INT(T, container_concurrency, "container_concurrency"),
+    STR(T, error, "error", .flags = F_NULL),
+    STR(T, error_worker, "error_worker", .flags = F_HAS | F_NULL, .has = offsetof(T, has_error)),
+    INT(T, error_at_ms, "error_at_ms", HAS(T, has_error)),
+    INT(T, error_age_ms, "error_age_ms", HAS(T, has_error)),
+    STR(T, error_kind, "error_kind", HAS(T, has_error)),
+};
+MSG(fn_view, false);
+#undef T
+
+#define T struct dg_wire_replica
+static const struct field F_replica[] = {
+    INT(T, id, "id"),
+    STR(T, api, "api", .flags = F_REQ),
+    BOOL(T, self, "self"),
+    BOOL(T, leader, "leader"),
+};
+MSG(replica, false);
+#undef T
+
+#define T struct dg_wire_status
+static const struct field F_status[] = {
+    ARR(T, workers, nworkers, "workers", worker_view, .flags = F_REQ),
+    ARR(T, dataplanes, ndataplanes, "dataplanes", dp_view, .flags = F_REQ),
+    ARR(T, functions, nfunctions, "functions", fn_view, .flags = F_REQ),
+    STR(T, role, "role", .flags = F_REQ),
+    STR(T, leader, "leader", .flags = F_NULL),
+    ARR(T, replicas, nreplicas, "replicas", replica, HAS(T, has_replicas)),
+};
+MSG(status, false);
+#undef T
+
+/* ---- the public functions ---------------------------------------------------------------- */
+
+#define DEFINE(x)                                                                                  \
+    json_t *dg_wire_##x##_encode(const struct dg_wire_##x *m)                                      \
+    {                                                                                              \
+        return encode(&M_##x, m);                                                                  \
+    }                                                                                              \
+    char *dg_wire_##x##_dumps(const struct dg_wire_##x *m)                                         \
+    {                                                                                              \
+        return dumps(&M_##x, m);                                                                   \
+    }                                                                                              \
+    int dg_wire_##x##_decode(const json_t *j, struct dg_wire_##x *out, struct dg_err *err)         \
+    {                                                                                              \
+        return decode(&M_##x, j, out, err);                                                        \
+    }                                                                                              \
+    int dg_wire_##x##_parse(const char *buf, size_t len, struct dg_wire_##x *out,                  \
+                            struct dg_err *err)                                                    \
+    {                                                                                              \
+        return parse(&M_##x, buf, len, out, err);                                                  \
+    }                                                                                              \
+    void dg_wire_##x##_free(struct dg_wire_##x *m)                                                 \
+    {                                                                                              \
+        if (m)                                                                                     \
+            msg_free(&M_##x, m);                                                                   \
+    }
+DG_WIRE_MESSAGES(DEFINE)
+
+int dg_wire_fn_endpoints_decode(const json_t *j, struct dg_wire_fn_update *out, struct dg_err *err)
+{
+    return decode(&M_fn_endpoints, j, out, err);
+}
+
+int dg_wire_drain_ids_decode(const json_t *j, struct dg_wire_drain *out, struct dg_err *err)
+{
+    return decode(&M_drain_ids, j, out, err);
+}
+
+const json_t *dg_wire_push_items(const json_t *root, struct dg_err *err)
+{
+    const json_t *v = json_object_get(root, M_push.f[0].name);
+    if (!json_is_array(v)) {
+        dg_err_set(err, DG_E_INVAL, "field '%s': expected an array, got %s", M_push.f[0].name,
+                   dg_json_type_name(v));
+        return NULL;
+    }
+    return v;
+}
+
+json_t *dg_wire_delete_item_encode(const char *id)
+{
+    return jstring(id);
+}
+
+int dg_wire_delete_item_decode(const json_t *j, const char **id, struct dg_err *err)
+{
+    if (!json_is_string(j) || strlen(json_string_value(j)) != json_string_length(j))
+        return dg_err_set(err, DG_E_INVAL, "expected a sandbox id (string), got %s",
+                          json_is_string(j) ? "a string with a NUL" : dg_json_type_name(j));
+    *id = json_string_value(j);
+    return 0;
+}
+
+/* ---- batches ----------------------------------------------------------------------------- */
+
+static const char K_ITEMS[] = "items", K_I[] = "i", K_STATUS[] = "status", K_BODY[] = "body";
+
+json_t *dg_wire_batch_encode(json_t *items)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, K_ITEMS, items);
+    return o;
+}
+
+json_t *dg_wire_batch_items(const json_t *root, struct dg_err *err)
+{
+    json_t *items = json_object_get(root, K_ITEMS);
+    if (!json_is_array(items) || json_array_size(items) == 0) {
+        dg_err_set(err, DG_E_INVAL, "field '%s': expected a non-empty array", K_ITEMS);
+        return NULL;
+    }
+    return items;
+}
+
+char *dg_wire_batch_line_dumps(size_t i, int status, const char *body, size_t len)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, K_I, json_integer((json_int_t)i));
+    json_object_set_new(o, K_STATUS, json_integer(status));
+    json_t *b = json_stringn(body ? body : "", body ? len : 0);
+    if (!b) { /* not UTF-8: keep the length, lose the odd bytes */
+        char *c = dg_xmalloc(len + 1);
+        for (size_t k = 0; k < len; k++)
+            c[k] = (unsigned char)body[k] >= 0x80 ? '?' : body[k];
+        b = json_stringn(c, len);
+        free(c);
+    }
+    json_object_set_new(o, K_BODY, b);
+    char *s = dg_json_dumps(o);
+    json_decref(o);
+    return s;
+}
+
+int dg_wire_batch_line_parse(const char *buf, size_t len, struct dg_wire_batch_line *out,
+                             struct dg_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    json_error_t je;
+    /* as dg_json_parse, but a body may hold a NUL (\u0000) */
+    out->root_ =
+        json_loadb(buf ? buf : "", buf ? len : 0, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    if (!out->root_)
+        return dg_err_set(err, DG_E_PROTO, "invalid JSON at line %d column %d: %s", je.line,
+                          je.column, je.text);
+    int rc;
+    const json_t *b = json_object_get(out->root_, K_BODY);
+    if ((rc = dg_json_get_int(out->root_, K_I, true, 0, INT64_MAX, &out->i, err)) < 0 ||
+        (rc = dg_json_get_int(out->root_, K_STATUS, true, 0, 999, &out->status, err)) < 0)
+        goto bad;
+    if (b && !json_is_string(b)) {
+        rc = dg_err_set(err, DG_E_INVAL, "field '%s': expected string, got %s", K_BODY,
+                        dg_json_type_name(b));
+        goto bad;
+    }
+    /* a body may hold any byte (NUL too): a view with its length */
+    out->body =
+        b ? (struct dg_str){json_string_value(b), json_string_length(b)} : (struct dg_str){"", 0};
+    return 0;
+bad:
+    dg_wire_batch_line_free(out);
+    return rc;
+}
+
+void dg_wire_batch_line_free(struct dg_wire_batch_line *l)
+{
+    json_decref(l->root_);
+    memset(l, 0, sizeof(*l));
+}
+
+bool dg_wire_beat_answer_is_resync(const char *body, size_t len)
+{
+    size_t n = sizeof(K_RESYNC) - 1;
+    return body && len >= n && memcmp(body, K_RESYNC, n) == 0;
+}
+
+void dg_wire_beat_set_resync(json_t *beat, bool resync)
+{
+    json_object_set_new(beat, K_RESYNC, json_boolean(resync));
+}
+
+/* ---- round trips (tests, fuzzing) -------------------------------------------------------- */
+
+#define LIST_MSG(x) &M_##x,
+static const struct msg *const all[] = {DG_WIRE_MESSAGES(LIST_MSG) & M_fn_endpoints, &M_drain_ids};
+
+/* Decode `j` as `m`; on success encode, decode the encoding and encode again: both encodings
+ * must be the same text (what a decode accepts, an encode reproduces). */
+static int roundtrip(const struct msg *m, const json_t *j, struct dg_err *err)
+{
+    void *a = dg_xmalloc(m->size), *b = dg_xmalloc(m->size);
+    int rc = decode(m, j, a, err);
+    if (rc == 0) {
+        json_t *e1 = encode(m, a);
+        struct dg_err e2 = {0};
+        if (decode(m, e1, b, &e2) < 0)
+            abort(); /* an encoding its own decoder refuses */
+        char *s1 = dg_json_dumps(e1), *s2 = dumps(m, b);
+        if (strcmp(s1, s2) != 0)
+            abort(); /* the encoding changed in a round trip */
+        free(s1);
+        free(s2);
+        json_decref(e1);
+        msg_free(m, a);
+        msg_free(m, b);
+    }
+    free(a);
+    free(b);
+    return rc;
+}
+
+int dg_wire_roundtrip_nth(size_t i, const char *buf, size_t len, const char **name,
+                          struct dg_err *err)
+{
+    size_t nall = DG_ARRAY_LEN(all);
+    if (i > nall + 1)
+        return -1;
+    if (name)
+        *name = i < nall ? all[i]->name : i == nall ? "delete_item" : "batch_line";
+    if (i == nall + 1) { /* a line of a batch's answer, and back */
+        struct dg_wire_batch_line l, l2;
+        int rc = dg_wire_batch_line_parse(buf, len, &l, err);
+        if (rc < 0)
+            return rc;
+        char *s = dg_wire_batch_line_dumps((size_t)l.i, (int)l.status, l.body.ptr, l.body.len);
+        struct dg_err e2 = {0};
+        if (dg_wire_batch_line_parse(s, strlen(s), &l2, &e2) < 0 || l2.i != l.i ||
+            l2.status != l.status || l2.body.len != l.body.len ||
+            memcmp(l2.body.ptr, l.body.ptr, l.body.len) != 0)
+            abort(); /* a line its own parser reads otherwise */
+        dg_wire_batch_line_free(&l2);
+        dg_wire_batch_line_free(&l);
+        free(s);
+        return 0;
+    }
+    json_t *j;
+    int rc = dg_json_parse(buf, len, &j, err);
+    if (rc < 0)
+        return rc;
+    if (i < nall) {
+        rc = roundtrip(all[i], j, err);
+    } else { /* the batch body of deletes: {"items":[id, ...]} is the batch's; here one item */
+        const char *id = NULL;
+        rc = json_is_array(j) && json_array_size(j)
+                 ? dg_wire_delete_item_decode(json_array_get(j, 0), &id, err)
+                 : dg_err_set(err, DG_E_INVAL, "expected an array");
+        if (rc == 0) {
+            json_t *e = dg_wire_delete_item_encode(id);
+            if (!json_equal(e, json_array_get(j, 0)))
+                abort();
+            json_decref(e);
+        }
+    }
+    json_decref(j);
+    return rc;
+}

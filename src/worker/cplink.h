@@ -1,0 +1,44 @@
+/*
+ * cplink.h: the worker's link to the control plane (cplink.c): registration and heartbeats
+ * (one per emulated node), and the report of sandboxes that exited on their own.
+ */
+#ifndef DIRIGENT_WORKER_CPLINK_H
+#define DIRIGENT_WORKER_CPLINK_H
+
+#include <uv.h>
+
+#include "registry.h"
+
+/* Strings borrowed: they outlive the link. */
+struct wk_cplink_conf {
+    const char *host; /* workerNodeIp: the API's address the CP is given */
+    const char *boot; /* this daemon's start: the CP tells a restart from a heartbeat */
+    const struct dg_strlist *cp_addresses;
+    uint64_t heartbeat_ms;
+    int64_t nodes;                         /* emulatedNodes: register as NAME-0..N-1 */
+    int64_t cpu_milli, memory_mib;         /* advertised capacity (0: the machine's) */
+    double cpu_overcommit;                 /* placement may reserve cpu_milli x this */
+    int64_t min_cpu_milli, min_memory_mib; /* the accounting rule's floors (lib/resources.c) */
+};
+
+struct wk_cplink_node;
+
+struct wk_cplink {
+    struct wk_cplink_conf conf;
+    struct wk_registry *reg;
+    int port;                     /* the API's */
+    struct wk_cplink_node *nodes; /* conf.nodes of them; NULL: not started */
+};
+
+/* Register with the control plane as the worker `reg` serves, at conf->host:port, and keep
+ * beating (the link is zeroed, or started once). -1 with err on a bad address. */
+int wk_cplink_start(struct wk_cplink *l, uv_loop_t *loop, const struct wk_cplink_conf *conf,
+                    struct wk_registry *reg, int port, struct dg_err *err);
+/* Registry event (registry.h): sb exited on its own; the CP replaces it at once. `ud` is the
+ * link (nothing is sent before it started or after it stopped). */
+void wk_cplink_exited(void *ud, const struct wk_sandbox *sb);
+/* Stop the heartbeats (shutdown); wk_cplink_free after the loop has stopped. */
+void wk_cplink_stop(struct wk_cplink *l);
+void wk_cplink_free(struct wk_cplink *l);
+
+#endif

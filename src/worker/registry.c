@@ -1,0 +1,208 @@
+/*
+ * registry.c: the worker's sandboxes, from the create request to the last trace of them on
+ * the host. A sandbox is made here only (wk_registry_create), lost here only
+ * (wk_sandbox_exited) and freed here only (wk_sandbox_gone, when its runtime is done with
+ * it). The runtime (runtime.h) does the work; the adapters hear about the outcome through the
+ * events table: the API answers creates (api.c), the control-plane link reports exits
+ * (cplink.c). The registry keeps the worker's sandbox metrics.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dirigent/log.h"
+#include "registry.h"
+
+const char *wk_sandbox_state_name(enum wk_sb_state s)
+{
+    switch (s) {
+    case WK_SB_CREATING:
+        return "creating";
+    case WK_SB_READY:
+        return "ready";
+    case WK_SB_EXITED:
+        return "exited";
+    case WK_SB_DELETING:
+        return "deleting";
+    }
+    return "?";
+}
+
+static double sandboxes_now(void *ud)
+{
+    return (double)((struct wk_registry *)ud)->n;
+}
+
+void wk_registry_init(struct wk_registry *reg, const char *name, const struct wk_runtime *rt,
+                      void *rt_state, const struct wk_registry_events *ev,
+                      struct dg_metrics *metrics)
+{
+    reg->rt = rt;
+    reg->rt_state = rt_state;
+    snprintf(reg->name, sizeof(reg->name), "%s", name);
+    reg->ev = *ev;
+    reg->creates = dg_metric_get1(
+        dg_metrics_counter(metrics, "dg_worker_sandbox_creates_total", "Sandboxes created.", NULL),
+        NULL);
+    reg->create_failures =
+        dg_metric_get1(dg_metrics_counter(metrics, "dg_worker_sandbox_create_failures_total",
+                                          "Sandbox creates that failed.", NULL),
+                       NULL);
+    reg->unexpected_exits =
+        dg_metric_get1(dg_metrics_counter(metrics, "dg_worker_sandbox_unexpected_exits_total",
+                                          "Sandboxes that exited without a delete.", NULL),
+                       NULL);
+    reg->create_seconds = dg_metrics_histogram(
+        metrics, "dg_worker_sandbox_create_seconds", "Time from create request to a ready sandbox.",
+        NULL, dg_metrics_latency_buckets, dg_metrics_latency_nbuckets);
+    dg_metrics_gauge_fn(metrics, "dg_worker_sandboxes", "Sandboxes on this worker.", sandboxes_now,
+                        reg);
+}
+
+void wk_registry_deinit(struct wk_registry *reg)
+{
+    dg_strmap_free(&reg->by_id);
+}
+
+int wk_registry_create(struct wk_registry *reg, const struct dg_wire_create *spec,
+                       struct wk_reply reply, struct dg_err *err)
+{
+    if (reg->rt->validate && reg->rt->validate(reg->rt_state, spec, err) < 0)
+        return -1;
+    struct wk_sandbox *sb = dg_xcalloc(1, sizeof(*sb) + reg->rt->sb_size);
+    sb->reg = reg;
+    snprintf(sb->id, sizeof(sb->id), "%s-%x-%llu", reg->name, reg->run,
+             (unsigned long long)++reg->next_id);
+    sb->function = dg_xstrdup(spec->function);
+    sb->state = WK_SB_CREATING;
+    sb->t0_us = dg_now_us();
+    sb->reply = reply;
+    if (reg->ev.bind)
+        reg->ev.bind(reg->ev.ud, sb);
+    sb->next = reg->sandboxes;
+    if (reg->sandboxes)
+        reg->sandboxes->prev = sb;
+    reg->sandboxes = sb;
+    reg->n++;
+    dg_strmap_put(&reg->by_id, dg_str_c(sb->id), sb);
+    reg->rt->create(reg->rt_state, sb, spec); /* may finish, even free sb, before it returns */
+    return 0;
+}
+
+/* Answer sb's create, once. */
+static void answer(struct wk_sandbox *sb, const struct dg_err *err)
+{
+    struct wk_registry *reg = sb->reg;
+    struct wk_reply to = sb->reply;
+    sb->reply = (struct wk_reply){0};
+    if (to.batch && reg->ev.answer)
+        reg->ev.answer(reg->ev.ud, sb, to, err);
+}
+
+void wk_sandbox_created(struct wk_sandbox *sb, const struct dg_err *err)
+{
+    struct wk_registry *reg = sb->reg;
+    sb->lat.total_us = dg_now_us() - sb->t0_us;
+    if (err) {
+        dg_counter_add(reg->create_failures, 1);
+        dg_log(DG_LOG_WARN, "worker", "create %s (%s) failed: %s", sb->id, sb->function, err->msg);
+        answer(sb, err);
+        return;
+    }
+    sb->state = WK_SB_READY;
+    dg_counter_add(reg->creates, 1);
+    dg_histogram_observe(dg_metric_get1(reg->create_seconds, NULL), (double)sb->lat.total_us / 1e6);
+    dg_log(DG_LOG_DEBUG, "worker", "sandbox %s (%s) ready at %s:%d in %llu us", sb->id,
+           sb->function, sb->host, sb->port, (unsigned long long)sb->lat.total_us);
+    answer(sb, NULL);
+}
+
+void wk_exit_reason(int64_t status, char *buf, size_t len)
+{
+    if (status < 0)
+        snprintf(buf, len, "killed by signal %lld (%s)", (long long)-status,
+                 strsignal((int)-status));
+    else
+        snprintf(buf, len, "exited with status %lld", (long long)status);
+}
+
+void wk_sandbox_exited(struct wk_sandbox *sb, int64_t status, const char *reason)
+{
+    struct wk_registry *reg = sb->reg;
+    sb->state = WK_SB_EXITED;
+    sb->exit_status = status;
+    if (reason && reason[0])
+        snprintf(sb->exit_reason, sizeof(sb->exit_reason), "%s", reason);
+    else
+        wk_exit_reason(status, sb->exit_reason, sizeof(sb->exit_reason));
+    dg_counter_add(reg->unexpected_exits, 1);
+    dg_log(DG_LOG_WARN, "worker", "sandbox %s (%s) %s", sb->id, sb->function, sb->exit_reason);
+    if (reg->ev.exited) /* the CP replaces it at once, and tells the data planes why it went */
+        reg->ev.exited(reg->ev.ud, sb);
+}
+
+void wk_sandbox_gone(struct wk_sandbox *sb)
+{
+    struct wk_registry *reg = sb->reg;
+    dg_strmap_del(&reg->by_id, dg_str_c(sb->id));
+    if (sb->prev)
+        sb->prev->next = sb->next;
+    else
+        reg->sandboxes = sb->next;
+    if (sb->next)
+        sb->next->prev = sb->prev;
+    reg->n--;
+    free(sb->function);
+    free(sb);
+}
+
+/* Mark sb as going and have its runtime stop it (in the background). */
+static void destroy(struct wk_sandbox *sb)
+{
+    sb->state = WK_SB_DELETING;
+    sb->reg->rt->destroy(sb->reg->rt_state, sb);
+}
+
+int wk_registry_delete(struct wk_registry *reg, struct dg_str id)
+{
+    struct wk_sandbox *sb = dg_strmap_get(&reg->by_id, id);
+    if (!sb || sb->state == WK_SB_DELETING)
+        return -1;
+    if (sb->state == WK_SB_CREATING) {
+        struct dg_err e;
+        dg_err_set(&e, DG_E_INVAL, "deleted while it was being created");
+        answer(sb, &e);
+    }
+    destroy(sb);
+    return 0;
+}
+
+void wk_registry_abandon(struct wk_sandbox *sb)
+{
+    sb->reply = (struct wk_reply){0};
+    if (sb->state == WK_SB_CREATING || sb->state == WK_SB_READY)
+        destroy(sb);
+}
+
+void wk_registry_stop(struct wk_registry *reg)
+{
+    /* sandboxes belong to this worker's lifetime */
+    for (struct wk_sandbox *sb = reg->sandboxes, *next; sb; sb = next) {
+        next = sb->next;
+        if (sb->state != WK_SB_DELETING)
+            destroy(sb);
+    }
+    if (reg->hurrying) /* a second signal came before the sandboxes were stopped */
+        wk_registry_hurry(reg);
+    if (reg->rt->deinit)
+        reg->rt->deinit(reg->rt_state);
+}
+
+void wk_registry_hurry(struct wk_registry *reg)
+{
+    reg->hurrying = true;
+    if (!reg->rt->hurry)
+        return;
+    for (struct wk_sandbox *sb = reg->sandboxes; sb; sb = sb->next)
+        reg->rt->hurry(reg->rt_state, sb);
+}

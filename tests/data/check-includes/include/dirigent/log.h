@@ -1,0 +1,1 @@
+void dg_log(const char *msg);

@@ -1,0 +1,1 @@
+void *dg_alloc(unsigned n);

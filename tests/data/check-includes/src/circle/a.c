@@ -1,0 +1,3 @@
+#include "a.h"
+#include "b.h"
+int a_get(void) { return B_SIZE; }

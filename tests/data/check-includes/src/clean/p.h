@@ -1,0 +1,1 @@
+int p_run(void);

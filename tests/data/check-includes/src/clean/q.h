@@ -1,0 +1,3 @@
+#include <stdio.h>
+#include "../circle/a.h"
+int q_make(void);

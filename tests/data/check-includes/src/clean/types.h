@@ -1,0 +1,1 @@
+struct p { int q_make; int (*p_run)(void); };

@@ -1,0 +1,621 @@
+/*
+ * test_wire.c: the messages between the daemons (lib/wire.c). Each message is decoded from
+ * the exact bytes its sender produced before wire.c existed (the json_pack calls of the
+ * worker, the DP, the CP and the heartbeat, run with sample values), its fields are checked,
+ * and its encoding is compared with those bytes; messages built in C round-trip; bad input
+ * gives an error that names the field and leaves nothing to free.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "dirigent/json.h"
+#include "dirigent/wire.h"
+
+/* ---- today's bytes ------------------------------------------------------------------------ */
+
+/* src/worker/main.c node_body (a resync beat) + lib/heartbeat.c's "resync" */
+static const char WORKER_BEAT[] =
+    "{\"name\":\"w1\",\"address\":\"127.0.0.1:10010\",\"boot\":\"3f2a9c\",\"cpuMilli\":8000,"
+    "\"memoryMiB\":15890,\"cpuOvercommit\":2.0,\"sandboxMinCpuMilli\":1,\"sandboxMinMemoryMiB\":1,"
+    "\"sandboxes\":[{\"id\":\"w1-1a2b-1\",\"function\":\"hello\",\"endpoint\":\"10.0.0.2:8080\"}],"
+    "\"resync\":true}";
+/* the same, not a resync: no "sandboxes" */
+static const char WORKER_BEAT_PLAIN[] =
+    "{\"name\":\"w2\",\"address\":\"127.0.0.1:10011\",\"boot\":\"77\",\"cpuMilli\":4000,"
+    "\"memoryMiB\":2048,\"cpuOvercommit\":1.0,\"sandboxMinCpuMilli\":100,"
+    "\"sandboxMinMemoryMiB\":64,\"resync\":false}";
+/* src/worker/main.c wk_sandbox_exited */
+static const char SANDBOX_EXIT[] =
+    "{\"worker\":\"w1\",\"id\":\"w1-1a2b-7\",\"function\":\"hello\",\"status\":-9,\"reason\":"
+    "\"OOM-killed: memory limit 64 MiB\"}";
+/* src/dp/main.c registration_body + "resync" */
+static const char DP_BEAT[] =
+    "{\"name\":\"dp0\",\"api\":\"127.0.0.1:9092\",\"proxy\":\"127.0.0.1:8080\",\"resync\":false}";
+/* src/dp/proxy.c report_add + report_post */
+static const char METRICS[] = "{\"dataplane\":\"dp0\",\"functions\":[{\"name\":\"hello\","
+                              "\"inflight\":3},{\"name\":\"other\",\"inflight\":0}]}";
+/* src/cp/scaling.c create_on (one batch item) */
+static const char CREATE[] =
+    "{\"function\":\"hello\",\"image\":\"docker.io/cvetkovic/dirigent_empty_function:latest\","
+    "\"port\":80,\"env\":[\"A=1\",\"COLD_START_BUSY_LOOP_MS=10\"],\"args\":[\"--x\"],"
+    "\"cpuMilli\":250,\"memoryMiB\":128}";
+/* src/worker/main.c wk_sandbox_created */
+static const char CREATED[] =
+    "{\"id\":\"w1-1a2b-1\",\"function\":\"hello\",\"endpoint\":\"10.0.0.2:8080\",\"latencyUs\":"
+    "{\"image\":1,\"rootfs\":2,\"network\":3,\"start\":4,\"ready\":5,\"total\":20}}";
+/* src/worker/main.c api_list */
+static const char SANDBOX_LIST[] =
+    "{\"name\":\"w1\",\"runtime\":\"emulated\",\"sandboxes\":[{\"id\":\"w1-1a2b-1\",\"function\":"
+    "\"hello\",\"endpoint\":\"10.0.0.2:8080\",\"state\":\"ready\"},{\"id\":\"w1-1a2b-2\","
+    "\"function\":\"hello\",\"endpoint\":\"10.0.0.3:8080\",\"state\":\"exited\",\"exitReason\":"
+    "\"exited with status 1\"}]}";
+/* src/cp/scaling.c flush_pushes */
+static const char PUSH[] =
+    "{\"functions\":[{\"endpoints\":[{\"id\":\"w1-1a2b-1\",\"address\":\"10.0.0.2:8080\"}],"
+    "\"name\":\"hello\",\"concurrency\":1},{\"endpoints\":[],\"name\":\"broken\",\"concurrency\":4,"
+    "\"error\":\"create failed: image not found\",\"exited\":[{\"id\":\"w1-1a2b-9\",\"reason\":"
+    "\"OOM-killed: memory limit 64 MiB\"}]}]}";
+/* src/cp/scaling.c scale_down (one batch item) */
+static const char DRAIN[] = "{\"name\":\"hello\",\"ids\":[\"w1-1a2b-1\",\"w1-1a2b-2\"]}";
+/* src/cp/api.c worker_upsert, dp_upsert (the store) */
+static const char WORKER_REC[] = "{\"address\":\"127.0.0.1:10010\"}";
+static const char DP_REC[] = "{\"api\":\"127.0.0.1:9092\",\"proxy\":\"127.0.0.1:8080\"}";
+/* src/cp/api.c api_status with fn_json: no error, an error with and without a worker */
+static const char STATUS[] =
+    "{\"workers\":[{\"name\":\"w1\",\"address\":\"127.0.0.1:10010\",\"schedulable\":true,"
+    "\"sandboxes\":2,\"cpuMilli\":8000,\"memoryMiB\":16000,\"cpuUsedMilli\":500,"
+    "\"memoryUsedMiB\":256,\"cpuSchedulableMilli\":16000,\"cpuOvercommit\":2.0,"
+    "\"sandboxMinCpuMilli\":1,\"sandboxMinMemoryMiB\":1}],\"dataplanes\":[{\"name\":\"dp0\","
+    "\"api\":\"127.0.0.1:9092\",\"proxy\":\"127.0.0.1:8080\"}],\"functions\":[{\"name\":\"hello\","
+    "\"image\":\"img\",\"port\":80,\"state\":\"ready\",\"ready\":1,\"desired\":2,\"creating\":1,"
+    "\"scaling_lower_bound\":0,\"scaling_upper_bound\":10,\"requested_cpu\":250,"
+    "\"requested_memory\":128,\"cold_start_sweep\":false,\"container_concurrency\":1,\"error\":"
+    "null},{\"name\":\"broken\",\"image\":\"img\",\"port\":80,\"state\":\"failing\",\"ready\":1,"
+    "\"desired\":2,\"creating\":1,\"scaling_lower_bound\":0,\"scaling_upper_bound\":10,"
+    "\"requested_cpu\":250,\"requested_memory\":128,\"cold_start_sweep\":false,"
+    "\"container_concurrency\":1,\"error\":\"create failed: no image\",\"error_worker\":\"w1\","
+    "\"error_at_ms\":1733450000000,\"error_age_ms\":1500,\"error_kind\":\"create\"},{\"name\":"
+    "\"nowhere\",\"image\":\"img\",\"port\":80,\"state\":\"failing\",\"ready\":1,\"desired\":2,"
+    "\"creating\":1,\"scaling_lower_bound\":0,\"scaling_upper_bound\":10,\"requested_cpu\":250,"
+    "\"requested_memory\":128,\"cold_start_sweep\":false,\"container_concurrency\":1,\"error\":"
+    "\"create failed: no image\",\"error_worker\":null,\"error_at_ms\":1733450000000,"
+    "\"error_age_ms\":1500,\"error_kind\":\"create\"}],\"role\":\"leader\",\"leader\":"
+    "\"127.0.0.1:9090\",\"replicas\":[{\"id\":1,\"api\":\"127.0.0.1:9090\",\"self\":true,"
+    "\"leader\":true},{\"id\":2,\"api\":\"127.0.0.1:9190\",\"self\":false,\"leader\":false}]}";
+/* src/dp/main.c api_list (one item of its array each) */
+static const char DP_FN_VIEW[] =
+    "{\"name\":\"hello\",\"concurrency\":1,\"queued\":3,\"inFlight\":5,\"endpoints\":[{\"id\":"
+    "\"w1-1a2b-1\",\"address\":\"10.0.0.2:8080\",\"inFlight\":2}],\"error\":null}";
+static const char DP_FN_VIEW_ERR[] =
+    "{\"name\":\"broken\",\"concurrency\":1,\"queued\":0,"
+    "\"inFlight\":0,\"endpoints\":[],\"error\":\"create failed: x\"}";
+static const char STATUS_FOLLOWER[] = "{\"workers\":[],\"dataplanes\":[],\"functions\":[],\"role\":"
+                                      "\"follower\",\"leader\":null}";
+
+/* Decode `lit` as x into m (asserting success); after the checks, SAME re-encodes it and
+ * compares with the bytes, then frees. */
+#define DECODE(x, lit, m)                                                                          \
+    do {                                                                                           \
+        struct dg_err e_ = {0};                                                                    \
+        int rc_ = dg_wire_##x##_parse(lit, strlen(lit), &(m), &e_);                                \
+        if (rc_ != 0)                                                                              \
+            fail_msg("%s: %s", #x, e_.msg);                                                        \
+    } while (0)
+#define SAME(x, lit, m)                                                                            \
+    do {                                                                                           \
+        char *s_ = dg_wire_##x##_dumps(&(m));                                                      \
+        assert_string_equal(s_, lit);                                                              \
+        free(s_);                                                                                  \
+        dg_wire_##x##_free(&(m));                                                                  \
+    } while (0)
+
+static void test_worker_beat(void **state)
+{
+    struct dg_wire_worker_beat m;
+    DECODE(worker_beat, WORKER_BEAT, m);
+    assert_string_equal(m.name, "w1");
+    assert_string_equal(m.address, "127.0.0.1:10010");
+    assert_string_equal(m.boot, "3f2a9c");
+    assert_int_equal(m.cpu_milli, 8000);
+    assert_int_equal(m.memory_mib, 15890);
+    assert_true(m.cpu_overcommit == 2.0);
+    assert_int_equal(m.min_cpu_milli, 1);
+    assert_int_equal(m.min_memory_mib, 1);
+    assert_true(m.has_sandboxes);
+    assert_int_equal(m.nsandboxes, 1);
+    assert_string_equal(m.sandboxes[0].id, "w1-1a2b-1");
+    assert_string_equal(m.sandboxes[0].function, "hello");
+    assert_string_equal(m.sandboxes[0].endpoint, "10.0.0.2:8080");
+    assert_true(m.resync);
+    SAME(worker_beat, WORKER_BEAT, m);
+
+    DECODE(worker_beat, WORKER_BEAT_PLAIN, m);
+    assert_false(m.has_sandboxes); /* absent, not an empty list: the CP keeps asking */
+    assert_false(m.resync);
+    assert_int_equal(m.min_memory_mib, 64);
+    SAME(worker_beat, WORKER_BEAT_PLAIN, m);
+
+    /* an old worker without resources: capacity unknown, overcommit 1 */
+    static const char old[] = "{\"name\":\"w\",\"address\":\"127.0.0.1:1\"}";
+    DECODE(worker_beat, old, m);
+    assert_int_equal(m.cpu_milli, 0);
+    assert_true(m.cpu_overcommit == 1.0);
+    assert_null(m.boot);
+    dg_wire_worker_beat_free(&m);
+}
+
+static void test_sandbox_exit(void **state)
+{
+    struct dg_wire_sandbox_exit m;
+    DECODE(sandbox_exit, SANDBOX_EXIT, m);
+    assert_string_equal(m.worker, "w1");
+    assert_string_equal(m.id, "w1-1a2b-7");
+    assert_string_equal(m.function, "hello");
+    assert_int_equal(m.status, -9);
+    assert_string_equal(m.reason, "OOM-killed: memory limit 64 MiB");
+    SAME(sandbox_exit, SANDBOX_EXIT, m);
+}
+
+static void test_dp_beat_and_metrics(void **state)
+{
+    struct dg_wire_dp_beat b;
+    DECODE(dp_beat, DP_BEAT, b);
+    assert_string_equal(b.name, "dp0");
+    assert_string_equal(b.api, "127.0.0.1:9092");
+    assert_string_equal(b.proxy, "127.0.0.1:8080");
+    assert_false(b.resync);
+    SAME(dp_beat, DP_BEAT, b);
+
+    struct dg_wire_metrics m;
+    DECODE(metrics, METRICS, m);
+    assert_string_equal(m.dataplane, "dp0");
+    assert_int_equal(m.nfunctions, 2);
+    assert_string_equal(m.functions[0].name, "hello");
+    assert_int_equal(m.functions[0].inflight, 3);
+    assert_string_equal(m.functions[1].name, "other");
+    assert_int_equal(m.functions[1].inflight, 0);
+    SAME(metrics, METRICS, m);
+}
+
+static void test_create_and_created(void **state)
+{
+    struct dg_wire_create c;
+    DECODE(create, CREATE, c);
+    assert_string_equal(c.function, "hello");
+    assert_string_equal(c.image, "docker.io/cvetkovic/dirigent_empty_function:latest");
+    assert_int_equal(c.port, 80);
+    assert_int_equal(c.env.n, 2);
+    assert_string_equal(c.env.v[1], "COLD_START_BUSY_LOOP_MS=10");
+    assert_int_equal(c.args.n, 1);
+    assert_string_equal(c.args.v[0], "--x");
+    assert_int_equal(c.cpu_milli, 250);
+    assert_int_equal(c.memory_mib, 128);
+    SAME(create, CREATE, c);
+
+    struct dg_wire_created a;
+    DECODE(created, CREATED, a);
+    assert_string_equal(a.id, "w1-1a2b-1");
+    assert_string_equal(a.endpoint, "10.0.0.2:8080");
+    assert_true(a.has_latency);
+    assert_int_equal(a.latency.image, 1);
+    assert_int_equal(a.latency.network, 3);
+    assert_int_equal(a.latency.total, 20);
+    SAME(created, CREATED, a);
+}
+
+static void test_sandbox_list(void **state)
+{
+    struct dg_wire_sandbox_list m;
+    DECODE(sandbox_list, SANDBOX_LIST, m);
+    assert_string_equal(m.runtime, "emulated");
+    assert_int_equal(m.nsandboxes, 2);
+    assert_string_equal(m.sandboxes[0].state, "ready");
+    assert_null(m.sandboxes[0].exit_reason);
+    assert_string_equal(m.sandboxes[1].exit_reason, "exited with status 1");
+    SAME(sandbox_list, SANDBOX_LIST, m);
+}
+
+static void test_push(void **state)
+{
+    struct dg_wire_push m;
+    DECODE(push, PUSH, m);
+    assert_int_equal(m.nfunctions, 2);
+    const struct dg_wire_fn_update *a = &m.functions[0], *b = &m.functions[1];
+    assert_string_equal(a->name, "hello");
+    assert_int_equal(a->concurrency, 1);
+    assert_int_equal(a->nendpoints, 1);
+    assert_string_equal(a->endpoints[0].address, "10.0.0.2:8080");
+    assert_null(a->error);
+    assert_int_equal(a->nexited, 0);
+    assert_string_equal(b->name, "broken");
+    assert_int_equal(b->concurrency, 4);
+    assert_int_equal(b->nendpoints, 0);
+    assert_string_equal(b->error, "create failed: image not found");
+    assert_int_equal(b->nexited, 1);
+    assert_string_equal(b->exited[0].reason, "OOM-killed: memory limit 64 MiB");
+    SAME(push, PUSH, m);
+
+    /* a receiver that applies item by item */
+    json_t *root = json_loads(PUSH, 0, NULL);
+    struct dg_err err = {0};
+    const json_t *items = dg_wire_push_items(root, &err);
+    assert_non_null(items);
+    struct dg_wire_fn_update u;
+    assert_int_equal(dg_wire_fn_update_decode(json_array_get(items, 1), &u, &err), 0);
+    assert_string_equal(u.name, "broken");
+    dg_wire_fn_update_free(&u);
+    json_decref(root);
+    root = json_loads("{\"functions\":{}}", 0, NULL);
+    assert_null(dg_wire_push_items(root, &err));
+    assert_string_equal(err.msg, "field 'functions': expected an array, got object");
+    json_decref(root);
+
+    /* PUT /v1/functions/NAME/endpoints: no name, concurrency absent is 1 */
+    root = json_loads("{\"endpoints\":[{\"id\":\"a\",\"address\":\"1.2.3.4:5\"}],\"error\":null}",
+                      0, NULL);
+    assert_int_equal(dg_wire_fn_endpoints_decode(root, &u, &err), 0);
+    assert_null(u.name);
+    assert_null(u.error);
+    assert_int_equal(u.concurrency, 0); /* not part of that body */
+    assert_int_equal(u.nendpoints, 1);
+    dg_wire_fn_update_free(&u);
+    json_decref(root);
+}
+
+static void test_drain_and_records(void **state)
+{
+    struct dg_wire_drain d;
+    DECODE(drain, DRAIN, d);
+    assert_string_equal(d.name, "hello");
+    assert_int_equal(d.ids.n, 2);
+    assert_string_equal(d.ids.v[1], "w1-1a2b-2");
+    SAME(drain, DRAIN, d);
+
+    /* POST /v1/functions/NAME/drain is strict, as the DP's handler was */
+    struct dg_err err = {0};
+    json_t *j = json_loads("{\"ids\":[\"a\"],\"name\":\"x\"}", 0, NULL);
+    assert_int_equal(dg_wire_drain_ids_decode(j, &d, &err), DG_E_INVAL);
+    assert_string_equal(err.msg, "field 'name': unknown field");
+    json_decref(j);
+    j = json_loads("{\"ids\":[\"a\"]}", 0, NULL);
+    assert_int_equal(dg_wire_drain_ids_decode(j, &d, &err), 0);
+    assert_int_equal(d.ids.n, 1);
+    dg_wire_drain_free(&d);
+    json_decref(j);
+
+    struct dg_wire_worker_rec w;
+    DECODE(worker_rec, WORKER_REC, w);
+    assert_string_equal(w.address, "127.0.0.1:10010");
+    SAME(worker_rec, WORKER_REC, w);
+    struct dg_wire_dp_rec r;
+    DECODE(dp_rec, DP_REC, r);
+    assert_string_equal(r.proxy, "127.0.0.1:8080");
+    SAME(dp_rec, DP_REC, r);
+
+    /* delete items are plain strings */
+    json_t *item = dg_wire_delete_item_encode("w1-1a2b-1");
+    const char *id = NULL;
+    assert_int_equal(dg_wire_delete_item_decode(item, &id, &err), 0);
+    assert_string_equal(id, "w1-1a2b-1");
+    json_decref(item);
+    item = json_integer(3);
+    assert_int_equal(dg_wire_delete_item_decode(item, &id, &err), DG_E_INVAL);
+    assert_string_equal(err.msg, "expected a sandbox id (string), got integer");
+    json_decref(item);
+}
+
+static void test_status(void **state)
+{
+    struct dg_wire_status m;
+    DECODE(status, STATUS, m);
+    assert_int_equal(m.nworkers, 1);
+    assert_true(m.workers[0].schedulable);
+    assert_int_equal(m.workers[0].cpu_schedulable_milli, 16000);
+    assert_true(m.workers[0].cpu_overcommit == 2.0);
+    assert_int_equal(m.ndataplanes, 1);
+    assert_int_equal(m.nfunctions, 3);
+    assert_null(m.functions[0].error);
+    assert_false(m.functions[0].has_error);
+    assert_true(m.functions[1].has_error);
+    assert_string_equal(m.functions[1].error_worker, "w1");
+    assert_int_equal(m.functions[1].error_at_ms, 1733450000000LL);
+    assert_string_equal(m.functions[1].error_kind, "create");
+    assert_true(m.functions[2].has_error);
+    assert_null(m.functions[2].error_worker);
+    assert_string_equal(m.role, "leader");
+    assert_string_equal(m.leader, "127.0.0.1:9090");
+    assert_true(m.has_replicas);
+    assert_int_equal(m.nreplicas, 2);
+    assert_true(m.replicas[0].self);
+    assert_int_equal(m.replicas[1].id, 2);
+    SAME(status, STATUS, m);
+
+    DECODE(status, STATUS_FOLLOWER, m);
+    assert_null(m.leader);
+    assert_false(m.has_replicas);
+    SAME(status, STATUS_FOLLOWER, m);
+}
+
+static void test_dp_fn_view(void **state)
+{
+    struct dg_wire_dp_fn_view m;
+    DECODE(dp_fn_view, DP_FN_VIEW, m);
+    assert_int_equal(m.queued, 3);
+    assert_int_equal(m.in_flight, 5);
+    assert_int_equal(m.nendpoints, 1);
+    assert_int_equal(m.endpoints[0].in_flight, 2);
+    assert_null(m.error);
+    SAME(dp_fn_view, DP_FN_VIEW, m);
+    DECODE(dp_fn_view, DP_FN_VIEW_ERR, m);
+    assert_string_equal(m.error, "create failed: x");
+    SAME(dp_fn_view, DP_FN_VIEW_ERR, m);
+}
+
+/* ---- built in C ----------------------------------------------------------------------------- */
+
+static void test_roundtrip_built(void **state)
+{
+    struct dg_wire_sandbox_ref refs[2] = {{"a", "f", "1.1.1.1:1"}, {"b", "g", "2.2.2.2:2"}};
+    struct dg_wire_worker_beat w = {.name = "w",
+                                    .address = "127.0.0.1:1",
+                                    .boot = "b",
+                                    .cpu_milli = 1000,
+                                    .memory_mib = 512,
+                                    .cpu_overcommit = 1.5,
+                                    .min_cpu_milli = 10,
+                                    .min_memory_mib = 20,
+                                    .has_sandboxes = true,
+                                    .sandboxes = refs,
+                                    .nsandboxes = 2,
+                                    .resync = true};
+    char *s = dg_wire_worker_beat_dumps(&w);
+    struct dg_wire_worker_beat back;
+    struct dg_err err = {0};
+    assert_int_equal(dg_wire_worker_beat_parse(s, strlen(s), &back, &err), 0);
+    assert_string_equal(back.name, "w");
+    assert_true(back.cpu_overcommit == 1.5);
+    assert_int_equal(back.nsandboxes, 2);
+    assert_string_equal(back.sandboxes[1].endpoint, "2.2.2.2:2");
+    assert_int_equal(back.min_memory_mib, 20);
+    char *s2 = dg_wire_worker_beat_dumps(&back);
+    assert_string_equal(s, s2);
+    free(s);
+    free(s2);
+    dg_wire_worker_beat_free(&back);
+
+    /* an empty resync list is sent (the CP learns the worker runs nothing) */
+    w.nsandboxes = 0;
+    w.sandboxes = NULL;
+    json_t *j = dg_wire_worker_beat_encode(&w);
+    assert_true(json_is_array(json_object_get(j, "sandboxes")));
+    dg_wire_beat_set_resync(j, false);
+    assert_true(json_is_false(json_object_get(j, "resync")));
+    json_decref(j);
+
+    char *env[] = {"A=1"};
+    struct dg_wire_create c = {.function = "f",
+                               .image = "/bin/true",
+                               .port = 8080,
+                               .env = {env, 1},
+                               .cpu_milli = 100,
+                               .memory_mib = 64};
+    s = dg_wire_create_dumps(&c);
+    assert_string_equal(
+        s, "{\"function\":\"f\",\"image\":\"/bin/true\",\"port\":8080,\"env\":[\"A=1\"],"
+           "\"args\":[],\"cpuMilli\":100,\"memoryMiB\":64}");
+    struct dg_wire_create cb;
+    assert_int_equal(dg_wire_create_parse(s, strlen(s), &cb, &err), 0);
+    assert_int_equal(cb.env.n, 1);
+    assert_int_equal(cb.args.n, 0);
+    dg_wire_create_free(&cb);
+    free(s);
+    /* no port (0) is left out: "port":0 would be refused (found by fuzz_wire) */
+    c.port = 0;
+    s = dg_wire_create_dumps(&c);
+    assert_null(strstr(s, "port"));
+    assert_int_equal(dg_wire_create_parse(s, strlen(s), &cb, &err), 0);
+    dg_wire_create_free(&cb);
+    free(s);
+
+    /* no error: "error" and "exited" are left out of a push item */
+    struct dg_wire_endpoint ep = {"x", "1.2.3.4:80"};
+    struct dg_wire_fn_update u = {.name = "f", .concurrency = 2, .endpoints = &ep, .nendpoints = 1};
+    struct dg_wire_push p = {&u, 1};
+    s = dg_wire_push_dumps(&p);
+    assert_string_equal(
+        s, "{\"functions\":[{\"endpoints\":[{\"id\":\"x\",\"address\":\"1.2.3.4:80\"}],"
+           "\"name\":\"f\",\"concurrency\":2}]}");
+    free(s);
+
+    /* a string that is not UTF-8 (a reason read from a process) keeps its key */
+    struct dg_wire_sandbox_exit x = {.id = "i", .function = "f", .reason = "bad \xff byte"};
+    s = dg_wire_sandbox_exit_dumps(&x);
+    assert_non_null(strstr(s, "\"reason\":\"bad ? byte\""));
+    free(s);
+}
+
+/* ---- bad input ---------------------------------------------------------------------------- */
+
+#define BAD(x, text, want)                                                                         \
+    do {                                                                                           \
+        struct dg_wire_##x m_;                                                                     \
+        struct dg_err e_ = {0};                                                                    \
+        assert_int_not_equal(dg_wire_##x##_parse(text, strlen(text), &m_, &e_), 0);                \
+        assert_string_equal(e_.msg, want);                                                         \
+    } while (0)
+
+static void test_errors_name_the_field(void **state)
+{
+    BAD(worker_beat, "{\"address\":\"127.0.0.1:1\"}", "field 'name': required");
+    BAD(worker_beat, "{\"name\":\"w\",\"address\":\"a\",\"cpuMilli\":\"8\"}",
+        "field 'cpuMilli': expected an integer 0..9223372036854775807, got string");
+    BAD(worker_beat,
+        "{\"name\":\"w\",\"address\":\"a\",\"sandboxes\":[{\"id\":\"a\",\"function\":\"f\","
+        "\"endpoint\":\"e\"},{\"id\":\"b\",\"function\":3}]}",
+        "field 'sandboxes': item 1: field 'function': expected string, got integer");
+    BAD(worker_beat, "{\"name\":\"w\",\"address\":\"a\",\"sandboxes\":{}}",
+        "field 'sandboxes': expected an array, got object");
+    BAD(worker_beat, "[1]", "expected a JSON object, got array");
+    BAD(worker_beat,
+        "{\"name\":", "invalid JSON at line 1 column 8: unexpected token near end of file");
+    BAD(create, "{\"function\":\"f\",\"port\":0}",
+        "field 'port': expected an integer 1..65535, got 0");
+    BAD(create, "{\"function\":\"f\",\"resync\":true}", "field 'resync': unknown field");
+    BAD(create, "{\"function\":\"f\",\"env\":[\"A=1\",2]}",
+        "field 'env': item 1: expected string, got integer");
+    BAD(metrics, "{\"dataplane\":\"d\",\"functions\":[{\"name\":\"f\",\"inflight\":1.5}]}",
+        "field 'functions': item 0: field 'inflight': expected an integer, got real");
+    BAD(push, "{\"functions\":[{\"name\":\"f\"}]}",
+        "field 'functions': item 0: field 'endpoints': required");
+    BAD(push, "{\"functions\":[{\"name\":\"f\",\"endpoints\":[],\"exited\":[{\"id\":\"a\"}]}]}",
+        "field 'functions': item 0: field 'exited': item 0: field 'reason': required");
+    BAD(fn_update, "{\"name\":\"f\",\"endpoints\":[],\"concurrency\":-1}",
+        "field 'concurrency': expected an integer 0..100000, got -1");
+    BAD(created, "{\"id\":\"a\",\"endpoint\":\"e\",\"latencyUs\":{\"image\":\"x\"}}",
+        "field 'latencyUs': field 'image': expected an integer, got string");
+    BAD(drain, "{\"name\":\"f\"}", "field 'ids': required");
+    BAD(status, "{\"workers\":[],\"dataplanes\":[],\"functions\":[]}", "field 'role': required");
+}
+
+/* a failed decode leaves nothing behind (the leak checker of the sanitizer build says so) */
+static void test_failed_decode_frees(void **state)
+{
+    static const char late_error[] =
+        "{\"functions\":[{\"name\":\"a\",\"endpoints\":[{\"id\":\"x\",\"address\":\"y\"}]},"
+        "{\"name\":\"b\",\"endpoints\":[{\"id\":\"x\",\"address\":\"y\"},{\"id\":7}]}]}";
+    struct dg_wire_push m;
+    struct dg_err err = {0};
+    assert_int_equal(dg_wire_push_parse(late_error, strlen(late_error), &m, &err), DG_E_INVAL);
+    assert_string_equal(err.msg,
+                        "field 'functions': item 1: field 'endpoints': item 1: field 'id': "
+                        "expected string, got integer");
+    assert_null(m.functions);
+    assert_int_equal(m.nfunctions, 0);
+    dg_wire_push_free(&m); /* harmless */
+}
+
+/* lib/batch.c: the body {"items":[...]} and a line of the answer, as dg_batch_reply_item wrote
+ * it with json_pack("{sI sI ss%}") */
+static void test_batch_framing(void **state)
+{
+    static const char line[] = "{\"i\":2,\"status\":201,\"body\":\"{\\\"a\\\":1}\"}";
+    char *s = dg_wire_batch_line_dumps(2, 201, "{\"a\":1}", 7);
+    assert_string_equal(s, line);
+    free(s);
+    struct dg_wire_batch_line l;
+    struct dg_err err = {0};
+    assert_int_equal(dg_wire_batch_line_parse(line, strlen(line), &l, &err), 0);
+    assert_int_equal(l.i, 2);
+    assert_int_equal(l.status, 201);
+    assert_int_equal(l.body.len, 7);
+    assert_memory_equal(l.body.ptr, "{\"a\":1}", 7);
+    dg_wire_batch_line_free(&l);
+
+    /* any bytes: a NUL survives, bytes that are not UTF-8 become '?' */
+    s = dg_wire_batch_line_dumps(0, 400, "a\0b\xff", 4);
+    assert_int_equal(dg_wire_batch_line_parse(s, strlen(s), &l, &err), 0);
+    assert_int_equal(l.body.len, 4);
+    assert_memory_equal(l.body.ptr, "a\0b?", 4);
+    dg_wire_batch_line_free(&l);
+    free(s);
+
+    static const char no_i[] = "{\"status\":200}";
+    assert_int_equal(dg_wire_batch_line_parse(no_i, strlen(no_i), &l, &err), DG_E_INVAL);
+    assert_string_equal(err.msg, "field 'i': required");
+    assert_null(l.root_);
+    static const char bad_body[] = "{\"i\":0,\"status\":200,\"body\":1}";
+    assert_int_equal(dg_wire_batch_line_parse(bad_body, strlen(bad_body), &l, &err), DG_E_INVAL);
+    assert_string_equal(err.msg, "field 'body': expected string, got integer");
+
+    json_t *items = json_array();
+    json_array_append_new(items, dg_wire_delete_item_encode("x"));
+    json_t *body = dg_wire_batch_encode(items);
+    s = dg_json_dumps(body);
+    assert_string_equal(s, "{\"items\":[\"x\"]}");
+    free(s);
+    assert_ptr_equal(dg_wire_batch_items(body, &err), items);
+    json_decref(body);
+    body = json_loads("{\"items\":[]}", 0, NULL);
+    assert_null(dg_wire_batch_items(body, &err));
+    assert_string_equal(err.msg, "field 'items': expected a non-empty array");
+    json_decref(body);
+}
+
+static void test_heartbeat_answer(void **state)
+{
+    assert_true(dg_wire_beat_answer_is_resync("resync\n", 7));
+    assert_true(dg_wire_beat_answer_is_resync(DG_WIRE_BEAT_RESYNC, 6));
+    assert_false(dg_wire_beat_answer_is_resync("ok\n", 3));
+    assert_false(dg_wire_beat_answer_is_resync("res", 3));
+    assert_false(dg_wire_beat_answer_is_resync(NULL, 0));
+}
+
+/* every decoder on every sample: what one accepts round-trips (dg_wire_roundtrip_nth aborts
+ * otherwise), and each sample is accepted by its own decoder */
+static void test_roundtrip_all(void **state)
+{
+    static const struct {
+        const char *msg, *bytes;
+    } samples[] = {{"worker_beat", WORKER_BEAT},
+                   {"worker_beat", WORKER_BEAT_PLAIN},
+                   {"sandbox_exit", SANDBOX_EXIT},
+                   {"dp_beat", DP_BEAT},
+                   {"metrics", METRICS},
+                   {"create", CREATE},
+                   {"created", CREATED},
+                   {"sandbox_list", SANDBOX_LIST},
+                   {"push", PUSH},
+                   {"drain", DRAIN},
+                   {"worker_rec", WORKER_REC},
+                   {"dp_rec", DP_REC},
+                   {"status", STATUS},
+                   {"status", STATUS_FOLLOWER},
+                   {"dp_fn_view", DP_FN_VIEW},
+                   {"dp_fn_view", DP_FN_VIEW_ERR}};
+    size_t nmsgs = 0;
+    const char *name;
+    struct dg_err err;
+    while (dg_wire_roundtrip_nth(nmsgs, "{}", 2, &name, &err) != -1)
+        nmsgs++;
+    assert_true(nmsgs >= 30);
+    for (size_t s = 0; s < sizeof(samples) / sizeof(samples[0]); s++) {
+        bool own = false;
+        for (size_t i = 0; i < nmsgs; i++) {
+            int rc =
+                dg_wire_roundtrip_nth(i, samples[s].bytes, strlen(samples[s].bytes), &name, &err);
+            if (strcmp(name, samples[s].msg) == 0) {
+                assert_int_equal(rc, 0);
+                own = true;
+            }
+        }
+        assert_true(own);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_worker_beat),
+        cmocka_unit_test(test_sandbox_exit),
+        cmocka_unit_test(test_dp_beat_and_metrics),
+        cmocka_unit_test(test_create_and_created),
+        cmocka_unit_test(test_sandbox_list),
+        cmocka_unit_test(test_push),
+        cmocka_unit_test(test_drain_and_records),
+        cmocka_unit_test(test_status),
+        cmocka_unit_test(test_dp_fn_view),
+        cmocka_unit_test(test_roundtrip_built),
+        cmocka_unit_test(test_errors_name_the_field),
+        cmocka_unit_test(test_failed_decode_frees),
+        cmocka_unit_test(test_batch_framing),
+        cmocka_unit_test(test_heartbeat_answer),
+        cmocka_unit_test(test_roundtrip_all),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
