@@ -16,6 +16,7 @@
 #include "dirigent/json.h"
 #include "dirigent/log.h"
 #include "dirigent/trace.h"
+#include "dirigent/wire.h"
 
 /* ---- requests to workers and data planes ------------------------------------------------ */
 
@@ -160,23 +161,23 @@ static void trace_free(struct trace_row *r)
     }
 }
 
-static void trace_create(const struct cp_sandbox *s, const char *id, json_t *answer, bool ok)
+static void trace_create(const struct cp_sandbox *s, const char *id,
+                         const struct dg_wire_latency *lat, bool ok)
 {
     if (!cp.cold_trace)
         return;
-    json_t *l = answer ? json_object_get(answer, "latencyUs") : NULL;
-#define LAT(k) ((long long)json_integer_value(json_object_get(l, k)))
+    static const struct dg_wire_latency none;
+    const struct dg_wire_latency *l = lat ? lat : &none;
     struct trace_row r = {.fn = s->fn->spec.name,
                           .id = id ? (char *)id : "",
-                          .image = LAT("image"),
-                          .rootfs = LAT("rootfs"),
-                          .start = LAT("start"),
-                          .net = LAT("network"),
-                          .ready = LAT("ready"),
+                          .image = l->image,
+                          .rootfs = l->rootfs,
+                          .start = l->start,
+                          .net = l->network,
+                          .ready = l->ready,
                           .wall_us = dg_wall_ms() * 1000ull,
                           .t_ready_us = dg_now_us()};
-    r.other = LAT("total") - r.image - r.rootfs - r.start - r.net - r.ready;
-#undef LAT
+    r.other = l->total - r.image - r.rootfs - r.start - r.net - r.ready;
     if (!ok) {
         trace_write(&r, false, 0);
         return;
@@ -219,8 +220,8 @@ static void deleted_on_worker(void *ud, const struct dg_http_resp *resp, const s
 static void fx_destroy(void *ud, struct cp_worker *w, const char *id, struct cp_sandbox *s)
 {
     struct cp_worker_io *io = w->io;
-    batch_call(&io->deletes, "/v1/sandboxes/delete", io->pool, json_string(id),
-               s ? deleted_on_worker : NULL, s);
+    batch_call(&io->deletes, DG_WIRE_PATH_SANDBOXES_DELETE, io->pool,
+               dg_wire_delete_item_encode(id), s ? deleted_on_worker : NULL, s);
 }
 
 static void drain_step(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
@@ -234,17 +235,19 @@ static void drain_step(void *ud, const struct dg_http_resp *resp, const struct d
 
 static void fx_drain(void *ud, struct cp_drain *d)
 {
-    json_t *ids = json_array();
+    char *small[16], **ids = d->n <= 16 ? small : dg_xcalloc(d->n, sizeof(*ids));
     for (size_t i = 0; i < d->n; i++)
-        json_array_append_new(ids, json_string(d->victims[i]->id));
+        ids[i] = d->victims[i]->id;
+    struct dg_wire_drain m = {.name = d->f->spec.name, .ids = {.v = ids, .n = d->n}};
     d->pending = 1; /* held until every DP was asked */
     for (struct cp_dp *dp = cp.core.dps; dp; dp = dp->next) {
         struct cp_dp_io *io = dp->io;
         d->pending++;
-        batch_call(&io->drains, "/v1/drain", io->drain_pool,
-                   json_pack("{ss sO}", "name", d->f->spec.name, "ids", ids), drain_step, d);
+        batch_call(&io->drains, DG_WIRE_PATH_DRAIN, io->drain_pool, dg_wire_drain_encode(&m),
+                   drain_step, d);
     }
-    json_decref(ids);
+    if (ids != small)
+        free(ids);
     drain_step(d, NULL, NULL);
 }
 
@@ -252,16 +255,20 @@ static void created(void *ud, const struct dg_http_resp *resp, const struct dg_e
 {
     struct cp_sandbox *s = ud;
     struct cp_fn *f = s->fn;
-    const char *id = NULL, *ep = NULL;
-    json_t *j = NULL;
+    struct dg_wire_created m = {0};
     struct dg_err perr = {0};
-    if (!err && (dg_json_parse(resp->body.ptr, resp->body.len, &j, &perr) < 0 ||
-                 dg_json_get_string(j, "id", true, &id, &perr) < 0 ||
-                 dg_json_get_string(j, "endpoint", true, &ep, &perr) < 0))
-        err = &perr;
+    bool parsed = false;
+    if (!err) {
+        if (dg_wire_created_parse(resp->body.ptr, resp->body.len, &m, &perr) < 0)
+            err = &perr;
+        else
+            parsed = true;
+    }
+    const char *id = m.id, *ep = m.endpoint;
     if (s->abandoned_on) { /* its worker was given up: the core deletes what came after all */
         cp_core_on_created(&cp.core, s, err ? NULL : id, ep, err ? err->msg : NULL);
-        json_decref(j);
+        if (parsed)
+            dg_wire_created_free(&m);
         return;
     }
     if (err) {
@@ -274,10 +281,11 @@ static void created(void *ud, const struct dg_http_resp *resp, const struct dg_e
             reason += 20;
         cp_core_on_created(&cp.core, s, NULL, NULL, reason);
     } else {
-        trace_create(s, id, j, true);
+        trace_create(s, id, m.has_latency ? &m.latency : NULL, true);
         cp_core_on_created(&cp.core, s, id, ep, NULL);
     }
-    json_decref(j);
+    if (parsed)
+        dg_wire_created_free(&m);
 }
 
 static bool env_has(const struct cp_fn_spec *spec, const char *name)
@@ -292,84 +300,99 @@ static bool env_has(const struct cp_fn_spec *spec, const char *name)
 /* The registration's start-up busy loop, under the names the original's workload reads
  * (its worker sets ITERATIONS_MULTIPLIER and COLD_START_BUSY_LOOP_MS the same way); the
  * function's own env_vars win. Only when registered: other images get nothing new. */
-static void sandbox_workload_env(const struct cp_fn_spec *spec, json_t *env)
+static void sandbox_workload_env(const struct cp_fn_spec *spec, struct dg_strlist *env,
+                                 char bufs[2][64])
 {
-    if (spec->cold_start_busy_loop_ms > 0 && !env_has(spec, "COLD_START_BUSY_LOOP_MS"))
-        json_array_append_new(env, json_sprintf("COLD_START_BUSY_LOOP_MS=%lld",
-                                                (long long)spec->cold_start_busy_loop_ms));
+    if (spec->cold_start_busy_loop_ms > 0 && !env_has(spec, "COLD_START_BUSY_LOOP_MS")) {
+        snprintf(bufs[0], 64, "COLD_START_BUSY_LOOP_MS=%lld",
+                 (long long)spec->cold_start_busy_loop_ms);
+        env->v[env->n++] = bufs[0];
+    }
     if ((spec->iteration_multiplier > 0 || spec->cold_start_busy_loop_ms > 0) &&
-        !env_has(spec, "ITERATIONS_MULTIPLIER"))
-        json_array_append_new(env, json_sprintf("ITERATIONS_MULTIPLIER=%lld",
-                                                (long long)(spec->iteration_multiplier > 0
-                                                                ? spec->iteration_multiplier
-                                                                : 102)));
+        !env_has(spec, "ITERATIONS_MULTIPLIER")) {
+        snprintf(bufs[1], 64, "ITERATIONS_MULTIPLIER=%lld",
+                 (long long)(spec->iteration_multiplier > 0 ? spec->iteration_multiplier : 102));
+        env->v[env->n++] = bufs[1];
+    }
 }
 
 static void fx_create(void *ud, struct cp_sandbox *s)
 {
     const struct cp_fn_spec *spec = &s->fn->spec;
     struct cp_worker_io *io = s->worker->io;
-    json_t *env = json_array(), *args = json_array();
-    for (size_t i = 0; i < spec->env.n; i++)
-        json_array_append_new(env, json_string(spec->env.v[i]));
-    sandbox_workload_env(spec, env);
-    for (size_t i = 0; i < spec->args.n; i++)
-        json_array_append_new(args, json_string(spec->args.v[i]));
-    batch_call(&io->creates, "/v1/sandboxes/batch", io->pool,
-               json_pack("{ss ss si so so sI sI}", "function", spec->name, "image", spec->image,
-                         "port", spec->port, "env", env, "args", args, "cpuMilli",
-                         (json_int_t)spec->cpu_milli, "memoryMiB", (json_int_t)spec->memory_mib),
+    /* the function's env, then the workload's (borrowed: encoded at once) */
+    char *small[16],
+        **envv = spec->env.n + 2 <= 16 ? small : dg_xcalloc(spec->env.n + 2, sizeof(*envv));
+    struct dg_strlist env = {.v = envv, .n = spec->env.n};
+    memcpy(envv, spec->env.v, spec->env.n * sizeof(*envv));
+    char bufs[2][64];
+    sandbox_workload_env(spec, &env, bufs);
+    struct dg_wire_create m = {.function = (char *)spec->name,
+                               .image = spec->image,
+                               .port = spec->port,
+                               .env = env,
+                               .args = spec->args,
+                               .cpu_milli = spec->cpu_milli,
+                               .memory_mib = spec->memory_mib};
+    batch_call(&io->creates, DG_WIRE_PATH_SANDBOXES_BATCH, io->pool, dg_wire_create_encode(&m),
                created, s);
+    if (envv != small)
+        free(envv);
 }
 
 /* ---- pushes to data planes -------------------------------------------------------------- */
 
-static json_t *endpoint_list(const struct cp_fn *f)
-{
-    json_t *eps = json_array();
-    for (const struct cp_sandbox *s = f->sbs; s; s = s->next)
-        if (s->state == CP_SB_READY)
-            json_array_append_new(eps, json_pack("{ss ss}", "id", s->id, "address", s->endpoint));
-    return json_pack("{so}", "endpoints", eps);
-}
-
 /* All endpoint lists that changed during this loop turn, in one call per DP. */
 static void fx_push(void *ud, const struct cp_push_item *items, size_t n)
 {
-    json_t *fns = json_array();
+    size_t neps = 0, nex = 0;
     for (size_t i = 0; i < n; i++) {
+        for (const struct cp_sandbox *s = items[i].f->sbs; s; s = s->next)
+            neps += s->state == CP_SB_READY;
+        nex += items[i].nexited;
+    }
+    struct dg_wire_push m = {.functions = dg_xcalloc(n ? n : 1, sizeof(*m.functions)),
+                             .nfunctions = n};
+    struct dg_wire_endpoint *eps0 = dg_xcalloc(neps ? neps : 1, sizeof(*eps0)), *eps = eps0;
+    struct dg_wire_exit_note *exs0 = dg_xcalloc(nex ? nex : 1, sizeof(*exs0)), *exs = exs0;
+    for (size_t i = 0; i < n; i++) { /* borrowed from the registry: encoded below */
         const struct cp_push_item *it = &items[i];
-        json_t *one = endpoint_list(it->f);
-        json_object_set_new(one, "name", json_string(it->f->spec.name));
-        json_object_set_new(one, "concurrency", json_integer(it->f->spec.concurrency));
-        if (it->error)
-            json_object_set_new(one, "error", json_string(it->error));
-        if (it->nexited) { /* why its sandboxes went: the DPs tell callers whose request died */
-            json_t *ex = json_array();
-            for (unsigned k = 0; k < it->nexited; k++)
-                json_array_append_new(ex, json_pack("{ss ss}", "id", it->exited[k].id, "reason",
-                                                    it->exited[k].reason));
-            json_object_set_new(one, "exited", ex);
-        }
-        json_array_append_new(fns, one);
+        struct dg_wire_fn_update *u = &m.functions[i];
+        u->name = (char *)it->f->spec.name;
+        u->concurrency = it->f->spec.concurrency;
+        u->endpoints = eps;
+        for (const struct cp_sandbox *s = it->f->sbs; s; s = s->next)
+            if (s->state == CP_SB_READY)
+                eps[u->nendpoints++] = (struct dg_wire_endpoint){s->id, s->endpoint};
+        eps += u->nendpoints;
+        u->error = (char *)it->error;
+        /* why its sandboxes went: the DPs tell callers whose request died */
+        u->exited = it->nexited ? exs : NULL;
+        for (unsigned k = 0; k < it->nexited; k++)
+            exs[u->nexited++] = (struct dg_wire_exit_note){it->exited[k].id, it->exited[k].reason};
+        exs += u->nexited;
     }
     struct push *p = dg_xcalloc(1, sizeof(*p));
     p->rows = cp.trace_pending; /* created since the last push: their endpoints are in this one */
     cp.trace_pending = NULL;
     p->waiting = 1; /* held until every DP was asked */
+    json_t *body = cp.core.dps ? dg_wire_push_encode(&m) : NULL;
     for (struct cp_dp *d = cp.core.dps; d; d = d->next) {
         p->waiting++;
-        call(((struct cp_dp_io *)d->io)->pool, "PUT", "/v1/endpoints",
-             json_pack("{sO}", "functions", fns), pushed, p);
+        call(((struct cp_dp_io *)d->io)->pool, "PUT", DG_WIRE_PATH_ENDPOINTS, json_incref(body),
+             pushed, p);
     }
     pushed(p, NULL, NULL);
-    json_decref(fns);
+    json_decref(body);
+    free(eps0);
+    free(exs0);
+    free(m.functions);
 }
 
 static void fx_forget_fn(void *ud, const char *name)
 {
     char path[128];
-    snprintf(path, sizeof(path), "/v1/functions/%s", name);
+    snprintf(path, sizeof(path), DG_WIRE_PATH_FUNCTIONS "/%s", name);
     for (struct cp_dp *d = cp.core.dps; d; d = d->next)
         call(((struct cp_dp_io *)d->io)->pool, "DELETE", path, NULL, log_dp_error,
              "delete function");
@@ -473,19 +496,17 @@ static void fx_disconnect(void *ud, enum cp_peer kind, void *iop)
 
 static void fx_persist(void *ud, enum cp_peer kind, const void *peer)
 {
-    json_t *v;
+    char *value;
     const char *name;
     if (kind == CP_PEER_WORKER) {
         const struct cp_worker *w = peer;
-        v = json_pack("{ss}", "address", w->address);
+        value = dg_wire_worker_rec_dumps(&(struct dg_wire_worker_rec){.address = w->address});
         name = w->name;
     } else {
         const struct cp_dp *d = peer;
-        v = json_pack("{ss ss}", "api", d->api, "proxy", d->proxy);
+        value = dg_wire_dp_rec_dumps(&(struct dg_wire_dp_rec){.api = d->api, .proxy = d->proxy});
         name = d->name;
     }
-    char *value = dg_json_dumps(v);
-    json_decref(v);
     cp_store_put(cp.store, kind == CP_PEER_WORKER ? "worker" : "dataplane", name, value, NULL,
                  NULL);
     free(value);
