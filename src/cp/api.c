@@ -34,6 +34,7 @@
 #include "dirigent/form.h"
 #include "dirigent/json.h"
 #include "dirigent/log.h"
+#include "dirigent/wire.h"
 
 static struct cp_fn *cp_fn_find(struct dg_str name)
 {
@@ -362,123 +363,91 @@ static void api_fn_delete(struct dg_http_req *r, void *ud)
 static void api_worker(struct dg_http_req *r, void *ud)
 {
     struct dg_str body = dg_http_req_body(r);
-    json_t *j;
+    struct dg_wire_worker_beat m;
     struct dg_err err = {0};
-    const char *name, *address;
-    if (dg_json_parse(body.ptr, body.len, &j, &err) < 0 ||
-        dg_json_get_string(j, "name", true, &name, &err) < 0 ||
-        dg_json_get_string(j, "address", true, &address, &err) < 0) {
-        json_decref(j);
+    if (dg_wire_worker_beat_parse(body.ptr, body.len, &m, &err) < 0) {
         dg_http_respond_text(r, 400, "worker: %s", err.msg);
         return;
     }
     /* its resources and the accounting rule's parameters (lib/resources.c); a worker that
      * advertises no overcommit or floors gets none */
-    struct cp_worker_report rep = {.name = name, .address = address};
-    dg_json_get_string(j, "boot", false, &rep.boot, &err);
-    json_t *cpu = json_object_get(j, "cpuMilli"), *mem = json_object_get(j, "memoryMiB");
-    json_t *oc = json_object_get(j, "cpuOvercommit");
-    json_t *fc = json_object_get(j, "sandboxMinCpuMilli"),
-           *fm = json_object_get(j, "sandboxMinMemoryMiB");
-    rep.res.cpu_milli = json_is_integer(cpu) ? (int64_t)json_integer_value(cpu) : 0;
-    rep.res.memory_mib = json_is_integer(mem) ? (int64_t)json_integer_value(mem) : 0;
-    rep.res.cpu_overcommit =
-        json_is_number(oc) && json_number_value(oc) > 0 ? json_number_value(oc) : 1.0;
-    rep.res.min_cpu_milli = json_is_integer(fc) ? (int64_t)json_integer_value(fc) : 0;
-    rep.res.min_memory_mib = json_is_integer(fm) ? (int64_t)json_integer_value(fm) : 0;
-    /* sandboxes it runs (only resync heartbeats list them, and those this CP asks for with
-     * "resync"): the core adopts those it does not know (this CP restarted) */
-    json_t *sbs = json_object_get(j, "sandboxes"), *item;
-    rep.listed = json_is_array(sbs);
-    struct cp_sandbox_report *list = NULL;
-    if (rep.listed && json_array_size(sbs)) {
-        list = dg_xcalloc(json_array_size(sbs), sizeof(*list));
-        size_t i;
-        json_array_foreach(sbs, i, item)
-        {
-            struct cp_sandbox_report *sr = &list[rep.nsandboxes];
-            if (dg_json_get_string(item, "id", true, &sr->id, &err) == 0 &&
-                dg_json_get_string(item, "function", true, &sr->function, &err) == 0 &&
-                dg_json_get_string(item, "endpoint", true, &sr->endpoint, &err) == 0)
-                rep.nsandboxes++;
-        }
-    }
+    struct cp_worker_report rep = {
+        .name = m.name,
+        .address = m.address,
+        .boot = m.boot,
+        .res = {.cpu_milli = m.cpu_milli,
+                .memory_mib = m.memory_mib,
+                .cpu_overcommit = m.cpu_overcommit > 0 ? m.cpu_overcommit : 1.0,
+                .min_cpu_milli = m.min_cpu_milli,
+                .min_memory_mib = m.min_memory_mib},
+        /* sandboxes it runs (only resync heartbeats list them, and those this CP asks for
+         * with "resync"): the core adopts those it does not know (this CP restarted) */
+        .listed = m.has_sandboxes,
+        .nsandboxes = m.nsandboxes};
+    struct cp_sandbox_report *list = m.nsandboxes ? dg_xcalloc(m.nsandboxes, sizeof(*list)) : NULL;
+    for (size_t i = 0; i < m.nsandboxes; i++)
+        list[i] = (struct cp_sandbox_report){m.sandboxes[i].id, m.sandboxes[i].function,
+                                             m.sandboxes[i].endpoint};
     rep.sandboxes = list;
     struct cp_worker *w = cp_core_on_worker_heartbeat(&cp.core, &rep, &err);
     free(list);
-    json_decref(j);
+    dg_wire_worker_beat_free(&m);
     if (!w) {
         dg_http_respond_text(r, 400, "worker: %s", err.msg);
         return;
     }
-    dg_http_respond_text(r, 200, w->need_list ? "resync" : "ok");
+    dg_http_respond_text(r, 200, w->need_list ? DG_WIRE_BEAT_RESYNC : DG_WIRE_BEAT_OK);
 }
 
 static void api_dataplane(struct dg_http_req *r, void *ud)
 {
     struct dg_str body = dg_http_req_body(r);
-    json_t *j;
+    struct dg_wire_dp_beat m;
     struct dg_err err = {0};
-    const char *name, *api, *proxy;
-    if (dg_json_parse(body.ptr, body.len, &j, &err) < 0 ||
-        dg_json_get_string(j, "name", true, &name, &err) < 0 ||
-        dg_json_get_string(j, "api", true, &api, &err) < 0 ||
-        dg_json_get_string(j, "proxy", true, &proxy, &err) < 0) {
-        json_decref(j);
+    if (dg_wire_dp_beat_parse(body.ptr, body.len, &m, &err) < 0) {
         dg_http_respond_text(r, 400, "dataplane: %s", err.msg);
         return;
     }
     bool fresh;
     struct cp_dp *d =
-        cp_core_on_dp_heartbeat(&cp.core, name, api, proxy, CP_FROM_PEER, &fresh, &err);
+        cp_core_on_dp_heartbeat(&cp.core, m.name, m.api, m.proxy, CP_FROM_PEER, &fresh, &err);
+    /* every function with its whole endpoint list whenever the DP may have lost them: a new
+     * API address, or a DP that (re)started says "resync" in its first registration */
+    bool resync = fresh || m.resync;
+    dg_wire_dp_beat_free(&m);
     if (!d) {
-        json_decref(j);
         dg_http_respond_text(r, 400, "dataplane: %s", err.msg);
         return;
     }
-    /* every function with its whole endpoint list whenever the DP may have lost them: a new
-     * API address, or a DP that (re)started says "resync" in its first registration */
-    bool resync = fresh || json_is_true(json_object_get(j, "resync"));
-    json_decref(j);
     if (resync) { /* every function with its whole list, in the next batched push */
         cp_core_push_all(&cp.core);
         cp_haproxy_sync();
     }
-    dg_http_respond_text(r, 200, "ok");
+    dg_http_respond_text(r, 200, DG_WIRE_BEAT_OK);
 }
 
 static void api_metrics(struct dg_http_req *r, void *ud)
 {
     struct dg_str body = dg_http_req_body(r);
-    json_t *j;
+    struct dg_wire_metrics m;
     struct dg_err err = {0};
-    const char *dpname;
-    if (dg_json_parse(body.ptr, body.len, &j, &err) < 0 ||
-        dg_json_get_string(j, "dataplane", true, &dpname, &err) < 0) {
-        json_decref(j);
+    if (dg_wire_metrics_parse(body.ptr, body.len, &m, &err) < 0) {
         dg_http_respond_text(r, 400, "metrics: %s", err.msg);
         return;
     }
-    struct cp_dp *d = cp_core_dp(&cp.core, dpname);
+    struct cp_dp *d = cp_core_dp(&cp.core, m.dataplane);
     if (!d) {
-        json_decref(j);
-        dg_http_respond_text(r, 404, "metrics: data plane '%s' is not registered", dpname);
+        dg_http_respond_text(r, 404, "metrics: data plane '%s' is not registered", m.dataplane);
+        dg_wire_metrics_free(&m);
         return;
     }
-    json_t *list = json_object_get(j, "functions"), *item;
-    size_t i;
-    json_array_foreach(list, i, item)
-    {
-        const char *name;
-        json_t *v = json_object_get(item, "inflight");
-        if (dg_json_get_string(item, "name", true, &name, &err) < 0 || !json_is_number(v))
-            continue;
-        struct cp_fn *f = cp_fn_find(dg_str_c(name));
+    for (size_t i = 0; i < m.nfunctions; i++) {
+        struct cp_fn *f = cp_fn_find(dg_str_c(m.functions[i].name));
         if (f)
-            cp_core_on_metric(&cp.core, d, f, json_number_value(v));
+            cp_core_on_metric(&cp.core, d, f, (double)m.functions[i].inflight);
     }
-    json_decref(j);
-    dg_http_respond_text(r, 200, "ok");
+    dg_wire_metrics_free(&m);
+    dg_http_respond_text(r, 200, DG_WIRE_BEAT_OK);
 }
 
 /* A worker saw a sandbox exit that nobody asked for: forget it, record why (the function's last
@@ -486,31 +455,26 @@ static void api_metrics(struct dg_http_req *r, void *ud)
 static void api_sandbox_exited(struct dg_http_req *r, void *ud)
 {
     struct dg_str body = dg_http_req_body(r);
-    json_t *j;
+    struct dg_wire_sandbox_exit m;
     struct dg_err err = {0};
-    const char *fname, *id, *reason = NULL;
-    if (dg_json_parse(body.ptr, body.len, &j, &err) < 0 ||
-        dg_json_get_string(j, "function", true, &fname, &err) < 0 ||
-        dg_json_get_string(j, "id", true, &id, &err) < 0 ||
-        dg_json_get_string(j, "reason", false, &reason, &err) < 0) {
-        json_decref(j);
+    if (dg_wire_sandbox_exit_parse(body.ptr, body.len, &m, &err) < 0) {
         dg_http_respond_text(r, 400, "sandbox exit: %s", err.msg);
         return;
     }
     /* it travels to every DP and into 502 bodies: a worker's reasons are one short line */
-    if (reason && strlen(reason) > CP_EXIT_REASON_MAX) {
+    if (m.reason && strlen(m.reason) > CP_EXIT_REASON_MAX) {
         dg_http_respond_text(r, 400,
                              "sandbox exit: field 'reason': expected at most %d characters, got "
                              "%zu",
-                             CP_EXIT_REASON_MAX, strlen(reason));
-        json_decref(j);
+                             CP_EXIT_REASON_MAX, strlen(m.reason));
+        dg_wire_sandbox_exit_free(&m);
         return;
     }
-    struct cp_fn *f = cp_fn_find(dg_str_c(fname));
-    if (f)
-        cp_core_on_exited(&cp.core, f, id, reason && reason[0] ? reason : "exited"); /* logs it */
-    json_decref(j);
-    dg_http_respond_text(r, 200, "ok");
+    struct cp_fn *f = cp_fn_find(dg_str_c(m.function));
+    if (f) /* logs it */
+        cp_core_on_exited(&cp.core, f, m.id, m.reason && m.reason[0] ? m.reason : "exited");
+    dg_wire_sandbox_exit_free(&m);
+    dg_http_respond_text(r, 200, DG_WIRE_BEAT_OK);
 }
 
 static void api_status(struct dg_http_req *r, void *ud)
@@ -561,7 +525,7 @@ struct leader_route {
 static void refuse(struct dg_http_req *r)
 {
     if (cp.leader_api)
-        dg_http_resp_header(r, "X-Dirigent-Leader", cp.leader_api);
+        dg_http_resp_header(r, DG_WIRE_HDR_LEADER, cp.leader_api);
     if (cp.taking_over)
         dg_http_respond_text(r, 503,
                              "this replica was just elected and is restoring its state from the "
@@ -600,7 +564,7 @@ static void fwd_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     if (f->r) {
         dg_http_req_on_abort(f->r, NULL, NULL);
         if (cp.leader_api)
-            dg_http_resp_header(f->r, "X-Dirigent-Leader", cp.leader_api);
+            dg_http_resp_header(f->r, DG_WIRE_HDR_LEADER, cp.leader_api);
         if (!resp) {
             dg_http_respond_text(f->r, 503, "forwarding to the leader %s: %s: try again",
                                  cp.fwd.addr ? cp.fwd.addr : "?", err->msg);
@@ -632,7 +596,7 @@ static void leader_or_forward(struct dg_http_req *r, void *ud)
         route->fn(r, NULL);
         return;
     }
-    if (!cp.leader_api || cp.taking_over || dg_http_req_header(r, "X-Dirigent-Forwarded").ptr) {
+    if (!cp.leader_api || cp.taking_over || dg_http_req_header(r, DG_WIRE_HDR_FORWARDED).ptr) {
         refuse(r);
         return;
     }
@@ -654,7 +618,7 @@ static void leader_or_forward(struct dg_http_req *r, void *ud)
     }
     struct dg_http_header h[2];
     size_t n = 0;
-    h[n++] = (struct dg_http_header){DG_STR("X-Dirigent-Forwarded"), DG_STR("1")};
+    h[n++] = (struct dg_http_header){DG_STR(DG_WIRE_HDR_FORWARDED), DG_STR("1")};
     struct dg_str ct = dg_http_req_header(r, "Content-Type");
     if (ct.ptr)
         h[n++] = (struct dg_http_header){DG_STR("Content-Type"), ct};
@@ -713,17 +677,20 @@ void cp_api_mount(struct dg_http_server *internal, struct dg_http_server *reg)
         dg_http_route(s, "GET", "/check", leader_or_forward, (void *)&r_check, 0);
         dg_http_route(s, "GET", "/v1/functions", leader_or_forward, (void *)&r_list, 0);
         dg_http_route(s, "POST", "/v1/functions", leader_or_forward, (void *)&r_create, 0);
-        dg_http_route(s, "GET", "/v1/functions/:name", leader_or_forward, (void *)&r_get, 0);
-        dg_http_route(s, "PUT", "/v1/functions/:name", leader_or_forward, (void *)&r_update, 0);
-        dg_http_route(s, "DELETE", "/v1/functions/:name", leader_or_forward, (void *)&r_delete, 0);
+        dg_http_route(s, "GET", DG_WIRE_PATH_FUNCTIONS "/:name", leader_or_forward, (void *)&r_get,
+                      0);
+        dg_http_route(s, "PUT", DG_WIRE_PATH_FUNCTIONS "/:name", leader_or_forward,
+                      (void *)&r_update, 0);
+        dg_http_route(s, "DELETE", DG_WIRE_PATH_FUNCTIONS "/:name", leader_or_forward,
+                      (void *)&r_delete, 0);
     }
     dg_http_route(reg, "POST", "/", leader_or_forward, (void *)&r_register, 0);
-    dg_http_route(internal, "POST", "/v1/workers", leader_only, (void *)&r_worker, 0);
-    dg_http_route(internal, "POST", "/v1/dataplanes", leader_only, (void *)&r_dp, 0);
-    dg_http_route(internal, "POST", "/v1/metrics", leader_only, (void *)&r_metrics, 0);
-    dg_http_route(internal, "POST", "/v1/sandboxes/exited", leader_only, (void *)&r_exited, 0);
-    dg_http_route(internal, "GET", "/v1/status", api_status, NULL, 0);
-    dg_http_route(reg, "GET", "/v1/status", api_status, NULL, 0);
+    dg_http_route(internal, "POST", DG_WIRE_PATH_WORKERS, leader_only, (void *)&r_worker, 0);
+    dg_http_route(internal, "POST", DG_WIRE_PATH_DATAPLANES, leader_only, (void *)&r_dp, 0);
+    dg_http_route(internal, "POST", DG_WIRE_PATH_METRICS, leader_only, (void *)&r_metrics, 0);
+    dg_http_route(internal, "POST", DG_WIRE_PATH_SANDBOX_EXITED, leader_only, (void *)&r_exited, 0);
+    dg_http_route(internal, "GET", DG_WIRE_PATH_STATUS, api_status, NULL, 0);
+    dg_http_route(reg, "GET", DG_WIRE_PATH_STATUS, api_status, NULL, 0);
 }
 
 /* ---- restore and reconstruction ---------------------------------------------------------- */
@@ -752,35 +719,38 @@ static void restore_fn(void *ud, const char *key, const char *value)
 static void restore_worker(void *ud, const char *key, const char *value)
 {
     struct dg_err err = {0};
-    json_t *j = NULL;
-    const char *address;
-    if (dg_json_parse(value, strlen(value), &j, &err) < 0 ||
-        dg_json_get_string(j, "address", true, &address, &err) < 0 ||
-        !cp_core_worker_restore(&cp.core, key, address, &err)) {
+    struct dg_wire_worker_rec m;
+    if (dg_wire_worker_rec_parse(value, strlen(value), &m, &err) < 0) {
+        dg_log(DG_LOG_ERROR, "store", "worker '%s' not restored: %s", key, err.msg);
+        cp.restore.skipped++;
+        return;
+    }
+    if (!cp_core_worker_restore(&cp.core, key, m.address, &err)) {
         dg_log(DG_LOG_ERROR, "store", "worker '%s' not restored: %s", key, err.msg);
         cp.restore.skipped++;
     } else {
         cp.restore.workers++;
     }
-    json_decref(j);
+    dg_wire_worker_rec_free(&m);
 }
 
 static void restore_dp(void *ud, const char *key, const char *value)
 {
     struct dg_err err = {0};
-    json_t *j = NULL;
-    const char *api, *proxy;
+    struct dg_wire_dp_rec m;
     bool fresh;
-    if (dg_json_parse(value, strlen(value), &j, &err) < 0 ||
-        dg_json_get_string(j, "api", true, &api, &err) < 0 ||
-        dg_json_get_string(j, "proxy", true, &proxy, &err) < 0 ||
-        !cp_core_on_dp_heartbeat(&cp.core, key, api, proxy, CP_FROM_STORE, &fresh, &err)) {
+    if (dg_wire_dp_rec_parse(value, strlen(value), &m, &err) < 0) {
+        dg_log(DG_LOG_ERROR, "store", "data plane '%s' not restored: %s", key, err.msg);
+        cp.restore.skipped++;
+        return;
+    }
+    if (!cp_core_on_dp_heartbeat(&cp.core, key, m.api, m.proxy, CP_FROM_STORE, &fresh, &err)) {
         dg_log(DG_LOG_ERROR, "store", "data plane '%s' not restored: %s", key, err.msg);
         cp.restore.skipped++;
     } else {
         cp.restore.dataplanes++;
     }
-    json_decref(j);
+    dg_wire_dp_rec_free(&m);
 }
 
 /* Reconstruction: every restored worker is asked for its sandboxes (adopted as ready); once
@@ -804,31 +774,26 @@ static void recon_listed(struct dg_http_creq *q, const struct dg_http_resp *resp
                          const struct dg_err *err, void *ud)
 {
     struct cp_worker *w = ud;
-    json_t *j = NULL;
+    struct dg_wire_sandbox_list m;
     struct dg_err perr = {0};
     if (resp && resp->status == 200 &&
-        dg_json_parse(resp->body.ptr, resp->body.len, &j, &perr) == 0) {
+        dg_wire_sandbox_list_parse(resp->body.ptr, resp->body.len, &m, &perr) == 0) {
         w->need_list = false;
-        size_t i;
-        json_t *item;
-        json_array_foreach(json_object_get(j, "sandboxes"), i, item)
-        {
-            const char *id = json_string_value(json_object_get(item, "id"));
-            const char *fname = json_string_value(json_object_get(item, "function"));
-            const char *ep = json_string_value(json_object_get(item, "endpoint"));
-            const char *state = json_string_value(json_object_get(item, "state"));
-            if (id && fname && ep && state && strcmp(state, "ready") == 0 &&
-                cp_core_adopt(&cp.core, w, fname, id, ep))
-                dg_log(DG_LOG_INFO, "store", "fn=%s sandbox %s on %s rediscovered", fname, id,
-                       w->name);
+        for (size_t i = 0; i < m.nsandboxes; i++) {
+            const struct dg_wire_sandbox_state *sb = &m.sandboxes[i];
+            if (strcmp(sb->state, "ready") == 0 &&
+                cp_core_adopt(&cp.core, w, sb->function, sb->id, sb->endpoint))
+                dg_log(DG_LOG_INFO, "store", "fn=%s sandbox %s on %s rediscovered", sb->function,
+                       sb->id, w->name);
         }
+        dg_wire_sandbox_list_free(&m);
     } else {
         dg_log(DG_LOG_WARN, "store", "worker %s: sandboxes not listed: %s", w->name,
-               err    ? err->msg
-               : resp ? "bad answer"
-                      : "?");
+               err           ? err->msg
+               : perr.msg[0] ? perr.msg
+               : resp        ? "bad answer"
+                             : "?");
     }
-    json_decref(j);
     if (cp.recon.waiting && --cp.recon.waiting == 0)
         recon_finish();
 }
@@ -851,8 +816,8 @@ static void restore_done(void)
     static const struct dg_http_client_cbs cbs = {.on_done = recon_listed};
     for (struct cp_worker *w = cp.core.workers; w; w = w->next) {
         cp.recon.waiting++;
-        dg_http_request(((struct cp_worker_io *)w->io)->pool, "GET", "/v1/sandboxes", NULL, 0, NULL,
-                        0, &cbs, w);
+        dg_http_request(((struct cp_worker_io *)w->io)->pool, "GET", DG_WIRE_PATH_SANDBOXES, NULL,
+                        0, NULL, 0, &cbs, w);
     }
     if (cp.recon.waiting == 0) {
         recon_finish();
