@@ -48,27 +48,39 @@ static struct cp_fn *cp_fn_find(struct dg_str name)
  * clock, Unix ms), "error_age_ms" (by the CP's monotonic clock: no skew for the CLI) and
  * "error_kind" ("create", "unschedulable", or "exit": a sandbox exited by itself, e.g.
  * "sandbox ID OOM-killed: memory limit 64 MiB"). */
-static json_t *fn_json(const struct cp_fn *f)
+static void fn_view(const struct cp_fn *f, struct dg_wire_fn_view *v)
 {
     const struct cp_fn_error *e = cp_fn_error_of(f);
-    json_t *j = json_pack(
-        "{ss ss si ss si si si si si sI sI sb si}", "name", f->spec.name, "image", f->spec.image,
-        "port", f->spec.port, "state", cp_fn_state(e, f->ready, f->creating, f->desired), "ready",
-        (int)f->ready, "desired", f->desired, "creating", (int)f->creating, "scaling_lower_bound",
-        f->spec.lower_bound, "scaling_upper_bound", f->spec.upper_bound, "requested_cpu",
-        (json_int_t)f->spec.cpu_milli, "requested_memory", (json_int_t)f->spec.memory_mib,
-        "cold_start_sweep", f->spec.cold_start_sweep, "container_concurrency", f->spec.concurrency);
-    if (!e->set) {
-        json_object_set_new(j, "error", json_null());
-        return j;
-    }
-    json_object_set_new(j, "error", json_string(e->reason));
-    json_object_set_new(j, "error_worker", e->worker[0] ? json_string(e->worker) : json_null());
-    json_object_set_new(j, "error_at_ms", json_integer((json_int_t)e->wall_ms));
-    json_object_set_new(j, "error_age_ms",
-                        json_integer((json_int_t)cp_fn_error_age_ms(e, uv_now(cp.loop))));
-    json_object_set_new(j, "error_kind", json_string(cp_fn_error_kind(e)));
-    return j;
+    *v = (struct dg_wire_fn_view){
+        .name = (char *)f->spec.name,
+        .image = f->spec.image,
+        .port = f->spec.port,
+        .state = (char *)cp_fn_state(e, f->ready, f->creating, f->desired),
+        .ready = f->ready,
+        .desired = f->desired,
+        .creating = f->creating,
+        .lower_bound = f->spec.lower_bound,
+        .upper_bound = f->spec.upper_bound,
+        .requested_cpu = f->spec.cpu_milli,
+        .requested_memory = f->spec.memory_mib,
+        .cold_start_sweep = f->spec.cold_start_sweep,
+        .container_concurrency = f->spec.concurrency,
+    };
+    if (!e->set)
+        return;
+    v->has_error = true;
+    v->error = (char *)e->reason;
+    v->error_worker = e->worker[0] ? (char *)e->worker : NULL;
+    v->error_at_ms = (int64_t)e->wall_ms;
+    v->error_age_ms = (int64_t)cp_fn_error_age_ms(e, uv_now(cp.loop));
+    v->error_kind = (char *)cp_fn_error_kind(e);
+}
+
+static json_t *fn_json(const struct cp_fn *f)
+{
+    struct dg_wire_fn_view v;
+    fn_view(f, &v);
+    return dg_wire_fn_view_encode(&v);
 }
 
 static void registration_reply(struct dg_http_req *r)
@@ -479,41 +491,57 @@ static void api_sandbox_exited(struct dg_http_req *r, void *ud)
 
 static void api_status(struct dg_http_req *r, void *ud)
 {
-    json_t *ws = json_array(), *ds = json_array(), *fs = json_array();
+    struct dg_wire_status st = {.role = cp.leader ? "leader" : "follower",
+                                .leader = cp.leader_api,
+                                .has_replicas = cp.nreplicas > 0};
     for (struct cp_worker *w = cp.core.workers; w; w = w->next)
-        json_array_append_new(
-            ws,
-            json_pack("{ss ss sb si sI sI sI sI sI sf sI sI}", "name", w->name, "address",
-                      w->address, "schedulable", w->node.schedulable, "sandboxes",
-                      (int)w->node.sandboxes, "cpuMilli", (json_int_t)w->res.cpu_milli, "memoryMiB",
-                      (json_int_t)w->res.memory_mib, "cpuUsedMilli", (json_int_t)w->node.cpu_used,
-                      "memoryUsedMiB", (json_int_t)w->node.mem_used,
-                      /* what placement may reserve: cpuMilli x cpuOvercommit */
-                      "cpuSchedulableMilli", (json_int_t)cp_worker_cpu_schedulable(w),
-                      "cpuOvercommit", w->res.cpu_overcommit > 0 ? w->res.cpu_overcommit : 1.0,
-                      "sandboxMinCpuMilli", (json_int_t)w->res.min_cpu_milli, "sandboxMinMemoryMiB",
-                      (json_int_t)w->res.min_memory_mib));
+        st.nworkers++;
     for (struct cp_dp *d = cp.core.dps; d; d = d->next)
-        json_array_append_new(
-            ds, json_pack("{ss ss ss}", "name", d->name, "api", d->api, "proxy", d->proxy));
+        st.ndataplanes++;
+    for (struct cp_fn *f = cp.core.fns; f; f = f->next)
+        st.nfunctions += !f->deleted;
+    st.workers = dg_xcalloc(st.nworkers + 1, sizeof(*st.workers));
+    st.dataplanes = dg_xcalloc(st.ndataplanes + 1, sizeof(*st.dataplanes));
+    st.functions = dg_xcalloc(st.nfunctions + 1, sizeof(*st.functions));
+    st.replicas = dg_xcalloc(cp.nreplicas + 1, sizeof(*st.replicas));
+    size_t i = 0;
+    for (struct cp_worker *w = cp.core.workers; w; w = w->next)
+        st.workers[i++] = (struct dg_wire_worker_view){
+            .name = w->name,
+            .address = w->address,
+            .schedulable = w->node.schedulable,
+            .sandboxes = w->node.sandboxes,
+            .cpu_milli = w->res.cpu_milli,
+            .memory_mib = w->res.memory_mib,
+            .cpu_used_milli = w->node.cpu_used,
+            .memory_used_mib = w->node.mem_used,
+            /* what placement may reserve: cpuMilli x cpuOvercommit */
+            .cpu_schedulable_milli = cp_worker_cpu_schedulable(w),
+            .cpu_overcommit = w->res.cpu_overcommit > 0 ? w->res.cpu_overcommit : 1.0,
+            .min_cpu_milli = w->res.min_cpu_milli,
+            .min_memory_mib = w->res.min_memory_mib};
+    i = 0;
+    for (struct cp_dp *d = cp.core.dps; d; d = d->next)
+        st.dataplanes[i++] = (struct dg_wire_dp_view){d->name, d->api, d->proxy};
+    i = 0;
     for (struct cp_fn *f = cp.core.fns; f; f = f->next)
         if (!f->deleted)
-            json_array_append_new(fs, fn_json(f));
-    json_t *st = json_pack("{so so so ss}", "workers", ws, "dataplanes", ds, "functions", fs,
-                           "role", cp.leader ? "leader" : "follower");
-    json_object_set_new(st, "leader", cp.leader_api ? json_string(cp.leader_api) : json_null());
+            fn_view(f, &st.functions[i++]);
+    for (i = 0; i < cp.nreplicas; i++)
+        st.replicas[i] = (struct dg_wire_replica){
+            .id = (int64_t)i + 1,
+            .api = cp.replicas[i],
+            .self = i + 1 == cp.replica_id,
+            .leader = cp.leader_api && strcmp(cp.leader_api, cp.replicas[i]) == 0};
+    st.nreplicas = cp.nreplicas;
+    json_t *j = dg_wire_status_encode(&st);
     /* who answers: `up` and the tests check it is the process they started */
-    json_object_set_new(st, "pid", json_integer((json_int_t)getpid()));
-    if (cp.nreplicas) {
-        json_t *rs = json_array();
-        for (size_t i = 0; i < cp.nreplicas; i++)
-            json_array_append_new(
-                rs, json_pack("{si ss sb sb}", "id", (int)i + 1, "api", cp.replicas[i], "self",
-                              i + 1 == cp.replica_id, "leader",
-                              cp.leader_api && strcmp(cp.leader_api, cp.replicas[i]) == 0));
-        json_object_set_new(st, "replicas", rs);
-    }
-    dg_http_respond_json(r, 200, st);
+    json_object_set_new(j, "pid", json_integer((json_int_t)getpid()));
+    free(st.workers);
+    free(st.dataplanes);
+    free(st.functions);
+    free(st.replicas);
+    dg_http_respond_json(r, 200, j);
 }
 
 /* A replica that does not lead refuses with the leader's internal API address (workers and
