@@ -13,6 +13,7 @@
 
 #include "../cp/function.h"
 #include "cli.h"
+#include "dirigent/wire.h"
 
 /* "3 s ago", "4 min ago", "2 h ago" */
 static void fmt_age(char *out, size_t n, long long ms)
@@ -28,41 +29,45 @@ static void fmt_age(char *out, size_t n, long long ms)
 
 /* One function per row; a function whose last create failed gets a line under its row:
  * "  error: <reason> (worker w1, 3 s ago)". */
+/* Rows of functions as the CP shows them (dg_wire_fn_view), with their last error as a note. */
+static void fn_rows(struct cli_table *t, const struct dg_wire_fn_view *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct dg_wire_fn_view *f = &v[i];
+        char bounds[48], ready[24], desired[24];
+        cli_fmt_bounds(bounds, sizeof(bounds), (long long)f->lower_bound,
+                       (long long)f->upper_bound);
+        snprintf(ready, sizeof(ready), "%lld", (long long)f->ready);
+        snprintf(desired, sizeof(desired), "%lld", (long long)f->desired);
+        cli_table_row(t, f->name, f->state, ready, desired, bounds, f->image);
+        if (!f->error)
+            continue;
+        char age[32];
+        fmt_age(age, sizeof(age), (long long)f->error_age_ms);
+        cli_table_note(t, "  error: %s (worker %s, %s)", f->error,
+                       f->error_worker ? f->error_worker : "?", age);
+    }
+}
+
 void cli_fn_table(json_t *list)
 {
     struct cli_table t;
     cli_table_init(&t, 6, "NAME", "STATE", "READY", "DESIRED", "BOUNDS", "IMAGE");
-    size_t i;
-    json_t *f;
-    json_t *one = json_is_object(list) ? list : NULL;
-    if (one) {
-        list = json_array();
-        json_array_append(list, one);
+    size_t n = json_is_object(list) ? 1 : json_array_size(list);
+    struct dg_wire_fn_view *v = dg_xcalloc(n ? n : 1, sizeof(*v));
+    size_t ok = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct dg_err err = {0};
+        const json_t *f = json_is_object(list) ? list : json_array_get(list, i);
+        if (dg_wire_fn_view_decode(f, &v[ok], &err) < 0)
+            fprintf(stderr, "dirigent: function %zu of the answer: %s\n", i, err.msg);
+        else
+            ok++;
     }
-    json_array_foreach(list, i, f)
-    {
-        char bounds[48], ready[24], desired[24];
-        cli_fmt_bounds(bounds, sizeof(bounds),
-                       (long long)json_integer_value(json_object_get(f, "scaling_lower_bound")),
-                       (long long)json_integer_value(json_object_get(f, "scaling_upper_bound")));
-        snprintf(ready, sizeof(ready), "%lld",
-                 (long long)json_integer_value(json_object_get(f, "ready")));
-        snprintf(desired, sizeof(desired), "%lld",
-                 (long long)json_integer_value(json_object_get(f, "desired")));
-        cli_table_row(&t, json_string_value(json_object_get(f, "name")),
-                      json_string_value(json_object_get(f, "state")), ready, desired, bounds,
-                      json_string_value(json_object_get(f, "image")));
-        const char *error = json_string_value(json_object_get(f, "error"));
-        if (!error)
-            continue;
-        const char *worker = json_string_value(json_object_get(f, "error_worker"));
-        char age[32];
-        fmt_age(age, sizeof(age),
-                (long long)json_integer_value(json_object_get(f, "error_age_ms")));
-        cli_table_note(&t, "  error: %s (worker %s, %s)", error, worker ? worker : "?", age);
-    }
-    if (one)
-        json_decref(list);
+    fn_rows(&t, v, ok);
+    for (size_t i = 0; i < ok; i++)
+        dg_wire_fn_view_free(&v[i]);
+    free(v);
     cli_table_print(&t, stdout);
 }
 
