@@ -16,6 +16,8 @@
  * answer), one at a time, on the CP's loop; a sync asked for while one runs runs again
  * after it. Errors are logged when the state changes (reachable or not), not every time.
  */
+#include "haproxy.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,7 +259,7 @@ static ssize_t parse_state(char *text, struct hx_server **out)
 /* From the servers HAProxy has to the commands that make them the registry's data planes. */
 static void plan(struct hx_server *have, size_t nhave)
 {
-    for (struct cp_dp *d = cp.dps; d; d = d->next) {
+    for (struct cp_dp *d = cp.core.dps; d; d = d->next) {
         char name[128], host[64];
         server_name(d->name, name, sizeof(name));
         const char *colon = strrchr(d->proxy, ':');

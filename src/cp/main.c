@@ -12,9 +12,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "api.h"
 #include "cp.h"
 #include "election.h"
-#include "dirigent/batch.h"
+#include "haproxy.h"
+#include "scaling.h"
 #include "dirigent/config.h"
 #include "dirigent/daemon.h"
 #include "dirigent/log.h"
@@ -222,34 +224,7 @@ static void on_cron(uv_timer_t *t)
     if (!cp.leader)
         return; /* a follower keeps no registry and decides nothing */
     uint64_t now = uv_now(cp.loop);
-    uint64_t silent = 3 * cp.heartbeat_timeout_ms;
-    bool lost_dp = false;
-    for (struct cp_worker *w = cp.workers; w; w = w->next)
-        if (w->schedulable && now - w->last_seen_ms > silent)
-            cp_worker_lost(w);
-    for (struct cp_dp **pd = &cp.dps; *pd;) {
-        struct cp_dp *d = *pd;
-        if (now - d->last_seen_ms <= silent) {
-            pd = &d->next;
-            continue;
-        }
-        cp_dp_lost(d);
-        lost_dp = true;
-        *pd = d->next;
-        for (struct cp_fn *f = cp.fns; f; f = f->next)
-            for (size_t i = 0; i < f->nmetrics; i++)
-                if (f->metrics[i].dp == d)
-                    f->metrics[i].dp = NULL;
-        struct dg_err gone;
-        dg_err_set(&gone, DG_E_CLOSED, "data plane %s is gone", d->name);
-        dg_batch_free(d->drains, &gone); /* drains not sent yet: nothing to wait for */
-        dg_http_pool_close(d->pool);
-        dg_http_pool_close(d->drain_pool);
-        free(d->name);
-        free(d->api);
-        free(d->proxy);
-        free(d);
-    }
+    bool lost_dp = cp_core_check_peers(&cp.core, 3 * cp.heartbeat_timeout_ms) > 0;
     if (lost_dp || now >= g.next_haproxy) {
         g.next_haproxy = now + 5000; /* also repairs an HAProxy that restarted */
         cp_haproxy_sync();
@@ -257,7 +232,7 @@ static void on_cron(uv_timer_t *t)
     if (now >=
         g.next_tick) { /* each function every 2 s (the original's tick), in CP_TICK_SLOTS slots */
         g.next_tick = now + 2000 / CP_TICK_SLOTS;
-        cp_tick(now, g.tick_slot++ % CP_TICK_SLOTS);
+        cp_core_tick(&cp.core, g.tick_slot++ % CP_TICK_SLOTS);
     }
 }
 
@@ -354,24 +329,7 @@ static void on_server_closed(void *ud)
     cp_store_shutdown(cp.store);
     dg_trace_close(cp.cold_trace);
     cp.cold_trace = NULL;
-    cp_flush_batches(); /* what is batched goes out, and fails with the pools below */
-    /* data planes first (their drains end in worker deletes); each pointer is cleared
-     * before its pool closes, so callbacks run by the close see no freed pool */
-    for (struct cp_dp *d = cp.dps; d; d = d->next) {
-        struct dg_http_pool *p = d->pool, *dp = d->drain_pool;
-        d->pool = d->drain_pool = NULL;
-        dg_http_pool_close(p);
-        dg_http_pool_close(dp);
-    }
-    for (struct cp_worker *w = cp.workers; w; w = w->next) {
-        struct dg_http_pool *p = w->pool;
-        w->pool = NULL;
-        if (p)
-            dg_http_pool_close(p);
-    }
-    uv_close((uv_handle_t *)&cp.push_timer, NULL);
-    uv_close((uv_handle_t *)&cp.batch_timer, NULL);
-    uv_close((uv_handle_t *)&cp.capacity_timer, NULL);
+    cp_io_close(); /* what is batched goes out; the peers' connections and timers close */
     dg_daemon_deinit(&g.daemon);
 }
 
@@ -406,16 +364,20 @@ int main(int argc, char **argv)
 
     cp.loop = uv_default_loop();
     cp.placement = g.cfg.placement;
-    cp.knative = strcmp(g.cfg.autoscaler, "knative") == 0;
     cp.lb_address = g.cfg.lb_address;
     cp.heartbeat_timeout_ms = (uint64_t)g.cfg.heartbeat_ms;
-    cp_placer_init(&cp.placer, (enum cp_place_policy)cp_place_policy_parse(cp.placement),
-                   g.cfg.chbl_eps, g.cfg.seed ? (uint64_t)g.cfg.seed : dg_now_us());
+    struct cp_core_config cc = {
+        .placement = (enum cp_place_policy)cp_place_policy_parse(cp.placement),
+        .chbl_eps = g.cfg.chbl_eps,
+        .seed = g.cfg.seed ? (uint64_t)g.cfg.seed : dg_now_us(),
+        .knative = strcmp(g.cfg.autoscaler, "knative") == 0,
+    };
+    cp_core_init(&cp.core, &cc, &cp_io_effects);
     cp.metrics = dg_metrics_new();
-    cp.m_creates = dg_metric_get1(
+    cp.core.m_creates = dg_metric_get1(
         dg_metrics_counter(cp.metrics, "dg_cp_sandbox_creates_total", "Sandboxes created.", NULL),
         NULL);
-    cp.m_create_failures = dg_metric_get1(
+    cp.core.m_create_failures = dg_metric_get1(
         dg_metrics_counter(cp.metrics, "dg_cp_sandbox_create_failures_total",
                            "Sandbox creates that failed (retried on the next tick).", NULL),
         NULL);
@@ -446,9 +408,7 @@ int main(int argc, char **argv)
         dg_log(DG_LOG_ERROR, "cp", "traceOutputFolder: %s", err.msg);
         return 1;
     }
-    uv_timer_init(cp.loop, &cp.push_timer);
-    uv_timer_init(cp.loop, &cp.batch_timer);
-    uv_timer_init(cp.loop, &cp.capacity_timer);
+    cp_io_init();
     uv_timer_init(cp.loop, &g.cron);
     uv_timer_init(cp.loop, &g.retry_restore);
     uv_timer_init(cp.loop, &g.reexec);
@@ -531,11 +491,9 @@ int main(int argc, char **argv)
 
     dg_loop_close_all(cp.loop);
     cp_store_close(cp.store);
-    cp_free_all();
+    cp_core_free(&cp.core);
+    cp_io_free();
     cp_haproxy_free();
-    cp_placer_deinit(&cp.placer);
-    free(cp.nodes);
-    free(cp.node_workers);
     dg_metrics_free(cp.metrics);
     dg_conf_free(&cp_schema, &g.cfg);
     dg_log(DG_LOG_INFO, "cp", "stopped");

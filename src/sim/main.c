@@ -584,6 +584,7 @@ static int compare(int argc, char **argv, const struct dg_strlist *axes)
 int main(int argc, char **argv)
 {
     dg_log_init("sim");
+    dg_log_set_level(DG_LOG_ERROR); /* the core's log lines are the daemon's */
     struct sim_cli cli;
     struct dg_err err = {0};
     int rc = configure(argc, argv, NULL, 0, &cli, &err);

@@ -2,8 +2,12 @@
  * sim.c: the simulation (sim.h). A discrete-event loop on a simulated clock
  * in microseconds: arrivals come from the trace (sorted), completions and
  * sandboxes becoming ready from a binary heap ordered by (time, kind,
- * sequence), ticks every `tick_ms`. The decisions are the CP's and DP's own
- * code: cp_as_decide, cp_place, dp_lb_pick.
+ * sequence), ticks every 2 s. The control plane is the CP's own core
+ * (src/cp/core.c: autoscaling, placement, the sandbox lifecycle, endpoint
+ * pushes) through simulated effects: a create becomes ready after the
+ * simulated latency, a push updates the data plane's view of the sandboxes,
+ * a drain answers once its sandboxes are idle, a delete is immediate, and the
+ * clock is the simulated one. The data plane's load balancing is dp_lb_pick.
  */
 #include "sim.h"
 
@@ -11,9 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autoscaler.h"
+#include "core.h"
 #include "lb.h"
-#include "placement.h"
 
 enum ev_kind { EV_COMPLETE, EV_READY }; /* the order at one instant; then ticks, arrivals */
 
@@ -28,19 +31,21 @@ struct event {
 
 enum sb_state { SB_CREATING, SB_READY, SB_DRAINING };
 
+/* A sandbox as the simulated worker and data plane see it. */
 struct sandbox {
     uint32_t id; /* unique within its function */
     uint32_t worker;
-    enum sb_state state;
+    enum sb_state state; /* the DP's view: READY once a push listed it */
     uint32_t in_flight;
     uint64_t processed;
     uint64_t born_us;
+    struct cp_sandbox *cp;  /* the core's record of it */
+    struct cp_drain *drain; /* the drain round it is in (DRAINING) */
 };
 
 struct fn_state {
     const struct sim_function *spec;
-    struct cp_as_config as;
-    struct cp_as_state ast;
+    struct cp_fn *cp; /* the core's function */
     struct dp_lb_state lb;
     struct sandbox *sbs; /* in creation order (the DP's list order) */
     size_t nsbs, capsbs;
@@ -51,8 +56,6 @@ struct fn_state {
     uint32_t *pulled; /* workers that have its image */
     size_t npulled, cappulled;
     uint32_t running; /* invocations executing */
-    int desired;      /* the last decision */
-    bool unschedulable;
     /* results */
     double *sched_ms;
     size_t nsched, capsched;
@@ -64,13 +67,14 @@ struct sim {
     const struct sim_trace *t;
     const struct sim_config *c;
     struct fn_state *fns;
-    struct cp_node *nodes;
-    struct cp_placer placer;
+    struct cp_core core; /* the control plane */
+    struct cp_dp *dp;    /* the one data plane, as the core knows it */
+    bool push_soon, capacity_soon;
+    struct cp_drain **drained; /* drain rounds whose sandboxes are idle: answered */
+    size_t ndrained, capdrained;
     struct event *heap;
     size_t nheap, capheap;
     uint64_t seq, now, rng;
-    unsigned unschedulable;
-    bool ending;        /* results: removing what is left retries nothing */
     uint64_t *start_us; /* per invocation: when it started (0: not yet) */
     bool *cold;
     struct sim_result *out;
@@ -166,23 +170,12 @@ static void account_life(struct sim *s, struct fn_state *f, const struct sandbox
     f->r.memory_mib_seconds += secs * (double)f->spec->memory_mib;
 }
 
-static void reconcile(struct sim *s, struct fn_state *f);
-
+/* The worker deleted it: its life ends. */
 static void sb_remove(struct sim *s, struct fn_state *f, size_t i)
 {
-    struct sandbox *sb = &f->sbs[i];
-    account_life(s, f, sb);
-    struct cp_node *n = &s->nodes[sb->worker];
-    n->cpu_used -= f->spec->cpu_milli;
-    n->mem_used -= f->spec->memory_mib;
-    n->sandboxes--;
+    account_life(s, f, &f->sbs[i]);
     memmove(&f->sbs[i], &f->sbs[i + 1], (f->nsbs - i - 1) * sizeof(*f->sbs));
     f->nsbs--;
-    /* capacity freed: functions waiting for room try again now (as the CP does) */
-    if (s->unschedulable && !s->ending)
-        for (size_t k = 0; k < s->t->nfns && s->unschedulable; k++)
-            if (s->fns[k].unschedulable)
-                reconcile(s, &s->fns[k]);
 }
 
 /* ---- dispatch ---------------------------------------------------------------------------- */
@@ -258,21 +251,20 @@ static void dispatch(struct sim *s, struct fn_state *f)
     }
 }
 
-/* ---- decisions --------------------------------------------------------------------------- */
+/* ---- the control plane: the CP's core, its effects simulated ------------------------------ */
 
-static void scale_down(struct sim *s, struct fn_state *f, unsigned count)
+static uint64_t fx_now_ms(void *ud)
 {
-    /* newest first, as the CP: they drain, then go once idle */
-    for (size_t i = f->nsbs; i-- > 0 && count > 0;) {
-        struct sandbox *sb = &f->sbs[i];
-        if (sb->state != SB_READY)
-            continue;
-        sb->state = SB_DRAINING;
-        f->ready--;
-        count--;
-        if (sb->in_flight == 0)
-            sb_remove(s, f, i);
-    }
+    return ((struct sim *)ud)->now / 1000;
+}
+
+static void fx_soon(void *ud, enum cp_soon what)
+{
+    struct sim *s = ud;
+    if (what == CP_SOON_PUSH)
+        s->push_soon = true;
+    else
+        s->capacity_soon = true;
 }
 
 /* Does worker w have f's image? If not, it will: the creation pulls it. */
@@ -289,68 +281,155 @@ static bool image_cached(struct fn_state *f, uint32_t w)
     return false;
 }
 
-/* Act on f->desired (after a decision, or again once capacity freed). */
-static void reconcile(struct sim *s, struct fn_state *f)
+/* A worker creates it: ready after the creation latency (and the image pull on a worker
+ * without the image). */
+static void fx_create(void *ud, struct cp_sandbox *cs)
 {
-    int desired = f->desired;
-    int total = (int)(f->ready + f->creating);
-    uint32_t fi = (uint32_t)(f - s->fns);
-    if (desired > total) {
-        unsigned want = (unsigned)(desired - total);
-        size_t *chosen = dg_xcalloc(want, sizeof(*chosen));
-        unsigned k = cp_place(&s->placer, s->nodes, s->c->workers, f->spec->name,
-                              f->spec->cpu_milli, f->spec->memory_mib, want, chosen);
-        for (unsigned i = 0; i < k; i++) {
-            if (f->nsbs == f->capsbs) {
-                f->capsbs = f->capsbs ? f->capsbs * 2 : 4;
-                f->sbs = dg_xrealloc(f->sbs, f->capsbs * sizeof(*f->sbs));
+    struct sim *s = ud;
+    struct fn_state *f = cs->fn->ctx;
+    uint32_t w = (uint32_t)((uintptr_t)cs->worker->io - 1);
+    if (f->nsbs == f->capsbs) {
+        f->capsbs = f->capsbs ? f->capsbs * 2 : 4;
+        f->sbs = dg_xrealloc(f->sbs, f->capsbs * sizeof(*f->sbs));
+    }
+    struct sandbox *sb = &f->sbs[f->nsbs++];
+    *sb = (struct sandbox){
+        .id = f->next_sb++, .worker = w, .state = SB_CREATING, .born_us = s->now, .cp = cs};
+    f->creating++;
+    if (s->now >= s->c->warmup_us)
+        f->r.sandboxes_created++;
+    uint64_t lat = create_latency(s);
+    if (!image_cached(f, w)) {
+        lat += s->c->image_pull_us;
+        if (s->now >= s->c->warmup_us)
+            f->r.image_pulls++;
+    }
+    heap_push(s,
+              (struct event){
+                  .t = s->now + lat, .kind = EV_READY, .fn = (uint32_t)(f - s->fns), .sb = sb->id});
+}
+
+static size_t sb_index(struct fn_state *f, const char *id)
+{
+    uint32_t v = (uint32_t)strtoul(id, NULL, 10);
+    for (size_t i = 0; i < f->nsbs; i++)
+        if (f->sbs[i].id == v)
+            return i;
+    return SIZE_MAX;
+}
+
+/* A delete takes no time. */
+static void fx_destroy(void *ud, struct cp_worker *w, const char *id, struct cp_sandbox *cs)
+{
+    struct sim *s = ud;
+    struct fn_state *f = cs->fn->ctx;
+    size_t i = sb_index(f, id);
+    if (i != SIZE_MAX)
+        sb_remove(s, f, i);
+    cp_core_on_deleted(&s->core, cs, NULL);
+}
+
+static void drained(struct sim *s, struct cp_drain *d)
+{
+    if (s->ndrained == s->capdrained) {
+        s->capdrained = s->capdrained ? 2 * s->capdrained : 16;
+        s->drained = dg_xrealloc(s->drained, s->capdrained * sizeof(*s->drained));
+    }
+    s->drained[s->ndrained++] = d;
+}
+
+/* The DP takes the victims no new request and answers once none has one in flight
+ * (d->pending counts those still busy). */
+static void fx_drain(void *ud, struct cp_drain *d)
+{
+    struct sim *s = ud;
+    struct fn_state *f = d->f->ctx;
+    d->pending = 0;
+    for (size_t k = 0; k < d->n; k++) {
+        size_t i = sb_index(f, d->victims[k]->id);
+        if (i == SIZE_MAX)
+            continue;
+        struct sandbox *sb = &f->sbs[i];
+        if (sb->state == SB_READY)
+            f->ready--;
+        sb->state = SB_DRAINING;
+        sb->drain = d;
+        d->pending += sb->in_flight > 0;
+    }
+    if (d->pending == 0)
+        drained(s, d);
+}
+
+static void fail_queue(struct sim *s, struct fn_state *f, const char *why);
+
+/* The DP's view follows the pushed lists: a listed sandbox takes requests; a list with an
+ * error answers the requests queued for it (no capacity: the only failure simulated). */
+static void fx_push(void *ud, const struct cp_push_item *items, size_t n)
+{
+    struct sim *s = ud;
+    for (size_t k = 0; k < n; k++) {
+        struct fn_state *f = items[k].f->ctx;
+        for (size_t i = 0; i < f->nsbs; i++) {
+            struct sandbox *sb = &f->sbs[i];
+            if (sb->state == SB_CREATING && sb->cp->state == CP_SB_READY) {
+                sb->state = SB_READY;
+                f->creating--;
+                f->ready++;
             }
-            struct sandbox *sb = &f->sbs[f->nsbs++];
-            *sb = (struct sandbox){.id = f->next_sb++,
-                                   .worker = (uint32_t)chosen[i],
-                                   .state = SB_CREATING,
-                                   .born_us = s->now};
-            f->creating++;
-            if (s->now >= s->c->warmup_us)
-                f->r.sandboxes_created++;
-            uint64_t lat = create_latency(s);
-            if (!image_cached(f, (uint32_t)chosen[i])) {
-                lat += s->c->image_pull_us;
-                if (s->now >= s->c->warmup_us)
-                    f->r.image_pulls++;
-            }
-            heap_push(s,
-                      (struct event){.t = s->now + lat, .kind = EV_READY, .fn = fi, .sb = sb->id});
         }
-        free(chosen);
-        if (k < want && !f->unschedulable) {
-            f->unschedulable = true;
-            s->unschedulable++;
-            s->out->unschedulable_events++;
-        }
-        if (k == want && f->unschedulable) {
-            f->unschedulable = false;
-            s->unschedulable--;
-        }
-        if (k < want && f->ready == 0 && f->creating == 0)
-            fail_queue(s, f, "no-capacity"); /* the DP answers them 503 at once */
-    } else {
-        if (f->unschedulable) {
-            f->unschedulable = false;
-            s->unschedulable--;
-        }
-        if (desired < (int)f->ready && f->creating == 0)
-            scale_down(s, f, f->ready - (unsigned)desired);
+        if (items[k].error)
+            fail_queue(s, f, "no-capacity");
     }
 }
 
-static void decide(struct sim *s, struct fn_state *f)
+static void fx_forget_fn(void *ud, const char *name)
 {
-    struct cp_as_decision d;
-    double sample = (double)(f->qlen + f->running);
-    cp_as_decide(&f->as, &f->ast, (int)f->ready, sample, s->now / 1000, &d);
-    f->desired = d.desired;
-    reconcile(s, f);
+}
+
+static int fx_connect(void *ud, enum cp_peer kind, void **io, const char *address,
+                      struct dg_err *err)
+{
+    if (kind == CP_PEER_WORKER) /* the worker's index + 1, from its address "sim:INDEX" */
+        *io = (void *)(uintptr_t)(strtoul(address + 4, NULL, 10) + 1);
+    return 0;
+}
+
+static void fx_disconnect(void *ud, enum cp_peer kind, void *io)
+{
+}
+
+static void fx_persist(void *ud, enum cp_peer kind, const void *peer)
+{
+}
+
+static void fx_unschedulable(void *ud, const struct cp_fn *f)
+{
+    ((struct sim *)ud)->out->unschedulable_events++;
+}
+
+/* What the daemon runs once the current event is handled (its 0 ms timers): the answers of
+ * drains whose sandboxes went idle, the retry of functions waiting for capacity, the push. */
+static void settle(struct sim *s)
+{
+    while (s->ndrained || s->capacity_soon || s->push_soon) {
+        if (s->ndrained) {
+            struct cp_drain *d = s->drained[0];
+            memmove(s->drained, s->drained + 1, --s->ndrained * sizeof(*s->drained));
+            cp_core_on_drained(&s->core, d);
+        } else if (s->capacity_soon) {
+            s->capacity_soon = false;
+            cp_core_capacity_freed(&s->core);
+        } else {
+            s->push_soon = false;
+            cp_core_flush_pushes(&s->core);
+        }
+    }
+}
+
+/* The DP's report of a function's requests in flight (queued + running). */
+static double inflight(const struct fn_state *f)
+{
+    return (double)(f->qlen + f->running);
 }
 
 /* ---- events ----------------------------------------------------------------------------- */
@@ -377,8 +456,9 @@ static void on_arrival(struct sim *s, uint32_t inv)
         f->r.invocations++;
         f->r.cold += s->cold[inv];
     }
-    if (f->ready == 0 && f->creating == 0)
-        decide(s, f); /* scale from zero: the DP's first metric */
+    /* the DP's first metric: a function at zero scales at once */
+    cp_core_on_metric(&s->core, s->dp, f->cp, inflight(f));
+    settle(s);
     dispatch(s, f);
 }
 
@@ -408,10 +488,11 @@ static void on_complete(struct sim *s, const struct event *e)
         if (sb->id != e->sb)
             continue;
         sb->in_flight--;
-        if (sb->state == SB_DRAINING && sb->in_flight == 0)
-            sb_remove(s, f, i);
+        if (sb->state == SB_DRAINING && sb->in_flight == 0 && --sb->drain->pending == 0)
+            drained(s, sb->drain);
         break;
     }
+    settle(s);
     dispatch(s, f);
 }
 
@@ -421,9 +502,14 @@ static void on_ready(struct sim *s, const struct event *e)
     struct sandbox *sb = sb_find(f, e->sb);
     if (!sb)
         return;
-    sb->state = SB_READY;
-    f->creating--;
-    f->ready++;
+    char id[16], *p = id + sizeof(id); /* its id in decimal (snprintf costs more here) */
+    uint32_t v = sb->id;
+    *--p = '\0';
+    do
+        *--p = (char)('0' + v % 10);
+    while ((v /= 10) > 0);
+    cp_core_on_created(&s->core, sb->cp, p, "sim", NULL);
+    settle(s);
     dispatch(s, f);
 }
 
@@ -453,7 +539,6 @@ static void finish_results(struct sim *s)
         total += s->fns[i].nsched;
     double *every = dg_xcalloc(total ? total : 1, sizeof(double));
     size_t k = 0;
-    s->ending = true;
     for (size_t i = 0; i < s->t->nfns; i++) {
         struct fn_state *f = &s->fns[i];
         while (f->nsbs) /* still up at the end: their life so far */
@@ -492,39 +577,74 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
     struct sim s = {.t = t, .c = c, .out = out, .rng = c->seed ? c->seed : 1};
     out->fns = dg_xcalloc(t->nfns ? t->nfns : 1, sizeof(*out->fns));
     s.fns = dg_xcalloc(t->nfns ? t->nfns : 1, sizeof(*s.fns));
-    s.nodes = dg_xcalloc(c->workers, sizeof(*s.nodes));
     s.start_us = dg_xcalloc(t->ninvs, sizeof(*s.start_us));
     s.cold = dg_xcalloc(t->ninvs, sizeof(*s.cold));
-    char(*names)[24] = dg_xcalloc(c->workers, sizeof(*names));
+    /* the control plane, its workers, one data plane, the functions registered */
+    static const struct cp_effects fx = {.now_ms = fx_now_ms,
+                                         .wall_ms = fx_now_ms,
+                                         .soon = fx_soon,
+                                         .create = fx_create,
+                                         .destroy = fx_destroy,
+                                         .drain = fx_drain,
+                                         .push = fx_push,
+                                         .forget_fn = fx_forget_fn,
+                                         .connect = fx_connect,
+                                         .disconnect = fx_disconnect,
+                                         .persist = fx_persist,
+                                         .unschedulable = fx_unschedulable};
+    struct cp_effects sfx = fx;
+    sfx.ud = &s;
+    struct cp_core_config cc = {.placement = (enum cp_place_policy)c->placement,
+                                .chbl_eps = c->chbl_eps,
+                                .seed = s.rng,
+                                .knative = c->knative,
+                                .tick_slots = 1}; /* every function at each tick, in order */
+    cp_core_init(&s.core, &cc, &sfx);
     for (unsigned i = 0; i < c->workers; i++) {
-        snprintf(names[i], sizeof(names[i]), "worker-%04u", i);
-        s.nodes[i] = (struct cp_node){.name = names[i],
-                                      .cpu_cap = c->worker_cpu_milli,
-                                      .mem_cap = c->worker_memory_mib,
-                                      .schedulable = true};
+        char name[24], addr[24];
+        snprintf(name, sizeof(name), "worker-%04u", i);
+        snprintf(addr, sizeof(addr), "sim:%u", i);
+        struct cp_worker_report r = {
+            .name = name,
+            .address = addr,
+            .res = {.cpu_milli = c->worker_cpu_milli, .memory_mib = c->worker_memory_mib}};
+        cp_core_on_worker_heartbeat(&s.core, &r, err);
     }
-    cp_placer_init(&s.placer, (enum cp_place_policy)c->placement, c->chbl_eps, s.rng);
+    bool fresh;
+    s.dp = cp_core_on_dp_heartbeat(&s.core, "dp", "sim:dp", "sim:dp", CP_FROM_PEER, &fresh, err);
     for (size_t i = 0; i < t->nfns; i++) {
         struct fn_state *f = &s.fns[i];
         f->spec = &t->fns[i];
-        cp_as_config_default(&f->as, false);
-        if (c->knative)
-            cp_as_config_knative(&f->as);
-        f->as.container_concurrency = c->concurrency;
+        /* registered as a user would (a name is at most CP_NAME_MAX characters: the last
+         * ones of a longer one, where traces keep what tells functions apart) */
+        struct cp_fn_spec spec = {.port = 80,
+                                  .cpu_milli = f->spec->cpu_milli,
+                                  .memory_mib = f->spec->memory_mib,
+                                  .upper_bound =
+                                      f->spec->upper_bound > 0 ? f->spec->upper_bound : INT32_MAX,
+                                  .lower_bound = f->spec->lower_bound,
+                                  .concurrency = c->concurrency};
+        size_t len = strlen(f->spec->name);
+        snprintf(spec.name, sizeof(spec.name), "%s",
+                 f->spec->name + (len > CP_NAME_MAX ? len - CP_NAME_MAX : 0));
+        spec.image = dg_xstrdup("sim");
+        f->cp = cp_core_fn_register(&s.core, &spec);
+        f->cp->ctx = f;
+        /* the simulator's overrides of the decider's parameters */
+        struct cp_as_config *as = &f->cp->as;
         if (c->stable_window_ms)
-            f->as.stable_window_ms = c->stable_window_ms;
+            as->stable_window_ms = c->stable_window_ms;
         if (c->panic_window_ms)
-            f->as.panic_window_ms = c->panic_window_ms;
+            as->panic_window_ms = c->panic_window_ms;
         if (c->scale_to_zero_grace_ms)
-            f->as.scale_to_zero_grace_ms = c->scale_to_zero_grace_ms;
+            as->scale_to_zero_grace_ms = c->scale_to_zero_grace_ms;
         if (c->target_pct > 0)
-            f->as.target_pct = c->target_pct;
-        if (f->spec->upper_bound > 0)
-            f->as.upper_bound = f->spec->upper_bound;
-        f->as.lower_bound = f->spec->lower_bound;
-        cp_as_state_init(&f->ast, &f->as);
+            as->target_pct = c->target_pct;
+        cp_as_state_deinit(&f->cp->ast);
+        cp_as_state_init(&f->cp->ast, as);
         f->lb.rng = s.rng + i + 1;
     }
+    settle(&s);
     uint64_t tick_us = 2000 * 1000ULL, next_tick = tick_us;
     size_t next_arrival = 0;
     for (;;) {
@@ -546,8 +666,10 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
         } else if (next_tick <= t_arr) {
             s.now = next_tick;
             next_tick += tick_us;
-            for (size_t i = 0; i < t->nfns; i++)
-                decide(&s, &s.fns[i]);
+            for (size_t i = 0; i < t->nfns; i++) /* the DP's reports, then the CP's tick */
+                cp_core_set_metric(&s.core, s.dp, s.fns[i].cp, inflight(&s.fns[i]));
+            cp_core_tick(&s.core, 0);
+            settle(&s);
             for (size_t i = 0; i < t->nfns; i++) /* queued requests past their deadline */
                 if (s.fns[i].qlen)
                     dispatch(&s, &s.fns[i]);
@@ -561,16 +683,14 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
         fail_queue(&s, &s.fns[i], "timeout");
     finish_results(&s);
     for (size_t i = 0; i < t->nfns; i++) {
-        cp_as_state_deinit(&s.fns[i].ast);
         free(s.fns[i].sbs);
         free(s.fns[i].pulled);
         free(s.fns[i].queue);
         free(s.fns[i].sched_ms);
     }
-    cp_placer_deinit(&s.placer);
+    cp_core_free(&s.core);
+    free(s.drained);
     free(s.fns);
-    free(s.nodes);
-    free(names);
     free(s.heap);
     free(s.start_us);
     free(s.cold);
