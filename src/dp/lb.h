@@ -39,14 +39,16 @@ struct dp_lb_state {
 };
 
 /* Pick the endpoint for one request: an index into `eps`, or -1 when no endpoint has a free
- * slot. `cc` is the per-sandbox container concurrency (0 = unlimited). The caller then
- * increments in_flight and processed of the chosen endpoint.
+ * slot. `eps` are the caller's own endpoints (borrowed, not copied: the pick is on every
+ * request's path), each holding its struct dp_lb_endpoint `off` bytes in (offsetof; 0 when
+ * they point at dp_lb_endpoint themselves). `cc` is the per-sandbox container concurrency
+ * (0 = unlimited). The caller then increments in_flight and processed of the chosen one.
  *   random          uniform over candidates
  *   round-robin     the next candidate after the last pick, in list order
  *   least-processed the candidate with the fewest requests ever routed (first on ties)
  *   knative         as Knative's activator: cc 0 -> power of two choices on in_flight;
  *                   cc <= 3 -> first candidate in list order; else round-robin */
-int dp_lb_pick(enum dp_lb_policy p, struct dp_lb_state *s, const struct dp_lb_endpoint *eps,
+int dp_lb_pick(enum dp_lb_policy p, struct dp_lb_state *s, const void *const *eps, size_t off,
                size_t n, uint32_t cc);
 
 #endif

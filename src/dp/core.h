@@ -1,0 +1,213 @@
+/*
+ * core.h: the data plane's I/O-free core (docs/architecture.md). It holds the
+ * function table (a name index for every invocation's Host), each function's
+ * endpoints (sandboxes) with their concurrency slots and load-balancing state,
+ * the per-function FIFO queue of requests waiting for a slot with its
+ * deadlines, drains, why sandboxes exited, the "cannot start" error, and the
+ * in-flight reports to the control plane. It never touches a socket, a clock
+ * or an HTTP request: it is fed typed events (dp_core_on_..., dp_core_set_...)
+ * and acts through the effects table the caller gives it (forward, answer,
+ * report, drained, now). dirigent-dp plugs in libuv/HTTP adapters (proxy.c,
+ * api.c), dirigent-sim a simulated clock and sandboxes.
+ *
+ * Requests: the adapter allocates its own request with a struct dp_req inside
+ * (zeroed), hands it to dp_core_on_request, and owns it. The core gives it
+ * back exactly once: through effects.answer (the core's own answer: 503 from
+ * the queue, 502 for a broken sandbox; the adapter answers and frees it), or
+ * the adapter ends it itself (answered by the sandbox, or its client went
+ * away) and calls dp_core_on_done. Between the two, effects.forward may hand
+ * it to an endpoint any number of times (a retry).
+ *
+ * Time is in microseconds of effects.now (the daemon's loop clock in ms x 1000).
+ * Single-threaded; an effect may call back into the core for another function,
+ * and for the same request only as stated (forward may end it synchronously).
+ */
+#ifndef DIRIGENT_DP_CORE_H
+#define DIRIGENT_DP_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dirigent/strmap.h"
+#include "lb.h"
+
+struct dg_metric;
+struct dg_metric_family;
+struct dp_core;
+struct dp_function;
+
+struct dp_endpoint {
+    struct dp_lb_endpoint lb; /* in_flight, processed, draining */
+    char *id;                 /* sandbox id */
+    char *address;            /* host:port */
+    void *data;               /* the adapter's (its connection pool), from effects.ep_open */
+    struct dp_function *fn;
+    bool removed;      /* no longer in the list: freed when in_flight reaches 0 */
+    char *exit_reason; /* it exited by itself, why (the CP's push; NULL: not). Owned */
+    struct dp_endpoint *next_removed;
+};
+
+struct dp_exit_wait;
+struct dp_drain;
+
+/* One invocation as the core sees it, inside the adapter's request (zeroed by it). */
+struct dp_req {
+    struct dp_function *fn;
+    struct dp_endpoint *ep;     /* the slot it holds (NULL: none) */
+    struct dp_req *prev, *next; /* queue */
+    uint64_t deadline_us;
+    struct dp_exit_wait *exit_wait; /* its sandbox broke: waiting for why (NULL: not) */
+    bool queued, cold, retried;
+};
+
+struct dp_function {
+    char *name;
+    uint32_t concurrency;     /* per sandbox; 0 = unlimited */
+    struct dp_endpoint **eps; /* the CP's list, in the order they came */
+    size_t neps;
+    struct dp_endpoint *removed; /* taken out of the list, requests still running */
+    struct dp_req *q_head, *q_tail;
+    unsigned queued, running; /* running: every request not answered yet, queued ones too */
+    struct dp_lb_state lb;
+    struct dp_drain *drains;
+    struct dg_metric *m_requests, *m_cold, *m_queue, *m_latency; /* NULL: no metrics */
+    unsigned reported; /* in-flight count last sent to the CP */
+    bool waiting;      /* in the core's waiting list: it has queued requests */
+    bool report_due;   /* in the core's to_report list: its first request since idle */
+    struct dp_function *w_prev, *w_next, *r_next;
+    char *error; /* why its sandboxes cannot start (the CP's last push), while it has no
+                    endpoint; NULL: none. Owned. */
+    struct dp_function *next;
+};
+
+/* Why the core answers a request itself (effects.answer). */
+enum dp_answer_kind {
+    DP_ANSWER_QUEUE_TIMEOUT, /* 503: no slot within the queue timeout */
+    DP_ANSWER_CANNOT_START,  /* 503: the CP says its sandboxes cannot start */
+    DP_ANSWER_REMOVED,       /* 503: the function was removed while it waited */
+    DP_ANSWER_BROKEN,        /* 502: its sandbox failed (with why it exited, when known) */
+};
+
+/* One function's in-flight count for the CP. */
+struct dp_report_item {
+    const char *name;
+    unsigned inflight;
+};
+
+struct dp_effects {
+    void *ud;
+    /* The clock, in microseconds (monotonic). */
+    uint64_t (*now)(void *ud);
+    /* Send r to endpoint e: the core has given it e's slot (r->ep). The adapter may end r
+     * synchronously (dp_core_on_upstream_error or dp_core_on_done) before returning. */
+    void (*forward)(void *ud, struct dp_req *r, struct dp_endpoint *e);
+    /* The core's answer to r: `status` with the text `msg` (borrowed). r is out of the core;
+     * the adapter answers its client and frees it. */
+    void (*answer)(void *ud, struct dp_req *r, enum dp_answer_kind kind, int status,
+                   const char *msg);
+    /* Call dp_core_report_due soon (the daemon: later in this loop turn, so that the first
+     * requests of many functions go to the CP in one message). May be NULL. */
+    void (*report_soon)(void *ud);
+    /* In-flight counts for the CP (items borrowed for the call). May be NULL. */
+    void (*report)(void *ud, const struct dp_report_item *items, size_t n);
+    /* A drain (dp_core_drain) is over: none of its sandboxes has a request in flight. */
+    void (*drained)(void *ud, void *token, const struct dp_function *f, size_t nids);
+    /* A drain nobody will answer (dp_core_free): the adapter frees `token`. May be NULL. */
+    void (*drain_dropped)(void *ud, void *token);
+    /* A new endpoint: open what the adapter needs (e->data). < 0: leave it out (err said why,
+     * the core logs it). May be NULL. */
+    int (*ep_open)(void *ud, struct dp_endpoint *e, char *err, size_t errlen);
+    /* An endpoint freed (its last request ended after it left the list). May be NULL. */
+    void (*ep_close)(void *ud, struct dp_endpoint *e);
+};
+
+struct dp_core_config {
+    enum dp_lb_policy policy;
+    uint64_t queue_timeout_ms;
+    uint64_t seed; /* per function: seed ^ its address (a function's lb.rng may be set after) */
+    /* per-function metrics (NULL: none): requests, cold starts, queue depth, latency (the
+     * adapter observes the latency: it knows when the answer ended) */
+    struct dg_metric_family *f_requests, *f_cold, *f_queue, *f_latency;
+};
+
+/* A core acting through `fx` (copied); free with dp_core_free. */
+struct dp_core *dp_core_new(const struct dp_core_config *c, const struct dp_effects *fx);
+/* Everything goes: queued requests are dropped without an answer (the daemon is stopping and
+ * its connections close), pending drains through effects.drain_dropped, endpoints through
+ * effects.ep_close. */
+void dp_core_free(struct dp_core *core);
+
+/* ---- the function table ---------------------------------------------------------------- */
+
+struct dp_function *dp_core_function_find(struct dp_core *core, const char *name, size_t len);
+/* The first function (then f->next), for listings. */
+struct dp_function *dp_core_functions(struct dp_core *core);
+/* `name` (borrowed), created when missing (*created says which; may be NULL). */
+struct dp_function *dp_core_function_get(struct dp_core *core, const char *name, size_t len,
+                                         bool *created);
+/* Container concurrency per sandbox (0: unlimited): more slots may start queued requests. */
+void dp_core_set_concurrency(struct dp_core *core, struct dp_function *f, uint32_t cc);
+/* Remove f: requests waiting for why their sandbox broke get their 502 now; if requests still
+ * run on its sandboxes (drain them first) nothing else changes and the count is returned;
+ * else its queued requests get 503 "was removed", f is freed, and 0 is returned. */
+unsigned dp_core_remove_function(struct dp_core *core, struct dp_function *f);
+
+/* ---- endpoints (the control plane's pushes) ------------------------------------------- */
+
+struct dp_endpoint_spec {
+    const char *id, *address;
+};
+
+/* Replace f's endpoint list with `list` (borrowed; validated by the caller): those not in it
+ * are taken out (freed when idle), new ones appended; then queued requests are dispatched and
+ * drains checked. */
+void dp_core_set_endpoints(struct dp_core *core, struct dp_function *f,
+                           const struct dp_endpoint_spec *list, size_t n);
+/* One endpoint added at the end of the list (the simulator's step; set_endpoints' too). */
+void dp_core_endpoint_add(struct dp_core *core, struct dp_function *f, const char *id,
+                          const char *address);
+/* The CP says f's sandbox `id` exited by itself because of `reason` (borrowed, e.g.
+ * "OOM-killed: memory limit 64 MiB"): requests whose connection to it broke get 502
+ * "function 'F': sandbox ID REASON" now, and so do those that break later. */
+void dp_core_on_exited(struct dp_core *core, struct dp_function *f, const char *id,
+                       const char *reason);
+/* The CP's error for f (borrowed; NULL or "": none). With endpoints the error is cleared;
+ * without, a reason is kept and every queued request gets 503 "function 'NAME' cannot start:
+ * REASON" now (later ones queue as usual); no reason keeps the last one. */
+void dp_core_set_error(struct dp_core *core, struct dp_function *f, const char *reason);
+/* Take sandboxes `ids` (borrowed) of f out of the list; effects.drained(token) once none of
+ * them has a request in flight (maybe before this returns). */
+void dp_core_drain(struct dp_core *core, struct dp_function *f, const char *const *ids, size_t nids,
+                   void *token);
+
+/* ---- requests ----------------------------------------------------------------------------- */
+
+/* A new invocation of f: forwarded at once when a slot is free and nobody waits (FIFO: no
+ * overtaking), else queued until a slot frees or its deadline. r: see the top. */
+void dp_core_on_request(struct dp_core *core, struct dp_function *f, struct dp_req *r);
+/* The adapter ended r (its sandbox answered, or its client went away): its slot, queue place
+ * or wait is given up, and queued requests may take the slot. r is the adapter's again. */
+void dp_core_on_done(struct dp_core *core, struct dp_req *r);
+/* r's sandbox failed before any answer (`msg`, borrowed, what the connection saw). If
+ * `may_retry` (nothing was sent, no body) and r was not retried yet, another endpoint takes it
+ * (forward again). Else r is answered 502, with why its sandbox exited when the CP said so; a
+ * request that reached its sandbox (`sent`) first waits up to DP_EXIT_WAIT_MS for that. */
+void dp_core_on_upstream_error(struct dp_core *core, struct dp_req *r, bool may_retry, bool sent,
+                               const char *msg);
+
+/* ---- time --------------------------------------------------------------------------------- */
+
+/* Every 50 ms (the daemon's cron): queued requests past their deadline get 503, requests
+ * whose sandbox broke and whose reason did not come in time get their 502; every 2 s while
+ * there is traffic, effects.report with every busy function (and a last 0 for an idle one). */
+void dp_core_tick(struct dp_core *core);
+/* f's queued requests past their deadline get 503 now (what dp_core_tick does for all). */
+void dp_core_expire_function(struct dp_core *core, struct dp_function *f);
+/* The reports effects.report_soon asked for: the functions whose first request since idle
+ * waits, in one effects.report. */
+void dp_core_report_due(struct dp_core *core);
+
+#define DP_EXIT_WAIT_MS 500 /* for the reason a broken sandbox exited */
+
+#endif

@@ -1,0 +1,357 @@
+/*
+ * test_dp_core.c: the data plane's core (src/dp/core.h) with a fake effects
+ * table and a fake clock: every forward, answer, drain and report it makes is
+ * recorded, and each test checks them in order.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core.h"
+
+#define NREQ 16
+
+struct treq {
+    struct dp_req r; /* zeroed before it goes in */
+    int answers;     /* the core's answers: must end at 0 or 1 */
+    int status;
+    enum dp_answer_kind kind;
+    char msg[600];
+    char ep[16]; /* the endpoint of its last forward */
+    int forwards;
+};
+
+static struct world {
+    uint64_t now_us;
+    struct treq reqs[NREQ];
+    int order[64]; /* request indexes in the order they were forwarded */
+    int nforwards;
+    void *drained[8];
+    size_t drained_n[8];
+    int ndrained;
+    int report_soon;
+    char reported[8][32];
+    unsigned reported_n[8];
+    int nreports;
+} w;
+
+static uint64_t fx_now(void *ud)
+{
+    return w.now_us;
+}
+
+static int idx(struct dp_req *r)
+{
+    return (int)((struct treq *)r - w.reqs);
+}
+
+static void fx_forward(void *ud, struct dp_req *r, struct dp_endpoint *e)
+{
+    struct treq *t = (struct treq *)r;
+    snprintf(t->ep, sizeof(t->ep), "%s", e->id);
+    t->forwards++;
+    w.order[w.nforwards++] = idx(r);
+}
+
+static void fx_answer(void *ud, struct dp_req *r, enum dp_answer_kind kind, int status,
+                      const char *msg)
+{
+    struct treq *t = (struct treq *)r;
+    t->answers++;
+    t->status = status;
+    t->kind = kind;
+    snprintf(t->msg, sizeof(t->msg), "%s", msg);
+}
+
+static void fx_drained(void *ud, void *token, const struct dp_function *f, size_t nids)
+{
+    w.drained_n[w.ndrained] = nids;
+    w.drained[w.ndrained++] = token;
+}
+
+static void fx_report_soon(void *ud)
+{
+    w.report_soon++;
+}
+
+static void fx_report(void *ud, const struct dp_report_item *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        snprintf(w.reported[w.nreports], sizeof(w.reported[0]), "%s", items[i].name);
+        w.reported_n[w.nreports++] = items[i].inflight;
+    }
+}
+
+static struct dp_core *core;
+
+static int setup(void **state)
+{
+    memset(&w, 0, sizeof(w));
+    w.now_us = 1000000;
+    struct dp_core_config c = {.policy = DP_LB_ROUND_ROBIN, .queue_timeout_ms = 1000, .seed = 1};
+    struct dp_effects fx = {.now = fx_now,
+                            .forward = fx_forward,
+                            .answer = fx_answer,
+                            .drained = fx_drained,
+                            .report_soon = fx_report_soon,
+                            .report = fx_report};
+    core = dp_core_new(&c, &fx);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    dp_core_free(core);
+    return 0;
+}
+
+static struct dp_function *fn(const char *name, uint32_t cc)
+{
+    struct dp_function *f = dp_core_function_get(core, name, strlen(name), NULL);
+    dp_core_set_concurrency(core, f, cc);
+    return f;
+}
+
+static void eps(struct dp_function *f, const char *a, const char *b)
+{
+    struct dp_endpoint_spec l[2] = {{a, "127.0.0.1:1"}, {b, "127.0.0.1:2"}};
+    dp_core_set_endpoints(core, f, l, a ? (b ? 2 : 1) : 0);
+}
+
+static void req(struct dp_function *f, int i)
+{
+    dp_core_on_request(core, f, &w.reqs[i].r);
+}
+
+/* One slot: the first request runs, the others wait in arrival order, each takes the slot
+ * when the one before ends. */
+static void test_fifo_waits_for_slot(void **state)
+{
+    struct dp_function *f = fn("f", 1);
+    eps(f, "a", NULL);
+    req(f, 0);
+    req(f, 1);
+    req(f, 2);
+    assert_int_equal(w.nforwards, 1);
+    assert_int_equal(f->queued, 2);
+    assert_int_equal(f->running, 3);
+    dp_core_on_done(core, &w.reqs[0].r);
+    assert_int_equal(w.nforwards, 2);
+    assert_int_equal(w.order[1], 1);
+    /* a new arrival does not overtake the one still queued, even with a slot free later */
+    req(f, 3);
+    dp_core_on_done(core, &w.reqs[1].r);
+    dp_core_on_done(core, &w.reqs[2].r);
+    assert_int_equal(w.nforwards, 4);
+    assert_int_equal(w.order[2], 2);
+    assert_int_equal(w.order[3], 3);
+    dp_core_on_done(core, &w.reqs[3].r);
+    assert_int_equal(f->running, 0);
+    assert_int_equal(f->eps[0]->lb.in_flight, 0);
+    assert_int_equal(f->eps[0]->lb.processed, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(w.reqs[i].answers, 0); /* the sandbox answered them, not the core */
+}
+
+/* A cold start: requests wait for the first endpoint, then go in order. */
+static void test_cold_start_dispatch(void **state)
+{
+    struct dp_function *f = fn("f", 1);
+    req(f, 0);
+    req(f, 1);
+    assert_true(w.reqs[0].r.cold);
+    assert_int_equal(w.nforwards, 0);
+    eps(f, "a", "b");
+    assert_int_equal(w.nforwards, 2);
+    assert_int_equal(w.order[0], 0);
+    assert_int_equal(w.order[1], 1);
+    assert_string_equal(w.reqs[0].ep, "a"); /* round-robin over both, in list order */
+    assert_string_equal(w.reqs[1].ep, "b");
+}
+
+/* A request queued past the queue timeout gets one 503; not before. */
+static void test_queue_deadline(void **state)
+{
+    struct dp_function *f = fn("f", 1);
+    req(f, 0);
+    w.now_us += 999 * 1000;
+    dp_core_tick(core);
+    assert_int_equal(w.reqs[0].answers, 0);
+    w.now_us += 1000;
+    dp_core_tick(core);
+    assert_int_equal(w.reqs[0].answers, 1);
+    assert_int_equal(w.reqs[0].status, 503);
+    assert_int_equal(w.reqs[0].kind, DP_ANSWER_QUEUE_TIMEOUT);
+    assert_non_null(strstr(w.reqs[0].msg, "within 1000 ms (cold start timed out)"));
+    assert_int_equal(f->running, 0);
+    assert_int_equal(f->queued, 0);
+    w.now_us += 5000 * 1000;
+    dp_core_tick(core);
+    assert_int_equal(w.reqs[0].answers, 1);
+}
+
+/* A drain is answered once, when the drained sandboxes have no request left; an idle one at
+ * once. The drained endpoint takes no new request meanwhile. */
+static void test_drain_when_idle(void **state)
+{
+    struct dp_function *f = fn("f", 1);
+    eps(f, "a", "b");
+    req(f, 0); /* on a */
+    assert_string_equal(w.reqs[0].ep, "a");
+    const char *ids[] = {"a"};
+    dp_core_drain(core, f, ids, 1, (void *)0x1);
+    assert_int_equal(w.ndrained, 0);
+    assert_int_equal(f->neps, 1);
+    req(f, 1);
+    assert_string_equal(w.reqs[1].ep, "b");
+    dp_core_on_done(core, &w.reqs[0].r);
+    assert_int_equal(w.ndrained, 1);
+    assert_ptr_equal(w.drained[0], (void *)0x1);
+    assert_int_equal(w.drained_n[0], 1);
+    const char *idle[] = {"zzz"};
+    dp_core_drain(core, f, idle, 1, (void *)0x2);
+    assert_int_equal(w.ndrained, 2);
+    dp_core_on_done(core, &w.reqs[1].r);
+    assert_int_equal(w.ndrained, 2);
+}
+
+/* Requests whose sandbox broke get the reason it exited: the one waiting when the CP says it,
+ * the one that breaks after at once; without a reason, the plain 502 after the wait. */
+static void test_exited_reason(void **state)
+{
+    struct dp_function *f = fn("f", 2);
+    eps(f, "a", NULL);
+    req(f, 0);
+    req(f, 1);
+    dp_core_on_upstream_error(core, &w.reqs[0].r, false, true, "connection reset");
+    assert_int_equal(w.reqs[0].answers, 0); /* waits for why */
+    dp_core_on_exited(core, f, "a", "OOM-killed: memory limit 64 MiB");
+    assert_int_equal(w.reqs[0].answers, 1);
+    assert_int_equal(w.reqs[0].status, 502);
+    assert_string_equal(w.reqs[0].msg, "function 'f': sandbox a OOM-killed: memory limit 64 MiB");
+    dp_core_on_upstream_error(core, &w.reqs[1].r, false, true, "connection reset");
+    assert_int_equal(w.reqs[1].answers, 1);
+    assert_string_equal(w.reqs[1].msg, "function 'f': sandbox a OOM-killed: memory limit 64 MiB");
+    /* another sandbox, no reason in time */
+    eps(f, "b", NULL);
+    req(f, 2);
+    dp_core_on_upstream_error(core, &w.reqs[2].r, false, true, "connection reset");
+    w.now_us += (DP_EXIT_WAIT_MS - 1) * 1000;
+    dp_core_tick(core);
+    assert_int_equal(w.reqs[2].answers, 0);
+    w.now_us += 1000;
+    dp_core_tick(core);
+    assert_int_equal(w.reqs[2].answers, 1);
+    assert_string_equal(w.reqs[2].msg,
+                        "function 'f': sandbox 127.0.0.1:1 failed: connection reset");
+    assert_int_equal(f->running, 0);
+    /* not sent: answered at once, no wait */
+    req(f, 3);
+    dp_core_on_upstream_error(core, &w.reqs[3].r, false, false, "connection refused");
+    assert_int_equal(w.reqs[3].answers, 1);
+}
+
+/* A failed connect of a request without a body is retried once on another endpoint. */
+static void test_retry_other_endpoint(void **state)
+{
+    struct dp_function *f = fn("f", 1);
+    eps(f, "a", "b");
+    req(f, 0);
+    assert_string_equal(w.reqs[0].ep, "a");
+    dp_core_on_upstream_error(core, &w.reqs[0].r, true, false, "connection refused");
+    assert_int_equal(w.reqs[0].forwards, 2);
+    assert_string_equal(w.reqs[0].ep, "b");
+    assert_int_equal(f->eps[0]->lb.in_flight, 0);
+    dp_core_on_upstream_error(core, &w.reqs[0].r, true, false, "connection refused");
+    assert_int_equal(w.reqs[0].forwards, 2); /* once */
+    assert_int_equal(w.reqs[0].answers, 1);
+    assert_int_equal(w.reqs[0].status, 502);
+}
+
+/* The CP says the function cannot start: every queued request gets 503 with the reason once;
+ * later ones queue again. */
+static void test_cannot_start(void **state)
+{
+    struct dp_function *f = fn("f", 1);
+    req(f, 0);
+    req(f, 1);
+    dp_core_set_error(core, f, "image not found");
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(w.reqs[i].answers, 1);
+        assert_int_equal(w.reqs[i].kind, DP_ANSWER_CANNOT_START);
+        assert_string_equal(w.reqs[i].msg, "function 'f' cannot start: image not found");
+    }
+    req(f, 2);
+    assert_int_equal(w.reqs[2].answers, 0);
+    assert_int_equal(f->queued, 1);
+    eps(f, "a", NULL);
+    dp_core_set_error(core, f, NULL); /* with endpoints the error goes */
+    assert_null(f->error);
+    assert_int_equal(w.nforwards, 1);
+}
+
+/* Removing a function answers its queued requests once; with requests running it refuses. */
+static void test_remove_function(void **state)
+{
+    struct dp_function *f = fn("f", 1);
+    eps(f, "a", NULL);
+    req(f, 0); /* running */
+    req(f, 1); /* queued */
+    assert_int_equal(dp_core_remove_function(core, f), 1);
+    assert_int_equal(w.reqs[1].answers, 0);
+    const char *ids[] = {"a"};
+    dp_core_drain(core, f, ids, 1, (void *)0x3);
+    dp_core_on_done(core, &w.reqs[0].r);
+    assert_int_equal(w.ndrained, 1);
+    assert_int_equal(dp_core_remove_function(core, f), 0);
+    assert_int_equal(w.reqs[1].answers, 1);
+    assert_int_equal(w.reqs[1].kind, DP_ANSWER_REMOVED);
+    assert_string_equal(w.reqs[1].msg, "function 'f' was removed");
+    assert_null(dp_core_function_find(core, "f", 1));
+}
+
+/* The first request that waits is reported at once (with others of the same turn); the tick
+ * reports every busy function, then a last 0, then nothing. */
+static void test_reports(void **state)
+{
+    struct dp_function *f = fn("f", 1), *g = fn("g", 1);
+    req(f, 0);
+    req(g, 1);
+    req(f, 2);
+    assert_int_equal(w.report_soon, 2); /* once per function */
+    dp_core_report_due(core);
+    assert_int_equal(w.nreports, 2);
+    assert_int_equal(w.reported_n[0] + w.reported_n[1], 3); /* f 2, g 1 */
+    dp_core_tick(core);                                     /* the periodic report: f 2, g 1 */
+    assert_int_equal(w.nreports, 4);
+    dp_core_set_error(core, f, "x");
+    dp_core_set_error(core, g, "x");
+    w.now_us += 2000 * 1000;
+    dp_core_tick(core); /* both idle: a last 0 each */
+    assert_int_equal(w.nreports, 6);
+    assert_int_equal(w.reported_n[4] + w.reported_n[5], 0);
+    w.now_us += 2000 * 1000;
+    dp_core_tick(core);
+    assert_int_equal(w.nreports, 6);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_fifo_waits_for_slot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cold_start_dispatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drain_when_idle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exited_reason, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_other_endpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cannot_start, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_remove_function, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reports, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
