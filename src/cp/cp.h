@@ -10,7 +10,7 @@
 
 #include <uv.h>
 
-#include "core.h"
+#include "cp_core.h"
 #include "dirigent/http.h"
 #include "dirigent/metrics.h"
 #include "store.h"

@@ -5,7 +5,7 @@
 #ifndef DIRIGENT_CP_SCALING_H
 #define DIRIGENT_CP_SCALING_H
 
-#include "core.h"
+#include "cp_core.h"
 
 extern const struct cp_effects cp_io_effects;
 

@@ -9,7 +9,7 @@
 
 #include <uv.h>
 
-#include "core.h"
+#include "dp_core.h"
 #include "dirigent/http.h"
 #include "dirigent/metrics.h"
 #include "dirigent/strmap.h"

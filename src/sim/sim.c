@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core.h"
+#include "cp_core.h"
 #include "lb.h"
 
 enum ev_kind { EV_COMPLETE, EV_READY }; /* the order at one instant; then ticks, arrivals */
@@ -227,7 +227,10 @@ static void dispatch(struct sim *s, struct fn_state *f)
             ep[n] = (struct dp_lb_endpoint){f->sbs[i].in_flight, f->sbs[i].processed, false};
             mp[n++] = i;
         }
-        int pick = dp_lb_pick((enum dp_lb_policy)s->c->lb, &f->lb, ep, n,
+        const void *pv[256];
+        for (size_t k = 0; k < n && k < 256; k++)
+            pv[k] = &ep[k];
+        int pick = dp_lb_pick((enum dp_lb_policy)s->c->lb, &f->lb, pv, 0, DG_MIN(n, 256),
                               (uint32_t)DG_MAX(0, s->c->concurrency));
         size_t which = pick >= 0 ? mp[pick] : 0;
         if (ep != eps) {

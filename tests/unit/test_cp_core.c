@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "core.h"
+#include "cp_core.h"
 #include "dirigent/log.h"
 
 #define MAXREC 64

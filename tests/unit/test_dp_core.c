@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core.h"
+#include "dp_core.h"
 
 #define NREQ 16
 

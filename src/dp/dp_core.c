@@ -19,7 +19,7 @@
  * an endpoint that leaves the list with requests running is "removed" and
  * freed by the release of its last slot.
  */
-#include "core.h"
+#include "dp_core.h"
 
 #include <stdarg.h>
 #include <stdio.h>

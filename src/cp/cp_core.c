@@ -11,7 +11,7 @@
  * other create is in flight, the failure goes to the data planes with the (empty) list, and
  * they answer the requests they queue for it with the reason instead of letting them wait.
  */
-#include "core.h"
+#include "cp_core.h"
 
 #include <stdlib.h>
 #include <string.h>
