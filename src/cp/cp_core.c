@@ -739,6 +739,11 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
 
 void cp_core_worker_forget_sandboxes(struct cp_core *c, struct cp_worker *w)
 {
+    /* nothing of its previous life is reserved any more, before the reconciles below: they
+     * may place replacements on w itself (a restarted worker is schedulable), and those keep
+     * their reservations */
+    w->node.sandboxes = 0;
+    w->node.cpu_used = w->node.mem_used = 0;
     for (struct cp_fn *f = c->fns; f; f = f->next) {
         bool changed = false, replace = false;
         for (struct cp_sandbox *s = f->sbs, *next; s; s = next) {
@@ -763,8 +768,6 @@ void cp_core_worker_forget_sandboxes(struct cp_core *c, struct cp_worker *w)
         if (replace && !f->deleted)
             reconcile(c, f);
     }
-    w->node.sandboxes = 0;
-    w->node.cpu_used = w->node.mem_used = 0;
     worker_changed(c, w);
 }
 
