@@ -581,8 +581,10 @@ bool cp_core_adopt(struct cp_core *c, struct cp_worker *w, const char *function,
     f->ready++;
     worker_reserve(w, f);
     worker_changed(c, w);
+    /* keep what it runs, within its bounds: more than its upper bound (creates the previous
+     * leader had under way) go at the next scale-down */
     if (f->desired < (int)f->ready)
-        f->desired = (int)f->ready;
+        f->desired = DG_MIN((int)f->ready, f->as.upper_bound);
     /* a CP that restarted has an empty window: hold scale-down off for one stable window */
     f->hold_down_until_ms = NOW(c) + f->as.stable_window_ms;
     push_endpoints(c, f);
