@@ -696,6 +696,16 @@ struct cp_worker *cp_core_worker_restore(struct cp_core *c, const char *name, co
     return w;
 }
 
+/* A sandbox `id` of `function` (a deleted one too) is in the registry. */
+static bool sandbox_known(struct cp_core *c, const char *function, const char *id)
+{
+    struct cp_fn *f = cp_core_fn_any(c, dg_str_c(function));
+    for (struct cp_sandbox *s = f ? f->sbs : NULL; s; s = s->next)
+        if (s->id && strcmp(s->id, id) == 0)
+            return true;
+    return false;
+}
+
 struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp_worker_report *r,
                                               struct dg_err *err)
 {
@@ -727,9 +737,17 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
         w->need_list = false;
     for (size_t i = 0; i < r->nsandboxes; i++) {
         const struct cp_sandbox_report *sr = &r->sandboxes[i];
-        if (cp_core_adopt(c, w, sr->function, sr->id, sr->endpoint))
+        if (cp_core_adopt(c, w, sr->function, sr->id, sr->endpoint)) {
             dg_log(DG_LOG_INFO, "registry", "fn=%s adopted sandbox %s on %s", sr->function, sr->id,
                    w->name);
+        } else if (!cp_core_fn(c, dg_str_c(sr->function)) &&
+                   !sandbox_known(c, sr->function, sr->id)) {
+            /* its function was deleted (maybe while this CP was taking over, before the
+             * worker listed it): nobody will ever delete it otherwise */
+            dg_log(DG_LOG_INFO, "registry", "fn=%s sandbox %s on %s: no such function: deleting it",
+                   sr->function, sr->id, w->name);
+            c->fx.destroy(c->fx.ud, w, sr->id, NULL);
+        }
     }
     worker_changed(c, w);
     if (!w->node.schedulable)
