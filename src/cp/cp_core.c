@@ -796,6 +796,9 @@ void cp_core_on_worker_lost(struct cp_core *c, struct cp_worker *w)
     dg_log(DG_LOG_WARN, "registry", "worker %s silent: unschedulable, its sandboxes are lost",
            w->name);
     w->node.schedulable = false;
+    /* if it was only cut off, it comes back with the same sandboxes: its next heartbeat must
+     * list them (adopted, or deleted if their function went meanwhile) */
+    w->need_list = true;
     cp_core_worker_forget_sandboxes(c, w);
 }
 
