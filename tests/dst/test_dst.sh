@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# test_dst.sh DST: the deterministic simulation (tests/dst/dst.c) over a bounded set of
+# seeds; a seed prints the same bytes twice; an injected bug makes a seed fail with its
+# reproduction line.
+set -u
+. "$(dirname "$0")/../lib/tap.sh"
+DST=$1
+SEEDS=${DST_SEEDS:-20}
+STEPS=${DST_STEPS:-2000}
+# The fault classes the cores survive today; the others find known bugs (docs/testing.md,
+# "Known failures"): `make dst FAULTS=all` runs them.
+FAULTS=${DST_FAULTS:-crash-worker,crash-dp,failover,exit,reorder}
+plan 5
+
+check "$SEEDS seeds x $STEPS steps ($FAULTS): every invariant holds" \
+  "$DST" --seed 1 --seeds "$SEEDS" --steps "$STEPS" --faults "$FAULTS"
+
+check "a seed is deterministic (same trace twice)" bash -c \
+  "cmp <('$DST' --seed 7 --steps 600 --faults all --trace) <('$DST' --seed 7 --steps 600 --faults all --trace)"
+
+# The harness can fail: each injected bug must be caught, with a reproduction line.
+check "--inject-bug double-answer is caught" bash -c \
+  "out=\$('$DST' --seed 3 --steps 2000 --faults $FAULTS --inject-bug double-answer); rc=\$?; echo \"\$out\" | tail -3;
+   [ \$rc -eq 1 ] && grep -q 'answered twice' <<<\"\$out\" &&
+   grep -q '^reproduce: .*dst --seed 3 --steps 2000 --inject-bug double-answer --faults $FAULTS\$' <<<\"\$out\""
+
+check "--inject-bug leak-delete is caught" bash -c \
+  "out=\$('$DST' --seed 3 --steps 2000 --faults $FAULTS --inject-bug leak-delete); rc=\$?; echo \"\$out\" | tail -3;
+   [ \$rc -eq 1 ] && grep -q 'leak or ghost' <<<\"\$out\""
+
+check "bad arguments: exit 2 naming the fix" bash -c \
+  "'$DST' --inject-bug nope 2>&1 | grep -q \"expected double-answer or leak-delete, got 'nope'\""
+
+tap_done
