@@ -303,6 +303,10 @@ void cp_core_on_deleted(struct cp_core *c, struct cp_sandbox *s, const char *err
     if (err)
         dg_log(DG_LOG_WARN, "scale", "fn=%s delete %s on %s: %s", f->spec.name, s->id,
                s->worker ? s->worker->name : "?", err);
+    /* a delete that failed may have happened or not (its answer lost): the worker's next
+     * heartbeat lists what it runs, and a sandbox still there is adopted or deleted */
+    if (err && s->worker)
+        s->worker->need_list = true;
     worker_release(c, s->worker, f);
     f->draining--;
     sandbox_unlink(f, s);
@@ -377,6 +381,10 @@ void cp_core_on_created(struct cp_core *c, struct cp_sandbox *s, const char *id,
     if (reason) {
         if (c->m_create_failures)
             dg_counter_add(c->m_create_failures, 1);
+        /* a create whose answer was lost may have made the sandbox after all: the worker's
+         * next heartbeat lists what it runs (adopted, or deleted) */
+        if (s->worker)
+            s->worker->need_list = true;
         worker_release(c, s->worker, f);
         if (!f->deleted) {
             cp_fn_error_set(fn_error_mut(f), s->worker ? s->worker->name : NULL, reason, NOW(c),
@@ -389,6 +397,14 @@ void cp_core_on_created(struct cp_core *c, struct cp_sandbox *s, const char *id,
         sandbox_unlink(f, s);
         fn_maybe_free(c, f);
         return;
+    }
+    for (struct cp_sandbox *o = f->sbs; o; o = o->next) {
+        if (o != s && o->id && strcmp(o->id, id) == 0) {
+            /* its worker listed it before this answer came: adopted already, once is enough */
+            worker_release(c, s->worker, f);
+            sandbox_unlink(f, s);
+            return;
+        }
     }
     s->id = dg_xstrdup(id);
     s->endpoint = dg_xstrdup(endpoint);
