@@ -54,7 +54,7 @@ test: all
 SEED ?= 1
 SEEDS ?= 200
 STEPS ?= 2000
-FAULTS ?= crash-worker,crash-dp,failover,exit,reorder
+FAULTS ?= crash-worker,crash-dp,failover,exit
 dst: all
 	$(BUILD)/tests/dst --seed $(SEED) --seeds $(SEEDS) --steps $(STEPS) --faults $(FAULTS)
 
