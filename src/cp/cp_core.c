@@ -305,8 +305,9 @@ void cp_core_on_deleted(struct cp_core *c, struct cp_sandbox *s, const char *err
                s->worker ? s->worker->name : "?", err);
     /* a delete that failed may have happened or not (its answer lost): the worker's next
      * heartbeat lists what it runs, and a sandbox still there is adopted or deleted */
-    if (err && s->worker)
-        s->worker->need_list = true;
+    struct cp_worker *on = s->worker ? s->worker : s->abandoned_on;
+    if (err && on)
+        on->need_list = true;
     worker_release(c, s->worker, f);
     f->draining--;
     sandbox_unlink(f, s);
@@ -315,7 +316,9 @@ void cp_core_on_deleted(struct cp_core *c, struct cp_sandbox *s, const char *err
 
 static void delete_on_worker(struct cp_core *c, struct cp_sandbox *s)
 {
-    if (!s->worker) { /* its worker is gone */
+    if (!s->worker) { /* its worker was given up: asked all the same, no answer wanted */
+        if (s->abandoned_on && s->id)
+            c->fx.destroy(c->fx.ud, s->abandoned_on, s->id, NULL);
         cp_core_on_deleted(c, s, NULL);
         return;
     }
@@ -797,6 +800,9 @@ void cp_core_worker_forget_sandboxes(struct cp_core *c, struct cp_worker *w)
                 s->abandoned_on = w;
                 f->creating--;
                 replace = true;
+            } else if (s->state == CP_SB_DRAINING) {
+                /* its delete still goes there (a worker only cut off keeps it running) */
+                s->abandoned_on = w;
             }
         }
         if (changed)

@@ -70,7 +70,8 @@ struct cp_sandbox {
     struct cp_worker *worker; /* NULL once its worker is gone */
     enum cp_sb_state state;
     struct cp_fn *fn;
-    struct cp_worker *abandoned_on; /* its worker went silent while creating it: replaced */
+    struct cp_worker *abandoned_on; /* its worker went silent while creating it (replaced)
+                                       or draining it (its delete still goes there) */
     struct cp_sandbox *next;
 };
 
