@@ -426,7 +426,7 @@ static void rpc_reply(struct sim *s, struct rpc *r, bool ok, const char *err)
     bool from_cp = rpc_from_cp(r);
     enum node_kind pk = rpc_peer_kind(r);
     bool back =
-        from_cp ? reachable(s, N_CP, 0) && s->cp_gen == r->cp_gen : reachable(s, pk, r->peer);
+        reachable(s, pk, r->peer) && reachable(s, N_CP, 0) && (!from_cp || s->cp_gen == r->cp_gen);
     if (r->lose_reply || !back) {
         s->st_lost++;
         rpc_answer_at(s, r, r->sent + RPC_TIMEOUT_US, false, "timeout");
@@ -1303,8 +1303,8 @@ static void check_always(struct sim *s)
                   f->spec.lower_bound, f->spec.upper_bound);
         unsigned ready = 0, creating = 0, draining = 0;
         for (struct cp_sandbox *sb = f->sbs; sb; sb = sb->next) {
-            if (sb->abandoned_on)
-                continue;
+            if (sb->abandoned_on && sb->state == CP_SB_CREATING)
+                continue; /* not counted: replaced */
             ready += sb->state == CP_SB_READY;
             creating += sb->state == CP_SB_CREATING;
             draining += sb->state == CP_SB_DRAINING;
