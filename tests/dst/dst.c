@@ -1344,8 +1344,10 @@ static int cmp_str(const void *a, const void *b)
 /* Two sets of ids (sorted in place) are equal, else the first difference in `diff`. */
 static bool same_ids(char **a, size_t na, char **b, size_t nb, char *diff, size_t len)
 {
-    qsort(a, na, sizeof(*a), cmp_str);
-    qsort(b, nb, sizeof(*b), cmp_str);
+    if (na > 1)
+        qsort(a, na, sizeof(*a), cmp_str);
+    if (nb > 1)
+        qsort(b, nb, sizeof(*b), cmp_str);
     size_t i = 0, k = 0;
     while (i < na || k < nb) {
         int c = i == na ? 1 : k == nb ? -1 : strcmp(a[i], b[k]);
