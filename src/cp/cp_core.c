@@ -317,8 +317,10 @@ void cp_core_on_deleted(struct cp_core *c, struct cp_sandbox *s, const char *err
 static void delete_on_worker(struct cp_core *c, struct cp_sandbox *s)
 {
     if (!s->worker) { /* its worker was given up: asked all the same, no answer wanted */
-        if (s->abandoned_on && s->id)
+        if (s->abandoned_on && s->id) {
             c->fx.destroy(c->fx.ud, s->abandoned_on, s->id, NULL);
+            s->abandoned_on->need_list = true; /* no answer comes: its listing tells */
+        }
         cp_core_on_deleted(c, s, NULL);
         return;
     }
@@ -366,6 +368,7 @@ static void abandoned_created(struct cp_core *c, struct cp_sandbox *s, const cha
             dg_log(DG_LOG_INFO, "scale", "fn=%s sandbox %s on %s came too late: deleting it",
                    f->spec.name, id, s->abandoned_on->name);
             c->fx.destroy(c->fx.ud, s->abandoned_on, id, NULL);
+            s->abandoned_on->need_list = true; /* no answer comes: its listing tells */
         }
     }
     sandbox_unlink(f, s);
@@ -766,6 +769,7 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
             dg_log(DG_LOG_INFO, "registry", "fn=%s sandbox %s on %s: no such function: deleting it",
                    sr->function, sr->id, w->name);
             c->fx.destroy(c->fx.ud, w, sr->id, NULL);
+            w->need_list = true; /* listed again until it is gone (no answer comes) */
         }
     }
     worker_changed(c, w);
