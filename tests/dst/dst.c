@@ -80,6 +80,7 @@ struct opts {
     unsigned seeds, steps, quiesce_every;
     enum bug bug;
     bool trace;
+    bool log;         /* --log: the cores' own log lines on stderr (with wall-clock stamps) */
     bool no_dp_lists; /* --no-dp-lists: skip the DPs' convergence (known failures) */
     unsigned faults;  /* enum fault */
     const char *faults_arg;
@@ -1059,6 +1060,8 @@ static void arrive_cp(struct sim *s, struct rpc *r)
     struct dg_err err = {0};
     if (r->kind == R_WK_HB) { /* src/cp/api.c api_worker */
         struct cp_worker *w = cp_core_on_worker_heartbeat(c, &r->wr, &err);
+        if (r->wr.listed)
+            tracef(s, "worker %s listed %zu sandboxes", r->wr.name, r->wr.nsandboxes);
         r->resync = w && w->need_list;
         rpc_reply(s, r, w != NULL, err.msg);
     } else if (r->kind == R_DP_HB) { /* api_dataplane */
@@ -1720,7 +1723,8 @@ static void usage(const char *argv0)
     fprintf(
         stderr,
         "usage: %s [--seed N] [--seeds COUNT] [--steps N] [--quiesce-every N] [--loss PERMILLE]\n"
-        "          [--slow PERMILLE] [--faults all|none|CLASS,...] [--no-dp-lists] [--trace]\n"
+        "          [--slow PERMILLE] [--faults all|none|CLASS,...] [--no-dp-lists] [--trace] "
+        "[--log]\n"
         "          [--inject-bug double-answer|leak-delete]\n"
         "Runs the control plane's and data planes' cores on a simulated cluster for seeds\n"
         "N..N+COUNT-1 and checks the invariants after every step (docs/testing.md).\n",
@@ -1784,6 +1788,10 @@ int main(int argc, char **argv)
             o.trace = true;
             continue;
         }
+        if (strcmp(a, "--log") == 0) {
+            o.log = true;
+            continue;
+        }
         if (strcmp(a, "--no-dp-lists") == 0) {
             o.no_dp_lists = true;
             continue;
@@ -1830,7 +1838,7 @@ int main(int argc, char **argv)
         }
         i++;
     }
-    dg_log_set_level(DG_LOG_OFF);
+    dg_log_set_level(o.log ? DG_LOG_DEBUG : DG_LOG_OFF);
     unsigned failed = 0;
     for (unsigned k = 0; k < o.seeds; k++)
         failed += (unsigned)run_seed(&o, o.seed + k);
