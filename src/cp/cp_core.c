@@ -297,6 +297,43 @@ static void sandbox_unlink(struct cp_fn *f, struct cp_sandbox *s)
     sandbox_free(s);
 }
 
+static bool deleting_has(const struct cp_worker *w, const char *id)
+{
+    for (size_t i = 0; i < w->ndeleting; i++)
+        if (strcmp(w->deleting[i], id) == 0)
+            return true;
+    return false;
+}
+
+static void deleting_del(struct cp_worker *w, size_t i)
+{
+    free(w->deleting[i]);
+    w->deleting[i] = w->deleting[--w->ndeleting];
+}
+
+static void deleting_clear(struct cp_worker *w)
+{
+    while (w->ndeleting)
+        deleting_del(w, 0);
+    free(w->deleting);
+    w->deleting = NULL;
+}
+
+/* The one place the core asks a worker to delete a sandbox. Until the delete is answered or
+ * a listing no longer has `id`, a listing that still has it (taken before the delete
+ * arrived) does not adopt it again; a delete nobody answers (s NULL) makes the worker list
+ * its sandboxes, so that one whose delete was lost is deleted again. */
+static void destroy_on(struct cp_core *c, struct cp_worker *w, const char *id, struct cp_sandbox *s)
+{
+    if (!deleting_has(w, id)) {
+        w->deleting = dg_xrealloc(w->deleting, (w->ndeleting + 1) * sizeof(*w->deleting));
+        w->deleting[w->ndeleting++] = dg_xstrdup(id);
+    }
+    if (!s)
+        w->need_list = true;
+    c->fx.destroy(c->fx.ud, w, id, s);
+}
+
 void cp_core_on_deleted(struct cp_core *c, struct cp_sandbox *s, const char *err)
 {
     struct cp_fn *f = s->fn;
@@ -308,6 +345,13 @@ void cp_core_on_deleted(struct cp_core *c, struct cp_sandbox *s, const char *err
     struct cp_worker *on = s->worker ? s->worker : s->abandoned_on;
     if (err && on)
         on->need_list = true;
+    /* its worker answered that it is gone (a sandbox of a worker given up was not asked for
+     * an answer: it stays under way until a listing lacks it) */
+    for (size_t i = 0; !err && s->worker && s->id && i < s->worker->ndeleting; i++)
+        if (strcmp(s->worker->deleting[i], s->id) == 0) {
+            deleting_del(s->worker, i);
+            break;
+        }
     worker_release(c, s->worker, f);
     f->draining--;
     sandbox_unlink(f, s);
@@ -317,14 +361,12 @@ void cp_core_on_deleted(struct cp_core *c, struct cp_sandbox *s, const char *err
 static void delete_on_worker(struct cp_core *c, struct cp_sandbox *s)
 {
     if (!s->worker) { /* its worker was given up: asked all the same, no answer wanted */
-        if (s->abandoned_on && s->id) {
-            c->fx.destroy(c->fx.ud, s->abandoned_on, s->id, NULL);
-            s->abandoned_on->need_list = true; /* no answer comes: its listing tells */
-        }
+        if (s->abandoned_on && s->id)
+            destroy_on(c, s->abandoned_on, s->id, NULL);
         cp_core_on_deleted(c, s, NULL);
         return;
     }
-    c->fx.destroy(c->fx.ud, s->worker, s->id, s);
+    destroy_on(c, s->worker, s->id, s);
 }
 
 void cp_core_on_drained(struct cp_core *c, struct cp_drain *d)
@@ -367,8 +409,7 @@ static void abandoned_created(struct cp_core *c, struct cp_sandbox *s, const cha
         if (!adopted) {
             dg_log(DG_LOG_INFO, "scale", "fn=%s sandbox %s on %s came too late: deleting it",
                    f->spec.name, id, s->abandoned_on->name);
-            c->fx.destroy(c->fx.ud, s->abandoned_on, id, NULL);
-            s->abandoned_on->need_list = true; /* no answer comes: its listing tells */
+            destroy_on(c, s->abandoned_on, id, NULL);
         }
     }
     sandbox_unlink(f, s);
@@ -592,6 +633,8 @@ bool cp_core_adopt(struct cp_core *c, struct cp_worker *w, const char *function,
     for (struct cp_sandbox *s = f->sbs; s; s = s->next)
         if (s->id && strcmp(s->id, id) == 0)
             return false;
+    if (deleting_has(w, id))
+        return false; /* a listing taken before its delete arrived */
     struct cp_sandbox *s = dg_xcalloc(1, sizeof(*s));
     s->fn = f;
     s->worker = w;
@@ -740,6 +783,7 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
         dg_log(DG_LOG_WARN, "registry", "worker %s restarted: forgetting its old sandboxes",
                w->name);
         cp_core_worker_forget_sandboxes(c, w);
+        deleting_clear(w); /* its old sandboxes are gone with it */
     }
     if (r->boot && (!w->boot || strcmp(r->boot, w->boot) != 0)) {
         free(w->boot);
@@ -755,8 +799,18 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
     w->node.min_cpu = w->res.min_cpu_milli;
     w->node.min_mem = w->res.min_memory_mib;
     /* sandboxes it runs that this CP does not know (this CP restarted): adopt them */
-    if (r->listed)
+    if (r->listed) {
         w->need_list = false;
+        for (size_t i = 0; i < w->ndeleting;) { /* deleted: no longer listed */
+            bool listed = false;
+            for (size_t k = 0; k < r->nsandboxes && !listed; k++)
+                listed = strcmp(r->sandboxes[k].id, w->deleting[i]) == 0;
+            if (listed)
+                i++;
+            else
+                deleting_del(w, i);
+        }
+    }
     for (size_t i = 0; i < r->nsandboxes; i++) {
         const struct cp_sandbox_report *sr = &r->sandboxes[i];
         if (cp_core_adopt(c, w, sr->function, sr->id, sr->endpoint)) {
@@ -768,8 +822,9 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
              * worker listed it): nobody will ever delete it otherwise */
             dg_log(DG_LOG_INFO, "registry", "fn=%s sandbox %s on %s: no such function: deleting it",
                    sr->function, sr->id, w->name);
-            c->fx.destroy(c->fx.ud, w, sr->id, NULL);
-            w->need_list = true; /* listed again until it is gone (no answer comes) */
+            destroy_on(c, w, sr->id, NULL);
+        } else if (deleting_has(w, sr->id)) { /* listed before its delete arrived, or lost */
+            destroy_on(c, w, sr->id, NULL);
         }
     }
     worker_changed(c, w);
@@ -937,6 +992,7 @@ void cp_core_free(struct cp_core *c)
         free(w->name);
         free(w->address);
         free(w->boot);
+        deleting_clear(w);
         free(w);
     }
     while (c->dps) {

@@ -48,8 +48,12 @@ struct cp_worker {
     void *io;               /* the adapter's (connections, batches); NULL in the simulator */
     struct dg_res_node res; /* as advertised: capacity, CPU overcommit, per-sandbox floors */
     uint64_t last_seen_ms;
-    char *boot;     /* the daemon's start id: a new one means it restarted */
-    bool need_list; /* restored from the store: its next heartbeat must list its sandboxes */
+    char *boot;      /* the daemon's start id: a new one means it restarted */
+    bool need_list;  /* restored from the store: its next heartbeat must list its sandboxes */
+    char **deleting; /* ids it was asked to delete: a listing taken before the delete arrived
+                        does not bring them back (until a listing lacks them or the delete
+                        is answered) */
+    size_t ndeleting;
     struct cp_worker *next;
 };
 
