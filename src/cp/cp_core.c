@@ -783,7 +783,8 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
         dg_log(DG_LOG_WARN, "registry", "worker %s restarted: forgetting its old sandboxes",
                w->name);
         cp_core_worker_forget_sandboxes(c, w);
-        deleting_clear(w); /* its old sandboxes are gone with it */
+        /* w->deleting stays: a delete may be on its way to a sandbox of the new daemon (a
+         * create of its that came back too late); its listing prunes the rest */
     }
     if (r->boot && (!w->boot || strcmp(r->boot, w->boot) != 0)) {
         free(w->boot);
