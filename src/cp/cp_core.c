@@ -432,6 +432,9 @@ void cp_core_on_created(struct cp_core *c, struct cp_sandbox *s, const char *id,
          * next heartbeat lists what it runs (adopted, or deleted) */
         if (s->worker)
             s->worker->need_list = true;
+        /* retried by its tick: retried at once when the release below frees capacity, a
+         * worker that refuses at once (it just died) would get creates at network speed */
+        f->retry_after_ms = NOW(c) + 2000;
         worker_release(c, s->worker, f);
         if (!f->deleted) {
             cp_fn_error_set(fn_error_mut(f), s->worker ? s->worker->name : NULL, reason, NOW(c),
@@ -570,8 +573,9 @@ static void reconcile(struct cp_core *c, struct cp_fn *f)
 void cp_core_capacity_freed(struct cp_core *c)
 {
     c->capacity_soon = false;
+    uint64_t now = NOW(c);
     for (struct cp_fn *f = c->fns; f && c->unschedulable; f = f->next)
-        if (f->unschedulable && !f->deleted)
+        if (f->unschedulable && !f->deleted && now >= f->retry_after_ms)
             reconcile(c, f);
 }
 

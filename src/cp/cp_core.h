@@ -106,6 +106,8 @@ struct cp_fn {
     struct cp_exit *exited;    /* sandboxes that exited by themselves since the last push */
     unsigned nexited;
     uint64_t hold_down_until_ms; /* no scale-down before (sandboxes adopted after a restart) */
+    uint64_t retry_after_ms;     /* a create of it just failed: freed capacity does not retry it
+                                    before (its tick does) */
     unsigned tick_slot;          /* which tick slot decides it */
     size_t slot_pos;             /* its index in that slot */
     struct cp_fn *next_dirty;
