@@ -42,6 +42,7 @@
 #define CRON_US          (50 * 1000ULL)        /* the daemons' cron */
 #define QUEUE_TIMEOUT_MS 10000
 #define ANSWER_BOUND_US  (60 * 1000 * 1000ULL) /* any request: answered within this */
+#define CREATES_PER_S    50 /* creates of one function in one second of simulated time */
 #define QUIESCE_MIN_US   (30 * 1000 * 1000ULL)
 #define QUIESCE_MAX_US   (300 * 1000 * 1000ULL)
 
@@ -235,6 +236,9 @@ struct sim {
     struct sreq **reqs;
     size_t nreqs, capreqs;
     unsigned rpcs_out; /* sent, not yet answered to their sender */
+    /* creates per function name (fn0..fn11) in the current second of simulated time */
+    unsigned creates_win[16];
+    uint64_t win_start;
     /* the last delivery on each link (CP to peer, peer to CP): messages between two nodes
      * arrive in order (one connection), unless a reorder fault lets one overtake */
     uint64_t link_last[2][MAX_WORKERS + MAX_DPS];
@@ -511,6 +515,14 @@ static void cp_create(void *ud, struct cp_sandbox *sb)
     r->s = sb;
     r->fn = dg_xstrdup(sb->fn->spec.name);
     s->st_creates++;
+    if (s->now - s->win_start >= 1000000) {
+        memset(s->creates_win, 0, sizeof(s->creates_win));
+        s->win_start = s->now;
+    }
+    unsigned k = (unsigned)atoi(sb->fn->spec.name + 2) % 16; /* "fn7" */
+    if (++s->creates_win[k] > CREATES_PER_S)
+        failf(s, "fn %s: more than %d creates within 1 s (a retry storm)", sb->fn->spec.name,
+              CREATES_PER_S);
     rpc_send(s, r);
 }
 
