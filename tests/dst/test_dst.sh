@@ -10,13 +10,21 @@ STEPS=${DST_STEPS:-2000}
 # The fault classes the cores survive today; the others find known bugs (docs/testing.md,
 # "Known failures"): `make dst FAULTS=all` runs them.
 FAULTS=${DST_FAULTS:-crash-worker,crash-dp,failover,exit}
-plan 5
+plan 6
 
 check "$SEEDS seeds x $STEPS steps ($FAULTS): every invariant holds" \
   "$DST" --seed 1 --seeds "$SEEDS" --steps "$STEPS" --faults "$FAULTS"
 
 check "a seed is deterministic (same trace twice)" bash -c \
-  "cmp <('$DST' --seed 7 --steps 600 --faults all --trace) <('$DST' --seed 7 --steps 600 --faults all --trace)"
+  "'$DST' --seed 7 --steps 600 --faults all --trace >'$TAP_TMP/t1' &&
+   '$DST' --seed 7 --steps 600 --faults all --trace >'$TAP_TMP/t2';
+   grep -c ' invoke req ' '$TAP_TMP/t1' && grep -q '^seed 7: 600 steps' '$TAP_TMP/t1' &&
+   cmp '$TAP_TMP/t1' '$TAP_TMP/t2'"
+
+check "a seed does not depend on the seeds run before it" bash -c \
+  "a=\$('$DST' --seed 1 --seeds 5 --steps 800 --faults all | grep -E 'seed 5[: ]');
+   b=\$('$DST' --seed 5 --steps 800 --faults all | grep -E 'seed 5[: ]');
+   echo \"\$a\"; [ -n \"\$a\" ] && [ \"\$a\" = \"\$b\" ]"
 
 # The harness can fail: each injected bug must be caught, with a reproduction line.
 check "--inject-bug double-answer is caught" bash -c \
