@@ -1299,10 +1299,11 @@ static void check_always(struct sim *s)
             for (struct cp_sandbox *sb = f->sbs; sb; sb = sb->next) {
                 if (sb->worker != w || sb->abandoned_on)
                     continue;
-                int64_t tc, tm;
-                cp_node_take(&w->node, f->spec.cpu_milli, f->spec.memory_mib, &tc, &tm);
-                cpu += tc;
-                mem += tm;
+                /* max(request, floor) by the worker's advertised floors (not the core's copy) */
+                const struct dg_res_node *res = &s->wk[worker_idx(w)].res;
+                cpu += DG_MAX(f->spec.cpu_milli, res->min_cpu_milli > 0 ? res->min_cpu_milli : 1);
+                mem +=
+                    DG_MAX(f->spec.memory_mib, res->min_memory_mib > 0 ? res->min_memory_mib : 1);
                 n++;
             }
         if (cpu != w->node.cpu_used || mem != w->node.mem_used || n != w->node.sandboxes)
