@@ -128,6 +128,7 @@ struct sreq { /* a client's invocation */
     unsigned answers;
     int status;
     bool in_core; /* the core may still hand it back */
+    bool running; /* on sandbox `sb` now */
     char fn[CP_NAME_MAX + 1];
     char sb[48]; /* the sandbox it runs on (attempt) */
 };
@@ -837,6 +838,7 @@ static void dp_forward(void *ud, struct dp_req *r, struct dp_endpoint *e)
         return;
     }
     b->inflight++;
+    q->running = true;
     at(s, s->now + 1000 + rnd(s, 2000000), EV_REQ_DONE, (int)q->attempt, d->gen, q);
 }
 
@@ -956,6 +958,8 @@ static void req_done(struct sim *s, const struct ev *e)
     struct wsb *b = wi >= 0 && wi < s->nwk ? wk_find(&s->wk[wi], q->sb) : NULL;
     if (b && b->inflight && e->kind == EV_REQ_DONE)
         b->inflight--;
+    if (e->kind == EV_REQ_DONE && (unsigned)e->a == q->attempt)
+        q->running = false;
     if (e->gen != d->gen || !d->alive || (unsigned)e->a != q->attempt)
         return; /* its data plane died: answered then */
     if (!q->in_core) {
@@ -994,8 +998,15 @@ static void arrive_worker(struct sim *s, struct rpc *r)
         rpc_reply(s, r, false, "404: no such sandbox");
         return;
     }
-    if (b->inflight)
-        s->st_busy_deletes++;
+    for (size_t i = 0; i < s->nreqs; i++) { /* a live DP's request runs on it */
+        struct sreq *q = s->reqs[i];
+        if (q->in_core && q->running && s->dp[q->dp].alive && q->dp_gen == s->dp[q->dp].gen &&
+            strcmp(q->sb, b->id) == 0) {
+            s->st_busy_deletes++;
+            tracef(s, "busy delete: %s runs req %" PRIu64 " of dp%d", b->id, q->id, q->dp);
+            break;
+        }
+    }
     if (s->o->bug != BUG_LEAK_DELETE)
         wk_remove(w, b);
     rpc_reply(s, r, true, NULL);
@@ -1721,10 +1732,11 @@ static int run_seed(struct opts *o, uint64_t seed)
     } else {
         printf("seed %" PRIu64 ": %u steps, %.0f s simulated, %u workers, %d dps; requests %u ok "
                "%u errors; creates %u (%u failed); crashes %u worker %u dp; failovers %u; "
-               "partitions %u; clock jumps %u; exits %u; lost calls %u; quiescences %u\n",
+               "partitions %u; clock jumps %u; exits %u; lost calls %u; busy deletes %u; "
+               "quiescences %u\n",
                seed, o->steps, (double)s.now / 1e6, (unsigned)s.nwk, s.ndp, s.st_ok, s.st_err,
                s.st_creates, s.st_create_fail, s.st_crash_w, s.st_crash_dp, s.st_failover,
-               s.st_parts, s.st_jumps, s.st_exits, s.st_lost, s.st_quiesce);
+               s.st_parts, s.st_jumps, s.st_exits, s.st_lost, s.st_busy_deletes, s.st_quiesce);
     }
     fflush(stdout);
     sim_free(&s);
