@@ -50,13 +50,14 @@ test: all
 	  /usr/bin/python3 tests/summary.py $(BUILD)/meson-logs/testlog.json || rc=1; exit $$rc
 
 # Deterministic simulation tests of the cores (tests/dst/dst.c, docs/testing.md): SEEDS seeds
-# from SEED, STEPS steps each, with the fault classes FAULTS (all: the known failures too).
+# from SEED, STEPS steps each, with the fault classes FAULTS (all: the known failures too);
+# DST_ARGS adds options (e.g. --no-dp-lists, --trace).
 SEED ?= 1
 SEEDS ?= 200
 STEPS ?= 2000
 FAULTS ?= crash-worker,crash-dp,failover,exit
 dst: all
-	$(BUILD)/tests/dst --seed $(SEED) --seeds $(SEEDS) --steps $(STEPS) --faults $(FAULTS)
+	$(BUILD)/tests/dst --seed $(SEED) --seeds $(SEEDS) --steps $(STEPS) --faults $(FAULTS) $(DST_ARGS)
 
 bench: all
 	bench/run_all.sh $(BENCH_ARGS)
