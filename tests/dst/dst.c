@@ -2,1286 +2,24 @@
  * dst.c: deterministic simulation tests of the real cores (docs/testing.md, "Deterministic
  * simulation"), after FoundationDB's and TigerBeetle's simulators. One control plane
  * (struct cp_core), 1-3 data planes (struct dp_core), 2-4 simulated workers and their clients
- * run on one fake clock; every effect of a core becomes a message on a simulated network (a
- * priority queue of deliveries by time, ties broken by sequence number), and a seeded PRNG
+ * run on one fake clock in a simulated cluster (world.h, world.c: every effect of a core is a
+ * message on a simulated network, a priority queue of deliveries by time). A seeded PRNG
  * picks each step's operation (registrations, deletes, bound updates, invocations) and fault
- * (worker, data plane and control plane crashes and restarts, lost and slow messages,
- * partitions, clock jumps, sandboxes exiting by themselves). After every step the invariants
- * are checked; every few hundred steps the faults stop, everything heals, simulated time runs
- * until nothing is in flight, and convergence is checked too. The first violation stops the
- * run with the seed's one-line reproduction.
+ * (worker, data plane and control plane crashes and restarts, lost, slow and reordered
+ * messages, partitions, clock jumps, sandboxes exiting by themselves). After every step the
+ * invariants are checked; every few hundred steps the faults stop, everything heals,
+ * simulated time runs until nothing is in flight, and convergence is checked too. The first
+ * violation stops the run with the seed's one-line reproduction.
  *
- * The messages mirror the adapters (src/cp/scaling.c, src/cp/api.c, src/dp/api.c,
- * src/dp/proxy.c): a call whose answer never comes ends in an error for its sender after a
- * timeout, and the sender reacts as the adapter does (a create: cp_core_on_created with the
- * error as reason; a delete: cp_core_on_deleted with it; a drain: counted as answered; a push,
- * a forget, a heartbeat, a report: nothing).
- *
- * Everything depends only on the seed: no wall clock, no addresses printed, no hash order.
  * Running the same seed twice prints the same bytes (tests/dst/test_dst.sh checks it).
  */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cp_core.h"
-#include "dirigent/common.h"
 #include "dirigent/log.h"
-#include "dp_core.h"
-
-/* ---- model constants ---------------------------------------------------------------------- */
-
-#define MAX_WORKERS      4
-#define MAX_DPS          3
-#define MAX_FNS          8
-#define RPC_TIMEOUT_US   (10 * 1000 * 1000ULL) /* a call nobody answers fails after this */
-#define HB_US            (1000 * 1000ULL)      /* heartbeats: every 1 s */
-#define SILENT_MS        3000                  /* the CP gives a peer up after 3 heartbeats */
-#define CRON_US          (50 * 1000ULL)        /* the daemons' cron */
-#define QUEUE_TIMEOUT_MS 10000
-#define ANSWER_BOUND_US  (60 * 1000 * 1000ULL) /* any request: answered within this */
-#define CREATES_PER_S    50 /* creates of one function in one second of simulated time */
-#define QUIESCE_MIN_US   (30 * 1000 * 1000ULL)
-#define QUIESCE_MAX_US   (300 * 1000 * 1000ULL)
-
-/* ---- PRNG (splitmix64: the only source of randomness) -------------------------------------- */
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-/* ---- the world ------------------------------------------------------------------------------ */
-
-enum bug { BUG_NONE, BUG_DOUBLE_ANSWER, BUG_LEAK_DELETE };
-
-/* The fault classes (--faults): each can be left out. */
-enum fault {
-    F_CRASH_WORKER = 1 << 0, /* a worker dies with its sandboxes, restarts 1-10 s later */
-    F_CRASH_DP = 1 << 1,     /* a data plane dies with its requests, restarts 0.5-5.5 s later */
-    F_FAILOVER = 1 << 2,     /* the leader dies; a new one restores from the store */
-    F_PARTITION = 1 << 3,    /* a worker or data plane unreachable for 0.2-8 s */
-    F_LOSS = 1 << 4,         /* a call or its answer lost: the sender's call times out */
-    F_SLOW = 1 << 5,         /* a message takes 0.1-3.1 s (and overtakes others) */
-    F_CLOCK = 1 << 6,        /* a daemon's monotonic clock jumps forward 0.1-5 s */
-    F_EXIT = 1 << 7,         /* a sandbox dies by itself (OOM); its worker tells the CP */
-    F_REORDER = 1 << 8,      /* a message overtakes an earlier one between the same two nodes */
-};
-static const char *const fault_names[] = {"crash-worker", "crash-dp", "failover", "partition",
-                                          "loss",         "slow",     "clock",    "exit",
-                                          "reorder",      NULL};
-
-struct opts {
-    uint64_t seed;
-    unsigned seeds, steps, quiesce_every;
-    enum bug bug;
-    bool trace;
-    bool log;         /* --log: the cores' own log lines on stderr (with wall-clock stamps) */
-    bool no_dp_lists; /* --no-dp-lists: skip the DPs' convergence (known failures) */
-    unsigned faults;  /* enum fault */
-    const char *faults_arg;
-    unsigned loss_permille, slow_permille;
-    const char *argv0;
-};
-
-enum node_kind { N_CP, N_WORKER, N_DP };
-
-struct wsb { /* a sandbox on a simulated worker */
-    char *id, *fn, *endpoint;
-    unsigned inflight;
-};
-
-struct sim_worker {
-    int idx;
-    char name[16], address[32];
-    bool alive, list_next;
-    unsigned boot;
-    struct dg_res_node res;
-    struct wsb *sbs;
-    size_t n, cap;
-    uint64_t part_until; /* unreachable until then */
-    unsigned next_sb;
-};
-
-struct sim_dp {
-    int idx;
-    char name[16], api[32], proxy[32];
-    struct dp_core *core;
-    struct sim *sim;
-    unsigned gen; /* one per life */
-    bool alive, resync;
-    uint64_t part_until;
-    uint64_t clock_off;
-};
-
-struct sreq { /* a client's invocation */
-    struct dp_req core;
-    uint64_t id;
-    int dp;
-    unsigned dp_gen, attempt;
-    uint64_t t0;
-    unsigned answers;
-    int status;
-    bool in_core; /* the core may still hand it back */
-    bool running; /* on sandbox `sb` now */
-    char fn[CP_NAME_MAX + 1];
-    char sb[48]; /* the sandbox it runs on (attempt) */
-};
-
-struct stored_fn {
-    char name[CP_NAME_MAX + 1];
-    int64_t cpu, mem;
-    int concurrency, lo, hi;
-};
-
-struct push_fn {
-    char *name;
-    int concurrency;
-    struct dp_endpoint_spec *eps;
-    size_t neps;
-    char *error;
-    char **ex_id, **ex_reason;
-    unsigned nex;
-};
-
-enum rpc_kind {
-    R_CREATE,
-    R_DESTROY,
-    R_DRAIN,
-    R_PUSH,
-    R_FORGET,
-    R_WK_HB,
-    R_DP_HB,
-    R_METRIC,
-    R_EXITED
-};
-static const char *const rpc_names[] = {"create",       "delete", "drain",
-                                        "push",         "forget", "worker-heartbeat",
-                                        "dp-heartbeat", "metric", "exited"};
-
-struct rpc {
-    enum rpc_kind kind;
-    int peer;          /* the worker's or DP's index (the other end is the CP) */
-    uint64_t cp_gen;   /* the CP life that sent it or that it is for */
-    unsigned peer_inc; /* the worker's boot / DP's gen when sent (from a peer) */
-    uint64_t sent;
-    bool lose_reply;
-    /* payloads */
-    struct cp_sandbox *s;
-    struct cp_drain *d;
-    char *id, *fn;
-    struct push_fn *push;
-    size_t npush;
-    struct cp_worker_report wr;
-    struct cp_sandbox_report *wsr;
-    struct dp_report_item *items;
-    size_t nitems;
-    bool resync;
-    /* the answer */
-    bool ok;
-    char *r_id, *r_ep, *r_err;
-};
-
-enum ev_kind {
-    EV_ARRIVE,    /* an rpc reaches its receiver */
-    EV_REPLY,     /* its sender gets the answer (or the error) */
-    EV_CREATED,   /* a worker finished a create */
-    EV_CP_CRON,   /* check peers, tick */
-    EV_CP_SOON,   /* the core's "soon" */
-    EV_CP_UP,     /* the new leader restores */
-    EV_DP_CRON,   /* dp_core_tick */
-    EV_DP_REPORT, /* dp_core_report_due */
-    EV_WK_HB,
-    EV_DP_HB,
-    EV_REQ_DONE, /* the sandbox answered */
-    EV_REQ_FAIL, /* the connection to the sandbox failed */
-    EV_WK_UP,
-    EV_DP_UP,
-};
-
-struct ev {
-    uint64_t t, seq;
-    enum ev_kind kind;
-    int a;
-    uint64_t gen;
-    void *p;
-};
-
-struct sim {
-    struct opts *o;
-    uint64_t seed, rng, now, seq;
-    unsigned step;
-    struct ev *heap;
-    size_t nheap, capheap;
-    /* the control plane */
-    struct cp_core *cp; /* NULL while down (failover) */
-    uint64_t cp_gen, cp_off;
-    unsigned cp_slot;
-    struct cp_drain **drains; /* in flight, to free at failover */
-    size_t ndrains, capdrains;
-    /* its store */
-    struct stored_fn fns[MAX_FNS];
-    size_t nfns;
-    bool st_worker[MAX_WORKERS], st_dp[MAX_DPS];
-    unsigned fn_counter;
-    /* the others */
-    struct sim_worker wk[MAX_WORKERS];
-    int nwk;
-    struct sim_dp dp[MAX_DPS];
-    int ndp;
-    struct sreq **reqs;
-    size_t nreqs, capreqs;
-    unsigned rpcs_out; /* sent, not yet answered to their sender */
-    /* creates per function name (fn0..fn11) in the current second of simulated time */
-    unsigned creates_win[16];
-    uint64_t win_start;
-    /* the last delivery on each link (CP to peer, peer to CP): messages between two nodes
-     * arrive in order (one connection), unless a reorder fault lets one overtake */
-    uint64_t link_last[2][MAX_WORKERS + MAX_DPS];
-    bool quiet; /* quiescence: no faults, no new work */
-    char fail[512];
-    /* statistics */
-    unsigned st_ok, st_err, st_creates, st_create_fail, st_crash_w, st_crash_dp, st_failover,
-        st_parts, st_jumps, st_lost, st_exits, st_quiesce, st_busy_deletes;
-};
-
-static uint64_t rnd(struct sim *s, uint64_t n) /* [0, n) */
-{
-    return n ? rng_next(&s->rng) % n : 0;
-}
-
-static bool chance(struct sim *s, unsigned permille)
-{
-    return rnd(s, 1000) < permille;
-}
-
-static void failf(struct sim *s, const char *fmt, ...) DG_PRINTF(2, 3);
-static void failf(struct sim *s, const char *fmt, ...)
-{
-    if (s->fail[0])
-        return; /* the first one says it */
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(s->fail, sizeof(s->fail), fmt, ap);
-    va_end(ap);
-}
-
-static void tracef(struct sim *s, const char *fmt, ...) DG_PRINTF(2, 3);
-static void tracef(struct sim *s, const char *fmt, ...)
-{
-    if (!s->o->trace)
-        return;
-    printf("%10.3f ", (double)s->now / 1e6);
-    va_list ap;
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    putchar('\n');
-}
-
-/* ---- the event queue (a binary heap on (t, seq)) ------------------------------------------- */
-
-static bool ev_before(const struct ev *a, const struct ev *b)
-{
-    return a->t != b->t ? a->t < b->t : a->seq < b->seq;
-}
-
-static void at(struct sim *s, uint64_t t, enum ev_kind kind, int a, uint64_t gen, void *p)
-{
-    if (s->nheap == s->capheap) {
-        s->capheap = s->capheap ? 2 * s->capheap : 1024;
-        s->heap = dg_xrealloc(s->heap, s->capheap * sizeof(*s->heap));
-    }
-    size_t i = s->nheap++;
-    struct ev e = {
-        .t = t < s->now ? s->now : t, .seq = s->seq++, .kind = kind, .a = a, .gen = gen, .p = p};
-    while (i > 0 && ev_before(&e, &s->heap[(i - 1) / 2])) {
-        s->heap[i] = s->heap[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    s->heap[i] = e;
-}
-
-static struct ev ev_pop(struct sim *s)
-{
-    struct ev top = s->heap[0], last = s->heap[--s->nheap];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= s->nheap)
-            break;
-        if (c + 1 < s->nheap && ev_before(&s->heap[c + 1], &s->heap[c]))
-            c++;
-        if (!ev_before(&s->heap[c], &last))
-            break;
-        s->heap[i] = s->heap[c];
-        i = c;
-    }
-    if (s->nheap)
-        s->heap[i] = last;
-    return top;
-}
-
-/* ---- the network ---------------------------------------------------------------------------- */
-
-static uint64_t latency(struct sim *s)
-{
-    if (!s->quiet && (s->o->faults & F_SLOW) && chance(s, s->o->slow_permille))
-        return 100000 + rnd(s, 3000000); /* slow: 0.1-3.1 s */
-    return 100 + rnd(s, 2000);
-}
-
-static enum node_kind rpc_peer_kind(const struct rpc *r);
-
-/* When a message sent now on the link to (to_cp) or from the peer of `r` arrives. */
-static uint64_t deliver_at(struct sim *s, const struct rpc *r, bool to_cp)
-{
-    int link = (rpc_peer_kind(r) == N_WORKER ? 0 : MAX_WORKERS) + r->peer;
-    uint64_t t = s->now + latency(s), *last = &s->link_last[to_cp][link];
-    if (!s->quiet && (s->o->faults & F_REORDER) && chance(s, 100))
-        return t; /* may overtake */
-    if (t < *last)
-        t = *last;
-    *last = t;
-    return t;
-}
-
-static bool reachable(struct sim *s, enum node_kind k, int i)
-{
-    if (k == N_WORKER)
-        return s->wk[i].alive && s->now >= s->wk[i].part_until;
-    if (k == N_DP)
-        return s->dp[i].alive && s->now >= s->dp[i].part_until;
-    return s->cp != NULL;
-}
-
-static bool rpc_from_cp(const struct rpc *r)
-{
-    return r->kind <= R_FORGET;
-}
-
-static enum node_kind rpc_peer_kind(const struct rpc *r)
-{
-    switch (r->kind) {
-    case R_CREATE:
-    case R_DESTROY:
-    case R_WK_HB:
-    case R_EXITED:
-        return N_WORKER;
-    default:
-        return N_DP;
-    }
-}
-
-static void rpc_free(struct rpc *r)
-{
-    free(r->id);
-    free(r->fn);
-    for (size_t i = 0; i < r->npush; i++) {
-        struct push_fn *p = &r->push[i];
-        free(p->name);
-        for (size_t k = 0; k < p->neps; k++) {
-            free((char *)p->eps[k].id);
-            free((char *)p->eps[k].address);
-        }
-        free(p->eps);
-        free(p->error);
-        for (unsigned k = 0; k < p->nex; k++) {
-            free(p->ex_id[k]);
-            free(p->ex_reason[k]);
-        }
-        free(p->ex_id);
-        free(p->ex_reason);
-    }
-    free(r->push);
-    for (size_t i = 0; i < r->wr.nsandboxes; i++) {
-        free((char *)r->wsr[i].id);
-        free((char *)r->wsr[i].function);
-        free((char *)r->wsr[i].endpoint);
-    }
-    free(r->wsr);
-    free((char *)r->wr.boot);
-    for (size_t i = 0; i < r->nitems; i++)
-        free((char *)r->items[i].name);
-    free(r->items);
-    free(r->r_id);
-    free(r->r_ep);
-    free(r->r_err);
-    free(r);
-}
-
-/* The sender's answer: ok, or the error `err` at `t`. */
-static void rpc_answer_at(struct sim *s, struct rpc *r, uint64_t t, bool ok, const char *err)
-{
-    r->ok = ok;
-    if (!ok) {
-        free(r->r_err);
-        r->r_err = dg_xstrdup(err);
-    }
-    at(s, t, EV_REPLY, 0, 0, r);
-}
-
-/* The receiver answered (ok, or with the error `err`): the answer travels back, or is lost and
- * the sender's call times out. */
-static void rpc_reply(struct sim *s, struct rpc *r, bool ok, const char *err)
-{
-    bool from_cp = rpc_from_cp(r);
-    enum node_kind pk = rpc_peer_kind(r);
-    bool back =
-        reachable(s, pk, r->peer) && reachable(s, N_CP, 0) && (!from_cp || s->cp_gen == r->cp_gen);
-    if (r->lose_reply || !back) {
-        s->st_lost++;
-        rpc_answer_at(s, r, r->sent + RPC_TIMEOUT_US, false, "timeout");
-        return;
-    }
-    if (err && !r->r_err)
-        r->r_err = dg_xstrdup(err);
-    r->ok = ok;
-    at(s, deliver_at(s, r, from_cp), EV_REPLY, 0, 0, r);
-}
-
-static void rpc_send(struct sim *s, struct rpc *r)
-{
-    bool from_cp = rpc_from_cp(r);
-    enum node_kind to = from_cp ? rpc_peer_kind(r) : N_CP;
-    int to_i = from_cp ? r->peer : 0;
-    r->sent = s->now;
-    s->rpcs_out++;
-    tracef(s, "send %s %s %s%d%s%s%s%s", rpc_names[r->kind], from_cp ? "->" : "<-",
-           rpc_peer_kind(r) == N_WORKER ? "w" : "dp", r->peer, r->fn ? " fn " : "",
-           r->fn ? r->fn : "", r->id ? " id " : "", r->id ? r->id : "");
-    bool dead = to == N_CP ? !s->cp : to == N_WORKER ? !s->wk[to_i].alive : !s->dp[to_i].alive;
-    if (dead) { /* connection refused, at once */
-        rpc_answer_at(s, r, s->now + latency(s), false, "connection refused");
-        return;
-    }
-    bool lost = !reachable(s, to, to_i) || (!from_cp && !reachable(s, rpc_peer_kind(r), r->peer)) ||
-                (!s->quiet && (s->o->faults & F_LOSS) && chance(s, s->o->loss_permille));
-    if (lost) {
-        s->st_lost++;
-        rpc_answer_at(s, r, s->now + RPC_TIMEOUT_US, false, "timeout");
-        return;
-    }
-    r->lose_reply = !s->quiet && (s->o->faults & F_LOSS) && chance(s, s->o->loss_permille);
-    at(s, deliver_at(s, r, !from_cp), EV_ARRIVE, 0, 0, r);
-}
-
-static struct rpc *rpc_new(enum rpc_kind kind, int peer, uint64_t cp_gen)
-{
-    struct rpc *r = dg_xcalloc(1, sizeof(*r));
-    r->kind = kind;
-    r->peer = peer;
-    r->cp_gen = cp_gen;
-    return r;
-}
-
-/* ---- the control plane's effects (as src/cp/scaling.c) ------------------------------------ */
-
-static int worker_idx(const struct cp_worker *w)
-{
-    return atoi(w->name + 1); /* "w3" */
-}
-
-static int dp_idx(const struct cp_dp *d)
-{
-    return atoi(d->name + 2); /* "dp1" */
-}
-
-static uint64_t cp_now_ms(void *ud)
-{
-    struct sim *s = ud;
-    return (s->now + s->cp_off) / 1000;
-}
-
-static uint64_t cp_wall_ms(void *ud)
-{
-    return 1700000000000ULL + cp_now_ms(ud);
-}
-
-static void cp_soon(void *ud, enum cp_soon what)
-{
-    struct sim *s = ud;
-    at(s, s->now, EV_CP_SOON, (int)what, s->cp_gen, NULL);
-}
-
-static void cp_create(void *ud, struct cp_sandbox *sb)
-{
-    struct sim *s = ud;
-    struct rpc *r = rpc_new(R_CREATE, worker_idx(sb->worker), s->cp_gen);
-    r->s = sb;
-    r->fn = dg_xstrdup(sb->fn->spec.name);
-    s->st_creates++;
-    if (s->now - s->win_start >= 1000000) {
-        memset(s->creates_win, 0, sizeof(s->creates_win));
-        s->win_start = s->now;
-    }
-    unsigned k = (unsigned)atoi(sb->fn->spec.name + 2) % 16; /* "fn7" */
-    if (++s->creates_win[k] > CREATES_PER_S)
-        failf(s, "fn %s: more than %d creates within 1 s (a retry storm)", sb->fn->spec.name,
-              CREATES_PER_S);
-    rpc_send(s, r);
-}
-
-static void cp_destroy(void *ud, struct cp_worker *w, const char *id, struct cp_sandbox *sb)
-{
-    struct sim *s = ud;
-    struct rpc *r = rpc_new(R_DESTROY, worker_idx(w), s->cp_gen);
-    r->s = sb;
-    r->id = dg_xstrdup(id);
-    rpc_send(s, r);
-}
-
-static void drain_step(struct sim *s, struct cp_drain *d)
-{
-    if (--d->pending > 0)
-        return;
-    for (size_t i = 0; i < s->ndrains; i++)
-        if (s->drains[i] == d) {
-            s->drains[i] = s->drains[--s->ndrains];
-            break;
-        }
-    cp_core_on_drained(s->cp, d);
-}
-
-static void cp_drain(void *ud, struct cp_drain *d)
-{
-    struct sim *s = ud;
-    if (s->ndrains == s->capdrains) {
-        s->capdrains = s->capdrains ? 2 * s->capdrains : 16;
-        s->drains = dg_xrealloc(s->drains, s->capdrains * sizeof(*s->drains));
-    }
-    s->drains[s->ndrains++] = d;
-    d->pending = 1; /* held until every DP was asked */
-    for (struct cp_dp *dp = s->cp->dps; dp; dp = dp->next) {
-        struct rpc *r = rpc_new(R_DRAIN, dp_idx(dp), s->cp_gen);
-        r->d = d;
-        r->fn = dg_xstrdup(d->f->spec.name);
-        r->npush = 0;
-        /* the ids travel in push[0].eps (reused as a list of strings) */
-        r->push = dg_xcalloc(1, sizeof(*r->push));
-        r->npush = 1;
-        r->push[0].name = dg_xstrdup(d->f->spec.name);
-        r->push[0].eps = dg_xcalloc(d->n ? d->n : 1, sizeof(*r->push[0].eps));
-        r->push[0].neps = d->n;
-        for (size_t i = 0; i < d->n; i++) {
-            r->push[0].eps[i].id = dg_xstrdup(d->victims[i]->id);
-            r->push[0].eps[i].address = dg_xstrdup("");
-        }
-        d->pending++;
-        rpc_send(s, r);
-    }
-    drain_step(s, d);
-}
-
-static void cp_push(void *ud, const struct cp_push_item *items, size_t n)
-{
-    struct sim *s = ud;
-    for (struct cp_dp *dp = s->cp->dps; dp; dp = dp->next) {
-        struct rpc *r = rpc_new(R_PUSH, dp_idx(dp), s->cp_gen);
-        r->push = dg_xcalloc(n ? n : 1, sizeof(*r->push));
-        r->npush = n;
-        for (size_t i = 0; i < n; i++) {
-            const struct cp_fn *f = items[i].f;
-            struct push_fn *p = &r->push[i];
-            p->name = dg_xstrdup(f->spec.name);
-            p->concurrency = f->spec.concurrency;
-            p->eps = dg_xcalloc(f->ready ? f->ready : 1, sizeof(*p->eps));
-            for (const struct cp_sandbox *sb = f->sbs; sb; sb = sb->next)
-                if (sb->state == CP_SB_READY)
-                    p->eps[p->neps++] =
-                        (struct dp_endpoint_spec){dg_xstrdup(sb->id), dg_xstrdup(sb->endpoint)};
-            p->error = items[i].error ? dg_xstrdup(items[i].error) : NULL;
-            p->nex = items[i].nexited;
-            p->ex_id = dg_xcalloc(p->nex ? p->nex : 1, sizeof(char *));
-            p->ex_reason = dg_xcalloc(p->nex ? p->nex : 1, sizeof(char *));
-            for (unsigned k = 0; k < p->nex; k++) {
-                p->ex_id[k] = dg_xstrdup(items[i].exited[k].id);
-                p->ex_reason[k] = dg_xstrdup(items[i].exited[k].reason);
-            }
-        }
-        rpc_send(s, r);
-    }
-}
-
-static void cp_forget_fn(void *ud, const char *name)
-{
-    struct sim *s = ud;
-    for (struct cp_dp *dp = s->cp->dps; dp; dp = dp->next) {
-        struct rpc *r = rpc_new(R_FORGET, dp_idx(dp), s->cp_gen);
-        r->fn = dg_xstrdup(name);
-        rpc_send(s, r);
-    }
-}
-
-static int cp_connect(void *ud, enum cp_peer kind, void **io, const char *address,
-                      struct dg_err *err)
-{
-    return 0; /* the network needs no connection; io stays NULL */
-}
-
-static void cp_disconnect(void *ud, enum cp_peer kind, void *io)
-{
-}
-
-static void cp_persist(void *ud, enum cp_peer kind, const void *peer)
-{
-    struct sim *s = ud;
-    if (kind == CP_PEER_WORKER)
-        s->st_worker[worker_idx(peer)] = true;
-    else
-        s->st_dp[dp_idx(peer)] = true;
-}
-
-static void cp_start(struct sim *s)
-{
-    struct cp_effects fx = {.ud = s,
-                            .now_ms = cp_now_ms,
-                            .wall_ms = cp_wall_ms,
-                            .soon = cp_soon,
-                            .create = cp_create,
-                            .destroy = cp_destroy,
-                            .drain = cp_drain,
-                            .push = cp_push,
-                            .forget_fn = cp_forget_fn,
-                            .connect = cp_connect,
-                            .disconnect = cp_disconnect,
-                            .persist = cp_persist};
-    struct cp_core_config cfg = {.placement = (enum cp_place_policy)(s->seed % 4),
-                                 .chbl_eps = 0.25,
-                                 .seed = s->seed ^ s->cp_gen};
-    s->cp = dg_xcalloc(1, sizeof(*s->cp));
-    cp_core_init(s->cp, &cfg, &fx);
-    s->cp_slot = 0;
-    at(s, s->now + CRON_US, EV_CP_CRON, 0, s->cp_gen, NULL);
-}
-
-static struct cp_fn_spec spec_of(const struct stored_fn *sf)
-{
-    struct cp_fn_spec spec = {0};
-    snprintf(spec.name, sizeof(spec.name), "%s", sf->name);
-    spec.image = dg_xstrdup("/bin/true");
-    spec.port = 80;
-    snprintf(spec.proto, sizeof(spec.proto), "tcp");
-    spec.cpu_milli = sf->cpu;
-    spec.memory_mib = sf->mem;
-    spec.concurrency = sf->concurrency;
-    spec.lower_bound = sf->lo;
-    spec.upper_bound = sf->hi;
-    return spec;
-}
-
-/* A new leader: what the store holds (src/cp/api.c restore_*), then every list to every DP; the
- * workers' next heartbeats are answered "resync" and list their sandboxes (adopted). */
-static void cp_restore(struct sim *s)
-{
-    cp_start(s);
-    struct dg_err err = {0};
-    for (size_t i = 0; i < s->nfns; i++) {
-        struct cp_fn_spec spec = spec_of(&s->fns[i]);
-        cp_core_fn_register(s->cp, &spec);
-    }
-    for (int i = 0; i < s->nwk; i++)
-        if (s->st_worker[i])
-            cp_core_worker_restore(s->cp, s->wk[i].name, s->wk[i].address, &err);
-    for (int i = 0; i < s->ndp; i++) {
-        bool fresh;
-        if (s->st_dp[i])
-            cp_core_on_dp_heartbeat(s->cp, s->dp[i].name, s->dp[i].api, s->dp[i].proxy,
-                                    CP_FROM_STORE, &fresh, &err);
-    }
-    cp_core_push_all(s->cp);
-}
-
-/* The leader goes (its registry with it); a new one restores 0.5-3 s later. */
-static void cp_failover(struct sim *s)
-{
-    s->st_failover++;
-    tracef(s, "fault: control plane fails over");
-    for (size_t i = 0; i < s->ndrains; i++) {
-        free(s->drains[i]->victims);
-        free(s->drains[i]);
-    }
-    s->ndrains = 0;
-    cp_core_free(s->cp);
-    free(s->cp);
-    s->cp = NULL;
-    s->cp_gen++;
-    at(s, s->now + 500000 + rnd(s, 2500000), EV_CP_UP, 0, s->cp_gen, NULL);
-}
-
-/* ---- workers ----------------------------------------------------------------------------- */
-
-static struct wsb *wk_find(struct sim_worker *w, const char *id)
-{
-    for (size_t i = 0; i < w->n; i++)
-        if (strcmp(w->sbs[i].id, id) == 0)
-            return &w->sbs[i];
-    return NULL;
-}
-
-/* The sandbox `id` where a request can reach it, or NULL. */
-static struct wsb *sandbox_at(struct sim *s, const char *id)
-{
-    int wi = atoi(id + 1); /* "w2-b1-7" */
-    if (wi < 0 || wi >= s->nwk || !reachable(s, N_WORKER, wi))
-        return NULL;
-    return wk_find(&s->wk[wi], id);
-}
-
-static void wk_remove(struct sim_worker *w, struct wsb *b)
-{
-    free(b->id);
-    free(b->fn);
-    free(b->endpoint);
-    *b = w->sbs[--w->n];
-}
-
-static void wk_heartbeat(struct sim *s, struct sim_worker *w)
-{
-    struct rpc *r = rpc_new(R_WK_HB, w->idx, s->cp_gen);
-    r->peer_inc = w->boot;
-    r->wr.name = w->name;
-    r->wr.address = w->address;
-    char boot[32];
-    snprintf(boot, sizeof(boot), "%s-boot-%u", w->name, w->boot);
-    r->wr.boot = dg_xstrdup(boot);
-    r->wr.res = w->res;
-    r->wr.listed = w->list_next;
-    if (w->list_next) {
-        r->wsr = dg_xcalloc(w->n ? w->n : 1, sizeof(*r->wsr));
-        for (size_t i = 0; i < w->n; i++)
-            r->wsr[i] = (struct cp_sandbox_report){
-                dg_xstrdup(w->sbs[i].id), dg_xstrdup(w->sbs[i].fn), dg_xstrdup(w->sbs[i].endpoint)};
-        r->wr.nsandboxes = w->n;
-        r->wr.sandboxes = r->wsr;
-    }
-    rpc_send(s, r);
-}
-
-static void wk_crash(struct sim *s, struct sim_worker *w)
-{
-    s->st_crash_w++;
-    tracef(s, "fault: worker %s crashes with %zu sandboxes", w->name, w->n);
-    while (w->n)
-        wk_remove(w, &w->sbs[0]);
-    w->alive = false;
-    at(s, s->now + 1000000 + rnd(s, 9000000), EV_WK_UP, w->idx, w->boot, NULL);
-}
-
-static void wk_start(struct sim *s, struct sim_worker *w)
-{
-    w->alive = true;
-    w->boot++;
-    w->list_next = true; /* a new daemon lists its (no) sandboxes */
-    tracef(s, "worker %s starts (boot %u)", w->name, w->boot);
-    at(s, s->now + rnd(s, HB_US), EV_WK_HB, w->idx, w->boot, NULL);
-}
-
-/* A sandbox dies by itself (OOM): the worker tells the CP. */
-static void wk_exit_one(struct sim *s, struct sim_worker *w)
-{
-    if (!w->n)
-        return;
-    struct wsb *b = &w->sbs[rnd(s, w->n)];
-    s->st_exits++;
-    tracef(s, "fault: sandbox %s of %s exits", b->id, b->fn);
-    struct rpc *r = rpc_new(R_EXITED, w->idx, s->cp_gen);
-    r->peer_inc = w->boot;
-    r->id = dg_xstrdup(b->id);
-    r->fn = dg_xstrdup(b->fn);
-    wk_remove(w, b);
-    rpc_send(s, r);
-}
-
-/* ---- data planes ------------------------------------------------------------------------- */
-
-static struct sreq *req_of(struct dp_req *r)
-{
-    return (struct sreq *)r; /* core is the first member */
-}
-
-static void req_answer(struct sim *s, struct sreq *q, int status, const char *why)
-{
-    q->answers++;
-    q->status = status;
-    if (status == 200)
-        s->st_ok++;
-    else
-        s->st_err++;
-    tracef(s, "answer req %" PRIu64 " (%s at dp%d): %d %s", q->id, q->fn, q->dp, status, why);
-    if (q->answers > 1)
-        failf(s, "request %" PRIu64 " (%s at dp%d) answered twice (last: %d %s)", q->id, q->fn,
-              q->dp, status, why);
-}
-
-static uint64_t dp_now(void *ud)
-{
-    struct sim_dp *d = ud;
-    return d->sim->now + d->clock_off;
-}
-
-static void dp_forward(void *ud, struct dp_req *r, struct dp_endpoint *e)
-{
-    struct sim_dp *d = ud;
-    struct sim *s = d->sim;
-    struct sreq *q = req_of(r);
-    q->attempt++;
-    snprintf(q->sb, sizeof(q->sb), "%s", e->id);
-    struct wsb *b = sandbox_at(s, e->id);
-    if (!b) { /* nothing listens there: the connection fails before anything is sent */
-        at(s, s->now + latency(s), EV_REQ_FAIL, (int)q->attempt, d->gen, q);
-        return;
-    }
-    b->inflight++;
-    q->running = true;
-    at(s, s->now + 1000 + rnd(s, 2000000), EV_REQ_DONE, (int)q->attempt, d->gen, q);
-}
-
-static void dp_answer(void *ud, struct dp_req *r, enum dp_answer_kind kind, int status,
-                      const char *msg)
-{
-    struct sim_dp *d = ud;
-    struct sreq *q = req_of(r);
-    q->in_core = false;
-    req_answer(d->sim, q, status, msg);
-}
-
-static void dp_report_soon(void *ud)
-{
-    struct sim_dp *d = ud;
-    at(d->sim, d->sim->now, EV_DP_REPORT, d->idx, d->gen, NULL);
-}
-
-static void dp_report(void *ud, const struct dp_report_item *items, size_t n)
-{
-    struct sim_dp *d = ud;
-    struct rpc *r = rpc_new(R_METRIC, d->idx, d->sim->cp_gen);
-    r->peer_inc = d->gen;
-    r->items = dg_xcalloc(n ? n : 1, sizeof(*r->items));
-    r->nitems = n;
-    for (size_t i = 0; i < n; i++)
-        r->items[i] = (struct dp_report_item){dg_xstrdup(items[i].name), items[i].inflight};
-    rpc_send(d->sim, r);
-}
-
-static void dp_drained(void *ud, void *token, const struct dp_function *f, size_t nids)
-{
-    struct sim_dp *d = ud;
-    rpc_reply(d->sim, token, true, NULL);
-}
-
-static void dp_drain_dropped(void *ud, void *token)
-{
-    struct sim_dp *d = ud;
-    rpc_reply(d->sim, token, false, "connection reset");
-}
-
-static void dp_start(struct sim *s, struct sim_dp *d)
-{
-    d->gen++;
-    d->alive = true;
-    d->resync = true; /* its first registration says "resync" */
-    struct dp_effects fx = {.ud = d,
-                            .now = dp_now,
-                            .forward = dp_forward,
-                            .answer = dp_answer,
-                            .report_soon = dp_report_soon,
-                            .report = dp_report,
-                            .drained = dp_drained,
-                            .drain_dropped = dp_drain_dropped};
-    struct dp_core_config cfg = {.policy = (enum dp_lb_policy)((s->seed >> 2) % 4),
-                                 .queue_timeout_ms = QUEUE_TIMEOUT_MS,
-                                 .seed = s->seed ^ ((uint64_t)d->idx << 32) ^ d->gen};
-    d->core = dp_core_new(&cfg, &fx);
-    tracef(s, "data plane %s starts (life %u)", d->name, d->gen);
-    at(s, s->now + CRON_US, EV_DP_CRON, d->idx, d->gen, NULL);
-    at(s, s->now + rnd(s, HB_US), EV_DP_HB, d->idx, d->gen, NULL);
-}
-
-/* Its clients see their connections close; what it queued and ran is gone. */
-static void dp_crash(struct sim *s, struct sim_dp *d)
-{
-    s->st_crash_dp++;
-    tracef(s, "fault: data plane %s crashes", d->name);
-    for (size_t i = 0; i < s->nreqs; i++) {
-        struct sreq *q = s->reqs[i];
-        if (q->dp == d->idx && q->dp_gen == d->gen && q->in_core) {
-            q->in_core = false;
-            req_answer(s, q, 599, "connection lost");
-        }
-    }
-    d->alive = false;
-    dp_core_free(d->core); /* drains in flight: drain_dropped */
-    d->core = NULL;
-    at(s, s->now + 500000 + rnd(s, 5000000), EV_DP_UP, d->idx, d->gen, NULL);
-}
-
-static void invoke(struct sim *s, const char *fn, int di)
-{
-    struct sreq *q = dg_xcalloc(1, sizeof(*q));
-    q->id = s->nreqs;
-    q->dp = di;
-    q->t0 = s->now;
-    snprintf(q->fn, sizeof(q->fn), "%s", fn);
-    if (s->nreqs == s->capreqs) {
-        s->capreqs = s->capreqs ? 2 * s->capreqs : 1024;
-        s->reqs = dg_xrealloc(s->reqs, s->capreqs * sizeof(*s->reqs));
-    }
-    s->reqs[s->nreqs++] = q;
-    struct sim_dp *d = &s->dp[di];
-    tracef(s, "invoke req %" PRIu64 " %s at dp%d", q->id, fn, di);
-    if (!d->alive) {
-        req_answer(s, q, 599, "connection refused");
-        return;
-    }
-    struct dp_function *f = dp_core_function_find(d->core, fn, strlen(fn));
-    if (!f) {
-        req_answer(s, q, 404, "not registered");
-        return;
-    }
-    q->dp_gen = d->gen;
-    q->in_core = true;
-    dp_core_on_request(d->core, f, &q->core);
-}
-
-/* The sandbox's answer, or its connection breaking (the worker died, or the sandbox went). */
-static void req_done(struct sim *s, const struct ev *e)
-{
-    struct sreq *q = e->p;
-    struct sim_dp *d = &s->dp[q->dp];
-    int wi = atoi(q->sb + 1);
-    struct wsb *b = wi >= 0 && wi < s->nwk ? wk_find(&s->wk[wi], q->sb) : NULL;
-    if (b && b->inflight && e->kind == EV_REQ_DONE)
-        b->inflight--;
-    if (e->kind == EV_REQ_DONE && (unsigned)e->a == q->attempt)
-        q->running = false;
-    if (e->gen != d->gen || !d->alive || (unsigned)e->a != q->attempt)
-        return; /* its data plane died: answered then */
-    if (!q->in_core) {
-        failf(s, "request %" PRIu64 " (%s at dp%d) ended by its sandbox after the core answered it",
-              q->id, q->fn, q->dp);
-        return;
-    }
-    if (e->kind == EV_REQ_FAIL) {
-        dp_core_on_upstream_error(d->core, &q->core, true, false, "connection refused");
-        return;
-    }
-    if (!b || !reachable(s, N_WORKER, wi)) {
-        dp_core_on_upstream_error(d->core, &q->core, false, true, "connection reset");
-        return;
-    }
-    q->in_core = false;
-    req_answer(s, q, 200, "ok");
-    if (s->o->bug == BUG_DOUBLE_ANSWER && q->id % 97 == 13)
-        req_answer(s, q, 200, "ok (injected bug: answered again)");
-    dp_core_on_done(d->core, &q->core);
-}
-
-/* ---- messages arriving (each receiver as its adapter) ----------------------------------- */
-
-static void arrive_worker(struct sim *s, struct rpc *r)
-{
-    struct sim_worker *w = &s->wk[r->peer];
-    if (r->kind == R_CREATE) { /* it takes 5 ms - 2 s; 1 in 10 fails */
-        r->peer_inc = w->boot;
-        at(s, s->now + 5000 + rnd(s, 2000000), EV_CREATED, 0, 0, r);
-        return;
-    }
-    /* R_DESTROY */
-    struct wsb *b = wk_find(w, r->id);
-    if (!b) {
-        rpc_reply(s, r, false, "404: no such sandbox");
-        return;
-    }
-    for (size_t i = 0; i < s->nreqs; i++) { /* a live DP's request runs on it */
-        struct sreq *q = s->reqs[i];
-        if (q->in_core && q->running && s->dp[q->dp].alive && q->dp_gen == s->dp[q->dp].gen &&
-            strcmp(q->sb, b->id) == 0) {
-            s->st_busy_deletes++;
-            tracef(s, "busy delete: %s runs req %" PRIu64 " of dp%d", b->id, q->id, q->dp);
-            break;
-        }
-    }
-    if (s->o->bug != BUG_LEAK_DELETE)
-        wk_remove(w, b);
-    rpc_reply(s, r, true, NULL);
-}
-
-static void created_on_worker(struct sim *s, struct rpc *r)
-{
-    struct sim_worker *w = &s->wk[r->peer];
-    if (!w->alive || w->boot != r->peer_inc) {
-        rpc_reply(s, r, false, "connection reset");
-        return;
-    }
-    if (chance(s, 100)) {
-        s->st_create_fail++;
-        rpc_reply(s, r, false, "503: create failed: image pull: simulated failure");
-        return;
-    }
-    if (w->n == w->cap) {
-        w->cap = w->cap ? 2 * w->cap : 16;
-        w->sbs = dg_xrealloc(w->sbs, w->cap * sizeof(*w->sbs));
-    }
-    char id[48], ep[48];
-    snprintf(id, sizeof(id), "%s-b%u-%u", w->name, w->boot, w->next_sb);
-    snprintf(ep, sizeof(ep), "10.0.%d.1:%u", w->idx, 10000 + w->next_sb++);
-    w->sbs[w->n++] = (struct wsb){dg_xstrdup(id), dg_xstrdup(r->fn), dg_xstrdup(ep), 0};
-    tracef(s, "worker %s created %s for %s", w->name, id, r->fn);
-    r->r_id = dg_xstrdup(id);
-    r->r_ep = dg_xstrdup(ep);
-    rpc_reply(s, r, true, NULL);
-}
-
-static void arrive_dp(struct sim *s, struct rpc *r)
-{
-    struct dp_core *core = s->dp[r->peer].core;
-    if (r->kind == R_PUSH) { /* as src/dp/api.c api_put_endpoints (the batch) */
-        for (size_t i = 0; i < r->npush; i++) {
-            struct push_fn *p = &r->push[i];
-            bool created;
-            struct dp_function *f = dp_core_function_get(core, p->name, strlen(p->name), &created);
-            if (created) { /* the core seeds it from its address: from the name instead */
-                uint64_t h = s->seed ^ ((uint64_t)r->peer << 40);
-                for (const char *c = p->name; *c; c++)
-                    h = (h ^ (uint8_t)*c) * 0x100000001b3ULL;
-                f->lb.rng = h | 1;
-            }
-            f->concurrency = (uint32_t)p->concurrency;
-            dp_core_set_endpoints(core, f, p->eps, p->neps);
-            for (unsigned k = 0; k < p->nex; k++)
-                dp_core_on_exited(core, f, p->ex_id[k], p->ex_reason[k]);
-            dp_core_set_error(core, f, p->error);
-        }
-        rpc_reply(s, r, true, NULL);
-    } else if (r->kind == R_FORGET) {
-        struct dp_function *f = dp_core_function_find(core, r->fn, strlen(r->fn));
-        unsigned running = f ? dp_core_remove_function(core, f) : 0;
-        rpc_reply(s, r, f && !running, f ? "409: requests running" : "404");
-    } else { /* R_DRAIN */
-        struct dp_function *f = dp_core_function_find(core, r->fn, strlen(r->fn));
-        if (!f) {
-            rpc_reply(s, r, false, "404: function not registered");
-            return;
-        }
-        const char **ids = dg_xcalloc(r->push[0].neps ? r->push[0].neps : 1, sizeof(*ids));
-        for (size_t i = 0; i < r->push[0].neps; i++)
-            ids[i] = r->push[0].eps[i].id;
-        dp_core_drain(core, f, ids, r->push[0].neps, r); /* may answer now */
-        free(ids);
-    }
-}
-
-static void arrive_cp(struct sim *s, struct rpc *r)
-{
-    struct cp_core *c = s->cp;
-    struct dg_err err = {0};
-    if (r->kind == R_WK_HB) { /* src/cp/api.c api_worker */
-        struct cp_worker *w = cp_core_on_worker_heartbeat(c, &r->wr, &err);
-        if (r->wr.listed)
-            tracef(s, "worker %s listed %zu sandboxes", r->wr.name, r->wr.nsandboxes);
-        r->resync = w && w->need_list;
-        rpc_reply(s, r, w != NULL, err.msg);
-    } else if (r->kind == R_DP_HB) { /* api_dataplane */
-        struct sim_dp *d = &s->dp[r->peer];
-        bool fresh;
-        struct cp_dp *cd =
-            cp_core_on_dp_heartbeat(c, d->name, d->api, d->proxy, CP_FROM_PEER, &fresh, &err);
-        if (cd && (fresh || r->resync))
-            cp_core_push_all(c);
-        rpc_reply(s, r, cd != NULL, err.msg);
-    } else if (r->kind == R_METRIC) { /* api_metrics */
-        struct cp_dp *cd = cp_core_dp(c, s->dp[r->peer].name);
-        if (!cd) {
-            rpc_reply(s, r, false, "404: data plane not registered");
-            return;
-        }
-        for (size_t i = 0; i < r->nitems; i++) {
-            struct cp_fn *f = cp_core_fn(c, dg_str_c(r->items[i].name));
-            if (f)
-                cp_core_on_metric(c, cd, f, r->items[i].inflight);
-        }
-        rpc_reply(s, r, true, NULL);
-    } else { /* R_EXITED: api_sandbox_exited */
-        struct cp_fn *f = cp_core_fn(c, dg_str_c(r->fn));
-        bool known = f && cp_core_on_exited(c, f, r->id, "OOM-killed: memory limit (simulated)");
-        rpc_reply(s, r, known, "404");
-    }
-}
-
-static void arrive(struct sim *s, struct rpc *r)
-{
-    bool from_cp = rpc_from_cp(r);
-    enum node_kind to = from_cp ? rpc_peer_kind(r) : N_CP;
-    int to_i = from_cp ? r->peer : 0;
-    bool up = to == N_CP ? s->cp != NULL : to == N_WORKER ? s->wk[to_i].alive : s->dp[to_i].alive;
-    if (!up) { /* it died meanwhile */
-        rpc_answer_at(s, r, s->now + latency(s), false, "connection reset");
-        return;
-    }
-    if (!reachable(s, to, to_i)) {
-        s->st_lost++;
-        rpc_answer_at(s, r, r->sent + RPC_TIMEOUT_US, false, "timeout");
-        return;
-    }
-    tracef(s, "arrive %s at %s%d", rpc_names[r->kind],
-           to == N_CP       ? "cp"
-           : to == N_WORKER ? "w"
-                            : "dp",
-           to_i);
-    if (to == N_CP)
-        arrive_cp(s, r);
-    else if (to == N_WORKER)
-        arrive_worker(s, r);
-    else
-        arrive_dp(s, r);
-}
-
-/* ---- answers back at their senders ------------------------------------------------------ */
-
-static void reply(struct sim *s, struct rpc *r)
-{
-    s->rpcs_out--;
-    tracef(s, "reply %s %s%d: %s", rpc_names[r->kind], rpc_peer_kind(r) == N_WORKER ? "w" : "dp",
-           r->peer, r->ok ? "ok" : r->r_err);
-    if (rpc_from_cp(r) && (!s->cp || r->cp_gen != s->cp_gen)) {
-        rpc_free(r); /* the leader that asked is gone: nobody waits */
-        return;
-    }
-    struct cp_core *c = s->cp;
-    switch (r->kind) {
-    case R_CREATE: { /* scaling.c created() */
-        const char *reason = r->ok ? NULL : r->r_err;
-        if (reason && strncmp(reason, "503: create failed: ", 20) == 0)
-            reason += 20;
-        cp_core_on_created(c, r->s, r->ok ? r->r_id : NULL, r->r_ep, reason);
-        break;
-    }
-    case R_DESTROY:
-        if (r->s)
-            cp_core_on_deleted(c, r->s, r->ok ? NULL : r->r_err);
-        break;
-    case R_DRAIN:
-        drain_step(s, r->d);
-        break;
-    case R_WK_HB: {
-        struct sim_worker *w = &s->wk[r->peer];
-        if (w->alive && w->boot == r->peer_inc && r->ok)
-            w->list_next = r->resync;
-        break;
-    }
-    case R_DP_HB: {
-        struct sim_dp *d = &s->dp[r->peer];
-        if (d->alive && d->gen == r->peer_inc && r->ok)
-            d->resync = false;
-        break;
-    }
-    default:
-        break;
-    }
-    rpc_free(r);
-}
-
-/* ---- events ------------------------------------------------------------------------------ */
-
-static void dp_heartbeat(struct sim *s, struct sim_dp *d)
-{
-    struct rpc *r = rpc_new(R_DP_HB, d->idx, s->cp_gen);
-    r->peer_inc = d->gen;
-    r->resync = d->resync;
-    rpc_send(s, r);
-}
-
-static void run_event(struct sim *s, const struct ev *e)
-{
-    switch (e->kind) {
-    case EV_ARRIVE:
-        arrive(s, e->p);
-        break;
-    case EV_REPLY:
-        reply(s, e->p);
-        break;
-    case EV_CREATED:
-        created_on_worker(s, e->p);
-        break;
-    case EV_CP_CRON: /* src/cp/main.c on_cron */
-        if (!s->cp || e->gen != s->cp_gen)
-            break;
-        cp_core_check_peers(s->cp, SILENT_MS);
-        cp_core_tick(s->cp, s->cp_slot++ % CP_TICK_SLOTS);
-        at(s, s->now + CRON_US, EV_CP_CRON, 0, s->cp_gen, NULL);
-        break;
-    case EV_CP_SOON:
-        if (!s->cp || e->gen != s->cp_gen)
-            break;
-        if (e->a == CP_SOON_PUSH)
-            cp_core_flush_pushes(s->cp);
-        else
-            cp_core_capacity_freed(s->cp);
-        break;
-    case EV_CP_UP:
-        if (!s->cp && e->gen == s->cp_gen) {
-            tracef(s, "control plane restores (life %" PRIu64 ")", s->cp_gen);
-            cp_restore(s);
-        }
-        break;
-    case EV_DP_CRON:
-    case EV_DP_REPORT:
-    case EV_DP_HB: {
-        struct sim_dp *d = &s->dp[e->a];
-        if (!d->alive || d->gen != e->gen)
-            break;
-        if (e->kind == EV_DP_CRON) {
-            dp_core_tick(d->core);
-            at(s, s->now + CRON_US, EV_DP_CRON, d->idx, d->gen, NULL);
-        } else if (e->kind == EV_DP_REPORT) {
-            dp_core_report_due(d->core);
-        } else {
-            dp_heartbeat(s, d);
-            at(s, s->now + HB_US, EV_DP_HB, d->idx, d->gen, NULL);
-        }
-        break;
-    }
-    case EV_WK_HB: {
-        struct sim_worker *w = &s->wk[e->a];
-        if (!w->alive || w->boot != e->gen)
-            break;
-        wk_heartbeat(s, w);
-        at(s, s->now + HB_US, EV_WK_HB, w->idx, w->boot, NULL);
-        break;
-    }
-    case EV_REQ_DONE:
-    case EV_REQ_FAIL:
-        req_done(s, e);
-        break;
-    case EV_WK_UP:
-        if (!s->wk[e->a].alive && s->wk[e->a].boot == e->gen)
-            wk_start(s, &s->wk[e->a]);
-        break;
-    case EV_DP_UP:
-        if (!s->dp[e->a].alive && s->dp[e->a].gen == e->gen)
-            dp_start(s, &s->dp[e->a]);
-        break;
-    }
-}
-
-/* Run every event up to `until` (the clock then stands there). */
-static void run_until(struct sim *s, uint64_t until)
-{
-    while (s->nheap && s->heap[0].t <= until && !s->fail[0]) {
-        struct ev e = ev_pop(s);
-        if (e.t > s->now)
-            s->now = e.t;
-        run_event(s, &e);
-    }
-    if (until > s->now)
-        s->now = until;
-}
+#include "world.h"
 
 /* ---- invariants --------------------------------------------------------------------------- */
 
@@ -1296,8 +34,8 @@ static void check_always(struct sim *s)
     for (size_t i = 0; i < s->nreqs && !s->fail[0]; i++) {
         struct sreq *q = s->reqs[i];
         if (!q->answers && s->now - q->t0 > ANSWER_BOUND_US)
-            failf(s, "request %" PRIu64 " (%s at dp%d) not answered after %.1f s", q->id, q->fn,
-                  q->dp, (double)(s->now - q->t0) / 1e6);
+            dst_failf(s, "request %" PRIu64 " (%s at dp%d) not answered after %.1f s", q->id, q->fn,
+                      q->dp, (double)(s->now - q->t0) / 1e6);
     }
     struct cp_core *c = s->cp;
     if (!c)
@@ -1311,24 +49,24 @@ static void check_always(struct sim *s)
                 if (sb->worker != w || sb->abandoned_on)
                     continue;
                 /* max(request, floor) by the worker's advertised floors (not the core's copy) */
-                const struct dg_res_node *res = &s->wk[worker_idx(w)].res;
+                const struct dg_res_node *res = &s->wk[dst_worker_idx(w)].res;
                 cpu += DG_MAX(f->spec.cpu_milli, res->min_cpu_milli > 0 ? res->min_cpu_milli : 1);
                 mem +=
                     DG_MAX(f->spec.memory_mib, res->min_memory_mib > 0 ? res->min_memory_mib : 1);
                 n++;
             }
         if (cpu != w->node.cpu_used || mem != w->node.mem_used || n != w->node.sandboxes)
-            failf(s,
-                  "worker %s: reserved cpu=%lld mem=%lld sandboxes=%u, but its sandboxes take "
-                  "cpu=%lld mem=%lld sandboxes=%u",
-                  w->name, (long long)w->node.cpu_used, (long long)w->node.mem_used,
-                  w->node.sandboxes, (long long)cpu, (long long)mem, n);
+            dst_failf(s,
+                      "worker %s: reserved cpu=%lld mem=%lld sandboxes=%u, but its sandboxes take "
+                      "cpu=%lld mem=%lld sandboxes=%u",
+                      w->name, (long long)w->node.cpu_used, (long long)w->node.mem_used,
+                      w->node.sandboxes, (long long)cpu, (long long)mem, n);
     }
     /* desired within bounds; counts match; no sandbox twice */
     for (struct cp_fn *f = c->fns; f && !s->fail[0]; f = f->next) {
         if (!f->deleted && (f->desired < f->spec.lower_bound || f->desired > f->spec.upper_bound))
-            failf(s, "fn %s: desired %d outside its bounds [%d, %d]", f->spec.name, f->desired,
-                  f->spec.lower_bound, f->spec.upper_bound);
+            dst_failf(s, "fn %s: desired %d outside its bounds [%d, %d]", f->spec.name, f->desired,
+                      f->spec.lower_bound, f->spec.upper_bound);
         unsigned ready = 0, creating = 0, draining = 0;
         for (struct cp_sandbox *sb = f->sbs; sb; sb = sb->next) {
             if (sb->abandoned_on && sb->state == CP_SB_CREATING)
@@ -1341,13 +79,13 @@ static void check_always(struct sim *s)
             for (struct cp_fn *g = c->fns; g; g = g->next)
                 for (struct cp_sandbox *o = g->sbs; o; o = o->next)
                     if (o != sb && o->id && !o->abandoned_on && strcmp(o->id, sb->id) == 0)
-                        failf(s, "sandbox %s twice in the registry (fn %s %s, fn %s %s)", sb->id,
-                              f->spec.name, state_name(sb->state), g->spec.name,
-                              state_name(o->state));
+                        dst_failf(s, "sandbox %s twice in the registry (fn %s %s, fn %s %s)",
+                                  sb->id, f->spec.name, state_name(sb->state), g->spec.name,
+                                  state_name(o->state));
         }
         if (ready != f->ready || creating != f->creating || draining != f->draining)
-            failf(s, "fn %s: counts ready=%u creating=%u draining=%u, list has %u/%u/%u",
-                  f->spec.name, f->ready, f->creating, f->draining, ready, creating, draining);
+            dst_failf(s, "fn %s: counts ready=%u creating=%u draining=%u, list has %u/%u/%u",
+                      f->spec.name, f->ready, f->creating, f->draining, ready, creating, draining);
     }
 }
 
@@ -1419,8 +157,8 @@ static void check_converged(struct sim *s)
         for (size_t k = 0; k < w->n; k++)
             b[nb++] = w->sbs[k].id;
         if (!same_ids(a, na, b, nb, diff, sizeof(diff)))
-            failf(s, "worker %s: the CP's sandboxes there != the worker's (leak or ghost): %s",
-                  w->name, diff);
+            dst_failf(s, "worker %s: the CP's sandboxes there != the worker's (leak or ghost): %s",
+                      w->name, diff);
     }
     for (int i = 0; i < s->ndp && !s->fail[0] && !s->o->no_dp_lists; i++) {
         struct sim_dp *d = &s->dp[i];
@@ -1428,7 +166,7 @@ static void check_converged(struct sim *s)
             struct dp_function *df =
                 dp_core_function_find(d->core, f->spec.name, strlen(f->spec.name));
             if (!df) {
-                failf(s, "dp%d: fn %s registered at the CP is missing", i, f->spec.name);
+                dst_failf(s, "dp%d: fn %s registered at the CP is missing", i, f->spec.name);
                 break;
             }
             size_t na = 0, nb = 0;
@@ -1443,17 +181,17 @@ static void check_converged(struct sim *s)
             for (size_t k = 0; k < df->neps; k++)
                 b[nb++] = df->eps[k]->id;
             if (!same_ids(a, na, b, nb, diff, sizeof(diff)))
-                failf(s, "dp%d: fn %s: the CP's ready sandboxes != the DP's endpoints: %s", i,
-                      f->spec.name, diff);
+                dst_failf(s, "dp%d: fn %s: the CP's ready sandboxes != the DP's endpoints: %s", i,
+                          f->spec.name, diff);
         }
         for (struct dp_function *df = dp_core_functions(d->core); df && !s->fail[0]; df = df->next)
             if (!cp_core_fn_any(c, dg_str_c(df->name)) && df->neps)
-                failf(s, "dp%d: fn %s unknown to the CP still has %zu endpoints", i, df->name,
-                      df->neps);
+                dst_failf(s, "dp%d: fn %s unknown to the CP still has %zu endpoints", i, df->name,
+                          df->neps);
     }
     for (size_t i = 0; i < s->nfns && !s->fail[0]; i++)
         if (!cp_core_fn(c, dg_str_c(s->fns[i].name)))
-            failf(s, "fn %s in the store is not registered at the CP", s->fns[i].name);
+            dst_failf(s, "fn %s in the store is not registered at the CP", s->fns[i].name);
     free(a);
     free(b);
 }
@@ -1463,32 +201,32 @@ static void quiesce(struct sim *s)
 {
     s->quiet = true;
     s->st_quiesce++;
-    tracef(s, "quiesce");
+    dst_tracef(s, "quiesce");
     for (int i = 0; i < s->nwk; i++) {
         s->wk[i].part_until = 0;
         if (!s->wk[i].alive)
-            wk_start(s, &s->wk[i]);
+            dst_wk_start(s, &s->wk[i]);
     }
     for (int i = 0; i < s->ndp; i++) {
         s->dp[i].part_until = 0;
         if (!s->dp[i].alive)
-            dp_start(s, &s->dp[i]);
+            dst_dp_start(s, &s->dp[i]);
     }
     if (!s->cp) {
-        tracef(s, "control plane restores (life %" PRIu64 ")", s->cp_gen);
-        cp_restore(s);
+        dst_tracef(s, "control plane restores (life %" PRIu64 ")", s->cp_gen);
+        dst_cp_restore(s);
     }
     uint64_t t0 = s->now;
     for (;;) {
-        run_until(s, s->now + CRON_US);
+        dst_run_until(s, s->now + CRON_US);
         check_always(s);
         if (s->fail[0])
             return;
         if (s->now - t0 >= QUIESCE_MIN_US && quiet_now(s))
             break;
         if (s->now - t0 > QUIESCE_MAX_US) {
-            failf(s, "no quiescence after %.0f s (%u calls in flight)",
-                  (double)QUIESCE_MAX_US / 1e6, s->rpcs_out);
+            dst_failf(s, "no quiescence after %.0f s (%u calls in flight)",
+                      (double)QUIESCE_MAX_US / 1e6, s->rpcs_out);
             return;
         }
     }
@@ -1507,17 +245,17 @@ static void op_register(struct sim *s)
     snprintf(sf.name, sizeof(sf.name), "fn%u", s->fn_counter++ % 12);
     if (cp_core_fn_any(s->cp, dg_str_c(sf.name)))
         return;
-    sf.cpu = 100 + 100 * (int64_t)rnd(s, 10);
-    sf.mem = 64 * (int64_t)(1 + rnd(s, 8));
-    sf.concurrency = (int)rnd(s, 4); /* 0: unlimited */
-    sf.lo = (int)rnd(s, 3);
-    sf.hi = sf.lo + (int)rnd(s, 5);
+    sf.cpu = 100 + 100 * (int64_t)dst_rnd(s, 10);
+    sf.mem = 64 * (int64_t)(1 + dst_rnd(s, 8));
+    sf.concurrency = (int)dst_rnd(s, 4); /* 0: unlimited */
+    sf.lo = (int)dst_rnd(s, 3);
+    sf.hi = sf.lo + (int)dst_rnd(s, 5);
     if (sf.hi == 0)
         sf.hi = 1;
     s->fns[s->nfns++] = sf;
-    tracef(s, "register %s cpu=%lld mem=%lld cc=%d bounds=[%d,%d]", sf.name, (long long)sf.cpu,
-           (long long)sf.mem, sf.concurrency, sf.lo, sf.hi);
-    struct cp_fn_spec spec = spec_of(&sf);
+    dst_tracef(s, "register %s cpu=%lld mem=%lld cc=%d bounds=[%d,%d]", sf.name, (long long)sf.cpu,
+               (long long)sf.mem, sf.concurrency, sf.lo, sf.hi);
+    struct cp_fn_spec spec = dst_spec_of(&sf);
     cp_core_fn_register(s->cp, &spec);
 }
 
@@ -1525,9 +263,9 @@ static void op_delete(struct sim *s)
 {
     if (!s->cp || !s->nfns)
         return;
-    size_t i = rnd(s, s->nfns);
+    size_t i = dst_rnd(s, s->nfns);
     struct cp_fn *f = cp_core_fn(s->cp, dg_str_c(s->fns[i].name));
-    tracef(s, "delete %s", s->fns[i].name);
+    dst_tracef(s, "delete %s", s->fns[i].name);
     s->fns[i] = s->fns[--s->nfns];
     if (f)
         cp_core_fn_delete(s->cp, f);
@@ -1537,67 +275,67 @@ static void op_bounds(struct sim *s)
 {
     if (!s->cp || !s->nfns)
         return;
-    struct stored_fn *sf = &s->fns[rnd(s, s->nfns)];
+    struct stored_fn *sf = &s->fns[dst_rnd(s, s->nfns)];
     struct cp_fn *f = cp_core_fn(s->cp, dg_str_c(sf->name));
     if (!f)
         return;
-    sf->lo = (int)rnd(s, 3);
-    sf->hi = sf->lo + (int)rnd(s, 5);
+    sf->lo = (int)dst_rnd(s, 3);
+    sf->hi = sf->lo + (int)dst_rnd(s, 5);
     if (sf->hi == 0)
         sf->hi = 1;
-    tracef(s, "bounds %s [%d,%d]", sf->name, sf->lo, sf->hi);
+    dst_tracef(s, "bounds %s [%d,%d]", sf->name, sf->lo, sf->hi);
     cp_core_fn_set_bounds(s->cp, f, sf->lo, sf->hi);
 }
 
 static void op_invoke(struct sim *s)
 {
-    const char *name = s->nfns && rnd(s, 20) ? s->fns[rnd(s, s->nfns)].name : "nosuchfn";
-    int di = (int)rnd(s, (uint64_t)s->ndp);
-    unsigned n = 1 + (unsigned)(rnd(s, 4) == 0 ? rnd(s, 8) : 0);
+    const char *name = s->nfns && dst_rnd(s, 20) ? s->fns[dst_rnd(s, s->nfns)].name : "nosuchfn";
+    int di = (int)dst_rnd(s, (uint64_t)s->ndp);
+    unsigned n = 1 + (unsigned)(dst_rnd(s, 4) == 0 ? dst_rnd(s, 8) : 0);
     for (unsigned k = 0; k < n; k++)
-        invoke(s, name, di);
+        dst_invoke(s, name, di);
 }
 
 static void op_fault(struct sim *s)
 {
     unsigned f = s->o->faults;
-    switch (rnd(s, 8)) {
+    switch (dst_rnd(s, 8)) {
     case 0: { /* a worker crashes (it restarts 1-10 s later) */
         if (!(f & F_CRASH_WORKER))
             break;
-        struct sim_worker *w = &s->wk[rnd(s, (uint64_t)s->nwk)];
+        struct sim_worker *w = &s->wk[dst_rnd(s, (uint64_t)s->nwk)];
         if (w->alive)
-            wk_crash(s, w);
+            dst_wk_crash(s, w);
         break;
     }
     case 1: { /* a data plane crashes */
         if (!(f & F_CRASH_DP))
             break;
-        struct sim_dp *d = &s->dp[rnd(s, (uint64_t)s->ndp)];
+        struct sim_dp *d = &s->dp[dst_rnd(s, (uint64_t)s->ndp)];
         if (d->alive)
-            dp_crash(s, d);
+            dst_dp_crash(s, d);
         break;
     }
     case 2: /* the leader fails over */
-        if ((f & F_FAILOVER) && s->cp && rnd(s, 3) == 0)
-            cp_failover(s);
+        if ((f & F_FAILOVER) && s->cp && dst_rnd(s, 3) == 0)
+            dst_cp_failover(s);
         break;
     case 3:
     case 4: { /* a worker or a DP unreachable for 0.2-8 s */
         if (!(f & F_PARTITION))
             break;
         s->st_parts++;
-        uint64_t until = s->now + 200000 + rnd(s, 8000000);
-        if (rnd(s, 2)) {
-            struct sim_worker *w = &s->wk[rnd(s, (uint64_t)s->nwk)];
+        uint64_t until = s->now + 200000 + dst_rnd(s, 8000000);
+        if (dst_rnd(s, 2)) {
+            struct sim_worker *w = &s->wk[dst_rnd(s, (uint64_t)s->nwk)];
             w->part_until = until;
-            tracef(s, "fault: worker %s partitioned for %.1f s", w->name,
-                   (double)(until - s->now) / 1e6);
+            dst_tracef(s, "fault: worker %s partitioned for %.1f s", w->name,
+                       (double)(until - s->now) / 1e6);
         } else {
-            struct sim_dp *d = &s->dp[rnd(s, (uint64_t)s->ndp)];
+            struct sim_dp *d = &s->dp[dst_rnd(s, (uint64_t)s->ndp)];
             d->part_until = until;
-            tracef(s, "fault: data plane %s partitioned for %.1f s", d->name,
-                   (double)(until - s->now) / 1e6);
+            dst_tracef(s, "fault: data plane %s partitioned for %.1f s", d->name,
+                       (double)(until - s->now) / 1e6);
         }
         break;
     }
@@ -1605,22 +343,22 @@ static void op_fault(struct sim *s)
         if (!(f & F_CLOCK))
             break;
         s->st_jumps++;
-        uint64_t j = 100000 + rnd(s, 5000000);
-        int who = (int)rnd(s, (uint64_t)s->ndp + 1);
+        uint64_t j = 100000 + dst_rnd(s, 5000000);
+        int who = (int)dst_rnd(s, (uint64_t)s->ndp + 1);
         if (who == s->ndp)
             s->cp_off += j;
         else
             s->dp[who].clock_off += j;
-        tracef(s, "fault: clock of %s%d jumps %.1f s", who == s->ndp ? "cp" : "dp",
-               who == s->ndp ? 0 : who, (double)j / 1e6);
+        dst_tracef(s, "fault: clock of %s%d jumps %.1f s", who == s->ndp ? "cp" : "dp",
+                   who == s->ndp ? 0 : who, (double)j / 1e6);
         break;
     }
     default: { /* a sandbox exits by itself */
         if (!(f & F_EXIT))
             break;
-        struct sim_worker *w = &s->wk[rnd(s, (uint64_t)s->nwk)];
+        struct sim_worker *w = &s->wk[dst_rnd(s, (uint64_t)s->nwk)];
         if (w->alive)
-            wk_exit_one(s, w);
+            dst_wk_exit_one(s, w);
         break;
     }
     }
@@ -1628,7 +366,7 @@ static void op_fault(struct sim *s)
 
 static void step(struct sim *s)
 {
-    unsigned r = (unsigned)rnd(s, 100);
+    unsigned r = (unsigned)dst_rnd(s, 100);
     if (r < 45)
         op_invoke(s);
     else if (r < 50)
@@ -1639,74 +377,15 @@ static void step(struct sim *s)
         op_bounds(s);
     else if (r < 58 && s->o->faults)
         op_fault(s);
-    run_until(s, s->now + rnd(s, 200000));
+    dst_run_until(s, s->now + dst_rnd(s, 200000));
     check_always(s);
 }
 
 /* ---- a run --------------------------------------------------------------------------------- */
 
-static void sim_init(struct sim *s, struct opts *o, uint64_t seed)
-{
-    memset(s, 0, sizeof(*s));
-    s->o = o;
-    s->seed = seed;
-    s->rng = seed;
-    s->now = 1000000;
-    s->nwk = 2 + (int)rnd(s, MAX_WORKERS - 1);
-    s->ndp = 1 + (int)rnd(s, MAX_DPS);
-    for (int i = 0; i < s->nwk; i++) {
-        struct sim_worker *w = &s->wk[i];
-        w->idx = i;
-        snprintf(w->name, sizeof(w->name), "w%d", i);
-        snprintf(w->address, sizeof(w->address), "10.0.%d.1:10010", i);
-        w->res.cpu_milli = 1000 * (int64_t)(2 + rnd(s, 6));
-        w->res.memory_mib = 1024 * (int64_t)(2 + rnd(s, 6));
-        w->res.cpu_overcommit = rnd(s, 2) ? 1.0 : 2.0;
-        w->res.min_cpu_milli = rnd(s, 2) ? 0 : 250;
-        w->res.min_memory_mib = rnd(s, 2) ? 0 : 128;
-        wk_start(s, w);
-    }
-    for (int i = 0; i < s->ndp; i++) {
-        struct sim_dp *d = &s->dp[i];
-        d->idx = i;
-        d->sim = s;
-        snprintf(d->name, sizeof(d->name), "dp%d", i);
-        snprintf(d->api, sizeof(d->api), "10.1.%d.1:9091", i);
-        snprintf(d->proxy, sizeof(d->proxy), "10.1.%d.1:8080", i);
-        dp_start(s, d);
-    }
-    cp_start(s);
-}
-
-static void sim_free(struct sim *s)
-{
-    while (s->nheap) { /* what is still in flight */
-        struct ev e = ev_pop(s);
-        if (e.kind == EV_ARRIVE || e.kind == EV_REPLY || e.kind == EV_CREATED)
-            rpc_free(e.p);
-    }
-    free(s->heap);
-    for (int i = 0; i < s->ndp; i++)
-        if (s->dp[i].core)
-            dp_core_free(s->dp[i].core);
-    if (s->cp) {
-        for (size_t i = 0; i < s->ndrains; i++) {
-            free(s->drains[i]->victims);
-            free(s->drains[i]);
-        }
-        cp_core_free(s->cp);
-        free(s->cp);
-    }
-    free(s->drains);
-    for (int i = 0; i < s->nwk; i++) {
-        while (s->wk[i].n)
-            wk_remove(&s->wk[i], &s->wk[i].sbs[0]);
-        free(s->wk[i].sbs);
-    }
-    for (size_t i = 0; i < s->nreqs; i++)
-        free(s->reqs[i]);
-    free(s->reqs);
-}
+static const char *const fault_names[] = {"crash-worker", "crash-dp", "failover", "partition",
+                                          "loss",         "slow",     "clock",    "exit",
+                                          "reorder",      NULL};
 
 static const char *const bug_names[] = {"none", "double-answer", "leak-delete", NULL};
 
@@ -1714,7 +393,7 @@ static const char *const bug_names[] = {"none", "double-answer", "leak-delete", 
 static int run_seed(struct opts *o, uint64_t seed)
 {
     struct sim s;
-    sim_init(&s, o, seed);
+    dst_sim_init(&s, o, seed);
     for (s.step = 1; s.step <= o->steps && !s.fail[0]; s.step++) {
         step(&s);
         if (!s.fail[0] && (s.step % o->quiesce_every == 0 || s.step == o->steps))
@@ -1739,7 +418,7 @@ static int run_seed(struct opts *o, uint64_t seed)
                s.st_parts, s.st_jumps, s.st_exits, s.st_lost, s.st_busy_deletes, s.st_quiesce);
     }
     fflush(stdout);
-    sim_free(&s);
+    dst_sim_free(&s);
     return rc;
 }
 
