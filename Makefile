@@ -2,6 +2,7 @@
 #   make            build everything (installs missing Debian packages first)
 #   make up         start a local cluster with a sample function (Ctrl-C stops it)
 #   make test       build and run every test; ends with "N passed, N failed"
+#   make dst SEEDS=N   deterministic simulation of the cores over N seeds (docs/testing.md)
 #   make test SANITIZE=address,undefined   same suite with sanitizers
 #   make image      the dirigent-fn OCI image in build/images/dirigent-fn
 #   make bench      benchmarks (bench/README.md); make fmt / make lint / make clean
@@ -17,7 +18,7 @@ MESON_OPTS += -Db_sanitize=$(SANITIZE) -Db_lundef=false
 endif
 TEST_TIMEOUT_MULT ?= $(if $(SANITIZE),3,1)
 
-.PHONY: all deps configure image up test bench plots fmt lint clean
+.PHONY: all deps configure image up test dst bench plots fmt lint clean
 
 all: configure
 	ninja -C $(BUILD)
@@ -47,6 +48,16 @@ configure: deps
 test: all
 	@rc=0; meson test -C $(BUILD) --num-processes 2 --print-errorlogs -t $(TEST_TIMEOUT_MULT) || rc=$$?; \
 	  /usr/bin/python3 tests/summary.py $(BUILD)/meson-logs/testlog.json || rc=1; exit $$rc
+
+# Deterministic simulation tests of the cores (tests/dst/dst.c, docs/testing.md): SEEDS seeds
+# from SEED, STEPS steps each, with the fault classes FAULTS (all: the known failures too);
+# DST_ARGS adds options (e.g. --no-dp-lists, --trace).
+SEED ?= 1
+SEEDS ?= 200
+STEPS ?= 2000
+FAULTS ?= crash-worker,crash-dp,failover,exit
+dst: all
+	$(BUILD)/tests/dst --seed $(SEED) --seeds $(SEEDS) --steps $(STEPS) --faults $(FAULTS) $(DST_ARGS)
 
 bench: all
 	bench/run_all.sh $(BENCH_ARGS)

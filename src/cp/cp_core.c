@@ -299,12 +299,61 @@ static void sandbox_unlink(struct cp_fn *f, struct cp_sandbox *s)
     sandbox_free(s);
 }
 
+static bool deleting_has(const struct cp_worker *w, const char *id)
+{
+    for (size_t i = 0; i < w->ndeleting; i++)
+        if (strcmp(w->deleting[i], id) == 0)
+            return true;
+    return false;
+}
+
+static void deleting_del(struct cp_worker *w, size_t i)
+{
+    free(w->deleting[i]);
+    w->deleting[i] = w->deleting[--w->ndeleting];
+}
+
+static void deleting_clear(struct cp_worker *w)
+{
+    while (w->ndeleting)
+        deleting_del(w, 0);
+    free(w->deleting);
+    w->deleting = NULL;
+}
+
+/* The one place the core asks a worker to delete a sandbox. Until the delete is answered or
+ * a listing no longer has `id`, a listing that still has it (taken before the delete
+ * arrived) does not adopt it again; a delete nobody answers (s NULL) makes the worker list
+ * its sandboxes, so that one whose delete was lost is deleted again. */
+static void destroy_on(struct cp_core *c, struct cp_worker *w, const char *id, struct cp_sandbox *s)
+{
+    if (!deleting_has(w, id)) {
+        w->deleting = dg_xrealloc(w->deleting, (w->ndeleting + 1) * sizeof(*w->deleting));
+        w->deleting[w->ndeleting++] = dg_xstrdup(id);
+    }
+    if (!s)
+        w->need_list = true;
+    c->fx.destroy(c->fx.ud, w, id, s);
+}
+
 void cp_core_on_deleted(struct cp_core *c, struct cp_sandbox *s, const char *err)
 {
     struct cp_fn *f = s->fn;
     if (err)
         dg_log(DG_LOG_WARN, "scale", "fn=%s delete %s on %s: %s", f->spec.name, s->id,
                s->worker ? s->worker->name : "?", err);
+    /* a delete that failed may have happened or not (its answer lost): the worker's next
+     * heartbeat lists what it runs, and a sandbox still there is adopted or deleted */
+    struct cp_worker *on = s->worker ? s->worker : s->abandoned_on;
+    if (err && on)
+        on->need_list = true;
+    /* its worker answered that it is gone (a sandbox of a worker given up was not asked for
+     * an answer: it stays under way until a listing lacks it) */
+    for (size_t i = 0; !err && s->worker && s->id && i < s->worker->ndeleting; i++)
+        if (strcmp(s->worker->deleting[i], s->id) == 0) {
+            deleting_del(s->worker, i);
+            break;
+        }
     worker_release(c, s->worker, f);
     f->draining--;
     sandbox_unlink(f, s);
@@ -313,11 +362,13 @@ void cp_core_on_deleted(struct cp_core *c, struct cp_sandbox *s, const char *err
 
 static void delete_on_worker(struct cp_core *c, struct cp_sandbox *s)
 {
-    if (!s->worker) { /* its worker is gone */
+    if (!s->worker) { /* its worker was given up: asked all the same, no answer wanted */
+        if (s->abandoned_on && s->id)
+            destroy_on(c, s->abandoned_on, s->id, NULL);
         cp_core_on_deleted(c, s, NULL);
         return;
     }
-    c->fx.destroy(c->fx.ud, s->worker, s->id, s);
+    destroy_on(c, s->worker, s->id, s);
 }
 
 void cp_core_on_drained(struct cp_core *c, struct cp_drain *d)
@@ -360,7 +411,7 @@ static void abandoned_created(struct cp_core *c, struct cp_sandbox *s, const cha
         if (!adopted) {
             dg_log(DG_LOG_INFO, "scale", "fn=%s sandbox %s on %s came too late: deleting it",
                    f->spec.name, id, s->abandoned_on->name);
-            c->fx.destroy(c->fx.ud, s->abandoned_on, id, NULL);
+            destroy_on(c, s->abandoned_on, id, NULL);
         }
     }
     sandbox_unlink(f, s);
@@ -379,6 +430,13 @@ void cp_core_on_created(struct cp_core *c, struct cp_sandbox *s, const char *id,
     if (reason) {
         if (c->m_create_failures)
             dg_counter_add(c->m_create_failures, 1);
+        /* a create whose answer was lost may have made the sandbox after all: the worker's
+         * next heartbeat lists what it runs (adopted, or deleted) */
+        if (s->worker)
+            s->worker->need_list = true;
+        /* retried by its tick: retried at once when the release below frees capacity, a
+         * worker that refuses at once (it just died) would get creates at network speed */
+        f->retry_after_ms = NOW(c) + 2000;
         worker_release(c, s->worker, f);
         if (!f->deleted) {
             cp_fn_error_set(fn_error_mut(f), s->worker ? s->worker->name : NULL, reason, NOW(c),
@@ -391,6 +449,14 @@ void cp_core_on_created(struct cp_core *c, struct cp_sandbox *s, const char *id,
         sandbox_unlink(f, s);
         fn_maybe_free(c, f);
         return;
+    }
+    for (struct cp_sandbox *o = f->sbs; o; o = o->next) {
+        if (o != s && o->id && strcmp(o->id, id) == 0) {
+            /* its worker listed it before this answer came: adopted already, once is enough */
+            worker_release(c, s->worker, f);
+            sandbox_unlink(f, s);
+            return;
+        }
     }
     s->id = dg_xstrdup(id);
     s->endpoint = dg_xstrdup(endpoint);
@@ -509,8 +575,9 @@ static void reconcile(struct cp_core *c, struct cp_fn *f)
 void cp_core_capacity_freed(struct cp_core *c)
 {
     c->capacity_soon = false;
+    uint64_t now = NOW(c);
     for (struct cp_fn *f = c->fns; f && c->unschedulable; f = f->next)
-        if (f->unschedulable && !f->deleted)
+        if (f->unschedulable && !f->deleted && now >= f->retry_after_ms)
             reconcile(c, f);
 }
 
@@ -573,6 +640,8 @@ bool cp_core_adopt(struct cp_core *c, struct cp_worker *w, const char *function,
     for (struct cp_sandbox *s = f->sbs; s; s = s->next)
         if (s->id && strcmp(s->id, id) == 0)
             return false;
+    if (deleting_has(w, id))
+        return false; /* a listing taken before its delete arrived */
     struct cp_sandbox *s = dg_xcalloc(1, sizeof(*s));
     s->fn = f;
     s->worker = w;
@@ -584,8 +653,10 @@ bool cp_core_adopt(struct cp_core *c, struct cp_worker *w, const char *function,
     f->ready++;
     worker_reserve(w, f);
     worker_changed(c, w);
+    /* keep what it runs, within its bounds: more than its upper bound (creates the previous
+     * leader had under way) go at the next scale-down */
     if (f->desired < (int)f->ready)
-        f->desired = (int)f->ready;
+        f->desired = DG_MIN((int)f->ready, f->as.upper_bound);
     /* a CP that restarted has an empty window: hold scale-down off for one stable window */
     f->hold_down_until_ms = NOW(c) + f->as.stable_window_ms;
     push_endpoints(c, f);
@@ -697,6 +768,16 @@ struct cp_worker *cp_core_worker_restore(struct cp_core *c, const char *name, co
     return w;
 }
 
+/* A sandbox `id` of `function` (a deleted one too) is in the registry. */
+static bool sandbox_known(struct cp_core *c, const char *function, const char *id)
+{
+    struct cp_fn *f = cp_core_fn_any(c, dg_str_c(function));
+    for (struct cp_sandbox *s = f ? f->sbs : NULL; s; s = s->next)
+        if (s->id && strcmp(s->id, id) == 0)
+            return true;
+    return false;
+}
+
 struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp_worker_report *r,
                                               struct dg_err *err)
 {
@@ -709,6 +790,8 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
         dg_log(DG_LOG_WARN, "registry", "worker %s restarted: forgetting its old sandboxes",
                w->name);
         cp_core_worker_forget_sandboxes(c, w);
+        /* w->deleting stays: a delete may be on its way to a sandbox of the new daemon (a
+         * create of its that came back too late); its listing prunes the rest */
     }
     if (r->boot && (!w->boot || strcmp(r->boot, w->boot) != 0)) {
         free(w->boot);
@@ -724,13 +807,33 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
     w->node.min_cpu = w->res.min_cpu_milli;
     w->node.min_mem = w->res.min_memory_mib;
     /* sandboxes it runs that this CP does not know (this CP restarted): adopt them */
-    if (r->listed)
+    if (r->listed) {
         w->need_list = false;
+        for (size_t i = 0; i < w->ndeleting;) { /* deleted: no longer listed */
+            bool listed = false;
+            for (size_t k = 0; k < r->nsandboxes && !listed; k++)
+                listed = strcmp(r->sandboxes[k].id, w->deleting[i]) == 0;
+            if (listed)
+                i++;
+            else
+                deleting_del(w, i);
+        }
+    }
     for (size_t i = 0; i < r->nsandboxes; i++) {
         const struct cp_sandbox_report *sr = &r->sandboxes[i];
-        if (cp_core_adopt(c, w, sr->function, sr->id, sr->endpoint))
+        if (cp_core_adopt(c, w, sr->function, sr->id, sr->endpoint)) {
             dg_log(DG_LOG_INFO, "registry", "fn=%s adopted sandbox %s on %s", sr->function, sr->id,
                    w->name);
+        } else if (!cp_core_fn(c, dg_str_c(sr->function)) &&
+                   !sandbox_known(c, sr->function, sr->id)) {
+            /* its function was deleted (maybe while this CP was taking over, before the
+             * worker listed it): nobody will ever delete it otherwise */
+            dg_log(DG_LOG_INFO, "registry", "fn=%s sandbox %s on %s: no such function: deleting it",
+                   sr->function, sr->id, w->name);
+            destroy_on(c, w, sr->id, NULL);
+        } else if (deleting_has(w, sr->id)) { /* listed before its delete arrived, or lost */
+            destroy_on(c, w, sr->id, NULL);
+        }
     }
     worker_changed(c, w);
     if (!w->node.schedulable)
@@ -742,6 +845,11 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
 
 void cp_core_worker_forget_sandboxes(struct cp_core *c, struct cp_worker *w)
 {
+    /* nothing of its previous life is reserved any more, before the reconciles below: they
+     * may place replacements on w itself (a restarted worker is schedulable), and those keep
+     * their reservations */
+    w->node.sandboxes = 0;
+    w->node.cpu_used = w->node.mem_used = 0;
     for (struct cp_fn *f = c->fns; f; f = f->next) {
         bool changed = false, replace = false;
         for (struct cp_sandbox *s = f->sbs, *next; s; s = next) {
@@ -759,6 +867,9 @@ void cp_core_worker_forget_sandboxes(struct cp_core *c, struct cp_worker *w)
                 s->abandoned_on = w;
                 f->creating--;
                 replace = true;
+            } else if (s->state == CP_SB_DRAINING) {
+                /* its delete still goes there (a worker only cut off keeps it running) */
+                s->abandoned_on = w;
             }
         }
         if (changed)
@@ -766,8 +877,6 @@ void cp_core_worker_forget_sandboxes(struct cp_core *c, struct cp_worker *w)
         if (replace && !f->deleted)
             reconcile(c, f);
     }
-    w->node.sandboxes = 0;
-    w->node.cpu_used = w->node.mem_used = 0;
     worker_changed(c, w);
 }
 
@@ -776,6 +885,9 @@ void cp_core_on_worker_lost(struct cp_core *c, struct cp_worker *w)
     dg_log(DG_LOG_WARN, "registry", "worker %s silent: unschedulable, its sandboxes are lost",
            w->name);
     w->node.schedulable = false;
+    /* if it was only cut off, it comes back with the same sandboxes: its next heartbeat must
+     * list them (adopted, or deleted if their function went meanwhile) */
+    w->need_list = true;
     cp_core_worker_forget_sandboxes(c, w);
 }
 
@@ -888,6 +1000,7 @@ void cp_core_free(struct cp_core *c)
         free(w->name);
         free(w->address);
         free(w->boot);
+        deleting_clear(w);
         free(w);
     }
     while (c->dps) {

@@ -48,8 +48,12 @@ struct cp_worker {
     void *io;               /* the adapter's (connections, batches); NULL in the simulator */
     struct dg_res_node res; /* as advertised: capacity, CPU overcommit, per-sandbox floors */
     uint64_t last_seen_ms;
-    char *boot;     /* the daemon's start id: a new one means it restarted */
-    bool need_list; /* restored from the store: its next heartbeat must list its sandboxes */
+    char *boot;      /* the daemon's start id: a new one means it restarted */
+    bool need_list;  /* restored from the store: its next heartbeat must list its sandboxes */
+    char **deleting; /* ids it was asked to delete: a listing taken before the delete arrived
+                        does not bring them back (until a listing lacks them or the delete
+                        is answered) */
+    size_t ndeleting;
     struct cp_worker *next;
 };
 
@@ -70,7 +74,8 @@ struct cp_sandbox {
     struct cp_worker *worker; /* NULL once its worker is gone */
     enum cp_sb_state state;
     struct cp_fn *fn;
-    struct cp_worker *abandoned_on; /* its worker went silent while creating it: replaced */
+    struct cp_worker *abandoned_on; /* its worker went silent while creating it (replaced)
+                                       or draining it (its delete still goes there) */
     struct cp_sandbox *next;
 };
 
@@ -101,6 +106,8 @@ struct cp_fn {
     struct cp_exit *exited;    /* sandboxes that exited by themselves since the last push */
     unsigned nexited;
     uint64_t hold_down_until_ms; /* no scale-down before (sandboxes adopted after a restart) */
+    uint64_t retry_after_ms;     /* a create of it just failed: freed capacity does not retry it
+                                    before (its tick does) */
     unsigned tick_slot;          /* which tick slot decides it */
     size_t slot_pos;             /* its index in that slot */
     struct cp_fn *next_dirty;
