@@ -1,5 +1,8 @@
 /*
- * api.c: the control plane's two HTTP servers.
+ * api.c: the control plane's two HTTP servers, as an adapter: each handler decodes its
+ * request (form or JSON), turns it into an event of the core (cp_core.h) and answers from the
+ * registry; a follower forwards the user API to the leader; the start-up restore reads the
+ * store and asks the workers for their sandboxes (reconstruction).
  *
  * Registration server (registrationServer, 9091), for users and InVitro:
  *   POST / or /registerService   the original's form (function.h) -> 200 with the data-plane
@@ -17,30 +20,25 @@
  *   POST /v1/dataplanes  {"name","api","proxy"}       register, and heartbeat; a new one
  *                                                     gets every function and endpoint list
  *   POST /v1/metrics     {"dataplane","functions":[{"name","inflight"}]}
+ *   POST /v1/sandboxes/exited {"function","id","reason"} a sandbox died on its own
  *   GET  /v1/status
  */
+#include "api.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cp.h"
+#include "haproxy.h"
 #include "dirigent/form.h"
 #include "dirigent/json.h"
 #include "dirigent/log.h"
+#include "dirigent/wire.h"
 
-struct cp_fn *cp_fn_find(struct dg_str name)
+static struct cp_fn *cp_fn_find(struct dg_str name)
 {
-    struct cp_fn *f = dg_strmap_get(&cp.fn_index, name);
-    return f && !f->deleted ? f : NULL;
-}
-
-double cp_fn_sample(const struct cp_fn *f)
-{
-    double sum = 0;
-    for (size_t i = 0; i < f->nmetrics; i++)
-        if (f->metrics[i].dp)
-            sum += f->metrics[i].inflight;
-    return sum;
+    return cp_core_fn(&cp.core, name);
 }
 
 /* ---- functions -------------------------------------------------------------------------- */
@@ -50,27 +48,39 @@ double cp_fn_sample(const struct cp_fn *f)
  * clock, Unix ms), "error_age_ms" (by the CP's monotonic clock: no skew for the CLI) and
  * "error_kind" ("create", "unschedulable", or "exit": a sandbox exited by itself, e.g.
  * "sandbox ID OOM-killed: memory limit 64 MiB"). */
-static json_t *fn_json(const struct cp_fn *f)
+static void fn_view(const struct cp_fn *f, struct dg_wire_fn_view *v)
 {
     const struct cp_fn_error *e = cp_fn_error_of(f);
-    json_t *j = json_pack(
-        "{ss ss si ss si si si si si sI sI sb si}", "name", f->spec.name, "image", f->spec.image,
-        "port", f->spec.port, "state", cp_fn_state(e, f->ready, f->creating, f->desired), "ready",
-        (int)f->ready, "desired", f->desired, "creating", (int)f->creating, "scaling_lower_bound",
-        f->spec.lower_bound, "scaling_upper_bound", f->spec.upper_bound, "requested_cpu",
-        (json_int_t)f->spec.cpu_milli, "requested_memory", (json_int_t)f->spec.memory_mib,
-        "cold_start_sweep", f->spec.cold_start_sweep, "container_concurrency", f->spec.concurrency);
-    if (!e->set) {
-        json_object_set_new(j, "error", json_null());
-        return j;
-    }
-    json_object_set_new(j, "error", json_string(e->reason));
-    json_object_set_new(j, "error_worker", e->worker[0] ? json_string(e->worker) : json_null());
-    json_object_set_new(j, "error_at_ms", json_integer((json_int_t)e->wall_ms));
-    json_object_set_new(j, "error_age_ms",
-                        json_integer((json_int_t)cp_fn_error_age_ms(e, uv_now(cp.loop))));
-    json_object_set_new(j, "error_kind", json_string(cp_fn_error_kind(e)));
-    return j;
+    *v = (struct dg_wire_fn_view){
+        .name = (char *)f->spec.name,
+        .image = f->spec.image,
+        .port = f->spec.port,
+        .state = (char *)cp_fn_state(e, f->ready, f->creating, f->desired),
+        .ready = f->ready,
+        .desired = f->desired,
+        .creating = f->creating,
+        .lower_bound = f->spec.lower_bound,
+        .upper_bound = f->spec.upper_bound,
+        .requested_cpu = f->spec.cpu_milli,
+        .requested_memory = f->spec.memory_mib,
+        .cold_start_sweep = f->spec.cold_start_sweep,
+        .container_concurrency = f->spec.concurrency,
+    };
+    if (!e->set)
+        return;
+    v->has_error = true;
+    v->error = (char *)e->reason;
+    v->error_worker = e->worker[0] ? (char *)e->worker : NULL;
+    v->error_at_ms = (int64_t)e->wall_ms;
+    v->error_age_ms = (int64_t)cp_fn_error_age_ms(e, uv_now(cp.loop));
+    v->error_kind = (char *)cp_fn_error_kind(e);
+}
+
+static json_t *fn_json(const struct cp_fn *f)
+{
+    struct dg_wire_fn_view v;
+    fn_view(f, &v);
+    return dg_wire_fn_view_encode(&v);
 }
 
 static void registration_reply(struct dg_http_req *r)
@@ -79,7 +89,7 @@ static void registration_reply(struct dg_http_req *r)
     if (cp.lb_address && cp.lb_address[0]) {
         dg_buf_puts(&b, cp.lb_address);
     } else {
-        for (struct cp_dp *d = cp.dps; d; d = d->next) {
+        for (struct cp_dp *d = cp.core.dps; d; d = d->next) {
             if (b.len)
                 dg_buf_puts(&b, ";");
             dg_buf_puts(&b, d->proxy);
@@ -89,49 +99,16 @@ static void registration_reply(struct dg_http_req *r)
     dg_buf_free(&b);
 }
 
-/* A function into the registry (registered now, or restored from the store). */
-static struct cp_fn *fn_install(struct cp_fn_spec *spec)
-{
-    struct cp_fn *f = dg_xcalloc(1, sizeof(*f));
-    f->spec = *spec;
-    cp_as_config_default(&f->as, spec->cold_start_sweep);
-    if (cp.knative)
-        cp_as_config_knative(&f->as);
-    f->as.container_concurrency = spec->concurrency;
-    f->as.lower_bound = spec->lower_bound;
-    f->as.upper_bound = spec->upper_bound;
-    cp_as_state_init(&f->ast, &f->as);
-    static unsigned next_slot;
-    f->tick_slot = next_slot++ % CP_TICK_SLOTS;
-    struct cp_slot *sl = &cp.slots[f->tick_slot];
-    if (sl->n == sl->cap) {
-        sl->cap = sl->cap ? 2 * sl->cap : 64;
-        sl->v = dg_xrealloc(sl->v, sl->cap * sizeof(*sl->v));
-    }
-    f->slot_pos = sl->n;
-    sl->v[sl->n++] = f;
-    f->next = cp.fns;
-    cp.fns = f;
-    dg_strmap_put(&cp.fn_index, dg_str_c(f->spec.name), f);
-    cp_push_endpoints(f);        /* the DPs add it with its (empty) list, batched */
-    if (spec->lower_bound > 0) { /* its sandboxes come at registration */
-        f->desired = spec->lower_bound;
-        cp_reconcile(f);
-    }
-    return f;
-}
-
 /* A registration waiting for its write to be durable. */
 struct pending_reg {
     struct pending_reg *next;
     struct cp_fn_spec spec;
     struct dg_http_req *r; /* NULL once the client left */
 };
-static struct pending_reg *pending_regs;
 
 static bool name_pending(const char *name)
 {
-    for (struct pending_reg *p = pending_regs; p; p = p->next)
+    for (struct pending_reg *p = cp.pending_regs; p; p = p->next)
         if (strcmp(p->spec.name, name) == 0)
             return true;
     return false;
@@ -146,7 +123,7 @@ static void reg_aborted(struct dg_http_req *r, void *ud)
 static void reg_stored(void *ud, const struct dg_err *err)
 {
     struct pending_reg *p = ud;
-    for (struct pending_reg **pp = &pending_regs; *pp; pp = &(*pp)->next)
+    for (struct pending_reg **pp = &cp.pending_regs; *pp; pp = &(*pp)->next)
         if (*pp == p) {
             *pp = p->next;
             break;
@@ -161,7 +138,7 @@ static void reg_stored(void *ud, const struct dg_err *err)
         free(p);
         return;
     }
-    struct cp_fn *f = fn_install(&p->spec);
+    struct cp_fn *f = cp_core_fn_register(&cp.core, &p->spec);
     dg_counter_add(cp.m_registrations, 1);
     dg_log(DG_LOG_INFO, "api", "registered fn=%s image=%s bounds=%d..%d", f->spec.name,
            f->spec.image, f->spec.lower_bound, f->spec.upper_bound);
@@ -179,7 +156,7 @@ static void register_form(struct dg_http_req *r, const struct dg_form *form)
         dg_http_respond_text(r, 400, "registration: %s", err.msg);
         return;
     }
-    struct cp_fn *old = dg_strmap_get(&cp.fn_index, dg_str_c(spec.name));
+    struct cp_fn *old = cp_core_fn_any(&cp.core, dg_str_c(spec.name));
     if (old && old->deleted) {
         dg_http_respond_text(r, 409,
                              "registration: function '%s' is still being deleted (its "
@@ -197,8 +174,8 @@ static void register_form(struct dg_http_req *r, const struct dg_form *form)
     struct pending_reg *p = dg_xcalloc(1, sizeof(*p));
     p->spec = spec;
     p->r = r;
-    p->next = pending_regs;
-    pending_regs = p;
+    p->next = cp.pending_regs;
+    cp.pending_regs = p;
     dg_http_req_on_abort(r, reg_aborted, p);
     json_t *j = cp_fn_spec_to_json(&spec);
     char *value = dg_json_dumps(j);
@@ -270,7 +247,7 @@ static struct cp_fn *fn_param(struct dg_http_req *r)
 static void api_fn_list(struct dg_http_req *r, void *ud)
 {
     json_t *a = json_array();
-    for (struct cp_fn *f = cp.fns; f; f = f->next)
+    for (struct cp_fn *f = cp.core.fns; f; f = f->next)
         if (!f->deleted)
             json_array_append_new(a, fn_json(f));
     dg_http_respond_json(r, 200, a);
@@ -306,12 +283,7 @@ static void update_stored(void *ud, const struct dg_err *err)
         free(u);
         return;
     }
-    f->spec.lower_bound = f->as.lower_bound = u->lo;
-    f->spec.upper_bound = f->as.upper_bound = u->hi;
-    if (f->desired < u->lo || f->desired > u->hi) {
-        f->desired = f->desired < u->lo ? u->lo : u->hi;
-        cp_reconcile(f);
-    }
+    cp_core_fn_set_bounds(&cp.core, f, u->lo, u->hi);
     if (u->r)
         dg_http_respond_json(u->r, 200, fn_json(f));
     free(u);
@@ -381,7 +353,7 @@ static void delete_stored(void *ud, const struct dg_err *err)
         if (d->r)
             dg_http_respond_text(d->r, 200, "function '%s' deleted", d->name);
         if (f)
-            cp_fn_delete(f);
+            cp_core_fn_delete(&cp.core, f);
     }
     free(d);
 }
@@ -400,252 +372,94 @@ static void api_fn_delete(struct dg_http_req *r, void *ud)
 
 /* ---- workers, data planes, metrics ------------------------------------------------------ */
 
-static bool restoring; /* set by restore_worker/restore_dp: what is read back is not written
-                          * again */
-
-static struct dg_http_pool *pool_to(const char *address, unsigned max_conns, struct dg_err *err)
-{
-    struct dg_http_pool_opts o;
-    dg_http_pool_opts_default(&o);
-    o.max_conns = max_conns;
-    o.request_timeout_ms = 60 * 1000; /* as the original: 60 s per worker/DP call */
-    return dg_http_pool_new_addr(cp.loop, address, &o, err);
-}
-
-/* The worker `name` at `address`: added, or moved to a new address (a new daemon). The pool
- * first, so a bad address changes nothing (NULL). A new name or address is stored. */
-static struct cp_worker *worker_upsert(const char *name, const char *address, struct dg_err *err)
-{
-    struct cp_worker **pw = &cp.workers;
-    while (*pw && strcmp((*pw)->name, name) < 0) /* sorted by name: round-robin is stable */
-        pw = &(*pw)->next;
-    struct cp_worker *w = *pw && strcmp((*pw)->name, name) == 0 ? *pw : NULL;
-    struct dg_http_pool *pool = NULL;
-    if (w && strcmp(w->address, address) == 0)
-        return w;
-    if (!(pool = pool_to(address, 256, err)))
-        return NULL;
-    if (w) {
-        dg_http_pool_close(w->pool);
-        w->pool = pool;
-        free(w->address);
-        w->address = dg_xstrdup(address);
-    } else {
-        w = dg_xcalloc(1, sizeof(*w));
-        w->name = dg_xstrdup(name);
-        w->address = dg_xstrdup(address);
-        w->pool = pool;
-        w->next = *pw;
-        *pw = w;
-        dg_log(DG_LOG_INFO, "registry", "worker %s at %s registered", name, address);
-    }
-    if (!restoring) {
-        json_t *v = json_pack("{ss}", "address", address);
-        char *value = dg_json_dumps(v);
-        json_decref(v);
-        cp_store_put(cp.store, "worker", name, value, NULL, NULL);
-        free(value);
-    }
-    return w;
-}
-
-/* The data plane `name`: added, or at a new API address (restarted elsewhere: start over).
- * NULL on a bad address (nothing changed). `fresh` says it is new or moved; then stored. */
-static struct cp_dp *dp_upsert(const char *name, const char *api, const char *proxy, bool *fresh,
-                               struct dg_err *err)
-{
-    struct cp_dp *d = cp.dps;
-    while (d && strcmp(d->name, name) != 0)
-        d = d->next;
-    *fresh = !d || strcmp(d->api, api) != 0;
-    if (!*fresh)
-        return d;
-    /* the pools first, so a bad address changes nothing */
-    struct dg_http_pool *pool = pool_to(api, 1, err); /* one connection: ordered pushes */
-    struct dg_http_pool *drain_pool = pool ? pool_to(api, 64, err) : NULL;
-    if (!pool || !drain_pool) {
-        if (pool)
-            dg_http_pool_close(pool);
-        return NULL;
-    }
-    if (d) {
-        dg_http_pool_close(d->pool);
-        dg_http_pool_close(d->drain_pool);
-        free(d->api);
-        free(d->proxy);
-    } else {
-        d = dg_xcalloc(1, sizeof(*d));
-        d->name = dg_xstrdup(name);
-        d->next = cp.dps;
-        cp.dps = d;
-    }
-    d->api = dg_xstrdup(api);
-    d->proxy = dg_xstrdup(proxy);
-    d->pool = pool;
-    d->drain_pool = drain_pool;
-    dg_log(DG_LOG_INFO, "registry", "data plane %s (api %s, proxy %s) registered", name, api,
-           proxy);
-    if (!restoring) {
-        json_t *v = json_pack("{ss ss}", "api", api, "proxy", proxy);
-        char *value = dg_json_dumps(v);
-        json_decref(v);
-        cp_store_put(cp.store, "dataplane", name, value, NULL, NULL);
-        free(value);
-    }
-    return d;
-}
-
 static void api_worker(struct dg_http_req *r, void *ud)
 {
     struct dg_str body = dg_http_req_body(r);
-    json_t *j;
+    struct dg_wire_worker_beat m;
     struct dg_err err = {0};
-    const char *name, *address;
-    if (dg_json_parse(body.ptr, body.len, &j, &err) < 0 ||
-        dg_json_get_string(j, "name", true, &name, &err) < 0 ||
-        dg_json_get_string(j, "address", true, &address, &err) < 0) {
-        json_decref(j);
+    if (dg_wire_worker_beat_parse(body.ptr, body.len, &m, &err) < 0) {
         dg_http_respond_text(r, 400, "worker: %s", err.msg);
         return;
     }
-    struct cp_worker *w = worker_upsert(name, address, &err);
+    /* its resources and the accounting rule's parameters (lib/resources.c); a worker that
+     * advertises no overcommit or floors gets none */
+    struct cp_worker_report rep = {
+        .name = m.name,
+        .address = m.address,
+        .boot = m.boot,
+        .res = {.cpu_milli = m.cpu_milli,
+                .memory_mib = m.memory_mib,
+                .cpu_overcommit = m.cpu_overcommit > 0 ? m.cpu_overcommit : 1.0,
+                .min_cpu_milli = m.min_cpu_milli,
+                .min_memory_mib = m.min_memory_mib},
+        /* sandboxes it runs (only resync heartbeats list them, and those this CP asks for
+         * with "resync"): the core adopts those it does not know (this CP restarted) */
+        .listed = m.has_sandboxes,
+        .nsandboxes = m.nsandboxes};
+    struct cp_sandbox_report *list = m.nsandboxes ? dg_xcalloc(m.nsandboxes, sizeof(*list)) : NULL;
+    for (size_t i = 0; i < m.nsandboxes; i++)
+        list[i] = (struct cp_sandbox_report){m.sandboxes[i].id, m.sandboxes[i].function,
+                                             m.sandboxes[i].endpoint};
+    rep.sandboxes = list;
+    struct cp_worker *w = cp_core_on_worker_heartbeat(&cp.core, &rep, &err);
+    free(list);
+    dg_wire_worker_beat_free(&m);
     if (!w) {
-        json_decref(j);
         dg_http_respond_text(r, 400, "worker: %s", err.msg);
         return;
     }
-    /* a new daemon under a known name (it restarted, maybe after a crash): what it does not
-     * report is gone; what it reports is adopted below */
-    const char *boot = NULL;
-    dg_json_get_string(j, "boot", false, &boot, &err);
-    if (boot && w->boot && strcmp(boot, w->boot) != 0) {
-        dg_log(DG_LOG_WARN, "registry", "worker %s restarted: forgetting its old sandboxes",
-               w->name);
-        cp_worker_forget_sandboxes(w);
-    }
-    if (boot && (!w->boot || strcmp(boot, w->boot) != 0)) {
-        free(w->boot);
-        w->boot = dg_xstrdup(boot);
-    }
-    /* its resources and the accounting rule's parameters (lib/resources.c), before adopting
-     * sandboxes: they reserve by that rule. A worker that advertises no overcommit or floors
-     * gets none. */
-    json_t *cpu = json_object_get(j, "cpuMilli"), *mem = json_object_get(j, "memoryMiB");
-    json_t *oc = json_object_get(j, "cpuOvercommit");
-    json_t *fc = json_object_get(j, "sandboxMinCpuMilli"),
-           *fm = json_object_get(j, "sandboxMinMemoryMiB");
-    w->cpu_milli = json_is_integer(cpu) ? (int64_t)json_integer_value(cpu) : 0;
-    w->memory_mib = json_is_integer(mem) ? (int64_t)json_integer_value(mem) : 0;
-    w->cpu_overcommit =
-        json_is_number(oc) && json_number_value(oc) > 0 ? json_number_value(oc) : 1.0;
-    w->min_cpu_milli = json_is_integer(fc) ? (int64_t)json_integer_value(fc) : 0;
-    w->min_memory_mib = json_is_integer(fm) ? (int64_t)json_integer_value(fm) : 0;
-    /* sandboxes it runs that this CP does not know (this CP restarted): adopt them. Only
-     * resync heartbeats list them (and those this CP asks for with "resync"). */
-    json_t *sbs = json_object_get(j, "sandboxes"), *item;
-    if (json_is_array(sbs))
-        w->need_list = false;
-    size_t i;
-    json_array_foreach(sbs, i, item)
-    {
-        const char *sid, *fname, *ep;
-        struct cp_fn *f;
-        if (dg_json_get_string(item, "id", true, &sid, &err) == 0 &&
-            dg_json_get_string(item, "function", true, &fname, &err) == 0 &&
-            dg_json_get_string(item, "endpoint", true, &ep, &err) == 0 &&
-            (f = cp_fn_find(dg_str_c(fname))) && cp_sandbox_adopt(f, w, sid, ep))
-            dg_log(DG_LOG_INFO, "registry", "fn=%s adopted sandbox %s on %s", fname, sid, w->name);
-    }
-    cp_worker_metrics(w);
-    json_decref(j);
-    if (!w->schedulable)
-        dg_log(DG_LOG_INFO, "registry", "worker %s schedulable", w->name);
-    w->schedulable = true;
-    w->last_seen_ms = uv_now(cp.loop);
-    dg_http_respond_text(r, 200, w->need_list ? "resync" : "ok");
+    dg_http_respond_text(r, 200, w->need_list ? DG_WIRE_BEAT_RESYNC : DG_WIRE_BEAT_OK);
 }
 
 static void api_dataplane(struct dg_http_req *r, void *ud)
 {
     struct dg_str body = dg_http_req_body(r);
-    json_t *j;
+    struct dg_wire_dp_beat m;
     struct dg_err err = {0};
-    const char *name, *api, *proxy;
-    if (dg_json_parse(body.ptr, body.len, &j, &err) < 0 ||
-        dg_json_get_string(j, "name", true, &name, &err) < 0 ||
-        dg_json_get_string(j, "api", true, &api, &err) < 0 ||
-        dg_json_get_string(j, "proxy", true, &proxy, &err) < 0) {
-        json_decref(j);
+    if (dg_wire_dp_beat_parse(body.ptr, body.len, &m, &err) < 0) {
         dg_http_respond_text(r, 400, "dataplane: %s", err.msg);
         return;
     }
     bool fresh;
-    struct cp_dp *d = dp_upsert(name, api, proxy, &fresh, &err);
+    struct cp_dp *d =
+        cp_core_on_dp_heartbeat(&cp.core, m.name, m.api, m.proxy, CP_FROM_PEER, &fresh, &err);
+    /* every function with its whole endpoint list whenever the DP may have lost them: a new
+     * API address, or a DP that (re)started says "resync" in its first registration */
+    bool resync = fresh || m.resync;
+    dg_wire_dp_beat_free(&m);
     if (!d) {
-        json_decref(j);
         dg_http_respond_text(r, 400, "dataplane: %s", err.msg);
         return;
     }
-    /* every function with its whole endpoint list whenever the DP may have lost them: a new
-     * API address, or a DP that (re)started says "resync" in its first registration */
-    bool resync = fresh || json_is_true(json_object_get(j, "resync"));
-    json_decref(j);
-    d->last_seen_ms = uv_now(cp.loop);
-    if (resync) /* every function with its whole list, in the next batched push */
-        for (struct cp_fn *f = cp.fns; f; f = f->next)
-            if (!f->deleted)
-                cp_push_endpoints(f);
-    if (resync)
+    if (resync) { /* every function with its whole list, in the next batched push */
+        cp_core_push_all(&cp.core);
         cp_haproxy_sync();
-    dg_http_respond_text(r, 200, "ok");
+    }
+    dg_http_respond_text(r, 200, DG_WIRE_BEAT_OK);
 }
 
 static void api_metrics(struct dg_http_req *r, void *ud)
 {
     struct dg_str body = dg_http_req_body(r);
-    json_t *j;
+    struct dg_wire_metrics m;
     struct dg_err err = {0};
-    const char *dpname;
-    if (dg_json_parse(body.ptr, body.len, &j, &err) < 0 ||
-        dg_json_get_string(j, "dataplane", true, &dpname, &err) < 0) {
-        json_decref(j);
+    if (dg_wire_metrics_parse(body.ptr, body.len, &m, &err) < 0) {
         dg_http_respond_text(r, 400, "metrics: %s", err.msg);
         return;
     }
-    struct cp_dp *d = cp.dps;
-    while (d && strcmp(d->name, dpname) != 0)
-        d = d->next;
+    struct cp_dp *d = cp_core_dp(&cp.core, m.dataplane);
     if (!d) {
-        json_decref(j);
-        dg_http_respond_text(r, 404, "metrics: data plane '%s' is not registered", dpname);
+        dg_http_respond_text(r, 404, "metrics: data plane '%s' is not registered", m.dataplane);
+        dg_wire_metrics_free(&m);
         return;
     }
-    json_t *list = json_object_get(j, "functions"), *item;
-    size_t i;
-    uint64_t now = uv_now(cp.loop);
-    json_array_foreach(list, i, item)
-    {
-        const char *name;
-        json_t *v = json_object_get(item, "inflight");
-        if (dg_json_get_string(item, "name", true, &name, &err) < 0 || !json_is_number(v))
-            continue;
-        struct cp_fn *f = cp_fn_find(dg_str_c(name));
-        if (!f)
-            continue;
-        struct cp_metric *m = NULL;
-        for (size_t k = 0; k < f->nmetrics && !m; k++)
-            if (f->metrics[k].dp == d)
-                m = &f->metrics[k];
-        if (!m) {
-            f->metrics = dg_xrealloc(f->metrics, (f->nmetrics + 1) * sizeof(*f->metrics));
-            m = &f->metrics[f->nmetrics++];
-            m->dp = d;
-        }
-        m->inflight = json_number_value(v);
-        cp_scale_now(f, now);
+    for (size_t i = 0; i < m.nfunctions; i++) {
+        struct cp_fn *f = cp_fn_find(dg_str_c(m.functions[i].name));
+        if (f)
+            cp_core_on_metric(&cp.core, d, f, (double)m.functions[i].inflight);
     }
-    json_decref(j);
-    dg_http_respond_text(r, 200, "ok");
+    dg_wire_metrics_free(&m);
+    dg_http_respond_text(r, 200, DG_WIRE_BEAT_OK);
 }
 
 /* A worker saw a sandbox exit that nobody asked for: forget it, record why (the function's last
@@ -653,69 +467,81 @@ static void api_metrics(struct dg_http_req *r, void *ud)
 static void api_sandbox_exited(struct dg_http_req *r, void *ud)
 {
     struct dg_str body = dg_http_req_body(r);
-    json_t *j;
+    struct dg_wire_sandbox_exit m;
     struct dg_err err = {0};
-    const char *fname, *id, *reason = NULL;
-    if (dg_json_parse(body.ptr, body.len, &j, &err) < 0 ||
-        dg_json_get_string(j, "function", true, &fname, &err) < 0 ||
-        dg_json_get_string(j, "id", true, &id, &err) < 0 ||
-        dg_json_get_string(j, "reason", false, &reason, &err) < 0) {
-        json_decref(j);
+    if (dg_wire_sandbox_exit_parse(body.ptr, body.len, &m, &err) < 0) {
         dg_http_respond_text(r, 400, "sandbox exit: %s", err.msg);
         return;
     }
     /* it travels to every DP and into 502 bodies: a worker's reasons are one short line */
-    if (reason && strlen(reason) > CP_EXIT_REASON_MAX) {
+    if (m.reason && strlen(m.reason) > CP_EXIT_REASON_MAX) {
         dg_http_respond_text(r, 400,
                              "sandbox exit: field 'reason': expected at most %d characters, got "
                              "%zu",
-                             CP_EXIT_REASON_MAX, strlen(reason));
-        json_decref(j);
+                             CP_EXIT_REASON_MAX, strlen(m.reason));
+        dg_wire_sandbox_exit_free(&m);
         return;
     }
-    struct cp_fn *f = cp_fn_find(dg_str_c(fname));
-    if (f)
-        cp_sandbox_exited(f, id, reason && reason[0] ? reason : "exited"); /* logs it */
-    json_decref(j);
-    dg_http_respond_text(r, 200, "ok");
+    struct cp_fn *f = cp_fn_find(dg_str_c(m.function));
+    if (f) /* logs it */
+        cp_core_on_exited(&cp.core, f, m.id, m.reason && m.reason[0] ? m.reason : "exited");
+    dg_wire_sandbox_exit_free(&m);
+    dg_http_respond_text(r, 200, DG_WIRE_BEAT_OK);
 }
 
 static void api_status(struct dg_http_req *r, void *ud)
 {
-    json_t *ws = json_array(), *ds = json_array(), *fs = json_array();
-    for (struct cp_worker *w = cp.workers; w; w = w->next)
-        json_array_append_new(
-            ws, json_pack("{ss ss sb si sI sI sI sI sI sf sI sI}", "name", w->name, "address",
-                          w->address, "schedulable", w->schedulable, "sandboxes", (int)w->sandboxes,
-                          "cpuMilli", (json_int_t)w->cpu_milli, "memoryMiB",
-                          (json_int_t)w->memory_mib, "cpuUsedMilli", (json_int_t)w->cpu_used,
-                          "memoryUsedMiB", (json_int_t)w->mem_used,
-                          /* what placement may reserve: cpuMilli x cpuOvercommit */
-                          "cpuSchedulableMilli", (json_int_t)cp_worker_cpu_schedulable(w),
-                          "cpuOvercommit", w->cpu_overcommit > 0 ? w->cpu_overcommit : 1.0,
-                          "sandboxMinCpuMilli", (json_int_t)w->min_cpu_milli, "sandboxMinMemoryMiB",
-                          (json_int_t)w->min_memory_mib));
-    for (struct cp_dp *d = cp.dps; d; d = d->next)
-        json_array_append_new(
-            ds, json_pack("{ss ss ss}", "name", d->name, "api", d->api, "proxy", d->proxy));
-    for (struct cp_fn *f = cp.fns; f; f = f->next)
+    struct dg_wire_status st = {.role = cp.leader ? "leader" : "follower",
+                                .leader = cp.leader_api,
+                                .has_replicas = cp.nreplicas > 0};
+    for (struct cp_worker *w = cp.core.workers; w; w = w->next)
+        st.nworkers++;
+    for (struct cp_dp *d = cp.core.dps; d; d = d->next)
+        st.ndataplanes++;
+    for (struct cp_fn *f = cp.core.fns; f; f = f->next)
+        st.nfunctions += !f->deleted;
+    st.workers = dg_xcalloc(st.nworkers + 1, sizeof(*st.workers));
+    st.dataplanes = dg_xcalloc(st.ndataplanes + 1, sizeof(*st.dataplanes));
+    st.functions = dg_xcalloc(st.nfunctions + 1, sizeof(*st.functions));
+    st.replicas = dg_xcalloc(cp.nreplicas + 1, sizeof(*st.replicas));
+    size_t i = 0;
+    for (struct cp_worker *w = cp.core.workers; w; w = w->next)
+        st.workers[i++] = (struct dg_wire_worker_view){
+            .name = w->name,
+            .address = w->address,
+            .schedulable = w->node.schedulable,
+            .sandboxes = w->node.sandboxes,
+            .cpu_milli = w->res.cpu_milli,
+            .memory_mib = w->res.memory_mib,
+            .cpu_used_milli = w->node.cpu_used,
+            .memory_used_mib = w->node.mem_used,
+            /* what placement may reserve: cpuMilli x cpuOvercommit */
+            .cpu_schedulable_milli = cp_worker_cpu_schedulable(w),
+            .cpu_overcommit = w->res.cpu_overcommit > 0 ? w->res.cpu_overcommit : 1.0,
+            .min_cpu_milli = w->res.min_cpu_milli,
+            .min_memory_mib = w->res.min_memory_mib};
+    i = 0;
+    for (struct cp_dp *d = cp.core.dps; d; d = d->next)
+        st.dataplanes[i++] = (struct dg_wire_dp_view){d->name, d->api, d->proxy};
+    i = 0;
+    for (struct cp_fn *f = cp.core.fns; f; f = f->next)
         if (!f->deleted)
-            json_array_append_new(fs, fn_json(f));
-    json_t *st = json_pack("{so so so ss}", "workers", ws, "dataplanes", ds, "functions", fs,
-                           "role", cp.leader ? "leader" : "follower");
-    json_object_set_new(st, "leader", cp.leader_api ? json_string(cp.leader_api) : json_null());
+            fn_view(f, &st.functions[i++]);
+    for (i = 0; i < cp.nreplicas; i++)
+        st.replicas[i] = (struct dg_wire_replica){
+            .id = (int64_t)i + 1,
+            .api = cp.replicas[i],
+            .self = i + 1 == cp.replica_id,
+            .leader = cp.leader_api && strcmp(cp.leader_api, cp.replicas[i]) == 0};
+    st.nreplicas = cp.nreplicas;
+    json_t *j = dg_wire_status_encode(&st);
     /* who answers: `up` and the tests check it is the process they started */
-    json_object_set_new(st, "pid", json_integer((json_int_t)getpid()));
-    if (cp.nreplicas) {
-        json_t *rs = json_array();
-        for (size_t i = 0; i < cp.nreplicas; i++)
-            json_array_append_new(
-                rs, json_pack("{si ss sb sb}", "id", (int)i + 1, "api", cp.replicas[i], "self",
-                              i + 1 == cp.replica_id, "leader",
-                              cp.leader_api && strcmp(cp.leader_api, cp.replicas[i]) == 0));
-        json_object_set_new(st, "replicas", rs);
-    }
-    dg_http_respond_json(r, 200, st);
+    json_object_set_new(j, "pid", json_integer((json_int_t)getpid()));
+    free(st.workers);
+    free(st.dataplanes);
+    free(st.functions);
+    free(st.replicas);
+    dg_http_respond_json(r, 200, j);
 }
 
 /* A replica that does not lead refuses with the leader's internal API address (workers and
@@ -727,7 +553,7 @@ struct leader_route {
 static void refuse(struct dg_http_req *r)
 {
     if (cp.leader_api)
-        dg_http_resp_header(r, "X-Dirigent-Leader", cp.leader_api);
+        dg_http_resp_header(r, DG_WIRE_HDR_LEADER, cp.leader_api);
     if (cp.taking_over)
         dg_http_respond_text(r, 503,
                              "this replica was just elected and is restoring its state from the "
@@ -755,11 +581,6 @@ static void leader_only(struct dg_http_req *r, void *ud)
  * internal API and relays the answer, so any replica (and HAProxy's registration frontend
  * spreading over all of them) takes registrations. A forwarded request is never forwarded
  * again: a replica that does not lead by the time it arrives refuses it. */
-static struct {
-    struct dg_http_pool *pool;
-    char *addr; /* the leader the pool goes to */
-} fwd;
-
 struct fwd_req {
     struct dg_http_req *r; /* NULL once the client went away */
 };
@@ -771,10 +592,10 @@ static void fwd_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     if (f->r) {
         dg_http_req_on_abort(f->r, NULL, NULL);
         if (cp.leader_api)
-            dg_http_resp_header(f->r, "X-Dirigent-Leader", cp.leader_api);
+            dg_http_resp_header(f->r, DG_WIRE_HDR_LEADER, cp.leader_api);
         if (!resp) {
             dg_http_respond_text(f->r, 503, "forwarding to the leader %s: %s: try again",
-                                 fwd.addr ? fwd.addr : "?", err->msg);
+                                 cp.fwd.addr ? cp.fwd.addr : "?", err->msg);
         } else {
             const char *ct = "text/plain";
             char ctb[128];
@@ -803,29 +624,29 @@ static void leader_or_forward(struct dg_http_req *r, void *ud)
         route->fn(r, NULL);
         return;
     }
-    if (!cp.leader_api || cp.taking_over || dg_http_req_header(r, "X-Dirigent-Forwarded").ptr) {
+    if (!cp.leader_api || cp.taking_over || dg_http_req_header(r, DG_WIRE_HDR_FORWARDED).ptr) {
         refuse(r);
         return;
     }
-    if (!fwd.addr || strcmp(fwd.addr, cp.leader_api) != 0) {
-        if (fwd.pool)
-            dg_http_pool_close(fwd.pool);
-        free(fwd.addr);
-        fwd.addr = dg_xstrdup(cp.leader_api);
+    if (!cp.fwd.addr || strcmp(cp.fwd.addr, cp.leader_api) != 0) {
+        if (cp.fwd.pool)
+            dg_http_pool_close(cp.fwd.pool);
+        free(cp.fwd.addr);
+        cp.fwd.addr = dg_xstrdup(cp.leader_api);
         struct dg_http_pool_opts o;
         dg_http_pool_opts_default(&o);
         o.connect_timeout_ms = 1000;
         o.request_timeout_ms = 30000;
         struct dg_err err = {0};
-        fwd.pool = dg_http_pool_new_addr(cp.loop, fwd.addr, &o, &err);
-        if (!fwd.pool) {
+        cp.fwd.pool = dg_http_pool_new_addr(cp.loop, cp.fwd.addr, &o, &err);
+        if (!cp.fwd.pool) {
             dg_http_respond_text(r, 503, "forwarding to the leader: %s", err.msg);
             return;
         }
     }
     struct dg_http_header h[2];
     size_t n = 0;
-    h[n++] = (struct dg_http_header){DG_STR("X-Dirigent-Forwarded"), DG_STR("1")};
+    h[n++] = (struct dg_http_header){DG_STR(DG_WIRE_HDR_FORWARDED), DG_STR("1")};
     struct dg_str ct = dg_http_req_header(r, "Content-Type");
     if (ct.ptr)
         h[n++] = (struct dg_http_header){DG_STR("Content-Type"), ct};
@@ -837,17 +658,17 @@ static void leader_or_forward(struct dg_http_req *r, void *ud)
     f->r = r;
     dg_http_req_on_abort(r, fwd_abort, f);
     static const struct dg_http_client_cbs cbs = {.on_done = fwd_done};
-    dg_http_request(fwd.pool, dg_http_req_method(r), path, h, n, body.ptr, body.len, &cbs, f);
+    dg_http_request(cp.fwd.pool, dg_http_req_method(r), path, h, n, body.ptr, body.len, &cbs, f);
     free(path);
 }
 
 void cp_api_close(void)
 {
-    if (fwd.pool)
-        dg_http_pool_close(fwd.pool);
-    fwd.pool = NULL;
-    free(fwd.addr);
-    fwd.addr = NULL;
+    if (cp.fwd.pool)
+        dg_http_pool_close(cp.fwd.pool);
+    cp.fwd.pool = NULL;
+    free(cp.fwd.addr);
+    cp.fwd.addr = NULL;
 }
 
 static void api_health(struct dg_http_req *r, void *ud)
@@ -855,8 +676,20 @@ static void api_health(struct dg_http_req *r, void *ud)
     dg_http_respond(r, 200, "text/plain", "ok\n", 3);
 }
 
+static double reconstruction_seconds(void *ud)
+{
+    return cp.reconstruction_seconds;
+}
+
 void cp_api_mount(struct dg_http_server *internal, struct dg_http_server *reg)
 {
+    cp.m_registrations = dg_metric_get1(
+        dg_metrics_counter(cp.metrics, "dg_cp_registrations_total", "Functions registered.", NULL),
+        NULL);
+    dg_metrics_gauge_fn(cp.metrics, "dg_cp_reconstruction_seconds",
+                        "How long the last start-up took to rebuild its state from the store and "
+                        "the workers.",
+                        reconstruction_seconds, NULL);
     static const struct leader_route r_register = {api_register}, r_check = {api_check},
                                      r_list = {api_fn_list}, r_create = {api_create_json},
                                      r_get = {api_fn_get}, r_update = {api_fn_update},
@@ -872,28 +705,27 @@ void cp_api_mount(struct dg_http_server *internal, struct dg_http_server *reg)
         dg_http_route(s, "GET", "/check", leader_or_forward, (void *)&r_check, 0);
         dg_http_route(s, "GET", "/v1/functions", leader_or_forward, (void *)&r_list, 0);
         dg_http_route(s, "POST", "/v1/functions", leader_or_forward, (void *)&r_create, 0);
-        dg_http_route(s, "GET", "/v1/functions/:name", leader_or_forward, (void *)&r_get, 0);
-        dg_http_route(s, "PUT", "/v1/functions/:name", leader_or_forward, (void *)&r_update, 0);
-        dg_http_route(s, "DELETE", "/v1/functions/:name", leader_or_forward, (void *)&r_delete, 0);
+        dg_http_route(s, "GET", DG_WIRE_PATH_FUNCTIONS "/:name", leader_or_forward, (void *)&r_get,
+                      0);
+        dg_http_route(s, "PUT", DG_WIRE_PATH_FUNCTIONS "/:name", leader_or_forward,
+                      (void *)&r_update, 0);
+        dg_http_route(s, "DELETE", DG_WIRE_PATH_FUNCTIONS "/:name", leader_or_forward,
+                      (void *)&r_delete, 0);
     }
     dg_http_route(reg, "POST", "/", leader_or_forward, (void *)&r_register, 0);
-    dg_http_route(internal, "POST", "/v1/workers", leader_only, (void *)&r_worker, 0);
-    dg_http_route(internal, "POST", "/v1/dataplanes", leader_only, (void *)&r_dp, 0);
-    dg_http_route(internal, "POST", "/v1/metrics", leader_only, (void *)&r_metrics, 0);
-    dg_http_route(internal, "POST", "/v1/sandboxes/exited", leader_only, (void *)&r_exited, 0);
-    dg_http_route(internal, "GET", "/v1/status", api_status, NULL, 0);
-    dg_http_route(reg, "GET", "/v1/status", api_status, NULL, 0);
+    dg_http_route(internal, "POST", DG_WIRE_PATH_WORKERS, leader_only, (void *)&r_worker, 0);
+    dg_http_route(internal, "POST", DG_WIRE_PATH_DATAPLANES, leader_only, (void *)&r_dp, 0);
+    dg_http_route(internal, "POST", DG_WIRE_PATH_METRICS, leader_only, (void *)&r_metrics, 0);
+    dg_http_route(internal, "POST", DG_WIRE_PATH_SANDBOX_EXITED, leader_only, (void *)&r_exited, 0);
+    dg_http_route(internal, "GET", DG_WIRE_PATH_STATUS, api_status, NULL, 0);
+    dg_http_route(reg, "GET", DG_WIRE_PATH_STATUS, api_status, NULL, 0);
 }
 
 /* ---- restore and reconstruction ---------------------------------------------------------- */
 
-struct restore {
-    unsigned functions, workers, dataplanes, skipped;
-};
-
+/* Each kind read back: cp.restore counts (reset by cp_restore and cp_restore_async). */
 static void restore_fn(void *ud, const char *key, const char *value)
 {
-    struct restore *rs = ud;
     struct dg_err err = {0};
     json_t *j = NULL;
     struct dg_form form = {0};
@@ -901,12 +733,12 @@ static void restore_fn(void *ud, const char *key, const char *value)
     if (dg_json_parse(value, strlen(value), &j, &err) < 0 ||
         cp_fn_form_from_json(j, &form, &err) < 0 || cp_fn_spec_from_form(&form, &spec, &err) < 0) {
         dg_log(DG_LOG_ERROR, "store", "function '%s' not restored: %s", key, err.msg);
-        rs->skipped++;
+        cp.restore.skipped++;
     } else if (cp_fn_find(dg_str_c(spec.name))) {
         cp_fn_spec_free(&spec);
     } else {
-        fn_install(&spec);
-        rs->functions++;
+        cp_core_fn_register(&cp.core, &spec);
+        cp.restore.functions++;
     }
     dg_form_free(&form);
     json_decref(j);
@@ -914,107 +746,83 @@ static void restore_fn(void *ud, const char *key, const char *value)
 
 static void restore_worker(void *ud, const char *key, const char *value)
 {
-    struct restore *rs = ud;
-    restoring = true; /* read back: not written again */
     struct dg_err err = {0};
-    json_t *j = NULL;
-    const char *address;
-    struct cp_worker *w;
-    if (dg_json_parse(value, strlen(value), &j, &err) < 0 ||
-        dg_json_get_string(j, "address", true, &address, &err) < 0 ||
-        !(w = worker_upsert(key, address, &err))) {
+    struct dg_wire_worker_rec m;
+    if (dg_wire_worker_rec_parse(value, strlen(value), &m, &err) < 0) {
         dg_log(DG_LOG_ERROR, "store", "worker '%s' not restored: %s", key, err.msg);
-        rs->skipped++;
-    } else {
-        w->schedulable = false; /* until its heartbeat says it is there */
-        w->need_list = true;    /* and which sandboxes it runs (answered "resync") */
-        w->last_seen_ms = uv_now(cp.loop);
-        rs->workers++;
+        cp.restore.skipped++;
+        return;
     }
-    restoring = false;
-    json_decref(j);
+    if (!cp_core_worker_restore(&cp.core, key, m.address, &err)) {
+        dg_log(DG_LOG_ERROR, "store", "worker '%s' not restored: %s", key, err.msg);
+        cp.restore.skipped++;
+    } else {
+        cp.restore.workers++;
+    }
+    dg_wire_worker_rec_free(&m);
 }
 
 static void restore_dp(void *ud, const char *key, const char *value)
 {
-    struct restore *rs = ud;
-    restoring = true;
     struct dg_err err = {0};
-    json_t *j = NULL;
-    const char *api, *proxy;
+    struct dg_wire_dp_rec m;
     bool fresh;
-    struct cp_dp *d;
-    if (dg_json_parse(value, strlen(value), &j, &err) < 0 ||
-        dg_json_get_string(j, "api", true, &api, &err) < 0 ||
-        dg_json_get_string(j, "proxy", true, &proxy, &err) < 0 ||
-        !(d = dp_upsert(key, api, proxy, &fresh, &err))) {
+    if (dg_wire_dp_rec_parse(value, strlen(value), &m, &err) < 0) {
         dg_log(DG_LOG_ERROR, "store", "data plane '%s' not restored: %s", key, err.msg);
-        rs->skipped++;
-    } else {
-        d->last_seen_ms = uv_now(cp.loop);
-        rs->dataplanes++;
+        cp.restore.skipped++;
+        return;
     }
-    restoring = false;
-    json_decref(j);
+    if (!cp_core_on_dp_heartbeat(&cp.core, key, m.api, m.proxy, CP_FROM_STORE, &fresh, &err)) {
+        dg_log(DG_LOG_ERROR, "store", "data plane '%s' not restored: %s", key, err.msg);
+        cp.restore.skipped++;
+    } else {
+        cp.restore.dataplanes++;
+    }
+    dg_wire_dp_rec_free(&m);
 }
 
 /* Reconstruction: every restored worker is asked for its sandboxes (adopted as ready); once
  * all answered, or after a deadline (an unreachable one never blocks it), every function's
  * whole list goes to every data plane. */
-static struct {
-    unsigned waiting;
-    uint64_t t0_us;
-    uv_timer_t deadline;
-    bool done, timer_open;
-} recon;
-
 static void recon_finish(void)
 {
-    if (recon.done)
+    if (cp.recon.done)
         return;
-    recon.done = true;
-    if (recon.timer_open)
-        uv_timer_stop(&recon.deadline);
-    for (struct cp_fn *f = cp.fns; f; f = f->next)
-        if (!f->deleted)
-            cp_push_endpoints(f);
-    double secs = (double)(dg_now_us() - recon.t0_us) / 1e6;
+    cp.recon.done = true;
+    if (cp.recon.timer_open)
+        uv_timer_stop(&cp.recon.deadline);
+    cp_core_push_all(&cp.core);
+    double secs = (double)(dg_now_us() - cp.recon.t0_us) / 1e6;
     cp.reconstruction_seconds = secs;
     dg_log(DG_LOG_INFO, "store", "reconstruction done in %.1f ms (%u workers did not answer)",
-           secs * 1000, recon.waiting);
+           secs * 1000, cp.recon.waiting);
 }
 
 static void recon_listed(struct dg_http_creq *q, const struct dg_http_resp *resp,
                          const struct dg_err *err, void *ud)
 {
     struct cp_worker *w = ud;
-    json_t *j = NULL;
+    struct dg_wire_sandbox_list m;
     struct dg_err perr = {0};
     if (resp && resp->status == 200 &&
-        dg_json_parse(resp->body.ptr, resp->body.len, &j, &perr) == 0) {
+        dg_wire_sandbox_list_parse(resp->body.ptr, resp->body.len, &m, &perr) == 0) {
         w->need_list = false;
-        size_t i;
-        json_t *item;
-        json_array_foreach(json_object_get(j, "sandboxes"), i, item)
-        {
-            const char *id = json_string_value(json_object_get(item, "id"));
-            const char *fname = json_string_value(json_object_get(item, "function"));
-            const char *ep = json_string_value(json_object_get(item, "endpoint"));
-            const char *state = json_string_value(json_object_get(item, "state"));
-            struct cp_fn *f;
-            if (id && fname && ep && state && strcmp(state, "ready") == 0 &&
-                (f = cp_fn_find(dg_str_c(fname))) && cp_sandbox_adopt(f, w, id, ep))
-                dg_log(DG_LOG_INFO, "store", "fn=%s sandbox %s on %s rediscovered", fname, id,
-                       w->name);
+        for (size_t i = 0; i < m.nsandboxes; i++) {
+            const struct dg_wire_sandbox_state *sb = &m.sandboxes[i];
+            if (strcmp(sb->state, "ready") == 0 &&
+                cp_core_adopt(&cp.core, w, sb->function, sb->id, sb->endpoint))
+                dg_log(DG_LOG_INFO, "store", "fn=%s sandbox %s on %s rediscovered", sb->function,
+                       sb->id, w->name);
         }
+        dg_wire_sandbox_list_free(&m);
     } else {
         dg_log(DG_LOG_WARN, "store", "worker %s: sandboxes not listed: %s", w->name,
-               err    ? err->msg
-               : resp ? "bad answer"
-                      : "?");
+               err           ? err->msg
+               : perr.msg[0] ? perr.msg
+               : resp        ? "bad answer"
+                             : "?");
     }
-    json_decref(j);
-    if (recon.waiting && --recon.waiting == 0)
+    if (cp.recon.waiting && --cp.recon.waiting == 0)
         recon_finish();
 }
 
@@ -1024,84 +832,83 @@ static void recon_deadline(uv_timer_t *t)
 }
 
 /* What was read is in: log it, then ask the workers for their sandboxes (reconstruction). */
-static void restore_done(const struct restore *rs)
+static void restore_done(void)
 {
-    if (rs->functions || rs->workers || rs->dataplanes)
+    if (cp.restore.functions || cp.restore.workers || cp.restore.dataplanes)
         dg_log(DG_LOG_INFO, "store",
                "restored %u functions, %u workers, %u data planes from %s (%u skipped)",
-               rs->functions, rs->workers, rs->dataplanes, cp_store_backend(cp.store), rs->skipped);
-    recon.done = false;
-    recon.waiting = 0;
+               cp.restore.functions, cp.restore.workers, cp.restore.dataplanes,
+               cp_store_backend(cp.store), cp.restore.skipped);
+    cp.recon.done = false;
+    cp.recon.waiting = 0;
     static const struct dg_http_client_cbs cbs = {.on_done = recon_listed};
-    for (struct cp_worker *w = cp.workers; w; w = w->next) {
-        recon.waiting++;
-        dg_http_request(w->pool, "GET", "/v1/sandboxes", NULL, 0, NULL, 0, &cbs, w);
+    for (struct cp_worker *w = cp.core.workers; w; w = w->next) {
+        cp.recon.waiting++;
+        dg_http_request(((struct cp_worker_io *)w->io)->pool, "GET", DG_WIRE_PATH_SANDBOXES, NULL,
+                        0, NULL, 0, &cbs, w);
     }
-    if (recon.waiting == 0) {
+    if (cp.recon.waiting == 0) {
         recon_finish();
         return;
     }
-    if (!recon.timer_open) {
-        uv_timer_init(cp.loop, &recon.deadline);
-        uv_unref((uv_handle_t *)&recon.deadline);
-        recon.timer_open = true;
+    if (!cp.recon.timer_open) {
+        uv_timer_init(cp.loop, &cp.recon.deadline);
+        uv_unref((uv_handle_t *)&cp.recon.deadline);
+        cp.recon.timer_open = true;
     }
-    uv_timer_start(&recon.deadline, recon_deadline, 3000, 0);
+    uv_timer_start(&cp.recon.deadline, recon_deadline, 3000, 0);
+}
+
+static void restore_reset(void)
+{
+    cp.restore.functions = cp.restore.workers = cp.restore.dataplanes = 0;
+    cp.restore.skipped = cp.restore.step = 0;
+    cp.recon.t0_us = dg_now_us();
 }
 
 int cp_restore(struct dg_err *err)
 {
-    struct restore rs = {0};
-    recon.t0_us = dg_now_us();
-    int rc = cp_store_scan(cp.store, "function", restore_fn, &rs, err);
+    restore_reset();
+    int rc = cp_store_scan(cp.store, "function", restore_fn, NULL, err);
     if (rc == 0)
-        rc = cp_store_scan(cp.store, "worker", restore_worker, &rs, err);
+        rc = cp_store_scan(cp.store, "worker", restore_worker, NULL, err);
     if (rc == 0)
-        rc = cp_store_scan(cp.store, "dataplane", restore_dp, &rs, err);
+        rc = cp_store_scan(cp.store, "dataplane", restore_dp, NULL, err);
     if (rc < 0)
         return rc;
-    restore_done(&rs);
+    restore_done();
     return 0;
 }
 
 /* The same, one kind after the other on the loop (a replica taking over). */
-static struct {
-    struct restore rs;
-    unsigned step;
-    void (*done)(void *ud, const struct dg_err *err);
-    void *ud;
-} arestore;
-
 static void arestore_step(void *ud, const struct dg_err *err)
 {
     static const struct {
         const char *kind;
         void (*each)(void *ud, const char *key, const char *value);
     } steps[] = {{"function", restore_fn}, {"worker", restore_worker}, {"dataplane", restore_dp}};
-    if (err || arestore.step == DG_ARRAY_LEN(steps)) {
+    if (err || cp.restore.step == DG_ARRAY_LEN(steps)) {
         if (!err)
-            restore_done(&arestore.rs);
-        arestore.done(arestore.ud, err);
+            restore_done();
+        cp.restore.done(cp.restore.ud, err);
         return;
     }
-    unsigned i = arestore.step++;
-    cp_store_scan_async(cp.store, steps[i].kind, steps[i].each, arestore_step, &arestore.rs);
+    unsigned i = cp.restore.step++;
+    cp_store_scan_async(cp.store, steps[i].kind, steps[i].each, arestore_step, NULL);
 }
 
 void cp_restore_async(void (*done)(void *ud, const struct dg_err *err), void *ud)
 {
-    memset(&arestore.rs, 0, sizeof(arestore.rs));
-    arestore.step = 0;
-    arestore.done = done;
-    arestore.ud = ud;
-    recon.t0_us = dg_now_us();
+    restore_reset();
+    cp.restore.done = done;
+    cp.restore.ud = ud;
     arestore_step(NULL, NULL);
 }
 
 void cp_restore_close(void)
 {
-    if (recon.timer_open) {
-        recon.timer_open = false;
-        uv_close((uv_handle_t *)&recon.deadline, NULL);
+    if (cp.recon.timer_open) {
+        cp.recon.timer_open = false;
+        uv_close((uv_handle_t *)&cp.recon.deadline, NULL);
     }
 }

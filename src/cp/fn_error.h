@@ -1,6 +1,6 @@
 /*
  * fn_error.h: a function's last failure and the state word the API derives
- * from it. Pure (no loop, no sockets): scaling.c records a failed create with
+ * from it. Pure (no loop, no sockets): the core (cp_core.c) records a failed create with
  * the worker's reason and clears it when a create succeeds; it records a
  * sandbox that exited by itself (e.g. "sandbox ID OOM-killed: memory limit
  * 64 MiB") as an exit failure, which a later create does not clear (the

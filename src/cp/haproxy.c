@@ -16,6 +16,8 @@
  * answer), one at a time, on the CP's loop; a sync asked for while one runs runs again
  * after it. Errors are logged when the state changes (reachable or not), not every time.
  */
+#include "haproxy.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +44,8 @@ struct hx_conn {
     bool finished;
 };
 
-static struct {
+/* The daemon's HAProxy state (cp.haproxy). */
+struct cp_haproxy {
     uv_loop_t *loop;
     char *api, *backend, *server_opts;
     bool unix_socket;
@@ -53,7 +56,7 @@ static struct {
     size_t ncmds, next;
     struct hx_conn *conn; /* the command in flight */
     bool closing;
-} hx;
+};
 
 static void hx_step(const char *answer, const char *err);
 
@@ -73,9 +76,9 @@ static void hx_finish(struct hx_conn *c, const char *err)
     if (c->finished)
         return;
     c->finished = true;
-    hx.conn = NULL;
+    cp.haproxy->conn = NULL;
     dg_buf_append(&c->out, "", 1);
-    if (!hx.closing)
+    if (!cp.haproxy->closing)
         hx_step(err ? NULL : c->out.data, err);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, hx_conn_closed);
@@ -140,19 +143,20 @@ static void hx_send(const char *cmd)
     c->open_handles = 2;
     c->creq.data = c;
     int rc = 0;
-    if (hx.unix_socket)
-        uv_pipe_init(hx.loop, &c->u.pipe, 0);
+    if (cp.haproxy->unix_socket)
+        uv_pipe_init(cp.haproxy->loop, &c->u.pipe, 0);
     else
-        uv_tcp_init(hx.loop, &c->u.tcp);
+        uv_tcp_init(cp.haproxy->loop, &c->u.tcp);
     c->u.h.data = c;
-    hx.conn = c;
-    uv_timer_init(hx.loop, &c->timer);
+    cp.haproxy->conn = c;
+    uv_timer_init(cp.haproxy->loop, &c->timer);
     c->timer.data = c;
     uv_timer_start(&c->timer, hx_timeout, HX_TIMEOUT_MS, 0);
-    if (hx.unix_socket)
-        uv_pipe_connect(&c->creq, &c->u.pipe, hx.api, hx_connected);
+    if (cp.haproxy->unix_socket)
+        uv_pipe_connect(&c->creq, &c->u.pipe, cp.haproxy->api, hx_connected);
     else
-        rc = uv_tcp_connect(&c->creq, &c->u.tcp, (const struct sockaddr *)&hx.addr, hx_connected);
+        rc = uv_tcp_connect(&c->creq, &c->u.tcp, (const struct sockaddr *)&cp.haproxy->addr,
+                            hx_connected);
     if (rc < 0)
         hx_finish(c, uv_strerror(rc));
 }
@@ -161,24 +165,25 @@ static void hx_send(const char *cmd)
 
 static void hx_sync_done(void)
 {
-    for (size_t i = 0; i < hx.ncmds; i++)
-        free(hx.cmds[i]);
-    free(hx.cmds);
-    hx.cmds = NULL;
-    hx.ncmds = hx.next = 0;
-    hx.running = false;
-    hx.reading_state = false;
-    if (hx.again) {
-        hx.again = false;
+    for (size_t i = 0; i < cp.haproxy->ncmds; i++)
+        free(cp.haproxy->cmds[i]);
+    free(cp.haproxy->cmds);
+    cp.haproxy->cmds = NULL;
+    cp.haproxy->ncmds = cp.haproxy->next = 0;
+    cp.haproxy->running = false;
+    cp.haproxy->reading_state = false;
+    if (cp.haproxy->again) {
+        cp.haproxy->again = false;
         cp_haproxy_sync();
     }
 }
 
 static void hx_push(const char *verb, const char *server, const char *rest)
 {
-    hx.cmds = dg_xrealloc(hx.cmds, (hx.ncmds + 1) * sizeof(*hx.cmds));
-    hx.cmds[hx.ncmds++] =
-        dg_xasprintf("%s %s/%s%s%s", verb, hx.backend, server, rest ? " " : "", rest ? rest : "");
+    cp.haproxy->cmds =
+        dg_xrealloc(cp.haproxy->cmds, (cp.haproxy->ncmds + 1) * sizeof(*cp.haproxy->cmds));
+    cp.haproxy->cmds[cp.haproxy->ncmds++] = dg_xasprintf("%s %s/%s%s%s", verb, cp.haproxy->backend,
+                                                         server, rest ? " " : "", rest ? rest : "");
 }
 
 /* HAProxy server names: letters, digits and "-_.:"; anything else becomes '_'. */
@@ -257,7 +262,7 @@ static ssize_t parse_state(char *text, struct hx_server **out)
 /* From the servers HAProxy has to the commands that make them the registry's data planes. */
 static void plan(struct hx_server *have, size_t nhave)
 {
-    for (struct cp_dp *d = cp.dps; d; d = d->next) {
+    for (struct cp_dp *d = cp.core.dps; d; d = d->next) {
         char name[128], host[64];
         server_name(d->name, name, sizeof(name));
         const char *colon = strrchr(d->proxy, ':');
@@ -270,7 +275,7 @@ static void plan(struct hx_server *have, size_t nhave)
                 s = &have[i];
         if (!s) {
             char arg[256];
-            snprintf(arg, sizeof(arg), "%s %s", d->proxy, hx.server_opts);
+            snprintf(arg, sizeof(arg), "%s %s", d->proxy, cp.haproxy->server_opts);
             hx_push("add server", name, arg);
             hx_push("enable health", name, NULL);
             hx_push("enable server", name, NULL);
@@ -295,12 +300,13 @@ static void plan(struct hx_server *have, size_t nhave)
 
 static void hx_fail(const char *what)
 {
-    if (!hx.failing)
-        dg_log(DG_LOG_ERROR, "haproxy", "runtime API %s: %s (retrying every 5 s)", hx.api, what);
-    hx.failing = true;
+    if (!cp.haproxy->failing)
+        dg_log(DG_LOG_ERROR, "haproxy", "runtime API %s: %s (retrying every 5 s)", cp.haproxy->api,
+               what);
+    cp.haproxy->failing = true;
 }
 
-/* The answer to the state query (hx.cmds empty), or to hx.cmds[hx.next - 1]. */
+/* The answer to the state query (cp.haproxy->cmds empty), or to cp.haproxy->cmds[cp.haproxy->next - 1]. */
 static void hx_step(const char *answer, const char *err)
 {
     if (err) {
@@ -308,15 +314,15 @@ static void hx_step(const char *answer, const char *err)
         hx_sync_done();
         return;
     }
-    if (hx.reading_state) {
-        hx.reading_state = false;
+    if (cp.haproxy->reading_state) {
+        cp.haproxy->reading_state = false;
         char *text = dg_xstrdup(answer);
         struct hx_server *have = NULL;
         ssize_t n = parse_state(text, &have);
         free(text);
         if (n < 0) {
             char what[200];
-            snprintf(what, sizeof(what), "backend '%s': %.120s", hx.backend, answer);
+            snprintf(what, sizeof(what), "backend '%s': %.120s", cp.haproxy->backend, answer);
             for (char *p = what; *p; p++)
                 if (*p == '\n')
                     *p = ' ';
@@ -324,17 +330,17 @@ static void hx_step(const char *answer, const char *err)
             hx_sync_done();
             return;
         }
-        if (hx.failing)
-            dg_log_always("haproxy", "runtime API %s answers again", hx.api);
-        hx.failing = false;
+        if (cp.haproxy->failing)
+            dg_log_always("haproxy", "runtime API %s answers again", cp.haproxy->api);
+        cp.haproxy->failing = false;
         plan(have, (size_t)n);
         free(have);
-        if (!hx.cmds) {
+        if (!cp.haproxy->cmds) {
             hx_sync_done();
             return;
         }
-    } else if (hx.cmds && hx.next > 0) {
-        const char *cmd = hx.cmds[hx.next - 1];
+    } else if (cp.haproxy->cmds && cp.haproxy->next > 0) {
+        const char *cmd = cp.haproxy->cmds[cp.haproxy->next - 1];
         /* answers: "New server registered.", "Server deleted.", or empty for enable/disable;
          * anything else is HAProxy's reason */
         const char *a = answer;
@@ -346,8 +352,8 @@ static void hx_step(const char *answer, const char *err)
         else
             dg_log(DG_LOG_WARN, "haproxy", "%s: %.*s", cmd, (int)strcspn(a, "\n"), a);
     }
-    if (hx.cmds && hx.next < hx.ncmds) {
-        hx_send(hx.cmds[hx.next++]);
+    if (cp.haproxy->cmds && cp.haproxy->next < cp.haproxy->ncmds) {
+        hx_send(cp.haproxy->cmds[cp.haproxy->next++]);
         return;
     }
     hx_sync_done();
@@ -356,11 +362,12 @@ static void hx_step(const char *answer, const char *err)
 int cp_haproxy_init(uv_loop_t *loop, const char *api, const char *backend, const char *server_opts,
                     struct dg_err *err)
 {
-    hx.loop = loop;
+    cp.haproxy = dg_xcalloc(1, sizeof(*cp.haproxy));
+    cp.haproxy->loop = loop;
     if (!api || !*api)
         return 0;
-    hx.unix_socket = api[0] == '/' || api[0] == '.';
-    if (!hx.unix_socket) {
+    cp.haproxy->unix_socket = api[0] == '/' || api[0] == '.';
+    if (!cp.haproxy->unix_socket) {
         const char *colon = strrchr(api, ':');
         char host[64];
         if (!colon || (size_t)(colon - api) >= sizeof(host)) {
@@ -370,7 +377,7 @@ int cp_haproxy_init(uv_loop_t *loop, const char *api, const char *backend, const
                               api);
         }
         snprintf(host, sizeof(host), "%.*s", (int)(colon - api), api);
-        if (uv_ip4_addr(host, atoi(colon + 1), &hx.addr) < 0 || atoi(colon + 1) <= 0)
+        if (uv_ip4_addr(host, atoi(colon + 1), &cp.haproxy->addr) < 0 || atoi(colon + 1) <= 0)
             return dg_err_set(err, DG_E_INVAL,
                               "haproxy.api: expected a unix socket path or IPv4:PORT, got '%s'",
                               api);
@@ -383,39 +390,42 @@ int cp_haproxy_init(uv_loop_t *loop, const char *api, const char *backend, const
                           "haproxy.serverOptions: expected server keywords without ';' or "
                           "newlines, got '%s'",
                           server_opts);
-    hx.api = dg_xstrdup(api);
-    hx.backend = dg_xstrdup(backend);
-    hx.server_opts = dg_xstrdup(server_opts);
+    cp.haproxy->api = dg_xstrdup(api);
+    cp.haproxy->backend = dg_xstrdup(backend);
+    cp.haproxy->server_opts = dg_xstrdup(server_opts);
     return 0;
 }
 
 void cp_haproxy_sync(void)
 {
-    if (!hx.api || !cp.leader || hx.closing)
+    if (!cp.haproxy->api || !cp.leader || cp.haproxy->closing)
         return;
-    if (hx.running) {
-        hx.again = true;
+    if (cp.haproxy->running) {
+        cp.haproxy->again = true;
         return;
     }
-    hx.running = true;
-    hx.reading_state = true;
+    cp.haproxy->running = true;
+    cp.haproxy->reading_state = true;
     char cmd[160];
-    snprintf(cmd, sizeof(cmd), "show servers state %s", hx.backend);
+    snprintf(cmd, sizeof(cmd), "show servers state %s", cp.haproxy->backend);
     hx_send(cmd);
 }
 
 void cp_haproxy_close(void)
 {
-    hx.closing = true;
-    if (hx.conn)
-        hx_finish(hx.conn, "closing");
+    cp.haproxy->closing = true;
+    if (cp.haproxy->conn)
+        hx_finish(cp.haproxy->conn, "closing");
     hx_sync_done();
 }
 
 void cp_haproxy_free(void)
 {
-    free(hx.api);
-    free(hx.backend);
-    free(hx.server_opts);
-    hx.api = hx.backend = hx.server_opts = NULL;
+    if (!cp.haproxy)
+        return;
+    free(cp.haproxy->api);
+    free(cp.haproxy->backend);
+    free(cp.haproxy->server_opts);
+    free(cp.haproxy);
+    cp.haproxy = NULL;
 }

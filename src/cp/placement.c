@@ -108,29 +108,29 @@ static void reserve(struct cp_node *node, int64_t cpu, int64_t mem)
 
 /* ---- the policies: one pick each, -1 if nothing fits ------------------------------------- */
 
-static long pick_random(struct cp_placer *p, struct cp_node *nodes, size_t n, int64_t cpu,
+static long pick_random(struct cp_placer *p, struct cp_node *const *nodes, size_t n, int64_t cpu,
                         int64_t mem)
 {
     size_t fit = 0;
     for (size_t i = 0; i < n; i++)
-        fit += cp_node_fits(&nodes[i], cpu, mem);
+        fit += cp_node_fits(nodes[i], cpu, mem);
     if (fit == 0)
         return -1;
     size_t k = (size_t)(next_rand(p) % fit);
     for (size_t i = 0; i < n; i++)
-        if (cp_node_fits(&nodes[i], cpu, mem) && k-- == 0)
+        if (cp_node_fits(nodes[i], cpu, mem) && k-- == 0)
             return (long)i;
     return -1;
 }
 
-static long pick_round_robin(struct cp_placer *p, struct cp_node *nodes, size_t n, int64_t cpu,
-                             int64_t mem)
+static long pick_round_robin(struct cp_placer *p, struct cp_node *const *nodes, size_t n,
+                             int64_t cpu, int64_t mem)
 {
     /* the next node in the (name-sorted) order from where the last one went; never spins:
      * one pass at most */
     for (size_t k = 0; k < n; k++) {
         size_t i = (size_t)((p->rr + k) % n);
-        if (cp_node_fits(&nodes[i], cpu, mem)) {
+        if (cp_node_fits(nodes[i], cpu, mem)) {
             p->rr = i + 1;
             return (long)i;
         }
@@ -138,14 +138,14 @@ static long pick_round_robin(struct cp_placer *p, struct cp_node *nodes, size_t 
     return -1;
 }
 
-static long pick_kubernetes(struct cp_placer *p, struct cp_node *nodes, size_t n, int64_t cpu,
-                            int64_t mem)
+static long pick_kubernetes(struct cp_placer *p, struct cp_node *const *nodes, size_t n,
+                            int64_t cpu, int64_t mem)
 {
     long best = -1;
     int64_t best_score = -1;
     unsigned ties = 0;
     for (size_t i = 0; i < n; i++) {
-        const struct cp_node *d = &nodes[i];
+        const struct cp_node *d = nodes[i];
         if (!cp_node_fits(d, cpu, mem))
             continue;
         int64_t tc, tm;
@@ -164,11 +164,11 @@ static long pick_kubernetes(struct cp_placer *p, struct cp_node *nodes, size_t n
     return best;
 }
 
-static uint64_t nodes_signature(const struct cp_node *nodes, size_t n)
+static uint64_t nodes_signature(struct cp_node *const *nodes, size_t n)
 {
     uint64_t h = n;
     for (size_t i = 0; i < n; i++)
-        h = h * 31 + hash_str(nodes[i].name, i);
+        h = h * 31 + hash_str(nodes[i]->name, i);
     return h;
 }
 
@@ -180,7 +180,7 @@ static int point_cmp(const void *a, const void *b)
     return x->node < y->node ? -1 : x->node > y->node;
 }
 
-static void ring_build(struct cp_ring *r, const struct cp_node *nodes, size_t n)
+static void ring_build(struct cp_ring *r, struct cp_node *const *nodes, size_t n)
 {
     uint64_t sig = nodes_signature(nodes, n);
     if (r->points && r->signature == sig && r->nnodes == n)
@@ -191,21 +191,21 @@ static void ring_build(struct cp_ring *r, const struct cp_node *nodes, size_t n)
     for (size_t i = 0; i < n; i++)
         for (unsigned v = 0; v < RING_POINTS_PER_NODE; v++)
             r->points[i * RING_POINTS_PER_NODE + v] =
-                (struct cp_ring_point){hash_str(nodes[i].name, v + 1), (uint32_t)i};
+                (struct cp_ring_point){hash_str(nodes[i]->name, v + 1), (uint32_t)i};
     qsort(r->points, r->npoints, sizeof(*r->points), point_cmp);
     r->signature = sig;
     r->nnodes = n;
 }
 
-static long pick_chbl(struct cp_placer *p, struct cp_node *nodes, size_t n, const char *fn,
+static long pick_chbl(struct cp_placer *p, struct cp_node *const *nodes, size_t n, const char *fn,
                       int64_t cpu, int64_t mem)
 {
     unsigned total = 0;
     size_t live = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!nodes[i].schedulable)
+        if (!nodes[i]->schedulable)
             continue;
-        total += nodes[i].sandboxes;
+        total += nodes[i]->sandboxes;
         live++;
     }
     if (live == 0)
@@ -231,15 +231,15 @@ static long pick_chbl(struct cp_placer *p, struct cp_node *nodes, size_t n, cons
         if (seen[i])
             continue;
         seen[i] = 1;
-        if (nodes[i].sandboxes < bound && cp_node_fits(&nodes[i], cpu, mem))
+        if (nodes[i]->sandboxes < bound && cp_node_fits(nodes[i], cpu, mem))
             found = (long)i;
     }
     free(seen);
     return found;
 }
 
-unsigned cp_place(struct cp_placer *p, struct cp_node *nodes, size_t n, const char *fn, int64_t cpu,
-                  int64_t mem, unsigned count, size_t *chosen)
+unsigned cp_place_view(struct cp_placer *p, struct cp_node *const *nodes, size_t n, const char *fn,
+                       int64_t cpu, int64_t mem, unsigned count, size_t *chosen)
 {
     unsigned placed = 0;
     for (; placed < count; placed++) {
@@ -261,8 +261,20 @@ unsigned cp_place(struct cp_placer *p, struct cp_node *nodes, size_t n, const ch
         }
         if (i < 0)
             break;
-        reserve(&nodes[i], cpu, mem);
+        reserve(nodes[i], cpu, mem);
         chosen[placed] = (size_t)i;
     }
+    return placed;
+}
+
+unsigned cp_place(struct cp_placer *p, struct cp_node *nodes, size_t n, const char *fn, int64_t cpu,
+                  int64_t mem, unsigned count, size_t *chosen)
+{
+    struct cp_node *small[64] = {NULL}, **v = n <= 64 ? small : dg_xcalloc(n, sizeof(*v));
+    for (size_t i = 0; i < n; i++)
+        v[i] = &nodes[i];
+    unsigned placed = cp_place_view(p, v, n, fn, cpu, mem, count, chosen);
+    if (v != small)
+        free(v);
     return placed;
 }

@@ -74,6 +74,10 @@ void cp_node_take(const struct cp_node *node, int64_t cpu, int64_t mem, int64_t 
  * placed: fewer than `count` when no schedulable node has room for the rest. */
 unsigned cp_place(struct cp_placer *p, struct cp_node *nodes, size_t n, const char *fn, int64_t cpu,
                   int64_t mem, unsigned count, size_t *chosen);
+/* The same over a view: pointers to the nodes where they live (the CP's workers carry their
+ * node, so a placement reserves on the worker itself: nothing is copied, nothing recomputed). */
+unsigned cp_place_view(struct cp_placer *p, struct cp_node *const *nodes, size_t n, const char *fn,
+                       int64_t cpu, int64_t mem, unsigned count, size_t *chosen);
 
 /* Does a sandbox of (cpu, mem) fit on the node now? (Schedulable, and the request within what
  * is free.) */

@@ -1,28 +1,22 @@
 /*
- * scaling.c: from metrics to sandboxes. Every 2 s each function's
- * concurrency (the sum of its data planes' last reports) goes through the
- * decider; on the first metric of a function at zero it goes through at once.
- * Scale-up places sandboxes on workers (random or round-robin) and creates
- * them in parallel; every change of a function's endpoints is pushed as the
- * whole list to every data plane. Scale-down takes the newest sandboxes out
- * of the lists, drains them on every data plane, then deletes them on their
- * workers. A failed create is logged with the worker's reason, recorded on
- * the function (fn_error.h: shown by the API until a create works) and retried
- * by the next tick (the decision still wants it). When no sandbox is ready and
- * no other create is in flight, the failure is pushed to every data plane
- * with the (empty) list, "error": reason, and they answer the requests they
- * queue for it with 503 and the reason instead of letting them wait.
+ * scaling.c: the control plane core's effects over HTTP and libuv (cp_core.h: struct
+ * cp_effects). Creates and deletes go to the workers, drains and endpoint lists to the data
+ * planes, as the JSON the daemons speak; the answers come back as core events. What one loop
+ * turn decides goes out as one request per peer (lib/batch.c); the core's "soon" calls run
+ * from 0 ms timers, so one push per data plane carries every list that changed in a loop
+ * turn. A create's row of cold_start_trace.csv waits for the push that carries its endpoint.
  */
+#include "scaling.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 #include "cp.h"
-#include "placement.h"
 #include "dirigent/batch.h"
 #include "dirigent/json.h"
 #include "dirigent/log.h"
-#include "dirigent/resources.h"
 #include "dirigent/trace.h"
+#include "dirigent/wire.h"
 
 /* ---- requests to workers and data planes ------------------------------------------------ */
 
@@ -67,18 +61,21 @@ static void call(struct dg_http_pool *pool, const char *method, const char *path
 
 static void flush_batches(uv_timer_t *t)
 {
-    for (struct cp_worker *w = cp.workers; w; w = w->next) {
-        if (w->creates)
-            dg_batch_flush(w->creates, w->pool);
-        if (w->deletes)
-            dg_batch_flush(w->deletes, w->pool);
+    for (struct cp_worker *w = cp.core.workers; w; w = w->next) {
+        struct cp_worker_io *io = w->io;
+        if (io->creates)
+            dg_batch_flush(io->creates, io->pool);
+        if (io->deletes)
+            dg_batch_flush(io->deletes, io->pool);
     }
-    for (struct cp_dp *d = cp.dps; d; d = d->next)
-        if (d->drains)
-            dg_batch_flush(d->drains, d->drain_pool);
+    for (struct cp_dp *d = cp.core.dps; d; d = d->next) {
+        struct cp_dp_io *io = d->io;
+        if (io->drains)
+            dg_batch_flush(io->drains, io->drain_pool);
+    }
 }
 
-void cp_flush_batches(void)
+void cp_io_flush(void)
 {
     flush_batches(NULL);
 }
@@ -164,23 +161,23 @@ static void trace_free(struct trace_row *r)
     }
 }
 
-static void trace_create(const struct cp_sandbox *s, json_t *answer, bool ok)
+static void trace_create(const struct cp_sandbox *s, const char *id,
+                         const struct dg_wire_latency *lat, bool ok)
 {
     if (!cp.cold_trace)
         return;
-    json_t *l = answer ? json_object_get(answer, "latencyUs") : NULL;
-#define LAT(k) ((long long)json_integer_value(json_object_get(l, k)))
+    static const struct dg_wire_latency none;
+    const struct dg_wire_latency *l = lat ? lat : &none;
     struct trace_row r = {.fn = s->fn->spec.name,
-                          .id = s->id ? s->id : "",
-                          .image = LAT("image"),
-                          .rootfs = LAT("rootfs"),
-                          .start = LAT("start"),
-                          .net = LAT("network"),
-                          .ready = LAT("ready"),
+                          .id = id ? (char *)id : "",
+                          .image = l->image,
+                          .rootfs = l->rootfs,
+                          .start = l->start,
+                          .net = l->network,
+                          .ready = l->ready,
                           .wall_us = dg_wall_ms() * 1000ull,
                           .t_ready_us = dg_now_us()};
-    r.other = LAT("total") - r.image - r.rootfs - r.start - r.net - r.ready;
-#undef LAT
+    r.other = l->total - r.image - r.rootfs - r.start - r.net - r.ready;
     if (!ok) {
         trace_write(&r, false, 0);
         return;
@@ -213,340 +210,82 @@ static void pushed(void *ud, const struct dg_http_resp *resp, const struct dg_er
     free(p);
 }
 
-/* ---- pushes to data planes -------------------------------------------------------------- */
-
-static json_t *endpoint_list(const struct cp_fn *f)
-{
-    json_t *eps = json_array();
-    for (const struct cp_sandbox *s = f->sbs; s; s = s->next)
-        if (s->state == CP_SB_READY)
-            json_array_append_new(eps, json_pack("{ss ss}", "id", s->id, "address", s->endpoint));
-    return json_pack("{so}", "endpoints", eps);
-}
-
-static void fn_maybe_free(struct cp_fn *f);
-
-/* All endpoint lists that changed during this loop turn, in one call per DP: a cold start's
- * push never queues behind hundreds of others (scale-downs come in bursts at a tick). */
-static void flush_pushes(uv_timer_t *t)
-{
-    json_t *fns = json_array();
-    struct cp_fn *done = NULL;
-    while (cp.dirty) {
-        struct cp_fn *f = cp.dirty;
-        cp.dirty = f->next_dirty;
-        f->dirty = false;
-        json_t *one = endpoint_list(f);
-        json_object_set_new(one, "name", json_string(f->spec.name));
-        json_object_set_new(one, "concurrency", json_integer(f->spec.concurrency));
-        /* only in the push a failure made: another push (a resync, a scale-down) must not
-         * answer requests that wait for an attempt still under way */
-        if (f->push_error && cp_fn_error_of(f)->set && !f->error->exit && f->ready == 0)
-            json_object_set_new(one, "error", json_string(f->error->reason));
-        f->push_error = false;
-        if (f->exited) { /* why its sandboxes went: the DPs tell callers whose request died */
-            json_object_set_new(one, "exited", f->exited);
-            f->exited = NULL;
-        }
-        json_array_append_new(fns, one);
-        f->next_dirty = done;
-        done = f;
-    }
-    struct push *p = dg_xcalloc(1, sizeof(*p));
-    p->rows = cp.trace_pending; /* created since the last push: their endpoints are in this one */
-    cp.trace_pending = NULL;
-    p->waiting = 1; /* held until every DP was asked */
-    for (struct cp_dp *d = cp.dps; d; d = d->next) {
-        p->waiting++;
-        call(d->pool, "PUT", "/v1/endpoints", json_pack("{sO}", "functions", fns), pushed, p);
-    }
-    pushed(p, NULL, NULL);
-    json_decref(fns);
-    while (done) { /* deleted functions waited for their last push */
-        struct cp_fn *f = done;
-        done = f->next_dirty;
-        fn_maybe_free(f);
-    }
-}
-
-void cp_push_endpoints(struct cp_fn *f)
-{
-    if (f->dirty)
-        return;
-    f->dirty = true;
-    f->next_dirty = cp.dirty;
-    cp.dirty = f;
-    if (!uv_is_active((uv_handle_t *)&cp.push_timer))
-        uv_timer_start(&cp.push_timer, flush_pushes, 0, 0);
-}
-
-/* ---- placement and capacity ------------------------------------------------------------ */
-
-void cp_worker_metrics(const struct cp_worker *w)
-{
-    if (!cp.m_worker_cpu)
-        return;
-    const char *cap[] = {w->name, "capacity"}, *res[] = {w->name, "reserved"},
-               *sched[] = {w->name, "schedulable"};
-    dg_gauge_set(dg_metric_get(cp.m_worker_cpu, cap), (double)w->cpu_milli);
-    dg_gauge_set(dg_metric_get(cp.m_worker_cpu, sched), (double)cp_worker_cpu_schedulable(w));
-    dg_gauge_set(dg_metric_get(cp.m_worker_cpu, res), (double)w->cpu_used);
-    dg_gauge_set(dg_metric_get(cp.m_worker_mem, cap), (double)w->memory_mib);
-    dg_gauge_set(dg_metric_get(cp.m_worker_mem, res), (double)w->mem_used);
-}
-
-static struct dg_res_node worker_res(const struct cp_worker *w)
-{
-    return (struct dg_res_node){.cpu_milli = w->cpu_milli,
-                                .memory_mib = w->memory_mib,
-                                .cpu_overcommit = w->cpu_overcommit,
-                                .min_cpu_milli = w->min_cpu_milli,
-                                .min_memory_mib = w->min_memory_mib};
-}
-
-int64_t cp_worker_cpu_schedulable(const struct cp_worker *w)
-{
-    struct dg_res_node r = worker_res(w);
-    return dg_res_cpu_schedulable(&r);
-}
-
-/* What a sandbox of `f` holds on its worker, from placement until it is gone: max(request,
- * the worker's floor), the rule the worker limits it by (lib/resources.c). */
-static void worker_reserve(struct cp_worker *w, const struct cp_fn *f)
-{
-    struct dg_res_node r = worker_res(w);
-    int64_t cpu, mem;
-    dg_res_take(&r, f->spec.cpu_milli, f->spec.memory_mib, &cpu, &mem);
-    w->sandboxes++;
-    w->cpu_used += cpu;
-    w->mem_used += mem;
-    cp_worker_metrics(w);
-}
-
-static void capacity_freed(uv_timer_t *t);
-
-static void worker_release(struct cp_worker *w, const struct cp_fn *f)
-{
-    if (!w)
-        return;
-    if (w->sandboxes)
-        w->sandboxes--;
-    struct dg_res_node r = worker_res(w);
-    int64_t cpu, mem;
-    dg_res_take(&r, f->spec.cpu_milli, f->spec.memory_mib, &cpu, &mem);
-    w->cpu_used = DG_MAX(0, w->cpu_used - cpu);
-    w->mem_used = DG_MAX(0, w->mem_used - mem);
-    cp_worker_metrics(w);
-    /* functions waiting for room try again once this loop turn is over */
-    if (cp.unschedulable && !uv_is_active((uv_handle_t *)&cp.capacity_timer))
-        uv_timer_start(&cp.capacity_timer, capacity_freed, 0, 0);
-}
-
-/* Placement's view of the workers, in the registry's (name) order. */
-static size_t worker_nodes(struct cp_worker ***ws)
-{
-    size_t n = 0;
-    for (struct cp_worker *w = cp.workers; w; w = w->next)
-        n++;
-    if (n > cp.nodes_cap) {
-        cp.nodes_cap = n * 2;
-        cp.nodes = dg_xrealloc(cp.nodes, cp.nodes_cap * sizeof(*cp.nodes));
-        cp.node_workers = dg_xrealloc(cp.node_workers, cp.nodes_cap * sizeof(*cp.node_workers));
-    }
-    size_t i = 0;
-    for (struct cp_worker *w = cp.workers; w; w = w->next, i++) {
-        cp.nodes[i] = (struct cp_node){.name = w->name,
-                                       .cpu_cap = cp_worker_cpu_schedulable(w),
-                                       .mem_cap = w->memory_mib,
-                                       .cpu_used = w->cpu_used,
-                                       .mem_used = w->mem_used,
-                                       .min_cpu = w->min_cpu_milli,
-                                       .min_mem = w->min_memory_mib,
-                                       .sandboxes = w->sandboxes,
-                                       .schedulable = w->schedulable};
-        cp.node_workers[i] = w;
-    }
-    *ws = cp.node_workers;
-    return n;
-}
-
-/* ---- sandboxes -------------------------------------------------------------------------- */
-
-static void sandbox_unlink(struct cp_fn *f, struct cp_sandbox *s)
-{
-    for (struct cp_sandbox **ps = &f->sbs; *ps; ps = &(*ps)->next) {
-        if (*ps == s) {
-            *ps = s->next;
-            break;
-        }
-    }
-    free(s->id);
-    free(s->endpoint);
-    free(s);
-}
+/* ---- sandboxes on workers ---------------------------------------------------------------- */
 
 static void deleted_on_worker(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
 {
-    struct cp_sandbox *s = ud;
-    struct cp_fn *f = s->fn;
-    if (err)
-        dg_log(DG_LOG_WARN, "scale", "fn=%s delete %s on %s: %s", f->spec.name, s->id,
-               s->worker ? s->worker->name : "?", err->msg);
-    worker_release(s->worker, f);
-    f->draining--;
-    sandbox_unlink(f, s);
-    fn_maybe_free(f);
+    cp_core_on_deleted(&cp.core, ud, err ? err->msg : NULL);
 }
 
-static void delete_on_worker(struct cp_sandbox *s)
+static void fx_destroy(void *ud, struct cp_worker *w, const char *id, struct cp_sandbox *s)
 {
-    if (!s->worker) { /* its worker is gone */
-        deleted_on_worker(s, NULL, NULL);
-        return;
-    }
-    batch_call(&s->worker->deletes, "/v1/sandboxes/delete", s->worker->pool, json_string(s->id),
-               deleted_on_worker, s);
+    struct cp_worker_io *io = w->io;
+    batch_call(&io->deletes, DG_WIRE_PATH_SANDBOXES_DELETE, io->pool,
+               dg_wire_delete_item_encode(id), s ? deleted_on_worker : NULL, s);
 }
-
-/* A drain round: the victims leave every DP's list, each DP answers once their requests
- * finished, then the workers delete them. */
-struct drain {
-    struct cp_fn *f;
-    struct cp_sandbox **victims;
-    size_t n;
-    unsigned pending;
-};
 
 static void drain_step(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
 {
-    struct drain *d = ud;
+    struct cp_drain *d = ud;
     if (err)
         dg_log(DG_LOG_WARN, "scale", "fn=%s drain: %s", d->f->spec.name, err->msg);
-    if (--d->pending > 0)
-        return;
-    for (size_t i = 0; i < d->n; i++)
-        delete_on_worker(d->victims[i]);
-    free(d->victims);
-    free(d);
+    if (--d->pending == 0)
+        cp_core_on_drained(&cp.core, d);
 }
 
-static void scale_down(struct cp_fn *f, unsigned count)
+static void fx_drain(void *ud, struct cp_drain *d)
 {
-    struct drain *d = dg_xcalloc(1, sizeof(*d));
-    d->f = f;
-    d->victims = dg_xcalloc(count, sizeof(*d->victims));
-    /* newest first: the list is kept newest-first */
-    for (struct cp_sandbox *s = f->sbs; s && d->n < count; s = s->next) {
-        if (s->state != CP_SB_READY)
-            continue;
-        s->state = CP_SB_DRAINING;
-        f->ready--;
-        f->draining++;
-        d->victims[d->n++] = s;
-    }
-    cp_push_endpoints(f);
-    json_t *ids = json_array();
+    char *small[16], **ids = d->n <= 16 ? small : dg_xcalloc(d->n, sizeof(*ids));
     for (size_t i = 0; i < d->n; i++)
-        json_array_append_new(ids, json_string(d->victims[i]->id));
+        ids[i] = d->victims[i]->id;
+    struct dg_wire_drain m = {.name = d->f->spec.name, .ids = {.v = ids, .n = d->n}};
     d->pending = 1; /* held until every DP was asked */
-    for (struct cp_dp *dp = cp.dps; dp; dp = dp->next) {
+    for (struct cp_dp *dp = cp.core.dps; dp; dp = dp->next) {
+        struct cp_dp_io *io = dp->io;
         d->pending++;
-        batch_call(&dp->drains, "/v1/drain", dp->drain_pool,
-                   json_pack("{ss sO}", "name", f->spec.name, "ids", ids), drain_step, d);
+        batch_call(&io->drains, DG_WIRE_PATH_DRAIN, io->drain_pool, dg_wire_drain_encode(&m),
+                   drain_step, d);
     }
-    json_decref(ids);
-    dg_log(DG_LOG_DEBUG, "scale", "fn=%s scale down by %zu (ready %u)", f->spec.name, d->n,
-           f->ready);
+    if (ids != small)
+        free(ids);
     drain_step(d, NULL, NULL);
-}
-
-/* One row of cold_start_trace.csv, the original's columns (µs); the worker's breakdown from
- * its answer, other_worker_node = the worker's total - its steps. */
-
-/* The answer to a create whose worker went silent meanwhile (it was replaced): a sandbox made
- * after all is deleted, unless the worker's resync heartbeat already had it adopted. */
-static void abandoned_created(struct cp_sandbox *s, const struct dg_http_resp *resp,
-                              const struct dg_err *err)
-{
-    struct cp_fn *f = s->fn;
-    json_t *j = NULL;
-    const char *id = NULL;
-    struct dg_err perr = {0};
-    if (!err && dg_json_parse(resp->body.ptr, resp->body.len, &j, &perr) == 0 &&
-        dg_json_get_string(j, "id", true, &id, &perr) == 0) {
-        bool adopted = false;
-        for (struct cp_sandbox *o = f->sbs; o && !adopted; o = o->next)
-            adopted = o->id && strcmp(o->id, id) == 0;
-        if (!adopted) {
-            dg_log(DG_LOG_INFO, "scale", "fn=%s sandbox %s on %s came too late: deleting it",
-                   f->spec.name, id, s->abandoned_on->name);
-            batch_call(&s->abandoned_on->deletes, "/v1/sandboxes/delete", s->abandoned_on->pool,
-                       json_string(id), NULL, NULL);
-        }
-    }
-    json_decref(j);
-    sandbox_unlink(f, s);
-    fn_maybe_free(f);
 }
 
 static void created(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
 {
     struct cp_sandbox *s = ud;
     struct cp_fn *f = s->fn;
-    if (s->abandoned_on) {
-        abandoned_created(s, resp, err);
+    struct dg_wire_created m = {0};
+    struct dg_err perr = {0};
+    bool parsed = false;
+    if (!err) {
+        if (dg_wire_created_parse(resp->body.ptr, resp->body.len, &m, &perr) < 0)
+            err = &perr;
+        else
+            parsed = true;
+    }
+    const char *id = m.id, *ep = m.endpoint;
+    if (s->abandoned_on) { /* its worker was given up: the core deletes what came after all */
+        cp_core_on_created(&cp.core, s, err ? NULL : id, ep, err ? err->msg : NULL);
+        if (parsed)
+            dg_wire_created_free(&m);
         return;
     }
-    f->creating--;
-    const char *id = NULL, *ep = NULL;
-    json_t *j = NULL;
-    struct dg_err perr = {0};
-    if (!err && (dg_json_parse(resp->body.ptr, resp->body.len, &j, &perr) < 0 ||
-                 dg_json_get_string(j, "id", true, &id, &perr) < 0 ||
-                 dg_json_get_string(j, "endpoint", true, &ep, &perr) < 0))
-        err = &perr;
     if (err) {
-        trace_create(s, NULL, false);
-        dg_counter_add(cp.m_create_failures, 1);
+        trace_create(s, NULL, NULL, false);
         dg_log(DG_LOG_WARN, "scale", "fn=%s create on %s failed: %s", f->spec.name,
                s->worker ? s->worker->name : "?", err->msg);
-        worker_release(s->worker, f);
-        if (!f->deleted) {
-            /* the worker's reason without the wrapping of its refusal ("503: create failed: ") */
-            const char *reason = err->msg;
-            if (strncmp(reason, "503: create failed: ", 20) == 0)
-                reason += 20;
-            cp_fn_error_set(cp_fn_error_mut(f), s->worker ? s->worker->name : NULL, reason,
-                            uv_now(cp.loop), dg_wall_ms());
-            if (cp_fn_error_push_due(f->ready, f->creating)) {
-                f->push_error = true; /* every time: requests queued since the last one wait */
-                cp_push_endpoints(f);
-            }
-        }
-        json_decref(j);
-        sandbox_unlink(f, s);
-        fn_maybe_free(f);
-        return;
+        /* the worker's reason without the wrapping of its refusal ("503: create failed: ") */
+        const char *reason = err->msg;
+        if (strncmp(reason, "503: create failed: ", 20) == 0)
+            reason += 20;
+        cp_core_on_created(&cp.core, s, NULL, NULL, reason);
+    } else {
+        trace_create(s, id, m.has_latency ? &m.latency : NULL, true);
+        cp_core_on_created(&cp.core, s, id, ep, NULL);
     }
-    s->id = dg_xstrdup(id);
-    s->endpoint = dg_xstrdup(ep);
-    trace_create(s, j, true);
-    json_decref(j);
-    dg_counter_add(cp.m_creates, 1);
-    if (f->error && cp_fn_error_create_worked(f->error))
-        dg_log(DG_LOG_INFO, "scale", "fn=%s create on %s worked: error cleared", f->spec.name,
-               s->worker ? s->worker->name : "?");
-    if (f->deleted || !s->worker) { /* no longer wanted */
-        s->state = CP_SB_DRAINING;
-        f->draining++;
-        delete_on_worker(s);
-        return;
-    }
-    s->state = CP_SB_READY;
-    f->ready++;
-    dg_log(DG_LOG_DEBUG, "scale", "fn=%s sandbox %s ready at %s (ready %u)", f->spec.name, s->id,
-           s->endpoint, f->ready);
-    cp_push_endpoints(f);
+    if (parsed)
+        dg_wire_created_free(&m);
 }
 
 static bool env_has(const struct cp_fn_spec *spec, const char *name)
@@ -561,345 +300,295 @@ static bool env_has(const struct cp_fn_spec *spec, const char *name)
 /* The registration's start-up busy loop, under the names the original's workload reads
  * (its worker sets ITERATIONS_MULTIPLIER and COLD_START_BUSY_LOOP_MS the same way); the
  * function's own env_vars win. Only when registered: other images get nothing new. */
-static void sandbox_workload_env(const struct cp_fn_spec *spec, json_t *env)
+static void sandbox_workload_env(const struct cp_fn_spec *spec, struct dg_strlist *env,
+                                 char bufs[2][64])
 {
-    if (spec->cold_start_busy_loop_ms > 0 && !env_has(spec, "COLD_START_BUSY_LOOP_MS"))
-        json_array_append_new(env, json_sprintf("COLD_START_BUSY_LOOP_MS=%lld",
-                                                (long long)spec->cold_start_busy_loop_ms));
+    if (spec->cold_start_busy_loop_ms > 0 && !env_has(spec, "COLD_START_BUSY_LOOP_MS")) {
+        snprintf(bufs[0], 64, "COLD_START_BUSY_LOOP_MS=%lld",
+                 (long long)spec->cold_start_busy_loop_ms);
+        env->v[env->n++] = bufs[0];
+    }
     if ((spec->iteration_multiplier > 0 || spec->cold_start_busy_loop_ms > 0) &&
-        !env_has(spec, "ITERATIONS_MULTIPLIER"))
-        json_array_append_new(env, json_sprintf("ITERATIONS_MULTIPLIER=%lld",
-                                                (long long)(spec->iteration_multiplier > 0
-                                                                ? spec->iteration_multiplier
-                                                                : 102)));
+        !env_has(spec, "ITERATIONS_MULTIPLIER")) {
+        snprintf(bufs[1], 64, "ITERATIONS_MULTIPLIER=%lld",
+                 (long long)(spec->iteration_multiplier > 0 ? spec->iteration_multiplier : 102));
+        env->v[env->n++] = bufs[1];
+    }
 }
 
-static void create_on(struct cp_fn *f, struct cp_worker *w)
+static void fx_create(void *ud, struct cp_sandbox *s)
 {
-    struct cp_sandbox *s = dg_xcalloc(1, sizeof(*s));
-    s->fn = f;
-    s->worker = w;
-    s->state = CP_SB_CREATING;
-    s->t0_us = dg_now_us();
-    s->next = f->sbs;
-    f->sbs = s;
-    f->creating++;
-    worker_reserve(w, f);
-    json_t *env = json_array(), *args = json_array();
-    for (size_t i = 0; i < f->spec.env.n; i++)
-        json_array_append_new(env, json_string(f->spec.env.v[i]));
-    sandbox_workload_env(&f->spec, env);
-    for (size_t i = 0; i < f->spec.args.n; i++)
-        json_array_append_new(args, json_string(f->spec.args.v[i]));
-    batch_call(&w->creates, "/v1/sandboxes/batch", w->pool,
-               json_pack("{ss ss si so so sI sI}", "function", f->spec.name, "image", f->spec.image,
-                         "port", f->spec.port, "env", env, "args", args, "cpuMilli",
-                         (json_int_t)f->spec.cpu_milli, "memoryMiB",
-                         (json_int_t)f->spec.memory_mib),
+    const struct cp_fn_spec *spec = &s->fn->spec;
+    struct cp_worker_io *io = s->worker->io;
+    /* the function's env, then the workload's (borrowed: encoded at once) */
+    char *small[16],
+        **envv = spec->env.n + 2 <= 16 ? small : dg_xcalloc(spec->env.n + 2, sizeof(*envv));
+    struct dg_strlist env = {.v = envv, .n = spec->env.n};
+    memcpy(envv, spec->env.v, spec->env.n * sizeof(*envv));
+    char bufs[2][64];
+    sandbox_workload_env(spec, &env, bufs);
+    struct dg_wire_create m = {.function = (char *)spec->name,
+                               .image = spec->image,
+                               .port = spec->port,
+                               .env = env,
+                               .args = spec->args,
+                               .cpu_milli = spec->cpu_milli,
+                               .memory_mib = spec->memory_mib};
+    batch_call(&io->creates, DG_WIRE_PATH_SANDBOXES_BATCH, io->pool, dg_wire_create_encode(&m),
                created, s);
+    if (envv != small)
+        free(envv);
 }
 
-/* No worker has room: the function is unschedulable until capacity frees (worker_release
- * retries it); requests waiting at zero get 503 with the reason at once. */
-static void unschedulable(struct cp_fn *f, unsigned wanted, size_t nworkers)
+/* ---- pushes to data planes -------------------------------------------------------------- */
+
+/* All endpoint lists that changed during this loop turn, in one call per DP. */
+static void fx_push(void *ud, const struct cp_push_item *items, size_t n)
 {
-    char reason[256];
-    unsigned live = 0;
-    for (struct cp_worker *w = cp.workers; w; w = w->next)
-        live += w->schedulable;
-    if (live == 0)
-        snprintf(reason, sizeof(reason), "no schedulable worker (%zu registered)", nworkers);
-    else {
-        /* what it takes where that is more than the request (a worker's floors) */
-        int64_t cpu = f->spec.cpu_milli, mem = f->spec.memory_mib;
-        for (struct cp_worker *w = cp.workers; w; w = w->next) {
-            struct dg_res_node r = worker_res(w);
-            int64_t c, m;
-            dg_res_take(&r, f->spec.cpu_milli, f->spec.memory_mib, &c, &m);
-            cpu = DG_MAX(cpu, c);
-            mem = DG_MAX(mem, m);
-        }
-        char takes[96] = "";
-        if (cpu != f->spec.cpu_milli || mem != f->spec.memory_mib)
-            snprintf(takes, sizeof(takes),
-                     " (a sandbox takes up to cpu=%lldm memory=%lldMiB: "
-                     "the workers' floors)",
-                     (long long)cpu, (long long)mem);
-        snprintf(reason, sizeof(reason),
-                 "no capacity for cpu=%lldm memory=%lldMiB%s: none of %u schedulable workers has "
-                 "that free",
-                 (long long)f->spec.cpu_milli, (long long)f->spec.memory_mib, takes, live);
+    size_t neps = 0, nex = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (const struct cp_sandbox *s = items[i].f->sbs; s; s = s->next)
+            neps += s->state == CP_SB_READY;
+        nex += items[i].nexited;
     }
-    if (!f->unschedulable) { /* logged once per episode */
-        f->unschedulable = true;
-        cp.unschedulable++;
-        dg_log(DG_LOG_WARN, "scale", "fn=%s wants %u more sandboxes: %s", f->spec.name, wanted,
-               reason);
+    struct dg_wire_push m = {.functions = dg_xcalloc(n ? n : 1, sizeof(*m.functions)),
+                             .nfunctions = n};
+    struct dg_wire_endpoint *eps0 = dg_xcalloc(neps ? neps : 1, sizeof(*eps0)), *eps = eps0;
+    struct dg_wire_exit_note *exs0 = dg_xcalloc(nex ? nex : 1, sizeof(*exs0)), *exs = exs0;
+    for (size_t i = 0; i < n; i++) { /* borrowed from the registry: encoded below */
+        const struct cp_push_item *it = &items[i];
+        struct dg_wire_fn_update *u = &m.functions[i];
+        u->name = (char *)it->f->spec.name;
+        u->concurrency = it->f->spec.concurrency;
+        u->endpoints = eps;
+        for (const struct cp_sandbox *s = it->f->sbs; s; s = s->next)
+            if (s->state == CP_SB_READY)
+                eps[u->nendpoints++] = (struct dg_wire_endpoint){s->id, s->endpoint};
+        eps += u->nendpoints;
+        u->error = (char *)it->error;
+        /* why its sandboxes went: the DPs tell callers whose request died */
+        u->exited = it->nexited ? exs : NULL;
+        for (unsigned k = 0; k < it->nexited; k++)
+            exs[u->nexited++] = (struct dg_wire_exit_note){it->exited[k].id, it->exited[k].reason};
+        exs += u->nexited;
     }
-    if (live == 0)
-        return; /* a cluster starting up: requests wait for a worker, not fail */
-    cp_fn_error_set(cp_fn_error_mut(f), NULL, reason, uv_now(cp.loop), dg_wall_ms());
-    f->error->unschedulable = true;
-    if (cp_fn_error_push_due(f->ready, f->creating)) {
-        f->push_error = true;
-        cp_push_endpoints(f);
+    struct push *p = dg_xcalloc(1, sizeof(*p));
+    p->rows = cp.trace_pending; /* created since the last push: their endpoints are in this one */
+    cp.trace_pending = NULL;
+    p->waiting = 1; /* held until every DP was asked */
+    json_t *body = cp.core.dps ? dg_wire_push_encode(&m) : NULL;
+    for (struct cp_dp *d = cp.core.dps; d; d = d->next) {
+        p->waiting++;
+        call(((struct cp_dp_io *)d->io)->pool, "PUT", DG_WIRE_PATH_ENDPOINTS, json_incref(body),
+             pushed, p);
     }
+    pushed(p, NULL, NULL);
+    json_decref(body);
+    free(eps0);
+    free(exs0);
+    free(m.functions);
 }
 
-static void schedulable_again(struct cp_fn *f)
+static void fx_forget_fn(void *ud, const char *name)
 {
-    if (!f->unschedulable)
-        return;
-    f->unschedulable = false;
-    cp.unschedulable--;
-    if (cp_fn_error_of(f)->set && f->error->unschedulable)
-        cp_fn_error_clear(f->error);
-}
-
-void cp_reconcile(struct cp_fn *f)
-{
-    int total = (int)(f->ready + f->creating);
-    if (f->desired > total) {
-        /* the k sandboxes of this decision in one placement */
-        unsigned want = (unsigned)(f->desired - total);
-        struct cp_worker **ws;
-        size_t n = worker_nodes(&ws);
-        size_t *chosen = dg_xcalloc(want, sizeof(*chosen));
-        unsigned k = cp_place(&cp.placer, cp.nodes, n, f->spec.name, f->spec.cpu_milli,
-                              f->spec.memory_mib, want, chosen);
-        for (unsigned i = 0; i < k; i++)
-            create_on(f, ws[chosen[i]]);
-        free(chosen);
-        if (k > 0)
-            dg_log(DG_LOG_DEBUG, "scale", "fn=%s scale up to %d (ready %u, creating %u)",
-                   f->spec.name, f->desired, f->ready, f->creating);
-        if (k < want)
-            unschedulable(f, want - k, n);
-        else
-            schedulable_again(f);
-    } else {
-        schedulable_again(f); /* wants no more than it has */
-        if (f->desired < (int)f->ready && f->creating == 0 &&
-            (f->deleted || uv_now(cp.loop) >= f->hold_down_until_ms))
-            scale_down(f, f->ready - (unsigned)f->desired);
-    }
-}
-
-/* Capacity came back (a sandbox went away): functions that found no room try again. */
-static void capacity_freed(uv_timer_t *t)
-{
-    for (struct cp_fn *f = cp.fns; f && cp.unschedulable; f = f->next)
-        if (f->unschedulable && !f->deleted)
-            cp_reconcile(f);
-}
-
-static void decide(struct cp_fn *f, uint64_t now_ms)
-{
-    struct cp_as_decision d;
-    cp_as_decide(&f->as, &f->ast, (int)f->ready, cp_fn_sample(f), now_ms, &d);
-    if (d.desired != f->desired)
-        dg_log(DG_LOG_DEBUG, "autoscaler", "fn=%s desired=%d ready=%u stable=%.2f panic=%s",
-               f->spec.name, d.desired, f->ready, d.stable_avg, d.panic ? "yes" : "no");
-    f->desired = d.desired;
-    cp_reconcile(f);
-}
-
-void cp_tick(uint64_t now_ms, unsigned slot)
-{
-    struct cp_slot *sl = &cp.slots[slot % CP_TICK_SLOTS];
-    for (size_t i = 0; i < sl->n; i++) /* deciding frees no function that is not deleted */
-        if (!sl->v[i]->deleted)
-            decide(sl->v[i], now_ms);
-}
-
-void cp_scale_now(struct cp_fn *f, uint64_t now_ms)
-{
-    if (!f->deleted && f->ready == 0 && f->creating == 0 && cp_fn_sample(f) > 0)
-        decide(f, now_ms); /* scale from zero: do not wait for the tick */
-}
-
-/* ---- deletion and failures -------------------------------------------------------------- */
-
-static void fn_maybe_free(struct cp_fn *f)
-{
-    if (!f->deleted || f->sbs || f->dirty)
-        return; /* a dirty one goes after its last push (flush_pushes) */
     char path[128];
-    snprintf(path, sizeof(path), "/v1/functions/%s", f->spec.name);
-    for (struct cp_dp *d = cp.dps; d; d = d->next)
-        call(d->pool, "DELETE", path, NULL, log_dp_error, "delete function");
-    for (struct cp_fn **pf = &cp.fns; *pf; pf = &(*pf)->next) {
-        if (*pf == f) {
-            *pf = f->next;
-            break;
-        }
+    snprintf(path, sizeof(path), DG_WIRE_PATH_FUNCTIONS "/%s", name);
+    for (struct cp_dp *d = cp.core.dps; d; d = d->next)
+        call(((struct cp_dp_io *)d->io)->pool, "DELETE", path, NULL, log_dp_error,
+             "delete function");
+}
+
+/* ---- the clock and the core's "soon" ------------------------------------------------------ */
+
+static uint64_t fx_now_ms(void *ud)
+{
+    return uv_now(cp.loop);
+}
+
+static uint64_t fx_wall_ms(void *ud)
+{
+    return dg_wall_ms();
+}
+
+static void push_soon(uv_timer_t *t)
+{
+    cp_core_flush_pushes(&cp.core);
+}
+
+static void capacity_soon(uv_timer_t *t)
+{
+    cp_core_capacity_freed(&cp.core);
+}
+
+static void fx_soon(void *ud, enum cp_soon what)
+{
+    uv_timer_t *t = what == CP_SOON_PUSH ? &cp.push_timer : &cp.capacity_timer;
+    if (!uv_is_active((uv_handle_t *)t))
+        uv_timer_start(t, what == CP_SOON_PUSH ? push_soon : capacity_soon, 0, 0);
+}
+
+/* ---- workers and data planes: connections, the store, /metrics ---------------------------- */
+
+static struct dg_http_pool *pool_to(const char *address, unsigned max_conns, struct dg_err *err)
+{
+    struct dg_http_pool_opts o;
+    dg_http_pool_opts_default(&o);
+    o.max_conns = max_conns;
+    o.request_timeout_ms = 60 * 1000; /* as the original: 60 s per worker/DP call */
+    return dg_http_pool_new_addr(cp.loop, address, &o, err);
+}
+
+static int fx_connect(void *ud, enum cp_peer kind, void **iop, const char *address,
+                      struct dg_err *err)
+{
+    if (kind == CP_PEER_WORKER) {
+        struct dg_http_pool *pool = pool_to(address, 256, err);
+        if (!pool)
+            return -1;
+        struct cp_worker_io *io = *iop ? *iop : dg_xcalloc(1, sizeof(*io));
+        if (io->pool)
+            dg_http_pool_close(io->pool);
+        io->pool = pool;
+        *iop = io;
+        return 0;
     }
-    if (dg_strmap_get(&cp.fn_index, dg_str_c(f->spec.name)) == f)
-        dg_strmap_del(&cp.fn_index, dg_str_c(f->spec.name));
-    struct cp_slot *sl = &cp.slots[f->tick_slot];
-    sl->v[f->slot_pos] = sl->v[--sl->n]; /* the last one takes its place */
-    sl->v[f->slot_pos]->slot_pos = f->slot_pos;
-    cp_fn_spec_free(&f->spec);
-    cp_as_state_deinit(&f->ast);
-    free(f->metrics);
-    free(f->error);
-    json_decref(f->exited);
-    free(f);
-}
-
-void cp_fn_delete(struct cp_fn *f)
-{
-    schedulable_again(f);
-    f->deleted = true;
-    f->desired = 0;
-    if (f->ready)
-        scale_down(f, f->ready);
-    fn_maybe_free(f);
-}
-
-bool cp_sandbox_adopt(struct cp_fn *f, struct cp_worker *w, const char *id, const char *endpoint)
-{
-    for (struct cp_sandbox *s = f->sbs; s; s = s->next)
-        if (s->id && strcmp(s->id, id) == 0)
-            return false;
-    struct cp_sandbox *s = dg_xcalloc(1, sizeof(*s));
-    s->fn = f;
-    s->worker = w;
-    s->id = dg_xstrdup(id);
-    s->endpoint = dg_xstrdup(endpoint);
-    s->state = CP_SB_READY;
-    s->next = f->sbs;
-    f->sbs = s;
-    f->ready++;
-    worker_reserve(w, f);
-    if (f->desired < (int)f->ready)
-        f->desired = (int)f->ready;
-    /* a CP that restarted has an empty window: hold scale-down off for one stable window */
-    f->hold_down_until_ms = uv_now(cp.loop) + f->as.stable_window_ms;
-    cp_push_endpoints(f);
-    return true;
-}
-
-bool cp_sandbox_exited(struct cp_fn *f, const char *id, const char *reason)
-{
-    for (struct cp_sandbox *s = f->sbs; s; s = s->next) {
-        if (s->state == CP_SB_CREATING || !s->id || strcmp(s->id, id) != 0)
-            continue;
-        bool draining = s->state == CP_SB_DRAINING; /* out of the lists: its delete follows */
-        const char *worker = s->worker ? s->worker->name : "?";
-        char msg[256];
-        snprintf(msg, sizeof(msg), "sandbox %s %s", id, reason);
-        dg_log(DG_LOG_WARN, "registry", "fn=%s %s on worker %s%s", f->spec.name, msg, worker,
-               draining ? " while draining" : ": replacing");
-        cp_fn_error_set_exit(cp_fn_error_mut(f), s->worker ? s->worker->name : NULL, msg,
-                             uv_now(cp.loop), dg_wall_ms());
-        if (!f->exited)
-            f->exited = json_array();
-        if (json_array_size(f->exited) < 64) /* a burst of exits: the first ones say enough */
-            json_array_append_new(f->exited, json_pack("{ss ss}", "id", id, "reason", reason));
-        cp_push_endpoints(f); /* the DPs hear why (and the list without it) */
-        if (draining)
-            return true;
-        f->ready--;
-        worker_release(s->worker, f);
-        sandbox_unlink(f, s);
-        cp_scale_now(f, uv_now(cp.loop)); /* requests waiting: replace at once */
-        return true;
+    struct dg_http_pool *pool = pool_to(address, 1, err); /* one connection: ordered pushes */
+    struct dg_http_pool *drain_pool = pool ? pool_to(address, 64, err) : NULL;
+    if (!pool || !drain_pool) {
+        if (pool)
+            dg_http_pool_close(pool);
+        return -1;
     }
-    return false;
+    struct cp_dp_io *io = *iop ? *iop : dg_xcalloc(1, sizeof(*io));
+    if (io->pool)
+        dg_http_pool_close(io->pool);
+    if (io->drain_pool)
+        dg_http_pool_close(io->drain_pool);
+    io->pool = pool;
+    io->drain_pool = drain_pool;
+    *iop = io;
+    return 0;
 }
 
-void cp_worker_lost(struct cp_worker *w)
+static void fx_disconnect(void *ud, enum cp_peer kind, void *iop)
 {
-    dg_log(DG_LOG_WARN, "registry", "worker %s silent: unschedulable, its sandboxes are lost",
-           w->name);
-    w->schedulable = false;
-    cp_worker_forget_sandboxes(w);
-}
-
-void cp_worker_forget_sandboxes(struct cp_worker *w)
-{
-    for (struct cp_fn *f = cp.fns; f; f = f->next) {
-        bool changed = false, replace = false;
-        for (struct cp_sandbox *s = f->sbs, *next; s; s = next) {
-            next = s->next;
-            if (s->worker != w)
-                continue;
-            s->worker = NULL; /* requests in flight to it finish on their own */
-            if (s->state == CP_SB_READY) {
-                f->ready--;
-                sandbox_unlink(f, s);
-                changed = true;
-            } else if (s->state == CP_SB_CREATING && !s->abandoned_on) {
-                /* not waited for (a create's answer may take up to its timeout): replaced
-                 * now, its answer handled when it comes */
-                s->abandoned_on = w;
-                f->creating--;
-                replace = true;
-            }
-        }
-        if (changed)
-            cp_push_endpoints(f); /* the next tick replaces them elsewhere */
-        if (replace && !f->deleted)
-            cp_reconcile(f);
+    if (kind == CP_PEER_WORKER) {
+        struct cp_worker_io *io = iop;
+        dg_batch_free(io->creates, NULL); /* empty: flushed into the pool before it closed */
+        dg_batch_free(io->deletes, NULL);
+        if (io->pool)
+            dg_http_pool_close(io->pool);
+        free(io);
+        return;
     }
-    w->sandboxes = 0;
-    w->cpu_used = w->mem_used = 0;
-    cp_worker_metrics(w);
+    struct cp_dp_io *io = iop;
+    struct dg_err gone;
+    dg_err_set(&gone, DG_E_CLOSED, "the data plane is gone");
+    struct dg_batch *drains = io->drains;
+    io->drains = NULL;
+    dg_batch_free(drains, &gone); /* drains not sent yet: nothing to wait for */
+    if (io->pool)
+        dg_http_pool_close(io->pool);
+    if (io->drain_pool)
+        dg_http_pool_close(io->drain_pool);
+    free(io);
 }
 
-void cp_free_all(void)
+static void fx_persist(void *ud, enum cp_peer kind, const void *peer)
+{
+    char *value;
+    const char *name;
+    if (kind == CP_PEER_WORKER) {
+        const struct cp_worker *w = peer;
+        value = dg_wire_worker_rec_dumps(&(struct dg_wire_worker_rec){.address = w->address});
+        name = w->name;
+    } else {
+        const struct cp_dp *d = peer;
+        value = dg_wire_dp_rec_dumps(&(struct dg_wire_dp_rec){.api = d->api, .proxy = d->proxy});
+        name = d->name;
+    }
+    cp_store_put(cp.store, kind == CP_PEER_WORKER ? "worker" : "dataplane", name, value, NULL,
+                 NULL);
+    free(value);
+}
+
+static void fx_worker_changed(void *ud, const struct cp_worker *w)
+{
+    if (!cp.m_worker_cpu)
+        return;
+    const char *cap[] = {w->name, "capacity"}, *res[] = {w->name, "reserved"},
+               *sched[] = {w->name, "schedulable"};
+    dg_gauge_set(dg_metric_get(cp.m_worker_cpu, cap), (double)w->res.cpu_milli);
+    dg_gauge_set(dg_metric_get(cp.m_worker_cpu, sched), (double)cp_worker_cpu_schedulable(w));
+    dg_gauge_set(dg_metric_get(cp.m_worker_cpu, res), (double)w->node.cpu_used);
+    dg_gauge_set(dg_metric_get(cp.m_worker_mem, cap), (double)w->res.memory_mib);
+    dg_gauge_set(dg_metric_get(cp.m_worker_mem, res), (double)w->node.mem_used);
+}
+
+const struct cp_effects cp_io_effects = {
+    .now_ms = fx_now_ms,
+    .wall_ms = fx_wall_ms,
+    .soon = fx_soon,
+    .create = fx_create,
+    .destroy = fx_destroy,
+    .drain = fx_drain,
+    .push = fx_push,
+    .forget_fn = fx_forget_fn,
+    .connect = fx_connect,
+    .disconnect = fx_disconnect,
+    .persist = fx_persist,
+    .worker_changed = fx_worker_changed,
+};
+
+void cp_io_init(void)
+{
+    cp.core.m_creates = dg_metric_get1(
+        dg_metrics_counter(cp.metrics, "dg_cp_sandbox_creates_total", "Sandboxes created.", NULL),
+        NULL);
+    cp.core.m_create_failures = dg_metric_get1(
+        dg_metrics_counter(cp.metrics, "dg_cp_sandbox_create_failures_total",
+                           "Sandbox creates that failed (retried on the next tick).", NULL),
+        NULL);
+    cp.m_worker_cpu = dg_metrics_gauge(cp.metrics, "dg_cp_worker_cpu_milli",
+                                       "A worker's CPU, milli-CPU: capacity, schedulable "
+                                       "(capacity x its overcommit), and reserved by sandboxes "
+                                       "(max(requested_cpu, its floor) each).",
+                                       "worker,kind");
+    cp.m_worker_mem = dg_metrics_gauge(cp.metrics, "dg_cp_worker_memory_mib",
+                                       "A worker's memory, MiB: capacity, and reserved by "
+                                       "sandboxes (max(requested_memory, its floor) each).",
+                                       "worker,kind");
+    uv_timer_init(cp.loop, &cp.push_timer);
+    uv_timer_init(cp.loop, &cp.batch_timer);
+    uv_timer_init(cp.loop, &cp.capacity_timer);
+}
+
+void cp_io_close(void)
+{
+    cp_io_flush(); /* what is batched goes out, and fails with the pools below */
+    /* data planes first (their drains end in worker deletes); each pool is cleared before it
+     * closes, so callbacks run by the close see no freed pool */
+    for (struct cp_dp *d = cp.core.dps; d; d = d->next) {
+        struct cp_dp_io *io = d->io;
+        struct dg_http_pool *p = io->pool, *dp = io->drain_pool;
+        io->pool = io->drain_pool = NULL;
+        dg_http_pool_close(p);
+        dg_http_pool_close(dp);
+    }
+    for (struct cp_worker *w = cp.core.workers; w; w = w->next) {
+        struct cp_worker_io *io = w->io;
+        struct dg_http_pool *p = io->pool;
+        io->pool = NULL;
+        if (p)
+            dg_http_pool_close(p);
+    }
+    uv_close((uv_handle_t *)&cp.push_timer, NULL);
+    uv_close((uv_handle_t *)&cp.batch_timer, NULL);
+    uv_close((uv_handle_t *)&cp.capacity_timer, NULL);
+}
+
+void cp_io_free(void)
 {
     trace_free(cp.trace_pending);
     cp.trace_pending = NULL;
-    dg_strmap_free(&cp.fn_index);
-    for (size_t k = 0; k < CP_TICK_SLOTS; k++) {
-        free(cp.slots[k].v);
-        cp.slots[k] = (struct cp_slot){0};
-    }
-    while (cp.fns) {
-        struct cp_fn *f = cp.fns;
-        cp.fns = f->next;
-        while (f->sbs) {
-            struct cp_sandbox *s = f->sbs;
-            f->sbs = s->next;
-            free(s->id);
-            free(s->endpoint);
-            free(s);
-        }
-        cp_fn_spec_free(&f->spec);
-        cp_as_state_deinit(&f->ast);
-        free(f->metrics);
-        free(f->error);
-        json_decref(f->exited);
-        free(f);
-    }
-    while (cp.workers) {
-        struct cp_worker *w = cp.workers;
-        cp.workers = w->next;
-        dg_batch_free(w->creates, NULL); /* empty: flushed into the pool before it closed */
-        dg_batch_free(w->deletes, NULL);
-        free(w->name);
-        free(w->address);
-        free(w->boot);
-        free(w);
-    }
-    while (cp.dps) {
-        struct cp_dp *d = cp.dps;
-        cp.dps = d->next;
-        dg_batch_free(d->drains, NULL);
-        free(d->name);
-        free(d->api);
-        free(d->proxy);
-        free(d);
-    }
-}
-
-void cp_dp_lost(struct cp_dp *d)
-{
-    dg_log(DG_LOG_WARN, "registry", "data plane %s silent: removed", d->name);
-    for (struct cp_fn *f = cp.fns; f; f = f->next)
-        for (size_t i = 0; i < f->nmetrics; i++)
-            if (f->metrics[i].dp == d)
-                f->metrics[i].inflight = 0;
 }

@@ -25,9 +25,9 @@
 int main(int argc, char **argv)
 {
     dg_log_init("sim");
-    /* the DP core logs what a daemon's operator wants to see (e.g. each "cannot start"): in a
-     * simulation those are results, counted in the output, not news */
-    dg_log_set_level(DG_LOG_WARN);
+    /* the cores log what a daemon's operator wants to see (e.g. each "cannot start", a function
+     * that found no room): in a simulation those are results, counted in the output, not news */
+    dg_log_set_level(DG_LOG_ERROR);
     struct sim_cli cli;
     struct dg_err err = {0};
     int rc = sim_cli_parse(argc, argv, NULL, 0, &cli, &err);

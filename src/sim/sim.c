@@ -2,14 +2,18 @@
  * sim.c: the simulation (sim.h). A discrete-event loop on a simulated clock
  * in microseconds: arrivals come from the trace (sorted), completions and
  * sandboxes becoming ready from a binary heap ordered by (time, kind,
- * sequence), ticks every `tick_ms`. The decisions are the CP's own code
- * (cp_as_decide, cp_place); the data plane is the real one, its core (dp/dp_core.h:
- * queue, slots, load balancing, deadlines, "cannot start") driven through a
- * simulated effects table: forward schedules the completion after the
- * invocation's duration, answer records a failed invocation, now is the
- * simulated clock. The list of ready sandboxes is the interface between the two
- * halves: a sandbox that becomes ready is added to the core's endpoint list, one
- * scaled down is drained there and goes when the core says it is idle.
+ * sequence), ticks every 2 s. Both planes are the daemons' own cores driven
+ * through simulated effects tables, the clock being the simulated one:
+ *   control plane  src/cp/cp_core.c (autoscaling, placement, the sandbox
+ *                  lifecycle, endpoint pushes): a create becomes ready after
+ *                  the simulated latency, a push updates the data plane's list,
+ *                  a drain goes to the data plane, a delete is immediate
+ *   data plane     src/dp/dp_core.h (queue, slots, load balancing, deadlines,
+ *                  "cannot start"): forward schedules the completion after the
+ *                  invocation's duration, answer records a failed invocation,
+ *                  drained answers the CP's drain
+ * What the CP asks "soon" runs once the event at hand is handled (settle), as
+ * the daemon's 0 ms timers do.
  */
 #include "sim.h"
 
@@ -17,9 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autoscaler.h"
+#include "cp_core.h"
 #include "dp_core.h"
-#include "placement.h"
 
 enum ev_kind { EV_COMPLETE, EV_READY }; /* the order at one instant; then ticks, arrivals */
 
@@ -39,21 +42,20 @@ struct sandbox {
     uint32_t worker;
     enum sb_state state;
     uint64_t born_us;
+    struct cp_sandbox *cp;  /* the CP core's record of it */
+    struct cp_drain *drain; /* the CP's drain round it is in (DRAINING) */
 };
 
 struct fn_state {
     const struct sim_function *spec;
-    struct cp_as_config as;
-    struct cp_as_state ast;
+    struct cp_fn *cp;        /* the CP core's function */
     struct dp_function *dpf; /* the DP core's function: queue, endpoints (ready sandboxes) */
     struct sandbox *sbs;     /* in creation order */
     size_t nsbs, capsbs;
     uint32_t next_sb;
-    unsigned ready, creating;
-    uint32_t *pulled; /* workers that have its image */
+    unsigned ready, creating; /* in the DP's list / being created */
+    uint32_t *pulled;         /* workers that have its image */
     size_t npulled, cappulled;
-    int desired; /* the last decision */
-    bool unschedulable;
     /* results */
     double *sched_ms;
     size_t nsched, capsched;
@@ -65,13 +67,14 @@ struct sim {
     const struct sim_trace *t;
     const struct sim_config *c;
     struct fn_state *fns;
-    struct cp_node *nodes;
-    struct cp_placer placer;
+    struct cp_core core; /* the control plane */
+    struct cp_dp *cp_dp; /* the data plane as the CP knows it */
+    bool push_soon, capacity_soon;
+    struct cp_drain **drained; /* drain rounds the DP answered: for the CP, in settle */
+    size_t ndrained, capdrained;
     struct event *heap;
     size_t nheap, capheap;
     uint64_t seq, now, rng;
-    unsigned unschedulable;
-    bool ending;         /* results: removing what is left retries nothing */
     struct dp_core *dp;  /* the data plane */
     struct dp_req *reqs; /* per invocation: its request in the DP core */
     uint64_t *start_us;  /* per invocation: when it started (0: not yet) */
@@ -169,23 +172,12 @@ static void account_life(struct sim *s, struct fn_state *f, const struct sandbox
     f->r.memory_mib_seconds += secs * (double)f->spec->memory_mib;
 }
 
-static void reconcile(struct sim *s, struct fn_state *f);
-
+/* The worker deleted it: its life ends. */
 static void sb_remove(struct sim *s, struct fn_state *f, size_t i)
 {
-    struct sandbox *sb = &f->sbs[i];
-    account_life(s, f, sb);
-    struct cp_node *n = &s->nodes[sb->worker];
-    n->cpu_used -= f->spec->cpu_milli;
-    n->mem_used -= f->spec->memory_mib;
-    n->sandboxes--;
+    account_life(s, f, &f->sbs[i]);
     memmove(&f->sbs[i], &f->sbs[i + 1], (f->nsbs - i - 1) * sizeof(*f->sbs));
     f->nsbs--;
-    /* capacity freed: functions waiting for room try again now (as the CP does) */
-    if (s->unschedulable && !s->ending)
-        for (size_t k = 0; k < s->t->nfns && s->unschedulable; k++)
-            if (s->fns[k].unschedulable)
-                reconcile(s, &s->fns[k]);
 }
 
 /* ---- dispatch ---------------------------------------------------------------------------- */
@@ -231,40 +223,54 @@ static void fx_answer(void *ud, struct dp_req *r, enum dp_answer_kind kind, int 
                   kind == DP_ANSWER_CANNOT_START ? "no-capacity" : "timeout");
 }
 
-/* A scaled-down sandbox has no request left (token: function index << 32 | sandbox id). */
+static void cp_drained(struct sim *s, struct cp_drain *d)
+{
+    if (s->ndrained == s->capdrained) {
+        s->capdrained = s->capdrained ? 2 * s->capdrained : 16;
+        s->drained = dg_xrealloc(s->drained, s->capdrained * sizeof(*s->drained));
+    }
+    s->drained[s->ndrained++] = d;
+}
+
+/* The sandboxes of a CP drain round have no request left (token: the round): the CP hears it
+ * once the event at hand is handled. */
 static void fx_drained(void *ud, void *token, const struct dp_function *df, size_t nids)
 {
+    cp_drained(ud, token);
+}
+
+/* The simulation is over: the round is done with all the same. */
+static void fx_drain_dropped(void *ud, void *token)
+{
     struct sim *s = ud;
-    uint64_t t = (uint64_t)(uintptr_t)token;
-    struct fn_state *f = &s->fns[t >> 32];
-    struct sandbox *sb = sb_find(f, (uint32_t)t);
-    if (sb)
-        sb_remove(s, f, (size_t)(sb - f->sbs));
+    cp_core_on_drained(&s->core, token);
 }
 
-static void sb_id(char *buf, size_t len, uint32_t id)
+/* The id the CP and the DP know a sandbox by, in decimal (snprintf costs more here). */
+static const char *sb_id(char *buf, size_t len, uint32_t v)
 {
-    snprintf(buf, len, "%u", id);
+    char *p = buf + len;
+    *--p = '\0';
+    do
+        *--p = (char)('0' + v % 10);
+    while ((v /= 10) > 0);
+    return p;
 }
 
-/* ---- decisions --------------------------------------------------------------------------- */
+/* ---- the control plane's effects --------------------------------------------------------- */
 
-static void scale_down(struct sim *s, struct fn_state *f, unsigned count)
+static uint64_t fx_now_ms(void *ud)
 {
-    /* newest first, as the CP: they drain, then go once idle */
-    for (size_t i = f->nsbs; i-- > 0 && count > 0;) {
-        struct sandbox *sb = &f->sbs[i];
-        if (sb->state != SB_READY)
-            continue;
-        sb->state = SB_DRAINING;
-        f->ready--;
-        count--;
-        char id[16];
-        const char *ids[] = {id};
-        sb_id(id, sizeof(id), sb->id);
-        uint64_t token = (uint64_t)(f - s->fns) << 32 | sb->id;
-        dp_core_drain(s->dp, f->dpf, ids, 1, (void *)(uintptr_t)token); /* gone when idle */
-    }
+    return ((struct sim *)ud)->now / 1000;
+}
+
+static void fx_soon(void *ud, enum cp_soon what)
+{
+    struct sim *s = ud;
+    if (what == CP_SOON_PUSH)
+        s->push_soon = true;
+    else
+        s->capacity_soon = true;
 }
 
 /* Does worker w have f's image? If not, it will: the creation pulls it. */
@@ -281,68 +287,144 @@ static bool image_cached(struct fn_state *f, uint32_t w)
     return false;
 }
 
-/* Act on f->desired (after a decision, or again once capacity freed). */
-static void reconcile(struct sim *s, struct fn_state *f)
+/* A worker creates it: ready after the creation latency (and the image pull on a worker
+ * without the image). */
+static void fx_create(void *ud, struct cp_sandbox *cs)
 {
-    int desired = f->desired;
-    int total = (int)(f->ready + f->creating);
-    uint32_t fi = (uint32_t)(f - s->fns);
-    if (desired > total) {
-        unsigned want = (unsigned)(desired - total);
-        size_t *chosen = dg_xcalloc(want, sizeof(*chosen));
-        unsigned k = cp_place(&s->placer, s->nodes, s->c->workers, f->spec->name,
-                              f->spec->cpu_milli, f->spec->memory_mib, want, chosen);
-        for (unsigned i = 0; i < k; i++) {
-            if (f->nsbs == f->capsbs) {
-                f->capsbs = f->capsbs ? f->capsbs * 2 : 4;
-                f->sbs = dg_xrealloc(f->sbs, f->capsbs * sizeof(*f->sbs));
+    struct sim *s = ud;
+    struct fn_state *f = cs->fn->ctx;
+    uint32_t w = (uint32_t)((uintptr_t)cs->worker->io - 1);
+    if (f->nsbs == f->capsbs) {
+        f->capsbs = f->capsbs ? f->capsbs * 2 : 4;
+        f->sbs = dg_xrealloc(f->sbs, f->capsbs * sizeof(*f->sbs));
+    }
+    struct sandbox *sb = &f->sbs[f->nsbs++];
+    *sb = (struct sandbox){
+        .id = f->next_sb++, .worker = w, .state = SB_CREATING, .born_us = s->now, .cp = cs};
+    f->creating++;
+    if (s->now >= s->c->warmup_us)
+        f->r.sandboxes_created++;
+    uint64_t lat = create_latency(s);
+    if (!image_cached(f, w)) {
+        lat += s->c->image_pull_us;
+        if (s->now >= s->c->warmup_us)
+            f->r.image_pulls++;
+    }
+    heap_push(s,
+              (struct event){
+                  .t = s->now + lat, .kind = EV_READY, .fn = (uint32_t)(f - s->fns), .sb = sb->id});
+}
+
+static size_t sb_index(struct fn_state *f, const char *id)
+{
+    uint32_t v = (uint32_t)strtoul(id, NULL, 10);
+    for (size_t i = 0; i < f->nsbs; i++)
+        if (f->sbs[i].id == v)
+            return i;
+    return SIZE_MAX;
+}
+
+/* A delete takes no time. */
+static void fx_destroy(void *ud, struct cp_worker *w, const char *id, struct cp_sandbox *cs)
+{
+    struct sim *s = ud;
+    struct fn_state *f = cs->fn->ctx;
+    size_t i = sb_index(f, id);
+    if (i != SIZE_MAX)
+        sb_remove(s, f, i);
+    cp_core_on_deleted(&s->core, cs, NULL);
+}
+
+/* The round's sandboxes leave the DP's list; it answers once none has a request in flight. */
+static void fx_drain(void *ud, struct cp_drain *d)
+{
+    struct sim *s = ud;
+    struct fn_state *f = d->f->ctx;
+    const char *small[16], **ids = d->n <= 16 ? small : dg_xcalloc(d->n, sizeof(*ids));
+    for (size_t k = 0; k < d->n; k++) {
+        ids[k] = d->victims[k]->id;
+        size_t i = sb_index(f, ids[k]);
+        if (i != SIZE_MAX && f->sbs[i].state == SB_READY) {
+            f->sbs[i].state = SB_DRAINING;
+            f->ready--;
+        }
+    }
+    dp_core_drain(s->dp, f->dpf, ids, d->n, d);
+    if (ids != small)
+        free(ids);
+}
+
+/* The DP's list follows the pushes: a sandbox listed for the first time is added (the DP's
+ * list keeps creation order); a push with an error answers the requests queued for the
+ * function (no capacity: the only failure simulated). */
+static void fx_push(void *ud, const struct cp_push_item *items, size_t n)
+{
+    struct sim *s = ud;
+    for (size_t k = 0; k < n; k++) {
+        struct fn_state *f = items[k].f->ctx;
+        for (size_t i = 0; i < f->nsbs; i++) {
+            struct sandbox *sb = &f->sbs[i];
+            if (sb->state == SB_CREATING && sb->cp->state == CP_SB_READY) {
+                sb->state = SB_READY;
+                f->creating--;
+                f->ready++;
+                char id[16];
+                dp_core_endpoint_add(s->dp, f->dpf, sb_id(id, sizeof(id), sb->id), "");
             }
-            struct sandbox *sb = &f->sbs[f->nsbs++];
-            *sb = (struct sandbox){.id = f->next_sb++,
-                                   .worker = (uint32_t)chosen[i],
-                                   .state = SB_CREATING,
-                                   .born_us = s->now};
-            f->creating++;
-            if (s->now >= s->c->warmup_us)
-                f->r.sandboxes_created++;
-            uint64_t lat = create_latency(s);
-            if (!image_cached(f, (uint32_t)chosen[i])) {
-                lat += s->c->image_pull_us;
-                if (s->now >= s->c->warmup_us)
-                    f->r.image_pulls++;
-            }
-            heap_push(s,
-                      (struct event){.t = s->now + lat, .kind = EV_READY, .fn = fi, .sb = sb->id});
         }
-        free(chosen);
-        if (k < want && !f->unschedulable) {
-            f->unschedulable = true;
-            s->unschedulable++;
-            s->out->unschedulable_events++;
-        }
-        if (k == want && f->unschedulable) {
-            f->unschedulable = false;
-            s->unschedulable--;
-        }
-        if (k < want && f->ready == 0 && f->creating == 0)
+        if (items[k].error)
             dp_core_set_error(s->dp, f->dpf, "no capacity"); /* the DP answers them 503 */
-    } else {
-        if (f->unschedulable) {
-            f->unschedulable = false;
-            s->unschedulable--;
-        }
-        if (desired < (int)f->ready && f->creating == 0)
-            scale_down(s, f, f->ready - (unsigned)desired);
     }
 }
 
-static void decide(struct sim *s, struct fn_state *f)
+static void fx_forget_fn(void *ud, const char *name)
 {
-    struct cp_as_decision d;
-    double sample = (double)f->dpf->running; /* queued + running */
-    cp_as_decide(&f->as, &f->ast, (int)f->ready, sample, s->now / 1000, &d);
-    f->desired = d.desired;
-    reconcile(s, f);
+}
+
+static int fx_connect(void *ud, enum cp_peer kind, void **io, const char *address,
+                      struct dg_err *err)
+{
+    if (kind == CP_PEER_WORKER) /* the worker's index + 1, from its address "sim:INDEX" */
+        *io = (void *)(uintptr_t)(strtoul(address + 4, NULL, 10) + 1);
+    return 0;
+}
+
+static void fx_disconnect(void *ud, enum cp_peer kind, void *io)
+{
+}
+
+static void fx_persist(void *ud, enum cp_peer kind, const void *peer)
+{
+}
+
+static void fx_unschedulable(void *ud, const struct cp_fn *f)
+{
+    ((struct sim *)ud)->out->unschedulable_events++;
+}
+
+/* What the daemon runs once the current event is handled (its 0 ms timers): the CP hears the
+ * drains the DP answered, retries functions waiting for capacity, pushes. */
+static void settle(struct sim *s)
+{
+    while (s->ndrained || s->capacity_soon || s->push_soon) {
+        if (s->ndrained) {
+            struct cp_drain *d = s->drained[0];
+            memmove(s->drained, s->drained + 1, --s->ndrained * sizeof(*s->drained));
+            cp_core_on_drained(&s->core, d);
+        } else if (s->capacity_soon) {
+            s->capacity_soon = false;
+            cp_core_capacity_freed(&s->core);
+        } else {
+            s->push_soon = false;
+            cp_core_flush_pushes(&s->core);
+        }
+    }
+}
+
+/* The DP's report of a function's requests in flight (queued + running). */
+static double inflight(const struct fn_state *f)
+{
+    return (double)f->dpf->running;
 }
 
 /* ---- events ----------------------------------------------------------------------------- */
@@ -358,8 +440,9 @@ static void on_arrival(struct sim *s, uint32_t inv)
         f->r.cold += s->cold[inv];
     }
     dp_core_on_request(s->dp, f->dpf, &s->reqs[inv]);
-    if (f->ready == 0 && f->creating == 0)
-        decide(s, f); /* scale from zero: the DP's first metric */
+    /* the DP's first metric: a function at zero scales at once */
+    cp_core_on_metric(&s->core, s->cp_dp, f->cp, inflight(f));
+    settle(s);
     dp_core_expire_function(s->dp, f->dpf);
 }
 
@@ -386,6 +469,7 @@ static void on_complete(struct sim *s, const struct event *e)
     /* queued requests past their deadline fail before the slot is given to the next */
     dp_core_expire_function(s->dp, f->dpf);
     dp_core_on_done(s->dp, &s->reqs[e->inv]);
+    settle(s);
 }
 
 static void on_ready(struct sim *s, const struct event *e)
@@ -394,13 +478,10 @@ static void on_ready(struct sim *s, const struct event *e)
     struct sandbox *sb = sb_find(f, e->sb);
     if (!sb)
         return;
-    sb->state = SB_READY;
-    f->creating--;
-    f->ready++;
     dp_core_expire_function(s->dp, f->dpf);
     char id[16];
-    sb_id(id, sizeof(id), sb->id);
-    dp_core_endpoint_add(s->dp, f->dpf, id, "");
+    cp_core_on_created(&s->core, sb->cp, sb_id(id, sizeof(id), sb->id), "sim", NULL);
+    settle(s); /* the push adds it to the DP's list */
 }
 
 /* ---- results ---------------------------------------------------------------------------- */
@@ -429,7 +510,6 @@ static void finish_results(struct sim *s)
         total += s->fns[i].nsched;
     double *every = dg_xcalloc(total ? total : 1, sizeof(double));
     size_t k = 0;
-    s->ending = true;
     for (size_t i = 0; i < s->t->nfns; i++) {
         struct fn_state *f = &s->fns[i];
         while (f->nsbs) /* still up at the end: their life so far */
@@ -468,49 +548,88 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
     struct sim s = {.t = t, .c = c, .out = out, .rng = c->seed ? c->seed : 1};
     out->fns = dg_xcalloc(t->nfns ? t->nfns : 1, sizeof(*out->fns));
     s.fns = dg_xcalloc(t->nfns ? t->nfns : 1, sizeof(*s.fns));
-    s.nodes = dg_xcalloc(c->workers, sizeof(*s.nodes));
     s.start_us = dg_xcalloc(t->ninvs, sizeof(*s.start_us));
     s.reqs = dg_xcalloc(t->ninvs ? t->ninvs : 1, sizeof(*s.reqs));
     struct dp_core_config dc = {.policy = (enum dp_lb_policy)c->lb,
                                 .queue_timeout_ms = c->queue_timeout_us / 1000};
-    struct dp_effects fx = {
-        .ud = &s, .now = fx_now, .forward = fx_forward, .answer = fx_answer, .drained = fx_drained};
+    struct dp_effects fx = {.ud = &s,
+                            .now = fx_now,
+                            .forward = fx_forward,
+                            .answer = fx_answer,
+                            .drained = fx_drained,
+                            .drain_dropped = fx_drain_dropped};
     s.dp = dp_core_new(&dc, &fx);
     s.cold = dg_xcalloc(t->ninvs, sizeof(*s.cold));
-    char(*names)[24] = dg_xcalloc(c->workers, sizeof(*names));
+    /* the control plane, its workers, the data plane as it knows it, the functions */
+    static const struct cp_effects cfx = {.now_ms = fx_now_ms,
+                                          .wall_ms = fx_now_ms,
+                                          .soon = fx_soon,
+                                          .create = fx_create,
+                                          .destroy = fx_destroy,
+                                          .drain = fx_drain,
+                                          .push = fx_push,
+                                          .forget_fn = fx_forget_fn,
+                                          .connect = fx_connect,
+                                          .disconnect = fx_disconnect,
+                                          .persist = fx_persist,
+                                          .unschedulable = fx_unschedulable};
+    struct cp_effects sfx = cfx;
+    sfx.ud = &s;
+    struct cp_core_config cc = {.placement = (enum cp_place_policy)c->placement,
+                                .chbl_eps = c->chbl_eps,
+                                .seed = s.rng,
+                                .knative = c->knative,
+                                .tick_slots = 1}; /* every function at each tick, in order */
+    cp_core_init(&s.core, &cc, &sfx);
     for (unsigned i = 0; i < c->workers; i++) {
-        snprintf(names[i], sizeof(names[i]), "worker-%04u", i);
-        s.nodes[i] = (struct cp_node){.name = names[i],
-                                      .cpu_cap = c->worker_cpu_milli,
-                                      .mem_cap = c->worker_memory_mib,
-                                      .schedulable = true};
+        char name[24], addr[24];
+        snprintf(name, sizeof(name), "worker-%04u", i);
+        snprintf(addr, sizeof(addr), "sim:%u", i);
+        struct cp_worker_report r = {
+            .name = name,
+            .address = addr,
+            .res = {.cpu_milli = c->worker_cpu_milli, .memory_mib = c->worker_memory_mib}};
+        cp_core_on_worker_heartbeat(&s.core, &r, err);
     }
-    cp_placer_init(&s.placer, (enum cp_place_policy)c->placement, c->chbl_eps, s.rng);
+    bool fresh;
+    s.cp_dp = cp_core_on_dp_heartbeat(&s.core, "dp", "sim:dp", "sim:dp", CP_FROM_PEER, &fresh, err);
     for (size_t i = 0; i < t->nfns; i++) {
         struct fn_state *f = &s.fns[i];
         f->spec = &t->fns[i];
-        cp_as_config_default(&f->as, false);
-        if (c->knative)
-            cp_as_config_knative(&f->as);
-        f->as.container_concurrency = c->concurrency;
-        if (c->stable_window_ms)
-            f->as.stable_window_ms = c->stable_window_ms;
-        if (c->panic_window_ms)
-            f->as.panic_window_ms = c->panic_window_ms;
-        if (c->scale_to_zero_grace_ms)
-            f->as.scale_to_zero_grace_ms = c->scale_to_zero_grace_ms;
-        if (c->target_pct > 0)
-            f->as.target_pct = c->target_pct;
-        if (f->spec->upper_bound > 0)
-            f->as.upper_bound = f->spec->upper_bound;
-        f->as.lower_bound = f->spec->lower_bound;
-        cp_as_state_init(&f->ast, &f->as);
+        /* registered as a user would (a name is at most CP_NAME_MAX characters: the last
+         * ones of a longer one, where traces keep what tells functions apart) */
+        struct cp_fn_spec spec = {.port = 80,
+                                  .cpu_milli = f->spec->cpu_milli,
+                                  .memory_mib = f->spec->memory_mib,
+                                  .upper_bound =
+                                      f->spec->upper_bound > 0 ? f->spec->upper_bound : INT32_MAX,
+                                  .lower_bound = f->spec->lower_bound,
+                                  .concurrency = c->concurrency};
+        size_t len = strlen(f->spec->name);
+        snprintf(spec.name, sizeof(spec.name), "%s",
+                 f->spec->name + (len > CP_NAME_MAX ? len - CP_NAME_MAX : 0));
+        spec.image = dg_xstrdup("sim");
         char name[24];
         snprintf(name, sizeof(name), "%zu", i); /* unique, as trace names may not be */
         f->dpf = dp_core_function_get(s.dp, name, strlen(name), NULL);
         f->dpf->concurrency = (uint32_t)DG_MAX(0, c->concurrency);
         f->dpf->lb.rng = s.rng + i + 1;
+        f->cp = cp_core_fn_register(&s.core, &spec);
+        f->cp->ctx = f;
+        /* the simulator's overrides of the decider's parameters */
+        struct cp_as_config *as = &f->cp->as;
+        if (c->stable_window_ms)
+            as->stable_window_ms = c->stable_window_ms;
+        if (c->panic_window_ms)
+            as->panic_window_ms = c->panic_window_ms;
+        if (c->scale_to_zero_grace_ms)
+            as->scale_to_zero_grace_ms = c->scale_to_zero_grace_ms;
+        if (c->target_pct > 0)
+            as->target_pct = c->target_pct;
+        cp_as_state_deinit(&f->cp->ast);
+        cp_as_state_init(&f->cp->ast, as);
     }
+    settle(&s);
     uint64_t tick_us = 2000 * 1000ULL, next_tick = tick_us;
     size_t next_arrival = 0;
     for (;;) {
@@ -532,8 +651,14 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
         } else if (next_tick <= t_arr) {
             s.now = next_tick;
             next_tick += tick_us;
-            for (size_t i = 0; i < t->nfns; i++)
-                decide(&s, &s.fns[i]);
+            for (size_t i = 0; i < t->nfns; i++) { /* the DP's reports, then the CP's tick */
+                const struct cp_fn *cf = s.fns[i].cp;
+                double v = inflight(&s.fns[i]);
+                if (cf->nmetrics != 1 || cf->metrics[0].inflight != v) /* else: as reported */
+                    cp_core_set_metric(&s.core, s.cp_dp, s.fns[i].cp, v);
+            }
+            cp_core_tick(&s.core, 0);
+            settle(&s);
             for (size_t i = 0; i < t->nfns; i++) /* queued requests past their deadline */
                 if (s.fns[i].dpf->queued)
                     dp_core_expire_function(s.dp, s.fns[i].dpf);
@@ -545,19 +670,19 @@ int sim_run(const struct sim_trace *t, const struct sim_config *c, struct sim_re
     /* requests still queued when nothing else can happen cannot be served */
     for (size_t i = 0; i < t->nfns; i++)
         dp_core_remove_function(s.dp, s.fns[i].dpf); /* answers them (as "timeout") */
+    while (s.ndrained) /* drains answered on the way: deleted (nothing new starts) */
+        cp_core_on_drained(&s.core, s.drained[--s.ndrained]);
     finish_results(&s);
     for (size_t i = 0; i < t->nfns; i++) {
-        cp_as_state_deinit(&s.fns[i].ast);
         free(s.fns[i].sbs);
         free(s.fns[i].pulled);
         free(s.fns[i].sched_ms);
     }
-    cp_placer_deinit(&s.placer);
+    dp_core_free(s.dp); /* drains it never answered go to the CP (fx_drain_dropped) */
+    cp_core_free(&s.core);
+    free(s.drained);
     free(s.fns);
-    free(s.nodes);
-    free(names);
     free(s.heap);
-    dp_core_free(s.dp);
     free(s.reqs);
     free(s.start_us);
     free(s.cold);

@@ -1,10 +1,10 @@
 /*
  * sim.h: dirigent-sim, a deterministic cluster simulator (issue 5). A trace
- * is replayed through the control plane's own decision code (autoscaler.c,
- * placement.c) and the data plane's core (dp/dp_core.c: queue, slots, load
- * balancing, deadlines) against simulated workers and sandboxes on a
- * simulated clock, in-process: the same seed gives
- * the same output, byte for byte, and hours of trace take seconds.
+ * is replayed through the control plane's core (src/cp/cp_core.c, with the
+ * decider autoscaler.c and placement.c) and the data plane's core
+ * (src/dp/dp_core.c: queue, slots, load balancing, deadlines) against
+ * simulated workers and sandboxes on a simulated clock, in-process: the same
+ * seed gives the same output, byte for byte, and hours of trace take seconds.
  *
  * The model, step by step (docs/sim.md):
  *   arrival   the invocation joins its function's FIFO queue; a function with no
@@ -15,14 +15,15 @@
  *             ready sandbox with a free slot (container concurrency); the
  *             request runs for its duration (no interference between sandboxes)
  *   tick      every 2 s each function's concurrency (queued + running) is
- *             sampled and decided; more sandboxes are placed in one batch
- *             (placement filters by capacity) and are ready after the creation
- *             latency; fewer: the newest ready ones drain and go when idle
+ *             reported and the CP's core decides; more sandboxes are placed in
+ *             one batch (placement filters by capacity) and take requests once
+ *             created (the creation latency) and pushed; fewer: the newest ready
+ *             ones drain and are deleted once all of them are idle
  *   images    the first sandbox of a function on a worker also pays the image
  *             pull; later ones on that worker do not (the worker caches it)
- *   capacity  a function that found no room is unschedulable: its queued
- *             requests get 503 at once (as the DP answers them), and it is
- *             retried as soon as a sandbox is removed
+ *   capacity  a function that found no room is unschedulable: the CP pushes
+ *             the reason and its queued requests get 503 at once (as the DP
+ *             answers them); it is retried once a sandbox is deleted
  *   timeout   a request still queued after the queue timeout fails (503)
  * Events at the same instant run in the order: completions, sandboxes
  * ready, ticks, arrivals; each kind in the order it was scheduled.

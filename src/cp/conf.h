@@ -1,0 +1,38 @@
+/*
+ * conf.h: the control plane's configuration (conf.c): its fields, defaults and help, as
+ * dirigent-cp --help prints them (lib/config.c reads them from YAML, the environment and the
+ * command line).
+ */
+#ifndef DIRIGENT_CP_CONF_H
+#define DIRIGENT_CP_CONF_H
+
+#include "dirigent/config.h"
+#include "dirigent/daemon.h"
+
+struct cp_config {
+    char *host;
+    int64_t port;
+    char *registration_server;
+    char *placement;
+    char *lb_address;
+    char *log_level;
+    char *trace_folder;
+    int64_t heartbeat_ms;
+    double chbl_eps;
+    int64_t seed;
+    char *autoscaler;
+    char *persistence;
+    char *data_dir;
+    struct dg_strlist replicas, raft_addresses;
+    int64_t replica_id;
+    int64_t election_timeout_ms;
+    char *redis_address;
+    bool redis_full;
+    int64_t redis_replicas;
+    char *haproxy_api, *haproxy_backend, *haproxy_server_opts;
+    struct dg_http_conf http;
+};
+
+extern const struct dg_conf_schema cp_schema;
+
+#endif

@@ -1,0 +1,903 @@
+/*
+ * cp_core.c: the control plane's core (cp_core.h). From metrics to sandboxes: every tick each
+ * function's concurrency (the sum of its data planes' last reports) goes through the decider
+ * (autoscaler.c); on the first metric of a function at zero it goes through at once.
+ * Scale-up places sandboxes on the workers (placement.c, reserving on the workers themselves)
+ * and creates them; every change of a function's endpoints is pushed as the whole list to
+ * every data plane, once per event for everything that changed. Scale-down takes the newest
+ * sandboxes out of the lists, drains them on every data plane, then deletes them. A failed
+ * create is recorded on the function (fn_error.h: shown by the API until a create works) and
+ * retried by the next tick (the decision still wants it); when no sandbox is ready and no
+ * other create is in flight, the failure goes to the data planes with the (empty) list, and
+ * they answer the requests they queue for it with the reason instead of letting them wait.
+ */
+#include "cp_core.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "dirigent/log.h"
+#include "dirigent/metrics.h"
+
+#define NOW(c)  ((c)->fx.now_ms((c)->fx.ud))
+#define WALL(c) ((c)->fx.wall_ms((c)->fx.ud))
+
+static void fn_maybe_free(struct cp_core *c, struct cp_fn *f);
+static void scale_down(struct cp_core *c, struct cp_fn *f, unsigned count);
+static void reconcile(struct cp_core *c, struct cp_fn *f);
+
+void cp_core_init(struct cp_core *c, const struct cp_core_config *cfg, const struct cp_effects *fx)
+{
+    memset(c, 0, sizeof(*c));
+    c->fx = *fx;
+    c->knative = cfg->knative;
+    c->nslots = cfg->tick_slots ? cfg->tick_slots : CP_TICK_SLOTS;
+    c->slots = dg_xcalloc(c->nslots, sizeof(*c->slots));
+    cp_placer_init(&c->placer, cfg->placement, cfg->chbl_eps, cfg->seed);
+}
+
+/* ---- functions -------------------------------------------------------------------------- */
+
+static struct cp_fn_error *fn_error_mut(struct cp_fn *f)
+{
+    if (!f->error)
+        f->error = dg_xcalloc(1, sizeof(*f->error));
+    return f->error;
+}
+
+const struct cp_fn_error *cp_fn_error_of(const struct cp_fn *f)
+{
+    static const struct cp_fn_error none;
+    return f->error ? f->error : &none;
+}
+
+struct cp_fn *cp_core_fn_any(struct cp_core *c, struct dg_str name)
+{
+    return dg_strmap_get(&c->fn_index, name);
+}
+
+struct cp_fn *cp_core_fn(struct cp_core *c, struct dg_str name)
+{
+    struct cp_fn *f = dg_strmap_get(&c->fn_index, name);
+    return f && !f->deleted ? f : NULL;
+}
+
+double cp_fn_sample(const struct cp_fn *f)
+{
+    if (f->nmetrics == 1) /* one data plane: the common case */
+        return f->metrics[0].dp ? f->metrics[0].inflight : 0;
+    double sum = 0;
+    for (size_t i = 0; i < f->nmetrics; i++)
+        if (f->metrics[i].dp)
+            sum += f->metrics[i].inflight;
+    return sum;
+}
+
+static void exits_clear(struct cp_fn *f)
+{
+    for (unsigned i = 0; i < f->nexited; i++) {
+        free(f->exited[i].id);
+        free(f->exited[i].reason);
+    }
+    free(f->exited);
+    f->exited = NULL;
+    f->nexited = 0;
+}
+
+static void sandbox_free(struct cp_sandbox *s)
+{
+    free(s->id);
+    free(s->endpoint);
+    free(s);
+}
+
+/* The one place a function's memory goes. */
+static void fn_free(struct cp_fn *f)
+{
+    while (f->sbs) {
+        struct cp_sandbox *s = f->sbs;
+        f->sbs = s->next;
+        sandbox_free(s);
+    }
+    cp_fn_spec_free(&f->spec);
+    cp_as_state_deinit(&f->ast);
+    free(f->metrics);
+    free(f->error);
+    exits_clear(f);
+    free(f);
+}
+
+static void push_endpoints(struct cp_core *c, struct cp_fn *f)
+{
+    if (f->dirty)
+        return;
+    f->dirty = true;
+    f->next_dirty = c->dirty;
+    c->dirty = f;
+    if (!c->push_soon) {
+        c->push_soon = true;
+        c->fx.soon(c->fx.ud, CP_SOON_PUSH);
+    }
+}
+
+void cp_core_push_all(struct cp_core *c)
+{
+    for (struct cp_fn *f = c->fns; f; f = f->next)
+        if (!f->deleted)
+            push_endpoints(c, f);
+}
+
+struct cp_fn *cp_core_fn_register(struct cp_core *c, struct cp_fn_spec *spec)
+{
+    struct cp_fn *f = dg_xcalloc(1, sizeof(*f));
+    f->spec = *spec;
+    cp_as_config_default(&f->as, spec->cold_start_sweep);
+    if (c->knative)
+        cp_as_config_knative(&f->as);
+    f->as.container_concurrency = spec->concurrency;
+    f->as.lower_bound = spec->lower_bound;
+    f->as.upper_bound = spec->upper_bound;
+    cp_as_state_init(&f->ast, &f->as);
+    f->tick_slot = c->next_slot++ % c->nslots;
+    struct cp_slot *sl = &c->slots[f->tick_slot];
+    if (sl->n == sl->cap) {
+        sl->cap = sl->cap ? 2 * sl->cap : 64;
+        sl->v = dg_xrealloc(sl->v, sl->cap * sizeof(*sl->v));
+    }
+    f->slot_pos = sl->n;
+    sl->v[sl->n++] = f;
+    f->next = c->fns;
+    c->fns = f;
+    dg_strmap_put(&c->fn_index, dg_str_c(f->spec.name), f);
+    push_endpoints(c, f);        /* the DPs add it with its (empty) list */
+    if (spec->lower_bound > 0) { /* its sandboxes come at registration */
+        f->desired = spec->lower_bound;
+        reconcile(c, f);
+    }
+    return f;
+}
+
+void cp_core_fn_set_bounds(struct cp_core *c, struct cp_fn *f, int lo, int hi)
+{
+    f->spec.lower_bound = f->as.lower_bound = lo;
+    f->spec.upper_bound = f->as.upper_bound = hi;
+    if (f->desired < lo || f->desired > hi) {
+        f->desired = f->desired < lo ? lo : hi;
+        reconcile(c, f);
+    }
+}
+
+/* A deleted function goes once it has no sandbox and its last push went out. */
+static void fn_maybe_free(struct cp_core *c, struct cp_fn *f)
+{
+    if (!f->deleted || f->sbs || f->dirty)
+        return; /* a dirty one goes after its last push (cp_core_flush_pushes) */
+    c->fx.forget_fn(c->fx.ud, f->spec.name);
+    for (struct cp_fn **pf = &c->fns; *pf; pf = &(*pf)->next) {
+        if (*pf == f) {
+            *pf = f->next;
+            break;
+        }
+    }
+    if (dg_strmap_get(&c->fn_index, dg_str_c(f->spec.name)) == f)
+        dg_strmap_del(&c->fn_index, dg_str_c(f->spec.name));
+    struct cp_slot *sl = &c->slots[f->tick_slot];
+    sl->v[f->slot_pos] = sl->v[--sl->n]; /* the last one takes its place */
+    sl->v[f->slot_pos]->slot_pos = f->slot_pos;
+    fn_free(f);
+}
+
+static void schedulable_again(struct cp_core *c, struct cp_fn *f)
+{
+    if (!f->unschedulable)
+        return;
+    f->unschedulable = false;
+    c->unschedulable--;
+    if (cp_fn_error_of(f)->set && f->error->unschedulable)
+        cp_fn_error_clear(f->error);
+}
+
+void cp_core_fn_delete(struct cp_core *c, struct cp_fn *f)
+{
+    schedulable_again(c, f);
+    f->deleted = true;
+    f->desired = 0;
+    if (f->ready)
+        scale_down(c, f, f->ready);
+    fn_maybe_free(c, f);
+}
+
+/* ---- pushes ------------------------------------------------------------------------------ */
+
+/* All endpoint lists that changed since the last flush, in one push: a cold start's push never
+ * queues behind hundreds of others (scale-downs come in bursts at a tick). */
+void cp_core_flush_pushes(struct cp_core *c)
+{
+    c->push_soon = false;
+    size_t n = 0;
+    for (struct cp_fn *f = c->dirty; f; f = f->next_dirty)
+        n++;
+    if (n > c->items_cap) {
+        c->items_cap = 2 * n;
+        c->items = dg_xrealloc(c->items, c->items_cap * sizeof(*c->items));
+    }
+    n = 0;
+    struct cp_fn *done = c->dirty;
+    c->dirty = NULL;
+    for (struct cp_fn *f = done; f; f = f->next_dirty) {
+        f->dirty = false;
+        struct cp_push_item *it = &c->items[n++];
+        *it = (struct cp_push_item){.f = f, .exited = f->exited, .nexited = f->nexited};
+        /* only in the push a failure made: another push (a resync, a scale-down) must not
+         * answer requests that wait for an attempt still under way */
+        if (f->push_error && cp_fn_error_of(f)->set && !f->error->exit && f->ready == 0)
+            it->error = f->error->reason;
+        f->push_error = false;
+    }
+    c->fx.push(c->fx.ud, c->items, n);
+    while (done) { /* exits told; deleted functions waited for their last push */
+        struct cp_fn *f = done;
+        done = f->next_dirty;
+        exits_clear(f);
+        fn_maybe_free(c, f);
+    }
+}
+
+/* ---- workers: capacity ------------------------------------------------------------------- */
+
+int64_t cp_worker_cpu_schedulable(const struct cp_worker *w)
+{
+    return dg_res_cpu_schedulable(&w->res);
+}
+
+static void worker_changed(struct cp_core *c, const struct cp_worker *w)
+{
+    if (c->fx.worker_changed)
+        c->fx.worker_changed(c->fx.ud, w);
+}
+
+/* What a sandbox of `f` holds on its worker, from placement until it is gone: max(request,
+ * the worker's floor), the rule the worker limits it by (lib/resources.c). Placement reserved
+ * it already (cp_place_view); an adopted sandbox reserves here. */
+static void worker_reserve(struct cp_worker *w, const struct cp_fn *f)
+{
+    int64_t cpu, mem;
+    cp_node_take(&w->node, f->spec.cpu_milli, f->spec.memory_mib, &cpu, &mem);
+    w->node.sandboxes++;
+    w->node.cpu_used += cpu;
+    w->node.mem_used += mem;
+}
+
+static void worker_release(struct cp_core *c, struct cp_worker *w, const struct cp_fn *f)
+{
+    if (!w)
+        return;
+    if (w->node.sandboxes)
+        w->node.sandboxes--;
+    int64_t cpu, mem;
+    cp_node_take(&w->node, f->spec.cpu_milli, f->spec.memory_mib, &cpu, &mem);
+    w->node.cpu_used = DG_MAX(0, w->node.cpu_used - cpu);
+    w->node.mem_used = DG_MAX(0, w->node.mem_used - mem);
+    worker_changed(c, w);
+    /* functions waiting for room try again once this event is handled */
+    if (c->unschedulable && !c->capacity_soon) {
+        c->capacity_soon = true;
+        c->fx.soon(c->fx.ud, CP_SOON_CAPACITY);
+    }
+}
+
+/* ---- sandboxes -------------------------------------------------------------------------- */
+
+static void sandbox_unlink(struct cp_fn *f, struct cp_sandbox *s)
+{
+    for (struct cp_sandbox **ps = &f->sbs; *ps; ps = &(*ps)->next) {
+        if (*ps == s) {
+            *ps = s->next;
+            break;
+        }
+    }
+    sandbox_free(s);
+}
+
+void cp_core_on_deleted(struct cp_core *c, struct cp_sandbox *s, const char *err)
+{
+    struct cp_fn *f = s->fn;
+    if (err)
+        dg_log(DG_LOG_WARN, "scale", "fn=%s delete %s on %s: %s", f->spec.name, s->id,
+               s->worker ? s->worker->name : "?", err);
+    worker_release(c, s->worker, f);
+    f->draining--;
+    sandbox_unlink(f, s);
+    fn_maybe_free(c, f);
+}
+
+static void delete_on_worker(struct cp_core *c, struct cp_sandbox *s)
+{
+    if (!s->worker) { /* its worker is gone */
+        cp_core_on_deleted(c, s, NULL);
+        return;
+    }
+    c->fx.destroy(c->fx.ud, s->worker, s->id, s);
+}
+
+void cp_core_on_drained(struct cp_core *c, struct cp_drain *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        delete_on_worker(c, d->victims[i]);
+    free(d->victims);
+    free(d);
+}
+
+static void scale_down(struct cp_core *c, struct cp_fn *f, unsigned count)
+{
+    struct cp_drain *d = dg_xcalloc(1, sizeof(*d));
+    d->f = f;
+    d->victims = dg_xcalloc(count, sizeof(*d->victims));
+    /* newest first: the list is kept newest-first */
+    for (struct cp_sandbox *s = f->sbs; s && d->n < count; s = s->next) {
+        if (s->state != CP_SB_READY)
+            continue;
+        s->state = CP_SB_DRAINING;
+        f->ready--;
+        f->draining++;
+        d->victims[d->n++] = s;
+    }
+    push_endpoints(c, f);
+    dg_log(DG_LOG_DEBUG, "scale", "fn=%s scale down by %zu (ready %u)", f->spec.name, d->n,
+           f->ready);
+    c->fx.drain(c->fx.ud, d);
+}
+
+/* The answer to a create whose worker went silent meanwhile (it was replaced): a sandbox made
+ * after all is deleted, unless the worker's resync heartbeat already had it adopted. */
+static void abandoned_created(struct cp_core *c, struct cp_sandbox *s, const char *id)
+{
+    struct cp_fn *f = s->fn;
+    if (id) {
+        bool adopted = false;
+        for (struct cp_sandbox *o = f->sbs; o && !adopted; o = o->next)
+            adopted = o->id && strcmp(o->id, id) == 0;
+        if (!adopted) {
+            dg_log(DG_LOG_INFO, "scale", "fn=%s sandbox %s on %s came too late: deleting it",
+                   f->spec.name, id, s->abandoned_on->name);
+            c->fx.destroy(c->fx.ud, s->abandoned_on, id, NULL);
+        }
+    }
+    sandbox_unlink(f, s);
+    fn_maybe_free(c, f);
+}
+
+void cp_core_on_created(struct cp_core *c, struct cp_sandbox *s, const char *id,
+                        const char *endpoint, const char *reason)
+{
+    struct cp_fn *f = s->fn;
+    if (s->abandoned_on) {
+        abandoned_created(c, s, reason ? NULL : id);
+        return;
+    }
+    f->creating--;
+    if (reason) {
+        if (c->m_create_failures)
+            dg_counter_add(c->m_create_failures, 1);
+        worker_release(c, s->worker, f);
+        if (!f->deleted) {
+            cp_fn_error_set(fn_error_mut(f), s->worker ? s->worker->name : NULL, reason, NOW(c),
+                            WALL(c));
+            if (cp_fn_error_push_due(f->ready, f->creating)) {
+                f->push_error = true; /* every time: requests queued since the last one wait */
+                push_endpoints(c, f);
+            }
+        }
+        sandbox_unlink(f, s);
+        fn_maybe_free(c, f);
+        return;
+    }
+    s->id = dg_xstrdup(id);
+    s->endpoint = dg_xstrdup(endpoint);
+    if (c->m_creates)
+        dg_counter_add(c->m_creates, 1);
+    if (f->error && cp_fn_error_create_worked(f->error))
+        dg_log(DG_LOG_INFO, "scale", "fn=%s create on %s worked: error cleared", f->spec.name,
+               s->worker ? s->worker->name : "?");
+    if (f->deleted || !s->worker) { /* no longer wanted */
+        s->state = CP_SB_DRAINING;
+        f->draining++;
+        delete_on_worker(c, s);
+        return;
+    }
+    s->state = CP_SB_READY;
+    f->ready++;
+    dg_log(DG_LOG_DEBUG, "scale", "fn=%s sandbox %s ready at %s (ready %u)", f->spec.name, s->id,
+           s->endpoint, f->ready);
+    push_endpoints(c, f);
+}
+
+/* Placement reserved its room on w already. */
+static void create_on(struct cp_core *c, struct cp_fn *f, struct cp_worker *w)
+{
+    struct cp_sandbox *s = dg_xcalloc(1, sizeof(*s));
+    s->fn = f;
+    s->worker = w;
+    s->state = CP_SB_CREATING;
+    s->next = f->sbs;
+    f->sbs = s;
+    f->creating++;
+    worker_changed(c, w);
+    c->fx.create(c->fx.ud, s);
+}
+
+/* No worker has room: the function is unschedulable until capacity frees (worker_release
+ * retries it); requests waiting at zero get the reason at once. */
+static void unschedulable(struct cp_core *c, struct cp_fn *f, unsigned wanted)
+{
+    char reason[256];
+    unsigned live = 0;
+    size_t nworkers = 0;
+    for (struct cp_worker *w = c->workers; w; w = w->next, nworkers++)
+        live += w->node.schedulable;
+    if (live == 0)
+        snprintf(reason, sizeof(reason), "no schedulable worker (%zu registered)", nworkers);
+    else {
+        /* what it takes where that is more than the request (a worker's floors) */
+        int64_t cpu = f->spec.cpu_milli, mem = f->spec.memory_mib;
+        for (struct cp_worker *w = c->workers; w; w = w->next) {
+            int64_t tc, tm;
+            cp_node_take(&w->node, f->spec.cpu_milli, f->spec.memory_mib, &tc, &tm);
+            cpu = DG_MAX(cpu, tc);
+            mem = DG_MAX(mem, tm);
+        }
+        char takes[96] = "";
+        if (cpu != f->spec.cpu_milli || mem != f->spec.memory_mib)
+            snprintf(takes, sizeof(takes),
+                     " (a sandbox takes up to cpu=%lldm memory=%lldMiB: "
+                     "the workers' floors)",
+                     (long long)cpu, (long long)mem);
+        snprintf(reason, sizeof(reason),
+                 "no capacity for cpu=%lldm memory=%lldMiB%s: none of %u schedulable workers has "
+                 "that free",
+                 (long long)f->spec.cpu_milli, (long long)f->spec.memory_mib, takes, live);
+    }
+    if (!f->unschedulable) { /* logged once per episode */
+        f->unschedulable = true;
+        c->unschedulable++;
+        dg_log(DG_LOG_WARN, "scale", "fn=%s wants %u more sandboxes: %s", f->spec.name, wanted,
+               reason);
+        if (c->fx.unschedulable)
+            c->fx.unschedulable(c->fx.ud, f);
+    }
+    if (live == 0)
+        return; /* a cluster starting up: requests wait for a worker, not fail */
+    cp_fn_error_set(fn_error_mut(f), NULL, reason, NOW(c), WALL(c));
+    f->error->unschedulable = true;
+    if (cp_fn_error_push_due(f->ready, f->creating)) {
+        f->push_error = true;
+        push_endpoints(c, f);
+    }
+}
+
+/* Act on f->desired. */
+static void reconcile(struct cp_core *c, struct cp_fn *f)
+{
+    int total = (int)(f->ready + f->creating);
+    if (f->desired > total) {
+        /* the k sandboxes of this decision in one placement, reserved on the workers */
+        unsigned want = (unsigned)(f->desired - total);
+        if (want > c->chosen_cap) {
+            c->chosen_cap = DG_MAX(want, 2 * c->chosen_cap);
+            c->chosen = dg_xrealloc(c->chosen, c->chosen_cap * sizeof(*c->chosen));
+        }
+        unsigned k = cp_place_view(&c->placer, c->view, c->nview, f->spec.name, f->spec.cpu_milli,
+                                   f->spec.memory_mib, want, c->chosen);
+        for (unsigned i = 0; i < k; i++)
+            create_on(c, f, (struct cp_worker *)c->view[c->chosen[i]]);
+        if (k > 0)
+            dg_log(DG_LOG_DEBUG, "scale", "fn=%s scale up to %d (ready %u, creating %u)",
+                   f->spec.name, f->desired, f->ready, f->creating);
+        if (k < want)
+            unschedulable(c, f, want - k);
+        else
+            schedulable_again(c, f);
+    } else {
+        schedulable_again(c, f); /* wants no more than it has */
+        if (f->desired < (int)f->ready && f->creating == 0 &&
+            (f->deleted || NOW(c) >= f->hold_down_until_ms))
+            scale_down(c, f, f->ready - (unsigned)f->desired);
+    }
+}
+
+/* Capacity came back (a sandbox went away): functions that found no room try again. */
+void cp_core_capacity_freed(struct cp_core *c)
+{
+    c->capacity_soon = false;
+    for (struct cp_fn *f = c->fns; f && c->unschedulable; f = f->next)
+        if (f->unschedulable && !f->deleted)
+            reconcile(c, f);
+}
+
+static void decide(struct cp_core *c, struct cp_fn *f, uint64_t now_ms)
+{
+    struct cp_as_decision d;
+    cp_as_decide(&f->as, &f->ast, (int)f->ready, cp_fn_sample(f), now_ms, &d);
+    if (d.desired != f->desired)
+        dg_log(DG_LOG_DEBUG, "autoscaler", "fn=%s desired=%d ready=%u stable=%.2f panic=%s",
+               f->spec.name, d.desired, f->ready, d.stable_avg, d.panic ? "yes" : "no");
+    f->desired = d.desired;
+    reconcile(c, f);
+}
+
+void cp_core_tick(struct cp_core *c, unsigned slot)
+{
+    struct cp_slot *sl = &c->slots[slot % c->nslots];
+    uint64_t now = NOW(c);
+    for (size_t i = 0; i < sl->n; i++) /* deciding frees no function that is not deleted */
+        if (!sl->v[i]->deleted)
+            decide(c, sl->v[i], now);
+}
+
+static void scale_now(struct cp_core *c, struct cp_fn *f)
+{
+    if (!f->deleted && f->ready == 0 && f->creating == 0 && cp_fn_sample(f) > 0)
+        decide(c, f, NOW(c)); /* scale from zero: do not wait for the tick */
+}
+
+void cp_core_set_metric(struct cp_core *c, struct cp_dp *d, struct cp_fn *f, double inflight)
+{
+    if (f->nmetrics && f->metrics[0].dp == d) { /* one data plane: the common case */
+        f->metrics[0].inflight = inflight;
+        return;
+    }
+    struct cp_metric *m = NULL;
+    for (size_t k = 0; k < f->nmetrics && !m; k++)
+        if (f->metrics[k].dp == d)
+            m = &f->metrics[k];
+    if (!m) {
+        f->metrics = dg_xrealloc(f->metrics, (f->nmetrics + 1) * sizeof(*f->metrics));
+        m = &f->metrics[f->nmetrics++];
+        m->dp = d;
+    }
+    m->inflight = inflight;
+}
+
+void cp_core_on_metric(struct cp_core *c, struct cp_dp *d, struct cp_fn *f, double inflight)
+{
+    cp_core_set_metric(c, d, f, inflight);
+    scale_now(c, f);
+}
+
+bool cp_core_adopt(struct cp_core *c, struct cp_worker *w, const char *function, const char *id,
+                   const char *endpoint)
+{
+    struct cp_fn *f = cp_core_fn(c, dg_str_c(function));
+    if (!f)
+        return false;
+    for (struct cp_sandbox *s = f->sbs; s; s = s->next)
+        if (s->id && strcmp(s->id, id) == 0)
+            return false;
+    struct cp_sandbox *s = dg_xcalloc(1, sizeof(*s));
+    s->fn = f;
+    s->worker = w;
+    s->id = dg_xstrdup(id);
+    s->endpoint = dg_xstrdup(endpoint);
+    s->state = CP_SB_READY;
+    s->next = f->sbs;
+    f->sbs = s;
+    f->ready++;
+    worker_reserve(w, f);
+    worker_changed(c, w);
+    if (f->desired < (int)f->ready)
+        f->desired = (int)f->ready;
+    /* a CP that restarted has an empty window: hold scale-down off for one stable window */
+    f->hold_down_until_ms = NOW(c) + f->as.stable_window_ms;
+    push_endpoints(c, f);
+    return true;
+}
+
+bool cp_core_on_exited(struct cp_core *c, struct cp_fn *f, const char *id, const char *reason)
+{
+    for (struct cp_sandbox *s = f->sbs; s; s = s->next) {
+        if (s->state == CP_SB_CREATING || !s->id || strcmp(s->id, id) != 0)
+            continue;
+        bool draining = s->state == CP_SB_DRAINING; /* out of the lists: its delete follows */
+        const char *worker = s->worker ? s->worker->name : "?";
+        char msg[CP_EXIT_REASON_MAX + 128];
+        snprintf(msg, sizeof(msg), "sandbox %s %s", id, reason);
+        dg_log(DG_LOG_WARN, "registry", "fn=%s %s on worker %s%s", f->spec.name, msg, worker,
+               draining ? " while draining" : ": replacing");
+        cp_fn_error_set_exit(fn_error_mut(f), s->worker ? s->worker->name : NULL, msg, NOW(c),
+                             WALL(c));
+        if (f->nexited < CP_EXITED_MAX) { /* a burst of exits: the first ones say enough */
+            if (!f->exited)
+                f->exited = dg_xcalloc(CP_EXITED_MAX, sizeof(*f->exited));
+            f->exited[f->nexited++] =
+                (struct cp_exit){.id = dg_xstrdup(id), .reason = dg_xstrdup(reason)};
+        }
+        push_endpoints(c, f); /* the DPs hear why (and the list without it) */
+        if (draining)
+            return true;
+        f->ready--;
+        worker_release(c, s->worker, f);
+        sandbox_unlink(f, s);
+        scale_now(c, f); /* requests waiting: replace at once */
+        return true;
+    }
+    return false;
+}
+
+/* ---- workers ---------------------------------------------------------------------------- */
+
+struct cp_worker *cp_core_worker(struct cp_core *c, const char *name)
+{
+    for (struct cp_worker *w = c->workers; w; w = w->next)
+        if (strcmp(w->name, name) == 0)
+            return w;
+    return NULL;
+}
+
+/* Placement's view: every worker's node, in the registry's (name) order; rebuilt when a worker
+ * joins (they never leave). */
+static void view_rebuild(struct cp_core *c)
+{
+    size_t n = 0;
+    for (struct cp_worker *w = c->workers; w; w = w->next)
+        n++;
+    if (n > c->view_cap) {
+        c->view_cap = 2 * n;
+        c->view = dg_xrealloc(c->view, c->view_cap * sizeof(*c->view));
+    }
+    n = 0;
+    for (struct cp_worker *w = c->workers; w; w = w->next)
+        c->view[n++] = &w->node;
+    c->nview = n;
+}
+
+/* The worker `name` at `address`: added, or moved to a new address (a new daemon). The
+ * connection first, so a bad address changes nothing (NULL). The one place a worker is made. */
+static struct cp_worker *worker_upsert(struct cp_core *c, const char *name, const char *address,
+                                       enum cp_origin origin, struct dg_err *err)
+{
+    struct cp_worker **pw = &c->workers;
+    while (*pw && strcmp((*pw)->name, name) < 0) /* sorted by name: round-robin is stable */
+        pw = &(*pw)->next;
+    struct cp_worker *w = *pw && strcmp((*pw)->name, name) == 0 ? *pw : NULL;
+    if (w && strcmp(w->address, address) == 0)
+        return w;
+    void *io = w ? w->io : NULL;
+    if (c->fx.connect(c->fx.ud, CP_PEER_WORKER, &io, address, err) < 0)
+        return NULL;
+    if (w) {
+        free(w->address);
+        w->address = dg_xstrdup(address);
+        w->io = io;
+    } else {
+        w = dg_xcalloc(1, sizeof(*w));
+        w->name = dg_xstrdup(name);
+        w->node.name = w->name;
+        w->address = dg_xstrdup(address);
+        w->io = io;
+        w->res.cpu_overcommit = 1.0;
+        w->next = *pw;
+        *pw = w;
+        view_rebuild(c);
+        dg_log(DG_LOG_INFO, "registry", "worker %s at %s registered", name, address);
+    }
+    if (origin == CP_FROM_PEER)
+        c->fx.persist(c->fx.ud, CP_PEER_WORKER, w);
+    return w;
+}
+
+struct cp_worker *cp_core_worker_restore(struct cp_core *c, const char *name, const char *address,
+                                         struct dg_err *err)
+{
+    struct cp_worker *w = worker_upsert(c, name, address, CP_FROM_STORE, err);
+    if (!w)
+        return NULL;
+    w->node.schedulable = false; /* until its heartbeat says it is there */
+    w->need_list = true;         /* and which sandboxes it runs (answered "resync") */
+    w->last_seen_ms = NOW(c);
+    return w;
+}
+
+struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp_worker_report *r,
+                                              struct dg_err *err)
+{
+    struct cp_worker *w = worker_upsert(c, r->name, r->address, CP_FROM_PEER, err);
+    if (!w)
+        return NULL;
+    /* a new daemon under a known name (it restarted, maybe after a crash): what it does not
+     * report is gone; what it reports is adopted below */
+    if (r->boot && w->boot && strcmp(r->boot, w->boot) != 0) {
+        dg_log(DG_LOG_WARN, "registry", "worker %s restarted: forgetting its old sandboxes",
+               w->name);
+        cp_core_worker_forget_sandboxes(c, w);
+    }
+    if (r->boot && (!w->boot || strcmp(r->boot, w->boot) != 0)) {
+        free(w->boot);
+        w->boot = dg_xstrdup(r->boot);
+    }
+    /* its resources and the accounting rule's parameters (lib/resources.c), before adopting
+     * sandboxes: they reserve by that rule */
+    w->res = r->res;
+    if (!(w->res.cpu_overcommit > 0))
+        w->res.cpu_overcommit = 1.0;
+    w->node.cpu_cap = cp_worker_cpu_schedulable(w);
+    w->node.mem_cap = w->res.memory_mib;
+    w->node.min_cpu = w->res.min_cpu_milli;
+    w->node.min_mem = w->res.min_memory_mib;
+    /* sandboxes it runs that this CP does not know (this CP restarted): adopt them */
+    if (r->listed)
+        w->need_list = false;
+    for (size_t i = 0; i < r->nsandboxes; i++) {
+        const struct cp_sandbox_report *sr = &r->sandboxes[i];
+        if (cp_core_adopt(c, w, sr->function, sr->id, sr->endpoint))
+            dg_log(DG_LOG_INFO, "registry", "fn=%s adopted sandbox %s on %s", sr->function, sr->id,
+                   w->name);
+    }
+    worker_changed(c, w);
+    if (!w->node.schedulable)
+        dg_log(DG_LOG_INFO, "registry", "worker %s schedulable", w->name);
+    w->node.schedulable = true;
+    w->last_seen_ms = NOW(c);
+    return w;
+}
+
+void cp_core_worker_forget_sandboxes(struct cp_core *c, struct cp_worker *w)
+{
+    for (struct cp_fn *f = c->fns; f; f = f->next) {
+        bool changed = false, replace = false;
+        for (struct cp_sandbox *s = f->sbs, *next; s; s = next) {
+            next = s->next;
+            if (s->worker != w)
+                continue;
+            s->worker = NULL; /* requests in flight to it finish on their own */
+            if (s->state == CP_SB_READY) {
+                f->ready--;
+                sandbox_unlink(f, s);
+                changed = true;
+            } else if (s->state == CP_SB_CREATING && !s->abandoned_on) {
+                /* not waited for (a create's answer may take up to its timeout): replaced
+                 * now, its answer handled when it comes */
+                s->abandoned_on = w;
+                f->creating--;
+                replace = true;
+            }
+        }
+        if (changed)
+            push_endpoints(c, f); /* the next tick replaces them elsewhere */
+        if (replace && !f->deleted)
+            reconcile(c, f);
+    }
+    w->node.sandboxes = 0;
+    w->node.cpu_used = w->node.mem_used = 0;
+    worker_changed(c, w);
+}
+
+void cp_core_on_worker_lost(struct cp_core *c, struct cp_worker *w)
+{
+    dg_log(DG_LOG_WARN, "registry", "worker %s silent: unschedulable, its sandboxes are lost",
+           w->name);
+    w->node.schedulable = false;
+    cp_core_worker_forget_sandboxes(c, w);
+}
+
+/* ---- data planes ------------------------------------------------------------------------ */
+
+struct cp_dp *cp_core_dp(struct cp_core *c, const char *name)
+{
+    for (struct cp_dp *d = c->dps; d; d = d->next)
+        if (strcmp(d->name, name) == 0)
+            return d;
+    return NULL;
+}
+
+/* The one place a data plane is made (or moved). */
+struct cp_dp *cp_core_on_dp_heartbeat(struct cp_core *c, const char *name, const char *api,
+                                      const char *proxy, enum cp_origin origin, bool *fresh,
+                                      struct dg_err *err)
+{
+    struct cp_dp *d = cp_core_dp(c, name);
+    *fresh = !d || strcmp(d->api, api) != 0;
+    if (!*fresh) {
+        d->last_seen_ms = NOW(c);
+        return d;
+    }
+    void *io = d ? d->io : NULL; /* the connection first, so a bad address changes nothing */
+    if (c->fx.connect(c->fx.ud, CP_PEER_DP, &io, api, err) < 0)
+        return NULL;
+    if (d) {
+        free(d->api);
+        free(d->proxy);
+    } else {
+        d = dg_xcalloc(1, sizeof(*d));
+        d->name = dg_xstrdup(name);
+        d->next = c->dps;
+        c->dps = d;
+    }
+    d->io = io;
+    d->api = dg_xstrdup(api);
+    d->proxy = dg_xstrdup(proxy);
+    d->last_seen_ms = NOW(c);
+    dg_log(DG_LOG_INFO, "registry", "data plane %s (api %s, proxy %s) registered", name, api,
+           proxy);
+    if (origin == CP_FROM_PEER)
+        c->fx.persist(c->fx.ud, CP_PEER_DP, d);
+    return d;
+}
+
+static void dp_free(struct cp_core *c, struct cp_dp *d)
+{
+    if (d->io)
+        c->fx.disconnect(c->fx.ud, CP_PEER_DP, d->io);
+    free(d->name);
+    free(d->api);
+    free(d->proxy);
+    free(d);
+}
+
+void cp_core_on_dp_lost(struct cp_core *c, struct cp_dp *d)
+{
+    dg_log(DG_LOG_WARN, "registry", "data plane %s silent: removed", d->name);
+    for (struct cp_dp **pd = &c->dps; *pd; pd = &(*pd)->next)
+        if (*pd == d) {
+            *pd = d->next;
+            break;
+        }
+    for (struct cp_fn *f = c->fns; f; f = f->next)
+        for (size_t i = 0; i < f->nmetrics; i++)
+            if (f->metrics[i].dp == d) {
+                f->metrics[i].dp = NULL;
+                f->metrics[i].inflight = 0;
+            }
+    dp_free(c, d);
+}
+
+unsigned cp_core_check_peers(struct cp_core *c, uint64_t silent_ms)
+{
+    uint64_t now = NOW(c);
+    unsigned lost = 0;
+    for (struct cp_worker *w = c->workers; w; w = w->next)
+        if (w->node.schedulable && now - w->last_seen_ms > silent_ms)
+            cp_core_on_worker_lost(c, w);
+    for (struct cp_dp *d = c->dps, *next; d; d = next) {
+        next = d->next;
+        if (now - d->last_seen_ms > silent_ms) {
+            cp_core_on_dp_lost(c, d);
+            lost++;
+        }
+    }
+    return lost;
+}
+
+/* ---- the end ---------------------------------------------------------------------------- */
+
+void cp_core_free(struct cp_core *c)
+{
+    dg_strmap_free(&c->fn_index);
+    for (unsigned k = 0; k < c->nslots; k++)
+        free(c->slots[k].v);
+    free(c->slots);
+    while (c->fns) {
+        struct cp_fn *f = c->fns;
+        c->fns = f->next;
+        fn_free(f);
+    }
+    while (c->workers) {
+        struct cp_worker *w = c->workers;
+        c->workers = w->next;
+        if (w->io)
+            c->fx.disconnect(c->fx.ud, CP_PEER_WORKER, w->io);
+        free(w->name);
+        free(w->address);
+        free(w->boot);
+        free(w);
+    }
+    while (c->dps) {
+        struct cp_dp *d = c->dps;
+        c->dps = d->next;
+        dp_free(c, d);
+    }
+    cp_placer_deinit(&c->placer);
+    free(c->view);
+    free(c->chosen);
+    free(c->items);
+    memset(c, 0, sizeof(*c));
+}

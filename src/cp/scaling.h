@@ -1,0 +1,18 @@
+/*
+ * scaling.h: the control plane core's effects over HTTP and libuv (scaling.c): the table the
+ * daemon's core is made with, and its timers and connections around the loop's life.
+ */
+#ifndef DIRIGENT_CP_SCALING_H
+#define DIRIGENT_CP_SCALING_H
+
+#include "cp_core.h"
+
+extern const struct cp_effects cp_io_effects;
+
+void cp_io_init(void);  /* the timers, once the loop is there */
+void cp_io_flush(void); /* send what is batched now */
+/* Shutdown: flush, close every peer's connections and the timers. */
+void cp_io_close(void);
+void cp_io_free(void); /* after the loop: trace rows never pushed */
+
+#endif

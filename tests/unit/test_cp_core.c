@@ -1,0 +1,523 @@
+/*
+ * test_cp_core.c: the control plane's core (src/cp/cp_core.c) driven by events, with a fake
+ * effects table that records what the core asks of the world and a fake clock: scale from
+ * zero on a metric, a failed create recorded and pushed, a worker lost while creating, a
+ * scale-down that drains before it deletes, a deleted function freed once, and the workers'
+ * accounting equal to the sandboxes placed on them.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cp_core.h"
+#include "dirigent/log.h"
+
+#define MAXREC 64
+
+/* What the core asked for, in order. */
+struct fake {
+    uint64_t now;
+    struct cp_sandbox *creates[MAXREC];
+    size_t ncreates;
+    struct {
+        struct cp_worker *w;
+        char id[64];
+        struct cp_sandbox *s;
+    } destroys[MAXREC];
+    size_t ndestroys;
+    struct cp_drain *drains[MAXREC];
+    size_t ndrains;
+    unsigned pushes;
+    struct {
+        char name[64];
+        unsigned ready;
+        char error[256];
+    } pushed[MAXREC]; /* the last push's items */
+    size_t npushed;
+    char forgotten[MAXREC][64];
+    size_t nforgotten;
+    bool push_soon, capacity_soon;
+    unsigned persisted, connected, disconnected;
+};
+
+static uint64_t f_now(void *ud)
+{
+    return ((struct fake *)ud)->now;
+}
+
+static void f_soon(void *ud, enum cp_soon what)
+{
+    struct fake *k = ud;
+    if (what == CP_SOON_PUSH)
+        k->push_soon = true;
+    else
+        k->capacity_soon = true;
+}
+
+static void f_create(void *ud, struct cp_sandbox *s)
+{
+    struct fake *k = ud;
+    assert_true(k->ncreates < MAXREC);
+    k->creates[k->ncreates++] = s;
+}
+
+static void f_destroy(void *ud, struct cp_worker *w, const char *id, struct cp_sandbox *s)
+{
+    struct fake *k = ud;
+    assert_true(k->ndestroys < MAXREC);
+    k->destroys[k->ndestroys].w = w;
+    snprintf(k->destroys[k->ndestroys].id, sizeof(k->destroys[0].id), "%s", id);
+    k->destroys[k->ndestroys++].s = s;
+}
+
+static void f_drain(void *ud, struct cp_drain *d)
+{
+    struct fake *k = ud;
+    assert_true(k->ndrains < MAXREC);
+    k->drains[k->ndrains++] = d;
+}
+
+static void f_push(void *ud, const struct cp_push_item *items, size_t n)
+{
+    struct fake *k = ud;
+    k->pushes++;
+    k->npushed = n;
+    for (size_t i = 0; i < n && i < MAXREC; i++) {
+        unsigned ready = 0;
+        for (const struct cp_sandbox *s = items[i].f->sbs; s; s = s->next)
+            ready += s->state == CP_SB_READY;
+        snprintf(k->pushed[i].name, sizeof(k->pushed[i].name), "%s", items[i].f->spec.name);
+        k->pushed[i].ready = ready;
+        snprintf(k->pushed[i].error, sizeof(k->pushed[i].error), "%s",
+                 items[i].error ? items[i].error : "");
+    }
+}
+
+static void f_forget(void *ud, const char *name)
+{
+    struct fake *k = ud;
+    snprintf(k->forgotten[k->nforgotten++], 64, "%s", name);
+}
+
+static int f_connect(void *ud, enum cp_peer kind, void **io, const char *address,
+                     struct dg_err *err)
+{
+    struct fake *k = ud;
+    if (strchr(address, ':') == NULL)
+        return dg_err_set(err, DG_E_INVAL, "address '%s': expected HOST:PORT", address);
+    if (!*io) {
+        *io = dg_xcalloc(1, 1);
+        k->connected++;
+    }
+    return 0;
+}
+
+static void f_disconnect(void *ud, enum cp_peer kind, void *io)
+{
+    ((struct fake *)ud)->disconnected++;
+    free(io);
+}
+
+static void f_persist(void *ud, enum cp_peer kind, const void *peer)
+{
+    ((struct fake *)ud)->persisted++;
+}
+
+struct env {
+    struct fake k;
+    struct cp_core c;
+};
+
+static struct env *env_new(void)
+{
+    struct env *e = calloc(1, sizeof(*e));
+    e->k.now = 1000000;
+    struct cp_effects fx = {.ud = &e->k,
+                            .now_ms = f_now,
+                            .wall_ms = f_now,
+                            .soon = f_soon,
+                            .create = f_create,
+                            .destroy = f_destroy,
+                            .drain = f_drain,
+                            .push = f_push,
+                            .forget_fn = f_forget,
+                            .connect = f_connect,
+                            .disconnect = f_disconnect,
+                            .persist = f_persist};
+    struct cp_core_config cfg = {.placement = CP_PLACE_ROUND_ROBIN, .seed = 1};
+    cp_core_init(&e->c, &cfg, &fx);
+    return e;
+}
+
+static void env_free(struct env *e)
+{
+    cp_core_free(&e->c);
+    assert_int_equal(e->k.connected, e->k.disconnected); /* every connection closed once */
+    free(e);
+}
+
+/* Run what the core asked to run "soon" (the daemon's 0 ms timers). */
+static void settle(struct env *e)
+{
+    while (e->k.push_soon || e->k.capacity_soon) {
+        if (e->k.capacity_soon) {
+            e->k.capacity_soon = false;
+            cp_core_capacity_freed(&e->c);
+        }
+        if (e->k.push_soon) {
+            e->k.push_soon = false;
+            cp_core_flush_pushes(&e->c);
+        }
+    }
+}
+
+static struct cp_worker *worker(struct env *e, const char *name, int64_t cpu, int64_t mem)
+{
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%zu", strlen(name) + 1000);
+    struct cp_worker_report r = {
+        .name = name, .address = addr, .res = {.cpu_milli = cpu, .memory_mib = mem}};
+    struct dg_err err = {0};
+    struct cp_worker *w = cp_core_on_worker_heartbeat(&e->c, &r, &err);
+    assert_non_null(w);
+    return w;
+}
+
+static struct cp_dp *dataplane(struct env *e, const char *name)
+{
+    bool fresh;
+    struct dg_err err = {0};
+    struct cp_dp *d = cp_core_on_dp_heartbeat(&e->c, name, "127.0.0.1:9", "127.0.0.1:8",
+                                              CP_FROM_PEER, &fresh, &err);
+    assert_non_null(d);
+    assert_true(fresh);
+    return d;
+}
+
+static struct cp_fn *function(struct env *e, const char *name, int64_t cpu, int64_t mem, int lo)
+{
+    struct cp_fn_spec spec = {0};
+    snprintf(spec.name, sizeof(spec.name), "%s", name);
+    spec.image = strdup("/bin/true");
+    spec.port = 80;
+    spec.cpu_milli = cpu;
+    spec.memory_mib = mem;
+    spec.concurrency = 1;
+    spec.lower_bound = lo;
+    spec.upper_bound = 100;
+    return cp_core_fn_register(&e->c, &spec);
+}
+
+/* The create i answered: its id "sb<i>" at an endpoint. */
+static void create_ok(struct env *e, size_t i)
+{
+    char id[32], ep[32];
+    snprintf(id, sizeof(id), "sb%zu", i);
+    snprintf(ep, sizeof(ep), "10.0.0.%zu:80", i + 1);
+    cp_core_on_created(&e->c, e->k.creates[i], id, ep, NULL);
+}
+
+/* The workers' reservations are the sum of what their sandboxes take. */
+static void check_accounting(struct env *e)
+{
+    for (struct cp_worker *w = e->c.workers; w; w = w->next) {
+        int64_t cpu = 0, mem = 0;
+        unsigned n = 0;
+        for (struct cp_fn *f = e->c.fns; f; f = f->next)
+            for (struct cp_sandbox *s = f->sbs; s; s = s->next)
+                if (s->worker == w) {
+                    int64_t tc, tm;
+                    cp_node_take(&w->node, f->spec.cpu_milli, f->spec.memory_mib, &tc, &tm);
+                    cpu += tc;
+                    mem += tm;
+                    n++;
+                }
+        assert_int_equal(w->node.cpu_used, cpu);
+        assert_int_equal(w->node.mem_used, mem);
+        assert_int_equal(w->node.sandboxes, n);
+    }
+}
+
+static void test_scale_from_zero(void **state)
+{
+    struct env *e = env_new();
+    worker(e, "w1", 4000, 4096);
+    struct cp_dp *d = dataplane(e, "dp1");
+    struct cp_fn *f = function(e, "hello", 100, 128, 0);
+    settle(e);
+    assert_int_equal(e->k.pushes, 1); /* the DPs learn it with its empty list */
+    assert_int_equal(e->k.ncreates, 0);
+    /* the first request: the DP reports it, the core scales at once */
+    cp_core_on_metric(&e->c, d, f, 1);
+    assert_int_equal(e->k.ncreates, 1);
+    assert_int_equal(f->creating, 1);
+    assert_ptr_equal(e->k.creates[0]->fn, f);
+    check_accounting(e);
+    /* a second report while creating decides nothing more */
+    cp_core_on_metric(&e->c, d, f, 2);
+    assert_int_equal(e->k.ncreates, 1);
+    create_ok(e, 0);
+    assert_int_equal(f->ready, 1);
+    assert_int_equal(f->creating, 0);
+    settle(e);
+    assert_int_equal(e->k.npushed, 1);
+    assert_string_equal(e->k.pushed[0].name, "hello");
+    assert_int_equal(e->k.pushed[0].ready, 1);
+    assert_string_equal(e->k.pushed[0].error, "");
+    check_accounting(e);
+    env_free(e);
+}
+
+static void test_create_fails(void **state)
+{
+    struct env *e = env_new();
+    worker(e, "w1", 4000, 4096);
+    struct cp_dp *d = dataplane(e, "dp1");
+    struct cp_fn *f = function(e, "bad", 100, 128, 0);
+    settle(e);
+    cp_core_on_metric(&e->c, d, f, 1);
+    assert_int_equal(e->k.ncreates, 1);
+    cp_core_on_created(&e->c, e->k.creates[0], NULL, NULL, "image not found");
+    assert_int_equal(f->creating, 0);
+    assert_null(f->sbs);
+    assert_true(cp_fn_error_of(f)->set);
+    assert_string_equal(cp_fn_error_of(f)->reason, "image not found");
+    assert_string_equal(cp_fn_error_of(f)->worker, "w1");
+    assert_string_equal(cp_fn_state(cp_fn_error_of(f), f->ready, f->creating, f->desired),
+                        "failing");
+    settle(e); /* pushed with the reason: the DP answers its queued requests */
+    assert_int_equal(e->k.npushed, 1);
+    assert_string_equal(e->k.pushed[0].error, "image not found");
+    check_accounting(e); /* the reservation went with it */
+    /* the next tick tries again; a create that works clears the error */
+    e->k.now += 2000;
+    cp_core_tick(&e->c, f->tick_slot);
+    assert_int_equal(e->k.ncreates, 2);
+    create_ok(e, 1);
+    assert_false(cp_fn_error_of(f)->set);
+    settle(e);
+    assert_string_equal(e->k.pushed[0].error, "");
+    env_free(e);
+}
+
+static void test_worker_lost_while_creating(void **state)
+{
+    struct env *e = env_new();
+    struct cp_worker *w1 = worker(e, "w1", 4000, 4096);
+    struct cp_worker *w2 = worker(e, "w2", 4000, 4096);
+    struct cp_dp *d = dataplane(e, "dp1");
+    struct cp_fn *f = function(e, "hello", 100, 128, 0);
+    cp_core_on_metric(&e->c, d, f, 1);
+    assert_int_equal(e->k.ncreates, 1);
+    struct cp_worker *first = e->k.creates[0]->worker;
+    struct cp_worker *other = first == w1 ? w2 : w1;
+    /* its worker goes silent: the create is replaced on the other worker at once */
+    e->k.now += 16000;
+    struct cp_worker_report r = {.name = other->name, .address = other->address};
+    r.res = other->res;
+    assert_non_null(cp_core_on_worker_heartbeat(&e->c, &r, &(struct dg_err){0}));
+    cp_core_check_peers(&e->c, 15000);
+    assert_false(first->node.schedulable);
+    assert_true(other->node.schedulable);
+    assert_int_equal(e->k.ncreates, 2);
+    assert_ptr_equal(e->k.creates[1]->worker, other);
+    assert_int_equal(f->creating, 1);
+    check_accounting(e);
+    /* the late answer from the lost worker: deleted there, never counted */
+    create_ok(e, 0);
+    assert_int_equal(e->k.ndestroys, 1);
+    assert_ptr_equal(e->k.destroys[0].w, first);
+    assert_string_equal(e->k.destroys[0].id, "sb0");
+    assert_null(e->k.destroys[0].s); /* no answer wanted */
+    assert_int_equal(f->ready, 0);
+    create_ok(e, 1);
+    assert_int_equal(f->ready, 1);
+    check_accounting(e);
+    env_free(e);
+}
+
+static void test_scale_down_drains_then_deletes(void **state)
+{
+    struct env *e = env_new();
+    worker(e, "w1", 4000, 4096);
+    dataplane(e, "dp1");
+    struct cp_fn *f = function(e, "hello", 100, 128, 3);
+    assert_int_equal(e->k.ncreates, 3); /* the lower bound at registration */
+    for (size_t i = 0; i < 3; i++)
+        create_ok(e, i);
+    settle(e);
+    assert_int_equal(f->ready, 3);
+    cp_core_fn_set_bounds(&e->c, f, 1, 100);
+    assert_int_equal(f->desired, 3); /* within the bounds: nothing to do yet */
+    /* with no load, a tick after the stable window decides 1: two newest drain */
+    for (int t = 0; t < 40 && e->k.ndrains == 0; t++) {
+        e->k.now += 2000;
+        cp_core_tick(&e->c, f->tick_slot);
+    }
+    assert_int_equal(e->k.ndrains, 1);
+    struct cp_drain *dr = e->k.drains[0];
+    assert_int_equal(dr->n, 2);
+    assert_string_equal(dr->victims[0]->id, "sb2"); /* newest first */
+    assert_string_equal(dr->victims[1]->id, "sb1");
+    assert_int_equal(f->ready, 1);
+    assert_int_equal(f->draining, 2);
+    assert_int_equal(e->k.ndestroys, 0); /* not before the DPs drained them */
+    settle(e);
+    assert_int_equal(e->k.pushed[0].ready, 1);
+    check_accounting(e); /* draining sandboxes still hold their room */
+    cp_core_on_drained(&e->c, dr);
+    assert_int_equal(e->k.ndestroys, 2);
+    for (size_t i = 0; i < 2; i++)
+        cp_core_on_deleted(&e->c, e->k.destroys[i].s, NULL);
+    assert_int_equal(f->draining, 0);
+    check_accounting(e);
+    assert_int_equal(e->c.workers->node.sandboxes, 1);
+    env_free(e);
+}
+
+static void test_fn_delete_frees_once(void **state)
+{
+    struct env *e = env_new();
+    worker(e, "w1", 4000, 4096);
+    dataplane(e, "dp1");
+    struct cp_fn *f = function(e, "gone", 100, 128, 2);
+    create_ok(e, 0);
+    create_ok(e, 1);
+    settle(e);
+    cp_core_fn_delete(&e->c, f);
+    assert_null(cp_core_fn(&e->c, dg_str_c("gone")));
+    assert_ptr_equal(cp_core_fn_any(&e->c, dg_str_c("gone")), f); /* until drained */
+    assert_int_equal(e->k.ndrains, 1);
+    cp_core_on_drained(&e->c, e->k.drains[0]);
+    assert_int_equal(e->k.ndestroys, 2);
+    cp_core_on_deleted(&e->c, e->k.destroys[0].s, NULL);
+    cp_core_on_deleted(&e->c, e->k.destroys[1].s, "connection refused");
+    assert_int_equal(e->k.nforgotten, 0); /* its last push is still to go */
+    settle(e);
+    assert_int_equal(e->k.nforgotten, 1);
+    assert_string_equal(e->k.forgotten[0], "gone");
+    assert_null(cp_core_fn_any(&e->c, dg_str_c("gone")));
+    assert_null(e->c.fns);
+    check_accounting(e);
+    settle(e); /* nothing more: it was freed once */
+    assert_int_equal(e->k.nforgotten, 1);
+    env_free(e);
+}
+
+static void test_accounting_and_capacity(void **state)
+{
+    struct env *e = env_new();
+    struct cp_worker *w = worker(e, "w1", 300, 4096);
+    struct cp_dp *d = dataplane(e, "dp1");
+    struct cp_fn *f = function(e, "big", 100, 128, 0);
+    struct cp_fn *g = function(e, "other", 100, 128, 0);
+    cp_core_fn_set_bounds(&e->c, f, 3, 100);
+    assert_int_equal(e->k.ncreates, 3);
+    assert_int_equal(w->node.cpu_used, 300);
+    check_accounting(e);
+    /* no room left: g is unschedulable, its waiting requests hear why */
+    cp_core_on_metric(&e->c, d, g, 1);
+    assert_int_equal(e->k.ncreates, 3);
+    assert_true(g->unschedulable);
+    settle(e);
+    bool told = false;
+    for (size_t i = 0; i < e->k.npushed; i++)
+        told |= strcmp(e->k.pushed[i].name, "other") == 0 &&
+                strstr(e->k.pushed[i].error, "no capacity") != NULL;
+    assert_true(told);
+    /* one of f's creates fails: its room goes to g at once */
+    cp_core_on_created(&e->c, e->k.creates[2], NULL, NULL, "boom");
+    assert_true(e->k.capacity_soon);
+    settle(e);
+    assert_int_equal(e->k.ncreates, 4);
+    assert_ptr_equal(e->k.creates[3]->fn, g);
+    assert_false(g->unschedulable);
+    check_accounting(e);
+    /* a sandbox that exits by itself: replaced, the reason recorded and pushed */
+    create_ok(e, 0);
+    create_ok(e, 1);
+    create_ok(e, 3);
+    settle(e);
+    assert_true(cp_core_on_exited(&e->c, g, "sb3", "OOM-killed: memory limit 128 MiB"));
+    assert_int_equal(g->nexited, 1);
+    assert_int_equal(e->k.ncreates, 5); /* requests still waiting: replaced at once */
+    settle(e);
+    assert_int_equal(g->nexited, 0);
+    assert_string_equal(cp_fn_error_of(g)->reason, "sandbox sb3 OOM-killed: memory limit 128 MiB");
+    check_accounting(e);
+    env_free(e);
+}
+
+static void test_adopt_after_restart(void **state)
+{
+    struct env *e = env_new();
+    struct dg_err err = {0};
+    struct cp_fn *f = function(e, "hello", 100, 128, 0);
+    struct cp_worker *w = cp_core_worker_restore(&e->c, "w1", "127.0.0.1:1", &err);
+    assert_non_null(w);
+    assert_int_equal(e->k.persisted, 0); /* read back from the store: not written again */
+    assert_true(w->need_list);
+    assert_false(w->node.schedulable);
+    struct cp_sandbox_report sb = {.id = "old1", .function = "hello", .endpoint = "10.0.0.9:80"};
+    struct cp_worker_report r = {.name = "w1",
+                                 .address = "127.0.0.1:1",
+                                 .res = {.cpu_milli = 4000, .memory_mib = 4096},
+                                 .listed = true,
+                                 .sandboxes = &sb,
+                                 .nsandboxes = 1};
+    assert_ptr_equal(cp_core_on_worker_heartbeat(&e->c, &r, &err), w);
+    assert_false(w->need_list);
+    assert_true(w->node.schedulable);
+    assert_int_equal(f->ready, 1);
+    assert_int_equal(f->desired, 1);
+    check_accounting(e);
+    /* the same list again adopts nothing twice */
+    cp_core_on_worker_heartbeat(&e->c, &r, &err);
+    assert_int_equal(f->ready, 1);
+    /* no load, but the window is empty: no scale-down within one stable window */
+    e->k.now += 2000;
+    cp_core_tick(&e->c, f->tick_slot);
+    assert_int_equal(e->k.ndrains, 0);
+    /* a bad address changes nothing */
+    r.address = "nowhere";
+    assert_null(cp_core_on_worker_heartbeat(&e->c, &r, &err));
+    assert_string_equal(w->address, "127.0.0.1:1");
+    env_free(e);
+}
+
+static void test_dp_lost(void **state)
+{
+    struct env *e = env_new();
+    worker(e, "w1", 4000, 4096);
+    struct cp_dp *d1 = dataplane(e, "dp1");
+    struct cp_fn *f = function(e, "hello", 100, 128, 0);
+    cp_core_set_metric(&e->c, d1, f, 5);
+    assert_true(cp_fn_sample(f) == 5);
+    e->k.now += 20000;
+    assert_int_equal(cp_core_check_peers(&e->c, 15000), 1);
+    assert_null(e->c.dps);
+    assert_true(cp_fn_sample(f) == 0); /* its reports stop counting */
+    assert_int_equal(e->k.disconnected, 1);
+    env_free(e);
+}
+
+int main(void)
+{
+    dg_log_set_level(DG_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_scale_from_zero),
+        cmocka_unit_test(test_create_fails),
+        cmocka_unit_test(test_worker_lost_while_creating),
+        cmocka_unit_test(test_scale_down_drains_then_deletes),
+        cmocka_unit_test(test_fn_delete_frees_once),
+        cmocka_unit_test(test_accounting_and_capacity),
+        cmocka_unit_test(test_adopt_after_restart),
+        cmocka_unit_test(test_dp_lost),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
