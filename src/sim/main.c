@@ -1,7 +1,7 @@
 /*
- * dirigent-sim: replay an Azure Functions trace through the control plane's
- * decision code against simulated workers (sim.h). One run prints a table per
- * function and overall (or --json); --compare runs several settings and prints
+ * dirigent-sim: replay an Azure Functions trace through the control plane's and
+ * the data plane's cores against simulated workers (sim.h). One run prints a table
+ * per function and overall (or --json); --compare runs several settings and prints
  * one row each:
  *
  *   dirigent-sim TRACE [--workers 20] [--placementPolicy chbl] [--autoscaler knative]

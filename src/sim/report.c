@@ -1,7 +1,8 @@
 /*
  * dirigent-sim's runs and output (report.h): each run parses the command line (options.h),
- * loads the trace, opens the --csv file and calls sim_run; the results become the table of
- * functions (or JSON), or, under --compare, one row per combination of settings.
+ * loads the trace, opens the --csv file (not under --compare) and calls sim_run; the results
+ * become the table of functions (or JSON), or, under --compare, one row per combination of
+ * settings.
  */
 #include "report.h"
 
