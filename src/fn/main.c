@@ -1,66 +1,21 @@
 /*
  * dirigent-fn: the function server that runs inside every sandbox, compatible
- * with InVitro's workload (DESIGN.md §8).
+ * with InVitro's workload (DESIGN.md §8); what it serves is described in server.c.
  *
- *   GET /health   -> 200 "ok"
- *   GET /metrics  -> Prometheus text
- *   anything else -> busy-spin for `requested_cpu` ms (header), then
- *                    {"Status":"OK","Function":...,"MachineName":...,"ExecutionTime":<us>}
- *
- * Headers: `workload` ("empty" answers at once with Status "OK - EMPTY"),
- * `function` (echoed; the Host header when absent), `requested_cpu` (ms of
- * CPU to spin), `multiplier` (InVitro's iterations per ms: when given, the
- * work is exactly multiplier x requested_cpu iterations of 100 square roots,
- * as InVitro's trace function; when absent, the spin lasts requested_cpu ms
- * of wall-clock time). `requested_memory` is ignored, as the original
- * workload ignores it: InVitro sends the function's whole memory there while
- * it registers a tenth of it, so touching it would get the sandbox OOM-killed.
- * With allocateRequestedMemory, the work allocates and touches that many MiB.
- *
- * Start-up: before it listens (so before it is ready), it runs the start-up
- * busy loop of the original workload: ITERATIONS_MULTIPLIER (default 102) x
- * COLD_START_BUSY_LOOP_MS iterations, from the environment the worker sets
- * from the registration's iteration_multiplier and cold_start_busy_loop_ms.
- *
- * The spin runs on libuv's thread pool, so /health answers during long work
- * and several requests can run at once (UV_THREADPOOL_SIZE, default 4).
- *
- *   any method /_dirigent/allocate?mib=N -> allocate and touch N MiB (at most
- *                    maxMemoryMiB), free them, answer as an invocation. A
- *                    deliberate way past a sandbox's memory limit (what an OOM
- *                    kill looks like; tests), independent of requested_memory.
- *                    Only with allocateEndpoint (DIRIGENT_FN_ALLOCATE_ENDPOINT=true
- *                    in the registration's env_vars): allocation stays behind an
- *                    explicit option, as issue 12 asks of requested_memory.
+ * This file wires: the config (the schema below: flags, environment, --help), the tie to
+ * a parent process, the daemon's signals and loop, and the server (server.c: the HTTP API,
+ * the work and the start-up busy loop; workload.c: the CPU work itself).
  */
-#include <errno.h>
-#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
 #include "dirigent/config.h"
 #include "dirigent/daemon.h"
-#include "dirigent/http.h"
 #include "dirigent/log.h"
-#include "dirigent/metrics.h"
+#include "server.h"
 #include "workload.h"
-
-struct fn_config {
-    int64_t port;
-    char *host;
-    char *log_level;
-    int64_t max_cpu_ms;
-    int64_t max_memory_mib;
-    bool calibrate;
-    bool allocate_memory, allocate_endpoint;
-    int64_t startup_loop_ms, startup_multiplier;
-    int64_t parent_pid;
-    struct dg_http_conf http;
-};
 
 static const struct dg_conf_field fn_fields[] = {
     {.key = "port",
@@ -154,279 +109,6 @@ static const struct dg_conf_schema fn_schema = {
     .nfields = DG_ARRAY_LEN(fn_fields),
 };
 
-struct fn {
-    uv_loop_t *loop;
-    struct fn_config cfg;
-    struct dg_daemon daemon;
-    struct dg_http_server *server;
-    struct dg_metrics *metrics;
-    struct dg_metric *invocations, *spin_seconds, *bad_requests, *iterations;
-    char machine[256];
-    int port;
-    uv_work_t startup;
-    uint64_t startup_us, startup_iterations;
-    atomic_bool stopping; /* SIGTERM during the start-up loop ends it */
-    bool starting;
-    struct dg_buf body,
-        machine_tail; /* response scratch; ',"MachineName":"...","ExecutionTime":' */
-};
-
-struct job {
-    uv_work_t work;
-    struct fn *fn;
-    struct dg_http_req *req;
-    uint64_t cpu_ms, multiplier, memory_mib, exec_us, iterations;
-    const char *status;
-};
-
-/* Append `s` as a JSON string literal (quotes included), copying runs of plain bytes. */
-static void json_str(struct dg_buf *b, struct dg_str s)
-{
-    dg_buf_append(b, "\"", 1);
-    size_t run = 0;
-    for (size_t i = 0; i < s.len; i++) {
-        unsigned char ch = (unsigned char)s.ptr[i];
-        if (ch != '"' && ch != '\\' && ch >= 0x20)
-            continue;
-        dg_buf_append(b, s.ptr + run, i - run);
-        run = i + 1;
-        if (ch == '"' || ch == '\\') {
-            char esc[2] = {'\\', (char)ch};
-            dg_buf_append(b, esc, 2);
-        } else {
-            dg_buf_printf(b, "\\u%04x", ch);
-        }
-    }
-    dg_buf_append(b, s.ptr + run, s.len - run);
-    dg_buf_append(b, "\"", 1);
-}
-
-static void buf_u64(struct dg_buf *b, uint64_t v)
-{
-    char tmp[20];
-    dg_buf_append(b, tmp, dg_fmt_u64(tmp, v));
-}
-
-/* The body is built in one buffer reused for every response (dg_http_respond writes or
- * copies it before returning), with the constant MachineName part formatted once. */
-static void respond_result(struct fn *f, struct dg_http_req *r, const char *status,
-                           uint64_t exec_us)
-{
-    struct dg_str name = dg_http_req_header(r, "function");
-    if (!name.ptr)
-        name = dg_http_req_header(r, "host");
-    struct dg_buf *b = &f->body;
-    dg_buf_reset(b);
-    dg_buf_puts(b, "{\"Status\":\"");
-    dg_buf_puts(b, status);
-    dg_buf_puts(b, "\",\"Function\":");
-    json_str(b, name);
-    dg_buf_append(b, f->machine_tail.data, f->machine_tail.len);
-    buf_u64(b, exec_us);
-    dg_buf_append(b, "}", 1);
-    dg_http_respond(r, 200, "application/json", b->data, b->len);
-    dg_counter_add(f->invocations, 1);
-}
-
-/* Parse an optional non-negative integer header; 400 naming it on junk or over `max`. */
-static bool header_u64(struct fn *f, struct dg_http_req *r, const char *name, uint64_t max,
-                       uint64_t *out)
-{
-    struct dg_str v = dg_http_req_header(r, name);
-    *out = 0;
-    if (!v.ptr || v.len == 0)
-        return true;
-    if (!dg_str_to_u64(v, out) || *out > max) {
-        dg_counter_add(f->bad_requests, 1);
-        dg_http_respond_text(r, 400, "header '%s': expected an integer 0..%llu, got '%.*s'", name,
-                             (unsigned long long)max, (int)DG_MIN(v.len, 64), v.ptr);
-        return false;
-    }
-    return true;
-}
-
-static void job_work(uv_work_t *w)
-{
-    struct job *j = DG_CONTAINER_OF(w, struct job, work);
-    uint64_t start = dg_now_us();
-    char *mem = NULL;
-    size_t bytes = (size_t)j->memory_mib << 20;
-    if (bytes) {
-        mem = malloc(bytes);
-        if (mem) /* touch every page so the memory is really used */
-            for (size_t i = 0; i < bytes; i += 4096)
-                mem[i] = (char)i;
-    }
-    if (j->multiplier) {
-        j->iterations = j->multiplier * j->cpu_ms;
-        fn_work_iterations(j->iterations);
-    } else {
-        j->iterations = fn_spin_ms(j->cpu_ms);
-    }
-    free(mem);
-    j->exec_us = dg_now_us() - start;
-}
-
-static void job_done(uv_work_t *w, int status)
-{
-    struct job *j = DG_CONTAINER_OF(w, struct job, work);
-    dg_counter_add(j->fn->spin_seconds, (double)j->exec_us / 1e6);
-    dg_counter_add(j->fn->iterations, (double)j->iterations);
-    respond_result(j->fn, j->req, j->status, j->exec_us);
-    free(j);
-}
-
-static void on_invoke(struct dg_http_req *r, void *ud)
-{
-    struct fn *f = ud;
-    uint64_t cpu_ms, mult, mem = 0;
-    if (!header_u64(f, r, "requested_cpu", (uint64_t)f->cfg.max_cpu_ms, &cpu_ms) ||
-        !header_u64(f, r, "multiplier", 1000000000u, &mult) ||
-        (f->cfg.allocate_memory &&
-         !header_u64(f, r, "requested_memory", (uint64_t)f->cfg.max_memory_mib, &mem)))
-        return;
-    struct dg_str workload = dg_http_req_header(r, "workload");
-    bool empty = workload.ptr && dg_str_caseeq(workload, "empty");
-    if (empty || (cpu_ms == 0 && mem == 0)) {
-        respond_result(f, r, empty ? "OK - EMPTY" : "OK", 0);
-        return;
-    }
-    struct job *j = dg_xcalloc(1, sizeof(*j));
-    j->fn = f;
-    j->req = r;
-    j->cpu_ms = cpu_ms;
-    j->multiplier = mult;
-    j->memory_mib = mem;
-    j->status = "OK";
-    int rc = uv_queue_work(f->loop, &j->work, job_work, job_done);
-    if (rc < 0) {
-        free(j);
-        dg_http_respond_text(r, 500, "cannot start the work: %s", uv_strerror(rc));
-    }
-}
-
-/* ---- /_dirigent/allocate ---------------------------------------------------------------- */
-
-struct alloc_job {
-    uv_work_t work;
-    struct fn *fn;
-    struct dg_http_req *req;
-    uint64_t mib, exec_us;
-    bool failed;
-};
-
-static void alloc_work(uv_work_t *w)
-{
-    struct alloc_job *j = DG_CONTAINER_OF(w, struct alloc_job, work);
-    uint64_t start = dg_now_us();
-    size_t bytes = (size_t)j->mib << 20;
-    char *mem = malloc(bytes ? bytes : 1);
-    j->failed = !mem;
-    for (size_t i = 0; mem && i < bytes; i += 4096) /* every page: really used */
-        mem[i] = (char)i;
-    free(mem);
-    j->exec_us = dg_now_us() - start;
-}
-
-static void alloc_done(uv_work_t *w, int status)
-{
-    struct alloc_job *j = DG_CONTAINER_OF(w, struct alloc_job, work);
-    if (j->failed)
-        dg_http_respond_text(j->req, 500, "cannot allocate %llu MiB", (unsigned long long)j->mib);
-    else
-        respond_result(j->fn, j->req, "OK", j->exec_us);
-    free(j);
-}
-
-static void on_allocate(struct dg_http_req *r, void *ud)
-{
-    struct fn *f = ud;
-    struct dg_str q = dg_http_req_query(r);
-    uint64_t mib = 0;
-    if (!q.ptr || q.len < 5 || memcmp(q.ptr, "mib=", 4) != 0 ||
-        !dg_str_to_u64((struct dg_str){q.ptr + 4, q.len - 4}, &mib) ||
-        mib > (uint64_t)f->cfg.max_memory_mib) {
-        dg_counter_add(f->bad_requests, 1);
-        dg_http_respond_text(r, 400, "allocate: expected ?mib=N with N 0..%lld (maxMemoryMiB)",
-                             (long long)f->cfg.max_memory_mib);
-        return;
-    }
-    struct alloc_job *j = dg_xcalloc(1, sizeof(*j));
-    j->fn = f;
-    j->req = r;
-    j->mib = mib;
-    int rc = uv_queue_work(f->loop, &j->work, alloc_work, alloc_done);
-    if (rc < 0) {
-        free(j);
-        dg_http_respond_text(r, 500, "cannot start the work: %s", uv_strerror(rc));
-    }
-}
-
-static void on_server_closed(void *ud)
-{
-    struct fn *f = ud;
-    f->server = NULL;
-    dg_daemon_deinit(&f->daemon);
-}
-
-static void on_stop(void *ud)
-{
-    struct fn *f = ud;
-    atomic_store(&f->stopping, true);
-    if (f->starting)
-        return; /* startup_done sees it and ends the daemon */
-    if (f->server)
-        dg_http_server_close(f->server, (uint64_t)f->cfg.http.shutdown_grace_ms, on_server_closed,
-                             f);
-}
-
-/* The original workload's start-up busy loop: multiplier x ms iterations, in slices of one
- * "millisecond" (multiplier iterations) so a SIGTERM ends it soon. */
-static void startup_work(uv_work_t *w)
-{
-    struct fn *f = DG_CONTAINER_OF(w, struct fn, startup);
-    uint64_t t0 = dg_now_us(), mult = (uint64_t)f->cfg.startup_multiplier;
-    for (int64_t ms = 0; ms < f->cfg.startup_loop_ms && !atomic_load(&f->stopping); ms++) {
-        fn_work_iterations(mult);
-        f->startup_iterations += mult;
-    }
-    f->startup_us = dg_now_us() - t0;
-}
-
-static void startup_done(uv_work_t *w, int status)
-{
-    struct fn *f = DG_CONTAINER_OF(w, struct fn, startup);
-    struct dg_err err = {0};
-    f->starting = false;
-    if (atomic_load(&f->stopping)) {
-        dg_daemon_deinit(&f->daemon);
-        return;
-    }
-    if (f->cfg.startup_loop_ms > 0)
-        dg_log(DG_LOG_INFO, "fn", "start-up busy loop: %lld x %lld iterations in %.1f ms",
-               (long long)f->cfg.startup_multiplier, (long long)f->cfg.startup_loop_ms,
-               (double)f->startup_us / 1e3);
-    dg_gauge_set(dg_metric_get1(dg_metrics_gauge(f->metrics, "dg_fn_startup_work_iterations",
-                                                 "Iterations of the start-up busy loop done "
-                                                 "before listening.",
-                                                 NULL),
-                                NULL),
-                 (double)f->startup_iterations);
-    struct dg_http_limits limits;
-    dg_http_conf_limits(&f->cfg.http, &limits);
-    f->server = dg_http_server_new(f->loop, &limits, "fn");
-    dg_daemon_mount_health_metrics(f->server, f->metrics);
-    if (f->cfg.allocate_endpoint)
-        dg_http_route(f->server, NULL, "/_dirigent/allocate", on_allocate, f, 0);
-    dg_http_set_fallback(f->server, on_invoke, f, 0);
-    if (dg_http_server_listen(f->server, f->cfg.host, f->port, &err) < 0) {
-        dg_log(DG_LOG_ERROR, "fn", "%s", err.msg);
-        exit(1); /* as before the loop ran: nothing to clean up that the exit does not */
-    }
-    dg_log_always("fn", "listening on %s:%d (machine %s)", f->cfg.host,
-                  dg_http_server_port(f->server), f->machine);
-}
-
 int main(int argc, char **argv)
 {
     static struct fn f;
@@ -447,56 +129,25 @@ int main(int argc, char **argv)
         dg_conf_free(&fn_schema, &f.cfg);
         return 0;
     }
-    if (gethostname(f.machine, sizeof(f.machine) - 1) == -1)
-        snprintf(f.machine, sizeof(f.machine), "unknown");
-
-    dg_buf_puts(&f.machine_tail, ",\"MachineName\":");
-    json_str(&f.machine_tail, dg_str_c(f.machine));
-    dg_buf_puts(&f.machine_tail, ",\"ExecutionTime\":");
-
     int port = (int)f.cfg.port;
     if (port < 0)
         port = getpid() == 1 ? 80 : 8080;
 
     f.loop = uv_default_loop();
-    if (dg_daemon_init(&f.daemon, f.loop, "fn", on_stop, &f, &err) < 0) {
+    if (dg_daemon_init(&f.daemon, f.loop, "fn", fn_on_stop, &f, &err) < 0) {
         dg_log(DG_LOG_ERROR, "fn", "%s", err.msg);
         return 1;
     }
-    f.metrics = dg_metrics_new();
-    f.invocations = dg_metric_get1(
-        dg_metrics_counter(f.metrics, "dg_fn_invocations_total", "Invocations answered.", NULL),
-        NULL);
-    f.bad_requests = dg_metric_get1(dg_metrics_counter(f.metrics, "dg_fn_bad_requests_total",
-                                                       "Invocations refused with 400.", NULL),
-                                    NULL);
-    f.spin_seconds = dg_metric_get1(dg_metrics_counter(f.metrics, "dg_fn_busy_seconds_total",
-                                                       "CPU work done for invocations.", NULL),
-                                    NULL);
-    f.iterations = dg_metric_get1(
-        dg_metrics_counter(f.metrics, "dg_fn_work_iterations_total",
-                           "Iterations of the work unit (100 square roots) done for invocations.",
-                           NULL),
-        NULL);
-
-    f.port = port;
-    /* the start-up loop runs on the thread pool: signals are still handled meanwhile. Without
-     * one, listen now: a cold start waits for this, and the pool's threads are started only
-     * when a request needs them */
-    f.starting = true;
-    if (f.cfg.startup_loop_ms == 0)
-        startup_done(&f.startup, 0);
-    else if ((rc = uv_queue_work(f.loop, &f.startup, startup_work, startup_done)) < 0) {
-        dg_log(DG_LOG_ERROR, "fn", "cannot start the start-up loop: %s", uv_strerror(rc));
+    fn_init(&f, port);
+    if (fn_start(&f, &err) < 0) {
+        dg_log(DG_LOG_ERROR, "fn", "%s", err.msg);
         return 1;
     }
 
     uv_run(f.loop, UV_RUN_DEFAULT);
 
     dg_loop_close_all(f.loop);
-    dg_metrics_free(f.metrics);
-    dg_buf_free(&f.body);
-    dg_buf_free(&f.machine_tail);
+    fn_deinit(&f);
     dg_conf_free(&fn_schema, &f.cfg);
     dg_log(DG_LOG_INFO, "fn", "stopped");
     return 0;
