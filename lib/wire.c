@@ -257,9 +257,12 @@ static json_t *encode(const struct msg *m, const void *p)
             if (*(const int64_t *)at != 0 || !(f->flags & F_OMIT))
                 v = json_integer((json_int_t) * (const int64_t *)at);
             break;
-        case K_DBL:
-            v = json_real(*(const double *)at);
+        case K_DBL: {
+            double d;
+            memcpy(&d, at, sizeof(d)); /* `at` points into the struct: a double's bytes */
+            v = json_real(d);
             break;
+        }
         case K_BOOL:
             v = json_boolean(*(const bool *)at);
             break;
@@ -747,7 +750,7 @@ char *dg_wire_batch_line_dumps(size_t i, int status, const char *body, size_t le
     json_object_set_new(o, K_I, json_integer((json_int_t)i));
     json_object_set_new(o, K_STATUS, json_integer(status));
     json_t *b = json_stringn(body ? body : "", body ? len : 0);
-    if (!b) { /* not UTF-8: keep the length, lose the odd bytes */
+    if (!b && body) { /* not UTF-8: keep the length, lose the odd bytes */
         char *c = dg_xmalloc(len + 1);
         for (size_t k = 0; k < len; k++)
             c[k] = (unsigned char)body[k] >= 0x80 ? '?' : body[k];
