@@ -273,13 +273,8 @@ void dg_batch_reply_text(struct dg_batch_reply *b, size_t i, int status, const c
     char buf[1024];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+    /* single: newline-ended, as dg_http_respond_text */
+    size_t n = dg_http_text_vfmt(buf, sizeof(buf), b->single, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        n = 0;
-    if (n > (int)sizeof(buf) - 2)
-        n = (int)sizeof(buf) - 2;
-    if (b->single && (n == 0 || buf[n - 1] != '\n')) /* as dg_http_respond_text */
-        buf[n++] = '\n';
-    dg_batch_reply_answer(b, i, status, NULL, buf, (size_t)n);
+    dg_batch_reply_answer(b, i, status, NULL, buf, n);
 }

@@ -1290,20 +1290,26 @@ void dg_http_respond(struct dg_http_req *r, int status, const char *content_type
     req_finish(r);
 }
 
+size_t dg_http_text_vfmt(char *buf, size_t size, bool newline, const char *fmt, va_list ap)
+{
+    int n = vsnprintf(buf, size - 1, fmt, ap);
+    if (n < 0)
+        n = 0;
+    if (n > (int)size - 2)
+        n = (int)size - 2;
+    if (newline && (n == 0 || buf[n - 1] != '\n'))
+        buf[n++] = '\n';
+    return (size_t)n;
+}
+
 void dg_http_respond_text(struct dg_http_req *r, int status, const char *fmt, ...)
 {
     char buf[1024];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+    size_t n = dg_http_text_vfmt(buf, sizeof(buf), true, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        n = 0;
-    if (n > (int)sizeof(buf) - 2)
-        n = (int)sizeof(buf) - 2;
-    if (n == 0 || buf[n - 1] != '\n')
-        buf[n++] = '\n';
-    dg_http_respond(r, status, "text/plain", buf, (size_t)n);
+    dg_http_respond(r, status, "text/plain", buf, n);
 }
 
 void dg_http_resp_start(struct dg_http_req *r, int status, int64_t content_length)

@@ -13,6 +13,9 @@
 #ifndef DIRIGENT_HTTP_H
 #define DIRIGENT_HTTP_H
 
+#include <stdarg.h>
+#include <stdbool.h>
+
 #include <uv.h>
 
 #include "dirigent/common.h"
@@ -124,6 +127,10 @@ void dg_http_respond(struct dg_http_req *r, int status, const char *content_type
                      size_t len);
 /* text/plain response with a trailing newline. */
 void dg_http_respond_text(struct dg_http_req *r, int status, const char *fmt, ...) DG_PRINTF(3, 4);
+/* The text of such an answer into buf (size > 2): formatted, cut to fit, and newline-ended when
+ * `newline` (dg_http_respond_text's); returns its length. */
+size_t dg_http_text_vfmt(char *buf, size_t size, bool newline, const char *fmt, va_list ap)
+    DG_PRINTF(4, 0);
 /* Streaming: start with a known length (>= 0) or chunked (-1), write pieces (copied), end. */
 void dg_http_resp_start(struct dg_http_req *r, int status, int64_t content_length);
 void dg_http_resp_write(struct dg_http_req *r, const void *data, size_t len);

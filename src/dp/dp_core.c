@@ -353,6 +353,22 @@ static void report_soon(struct dp_core *core, struct dp_function *f)
         core->fx.report_soon(core->fx.ud);
 }
 
+/* Reports being collected: f's in-flight count is added, and is what the CP heard last. */
+struct report_buf {
+    struct dp_report_item *items;
+    size_t n, cap;
+};
+
+static void report_add(struct report_buf *rb, struct dp_function *f)
+{
+    if (rb->n == rb->cap) {
+        rb->cap = rb->cap ? rb->cap * 2 : 8;
+        rb->items = dg_xrealloc(rb->items, rb->cap * sizeof(*rb->items));
+    }
+    rb->items[rb->n++] = (struct dp_report_item){f->name, f->running};
+    f->reported = f->running;
+}
+
 /* Send items[0..n) and forget them. */
 static void report_send(struct dp_core *core, struct dp_report_item *items, size_t n)
 {
@@ -363,40 +379,26 @@ static void report_send(struct dp_core *core, struct dp_report_item *items, size
 
 void dp_core_report_due(struct dp_core *core)
 {
-    size_t n = 0, cap = 0;
-    struct dp_report_item *items = NULL;
+    struct report_buf rb = {0};
     while (core->to_report) {
         struct dp_function *f = core->to_report;
         core->to_report = f->r_next;
         f->r_next = NULL;
         f->report_due = false;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 8;
-            items = dg_xrealloc(items, cap * sizeof(*items));
-        }
-        items[n++] = (struct dp_report_item){f->name, f->running};
-        f->reported = f->running;
+        report_add(&rb, f);
     }
-    report_send(core, items, n);
+    report_send(core, rb.items, rb.n);
 }
 
 /* As the original: every 2 s while there is traffic, every function with requests (and a last
  * 0 for one that went idle; idle and already said so: skipped). */
 static void report_all(struct dp_core *core)
 {
-    size_t n = 0, cap = 0;
-    struct dp_report_item *items = NULL;
-    for (struct dp_function *f = core->reg.fns; f; f = f->next) {
-        if (f->running == 0 && f->reported == 0)
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 8;
-            items = dg_xrealloc(items, cap * sizeof(*items));
-        }
-        items[n++] = (struct dp_report_item){f->name, f->running};
-        f->reported = f->running;
-    }
-    report_send(core, items, n);
+    struct report_buf rb = {0};
+    for (struct dp_function *f = core->reg.fns; f; f = f->next)
+        if (f->running != 0 || f->reported != 0)
+            report_add(&rb, f);
+    report_send(core, rb.items, rb.n);
 }
 
 /* ---- requests ----------------------------------------------------------------------------- */
