@@ -180,9 +180,15 @@ json_t *dg_wire_delete_item_encode(const char *id);
 /* `*id` borrowed from `j`. Error: "expected a sandbox id (string), got integer". */
 int dg_wire_delete_item_decode(const json_t *j, const char **id, struct dg_err *err);
 
+/* A sandbox's state in GET /v1/sandboxes. */
+#define DG_WIRE_SB_CREATING "creating"
+#define DG_WIRE_SB_READY    "ready"
+#define DG_WIRE_SB_EXITED   "exited"
+#define DG_WIRE_SB_DELETING "deleting"
+
 /* A sandbox in GET /v1/sandboxes. */
 struct dg_wire_sandbox_state {
-    char *id, *function, *endpoint, *state; /* required; state "creating", "ready", ... */
+    char *id, *function, *endpoint, *state; /* required; state one of DG_WIRE_SB_* */
     char *exit_reason;                      /* "exitReason", only when it exited */
 };
 

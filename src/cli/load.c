@@ -17,7 +17,7 @@
  * trace replays an Azure 2019 trace directory (invocations, durations, memory, dirigent.json)
  * or a 2021 per-invocation file through the cluster: its functions are registered first the
  * way InVitro registers them, arrivals and durations come from the same loader dirigent-sim
- * uses (src/sim/trace.c), each request asks the function to work for its duration
+ * uses (lib/invitro_trace.c), each request asks the function to work for its duration
  * (`requested_cpu` ms), and invocations in the warm-up minutes are sent but not counted.
  * Targets only 127.0.0.0/8 (and the project's own namespaces, 100.64.0.0/10).
  */

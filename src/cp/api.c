@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "cp.h"
+#include "function_json.h"
 #include "haproxy.h"
 #include "dirigent/form.h"
 #include "dirigent/json.h"
@@ -703,8 +704,8 @@ void cp_api_mount(struct dg_http_server *internal, struct dg_http_server *reg)
         struct dg_http_server *s = user[i];
         dg_http_route(s, "POST", "/registerService", leader_or_forward, (void *)&r_register, 0);
         dg_http_route(s, "GET", "/check", leader_or_forward, (void *)&r_check, 0);
-        dg_http_route(s, "GET", "/v1/functions", leader_or_forward, (void *)&r_list, 0);
-        dg_http_route(s, "POST", "/v1/functions", leader_or_forward, (void *)&r_create, 0);
+        dg_http_route(s, "GET", DG_WIRE_PATH_FUNCTIONS, leader_or_forward, (void *)&r_list, 0);
+        dg_http_route(s, "POST", DG_WIRE_PATH_FUNCTIONS, leader_or_forward, (void *)&r_create, 0);
         dg_http_route(s, "GET", DG_WIRE_PATH_FUNCTIONS "/:name", leader_or_forward, (void *)&r_get,
                       0);
         dg_http_route(s, "PUT", DG_WIRE_PATH_FUNCTIONS "/:name", leader_or_forward,
@@ -809,7 +810,7 @@ static void recon_listed(struct dg_http_creq *q, const struct dg_http_resp *resp
         w->need_list = false;
         for (size_t i = 0; i < m.nsandboxes; i++) {
             const struct dg_wire_sandbox_state *sb = &m.sandboxes[i];
-            if (strcmp(sb->state, "ready") == 0 &&
+            if (strcmp(sb->state, DG_WIRE_SB_READY) == 0 &&
                 cp_core_adopt(&cp.core, w, sb->function, sb->id, sb->endpoint))
                 dg_log(DG_LOG_INFO, "store", "fn=%s sandbox %s on %s rediscovered", sb->function,
                        sb->id, w->name);

@@ -1,7 +1,7 @@
 /*
  * cp.h: the control-plane daemon's state around its core (cp_core.h): the loop, the store, the
  * peers' connections, the timers that run the core's "soon" calls, the cold-start trace, the
- * replicas, and the state of the HTTP API. One instance (main.c's `cp`), one libuv loop, no
+ * replicas, and the state of the HTTP API. One instance (`cp`, defined in cp.c), one libuv loop, no
  * locks. The adapters: scaling.c (the core's effects over HTTP and libuv), api.c (HTTP
  * handlers into core events), haproxy.c (HAProxy's data-plane backend).
  */

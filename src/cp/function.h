@@ -14,7 +14,6 @@
 
 #include "dirigent/config.h"
 #include "dirigent/form.h"
-#include "dirigent/json.h"
 
 #define CP_NAME_MAX 63
 
@@ -40,11 +39,6 @@ struct cp_fn_spec {
  * got '...'"; on error `out` owns nothing. */
 int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct dg_err *err);
 void cp_fn_spec_free(struct cp_fn_spec *s);
-
-/* The spec as the JSON form of POST /v1/functions (what the store keeps), and back: a JSON
- * object (arrays for repeated fields) as a form for cp_fn_spec_from_form. */
-json_t *cp_fn_spec_to_json(const struct cp_fn_spec *s);
-int cp_fn_form_from_json(const json_t *j, struct dg_form *form, struct dg_err *err);
 
 /* Validation pieces, also used by the JSON API. */
 bool cp_fn_name_valid(const char *name);

@@ -11,19 +11,20 @@
 #include <string.h>
 
 #include "dirigent/log.h"
+#include "dirigent/wire.h"
 #include "registry.h"
 
 const char *wk_sandbox_state_name(enum wk_sb_state s)
 {
     switch (s) {
     case WK_SB_CREATING:
-        return "creating";
+        return DG_WIRE_SB_CREATING;
     case WK_SB_READY:
-        return "ready";
+        return DG_WIRE_SB_READY;
     case WK_SB_EXITED:
-        return "exited";
+        return DG_WIRE_SB_EXITED;
     case WK_SB_DELETING:
-        return "deleting";
+        return DG_WIRE_SB_DELETING;
     }
     return "?";
 }

@@ -1,5 +1,5 @@
 /*
- * test_dp_core.c: the data plane's core (src/dp/core.h) with a fake effects
+ * test_dp_core.c: the data plane's core (src/dp/dp_core.h) with a fake effects
  * table and a fake clock: every forward, answer, drain and report it makes is
  * recorded, and each test checks them in order.
  */

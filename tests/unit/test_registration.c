@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "dirigent/form.h"
-#include "function.h"
+#include "function_json.h"
 
 static void test_form_decoding(void **state)
 {
