@@ -440,9 +440,13 @@ static void on_arrival(struct sim *s, uint32_t inv)
         f->r.cold += s->cold[inv];
     }
     dp_core_on_request(s->dp, f->dpf, &s->reqs[inv]);
-    /* the DP's first metric: a function at zero scales at once */
-    cp_core_on_metric(&s->core, s->cp_dp, f->cp, inflight(f));
-    settle(s);
+    /* the DP's first metric: a function at zero scales at once. With a sandbox ready or being
+     * created the metric would change no decision (scale from zero acts only at zero, and the
+     * tick samples afresh): not sent, as the DP sends none for a request that finds a slot */
+    if (f->cp->ready == 0 && f->cp->creating == 0) {
+        cp_core_on_metric(&s->core, s->cp_dp, f->cp, inflight(f));
+        settle(s);
+    }
     dp_core_expire_function(s->dp, f->dpf);
 }
 
