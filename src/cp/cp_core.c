@@ -945,6 +945,36 @@ static void dp_free(struct cp_core *c, struct cp_dp *d)
     free(d);
 }
 
+void cp_core_dp_resync(struct cp_core *c, struct cp_dp *d)
+{
+    d->need_sync = false;
+    if (!c->fx.push_dp) {
+        cp_core_push_all(c);
+        return;
+    }
+    size_t n = 0;
+    for (struct cp_fn *f = c->fns; f; f = f->next)
+        n++;
+    if (n > c->items_cap) {
+        c->items_cap = 2 * n;
+        c->items = dg_xrealloc(c->items, c->items_cap * sizeof(*c->items));
+    }
+    n = 0; /* no error, no exits: those go once, with the push a change makes */
+    for (struct cp_fn *f = c->fns; f; f = f->next)
+        c->items[n++] = (struct cp_push_item){.f = f};
+    c->fx.push_dp(c->fx.ud, d, c->items, n);
+}
+
+void cp_core_on_dp_push_failed(struct cp_core *c, const char *name)
+{
+    struct cp_dp *d = cp_core_dp(c, name);
+    if (d && !d->need_sync) {
+        dg_log(DG_LOG_WARN, "registry", "data plane %s missed a push: resync at its next heartbeat",
+               name);
+        d->need_sync = true;
+    }
+}
+
 void cp_core_on_dp_lost(struct cp_core *c, struct cp_dp *d)
 {
     dg_log(DG_LOG_WARN, "registry", "data plane %s silent: removed", d->name);

@@ -63,6 +63,8 @@ struct cp_dp {
     char *proxy; /* host:port invocations go to */
     void *io;    /* the adapter's */
     uint64_t last_seen_ms;
+    bool need_sync; /* a push or a forget to it failed: its next heartbeat gets every list
+                       (cp_core_dp_resync) */
     struct cp_dp *next;
 };
 
@@ -157,6 +159,9 @@ struct cp_effects {
     void (*drain)(void *ud, struct cp_drain *d);
     /* these functions' whole endpoint lists to every DP */
     void (*push)(void *ud, const struct cp_push_item *items, size_t n);
+    /* every function's whole list to `d` alone, as its whole table: it drops the functions
+     * not in it (a resync). May be NULL: every list to every DP (cp_core_push_all) instead */
+    void (*push_dp)(void *ud, struct cp_dp *d, const struct cp_push_item *items, size_t n);
     /* a deleted function leaves every DP */
     void (*forget_fn)(void *ud, const char *name);
     /* open (or move to `address`) the connection of a peer in *io (NULL: none yet); -1 with
@@ -300,6 +305,12 @@ struct cp_worker *cp_core_worker(struct cp_core *c, const char *name);
 struct cp_dp *cp_core_on_dp_heartbeat(struct cp_core *c, const char *name, const char *api,
                                       const char *proxy, enum cp_origin origin, bool *fresh,
                                       struct dg_err *err);
+/* d's whole table again: every function (those being deleted included) with its whole list,
+ * to d alone (fx.push_dp), which drops the functions not in it. Clears d->need_sync. */
+void cp_core_dp_resync(struct cp_core *c, struct cp_dp *d);
+/* A push or a forget to data plane `name` failed (lost, timed out, refused): it may hold stale
+ * lists, so its next heartbeat gets a resync (d->need_sync). Nothing if it is gone. */
+void cp_core_on_dp_push_failed(struct cp_core *c, const char *name);
 /* Silent: its reports stop counting, its connection closes, it is freed. */
 void cp_core_on_dp_lost(struct cp_core *c, struct cp_dp *d);
 struct cp_dp *cp_core_dp(struct cp_core *c, const char *name);

@@ -426,11 +426,21 @@ static void test_roundtrip_built(void **state)
     /* no error: "error" and "exited" are left out of a push item */
     struct dg_wire_endpoint ep = {"x", "1.2.3.4:80"};
     struct dg_wire_fn_update u = {.name = "f", .concurrency = 2, .endpoints = &ep, .nendpoints = 1};
-    struct dg_wire_push p = {&u, 1};
+    struct dg_wire_push p = {.functions = &u, .nfunctions = 1};
     s = dg_wire_push_dumps(&p);
     assert_string_equal(
         s, "{\"functions\":[{\"endpoints\":[{\"id\":\"x\",\"address\":\"1.2.3.4:80\"}],"
            "\"name\":\"f\",\"concurrency\":2}]}");
+    json_t *pj = json_loads(s, 0, NULL);
+    assert_false(dg_wire_push_is_full(pj)); /* not a resync: "full" left out, reads false */
+    json_decref(pj);
+    free(s);
+    p.full = true; /* a resync: the receiver's whole table */
+    s = dg_wire_push_dumps(&p);
+    assert_non_null(strstr(s, "\"full\":true"));
+    pj = json_loads(s, 0, NULL);
+    assert_true(dg_wire_push_is_full(pj));
+    json_decref(pj);
     free(s);
 
     /* a string that is not UTF-8 (a reason read from a process) keeps its key */
