@@ -116,6 +116,9 @@ struct dg_wire_worker_beat {
     struct dg_wire_sandbox_ref *sandboxes;
     size_t nsandboxes;
     bool resync;
+    bool has_sandbox_count; /* "sandboxCount": how many ready sandboxes it runs (every beat of
+                               a one-node worker; absent from older workers) */
+    int64_t sandbox_count;
 };
 
 /* POST /v1/sandboxes/exited: a sandbox exited that nobody asked to delete. */

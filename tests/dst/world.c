@@ -547,6 +547,8 @@ static void wk_heartbeat(struct sim *s, struct sim_worker *w)
     snprintf(boot, sizeof(boot), "%s-boot-%u", w->name, w->boot);
     r->wr.boot = dg_xstrdup(boot);
     r->wr.res = w->res;
+    r->wr.has_count = true; /* src/worker/cplink.c: every beat says how many it runs */
+    r->wr.count = w->n;
     r->wr.listed = w->list_next;
     if (w->list_next) {
         r->wsr = dg_xcalloc(w->n ? w->n : 1, sizeof(*r->wsr));
@@ -975,8 +977,8 @@ static void reply(struct sim *s, struct rpc *r)
         break;
     case R_WK_HB: {
         struct sim_worker *w = &s->wk[r->peer];
-        if (w->alive && w->boot == r->peer_inc && r->ok)
-            w->list_next = r->resync;
+        if (w->alive && w->boot == r->peer_inc) /* lib/heartbeat.c: lists after a failure */
+            w->list_next = r->ok ? r->resync : true;
         break;
     }
     case R_DP_HB: { /* lib/heartbeat.c: after a failure the next beat says "resync" */

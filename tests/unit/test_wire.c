@@ -389,6 +389,19 @@ static void test_roundtrip_built(void **state)
     free(s2);
     dg_wire_worker_beat_free(&back);
 
+    /* "sandboxCount": sent when set, absent (an older worker) decodes as not said */
+    assert_false(back.has_sandbox_count);
+    w.has_sandbox_count = true;
+    w.sandbox_count = 3;
+    s = dg_wire_worker_beat_dumps(&w);
+    assert_non_null(strstr(s, "\"sandboxCount\":3"));
+    assert_int_equal(dg_wire_worker_beat_parse(s, strlen(s), &back, &err), 0);
+    assert_true(back.has_sandbox_count);
+    assert_int_equal(back.sandbox_count, 3);
+    free(s);
+    dg_wire_worker_beat_free(&back);
+    w.has_sandbox_count = false;
+
     /* an empty resync list is sent (the CP learns the worker runs nothing) */
     w.nsandboxes = 0;
     w.sandboxes = NULL;
