@@ -780,14 +780,14 @@ static bool sandbox_known(struct cp_core *c, const char *function, const char *i
     return false;
 }
 
-/* The worker's count of ready sandboxes differs from the registry's, and no create or delete
+/* The worker's count of ready sandboxes differs from the registry's, and no create or drain
  * under way there explains it (a lost exit report, a create of a previous leader's that
- * completed after the worker listed). */
+ * completed after the worker listed); or deletes nobody waits for (w->deleting, sandboxes the
+ * registry does not hold) are still remembered: only a listing forgets those, or sends them
+ * again. */
 static bool count_differs(struct cp_core *c, const struct cp_worker *w, size_t count)
 {
-    if (w->ndeleting)
-        return false;
-    if (count == w->node.sandboxes)
+    if (!w->ndeleting && count == w->node.sandboxes)
         return false; /* the usual case: no walk */
     size_t known = 0;
     for (const struct cp_fn *f = c->fns; f; f = f->next)
@@ -798,7 +798,7 @@ static bool count_differs(struct cp_core *c, const struct cp_worker *w, size_t c
                 return false; /* a create or a delete under way */
             known++;
         }
-    return known != count;
+    return known != count || w->ndeleting;
 }
 
 /* A listing asked for at `asked`: ready sandboxes on w known before then that it lacks exited
