@@ -26,7 +26,7 @@ enum {
     F_REQ = 1u << 0,  /* decode: required */
     F_NULL = 1u << 1, /* encode: a NULL string is sent as null (else left out) */
     F_HAS = 1u << 2,  /* present only when the bool at `has` is true (decode sets it) */
-    F_OMIT = 1u << 3, /* encode: an empty array, a zero integer is left out */
+    F_OMIT = 1u << 3, /* encode: an empty array, a zero integer, a false bool is left out */
     F_DEF = 1u << 4,  /* decode: `def` when absent */
 };
 
@@ -264,7 +264,8 @@ static json_t *encode(const struct msg *m, const void *p)
             break;
         }
         case K_BOOL:
-            v = json_boolean(*(const bool *)at);
+            if (*(const bool *)at || !(f->flags & F_OMIT))
+                v = json_boolean(*(const bool *)at);
             break;
         case K_STRLIST: {
             const struct dg_strlist *l = (const struct dg_strlist *)at;
@@ -378,6 +379,7 @@ static const struct field F_worker_beat[] = {
     INT(T, min_memory_mib, "sandboxMinMemoryMiB", .min = 0, .max = RES_MAX),
     ARR(T, sandboxes, nsandboxes, "sandboxes", sandbox_ref, HAS(T, has_sandboxes)),
     BOOL(T, resync, K_RESYNC),
+    INT(T, sandbox_count, "sandboxCount", HAS(T, has_sandbox_count), .min = 0, .max = RES_MAX),
 };
 MSG(worker_beat, false);
 #undef T
@@ -510,6 +512,7 @@ MSG_AS(fn_endpoints, fn_update, false);
 #define T struct dg_wire_push
 static const struct field F_push[] = {
     ARR(T, functions, nfunctions, "functions", fn_update, .flags = F_REQ),
+    BOOL(T, full, "full", .flags = F_OMIT),
 };
 MSG(push, false);
 #undef T
@@ -707,6 +710,11 @@ const json_t *dg_wire_push_items(const json_t *root, struct dg_err *err)
         return NULL;
     }
     return v;
+}
+
+bool dg_wire_push_is_full(const json_t *root)
+{
+    return json_is_true(json_object_get(root, M_push.f[1].name));
 }
 
 json_t *dg_wire_delete_item_encode(const char *id)

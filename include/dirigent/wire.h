@@ -116,6 +116,9 @@ struct dg_wire_worker_beat {
     struct dg_wire_sandbox_ref *sandboxes;
     size_t nsandboxes;
     bool resync;
+    bool has_sandbox_count; /* "sandboxCount": how many ready sandboxes it runs (every beat of
+                               a one-node worker; absent from older workers) */
+    int64_t sandbox_count;
 };
 
 /* POST /v1/sandboxes/exited: a sandbox exited that nobody asked to delete. */
@@ -232,15 +235,19 @@ int dg_wire_fn_update_view(const json_t *j, struct dg_wire_fn_update *out, struc
 int dg_wire_fn_endpoints_view(const json_t *j, struct dg_wire_fn_update *out, struct dg_err *err);
 void dg_wire_fn_update_view_free(struct dg_wire_fn_update *m);
 
-/* PUT /v1/endpoints: many functions' updates in one call. */
+/* PUT /v1/endpoints: many functions' updates in one call. `full` (a resync; "full": true,
+ * absent when false): the functions are the receiver's whole table, it drops the others. */
 struct dg_wire_push {
     struct dg_wire_fn_update *functions;
     size_t nfunctions;
+    bool full;
 };
 /* The "functions" array of a push, borrowed from `root`, for a receiver that applies each
  * item on its own (dg_wire_fn_update_decode): one bad item does not refuse the others. NULL
  * with "field 'functions': expected an array" in `err` when it is not one. */
 const json_t *dg_wire_push_items(const json_t *root, struct dg_err *err);
+/* A push's "full" flag (absent: false). */
+bool dg_wire_push_is_full(const json_t *root);
 
 /* An item of POST /v1/drain (name required: dg_wire_drain_decode; unknown keys ignored), or
  * the body of POST /v1/functions/NAME/drain (no name, strict: dg_wire_drain_ids_decode). */

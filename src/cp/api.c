@@ -396,7 +396,11 @@ static void api_worker(struct dg_http_req *r, void *ud)
         /* sandboxes it runs (only resync heartbeats list them, and those this CP asks for
          * with "resync"): the core adopts those it does not know (this CP restarted) */
         .listed = m.has_sandboxes,
-        .nsandboxes = m.nsandboxes};
+        .nsandboxes = m.nsandboxes,
+        /* how many it runs (a one-node worker, on every beat): a count the registry does not
+         * match asks for the list */
+        .has_count = m.has_sandbox_count,
+        .count = (size_t)m.sandbox_count};
     struct cp_sandbox_report *list = m.nsandboxes ? dg_xcalloc(m.nsandboxes, sizeof(*list)) : NULL;
     for (size_t i = 0; i < m.nsandboxes; i++)
         list[i] = (struct cp_sandbox_report){m.sandboxes[i].id, m.sandboxes[i].function,
@@ -425,17 +429,18 @@ static void api_dataplane(struct dg_http_req *r, void *ud)
     struct cp_dp *d =
         cp_core_on_dp_heartbeat(&cp.core, m.name, m.api, m.proxy, CP_FROM_PEER, &fresh, &err);
     /* every function with its whole endpoint list whenever the DP may have lost them: a new
-     * API address, or a DP that (re)started says "resync" in its first registration */
+     * API address, a DP that (re)started or lost us says "resync", or a push or forget to it
+     * failed (need_sync) */
     bool resync = fresh || m.resync;
     dg_wire_dp_beat_free(&m);
     if (!d) {
         dg_http_respond_text(r, 400, "dataplane: %s", err.msg);
         return;
     }
-    if (resync) { /* every function with its whole list, in the next batched push */
-        cp_core_push_all(&cp.core);
+    if (resync || d->need_sync) /* its whole table, to it alone (it drops the others) */
+        cp_core_dp_resync(&cp.core, d);
+    if (resync)
         cp_haproxy_sync();
-    }
     dg_http_respond_text(r, 200, DG_WIRE_BEAT_OK);
 }
 
@@ -783,8 +788,8 @@ static void restore_dp(void *ud, const char *key, const char *value)
 }
 
 /* Reconstruction: every restored worker is asked for its sandboxes (adopted as ready); once
- * all answered, or after a deadline (an unreachable one never blocks it), every function's
- * whole list goes to every data plane. */
+ * all answered, or after a deadline (an unreachable one never blocks it), every data plane gets
+ * its whole table (a resync: every function's whole list; it drops the functions not in it). */
 static void recon_finish(void)
 {
     if (cp.recon.done)
@@ -792,7 +797,8 @@ static void recon_finish(void)
     cp.recon.done = true;
     if (cp.recon.timer_open)
         uv_timer_stop(&cp.recon.deadline);
-    cp_core_push_all(&cp.core);
+    for (struct cp_dp *d = cp.core.dps; d; d = d->next)
+        cp_core_dp_resync(&cp.core, d); /* its whole table: what the old leader left goes */
     double secs = (double)(dg_now_us() - cp.recon.t0_us) / 1e6;
     cp.reconstruction_seconds = secs;
     dg_log(DG_LOG_INFO, "store", "reconstruction done in %.1f ms (%u workers did not answer)",

@@ -460,6 +460,7 @@ void cp_core_on_created(struct cp_core *c, struct cp_sandbox *s, const char *id,
     }
     s->id = dg_xstrdup(id);
     s->endpoint = dg_xstrdup(endpoint);
+    s->known_seq = ++c->seq;
     if (c->m_creates)
         dg_counter_add(c->m_creates, 1);
     if (f->error && cp_fn_error_create_worked(f->error))
@@ -647,6 +648,7 @@ bool cp_core_adopt(struct cp_core *c, struct cp_worker *w, const char *function,
     s->worker = w;
     s->id = dg_xstrdup(id);
     s->endpoint = dg_xstrdup(endpoint);
+    s->known_seq = ++c->seq;
     s->state = CP_SB_READY;
     s->next = f->sbs;
     f->sbs = s;
@@ -778,6 +780,59 @@ static bool sandbox_known(struct cp_core *c, const char *function, const char *i
     return false;
 }
 
+/* The worker's count of ready sandboxes differs from the registry's, and no create or drain
+ * under way there explains it (a lost exit report, a create of a previous leader's that
+ * completed after the worker listed); or deletes nobody waits for (w->deleting, sandboxes the
+ * registry does not hold) are still remembered: only a listing forgets those, or sends them
+ * again. */
+static bool count_differs(struct cp_core *c, const struct cp_worker *w, size_t count)
+{
+    if (!w->ndeleting && count == w->node.sandboxes)
+        return false; /* the usual case: no walk */
+    size_t known = 0;
+    for (const struct cp_fn *f = c->fns; f; f = f->next)
+        for (const struct cp_sandbox *s = f->sbs; s; s = s->next) {
+            if (s->worker != w && s->abandoned_on != w)
+                continue;
+            if (s->state != CP_SB_READY || s->abandoned_on)
+                return false; /* a create or a delete under way */
+            known++;
+        }
+    return known != count || w->ndeleting;
+}
+
+/* A listing asked for at `asked`: ready sandboxes on w known before then that it lacks exited
+ * without a report that came (lost, or still on its way: then it finds none). */
+static void prune_unlisted(struct cp_core *c, struct cp_worker *w, const struct cp_worker_report *r,
+                           uint64_t asked)
+{
+    struct dg_strmap listed = {0};
+    for (size_t i = 0; i < r->nsandboxes; i++)
+        dg_strmap_put(&listed, dg_str_c(r->sandboxes[i].id), (void *)r->sandboxes[i].id);
+    struct gone {
+        struct cp_fn *f;
+        char *id;
+    } *gone = NULL;
+    size_t n = 0, cap = 0;
+    for (struct cp_fn *f = c->fns; f; f = f->next)
+        for (struct cp_sandbox *s = f->sbs; s; s = s->next) {
+            if (s->worker != w || s->state != CP_SB_READY || !s->id || s->known_seq > asked ||
+                dg_strmap_get(&listed, dg_str_c(s->id)))
+                continue;
+            if (n == cap) {
+                cap = cap ? 2 * cap : 8;
+                gone = dg_xrealloc(gone, cap * sizeof(*gone));
+            }
+            gone[n++] = (struct gone){f, dg_xstrdup(s->id)};
+        }
+    dg_strmap_free(&listed);
+    for (size_t i = 0; i < n; i++) {
+        cp_core_on_exited(c, gone[i].f, gone[i].id, "is gone (not in its worker's listing)");
+        free(gone[i].id);
+    }
+    free(gone);
+}
+
 struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp_worker_report *r,
                                               struct dg_err *err)
 {
@@ -808,7 +863,10 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
     w->node.min_mem = w->res.min_memory_mib;
     /* sandboxes it runs that this CP does not know (this CP restarted): adopt them */
     if (r->listed) {
+        if (w->list_asked) /* before the adoptions below: those are known after the ask */
+            prune_unlisted(c, w, r, w->list_asked_seq);
         w->need_list = false;
+        w->list_asked = false;
         for (size_t i = 0; i < w->ndeleting;) { /* deleted: no longer listed */
             bool listed = false;
             for (size_t k = 0; k < r->nsandboxes && !listed; k++)
@@ -834,6 +892,16 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
         } else if (deleting_has(w, sr->id)) { /* listed before its delete arrived, or lost */
             destroy_on(c, w, sr->id, NULL);
         }
+    }
+    if (!r->listed && r->has_count && !w->need_list && count_differs(c, w, r->count)) {
+        dg_log(DG_LOG_WARN, "registry",
+               "worker %s runs %zu sandboxes, this CP knows %u there: asking for the list", w->name,
+               r->count, w->node.sandboxes);
+        w->need_list = true;
+    }
+    if (w->need_list && !w->list_asked) { /* this answer asks: a listing comes after it */
+        w->list_asked = true;
+        w->list_asked_seq = ++c->seq;
     }
     worker_changed(c, w);
     if (!w->node.schedulable)
@@ -943,6 +1011,36 @@ static void dp_free(struct cp_core *c, struct cp_dp *d)
     free(d->api);
     free(d->proxy);
     free(d);
+}
+
+void cp_core_dp_resync(struct cp_core *c, struct cp_dp *d)
+{
+    d->need_sync = false;
+    if (!c->fx.push_dp) {
+        cp_core_push_all(c);
+        return;
+    }
+    size_t n = 0;
+    for (struct cp_fn *f = c->fns; f; f = f->next)
+        n++;
+    if (n > c->items_cap) {
+        c->items_cap = 2 * n;
+        c->items = dg_xrealloc(c->items, c->items_cap * sizeof(*c->items));
+    }
+    n = 0; /* no error, no exits: those go once, with the push a change makes */
+    for (struct cp_fn *f = c->fns; f; f = f->next)
+        c->items[n++] = (struct cp_push_item){.f = f};
+    c->fx.push_dp(c->fx.ud, d, c->items, n);
+}
+
+void cp_core_on_dp_push_failed(struct cp_core *c, const char *name)
+{
+    struct cp_dp *d = cp_core_dp(c, name);
+    if (d && !d->need_sync) {
+        dg_log(DG_LOG_WARN, "registry", "data plane %s missed a push: resync at its next heartbeat",
+               name);
+        d->need_sync = true;
+    }
 }
 
 void cp_core_on_dp_lost(struct cp_core *c, struct cp_dp *d)

@@ -49,7 +49,11 @@ struct cp_worker {
     struct dg_res_node res; /* as advertised: capacity, CPU overcommit, per-sandbox floors */
     uint64_t last_seen_ms;
     char *boot;      /* the daemon's start id: a new one means it restarted */
-    bool need_list;  /* restored from the store: its next heartbeat must list its sandboxes */
+    bool need_list;  /* its next heartbeat must list its sandboxes (answered "resync"):
+                        restored from the store, given up, a create's answer lost, or its
+                        count of sandboxes differs from the registry's */
+    bool list_asked; /* need_list was answered: list_asked_seq is when (c->seq) */
+    uint64_t list_asked_seq;
     char **deleting; /* ids it was asked to delete: a listing taken before the delete arrived
                         does not bring them back (until a listing lacks them or the delete
                         is answered) */
@@ -63,6 +67,8 @@ struct cp_dp {
     char *proxy; /* host:port invocations go to */
     void *io;    /* the adapter's */
     uint64_t last_seen_ms;
+    bool need_sync; /* a push or a forget to it failed: its next heartbeat gets every list
+                       (cp_core_dp_resync) */
     struct cp_dp *next;
 };
 
@@ -76,6 +82,8 @@ struct cp_sandbox {
     struct cp_fn *fn;
     struct cp_worker *abandoned_on; /* its worker went silent while creating it (replaced)
                                        or draining it (its delete still goes there) */
+    uint64_t known_seq; /* when its id became known (c->seq): a listing asked for later that
+                           lacks a ready one means it is gone */
     struct cp_sandbox *next;
 };
 
@@ -157,6 +165,9 @@ struct cp_effects {
     void (*drain)(void *ud, struct cp_drain *d);
     /* these functions' whole endpoint lists to every DP */
     void (*push)(void *ud, const struct cp_push_item *items, size_t n);
+    /* every function's whole list to `d` alone, as its whole table: it drops the functions
+     * not in it (a resync). May be NULL: every list to every DP (cp_core_push_all) instead */
+    void (*push_dp)(void *ud, struct cp_dp *d, const struct cp_push_item *items, size_t n);
     /* a deleted function leaves every DP */
     void (*forget_fn)(void *ud, const char *name);
     /* open (or move to `address`) the connection of a peer in *io (NULL: none yet); -1 with
@@ -204,6 +215,7 @@ struct cp_core {
     struct cp_push_item *items;
     size_t items_cap;
     struct dg_metric *m_creates, *m_create_failures; /* counters, or NULL */
+    uint64_t seq; /* orders sandboxes becoming known against listings asked for */
 };
 
 void cp_core_init(struct cp_core *c, const struct cp_core_config *cfg, const struct cp_effects *fx);
@@ -270,14 +282,19 @@ struct cp_worker_report {
     const char *boot;       /* NULL: not said */
     struct dg_res_node res; /* capacity, overcommit (<= 0: 1), floors (0: none) */
     bool listed;            /* it lists its sandboxes (a resync heartbeat) */
+    bool has_count;         /* it says how many ready sandboxes it runs (`count`) */
+    size_t count;
     const struct cp_sandbox_report *sandboxes;
     size_t nsandboxes;
 };
 
 /* A worker's heartbeat (it registers with its first): added or moved, forgets the sandboxes
  * of its previous life if it restarted, adopts those it lists that this CP does not know,
- * schedulable. NULL with err for a bad address (nothing changed). Its need_list then says
- * whether it must list its sandboxes ("resync"). */
+ * schedulable. A listing this CP asked for that lacks a ready sandbox known before the ask
+ * means it exited unreported: handled as cp_core_on_exited. A count (r->has_count) that
+ * differs from the registry's while no create or delete is under way there asks for a
+ * listing. NULL with err for a bad address (nothing changed). Its need_list then says whether
+ * it must list its sandboxes ("resync"). */
 struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp_worker_report *r,
                                               struct dg_err *err);
 /* A worker read back from the store: known, unschedulable until its heartbeat, which must list
@@ -300,6 +317,12 @@ struct cp_worker *cp_core_worker(struct cp_core *c, const char *name);
 struct cp_dp *cp_core_on_dp_heartbeat(struct cp_core *c, const char *name, const char *api,
                                       const char *proxy, enum cp_origin origin, bool *fresh,
                                       struct dg_err *err);
+/* d's whole table again: every function (those being deleted included) with its whole list,
+ * to d alone (fx.push_dp), which drops the functions not in it. Clears d->need_sync. */
+void cp_core_dp_resync(struct cp_core *c, struct cp_dp *d);
+/* A push or a forget to data plane `name` failed (lost, timed out, refused): it may hold stale
+ * lists, so its next heartbeat gets a resync (d->need_sync). Nothing if it is gone. */
+void cp_core_on_dp_push_failed(struct cp_core *c, const char *name);
 /* Silent: its reports stop counting, its connection closes, it is freed. */
 void cp_core_on_dp_lost(struct cp_core *c, struct cp_dp *d);
 struct cp_dp *cp_core_dp(struct cp_core *c, const char *name);

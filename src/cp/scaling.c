@@ -124,12 +124,6 @@ static void call(struct dg_http_pool *pool, const char *method, const char *path
     json_decref(body);
 }
 
-static void log_dp_error(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
-{
-    if (err)
-        dg_log(DG_LOG_WARN, "push", "%s: %s", (const char *)ud, err->msg);
-}
-
 /* ---- the cold-start trace --------------------------------------------------------------- */
 
 /* A successful create's row waits for the push that carries its endpoint: its
@@ -199,8 +193,6 @@ struct push {
 static void pushed(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
 {
     struct push *p = ud;
-    if (err)
-        dg_log(DG_LOG_WARN, "push", "endpoint lists: %s", err->msg);
     if (--p->waiting > 0)
         return;
     uint64_t now = dg_now_us();
@@ -342,8 +334,8 @@ static void fx_create(void *ud, struct cp_sandbox *s)
 
 /* ---- pushes to data planes -------------------------------------------------------------- */
 
-/* All endpoint lists that changed during this loop turn, in one call per DP. */
-static void fx_push(void *ud, const struct cp_push_item *items, size_t n)
+/* The body of a push of `items` (full: the receiver's whole table). */
+static json_t *push_body(const struct cp_push_item *items, size_t n, bool full)
 {
     size_t neps = 0, nex = 0;
     for (size_t i = 0; i < n; i++) {
@@ -351,8 +343,8 @@ static void fx_push(void *ud, const struct cp_push_item *items, size_t n)
             neps += s->state == CP_SB_READY;
         nex += items[i].nexited;
     }
-    struct dg_wire_push m = {.functions = dg_xcalloc(n ? n : 1, sizeof(*m.functions)),
-                             .nfunctions = n};
+    struct dg_wire_push m = {
+        .functions = dg_xcalloc(n ? n : 1, sizeof(*m.functions)), .nfunctions = n, .full = full};
     struct dg_wire_endpoint *eps0 = dg_xcalloc(neps ? neps : 1, sizeof(*eps0)), *eps = eps0;
     struct dg_wire_exit_note *exs0 = dg_xcalloc(nex ? nex : 1, sizeof(*exs0)), *exs = exs0;
     for (size_t i = 0; i < n; i++) { /* borrowed from the registry: encoded below */
@@ -372,21 +364,71 @@ static void fx_push(void *ud, const struct cp_push_item *items, size_t n)
             exs[u->nexited++] = (struct dg_wire_exit_note){it->exited[k].id, it->exited[k].reason};
         exs += u->nexited;
     }
+    json_t *body = dg_wire_push_encode(&m);
+    free(eps0);
+    free(exs0);
+    free(m.functions);
+    return body;
+}
+
+/* One DP's part of a push: a failure makes its next heartbeat get a resync. */
+struct push_call {
+    struct push *p; /* NULL: a resync (no trace rows) */
+    char *dp;
+};
+
+static void push_answered(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
+{
+    struct push_call *pc = ud;
+    if (err) {
+        dg_log(DG_LOG_WARN, "push", "endpoint lists to %s: %s", pc->dp, err->msg);
+        cp_core_on_dp_push_failed(&cp.core, pc->dp);
+    }
+    if (pc->p)
+        pushed(pc->p, NULL, NULL);
+    free(pc->dp);
+    free(pc);
+}
+
+static void push_call(struct cp_dp *d, json_t *body, struct push *p)
+{
+    struct push_call *pc = dg_xmalloc(sizeof(*pc));
+    *pc = (struct push_call){p, dg_xstrdup(d->name)};
+    if (p)
+        p->waiting++;
+    call(((struct cp_dp_io *)d->io)->pool, "PUT", DG_WIRE_PATH_ENDPOINTS, body, push_answered, pc);
+}
+
+/* All endpoint lists that changed during this loop turn, in one call per DP. */
+static void fx_push(void *ud, const struct cp_push_item *items, size_t n)
+{
     struct push *p = dg_xcalloc(1, sizeof(*p));
     p->rows = cp.trace_pending; /* created since the last push: their endpoints are in this one */
     cp.trace_pending = NULL;
     p->waiting = 1; /* held until every DP was asked */
-    json_t *body = cp.core.dps ? dg_wire_push_encode(&m) : NULL;
-    for (struct cp_dp *d = cp.core.dps; d; d = d->next) {
-        p->waiting++;
-        call(((struct cp_dp_io *)d->io)->pool, "PUT", DG_WIRE_PATH_ENDPOINTS, json_incref(body),
-             pushed, p);
-    }
+    json_t *body = cp.core.dps ? push_body(items, n, false) : NULL;
+    for (struct cp_dp *d = cp.core.dps; d; d = d->next)
+        push_call(d, json_incref(body), p);
     pushed(p, NULL, NULL);
     json_decref(body);
-    free(eps0);
-    free(exs0);
-    free(m.functions);
+}
+
+/* A resync: every function's whole list to `d` alone, as its whole table. */
+static void fx_push_dp(void *ud, struct cp_dp *d, const struct cp_push_item *items, size_t n)
+{
+    push_call(d, push_body(items, n, true), NULL);
+}
+
+/* A forget that failed (but for a 404: the DP had no such function) leaves it there: the DP's
+ * next heartbeat gets a resync, which drops it. */
+static void forgotten(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
+{
+    char *dp = ud;
+    if (err && strncmp(err->msg, "404:", 4) != 0) {
+        dg_log(DG_LOG_WARN, "push", "delete function on %s: %s", dp, err->msg);
+        cp_core_on_dp_push_failed(&cp.core, dp);
+    }
+    free(dp);
 }
 
 static void fx_forget_fn(void *ud, const char *name)
@@ -394,8 +436,8 @@ static void fx_forget_fn(void *ud, const char *name)
     char path[128];
     snprintf(path, sizeof(path), DG_WIRE_PATH_FUNCTIONS "/%s", name);
     for (struct cp_dp *d = cp.core.dps; d; d = d->next)
-        call(((struct cp_dp_io *)d->io)->pool, "DELETE", path, NULL, log_dp_error,
-             "delete function");
+        call(((struct cp_dp_io *)d->io)->pool, "DELETE", path, NULL, forgotten,
+             dg_xstrdup(d->name));
 }
 
 /* ---- the clock and the core's "soon" ------------------------------------------------------ */
@@ -533,6 +575,7 @@ const struct cp_effects cp_io_effects = {
     .destroy = fx_destroy,
     .drain = fx_drain,
     .push = fx_push,
+    .push_dp = fx_push_dp,
     .forget_fn = fx_forget_fn,
     .connect = fx_connect,
     .disconnect = fx_disconnect,

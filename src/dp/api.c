@@ -12,7 +12,8 @@
  *                                        sandboxes that died by themselves, why (their
  *                                        callers' 502 says it)
  *   PUT    /v1/endpoints                 dg_wire_push: many functions' updates at once (what
- *                                        the CP sends); an unknown function is added
+ *                                        the CP sends); an unknown function is added; a full
+ *                                        one (a resync) is the whole table: others removed
  *   POST   /v1/functions/NAME/drain      dg_wire_drain without a name: take sandboxes out;
  *                                        answers when their requests in flight have finished
  *   POST   /v1/drain                     a batch of dg_wire_drain (what the CP sends)
@@ -165,7 +166,8 @@ static void api_put_endpoints(struct dg_http_req *r, void *ud)
 }
 
 /* PUT /v1/endpoints (dg_wire_push): many functions' whole lists in one call (the CP coalesces
- * the changes of one loop turn); a function not known yet is added. Each item is decoded and
+ * the changes of one loop turn); a function not known yet is added. A full one (a resync) is
+ * the whole table: the functions not in it are removed. Each item is decoded and
  * applied on its own: a bad one is logged and changes nothing, the others go on. */
 static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
 {
@@ -183,6 +185,8 @@ static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
         return;
     }
     size_t i, applied = 0;
+    bool full = dg_wire_push_is_full(j);
+    struct dg_strmap keep = {0}; /* full: the names in it (borrowed from j) */
     json_array_foreach(fns, i, item)
     {
         struct dg_wire_fn_update u; /* its strings borrowed from j: no copy per endpoint */
@@ -190,6 +194,8 @@ static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
             dg_log(DG_LOG_WARN, "api", "endpoints: item %zu: %s", i, err.msg);
             continue;
         }
+        if (full)
+            dg_strmap_put(&keep, dg_str_c(u.name), (void *)u.name);
         if (check_update(&u, &err) < 0) {
             dg_log(DG_LOG_WARN, "api", "fn=%s: %s", u.name, err.msg);
         } else {
@@ -200,8 +206,13 @@ static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
         }
         dg_wire_fn_update_view_free(&u);
     }
+    unsigned removed = 0;
+    if (full) { /* a resync: the CP's whole table; functions deleted meanwhile go */
+        removed = dp_core_remove_others(d->core, &keep);
+        dg_strmap_free(&keep);
+    }
     json_decref(j);
-    dg_http_respond_text(r, 200, "%zu function(s) updated", applied);
+    dg_http_respond_text(r, 200, "%zu function(s) updated, %u removed", applied, removed);
 }
 
 /* ---- drains ------------------------------------------------------------------------------- */

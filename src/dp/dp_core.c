@@ -318,6 +318,19 @@ unsigned dp_core_remove_function(struct dp_core *core, struct dp_function *f)
     return 0;
 }
 
+unsigned dp_core_remove_others(struct dp_core *core, const struct dg_strmap *keep)
+{
+    unsigned removed = 0;
+    for (struct dp_function *f = core->reg.fns, *next; f; f = next) {
+        next = f->next;
+        if (dg_strmap_get(keep, dg_str_c(f->name)))
+            continue;
+        dp_core_set_endpoints(core, f, NULL, 0); /* its sandboxes are gone at the CP */
+        removed += dp_core_remove_function(core, f) == 0;
+    }
+    return removed;
+}
+
 void dp_core_free(struct dp_core *core)
 {
     if (!core)

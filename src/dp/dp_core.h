@@ -118,6 +118,10 @@ void dp_core_set_concurrency(struct dp_core *core, struct dp_function *f, uint32
  * run on its sandboxes (drain them first) nothing else changes and the count is returned;
  * else its queued requests get 503 "was removed", f is freed, and 0 is returned. */
 unsigned dp_core_remove_function(struct dp_core *core, struct dp_function *f);
+/* A resync (the CP's whole table): every function not in `keep` (name -> anything non-NULL)
+ * loses its endpoints and is removed (one with requests still running stays, empty, until
+ * they end and the next resync). Returns how many were removed. */
+unsigned dp_core_remove_others(struct dp_core *core, const struct dg_strmap *keep);
 
 /* ---- endpoints (the control plane's pushes) ------------------------------------------- */
 

@@ -3,7 +3,8 @@
  * CP's internal API. The worker registers by its heartbeats (POST /v1/workers through
  * lib/heartbeat.c: the original's register = heartbeat): its name, address and boot, the
  * capacity placement may use and the accounting rule's parameters, and, when the CP may not
- * know them, the sandboxes it runs so that a restarted CP adopts them. With emulatedNodes N,
+ * know them, the sandboxes it runs so that a restarted CP adopts them; a one-node worker says
+ * in every beat how many it runs, so that a CP whose count differs asks for them. With emulatedNodes N,
  * one process registers as N workers NAME-0..N-1 at one address. A sandbox that exits on its
  * own is reported at once (POST /v1/sandboxes/exited). The messages are dirigent/wire.h's.
  */
@@ -45,6 +46,13 @@ static json_t *registration_body(void *ud)
      * them (the first beat, the first after a failure, or when the CP asks): it adopts them.
      * Not on every beat: with thousands of sandboxes that list would be most of the CP's
      * work. */
+    if (l->conf.nodes == 1) { /* every beat: how many it runs, so that a CP whose count
+                                 differs (a lost exit report, a create of a previous leader)
+                                 asks for the list */
+        m.has_sandbox_count = true;
+        for (struct wk_sandbox *sb = l->reg->sandboxes; sb; sb = sb->next)
+            m.sandbox_count += sb->state == WK_SB_READY;
+    }
     if (node != &l->nodes[0] || (node->hb && !dg_heartbeat_resyncing(node->hb)))
         return dg_wire_worker_beat_encode(&m);
     m.has_sandboxes = true;

@@ -93,6 +93,9 @@ static bool quiet_now(struct sim *s)
 {
     if (s->rpcs_out || !s->cp || s->cp->push_soon || s->cp->capacity_soon)
         return false;
+    for (struct cp_dp *d = s->cp->dps; d; d = d->next)
+        if (d->need_sync)
+            return false;
     for (size_t i = 0; i < s->nreqs; i++)
         if (!s->reqs[i]->answers)
             return false;

@@ -6,8 +6,9 @@
  * The messages mirror the adapters (src/cp/scaling.c, src/cp/api.c, src/dp/api.c,
  * src/dp/proxy.c): a call whose answer never comes ends in an error for its sender after a
  * timeout, and the sender reacts as the adapter does (a create: cp_core_on_created with the
- * error as reason; a delete: cp_core_on_deleted with it; a drain: counted as answered; a push,
- * a forget, a heartbeat, a report: nothing). Everything depends only on the seed: no wall
+ * error as reason; a delete: cp_core_on_deleted with it; a drain: counted as answered; a push
+ * or a forget (not a 404): cp_core_on_dp_push_failed, the DP's next heartbeat gets a resync; a
+ * DP's heartbeat: its next one says "resync"; a worker's heartbeat, a report: nothing). Everything depends only on the seed: no wall
  * clock, no addresses printed or hashed, no hash order.
  */
 #include <inttypes.h>
@@ -358,34 +359,47 @@ static void cp_drain(void *ud, struct cp_drain *d)
     drain_step(s, d);
 }
 
+/* One push of `items` to `dp` (full: its whole table, a resync). */
+static void push_to(struct sim *s, struct cp_dp *dp, const struct cp_push_item *items, size_t n,
+                    bool full)
+{
+    struct rpc *r = rpc_new(R_PUSH, dp_idx(dp), s->cp_gen);
+    r->resync = full;
+    r->push = dg_xcalloc(n ? n : 1, sizeof(*r->push));
+    r->npush = n;
+    for (size_t i = 0; i < n; i++) {
+        const struct cp_fn *f = items[i].f;
+        struct push_fn *p = &r->push[i];
+        p->name = dg_xstrdup(f->spec.name);
+        p->concurrency = f->spec.concurrency;
+        p->eps = dg_xcalloc(f->ready ? f->ready : 1, sizeof(*p->eps));
+        for (const struct cp_sandbox *sb = f->sbs; sb; sb = sb->next)
+            if (sb->state == CP_SB_READY)
+                p->eps[p->neps++] =
+                    (struct dp_endpoint_spec){dg_xstrdup(sb->id), dg_xstrdup(sb->endpoint)};
+        p->error = items[i].error ? dg_xstrdup(items[i].error) : NULL;
+        p->nex = items[i].nexited;
+        p->ex_id = dg_xcalloc(p->nex ? p->nex : 1, sizeof(char *));
+        p->ex_reason = dg_xcalloc(p->nex ? p->nex : 1, sizeof(char *));
+        for (unsigned k = 0; k < p->nex; k++) {
+            p->ex_id[k] = dg_xstrdup(items[i].exited[k].id);
+            p->ex_reason[k] = dg_xstrdup(items[i].exited[k].reason);
+        }
+    }
+    rpc_send(s, r);
+}
+
 static void cp_push(void *ud, const struct cp_push_item *items, size_t n)
 {
     struct sim *s = ud;
-    for (struct cp_dp *dp = s->cp->dps; dp; dp = dp->next) {
-        struct rpc *r = rpc_new(R_PUSH, dp_idx(dp), s->cp_gen);
-        r->push = dg_xcalloc(n ? n : 1, sizeof(*r->push));
-        r->npush = n;
-        for (size_t i = 0; i < n; i++) {
-            const struct cp_fn *f = items[i].f;
-            struct push_fn *p = &r->push[i];
-            p->name = dg_xstrdup(f->spec.name);
-            p->concurrency = f->spec.concurrency;
-            p->eps = dg_xcalloc(f->ready ? f->ready : 1, sizeof(*p->eps));
-            for (const struct cp_sandbox *sb = f->sbs; sb; sb = sb->next)
-                if (sb->state == CP_SB_READY)
-                    p->eps[p->neps++] =
-                        (struct dp_endpoint_spec){dg_xstrdup(sb->id), dg_xstrdup(sb->endpoint)};
-            p->error = items[i].error ? dg_xstrdup(items[i].error) : NULL;
-            p->nex = items[i].nexited;
-            p->ex_id = dg_xcalloc(p->nex ? p->nex : 1, sizeof(char *));
-            p->ex_reason = dg_xcalloc(p->nex ? p->nex : 1, sizeof(char *));
-            for (unsigned k = 0; k < p->nex; k++) {
-                p->ex_id[k] = dg_xstrdup(items[i].exited[k].id);
-                p->ex_reason[k] = dg_xstrdup(items[i].exited[k].reason);
-            }
-        }
-        rpc_send(s, r);
-    }
+    for (struct cp_dp *dp = s->cp->dps; dp; dp = dp->next)
+        push_to(s, dp, items, n, false);
+}
+
+/* scaling.c fx_push_dp: a resync to one DP */
+static void cp_push_dp(void *ud, struct cp_dp *dp, const struct cp_push_item *items, size_t n)
+{
+    push_to(ud, dp, items, n, true);
 }
 
 static void cp_forget_fn(void *ud, const char *name)
@@ -427,6 +441,7 @@ static void cp_start(struct sim *s)
                             .destroy = cp_destroy,
                             .drain = cp_drain,
                             .push = cp_push,
+                            .push_dp = cp_push_dp,
                             .forget_fn = cp_forget_fn,
                             .connect = cp_connect,
                             .disconnect = cp_disconnect,
@@ -474,7 +489,8 @@ void dst_cp_restore(struct sim *s)
             cp_core_on_dp_heartbeat(s->cp, s->dp[i].name, s->dp[i].api, s->dp[i].proxy,
                                     CP_FROM_STORE, &fresh, &err);
     }
-    cp_core_push_all(s->cp);
+    for (struct cp_dp *d = s->cp->dps; d; d = d->next) /* api.c recon_finish */
+        cp_core_dp_resync(s->cp, d);
 }
 
 /* The leader goes (its registry with it); a new one restores 0.5-3 s later. */
@@ -531,6 +547,8 @@ static void wk_heartbeat(struct sim *s, struct sim_worker *w)
     snprintf(boot, sizeof(boot), "%s-boot-%u", w->name, w->boot);
     r->wr.boot = dg_xstrdup(boot);
     r->wr.res = w->res;
+    r->wr.has_count = true; /* src/worker/cplink.c: every beat says how many it runs */
+    r->wr.count = w->n;
     r->wr.listed = w->list_next;
     if (w->list_next) {
         r->wsr = dg_xcalloc(w->n ? w->n : 1, sizeof(*r->wsr));
@@ -839,6 +857,13 @@ static void arrive_dp(struct sim *s, struct rpc *r)
                 dp_core_on_exited(core, f, p->ex_id[k], p->ex_reason[k]);
             dp_core_set_error(core, f, p->error);
         }
+        if (r->resync) { /* a full push: the functions not in it go */
+            struct dg_strmap keep = {0};
+            for (size_t i = 0; i < r->npush; i++)
+                dg_strmap_put(&keep, dg_str_c(r->push[i].name), r->push[i].name);
+            dp_core_remove_others(core, &keep);
+            dg_strmap_free(&keep);
+        }
         rpc_reply(s, r, true, NULL);
     } else if (r->kind == R_FORGET) {
         struct dp_function *f = dp_core_function_find(core, r->fn, strlen(r->fn));
@@ -873,8 +898,8 @@ static void arrive_cp(struct sim *s, struct rpc *r)
         bool fresh;
         struct cp_dp *cd =
             cp_core_on_dp_heartbeat(c, d->name, d->api, d->proxy, CP_FROM_PEER, &fresh, &err);
-        if (cd && (fresh || r->resync))
-            cp_core_push_all(c);
+        if (cd && (fresh || r->resync || cd->need_sync))
+            cp_core_dp_resync(c, cd);
         rpc_reply(s, r, cd != NULL, err.msg);
     } else if (r->kind == R_METRIC) { /* api_metrics */
         struct cp_dp *cd = cp_core_dp(c, s->dp[r->peer].name);
@@ -952,16 +977,24 @@ static void reply(struct sim *s, struct rpc *r)
         break;
     case R_WK_HB: {
         struct sim_worker *w = &s->wk[r->peer];
-        if (w->alive && w->boot == r->peer_inc && r->ok)
-            w->list_next = r->resync;
+        if (w->alive && w->boot == r->peer_inc) /* lib/heartbeat.c: lists after a failure */
+            w->list_next = r->ok ? r->resync : true;
         break;
     }
-    case R_DP_HB: {
+    case R_DP_HB: { /* lib/heartbeat.c: after a failure the next beat says "resync" */
         struct sim_dp *d = &s->dp[r->peer];
-        if (d->alive && d->gen == r->peer_inc && r->ok)
-            d->resync = false;
+        if (d->alive && d->gen == r->peer_inc)
+            d->resync = !r->ok;
         break;
     }
+    case R_PUSH: /* scaling.c push_answered */
+        if (!r->ok)
+            cp_core_on_dp_push_failed(c, s->dp[r->peer].name);
+        break;
+    case R_FORGET: /* scaling.c forgotten */
+        if (!r->ok && (!r->r_err || strncmp(r->r_err, "404", 3) != 0))
+            cp_core_on_dp_push_failed(c, s->dp[r->peer].name);
+        break;
     default:
         break;
     }

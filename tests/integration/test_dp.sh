@@ -8,7 +8,7 @@ SRC=${DG_SOURCE_DIR:-$(dirname "$0")/../..}
 DP=$B/dirigent-dp
 FN=$B/dirigent-fn
 
-plan 15
+plan 16
 
 start_fn() { # start_fn LOG VAR: sets VAR to host:port (no subshell: the pid must be ours to kill)
   bg_start "$1" "$FN" --host 127.0.0.1 --port 0
@@ -275,6 +275,24 @@ t_metrics() {
     grep -q '^# TYPE dg_dp_request_seconds histogram' <<<"$m"
 }
 check "/metrics: per-function requests, cold starts, latency histogram" t_metrics
+
+t_full_push() {
+  # a resync (the CP's whole table, "full": true) removes the functions it does not name; a
+  # push without it removes nothing
+  fn_put stale && fn_put kept || return 1
+  curl -sf -XPUT "$A/v1/endpoints" \
+    -d "{\"functions\":[{\"name\":\"kept\",\"endpoints\":[{\"id\":\"k1\",\"address\":\"$F1\"}]}]}" >/dev/null || return 1
+  [ "$(code_of --max-time 5 -H 'Host: stale' "$P/")" != 404 ] || { echo "stale gone after a plain push"; return 1; }
+  curl -sf -XPUT "$A/v1/endpoints" \
+    -d "{\"full\":true,\"functions\":[{\"name\":\"kept\",\"endpoints\":[{\"id\":\"k1\",\"address\":\"$F1\"}]}]}" >/dev/null || return 1
+  local names
+  names=$(curl -sf --max-time 5 "$A/v1/functions" | /usr/bin/python3 -c \
+    'import json,sys; print(" ".join(sorted(f["name"] for f in json.load(sys.stdin))))')
+  echo "after the full push: $names"
+  [ "$names" = kept ] && [ "$(code_of --max-time 5 -H 'Host: stale' "$P/")" = 404 ] &&
+    [ "$(code_of --max-time 5 -H 'Host: kept' "$P/")" = 200 ]
+}
+check "a full push (a resync) is the whole table: functions not in it are removed" t_full_push
 
 t_stop() {
   kill -TERM "$DP_PID"; wait_bounded "$DP_PID"

@@ -41,6 +41,9 @@ struct fake {
     size_t npushed;
     char forgotten[MAXREC][64];
     size_t nforgotten;
+    struct cp_dp *resynced; /* the last push_dp's data plane, and its item count */
+    size_t nresync_items;
+    unsigned resyncs;
     bool push_soon, capacity_soon;
     unsigned persisted, connected, disconnected;
 };
@@ -98,6 +101,14 @@ static void f_push(void *ud, const struct cp_push_item *items, size_t n)
     }
 }
 
+static void f_push_dp(void *ud, struct cp_dp *d, const struct cp_push_item *items, size_t n)
+{
+    struct fake *k = ud;
+    k->resyncs++;
+    k->resynced = d;
+    k->nresync_items = n;
+}
+
 static void f_forget(void *ud, const char *name)
 {
     struct fake *k = ud;
@@ -145,6 +156,7 @@ static struct env *env_new(void)
                             .destroy = f_destroy,
                             .drain = f_drain,
                             .push = f_push,
+                            .push_dp = f_push_dp,
                             .forget_fn = f_forget,
                             .connect = f_connect,
                             .disconnect = f_disconnect,
@@ -506,6 +518,97 @@ static void test_dp_lost(void **state)
     env_free(e);
 }
 
+/* A worker's beat with its count of sandboxes; `list` (n ids of "hello") when listed. */
+static void beat(struct env *e, const char *w, size_t count, const char *const *list, size_t n,
+                 bool listed)
+{
+    struct cp_sandbox_report sbs[8];
+    for (size_t i = 0; i < n; i++)
+        sbs[i] = (struct cp_sandbox_report){list[i], "hello", "10.0.0.9:80"};
+    struct cp_worker_report r = {.name = w,
+                                 .address = "127.0.0.1:1002",
+                                 .res = {.cpu_milli = 4000, .memory_mib = 4096},
+                                 .has_count = true,
+                                 .count = count,
+                                 .listed = listed,
+                                 .sandboxes = sbs,
+                                 .nsandboxes = n};
+    struct dg_err err = {0};
+    assert_non_null(cp_core_on_worker_heartbeat(&e->c, &r, &err));
+}
+
+static bool has_sandbox(const struct cp_fn *f, const char *id)
+{
+    for (const struct cp_sandbox *s = f->sbs; s; s = s->next)
+        if (s->id && strcmp(s->id, id) == 0)
+            return true;
+    return false;
+}
+
+/* A count that differs asks for the list; the list adopts what the CP did not know and drops
+ * ready sandboxes known before the ask that it lacks (an exit report lost), not those that
+ * became known after the ask (the listing may predate them). */
+static void test_count_asks_for_list(void **state)
+{
+    struct env *e = env_new();
+    struct cp_fn *f = function(e, "hello", 100, 128, 0);
+    struct cp_worker *w = worker(e, "w1", 4000, 4096);
+    assert_true(cp_core_adopt(&e->c, w, "hello", "a1", "10.0.0.1:80"));
+    beat(e, "w1", 1, NULL, 0, false); /* as the CP knows: nothing asked */
+    assert_false(w->need_list);
+    /* a create of a previous leader's completed after the worker listed: 2 there */
+    beat(e, "w1", 2, NULL, 0, false);
+    assert_true(w->need_list);
+    const char *both[] = {"a1", "b2"};
+    beat(e, "w1", 2, both, 2, true);
+    assert_false(w->need_list);
+    assert_int_equal(f->ready, 2);
+    assert_true(has_sandbox(f, "b2"));
+    /* a1 exited and its report was lost */
+    beat(e, "w1", 1, NULL, 0, false);
+    assert_true(w->need_list);
+    /* c3 became known after the ask (a create answered): a listing lacking it keeps it */
+    assert_true(cp_core_adopt(&e->c, w, "hello", "c3", "10.0.0.3:80"));
+    const char *b2[] = {"b2"};
+    beat(e, "w1", 1, b2, 1, true);
+    assert_false(w->need_list);
+    assert_false(has_sandbox(f, "a1"));
+    assert_true(has_sandbox(f, "b2"));
+    assert_true(has_sandbox(f, "c3"));
+    assert_int_equal(f->ready, 2);
+    check_accounting(e);
+    /* a listing nobody asked for (the worker's first after a failed beat) drops nothing */
+    beat(e, "w1", 1, b2, 1, true);
+    assert_true(has_sandbox(f, "c3"));
+    /* while a create is under way there, a count that differs asks nothing */
+    struct cp_fn *x = function(e, "x", 100, 128, 1);
+    assert_int_equal(x->creating, 1);
+    beat(e, "w1", 7, NULL, 0, false);
+    assert_false(w->need_list);
+    env_free(e);
+}
+
+/* A failed push marks its data plane; a resync sends it every function, to it alone. */
+static void test_dp_resync_after_failed_push(void **state)
+{
+    struct env *e = env_new();
+    struct cp_dp *d1 = dataplane(e, "dp1");
+    dataplane(e, "dp2");
+    function(e, "a", 100, 128, 0);
+    function(e, "b", 100, 128, 0);
+    settle(e);
+    cp_core_on_dp_push_failed(&e->c, "dp1");
+    cp_core_on_dp_push_failed(&e->c, "gone"); /* a data plane given up meanwhile: nothing */
+    assert_true(d1->need_sync);
+    assert_int_equal(e->k.resyncs, 0);
+    cp_core_dp_resync(&e->c, d1);
+    assert_false(d1->need_sync);
+    assert_int_equal(e->k.resyncs, 1);
+    assert_ptr_equal(e->k.resynced, d1);
+    assert_int_equal(e->k.nresync_items, 2);
+    env_free(e);
+}
+
 int main(void)
 {
     dg_log_set_level(DG_LOG_ERROR);
@@ -518,6 +621,8 @@ int main(void)
         cmocka_unit_test(test_accounting_and_capacity),
         cmocka_unit_test(test_adopt_after_restart),
         cmocka_unit_test(test_dp_lost),
+        cmocka_unit_test(test_count_asks_for_list),
+        cmocka_unit_test(test_dp_resync_after_failed_push),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

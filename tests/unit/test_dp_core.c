@@ -315,6 +315,29 @@ static void test_remove_function(void **state)
     assert_null(dp_core_function_find(core, "f", 1));
 }
 
+/* A resync keeps the functions it names; another one loses its endpoints and goes, unless
+ * a request still runs there (it stays, empty, until the next resync). */
+static void test_remove_others(void **state)
+{
+    struct dp_function *f = fn("f", 1), *g = fn("g", 1), *h = fn("h", 1);
+    eps(f, "a", NULL);
+    eps(g, "b", NULL);
+    eps(h, "c", NULL);
+    req(h, 0); /* running on c */
+    struct dg_strmap keep = {0};
+    dg_strmap_put(&keep, dg_str_c("f"), f);
+    assert_int_equal(dp_core_remove_others(core, &keep), 1);
+    assert_ptr_equal(dp_core_function_find(core, "f", 1), f);
+    assert_int_equal(f->neps, 1);
+    assert_null(dp_core_function_find(core, "g", 1));
+    assert_ptr_equal(dp_core_function_find(core, "h", 1), h);
+    assert_int_equal(h->neps, 0);
+    dp_core_on_done(core, &w.reqs[0].r);
+    assert_int_equal(dp_core_remove_others(core, &keep), 1);
+    assert_null(dp_core_function_find(core, "h", 1));
+    dg_strmap_free(&keep);
+}
+
 /* The first request that waits is reported at once (with others of the same turn); the tick
  * reports every busy function, then a last 0, then nothing. */
 static void test_reports(void **state)
@@ -351,6 +374,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_retry_other_endpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cannot_start, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove_function, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_remove_others, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reports, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

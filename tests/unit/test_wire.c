@@ -389,6 +389,19 @@ static void test_roundtrip_built(void **state)
     free(s2);
     dg_wire_worker_beat_free(&back);
 
+    /* "sandboxCount": sent when set, absent (an older worker) decodes as not said */
+    assert_false(back.has_sandbox_count);
+    w.has_sandbox_count = true;
+    w.sandbox_count = 3;
+    s = dg_wire_worker_beat_dumps(&w);
+    assert_non_null(strstr(s, "\"sandboxCount\":3"));
+    assert_int_equal(dg_wire_worker_beat_parse(s, strlen(s), &back, &err), 0);
+    assert_true(back.has_sandbox_count);
+    assert_int_equal(back.sandbox_count, 3);
+    free(s);
+    dg_wire_worker_beat_free(&back);
+    w.has_sandbox_count = false;
+
     /* an empty resync list is sent (the CP learns the worker runs nothing) */
     w.nsandboxes = 0;
     w.sandboxes = NULL;
@@ -426,11 +439,21 @@ static void test_roundtrip_built(void **state)
     /* no error: "error" and "exited" are left out of a push item */
     struct dg_wire_endpoint ep = {"x", "1.2.3.4:80"};
     struct dg_wire_fn_update u = {.name = "f", .concurrency = 2, .endpoints = &ep, .nendpoints = 1};
-    struct dg_wire_push p = {&u, 1};
+    struct dg_wire_push p = {.functions = &u, .nfunctions = 1};
     s = dg_wire_push_dumps(&p);
     assert_string_equal(
         s, "{\"functions\":[{\"endpoints\":[{\"id\":\"x\",\"address\":\"1.2.3.4:80\"}],"
            "\"name\":\"f\",\"concurrency\":2}]}");
+    json_t *pj = json_loads(s, 0, NULL);
+    assert_false(dg_wire_push_is_full(pj)); /* not a resync: "full" left out, reads false */
+    json_decref(pj);
+    free(s);
+    p.full = true; /* a resync: the receiver's whole table */
+    s = dg_wire_push_dumps(&p);
+    assert_non_null(strstr(s, "\"full\":true"));
+    pj = json_loads(s, 0, NULL);
+    assert_true(dg_wire_push_is_full(pj));
+    json_decref(pj);
     free(s);
 
     /* a string that is not UTF-8 (a reason read from a process) keeps its key */
