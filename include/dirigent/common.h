@@ -20,10 +20,11 @@
 
 /* Error codes beyond negative errno / libuv codes (which are negative errno on Linux). */
 enum {
-    DG_E_INVAL = -22,    /* bad input: the message names the field and the fix */
-    DG_E_PROTO = -10001, /* peer spoke bad HTTP or bad JSON */
-    DG_E_LIMIT = -10002, /* a configured limit was exceeded */
-    DG_E_CLOSED = -10003 /* the object was closed while the operation was pending */
+    DG_E_INVAL = -22,     /* bad input: the message names the field and the fix */
+    DG_E_PROTO = -10001,  /* peer spoke bad HTTP or bad JSON */
+    DG_E_LIMIT = -10002,  /* a configured limit was exceeded */
+    DG_E_CLOSED = -10003, /* the object was closed while the operation was pending */
+    DG_E_REFUSED = -10004 /* the peer answered, with a refusal (an HTTP status >= 300) */
 };
 
 /* An error with context. No allocation: the message is truncated at 255 bytes. */

@@ -418,6 +418,16 @@ static void abandoned_created(struct cp_core *c, struct cp_sandbox *s, const cha
     fn_maybe_free(c, f);
 }
 
+void cp_core_on_create_lost(struct cp_core *c, struct cp_sandbox *s, const char *reason)
+{
+    /* the worker may have made it after all: its next heartbeat lists what it runs (adopted, or
+     * deleted). Only here: a listing after a plain refusal would find sandboxes whose answers
+     * are still on their way and adopt them (holding the scale-down off) */
+    if (s->worker && !s->abandoned_on)
+        s->worker->need_list = true;
+    cp_core_on_created(c, s, NULL, NULL, reason);
+}
+
 void cp_core_on_created(struct cp_core *c, struct cp_sandbox *s, const char *id,
                         const char *endpoint, const char *reason)
 {
@@ -430,10 +440,6 @@ void cp_core_on_created(struct cp_core *c, struct cp_sandbox *s, const char *id,
     if (reason) {
         if (c->m_create_failures)
             dg_counter_add(c->m_create_failures, 1);
-        /* a create whose answer was lost may have made the sandbox after all: the worker's
-         * next heartbeat lists what it runs (adopted, or deleted) */
-        if (s->worker)
-            s->worker->need_list = true;
         /* retried by its tick: retried at once when the release below frees capacity, a
          * worker that refuses at once (it just died) would get creates at network speed */
         f->retry_after_ms = NOW(c) + 2000;

@@ -251,6 +251,10 @@ void cp_core_set_metric(struct cp_core *c, struct cp_dp *d, struct cp_fn *f, dou
 /* A create answered: id and endpoint, or the worker's reason it failed (reason != NULL). */
 void cp_core_on_created(struct cp_core *c, struct cp_sandbox *s, const char *id,
                         const char *endpoint, const char *reason);
+/* A create whose answer never came (the connection failed or timed out, or the answer could
+ * not be read): failed as above with `reason`, and the worker lists its sandboxes at its next
+ * heartbeat, since it may have made it. */
+void cp_core_on_create_lost(struct cp_core *c, struct cp_sandbox *s, const char *reason);
 /* A delete answered (err: its reason, logged; the sandbox is gone from the registry
  * either way). */
 void cp_core_on_deleted(struct cp_core *c, struct cp_sandbox *s, const char *err);

@@ -32,7 +32,7 @@ static void call_finish(void *ud, const struct dg_http_resp *resp, const struct 
     struct call *c = ud;
     struct dg_err e;
     if (resp && resp->status >= 300) { /* an answer, but a refusal: its body says why */
-        dg_err_set(&e, DG_E_PROTO, "%d: %.*s", resp->status, (int)DG_MIN(resp->body.len, 200),
+        dg_err_set(&e, DG_E_REFUSED, "%d: %.*s", resp->status, (int)DG_MIN(resp->body.len, 200),
                    resp->body.ptr);
         while (e.msg[0] && e.msg[strlen(e.msg) - 1] == '\n')
             e.msg[strlen(e.msg) - 1] = '\0';
@@ -271,7 +271,10 @@ static void created(void *ud, const struct dg_http_resp *resp, const struct dg_e
         const char *reason = err->msg;
         if (strncmp(reason, "503: create failed: ", 20) == 0)
             reason += 20;
-        cp_core_on_created(&cp.core, s, NULL, NULL, reason);
+        if (err->code == DG_E_REFUSED) /* the worker said no: nothing was made */
+            cp_core_on_created(&cp.core, s, NULL, NULL, reason);
+        else /* no answer, or one that could not be read: it may have been made */
+            cp_core_on_create_lost(&cp.core, s, reason);
     } else {
         trace_create(s, id, m.has_latency ? &m.latency : NULL, true);
         cp_core_on_created(&cp.core, s, id, ep, NULL);

@@ -963,9 +963,15 @@ static void reply(struct sim *s, struct rpc *r)
     switch (r->kind) {
     case R_CREATE: { /* scaling.c created() */
         const char *reason = r->ok ? NULL : r->r_err;
+        /* an answer with a status is a refusal (call_finish's DG_E_REFUSED): nothing was made;
+         * any other error is a lost answer: the sandbox may exist */
+        bool refused = reason && reason[0] >= '1' && reason[0] <= '9';
         if (reason && strncmp(reason, "503: create failed: ", 20) == 0)
             reason += 20;
-        cp_core_on_created(c, r->s, r->ok ? r->r_id : NULL, r->r_ep, reason);
+        if (reason && !refused)
+            cp_core_on_create_lost(c, r->s, reason);
+        else
+            cp_core_on_created(c, r->s, r->ok ? r->r_id : NULL, r->r_ep, reason);
         break;
     }
     case R_DESTROY:
