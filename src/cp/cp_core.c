@@ -235,10 +235,13 @@ void cp_core_flush_pushes(struct cp_core *c)
         f->push_error = false;
     }
     c->fx.push(c->fx.ud, c->items, n);
-    while (done) { /* exits told; deleted functions waited for their last push */
-        struct cp_fn *f = done;
-        done = f->next_dirty;
-        exits_clear(f);
+    /* exits told; deleted functions waited for their last push. From the items, not the
+     * next_dirty chain: a function marked dirty again meanwhile is on the new chain (and its
+     * exits, told or not, go with its next push) */
+    for (size_t i = 0; i < n; i++) {
+        struct cp_fn *f = (struct cp_fn *)c->items[i].f;
+        if (!f->dirty)
+            exits_clear(f);
         fn_maybe_free(c, f);
     }
 }

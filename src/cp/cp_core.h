@@ -163,7 +163,8 @@ struct cp_effects {
     /* take d->victims out of every DP once their requests finished; cp_core_on_drained(d)
      * once all answered (d is the core's until then) */
     void (*drain)(void *ud, struct cp_drain *d);
-    /* these functions' whole endpoint lists to every DP */
+    /* these functions' whole endpoint lists to every DP (items borrowed for the call; it must
+     * not call back into this core: the daemon sends, the simulators queue) */
     void (*push)(void *ud, const struct cp_push_item *items, size_t n);
     /* every function's whole list to `d` alone, as its whole table: it drops the functions
      * not in it (a resync). May be NULL: every list to every DP (cp_core_push_all) instead */
