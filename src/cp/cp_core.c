@@ -15,6 +15,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include "dirigent/log.h"
 #include "dirigent/metrics.h"
@@ -84,20 +85,36 @@ static void exits_clear(struct cp_fn *f)
     f->nexited = 0;
 }
 
-static void sandbox_free(struct cp_sandbox *s)
+static void sandbox_free(struct cp_core *c, struct cp_sandbox *s)
 {
+    if (s->id && dg_strmap_get(&c->sb_index, dg_str_c(s->id)) == s)
+        dg_strmap_del(&c->sb_index, dg_str_c(s->id));
     free(s->id);
     free(s->endpoint);
     free(s);
 }
 
+/* A sandbox's id, from its worker (a create's answer, or a listing): indexed. */
+static void sandbox_set_id(struct cp_core *c, struct cp_sandbox *s, const char *id)
+{
+    s->id = dg_xstrdup(id);
+    dg_strmap_put(&c->sb_index, dg_str_c(s->id), s);
+}
+
+/* f's sandbox with this id, or NULL. */
+static struct cp_sandbox *sandbox_of(struct cp_core *c, const struct cp_fn *f, const char *id)
+{
+    struct cp_sandbox *s = dg_strmap_get(&c->sb_index, dg_str_c(id));
+    return s && s->fn == f ? s : NULL;
+}
+
 /* The one place a function's memory goes. */
-static void fn_free(struct cp_fn *f)
+static void fn_free(struct cp_core *c, struct cp_fn *f)
 {
     while (f->sbs) {
         struct cp_sandbox *s = f->sbs;
         f->sbs = s->next;
-        sandbox_free(s);
+        sandbox_free(c, s);
     }
     cp_fn_spec_free(&f->spec);
     cp_as_state_deinit(&f->ast);
@@ -184,7 +201,7 @@ static void fn_maybe_free(struct cp_core *c, struct cp_fn *f)
     struct cp_slot *sl = &c->slots[f->tick_slot];
     sl->v[f->slot_pos] = sl->v[--sl->n]; /* the last one takes its place */
     sl->v[f->slot_pos]->slot_pos = f->slot_pos;
-    fn_free(f);
+    fn_free(c, f);
 }
 
 static void schedulable_again(struct cp_core *c, struct cp_fn *f)
@@ -291,7 +308,7 @@ static void worker_release(struct cp_core *c, struct cp_worker *w, const struct 
 
 /* ---- sandboxes -------------------------------------------------------------------------- */
 
-static void sandbox_unlink(struct cp_fn *f, struct cp_sandbox *s)
+static void sandbox_unlink(struct cp_core *c, struct cp_fn *f, struct cp_sandbox *s)
 {
     for (struct cp_sandbox **ps = &f->sbs; *ps; ps = &(*ps)->next) {
         if (*ps == s) {
@@ -299,29 +316,46 @@ static void sandbox_unlink(struct cp_fn *f, struct cp_sandbox *s)
             break;
         }
     }
-    sandbox_free(s);
+    sandbox_free(c, s);
+}
+
+/* Its index in w->deleting, or -1. */
+static ssize_t deleting_find(const struct cp_worker *w, const char *id)
+{
+    uintptr_t v = (uintptr_t)dg_strmap_get(&w->deleting_ix, dg_str_c(id));
+    return v ? (ssize_t)v - 1 : -1;
 }
 
 static bool deleting_has(const struct cp_worker *w, const char *id)
 {
-    for (size_t i = 0; i < w->ndeleting; i++)
-        if (strcmp(w->deleting[i], id) == 0)
-            return true;
-    return false;
+    return deleting_find(w, id) >= 0;
+}
+
+static void deleting_add(struct cp_worker *w, const char *id)
+{
+    w->deleting = dg_xrealloc(w->deleting, (w->ndeleting + 1) * sizeof(*w->deleting));
+    w->deleting[w->ndeleting] = dg_xstrdup(id);
+    dg_strmap_put(&w->deleting_ix, dg_str_c(w->deleting[w->ndeleting]),
+                  (void *)(uintptr_t)(w->ndeleting + 1));
+    w->ndeleting++;
 }
 
 static void deleting_del(struct cp_worker *w, size_t i)
 {
+    dg_strmap_del(&w->deleting_ix, dg_str_c(w->deleting[i]));
     free(w->deleting[i]);
-    w->deleting[i] = w->deleting[--w->ndeleting];
+    w->deleting[i] = w->deleting[--w->ndeleting]; /* the last takes its place */
+    if (i < w->ndeleting)
+        dg_strmap_put(&w->deleting_ix, dg_str_c(w->deleting[i]), (void *)(uintptr_t)(i + 1));
 }
 
 static void deleting_clear(struct cp_worker *w)
 {
     while (w->ndeleting)
-        deleting_del(w, 0);
+        deleting_del(w, w->ndeleting - 1);
     free(w->deleting);
     w->deleting = NULL;
+    dg_strmap_free(&w->deleting_ix);
 }
 
 /* The one place the core asks a worker to delete a sandbox. Until the delete is answered or
@@ -330,10 +364,8 @@ static void deleting_clear(struct cp_worker *w)
  * its sandboxes, so that one whose delete was lost is deleted again. */
 static void destroy_on(struct cp_core *c, struct cp_worker *w, const char *id, struct cp_sandbox *s)
 {
-    if (!deleting_has(w, id)) {
-        w->deleting = dg_xrealloc(w->deleting, (w->ndeleting + 1) * sizeof(*w->deleting));
-        w->deleting[w->ndeleting++] = dg_xstrdup(id);
-    }
+    if (!deleting_has(w, id))
+        deleting_add(w, id);
     if (!s)
         w->need_list = true;
     c->fx.destroy(c->fx.ud, w, id, s);
@@ -352,14 +384,12 @@ void cp_core_on_deleted(struct cp_core *c, struct cp_sandbox *s, const char *err
         on->need_list = true;
     /* its worker answered that it is gone (a sandbox of a worker given up was not asked for
      * an answer: it stays under way until a listing lacks it) */
-    for (size_t i = 0; !err && s->worker && s->id && i < s->worker->ndeleting; i++)
-        if (strcmp(s->worker->deleting[i], s->id) == 0) {
-            deleting_del(s->worker, i);
-            break;
-        }
+    ssize_t di = !err && s->worker && s->id ? deleting_find(s->worker, s->id) : -1;
+    if (di >= 0)
+        deleting_del(s->worker, (size_t)di);
     worker_release(c, s->worker, f);
     f->draining--;
-    sandbox_unlink(f, s);
+    sandbox_unlink(c, f, s);
     fn_maybe_free(c, f);
 }
 
@@ -408,16 +438,13 @@ static void abandoned_created(struct cp_core *c, struct cp_sandbox *s, const cha
 {
     struct cp_fn *f = s->fn;
     if (id) {
-        bool adopted = false;
-        for (struct cp_sandbox *o = f->sbs; o && !adopted; o = o->next)
-            adopted = o->id && strcmp(o->id, id) == 0;
-        if (!adopted) {
+        if (!sandbox_of(c, f, id)) { /* not adopted meanwhile */
             dg_log(DG_LOG_INFO, "scale", "fn=%s sandbox %s on %s came too late: deleting it",
                    f->spec.name, id, s->abandoned_on->name);
             destroy_on(c, s->abandoned_on, id, NULL);
         }
     }
-    sandbox_unlink(f, s);
+    sandbox_unlink(c, f, s);
     fn_maybe_free(c, f);
 }
 
@@ -455,19 +482,18 @@ void cp_core_on_created(struct cp_core *c, struct cp_sandbox *s, const char *id,
                 push_endpoints(c, f);
             }
         }
-        sandbox_unlink(f, s);
+        sandbox_unlink(c, f, s);
         fn_maybe_free(c, f);
         return;
     }
-    for (struct cp_sandbox *o = f->sbs; o; o = o->next) {
-        if (o != s && o->id && strcmp(o->id, id) == 0) {
-            /* its worker listed it before this answer came: adopted already, once is enough */
-            worker_release(c, s->worker, f);
-            sandbox_unlink(f, s);
-            return;
-        }
+    struct cp_sandbox *o = sandbox_of(c, f, id);
+    if (o && o != s) {
+        /* its worker listed it before this answer came: adopted already, once is enough */
+        worker_release(c, s->worker, f);
+        sandbox_unlink(c, f, s);
+        return;
     }
-    s->id = dg_xstrdup(id);
+    sandbox_set_id(c, s, id);
     s->endpoint = dg_xstrdup(endpoint);
     s->known_seq = ++c->seq;
     if (c->m_creates)
@@ -647,15 +673,14 @@ bool cp_core_adopt(struct cp_core *c, struct cp_worker *w, const char *function,
     struct cp_fn *f = cp_core_fn(c, dg_str_c(function));
     if (!f)
         return false;
-    for (struct cp_sandbox *s = f->sbs; s; s = s->next)
-        if (s->id && strcmp(s->id, id) == 0)
-            return false;
+    if (sandbox_of(c, f, id))
+        return false;
     if (deleting_has(w, id))
         return false; /* a listing taken before its delete arrived */
     struct cp_sandbox *s = dg_xcalloc(1, sizeof(*s));
     s->fn = f;
     s->worker = w;
-    s->id = dg_xstrdup(id);
+    sandbox_set_id(c, s, id);
     s->endpoint = dg_xstrdup(endpoint);
     s->known_seq = ++c->seq;
     s->state = CP_SB_READY;
@@ -676,9 +701,10 @@ bool cp_core_adopt(struct cp_core *c, struct cp_worker *w, const char *function,
 
 bool cp_core_on_exited(struct cp_core *c, struct cp_fn *f, const char *id, const char *reason)
 {
-    for (struct cp_sandbox *s = f->sbs; s; s = s->next) {
-        if (s->state == CP_SB_CREATING || !s->id || strcmp(s->id, id) != 0)
-            continue;
+    struct cp_sandbox *s = sandbox_of(c, f, id);
+    if (!s || s->state == CP_SB_CREATING)
+        return false;
+    {
         bool draining = s->state == CP_SB_DRAINING; /* out of the lists: its delete follows */
         const char *worker = s->worker ? s->worker->name : "?";
         char msg[CP_EXIT_REASON_MAX + 128];
@@ -698,11 +724,10 @@ bool cp_core_on_exited(struct cp_core *c, struct cp_fn *f, const char *id, const
             return true;
         f->ready--;
         worker_release(c, s->worker, f);
-        sandbox_unlink(f, s);
+        sandbox_unlink(c, f, s);
         scale_now(c, f); /* requests waiting: replace at once */
         return true;
     }
-    return false;
 }
 
 /* ---- workers ---------------------------------------------------------------------------- */
@@ -783,10 +808,7 @@ struct cp_worker *cp_core_worker_restore(struct cp_core *c, const char *name, co
 static bool sandbox_known(struct cp_core *c, const char *function, const char *id)
 {
     struct cp_fn *f = cp_core_fn_any(c, dg_str_c(function));
-    for (struct cp_sandbox *s = f ? f->sbs : NULL; s; s = s->next)
-        if (s->id && strcmp(s->id, id) == 0)
-            return true;
-    return false;
+    return f && sandbox_of(c, f, id);
 }
 
 /* The worker's count of ready sandboxes differs from the registry's, and no create or drain
@@ -876,14 +898,17 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
             prune_unlisted(c, w, r, w->list_asked_seq);
         w->need_list = false;
         w->list_asked = false;
-        for (size_t i = 0; i < w->ndeleting;) { /* deleted: no longer listed */
-            bool listed = false;
-            for (size_t k = 0; k < r->nsandboxes && !listed; k++)
-                listed = strcmp(r->sandboxes[k].id, w->deleting[i]) == 0;
-            if (listed)
-                i++;
-            else
-                deleting_del(w, i);
+        if (w->ndeleting) { /* deleted: no longer listed */
+            struct dg_strmap listed = {0};
+            for (size_t k = 0; k < r->nsandboxes; k++)
+                dg_strmap_put(&listed, dg_str_c(r->sandboxes[k].id), (void *)r->sandboxes[k].id);
+            for (size_t i = 0; i < w->ndeleting;) {
+                if (dg_strmap_get(&listed, dg_str_c(w->deleting[i])))
+                    i++;
+                else
+                    deleting_del(w, i);
+            }
+            dg_strmap_free(&listed);
         }
     }
     for (size_t i = 0; i < r->nsandboxes; i++) {
@@ -936,7 +961,7 @@ void cp_core_worker_forget_sandboxes(struct cp_core *c, struct cp_worker *w)
             s->worker = NULL; /* requests in flight to it finish on their own */
             if (s->state == CP_SB_READY) {
                 f->ready--;
-                sandbox_unlink(f, s);
+                sandbox_unlink(c, f, s);
                 changed = true;
             } else if (s->state == CP_SB_CREATING && !s->abandoned_on) {
                 /* not waited for (a create's answer may take up to its timeout): replaced
@@ -1091,13 +1116,14 @@ unsigned cp_core_check_peers(struct cp_core *c, uint64_t silent_ms)
 void cp_core_free(struct cp_core *c)
 {
     dg_strmap_free(&c->fn_index);
+    dg_strmap_free(&c->sb_index);
     for (unsigned k = 0; k < c->nslots; k++)
         free(c->slots[k].v);
     free(c->slots);
     while (c->fns) {
         struct cp_fn *f = c->fns;
         c->fns = f->next;
-        fn_free(f);
+        fn_free(c, f);
     }
     while (c->workers) {
         struct cp_worker *w = c->workers;

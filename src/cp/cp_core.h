@@ -58,6 +58,8 @@ struct cp_worker {
                         does not bring them back (until a listing lacks them or the delete
                         is answered) */
     size_t ndeleting;
+    struct dg_strmap deleting_ix; /* id -> its index in deleting + 1 (a big scale-down's
+                                     deletes are looked up without a walk) */
     struct cp_worker *next;
 };
 
@@ -201,6 +203,8 @@ struct cp_core {
     bool knative;
     struct cp_fn *fns;
     struct dg_strmap fn_index; /* name -> function (a deleted one until it is freed) */
+    struct dg_strmap sb_index; /* sandbox id -> sandbox (every one with an id): a create's
+                                  answer, an adoption, an exit find theirs without a walk */
     struct cp_slot *slots;     /* the functions each tick slot decides */
     unsigned nslots, next_slot;
     struct cp_worker *workers; /* by name: round-robin is stable */
