@@ -26,8 +26,8 @@ static void test_accepted(void **state)
         {"busybox", "docker://busybox", "", DG_IMAGE_REGISTRY},
         {"library/busybox:1.36", "docker://library/busybox:1.36", "", DG_IMAGE_REGISTRY},
         {"localhost/fn", "docker://localhost/fn", "localhost", DG_IMAGE_REGISTRY},
-        {"docker://localhost:5000/a/b-c__d.e:v1.2",
-         "docker://localhost:5000/a/b-c__d.e:v1.2", "localhost:5000", DG_IMAGE_REGISTRY},
+        {"docker://localhost:5000/a/b-c__d.e:v1.2", "docker://localhost:5000/a/b-c__d.e:v1.2",
+         "localhost:5000", DG_IMAGE_REGISTRY},
         {"r.example.com/fn@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
          "docker://r.example.com/fn@sha256:"
          "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",

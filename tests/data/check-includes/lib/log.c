@@ -1,3 +1,6 @@
 #include "dirigent/log.h"
 #include "dirigent/mem.h"
-void dg_log(const char *msg) { dg_alloc(1); }
+void dg_log(const char *msg)
+{
+    dg_alloc(1);
+}

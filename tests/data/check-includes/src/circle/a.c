@@ -1,3 +1,6 @@
 #include "a.h"
 #include "b.h"
-int a_get(void) { return B_SIZE; }
+int a_get(void)
+{
+    return B_SIZE;
+}

@@ -4,7 +4,10 @@ struct q_thing {
     int n;
 };
 /* p_run(), q.c's own: not p.c's */
-static int p_run(void) { return 1; }
+static int p_run(void)
+{
+    return 1;
+}
 int q_make(void)
 {
     struct p s = {.p_run = 0};

@@ -1,1 +1,4 @@
-struct p { int q_make; int (*p_run)(void); };
+struct p {
+    int q_make;
+    int (*p_run)(void);
+};
