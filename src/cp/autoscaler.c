@@ -69,9 +69,13 @@ static double window_avg(const struct cp_as_state *s, unsigned n)
     n = DG_MIN(n, s->filled);
     if (n == 0)
         return 0;
-    double sum = 0;
-    for (unsigned i = 0; i < n; i++) /* newest is at head - 1, wrapping at cap */
-        sum += s->samples[(s->head + s->cap - 1 - i) % s->cap];
+    double sum = 0; /* newest first, as before: the same sum to the last bit */
+    unsigned i = s->head;
+    for (unsigned k = 0; k < n; k++) { /* newest is at head - 1, wrapping at cap (no division:
+                                          this runs for every function at every tick) */
+        i = i ? i - 1 : s->cap - 1;
+        sum += s->samples[i];
+    }
     return sum / n;
 }
 
@@ -88,7 +92,8 @@ void cp_as_decide(const struct cp_as_config *c, struct cp_as_state *s, int ready
                   uint64_t now_ms, struct cp_as_decision *out)
 {
     s->samples[s->head] = sample;
-    s->head = (s->head + 1) % s->cap;
+    if (++s->head == s->cap)
+        s->head = 0;
     if (s->filled < s->cap)
         s->filled++;
 
