@@ -364,6 +364,16 @@ static void api_fn_delete(struct dg_http_req *r, void *ud)
     struct cp_fn *f = fn_param(r);
     if (!f)
         return;
+    if (!cp.recon.done && cp.recon.waiting > 0) {
+        /* its sandboxes are not all known yet: a delete now would miss the drain of those
+         * listed later (a request running on one would get a 502) */
+        dg_http_respond_text(r, 503,
+                             "delete: function '%s' not deleted: this control plane is "
+                             "reconstructing its state after a restart (its workers are "
+                             "listing their sandboxes); retry in a few seconds",
+                             f->spec.name);
+        return;
+    }
     struct fn_delete *d = dg_xcalloc(1, sizeof(*d));
     snprintf(d->name, sizeof(d->name), "%s", f->spec.name);
     d->r = r;

@@ -267,6 +267,10 @@ static void op_delete(struct sim *s)
     if (!s->cp || !s->nfns)
         return;
     size_t i = dst_rnd(s, s->nfns);
+    if (dst_cp_reconstructing(s)) { /* api.c: 503, the caller retries later */
+        dst_tracef(s, "delete %s refused: reconstructing", s->fns[i].name);
+        return;
+    }
     struct cp_fn *f = cp_core_fn(s->cp, dg_str_c(s->fns[i].name));
     dst_tracef(s, "delete %s", s->fns[i].name);
     s->fns[i] = s->fns[--s->nfns];

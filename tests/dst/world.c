@@ -491,6 +491,17 @@ void dst_cp_restore(struct sim *s)
     }
     for (struct cp_dp *d = s->cp->dps; d; d = d->next) /* api.c recon_finish */
         cp_core_dp_resync(s->cp, d);
+    s->recon_until = s->now + 3000000;
+}
+
+bool dst_cp_reconstructing(const struct sim *s)
+{
+    if (!s->cp || s->now >= s->recon_until)
+        return false;
+    for (const struct cp_worker *w = s->cp->workers; w; w = w->next)
+        if (w->need_list)
+            return true; /* not listed yet */
+    return false;
 }
 
 /* The leader goes (its registry with it); a new one restores 0.5-3 s later. */

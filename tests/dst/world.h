@@ -191,6 +191,8 @@ struct sim {
     /* the control plane */
     struct cp_core *cp; /* NULL while down (failover) */
     uint64_t cp_gen, cp_off;
+    uint64_t recon_until; /* a restored CP reconstructs until then, or until every restored
+                             worker listed (api.c: its 3 s deadline); deletes are refused */
     unsigned cp_slot;
     struct cp_drain **drains; /* in flight, to free at failover */
     size_t ndrains, capdrains;
@@ -239,6 +241,8 @@ void dst_run_until(struct sim *s, uint64_t until);
 /* The control plane: a new leader restored from the store; the leader failing over. */
 void dst_cp_restore(struct sim *s);
 void dst_cp_failover(struct sim *s);
+/* A restored CP is still asking its workers for their sandboxes (api.c cp_reconstructing). */
+bool dst_cp_reconstructing(const struct sim *s);
 /* A stored function as a registration (the spec owns a new image string). */
 struct cp_fn_spec dst_spec_of(const struct stored_fn *sf);
 /* The simulated worker a registry worker stands for ("w3": 3). */

@@ -9,7 +9,7 @@ B=$(cd "$B" && pwd)
 FN=$B/dirigent-fn
 DATA=$TAP_TMP/cpdata
 
-plan 5
+plan 6
 
 start_cp() { # start_cp LOG [flags]
   local log=$1; shift
@@ -41,6 +41,35 @@ t_survives() {
   kill_cp
 }
 check "kill -9 of the CP: registrations, a bound update and a delete are all as they were" t_survives
+
+t_delete_during_recon() {
+  # a restored worker that accepts connections and never answers: the new CP's reconstruction
+  # waits for its listing (3 s deadline); a delete meanwhile would miss sandboxes listed later
+  /usr/bin/python3 -c 'import socket,sys,time
+s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(64)
+print(s.getsockname()[1], flush=True); time.sleep(60)' >"$TAP_TMP/silent.port" &
+  local silent=$! port i code
+  for i in $(seq 1 100); do port=$(cat "$TAP_TMP/silent.port"); [ -n "$port" ] && break; sleep 0.05; done
+  [ -n "$port" ] || { kill "$silent"; return 1; }
+  start_cp "$TAP_TMP/cp8.log" --dataDir "$TAP_TMP/cpdata8" || { kill "$silent"; return 1; }
+  local cpi=127.0.0.1:$(port_of "$TAP_TMP/cp8.log" 'internal api on')
+  curl -sf -XPOST "http://$cpi/v1/workers" \
+    -d "{\"name\":\"silent\",\"address\":\"127.0.0.1:$port\",\"cpuMilli\":1000,\"memoryMiB\":1024}" >/dev/null &&
+    [ "$(register gone)" = 200 ] || { kill "$silent"; kill_cp; return 1; }
+  kill_cp
+  start_cp "$TAP_TMP/cp9.log" --dataDir "$TAP_TMP/cpdata8" || { kill "$silent"; return 1; }
+  code=$(curl -s -o "$TAP_TMP/del.out" -w '%{http_code}' -XDELETE "$REG/v1/functions/gone")
+  echo "during: $code $(cat "$TAP_TMP/del.out")"
+  [ "$code" = 503 ] && grep -q "reconstructing" "$TAP_TMP/del.out" && [ "$(names)" = "gone" ] ||
+    { kill "$silent"; kill_cp; return 1; }
+  # once the reconstruction's deadline passed, the delete goes through
+  poll_until 200 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -XDELETE '$REG/v1/functions/gone')\" = 200 ]" ||
+    { kill "$silent"; kill_cp; return 1; }
+  [ -z "$(names)" ] || { kill "$silent"; kill_cp; return 1; }
+  kill "$silent"; wait_bounded "$silent" 2>/dev/null
+  kill_cp
+}
+check "a delete while a restarted CP reconstructs: 503 naming why, then deleted once it is done" t_delete_during_recon
 
 t_concurrent() {
   start_cp "$TAP_TMP/cp3.log" --dataDir "$TAP_TMP/cpdata3" || return 1
