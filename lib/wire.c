@@ -873,7 +873,7 @@ int dg_wire_roundtrip_nth(size_t i, const char *buf, size_t len, const char **na
         struct dg_err e2 = {0};
         if (dg_wire_batch_line_parse(s, strlen(s), &l2, &e2) < 0 || l2.i != l.i ||
             l2.status != l.status || l2.body.len != l.body.len ||
-            memcmp(l2.body.ptr, l.body.ptr, l.body.len) != 0)
+            (l.body.len && memcmp(l2.body.ptr, l.body.ptr, l.body.len) != 0))
             abort(); /* a line its own parser reads otherwise */
         dg_wire_batch_line_free(&l2);
         dg_wire_batch_line_free(&l);
