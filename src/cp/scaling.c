@@ -319,7 +319,8 @@ static void fx_create(void *ud, struct cp_sandbox *s)
     char *small[16],
         **envv = spec->env.n + 2 <= 16 ? small : dg_xcalloc(spec->env.n + 2, sizeof(*envv));
     struct dg_strlist env = {.v = envv, .n = spec->env.n};
-    memcpy(envv, spec->env.v, spec->env.n * sizeof(*envv));
+    if (spec->env.n) /* none: env.v is NULL, and memcpy's source must not be */
+        memcpy(envv, spec->env.v, spec->env.n * sizeof(*envv));
     char bufs[2][64];
     sandbox_workload_env(spec, &env, bufs);
     struct dg_wire_create m = {.function = (char *)spec->name,
