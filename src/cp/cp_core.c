@@ -732,14 +732,6 @@ bool cp_core_on_exited(struct cp_core *c, struct cp_fn *f, const char *id, const
 
 /* ---- workers ---------------------------------------------------------------------------- */
 
-struct cp_worker *cp_core_worker(struct cp_core *c, const char *name)
-{
-    for (struct cp_worker *w = c->workers; w; w = w->next)
-        if (strcmp(w->name, name) == 0)
-            return w;
-    return NULL;
-}
-
 /* Placement's view: every worker's node, in the registry's (name) order; rebuilt when a worker
  * joins (they never leave). */
 static void view_rebuild(struct cp_core *c)

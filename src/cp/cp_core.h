@@ -319,7 +319,6 @@ bool cp_core_adopt(struct cp_core *c, struct cp_worker *w, const char *function,
 void cp_core_worker_forget_sandboxes(struct cp_core *c, struct cp_worker *w);
 /* Silent: unschedulable, its sandboxes lost (replaced). */
 void cp_core_on_worker_lost(struct cp_core *c, struct cp_worker *w);
-struct cp_worker *cp_core_worker(struct cp_core *c, const char *name);
 
 /* A data plane's heartbeat (or, CP_FROM_STORE, read back): added, or at a new API address.
  * NULL with err for a bad address. *fresh: new or moved (it needs every list). */

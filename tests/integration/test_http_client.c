@@ -97,19 +97,9 @@ static int setup(void **state)
     return 0;
 }
 
-static bool server_closed;
-static void on_server_closed(void *ud)
-{
-    server_closed = true;
-}
-
 static int teardown(void **state)
 {
-    server_closed = false;
-    dg_http_server_close(srv, 100, on_server_closed, NULL);
-    tl_run_until(&loop, &server_closed, 3000);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(tl_server_close_loop(&loop, srv), 0);
     return 0;
 }
 

@@ -449,3 +449,17 @@ bool tl_run_until(uv_loop_t *loop, volatile bool *flag, unsigned timeout_ms)
     uv_run(loop, UV_RUN_NOWAIT);
     return *flag;
 }
+
+static void on_closed(void *ud)
+{
+    *(bool *)ud = true;
+}
+
+int tl_server_close_loop(uv_loop_t *loop, struct dg_http_server *srv)
+{
+    bool closed = false;
+    dg_http_server_close(srv, 100, on_closed, &closed);
+    tl_run_until(loop, &closed, 3000);
+    uv_run(loop, UV_RUN_DEFAULT);
+    return uv_loop_close(loop);
+}

@@ -64,5 +64,8 @@ void tl_server_stop(struct tl_server *t, unsigned grace_ms);
 
 /* Run `loop` until *flag is true or timeout_ms passes; returns *flag. */
 bool tl_run_until(uv_loop_t *loop, volatile bool *flag, unsigned timeout_ms);
+/* The end of a test on its own loop: close `srv` (100 ms grace), run the loop until nothing is
+ * left and close it; 0, or uv_loop_close's error (a handle left open). */
+int tl_server_close_loop(uv_loop_t *loop, struct dg_http_server *srv);
 
 #endif
