@@ -55,7 +55,7 @@ test: all
 SEED ?= 1
 SEEDS ?= 200
 STEPS ?= 2000
-FAULTS ?= crash-worker,crash-dp,failover,exit
+FAULTS ?= crash-worker,crash-dp,failover,exit,partition,loss,slow,clock
 dst: all
 	$(BUILD)/tests/dst --seed $(SEED) --seeds $(SEEDS) --steps $(STEPS) --faults $(FAULTS) $(DST_ARGS)
 
