@@ -236,3 +236,200 @@ struct dg_str dg__hdrs_get(const struct dg__hdrs *h, const char *name)
             return h->views[i].value;
     return (struct dg_str){NULL, 0};
 }
+
+/* ---- strict framing --------------------------------------------------------------------- */
+
+enum {
+    FR_START,      /* before a start line (empty lines allowed, RFC 9112 2.2) */
+    FR_START_CR,   /* an empty line's CR */
+    FR_LINE,       /* in a start line or a field line */
+    FR_LINE_CR,    /* a line's CR */
+    FR_FIELD,      /* at the start of a field line, or of the blank line ending the section */
+    FR_END_CR,     /* the blank line's CR */
+    FR_AT_BODY,    /* the header section ended: waiting for dg__frame_body */
+    FR_SKIP,       /* Content-Length body */
+    FR_EOF,        /* a body that ends with the connection */
+    FR_CHUNK_SIZE, /* chunk size digits */
+    FR_CHUNK_EXT,  /* chunk extensions, after the digits */
+    FR_CHUNK_CR,   /* the size line's CR */
+    FR_DATA,       /* chunk data */
+    FR_DATA_CR,    /* the CRLF after chunk data */
+    FR_DATA_LF,
+};
+
+void dg__frame_init(struct dg__frame *f)
+{
+    memset(f, 0, sizeof(*f));
+    f->st = FR_START;
+}
+
+bool dg__frame_at_body(const struct dg__frame *f)
+{
+    return f->st == FR_AT_BODY;
+}
+
+void dg__frame_body(struct dg__frame *f, enum dg__frame_kind kind, uint64_t length)
+{
+    f->trailer = false;
+    f->remain = length;
+    if (kind == DG__BODY_CHUNKED) {
+        f->st = FR_CHUNK_SIZE;
+        f->digits = 0;
+        f->remain = 0;
+    } else if (kind == DG__BODY_EOF) {
+        f->st = FR_EOF;
+    } else {
+        f->st = kind == DG__BODY_LENGTH && length > 0 ? FR_SKIP : FR_START;
+    }
+}
+
+static int hexval(unsigned char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    ch |= 0x20;
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    return -1;
+}
+
+size_t dg__frame_scan(struct dg__frame *f, const char *data, size_t len)
+{
+    size_t i = 0;
+    if (f->err)
+        return 0;
+#define FAIL(msg)                                                                                  \
+    do {                                                                                           \
+        f->err = msg;                                                                              \
+        return i;                                                                                  \
+    } while (0)
+    while (i < len) {
+        unsigned char ch = (unsigned char)data[i];
+        switch (f->st) {
+        case FR_START:
+            if (ch == '\r')
+                f->st = FR_START_CR;
+            else if (ch == '\n')
+                FAIL("bare LF: lines must end with CRLF");
+            else
+                f->st = FR_LINE;
+            break;
+        case FR_START_CR:
+            if (ch != '\n')
+                FAIL("bare CR: lines must end with CRLF");
+            f->st = FR_START;
+            break;
+        case FR_LINE: {
+            /* the common case: skip to the line's end */
+            const char *p = data + i, *e = data + len;
+            while (p < e && *p != '\r' && *p != '\n')
+                p++;
+            i = (size_t)(p - data);
+            if (i == len)
+                return len;
+            if (*p == '\n')
+                FAIL("bare LF: lines must end with CRLF");
+            f->st = FR_LINE_CR;
+            break;
+        }
+        case FR_LINE_CR:
+            if (ch != '\n')
+                FAIL("bare CR: lines must end with CRLF");
+            f->st = FR_FIELD;
+            break;
+        case FR_FIELD:
+            if (ch == '\r')
+                f->st = FR_END_CR;
+            else if (ch == '\n')
+                FAIL("bare LF: lines must end with CRLF");
+            else if (ch == ' ' || ch == '\t')
+                FAIL("obs-fold: a header line starts with whitespace (line folding is not "
+                     "accepted, RFC 9112 5.2)");
+            else
+                f->st = FR_LINE;
+            break;
+        case FR_END_CR:
+            if (ch != '\n')
+                FAIL("bare CR: lines must end with CRLF");
+            i++;
+            if (f->trailer) { /* the end of a chunked message */
+                f->trailer = false;
+                f->st = FR_START;
+                continue;
+            }
+            f->st = FR_AT_BODY;
+            return i;
+        case FR_AT_BODY:
+            return i;
+        case FR_SKIP: {
+            uint64_t n = DG_MIN(f->remain, (uint64_t)(len - i));
+            f->remain -= n;
+            i += (size_t)n;
+            if (f->remain == 0)
+                f->st = FR_START;
+            continue;
+        }
+        case FR_EOF:
+            return len;
+        case FR_CHUNK_SIZE: {
+            int v = hexval(ch);
+            if (v >= 0) {
+                if (f->remain >> 56)
+                    FAIL("chunk size too large");
+                f->remain = f->remain * 16 + (uint64_t)v;
+                f->digits++;
+                break;
+            }
+            if (f->digits == 0)
+                FAIL("chunk size missing");
+            if (ch == '\r')
+                f->st = FR_CHUNK_CR;
+            else if (ch == '\n')
+                FAIL("bare LF: lines must end with CRLF");
+            else
+                f->st = FR_CHUNK_EXT;
+            break;
+        }
+        case FR_CHUNK_EXT:
+            if (ch == '\r')
+                f->st = FR_CHUNK_CR;
+            else if (ch == '\n')
+                FAIL("bare LF: lines must end with CRLF");
+            break;
+        case FR_CHUNK_CR:
+            if (ch != '\n')
+                FAIL("bare CR: lines must end with CRLF");
+            f->digits = 0;
+            if (f->remain == 0) {
+                f->trailer = true;
+                f->st = FR_FIELD;
+            } else {
+                f->st = FR_DATA;
+            }
+            break;
+        case FR_DATA: {
+            uint64_t n = DG_MIN(f->remain, (uint64_t)(len - i));
+            f->remain -= n;
+            i += (size_t)n;
+            if (f->remain == 0)
+                f->st = FR_DATA_CR;
+            continue;
+        }
+        case FR_DATA_CR:
+            if (ch != '\r')
+                FAIL("chunk data longer than its size, or not followed by CRLF");
+            f->st = FR_DATA_LF;
+            break;
+        case FR_DATA_LF:
+            if (ch != '\n')
+                FAIL("chunk data not followed by CRLF");
+            f->st = FR_CHUNK_SIZE;
+            break;
+        default:
+            FAIL("framing state lost");
+        }
+        i++;
+    }
+#undef FAIL
+    return len;
+}

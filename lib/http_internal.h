@@ -44,4 +44,26 @@ void dg__hdrs_value(struct dg__hdrs *h, const char *at, size_t len);
 void dg__hdrs_finish(struct dg__hdrs *h);
 struct dg_str dg__hdrs_get(const struct dg__hdrs *h, const char *name);
 
+/* Strict framing (RFC 9112), checked on the raw bytes before http_parser sees them: the
+ * packaged libhttp-parser is built without HTTP_PARSER_STRICT and accepts a bare LF or CR as a
+ * line end, obs-fold (a header line starting with whitespace) and chunk data not followed by
+ * CRLF. The scanner follows the message framing byte by byte: start line and header lines
+ * (each ending in CRLF, none starting with SP or HTAB), then a body whose kind the caller
+ * reads from the parser at the end of the headers (dg__frame_body), chunk size lines, chunk
+ * data followed by CRLF, and the trailer section. */
+enum dg__frame_kind { DG__BODY_NONE, DG__BODY_LENGTH, DG__BODY_CHUNKED, DG__BODY_EOF };
+struct dg__frame {
+    uint8_t st;
+    bool trailer;    /* in the trailer section of a chunked body */
+    unsigned digits; /* chunk size digits seen */
+    uint64_t remain; /* body or chunk bytes still to skip */
+    const char *err; /* what broke the framing; set once */
+};
+void dg__frame_init(struct dg__frame *f);
+/* Scan `data`: returns how many bytes may be handed to the parser. Stops after the blank line
+ * that ends a header section (dg__frame_at_body() is then true until dg__frame_body) and
+ * before the first byte that breaks the framing (f->err says what). */
+size_t dg__frame_scan(struct dg__frame *f, const char *data, size_t len);
+bool dg__frame_at_body(const struct dg__frame *f);
+void dg__frame_body(struct dg__frame *f, enum dg__frame_kind kind, uint64_t length);
 #endif

@@ -89,6 +89,7 @@ struct dg_http_req {
     int64_t content_length;
     int64_t resp_remaining; /* bytes still owed by a Content-Length response; -1: none */
     uint64_t body_read;
+    uint64_t trailer_bytes;
     bool keep_alive, head_method, expect_continue, headers_done;
     bool msg_complete, handler_called, resp_started, resp_ended, chunked_resp, force_close;
     bool body_wanted, body_held, not_found, bad_method, user_paused;
@@ -126,7 +127,11 @@ struct conn {
     uint64_t timer_due; /* when `timer` is armed to fire; may be before `deadline` */
     unsigned writes;    /* queued writes and shutdown not yet completed */
     bool reading, in_process, shutting_down, dead, write_blocked;
-    bool skip_complete; /* answered before the parser saw the end of a body-less request */
+    bool skip_complete;     /* answered before the parser saw the end of a body-less request */
+    struct dg__frame frame; /* strict framing of the bytes given to the parser */
+    bool body_known;        /* on_headers_complete saw the body's kind (for frame) */
+    enum dg__frame_kind body_kind;
+    uint64_t body_len;
     char peer[64];
 };
 
@@ -313,20 +318,61 @@ static bool conn_can_parse(const struct conn *c)
            HTTP_PARSER_ERRNO(&c->parser) == HPE_OK;
 }
 
-/* Feed bytes to the parser; returns how many it took. */
+static bool conn_going(const struct conn *c)
+{
+    return c->state == C_CLOSED || c->state == C_LINGER || c->shutting_down || c->dead;
+}
+
+/* Feed bytes to the parser; returns how many it took. The framing scanner (c->frame) runs
+ * ahead of the parser: the parser gets the bytes up to the end of a header section (so the
+ * scanner learns the body's kind from on_headers_complete before it goes on) or up to the
+ * first byte that breaks the framing, which is then answered with 400. */
 static size_t conn_parse(struct conn *c, const char *data, size_t len)
 {
-    size_t n = http_parser_execute(&c->parser, &parser_settings, data, len);
-    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-    if (e == HPE_OK || e == HPE_PAUSED)
-        return n;
-    if (c->state == C_CLOSED || c->state == C_LINGER || c->shutting_down || c->dead)
-        return len; /* a callback already answered (431/413) or the connection is going */
-    if (e == HPE_HEADER_OVERFLOW)
-        conn_fail(c, 431, "request header fields too large");
-    else
-        conn_fail(c, 400, http_errno_description(e));
-    return len;
+    size_t done = 0;
+    while (done < len) {
+        if (dg__frame_at_body(&c->frame)) {
+            if (!c->body_known) {
+                conn_fail(c, 400, "malformed request");
+                return len;
+            }
+            dg__frame_body(&c->frame, c->body_kind, c->body_len);
+            c->body_known = false;
+        }
+        struct dg__frame f = c->frame;
+        size_t lim = dg__frame_scan(&f, data + done, len - done);
+        size_t n = 0;
+        if (lim > 0)
+            n = http_parser_execute(&c->parser, &parser_settings, data + done, lim);
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (e != HPE_OK && e != HPE_PAUSED) {
+            if (conn_going(c))
+                return len; /* a callback already answered (431/413) or the connection is going */
+            if (e == HPE_HEADER_OVERFLOW)
+                conn_fail(c, 431, "request header fields too large");
+            else
+                conn_fail(c, 400, http_errno_description(e));
+            return len;
+        }
+        if (n == lim)
+            c->frame = f;
+        else
+            dg__frame_scan(&c->frame, data + done, n); /* the part the parser took */
+        done += n;
+        if (conn_going(c))
+            return len;
+        if (n == lim && f.err) {
+            conn_fail(c, 400, f.err);
+            return len;
+        }
+        if (e == HPE_PAUSED || n < lim || (lim == 0 && !dg__frame_at_body(&c->frame)))
+            break;
+    }
+    if (done == len && dg__frame_at_body(&c->frame) && c->body_known) {
+        dg__frame_body(&c->frame, c->body_kind, c->body_len);
+        c->body_known = false;
+    }
+    return done;
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
@@ -407,6 +453,7 @@ static void on_connection(uv_stream_t *ls, int status)
     snprintf(c->peer, sizeof(c->peer), "%s:%d", host, port);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
+    dg__frame_init(&c->frame);
     c->state = C_IDLE;
     c->next = s->conns;
     if (s->conns)
@@ -808,6 +855,18 @@ static bool header_bytes_ok(struct conn *c, size_t more)
     return true;
 }
 
+/* Trailer fields (not kept) count against the same limit as the headers. */
+static bool trailer_bytes_ok(struct conn *c, size_t more)
+{
+    struct dg_http_req *r = c->req;
+    r->trailer_bytes += more;
+    if (r->hdrs.bytes.len + r->trailer_bytes > c->srv->limits.max_header_bytes) {
+        conn_fail(c, 431, "request header and trailer fields too large");
+        return false;
+    }
+    return true;
+}
+
 static int on_url(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
@@ -824,10 +883,14 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     struct dg_http_req *r = c->req;
     if (!r)
         return -1;
-    if (r->headers_done)
-        return 0; /* a trailer after a chunked body: not kept (views point into hdrs) */
+    if (r->headers_done) /* a trailer after a chunked body: counted, not kept */
+        return trailer_bytes_ok(c, len) ? 0 : -1;
     if (!header_bytes_ok(c, len))
         return -1;
+    if (memchr(at, ' ', len)) { /* the packaged parser lets spaces into names */
+        conn_fail(c, 400, "whitespace in a header field name or before its colon (RFC 9112 5.1)");
+        return -1;
+    }
     if (!dg__hdrs_field(&r->hdrs, at, len, c->srv->limits.max_headers)) {
         conn_fail(c, 431, "too many request header fields");
         return -1;
@@ -842,7 +905,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     if (!r)
         return -1;
     if (r->headers_done)
-        return 0;
+        return trailer_bytes_ok(c, len) ? 0 : -1;
     if (!header_bytes_ok(c, len))
         return -1;
     dg__hdrs_value(&r->hdrs, at, len);
@@ -861,6 +924,30 @@ static void respond_plain(struct dg_http_req *r, int status, const char *msg)
     dg_http_respond(r, status, "text/plain", msg, strlen(msg));
 }
 
+/* RFC 9112's rules the parser does not enforce: the version, and exactly one valid Host in
+ * an HTTP/1.1 request (3.2). NULL when the head is acceptable. */
+static const char *request_head_error(const http_parser *p, const struct dg_http_req *r)
+{
+    if (p->http_major != 1)
+        return "HTTP version not supported: this server speaks HTTP/1.0 and HTTP/1.1";
+    unsigned hosts = 0;
+    struct dg_str host = {0};
+    for (unsigned i = 0; i < r->hdrs.n; i++) {
+        if (dg_str_caseeq(r->hdrs.views[i].name, "host")) {
+            hosts++;
+            host = r->hdrs.views[i].value;
+        }
+    }
+    if (hosts > 1)
+        return "more than one Host header (RFC 9112 3.2)";
+    if (hosts == 0 && p->http_minor >= 1)
+        return "HTTP/1.1 request without a Host header (RFC 9112 3.2)";
+    for (size_t i = 0; i < host.len; i++)
+        if (host.ptr[i] == ' ' || host.ptr[i] == '\t' || host.ptr[i] == ',' || host.ptr[i] == '/')
+            return "invalid Host header: expected host[:port]";
+    return NULL;
+}
+
 static int on_headers_complete(http_parser *p)
 {
     struct conn *c = p->data;
@@ -870,6 +957,16 @@ static int on_headers_complete(http_parser *p)
         return -1;
     r->headers_done = true;
     dg__hdrs_finish(&r->hdrs);
+    c->body_known = true;
+    c->body_kind = (p->flags & F_CHUNKED)         ? DG__BODY_CHUNKED
+                   : (p->flags & F_CONTENTLENGTH) ? DG__BODY_LENGTH
+                                                  : DG__BODY_NONE;
+    c->body_len = c->body_kind == DG__BODY_LENGTH ? p->content_length : 0;
+    const char *why = request_head_error(p, r);
+    if (why) {
+        conn_fail(c, p->http_major != 1 ? 505 : 400, why);
+        return -1;
+    }
     r->method = http_method_str((enum http_method)p->method);
     r->head_method = p->method == HTTP_HEAD;
     r->vminor = p->http_minor;

@@ -650,6 +650,102 @@ static void test_chunked_trailers(void **state)
     assert_still_serving();
 }
 
+/* RFC 9112's MUST-reject cases the packaged http_parser lets through: each is refused with
+ * 400 (505 for the version) and a message naming what is wrong, and the connection closes. */
+static void test_strict_parsing(void **state)
+{
+    static const struct {
+        const char *req;
+        int status;
+        const char *says;
+    } cases[] = {
+        {"GET /hello HTTP/1.1\r\nHost : x\r\n\r\n", 400, "before its colon"},
+        {"GET /hello HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n", 400, "obs-fold"},
+        {"GET /hello HTTP/1.1\r\n X-A: 1\r\nHost: x\r\n\r\n", 400, "obs-fold"},
+        {"GET /hello HTTP/1.1\nHost: x\n\n", 400, "bare LF"},
+        {"GET /hello HTTP/1.1\r\nHost: x\nX-A: 1\r\n\r\n", 400, "bare LF"},
+        {"GET /hello HTTP/1.1\r\nHost: x\rX-A: 1\r\n\r\n", 400, "bare CR"},
+        {"GET /hello HTTP/9.9\r\nHost: x\r\n\r\n", 505, "HTTP version not supported"},
+        {"GET /hello HTTP/2.0\r\nHost: x\r\n\r\n", 505, "HTTP version not supported"},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "3\r\nabcXY0\r\n\r\n",
+         400, "chunk data"},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n",
+         400, "bare LF"},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "3\r\nabc\r\n0\r\nX-T: 1\r\n folded\r\n\r\n",
+         400, "obs-fold"},
+        {"GET /hello HTTP/1.1\r\nHost: x\r\nHost: evil\r\n\r\n", 400, "more than one Host"},
+        {"GET /hello HTTP/1.1\r\nX-A: 1\r\n\r\n", 400, "without a Host"},
+        {"GET /hello HTTP/1.1\r\nHost: a b\r\n\r\n", 400, "invalid Host"},
+    };
+    for (size_t i = 0; i < DG_ARRAY_LEN(cases); i++) {
+        int fd = tl_connect(port, 3000);
+        assert_true(fd >= 0);
+        assert_int_equal(tl_sends(fd, cases[i].req), 0);
+        struct tl_resp r;
+        assert_int_equal(tl_read_resp(fd, &r), 0);
+        if (r.status != cases[i].status || !strstr(r.body, cases[i].says))
+            fail_msg("case %zu: got %d '%s', want %d '%s'", i, r.status, r.body, cases[i].status,
+                     cases[i].says);
+        assert_string_equal(tl_resp_header(&r, "connection"), "close");
+        tl_resp_free(&r);
+        assert_true(tl_wait_closed(fd, 3000));
+        close(fd);
+    }
+    /* the legitimate forms still work: CRLF everywhere, one Host, HTTP/1.0 without Host,
+     * leading empty lines, chunk extensions and trailers, a higher 1.x minor */
+    static const struct {
+        const char *req, *body;
+    } good[] = {
+        {"\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n", "hello"},
+        {"GET /hello HTTP/1.0\r\n\r\n", "hello"},
+        {"GET /hello HTTP/1.1\r\nhost:x:80\r\nX-A: \t v \t\r\n\r\n", "hello"},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n",
+         "abcde"},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n\n\r\n ", "\n\r\n "},
+    };
+    for (size_t i = 0; i < DG_ARRAY_LEN(good); i++) {
+        struct tl_resp r;
+        int st = tl_roundtrip(port, good[i].req, &r);
+        if (st != 200 || strcmp(r.body, good[i].body) != 0)
+            fail_msg("good case %zu: got %d '%s'", i, st, r.body ? r.body : "");
+        tl_resp_free(&r);
+    }
+    /* pipelined: the good request is answered, the bad one after it gets the 400 */
+    int fd = tl_connect(port, 3000);
+    assert_int_equal(tl_sends(fd, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "GET /hello HTTP/1.1\nHost: x\n\n"),
+                     0);
+    expect_status(fd, 200);
+    expect_status(fd, 400);
+    assert_true(tl_wait_closed(fd, 3000));
+    close(fd);
+    assert_still_serving();
+}
+
+/* Trailer fields count against the header limit (16 KiB by default): a 70 KiB trailer. */
+static void test_trailer_limit_431(void **state)
+{
+    struct dg_buf b = {0};
+    dg_buf_puts(&b, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "3\r\nabc\r\n0\r\n");
+    for (int i = 0; i < 70; i++)
+        dg_buf_printf(&b, "X-T%d: %01000d\r\n", i, i);
+    dg_buf_puts(&b, "\r\n");
+    int fd = tl_connect(port, 3000);
+    tl_send(fd, b.data, b.len); /* the server may close before all is sent */
+    dg_buf_free(&b);
+    struct tl_resp r;
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    assert_int_equal(r.status, 431);
+    assert_non_null(strstr(r.body, "trailer"));
+    tl_resp_free(&r);
+    close(fd);
+    assert_still_serving();
+}
+
 static void test_stream_route_answers_at_once(void **state)
 {
     int fd = tl_connect(port, 3000);
@@ -811,6 +907,8 @@ int main(void)
         cmocka_unit_test(test_idle_connection_closed),
         cmocka_unit_test(test_many_connections),
         cmocka_unit_test(test_chunked_trailers),
+        cmocka_unit_test(test_strict_parsing),
+        cmocka_unit_test(test_trailer_limit_431),
         cmocka_unit_test(test_stream_route_answers_at_once),
         cmocka_unit_test(test_abort_then_respond),
         cmocka_unit_test(test_long_content_type),
