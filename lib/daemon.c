@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "dirigent/log.h"
@@ -118,8 +119,19 @@ static double active_reqs(void *ud)
     return (double)st.active_reqs;
 }
 
+static double refused_conns(void *ud)
+{
+    struct dg_http_server_stats st;
+    dg_http_server_stats(ud, &st);
+    return (double)st.refused;
+}
+
 void dg_daemon_mount_health_metrics(struct dg_http_server *s, struct dg_metrics *m)
 {
+    dg_metrics_gauge_fn(m, "dg_http_refused_connections",
+                        "Connections of the API server refused at http.internalConns, "
+                        "http.maxConns or http.maxConnsPerClient, since start.",
+                        refused_conns, s);
     dg_metrics_gauge_fn(m, "dg_http_open_connections", "Open connections of the API server.",
                         open_conns, s);
     dg_metrics_gauge_fn(m, "dg_http_active_requests",
@@ -128,7 +140,41 @@ void dg_daemon_mount_health_metrics(struct dg_http_server *s, struct dg_metrics 
     dg_http_route(s, "GET", "/metrics", metrics, m, 0);
 }
 
-void dg_http_conf_limits(const struct dg_http_conf *c, struct dg_http_limits *out)
+uint64_t dg_nofile_limit(void)
+{
+    static uint64_t limit;
+    if (limit)
+        return limit;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return limit = 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+            dg_log(DG_LOG_DEBUG, "daemon", "open files limit raised from %llu to %llu",
+                   (unsigned long long)was, (unsigned long long)rl.rlim_max);
+        else
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    limit = rl.rlim_cur == RLIM_INFINITY ? (uint64_t)1 << 20 : (uint64_t)rl.rlim_cur;
+    return limit;
+}
+
+static unsigned auto_cap(int64_t set, unsigned div)
+{
+    if (set > 0)
+        return (unsigned)set;
+    uint64_t n = dg_nofile_limit();
+    uint64_t b = n > 256 + 64 ? n - 256 : 64;
+    uint64_t cap = b / div;
+    if (cap < 64)
+        cap = 64;
+    return cap > 10000000 ? 10000000 : (unsigned)cap;
+}
+
+static void conf_limits(const struct dg_http_conf *c, struct dg_http_limits *out, int64_t set,
+                        unsigned div)
 {
     out->max_header_bytes = (size_t)c->max_header_bytes;
     out->max_headers = (unsigned)c->max_headers;
@@ -136,4 +182,20 @@ void dg_http_conf_limits(const struct dg_http_conf *c, struct dg_http_limits *ou
     out->header_timeout_ms = (uint64_t)c->header_timeout_ms;
     out->body_timeout_ms = (uint64_t)c->body_timeout_ms;
     out->idle_timeout_ms = (uint64_t)c->idle_timeout_ms;
+    out->body_min_rate = (uint64_t)c->body_min_rate;
+    out->max_conns = auto_cap(set, div);
+    out->max_conns_per_client =
+        c->max_conns_per_client > 0 ? (unsigned)c->max_conns_per_client : out->max_conns / 2;
+    if (out->max_conns_per_client == 0)
+        out->max_conns_per_client = 1;
+}
+
+void dg_http_conf_internal_limits(const struct dg_http_conf *c, struct dg_http_limits *out)
+{
+    conf_limits(c, out, c->internal_conns, 8);
+}
+
+void dg_http_conf_limits(const struct dg_http_conf *c, struct dg_http_limits *out)
+{
+    conf_limits(c, out, c->max_conns, 3);
 }

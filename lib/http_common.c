@@ -16,6 +16,9 @@ void dg_http_limits_default(struct dg_http_limits *l)
     l->header_timeout_ms = 10 * 1000;
     l->body_timeout_ms = 30 * 1000;
     l->idle_timeout_ms = 60 * 1000;
+    l->body_min_rate = 4096;
+    l->max_conns = 0;
+    l->max_conns_per_client = 0;
 }
 
 void dg_http_pool_opts_default(struct dg_http_pool_opts *o)

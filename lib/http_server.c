@@ -90,6 +90,8 @@ struct dg_http_req {
     int64_t resp_remaining; /* bytes still owed by a Content-Length response; -1: none */
     uint64_t body_read;
     uint64_t trailer_bytes;
+    uint64_t body_since, body_spent; /* body read clock: since when it runs, ms spent before */
+    bool body_clock_on, body_late;   /* body_late: the armed deadline is the whole body's */
     bool keep_alive, head_method, expect_continue, headers_done;
     bool msg_complete, handler_called, resp_started, resp_ended, chunked_resp, force_close;
     bool body_wanted, body_held, not_found, bad_method, user_paused;
@@ -132,6 +134,7 @@ struct conn {
     bool body_known;        /* on_headers_complete saw the body's kind (for frame) */
     enum dg__frame_kind body_kind;
     uint64_t body_len;
+    char ip[48]; /* the peer's address, for max_conns_per_client */
     char peer[64];
 };
 
@@ -414,6 +417,39 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     conn_process(c);
 }
 
+/* Why a new connection from `ip` is over a cap, or NULL. */
+static const char *conn_over_cap(const struct dg_http_server *s, const char *ip)
+{
+    if (s->limits.max_conns && s->stats.open_conns >= s->limits.max_conns)
+        return "too many connections to this server (http.maxConns)";
+    if (!s->limits.max_conns_per_client)
+        return NULL;
+    unsigned n = 0;
+    for (const struct conn *o = s->conns; o; o = o->next)
+        if (strcmp(o->ip, ip) == 0 && ++n >= s->limits.max_conns_per_client)
+            return "too many connections from this client (http.maxConnsPerClient)";
+    return NULL;
+}
+
+/* Answer 503 without reading (one try, nothing queued) and close. */
+static void refuse_conn(struct conn *c, const char *why)
+{
+    struct dg_http_server *s = c->srv;
+    char msg[512];
+    int n = snprintf(msg, sizeof(msg),
+                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\nRetry-After: 1\r\n\r\n%s\n",
+                     strlen(why) + 1, why);
+    uv_buf_t b = uv_buf_init(msg, (unsigned)DG_MIN((size_t)n, sizeof(msg) - 1));
+    uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    s->stats.refused++;
+    if (s->stats.refused == 1 || s->stats.refused % 1000 == 0)
+        dg_log(DG_LOG_WARN, s->name, "%s: %s (%llu refused so far)", c->peer, why,
+               (unsigned long long)s->stats.refused);
+    uv_close((uv_handle_t *)&c->timer, handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, handle_closed);
+}
+
 static void on_connection(uv_stream_t *ls, int status)
 {
     struct dg_http_server *s = ls->data;
@@ -451,6 +487,12 @@ static void on_connection(uv_stream_t *ls, int status)
         }
     }
     snprintf(c->peer, sizeof(c->peer), "%s:%d", host, port);
+    snprintf(c->ip, sizeof(c->ip), "%s", host);
+    const char *over = conn_over_cap(s, c->ip);
+    if (over) {
+        refuse_conn(c, over);
+        return;
+    }
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     dg__frame_init(&c->frame);
@@ -637,7 +679,12 @@ static void on_timer(uv_timer_t *t)
             conn_fail(c, 408, "request headers not received in time");
         break;
     case C_BODY:
-        conn_fail(c, 408, "request body not received in time");
+        if (c->req && c->req->body_late)
+            conn_fail(c, 408,
+                      "request body too slow: not complete within http.bodyTimeout plus "
+                      "1 s per http.bodyMinRate bytes");
+        else
+            conn_fail(c, 408, "request body not received in time");
         break;
     case C_LINGER:
         conn_close(c);
@@ -670,14 +717,37 @@ static void arm_idle(struct conn *c)
     arm_timer(c, c->srv->limits.idle_timeout_ms);
 }
 
-/* Arm the body timer while the server is reading a body (not while it is held or paused). */
+/* Arm the body timer while the server is reading a body (not while it is held or paused):
+ * the earlier of body_timeout_ms of silence and the whole body's deadline, body_timeout_ms
+ * plus one second per body_min_rate bytes received, on a clock that runs only while the server
+ * reads the body (so a trickle that restarts the silence timer still ends, and a body held
+ * while a handler waits, e.g. for a cold start, is not charged for the wait). */
 static void arm_body_timer(struct conn *c)
 {
     struct dg_http_req *r = c->req;
-    if (c->state == C_BODY && r && !r->body_held && !r->user_paused)
-        arm_timer(c, c->srv->limits.body_timeout_ms);
-    else if (c->state == C_BODY)
+    if (c->state != C_BODY)
+        return;
+    const struct dg_http_limits *l = &c->srv->limits;
+    uint64_t now = uv_now(c->srv->loop);
+    if (r && r->body_clock_on) {
+        r->body_spent += now - r->body_since;
+        r->body_clock_on = false;
+    }
+    if (!r || r->body_held || r->user_paused || !l->body_timeout_ms) {
         arm_timer(c, 0);
+        return;
+    }
+    r->body_since = now;
+    r->body_clock_on = true;
+    uint64_t budget = l->body_timeout_ms;
+    if (l->body_min_rate) {
+        uint64_t extra = r->body_read / l->body_min_rate * 1000 +
+                         r->body_read % l->body_min_rate * 1000 / l->body_min_rate;
+        budget = extra > UINT64_MAX / 2 ? UINT64_MAX / 2 : budget + extra;
+    }
+    uint64_t left = budget > r->body_spent ? budget - r->body_spent : 1;
+    r->body_late = left < l->body_timeout_ms;
+    arm_timer(c, r->body_late ? left : l->body_timeout_ms);
 }
 
 static void conn_update_reading(struct conn *c)

@@ -52,6 +52,7 @@ void dg_daemon_mount_health_metrics(struct dg_http_server *s, struct dg_metrics 
 struct dg_http_conf {
     int64_t max_header_bytes, max_headers, max_body_bytes;
     int64_t header_timeout_ms, body_timeout_ms, idle_timeout_ms, shutdown_grace_ms;
+    int64_t body_min_rate, max_conns, internal_conns, max_conns_per_client;
 };
 #define DG_CONF_HTTP_FIELDS(T, M)                                                                  \
     {.key = "http.maxHeaderBytes",                                                                 \
@@ -89,6 +90,38 @@ struct dg_http_conf {
          .min = 1,                                                                                 \
          .max = 3600000,                                                                           \
          .help = "longest silence while receiving a body; longer: 408"},                           \
+        {.key = "http.bodyMinRate",                                                                \
+         .type = DG_CONF_SIZE,                                                                     \
+         .offset = offsetof(T, M.body_min_rate),                                                   \
+         .def = "4KiB",                                                                            \
+         .min = 0,                                                                                 \
+         .max = INT64_MAX,                                                                         \
+         .help = "bytes per second: a whole body must arrive within bodyTimeout plus 1 s per "     \
+                 "this many bytes (reading time only); later: 408. 0: within bodyTimeout"},        \
+        {.key = "http.maxConns",                                                                   \
+         .type = DG_CONF_INT,                                                                      \
+         .offset = offsetof(T, M.max_conns),                                                       \
+         .def = "0",                                                                               \
+         .min = 0,                                                                                 \
+         .max = 10000000,                                                                          \
+         .help = "open connections of each public listener (CP registration, DP ingress, worker, " \
+                 "function server); more: 503 and close. 0: auto, a third of RLIMIT_NOFILE"},      \
+        {.key = "http.internalConns",                                                              \
+         .type = DG_CONF_INT,                                                                      \
+         .offset = offsetof(T, M.internal_conns),                                                  \
+         .def = "0",                                                                               \
+         .min = 0,                                                                                 \
+         .max = 10000000,                                                                          \
+         .help = "open connections of the internal listener (CP internal API, DP API), a budget "  \
+                 "of its own; more: 503 and close. 0: auto, an eighth of RLIMIT_NOFILE"},          \
+        {.key = "http.maxConnsPerClient",                                                          \
+         .type = DG_CONF_INT,                                                                      \
+         .offset = offsetof(T, M.max_conns_per_client),                                            \
+         .def = "0",                                                                               \
+         .min = 0,                                                                                 \
+         .max = 10000000,                                                                          \
+         .help = "open connections from one IP address to one listener; more: 503 and close. "     \
+                 "0: auto, half the listener's cap"},                                              \
         {.key = "http.idleTimeout",                                                                \
          .type = DG_CONF_DURATION,                                                                 \
          .offset = offsetof(T, M.idle_timeout_ms),                                                 \
@@ -102,7 +135,14 @@ struct dg_http_conf {
         .help = "on SIGTERM, time given to requests in flight"                                     \
     }
 
-/* Limits for dg_http_server_new from the config. */
+/* Limits for dg_http_server_new from the config: for a public listener (maxConns), and for
+ * an internal one (internalConns), each with maxConnsPerClient. The automatic caps (0) come
+ * from RLIMIT_NOFILE, whose soft limit is raised to the hard limit on the first call:
+ * B = limit - 256 (files, pools, children), a public listener B/3, an internal one B/8
+ * (at least 64 each), a client half its listener's cap. */
 void dg_http_conf_limits(const struct dg_http_conf *c, struct dg_http_limits *out);
+void dg_http_conf_internal_limits(const struct dg_http_conf *c, struct dg_http_limits *out);
+/* RLIMIT_NOFILE's soft limit, raised to the hard limit the first time (logged). */
+uint64_t dg_nofile_limit(void);
 
 #endif

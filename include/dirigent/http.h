@@ -33,6 +33,14 @@ struct dg_http_limits {
     uint64_t header_timeout_ms; /* from the first byte of a request to its last header: 408. 10 s */
     uint64_t body_timeout_ms;   /* longest silence while reading a body: 408. 30 s */
     uint64_t idle_timeout_ms;   /* keep-alive connection without a request: closed. 60 s */
+    /* A whole body must arrive within body_timeout_ms plus one second per body_min_rate bytes
+     * received, counted while the server reads it (not while a streaming handler holds or
+     * pauses it); later: 408. 0: within body_timeout_ms. Default 4 KiB/s. */
+    uint64_t body_min_rate;
+    /* Open connections of this server (listener), and of one client IP address on it; a
+     * connection over either cap is answered 503 at once (written without reading) and
+     * closed. 0: no cap (the default here; the daemons derive theirs from RLIMIT_NOFILE). */
+    unsigned max_conns, max_conns_per_client;
 };
 void dg_http_limits_default(struct dg_http_limits *l);
 
@@ -77,6 +85,7 @@ void dg_http_server_close(struct dg_http_server *s, uint64_t grace_ms, void (*do
 
 struct dg_http_server_stats {
     uint64_t accepted, requests, open_conns, active_reqs;
+    uint64_t refused; /* connections over max_conns or max_conns_per_client */
 };
 void dg_http_server_stats(const struct dg_http_server *s, struct dg_http_server_stats *out);
 

@@ -123,8 +123,9 @@ int main(int argc, char **argv)
     uv_unref((uv_handle_t *)&g.cron);
 
     struct dg_http_limits limits;
-    dg_http_conf_limits(&g.cfg.http, &limits);
+    dg_http_conf_internal_limits(&g.cfg.http, &limits);
     g.internal = dg_http_server_new(cp.loop, &limits, "internal");
+    dg_http_conf_limits(&g.cfg.http, &limits);
     g.reg = dg_http_server_new(cp.loop, &limits, "registration");
     dg_daemon_mount_health_metrics(g.internal, cp.metrics);
     cp_api_mount(g.internal, g.reg);

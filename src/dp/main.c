@@ -212,6 +212,7 @@ int main(int argc, char **argv)
     dg_http_conf_limits(&g.cfg.http, &limits);
     g.ingress = dg_http_server_new(dp->loop, &limits, "ingress");
     dg_http_set_fallback(g.ingress, dp_invoke, dp, DG_HTTP_STREAM);
+    dg_http_conf_internal_limits(&g.cfg.http, &limits);
     g.api = dg_http_server_new(dp->loop, &limits, "api");
     dg_daemon_mount_health_metrics(g.api, dp->metrics);
     dp_api_routes(dp, g.api);

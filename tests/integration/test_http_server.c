@@ -13,6 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "dirigent/http.h"
@@ -205,8 +209,34 @@ static void h_nocontent(struct dg_http_req *r, void *ud)
     dg_http_respond(r, 204, "text/plain", "ignored", 7);
 }
 
+/* Streaming sink: the body is read as it comes and echoed once complete. */
+static void sink_data(struct dg_http_req *r, const char *d, size_t n, void *ud)
+{
+    dg_buf_append(dg_http_req_data(r), d, n);
+}
+static void sink_end(struct dg_http_req *r, void *ud)
+{
+    struct dg_buf *b = dg_http_req_data(r);
+    dg_http_respond(r, 200, "application/octet-stream", b->data, b->len);
+    dg_buf_free(b);
+    free(b);
+}
+static void sink_abort(struct dg_http_req *r, void *ud)
+{
+    struct dg_buf *b = dg_http_req_data(r);
+    dg_buf_free(b);
+    free(b);
+}
+static void h_sink(struct dg_http_req *r, void *ud)
+{
+    dg_http_req_set_data(r, calloc(1, sizeof(struct dg_buf)));
+    dg_http_req_on_abort(r, sink_abort, NULL);
+    dg_http_req_read_body(r, sink_data, sink_end, NULL);
+}
+
 static void setup_routes(struct dg_http_server *s, uv_loop_t *loop, void *ud)
 {
+    dg_http_route(s, "POST", "/sink", h_sink, NULL, DG_HTTP_STREAM);
     dg_http_route(s, "GET", "/stream_sync", h_stream_sync, NULL, DG_HTTP_STREAM);
     dg_http_route(s, "POST", "/stream_early", h_stream_early, NULL, DG_HTTP_STREAM);
     dg_http_route(s, "GET", "/abort_respond", h_abort_respond, NULL, 0);
@@ -746,6 +776,127 @@ static void test_trailer_limit_431(void **state)
     assert_still_serving();
 }
 
+/* A connection from `ip` (any 127/8 address is this host) to the port; -1 on failure. */
+static int connect_from(const char *ip, int p)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in src = {.sin_family = AF_INET}, dst = {.sin_family = AF_INET};
+    inet_pton(AF_INET, ip, &src.sin_addr);
+    dst.sin_port = htons((uint16_t)p);
+    dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {.tv_sec = 3};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (bind(fd, (struct sockaddr *)&src, sizeof(src)) == -1 ||
+        connect(fd, (struct sockaddr *)&dst, sizeof(dst)) == -1) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The status of a request on a new connection from `ip`; *fd keeps the connection open
+ * (closed and -1 when the server closed it). The body must contain `says` when given. */
+static int request_from(const char *ip, int p, int *fd, const char *says)
+{
+    *fd = connect_from(ip, p);
+    assert_true(*fd >= 0);
+    struct tl_resp r;
+    int st = -1;
+    /* a connection over a cap is answered without being read: read before sending */
+    struct pollfd pfd = {.fd = *fd, .events = POLLIN};
+    if (poll(&pfd, 1, 200) == 0)
+        assert_int_equal(tl_sends(*fd, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+    if (tl_read_resp(*fd, &r) == 0) {
+        st = r.status;
+        if (says && !strstr(r.body, says))
+            fail_msg("%s: %d '%s' does not say '%s'", ip, st, r.body, says);
+        tl_resp_free(&r);
+    }
+    if (st != 200) {
+        close(*fd);
+        *fd = -1;
+    }
+    return st;
+}
+
+/* Per-listener and per-client caps: over either, 503 naming the cap, and the connection is
+ * closed; others are served, and a freed slot is used again. */
+static void test_connection_caps(void **state)
+{
+    struct dg_http_limits l;
+    dg_http_limits_default(&l);
+    l.max_conns = 5;
+    l.max_conns_per_client = 3;
+    struct tl_server *s2 = tl_server_start(&l, setup_routes, NULL);
+    int p2 = tl_server_port(s2), fds[5], fd;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(request_from("127.0.0.1", p2, &fds[i], "hello"), 200);
+    assert_int_equal(request_from("127.0.0.1", p2, &fd, "from this client"), 503);
+    for (int i = 3; i < 5; i++)
+        assert_int_equal(request_from("127.0.0.2", p2, &fds[i], "hello"), 200);
+    assert_int_equal(request_from("127.0.0.3", p2, &fd, "to this server"), 503);
+    /* a connection closes: its slot is free again (once the server saw the close) */
+    close(fds[0]);
+    int st = 0;
+    for (int i = 0; i < 100 && st != 200; i++) {
+        st = request_from("127.0.0.3", p2, &fds[0], NULL);
+        if (st != 200)
+            usleep(20 * 1000);
+    }
+    assert_int_equal(st, 200);
+    for (int i = 0; i < 5; i++)
+        close(fds[i]);
+    tl_server_stop(s2, 1000);
+}
+
+/* Send `body` to `path` in pieces of `piece` bytes every `gap_ms` until the server answers;
+ * returns the status and copies the answer's body into `out` (size n). */
+static int trickle(const char *path, size_t len, size_t piece, int gap_ms, char *out, size_t n)
+{
+    int fd = tl_connect(port, 3000);
+    assert_true(fd >= 0);
+    char head[256];
+    snprintf(head, sizeof(head), "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", path,
+             len);
+    assert_int_equal(tl_sends(fd, head), 0);
+    char *body = malloc(len);
+    memset(body, 'b', len);
+    size_t sent = 0;
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    while (sent < len && poll(&pfd, 1, gap_ms) == 0) {
+        size_t k = DG_MIN(piece, len - sent);
+        if (tl_send(fd, body + sent, k) == -1)
+            break;
+        sent += k;
+    }
+    free(body);
+    struct tl_resp r;
+    assert_int_equal(tl_read_resp(fd, &r), 0);
+    int st = r.status;
+    snprintf(out, n, "%s", r.body);
+    if (st == 200 && r.body_len != len)
+        fail_msg("%s: %zu bytes back of %zu", path, r.body_len, len);
+    tl_resp_free(&r);
+    close(fd);
+    return st;
+}
+
+/* A body trickling in (a byte every 100 ms, each restarting the 400 ms silence timer) gets 408
+ * once the whole body's deadline passes (bodyTimeout plus 1 s per bodyMinRate bytes); a body
+ * flowing at a fair rate for longer than bodyTimeout completes, buffered and streamed. */
+static void test_slow_body_deadline(void **state)
+{
+    char msg[256];
+    assert_int_equal(trickle("/echo", 1000, 1, 100, msg, sizeof(msg)), 408);
+    assert_non_null(strstr(msg, "too slow"));
+    assert_int_equal(trickle("/sink", 1000, 1, 100, msg, sizeof(msg)), 408);
+    assert_non_null(strstr(msg, "too slow"));
+    /* 48 KiB in 4 KiB pieces 100 ms apart: 1.2 s, three times bodyTimeout */
+    assert_int_equal(trickle("/echo", 48 * 1024, 4096, 100, msg, sizeof(msg)), 200);
+    assert_int_equal(trickle("/sink", 48 * 1024, 4096, 100, msg, sizeof(msg)), 200);
+    assert_still_serving();
+}
+
 static void test_stream_route_answers_at_once(void **state)
 {
     int fd = tl_connect(port, 3000);
@@ -909,6 +1060,8 @@ int main(void)
         cmocka_unit_test(test_chunked_trailers),
         cmocka_unit_test(test_strict_parsing),
         cmocka_unit_test(test_trailer_limit_431),
+        cmocka_unit_test(test_connection_caps),
+        cmocka_unit_test(test_slow_body_deadline),
         cmocka_unit_test(test_stream_route_answers_at_once),
         cmocka_unit_test(test_abort_then_respond),
         cmocka_unit_test(test_long_content_type),
