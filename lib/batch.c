@@ -32,6 +32,7 @@ struct flight {
     size_t n;
     int status;       /* from the head; 0 before */
     struct dg_buf in; /* the unparsed rest (200), or the whole body (an error) */
+    size_t scanned;   /* bytes of `in` known to hold no newline */
 };
 
 struct dg_batch *dg_batch_new(const char *path)
@@ -84,8 +85,9 @@ static void flight_body(struct dg_http_creq *q, const char *data, size_t len, vo
     dg_buf_append(&f->in, data, len);
     if (f->status != 200)
         return; /* an error's text: given to every item at the end */
+    /* a long line arriving in many pieces is scanned once, not once per piece */
     size_t start = 0;
-    for (size_t k = 0; k < f->in.len; k++)
+    for (size_t k = f->scanned; k < f->in.len; k++)
         if (f->in.data[k] == '\n') {
             answer_line(f, f->in.data + start, k - start);
             start = k + 1;
@@ -94,6 +96,7 @@ static void flight_body(struct dg_http_creq *q, const char *data, size_t len, vo
         memmove(f->in.data, f->in.data + start, f->in.len - start);
         f->in.len -= start;
     }
+    f->scanned = f->in.len;
 }
 
 static void flight_done(struct dg_http_creq *q, const struct dg_http_resp *resp,

@@ -370,7 +370,8 @@ static int load_2019(const char *dir, const struct dg_invitro_trace_opts *o,
             free(at);
         }
     }
-    qsort(t->invs, t->ninvs, sizeof(*t->invs), inv_cmp);
+    if (t->ninvs) /* qsort(NULL, 0, ...) is undefined (found by fuzz_trace) */
+        qsort(t->invs, t->ninvs, sizeof(*t->invs), inv_cmp);
     t->end_us = minutes * US_PER_MIN;
     t->format = "azure-2019";
 out:
@@ -439,7 +440,8 @@ static int load_2021(const char *path, const struct dg_invitro_trace_opts *o,
                  fn);
         t->end_us = DG_MAX(t->end_us, (uint64_t)llround(rows[i].end * 1e6));
     }
-    qsort(t->invs, t->ninvs, sizeof(*t->invs), inv_cmp);
+    if (t->ninvs)
+        qsort(t->invs, t->ninvs, sizeof(*t->invs), inv_cmp);
     t->format = "azure-2021";
 out:
     free(rows);

@@ -15,7 +15,7 @@ esac
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
-targets=${FUZZ_TARGETS:-fuzz_json fuzz_config fuzz_http_server fuzz_http_client fuzz_wire}
+targets=${FUZZ_TARGETS:-fuzz_json fuzz_config fuzz_http_server fuzz_http_client fuzz_wire fuzz_form fuzz_image fuzz_trace fuzz_batch}
 jobs=${FUZZ_JOBS:-1}
 
 if [ ! -f "$build/build.ninja" ]; then
@@ -35,6 +35,10 @@ dict_of() {
     fuzz_json) echo "$here/dict/json.dict" ;;
     fuzz_wire) echo "$here/dict/wire.dict" ;;
     fuzz_config) echo "$here/dict/yaml.dict" ;;
+    fuzz_form) echo "$here/dict/form.dict" ;;
+    fuzz_image) echo "$here/dict/image.dict" ;;
+    fuzz_trace) echo "$here/dict/trace.dict" ;;
+    fuzz_batch) echo "$here/dict/json.dict" ;;
     *) echo "$here/dict/http.dict" ;;
     esac
 }
