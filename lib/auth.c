@@ -54,8 +54,8 @@ int dg_auth_role_parse(const char *s)
 
 static bool name_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
 }
 
 static bool name_ok(struct dg_str n)
@@ -205,11 +205,11 @@ static void mac(const struct dg_auth_key *key, struct dg_str role, struct dg_str
                 unsigned char out[MAC_BYTES])
 {
     char msg[16 + DG_AUTH_NAME_MAX + 2];
-    int n = snprintf(msg, sizeof(msg), "%.*s.%.*s", (int)role.len, role.ptr, (int)name.len,
-                     name.ptr);
+    int n =
+        snprintf(msg, sizeof(msg), "%.*s.%.*s", (int)role.len, role.ptr, (int)name.len, name.ptr);
     unsigned len = MAC_BYTES;
-    if (!HMAC(EVP_sha256(), key->k, (int)sizeof(key->k), (const unsigned char *)msg, (size_t)n,
-              out, &len))
+    if (!HMAC(EVP_sha256(), key->k, (int)sizeof(key->k), (const unsigned char *)msg, (size_t)n, out,
+              &len))
         abort(); /* HMAC-SHA256 has no failure mode with these arguments */
 }
 
@@ -298,7 +298,7 @@ void dg_auth_audit(const struct dg_http_req *r, const char *fmt, ...)
     vsnprintf(what, sizeof(what), fmt, ap);
     va_end(ap);
     dg_log_always("audit", "who=%s from=%s %s", dg_auth_who(r, who, sizeof(who)),
-           dg_http_req_peer(r), what);
+                  dg_http_req_peer(r), what);
 }
 
 /* "node", "node or cp", "cp or operator" ... */

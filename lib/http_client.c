@@ -31,7 +31,7 @@ struct dg_http_pool {
     char host[64];
     int port;
     struct dg_http_pool_opts opts;
-    char *auth_line; /* "Authorization: Bearer ...\r\n" or NULL */
+    char *auth_line;                      /* "Authorization: Bearer ...\r\n" or NULL */
     struct cconn *idle;                   /* singly linked, most recent first */
     struct cconn *busy;                   /* all non-idle connections (doubly linked) */
     struct dg_http_creq *q_head, *q_tail; /* waiting for a connection */

@@ -29,10 +29,10 @@ enum dg_auth_role {
     DG_AUTH_OPERATOR = DG_HTTP_AUTH_OPERATOR,
 };
 
-#define DG_AUTH_KEY_BYTES  32
-#define DG_AUTH_NAME_MAX   63  /* a credential's name: [A-Za-z0-9_-], 1..63 bytes */
-#define DG_AUTH_CRED_MAX   160 /* a credential's length, with its NUL */
-#define DG_AUTH_CRED_ENV   "DIRIGENT_TOKEN"
+#define DG_AUTH_KEY_BYTES 32
+#define DG_AUTH_NAME_MAX  63  /* a credential's name: [A-Za-z0-9_-], 1..63 bytes */
+#define DG_AUTH_CRED_MAX  160 /* a credential's length, with its NUL */
+#define DG_AUTH_CRED_ENV  "DIRIGENT_TOKEN"
 
 struct dg_auth_key {
     unsigned char k[DG_AUTH_KEY_BYTES];
