@@ -323,10 +323,11 @@ static int auth_hook(struct dg_http_req *r, unsigned need, void *ud, char *msg, 
     struct dg_str path = dg_http_req_path(r);
     const char *method = dg_http_req_method(r);
     char roles[64];
-    roles_text(need, roles, sizeof(roles));
+    unsigned allowed = need & DG_HTTP_AUTH_ROLES;
+    roles_text(allowed, roles, sizeof(roles));
     int status = 0;
     if (!h.ptr) {
-        if (!need)
+        if (!allowed || (need & DG_HTTP_AUTH_ANON))
             return 0;
         snprintf(msg, size,
                  "no Authorization header: %s %.*s needs a %s credential (Authorization: Bearer "
@@ -347,7 +348,7 @@ static int auth_hook(struct dg_http_req *r, unsigned need, void *ud, char *msg, 
             status = 401;
         } else {
             dg_http_req_set_identity(r, id.role, id.name);
-            if (need && !(need & id.role)) {
+            if (allowed && !(allowed & id.role)) {
                 snprintf(msg, size, "credential role %s cannot call %s %.*s (it needs %s)",
                          dg_auth_role_name(id.role), method, (int)DG_MIN(path.len, 100), path.ptr,
                          roles);

@@ -55,8 +55,13 @@ enum dg_http_route_flags {
     DG_HTTP_AUTH_NODE = 1u << 4,     /* workers and data planes */
     DG_HTTP_AUTH_CP = 1u << 5,       /* the control plane calling nodes */
     DG_HTTP_AUTH_OPERATOR = 1u << 6, /* CLI, registration and user API */
+    /* With role bits: anonymous callers are let in too, but a credential presented must be
+     * valid and of one of the roles (an open registration API: a node credential still
+     * cannot register functions). */
+    DG_HTTP_AUTH_ANON = 1u << 7,
 };
-#define DG_HTTP_AUTH_MASK (DG_HTTP_AUTH_NODE | DG_HTTP_AUTH_CP | DG_HTTP_AUTH_OPERATOR)
+#define DG_HTTP_AUTH_ROLES (DG_HTTP_AUTH_NODE | DG_HTTP_AUTH_CP | DG_HTTP_AUTH_OPERATOR)
+#define DG_HTTP_AUTH_MASK  (DG_HTTP_AUTH_ROLES | DG_HTTP_AUTH_ANON)
 
 /* Create a server on `loop` (borrowed). `limits` is copied; NULL = defaults. `name` (copied)
  * appears in logs. */
