@@ -137,7 +137,8 @@ void dg_daemon_mount_health_metrics(struct dg_http_server *s, struct dg_metrics 
     dg_metrics_gauge_fn(m, "dg_http_active_requests",
                         "Requests of the API server being handled now.", active_reqs, s);
     dg_http_route(s, "GET", "/health", health, NULL, 0);
-    dg_http_route(s, "GET", "/metrics", metrics, m, 0);
+    /* any cluster credential when the server authenticates (lib/auth.h) */
+    dg_http_route(s, "GET", "/metrics", metrics, m, DG_HTTP_AUTH_ROLES);
 }
 
 uint64_t dg_nofile_limit(void)

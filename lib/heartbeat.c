@@ -23,6 +23,7 @@ struct dg_heartbeat {
     json_t *(*body)(void *ud);
     void *ud;
     bool ok, resync, in_flight, stopped;
+    int auth_refused; /* the last 401/403 logged (once until it changes) */
 };
 
 static void closed(uv_handle_t *h)
@@ -66,7 +67,12 @@ static void beat_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     struct dg_heartbeat *hb = ud;
     hb->in_flight = false;
     bool ok = resp && resp->status == 200;
-    if (!ok && (hb->ok || !hb->resync))
+    bool auth = resp && (resp->status == 401 || resp->status == 403);
+    if (auth && hb->auth_refused != resp->status) /* a wrong or missing key: say it at once */
+        dg_log(DG_LOG_ERROR, "heartbeat", "control plane %s refused our credential (%d): %.*s",
+               hb->address, resp->status, (int)DG_MIN(resp->body.len, 300), resp->body.ptr);
+    hb->auth_refused = auth ? resp->status : 0;
+    if (!ok && !auth && (hb->ok || !hb->resync))
         dg_log(DG_LOG_WARN, "heartbeat", "control plane %s: %s%.*s", hb->address,
                err ? err->msg : "refused: ", resp ? (int)DG_MIN(resp->body.len, 200) : 0,
                resp ? resp->body.ptr : "");
@@ -177,6 +183,12 @@ void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body)
     json_decref(body);
     dg_http_request(h->pool, "POST", path, ct, 1, s, strlen(s), &cbs, h);
     free(s);
+}
+
+void dg_heartbeat_set_bearer(struct dg_heartbeat *h, const char *bearer)
+{
+    for (size_t i = 0; i < h->naddrs; i++)
+        dg_http_pool_set_bearer(h->pools[i], bearer);
 }
 
 bool dg_heartbeat_resyncing(const struct dg_heartbeat *h)

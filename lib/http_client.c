@@ -31,6 +31,7 @@ struct dg_http_pool {
     char host[64];
     int port;
     struct dg_http_pool_opts opts;
+    char *auth_line;                      /* "Authorization: Bearer ...\r\n" or NULL */
     struct cconn *idle;                   /* singly linked, most recent first */
     struct cconn *busy;                   /* all non-idle connections (doubly linked) */
     struct dg_http_creq *q_head, *q_tail; /* waiting for a connection */
@@ -99,7 +100,15 @@ struct dg_http_pool *dg_http_pool_new(uv_loop_t *loop, const char *host, int por
         p->opts = *opts;
     else
         dg_http_pool_opts_default(&p->opts);
+    p->opts.bearer = NULL;
+    dg_http_pool_set_bearer(p, opts ? opts->bearer : NULL);
     return p;
+}
+
+void dg_http_pool_set_bearer(struct dg_http_pool *p, const char *bearer)
+{
+    free(p->auth_line);
+    p->auth_line = bearer ? dg_xasprintf("Authorization: Bearer %s\r\n", bearer) : NULL;
 }
 
 struct dg_http_pool *dg_http_pool_new_addr(uv_loop_t *loop, const char *address,
@@ -134,8 +143,10 @@ void dg_http_pool_stats(const struct dg_http_pool *p, struct dg_http_pool_stats 
 
 static void pool_maybe_free(struct dg_http_pool *p)
 {
-    if (p->closing && p->handles == 0)
+    if (p->closing && p->handles == 0) {
+        free(p->auth_line);
         free(p);
+    }
 }
 
 /* ---- request completion ----------------------------------------------------------------- */
@@ -542,10 +553,12 @@ static struct dg_http_creq *creq_new(struct dg_http_pool *p, const char *method,
     dg_buf_append(&q->out, " ", 1);
     dg_buf_puts(&q->out, path);
     dg_buf_append(&q->out, " HTTP/1.1\r\n", 11);
-    bool has_host = false;
+    bool has_host = false, has_auth = false;
     for (size_t i = 0; i < nhdrs; i++) {
         if (dg_str_caseeq(hdrs[i].name, "host"))
             has_host = true;
+        if (dg_str_caseeq(hdrs[i].name, "authorization"))
+            has_auth = true;
         dg_buf_append(&q->out, hdrs[i].name.ptr, hdrs[i].name.len);
         dg_buf_append(&q->out, ": ", 2);
         dg_buf_append(&q->out, hdrs[i].value.ptr, hdrs[i].value.len);
@@ -557,6 +570,8 @@ static struct dg_http_creq *creq_new(struct dg_http_pool *p, const char *method,
         else
             dg_buf_printf(&q->out, "Host: %s:%d\r\n", p->host, p->port);
     }
+    if (p->auth_line && !has_auth)
+        dg_buf_puts(&q->out, p->auth_line);
     return q;
 }
 

@@ -62,6 +62,8 @@ struct dg_http_server {
     struct route *routes;
     size_t nroutes;
     struct route fallback;
+    dg_http_auth_fn auth;
+    void *auth_ud;
     bool has_fallback, listening, closing;
     struct conn *conns; /* doubly linked list of open connections */
     unsigned open_handles;
@@ -108,6 +110,8 @@ struct dg_http_req {
     void (*on_drain)(struct dg_http_req *, void *);
     void *drain_ud;
     void *data;
+    unsigned id_role;
+    char id_name[64];
     char peer[64];
 };
 
@@ -200,6 +204,12 @@ void dg_http_set_fallback(struct dg_http_server *s, dg_http_handler fn, void *ud
 {
     route_init(&s->fallback, NULL, NULL, fn, ud, flags);
     s->has_fallback = true;
+}
+
+void dg_http_server_set_auth(struct dg_http_server *s, dg_http_auth_fn fn, void *ud)
+{
+    s->auth = fn;
+    s->auth_ud = ud;
 }
 
 static void route_free(struct route *rt)
@@ -1083,6 +1093,16 @@ static int on_headers_complete(http_parser *p)
                       r->not_found ? "not found\n" : "method not allowed\n");
         return 0; /* r may be recycled now: do not touch it */
     }
+    if (s->auth) {
+        char msg[256];
+        int st = s->auth(r, r->route->flags & DG_HTTP_AUTH_MASK, s->auth_ud, msg, sizeof(msg));
+        if (st) { /* refused before any body is read; with one the connection closes */
+            r->handler_called = true;
+            dg_http_resp_header(r, "WWW-Authenticate", "Bearer");
+            dg_http_respond_text(r, st, "%s", msg);
+            return 0;
+        }
+    }
     if (r->route->flags & DG_HTTP_STREAM) {
         r->handler_called = true;
         /* Hold the body until the handler asks for it (it may queue the request first). */
@@ -1260,6 +1280,19 @@ const char *dg_http_req_peer(const struct dg_http_req *r)
 void dg_http_req_set_data(struct dg_http_req *r, void *data)
 {
     r->data = data;
+}
+
+void dg_http_req_set_identity(struct dg_http_req *r, unsigned role, const char *name)
+{
+    r->id_role = role;
+    snprintf(r->id_name, sizeof(r->id_name), "%s", name ? name : "");
+}
+
+unsigned dg_http_req_identity(const struct dg_http_req *r, const char **name)
+{
+    if (name)
+        *name = r->id_name;
+    return r->id_role;
 }
 
 void *dg_http_req_data(const struct dg_http_req *r)

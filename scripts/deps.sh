@@ -10,6 +10,7 @@ PKGS=(
   # libraries
   libuv1-dev libhttp-parser-dev libjansson-dev libyaml-dev libcyaml-dev
   libnl-3-dev libnl-route-3-dev libsqlite3-dev libhiredis-dev libraft-dev
+  libssl-dev
   # containers (the worker's oci runtime) and a local registry for its tests
   crun skopeo umoci docker-registry iproute2
   # shared state

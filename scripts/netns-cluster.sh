@@ -18,6 +18,9 @@
 # the current directory; the defaults to the repository). Logs: STATE/logs/HOST.log, pids:
 # STATE/pids/HOST.pid. Environment: DGC_PREFIX (default dgc; names of the bridge, namespaces
 # and veths), DGC_NET (default 100.64.0; the /24 inside 100.64.0.0/10).
+# Every internal API needs a credential (docs/security.md): `up` makes STATE/cluster.key (the
+# daemons' authTokenFile) and STATE/operator.token (an operator credential for curl and the
+# CLI: -H "Authorization: Bearer $(cat STATE/operator.token)", or DIRIGENT_TOKEN), both 0600.
 # `down` stops everything by its pid files (SIGTERM, SIGKILL after a grace), kills whatever
 # else runs in the namespaces (orphaned sandboxes), deletes namespaces, veths and bridge; it
 # works after a failed or partial `up` and is idempotent. Nothing is routed out of the
@@ -63,6 +66,7 @@ elif [ -d "$STATE" ]; then
   STATE=$(cd "$STATE" && pwd)
 fi
 case $STATE in /*) ;; *) STATE=$PWD/$STATE ;; esac
+KEY=$STATE/cluster.key
 
 # down, status, start: what `up` used (unless the options or the environment say otherwise)
 if [ "$CMD" != up ] && [ -f "$STATE/cluster.env" ]; then
@@ -217,10 +221,13 @@ host_cmd() {
   cp[123]) CMDLINE=("$B/dirigent-cp" --host "${ADDR[$h]}" --port 9090
     --registrationServer "${ADDR[$h]}:9091" --persistence redis --redis.address "$REDIS"
     --replicas "$CPS" --raftAddresses "$RAFT" --replicaId "$i" --dataDir "$STATE/$h"
-    --heartbeatInterval 1s --traceOutputFolder "" --loadBalancerAddress "$INVOKE" "${HAP[@]}") ;;
+    --heartbeatInterval 1s --traceOutputFolder "" --loadBalancerAddress "$INVOKE" "${HAP[@]}"
+    --authTokenFile "$KEY") ;;
   dp[12]) CMDLINE=("$B/dirigent-dp" --dataPlaneIp "${ADDR[$h]}" --portProxy 8080 --portGRPC 8081
-    --name "$h" --controlPlaneAddress "$CPS" --heartbeatInterval 1s --traceOutputFolder "") ;;
+    --name "$h" --controlPlaneAddress "$CPS" --heartbeatInterval 1s --traceOutputFolder ""
+    --authTokenFile "$KEY") ;;
   w[123]) CMDLINE=("$B/dirigent-worker" --workerNodeIp "${ADDR[$h]}" --port 10010 --name "$h"
+    --authTokenFile "$KEY"
     --controlPlaneAddress "$CPS" --heartbeatInterval 1s --runtime "$RUNTIME"
     --fnBinary "$B/dirigent-fn" --dataDir "$STATE/$h/data" --runDir "$STATE/$h/run") ;;
   *) die "unknown host '$h' (one of: ${HOSTS[*]})" ;;
@@ -287,7 +294,7 @@ alive_or_fail() { # alive_or_fail HOST...
   for h in "$@"; do host_pid "$h" >/dev/null || fail_up "$h exited (see $STATE/logs/$h.log)"; done
 }
 
-cp_status() { curl -s -m 1 "http://$1:9090/v1/status"; }
+cp_status() { curl -s -m 1 -H "Authorization: Bearer $(cat "$STATE/operator.token")" "http://$1:9090/v1/status"; }
 
 leader_status() { # the leader's /v1/status JSON (any replica naming itself leader)
   local h j
@@ -314,6 +321,11 @@ cmd_up() {
   fi
   mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/redis" || die "cannot write $STATE"
   for h in "${HOSTS[@]}"; do : >"$STATE/logs/$h.log"; done
+  # the cluster key and the operator's credential (kept across ups of this state directory)
+  [ -f "$KEY" ] || "$B/dirigent" token init --key "$KEY" 2>/dev/null || die "cannot make $KEY"
+  rm -f "$STATE/operator.token"
+  "$B/dirigent" token create --key "$KEY" --role operator --name admin --out "$STATE/operator.token" ||
+    die "cannot make $STATE/operator.token"
   printf 'SAVED_PREFIX=%q\nSAVED_NET=%q\nSAVED_BUILD=%q\nSAVED_RUNTIME=%q\n' "$PREFIX" "$NET" "$B" "$RUNTIME" >"$STATE/cluster.env"
 
   # ---- the network: a bridge, one namespace per host with a veth to it

@@ -31,6 +31,10 @@ struct dg_heartbeat *dg_heartbeat_start_list(uv_loop_t *loop, const struct dg_st
                                              struct dg_err *err);
 /* Send `body` (taken) as JSON POST to `path` on the CP; errors are logged once per kind. */
 void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body);
+/* Every request from now on (beats and posts) carries this credential (copied; NULL: none):
+ * "Authorization: Bearer CRED". Call right after start: the first beat goes out from the
+ * loop. A 401/403 answer is logged as an error once (a missing or wrong key). */
+void dg_heartbeat_set_bearer(struct dg_heartbeat *h, const char *bearer);
 /* True while the heartbeats say "resync" (the first one, the first after a failure, and the
  * next after the CP answered "resync"): a body builder then includes its whole state. */
 bool dg_heartbeat_resyncing(const struct dg_heartbeat *h);

@@ -56,7 +56,20 @@ enum dg_http_route_flags {
      * dg_http_req_read_body. Without this flag the body is buffered (up to max_body_bytes)
      * and the handler runs when it is complete. */
     DG_HTTP_STREAM = 1u << 0,
+    /* Who may call the route when the server has an auth hook (dg_http_server_set_auth): any
+     * of the roles whose bit is set (lib/auth.h's DG_AUTH_* use the same bits). A route with
+     * none of them is open (a credential presented there is still checked). Without a hook
+     * every route is open: a daemon without authTokenFile, on loopback only. */
+    DG_HTTP_AUTH_NODE = 1u << 4,     /* workers and data planes */
+    DG_HTTP_AUTH_CP = 1u << 5,       /* the control plane calling nodes */
+    DG_HTTP_AUTH_OPERATOR = 1u << 6, /* CLI, registration and user API */
+    /* With role bits: anonymous callers are let in too, but a credential presented must be
+     * valid and of one of the roles (an open registration API: a node credential still
+     * cannot register functions). */
+    DG_HTTP_AUTH_ANON = 1u << 7,
 };
+#define DG_HTTP_AUTH_ROLES (DG_HTTP_AUTH_NODE | DG_HTTP_AUTH_CP | DG_HTTP_AUTH_OPERATOR)
+#define DG_HTTP_AUTH_MASK  (DG_HTTP_AUTH_ROLES | DG_HTTP_AUTH_ANON)
 
 /* Create a server on `loop` (borrowed). `limits` is copied; NULL = defaults. `name` (copied)
  * appears in logs. */
@@ -71,6 +84,16 @@ void dg_http_route(struct dg_http_server *s, const char *method, const char *pat
                    dg_http_handler fn, void *ud, unsigned flags);
 /* Handler for requests no route matches (the data plane proxies everything else). */
 void dg_http_set_fallback(struct dg_http_server *s, dg_http_handler fn, void *ud, unsigned flags);
+
+/* Authentication hook: called for every request that matched a route, as soon as its headers
+ * are in (before any body is read), with the route's DG_HTTP_AUTH_* bits as `need` (0: open).
+ * Returns 0 to go on (it records the caller with dg_http_req_set_identity), or the status to
+ * refuse with (401, 403) after writing the reason into msg (size bytes); the server then
+ * answers it as text with "WWW-Authenticate: Bearer" and closes a connection whose body was
+ * not read. `ud` is borrowed. */
+typedef int (*dg_http_auth_fn)(struct dg_http_req *r, unsigned need, void *ud, char *msg,
+                               size_t size);
+void dg_http_server_set_auth(struct dg_http_server *s, dg_http_auth_fn fn, void *ud);
 
 /* Listen on host:port (port 0: ephemeral, read it with dg_http_server_port). */
 int dg_http_server_listen(struct dg_http_server *s, const char *host, int port, struct dg_err *err);
@@ -105,6 +128,11 @@ int dg_http_req_version_minor(const struct dg_http_req *r);
 /* Numeric peer address ("127.0.0.1:51512") */
 const char *dg_http_req_peer(const struct dg_http_req *r);
 void dg_http_req_set_data(struct dg_http_req *r, void *data);
+/* Who called, as the auth hook found it: the role bit (DG_HTTP_AUTH_*; 0 = anonymous, no
+ * credential or no hook) and the name in the credential ("" when anonymous). `name` is copied
+ * (at most 63 bytes). */
+void dg_http_req_set_identity(struct dg_http_req *r, unsigned role, const char *name);
+unsigned dg_http_req_identity(const struct dg_http_req *r, const char **name);
 void *dg_http_req_data(const struct dg_http_req *r);
 
 /* Streaming request bodies (DG_HTTP_STREAM routes). `on_data` gets borrowed bytes, valid only
@@ -167,6 +195,8 @@ struct dg_http_pool_opts {
     uint64_t request_timeout_ms; /* from send to the end of the response; 0 = none. 30 s */
     uint64_t idle_timeout_ms;    /* idle connections closed after. Default 60 s */
     size_t max_header_bytes;     /* of a response; default 64 KiB */
+    const char *bearer;          /* a credential (copied; NULL: none): every request carries
+                                    "Authorization: Bearer <bearer>" unless it has its own */
 };
 void dg_http_pool_opts_default(struct dg_http_pool_opts *o);
 
@@ -181,6 +211,8 @@ struct dg_http_pool *dg_http_pool_new_addr(uv_loop_t *loop, const char *address,
 /* Fail queued and running requests (on_done with DG_E_CLOSED), close every connection, free
  * the pool once handles are closed. */
 void dg_http_pool_close(struct dg_http_pool *p);
+/* Set or replace (NULL: drop) the pool's credential, as opts.bearer; for requests sent later. */
+void dg_http_pool_set_bearer(struct dg_http_pool *p, const char *bearer);
 
 struct dg_http_pool_stats {
     uint64_t connects;   /* connections opened so far */

@@ -10,8 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "dirigent/auth.h"
 
 /* ---- options ---------------------------------------------------------------------------- */
 
@@ -85,14 +87,61 @@ static void on_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     }
 }
 
-int cli_request(const char *addr, const char *method, const char *path,
-                const struct dg_http_header *hdrs, size_t n, const char *body, struct cli_result *r)
+/* The operator credential every control-plane request carries (cli_token_setup); NULL: none. */
+static char *cli_token;
+
+void cli_set_token(const char *token)
+{
+    free(cli_token);
+    cli_token = token ? dg_xstrdup(token) : NULL;
+}
+
+const char *cli_get_token(void)
+{
+    return cli_token;
+}
+
+int cli_token_setup(const struct cli_ctx *c)
+{
+    char cred[DG_AUTH_CRED_MAX];
+    struct dg_err err = {0};
+    const char *env = getenv(DG_AUTH_CRED_ENV);
+    const char *file = cli_get(c, "--token-file");
+    if (env && env[0]) {
+        cli_set_token(env);
+        return 0;
+    }
+    if (file) {
+        if (dg_auth_cred_load(file, cred, sizeof(cred), &err) < 0)
+            return cli_fail("--token-file: %s", err.msg);
+        cli_set_token(cred);
+        return 0;
+    }
+    /* the one `dirigent up` made for the state directory, when there is one */
+    const char *state = cli_get(c, "--state-dir") ? cli_get(c, "--state-dir") : "data/local";
+    char *path = dg_xasprintf("%s/operator.token", state);
+    if (access(path, F_OK) == 0) {
+        if (dg_auth_cred_load(path, cred, sizeof(cred), &err) < 0)
+            fprintf(stderr, "dirigent: warning: %s (not used)\n", err.msg);
+        else
+            cli_set_token(cred);
+    }
+    free(path);
+    return 0;
+}
+
+static int request(const char *addr, const char *method, const char *path,
+                   const struct dg_http_header *hdrs, size_t n, const char *body,
+                   struct cli_result *r, bool with_token)
 {
     memset(r, 0, sizeof(*r));
     uv_loop_t loop;
     uv_loop_init(&loop);
     struct dg_err err = {0};
-    struct dg_http_pool *p = dg_http_pool_new_addr(&loop, addr, NULL, &err);
+    struct dg_http_pool_opts o;
+    dg_http_pool_opts_default(&o);
+    o.bearer = with_token ? cli_token : NULL;
+    struct dg_http_pool *p = dg_http_pool_new_addr(&loop, addr, &o, &err);
     if (!p) {
         snprintf(r->err, sizeof(r->err), "%s", err.msg);
         uv_loop_close(&loop);
@@ -109,6 +158,19 @@ int cli_request(const char *addr, const char *method, const char *path,
     if (!r->body.data)
         dg_buf_append(&r->body, "", 0);
     return r->err[0] ? -1 : r->status;
+}
+
+int cli_request(const char *addr, const char *method, const char *path,
+                const struct dg_http_header *hdrs, size_t n, const char *body, struct cli_result *r)
+{
+    return request(addr, method, path, hdrs, n, body, r, true);
+}
+
+int cli_request_anon(const char *addr, const char *method, const char *path,
+                     const struct dg_http_header *hdrs, size_t n, const char *body,
+                     struct cli_result *r)
+{
+    return request(addr, method, path, hdrs, n, body, r, false);
 }
 
 void cli_transport_error(char *out, size_t n, const char *role, const char *addr, const char *msg)

@@ -82,6 +82,17 @@ struct cli_result {
 int cli_request(const char *addr, const char *method, const char *path,
                 const struct dg_http_header *hdrs, size_t n, const char *body,
                 struct cli_result *r);
+/* The same without the operator credential: for the data plane's proxy (a credential would
+ * reach the function) and open health checks. */
+int cli_request_anon(const char *addr, const char *method, const char *path,
+                     const struct dg_http_header *hdrs, size_t n, const char *body,
+                     struct cli_result *r);
+/* The operator credential cli_request sends (docs/security.md): $DIRIGENT_TOKEN, else
+ * --token-file FILE, else STATE/operator.token when present (--state-dir, default data/local).
+ * Returns 0, or 1 after printing why (an unreadable --token-file). */
+int cli_token_setup(const struct cli_ctx *c);
+void cli_set_token(const char *token); /* copied; NULL: none */
+const char *cli_get_token(void);
 /* The error text for a transport failure `msg` talking to `role` at `addr`, with the fix. */
 void cli_transport_error(char *out, size_t n, const char *role, const char *addr, const char *msg);
 /* "dirigent: MESSAGE" on stderr; returns 1 (the exit status). */
@@ -122,6 +133,8 @@ int cli_cmd_delete(struct cli_ctx *c);
 int cli_cmd_invoke(struct cli_ctx *c);
 int cli_cmd_status(struct cli_ctx *c);
 int cli_cmd_haproxy_config(struct cli_ctx *c);
+int cli_cmd_token_init(struct cli_ctx *c);
+int cli_cmd_token_create(struct cli_ctx *c);
 int cli_cmd_load_burst(struct cli_ctx *c);
 int cli_cmd_load_rps(struct cli_ctx *c);
 int cli_cmd_load_trace(struct cli_ctx *c);

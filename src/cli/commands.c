@@ -26,6 +26,9 @@ static const struct cli_opt global_opts[] = {
     {"--cp", "HOST:PORT", "127.0.0.1:9091", "the control plane's registration server"},
     {"--dp", "HOST:PORT", "127.0.0.1:8080", "the data plane's proxy"},
     {"--json", NULL, NULL, "machine-readable output (the API's JSON)"},
+    {"--token-file", "FILE", NULL,
+     "an operator credential for the control plane (mode 0600); default: $DIRIGENT_TOKEN, "
+     "else <state-dir>/operator.token when present (data/local)"},
     {"--help", NULL, NULL, "this usage, anywhere on the line; acts on nothing"},
     {0}};
 
@@ -105,6 +108,21 @@ static const struct cli_opt trace_opts[] = {
     LOAD_COMMON,
     {0}};
 
+static const struct cli_opt token_init_opts[] = {
+    {"--key", "FILE", NULL, "where to write the new cluster key (mode 0600; never overwritten)",
+     .required = true},
+    {0}};
+
+static const struct cli_opt token_create_opts[] = {
+    {"--key", "FILE", NULL, "the cluster key", .required = true},
+    {"--role", "operator|node|cp", NULL, "what the credential may do (docs/security.md)",
+     .required = true},
+    {"--name", "NAME", NULL,
+     "who it is: a node's worker or data plane name, an operator's name (A-Z a-z 0-9 _ -)",
+     .required = true},
+    {"--out", "FILE", NULL, "write it to a new file of mode 0600 instead of stdout"},
+    {0}};
+
 static const struct cli_opt help_opts[] = {
     {"--all", NULL, NULL, "every command's usage (docs/cli.md is this output)"}, {0}};
 
@@ -141,6 +159,18 @@ static const struct cli_cmd commands[] = {
      haproxy_opts,
      "dirigent haproxy-config --socket /run/haproxy.sock --cp 10.0.0.1:9091,10.0.0.2:9091", NULL,
      cli_cmd_haproxy_config},
+    {"token", "", 0, 0, "cluster keys and credentials (docs/security.md)", NULL,
+     "dirigent token init --key /etc/dirigent/cluster.key", NULL, NULL},
+    {"token init", "", 0, 0, "make a new cluster key (32 random bytes, hex, mode 0600)",
+     token_init_opts, "dirigent token init --key /etc/dirigent/cluster.key",
+     "Every daemon of the cluster gets the key file as authTokenFile; they derive their own\n"
+     "credentials from it. Keep it secret: whoever holds it can make any credential.",
+     cli_cmd_token_init},
+    {"token create", "", 0, 0, "print a credential derived from the key", token_create_opts,
+     "dirigent token create --key cluster.key --role operator --name alice --out alice.token",
+     "Operators use theirs as DIRIGENT_TOKEN or --token-file; node credentials are for tools\n"
+     "that act as a worker or data plane (daemons derive theirs from authTokenFile).",
+     cli_cmd_token_create},
     {"load", "", 0, 0, "the open-loop load generator (docs/load.md)", NULL,
      "dirigent load rps --rate 200 --duration 10 hello", NULL, NULL},
     {"load burst", "N FUNCTION", 2, 2, "N requests at once", burst_opts,

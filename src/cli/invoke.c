@@ -29,6 +29,6 @@ int cli_cmd_invoke(struct cli_ctx *c)
         hdrs[n++] = (struct dg_http_header){{v, (size_t)(colon - v)}, dg_str_c(val)};
     }
     struct cli_result r;
-    int st = cli_request(c->dp, data ? "POST" : "GET", "/", hdrs, n, data, &r);
+    int st = cli_request_anon(c->dp, data ? "POST" : "GET", "/", hdrs, n, data, &r);
     return cli_answer(c, &r, st, "data plane", NULL);
 }

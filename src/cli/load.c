@@ -280,6 +280,7 @@ static int cp_batch(const char *cp, bool del, char **items, size_t n)
     dg_http_pool_opts_default(&o);
     o.max_conns = 64;
     o.max_idle = 64;
+    o.bearer = cli_get_token(); /* the control plane's registration API */
     struct dg_err err = {0};
     struct dg_http_pool *p = dg_http_pool_new_addr(&loop, cp, &o, &err);
     if (!p) {

@@ -27,7 +27,9 @@ int main(int argc, char **argv)
             *slash = '\0';
         c.self_dir = self;
         c.src_dir = getenv("DIRIGENT_SOURCE_DIR") ? getenv("DIRIGENT_SOURCE_DIR") : DG_SOURCE_DIR;
-        rc = c.cmd->run(&c);
+        rc = cli_token_setup(&c);
+        if (rc == 0)
+            rc = c.cmd->run(&c);
     }
     free(c.args);
     free(c.opts);

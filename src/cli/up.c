@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "dirigent/auth.h"
 
 #define UP_MAX_PROCS     24
 #define UP_BASE          8080  /* the default --port-base: the data plane's proxy */
@@ -44,6 +45,7 @@ static void on_signal(int sig)
 
 struct up {
     const char *self_dir, *state; /* state: absolute */
+    const char *auth_set;         /* "authTokenFile=STATE/cluster.key" for our daemons */
     pid_t pids[UP_MAX_PROCS];
     char names[UP_MAX_PROCS][16];
     size_t n;
@@ -82,7 +84,19 @@ static void up_spawn(struct up *u, const char *name, char *const argv[])
         } else {
             char exe[4096];
             snprintf(exe, sizeof(exe), "%s/%s", u->self_dir, argv[0]);
-            execv(exe, argv);
+            /* every daemon of ours gets the cluster key (docs/security.md) */
+            char *args[64];
+            size_t n = 0;
+            while (argv[n] && n < DG_ARRAY_LEN(args) - 3) {
+                args[n] = argv[n];
+                n++;
+            }
+            if (u->auth_set) {
+                args[n++] = "--set";
+                args[n++] = (char *)u->auth_set;
+            }
+            args[n] = NULL;
+            execv(exe, args);
         }
         _exit(127);
     }
@@ -134,7 +148,7 @@ static void up_stop(struct up *u)
 static bool healthy(const char *addr)
 {
     struct cli_result r;
-    int st = cli_request(addr, "GET", "/health", NULL, 0, NULL, &r);
+    int st = cli_request_anon(addr, "GET", "/health", NULL, 0, NULL, &r);
     dg_buf_free(&r.body);
     return st == 200;
 }
@@ -427,6 +441,32 @@ static int deploy_hello(const char *reg, const char *image, const char *runtime)
 
 /* ---- up --------------------------------------------------------------------------------- */
 
+/* STATE/cluster.key (made if absent), STATE/operator.token (an operator credential "admin",
+ * rewritten from the key on every start); the CLI's own requests use it from now on. */
+static int up_auth(const char *state, const char *key_path)
+{
+    struct dg_auth_key key;
+    struct dg_err e = {0};
+    if (access(key_path, F_OK) != 0 &&
+        (dg_auth_key_generate(&key, &e) < 0 || dg_auth_key_write(key_path, &key, &e) < 0))
+        return cli_fail("up: %s", e.msg);
+    char cred[DG_AUTH_CRED_MAX];
+    if (dg_auth_key_load(key_path, &key, &e) < 0 ||
+        dg_auth_credential(&key, DG_AUTH_OPERATOR, "admin", cred, sizeof(cred), &e) < 0)
+        return cli_fail("up: %s", e.msg);
+    char *tok = dg_xasprintf("%s/operator.token", state);
+    int fd = open(tok, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int rc = 0;
+    if (fd == -1 || fchmod(fd, 0600) == -1 || dprintf(fd, "%s\n", cred) < 0)
+        rc = cli_fail("up: %s: %s", tok, strerror(errno));
+    if (fd != -1)
+        close(fd);
+    free(tok);
+    if (!rc)
+        cli_set_token(cred);
+    return rc;
+}
+
 int cli_cmd_up(struct cli_ctx *c)
 {
     const char *runtime = cli_get(c, "--runtime") ?: "auto";
@@ -534,6 +574,17 @@ int cli_cmd_up(struct cli_ctx *c)
         }
     }
     const char *S = abs_state;
+    /* the cluster key (made once per state directory) and the operator's credential, both
+     * mode 0600: the daemons get the key, the CLI reads the credential (docs/security.md) */
+    char *key_path = dg_xasprintf("%s/cluster.key", S);
+    char *auth_set = dg_xasprintf("authTokenFile=%s", key_path);
+    if (up_auth(S, key_path) < 0) {
+        free(key_path);
+        free(auth_set);
+        free(image_dir);
+        close(lock);
+        return 1;
+    }
     struct dg_buf all = {0}, rafts = {0}, regs = {0};
     for (int64_t i = 0; i < ncp; i++) {
         dg_buf_printf(&all, "%s127.0.0.1:%d", i ? "," : "", 9090 + 10 * (int)i + off);
@@ -556,7 +607,7 @@ int cli_cmd_up(struct cli_ctx *c)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL); /* the terminal closed: stop as cleanly as on Ctrl-C */
-    struct up u = {.self_dir = c->self_dir, .state = S};
+    struct up u = {.self_dir = c->self_dir, .state = S, .auth_set = auth_set};
     rc = 0;
     if (ha) {
         char *rdir = dg_xasprintf("%s/redis", S), *rport = dg_xasprintf("%d", redis_port);
@@ -732,6 +783,8 @@ int cli_cmd_up(struct cli_ctx *c)
     free(reg_addr);
     free(inv_addr);
     free(image_dir);
+    free(key_path);
+    free(auth_set);
     dg_buf_free(&all);
     dg_buf_free(&rafts);
     dg_buf_free(&regs);

@@ -32,6 +32,7 @@
 #include "cp.h"
 #include "function_json.h"
 #include "haproxy.h"
+#include "dirigent/auth.h"
 #include "dirigent/form.h"
 #include "dirigent/json.h"
 #include "dirigent/log.h"
@@ -178,6 +179,7 @@ static void register_form(struct dg_http_req *r, const struct dg_form *form)
     p->next = cp.pending_regs;
     cp.pending_regs = p;
     dg_http_req_on_abort(r, reg_aborted, p);
+    dg_auth_audit(r, "register function %s image %s", spec.name, spec.image);
     json_t *j = cp_fn_spec_to_json(&spec);
     char *value = dg_json_dumps(j);
     json_decref(j);
@@ -321,6 +323,7 @@ static void api_fn_update(struct dg_http_req *r, void *ud)
     u->hi = (int)hi;
     u->r = r;
     dg_http_req_on_abort(r, update_aborted, u);
+    dg_auth_audit(r, "update function %s bounds %d..%d", u->name, u->lo, u->hi);
     struct cp_fn_spec copy = f->spec;
     copy.lower_bound = (int)lo;
     copy.upper_bound = (int)hi;
@@ -378,10 +381,34 @@ static void api_fn_delete(struct dg_http_req *r, void *ud)
     snprintf(d->name, sizeof(d->name), "%s", f->spec.name);
     d->r = r;
     dg_http_req_on_abort(r, delete_aborted, d);
+    dg_auth_audit(r, "delete function %s", d->name);
     cp_store_del(cp.store, "function", f->spec.name, delete_stored, d);
 }
 
 /* ---- workers, data planes, metrics ------------------------------------------------------ */
+
+/* With authentication a node acts under its credential's name only (a worker cannot register
+ * as another, nor a data plane report another's metrics): else 403 naming both. */
+static bool node_is(struct dg_http_req *r, const char *what, const char *name)
+{
+    const char *id;
+    if (!cp.auth_on || dg_http_req_identity(r, &id) != DG_AUTH_NODE || strcmp(id, name) == 0)
+        return true;
+    dg_auth_audit(r, "refused 403 %s '%.80s': the credential is node.%s", what, name, id);
+    dg_http_respond_text(r, 403,
+                         "%s: credential node.%s cannot act as %s '%.80s': a node registers and "
+                         "reports under its own credential's name",
+                         what, id, what, name);
+    return false;
+}
+
+static struct cp_worker *worker_named(const char *name)
+{
+    for (struct cp_worker *w = cp.core.workers; w; w = w->next)
+        if (strcmp(w->name, name) == 0)
+            return w;
+    return NULL;
+}
 
 static void api_worker(struct dg_http_req *r, void *ud)
 {
@@ -391,6 +418,18 @@ static void api_worker(struct dg_http_req *r, void *ud)
     if (dg_wire_worker_beat_parse(body.ptr, body.len, &m, &err) < 0) {
         dg_http_respond_text(r, 400, "worker: %s", err.msg);
         return;
+    }
+    if (!node_is(r, "worker", m.name)) {
+        dg_wire_worker_beat_free(&m);
+        return;
+    }
+    {
+        struct cp_worker *old = worker_named(m.name);
+        bool moved = old && (strcmp(old->address, m.address) != 0 ||
+                             (m.boot && (!old->boot || strcmp(old->boot, m.boot) != 0)));
+        if (!old || moved)
+            dg_auth_audit(r, "%s worker %s at %s boot %s", old ? "re-register" : "register", m.name,
+                          m.address, m.boot ? m.boot : "-");
     }
     /* its resources and the accounting rule's parameters (lib/resources.c); a worker that
      * advertises no overcommit or floors gets none */
@@ -435,6 +474,10 @@ static void api_dataplane(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 400, "dataplane: %s", err.msg);
         return;
     }
+    if (!node_is(r, "data plane", m.name)) {
+        dg_wire_dp_beat_free(&m);
+        return;
+    }
     bool fresh;
     struct cp_dp *d =
         cp_core_on_dp_heartbeat(&cp.core, m.name, m.api, m.proxy, CP_FROM_PEER, &fresh, &err);
@@ -447,6 +490,8 @@ static void api_dataplane(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 400, "dataplane: %s", err.msg);
         return;
     }
+    if (fresh)
+        dg_auth_audit(r, "register data plane %s api %s proxy %s", d->name, d->api, d->proxy);
     if (resync || d->need_sync) /* its whole table, to it alone (it drops the others) */
         cp_core_dp_resync(&cp.core, d);
     if (resync)
@@ -461,6 +506,10 @@ static void api_metrics(struct dg_http_req *r, void *ud)
     struct dg_err err = {0};
     if (dg_wire_metrics_parse(body.ptr, body.len, &m, &err) < 0) {
         dg_http_respond_text(r, 400, "metrics: %s", err.msg);
+        return;
+    }
+    if (!node_is(r, "data plane", m.dataplane)) {
+        dg_wire_metrics_free(&m);
         return;
     }
     struct cp_dp *d = cp_core_dp(&cp.core, m.dataplane);
@@ -653,6 +702,7 @@ static void leader_or_forward(struct dg_http_req *r, void *ud)
         dg_http_pool_opts_default(&o);
         o.connect_timeout_ms = 1000;
         o.request_timeout_ms = 30000;
+        o.bearer = cp.auth_on ? cp.auth_cred : NULL; /* the leader's internal API */
         struct dg_err err = {0};
         cp.fwd.pool = dg_http_pool_new_addr(cp.loop, cp.fwd.addr, &o, &err);
         if (!cp.fwd.pool) {
@@ -714,27 +764,36 @@ void cp_api_mount(struct dg_http_server *internal, struct dg_http_server *reg)
                                      r_exited = {api_sandbox_exited};
     dg_http_route(reg, "GET", "/health", api_health, NULL, 0);
     /* the user API: on the registration server, and on the internal API for forwarding */
+    /* who may call what (docs/security.md; enforced only with authTokenFile): the user API
+     * needs an operator credential (on the registration server unless registrationAuth leaves
+     * it open; on the internal API also a replica's cp credential: a follower forwards), the
+     * workers' and data planes' routes a node credential */
     struct dg_http_server *user[2] = {reg, internal};
+    const unsigned user_need[2] = {cp.reg_need, DG_HTTP_AUTH_OPERATOR | DG_HTTP_AUTH_CP};
+    const unsigned node = DG_HTTP_AUTH_NODE;
     for (int i = 0; i < 2; i++) {
         struct dg_http_server *s = user[i];
-        dg_http_route(s, "POST", "/registerService", leader_or_forward, (void *)&r_register, 0);
-        dg_http_route(s, "GET", "/check", leader_or_forward, (void *)&r_check, 0);
-        dg_http_route(s, "GET", DG_WIRE_PATH_FUNCTIONS, leader_or_forward, (void *)&r_list, 0);
-        dg_http_route(s, "POST", DG_WIRE_PATH_FUNCTIONS, leader_or_forward, (void *)&r_create, 0);
+        unsigned u = user_need[i];
+        dg_http_route(s, "POST", "/registerService", leader_or_forward, (void *)&r_register, u);
+        dg_http_route(s, "GET", "/check", leader_or_forward, (void *)&r_check, u);
+        dg_http_route(s, "GET", DG_WIRE_PATH_FUNCTIONS, leader_or_forward, (void *)&r_list, u);
+        dg_http_route(s, "POST", DG_WIRE_PATH_FUNCTIONS, leader_or_forward, (void *)&r_create, u);
         dg_http_route(s, "GET", DG_WIRE_PATH_FUNCTIONS "/:name", leader_or_forward, (void *)&r_get,
-                      0);
+                      u);
         dg_http_route(s, "PUT", DG_WIRE_PATH_FUNCTIONS "/:name", leader_or_forward,
-                      (void *)&r_update, 0);
+                      (void *)&r_update, u);
         dg_http_route(s, "DELETE", DG_WIRE_PATH_FUNCTIONS "/:name", leader_or_forward,
-                      (void *)&r_delete, 0);
+                      (void *)&r_delete, u);
     }
-    dg_http_route(reg, "POST", "/", leader_or_forward, (void *)&r_register, 0);
-    dg_http_route(internal, "POST", DG_WIRE_PATH_WORKERS, leader_only, (void *)&r_worker, 0);
-    dg_http_route(internal, "POST", DG_WIRE_PATH_DATAPLANES, leader_only, (void *)&r_dp, 0);
-    dg_http_route(internal, "POST", DG_WIRE_PATH_METRICS, leader_only, (void *)&r_metrics, 0);
-    dg_http_route(internal, "POST", DG_WIRE_PATH_SANDBOX_EXITED, leader_only, (void *)&r_exited, 0);
-    dg_http_route(internal, "GET", DG_WIRE_PATH_STATUS, api_status, NULL, 0);
-    dg_http_route(reg, "GET", DG_WIRE_PATH_STATUS, api_status, NULL, 0);
+    dg_http_route(reg, "POST", "/", leader_or_forward, (void *)&r_register, cp.reg_need);
+    dg_http_route(internal, "POST", DG_WIRE_PATH_WORKERS, leader_only, (void *)&r_worker, node);
+    dg_http_route(internal, "POST", DG_WIRE_PATH_DATAPLANES, leader_only, (void *)&r_dp, node);
+    dg_http_route(internal, "POST", DG_WIRE_PATH_METRICS, leader_only, (void *)&r_metrics, node);
+    dg_http_route(internal, "POST", DG_WIRE_PATH_SANDBOX_EXITED, leader_only, (void *)&r_exited,
+                  node);
+    dg_http_route(internal, "GET", DG_WIRE_PATH_STATUS, api_status, NULL,
+                  DG_HTTP_AUTH_OPERATOR | DG_HTTP_AUTH_CP);
+    dg_http_route(reg, "GET", DG_WIRE_PATH_STATUS, api_status, NULL, cp.reg_need);
 }
 
 /* ---- restore and reconstruction ---------------------------------------------------------- */

@@ -8,6 +8,7 @@
 
 static const char *const autoscalers[] = {"dirigent", "knative", NULL};
 static const char *const persistences[] = {"sqlite", "redis", "none", NULL};
+const char *const cp_registration_auths[] = {"auto", "operator", "none", NULL};
 
 static const struct dg_conf_field cp_fields[] = {
     {.key = "host",
@@ -146,6 +147,21 @@ static const struct dg_conf_field cp_fields[] = {
      .offset = offsetof(struct cp_config, trace_folder),
      .def = "data",
      .help = "where cold_start_trace.csv is written (empty: no trace)"},
+    {.key = "authTokenFile",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct cp_config, auth_token_file),
+     .def = "",
+     .help = "the cluster key file (mode 0600; dirigent token init): the internal API then "
+             "needs node/operator credentials and calls to workers and data planes carry the "
+             "CP's; empty: no authentication, allowed only while every listener is loopback"},
+    {.key = "registrationAuth",
+     .type = DG_CONF_ENUM,
+     .offset = offsetof(struct cp_config, registration_auth),
+     .def = "auto",
+     .choices = cp_registration_auths,
+     .help = "the registration API (registrationServer): operator (an operator credential "
+             "needed), none (open; InVitro sends no credentials), auto (open on a loopback "
+             "address, operator elsewhere)"},
     {.key = "logLevel",
      .type = DG_CONF_ENUM,
      .offset = offsetof(struct cp_config, log_level),

@@ -30,9 +30,12 @@ struct cp_config {
     bool redis_full;
     int64_t redis_replicas;
     char *haproxy_api, *haproxy_backend, *haproxy_server_opts;
+    char *auth_token_file; /* the cluster key (lib/auth.h); "": none, loopback only */
+    char *registration_auth;
     struct dg_http_conf http;
 };
 
 extern const struct dg_conf_schema cp_schema;
+extern const char *const cp_registration_auths[];
 
 #endif

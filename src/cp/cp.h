@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "cp_core.h"
+#include "dirigent/auth.h"
 #include "dirigent/http.h"
 #include "dirigent/metrics.h"
 #include "store.h"
@@ -68,6 +69,13 @@ struct cp {
     struct dg_metric_family *m_worker_cpu, *m_worker_mem; /* {worker, kind=capacity|reserved} */
     /* api.c */
     struct pending_reg *pending_regs; /* registrations waiting for their write */
+    /* authentication (lib/auth.h): with authTokenFile, the key, the CP's own credential (on
+     * every call to workers, data planes and the leader) and the registration API's
+     * requirement (DG_HTTP_AUTH_* bits of its routes) */
+    bool auth_on;
+    struct dg_auth_key auth_key;
+    char auth_cred[DG_AUTH_CRED_MAX];
+    unsigned reg_need;
     struct {
         struct dg_http_pool *pool;
         char *addr; /* the leader the pool goes to */

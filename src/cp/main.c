@@ -47,6 +47,55 @@ static void on_cron(uv_timer_t *t)
     }
 }
 
+/* authTokenFile and registrationAuth (docs/security.md): with a key every internal route needs
+ * a credential; without one, every internal listener must be loopback. The registration API is
+ * open or needs an operator credential; said at start. */
+static int cp_auth_setup(const char *reg_host)
+{
+    struct dg_err err = {0};
+    const char *hosts[2] = {g.cfg.host, NULL};
+    size_t nhosts = 1;
+    char raft_host[64] = "";
+    if (g.cfg.replicas.n > 0 && (size_t)g.cfg.replica_id <= g.cfg.raft_addresses.n) {
+        const char *ra = g.cfg.raft_addresses.v[g.cfg.replica_id - 1];
+        const char *c = strrchr(ra, ':');
+        snprintf(raft_host, sizeof(raft_host), "%.*s", c ? (int)(c - ra) : (int)strlen(ra), ra);
+        hosts[nhosts++] = raft_host;
+    }
+    char name[16] = "cp";
+    if (g.cfg.replicas.n > 0)
+        snprintf(name, sizeof(name), "cp-%lld", (long long)g.cfg.replica_id);
+    int rc = dg_auth_daemon_setup("cp", g.cfg.auth_token_file, DG_AUTH_CP, name, hosts, nhosts,
+                                  &cp.auth_key, cp.auth_cred, &err);
+    if (rc < 0) {
+        fprintf(stderr, "dirigent-cp: %s\n", err.msg);
+        return -1;
+    }
+    cp.auth_on = rc == 1;
+    const char *mode = g.cfg.registration_auth;
+    bool open_reg = strcmp(mode, "none") == 0 ||
+                    (strcmp(mode, "auto") == 0 && dg_auth_host_is_loopback(reg_host));
+    if (!open_reg && !cp.auth_on) {
+        fprintf(stderr,
+                "dirigent-cp: registrationServer: %s is not loopback, so the registration API "
+                "needs operator credentials (registrationAuth: %s), which need authTokenFile "
+                "(dirigent token init --key FILE); or set registrationAuth: none to leave it "
+                "open to anyone who reaches it\n",
+                reg_host, mode);
+        return -1;
+    }
+    cp.reg_need = DG_HTTP_AUTH_OPERATOR | (open_reg ? DG_HTTP_AUTH_ANON : 0);
+    if (open_reg && !dg_auth_host_is_loopback(reg_host))
+        dg_log(DG_LOG_WARN, "cp",
+               "registration API on %s is open to anyone who reaches it (registrationAuth: "
+               "none)",
+               reg_host);
+    else
+        dg_log_always("cp", "registration API: %s (registrationAuth: %s)",
+                      open_reg ? "open (loopback)" : "operator credential required", mode);
+    return 0;
+}
+
 static void on_server_closed(void *ud)
 {
     if (--g.open_servers > 0)
@@ -91,6 +140,9 @@ int main(int argc, char **argv)
     snprintf(reg_host, sizeof(reg_host), "%.*s", (int)(colon - g.cfg.registration_server),
              g.cfg.registration_server);
 
+    if (cp_auth_setup(reg_host) < 0)
+        return 2;
+
     cp.loop = uv_default_loop();
     cp.placement = g.cfg.placement;
     cp.lb_address = g.cfg.lb_address;
@@ -127,6 +179,10 @@ int main(int argc, char **argv)
     g.internal = dg_http_server_new(cp.loop, &limits, "internal");
     dg_http_conf_limits(&g.cfg.http, &limits);
     g.reg = dg_http_server_new(cp.loop, &limits, "registration");
+    if (cp.auth_on) {
+        dg_auth_server(g.internal, &cp.auth_key);
+        dg_auth_server(g.reg, &cp.auth_key);
+    }
     dg_daemon_mount_health_metrics(g.internal, cp.metrics);
     cp_api_mount(g.internal, g.reg);
     /* what survived the last run, before anything is served */

@@ -482,6 +482,7 @@ static struct dg_http_pool *pool_to(const char *address, unsigned max_conns, str
     dg_http_pool_opts_default(&o);
     o.max_conns = max_conns;
     o.request_timeout_ms = 60 * 1000; /* as the original: 60 s per worker/DP call */
+    o.bearer = cp.auth_on ? cp.auth_cred : NULL;
     return dg_http_pool_new_addr(cp.loop, address, &o, err);
 }
 

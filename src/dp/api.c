@@ -384,11 +384,12 @@ void dp_api_effects(struct dp_effects *fx)
 
 void dp_api_routes(struct dp *d, struct dg_http_server *api)
 {
-    dg_http_route(api, "PUT", FN_PATH, api_put_function, d, 0);
-    dg_http_route(api, "DELETE", FN_PATH, api_delete_function, d, 0);
-    dg_http_route(api, "PUT", FN_PATH "/endpoints", api_put_endpoints, d, 0);
-    dg_http_route(api, "POST", FN_PATH "/drain", api_drain, d, 0);
-    dg_http_route(api, "POST", DG_WIRE_PATH_DRAIN, api_drain_batch, d, 0);
-    dg_http_route(api, "PUT", DG_WIRE_PATH_ENDPOINTS, api_put_endpoints_bulk, d, 0);
-    dg_http_route(api, "GET", DG_WIRE_PATH_FUNCTIONS, api_list, d, 0);
+    dg_http_route(api, "PUT", FN_PATH, api_put_function, d, DG_HTTP_AUTH_CP);
+    dg_http_route(api, "DELETE", FN_PATH, api_delete_function, d, DG_HTTP_AUTH_CP);
+    dg_http_route(api, "PUT", FN_PATH "/endpoints", api_put_endpoints, d, DG_HTTP_AUTH_CP);
+    dg_http_route(api, "POST", FN_PATH "/drain", api_drain, d, DG_HTTP_AUTH_CP);
+    dg_http_route(api, "POST", DG_WIRE_PATH_DRAIN, api_drain_batch, d, DG_HTTP_AUTH_CP);
+    dg_http_route(api, "PUT", DG_WIRE_PATH_ENDPOINTS, api_put_endpoints_bulk, d, DG_HTTP_AUTH_CP);
+    dg_http_route(api, "GET", DG_WIRE_PATH_FUNCTIONS, api_list, d,
+                  DG_HTTP_AUTH_CP | DG_HTTP_AUTH_OPERATOR);
 }

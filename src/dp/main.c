@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dirigent/auth.h"
 #include "dirigent/config.h"
 #include "dirigent/daemon.h"
 #include "dirigent/heartbeat.h"
@@ -28,6 +29,7 @@ struct dp_config {
     int64_t heartbeat_ms;
     char *name;
     struct dg_strlist cp_addresses;
+    char *auth_token_file;
     struct dg_http_conf http;
 };
 
@@ -82,6 +84,13 @@ static const struct dg_conf_field dp_fields[] = {
      .offset = offsetof(struct dp_config, name),
      .def = "",
      .help = "identity at the CP (empty: HOSTNAME-PORTPROXY)"},
+    {.key = "authTokenFile",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct dp_config, auth_token_file),
+     .def = "",
+     .help = "the cluster key file (mode 0600): the API then needs the CP's credential and the "
+             "heartbeats carry node.NAME; empty: no authentication, allowed only on a loopback "
+             "dataPlaneIp"},
     {.key = "traceOutputFolder",
      .type = DG_CONF_STRING,
      .offset = offsetof(struct dp_config, trace_folder),
@@ -109,6 +118,8 @@ static struct {
     struct dg_daemon daemon;
     struct dg_http_server *ingress, *api;
     unsigned open_servers;
+    struct dg_auth_key key;
+    char cred[DG_AUTH_CRED_MAX];
 } g;
 
 static void on_cron(uv_timer_t *t)
@@ -227,8 +238,22 @@ int main(int argc, char **argv)
     } else {
         char host[64] = "dp";
         gethostname(host, sizeof(host) - 1);
+        for (char *c = host; *c; c++) /* a credential's name: no dots (lib/auth.h) */
+            if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                  (*c >= '0' && *c <= '9') || *c == '-' || *c == '_'))
+                *c = '-';
         dp->name = dg_xasprintf("%s-%d", host, dg_http_server_port(g.ingress));
     }
+    /* authTokenFile (docs/security.md): the API only for the CP, heartbeats as node.NAME */
+    const char *hosts[] = {g.cfg.host};
+    int auth = dg_auth_daemon_setup("dp", g.cfg.auth_token_file, DG_AUTH_NODE, dp->name, hosts, 1,
+                                    &g.key, g.cred, &err);
+    if (auth < 0) {
+        dg_log(DG_LOG_ERROR, "dp", "%s", err.msg);
+        return 2;
+    }
+    if (auth)
+        dg_auth_server(g.api, &g.key);
     if (g.cfg.cp_addresses.n > 0 &&
         !(dp->hb = dg_heartbeat_start_list(dp->loop, &g.cfg.cp_addresses, DG_WIRE_PATH_DATAPLANES,
                                            (uint64_t)g.cfg.heartbeat_ms, registration_body, NULL,
@@ -236,6 +261,8 @@ int main(int argc, char **argv)
         dg_log(DG_LOG_ERROR, "dp", "%s", err.msg);
         return 1;
     }
+    if (auth && dp->hb)
+        dg_heartbeat_set_bearer(dp->hb, g.cred);
     dg_log_always("dp", "proxy on %s:%d, api on %s:%d, policy %s", g.cfg.host,
                   dg_http_server_port(g.ingress), g.cfg.host, dg_http_server_port(g.api),
                   g.cfg.lb_policy);

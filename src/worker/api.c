@@ -194,9 +194,12 @@ static void api_delete_batch(struct dg_http_req *r, void *ud)
 
 void wk_api_mount(struct dg_http_server *s, struct wk_registry *reg)
 {
-    dg_http_route(s, "POST", DG_WIRE_PATH_SANDBOXES, api_create, reg, 0);
-    dg_http_route(s, "GET", DG_WIRE_PATH_SANDBOXES, api_list, reg, 0);
-    dg_http_route(s, "POST", DG_WIRE_PATH_SANDBOXES_BATCH, api_create_batch, reg, 0);
-    dg_http_route(s, "POST", DG_WIRE_PATH_SANDBOXES_DELETE, api_delete_batch, reg, 0);
-    dg_http_route(s, "DELETE", DG_WIRE_PATH_SANDBOXES "/:id", api_delete, reg, 0);
+    /* the control plane's API (with authTokenFile: its credential only; docs/security.md) */
+    const unsigned cp_only = DG_HTTP_AUTH_CP;
+    dg_http_route(s, "POST", DG_WIRE_PATH_SANDBOXES, api_create, reg, cp_only);
+    dg_http_route(s, "GET", DG_WIRE_PATH_SANDBOXES, api_list, reg,
+                  DG_HTTP_AUTH_CP | DG_HTTP_AUTH_OPERATOR);
+    dg_http_route(s, "POST", DG_WIRE_PATH_SANDBOXES_BATCH, api_create_batch, reg, cp_only);
+    dg_http_route(s, "POST", DG_WIRE_PATH_SANDBOXES_DELETE, api_delete_batch, reg, cp_only);
+    dg_http_route(s, "DELETE", DG_WIRE_PATH_SANDBOXES "/:id", api_delete, reg, cp_only);
 }

@@ -35,6 +35,13 @@ static const struct dg_conf_field wk_fields[] = {
      .def = "process",
      .choices = runtimes,
      .help = "sandbox runtime"},
+    {.key = "authTokenFile",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct wk_config, auth_token_file),
+     .def = "",
+     .help = "the cluster key file (mode 0600): the API then needs the CP's credential and the "
+             "heartbeats carry node.NAME; empty: no authentication, allowed only on a loopback "
+             "workerNodeIp"},
     {.key = "logLevel",
      .type = DG_CONF_ENUM,
      .offset = offsetof(struct wk_config, log_level),

@@ -30,6 +30,7 @@ struct wk_config {
     double cpu_overcommit;
     char *cpu_limit;
     struct dg_strlist insecure_registries, prefetch;
+    char *auth_token_file;
 };
 
 extern const struct dg_conf_schema wk_schema;

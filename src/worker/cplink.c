@@ -88,6 +88,13 @@ int wk_cplink_start(struct wk_cplink *l, uv_loop_t *loop, const struct wk_cplink
                                            conf->heartbeat_ms, registration_body, node, err);
         if (!node->hb)
             return -1;
+        if (conf->key) {
+            char cred[DG_AUTH_CRED_MAX];
+            if (dg_auth_credential(conf->key, DG_AUTH_NODE, node->name ? node->name : reg->name,
+                                   cred, sizeof(cred), err) < 0)
+                return dg_err_wrap(err, "authTokenFile");
+            dg_heartbeat_set_bearer(node->hb, cred);
+        }
     }
     return 0;
 }

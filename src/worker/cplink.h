@@ -5,6 +5,7 @@
 #ifndef DIRIGENT_WORKER_CPLINK_H
 #define DIRIGENT_WORKER_CPLINK_H
 
+#include "dirigent/auth.h"
 #include <uv.h>
 
 #include "registry.h"
@@ -19,6 +20,8 @@ struct wk_cplink_conf {
     int64_t cpu_milli, memory_mib;         /* advertised capacity (0: the machine's) */
     double cpu_overcommit;                 /* placement may reserve cpu_milli x this */
     int64_t min_cpu_milli, min_memory_mib; /* the accounting rule's floors (lib/resources.c) */
+    const struct dg_auth_key *key; /* authTokenFile's (borrowed); NULL: none. Each node beats
+                                      with its own credential, node.NAME */
 };
 
 struct wk_cplink_node;

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dirigent/auth.h"
 #include "dirigent/daemon.h"
 #include "dirigent/log.h"
 #include "api.h"
@@ -40,6 +41,8 @@ static struct {
     char name[64];
     char boot[40]; /* this daemon's start: the CP tells a restart from a heartbeat */
     bool stopping;
+    bool auth; /* authTokenFile: the key below */
+    struct dg_auth_key key;
 } g;
 
 static void on_server_closed(void *ud)
@@ -109,7 +112,8 @@ static void on_runtime_ready(void *ud, const struct dg_err *rerr)
                                 .memory_mib = g.cfg.cap_memory_mib,
                                 .cpu_overcommit = g.cfg.cpu_overcommit,
                                 .min_cpu_milli = g.rt->weightless ? 1 : g.cfg.min_cpu_milli,
-                                .min_memory_mib = g.rt->weightless ? 1 : g.cfg.min_memory_mib};
+                                .min_memory_mib = g.rt->weightless ? 1 : g.cfg.min_memory_mib,
+                                .key = g.auth ? &g.key : NULL};
     if (wk_cplink_start(&g.link, g.loop, &lc, &g.reg, port, &err) < 0) {
         dg_log(DG_LOG_ERROR, "worker", "%s", err.msg);
         exit(1);
@@ -153,6 +157,17 @@ int main(int argc, char **argv)
         snprintf(g.name, sizeof(g.name), "%s", g.cfg.name);
     else if (gethostname(g.name, sizeof(g.name) - 1) == -1)
         snprintf(g.name, sizeof(g.name), "worker");
+    /* authTokenFile (docs/security.md): the API only for the CP, heartbeats as node.NAME */
+    const char *hosts[] = {g.cfg.host};
+    char cred[DG_AUTH_CRED_MAX];
+    int auth = dg_auth_daemon_setup("worker", g.cfg.auth_token_file, DG_AUTH_NODE, g.name, hosts, 1,
+                                    &g.key, cred, &err);
+    if (auth < 0) {
+        dg_log(DG_LOG_ERROR, "worker", "%s", err.msg);
+        dg_conf_free(&wk_schema, &g.cfg);
+        return 2;
+    }
+    g.auth = auth == 1;
     char *fn_binary = g.cfg.fn_binary[0] ? dg_xstrdup(g.cfg.fn_binary) : default_fn_binary(argv[0]);
     char *data_dir = g.cfg.data_dir[0] ? dg_xstrdup(g.cfg.data_dir)
                                        : dg_xasprintf("/var/lib/dirigent/%s", g.name);
@@ -198,6 +213,8 @@ int main(int argc, char **argv)
     struct dg_http_limits limits;
     dg_http_conf_limits(&g.cfg.http, &limits);
     g.server = dg_http_server_new(g.loop, &limits, "worker");
+    if (g.auth)
+        dg_auth_server(g.server, &g.key);
     dg_daemon_mount_health_metrics(g.server, g.metrics);
     wk_api_mount(g.server, &g.reg);
     if (g.rt->start)

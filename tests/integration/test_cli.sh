@@ -17,7 +17,7 @@ UP_PID=$BG_PID
 # port base BASE are the ones it started (their pid files), not another cluster's
 ours() {
   local o=$(($2 - 8080))
-  answers_as "127.0.0.1:$((9090 + o))" /v1/status "$(cat "$1/pids/cp.pid")" &&
+  answers_as "127.0.0.1:$((9090 + o))" /v1/status "$(cat "$1/pids/cp.pid")" "$1/operator.token" &&
     answers_as "127.0.0.1:$((8081 + o))" /health "$(cat "$1/pids/dp.pid")" &&
     answers_as "127.0.0.1:$((10010 + o))" /health "$(cat "$1/pids/worker.pid")"
 }
@@ -59,7 +59,7 @@ t_list_get() {
   j=$("$D" --json function get echo) || return 1
   [ "$(json_field "$j" scaling_upper_bound)" = 2 ] && [ "$(json_field "$j" container_concurrency)" = 4 ] &&
     # and the data plane got it: 4 requests at once per sandbox
-    curl -sf http://127.0.0.1:8081/v1/functions | /usr/bin/python3 -c \
+    curl -sf -H "Authorization: Bearer $(cat "$STATE/operator.token")" http://127.0.0.1:8081/v1/functions | /usr/bin/python3 -c \
       'import json,sys; f=[f for f in json.load(sys.stdin) if f["name"]=="echo"][0]; assert f["concurrency"]==4, f'
 }
 check "function list (table) and get (--json); the concurrency reaches the data plane" t_list_get
@@ -290,11 +290,11 @@ t_up_ha() {
     { tail -n 5 "$S"/logs/*.log; return 1; }
   for f in cp-0 cp-1 cp-2 dp-0 dp-1 worker redis haproxy; do [ -s "$S/pids/$f.pid" ] || { echo "no $f.pid"; return 1; }; done
   # the daemons answering are the ones this up started
-  for i in 0 1 2; do answers_as "127.0.0.1:$((9090 + 10 * i))" /v1/status "$(cat "$S/pids/cp-$i.pid")" || return 1; done
+  for i in 0 1 2; do answers_as "127.0.0.1:$((9090 + 10 * i))" /v1/status "$(cat "$S/pids/cp-$i.pid")" "$S/operator.token" || return 1; done
   for i in 0 1; do answers_as "127.0.0.1:$((8081 + 10 * i))" /health "$(cat "$S/pids/dp-$i.pid")" || return 1; done
   answers_as 127.0.0.1:10010 /health "$(cat "$S/pids/worker.pid")" || return 1
   # status (asked of any replica) lists the three replicas, one of them leading
-  out=$("$D" --cp 127.0.0.1:9101 status) || return 1
+  out=$(DIRIGENT_TOKEN=$(cat "$S/operator.token") "$D" --cp 127.0.0.1:9101 status) || return 1
   echo "$out" | head -5
   [ "$(grep -cE '^[123] +127\.0\.0\.1:9[01][019]0 +(leader|follower)$' <<<"$out")" = 3 ] &&
     [ "$(grep -cE ' leader$' <<<"$out")" = 1 ] && grep -q '^dp-1 ' <<<"$out" || return 1
@@ -307,8 +307,9 @@ t_up_ha() {
   # kill -9 of the data plane HAProxy sends hello to (its API: 8081 for dp-0, 8091 for dp-1):
   # the health check takes it out within a second or so and hello moves to the other
   local victim=dp-1
-  curl -s http://127.0.0.1:8081/metrics | grep -qE '^dg_dp_requests_total\{function="hello"\} [1-9]' && victim=dp-0
-  curl -s "http://127.0.0.1:$([ $victim = dp-0 ] && echo 8081 || echo 8091)/metrics" |
+  local op=(-H "Authorization: Bearer $(cat "$S/operator.token")")
+  curl -s "${op[@]}" http://127.0.0.1:8081/metrics | grep -qE '^dg_dp_requests_total\{function="hello"\} [1-9]' && victim=dp-0
+  curl -s "${op[@]}" "http://127.0.0.1:$([ $victim = dp-0 ] && echo 8081 || echo 8091)/metrics" |
     grep -qE '^dg_dp_requests_total\{function="hello"\} [1-9]' || { echo "no DP served hello"; return 1; }
   dead=$(cat "$S/pids/$victim.pid"); kill -9 "$dead"
   for i in $(seq 1 40); do

@@ -78,10 +78,17 @@ PREFIX=$(meson introspect --buildoptions "$B" | /usr/bin/python3 -c \
 BIN=$D$PREFIX/bin
 IMAGE=oci:$D$PREFIX/share/dirigent/images/dirigent-fn:latest
 mkdir -p "$TAP_TMP"/{cp,dp,w}
+# ---- step 1: the cluster key and the operator's credential
+KEY=$TAP_TMP/cluster.key
+"$BIN/dirigent" token init --key "$KEY" 2>/dev/null || { echo "Bail out! token init failed"; exit 1; }
+DIRIGENT_TOKEN=$("$BIN/dirigent" token create --key "$KEY" --role operator --name admin) ||
+  { echo "Bail out! token create failed"; exit 1; }
+export DIRIGENT_TOKEN
 
 # ---- step 2: the control plane (the doc's cp.yaml)
 cat >"$TAP_TMP/cp.yaml" <<EOF
 host: $NET.2
+authTokenFile: $KEY
 port: 9090
 registrationServer: $NET.2:9091
 persistence: sqlite
@@ -99,6 +106,7 @@ start_cp() {
 # ---- step 3: the data plane, with a route to the worker's sandboxes
 cat >"$TAP_TMP/dp.yaml" <<EOF
 dataPlaneIp: $NET.3
+authTokenFile: $KEY
 portProxy: 8080
 portGRPC: 8081
 controlPlaneAddress: $NET.2:9090
@@ -108,6 +116,7 @@ EOF
 # ---- step 4: the worker (plus what keeps it apart from any other worker here)
 cat >"$TAP_TMP/w.yaml" <<EOF
 workerNodeIp: $NET.4
+authTokenFile: $KEY
 port: 10010
 controlPlaneAddress: $NET.2:9090
 runtime: oci
@@ -138,11 +147,11 @@ cli() { in_ns cp "$BIN/dirigent" --cp $NET.2:9091 --dp $NET.3:8080 "$@"; }
 status_is() {
   local i=0
   while [ $i -lt 300 ]; do
-    in_ns cp curl -sf "http://$NET.2:9091/v1/status" | /usr/bin/python3 -c \
+    in_ns cp curl -sf -H "Authorization: Bearer $DIRIGENT_TOKEN" "http://$NET.2:9091/v1/status" | /usr/bin/python3 -c \
       "import json,sys; s=json.load(sys.stdin); sys.exit(0 if ($1) else 1)" 2>/dev/null && return 0
     sleep 0.05; i=$((i + 1))
   done
-  echo "timed out waiting for $1:"; in_ns cp curl -s "http://$NET.2:9091/v1/status"; return 1
+  echo "timed out waiting for $1:"; in_ns cp curl -s -H "Authorization: Bearer $DIRIGENT_TOKEN" "http://$NET.2:9091/v1/status"; return 1
 }
 t_status() {
   status_is 'len(s["workers"]) == 1 and len(s["dataplanes"]) == 1' || return 1

@@ -16,6 +16,8 @@ B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
 FN=$B/dirigent-fn
 CLUSTER=$S/scripts/netns-cluster.sh
+# every call carries the cluster's operator credential (netns-cluster.sh up makes it)
+curl() { command curl -H "Authorization: Bearer $(cat "$STATE/operator.token" 2>/dev/null)" "$@"; }
 export DGC_PREFIX=${DGT_PREFIX:-dgt9} DGC_NET=${DGT_NET:-100.64.9}
 N=$DGC_NET
 LB=$N.30:8079

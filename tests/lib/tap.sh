@@ -82,8 +82,10 @@ wait_bounded() {
 # daemon's /health) names PID as its own: the process the test started, not another one that
 # holds the port
 answers_as() {
-  local got
-  got=$(command curl -s --max-time 5 "http://$1$2" |
+  local got auth=()
+  # a 4th argument: a file with the credential to send (a cluster with authTokenFile)
+  [ $# -ge 4 ] && auth=(-H "Authorization: Bearer $(cat "$4")")
+  got=$(command curl -s --max-time 5 "${auth[@]}" "http://$1$2" |
     /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin).get("pid"))' 2>/dev/null)
   [ "$got" = "$3" ] && return 0
   echo "http://$1$2 answers as pid ${got:-none}, not $3"
