@@ -30,6 +30,8 @@ struct cp_config {
     bool redis_full;
     int64_t redis_replicas;
     char *haproxy_api, *haproxy_backend, *haproxy_server_opts;
+    int64_t max_functions, max_per_function, max_per_worker, max_sandboxes; /* quotas */
+    int64_t max_creates_per_worker_s;
     struct dg_http_conf http;
 };
 

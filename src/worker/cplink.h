@@ -19,6 +19,7 @@ struct wk_cplink_conf {
     int64_t cpu_milli, memory_mib;         /* advertised capacity (0: the machine's) */
     double cpu_overcommit;                 /* placement may reserve cpu_milli x this */
     int64_t min_cpu_milli, min_memory_mib; /* the accounting rule's floors (lib/resources.c) */
+    const char *sandbox_subnet;            /* its sandboxes' IPv4 CIDR; NULL: on host */
 };
 
 struct wk_cplink_node;
