@@ -888,14 +888,18 @@ bool cp_core_adopt(struct cp_core *c, struct cp_worker *w, const char *function,
                "control-plane restart is adopted)";
     else if (!endpoint_in_subnet(w, endpoint))
         *why = "its endpoint is outside the worker's sandbox subnet";
-    else if (c->q.max_per_function && f->ready + f->creating >= c->q.max_per_function)
-        *why = "its function holds maxSandboxesPerFunction sandboxes";
-    else if (c->q.max_per_worker && w->node.sandboxes >= c->q.max_per_worker)
-        *why = "the worker holds maxSandboxesPerWorker sandboxes";
-    else if (c->q.max_total && c->nsandboxes >= c->q.max_total)
-        *why = "the cluster holds maxSandboxes sandboxes";
     if (*why)
         return false;
+    /* the quotas bound what this CP creates; a sandbox the previous leader made (under the
+     * same quotas) may be serving requests: kept even above them (this leader's own creates
+     * during the reconstruction), and the excess goes with the scale-downs (no create while
+     * above: reconcile) */
+    if ((c->q.max_per_worker && w->node.sandboxes >= c->q.max_per_worker) ||
+        (c->q.max_total && c->nsandboxes >= c->q.max_total))
+        dg_log(DG_LOG_WARN, "registry",
+               "fn=%s sandbox %s on %s adopted above a quota (maxSandboxesPerWorker %u, "
+               "maxSandboxes %u): no create until below",
+               function, id, w->name, c->q.max_per_worker, c->q.max_total);
     c->nsandboxes++;
     struct cp_sandbox *s = dg_xcalloc(1, sizeof(*s));
     s->fn = f;

@@ -342,8 +342,8 @@ struct cp_worker *cp_core_worker_restore(struct cp_core *c, const char *name, co
 /* A sandbox a worker lists that this CP does not know, while it reconstructs (w restored from
  * the store, its first listing not in yet): adopted as ready; scale down is held off for one
  * stable window. False (nothing changed) if known already; otherwise false with `why` (NULL:
- * not wanted) saying why it is refused: w not reconstructing, f unknown, the endpoint outside
- * w's sandbox subnet, or a quota full. */
+ * not wanted) saying why it is refused: w not reconstructing, f unknown, or the endpoint
+ * outside w's sandbox subnet. The quotas bound creates, not adoptions (logged when above). */
 bool cp_core_adopt(struct cp_core *c, struct cp_worker *w, const char *function, const char *id,
                    const char *endpoint, const char **why);
 /* A listing of w's sandboxes other than in its heartbeat (the reconstruction asks each restored
