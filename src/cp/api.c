@@ -256,8 +256,12 @@ static void api_create_json(struct dg_http_req *r, void *ud)
         return;
     }
     struct dg_form form;
-    cp_fn_form_from_json(j, &form, &err);
+    int rc = cp_fn_form_from_json(j, &form, &err);
     json_decref(j);
+    if (rc < 0) {
+        dg_http_respond_text(r, 400, "registration: %s", err.msg);
+        return;
+    }
     register_form(r, &form);
     dg_form_free(&form);
 }
