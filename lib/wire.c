@@ -563,6 +563,7 @@ MSG(dp_fn_view, false);
 #define T struct dg_wire_worker_rec
 static const struct field F_worker_rec[] = {
     STR(T, address, "address", .flags = F_REQ),
+    STR(T, sandbox_subnet, "sandboxSubnet"),
 };
 MSG(worker_rec, false);
 #undef T

@@ -283,7 +283,8 @@ struct dg_wire_dp_fn {
 /* ---- CP store records (shared by the CP replicas) ---------------------------------------- */
 
 struct dg_wire_worker_rec {
-    char *address; /* required */
+    char *address;        /* required */
+    char *sandbox_subnet; /* "sandboxSubnet" as it last said (absent: not said) */
 };
 struct dg_wire_dp_rec {
     char *api, *proxy; /* required */

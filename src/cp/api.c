@@ -824,7 +824,7 @@ static void restore_worker(void *ud, const char *key, const char *value)
         cp.restore.skipped++;
         return;
     }
-    if (!cp_core_worker_restore(&cp.core, key, m.address, &err)) {
+    if (!cp_core_worker_restore(&cp.core, key, m.address, m.sandbox_subnet, &err)) {
         dg_log(DG_LOG_ERROR, "store", "worker '%s' not restored: %s", key, err.msg);
         cp.restore.skipped++;
     } else {

@@ -815,6 +815,11 @@ static const char *host_of(const char *hostport, size_t *len)
 /* w's sandbox subnet from its report: the CIDR it says, else its address's host alone. */
 static void worker_subnet(struct cp_worker *w, const char *subnet)
 {
+    w->subnet_known = true;
+    if (subnet && w->subnet && strcmp(subnet, w->subnet) == 0)
+        return; /* as before */
+    free(w->subnet);
+    w->subnet = subnet ? dg_xstrdup(subnet) : NULL;
     free(w->sb_host);
     w->sb_host = NULL;
     w->sb_net = w->sb_mask = 0;
@@ -1012,12 +1017,16 @@ static struct cp_worker *worker_upsert(struct cp_core *c, const char *name, cons
     return w;
 }
 
+static void worker_subnet(struct cp_worker *w, const char *subnet);
+
 struct cp_worker *cp_core_worker_restore(struct cp_core *c, const char *name, const char *address,
-                                         struct dg_err *err)
+                                         const char *subnet, struct dg_err *err)
 {
     struct cp_worker *w = worker_upsert(c, name, address, CP_FROM_STORE, err);
     if (!w)
         return NULL;
+    if (subnet)
+        worker_subnet(w, subnet[0] ? subnet : NULL);
     w->node.schedulable = false; /* until its heartbeat says it is there */
     w->need_list = true;         /* and which sandboxes it runs (answered "resync") */
     w->reconstructing = true;    /* which this CP adopts (its first listing) */
@@ -1124,6 +1133,10 @@ static void take_listing(struct cp_core *c, struct cp_worker *w,
 void cp_core_worker_listed(struct cp_core *c, struct cp_worker *w,
                            const struct cp_sandbox_report *sbs, size_t n)
 {
+    if (!w->subnet_known) { /* a record of an older CP: its beat says, and lists */
+        w->need_list = true;
+        return;
+    }
     take_listing(c, w, sbs, n);
     w->reconstructing = false;
 }
@@ -1163,7 +1176,12 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
     w->node.mem_cap = w->res.memory_mib;
     w->node.min_cpu = w->res.min_cpu_milli;
     w->node.min_mem = w->res.min_memory_mib;
+    bool said = w->subnet_known;
+    char *was = w->subnet ? dg_xstrdup(w->subnet) : NULL;
     worker_subnet(w, r->subnet);
+    if (!said || (was == NULL) != (w->subnet == NULL) || (was && strcmp(was, w->subnet) != 0))
+        c->fx.persist(c->fx.ud, CP_PEER_WORKER, w); /* a reconstruction judges by it */
+    free(was);
     /* sandboxes it runs that this CP does not know: adopted only by its first listing after
      * this CP restored it (cp_core_adopt), else refused */
     if (r->listed) {
@@ -1394,6 +1412,7 @@ void cp_core_free(struct cp_core *c)
         free(w->address);
         free(w->boot);
         free(w->sb_host);
+        free(w->subnet);
         deleting_clear(w);
         free(w);
     }

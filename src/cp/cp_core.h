@@ -66,6 +66,8 @@ struct cp_worker {
     uint32_t sb_net, sb_mask; /* its sandbox subnet (IPv4, host order): adopted endpoints lie
                                  in it; sb_mask 0: none known (sb_host below) */
     char *sb_host;            /* no subnet said and its address no IPv4: endpoints on this host */
+    char *subnet;             /* the subnet as it said it (persisted), NULL: none said */
+    bool subnet_known;        /* it said (a beat), or the store had it: listings can be judged */
     double create_tokens;     /* rate limit (maxCreatesPerWorkerPerSecond): a token bucket */
     uint64_t tokens_ms;       /* when create_tokens was last refilled */
     struct cp_worker *next;
@@ -336,9 +338,10 @@ struct cp_worker_report {
 struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp_worker_report *r,
                                               struct dg_err *err);
 /* A worker read back from the store: known, unschedulable until its heartbeat, which must list
- * its sandboxes. */
+ * its sandboxes. `subnet`: its sandbox subnet as the store has it (a CIDR, "" for "none said":
+ * its host), NULL if the record predates it (a listing waits for its beat). */
 struct cp_worker *cp_core_worker_restore(struct cp_core *c, const char *name, const char *address,
-                                         struct dg_err *err);
+                                         const char *subnet, struct dg_err *err);
 /* A sandbox a worker lists that this CP does not know, while it reconstructs (w restored from
  * the store, its first listing not in yet): adopted as ready; scale down is held off for one
  * stable window. False (nothing changed) if known already; otherwise false with `why` (NULL:

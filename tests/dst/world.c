@@ -496,7 +496,7 @@ void dst_cp_restore(struct sim *s)
     }
     for (int i = 0; i < s->nwk; i++)
         if (s->st_worker[i])
-            cp_core_worker_restore(s->cp, s->wk[i].name, s->wk[i].address, &err);
+            cp_core_worker_restore(s->cp, s->wk[i].name, s->wk[i].address, "", &err);
     for (int i = 0; i < s->ndp; i++) {
         bool fresh;
         if (s->st_dp[i])

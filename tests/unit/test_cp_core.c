@@ -477,7 +477,7 @@ static void test_adopt_after_restart(void **state)
     struct env *e = env_new();
     struct dg_err err = {0};
     struct cp_fn *f = function(e, "hello", 100, 128, 0);
-    struct cp_worker *w = cp_core_worker_restore(&e->c, "w1", "127.0.0.1:1", &err);
+    struct cp_worker *w = cp_core_worker_restore(&e->c, "w1", "127.0.0.1:1", "", &err);
     assert_non_null(w);
     assert_int_equal(e->k.persisted, 0); /* read back from the store: not written again */
     assert_true(w->need_list);
@@ -691,7 +691,7 @@ static void test_adoption_in_reconstruction_only(void **state)
     struct env *e = env_new();
     struct cp_fn *f = function(e, "hello", 100, 128, 0);
     struct dg_err err = {0};
-    struct cp_worker *w = cp_core_worker_restore(&e->c, "w1", "192.168.1.5:7000", &err);
+    struct cp_worker *w = cp_core_worker_restore(&e->c, "w1", "192.168.1.5:7000", "", &err);
     assert_true(w->reconstructing);
     const char *ids[] = {"in1", "out2", "host3"},
                *eps[] = {"100.64.4.7:80", "100.64.9.7:80", "192.168.1.5:80"};
@@ -701,7 +701,7 @@ static void test_adoption_in_reconstruction_only(void **state)
     assert_true(has_sandbox(f, "in1"));
     assert_true(destroyed(e, "out2"));  /* outside 100.64.4.0/22 */
     assert_true(destroyed(e, "host3")); /* a subnet said: the host is not in it */
-    struct cp_worker *w3 = cp_core_worker_restore(&e->c, "w3", "192.168.1.6:7000", &err);
+    struct cp_worker *w3 = cp_core_worker_restore(&e->c, "w3", "192.168.1.6:7000", "", &err);
     const char *ids2[] = {"nofn"}, *eps2[] = {"192.168.1.6:80"};
     listing(e, "w3", "192.168.1.6:7000", NULL, "b1", "gone", ids2, eps2, 1);
     assert_true(destroyed(e, "nofn")); /* no such function */
@@ -714,7 +714,7 @@ static void test_adoption_in_reconstruction_only(void **state)
     assert_int_equal(e->c.refused, 4);
     check_accounting(e);
     /* no subnet said: the worker's own host (process and emulated runtimes) */
-    struct cp_worker *w2 = cp_core_worker_restore(&e->c, "w2", "10.1.1.1:7000", &err);
+    struct cp_worker *w2 = cp_core_worker_restore(&e->c, "w2", "10.1.1.1:7000", "", &err);
     const char *ids4[] = {"p1", "p2"}, *eps4[] = {"10.1.1.1:31000", "10.1.1.2:31000"};
     listing(e, "w2", "10.1.1.1:7000", NULL, "b1", "hello", ids4, eps4, 2);
     assert_true(has_sandbox(f, "p1"));
@@ -810,7 +810,7 @@ static void test_quotas(void **state)
     /* a restored worker's listing: a sandbox the previous leader made (it may serve requests)
      * is adopted even above a quota; nothing is created while above */
     struct dg_err err = {0};
-    struct cp_worker *w5 = cp_core_worker_restore(&e->c, "w5", "127.0.0.1:5", &err);
+    struct cp_worker *w5 = cp_core_worker_restore(&e->c, "w5", "127.0.0.1:5", "", &err);
     const char *ids[] = {"a1"}, *eps[] = {"127.0.0.1:80"};
     listing(e, "w5", "127.0.0.1:5", NULL, NULL, "third", ids, eps, 1);
     assert_int_equal(w5->node.sandboxes, 1);
@@ -847,6 +847,30 @@ static void test_create_rate_limit(void **state)
     env_free(e);
 }
 
+/* A store record of an older CP has no subnet: the reconstruction's listing waits for the
+ * worker's beat (which says it, and lists), deleting nothing meanwhile. */
+static void test_restore_without_subnet_waits(void **state)
+{
+    struct env *e = env_new();
+    struct cp_fn *f = function(e, "hello", 100, 128, 0);
+    struct dg_err err = {0};
+    struct cp_worker *w = cp_core_worker_restore(&e->c, "w1", "192.168.1.5:7000", NULL, &err);
+    struct cp_sandbox_report sb = {"c1", "hello", "100.64.4.7:80"};
+    cp_core_worker_listed(&e->c, w, &sb, 1);
+    assert_int_equal(e->k.ndestroys, 0);
+    assert_int_equal(f->ready, 0);
+    assert_true(w->reconstructing);
+    assert_true(w->need_list);
+    unsigned persisted = e->k.persisted;
+    const char *ids[] = {"c1"}, *eps[] = {"100.64.4.7:80"};
+    listing(e, "w1", "192.168.1.5:7000", "100.64.4.0/22", "b1", "hello", ids, eps, 1);
+    assert_int_equal(f->ready, 1);
+    assert_int_equal(e->k.ndestroys, 0);
+    assert_true(e->k.persisted > persisted); /* its subnet kept for the next restart */
+    assert_string_equal(w->subnet, "100.64.4.0/22");
+    env_free(e);
+}
+
 int main(void)
 {
     dg_log_set_level(DG_LOG_ERROR);
@@ -867,6 +891,7 @@ int main(void)
         cmocka_unit_test(test_new_boot_deletes_old_sandboxes),
         cmocka_unit_test(test_quotas),
         cmocka_unit_test(test_create_rate_limit),
+        cmocka_unit_test(test_restore_without_subnet_waits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
