@@ -112,8 +112,12 @@ start_cluster() {
   local d=$1 trace="" wargs=() want_workers
   mkdir -p "$d"
   [ "$RUNTIME" = oci ] && trace=$d/trace
+  # emulated nodes cost nothing: the quotas, sized for real hosts, would cap the sweep
+  # (ceil(R x 10) functions, thousands of sandboxes per node); docs/security.md
+  local quotas=()
+  [ "$RUNTIME" = emulated ] && quotas=(--maxFunctions 0 --maxSandboxesPerFunction 0 --maxSandboxesPerWorker 0 --maxSandboxes 0 --maxCreatesPerWorkerPerSecond 0)
   "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --heartbeatInterval 1s --dataDir "$d/cp" \
-    --traceOutputFolder "$trace" --logLevel warn >"$d/cp.log" 2>&1 &
+    --traceOutputFolder "$trace" --logLevel warn "${quotas[@]}" >"$d/cp.log" 2>&1 &
   PIDS+=($!)
   wait_log "$d/cp.log" 'registration on'
   local cpi

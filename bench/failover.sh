@@ -442,7 +442,8 @@ m2() {
   [ "$CPP" != "$REGP" ] || REGP=$(free_port)
   CPI=127.0.0.1:$CPP REG=127.0.0.1:$REGP
   local CPCMD=("$B/dirigent-cp" --port "$CPP" --registrationServer "$REG" --persistence sqlite
-               --dataDir "$D/cp" --traceOutputFolder "" --heartbeatInterval 1s)
+               --dataDir "$D/cp" --traceOutputFolder "" --heartbeatInterval 1s
+               --maxFunctions 0 --maxSandboxesPerFunction 0 --maxSandboxesPerWorker 0 --maxSandboxes 0 --maxCreatesPerWorkerPerSecond 0)
   "${CPCMD[@]}" >>"$D/cp.log" 2>&1 </dev/null &
   local CP_PID=$!; PIDS+=("$CP_PID")
   wait_log "$D/cp.log" 'registration on' || return 1
@@ -520,7 +521,7 @@ m3_one() { # PERSISTENCE
   local D=$TMP/m3-$1 REG
   mkdir -p "$D"
   "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --persistence "$1" --dataDir "$D/cp" \
-    --traceOutputFolder "" >"$D/cp.log" 2>&1 </dev/null &
+    --traceOutputFolder "" --maxFunctions 0 --maxSandboxesPerFunction 0 --maxSandboxesPerWorker 0 --maxSandboxes 0 --maxCreatesPerWorkerPerSecond 0 >"$D/cp.log" 2>&1 </dev/null &
   local CP_PID=$!; PIDS+=("$CP_PID")
   wait_log "$D/cp.log" 'registration on' || return 1
   REG=127.0.0.1:$(port_of "$D/cp.log" 'registration on')

@@ -96,8 +96,9 @@ echo "# trace_replay: $TRACE_NAME, $MINUTES minutes ($WARMUP warm-up), speed ${S
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r), build $BUILD"
 
 # ---- the real cluster ------------------------------------------------------------------------
+# emulated nodes: no quotas (sized for real hosts; docs/security.md)
 "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --heartbeatInterval 1s --dataDir "$TMP/cp" \
-  --traceOutputFolder "$TMP/trace" --logLevel warn >"$TMP/cp.log" 2>&1 &
+  --traceOutputFolder "$TMP/trace" --logLevel warn --maxFunctions 0 --maxSandboxesPerFunction 0 --maxSandboxesPerWorker 0 --maxSandboxes 0 --maxCreatesPerWorkerPerSecond 0 >"$TMP/cp.log" 2>&1 &
 PIDS+=($!)
 wait_log "$TMP/cp.log" 'registration on'
 CPI=127.0.0.1:$(port_of "$TMP/cp.log" 'internal api on')

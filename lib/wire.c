@@ -380,6 +380,7 @@ static const struct field F_worker_beat[] = {
     ARR(T, sandboxes, nsandboxes, "sandboxes", sandbox_ref, HAS(T, has_sandboxes)),
     BOOL(T, resync, K_RESYNC),
     INT(T, sandbox_count, "sandboxCount", HAS(T, has_sandbox_count), .min = 0, .max = RES_MAX),
+    STR(T, sandbox_subnet, "sandboxSubnet"),
 };
 MSG(worker_beat, false);
 #undef T
@@ -562,6 +563,7 @@ MSG(dp_fn_view, false);
 #define T struct dg_wire_worker_rec
 static const struct field F_worker_rec[] = {
     STR(T, address, "address", .flags = F_REQ),
+    STR(T, sandbox_subnet, "sandboxSubnet"),
 };
 MSG(worker_rec, false);
 #undef T

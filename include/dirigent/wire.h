@@ -119,6 +119,8 @@ struct dg_wire_worker_beat {
     bool has_sandbox_count; /* "sandboxCount": how many ready sandboxes it runs (every beat of
                                a one-node worker; absent from older workers) */
     int64_t sandbox_count;
+    char *sandbox_subnet; /* "sandboxSubnet": the IPv4 CIDR its sandboxes' endpoints lie in
+                             (the CP adopts no endpoint outside it); absent: its address's host */
 };
 
 /* POST /v1/sandboxes/exited: a sandbox exited that nobody asked to delete. */
@@ -281,7 +283,8 @@ struct dg_wire_dp_fn {
 /* ---- CP store records (shared by the CP replicas) ---------------------------------------- */
 
 struct dg_wire_worker_rec {
-    char *address; /* required */
+    char *address;        /* required */
+    char *sandbox_subnet; /* "sandboxSubnet" as it last said (absent: not said) */
 };
 struct dg_wire_dp_rec {
     char *api, *proxy; /* required */

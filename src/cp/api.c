@@ -149,6 +149,35 @@ static void reg_stored(void *ud, const struct dg_err *err)
     free(p);
 }
 
+/* Scaling bounds within maxSandboxesPerFunction: 0, or -1 with the 400 text in err naming the
+ * field and the limit. An upper bound of INT32_MAX (the original's "unbounded") is the quota. */
+static int bounds_check(int64_t lo, int64_t hi, struct dg_err *err)
+{
+    unsigned max = cp_core_max_per_function(&cp.core);
+    if (!max)
+        return 0;
+    if (lo > max)
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'scaling_lower_bound': %lld exceeds maxSandboxesPerFunction %u "
+                          "(control plane config)",
+                          (long long)lo, max);
+    if (hi > max && hi != INT32_MAX)
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'scaling_upper_bound': %lld exceeds maxSandboxesPerFunction %u "
+                          "(control plane config; %d means up to it)",
+                          (long long)hi, max, INT32_MAX);
+    return 0;
+}
+
+/* Registered functions and those waiting for their write. */
+static unsigned functions_held(void)
+{
+    unsigned n = cp.core.nfns;
+    for (struct pending_reg *p = cp.pending_regs; p; p = p->next)
+        n++;
+    return n;
+}
+
 /* Register from a parsed form; answers the request once the registration is durable. */
 static void register_form(struct dg_http_req *r, const struct dg_form *form)
 {
@@ -156,6 +185,12 @@ static void register_form(struct dg_http_req *r, const struct dg_form *form)
     struct dg_err err = {0};
     if (cp_fn_spec_from_form(form, &spec, &err) < 0) {
         dg_http_respond_text(r, 400, "registration: %s", err.msg);
+        return;
+    }
+    if (bounds_check(spec.lower_bound, spec.upper_bound, &err) < 0) {
+        dg_http_respond_text(r, 400, "registration: function '%s' not registered: %s", spec.name,
+                             err.msg);
+        cp_fn_spec_free(&spec);
         return;
     }
     struct cp_fn *old = cp_core_fn_any(&cp.core, dg_str_c(spec.name));
@@ -170,6 +205,15 @@ static void register_form(struct dg_http_req *r, const struct dg_form *form)
     if (cp_fn_find(dg_str_c(spec.name)) || name_pending(spec.name)) {
         dg_http_respond_text(r, 409, "registration: function '%s' is already registered",
                              spec.name);
+        cp_fn_spec_free(&spec);
+        return;
+    }
+    unsigned maxf = cp.core.q.max_functions;
+    if (maxf && functions_held() >= maxf) {
+        dg_http_respond_text(r, 429,
+                             "registration: function '%s' not registered: maxFunctions %u "
+                             "reached (control plane config); delete functions or raise it",
+                             spec.name, maxf);
         cp_fn_spec_free(&spec);
         return;
     }
@@ -214,8 +258,12 @@ static void api_create_json(struct dg_http_req *r, void *ud)
         return;
     }
     struct dg_form form;
-    cp_fn_form_from_json(j, &form, &err);
+    int rc = cp_fn_form_from_json(j, &form, &err);
     json_decref(j);
+    if (rc < 0) {
+        dg_http_respond_text(r, 400, "registration: %s", err.msg);
+        return;
+    }
     register_form(r, &form);
     dg_form_free(&form);
 }
@@ -314,6 +362,11 @@ static void api_fn_update(struct dg_http_req *r, void *ud)
                              "update: field 'scaling_lower_bound': expected at most "
                              "scaling_upper_bound (%lld), got %lld",
                              (long long)hi, (long long)lo);
+        return;
+    }
+    if (bounds_check(lo, hi, &err) < 0) {
+        dg_http_respond_text(r, 400, "update: function '%s' not updated: %s", f->spec.name,
+                             err.msg);
         return;
     }
     /* durable first, then applied and answered */
@@ -437,13 +490,15 @@ static void api_worker(struct dg_http_req *r, void *ud)
         .name = m.name,
         .address = m.address,
         .boot = m.boot,
+        .subnet = m.sandbox_subnet,
         .res = {.cpu_milli = m.cpu_milli,
                 .memory_mib = m.memory_mib,
                 .cpu_overcommit = m.cpu_overcommit > 0 ? m.cpu_overcommit : 1.0,
                 .min_cpu_milli = m.min_cpu_milli,
                 .min_memory_mib = m.min_memory_mib},
         /* sandboxes it runs (only resync heartbeats list them, and those this CP asks for
-         * with "resync"): the core adopts those it does not know (this CP restarted) */
+         * with "resync"): the core adopts those it does not know only in the worker's first
+         * listing after this CP restored it, and refuses (deletes) the others */
         .listed = m.has_sandboxes,
         .nsandboxes = m.nsandboxes,
         /* how many it runs (a one-node worker, on every beat): a count the registry does not
@@ -828,7 +883,7 @@ static void restore_worker(void *ud, const char *key, const char *value)
         cp.restore.skipped++;
         return;
     }
-    if (!cp_core_worker_restore(&cp.core, key, m.address, &err)) {
+    if (!cp_core_worker_restore(&cp.core, key, m.address, m.sandbox_subnet, &err)) {
         dg_log(DG_LOG_ERROR, "store", "worker '%s' not restored: %s", key, err.msg);
         cp.restore.skipped++;
     } else {
@@ -883,13 +938,16 @@ static void recon_listed(struct dg_http_creq *q, const struct dg_http_resp *resp
     if (resp && resp->status == 200 &&
         dg_wire_sandbox_list_parse(resp->body.ptr, resp->body.len, &m, &perr) == 0) {
         w->need_list = false;
+        /* the ready ones: adopted (logged "adopted") or refused by the core */
+        struct cp_sandbox_report *list = dg_xcalloc(m.nsandboxes + 1, sizeof(*list));
+        size_t n = 0;
         for (size_t i = 0; i < m.nsandboxes; i++) {
             const struct dg_wire_sandbox_state *sb = &m.sandboxes[i];
-            if (strcmp(sb->state, DG_WIRE_SB_READY) == 0 &&
-                cp_core_adopt(&cp.core, w, sb->function, sb->id, sb->endpoint))
-                dg_log(DG_LOG_INFO, "store", "fn=%s sandbox %s on %s rediscovered", sb->function,
-                       sb->id, w->name);
+            if (strcmp(sb->state, DG_WIRE_SB_READY) == 0)
+                list[n++] = (struct cp_sandbox_report){sb->id, sb->function, sb->endpoint};
         }
+        cp_core_worker_listed(&cp.core, w, list, n);
+        free(list);
         dg_wire_sandbox_list_free(&m);
     } else {
         dg_log(DG_LOG_WARN, "store", "worker %s: sandboxes not listed: %s", w->name,

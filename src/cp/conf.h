@@ -32,6 +32,8 @@ struct cp_config {
     char *haproxy_api, *haproxy_backend, *haproxy_server_opts;
     char *auth_token_file; /* the cluster key (lib/auth.h); "": none, loopback only */
     char *registration_auth;
+    int64_t max_functions, max_per_function, max_per_worker, max_sandboxes; /* quotas */
+    int64_t max_creates_per_worker_s;
     struct dg_http_conf http;
 };
 

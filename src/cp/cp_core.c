@@ -34,6 +34,7 @@ void cp_core_init(struct cp_core *c, const struct cp_core_config *cfg, const str
     c->knative = cfg->knative;
     c->nslots = cfg->tick_slots ? cfg->tick_slots : CP_TICK_SLOTS;
     c->slots = dg_xcalloc(c->nslots, sizeof(*c->slots));
+    c->q = cfg->quotas;
     cp_placer_init(&c->placer, cfg->placement, cfg->chbl_eps, cfg->seed);
 }
 
@@ -92,6 +93,7 @@ static void sandbox_free(struct cp_core *c, struct cp_sandbox *s)
     free(s->id);
     free(s->endpoint);
     free(s);
+    c->nsandboxes--;
 }
 
 /* A sandbox's id, from its worker (a create's answer, or a listing): indexed. */
@@ -144,16 +146,43 @@ void cp_core_push_all(struct cp_core *c)
             push_endpoints(c, f);
 }
 
+unsigned cp_core_max_per_function(const struct cp_core *c)
+{
+    return c->q.max_per_function;
+}
+
+/* Bounds within maxSandboxesPerFunction (the API refuses more; a spec read back from the store
+ * of a CP configured otherwise is clamped, and says so). */
+static void clamp_bounds(struct cp_core *c, struct cp_fn_spec *spec)
+{
+    unsigned max = c->q.max_per_function;
+    if (!max || spec->lower_bound <= (int64_t)max)
+        return;
+    dg_log(DG_LOG_WARN, "scale",
+           "fn=%s lower bound %d clamped to maxSandboxesPerFunction %u (control plane config)",
+           spec->name, spec->lower_bound, max);
+    spec->lower_bound = (int)max;
+}
+
+/* The autoscaler's upper bound: the function's, within maxSandboxesPerFunction (an upper
+ * bound is a ceiling: 2147483647, the original's "unbounded", is the quota). */
+static int as_upper(const struct cp_core *c, int upper)
+{
+    return c->q.max_per_function ? DG_MIN(upper, (int)c->q.max_per_function) : upper;
+}
+
 struct cp_fn *cp_core_fn_register(struct cp_core *c, struct cp_fn_spec *spec)
 {
     struct cp_fn *f = dg_xcalloc(1, sizeof(*f));
+    clamp_bounds(c, spec);
+    c->nfns++;
     f->spec = *spec;
     cp_as_config_default(&f->as, spec->cold_start_sweep);
     if (c->knative)
         cp_as_config_knative(&f->as);
     f->as.container_concurrency = spec->concurrency;
     f->as.lower_bound = spec->lower_bound;
-    f->as.upper_bound = spec->upper_bound;
+    f->as.upper_bound = as_upper(c, spec->upper_bound);
     cp_as_state_init(&f->ast, &f->as);
     f->tick_slot = c->next_slot++ % c->nslots;
     struct cp_slot *sl = &c->slots[f->tick_slot];
@@ -176,10 +205,13 @@ struct cp_fn *cp_core_fn_register(struct cp_core *c, struct cp_fn_spec *spec)
 
 void cp_core_fn_set_bounds(struct cp_core *c, struct cp_fn *f, int lo, int hi)
 {
+    if (c->q.max_per_function) /* the API refused more */
+        lo = DG_MIN(lo, (int)c->q.max_per_function);
     f->spec.lower_bound = f->as.lower_bound = lo;
-    f->spec.upper_bound = f->as.upper_bound = hi;
-    if (f->desired < lo || f->desired > hi) {
-        f->desired = f->desired < lo ? lo : hi;
+    f->spec.upper_bound = hi;
+    f->as.upper_bound = as_upper(c, hi);
+    if (f->desired < lo || f->desired > f->as.upper_bound) {
+        f->desired = f->desired < lo ? lo : f->as.upper_bound;
         reconcile(c, f);
     }
 }
@@ -217,6 +249,8 @@ static void schedulable_again(struct cp_core *c, struct cp_fn *f)
 void cp_core_fn_delete(struct cp_core *c, struct cp_fn *f)
 {
     schedulable_again(c, f);
+    if (!f->deleted)
+        c->nfns--;
     f->deleted = true;
     f->desired = 0;
     if (f->ready)
@@ -524,20 +558,25 @@ static void create_on(struct cp_core *c, struct cp_fn *f, struct cp_worker *w)
     s->next = f->sbs;
     f->sbs = s;
     f->creating++;
+    c->nsandboxes++;
+    if (w->node.rate_limited)
+        w->create_tokens -= 1; /* placement took it from node.creates_left already */
     worker_changed(c, w);
     c->fx.create(c->fx.ud, s);
 }
 
 /* No worker has room: the function is unschedulable until capacity frees (worker_release
  * retries it); requests waiting at zero get the reason at once. */
-static void unschedulable(struct cp_core *c, struct cp_fn *f, unsigned wanted)
+static void unschedulable(struct cp_core *c, struct cp_fn *f, unsigned wanted, const char *why)
 {
     char reason[256];
     unsigned live = 0;
     size_t nworkers = 0;
     for (struct cp_worker *w = c->workers; w; w = w->next, nworkers++)
         live += w->node.schedulable;
-    if (live == 0)
+    if (why)
+        snprintf(reason, sizeof(reason), "%s", why);
+    else if (live == 0)
         snprintf(reason, sizeof(reason), "no schedulable worker (%zu registered)", nworkers);
     else {
         /* what it takes where that is more than the request (a worker's floors) */
@@ -567,7 +606,7 @@ static void unschedulable(struct cp_core *c, struct cp_fn *f, unsigned wanted)
         if (c->fx.unschedulable)
             c->fx.unschedulable(c->fx.ud, f);
     }
-    if (live == 0)
+    if (live == 0 && !why)
         return; /* a cluster starting up: requests wait for a worker, not fail */
     cp_fn_error_set(fn_error_mut(f), NULL, reason, NOW(c), WALL(c));
     f->error->unschedulable = true;
@@ -577,13 +616,77 @@ static void unschedulable(struct cp_core *c, struct cp_fn *f, unsigned wanted)
     }
 }
 
+/* The create rate limit's buckets, refilled to now (one second deep), as placement sees them. */
+static void tokens_refill(struct cp_core *c)
+{
+    unsigned rate = c->q.creates_per_worker_per_s;
+    if (!rate)
+        return;
+    uint64_t now = NOW(c);
+    for (struct cp_worker *w = c->workers; w; w = w->next) {
+        if (now > w->tokens_ms) {
+            w->create_tokens += (double)(now - w->tokens_ms) * rate / 1000.0;
+            if (w->create_tokens > rate)
+                w->create_tokens = rate;
+            w->tokens_ms = now;
+        }
+        w->node.creates_left = w->create_tokens >= 1 ? (unsigned)w->create_tokens : 0;
+    }
+}
+
+/* Placement found room for fewer than wanted: a quota's reason, or NULL (capacity, said by
+ * unschedulable). *throttled: only the rate limit stands in the way (room comes by itself
+ * within a second: no error, the tick tries again). */
+static const char *shortfall(struct cp_core *c, const struct cp_fn *f, char *buf, size_t len,
+                             bool *throttled)
+{
+    bool capped = false;
+    *throttled = false;
+    for (struct cp_worker *w = c->workers; w; w = w->next) {
+        struct cp_node n = w->node;
+        n.max_sandboxes = 0;
+        n.rate_limited = false;
+        if (!cp_node_fits(&n, f->spec.cpu_milli, f->spec.memory_mib))
+            continue; /* no room by its capacity */
+        if (w->node.max_sandboxes && w->node.sandboxes >= w->node.max_sandboxes)
+            capped = true;
+        else
+            *throttled = true;
+    }
+    if (*throttled || !capped)
+        return NULL;
+    snprintf(buf, len,
+             "every worker with room holds maxSandboxesPerWorker %u sandboxes (control plane "
+             "config)",
+             c->q.max_per_worker);
+    return buf;
+}
+
 /* Act on f->desired. */
 static void reconcile(struct cp_core *c, struct cp_fn *f)
 {
     int total = (int)(f->ready + f->creating);
     if (f->desired > total) {
-        /* the k sandboxes of this decision in one placement, reserved on the workers */
+        /* the k sandboxes of this decision in one placement, reserved on the workers, within
+         * the quotas (a function's: its bounds were checked against it; the cluster's) */
         unsigned want = (unsigned)(f->desired - total);
+        char why[192];
+        const char *quota = NULL;
+        if (c->q.max_per_function && (unsigned)total + want > c->q.max_per_function)
+            want = (unsigned)total < c->q.max_per_function ? c->q.max_per_function - total : 0;
+        if (c->q.max_total && c->nsandboxes + want > c->q.max_total) {
+            want = c->nsandboxes < c->q.max_total ? c->q.max_total - c->nsandboxes : 0;
+            snprintf(why, sizeof(why),
+                     "the cluster holds maxSandboxes %u sandboxes (control plane config)",
+                     c->q.max_total);
+            quota = why;
+        }
+        if (want == 0) {
+            if (quota)
+                unschedulable(c, f, (unsigned)(f->desired - total), quota);
+            return;
+        }
+        tokens_refill(c);
         if (want > c->chosen_cap) {
             c->chosen_cap = DG_MAX(want, 2 * c->chosen_cap);
             c->chosen = dg_xrealloc(c->chosen, c->chosen_cap * sizeof(*c->chosen));
@@ -595,8 +698,16 @@ static void reconcile(struct cp_core *c, struct cp_fn *f)
         if (k > 0)
             dg_log(DG_LOG_DEBUG, "scale", "fn=%s scale up to %d (ready %u, creating %u)",
                    f->spec.name, f->desired, f->ready, f->creating);
-        if (k < want)
-            unschedulable(c, f, want - k);
+        bool throttled = false;
+        if (k < want && !quota)
+            quota = shortfall(c, f, why, sizeof(why), &throttled);
+        if (k < want && throttled)
+            dg_log(DG_LOG_DEBUG, "scale",
+                   "fn=%s %u more sandboxes wait for the create rate limit "
+                   "(maxCreatesPerWorkerPerSecond %u)",
+                   f->spec.name, want - k, c->q.creates_per_worker_per_s);
+        else if (k < want || quota)
+            unschedulable(c, f, (unsigned)(f->desired - total) - k, quota);
         else
             schedulable_again(c, f);
     } else {
@@ -667,16 +778,134 @@ void cp_core_on_metric(struct cp_core *c, struct cp_dp *d, struct cp_fn *f, doub
     scale_now(c, f);
 }
 
-bool cp_core_adopt(struct cp_core *c, struct cp_worker *w, const char *function, const char *id,
-                   const char *endpoint)
+/* An IPv4 address "a.b.c.d" (host order); false if it is none. */
+static bool ipv4_parse(const char *p, size_t len, uint32_t *out)
 {
+    uint32_t v = 0;
+    size_t i = 0;
+    for (int part = 0; part < 4; part++) {
+        if (part > 0) {
+            if (i >= len || p[i] != '.')
+                return false;
+            i++;
+        }
+        unsigned x = 0, digits = 0;
+        while (i < len && p[i] >= '0' && p[i] <= '9' && digits < 4) {
+            x = x * 10 + (unsigned)(p[i++] - '0');
+            digits++;
+        }
+        if (digits == 0 || digits > 3 || x > 255)
+            return false;
+        v = v << 8 | x;
+    }
+    if (i != len)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* The host part of "HOST:PORT" (length in *len). */
+static const char *host_of(const char *hostport, size_t *len)
+{
+    const char *colon = strrchr(hostport, ':');
+    *len = colon ? (size_t)(colon - hostport) : strlen(hostport);
+    return hostport;
+}
+
+/* w's sandbox subnet from its report: the CIDR it says, else its address's host alone. */
+static void worker_subnet(struct cp_worker *w, const char *subnet)
+{
+    w->subnet_known = true;
+    if (subnet && w->subnet && strcmp(subnet, w->subnet) == 0)
+        return; /* as before */
+    free(w->subnet);
+    w->subnet = subnet ? dg_xstrdup(subnet) : NULL;
+    free(w->sb_host);
+    w->sb_host = NULL;
+    w->sb_net = w->sb_mask = 0;
+    if (subnet && subnet[0]) {
+        const char *slash = strchr(subnet, '/');
+        uint32_t net;
+        unsigned plen = 32;
+        if (slash) {
+            char *end;
+            unsigned long l = strtoul(slash + 1, &end, 10);
+            plen = *end || l > 32 || end == slash + 1 ? 33 : (unsigned)l;
+        }
+        if (plen >= 8 && plen <= 32 &&
+            ipv4_parse(subnet, slash ? (size_t)(slash - subnet) : strlen(subnet), &net)) {
+            w->sb_mask = plen == 32 ? 0xffffffffu : ~(0xffffffffu >> plen);
+            w->sb_net = net & w->sb_mask;
+            return;
+        }
+        dg_log(DG_LOG_WARN, "registry",
+               "worker %s: sandbox subnet '%.64s' is no IPv4 CIDR of /8../32: its address's "
+               "host used instead",
+               w->name, subnet);
+    }
+    size_t hl;
+    const char *h = host_of(w->address, &hl);
+    uint32_t ip;
+    if (ipv4_parse(h, hl, &ip)) {
+        w->sb_net = ip;
+        w->sb_mask = 0xffffffffu;
+    } else {
+        w->sb_host = dg_xasprintf("%.*s", (int)hl, h);
+    }
+}
+
+/* Does `endpoint` ("IP:PORT") lie in w's sandbox subnet? */
+static bool endpoint_in_subnet(const struct cp_worker *w, const char *endpoint)
+{
+    size_t hl;
+    const char *h = host_of(endpoint, &hl);
+    const char *colon = strrchr(endpoint, ':');
+    if (!colon || !colon[1])
+        return false;
+    for (const char *p = colon + 1; *p; p++)
+        if (*p < '0' || *p > '9')
+            return false;
+    if (w->sb_mask) {
+        uint32_t ip;
+        return ipv4_parse(h, hl, &ip) && (ip & w->sb_mask) == w->sb_net;
+    }
+    return w->sb_host && strlen(w->sb_host) == hl && memcmp(w->sb_host, h, hl) == 0;
+}
+
+bool cp_core_adopt(struct cp_core *c, struct cp_worker *w, const char *function, const char *id,
+                   const char *endpoint, const char **why)
+{
+    const char *no = NULL;
+    if (!why)
+        why = &no;
+    *why = NULL;
+    /* known (under any function, a deleted one included: its delete is under way; under
+     * another one, it is that one's sandbox and never deleted for this listing) */
+    if (dg_strmap_get(&c->sb_index, dg_str_c(id)))
+        return false;
     struct cp_fn *f = cp_core_fn(c, dg_str_c(function));
-    if (!f)
-        return false;
-    if (sandbox_of(c, f, id))
-        return false;
     if (deleting_has(w, id))
         return false; /* a listing taken before its delete arrived */
+    if (!f)
+        *why = "no such function";
+    else if (!w->reconstructing)
+        *why = "this control plane did not ask for it (only a worker's first listing after a "
+               "control-plane restart is adopted)";
+    else if (!endpoint_in_subnet(w, endpoint))
+        *why = "its endpoint is outside the worker's sandbox subnet";
+    if (*why)
+        return false;
+    /* the quotas bound what this CP creates; a sandbox the previous leader made (under the
+     * same quotas) may be serving requests: kept even above them (this leader's own creates
+     * during the reconstruction), and the excess goes with the scale-downs (no create while
+     * above: reconcile) */
+    if ((c->q.max_per_worker && w->node.sandboxes >= c->q.max_per_worker) ||
+        (c->q.max_total && c->nsandboxes >= c->q.max_total))
+        dg_log(DG_LOG_WARN, "registry",
+               "fn=%s sandbox %s on %s adopted above a quota (maxSandboxesPerWorker %u, "
+               "maxSandboxes %u): no create until below",
+               function, id, w->name, c->q.max_per_worker, c->q.max_total);
+    c->nsandboxes++;
     struct cp_sandbox *s = dg_xcalloc(1, sizeof(*s));
     s->fn = f;
     s->worker = w;
@@ -774,6 +1003,10 @@ static struct cp_worker *worker_upsert(struct cp_core *c, const char *name, cons
         w->address = dg_xstrdup(address);
         w->io = io;
         w->res.cpu_overcommit = 1.0;
+        w->node.max_sandboxes = c->q.max_per_worker;
+        w->node.rate_limited = c->q.creates_per_worker_per_s > 0;
+        w->create_tokens = c->q.creates_per_worker_per_s; /* a full bucket */
+        w->tokens_ms = NOW(c);
         w->next = *pw;
         *pw = w;
         view_rebuild(c);
@@ -784,23 +1017,21 @@ static struct cp_worker *worker_upsert(struct cp_core *c, const char *name, cons
     return w;
 }
 
+static void worker_subnet(struct cp_worker *w, const char *subnet);
+
 struct cp_worker *cp_core_worker_restore(struct cp_core *c, const char *name, const char *address,
-                                         struct dg_err *err)
+                                         const char *subnet, struct dg_err *err)
 {
     struct cp_worker *w = worker_upsert(c, name, address, CP_FROM_STORE, err);
     if (!w)
         return NULL;
+    if (subnet)
+        worker_subnet(w, subnet[0] ? subnet : NULL);
     w->node.schedulable = false; /* until its heartbeat says it is there */
     w->need_list = true;         /* and which sandboxes it runs (answered "resync") */
+    w->reconstructing = true;    /* which this CP adopts (its first listing) */
     w->last_seen_ms = NOW(c);
     return w;
-}
-
-/* A sandbox `id` of `function` (a deleted one too) is in the registry. */
-static bool sandbox_known(struct cp_core *c, const char *function, const char *id)
-{
-    struct cp_fn *f = cp_core_fn_any(c, dg_str_c(function));
-    return f && sandbox_of(c, f, id);
 }
 
 /* The worker's count of ready sandboxes differs from the registry's, and no create or drain
@@ -856,17 +1087,78 @@ static void prune_unlisted(struct cp_core *c, struct cp_worker *w, const struct 
     free(gone);
 }
 
+/* A create of f on w under way (or given up, its answer still to come) may be the sandbox a
+ * listing shows before the create's answer arrives. */
+static bool create_pending(const struct cp_fn *f, const struct cp_worker *w)
+{
+    for (const struct cp_sandbox *s = f->sbs; s; s = s->next)
+        if (s->state == CP_SB_CREATING && (s->worker == w || s->abandoned_on == w))
+            return true;
+    return false;
+}
+
+/* The sandboxes a worker lists: those this CP does not know are adopted (cp_core_adopt), kept
+ * for a create under way that may be theirs (listed again), or refused: deleted there. */
+static void take_listing(struct cp_core *c, struct cp_worker *w,
+                         const struct cp_sandbox_report *sbs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct cp_sandbox_report *sr = &sbs[i];
+        const char *why;
+        if (cp_core_adopt(c, w, sr->function, sr->id, sr->endpoint, &why)) {
+            dg_log(DG_LOG_INFO, "registry", "fn=%s adopted sandbox %s at %s on %s", sr->function,
+                   sr->id, sr->endpoint, w->name);
+            continue;
+        }
+        if (!why) {                      /* known, or being deleted */
+            if (deleting_has(w, sr->id)) /* listed before its delete arrived, or lost */
+                destroy_on(c, w, sr->id, NULL);
+            continue;
+        }
+        struct cp_fn *f = cp_core_fn(c, dg_str_c(sr->function));
+        if (f && create_pending(f, w)) {
+            w->need_list = true; /* its answer says; a later listing tells the rest */
+            continue;
+        }
+        /* its function was deleted (maybe while this CP was taking over), or nobody asked for
+         * it: nobody will ever delete it otherwise */
+        c->refused++;
+        dg_log(f ? DG_LOG_WARN : DG_LOG_INFO, "registry",
+               "fn=%.64s sandbox %.80s at %.64s listed by worker %s refused: %s: deleting it",
+               sr->function, sr->id, sr->endpoint, w->name, why);
+        destroy_on(c, w, sr->id, NULL);
+    }
+}
+
+void cp_core_worker_listed(struct cp_core *c, struct cp_worker *w,
+                           const struct cp_sandbox_report *sbs, size_t n)
+{
+    if (!w->subnet_known) { /* a record of an older CP: its beat says, and lists */
+        w->need_list = true;
+        return;
+    }
+    take_listing(c, w, sbs, n);
+    w->reconstructing = false;
+}
+
 struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp_worker_report *r,
                                               struct dg_err *err)
 {
     struct cp_worker *w = worker_upsert(c, r->name, r->address, CP_FROM_PEER, err);
     if (!w)
         return NULL;
-    /* a new daemon under a known name (it restarted, maybe after a crash): what it does not
-     * report is gone; what it reports is adopted below */
+    /* a new daemon under a known name (it restarted, maybe after a crash): the sandboxes of
+     * its previous life are deleted there (a daemon that kept them running would orphan them)
+     * and forgotten; what it lists is taken or refused below */
     if (r->boot && w->boot && strcmp(r->boot, w->boot) != 0) {
-        dg_log(DG_LOG_WARN, "registry", "worker %s restarted: forgetting its old sandboxes",
-               w->name);
+        dg_log(DG_LOG_WARN, "registry",
+               "worker %s restarted (boot %.64s, was %.64s): deleting and forgetting its old "
+               "sandboxes",
+               w->name, r->boot, w->boot);
+        for (struct cp_fn *f = c->fns; f; f = f->next)
+            for (struct cp_sandbox *s = f->sbs; s; s = s->next)
+                if (s->worker == w && s->id && s->state == CP_SB_READY)
+                    destroy_on(c, w, s->id, NULL); /* draining ones: their delete goes on */
         cp_core_worker_forget_sandboxes(c, w);
         /* w->deleting stays: a delete may be on its way to a sandbox of the new daemon (a
          * create of its that came back too late); its listing prunes the rest */
@@ -884,7 +1176,14 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
     w->node.mem_cap = w->res.memory_mib;
     w->node.min_cpu = w->res.min_cpu_milli;
     w->node.min_mem = w->res.min_memory_mib;
-    /* sandboxes it runs that this CP does not know (this CP restarted): adopt them */
+    bool said = w->subnet_known;
+    char *was = w->subnet ? dg_xstrdup(w->subnet) : NULL;
+    worker_subnet(w, r->subnet);
+    if (!said || (was == NULL) != (w->subnet == NULL) || (was && strcmp(was, w->subnet) != 0))
+        c->fx.persist(c->fx.ud, CP_PEER_WORKER, w); /* a reconstruction judges by it */
+    free(was);
+    /* sandboxes it runs that this CP does not know: adopted only by its first listing after
+     * this CP restored it (cp_core_adopt), else refused */
     if (r->listed) {
         if (w->list_asked) /* before the adoptions below: those are known after the ask */
             prune_unlisted(c, w, r, w->list_asked_seq);
@@ -903,22 +1202,9 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
             dg_strmap_free(&listed);
         }
     }
-    for (size_t i = 0; i < r->nsandboxes; i++) {
-        const struct cp_sandbox_report *sr = &r->sandboxes[i];
-        if (cp_core_adopt(c, w, sr->function, sr->id, sr->endpoint)) {
-            dg_log(DG_LOG_INFO, "registry", "fn=%s adopted sandbox %s on %s", sr->function, sr->id,
-                   w->name);
-        } else if (!cp_core_fn(c, dg_str_c(sr->function)) &&
-                   !sandbox_known(c, sr->function, sr->id)) {
-            /* its function was deleted (maybe while this CP was taking over, before the
-             * worker listed it): nobody will ever delete it otherwise */
-            dg_log(DG_LOG_INFO, "registry", "fn=%s sandbox %s on %s: no such function: deleting it",
-                   sr->function, sr->id, w->name);
-            destroy_on(c, w, sr->id, NULL);
-        } else if (deleting_has(w, sr->id)) { /* listed before its delete arrived, or lost */
-            destroy_on(c, w, sr->id, NULL);
-        }
-    }
+    take_listing(c, w, r->sandboxes, r->nsandboxes);
+    if (r->listed)
+        w->reconstructing = false; /* its first listing is in: no more adoptions */
     if (!r->listed && r->has_count && !w->need_list && count_differs(c, w, r->count)) {
         dg_log(DG_LOG_WARN, "registry",
                "worker %s runs %zu sandboxes, this CP knows %u there: asking for the list", w->name,
@@ -1125,6 +1411,8 @@ void cp_core_free(struct cp_core *c)
         free(w->name);
         free(w->address);
         free(w->boot);
+        free(w->sb_host);
+        free(w->subnet);
         deleting_clear(w);
         free(w);
     }

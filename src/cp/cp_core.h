@@ -60,6 +60,16 @@ struct cp_worker {
     size_t ndeleting;
     struct dg_strmap deleting_ix; /* id -> its index in deleting + 1 (a big scale-down's
                                      deletes are looked up without a walk) */
+    bool reconstructing;      /* restored from the store (this CP restarted or took over): its first
+                            listing may adopt sandboxes this CP did not ask for; no other
+                            listing does (docs/security.md) */
+    uint32_t sb_net, sb_mask; /* its sandbox subnet (IPv4, host order): adopted endpoints lie
+                                 in it; sb_mask 0: none known (sb_host below) */
+    char *sb_host;            /* no subnet said and its address no IPv4: endpoints on this host */
+    char *subnet;             /* the subnet as it said it (persisted), NULL: none said */
+    bool subnet_known;        /* it said (a beat), or the store had it: listings can be judged */
+    double create_tokens;     /* rate limit (maxCreatesPerWorkerPerSecond): a token bucket */
+    uint64_t tokens_ms;       /* when create_tokens was last refilled */
     struct cp_worker *next;
 };
 
@@ -185,12 +195,25 @@ struct cp_effects {
     void (*unschedulable)(void *ud, const struct cp_fn *f);
 };
 
+/* Quotas (the CP's config; docs/security.md "Control plane: adoption and quotas"): 0 is no
+ * limit. The core never asks for more: reconcile caps what it creates by them, placement
+ * skips a worker at its cap or out of create tokens, and the function waits for room. */
+struct cp_quotas {
+    unsigned max_functions;            /* maxFunctions: registrations beyond are refused (API) */
+    unsigned max_per_function;         /* maxSandboxesPerFunction: bounds above are refused */
+    unsigned max_per_worker;           /* maxSandboxesPerWorker */
+    unsigned max_total;                /* maxSandboxes: in the whole cluster */
+    unsigned creates_per_worker_per_s; /* maxCreatesPerWorkerPerSecond: a token bucket per
+                                          worker, one second deep */
+};
+
 struct cp_core_config {
     enum cp_place_policy placement;
     double chbl_eps;
     uint64_t seed;
     bool knative;        /* autoscaler: knative's defaults */
     unsigned tick_slots; /* 0: CP_TICK_SLOTS */
+    struct cp_quotas quotas;
 };
 
 struct cp_slot {
@@ -221,6 +244,11 @@ struct cp_core {
     size_t items_cap;
     struct dg_metric *m_creates, *m_create_failures; /* counters, or NULL */
     uint64_t seq; /* orders sandboxes becoming known against listings asked for */
+    struct cp_quotas q;
+    unsigned nfns; /* registered functions (not being deleted): maxFunctions */
+    unsigned
+        nsandboxes;   /* every sandbox in the registry (creating, ready, draining): maxSandboxes */
+    uint64_t refused; /* sandboxes listed by workers and refused (not adopted) */
 };
 
 void cp_core_init(struct cp_core *c, const struct cp_core_config *cfg, const struct cp_effects *fx);
@@ -289,6 +317,7 @@ struct cp_sandbox_report {
 struct cp_worker_report {
     const char *name, *address;
     const char *boot;       /* NULL: not said */
+    const char *subnet;     /* its sandboxes' subnet, IPv4 CIDR; NULL: the host of its address */
     struct dg_res_node res; /* capacity, overcommit (<= 0: 1), floors (0: none) */
     bool listed;            /* it lists its sandboxes (a resync heartbeat) */
     bool has_count;         /* it says how many ready sandboxes it runs (`count`) */
@@ -297,9 +326,11 @@ struct cp_worker_report {
     size_t nsandboxes;
 };
 
-/* A worker's heartbeat (it registers with its first): added or moved, forgets the sandboxes
- * of its previous life if it restarted, adopts those it lists that this CP does not know,
- * schedulable. A listing this CP asked for that lacks a ready sandbox known before the ask
+/* A worker's heartbeat (it registers with its first): added or moved; if it restarted (a new
+ * boot) the sandboxes of its previous life are deleted there and forgotten; of the sandboxes
+ * it lists that this CP does not know, its first listing after this CP restored it adopts
+ * those cp_core_adopt takes, a create under way may explain one (kept, listed again), and
+ * every other is refused: logged and deleted on the worker; schedulable. A listing this CP asked for that lacks a ready sandbox known before the ask
  * means it exited unreported: handled as cp_core_on_exited. A count (r->has_count) that
  * differs from the registry's while no create or delete is under way there asks for a
  * listing. NULL with err for a bad address (nothing changed). Its need_list then says whether
@@ -307,13 +338,26 @@ struct cp_worker_report {
 struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp_worker_report *r,
                                               struct dg_err *err);
 /* A worker read back from the store: known, unschedulable until its heartbeat, which must list
- * its sandboxes. */
+ * its sandboxes. `subnet`: its sandbox subnet as the store has it (a CIDR, "" for "none said":
+ * its host), NULL if the record predates it (a listing waits for its beat). */
 struct cp_worker *cp_core_worker_restore(struct cp_core *c, const char *name, const char *address,
-                                         struct dg_err *err);
-/* A sandbox a worker lists that this CP does not know (it restarted): adopted as ready; scale
- * down is held off for one stable window. False if known already or f is unknown. */
+                                         const char *subnet, struct dg_err *err);
+/* A sandbox a worker lists that this CP does not know, while it reconstructs (w restored from
+ * the store, its first listing not in yet): adopted as ready; scale down is held off for one
+ * stable window. False (nothing changed) if known already; otherwise false with `why` (NULL:
+ * not wanted) saying why it is refused: w not reconstructing, f unknown, or the endpoint
+ * outside w's sandbox subnet. The quotas bound creates, not adoptions (logged when above). */
 bool cp_core_adopt(struct cp_core *c, struct cp_worker *w, const char *function, const char *id,
-                   const char *endpoint);
+                   const char *endpoint, const char **why);
+/* A listing of w's sandboxes other than in its heartbeat (the reconstruction asks each restored
+ * worker): each unknown one adopted or refused as in cp_core_on_worker_heartbeat; w's
+ * reconstruction is over. */
+void cp_core_worker_listed(struct cp_core *c, struct cp_worker *w,
+                           const struct cp_sandbox_report *sbs, size_t n);
+/* The quota a function's scaling bounds may not exceed (0: none): maxSandboxesPerFunction. A
+ * registration or an update above it is refused by the API; one read back from the store is
+ * clamped. */
+unsigned cp_core_max_per_function(const struct cp_core *c);
 /* A worker's sandboxes are gone (it restarted): out of the lists; the next tick replaces
  * them. */
 void cp_core_worker_forget_sandboxes(struct cp_core *c, struct cp_worker *w);

@@ -84,9 +84,64 @@ static bool env_valid(const char *kv)
     return true;
 }
 
+static const struct {
+    const char *key;
+    enum cp_fn_field_kind kind;
+} known_fields[] = {
+    {"name", CP_FIELD_STRING},
+    {"image", CP_FIELD_STRING},
+    {"port_forwarding", CP_FIELD_PORT},
+    {"requested_cpu", CP_FIELD_INT},
+    {"requested_memory", CP_FIELD_INT},
+    {"scaling_upper_bound", CP_FIELD_INT},
+    {"scaling_lower_bound", CP_FIELD_INT},
+    {"cold_start_sweep", CP_FIELD_BOOL},
+    {"container_concurrency", CP_FIELD_INT},
+    {"iteration_multiplier", CP_FIELD_INT},
+    {"cold_start_busy_loop_ms", CP_FIELD_INT},
+    {"env_vars", CP_FIELD_LIST},
+    {"program_args", CP_FIELD_LIST},
+};
+
+int cp_fn_field_kind(const char *key)
+{
+    for (size_t i = 0; i < DG_ARRAY_LEN(known_fields); i++)
+        if (strcmp(key, known_fields[i].key) == 0)
+            return (int)known_fields[i].kind;
+    return -1;
+}
+
+/* Every field at most as often as it may be given (a second name= is not the first one's
+ * silent loser); a bare unknown key (no value: "port_forwarding=80&udp") is a mistake. */
+static int fields_check(const struct dg_form *f, struct dg_err *err)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        const char *key = f->pairs[i].key;
+        int kind = cp_fn_field_kind(key);
+        if (kind < 0) {
+            if (!f->pairs[i].value[0])
+                return dg_err_set(err, DG_E_INVAL,
+                                  "field '%.64s': not a registration field, and without a "
+                                  "value (the protocol is port_forwarding's second value: "
+                                  "port_forwarding=80&port_forwarding=tcp)",
+                                  key);
+            continue;
+        }
+        if (kind == CP_FIELD_LIST || kind == CP_FIELD_PORT)
+            continue;
+        size_t n = dg_form_count(f, key);
+        if (n > 1)
+            return dg_err_set(err, DG_E_INVAL, "field '%s': given %zu times, expected once", key,
+                              n);
+    }
+    return 0;
+}
+
 int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct dg_err *err)
 {
     memset(out, 0, sizeof(*out));
+    if (fields_check(f, err) < 0)
+        return DG_E_INVAL;
     const char *name = dg_form_get(f, "name", 0);
     if (!name || !*name)
         return dg_err_set(err, DG_E_INVAL, "field 'name': required");
@@ -113,10 +168,10 @@ int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct
     if (!dg_str_to_i64(dg_str_c(port), &p) || p < 1 || p > 65535)
         return dg_err_set(err, DG_E_INVAL,
                           "field 'port_forwarding': expected a port 1..65535, got '%.32s'", port);
-    if (strcmp(proto, "tcp") != 0 && strcmp(proto, "udp") != 0)
+    if (strcmp(proto, "tcp") != 0)
         return dg_err_set(err, DG_E_INVAL,
-                          "field 'port_forwarding': expected protocol 'tcp' or 'udp', got "
-                          "'%.32s'",
+                          "field 'port_forwarding': expected protocol 'tcp' (invocations are "
+                          "HTTP over TCP), got '%.32s'",
                           proto);
 
     int64_t cpu = 1, mem = 1, lower = 0, mult = 0, busy = 0, cc = 1;

@@ -6,8 +6,9 @@
  *   &requested_cpu=100&requested_memory=128&scaling_upper_bound=10
  *   &scaling_lower_bound=0&cold_start_sweep=false
  *
- * Validation names the field and what was expected; unknown fields are ignored
- * (newer InVitro versions send more).
+ * Validation names the field and what was expected; a field given twice (other than the
+ * repeated ones) is refused; unknown fields with a value are ignored (newer InVitro versions
+ * send more), a bare unknown key ("...&udp") is refused.
  */
 #ifndef DIRIGENT_CP_FUNCTION_H
 #define DIRIGENT_CP_FUNCTION_H
@@ -39,6 +40,17 @@ struct cp_fn_spec {
  * got '...'"; on error `out` owns nothing. */
 int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct dg_err *err);
 void cp_fn_spec_free(struct cp_fn_spec *s);
+
+/* The registration's fields and how many values each takes. */
+enum cp_fn_field_kind {
+    CP_FIELD_STRING, /* one string */
+    CP_FIELD_INT,    /* one integer (JSON: a number or a string of one) */
+    CP_FIELD_BOOL,   /* one boolean (JSON: true/false or a string of one) */
+    CP_FIELD_PORT,   /* port_forwarding: exactly the port and the protocol */
+    CP_FIELD_LIST,   /* repeated strings (env_vars, program_args) */
+};
+/* The kind of a registration field; -1 for a field the registration does not know. */
+int cp_fn_field_kind(const char *key);
 
 /* Validation pieces, also used by the JSON API. */
 bool cp_fn_name_valid(const char *name);

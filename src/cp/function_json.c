@@ -39,6 +39,32 @@ json_t *cp_fn_spec_to_json(const struct cp_fn_spec *s)
     return j;
 }
 
+/* A JSON value of a field of kind `kind` (one value: an array item for the repeated ones): 0, or
+ * -1 with err naming the field and what it takes. */
+static int value_check(const char *key, int kind, const json_t *x, struct dg_err *err)
+{
+    bool ok;
+    const char *what;
+    switch (kind) {
+    case CP_FIELD_INT:
+        ok = json_is_integer(x) || json_is_string(x);
+        what = "an integer";
+        break;
+    case CP_FIELD_BOOL:
+        ok = json_is_boolean(x) || json_is_string(x);
+        what = "true or false";
+        break;
+    default: /* strings: name, image, env_vars, program_args */
+        ok = json_is_string(x);
+        what = "a string";
+        break;
+    }
+    if (ok)
+        return 0;
+    return dg_err_set(err, DG_E_INVAL, "field '%s': expected %s, got %s", key, what,
+                      dg_json_type_name(x));
+}
+
 int cp_fn_form_from_json(const json_t *j, struct dg_form *form, struct dg_err *err)
 {
     memset(form, 0, sizeof(*form));
@@ -49,8 +75,42 @@ int cp_fn_form_from_json(const json_t *j, struct dg_form *form, struct dg_err *e
     json_t *v;
     json_object_foreach((json_t *)j, key, v)
     {
+        /* the fields the form has, each of its type ("name":123 is no name); duplicate keys
+         * are refused by the parser (dg_json_parse) */
+        int kind = cp_fn_field_kind(key);
+        if (kind < 0) {
+            dg_form_free(form);
+            return dg_err_set(err, DG_E_INVAL,
+                              "field '%.64s': not a registration field (name, image, "
+                              "port_forwarding, requested_cpu, requested_memory, "
+                              "scaling_lower_bound, scaling_upper_bound, cold_start_sweep, "
+                              "container_concurrency, env_vars, program_args, "
+                              "iteration_multiplier, cold_start_busy_loop_ms)",
+                              key);
+        }
         json_t *items = json_is_array(v) ? v : NULL;
+        int rc = 0;
+        if (kind == CP_FIELD_PORT) {
+            if (!items || json_array_size(items) != 2)
+                rc = dg_err_set(err, DG_E_INVAL,
+                                "field 'port_forwarding': expected [PORT, \"tcp\"], got %s",
+                                items ? "an array of another length" : dg_json_type_name(v));
+            else
+                rc = value_check(key, CP_FIELD_INT, json_array_get(items, 0), err) < 0 ||
+                             value_check(key, CP_FIELD_STRING, json_array_get(items, 1), err) < 0
+                         ? DG_E_INVAL
+                         : 0;
+        } else if (items && kind != CP_FIELD_LIST) {
+            rc = dg_err_set(err, DG_E_INVAL, "field '%s': expected one value, got an array", key);
+        }
         size_t n = items ? json_array_size(items) : 1;
+        for (size_t i = 0; i < n && rc == 0; i++)
+            if (kind != CP_FIELD_PORT)
+                rc = value_check(key, kind, items ? json_array_get(items, i) : v, err);
+        if (rc < 0) {
+            dg_form_free(form);
+            return DG_E_INVAL;
+        }
         for (size_t i = 0; i < n; i++) {
             json_t *x = items ? json_array_get(items, i) : v;
             char *str = json_is_string(x)    ? dg_xstrdup(json_string_value(x))

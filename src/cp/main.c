@@ -152,6 +152,11 @@ int main(int argc, char **argv)
         .chbl_eps = g.cfg.chbl_eps,
         .seed = g.cfg.seed ? (uint64_t)g.cfg.seed : dg_now_us(),
         .knative = strcmp(g.cfg.autoscaler, "knative") == 0,
+        .quotas = {.max_functions = (unsigned)g.cfg.max_functions,
+                   .max_per_function = (unsigned)g.cfg.max_per_function,
+                   .max_per_worker = (unsigned)g.cfg.max_per_worker,
+                   .max_total = (unsigned)g.cfg.max_sandboxes,
+                   .creates_per_worker_per_s = (unsigned)g.cfg.max_creates_per_worker_s},
     };
     cp_core_init(&cp.core, &cc, &cp_io_effects);
     cp.metrics = dg_metrics_new();

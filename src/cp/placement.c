@@ -67,7 +67,9 @@ bool cp_node_fits(const struct cp_node *node, int64_t cpu, int64_t mem)
 {
     cp_node_take(node, cpu, mem, &cpu, &mem);
     return node->schedulable && node->cpu_used + cpu <= node->cpu_cap &&
-           node->mem_used + mem <= node->mem_cap;
+           node->mem_used + mem <= node->mem_cap &&
+           (node->max_sandboxes == 0 || node->sandboxes < node->max_sandboxes) &&
+           (!node->rate_limited || node->creates_left > 0);
 }
 
 static int64_t least_one(int64_t cap, int64_t req)
@@ -104,6 +106,8 @@ static void reserve(struct cp_node *node, int64_t cpu, int64_t mem)
     node->cpu_used += cpu;
     node->mem_used += mem;
     node->sandboxes++;
+    if (node->rate_limited && node->creates_left)
+        node->creates_left--;
 }
 
 /* ---- the policies: one pick each, -1 if nothing fits ------------------------------------- */

@@ -40,6 +40,9 @@ struct cp_node {
                                    max(request, floor), dg_res_take */
     unsigned sandboxes;         /* its sandboxes (updated by cp_place) */
     bool schedulable;
+    unsigned max_sandboxes; /* quota (maxSandboxesPerWorker): no more sandboxes; 0: none */
+    bool rate_limited;      /* creates_left counts (maxCreatesPerWorkerPerSecond) */
+    unsigned creates_left;  /* rate_limited: creates it may still get now (updated by cp_place) */
 };
 
 /* The ring of the chbl policy, rebuilt when the set of workers changes. */
@@ -79,8 +82,8 @@ unsigned cp_place(struct cp_placer *p, struct cp_node *nodes, size_t n, const ch
 unsigned cp_place_view(struct cp_placer *p, struct cp_node *const *nodes, size_t n, const char *fn,
                        int64_t cpu, int64_t mem, unsigned count, size_t *chosen);
 
-/* Does a sandbox of (cpu, mem) fit on the node now? (Schedulable, and the request within what
- * is free.) */
+/* Does a sandbox of (cpu, mem) fit on the node now? (Schedulable, the request within what
+ * is free, below its sandbox quota and with a create left in its rate limit.) */
 bool cp_node_fits(const struct cp_node *node, int64_t cpu, int64_t mem);
 
 /* kube-scheduler's scores (0..100) for a node of capacity (cpu_cap, mem_cap) once `cpu_req`

@@ -548,7 +548,12 @@ static void fx_persist(void *ud, enum cp_peer kind, const void *peer)
     const char *name;
     if (kind == CP_PEER_WORKER) {
         const struct cp_worker *w = peer;
-        value = dg_wire_worker_rec_dumps(&(struct dg_wire_worker_rec){.address = w->address});
+        value = dg_wire_worker_rec_dumps(
+            &(struct dg_wire_worker_rec){.address = w->address,
+                                         /* "": it said none (its host); absent: not said yet */
+                                         .sandbox_subnet = w->subnet         ? w->subnet
+                                                           : w->subnet_known ? ""
+                                                                             : NULL});
         name = w->name;
     } else {
         const struct cp_dp *d = peer;

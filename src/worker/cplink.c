@@ -41,7 +41,8 @@ static json_t *registration_body(void *ud)
             c->memory_mib ? c->memory_mib : (int64_t)(uv_get_total_memory() / (1024 * 1024)),
         .cpu_overcommit = c->cpu_overcommit,
         .min_cpu_milli = c->min_cpu_milli,
-        .min_memory_mib = c->min_memory_mib};
+        .min_memory_mib = c->min_memory_mib,
+        .sandbox_subnet = (char *)c->sandbox_subnet};
     /* the sandboxes it runs (the first node reports them, for all), when the CP may not know
      * them (the first beat, the first after a failure, or when the CP asks): it adopts them.
      * Not on every beat: with thousands of sandboxes that list would be most of the CP's

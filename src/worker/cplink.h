@@ -22,6 +22,7 @@ struct wk_cplink_conf {
     int64_t min_cpu_milli, min_memory_mib; /* the accounting rule's floors (lib/resources.c) */
     const struct dg_auth_key *key; /* authTokenFile's (borrowed); NULL: none. Each node beats
                                       with its own credential, node.NAME */
+    const char *sandbox_subnet;    /* its sandboxes' IPv4 CIDR; NULL: on host */
 };
 
 struct wk_cplink_node;

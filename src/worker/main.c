@@ -113,7 +113,9 @@ static void on_runtime_ready(void *ud, const struct dg_err *rerr)
                                 .cpu_overcommit = g.cfg.cpu_overcommit,
                                 .min_cpu_milli = g.rt->weightless ? 1 : g.cfg.min_cpu_milli,
                                 .min_memory_mib = g.rt->weightless ? 1 : g.cfg.min_memory_mib,
-                                .key = g.auth ? &g.key : NULL};
+                                .key = g.auth ? &g.key : NULL,
+                                .sandbox_subnet =
+                                    g.rt->sandbox_subnet ? g.rt->sandbox_subnet(g.rt_state) : NULL};
     if (wk_cplink_start(&g.link, g.loop, &lc, &g.reg, port, &err) < 0) {
         dg_log(DG_LOG_ERROR, "worker", "%s", err.msg);
         exit(1);

@@ -113,6 +113,9 @@ struct wk_runtime {
     void (*deinit)(void *state);
     /* After the loop has stopped: free the state (NULL: nothing made). */
     void (*free)(void *state);
+    /* Optional: the IPv4 CIDR its sandboxes' endpoints lie in, told to the CP (which adopts no
+     * endpoint outside it); NULL: on the worker's own host address. */
+    const char *(*sandbox_subnet)(void *state);
 };
 
 extern const struct wk_runtime wk_runtime_process;

@@ -1198,7 +1198,14 @@ static void oci_free(void *state)
     free(rt);
 }
 
+/* The subnet its sandboxes' addresses lie in: the CP adopts no endpoint outside it. */
+static const char *oci_sandbox_subnet(void *state)
+{
+    return ((struct oci_rt *)state)->subnet;
+}
+
 const struct wk_runtime wk_runtime_oci = {
+    .sandbox_subnet = oci_sandbox_subnet,
     .name = "oci",
     .sb_size = sizeof(struct oci_sb),
     .uses_data_dir = true,

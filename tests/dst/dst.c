@@ -62,6 +62,13 @@ static void check_always(struct sim *s)
                       w->name, (long long)w->node.cpu_used, (long long)w->node.mem_used,
                       w->node.sandboxes, (long long)cpu, (long long)mem, n);
     }
+    /* the count behind maxSandboxes (world.c cp_create checks the quotas at every create) */
+    unsigned total = 0;
+    for (struct cp_fn *f = c->fns; f; f = f->next)
+        for (struct cp_sandbox *sb = f->sbs; sb; sb = sb->next)
+            total++;
+    if (total != c->nsandboxes)
+        dst_failf(s, "%u sandboxes in the registry, the core counts %u", total, c->nsandboxes);
     /* desired within bounds; counts match; no sandbox twice */
     for (struct cp_fn *f = c->fns; f && !s->fail[0]; f = f->next) {
         if (!f->deleted && (f->desired < f->spec.lower_bound || f->desired > f->spec.upper_bound))

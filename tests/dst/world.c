@@ -301,6 +301,16 @@ static void cp_create(void *ud, struct cp_sandbox *sb)
         memset(s->creates_win, 0, sizeof(s->creates_win));
         s->win_start = s->now;
     }
+    /* the core never asks for more than the quotas allow (this create counted) */
+    const struct cp_quotas *q = &s->cp->q;
+    if (q->max_per_function && sb->fn->ready + sb->fn->creating > q->max_per_function)
+        dst_failf(s, "fn %s: a create beyond maxSandboxesPerFunction %u (%u ready, %u creating)",
+                  sb->fn->spec.name, q->max_per_function, sb->fn->ready, sb->fn->creating);
+    if (q->max_per_worker && sb->worker->node.sandboxes > q->max_per_worker)
+        dst_failf(s, "worker %s: a create beyond maxSandboxesPerWorker %u (%u there)",
+                  sb->worker->name, q->max_per_worker, sb->worker->node.sandboxes);
+    if (q->max_total && s->cp->nsandboxes > q->max_total)
+        dst_failf(s, "a create beyond maxSandboxes %u (%u)", q->max_total, s->cp->nsandboxes);
     unsigned k = (unsigned)atoi(sb->fn->spec.name + 2) % 16; /* "fn7" */
     if (++s->creates_win[k] > CREATES_PER_S)
         dst_failf(s, "fn %s: more than %d creates within 1 s (a retry storm)", sb->fn->spec.name,
@@ -449,6 +459,10 @@ static void cp_start(struct sim *s)
     struct cp_core_config cfg = {.placement = (enum cp_place_policy)(s->seed % 4),
                                  .chbl_eps = 0.25,
                                  .seed = s->seed ^ s->cp_gen};
+    if (s->seed % 3 == 0) /* quotas small enough to bind (dst.c checks them after every step) */
+        cfg.quotas = (struct cp_quotas){.max_per_function = 2 + (unsigned)(s->seed / 3 % 4),
+                                        .max_per_worker = 3 + (unsigned)(s->seed / 12 % 5),
+                                        .max_total = 6 + (unsigned)(s->seed / 60 % 10)};
     s->cp = dg_xcalloc(1, sizeof(*s->cp));
     cp_core_init(s->cp, &cfg, &fx);
     s->cp_slot = 0;
@@ -482,7 +496,7 @@ void dst_cp_restore(struct sim *s)
     }
     for (int i = 0; i < s->nwk; i++)
         if (s->st_worker[i])
-            cp_core_worker_restore(s->cp, s->wk[i].name, s->wk[i].address, &err);
+            cp_core_worker_restore(s->cp, s->wk[i].name, s->wk[i].address, "", &err);
     for (int i = 0; i < s->ndp; i++) {
         bool fresh;
         if (s->st_dp[i])

@@ -144,7 +144,7 @@ struct env {
     struct cp_core c;
 };
 
-static struct env *env_new(void)
+static struct env *env_new_q(const struct cp_quotas *q)
 {
     struct env *e = calloc(1, sizeof(*e));
     e->k.now = 1000000;
@@ -162,8 +162,15 @@ static struct env *env_new(void)
                             .disconnect = f_disconnect,
                             .persist = f_persist};
     struct cp_core_config cfg = {.placement = CP_PLACE_ROUND_ROBIN, .seed = 1};
+    if (q)
+        cfg.quotas = *q;
     cp_core_init(&e->c, &cfg, &fx);
     return e;
+}
+
+static struct env *env_new(void)
+{
+    return env_new_q(NULL);
 }
 
 static void env_free(struct env *e)
@@ -470,7 +477,7 @@ static void test_adopt_after_restart(void **state)
     struct env *e = env_new();
     struct dg_err err = {0};
     struct cp_fn *f = function(e, "hello", 100, 128, 0);
-    struct cp_worker *w = cp_core_worker_restore(&e->c, "w1", "127.0.0.1:1", &err);
+    struct cp_worker *w = cp_core_worker_restore(&e->c, "w1", "127.0.0.1:1", "", &err);
     assert_non_null(w);
     assert_int_equal(e->k.persisted, 0); /* read back from the store: not written again */
     assert_true(w->need_list);
@@ -478,6 +485,7 @@ static void test_adopt_after_restart(void **state)
     struct cp_sandbox_report sb = {.id = "old1", .function = "hello", .endpoint = "10.0.0.9:80"};
     struct cp_worker_report r = {.name = "w1",
                                  .address = "127.0.0.1:1",
+                                 .subnet = "10.0.0.0/24",
                                  .res = {.cpu_milli = 4000, .memory_mib = 4096},
                                  .listed = true,
                                  .sandboxes = &sb,
@@ -553,22 +561,35 @@ static void test_count_asks_for_list(void **state)
     struct env *e = env_new();
     struct cp_fn *f = function(e, "hello", 100, 128, 0);
     struct cp_worker *w = worker(e, "w1", 4000, 4096);
-    assert_true(cp_core_adopt(&e->c, w, "hello", "a1", "10.0.0.1:80"));
-    beat(e, "w1", 1, NULL, 0, false); /* as the CP knows: nothing asked */
+    w->reconstructing = true; /* as if restored: adopt() takes sandboxes on its host */
+    assert_true(cp_core_adopt(&e->c, w, "hello", "a1", "127.0.0.1:80", NULL));
+    assert_true(cp_core_adopt(&e->c, w, "hello", "b2", "127.0.0.1:81", NULL));
+    w->reconstructing = false;
+    beat(e, "w1", 2, NULL, 0, false); /* as the CP knows: nothing asked */
     assert_false(w->need_list);
-    /* a create of a previous leader's completed after the worker listed: 2 there */
-    beat(e, "w1", 2, NULL, 0, false);
+    /* a create of a previous leader's completed after the worker listed: 3 there */
+    beat(e, "w1", 3, NULL, 0, false);
     assert_true(w->need_list);
-    const char *both[] = {"a1", "b2"};
-    beat(e, "w1", 2, both, 2, true);
-    assert_false(w->need_list);
+    const char *three[] = {"a1", "b2", "x9"};
+    beat(e, "w1", 3, three, 3, true);
+    assert_true(w->need_list); /* a listing shows the delete done */
+    /* this CP did not ask for x9 and is not reconstructing: refused, deleted there */
     assert_int_equal(f->ready, 2);
-    assert_true(has_sandbox(f, "b2"));
+    assert_false(has_sandbox(f, "x9"));
+    assert_int_equal(e->k.ndestroys, 1);
+    assert_string_equal(e->k.destroys[0].id, "x9");
+    assert_null(e->k.destroys[0].s);
+    const char *both[] = {"a1", "b2"};
+    beat(e, "w1", 2, both, 2, true); /* deleted: no longer listed */
+    assert_int_equal(w->ndeleting, 0);
+    assert_false(w->need_list);
     /* a1 exited and its report was lost */
     beat(e, "w1", 1, NULL, 0, false);
     assert_true(w->need_list);
     /* c3 became known after the ask (a create answered): a listing lacking it keeps it */
-    assert_true(cp_core_adopt(&e->c, w, "hello", "c3", "10.0.0.3:80"));
+    w->reconstructing = true;
+    assert_true(cp_core_adopt(&e->c, w, "hello", "c3", "127.0.0.1:83", NULL));
+    w->reconstructing = false;
     const char *b2[] = {"b2"};
     beat(e, "w1", 1, b2, 1, true);
     assert_false(w->need_list);
@@ -609,6 +630,247 @@ static void test_dp_resync_after_failed_push(void **state)
     env_free(e);
 }
 
+/* A worker's heartbeat with a listing of sandboxes of `fn` (ids[i] at eps[i]). */
+static struct cp_worker *listing(struct env *e, const char *w, const char *addr, const char *subnet,
+                                 const char *boot, const char *fn, const char *const *ids,
+                                 const char *const *eps, size_t n)
+{
+    struct cp_sandbox_report sbs[8];
+    for (size_t i = 0; i < n; i++)
+        sbs[i] = (struct cp_sandbox_report){ids[i], fn, eps[i]};
+    struct cp_worker_report r = {.name = w,
+                                 .address = addr,
+                                 .subnet = subnet,
+                                 .boot = boot,
+                                 .res = {.cpu_milli = 4000, .memory_mib = 4096},
+                                 .listed = true,
+                                 .sandboxes = sbs,
+                                 .nsandboxes = n};
+    struct dg_err err = {0};
+    struct cp_worker *wk = cp_core_on_worker_heartbeat(&e->c, &r, &err);
+    assert_non_null(wk);
+    return wk;
+}
+
+static bool destroyed(const struct env *e, const char *id)
+{
+    for (size_t i = 0; i < e->k.ndestroys; i++)
+        if (strcmp(e->k.destroys[i].id, id) == 0)
+            return true;
+    return false;
+}
+
+/* The attack of issue 14: a worker (made up, or a real one) lists a sandbox of `hello` at an
+ * address of its choosing. Outside a reconstruction nothing is adopted: the sandbox is refused
+ * and deleted; the DPs never hear of it. */
+static void test_adoption_refused_outside_reconstruction(void **state)
+{
+    struct env *e = env_new();
+    struct cp_fn *f = function(e, "hello", 100, 128, 0);
+    dataplane(e, "dp1");
+    settle(e);
+    unsigned pushes = e->k.pushes;
+    const char *ids[] = {"evil1"}, *eps[] = {"127.0.0.1:6666"};
+    struct cp_worker *w = listing(e, "fake", "127.0.0.1:6666", NULL, "b1", "hello", ids, eps, 1);
+    assert_int_equal(f->ready, 0);
+    assert_null(f->sbs);
+    assert_true(destroyed(e, "evil1"));
+    assert_int_equal(e->c.refused, 1);
+    assert_true(w->need_list); /* a listing tells the delete done */
+    settle(e);
+    assert_int_equal(e->k.pushes, pushes); /* no list changed */
+    check_accounting(e);
+    env_free(e);
+}
+
+/* After a restart (restored from the store), the worker's first listing adopts the sandboxes
+ * of known functions in its subnet; those outside it, of unknown functions, and anything a
+ * later listing shows that this CP did not ask for are refused and deleted. */
+static void test_adoption_in_reconstruction_only(void **state)
+{
+    struct env *e = env_new();
+    struct cp_fn *f = function(e, "hello", 100, 128, 0);
+    struct dg_err err = {0};
+    struct cp_worker *w = cp_core_worker_restore(&e->c, "w1", "192.168.1.5:7000", "", &err);
+    assert_true(w->reconstructing);
+    const char *ids[] = {"in1", "out2", "host3"},
+               *eps[] = {"100.64.4.7:80", "100.64.9.7:80", "192.168.1.5:80"};
+    listing(e, "w1", "192.168.1.5:7000", "100.64.4.0/22", "b1", "hello", ids, eps, 3);
+    assert_false(w->reconstructing);
+    assert_int_equal(f->ready, 1);
+    assert_true(has_sandbox(f, "in1"));
+    assert_true(destroyed(e, "out2"));  /* outside 100.64.4.0/22 */
+    assert_true(destroyed(e, "host3")); /* a subnet said: the host is not in it */
+    struct cp_worker *w3 = cp_core_worker_restore(&e->c, "w3", "192.168.1.6:7000", "", &err);
+    const char *ids2[] = {"nofn"}, *eps2[] = {"192.168.1.6:80"};
+    listing(e, "w3", "192.168.1.6:7000", NULL, "b1", "gone", ids2, eps2, 1);
+    assert_true(destroyed(e, "nofn")); /* no such function */
+    assert_int_equal(w3->node.sandboxes, 0);
+    /* the second listing: a new sandbox nobody asked for is refused */
+    const char *ids3[] = {"in1", "late4"}, *eps3[] = {"100.64.4.7:80", "100.64.4.9:80"};
+    listing(e, "w1", "192.168.1.5:7000", "100.64.4.0/22", "b1", "hello", ids3, eps3, 2);
+    assert_true(destroyed(e, "late4"));
+    assert_int_equal(f->ready, 1);
+    assert_int_equal(e->c.refused, 4);
+    check_accounting(e);
+    /* no subnet said: the worker's own host (process and emulated runtimes) */
+    struct cp_worker *w2 = cp_core_worker_restore(&e->c, "w2", "10.1.1.1:7000", "", &err);
+    const char *ids4[] = {"p1", "p2"}, *eps4[] = {"10.1.1.1:31000", "10.1.1.2:31000"};
+    listing(e, "w2", "10.1.1.1:7000", NULL, "b1", "hello", ids4, eps4, 2);
+    assert_true(has_sandbox(f, "p1"));
+    assert_false(has_sandbox(f, "p2"));
+    assert_true(destroyed(e, "p2"));
+    assert_int_equal(w2->node.sandboxes, 1);
+    env_free(e);
+}
+
+/* A listing shows a sandbox whose create answer is still on its way: kept (neither adopted nor
+ * deleted) until the answer comes; listed again after. */
+static void test_listing_during_create(void **state)
+{
+    struct env *e = env_new();
+    struct cp_worker *w = worker(e, "w1", 4000, 4096);
+    struct cp_fn *f = function(e, "hello", 100, 128, 1);
+    assert_int_equal(f->creating, 1);
+    const char *ids[] = {"sb0"}, *eps[] = {"127.0.0.1:80"};
+    listing(e, "w1", w->address, NULL, NULL, "hello", ids, eps, 1);
+    assert_int_equal(e->k.ndestroys, 0);
+    assert_true(w->need_list);
+    cp_core_on_created(&e->c, e->k.creates[0], "sb0", "127.0.0.1:80", NULL);
+    assert_int_equal(f->ready, 1);
+    listing(e, "w1", w->address, NULL, NULL, "hello", ids, eps, 1);
+    assert_int_equal(e->k.ndestroys, 0);
+    assert_false(w->need_list);
+    check_accounting(e);
+    env_free(e);
+}
+
+/* A worker under a known name with a new boot: the sandboxes of the old boot are deleted there
+ * (not orphaned) and replaced. */
+static void test_new_boot_deletes_old_sandboxes(void **state)
+{
+    struct env *e = env_new();
+    listing(e, "w1", "127.0.0.1:1002", NULL, "boot-1", "hello", NULL, NULL, 0);
+    struct cp_fn *f = function(e, "hello", 100, 128, 2);
+    create_ok(e, 0);
+    create_ok(e, 1);
+    assert_int_equal(f->ready, 2);
+    struct cp_worker *w =
+        listing(e, "w1", "127.0.0.1:1002", NULL, "boot-2", "hello", NULL, NULL, 0);
+    assert_true(destroyed(e, "sb0"));
+    assert_true(destroyed(e, "sb1"));
+    assert_ptr_equal(e->k.destroys[0].w, w);
+    assert_int_equal(f->ready, 0);
+    e->k.now += 2000;
+    cp_core_tick(&e->c, f->tick_slot);
+    assert_int_equal(f->creating, 2); /* replaced (on the restarted worker: the only one) */
+    check_accounting(e);
+    env_free(e);
+}
+
+/* Quotas: a function's bounds, a worker's sandboxes, the cluster's, the create rate. */
+static void test_quotas(void **state)
+{
+    struct cp_quotas q = {.max_per_function = 5, .max_per_worker = 3, .max_total = 9};
+    struct env *e = env_new_q(&q);
+    worker(e, "w1", 100000, 100000);
+    worker(e, "w2", 100000, 100000);
+    dataplane(e, "dp1");
+    assert_int_equal(cp_core_max_per_function(&e->c), 5);
+    struct cp_fn *f = function(e, "big", 10, 10, 0);
+    cp_core_fn_set_bounds(&e->c, f, 100, 100); /* the API refuses it; the core clamps */
+    assert_int_equal(f->spec.lower_bound, 5);
+    assert_int_equal(f->desired, 5);
+    assert_int_equal(e->k.ncreates, 5);
+    assert_int_equal(e->c.nsandboxes, 5);
+    for (struct cp_worker *w = e->c.workers; w; w = w->next)
+        assert_true(w->node.sandboxes <= 3);
+    /* another function: the workers hold 6 of their 3 + 3: one more fits, then none */
+    struct cp_fn *g = function(e, "other", 10, 10, 4);
+    assert_int_equal(e->k.ncreates, 6);
+    assert_int_equal(g->creating, 1);
+    assert_true(g->unschedulable);
+    settle(e);
+    assert_non_null(strstr(cp_fn_error_of(g)->reason, "maxSandboxesPerWorker 3"));
+    /* a third worker: room for g's other 3 (9 in the cluster) */
+    worker(e, "w3", 100000, 100000);
+    e->k.now += 2000;
+    for (unsigned k = 0; k < e->c.nslots; k++)
+        cp_core_tick(&e->c, k);
+    assert_int_equal(e->k.ncreates, 9);
+    assert_int_equal(g->creating, 4);
+    /* and a fourth: room by the workers, but the cluster's quota (9) is full */
+    worker(e, "w4", 100000, 100000);
+    struct cp_fn *h = function(e, "third", 10, 10, 1);
+    assert_int_equal(e->k.ncreates, 9);
+    assert_int_equal(e->c.nsandboxes, 9);
+    assert_true(h->unschedulable);
+    assert_non_null(strstr(cp_fn_error_of(h)->reason, "maxSandboxes 9"));
+    check_accounting(e);
+    /* a restored worker's listing: a sandbox the previous leader made (it may serve requests)
+     * is adopted even above a quota; nothing is created while above */
+    struct dg_err err = {0};
+    struct cp_worker *w5 = cp_core_worker_restore(&e->c, "w5", "127.0.0.1:5", "", &err);
+    const char *ids[] = {"a1"}, *eps[] = {"127.0.0.1:80"};
+    listing(e, "w5", "127.0.0.1:5", NULL, NULL, "third", ids, eps, 1);
+    assert_int_equal(w5->node.sandboxes, 1);
+    assert_int_equal(e->c.nsandboxes, 10);
+    assert_int_equal(h->ready, 1);
+    e->k.now += 2000;
+    for (unsigned k = 0; k < e->c.nslots; k++)
+        cp_core_tick(&e->c, k);
+    assert_int_equal(e->k.ncreates, 9);
+    env_free(e);
+}
+
+static void test_create_rate_limit(void **state)
+{
+    struct cp_quotas q = {.creates_per_worker_per_s = 3};
+    struct env *e = env_new_q(&q);
+    worker(e, "w1", 100000, 100000);
+    dataplane(e, "dp1");
+    struct cp_fn *f = function(e, "burst", 10, 10, 8);
+    assert_int_equal(e->k.ncreates, 3); /* a full bucket: 3 */
+    assert_false(f->unschedulable);     /* it waits for tokens, not for capacity */
+    settle(e);
+    assert_false(cp_fn_error_of(f)->set);
+    e->k.now += 500; /* half a second: 1.5 tokens */
+    cp_core_tick(&e->c, f->tick_slot);
+    assert_int_equal(e->k.ncreates, 4);
+    e->k.now += 5000; /* the bucket holds one second's worth at most */
+    cp_core_tick(&e->c, f->tick_slot);
+    assert_int_equal(e->k.ncreates, 7);
+    e->k.now += 1000;
+    cp_core_tick(&e->c, f->tick_slot);
+    assert_int_equal(e->k.ncreates, 8);
+    assert_int_equal(f->creating, 8);
+    env_free(e);
+}
+
+/* A store record of an older CP has no subnet: the reconstruction's listing waits for the
+ * worker's beat (which says it, and lists), deleting nothing meanwhile. */
+static void test_restore_without_subnet_waits(void **state)
+{
+    struct env *e = env_new();
+    struct cp_fn *f = function(e, "hello", 100, 128, 0);
+    struct dg_err err = {0};
+    struct cp_worker *w = cp_core_worker_restore(&e->c, "w1", "192.168.1.5:7000", NULL, &err);
+    struct cp_sandbox_report sb = {"c1", "hello", "100.64.4.7:80"};
+    cp_core_worker_listed(&e->c, w, &sb, 1);
+    assert_int_equal(e->k.ndestroys, 0);
+    assert_int_equal(f->ready, 0);
+    assert_true(w->reconstructing);
+    assert_true(w->need_list);
+    unsigned persisted = e->k.persisted;
+    const char *ids[] = {"c1"}, *eps[] = {"100.64.4.7:80"};
+    listing(e, "w1", "192.168.1.5:7000", "100.64.4.0/22", "b1", "hello", ids, eps, 1);
+    assert_int_equal(f->ready, 1);
+    assert_int_equal(e->k.ndestroys, 0);
+    assert_true(e->k.persisted > persisted); /* its subnet kept for the next restart */
+    assert_string_equal(w->subnet, "100.64.4.0/22");
+    env_free(e);
+}
+
 int main(void)
 {
     dg_log_set_level(DG_LOG_ERROR);
@@ -623,6 +885,13 @@ int main(void)
         cmocka_unit_test(test_dp_lost),
         cmocka_unit_test(test_count_asks_for_list),
         cmocka_unit_test(test_dp_resync_after_failed_push),
+        cmocka_unit_test(test_adoption_refused_outside_reconstruction),
+        cmocka_unit_test(test_adoption_in_reconstruction_only),
+        cmocka_unit_test(test_listing_during_create),
+        cmocka_unit_test(test_new_boot_deletes_old_sandboxes),
+        cmocka_unit_test(test_quotas),
+        cmocka_unit_test(test_create_rate_limit),
+        cmocka_unit_test(test_restore_without_subnet_waits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

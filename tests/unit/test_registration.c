@@ -141,7 +141,25 @@ static void test_errors_name_the_field(void **state)
         {"name=a&image=x&port_forwarding=0&port_forwarding=tcp",
          "field 'port_forwarding': expected a port 1..65535, got '0'"},
         {"name=a&image=x&port_forwarding=80&port_forwarding=sctp",
-         "field 'port_forwarding': expected protocol 'tcp' or 'udp', got 'sctp'"},
+         "field 'port_forwarding': expected protocol 'tcp' (invocations are HTTP over TCP), "
+         "got 'sctp'"},
+        /* issue 14: strictness */
+        {"name=a&image=x&port_forwarding=80&port_forwarding=udp",
+         "field 'port_forwarding': expected protocol 'tcp'"},
+        {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&udp",
+         "field 'udp': not a registration field, and without a value"},
+        {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&name=b",
+         "field 'name': given 2 times, expected once"},
+        {"name=a&image=x&image=y&port_forwarding=80&port_forwarding=tcp",
+         "field 'image': given 2 times, expected once"},
+        {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&scaling_upper_bound=1"
+         "&scaling_upper_bound=9",
+         "field 'scaling_upper_bound': given 2 times, expected once"},
+        {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&cold_start_sweep=true"
+         "&cold_start_sweep=false",
+         "field 'cold_start_sweep': given 2 times, expected once"},
+        {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&port_forwarding=81",
+         "field 'port_forwarding': expected two values"},
         {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&requested_cpu=-5",
          "field 'requested_cpu': expected an integer 0..1000000, got '-5'"},
         {"name=a&image=x&port_forwarding=80&port_forwarding=tcp&requested_memory=lots",
@@ -163,6 +181,82 @@ static void test_errors_name_the_field(void **state)
         if (strncmp(err.msg, cases[i].msg, strlen(cases[i].msg)) != 0)
             fail_msg("case %zu: got \"%s\"\nwant prefix \"%s\"", i, err.msg, cases[i].msg);
     }
+}
+
+/* Parse `json` as a JSON registration; returns the error code, fills spec/err. */
+static int reg_json(const char *json, struct cp_fn_spec *spec, struct dg_err *err)
+{
+    json_t *j = NULL;
+    struct dg_form f = {0};
+    int rc = dg_json_parse(json, strlen(json), &j, err);
+    if (rc == 0)
+        rc = cp_fn_form_from_json(j, &f, err);
+    if (rc == 0)
+        rc = cp_fn_spec_from_form(&f, spec, err);
+    dg_form_free(&f);
+    json_decref(j);
+    return rc;
+}
+
+/* The JSON registration: each field of its type; what the CLI and the store send works. */
+static void test_json_strict(void **state)
+{
+    static const struct {
+        const char *body, *msg;
+    } cases[] = {
+        {"{\"name\":123,\"image\":\"x\",\"port_forwarding\":[80,\"tcp\"]}",
+         "field 'name': expected a string, got integer"},
+        {"{\"name\":[\"a\",\"b\"],\"image\":\"x\",\"port_forwarding\":[80,\"tcp\"]}",
+         "field 'name': expected one value, got an array"},
+        {"{\"name\":\"a\",\"name\":\"b\",\"image\":\"x\",\"port_forwarding\":[80,\"tcp\"]}",
+         "duplicate"},
+        {"{\"name\":\"a\",\"image\":\"x\",\"port_forwarding\":[80,\"udp\"]}",
+         "field 'port_forwarding': expected protocol 'tcp'"},
+        {"{\"name\":\"a\",\"image\":\"x\",\"port_forwarding\":[80,\"tcp\",\"udp\"]}",
+         "field 'port_forwarding': expected [PORT, \"tcp\"]"},
+        {"{\"name\":\"a\",\"image\":\"x\",\"port_forwarding\":[80,17]}",
+         "field 'port_forwarding': expected a string, got integer"},
+        {"{\"name\":\"a\",\"image\":\"x\",\"port_forwarding\":[80,\"tcp\"],"
+         "\"scaling_upper_bound\":1.5}",
+         "field 'scaling_upper_bound': expected an integer, got real"},
+        {"{\"name\":\"a\",\"image\":\"x\",\"port_forwarding\":[80,\"tcp\"],"
+         "\"cold_start_sweep\":1}",
+         "field 'cold_start_sweep': expected true or false, got integer"},
+        {"{\"name\":\"a\",\"image\":\"x\",\"port_forwarding\":[80,\"tcp\"],"
+         "\"env_vars\":[{\"A\":1}]}",
+         "field 'env_vars': expected a string, got object"},
+        {"{\"name\":\"a\",\"image\":\"x\",\"port_forwarding\":[80,\"tcp\"],\"nmae\":\"b\"}",
+         "field 'nmae': not a registration field"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct cp_fn_spec s;
+        struct dg_err err = {0};
+        assert_true(reg_json(cases[i].body, &s, &err) < 0);
+        if (!strstr(err.msg, cases[i].msg))
+            fail_msg("case %zu: got \"%s\"\nwant \"%s\"", i, err.msg, cases[i].msg);
+    }
+    /* the CLI's form (numbers as strings, a boolean) and the store's (all strings) */
+    struct cp_fn_spec s;
+    struct dg_err err = {0};
+    assert_int_equal(reg_json("{\"name\":\"a\",\"image\":\"x\",\"port_forwarding\":[80,\"tcp\"],"
+                              "\"scaling_upper_bound\":\"5\",\"cold_start_sweep\":true,"
+                              "\"requested_cpu\":250,\"env_vars\":\"A=1\"}",
+                              &s, &err),
+                     0);
+    assert_int_equal(s.upper_bound, 1 + 4);
+    assert_int_equal(s.cpu_milli, 250);
+    assert_true(s.cold_start_sweep);
+    cp_fn_spec_free(&s);
+    json_t *j = cp_fn_spec_to_json(&(struct cp_fn_spec){
+        .name = "b", .image = "x", .port = 8080, .proto = "tcp", .upper_bound = 3});
+    char *text = dg_json_dumps(j);
+    json_decref(j);
+    assert_int_equal(reg_json(text, &s, &err), 0);
+    free(text);
+    assert_string_equal(s.name, "b");
+    assert_int_equal(s.port, 8080);
+    assert_int_equal(s.upper_bound, 3);
+    cp_fn_spec_free(&s);
 }
 
 static void test_name_rule(void **state)
@@ -198,6 +292,7 @@ int main(void)
         cmocka_unit_test(test_form_decoding),         cmocka_unit_test(test_invitro_form),
         cmocka_unit_test(test_invitro_zero_requests), cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_errors_name_the_field), cmocka_unit_test(test_name_rule),
+        cmocka_unit_test(test_json_strict),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
