@@ -146,6 +146,9 @@ void dp_core_on_exited(struct dp_core *core, struct dp_function *f, const char *
  * without, a reason is kept and every queued request gets 503 "function 'NAME' cannot start:
  * REASON" now (later ones queue as usual); no reason keeps the last one. */
 void dp_core_set_error(struct dp_core *core, struct dp_function *f, const char *reason);
+/* Whether sandbox `id` is f's: in its list, or taken out with requests still running (what a
+ * drain of it would wait for). */
+bool dp_core_has_sandbox(const struct dp_function *f, const char *id);
 /* Take sandboxes `ids` (borrowed) of f out of the list; effects.drained(token) once none of
  * them has a request in flight (maybe before this returns). */
 void dp_core_drain(struct dp_core *core, struct dp_function *f, const char *const *ids, size_t nids,
