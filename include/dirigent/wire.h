@@ -89,6 +89,13 @@ bool dg_wire_address_ok(const char *address);
 #define DG_WIRE_HDR_LEADER "X-Dirigent-Leader"
 /* A request a follower passed on to the leader (never forwarded again). */
 #define DG_WIRE_HDR_FORWARDED "X-Dirigent-Forwarded"
+/* On a request the DP forwards to a sandbox: the sandbox id it means. A sandbox that knows
+ * its own id (DG_WIRE_ENV_SANDBOX_ID, set by the worker) and has another answers 421 with its
+ * own id in this header: the DP's endpoint is stale (its address now belongs to another
+ * sandbox), the DP drops it and the request goes elsewhere (docs/security.md). */
+#define DG_WIRE_HDR_SANDBOX "X-Dirigent-Sandbox"
+/* The environment variable in which the worker gives each sandbox its id. */
+#define DG_WIRE_ENV_SANDBOX_ID "DIRIGENT_SANDBOX_ID"
 /* On a DP's response to a request that waited for a sandbox to start (dirigent load counts
  * them). */
 #define DG_WIRE_HDR_COLD_START "X-Dirigent-Cold-Start"

@@ -614,6 +614,42 @@ void dp_core_on_upstream_error(struct dp_core *core, struct dp_req *r, bool may_
     exit_wait_start(core, r, id, msg);
 }
 
+void dp_core_on_misrouted(struct dp_core *core, struct dp_req *r, bool may_retry, const char *why)
+{
+    struct dp_function *f = r->fn;
+    struct dp_endpoint *e = r->ep;
+    char addr[128], id[96];
+    snprintf(addr, sizeof(addr), "%s", e->address);
+    snprintf(id, sizeof(id), "%s", e->id);
+    for (size_t i = 0; i < f->neps; i++)
+        if (f->eps[i] == e) {
+            dp_reg_endpoint_remove(&core->reg, f, i);
+            break;
+        }
+    release(core, r); /* e may be gone */
+    dg_log(DG_LOG_WARN, "proxy", "fn=%s endpoint %s at %s is stale (%s): taken out of the list",
+           f->name, id, addr, why);
+    if (may_retry && !r->retried) {
+        r->retried = true;
+        struct dp_endpoint *o = f->q_head ? NULL : pick(core, f, NULL);
+        if (o) {
+            start(core, r, o);
+        } else {
+            r->cold = f->neps == 0;
+            if (f->reported < f->running)
+                report_soon(core, f);
+            queue_push(core, f, r);
+        }
+        return;
+    }
+    f->running--;
+    answer(core, r, DP_ANSWER_BROKEN, 502,
+           "function '%s': sandbox %s at %s is gone (its address now serves another sandbox); "
+           "not retried: %s",
+           f->name, id, addr, may_retry ? "it was retried once already" : "the request had a body");
+    dispatch(core, f);
+}
+
 void dp_core_on_done(struct dp_core *core, struct dp_req *r)
 {
     struct dp_function *f = r->fn;

@@ -166,6 +166,12 @@ void dp_core_on_done(struct dp_core *core, struct dp_req *r);
  * `may_retry` (nothing was sent, no body) and r was not retried yet, another endpoint takes it
  * (forward again). Else r is answered 502, with why its sandbox exited when the CP said so; a
  * request that reached its sandbox (`sent`) first waits up to DP_EXIT_WAIT_MS for that. */
+/* r's sandbox answered that it is another sandbox (`why`, borrowed: dirigent-fn's 421 with its
+ * own id): r's endpoint is stale, its address given to another sandbox. The endpoint leaves f's
+ * list at once (a later push may list it again); r, which that sandbox did not run, waits for
+ * another endpoint as a new request would (a cold start when none is left) if `may_retry` (no
+ * body: it can be sent again) and it was not retried yet, else it is answered 502. */
+void dp_core_on_misrouted(struct dp_core *core, struct dp_req *r, bool may_retry, const char *why);
 void dp_core_on_upstream_error(struct dp_core *core, struct dp_req *r, bool may_retry, bool sent,
                                const char *msg);
 
