@@ -204,6 +204,7 @@ static void fx_forward(void *ud, struct dp_req *r, struct dp_endpoint *e)
     struct dp_inv *v = inv_of(r);
     if (!v->t_start_us)
         v->t_start_us = dg_now_us();
+    v->misrouted = false; /* a retry: this endpoint's answer is the client's */
     size_t n;
     const struct dg_http_header *in = dg_http_req_headers(v->req, &n);
     struct dg_http_header stack[64],
