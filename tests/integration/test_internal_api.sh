@@ -61,10 +61,15 @@ t_metrics() {
     "metrics: field 'functions': item 0: field 'inflight': expected an integer 0..1000000000, got -1" || return 1
   refused "http://$CPI/v1/metrics" '{"dataplane":"dp1","functions":[{"name":"hello","inflight":1e300}]}' \
     "field 'inflight'" || return 1
+  # an exit report of a sandbox the CP does not know: said, nothing changes
+  refused "http://$CPI/v1/sandboxes/exited" '{"id":"x y","function":"hello"}' \
+    "sandbox exit: field 'id': expected a sandbox id" || return 1
+  [ "$(code_of -XPOST "http://$CPI/v1/sandboxes/exited" -d '{"id":"nope-1","function":"hello"}')" = 404 ] &&
+    grep -qF "no sandbox 'nope-1' of function 'hello' here" "$TAP_TMP/body" || return 1
   # the legitimate report
   [ "$(code_of -XPOST "http://$CPI/v1/metrics" -d '{"dataplane":"dp1","functions":[{"name":"hello","inflight":0}]}')" = 200 ]
 }
-check "CP: a negative or 1e300 inflight: 400; a real report: 200" t_metrics
+check "CP: a negative or 1e300 inflight, a bad sandbox id: 400; an unknown sandbox's exit: 404; a real report: 200" t_metrics
 
 # ---- a data plane's API (standalone: no CP pushes over what the test sets) -----------------
 bg_start "$TAP_TMP/dp2.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dp2 --controlPlaneAddress '' \
