@@ -14,7 +14,10 @@
  */
 #include "dirigent/wire.h"
 
+#include <arpa/inet.h>
+#include <math.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +35,22 @@ enum {
 
 struct msg;
 
+/* What a string (or each item of a string list) must be, beyond its JSON type (see "checks"
+ * below; the rules are in wire.h). */
+enum chk {
+    C_TEXT = 0, /* the default: at most DG_WIRE_TEXT_MAX bytes */
+    C_FN,       /* a function name (a DNS label) */
+    C_NODE,     /* a worker's or data plane's name */
+    C_ID,       /* a sandbox id */
+    C_TOKEN,    /* a short word: a boot id, a runtime's name, a state */
+    C_ADDR,     /* HOST:PORT */
+    C_EP,       /* a sandbox's endpoint: HOST:PORT, or unassigned (":0") */
+    C_ENV,      /* NAME=value */
+    C_ARG,      /* an image reference or a program argument: at most DG_WIRE_ARG_MAX bytes */
+    C_SBSTATE,  /* one of DG_WIRE_SB_* */
+    C_ROLE,     /* "leader" or "follower" */
+};
+
 struct field {
     const char *name;
     enum kind kind;
@@ -42,6 +61,9 @@ struct field {
     size_t has;            /* F_HAS: offset of the bool */
     size_t count;          /* K_ARR: offset of the size_t count; the array pointer is at off */
     const struct msg *sub; /* K_ARR items, K_OBJ */
+    enum chk chk;          /* K_STR, K_STRLIST items */
+    double dmin, dmax;     /* K_DBL bounds (inclusive); both 0: any finite number */
+    size_t maxn;           /* K_ARR, K_STRLIST: most items; 0: DG_WIRE_LIST_MAX */
 };
 
 struct msg {
@@ -50,9 +72,271 @@ struct msg {
     bool strict; /* an unknown key is an error */
     const struct field *f;
     size_t n;
+    /* rules across fields, after every field passed its own (NULL: none) */
+    int (*check)(const void *p, struct dg_err *err);
 };
 
 #define AT(p, off) ((char *)(p) + (off))
+
+/* ---- checks ------------------------------------------------------------------------------ */
+
+#define WSTR_(x) #x
+#define WSTR(x)  WSTR_(x)
+
+/* A short, printable quote of what was refused: a 10 KB name or one with a newline is not
+ * echoed whole into an error (nor into a log line). */
+static const char *quote(const char *s, char *buf, size_t size)
+{
+    size_t n = strlen(s), k = 0, keep = size - 32;
+    buf[0] = '\'';
+    for (; k < n && k < keep; k++)
+        buf[k + 1] = (unsigned char)s[k] < 0x20 || s[k] == 0x7f ? '?' : s[k];
+    if (k < n)
+        snprintf(buf + k + 1, size - k - 1, "...' (%zu bytes)", n);
+    else
+        snprintf(buf + k + 1, size - k - 1, "'");
+    return buf;
+}
+
+static bool alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+bool dg_wire_fn_name_ok(const char *s)
+{
+    /* [a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?: a DNS label, as the CP's registration (the name is
+     * the Host header) */
+    size_t n = strlen(s);
+    if (n == 0 || n > DG_WIRE_FN_NAME_MAX || s[0] == '-' || s[n - 1] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+            return false;
+    return true;
+}
+
+/* 1..max of [A-Za-z0-9._-], the first a letter or digit. */
+static bool word_ok(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max || !alnum(s[0]))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!alnum(s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '-')
+            return false;
+    return true;
+}
+
+bool dg_wire_node_name_ok(const char *s)
+{
+    return word_ok(s, DG_WIRE_NAME_MAX);
+}
+
+bool dg_wire_id_ok(const char *s)
+{
+    return word_ok(s, DG_WIRE_NAME_MAX);
+}
+
+/* A host name (RFC 1123: dot-separated labels of [A-Za-z0-9-], not starting or ending with
+ * '-', at most 253 bytes, the last label not all digits) or an IPv4 address. */
+static bool hostname_ok(const char *h, size_t n)
+{
+    char ip[INET_ADDRSTRLEN];
+    struct in_addr a4;
+    if (n < sizeof(ip)) {
+        memcpy(ip, h, n);
+        ip[n] = '\0';
+        if (inet_pton(AF_INET, ip, &a4) == 1)
+            return true;
+    }
+    if (n == 0 || n > 253)
+        return false;
+    size_t start = 0;
+    bool digits = true;
+    for (size_t i = 0; i <= n; i++) {
+        if (i == n || h[i] == '.') {
+            size_t len = i - start;
+            if (len == 0 || len > 63 || h[start] == '-' || h[i - 1] == '-')
+                return false;
+            if (i == n && digits)
+                return false; /* "999.1.1.1": neither an IPv4 address nor a name */
+            start = i + 1;
+            digits = true;
+        } else if (alnum(h[i]) || h[i] == '-') {
+            digits = digits && h[i] >= '0' && h[i] <= '9';
+        } else {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* HOST:PORT; `port0`: a port 0 is accepted (with an empty host: unassigned). */
+static bool address_ok(const char *s, bool port0)
+{
+    const char *colon = strrchr(s, ':');
+    size_t n = strlen(s);
+    if (!colon || n > 300)
+        return false;
+    const char *p = colon + 1;
+    size_t plen = n - (size_t)(p - s);
+    if (plen == 0 || plen > 5)
+        return false;
+    long port = 0;
+    for (size_t i = 0; i < plen; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        port = port * 10 + (p[i] - '0');
+    }
+    if (port > 65535 || (port == 0 && !port0))
+        return false;
+    size_t hl = (size_t)(colon - s);
+    if (port0 && port == 0 && hl == 0)
+        return true; /* a sandbox without its network yet */
+    char ip6[INET6_ADDRSTRLEN + 2];
+    struct in6_addr a6;
+    const char *h = s;
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') { /* [IPv6]:PORT */
+        h++;
+        hl -= 2;
+    } else if (!memchr(h, ':', hl)) {
+        return hostname_ok(h, hl);
+    } /* else IPv6:PORT without brackets: as dg_http_pool_new_addr reads it (the last ':') */
+    if (hl == 0 || hl >= sizeof(ip6))
+        return false;
+    memcpy(ip6, h, hl);
+    ip6[hl] = '\0';
+    return inet_pton(AF_INET6, ip6, &a6) == 1;
+}
+
+bool dg_wire_address_ok(const char *s)
+{
+    return address_ok(s, false);
+}
+
+static bool env_ok(const char *s)
+{
+    /* NAME=value, NAME a C identifier (a shell reads it) */
+    if (!((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
+        return false;
+    size_t i = 1;
+    while (alnum(s[i]) || s[i] == '_')
+        i++;
+    return s[i] == '=' && strlen(s) <= DG_WIRE_ARG_MAX;
+}
+
+static bool one_of(const char *s, const char *const *set, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(s, set[i]) == 0)
+            return true;
+    return false;
+}
+
+static const char *const SB_STATES[] = {DG_WIRE_SB_CREATING, DG_WIRE_SB_READY, DG_WIRE_SB_EXITED,
+                                        DG_WIRE_SB_DELETING};
+static const char *const ROLES[] = {"leader", "follower"};
+
+/* NULL when `s` passes `c`, else what was expected. */
+static const char *check_str(enum chk c, const char *s)
+{
+    switch (c) {
+    case C_TEXT:
+        return strlen(s) <= DG_WIRE_TEXT_MAX ? NULL
+                                             : "expected at most " WSTR(DG_WIRE_TEXT_MAX) " bytes";
+    case C_ARG:
+        return strlen(s) <= DG_WIRE_ARG_MAX ? NULL
+                                            : "expected at most " WSTR(DG_WIRE_ARG_MAX) " bytes";
+    case C_FN:
+        return dg_wire_fn_name_ok(s) ? NULL
+                                     : "expected a function name (a DNS label: 1.." WSTR(
+                                           DG_WIRE_FN_NAME_MAX) " of a-z 0-9 -, not starting or "
+                                                                "ending with -)";
+    case C_NODE:
+        return dg_wire_node_name_ok(s)
+                   ? NULL
+                   : "expected a name (1.." WSTR(DG_WIRE_NAME_MAX) " of "
+                                                                   "A-Z a-z 0-9 . _ -, "
+                                                                   "starting with a letter "
+                                                                   "or digit)";
+    case C_ID:
+        return dg_wire_id_ok(s)
+                   ? NULL
+                   : "expected a sandbox id (1.." WSTR(DG_WIRE_NAME_MAX) " of A-Z "
+                                                                         "a-z 0-9 . _ -, "
+                                                                         "starting with a "
+                                                                         "letter or digit)";
+    case C_TOKEN:
+        return word_ok(s, 64) ? NULL : "expected a word (1..64 of A-Z a-z 0-9 . _ -)";
+    case C_ADDR:
+        return address_ok(s, false) ? NULL
+                                    : "expected HOST:PORT (an IPv4 address, [IPv6] or a host "
+                                      "name, and a port 1..65535)";
+    case C_EP:
+        return address_ok(s, true) ? NULL
+                                   : "expected HOST:PORT (an IPv4 address, [IPv6] or a host "
+                                     "name, and a port 1..65535)";
+    case C_ENV:
+        return env_ok(s) ? NULL
+                         : "expected NAME=value (NAME of A-Z a-z 0-9 _, not starting "
+                           "with a digit)";
+    case C_SBSTATE:
+        return one_of(s, SB_STATES, DG_ARRAY_LEN(SB_STATES))
+                   ? NULL
+                   : "expected one of creating, ready, exited, deleting";
+    case C_ROLE:
+        return one_of(s, ROLES, DG_ARRAY_LEN(ROLES)) ? NULL : "expected leader or follower";
+    }
+    return NULL;
+}
+
+/* The checks of field f beyond its JSON type, on its decoded value in `out`. */
+static int check_field(const struct field *f, const void *out, struct dg_err *err)
+{
+    char q[80];
+    size_t maxn = f->maxn ? f->maxn : DG_WIRE_LIST_MAX;
+    switch (f->kind) {
+    case K_STR: {
+        const char *s = *(char *const *)AT(out, f->off), *why = check_str(f->chk, s);
+        return why ? dg_err_set(err, DG_E_INVAL, "field '%s': %s, got %s", f->name, why,
+                                quote(s, q, sizeof(q)))
+                   : 0;
+    }
+    case K_STRLIST: {
+        const struct dg_strlist *l = (const struct dg_strlist *)AT(out, f->off);
+        if (l->n > maxn)
+            return dg_err_set(err, DG_E_INVAL, "field '%s': expected at most %zu items, got %zu",
+                              f->name, maxn, l->n);
+        for (size_t i = 0; i < l->n; i++) {
+            const char *why = check_str(f->chk, l->v[i]);
+            if (why)
+                return dg_err_set(err, DG_E_INVAL, "field '%s': item %zu: %s, got %s", f->name, i,
+                                  why, quote(l->v[i], q, sizeof(q)));
+        }
+        return 0;
+    }
+    case K_ARR: {
+        size_t n = *(const size_t *)AT(out, f->count);
+        return n > maxn
+                   ? dg_err_set(err, DG_E_INVAL, "field '%s': expected at most %zu items, got %zu",
+                                f->name, maxn, n)
+                   : 0;
+    }
+    case K_DBL: {
+        double d;
+        memcpy(&d, AT(out, f->off), sizeof(d));
+        if (!isfinite(d))
+            return dg_err_set(err, DG_E_INVAL, "field '%s': expected a finite number", f->name);
+        if ((f->dmin != 0 || f->dmax != 0) && (d < f->dmin || d > f->dmax))
+            return dg_err_set(err, DG_E_INVAL, "field '%s': expected %g..%g, got %g", f->name,
+                              f->dmin, f->dmax, d);
+        return 0;
+    }
+    default:
+        return 0;
+    }
+}
 
 /* ---- decode ------------------------------------------------------------------------------ */
 
@@ -177,12 +461,19 @@ static int decode_as(const struct msg *m, const json_t *j, void *out, bool view,
             continue;
         }
         int rc = decode_field(f, v, out, view, err);
+        if (rc == 0)
+            rc = check_field(f, out, err);
         if (rc < 0) {
             msg_free_as(m, out, view);
             return rc;
         }
         if (f->flags & F_HAS)
             *(bool *)AT(out, f->has) = true;
+    }
+    int rc = m->check ? m->check(out, err) : 0;
+    if (rc < 0) {
+        msg_free_as(m, out, view);
+        return rc;
     }
     return 0;
 }
@@ -348,38 +639,42 @@ static char *dumps(const struct msg *m, const void *p)
 #define HAS(T, m) .flags = F_HAS, .has = offsetof(T, m)
 
 #define MSG(x, strict_)                                                                            \
-    static const struct msg M_##x = {#x, sizeof(struct dg_wire_##x), strict_, F_##x,               \
-                                     DG_ARRAY_LEN(F_##x)}
+    static const struct msg M_##x = {#x,    sizeof(struct dg_wire_##x), strict_,                   \
+                                     F_##x, DG_ARRAY_LEN(F_##x),        NULL}
 #define MSG_AS(x, type, strict_)                                                                   \
-    static const struct msg M_##x = {#x, sizeof(struct dg_wire_##type), strict_, F_##x,            \
-                                     DG_ARRAY_LEN(F_##x)}
+    static const struct msg M_##x = {#x,    sizeof(struct dg_wire_##type), strict_,                \
+                                     F_##x, DG_ARRAY_LEN(F_##x),           NULL}
 
 static const char K_RESYNC[] = "resync";
-#define RES_MAX INT64_MAX /* resources: any non-negative amount */
+#define CPU_MAX      1099511627776 /* millicores, MiB: what the worker's cpuMilli and */
+#define MEM_MAX      1099511627776 /* memoryMiB keys allow (2^40) */
+#define INFLIGHT_MAX 1000000000
+#define NONNEG       .min = 0, .max = INT64_MAX
 
 /* worker -> CP */
 #define T struct dg_wire_sandbox_ref
 static const struct field F_sandbox_ref[] = {
-    STR(T, id, "id", .flags = F_REQ),
-    STR(T, function, "function", .flags = F_REQ),
-    STR(T, endpoint, "endpoint", .flags = F_REQ),
+    STR(T, id, "id", .flags = F_REQ, .chk = C_ID),
+    STR(T, function, "function", .flags = F_REQ, .chk = C_FN),
+    STR(T, endpoint, "endpoint", .flags = F_REQ, .chk = C_ADDR),
 };
 MSG(sandbox_ref, false);
 #undef T
 
 #define T struct dg_wire_worker_beat
 static const struct field F_worker_beat[] = {
-    STR(T, name, "name", .flags = F_REQ),
-    STR(T, address, "address", .flags = F_REQ),
-    STR(T, boot, "boot"),
-    INT(T, cpu_milli, "cpuMilli", .min = 0, .max = RES_MAX),
-    INT(T, memory_mib, "memoryMiB", .min = 0, .max = RES_MAX),
-    DBL(T, cpu_overcommit, "cpuOvercommit", .flags = F_DEF, .def = 1.0),
-    INT(T, min_cpu_milli, "sandboxMinCpuMilli", .min = 0, .max = RES_MAX),
-    INT(T, min_memory_mib, "sandboxMinMemoryMiB", .min = 0, .max = RES_MAX),
+    STR(T, name, "name", .flags = F_REQ, .chk = C_NODE),
+    STR(T, address, "address", .flags = F_REQ, .chk = C_ADDR),
+    STR(T, boot, "boot", .chk = C_TOKEN),
+    INT(T, cpu_milli, "cpuMilli", .min = 0, .max = CPU_MAX),
+    INT(T, memory_mib, "memoryMiB", .min = 0, .max = MEM_MAX),
+    DBL(T, cpu_overcommit, "cpuOvercommit", .flags = F_DEF, .def = 1.0, .dmin = 0, .dmax = 1000),
+    INT(T, min_cpu_milli, "sandboxMinCpuMilli", .min = 0, .max = CPU_MAX),
+    INT(T, min_memory_mib, "sandboxMinMemoryMiB", .min = 0, .max = MEM_MAX),
     ARR(T, sandboxes, nsandboxes, "sandboxes", sandbox_ref, HAS(T, has_sandboxes)),
     BOOL(T, resync, K_RESYNC),
-    INT(T, sandbox_count, "sandboxCount", HAS(T, has_sandbox_count), .min = 0, .max = RES_MAX),
+    INT(T, sandbox_count, "sandboxCount", HAS(T, has_sandbox_count), .min = 0,
+        .max = DG_WIRE_LIST_MAX),
     STR(T, sandbox_subnet, "sandboxSubnet"),
 };
 MSG(worker_beat, false);
@@ -387,10 +682,10 @@ MSG(worker_beat, false);
 
 #define T struct dg_wire_sandbox_exit
 static const struct field F_sandbox_exit[] = {
-    STR(T, worker, "worker"),
-    STR(T, id, "id", .flags = F_REQ),
-    STR(T, function, "function", .flags = F_REQ),
-    INT(T, status, "status"),
+    STR(T, worker, "worker", .chk = C_NODE),
+    STR(T, id, "id", .flags = F_REQ, .chk = C_ID),
+    STR(T, function, "function", .flags = F_REQ, .chk = C_FN),
+    INT(T, status, "status", .min = -255, .max = 255), /* a status, or -signal */
     STR(T, reason, "reason"),
 };
 MSG(sandbox_exit, false);
@@ -399,9 +694,9 @@ MSG(sandbox_exit, false);
 /* data plane -> CP */
 #define T struct dg_wire_dp_beat
 static const struct field F_dp_beat[] = {
-    STR(T, name, "name", .flags = F_REQ),
-    STR(T, api, "api", .flags = F_REQ),
-    STR(T, proxy, "proxy", .flags = F_REQ),
+    STR(T, name, "name", .flags = F_REQ, .chk = C_NODE),
+    STR(T, api, "api", .flags = F_REQ, .chk = C_ADDR),
+    STR(T, proxy, "proxy", .flags = F_REQ, .chk = C_ADDR),
     BOOL(T, resync, K_RESYNC),
 };
 MSG(dp_beat, false);
@@ -409,15 +704,15 @@ MSG(dp_beat, false);
 
 #define T struct dg_wire_fn_load
 static const struct field F_fn_load[] = {
-    STR(T, name, "name", .flags = F_REQ),
-    INT(T, inflight, "inflight", .flags = F_REQ),
+    STR(T, name, "name", .flags = F_REQ, .chk = C_FN),
+    INT(T, inflight, "inflight", .flags = F_REQ, .min = 0, .max = INFLIGHT_MAX),
 };
 MSG(fn_load, false);
 #undef T
 
 #define T struct dg_wire_metrics
 static const struct field F_metrics[] = {
-    STR(T, dataplane, "dataplane", .flags = F_REQ),
+    STR(T, dataplane, "dataplane", .flags = F_REQ, .chk = C_NODE),
     ARR(T, functions, nfunctions, "functions", fn_load),
 };
 MSG(metrics, false);
@@ -426,11 +721,11 @@ MSG(metrics, false);
 /* CP -> worker */
 #define T struct dg_wire_create
 static const struct field F_create[] = {
-    STR(T, function, "function", .flags = F_REQ),
-    STR(T, image, "image"),
+    STR(T, function, "function", .flags = F_REQ, .chk = C_FN),
+    STR(T, image, "image", .chk = C_ARG),
     INT(T, port, "port", .flags = F_OMIT, .min = 1, .max = 65535), /* 0: absent */
-    STRLIST(T, env, "env"),
-    STRLIST(T, args, "args"),
+    STRLIST(T, env, "env", .chk = C_ENV, .maxn = DG_WIRE_ARGS_MAX),
+    STRLIST(T, args, "args", .chk = C_ARG, .maxn = DG_WIRE_ARGS_MAX),
     INT(T, cpu_milli, "cpuMilli", .min = 0, .max = 100000000),
     INT(T, memory_mib, "memoryMiB", .min = 0, .max = 1 << 24),
 };
@@ -439,17 +734,18 @@ MSG(create, true);
 
 #define T struct dg_wire_latency
 static const struct field F_latency[] = {
-    INT(T, image, "image"), INT(T, rootfs, "rootfs"), INT(T, network, "network"),
-    INT(T, start, "start"), INT(T, ready, "ready"),   INT(T, total, "total"),
+    INT(T, image, "image", NONNEG),     INT(T, rootfs, "rootfs", NONNEG),
+    INT(T, network, "network", NONNEG), INT(T, start, "start", NONNEG),
+    INT(T, ready, "ready", NONNEG),     INT(T, total, "total", NONNEG),
 };
 MSG(latency, false);
 #undef T
 
 #define T struct dg_wire_created
 static const struct field F_created[] = {
-    STR(T, id, "id", .flags = F_REQ),
-    STR(T, function, "function"),
-    STR(T, endpoint, "endpoint", .flags = F_REQ),
+    STR(T, id, "id", .flags = F_REQ, .chk = C_ID),
+    STR(T, function, "function", .chk = C_FN),
+    STR(T, endpoint, "endpoint", .flags = F_REQ, .chk = C_ADDR),
     OBJ(T, latency, "latencyUs", latency, HAS(T, has_latency)),
 };
 MSG(created, false);
@@ -457,19 +753,32 @@ MSG(created, false);
 
 #define T struct dg_wire_sandbox_state
 static const struct field F_sandbox_state[] = {
-    STR(T, id, "id", .flags = F_REQ),
-    STR(T, function, "function", .flags = F_REQ),
-    STR(T, endpoint, "endpoint", .flags = F_REQ),
-    STR(T, state, "state", .flags = F_REQ),
+    STR(T, id, "id", .flags = F_REQ, .chk = C_ID),
+    STR(T, function, "function", .flags = F_REQ, .chk = C_FN),
+    STR(T, endpoint, "endpoint", .flags = F_REQ, .chk = C_EP),
+    STR(T, state, "state", .flags = F_REQ, .chk = C_SBSTATE),
     STR(T, exit_reason, "exitReason"),
 };
-MSG(sandbox_state, false);
+/* A sandbox still creating has no address yet (":0"); a ready one has one. */
+static int sandbox_state_check(const void *p, struct dg_err *err)
+{
+    const T *m = p;
+    char q[80];
+    if (strcmp(m->state, DG_WIRE_SB_READY) == 0 && !address_ok(m->endpoint, false))
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'endpoint': expected HOST:PORT for a ready sandbox, got %s",
+                          quote(m->endpoint, q, sizeof(q)));
+    return 0;
+}
+static const struct msg M_sandbox_state = {
+    "sandbox_state",    sizeof(T), false, F_sandbox_state, DG_ARRAY_LEN(F_sandbox_state),
+    sandbox_state_check};
 #undef T
 
 #define T struct dg_wire_sandbox_list
 static const struct field F_sandbox_list[] = {
-    STR(T, name, "name"),
-    STR(T, runtime, "runtime"),
+    STR(T, name, "name", .chk = C_NODE),
+    STR(T, runtime, "runtime", .chk = C_TOKEN),
     ARR(T, sandboxes, nsandboxes, "sandboxes", sandbox_state, .flags = F_REQ),
 };
 MSG(sandbox_list, false);
@@ -478,15 +787,15 @@ MSG(sandbox_list, false);
 /* CP -> data plane */
 #define T struct dg_wire_endpoint
 static const struct field F_endpoint[] = {
-    STR(T, id, "id", .flags = F_REQ),
-    STR(T, address, "address", .flags = F_REQ),
+    STR(T, id, "id", .flags = F_REQ, .chk = C_ID),
+    STR(T, address, "address", .flags = F_REQ, .chk = C_ADDR),
 };
 MSG(endpoint, false);
 #undef T
 
 #define T struct dg_wire_exit_note
 static const struct field F_exit_note[] = {
-    STR(T, id, "id", .flags = F_REQ),
+    STR(T, id, "id", .flags = F_REQ, .chk = C_ID),
     STR(T, reason, "reason", .flags = F_REQ),
 };
 MSG(exit_note, false);
@@ -495,7 +804,7 @@ MSG(exit_note, false);
 #define T struct dg_wire_fn_update
 static const struct field F_fn_update[] = {
     ARR(T, endpoints, nendpoints, "endpoints", endpoint, .flags = F_REQ),
-    STR(T, name, "name", .flags = F_REQ),
+    STR(T, name, "name", .flags = F_REQ, .chk = C_FN),
     INT(T, concurrency, "concurrency", .flags = F_DEF, .def = 1, .min = 0, .max = 100000),
     STR(T, error, "error"),
     ARR(T, exited, nexited, "exited", exit_note, .flags = F_OMIT),
@@ -520,13 +829,13 @@ MSG(push, false);
 
 #define T struct dg_wire_drain
 static const struct field F_drain[] = {
-    STR(T, name, "name", .flags = F_REQ),
-    STRLIST(T, ids, "ids", .flags = F_REQ),
+    STR(T, name, "name", .flags = F_REQ, .chk = C_FN),
+    STRLIST(T, ids, "ids", .flags = F_REQ, .chk = C_ID),
 };
 MSG(drain, false);
 /* POST /v1/functions/NAME/drain: the name is in the path */
 static const struct field F_drain_ids[] = {
-    STRLIST(T, ids, "ids", .flags = F_REQ),
+    STRLIST(T, ids, "ids", .flags = F_REQ, .chk = C_ID),
 };
 MSG_AS(drain_ids, drain, true);
 #undef T
@@ -540,19 +849,19 @@ MSG(dp_fn, false);
 
 #define T struct dg_wire_dp_endpoint_view
 static const struct field F_dp_endpoint_view[] = {
-    STR(T, id, "id", .flags = F_REQ),
-    STR(T, address, "address"),
-    INT(T, in_flight, "inFlight"),
+    STR(T, id, "id", .flags = F_REQ, .chk = C_ID),
+    STR(T, address, "address", .chk = C_ADDR),
+    INT(T, in_flight, "inFlight", NONNEG),
 };
 MSG(dp_endpoint_view, false);
 #undef T
 
 #define T struct dg_wire_dp_fn_view
 static const struct field F_dp_fn_view[] = {
-    STR(T, name, "name", .flags = F_REQ),
-    INT(T, concurrency, "concurrency"),
-    INT(T, queued, "queued"),
-    INT(T, in_flight, "inFlight"),
+    STR(T, name, "name", .flags = F_REQ, .chk = C_FN),
+    INT(T, concurrency, "concurrency", NONNEG),
+    INT(T, queued, "queued", NONNEG),
+    INT(T, in_flight, "inFlight", NONNEG),
     ARR(T, endpoints, nendpoints, "endpoints", dp_endpoint_view),
     STR(T, error, "error", .flags = F_NULL),
 };
@@ -562,7 +871,7 @@ MSG(dp_fn_view, false);
 /* store records */
 #define T struct dg_wire_worker_rec
 static const struct field F_worker_rec[] = {
-    STR(T, address, "address", .flags = F_REQ),
+    STR(T, address, "address", .flags = F_REQ, .chk = C_ADDR),
     STR(T, sandbox_subnet, "sandboxSubnet"),
 };
 MSG(worker_rec, false);
@@ -570,8 +879,8 @@ MSG(worker_rec, false);
 
 #define T struct dg_wire_dp_rec
 static const struct field F_dp_rec[] = {
-    STR(T, api, "api", .flags = F_REQ),
-    STR(T, proxy, "proxy", .flags = F_REQ),
+    STR(T, api, "api", .flags = F_REQ, .chk = C_ADDR),
+    STR(T, proxy, "proxy", .flags = F_REQ, .chk = C_ADDR),
 };
 MSG(dp_rec, false);
 #undef T
@@ -579,59 +888,60 @@ MSG(dp_rec, false);
 /* GET /v1/status */
 #define T struct dg_wire_worker_view
 static const struct field F_worker_view[] = {
-    STR(T, name, "name", .flags = F_REQ),
-    STR(T, address, "address"),
+    STR(T, name, "name", .flags = F_REQ, .chk = C_NODE),
+    STR(T, address, "address", .chk = C_ADDR),
     BOOL(T, schedulable, "schedulable"),
-    INT(T, sandboxes, "sandboxes"),
-    INT(T, cpu_milli, "cpuMilli"),
-    INT(T, memory_mib, "memoryMiB"),
-    INT(T, cpu_used_milli, "cpuUsedMilli"),
-    INT(T, memory_used_mib, "memoryUsedMiB"),
-    INT(T, cpu_schedulable_milli, "cpuSchedulableMilli"),
-    DBL(T, cpu_overcommit, "cpuOvercommit", .flags = F_DEF, .def = 1.0),
-    INT(T, min_cpu_milli, "sandboxMinCpuMilli"),
-    INT(T, min_memory_mib, "sandboxMinMemoryMiB"),
+    INT(T, sandboxes, "sandboxes", NONNEG),
+    INT(T, cpu_milli, "cpuMilli", NONNEG),
+    INT(T, memory_mib, "memoryMiB", NONNEG),
+    INT(T, cpu_used_milli, "cpuUsedMilli", NONNEG),
+    INT(T, memory_used_mib, "memoryUsedMiB", NONNEG),
+    INT(T, cpu_schedulable_milli, "cpuSchedulableMilli", NONNEG),
+    DBL(T, cpu_overcommit, "cpuOvercommit", .flags = F_DEF, .def = 1.0, .dmin = 0, .dmax = 1000),
+    INT(T, min_cpu_milli, "sandboxMinCpuMilli", NONNEG),
+    INT(T, min_memory_mib, "sandboxMinMemoryMiB", NONNEG),
 };
 MSG(worker_view, false);
 #undef T
 
 #define T struct dg_wire_dp_view
 static const struct field F_dp_view[] = {
-    STR(T, name, "name", .flags = F_REQ),
-    STR(T, api, "api"),
-    STR(T, proxy, "proxy"),
+    STR(T, name, "name", .flags = F_REQ, .chk = C_NODE),
+    STR(T, api, "api", .chk = C_ADDR),
+    STR(T, proxy, "proxy", .chk = C_ADDR),
 };
 MSG(dp_view, false);
 #undef T
 
 #define T struct dg_wire_fn_view
 static const struct field F_fn_view[] = {
-    STR(T, name, "name", .flags = F_REQ),
-    STR(T, image, "image"),
-    INT(T, port, "port"),
-    STR(T, state, "state"),
-    INT(T, ready, "ready"),
-    INT(T, desired, "desired"),
-    INT(T, creating, "creating"),
-    INT(T, lower_bound, "scaling_lower_bound"),
-    INT(T, upper_bound, "scaling_upper_bound"),
-    INT(T, requested_cpu, "requested_cpu"),
-    INT(T, requested_memory, "requested_memory"),
+    STR(T, name, "name", .flags = F_REQ, .chk = C_FN),
+    STR(T, image, "image", .chk = C_ARG),
+    INT(T, port, "port", .min = 0, .max = 65535),
+    STR(T, state, "state", .chk = C_TOKEN),
+    INT(T, ready, "ready", NONNEG),
+    INT(T, desired, "desired", NONNEG),
+    INT(T, creating, "creating", NONNEG),
+    INT(T, lower_bound, "scaling_lower_bound", NONNEG),
+    INT(T, upper_bound, "scaling_upper_bound", NONNEG),
+    INT(T, requested_cpu, "requested_cpu", NONNEG),
+    INT(T, requested_memory, "requested_memory", NONNEG),
     BOOL(T, cold_start_sweep, "cold_start_sweep"),
-    INT(T, container_concurrency, "container_concurrency"),
+    INT(T, container_concurrency, "container_concurrency", NONNEG),
     STR(T, error, "error", .flags = F_NULL),
-    STR(T, error_worker, "error_worker", .flags = F_HAS | F_NULL, .has = offsetof(T, has_error)),
+    STR(T, error_worker, "error_worker", .flags = F_HAS | F_NULL, .has = offsetof(T, has_error),
+        .chk = C_NODE),
     INT(T, error_at_ms, "error_at_ms", HAS(T, has_error)),
     INT(T, error_age_ms, "error_age_ms", HAS(T, has_error)),
-    STR(T, error_kind, "error_kind", HAS(T, has_error)),
+    STR(T, error_kind, "error_kind", HAS(T, has_error), .chk = C_TOKEN),
 };
 MSG(fn_view, false);
 #undef T
 
 #define T struct dg_wire_replica
 static const struct field F_replica[] = {
-    INT(T, id, "id"),
-    STR(T, api, "api", .flags = F_REQ),
+    INT(T, id, "id", NONNEG),
+    STR(T, api, "api", .flags = F_REQ, .chk = C_ADDR),
     BOOL(T, self, "self"),
     BOOL(T, leader, "leader"),
 };
@@ -643,8 +953,8 @@ static const struct field F_status[] = {
     ARR(T, workers, nworkers, "workers", worker_view, .flags = F_REQ),
     ARR(T, dataplanes, ndataplanes, "dataplanes", dp_view, .flags = F_REQ),
     ARR(T, functions, nfunctions, "functions", fn_view, .flags = F_REQ),
-    STR(T, role, "role", .flags = F_REQ),
-    STR(T, leader, "leader", .flags = F_NULL),
+    STR(T, role, "role", .flags = F_REQ, .chk = C_ROLE),
+    STR(T, leader, "leader", .flags = F_NULL, .chk = C_ADDR),
     ARR(T, replicas, nreplicas, "replicas", replica, HAS(T, has_replicas)),
 };
 MSG(status, false);
@@ -726,9 +1036,13 @@ json_t *dg_wire_delete_item_encode(const char *id)
 
 int dg_wire_delete_item_decode(const json_t *j, const char **id, struct dg_err *err)
 {
+    char q[80];
     if (!json_is_string(j) || strlen(json_string_value(j)) != json_string_length(j))
         return dg_err_set(err, DG_E_INVAL, "expected a sandbox id (string), got %s",
                           json_is_string(j) ? "a string with a NUL" : dg_json_type_name(j));
+    if (!dg_wire_id_ok(json_string_value(j)))
+        return dg_err_set(err, DG_E_INVAL, "%s, got %s", check_str(C_ID, json_string_value(j)),
+                          quote(json_string_value(j), q, sizeof(q)));
     *id = json_string_value(j);
     return 0;
 }

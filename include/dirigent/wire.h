@@ -19,6 +19,14 @@
  * own context ("worker: ..."). The code is DG_E_INVAL, or DG_E_PROTO when _parse was given
  * text that is not JSON. Encoding borrows every pointer of `m`.
  *
+ * Every field is validated, not only typed (docs/api.md "Validation"): names, ids and
+ * addresses by the rules below, integers by their ranges (non-negative where a negative one
+ * means nothing), numbers finite and bounded, lists at most DG_WIRE_LIST_MAX items, strings at
+ * most DG_WIRE_TEXT_MAX bytes unless a rule says otherwise, enumerations one of their values.
+ * The error names the field, what was expected and (quoted, cut short, control characters as
+ * '?') what came: `field 'name': expected a name (1..128 of A-Z a-z 0-9 . _ -, starting with a
+ * letter or digit), got 'w?1'`.
+ *
  * Conventions in the structs: a NULL string is absent (or JSON null where the message says
  * so); an array is a pointer and a count; `has_*` says whether an optional part is present
  * (a decode sets it, an encode sends the part only when it is set).
@@ -31,6 +39,26 @@
 #include <stdint.h>
 
 #include "dirigent/common.h"
+
+/* ---- validation rules ------------------------------------------------------------------ */
+
+#define DG_WIRE_FN_NAME_MAX 63      /* a function name: a DNS label (the CP's registration rule) */
+#define DG_WIRE_NAME_MAX    128     /* a worker's or DP's name, a sandbox id */
+#define DG_WIRE_TEXT_MAX    4096    /* a reason, an error, any other string */
+#define DG_WIRE_ARG_MAX     65536   /* an image reference, an env entry, a program argument */
+#define DG_WIRE_LIST_MAX    1048576 /* items of any list */
+#define DG_WIRE_ARGS_MAX    4096    /* env entries, program arguments of a create */
+
+/* [a-z0-9]([a-z0-9-]{0,61}[a-z0-9])? */
+bool dg_wire_fn_name_ok(const char *name);
+/* A worker's or data plane's name: 1..DG_WIRE_NAME_MAX of [A-Za-z0-9._-], the first a letter
+ * or digit (a host name, "dp-8081", "w1-0"). */
+bool dg_wire_node_name_ok(const char *name);
+/* A sandbox id: the same rule (a worker makes "<its name>-<run>-<n>"). */
+bool dg_wire_id_ok(const char *id);
+/* HOST:PORT: an IPv4 address, [IPv6] (or IPv6 without brackets, split at the last ':') or a
+ * host name (RFC 1123), and a port 1..65535. */
+bool dg_wire_address_ok(const char *address);
 
 /* ---- paths and headers ------------------------------------------------------------------ */
 
@@ -61,6 +89,13 @@
 #define DG_WIRE_HDR_LEADER "X-Dirigent-Leader"
 /* A request a follower passed on to the leader (never forwarded again). */
 #define DG_WIRE_HDR_FORWARDED "X-Dirigent-Forwarded"
+/* On a request the DP forwards to a sandbox: the sandbox id it means. A sandbox that knows
+ * its own id (DG_WIRE_ENV_SANDBOX_ID, set by the worker) and has another answers 421 with its
+ * own id in this header: the DP's endpoint is stale (its address now belongs to another
+ * sandbox), the DP drops it and the request goes elsewhere (docs/security.md). */
+#define DG_WIRE_HDR_SANDBOX "X-Dirigent-Sandbox"
+/* The environment variable in which the worker gives each sandbox its id. */
+#define DG_WIRE_ENV_SANDBOX_ID "DIRIGENT_SANDBOX_ID"
 /* On a DP's response to a request that waited for a sandbox to start (dirigent load counts
  * them). */
 #define DG_WIRE_HDR_COLD_START "X-Dirigent-Cold-Start"

@@ -603,10 +603,13 @@ static void api_sandbox_exited(struct dg_http_req *r, void *ud)
         return;
     }
     struct cp_fn *f = cp_fn_find(dg_str_c(m.function));
-    if (f) /* logs it */
-        cp_core_on_exited(&cp.core, f, m.id, m.reason && m.reason[0] ? m.reason : "exited");
+    /* logs it; an exit of a sandbox this CP does not know (any more) changes nothing: said */
+    if (f && cp_core_on_exited(&cp.core, f, m.id, m.reason && m.reason[0] ? m.reason : "exited"))
+        dg_http_respond_text(r, 200, DG_WIRE_BEAT_OK);
+    else
+        dg_http_respond_text(r, 404, "sandbox exit: no sandbox '%s' of function '%s' here", m.id,
+                             m.function);
     dg_wire_sandbox_exit_free(&m);
-    dg_http_respond_text(r, 200, DG_WIRE_BEAT_OK);
 }
 
 static void api_status(struct dg_http_req *r, void *ud)

@@ -40,6 +40,7 @@
 struct api_drain {                /* a drain's token: who waits for its answer */
     struct dg_batch_reply *reply; /* NULL: nobody waits any more (the client went away) */
     size_t i;                     /* its item in `reply` */
+    char *unknown;                /* the ids that are not the function's ("a, b"), or NULL */
 };
 
 static struct dp_function *fn_param(struct dp *d, struct dg_http_req *r)
@@ -78,6 +79,17 @@ static void api_put_function(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 400, "function: %s", err.msg);
         return;
     }
+    char *n = dg_xstrndup(name.ptr, name.len);
+    bool ok = dg_wire_fn_name_ok(n);
+    free(n);
+    if (!ok) { /* as every function name of the wire messages */
+        dg_http_respond_text(r, 400,
+                             "function: expected a function name in the path (a DNS label: "
+                             "1..%d of a-z 0-9 -), got '%.*s'",
+                             DG_WIRE_FN_NAME_MAX, (int)DG_MIN(name.len, 64), name.ptr);
+        dg_wire_dp_fn_free(&m);
+        return;
+    }
     bool created;
     struct dp_function *f = dp_core_function_get(d->core, name.ptr, name.len, &created);
     dg_http_respond_text(r, created ? 201 : 200, "function '%s' %s", f->name,
@@ -103,21 +115,6 @@ static void api_delete_function(struct dg_http_req *r, void *ud)
     else
         dg_http_respond_text(r, 200, "function '%s' removed", name);
     free(name);
-}
-
-/* What the wire decoder leaves to the DP: every endpoint's address is IP:PORT. */
-static int check_update(const struct dg_wire_fn_update *u, struct dg_err *err)
-{
-    for (size_t i = 0; i < u->nendpoints; i++) {
-        const char *addr = u->endpoints[i].address, *colon = strrchr(addr, ':');
-        int64_t port;
-        if (!colon || !dg_str_to_i64(dg_str_c(colon + 1), &port) || port < 1 || port > 65535)
-            return dg_err_set(err, DG_E_INVAL,
-                              "field 'endpoints': item %zu: field 'address': expected IP:PORT, "
-                              "got '%.64s'",
-                              i, addr);
-    }
-    return 0;
 }
 
 /* One function's update from the CP (checked): the core drops the endpoints not in the list
@@ -155,7 +152,7 @@ static void api_put_endpoints(struct dg_http_req *r, void *ud)
         return;
     }
     struct dg_wire_fn_update u; /* its strings borrowed from j */
-    if (dg_wire_fn_endpoints_view(j, &u, &err) < 0 || check_update(&u, &err) < 0) {
+    if (dg_wire_fn_endpoints_view(j, &u, &err) < 0) {
         dg_http_respond_text(r, 400, "%s", err.msg);
     } else {
         apply_update(d, f, &u);
@@ -167,8 +164,10 @@ static void api_put_endpoints(struct dg_http_req *r, void *ud)
 
 /* PUT /v1/endpoints (dg_wire_push): many functions' whole lists in one call (the CP coalesces
  * the changes of one loop turn); a function not known yet is added. A full one (a resync) is
- * the whole table: the functions not in it are removed. Each item is decoded and
- * applied on its own: a bad one is logged and changes nothing, the others go on. */
+ * the whole table: the functions not in it are removed. Every item is decoded (its strings
+ * borrowed from the JSON: no copy per endpoint) before any is applied: one bad item refuses
+ * the whole push with 400 naming it, and nothing changes (a full push with a forged item must
+ * not remove the function it names). */
 static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
 {
     struct dp *d = ud;
@@ -184,35 +183,40 @@ static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 400, "endpoints: %s", err.msg);
         return;
     }
-    size_t i, applied = 0;
-    bool full = dg_wire_push_is_full(j);
-    struct dg_strmap keep = {0}; /* full: the names in it (borrowed from j) */
+    size_t i, n = json_array_size(fns), ok = 0;
+    struct dg_wire_fn_update *us = dg_xcalloc(n ? n : 1, sizeof(*us));
     json_array_foreach(fns, i, item)
     {
-        struct dg_wire_fn_update u; /* its strings borrowed from j: no copy per endpoint */
-        if (dg_wire_fn_update_view(item, &u, &err) < 0) {
-            dg_log(DG_LOG_WARN, "api", "endpoints: item %zu: %s", i, err.msg);
-            continue;
+        if (dg_wire_fn_update_view(item, &us[i], &err) < 0) {
+            dg_err_wrap(&err, "field 'functions': item %zu", i);
+            break;
         }
-        if (full)
-            dg_strmap_put(&keep, dg_str_c(u.name), (void *)u.name);
-        if (check_update(&u, &err) < 0) {
-            dg_log(DG_LOG_WARN, "api", "fn=%s: %s", u.name, err.msg);
-        } else {
-            struct dp_function *f = dp_core_function_get(d->core, u.name, strlen(u.name), NULL);
-            f->concurrency = (uint32_t)u.concurrency; /* in effect at the list's dispatch */
-            apply_update(d, f, &u);
-            applied++;
+        ok++;
+    }
+    if (ok < n) {
+        dg_http_respond_text(r, 400, "endpoints: %s (nothing applied)", err.msg);
+    } else {
+        bool full = dg_wire_push_is_full(j);
+        struct dg_strmap keep = {0}; /* full: the names in it (borrowed from j) */
+        for (i = 0; i < n; i++) {
+            const struct dg_wire_fn_update *u = &us[i];
+            if (full)
+                dg_strmap_put(&keep, dg_str_c(u->name), (void *)u->name);
+            struct dp_function *f = dp_core_function_get(d->core, u->name, strlen(u->name), NULL);
+            f->concurrency = (uint32_t)u->concurrency; /* in effect at the list's dispatch */
+            apply_update(d, f, u);
         }
-        dg_wire_fn_update_view_free(&u);
+        unsigned removed = 0;
+        if (full) { /* a resync: the CP's whole table; functions deleted meanwhile go */
+            removed = dp_core_remove_others(d->core, &keep);
+            dg_strmap_free(&keep);
+        }
+        dg_http_respond_text(r, 200, "%zu function(s) updated, %u removed", n, removed);
     }
-    unsigned removed = 0;
-    if (full) { /* a resync: the CP's whole table; functions deleted meanwhile go */
-        removed = dp_core_remove_others(d->core, &keep);
-        dg_strmap_free(&keep);
-    }
+    for (i = 0; i < ok; i++)
+        dg_wire_fn_update_view_free(&us[i]);
+    free(us);
     json_decref(j);
-    dg_http_respond_text(r, 200, "%zu function(s) updated, %u removed", applied, removed);
 }
 
 /* ---- drains ------------------------------------------------------------------------------- */
@@ -221,17 +225,19 @@ static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
 static void fx_drained(void *ud, void *token, const struct dp_function *f, size_t nids)
 {
     struct api_drain *t = token;
-    if (t->reply) {
-        char msg[300];
-        int n = snprintf(msg, sizeof(msg), "drained %zu sandbox(es) of '%s'", nids, f->name);
-        dg_batch_reply_item(t->reply, t->i, 200, msg, (size_t)DG_MIN(n, (int)sizeof(msg) - 1));
-    }
+    if (t->reply)
+        dg_batch_reply_text(t->reply, t->i, 200, "drained %zu sandbox(es) of '%s'%s%.400s%s", nids,
+                            f->name, t->unknown ? "; not found: " : "",
+                            t->unknown ? t->unknown : "", t->unknown ? " (not its sandboxes)" : "");
+    free(t->unknown);
     free(t);
 }
 
 static void fx_drain_dropped(void *ud, void *token)
 {
-    free(token);
+    struct api_drain *t = token;
+    free(t->unknown);
+    free(t);
 }
 
 /* The client went away before item's drain ended: the drain goes on, nobody is answered. */
@@ -243,14 +249,36 @@ static void drain_aborted(void *item_ud)
 }
 
 /* Item i of `b`: take m's sandboxes out of f; answered by fx_drained (maybe before this
- * returns: then `b` may be gone). */
+ * returns: then `b` may be gone). Ids that are not f's (never were, or already gone and idle)
+ * are named in the answer; when none is, the item is a 404 and nothing is drained. */
 static void drain_start(struct dp *d, struct dg_batch_reply *b, size_t i, struct dp_function *f,
                         const struct dg_wire_drain *m)
 {
+    const char **known = dg_xcalloc(m->ids.n + 1, sizeof(*known));
+    size_t nknown = 0;
+    struct dg_buf unknown = {0};
+    for (size_t k = 0; k < m->ids.n; k++) {
+        if (dp_core_has_sandbox(f, m->ids.v[k])) {
+            known[nknown++] = m->ids.v[k];
+        } else {
+            if (unknown.len)
+                dg_buf_append(&unknown, ", ", 2);
+            dg_buf_append(&unknown, m->ids.v[k], strlen(m->ids.v[k]));
+        }
+    }
+    if (nknown == 0 && m->ids.n > 0) {
+        dg_batch_reply_text(b, i, 404, "no sandbox %.400s in function '%s' (nothing drained)",
+                            unknown.data, f->name);
+        dg_buf_free(&unknown);
+        free(known);
+        return;
+    }
     struct api_drain *t = dg_xmalloc(sizeof(*t));
-    *t = (struct api_drain){b, i};
+    *t = (struct api_drain){b, i, unknown.len ? dg_xstrdup(unknown.data) : NULL};
+    dg_buf_free(&unknown);
     dg_batch_reply_set_ud(b, i, t);
-    dp_core_drain(d->core, f, (const char *const *)m->ids.v, m->ids.n, t);
+    dp_core_drain(d->core, f, known, nknown, t);
+    free(known);
 }
 
 /* POST /v1/functions/NAME/drain: a batch of one. */

@@ -217,10 +217,15 @@ void dp_core_endpoint_add(struct dp_core *core, struct dp_function *f, const cha
 void dp_core_set_endpoints(struct dp_core *core, struct dp_function *f,
                            const struct dp_endpoint_spec *list, size_t n)
 {
+    /* an endpoint stays only if its sandbox id is still listed AT THE SAME ADDRESS: a sandbox
+     * is its id and its address together, so one listed elsewhere is a new endpoint and the
+     * old address gets no new request (issue 14 finding 9: an address may be reused by
+     * another function's sandbox) */
     for (size_t i = f->neps; i-- > 0;) {
         bool keep = false;
         for (size_t k = 0; k < n && !keep; k++)
-            keep = strcmp(list[k].id, f->eps[i]->id) == 0;
+            keep = strcmp(list[k].id, f->eps[i]->id) == 0 &&
+                   strcmp(list[k].address, f->eps[i]->address) == 0;
         if (!keep)
             dp_reg_endpoint_remove(&core->reg, f, i);
     }
@@ -233,6 +238,17 @@ void dp_core_set_endpoints(struct dp_core *core, struct dp_function *f,
     }
     dispatch(core, f); /* a cold start ends here */
     drains_check(core, f);
+}
+
+bool dp_core_has_sandbox(const struct dp_function *f, const char *id)
+{
+    for (size_t i = 0; i < f->neps; i++)
+        if (strcmp(f->eps[i]->id, id) == 0)
+            return true;
+    for (const struct dp_endpoint *e = f->removed; e; e = e->next_removed)
+        if (strcmp(e->id, id) == 0)
+            return true;
+    return false;
 }
 
 void dp_core_drain(struct dp_core *core, struct dp_function *f, const char *const *ids, size_t nids,
@@ -596,6 +612,42 @@ void dp_core_on_upstream_error(struct dp_core *core, struct dp_req *r, bool may_
         return;
     }
     exit_wait_start(core, r, id, msg);
+}
+
+void dp_core_on_misrouted(struct dp_core *core, struct dp_req *r, bool may_retry, const char *why)
+{
+    struct dp_function *f = r->fn;
+    struct dp_endpoint *e = r->ep;
+    char addr[128], id[96];
+    snprintf(addr, sizeof(addr), "%s", e->address);
+    snprintf(id, sizeof(id), "%s", e->id);
+    for (size_t i = 0; i < f->neps; i++)
+        if (f->eps[i] == e) {
+            dp_reg_endpoint_remove(&core->reg, f, i);
+            break;
+        }
+    release(core, r); /* e may be gone */
+    dg_log(DG_LOG_WARN, "proxy", "fn=%s endpoint %s at %s is stale (%s): taken out of the list",
+           f->name, id, addr, why);
+    if (may_retry && !r->retried) {
+        r->retried = true;
+        struct dp_endpoint *o = f->q_head ? NULL : pick(core, f, NULL);
+        if (o) {
+            start(core, r, o);
+        } else {
+            r->cold = f->neps == 0;
+            if (f->reported < f->running)
+                report_soon(core, f);
+            queue_push(core, f, r);
+        }
+        return;
+    }
+    f->running--;
+    answer(core, r, DP_ANSWER_BROKEN, 502,
+           "function '%s': sandbox %s at %s is gone (its address now serves another sandbox); "
+           "not retried: %s",
+           f->name, id, addr, may_retry ? "it was retried once already" : "the request had a body");
+    dispatch(core, f);
 }
 
 void dp_core_on_done(struct dp_core *core, struct dp_req *r)

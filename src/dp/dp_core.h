@@ -146,6 +146,9 @@ void dp_core_on_exited(struct dp_core *core, struct dp_function *f, const char *
  * without, a reason is kept and every queued request gets 503 "function 'NAME' cannot start:
  * REASON" now (later ones queue as usual); no reason keeps the last one. */
 void dp_core_set_error(struct dp_core *core, struct dp_function *f, const char *reason);
+/* Whether sandbox `id` is f's: in its list, or taken out with requests still running (what a
+ * drain of it would wait for). */
+bool dp_core_has_sandbox(const struct dp_function *f, const char *id);
 /* Take sandboxes `ids` (borrowed) of f out of the list; effects.drained(token) once none of
  * them has a request in flight (maybe before this returns). */
 void dp_core_drain(struct dp_core *core, struct dp_function *f, const char *const *ids, size_t nids,
@@ -163,6 +166,12 @@ void dp_core_on_done(struct dp_core *core, struct dp_req *r);
  * `may_retry` (nothing was sent, no body) and r was not retried yet, another endpoint takes it
  * (forward again). Else r is answered 502, with why its sandbox exited when the CP said so; a
  * request that reached its sandbox (`sent`) first waits up to DP_EXIT_WAIT_MS for that. */
+/* r's sandbox answered that it is another sandbox (`why`, borrowed: dirigent-fn's 421 with its
+ * own id): r's endpoint is stale, its address given to another sandbox. The endpoint leaves f's
+ * list at once (a later push may list it again); r, which that sandbox did not run, waits for
+ * another endpoint as a new request would (a cold start when none is left) if `may_retry` (no
+ * body: it can be sent again) and it was not retried yet, else it is answered 502. */
+void dp_core_on_misrouted(struct dp_core *core, struct dp_req *r, bool may_retry, const char *why);
 void dp_core_on_upstream_error(struct dp_core *core, struct dp_req *r, bool may_retry, bool sent,
                                const char *msg);
 

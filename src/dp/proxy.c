@@ -9,6 +9,11 @@
  * connect failed (nothing sent) once on another endpoint, or answers 502 with
  * why the sandbox exited when the CP says so.
  *
+ * Every forwarded request names the sandbox it is meant for (X-Dirigent-Sandbox: the
+ * endpoint's id; a client's own such header is dropped). A sandbox at that address that is
+ * another one answers 421 with its id (dirigent-fn): the endpoint is stale, the core drops it
+ * and the request waits for another (dp_core_on_misrouted; docs/security.md).
+ *
  * Endpoints at one address share a pool (effects.ep_open/ep_close), so its
  * connections outlive a sandbox: emulated sandboxes all answer at the worker's
  * shared server, and a runtime may give a new sandbox the address of an old
@@ -33,6 +38,8 @@ struct dp_inv {
     struct dg_http_creq *up;
     uint64_t t_arrive_us, t_start_us; /* for proxy_trace.csv */
     bool head_sent;
+    bool misrouted; /* the sandbox said it is another one: its answer is not the client's */
+    char why[200];
 };
 
 static struct dp_inv *inv_of(struct dp_req *r)
@@ -104,6 +111,18 @@ static void up_head(struct dg_http_creq *q, const struct dg_http_resp *resp, voi
 {
     struct dp_inv *v = ud;
     int64_t cl = -1;
+    if (resp->status == 421) { /* another sandbox at this address? */
+        for (size_t i = 0; i < resp->nheaders; i++) {
+            const struct dg_http_header *h = &resp->headers[i];
+            if (dg_str_caseeq(h->name, DG_WIRE_HDR_SANDBOX) &&
+                !dg_str_eq(h->value, v->core.ep->id)) {
+                v->misrouted = true;
+                snprintf(v->why, sizeof(v->why), "sandbox %.*s answers there",
+                         (int)DG_MIN(h->value.len, 128), h->value.ptr);
+                return;
+            }
+        }
+    }
     for (size_t i = 0; i < resp->nheaders; i++) {
         const struct dg_http_header *h = &resp->headers[i];
         if (dg_str_caseeq(h->name, "content-length")) {
@@ -125,6 +144,8 @@ static void up_head(struct dg_http_creq *q, const struct dg_http_resp *resp, voi
 static void up_body(struct dg_http_creq *q, const char *data, size_t len, void *ud)
 {
     struct dp_inv *v = ud;
+    if (v->misrouted)
+        return;
     dg_http_resp_write(v->req, data, len);
     if (dg_http_resp_queued(v->req) > RESP_HIGH_WATER) { /* a slow client: stop reading */
         dg_http_creq_pause(q);
@@ -137,6 +158,11 @@ static void up_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
 {
     struct dp_inv *v = ud;
     v->up = NULL;
+    if (v->misrouted) { /* nothing reached the client: the request may go elsewhere */
+        dp_core_on_misrouted(v->dp->core, &v->core, dg_http_req_content_length(v->req) == 0,
+                             v->why);
+        return;
+    }
     if (!err) {
         trace_request(v, v->core.ep->id);
         dg_http_resp_end(v->req); /* answer first: a drain waiting on this slot follows */
@@ -178,14 +204,17 @@ static void fx_forward(void *ud, struct dp_req *r, struct dp_endpoint *e)
     struct dp_inv *v = inv_of(r);
     if (!v->t_start_us)
         v->t_start_us = dg_now_us();
+    v->misrouted = false; /* a retry: this endpoint's answer is the client's */
     size_t n;
     const struct dg_http_header *in = dg_http_req_headers(v->req, &n);
     struct dg_http_header stack[64],
-        *hdrs = n > DG_ARRAY_LEN(stack) ? dg_xmalloc(n * sizeof(*hdrs)) : stack;
+        *hdrs = n + 1 > DG_ARRAY_LEN(stack) ? dg_xmalloc((n + 1) * sizeof(*hdrs)) : stack;
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (!hop_by_hop(in[i].name))
+        if (!hop_by_hop(in[i].name) && !dg_str_caseeq(in[i].name, DG_WIRE_HDR_SANDBOX))
             hdrs[k++] = in[i];
+    /* the sandbox it is meant for: another one at this address refuses it (421) */
+    hdrs[k++] = (struct dg_http_header){DG_STR(DG_WIRE_HDR_SANDBOX), dg_str_c(e->id)};
     char *url = dg_str_dup(dg_http_req_url(v->req));
     int64_t cl = dg_http_req_content_length(v->req);
     struct dg_http_creq *up = dg_http_request_stream(

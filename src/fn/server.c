@@ -32,6 +32,10 @@
  *                    Only with allocateEndpoint (DIRIGENT_FN_ALLOCATE_ENDPOINT=true
  *                    in the registration's env_vars): allocation stays behind an
  *                    explicit option, as issue 12 asks of requested_memory.
+ *
+ * In a sandbox the worker sets DIRIGENT_SANDBOX_ID; a request whose X-Dirigent-Sandbox names
+ * another sandbox is answered 421 with this one's id (and not run): the data plane's endpoint
+ * is stale, its address now this sandbox's (docs/security.md "Endpoints and address reuse").
  */
 #include "server.h"
 
@@ -41,6 +45,7 @@
 #include <unistd.h>
 
 #include "dirigent/log.h"
+#include "dirigent/wire.h"
 #include "workload.h"
 
 struct job {
@@ -148,9 +153,26 @@ static void job_done(uv_work_t *w, int status)
     free(j);
 }
 
+/* A request the data plane meant for another sandbox: answered 421 with this one's id. */
+static bool misdirected(struct fn *f, struct dg_http_req *r)
+{
+    struct dg_str want = dg_http_req_header(r, DG_WIRE_HDR_SANDBOX);
+    if (!f->sandbox_id[0] || !want.ptr || dg_str_eq(want, f->sandbox_id))
+        return false;
+    dg_counter_add(f->bad_requests, 1);
+    dg_http_resp_header(r, DG_WIRE_HDR_SANDBOX, f->sandbox_id);
+    dg_http_respond_text(r, 421,
+                         "sandbox %s is not %.*s: a stale route (this address was given to "
+                         "another sandbox)",
+                         f->sandbox_id, (int)DG_MIN(want.len, 128), want.ptr);
+    return true;
+}
+
 static void on_invoke(struct dg_http_req *r, void *ud)
 {
     struct fn *f = ud;
+    if (misdirected(f, r))
+        return;
     uint64_t cpu_ms, mult, mem = 0;
     if (!header_u64(f, r, "requested_cpu", (uint64_t)f->cfg.max_cpu_ms, &cpu_ms) ||
         !header_u64(f, r, "multiplier", 1000000000u, &mult) ||
@@ -213,6 +235,8 @@ static void alloc_done(uv_work_t *w, int status)
 static void on_allocate(struct dg_http_req *r, void *ud)
 {
     struct fn *f = ud;
+    if (misdirected(f, r))
+        return;
     struct dg_str q = dg_http_req_query(r);
     uint64_t mib = 0;
     if (!q.ptr || q.len < 5 || memcmp(q.ptr, "mib=", 4) != 0 ||
@@ -304,6 +328,9 @@ void fn_init(struct fn *f, int port)
     f->port = port;
     if (gethostname(f->machine, sizeof(f->machine) - 1) == -1)
         snprintf(f->machine, sizeof(f->machine), "unknown");
+    const char *sid = getenv(DG_WIRE_ENV_SANDBOX_ID);
+    if (sid && dg_wire_id_ok(sid))
+        snprintf(f->sandbox_id, sizeof(f->sandbox_id), "%s", sid);
 
     dg_buf_puts(&f->machine_tail, ",\"MachineName\":");
     json_str(&f->machine_tail, dg_str_c(f->machine));

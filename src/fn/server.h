@@ -13,6 +13,7 @@
 #include "dirigent/daemon.h"
 #include "dirigent/http.h"
 #include "dirigent/metrics.h"
+#include "dirigent/wire.h"
 
 /* The config (main.c's schema fills it). */
 struct fn_config {
@@ -37,6 +38,7 @@ struct fn {
     struct dg_metrics *metrics;
     struct dg_metric *invocations, *spin_seconds, *bad_requests, *iterations;
     char machine[256];
+    char sandbox_id[DG_WIRE_NAME_MAX + 1]; /* DIRIGENT_SANDBOX_ID: "" when not a sandbox */
     int port;
     uv_work_t startup;
     uint64_t startup_us, startup_iterations;

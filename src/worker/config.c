@@ -147,6 +147,15 @@ static const struct dg_conf_field wk_fields[] = {
      .min = 1,
      .max = 4096,
      .help = "oci runtime: network namespaces kept ready"},
+    {.key = "addressQuarantine",
+     .type = DG_CONF_DURATION,
+     .offset = offsetof(struct wk_config, address_quarantine_ms),
+     .def = "0s",
+     .min = 0,
+     .max = 3600000,
+     .help = "oci runtime: an ended sandbox's address is given to no other sandbox for this long, "
+             "so that every data plane has dropped it (0: 6 x heartbeatInterval, twice the time "
+             "the CP takes to call a silent data plane lost; docs/security.md)"},
     {.key = "sandboxPidsLimit",
      .type = DG_CONF_INT,
      .offset = offsetof(struct wk_config, pids_limit),

@@ -25,6 +25,7 @@ struct wk_config {
     char *oci_runtime;
     char *data_dir, *run_dir;
     char *bridge, *subnet;
+    int64_t address_quarantine_ms;
     int64_t netns_pool, pids_limit, min_cpu_milli, min_memory_mib, kill_grace_ms;
     int64_t cap_cpu_milli, cap_memory_mib;
     double cpu_overcommit;

@@ -194,6 +194,8 @@ int main(int argc, char **argv)
     rtc->oci.bridge = g.inst.bridge;
     rtc->oci.subnet = g.cfg.subnet;
     rtc->oci.netns_pool = g.cfg.netns_pool;
+    rtc->oci.address_quarantine_ms =
+        g.cfg.address_quarantine_ms ? g.cfg.address_quarantine_ms : 6 * g.cfg.heartbeat_ms;
     rtc->oci.pids_limit = g.cfg.pids_limit;
     rtc->oci.kill_grace_ms = g.cfg.kill_grace_ms;
     rtc->oci.insecure_registries = &g.cfg.insecure_registries;

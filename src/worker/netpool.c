@@ -1,8 +1,11 @@
 /*
  * netpool.c: the pool of network namespaces of netpool.h.
  *
- * Loop side: a ready list (LIFO: the most recently used namespace is reused
- * first), a FIFO of pending acquires, a bitmap of the indexes in use (index i
+ * Loop side: a ready list (fresh namespaces at its head, released ones at its
+ * tail: an address that served a sandbox is reused as late as possible), a
+ * quarantine FIFO of released namespaces (back to the ready tail once
+ * quarantine_ms passed: docs/security.md "Endpoints and address reuse"), a
+ * FIFO of pending acquires, a bitmap of the indexes in use (index i
  * has address gateway + 1 + i and names <prefix>i, ns-i) and the creation jobs
  * in flight. The refill keeps target + pending acquires namespaces ready or in
  * creation, NP_MAX_CREATING (1) at a time: the kernel serializes creations
@@ -78,6 +81,7 @@ struct np_conf {
     unsigned plen;
     unsigned capacity; /* sandbox addresses */
     unsigned target;
+    uint64_t quarantine_ms;
 };
 
 struct wk_netns_wait {
@@ -109,8 +113,10 @@ struct wk_netpool {
     int host_netns; /* fd of the namespace the pool was made in */
     uint64_t *used; /* index bitmap */
     unsigned nused;
-    struct wk_netns *ready;
+    struct wk_netns *ready, *ready_tail;
     unsigned nready;
+    struct wk_netns *q_head, *q_tail; /* released, in quarantine (oldest first) */
+    unsigned nquarantined;
     struct wk_netns *all;
     struct wk_netns_wait *wait_head, *wait_tail;
     unsigned nwait;
@@ -273,6 +279,7 @@ static int np_conf_parse(struct np_conf *c, const struct wk_netpool_opts *o, str
                           "lower it or use a larger subnet",
                           o->target, c->capacity, s);
     c->target = o->target;
+    c->quarantine_ms = o->quarantine_ms;
     return 0;
 }
 
@@ -713,6 +720,50 @@ static void np_all_add(struct wk_netpool *p, struct wk_netns *ns)
     p->all = ns;
 }
 
+/* A fresh namespace goes to the head of the ready list, a released one to its tail. */
+static void np_ready_push(struct wk_netpool *p, struct wk_netns *ns, bool fresh)
+{
+    ns->next = NULL;
+    if (!p->ready) {
+        p->ready = p->ready_tail = ns;
+    } else if (fresh) {
+        ns->next = p->ready;
+        p->ready = ns;
+    } else {
+        p->ready_tail->next = ns;
+        p->ready_tail = ns;
+    }
+    p->nready++;
+}
+
+static struct wk_netns *np_ready_pop(struct wk_netpool *p)
+{
+    struct wk_netns *ns = p->ready;
+    if (!ns)
+        return NULL;
+    p->ready = ns->next;
+    if (!p->ready)
+        p->ready_tail = NULL;
+    p->nready--;
+    ns->next = NULL;
+    return ns;
+}
+
+/* Released namespaces whose quarantine is over join the ready list (checked when one is
+ * wanted: no timer). */
+static void np_quarantine_expire(struct wk_netpool *p)
+{
+    uint64_t now = uv_now(p->loop);
+    while (p->q_head && now - p->q_head->released_ms >= p->c.quarantine_ms) {
+        struct wk_netns *ns = p->q_head;
+        p->q_head = ns->next;
+        if (!p->q_head)
+            p->q_tail = NULL;
+        p->nquarantined--;
+        np_ready_push(p, ns, false);
+    }
+}
+
 static struct wk_netns_wait *np_wait_pop(struct wk_netpool *p)
 {
     struct wk_netns_wait *w = p->wait_head;
@@ -828,13 +879,10 @@ static void np_after_create(uv_work_t *req, int status)
         p->backoff_ms = 0;
         dg_log(DG_LOG_DEBUG, "netpool", "ns=%s ip=%s veth=%s created in %.2f ms", ns->path, ns->ip,
                ns->host_if, (double)j->us / 1000.0);
-        if (!p->closing && p->wait_head) {
+        if (!p->closing && p->wait_head)
             np_wait_finish(p, ns, NULL);
-        } else {
-            ns->next = p->ready;
-            p->ready = ns;
-            p->nready++;
-        }
+        else
+            np_ready_push(p, ns, true);
     }
     free(j);
     if (p->closing)
@@ -990,11 +1038,9 @@ struct wk_netns_wait *wk_netpool_acquire(struct wk_netpool *p, wk_netns_cb cb, v
         cb(ud, NULL, &e);
         return NULL;
     }
-    struct wk_netns *ns = p->ready;
+    np_quarantine_expire(p);
+    struct wk_netns *ns = np_ready_pop(p);
     if (ns) {
-        p->ready = ns->next;
-        p->nready--;
-        ns->next = NULL;
         ns->acquired = true;
         np_refill(p);
         cb(ud, ns, NULL);
@@ -1004,8 +1050,9 @@ struct wk_netns_wait *wk_netpool_acquire(struct wk_netpool *p, wk_netns_cb cb, v
     if (p->nused >= p->c.capacity && p->ncreating <= p->nwait) {
         dg_err_set(&e, DG_E_LIMIT,
                    "network namespace pool: subnet %s exhausted: all %u sandbox addresses are "
-                   "in use; give the worker a larger subnet",
-                   p->c.subnet, p->c.capacity);
+                   "in use (%u resting after their sandbox ended: addressQuarantine); give the "
+                   "worker a larger subnet",
+                   p->c.subnet, p->c.capacity, p->nquarantined);
         cb(ud, NULL, &e);
         return NULL;
     }
@@ -1046,13 +1093,25 @@ void wk_netpool_release(struct wk_netpool *p, struct wk_netns *ns)
     if (p->closing || ns->pool != p || !ns->acquired)
         return;
     ns->acquired = false;
+    if (p->c.quarantine_ms > 0) { /* its address rests; older ones may be free now */
+        ns->next = NULL;
+        ns->released_ms = uv_now(p->loop);
+        if (p->q_tail)
+            p->q_tail->next = ns;
+        else
+            p->q_head = ns;
+        p->q_tail = ns;
+        p->nquarantined++;
+        np_quarantine_expire(p);
+        while (p->wait_head && p->ready)
+            np_wait_finish(p, np_ready_pop(p), NULL);
+        return;
+    }
     if (p->wait_head) {
         np_wait_finish(p, ns, NULL);
         return;
     }
-    ns->next = p->ready;
-    p->ready = ns;
-    p->nready++;
+    np_ready_push(p, ns, false);
 }
 
 static void np_timer_closed(uv_handle_t *h)

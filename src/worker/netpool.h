@@ -23,17 +23,20 @@
 
 /* Strings borrowed for the call to wk_netpool_cleanup / wk_netpool_new (copied). */
 struct wk_netpool_opts {
-    const char *bridge; /* bridge name, e.g. "dg0"; created if missing, reused if present */
-    const char *subnet; /* CIDR, e.g. "100.100.0.0/16": the bridge gets the first host address
+    const char *bridge;     /* bridge name, e.g. "dg0"; created if missing, reused if present */
+    const char *subnet;     /* CIDR, e.g. "100.100.0.0/16": the bridge gets the first host address
                            (gateway, .1), sandboxes the following ones */
-    const char *dir;    /* directory for the namespaces' bind mounts (created), e.g.
+    const char *dir;        /* directory for the namespaces' bind mounts (created), e.g.
                            /run/dirigent/NAME/netns */
-    const char *prefix; /* host-side veth name prefix, <= 10 chars, e.g. "dv1a2b3c"; names are
+    const char *prefix;     /* host-side veth name prefix, <= 10 chars, e.g. "dv1a2b3c"; names are
                            prefix + index, within IFNAMSIZ. The bridge must not be named prefix +
                            digits. */
-    bool own_bridge;    /* the bridge is this pool's alone (named after its owner): the cleanup
+    bool own_bridge;        /* the bridge is this pool's alone (named after its owner): the cleanup
                            also removes a leftover one (with its stale addresses) */
-    unsigned target;    /* namespaces kept ready (refilled in the background), e.g. 8 */
+    unsigned target;        /* namespaces kept ready (refilled in the background), e.g. 8 */
+    uint64_t quarantine_ms; /* a released namespace (its address) is not handed out again for
+                               this long: a data plane that still lists the old sandbox must
+                               not reach a new one there (0: reusable at once) */
 };
 
 /* One namespace. Owned by the pool: valid from the acquire callback until the pool's close
@@ -48,6 +51,7 @@ struct wk_netns {
     struct wk_netpool *pool;
     struct wk_netns *next;                /* the ready list */
     struct wk_netns *all_prev, *all_next; /* every namespace of the pool */
+    uint64_t released_ms;                 /* in quarantine since (uv_now) */
     bool acquired;
 };
 
@@ -78,8 +82,11 @@ struct wk_netns_wait *wk_netpool_acquire(struct wk_netpool *p, wk_netns_cb cb, v
 /* Forget a pending acquire: its cb never runs. Only before its cb ran. */
 void wk_netpool_acquire_cancel(struct wk_netns_wait *w);
 
-/* Give a namespace back: it is reused as it is (its address stays with it), handed at once to
- * the oldest pending acquire if any (whose cb runs before this returns). The caller makes sure
+/* Give a namespace back: it is reused as it is (its address stays with it), after
+ * opts->quarantine_ms, and after the namespaces that never served or were released before it
+ * (an acquire takes a fresh one first, else the least recently released). With no quarantine
+ * it is handed at once to the oldest pending acquire if any (whose cb runs before this
+ * returns). The caller makes sure
  * nothing runs in it any more. After wk_netpool_close it is a no-op. */
 void wk_netpool_release(struct wk_netpool *p, struct wk_netns *ns);
 
@@ -88,7 +95,8 @@ void wk_netpool_release(struct wk_netpool *p, struct wk_netns *ns);
  * freed then. Pending acquires get an error (DG_E_CLOSED) before this returns. */
 void wk_netpool_close(struct wk_netpool *p, bool remove_bridge, void (*done)(void *ud), void *ud);
 
-/* Namespaces ready now. Released ones count: the pool may hold more than target. */
+/* Namespaces ready now. Released ones count once out of quarantine: the pool may hold more
+ * than target. */
 unsigned wk_netpool_ready(const struct wk_netpool *p);
 
 #endif

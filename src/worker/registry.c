@@ -86,7 +86,20 @@ int wk_registry_create(struct wk_registry *reg, const struct dg_wire_create *spe
     reg->sandboxes = sb;
     reg->n++;
     dg_strmap_put(&reg->by_id, dg_str_c(sb->id), sb);
-    reg->rt->create(reg->rt_state, sb, spec); /* may finish, even free sb, before it returns */
+    /* the sandbox learns its id (DIRIGENT_SANDBOX_ID, not the caller's): dirigent-fn refuses a
+     * request meant for another sandbox at its address (docs/security.md) */
+    char idenv[sizeof(sb->id) + sizeof(DG_WIRE_ENV_SANDBOX_ID) + 1];
+    snprintf(idenv, sizeof(idenv), "%s=%s", DG_WIRE_ENV_SANDBOX_ID, sb->id);
+    struct dg_wire_create s = *spec;
+    s.env.v = dg_xcalloc(spec->env.n + 1, sizeof(*s.env.v));
+    s.env.n = 0;
+    for (size_t i = 0; i < spec->env.n; i++) /* borrowed */
+        if (strncmp(spec->env.v[i], DG_WIRE_ENV_SANDBOX_ID "=", sizeof(DG_WIRE_ENV_SANDBOX_ID)) !=
+            0)
+            s.env.v[s.env.n++] = spec->env.v[i];
+    s.env.v[s.env.n++] = idenv;
+    reg->rt->create(reg->rt_state, sb, &s); /* may finish, even free sb, before it returns */
+    free(s.env.v);
     return 0;
 }
 

@@ -76,6 +76,7 @@ struct wk_runtime_conf {
         const char *runtime;         /* crun, runc or runsc (on PATH) */
         const char *bridge, *subnet; /* subnet "": the instance's default (instance.h) */
         int64_t netns_pool;
+        int64_t address_quarantine_ms; /* addressQuarantine, resolved (netpool.h) */
         int64_t pids_limit;
         struct dg_cpu_limit cpu_limit; /* sandboxCpuLimit */
         int64_t kill_grace_ms;

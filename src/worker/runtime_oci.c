@@ -1077,7 +1077,8 @@ static int oci_init(const struct wk_runtime_conf *c, void **state, struct dg_err
                                     .subnet = rt->subnet,
                                     .dir = netns_dir,
                                     .prefix = in->veth_prefix,
-                                    .target = (unsigned)c->oci.netns_pool};
+                                    .target = (unsigned)c->oci.netns_pool,
+                                    .quarantine_ms = (uint64_t)c->oci.address_quarantine_ms};
     int rc = -1;
     /* the lock before anything else: the clean-up below removes what a dead predecessor on
      * this instance left, never what a live worker runs */

@@ -262,7 +262,7 @@ t_replace() {
     'import json,sys; print(len([f for f in json.load(sys.stdin) if f["name"]=="hello"][0]["endpoints"]))')
   [ "$n" = 2 ] || { echo "endpoints: $n"; return 1; }
   [ "$(curl -s -o "$TAP_TMP/b" -w '%{http_code}' -XPUT "$A/v1/functions/hello/endpoints" -d '{"endpoints":[{"id":"x","address":"nope"}]}')" = 400 ] &&
-    grep -q "item 0: field 'address': expected IP:PORT, got 'nope'" "$TAP_TMP/b"
+    grep -q "item 0: field 'address': expected HOST:PORT (.*), got 'nope'" "$TAP_TMP/b"
 }
 check "the endpoint list is replaced, never appended; bad items get 400 naming the field" t_replace
 

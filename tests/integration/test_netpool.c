@@ -414,11 +414,20 @@ static void test_release_reacquire(void **state)
     unsigned before = wk_netpool_ready(pool);
     wk_netpool_release(pool, a);
     assert_int_equal(wk_netpool_ready(pool), before + 1);
+    /* the namespaces that never served go first: a released address is reused last (issue 14
+     * finding 9: a data plane that still lists the old sandbox must not reach a new one) */
+    struct wk_netns *fresh[64];
+    for (unsigned i = 0; i < before; i++) {
+        fresh[i] = acquire_now(pool);
+        assert_int_not_equal(fresh[i]->index, index);
+    }
     struct wk_netns *again = acquire_now(pool);
     held[0] = again;
-    assert_int_equal(again->index, index); /* the most recently released is reused first */
+    assert_int_equal(again->index, index);
     assert_string_equal(again->ip, ip);
     check_tcp(again);
+    for (unsigned i = 0; i < before; i++)
+        wk_netpool_release(pool, fresh[i]);
 }
 
 static void test_wait_and_cancel(void **state)
@@ -514,6 +523,53 @@ static void test_exhausted(void **state)
     assert_int_equal(count_links(T_PREFIX2), 0);
     assert_int_equal(count_ns_files(T_DIR2), 0);
     assert_int_equal(if_nametoindex(T_BRIDGE2), 0);
+}
+
+struct since {
+    uint64_t t0, ms;
+};
+static bool pred_since(void *arg)
+{
+    struct since *w = arg;
+    return uv_now(&loop) - w->t0 >= w->ms;
+}
+
+/* A released namespace rests for quarantine_ms before its address serves another sandbox; the
+ * least recently released comes back first. */
+static void test_quarantine(void **state)
+{
+    struct dg_err err;
+    assert_true(wk_netpool_cleanup(&opts2, &err) >= 0);
+    struct wk_netpool_opts o = opts2;
+    o.quarantine_ms = 300;
+    struct wk_netpool *p = wk_netpool_new(&loop, &o, &err);
+    if (!p)
+        fail_msg("%s", err.msg);
+    struct wk_netns *got[5];
+    for (int i = 0; i < 5; i++) {
+        struct got g = {0};
+        wk_netpool_acquire(p, on_ns, &g);
+        assert_true(run_until(pred_flag, &g.called, 5000));
+        if (!g.ns)
+            fail_msg("%s", g.err.msg);
+        got[i] = g.ns;
+    }
+    uv_update_time(&loop);
+    struct since s = {uv_now(&loop), o.quarantine_ms};
+    wk_netpool_release(p, got[3]);
+    wk_netpool_release(p, got[1]);
+    /* resting: not ready, and with every other address taken an acquire says why */
+    assert_int_equal(wk_netpool_ready(p), 0);
+    struct got g = {0};
+    assert_null(wk_netpool_acquire(p, on_ns, &g));
+    assert_int_equal(g.err.code, DG_E_LIMIT);
+    assert_non_null(strstr(g.err.msg, "2 resting after their sandbox ended"));
+    /* after the quarantine: back, the first released first */
+    assert_true(run_until(pred_since, &s, 5000));
+    assert_ptr_equal(acquire_now(p), got[3]);
+    assert_ptr_equal(acquire_now(p), got[1]);
+    close_and_wait(p, true);
+    assert_int_equal(count_links(T_PREFIX2), 0);
 }
 
 static void test_close_fails_waiters(void **state)
@@ -710,6 +766,7 @@ int main(void)
         cmocka_unit_test(test_wait_and_cancel),
         cmocka_unit_test(test_close),
         cmocka_unit_test(test_exhausted),
+        cmocka_unit_test(test_quarantine),
         cmocka_unit_test(test_close_fails_waiters),
         cmocka_unit_test(test_crash_cleanup),
         cmocka_unit_test(test_measure),

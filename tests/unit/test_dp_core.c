@@ -273,6 +273,55 @@ static void test_retry_other_endpoint(void **state)
     assert_int_equal(w.reqs[0].status, 502);
 }
 
+/* Issue 14 finding 9: a sandbox id listed at another address is another endpoint: the old
+ * address gets no new request. */
+static void test_endpoint_is_id_and_address(void **state)
+{
+    struct dp_function *f = fn("f", 1);
+    struct dp_endpoint_spec one = {"a", "10.0.0.2:80"};
+    dp_core_set_endpoints(core, f, &one, 1);
+    struct dp_endpoint *old = f->eps[0];
+    req(f, 0); /* running on a at .2 */
+    one.address = "10.0.0.3:80";
+    dp_core_set_endpoints(core, f, &one, 1);
+    assert_int_equal(f->neps, 1);
+    assert_string_equal(f->eps[0]->address, "10.0.0.3:80");
+    assert_ptr_equal(f->removed, old); /* its request finishes there, nothing new goes */
+    assert_true(dp_core_has_sandbox(f, "a"));
+    assert_false(dp_core_has_sandbox(f, "b"));
+}
+
+/* Issue 14 finding 9: the sandbox at an endpoint's address says it is another one (421): the
+ * endpoint leaves the list, a request without a body waits for another endpoint (here none:
+ * it queues for a cold start, and the next list serves it); one already retried gets 502. */
+static void test_misrouted(void **state)
+{
+    struct dp_function *f = fn("f", 1);
+    eps(f, "a", NULL);
+    req(f, 0);
+    assert_string_equal(w.reqs[0].ep, "a");
+    dp_core_on_misrouted(core, &w.reqs[0].r, true, "sandbox g-1 answers there");
+    assert_int_equal(f->neps, 0);
+    assert_null(f->removed); /* freed: nothing runs on it */
+    assert_int_equal(w.reqs[0].answers, 0);
+    assert_int_equal(f->queued, 1);
+    assert_true(w.reqs[0].r.cold);
+    eps(f, "b", NULL);
+    assert_int_equal(w.reqs[0].forwards, 2);
+    assert_string_equal(w.reqs[0].ep, "b");
+    dp_core_on_misrouted(core, &w.reqs[0].r, true, "sandbox g-2 answers there");
+    assert_int_equal(w.reqs[0].answers, 1);
+    assert_int_equal(w.reqs[0].status, 502);
+    assert_non_null(strstr(w.reqs[0].msg, "sandbox b at 127.0.0.1:1 is gone"));
+    assert_int_equal(f->running, 0);
+    /* with a body: not sent again */
+    eps(f, "c", NULL);
+    req(f, 1);
+    dp_core_on_misrouted(core, &w.reqs[1].r, false, "sandbox g-3 answers there");
+    assert_int_equal(w.reqs[1].status, 502);
+    assert_non_null(strstr(w.reqs[1].msg, "the request had a body"));
+}
+
 /* The CP says the function cannot start: every queued request gets 503 with the reason once;
  * later ones queue again. */
 static void test_cannot_start(void **state)
@@ -367,6 +416,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_fifo_waits_for_slot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_endpoint_is_id_and_address, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_misrouted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cold_start_dispatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain_when_idle, setup, teardown),

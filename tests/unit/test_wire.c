@@ -476,13 +476,13 @@ static void test_roundtrip_built(void **state)
 static void test_errors_name_the_field(void **state)
 {
     BAD(worker_beat, "{\"address\":\"127.0.0.1:1\"}", "field 'name': required");
-    BAD(worker_beat, "{\"name\":\"w\",\"address\":\"a\",\"cpuMilli\":\"8\"}",
-        "field 'cpuMilli': expected an integer 0..9223372036854775807, got string");
+    BAD(worker_beat, "{\"name\":\"w\",\"address\":\"1.2.3.4:5\",\"cpuMilli\":\"8\"}",
+        "field 'cpuMilli': expected an integer 0..1099511627776, got string");
     BAD(worker_beat,
-        "{\"name\":\"w\",\"address\":\"a\",\"sandboxes\":[{\"id\":\"a\",\"function\":\"f\","
-        "\"endpoint\":\"e\"},{\"id\":\"b\",\"function\":3}]}",
+        "{\"name\":\"w\",\"address\":\"1.2.3.4:5\",\"sandboxes\":[{\"id\":\"a\",\"function\":\"f\","
+        "\"endpoint\":\"1.2.3.4:5\"},{\"id\":\"b\",\"function\":3}]}",
         "field 'sandboxes': item 1: field 'function': expected string, got integer");
-    BAD(worker_beat, "{\"name\":\"w\",\"address\":\"a\",\"sandboxes\":{}}",
+    BAD(worker_beat, "{\"name\":\"w\",\"address\":\"1.2.3.4:5\",\"sandboxes\":{}}",
         "field 'sandboxes': expected an array, got object");
     BAD(worker_beat, "[1]", "expected a JSON object, got array");
     BAD(worker_beat,
@@ -493,17 +493,149 @@ static void test_errors_name_the_field(void **state)
     BAD(create, "{\"function\":\"f\",\"env\":[\"A=1\",2]}",
         "field 'env': item 1: expected string, got integer");
     BAD(metrics, "{\"dataplane\":\"d\",\"functions\":[{\"name\":\"f\",\"inflight\":1.5}]}",
-        "field 'functions': item 0: field 'inflight': expected an integer, got real");
+        "field 'functions': item 0: field 'inflight': expected an integer 0..1000000000, got real");
     BAD(push, "{\"functions\":[{\"name\":\"f\"}]}",
         "field 'functions': item 0: field 'endpoints': required");
     BAD(push, "{\"functions\":[{\"name\":\"f\",\"endpoints\":[],\"exited\":[{\"id\":\"a\"}]}]}",
         "field 'functions': item 0: field 'exited': item 0: field 'reason': required");
     BAD(fn_update, "{\"name\":\"f\",\"endpoints\":[],\"concurrency\":-1}",
         "field 'concurrency': expected an integer 0..100000, got -1");
-    BAD(created, "{\"id\":\"a\",\"endpoint\":\"e\",\"latencyUs\":{\"image\":\"x\"}}",
-        "field 'latencyUs': field 'image': expected an integer, got string");
+    BAD(created, "{\"id\":\"a\",\"endpoint\":\"1.2.3.4:5\",\"latencyUs\":{\"image\":\"x\"}}",
+        "field 'latencyUs': field 'image': expected an integer 0..9223372036854775807, got string");
     BAD(drain, "{\"name\":\"f\"}", "field 'ids': required");
     BAD(status, "{\"workers\":[],\"dataplanes\":[],\"functions\":[]}", "field 'role': required");
+}
+
+/* Issue 14 finding 12: every field is validated, not only typed. Each line is a forged
+ * message a daemon refuses (the receiver answers 400 with this text after its own prefix). */
+#define NAME_RULE "expected a name (1..128 of A-Z a-z 0-9 . _ -, starting with a letter or digit)"
+#define ADDR_RULE "expected HOST:PORT (an IPv4 address, [IPv6] or a host name, and a port 1..65535)"
+#define ID_RULE                                                                                    \
+    "expected a sandbox id (1..128 of A-Z a-z 0-9 . _ -, starting with a letter or digit)"
+#define FN_RULE                                                                                    \
+    "expected a function name (a DNS label: 1..63 of a-z 0-9 -, not starting or ending with -)"
+
+static void test_validation(void **state)
+{
+    /* worker names: charset and length */
+    BAD(worker_beat, "{\"name\":\"w\\n1\",\"address\":\"127.0.0.1:1\"}",
+        "field 'name': " NAME_RULE ", got 'w?1'");
+    char *big = malloc(10300), *msg = malloc(11000);
+    strcpy(big, "{\"name\":\"");
+    memset(big + 9, 'a', 10240);
+    strcpy(big + 9 + 10240, "\",\"address\":\"127.0.0.1:1\"}");
+    BAD(worker_beat, big,
+        "field 'name': " NAME_RULE ", got 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...' "
+        "(10240 bytes)");
+    BAD(worker_beat, "{\"name\":\"-w\",\"address\":\"127.0.0.1:1\"}",
+        "field 'name': " NAME_RULE ", got '-w'");
+    BAD(dp_beat, "{\"name\":\"d p\",\"api\":\"127.0.0.1:1\",\"proxy\":\"127.0.0.1:2\"}",
+        "field 'name': " NAME_RULE ", got 'd p'");
+    /* addresses */
+    BAD(dp_beat, "{\"name\":\"dp\",\"api\":\"127.0.0.1:1\",\"proxy\":\"junk;evil\"}",
+        "field 'proxy': " ADDR_RULE ", got 'junk;evil'");
+    BAD(dp_beat, "{\"name\":\"dp\",\"api\":\"127.0.0.1:0\",\"proxy\":\"127.0.0.1:2\"}",
+        "field 'api': " ADDR_RULE ", got '127.0.0.1:0'");
+    BAD(dp_beat, "{\"name\":\"dp\",\"api\":\"127.0.0.1:65536\",\"proxy\":\"127.0.0.1:2\"}",
+        "field 'api': " ADDR_RULE ", got '127.0.0.1:65536'");
+    BAD(dp_beat, "{\"name\":\"dp\",\"api\":\"127.0.0.1:+80\",\"proxy\":\"127.0.0.1:2\"}",
+        "field 'api': " ADDR_RULE ", got '127.0.0.1:+80'");
+    BAD(worker_beat, "{\"name\":\"w\",\"address\":\"999.1.1.1:80\"}",
+        "field 'address': " ADDR_RULE ", got '999.1.1.1:80'");
+    BAD(worker_beat, "{\"name\":\"w\",\"address\":\"[::g]:80\"}",
+        "field 'address': " ADDR_RULE ", got '[::g]:80'");
+    BAD(worker_beat, "{\"name\":\"w\",\"address\":\"a..b:80\"}",
+        "field 'address': " ADDR_RULE ", got 'a..b:80'");
+    BAD(worker_rec, "{\"address\":\"x\"}", "field 'address': " ADDR_RULE ", got 'x'");
+    BAD(dp_rec, "{\"api\":\"1.2.3.4:5\",\"proxy\":\"1.2.3.4\"}",
+        "field 'proxy': " ADDR_RULE ", got '1.2.3.4'");
+    const char *good_addrs[] = {"127.0.0.1:9090", "[::1]:80", "::1:80", "node-1.example.org:65535",
+                                "localhost:1"};
+    for (size_t i = 0; i < sizeof(good_addrs) / sizeof(*good_addrs); i++)
+        assert_true(dg_wire_address_ok(good_addrs[i]));
+    /* numbers: ranges, non-negative, finite and bounded */
+    BAD(metrics, "{\"dataplane\":\"d\",\"functions\":[{\"name\":\"f\",\"inflight\":-1}]}",
+        "field 'functions': item 0: field 'inflight': expected an integer 0..1000000000, got -1");
+    BAD(metrics, "{\"dataplane\":\"d\",\"functions\":[{\"name\":\"f\",\"inflight\":1e300}]}",
+        "field 'functions': item 0: field 'inflight': expected an integer 0..1000000000, got "
+        "real");
+    BAD(metrics, "{\"dataplane\":\"d\",\"functions\":[{\"name\":\"F\",\"inflight\":1}]}",
+        "field 'functions': item 0: field 'name': " FN_RULE ", got 'F'");
+    BAD(metrics, "{\"dataplane\":\"d;x\",\"functions\":[]}",
+        "field 'dataplane': " NAME_RULE ", got 'd;x'");
+    BAD(worker_beat, "{\"name\":\"w\",\"address\":\"1.2.3.4:5\",\"cpuMilli\":-1}",
+        "field 'cpuMilli': expected an integer 0..1099511627776, got -1");
+    BAD(worker_beat, "{\"name\":\"w\",\"address\":\"1.2.3.4:5\",\"cpuOvercommit\":1e300}",
+        "field 'cpuOvercommit': expected 0..1000, got 1e+300");
+    BAD(worker_beat, "{\"name\":\"w\",\"address\":\"1.2.3.4:5\",\"sandboxCount\":-3}",
+        "field 'sandboxCount': expected an integer 0..1048576, got -3");
+    BAD(worker_beat, "{\"name\":\"w\",\"address\":\"1.2.3.4:5\",\"boot\":\"a b\"}",
+        "field 'boot': expected a word (1..64 of A-Z a-z 0-9 . _ -), got 'a b'");
+    BAD(sandbox_exit, "{\"id\":\"a\",\"function\":\"f\",\"status\":100000}",
+        "field 'status': expected an integer -255..255, got 100000");
+    /* ids */
+    BAD(worker_beat,
+        "{\"name\":\"w\",\"address\":\"1.2.3.4:5\",\"sandboxes\":[{\"id\":\"../x\",\"function\":"
+        "\"f\",\"endpoint\":\"1.2.3.4:5\"}]}",
+        "field 'sandboxes': item 0: field 'id': " ID_RULE ", got '../x'");
+    BAD(drain, "{\"name\":\"f\",\"ids\":[\"a\",\"\"]}", "field 'ids': item 1: " ID_RULE ", got ''");
+    BAD(push,
+        "{\"functions\":[{\"name\":\"f\",\"endpoints\":[{\"id\":\"a "
+        "b\",\"address\":\"1.2.3.4:5\"}]}]}",
+        "field 'functions': item 0: field 'endpoints': item 0: field 'id': " ID_RULE ", got 'a b'");
+    BAD(push,
+        "{\"functions\":[{\"name\":\"f\",\"endpoints\":[{\"id\":\"a\",\"address\":\"1.2.3.4\"}]}]}",
+        "field 'functions': item 0: field 'endpoints': item 0: field 'address': " ADDR_RULE
+        ", got '1.2.3.4'");
+    BAD(created, "{\"id\":\"a\",\"endpoint\":\"1.2.3.4:5\",\"latencyUs\":{\"image\":-1}}",
+        "field 'latencyUs': field 'image': expected an integer 0..9223372036854775807, got -1");
+    /* creates: function names, env entries, argument counts */
+    BAD(create, "{\"function\":\"Hello_World\"}",
+        "field 'function': " FN_RULE ", got 'Hello_World'");
+    BAD(create, "{\"function\":\"f\",\"env\":[\"=x\"]}",
+        "field 'env': item 0: expected NAME=value (NAME of A-Z a-z 0-9 _, not starting with a "
+        "digit), got '=x'");
+    BAD(create, "{\"function\":\"f\",\"env\":[\"LD_PRELOAD\"]}",
+        "field 'env': item 0: expected NAME=value (NAME of A-Z a-z 0-9 _, not starting with a "
+        "digit), got 'LD_PRELOAD'");
+    /* enumerations */
+    BAD(sandbox_list,
+        "{\"sandboxes\":[{\"id\":\"a\",\"function\":\"f\",\"endpoint\":\"1.2.3.4:5\","
+        "\"state\":\"gone\"}]}",
+        "field 'sandboxes': item 0: field 'state': expected one of creating, ready, exited, "
+        "deleting, got 'gone'");
+    BAD(sandbox_list,
+        "{\"sandboxes\":[{\"id\":\"a\",\"function\":\"f\",\"endpoint\":\":0\","
+        "\"state\":\"ready\"}]}",
+        "field 'sandboxes': item 0: field 'endpoint': expected HOST:PORT for a ready sandbox, got "
+        "':0'");
+    BAD(status, "{\"workers\":[],\"dataplanes\":[],\"functions\":[],\"role\":\"king\"}",
+        "field 'role': expected leader or follower, got 'king'");
+    /* a sandbox still creating has no address yet: listed as ":0" */
+    struct dg_wire_sandbox_list l;
+    struct dg_err err = {0};
+    const char creating[] = "{\"sandboxes\":[{\"id\":\"a\",\"function\":\"f\",\"endpoint\":\":0\","
+                            "\"state\":\"creating\"}]}";
+    assert_int_equal(dg_wire_sandbox_list_parse(creating, strlen(creating), &l, &err), 0);
+    dg_wire_sandbox_list_free(&l);
+    /* list lengths */
+    json_t *ids = json_array();
+    for (int i = 0; i < 4097; i++)
+        json_array_append_new(ids, json_string("a"));
+    json_t *c = json_pack("{ss so}", "function", "f", "args", ids);
+    struct dg_wire_create cr;
+    assert_int_equal(dg_wire_create_decode(c, &cr, &err), DG_E_INVAL);
+    assert_string_equal(err.msg, "field 'args': expected at most 4096 items, got 4097");
+    json_decref(c);
+    /* texts */
+    memset(big, 'r', 5000);
+    big[5000] = '\0';
+    snprintf(msg, 11000, "{\"id\":\"a\",\"function\":\"f\",\"reason\":\"%s\"}", big);
+    struct dg_wire_sandbox_exit ex;
+    assert_int_equal(dg_wire_sandbox_exit_parse(msg, strlen(msg), &ex, &err), DG_E_INVAL);
+    assert_non_null(strstr(err.msg, "field 'reason': expected at most 4096 bytes"));
+    free(big);
+    free(msg);
 }
 
 /* a failed decode leaves nothing behind (the leak checker of the sanitizer build says so) */
@@ -546,7 +678,7 @@ static void test_fn_update_view(void **state)
     json_decref(root);
 
     /* a bad item: the decoder's error, nothing to free */
-    root = json_loads("{\"name\":\"b\",\"endpoints\":[{\"id\":\"x\",\"address\":\"y\"},"
+    root = json_loads("{\"name\":\"b\",\"endpoints\":[{\"id\":\"x\",\"address\":\"1.2.3.4:5\"},"
                       "{\"id\":\"z\"}]}",
                       0, NULL);
     struct dg_wire_fn_update v;
@@ -573,8 +705,8 @@ static void test_fn_update_view(void **state)
 static void test_failed_decode_frees(void **state)
 {
     static const char late_error[] =
-        "{\"functions\":[{\"name\":\"a\",\"endpoints\":[{\"id\":\"x\",\"address\":\"y\"}]},"
-        "{\"name\":\"b\",\"endpoints\":[{\"id\":\"x\",\"address\":\"y\"},{\"id\":7}]}]}";
+        "{\"functions\":[{\"name\":\"a\",\"endpoints\":[{\"id\":\"x\",\"address\":\"1.2.3.4:5\"}]},"
+        "{\"name\":\"b\",\"endpoints\":[{\"id\":\"x\",\"address\":\"1.2.3.4:5\"},{\"id\":7}]}]}";
     struct dg_wire_push m;
     struct dg_err err = {0};
     assert_int_equal(dg_wire_push_parse(late_error, strlen(late_error), &m, &err), DG_E_INVAL);
@@ -698,6 +830,7 @@ int main(void)
         cmocka_unit_test(test_dp_fn_view),
         cmocka_unit_test(test_roundtrip_built),
         cmocka_unit_test(test_errors_name_the_field),
+        cmocka_unit_test(test_validation),
         cmocka_unit_test(test_fn_update_view),
         cmocka_unit_test(test_failed_decode_frees),
         cmocka_unit_test(test_batch_framing),
