@@ -30,6 +30,7 @@
  */
 #include "http_internal.h"
 #include "dirigent/log.h"
+#include "dirigent/strmap.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,12 @@ struct route {
 
 struct conn;
 
+/* Open connections from one IP address (for max_conns_per_client). */
+struct client {
+    unsigned n;
+    char ip[48];
+};
+
 struct dg_http_server {
     uv_loop_t *loop;
     uv_tcp_t listener;
@@ -65,7 +72,8 @@ struct dg_http_server {
     dg_http_auth_fn auth;
     void *auth_ud;
     bool has_fallback, listening, closing;
-    struct conn *conns; /* doubly linked list of open connections */
+    struct conn *conns;     /* doubly linked list of open connections */
+    struct dg_strmap peers; /* IP address -> struct client, of the open connections */
     unsigned open_handles;
     uv_timer_t grace_timer;
     uint64_t grace_deadline;
@@ -138,7 +146,8 @@ struct conn {
     bool body_known;        /* on_headers_complete saw the body's kind (for frame) */
     enum dg__frame_kind body_kind;
     uint64_t body_len;
-    char ip[48]; /* the peer's address, for max_conns_per_client */
+    char ip[48];           /* the peer's address */
+    struct client *client; /* its count of open connections */
     char peer[64];
 };
 
@@ -432,12 +441,9 @@ static const char *conn_over_cap(const struct dg_http_server *s, const char *ip)
 {
     if (s->limits.max_conns && s->stats.open_conns >= s->limits.max_conns)
         return "too many connections to this server (http.maxConns)";
-    if (!s->limits.max_conns_per_client)
-        return NULL;
-    unsigned n = 0;
-    for (const struct conn *o = s->conns; o; o = o->next)
-        if (strcmp(o->ip, ip) == 0 && ++n >= s->limits.max_conns_per_client)
-            return "too many connections from this client (http.maxConnsPerClient)";
+    const struct client *cl = dg_strmap_get(&s->peers, dg_str_c(ip));
+    if (s->limits.max_conns_per_client && cl && cl->n >= s->limits.max_conns_per_client)
+        return "too many connections from this client (http.maxConnsPerClient)";
     return NULL;
 }
 
@@ -513,6 +519,14 @@ static void on_connection(uv_stream_t *ls, int status)
     s->conns = c;
     s->stats.accepted++;
     s->stats.open_conns++;
+    struct client *cl = dg_strmap_get(&s->peers, dg_str_c(c->ip));
+    if (!cl) {
+        cl = dg_xcalloc(1, sizeof(*cl));
+        snprintf(cl->ip, sizeof(cl->ip), "%s", c->ip);
+        dg_strmap_put(&s->peers, dg_str_c(cl->ip), cl);
+    }
+    cl->n++;
+    c->client = cl;
     conn_update_reading(c);
     arm_idle(c);
 }
@@ -574,6 +588,7 @@ static void server_maybe_done(struct dg_http_server *s)
         route_free(&s->routes[i]);
     free(s->routes);
     route_free(&s->fallback);
+    dg_strmap_free(&s->peers); /* empty: every connection is closed */
     free(s->name);
     free(s);
     if (done)
@@ -656,6 +671,11 @@ static void conn_close(struct conn *c)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
     s->stats.open_conns--;
+    if (c->client && --c->client->n == 0) {
+        dg_strmap_del(&s->peers, dg_str_c(c->client->ip));
+        free(c->client);
+    }
+    c->client = NULL;
     req_detach(c);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, handle_closed);
