@@ -650,8 +650,8 @@ static const char *shortfall(struct cp_core *c, const struct cp_fn *f, char *buf
             continue; /* no room by its capacity */
         if (w->node.max_sandboxes && w->node.sandboxes >= w->node.max_sandboxes)
             capped = true;
-        else
-            *throttled = true;
+        else if (w->node.rate_limited && w->node.creates_left == 0)
+            *throttled = true; /* else the policy passed it over (chbl's bound) */
     }
     if (*throttled || !capped)
         return NULL;
