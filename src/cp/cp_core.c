@@ -650,8 +650,8 @@ static const char *shortfall(struct cp_core *c, const struct cp_fn *f, char *buf
             continue; /* no room by its capacity */
         if (w->node.max_sandboxes && w->node.sandboxes >= w->node.max_sandboxes)
             capped = true;
-        else
-            *throttled = true;
+        else if (w->node.rate_limited && w->node.creates_left == 0)
+            *throttled = true; /* else the policy passed it over (chbl's bound) */
     }
     if (*throttled || !capped)
         return NULL;
@@ -832,14 +832,14 @@ static void worker_subnet(struct cp_worker *w, const char *subnet)
             unsigned long l = strtoul(slash + 1, &end, 10);
             plen = *end || l > 32 || end == slash + 1 ? 33 : (unsigned)l;
         }
-        if (plen >= 8 && plen <= 32 &&
+        if (plen >= 16 && plen <= 32 &&
             ipv4_parse(subnet, slash ? (size_t)(slash - subnet) : strlen(subnet), &net)) {
             w->sb_mask = plen == 32 ? 0xffffffffu : ~(0xffffffffu >> plen);
             w->sb_net = net & w->sb_mask;
             return;
         }
         dg_log(DG_LOG_WARN, "registry",
-               "worker %s: sandbox subnet '%.64s' is no IPv4 CIDR of /8../32: its address's "
+               "worker %s: sandbox subnet '%.64s' is no IPv4 CIDR of /16../32: its address's "
                "host used instead",
                w->name, subnet);
     }

@@ -721,6 +721,12 @@ static void test_adoption_in_reconstruction_only(void **state)
     assert_false(has_sandbox(f, "p2"));
     assert_true(destroyed(e, "p2"));
     assert_int_equal(w2->node.sandboxes, 1);
+    /* a subnet broader than /16 (0.0.0.0/0: "anywhere") counts as none said: its host */
+    cp_core_worker_restore(&e->c, "w4", "10.2.2.2:7000", "0.0.0.0/0", &err);
+    const char *ids5[] = {"q1", "q2"}, *eps5[] = {"100.64.4.1:80", "10.2.2.2:31000"};
+    listing(e, "w4", "10.2.2.2:7000", "0.0.0.0/0", "b1", "hello", ids5, eps5, 2);
+    assert_true(destroyed(e, "q1"));
+    assert_true(has_sandbox(f, "q2"));
     env_free(e);
 }
 
