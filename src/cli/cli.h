@@ -146,6 +146,7 @@ void cli_fn_table(json_t *list);
 /* haproxy.c: HAProxy's config in front of data planes and registration servers. */
 struct cli_hx_conf {
     const char *invocations, *registration, *socket, *backend;
+    const char *tls_cert; /* a PEM file (certificate and key): both frontends bind with TLS */
     char **cps; /* the CPs' registration servers */
     size_t ncps;
 };

@@ -73,6 +73,9 @@ static const struct cli_opt haproxy_opts[] = {
     {"--invocations", "IP:PORT", "127.0.0.1:8079", "the invocations frontend"},
     {"--registration", "IP:PORT", "127.0.0.1:9092", "the registrations frontend"},
     {"--backend", "NAME", "dataplanes", "the data planes' backend (the CP's haproxy.backend)"},
+    {"--tls-cert", "FILE.pem", NULL,
+     "terminate TLS: both frontends bind with 'ssl crt FILE.pem' (certificate and key in one "
+     "PEM file; docs/security.md)"},
     {0}};
 
 #define LOAD_COMMON                                                                                \
