@@ -147,7 +147,7 @@ void cli_fn_table(json_t *list);
 struct cli_hx_conf {
     const char *invocations, *registration, *socket, *backend;
     const char *tls_cert; /* a PEM file (certificate and key): both frontends bind with TLS */
-    char **cps; /* the CPs' registration servers */
+    char **cps;           /* the CPs' registration servers */
     size_t ncps;
 };
 void cli_haproxy_config(FILE *out, const struct cli_hx_conf *c);

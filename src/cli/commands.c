@@ -28,7 +28,9 @@ static const struct cli_opt global_opts[] = {
     {"--json", NULL, NULL, "machine-readable output (the API's JSON)"},
     {"--token-file", "FILE", NULL,
      "an operator credential for the control plane (mode 0600); default: $DIRIGENT_TOKEN, "
-     "else <state-dir>/operator.token when present (data/local)"},
+     "else <state-dir>/operator.token when present"},
+    {"--state-dir", "DIR", "data/local",
+     "the `dirigent up` cluster to talk to: its operator.token is the credential sent"},
     {"--help", NULL, NULL, "this usage, anywhere on the line; acts on nothing"},
     {0}};
 

@@ -58,8 +58,7 @@ void cli_haproxy_config(FILE *out, const struct cli_hx_conf *c)
             "    # registration during a failover is retried on a live one\n"
             "    default-server inter 500ms fall 2 rise 1 observe layer4 error-limit 1 "
             "on-error mark-down\n",
-            c->socket, c->invocations, ssl, crt, c->backend, c->backend, c->registration, ssl,
-            crt);
+            c->socket, c->invocations, ssl, crt, c->backend, c->backend, c->registration, ssl, crt);
     for (size_t i = 0; i < c->ncps; i++)
         fprintf(out, "    server cp%zu %s check\n", i, c->cps[i]);
 }
