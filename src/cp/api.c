@@ -720,6 +720,9 @@ static void leader_or_forward(struct dg_http_req *r, void *ud)
     /* "POST /" is the registration server's alias of /registerService */
     char *path = route->fn == api_register ? dg_xstrdup("/registerService")
                                            : dg_xasprintf("%.*s", (int)url.len, url.ptr);
+    if (strcmp(dg_http_req_method(r), "GET") != 0) /* the leader sees this replica's cp */
+        dg_auth_audit(r, "forward %s %.*s to the leader %s", dg_http_req_method(r),
+                      (int)DG_MIN(url.len, 200), url.ptr, cp.leader_api);
     struct fwd_req *f = dg_xcalloc(1, sizeof(*f));
     f->r = r;
     dg_http_req_on_abort(r, fwd_abort, f);
