@@ -402,6 +402,15 @@ static bool node_is(struct dg_http_req *r, const char *what, const char *name)
     return false;
 }
 
+/* Whether node credential `id` speaks for worker `w`: its own name, or (emulatedNodes: one
+ * process registers BASE-0..BASE-N-1 and reports exits through BASE-0) one of its siblings. */
+static bool node_speaks_for(const char *id, const char *w)
+{
+    size_t n = strlen(id);
+    return strcmp(id, w) == 0 ||
+           (n > 2 && strcmp(id + n - 2, "-0") == 0 && strncmp(w, id, n - 1) == 0 && w[n - 1] != 0);
+}
+
 static struct cp_worker *worker_named(const char *name)
 {
     for (struct cp_worker *w = cp.core.workers; w; w = w->next)
@@ -548,6 +557,22 @@ static void api_sandbox_exited(struct dg_http_req *r, void *ud)
         return;
     }
     struct cp_fn *f = cp_fn_find(dg_str_c(m.function));
+    const char *id;
+    if (f && cp.auth_on && dg_http_req_identity(r, &id) == DG_AUTH_NODE) {
+        /* only the worker that runs a sandbox reports its exit */
+        const struct cp_sandbox *sb = f->sbs;
+        while (sb && !(sb->id && strcmp(sb->id, m.id) == 0))
+            sb = sb->next;
+        if (sb && sb->worker && !node_speaks_for(id, sb->worker->name)) {
+            dg_auth_audit(r, "refused 403 exit of sandbox %s on worker %s", m.id, sb->worker->name);
+            dg_http_respond_text(r, 403,
+                                 "sandbox exit: credential node.%s cannot report sandbox '%s': it "
+                                 "runs on worker '%s'",
+                                 id, m.id, sb->worker->name);
+            dg_wire_sandbox_exit_free(&m);
+            return;
+        }
+    }
     if (f) /* logs it */
         cp_core_on_exited(&cp.core, f, m.id, m.reason && m.reason[0] ? m.reason : "exited");
     dg_wire_sandbox_exit_free(&m);

@@ -15,7 +15,7 @@ D=$B/dirigent
 FN=$B/dirigent-fn
 TAG="DG_AUTH_TEST=$$"
 
-plan 17
+plan 18
 
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
@@ -180,6 +180,18 @@ t_metrics() {
   [ "$(json_field "$(curl -sf -H "Authorization: Bearer $OP" "$REG/v1/functions/hello")" desired)" = "$desired" ]
 }
 check "forged /v1/metrics (anonymous, or a worker as dp1): refused, hello's scale unchanged" t_metrics
+
+t_forged_exit() {
+  # another node's credential reporting hello's sandbox as exited: 403, the sandbox stays
+  local id
+  id=$(curl -sf -H "Authorization: Bearer $OP" "$WK/v1/sandboxes" | /usr/bin/python3 -c \
+    'import json,sys; print([s["id"] for s in json.load(sys.stdin)["sandboxes"] if s["function"]=="hello"][0])') || return 1
+  [ "$(as "$NODE_DP1" -XPOST "$CPI/v1/sandboxes/exited" -d "{\"worker\":\"dp1\",\"id\":\"$id\",\"function\":\"hello\",\"status\":1}")" = 403 ] &&
+    body_has "credential node.dp1 cannot report sandbox '$id': it runs on worker 'w1'" || return 1
+  [ "$(as - -XPOST "$CPI/v1/sandboxes/exited" -d "{\"id\":\"$id\",\"function\":\"hello\",\"status\":1}")" = 401 ] || return 1
+  [ "$(json_field "$(curl -sf -H "Authorization: Bearer $OP" "$REG/v1/functions/hello")" error)" = None ] && hello_ok
+}
+check "a forged sandbox exit (another node's credential, or none): refused, hello keeps its sandbox" t_forged_exit
 
 t_open_ports() {
   [ "$(as - "$CPI/v1/status")" = 401 ] && [ "$(as - "$CPI/metrics")" = 401 ] &&
