@@ -132,7 +132,8 @@ int dg_auth_key_write(const char *path, const struct dg_auth_key *key, struct dg
 {
     char text[2 * DG_AUTH_KEY_BYTES + 2];
     to_hex(key->k, sizeof(key->k), text);
-    strcat(text, "\n");
+    text[2 * DG_AUTH_KEY_BYTES] = '\n';
+    text[2 * DG_AUTH_KEY_BYTES + 1] = 0;
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd == -1)
         return dg_err_set(err, -errno, "key file '%s': %s", path, strerror(errno));
@@ -150,6 +151,7 @@ int dg_auth_key_write(const char *path, const struct dg_auth_key *key, struct dg
 static int read_secret(const char *what, const char *path, char *out, size_t size,
                        struct dg_err *err)
 {
+    out[0] = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd == -1)
         return dg_err_set(err, -errno, "%s '%s': %s", what, path, strerror(errno));
@@ -177,7 +179,7 @@ static int read_secret(const char *what, const char *path, char *out, size_t siz
 
 int dg_auth_key_load(const char *path, struct dg_auth_key *key, struct dg_err *err)
 {
-    char text[2 * DG_AUTH_KEY_BYTES + 8];
+    char text[2 * DG_AUTH_KEY_BYTES + 8] = {0};
     if (read_secret("key file", path, text, sizeof(text), err) < 0)
         return err->code;
     bool ok = from_hex(text, strlen(text), key->k, sizeof(key->k));
@@ -341,7 +343,7 @@ static int auth_hook(struct dg_http_req *r, unsigned need, void *ud, char *msg, 
         struct dg_str cred = {h.ptr + 7, h.len - 7};
         while (cred.len && cred.ptr[0] == ' ')
             cred.ptr++, cred.len--;
-        struct dg_auth_identity id;
+        struct dg_auth_identity id = {0};
         struct dg_err err = {0};
         if (dg_auth_verify(key, cred, &id, &err) < 0) {
             snprintf(msg, size, "%s", err.msg);

@@ -67,11 +67,16 @@ static void beat_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     struct dg_heartbeat *hb = ud;
     hb->in_flight = false;
     bool ok = resp && resp->status == 200;
-    bool auth = resp && (resp->status == 401 || resp->status == 403);
-    if (auth && hb->auth_refused != resp->status) /* a wrong or missing key: say it at once */
-        dg_log(DG_LOG_ERROR, "heartbeat", "control plane %s refused our credential (%d): %.*s",
-               hb->address, resp->status, (int)DG_MIN(resp->body.len, 300), resp->body.ptr);
-    hb->auth_refused = auth ? resp->status : 0;
+    bool auth = false;
+    if (resp && (resp->status == 401 || resp->status == 403)) {
+        auth = true;
+        if (hb->auth_refused != resp->status) /* a wrong or missing key: say it at once */
+            dg_log(DG_LOG_ERROR, "heartbeat", "control plane %s refused our credential (%d): %.*s",
+                   hb->address, resp->status, (int)DG_MIN(resp->body.len, 300), resp->body.ptr);
+        hb->auth_refused = resp->status;
+    } else {
+        hb->auth_refused = 0;
+    }
     if (!ok && !auth && (hb->ok || !hb->resync))
         dg_log(DG_LOG_WARN, "heartbeat", "control plane %s: %s%.*s", hb->address,
                err ? err->msg : "refused: ", resp ? (int)DG_MIN(resp->body.len, 200) : 0,

@@ -146,7 +146,8 @@ void cli_fn_table(json_t *list);
 /* haproxy.c: HAProxy's config in front of data planes and registration servers. */
 struct cli_hx_conf {
     const char *invocations, *registration, *socket, *backend;
-    char **cps; /* the CPs' registration servers */
+    const char *tls_cert; /* a PEM file (certificate and key): both frontends bind with TLS */
+    char **cps;           /* the CPs' registration servers */
     size_t ncps;
 };
 void cli_haproxy_config(FILE *out, const struct cli_hx_conf *c);

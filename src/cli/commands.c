@@ -28,7 +28,9 @@ static const struct cli_opt global_opts[] = {
     {"--json", NULL, NULL, "machine-readable output (the API's JSON)"},
     {"--token-file", "FILE", NULL,
      "an operator credential for the control plane (mode 0600); default: $DIRIGENT_TOKEN, "
-     "else <state-dir>/operator.token when present (data/local)"},
+     "else <state-dir>/operator.token when present"},
+    {"--state-dir", "DIR", "data/local",
+     "the `dirigent up` cluster to talk to: its operator.token is the credential sent"},
     {"--help", NULL, NULL, "this usage, anywhere on the line; acts on nothing"},
     {0}};
 
@@ -73,6 +75,9 @@ static const struct cli_opt haproxy_opts[] = {
     {"--invocations", "IP:PORT", "127.0.0.1:8079", "the invocations frontend"},
     {"--registration", "IP:PORT", "127.0.0.1:9092", "the registrations frontend"},
     {"--backend", "NAME", "dataplanes", "the data planes' backend (the CP's haproxy.backend)"},
+    {"--tls-cert", "FILE.pem", NULL,
+     "terminate TLS: both frontends bind with 'ssl crt FILE.pem' (certificate and key in one "
+     "PEM file; docs/security.md)"},
     {0}};
 
 #define LOAD_COMMON                                                                                \

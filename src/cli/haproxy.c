@@ -14,6 +14,8 @@
  * leader). Timeouts are the original's; health checks every 500 ms (it had 2.5 s). */
 void cli_haproxy_config(FILE *out, const struct cli_hx_conf *c)
 {
+    /* TLS terminated here (docs/security.md): both frontends take HTTPS with this PEM file */
+    const char *ssl = c->tls_cert ? " ssl crt " : "", *crt = c->tls_cert ? c->tls_cert : "";
     fprintf(out,
             "# HAProxy for dirigent (written by `dirigent haproxy-config`)\n"
             "global\n"
@@ -35,7 +37,7 @@ void cli_haproxy_config(FILE *out, const struct cli_hx_conf *c)
             "    option redispatch 1\n"
             "    http-reuse always\n\n"
             "frontend invocations\n"
-            "    bind %s\n"
+            "    bind %s%s%s\n"
             "    default_backend %s\n\n"
             "# servers dp_<name>: added and removed by the control plane leader (haproxy.api)\n"
             "backend %s\n"
@@ -45,7 +47,7 @@ void cli_haproxy_config(FILE *out, const struct cli_hx_conf *c)
             "    retry-on conn-failure empty-response\n"
             "    default-server inter 500ms fall 2 rise 1\n\n"
             "frontend registration\n"
-            "    bind %s\n"
+            "    bind %s%s%s\n"
             "    default_backend registration\n\n"
             "backend registration\n"
             "    balance roundrobin\n"
@@ -56,7 +58,7 @@ void cli_haproxy_config(FILE *out, const struct cli_hx_conf *c)
             "    # registration during a failover is retried on a live one\n"
             "    default-server inter 500ms fall 2 rise 1 observe layer4 error-limit 1 "
             "on-error mark-down\n",
-            c->socket, c->invocations, c->backend, c->backend, c->registration);
+            c->socket, c->invocations, ssl, crt, c->backend, c->backend, c->registration, ssl, crt);
     for (size_t i = 0; i < c->ncps; i++)
         fprintf(out, "    server cp%zu %s check\n", i, c->cps[i]);
 }
@@ -76,7 +78,8 @@ int cli_cmd_haproxy_config(struct cli_ctx *c)
     struct cli_hx_conf h = {.invocations = cli_get(c, "--invocations") ?: "127.0.0.1:8079",
                             .registration = cli_get(c, "--registration") ?: "127.0.0.1:9092",
                             .backend = cli_get(c, "--backend") ?: "dataplanes",
-                            .socket = cli_get(c, "--socket")};
+                            .socket = cli_get(c, "--socket"),
+                            .tls_cert = cli_get(c, "--tls-cert")};
     char *cps[65];
     char *list = dg_xstrdup(cli_get(c, "--cp"));
     h.cps = cps;

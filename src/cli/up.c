@@ -87,7 +87,7 @@ static void up_spawn(struct up *u, const char *name, char *const argv[])
             /* every daemon of ours gets the cluster key (docs/security.md) */
             char *args[64];
             size_t n = 0;
-            while (argv[n] && n < DG_ARRAY_LEN(args) - 3) {
+            while (n < DG_ARRAY_LEN(args) - 3 && argv[n]) {
                 args[n] = argv[n];
                 n++;
             }

@@ -455,6 +455,15 @@ static bool node_is(struct dg_http_req *r, const char *what, const char *name)
     return false;
 }
 
+/* Whether node credential `id` speaks for worker `w`: its own name, or (emulatedNodes: one
+ * process registers BASE-0..BASE-N-1 and reports exits through BASE-0) one of its siblings. */
+static bool node_speaks_for(const char *id, const char *w)
+{
+    size_t n = strlen(id);
+    return strcmp(id, w) == 0 ||
+           (n > 2 && strcmp(id + n - 2, "-0") == 0 && strncmp(w, id, n - 1) == 0 && w[n - 1] != 0);
+}
+
 static struct cp_worker *worker_named(const char *name)
 {
     for (struct cp_worker *w = cp.core.workers; w; w = w->next)
@@ -603,6 +612,20 @@ static void api_sandbox_exited(struct dg_http_req *r, void *ud)
         return;
     }
     struct cp_fn *f = cp_fn_find(dg_str_c(m.function));
+    const char *id;
+    if (f && cp.auth_on && dg_http_req_identity(r, &id) == DG_AUTH_NODE) {
+        /* only the worker that runs a sandbox reports its exit */
+        const struct cp_sandbox *sb = dg_strmap_get(&cp.core.sb_index, dg_str_c(m.id));
+        if (sb && sb->fn == f && sb->worker && !node_speaks_for(id, sb->worker->name)) {
+            dg_auth_audit(r, "refused 403 exit of sandbox %s on worker %s", m.id, sb->worker->name);
+            dg_http_respond_text(r, 403,
+                                 "sandbox exit: credential node.%s cannot report sandbox '%s': it "
+                                 "runs on worker '%s'",
+                                 id, m.id, sb->worker->name);
+            dg_wire_sandbox_exit_free(&m);
+            return;
+        }
+    }
     /* logs it; an exit of a sandbox this CP does not know (any more) changes nothing: said */
     if (f && cp_core_on_exited(&cp.core, f, m.id, m.reason && m.reason[0] ? m.reason : "exited"))
         dg_http_respond_text(r, 200, DG_WIRE_BEAT_OK);
@@ -778,6 +801,9 @@ static void leader_or_forward(struct dg_http_req *r, void *ud)
     /* "POST /" is the registration server's alias of /registerService */
     char *path = route->fn == api_register ? dg_xstrdup("/registerService")
                                            : dg_xasprintf("%.*s", (int)url.len, url.ptr);
+    if (strcmp(dg_http_req_method(r), "GET") != 0) /* the leader sees this replica's cp */
+        dg_auth_audit(r, "forward %s %.*s to the leader %s", dg_http_req_method(r),
+                      (int)DG_MIN(url.len, 200), url.ptr, cp.leader_api);
     struct fwd_req *f = dg_xcalloc(1, sizeof(*f));
     f->r = r;
     dg_http_req_on_abort(r, fwd_abort, f);

@@ -15,7 +15,7 @@ D=$B/dirigent
 FN=$B/dirigent-fn
 TAG="DG_AUTH_TEST=$$"
 
-plan 16
+plan 18
 
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
@@ -52,7 +52,8 @@ wait_for_log "$TAP_TMP/dp.log" 'proxy on' || { echo "Bail out! dp did not start"
 P=http://127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'proxy on')
 DPA=http://127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'api on')
 bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name w1 --authTokenFile "$KEY" \
-  --controlPlaneAddress "${CPI#http://}" --heartbeatInterval 300ms --fnBinary "$FN"
+  --controlPlaneAddress "${CPI#http://}" --heartbeatInterval 300ms --fnBinary "$FN" \
+  --dataDir "$TAP_TMP/w1/data" --runDir "$TAP_TMP/w1/run"
 wait_for_log "$TAP_TMP/w1.log" 'listening on' || { echo "Bail out! worker did not start"; exit 1; }
 WK=http://127.0.0.1:$(port_of "$TAP_TMP/w1.log" 'w1: listening on')
 
@@ -180,6 +181,18 @@ t_metrics() {
 }
 check "forged /v1/metrics (anonymous, or a worker as dp1): refused, hello's scale unchanged" t_metrics
 
+t_forged_exit() {
+  # another node's credential reporting hello's sandbox as exited: 403, the sandbox stays
+  local id
+  id=$(curl -sf -H "Authorization: Bearer $OP" "$WK/v1/sandboxes" | /usr/bin/python3 -c \
+    'import json,sys; print([s["id"] for s in json.load(sys.stdin)["sandboxes"] if s["function"]=="hello"][0])') || return 1
+  [ "$(as "$NODE_DP1" -XPOST "$CPI/v1/sandboxes/exited" -d "{\"worker\":\"dp1\",\"id\":\"$id\",\"function\":\"hello\",\"status\":1}")" = 403 ] &&
+    body_has "credential node.dp1 cannot report sandbox '$id': it runs on worker 'w1'" || return 1
+  [ "$(as - -XPOST "$CPI/v1/sandboxes/exited" -d "{\"id\":\"$id\",\"function\":\"hello\",\"status\":1}")" = 401 ] || return 1
+  [ "$(json_field "$(curl -sf -H "Authorization: Bearer $OP" "$REG/v1/functions/hello")" error)" = None ] && hello_ok
+}
+check "a forged sandbox exit (another node's credential, or none): refused, hello keeps its sandbox" t_forged_exit
+
 t_open_ports() {
   [ "$(as - "$CPI/v1/status")" = 401 ] && [ "$(as - "$CPI/metrics")" = 401 ] &&
     [ "$(as - "$DPA/metrics")" = 401 ] && [ "$(as - "$WK/metrics")" = 401 ] || return 1
@@ -221,6 +234,30 @@ t_audit() {
     grep -q 'audit: who=anonymous from=127.0.0.1:[0-9]* refused 401 POST /v1/sandboxes' "$TAP_TMP/w1.log"
 }
 check "the audit log: one line per change and per refusal, with who and from where" t_audit
+
+t_tls() {
+  # TLS terminated by HAProxy (dirigent haproxy-config --tls-cert): a registration-API call over
+  # HTTPS, checked against the certificate, reaches the CP with the operator's credential
+  command -v haproxy >/dev/null && command -v openssl >/dev/null ||
+    { echo "# needs haproxy and openssl (make deps)"; return 1; }
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$TAP_TMP/tls.key" -out "$TAP_TMP/tls.crt" >/dev/null 2>&1 || return 1
+  cat "$TAP_TMP/tls.crt" "$TAP_TMP/tls.key" >"$TAP_TMP/tls.pem" && chmod 600 "$TAP_TMP/tls.pem"
+  local ports inv regp
+  ports=$(/usr/bin/python3 -c 'import socket
+ss=[socket.socket() for _ in range(2)]
+[s.bind(("127.0.0.1",0)) for s in ss]
+print(" ".join(str(s.getsockname()[1]) for s in ss))')
+  read -r inv regp <<<"$ports"
+  "$D" haproxy-config --socket "$TAP_TMP/hap.sock" --cp "${REG#http://}" --invocations "127.0.0.1:$inv" \
+    --registration "127.0.0.1:$regp" --tls-cert "$TAP_TMP/tls.pem" >"$TAP_TMP/hap.cfg" || return 1
+  grep -q "bind 127.0.0.1:$regp ssl crt $TAP_TMP/tls.pem" "$TAP_TMP/hap.cfg" || return 1
+  haproxy -c -q -f "$TAP_TMP/hap.cfg" || return 1
+  bg_start "$TAP_TMP/haproxy.log" haproxy -db -f "$TAP_TMP/hap.cfg"
+  poll_until 100 curl -sf --cacert "$TAP_TMP/tls.crt" -H "Authorization: Bearer $OP" "https://127.0.0.1:$regp/v1/functions/hello" || return 1
+  [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$TAP_TMP/tls.crt" "https://127.0.0.1:$regp/v1/functions/hello")" = 401 ]
+}
+check "haproxy-config --tls-cert: the registration API over HTTPS (certificate checked), credentials still required" t_tls
 
 # ---- start-up rules ----------------------------------------------------------------------------
 # refused CMD...: exits at once (status 2) with the message; nothing to stop
