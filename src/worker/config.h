@@ -30,6 +30,9 @@ struct wk_config {
     double cpu_overcommit;
     char *cpu_limit;
     struct dg_strlist insecure_registries, prefetch;
+    /* sandbox confinement (issue 14) */
+    char *sandbox_egress, *sandbox_userns;
+    struct dg_strlist sandbox_egress_allow, sandbox_caps;
 };
 
 extern const struct dg_conf_schema wk_schema;
