@@ -7,8 +7,8 @@
  * pivot_root, bpf, perf_event_open, ptrace, process_vm_readv/writev, keyctl and the key
  * syscalls, syslog, quotactl, the module, kexec, time-setting and NUMA-policy syscalls,
  * open_by_handle_at, name_to_handle_at, fanotify, reboot, swapon/off, io_uring_*), and
- * three narrower than Docker's: only the native x86_64 ABI (an i386 or x32 syscall kills the
- * process), socket() only for AF_UNIX, AF_INET, AF_INET6 and netlink's NETLINK_ROUTE (no
+ * three narrower than Docker's: only the native x86_64 ABI (an i386 or x32 syscall is
+ * refused), socket() only for AF_UNIX, AF_INET, AF_INET6 and netlink's NETLINK_ROUTE (no
  * AF_VSOCK, no other netlink family: audit, netfilter, uevents), and clone() without any
  * namespace flag (CLONE_NEWUSER included; clone3, whose flags seccomp cannot read, answers
  * ENOSYS so that libc falls back to clone).
