@@ -1057,17 +1057,12 @@ static bool userns_possible(struct oci_rt *rt, char *why, size_t len)
 static int confine_init(struct oci_rt *rt, struct dg_err *err)
 {
     const struct wk_runtime_conf *c = rt->conf;
-    for (size_t i = 0; c->oci.caps && i < c->oci.caps->n; i++)
-        if (!wk_cap_known(c->oci.caps->v[i]))
-            return dg_err_set(err, DG_E_INVAL,
-                              "sandboxCapabilities '%s': not a capability name (e.g. CAP_KILL, "
-                              "see capabilities(7))",
-                              c->oci.caps->v[i]);
     char why[4608] = "";
-    bool want = strcmp(c->oci.userns ? c->oci.userns : "auto", "off") != 0;
+    const char *mode = c->oci.userns ? c->oci.userns : "auto";
+    bool want = strcmp(mode, "off") != 0;
     rt->id_base = WK_USERNS_BASE + WK_USERNS_SIZE * (c->instance->id % 4096u);
     rt->userns = want && userns_possible(rt, why, sizeof(why));
-    if (want && !rt->userns && strcmp(c->oci.userns, "on") == 0)
+    if (want && !rt->userns && strcmp(mode, "on") == 0)
         return dg_err_set(err, DG_E_INVAL,
                           "sandboxUserNamespace on: %s (or set sandboxUserNamespace auto)", why);
     if (rt->userns)
@@ -1098,12 +1093,35 @@ static int confine_init(struct oci_rt *rt, struct dg_err *err)
     return 0;
 }
 
+/* The confinement keys checked before anything is made on the host: a bad one changes
+ * nothing. */
+static int confine_check(const struct wk_runtime_conf *c, struct dg_err *err)
+{
+    for (size_t i = 0; c->oci.caps && i < c->oci.caps->n; i++)
+        if (!wk_cap_known(c->oci.caps->v[i]))
+            return dg_err_set(err, DG_E_INVAL,
+                              "sandboxCapabilities '%s': not a capability name (e.g. CAP_KILL, "
+                              "see capabilities(7))",
+                              c->oci.caps->v[i]);
+    struct wk_fw_opts fw = {.table = "check",
+                            .bridge = c->oci.bridge,
+                            .prefix = c->instance->veth_prefix,
+                            .egress = c->oci.egress ? c->oci.egress : "none",
+                            .allow = c->oci.egress_allow};
+    char *rules = dg_xcalloc(1, 65536);
+    int rc = wk_firewall_ruleset(&fw, rules, 65536, err);
+    free(rules);
+    return rc;
+}
+
 static int oci_init(const struct wk_runtime_conf *c, void **state, struct dg_err *err)
 {
     if (geteuid() != 0)
         return dg_err_set(err, DG_E_INVAL,
                           "runtime 'oci' needs root (mounts, namespaces, cgroups): run as root "
                           "or use runtime 'process'");
+    if (confine_check(c, err) < 0)
+        return -1;
     char path[4096];
     char *which[] = {"sh", "-c", "command -v \"$0\"", (char *)c->oci.runtime, NULL};
     if (wk_run_sync(which, path, sizeof(path)) != 0)

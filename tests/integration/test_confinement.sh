@@ -15,7 +15,7 @@ set -u
 S=${DG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
-NCHECKS=8
+NCHECKS=9
 WORKER=conf-w1
 
 plan $NCHECKS
@@ -63,6 +63,19 @@ for f in probe-a probe-b; do
     -d "name=$f&image=$IMAGE&port_forwarding=80&port_forwarding=tcp&requested_cpu=100&requested_memory=64")
   [ "$code" = 200 ] || { echo "Bail out! registration of $f: $code $(cat "$TAP_TMP/reg.out")"; exit 1; }
 done
+
+t_bad_key() {
+  local out rc before
+  before=$(nft list tables)
+  out=$(timeout 20 "$B/dirigent-worker" --port 0 --name conf-bad --runtime oci --controlPlaneAddress "" \
+    --dataDir "$TAP_TMP/bad" --sandboxEgressAllow 10.1.2.3/8 2>&1)
+  rc=$?
+  echo "$out"
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "sandboxEgressAllow '10.1.2.3/8': not an IPv4 address or CIDR" <<<"$out" || return 1
+  # nothing made on the host: no run directory, no table of that instance
+  ! ls -d /run/dirigent/conf-bad-* 2>/dev/null && [ "$(nft list tables)" = "$before" ]
+}
+check "a bad sandboxEgressAllow: the worker refuses to start naming the key and the form, and makes nothing on the host" t_bad_key
 
 call() { # call FUNCTION PATH: through the data plane; the body on stdout, 0 on a 200
   local code
