@@ -81,8 +81,24 @@ DG_PRINTF(3, 4) static void put(char *buf, size_t len, const char *fmt, ...)
     va_end(ap);
 }
 
+/* An interface or table name nft takes quoted as it is: letters, digits, - _ . only. */
+static bool name_ok(const char *s)
+{
+    if (!s || !s[0] || strlen(s) > 31)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '-' || *s == '_' || *s == '.'))
+            return false;
+    return true;
+}
+
 int wk_firewall_ruleset(const struct wk_fw_opts *o, char *buf, size_t len, struct dg_err *err)
 {
+    if (!name_ok(o->bridge) || !name_ok(o->prefix) || !name_ok(o->table))
+        return dg_err_set(err, DG_E_INVAL,
+                          "bridge '%s': expected letters, digits, '-', '_' or '.' only",
+                          o->bridge ? o->bridge : "");
     bool internet;
     if (strcmp(o->egress, "none") == 0)
         internet = false;

@@ -100,6 +100,17 @@ static void test_bad_keys(void **state)
     }
 }
 
+static void test_bad_bridge(void **state)
+{
+    struct dg_err err = {0};
+    struct wk_fw_opts o = {.table = "dirigent_abc123",
+                           .bridge = "dg\" accept #",
+                           .prefix = "dvabc123",
+                           .egress = "none"};
+    assert_true(wk_firewall_ruleset(&o, rules, sizeof(rules), &err) < 0);
+    assert_non_null(strstr(err.msg, "bridge"));
+}
+
 static void test_seccomp_profile(void **state)
 {
     json_t *p = wk_seccomp_profile();
@@ -129,6 +140,7 @@ int main(void)
         cmocka_unit_test(test_none),
         cmocka_unit_test(test_internet_and_allow),
         cmocka_unit_test(test_bad_keys),
+        cmocka_unit_test(test_bad_bridge),
         cmocka_unit_test(test_seccomp_profile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
