@@ -32,6 +32,7 @@ B=$(cd "$BUILD" && pwd)
 IMG=$B/images/dirigent-fn
 [ -f "$IMG/index.json" ] || { echo "sandbox_oci: no image at $IMG (make image)" >&2; exit 1; }
 TMP=$(mktemp -d /tmp/dg-bench-oci.XXXXXX)
+chmod 711 "$TMP" # searchable by others: the worker's sandboxes run in a user namespace
 BR=dgb0
 PIDS=()
 cleanup() {

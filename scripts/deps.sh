@@ -13,6 +13,8 @@ PKGS=(
   libssl-dev
   # containers (the worker's oci runtime) and a local registry for its tests
   crun skopeo umoci docker-registry iproute2
+  # the oci runtime's sandbox firewall (src/worker/firewall.c runs nft)
+  nftables
   # shared state
   redis-server haproxy
   # tests, sanitizers, fuzzing

@@ -17,7 +17,9 @@ umoci init --layout "$work/layout"
 umoci new --image "$work/layout:latest"
 umoci unpack --rootless --image "$work/layout:latest" "$work/bundle" >/dev/null
 install -m 0755 "$bin" "$work/bundle/rootfs/dirigent-fn"
-mkdir -p "$work/bundle/rootfs/tmp"
+# /tmp writable by anyone (sticky), as in Docker images: a sandbox in a user namespace does
+# not own the image's files
+install -d -m 1777 "$work/bundle/rootfs/tmp"
 umoci repack --image "$work/layout:latest" "$work/bundle"
 umoci config --image "$work/layout:latest" \
   --config.entrypoint /dirigent-fn --config.exposedports 80/tcp --config.env PORT=80 \

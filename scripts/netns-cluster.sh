@@ -215,11 +215,13 @@ find_build() { # B: the build directory; HAP: the CP's flag naming HAProxy's run
 host_cmd() {
   local h=$1 i=${1#??}
   case $h in
-  redis) CMDLINE=(redis-server --bind "${ADDR[redis]}" --port 6379 --protected-mode no
+  # redis: protected mode and a password generated per `up` (STATE/redis.conf and
+  # STATE/redis.pass, 0600; never on a command line), the CPs AUTH with it (redis.passwordFile)
+  redis) CMDLINE=(redis-server "$STATE/redis.conf" --bind "${ADDR[redis]}" --port 6379 --protected-mode yes
     --appendonly yes --dir "$STATE/redis" --save "") ;;
   lb) CMDLINE=(haproxy -db -f "$STATE/haproxy.cfg") ;;
   cp[123]) CMDLINE=("$B/dirigent-cp" --host "${ADDR[$h]}" --port 9090
-    --registrationServer "${ADDR[$h]}:9091" --persistence redis --redis.address "$REDIS"
+    --registrationServer "${ADDR[$h]}:9091" --persistence redis --redis.address "$REDIS" --redis.passwordFile "$STATE/redis.pass"
     --replicas "$CPS" --raftAddresses "$RAFT" --replicaId "$i" --dataDir "$STATE/$h"
     --heartbeatInterval 1s --traceOutputFolder "" --loadBalancerAddress "$INVOKE" "${HAP[@]}"
     --authTokenFile "$KEY") ;;
@@ -245,7 +247,7 @@ start_host() { # start_host HOST: in the host's namespace, pid into STATE/pids/H
 
 host_answers() { # host_answers HOST: its service answers
   case $1 in
-  redis) [ "$(redis-cli -h "${ADDR[redis]}" -p 6379 ping 2>/dev/null)" = PONG ] ;;
+  redis) [ "$(REDISCLI_AUTH=$(cat "$STATE/redis.pass") redis-cli -h "${ADDR[redis]}" -p 6379 ping 2>/dev/null)" = PONG ] ;;
   lb) [ -S "$SOCK" ] && haproxy_cmd "show servers state registration" >/dev/null 2>&1 ;;
   cp*) curl -sf -m 1 -o /dev/null "http://${ADDR[$1]}:9090/health" ;;
   dp*) curl -sf -m 1 -o /dev/null "http://${ADDR[$1]}:8081/health" ;;
@@ -357,6 +359,9 @@ EOF
   fi
 
   # ---- the daemons, in dependency order
+  (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$STATE/redis.pass" &&
+    printf 'requirepass %s\n' "$(cat "$STATE/redis.pass")" >"$STATE/redis.conf") ||
+    fail_up "cannot write the redis password into $STATE"
   start_host redis
   wait_host redis 10 || fail_up "redis does not answer at $REDIS"
   haproxy_cfg >"$STATE/haproxy.cfg"

@@ -85,6 +85,12 @@ static const struct dg_conf_field cp_fields[] = {
      .offset = offsetof(struct cp_config, redis_address),
      .def = "127.0.0.1:6379",
      .help = "persistence redis: the server, HOST:PORT"},
+    {.key = "redis.passwordFile",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct cp_config, redis_password_file),
+     .def = "",
+     .help = "persistence redis: a file whose first line is the server's password (requirepass; "
+             "sent with AUTH on every connection; empty: none)"},
     {.key = "redis.fullPersistence",
      .type = DG_CONF_BOOL,
      .offset = offsetof(struct cp_config, redis_full),

@@ -27,6 +27,7 @@ struct cp_config {
     int64_t replica_id;
     int64_t election_timeout_ms;
     char *redis_address;
+    char *redis_password_file;
     bool redis_full;
     int64_t redis_replicas;
     char *haproxy_api, *haproxy_backend, *haproxy_server_opts;

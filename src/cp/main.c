@@ -194,6 +194,7 @@ int main(int argc, char **argv)
     struct cp_store_opts so = {.backend = g.cfg.persistence,
                                .dir = g.cfg.data_dir,
                                .redis_address = g.cfg.redis_address,
+                               .redis_password_file = g.cfg.redis_password_file,
                                .full_persistence = g.cfg.redis_full,
                                .replicas = (int)g.cfg.redis_replicas};
     bool replicated = g.cfg.replicas.n > 0;

@@ -23,11 +23,12 @@ typedef void (*cp_store_done)(void *ud, const struct dg_err *err);
 
 /* What cp_store_open is given; each backend reads its own part. */
 struct cp_store_opts {
-    const char *backend;       /* sqlite, redis, none */
-    const char *dir;           /* sqlite: DIR/cp.sqlite (DIR is created) */
-    const char *redis_address; /* host:port */
-    bool full_persistence;     /* redis: AOF with fsync on every write */
-    int replicas;              /* redis: WAIT for this many replicas (0: none) */
+    const char *backend;             /* sqlite, redis, none */
+    const char *dir;                 /* sqlite: DIR/cp.sqlite (DIR is created) */
+    const char *redis_address;       /* host:port */
+    bool full_persistence;           /* redis: AOF with fsync on every write */
+    int replicas;                    /* redis: WAIT for this many replicas (0: none) */
+    const char *redis_password_file; /* redis: AUTH with the file's first line ("": none) */
 };
 
 /* One write, put (value set) or delete (value NULL). The front allocates it and counts it as

@@ -25,6 +25,7 @@ struct redis_store {
     redisAsyncContext *rc;
     char *host;
     int port;
+    char *password; /* redis.passwordFile's first line, or NULL */
     bool full_persistence;
     int replicas;
     uv_timer_t reconnect; /* the next attempt, or the deadline of the one in progress */
@@ -39,6 +40,26 @@ struct rop {
 
 static void redis_connect(struct redis_store *s);
 
+/* The first line of redis.passwordFile (read once at start): *pw NULL without a file. */
+static int read_password(const char *path, char **pw, struct dg_err *err)
+{
+    *pw = NULL;
+    if (!path || !path[0])
+        return 0;
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return dg_err_set(err, DG_E_INVAL, "redis.passwordFile: cannot read %s: %m", path);
+    char line[1024] = "";
+    bool ok = fgets(line, sizeof(line), f) != NULL;
+    fclose(f);
+    line[strcspn(line, "\r\n")] = '\0';
+    if (!ok || !line[0])
+        return dg_err_set(err, DG_E_INVAL,
+                          "redis.passwordFile: %s has no password on its first line", path);
+    *pw = dg_xstrdup(line);
+    return 0;
+}
+
 static int rd_open(uv_loop_t *loop, const struct cp_store_opts *o, void **be, struct dg_err *err)
 {
     const char *addr = o->redis_address ? o->redis_address : "127.0.0.1:6379";
@@ -46,7 +67,11 @@ static int rd_open(uv_loop_t *loop, const struct cp_store_opts *o, void **be, st
     long port = colon ? strtol(colon + 1, NULL, 10) : 0;
     if (!colon || colon == addr || port <= 0 || port > 65535)
         return dg_err_set(err, DG_E_INVAL, "redis.address: expected HOST:PORT, got '%s'", addr);
+    char *pw;
+    if (read_password(o->redis_password_file, &pw, err) < 0)
+        return -1;
     struct redis_store *s = dg_xcalloc(1, sizeof(*s));
+    s->password = pw;
     s->loop = loop;
     s->host = dg_xstrndup(addr, (size_t)(colon - addr));
     s->port = (int)port;
@@ -117,6 +142,17 @@ static void on_disconnect(const redisAsyncContext *c, int status)
     redis_lost(s, status == REDIS_OK ? "disconnected" : c->errstr);
 }
 
+/* The answer to AUTH: a wrong password shows here (every later command would fail with
+ * NOAUTH). */
+static void on_auth(redisAsyncContext *c, void *reply, void *priv)
+{
+    struct redis_store *s = priv;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ERROR)
+        dg_log(DG_LOG_ERROR, "store", "redis %s:%d refused AUTH (redis.passwordFile): %s", s->host,
+               s->port, r->str);
+}
+
 static void redis_connect(struct redis_store *s)
 {
     redisAsyncContext *rc = redisAsyncConnect(s->host, s->port);
@@ -135,6 +171,9 @@ static void redis_connect(struct redis_store *s)
     s->connected = false;
     if (s->reconnect_open)
         uv_timer_start(&s->reconnect, on_connect_deadline, 1000, 0);
+    /* AUTH first: the server answers nothing else before it (protected by a password) */
+    if (s->password)
+        redisAsyncCommand(rc, on_auth, s, "AUTH %s", s->password);
     /* hiredis learns the connect's outcome only with a command to send */
     redisAsyncCommand(rc, NULL, NULL, "PING");
     if (s->full_persistence) { /* queued before any write on this connection */
@@ -242,6 +281,19 @@ static int rd_scan(void *be, const char *kind, cp_store_each each, void *ud, str
             redisFree(c);
         return -1;
     }
+    if (s->password) {
+        redisReply *a = redisCommand(c, "AUTH %s", s->password);
+        bool refused = !a || a->type == REDIS_REPLY_ERROR;
+        if (refused)
+            dg_err_set(err, DG_E_INVAL, "persistence redis %s:%d: AUTH (redis.passwordFile): %s",
+                       s->host, s->port, a ? a->str : c->errstr);
+        if (a)
+            freeReplyObject(a);
+        if (refused) {
+            redisFree(c);
+            return -1;
+        }
+    }
     redisReply *r = redisCommand(c, "HGETALL dirigent:%s", kind);
     int rc = 0;
     if (!r || r->type != REDIS_REPLY_ARRAY)
@@ -325,6 +377,7 @@ static void rd_free(void *be)
         redisAsyncFree(rc); /* writes in flight end with "no answer" */
     }
     free(s->host);
+    free(s->password);
     free(s);
 }
 

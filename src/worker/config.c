@@ -10,6 +10,8 @@
 
 static const char *const runtimes[] = {"process", "emulated", "oci", NULL};
 static const char *const oci_runtimes[] = {"crun", "runc", "runsc", NULL};
+static const char *const egress_choices[] = {"none", "internet", NULL};
+static const char *const userns_choices[] = {"auto", "on", "off", NULL};
 
 static const struct dg_conf_field wk_fields[] = {
     {.key = "port",
@@ -204,6 +206,34 @@ static const struct dg_conf_field wk_fields[] = {
      .offset = offsetof(struct wk_config, prefetch),
      .def = "",
      .help = "oci runtime: images pulled at start"},
+    {.key = "sandboxEgress",
+     .type = DG_CONF_ENUM,
+     .offset = offsetof(struct wk_config, sandbox_egress),
+     .def = "none",
+     .choices = egress_choices,
+     .help = "oci runtime: where sandboxes may open connections: none (only "
+             "sandboxEgressAllow) or internet (also public addresses; never this host, other "
+             "sandboxes or private ranges). Connections into sandboxes always work"},
+    {.key = "sandboxEgressAllow",
+     .type = DG_CONF_STRLIST,
+     .offset = offsetof(struct wk_config, sandbox_egress_allow),
+     .def = "",
+     .help = "oci runtime: IPv4 addresses or CIDRs sandboxes may reach whatever sandboxEgress "
+             "says (not this host's own addresses: those are never reachable)"},
+    {.key = "sandboxCapabilities",
+     .type = DG_CONF_STRLIST,
+     .offset = offsetof(struct wk_config, sandbox_caps),
+     .def = "CAP_AUDIT_WRITE,CAP_KILL,CAP_NET_BIND_SERVICE",
+     .help = "oci runtime: the capabilities of a sandbox's process (crun's default set; "
+             "inside a user namespace they hold only there)"},
+    {.key = "sandboxUserNamespace",
+     .type = DG_CONF_ENUM,
+     .offset = offsetof(struct wk_config, sandbox_userns),
+     .def = "auto",
+     .choices = userns_choices,
+     .help = "oci runtime: run sandboxes in a user namespace (uid 0 inside is an unprivileged "
+             "host uid of this worker's range): auto (when the kernel and the run directory "
+             "allow it, crun and runc only), on (refuse to start otherwise), off"},
     DG_CONF_HTTP_FIELDS(struct wk_config, http),
 };
 

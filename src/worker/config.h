@@ -32,6 +32,9 @@ struct wk_config {
     char *cpu_limit;
     struct dg_strlist insecure_registries, prefetch;
     char *auth_token_file;
+    /* sandbox confinement (issue 14) */
+    char *sandbox_egress, *sandbox_userns;
+    struct dg_strlist sandbox_egress_allow, sandbox_caps;
 };
 
 extern const struct dg_conf_schema wk_schema;

@@ -200,6 +200,10 @@ int main(int argc, char **argv)
     rtc->oci.kill_grace_ms = g.cfg.kill_grace_ms;
     rtc->oci.insecure_registries = &g.cfg.insecure_registries;
     rtc->oci.prefetch = &g.cfg.prefetch;
+    rtc->oci.egress = g.cfg.sandbox_egress;
+    rtc->oci.egress_allow = &g.cfg.sandbox_egress_allow;
+    rtc->oci.caps = &g.cfg.sandbox_caps;
+    rtc->oci.userns = g.cfg.sandbox_userns;
 
     if (dg_daemon_init(&g.daemon, g.loop, "worker", on_stop, NULL, &err) < 0 ||
         g.rt->init(rtc, &g.rt_state, &err) < 0) {

@@ -428,6 +428,19 @@ static void np_no_ipv6(const char *ifname)
     close(fd);
 }
 
+/* Ports below 1024 need no capability in the calling thread's namespace: a sandbox in a user
+ * namespace has its capabilities only there, not in this namespace (the host's user
+ * namespace owns it), and still serves on port 80 as Docker's containers do. */
+static void np_low_ports(void)
+{
+    const char *path = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd == -1 || write(fd, "0", 1) != 1)
+        dg_log(DG_LOG_WARN, "netpool", "%s: %m", path);
+    if (fd != -1)
+        close(fd);
+}
+
 static int np_enter_new(const struct wk_netpool *p, struct wk_netns *ns, int *nsfd,
                         struct nl_sock **in, struct dg_err *err)
 {
@@ -435,6 +448,7 @@ static int np_enter_new(const struct wk_netpool *p, struct wk_netns *ns, int *ns
         return np_syserr(err, "unshare(CLONE_NEWNET)");
     np_no_ipv6("all");
     np_no_ipv6("default");
+    np_low_ports();
     int rc = 0;
     *nsfd = open(NP_SELF_NET, O_RDONLY | O_CLOEXEC);
     if (*nsfd == -1)

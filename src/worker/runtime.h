@@ -81,6 +81,10 @@ struct wk_runtime_conf {
         struct dg_cpu_limit cpu_limit; /* sandboxCpuLimit */
         int64_t kill_grace_ms;
         const struct dg_strlist *insecure_registries, *prefetch;
+        const char *egress;                    /* sandboxEgress: none, internet */
+        const struct dg_strlist *egress_allow; /* sandboxEgressAllow */
+        const struct dg_strlist *caps;         /* sandboxCapabilities */
+        const char *userns;                    /* sandboxUserNamespace: auto, on, off */
     } oci;
 };
 

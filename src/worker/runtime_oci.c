@@ -38,12 +38,20 @@
 
 #include "dirigent/json.h"
 #include "dirigent/log.h"
+#include "confine.h"
 #include "exec.h"
+#include "firewall.h"
 #include "images.h"
 #include "instance.h"
 #include "netpool.h"
 #include "probe.h"
 #include "registry.h"
+
+/* A user namespace maps 65536 ids: uid/gid 0..65535 inside are WK_USERNS_BASE + 65536 x
+ * (instance id mod 4096) and up outside, a range of this worker's own, above any real user's
+ * (Debian's /etc/subuid ranges start at 100000 and go up by 65536). */
+#define WK_USERNS_SIZE 65536u
+#define WK_USERNS_BASE 0x10000000u
 
 enum oci_stage {
     ST_IMAGE,   /* waiting for the image */
@@ -57,12 +65,15 @@ enum oci_stage {
 struct oci_rt {
     struct wk_images *images;
     struct wk_netpool *net;
-    char *state_root;  /* the OCI runtime's --root */
-    char *sb_dir;      /* <run>/sandboxes */
-    char *cgroup;      /* dirigent/<name>-<instance id> */
-    char subnet[32];   /* sandboxSubnet, or the instance's default */
-    char *runtime;     /* crun, runc, runsc */
-    json_t *tmpl;      /* config.json without the per-sandbox parts */
+    char *state_root; /* the OCI runtime's --root */
+    char *sb_dir;     /* <run>/sandboxes */
+    char *cgroup;     /* dirigent/<name>-<instance id> */
+    char subnet[32];  /* sandboxSubnet, or the instance's default */
+    char *runtime;    /* crun, runc, runsc */
+    json_t *tmpl;     /* config.json without the per-sandbox parts */
+    bool userns;      /* sandboxes in a user namespace, uid 0 = host uid id_base */
+    uint32_t id_base;
+    char fw_table[32]; /* the nftables tables' name ("": none installed) */
     uv_timer_t reaper; /* crun's middle processes, reparented to us, are reaped */
     const struct wk_runtime_conf *conf;
     struct oci_sb *sandboxes; /* every sandbox of it, until its teardown ends */
@@ -107,76 +118,6 @@ static void exit_reason(const struct oci_sb *o, int64_t code, char *buf, size_t 
 
 /* ---- config.json ------------------------------------------------------------------------ */
 
-/* Denied with EPERM: what a function never needs and a container escape would (the usual
- * runtime defaults, as a deny list). */
-static const char *const denied_syscalls[] = {
-    "acct",
-    "add_key",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "create_module",
-    "delete_module",
-    "finit_module",
-    "fsconfig",
-    "fsmount",
-    "fsopen",
-    "fspick",
-    "get_kernel_syms",
-    "get_mempolicy",
-    "init_module",
-    "ioperm",
-    "iopl",
-    "kcmp",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mbind",
-    "mount",
-    "mount_setattr",
-    "move_mount",
-    "move_pages",
-    "name_to_handle_at",
-    "nfsservctl",
-    "open_by_handle_at",
-    "open_tree",
-    "perf_event_open",
-    "personality",
-    "pivot_root",
-    "process_vm_readv",
-    "process_vm_writev",
-    "ptrace",
-    "query_module",
-    "quotactl",
-    "quotactl_fd",
-    "reboot",
-    "request_key",
-    "set_mempolicy",
-    "setns",
-    "settimeofday",
-    "stime",
-    "swapoff",
-    "swapon",
-    "syslog",
-    "sysfs",
-    "umount",
-    "umount2",
-    "unshare",
-    "uselib",
-    "userfaultfd",
-    "ustat",
-    "vhangup",
-    "vm86",
-    "vm86old",
-};
-
-/* A minimal capability set: enough to bind port 80 and drop privileges, nothing else. */
-static const char *const caps[] = {
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE",     "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL",  "CAP_NET_BIND_SERVICE", "CAP_SETGID", "CAP_SETUID",
-};
-
 static const char *const masked_paths[] = {
     "/proc/acpi",
     "/proc/asound",
@@ -203,9 +144,16 @@ static json_t *str_array(const char *const *v, size_t n)
     return a;
 }
 
-static json_t *config_template(void)
+/* The parts of config.json every sandbox shares, built once at start: the capabilities
+ * (sandboxCapabilities, crun's default three unless the operator grants more), the seccomp
+ * allowlist (confine.c), the namespaces (pid, ipc, uts, mount, cgroup; user with the
+ * instance's uid range when rt->userns), masked and read-only paths. */
+static json_t *config_template(const struct oci_rt *rt)
 {
-    json_t *capset = str_array(caps, DG_ARRAY_LEN(caps));
+    const struct dg_strlist *cl = rt->conf->oci.caps;
+    json_t *capset = json_array();
+    for (size_t i = 0; cl && i < cl->n; i++)
+        json_array_append_new(capset, json_string(cl->v[i]));
     json_t *mounts =
         json_pack("[{ss ss ss} {ss ss ss s[ssss]} {ss ss ss s[ssssss]} {ss ss ss s[sssss]}"
                   " {ss ss ss s[sss]} {ss ss ss s[ssss]}]",
@@ -225,20 +173,25 @@ static json_t *config_template(void)
                   /* */
                   "destination", "/sys", "type", "sysfs", "source", "sysfs", "options", "nosuid",
                   "noexec", "nodev", "ro");
-    json_t *seccomp =
-        json_pack("{ss s[sss] s[{so ss si}]}", "defaultAction", "SCMP_ACT_ALLOW", "architectures",
-                  "SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "syscalls", "names",
-                  str_array(denied_syscalls, DG_ARRAY_LEN(denied_syscalls)), "action",
-                  "SCMP_ACT_ERRNO", "errnoRet", 1);
     json_t *tmpl = json_pack(
-        "{ss s{sb s{sOsOsO} s[{sssisi}] sb} s{sssb} so s{s[{ss}{ss}{ss}{ss}] so so so}}",
+        "{ss s{sb s{sOsOsO} s[{sssisi}] sb} s{sssb} so s{s[{ss}{ss}{ss}{ss}{ss}] so so so}}",
         "ociVersion", "1.0.2", "process", "terminal", 0, "capabilities", "bounding", capset,
         "effective", capset, "permitted", capset, "rlimits", "type", "RLIMIT_NOFILE", "hard", 4096,
         "soft", 4096, "noNewPrivileges", 1, "root", "path", "rootfs", "readonly", 0, "mounts",
         mounts, "linux", "namespaces", "type", "pid", "type", "ipc", "type", "uts", "type", "mount",
-        "maskedPaths", str_array(masked_paths, DG_ARRAY_LEN(masked_paths)), "readonlyPaths",
-        str_array(readonly_paths, DG_ARRAY_LEN(readonly_paths)), "seccomp", seccomp);
+        "type", "cgroup", "maskedPaths", str_array(masked_paths, DG_ARRAY_LEN(masked_paths)),
+        "readonlyPaths", str_array(readonly_paths, DG_ARRAY_LEN(readonly_paths)), "seccomp",
+        wk_seccomp_profile());
     json_decref(capset); /* the template holds its own three references */
+    if (rt->userns) {
+        json_t *linux_ = json_object_get(tmpl, "linux");
+        json_array_append_new(json_object_get(linux_, "namespaces"),
+                              json_pack("{ss}", "type", "user"));
+        json_t *map = json_pack("[{sIsIsI}]", "containerID", (json_int_t)0, "hostID",
+                                (json_int_t)rt->id_base, "size", (json_int_t)WK_USERNS_SIZE);
+        json_object_set(linux_, "uidMappings", map);
+        json_object_set_new(linux_, "gidMappings", map);
+    }
     return tmpl;
 }
 
@@ -324,7 +277,10 @@ static void prep_work(uv_work_t *w)
     snprintf(rootfs, sizeof(rootfs), "%s/rootfs", o->dir);
     snprintf(cfg, sizeof(cfg), "%s/config.json", o->dir);
     snprintf(size, sizeof(size), "size=%lldm,mode=0700", (long long)o->memory_mib);
-    if (mkdir(o->dir, 0700) == -1 || mkdir(scratch, 0700) == -1 || mkdir(rootfs, 0755) == -1) {
+    /* in a user namespace crun resolves the bundle as the sandbox's unprivileged root: the
+     * directory must be searchable (not readable) by others */
+    mode_t dmode = o->rt->userns ? 0711 : 0700;
+    if (mkdir(o->dir, dmode) == -1 || mkdir(scratch, 0700) == -1 || mkdir(rootfs, 0755) == -1) {
         dg_err_set(&o->err, DG_E_INVAL, "mkdir in %s: %m", o->dir);
         return;
     }
@@ -335,6 +291,13 @@ static void prep_work(uv_work_t *w)
     }
     if (mkdir(upper, 0755) == -1 || mkdir(work, 0700) == -1) {
         dg_err_set(&o->err, DG_E_INVAL, "mkdir in %s: %m", scratch);
+        return;
+    }
+    /* the upper layer's root is the container's "/": its root (the mapped uid) owns it and can
+     * make /proc, /dev, /sys there; the image's files stay the host's (read-only for it) */
+    uint32_t base = o->rt->id_base;
+    if (o->rt->userns && chown(upper, base, base) == -1) {
+        dg_err_set(&o->err, DG_E_INVAL, "chown %s: %m", upper);
         return;
     }
     snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s", o->img->rootfs, upper, work);
@@ -1045,12 +1008,120 @@ static int pick_subnet(struct oci_rt *rt, const struct wk_runtime_conf *c, struc
     return 0;
 }
 
+/* Whether sandboxes can run in a user namespace here: the kernel allows one, the runtime
+ * takes one (not runsc, whose sandbox kernel has its own), and crun, which resolves the bundle
+ * as the sandbox's root (an unprivileged uid), can search every directory above it. The
+ * run directory and its default parent /run/dirigent are made searchable (0711) here. */
+static bool userns_possible(struct oci_rt *rt, char *why, size_t len)
+{
+    const struct wk_runtime_conf *c = rt->conf;
+    if (strcmp(rt->runtime, "runsc") == 0) {
+        snprintf(why, len, "runsc isolates with its own kernel and takes no user namespace");
+        return false;
+    }
+    char buf[64] = "";
+    int fd = open("/proc/sys/user/max_user_namespaces", O_RDONLY | O_CLOEXEC);
+    if (fd != -1) {
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        buf[n > 0 ? n : 0] = '\0';
+        close(fd);
+    }
+    if (fd == -1 || atol(buf) <= 0) {
+        snprintf(why, len, "the kernel allows no user namespace (user.max_user_namespaces)");
+        return false;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", c->run_dir);
+    if (chmod(c->run_dir, 0711) == -1 || chmod(rt->sb_dir, 0711) == -1) {
+        snprintf(why, len, "chmod %s: %s", c->run_dir, strerror(errno));
+        return false;
+    }
+    if (strncmp(c->run_dir, "/run/dirigent/", 14) == 0 && !strchr(c->run_dir + 14, '/'))
+        chmod("/run/dirigent", 0711);
+    for (char *slash = strrchr(dir, '/'); slash && slash != dir; slash = strrchr(dir, '/')) {
+        *slash = '\0';
+        struct stat st;
+        if (stat(dir, &st) == -1 || !(st.st_mode & S_IXOTH)) {
+            snprintf(why, len,
+                     "%s (above runDir) is not searchable by others (chmod o+x, or a runDir "
+                     "elsewhere)",
+                     dir);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The confinement every sandbox shares, decided at start: capabilities, user namespace,
+ * the nftables tables (blocking: nft runs once here, before the loop serves). */
+static int confine_init(struct oci_rt *rt, struct dg_err *err)
+{
+    const struct wk_runtime_conf *c = rt->conf;
+    char why[4608] = "";
+    const char *mode = c->oci.userns ? c->oci.userns : "auto";
+    bool want = strcmp(mode, "off") != 0;
+    rt->id_base = WK_USERNS_BASE + WK_USERNS_SIZE * (c->instance->id % 4096u);
+    rt->userns = want && userns_possible(rt, why, sizeof(why));
+    if (want && !rt->userns && strcmp(mode, "on") == 0)
+        return dg_err_set(err, DG_E_INVAL,
+                          "sandboxUserNamespace on: %s (or set sandboxUserNamespace auto)", why);
+    if (rt->userns)
+        dg_log(DG_LOG_INFO, "oci", "sandboxes in user namespaces: uid 0 is host uid %u (to %u)",
+               rt->id_base, rt->id_base + WK_USERNS_SIZE - 1);
+    else if (want)
+        dg_log(DG_LOG_WARN, "oci",
+               "sandboxes without a user namespace (their uid 0 is the host's root, confined by "
+               "capabilities and seccomp): %s",
+               why);
+    struct wk_fw_opts fw = {.bridge = c->oci.bridge,
+                            .prefix = c->instance->veth_prefix,
+                            .egress = c->oci.egress ? c->oci.egress : "none",
+                            .allow = c->oci.egress_allow};
+    snprintf(rt->fw_table, sizeof(rt->fw_table), "dirigent_%s", c->instance->hex);
+    fw.table = rt->fw_table;
+    char *path = dg_xasprintf("%s/nftables.conf", c->run_dir);
+    int rc = wk_firewall_install(&fw, path, err);
+    free(path);
+    if (rc < 0) {
+        rt->fw_table[0] = '\0';
+        return -1;
+    }
+    dg_log(DG_LOG_INFO, "oci", "nftables tables inet/bridge %s: sandboxes reach %s%s%s",
+           rt->fw_table, strcmp(fw.egress, "internet") == 0 ? "public addresses" : "nothing",
+           fw.allow && fw.allow->n ? " and sandboxEgressAllow" : "",
+           ", never this host nor each other");
+    return 0;
+}
+
+/* The confinement keys checked before anything is made on the host: a bad one changes
+ * nothing. */
+static int confine_check(const struct wk_runtime_conf *c, struct dg_err *err)
+{
+    for (size_t i = 0; c->oci.caps && i < c->oci.caps->n; i++)
+        if (!wk_cap_known(c->oci.caps->v[i]))
+            return dg_err_set(err, DG_E_INVAL,
+                              "sandboxCapabilities '%s': not a capability name (e.g. CAP_KILL, "
+                              "see capabilities(7))",
+                              c->oci.caps->v[i]);
+    struct wk_fw_opts fw = {.table = "check",
+                            .bridge = c->oci.bridge,
+                            .prefix = c->instance->veth_prefix,
+                            .egress = c->oci.egress ? c->oci.egress : "none",
+                            .allow = c->oci.egress_allow};
+    char *rules = dg_xcalloc(1, 65536);
+    int rc = wk_firewall_ruleset(&fw, rules, 65536, err);
+    free(rules);
+    return rc;
+}
+
 static int oci_init(const struct wk_runtime_conf *c, void **state, struct dg_err *err)
 {
     if (geteuid() != 0)
         return dg_err_set(err, DG_E_INVAL,
                           "runtime 'oci' needs root (mounts, namespaces, cgroups): run as root "
                           "or use runtime 'process'");
+    if (confine_check(c, err) < 0)
+        return -1;
     char path[4096];
     char *which[] = {"sh", "-c", "command -v \"$0\"", (char *)c->oci.runtime, NULL};
     if (wk_run_sync(which, path, sizeof(path)) != 0)
@@ -1094,6 +1165,8 @@ static int oci_init(const struct wk_runtime_conf *c, void **state, struct dg_err
     cleanup_previous_run(rt, &nopts);
     if (dg_mkdir_p(rt->sb_dir, 0700, err) < 0 || dg_mkdir_p(rt->state_root, 0700, err) < 0)
         goto out;
+    if (confine_init(rt, err) < 0)
+        goto out;
     char *cache = dg_xasprintf("%s/images", c->data_dir);
     rt->images = wk_images_new(c->loop, cache, c->oci.insecure_registries, err);
     free(cache);
@@ -1102,7 +1175,7 @@ static int oci_init(const struct wk_runtime_conf *c, void **state, struct dg_err
     rt->net = wk_netpool_new(c->loop, &nopts, err);
     if (!rt->net)
         goto out;
-    rt->tmpl = config_template();
+    rt->tmpl = config_template(rt);
     uv_timer_init(c->loop, &rt->reaper);
     rt->reaper.data = rt;
     uv_timer_start(&rt->reaper, on_reaper, 1000, 1000);
@@ -1135,6 +1208,9 @@ static void host_cleanup(struct oci_rt *rt)
     char *rmroot[] = {"rm", "-rf", "--one-file-system", rt->state_root, NULL};
     if (!mounted_at(rt->state_root))
         wk_run_sync(rmroot, NULL, 0);
+    if (rt->fw_table[0] && wk_firewall_remove(rt->fw_table) < 0)
+        dg_log(DG_LOG_WARN, "oci", "nft could not delete the tables %s", rt->fw_table);
+    rt->fw_table[0] = '\0';
     wk_instance_unlock(c->instance);
     if (rmdir(c->run_dir) == -1 && errno != ENOENT)
         dg_log(DG_LOG_WARN, "oci", "stopped; %s remains: %m", c->run_dir);
@@ -1181,6 +1257,9 @@ static void oci_free(void *state)
      * not get to it */
     if (rt->cgroup)
         cgroups_remove(rt->cgroup);
+    /* the firewall goes with the worker; a start after a crash replaces it anyway */
+    if (rt->fw_table[0])
+        wk_firewall_remove(rt->fw_table);
     /* crun's middle processes still exiting are ours to reap (the subreaper), not zombies left
      * to init: the loop has stopped, so wait for them here, at most 1 s */
     for (int i = 0; i < 100; i++) {

@@ -24,8 +24,11 @@ ss=[socket.socket() for _ in range(int(__import__("sys").argv[1]))]
 [s.bind(("127.0.0.1",0)) for s in ss]
 print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"; }
 read -r RP A1 A2 A3 G1 G2 G3 F1 F2 F3 <<<"$(free_ports 10)"
-bg_start "$TAP_TMP/redis.log" redis-server --port "$RP" --bind 127.0.0.1 --dir "$TAP_TMP" --save ""
-for _ in $(seq 1 100); do redis-cli -p "$RP" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+# redis with a password (issue 14): in a 0600 file the CPs read (redis.passwordFile)
+(umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TAP_TMP/redis.pass" &&
+  printf 'requirepass %s\n' "$(cat "$TAP_TMP/redis.pass")" >"$TAP_TMP/redis.conf")
+bg_start "$TAP_TMP/redis.log" redis-server "$TAP_TMP/redis.conf" --port "$RP" --bind 127.0.0.1 --dir "$TAP_TMP" --save ""
+for _ in $(seq 1 100); do REDISCLI_AUTH=$(cat "$TAP_TMP/redis.pass") redis-cli -p "$RP" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
 API=(127.0.0.1:$A1 127.0.0.1:$A2 127.0.0.1:$A3)
 REGS=(127.0.0.1:$G1 127.0.0.1:$G2 127.0.0.1:$G3)
 RAFT="127.0.0.1:$F1,127.0.0.1:$F2,127.0.0.1:$F3"
@@ -34,7 +37,7 @@ CPID=()
 start_cp() { # start_cp ID (1..3)
   local i=$1
   bg_start "$TAP_TMP/cp$i.log" "$B/dirigent-cp" --port "${API[$((i - 1))]##*:}" \
-    --registrationServer "${REGS[$((i - 1))]}" --persistence redis --redis.address "127.0.0.1:$RP" \
+    --registrationServer "${REGS[$((i - 1))]}" --persistence redis --redis.address "127.0.0.1:$RP" --redis.passwordFile "$TAP_TMP/redis.pass" \
     --replicas "$ALL" --raftAddresses "$RAFT" --replicaId "$i" --dataDir "$TAP_TMP/cp$i" \
     --heartbeatInterval 300ms --traceOutputFolder ""
   CPID[$i]=$BG_PID

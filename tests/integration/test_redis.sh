@@ -9,9 +9,9 @@ B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
 FN=$B/dirigent-fn
 
-plan 4
+plan 5
 if ! command -v redis-server >/dev/null; then
-  for i in 1 2 3 4; do echo "ok $i # SKIP needs redis-server"; done
+  for i in 1 2 3 4 5; do echo "ok $i # SKIP needs redis-server"; done
   exit 0
 fi
 RP=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -79,5 +79,32 @@ t_redis_restart() {
   [ "$code" = 200 ] && [ "$(redis-cli -p "$RP" HLEN dirigent:function)" = 6 ] && [ "$(names)" = "r1 r2 r3 r4 r5 r6" ]
 }
 check "Redis killed and restarted with its AOF: no registration lost; the CP reconnects" t_redis_restart
+
+t_password() {
+  # issue 14: a Redis with a password (in a 0600 file; protected mode on) refuses a client
+  # without it; the CP sends it (redis.passwordFile); a wrong one stops the CP naming the key
+  local rp2 code
+  rp2=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TAP_TMP/redis.pass" &&
+    printf 'requirepass %s\n' "$(cat "$TAP_TMP/redis.pass")" >"$TAP_TMP/redis2.conf" &&
+    echo wrong >"$TAP_TMP/wrong.pass") || return 1
+  mkdir -p "$TAP_TMP/redis2"
+  bg_start "$TAP_TMP/redis2.log" redis-server "$TAP_TMP/redis2.conf" --port "$rp2" --bind 127.0.0.1 \
+    --protected-mode yes --dir "$TAP_TMP/redis2" --save ""
+  for _ in $(seq 1 100); do REDISCLI_AUTH=$(cat "$TAP_TMP/redis.pass") redis-cli -p "$rp2" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+  redis-cli -p "$rp2" HLEN dirigent:function 2>&1 | grep -q NOAUTH || { echo "redis answers without the password"; return 1; }
+  timeout 20 "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --traceOutputFolder "" \
+    --persistence redis --redis.address "127.0.0.1:$rp2" --redis.passwordFile "$TAP_TMP/wrong.pass" >"$TAP_TMP/cpw.log" 2>&1
+  code=$?
+  [ $code -ne 0 ] && [ $code -ne 124 ] && grep -q 'AUTH (redis.passwordFile)' "$TAP_TMP/cpw.log" ||
+    { echo "wrong password: rc $code"; tail -3 "$TAP_TMP/cpw.log"; return 1; }
+  bg_start "$TAP_TMP/cp3.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --traceOutputFolder "" \
+    --persistence redis --redis.address "127.0.0.1:$rp2" --redis.passwordFile "$TAP_TMP/redis.pass"
+  wait_for_log "$TAP_TMP/cp3.log" 'registration on' || return 1
+  REG=http://127.0.0.1:$(port_of "$TAP_TMP/cp3.log" 'registration on')
+  [ "$(register p1)" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }
+  [ "$(REDISCLI_AUTH=$(cat "$TAP_TMP/redis.pass") redis-cli -p "$rp2" HKEYS dirigent:function)" = p1 ]
+}
+check "Redis with a password: refused without it (NOAUTH); a CP with a wrong redis.passwordFile stops naming it; with the right one it registers" t_password
 
 tap_done

@@ -48,7 +48,7 @@ oci_stop() {
   ! kill -0 "$1" 2>/dev/null
 }
 
-# oci_remove RUN BRIDGE VETH CGROUP: remove what a killed worker left: the containers of the
+# oci_remove RUN BRIDGE VETH CGROUP: remove what a killed worker left (its nftables tables too): the containers of the
 # crun root RUN/crun, the mounts below RUN, the links VETH<N> and BRIDGE, the cgroups
 # /sys/fs/cgroup/*/CGROUP with everything below them; an empty argument is passed over
 oci_remove() {
@@ -64,6 +64,11 @@ oci_remove() {
     for l in /sys/class/net/"$veth"[0-9]*; do [ -e "$l" ] && ip link del "${l##*/}" 2>/dev/null; done
   fi
   [ -n "$bridge" ] && ip link del "$bridge" 2>/dev/null
+  # the worker's nftables tables (firewall.c: dirigent_<instance hex>, the veths' dv<hex>)
+  if [ -n "$veth" ] && command -v nft >/dev/null; then
+    nft delete table inet "dirigent_${veth#dv}" 2>/dev/null
+    nft delete table bridge "dirigent_${veth#dv}" 2>/dev/null
+  fi
   if [ -n "$cgroup" ]; then
     for c in /sys/fs/cgroup/*/"$cgroup"; do [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null; done
   fi
