@@ -30,6 +30,10 @@ struct wk_config {
     double cpu_overcommit;
     char *cpu_limit;
     struct dg_strlist insecure_registries, prefetch;
+    /* confinement of what a create may name (docs/security.md) */
+    char *process_user;
+    struct dg_strlist process_allowed_dirs, image_roots, image_registries;
+    int64_t image_pull_timeout_ms;
 };
 
 extern const struct dg_conf_schema wk_schema;
