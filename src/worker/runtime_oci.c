@@ -1094,7 +1094,11 @@ static int oci_init(const struct wk_runtime_conf *c, void **state, struct dg_err
     if (dg_mkdir_p(rt->sb_dir, 0700, err) < 0 || dg_mkdir_p(rt->state_root, 0700, err) < 0)
         goto out;
     char *cache = dg_xasprintf("%s/images", c->data_dir);
-    rt->images = wk_images_new(c->loop, cache, c->oci.insecure_registries, err);
+    struct wk_images_opts iopts = {.insecure = c->oci.insecure_registries,
+                                   .roots = c->oci.image_roots,
+                                   .registries = c->oci.image_registries,
+                                   .pull_timeout_ms = c->oci.pull_timeout_ms};
+    rt->images = wk_images_new(c->loop, cache, &iopts, err);
     free(cache);
     if (!rt->images)
         goto out;
@@ -1198,11 +1202,19 @@ static void oci_free(void *state)
     free(rt);
 }
 
+/* A create naming an image this worker may not pull is a 400 before anything is made. */
+static int oci_validate(void *state, const struct dg_wire_create *spec, struct dg_err *err)
+{
+    struct oci_rt *rt = state;
+    return wk_images_check(rt->images, spec->image ? spec->image : "", err);
+}
+
 const struct wk_runtime wk_runtime_oci = {
     .name = "oci",
     .sb_size = sizeof(struct oci_sb),
     .uses_data_dir = true,
     .init = oci_init,
+    .validate = oci_validate,
     .create = oci_create,
     .destroy = oci_destroy,
     .hurry = oci_hurry,
