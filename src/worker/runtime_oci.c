@@ -62,6 +62,7 @@ struct oci_rt {
     char *cgroup;      /* dirigent/<name>-<instance id> */
     char subnet[32];   /* sandboxSubnet, or the instance's default */
     char *runtime;     /* crun, runc, runsc */
+    bool runsc;        /* gVisor: run_argv's wrapper and flags */
     json_t *tmpl;      /* config.json without the per-sandbox parts */
     uv_timer_t reaper; /* crun's middle processes, reparented to us, are reaped */
     const struct wk_runtime_conf *conf;
@@ -709,6 +710,50 @@ static void runtime_started(void *ud, int64_t status, int sig, const char *out)
                               o->rt->conf->readiness_timeout_ms, on_ready, o);
 }
 
+/* gVisor's runsc (2022-12) tells the root network namespace by /proc/sys/net/core/rmem_default,
+ * which kernels since 5.x show in every namespace: with the pooled namespace it refuses
+ * ("cannot run with network enabled in root network namespace"). It runs in a private mount
+ * namespace of its own where /proc/sys/net is hidden under an empty tmpfs; nothing else of it
+ * reads the host's network sysctls (docs/security.md, "gVisor"). */
+#define RUNSC_WRAP                                                                                 \
+    "mount -t tmpfs -o size=4k,mode=0555 dg-hide-sysnet /proc/sys/net && exec \"$0\" \"$@\""
+
+/* The command that starts a container, detached, into argv (24 slots): `RUNTIME --root R
+ * --log L run --detach --pid-file P --bundle B ID`; runsc with its user-space network stack
+ * (--network=sandbox, fed from the pooled namespace's veth) on the ptrace platform (no KVM
+ * here; this runsc has no systrap), under the wrapper above. */
+static void run_argv(struct oci_rt *rt, char **argv, char *log, char *pidfile, char *bundle,
+                     char *id)
+{
+    int n = 0;
+    if (rt->runsc) {
+        argv[n++] = "unshare";
+        argv[n++] = "--mount";
+        argv[n++] = "--propagation";
+        argv[n++] = "private";
+        argv[n++] = "sh";
+        argv[n++] = "-c";
+        argv[n++] = RUNSC_WRAP;
+    }
+    argv[n++] = rt->runtime;
+    argv[n++] = "--root";
+    argv[n++] = rt->state_root;
+    argv[n++] = "--log";
+    argv[n++] = log;
+    if (rt->runsc) {
+        argv[n++] = "--network=sandbox";
+        argv[n++] = "--platform=ptrace";
+    }
+    argv[n++] = "run";
+    argv[n++] = "--detach";
+    argv[n++] = "--pid-file";
+    argv[n++] = pidfile;
+    argv[n++] = "--bundle";
+    argv[n++] = bundle;
+    argv[n++] = id;
+    argv[n] = NULL;
+}
+
 static void prep_done(uv_work_t *w, int status)
 {
     struct oci_sb *o = w->data;
@@ -730,8 +775,8 @@ static void prep_done(uv_work_t *w, int status)
     char pidfile[4096], log[4096];
     snprintf(pidfile, sizeof(pidfile), "%s/pid", o->dir);
     snprintf(log, sizeof(log), "%s/runtime.log", o->dir);
-    char *argv[] = {o->rt->runtime, "--root", o->rt->state_root, "--log", log,    "run", "--detach",
-                    "--pid-file",   pidfile,  "--bundle",        o->dir,  sb->id, NULL};
+    char *argv[24];
+    run_argv(o->rt, argv, log, pidfile, o->dir, sb->id);
     struct dg_err err;
     if (wk_exec(o->rt->conf->loop, argv, WK_EXEC_NONE, runtime_started, o, &err) < 0) {
         o->started = false;
@@ -1065,6 +1110,7 @@ static int oci_init(const struct wk_runtime_conf *c, void **state, struct dg_err
     *state = rt;
     rt->conf = c;
     rt->runtime = dg_xstrdup(c->oci.runtime);
+    rt->runsc = strcmp(c->oci.runtime, "runsc") == 0;
     rt->state_root = dg_xasprintf("%s/%s", c->run_dir, c->oci.runtime);
     rt->sb_dir = dg_xasprintf("%s/sandboxes", c->run_dir);
     struct wk_instance *in = c->instance;
