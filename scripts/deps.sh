@@ -12,6 +12,8 @@ PKGS=(
   libnl-3-dev libnl-route-3-dev libsqlite3-dev libhiredis-dev libraft-dev
   # containers (the worker's oci runtime) and a local registry for its tests
   crun skopeo umoci docker-registry iproute2
+  # gVisor (ociRuntime runsc): sandboxes under a user-space kernel
+  runsc
   # shared state
   redis-server haproxy
   # tests, sanitizers, fuzzing

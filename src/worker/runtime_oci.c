@@ -22,6 +22,7 @@
  * worker's. A clean stop removes all of it, the bridge and the run directory
  * included.
  */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -81,6 +82,7 @@ struct oci_sb {
     struct wk_image_wait *img_wait;
     struct wk_netns *ns;
     struct wk_netns_wait *ns_wait;
+    bool ns_lost; /* not given back: runsc_net_restore failed */
     /* the spec, kept across the asynchronous steps */
     struct dg_strlist env, args;
     int64_t cpu_milli, memory_mib;
@@ -346,9 +348,41 @@ static void prep_work(uv_work_t *w)
     write_file(cfg, o->config, &o->err);
 }
 
+/* runsc moved eth0's address into its own network stack and took it off the namespace (its
+ * routes with it): put them back as the pool made them (netpool.c: the subnet's first
+ * address is the gateway), so the namespace serves the next sandbox. Thread pool. False when
+ * that failed: the namespace is then kept out of the pool (torn down at the stop). */
+static bool runsc_net_restore(struct oci_sb *o)
+{
+    char cidr[32], gw[INET_ADDRSTRLEN], script[256];
+    snprintf(cidr, sizeof(cidr), "%s", o->rt->subnet);
+    char *slash = strchr(cidr, '/');
+    struct in_addr a;
+    if (!slash || inet_pton(AF_INET, (*slash = '\0', cidr), &a) != 1)
+        return false;
+    a.s_addr = htonl(ntohl(a.s_addr) + 1);
+    inet_ntop(AF_INET, &a, gw, sizeof(gw));
+    snprintf(script, sizeof(script),
+             "ip addr replace %s/%s dev eth0 && ip link set eth0 up && "
+             "ip route replace default via %s dev eth0",
+             o->ns->ip, slash + 1, gw);
+    char ns[300];
+    snprintf(ns, sizeof(ns), "--net=%s", o->ns->path);
+    char *argv[] = {"nsenter", ns, "sh", "-c", script, NULL};
+    int rc = wk_run_sync(argv, NULL, 0);
+    if (rc != 0)
+        dg_log(DG_LOG_WARN, "oci",
+               "sandbox %s: restoring %s in %s after runsc: status %d (the "
+               "namespace is not reused)",
+               SB(o)->id, o->ns->ip, o->ns->path, rc);
+    return rc == 0;
+}
+
 static void unmount_work(uv_work_t *w)
 {
     struct oci_sb *o = w->data;
+    if (o->rt->runsc && o->started && o->ns && !runsc_net_restore(o))
+        o->ns_lost = true;
     static const char *const files[] = {"config.json", "pid", "runtime.log"};
     char p[4096];
     snprintf(p, sizeof(p), "%s/rootfs", o->dir);
@@ -405,7 +439,8 @@ static void sb_handle_closed(uv_handle_t *h)
 static void finish(struct oci_sb *o)
 {
     if (o->ns) {
-        wk_netpool_release(o->rt->net, o->ns);
+        if (!o->ns_lost)
+            wk_netpool_release(o->rt->net, o->ns);
         o->ns = NULL;
     }
     o->handles = (unsigned)o->poll_open + (unsigned)o->grace_open;

@@ -293,7 +293,9 @@ check "SIGTERM while sandboxes are being created, five times: it stops, nothing 
 
 t_bad_runtime_config() {
   local out
-  out=$("$B/dirigent-worker" --runtime oci --ociRuntime runsc --port 0 --controlPlaneAddress "" \
+  # (runsc is installed here: a PATH without it stands for a machine without it)
+  mkdir -p "$TAP_TMP/nobin"
+  out=$(PATH="$TAP_TMP/nobin" "$B/dirigent-worker" --runtime oci --ociRuntime runsc --port 0 --controlPlaneAddress "" \
     --runDir "$TAP_TMP/run2" --dataDir "$TAP_TMP/data2" 2>&1)
   [ $? -ne 0 ] && grep -q "ociRuntime 'runsc' is not installed" <<<"$out" || { echo "$out"; return 1; }
 }
