@@ -15,10 +15,7 @@ int wk_dirs_init(struct wk_dirs *d, const struct dg_strlist *dirs, const char *k
                  struct dg_err *err)
 {
     memset(d, 0, sizeof(*d));
-    size_t cap = 1;
-    for (size_t i = 0; i < dirs->n; i++)
-        cap += strlen(dirs->v[i]) + 2;
-    d->text = dg_xcalloc(1, cap);
+    d->text = wk_strlist_join(dirs);
     for (size_t i = 0; i < dirs->n; i++) {
         const char *dir = dirs->v[i];
         if (dir[0] != '/') {
@@ -26,9 +23,6 @@ int wk_dirs_init(struct wk_dirs *d, const struct dg_strlist *dirs, const char *k
             return dg_err_set(err, DG_E_INVAL, "%s: expected absolute directories, got '%s'", key,
                               dir);
         }
-        if (i)
-            strcat(d->text, ",");
-        strcat(d->text, dir);
         char real[PATH_MAX];
         if (!realpath(dir, real)) {
             dg_log(DG_LOG_INFO, "worker", "%s: %s: %s (left out)", key, dir, strerror(errno));
@@ -37,6 +31,23 @@ int wk_dirs_init(struct wk_dirs *d, const struct dg_strlist *dirs, const char *k
         dg_strlist_push(&d->dirs, dg_xstrdup(real));
     }
     return 0;
+}
+
+char *wk_strlist_join(const struct dg_strlist *l)
+{
+    size_t cap = 1;
+    for (size_t i = 0; i < l->n; i++)
+        cap += strlen(l->v[i]) + 1;
+    char *s = dg_xcalloc(1, cap), *p = s;
+    for (size_t i = 0; i < l->n; i++) {
+        size_t n = strlen(l->v[i]);
+        if (i)
+            *p++ = ',';
+        memcpy(p, l->v[i], n);
+        p += n;
+    }
+    *p = '\0';
+    return s;
 }
 
 void wk_dirs_free(struct wk_dirs *d)

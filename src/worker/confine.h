@@ -33,6 +33,9 @@ enum wk_path_verdict {
 enum wk_path_verdict wk_dirs_check(const struct wk_dirs *d, const char *path, char *resolved,
                                    size_t len);
 
+/* The items of `l` joined by ',' (malloc'd; "" for none). */
+char *wk_strlist_join(const struct dg_strlist *l);
+
 /* Registries: entries HOST, HOST:PORT or "loopback" (localhost, 127.0.0.0/8, [::1]). */
 bool wk_registry_allowed(const struct dg_strlist *allowed, const char *registry);
 

@@ -518,17 +518,9 @@ struct wk_images *wk_images_new(uv_loop_t *loop, const char *dir, const struct w
     s->roots = roots;
     s->pull_timeout_ms = o->pull_timeout_ms;
     s->any_registry = !o->registries;
-    size_t cap = 1;
-    for (size_t i = 0; o->registries && i < o->registries->n; i++) {
+    for (size_t i = 0; o->registries && i < o->registries->n; i++)
         dg_strlist_push(&s->registries, dg_xstrdup(o->registries->v[i]));
-        cap += strlen(o->registries->v[i]) + 1;
-    }
-    s->registries_text = dg_xcalloc(1, cap);
-    for (size_t i = 0; i < s->registries.n; i++) {
-        if (i)
-            strcat(s->registries_text, ",");
-        strcat(s->registries_text, s->registries.v[i]);
-    }
+    s->registries_text = wk_strlist_join(&s->registries);
     s->loop = loop;
     s->dir = dg_xstrdup(dir);
     for (size_t i = 0; insecure && i < insecure->n; i++)

@@ -332,7 +332,7 @@ static void process_create(void *state, struct wk_sandbox *sb, const struct dg_w
     struct proc_sb *p = WK_SB_EXT(sb);
     p->rt = rt;
     struct dg_err err = {0};
-    char exe[PATH_MAX];
+    char exe[PATH_MAX] = "";
     int port = check_image(rt, spec, exe, sizeof(exe), &err) < 0 ? -1 : wk_free_port(&err);
     if (port < 0) {
         sb->state = WK_SB_DELETING;
