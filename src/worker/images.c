@@ -53,7 +53,7 @@ struct wk_images {
     struct wk_dirs roots;       /* imageRoots */
     struct dg_strlist registries;
     char *registries_text; /* imageRegistries, comma-separated: for messages */
-    bool any_registry;     /* no imageRegistries list given (the unit of a caller that has none) */
+    bool any_registry;     /* no imageRegistries list was given: every registry */
     uint64_t pull_timeout_ms;
     struct wk_image *list;
     unsigned seq;
