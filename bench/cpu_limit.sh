@@ -61,7 +61,7 @@ for pol in "${POLICIES[@]}"; do
     PIDS+=($!)
     wait_log "$T/dp.log" 'proxy on' || exit 1
     DP=127.0.0.1:$(port_of "$T/dp.log" 'proxy on')
-    "$B/dirigent-worker" --port 0 --name cpul-w1 --runtime oci --controlPlaneAddress "$CPI" \
+    "$B/dirigent-worker" --port 0 --name cpul-w1 --runtime oci --imageRoots "$T" --controlPlaneAddress "$CPI" \
         --heartbeatInterval 300ms --runDir "$T/run" --dataDir "$T/data" --bridge "$BRIDGE" \
         --sandboxSubnet 100.124.0.0/24 --netnsPool 2 --sandboxCpuLimit "$pol" >"$T/w.log" 2>&1 &
     PIDS+=($!)

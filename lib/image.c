@@ -222,5 +222,15 @@ bool dg_image_registry_is_local(const char *registry)
     size_t n = strcspn(registry, ":");
     if (registry[0] == '[')
         return strncmp(registry, "[::1]", 5) == 0;
-    return (n == 9 && strncmp(registry, "localhost", 9) == 0) || strncmp(registry, "127.", 4) == 0;
+    if (n == 9 && strncmp(registry, "localhost", 9) == 0)
+        return true;
+    /* 127.0.0.0/8 as a dotted quad: "127.example.com" is a name that resolves anywhere */
+    unsigned dots = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (registry[i] == '.')
+            dots++;
+        else if (!isdigit((unsigned char)registry[i]))
+            return false;
+    }
+    return dots == 3 && strncmp(registry, "127.", 4) == 0;
 }

@@ -15,6 +15,8 @@ PKGS=(
   crun skopeo umoci docker-registry iproute2
   # the oci runtime's sandbox firewall (src/worker/firewall.c runs nft)
   nftables
+  # gVisor (ociRuntime runsc): sandboxes under a user-space kernel
+  runsc
   # shared state
   redis-server haproxy
   # tests, sanitizers, fuzzing

@@ -231,7 +231,8 @@ host_cmd() {
   w[123]) CMDLINE=("$B/dirigent-worker" --workerNodeIp "${ADDR[$h]}" --port 10010 --name "$h"
     --authTokenFile "$KEY"
     --controlPlaneAddress "$CPS" --heartbeatInterval 1s --runtime "$RUNTIME"
-    --fnBinary "$B/dirigent-fn" --dataDir "$STATE/$h/data" --runDir "$STATE/$h/run") ;;
+    --fnBinary "$B/dirigent-fn" --dataDir "$STATE/$h/data" --runDir "$STATE/$h/run"
+    --processUser "$([ "$(id -u)" = 0 ] && echo nobody)") ;;
   *) die "unknown host '$h' (one of: ${HOSTS[*]})" ;;
   esac
 }

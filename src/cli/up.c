@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -720,10 +721,15 @@ int cli_cmd_up(struct cli_ctx *c)
     char *wdata = dg_xasprintf("dataDir=%s/worker", S);
     char *wcps = dg_xasprintf("controlPlaneAddress=%s", all.data);
     char *wport = dg_xasprintf("port=%d", 10010 + off);
+    /* run as root, the process runtime needs an unprivileged user for its sandboxes
+     * (docs/security.md, "Process runtime"): nobody, when there is one */
+    const char *puser = strcmp(runtime, "process") == 0 && geteuid() == 0 && getpwnam("nobody")
+                            ? "processUser=nobody"
+                            : "processUser=";
     if (!rc)
         up_spawn(&u, "worker",
                  (char *[]){"dirigent-worker", "--config", wkc, "--set", rt, "--set", fnb, "--set",
-                            wdata, "--set", wcps, "--set", wport, NULL});
+                            wdata, "--set", wcps, "--set", wport, "--set", (char *)puser, NULL});
     /* healthy: a leader that knows the worker and every data plane */
     bool ready = !rc && up_ready(&u, apis, (size_t)ncp, (unsigned)ndp, off);
     if (ready && ha) { /* HAProxy has the data planes once the leader synced it */

@@ -234,6 +234,38 @@ static const struct dg_conf_field wk_fields[] = {
      .help = "oci runtime: run sandboxes in a user namespace (uid 0 inside is an unprivileged "
              "host uid of this worker's range): auto (when the kernel and the run directory "
              "allow it, crun and runc only), on (refuse to start otherwise), off"},
+    {.key = "processUser",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct wk_config, process_user),
+     .def = "",
+     .help = "process runtime, worker run as root: the unprivileged user (name or UID) "
+             "sandboxes run as (empty: a root worker refuses to run process sandboxes)"},
+    {.key = "processAllowedDirs",
+     .type = DG_CONF_STRLIST,
+     .offset = offsetof(struct wk_config, process_allowed_dirs),
+     .def = "",
+     .help = "process runtime: the only directories whose executables it runs (absolute; "
+             "empty: the directory of fnBinary, i.e. the build's own dirigent-fn)"},
+    {.key = "imageRoots",
+     .type = DG_CONF_STRLIST,
+     .offset = offsetof(struct wk_config, image_roots),
+     .def = "",
+     .help = "oci runtime: the only directories oci:, oci-archive: and docker-archive: images "
+             "may be read from (empty: the build's images directory, BIN/images and "
+             "BIN/../share/dirigent/images)"},
+    {.key = "imageRegistries",
+     .type = DG_CONF_STRLIST,
+     .offset = offsetof(struct wk_config, image_registries),
+     .def = "loopback",
+     .help = "oci runtime: the only registries images are pulled from: HOST (any port), "
+             "HOST:PORT, or loopback (localhost, 127.0.0.0/8, [::1]; any port); empty: none"},
+    {.key = "imagePullTimeout",
+     .type = DG_CONF_DURATION,
+     .offset = offsetof(struct wk_config, image_pull_timeout_ms),
+     .def = "5m",
+     .min = 1000,
+     .max = 86400000,
+     .help = "oci runtime: a pull (skopeo) running longer is killed and fails"},
     DG_CONF_HTTP_FIELDS(struct wk_config, http),
 };
 

@@ -35,6 +35,10 @@ struct wk_config {
     /* sandbox confinement (issue 14) */
     char *sandbox_egress, *sandbox_userns;
     struct dg_strlist sandbox_egress_allow, sandbox_caps;
+    /* confinement of what a create may name (docs/security.md) */
+    char *process_user;
+    struct dg_strlist process_allowed_dirs, image_roots, image_registries;
+    int64_t image_pull_timeout_ms;
 };
 
 extern const struct dg_conf_schema wk_schema;

@@ -5,6 +5,7 @@
  * both are done.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -27,6 +28,7 @@ struct wk_exec {
     int term_signal;
     int open; /* handles not yet closed */
     bool exited, eof;
+    bool group; /* its own process group (wk_exec_group) */
     wk_exec_cb cb;
     void *ud;
 };
@@ -92,8 +94,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
 }
 
-int wk_exec(uv_loop_t *loop, char *const argv[], enum wk_exec_capture capture, wk_exec_cb cb,
-            void *ud, struct dg_err *err)
+static struct wk_exec *exec_start(uv_loop_t *loop, char *const argv[], enum wk_exec_capture capture,
+                                  bool group, wk_exec_cb cb, void *ud, struct dg_err *err)
 {
     struct wk_exec *x = dg_xcalloc(1, sizeof(*x));
     x->cb = cb;
@@ -113,14 +115,17 @@ int wk_exec(uv_loop_t *loop, char *const argv[], enum wk_exec_capture capture, w
                                  .file = argv[0],
                                  .args = (char **)argv,
                                  .stdio_count = 3,
-                                 .stdio = stdio};
+                                 .stdio = stdio,
+                                 .flags = group ? UV_PROCESS_DETACHED : 0};
+    x->group = group;
     int rc = uv_spawn(loop, &x->proc, &opts);
     if (rc < 0) {
         x->cb = NULL;
         x->open = 2;
         x->exited = x->eof = true;
         exec_maybe_done(x);
-        return dg_err_set(err, rc, "cannot run %s: %s", argv[0], uv_strerror(rc));
+        dg_err_set(err, rc, "cannot run %s: %s", argv[0], uv_strerror(rc));
+        return NULL;
     }
     x->open = 2;
     x->next = running;
@@ -131,7 +136,26 @@ int wk_exec(uv_loop_t *loop, char *const argv[], enum wk_exec_capture capture, w
         x->eof = true;
     else
         uv_read_start((uv_stream_t *)&x->out, on_alloc, on_read);
-    return 0;
+    return x;
+}
+
+int wk_exec(uv_loop_t *loop, char *const argv[], enum wk_exec_capture capture, wk_exec_cb cb,
+            void *ud, struct dg_err *err)
+{
+    return exec_start(loop, argv, capture, false, cb, ud, err) ? 0 : -1;
+}
+
+struct wk_exec *wk_exec_group(uv_loop_t *loop, char *const argv[], enum wk_exec_capture capture,
+                              wk_exec_cb cb, void *ud, struct dg_err *err)
+{
+    return exec_start(loop, argv, capture, true, cb, ud, err);
+}
+
+void wk_exec_kill(struct wk_exec *x)
+{
+    /* not once it exited: its pid (the group's id) may be another's by now */
+    if (x && x->group && !x->exited && x->proc.pid > 0)
+        kill(-x->proc.pid, SIGKILL);
 }
 
 const char *wk_tool_message(const char *out)

@@ -19,6 +19,13 @@ enum wk_exec_capture { WK_EXEC_STDERR, WK_EXEC_STDOUT, WK_EXEC_NONE };
 typedef void (*wk_exec_cb)(void *ud, int64_t status, int term_signal, const char *output);
 int wk_exec(uv_loop_t *loop, char *const argv[], enum wk_exec_capture capture, wk_exec_cb cb,
             void *ud, struct dg_err *err);
+/* The same, in its own process group (a session: what it starts goes with it), and the
+ * handle to kill it by: valid until `cb` runs. NULL (err set) when it cannot start. */
+struct wk_exec;
+struct wk_exec *wk_exec_group(uv_loop_t *loop, char *const argv[], enum wk_exec_capture capture,
+                              wk_exec_cb cb, void *ud, struct dg_err *err);
+/* SIGKILL to the process group of a wk_exec_group command still running; `cb` follows. */
+void wk_exec_kill(struct wk_exec *x);
 /* The reason in a Go tool's log line (msg="..."), or `out` itself. */
 const char *wk_tool_message(const char *out);
 /* Reap exited children nobody waits for (as a child subreaper the worker inherits crun's

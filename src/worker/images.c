@@ -7,6 +7,13 @@
  * pull is remembered with skopeo's reason; creates fail at once with it until
  * a back-off (5 s, doubling to 5 min) allows the next attempt.
  *
+ * What may be pulled is confined (docs/security.md, "Images"): local references (oci:,
+ * oci-archive:, docker-archive:) only below imageRoots (symlinks resolved; archives regular
+ * files, layouts directories), registries only from imageRegistries; the public error of a
+ * refused or failed local reference never says whether a host path exists (the worker's log
+ * has the reason). A pull (skopeo, in its own process group) is killed after imagePullTimeout
+ * and at shutdown.
+ *
  * Commands run as children (exec.c) and file work on the thread pool: the
  * event loop never waits for either.
  *
@@ -14,6 +21,8 @@
  *   <cache>/rootfs/<digest hex>/rootfs        the unpacked image, shared
  */
 #include <errno.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +32,7 @@
 
 #include "dirigent/json.h"
 #include "dirigent/log.h"
+#include "hostpaths.h"
 #include "exec.h"
 #include "images.h"
 
@@ -40,6 +50,11 @@ struct wk_images {
     uv_loop_t *loop;
     char *dir;
     struct dg_strlist insecure; /* registries reached without TLS besides local ones */
+    struct wk_dirs roots;       /* imageRoots */
+    struct dg_strlist registries;
+    char *registries_text; /* imageRegistries, comma-separated: for messages */
+    bool any_registry;     /* no imageRegistries list was given: every registry */
+    uint64_t pull_timeout_ms;
     struct wk_image *list;
     unsigned seq;
     bool closing; /* shutdown: callbacks of commands still running do nothing */
@@ -156,6 +171,86 @@ out:
     json_decref(config);
     json_decref(manifest);
     json_decref(index);
+}
+
+/* ---- what may be pulled ----------------------------------------------------------------- */
+
+static bool is_local_kind(enum dg_image_kind k)
+{
+    return k == DG_IMAGE_OCI_LAYOUT || k == DG_IMAGE_OCI_ARCHIVE || k == DG_IMAGE_DOCKER_ARCHIVE;
+}
+
+/* Check a parsed reference against the allowlists; a local one's source is rewritten with the
+ * resolved path (what skopeo then opens is what was checked). The public error says only
+ * what the operator configured; the reason goes to the log. */
+static int confine_ref(struct wk_images *s, const char *ref, struct dg_image_ref *r,
+                       struct dg_err *err)
+{
+    if (r->kind == DG_IMAGE_REGISTRY) {
+        const char *registry = r->registry[0] ? r->registry : "docker.io";
+        if (s->any_registry || wk_registry_allowed(&s->registries, registry))
+            return 0;
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'image': registry '%s' is not one this worker pulls from "
+                          "(imageRegistries: %s)",
+                          registry, s->registries_text[0] ? s->registries_text : "none");
+    }
+    if (!is_local_kind(r->kind))
+        return 0;
+    /* TRANSPORT:PATH[:REST]: skopeo splits at the first ':' after the transport */
+    const char *colon = strchr(r->source, ':');
+    const char *path = colon + 1;
+    const char *rest = strchr(path, ':');
+    char want[PATH_MAX], resolved[PATH_MAX];
+    size_t plen = rest ? (size_t)(rest - path) : strlen(path);
+    snprintf(want, sizeof(want), "%.*s", (int)DG_MIN(plen, sizeof(want) - 1), path);
+    const char *why = NULL;
+    struct stat st;
+    switch (wk_dirs_check(&s->roots, want, resolved, sizeof(resolved))) {
+    case WK_PATH_REFUSED:
+        why = "outside imageRoots (or a '.', '..' or symlink out)";
+        break;
+    case WK_PATH_MISSING:
+        why = "no such file";
+        break;
+    case WK_PATH_OK:
+        if (stat(resolved, &st) < 0)
+            why = strerror(errno);
+        else if (r->kind == DG_IMAGE_OCI_LAYOUT && !S_ISDIR(st.st_mode))
+            why = "an oci: layout must be a directory";
+        else if (r->kind != DG_IMAGE_OCI_LAYOUT && !S_ISREG(st.st_mode))
+            why = "an archive must be a regular file (not a FIFO, device or directory)";
+        break;
+    }
+    if (why) {
+        dg_log(DG_LOG_WARN, "image", "%s refused: %s: %s", ref, want, why);
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'image': '%.200s' is not an image below this worker's image "
+                          "roots (imageRoots: %s; its log has the reason)",
+                          ref, s->roots.text);
+    }
+    char source[sizeof(r->source)];
+    int n = snprintf(source, sizeof(source), "%.*s:%s%s", (int)(colon - r->source), r->source,
+                     resolved, rest ? rest : "");
+    if (n < 0 || (size_t)n >= sizeof(source))
+        return dg_err_set(err, DG_E_INVAL, "field 'image': '%.200s': the path is too long", ref);
+    memcpy(r->source, source, (size_t)n + 1);
+    return 0;
+}
+
+int wk_images_check(struct wk_images *s, const char *ref, struct dg_err *err)
+{
+    struct dg_image_ref r;
+    if (dg_image_ref_parse(ref, &r, err) < 0) {
+        dg_err_wrap(err, "field 'image'");
+        return -1;
+    }
+    if (r.kind == DG_IMAGE_PATH)
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'image': '%.200s' is a path: the oci runtime runs images "
+                          "(host/name:tag, oci:PATH:TAG, ...)",
+                          ref);
+    return confine_ref(s, ref, &r, err);
 }
 
 /* ---- the pull state machine ------------------------------------------------------------- */
@@ -283,15 +378,54 @@ static void resolved(uv_work_t *w, int status)
     free(j);
 }
 
+static void timer_freed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void stop_pull_timer(struct wk_image *img)
+{
+    if (img->pull_timer) {
+        uv_close((uv_handle_t *)img->pull_timer, timer_freed);
+        img->pull_timer = NULL;
+    }
+}
+
+static void pull_timed_out(uv_timer_t *t)
+{
+    struct wk_image *img = t->data;
+    img->timed_out = true;
+    dg_log(DG_LOG_WARN, "image", "%s: the pull ran for imagePullTimeout (%llu s): killed", img->ref,
+           (unsigned long long)img->store->pull_timeout_ms / 1000);
+    wk_exec_kill(img->pull);
+}
+
 static void pulled(void *ud, int64_t status, int sig, const char *out)
 {
     struct wk_image *img = ud;
+    img->pull = NULL;
     if (img->store->closing)
         return;
+    stop_pull_timer(img);
+    if (img->timed_out) {
+        struct dg_err err;
+        dg_err_set(&err, DG_E_INVAL, "pull of %s failed: timed out after %llu s (imagePullTimeout)",
+                   img->ref, (unsigned long long)img->store->pull_timeout_ms / 1000);
+        image_done(img, &err);
+        return;
+    }
     if (status != 0 || sig) {
         struct dg_err err;
-        dg_err_set(&err, DG_E_INVAL, "pull of %s failed: %s", img->ref,
-                   out[0] ? wk_tool_message(out) : "skopeo failed without a message");
+        const char *reason = out[0] ? wk_tool_message(out) : "skopeo failed without a message";
+        if (is_local_kind(img->parsed.kind)) {
+            /* skopeo's words may quote the host's files: the log only */
+            dg_log(DG_LOG_WARN, "image", "pull of %s failed: %s", img->ref, reason);
+            dg_err_set(&err, DG_E_INVAL,
+                       "pull of %s failed: not a readable image (the worker's log has the reason)",
+                       img->ref);
+        } else {
+            dg_err_set(&err, DG_E_INVAL, "pull of %s failed: %s", img->ref, reason);
+        }
         image_done(img, &err);
         return;
     }
@@ -322,6 +456,14 @@ static void pull(struct wk_image *img)
     struct wk_images *s = img->store;
     img->state = WK_IMG_PULLING;
     img->t0_us = dg_now_us();
+    img->timed_out = false;
+    struct dg_err cerr;
+    /* again at each attempt: the file may have changed since (its resolved path is used) */
+    if (dg_image_ref_parse(img->ref, &img->parsed, &cerr) < 0 ||
+        confine_ref(s, img->ref, &img->parsed, &cerr) < 0) {
+        image_done(img, &cerr);
+        return;
+    }
     char *dest = dg_xasprintf("oci:%s:img", img->layout);
     char *argv[8];
     int n = 0;
@@ -339,16 +481,28 @@ static void pull(struct wk_image *img)
     mkdir(parent, 0700);
     free(parent);
     dg_log(DG_LOG_INFO, "image", "pulling %s", img->ref);
-    if (wk_exec(s->loop, argv, WK_EXEC_STDERR, pulled, img, &err) < 0)
+    img->pull = wk_exec_group(s->loop, argv, WK_EXEC_STDERR, pulled, img, &err);
+    if (!img->pull) {
         image_done(img, &err);
+    } else if (s->pull_timeout_ms) {
+        img->pull_timer = dg_xcalloc(1, sizeof(*img->pull_timer));
+        uv_timer_init(s->loop, img->pull_timer);
+        img->pull_timer->data = img;
+        uv_timer_start(img->pull_timer, pull_timed_out, s->pull_timeout_ms, 0);
+    }
     free(dest);
 }
 
 /* ---- API -------------------------------------------------------------------------------- */
 
-struct wk_images *wk_images_new(uv_loop_t *loop, const char *dir, const struct dg_strlist *insecure,
+struct wk_images *wk_images_new(uv_loop_t *loop, const char *dir, const struct wk_images_opts *o,
                                 struct dg_err *err)
 {
+    const struct dg_strlist *insecure = o->insecure;
+    struct wk_dirs roots;
+    struct dg_strlist none = {0};
+    if (wk_dirs_init(&roots, o->roots ? o->roots : &none, "imageRoots", err) < 0)
+        return NULL;
     char *rootfs = dg_xasprintf("%s/rootfs", dir);
     char *layouts = dg_xasprintf("%s/layouts", dir);
     int rc = dg_mkdir_p(rootfs, 0700, err);
@@ -356,9 +510,17 @@ struct wk_images *wk_images_new(uv_loop_t *loop, const char *dir, const struct d
         rc = dg_mkdir_p(layouts, 0700, err);
     free(rootfs);
     free(layouts);
-    if (rc < 0)
+    if (rc < 0) {
+        wk_dirs_free(&roots);
         return NULL;
+    }
     struct wk_images *s = dg_xcalloc(1, sizeof(*s));
+    s->roots = roots;
+    s->pull_timeout_ms = o->pull_timeout_ms;
+    s->any_registry = !o->registries;
+    for (size_t i = 0; o->registries && i < o->registries->n; i++)
+        dg_strlist_push(&s->registries, dg_xstrdup(o->registries->v[i]));
+    s->registries_text = wk_strlist_join(&s->registries);
     s->loop = loop;
     s->dir = dg_xstrdup(dir);
     for (size_t i = 0; insecure && i < insecure->n; i++)
@@ -380,6 +542,11 @@ struct wk_image_wait *wk_image_get(struct wk_images *s, const char *ref, wk_imag
                            "'%s' is a path: the oci runtime runs images (host/name:tag, "
                            "oci:PATH:TAG, ...)",
                            ref);
+            free(img);
+            cb(ud, NULL, &err);
+            return NULL;
+        }
+        if (confine_ref(s, ref, &img->parsed, &err) < 0) { /* nothing remembered of it */
             free(img);
             cb(ud, NULL, &err);
             return NULL;
@@ -444,8 +611,18 @@ static void image_free(struct wk_image *img)
 
 void wk_images_close(struct wk_images *s)
 {
-    if (s)
-        s->closing = true;
+    if (!s)
+        return;
+    s->closing = true;
+    /* a pull may hang for ever (a registry that never answers): it must not hold the
+     * shutdown */
+    for (struct wk_image *img = s->list; img; img = img->next) {
+        stop_pull_timer(img);
+        if (img->pull) {
+            dg_log(DG_LOG_INFO, "image", "%s: shutdown: the pull is killed", img->ref);
+            wk_exec_kill(img->pull);
+        }
+    }
 }
 
 void wk_images_free(struct wk_images *s)
@@ -465,6 +642,9 @@ void wk_images_free(struct wk_images *s)
         image_free(img);
     }
     dg_strlist_free(&s->insecure);
+    dg_strlist_free(&s->registries);
+    free(s->registries_text);
+    wk_dirs_free(&s->roots);
     free(s->dir);
     free(s);
 }

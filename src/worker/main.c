@@ -137,6 +137,15 @@ static char *default_fn_binary(const char *argv0)
     return dg_xasprintf("%.*s/dirigent-fn", (int)(slash - base), base);
 }
 
+/* The directory of `path` (a copy; "." when it has none). */
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return dg_xstrdup(".");
+    return dg_xasprintf("%.*s", (int)(slash == path ? 1 : slash - path), path);
+}
+
 int main(int argc, char **argv)
 {
     struct dg_err err = {0};
@@ -204,6 +213,28 @@ int main(int argc, char **argv)
     rtc->oci.egress_allow = &g.cfg.sandbox_egress_allow;
     rtc->oci.caps = &g.cfg.sandbox_caps;
     rtc->oci.userns = g.cfg.sandbox_userns;
+    rtc->oci.image_registries = &g.cfg.image_registries;
+    rtc->oci.pull_timeout_ms = (uint64_t)g.cfg.image_pull_timeout_ms;
+    /* what a create may name: by default only what this build (or installation) ships */
+    struct dg_strlist allowed_dirs = {0}, image_roots = {0};
+    if (g.cfg.process_allowed_dirs.n == 0)
+        dg_strlist_push(&allowed_dirs, dir_of(fn_binary));
+    else
+        for (size_t i = 0; i < g.cfg.process_allowed_dirs.n; i++)
+            dg_strlist_push(&allowed_dirs, dg_xstrdup(g.cfg.process_allowed_dirs.v[i]));
+    if (g.cfg.image_roots.n == 0) {
+        char *bin = default_fn_binary(argv[0]), *bindir = dir_of(bin);
+        dg_strlist_push(&image_roots, dg_xasprintf("%s/images", bindir));
+        dg_strlist_push(&image_roots, dg_xasprintf("%s/../share/dirigent/images", bindir));
+        free(bindir);
+        free(bin);
+    } else {
+        for (size_t i = 0; i < g.cfg.image_roots.n; i++)
+            dg_strlist_push(&image_roots, dg_xstrdup(g.cfg.image_roots.v[i]));
+    }
+    rtc->process.user = g.cfg.process_user;
+    rtc->process.allowed_dirs = &allowed_dirs;
+    rtc->oci.image_roots = &image_roots;
 
     if (dg_daemon_init(&g.daemon, g.loop, "worker", on_stop, NULL, &err) < 0 ||
         g.rt->init(rtc, &g.rt_state, &err) < 0) {
@@ -241,6 +272,8 @@ int main(int argc, char **argv)
     dg_metrics_free(g.metrics);
     wk_cplink_free(&g.link);
     free(fn_binary);
+    dg_strlist_free(&allowed_dirs);
+    dg_strlist_free(&image_roots);
     dg_conf_free(&wk_schema, &g.cfg);
     dg_log(DG_LOG_INFO, "worker", "stopped");
     return 0;

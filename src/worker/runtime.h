@@ -73,6 +73,10 @@ struct wk_runtime_conf {
         const char *fn_binary; /* the dirigent-fn to share */
     } emulated;
     struct {
+        const char *user; /* processUser ("": none; a root worker then refuses creates) */
+        const struct dg_strlist *allowed_dirs; /* processAllowedDirs, never empty */
+    } process;
+    struct {
         const char *runtime;         /* crun, runc or runsc (on PATH) */
         const char *bridge, *subnet; /* subnet "": the instance's default (instance.h) */
         int64_t netns_pool;
@@ -81,10 +85,13 @@ struct wk_runtime_conf {
         struct dg_cpu_limit cpu_limit; /* sandboxCpuLimit */
         int64_t kill_grace_ms;
         const struct dg_strlist *insecure_registries, *prefetch;
-        const char *egress;                    /* sandboxEgress: none, internet */
-        const struct dg_strlist *egress_allow; /* sandboxEgressAllow */
-        const struct dg_strlist *caps;         /* sandboxCapabilities */
-        const char *userns;                    /* sandboxUserNamespace: auto, on, off */
+        const char *egress;                        /* sandboxEgress: none, internet */
+        const struct dg_strlist *egress_allow;     /* sandboxEgressAllow */
+        const struct dg_strlist *caps;             /* sandboxCapabilities */
+        const char *userns;                        /* sandboxUserNamespace: auto, on, off */
+        const struct dg_strlist *image_roots;      /* imageRoots, never empty */
+        const struct dg_strlist *image_registries; /* imageRegistries */
+        uint64_t pull_timeout_ms;                  /* imagePullTimeout */
     } oci;
 };
 

@@ -22,6 +22,7 @@
  * worker's. A clean stop removes all of it, the bridge and the run directory
  * included.
  */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -70,6 +71,7 @@ struct oci_rt {
     char *cgroup;     /* dirigent/<name>-<instance id> */
     char subnet[32];  /* sandboxSubnet, or the instance's default */
     char *runtime;    /* crun, runc, runsc */
+    bool runsc;       /* gVisor: run_argv's wrapper and flags */
     json_t *tmpl;     /* config.json without the per-sandbox parts */
     bool userns;      /* sandboxes in a user namespace, uid 0 = host uid id_base */
     uint32_t id_base;
@@ -91,6 +93,7 @@ struct oci_sb {
     struct wk_image_wait *img_wait;
     struct wk_netns *ns;
     struct wk_netns_wait *ns_wait;
+    bool ns_lost; /* not given back: runsc_net_restore failed */
     /* the spec, kept across the asynchronous steps */
     struct dg_strlist env, args;
     int64_t cpu_milli, memory_mib;
@@ -308,9 +311,41 @@ static void prep_work(uv_work_t *w)
     write_file(cfg, o->config, &o->err);
 }
 
+/* runsc moved eth0's address into its own network stack and took it off the namespace (its
+ * routes with it): put them back as the pool made them (netpool.c: the subnet's first
+ * address is the gateway), so the namespace serves the next sandbox. Thread pool. False when
+ * that failed: the namespace is then kept out of the pool (torn down at the stop). */
+static bool runsc_net_restore(struct oci_sb *o)
+{
+    char cidr[32], gw[INET_ADDRSTRLEN], script[256];
+    snprintf(cidr, sizeof(cidr), "%s", o->rt->subnet);
+    char *slash = strchr(cidr, '/');
+    struct in_addr a;
+    if (!slash || inet_pton(AF_INET, (*slash = '\0', cidr), &a) != 1)
+        return false;
+    a.s_addr = htonl(ntohl(a.s_addr) + 1);
+    inet_ntop(AF_INET, &a, gw, sizeof(gw));
+    snprintf(script, sizeof(script),
+             "ip addr replace %s/%s dev eth0 && ip link set eth0 up && "
+             "ip route replace default via %s dev eth0",
+             o->ns->ip, slash + 1, gw);
+    char ns[300];
+    snprintf(ns, sizeof(ns), "--net=%s", o->ns->path);
+    char *argv[] = {"nsenter", ns, "sh", "-c", script, NULL};
+    int rc = wk_run_sync(argv, NULL, 0);
+    if (rc != 0)
+        dg_log(DG_LOG_WARN, "oci",
+               "sandbox %s: restoring %s in %s after runsc: status %d (the "
+               "namespace is not reused)",
+               SB(o)->id, o->ns->ip, o->ns->path, rc);
+    return rc == 0;
+}
+
 static void unmount_work(uv_work_t *w)
 {
     struct oci_sb *o = w->data;
+    if (o->rt->runsc && o->started && o->ns && !runsc_net_restore(o))
+        o->ns_lost = true;
     static const char *const files[] = {"config.json", "pid", "runtime.log"};
     char p[4096];
     snprintf(p, sizeof(p), "%s/rootfs", o->dir);
@@ -367,7 +402,8 @@ static void sb_handle_closed(uv_handle_t *h)
 static void finish(struct oci_sb *o)
 {
     if (o->ns) {
-        wk_netpool_release(o->rt->net, o->ns);
+        if (!o->ns_lost)
+            wk_netpool_release(o->rt->net, o->ns);
         o->ns = NULL;
     }
     o->handles = (unsigned)o->poll_open + (unsigned)o->grace_open;
@@ -672,6 +708,50 @@ static void runtime_started(void *ud, int64_t status, int sig, const char *out)
                               o->rt->conf->readiness_timeout_ms, on_ready, o);
 }
 
+/* gVisor's runsc (2022-12) tells the root network namespace by /proc/sys/net/core/rmem_default,
+ * which kernels since 5.x show in every namespace: with the pooled namespace it refuses
+ * ("cannot run with network enabled in root network namespace"). It runs in a private mount
+ * namespace of its own where /proc/sys/net is hidden under an empty tmpfs; nothing else of it
+ * reads the host's network sysctls (docs/security.md, "gVisor"). */
+#define RUNSC_WRAP                                                                                 \
+    "mount -t tmpfs -o size=4k,mode=0555 dg-hide-sysnet /proc/sys/net && exec \"$0\" \"$@\""
+
+/* The command that starts a container, detached, into argv (24 slots): `RUNTIME --root R
+ * --log L run --detach --pid-file P --bundle B ID`; runsc with its user-space network stack
+ * (--network=sandbox, fed from the pooled namespace's veth) on the ptrace platform (no KVM
+ * here; this runsc has no systrap), under the wrapper above. */
+static void run_argv(struct oci_rt *rt, char **argv, char *log, char *pidfile, char *bundle,
+                     char *id)
+{
+    int n = 0;
+    if (rt->runsc) {
+        argv[n++] = "unshare";
+        argv[n++] = "--mount";
+        argv[n++] = "--propagation";
+        argv[n++] = "private";
+        argv[n++] = "sh";
+        argv[n++] = "-c";
+        argv[n++] = RUNSC_WRAP;
+    }
+    argv[n++] = rt->runtime;
+    argv[n++] = "--root";
+    argv[n++] = rt->state_root;
+    argv[n++] = "--log";
+    argv[n++] = log;
+    if (rt->runsc) {
+        argv[n++] = "--network=sandbox";
+        argv[n++] = "--platform=ptrace";
+    }
+    argv[n++] = "run";
+    argv[n++] = "--detach";
+    argv[n++] = "--pid-file";
+    argv[n++] = pidfile;
+    argv[n++] = "--bundle";
+    argv[n++] = bundle;
+    argv[n++] = id;
+    argv[n] = NULL;
+}
+
 static void prep_done(uv_work_t *w, int status)
 {
     struct oci_sb *o = w->data;
@@ -693,8 +773,8 @@ static void prep_done(uv_work_t *w, int status)
     char pidfile[4096], log[4096];
     snprintf(pidfile, sizeof(pidfile), "%s/pid", o->dir);
     snprintf(log, sizeof(log), "%s/runtime.log", o->dir);
-    char *argv[] = {o->rt->runtime, "--root", o->rt->state_root, "--log", log,    "run", "--detach",
-                    "--pid-file",   pidfile,  "--bundle",        o->dir,  sb->id, NULL};
+    char *argv[24];
+    run_argv(o->rt, argv, log, pidfile, o->dir, sb->id);
     struct dg_err err;
     if (wk_exec(o->rt->conf->loop, argv, WK_EXEC_NONE, runtime_started, o, &err) < 0) {
         o->started = false;
@@ -1136,6 +1216,7 @@ static int oci_init(const struct wk_runtime_conf *c, void **state, struct dg_err
     *state = rt;
     rt->conf = c;
     rt->runtime = dg_xstrdup(c->oci.runtime);
+    rt->runsc = strcmp(c->oci.runtime, "runsc") == 0;
     rt->state_root = dg_xasprintf("%s/%s", c->run_dir, c->oci.runtime);
     rt->sb_dir = dg_xasprintf("%s/sandboxes", c->run_dir);
     struct wk_instance *in = c->instance;
@@ -1168,7 +1249,11 @@ static int oci_init(const struct wk_runtime_conf *c, void **state, struct dg_err
     if (confine_init(rt, err) < 0)
         goto out;
     char *cache = dg_xasprintf("%s/images", c->data_dir);
-    rt->images = wk_images_new(c->loop, cache, c->oci.insecure_registries, err);
+    struct wk_images_opts iopts = {.insecure = c->oci.insecure_registries,
+                                   .roots = c->oci.image_roots,
+                                   .registries = c->oci.image_registries,
+                                   .pull_timeout_ms = c->oci.pull_timeout_ms};
+    rt->images = wk_images_new(c->loop, cache, &iopts, err);
     free(cache);
     if (!rt->images)
         goto out;
@@ -1284,12 +1369,20 @@ static const char *oci_sandbox_subnet(void *state)
     return ((struct oci_rt *)state)->subnet;
 }
 
+/* A create naming an image this worker may not pull is a 400 before anything is made. */
+static int oci_validate(void *state, const struct dg_wire_create *spec, struct dg_err *err)
+{
+    struct oci_rt *rt = state;
+    return wk_images_check(rt->images, spec->image ? spec->image : "", err);
+}
+
 const struct wk_runtime wk_runtime_oci = {
     .sandbox_subnet = oci_sandbox_subnet,
     .name = "oci",
     .sb_size = sizeof(struct oci_sb),
     .uses_data_dir = true,
     .init = oci_init,
+    .validate = oci_validate,
     .create = oci_create,
     .destroy = oci_destroy,
     .hurry = oci_hurry,

@@ -5,6 +5,11 @@
  * answers HTTP on that port. Exits are seen at once through libuv's child
  * reaping (SIGCHLD), and a delete sends SIGTERM, then SIGKILL after 2 s.
  *
+ * Confinement (docs/security.md, "Process runtime"): it runs only executables below
+ * processAllowedDirs (symlinks resolved: a link out is refused), and a worker running as root
+ * runs them as processUser (setgroups, setgid, setuid in the child before exec, checked in
+ * /proc afterwards), or refuses to run them at all.
+ *
  * Sandboxes run in their own session, so they outlive a worker killed with -9. Each one is
  * recorded as a file <runDir>/process/<pid> naming its start time and its worker's; a worker
  * that starts kills the process groups recorded by workers that are no longer running (a
@@ -12,6 +17,8 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +26,7 @@
 #include <unistd.h>
 
 #include "dirigent/log.h"
+#include "hostpaths.h"
 #include "instance.h"
 #include "probe.h"
 #include "registry.h"
@@ -33,6 +41,12 @@ struct proc_rt {
     uint64_t readiness_timeout_ms;
     char *proc_dir; /* where the sandboxes are recorded; NULL: not recorded */
     unsigned long long self_start;
+    struct wk_dirs allowed; /* processAllowedDirs */
+    bool refuse;            /* root without processUser: no sandbox runs */
+    bool drop;              /* root: sandboxes run as uid:gid */
+    uid_t uid;
+    gid_t gid;
+    char user[64];
 };
 
 /* A sandbox's part of it (at sb->ext). */
@@ -88,6 +102,74 @@ static void unrecord(struct proc_rt *rt, long pid)
     unlink(path);
 }
 
+/* processUser: who sandboxes run as when the worker is root. */
+static int resolve_user(struct proc_rt *rt, const char *user, struct dg_err *err)
+{
+    if (geteuid() != 0) {
+        if (user[0])
+            dg_log(DG_LOG_INFO, "process",
+                   "processUser '%s' is used only by a worker run as root: sandboxes run as "
+                   "this worker's user (uid %u)",
+                   user, (unsigned)geteuid());
+        return 0;
+    }
+    if (!user[0]) {
+        rt->refuse = true;
+        dg_log(DG_LOG_WARN, "process",
+               "running as root without processUser: process sandboxes are refused (set "
+               "processUser to an unprivileged user, e.g. nobody)");
+        return 0;
+    }
+    char *end;
+    unsigned long n = strtoul(user, &end, 10);
+    struct passwd *pw = getpwnam(user);
+    if (pw) {
+        rt->uid = pw->pw_uid;
+        rt->gid = pw->pw_gid;
+    } else if (*end == '\0' && end != user && n < UINT32_MAX) {
+        rt->uid = (uid_t)n;
+        rt->gid = (gid_t)n; /* a bare UID: its group of the same number */
+    } else {
+        return dg_err_set(err, DG_E_INVAL,
+                          "processUser: no user '%s' (expected a user name or a numeric UID)",
+                          user);
+    }
+    if (rt->uid == 0 || rt->gid == 0)
+        return dg_err_set(err, DG_E_INVAL,
+                          "processUser: '%s' is uid %u gid %u: expected an unprivileged user "
+                          "(not uid or gid 0), e.g. nobody",
+                          user, (unsigned)rt->uid, (unsigned)rt->gid);
+    rt->drop = true;
+    snprintf(rt->user, sizeof(rt->user), "%s", user);
+    dg_log(DG_LOG_INFO, "process", "sandboxes run as %s (uid %u, gid %u) from %s", user,
+           (unsigned)rt->uid, (unsigned)rt->gid, rt->allowed.text);
+    return 0;
+}
+
+/* The process's uids and gids (real, effective, saved, fs) are all uid and gid. */
+static bool runs_as(long pid, uid_t uid, gid_t gid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%ld/status", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    int ok = 0;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long v[4];
+        bool is_uid = strncmp(line, "Uid:", 4) == 0, is_gid = strncmp(line, "Gid:", 4) == 0;
+        if (!is_uid && !is_gid)
+            continue;
+        if (sscanf(line + 4, "%lu %lu %lu %lu", &v[0], &v[1], &v[2], &v[3]) != 4)
+            break;
+        unsigned long want = is_uid ? uid : gid;
+        if (v[0] == want && v[1] == want && v[2] == want && v[3] == want)
+            ok++;
+    }
+    fclose(f);
+    return ok == 2;
+}
+
 static int process_init(const struct wk_runtime_conf *conf, void **state, struct dg_err *err)
 {
     struct proc_rt *rt = dg_xcalloc(1, sizeof(*rt));
@@ -96,6 +178,10 @@ static int process_init(const struct wk_runtime_conf *conf, void **state, struct
     rt->host = conf->host;
     rt->readiness_timeout_ms = conf->readiness_timeout_ms;
     rt->self_start = start_time((long)getpid());
+    if (wk_dirs_init(&rt->allowed, conf->process.allowed_dirs, "processAllowedDirs", err) < 0)
+        return -1;
+    if (resolve_user(rt, conf->process.user, err) < 0)
+        return -1;
     char *dir = dg_xasprintf("%s/process", conf->run_dir);
     struct dg_err e = {0};
     if (dg_mkdir_p(dir, 0700, &e) < 0) { /* not root: /run is not ours */
@@ -205,15 +291,39 @@ static void on_ready(void *ud, const struct dg_err *err)
     wk_sandbox_created(sb, NULL);
 }
 
-/* The process runtime runs a command: the image must be its absolute path. */
+/* The process runtime runs a command: the image must be the absolute path of an executable
+ * below processAllowedDirs; `resolved` gets its real path ("" when it does not exist: the
+ * spawn then says so). */
+static int check_image(struct proc_rt *rt, const struct dg_wire_create *spec, char *resolved,
+                       size_t len, struct dg_err *err)
+{
+    if (rt->refuse)
+        return dg_err_set(err, DG_E_INVAL,
+                          "the process runtime does not run sandboxes as root: set the worker's "
+                          "processUser to an unprivileged user (e.g. nobody)");
+    if (!spec->image || spec->image[0] != '/')
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'image': the process runtime runs a command: expected an "
+                          "absolute path, got '%s'",
+                          spec->image ? spec->image : "");
+    resolved[0] = '\0';
+    switch (wk_dirs_check(&rt->allowed, spec->image, resolved, len)) {
+    case WK_PATH_OK:
+    case WK_PATH_MISSING:
+        return 0;
+    case WK_PATH_REFUSED:
+        break;
+    }
+    return dg_err_set(err, DG_E_INVAL,
+                      "field 'image': '%.200s' is not below the process runtime's allowed "
+                      "directories (processAllowedDirs: %s; no '.', '..' or symlinks out)",
+                      spec->image, rt->allowed.text);
+}
+
 static int process_validate(void *state, const struct dg_wire_create *spec, struct dg_err *err)
 {
-    if (spec->image && spec->image[0] == '/')
-        return 0;
-    return dg_err_set(err, DG_E_INVAL,
-                      "field 'image': the process runtime runs a command: expected an absolute "
-                      "path, got '%s'",
-                      spec->image ? spec->image : "");
+    char resolved[PATH_MAX];
+    return check_image(state, spec, resolved, sizeof(resolved), err);
 }
 
 static void process_create(void *state, struct wk_sandbox *sb, const struct dg_wire_create *spec)
@@ -222,7 +332,8 @@ static void process_create(void *state, struct wk_sandbox *sb, const struct dg_w
     struct proc_sb *p = WK_SB_EXT(sb);
     p->rt = rt;
     struct dg_err err = {0};
-    int port = wk_free_port(&err);
+    char exe[PATH_MAX] = "";
+    int port = check_image(rt, spec, exe, sizeof(exe), &err) < 0 ? -1 : wk_free_port(&err);
     if (port < 0) {
         sb->state = WK_SB_DELETING;
         wk_sandbox_created(sb, &err);
@@ -250,8 +361,8 @@ static void process_create(void *state, struct wk_sandbox *sb, const struct dg_w
     env[k++] = portenv;
     for (size_t i = 0; i < spec->env.n; i++)
         env[k++] = spec->env.v[i];
-    for (size_t i = 0; i < nenv; i++)
-        if (strncmp(environ[i], "PORT=", 5) != 0)
+    for (size_t i = 0; i < nenv; i++) /* not the CLI's credential, were it set */
+        if (strncmp(environ[i], "PORT=", 5) != 0 && strncmp(environ[i], "DIRIGENT_TOKEN=", 15) != 0)
             env[k++] = environ[i];
     char **args = dg_xcalloc(spec->args.n + 2, sizeof(char *));
     args[0] = spec->image;
@@ -262,13 +373,19 @@ static void process_create(void *state, struct wk_sandbox *sb, const struct dg_w
                                      {.flags = UV_INHERIT_FD, .data.fd = 2},
                                      {.flags = UV_INHERIT_FD, .data.fd = 2}};
     uv_process_options_t opts = {.exit_cb = on_exit_cb,
-                                 .file = spec->image,
+                                 .file = exe[0] ? exe : spec->image,
                                  .args = args,
                                  .env = env,
                                  .stdio_count = 3,
                                  .stdio = stdio,
                                  /* its own process group: a delete stops what it started too */
                                  .flags = UV_PROCESS_DETACHED};
+    if (rt->drop) { /* libuv: setgroups(0, NULL), setgid, setuid in the child, before exec */
+        opts.flags |= UV_PROCESS_SETUID | UV_PROCESS_SETGID;
+        opts.uid = rt->uid;
+        opts.gid = rt->gid;
+        opts.cwd = "/"; /* the worker's own directory may be closed to the user */
+    }
     uint64_t t_spawn = dg_now_us();
     int rc = uv_spawn(rt->loop, &p->proc, &opts);
     free(env);
@@ -286,6 +403,15 @@ static void process_create(void *state, struct wk_sandbox *sb, const struct dg_w
     }
     p->proc_running = true;
     record(rt, p->proc.pid);
+    /* exec has happened (uv_spawn waits for it): the drop must show */
+    if (rt->drop && !runs_as(p->proc.pid, rt->uid, rt->gid)) {
+        dg_err_set(&err, DG_E_INVAL, "sandbox of '%s' does not run as processUser %s (uid %u)",
+                   sb->function, rt->user, (unsigned)rt->uid);
+        kill(-p->proc.pid, SIGKILL);
+        sb->state = WK_SB_DELETING;
+        wk_sandbox_created(sb, &err);
+        return; /* on_exit_cb finishes */
+    }
     p->probe = wk_probe_start(rt->loop, sb->host, sb->port, rt->readiness_timeout_ms, on_ready, p);
 }
 
@@ -326,6 +452,7 @@ static void process_free(void *state)
         rmdir(rt->proc_dir);
     }
     free(rt->proc_dir);
+    wk_dirs_free(&rt->allowed);
     free(rt);
 }
 

@@ -19,7 +19,7 @@ trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
 start_cp_dp --traceOutputFolder "" --placementPolicy kubernetes
 bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name w1 \
-  --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --cpuMilli 1000 --memoryMiB 1024 --cpuOvercommit 1
+  --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --cpuMilli 1000 --memoryMiB 1024 --cpuOvercommit 1 --processUser nobody
 wait_for_log "$TAP_TMP/w1.log" 'w1: listening on' || { echo "Bail out! worker did not start"; exit 1; }
 wait_json "$REG/v1/status" 'len(j["workers"]) == 1 and len(j["dataplanes"]) == 1' ||
   { echo "Bail out! not registered"; exit 1; }
@@ -104,7 +104,7 @@ t_cli_overcommit() {
   # with the default overcommit a worker's reservations pass its CPU: the table shows what
   # placement may reserve, so 700/1000 of a 100m-floored InVitro load never reads as 3500/1000
   bg_start "$TAP_TMP/w2.log" "$B/dirigent-worker" --port 0 --name w2 \
-    --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --cpuMilli 2000 --memoryMiB 1024 --cpuOvercommit 10
+    --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --cpuMilli 2000 --memoryMiB 1024 --cpuOvercommit 10 --processUser nobody
   wait_json "$REG/v1/status" 'len(j["workers"]) == 2' || return 1
   local out
   out=$("$CLI" --cp "$REGA" status) || return 1

@@ -32,7 +32,7 @@ start_dp() {
 }
 start_worker() { # start_worker NAME
   bg_start "$TAP_TMP/$1.log" "$B/dirigent-worker" --port 0 --name "$1" \
-    --controlPlaneAddress "$CPI" --heartbeatInterval 300ms
+    --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --processUser nobody
   eval "PID_$1=$BG_PID"
   wait_for_log "$TAP_TMP/$1.log" 'listening on' || return 1
 }

@@ -10,7 +10,7 @@ B=$(cd "$B" && pwd)
 FN=$B/dirigent-fn
 CLI=$B/dirigent
 TAG="DG_CREATE_ERROR_TEST=$$"
-REASON="cannot start '/nonexistent/fn' for 'bad': no such file or directory"
+REASON="cannot start '$B/nonexistent-fn' for 'bad': no such file or directory"
 
 plan 8
 
@@ -21,7 +21,8 @@ trap 'tap_cleanup; cleanup_sandboxes' EXIT
 start_cp_dp --traceOutputFolder ""
 DPA=http://127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'api on')
 bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name w1 \
-  --controlPlaneAddress "$CPI" --heartbeatInterval 300ms
+  --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --processUser nobody \
+  --processAllowedDirs "$B,$TAP_TMP"
 wait_for_log "$TAP_TMP/w1.log" 'listening on' || { echo "Bail out! worker did not start"; exit 1; }
 
 wait_json "$REG/v1/status" 'len(j["workers"]) == 1 and len(j["dataplanes"]) == 1' ||
@@ -40,7 +41,7 @@ fn_check() { # fn_check NAME EXPR
 }
 
 t_answered() {
-  [ "$(register bad /nonexistent/fn)" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }
+  [ "$(register bad $B/nonexistent-fn)" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }
   wait_json "$DPA/v1/functions" '[f for f in j if f["name"]=="bad"]' || return 1
   local i pids=() code
   for i in 1 2 3; do # three waiting at once: every one gets the reason

@@ -48,7 +48,7 @@ bg_start "$TAP_TMP/dp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dp
 wait_for_log "$TAP_TMP/dp.log" 'proxy on' || { echo "Bail out! dp did not start"; exit 1; }
 P=http://127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'proxy on')
 bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name w1 --controlPlaneAddress "$ALL" \
-  --heartbeatInterval 300ms
+  --heartbeatInterval 300ms --processUser nobody
 wait_for_log "$TAP_TMP/w1.log" 'w1: listening on' || { echo "Bail out! worker did not start"; exit 1; }
 
 role() { curl -s -m 1 "http://$1/v1/status" | /usr/bin/python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["role"], j["leader"])' 2>/dev/null; }

@@ -52,7 +52,7 @@ oci_image
 start_cp_dp --traceOutputFolder ""
 CPR=$REGA
 # a 2-core worker; everything else at its defaults
-bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name "$NAME" --runtime oci \
+bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name "$NAME" --runtime oci --imageRoots "$TAP_TMP" \
   --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --runDir "$RUN" --dataDir "$DATA" \
   --bridge "$BRIDGE" --sandboxSubnet "$SUBNET" --netnsPool 8 --readinessTimeout 20s \
   --cpuMilli 2000 --prefetchImages "$IMAGE"

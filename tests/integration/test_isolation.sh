@@ -29,7 +29,7 @@ names_of() {
 start() { # start a|b: a waits 120 s for a sandbox to stop (a second signal must hurry it)
   local log=$TAP_TMP/$1.log grace=1s
   [ "$1" = a ] && grace=120s
-  bg_start "$log" "$B/dirigent-worker" --port 0 --name iso --runtime oci --controlPlaneAddress "" \
+  bg_start "$log" "$B/dirigent-worker" --port 0 --name iso --runtime oci --imageRoots "$TAP_TMP" --controlPlaneAddress "" \
     --dataDir "$TAP_TMP/data-$1" --netnsPool 2 --killGrace $grace
   PID[$1]=$BG_PID
   wait_for_log "$log" 'iso: listening on' 20 || return 1
@@ -120,7 +120,7 @@ check "the second worker killed and restarted: its clean-up removes its own left
 
 t_lock() {
   local out rc
-  out=$(timeout 20 "$B/dirigent-worker" --port 0 --name iso --runtime oci --controlPlaneAddress "" \
+  out=$(timeout 20 "$B/dirigent-worker" --port 0 --name iso --runtime oci --imageRoots "$TAP_TMP" --controlPlaneAddress "" \
     --dataDir "$TAP_TMP/data-a" 2>&1)
   rc=$?
   [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "already running (pid ${PID[a]})" <<<"$out" ||

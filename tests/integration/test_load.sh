@@ -163,7 +163,7 @@ check "load summarize: the statistics of a hand-made CSV, worked out by hand; a 
 # a real cluster (process runtime): the trace's functions registered as InVitro does, replayed
 start_cp_dp --traceOutputFolder ""
 bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name w1 --controlPlaneAddress "$CPI" \
-  --heartbeatInterval 300ms --set "fnBinary=$B/dirigent-fn"
+  --heartbeatInterval 300ms --set "fnBinary=$B/dirigent-fn" --processUser nobody
 wait_for_log "$TAP_TMP/w1.log" 'listening on' || { echo "Bail out! worker did not start"; exit 1; }
 wait_json "http://$REGA/v1/status" 'len(j["workers"]) == 1 and len(j["dataplanes"]) == 1' ||
   { echo "Bail out! not registered"; exit 1; }

@@ -64,7 +64,7 @@ pulls_of() { grep -c "^copy .*docker://$1 " "$TAP_TMP/skopeo.calls" 2>/dev/null;
 start_cp_dp --traceOutputFolder "$TAP_TMP/trace"
 
 start_worker() { # start_worker LOG
-  PATH="$TAP_TMP/bin:$PATH" bg_start "$1" "$B/dirigent-worker" --port 0 --name oci-w1 --runtime oci \
+  PATH="$TAP_TMP/bin:$PATH" bg_start "$1" "$B/dirigent-worker" --port 0 --name oci-w1 --runtime oci --imageRoots "$TAP_TMP" \
     --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --runDir "$RUN" --dataDir "$DATA" \
     --bridge "$BRIDGE" --sandboxSubnet "$SUBNET" --netnsPool 4 --readinessTimeout 10s \
     --cpuMilli 64000 --memoryMiB 65536
@@ -264,7 +264,7 @@ t_stop_while_creating() {
   # (a closed pidfd's number once went to another handle and shutdown hung on it)
   local k i
   for k in 1 2 3 4 5; do
-    bg_start "$TAP_TMP/ws$k.log" "$B/dirigent-worker" --port 0 --name oci-w1 --runtime oci \
+    bg_start "$TAP_TMP/ws$k.log" "$B/dirigent-worker" --port 0 --name oci-w1 --runtime oci --imageRoots "$TAP_TMP" \
       --controlPlaneAddress "" --runDir "$RUN" --dataDir "$DATA" --bridge "$BRIDGE" \
       --sandboxSubnet "$SUBNET" --netnsPool 4 --killGrace 100ms
     WK_PID=$BG_PID
@@ -294,7 +294,9 @@ check "SIGTERM while sandboxes are being created, five times: it stops, nothing 
 
 t_bad_runtime_config() {
   local out
-  out=$("$B/dirigent-worker" --runtime oci --ociRuntime runsc --port 0 --controlPlaneAddress "" \
+  # (runsc is installed here: a PATH without it stands for a machine without it)
+  mkdir -p "$TAP_TMP/nobin"
+  out=$(PATH="$TAP_TMP/nobin" "$B/dirigent-worker" --runtime oci --ociRuntime runsc --port 0 --controlPlaneAddress "" \
     --runDir "$TAP_TMP/run2" --dataDir "$TAP_TMP/data2" 2>&1)
   [ $? -ne 0 ] && grep -q "ociRuntime 'runsc' is not installed" <<<"$out" || { echo "$out"; return 1; }
 }

@@ -38,7 +38,7 @@ trap cleanup_oom EXIT
 oci_image
 
 start_cp_dp
-bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name $WORKER --runtime oci \
+bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name $WORKER --runtime oci --imageRoots "$TAP_TMP" \
   --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --runDir "$RUN" --dataDir "$DATA" \
   --bridge "$BRIDGE" --sandboxSubnet "$SUBNET" --netnsPool 2 --readinessTimeout 10s \
   --cpuMilli 8000 --memoryMiB 8192

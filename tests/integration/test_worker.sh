@@ -12,7 +12,8 @@ plan 14
 
 start_worker() { # start_worker LOG [args...] -> WK_PID, WK_URL
   local log=$1; shift
-  bg_start "$log" "$WK" --workerNodeIp 127.0.0.1 --port 0 --name test-wk --controlPlaneAddress '' "$@"
+  bg_start "$log" "$WK" --workerNodeIp 127.0.0.1 --port 0 --name test-wk --controlPlaneAddress '' \
+    --processUser nobody --processAllowedDirs "$B,/bin" "$@"
   WK_PID=$BG_PID
   # the worker's own line (an emulated worker's shared dirigent-fn logs to the same file)
   wait_for_log "$log" 'listening on 127\.0\.0\.1:[0-9]+, runtime' || return 1
@@ -77,8 +78,8 @@ t_exits_at_start() {
   local body
   body=$(curl -s -w ' %{http_code}' -XPOST "$WK_URL/v1/sandboxes" -d '{"function":"bad","image":"/bin/false"}' | tr '\n' ' ')
   echo "$body"; grep -q "exited during start (status 1) .*503$" <<<"$body" || return 1
-  body=$(curl -s -w ' %{http_code}' -XPOST "$WK_URL/v1/sandboxes" -d '{"function":"bad","image":"/no/such/cmd"}' | tr '\n' ' ')
-  echo "$body"; grep -q "cannot start '/no/such/cmd'.* 503$" <<<"$body"
+  body=$(curl -s -w ' %{http_code}' -XPOST "$WK_URL/v1/sandboxes" -d '{"function":"bad","image":"'"$B"'/no-such-cmd"}' | tr '\n' ' ')
+  echo "$body"; grep -q "cannot start '$B/no-such-cmd'.* 503$" <<<"$body"
 }
 check "a command that cannot start or exits at once fails the create with 503 and the reason" t_exits_at_start
 

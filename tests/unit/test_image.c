@@ -100,6 +100,8 @@ static void test_local_registry(void **state)
     assert_true(dg_image_registry_is_local("[::1]:5000"));
     assert_false(dg_image_registry_is_local("localhost.example.com"));
     assert_false(dg_image_registry_is_local("docker.io"));
+    assert_false(dg_image_registry_is_local("127.example.com:5000")); /* a name, not 127/8 */
+    assert_false(dg_image_registry_is_local("127.0.0.1.nip.io"));
     assert_false(dg_image_registry_is_local(""));
 }
 
