@@ -48,7 +48,7 @@ bg_start "$TAP_TMP/listener.log" /usr/bin/python3 -m http.server --bind 0.0.0.0 
 # its run directory is the default one under /run/dirigent (a user namespace needs every
 # directory above the sandboxes searchable, which the test's own temporary directory is not)
 bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name $WORKER --runtime oci \
-  --workerNodeIp 0.0.0.0 --controlPlaneAddress "$CPI" --heartbeatInterval 300ms "${KEY_ARGS[@]}" \
+  --workerNodeIp 0.0.0.0 --controlPlaneAddress "$CPI" --heartbeatInterval 300ms "${KEY_ARGS[@]}" --imageRoots "$TAP_TMP" \
   --dataDir "$TAP_TMP/data" --netnsPool 2 --readinessTimeout 10s --cpuMilli 8000 --memoryMiB 8192
 WK_PID=$BG_PID
 wait_for_log "$TAP_TMP/w1.log" "$WORKER: listening on" 20 || { echo "Bail out! the oci worker did not start"; cat "$TAP_TMP/w1.log"; exit 1; }

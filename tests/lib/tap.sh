@@ -148,7 +148,7 @@ port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
 # daemon is given, and start_cp_dp gives it to its CP and DP.
 KEY_ARGS=()
 cluster_key() {
-  "$B/dirigent" token init --key "$TAP_TMP/cluster.key" >/dev/null &&
+  "$B/dirigent" token init --key "$TAP_TMP/cluster.key" >/dev/null 2>&1 &&
     "$B/dirigent" token create --key "$TAP_TMP/cluster.key" --role operator --name test \
       --out "$TAP_TMP/operator.token" >/dev/null &&
     "$B/dirigent" token create --key "$TAP_TMP/cluster.key" --role cp --name test \
