@@ -444,6 +444,32 @@ static int deploy_hello(const char *reg, const char *image, const char *runtime)
 
 /* STATE/cluster.key (made if absent), STATE/operator.token (an operator credential "admin",
  * rewritten from the key on every start); the CLI's own requests use it from now on. */
+/* Redis's password for `up --ha`: made once per state directory into STATE/redis.pass (the
+ * CPs' redis.passwordFile) and STATE/redis.conf (requirepass), both mode 0600: never on a
+ * command line, where any local user could read it. */
+static int up_redis_password(const char *state, const char *conf)
+{
+    struct dg_auth_key key;
+    struct dg_err e = {0};
+    char *pass = dg_xasprintf("%s/redis.pass", state), pw[2 * DG_AUTH_KEY_BYTES + 1];
+    int rc = 0;
+    if (access(pass, F_OK) != 0 &&
+        (dg_auth_key_generate(&key, &e) < 0 || dg_auth_key_write(pass, &key, &e) < 0))
+        rc = cli_fail("up: %s", e.msg);
+    FILE *in = rc ? NULL : fopen(pass, "r");
+    if (!rc && (!in || !fgets(pw, sizeof(pw), in) || strlen(pw) != sizeof(pw) - 1))
+        rc = cli_fail("up: %s: no password in it (remove it: up makes a new one)", pass);
+    if (in)
+        fclose(in);
+    int fd = rc ? -1 : open(conf, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (!rc && (fd == -1 || fchmod(fd, 0600) == -1 || dprintf(fd, "requirepass %s\n", pw) < 0))
+        rc = cli_fail("up: %s: %s", conf, strerror(errno));
+    if (fd != -1)
+        close(fd);
+    free(pass);
+    return rc ? -1 : 0;
+}
+
 static int up_auth(const char *state, const char *key_path)
 {
     struct dg_auth_key key;
@@ -612,10 +638,16 @@ int cli_cmd_up(struct cli_ctx *c)
     rc = 0;
     if (ha) {
         char *rdir = dg_xasprintf("%s/redis", S), *rport = dg_xasprintf("%d", redis_port);
+        char *rconf = dg_xasprintf("%s/redis.conf", S);
         dg_mkdir_p(rdir, 0755, NULL); /* redis-server names the problem if it fails */
-        up_spawn(&u, "redis",
-                 (char *[]){"redis-server", "--port", rport, "--bind", "127.0.0.1", "--dir", rdir,
-                            "--appendonly", "yes", "--save", "", NULL});
+        if (up_redis_password(S, rconf) < 0)
+            rc = 1;
+        else
+            up_spawn(&u, "redis",
+                     (char *[]){"redis-server", rconf, "--port", rport, "--bind", "127.0.0.1",
+                                "--protected-mode", "yes", "--dir", rdir, "--appendonly", "yes",
+                                "--save", "", NULL});
+        free(rconf);
         free(rdir);
         free(rport);
         char *hcfg = dg_xasprintf("%s/haproxy.cfg", S);
@@ -638,6 +670,7 @@ int cli_cmd_up(struct cli_ctx *c)
         free(hcfg);
     }
     char *apis[8] = {0};
+    char *rpass = dg_xasprintf("redis.passwordFile=%s/redis.pass", S);
     for (int64_t i = 0; i < ncp && !rc; i++) {
         char name[16];
         snprintf(name, sizeof(name), ncp > 1 ? "cp-%lld" : "cp", (long long)i);
@@ -679,6 +712,8 @@ int cli_cmd_up(struct cli_ctx *c)
                                 "--set",
                                 "redis.fullPersistence=true",
                                 "--set",
+                                rpass,
+                                "--set",
                                 hx,
                                 "--set",
                                 lb,
@@ -699,6 +734,7 @@ int cli_cmd_up(struct cli_ctx *c)
         free(hx);
         free(lb);
     }
+    free(rpass);
     for (int64_t j = 0; j < ndp && !rc; j++) {
         char name[16];
         snprintf(name, sizeof(name), ha ? "dp-%lld" : "dp", (long long)j);

@@ -293,6 +293,10 @@ t_up_ha() {
   for i in 0 1 2; do answers_as "127.0.0.1:$((9090 + 10 * i))" /v1/status "$(cat "$S/pids/cp-$i.pid")" "$S/operator.token" || return 1; done
   for i in 0 1; do answers_as "127.0.0.1:$((8081 + 10 * i))" /health "$(cat "$S/pids/dp-$i.pid")" || return 1; done
   answers_as 127.0.0.1:10010 /health "$(cat "$S/pids/worker.pid")" || return 1
+  # Redis wants its password (STATE/redis.pass, 0600, never on a command line): the CPs have it
+  [ "$(stat -c %a "$S/redis.pass")" = 600 ] && [ "$(stat -c %a "$S/redis.conf")" = 600 ] || return 1
+  out=$(redis-cli -p 6380 get x 2>&1); grep -q NOAUTH <<<"$out" || { echo "redis without AUTH: $out"; return 1; }
+  ! grep -q "$(cat "$S/redis.pass")" "/proc/$(cat "$S/pids/redis.pid")/cmdline" || return 1
   # status (asked of any replica) lists the three replicas, one of them leading
   out=$(DIRIGENT_TOKEN=$(cat "$S/operator.token") "$D" --cp 127.0.0.1:9101 status) || return 1
   echo "$out" | head -5
@@ -329,7 +333,7 @@ t_up_ha() {
     if kill -0 "$p" 2>/dev/null; then echo "pid $p still running"; return 1; fi
   done
 }
-check "dirigent up --cp-replicas 3 --dataplanes 2: a leader, HAProxy in front, registrations on :9092, a dead DP routed around, a clean stop" t_up_ha
+check "dirigent up --cp-replicas 3 --dataplanes 2: a leader, Redis with a password, HAProxy in front, registrations on :9092, a dead DP routed around, a clean stop" t_up_ha
 
 # `up` killed with -9: its daemons stop too (nothing left holding the ports)
 t_up_killed() {
