@@ -53,7 +53,7 @@ P=http://127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'proxy on')
 DPA=http://127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'api on')
 bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name w1 --authTokenFile "$KEY" \
   --controlPlaneAddress "${CPI#http://}" --heartbeatInterval 300ms --fnBinary "$FN" \
-  --dataDir "$TAP_TMP/w1/data" --runDir "$TAP_TMP/w1/run"
+  --dataDir "$TAP_TMP/w1/data" --runDir "$TAP_TMP/w1/run" --processUser nobody
 wait_for_log "$TAP_TMP/w1.log" 'listening on' || { echo "Bail out! worker did not start"; exit 1; }
 WK=http://127.0.0.1:$(port_of "$TAP_TMP/w1.log" 'w1: listening on')
 

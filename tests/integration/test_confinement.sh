@@ -39,6 +39,8 @@ free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("12
 "$S/scripts/make-image.sh" "$B/tests/confine_probe" "$TAP_TMP/probe" >/dev/null ||
   { echo "Bail out! cannot build the probe image"; exit 1; }
 IMAGE=oci:$TAP_TMP/probe:latest
+# the worker listens on every address (below): a keyed cluster, as off loopback it must be
+cluster_key
 start_cp_dp
 LPORT=$(free_port)
 bg_start "$TAP_TMP/listener.log" /usr/bin/python3 -m http.server --bind 0.0.0.0 "$LPORT"
@@ -46,7 +48,7 @@ bg_start "$TAP_TMP/listener.log" /usr/bin/python3 -m http.server --bind 0.0.0.0 
 # its run directory is the default one under /run/dirigent (a user namespace needs every
 # directory above the sandboxes searchable, which the test's own temporary directory is not)
 bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name $WORKER --runtime oci \
-  --workerNodeIp 0.0.0.0 --controlPlaneAddress "$CPI" --heartbeatInterval 300ms \
+  --workerNodeIp 0.0.0.0 --controlPlaneAddress "$CPI" --heartbeatInterval 300ms "${KEY_ARGS[@]}" --imageRoots "$TAP_TMP" \
   --dataDir "$TAP_TMP/data" --netnsPool 2 --readinessTimeout 10s --cpuMilli 8000 --memoryMiB 8192
 WK_PID=$BG_PID
 wait_for_log "$TAP_TMP/w1.log" "$WORKER: listening on" 20 || { echo "Bail out! the oci worker did not start"; cat "$TAP_TMP/w1.log"; exit 1; }
@@ -158,7 +160,7 @@ check "from a sandbox the host is unreachable: a 0.0.0.0 listener and the worker
 
 t_other_sandbox() {
   local eb r
-  eb=$(curl -sf "http://127.0.0.1:$WPORT/v1/sandboxes" | /usr/bin/python3 -c 'import json,sys
+  eb=$(curl -sf -H "Authorization: Bearer $(cat "$TAP_TMP/cp.token")" "http://127.0.0.1:$WPORT/v1/sandboxes" | /usr/bin/python3 -c 'import json,sys
 print([s["endpoint"] for s in json.load(sys.stdin)["sandboxes"] if s["function"] == "probe-b"][0])') || return 1
   [ "$(curl -s -m 5 "http://$eb/")" = probe ] || { echo "the host cannot reach $eb"; return 1; }
   r=$(from_a "${eb%:*}" "${eb#*:}") || return 1

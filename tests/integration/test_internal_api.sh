@@ -184,7 +184,7 @@ check "DP: a client's own X-Dirigent-Sandbox is not forwarded" t_client_header
 
 # ---- a worker's API (process runtime: sandboxes are dirigent-fn processes) ----------------------
 bg_start "$TAP_TMP/wk.log" "$B/dirigent-worker" --workerNodeIp 127.0.0.1 --port 0 --name sec-wk \
-  --controlPlaneAddress '' --dataDir "$TAP_TMP/wkdata"
+  --controlPlaneAddress '' --dataDir "$TAP_TMP/wkdata" --processUser nobody
 wait_for_log "$TAP_TMP/wk.log" 'listening on 127\.0\.0\.1:[0-9]+, runtime' ||
   { echo "Bail out! dirigent-worker did not start"; exit 1; }
 WK="http://127.0.0.1:$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+, runtime' "$TAP_TMP/wk.log" | head -1 | sed 's/.*://; s/,.*//')"

@@ -163,7 +163,8 @@ check "load summarize: the statistics of a hand-made CSV, worked out by hand; a 
 # a real cluster (process runtime): the trace's functions registered as InVitro does, replayed
 start_cp_dp --traceOutputFolder ""
 bg_start "$TAP_TMP/w1.log" "$B/dirigent-worker" --port 0 --name w1 --controlPlaneAddress "$CPI" \
-  --heartbeatInterval 300ms --set "fnBinary=$B/dirigent-fn" --processUser nobody
+  --heartbeatInterval 300ms --set "fnBinary=$B/dirigent-fn" --processUser nobody \
+  --processAllowedDirs "$B,$TAP_TMP"
 wait_for_log "$TAP_TMP/w1.log" 'listening on' || { echo "Bail out! worker did not start"; exit 1; }
 wait_json "http://$REGA/v1/status" 'len(j["workers"]) == 1 and len(j["dataplanes"]) == 1' ||
   { echo "Bail out! not registered"; exit 1; }
@@ -190,7 +191,8 @@ t_image_path() {
   # the image is a form value: a path with '+', '&' or '%' (a clone in ~/src/c++) reaches
   # the control plane as it is, and every cold call is answered
   local dir="$TAP_TMP/c++a&b%41"
-  mkdir -p "$dir" && cp "$B/dirigent-fn" "$dir/" || return 1
+  # under processAllowedDirs, and reachable for the sandboxes' user (nobody, as root)
+  mkdir -p "$dir" && cp "$B/dirigent-fn" "$dir/" && chmod o+x "$TAP_TMP" "$dir" || return 1
   "$D" --json --cp "$REGA" --dp "$DPA" load rps --cold --rate 2 --duration 1 --cooldown 1 \
     --image "$dir/dirigent-fn" >"$TAP_TMP/img.json" 2>"$TAP_TMP/img.err" ||
     { cat "$TAP_TMP/img.json" "$TAP_TMP/img.err"; return 1; }

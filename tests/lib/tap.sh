@@ -143,21 +143,36 @@ port_of() { grep -oE "$2 [0-9.]+:[0-9]+" "$1" | head -1 | sed 's/.*://'; }
 # with its state in $TAP_TMP/cpdata and the extra ARGS, logs cp.log and dp.log); sets CPI (the
 # CP's internal API), REGA and REG (its registration server), DPA and P (the DP's proxy).
 # Bails out when one does not start.
+# cluster_key: a cluster key for this test ($TAP_TMP/cluster.key) and credentials derived from it
+# ($TAP_TMP/operator.token, $TAP_TMP/cp.token); KEY_ARGS (--authTokenFile KEY) is what each
+# daemon is given, and start_cp_dp gives it to its CP and DP.
+KEY_ARGS=()
+cluster_key() {
+  "$B/dirigent" token init --key "$TAP_TMP/cluster.key" >/dev/null 2>&1 &&
+    "$B/dirigent" token create --key "$TAP_TMP/cluster.key" --role operator --name test \
+      --out "$TAP_TMP/operator.token" >/dev/null &&
+    "$B/dirigent" token create --key "$TAP_TMP/cluster.key" --role cp --name test \
+      --out "$TAP_TMP/cp.token" >/dev/null || { echo "Bail out! dirigent token failed"; exit 1; }
+  KEY_ARGS=(--authTokenFile "$TAP_TMP/cluster.key")
+}
+
 start_cp_dp() {
+  local optoken=()
+  [ ${#KEY_ARGS[@]} -gt 0 ] && optoken=("$TAP_TMP/operator.token")
   bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
-    --dataDir "$TAP_TMP/cpdata" --heartbeatInterval 300ms "$@"
+    --dataDir "$TAP_TMP/cpdata" --heartbeatInterval 300ms "${KEY_ARGS[@]}" "$@"
   wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
   CP_PID=$BG_PID
   CPI=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'internal api on')
   REGA=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'registration on')
   REG=http://$REGA
   bg_start "$TAP_TMP/dp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dp1 \
-    --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --coldStartTimeout 60s --traceOutputFolder ""
+    --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --coldStartTimeout 60s --traceOutputFolder "" "${KEY_ARGS[@]}"
   wait_for_log "$TAP_TMP/dp.log" 'proxy on' || { echo "Bail out! dp did not start"; exit 1; }
   DP_PID=$BG_PID
   DPA=127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'proxy on')
   P=http://$DPA
-  answers_as "$CPI" /v1/status "$CP_PID" &&
+  answers_as "$CPI" /v1/status "$CP_PID" "${optoken[@]}" &&
     answers_as "127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'api on')" /health "$DP_PID" ||
     { echo "Bail out! the daemons answering are not the ones started"; exit 1; }
 }
