@@ -543,6 +543,15 @@ static void t_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
     struct cp_raft_auth *a = DG_CONTAINER_OF(t, struct cp_raft_auth, outer);
     a->closing = true;
     a->close_cb = cb;
+    unsigned npending = 0, nconnecting = 0;
+    for (struct hs *h = a->pending; h; h = h->next)
+        npending++;
+    for (struct hs *h = a->connecting; h; h = h->next)
+        nconnecting++;
+    if (npending || nconnecting)
+        dg_log(DG_LOG_DEBUG, "election",
+               "self=%u closing: %u credential exchanges and %u connects cancelled", a->self,
+               npending, nconnecting);
     while (a->pending)
         hs_fail(a->pending, RAFT_CANCELED);
     if (a->sweep_open)
