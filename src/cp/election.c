@@ -4,14 +4,15 @@
  * Two threads. libraft 0.15 writes its term and vote with a synchronous write and
  * fsync on the loop it runs on (twice per election step; 0.6 s seen on a busy
  * VM disk), so it gets a thread and a loop of its own ("raft side" below): the
- * raft server, its libuv I/O backend and TCP transport (all embedded here), a
+ * raft server, its libuv I/O backend and TCP transport (embedded here; with a cluster
+ * key wrapped by raft_auth.c, so every connection presents a cp credential), a
  * uv_check handle that looks for leadership changes, and `wake`, through which
  * the caller asks it to stop. The caller's loop ("CP side") only has `notify`,
  * through which the raft side posts the latest leadership and, last, that it
  * has finished. The fields under `mu` are the only ones both sides touch.
  *
  * Closing: CP side cp_election_stop -> wake -> raft side (leadership transfer)
- * -> raft_close -> raft_uv_close, raft_uv_tcp_close, close check and wake ->
+ * -> raft_close -> raft_uv_close, the transport's release, close check and wake ->
  * the raft loop ends -> notify -> CP side joins the thread, closes notify,
  * frees, done(ud).
  */
@@ -29,6 +30,7 @@
 #include <raft/uv.h>
 
 #include "dirigent/log.h"
+#include "raft_auth.h"
 
 #define ELECTION_TIMEOUT_MS  300
 #define HEARTBEAT_TIMEOUT_MS 100
@@ -66,7 +68,8 @@ struct cp_election {
     uv_check_t check; /* runs report() once libraft has returned to the loop */
     struct raft raft;
     struct raft_io io;
-    struct raft_uv_transport transport;
+    struct raft_uv_transport transport; /* raft_uv_tcp, without a key */
+    struct cp_raft_auth *auth;          /* with a key: wraps a raft_uv_tcp (raft_auth.h) */
     struct raft_fsm fsm;
     struct raft_transfer transfer;
     int (*uv_start)(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick, raft_io_recv_cb recv);
@@ -212,11 +215,20 @@ static int wrap_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
 
 /* libraft is closed (its I/O too): release the backend and the transport, then our handles;
  * the raft loop then has nothing left and ends. */
+static void transport_release(struct cp_election *e)
+{
+    if (e->auth)
+        cp_raft_auth_free(e->auth);
+    else
+        raft_uv_tcp_close(&e->transport);
+    e->auth = NULL;
+}
+
 static void on_raft_closed(struct raft *r)
 {
     struct cp_election *e = r->data;
     raft_uv_close(&e->io);
-    raft_uv_tcp_close(&e->transport);
+    transport_release(e);
     uv_close((uv_handle_t *)&e->check, NULL);
     uv_close((uv_handle_t *)&e->wake, NULL);
 }
@@ -524,23 +536,34 @@ struct cp_election *cp_election_start(uv_loop_t *loop, const struct cp_election_
     uv_check_init(&e->rloop, &e->check);
     e->check.data = e;
 
-    rv = raft_uv_tcp_init(&e->transport, &e->rloop);
-    if (rv != 0) {
-        raft_fail(err, rv, "transport", e->transport.errmsg);
-        start_failed(e, false);
-        return NULL;
+    struct raft_uv_transport *tp = &e->transport;
+    if (o->auth_key) {
+        e->auth = cp_raft_auth_new(&e->rloop, o->auth_key, o->id, o->bind_address, err);
+        if (!e->auth) {
+            start_failed(e, false);
+            return NULL;
+        }
+        tp = cp_raft_auth_transport(e->auth);
+    } else {
+        rv = raft_uv_tcp_init(&e->transport, &e->rloop);
+        if (rv != 0) {
+            raft_fail(err, rv, "transport", e->transport.errmsg);
+            start_failed(e, false);
+            return NULL;
+        }
+        if (o->bind_address &&
+            (rv = raft_uv_tcp_set_bind_address(&e->transport, o->bind_address))) {
+            raft_fail(err, rv, "bind address", e->transport.errmsg);
+            raft_uv_tcp_close(&e->transport);
+            start_failed(e, false);
+            return NULL;
+        }
     }
-    if (o->bind_address && (rv = raft_uv_tcp_set_bind_address(&e->transport, o->bind_address))) {
-        raft_fail(err, rv, "bind address", e->transport.errmsg);
-        raft_uv_tcp_close(&e->transport);
-        start_failed(e, false);
-        return NULL;
-    }
-    rv = raft_uv_init(&e->io, &e->rloop, o->dir, &e->transport);
+    rv = raft_uv_init(&e->io, &e->rloop, o->dir, tp);
     if (rv != 0) {
         dg_err_set(err, raft_code(rv), "election: dir '%s': %s", o->dir,
                    *e->io.errmsg ? e->io.errmsg : raft_strerror(rv));
-        raft_uv_tcp_close(&e->transport);
+        transport_release(e);
         start_failed(e, false);
         return NULL;
     }
@@ -555,7 +578,7 @@ struct cp_election *cp_election_start(uv_loop_t *loop, const struct cp_election_
     if (rv != 0) {
         raft_fail(err, rv, "init", raft_errmsg(&e->raft));
         raft_uv_close(&e->io);
-        raft_uv_tcp_close(&e->transport);
+        transport_release(e);
         start_failed(e, false);
         return NULL;
     }
@@ -604,7 +627,8 @@ struct cp_election *cp_election_start(uv_loop_t *loop, const struct cp_election_
         start_failed(e, true);
         return NULL;
     }
-    dg_log(DG_LOG_INFO, "election", "self=%u address=%s peers=%zu dir=%s election=%ums", o->id,
-           e->peers[o->id - 1], o->npeers, o->dir, et);
+    dg_log(DG_LOG_INFO, "election", "self=%u address=%s peers=%zu dir=%s election=%ums auth=%s",
+           o->id, e->peers[o->id - 1], o->npeers, o->dir, et,
+           e->auth ? "cp credential" : "none (loopback only)");
     return e;
 }

@@ -35,6 +35,7 @@
 
 #include <uv.h>
 
+#include "dirigent/auth.h"
 #include "dirigent/common.h"
 
 struct cp_election;
@@ -45,12 +46,15 @@ struct cp_election_opts {
                                  id order; host is an IPv4 address: libraft 0.15 does not
                                  resolve names (uv_ip4_addr) */
     size_t npeers;
-    const char *dir;               /* raft data directory (created) */
-    unsigned election_timeout_ms;  /* default 300 (0: default) */
-    unsigned heartbeat_timeout_ms; /* default 100 (0: default); below the election timeout */
-    const char *bind_address;      /* optional "ip:port" to listen on instead of
+    const char *dir;                    /* raft data directory (created) */
+    unsigned election_timeout_ms;       /* default 300 (0: default) */
+    unsigned heartbeat_timeout_ms;      /* default 100 (0: default); below the election timeout */
+    const char *bind_address;           /* optional "ip:port" to listen on instead of
                                       peers[id - 1] (containers: "0.0.0.0:port"); the port
                                       must be the same */
+    const struct dg_auth_key *auth_key; /* the cluster key (copied): every raft connection
+                                           presents and checks a cp credential (raft_auth.h);
+                                           NULL: unauthenticated (loopback only) */
 };
 
 /* is_leader: this replica leads now; leader_id/leader_address: the current leader (0/NULL when

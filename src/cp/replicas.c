@@ -103,7 +103,9 @@ int cp_replicas_start(char **argv, char **raft, size_t nraft, const char *data_d
                                   .dir = raft_dir,
                                   .election_timeout_ms = (unsigned)election_timeout_ms,
                                   .heartbeat_timeout_ms =
-                                      (unsigned)DG_MAX(10, election_timeout_ms / 3)};
+                                      (unsigned)DG_MAX(10, election_timeout_ms / 3),
+                                  /* with authTokenFile raft connections carry cp credentials */
+                                  .auth_key = cp.auth_on ? &cp.auth_key : NULL};
     cp.rep.election = cp_election_start(cp.loop, &eo, on_leadership, NULL, err);
     free(raft_dir);
     return cp.rep.election ? 0 : -1;

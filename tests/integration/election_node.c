@@ -5,7 +5,8 @@
  * single write(2):
  *   <monotonic µs> <self id> <is_leader 0|1> <leader id> <leader address or ->
  * The monotonic clock is the host's, so the parent compares it with its own.
- * SIGTERM or SIGINT stops the election cleanly and exits 0.
+ * SIGTERM or SIGINT stops the election cleanly and exits 0. With $ELECTION_KEY (a key file,
+ * lib/auth.h) raft connections are authenticated (raft_auth.h).
  *
  *   election_node ID DIR PEER1,PEER2,... [ELECTION_MS [HEARTBEAT_MS]]
  */
@@ -82,6 +83,17 @@ int main(int argc, char **argv)
         .election_timeout_ms = argc > 4 ? (unsigned)strtoul(argv[4], NULL, 10) : 0,
         .heartbeat_timeout_ms = argc > 5 ? (unsigned)strtoul(argv[5], NULL, 10) : 0,
     };
+
+    struct dg_auth_key key;
+    const char *key_file = getenv("ELECTION_KEY");
+    if (key_file && *key_file) {
+        struct dg_err kerr = {0};
+        if (dg_auth_key_load(key_file, &key, &kerr) < 0) {
+            fprintf(stderr, "election_node: ELECTION_KEY: %s\n", kerr.msg);
+            return 2;
+        }
+        o.auth_key = &key;
+    }
 
     uv_loop_t loop;
     uv_loop_init(&loop);
