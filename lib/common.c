@@ -127,6 +127,14 @@ char *dg_str_dup(struct dg_str s)
     return dg_xstrndup(s.ptr ? s.ptr : "", s.len);
 }
 
+int dg_hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
 bool dg_str_to_u64(struct dg_str s, uint64_t *out)
 {
     if (!s.ptr || s.len == 0 || s.len > 20)

@@ -6,17 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decode one component into a new string; false on bad encoding or an embedded NUL. */
 static bool decode(const char *p, size_t n, char **out)
 {
@@ -27,8 +16,8 @@ static bool decode(const char *p, size_t n, char **out)
         if (c == '+') {
             c = ' ';
         } else if (c == '%') {
-            int hi = i + 1 < n ? hexval(p[i + 1]) : -1;
-            int lo = i + 2 < n ? hexval(p[i + 2]) : -1;
+            int hi = i + 1 < n ? dg_hex_digit((unsigned char)p[i + 1]) : -1;
+            int lo = i + 2 < n ? dg_hex_digit((unsigned char)p[i + 2]) : -1;
             if (hi < 0 || lo < 0) {
                 free(s);
                 return false;

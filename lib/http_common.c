@@ -287,16 +287,6 @@ void dg__frame_body(struct dg__frame *f, enum dg__frame_kind kind, uint64_t leng
     }
 }
 
-static int hexval(unsigned char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    ch |= 0x20;
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    return -1;
-}
-
 size_t dg__frame_scan(struct dg__frame *f, const char *data, size_t len)
 {
     size_t i = 0;
@@ -376,7 +366,7 @@ size_t dg__frame_scan(struct dg__frame *f, const char *data, size_t len)
         case FR_EOF:
             return len;
         case FR_CHUNK_SIZE: {
-            int v = hexval(ch);
+            int v = dg_hex_digit((unsigned char)ch);
             if (v >= 0) {
                 if (f->remain >> 56)
                     FAIL("chunk size too large");

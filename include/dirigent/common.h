@@ -61,6 +61,8 @@ char *dg_str_dup(struct dg_str s);                  /* malloc'd, NUL-terminated 
 /* Parse a whole view as a decimal integer; false on junk, sign where not allowed, overflow. */
 bool dg_str_to_i64(struct dg_str s, int64_t *out);
 bool dg_str_to_u64(struct dg_str s, uint64_t *out);
+/* The value of one hex digit (either case), or -1. */
+int dg_hex_digit(int c);
 
 /* A growable byte buffer. Zero-initialise to use; dg_buf_free releases. data is kept
  * NUL-terminated (after len) for convenience. */
