@@ -84,6 +84,10 @@ static int col_index(const struct csv *c, const char *name)
     return -1;
 }
 
+/* One function's invocations in one minute of a trace: more is no load a generator sends, and
+ * its arrival times would not fit in memory. */
+#define INVITRO_MAX_PER_MINUTE 6000000
+
 static int parse_double(const struct csv *c, int col, double *out, struct dg_err *err)
 {
     char *end;
@@ -304,6 +308,14 @@ static int load_2019(const char *dir, const struct dg_invitro_trace_opts *o,
             double v;
             if ((rc = parse_double(&c, first + (int)m, &v, err)) < 0)
                 goto out;
+            if (v > INVITRO_MAX_PER_MINUTE) {
+                rc = dg_err_set(err, DG_E_INVAL,
+                                "%s:%u: column %d: at most %d invocations a minute (100,000/s), "
+                                "got '%.40s'",
+                                path, c.lineno, first + (int)m + 1, INVITRO_MAX_PER_MINUTE,
+                                c.cols[first + (int)m]);
+                goto out;
+            }
             counts[t->nfns * minutes + m] = (uint32_t)v;
         }
         t->nfns++;
