@@ -128,7 +128,7 @@ t_nested_dirs() {
   # a dataDir and a trace folder whose parents do not exist yet (a fresh clone's data/local/...)
   # are made, parents and all; one that cannot be made is named
   local d=$TAP_TMP/new/a/b out rc=0
-  start_cp "$TAP_TMP/cp6.log" --dataDir "$d/data" --traceOutputFolder "$d/trace" || return 1
+  start_cp "$TAP_TMP/cp8.log" --dataDir "$d/data" --traceOutputFolder "$d/trace" || return 1
   [ "$(register nest)" = 200 ] && [ -s "$d/data/cp.sqlite" ] && [ -d "$d/trace" ] || return 1
   kill_cp
   : >"$TAP_TMP/file"
