@@ -32,6 +32,7 @@
 #include "cp.h"
 #include "function_json.h"
 #include "haproxy.h"
+#include "scaling.h"
 #include "dirigent/auth.h"
 #include "dirigent/form.h"
 #include "dirigent/json.h"
@@ -122,6 +123,17 @@ static void reg_aborted(struct dg_http_req *r, void *ud)
     p->r = NULL; /* registered all the same once durable: only nobody hears it */
 }
 
+/* The push carrying a new function was answered (or the CP stops: still registered). */
+static void reg_pushed(void *ud, bool pushed)
+{
+    struct pending_reg *p = ud;
+    if (pushed && p->r) { /* at shutdown (!pushed) the loop and its requests are gone */
+        dg_http_req_on_abort(p->r, NULL, NULL);
+        registration_reply(p->r);
+    }
+    free(p);
+}
+
 static void reg_stored(void *ud, const struct dg_err *err)
 {
     struct pending_reg *p = ud;
@@ -144,9 +156,8 @@ static void reg_stored(void *ud, const struct dg_err *err)
     dg_counter_add(cp.m_registrations, 1);
     dg_log(DG_LOG_INFO, "api", "registered fn=%s image=%s bounds=%d..%d", f->spec.name,
            f->spec.image, f->spec.lower_bound, f->spec.upper_bound);
-    if (p->r)
-        registration_reply(p->r);
-    free(p);
+    /* answered once the DPs have it: a caller that invokes at once (InVitro) is not told 404 */
+    cp_after_push(reg_pushed, p);
 }
 
 /* Scaling bounds within maxSandboxesPerFunction: 0, or -1 with the 400 text in err naming the

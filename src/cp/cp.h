@@ -41,6 +41,7 @@ struct cp {
     struct cp_core core;
     struct dg_trace *cold_trace;     /* cold_start_trace.csv; NULL: off */
     struct trace_row *trace_pending; /* its rows waiting for the push of their endpoint */
+    struct after_push *after_push;   /* cp_after_push's callers, waiting for the next push */
     char *placement;
     bool leader;      /* this replica acts (always, without replicas) */
     bool taking_over; /* elected, restoring from the store before it acts */

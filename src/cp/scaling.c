@@ -185,8 +185,32 @@ static void trace_create(const struct cp_sandbox *s, const char *id,
 }
 
 /* One push to every DP; the rows of the creates it carries are written once all answered. */
+struct after_push {
+    void (*fn)(void *ud, bool pushed);
+    void *ud;
+    struct after_push *next;
+};
+
+void cp_after_push(void (*fn)(void *ud, bool pushed), void *ud)
+{
+    struct after_push *a = dg_xmalloc(sizeof(*a));
+    *a = (struct after_push){fn, ud, cp.after_push};
+    cp.after_push = a;
+}
+
+static void after_push_run(struct after_push *a, bool pushed)
+{
+    while (a) {
+        struct after_push *next = a->next;
+        a->fn(a->ud, pushed);
+        free(a);
+        a = next;
+    }
+}
+
 struct push {
     struct trace_row *rows;
+    struct after_push *after; /* to call once every DP answered */
     unsigned waiting;
 };
 
@@ -199,6 +223,7 @@ static void pushed(void *ud, const struct dg_http_resp *resp, const struct dg_er
     for (struct trace_row *r = p->rows; r; r = r->next)
         trace_write(r, true, (long long)(now - r->t_ready_us));
     trace_free(p->rows);
+    after_push_run(p->after, true);
     free(p);
 }
 
@@ -409,6 +434,8 @@ static void fx_push(void *ud, const struct cp_push_item *items, size_t n)
     struct push *p = dg_xcalloc(1, sizeof(*p));
     p->rows = cp.trace_pending; /* created since the last push: their endpoints are in this one */
     cp.trace_pending = NULL;
+    p->after = cp.after_push; /* registered before this push: it carries their functions */
+    cp.after_push = NULL;
     p->waiting = 1; /* held until every DP was asked: a call that fails at once (no pool)
                        answers before the next, and must not free p */
     json_t *body = cp.core.dps ? push_body(items, n, false) : NULL;
@@ -644,5 +671,7 @@ void cp_io_close(void)
 void cp_io_free(void)
 {
     trace_free(cp.trace_pending);
+    after_push_run(cp.after_push, false);
+    cp.after_push = NULL;
     cp.trace_pending = NULL;
 }

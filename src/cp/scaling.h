@@ -14,5 +14,9 @@ void cp_io_flush(void); /* send what is batched now */
 /* Shutdown: flush, close every peer's connections and the timers. */
 void cp_io_close(void);
 void cp_io_free(void); /* after the loop: trace rows never pushed */
+/* Call fn(ud, true) once this loop turn's push has been answered by every data plane (or
+ * failed), or fn(ud, false) at shutdown if it never was: a registration is answered once the
+ * DPs know the function, as the original's RegisterService returned after AddDeployment. */
+void cp_after_push(void (*fn)(void *ud, bool pushed), void *ud);
 
 #endif
