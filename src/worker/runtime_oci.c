@@ -49,7 +49,8 @@
 #include "registry.h"
 
 /* A user namespace maps 65536 ids: uid/gid 0..65535 inside are WK_USERNS_BASE + 65536 x
- * (instance id mod 4096) and up outside, a range of this worker's own, above any real user's
+ * wk_userns_slot (its sandbox subnet's /22 index; instance id mod 4096 outside 100.64/10) and
+ * up outside, a range of this worker's own, above any real user's
  * (Debian's /etc/subuid ranges start at 100000 and go up by 65536). */
 #define WK_USERNS_SIZE 65536u
 #define WK_USERNS_BASE 0x10000000u
@@ -1140,7 +1141,8 @@ static int confine_init(struct oci_rt *rt, struct dg_err *err)
     char why[4608] = "";
     const char *mode = c->oci.userns ? c->oci.userns : "auto";
     bool want = strcmp(mode, "off") != 0;
-    rt->id_base = WK_USERNS_BASE + WK_USERNS_SIZE * (c->instance->id % 4096u);
+    /* the slot of its subnet: unique among the workers of this host (pick_subnet) */
+    rt->id_base = WK_USERNS_BASE + WK_USERNS_SIZE * wk_userns_slot(c->instance->id, rt->subnet);
     rt->userns = want && userns_possible(rt, why, sizeof(why));
     if (want && !rt->userns && strcmp(mode, "on") == 0)
         return dg_err_set(err, DG_E_INVAL,
