@@ -1273,6 +1273,13 @@ static int oci_init(const struct wk_runtime_conf *c, void **state, struct dg_err
            c->oci.runtime, rt->subnet, c->oci.bridge, c->data_dir);
     rc = 0;
 out:
+    /* a start that fails after the tables went in takes them out again (main does not call
+     * free after a failed init); only tables this start installed (never a live worker's:
+     * the lock comes first) */
+    if (rc < 0 && rt->fw_table[0]) {
+        wk_firewall_remove(rt->fw_table);
+        rt->fw_table[0] = '\0';
+    }
     free(netns_dir);
     return rc;
 }

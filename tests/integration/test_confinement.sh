@@ -15,7 +15,7 @@ set -u
 S=${DG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
-NCHECKS=9
+NCHECKS=10
 WORKER=conf-w1
 
 plan $NCHECKS
@@ -78,6 +78,21 @@ t_bad_key() {
   ! ls -d /run/dirigent/conf-bad-* 2>/dev/null && [ "$(nft list tables)" = "$before" ]
 }
 check "a bad sandboxEgressAllow: the worker refuses to start naming the key and the form, and makes nothing on the host" t_bad_key
+
+t_late_failure() {
+  local out rc before
+  before=$(nft list tables)
+  # imageRoots is read after the tables went in: the start fails there
+  out=$(timeout 20 "$B/dirigent-worker" --port 0 --name conf-late --runtime oci --controlPlaneAddress "" \
+    --dataDir "$TAP_TMP/late" --imageRoots relative/images 2>&1)
+  rc=$?
+  echo "$out"
+  rm -rf /run/dirigent/conf-late-*
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "imageRoots: expected absolute directories" <<<"$out" || return 1
+  grep -q "nftables tables inet/bridge" <<<"$out" || { echo "the tables were never installed"; return 1; }
+  [ "$(nft list tables)" = "$before" ] || { echo "left: $(nft list tables)"; return 1; }
+}
+check "a start failing after the nftables tables went in (a relative imageRoots) removes them" t_late_failure
 
 call() { # call FUNCTION PATH: through the data plane; the body on stdout, 0 on a 200
   local code
