@@ -282,9 +282,12 @@ static void prep_work(uv_work_t *w)
     snprintf(cfg, sizeof(cfg), "%s/config.json", o->dir);
     snprintf(size, sizeof(size), "size=%lldm,mode=0700", (long long)o->memory_mib);
     /* in a user namespace crun resolves the bundle as the sandbox's unprivileged root: the
-     * directory must be searchable (not readable) by others */
-    mode_t dmode = o->rt->userns ? 0711 : 0700;
-    if (mkdir(o->dir, dmode) == -1 || mkdir(scratch, 0700) == -1 || mkdir(rootfs, 0755) == -1) {
+     * directory must be searchable by it, by its group (the mapped gid 0), not by others
+     * (0711 let any local user read the sandbox's files through <dir>/rootfs) */
+    uint32_t base = o->rt->id_base;
+    mode_t dmode = o->rt->userns ? 0710 : 0700;
+    if (mkdir(o->dir, dmode) == -1 || (o->rt->userns && chown(o->dir, 0, base) == -1) ||
+        mkdir(scratch, 0700) == -1 || mkdir(rootfs, 0755) == -1) {
         dg_err_set(&o->err, DG_E_INVAL, "mkdir in %s: %m", o->dir);
         return;
     }
@@ -299,7 +302,6 @@ static void prep_work(uv_work_t *w)
     }
     /* the upper layer's root is the container's "/": its root (the mapped uid) owns it and can
      * make /proc, /dev, /sys there; the image's files stay the host's (read-only for it) */
-    uint32_t base = o->rt->id_base;
     if (o->rt->userns && chown(upper, base, base) == -1) {
         dg_err_set(&o->err, DG_E_INVAL, "chown %s: %m", upper);
         return;

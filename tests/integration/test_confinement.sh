@@ -154,8 +154,15 @@ t_userns() {
   pids=$(for id in $(crun --root "$OCI_RUN/crun" list -q 2>/dev/null); do echo "$(cat "$OCI_RUN/sandboxes/$id/pid")"; done)
   [ -n "$pids" ] || return 1
   for p in $pids; do [ "$(stat -c %u "/proc/$p")" = "$base" ] || { echo "pid $p uid $(stat -c %u "/proc/$p")"; return 1; }; done
+  # a sandbox's files are not readable by another local user through its bundle (its rootfs)
+  local id
+  id=$(crun --root "$OCI_RUN/crun" list -q 2>/dev/null | head -1)
+  ls "$OCI_RUN/sandboxes/$id/rootfs/" >/dev/null || return 1
+  if setpriv --reuid=65534 --regid=65534 --clear-groups ls "$OCI_RUN/sandboxes/$id/rootfs/" 2>&1; then
+    echo "uid 65534 lists $OCI_RUN/sandboxes/$id/rootfs"; return 1
+  fi
 }
-check "user namespace: uid 0 inside maps to the worker's unprivileged range (uid_map 0 BASE 65536), the sandboxes' processes are that uid on the host" t_userns
+check "user namespace: uid 0 inside maps to the worker's unprivileged range (uid_map 0 BASE 65536), the sandboxes' processes are that uid on the host, their files closed to other host users" t_userns
 
 t_host() {
   local target r bad=""
