@@ -245,7 +245,7 @@ static const struct dg_conf_field wk_fields[] = {
      .offset = offsetof(struct wk_config, process_allowed_dirs),
      .def = "",
      .help = "process runtime: the only directories whose executables it runs (absolute; "
-             "empty: the directory of fnBinary, i.e. the build's own dirigent-fn)"},
+             "empty: fnBinary alone, i.e. the build's own dirigent-fn, not its directory)"},
     {.key = "imageRoots",
      .type = DG_CONF_STRLIST,
      .offset = offsetof(struct wk_config, image_roots),

@@ -1,6 +1,7 @@
 /*
  * hostpaths.c: allowed directories and registries (hostpaths.h).
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -116,6 +117,17 @@ enum wk_path_verdict wk_dirs_check(const struct wk_dirs *d, const char *path, ch
     return WK_PATH_REFUSED; /* a symlink out */
 }
 
+/* `host` (a registry without its port) is a loopback address by its form alone: no resolver
+ * is asked. dg_image_registry_is_local takes any four digit groups starting "127."; skopeo
+ * (Go) hands what is not an address (127.0.0.256, 127.0.0.0001) to DNS. */
+static bool loopback_host(const char *host)
+{
+    struct in_addr a;
+    if (strcmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0)
+        return true;
+    return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
 bool wk_registry_allowed(const struct dg_strlist *allowed, const char *registry)
 {
     char host[256];
@@ -126,9 +138,44 @@ bool wk_registry_allowed(const struct dg_strlist *allowed, const char *registry)
     snprintf(host, sizeof(host), "%.*s", (int)DG_MIN(hn, sizeof(host) - 1), registry);
     for (size_t i = 0; i < allowed->n; i++) {
         const char *a = allowed->v[i];
-        if (strcmp(a, "loopback") == 0 ? dg_image_registry_is_local(registry)
+        if (strcmp(a, "loopback") == 0 ? dg_image_registry_is_local(registry) && loopback_host(host)
                                        : strcmp(a, registry) == 0 || strcmp(a, host) == 0)
             return true;
     }
     return false;
+}
+
+bool wk_status_ids_are(const char *status, unsigned long uid, unsigned long gid)
+{
+    int ok = 0;
+    bool groups = false;
+    for (const char *line = status; line && *line;
+         line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+        bool is_uid = strncmp(line, "Uid:", 4) == 0, is_gid = strncmp(line, "Gid:", 4) == 0;
+        if (strncmp(line, "Groups:", 7) == 0) {
+            groups = true;
+            const char *p = line + 7;
+            for (;;) {
+                while (*p == ' ' || *p == '\t')
+                    p++;
+                if (*p == '\n' || *p == '\0')
+                    break;
+                char *end;
+                unsigned long g = strtoul(p, &end, 10);
+                if (end == p || g != gid)
+                    return false;
+                p = end;
+            }
+            continue;
+        }
+        if (!is_uid && !is_gid)
+            continue;
+        unsigned long v[4];
+        if (sscanf(line + 4, "%lu %lu %lu %lu", &v[0], &v[1], &v[2], &v[3]) != 4)
+            return false;
+        unsigned long want = is_uid ? uid : gid;
+        if (v[0] == want && v[1] == want && v[2] == want && v[3] == want)
+            ok++;
+    }
+    return ok == 2 && groups;
 }

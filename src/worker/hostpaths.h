@@ -3,8 +3,8 @@
  * below directories the operator allowed (processAllowedDirs, imageRoots), with symlinks
  * resolved, and registries only from imageRegistries.
  */
-#ifndef DIRIGENT_WORKER_CONFINE_H
-#define DIRIGENT_WORKER_CONFINE_H
+#ifndef DIRIGENT_WORKER_HOSTPATHS_H
+#define DIRIGENT_WORKER_HOSTPATHS_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -36,7 +36,13 @@ enum wk_path_verdict wk_dirs_check(const struct wk_dirs *d, const char *path, ch
 /* The items of `l` joined by ',' (malloc'd; "" for none). */
 char *wk_strlist_join(const struct dg_strlist *l);
 
-/* Registries: entries HOST, HOST:PORT or "loopback" (localhost, 127.0.0.0/8, [::1]). */
+/* Registries: entries HOST, HOST:PORT or "loopback" (localhost, 127.0.0.0/8 as a canonical
+ * dotted quad, [::1]; a name the resolver would look up, e.g. 127.0.0.256, is not). */
 bool wk_registry_allowed(const struct dg_strlist *allowed, const char *registry);
+
+/* Whether the text of /proc/PID/status shows every uid (real, effective, saved, fs) equal to
+ * `uid`, every gid to `gid`, and no supplementary group but `gid` (libuv's setgroups(0, NULL)
+ * before a drop is not checked by libuv). */
+bool wk_status_ids_are(const char *status, unsigned long uid, unsigned long gid);
 
 #endif

@@ -245,3 +245,16 @@ void wk_subnet_format(uint32_t net, char *out, size_t len)
     snprintf(out, len, "%u.%u.%u.%u/%u", net >> 24, (net >> 16) & 255, (net >> 8) & 255, net & 255,
              WK_SUBNET_PLEN);
 }
+
+uint32_t wk_userns_slot(uint32_t id, const char *subnet)
+{
+    unsigned a, b, c, d, plen;
+    char end;
+    if (subnet && sscanf(subnet, "%u.%u.%u.%u/%u%c", &a, &b, &c, &d, &plen, &end) == 5 && a < 256 &&
+        b < 256 && c < 256 && d < 256 && plen >= WK_SUBNET_PLEN && plen <= 32) {
+        uint32_t net = a << 24 | b << 16 | c << 8 | d;
+        if (wk_subnet_overlaps(net, 32, WK_SUBNET_BASE, 10))
+            return (net - WK_SUBNET_BASE) >> (32 - WK_SUBNET_PLEN);
+    }
+    return id % WK_SUBNET_COUNT;
+}

@@ -57,5 +57,11 @@ int wk_subnet_pick(uint32_t id, const char *route_table, const char *own_bridge,
                    char *conflict, size_t conflict_len);
 /* "a.b.c.d/22" */
 void wk_subnet_format(uint32_t net, char *out, size_t len);
+/* The slot (0..WK_SUBNET_COUNT-1) of the instance's user-namespace uid range: the index of the
+ * /22 of 100.64.0.0/10 its sandbox subnet `subnet` ("a.b.c.d/len") lies in, so that two
+ * workers on one host, whose subnets never overlap (wk_subnet_pick skips a routed one), never
+ * share a uid range either, even when their ids are equal mod 4096; `id` mod 4096 for a
+ * subnet outside 100.64.0.0/10 or wider than a /22 (configured: the operator's). */
+uint32_t wk_userns_slot(uint32_t id, const char *subnet);
 
 #endif

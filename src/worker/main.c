@@ -215,10 +215,12 @@ int main(int argc, char **argv)
     rtc->oci.userns = g.cfg.sandbox_userns;
     rtc->oci.image_registries = &g.cfg.image_registries;
     rtc->oci.pull_timeout_ms = (uint64_t)g.cfg.image_pull_timeout_ms;
-    /* what a create may name: by default only what this build (or installation) ships */
+    /* what a create may name: by default only what this build (or installation) ships; for
+     * the process runtime fnBinary itself, not its directory (installed, that is /usr/bin,
+     * and /usr/bin/sh would run) */
     struct dg_strlist allowed_dirs = {0}, image_roots = {0};
     if (g.cfg.process_allowed_dirs.n == 0)
-        dg_strlist_push(&allowed_dirs, dir_of(fn_binary));
+        dg_strlist_push(&allowed_dirs, dg_xstrdup(fn_binary));
     else
         for (size_t i = 0; i < g.cfg.process_allowed_dirs.n; i++)
             dg_strlist_push(&allowed_dirs, dg_xstrdup(g.cfg.process_allowed_dirs.v[i]));

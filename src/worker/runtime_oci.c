@@ -49,7 +49,8 @@
 #include "registry.h"
 
 /* A user namespace maps 65536 ids: uid/gid 0..65535 inside are WK_USERNS_BASE + 65536 x
- * (instance id mod 4096) and up outside, a range of this worker's own, above any real user's
+ * wk_userns_slot (its sandbox subnet's /22 index; instance id mod 4096 outside 100.64/10) and
+ * up outside, a range of this worker's own, above any real user's
  * (Debian's /etc/subuid ranges start at 100000 and go up by 65536). */
 #define WK_USERNS_SIZE 65536u
 #define WK_USERNS_BASE 0x10000000u
@@ -281,9 +282,12 @@ static void prep_work(uv_work_t *w)
     snprintf(cfg, sizeof(cfg), "%s/config.json", o->dir);
     snprintf(size, sizeof(size), "size=%lldm,mode=0700", (long long)o->memory_mib);
     /* in a user namespace crun resolves the bundle as the sandbox's unprivileged root: the
-     * directory must be searchable (not readable) by others */
-    mode_t dmode = o->rt->userns ? 0711 : 0700;
-    if (mkdir(o->dir, dmode) == -1 || mkdir(scratch, 0700) == -1 || mkdir(rootfs, 0755) == -1) {
+     * directory must be searchable by it, by its group (the mapped gid 0), not by others
+     * (0711 let any local user read the sandbox's files through <dir>/rootfs) */
+    uint32_t base = o->rt->id_base;
+    mode_t dmode = o->rt->userns ? 0710 : 0700;
+    if (mkdir(o->dir, dmode) == -1 || (o->rt->userns && chown(o->dir, 0, base) == -1) ||
+        mkdir(scratch, 0700) == -1 || mkdir(rootfs, 0755) == -1) {
         dg_err_set(&o->err, DG_E_INVAL, "mkdir in %s: %m", o->dir);
         return;
     }
@@ -298,7 +302,6 @@ static void prep_work(uv_work_t *w)
     }
     /* the upper layer's root is the container's "/": its root (the mapped uid) owns it and can
      * make /proc, /dev, /sys there; the image's files stay the host's (read-only for it) */
-    uint32_t base = o->rt->id_base;
     if (o->rt->userns && chown(upper, base, base) == -1) {
         dg_err_set(&o->err, DG_E_INVAL, "chown %s: %m", upper);
         return;
@@ -1140,7 +1143,8 @@ static int confine_init(struct oci_rt *rt, struct dg_err *err)
     char why[4608] = "";
     const char *mode = c->oci.userns ? c->oci.userns : "auto";
     bool want = strcmp(mode, "off") != 0;
-    rt->id_base = WK_USERNS_BASE + WK_USERNS_SIZE * (c->instance->id % 4096u);
+    /* the slot of its subnet: unique among the workers of this host (pick_subnet) */
+    rt->id_base = WK_USERNS_BASE + WK_USERNS_SIZE * wk_userns_slot(c->instance->id, rt->subnet);
     rt->userns = want && userns_possible(rt, why, sizeof(why));
     if (want && !rt->userns && strcmp(mode, "on") == 0)
         return dg_err_set(err, DG_E_INVAL,
@@ -1271,6 +1275,13 @@ static int oci_init(const struct wk_runtime_conf *c, void **state, struct dg_err
            c->oci.runtime, rt->subnet, c->oci.bridge, c->data_dir);
     rc = 0;
 out:
+    /* a start that fails after the tables went in takes them out again (main does not call
+     * free after a failed init); only tables this start installed (never a live worker's:
+     * the lock comes first) */
+    if (rc < 0 && rt->fw_table[0]) {
+        wk_firewall_remove(rt->fw_table);
+        rt->fw_table[0] = '\0';
+    }
     free(netns_dir);
     return rc;
 }

@@ -146,28 +146,19 @@ static int resolve_user(struct proc_rt *rt, const char *user, struct dg_err *err
     return 0;
 }
 
-/* The process's uids and gids (real, effective, saved, fs) are all uid and gid. */
+/* The process's uids and gids (real, effective, saved, fs) are all uid and gid, and it has no
+ * supplementary group but gid. */
 static bool runs_as(long pid, uid_t uid, gid_t gid)
 {
-    char path[64], line[256];
+    char path[64], text[4096];
     snprintf(path, sizeof(path), "/proc/%ld/status", pid);
-    FILE *f = fopen(path, "r");
+    FILE *f = fopen(path, "re");
     if (!f)
         return false;
-    int ok = 0;
-    while (fgets(line, sizeof(line), f)) {
-        unsigned long v[4];
-        bool is_uid = strncmp(line, "Uid:", 4) == 0, is_gid = strncmp(line, "Gid:", 4) == 0;
-        if (!is_uid && !is_gid)
-            continue;
-        if (sscanf(line + 4, "%lu %lu %lu %lu", &v[0], &v[1], &v[2], &v[3]) != 4)
-            break;
-        unsigned long want = is_uid ? uid : gid;
-        if (v[0] == want && v[1] == want && v[2] == want && v[3] == want)
-            ok++;
-    }
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    text[n] = '\0';
     fclose(f);
-    return ok == 2;
+    return wk_status_ids_are(text, uid, gid);
 }
 
 static int process_init(const struct wk_runtime_conf *conf, void **state, struct dg_err *err)

@@ -15,7 +15,7 @@ set -u
 S=${DG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
-NCHECKS=9
+NCHECKS=10
 WORKER=conf-w1
 
 plan $NCHECKS
@@ -79,6 +79,21 @@ t_bad_key() {
 }
 check "a bad sandboxEgressAllow: the worker refuses to start naming the key and the form, and makes nothing on the host" t_bad_key
 
+t_late_failure() {
+  local out rc before
+  before=$(nft list tables)
+  # imageRoots is read after the tables went in: the start fails there
+  out=$(timeout 20 "$B/dirigent-worker" --port 0 --name conf-late --runtime oci --controlPlaneAddress "" \
+    --dataDir "$TAP_TMP/late" --imageRoots relative/images 2>&1)
+  rc=$?
+  echo "$out"
+  rm -rf /run/dirigent/conf-late-*
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "imageRoots: expected absolute directories" <<<"$out" || return 1
+  grep -q "nftables tables inet/bridge" <<<"$out" || { echo "the tables were never installed"; return 1; }
+  [ "$(nft list tables)" = "$before" ] || { echo "left: $(nft list tables)"; return 1; }
+}
+check "a start failing after the nftables tables went in (a relative imageRoots) removes them" t_late_failure
+
 call() { # call FUNCTION PATH: through the data plane; the body on stdout, 0 on a 200
   local code
   code=$(curl -s -m 60 -o "$TAP_TMP/call.out" -w '%{http_code}' -H "Host: $1" "$P$2")
@@ -139,8 +154,15 @@ t_userns() {
   pids=$(for id in $(crun --root "$OCI_RUN/crun" list -q 2>/dev/null); do echo "$(cat "$OCI_RUN/sandboxes/$id/pid")"; done)
   [ -n "$pids" ] || return 1
   for p in $pids; do [ "$(stat -c %u "/proc/$p")" = "$base" ] || { echo "pid $p uid $(stat -c %u "/proc/$p")"; return 1; }; done
+  # a sandbox's files are not readable by another local user through its bundle (its rootfs)
+  local id
+  id=$(crun --root "$OCI_RUN/crun" list -q 2>/dev/null | head -1)
+  ls "$OCI_RUN/sandboxes/$id/rootfs/" >/dev/null || return 1
+  if setpriv --reuid=65534 --regid=65534 --clear-groups ls "$OCI_RUN/sandboxes/$id/rootfs/" 2>&1; then
+    echo "uid 65534 lists $OCI_RUN/sandboxes/$id/rootfs"; return 1
+  fi
 }
-check "user namespace: uid 0 inside maps to the worker's unprivileged range (uid_map 0 BASE 65536), the sandboxes' processes are that uid on the host" t_userns
+check "user namespace: uid 0 inside maps to the worker's unprivileged range (uid_map 0 BASE 65536), the sandboxes' processes are that uid on the host, their files closed to other host users" t_userns
 
 t_host() {
   local target r bad=""

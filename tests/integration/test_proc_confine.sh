@@ -55,11 +55,15 @@ start_worker "$TAP_TMP/w1.log" --processUser nobody ||
 t_attack() {
   local body
   body=$(create "$ATTACK"); echo "$body"
-  grep -q "field 'image': '/bin/sh' is not below the process runtime's allowed directories (processAllowedDirs: $B;.* 400 *$" <<<"$body" || return 1
+  grep -q "field 'image': '/bin/sh' is not below the process runtime's allowed directories (processAllowedDirs: $FN;.* 400 *$" <<<"$body" || return 1
+  # by default only dirigent-fn itself, not its directory (installed, that is /usr/bin): the
+  # worker's own binary next to it is refused too
+  body=$(create '{"function":"x","image":"'"$WK"'","args":["--help"]}'); echo "$body"
+  grep -q "field 'image': '$WK' is not below .*(processAllowedDirs: $FN;.* 400 *$" <<<"$body" || return 1
   sleep 0.2; [ ! -e "$ATTACK_DIR/f" ] || { cat "$ATTACK_DIR/f"; return 1; }
   [ "$(curl -s "$WK_URL/v1/sandboxes" | /usr/bin/python3 -c 'import json,sys; print(len(json.load(sys.stdin)["sandboxes"]))')" = 0 ]
 }
-check "the attack (/bin/sh -c 'id > f') is refused with 400 naming image and processAllowedDirs; no file, no sandbox" t_attack
+check "the attack (/bin/sh -c 'id > f') and another executable beside dirigent-fn are refused with 400 naming image and processAllowedDirs; no file, no sandbox" t_attack
 
 t_escapes() {
   local body dir=$TAP_TMP/allowed

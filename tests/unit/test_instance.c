@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +96,34 @@ static void test_subnet(void **state)
     assert_int_equal(wk_subnet_pick(7, all, "dg", &net, conflict, sizeof(conflict)), -1);
 }
 
+/* Two workers whose ids are equal mod 4096 get different subnets (the second skips the first's
+ * route) and so different uid ranges: the slot follows the subnet, not the id. */
+static void test_userns_slot(void **state)
+{
+    (void)state;
+    char first[32], second[32], conflict[64], route[256];
+    uint32_t net;
+    uint32_t id1 = 0x000005, id2 = 0x001005; /* equal mod 4096 */
+    assert_int_equal(wk_subnet_pick(id1, NULL, "dg000005", &net, conflict, sizeof(conflict)), 0);
+    wk_subnet_format(net, first, sizeof(first));
+    snprintf(route, sizeof(route),
+             "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n"
+             "dg000005\t%08X\t00000000\t0001\t0\t0\t0\t00FCFFFF\n",
+             (unsigned)htonl(net));
+    assert_int_equal(wk_subnet_pick(id2, route, "dg001005", &net, conflict, sizeof(conflict)), 1);
+    wk_subnet_format(net, second, sizeof(second));
+    assert_string_not_equal(first, second);
+    assert_int_equal(wk_userns_slot(id1, first), 5);
+    assert_int_equal(wk_userns_slot(id2, second), 6);
+    assert_int_equal(wk_userns_slot(0, "100.127.252.0/22"), 4095);
+    assert_int_equal(wk_userns_slot(0, "100.64.4.128/25"), 1);
+    /* outside 100.64.0.0/10, wider than a /22 or malformed: the id's */
+    assert_int_equal(wk_userns_slot(0x1007, "10.0.0.0/22"), 7);
+    assert_int_equal(wk_userns_slot(0x1007, "100.64.0.0/16"), 7);
+    assert_int_equal(wk_userns_slot(0x1007, "junk"), 7);
+    assert_int_equal(wk_userns_slot(0x1007, NULL), 7);
+}
+
 static void test_lock(void **state)
 {
     char dir[] = "/tmp/dg-test-instance.XXXXXX";
@@ -179,7 +208,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hash),          cmocka_unit_test(test_names),
         cmocka_unit_test(test_subnet),        cmocka_unit_test(test_lock),
-        cmocka_unit_test(test_lock_handover),
+        cmocka_unit_test(test_lock_handover), cmocka_unit_test(test_userns_slot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
