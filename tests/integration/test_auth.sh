@@ -15,7 +15,7 @@ D=$B/dirigent
 FN=$B/dirigent-fn
 TAG="DG_AUTH_TEST=$$"
 
-plan 18
+plan 19
 
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
@@ -312,6 +312,25 @@ t_registration_loopback_rule() {
     [ "$(as "$OP" -XPOST "$any/registerService" -d "name=inv&image=$FN&port_forwarding=80&port_forwarding=tcp")" = 200 ]
 }
 check "registration API with a key: open on loopback (a node credential still refused), operator required on 0.0.0.0" t_registration_loopback_rule
+
+t_fqdn_hostname() {
+  # a keyed worker without --name takes its host's name: a dotted one (node1.example.com) is
+  # no credential name, so it becomes wk-example-test instead of stopping the worker at start
+  unshare --uts true 2>/dev/null || { echo "# skip: no UTS namespace"; return 0; }
+  local cpi
+  cpi=127.0.0.1:$(port_of "$TAP_TMP/cp-lo.log" 'internal api on')
+  bg_start "$TAP_TMP/wfq.log" unshare --uts sh -c 'hostname wk.example.test && exec "$@"' sh \
+    "$B/dirigent-worker" --port 0 --runtime emulated --authTokenFile "$KEY" --controlPlaneAddress "$cpi" \
+    --heartbeatInterval 300ms --dataDir "$TAP_TMP/wfq/data" --runDir "$TAP_TMP/wfq/run"
+  wait_for_log "$TAP_TMP/wfq.log" 'wk-example-test: listening on' || { cat "$TAP_TMP/wfq.log"; return 1; }
+  local i
+  for i in $(seq 1 100); do
+    curl -sf -H "Authorization: Bearer $OP" "http://$cpi/v1/status" | grep -q '"wk-example-test"' && return 0
+    sleep 0.1
+  done
+  echo "not registered: $(curl -s -H "Authorization: Bearer $OP" "http://$cpi/v1/status")"; return 1
+}
+check "a keyed worker on a host with a dotted hostname starts and registers (its name without dots)" t_fqdn_hostname
 
 # ---- dirigent up: the key and the operator token in the state directory ---------------------
 UPD=$TAP_TMP/updir
