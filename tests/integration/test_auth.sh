@@ -15,7 +15,7 @@ D=$B/dirigent
 FN=$B/dirigent-fn
 TAG="DG_AUTH_TEST=$$"
 
-plan 19
+plan 20
 
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
@@ -331,6 +331,34 @@ t_fqdn_hostname() {
   echo "not registered: $(curl -s -H "Authorization: Bearer $OP" "http://$cpi/v1/status")"; return 1
 }
 check "a keyed worker on a host with a dotted hostname starts and registers (its name without dots)" t_fqdn_hostname
+
+t_sibling_exit() {
+  # workers named n-0, n-1 (a common scheme) are separate nodes: n-0's credential cannot report
+  # n-1's sandbox as exited (only emulatedNodes' siblings, one process: the same address and boot)
+  local cpi lo wk id i
+  cpi=127.0.0.1:$(port_of "$TAP_TMP/cp-lo.log" 'internal api on')
+  lo=http://127.0.0.1:$(port_of "$TAP_TMP/cp-lo.log" 'registration on')
+  bg_start "$TAP_TMP/wn1.log" "$B/dirigent-worker" --port 0 --name n-1 --runtime emulated \
+    --fnBinary "$FN" --authTokenFile "$KEY" --controlPlaneAddress "$cpi" --heartbeatInterval 300ms \
+    --dataDir "$TAP_TMP/wn1/data" --runDir "$TAP_TMP/wn1/run"
+  wait_for_log "$TAP_TMP/wn1.log" 'n-1: listening on' || return 1
+  wk=http://127.0.0.1:$(port_of "$TAP_TMP/wn1.log" 'n-1: listening on')
+  [ "$(as - -XPOST "$lo/registerService" -d "name=sib&image=$FN&port_forwarding=80&port_forwarding=tcp&scaling_lower_bound=1")" = 200 ] || return 1
+  for i in $(seq 1 100); do
+    id=$(curl -sf -H "Authorization: Bearer $OP" "$wk/v1/sandboxes" | /usr/bin/python3 -c \
+      'import json,sys; print([s["id"] for s in json.load(sys.stdin)["sandboxes"] if s["function"]=="sib" and s["state"]=="ready"][0])' 2>/dev/null) && break
+    sleep 0.1
+  done
+  [ -n "$id" ] || { echo "no sandbox of sib on n-1"; return 1; }
+  for i in $(seq 1 100); do # the create's answer is in at the CP (its sandbox known there)
+    [ "$(json_field "$(curl -sf "$lo/v1/functions/sib")" ready)" = 1 ] && break
+    sleep 0.1
+  done
+  [ "$(as "$(cred node n-0)" -XPOST "http://$cpi/v1/sandboxes/exited" -d "{\"worker\":\"n-0\",\"id\":\"$id\",\"function\":\"sib\",\"status\":1}")" = 403 ] &&
+    body_has "credential node.n-0 cannot report sandbox '$id': it runs on worker 'n-1'" || return 1
+  [ "$(as "$(cred node n-1)" -XPOST "http://$cpi/v1/sandboxes/exited" -d "{\"worker\":\"n-1\",\"id\":\"$id\",\"function\":\"sib\",\"status\":1}")" = 200 ]
+}
+check "a worker named n-0 cannot report the exit of worker n-1's sandbox; n-1 itself can" t_sibling_exit
 
 # ---- dirigent up: the key and the operator token in the state directory ---------------------
 UPD=$TAP_TMP/updir
