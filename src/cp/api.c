@@ -480,6 +480,23 @@ static bool node_speaks_for(const char *id, const struct cp_worker *w)
            strcmp(first->address, w->address) == 0;
 }
 
+/* With authentication, one node credential is one node: a worker's cannot also register a
+ * data plane under its name (it would get every endpoint list and the callers), nor a data
+ * plane's a worker (creates, sandboxes): 403 when the name is already the other kind's. */
+static bool node_kind_ok(struct dg_http_req *r, const char *what, const char *name, bool taken,
+                         const char *other)
+{
+    const char *id;
+    if (!cp.auth_on || dg_http_req_identity(r, &id) != DG_AUTH_NODE || !taken)
+        return true;
+    dg_auth_audit(r, "refused 403 %s '%s': the name is a registered %s's", what, name, other);
+    dg_http_respond_text(r, 403,
+                         "%s: credential node.%s is registered as a %s: one node credential "
+                         "cannot act as a worker and a data plane (give each its own name)",
+                         what, id, other);
+    return false;
+}
+
 static void api_worker(struct dg_http_req *r, void *ud)
 {
     struct dg_str body = dg_http_req_body(r);
@@ -489,7 +506,8 @@ static void api_worker(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 400, "worker: %s", err.msg);
         return;
     }
-    if (!node_is(r, "worker", m.name)) {
+    if (!node_is(r, "worker", m.name) ||
+        !node_kind_ok(r, "worker", m.name, cp_core_dp(&cp.core, m.name) != NULL, "data plane")) {
         dg_wire_worker_beat_free(&m);
         return;
     }
@@ -546,7 +564,8 @@ static void api_dataplane(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 400, "dataplane: %s", err.msg);
         return;
     }
-    if (!node_is(r, "data plane", m.name)) {
+    if (!node_is(r, "data plane", m.name) ||
+        !node_kind_ok(r, "data plane", m.name, worker_named(m.name) != NULL, "worker")) {
         dg_wire_dp_beat_free(&m);
         return;
     }

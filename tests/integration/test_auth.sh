@@ -137,12 +137,18 @@ check "roles: an operator credential registering a worker and a node credential 
 t_fake_dp() {
   [ "$(as - -XPOST "$CPI/v1/dataplanes" -d '{"name":"evil","api":"127.0.0.1:9","proxy":"127.0.0.1:9"}')" = 401 ] || return 1
   [ "$(as "$NODE_W1" -XPOST "$CPI/v1/dataplanes" -d '{"name":"evil","api":"127.0.0.1:9","proxy":"127.0.0.1:9"}')" = 403 ] || return 1
+  # a worker's credential under its own name, a data plane's as a worker: one node is one kind
+  [ "$(as "$NODE_W1" -XPOST "$CPI/v1/dataplanes" -d '{"name":"w1","api":"127.0.0.1:9","proxy":"127.0.0.1:9"}')" = 403 ] &&
+    body_has "credential node.w1 is registered as a worker" || return 1
+  [ "$(as "$NODE_DP1" -XPOST "$CPI/v1/workers" -d '{"name":"dp1","address":"127.0.0.1:9","boot":"x"}')" = 403 ] &&
+    body_has "credential node.dp1 is registered as a data plane" || return 1
+  status_is '[w["name"] for w in s["workers"]] == ["w1"]' || return 1
   status_is '[d["name"] for d in s["dataplanes"]] == ["dp1"]' || return 1
   # registration replies still name only dp1's proxy
   [ "$(as "$OP" -XPOST "$REG/registerService" -d "name=second&image=$FN&port_forwarding=80&port_forwarding=tcp&env_vars=$TAG")" = 200 ] &&
     [ "$(cat "$TAP_TMP/out")" = "${P#http://}" ]
 }
-check "a fake data plane (anonymous, or with a worker's credential): refused, registration replies unchanged" t_fake_dp
+check "a fake data plane (anonymous, or with a worker's credential, under its own name too), a DP as a worker: refused, registration replies unchanged" t_fake_dp
 
 t_dp_api() {
   local c
@@ -336,8 +342,11 @@ t_sibling_exit() {
   # workers named n-0, n-1 (a common scheme) are separate nodes: n-0's credential cannot report
   # n-1's sandbox as exited (only emulatedNodes' siblings, one process: the same address and boot)
   local cpi lo wk id i
-  cpi=127.0.0.1:$(port_of "$TAP_TMP/cp-lo.log" 'internal api on')
-  lo=http://127.0.0.1:$(port_of "$TAP_TMP/cp-lo.log" 'registration on')
+  bg_start "$TAP_TMP/cp-sib.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --persistence none \
+    --traceOutputFolder "" --authTokenFile "$KEY" --heartbeatInterval 300ms
+  wait_for_log "$TAP_TMP/cp-sib.log" 'registration on' || return 1
+  cpi=127.0.0.1:$(port_of "$TAP_TMP/cp-sib.log" 'internal api on')
+  lo=http://127.0.0.1:$(port_of "$TAP_TMP/cp-sib.log" 'registration on')
   bg_start "$TAP_TMP/wn1.log" "$B/dirigent-worker" --port 0 --name n-1 --runtime emulated \
     --fnBinary "$FN" --authTokenFile "$KEY" --controlPlaneAddress "$cpi" --heartbeatInterval 300ms \
     --dataDir "$TAP_TMP/wn1/data" --runDir "$TAP_TMP/wn1/run"
