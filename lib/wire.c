@@ -49,6 +49,7 @@ enum chk {
     C_ARG,      /* an image reference or a program argument: at most DG_WIRE_ARG_MAX bytes */
     C_SBSTATE,  /* one of DG_WIRE_SB_* */
     C_ROLE,     /* "leader" or "follower" */
+    C_CIDR,     /* a worker's sandbox subnet: empty, or up to 64 of 0-9 A-F a-f . : / */
 };
 
 struct field {
@@ -287,6 +288,10 @@ static const char *check_str(enum chk c, const char *s)
                    : "expected one of creating, ready, exited, deleting";
     case C_ROLE:
         return one_of(s, ROLES, DG_ARRAY_LEN(ROLES)) ? NULL : "expected leader or follower";
+    case C_CIDR:
+        return strlen(s) <= 64 && strspn(s, "0123456789ABCDEFabcdef.:/") == strlen(s)
+                   ? NULL
+                   : "expected an address prefix (e.g. 10.200.0.0/16), or empty";
     }
     return NULL;
 }
@@ -675,7 +680,7 @@ static const struct field F_worker_beat[] = {
     BOOL(T, resync, K_RESYNC),
     INT(T, sandbox_count, "sandboxCount", HAS(T, has_sandbox_count), .min = 0,
         .max = DG_WIRE_LIST_MAX),
-    STR(T, sandbox_subnet, "sandboxSubnet"),
+    STR(T, sandbox_subnet, "sandboxSubnet", .chk = C_CIDR),
 };
 MSG(worker_beat, false);
 #undef T
@@ -872,7 +877,7 @@ MSG(dp_fn_view, false);
 #define T struct dg_wire_worker_rec
 static const struct field F_worker_rec[] = {
     STR(T, address, "address", .flags = F_REQ, .chk = C_ADDR),
-    STR(T, sandbox_subnet, "sandboxSubnet"),
+    STR(T, sandbox_subnet, "sandboxSubnet", .chk = C_CIDR),
 };
 MSG(worker_rec, false);
 #undef T

@@ -466,21 +466,46 @@ static bool node_is(struct dg_http_req *r, const char *what, const char *name)
     return false;
 }
 
-/* Whether node credential `id` speaks for worker `w`: its own name, or (emulatedNodes: one
- * process registers BASE-0..BASE-N-1 and reports exits through BASE-0) one of its siblings. */
-static bool node_speaks_for(const char *id, const char *w)
-{
-    size_t n = strlen(id);
-    return strcmp(id, w) == 0 ||
-           (n > 2 && strcmp(id + n - 2, "-0") == 0 && strncmp(w, id, n - 1) == 0 && w[n - 1] != 0);
-}
-
 static struct cp_worker *worker_named(const char *name)
 {
     for (struct cp_worker *w = cp.core.workers; w; w = w->next)
         if (strcmp(w->name, name) == 0)
             return w;
     return NULL;
+}
+
+/* Whether node credential `id` speaks for worker `w`: its own name, or (emulatedNodes: one
+ * process registers BASE-0..BASE-N-1 and reports exits through BASE-0) one of its siblings:
+ * BASE-<digits>, registered by the same process (the same address and boot as BASE-0's). The
+ * name alone is not enough: separate workers named node-0, node-1 are common. */
+static bool node_speaks_for(const char *id, const struct cp_worker *w)
+{
+    size_t n = strlen(id);
+    if (strcmp(id, w->name) == 0)
+        return true;
+    if (n < 3 || strcmp(id + n - 2, "-0") != 0 || strncmp(w->name, id, n - 1) != 0 ||
+        !w->name[n - 1] || strspn(w->name + n - 1, "0123456789") != strlen(w->name + n - 1))
+        return false;
+    const struct cp_worker *first = worker_named(id);
+    return first && first->boot && w->boot && strcmp(first->boot, w->boot) == 0 &&
+           strcmp(first->address, w->address) == 0;
+}
+
+/* With authentication, one node credential is one node: a worker's cannot also register a
+ * data plane under its name (it would get every endpoint list and the callers), nor a data
+ * plane's a worker (creates, sandboxes): 403 when the name is already the other kind's. */
+static bool node_kind_ok(struct dg_http_req *r, const char *what, const char *name, bool taken,
+                         const char *other)
+{
+    const char *id;
+    if (!cp.auth_on || dg_http_req_identity(r, &id) != DG_AUTH_NODE || !taken)
+        return true;
+    dg_auth_audit(r, "refused 403 %s '%s': the name is a registered %s's", what, name, other);
+    dg_http_respond_text(r, 403,
+                         "%s: credential node.%s is registered as a %s: one node credential "
+                         "cannot act as a worker and a data plane (give each its own name)",
+                         what, id, other);
+    return false;
 }
 
 static void api_worker(struct dg_http_req *r, void *ud)
@@ -492,7 +517,8 @@ static void api_worker(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 400, "worker: %s", err.msg);
         return;
     }
-    if (!node_is(r, "worker", m.name)) {
+    if (!node_is(r, "worker", m.name) ||
+        !node_kind_ok(r, "worker", m.name, cp_core_dp(&cp.core, m.name) != NULL, "data plane")) {
         dg_wire_worker_beat_free(&m);
         return;
     }
@@ -549,7 +575,8 @@ static void api_dataplane(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 400, "dataplane: %s", err.msg);
         return;
     }
-    if (!node_is(r, "data plane", m.name)) {
+    if (!node_is(r, "data plane", m.name) ||
+        !node_kind_ok(r, "data plane", m.name, worker_named(m.name) != NULL, "worker")) {
         dg_wire_dp_beat_free(&m);
         return;
     }
@@ -627,7 +654,7 @@ static void api_sandbox_exited(struct dg_http_req *r, void *ud)
     if (f && cp.auth_on && dg_http_req_identity(r, &id) == DG_AUTH_NODE) {
         /* only the worker that runs a sandbox reports its exit */
         const struct cp_sandbox *sb = dg_strmap_get(&cp.core.sb_index, dg_str_c(m.id));
-        if (sb && sb->fn == f && sb->worker && !node_speaks_for(id, sb->worker->name)) {
+        if (sb && sb->fn == f && sb->worker && !node_speaks_for(id, sb->worker)) {
             dg_auth_audit(r, "refused 403 exit of sandbox %s on worker %s", m.id, sb->worker->name);
             dg_http_respond_text(r, 403,
                                  "sandbox exit: credential node.%s cannot report sandbox '%s': it "

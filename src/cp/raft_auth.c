@@ -487,10 +487,20 @@ static void on_inner_accept(struct raft_uv_transport *t, raft_id id, const char 
     stream->data = h;
     bool long_address = strlen(address) >= sizeof(h->address);
     snprintf(h->address, sizeof(h->address), "%s", address);
+    /* the peer's own words, unauthenticated: no control character reaches the log (a newline
+     * would forge an audit line of its own) */
+    bool ctl_address = false;
+    for (char *c = h->address; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+            *c = '?';
+            ctl_address = true;
+        }
     bool full = a->npending_accept >= CP_RAFT_AUTH_PENDING;
     add_pending(a, h);
-    if (long_address) {
-        refuse(h, "anonymous", "raft handshake: address too long");
+    if (long_address || ctl_address) {
+        refuse(h, "anonymous",
+               long_address ? "raft handshake: address too long"
+                            : "raft handshake: control characters in the address");
         return;
     }
     if (full) {

@@ -168,6 +168,12 @@ int main(int argc, char **argv)
         snprintf(g.name, sizeof(g.name), "%s", g.cfg.name);
     else if (gethostname(g.name, sizeof(g.name) - 1) == -1)
         snprintf(g.name, sizeof(g.name), "worker");
+    else if (g.cfg.auth_token_file[0]) /* a credential's name has no dots (lib/auth.h): an FQDN
+                                         * hostname would stop a keyed worker at start */
+        for (char *c = g.name; *c; c++)
+            if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                  (*c >= '0' && *c <= '9') || *c == '-' || *c == '_'))
+                *c = '-';
     /* authTokenFile (docs/security.md): the API only for the CP, heartbeats as node.NAME */
     const char *hosts[] = {g.cfg.host};
     char cred[DG_AUTH_CRED_MAX];

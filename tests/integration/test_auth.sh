@@ -15,7 +15,7 @@ D=$B/dirigent
 FN=$B/dirigent-fn
 TAG="DG_AUTH_TEST=$$"
 
-plan 18
+plan 20
 
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
@@ -137,12 +137,18 @@ check "roles: an operator credential registering a worker and a node credential 
 t_fake_dp() {
   [ "$(as - -XPOST "$CPI/v1/dataplanes" -d '{"name":"evil","api":"127.0.0.1:9","proxy":"127.0.0.1:9"}')" = 401 ] || return 1
   [ "$(as "$NODE_W1" -XPOST "$CPI/v1/dataplanes" -d '{"name":"evil","api":"127.0.0.1:9","proxy":"127.0.0.1:9"}')" = 403 ] || return 1
+  # a worker's credential under its own name, a data plane's as a worker: one node is one kind
+  [ "$(as "$NODE_W1" -XPOST "$CPI/v1/dataplanes" -d '{"name":"w1","api":"127.0.0.1:9","proxy":"127.0.0.1:9"}')" = 403 ] &&
+    body_has "credential node.w1 is registered as a worker" || return 1
+  [ "$(as "$NODE_DP1" -XPOST "$CPI/v1/workers" -d '{"name":"dp1","address":"127.0.0.1:9","boot":"x"}')" = 403 ] &&
+    body_has "credential node.dp1 is registered as a data plane" || return 1
+  status_is '[w["name"] for w in s["workers"]] == ["w1"]' || return 1
   status_is '[d["name"] for d in s["dataplanes"]] == ["dp1"]' || return 1
   # registration replies still name only dp1's proxy
   [ "$(as "$OP" -XPOST "$REG/registerService" -d "name=second&image=$FN&port_forwarding=80&port_forwarding=tcp&env_vars=$TAG")" = 200 ] &&
     [ "$(cat "$TAP_TMP/out")" = "${P#http://}" ]
 }
-check "a fake data plane (anonymous, or with a worker's credential): refused, registration replies unchanged" t_fake_dp
+check "a fake data plane (anonymous, or with a worker's credential, under its own name too), a DP as a worker: refused, registration replies unchanged" t_fake_dp
 
 t_dp_api() {
   local c
@@ -312,6 +318,56 @@ t_registration_loopback_rule() {
     [ "$(as "$OP" -XPOST "$any/registerService" -d "name=inv&image=$FN&port_forwarding=80&port_forwarding=tcp")" = 200 ]
 }
 check "registration API with a key: open on loopback (a node credential still refused), operator required on 0.0.0.0" t_registration_loopback_rule
+
+t_fqdn_hostname() {
+  # a keyed worker without --name takes its host's name: a dotted one (node1.example.com) is
+  # no credential name, so it becomes wk-example-test instead of stopping the worker at start
+  unshare --uts true 2>/dev/null || { echo "# skip: no UTS namespace"; return 0; }
+  local cpi
+  cpi=127.0.0.1:$(port_of "$TAP_TMP/cp-lo.log" 'internal api on')
+  bg_start "$TAP_TMP/wfq.log" unshare --uts sh -c 'hostname wk.example.test && exec "$@"' sh \
+    "$B/dirigent-worker" --port 0 --runtime emulated --authTokenFile "$KEY" --controlPlaneAddress "$cpi" \
+    --heartbeatInterval 300ms --dataDir "$TAP_TMP/wfq/data" --runDir "$TAP_TMP/wfq/run"
+  wait_for_log "$TAP_TMP/wfq.log" 'wk-example-test: listening on' || { cat "$TAP_TMP/wfq.log"; return 1; }
+  local i
+  for i in $(seq 1 100); do
+    curl -sf -H "Authorization: Bearer $OP" "http://$cpi/v1/status" | grep -q '"wk-example-test"' && return 0
+    sleep 0.1
+  done
+  echo "not registered: $(curl -s -H "Authorization: Bearer $OP" "http://$cpi/v1/status")"; return 1
+}
+check "a keyed worker on a host with a dotted hostname starts and registers (its name without dots)" t_fqdn_hostname
+
+t_sibling_exit() {
+  # workers named n-0, n-1 (a common scheme) are separate nodes: n-0's credential cannot report
+  # n-1's sandbox as exited (only emulatedNodes' siblings, one process: the same address and boot)
+  local cpi lo wk id i
+  bg_start "$TAP_TMP/cp-sib.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --persistence none \
+    --traceOutputFolder "" --authTokenFile "$KEY" --heartbeatInterval 300ms
+  wait_for_log "$TAP_TMP/cp-sib.log" 'registration on' || return 1
+  cpi=127.0.0.1:$(port_of "$TAP_TMP/cp-sib.log" 'internal api on')
+  lo=http://127.0.0.1:$(port_of "$TAP_TMP/cp-sib.log" 'registration on')
+  bg_start "$TAP_TMP/wn1.log" "$B/dirigent-worker" --port 0 --name n-1 --runtime emulated \
+    --fnBinary "$FN" --authTokenFile "$KEY" --controlPlaneAddress "$cpi" --heartbeatInterval 300ms \
+    --dataDir "$TAP_TMP/wn1/data" --runDir "$TAP_TMP/wn1/run"
+  wait_for_log "$TAP_TMP/wn1.log" 'n-1: listening on' || return 1
+  wk=http://127.0.0.1:$(port_of "$TAP_TMP/wn1.log" 'n-1: listening on')
+  [ "$(as - -XPOST "$lo/registerService" -d "name=sib&image=$FN&port_forwarding=80&port_forwarding=tcp&scaling_lower_bound=1")" = 200 ] || return 1
+  for i in $(seq 1 100); do
+    id=$(curl -sf -H "Authorization: Bearer $OP" "$wk/v1/sandboxes" | /usr/bin/python3 -c \
+      'import json,sys; print([s["id"] for s in json.load(sys.stdin)["sandboxes"] if s["function"]=="sib" and s["state"]=="ready"][0])' 2>/dev/null) && break
+    sleep 0.1
+  done
+  [ -n "$id" ] || { echo "no sandbox of sib on n-1"; return 1; }
+  for i in $(seq 1 100); do # the create's answer is in at the CP (its sandbox known there)
+    [ "$(json_field "$(curl -sf "$lo/v1/functions/sib")" ready)" = 1 ] && break
+    sleep 0.1
+  done
+  [ "$(as "$(cred node n-0)" -XPOST "http://$cpi/v1/sandboxes/exited" -d "{\"worker\":\"n-0\",\"id\":\"$id\",\"function\":\"sib\",\"status\":1}")" = 403 ] &&
+    body_has "credential node.n-0 cannot report sandbox '$id': it runs on worker 'n-1'" || return 1
+  [ "$(as "$(cred node n-1)" -XPOST "http://$cpi/v1/sandboxes/exited" -d "{\"worker\":\"n-1\",\"id\":\"$id\",\"function\":\"sib\",\"status\":1}")" = 200 ]
+}
+check "a worker named n-0 cannot report the exit of worker n-1's sandbox; n-1 itself can" t_sibling_exit
 
 # ---- dirigent up: the key and the operator token in the state directory ---------------------
 UPD=$TAP_TMP/updir

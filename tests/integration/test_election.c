@@ -531,7 +531,14 @@ static void test_forged_peers(void **state)
     unsigned char first4;
     int r4 = probe(taddr, buf, n, &first4);
     run_until(never, 1100);
+    /* 5. an address in raft's handshake that would write a line of its own into the log */
+    n = forge_handshake(buf, claimed, "1.2.3.4:5\naudit: who=operator.admin forged line");
+    unsigned char first5;
+    probe(taddr, buf, n, &first5);
+    run_until(never, 1100);
     const char *log = audit_release();
+    assert_null(strstr(log, "\naudit: who=operator.admin forged line"));
+    assert_non_null(strstr(log, "1.2.3.4:5?audit: who=operator.admin forged line"));
 
     printf("# forged AppendEntries: closed with %d bytes back (first '%c'); other key: %d "
            "('%c'); wrong replica: %d ('%c'); node role: %d ('%c')\n",
@@ -557,7 +564,7 @@ static void test_forged_peers(void **state)
     assert_int_equal(total_changes(), changes);
     assert_int_equal(agreed_leader(), leader);
 
-    /* 5. the right credential for the claimed replica is accepted (then closed by us) */
+    /* 6. the right credential for the claimed replica is accepted (then closed by us) */
     snprintf(name, sizeof(name), "cp-%u", claimed);
     n = forge_with_credential(buf, claimed, caddr, &lkey, DG_AUTH_CP, name);
     const char *colon = strrchr(taddr, ':');

@@ -182,8 +182,11 @@ static void test_key_files(void **state)
 static void test_loopback(void **state)
 {
     const char *yes[] = {"127.0.0.1", "127.1.2.3", "::1", "localhost", "::ffff:127.0.0.1"};
-    const char *no[] = {"0.0.0.0",         "::", "10.0.0.1",   "192.168.1.1", "128.0.0.1",
-                        "::ffff:10.0.0.1", "",   "127.0.0.1.5"};
+    const char *no[] = {"0.0.0.0", "::", "10.0.0.1", "192.168.1.1", "128.0.0.1", "::ffff:10.0.0.1",
+                        "", "127.0.0.1.5",
+                        /* getaddrinfo's shorthands (0 is 0.0.0.0) and a name below localhost:
+                         * not loopback (the listeners take dotted quads only) */
+                        "0", "127.1", "localhost.example.com", "::ffff:0.0.0.0"};
     for (size_t i = 0; i < DG_ARRAY_LEN(yes); i++)
         assert_true(dg_auth_host_is_loopback(yes[i]));
     for (size_t i = 0; i < DG_ARRAY_LEN(no); i++)

@@ -547,6 +547,23 @@ static void test_validation(void **state)
     BAD(worker_beat, "{\"name\":\"w\",\"address\":\"a..b:80\"}",
         "field 'address': " ADDR_RULE ", got 'a..b:80'");
     BAD(worker_rec, "{\"address\":\"x\"}", "field 'address': " ADDR_RULE ", got 'x'");
+    /* a worker's sandbox subnet (the CP logs it and judges adoptions by it) */
+    BAD(worker_beat,
+        "{\"name\":\"w\",\"address\":\"1.2.3.4:5\",\"sandboxSubnet\":\"10.0.0.0/24\\nX\"}",
+        "field 'sandboxSubnet': expected an address prefix (e.g. 10.200.0.0/16), or empty, got "
+        "'10.0.0.0/24?X'");
+    BAD(worker_rec, "{\"address\":\"1.2.3.4:5\",\"sandboxSubnet\":\"a b\"}",
+        "field 'sandboxSubnet': expected an address prefix (e.g. 10.200.0.0/16), or empty, got "
+        "'a b'");
+    {
+        struct dg_wire_worker_beat wb;
+        struct dg_err e = {0};
+        const char *ok =
+            "{\"name\":\"w\",\"address\":\"1.2.3.4:5\",\"sandboxSubnet\":\"10.200.0.0/16\"}";
+        assert_int_equal(dg_wire_worker_beat_parse(ok, strlen(ok), &wb, &e), 0);
+        assert_string_equal(wb.sandbox_subnet, "10.200.0.0/16");
+        dg_wire_worker_beat_free(&wb);
+    }
     BAD(dp_rec, "{\"api\":\"1.2.3.4:5\",\"proxy\":\"1.2.3.4\"}",
         "field 'proxy': " ADDR_RULE ", got '1.2.3.4'");
     const char *good_addrs[] = {"127.0.0.1:9090", "[::1]:80", "::1:80", "node-1.example.org:65535",
