@@ -317,6 +317,20 @@ static int process_validate(void *state, const struct dg_wire_create *spec, stru
     return check_image(state, spec, resolved, sizeof(resolved), err);
 }
 
+/* A variable of the worker's environment a process sandbox inherits: the locale, the time
+ * zone, PATH, the temporary directory and the sanitizers' options (a sanitized build's tests).
+ * Everything else (credentials, proxies, cloud keys the worker was started with) stays out. */
+static bool inherited_ok(const char *kv)
+{
+    static const char *const names[] = {
+        "PATH=",   "LANG=",         "LANGUAGE=",      "TZ=",
+        "TMPDIR=", "ASAN_OPTIONS=", "UBSAN_OPTIONS=", "LSAN_OPTIONS="};
+    for (size_t i = 0; i < DG_ARRAY_LEN(names); i++)
+        if (strncmp(kv, names[i], strlen(names[i])) == 0)
+            return true;
+    return strncmp(kv, "LC_", 3) == 0;
+}
+
 static void process_create(void *state, struct wk_sandbox *sb, const struct dg_wire_create *spec)
 {
     struct proc_rt *rt = state;
@@ -341,7 +355,8 @@ static void process_create(void *state, struct wk_sandbox *sb, const struct dg_w
     sb->lat.network_us = dg_now_us() - sb->t0_us;
 
     /* environment: PORT first (the first match wins, so env_vars cannot move the port),
-     * then the function's env_vars, then the worker's */
+     * then the function's env_vars, then of the worker's only what says how to run a program
+     * (inherited_ok): never its credentials, proxies or cloud keys */
     size_t nenv = 0;
     while (environ[nenv])
         nenv++;
@@ -352,8 +367,8 @@ static void process_create(void *state, struct wk_sandbox *sb, const struct dg_w
     env[k++] = portenv;
     for (size_t i = 0; i < spec->env.n; i++)
         env[k++] = spec->env.v[i];
-    for (size_t i = 0; i < nenv; i++) /* not the CLI's credential, were it set */
-        if (strncmp(environ[i], "PORT=", 5) != 0 && strncmp(environ[i], "DIRIGENT_TOKEN=", 15) != 0)
+    for (size_t i = 0; i < nenv; i++)
+        if (inherited_ok(environ[i]))
             env[k++] = environ[i];
     char **args = dg_xcalloc(spec->args.n + 2, sizeof(char *));
     args[0] = spec->image;

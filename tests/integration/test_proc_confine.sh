@@ -17,6 +17,8 @@ if [ "$(id -u)" != 0 ] || ! id nobody >/dev/null 2>&1; then
   exit 0
 fi
 NOBODY=$(id -u nobody)
+# a secret in the workers' environment (as a cloud key would be): no sandbox may see it
+export AWS_SECRET_ACCESS_KEY=dg-secret-$$
 
 start_worker() { # start_worker LOG [args...] -> WK_PID, WK_URL
   local log=$1; shift
@@ -93,9 +95,13 @@ t_runs_as_user() {
   gids=$(awk '/^Gid:/ {print $2,$3,$4,$5}' "/proc/$pid/status")
   echo "pid $pid: Uid $uids, Gid $gids, Groups $(awk '/^Groups:/ {print $2}' "/proc/$pid/status")"
   [ "$uids" = "$NOBODY $NOBODY $NOBODY $NOBODY" ] && [ "$gids" = "$(id -g nobody) $(id -g nobody) $(id -g nobody) $(id -g nobody)" ] &&
-    [ -z "$(awk '/^Groups:/ {print $2}' "/proc/$pid/status")" ]
+    [ -z "$(awk '/^Groups:/ {print $2}' "/proc/$pid/status")" ] || return 1
+  # its environment: its own env_vars, PATH and PORT, none of the worker's secrets
+  tr '\0' '\n' <"/proc/$pid/environ" >"$TAP_TMP/sb.env"
+  grep -q "^PATH=" "$TAP_TMP/sb.env" && grep -q "^PORT=" "$TAP_TMP/sb.env" || return 1
+  ! grep -q "AWS_SECRET_ACCESS_KEY" "$TAP_TMP/sb.env" || { echo "the worker's secret reached the sandbox"; return 1; }
 }
-check "the build's dirigent-fn runs and answers, as processUser (every uid and gid, no groups)" t_runs_as_user
+check "the build's dirigent-fn runs and answers, as processUser (every uid and gid, no groups), without the worker's environment" t_runs_as_user
 
 t_link_in() {
   # a link inside the allowed directories to an allowed executable is fine
