@@ -4,6 +4,7 @@
  */
 #include "dirigent/daemon.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,10 +48,24 @@ int dg_daemon_init(struct dg_daemon *d, uv_loop_t *loop, const char *name,
     return 0;
 }
 
+/* Descriptors the daemon inherited (a shell's, a supervisor's pipe) are not handed on to what
+ * it starts (sandboxes, skopeo, crun): close-on-exec from the start. */
+static void cloexec_inherited(void)
+{
+    if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+        return;
+    for (int fd = 3; fd < 1024; fd++) { /* kernels before 5.11 */
+        int fl = fcntl(fd, F_GETFD);
+        if (fl >= 0 && !(fl & FD_CLOEXEC))
+            (void)fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+    }
+}
+
 int dg_daemon_configure(const struct dg_conf_schema *s, void *cfg, char *const *log_level, int argc,
                         char **argv)
 {
     struct dg_err err = {0};
+    cloexec_inherited();
     int rc = dg_conf_parse_args(s, cfg, argc, argv, stdout, &err);
     if (rc != DG_CONF_RUN) {
         if (rc < 0)

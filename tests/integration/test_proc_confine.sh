@@ -51,6 +51,8 @@ t_root_no_user() {
 }
 check "a root worker without processUser refuses every create with 400 naming processUser" t_root_no_user
 
+# the worker inherits descriptor 7 (a supervisor's pipe, a shell's file): no sandbox may
+exec 7>"$TAP_TMP/inherited"
 start_worker "$TAP_TMP/w1.log" --processUser nobody ||
   { echo "Bail out! dirigent-worker did not start"; exit 1; }
 
@@ -100,8 +102,9 @@ t_runs_as_user() {
   tr '\0' '\n' <"/proc/$pid/environ" >"$TAP_TMP/sb.env"
   grep -q "^PATH=" "$TAP_TMP/sb.env" && grep -q "^PORT=" "$TAP_TMP/sb.env" || return 1
   ! grep -q "AWS_SECRET_ACCESS_KEY" "$TAP_TMP/sb.env" || { echo "the worker's secret reached the sandbox"; return 1; }
+  ! ls -l "/proc/$pid/fd/" | grep -q "$TAP_TMP/inherited" || { echo "the worker's inherited descriptor reached the sandbox"; return 1; }
 }
-check "the build's dirigent-fn runs and answers, as processUser (every uid and gid, no groups), without the worker's environment" t_runs_as_user
+check "the build's dirigent-fn runs and answers, as processUser (every uid and gid, no groups), without the worker's environment or inherited descriptors" t_runs_as_user
 
 t_link_in() {
   # a link inside the allowed directories to an allowed executable is fine
