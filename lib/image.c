@@ -6,6 +6,7 @@
  */
 #include "dirigent/image.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
@@ -221,16 +222,16 @@ bool dg_image_registry_is_local(const char *registry)
 {
     size_t n = strcspn(registry, ":");
     if (registry[0] == '[')
-        return strncmp(registry, "[::1]", 5) == 0;
+        return strncmp(registry, "[::1]", 5) == 0 && (registry[5] == '\0' || registry[5] == ':');
     if (n == 9 && strncmp(registry, "localhost", 9) == 0)
         return true;
-    /* 127.0.0.0/8 as a dotted quad: "127.example.com" is a name that resolves anywhere */
-    unsigned dots = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (registry[i] == '.')
-            dots++;
-        else if (!isdigit((unsigned char)registry[i]))
-            return false;
-    }
-    return dots == 3 && strncmp(registry, "127.", 4) == 0;
+    /* 127.0.0.0/8 as an address by its form alone, no resolver asked: "127.example.com",
+     * 127.0.0.256 or 127.0.0.0001 are names skopeo would look up */
+    char host[INET_ADDRSTRLEN];
+    struct in_addr a;
+    if (n >= sizeof(host))
+        return false;
+    memcpy(host, registry, n);
+    host[n] = '\0';
+    return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
 }

@@ -117,17 +117,6 @@ enum wk_path_verdict wk_dirs_check(const struct wk_dirs *d, const char *path, ch
     return WK_PATH_REFUSED; /* a symlink out */
 }
 
-/* `host` (a registry without its port) is a loopback address by its form alone: no resolver
- * is asked. dg_image_registry_is_local takes any four digit groups starting "127."; skopeo
- * (Go) hands what is not an address (127.0.0.256, 127.0.0.0001) to DNS. */
-static bool loopback_host(const char *host)
-{
-    struct in_addr a;
-    if (strcmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0)
-        return true;
-    return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
-}
-
 bool wk_registry_allowed(const struct dg_strlist *allowed, const char *registry)
 {
     char host[256];
@@ -138,7 +127,7 @@ bool wk_registry_allowed(const struct dg_strlist *allowed, const char *registry)
     snprintf(host, sizeof(host), "%.*s", (int)DG_MIN(hn, sizeof(host) - 1), registry);
     for (size_t i = 0; i < allowed->n; i++) {
         const char *a = allowed->v[i];
-        if (strcmp(a, "loopback") == 0 ? dg_image_registry_is_local(registry) && loopback_host(host)
+        if (strcmp(a, "loopback") == 0 ? dg_image_registry_is_local(registry)
                                        : strcmp(a, registry) == 0 || strcmp(a, host) == 0)
             return true;
     }

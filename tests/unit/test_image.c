@@ -103,6 +103,10 @@ static void test_local_registry(void **state)
     assert_false(dg_image_registry_is_local("127.example.com:5000")); /* a name, not 127/8 */
     assert_false(dg_image_registry_is_local("127.0.0.1.nip.io"));
     assert_false(dg_image_registry_is_local(""));
+    assert_false(dg_image_registry_is_local("127.0.0.256:5000")); /* not an address: DNS */
+    assert_false(dg_image_registry_is_local("127.0.0.0001"));
+    assert_false(dg_image_registry_is_local("[::1]x"));
+    assert_true(dg_image_registry_is_local("127.1.2.3"));
 }
 
 int main(void)
