@@ -1,0 +1,368 @@
+/*
+ * dirigent-fn over h2c with prior knowledge (h2.h): libnghttp2 does the framing, HPACK, flow
+ * control, SETTINGS/PING and GOAWAY; this file moves bytes between it and a libuv socket and
+ * turns a stream whose request has ended into a call of server.c's handler.
+ *
+ * A bad frame or a bad preface: nghttp2 answers GOAWAY with its error code (or, when it cannot,
+ * the session is terminated with PROTOCOL_ERROR), the queued frames are written and the
+ * connection is closed. A request body is read and ignored, as the HTTP/1.1 handler ignores it.
+ * A stream whose work is still running when its connection goes is freed when the work ends.
+ */
+#include "h2.h"
+
+#include <nghttp2/nghttp2.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dirigent/log.h"
+#include "server.h"
+
+#define H2_MAX_HEADERS 64
+#define H2_MAX_STREAMS 128
+
+struct fn_h2_conn {
+    struct fn *fn;
+    struct fn_h2_conn *prev, *next;
+    uv_tcp_t tcp;
+    nghttp2_session *session;
+    struct fn_h2_stream *streams; /* open streams of this connection */
+    unsigned writes;
+    bool closing;
+};
+
+struct fn_h2_stream {
+    struct fn_h2_conn *conn; /* NULL once the connection is gone */
+    struct fn_h2_stream *prev, *next;
+    int32_t id;
+    unsigned nh;
+    char *names[H2_MAX_HEADERS], *values[H2_MAX_HEADERS];
+    size_t vlens[H2_MAX_HEADERS];
+    char *resp; /* the response body */
+    size_t resp_len, resp_off;
+    bool dispatched, answered, closed;
+};
+
+struct h2_write {
+    uv_write_t req;
+    struct fn_h2_conn *conn;
+    char data[];
+};
+
+static void conn_close(struct fn_h2_conn *c);
+
+static void stream_free(struct fn_h2_stream *st)
+{
+    for (unsigned i = 0; i < st->nh; i++) {
+        free(st->names[i]);
+        free(st->values[i]);
+    }
+    free(st->resp);
+    free(st);
+}
+
+static void stream_unlink(struct fn_h2_stream *st)
+{
+    struct fn_h2_conn *c = st->conn;
+    if (!c)
+        return;
+    if (st->prev)
+        st->prev->next = st->next;
+    else
+        c->streams = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    st->prev = st->next = NULL;
+    st->conn = NULL;
+}
+
+static void on_write(uv_write_t *w, int status)
+{
+    struct h2_write *hw = DG_CONTAINER_OF(w, struct h2_write, req);
+    struct fn_h2_conn *c = hw->conn;
+    free(hw);
+    c->writes--;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->writes == 0 && !c->closing && !nghttp2_session_want_read(c->session) &&
+        !nghttp2_session_want_write(c->session))
+        conn_close(c);
+}
+
+/* Write what nghttp2 has queued; close when it wants neither to read nor to write. */
+static void conn_flush(struct fn_h2_conn *c)
+{
+    if (c->closing)
+        return;
+    struct dg_buf out = {0};
+    for (;;) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(c->session, &data);
+        if (n < 0) {
+            dg_buf_free(&out);
+            conn_close(c);
+            return;
+        }
+        if (n == 0)
+            break;
+        dg_buf_append(&out, data, (size_t)n);
+    }
+    if (out.len > 0) {
+        struct h2_write *hw = dg_xmalloc(sizeof(*hw) + out.len);
+        hw->conn = c;
+        memcpy(hw->data, out.data, out.len);
+        uv_buf_t b = uv_buf_init(hw->data, (unsigned)out.len);
+        if (uv_write(&hw->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
+            free(hw);
+            dg_buf_free(&out);
+            conn_close(c);
+            return;
+        }
+        c->writes++;
+    }
+    dg_buf_free(&out);
+    if (c->writes == 0 && !nghttp2_session_want_read(c->session) &&
+        !nghttp2_session_want_write(c->session))
+        conn_close(c);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct fn_h2_conn *c = h->data;
+    while (c->streams) {
+        struct fn_h2_stream *st = c->streams;
+        bool busy = st->dispatched && !st->answered;
+        stream_unlink(st);
+        if (!busy)
+            stream_free(st); /* else the handler's fn_h2_respond frees it */
+    }
+    nghttp2_session_del(c->session);
+    free(c);
+}
+
+static void conn_close(struct fn_h2_conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    struct fn *f = c->fn;
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (f->h2_conns == c)
+        f->h2_conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    uv_close((uv_handle_t *)&c->tcp, on_closed); /* pending writes end with ECANCELED */
+}
+
+static void conn_recv(struct fn_h2_conn *c, const char *data, size_t len)
+{
+    ssize_t n = nghttp2_session_mem_recv(c->session, (const uint8_t *)data, len);
+    if (n < 0) {
+        dg_log(DG_LOG_DEBUG, "fn", "h2: %s", nghttp2_strerror((int)n));
+        nghttp2_session_terminate_session(c->session, NGHTTP2_PROTOCOL_ERROR);
+    }
+    conn_flush(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    static char rbuf[64 * 1024]; /* one loop thread: consumed before the next read */
+    *buf = uv_buf_init(rbuf, sizeof(rbuf));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct fn_h2_conn *c = s->data;
+    if (nread < 0) {
+        conn_close(c);
+        return;
+    }
+    if (nread > 0 && !c->closing)
+        conn_recv(c, buf->base, (size_t)nread);
+}
+
+/* ---- nghttp2 callbacks ------------------------------------------------------------------ */
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *fr, void *ud)
+{
+    struct fn_h2_conn *c = ud;
+    if (fr->hd.type != NGHTTP2_HEADERS || fr->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    struct fn_h2_stream *st = dg_xcalloc(1, sizeof(*st));
+    st->conn = c;
+    st->id = fr->hd.stream_id;
+    st->next = c->streams;
+    if (c->streams)
+        c->streams->prev = st;
+    c->streams = st;
+    nghttp2_session_set_stream_user_data(s, st->id, st);
+    return 0;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *fr, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
+{
+    struct fn_h2_stream *st = nghttp2_session_get_stream_user_data(s, fr->hd.stream_id);
+    if (!st || fr->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    if (st->nh >= H2_MAX_HEADERS) /* as HTTP/1.1's limit on header fields: refuse the stream */
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    st->names[st->nh] = dg_xstrndup((const char *)name, namelen);
+    st->values[st->nh] = dg_xstrndup((const char *)value, valuelen);
+    st->vlens[st->nh] = valuelen;
+    st->nh++;
+    return 0;
+}
+
+static void dispatch(struct fn_h2_conn *c, struct fn_h2_stream *st)
+{
+    if (st->dispatched)
+        return;
+    st->dispatched = true;
+    fn_handle_h2(c->fn, st);
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *fr, void *ud)
+{
+    struct fn_h2_conn *c = ud;
+    if ((fr->hd.type != NGHTTP2_HEADERS && fr->hd.type != NGHTTP2_DATA) ||
+        !(fr->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    struct fn_h2_stream *st = nghttp2_session_get_stream_user_data(s, fr->hd.stream_id);
+    if (st)
+        dispatch(c, st);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud)
+{
+    struct fn_h2_stream *st = nghttp2_session_get_stream_user_data(s, id);
+    if (!st)
+        return 0;
+    bool busy = st->dispatched && !st->answered;
+    stream_unlink(st);
+    if (busy)
+        st->closed = true; /* freed by fn_h2_respond */
+    else
+        stream_free(st);
+    return 0;
+}
+
+static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                         nghttp2_data_source *src, void *ud)
+{
+    struct fn_h2_stream *st = src->ptr;
+    size_t n = DG_MIN(len, st->resp_len - st->resp_off);
+    memcpy(buf, st->resp + st->resp_off, n);
+    st->resp_off += n;
+    if (st->resp_off == st->resp_len)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+/* ---- the interface ---------------------------------------------------------------------- */
+
+struct dg_str fn_h2_header(struct fn_h2_stream *st, const char *name)
+{
+    for (unsigned i = 0; i < st->nh; i++)
+        if (strcmp(st->names[i], name) == 0)
+            return (struct dg_str){st->values[i], st->vlens[i]};
+    if (strcmp(name, "host") == 0)
+        return fn_h2_header(st, ":authority");
+    return (struct dg_str){0};
+}
+
+struct dg_str fn_h2_path(struct fn_h2_stream *st)
+{
+    return fn_h2_header(st, ":path");
+}
+
+void fn_h2_respond(struct fn_h2_stream *st, int status, const char *ctype, const void *body,
+                   size_t len, const char *hname, const char *hvalue)
+{
+    if (st->answered)
+        return;
+    st->answered = true;
+    struct fn_h2_conn *c = st->conn;
+    if (!c || st->closed || c->closing) {
+        stream_unlink(st);
+        stream_free(st);
+        return;
+    }
+    char code[8], clen[24];
+    snprintf(code, sizeof(code), "%d", status);
+    snprintf(clen, sizeof(clen), "%zu", len);
+    st->resp = dg_xmalloc(len ? len : 1);
+    memcpy(st->resp, body, len);
+    st->resp_len = len;
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
+    nghttp2_nv nva[4] = {NV(":status", code), NV("content-type", ctype),
+                         NV("content-length", clen)};
+    size_t nn = 3;
+    if (hname)
+        nva[nn++] = (nghttp2_nv)NV(hname, hvalue);
+#undef NV
+    nghttp2_data_provider prd = {.source.ptr = st, .read_callback = read_body};
+    if (nghttp2_submit_response(c->session, st->id, nva, nn, &prd) != 0)
+        nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    conn_flush(c);
+}
+
+static void free_unopened(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void fn_h2_accept(void *ud, int fd, const char *early, size_t len)
+{
+    struct fn *f = ud;
+    struct fn_h2_conn *c = dg_xcalloc(1, sizeof(*c));
+    c->fn = f;
+    uv_tcp_init(f->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        close(fd);
+        c->closing = true;
+        uv_close((uv_handle_t *)&c->tcp, free_unopened);
+        return;
+    }
+    nghttp2_session_callbacks *cbs;
+    nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_server_new(&c->session, cbs, c);
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_STREAMS},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 64 * 1024},
+    };
+    nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, DG_ARRAY_LEN(iv));
+    c->next = f->h2_conns;
+    if (f->h2_conns)
+        f->h2_conns->prev = c;
+    f->h2_conns = c;
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    conn_recv(c, early, len);
+}
+
+void fn_h2_close_all(struct fn *f)
+{
+    while (f->h2_conns) {
+        struct fn_h2_conn *c = f->h2_conns;
+        nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(c->session, &data);
+        if (n > 0) { /* best effort: the GOAWAY, if the socket takes it now */
+            uv_buf_t b = uv_buf_init((char *)data, (unsigned)n);
+            uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        }
+        conn_close(c);
+    }
+}

@@ -1,0 +1,34 @@
+/*
+ * dirigent-fn's HTTP/2 cleartext side (h2.c): connections the HTTP/1.1 server hands over when
+ * their first bytes are the HTTP/2 client preface (h2c with prior knowledge), served with
+ * libnghttp2. Each stream is answered by the same request handling as an HTTP/1.1 request
+ * (server.c through struct fn_req).
+ */
+#ifndef DIRIGENT_FN_H2_H
+#define DIRIGENT_FN_H2_H
+
+#include <stddef.h>
+
+#include "dirigent/common.h"
+
+struct fn;
+struct fn_h2_stream;
+
+/* dg_http_h2c_fn for the HTTP/1.1 server: take over `fd` (ud is the struct fn). */
+void fn_h2_accept(void *ud, int fd, const char *early, size_t len);
+
+/* A request header of the stream (lower-case name; "host" falls back to :authority); {0} when
+ * absent. */
+struct dg_str fn_h2_header(struct fn_h2_stream *st, const char *name);
+/* The stream's :path. */
+struct dg_str fn_h2_path(struct fn_h2_stream *st);
+
+/* Answer the stream (once); an extra header when `hname` is not NULL. The body is copied.
+ * When the stream or its connection is gone, frees it and sends nothing. */
+void fn_h2_respond(struct fn_h2_stream *st, int status, const char *ctype, const void *body,
+                   size_t len, const char *hname, const char *hvalue);
+
+/* Close every HTTP/2 connection (GOAWAY, then close): on shutdown. */
+void fn_h2_close_all(struct fn *f);
+
+#endif
