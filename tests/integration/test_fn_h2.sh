@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# dirigent-fn over h2c with prior knowledge, on the same port as HTTP/1.1: the real binary on
+# an ephemeral port, driven with nghttp (nghttp2-client), curl and tests/lib/h2raw.py (raw
+# frames: several streams on one connection, bad frames).
+set -u
+SRC=${DG_SOURCE_DIR:-$(dirname "$0")/../..}
+. "$SRC/tests/lib/tap.sh"
+FN=${DG_BUILD_DIR:-build}/dirigent-fn
+H2RAW="/usr/bin/python3 $SRC/tests/lib/h2raw.py"
+
+plan 7
+
+bg_start "$TAP_TMP/fn.log" "$FN" --host 127.0.0.1 --port 0
+FN_PID=$BG_PID
+wait_for_log "$TAP_TMP/fn.log" 'listening on 127\.0\.0\.1:[0-9]+' ||
+  { echo "Bail out! dirigent-fn did not start"; exit 1; }
+PORT=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$TAP_TMP/fn.log" | head -1 | sed 's/.*://')
+URL="http://127.0.0.1:$PORT"
+
+t_same_json() {
+  local h1 h2
+  h1=$(curl -sf -H 'function: fA' "$URL/") || return 1
+  h2=$(timeout 10 nghttp -H 'function: fA' "$URL/") || return 1
+  echo "h1: $h1"; echo "h2: $h2"
+  [ -n "$h2" ] && [ "$h1" = "$h2" ] && grep -q '"Status":"OK","Function":"fA"' <<<"$h2"
+}
+check "prior knowledge: an h2c request gets the same JSON as HTTP/1.1" t_same_json
+
+t_spin_h2() {
+  local out us
+  out=$(timeout 10 nghttp -H 'function: fB' -H 'requested_cpu: 20' "$URL/") || return 1
+  echo "$out"
+  us=$(sed -n 's/.*"ExecutionTime":\([0-9]*\).*/\1/p' <<<"$out")
+  [ -n "$us" ] && [ "$us" -ge 20000 ]
+}
+check "requested_cpu over h2c: the work runs (ExecutionTime >= 20000 us)" t_spin_h2
+
+t_streams() {
+  local out
+  out=$($H2RAW "$PORT" req / 'function: s1' 'requested_cpu: 30' -- / 'function: s3' -- \
+    / 'function: s5' 'workload: empty') || return 1
+  echo "$out"
+  grep -q '^DATA 1 {"Status":"OK","Function":"s1"' <<<"$out" &&
+    grep -q '^DATA 3 {"Status":"OK","Function":"s3"' <<<"$out" &&
+    grep -q '^DATA 5 {"Status":"OK - EMPTY","Function":"s5"' <<<"$out" &&
+    ! grep -q '^GOAWAY' <<<"$out"
+}
+check "three streams on one connection: each answered on its own stream" t_streams
+
+t_bad_header() {
+  local out
+  out=$($H2RAW "$PORT" req / 'requested_cpu: abc') || return 1
+  echo "$out"
+  grep -q "^DATA 1 header 'requested_cpu': expected an integer" <<<"$out" &&
+    grep -q '^HEADERS 1 8c' <<<"$out" # :status 400 (HPACK static index 12)
+}
+check "a bad requested_cpu over h2c gets 400 naming the header" t_bad_header
+
+t_bad_frame() {
+  local out code
+  # a DATA frame on stream 0 (a connection error: PROTOCOL_ERROR)
+  out=$($H2RAW "$PORT" raw 0000050001000000007878787878) || return 1
+  echo "$out"
+  grep -q '^GOAWAY 0 last=0 code=1 ' <<<"$out" && grep -q '^closed' <<<"$out" || return 1
+  # a bad preface after the first bytes matched
+  exec 3<>"/dev/tcp/127.0.0.1/$PORT" || return 1
+  printf 'PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n' >&3
+  out=$(timeout 5 cat <&3 | od -An -tx1 | tr -d ' \n')
+  exec 3>&-
+  echo "bad preface answer: $out"
+  kill -0 "$FN_PID" && code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/health") &&
+    [ "$code" = 200 ] && timeout 10 nghttp "$URL/health" | grep -q '"status":"ok"'
+}
+check "a bad frame gets GOAWAY PROTOCOL_ERROR and closes; the server keeps serving both" t_bad_frame
+
+t_h1_still() {
+  local out code
+  out=$(curl -sf -H 'function: old' "$URL/") || return 1
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H 'requested_cpu: x' "$URL/")
+  echo "$out / $code"
+  grep -q '"Function":"old"' <<<"$out" && [ "$code" = 400 ] &&
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/health")" = 200 ]
+}
+check "HTTP/1.1 on the same port keeps working (200, 400 for a bad header, /health)" t_h1_still
+
+t_term() {
+  local rc
+  # an h2c connection left open (its stream still working) when SIGTERM comes
+  $H2RAW "$PORT" req / 'requested_cpu: 3000' >"$TAP_TMP/open.out" 2>&1 &
+  local cl=$!
+  local i=0 # until the connection is established (the work may or may not have started)
+  while [ -z "$(ss -Htn state established "( sport = :$PORT )")" ] && [ $i -lt 200 ]; do
+    sleep 0.05; i=$((i + 1))
+  done
+  kill -TERM "$FN_PID"
+  wait_bounded "$FN_PID"; rc=$?
+  wait "$cl"
+  cat "$TAP_TMP/open.out"
+  echo "exit $rc"
+  [ "$rc" = 0 ]
+}
+check "SIGTERM with an h2c connection open: clean exit 0" t_term
+
+tap_done
