@@ -25,10 +25,13 @@ struct fn_h2_conn {
     struct fn *fn;
     struct fn_h2_conn *prev, *next;
     uv_tcp_t tcp;
+    uv_timer_t linger_timer;
+    uv_shutdown_t shutdown_req;
+    unsigned handles;
     nghttp2_session *session;
     struct fn_h2_stream *streams; /* open streams of this connection */
     unsigned writes;
-    bool closing;
+    bool closing, lingering;
 };
 
 struct fn_h2_stream {
@@ -50,6 +53,7 @@ struct h2_write {
 };
 
 static void conn_close(struct fn_h2_conn *c);
+static void conn_linger(struct fn_h2_conn *c);
 
 static void stream_free(struct fn_h2_stream *st)
 {
@@ -88,13 +92,13 @@ static void on_write(uv_write_t *w, int status)
     }
     if (c->writes == 0 && !c->closing && !nghttp2_session_want_read(c->session) &&
         !nghttp2_session_want_write(c->session))
-        conn_close(c);
+        conn_linger(c);
 }
 
 /* Write what nghttp2 has queued; close when it wants neither to read nor to write. */
 static void conn_flush(struct fn_h2_conn *c)
 {
-    if (c->closing)
+    if (c->closing || c->lingering)
         return;
     struct dg_buf out = {0};
     for (;;) {
@@ -125,12 +129,14 @@ static void conn_flush(struct fn_h2_conn *c)
     dg_buf_free(&out);
     if (c->writes == 0 && !nghttp2_session_want_read(c->session) &&
         !nghttp2_session_want_write(c->session))
-        conn_close(c);
+        conn_linger(c);
 }
 
 static void on_closed(uv_handle_t *h)
 {
     struct fn_h2_conn *c = h->data;
+    if (--c->handles > 0)
+        return;
     while (c->streams) {
         struct fn_h2_stream *st = c->streams;
         bool busy = st->dispatched && !st->answered;
@@ -155,7 +161,36 @@ static void conn_close(struct fn_h2_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
+    uv_close((uv_handle_t *)&c->linger_timer, on_closed);
     uv_close((uv_handle_t *)&c->tcp, on_closed); /* pending writes end with ECANCELED */
+}
+
+static void on_linger_timeout(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct fn_h2_conn *c = req->data;
+    if (status < 0)
+        conn_close(c);
+}
+
+/* The session is over (a GOAWAY written, or the client's): half-close and read until the client
+ * closes (at most 2 s), so bytes it sent meanwhile do not make the kernel reset the connection
+ * and drop the GOAWAY before the client reads it. */
+static void conn_linger(struct fn_h2_conn *c)
+{
+    if (c->lingering || c->closing)
+        return;
+    c->lingering = true;
+    c->shutdown_req.data = c;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->linger_timer, on_linger_timeout, 2000, 0);
 }
 
 static void conn_recv(struct fn_h2_conn *c, const char *data, size_t len)
@@ -181,7 +216,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
-    if (nread > 0 && !c->closing)
+    if (nread > 0 && !c->closing && !c->lingering)
         conn_recv(c, buf->base, (size_t)nread);
 }
 
@@ -288,7 +323,7 @@ void fn_h2_respond(struct fn_h2_stream *st, int status, const char *ctype, const
         return;
     st->answered = true;
     struct fn_h2_conn *c = st->conn;
-    if (!c || st->closed || c->closing) {
+    if (!c || st->closed || c->closing || c->lingering) {
         stream_unlink(st);
         stream_free(st);
         return;
@@ -330,6 +365,9 @@ void fn_h2_accept(void *ud, int fd, const char *early, size_t len)
         uv_close((uv_handle_t *)&c->tcp, free_unopened);
         return;
     }
+    uv_timer_init(f->loop, &c->linger_timer);
+    c->linger_timer.data = c;
+    c->handles = 2;
     nghttp2_session_callbacks *cbs;
     nghttp2_session_callbacks_new(&cbs);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
