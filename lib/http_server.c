@@ -433,6 +433,27 @@ static bool h2c_handoff(struct conn *c, const char *data, size_t len)
     return true;
 }
 
+int dg_http_req_take_conn(struct dg_http_req *r, struct dg_buf *rest)
+{
+    struct conn *c = r->conn;
+    if (!c || r->resp_started || c->state == C_CLOSED || c->state == C_LINGER || c->shutting_down ||
+        c->writes > 0)
+        return -1;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+        return -1;
+    int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup_fd < 0)
+        return -1;
+    if (pending_len(c) > 0)
+        dg_buf_append(rest, c->pending.data + c->pending_off, pending_len(c));
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = false;
+    r->handler_done = true; /* freed with the connection; responses to it go nowhere */
+    conn_close(c);
+    return dup_fd;
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = stream->data;

@@ -12,6 +12,7 @@
 
 #include <nghttp2/nghttp2.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -347,27 +348,11 @@ void fn_h2_respond(struct fn_h2_stream *st, int status, const char *ctype, const
     conn_flush(c);
 }
 
-static void free_unopened(uv_handle_t *h)
+/* A session with our SETTINGS queued; no socket yet. */
+static struct fn_h2_conn *conn_new(struct fn *f)
 {
-    free(h->data);
-}
-
-void fn_h2_accept(void *ud, int fd, const char *early, size_t len)
-{
-    struct fn *f = ud;
     struct fn_h2_conn *c = dg_xcalloc(1, sizeof(*c));
     c->fn = f;
-    uv_tcp_init(f->loop, &c->tcp);
-    c->tcp.data = c;
-    if (uv_tcp_open(&c->tcp, fd) != 0) {
-        close(fd);
-        c->closing = true;
-        uv_close((uv_handle_t *)&c->tcp, free_unopened);
-        return;
-    }
-    uv_timer_init(f->loop, &c->linger_timer);
-    c->linger_timer.data = c;
-    c->handles = 2;
     nghttp2_session_callbacks *cbs;
     nghttp2_session_callbacks_new(&cbs);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
@@ -381,13 +366,178 @@ void fn_h2_accept(void *ud, int fd, const char *early, size_t len)
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 64 * 1024},
     };
     nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, DG_ARRAY_LEN(iv));
+    return c;
+}
+
+static void free_unopened(uv_handle_t *h)
+{
+    struct fn_h2_conn *c = h->data;
+    nghttp2_session_del(c->session);
+    free(c);
+}
+
+/* Give the session its socket and start reading; false (all freed, fd closed) on failure. */
+static bool conn_attach(struct fn_h2_conn *c, int fd)
+{
+    struct fn *f = c->fn;
+    uv_tcp_init(f->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        close(fd);
+        c->closing = true;
+        uv_close((uv_handle_t *)&c->tcp, free_unopened);
+        return false;
+    }
+    uv_timer_init(f->loop, &c->linger_timer);
+    c->linger_timer.data = c;
+    c->handles = 2;
     c->next = f->h2_conns;
     if (f->h2_conns)
         f->h2_conns->prev = c;
     f->h2_conns = c;
     uv_tcp_nodelay(&c->tcp, 1);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    conn_recv(c, early, len);
+    return true;
+}
+
+void fn_h2_accept(void *ud, int fd, const char *early, size_t len)
+{
+    struct fn_h2_conn *c = conn_new(ud);
+    if (conn_attach(c, fd))
+        conn_recv(c, early, len);
+}
+
+/* base64url without padding (RFC 7540 3.2.1's HTTP2-Settings); -1 on a bad character. */
+static ssize_t b64url_decode(struct dg_str in, uint8_t *out, size_t cap)
+{
+    size_t n = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < in.len; i++) {
+        char ch = in.ptr[i];
+        int v = ch >= 'A' && ch <= 'Z'   ? ch - 'A'
+                : ch >= 'a' && ch <= 'z' ? ch - 'a' + 26
+                : ch >= '0' && ch <= '9' ? ch - '0' + 52
+                : ch == '-' || ch == '+' ? 62
+                : ch == '_' || ch == '/' ? 63
+                : ch == '='              ? -2
+                                         : -1;
+        if (v == -2)
+            break;
+        if (v < 0)
+            return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (n == cap)
+                return -1;
+            out[n++] = (uint8_t)(acc >> bits);
+        }
+    }
+    return (ssize_t)n;
+}
+
+static bool hop_by_hop(const char *name)
+{
+    static const char *const names[] = {"connection",       "upgrade", "http2-settings",
+                                        "keep-alive",       "te",      "transfer-encoding",
+                                        "proxy-connection", "host"};
+    for (size_t i = 0; i < DG_ARRAY_LEN(names); i++)
+        if (strcasecmp(name, names[i]) == 0)
+            return true;
+    return false;
+}
+
+static void stream_add_header(struct fn_h2_stream *st, const char *name, size_t nlen,
+                              const char *value, size_t vlen)
+{
+    if (st->nh >= H2_MAX_HEADERS)
+        return;
+    char *n = dg_xstrndup(name, nlen);
+    for (char *p = n; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+    st->names[st->nh] = n;
+    st->values[st->nh] = dg_xstrndup(value, vlen);
+    st->vlens[st->nh] = vlen;
+    st->nh++;
+}
+
+bool fn_h2_upgrade(struct fn *f, struct dg_http_req *r, const char **why)
+{
+    struct dg_str up = dg_http_req_header(r, "upgrade");
+    struct dg_str set = dg_http_req_header(r, "http2-settings");
+    if (!up.ptr || !dg_str_caseeq(up, "h2c"))
+        return false;
+    if (!set.ptr || dg_http_req_content_length(r) != 0) {
+        *why = !set.ptr ? "Upgrade: h2c needs an HTTP2-Settings header"
+                        : "Upgrade: h2c is served for requests without a body only";
+        return false;
+    }
+    uint8_t settings[1024];
+    ssize_t slen = b64url_decode(set, settings, sizeof(settings));
+    struct fn_h2_conn *c = conn_new(f);
+    const char *method = dg_http_req_method(r);
+    if (slen < 0 || nghttp2_session_upgrade2(c->session, settings, (size_t)slen,
+                                             strcmp(method, "HEAD") == 0, NULL) != 0) {
+        nghttp2_session_del(c->session);
+        free(c);
+        *why = "header 'HTTP2-Settings': expected a base64url SETTINGS payload";
+        return false;
+    }
+    struct fn_h2_stream *st = dg_xcalloc(1, sizeof(*st));
+    st->id = 1;
+    struct dg_str url = dg_http_req_url(r), host = dg_http_req_header(r, "host");
+    stream_add_header(st, ":method", 7, method, strlen(method));
+    stream_add_header(st, ":path", 5, url.ptr, url.len);
+    if (host.ptr)
+        stream_add_header(st, ":authority", 10, host.ptr, host.len);
+    size_t nh;
+    const struct dg_http_header *hs = dg_http_req_headers(r, &nh);
+    for (size_t i = 0; i < nh; i++) {
+        char name[128];
+        snprintf(name, sizeof(name), "%.*s", (int)DG_MIN(hs[i].name.len, 127), hs[i].name.ptr);
+        if (!hop_by_hop(name))
+            stream_add_header(st, hs[i].name.ptr, hs[i].name.len, hs[i].value.ptr, hs[i].value.len);
+    }
+    struct dg_buf rest = {0};
+    int fd = dg_http_req_take_conn(r, &rest);
+    if (fd < 0) {
+        stream_free(st);
+        nghttp2_session_del(c->session);
+        free(c);
+        dg_buf_free(&rest);
+        *why = NULL;
+        return false;
+    }
+    if (!conn_attach(c, fd)) {
+        stream_free(st);
+        dg_buf_free(&rest);
+        return true;
+    }
+    static char switching[] = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                              "Upgrade: h2c\r\n\r\n";
+    struct h2_write *hw = dg_xmalloc(sizeof(*hw) + sizeof(switching));
+    hw->conn = c;
+    memcpy(hw->data, switching, sizeof(switching) - 1);
+    uv_buf_t b = uv_buf_init(hw->data, (unsigned)(sizeof(switching) - 1));
+    if (uv_write(&hw->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
+        free(hw);
+        stream_free(st);
+        dg_buf_free(&rest);
+        conn_close(c);
+        return true;
+    }
+    c->writes++;
+    st->conn = c;
+    c->streams = st;
+    nghttp2_session_set_stream_user_data(c->session, 1, st);
+    dispatch(c, st);
+    if (!c->closing)
+        conn_recv(c, rest.data ? rest.data : "", rest.len);
+    dg_buf_free(&rest);
+    return true;
 }
 
 void fn_h2_close_all(struct fn *f)

@@ -7,6 +7,7 @@
 #ifndef DIRIGENT_FN_H2_H
 #define DIRIGENT_FN_H2_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "dirigent/common.h"
@@ -16,6 +17,12 @@ struct fn_h2_stream;
 
 /* dg_http_h2c_fn for the HTTP/1.1 server: take over `fd` (ud is the struct fn). */
 void fn_h2_accept(void *ud, int fd, const char *early, size_t len);
+
+/* HTTP/1.1's `Upgrade: h2c` (with HTTP2-Settings, no body): answer 101, take the connection over
+ * and answer the request as stream 1; true when taken. False: answer over HTTP/1.1 (with 400 and
+ * `*why` when *why is set: the upgrade is malformed). */
+struct dg_http_req;
+bool fn_h2_upgrade(struct fn *f, struct dg_http_req *r, const char **why);
 
 /* A request header of the stream (lower-case name; "host" falls back to :authority); {0} when
  * absent. */

@@ -239,7 +239,18 @@ static void invoke(struct fn *f, struct fn_req r)
 
 static void on_invoke(struct dg_http_req *r, void *ud)
 {
-    invoke(ud, (struct fn_req){.h1 = r});
+    struct fn *f = ud;
+    const char *why = NULL;
+    if (dg_http_req_header(r, "upgrade").ptr) {
+        if (fn_h2_upgrade(f, r, &why))
+            return;
+        if (why) {
+            dg_counter_add(f->bad_requests, 1);
+            dg_http_respond_text(r, 400, "%s", why);
+            return;
+        }
+    }
+    invoke(f, (struct fn_req){.h1 = r});
 }
 
 /* HTTP/2: /health as HTTP/1.1's; every other path is an invocation (the allocate endpoint and

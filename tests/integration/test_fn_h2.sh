@@ -8,7 +8,7 @@ SRC=${DG_SOURCE_DIR:-$(dirname "$0")/../..}
 FN=${DG_BUILD_DIR:-build}/dirigent-fn
 H2RAW="/usr/bin/python3 $SRC/tests/lib/h2raw.py"
 
-plan 7
+plan 9
 
 bg_start "$TAP_TMP/fn.log" "$FN" --host 127.0.0.1 --port 0
 FN_PID=$BG_PID
@@ -82,6 +82,28 @@ t_h1_still() {
     [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/health")" = 200 ]
 }
 check "HTTP/1.1 on the same port keeps working (200, 400 for a bad header, /health)" t_h1_still
+
+t_upgrade() {
+  local h1 up cu
+  h1=$(curl -sf -H 'function: fU' "$URL/") || return 1
+  up=$(timeout 10 nghttp -u -v -H 'function: fU' "$URL/" 2>&1) || return 1
+  cu=$(timeout 10 curl -sf --http2 -H 'function: fU' -w '\n%{http_version}' "$URL/") || return 1
+  echo "$up" | grep -E 'Upgrade|101|Status'; echo "curl: $cu"
+  grep -q '^HTTP/1.1 101 Switching Protocols' <<<"$up" && grep -q 'HTTP Upgrade success' <<<"$up" &&
+    grep -qF "$h1" <<<"$up" && [ "$cu" = "$h1"$'\n'2 ]
+}
+check "h2c upgrade from HTTP/1.1 (nghttp -u, curl --http2): 101, then the same JSON over HTTP/2" t_upgrade
+
+t_bad_upgrade() {
+  local a b code
+  a=$(curl -s -H 'Upgrade: h2c' "$URL/")
+  b=$(curl -s -H 'Upgrade: h2c' -H 'HTTP2-Settings: !!' "$URL/")
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Upgrade: h2c' "$URL/")
+  echo "$a / $b / $code"
+  [ "$code" = 400 ] && grep -q 'HTTP2-Settings' <<<"$a" && grep -q "header 'HTTP2-Settings'" <<<"$b" &&
+    grep -q '"Status":"OK"' <<<"$(curl -s -H 'Upgrade: websocket' "$URL/")"
+}
+check "a malformed h2c upgrade gets 400 naming HTTP2-Settings; another Upgrade is ignored" t_bad_upgrade
 
 t_term() {
   local rc
