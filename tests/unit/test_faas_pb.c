@@ -33,7 +33,7 @@ static void test_decode_skips_unknown(void **state)
 {
     /* field 9 varint, 10 fixed32, 11 bytes, runtime 7 then 1 (the last wins), 12 fixed64 */
     static const uint8_t in[] = {0x48, 0x05, 0x55, 1, 2, 3, 4, 0x5a, 0x01, 0xff, 0x10, 0x07,
-                                 0x10, 0x01, 0x19, 0, 0, 0, 0, 0,    0,    0,    0};
+                                 0x10, 0x01, 0x61, 0, 0, 0, 0, 0,    0,    0,    0};
     struct faas_request r;
     const char *err = NULL;
     assert_int_equal(faas_request_decode(in, sizeof(in), &r, &err), 0);
