@@ -11,6 +11,8 @@
 #include "h2.h"
 
 #include <nghttp2/nghttp2.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
 #include <string.h>
@@ -21,6 +23,7 @@
 
 #define H2_MAX_HEADERS 64
 #define H2_MAX_STREAMS 128
+#define H2_MAX_BODY    (1u << 20) /* request body kept (gRPC messages); more: refused */
 
 struct fn_h2_conn {
     struct fn *fn;
@@ -44,7 +47,11 @@ struct fn_h2_stream {
     size_t vlens[H2_MAX_HEADERS];
     char *resp; /* the response body */
     size_t resp_len, resp_off;
-    bool dispatched, answered, closed;
+    struct dg_buf body; /* the request body, up to H2_MAX_BODY */
+    nghttp2_nv trailers[2];
+    size_t ntrailers;
+    char grpc_status[12];
+    bool body_over, dispatched, answered, closed;
 };
 
 struct h2_write {
@@ -54,6 +61,7 @@ struct h2_write {
 };
 
 static void conn_close(struct fn_h2_conn *c);
+static bool stream_answerable(struct fn_h2_stream *st);
 static void conn_linger(struct fn_h2_conn *c);
 
 static void stream_free(struct fn_h2_stream *st)
@@ -63,6 +71,7 @@ static void stream_free(struct fn_h2_stream *st)
         free(st->values[i]);
     }
     free(st->resp);
+    dg_buf_free(&st->body);
     free(st);
 }
 
@@ -288,6 +297,21 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
     return 0;
 }
 
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data,
+                         size_t len, void *ud)
+{
+    struct fn_h2_stream *st = nghttp2_session_get_stream_user_data(s, id);
+    if (!st || st->body_over)
+        return 0;
+    if (st->body.len + len > H2_MAX_BODY) {
+        st->body_over = true;
+        dg_buf_free(&st->body);
+        return 0;
+    }
+    dg_buf_append(&st->body, data, len);
+    return 0;
+}
+
 static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
                          nghttp2_data_source *src, void *ud)
 {
@@ -295,8 +319,14 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
     size_t n = DG_MIN(len, st->resp_len - st->resp_off);
     memcpy(buf, st->resp + st->resp_off, n);
     st->resp_off += n;
-    if (st->resp_off == st->resp_len)
+    if (st->resp_off == st->resp_len) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (st->ntrailers) {
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            if (nghttp2_submit_trailer(s, id, st->trailers, st->ntrailers) != 0)
+                return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+    }
     return (ssize_t)n;
 }
 
@@ -320,15 +350,9 @@ struct dg_str fn_h2_path(struct fn_h2_stream *st)
 void fn_h2_respond(struct fn_h2_stream *st, int status, const char *ctype, const void *body,
                    size_t len, const char *hname, const char *hvalue)
 {
-    if (st->answered)
+    if (!stream_answerable(st))
         return;
-    st->answered = true;
     struct fn_h2_conn *c = st->conn;
-    if (!c || st->closed || c->closing || c->lingering) {
-        stream_unlink(st);
-        stream_free(st);
-        return;
-    }
     char code[8], clen[24];
     snprintf(code, sizeof(code), "%d", status);
     snprintf(clen, sizeof(clen), "%zu", len);
@@ -359,6 +383,7 @@ static struct fn_h2_conn *conn_new(struct fn *f)
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_server_new(&c->session, cbs, c);
     nghttp2_session_callbacks_del(cbs);
     nghttp2_settings_entry iv[] = {
@@ -399,6 +424,83 @@ static bool conn_attach(struct fn_h2_conn *c, int fd)
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     return true;
 }
+
+const struct dg_buf *fn_h2_body(struct fn_h2_stream *st)
+{
+    return st->body_over ? NULL : &st->body;
+}
+
+#define NV(n, v)                                                                                   \
+    {                                                                                              \
+        (uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE                 \
+    }
+
+/* The stream may be answered; else it is freed (its connection or the stream is gone). */
+static bool stream_answerable(struct fn_h2_stream *st)
+{
+    if (st->answered)
+        return false;
+    st->answered = true;
+    struct fn_h2_conn *c = st->conn;
+    if (!c || st->closed || c->closing || c->lingering) {
+        stream_unlink(st);
+        stream_free(st);
+        return false;
+    }
+    return true;
+}
+
+void fn_h2_grpc_reply(struct fn_h2_stream *st, const void *msg, size_t len)
+{
+    if (!stream_answerable(st))
+        return;
+    struct fn_h2_conn *c = st->conn;
+    st->resp = dg_xmalloc(len + 5);
+    st->resp[0] = 0; /* not compressed */
+    st->resp[1] = (char)(len >> 24);
+    st->resp[2] = (char)(len >> 16);
+    st->resp[3] = (char)(len >> 8);
+    st->resp[4] = (char)len;
+    memcpy(st->resp + 5, msg, len);
+    st->resp_len = len + 5;
+    st->trailers[0] = (nghttp2_nv)NV("grpc-status", "0");
+    st->ntrailers = 1;
+    nghttp2_nv nva[] = {NV(":status", "200"), NV("content-type", "application/grpc")};
+    nghttp2_data_provider prd = {.source.ptr = st, .read_callback = read_body};
+    if (nghttp2_submit_response(c->session, st->id, nva, DG_ARRAY_LEN(nva), &prd) != 0)
+        nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    conn_flush(c);
+}
+
+void fn_h2_grpc_status(struct fn_h2_stream *st, int code, const char *fmt, ...)
+{
+    if (!stream_answerable(st))
+        return;
+    struct fn_h2_conn *c = st->conn;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    /* grpc-message is percent-encoded (gRPC over HTTP/2): all but printable ASCII and '%' */
+    char enc[3 * sizeof(msg)];
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
+        if (*p >= 0x20 && *p <= 0x7e && *p != '%')
+            enc[n++] = (char)*p;
+        else
+            n += (size_t)snprintf(enc + n, 4, "%%%02X", *p);
+    }
+    enc[n] = '\0';
+    snprintf(st->grpc_status, sizeof(st->grpc_status), "%d", code);
+    /* trailers-only: one HEADERS frame that ends the stream */
+    nghttp2_nv nva[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
+                        NV("grpc-status", st->grpc_status), NV("grpc-message", enc)};
+    if (nghttp2_submit_response(c->session, st->id, nva, DG_ARRAY_LEN(nva), NULL) != 0)
+        nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    conn_flush(c);
+}
+#undef NV
 
 void fn_h2_accept(void *ud, int fd, const char *early, size_t len)
 {

@@ -35,6 +35,14 @@ struct dg_str fn_h2_path(struct fn_h2_stream *st);
 void fn_h2_respond(struct fn_h2_stream *st, int status, const char *ctype, const void *body,
                    size_t len, const char *hname, const char *hvalue);
 
+/* The request body (NULL when it was over 1 MiB and not kept). */
+const struct dg_buf *fn_h2_body(struct fn_h2_stream *st);
+
+/* gRPC answers: one message (length-prefixed here) and trailers grpc-status 0; or an error,
+ * trailers-only, with grpc-status `code` and the formatted grpc-message. */
+void fn_h2_grpc_reply(struct fn_h2_stream *st, const void *msg, size_t len);
+void fn_h2_grpc_status(struct fn_h2_stream *st, int code, const char *fmt, ...) DG_PRINTF(3, 4);
+
 /* Close every HTTP/2 connection (GOAWAY, then close): on shutdown. */
 void fn_h2_close_all(struct fn *f);
 

@@ -43,10 +43,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "dirigent/log.h"
 #include "dirigent/wire.h"
+#include "faas_pb.h"
 #include "h2.h"
 #include "workload.h"
 
@@ -54,6 +56,8 @@
 struct fn_req {
     struct dg_http_req *h1;
     struct fn_h2_stream *h2;
+    bool grpc;             /* h2: a faas.Executor/Execute call */
+    uint32_t grpc_mem_mib; /* its memoryInMebiBytes */
 };
 
 static struct dg_str req_header(struct fn_req q, const char *name)
@@ -84,6 +88,10 @@ static void DG_PRINTF(5, 6) req_respond_text(struct fn_req q, int status, const 
         if (hname)
             dg_http_resp_header(q.h1, hname, hvalue);
         dg_http_respond_text(q.h1, status, "%s", msg);
+        return;
+    }
+    if (q.grpc) { /* gRPC's codes: INVALID_ARGUMENT for what the caller sent, else INTERNAL */
+        fn_h2_grpc_status(q.h2, status == 400 ? 3 : 13, "%s", msg);
         return;
     }
     msg[len++] = '\n';
@@ -128,8 +136,26 @@ static void buf_u64(struct dg_buf *b, uint64_t v)
 
 /* The body is built in one buffer reused for every response (dg_http_respond writes or
  * copies it before returning), with the constant MachineName part formatted once. */
+/* FaasReply as InVitro's gRPC workload: "<status> - <machine>", the duration, and the
+ * requested memory in KiB. */
+static void respond_grpc(struct fn *f, struct fn_req r, const char *status, uint64_t exec_us)
+{
+    char msg[320];
+    int n = snprintf(msg, sizeof(msg), "%s - %s", status, f->machine);
+    struct faas_reply rep = {msg, (size_t)DG_MIN(n, (int)sizeof(msg) - 1),
+                             (uint32_t)DG_MIN(exec_us, UINT32_MAX), r.grpc_mem_mib * 1024u};
+    uint8_t out[512];
+    size_t len = faas_reply_encode(&rep, out, sizeof(out));
+    fn_h2_grpc_reply(r.h2, out, len);
+    dg_counter_add(f->invocations, 1);
+}
+
 static void respond_result(struct fn *f, struct fn_req r, const char *status, uint64_t exec_us)
 {
+    if (r.grpc) {
+        respond_grpc(f, r, status, exec_us);
+        return;
+    }
     struct dg_str name = req_header(r, "function");
     if (!name.ptr)
         name = req_header(r, "host");
@@ -253,10 +279,81 @@ static void on_invoke(struct dg_http_req *r, void *ud)
     invoke(f, (struct fn_req){.h1 = r});
 }
 
+/* gRPC faas.Executor/Execute (InVitro's gRPC invoker): runtimeInMilliSec of work as InVitro's
+ * gRPC workload does it (iterationsMultiplier x ms iterations), memoryInMebiBytes touched only
+ * with allocateRequestedMemory (as requested_memory over HTTP). */
+static void grpc_execute(struct fn *f, struct fn_h2_stream *st)
+{
+    struct dg_str path = fn_h2_path(st);
+    if (!path.ptr || !dg_str_eq(path, "/faas.Executor/Execute")) {
+        dg_counter_add(f->bad_requests, 1);
+        fn_h2_grpc_status(st, 12, "unknown method %.*s: dirigent-fn serves /faas.Executor/Execute",
+                          (int)DG_MIN(path.len, 128), path.ptr ? path.ptr : "");
+        return;
+    }
+    const struct dg_buf *body = fn_h2_body(st);
+    const uint8_t *p = body ? (const uint8_t *)body->data : NULL;
+    size_t len = body ? body->len : 0;
+    uint32_t mlen =
+        len >= 5 ? (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4] : 0;
+    struct faas_request q;
+    const char *err = NULL;
+    if (!body || len < 5 || mlen != len - 5) {
+        dg_counter_add(f->bad_requests, 1);
+        fn_h2_grpc_status(st, !body ? 8 : 3, "%s",
+                          !body ? "request over 1 MiB"
+                                : "expected one length-prefixed FaasRequest message");
+        return;
+    }
+    if (p[0] != 0) {
+        dg_counter_add(f->bad_requests, 1);
+        fn_h2_grpc_status(st, 12, "compressed messages are not supported (grpc-encoding identity)");
+        return;
+    }
+    if (faas_request_decode(p + 5, mlen, &q, &err) < 0) {
+        dg_counter_add(f->bad_requests, 1);
+        fn_h2_grpc_status(st, 3, "FaasRequest: %s", err);
+        return;
+    }
+    if (q.runtime_ms > (uint64_t)f->cfg.max_cpu_ms ||
+        (f->cfg.allocate_memory && q.memory_mib > (uint64_t)f->cfg.max_memory_mib)) {
+        bool cpu = q.runtime_ms > (uint64_t)f->cfg.max_cpu_ms;
+        dg_counter_add(f->bad_requests, 1);
+        fn_h2_grpc_status(st, 3, "%s: expected 0..%lld (%s), got %u",
+                          cpu ? "runtimeInMilliSec" : "memoryInMebiBytes",
+                          (long long)(cpu ? f->cfg.max_cpu_ms : f->cfg.max_memory_mib),
+                          cpu ? "maxCpuMs" : "maxMemoryMiB", cpu ? q.runtime_ms : q.memory_mib);
+        return;
+    }
+    struct fn_req r = {.h2 = st, .grpc = true, .grpc_mem_mib = q.memory_mib};
+    uint64_t mem = f->cfg.allocate_memory ? q.memory_mib : 0;
+    if (q.runtime_ms == 0 && mem == 0) {
+        respond_result(f, r, "OK", 0);
+        return;
+    }
+    struct job *j = dg_xcalloc(1, sizeof(*j));
+    j->fn = f;
+    j->req = r;
+    j->cpu_ms = q.runtime_ms;
+    j->multiplier = (uint64_t)f->cfg.startup_multiplier;
+    j->memory_mib = mem;
+    j->status = "OK";
+    int rc = uv_queue_work(f->loop, &j->work, job_work, job_done);
+    if (rc < 0) {
+        free(j);
+        fn_h2_grpc_status(st, 13, "cannot start the work: %s", uv_strerror(rc));
+    }
+}
+
 /* HTTP/2: /health as HTTP/1.1's; every other path is an invocation (the allocate endpoint and
  * /metrics are served over HTTP/1.1 only). */
 void fn_handle_h2(struct fn *f, struct fn_h2_stream *st)
 {
+    struct dg_str ctype = fn_h2_header(st, "content-type");
+    if (ctype.ptr && ctype.len >= 16 && strncasecmp(ctype.ptr, "application/grpc", 16) == 0) {
+        grpc_execute(f, st);
+        return;
+    }
     struct dg_str path = fn_h2_path(st);
     if (path.ptr && dg_str_eq(path, "/health")) {
         char body[64];

@@ -8,9 +8,9 @@ SRC=${DG_SOURCE_DIR:-$(dirname "$0")/../..}
 FN=${DG_BUILD_DIR:-build}/dirigent-fn
 H2RAW="/usr/bin/python3 $SRC/tests/lib/h2raw.py"
 
-plan 9
+plan 12
 
-bg_start "$TAP_TMP/fn.log" "$FN" --host 127.0.0.1 --port 0
+bg_start "$TAP_TMP/fn.log" "$FN" --host 127.0.0.1 --port 0 --maxCpuMs 60000
 FN_PID=$BG_PID
 wait_for_log "$TAP_TMP/fn.log" 'listening on 127\.0\.0\.1:[0-9]+' ||
   { echo "Bail out! dirigent-fn did not start"; exit 1; }
@@ -104,6 +104,77 @@ t_bad_upgrade() {
     grep -q '"Status":"OK"' <<<"$(curl -s -H 'Upgrade: websocket' "$URL/")"
 }
 check "a malformed h2c upgrade gets 400 naming HTTP2-Settings; another Upgrade is ignored" t_bad_upgrade
+
+# gRPC faas.Executor/Execute as InVitro's gRPC invoker calls it (POST, application/grpc, te:
+# trailers, :authority the function's name; one length-prefixed FaasRequest)
+# grpc_msg HEX: the FaasRequest's bytes, length-prefixed, in a file; prints its path
+grpc_msg() {
+  local f="$TAP_TMP/req.$RANDOM.bin"
+  /usr/bin/python3 -c 'import sys; m = bytes.fromhex(sys.argv[1]); sys.stdout.buffer.write(b"\0" + len(m).to_bytes(4, "big") + m)' "$1" >"$f"
+  echo "$f"
+}
+grpc_call() { # grpc_call PATH FILE [nghttp args]: response headers/trailers (-v) to stdout
+  local path=$1 file=$2; shift 2
+  timeout 10 nghttp -v -d "$file" -H 'content-type: application/grpc' -H 'te: trailers' \
+    -H ':authority: fn-grpc' "$@" "$URL$path" 2>&1 | grep -a 'recv (stream_id'
+}
+# FaasReply from a length-prefixed gRPC body on stdin: "message|durationInMicroSec|memoryUsageInKb"
+faas_reply() {
+  /usr/bin/python3 -c '
+import sys
+b = sys.stdin.buffer.read()
+assert b[0] == 0 and int.from_bytes(b[1:5], "big") == len(b) - 5, b
+m, i, f = b[5:], 0, {1: b"", 2: 0, 3: 0}
+def varint():
+    global i
+    v = s = 0
+    while True:
+        c = m[i]; i += 1; v |= (c & 0x7F) << s; s += 7
+        if not c & 0x80: return v
+while i < len(m):
+    k = varint()
+    if k & 7 == 2:
+        n = varint(); f[k >> 3] = m[i:i + n]; i += n
+    else:
+        f[k >> 3] = varint()
+print("%s|%d|%d" % (f[1].decode(), f[2], f[3]))'
+}
+
+t_grpc() {
+  local req hdrs rep
+  # {message: "hi", runtimeInMilliSec: 20, memoryInMebiBytes: 128}
+  req=$(grpc_msg 0a0268691014188001)
+  hdrs=$(grpc_call /faas.Executor/Execute "$req") || return 1
+  rep=$(timeout 10 nghttp -d "$req" -H 'content-type: application/grpc' -H 'te: trailers' \
+    "$URL/faas.Executor/Execute" | faas_reply) || return 1
+  echo "$hdrs"; echo "reply: $rep"
+  grep -q ':status: 200' <<<"$hdrs" && grep -q 'content-type: application/grpc' <<<"$hdrs" &&
+    grep -q 'grpc-status: 0' <<<"$hdrs" &&
+    [[ "$rep" =~ ^"OK - $(hostname)|"[1-9][0-9]*"|131072"$ ]]
+}
+check "gRPC faas.Executor/Execute: FaasReply{OK - host, duration, memory KiB} and grpc-status 0" t_grpc
+
+t_grpc_errors() {
+  local a b c
+  a=$(grpc_call /faas.Executor/Nope "$(grpc_msg 1001)")
+  b=$(grpc_call /faas.Executor/Execute "$(grpc_msg 1096)") # a truncated varint
+  c=$(grpc_call /faas.Executor/Execute "$(grpc_msg 10a08d06)") # 100000 ms > maxCpuMs 60000
+  echo "$a"; echo "$b"; echo "$c"
+  grep -q 'grpc-status: 12' <<<"$a" && grep -q 'grpc-message: unknown method /faas.Executor/Nope' <<<"$a" &&
+    grep -q 'grpc-status: 3' <<<"$b" && grep -q 'grpc-message: FaasRequest: a truncated varint' <<<"$b" &&
+    grep -q 'grpc-status: 3' <<<"$c" && grep -q 'runtimeInMilliSec: expected 0..60000 (maxCpuMs), got 100000' <<<"$c" &&
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/health")" = 200 ]
+}
+check "gRPC errors are grpc-status codes naming the problem (UNIMPLEMENTED, INVALID_ARGUMENT)" t_grpc_errors
+
+t_grpc_streams() {
+  local out
+  out=$(timeout 10 nghttp -m 3 -d "$(grpc_msg 1005)" -H 'content-type: application/grpc' \
+    -H 'te: trailers' -v "$URL/faas.Executor/Execute" 2>&1 | grep -ac 'grpc-status: 0')
+  echo "grpc-status 0 seen $out times"
+  [ "$out" = 3 ]
+}
+check "three gRPC calls on one connection: three grpc-status 0 trailers" t_grpc_streams
 
 t_term() {
   local rc
