@@ -63,6 +63,7 @@ struct h2_write {
 static void conn_close(struct fn_h2_conn *c);
 static bool stream_answerable(struct fn_h2_stream *st);
 static void conn_linger(struct fn_h2_conn *c);
+static void conn_flush(struct fn_h2_conn *c);
 
 static void stream_free(struct fn_h2_stream *st)
 {
@@ -105,6 +106,27 @@ static void on_write(uv_write_t *w, int status)
         conn_linger(c);
 }
 
+static void on_idle(uv_timer_t *t)
+{
+    struct fn_h2_conn *c = t->data;
+    if (c->streams || c->lingering || c->closing)
+        return;
+    nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
+    conn_flush(c);
+}
+
+/* No stream open: GOAWAY (NO_ERROR) after http.idleTimeout, as HTTP/1.1 closes an idle
+ * keep-alive connection. */
+static void arm_idle(struct fn_h2_conn *c)
+{
+    if (c->lingering || c->closing)
+        return;
+    if (c->streams)
+        uv_timer_stop(&c->linger_timer);
+    else
+        uv_timer_start(&c->linger_timer, on_idle, (uint64_t)c->fn->cfg.http.idle_timeout_ms, 0);
+}
+
 /* Write what nghttp2 has queued; close when it wants neither to read nor to write. */
 static void conn_flush(struct fn_h2_conn *c)
 {
@@ -140,6 +162,8 @@ static void conn_flush(struct fn_h2_conn *c)
     if (c->writes == 0 && !nghttp2_session_want_read(c->session) &&
         !nghttp2_session_want_write(c->session))
         conn_linger(c);
+    else
+        arm_idle(c);
 }
 
 static void on_closed(uv_handle_t *h)

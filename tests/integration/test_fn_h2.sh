@@ -8,7 +8,7 @@ SRC=${DG_SOURCE_DIR:-$(dirname "$0")/../..}
 FN=${DG_BUILD_DIR:-build}/dirigent-fn
 H2RAW="/usr/bin/python3 $SRC/tests/lib/h2raw.py"
 
-plan 12
+plan 13
 
 bg_start "$TAP_TMP/fn.log" "$FN" --host 127.0.0.1 --port 0 --maxCpuMs 60000
 FN_PID=$BG_PID
@@ -175,6 +175,19 @@ t_grpc_streams() {
   [ "$out" = 3 ]
 }
 check "three gRPC calls on one connection: three grpc-status 0 trailers" t_grpc_streams
+
+t_idle() {
+  local pid port out
+  bg_start "$TAP_TMP/fn-idle.log" "$FN" --host 127.0.0.1 --port 0 --http.idleTimeout 300ms
+  pid=$BG_PID
+  wait_for_log "$TAP_TMP/fn-idle.log" 'listening on 127\.0\.0\.1:[0-9]+' || return 1
+  port=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$TAP_TMP/fn-idle.log" | sed 's/.*://')
+  out=$($H2RAW "$port" raw "") # the preface and SETTINGS, then nothing
+  echo "$out"
+  kill -TERM "$pid"; wait_bounded "$pid"
+  grep -q '^GOAWAY 0 last=0 code=0 ' <<<"$out" && grep -q '^closed' <<<"$out"
+}
+check "an idle h2c connection gets GOAWAY NO_ERROR after http.idleTimeout and is closed" t_idle
 
 t_term() {
   local rc
