@@ -359,7 +359,7 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
 struct dg_str fn_h2_header(struct fn_h2_stream *st, const char *name)
 {
     for (unsigned i = 0; i < st->nh; i++)
-        if (strcmp(st->names[i], name) == 0)
+        if (strcasecmp(st->names[i], name) == 0) /* HTTP/2's names are lower-case */
             return (struct dg_str){st->values[i], st->vlens[i]};
     if (strcmp(name, "host") == 0)
         return fn_h2_header(st, ":authority");
@@ -387,8 +387,14 @@ void fn_h2_respond(struct fn_h2_stream *st, int status, const char *ctype, const
     nghttp2_nv nva[4] = {NV(":status", code), NV("content-type", ctype),
                          NV("content-length", clen)};
     size_t nn = 3;
-    if (hname)
-        nva[nn++] = (nghttp2_nv)NV(hname, hvalue);
+    char lname[64]; /* HTTP/2 field names are lower-case */
+    if (hname) {
+        size_t i = 0;
+        for (; hname[i] && i < sizeof(lname) - 1; i++)
+            lname[i] = (char)(hname[i] >= 'A' && hname[i] <= 'Z' ? hname[i] - 'A' + 'a' : hname[i]);
+        lname[i] = '\0';
+        nva[nn++] = (nghttp2_nv)NV(lname, hvalue);
+    }
 #undef NV
     nghttp2_data_provider prd = {.source.ptr = st, .read_callback = read_body};
     if (nghttp2_submit_response(c->session, st->id, nva, nn, &prd) != 0)

@@ -8,7 +8,7 @@ SRC=${DG_SOURCE_DIR:-$(dirname "$0")/../..}
 FN=${DG_BUILD_DIR:-build}/dirigent-fn
 H2RAW="/usr/bin/python3 $SRC/tests/lib/h2raw.py"
 
-plan 13
+plan 14
 
 bg_start "$TAP_TMP/fn.log" "$FN" --host 127.0.0.1 --port 0 --maxCpuMs 60000
 FN_PID=$BG_PID
@@ -188,6 +188,22 @@ t_idle() {
   grep -q '^GOAWAY 0 last=0 code=0 ' <<<"$out" && grep -q '^closed' <<<"$out"
 }
 check "an idle h2c connection gets GOAWAY NO_ERROR after http.idleTimeout and is closed" t_idle
+
+t_misdirected() {
+  local pid port out ok
+  bg_start "$TAP_TMP/fn-sb.log" env DIRIGENT_SANDBOX_ID=sb-1 "$FN" --host 127.0.0.1 --port 0
+  pid=$BG_PID
+  wait_for_log "$TAP_TMP/fn-sb.log" 'listening on 127\.0\.0\.1:[0-9]+' || return 1
+  port=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$TAP_TMP/fn-sb.log" | sed 's/.*://')
+  out=$(timeout 10 nghttp -v -H 'x-dirigent-sandbox: sb-2' "http://127.0.0.1:$port/" 2>&1 |
+    grep -aE 'recv \(stream_id|sandbox')
+  ok=$(timeout 10 nghttp -H 'x-dirigent-sandbox: sb-1' -H 'function: mine' "http://127.0.0.1:$port/")
+  echo "$out"; echo "$ok"
+  kill -TERM "$pid"; wait_bounded "$pid"
+  grep -q ':status: 421' <<<"$out" && grep -q 'x-dirigent-sandbox: sb-1' <<<"$out" &&
+    grep -q 'sandbox sb-1 is not sb-2' <<<"$out" && grep -q '"Function":"mine"' <<<"$ok"
+}
+check "over h2c too, a call meant for another sandbox gets 421 with this one's id" t_misdirected
 
 t_term() {
   local rc
