@@ -21,7 +21,6 @@
 #include "dirigent/log.h"
 #include "server.h"
 
-#define H2_MAX_HEADERS 64
 #define H2_MAX_STREAMS 128
 #define H2_MAX_BODY    (1u << 20) /* request body kept (gRPC messages); more: refused */
 
@@ -43,9 +42,12 @@ struct fn_h2_stream {
     struct fn_h2_stream *prev, *next;
     int32_t id;
     unsigned nh;
-    char *names[H2_MAX_HEADERS], *values[H2_MAX_HEADERS];
-    size_t vlens[H2_MAX_HEADERS];
-    char *resp; /* the response body */
+    char **names, **values;
+    size_t *vlens;
+    unsigned cap;
+    uint64_t header_bytes; /* as HTTP/2 counts a header list: name + value + 32 each */
+    bool headers_over;     /* over http.maxHeaders or http.maxHeaderBytes: answered 431 */
+    char *resp;            /* the response body */
     size_t resp_len, resp_off;
     struct dg_buf body; /* the request body, up to H2_MAX_BODY */
     nghttp2_nv trailers[2];
@@ -61,6 +63,8 @@ struct h2_write {
 };
 
 static void conn_close(struct fn_h2_conn *c);
+static void stream_push(struct fn_h2_stream *st, const char *name, size_t nlen, const char *value,
+                        size_t vlen);
 static bool stream_answerable(struct fn_h2_stream *st);
 static void conn_linger(struct fn_h2_conn *c);
 static void conn_flush(struct fn_h2_conn *c);
@@ -71,6 +75,9 @@ static void stream_free(struct fn_h2_stream *st)
         free(st->names[i]);
         free(st->values[i]);
     }
+    free(st->names);
+    free(st->values);
+    free(st->vlens);
     free(st->resp);
     dg_buf_free(&st->body);
     free(st);
@@ -278,13 +285,36 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *fr, const uint8_t 
     struct fn_h2_stream *st = nghttp2_session_get_stream_user_data(s, fr->hd.stream_id);
     if (!st || fr->hd.type != NGHTTP2_HEADERS)
         return 0;
-    if (st->nh >= H2_MAX_HEADERS) /* as HTTP/1.1's limit on header fields: refuse the stream */
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    st->names[st->nh] = dg_xstrndup((const char *)name, namelen);
-    st->values[st->nh] = dg_xstrndup((const char *)value, valuelen);
-    st->vlens[st->nh] = valuelen;
-    st->nh++;
+    stream_push(st, (const char *)name, namelen, (const char *)value, valuelen);
     return 0;
+}
+
+/* Keep a request header, within HTTP/1.1's limits (http.maxHeaders fields besides the
+ * pseudo-headers, http.maxHeaderBytes as HTTP/2 counts a header list); past them the stream is
+ * answered 431 (headers_over). */
+static void stream_push(struct fn_h2_stream *st, const char *name, size_t nlen, const char *value,
+                        size_t vlen)
+{
+    const struct dg_http_conf *hc = &st->conn->fn->cfg.http;
+    unsigned regular = 0;
+    for (unsigned i = 0; i < st->nh; i++)
+        regular += st->names[i][0] != ':';
+    st->header_bytes += nlen + vlen + 32;
+    if (st->headers_over || st->header_bytes > (uint64_t)hc->max_header_bytes ||
+        (nlen && name[0] != ':' && regular >= (uint64_t)hc->max_headers)) {
+        st->headers_over = true;
+        return;
+    }
+    if (st->nh == st->cap) {
+        st->cap = st->cap ? 2 * st->cap : 16;
+        st->names = dg_xrealloc(st->names, st->cap * sizeof(*st->names));
+        st->values = dg_xrealloc(st->values, st->cap * sizeof(*st->values));
+        st->vlens = dg_xrealloc(st->vlens, st->cap * sizeof(*st->vlens));
+    }
+    st->names[st->nh] = dg_xstrndup(name, nlen);
+    st->values[st->nh] = dg_xstrndup(value, vlen);
+    st->vlens[st->nh] = vlen;
+    st->nh++;
 }
 
 static void dispatch(struct fn_h2_conn *c, struct fn_h2_stream *st)
@@ -292,6 +322,11 @@ static void dispatch(struct fn_h2_conn *c, struct fn_h2_stream *st)
     if (st->dispatched)
         return;
     st->dispatched = true;
+    if (st->headers_over) {
+        static const char msg[] = "request header fields too large\n";
+        fn_h2_respond(st, 431, "text/plain", msg, sizeof(msg) - 1, NULL, NULL);
+        return;
+    }
     fn_handle_h2(c->fn, st);
 }
 
@@ -418,7 +453,7 @@ static struct fn_h2_conn *conn_new(struct fn *f)
     nghttp2_session_callbacks_del(cbs);
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_STREAMS},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 64 * 1024},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)f->cfg.http.max_header_bytes},
     };
     nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, DG_ARRAY_LEN(iv));
     return c;
@@ -584,16 +619,11 @@ static bool hop_by_hop(const char *name)
 static void stream_add_header(struct fn_h2_stream *st, const char *name, size_t nlen,
                               const char *value, size_t vlen)
 {
-    if (st->nh >= H2_MAX_HEADERS)
-        return;
-    char *n = dg_xstrndup(name, nlen);
-    for (char *p = n; *p; p++)
+    stream_push(st, name, nlen, value, vlen);
+    char *n = st->nh ? st->names[st->nh - 1] : NULL;
+    for (char *p = n; p && *p; p++)
         if (*p >= 'A' && *p <= 'Z')
             *p = (char)(*p - 'A' + 'a');
-    st->names[st->nh] = n;
-    st->values[st->nh] = dg_xstrndup(value, vlen);
-    st->vlens[st->nh] = vlen;
-    st->nh++;
 }
 
 bool fn_h2_upgrade(struct fn *f, struct dg_http_req *r, const char **why)
@@ -620,6 +650,7 @@ bool fn_h2_upgrade(struct fn *f, struct dg_http_req *r, const char **why)
     }
     struct fn_h2_stream *st = dg_xcalloc(1, sizeof(*st));
     st->id = 1;
+    st->conn = c; /* for the limits; linked to it below */
     struct dg_str url = dg_http_req_url(r), host = dg_http_req_header(r, "host");
     stream_add_header(st, ":method", 7, method, strlen(method));
     stream_add_header(st, ":path", 5, url.ptr, url.len);

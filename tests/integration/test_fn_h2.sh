@@ -8,7 +8,7 @@ SRC=${DG_SOURCE_DIR:-$(dirname "$0")/../..}
 FN=${DG_BUILD_DIR:-build}/dirigent-fn
 H2RAW="/usr/bin/python3 $SRC/tests/lib/h2raw.py"
 
-plan 14
+plan 15
 
 bg_start "$TAP_TMP/fn.log" "$FN" --host 127.0.0.1 --port 0 --maxCpuMs 60000
 FN_PID=$BG_PID
@@ -204,6 +204,16 @@ t_misdirected() {
     grep -q 'sandbox sb-1 is not sb-2' <<<"$out" && grep -q '"Function":"mine"' <<<"$ok"
 }
 check "over h2c too, a call meant for another sandbox gets 421 with this one's id" t_misdirected
+
+t_header_limits() {
+  local many=() i out
+  for i in $(seq 1 101); do many+=(-H "x-h$i: v"); done # http.maxHeaders is 100
+  out=$(timeout 10 nghttp -v "${many[@]}" "$URL/" 2>&1 | grep -aE ':status|too large')
+  echo "$out"
+  grep -q ':status: 431' <<<"$out" && grep -q 'request header fields too large' <<<"$out" &&
+    timeout 10 nghttp -H 'function: after' "$URL/" | grep -q '"Function":"after"'
+}
+check "over http.maxHeaders on a stream: 431 as over HTTP/1.1, and the server keeps serving" t_header_limits
 
 t_term() {
   local rc
