@@ -19,13 +19,12 @@
 #include <unistd.h>
 
 #include "dirigent/log.h"
-#include "server.h"
 
 #define H2_MAX_STREAMS 128
 #define H2_MAX_BODY    (1u << 20) /* request body kept (gRPC messages); more: refused */
 
 struct fn_h2_conn {
-    struct fn *fn;
+    struct fn_h2 *h2;
     struct fn_h2_conn *prev, *next;
     uv_tcp_t tcp;
     uv_timer_t linger_timer;
@@ -131,7 +130,7 @@ static void arm_idle(struct fn_h2_conn *c)
     if (c->streams)
         uv_timer_stop(&c->linger_timer);
     else
-        uv_timer_start(&c->linger_timer, on_idle, (uint64_t)c->fn->cfg.http.idle_timeout_ms, 0);
+        uv_timer_start(&c->linger_timer, on_idle, (uint64_t)c->h2->http->idle_timeout_ms, 0);
 }
 
 /* Write what nghttp2 has queued; close when it wants neither to read nor to write. */
@@ -194,11 +193,11 @@ static void conn_close(struct fn_h2_conn *c)
     if (c->closing)
         return;
     c->closing = true;
-    struct fn *f = c->fn;
+    struct fn_h2 *f = c->h2;
     if (c->prev)
         c->prev->next = c->next;
-    else if (f->h2_conns == c)
-        f->h2_conns = c->next;
+    else if (f->conns == c)
+        f->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
@@ -295,7 +294,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *fr, const uint8_t 
 static void stream_push(struct fn_h2_stream *st, const char *name, size_t nlen, const char *value,
                         size_t vlen)
 {
-    const struct dg_http_conf *hc = &st->conn->fn->cfg.http;
+    const struct dg_http_conf *hc = st->conn->h2->http;
     unsigned regular = 0;
     for (unsigned i = 0; i < st->nh; i++)
         regular += st->names[i][0] != ':';
@@ -327,7 +326,7 @@ static void dispatch(struct fn_h2_conn *c, struct fn_h2_stream *st)
         fn_h2_respond(st, 431, "text/plain", msg, sizeof(msg) - 1, NULL, NULL);
         return;
     }
-    fn_handle_h2(c->fn, st);
+    c->h2->handle(c->h2->ud, st);
 }
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *fr, void *ud)
@@ -425,7 +424,7 @@ void fn_h2_respond(struct fn_h2_stream *st, int status, const char *ctype, const
     char lname[64]; /* HTTP/2 field names are lower-case */
     if (hname) {
         size_t i = 0;
-        for (; hname[i] && i < sizeof(lname) - 1; i++)
+        for (; i < sizeof(lname) - 1 && hname[i]; i++)
             lname[i] = (char)(hname[i] >= 'A' && hname[i] <= 'Z' ? hname[i] - 'A' + 'a' : hname[i]);
         lname[i] = '\0';
         nva[nn++] = (nghttp2_nv)NV(lname, hvalue);
@@ -438,10 +437,10 @@ void fn_h2_respond(struct fn_h2_stream *st, int status, const char *ctype, const
 }
 
 /* A session with our SETTINGS queued; no socket yet. */
-static struct fn_h2_conn *conn_new(struct fn *f)
+static struct fn_h2_conn *conn_new(struct fn_h2 *f)
 {
     struct fn_h2_conn *c = dg_xcalloc(1, sizeof(*c));
-    c->fn = f;
+    c->h2 = f;
     nghttp2_session_callbacks *cbs;
     nghttp2_session_callbacks_new(&cbs);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
@@ -453,7 +452,7 @@ static struct fn_h2_conn *conn_new(struct fn *f)
     nghttp2_session_callbacks_del(cbs);
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_STREAMS},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)f->cfg.http.max_header_bytes},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)f->http->max_header_bytes},
     };
     nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, DG_ARRAY_LEN(iv));
     return c;
@@ -469,7 +468,7 @@ static void free_unopened(uv_handle_t *h)
 /* Give the session its socket and start reading; false (all freed, fd closed) on failure. */
 static bool conn_attach(struct fn_h2_conn *c, int fd)
 {
-    struct fn *f = c->fn;
+    struct fn_h2 *f = c->h2;
     uv_tcp_init(f->loop, &c->tcp);
     c->tcp.data = c;
     if (uv_tcp_open(&c->tcp, fd) != 0) {
@@ -481,10 +480,10 @@ static bool conn_attach(struct fn_h2_conn *c, int fd)
     uv_timer_init(f->loop, &c->linger_timer);
     c->linger_timer.data = c;
     c->handles = 2;
-    c->next = f->h2_conns;
-    if (f->h2_conns)
-        f->h2_conns->prev = c;
-    f->h2_conns = c;
+    c->next = f->conns;
+    if (f->conns)
+        f->conns->prev = c;
+    f->conns = c;
     uv_tcp_nodelay(&c->tcp, 1);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     return true;
@@ -626,7 +625,7 @@ static void stream_add_header(struct fn_h2_stream *st, const char *name, size_t 
             *p = (char)(*p - 'A' + 'a');
 }
 
-bool fn_h2_upgrade(struct fn *f, struct dg_http_req *r, const char **why)
+bool fn_h2_upgrade(struct fn_h2 *f, struct dg_http_req *r, const char **why)
 {
     struct dg_str up = dg_http_req_header(r, "upgrade");
     struct dg_str set = dg_http_req_header(r, "http2-settings");
@@ -703,10 +702,10 @@ bool fn_h2_upgrade(struct fn *f, struct dg_http_req *r, const char **why)
     return true;
 }
 
-void fn_h2_close_all(struct fn *f)
+void fn_h2_close_all(struct fn_h2 *f)
 {
-    while (f->h2_conns) {
-        struct fn_h2_conn *c = f->h2_conns;
+    while (f->conns) {
+        struct fn_h2_conn *c = f->conns;
         nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(c->session, &data);

@@ -11,18 +11,29 @@
 #include <stddef.h>
 
 #include "dirigent/common.h"
+#include "dirigent/daemon.h"
+#include "dirigent/http.h"
 
-struct fn;
 struct fn_h2_stream;
+struct fn_h2_conn;
 
-/* dg_http_h2c_fn for the HTTP/1.1 server: take over `fd` (ud is the struct fn). */
+/* The HTTP/2 side of one server (the caller fills the first four fields). */
+struct fn_h2 {
+    uv_loop_t *loop;
+    const struct dg_http_conf *http;                   /* limits and idle timeout, HTTP/1.1's */
+    void (*handle)(void *ud, struct fn_h2_stream *st); /* a stream whose request has ended */
+    void *ud;
+    struct fn_h2_conn *conns; /* open connections */
+};
+
+/* dg_http_h2c_fn for the HTTP/1.1 server: take over `fd` (ud is the struct fn_h2). */
 void fn_h2_accept(void *ud, int fd, const char *early, size_t len);
 
 /* HTTP/1.1's `Upgrade: h2c` (with HTTP2-Settings, no body): answer 101, take the connection over
  * and answer the request as stream 1; true when taken. False: answer over HTTP/1.1 (with 400 and
  * `*why` when *why is set: the upgrade is malformed). */
 struct dg_http_req;
-bool fn_h2_upgrade(struct fn *f, struct dg_http_req *r, const char **why);
+bool fn_h2_upgrade(struct fn_h2 *f, struct dg_http_req *r, const char **why);
 
 /* A request header of the stream (lower-case name; "host" falls back to :authority); {0} when
  * absent. */
@@ -44,6 +55,6 @@ void fn_h2_grpc_reply(struct fn_h2_stream *st, const void *msg, size_t len);
 void fn_h2_grpc_status(struct fn_h2_stream *st, int code, const char *fmt, ...) DG_PRINTF(3, 4);
 
 /* Close every HTTP/2 connection (GOAWAY, then close): on shutdown. */
-void fn_h2_close_all(struct fn *f);
+void fn_h2_close_all(struct fn_h2 *f);
 
 #endif

@@ -268,7 +268,7 @@ static void on_invoke(struct dg_http_req *r, void *ud)
     struct fn *f = ud;
     const char *why = NULL;
     if (dg_http_req_header(r, "upgrade").ptr) {
-        if (fn_h2_upgrade(f, r, &why))
+        if (fn_h2_upgrade(&f->h2, r, &why))
             return;
         if (why) {
             dg_counter_add(f->bad_requests, 1);
@@ -347,8 +347,9 @@ static void grpc_execute(struct fn *f, struct fn_h2_stream *st)
 
 /* HTTP/2: /health as HTTP/1.1's; every other path is an invocation (the allocate endpoint and
  * /metrics are served over HTTP/1.1 only). */
-void fn_handle_h2(struct fn *f, struct fn_h2_stream *st)
+static void handle_h2(void *ud, struct fn_h2_stream *st)
 {
+    struct fn *f = ud;
     struct dg_str ctype = fn_h2_header(st, "content-type");
     if (ctype.ptr && ctype.len >= 16 && strncasecmp(ctype.ptr, "application/grpc", 16) == 0) {
         grpc_execute(f, st);
@@ -436,7 +437,7 @@ void fn_on_stop(void *ud)
     atomic_store(&f->stopping, true);
     if (f->starting)
         return; /* startup_done sees it and ends the daemon */
-    fn_h2_close_all(f);
+    fn_h2_close_all(&f->h2);
     if (f->server)
         dg_http_server_close(f->server, (uint64_t)f->cfg.http.shutdown_grace_ms, on_server_closed,
                              f);
@@ -481,7 +482,8 @@ static void startup_done(uv_work_t *w, int status)
     if (f->cfg.allocate_endpoint)
         dg_http_route(f->server, NULL, "/_dirigent/allocate", on_allocate, f, 0);
     dg_http_set_fallback(f->server, on_invoke, f, 0);
-    dg_http_set_h2c(f->server, fn_h2_accept, f);
+    f->h2 = (struct fn_h2){.loop = f->loop, .http = &f->cfg.http, .handle = handle_h2, .ud = f};
+    dg_http_set_h2c(f->server, fn_h2_accept, &f->h2);
     if (dg_http_server_listen(f->server, f->cfg.host, f->port, &err) < 0) {
         dg_log(DG_LOG_ERROR, "fn", "%s", err.msg);
         exit(1); /* as before the loop ran: nothing to clean up that the exit does not */

@@ -14,6 +14,7 @@
 #include "dirigent/http.h"
 #include "dirigent/metrics.h"
 #include "dirigent/wire.h"
+#include "h2.h"
 
 /* The config (main.c's schema fills it). */
 struct fn_config {
@@ -44,7 +45,7 @@ struct fn {
     uint64_t startup_us, startup_iterations;
     atomic_bool stopping; /* SIGTERM during the start-up loop ends it */
     bool starting;
-    struct fn_h2_conn *h2_conns; /* open HTTP/2 connections (h2.c) */
+    struct fn_h2 h2; /* the HTTP/2 side (h2.c) */
     struct dg_buf body,
         machine_tail; /* response scratch; ',"MachineName":"...","ExecutionTime":' */
 };
@@ -60,10 +61,6 @@ int fn_start(struct fn *f, struct dg_err *err);
 /* The daemon's on_stop (dg_daemon_init; ud is the struct fn): end the start-up loop or close
  * the server after the shutdown grace, then stop watching signals, so the loop ends. */
 void fn_on_stop(void *ud);
-
-/* Answer an HTTP/2 stream whose request has ended, as an HTTP/1.1 request (h2.c calls it). */
-struct fn_h2_stream;
-void fn_handle_h2(struct fn *f, struct fn_h2_stream *st);
 
 /* After the loop has ended: the metrics and the response buffers. */
 void fn_deinit(struct fn *f);
