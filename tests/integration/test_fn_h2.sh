@@ -8,7 +8,7 @@ SRC=${DG_SOURCE_DIR:-$(dirname "$0")/../..}
 FN=${DG_BUILD_DIR:-build}/dirigent-fn
 H2RAW="/usr/bin/python3 $SRC/tests/lib/h2raw.py"
 
-plan 15
+plan 16
 
 bg_start "$TAP_TMP/fn.log" "$FN" --host 127.0.0.1 --port 0 --maxCpuMs 60000
 FN_PID=$BG_PID
@@ -214,6 +214,26 @@ t_header_limits() {
     timeout 10 nghttp -H 'function: after' "$URL/" | grep -q '"Function":"after"'
 }
 check "over http.maxHeaders on a stream: 431 as over HTTP/1.1, and the server keeps serving" t_header_limits
+
+t_random_frames() {
+  local seed hex out n=0
+  for seed in $(seq 1 40); do # reproducible junk: a valid SETTINGS, then random frames
+    hex=$(/usr/bin/python3 -c 'import random, sys
+r = random.Random(int(sys.argv[1]))
+out = b""
+for _ in range(r.randint(1, 6)):
+    p = bytes(r.getrandbits(8) for _ in range(r.randint(0, 40)))
+    out += len(p).to_bytes(3, "big") + bytes([r.randint(0, 10), r.getrandbits(8)]) + r.getrandbits(31).to_bytes(4, "big") + p
+print(out.hex())' "$seed")
+    out=$(timeout 20 $H2RAW "$PORT" junk "$hex" 2>&1)
+    grep -qE '^(closed|reset)$' <<<"$out" || { echo "seed $seed: $out"; return 1; }
+    grep -q '^GOAWAY' <<<"$out" && n=$((n + 1))
+  done
+  echo "$n of 40 connections ended with GOAWAY"
+  kill -0 "$FN_PID" && [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/health")" = 200 ] &&
+    timeout 10 nghttp "$URL/health" | grep -q '"status":"ok"'
+}
+check "40 connections of random frames then EOF: each ends (GOAWAY or close), the server keeps serving" t_random_frames
 
 t_term() {
   local rc

@@ -6,6 +6,7 @@ Huffman), each on its own stream of ONE connection; prints one line per frame re
 
   h2raw.py PORT req PATH 'name: value'... [-- PATH 'name: value'...]   requests
   h2raw.py PORT raw HEX                                                preface + HEX bytes
+  h2raw.py PORT junk HEX             the same, then EOF (so a frame left incomplete ends too)
 """
 import socket
 import sys
@@ -27,7 +28,7 @@ def main():
     port, mode = int(sys.argv[1]), sys.argv[2]
     out = PREFACE + frame(4, 0, 0, b"")
     want = 0
-    if mode == "raw":
+    if mode in ("raw", "junk"):
         out += bytes.fromhex(sys.argv[3])
     else:
         reqs, cur = [], []
@@ -48,12 +49,17 @@ def main():
         want = len(reqs)
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.sendall(out)
+    if mode == "junk":
+        s.shutdown(socket.SHUT_WR)
     buf, ended = b"", 0
     while True:
         try:
             d = s.recv(65536)
         except socket.timeout:
             print("timeout")
+            break
+        except ConnectionResetError:
+            print("reset")
             break
         if not d:
             print("closed")
@@ -63,7 +69,7 @@ def main():
             n = int.from_bytes(buf[:3], "big")
             t, fl, sid, p = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF, buf[9:9 + n]
             buf = buf[9 + n:]
-            if t == 4 and not fl & 1:
+            if t == 4 and not fl & 1 and mode != "junk":
                 s.sendall(frame(4, 1, 0, b""))  # ACK their SETTINGS
             if t == 0:
                 print("DATA", sid, p.decode(errors="replace").strip())
