@@ -11,6 +11,8 @@ PKGS=(
   libuv1-dev libhttp-parser-dev libjansson-dev libyaml-dev libcyaml-dev
   libnl-3-dev libnl-route-3-dev libsqlite3-dev libhiredis-dev libraft-dev
   libssl-dev
+  # HTTP/2 (h2c) framing and HPACK; nghttp for the h2c tests
+  libnghttp2-dev nghttp2-client
   # containers (the worker's oci runtime) and a local registry for its tests
   crun skopeo umoci docker-registry iproute2
   # the oci runtime's sandbox firewall (src/worker/firewall.c runs nft)

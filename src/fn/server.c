@@ -39,19 +39,69 @@
  */
 #include "server.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "dirigent/log.h"
 #include "dirigent/wire.h"
+#include "faas_pb.h"
+#include "h2.h"
 #include "workload.h"
+
+/* A request over HTTP/1.1 (h1) or an HTTP/2 stream (h2): the handling below is the same. */
+struct fn_req {
+    struct dg_http_req *h1;
+    struct fn_h2_stream *h2;
+    bool grpc;             /* h2: a faas.Executor/Execute call */
+    uint32_t grpc_mem_mib; /* its memoryInMebiBytes */
+};
+
+static struct dg_str req_header(struct fn_req q, const char *name)
+{
+    return q.h1 ? dg_http_req_header(q.h1, name) : fn_h2_header(q.h2, name);
+}
+
+static void req_respond(struct fn_req q, int status, const char *ctype, const void *body,
+                        size_t len)
+{
+    if (q.h1)
+        dg_http_respond(q.h1, status, ctype, body, len);
+    else
+        fn_h2_respond(q.h2, status, ctype, body, len, NULL, NULL);
+}
+
+/* A text/plain answer (a newline appended), with an extra header when `hname` is not NULL. */
+static void DG_PRINTF(5, 6) req_respond_text(struct fn_req q, int status, const char *hname,
+                                             const char *hvalue, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof(msg) - 1, fmt, ap);
+    va_end(ap);
+    size_t len = n < 0 ? 0 : DG_MIN((size_t)n, sizeof(msg) - 2);
+    if (q.h1) {
+        if (hname)
+            dg_http_resp_header(q.h1, hname, hvalue);
+        dg_http_respond_text(q.h1, status, "%s", msg);
+        return;
+    }
+    if (q.grpc) { /* gRPC's codes: INVALID_ARGUMENT for what the caller sent, else INTERNAL */
+        fn_h2_grpc_status(q.h2, status == 400 ? 3 : 13, "%s", msg);
+        return;
+    }
+    msg[len++] = '\n';
+    fn_h2_respond(q.h2, status, "text/plain", msg, len, hname, hvalue);
+}
 
 struct job {
     uv_work_t work;
     struct fn *fn;
-    struct dg_http_req *req;
+    struct fn_req req;
     uint64_t cpu_ms, multiplier, memory_mib, exec_us, iterations;
     const char *status;
 };
@@ -86,12 +136,29 @@ static void buf_u64(struct dg_buf *b, uint64_t v)
 
 /* The body is built in one buffer reused for every response (dg_http_respond writes or
  * copies it before returning), with the constant MachineName part formatted once. */
-static void respond_result(struct fn *f, struct dg_http_req *r, const char *status,
-                           uint64_t exec_us)
+/* FaasReply as InVitro's gRPC workload: "<status> - <machine>", the duration, and the
+ * requested memory in KiB. */
+static void respond_grpc(struct fn *f, struct fn_req r, const char *status, uint64_t exec_us)
 {
-    struct dg_str name = dg_http_req_header(r, "function");
+    char msg[320];
+    int n = snprintf(msg, sizeof(msg), "%s - %s", status, f->machine);
+    struct faas_reply rep = {msg, (size_t)DG_MIN(n, (int)sizeof(msg) - 1),
+                             (uint32_t)DG_MIN(exec_us, UINT32_MAX), r.grpc_mem_mib * 1024u};
+    uint8_t out[512];
+    size_t len = faas_reply_encode(&rep, out, sizeof(out));
+    fn_h2_grpc_reply(r.h2, out, len);
+    dg_counter_add(f->invocations, 1);
+}
+
+static void respond_result(struct fn *f, struct fn_req r, const char *status, uint64_t exec_us)
+{
+    if (r.grpc) {
+        respond_grpc(f, r, status, exec_us);
+        return;
+    }
+    struct dg_str name = req_header(r, "function");
     if (!name.ptr)
-        name = dg_http_req_header(r, "host");
+        name = req_header(r, "host");
     struct dg_buf *b = &f->body;
     dg_buf_reset(b);
     dg_buf_puts(b, "{\"Status\":\"");
@@ -101,22 +168,21 @@ static void respond_result(struct fn *f, struct dg_http_req *r, const char *stat
     dg_buf_append(b, f->machine_tail.data, f->machine_tail.len);
     buf_u64(b, exec_us);
     dg_buf_append(b, "}", 1);
-    dg_http_respond(r, 200, "application/json", b->data, b->len);
+    req_respond(r, 200, "application/json", b->data, b->len);
     dg_counter_add(f->invocations, 1);
 }
 
 /* Parse an optional non-negative integer header; 400 naming it on junk or over `max`. */
-static bool header_u64(struct fn *f, struct dg_http_req *r, const char *name, uint64_t max,
-                       uint64_t *out)
+static bool header_u64(struct fn *f, struct fn_req r, const char *name, uint64_t max, uint64_t *out)
 {
-    struct dg_str v = dg_http_req_header(r, name);
+    struct dg_str v = req_header(r, name);
     *out = 0;
     if (!v.ptr || v.len == 0)
         return true;
     if (!dg_str_to_u64(v, out) || *out > max) {
         dg_counter_add(f->bad_requests, 1);
-        dg_http_respond_text(r, 400, "header '%s': expected an integer 0..%llu, got '%.*s'", name,
-                             (unsigned long long)max, (int)DG_MIN(v.len, 64), v.ptr);
+        req_respond_text(r, 400, NULL, NULL, "header '%s': expected an integer 0..%llu, got '%.*s'",
+                         name, (unsigned long long)max, (int)DG_MIN(v.len, 64), v.ptr);
         return false;
     }
     return true;
@@ -154,23 +220,21 @@ static void job_done(uv_work_t *w, int status)
 }
 
 /* A request the data plane meant for another sandbox: answered 421 with this one's id. */
-static bool misdirected(struct fn *f, struct dg_http_req *r)
+static bool misdirected(struct fn *f, struct fn_req r)
 {
-    struct dg_str want = dg_http_req_header(r, DG_WIRE_HDR_SANDBOX);
+    struct dg_str want = req_header(r, DG_WIRE_HDR_SANDBOX);
     if (!f->sandbox_id[0] || !want.ptr || dg_str_eq(want, f->sandbox_id))
         return false;
     dg_counter_add(f->bad_requests, 1);
-    dg_http_resp_header(r, DG_WIRE_HDR_SANDBOX, f->sandbox_id);
-    dg_http_respond_text(r, 421,
-                         "sandbox %s is not %.*s: a stale route (this address was given to "
-                         "another sandbox)",
-                         f->sandbox_id, (int)DG_MIN(want.len, 128), want.ptr);
+    req_respond_text(r, 421, DG_WIRE_HDR_SANDBOX, f->sandbox_id,
+                     "sandbox %s is not %.*s: a stale route (this address was given to "
+                     "another sandbox)",
+                     f->sandbox_id, (int)DG_MIN(want.len, 128), want.ptr);
     return true;
 }
 
-static void on_invoke(struct dg_http_req *r, void *ud)
+static void invoke(struct fn *f, struct fn_req r)
 {
-    struct fn *f = ud;
     if (misdirected(f, r))
         return;
     uint64_t cpu_ms, mult, mem = 0;
@@ -179,7 +243,7 @@ static void on_invoke(struct dg_http_req *r, void *ud)
         (f->cfg.allocate_memory &&
          !header_u64(f, r, "requested_memory", (uint64_t)f->cfg.max_memory_mib, &mem)))
         return;
-    struct dg_str workload = dg_http_req_header(r, "workload");
+    struct dg_str workload = req_header(r, "workload");
     bool empty = workload.ptr && dg_str_caseeq(workload, "empty");
     if (empty || (cpu_ms == 0 && mem == 0)) {
         respond_result(f, r, empty ? "OK - EMPTY" : "OK", 0);
@@ -195,8 +259,110 @@ static void on_invoke(struct dg_http_req *r, void *ud)
     int rc = uv_queue_work(f->loop, &j->work, job_work, job_done);
     if (rc < 0) {
         free(j);
-        dg_http_respond_text(r, 500, "cannot start the work: %s", uv_strerror(rc));
+        req_respond_text(r, 500, NULL, NULL, "cannot start the work: %s", uv_strerror(rc));
     }
+}
+
+static void on_invoke(struct dg_http_req *r, void *ud)
+{
+    struct fn *f = ud;
+    const char *why = NULL;
+    if (dg_http_req_header(r, "upgrade").ptr) {
+        if (fn_h2_upgrade(&f->h2, r, &why))
+            return;
+        if (why) {
+            dg_counter_add(f->bad_requests, 1);
+            dg_http_respond_text(r, 400, "%s", why);
+            return;
+        }
+    }
+    invoke(f, (struct fn_req){.h1 = r});
+}
+
+/* gRPC faas.Executor/Execute (InVitro's gRPC invoker): runtimeInMilliSec of work as InVitro's
+ * gRPC workload does it (iterationsMultiplier x ms iterations), memoryInMebiBytes touched only
+ * with allocateRequestedMemory (as requested_memory over HTTP). */
+static void grpc_execute(struct fn *f, struct fn_h2_stream *st)
+{
+    struct dg_str path = fn_h2_path(st);
+    if (!path.ptr || !dg_str_eq(path, "/faas.Executor/Execute")) {
+        dg_counter_add(f->bad_requests, 1);
+        fn_h2_grpc_status(st, 12, "unknown method %.*s: dirigent-fn serves /faas.Executor/Execute",
+                          (int)DG_MIN(path.len, 128), path.ptr ? path.ptr : "");
+        return;
+    }
+    const struct dg_buf *body = fn_h2_body(st);
+    const uint8_t *p = body ? (const uint8_t *)body->data : NULL;
+    size_t len = body ? body->len : 0;
+    uint32_t mlen =
+        len >= 5 ? (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4] : 0;
+    struct faas_request q;
+    const char *err = NULL;
+    if (!body || len < 5 || mlen != len - 5) {
+        dg_counter_add(f->bad_requests, 1);
+        fn_h2_grpc_status(st, !body ? 8 : 3, "%s",
+                          !body ? "request over 1 MiB"
+                                : "expected one length-prefixed FaasRequest message");
+        return;
+    }
+    if (p[0] != 0) {
+        dg_counter_add(f->bad_requests, 1);
+        fn_h2_grpc_status(st, 12, "compressed messages are not supported (grpc-encoding identity)");
+        return;
+    }
+    if (faas_request_decode(p + 5, mlen, &q, &err) < 0) {
+        dg_counter_add(f->bad_requests, 1);
+        fn_h2_grpc_status(st, 3, "FaasRequest: %s", err);
+        return;
+    }
+    if (q.runtime_ms > (uint64_t)f->cfg.max_cpu_ms ||
+        (f->cfg.allocate_memory && q.memory_mib > (uint64_t)f->cfg.max_memory_mib)) {
+        bool cpu = q.runtime_ms > (uint64_t)f->cfg.max_cpu_ms;
+        dg_counter_add(f->bad_requests, 1);
+        fn_h2_grpc_status(st, 3, "%s: expected 0..%lld (%s), got %u",
+                          cpu ? "runtimeInMilliSec" : "memoryInMebiBytes",
+                          (long long)(cpu ? f->cfg.max_cpu_ms : f->cfg.max_memory_mib),
+                          cpu ? "maxCpuMs" : "maxMemoryMiB", cpu ? q.runtime_ms : q.memory_mib);
+        return;
+    }
+    struct fn_req r = {.h2 = st, .grpc = true, .grpc_mem_mib = q.memory_mib};
+    uint64_t mem = f->cfg.allocate_memory ? q.memory_mib : 0;
+    if (q.runtime_ms == 0 && mem == 0) {
+        respond_result(f, r, "OK", 0);
+        return;
+    }
+    struct job *j = dg_xcalloc(1, sizeof(*j));
+    j->fn = f;
+    j->req = r;
+    j->cpu_ms = q.runtime_ms;
+    j->multiplier = (uint64_t)f->cfg.startup_multiplier;
+    j->memory_mib = mem;
+    j->status = "OK";
+    int rc = uv_queue_work(f->loop, &j->work, job_work, job_done);
+    if (rc < 0) {
+        free(j);
+        fn_h2_grpc_status(st, 13, "cannot start the work: %s", uv_strerror(rc));
+    }
+}
+
+/* HTTP/2: /health as HTTP/1.1's; every other path is an invocation (the allocate endpoint and
+ * /metrics are served over HTTP/1.1 only). */
+static void handle_h2(void *ud, struct fn_h2_stream *st)
+{
+    struct fn *f = ud;
+    struct dg_str ctype = fn_h2_header(st, "content-type");
+    if (ctype.ptr && ctype.len >= 16 && strncasecmp(ctype.ptr, "application/grpc", 16) == 0) {
+        grpc_execute(f, st);
+        return;
+    }
+    struct dg_str path = fn_h2_path(st);
+    if (path.ptr && dg_str_eq(path, "/health")) {
+        char body[64];
+        int n = snprintf(body, sizeof(body), "{\"status\":\"ok\",\"pid\":%d}\n", (int)getpid());
+        fn_h2_respond(st, 200, "application/json", body, (size_t)n, NULL, NULL);
+        return;
+    }
+    invoke(f, (struct fn_req){.h2 = st});
 }
 
 /* ---- /_dirigent/allocate ---------------------------------------------------------------- */
@@ -228,14 +394,14 @@ static void alloc_done(uv_work_t *w, int status)
     if (j->failed)
         dg_http_respond_text(j->req, 500, "cannot allocate %llu MiB", (unsigned long long)j->mib);
     else
-        respond_result(j->fn, j->req, "OK", j->exec_us);
+        respond_result(j->fn, (struct fn_req){.h1 = j->req}, "OK", j->exec_us);
     free(j);
 }
 
 static void on_allocate(struct dg_http_req *r, void *ud)
 {
     struct fn *f = ud;
-    if (misdirected(f, r))
+    if (misdirected(f, (struct fn_req){.h1 = r}))
         return;
     struct dg_str q = dg_http_req_query(r);
     uint64_t mib = 0;
@@ -271,6 +437,7 @@ void fn_on_stop(void *ud)
     atomic_store(&f->stopping, true);
     if (f->starting)
         return; /* startup_done sees it and ends the daemon */
+    fn_h2_close_all(&f->h2);
     if (f->server)
         dg_http_server_close(f->server, (uint64_t)f->cfg.http.shutdown_grace_ms, on_server_closed,
                              f);
@@ -315,6 +482,8 @@ static void startup_done(uv_work_t *w, int status)
     if (f->cfg.allocate_endpoint)
         dg_http_route(f->server, NULL, "/_dirigent/allocate", on_allocate, f, 0);
     dg_http_set_fallback(f->server, on_invoke, f, 0);
+    f->h2 = (struct fn_h2){.loop = f->loop, .http = &f->cfg.http, .handle = handle_h2, .ud = f};
+    dg_http_set_h2c(f->server, fn_h2_accept, &f->h2);
     if (dg_http_server_listen(f->server, f->cfg.host, f->port, &err) < 0) {
         dg_log(DG_LOG_ERROR, "fn", "%s", err.msg);
         exit(1); /* as before the loop ran: nothing to clean up that the exit does not */
