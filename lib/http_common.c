@@ -19,6 +19,7 @@ void dg_http_limits_default(struct dg_http_limits *l)
     l->body_min_rate = 4096;
     l->max_conns = 0;
     l->max_conns_per_client = 0;
+    l->h2_max_streams = 100;
 }
 
 void dg_http_pool_opts_default(struct dg_http_pool_opts *o)

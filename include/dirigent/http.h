@@ -41,6 +41,11 @@ struct dg_http_limits {
      * connection over either cap is answered 503 at once (written without reading) and
      * closed. 0: no cap (the default here; the daemons derive theirs from RLIMIT_NOFILE). */
     unsigned max_conns, max_conns_per_client;
+    /* HTTP/2 (servers with dg_http_server_enable_h2c): streams open at once on one connection
+     * (SETTINGS_MAX_CONCURRENT_STREAMS; a stream over it is refused with RST_STREAM
+     * REFUSED_STREAM). Default 100. The header list is bounded by max_header_bytes and
+     * max_headers, a stream's body by max_body_bytes, as over HTTP/1.1. */
+    unsigned h2_max_streams;
 };
 void dg_http_limits_default(struct dg_http_limits *l);
 
@@ -90,6 +95,13 @@ void dg_http_set_fallback(struct dg_http_server *s, dg_http_handler fn, void *ud
  * during the call); the server forgets the connection. Without it such bytes get 400. */
 typedef void (*dg_http_h2c_fn)(void *ud, int fd, const char *early, size_t len);
 void dg_http_set_h2c(struct dg_http_server *s, dg_http_h2c_fn fn, void *ud);
+/* Serve HTTP/2 cleartext on this server's port besides HTTP/1.1: with prior knowledge (a
+ * connection starting with the client preface) and by upgrade (Upgrade: h2c). Each stream is
+ * a struct dg_http_req going through the same routes, auth hook, limits and handlers as an
+ * HTTP/1.1 request: ":authority" is its "host" header, dg_http_req_is_h2 tells them apart. */
+void dg_http_server_enable_h2c(struct dg_http_server *s);
+/* True when r is an HTTP/2 stream. */
+bool dg_http_req_is_h2(const struct dg_http_req *r);
 /* Take a request's connection over (HTTP/1.1 Upgrade), from its handler before any response:
  * returns a new descriptor of the socket (the caller owns it; -1 when it cannot be taken) and
  * appends the bytes read after the request to `rest`; the server forgets the connection and
@@ -183,6 +195,13 @@ size_t dg_http_text_vfmt(char *buf, size_t size, bool newline, const char *fmt, 
 void dg_http_resp_start(struct dg_http_req *r, int status, int64_t content_length);
 void dg_http_resp_write(struct dg_http_req *r, const void *data, size_t len);
 void dg_http_resp_end(struct dg_http_req *r);
+/* A trailer field sent after the body (gRPC's grpc-status, grpc-message): added after
+ * dg_http_resp_start and before dg_http_resp_end. Over HTTP/2 it goes in a trailing HEADERS
+ * frame; over HTTP/1.1 in the last chunk of a chunked response (dropped when the length was
+ * known). A response without body whose status-line headers carry grpc-status is sent by
+ * dg_http_respond with an empty body as a single HEADERS frame with END_STREAM over HTTP/2
+ * (gRPC's "trailers-only" answer). */
+void dg_http_resp_trailer(struct dg_http_req *r, struct dg_str name, struct dg_str value);
 /* End a started response as broken (an upstream died mid-body): the connection closes
  * without completing the body, so the client sees the response is cut. */
 void dg_http_resp_abort(struct dg_http_req *r);
@@ -206,7 +225,11 @@ struct dg_http_pool_opts {
     uint64_t request_timeout_ms; /* from send to the end of the response; 0 = none. 30 s */
     uint64_t idle_timeout_ms;    /* idle connections closed after. Default 60 s */
     size_t max_header_bytes;     /* of a response; default 64 KiB */
-    const char *bearer;          /* a credential (copied; NULL: none): every request carries
+    /* Speak HTTP/2 cleartext with prior knowledge to the upstream: requests are streams
+     * multiplexed on at most max_conns connections (each up to the peer's concurrent-stream
+     * limit), same dg_http_creq API; trailers come through on_trailers. */
+    bool h2c;
+    const char *bearer; /* a credential (copied; NULL: none): every request carries
                                     "Authorization: Bearer <bearer>" unless it has its own */
 };
 void dg_http_pool_opts_default(struct dg_http_pool_opts *o);
@@ -248,6 +271,10 @@ struct dg_http_client_cbs {
     void (*on_body)(struct dg_http_creq *q, const char *data, size_t len, void *ud);
     /* The end: `resp` non-NULL on success, else `err` says why (connect refused, timeout,
      * upstream closed, bad response). The request is freed after it returns. */
+    /* Trailer fields after the body (optional; HTTP/2 upstreams, and chunked HTTP/1.1). Views
+     * valid during the call; called at most once, before on_done. */
+    void (*on_trailers)(struct dg_http_creq *q, const struct dg_http_header *trailers, size_t n,
+                        void *ud);
     void (*on_done)(struct dg_http_creq *q, const struct dg_http_resp *resp,
                     const struct dg_err *err, void *ud);
 };
