@@ -30,6 +30,7 @@ void dg_http_pool_opts_default(struct dg_http_pool_opts *o)
     o->request_timeout_ms = 30 * 1000;
     o->idle_timeout_ms = 60 * 1000;
     o->max_header_bytes = 64 * 1024;
+    o->h2c = false;
     o->bearer = NULL;
 }
 
