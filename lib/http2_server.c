@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define H2_SEND_BATCH  (64 * 1024)
 #define H2_CONN_WINDOW (1 << 20) /* connection-level receive window */
@@ -45,6 +46,7 @@ struct dg__h2s {
     int bad_status;      /* another problem of the head: answered with this status */
     const char *bad_msg;
     bool url_done, dispatched, remote_ended, end_called, delivering, discard, has_host;
+    bool grpc; /* content-type application/grpc: the server's own errors as grpc-status */
     /* the body the handler has not taken yet (held or paused streaming route) */
     struct dg_buf in;
     size_t in_off;
@@ -459,10 +461,61 @@ static void req_done(struct dg_http_req *r)
         h2_flush(st->h);
 }
 
-/* An answer of the server's own: the request was not handed to a handler. */
+/* The gRPC status for an error status of the server's own (gRPC's HTTP mapping, with the
+ * limits as RESOURCE_EXHAUSTED and the timeouts as DEADLINE_EXCEEDED). */
+static int grpc_code(int status)
+{
+    switch (status) {
+    case 401:
+        return 16; /* UNAUTHENTICATED */
+    case 403:
+        return 7; /* PERMISSION_DENIED */
+    case 404:
+    case 405:
+    case 501:
+        return 12; /* UNIMPLEMENTED */
+    case 408:
+        return 4; /* DEADLINE_EXCEEDED */
+    case 413:
+    case 431:
+        return 8; /* RESOURCE_EXHAUSTED */
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+        return 14; /* UNAVAILABLE */
+    case 400:
+        return 13; /* INTERNAL */
+    default:
+        return 2; /* UNKNOWN */
+    }
+}
+
+/* "grpc-status: N\r\ngrpc-message: <msg percent-encoded>\r\n" (gRPC over HTTP/2: all but
+ * printable ASCII and '%' are encoded). */
+static void grpc_lines(struct dg_buf *b, int status, const char *msg)
+{
+    dg_buf_printf(b, "grpc-status: %d\r\ngrpc-message: ", grpc_code(status));
+    for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
+        if (*p >= 0x20 && *p <= 0x7e && *p != '%')
+            dg_buf_append(b, (const char *)p, 1);
+        else
+            dg_buf_printf(b, "%%%02X", *p);
+    }
+    dg_buf_puts(b, "\r\n");
+}
+
+/* An answer of the server's own: the request was not handed to a handler. A gRPC request gets
+ * gRPC's trailers-only answer (HTTP 200, grpc-status, grpc-message) a gRPC client can read. */
 static void respond_plain(struct dg_http_req *r, int status, const char *msg)
 {
     r->handler_called = true;
+    if (r->h2s && r->h2s->grpc && !r->resp_started) {
+        dg_buf_reset(&r->resp_hdrs);
+        grpc_lines(&r->resp_hdrs, status, msg);
+        dg_http_respond(r, 200, "application/grpc", NULL, 0);
+        return;
+    }
     dg_http_respond_text(r, status, "%s", msg);
 }
 
@@ -578,7 +631,13 @@ static void stream_fail(struct dg__h2s *st, int status, const char *msg)
         req_detach(h, st);
     if (st->rst || st->local_ended)
         return;
-    if (!sent && !st->submitted) {
+    if (!sent && !st->submitted && st->grpc) {
+        struct dg_buf lines = {0};
+        grpc_lines(&lines, status, msg);
+        st->eof = true;
+        submit_head(st, 200, "application/grpc", &lines, -1, false);
+        dg_buf_free(&lines);
+    } else if (!sent && !st->submitted) {
         char text[256];
         int n = snprintf(text, sizeof(text), "%s\n", msg);
         dg_buf_reset(&st->out);
@@ -776,9 +835,8 @@ static void dispatch(struct dg__h2s *st, bool end_stream)
         char msg[256];
         int stc = s->auth(r, r->route->flags & DG_HTTP_AUTH_MASK, s->auth_ud, msg, sizeof(msg));
         if (stc) {
-            r->handler_called = true;
             dg_http_resp_header(r, "WWW-Authenticate", "Bearer");
-            dg_http_respond_text(r, stc, "%s", msg);
+            respond_plain(r, stc, msg);
             return;
         }
     }
@@ -836,6 +894,9 @@ static int on_header(nghttp2_session *ses, const nghttp2_frame *f, const uint8_t
         return 0;
     struct dg_http_req *r = st->req;
     st->hdr_bytes += nlen + vlen;
+    if (!st->dispatched && nlen == 12 && memcmp(name, "content-type", 12) == 0 && vlen >= 16 &&
+        strncasecmp((const char *)value, "application/grpc", 16) == 0)
+        st->grpc = true;  /* known even when the header list is over the limits */
     if (st->dispatched) { /* trailer fields: counted, not kept */
         if (st->hdr_bytes > l->max_header_bytes)
             stream_fail(st, 431, "request header and trailer fields too large");
@@ -873,6 +934,7 @@ static int on_header(nghttp2_session *ses, const nghttp2_frame *f, const uint8_t
     stream_url(st);
     if (nlen == 4 && memcmp(n, "host", 4) == 0)
         st->has_host = true;
+
     if (!dg__hdrs_field(&r->hdrs, n, nlen, l->max_headers)) {
         st->hdr_err = "too many request header fields";
         return 0;

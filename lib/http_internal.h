@@ -118,8 +118,6 @@ struct dg_http_server {
     uint64_t grace_deadline;
     void (*done)(void *);
     void *done_ud;
-    dg_http_h2c_fn h2c;
-    void *h2c_ud;
     struct dg_http_server_stats stats;
     char read_buf[READ_BUF_SIZE];
     bool read_buf_busy;

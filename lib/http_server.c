@@ -32,7 +32,6 @@
 #include "dirigent/log.h"
 #include "dirigent/strmap.h"
 
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -290,59 +289,6 @@ static size_t conn_parse(struct conn *c, const char *data, size_t len)
     return done;
 }
 
-void dg_http_set_h2c(struct dg_http_server *s, dg_http_h2c_fn fn, void *ud)
-{
-    s->h2c = fn;
-    s->h2c_ud = ud;
-}
-
-/* The first bytes of a connection: when they start the HTTP/2 client preface, give the socket
- * (a duplicate of its descriptor) and these bytes to the h2c handler and close this side of it
- * (closing a duplicate neither shuts the socket down nor resets it). */
-static bool h2c_handoff(struct conn *c, const char *data, size_t len)
-{
-    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    size_t n = DG_MIN(len, sizeof(preface) - 1);
-    if (len < 3 || memcmp(data, preface, n) != 0)
-        return false;
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
-        return false;
-    int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (dup_fd < 0)
-        return false;
-    struct dg_http_server *s = c->srv;
-    char *copy = dg_xmalloc(len);
-    memcpy(copy, data, len);
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    c->reading = false;
-    conn_close(c);
-    s->h2c(s->h2c_ud, dup_fd, copy, len);
-    free(copy);
-    return true;
-}
-
-int dg_http_req_take_conn(struct dg_http_req *r, struct dg_buf *rest)
-{
-    struct conn *c = r->conn;
-    if (!c || r->resp_started || c->state == C_CLOSED || c->state == C_LINGER || c->shutting_down ||
-        c->writes > 0)
-        return -1;
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
-        return -1;
-    int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (dup_fd < 0)
-        return -1;
-    if (pending_len(c) > 0)
-        dg_buf_append(rest, c->pending.data + c->pending_off, pending_len(c));
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    c->reading = false;
-    r->handler_done = true; /* freed with the connection; responses to it go nowhere */
-    conn_close(c);
-    return dup_fd;
-}
-
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = stream->data;
@@ -368,9 +314,6 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         dg__h2_recv(c, shared ? buf->base : c->pending.data + c->pending.len, (size_t)nread);
         return;
     }
-    if (!c->got_bytes && s->h2c &&
-        h2c_handoff(c, shared ? buf->base : c->pending.data + c->pending.len, (size_t)nread))
-        return;
     c->got_bytes = true;
     if (!shared) {
         c->pending.len += (size_t)nread;
@@ -1086,7 +1029,7 @@ static int on_headers_complete(http_parser *p)
         conn_fail(c, 501, "CONNECT is not supported");
         return -1;
     }
-    if (s->h2c_enabled && p->upgrade && r->content_length == 0 && asks_h2c(r)) {
+    if (s->h2c_enabled && r->content_length == 0 && asks_h2c(r)) {
         if (!dg__hdrs_get(&r->hdrs, "http2-settings").ptr) {
             conn_fail(c, 400, "Upgrade: h2c needs an HTTP2-Settings header");
             return -1;
@@ -1180,8 +1123,11 @@ static int on_message_complete(http_parser *p)
         }
         return -1;
     }
-    if (c->upgrading)
+    if (c->upgrading) {
+        http_parser_pause(p, 1); /* what follows is HTTP/2 (without Connection: upgrade the
+                                    parser would go on) */
         return 0;
+    }
     r->msg_complete = true;
     if (c->state == C_BODY)
         c->state = C_WAIT;

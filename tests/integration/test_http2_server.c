@@ -746,8 +746,15 @@ static void test_header_limits(void **state)
                 "1", "h5", "1", "h6", "1", "h7", "1", "h8", "1", "h9", "1", "h10", "1", "h11", "1",
                 "h12", "1", "h13", "1", "h14", "1", "h15", "1", "h16", "1", "h17", "1", "h18", "1",
                 "h19", "1", "h20", "1", "h21", "1", NULL);
+    /* a gRPC call over the limit: gRPC's trailers-only answer with RESOURCE_EXHAUSTED */
+    struct h2r *g = h2c_req(c, "POST", "/grpc", "localhost", NULL, 0, "content-type",
+                            "application/grpc", "x-big", big, NULL);
     struct h2r *ok = h2c_req(c, "GET", "/hello", "localhost", NULL, 0, NULL);
     assert_true(h2c_run(c));
+    assert_int_equal(g->status, 200);
+    assert_int_equal(g->head_frames, 1);
+    assert_non_null(strstr(g->hdrs, "grpc-status: 8\n"));
+    assert_non_null(strstr(g->hdrs, "grpc-message: request header fields too large\n"));
     assert_int_equal(a->status, 431);
     assert_true(body_is(a, "request header fields too large\n"));
     assert_int_equal(b->status, 431);
