@@ -149,6 +149,8 @@ static void list_push(struct dg__h2s **head, struct dg__h2s *st)
 
 static void schedule_reap(struct dg__h2c *h)
 {
+    if (h->reap_due)
+        return; /* already coming: the timer is armed, or an entry ends with it */
     h->reap_due = true;
     if (!h->entry && !h->detached)
         dg__conn_timer_start(h->c, 0);
