@@ -90,6 +90,12 @@ static struct {
 
 /* ---- the link to the CP ------------------------------------------------------------------ */
 
+/* A timer's close frees what it is in (its data). */
+static void free_owner(uv_handle_t *h)
+{
+    free(h->data);
+}
+
 static void cp_pool_open(void)
 {
     struct dg_http_pool *old = A.cp_pool;
@@ -118,7 +124,7 @@ static void call_free(struct cp_call *c)
     free(c->method);
     free(c->path);
     free(c->body);
-    uv_close((uv_handle_t *)&c->timer, (uv_close_cb)free);
+    uv_close((uv_handle_t *)&c->timer, free_owner);
 }
 
 static void call_send(struct cp_call *c);
@@ -227,7 +233,7 @@ static void job_free(struct job *j)
     free(j->ctype);
     free(j->out);
     free(j->result);
-    uv_close((uv_handle_t *)&j->timer, (uv_close_cb)free);
+    uv_close((uv_handle_t *)&j->timer, free_owner);
 }
 
 static struct job *job_new(struct dg_wire_async_req *req, char *body, size_t len)
