@@ -181,7 +181,7 @@ t_expiry() {
   id2=$(submit hello) || return 1
   poll_until 600 done_ok "$id2" || return 1
   poll_until 200 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -XGET --data-binary '$id2' '$R/')\" = 404 ]" || return 1
-  grep -q 'results expired (asyncResultTtl 1000 ms)' "$TAP_TMP/cp2.log" || return 1
+  wait_for_log "$TAP_TMP/cp2.log" 'results expired \(asyncResultTtl 1000 ms\)' || return 1
   # deleted from the store: gone after another restart too, and not in the file
   /usr/bin/python3 - "$TAP_TMP/cpdata/cp.sqlite" "$id2" "$id" <<'EOF'
 import sqlite3, sys
