@@ -268,7 +268,9 @@ static bool token_ok(const char *s)
 {
     size_t n = strlen(s);
     return n > 0 && n <= 256 &&
-           strspn(s, "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") ==
+           strspn(
+               s,
+               "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") ==
                n;
 }
 
@@ -407,10 +409,9 @@ static const char *check_str(enum chk c, const char *s)
                    ? NULL
                    : "expected an address prefix (e.g. 10.200.0.0/16), or empty";
     case C_AID:
-        return dg_wire_async_id_ok(s, strlen(s))
-                   ? NULL
-                   : "expected an asynchronous request id (1.." WSTR(
-                         DG_WIRE_ASYNC_ID_MAX) " of 0-9 a-f -)";
+        return dg_wire_async_id_ok(s, strlen(s)) ? NULL
+                                                 : "expected an asynchronous request id (1.." WSTR(
+                                                       DG_WIRE_ASYNC_ID_MAX) " of 0-9 a-f -)";
     case C_HNAME:
         return token_ok(s) ? NULL : "expected a header name (1..256 of HTTP's token characters)";
     case C_HVAL:
@@ -1169,9 +1170,9 @@ static const struct field F_async_state[] = {
     OBJ(T, result, "result", async_result, HAS(T, has_result)),
     INT(T, expires_ms, "expiresMs", NONNEG),
 };
-static const struct msg M_async_state = {"async_state", sizeof(struct dg_wire_async_state), true,
-                                         F_async_state, DG_ARRAY_LEN(F_async_state),
-                                         async_state_check};
+static const struct msg M_async_state = {
+    "async_state", sizeof(struct dg_wire_async_state), true,
+    F_async_state, DG_ARRAY_LEN(F_async_state),        async_state_check};
 #undef T
 
 /* ---- the public functions ---------------------------------------------------------------- */

@@ -396,7 +396,7 @@ struct dg_wire_status {
 bool dg_wire_async_id_ok(const char *id, size_t len);
 /* Bodies travel base64-encoded (RFC 4648, with padding), at most this many bytes decoded: the
  * encoded message then fits the CP's default http.maxBodyBytes (1 MiB). */
-#define DG_WIRE_ASYNC_BODY_MAX (512 * 1024)
+#define DG_WIRE_ASYNC_BODY_MAX    (512 * 1024)
 #define DG_WIRE_ASYNC_HEADERS_MAX 64
 /* base64 of `len` bytes: a new NUL-terminated string. */
 char *dg_wire_b64_encode(const void *data, size_t len);
@@ -424,10 +424,10 @@ struct dg_wire_async_req {
 
 /* Its outcome: the function's answer, or the platform's (500 after numberRetries failures). */
 struct dg_wire_async_result {
-    char *id;           /* required */
-    int64_t status;     /* required: 100..599 */
-    char *content_type; /* optional */
-    char *body;         /* required (may be ""): base64 */
+    char *id;            /* required */
+    int64_t status;      /* required: 100..599 */
+    char *content_type;  /* optional */
+    char *body;          /* required (may be ""): base64 */
     int64_t duration_us; /* acceptance to result (Duration-Microseconds) */
     int64_t tries;
 };

@@ -86,7 +86,16 @@ static const struct cli_opt haproxy_opts[] = {
         "--timeout", "S", "120", "seconds a request may take"                                      \
     }
 
-static const struct cli_opt burst_opts[] = {LOAD_COMMON, {0}};
+/* asynchronous invocations (a DP with async: true): submit, then poll the results port */
+#define LOAD_ASYNC                                                                                 \
+    {"--async", NULL, NULL,                                                                        \
+     "submit asynchronously (POST), then fetch each result from --results until done or "          \
+     "--timeout; latency is submission to result (Duration-Microseconds)"},                        \
+    {                                                                                              \
+        "--results", "IP:PORT", "the --dp host, port 8082", "with --async: the results port"       \
+    }
+
+static const struct cli_opt burst_opts[] = {LOAD_COMMON, LOAD_ASYNC, {0}};
 
 static const struct cli_opt rps_opts[] = {
     {"--rate", "R", NULL, "requests per second, 0 < R <= 100000", .required = true},
@@ -98,6 +107,7 @@ static const struct cli_opt rps_opts[] = {
     {"--image", "IMG", "the dirigent-fn next to this binary", "with --cold: the functions' image"},
     {"--keep", NULL, NULL, "with --cold: keep the functions it registered"},
     LOAD_COMMON,
+    LOAD_ASYNC,
     {0}};
 
 static const struct cli_opt trace_opts[] = {
@@ -111,6 +121,7 @@ static const struct cli_opt trace_opts[] = {
     {"--prefix", "P", "trace-", "the functions' name prefix"},
     {"--dry-run", NULL, NULL, "print the plan as CSV, send nothing"},
     LOAD_COMMON,
+    LOAD_ASYNC,
     {0}};
 
 static const struct cli_opt token_init_opts[] = {

@@ -1102,7 +1102,9 @@ static void arestore_step(void *ud, const struct dg_err *err)
     static const struct {
         const char *kind;
         void (*each)(void *ud, const char *key, const char *value);
-    } steps[] = {{"function", restore_fn}, {"worker", restore_worker}, {"dataplane", restore_dp},
+    } steps[] = {{"function", restore_fn},
+                 {"worker", restore_worker},
+                 {"dataplane", restore_dp},
                  {"async", cp_async_restore_each}};
     if (err || cp.restore.step == DG_ARRAY_LEN(steps)) {
         if (!err)

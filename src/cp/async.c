@@ -140,8 +140,8 @@ static void write_done(void *ud, const struct dg_err *err)
     if (err) {
         dg_log(DG_LOG_WARN, "async", "%s %s: store: %s", w->what, w->rec->id, err->msg);
         if (w->r)
-            dg_http_respond_text(w->r, 503, "async %s %s: the store failed: %s: try again",
-                                 w->what, w->rec->id, err->msg);
+            dg_http_respond_text(w->r, 503, "async %s %s: the store failed: %s: try again", w->what,
+                                 w->rec->id, err->msg);
         rec_free(w->rec);
     } else {
         struct rec *cur = dg_strmap_get(&A.index, dg_str_c(w->rec->id));

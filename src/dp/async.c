@@ -191,8 +191,7 @@ static void call_send(struct cp_call *c)
 }
 
 /* `body` taken (NULL: none). `attempts`: sends before cb gets the failure. */
-static struct cp_call *cp_call(const char *method, const char *path, char *body,
-                               unsigned attempts,
+static struct cp_call *cp_call(const char *method, const char *path, char *body, unsigned attempts,
                                void (*cb)(void *, int, struct dg_str, const char *), void *ud)
 {
     struct cp_call *c = dg_xcalloc(1, sizeof(*c));
@@ -282,8 +281,7 @@ static void post_result(struct job *j)
                       result_posted, j);
 }
 
-static void job_finish(struct job *j, int status, const char *ctype, const char *body,
-                       size_t len)
+static void job_finish(struct job *j, int status, const char *ctype, const char *body, size_t len)
 {
     uint64_t now = dg_wall_ms();
     uint64_t accepted = (uint64_t)j->req.accepted_ms;
@@ -312,7 +310,8 @@ static void job_failed(struct job *j, const char *what)
     j->tries++;
     if (j->tries >= A.retries) {
         char msg[600];
-        int n = snprintf(msg, sizeof(msg), "asynchronous request %s to function '%s' failed %u "
+        int n = snprintf(msg, sizeof(msg),
+                         "asynchronous request %s to function '%s' failed %u "
                          "times (numberRetries); the last try: %s\n",
                          j->req.id, j->req.function, j->tries, what);
         dg_log(DG_LOG_WARN, "async", "%.*s", n - 1, msg);
@@ -412,9 +411,16 @@ static void job_run(struct job *j)
 
 static bool hop_by_hop(struct dg_str name)
 {
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
-                                        "transfer-encoding", "content-length", "te", "trailer",
-                                        "upgrade", "host", "proxy-authorization",
+    static const char *const names[] = {"connection",
+                                        "keep-alive",
+                                        "proxy-connection",
+                                        "transfer-encoding",
+                                        "content-length",
+                                        "te",
+                                        "trailer",
+                                        "upgrade",
+                                        "host",
+                                        "proxy-authorization",
                                         DG_WIRE_HDR_SANDBOX};
     for (size_t i = 0; i < DG_ARRAY_LEN(names); i++)
         if (dg_str_caseeq(name, names[i]))
@@ -473,8 +479,7 @@ static void submit_stored(void *ud, int status, struct dg_str body, const char *
     if (status == 200) {
         /* stored: the client gets its id (even if it left meanwhile, the request runs) */
         if (s->r)
-            dg_http_respond(s->r, 200, "text/plain; charset=utf-8", s->req.id,
-                            strlen(s->req.id));
+            dg_http_respond(s->r, 200, "text/plain; charset=utf-8", s->req.id, strlen(s->req.id));
         if (!dg_strmap_get(&A.jobs, dg_str_c(s->req.id)))
             job_run(job_new(&s->req, s->body, s->len));
         else
@@ -527,8 +532,7 @@ static void async_submit(struct dg_http_req *r, void *ud)
     }
     struct dg_str body = dg_http_req_body(r), url = dg_http_req_url(r);
     if (body.len > DG_WIRE_ASYNC_BODY_MAX) {
-        dg_http_respond_text(r, 413,
-                             "an asynchronous request's body is at most %d bytes (got %zu)",
+        dg_http_respond_text(r, 413, "an asynchronous request's body is at most %d bytes (got %zu)",
                              DG_WIRE_ASYNC_BODY_MAX, body.len);
         return;
     }
@@ -599,11 +603,13 @@ static void fetched(void *ud, int status, struct dg_str body, const char *err)
         dg_http_respond_text(r, 404, "asynchronous request %s: unknown or expired", f->id);
     } else if (status != 200) {
         if (err)
-            dg_http_respond_text(r, 503, "asynchronous request %s: the control plane: %s: try "
+            dg_http_respond_text(r, 503,
+                                 "asynchronous request %s: the control plane: %s: try "
                                  "again",
                                  f->id, err);
         else
-            dg_http_respond_text(r, 503, "asynchronous request %s: the control plane answered "
+            dg_http_respond_text(r, 503,
+                                 "asynchronous request %s: the control plane answered "
                                  "%d: try again",
                                  f->id, status);
     } else {
@@ -637,8 +643,8 @@ static void fetched(void *ud, int status, struct dg_str body, const char *err)
 static void async_fetch(struct dg_http_req *r, void *ud)
 {
     struct dg_str id = dg_http_req_body(r);
-    while (id.len && (id.ptr[id.len - 1] == '\n' || id.ptr[id.len - 1] == '\r' ||
-                      id.ptr[id.len - 1] == ' '))
+    while (id.len &&
+           (id.ptr[id.len - 1] == '\n' || id.ptr[id.len - 1] == '\r' || id.ptr[id.len - 1] == ' '))
         id.len--;
     if (id.len == 0) { /* no body: the path /ID */
         id = dg_http_req_path(r);

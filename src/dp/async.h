@@ -14,12 +14,12 @@
 #include "dp.h"
 
 struct dp_async_config {
-    const char *host;                   /* the result port listens here */
-    int port_read;                      /* portProxyRead (0: ephemeral) */
-    unsigned retries;                   /* numberRetries */
-    unsigned max_pending;               /* asyncMaxPending */
-    const struct dg_strlist *cp;        /* controlPlaneAddress (at least one) */
-    const char *bearer;                 /* the DP's credential for the CP (NULL: none) */
+    const char *host;                    /* the result port listens here */
+    int port_read;                       /* portProxyRead (0: ephemeral) */
+    unsigned retries;                    /* numberRetries */
+    unsigned max_pending;                /* asyncMaxPending */
+    const struct dg_strlist *cp;         /* controlPlaneAddress (at least one) */
+    const char *bearer;                  /* the DP's credential for the CP (NULL: none) */
     const struct dg_http_limits *limits; /* the ingress's (the result port's body is capped) */
 };
 

@@ -13,7 +13,7 @@ B=$(cd "$B" && pwd)
 FN=$B/dirigent-fn
 TAG="DG_ASYNC_TEST=$$"
 
-plan 9
+plan 10
 trap 'tap_cleanup; cleanup_sandboxes; rm -rf "$PUB"' EXIT
 # a sandbox that fails: every POST gets 500 (in a directory the sandbox's user can read)
 PUB=$(mktemp -d /tmp/dg-async-pub.XXXXXX)
@@ -194,9 +194,21 @@ EOF
 }
 check "results survive a CP restart; with asyncResultTtl 1s a result expires: 404, deleted from the store" t_expiry
 
+t_load() {
+  local out
+  out=$("$B/dirigent" --dp "${P#http://}" --json load burst 6 hello --async --results "${R#http://}" --timeout 60) ||
+    { echo "exit $?: $out"; return 1; }
+  echo "$out"
+  [ "$(json_field "$out" ok)" = 6 ] && [ "$(json_field "$out" errors)" = 0 ] || return 1
+  # the failing function: every result is an error (500 after the retries), exit status 3
+  out=$("$B/dirigent" --dp "${P#http://}" --json load burst 2 broken --async --results "${R#http://}" --timeout 60)
+  [ $? = 3 ] && [ "$(json_field "$out" errors_5xx)" = 2 ]
+}
+check "dirigent load burst --async: submits, fetches every result, counts the failures" t_load
+
 # ---- CP replicas (Redis): results survive the leader's kill -9 -----------------------------
 if ! command -v redis-server >/dev/null; then
-  for i in 6 7 8 9; do echo "ok $i # SKIP needs redis-server"; done
+  for i in 7 8 9 10; do echo "ok $i # SKIP needs redis-server"; done
   exit 0
 fi
 kill -9 "$DP_PID" "$CP_PID" 2>/dev/null
