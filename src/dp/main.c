@@ -152,6 +152,7 @@ static struct {
     struct dg_daemon daemon;
     struct dg_http_server *ingress, *api;
     unsigned open_servers;
+    int proxy_port, api_port;
     struct dg_auth_key key;
     char cred[DG_AUTH_CRED_MAX];
 } g;
@@ -164,8 +165,9 @@ static void on_cron(uv_timer_t *t)
 static json_t *registration_body(void *ud)
 {
     char api[96], proxy[96];
-    snprintf(api, sizeof(api), "%s:%d", g.cfg.host, dg_http_server_port(g.api));
-    snprintf(proxy, sizeof(proxy), "%s:%d", g.cfg.host, dg_http_server_port(g.ingress));
+    /* the ports as bound: the servers may be gone while a last beat goes out at shutdown */
+    snprintf(api, sizeof(api), "%s:%d", g.cfg.host, g.api_port);
+    snprintf(proxy, sizeof(proxy), "%s:%d", g.cfg.host, g.proxy_port);
     struct dg_wire_dp_beat m = {.name = g.dp.name, .api = api, .proxy = proxy};
     return dg_wire_dp_beat_encode(&m); /* the heartbeat sets its resync flag */
 }
@@ -269,6 +271,8 @@ int main(int argc, char **argv)
         dg_log(DG_LOG_ERROR, "dp", "%s", err.msg);
         return 1;
     }
+    g.proxy_port = dg_http_server_port(g.ingress);
+    g.api_port = dg_http_server_port(g.api);
     if (g.cfg.name[0]) {
         dp->name = dg_xstrdup(g.cfg.name);
     } else {
