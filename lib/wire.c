@@ -1142,6 +1142,7 @@ MSG(async_result, true);
 #define T struct dg_wire_async_claim
 static const struct field F_async_claim[] = {
     STR(T, dataplane, "dataplane", .flags = F_REQ, .chk = C_NODE),
+    BOOL(T, orphans_only, "orphansOnly", .flags = F_OMIT),
 };
 MSG(async_claim, true);
 #undef T

@@ -432,9 +432,12 @@ struct dg_wire_async_result {
     int64_t tries;
 };
 
-/* A DP starting: the unfinished requests of `dataplane` are its again. */
+/* A DP starting: the unfinished requests of `dataplane` are its again; and, also every 10 s
+ * after (`orphansOnly`), those of data planes the CP no longer has (lost: silent for 3
+ * heartbeats), which become the claimer's. */
 struct dg_wire_async_claim {
     char *dataplane; /* required */
+    bool orphans_only;
 };
 
 struct dg_wire_async_batch {

@@ -257,22 +257,36 @@ static void api_claim(struct dg_http_req *r, void *ud)
         if (!s->val)
             continue;
         struct rec *rec = s->val;
-        if (rec->done || strcmp(rec->dataplane, c.dataplane) != 0)
+        if (rec->done)
             continue;
+        bool own = strcmp(rec->dataplane, c.dataplane) == 0;
+        if (own ? c.orphans_only : cp_core_dp(&cp.core, rec->dataplane) != NULL)
+            continue; /* not asked for, or its data plane is alive */
         json_t *j = NULL;
-        if (dg_json_parse(rec->value, strlen(rec->value), &j, &err) == 0) {
-            json_t *req = json_object_get(j, "request");
-            if (req)
-                json_array_append(list, req);
-            json_decref(j);
+        if (dg_json_parse(rec->value, strlen(rec->value), &j, &err) < 0)
+            continue;
+        json_t *req = json_object_get(j, "request");
+        if (req && !own) { /* an orphan: the claimer's from now on, in the store too */
+            dg_log(DG_LOG_INFO, "async", "request %s of lost data plane %s goes to %s", rec->id,
+                   rec->dataplane, c.dataplane);
+            json_object_set_new(req, "dataplane", json_string(c.dataplane));
+            free(rec->dataplane);
+            rec->dataplane = dg_xstrdup(c.dataplane);
+            free(rec->value);
+            rec->value = dg_json_dumps(j);
+            cp_store_put(cp.store, "async", rec->id, rec->value, NULL, NULL);
         }
+        if (req)
+            json_array_append(list, req);
+        json_decref(j);
     }
     json_t *out = json_object();
     json_object_set_new(out, "requests", list);
     char *text = dg_json_dumps(out);
     json_decref(out);
-    dg_log(DG_LOG_INFO, "async", "data plane %s claims %zu unfinished requests", c.dataplane,
-           json_array_size(list));
+    if (json_array_size(list) || !c.orphans_only)
+        dg_log(DG_LOG_INFO, "async", "data plane %s claims %zu unfinished requests", c.dataplane,
+               json_array_size(list));
     dg_http_respond(r, 200, "application/json", text, strlen(text));
     free(text);
     dg_wire_async_claim_free(&c);

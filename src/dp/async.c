@@ -23,6 +23,9 @@
  *
  * Start: the CP gives back this DP's requests that have no result yet (POST
  * /v1/async-claims, by the DP's name; retried every second until answered), which run again.
+ * Then every 10 s it asks for orphans: the unfinished requests of data planes the CP lost
+ * (silent for 3 heartbeats), which become this DP's and run here. A request may so run twice
+ * (a DP the CP lost that was still running it): at least once, never lost.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +40,7 @@
 #define RESULT_BODY_MAX 256 /* the result port's request body: an id */
 #define BACKOFF_MS      250
 #define BACKOFF_MAX_MS  10000
+#define CLAIM_EVERY_MS  10000 /* requests of data planes the CP lost: taken over */
 
 struct job {
     struct dg_wire_async_req req; /* owned */
@@ -679,10 +683,12 @@ static void claim(uv_timer_t *t);
 
 static void claimed(void *ud, int status, struct dg_str body, const char *err)
 {
-    if (status != 200) {
-        dg_log(DG_LOG_WARN, "async", "claiming unfinished requests: %s%.*s; again in 1 s",
-               err ? err : "", err ? 0 : (int)DG_MIN(body.len, 300), body.ptr ? body.ptr : "");
-        uv_timer_start(&A.claim_timer, claim, 1000, 0);
+    if (status != 200) { /* the first claim soon again; the periodic one in its period */
+        dg_log(A.claimed ? DG_LOG_DEBUG : DG_LOG_WARN, "async",
+               "claiming unfinished requests: %s%.*s; again in %d s", err ? err : "",
+               err ? 0 : (int)DG_MIN(body.len, 300), body.ptr ? body.ptr : "",
+               A.claimed ? CLAIM_EVERY_MS / 1000 : 1);
+        uv_timer_start(&A.claim_timer, claim, A.claimed ? CLAIM_EVERY_MS : 1000, 0);
         return;
     }
     struct dg_wire_async_batch b;
@@ -704,13 +710,15 @@ static void claimed(void *ud, int status, struct dg_str body, const char *err)
         n++;
     }
     dg_wire_async_batch_free(&b);
+    if (!A.claimed || n)
+        dg_log_always("async", "%u unfinished asynchronous requests taken over", n);
     A.claimed = true;
-    dg_log_always("async", "%u unfinished asynchronous requests taken over", n);
+    uv_timer_start(&A.claim_timer, claim, CLAIM_EVERY_MS, 0); /* lost data planes' */
 }
 
 static void claim(uv_timer_t *t)
 {
-    struct dg_wire_async_claim c = {.dataplane = A.dp->name};
+    struct dg_wire_async_claim c = {.dataplane = A.dp->name, .orphans_only = A.claimed};
     cp_call("POST", DG_WIRE_PATH_ASYNC_CLAIM, dg_wire_async_claim_dumps(&c), A.cp->n + 1, claimed,
             NULL);
 }

@@ -13,7 +13,7 @@ B=$(cd "$B" && pwd)
 FN=$B/dirigent-fn
 TAG="DG_ASYNC_TEST=$$"
 
-plan 10
+plan 11
 trap 'tap_cleanup; cleanup_sandboxes; rm -rf "$PUB"' EXIT
 # a sandbox that fails: every POST gets 500 (in a directory the sandbox's user can read)
 PUB=$(mktemp -d /tmp/dg-async-pub.XXXXXX)
@@ -47,8 +47,8 @@ start_cp() { # start_cp LOG [flags]
   CPI=127.0.0.1:$CP_PORT
   REG=http://127.0.0.1:$(port_of "$1" 'registration on')
 }
-start_dp() { # start_dp LOG CP-ADDRESSES
-  bg_start "$1" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dpa --async \
+start_dp() { # start_dp LOG CP-ADDRESSES [NAME]
+  bg_start "$1" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name "${3:-dpa}" --async \
     --portProxyRead 0 --controlPlaneAddress "$2" --heartbeatInterval 300ms --coldStartTimeout 60s \
     --traceOutputFolder ""
   DP_PID=$BG_PID
@@ -168,6 +168,26 @@ t_dp_killed() {
 }
 check "kill -9 of the DP with 5 requests accepted and not run: all 5 complete after its restart" t_dp_killed
 
+t_orphans() {
+  # a DP killed and never restarted: once the CP lost it, another DP takes its requests over
+  [ "$(register "$REG" slow2 "$FN" '&scaling_upper_bound=0')" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }
+  wait_json "$REG/v1/status" '[f for f in j["functions"] if f["name"] == "slow2"]' || return 1
+  local ids=() i id c
+  for i in 1 2 3; do id=$(submit slow2 -d "n=$i") || return 1; ids+=("$id"); done
+  kill -9 "$DP_PID"
+  wait_bounded "$DP_PID" 2>/dev/null
+  start_dp "$TAP_TMP/dpb.log" "$CPI" dpb || return 1
+  wait_for_log "$TAP_TMP/cp.log" "request ${ids[2]} of lost data plane dpa goes to dpb" 40 || return 1
+  wait_for_log "$TAP_TMP/dpb.log" 'async: [1-9][0-9]* unfinished asynchronous requests taken over' 20 || return 1
+  for id in "${ids[@]}"; do c=$(fetch "$id"); [ "$c" = 204 ] || { echo "taken over: $c"; return 1; }; done
+  curl -sf -XPUT "$REG/v1/functions/slow2" -d '{"scaling_upper_bound":1}' >/dev/null || return 1
+  for id in "${ids[@]}"; do
+    poll_until 1200 done_ok "$id" "$TAP_TMP/o.out" || return 1
+    [ "$(json_field "$(cat "$TAP_TMP/o.out")" Function)" = slow2 ] || return 1
+  done
+}
+check "a DP killed and not restarted: another DP takes its unfinished requests over once the CP lost it" t_orphans
+
 t_expiry() {
   local id
   id=$(submit hello) || return 1
@@ -208,7 +228,7 @@ check "dirigent load burst --async: submits, fetches every result, counts the fa
 
 # ---- CP replicas (Redis): results survive the leader's kill -9 -----------------------------
 if ! command -v redis-server >/dev/null; then
-  for i in 7 8 9 10; do echo "ok $i # SKIP needs redis-server"; done
+  for i in 8 9 10 11; do echo "ok $i # SKIP needs redis-server"; done
   exit 0
 fi
 kill -9 "$DP_PID" "$CP_PID" 2>/dev/null
