@@ -432,6 +432,17 @@ static bool hop_by_hop(struct dg_str name)
     return false;
 }
 
+/* A header name the wire keeps: HTTP's token characters (a pseudo-header's ':' is not). */
+static bool token(struct dg_str s)
+{
+    static const char ok[] = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+                             "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    for (size_t i = 0; i < s.len; i++)
+        if (!s.ptr[i] || !strchr(ok, s.ptr[i]))
+            return false;
+    return s.len > 0;
+}
+
 static bool printable(struct dg_str s, bool tab)
 {
     for (size_t i = 0; i < s.len; i++)
@@ -562,7 +573,7 @@ static void async_submit(struct dg_http_req *r, void *ud)
     for (size_t i = 0; i < n && s->req.nheaders < DG_WIRE_ASYNC_HEADERS_MAX; i++) {
         /* what the wire keeps: end-to-end headers of printable ASCII (others are dropped) */
         if (hop_by_hop(in[i].name) || in[i].name.len > 256 || in[i].value.len > 8192 ||
-            !printable(in[i].name, false) || !printable(in[i].value, true))
+            !token(in[i].name) || !printable(in[i].value, true))
             continue;
         struct dg_wire_async_header *h = &s->req.headers[s->req.nheaders++];
         h->name = dg_str_dup(in[i].name);
