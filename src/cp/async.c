@@ -10,7 +10,8 @@
  *                           (a DP retrying after a lost answer); an unknown id: 404.
  *   POST /v1/async-claims   a DP starting: the pending requests it accepted before (same name)
  *                           come back to it to run.
- *   GET  /v1/async/ID       the record (200, the stored JSON), or 404: never seen or expired.
+ *   GET  /v1/async/ID       done: the record (200, the stored JSON); pending: 204; 404: never
+ *                           seen or expired.
  *
  * Only the leader answers (a follower refuses as for heartbeats, naming the leader); every
  * replica that takes over reads the records back from the shared store. A timer deletes
@@ -303,6 +304,10 @@ static void api_get(struct dg_http_req *r, void *ud)
     if (!rec || (rec->done && rec->expires_ms <= dg_wall_ms())) {
         dg_http_respond_text(r, 404, "async request %.*s: unknown or expired",
                              (int)DG_MIN(id.len, 80), id.ptr);
+        return;
+    }
+    if (!rec->done) { /* not finished: no need to send its request back */
+        dg_http_respond(r, 204, NULL, NULL, 0);
         return;
     }
     dg_http_respond(r, 200, "application/json", rec->value, strlen(rec->value));

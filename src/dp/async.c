@@ -616,6 +616,8 @@ static void fetched(void *ud, int status, struct dg_str body, const char *err)
     dg_http_req_on_abort(r, NULL, NULL);
     if (status == 404) {
         dg_http_respond_text(r, 404, "asynchronous request %s: unknown or expired", f->id);
+    } else if (status == 204) {
+        dg_http_respond(r, 204, NULL, NULL, 0); /* not finished */
     } else if (status != 200) {
         if (err)
             dg_http_respond_text(r, 503,
