@@ -163,6 +163,7 @@ static void on_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
         resp->body.len <= 64) { /* accepted: its id; the result comes from the results port */
         s->id = dg_str_dup(resp->body);
         s->next_poll_us = s->start_us + s->latency_us;
+        s->cold = -1; /* a result does not say */
         return;
     }
     if (resp)

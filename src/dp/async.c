@@ -6,7 +6,9 @@
  * headers, body up to DG_WIRE_ASYNC_BODY_MAX) gets a UUID-shaped id and goes to the CP
  * (POST /v1/async), which answers once its store has it; only then is the client answered,
  * 200 with the id as the body (the original's answer, what InVitro reads). A CP that cannot
- * store it: 503; over asyncMaxPending requests not finished here: 429.
+ * store it: 503 (and the request, which starts at once, is cancelled: it may have run); over
+ * asyncMaxPending requests not finished here: 429. Its result goes to the CP only after the
+ * request itself was stored.
  *
  * Running: each accepted request is sent to a loopback listener of the ordinary proxy
  * (dp_invoke), so it waits for a sandbox in the core's queue, takes a concurrency slot and is
@@ -58,6 +60,10 @@ struct job {
     bool too_big;
     /* the result, once known */
     char *result; /* dg_wire_async_result JSON */
+    /* its submission: the client waits for the CP's store (NULL once it went away); the result
+     * is posted only after the request was stored */
+    struct dg_http_req *client;
+    bool stored;
     struct job *prev, *next;
 };
 
@@ -300,7 +306,8 @@ static void job_finish(struct job *j, int status, const char *ctype, const char 
     };
     j->result = dg_wire_async_result_dumps(&r);
     free(b64);
-    post_result(j);
+    if (j->stored) /* else once it is (submit_stored) */
+        post_result(j);
 }
 
 static void retry_timer(uv_timer_t *t)
@@ -472,51 +479,43 @@ static void new_id(char out[37])
     out[k] = '\0';
 }
 
-/* A submission waiting for the CP's store. */
-struct submit {
-    struct dg_http_req *r; /* NULL once its client went away */
-    struct dg_wire_async_req req;
-    char *body;
-    size_t len;
-};
-
 static void submit_abort(struct dg_http_req *r, void *ud)
 {
-    struct submit *s = ud;
-    s->r = NULL;
+    struct job *j = ud;
+    j->client = NULL;
 }
 
+/* The CP stored the request (200) or not. It has been running meanwhile: only now does its
+ * client get the id, and its result go to the CP; not stored, it is cancelled. */
 static void submit_stored(void *ud, int status, struct dg_str body, const char *err)
 {
-    struct submit *s = ud;
-    if (s->r)
-        dg_http_req_on_abort(s->r, NULL, NULL);
+    struct job *j = ud;
+    struct dg_http_req *r = j->client;
+    j->client = NULL;
+    if (r)
+        dg_http_req_on_abort(r, NULL, NULL);
     if (status == 200) {
-        /* stored: the client gets its id (even if it left meanwhile, the request runs) */
-        if (s->r)
-            dg_http_respond(s->r, 200, "text/plain; charset=utf-8", s->req.id, strlen(s->req.id));
-        if (!dg_strmap_get(&A.jobs, dg_str_c(s->req.id)))
-            job_run(job_new(&s->req, s->body, s->len));
-        else
-            dg_wire_async_req_free(&s->req), free(s->body);
-        free(s);
+        j->stored = true;
+        if (r) /* (a client that left meanwhile: the request runs all the same) */
+            dg_http_respond(r, 200, "text/plain; charset=utf-8", j->req.id, strlen(j->req.id));
+        if (j->result)
+            post_result(j);
         return;
     }
-    if (s->r) {
+    if (r) {
         if (err)
-            dg_http_respond_text(s->r, 503,
+            dg_http_respond_text(r, 503,
                                  "asynchronous request not accepted: the control plane did not "
                                  "store it (%s): try again",
                                  err);
         else
-            dg_http_respond_text(s->r, status >= 500 ? 503 : 500,
+            dg_http_respond_text(r, status >= 500 ? 503 : 500,
                                  "asynchronous request not accepted: the control plane answered "
                                  "%d: %.*s",
                                  status, (int)DG_MIN(body.len, 300), body.ptr);
     }
-    dg_wire_async_req_free(&s->req);
-    free(s->body);
-    free(s);
+    uv_timer_stop(&j->timer);
+    job_free(j);
 }
 
 static void async_submit(struct dg_http_req *r, void *ud)
@@ -560,35 +559,38 @@ static void async_submit(struct dg_http_req *r, void *ud)
     }
     size_t n;
     const struct dg_http_header *in = dg_http_req_headers(r, &n);
-    struct submit *s = dg_xcalloc(1, sizeof(*s));
+    struct dg_wire_async_req req = {0};
     char id[37];
     new_id(id);
-    s->req.id = dg_xstrdup(id);
-    s->req.dataplane = dg_xstrdup(dp->name);
-    s->req.function = dg_xstrdup(f->name);
-    s->req.method = dg_xstrdup(dg_http_req_method(r));
-    s->req.url = dg_str_dup(url);
-    s->req.accepted_ms = (int64_t)dg_wall_ms();
-    s->req.headers = dg_xcalloc(DG_WIRE_ASYNC_HEADERS_MAX, sizeof(*s->req.headers));
-    for (size_t i = 0; i < n && s->req.nheaders < DG_WIRE_ASYNC_HEADERS_MAX; i++) {
+    req.id = dg_xstrdup(id);
+    req.dataplane = dg_xstrdup(dp->name);
+    req.function = dg_xstrdup(f->name);
+    req.method = dg_xstrdup(dg_http_req_method(r));
+    req.url = dg_str_dup(url);
+    req.accepted_ms = (int64_t)dg_wall_ms();
+    req.headers = dg_xcalloc(DG_WIRE_ASYNC_HEADERS_MAX, sizeof(*req.headers));
+    for (size_t i = 0; i < n && req.nheaders < DG_WIRE_ASYNC_HEADERS_MAX; i++) {
         /* what the wire keeps: end-to-end headers of printable ASCII (others are dropped) */
         if (hop_by_hop(in[i].name) || in[i].name.len > 256 || in[i].value.len > 8192 ||
             !token(in[i].name) || !printable(in[i].value, true))
             continue;
-        struct dg_wire_async_header *h = &s->req.headers[s->req.nheaders++];
+        struct dg_wire_async_header *h = &req.headers[req.nheaders++];
         h->name = dg_str_dup(in[i].name);
         h->value = dg_str_dup(in[i].value);
     }
-    s->req.body = dg_wire_b64_encode(body.ptr, body.len);
-    char *msg = dg_wire_async_req_dumps(&s->req);
-    free(s->req.body);
-    s->req.body = dg_xstrdup(""); /* the job keeps the decoded body */
-    s->body = dg_xmalloc(body.len + 1);
-    memcpy(s->body, body.ptr, body.len);
-    s->len = body.len;
-    s->r = r;
-    dg_http_req_on_abort(r, submit_abort, s);
-    cp_call("POST", DG_WIRE_PATH_ASYNC, msg, A.cp->n + 1, submit_stored, s);
+    req.body = dg_wire_b64_encode(body.ptr, body.len);
+    char *msg = dg_wire_async_req_dumps(&req);
+    free(req.body);
+    req.body = dg_xstrdup(""); /* the job keeps the decoded body */
+    char *copy = dg_xmalloc(body.len + 1);
+    memcpy(copy, body.ptr, body.len);
+    /* it runs while the CP stores it (the store's fsync is not on its latency); the client
+     * gets the id, and the CP the result, only once it is stored */
+    struct job *j = job_new(&req, copy, body.len);
+    j->client = r;
+    dg_http_req_on_abort(r, submit_abort, j);
+    job_run(j); /* first: a failed send only schedules a retry, j stays */
+    cp_call("POST", DG_WIRE_PATH_ASYNC, msg, A.cp->n + 1, submit_stored, j);
 }
 
 /* ---- results ------------------------------------------------------------------------------- */
@@ -719,7 +721,9 @@ static void claimed(void *ud, int status, struct dg_str body, const char *err)
             continue;
         struct dg_wire_async_req taken = *q;
         memset(q, 0, sizeof(*q));
-        job_run(job_new(&taken, data, len));
+        struct job *j = job_new(&taken, data, len);
+        j->stored = true;
+        job_run(j);
         n++;
     }
     dg_wire_async_batch_free(&b);
@@ -784,14 +788,8 @@ static void server_closed(void *ud)
         struct cp_call *c = A.calls;
         if (c->q)
             dg_http_creq_cancel(c->q);
-        if (c->cb == submit_stored || c->cb == fetched) { /* their owner goes too */
-            struct submit *s = c->ud;
-            if (c->cb == submit_stored) {
-                dg_wire_async_req_free(&s->req);
-                free(s->body);
-            }
+        if (c->cb == fetched) /* its owner goes too (a job goes below) */
             free(c->ud);
-        }
         call_free(c);
     }
     while (A.head)
