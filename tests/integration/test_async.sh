@@ -208,6 +208,12 @@ t_expiry() {
   poll_until 600 done_ok "$id" || return 1
   kill -9 "$CP_PID"
   wait_bounded "$CP_PID" 2>/dev/null
+  # no control plane: a submission is not accepted (503 saying why), a fetch cannot be answered
+  local code
+  code=$(curl -s -o "$TAP_TMP/f.out" -w '%{http_code}' -XPOST -H 'Host: hello' -d x "$P/")
+  [ "$code" = 503 ] && grep -q 'not accepted: the control plane did not store it' "$TAP_TMP/f.out" ||
+    { echo "no CP, submit: $code $(cat "$TAP_TMP/f.out")"; return 1; }
+  [ "$(fetch "$id")" = 503 ] || return 1
   # the CP restarts with a short TTL: results stored from now expire after 1 s
   start_cp "$TAP_TMP/cp2.log" --asyncResultTtl 1s || return 1
   [ "$(fetch "$id")" = 200 ] || { echo "kept across the CP restart: no"; return 1; }
@@ -226,7 +232,7 @@ assert n(sys.argv[2]) == 0, "expired result still stored"
 assert n(sys.argv[3]) == 1, "unexpired result gone"
 EOF
 }
-check "results survive a CP restart; with asyncResultTtl 1s a result expires: 404, deleted from the store" t_expiry
+check "no CP: submissions 503; results survive a CP restart; with asyncResultTtl 1s a result expires: 404, deleted from the store" t_expiry
 
 t_load() {
   local out
