@@ -45,6 +45,9 @@ static const struct cli_opt up_opts[] = {
      "moves every port of the cluster by N-8080 (the data plane's proxy listens on N)"},
     {"--cp-replicas", "N", "1", "control-plane replicas (1, 3, 5 or 7: Redis, raft, HAProxy)"},
     {"--dataplanes", "M", "1", "data planes (1 to 8; more than one: behind HAProxy)"},
+    {"--async", NULL, NULL,
+     "asynchronous invocations (InVitro's async mode): the data planes answer with a request "
+     "id, results on 8082 (+10 per data plane)"},
     {0}};
 
 static const struct cli_opt deploy_opts[] = {
