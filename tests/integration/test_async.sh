@@ -13,7 +13,7 @@ B=$(cd "$B" && pwd)
 FN=$B/dirigent-fn
 TAG="DG_ASYNC_TEST=$$"
 
-plan 12
+plan 13
 trap 'tap_cleanup; cleanup_sandboxes; rm -rf "$PUB"' EXIT
 # a sandbox that fails: every POST gets 500 (in a directory the sandbox's user can read)
 PUB=$(mktemp -d /tmp/dg-async-pub.XXXXXX)
@@ -246,9 +246,42 @@ t_load() {
 }
 check "dirigent load burst --async: submits, fetches every result, counts the failures" t_load
 
+t_auth() {
+  # with a cluster key: the DP's calls carry its node credential; the CP's async routes refuse
+  # anonymous callers and a node acting for another data plane
+  cluster_key
+  "$B/dirigent" token create --key "$TAP_TMP/cluster.key" --role node --name other \
+    --out "$TAP_TMP/other.token" >/dev/null || return 1
+  bg_start "$TAP_TMP/acp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
+    --dataDir "$TAP_TMP/acpdata" --heartbeatInterval 300ms --traceOutputFolder "" "${KEY_ARGS[@]}"
+  wait_for_log "$TAP_TMP/acp.log" 'registration on' || return 1
+  local acpi=127.0.0.1:$(port_of "$TAP_TMP/acp.log" 'internal api on') code
+  bg_start "$TAP_TMP/adp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dpauth --async \
+    --portProxyRead 0 --controlPlaneAddress "$acpi" --heartbeatInterval 300ms --traceOutputFolder "" \
+    "${KEY_ARGS[@]}"
+  wait_for_log "$TAP_TMP/adp.log" 'async results on' || return 1
+  local ap=http://127.0.0.1:$(port_of "$TAP_TMP/adp.log" 'proxy on')
+  local ar=http://127.0.0.1:$(port_of "$TAP_TMP/adp.log" 'async results on')
+  local areg=http://127.0.0.1:$(port_of "$TAP_TMP/acp.log" 'registration on')
+  curl -s -o /dev/null -w '%{http_code}' -XPOST -H "Authorization: Bearer $(cat "$TAP_TMP/operator.token")" \
+    "$areg/registerService" -d "name=authfn&image=$FN&port_forwarding=80&port_forwarding=tcp&scaling_upper_bound=0" >"$TAP_TMP/c" &&
+    [ "$(cat "$TAP_TMP/c")" = 200 ] || return 1
+  poll_until 200 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -XPOST -H 'Host: authfn' -d x '$ap/')\" = 200 ]" || return 1
+  local id
+  id=$(curl -s -XPOST -H 'Host: authfn' -d y "$ap/")
+  [ "$(R_URL=$ar fetch "$id")" = 204 ] || return 1
+  code=$(curl -s -o "$TAP_TMP/a.out" -w '%{http_code}' "http://$acpi/v1/async/$id")
+  [ "$code" = 401 ] || { echo "anonymous GET: $code"; return 1; }
+  code=$(curl -s -o "$TAP_TMP/a.out" -w '%{http_code}' -H "Authorization: Bearer $(cat "$TAP_TMP/other.token")" \
+    -XPOST "http://$acpi/v1/async-claims" -d '{"dataplane":"dpauth"}')
+  [ "$code" = 403 ] && grep -q "credential node.other cannot act as data plane 'dpauth'" "$TAP_TMP/a.out" ||
+    { echo "other node's claim: $code $(cat "$TAP_TMP/a.out")"; return 1; }
+}
+check "with a cluster key: the DP submits with its credential; anonymous callers 401, another node's claim 403" t_auth
+
 # ---- CP replicas (Redis): results survive the leader's kill -9 -----------------------------
 if ! command -v redis-server >/dev/null; then
-  for i in 9 10 11 12; do echo "ok $i # SKIP needs redis-server"; done
+  for i in 10 11 12 13; do echo "ok $i # SKIP needs redis-server"; done
   exit 0
 fi
 kill -9 "$DP_PID" "$CP_PID" 2>/dev/null
