@@ -13,6 +13,9 @@
  *   GET  /v1/async/ID       done: the record (200, the stored JSON); pending: 204; 404: never
  *                           seen or expired.
  *
+ * At most asyncMaxRecords records (pending and done; the index holds each whole, in memory):
+ * a submission beyond gets 429.
+ *
  * Only the leader answers (a follower refuses as for heartbeats, naming the leader); every
  * replica that takes over reads the records back from the shared store. A timer deletes
  * expired results from the store and the index once a second.
@@ -38,7 +41,7 @@ struct rec {
 
 static struct {
     uv_loop_t *loop;
-    uint64_t ttl_ms;
+    uint64_t ttl_ms, max_records;
     struct dg_strmap index; /* id -> struct rec */
     unsigned pending, done;
     uv_timer_t gc;
@@ -180,6 +183,15 @@ static void api_submit(struct dg_http_req *r, void *ud)
         return;
     }
     if (!cp_api_node_is(r, "data plane", st.request.dataplane)) {
+        dg_wire_async_req_free(&st.request);
+        return;
+    }
+    if ((uint64_t)A.pending + A.done >= A.max_records) {
+        dg_http_respond_text(r, 429,
+                             "asynchronous request not stored: the control plane keeps %llu "
+                             "records (asyncMaxRecords); results expire after asyncResultTtl: "
+                             "try again later",
+                             (unsigned long long)A.max_records);
         dg_wire_async_req_free(&st.request);
         return;
     }
@@ -346,10 +358,11 @@ static void on_gc(uv_timer_t *t)
                (unsigned long long)A.ttl_ms);
 }
 
-void cp_async_init(uv_loop_t *loop, uint64_t ttl_ms)
+void cp_async_init(uv_loop_t *loop, uint64_t ttl_ms, uint64_t max_records)
 {
     A.loop = loop;
     A.ttl_ms = ttl_ms;
+    A.max_records = max_records;
     uv_timer_init(loop, &A.gc);
     uv_timer_start(&A.gc, on_gc, 1000, 1000);
     uv_unref((uv_handle_t *)&A.gc);

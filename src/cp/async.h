@@ -12,8 +12,9 @@
 
 #include "dirigent/http.h"
 
-/* Start: results live `ttl_ms` after they are stored. */
-void cp_async_init(uv_loop_t *loop, uint64_t ttl_ms);
+/* Start: results live `ttl_ms` after they are stored; at most `max_records` records (pending
+ * and done) are kept, a submission beyond gets 429. */
+void cp_async_init(uv_loop_t *loop, uint64_t ttl_ms, uint64_t max_records);
 /* The routes on the internal API (node credentials; the leader acts, followers refuse). */
 void cp_async_mount(struct dg_http_server *internal);
 /* The store read back: forget the index, then one record (cp_store_scan's `each`). */

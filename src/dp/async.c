@@ -509,7 +509,10 @@ static void submit_stored(void *ud, int status, struct dg_str body, const char *
                                  "store it (%s): try again",
                                  err);
         else
-            dg_http_respond_text(r, status >= 500 ? 503 : 500,
+            dg_http_respond_text(r,
+                                 status == 429   ? 429
+                                 : status >= 500 ? 503
+                                                 : 500,
                                  "asynchronous request not accepted: the control plane answered "
                                  "%d: %.*s",
                                  status, (int)DG_MIN(body.len, 300), body.ptr);

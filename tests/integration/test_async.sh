@@ -253,7 +253,8 @@ t_auth() {
   "$B/dirigent" token create --key "$TAP_TMP/cluster.key" --role node --name other \
     --out "$TAP_TMP/other.token" >/dev/null || return 1
   bg_start "$TAP_TMP/acp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
-    --dataDir "$TAP_TMP/acpdata" --heartbeatInterval 300ms --traceOutputFolder "" "${KEY_ARGS[@]}"
+    --dataDir "$TAP_TMP/acpdata" --heartbeatInterval 300ms --traceOutputFolder "" --asyncMaxRecords 2 \
+    "${KEY_ARGS[@]}"
   wait_for_log "$TAP_TMP/acp.log" 'registration on' || return 1
   local acpi=127.0.0.1:$(port_of "$TAP_TMP/acp.log" 'internal api on') code
   bg_start "$TAP_TMP/adp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dpauth --async \
@@ -270,6 +271,9 @@ t_auth() {
   local id
   id=$(curl -s -XPOST -H 'Host: authfn' -d y "$ap/")
   [ "$(R_URL=$ar fetch "$id")" = 204 ] || return 1
+  # two records kept (asyncMaxRecords 2): a third submission is refused
+  code=$(curl -s -o "$TAP_TMP/a.out" -w '%{http_code}' -XPOST -H 'Host: authfn' -d z "$ap/")
+  [ "$code" = 429 ] && grep -q 'asyncMaxRecords' "$TAP_TMP/a.out" || { echo "third: $code $(cat "$TAP_TMP/a.out")"; return 1; }
   code=$(curl -s -o "$TAP_TMP/a.out" -w '%{http_code}' "http://$acpi/v1/async/$id")
   [ "$code" = 401 ] || { echo "anonymous GET: $code"; return 1; }
   code=$(curl -s -o "$TAP_TMP/a.out" -w '%{http_code}' -H "Authorization: Bearer $(cat "$TAP_TMP/other.token")" \
@@ -277,7 +281,7 @@ t_auth() {
   [ "$code" = 403 ] && grep -q "credential node.other cannot act as data plane 'dpauth'" "$TAP_TMP/a.out" ||
     { echo "other node's claim: $code $(cat "$TAP_TMP/a.out")"; return 1; }
 }
-check "with a cluster key: the DP submits with its credential; anonymous callers 401, another node's claim 403" t_auth
+check "with a cluster key: the DP submits with its credential; anonymous callers 401, another node's claim 403; asyncMaxRecords: 429" t_auth
 
 # ---- CP replicas (Redis): results survive the leader's kill -9 -----------------------------
 if ! command -v redis-server >/dev/null; then
