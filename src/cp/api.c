@@ -750,16 +750,6 @@ static void refuse(struct dg_http_req *r)
                              cp.leader_api ? cp.leader_api : "not elected yet: try again");
 }
 
-void cp_api_refuse(struct dg_http_req *r)
-{
-    refuse(r);
-}
-
-bool cp_api_node_is(struct dg_http_req *r, const char *what, const char *name)
-{
-    return node_is(r, what, name);
-}
-
 static void leader_only(struct dg_http_req *r, void *ud)
 {
     const struct leader_route *route = ud;
@@ -927,7 +917,7 @@ void cp_api_mount(struct dg_http_server *internal, struct dg_http_server *reg)
     dg_http_route(internal, "GET", DG_WIRE_PATH_STATUS, api_status, NULL,
                   DG_HTTP_AUTH_OPERATOR | DG_HTTP_AUTH_CP);
     dg_http_route(reg, "GET", DG_WIRE_PATH_STATUS, api_status, NULL, cp.reg_need);
-    cp_async_mount(internal);
+    cp_async_mount(internal, refuse, node_is);
 }
 
 /* ---- restore and reconstruction ---------------------------------------------------------- */

@@ -10,12 +10,7 @@
 #include "dirigent/http.h"
 
 void cp_api_mount(struct dg_http_server *internal, struct dg_http_server *registration);
-void cp_api_close(void);
-/* For other route files (async.c): a follower's refusal naming the leader (503), and whether a
- * node credential may act as `name` (else 403 answered). */
-void cp_api_refuse(struct dg_http_req *r);
-bool cp_api_node_is(struct dg_http_req *r, const char *what,
-                    const char *name); /* shutdown: the pool a follower forwards with */
+void cp_api_close(void); /* shutdown: the pool a follower forwards with */
 /* Start-up: functions, workers and data planes from the store (before serving), then ask the
  * workers for their sandboxes and push every list to the data planes (reconstruction). */
 int cp_restore(struct dg_err *err);

@@ -24,7 +24,6 @@
 #include <string.h>
 
 #include "async.h"
-#include "api.h"
 #include "cp.h"
 #include "store.h"
 #include "dirigent/json.h"
@@ -46,6 +45,8 @@ static struct {
     unsigned pending, done;
     uv_timer_t gc;
     bool open;
+    void (*refuse)(struct dg_http_req *r);
+    bool (*node_is)(struct dg_http_req *r, const char *what, const char *name);
 } A;
 
 static void rec_free(struct rec *r)
@@ -172,7 +173,7 @@ static void store_rec(struct dg_http_req *r, struct rec *rec, const char *what)
 static void api_submit(struct dg_http_req *r, void *ud)
 {
     if (!cp.leader) {
-        cp_api_refuse(r);
+        A.refuse(r);
         return;
     }
     struct dg_str body = dg_http_req_body(r);
@@ -182,7 +183,7 @@ static void api_submit(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 400, "async request: %s", err.msg);
         return;
     }
-    if (!cp_api_node_is(r, "data plane", st.request.dataplane)) {
+    if (!A.node_is(r, "data plane", st.request.dataplane)) {
         dg_wire_async_req_free(&st.request);
         return;
     }
@@ -212,7 +213,7 @@ static void api_submit(struct dg_http_req *r, void *ud)
 static void api_result(struct dg_http_req *r, void *ud)
 {
     if (!cp.leader) {
-        cp_api_refuse(r);
+        A.refuse(r);
         return;
     }
     struct dg_str body = dg_http_req_body(r);
@@ -232,7 +233,7 @@ static void api_result(struct dg_http_req *r, void *ud)
         dg_wire_async_result_free(&st.result);
         return;
     }
-    if (!cp_api_node_is(r, "data plane", cur->dataplane)) {
+    if (!A.node_is(r, "data plane", cur->dataplane)) {
         dg_wire_async_result_free(&st.result);
         return;
     }
@@ -249,7 +250,7 @@ static void api_result(struct dg_http_req *r, void *ud)
 static void api_claim(struct dg_http_req *r, void *ud)
 {
     if (!cp.leader) {
-        cp_api_refuse(r);
+        A.refuse(r);
         return;
     }
     struct dg_str body = dg_http_req_body(r);
@@ -259,7 +260,7 @@ static void api_claim(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 400, "async claim: %s", err.msg);
         return;
     }
-    if (!cp_api_node_is(r, "data plane", c.dataplane)) {
+    if (!A.node_is(r, "data plane", c.dataplane)) {
         dg_wire_async_claim_free(&c);
         return;
     }
@@ -308,7 +309,7 @@ static void api_claim(struct dg_http_req *r, void *ud)
 static void api_get(struct dg_http_req *r, void *ud)
 {
     if (!cp.leader) {
-        cp_api_refuse(r);
+        A.refuse(r);
         return;
     }
     struct dg_str id = dg_http_req_param(r, "id");
@@ -325,8 +326,11 @@ static void api_get(struct dg_http_req *r, void *ud)
     dg_http_respond(r, 200, "application/json", rec->value, strlen(rec->value));
 }
 
-void cp_async_mount(struct dg_http_server *internal)
+void cp_async_mount(struct dg_http_server *internal, void (*refuse)(struct dg_http_req *r),
+                    bool (*node_is)(struct dg_http_req *r, const char *what, const char *name))
 {
+    A.refuse = refuse;
+    A.node_is = node_is;
     const unsigned node = DG_HTTP_AUTH_NODE;
     dg_http_route(internal, "POST", DG_WIRE_PATH_ASYNC, api_submit, NULL, node);
     dg_http_route(internal, "POST", DG_WIRE_PATH_ASYNC_RESULT, api_result, NULL, node);
