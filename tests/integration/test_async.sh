@@ -133,7 +133,6 @@ t_refusals() {
 }
 t_h2c() {
   # InVitro's InvokeProtocol http2: h2c with prior knowledge, :authority the function, POST
-  command -v nghttp >/dev/null || { echo "no nghttp"; return 0; }
   printf 'payload' >"$TAP_TMP/h2body"
   local out id
   out=$(timeout 10 nghttp -H ':authority: hello' -H 'requested_cpu: 3' -d "$TAP_TMP/h2body" "$P/") || return 1
@@ -143,7 +142,11 @@ t_h2c() {
   poll_until 600 done_ok "$id" || return 1
   [ "$(json_field "$(cat "$TAP_TMP/f.out")" Function)" = hello ]
 }
-check "an h2c submission (InVitro's http2: prior knowledge, :authority the function) gets an id that completes" t_h2c
+if command -v nghttp >/dev/null; then
+  check "an h2c submission (InVitro's http2: prior knowledge, :authority the function) gets an id that completes" t_h2c
+else
+  skip "an h2c submission gets an id that completes" "needs nghttp (nghttp2-client)"
+fi
 
 check "results port: unknown id 404, malformed 400, huge 413; submission: unknown function 404, big body 413" t_refusals
 
