@@ -49,6 +49,7 @@ struct dg__h2pool {
     struct h2conn *conns;          /* all open connections */
     struct h2req *q_head, *q_tail; /* waiting for a stream slot */
     unsigned nconns, nqueued, handles;
+    uint32_t peer_max; /* the peer's concurrent-stream limit as last seen (100 at first) */
     bool closing;
     struct dg_http_pool_stats stats;
 };
@@ -102,7 +103,7 @@ struct h2conn {
     unsigned nstreams;    /* their number */
     unsigned handles, writes;
     int dead; /* a write or connect error to report from the timer (0: none) */
-    bool connected, closed, goaway, served, in_recv, want_flush;
+    bool connected, closed, goaway, served, in_recv, want_flush, settings;
     char rbuf[16 * 1024];
 };
 
@@ -222,6 +223,7 @@ static void on_req_timer(uv_timer_t *t)
 {
     struct h2req *q = t->data;
     struct h2conn *c = q->conn;
+    req_detach(q); /* first: sending the RST closes the stream, which must not fail q */
     if (c && !c->closed && q->stream_id > 0) {
         nghttp2_submit_rst_stream(c->s, NGHTTP2_FLAG_NONE, q->stream_id, NGHTTP2_CANCEL);
         conn_flush(c);
@@ -530,6 +532,12 @@ static void req_complete(struct h2conn *c, struct h2req *q)
 static int cb_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 {
     struct h2conn *c = ud;
+    if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK)) {
+        c->settings = true;
+        c->pool->peer_max =
+            nghttp2_session_get_remote_settings(s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+        return 0;
+    }
     if (f->hd.type == NGHTTP2_GOAWAY) {
         c->goaway = true; /* streams above last_stream_id close as REFUSED_STREAM */
         return 0;
@@ -685,13 +693,16 @@ static struct h2conn *conn_open(struct dg__h2pool *p)
     return c;
 }
 
-/* Free stream slots of c (the peer's limit, or 100 before its SETTINGS). */
+/* Free stream slots of c (the peer's limit; before its SETTINGS, the limit the pool's other
+ * connections saw, 100 at first). */
 static unsigned conn_room(const struct h2conn *c)
 {
     if (c->closed || c->dead || c->goaway)
         return 0;
     uint32_t max =
-        nghttp2_session_get_remote_settings(c->s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+        c->settings
+            ? nghttp2_session_get_remote_settings(c->s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
+            : c->pool->peer_max;
     return max > c->nstreams ? max - c->nstreams : 0;
 }
 
@@ -774,6 +785,7 @@ struct dg__h2pool *dg__h2_pool_new(uv_loop_t *loop, const struct sockaddr_storag
         snprintf(p->authority, sizeof(p->authority), "%s:%d", host, port);
     p->opts = *opts;
     p->opts.bearer = NULL;
+    p->peer_max = 100;
     if (!p->opts.max_header_bytes)
         p->opts.max_header_bytes = 64 * 1024;
     dg__h2_pool_set_bearer(p, opts->bearer);
