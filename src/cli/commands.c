@@ -81,7 +81,10 @@ static const struct cli_opt haproxy_opts[] = {
     {0}};
 
 #define LOAD_COMMON                                                                                \
-    {"--csv", "FILE", NULL, "a row per invocation"},                                               \
+    {"--protocol", "http1|h2c|grpc", "http1",                                                      \
+     "how to call the data plane: HTTP/1.1, HTTP/2 cleartext (prior knowledge), or gRPC "          \
+     "faas.Executor/Execute as InVitro (docs/load.md)"},                                           \
+        {"--csv", "FILE", NULL, "a row per invocation"},                                           \
     {                                                                                              \
         "--timeout", "S", "120", "seconds a request may take"                                      \
     }
