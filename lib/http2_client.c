@@ -181,6 +181,7 @@ static void slot_free(struct h2conn *c, struct h2slot *sl)
         sl->q->slot = NULL;
     if (c->nstreams)
         c->nstreams--;
+    nghttp2_session_set_stream_user_data(c->s, sl->id, NULL); /* no callback may find it */
     free(sl);
 }
 
@@ -612,8 +613,8 @@ static int cb_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
 static int cb_not_send(nghttp2_session *s, const nghttp2_frame *f, int lib_error, void *ud)
 {
     struct h2conn *c = ud;
-    if (f->hd.type != NGHTTP2_HEADERS)
-        return 0;
+    if (f->hd.type != NGHTTP2_HEADERS || nghttp2_session_find_stream(s, f->hd.stream_id))
+        return 0; /* a stream nghttp2 opened: its close callback follows */
     for (struct h2slot *sl = c->slots; sl; sl = sl->next)
         if (sl->id == f->hd.stream_id) {
             slot_closed(c, sl, NGHTTP2_REFUSED_STREAM);
