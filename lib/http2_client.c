@@ -82,6 +82,7 @@ struct h2req {
     size_t out_off;
     bool has_body, body_ended, deferred, sent, refused, reused, got_bytes, paused;
     uv_timer_t *timer; /* request timeout (NULL: none); freed in its close callback */
+    bool *alive;       /* set while dg__h2_request runs: cleared when q is freed under it */
     size_t unconsumed; /* response bytes delivered while paused: window not given back yet */
     /* response */
     struct dg__hdrs hdrs, trailers;
@@ -132,6 +133,8 @@ static void timer_freed(uv_handle_t *h)
 
 static void req_free(struct h2req *q)
 {
+    if (q->alive)
+        *q->alive = false;
     if (q->timer) {
         uv_timer_stop(q->timer);
         q->timer->data = q->pool;
@@ -937,11 +940,14 @@ struct dg_http_creq *dg__h2_request(struct dg__h2pool *p, const char *method, co
         p->q_head = q;
     p->q_tail = q;
     p->nqueued++;
-    pool_dispatch(p);
     /* a stream fails only from the loop (connect, write errors go through the timer), or
      * synchronously when nghttp2 refuses the header block */
-    if (q->state == Q_ASSIGNED && q->stream_id <= 0)
+    bool alive = true;
+    q->alive = &alive; /* cppcheck-suppress autoVariables ; reset before returning */
+    pool_dispatch(p);
+    if (!alive)
         return NULL;
+    q->alive = NULL;
     return (struct dg_http_creq *)(void *)q;
 }
 
