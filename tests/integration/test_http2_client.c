@@ -5,7 +5,8 @@
  * streams multiplexed on one connection, queueing over the peer's concurrent-stream limit,
  * large bodies both ways with flow control (pause/resume), trailers, cancel as RST_STREAM
  * CANCEL, refused streams as not sent, connect refused, the request timeout, and trailers of
- * a chunked HTTP/1.1 response.
+ * a chunked HTTP/1.1 response. Last, against the real dirigent-fn (its own nghttp2 server):
+ * many streams on one connection and a gRPC faas.Executor/Execute call with its trailers.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,10 +15,15 @@
 #include <cmocka.h>
 
 #include <nghttp2/nghttp2.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include "dirigent/faas_pb.h"
 #include "dirigent/http.h"
 #include "testlib.h"
 
@@ -825,6 +831,94 @@ static void test_http1_chunked_trailers(void **state)
     close_pool(p);
 }
 
+/* dirigent-fn from the build directory on an ephemeral port; its pid, port in *port */
+static pid_t fn_start(int *port, char *logpath)
+{
+    const char *bd = getenv("DG_BUILD_DIR");
+    char exe[512];
+    snprintf(exe, sizeof(exe), "%s/dirigent-fn", bd ? bd : "build");
+    strcpy(logpath, "/tmp/dg-h2client-fn-XXXXXX");
+    int fd = mkstemp(logpath);
+    assert_true(fd >= 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fd, 1);
+    posix_spawn_file_actions_adddup2(&fa, fd, 2);
+    char *argv[] = {exe, "--host", "127.0.0.1", "--port", "0", NULL};
+    pid_t pid;
+    extern char **environ;
+    assert_int_equal(posix_spawn(&pid, exe, &fa, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fd);
+    *port = 0;
+    for (int i = 0; i < 200 && !*port; i++) { /* poll its log for the port */
+        FILE *f = fopen(logpath, "r");
+        char line[512];
+        while (f && fgets(line, sizeof(line), f)) {
+            const char *at = strstr(line, "listening on 127.0.0.1:");
+            if (at)
+                *port = atoi(at + 23);
+        }
+        if (f)
+            fclose(f);
+        if (!*port)
+            usleep(20000);
+    }
+    assert_true(*port > 0);
+    return pid;
+}
+
+static void test_against_dirigent_fn(void **state)
+{
+    char logpath[64];
+    int fport;
+    pid_t pid = fn_start(&fport, logpath);
+    struct dg_http_pool *p = h2pool(fport, 1);
+    enum { N = 30 };
+    struct result r[N];
+    memset(r, 0, sizeof(r));
+    struct dg_http_header h[] = {{DG_STR("Host"), DG_STR("fa")},
+                                 {DG_STR("requested_cpu"), DG_STR("20")}};
+    for (int i = 0; i < N; i++)
+        dg_http_request(p, "GET", "/", h, 2, NULL, 0, &buffered, &r[i]);
+    for (int i = 0; i < N; i++) {
+        assert_true(tl_run_until(&loop, &r[i].done, 10000));
+        assert_int_equal(r[i].status, 200);
+        dg_buf_append(&r[i].body, "", 1);
+        assert_non_null(strstr(r[i].body.data, "\"Function\":\"fa\""));
+        dg_buf_free(&r[i].body);
+    }
+    struct dg_http_pool_stats ps;
+    dg_http_pool_stats(p, &ps);
+    assert_int_equal(ps.connects, 1); /* 30 streams, one connection */
+
+    /* gRPC: faas.Executor/Execute, a FaasRequest, the reply and grpc-status 0 in trailers */
+    uint8_t body[64];
+    struct faas_request fr = {(const uint8_t *)"nothing", 7, 3, 0};
+    size_t n = faas_request_encode(&fr, body + 5, sizeof(body) - 5);
+    memset(body, 0, 5);
+    body[4] = (uint8_t)n;
+    struct dg_http_header g[] = {{DG_STR("content-type"), DG_STR("application/grpc")},
+                                 {DG_STR("te"), DG_STR("trailers")}};
+    struct result rr = {0};
+    dg_http_request(p, "POST", "/faas.Executor/Execute", g, 2, body, n + 5, &streamed, &rr);
+    assert_true(tl_run_until(&loop, &rr.done, 10000));
+    assert_int_equal(rr.status, 200);
+    assert_string_equal(rr.trailers, "grpc-status=0;");
+    assert_true(rr.body.len > 5);
+    assert_int_equal((uint8_t)rr.body.data[4], rr.body.len - 5);
+    struct faas_reply rep;
+    const char *perr = NULL;
+    assert_int_equal(
+        faas_reply_decode((const uint8_t *)rr.body.data + 5, rr.body.len - 5, &rep, &perr), 0);
+    assert_true(rep.duration_us > 0);
+    dg_buf_free(&rr.body);
+    close_pool(p);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    unlink(logpath);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -841,6 +935,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http1_only_upstream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http1_chunked_trailers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_against_dirigent_fn, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
