@@ -51,7 +51,7 @@ struct dg__h2pool {
     unsigned nconns, nqueued, handles;
     uint32_t peer_max; /* the peer's concurrent-stream limit as last seen (100 at first) */
     bool closing;
-    struct dg_http_pool_stats stats;
+    dg__pool_stats stats;
 };
 
 enum { Q_QUEUED, Q_ASSIGNED, Q_DONE };
@@ -802,7 +802,7 @@ void dg__h2_pool_set_bearer(struct dg__h2pool *p, const char *bearer)
     p->bearer = bearer ? dg_xasprintf("Bearer %s", bearer) : NULL;
 }
 
-void dg__h2_pool_stats(const struct dg__h2pool *p, struct dg_http_pool_stats *out)
+void dg__h2_pool_stats(const struct dg__h2pool *p, dg__pool_stats *out)
 {
     *out = p->stats;
     out->idle = out->busy = 0;
