@@ -223,9 +223,8 @@ static void on_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
                 resp->body.len - 5 &&
             faas_reply_decode(b + 5, resp->body.len - 5, &rep, &perr) == 0)
             s->exec_us = rep.duration_us;
-    } else if (resp) { /* dirigent-fn's "ExecutionTime":µs */
+    } else if (resp)
         exec_time(s, resp);
-    }
     sample_done(r, s);
 }
 
@@ -768,8 +767,8 @@ struct opts {
 static int execute(struct run *r, const char *dp, const struct opts *o, bool json, const char *what)
 {
     struct dg_err err = {0};
-    r->results = o->results[0] ? o->results : NULL;
     r->proto = o->proto;
+    r->results = o->results[0] ? o->results : NULL;
     uint64_t wall = run_plan(r, dp, o->timeout, &err);
     if (err.msg[0])
         return cli_fail("load: %s", err.msg);
