@@ -23,6 +23,8 @@ PKGS=(
   redis-server haproxy
   # tests, sanitizers, fuzzing
   libcmocka-dev libclang-rt-14-dev curl
+  # the reference protobuf codec the hand-written FaasRequest/FaasReply one is checked against
+  protobuf-c-compiler libprotobuf-c-dev
   # benchmarks
   nginx-light wrk
   # plots (scripts/plots.py, make plots)
