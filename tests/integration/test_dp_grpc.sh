@@ -14,7 +14,7 @@ FN=$B/dirigent-fn
 TAG="DG_GRPC_TEST=$$"
 PY=/usr/bin/python3
 
-plan 9
+plan 10
 
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
@@ -113,6 +113,16 @@ t_grpc_http1_fn() { # a gRPC call to a function declared HTTP/1.1 still goes ove
   grep -q 'recv (stream_id=[0-9]*) grpc-status: 0' "$TAP_TMP/call.log" && faas_reply "$TAP_TMP/call.bin"
 }
 check "a gRPC call to an HTTP/1.1-declared function is carried over h2c too" t_grpc_http1_fn
+
+t_grpc_over_http1() { # an HTTP/1.1 client's gRPC call: the sandbox's trailer in the last chunk
+  curl -s --http1.1 -D "$TAP_TMP/h1.h" -o "$TAP_TMP/h1.bin" -H 'Host: hello-h2' \
+    -H 'content-type: application/grpc' -H 'te: trailers' --data-binary "@$TAP_TMP/req.bin" \
+    "http://$DPA/faas.Executor/Execute" || return 1
+  tr -d '\r' <"$TAP_TMP/h1.h"
+  tr -d '\r' <"$TAP_TMP/h1.h" | grep -qx 'Transfer-Encoding: chunked' &&
+    tr -d '\r' <"$TAP_TMP/h1.h" | grep -qx 'grpc-status: 0' && faas_reply "$TAP_TMP/h1.bin"
+}
+check "a gRPC call over HTTP/1.1 gets the reply and the grpc-status trailer (chunked)" t_grpc_over_http1
 
 # grpc_error FUNCTION CODE MESSAGE-REGEX: a platform error as gRPC: 200, application/grpc,
 # grpc-status and grpc-message in the one HEADERS frame that ends the stream
