@@ -265,9 +265,9 @@ struct dg_wire_exit_note {
 struct dg_wire_fn_update {
     char *name;
     int64_t concurrency;                /* 0..100000; absent decodes as 1 */
-    bool h2c; /* "h2c": its sandboxes speak HTTP/2 cleartext (upstream_protocol h2c); sent
-                 only when true */
     struct dg_wire_endpoint *endpoints; /* required (may be empty) */
+    /* "h2c": its sandboxes speak HTTP/2 cleartext (upstream_protocol h2c); sent only when true */
+    bool h2c;
     size_t nendpoints;
     char *error;                      /* absent or null: none */
     struct dg_wire_exit_note *exited; /* sent only when not empty */
