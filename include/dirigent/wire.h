@@ -264,14 +264,14 @@ struct dg_wire_exit_note {
  * (no name: dg_wire_fn_endpoints_decode). */
 struct dg_wire_fn_update {
     char *name;
-    int64_t concurrency; /* 0..100000; absent decodes as 1 */
-    bool h2c; /* "h2c": its sandboxes speak HTTP/2 cleartext (upstream_protocol h2c); sent
-                 only when true */
+    int64_t concurrency;                /* 0..100000; absent decodes as 1 */
     struct dg_wire_endpoint *endpoints; /* required (may be empty) */
     size_t nendpoints;
     char *error;                      /* absent or null: none */
     struct dg_wire_exit_note *exited; /* sent only when not empty */
     size_t nexited;
+    /* "h2c": its sandboxes speak HTTP/2 cleartext (upstream_protocol h2c); sent only when true */
+    bool h2c;
 };
 int dg_wire_fn_endpoints_decode(const json_t *j, struct dg_wire_fn_update *out, struct dg_err *err);
 /* The same decodes with the strings borrowed from `j` (valid while it lives; never to be freed
