@@ -71,12 +71,15 @@ struct dg__h2c {
     int depth;      /* inside nghttp2 (mem_recv, mem_send): no flush, no frees */
     unsigned entry; /* inside one of our loop callbacks: reaped at its end */
     bool want_flush, goaway, detached, reap_due;
-    bool close_after; /* shut down once the queued frames are written */
+    bool close_after;  /* shut down once the queued frames are written */
+    bool flush_queued; /* on the server's h2_flush_list */
+    struct dg__h2c *flush_next;
     uint64_t idle_deadline;
 };
 
 static const struct dg__h2_ops h2_ops;
 static void h2_flush(struct dg__h2c *h);
+static void h2_flush_soon(struct dg__h2c *h);
 static void h2_arm(struct dg__h2c *h, uint64_t deadline);
 static void stream_body_clock(struct dg__h2s *st);
 static void stream_fail(struct dg__h2s *st, int status, const char *msg);
@@ -263,6 +266,71 @@ static void h2_flush(struct dg__h2c *h)
 }
 
 /* Streams whose queue emptied get their on_drain (loop contexts only). */
+static void h2_drains(struct dg__h2c *h);
+
+/* After the loop turn's callbacks (uv_check): every connection that has frames to write writes
+ * them in one go, so the answers of many streams finished in one turn (a batch of upstream
+ * responses read together) cost one write, not one each. Output queued by a drain handler
+ * is flushed in the same call. */
+static void h2_check_cb(uv_check_t *t)
+{
+    struct dg_http_server *s = t->data;
+    for (unsigned round = 0; s->h2_flush_list && round < 64; round++) {
+        struct dg__h2c *list = s->h2_flush_list;
+        s->h2_flush_list = NULL;
+        while (list) {
+            struct dg__h2c *h = list;
+            list = h->flush_next;
+            h->flush_next = NULL;
+            h->flush_queued = false;
+            if (h->detached)
+                continue;
+            h->entry++; /* a flush from here may free streams: at its end */
+            h2_flush(h);
+            h2_drains(h);
+            if (--h->entry == 0 && h->reap_due)
+                h2_reap(h);
+        }
+    }
+    if (!s->h2_flush_list) {
+        uv_check_stop(t);
+        uv_idle_stop(&s->h2_idle);
+    }
+}
+
+static void h2_idle_cb(uv_idle_t *t)
+{
+    (void)t; /* only there so the loop's poll does not block while a flush is due */
+}
+
+static void h2_flush_soon(struct dg__h2c *h)
+{
+    if (h->flush_queued || h->detached)
+        return;
+    struct dg_http_server *s = h->c->srv;
+    h->flush_queued = true;
+    h->flush_next = s->h2_flush_list;
+    s->h2_flush_list = h;
+    if (!uv_is_active((uv_handle_t *)&s->h2_check)) {
+        uv_check_start(&s->h2_check, h2_check_cb);
+        /* queued from a timer (before the poll): the poll must not block the check */
+        uv_idle_start(&s->h2_idle, h2_idle_cb);
+    }
+}
+
+static void h2_unqueue(struct dg__h2c *h)
+{
+    if (!h->flush_queued)
+        return;
+    h->flush_queued = false;
+    for (struct dg__h2c **p = &h->c->srv->h2_flush_list; *p; p = &(*p)->flush_next)
+        if (*p == h) {
+            *p = h->flush_next;
+            break;
+        }
+    h->flush_next = NULL;
+}
+
 static void h2_drains(struct dg__h2c *h)
 {
     bool again = true;
@@ -461,8 +529,7 @@ static void req_done(struct dg_http_req *r)
         return;
     }
     req_uncount(st->h, r);
-    if (!st->h->entry)
-        h2_flush(st->h);
+    h2_flush_soon(st->h);
 }
 
 /* The gRPC status for an error status of the server's own (gRPC's HTTP mapping, with the
@@ -575,8 +642,7 @@ static void h2_op_resp_write(struct dg_http_req *r, const void *data, size_t len
         return;
     dg_buf_append(&st->out, data, len);
     stream_resume(st);
-    if (!st->h->entry)
-        h2_flush(st->h);
+    h2_flush_soon(st->h);
 }
 
 static void h2_op_resp_end(struct dg_http_req *r)
@@ -744,8 +810,7 @@ static void h2_op_read_body(struct dg_http_req *r)
     }
     stream_body_clock(st);
     stream_deliver(st);
-    if (!h->entry)
-        h2_flush(h); /* window updates */
+    h2_flush_soon(h); /* window updates */
 }
 
 static void h2_op_pause(struct dg_http_req *r, bool pause)
@@ -760,8 +825,7 @@ static void h2_op_pause(struct dg_http_req *r, bool pause)
     stream_body_clock(st);
     if (!pause)
         stream_deliver(st);
-    if (!h->entry)
-        h2_flush(h);
+    h2_flush_soon(h);
 }
 
 /* ---- the request head ---------------------------------------------------------------------- */
@@ -1331,6 +1395,7 @@ static void h2_op_free(struct conn *c)
 {
     struct dg__h2c *h = c->h2;
     h2_op_detach(c);
+    h2_unqueue(h);
     h2_reap(h);
     nghttp2_session_del(h->ses);
     dg_buf_free(&h->wbuf);
@@ -1374,5 +1439,12 @@ static const struct dg__h2_ops h2_ops = {
 
 void dg_http_server_enable_h2c(struct dg_http_server *s)
 {
+    if (s->h2 || s->closing)
+        return;
     s->h2 = &h2_ops;
+    uv_check_init(s->loop, &s->h2_check);
+    s->h2_check.data = s;
+    uv_idle_init(s->loop, &s->h2_idle);
+    s->h2_idle.data = s;
+    s->open_handles += 2; /* closed with the grace timer (dg_http_server_close) */
 }

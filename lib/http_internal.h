@@ -144,8 +144,13 @@ struct dg_http_server {
     void *auth_ud;
     bool has_fallback, listening, closing;
     const struct dg__h2_ops *h2; /* dg_http_server_enable_h2c: the HTTP/2 side */
-    struct conn *conns;          /* doubly linked list of open connections */
-    struct dg_strmap peers;      /* IP address -> struct client, of the open connections */
+    /* HTTP/2 connections with frames to write, flushed once per loop turn from h2_check (after
+     * the turn's callbacks): one write per connection for all its streams' answers */
+    uv_check_t h2_check;
+    uv_idle_t h2_idle;
+    struct dg__h2c *h2_flush_list;
+    struct conn *conns;     /* doubly linked list of open connections */
+    struct dg_strmap peers; /* IP address -> struct client, of the open connections */
     unsigned open_handles;
     uv_timer_t grace_timer;
     uint64_t grace_deadline;

@@ -1699,6 +1699,10 @@ static void on_grace_poll(uv_timer_t *t)
     if (!s->conns && !uv_is_closing((uv_handle_t *)t)) {
         uv_timer_stop(t);
         uv_close((uv_handle_t *)t, grace_closed);
+        if (s->h2) { /* no connection left to flush */
+            uv_close((uv_handle_t *)&s->h2_check, grace_closed);
+            uv_close((uv_handle_t *)&s->h2_idle, grace_closed);
+        }
     }
 }
 
