@@ -104,7 +104,7 @@ struct h2conn {
     unsigned nstreams;    /* their number */
     unsigned handles, writes;
     int dead; /* a write or connect error to report from the timer (0: none) */
-    bool connected, closed, goaway, served, in_recv, want_flush, settings;
+    bool connected, closed, goaway, served, in_recv, want_flush, settings, got_bytes;
     char rbuf[16 * 1024];
 };
 
@@ -400,6 +400,17 @@ static void on_conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
                    nread == UV_EOF ? "upstream closed the connection before responding"
                                    : uv_strerror((int)nread));
         return;
+    }
+    if (!c->got_bytes) {
+        c->got_bytes = true;
+        /* never an HTTP/2 frame (a length of 0x485454 is over any frame size): an HTTP/1.x
+         * server's answer to the preface */
+        if (nread >= 5 && memcmp(buf->base, "HTTP/", 5) == 0) {
+            conn_close(c, DG_E_PROTO, "request to",
+                       "the upstream answered HTTP/1.x to the h2c preface: it does not speak "
+                       "h2c (a function it serves needs upstream_protocol http1)");
+            return;
+        }
     }
     c->in_recv = true;
     ssize_t rc = nghttp2_session_mem_recv(c->s, (const uint8_t *)buf->base, (size_t)nread);

@@ -813,6 +813,7 @@ static void test_http1_only_upstream(void **state)
     run_get(p, "/hello", &r);
     assert_int_not_equal(r.err_code, 0);
     assert_non_null(strstr(r.err_msg, "127.0.0.1:"));
+    assert_non_null(strstr(r.err_msg, "does not speak h2c"));
     close_pool(p);
 }
 
@@ -919,6 +920,84 @@ static void test_against_dirigent_fn(void **state)
     unlink(logpath);
 }
 
+/* Streams cancelled before their HEADERS went out (the connection still connecting): nghttp2
+ * never opens them, and their stream slots come back (else the connection stays full and the
+ * next request waits for ever). */
+static void test_cancel_unsent_streams(void **state)
+{
+    struct dg_http_pool *p = h2pool(h2port, 1);
+    for (int i = 0; i < 150; i++) { /* more than the 100 streams a connection takes at first */
+        struct result r = {0};
+        struct dg_http_creq *q =
+            dg_http_request(p, "GET", "/hold", NULL, 0, NULL, 0, &buffered, &r);
+        assert_non_null(q);
+        dg_http_creq_cancel(q);
+    }
+    struct result ok;
+    run_get(p, "/hello", &ok);
+    assert_int_equal(ok.status, 200);
+    dg_buf_free(&ok.body);
+    assert_int_equal(S.accepted, 1);
+    assert_int_equal(S.rsts, 0); /* nothing went out for the cancelled ones */
+    close_pool(p);
+}
+
+/* A caller that closes the pool from its callbacks (the DP closes an address's pools when its
+ * last endpoint goes, which can be a stream's on_done): no use after free. */
+static struct dg_http_pool *cb_pool;
+static int cb_close_at; /* 1: on_head, 2: on_body, 3: on_trailers, 4: on_done */
+static unsigned cb_dones;
+static void cc_head(struct dg_http_creq *q, const struct dg_http_resp *resp, void *ud)
+{
+    if (cb_close_at == 1 && cb_pool) {
+        dg_http_pool_close(cb_pool);
+        cb_pool = NULL;
+    }
+}
+static void cc_body(struct dg_http_creq *q, const char *d, size_t n, void *ud)
+{
+    if (cb_close_at == 2 && cb_pool) {
+        dg_http_pool_close(cb_pool);
+        cb_pool = NULL;
+    }
+}
+static void cc_trailers(struct dg_http_creq *q, const struct dg_http_header *t, size_t n, void *ud)
+{
+    if (cb_close_at == 3 && cb_pool) {
+        dg_http_pool_close(cb_pool);
+        cb_pool = NULL;
+    }
+}
+static void cc_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
+                    const struct dg_err *err, void *ud)
+{
+    cb_dones++;
+    if (cb_close_at == 4 && cb_pool) {
+        dg_http_pool_close(cb_pool);
+        cb_pool = NULL;
+    }
+}
+static const struct dg_http_client_cbs closing_cbs = {
+    .on_head = cc_head, .on_body = cc_body, .on_trailers = cc_trailers, .on_done = cc_done};
+
+static void test_pool_closed_from_callbacks(void **state)
+{
+    for (cb_close_at = 1; cb_close_at <= 4; cb_close_at++) {
+        cb_pool = h2pool(h2port, 1);
+        cb_dones = 0;
+        struct dg_http_header h[] = {{DG_STR("content-type"), DG_STR("application/grpc")}};
+        for (int i = 0; i < 3; i++) /* three streams on one connection, two still open */
+            dg_http_request(cb_pool, "POST", i ? "/hold" : "/trailers", h, 1, "x", 1, &closing_cbs,
+                            NULL);
+        bool never = false;
+        for (int i = 0; i < 300 && cb_dones < 3; i++)
+            tl_run_until(&loop, &never, 10);
+        assert_null(cb_pool);
+        assert_int_equal(cb_dones, 3); /* every request ended exactly once */
+        tl_run_until(&loop, &never, 20);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -936,6 +1015,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_http1_only_upstream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http1_chunked_trailers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_against_dirigent_fn, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_unsent_streams, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pool_closed_from_callbacks, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
