@@ -35,6 +35,7 @@
 #define H2_STREAM_WINDOW (256 * 1024)       /* per response stream */
 #define H2_CONN_WINDOW   (16 * 1024 * 1024) /* per connection */
 #define H2_MAX_HEADERS   1000
+#define H2_WRITE_HIGH    (256 * 1024) /* queued for the socket: stop reading and sending above */
 
 struct h2conn;
 
@@ -105,11 +106,14 @@ struct h2conn {
     unsigned handles, writes;
     int dead; /* a write or connect error to report from the timer (0: none) */
     bool connected, closed, goaway, served, in_recv, want_flush, settings, got_bytes;
+    bool read_stopped; /* over H2_WRITE_HIGH: reading waits for the writes to drain */
     char rbuf[16 * 1024];
 };
 
 static void conn_close(struct h2conn *c, int code, const char *what, const char *detail);
 static void conn_flush(struct h2conn *c);
+static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void on_conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void pool_dispatch(struct dg__h2pool *p);
 static void conn_maybe_idle(struct h2conn *c);
 
@@ -320,8 +324,16 @@ static void on_conn_write(void *ctx, int status)
             conn_free(c);
         return;
     }
-    if (status < 0)
+    if (status < 0) {
         conn_kill(c, status);
+        return;
+    }
+    if (c->read_stopped && !c->dead &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= H2_WRITE_HIGH / 2) {
+        c->read_stopped = false;
+        uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, on_conn_read);
+        conn_flush(c); /* what nghttp2 held back meanwhile */
+    }
 }
 
 /* Write what nghttp2 has queued (deferred while inside nghttp2's callbacks). */
@@ -335,7 +347,9 @@ static void conn_flush(struct h2conn *c)
     }
     c->want_flush = false;
     struct dg_buf out = {0};
-    for (;;) {
+    /* a peer that does not read (or floods frames that want answers, PING, SETTINGS) fills
+     * the socket: the rest stays in nghttp2 and reading stops until the writes drain */
+    while (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) + out.len <= H2_WRITE_HIGH) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(c->s, &data);
         if (n < 0) {
@@ -356,8 +370,17 @@ static void conn_flush(struct h2conn *c)
             conn_kill(c, rc);
     }
     dg_buf_free(&out);
-    if (!nghttp2_session_want_read(c->s) && !nghttp2_session_want_write(c->s))
+    if (c->closed || c->dead)
+        return;
+    if (!nghttp2_session_want_read(c->s) && !nghttp2_session_want_write(c->s)) {
         conn_close(c, UV_EOF, "request to", "the upstream ended the connection");
+        return;
+    }
+    if (!c->read_stopped &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > H2_WRITE_HIGH) {
+        c->read_stopped = true;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
 }
 
 /* A connection without streams: closed after GOAWAY or over max_idle, else idle-timed. */

@@ -998,8 +998,68 @@ static void test_pool_closed_from_callbacks(void **state)
     }
 }
 
+/* A sandbox that floods PINGs and never reads: each PING wants an ACK, which cannot be written.
+ * The pool stops reading that connection while its writes are queued (as the server does), so
+ * the flood stalls in the kernel's buffers instead of piling up ACKs in the DP's memory. */
+static uv_tcp_t floodl, *flood_conn;
+static void flood_accept(uv_stream_t *l, int status)
+{
+    flood_conn = calloc(1, sizeof(*flood_conn));
+    uv_tcp_init(&loop, flood_conn);
+    uv_accept(l, (uv_stream_t *)flood_conn); /* never reads */
+}
+
+static void test_ping_flood_not_read(void **state)
+{
+    int port = listen_on(&floodl, flood_accept);
+    floodl.data = &floodl; /* closed here, not by teardown's walk */
+    flood_conn = NULL;
+    struct dg_http_pool *p = h2pool(port, 1);
+    struct result r = {0};
+    r.q = dg_http_request(p, "GET", "/x", NULL, 0, NULL, 0, &buffered, &r);
+    bool never = false;
+    for (int i = 0; i < 200 && !flood_conn; i++)
+        tl_run_until(&loop, &never, 10);
+    assert_non_null(flood_conn);
+    /* the server's SETTINGS, then 8 KiB batches of PINGs */
+    static const uint8_t settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
+    static uint8_t pings[482 * 17];
+    for (size_t i = 0; i < sizeof(pings); i += 17) {
+        static const uint8_t ping[17] = {0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8};
+        memcpy(pings + i, ping, 17);
+    }
+    uv_buf_t b = uv_buf_init((char *)settings, sizeof(settings));
+    assert_int_equal(uv_try_write((uv_stream_t *)flood_conn, &b, 1), (int)sizeof(settings));
+    const uint64_t limit = 64ull * 1024 * 1024;
+    uint64_t pushed = 0;
+    int stalled = 0;
+    while (pushed < limit && stalled < 50) { /* until 64 MiB went in, or the flood stalls */
+        b = uv_buf_init((char *)pings, sizeof(pings));
+        int n = uv_try_write((uv_stream_t *)flood_conn, &b, 1);
+        if (n > 0) {
+            pushed += (uint64_t)n;
+            stalled = 0;
+            uv_run(&loop, UV_RUN_NOWAIT);
+        } else {
+            stalled++;
+            tl_run_until(&loop, &never, 10);
+        }
+    }
+    fprintf(stderr, "# pushed %llu bytes of PINGs\n", (unsigned long long)pushed);
+    if (pushed >= limit)
+        uv_close((uv_handle_t *)&floodl, NULL);
+    assert_true(pushed < limit); /* the pool stopped reading */
+    assert_false(r.done);
+    uv_close((uv_handle_t *)flood_conn, raw_closed);
+    assert_true(tl_run_until(&loop, &r.done, 5000)); /* then the peer left: the stream fails */
+    assert_int_not_equal(r.err_code, 0);
+    close_pool(p);
+    uv_close((uv_handle_t *)&floodl, NULL);
+}
+
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* as the daemons: a write to a peer that left is an error */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_get_and_reuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_streams_one_conn, setup, teardown),
@@ -1017,6 +1077,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_against_dirigent_fn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_unsent_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_closed_from_callbacks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ping_flood_not_read, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
