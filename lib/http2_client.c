@@ -90,6 +90,7 @@ struct h2req {
     struct dg_buf body;
     struct dg_http_resp resp;
     bool head_done, in_trailers;
+    bool hdr_over; /* a header block over max_header_bytes or H2_MAX_HEADERS: reset by us */
     int status;
     uint64_t header_bytes;
 };
@@ -508,8 +509,10 @@ static int cb_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     if (!q || f->hd.type != NGHTTP2_HEADERS)
         return 0;
     q->header_bytes += namelen + valuelen + 32;
-    if (q->header_bytes > q->pool->opts.max_header_bytes)
+    if (q->header_bytes > q->pool->opts.max_header_bytes) {
+        q->hdr_over = true;
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the stream is reset; fails below */
+    }
     if (namelen && name[0] == ':') {
         if (!q->in_trailers && namelen == 7 && memcmp(name, ":status", 7) == 0) {
             int st = 0;
@@ -520,8 +523,10 @@ static int cb_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
         return 0;
     }
     struct dg__hdrs *h = q->in_trailers ? &q->trailers : &q->hdrs;
-    if (!dg__hdrs_field(h, (const char *)name, namelen, H2_MAX_HEADERS))
+    if (!dg__hdrs_field(h, (const char *)name, namelen, H2_MAX_HEADERS)) {
+        q->hdr_over = true;
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
     dg__hdrs_value(h, (const char *)value, valuelen);
     return 0;
 }
@@ -625,6 +630,10 @@ static void slot_closed(struct h2conn *c, struct h2slot *sl, uint32_t code)
             q->sent = false; /* not processed (RFC 9113 §8.7): safe to retry */
             q->refused = true;
             snprintf(detail, sizeof(detail), "upstream refused the stream");
+        } else if (q->hdr_over) {
+            snprintf(detail, sizeof(detail),
+                     "response header block over %zu bytes or %d fields (max_header_bytes)",
+                     q->pool->opts.max_header_bytes, H2_MAX_HEADERS);
         } else if (code == NGHTTP2_NO_ERROR) {
             snprintf(detail, sizeof(detail), "upstream ended the stream without a response");
         } else {

@@ -165,6 +165,17 @@ static void s_handle(struct sstream *st)
     } else if (!strcmp(p, "/trailers")) {
         st->trailers = true;
         s_respond(st, "200", "abc", 3);
+    } else if (!strcmp(p, "/bighdr")) { /* 40 headers of 1000 bytes */
+        static char val[1000];
+        memset(val, 'v', sizeof(val));
+        nghttp2_nv h[41] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3, 0}};
+        static char names[40][8];
+        for (int i = 0; i < 40; i++) {
+            snprintf(names[i], sizeof(names[i]), "x-h%d", i);
+            h[i + 1] =
+                (nghttp2_nv){(uint8_t *)names[i], (uint8_t *)val, strlen(names[i]), sizeof(val), 0};
+        }
+        nghttp2_submit_response(c->s, st->id, h, 41, NULL);
     } else if (!strcmp(p, "/rst")) {
         nghttp2_submit_rst_stream(c->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
     } else if (!strcmp(p, "/refuse")) {
@@ -1057,6 +1068,28 @@ static void test_ping_flood_not_read(void **state)
     uv_close((uv_handle_t *)&floodl, NULL);
 }
 
+/* A sandbox whose response header block is over max_header_bytes: the stream is reset and the
+ * request fails naming the limit (not as if the upstream had reset it); the connection goes on. */
+static void test_header_block_over_limit(void **state)
+{
+    struct dg_http_pool_opts o;
+    dg_http_pool_opts_default(&o);
+    o.h2c = true;
+    o.max_header_bytes = 16 * 1024;
+    struct dg_err err = {0};
+    struct dg_http_pool *p = dg_http_pool_new(&loop, "127.0.0.1", h2port, &o, &err);
+    assert_non_null(p);
+    struct result r;
+    run_get(p, "/bighdr", &r);
+    assert_int_not_equal(r.err_code, 0);
+    assert_non_null(strstr(r.err_msg, "max_header_bytes"));
+    run_get(p, "/hello", &r);
+    assert_int_equal(r.status, 200);
+    dg_buf_free(&r.body);
+    assert_int_equal(S.accepted, 1);
+    close_pool(p);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN); /* as the daemons: a write to a peer that left is an error */
@@ -1078,6 +1111,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_unsent_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_closed_from_callbacks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ping_flood_not_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_header_block_over_limit, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
