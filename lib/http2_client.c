@@ -238,6 +238,9 @@ static void on_req_timer(uv_timer_t *t)
         conn_flush(c);
     }
     req_fail(q, UV_ETIMEDOUT, "request to", "no complete response in time");
+    /* a peer that reads nothing got not even the RST: its streams would never close */
+    if (c && c->read_stopped && !c->closed)
+        conn_close(c, UV_ETIMEDOUT, "request to", "the upstream reads nothing (writes stalled)");
 }
 
 /* ---- connections ----------------------------------------------------------------------------- */

@@ -1012,6 +1012,7 @@ static void test_pool_closed_from_callbacks(void **state)
 /* A sandbox that floods PINGs and never reads: each PING wants an ACK, which cannot be written.
  * The pool stops reading that connection while its writes are queued (as the server does), so
  * the flood stalls in the kernel's buffers instead of piling up ACKs in the DP's memory. */
+#define FLOOD_LIMIT (64ull * 1024 * 1024)
 static uv_tcp_t floodl, *flood_conn;
 static void flood_accept(uv_stream_t *l, int status)
 {
@@ -1020,19 +1021,10 @@ static void flood_accept(uv_stream_t *l, int status)
     uv_accept(l, (uv_stream_t *)flood_conn); /* never reads */
 }
 
-static void test_ping_flood_not_read(void **state)
+/* Send the server's SETTINGS, then PINGs until 64 MiB went in or the flood stalls: the bytes
+ * the kernel took. */
+static uint64_t ping_flood(void)
 {
-    int port = listen_on(&floodl, flood_accept);
-    floodl.data = &floodl; /* closed here, not by teardown's walk */
-    flood_conn = NULL;
-    struct dg_http_pool *p = h2pool(port, 1);
-    struct result r = {0};
-    r.q = dg_http_request(p, "GET", "/x", NULL, 0, NULL, 0, &buffered, &r);
-    bool never = false;
-    for (int i = 0; i < 200 && !flood_conn; i++)
-        tl_run_until(&loop, &never, 10);
-    assert_non_null(flood_conn);
-    /* the server's SETTINGS, then 8 KiB batches of PINGs */
     static const uint8_t settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
     static uint8_t pings[482 * 17];
     for (size_t i = 0; i < sizeof(pings); i += 17) {
@@ -1041,10 +1033,10 @@ static void test_ping_flood_not_read(void **state)
     }
     uv_buf_t b = uv_buf_init((char *)settings, sizeof(settings));
     assert_int_equal(uv_try_write((uv_stream_t *)flood_conn, &b, 1), (int)sizeof(settings));
-    const uint64_t limit = 64ull * 1024 * 1024;
+    bool never = false;
     uint64_t pushed = 0;
     int stalled = 0;
-    while (pushed < limit && stalled < 50) { /* until 64 MiB went in, or the flood stalls */
+    while (pushed < FLOOD_LIMIT && stalled < 50) {
         b = uv_buf_init((char *)pings, sizeof(pings));
         int n = uv_try_write((uv_stream_t *)flood_conn, &b, 1);
         if (n > 0) {
@@ -1056,14 +1048,61 @@ static void test_ping_flood_not_read(void **state)
             tl_run_until(&loop, &never, 10);
         }
     }
-    fprintf(stderr, "# pushed %llu bytes of PINGs\n", (unsigned long long)pushed);
-    if (pushed >= limit)
+    return pushed;
+}
+
+static struct dg_http_pool *flood_start(uint64_t request_timeout_ms, struct result *r)
+{
+    int port = listen_on(&floodl, flood_accept);
+    floodl.data = &floodl; /* closed here, not by teardown's walk */
+    flood_conn = NULL;
+    struct dg_http_pool_opts o;
+    dg_http_pool_opts_default(&o);
+    o.h2c = true;
+    o.max_conns = 1;
+    o.request_timeout_ms = request_timeout_ms;
+    struct dg_err err = {0};
+    struct dg_http_pool *p = dg_http_pool_new(&loop, "127.0.0.1", port, &o, &err);
+    memset(r, 0, sizeof(*r));
+    r->q = dg_http_request(p, "GET", "/x", NULL, 0, NULL, 0, &buffered, r);
+    bool never = false;
+    for (int i = 0; i < 200 && !flood_conn; i++)
+        tl_run_until(&loop, &never, 10);
+    assert_non_null(flood_conn);
+    return p;
+}
+
+static void test_ping_flood_not_read(void **state)
+{
+    struct result r;
+    struct dg_http_pool *p = flood_start(0, &r);
+    uint64_t pushed = ping_flood();
+    if (pushed >= FLOOD_LIMIT)
         uv_close((uv_handle_t *)&floodl, NULL);
-    assert_true(pushed < limit); /* the pool stopped reading */
+    assert_true(pushed < FLOOD_LIMIT); /* the pool stopped reading */
     assert_false(r.done);
     uv_close((uv_handle_t *)flood_conn, raw_closed);
     assert_true(tl_run_until(&loop, &r.done, 5000)); /* then the peer left: the stream fails */
     assert_int_not_equal(r.err_code, 0);
+    close_pool(p);
+    uv_close((uv_handle_t *)&floodl, NULL);
+}
+
+/* The same peer that reads nothing, with a request timeout: the request fails in time and the
+ * connection, which could not even send the stream's RST, is closed (not kept for ever). */
+static void test_stalled_conn_closed_on_timeout(void **state)
+{
+    struct result r;
+    struct dg_http_pool *p = flood_start(3000, &r);
+    ping_flood();
+    assert_true(tl_run_until(&loop, &r.done, 10000));
+    assert_int_equal(r.err_code, UV_ETIMEDOUT);
+    bool never = false;
+    tl_run_until(&loop, &never, 20);
+    struct dg_http_pool_stats ps;
+    dg_http_pool_stats(p, &ps);
+    assert_int_equal(ps.busy + ps.idle, 0);
+    uv_close((uv_handle_t *)flood_conn, raw_closed);
     close_pool(p);
     uv_close((uv_handle_t *)&floodl, NULL);
 }
@@ -1111,6 +1150,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_unsent_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_closed_from_callbacks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ping_flood_not_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stalled_conn_closed_on_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_header_block_over_limit, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
