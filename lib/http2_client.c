@@ -36,6 +36,7 @@
 #define H2_CONN_WINDOW   (16 * 1024 * 1024) /* per connection */
 #define H2_MAX_HEADERS   1000
 #define H2_WRITE_HIGH    (256 * 1024) /* queued for the socket: stop reading and sending above */
+#define H2_SEND_BATCH    (64 * 1024)  /* frames handed to the socket at once */
 
 struct h2conn;
 
@@ -352,26 +353,35 @@ static void conn_flush(struct h2conn *c)
     c->want_flush = false;
     struct dg_buf out = {0};
     /* a peer that does not read (or floods frames that want answers, PING, SETTINGS) fills
-     * the socket: the rest stays in nghttp2 and reading stops until the writes drain */
-    while (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) + out.len <= H2_WRITE_HIGH) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(c->s, &data);
-        if (n < 0) {
-            dg_buf_free(&out);
-            conn_kill(c, DG_E_PROTO);
-            return;
+     * the socket: the rest stays in nghttp2 and reading stops until the writes drain (the
+     * write callback flushes again) */
+    for (;;) {
+        ssize_t n = 0;
+        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= H2_WRITE_HIGH) {
+            const uint8_t *data;
+            n = nghttp2_session_mem_send(c->s, &data);
+            if (n < 0) {
+                dg_buf_free(&out);
+                conn_kill(c, DG_E_PROTO);
+                return;
+            }
+            if (n > 0)
+                dg_buf_append(&out, data, (size_t)n);
+        }
+        if (out.len && (n == 0 || out.len >= H2_SEND_BATCH)) {
+            uv_buf_t b = uv_buf_init(out.data, (unsigned)out.len);
+            int rc = dg__http_write((uv_stream_t *)&c->tcp, &b, 1, on_conn_write, c);
+            out.len = 0;
+            if (rc == 0)
+                c->writes++;
+            else if (rc < 0) {
+                conn_kill(c, rc);
+                break;
+            }
+            continue; /* the socket may have taken it all: more fits */
         }
         if (n == 0)
             break;
-        dg_buf_append(&out, data, (size_t)n);
-    }
-    if (out.len) {
-        uv_buf_t b = uv_buf_init(out.data, (unsigned)out.len);
-        int rc = dg__http_write((uv_stream_t *)&c->tcp, &b, 1, on_conn_write, c);
-        if (rc == 0)
-            c->writes++;
-        else if (rc < 0)
-            conn_kill(c, rc);
     }
     dg_buf_free(&out);
     if (c->closed || c->dead)

@@ -58,6 +58,7 @@ static struct sconn *sconns;
 static int h2port;
 static struct {
     unsigned max_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS; 0: 100 */
+    bool big_window;      /* 16 MiB windows: the server sends no WINDOW_UPDATE for a while */
     unsigned accepted, open, peak, barrier;
     uint32_t last_rst; /* error code of the last RST_STREAM the client sent */
     unsigned rsts;
@@ -347,6 +348,11 @@ static void s_accept(uv_stream_t *l, int status)
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, S.max_streams ? S.max_streams : 100}};
     nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, iv, 1);
+    if (S.big_window) {
+        nghttp2_settings_entry w[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 16 << 20}};
+        nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, w, 1);
+        nghttp2_session_set_local_window_size(c->s, NGHTTP2_FLAG_NONE, 0, 16 << 20);
+    }
     sconn_flush(c);
     uv_read_start((uv_stream_t *)&c->tcp, s_alloc, s_read);
 }
@@ -1129,6 +1135,27 @@ static void test_header_block_over_limit(void **state)
     close_pool(p);
 }
 
+/* A 4 MiB request body to a server with 16 MiB windows (no WINDOW_UPDATE comes to wake the
+ * client up): the pool keeps writing as its socket drains, not only when the peer speaks. */
+static void test_big_body_big_window(void **state)
+{
+    S.big_window = true;
+    struct dg_http_pool *p = h2pool(h2port, 1);
+    enum { LEN = 4 << 20 };
+    char *body = malloc(LEN);
+    for (size_t i = 0; i < LEN; i++)
+        body[i] = (char)('a' + i % 23);
+    struct result r = {0};
+    r.q = dg_http_request(p, "POST", "/echo", NULL, 0, body, LEN, &streamed, &r);
+    assert_true(tl_run_until(&loop, &r.done, 10000));
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body.len, LEN);
+    assert_memory_equal(r.body.data, body, LEN);
+    dg_buf_free(&r.body);
+    free(body);
+    close_pool(p);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN); /* as the daemons: a write to a peer that left is an error */
@@ -1152,6 +1179,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ping_flood_not_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stalled_conn_closed_on_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_header_block_over_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_big_body_big_window, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
