@@ -1099,9 +1099,9 @@ static void test_ping_flood_not_read(void **state)
 static void test_stalled_conn_closed_on_timeout(void **state)
 {
     struct result r;
-    struct dg_http_pool *p = flood_start(3000, &r);
+    struct dg_http_pool *p = flood_start(5000, &r);
     ping_flood();
-    assert_true(tl_run_until(&loop, &r.done, 10000));
+    assert_true(tl_run_until(&loop, &r.done, 20000));
     assert_int_equal(r.err_code, UV_ETIMEDOUT);
     bool never = false;
     tl_run_until(&loop, &never, 20);
