@@ -18,7 +18,12 @@
  * others. Cancel sends RST_STREAM CANCEL. A stream the peer refused (RST_STREAM
  * REFUSED_STREAM, or above the last stream id of its GOAWAY) was not processed: it counts as
  * not sent and stale, so a caller may retry it. After a GOAWAY a connection takes no new
- * stream and closes when its last stream ends.
+ * stream and closes when its last stream ends; so does one that used its last stream id.
+ *
+ * A peer that does not read: over H2_WRITE_HIGH bytes queued for the socket the connection
+ * stops reading (frames that want answers, PING or SETTINGS, cannot pile up answers in memory)
+ * until the writes drain; a request timeout on such a connection closes it. A peer that
+ * answers the preface with "HTTP/1.x" fails the requests with "does not speak h2c".
  *
  * nghttp2 must not be driven (mem_send) from inside its own callbacks; calls that want
  * frames written from there (write, end, cancel from on_head/on_body/on_done) set a flag
@@ -28,6 +33,7 @@
 
 #include <nghttp2/nghttp2.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +58,7 @@ struct dg__h2pool {
     struct h2req *q_head, *q_tail; /* waiting for a stream slot */
     unsigned nconns, nqueued, handles;
     uint32_t peer_max; /* the peer's concurrent-stream limit as last seen (100 at first) */
+    int32_t first_id;  /* tests: new connections' first stream id (0: 1) */
     bool closing;
     dg__pool_stats stats;
 };
@@ -726,6 +733,8 @@ static struct h2conn *conn_open(struct dg__h2pool *p)
     nghttp2_option_set_peer_max_concurrent_streams(opt, 100);
     nghttp2_session_client_new2(&c->s, h2_callbacks(), c, opt);
     nghttp2_option_del(opt);
+    if (p->first_id > 1)
+        nghttp2_session_set_next_stream_id(c->s, p->first_id);
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW},
@@ -799,6 +808,8 @@ static void stream_start(struct h2conn *c, struct h2req *q)
     q->slot = sl;
     q->stream_id = id;
     c->nstreams++;
+    if (id > INT32_MAX - 2) /* the connection's last stream id: no more streams, closes when done */
+        c->goaway = true;
     if (p->opts.request_timeout_ms) {
         q->timer = dg_xmalloc(sizeof(*q->timer));
         uv_timer_init(p->loop, q->timer);
@@ -856,6 +867,11 @@ void dg__h2_pool_set_bearer(struct dg__h2pool *p, const char *bearer)
 {
     free(p->bearer);
     p->bearer = bearer ? dg_xasprintf("Bearer %s", bearer) : NULL;
+}
+
+void dg__h2_pool_test_first_stream_id(struct dg__h2pool *p, int32_t id)
+{
+    p->first_id = id;
 }
 
 void dg__h2_pool_stats(const struct dg__h2pool *p, dg__pool_stats *out)

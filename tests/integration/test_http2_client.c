@@ -1156,6 +1156,29 @@ static void test_big_body_big_window(void **state)
     close_pool(p);
 }
 
+/* lib/http_internal.h (tests only) */
+void dg__http_pool_test_first_stream_id(struct dg_http_pool *p, int32_t id);
+
+/* A connection that used up its stream ids (2^31 - 1 is the last; a busy connection to a warm
+ * sandbox gets there in a day or two) takes no more streams: the next request goes on a new
+ * connection instead of failing, and the old one closes once its streams are done. */
+static void test_stream_ids_used_up(void **state)
+{
+    struct dg_http_pool *p = h2pool(h2port, 4);
+    dg__http_pool_test_first_stream_id(p, 0x7fffffff - 4); /* three ids left per connection */
+    for (int i = 0; i < 7; i++) {
+        struct result r;
+        run_get(p, "/hello", &r);
+        assert_int_equal(r.status, 200);
+        dg_buf_free(&r.body);
+    }
+    struct dg_http_pool_stats ps;
+    dg_http_pool_stats(p, &ps);
+    assert_int_equal(ps.connects, 3);
+    assert_int_equal(ps.busy + ps.idle, 1); /* the used-up ones closed */
+    close_pool(p);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN); /* as the daemons: a write to a peer that left is an error */
@@ -1180,6 +1203,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stalled_conn_closed_on_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_header_block_over_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_big_body_big_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_ids_used_up, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
