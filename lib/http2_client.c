@@ -450,6 +450,9 @@ static void on_conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         /* never an HTTP/2 frame (a length of 0x485454 is over any frame size): an HTTP/1.x
          * server's answer to the preface */
         if (nread >= 5 && memcmp(buf->base, "HTTP/", 5) == 0) {
+            for (struct h2slot *sl = c->slots; sl; sl = sl->next)
+                if (sl->q) /* it read no request of ours */
+                    sl->q->sent = false;
             conn_close(c, DG_E_PROTO, "request to",
                        "the upstream answered HTTP/1.x to the h2c preface: it does not speak "
                        "h2c (a function it serves needs upstream_protocol http1)");
