@@ -43,6 +43,7 @@
 #define H2_MAX_HEADERS   1000
 #define H2_WRITE_HIGH    (256 * 1024) /* queued for the socket: stop reading and sending above */
 #define H2_SEND_BATCH    (64 * 1024)  /* frames handed to the socket at once */
+#define H2_FLUSH_FRAMES  64 /* queued by one read: written at once, not at the turn's end */
 
 struct h2conn;
 
@@ -57,6 +58,9 @@ struct dg__h2pool {
     struct h2conn *conns;          /* all open connections */
     struct h2req *q_head, *q_tail; /* waiting for a stream slot */
     unsigned nconns, nqueued, handles;
+    struct h2conn *pend_head, *pend_tail; /* connections with frames to write this turn */
+    uv_prepare_t prep; /* both flush them: check after the poll's callbacks, prepare before */
+    uv_check_t check;  /* the next poll for what was queued outside the poll phase */
     uint32_t peer_max; /* the peer's concurrent-stream limit as last seen (100 at first) */
     int32_t first_id;  /* tests: new connections' first stream id (0: 1) */
     bool closing;
@@ -114,13 +118,16 @@ struct h2conn {
     unsigned nstreams;    /* their number */
     unsigned handles, writes;
     int dead; /* a write or connect error to report from the timer (0: none) */
-    bool connected, closed, goaway, served, in_recv, want_flush, settings, got_bytes;
+    bool connected, closed, goaway, served, in_recv, pending, settings, got_bytes;
+    struct h2conn *pend_next, *pend_prev; /* the pool's pending list */
     bool read_stopped; /* over H2_WRITE_HIGH: reading waits for the writes to drain */
     char rbuf[16 * 1024];
 };
 
 static void conn_close(struct h2conn *c, int code, const char *what, const char *detail);
 static void conn_flush(struct h2conn *c);
+static void conn_flush_now(struct h2conn *c);
+static void pend_remove(struct h2conn *c);
 static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void on_conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void pool_dispatch(struct dg__h2pool *p);
@@ -137,6 +144,16 @@ static void timer_freed(uv_handle_t *h)
 {
     struct dg__h2pool *p = h->data;
     free(h);
+    p->handles--;
+    if (p->closing && p->handles == 0) {
+        free(p->bearer);
+        free(p);
+    }
+}
+
+static void pool_handle_closed(uv_handle_t *h)
+{
+    struct dg__h2pool *p = h->data;
     p->handles--;
     if (p->closing && p->handles == 0) {
         free(p->bearer);
@@ -282,6 +299,7 @@ static void conn_close(struct h2conn *c, int code, const char *what, const char 
         c->next->prev = c->prev;
     c->next = c->prev = NULL;
     p->nconns--;
+    pend_remove(c);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
@@ -312,7 +330,7 @@ static void on_conn_timer(uv_timer_t *t)
     }
     if (c->nstreams == 0) { /* idle too long: GOAWAY and close */
         nghttp2_session_terminate_session(c->s, NGHTTP2_NO_ERROR);
-        conn_flush(c);
+        conn_flush_now(c);
         conn_close(c, DG_E_CLOSED, "request to", "idle connection closed");
     }
 }
@@ -348,16 +366,82 @@ static void on_conn_write(void *ctx, int status)
     }
 }
 
-/* Write what nghttp2 has queued (deferred while inside nghttp2's callbacks). */
+/* ---- writing: once per loop turn ------------------------------------------------------- */
+
+/* Frames are not written where they are made (a request submitted, a body piece, a response
+ * read): the connection goes on the pool's pending list and all of them are written once, when
+ * this turn's callbacks are done (uv_check; uv_prepare for what was queued from timers, before
+ * the poll could block). Many responses and requests of a turn go out in one write. */
+static void pend_remove(struct h2conn *c)
+{
+    if (!c->pending)
+        return;
+    struct dg__h2pool *p = c->pool;
+    if (c->pend_prev)
+        c->pend_prev->pend_next = c->pend_next;
+    else
+        p->pend_head = c->pend_next;
+    if (c->pend_next)
+        c->pend_next->pend_prev = c->pend_prev;
+    else
+        p->pend_tail = c->pend_prev;
+    c->pend_next = c->pend_prev = NULL;
+    c->pending = false;
+}
+
+static void pool_flush_pending(struct dg__h2pool *p)
+{
+    while (p->pend_head) {
+        struct h2conn *c = p->pend_head;
+        pend_remove(c);
+        conn_flush_now(c); /* may fail requests: their callbacks may queue more */
+    }
+    uv_prepare_stop(&p->prep);
+    uv_check_stop(&p->check);
+}
+
+static void on_pool_prepare(uv_prepare_t *h)
+{
+    pool_flush_pending(h->data);
+}
+
+static void on_pool_check(uv_check_t *h)
+{
+    pool_flush_pending(h->data);
+}
+
+/* Write what nghttp2 has queued at the end of this loop turn. */
 static void conn_flush(struct h2conn *c)
+{
+    if (c->closed || c->dead || c->pending)
+        return;
+    struct dg__h2pool *p = c->pool;
+    if (p->closing)
+        return;
+    if (!p->pend_head) {
+        uv_prepare_start(&p->prep, on_pool_prepare);
+        uv_check_start(&p->check, on_pool_check);
+    }
+    c->pending = true;
+    c->pend_prev = p->pend_tail;
+    if (p->pend_tail)
+        p->pend_tail->pend_next = c;
+    else
+        p->pend_head = c;
+    p->pend_tail = c;
+}
+
+/* Write what nghttp2 has queued now (never from inside nghttp2's callbacks: then at the end of
+ * the turn). */
+static void conn_flush_now(struct h2conn *c)
 {
     if (c->closed || c->dead || !c->connected)
         return;
     if (c->in_recv) {
-        c->want_flush = true;
+        conn_flush(c);
         return;
     }
-    c->want_flush = false;
+    pend_remove(c);
     struct dg_buf out = {0};
     /* a peer that does not read (or floods frames that want answers, PING, SETTINGS) fills
      * the socket: the rest stays in nghttp2 and reading stops until the writes drain (the
@@ -411,7 +495,9 @@ static void conn_maybe_idle(struct h2conn *c)
     if (c->closed || c->nstreams > 0 || !c->connected)
         return;
     if (c->goaway || p->closing) {
-        conn_close(c, DG_E_CLOSED, "request to", "connection closed");
+        conn_flush_now(c); /* what is queued for it (an RST, a SETTINGS ack) */
+        if (!c->closed)
+            conn_close(c, DG_E_CLOSED, "request to", "connection closed");
         return;
     }
     unsigned idle = 0;
@@ -420,7 +506,7 @@ static void conn_maybe_idle(struct h2conn *c)
             idle++;
     if (idle > p->opts.max_idle) {
         nghttp2_session_terminate_session(c->s, NGHTTP2_NO_ERROR);
-        conn_flush(c);
+        conn_flush_now(c);
         conn_close(c, DG_E_CLOSED, "request to", "connection closed");
         return;
     }
@@ -468,7 +554,12 @@ static void on_conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         conn_close(c, DG_E_PROTO, "bad response from", nghttp2_strerror((int)rc));
         return;
     }
-    conn_flush(c);
+    /* what the read wants sent waits for the end of the turn, unless frames pile up (a peer
+     * flooding PINGs: nghttp2 gives up past 1000 unsent acks; this meets H2_WRITE_HIGH first) */
+    if (nghttp2_session_get_outbound_queue_size(c->s) >= H2_FLUSH_FRAMES)
+        conn_flush_now(c);
+    else
+        conn_flush(c);
     if (!c->closed && c->goaway && c->nstreams == 0)
         conn_maybe_idle(c);
     if (!c->closed && !c->pool->closing)
@@ -860,6 +951,10 @@ struct dg__h2pool *dg__h2_pool_new(uv_loop_t *loop, const struct sockaddr_storag
     p->opts = *opts;
     p->opts.bearer = NULL;
     p->peer_max = 100;
+    uv_prepare_init(loop, &p->prep);
+    uv_check_init(loop, &p->check);
+    p->prep.data = p->check.data = p;
+    p->handles += 2;
     if (!p->opts.max_header_bytes)
         p->opts.max_header_bytes = 64 * 1024;
     dg__h2_pool_set_bearer(p, opts->bearer);
@@ -906,14 +1001,12 @@ void dg__h2_pool_close(struct dg__h2pool *p)
                 req_done(sl->q, &e);
         if (c->connected && !c->closed) {
             nghttp2_session_terminate_session(c->s, NGHTTP2_NO_ERROR);
-            conn_flush(c);
+            conn_flush_now(c);
         }
         conn_close(c, DG_E_CLOSED, "request to", "the client pool was closed");
     }
-    if (p->handles == 0) {
-        free(p->bearer);
-        free(p);
-    }
+    uv_close((uv_handle_t *)&p->prep, pool_handle_closed);
+    uv_close((uv_handle_t *)&p->check, pool_handle_closed);
 }
 
 /* ---- requests: the public side ----------------------------------------------------------- */
