@@ -25,9 +25,11 @@
  * until the writes drain; a request timeout on such a connection closes it. A peer that
  * answers the preface with "HTTP/1.x" fails the requests with "does not speak h2c".
  *
- * nghttp2 must not be driven (mem_send) from inside its own callbacks; calls that want
- * frames written from there (write, end, cancel from on_head/on_body/on_done) set a flag
- * and the connection flushes when the read that called them returns.
+ * Writing: frames are written once per loop turn (the pool's uv_check, after the poll's
+ * callbacks, and uv_prepare for what timers queued), not where they are made, so a turn's
+ * requests, body pieces and window updates on a connection go out in one write; this also
+ * keeps nghttp2 from being driven (mem_send) from inside its own callbacks. Closing
+ * (GOAWAY) and a read that queued many frames write at once.
  */
 #include "http_internal.h"
 
