@@ -63,6 +63,10 @@ struct dg__h2pool {
     struct h2conn *pend_head, *pend_tail; /* connections with frames to write this turn */
     uv_prepare_t prep; /* both flush them: check after the poll's callbacks, prepare before */
     uv_check_t check;  /* the next poll for what was queued outside the poll phase */
+    /* streams with a request timeout, oldest first: one timeout for all, so their deadlines
+     * come in this order and one timer (for the first) serves them */
+    struct h2req *tl_head, *tl_tail;
+    uv_timer_t tl_timer;
     uint32_t peer_max; /* the peer's concurrent-stream limit as last seen (100 at first) */
     int32_t first_id;  /* tests: new connections' first stream id (0: 1) */
     bool closing;
@@ -96,7 +100,9 @@ struct h2req {
     struct dg_buf out;    /* body bytes written and not yet taken by nghttp2 */
     size_t out_off;
     bool has_body, body_ended, deferred, sent, refused, reused, got_bytes, paused;
-    uv_timer_t *timer; /* request timeout (NULL: none); freed in its close callback */
+    uint64_t deadline; /* request timeout (loop ms), while on the pool's list */
+    struct h2req *tl_next, *tl_prev;
+    bool timed;
     bool *alive;       /* set while dg__h2_request runs: cleared when q is freed under it */
     size_t unconsumed; /* response bytes delivered while paused: window not given back yet */
     /* response */
@@ -142,17 +148,6 @@ static struct h2req *req_of(struct dg_http_creq *q)
 
 /* ---- requests ------------------------------------------------------------------------------ */
 
-static void timer_freed(uv_handle_t *h)
-{
-    struct dg__h2pool *p = h->data;
-    free(h);
-    p->handles--;
-    if (p->closing && p->handles == 0) {
-        free(p->bearer);
-        free(p);
-    }
-}
-
 static void pool_handle_closed(uv_handle_t *h)
 {
     struct dg__h2pool *p = h->data;
@@ -163,15 +158,29 @@ static void pool_handle_closed(uv_handle_t *h)
     }
 }
 
+static void tl_remove(struct dg__h2pool *p, struct h2req *q)
+{
+    if (!q->timed)
+        return;
+    if (q->tl_prev)
+        q->tl_prev->tl_next = q->tl_next;
+    else
+        p->tl_head = q->tl_next;
+    if (q->tl_next)
+        q->tl_next->tl_prev = q->tl_prev;
+    else
+        p->tl_tail = q->tl_prev;
+    q->tl_next = q->tl_prev = NULL;
+    q->timed = false; /* the timer stays set for it: it finds the next one then */
+    if (!p->tl_head)  /* none left: the timer would hold a finished loop for a timeout */
+        uv_timer_stop(&p->tl_timer);
+}
+
 static void req_free(struct h2req *q)
 {
     if (q->alive)
         *q->alive = false;
-    if (q->timer) {
-        uv_timer_stop(q->timer);
-        q->timer->data = q->pool;
-        uv_close((uv_handle_t *)q->timer, timer_freed);
-    }
+    tl_remove(q->pool, q);
     free(q->nva);
     dg_buf_free(&q->hstore);
     dg_buf_free(&q->out);
@@ -255,9 +264,8 @@ static void req_fail(struct h2req *q, int code, const char *what, const char *de
     req_done(q, &e);
 }
 
-static void on_req_timer(uv_timer_t *t)
+static void req_timed_out(struct h2req *q)
 {
-    struct h2req *q = t->data;
     struct h2conn *c = q->conn;
     req_detach(q); /* first: sending the RST closes the stream, which must not fail q */
     if (c && !c->closed && q->stream_id > 0) {
@@ -268,6 +276,34 @@ static void on_req_timer(uv_timer_t *t)
     /* a peer that reads nothing got not even the RST: its streams would never close */
     if (c && c->read_stopped && !c->closed)
         conn_close(c, UV_ETIMEDOUT, "request to", "the upstream reads nothing (writes stalled)");
+}
+
+/* The pool's request timer: every stream past its deadline fails; set again for the next. */
+static void on_tl_timer(uv_timer_t *t)
+{
+    struct dg__h2pool *p = t->data;
+    uint64_t now = uv_now(p->loop);
+    while (p->tl_head && p->tl_head->deadline <= now && !p->closing) {
+        struct h2req *q = p->tl_head;
+        tl_remove(p, q);
+        req_timed_out(q); /* callbacks may add or end others: the list is read again */
+    }
+    if (p->tl_head && !p->closing)
+        uv_timer_start(&p->tl_timer, on_tl_timer, p->tl_head->deadline - now, 0);
+}
+
+static void tl_add(struct dg__h2pool *p, struct h2req *q)
+{
+    q->deadline = uv_now(p->loop) + p->opts.request_timeout_ms;
+    q->timed = true;
+    q->tl_prev = p->tl_tail;
+    if (p->tl_tail)
+        p->tl_tail->tl_next = q;
+    else
+        p->tl_head = q;
+    p->tl_tail = q;
+    if (!uv_is_active((uv_handle_t *)&p->tl_timer))
+        uv_timer_start(&p->tl_timer, on_tl_timer, p->opts.request_timeout_ms, 0);
 }
 
 /* ---- connections ----------------------------------------------------------------------------- */
@@ -906,13 +942,8 @@ static void stream_start(struct h2conn *c, struct h2req *q)
     c->nstreams++;
     if (id > INT32_MAX - 2) /* the connection's last stream id: no more streams, closes when done */
         c->goaway = true;
-    if (p->opts.request_timeout_ms) {
-        q->timer = dg_xmalloc(sizeof(*q->timer));
-        uv_timer_init(p->loop, q->timer);
-        q->timer->data = q;
-        p->handles++;
-        uv_timer_start(q->timer, on_req_timer, p->opts.request_timeout_ms, 0);
-    }
+    if (p->opts.request_timeout_ms)
+        tl_add(p, q);
     conn_flush(c);
 }
 
@@ -955,8 +986,9 @@ struct dg__h2pool *dg__h2_pool_new(uv_loop_t *loop, const struct sockaddr_storag
     p->peer_max = 100;
     uv_prepare_init(loop, &p->prep);
     uv_check_init(loop, &p->check);
-    p->prep.data = p->check.data = p;
-    p->handles += 2;
+    uv_timer_init(loop, &p->tl_timer);
+    p->prep.data = p->check.data = p->tl_timer.data = p;
+    p->handles += 3;
     if (!p->opts.max_header_bytes)
         p->opts.max_header_bytes = 64 * 1024;
     dg__h2_pool_set_bearer(p, opts->bearer);
@@ -1009,6 +1041,7 @@ void dg__h2_pool_close(struct dg__h2pool *p)
     }
     uv_close((uv_handle_t *)&p->prep, pool_handle_closed);
     uv_close((uv_handle_t *)&p->check, pool_handle_closed);
+    uv_close((uv_handle_t *)&p->tl_timer, pool_handle_closed);
 }
 
 /* ---- requests: the public side ----------------------------------------------------------- */

@@ -1180,6 +1180,32 @@ static void test_stream_ids_used_up(void **state)
     close_pool(p);
 }
 
+/* The request timeouts of a pool share one timer: streams started at different times each fail
+ * at their own deadline, and one that completes is not failed. */
+static void test_timeouts_in_order(void **state)
+{
+    struct dg_http_pool_opts o;
+    dg_http_pool_opts_default(&o);
+    o.h2c = true;
+    o.request_timeout_ms = 300;
+    struct dg_err err = {0};
+    struct dg_http_pool *p = dg_http_pool_new(&loop, "127.0.0.1", h2port, &o, &err);
+    struct result a = {0}, b = {0}, ok = {0};
+    a.q = dg_http_request(p, "GET", "/hold", NULL, 0, NULL, 0, &buffered, &a);
+    ok.q = dg_http_request(p, "GET", "/hello", NULL, 0, NULL, 0, &buffered, &ok);
+    bool never = false;
+    tl_run_until(&loop, &never, 100);
+    b.q = dg_http_request(p, "GET", "/hold", NULL, 0, NULL, 0, &buffered, &b);
+    assert_true(tl_run_until(&loop, &a.done, 5000));
+    assert_int_equal(a.err_code, UV_ETIMEDOUT);
+    assert_true(tl_run_until(&loop, &b.done, 5000));
+    assert_int_equal(b.err_code, UV_ETIMEDOUT);
+    assert_true(ok.done);
+    assert_int_equal(ok.status, 200);
+    dg_buf_free(&ok.body);
+    close_pool(p);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN); /* as the daemons: a write to a peer that left is an error */
@@ -1205,6 +1231,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_header_block_over_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_big_body_big_window, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_ids_used_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timeouts_in_order, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
