@@ -18,16 +18,24 @@
  * others. Cancel sends RST_STREAM CANCEL. A stream the peer refused (RST_STREAM
  * REFUSED_STREAM, or above the last stream id of its GOAWAY) was not processed: it counts as
  * not sent and stale, so a caller may retry it. After a GOAWAY a connection takes no new
- * stream and closes when its last stream ends.
+ * stream and closes when its last stream ends; so does one that used its last stream id.
  *
- * nghttp2 must not be driven (mem_send) from inside its own callbacks; calls that want
- * frames written from there (write, end, cancel from on_head/on_body/on_done) set a flag
- * and the connection flushes when the read that called them returns.
+ * A peer that does not read: over H2_WRITE_HIGH bytes queued for the socket the connection
+ * stops reading (frames that want answers, PING or SETTINGS, cannot pile up answers in memory)
+ * until the writes drain; a request timeout on such a connection closes it. A peer that
+ * answers the preface with "HTTP/1.x" fails the requests with "does not speak h2c".
+ *
+ * Writing: frames are written once per loop turn (the pool's uv_check, after the poll's
+ * callbacks, and uv_prepare for what timers queued), not where they are made, so a turn's
+ * requests, body pieces and window updates on a connection go out in one write; this also
+ * keeps nghttp2 from being driven (mem_send) from inside its own callbacks. Closing
+ * (GOAWAY) and a read that queued many frames write at once.
  */
 #include "http_internal.h"
 
 #include <nghttp2/nghttp2.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +43,9 @@
 #define H2_STREAM_WINDOW (256 * 1024)       /* per response stream */
 #define H2_CONN_WINDOW   (16 * 1024 * 1024) /* per connection */
 #define H2_MAX_HEADERS   1000
+#define H2_WRITE_HIGH    (256 * 1024) /* queued for the socket: stop reading and sending above */
+#define H2_SEND_BATCH    (64 * 1024)  /* frames handed to the socket at once */
+#define H2_FLUSH_FRAMES  64 /* queued by one read: written at once, not at the turn's end */
 
 struct h2conn;
 
@@ -49,7 +60,15 @@ struct dg__h2pool {
     struct h2conn *conns;          /* all open connections */
     struct h2req *q_head, *q_tail; /* waiting for a stream slot */
     unsigned nconns, nqueued, handles;
+    struct h2conn *pend_head, *pend_tail; /* connections with frames to write this turn */
+    uv_prepare_t prep; /* both flush them: check after the poll's callbacks, prepare before */
+    uv_check_t check;  /* the next poll for what was queued outside the poll phase */
+    /* streams with a request timeout, oldest first: one timeout for all, so their deadlines
+     * come in this order and one timer (for the first) serves them */
+    struct h2req *tl_head, *tl_tail;
+    uv_timer_t tl_timer;
     uint32_t peer_max; /* the peer's concurrent-stream limit as last seen (100 at first) */
+    int32_t first_id;  /* tests: new connections' first stream id (0: 1) */
     bool closing;
     dg__pool_stats stats;
 };
@@ -81,7 +100,9 @@ struct h2req {
     struct dg_buf out;    /* body bytes written and not yet taken by nghttp2 */
     size_t out_off;
     bool has_body, body_ended, deferred, sent, refused, reused, got_bytes, paused;
-    uv_timer_t *timer; /* request timeout (NULL: none); freed in its close callback */
+    uint64_t deadline; /* request timeout (loop ms), while on the pool's list */
+    struct h2req *tl_next, *tl_prev;
+    bool timed;
     bool *alive;       /* set while dg__h2_request runs: cleared when q is freed under it */
     size_t unconsumed; /* response bytes delivered while paused: window not given back yet */
     /* response */
@@ -89,6 +110,7 @@ struct h2req {
     struct dg_buf body;
     struct dg_http_resp resp;
     bool head_done, in_trailers;
+    bool hdr_over; /* a header block over max_header_bytes or H2_MAX_HEADERS: reset by us */
     int status;
     uint64_t header_bytes;
 };
@@ -104,12 +126,18 @@ struct h2conn {
     unsigned nstreams;    /* their number */
     unsigned handles, writes;
     int dead; /* a write or connect error to report from the timer (0: none) */
-    bool connected, closed, goaway, served, in_recv, want_flush, settings;
+    bool connected, closed, goaway, served, in_recv, pending, settings, got_bytes;
+    struct h2conn *pend_next, *pend_prev; /* the pool's pending list */
+    bool read_stopped; /* over H2_WRITE_HIGH: reading waits for the writes to drain */
     char rbuf[16 * 1024];
 };
 
 static void conn_close(struct h2conn *c, int code, const char *what, const char *detail);
 static void conn_flush(struct h2conn *c);
+static void conn_flush_now(struct h2conn *c);
+static void pend_remove(struct h2conn *c);
+static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void on_conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void pool_dispatch(struct dg__h2pool *p);
 static void conn_maybe_idle(struct h2conn *c);
 
@@ -120,10 +148,9 @@ static struct h2req *req_of(struct dg_http_creq *q)
 
 /* ---- requests ------------------------------------------------------------------------------ */
 
-static void timer_freed(uv_handle_t *h)
+static void pool_handle_closed(uv_handle_t *h)
 {
     struct dg__h2pool *p = h->data;
-    free(h);
     p->handles--;
     if (p->closing && p->handles == 0) {
         free(p->bearer);
@@ -131,15 +158,29 @@ static void timer_freed(uv_handle_t *h)
     }
 }
 
+static void tl_remove(struct dg__h2pool *p, struct h2req *q)
+{
+    if (!q->timed)
+        return;
+    if (q->tl_prev)
+        q->tl_prev->tl_next = q->tl_next;
+    else
+        p->tl_head = q->tl_next;
+    if (q->tl_next)
+        q->tl_next->tl_prev = q->tl_prev;
+    else
+        p->tl_tail = q->tl_prev;
+    q->tl_next = q->tl_prev = NULL;
+    q->timed = false; /* the timer stays set for it: it finds the next one then */
+    if (!p->tl_head)  /* none left: the timer would hold a finished loop for a timeout */
+        uv_timer_stop(&p->tl_timer);
+}
+
 static void req_free(struct h2req *q)
 {
     if (q->alive)
         *q->alive = false;
-    if (q->timer) {
-        uv_timer_stop(q->timer);
-        q->timer->data = q->pool;
-        uv_close((uv_handle_t *)q->timer, timer_freed);
-    }
+    tl_remove(q->pool, q);
     free(q->nva);
     dg_buf_free(&q->hstore);
     dg_buf_free(&q->out);
@@ -223,9 +264,8 @@ static void req_fail(struct h2req *q, int code, const char *what, const char *de
     req_done(q, &e);
 }
 
-static void on_req_timer(uv_timer_t *t)
+static void req_timed_out(struct h2req *q)
 {
-    struct h2req *q = t->data;
     struct h2conn *c = q->conn;
     req_detach(q); /* first: sending the RST closes the stream, which must not fail q */
     if (c && !c->closed && q->stream_id > 0) {
@@ -233,6 +273,37 @@ static void on_req_timer(uv_timer_t *t)
         conn_flush(c);
     }
     req_fail(q, UV_ETIMEDOUT, "request to", "no complete response in time");
+    /* a peer that reads nothing got not even the RST: its streams would never close */
+    if (c && c->read_stopped && !c->closed)
+        conn_close(c, UV_ETIMEDOUT, "request to", "the upstream reads nothing (writes stalled)");
+}
+
+/* The pool's request timer: every stream past its deadline fails; set again for the next. */
+static void on_tl_timer(uv_timer_t *t)
+{
+    struct dg__h2pool *p = t->data;
+    uint64_t now = uv_now(p->loop);
+    while (p->tl_head && p->tl_head->deadline <= now && !p->closing) {
+        struct h2req *q = p->tl_head;
+        tl_remove(p, q);
+        req_timed_out(q); /* callbacks may add or end others: the list is read again */
+    }
+    if (p->tl_head && !p->closing)
+        uv_timer_start(&p->tl_timer, on_tl_timer, p->tl_head->deadline - now, 0);
+}
+
+static void tl_add(struct dg__h2pool *p, struct h2req *q)
+{
+    q->deadline = uv_now(p->loop) + p->opts.request_timeout_ms;
+    q->timed = true;
+    q->tl_prev = p->tl_tail;
+    if (p->tl_tail)
+        p->tl_tail->tl_next = q;
+    else
+        p->tl_head = q;
+    p->tl_tail = q;
+    if (!uv_is_active((uv_handle_t *)&p->tl_timer))
+        uv_timer_start(&p->tl_timer, on_tl_timer, p->opts.request_timeout_ms, 0);
 }
 
 /* ---- connections ----------------------------------------------------------------------------- */
@@ -266,6 +337,7 @@ static void conn_close(struct h2conn *c, int code, const char *what, const char 
         c->next->prev = c->prev;
     c->next = c->prev = NULL;
     p->nconns--;
+    pend_remove(c);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
@@ -296,7 +368,7 @@ static void on_conn_timer(uv_timer_t *t)
     }
     if (c->nstreams == 0) { /* idle too long: GOAWAY and close */
         nghttp2_session_terminate_session(c->s, NGHTTP2_NO_ERROR);
-        conn_flush(c);
+        conn_flush_now(c);
         conn_close(c, DG_E_CLOSED, "request to", "idle connection closed");
     }
 }
@@ -320,44 +392,138 @@ static void on_conn_write(void *ctx, int status)
             conn_free(c);
         return;
     }
-    if (status < 0)
+    if (status < 0) {
         conn_kill(c, status);
+        return;
+    }
+    if (c->read_stopped && !c->dead &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= H2_WRITE_HIGH / 2) {
+        c->read_stopped = false;
+        uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, on_conn_read);
+        conn_flush(c); /* what nghttp2 held back meanwhile */
+    }
 }
 
-/* Write what nghttp2 has queued (deferred while inside nghttp2's callbacks). */
+/* ---- writing: once per loop turn ------------------------------------------------------- */
+
+/* Frames are not written where they are made (a request submitted, a body piece, a response
+ * read): the connection goes on the pool's pending list and all of them are written once, when
+ * this turn's callbacks are done (uv_check; uv_prepare for what was queued from timers, before
+ * the poll could block). Many responses and requests of a turn go out in one write. */
+static void pend_remove(struct h2conn *c)
+{
+    if (!c->pending)
+        return;
+    struct dg__h2pool *p = c->pool;
+    if (c->pend_prev)
+        c->pend_prev->pend_next = c->pend_next;
+    else
+        p->pend_head = c->pend_next;
+    if (c->pend_next)
+        c->pend_next->pend_prev = c->pend_prev;
+    else
+        p->pend_tail = c->pend_prev;
+    c->pend_next = c->pend_prev = NULL;
+    c->pending = false;
+}
+
+static void pool_flush_pending(struct dg__h2pool *p)
+{
+    while (p->pend_head) {
+        struct h2conn *c = p->pend_head;
+        pend_remove(c);
+        conn_flush_now(c); /* may fail requests: their callbacks may queue more */
+    }
+    uv_prepare_stop(&p->prep);
+    uv_check_stop(&p->check);
+}
+
+static void on_pool_prepare(uv_prepare_t *h)
+{
+    pool_flush_pending(h->data);
+}
+
+static void on_pool_check(uv_check_t *h)
+{
+    pool_flush_pending(h->data);
+}
+
+/* Write what nghttp2 has queued at the end of this loop turn. */
 static void conn_flush(struct h2conn *c)
+{
+    if (c->closed || c->dead || c->pending)
+        return;
+    struct dg__h2pool *p = c->pool;
+    if (p->closing)
+        return;
+    if (!p->pend_head) {
+        uv_prepare_start(&p->prep, on_pool_prepare);
+        uv_check_start(&p->check, on_pool_check);
+    }
+    c->pending = true;
+    c->pend_prev = p->pend_tail;
+    if (p->pend_tail)
+        p->pend_tail->pend_next = c;
+    else
+        p->pend_head = c;
+    p->pend_tail = c;
+}
+
+/* Write what nghttp2 has queued now (never from inside nghttp2's callbacks: then at the end of
+ * the turn). */
+static void conn_flush_now(struct h2conn *c)
 {
     if (c->closed || c->dead || !c->connected)
         return;
     if (c->in_recv) {
-        c->want_flush = true;
+        conn_flush(c);
         return;
     }
-    c->want_flush = false;
+    pend_remove(c);
     struct dg_buf out = {0};
+    /* a peer that does not read (or floods frames that want answers, PING, SETTINGS) fills
+     * the socket: the rest stays in nghttp2 and reading stops until the writes drain (the
+     * write callback flushes again) */
     for (;;) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(c->s, &data);
-        if (n < 0) {
-            dg_buf_free(&out);
-            conn_kill(c, DG_E_PROTO);
-            return;
+        ssize_t n = 0;
+        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= H2_WRITE_HIGH) {
+            const uint8_t *data;
+            n = nghttp2_session_mem_send(c->s, &data);
+            if (n < 0) {
+                dg_buf_free(&out);
+                conn_kill(c, DG_E_PROTO);
+                return;
+            }
+            if (n > 0)
+                dg_buf_append(&out, data, (size_t)n);
+        }
+        if (out.len && (n == 0 || out.len >= H2_SEND_BATCH)) {
+            uv_buf_t b = uv_buf_init(out.data, (unsigned)out.len);
+            int rc = dg__http_write((uv_stream_t *)&c->tcp, &b, 1, on_conn_write, c);
+            out.len = 0;
+            if (rc == 0)
+                c->writes++;
+            else if (rc < 0) {
+                conn_kill(c, rc);
+                break;
+            }
+            continue; /* the socket may have taken it all: more fits */
         }
         if (n == 0)
             break;
-        dg_buf_append(&out, data, (size_t)n);
-    }
-    if (out.len) {
-        uv_buf_t b = uv_buf_init(out.data, (unsigned)out.len);
-        int rc = dg__http_write((uv_stream_t *)&c->tcp, &b, 1, on_conn_write, c);
-        if (rc == 0)
-            c->writes++;
-        else if (rc < 0)
-            conn_kill(c, rc);
     }
     dg_buf_free(&out);
-    if (!nghttp2_session_want_read(c->s) && !nghttp2_session_want_write(c->s))
+    if (c->closed || c->dead)
+        return;
+    if (!nghttp2_session_want_read(c->s) && !nghttp2_session_want_write(c->s)) {
         conn_close(c, UV_EOF, "request to", "the upstream ended the connection");
+        return;
+    }
+    if (!c->read_stopped &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > H2_WRITE_HIGH) {
+        c->read_stopped = true;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
 }
 
 /* A connection without streams: closed after GOAWAY or over max_idle, else idle-timed. */
@@ -367,7 +533,9 @@ static void conn_maybe_idle(struct h2conn *c)
     if (c->closed || c->nstreams > 0 || !c->connected)
         return;
     if (c->goaway || p->closing) {
-        conn_close(c, DG_E_CLOSED, "request to", "connection closed");
+        conn_flush_now(c); /* what is queued for it (an RST, a SETTINGS ack) */
+        if (!c->closed)
+            conn_close(c, DG_E_CLOSED, "request to", "connection closed");
         return;
     }
     unsigned idle = 0;
@@ -376,7 +544,7 @@ static void conn_maybe_idle(struct h2conn *c)
             idle++;
     if (idle > p->opts.max_idle) {
         nghttp2_session_terminate_session(c->s, NGHTTP2_NO_ERROR);
-        conn_flush(c);
+        conn_flush_now(c);
         conn_close(c, DG_E_CLOSED, "request to", "connection closed");
         return;
     }
@@ -401,6 +569,20 @@ static void on_conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
                                    : uv_strerror((int)nread));
         return;
     }
+    if (!c->got_bytes) {
+        c->got_bytes = true;
+        /* never an HTTP/2 frame (a length of 0x485454 is over any frame size): an HTTP/1.x
+         * server's answer to the preface */
+        if (nread >= 5 && memcmp(buf->base, "HTTP/", 5) == 0) {
+            for (struct h2slot *sl = c->slots; sl; sl = sl->next)
+                if (sl->q) /* it read no request of ours */
+                    sl->q->sent = false;
+            conn_close(c, DG_E_PROTO, "request to",
+                       "the upstream answered HTTP/1.x to the h2c preface: it does not speak "
+                       "h2c (a function it serves needs upstream_protocol http1)");
+            return;
+        }
+    }
     c->in_recv = true;
     ssize_t rc = nghttp2_session_mem_recv(c->s, (const uint8_t *)buf->base, (size_t)nread);
     c->in_recv = false;
@@ -410,7 +592,12 @@ static void on_conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         conn_close(c, DG_E_PROTO, "bad response from", nghttp2_strerror((int)rc));
         return;
     }
-    conn_flush(c);
+    /* what the read wants sent waits for the end of the turn, unless frames pile up (a peer
+     * flooding PINGs: nghttp2 gives up past 1000 unsent acks; this meets H2_WRITE_HIGH first) */
+    if (nghttp2_session_get_outbound_queue_size(c->s) >= H2_FLUSH_FRAMES)
+        conn_flush_now(c);
+    else
+        conn_flush(c);
     if (!c->closed && c->goaway && c->nstreams == 0)
         conn_maybe_idle(c);
     if (!c->closed && !c->pool->closing)
@@ -474,8 +661,10 @@ static int cb_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     if (!q || f->hd.type != NGHTTP2_HEADERS)
         return 0;
     q->header_bytes += namelen + valuelen + 32;
-    if (q->header_bytes > q->pool->opts.max_header_bytes)
+    if (q->header_bytes > q->pool->opts.max_header_bytes) {
+        q->hdr_over = true;
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the stream is reset; fails below */
+    }
     if (namelen && name[0] == ':') {
         if (!q->in_trailers && namelen == 7 && memcmp(name, ":status", 7) == 0) {
             int st = 0;
@@ -486,8 +675,10 @@ static int cb_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
         return 0;
     }
     struct dg__hdrs *h = q->in_trailers ? &q->trailers : &q->hdrs;
-    if (!dg__hdrs_field(h, (const char *)name, namelen, H2_MAX_HEADERS))
+    if (!dg__hdrs_field(h, (const char *)name, namelen, H2_MAX_HEADERS)) {
+        q->hdr_over = true;
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
     dg__hdrs_value(h, (const char *)value, valuelen);
     return 0;
 }
@@ -591,6 +782,10 @@ static void slot_closed(struct h2conn *c, struct h2slot *sl, uint32_t code)
             q->sent = false; /* not processed (RFC 9113 §8.7): safe to retry */
             q->refused = true;
             snprintf(detail, sizeof(detail), "upstream refused the stream");
+        } else if (q->hdr_over) {
+            snprintf(detail, sizeof(detail),
+                     "response header block over %zu bytes or %d fields (max_header_bytes)",
+                     q->pool->opts.max_header_bytes, H2_MAX_HEADERS);
         } else if (code == NGHTTP2_NO_ERROR) {
             snprintf(detail, sizeof(detail), "upstream ended the stream without a response");
         } else {
@@ -670,6 +865,8 @@ static struct h2conn *conn_open(struct dg__h2pool *p)
     nghttp2_option_set_peer_max_concurrent_streams(opt, 100);
     nghttp2_session_client_new2(&c->s, h2_callbacks(), c, opt);
     nghttp2_option_del(opt);
+    if (p->first_id > 1)
+        nghttp2_session_set_next_stream_id(c->s, p->first_id);
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW},
@@ -743,13 +940,10 @@ static void stream_start(struct h2conn *c, struct h2req *q)
     q->slot = sl;
     q->stream_id = id;
     c->nstreams++;
-    if (p->opts.request_timeout_ms) {
-        q->timer = dg_xmalloc(sizeof(*q->timer));
-        uv_timer_init(p->loop, q->timer);
-        q->timer->data = q;
-        p->handles++;
-        uv_timer_start(q->timer, on_req_timer, p->opts.request_timeout_ms, 0);
-    }
+    if (id > INT32_MAX - 2) /* the connection's last stream id: no more streams, closes when done */
+        c->goaway = true;
+    if (p->opts.request_timeout_ms)
+        tl_add(p, q);
     conn_flush(c);
 }
 
@@ -790,6 +984,11 @@ struct dg__h2pool *dg__h2_pool_new(uv_loop_t *loop, const struct sockaddr_storag
     p->opts = *opts;
     p->opts.bearer = NULL;
     p->peer_max = 100;
+    uv_prepare_init(loop, &p->prep);
+    uv_check_init(loop, &p->check);
+    uv_timer_init(loop, &p->tl_timer);
+    p->prep.data = p->check.data = p->tl_timer.data = p;
+    p->handles += 3;
     if (!p->opts.max_header_bytes)
         p->opts.max_header_bytes = 64 * 1024;
     dg__h2_pool_set_bearer(p, opts->bearer);
@@ -800,6 +999,11 @@ void dg__h2_pool_set_bearer(struct dg__h2pool *p, const char *bearer)
 {
     free(p->bearer);
     p->bearer = bearer ? dg_xasprintf("Bearer %s", bearer) : NULL;
+}
+
+void dg__h2_pool_test_first_stream_id(struct dg__h2pool *p, int32_t id)
+{
+    p->first_id = id;
 }
 
 void dg__h2_pool_stats(const struct dg__h2pool *p, dg__pool_stats *out)
@@ -831,14 +1035,13 @@ void dg__h2_pool_close(struct dg__h2pool *p)
                 req_done(sl->q, &e);
         if (c->connected && !c->closed) {
             nghttp2_session_terminate_session(c->s, NGHTTP2_NO_ERROR);
-            conn_flush(c);
+            conn_flush_now(c);
         }
         conn_close(c, DG_E_CLOSED, "request to", "the client pool was closed");
     }
-    if (p->handles == 0) {
-        free(p->bearer);
-        free(p);
-    }
+    uv_close((uv_handle_t *)&p->prep, pool_handle_closed);
+    uv_close((uv_handle_t *)&p->check, pool_handle_closed);
+    uv_close((uv_handle_t *)&p->tl_timer, pool_handle_closed);
 }
 
 /* ---- requests: the public side ----------------------------------------------------------- */

@@ -750,6 +750,12 @@ void dg_http_creq_cancel(struct dg_http_creq *q)
     creq_free(q);
 }
 
+void dg__http_pool_test_first_stream_id(struct dg_http_pool *p, int32_t id)
+{
+    if (p->h2)
+        dg__h2_pool_test_first_stream_id(p->h2, id);
+}
+
 void dg_http_pool_close(struct dg_http_pool *p)
 {
     if (p->closing)

@@ -100,6 +100,10 @@ bool dg__h2_creq_stale(const struct dg_http_creq *q);
 void dg__h2_creq_pause(struct dg_http_creq *q);
 void dg__h2_creq_resume(struct dg_http_creq *q);
 void dg__h2_creq_cancel(struct dg_http_creq *q);
+/* Tests: the pool's new h2c connections start at stream id `id` (odd), to reach the end of the
+ * stream id space without 2^30 requests. */
+void dg__h2_pool_test_first_stream_id(struct dg__h2pool *p, int32_t id);
+void dg__http_pool_test_first_stream_id(struct dg_http_pool *p, int32_t id);
 
 /* ---- server internals shared by http_server.c and http2_server.c ---- */
 

@@ -14,7 +14,7 @@ FN=$B/dirigent-fn
 TAG="DG_GRPC_TEST=$$"
 PY=/usr/bin/python3
 
-plan 11
+plan 12
 
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
@@ -123,6 +123,17 @@ t_grpc_over_http1() { # an HTTP/1.1 client's gRPC call: the sandbox's trailer in
     tr -d '\r' <"$TAP_TMP/h1.h" | grep -qx 'grpc-status: 0' && faas_reply "$TAP_TMP/h1.bin"
 }
 check "a gRPC call over HTTP/1.1 gets the reply and the grpc-status trailer (chunked)" t_grpc_over_http1
+
+t_sandbox_grpc_error() { # the sandbox's own trailers-only error stays one HEADERS frame
+  nghttp -v -H ':authority: hello-h2' -H 'content-type: application/grpc' -H 'te: trailers' \
+    -d "$TAP_TMP/req.bin" "http://$DPA/faas.Executor/Nope" >"$TAP_TMP/nope.log" 2>&1
+  grep -E 'recv|HEADERS|DATA' "$TAP_TMP/nope.log" | head -20
+  grep -q 'recv (stream_id=[0-9]*) grpc-status: 12$' "$TAP_TMP/nope.log" &&
+    grep -q 'recv (stream_id=[0-9]*) content-type: application/grpc' "$TAP_TMP/nope.log" &&
+    grep -qE 'recv HEADERS frame <length=[0-9]+, flags=0x05, stream_id=[0-9]*>' "$TAP_TMP/nope.log" &&
+    ! grep -q 'recv DATA frame' "$TAP_TMP/nope.log"
+}
+check "a sandbox's trailers-only gRPC error (UNIMPLEMENTED) passes through as one HEADERS frame" t_sandbox_grpc_error
 
 # grpc_error FUNCTION CODE MESSAGE-REGEX: a platform error as gRPC: 200, application/grpc,
 # grpc-status and grpc-message in the one HEADERS frame that ends the stream

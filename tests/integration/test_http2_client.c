@@ -58,6 +58,7 @@ static struct sconn *sconns;
 static int h2port;
 static struct {
     unsigned max_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS; 0: 100 */
+    bool big_window;      /* 16 MiB windows: the server sends no WINDOW_UPDATE for a while */
     unsigned accepted, open, peak, barrier;
     uint32_t last_rst; /* error code of the last RST_STREAM the client sent */
     unsigned rsts;
@@ -165,6 +166,17 @@ static void s_handle(struct sstream *st)
     } else if (!strcmp(p, "/trailers")) {
         st->trailers = true;
         s_respond(st, "200", "abc", 3);
+    } else if (!strcmp(p, "/bighdr")) { /* 40 headers of 1000 bytes */
+        static char val[1000];
+        memset(val, 'v', sizeof(val));
+        nghttp2_nv h[41] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3, 0}};
+        static char names[40][8];
+        for (int i = 0; i < 40; i++) {
+            snprintf(names[i], sizeof(names[i]), "x-h%d", i);
+            h[i + 1] =
+                (nghttp2_nv){(uint8_t *)names[i], (uint8_t *)val, strlen(names[i]), sizeof(val), 0};
+        }
+        nghttp2_submit_response(c->s, st->id, h, 41, NULL);
     } else if (!strcmp(p, "/rst")) {
         nghttp2_submit_rst_stream(c->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
     } else if (!strcmp(p, "/refuse")) {
@@ -336,6 +348,11 @@ static void s_accept(uv_stream_t *l, int status)
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, S.max_streams ? S.max_streams : 100}};
     nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, iv, 1);
+    if (S.big_window) {
+        nghttp2_settings_entry w[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 16 << 20}};
+        nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, w, 1);
+        nghttp2_session_set_local_window_size(c->s, NGHTTP2_FLAG_NONE, 0, 16 << 20);
+    }
     sconn_flush(c);
     uv_read_start((uv_stream_t *)&c->tcp, s_alloc, s_read);
 }
@@ -813,6 +830,8 @@ static void test_http1_only_upstream(void **state)
     run_get(p, "/hello", &r);
     assert_int_not_equal(r.err_code, 0);
     assert_non_null(strstr(r.err_msg, "127.0.0.1:"));
+    assert_non_null(strstr(r.err_msg, "does not speak h2c"));
+    assert_false(r.sent); /* it processed nothing: the DP answers at once (no wait for why) */
     close_pool(p);
 }
 
@@ -919,8 +938,277 @@ static void test_against_dirigent_fn(void **state)
     unlink(logpath);
 }
 
+/* Streams cancelled before their HEADERS went out (the connection still connecting): nghttp2
+ * never opens them, and their stream slots come back (else the connection stays full and the
+ * next request waits for ever). */
+static void test_cancel_unsent_streams(void **state)
+{
+    struct dg_http_pool *p = h2pool(h2port, 1);
+    for (int i = 0; i < 150; i++) { /* more than the 100 streams a connection takes at first */
+        struct result r = {0};
+        struct dg_http_creq *q =
+            dg_http_request(p, "GET", "/hold", NULL, 0, NULL, 0, &buffered, &r);
+        assert_non_null(q);
+        dg_http_creq_cancel(q);
+    }
+    struct result ok;
+    run_get(p, "/hello", &ok);
+    assert_int_equal(ok.status, 200);
+    dg_buf_free(&ok.body);
+    assert_int_equal(S.accepted, 1);
+    assert_int_equal(S.rsts, 0); /* nothing went out for the cancelled ones */
+    close_pool(p);
+}
+
+/* A caller that closes the pool from its callbacks (the DP closes an address's pools when its
+ * last endpoint goes, which can be a stream's on_done): no use after free. */
+static struct dg_http_pool *cb_pool;
+static int cb_close_at; /* 1: on_head, 2: on_body, 3: on_trailers, 4: on_done */
+static unsigned cb_dones;
+static void cc_head(struct dg_http_creq *q, const struct dg_http_resp *resp, void *ud)
+{
+    if (cb_close_at == 1 && cb_pool) {
+        dg_http_pool_close(cb_pool);
+        cb_pool = NULL;
+    }
+}
+static void cc_body(struct dg_http_creq *q, const char *d, size_t n, void *ud)
+{
+    if (cb_close_at == 2 && cb_pool) {
+        dg_http_pool_close(cb_pool);
+        cb_pool = NULL;
+    }
+}
+static void cc_trailers(struct dg_http_creq *q, const struct dg_http_header *t, size_t n, void *ud)
+{
+    if (cb_close_at == 3 && cb_pool) {
+        dg_http_pool_close(cb_pool);
+        cb_pool = NULL;
+    }
+}
+static void cc_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
+                    const struct dg_err *err, void *ud)
+{
+    cb_dones++;
+    if (cb_close_at == 4 && cb_pool) {
+        dg_http_pool_close(cb_pool);
+        cb_pool = NULL;
+    }
+}
+static const struct dg_http_client_cbs closing_cbs = {
+    .on_head = cc_head, .on_body = cc_body, .on_trailers = cc_trailers, .on_done = cc_done};
+
+static void test_pool_closed_from_callbacks(void **state)
+{
+    for (cb_close_at = 1; cb_close_at <= 4; cb_close_at++) {
+        cb_pool = h2pool(h2port, 1);
+        cb_dones = 0;
+        struct dg_http_header h[] = {{DG_STR("content-type"), DG_STR("application/grpc")}};
+        for (int i = 0; i < 3; i++) /* three streams on one connection, two still open */
+            dg_http_request(cb_pool, "POST", i ? "/hold" : "/trailers", h, 1, "x", 1, &closing_cbs,
+                            NULL);
+        bool never = false;
+        for (int i = 0; i < 300 && cb_dones < 3; i++)
+            tl_run_until(&loop, &never, 10);
+        assert_null(cb_pool);
+        assert_int_equal(cb_dones, 3); /* every request ended exactly once */
+        tl_run_until(&loop, &never, 20);
+    }
+}
+
+/* A sandbox that floods PINGs and never reads: each PING wants an ACK, which cannot be written.
+ * The pool stops reading that connection while its writes are queued (as the server does), so
+ * the flood stalls in the kernel's buffers instead of piling up ACKs in the DP's memory. */
+#define FLOOD_LIMIT (64ull * 1024 * 1024)
+static uv_tcp_t floodl, *flood_conn;
+static void flood_accept(uv_stream_t *l, int status)
+{
+    flood_conn = calloc(1, sizeof(*flood_conn));
+    uv_tcp_init(&loop, flood_conn);
+    uv_accept(l, (uv_stream_t *)flood_conn); /* never reads */
+}
+
+/* Send the server's SETTINGS, then PINGs until 64 MiB went in or the flood stalls: the bytes
+ * the kernel took. */
+static uint64_t ping_flood(void)
+{
+    static const uint8_t settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
+    static uint8_t pings[482 * 17];
+    for (size_t i = 0; i < sizeof(pings); i += 17) {
+        static const uint8_t ping[17] = {0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8};
+        memcpy(pings + i, ping, 17);
+    }
+    uv_buf_t b = uv_buf_init((char *)settings, sizeof(settings));
+    assert_int_equal(uv_try_write((uv_stream_t *)flood_conn, &b, 1), (int)sizeof(settings));
+    bool never = false;
+    uint64_t pushed = 0;
+    int stalled = 0;
+    while (pushed < FLOOD_LIMIT && stalled < 50) {
+        b = uv_buf_init((char *)pings, sizeof(pings));
+        int n = uv_try_write((uv_stream_t *)flood_conn, &b, 1);
+        if (n > 0) {
+            pushed += (uint64_t)n;
+            stalled = 0;
+            uv_run(&loop, UV_RUN_NOWAIT);
+        } else {
+            stalled++;
+            tl_run_until(&loop, &never, 10);
+        }
+    }
+    return pushed;
+}
+
+static struct dg_http_pool *flood_start(uint64_t request_timeout_ms, struct result *r)
+{
+    int port = listen_on(&floodl, flood_accept);
+    floodl.data = &floodl; /* closed here, not by teardown's walk */
+    flood_conn = NULL;
+    struct dg_http_pool_opts o;
+    dg_http_pool_opts_default(&o);
+    o.h2c = true;
+    o.max_conns = 1;
+    o.request_timeout_ms = request_timeout_ms;
+    struct dg_err err = {0};
+    struct dg_http_pool *p = dg_http_pool_new(&loop, "127.0.0.1", port, &o, &err);
+    memset(r, 0, sizeof(*r));
+    r->q = dg_http_request(p, "GET", "/x", NULL, 0, NULL, 0, &buffered, r);
+    bool never = false;
+    for (int i = 0; i < 200 && !flood_conn; i++)
+        tl_run_until(&loop, &never, 10);
+    assert_non_null(flood_conn);
+    return p;
+}
+
+static void test_ping_flood_not_read(void **state)
+{
+    struct result r;
+    struct dg_http_pool *p = flood_start(0, &r);
+    uint64_t pushed = ping_flood();
+    if (pushed >= FLOOD_LIMIT)
+        uv_close((uv_handle_t *)&floodl, NULL);
+    assert_true(pushed < FLOOD_LIMIT); /* the pool stopped reading */
+    assert_false(r.done);
+    uv_close((uv_handle_t *)flood_conn, raw_closed);
+    assert_true(tl_run_until(&loop, &r.done, 5000)); /* then the peer left: the stream fails */
+    assert_int_not_equal(r.err_code, 0);
+    close_pool(p);
+    uv_close((uv_handle_t *)&floodl, NULL);
+}
+
+/* The same peer that reads nothing, with a request timeout: the request fails in time and the
+ * connection, which could not even send the stream's RST, is closed (not kept for ever). */
+static void test_stalled_conn_closed_on_timeout(void **state)
+{
+    struct result r;
+    struct dg_http_pool *p = flood_start(5000, &r);
+    ping_flood();
+    assert_true(tl_run_until(&loop, &r.done, 20000));
+    assert_int_equal(r.err_code, UV_ETIMEDOUT);
+    bool never = false;
+    tl_run_until(&loop, &never, 20);
+    struct dg_http_pool_stats ps;
+    dg_http_pool_stats(p, &ps);
+    assert_int_equal(ps.busy + ps.idle, 0);
+    uv_close((uv_handle_t *)flood_conn, raw_closed);
+    close_pool(p);
+    uv_close((uv_handle_t *)&floodl, NULL);
+}
+
+/* A sandbox whose response header block is over max_header_bytes: the stream is reset and the
+ * request fails naming the limit (not as if the upstream had reset it); the connection goes on. */
+static void test_header_block_over_limit(void **state)
+{
+    struct dg_http_pool_opts o;
+    dg_http_pool_opts_default(&o);
+    o.h2c = true;
+    o.max_header_bytes = 16 * 1024;
+    struct dg_err err = {0};
+    struct dg_http_pool *p = dg_http_pool_new(&loop, "127.0.0.1", h2port, &o, &err);
+    assert_non_null(p);
+    struct result r;
+    run_get(p, "/bighdr", &r);
+    assert_int_not_equal(r.err_code, 0);
+    assert_non_null(strstr(r.err_msg, "max_header_bytes"));
+    run_get(p, "/hello", &r);
+    assert_int_equal(r.status, 200);
+    dg_buf_free(&r.body);
+    assert_int_equal(S.accepted, 1);
+    close_pool(p);
+}
+
+/* A 4 MiB request body to a server with 16 MiB windows (no WINDOW_UPDATE comes to wake the
+ * client up): the pool keeps writing as its socket drains, not only when the peer speaks. */
+static void test_big_body_big_window(void **state)
+{
+    S.big_window = true;
+    struct dg_http_pool *p = h2pool(h2port, 1);
+    enum { LEN = 4 << 20 };
+    char *body = malloc(LEN);
+    for (size_t i = 0; i < LEN; i++)
+        body[i] = (char)('a' + i % 23);
+    struct result r = {0};
+    r.q = dg_http_request(p, "POST", "/echo", NULL, 0, body, LEN, &streamed, &r);
+    assert_true(tl_run_until(&loop, &r.done, 10000));
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body.len, LEN);
+    assert_memory_equal(r.body.data, body, LEN);
+    dg_buf_free(&r.body);
+    free(body);
+    close_pool(p);
+}
+
+/* lib/http_internal.h (tests only) */
+void dg__http_pool_test_first_stream_id(struct dg_http_pool *p, int32_t id);
+
+/* A connection that used up its stream ids (2^31 - 1 is the last; a busy connection to a warm
+ * sandbox gets there in a day or two) takes no more streams: the next request goes on a new
+ * connection instead of failing, and the old one closes once its streams are done. */
+static void test_stream_ids_used_up(void **state)
+{
+    struct dg_http_pool *p = h2pool(h2port, 4);
+    dg__http_pool_test_first_stream_id(p, 0x7fffffff - 4); /* three ids left per connection */
+    for (int i = 0; i < 7; i++) {
+        struct result r;
+        run_get(p, "/hello", &r);
+        assert_int_equal(r.status, 200);
+        dg_buf_free(&r.body);
+    }
+    struct dg_http_pool_stats ps;
+    dg_http_pool_stats(p, &ps);
+    assert_int_equal(ps.connects, 3);
+    assert_int_equal(ps.busy + ps.idle, 1); /* the used-up ones closed */
+    close_pool(p);
+}
+
+/* The request timeouts of a pool share one timer: streams started at different times each fail
+ * at their own deadline, and one that completes is not failed. */
+static void test_timeouts_in_order(void **state)
+{
+    struct dg_http_pool_opts o;
+    dg_http_pool_opts_default(&o);
+    o.h2c = true;
+    o.request_timeout_ms = 300;
+    struct dg_err err = {0};
+    struct dg_http_pool *p = dg_http_pool_new(&loop, "127.0.0.1", h2port, &o, &err);
+    struct result a = {0}, b = {0}, ok = {0};
+    a.q = dg_http_request(p, "GET", "/hold", NULL, 0, NULL, 0, &buffered, &a);
+    ok.q = dg_http_request(p, "GET", "/hello", NULL, 0, NULL, 0, &buffered, &ok);
+    bool never = false;
+    tl_run_until(&loop, &never, 100);
+    b.q = dg_http_request(p, "GET", "/hold", NULL, 0, NULL, 0, &buffered, &b);
+    assert_true(tl_run_until(&loop, &a.done, 5000));
+    assert_int_equal(a.err_code, UV_ETIMEDOUT);
+    assert_true(tl_run_until(&loop, &b.done, 5000));
+    assert_int_equal(b.err_code, UV_ETIMEDOUT);
+    assert_true(ok.done);
+    assert_int_equal(ok.status, 200);
+    dg_buf_free(&ok.body);
+    close_pool(p);
+}
+
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* as the daemons: a write to a peer that left is an error */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_get_and_reuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_streams_one_conn, setup, teardown),
@@ -936,6 +1224,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_http1_only_upstream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http1_chunked_trailers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_against_dirigent_fn, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_unsent_streams, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pool_closed_from_callbacks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ping_flood_not_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stalled_conn_closed_on_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_header_block_over_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_big_body_big_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_ids_used_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timeouts_in_order, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
