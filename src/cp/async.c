@@ -41,7 +41,8 @@ struct rec {
     char *value;     /* the stored JSON (dg_wire_async_state) */
     bool done;
     uint64_t expires_ms;
-    int64_t handed_boot;     /* the claim (a DP's boot) this pending record was last handed to */
+    int64_t handed_boot;     /* the claim (a DP's, random) this pending record was last handed in */
+    int64_t handed_page;     /* and the page of it */
     size_t heap_i;           /* done: its place in A.heap */
     struct rec *prev, *next; /* pending: A.pending_list */
 };
@@ -362,17 +363,23 @@ static void api_claim(struct dg_http_req *r, void *ud)
     bool more = false;
     for (struct rec *rec = A.pending_list; rec; rec = rec->next) {
         bool own = strcmp(rec->dataplane, c.dataplane) == 0;
-        if (own ? c.orphans_only : cp_core_dp(&cp.core, rec->dataplane) != NULL)
-            continue; /* not asked for, or its data plane is alive */
-        if (c.boot && rec->handed_boot == c.boot)
-            continue; /* in an earlier page of this claimer's claim */
-        if (json_array_size(list) >= CLAIM_PAGE_RECORDS ||
-            (bytes && bytes + strlen(rec->value) > DG_WIRE_ASYNC_CLAIM_BYTES)) {
-            more = true; /* the rest in the claimer's next ask, below its body limit */
-            break;
+        if (own && c.boot && rec->handed_boot == c.boot) {
+            /* handed in this claim (an orphan then became the claimer's): again only when this
+             * very page is asked again (its answer was lost), whatever the bounds */
+            if (rec->handed_page != c.page)
+                continue;
+        } else {
+            if (own ? c.orphans_only : cp_core_dp(&cp.core, rec->dataplane) != NULL)
+                continue; /* not asked for, or its data plane is alive */
+            if (json_array_size(list) >= CLAIM_PAGE_RECORDS ||
+                (bytes && bytes + strlen(rec->value) > DG_WIRE_ASYNC_CLAIM_BYTES)) {
+                more = true; /* the rest in the claimer's next ask, below its body limit */
+                continue;    /* (this page's own records, asked again, may come further on) */
+            }
         }
         bytes += strlen(rec->value);
         rec->handed_boot = c.boot;
+        rec->handed_page = c.page;
         json_t *j = NULL;
         if (dg_json_parse(rec->value, strlen(rec->value), &j, &err) < 0)
             continue;

@@ -92,8 +92,8 @@ static struct {
     unsigned njobs;
     struct cp_call *calls;
     uv_timer_t claim_timer;
-    bool stopping, claimed;
-    int64_t boot; /* this process's claims (struct dg_wire_async_claim) */
+    bool stopping, claimed, claim_failing;
+    int64_t boot, page; /* the claim under way, its next page (struct dg_wire_async_claim) */
     unsigned open_servers;
     void (*stop_done)(void *ud);
     void *stop_ud;
@@ -700,20 +700,36 @@ static void async_fetch(struct dg_http_req *r, void *ud)
 
 static void claim(uv_timer_t *t);
 
+/* A claim's answer did not arrive (or could not be read). The CP may have handed records in it
+ * (marked with this boot; orphans rewritten as this DP's): they would never come again. So the
+ * next claim is a whole one (this DP's own requests, not only orphans) under a new boot; the
+ * requests already running here are skipped. */
+static void claim_lost(void)
+{
+    A.claimed = false;
+    A.boot = 0;
+    A.page = 0;
+}
+
 static void claimed(void *ud, int status, struct dg_str body, const char *err)
 {
-    if (status != 200) { /* the first claim soon again; the periodic one in its period */
-        dg_log(A.claimed ? DG_LOG_DEBUG : DG_LOG_WARN, "async",
-               "claiming unfinished requests: %s%.*s; again in %d s", err ? err : "",
-               err ? 0 : (int)DG_MIN(body.len, 300), body.ptr ? body.ptr : "",
-               A.claimed ? CLAIM_EVERY_MS / 1000 : 1);
-        uv_timer_start(&A.claim_timer, claim, A.claimed ? CLAIM_EVERY_MS : 1000, 0);
+    if (status != 200) { /* soon again (a warning for the first of a row of failures) */
+        dg_log(A.claim_failing ? DG_LOG_DEBUG : DG_LOG_WARN, "async",
+               "claiming unfinished requests: %s%.*s; again in 1 s", err ? err : "",
+               err ? 0 : (int)DG_MIN(body.len, 300), body.ptr ? body.ptr : "");
+        A.claim_failing = true;
+        claim_lost();
+        uv_timer_start(&A.claim_timer, claim, 1000, 0);
         return;
     }
+    A.claim_failing = false;
     struct dg_wire_async_batch b;
     struct dg_err e = {0};
     if (dg_wire_async_batch_parse(body.ptr, body.len, &b, &e) < 0) {
-        dg_log(DG_LOG_ERROR, "async", "claiming unfinished requests: %s", e.msg);
+        dg_log(DG_LOG_ERROR, "async", "claiming unfinished requests: %s; again in %d s", e.msg,
+               CLAIM_EVERY_MS / 1000);
+        claim_lost();
+        uv_timer_start(&A.claim_timer, claim, CLAIM_EVERY_MS, 0);
         return;
     }
     unsigned n = 0;
@@ -736,23 +752,26 @@ static void claimed(void *ud, int status, struct dg_str body, const char *err)
         dg_log_always("async", "%u unfinished asynchronous requests taken over%s", n,
                       more ? ", more to come" : "");
     if (more) { /* the answer was cut below the body limit: the rest at once */
+        A.page++;
         uv_timer_start(&A.claim_timer, claim, 0, 0);
         return;
     }
     A.claimed = true;
+    A.boot = 0; /* the next claim is a new one */
+    A.page = 0;
     uv_timer_start(&A.claim_timer, claim, CLAIM_EVERY_MS, 0); /* lost data planes' */
 }
 
 static void claim(uv_timer_t *t)
 {
-    if (!A.boot) { /* this process, for the CP's pages of one claim */
+    if (!A.boot) { /* a new claim, for the CP's pages of it */
         uint64_t b = 0;
         if (getrandom(&b, sizeof(b), 0) != (ssize_t)sizeof(b))
             b = dg_now_us();
         A.boot = (int64_t)(b & ((1ull << 53) - 1)) | 1;
     }
     struct dg_wire_async_claim c = {
-        .dataplane = A.dp->name, .orphans_only = A.claimed, .boot = A.boot};
+        .dataplane = A.dp->name, .orphans_only = A.claimed, .boot = A.boot, .page = A.page};
     cp_call("POST", DG_WIRE_PATH_ASYNC_CLAIM, dg_wire_async_claim_dumps(&c), A.cp->n + 1, claimed,
             NULL);
 }

@@ -3,19 +3,23 @@
 # records at once. A store prepared with 6,000 results about to expire, 100 that do not, and
 # 1,500 unfinished requests of data plane "dps" is read back by dirigent-cp (sqlite): the
 # expired results are deleted a bounded number per timer tick (GC_MAX_PER_TICK, 2,000), not in
-# one go; a restarted "dps" gets its 1,500 requests in pages of at most 1,000 records.
+# one go; a restarted "dps" gets its 1,500 requests in pages of at most 1,000 records. A claim
+# whose answer is lost (a proxy between DP and CP drops it after the CP handed the records; the
+# client then sends it again) still brings every request: a second CP's store holds 1,200 of
+# data plane "dpl", whose first page's answer is dropped.
 set -u
 . "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
 B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
 
-plan 3
-mkdir -p "$TAP_TMP/cpdata"
-/usr/bin/python3 - "$TAP_TMP/cpdata/cp.sqlite" <<'PY' || { echo "Bail out! store not prepared"; exit 1; }
+plan 4
+# gen.py FILE DONE-SOON DONE-LATER PENDING DATAPLANE: records in a CP's sqlite store
+cat >"$TAP_TMP/gen.py" <<'PY'
 import base64, json, sqlite3, sys, time, uuid
 db = sqlite3.connect(sys.argv[1])
 db.execute("CREATE TABLE IF NOT EXISTS objects (kind TEXT NOT NULL, key TEXT NOT NULL, "
            "value TEXT NOT NULL, PRIMARY KEY (kind, key)) WITHOUT ROWID")
+soon, later, npending, dp = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 now = int(time.time() * 1000)
 body = base64.b64encode(b'{"Status":"OK","Function":"hello","ExecutionTime":1}').decode()
 def done(expires):
@@ -24,19 +28,30 @@ def done(expires):
                "contentType": "application/json", "body": body, "durationUs": 5, "tries": 0}}
 def pending():
     i = str(uuid.uuid4())
-    return i, {"state": "pending", "request": {"id": i, "dataplane": "dps", "function": "hello",
+    return i, {"state": "pending", "request": {"id": i, "dataplane": dp, "function": "hello",
                "method": "POST", "url": "/", "headers": [], "body": "", "acceptedMs": now}}
-rows = [done(now + 3000) for _ in range(6000)] + [done(now + 3600000) for _ in range(100)] + \
-       [pending() for _ in range(1500)]
+rows = [done(now + 3000) for _ in range(soon)] + [done(now + 3600000) for _ in range(later)] + \
+       [pending() for _ in range(npending)]
 db.executemany("INSERT INTO objects VALUES ('async', ?, ?)",
                [(i, json.dumps(v, separators=(",", ":"))) for i, v in rows])
 db.commit()
 PY
+mkdir -p "$TAP_TMP/cpdata" "$TAP_TMP/cp2data"
+/usr/bin/python3 "$TAP_TMP/gen.py" "$TAP_TMP/cpdata/cp.sqlite" 6000 100 1500 dps &&
+  /usr/bin/python3 "$TAP_TMP/gen.py" "$TAP_TMP/cp2data/cp.sqlite" 0 0 1200 dpl ||
+  { echo "Bail out! store not prepared"; exit 1; }
 
-bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
-  --dataDir "$TAP_TMP/cpdata" --heartbeatInterval 300ms --traceOutputFolder ""
-wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
-CPI=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'internal api on')
+start_cp() { # start_cp LOG DATADIR: sets CPI
+  bg_start "$1" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
+    --dataDir "$2" --heartbeatInterval 300ms --traceOutputFolder ""
+  wait_for_log "$1" 'registration on' || return 1
+  CPI=127.0.0.1:$(port_of "$1" 'internal api on')
+}
+start_dp() { # start_dp LOG NAME CP
+  bg_start "$1" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name "$2" --async \
+    --portProxyRead 0 --controlPlaneAddress "$3" --heartbeatInterval 300ms --traceOutputFolder ""
+}
+start_cp "$TAP_TMP/cp.log" "$TAP_TMP/cpdata" || { echo "Bail out! cp did not start"; exit 1; }
 
 expired_total() {
   grep -oE '[0-9]+ results expired' "$TAP_TMP/cp.log" | awk '{s += $1} END {print s + 0}'
@@ -55,8 +70,7 @@ PY
 check "6,000 expired results are deleted from the store a bounded number per tick; the 1,600 others stay" t_expiry
 
 t_claim_pages() {
-  bg_start "$TAP_TMP/dp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dps --async \
-    --portProxyRead 0 --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --traceOutputFolder ""
+  start_dp "$TAP_TMP/dp.log" dps "$CPI"
   wait_for_log "$TAP_TMP/dp.log" 'async: 1000 unfinished asynchronous requests taken over, more to come' 20 || return 1
   wait_for_log "$TAP_TMP/dp.log" 'async: 500 unfinished asynchronous requests taken over$' 20 || return 1
   grep 'taken over' "$TAP_TMP/dp.log"
@@ -75,4 +89,54 @@ for k, v in sqlite3.connect(sys.argv[1]).execute("select key, value from objects
   [ "$code" = 200 ] && grep -q '"Function":"hello"' "$TAP_TMP/f.out"
 }
 check "a result that did not expire is still fetched" t_fetch
+
+# a proxy to the CP that forwards everything but closes the connection instead of passing on
+# the first answer to a claim (the CP has handed its records by then)
+cat >"$TAP_TMP/lossy.py" <<'PY'
+import http.client, http.server, sys
+cp = sys.argv[1]
+dropped = [False]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def fwd(self):
+        n = int(self.headers.get("Content-Length", 0))
+        body = self.rfile.read(n) if n else None
+        c = http.client.HTTPConnection(cp, timeout=10)
+        hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        c.request(self.command, self.path, body, hdrs)
+        r = c.getresponse()
+        data = r.read()
+        if self.path == "/v1/async-claims" and not dropped[0]:
+            dropped[0] = True
+            print("dropped a claim's answer", flush=True)
+            self.close_connection = True
+            return
+        self.send_response(r.status)
+        for k, v in r.getheaders():
+            if k.lower() not in ("connection", "transfer-encoding", "content-length"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    do_GET = do_POST = do_PUT = do_DELETE = fwd
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print("lossy proxy on 127.0.0.1:%d" % s.server_address[1], flush=True)
+s.serve_forever()
+PY
+taken_total() {
+  grep -oE '[0-9]+ unfinished asynchronous requests taken over' "$1" | awk '{s += $1} END {print s + 0}'
+}
+t_claim_lost() {
+  start_cp "$TAP_TMP/cp2.log" "$TAP_TMP/cp2data" || return 1
+  bg_start "$TAP_TMP/lossy.log" /usr/bin/python3 "$TAP_TMP/lossy.py" "$CPI"
+  wait_for_log "$TAP_TMP/lossy.log" 'lossy proxy on' || return 1
+  start_dp "$TAP_TMP/dpl.log" dpl "127.0.0.1:$(port_of "$TAP_TMP/lossy.log" 'lossy proxy on')"
+  wait_for_log "$TAP_TMP/lossy.log" "dropped a claim's answer" 20 || return 1
+  poll_until 400 eval '[ "$(taken_total "$TAP_TMP/dpl.log")" -ge 1200 ]' || return 1
+  grep -E 'claiming|taken over' "$TAP_TMP/dpl.log"
+  [ "$(taken_total "$TAP_TMP/dpl.log")" = 1200 ]
+}
+check "a claim whose first page's answer was lost: the data plane still gets all its 1,200 requests" t_claim_lost
 tap_done
