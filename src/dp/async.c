@@ -43,12 +43,16 @@
 #define BACKOFF_MS      250
 #define BACKOFF_MAX_MS  10000
 #define CLAIM_EVERY_MS  10000 /* requests of data planes the CP lost: taken over */
+/* After a start the CP's function list arrives after the claim may have: a claimed request
+ * whose function this DP does not know yet waits (no try counted) for this long after it. */
+#define FN_WAIT_MS 30000
 
 struct job {
     struct dg_wire_async_req req; /* owned */
     char *body;                   /* decoded */
     size_t body_len;
     unsigned tries;
+    bool waited;      /* for its function to be known here (FN_WAIT_MS) */
     uv_timer_t timer; /* backoff before a retry, or before posting the result again */
     struct dg_http_creq *run;
     struct cp_call *post;
@@ -93,6 +97,7 @@ static struct {
     struct cp_call *calls;
     uv_timer_t claim_timer;
     bool stopping, claimed, claim_failing;
+    uint64_t start_us;
     int64_t boot, page; /* the claim under way, its next page (struct dg_wire_async_claim) */
     unsigned open_servers;
     void (*stop_done)(void *ud);
@@ -404,6 +409,17 @@ static void job_run(struct job *j)
 {
     static const struct dg_http_client_cbs cbs = {
         .on_head = run_head, .on_body = run_body, .on_done = run_done};
+    if (!dp_core_function_find(A.dp->core, j->req.function, strlen(j->req.function)) &&
+        dg_now_us() - A.start_us < (uint64_t)FN_WAIT_MS * 1000) {
+        if (!j->waited)
+            dg_log(DG_LOG_INFO, "async",
+                   "request %s: function '%s' not known here yet (the control plane's list "
+                   "comes after a start): waiting for it",
+                   j->req.id, j->req.function);
+        j->waited = true;
+        uv_timer_start(&j->timer, retry_timer, 200, 0);
+        return;
+    }
     j->status = 0;
     j->too_big = false;
     size_t n = j->req.nheaders;
@@ -782,6 +798,7 @@ int dp_async_start(struct dp *dp, struct dg_http_server *ingress, const struct d
                    struct dg_err *err)
 {
     A.dp = dp;
+    A.start_us = dg_now_us();
     A.retries = c->retries ? c->retries : 1;
     A.max_pending = c->max_pending;
     A.cp = c->cp;
