@@ -12,7 +12,7 @@ set -u
 B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
 
-plan 4
+plan 5
 # gen.py FILE DONE-SOON DONE-LATER PENDING DATAPLANE: records in a CP's sqlite store
 cat >"$TAP_TMP/gen.py" <<'PY'
 import base64, json, sqlite3, sys, time, uuid
@@ -139,4 +139,19 @@ t_claim_lost() {
   [ "$(taken_total "$TAP_TMP/dpl.log")" = 1200 ]
 }
 check "a claim whose first page's answer was lost: the data plane still gets all its 1,200 requests" t_claim_lost
+
+t_ttl_invitro() {
+  # InVitro fetches the results after ExperimentDuration + AsyncWaitToCollectMin (its shipped
+  # config_dirigent_trace.json: 30 + 1 minutes), in batches: the default keeps them longer
+  local ttl
+  ttl=$("$B/dirigent-cp" --print-config | sed -n 's/^asyncResultTtl: //p')
+  echo "asyncResultTtl: $ttl"
+  /usr/bin/python3 - "$ttl" <<'PY'
+import re, sys
+m = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+secs = sum(float(n) * m[u] for n, u in re.findall(r"([0-9.]+)(ms|s|m|h)", sys.argv[1]))
+assert secs >= 45 * 60, f"asyncResultTtl {sys.argv[1]}: InVitro's results (collected after 31 min) expire first"
+PY
+}
+check "the default asyncResultTtl outlives InVitro's shipped experiment (30 min) and wait (1 min) before it collects" t_ttl_invitro
 tap_done
