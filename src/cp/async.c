@@ -53,7 +53,8 @@ struct rec {
 
 static struct {
     uv_loop_t *loop;
-    uint64_t ttl_ms, max_records;
+    uint64_t ttl_ms, max_records, max_bytes;
+    uint64_t bytes;         /* the records' values together */
     struct dg_strmap index; /* id -> struct rec */
     unsigned pending, done;
     struct rec *pending_list; /* the pending records */
@@ -136,6 +137,7 @@ static void heap_remove(struct rec *r)
 static void rec_drop(struct rec *r)
 {
     dg_strmap_del(&A.index, dg_str_c(r->id));
+    A.bytes -= strlen(r->value);
     if (r->done) {
         heap_remove(r);
     } else {
@@ -156,6 +158,7 @@ static void rec_put(struct rec *r)
     if (old)
         rec_drop(old);
     dg_strmap_put(&A.index, dg_str_c(r->id), r);
+    A.bytes += strlen(r->value);
     if (r->done) {
         heap_push(r);
     } else {
@@ -178,6 +181,7 @@ void cp_async_reset(void)
     dg_strmap_free(&A.index);
     memset(&A.index, 0, sizeof(A.index));
     A.pending = A.done = 0;
+    A.bytes = 0;
     A.pending_list = NULL;
     free(A.heap);
     A.heap = NULL;
@@ -300,6 +304,15 @@ static void api_submit(struct dg_http_req *r, void *ud)
     rec->value = dg_wire_async_state_dumps(&st);
     st.state = NULL;
     dg_wire_async_req_free(&st.request);
+    if (A.bytes + strlen(rec->value) > A.max_bytes) {
+        dg_http_respond_text(r, 429,
+                             "asynchronous request not stored: the control plane keeps %llu MiB of "
+                             "records (asyncMaxBytes); results expire after asyncResultTtl: try "
+                             "again later",
+                             (unsigned long long)(A.max_bytes >> 20));
+        rec_free(rec);
+        return;
+    }
     store_rec(r, rec, "request");
 }
 
@@ -463,8 +476,9 @@ static void on_gc(uv_timer_t *t)
                (unsigned long long)A.ttl_ms);
 }
 
-void cp_async_init(uv_loop_t *loop, uint64_t ttl_ms, uint64_t max_records)
+void cp_async_init(uv_loop_t *loop, uint64_t ttl_ms, uint64_t max_records, uint64_t max_bytes)
 {
+    A.max_bytes = max_bytes;
     A.loop = loop;
     A.ttl_ms = ttl_ms;
     A.max_records = max_records;

@@ -12,7 +12,7 @@ set -u
 B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
 
-plan 5
+plan 6
 # gen.py FILE DONE-SOON DONE-LATER PENDING DATAPLANE: records in a CP's sqlite store
 cat >"$TAP_TMP/gen.py" <<'PY'
 import base64, json, sqlite3, sys, time, uuid
@@ -153,5 +153,31 @@ secs = sum(float(n) * m[u] for n, u in re.findall(r"([0-9.]+)(ms|s|m|h)", sys.ar
 assert secs >= 45 * 60, f"asyncResultTtl {sys.argv[1]}: InVitro's results (collected after 31 min) expire first"
 PY
 }
+t_max_bytes() {
+  # anyone who reaches a DP's proxy port may submit; every accepted body is kept in the CP's
+  # memory until its result expires: asyncMaxBytes bounds them together (here 1 MiB)
+  mkdir -p "$TAP_TMP/cp3data"
+  bg_start "$TAP_TMP/cp3.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
+    --dataDir "$TAP_TMP/cp3data" --heartbeatInterval 300ms --traceOutputFolder "" --asyncMaxBytes 1MiB
+  wait_for_log "$TAP_TMP/cp3.log" 'registration on' || return 1
+  local cpi=127.0.0.1:$(port_of "$TAP_TMP/cp3.log" 'internal api on')
+  local reg=http://127.0.0.1:$(port_of "$TAP_TMP/cp3.log" 'registration on') p code
+  start_dp "$TAP_TMP/dpm.log" dpm "$cpi"
+  wait_for_log "$TAP_TMP/dpm.log" 'proxy on' || return 1
+  p=http://127.0.0.1:$(port_of "$TAP_TMP/dpm.log" 'proxy on')
+  code=$(curl -s -o "$TAP_TMP/reg.out" -w '%{http_code}' -XPOST "$reg/registerService" \
+    -d "name=big&image=$B/dirigent-fn&port_forwarding=80&port_forwarding=tcp&scaling_upper_bound=0")
+  [ "$code" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }
+  head -c 409600 /dev/zero | tr '\0' q >"$TAP_TMP/400k"
+  poll_until 200 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -XPOST -H 'Host: big' --data-binary @'$TAP_TMP/400k' '$p/')\" = 200 ]" || return 1
+  code=$(curl -s -o "$TAP_TMP/m.out" -w '%{http_code}' -XPOST -H 'Host: big' --data-binary @"$TAP_TMP/400k" "$p/")
+  cat "$TAP_TMP/m.out"
+  [ "$code" = 429 ] && grep -q 'asyncMaxBytes' "$TAP_TMP/m.out" || return 1
+  # a small one still fits
+  code=$(curl -s -o "$TAP_TMP/m.out" -w '%{http_code}' -XPOST -H 'Host: big' -d small "$p/")
+  [ "$code" = 200 ]
+}
+check "asyncMaxBytes (1 MiB): a second 400 KiB submission is refused with 429 naming it, a small one fits" t_max_bytes
+
 check "the default asyncResultTtl outlives InVitro's shipped experiment (30 min) and wait (1 min) before it collects" t_ttl_invitro
 tap_done
