@@ -816,8 +816,15 @@ int dp_async_start(struct dp *dp, struct dg_http_server *ingress, const struct d
     A.open_servers = 2;
     struct dg_http_pool_opts o;
     dg_http_pool_opts_default(&o);
-    o.max_conns = 0;
-    o.max_idle = 256;
+    /* each try in flight holds a loopback connection (two descriptors): at most half what the
+     * runner takes from one client (127.0.0.1); the other tries wait in the pool's FIFO, where
+     * no timeout runs (a refused connection would be a failed try) */
+    unsigned per =
+        c->limits->max_conns_per_client ? c->limits->max_conns_per_client : c->limits->max_conns;
+    o.max_conns = per >= 2 ? per / 2 : 1;
+    if (!per)
+        o.max_conns = 1024;
+    o.max_idle = DG_MIN(256u, o.max_conns);
     o.request_timeout_ms = 15 * 60 * 1000; /* as the proxy's own upstreams */
     A.run_pool = dg_http_pool_new(dp->loop, "127.0.0.1", dg_http_server_port(A.runner), &o, err);
     if (!A.run_pool)

@@ -13,7 +13,7 @@ B=$(cd "$B" && pwd)
 FN=$B/dirigent-fn
 TAG="DG_ASYNC_TEST=$$"
 
-plan 15
+plan 16
 trap 'tap_cleanup; cleanup_sandboxes; rm -rf "$PUB"' EXIT
 # a sandbox that fails: every POST gets 500 (in a directory the sandbox's user can read)
 PUB=$(mktemp -d /tmp/dg-async-pub.XXXXXX)
@@ -283,6 +283,33 @@ t_late_functions() {
   done
 }
 check "a restarted DP whose function list comes late: the requests it takes over wait for it and complete" t_late_functions
+
+t_many_waiting() {
+  # more requests waiting for a sandbox than the loopback runner takes connections from one
+  # client (http.maxConnsPerClient 20 here; by default half the proxy's cap): they wait in the
+  # DP, none is refused into a failed try
+  kill -9 "$DP_PID"
+  wait_bounded "$DP_PID" 2>/dev/null
+  bg_start "$TAP_TMP/dpc.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dpb --async \
+    --portProxyRead 0 --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --coldStartTimeout 60s \
+    --traceOutputFolder "" --http.maxConnsPerClient 20
+  DP_PID=$BG_PID
+  wait_for_log "$TAP_TMP/dpc.log" 'async results on' || return 1
+  P=http://127.0.0.1:$(port_of "$TAP_TMP/dpc.log" 'proxy on')
+  R=http://127.0.0.1:$(port_of "$TAP_TMP/dpc.log" 'async results on')
+  [ "$(register "$REG" many "$FN" '&scaling_upper_bound=0')" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }
+  wait_json "$REG/v1/status" '[f for f in j["functions"] if f["name"] == "many"]' || return 1
+  poll_until 200 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -XPOST -H 'Host: many' -d warm '$P/')\" = 200 ]" || return 1
+  local ids=() i id
+  for i in $(seq 40); do id=$(submit many -d "n=$i") || return 1; ids+=("$id"); done
+  sleep 1 # (what is tested: nothing fails while they wait; a refused try fails within 0.75 s)
+  curl -sf -XPUT "$REG/v1/functions/many" -d '{"scaling_upper_bound":2}' >/dev/null || return 1
+  for id in "${ids[@]}"; do
+    poll_until 1200 done_any "$id" "$TAP_TMP/w.out" || return 1
+    [ "$(fetch "$id" "$TAP_TMP/w.out")" = 200 ] || { cat "$TAP_TMP/w.out"; return 1; }
+  done
+}
+check "41 requests waiting for a sandbox, 20 loopback connections allowed: all complete, none refused" t_many_waiting
 
 t_expiry() {
   local id
