@@ -107,6 +107,9 @@ bool dg_wire_address_ok(const char *address);
 /* On a DP's response to a request that waited for a sandbox to start (dirigent load counts
  * them). */
 #define DG_WIRE_HDR_COLD_START "X-Dirigent-Cold-Start"
+/* On the asynchronous results port (portProxyRead): why a fetch has no result (its body is
+ * empty: what InVitro reads as "no result"). */
+#define DG_WIRE_HDR_ERROR "X-Dirigent-Error"
 
 /* The CP's answer to a heartbeat (text): "ok", or "resync" when it wants the sender's whole
  * state in the next beat. dg_wire_beat_answer_is_resync reads one such body. */

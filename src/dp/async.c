@@ -29,6 +29,7 @@
  * (silent for 3 heartbeats), which become this DP's and run here. A request may so run twice
  * (a DP the CP lost that was still running it): at least once, never lost.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -627,6 +628,23 @@ static void fetch_abort(struct dg_http_req *r, void *ud)
     f->r = NULL;
 }
 
+/* A fetch that has no result to give: `status` with an empty body (InVitro reads any
+ * non-empty body as the function's answer, an empty one as "no result", as the original's empty
+ * 400) and the reason in X-Dirigent-Error. */
+static void fetch_refuse(struct dg_http_req *r, int status, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    for (char *c = msg; *c; c++)
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+            *c = '?';
+    dg_http_resp_header(r, DG_WIRE_HDR_ERROR, msg);
+    dg_http_respond(r, status, NULL, NULL, 0);
+}
+
 static void fetched(void *ud, int status, struct dg_str body, const char *err)
 {
     struct fetch *f = ud;
@@ -637,33 +655,30 @@ static void fetched(void *ud, int status, struct dg_str body, const char *err)
     }
     dg_http_req_on_abort(r, NULL, NULL);
     if (status == 404) {
-        dg_http_respond_text(r, 404, "asynchronous request %s: unknown or expired", f->id);
+        fetch_refuse(r, 404, "asynchronous request %s: unknown or expired", f->id);
     } else if (status == 204) {
         dg_http_respond(r, 204, NULL, NULL, 0); /* not finished */
     } else if (status != 200) {
         if (err)
-            dg_http_respond_text(r, 503,
-                                 "asynchronous request %s: the control plane: %s: try "
-                                 "again",
-                                 f->id, err);
+            fetch_refuse(r, 503, "asynchronous request %s: the control plane: %s: try again", f->id,
+                         err);
         else
-            dg_http_respond_text(r, 503,
-                                 "asynchronous request %s: the control plane answered "
-                                 "%d: try again",
-                                 f->id, status);
+            fetch_refuse(r, 503,
+                         "asynchronous request %s: the control plane answered %d: try again", f->id,
+                         status);
     } else {
         struct dg_wire_async_state st;
         struct dg_err e = {0};
         char *out = NULL;
         size_t len = 0;
         if (dg_wire_async_state_parse(body.ptr, body.len, &st, &e) < 0) {
-            dg_http_respond_text(r, 502, "asynchronous request %s: the control plane's record: %s",
-                                 f->id, e.msg);
+            fetch_refuse(r, 502, "asynchronous request %s: the control plane's record: %s", f->id,
+                         e.msg);
         } else {
             if (!st.has_result) {
                 dg_http_respond(r, 204, NULL, NULL, 0); /* not finished */
             } else if (dg_wire_b64_decode(st.result.body, &out, &len) < 0) {
-                dg_http_respond_text(r, 502, "asynchronous request %s: a bad stored body", f->id);
+                fetch_refuse(r, 502, "asynchronous request %s: a bad stored body", f->id);
             } else {
                 char us[32];
                 snprintf(us, sizeof(us), "%llu",
