@@ -370,6 +370,9 @@ static void api_claim(struct dg_http_req *r, void *ud)
         dg_wire_async_claim_free(&c);
         return;
     }
+    /* other data planes' requests go only to a registered data plane (a node credential may be
+     * a worker's: it would get the bodies and headers of requests it never accepted) */
+    bool registered = cp_core_dp(&cp.core, c.dataplane) != NULL;
     /* {"requests":[...]}: the stored requests as they are, without decoding them again */
     json_t *list = json_array();
     size_t bytes = 0;
@@ -382,7 +385,7 @@ static void api_claim(struct dg_http_req *r, void *ud)
             if (rec->handed_page != c.page)
                 continue;
         } else {
-            if (own ? c.orphans_only : cp_core_dp(&cp.core, rec->dataplane) != NULL)
+            if (own ? c.orphans_only : !registered || cp_core_dp(&cp.core, rec->dataplane) != NULL)
                 continue; /* not asked for, or its data plane is alive */
             if (json_array_size(list) >= CLAIM_PAGE_RECORDS ||
                 (bytes && bytes + strlen(rec->value) > DG_WIRE_ASYNC_CLAIM_BYTES)) {

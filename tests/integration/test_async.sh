@@ -374,6 +374,7 @@ t_auth() {
   bg_start "$TAP_TMP/adp.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dpauth --async \
     --portProxyRead 0 --controlPlaneAddress "$acpi" --heartbeatInterval 300ms --traceOutputFolder "" \
     "${KEY_ARGS[@]}"
+  local adp_pid=$BG_PID
   wait_for_log "$TAP_TMP/adp.log" 'async results on' || return 1
   local ap=http://127.0.0.1:$(port_of "$TAP_TMP/adp.log" 'proxy on')
   local ar=http://127.0.0.1:$(port_of "$TAP_TMP/adp.log" 'async results on')
@@ -394,8 +395,16 @@ t_auth() {
     -XPOST "http://$acpi/v1/async-claims" -d '{"dataplane":"dpauth"}')
   [ "$code" = 403 ] && grep -q "credential node.other cannot act as data plane 'dpauth'" "$TAP_TMP/a.out" ||
     { echo "other node's claim: $code $(cat "$TAP_TMP/a.out")"; return 1; }
+  # a node credential of no registered data plane (a worker's, say) gets no other data plane's
+  # requests: dpauth's unfinished ones, once the CP lost dpauth, are not handed to "other"
+  kill -9 "$adp_pid"
+  wait_for_log "$TAP_TMP/acp.log" 'data plane dpauth silent: removed' 20 || return 1
+  code=$(curl -s -o "$TAP_TMP/a.out" -w '%{http_code}' -H "Authorization: Bearer $(cat "$TAP_TMP/other.token")" \
+    -XPOST "http://$acpi/v1/async-claims" -d '{"dataplane":"other","orphansOnly":true}')
+  [ "$code" = 200 ] && ! grep -q "$id" "$TAP_TMP/a.out" ||
+    { echo "a non-data-plane's orphan claim: $code $(head -c 300 "$TAP_TMP/a.out")"; return 1; }
 }
-check "with a cluster key: the DP submits with its credential; anonymous callers 401, another node's claim 403; asyncMaxRecords: 429" t_auth
+check "with a cluster key: the DP submits with its credential; anonymous callers 401, another node's claim 403, a non-data-plane node no orphans; asyncMaxRecords: 429" t_auth
 
 # ---- CP replicas (Redis): results survive the leader's kill -9 -----------------------------
 if ! command -v redis-server >/dev/null; then
