@@ -231,6 +231,7 @@ static struct cp_call *cp_call(const char *method, const char *path, char *body,
 /* ---- jobs ---------------------------------------------------------------------------------- */
 
 static void job_run(struct job *j);
+static bool hop_by_hop(struct dg_str name);
 
 static void job_free(struct job *j)
 {
@@ -423,11 +424,14 @@ static void job_run(struct job *j)
     }
     j->status = 0;
     j->too_big = false;
-    size_t n = j->req.nheaders;
-    struct dg_http_header *h = dg_xcalloc(n + 1, sizeof(*h));
-    for (size_t i = 0; i < n; i++)
-        h[i] = (struct dg_http_header){dg_str_c(j->req.headers[i].name),
-                                       dg_str_c(j->req.headers[i].value)};
+    size_t n = 0;
+    struct dg_http_header *h = dg_xcalloc(j->req.nheaders + 1, sizeof(*h));
+    for (size_t i = 0; i < j->req.nheaders; i++) {
+        /* what a submission keeps; a record from the store (another node's) is held to it too */
+        struct dg_str name = dg_str_c(j->req.headers[i].name);
+        if (!hop_by_hop(name))
+            h[n++] = (struct dg_http_header){name, dg_str_c(j->req.headers[i].value)};
+    }
     h[n] = (struct dg_http_header){DG_STR("Host"), dg_str_c(j->req.function)};
     struct dg_http_creq *q = dg_http_request(A.run_pool, j->req.method, j->req.url, h, n + 1,
                                              j->body, j->body_len, &cbs, j);
