@@ -284,17 +284,23 @@ static void api_submit(struct dg_http_req *r, void *ud)
         dg_wire_async_req_free(&st.request);
         return;
     }
+    struct rec *known = dg_strmap_get(&A.index, dg_str_c(st.request.id));
+    if (known) {
+        /* the same data plane sending it again (its client resent a request whose answer was
+         * lost, or it asked the next replica): stored already; else the id is another's */
+        if (!known->done && strcmp(known->dataplane, st.request.dataplane) == 0)
+            dg_http_respond_text(r, 200, "stored");
+        else
+            dg_http_respond_text(r, 409, "async request %s: the id is taken", st.request.id);
+        dg_wire_async_req_free(&st.request);
+        return;
+    }
     if ((uint64_t)A.pending + A.done >= A.max_records) {
         dg_http_respond_text(r, 429,
                              "asynchronous request not stored: the control plane keeps %llu "
                              "records (asyncMaxRecords); results expire after asyncResultTtl: "
                              "try again later",
                              (unsigned long long)A.max_records);
-        dg_wire_async_req_free(&st.request);
-        return;
-    }
-    if (dg_strmap_get(&A.index, dg_str_c(st.request.id))) {
-        dg_http_respond_text(r, 409, "async request %s: the id is taken", st.request.id);
         dg_wire_async_req_free(&st.request);
         return;
     }

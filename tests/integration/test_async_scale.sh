@@ -12,7 +12,7 @@ set -u
 B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
 
-plan 6
+plan 7
 # gen.py FILE DONE-SOON DONE-LATER PENDING DATAPLANE: records in a CP's sqlite store
 cat >"$TAP_TMP/gen.py" <<'PY'
 import base64, json, sqlite3, sys, time, uuid
@@ -89,6 +89,19 @@ for k, v in sqlite3.connect(sys.argv[1]).execute("select key, value from objects
   [ "$code" = 200 ] && grep -q '"Function":"hello"' "$TAP_TMP/f.out"
 }
 check "a result that did not expire is still fetched" t_fetch
+
+t_submit_again() {
+  # a DP's submission sent again (its HTTP client resends a request whose connection closed
+  # after the CP read it; or the next replica is asked): 200, stored once; another DP's: 409
+  local body='{"id":"0badc0de-0000-4000-8000-000000000001","dataplane":"dps","function":"hello","method":"POST","url":"/","headers":[],"body":"","acceptedMs":1}' c1 c2 c3
+  c1=$(curl -s -o /dev/null -w '%{http_code}' -XPOST "http://$CPI/v1/async" -d "$body")
+  poll_until 100 eval '[ "$(curl -s -o /dev/null -w "%{http_code}" "http://$CPI/v1/async/0badc0de-0000-4000-8000-000000000001")" = 204 ]' || return 1
+  c2=$(curl -s -o "$TAP_TMP/s.out" -w '%{http_code}' -XPOST "http://$CPI/v1/async" -d "$body")
+  c3=$(curl -s -o "$TAP_TMP/s3.out" -w '%{http_code}' -XPOST "http://$CPI/v1/async" -d "${body/\"dps\"/\"dpother\"}")
+  echo "first $c1, again $c2 $(cat "$TAP_TMP/s.out"), another DP $c3 $(cat "$TAP_TMP/s3.out")"
+  [ "$c1" = 200 ] && [ "$c2" = 200 ] && [ "$c3" = 409 ]
+}
+check "a submission sent again by its data plane is 200 (stored once), by another 409" t_submit_again
 
 # a proxy to the CP that forwards everything but closes the connection instead of passing on
 # the first answer to a claim (the CP has handed its records by then)
