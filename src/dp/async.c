@@ -232,6 +232,7 @@ static struct cp_call *cp_call(const char *method, const char *path, char *body,
 
 static void job_run(struct job *j);
 static bool hop_by_hop(struct dg_str name);
+static void claim_lost(void);
 
 static void job_free(struct job *j)
 {
@@ -524,6 +525,8 @@ static void submit_stored(void *ud, int status, struct dg_str body, const char *
             post_result(j);
         return;
     }
+    if (err) /* no answer: it may be stored all the same; the next claim takes it if so */
+        claim_lost();
     if (r) {
         if (err)
             dg_http_respond_text(r, 503,

@@ -12,7 +12,7 @@ set -u
 B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
 
-plan 7
+plan 8
 # gen.py FILE DONE-SOON DONE-LATER PENDING DATAPLANE: records in a CP's sqlite store
 cat >"$TAP_TMP/gen.py" <<'PY'
 import base64, json, sqlite3, sys, time, uuid
@@ -107,7 +107,7 @@ check "a submission sent again by its data plane is 200 (stored once), by anothe
 # the first answer to a claim (the CP has handed its records by then)
 cat >"$TAP_TMP/lossy.py" <<'PY'
 import http.client, http.server, sys
-cp = sys.argv[1]
+cp, drop = sys.argv[1], sys.argv[2]
 dropped = [False]
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -119,9 +119,9 @@ class H(http.server.BaseHTTPRequestHandler):
         c.request(self.command, self.path, body, hdrs)
         r = c.getresponse()
         data = r.read()
-        if self.path == "/v1/async-claims" and not dropped[0]:
+        if self.path == drop and not dropped[0]:
             dropped[0] = True
-            print("dropped a claim's answer", flush=True)
+            print("dropped the answer to " + drop, flush=True)
             self.close_connection = True
             return
         self.send_response(r.status)
@@ -143,15 +143,41 @@ taken_total() {
 }
 t_claim_lost() {
   start_cp "$TAP_TMP/cp2.log" "$TAP_TMP/cp2data" || return 1
-  bg_start "$TAP_TMP/lossy.log" /usr/bin/python3 "$TAP_TMP/lossy.py" "$CPI"
+  bg_start "$TAP_TMP/lossy.log" /usr/bin/python3 "$TAP_TMP/lossy.py" "$CPI" /v1/async-claims
   wait_for_log "$TAP_TMP/lossy.log" 'lossy proxy on' || return 1
   start_dp "$TAP_TMP/dpl.log" dpl "127.0.0.1:$(port_of "$TAP_TMP/lossy.log" 'lossy proxy on')"
-  wait_for_log "$TAP_TMP/lossy.log" "dropped a claim's answer" 20 || return 1
+  wait_for_log "$TAP_TMP/lossy.log" "dropped the answer to /v1/async-claims" 20 || return 1
   poll_until 400 eval '[ "$(taken_total "$TAP_TMP/dpl.log")" -ge 1200 ]' || return 1
   grep -E 'claiming|taken over' "$TAP_TMP/dpl.log"
   [ "$(taken_total "$TAP_TMP/dpl.log")" = 1200 ]
 }
 check "a claim whose first page's answer was lost: the data plane still gets all its 1,200 requests" t_claim_lost
+
+t_submit_lost() {
+  # the CP stores a submission and its answer is lost: the DP sends it again, and its client
+  # gets the id (not a 500 for the CP's 409 "the id is taken")
+  mkdir -p "$TAP_TMP/cp4data"
+  bg_start "$TAP_TMP/cp4.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
+    --dataDir "$TAP_TMP/cp4data" --heartbeatInterval 300ms --traceOutputFolder ""
+  wait_for_log "$TAP_TMP/cp4.log" 'registration on' || return 1
+  local cpi=127.0.0.1:$(port_of "$TAP_TMP/cp4.log" 'internal api on')
+  local reg=http://127.0.0.1:$(port_of "$TAP_TMP/cp4.log" 'registration on') p code
+  bg_start "$TAP_TMP/lossy2.log" /usr/bin/python3 "$TAP_TMP/lossy.py" "$cpi" /v1/async
+  wait_for_log "$TAP_TMP/lossy2.log" 'lossy proxy on' || return 1
+  start_dp "$TAP_TMP/dpk.log" dpk "127.0.0.1:$(port_of "$TAP_TMP/lossy2.log" 'lossy proxy on')"
+  wait_for_log "$TAP_TMP/dpk.log" 'proxy on' || return 1
+  p=http://127.0.0.1:$(port_of "$TAP_TMP/dpk.log" 'proxy on')
+  code=$(curl -s -o "$TAP_TMP/reg.out" -w '%{http_code}' -XPOST "$reg/registerService" \
+    -d "name=fk&image=$B/dirigent-fn&port_forwarding=80&port_forwarding=tcp&scaling_upper_bound=0")
+  [ "$code" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }
+  local api=http://127.0.0.1:$(port_of "$TAP_TMP/dpk.log" 'api on')
+  poll_until 200 bash -c "curl -s '$api/v1/functions' | grep -q '\"fk\"'" || return 1
+  code=$(curl -s -o "$TAP_TMP/k.out" -w '%{http_code}' -XPOST -H 'Host: fk' -d one "$p/")
+  grep -q "dropped the answer to /v1/async" "$TAP_TMP/lossy2.log" || { echo "no answer dropped"; return 1; }
+  echo "$code $(cat "$TAP_TMP/k.out")"
+  [ "$code" = 200 ] && grep -qE '^[0-9a-f-]{36}$' "$TAP_TMP/k.out"
+}
+check "a submission whose stored answer was lost: the DP sends it again, the client gets its id" t_submit_lost
 
 t_ttl_invitro() {
   # InVitro fetches the results after ExperimentDuration + AsyncWaitToCollectMin (its shipped
