@@ -1147,6 +1147,7 @@ static const struct field F_async_claim[] = {
     STR(T, dataplane, "dataplane", .flags = F_REQ, .chk = C_NODE),
     BOOL(T, orphans_only, "orphansOnly", .flags = F_OMIT),
     INT(T, boot, "boot", .min = 0, .max = (1ll << 53)),
+    INT(T, page, "page", .min = 0, .max = (1ll << 31)),
 };
 MSG(async_claim, true);
 #undef T

@@ -107,6 +107,9 @@ bool dg_wire_address_ok(const char *address);
 /* On a DP's response to a request that waited for a sandbox to start (dirigent load counts
  * them). */
 #define DG_WIRE_HDR_COLD_START "X-Dirigent-Cold-Start"
+/* On the asynchronous results port (portProxyRead): why a fetch has no result (its body is
+ * empty: what InVitro reads as "no result"). */
+#define DG_WIRE_HDR_ERROR "X-Dirigent-Error"
 
 /* The CP's answer to a heartbeat (text): "ok", or "resync" when it wants the sender's whole
  * state in the next beat. dg_wire_beat_answer_is_resync reads one such body. */
@@ -442,9 +445,13 @@ struct dg_wire_async_result {
 struct dg_wire_async_claim {
     char *dataplane; /* required */
     bool orphans_only;
-    /* the claimer's process (random at its start; 0: none): a record handed to this boot is
-     * not handed again, so an answer cut at DG_WIRE_ASYNC_CLAIM_BYTES goes on where it ended */
+    /* one claim of the claimer (random, new for each claim; 0: none): a record handed in it is
+     * not handed again in a later page, so an answer cut at DG_WIRE_ASYNC_CLAIM_BYTES goes on
+     * where it ended */
     int64_t boot;
+    /* the page of that claim asked for (0, 1, ...): the same page asked again (a resend after
+     * a lost answer) gets the records it had again */
+    int64_t page;
 };
 
 struct dg_wire_async_batch {

@@ -18,7 +18,12 @@
  *
  * Only the leader answers (a follower refuses as for heartbeats, naming the leader); every
  * replica that takes over reads the records back from the shared store. A timer deletes
- * expired results from the store and the index once a second.
+ * expired results from the store and the index (five times a second, at most GC_MAX_PER_TICK
+ * each time).
+ *
+ * Nothing on the loop walks every record (asyncMaxRecords may be 1,000,000): the pending ones
+ * are also on a list (claims walk only it, and hand at most CLAIM_PAGE_RECORDS per answer), the
+ * done ones on a min-heap by expiry (the timer takes only the expired ones off its top).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -36,14 +41,25 @@ struct rec {
     char *value;     /* the stored JSON (dg_wire_async_state) */
     bool done;
     uint64_t expires_ms;
-    int64_t handed_boot; /* the claim (a DP's boot) this pending record was last handed to */
+    int64_t handed_boot;     /* the claim (a DP's, random) this pending record was last handed in */
+    int64_t handed_page;     /* and the page of it */
+    size_t heap_i;           /* done: its place in A.heap */
+    struct rec *prev, *next; /* pending: A.pending_list */
 };
+
+#define CLAIM_PAGE_RECORDS 1000 /* a claim's answer at most (each costs a parse on the loop) */
+#define GC_EVERY_MS        200
+#define GC_MAX_PER_TICK    2000 /* expired results deleted per tick at most (10,000 a second) */
 
 static struct {
     uv_loop_t *loop;
-    uint64_t ttl_ms, max_records;
+    uint64_t ttl_ms, max_records, max_bytes;
+    uint64_t bytes;         /* the records' values together */
     struct dg_strmap index; /* id -> struct rec */
     unsigned pending, done;
+    struct rec *pending_list; /* the pending records */
+    struct rec **heap;        /* the done records, a min-heap by expires_ms */
+    size_t heap_cap;
     uv_timer_t gc;
     bool open;
     void (*refuse)(struct dg_http_req *r);
@@ -58,13 +74,81 @@ static void rec_free(struct rec *r)
     free(r);
 }
 
+/* ---- the expiry heap (A.done entries) ---------------------------------------------------- */
+
+static void heap_set(size_t i, struct rec *r)
+{
+    A.heap[i] = r;
+    r->heap_i = i;
+}
+
+static void heap_up(size_t i)
+{
+    struct rec *r = A.heap[i];
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (A.heap[p]->expires_ms <= r->expires_ms)
+            break;
+        heap_set(i, A.heap[p]);
+        i = p;
+    }
+    heap_set(i, r);
+}
+
+static void heap_down(size_t i)
+{
+    size_t n = A.done;
+    struct rec *r = A.heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && A.heap[c + 1]->expires_ms < A.heap[c]->expires_ms)
+            c++;
+        if (r->expires_ms <= A.heap[c]->expires_ms)
+            break;
+        heap_set(i, A.heap[c]);
+        i = c;
+    }
+    heap_set(i, r);
+}
+
+static void heap_push(struct rec *r)
+{
+    if (A.done == A.heap_cap) {
+        A.heap_cap = A.heap_cap ? 2 * A.heap_cap : 1024;
+        A.heap = dg_xrealloc(A.heap, A.heap_cap * sizeof(*A.heap));
+    }
+    heap_set(A.done, r);
+    A.done++;
+    heap_up(r->heap_i);
+}
+
+static void heap_remove(struct rec *r)
+{
+    size_t i = r->heap_i, last = --A.done;
+    if (i == last)
+        return;
+    heap_set(i, A.heap[last]);
+    heap_up(i);
+    heap_down(A.heap[i]->heap_i);
+}
+
 static void rec_drop(struct rec *r)
 {
     dg_strmap_del(&A.index, dg_str_c(r->id));
-    if (r->done)
-        A.done--;
-    else
+    A.bytes -= strlen(r->value);
+    if (r->done) {
+        heap_remove(r);
+    } else {
+        if (r->prev)
+            r->prev->next = r->next;
+        else
+            A.pending_list = r->next;
+        if (r->next)
+            r->next->prev = r->prev;
         A.pending--;
+    }
     rec_free(r);
 }
 
@@ -74,10 +158,17 @@ static void rec_put(struct rec *r)
     if (old)
         rec_drop(old);
     dg_strmap_put(&A.index, dg_str_c(r->id), r);
-    if (r->done)
-        A.done++;
-    else
+    A.bytes += strlen(r->value);
+    if (r->done) {
+        heap_push(r);
+    } else {
+        r->prev = NULL;
+        r->next = A.pending_list;
+        if (A.pending_list)
+            A.pending_list->prev = r;
+        A.pending_list = r;
         A.pending++;
+    }
 }
 
 void cp_async_reset(void)
@@ -90,6 +181,11 @@ void cp_async_reset(void)
     dg_strmap_free(&A.index);
     memset(&A.index, 0, sizeof(A.index));
     A.pending = A.done = 0;
+    A.bytes = 0;
+    A.pending_list = NULL;
+    free(A.heap);
+    A.heap = NULL;
+    A.heap_cap = 0;
 }
 
 void cp_async_restore_each(void *ud, const char *key, const char *value)
@@ -188,6 +284,17 @@ static void api_submit(struct dg_http_req *r, void *ud)
         dg_wire_async_req_free(&st.request);
         return;
     }
+    struct rec *known = dg_strmap_get(&A.index, dg_str_c(st.request.id));
+    if (known) {
+        /* the same data plane sending it again (its client resent a request whose answer was
+         * lost, or it asked the next replica): stored already; else the id is another's */
+        if (!known->done && strcmp(known->dataplane, st.request.dataplane) == 0)
+            dg_http_respond_text(r, 200, "stored");
+        else
+            dg_http_respond_text(r, 409, "async request %s: the id is taken", st.request.id);
+        dg_wire_async_req_free(&st.request);
+        return;
+    }
     if ((uint64_t)A.pending + A.done >= A.max_records) {
         dg_http_respond_text(r, 429,
                              "asynchronous request not stored: the control plane keeps %llu "
@@ -197,17 +304,21 @@ static void api_submit(struct dg_http_req *r, void *ud)
         dg_wire_async_req_free(&st.request);
         return;
     }
-    if (dg_strmap_get(&A.index, dg_str_c(st.request.id))) {
-        dg_http_respond_text(r, 409, "async request %s: the id is taken", st.request.id);
-        dg_wire_async_req_free(&st.request);
-        return;
-    }
     struct rec *rec = dg_xcalloc(1, sizeof(*rec));
     rec->id = dg_xstrdup(st.request.id);
     rec->dataplane = dg_xstrdup(st.request.dataplane);
     rec->value = dg_wire_async_state_dumps(&st);
     st.state = NULL;
     dg_wire_async_req_free(&st.request);
+    if (A.bytes + strlen(rec->value) > A.max_bytes) {
+        dg_http_respond_text(r, 429,
+                             "asynchronous request not stored: the control plane keeps %llu MiB of "
+                             "records (asyncMaxBytes); results expire after asyncResultTtl: try "
+                             "again later",
+                             (unsigned long long)(A.max_bytes >> 20));
+        rec_free(rec);
+        return;
+    }
     store_rec(r, rec, "request");
 }
 
@@ -265,28 +376,32 @@ static void api_claim(struct dg_http_req *r, void *ud)
         dg_wire_async_claim_free(&c);
         return;
     }
+    /* other data planes' requests go only to a registered data plane (a node credential may be
+     * a worker's: it would get the bodies and headers of requests it never accepted) */
+    bool registered = cp_core_dp(&cp.core, c.dataplane) != NULL;
     /* {"requests":[...]}: the stored requests as they are, without decoding them again */
     json_t *list = json_array();
     size_t bytes = 0;
     bool more = false;
-    for (size_t i = 0; i < A.index.cap; i++) {
-        struct dg_strmap_slot *s = &A.index.slots[i];
-        if (!s->val)
-            continue;
-        struct rec *rec = s->val;
-        if (rec->done)
-            continue;
+    for (struct rec *rec = A.pending_list; rec; rec = rec->next) {
         bool own = strcmp(rec->dataplane, c.dataplane) == 0;
-        if (own ? c.orphans_only : cp_core_dp(&cp.core, rec->dataplane) != NULL)
-            continue; /* not asked for, or its data plane is alive */
-        if (c.boot && rec->handed_boot == c.boot)
-            continue; /* in an earlier page of this claimer's claim */
-        if (bytes && bytes + strlen(rec->value) > DG_WIRE_ASYNC_CLAIM_BYTES) {
-            more = true; /* the rest in the claimer's next ask, below its body limit */
-            break;
+        if (own && c.boot && rec->handed_boot == c.boot) {
+            /* handed in this claim (an orphan then became the claimer's): again only when this
+             * very page is asked again (its answer was lost), whatever the bounds */
+            if (rec->handed_page != c.page)
+                continue;
+        } else {
+            if (own ? c.orphans_only : !registered || cp_core_dp(&cp.core, rec->dataplane) != NULL)
+                continue; /* not asked for, or its data plane is alive */
+            if (json_array_size(list) >= CLAIM_PAGE_RECORDS ||
+                (bytes && bytes + strlen(rec->value) > DG_WIRE_ASYNC_CLAIM_BYTES)) {
+                more = true; /* the rest in the claimer's next ask, below its body limit */
+                continue;    /* (this page's own records, asked again, may come further on) */
+            }
         }
         bytes += strlen(rec->value);
         rec->handed_boot = c.boot;
+        rec->handed_page = c.page;
         json_t *j = NULL;
         if (dg_json_parse(rec->value, strlen(rec->value), &j, &err) < 0)
             continue;
@@ -359,15 +474,10 @@ static void on_gc(uv_timer_t *t)
         return;
     uint64_t now = dg_wall_ms();
     unsigned n = 0;
-    for (size_t i = 0; i < A.index.cap; i++) {
-        struct dg_strmap_slot *s = &A.index.slots[i];
-        if (!s->val)
-            continue;
-        struct rec *rec = s->val;
-        if (!rec->done || rec->expires_ms > now)
-            continue;
+    while (A.done && A.heap[0]->expires_ms <= now && n < GC_MAX_PER_TICK) {
+        struct rec *rec = A.heap[0]; /* the first to expire */
         cp_store_del(cp.store, "async", rec->id, NULL, NULL);
-        rec_drop(rec); /* a deletion in place: the slot is marked gone, the scan goes on */
+        rec_drop(rec);
         n++;
     }
     if (n)
@@ -375,13 +485,14 @@ static void on_gc(uv_timer_t *t)
                (unsigned long long)A.ttl_ms);
 }
 
-void cp_async_init(uv_loop_t *loop, uint64_t ttl_ms, uint64_t max_records)
+void cp_async_init(uv_loop_t *loop, uint64_t ttl_ms, uint64_t max_records, uint64_t max_bytes)
 {
+    A.max_bytes = max_bytes;
     A.loop = loop;
     A.ttl_ms = ttl_ms;
     A.max_records = max_records;
     uv_timer_init(loop, &A.gc);
-    uv_timer_start(&A.gc, on_gc, 1000, 1000);
+    uv_timer_start(&A.gc, on_gc, GC_EVERY_MS, GC_EVERY_MS);
     uv_unref((uv_handle_t *)&A.gc);
     A.open = true;
 }

@@ -13,8 +13,8 @@
 #include "dirigent/http.h"
 
 /* Start: results live `ttl_ms` after they are stored; at most `max_records` records (pending
- * and done) are kept, a submission beyond gets 429. */
-void cp_async_init(uv_loop_t *loop, uint64_t ttl_ms, uint64_t max_records);
+ * and done) of `max_bytes` stored bytes together are kept, a submission beyond gets 429. */
+void cp_async_init(uv_loop_t *loop, uint64_t ttl_ms, uint64_t max_records, uint64_t max_bytes);
 /* The routes on the internal API (node credentials; the leader acts, followers refuse). From
  * api.c: `refuse` answers a follower's 503 naming the leader, `node_is` whether a node
  * credential may act as `name` (else it answered 403). */

@@ -186,7 +186,7 @@ static const struct dg_conf_field cp_fields[] = {
     {.key = "asyncResultTtl",
      .type = DG_CONF_DURATION,
      .offset = offsetof(struct cp_config, async_ttl_ms),
-     .def = "10m",
+     .def = "1h",
      .min = 1000,
      .max = 604800000,
      .help = "asynchronous invocations: a result is kept this long after it is stored, then "
@@ -199,6 +199,14 @@ static const struct dg_conf_field cp_fields[] = {
      .max = 100000000,
      .help = "asynchronous invocations: requests and results kept at most (each in memory "
              "too, body included); a submission beyond gets 429"},
+    {.key = "asyncMaxBytes",
+     .type = DG_CONF_SIZE,
+     .offset = offsetof(struct cp_config, async_max_bytes),
+     .def = "1GiB",
+     .min = 1024 * 1024,
+     .max = 1ll << 40,
+     .help = "asynchronous invocations: the records' stored bytes at most (requests and results, "
+             "bodies in base64; all kept in memory too); a submission beyond gets 429"},
     {.key = "heartbeatInterval",
      .type = DG_CONF_DURATION,
      .offset = offsetof(struct cp_config, heartbeat_ms),

@@ -37,6 +37,7 @@ struct cp_config {
     int64_t max_creates_per_worker_s;
     int64_t async_ttl_ms;      /* asyncResultTtl */
     int64_t async_max_records; /* asyncMaxRecords */
+    int64_t async_max_bytes;   /* asyncMaxBytes */
     struct dg_http_conf http;
 };
 

@@ -191,7 +191,8 @@ int main(int argc, char **argv)
         dg_auth_server(g.reg, &cp.auth_key);
     }
     dg_daemon_mount_health_metrics(g.internal, cp.metrics);
-    cp_async_init(cp.loop, (uint64_t)g.cfg.async_ttl_ms, (uint64_t)g.cfg.async_max_records);
+    cp_async_init(cp.loop, (uint64_t)g.cfg.async_ttl_ms, (uint64_t)g.cfg.async_max_records,
+                  (uint64_t)g.cfg.async_max_bytes);
     cp_api_mount(g.internal, g.reg);
     /* what survived the last run, before anything is served */
     struct cp_store_opts so = {.backend = g.cfg.persistence,

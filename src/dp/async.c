@@ -29,6 +29,7 @@
  * (silent for 3 heartbeats), which become this DP's and run here. A request may so run twice
  * (a DP the CP lost that was still running it): at least once, never lost.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,12 +44,16 @@
 #define BACKOFF_MS      250
 #define BACKOFF_MAX_MS  10000
 #define CLAIM_EVERY_MS  10000 /* requests of data planes the CP lost: taken over */
+/* After a start the CP's function list arrives after the claim may have: a claimed request
+ * whose function this DP does not know yet waits (no try counted) for this long after it. */
+#define FN_WAIT_MS 30000
 
 struct job {
     struct dg_wire_async_req req; /* owned */
     char *body;                   /* decoded */
     size_t body_len;
     unsigned tries;
+    bool waited;      /* for its function to be known here (FN_WAIT_MS) */
     uv_timer_t timer; /* backoff before a retry, or before posting the result again */
     struct dg_http_creq *run;
     struct cp_call *post;
@@ -92,8 +97,9 @@ static struct {
     unsigned njobs;
     struct cp_call *calls;
     uv_timer_t claim_timer;
-    bool stopping, claimed;
-    int64_t boot; /* this process's claims (struct dg_wire_async_claim) */
+    bool stopping, claimed, claim_failing;
+    uint64_t start_us;
+    int64_t boot, page; /* the claim under way, its next page (struct dg_wire_async_claim) */
     unsigned open_servers;
     void (*stop_done)(void *ud);
     void *stop_ud;
@@ -225,6 +231,8 @@ static struct cp_call *cp_call(const char *method, const char *path, char *body,
 /* ---- jobs ---------------------------------------------------------------------------------- */
 
 static void job_run(struct job *j);
+static bool hop_by_hop(struct dg_str name);
+static void claim_lost(void);
 
 static void job_free(struct job *j)
 {
@@ -404,13 +412,27 @@ static void job_run(struct job *j)
 {
     static const struct dg_http_client_cbs cbs = {
         .on_head = run_head, .on_body = run_body, .on_done = run_done};
+    if (!dp_core_function_find(A.dp->core, j->req.function, strlen(j->req.function)) &&
+        dg_now_us() - A.start_us < (uint64_t)FN_WAIT_MS * 1000) {
+        if (!j->waited)
+            dg_log(DG_LOG_INFO, "async",
+                   "request %s: function '%s' not known here yet (the control plane's list "
+                   "comes after a start): waiting for it",
+                   j->req.id, j->req.function);
+        j->waited = true;
+        uv_timer_start(&j->timer, retry_timer, 200, 0);
+        return;
+    }
     j->status = 0;
     j->too_big = false;
-    size_t n = j->req.nheaders;
-    struct dg_http_header *h = dg_xcalloc(n + 1, sizeof(*h));
-    for (size_t i = 0; i < n; i++)
-        h[i] = (struct dg_http_header){dg_str_c(j->req.headers[i].name),
-                                       dg_str_c(j->req.headers[i].value)};
+    size_t n = 0;
+    struct dg_http_header *h = dg_xcalloc(j->req.nheaders + 1, sizeof(*h));
+    for (size_t i = 0; i < j->req.nheaders; i++) {
+        /* what a submission keeps; a record from the store (another node's) is held to it too */
+        struct dg_str name = dg_str_c(j->req.headers[i].name);
+        if (!hop_by_hop(name))
+            h[n++] = (struct dg_http_header){name, dg_str_c(j->req.headers[i].value)};
+    }
     h[n] = (struct dg_http_header){DG_STR("Host"), dg_str_c(j->req.function)};
     struct dg_http_creq *q = dg_http_request(A.run_pool, j->req.method, j->req.url, h, n + 1,
                                              j->body, j->body_len, &cbs, j);
@@ -503,6 +525,8 @@ static void submit_stored(void *ud, int status, struct dg_str body, const char *
             post_result(j);
         return;
     }
+    if (err) /* no answer: it may be stored all the same; the next claim takes it if so */
+        claim_lost();
     if (r) {
         if (err)
             dg_http_respond_text(r, 503,
@@ -611,6 +635,23 @@ static void fetch_abort(struct dg_http_req *r, void *ud)
     f->r = NULL;
 }
 
+/* A fetch that has no result to give: `status` with an empty body (InVitro reads any
+ * non-empty body as the function's answer, an empty one as "no result", as the original's empty
+ * 400) and the reason in X-Dirigent-Error. */
+static void fetch_refuse(struct dg_http_req *r, int status, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    for (char *c = msg; *c; c++)
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+            *c = '?';
+    dg_http_resp_header(r, DG_WIRE_HDR_ERROR, msg);
+    dg_http_respond(r, status, NULL, NULL, 0);
+}
+
 static void fetched(void *ud, int status, struct dg_str body, const char *err)
 {
     struct fetch *f = ud;
@@ -621,33 +662,30 @@ static void fetched(void *ud, int status, struct dg_str body, const char *err)
     }
     dg_http_req_on_abort(r, NULL, NULL);
     if (status == 404) {
-        dg_http_respond_text(r, 404, "asynchronous request %s: unknown or expired", f->id);
+        fetch_refuse(r, 404, "asynchronous request %s: unknown or expired", f->id);
     } else if (status == 204) {
         dg_http_respond(r, 204, NULL, NULL, 0); /* not finished */
     } else if (status != 200) {
         if (err)
-            dg_http_respond_text(r, 503,
-                                 "asynchronous request %s: the control plane: %s: try "
-                                 "again",
-                                 f->id, err);
+            fetch_refuse(r, 503, "asynchronous request %s: the control plane: %s: try again", f->id,
+                         err);
         else
-            dg_http_respond_text(r, 503,
-                                 "asynchronous request %s: the control plane answered "
-                                 "%d: try again",
-                                 f->id, status);
+            fetch_refuse(r, 503,
+                         "asynchronous request %s: the control plane answered %d: try again", f->id,
+                         status);
     } else {
         struct dg_wire_async_state st;
         struct dg_err e = {0};
         char *out = NULL;
         size_t len = 0;
         if (dg_wire_async_state_parse(body.ptr, body.len, &st, &e) < 0) {
-            dg_http_respond_text(r, 502, "asynchronous request %s: the control plane's record: %s",
-                                 f->id, e.msg);
+            fetch_refuse(r, 502, "asynchronous request %s: the control plane's record: %s", f->id,
+                         e.msg);
         } else {
             if (!st.has_result) {
                 dg_http_respond(r, 204, NULL, NULL, 0); /* not finished */
             } else if (dg_wire_b64_decode(st.result.body, &out, &len) < 0) {
-                dg_http_respond_text(r, 502, "asynchronous request %s: a bad stored body", f->id);
+                fetch_refuse(r, 502, "asynchronous request %s: a bad stored body", f->id);
             } else {
                 char us[32];
                 snprintf(us, sizeof(us), "%llu",
@@ -700,20 +738,36 @@ static void async_fetch(struct dg_http_req *r, void *ud)
 
 static void claim(uv_timer_t *t);
 
+/* A claim's answer did not arrive (or could not be read). The CP may have handed records in it
+ * (marked with this boot; orphans rewritten as this DP's): they would never come again. So the
+ * next claim is a whole one (this DP's own requests, not only orphans) under a new boot; the
+ * requests already running here are skipped. */
+static void claim_lost(void)
+{
+    A.claimed = false;
+    A.boot = 0;
+    A.page = 0;
+}
+
 static void claimed(void *ud, int status, struct dg_str body, const char *err)
 {
-    if (status != 200) { /* the first claim soon again; the periodic one in its period */
-        dg_log(A.claimed ? DG_LOG_DEBUG : DG_LOG_WARN, "async",
-               "claiming unfinished requests: %s%.*s; again in %d s", err ? err : "",
-               err ? 0 : (int)DG_MIN(body.len, 300), body.ptr ? body.ptr : "",
-               A.claimed ? CLAIM_EVERY_MS / 1000 : 1);
-        uv_timer_start(&A.claim_timer, claim, A.claimed ? CLAIM_EVERY_MS : 1000, 0);
+    if (status != 200) { /* soon again (a warning for the first of a row of failures) */
+        dg_log(A.claim_failing ? DG_LOG_DEBUG : DG_LOG_WARN, "async",
+               "claiming unfinished requests: %s%.*s; again in 1 s", err ? err : "",
+               err ? 0 : (int)DG_MIN(body.len, 300), body.ptr ? body.ptr : "");
+        A.claim_failing = true;
+        claim_lost();
+        uv_timer_start(&A.claim_timer, claim, 1000, 0);
         return;
     }
+    A.claim_failing = false;
     struct dg_wire_async_batch b;
     struct dg_err e = {0};
     if (dg_wire_async_batch_parse(body.ptr, body.len, &b, &e) < 0) {
-        dg_log(DG_LOG_ERROR, "async", "claiming unfinished requests: %s", e.msg);
+        dg_log(DG_LOG_ERROR, "async", "claiming unfinished requests: %s; again in %d s", e.msg,
+               CLAIM_EVERY_MS / 1000);
+        claim_lost();
+        uv_timer_start(&A.claim_timer, claim, CLAIM_EVERY_MS, 0);
         return;
     }
     unsigned n = 0;
@@ -736,23 +790,26 @@ static void claimed(void *ud, int status, struct dg_str body, const char *err)
         dg_log_always("async", "%u unfinished asynchronous requests taken over%s", n,
                       more ? ", more to come" : "");
     if (more) { /* the answer was cut below the body limit: the rest at once */
+        A.page++;
         uv_timer_start(&A.claim_timer, claim, 0, 0);
         return;
     }
     A.claimed = true;
+    A.boot = 0; /* the next claim is a new one */
+    A.page = 0;
     uv_timer_start(&A.claim_timer, claim, CLAIM_EVERY_MS, 0); /* lost data planes' */
 }
 
 static void claim(uv_timer_t *t)
 {
-    if (!A.boot) { /* this process, for the CP's pages of one claim */
+    if (!A.boot) { /* a new claim, for the CP's pages of it */
         uint64_t b = 0;
         if (getrandom(&b, sizeof(b), 0) != (ssize_t)sizeof(b))
             b = dg_now_us();
         A.boot = (int64_t)(b & ((1ull << 53) - 1)) | 1;
     }
     struct dg_wire_async_claim c = {
-        .dataplane = A.dp->name, .orphans_only = A.claimed, .boot = A.boot};
+        .dataplane = A.dp->name, .orphans_only = A.claimed, .boot = A.boot, .page = A.page};
     cp_call("POST", DG_WIRE_PATH_ASYNC_CLAIM, dg_wire_async_claim_dumps(&c), A.cp->n + 1, claimed,
             NULL);
 }
@@ -763,6 +820,7 @@ int dp_async_start(struct dp *dp, struct dg_http_server *ingress, const struct d
                    struct dg_err *err)
 {
     A.dp = dp;
+    A.start_us = dg_now_us();
     A.retries = c->retries ? c->retries : 1;
     A.max_pending = c->max_pending;
     A.cp = c->cp;
@@ -780,8 +838,15 @@ int dp_async_start(struct dp *dp, struct dg_http_server *ingress, const struct d
     A.open_servers = 2;
     struct dg_http_pool_opts o;
     dg_http_pool_opts_default(&o);
-    o.max_conns = 0;
-    o.max_idle = 256;
+    /* each try in flight holds a loopback connection (two descriptors): at most half what the
+     * runner takes from one client (127.0.0.1); the other tries wait in the pool's FIFO, where
+     * no timeout runs (a refused connection would be a failed try) */
+    unsigned per =
+        c->limits->max_conns_per_client ? c->limits->max_conns_per_client : c->limits->max_conns;
+    o.max_conns = per >= 2 ? per / 2 : 1;
+    if (!per)
+        o.max_conns = 1024;
+    o.max_idle = DG_MIN(256u, o.max_conns);
     o.request_timeout_ms = 15 * 60 * 1000; /* as the proxy's own upstreams */
     A.run_pool = dg_http_pool_new(dp->loop, "127.0.0.1", dg_http_server_port(A.runner), &o, err);
     if (!A.run_pool)
