@@ -15,7 +15,11 @@
 # and grpc; a gRPC call to an unknown function (a gRPC error InVitro can read); then the
 # same DP restarted with `async: true` for the three modes in async mode (submissions over
 # http2 and http1, as InvokeProtocol says), and an unknown id on the result port.
-# Root, crun, skopeo, umoci and redis-server needed; otherwise every check is skipped.
+# And as a user of the README's HA cluster: `dirigent up --cp-replicas 3 --dataplanes 2
+# --runtime oci` (Redis, HAProxy; its own --port-base), InVitro registering on HAProxy's
+# registration frontend and invoking where the answer says (HAProxy's invocation frontend),
+# http2 and grpc, warm and 100% cold.
+# Root, crun, skopeo, umoci, redis-server and haproxy needed; otherwise every check is skipped.
 set -u
 . "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
 . "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/oci.sh"
@@ -24,17 +28,22 @@ B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
 CLIENT=$S/tests/lib/invitro_h2.py
 PER_CLUSTER=11
-NCHECKS=$((2 * PER_CLUSTER))
+UP_CHECKS=4
+UP_BASE=21080 # below the ephemeral range; ports 19380..23010 (dirigent up --help)
+NCHECKS=$((2 * PER_CLUSTER + UP_CHECKS))
 
 plan $NCHECKS
-oci_require $NCHECKS redis-server
+oci_require $NCHECKS redis-server haproxy
 
 WK_PID=""
 POLL_PID=""
+UP_PID=""
 cleanup_protocols() {
+  # `up` stops its daemons (the worker first, which removes its containers) on SIGTERM
+  [ -n "$UP_PID" ] && oci_stop "$UP_PID" 600
   oci_stop "${WK_PID:-}" 200
   for p in "${TAP_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  for log in "$TAP_TMP"/w-*.log; do
+  for log in "$TAP_TMP"/w-*.log "$TAP_TMP"/up-state/logs/worker.log; do
     [ -e "$log" ] || continue
     oci_names "$log"
     oci_remove "$OCI_RUN" "$OCI_BRIDGE" "$OCI_VETH" "$OCI_CGROUP"
@@ -266,5 +275,29 @@ start_worker ha dginvp2 100.124.0.0/24 "$ALL"
 wait_json "http://$CPR/v1/status" 'len(j["workers"]) == 1' || { echo "Bail out! the worker did not register with the HA cluster"; exit 1; }
 cluster_checks ha "$ALL"
 stop_cluster
+
+# ---- up-ha: the README's HA cluster, InVitro through HAProxy
+t_up_ready() {
+  bg_start "$TAP_TMP/up.log" "$B/dirigent" up --runtime oci --cp-replicas 3 --dataplanes 2 \
+    --port-base "$UP_BASE" --state-dir "$TAP_TMP/up-state"
+  UP_PID=$BG_PID
+  wait_for_log "$TAP_TMP/up.log" "^ready: .*registrations: http://127.0.0.1:$((UP_BASE + 1012))/registerService" 120 ||
+    { tail -n 5 "$TAP_TMP"/up-state/logs/*.log; return 1; }
+}
+if t_up_ready >"$TAP_TMP/up-ready.out" 2>&1; then
+  CPR=127.0.0.1:$((UP_BASE + 1012))
+  IMAGE=oci:$B/images/dirigent-fn:latest # up's image: its worker takes images below the build's images/
+  check "up-ha: http2 RPS warm through HAProxy (registered on :$((UP_BASE + 1012)), invoked where the answer says)" run_mode up-ha http2 warm
+  check "up-ha: http2 RPS 100% cold through HAProxy: 10 functions at zero, all succeed" run_mode up-ha http2 cold
+  check "up-ha: grpc RPS warm through HAProxy: a FaasReply and grpc-status 0 each" run_mode up-ha grpc warm
+  check "up-ha: grpc RPS 100% cold through HAProxy: 10 functions at zero, all succeed" run_mode up-ha grpc cold
+else
+  up_failed() { cat "$TAP_TMP/up-ready.out"; return 1; }
+  for _ in $(seq $UP_CHECKS); do
+    check "up-ha: dirigent up --cp-replicas 3 --dataplanes 2 --runtime oci becomes ready" up_failed
+  done
+fi
+oci_stop "$UP_PID" 600
+UP_PID=""
 
 tap_done
