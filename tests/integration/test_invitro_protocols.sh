@@ -72,14 +72,15 @@ start_worker() {
 
 # start_dp LABEL NAME CPS [ARGS...]: a data plane (its proxy DPA; with --async true also its
 # result port ASYNC, the listening port that is neither the proxy nor the API), listed by the
-# CP with that proxy (a restart under the same NAME replaces the old one's address)
+# CP with that proxy (a restart under the same NAME replaces the old one's address); fails,
+# saying why, when it does not start or is not listed
 start_dp() {
   local label=$1 name=$2 cps=$3 api
   shift 3
   bg_start "$TAP_TMP/dp-$label.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name "$name" \
     --controlPlaneAddress "$cps" --heartbeatInterval 300ms --coldStartTimeout 60s --traceOutputFolder "" "$@"
   DP_PID=$BG_PID
-  wait_for_log "$TAP_TMP/dp-$label.log" 'proxy on' || { echo "Bail out! dp did not start"; exit 1; }
+  wait_for_log "$TAP_TMP/dp-$label.log" 'proxy on' || return 1
   DPA=127.0.0.1:$(port_of "$TAP_TMP/dp-$label.log" 'proxy on')
   api=$(port_of "$TAP_TMP/dp-$label.log" 'api on')
   ASYNC=""
@@ -92,8 +93,8 @@ start_dp() {
     done
     ASYNC=127.0.0.1:$ASYNC
   fi
-  wait_json "http://$CPR/v1/status" "[d[\"proxy\"] for d in j[\"dataplanes\"]] == [\"$DPA\"]" ||
-    { echo "Bail out! the CP does not list $DPA as its one data plane"; exit 1; }
+  wait_json "http://$STATUS/v1/status" "[d[\"proxy\"] for d in j[\"dataplanes\"]] == [\"$DPA\"]" ||
+    { echo "the CP does not list $DPA as its one data plane"; return 1; }
 }
 
 # spec LABEL PROTO MODE [ASYNC_URL]: InVitro's settings for one run (as test_invitro.sh's,
@@ -217,7 +218,11 @@ cluster_checks() {
   # the same data plane, now asynchronous (a DP restart: the CP gives it every function)
   kill -TERM "$DP_PID"
   wait_bounded "$DP_PID" >/dev/null 2>&1
-  start_dp "$L-async" "dp-$L" "$cps" --async true --portProxyRead 0
+  if ! start_dp "$L-async" "dp-$L" "$cps" --async true --portProxyRead 0 >"$TAP_TMP/dp-async.out" 2>&1; then
+    async_dp_failed() { echo "the asynchronous data plane did not start:"; cat "$TAP_TMP/dp-async.out"; return 1; }
+    for _ in 1 2 3 4; do check "$L: async: a data plane with async: true starts" async_dp_failed; done
+    return
+  fi
   check "$L: async RPS warm: ids at once over h2c and HTTP/1.1, results with Duration-Microseconds on the result port" run_mode "$L" http2 warm "$ASYNC"
   check "$L: async RPS 100% cold: 10 functions at zero, all results fetched" run_mode "$L" http2 cold "$ASYNC"
   check "$L: async trace mode: 12 invocations, all results fetched" run_mode "$L" http2 trace "$ASYNC"
@@ -237,9 +242,10 @@ bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.
 wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
 CPI=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'internal api on')
 CPR=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'registration on')
-start_dp single dp-single "$CPI"
+STATUS=$CPR # where the cluster's status is asked (a follower answers with its own view)
+start_dp single dp-single "$CPI" || { echo "Bail out! dp did not start"; exit 1; }
 start_worker single dginvp1 100.123.0.0/24 "$CPI"
-wait_json "http://$CPR/v1/status" 'len(j["workers"]) == 1' || { echo "Bail out! the worker did not register"; exit 1; }
+wait_json "http://$STATUS/v1/status" 'len(j["workers"]) == 1' || { echo "Bail out! the worker did not register"; exit 1; }
 cluster_checks single "$CPI"
 stop_cluster
 
@@ -270,9 +276,10 @@ done
 [ -n "$LEADER" ] || { echo "Bail out! no leader among the three replicas"; exit 1; }
 # InVitro registers with any replica's registration server: a follower's (it forwards)
 CPR=${REGS[$((LEADER % 3))]}
-start_dp ha dp-ha "$ALL"
+STATUS=${REGS[$((LEADER - 1))]}
+start_dp ha dp-ha "$ALL" || { echo "Bail out! dp did not start"; exit 1; }
 start_worker ha dginvp2 100.124.0.0/24 "$ALL"
-wait_json "http://$CPR/v1/status" 'len(j["workers"]) == 1' || { echo "Bail out! the worker did not register with the HA cluster"; exit 1; }
+wait_json "http://$STATUS/v1/status" 'len(j["workers"]) == 1' || { echo "Bail out! the worker did not register with the HA cluster"; exit 1; }
 cluster_checks ha "$ALL"
 stop_cluster
 
