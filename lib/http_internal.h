@@ -10,6 +10,8 @@
 
 #include <http_parser.h>
 
+#include "dirigent/strmap.h"
+
 #include "dirigent/http.h"
 
 /* Write `bufs` to `s`: first uv_try_write, then copy what is left into one allocation and
@@ -66,4 +68,174 @@ void dg__frame_init(struct dg__frame *f);
 size_t dg__frame_scan(struct dg__frame *f, const char *data, size_t len);
 bool dg__frame_at_body(const struct dg__frame *f);
 void dg__frame_body(struct dg__frame *f, enum dg__frame_kind kind, uint64_t length);
+
+/* ---- server internals shared by http_server.c and http2_server.c ---- */
+
+struct dg__h2c; /* an HTTP/2 connection (http2_server.c) */
+struct dg__h2s; /* one of its streams */
+
+#define READ_BUF_SIZE  (64 * 1024)
+#define PENDING_MAX    (64 * 1024)
+#define WRITE_HIGH     (256 * 1024) /* stop parsing pipelined requests above */
+#define WRITE_LOW      (64 * 1024)  /* and go on below */
+#define LINGER_MS      2000
+#define MAX_ROUTE_SEGS 16
+#define MAX_PARAMS     8
+
+struct route {
+    char *method; /* NULL = any */
+    char **segs;  /* ":name" captures, "*" rest */
+    size_t nsegs;
+    dg_http_handler fn;
+    void *ud;
+    unsigned flags;
+};
+
+struct conn;
+
+/* Open connections from one IP address (for max_conns_per_client). */
+struct client {
+    unsigned n;
+    char ip[48];
+};
+
+struct dg_http_server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    char *name;
+    struct dg_http_limits limits;
+    struct route *routes;
+    size_t nroutes;
+    struct route fallback;
+    dg_http_auth_fn auth;
+    void *auth_ud;
+    bool has_fallback, listening, closing;
+    bool h2c_enabled;       /* dg_http_server_enable_h2c */
+    struct conn *conns;     /* doubly linked list of open connections */
+    struct dg_strmap peers; /* IP address -> struct client, of the open connections */
+    unsigned open_handles;
+    uv_timer_t grace_timer;
+    uint64_t grace_deadline;
+    void (*done)(void *);
+    void *done_ud;
+    struct dg_http_server_stats stats;
+    char read_buf[READ_BUF_SIZE];
+    bool read_buf_busy;
+};
+
+/* C_H2: the connection speaks HTTP/2 (c->h2); its streams are the requests. */
+enum conn_state { C_IDLE, C_HEAD, C_BODY, C_WAIT, C_LINGER, C_CLOSED, C_H2 };
+
+struct dg_http_req {
+    struct conn *conn; /* NULL once detached from its connection */
+    struct dg__hdrs hdrs;
+    struct dg_buf body;
+    uint32_t url_len;
+    const char *method;
+    struct dg_str path, query;
+    struct dg_str param_names[MAX_PARAMS], param_values[MAX_PARAMS];
+    unsigned nparams;
+    const struct route *route;
+    int64_t content_length;
+    int64_t resp_remaining; /* bytes still owed by a Content-Length response; -1: none */
+    uint64_t body_read;
+    uint64_t trailer_bytes;
+    uint64_t body_since, body_spent; /* body read clock: since when it runs, ms spent before */
+    bool body_clock_on, body_late;   /* body_late: the armed deadline is the whole body's */
+    bool keep_alive, head_method, expect_continue, headers_done;
+    bool msg_complete, handler_called, resp_started, resp_ended, chunked_resp, force_close;
+    bool body_wanted, body_held, not_found, bad_method, user_paused;
+    bool abort_pending, handler_done;
+    int vminor;
+    struct dg_buf resp_hdrs;
+    struct dg_buf held; /* the head of a response whose body is to follow: sent with it */
+    bool head_held;
+    void (*on_data)(struct dg_http_req *, const char *, size_t, void *);
+    void (*on_end)(struct dg_http_req *, void *);
+    void *body_ud;
+    void (*on_abort)(struct dg_http_req *, void *);
+    void *abort_ud;
+    void (*on_drain)(struct dg_http_req *, void *);
+    void *drain_ud;
+    void *data;
+    struct dg_buf trailers; /* dg_http_resp_trailer: "Name: value\r\n" lines */
+    /* HTTP/2: the stream (NULL once detached from it), the method's text */
+    bool is_h2, h2_counted;
+    struct dg__h2s *h2s;
+    char h2_method[24];
+    unsigned id_role;
+    char id_name[64];
+    char peer[64];
+};
+
+struct conn {
+    struct dg_http_server *srv;
+    struct conn *prev, *next;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_shutdown_t shutdown_req;
+    http_parser parser;
+    enum conn_state state;
+    struct dg_http_req *req;     /* current request */
+    struct dg_http_req *spare;   /* kept for reuse */
+    struct dg_http_req *aborted; /* detached, its on_abort still to run */
+    struct dg_buf pending;       /* unparsed bytes from pending_off to pending.len */
+    size_t pending_off;
+    unsigned handles;   /* open libuv handles: tcp, timer */
+    uint64_t deadline;  /* loop ms when the current state times out; 0: none (lazy timer) */
+    uint64_t timer_due; /* when `timer` is armed to fire; may be before `deadline` */
+    unsigned writes;    /* queued writes and shutdown not yet completed */
+    bool reading, in_process, shutting_down, dead, write_blocked;
+    bool got_bytes;         /* any byte read: the h2c preface is looked for in the first */
+    bool skip_complete;     /* answered before the parser saw the end of a body-less request */
+    bool upgrading;         /* an HTTP/1.1 request asked for h2c: switch after its head */
+    struct dg__h2c *h2;     /* the HTTP/2 session once the connection speaks it */
+    struct dg__frame frame; /* strict framing of the bytes given to the parser */
+    bool body_known;        /* on_headers_complete saw the body's kind (for frame) */
+    enum dg__frame_kind body_kind;
+    uint64_t body_len;
+    char ip[48];           /* the peer's address */
+    struct client *client; /* its count of open connections */
+    char peer[64];
+};
+
+/* http_server.c, for http2_server.c */
+void dg__conn_write(struct conn *c, const uv_buf_t *bufs, unsigned n);
+void dg__conn_close(struct conn *c);
+void dg__conn_kill(struct conn *c);
+void dg__conn_shutdown(struct conn *c);
+void dg__conn_update_reading(struct conn *c);
+void dg__conn_fail(struct conn *c, int status, const char *msg);
+void dg__route_request(struct dg_http_server *s, struct dg_http_req *r);
+void dg__req_free(struct dg_http_req *r);
+/* Start of a connection's timer: on_timer hands C_H2 connections to dg__h2_on_timer. */
+void dg__conn_timer_start(struct conn *c, uint64_t ms);
+
+/* http2_server.c */
+bool dg__h2_is_preface(const char *data, size_t len);
+/* Switch a connection to HTTP/2 with prior knowledge (the preface is in the bytes to come). */
+void dg__h2_start(struct conn *c);
+/* Switch after an HTTP/1.1 request with Upgrade: h2c (c->req, no body): answers 101, serves the
+ * request as stream 1 and feeds `rest` (the bytes after the request) to the session. */
+void dg__h2_upgrade(struct conn *c, const char *rest, size_t len);
+void dg__h2_recv(struct conn *c, const char *data, size_t len);
+void dg__h2_on_timer(struct conn *c);
+void dg__h2_on_write_done(struct conn *c);
+/* The connection closes or shuts down: detach every stream's request (on_abort later). */
+void dg__h2_detach(struct conn *c);
+/* From conn_free_if_closed: run pending on_abort calls, free the session. */
+void dg__h2_free(struct conn *c);
+/* Server closing: GOAWAY once; true when nothing is in flight any more. */
+bool dg__h2_closing(struct conn *c);
+
+void dg__h2_read_body(struct dg_http_req *r);
+void dg__h2_pause(struct dg_http_req *r, bool pause);
+void dg__h2_respond(struct dg_http_req *r, int status, const char *content_type, const void *body,
+                    size_t len);
+void dg__h2_resp_start(struct dg_http_req *r, int status, int64_t content_length);
+void dg__h2_resp_write(struct dg_http_req *r, const void *data, size_t len);
+void dg__h2_resp_end(struct dg_http_req *r);
+void dg__h2_resp_abort(struct dg_http_req *r);
+size_t dg__h2_resp_queued(const struct dg_http_req *r);
+
 #endif

@@ -32,128 +32,12 @@
 #include "dirigent/log.h"
 #include "dirigent/strmap.h"
 
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define READ_BUF_SIZE  (64 * 1024)
-#define PENDING_MAX    (64 * 1024)
-#define WRITE_HIGH     (256 * 1024) /* stop parsing pipelined requests above */
-#define WRITE_LOW      (64 * 1024)  /* and go on below */
-#define LINGER_MS      2000
-#define MAX_ROUTE_SEGS 16
-#define MAX_PARAMS     8
-
-struct route {
-    char *method; /* NULL = any */
-    char **segs;  /* ":name" captures, "*" rest */
-    size_t nsegs;
-    dg_http_handler fn;
-    void *ud;
-    unsigned flags;
-};
-
-struct conn;
-
-/* Open connections from one IP address (for max_conns_per_client). */
-struct client {
-    unsigned n;
-    char ip[48];
-};
-
-struct dg_http_server {
-    uv_loop_t *loop;
-    uv_tcp_t listener;
-    char *name;
-    struct dg_http_limits limits;
-    struct route *routes;
-    size_t nroutes;
-    struct route fallback;
-    dg_http_auth_fn auth;
-    void *auth_ud;
-    bool has_fallback, listening, closing;
-    struct conn *conns;     /* doubly linked list of open connections */
-    struct dg_strmap peers; /* IP address -> struct client, of the open connections */
-    unsigned open_handles;
-    uv_timer_t grace_timer;
-    uint64_t grace_deadline;
-    void (*done)(void *);
-    void *done_ud;
-    dg_http_h2c_fn h2c;
-    void *h2c_ud;
-    struct dg_http_server_stats stats;
-    char read_buf[READ_BUF_SIZE];
-    bool read_buf_busy;
-};
-
-enum conn_state { C_IDLE, C_HEAD, C_BODY, C_WAIT, C_LINGER, C_CLOSED };
-
-struct dg_http_req {
-    struct conn *conn; /* NULL once detached from its connection */
-    struct dg__hdrs hdrs;
-    struct dg_buf body;
-    uint32_t url_len;
-    const char *method;
-    struct dg_str path, query;
-    struct dg_str param_names[MAX_PARAMS], param_values[MAX_PARAMS];
-    unsigned nparams;
-    const struct route *route;
-    int64_t content_length;
-    int64_t resp_remaining; /* bytes still owed by a Content-Length response; -1: none */
-    uint64_t body_read;
-    uint64_t trailer_bytes;
-    uint64_t body_since, body_spent; /* body read clock: since when it runs, ms spent before */
-    bool body_clock_on, body_late;   /* body_late: the armed deadline is the whole body's */
-    bool keep_alive, head_method, expect_continue, headers_done;
-    bool msg_complete, handler_called, resp_started, resp_ended, chunked_resp, force_close;
-    bool body_wanted, body_held, not_found, bad_method, user_paused;
-    bool abort_pending, handler_done;
-    int vminor;
-    struct dg_buf resp_hdrs;
-    struct dg_buf held; /* the head of a response whose body is to follow: sent with it */
-    bool head_held;
-    void (*on_data)(struct dg_http_req *, const char *, size_t, void *);
-    void (*on_end)(struct dg_http_req *, void *);
-    void *body_ud;
-    void (*on_abort)(struct dg_http_req *, void *);
-    void *abort_ud;
-    void (*on_drain)(struct dg_http_req *, void *);
-    void *drain_ud;
-    void *data;
-    unsigned id_role;
-    char id_name[64];
-    char peer[64];
-};
-
-struct conn {
-    struct dg_http_server *srv;
-    struct conn *prev, *next;
-    uv_tcp_t tcp;
-    uv_timer_t timer;
-    uv_shutdown_t shutdown_req;
-    http_parser parser;
-    enum conn_state state;
-    struct dg_http_req *req;     /* current request */
-    struct dg_http_req *spare;   /* kept for reuse */
-    struct dg_http_req *aborted; /* detached, its on_abort still to run */
-    struct dg_buf pending;       /* unparsed bytes from pending_off to pending.len */
-    size_t pending_off;
-    unsigned handles;   /* open libuv handles: tcp, timer */
-    uint64_t deadline;  /* loop ms when the current state times out; 0: none (lazy timer) */
-    uint64_t timer_due; /* when `timer` is armed to fire; may be before `deadline` */
-    unsigned writes;    /* queued writes and shutdown not yet completed */
-    bool reading, in_process, shutting_down, dead, write_blocked;
-    bool got_bytes;         /* any byte read: the h2c preface is looked for in the first */
-    bool skip_complete;     /* answered before the parser saw the end of a body-less request */
-    struct dg__frame frame; /* strict framing of the bytes given to the parser */
-    bool body_known;        /* on_headers_complete saw the body's kind (for frame) */
-    enum dg__frame_kind body_kind;
-    uint64_t body_len;
-    char ip[48];           /* the peer's address */
-    struct client *client; /* its count of open connections */
-    char peer[64];
-};
+/* The server, request and connection structures are in http_internal.h (http2_server.c
+ * shares them). */
 
 static void conn_close(struct conn *c);
 static void conn_process(struct conn *c);
@@ -370,6 +254,10 @@ static size_t conn_parse(struct conn *c, const char *data, size_t len)
         size_t n = 0;
         if (lim > 0)
             n = http_parser_execute(&c->parser, &parser_settings, data + done, lim);
+        if (c->upgrading) { /* the rest of the bytes are HTTP/2 */
+            dg__h2_upgrade(c, data + done + n, len - done - n);
+            return len;
+        }
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e != HPE_OK && e != HPE_PAUSED) {
             if (conn_going(c))
@@ -401,59 +289,6 @@ static size_t conn_parse(struct conn *c, const char *data, size_t len)
     return done;
 }
 
-void dg_http_set_h2c(struct dg_http_server *s, dg_http_h2c_fn fn, void *ud)
-{
-    s->h2c = fn;
-    s->h2c_ud = ud;
-}
-
-/* The first bytes of a connection: when they start the HTTP/2 client preface, give the socket
- * (a duplicate of its descriptor) and these bytes to the h2c handler and close this side of it
- * (closing a duplicate neither shuts the socket down nor resets it). */
-static bool h2c_handoff(struct conn *c, const char *data, size_t len)
-{
-    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    size_t n = DG_MIN(len, sizeof(preface) - 1);
-    if (len < 3 || memcmp(data, preface, n) != 0)
-        return false;
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
-        return false;
-    int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (dup_fd < 0)
-        return false;
-    struct dg_http_server *s = c->srv;
-    char *copy = dg_xmalloc(len);
-    memcpy(copy, data, len);
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    c->reading = false;
-    conn_close(c);
-    s->h2c(s->h2c_ud, dup_fd, copy, len);
-    free(copy);
-    return true;
-}
-
-int dg_http_req_take_conn(struct dg_http_req *r, struct dg_buf *rest)
-{
-    struct conn *c = r->conn;
-    if (!c || r->resp_started || c->state == C_CLOSED || c->state == C_LINGER || c->shutting_down ||
-        c->writes > 0)
-        return -1;
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
-        return -1;
-    int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (dup_fd < 0)
-        return -1;
-    if (pending_len(c) > 0)
-        dg_buf_append(rest, c->pending.data + c->pending_off, pending_len(c));
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    c->reading = false;
-    r->handler_done = true; /* freed with the connection; responses to it go nowhere */
-    conn_close(c);
-    return dup_fd;
-}
-
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = stream->data;
@@ -468,9 +303,17 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     }
     if (c->state == C_LINGER || c->state == C_CLOSED || nread == 0)
         return; /* lingering: discard */
-    if (!c->got_bytes && s->h2c &&
-        h2c_handoff(c, shared ? buf->base : c->pending.data + c->pending.len, (size_t)nread))
+    if (c->h2) {
+        dg__h2_recv(c, shared ? buf->base : c->pending.data + c->pending.len, (size_t)nread);
         return;
+    }
+    if (!c->got_bytes && s->h2c_enabled &&
+        dg__h2_is_preface(shared ? buf->base : c->pending.data + c->pending.len, (size_t)nread)) {
+        c->got_bytes = true;
+        dg__h2_start(c);
+        dg__h2_recv(c, shared ? buf->base : c->pending.data + c->pending.len, (size_t)nread);
+        return;
+    }
     c->got_bytes = true;
     if (!shared) {
         c->pending.len += (size_t)nread;
@@ -662,6 +505,7 @@ static void req_free(struct dg_http_req *r)
     dg_buf_free(&r->body);
     dg_buf_free(&r->resp_hdrs);
     dg_buf_free(&r->held);
+    dg_buf_free(&r->trailers);
     free(r);
 }
 
@@ -684,6 +528,8 @@ static void conn_free_if_closed(struct conn *c)
             r->abort_pending = false; /* orphaned: freed when the handler ends its response */
         }
     }
+    if (c->h2)
+        dg__h2_free(c);
     if (c->spare)
         req_free(c->spare);
     dg_buf_free(&c->pending);
@@ -738,6 +584,8 @@ static void conn_close(struct conn *c)
     }
     c->client = NULL;
     req_detach(c);
+    if (c->h2)
+        dg__h2_detach(c);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, handle_closed);
     uv_close((uv_handle_t *)&c->tcp, handle_closed);
@@ -748,6 +596,10 @@ static void on_timer(uv_timer_t *t)
     struct conn *c = t->data;
     if (c->dead) {
         conn_close(c);
+        return;
+    }
+    if (c->h2 && c->state == C_H2) {
+        dg__h2_on_timer(c);
         return;
     }
     if (c->deadline == 0)
@@ -846,6 +698,8 @@ static void conn_update_reading(struct conn *c)
     bool want =
         c->state == C_LINGER || (c->state != C_CLOSED && !c->dead && !c->shutting_down &&
                                  pending_len(c) < PENDING_MAX && !(c->req && c->req->user_paused));
+    if (c->h2 && want && c->state == C_H2) /* a client that does not read: stop reading too */
+        want = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= WRITE_HIGH;
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
             c->reading = true;
@@ -894,6 +748,8 @@ static void conn_shutdown(struct conn *c)
     if (c->state == C_CLOSED || c->state == C_LINGER || c->shutting_down)
         return;
     req_detach(c);
+    if (c->h2)
+        dg__h2_detach(c);
     if (c->dead)
         return; /* closing from the timer anyway */
     c->state = C_WAIT;
@@ -919,6 +775,10 @@ static void on_write_done(void *ctx, int status)
     }
     if (status < 0) {
         conn_close(c); /* a loop callback: safe to close here */
+        return;
+    }
+    if (c->h2 && c->state == C_H2) {
+        dg__h2_on_write_done(c);
         return;
     }
     size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
@@ -977,12 +837,14 @@ static struct dg_http_req *req_new(struct conn *c)
         r = dg_xcalloc(1, sizeof(*r));
     } else {
         struct dg__hdrs h = r->hdrs;
-        struct dg_buf body = r->body, rh = r->resp_hdrs, held = r->held;
+        struct dg_buf body = r->body, rh = r->resp_hdrs, held = r->held, tr = r->trailers;
         memset(r, 0, sizeof(*r));
         r->hdrs = h;
         r->body = body;
         r->resp_hdrs = rh;
         r->held = held;
+        r->trailers = tr;
+        dg_buf_reset(&r->trailers);
         dg_buf_reset(&r->held);
         dg__hdrs_reset(&r->hdrs);
         dg_buf_reset(&r->body);
@@ -1109,6 +971,23 @@ static const char *request_head_error(const http_parser *p, const struct dg_http
     return NULL;
 }
 
+/* An Upgrade header whose list names h2c. */
+static bool asks_h2c(const struct dg_http_req *r)
+{
+    struct dg_str u = dg__hdrs_get(&r->hdrs, "upgrade");
+    size_t i = 0;
+    while (i < u.len) {
+        while (i < u.len && (u.ptr[i] == ' ' || u.ptr[i] == '\t' || u.ptr[i] == ','))
+            i++;
+        size_t b = i;
+        while (i < u.len && u.ptr[i] != ',' && u.ptr[i] != ' ' && u.ptr[i] != '\t')
+            i++;
+        if (dg_str_caseeq((struct dg_str){u.ptr + b, i - b}, "h2c"))
+            return true;
+    }
+    return false;
+}
+
 static int on_headers_complete(http_parser *p)
 {
     struct conn *c = p->data;
@@ -1149,6 +1028,14 @@ static int on_headers_complete(http_parser *p)
     if (p->method == HTTP_CONNECT) {
         conn_fail(c, 501, "CONNECT is not supported");
         return -1;
+    }
+    if (s->h2c_enabled && r->content_length == 0 && asks_h2c(r)) {
+        if (!dg__hdrs_get(&r->hdrs, "http2-settings").ptr) {
+            conn_fail(c, 400, "Upgrade: h2c needs an HTTP2-Settings header");
+            return -1;
+        }
+        c->upgrading = true; /* switched in conn_parse: the parser returns after this head */
+        return 0;
     }
     if (r->content_length > 0 && (uint64_t)r->content_length > s->limits.max_body_bytes) {
         conn_fail(c, 413, "request body too large");
@@ -1235,6 +1122,11 @@ static int on_message_complete(http_parser *p)
             return 0;
         }
         return -1;
+    }
+    if (c->upgrading) {
+        http_parser_pause(p, 1); /* what follows is HTTP/2 (without Connection: upgrade the
+                                    parser would go on) */
+        return 0;
     }
     r->msg_complete = true;
     if (c->state == C_BODY)
@@ -1395,6 +1287,10 @@ void dg_http_req_read_body(struct dg_http_req *r,
     r->on_end = on_end;
     r->body_ud = ud;
     r->body_wanted = true;
+    if (r->is_h2) {
+        dg__h2_read_body(r);
+        return;
+    }
     struct conn *c = r->conn;
     if (r->msg_complete || r->content_length == 0) {
         if (on_end)
@@ -1413,6 +1309,10 @@ void dg_http_req_read_body(struct dg_http_req *r,
 
 void dg_http_req_pause(struct dg_http_req *r)
 {
+    if (r->is_h2) {
+        dg__h2_pause(r, true);
+        return;
+    }
     r->user_paused = true;
     struct conn *c = r->conn;
     if (!c)
@@ -1423,6 +1323,10 @@ void dg_http_req_pause(struct dg_http_req *r)
 
 void dg_http_req_resume(struct dg_http_req *r)
 {
+    if (r->is_h2) {
+        dg__h2_pause(r, false);
+        return;
+    }
     if (!r->user_paused)
         return;
     r->user_paused = false;
@@ -1552,6 +1456,10 @@ static void flush_held(struct dg_http_req *r)
 void dg_http_respond(struct dg_http_req *r, int status, const char *content_type, const void *body,
                      size_t len)
 {
+    if (r->is_h2) {
+        dg__h2_respond(r, status, content_type, body, len);
+        return;
+    }
     if (r->resp_started) {
         if (!r->conn && !r->resp_ended)
             req_finish(r); /* detached: only the bookkeeping */
@@ -1595,6 +1503,10 @@ void dg_http_respond_text(struct dg_http_req *r, int status, const char *fmt, ..
 
 void dg_http_resp_start(struct dg_http_req *r, int status, int64_t content_length)
 {
+    if (r->is_h2) {
+        dg__h2_resp_start(r, status, content_length);
+        return;
+    }
     if (r->resp_started)
         return;
     r->resp_started = true;
@@ -1613,6 +1525,10 @@ void dg_http_resp_start(struct dg_http_req *r, int status, int64_t content_lengt
 
 void dg_http_resp_write(struct dg_http_req *r, const void *data, size_t len)
 {
+    if (r->is_h2) {
+        dg__h2_resp_write(r, data, len);
+        return;
+    }
     struct conn *c = r->conn;
     if (!c || !len || r->head_method || r->resp_ended || !r->resp_started)
         return;
@@ -1648,12 +1564,23 @@ void dg_http_resp_write(struct dg_http_req *r, const void *data, size_t len)
 
 void dg_http_resp_end(struct dg_http_req *r)
 {
+    if (r->is_h2) {
+        dg__h2_resp_end(r);
+        return;
+    }
     if (r->resp_ended)
         return;
     flush_held(r);
     if (r->conn && r->chunked_resp) {
-        uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
-        conn_write(r->conn, &b, 1);
+        if (r->trailers.len) { /* the last chunk carries the trailer fields */
+            uv_buf_t b[3] = {uv_buf_init("0\r\n", 3),
+                             uv_buf_init(r->trailers.data, (unsigned)r->trailers.len),
+                             uv_buf_init("\r\n", 2)};
+            conn_write(r->conn, b, 3);
+        } else {
+            uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
+            conn_write(r->conn, &b, 1);
+        }
     }
     /* A short body cannot be completed: closing tells the client it is incomplete. */
     if (r->resp_remaining > 0)
@@ -1663,6 +1590,10 @@ void dg_http_resp_end(struct dg_http_req *r)
 
 void dg_http_resp_abort(struct dg_http_req *r)
 {
+    if (r->is_h2) {
+        dg__h2_resp_abort(r);
+        return;
+    }
     if (r->resp_ended)
         return;
     flush_held(r);
@@ -1672,7 +1603,29 @@ void dg_http_resp_abort(struct dg_http_req *r)
 
 size_t dg_http_resp_queued(const struct dg_http_req *r)
 {
+    if (r->is_h2)
+        return dg__h2_resp_queued(r);
     return r->conn ? uv_stream_get_write_queue_size((const uv_stream_t *)&r->conn->tcp) : 0;
+}
+
+void dg_http_resp_trailer(struct dg_http_req *r, struct dg_str name, struct dg_str value)
+{
+    if (!r->resp_started || r->resp_ended)
+        return;
+    dg_buf_append(&r->trailers, name.ptr, name.len);
+    dg_buf_append(&r->trailers, ": ", 2);
+    dg_buf_append(&r->trailers, value.ptr, value.len);
+    dg_buf_append(&r->trailers, "\r\n", 2);
+}
+
+bool dg_http_req_is_h2(const struct dg_http_req *r)
+{
+    return r->is_h2;
+}
+
+void dg_http_server_enable_h2c(struct dg_http_server *s)
+{
+    s->h2c_enabled = true;
 }
 
 void dg_http_resp_on_drain(struct dg_http_req *r, void (*fn)(struct dg_http_req *, void *),
@@ -1739,8 +1692,12 @@ static void on_grace_poll(uv_timer_t *t)
                (unsigned)s->stats.open_conns);
     for (struct conn *c = s->conns, *next; c; c = next) {
         next = c->next;
+        bool h2_quiet = true;
+        if (c->h2 && c->state == C_H2 && !c->shutting_down)
+            h2_quiet = dg__h2_closing(c); /* GOAWAY once; may shut the connection down */
         bool quiet = !c->req && pending_len(c) == 0 && !c->shutting_down && c->state != C_LINGER &&
                      uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0;
+        quiet = quiet && h2_quiet;
         if (over || quiet)
             conn_close(c);
     }
@@ -1768,4 +1725,54 @@ void dg_http_server_close(struct dg_http_server *s, uint64_t grace_ms, void (*do
     s->grace_deadline = uv_now(s->loop) + grace_ms;
     /* first poll from the loop, never inside the caller (it may be a handler) */
     uv_timer_start(&s->grace_timer, on_grace_poll, 0, 20);
+}
+
+/* ---- for http2_server.c ------------------------------------------------------------------ */
+
+void dg__conn_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
+{
+    conn_write(c, bufs, n);
+}
+
+void dg__conn_close(struct conn *c)
+{
+    conn_close(c);
+}
+
+void dg__conn_kill(struct conn *c)
+{
+    conn_kill(c);
+}
+
+void dg__conn_shutdown(struct conn *c)
+{
+    conn_shutdown(c);
+}
+
+void dg__conn_update_reading(struct conn *c)
+{
+    conn_update_reading(c);
+}
+
+void dg__conn_fail(struct conn *c, int status, const char *msg)
+{
+    conn_fail(c, status, msg);
+}
+
+void dg__route_request(struct dg_http_server *s, struct dg_http_req *r)
+{
+    route_request(s, r);
+}
+
+void dg__req_free(struct dg_http_req *r)
+{
+    req_free(r);
+}
+
+void dg__conn_timer_start(struct conn *c, uint64_t ms)
+{
+    if (c->state == C_CLOSED || c->dead)
+        return;
+    c->timer_due = uv_now(c->srv->loop) + ms;
+    uv_timer_start(&c->timer, on_timer, ms, 0);
 }

@@ -90,11 +90,6 @@ void dg_http_route(struct dg_http_server *s, const char *method, const char *pat
 /* Handler for requests no route matches (the data plane proxies everything else). */
 void dg_http_set_fallback(struct dg_http_server *s, dg_http_handler fn, void *ud, unsigned flags);
 
-/* h2c with prior knowledge: a connection whose first bytes start the HTTP/2 client preface is
- * handed to `fn` as a new descriptor (the caller owns it) with the bytes already read (valid
- * during the call); the server forgets the connection. Without it such bytes get 400. */
-typedef void (*dg_http_h2c_fn)(void *ud, int fd, const char *early, size_t len);
-void dg_http_set_h2c(struct dg_http_server *s, dg_http_h2c_fn fn, void *ud);
 /* Serve HTTP/2 cleartext on this server's port besides HTTP/1.1: with prior knowledge (a
  * connection starting with the client preface) and by upgrade (Upgrade: h2c). Each stream is
  * a struct dg_http_req going through the same routes, auth hook, limits and handlers as an
@@ -102,11 +97,6 @@ void dg_http_set_h2c(struct dg_http_server *s, dg_http_h2c_fn fn, void *ud);
 void dg_http_server_enable_h2c(struct dg_http_server *s);
 /* True when r is an HTTP/2 stream. */
 bool dg_http_req_is_h2(const struct dg_http_req *r);
-/* Take a request's connection over (HTTP/1.1 Upgrade), from its handler before any response:
- * returns a new descriptor of the socket (the caller owns it; -1 when it cannot be taken) and
- * appends the bytes read after the request to `rest`; the server forgets the connection and
- * the request (nothing may be done with `r` after). */
-int dg_http_req_take_conn(struct dg_http_req *r, struct dg_buf *rest);
 
 /* Authentication hook: called for every request that matched a route, as soon as its headers
  * are in (before any body is read), with the route's DG_HTTP_AUTH_* bits as `need` (0: open).

@@ -223,6 +223,7 @@ int main(int argc, char **argv)
     dg_http_conf_limits(&g.cfg.http, &limits);
     g.ingress = dg_http_server_new(dp->loop, &limits, "ingress");
     dg_http_set_fallback(g.ingress, dp_invoke, dp, DG_HTTP_STREAM);
+    dg_http_server_enable_h2c(g.ingress); /* HTTP/1.1 and h2c on the proxy port */
     dg_http_conf_internal_limits(&g.cfg.http, &limits);
     g.api = dg_http_server_new(dp->loop, &limits, "api");
     dg_daemon_mount_health_metrics(g.api, dp->metrics);

@@ -49,29 +49,55 @@
 #include "dirigent/log.h"
 #include "dirigent/wire.h"
 #include "faas_pb.h"
-#include "h2.h"
 #include "workload.h"
 
-/* A request over HTTP/1.1 (h1) or an HTTP/2 stream (h2): the handling below is the same. */
+/* A request over HTTP/1.1 or an HTTP/2 stream (the library's server serves both): a gRPC call
+ * is answered in gRPC's terms. */
 struct fn_req {
-    struct dg_http_req *h1;
-    struct fn_h2_stream *h2;
-    bool grpc;             /* h2: a faas.Executor/Execute call */
+    struct dg_http_req *r;
+    bool grpc;             /* a faas.Executor/Execute call */
     uint32_t grpc_mem_mib; /* its memoryInMebiBytes */
 };
 
 static struct dg_str req_header(struct fn_req q, const char *name)
 {
-    return q.h1 ? dg_http_req_header(q.h1, name) : fn_h2_header(q.h2, name);
+    return dg_http_req_header(q.r, name);
 }
 
-static void req_respond(struct fn_req q, int status, const char *ctype, const void *body,
-                        size_t len)
+/* gRPC's trailers-only error: HTTP 200, grpc-status `code` and the formatted grpc-message
+ * (percent-encoded: all but printable ASCII and '%'), one HEADERS frame ending the stream. */
+static void DG_PRINTF(3, 4) grpc_status(struct dg_http_req *r, int code, const char *fmt, ...)
 {
-    if (q.h1)
-        dg_http_respond(q.h1, status, ctype, body, len);
-    else
-        fn_h2_respond(q.h2, status, ctype, body, len, NULL, NULL);
+    char msg[512], enc[3 * sizeof(msg)], num[12];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
+        if (*p >= 0x20 && *p <= 0x7e && *p != '%')
+            enc[n++] = (char)*p;
+        else
+            n += (size_t)snprintf(enc + n, 4, "%%%02X", *p);
+    }
+    enc[n] = '\0';
+    snprintf(num, sizeof(num), "%d", code);
+    dg_http_resp_header(r, "grpc-status", num);
+    dg_http_resp_header(r, "grpc-message", enc);
+    dg_http_respond(r, 200, "application/grpc", NULL, 0);
+}
+
+/* One FaasReply message (length-prefixed) and trailers grpc-status 0. */
+static void grpc_reply(struct dg_http_req *r, const void *msg, size_t len)
+{
+    uint8_t pre[5] = {0, (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+                      (uint8_t)len};
+    dg_http_resp_header(r, "content-type", "application/grpc");
+    dg_http_resp_start(r, 200, -1);
+    dg_http_resp_write(r, pre, sizeof(pre));
+    dg_http_resp_write(r, msg, len);
+    dg_http_resp_trailer(r, dg_str_c("grpc-status"), dg_str_c("0"));
+    dg_http_resp_end(r);
 }
 
 /* A text/plain answer (a newline appended), with an extra header when `hname` is not NULL. */
@@ -83,19 +109,14 @@ static void DG_PRINTF(5, 6) req_respond_text(struct fn_req q, int status, const 
     va_start(ap, fmt);
     int n = vsnprintf(msg, sizeof(msg) - 1, fmt, ap);
     va_end(ap);
-    size_t len = n < 0 ? 0 : DG_MIN((size_t)n, sizeof(msg) - 2);
-    if (q.h1) {
-        if (hname)
-            dg_http_resp_header(q.h1, hname, hvalue);
-        dg_http_respond_text(q.h1, status, "%s", msg);
-        return;
-    }
+    (void)n;
     if (q.grpc) { /* gRPC's codes: INVALID_ARGUMENT for what the caller sent, else INTERNAL */
-        fn_h2_grpc_status(q.h2, status == 400 ? 3 : 13, "%s", msg);
+        grpc_status(q.r, status == 400 ? 3 : 13, "%s", msg);
         return;
     }
-    msg[len++] = '\n';
-    fn_h2_respond(q.h2, status, "text/plain", msg, len, hname, hvalue);
+    if (hname)
+        dg_http_resp_header(q.r, hname, hvalue);
+    dg_http_respond_text(q.r, status, "%s", msg);
 }
 
 struct job {
@@ -146,7 +167,7 @@ static void respond_grpc(struct fn *f, struct fn_req r, const char *status, uint
                              (uint32_t)DG_MIN(exec_us, UINT32_MAX), r.grpc_mem_mib * 1024u};
     uint8_t out[512];
     size_t len = faas_reply_encode(&rep, out, sizeof(out));
-    fn_h2_grpc_reply(r.h2, out, len);
+    grpc_reply(r.r, out, len);
     dg_counter_add(f->invocations, 1);
 }
 
@@ -168,7 +189,7 @@ static void respond_result(struct fn *f, struct fn_req r, const char *status, ui
     dg_buf_append(b, f->machine_tail.data, f->machine_tail.len);
     buf_u64(b, exec_us);
     dg_buf_append(b, "}", 1);
-    req_respond(r, 200, "application/json", b->data, b->len);
+    dg_http_respond(r.r, 200, "application/json", b->data, b->len);
     dg_counter_add(f->invocations, 1);
 }
 
@@ -263,69 +284,69 @@ static void invoke(struct fn *f, struct fn_req r)
     }
 }
 
+static bool is_grpc(struct dg_http_req *r)
+{
+    struct dg_str ctype = dg_http_req_header(r, "content-type");
+    return ctype.ptr && ctype.len >= 16 && strncasecmp(ctype.ptr, "application/grpc", 16) == 0;
+}
+
+/* Any other path: an invocation; a gRPC call of another method: UNIMPLEMENTED. */
 static void on_invoke(struct dg_http_req *r, void *ud)
 {
     struct fn *f = ud;
-    const char *why = NULL;
-    if (dg_http_req_header(r, "upgrade").ptr) {
-        if (fn_h2_upgrade(&f->h2, r, &why))
-            return;
-        if (why) {
-            dg_counter_add(f->bad_requests, 1);
-            dg_http_respond_text(r, 400, "%s", why);
-            return;
-        }
+    if (is_grpc(r)) {
+        struct dg_str path = dg_http_req_path(r);
+        dg_counter_add(f->bad_requests, 1);
+        grpc_status(r, 12, "unknown method %.*s: dirigent-fn serves /faas.Executor/Execute",
+                    (int)DG_MIN(path.len, 128), path.ptr ? path.ptr : "");
+        return;
     }
-    invoke(f, (struct fn_req){.h1 = r});
+    invoke(f, (struct fn_req){.r = r});
 }
 
 /* gRPC faas.Executor/Execute (InVitro's gRPC invoker): runtimeInMilliSec of work as InVitro's
  * gRPC workload does it (iterationsMultiplier x ms iterations), memoryInMebiBytes touched only
  * with allocateRequestedMemory (as requested_memory over HTTP). */
-static void grpc_execute(struct fn *f, struct fn_h2_stream *st)
+static void on_grpc_execute(struct dg_http_req *st, void *ud)
 {
-    struct dg_str path = fn_h2_path(st);
-    if (!path.ptr || !dg_str_eq(path, "/faas.Executor/Execute")) {
-        dg_counter_add(f->bad_requests, 1);
-        fn_h2_grpc_status(st, 12, "unknown method %.*s: dirigent-fn serves /faas.Executor/Execute",
-                          (int)DG_MIN(path.len, 128), path.ptr ? path.ptr : "");
+    struct fn *f = ud;
+    if (!is_grpc(st)) { /* not gRPC: an invocation like any other path */
+        invoke(f, (struct fn_req){.r = st});
         return;
     }
-    const struct dg_buf *body = fn_h2_body(st);
-    const uint8_t *p = body ? (const uint8_t *)body->data : NULL;
-    size_t len = body ? body->len : 0;
+    struct dg_str body = dg_http_req_body(st);
+    const uint8_t *p = (const uint8_t *)body.ptr;
+    size_t len = body.len;
     uint32_t mlen =
         len >= 5 ? (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4] : 0;
     struct faas_request q;
     const char *err = NULL;
-    if (!body || len < 5 || mlen != len - 5) {
+    if (len < 5 || mlen != len - 5) {
         dg_counter_add(f->bad_requests, 1);
-        fn_h2_grpc_status(st, !body ? 8 : 3, "%s",
-                          !body ? "request over 1 MiB"
-                                : "expected one length-prefixed FaasRequest message");
+        grpc_status(st, 3, "%s", "expected one length-prefixed FaasRequest message");
         return;
     }
     if (p[0] != 0) {
         dg_counter_add(f->bad_requests, 1);
-        fn_h2_grpc_status(st, 12, "compressed messages are not supported (grpc-encoding identity)");
+        grpc_status(st, 12, "compressed messages are not supported (grpc-encoding identity)");
         return;
     }
     if (faas_request_decode(p + 5, mlen, &q, &err) < 0) {
         dg_counter_add(f->bad_requests, 1);
-        fn_h2_grpc_status(st, 3, "FaasRequest: %s", err);
+        grpc_status(st, 3, "FaasRequest: %s", err);
         return;
     }
     if (q.runtime_ms > (uint64_t)f->cfg.max_cpu_ms ||
         (f->cfg.allocate_memory && q.memory_mib > (uint64_t)f->cfg.max_memory_mib)) {
         bool cpu = q.runtime_ms > (uint64_t)f->cfg.max_cpu_ms;
         dg_counter_add(f->bad_requests, 1);
-        fn_h2_grpc_status(st, 3, "%s: expected 0..%lld (%s), got %u",
-                          cpu ? "runtimeInMilliSec" : "memoryInMebiBytes",
-                          (long long)(cpu ? f->cfg.max_cpu_ms : f->cfg.max_memory_mib),
-                          cpu ? "maxCpuMs" : "maxMemoryMiB", cpu ? q.runtime_ms : q.memory_mib);
+        grpc_status(st, 3, "%s: expected 0..%lld (%s), got %u",
+                    cpu ? "runtimeInMilliSec" : "memoryInMebiBytes",
+                    (long long)(cpu ? f->cfg.max_cpu_ms : f->cfg.max_memory_mib),
+                    cpu ? "maxCpuMs" : "maxMemoryMiB", cpu ? q.runtime_ms : q.memory_mib);
         return;
     }
-    struct fn_req r = {.h2 = st, .grpc = true, .grpc_mem_mib = q.memory_mib};
+    struct fn_req r = {.r = st, .grpc = true, .grpc_mem_mib = q.memory_mib};
     uint64_t mem = f->cfg.allocate_memory ? q.memory_mib : 0;
     if (q.runtime_ms == 0 && mem == 0) {
         respond_result(f, r, "OK", 0);
@@ -341,28 +362,8 @@ static void grpc_execute(struct fn *f, struct fn_h2_stream *st)
     int rc = uv_queue_work(f->loop, &j->work, job_work, job_done);
     if (rc < 0) {
         free(j);
-        fn_h2_grpc_status(st, 13, "cannot start the work: %s", uv_strerror(rc));
+        grpc_status(st, 13, "cannot start the work: %s", uv_strerror(rc));
     }
-}
-
-/* HTTP/2: /health as HTTP/1.1's; every other path is an invocation (the allocate endpoint and
- * /metrics are served over HTTP/1.1 only). */
-static void handle_h2(void *ud, struct fn_h2_stream *st)
-{
-    struct fn *f = ud;
-    struct dg_str ctype = fn_h2_header(st, "content-type");
-    if (ctype.ptr && ctype.len >= 16 && strncasecmp(ctype.ptr, "application/grpc", 16) == 0) {
-        grpc_execute(f, st);
-        return;
-    }
-    struct dg_str path = fn_h2_path(st);
-    if (path.ptr && dg_str_eq(path, "/health")) {
-        char body[64];
-        int n = snprintf(body, sizeof(body), "{\"status\":\"ok\",\"pid\":%d}\n", (int)getpid());
-        fn_h2_respond(st, 200, "application/json", body, (size_t)n, NULL, NULL);
-        return;
-    }
-    invoke(f, (struct fn_req){.h2 = st});
 }
 
 /* ---- /_dirigent/allocate ---------------------------------------------------------------- */
@@ -394,14 +395,14 @@ static void alloc_done(uv_work_t *w, int status)
     if (j->failed)
         dg_http_respond_text(j->req, 500, "cannot allocate %llu MiB", (unsigned long long)j->mib);
     else
-        respond_result(j->fn, (struct fn_req){.h1 = j->req}, "OK", j->exec_us);
+        respond_result(j->fn, (struct fn_req){.r = j->req}, "OK", j->exec_us);
     free(j);
 }
 
 static void on_allocate(struct dg_http_req *r, void *ud)
 {
     struct fn *f = ud;
-    if (misdirected(f, (struct fn_req){.h1 = r}))
+    if (misdirected(f, (struct fn_req){.r = r}))
         return;
     struct dg_str q = dg_http_req_query(r);
     uint64_t mib = 0;
@@ -437,7 +438,6 @@ void fn_on_stop(void *ud)
     atomic_store(&f->stopping, true);
     if (f->starting)
         return; /* startup_done sees it and ends the daemon */
-    fn_h2_close_all(&f->h2);
     if (f->server)
         dg_http_server_close(f->server, (uint64_t)f->cfg.http.shutdown_grace_ms, on_server_closed,
                              f);
@@ -481,9 +481,9 @@ static void startup_done(uv_work_t *w, int status)
     dg_daemon_mount_health_metrics(f->server, f->metrics);
     if (f->cfg.allocate_endpoint)
         dg_http_route(f->server, NULL, "/_dirigent/allocate", on_allocate, f, 0);
+    dg_http_route(f->server, NULL, "/faas.Executor/Execute", on_grpc_execute, f, 0);
     dg_http_set_fallback(f->server, on_invoke, f, 0);
-    f->h2 = (struct fn_h2){.loop = f->loop, .http = &f->cfg.http, .handle = handle_h2, .ud = f};
-    dg_http_set_h2c(f->server, fn_h2_accept, &f->h2);
+    dg_http_server_enable_h2c(f->server); /* HTTP/1.1 and h2c on one port */
     if (dg_http_server_listen(f->server, f->cfg.host, f->port, &err) < 0) {
         dg_log(DG_LOG_ERROR, "fn", "%s", err.msg);
         exit(1); /* as before the loop ran: nothing to clean up that the exit does not */

@@ -14,7 +14,6 @@
 #include "dirigent/http.h"
 #include "dirigent/metrics.h"
 #include "dirigent/wire.h"
-#include "h2.h"
 
 /* The config (main.c's schema fills it). */
 struct fn_config {
@@ -45,7 +44,6 @@ struct fn {
     uint64_t startup_us, startup_iterations;
     atomic_bool stopping; /* SIGTERM during the start-up loop ends it */
     bool starting;
-    struct fn_h2 h2; /* the HTTP/2 side (h2.c) */
     struct dg_buf body,
         machine_tail; /* response scratch; ',"MachineName":"...","ExecutionTime":' */
 };

@@ -8,7 +8,7 @@ SRC=${DG_SOURCE_DIR:-$(dirname "$0")/../..}
 FN=${DG_BUILD_DIR:-build}/dirigent-fn
 H2RAW="/usr/bin/python3 $SRC/tests/lib/h2raw.py"
 
-plan 16
+plan 18
 
 bg_start "$TAP_TMP/fn.log" "$FN" --host 127.0.0.1 --port 0 --maxCpuMs 60000
 FN_PID=$BG_PID
@@ -208,12 +208,47 @@ check "over h2c too, a call meant for another sandbox gets 421 with this one's i
 t_header_limits() {
   local many=() i out
   for i in $(seq 1 101); do many+=(-H "x-h$i: v"); done # http.maxHeaders is 100
-  out=$(timeout 10 nghttp -v "${many[@]}" "$URL/" 2>&1 | grep -aE ':status|too large')
+  out=$(timeout 10 nghttp -v "${many[@]}" "$URL/" 2>&1 | grep -aE ':status|too many')
   echo "$out"
-  grep -q ':status: 431' <<<"$out" && grep -q 'request header fields too large' <<<"$out" &&
+  grep -q ':status: 431' <<<"$out" && grep -q 'too many request header fields' <<<"$out" &&
     timeout 10 nghttp -H 'function: after' "$URL/" | grep -q '"Function":"after"'
 }
 check "over http.maxHeaders on a stream: 431 as over HTTP/1.1, and the server keeps serving" t_header_limits
+
+t_grpc_limits() {
+  local many=() i a b big
+  for i in $(seq 1 101); do many+=(-H "x-h$i: v"); done # http.maxHeaders is 100
+  a=$(grpc_call /faas.Executor/Execute "$(grpc_msg 1001)" "${many[@]}")
+  big="$TAP_TMP/big.bin" # a message over http.maxBodyBytes (1 MiB)
+  /usr/bin/python3 -c 'import sys; n = 1100000; sys.stdout.buffer.write(b"\0" + n.to_bytes(4, "big") + b"\0" * n)' >"$big"
+  b=$(grpc_call /faas.Executor/Execute "$big")
+  echo "$a"; echo "$b"
+  grep -q ':status: 200' <<<"$a" && grep -q 'grpc-status: 8' <<<"$a" &&
+    grep -q 'grpc-message: too many request header fields' <<<"$a" &&
+    grep -q ':status: 200' <<<"$b" && grep -q 'grpc-status: 8' <<<"$b" &&
+    grep -q 'grpc-message: request body too large' <<<"$b"
+}
+check "gRPC calls over a limit get grpc-status RESOURCE_EXHAUSTED naming it (HTTP 200)" t_grpc_limits
+
+t_caps() {
+  local pid port out
+  bg_start "$TAP_TMP/fn-cap.log" "$FN" --host 127.0.0.1 --port 0 --http.maxConns 1
+  pid=$BG_PID
+  wait_for_log "$TAP_TMP/fn-cap.log" 'listening on 127\.0\.0\.1:[0-9]+' || return 1
+  port=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$TAP_TMP/fn-cap.log" | sed 's/.*://')
+  $H2RAW "$port" req / 'requested_cpu: 1500' >"$TAP_TMP/cap1.out" 2>&1 & # holds the only slot
+  local cl=$! i=0
+  while [ -z "$(ss -Htn state established "( sport = :$port )")" ] && [ $i -lt 200 ]; do
+    sleep 0.05; i=$((i + 1))
+  done
+  out=$(curl -s -o "$TAP_TMP/cap.body" -w '%{http_code}' "http://127.0.0.1:$port/")
+  wait "$cl"
+  kill -TERM "$pid"; wait_bounded "$pid"
+  echo "second connection: $out $(cat "$TAP_TMP/cap.body")"; cat "$TAP_TMP/cap1.out"
+  [ "$out" = 503 ] && grep -q 'too many connections to this server (http.maxConns)' "$TAP_TMP/cap.body" &&
+    grep -q '^DATA 1 {"Status":"OK"' "$TAP_TMP/cap1.out"
+}
+check "an h2c connection counts against http.maxConns: the next one gets 503" t_caps
 
 t_random_frames() {
   local seed hex out n=0
