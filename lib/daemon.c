@@ -199,6 +199,7 @@ static void conf_limits(const struct dg_http_conf *c, struct dg_http_limits *out
     out->body_timeout_ms = (uint64_t)c->body_timeout_ms;
     out->idle_timeout_ms = (uint64_t)c->idle_timeout_ms;
     out->body_min_rate = (uint64_t)c->body_min_rate;
+    out->h2_max_streams = c->h2_max_streams > 0 ? (unsigned)c->h2_max_streams : 100;
     out->max_conns = auto_cap(set, div);
     out->max_conns_per_client =
         c->max_conns_per_client > 0 ? (unsigned)c->max_conns_per_client : out->max_conns / 2;

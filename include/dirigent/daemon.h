@@ -53,6 +53,7 @@ struct dg_http_conf {
     int64_t max_header_bytes, max_headers, max_body_bytes;
     int64_t header_timeout_ms, body_timeout_ms, idle_timeout_ms, shutdown_grace_ms;
     int64_t body_min_rate, max_conns, internal_conns, max_conns_per_client;
+    int64_t h2_max_streams;
 };
 #define DG_CONF_HTTP_FIELDS(T, M)                                                                  \
     {.key = "http.maxHeaderBytes",                                                                 \
@@ -129,10 +130,18 @@ struct dg_http_conf {
          .min = 1,                                                                                 \
          .max = 86400000,                                                                          \
          .help = "keep-alive connection without a request is closed after"},                       \
+        {.key = "http.shutdownGrace",                                                              \
+         .type = DG_CONF_DURATION,                                                                 \
+         .offset = offsetof(T, M.shutdown_grace_ms),                                               \
+         .def = "5s",                                                                              \
+         .min = 0,                                                                                 \
+         .max = 600000,                                                                            \
+         .help = "on SIGTERM, time given to requests in flight"},                                  \
     {                                                                                              \
-        .key = "http.shutdownGrace", .type = DG_CONF_DURATION,                                     \
-        .offset = offsetof(T, M.shutdown_grace_ms), .def = "5s", .min = 0, .max = 600000,          \
-        .help = "on SIGTERM, time given to requests in flight"                                     \
+        .key = "http.h2MaxStreams", .type = DG_CONF_INT, .offset = offsetof(T, M.h2_max_streams),  \
+        .def = "100", .min = 1, .max = 100000,                                                     \
+        .help = "HTTP/2 streams open at once on one h2c connection "                               \
+                "(SETTINGS_MAX_CONCURRENT_STREAMS); more: RST_STREAM REFUSED_STREAM"               \
     }
 
 /* Limits for dg_http_server_new from the config: for a public listener (maxConns), and for

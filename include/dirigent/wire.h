@@ -257,6 +257,8 @@ struct dg_wire_exit_note {
 struct dg_wire_fn_update {
     char *name;
     int64_t concurrency;                /* 0..100000; absent decodes as 1 */
+    bool h2c; /* "h2c": its sandboxes speak HTTP/2 cleartext (upstream_protocol h2c); sent
+                 only when true */
     struct dg_wire_endpoint *endpoints; /* required (may be empty) */
     size_t nendpoints;
     char *error;                      /* absent or null: none */
@@ -308,11 +310,13 @@ struct dg_wire_dp_fn_view {
     struct dg_wire_dp_endpoint_view *endpoints;
     size_t nendpoints;
     char *error; /* the last create failure, or null */
+    bool h2c;    /* reached over h2c (sent only when true) */
 };
 
 /* PUT /v1/functions/NAME at a data plane: add or update a function. */
 struct dg_wire_dp_fn {
     int64_t concurrency; /* 0..100000; absent decodes as 1 */
+    bool h2c;            /* "h2c": reach its sandboxes over HTTP/2 cleartext; absent: false */
 };
 
 /* ---- CP store records (shared by the CP replicas) ---------------------------------------- */

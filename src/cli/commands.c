@@ -60,6 +60,9 @@ static const struct cli_opt deploy_opts[] = {
     {"--concurrency", "N", "1",
      "requests at once per sandbox, 0 unlimited (container_concurrency)"},
     {"--cold-start-sweep", NULL, NULL, "InVitro's cold-start profile (upper bound 1)"},
+    {"--upstream-protocol", "http1|h2c", "http1",
+     "how the data planes reach its sandboxes: HTTP/1.1, or HTTP/2 cleartext (upstream_protocol; "
+     "gRPC calls always go over h2c)"},
     {0}};
 
 static const struct cli_opt invoke_opts[] = {
@@ -81,7 +84,10 @@ static const struct cli_opt haproxy_opts[] = {
     {0}};
 
 #define LOAD_COMMON                                                                                \
-    {"--csv", "FILE", NULL, "a row per invocation"},                                               \
+    {"--protocol", "http1|h2c|grpc", "http1",                                                      \
+     "how to call the data plane: HTTP/1.1, HTTP/2 cleartext (prior knowledge), or gRPC "          \
+     "faas.Executor/Execute as InVitro (docs/load.md)"},                                           \
+        {"--csv", "FILE", NULL, "a row per invocation"},                                           \
     {                                                                                              \
         "--timeout", "S", "120", "seconds a request may take"                                      \
     }

@@ -9,7 +9,9 @@
  *                      [--iat equidistant|uniform|exponential] [--speed X] [--image IMG]
  *                      [--prefix P] [--dry-run]
  *   dirigent load summarize FILE.csv
- * Common: --csv FILE (a row per invocation), --json (the summary as JSON), --timeout S.
+ * Common: --csv FILE (a row per invocation), --json (the summary as JSON), --timeout S,
+ * --protocol http1|h2c|grpc (grpc: POST /faas.Executor/Execute with a FaasRequest, as InVitro's
+ * gRPC invoker; success is HTTP 200 with grpc-status 0).
  *
  * rps --cold reproduces InVitro's RPS mode with 100% cold starts: ceil(R x cooldown)
  * functions are registered (cold_start_sweep profile, upper bound 1) and each is invoked
@@ -31,6 +33,7 @@
 
 #include "../sim/sim.h"
 #include "cli.h"
+#include "dirigent/faas_pb.h"
 #include "dirigent/http.h"
 #include "dirigent/json.h"
 
@@ -46,12 +49,16 @@ struct sample {
     uint64_t latency_us; /* send to the end of the response */
     int64_t exec_us;     /* the function's reported execution time; -1: none */
     uint32_t fn, dur_ms;
-    int status;  /* 0: transport error (refused, reset, timeout) */
-    int8_t cold; /* 1: the DP reported a cold start; 0: warm; -1: unknown */
-    bool warmup; /* sent, not counted */
+    int status; /* 0: transport error (refused, reset, timeout); grpc: see grpc_as_status */
+    int16_t grpc_status; /* --protocol grpc: the answer's grpc-status; -1: none */
+    int8_t cold;         /* 1: the DP reported a cold start; 0: warm; -1: unknown */
+    bool warmup;         /* sent, not counted */
 };
 
+enum load_proto { PROTO_HTTP1, PROTO_H2C, PROTO_GRPC };
+
 struct run {
+    enum load_proto proto;
     uv_loop_t loop;
     uv_timer_t timer, progress, watch;
     bool closed; /* the pool, at an interrupt */
@@ -113,6 +120,16 @@ static int cmp_double(const void *a, const void *b)
 
 /* ---- sending ---------------------------------------------------------------------------- */
 
+/* grpc-status in headers (a trailers-only answer) or trailers */
+static void grpc_status_of(struct sample *s, const struct dg_http_header *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v;
+        if (dg_str_caseeq(h[i].name, "grpc-status") && dg_str_to_u64(h[i].value, &v) && v < 100)
+            s->grpc_status = (int16_t)v;
+    }
+}
+
 static void on_head(struct dg_http_creq *q, const struct dg_http_resp *resp, void *ud)
 {
     struct sample *s = ud;
@@ -120,6 +137,33 @@ static void on_head(struct dg_http_creq *q, const struct dg_http_resp *resp, voi
     for (size_t i = 0; i < resp->nheaders; i++)
         if (dg_str_caseeq(resp->headers[i].name, "X-Dirigent-Cold-Start"))
             s->cold = 1;
+    grpc_status_of(s, resp->headers, resp->nheaders);
+}
+
+static void on_trailers(struct dg_http_creq *q, const struct dg_http_header *t, size_t n, void *ud)
+{
+    grpc_status_of(ud, t, n);
+}
+
+/* A gRPC answer as the HTTP status the summary counts: 200 with grpc-status 0 is 200; an
+ * error is the status gRPC's HTTP mapping gives it (UNAVAILABLE 503, DEADLINE_EXCEEDED 504,
+ * NOT_FOUND 404, others 500; no grpc-status at all: 500). */
+static int grpc_as_status(const struct sample *s, int http)
+{
+    if (http != 200)
+        return http;
+    switch (s->grpc_status) {
+    case 0:
+        return 200;
+    case 14:
+        return 503;
+    case 4:
+        return 504;
+    case 5:
+        return 404;
+    default:
+        return 500;
+    }
 }
 
 static void on_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
@@ -131,7 +175,19 @@ static void on_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     s->status = resp ? resp->status : 0;
     if (!resp)
         s->cold = -1;
-    if (resp && resp->status == 200 && resp->body.len) { /* dirigent-fn's "ExecutionTime":µs */
+    if (resp && r->proto == PROTO_GRPC) {
+        s->status = grpc_as_status(s, resp->status);
+        struct faas_reply rep;
+        const char *perr;
+        const uint8_t *b = (const uint8_t *)resp->body.ptr;
+        /* one length-prefixed message: flag 0, a 4-byte big-endian length, the FaasReply */
+        if (s->status == 200 && resp->body.len >= 5 && b[0] == 0 &&
+            ((size_t)b[1] << 24 | (size_t)b[2] << 16 | (size_t)b[3] << 8 | b[4]) ==
+                resp->body.len - 5 &&
+            faas_reply_decode(b + 5, resp->body.len - 5, &rep, &perr) == 0)
+            s->exec_us = rep.duration_us;
+    } else if (resp && resp->status == 200 && resp->body.len) { /* dirigent-fn's
+                                                                   "ExecutionTime":µs */
         char buf[512];
         size_t n = DG_MIN(resp->body.len, sizeof(buf) - 1);
         memcpy(buf, resp->body.ptr, n);
@@ -154,7 +210,8 @@ static void on_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
 
 static void send_one(struct run *r, uint64_t now_rel)
 {
-    static const struct dg_http_client_cbs cbs = {.on_head = on_head, .on_done = on_done};
+    static const struct dg_http_client_cbs cbs = {
+        .on_head = on_head, .on_trailers = on_trailers, .on_done = on_done};
     size_t i = r->sent++;
     const struct plan *p = &r->plan[i];
     struct sample *s = &r->samples[i];
@@ -163,7 +220,24 @@ static void send_one(struct run *r, uint64_t now_rel)
     s->dur_ms = p->dur_ms;
     s->exec_us = -1;
     s->cold = -1;
+    s->grpc_status = -1;
     s->warmup = (double)p->at_us < (double)r->warmup_us;
+    if (r->proto == PROTO_GRPC) { /* InVitro's grpc_client.go: FaasRequest{"nothing", ms} */
+        struct dg_http_header g[] = {{DG_STR("Host"), dg_str_c(r->names[p->fn])},
+                                     {DG_STR("content-type"), DG_STR("application/grpc")},
+                                     {DG_STR("te"), DG_STR("trailers")}};
+        struct faas_request fr = {(const uint8_t *)"nothing", 7, p->dur_ms, 0};
+        uint8_t body[64];
+        size_t n = faas_request_encode(&fr, body + 5, sizeof(body) - 5);
+        body[0] = 0;
+        body[1] = 0;
+        body[2] = 0;
+        body[3] = (uint8_t)(n >> 8);
+        body[4] = (uint8_t)n;
+        dg_http_request(r->pool, "POST", "/faas.Executor/Execute", g, DG_ARRAY_LEN(g), body, n + 5,
+                        &cbs, s);
+        return;
+    }
     char dur[24];
     struct dg_http_header h[2] = {{DG_STR("Host"), dg_str_c(r->names[p->fn])}};
     size_t nh = 1;
@@ -208,6 +282,7 @@ static uint64_t run_plan(struct run *r, const char *dp, double timeout_s, struct
     o.max_conns = 4000; /* open loop: never wait for a connection (ulimit is 20k) */
     o.max_idle = 4000;
     o.request_timeout_ms = (uint64_t)(timeout_s * 1000);
+    o.h2c = r->proto != PROTO_HTTP1; /* streams on few connections */
     r->pool = dg_http_pool_new_addr(&r->loop, dp, &o, err);
     if (!r->pool) {
         uv_loop_close(&r->loop);
@@ -579,6 +654,7 @@ static bool allowed_target(const char *dp)
 
 struct opts {
     const char *csv, *image, *prefix, *iat;
+    enum load_proto proto;
     double timeout, rate, duration, cooldown, speed;
     int64_t minutes, warmup_minutes, seed;
     bool cold, dry_run, keep;
@@ -588,6 +664,7 @@ struct opts {
 static int execute(struct run *r, const char *dp, const struct opts *o, bool json, const char *what)
 {
     struct dg_err err = {0};
+    r->proto = o->proto;
     uint64_t wall = run_plan(r, dp, o->timeout, &err);
     if (err.msg[0])
         return cli_fail("load: %s", err.msg);
@@ -774,6 +851,15 @@ static int common_opts(struct cli_ctx *c, struct opts *o)
     int rc = cli_double(c, "--timeout", 120, 0, false, 3600, &o->timeout);
     if (rc)
         return rc;
+    const char *proto = cli_get(c, "--protocol") ?: "http1";
+    if (strcmp(proto, "http1") == 0)
+        o->proto = PROTO_HTTP1;
+    else if (strcmp(proto, "h2c") == 0)
+        o->proto = PROTO_H2C;
+    else if (strcmp(proto, "grpc") == 0)
+        o->proto = PROTO_GRPC;
+    else
+        return cli_usage_error(c, "--protocol: expected http1, h2c or grpc, got '%s'", proto);
     if (!allowed_target(c->dp))
         return cli_usage_error(c,
                                "--dp %s: only 127.0.0.0/8 and the project's namespaces "

@@ -99,6 +99,7 @@ static const struct {
     {"container_concurrency", CP_FIELD_INT},
     {"iteration_multiplier", CP_FIELD_INT},
     {"cold_start_busy_loop_ms", CP_FIELD_INT},
+    {"upstream_protocol", CP_FIELD_STRING},
     {"env_vars", CP_FIELD_LIST},
     {"program_args", CP_FIELD_LIST},
 };
@@ -192,6 +193,12 @@ int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct
                           "field 'scaling_lower_bound': expected at most scaling_upper_bound "
                           "(%lld), got %lld",
                           (long long)upper, (long long)lower);
+    const char *up = dg_form_get(f, "upstream_protocol", 0);
+    if (up && strcmp(up, "http1") != 0 && strcmp(up, "h2c") != 0)
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'upstream_protocol': expected 'http1' (the default) or 'h2c' "
+                          "(the function's server speaks HTTP/2 cleartext), got '%.32s'",
+                          up);
     for (size_t i = 0, n = dg_form_count(f, "env_vars"); i < n; i++) {
         const char *kv = dg_form_get(f, "env_vars", i);
         if (!env_valid(kv))
@@ -213,6 +220,7 @@ int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct
     out->concurrency = (int)cc;
     out->iteration_multiplier = mult;
     out->cold_start_busy_loop_ms = busy;
+    out->h2c = up && strcmp(up, "h2c") == 0;
     for (size_t i = 0, n = dg_form_count(f, "env_vars"); i < n; i++)
         dg_strlist_push(&out->env, dg_xstrdup(dg_form_get(f, "env_vars", i)));
     for (size_t i = 0, n = dg_form_count(f, "program_args"); i < n; i++)

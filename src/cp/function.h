@@ -34,6 +34,8 @@ struct cp_fn_spec {
     struct dg_strlist args; /* program_args */
     int64_t iteration_multiplier;
     int64_t cold_start_busy_loop_ms;
+    bool h2c; /* upstream_protocol: "http1" (default) or "h2c", how the DPs reach its
+                 sandboxes (a gRPC call goes over h2c whatever this says) */
 };
 
 /* Fill `out` from a registration form. Errors: "field 'port_forwarding': expected ...,

@@ -381,6 +381,7 @@ static json_t *push_body(const struct cp_push_item *items, size_t n, bool full)
         struct dg_wire_fn_update *u = &m.functions[i];
         u->name = (char *)it->f->spec.name;
         u->concurrency = it->f->spec.concurrency;
+        u->h2c = it->f->spec.h2c;
         u->endpoints = eps;
         for (const struct cp_sandbox *s = it->f->sbs; s; s = s->next)
             if (s->state == CP_SB_READY)

@@ -95,6 +95,7 @@ static void api_put_function(struct dg_http_req *r, void *ud)
     dg_http_respond_text(r, created ? 201 : 200, "function '%s' %s", f->name,
                          created ? "added" : "updated");
     dp_core_set_concurrency(d->core, f, (uint32_t)m.concurrency);
+    f->h2c = m.h2c; /* requests forwarded from now on */
     dg_wire_dp_fn_free(&m);
 }
 
@@ -204,6 +205,7 @@ static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
                 dg_strmap_put(&keep, dg_str_c(u->name), (void *)u->name);
             struct dp_function *f = dp_core_function_get(d->core, u->name, strlen(u->name), NULL);
             f->concurrency = (uint32_t)u->concurrency; /* in effect at the list's dispatch */
+            f->h2c = u->h2c;
             apply_update(d, f, u);
         }
         unsigned removed = 0;
@@ -361,7 +363,8 @@ static void api_list(struct dg_http_req *r, void *ud)
                                        .in_flight = f->running,
                                        .endpoints = eps,
                                        .nendpoints = f->neps,
-                                       .error = f->error};
+                                       .error = f->error,
+                                       .h2c = f->h2c};
         json_array_append_new(fns, dg_wire_dp_fn_view_encode(&v));
     }
     if (eps != stack)

@@ -23,11 +23,14 @@ struct dp {
     struct dg_trace *proxy_trace; /* proxy_trace.csv; NULL: off */
     struct dg_heartbeat *hb;      /* NULL: no control plane configured */
     char *name;
-    struct dg_strmap pools; /* endpoint address -> its pool, shared by the endpoints there */
+    struct dg_strmap pools; /* endpoint address -> its pools (HTTP/1.1, h2c), shared by the
+                               endpoints there (proxy.c) */
     struct dg_http_pool_opts pool_opts;
     uv_timer_t cron;         /* dp_core_tick every 50 ms */
     uv_timer_t report_timer; /* 0 ms: one metrics POST for a loop turn's first requests */
     struct dg_metrics *metrics;
+    /* dg_dp_upstream_requests_total{protocol}: requests sent to sandboxes over HTTP/1.1, h2c */
+    struct dg_metric *m_up_http1, *m_up_h2c;
 };
 
 /* proxy.c: serve an invocation (the ingress fallback route, DG_HTTP_STREAM; ud: struct dp). */

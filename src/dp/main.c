@@ -174,6 +174,11 @@ static void core_new(struct dp *dp)
                                    "Invocations that found no sandbox, per function.", "function");
     cc.f_queue = dg_metrics_gauge(dp->metrics, "dg_dp_queue_depth",
                                   "Invocations waiting for a sandbox, per function.", "function");
+    struct dg_metric_family *up = dg_metrics_counter(
+        dp->metrics, "dg_dp_upstream_requests_total",
+        "Requests sent to sandboxes, per upstream protocol (http1, h2c).", "protocol");
+    dp->m_up_http1 = dg_metric_get1(up, "http1");
+    dp->m_up_h2c = dg_metric_get1(up, "h2c");
     cc.f_latency =
         dg_metrics_histogram(dp->metrics, "dg_dp_request_seconds",
                              "Invocation time in the data plane (queue + proxying), "

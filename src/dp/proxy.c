@@ -18,6 +18,15 @@
  * connections outlive a sandbox: emulated sandboxes all answer at the worker's
  * shared server, and a runtime may give a new sandbox the address of an old
  * one. A connect per cold start was a third of the DP's time.
+ *
+ * Upstream protocol: an address has an HTTP/1.1 pool, and an h2c pool made on first use
+ * (streams multiplexed on its connections). A function registered with upstream_protocol
+ * h2c goes over h2c; a gRPC call (content-type application/grpc...) always does, as it cannot
+ * be carried over HTTP/1.1 (its trailers); everything else keeps the HTTP/1.1 pool, whatever
+ * the client spoke (an h2c client's stream to an HTTP/1.1 sandbox is translated). A gRPC
+ * call's trailers pass through unchanged; the platform's own errors for one are gRPC errors
+ * (HTTP 200, grpc-status, grpc-message, trailers-only) since a gRPC client cannot read an
+ * HTTP status (docs/api.md, "Upstream protocol and gRPC").
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +47,9 @@ struct dp_inv {
     struct dg_http_creq *up;
     uint64_t t_arrive_us, t_start_us; /* for proxy_trace.csv */
     bool head_sent;
+    bool grpc;      /* content-type application/grpc...: over h2c, errors as grpc-status */
+    bool head_held; /* a gRPC head carrying grpc-status: trailers-only unless a body follows */
+    int status;     /* of the held head */
     bool misrouted; /* the sandbox said it is another one: its answer is not the client's */
     char why[200];
 };
@@ -89,12 +101,51 @@ static void inv_done(struct dp_inv *v)
     free(v);
 }
 
+static bool is_grpc(struct dg_http_req *r)
+{
+    struct dg_str ct = dg_http_req_header(r, "content-type");
+    return ct.len >= 16 && strncasecmp(ct.ptr, "application/grpc", 16) == 0 &&
+           (ct.len == 16 || ct.ptr[16] == '+' || ct.ptr[16] == ';');
+}
+
+/* A gRPC error the platform makes: HTTP 200, content-type application/grpc, grpc-status and a
+ * percent-encoded grpc-message, with no body: trailers-only (one HEADERS frame with
+ * END_STREAM over h2). */
+static void grpc_error(struct dg_http_req *r, int code, const char *msg)
+{
+    char status[12], enc[3 * 256 + 1];
+    snprintf(status, sizeof(status), "%d", code);
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)msg; *p && n + 4 < sizeof(enc); p++) {
+        if (*p >= 0x20 && *p <= 0x7e && *p != '%') {
+            enc[n++] = (char)*p;
+        } else {
+            static const char hex[] = "0123456789ABCDEF";
+            enc[n++] = '%';
+            enc[n++] = hex[*p >> 4];
+            enc[n++] = hex[*p & 15];
+        }
+    }
+    enc[n] = '\0';
+    dg_http_resp_header(r, "grpc-status", status);
+    dg_http_resp_header(r, "grpc-message", enc);
+    dg_http_respond(r, 200, "application/grpc", NULL, 0);
+}
+
+/* gRPC status codes (grpc/doc/statuscodes.md) */
+enum { GRPC_DEADLINE_EXCEEDED = 4, GRPC_NOT_FOUND = 5, GRPC_UNAVAILABLE = 14 };
+
 /* effects.answer: the core's own answer; v is out of the core. */
 static void fx_answer(void *ud, struct dp_req *r, enum dp_answer_kind kind, int status,
                       const char *msg)
 {
     struct dp_inv *v = inv_of(r);
-    dg_http_respond_text(v->req, status, "%s", msg);
+    if (v->grpc)
+        grpc_error(v->req,
+                   kind == DP_ANSWER_QUEUE_TIMEOUT ? GRPC_DEADLINE_EXCEEDED : GRPC_UNAVAILABLE,
+                   msg);
+    else
+        dg_http_respond_text(v->req, status, "%s", msg);
     if (kind == DP_ANSWER_BROKEN && r->fn->m_latency) /* it reached a sandbox */
         dg_histogram_observe(r->fn->m_latency, (double)(dg_now_us() - v->t_arrive_us) / 1e6);
     free(v);
@@ -138,7 +189,28 @@ static void up_head(struct dg_http_creq *q, const struct dg_http_resp *resp, voi
     if (v->core.cold) /* for load generators (dirigent load): this request waited for a sandbox */
         dg_http_resp_header(v->req, DG_WIRE_HDR_COLD_START, "1");
     v->head_sent = true;
+    if (v->grpc && cl <= 0) { /* a trailers-only answer stays one (one HEADERS frame) */
+        for (size_t i = 0; i < resp->nheaders; i++)
+            if (dg_str_caseeq(resp->headers[i].name, "grpc-status")) {
+                v->head_held = true;
+                v->status = resp->status;
+                return;
+            }
+    }
     dg_http_resp_start(v->req, resp->status, cl);
+}
+
+static void up_trailers(struct dg_http_creq *q, const struct dg_http_header *t, size_t n, void *ud)
+{
+    struct dp_inv *v = ud;
+    if (v->misrouted || !v->head_sent)
+        return;
+    if (v->head_held) {
+        v->head_held = false;
+        dg_http_resp_start(v->req, v->status, -1);
+    }
+    for (size_t i = 0; i < n; i++)
+        dg_http_resp_trailer(v->req, t[i].name, t[i].value);
 }
 
 static void up_body(struct dg_http_creq *q, const char *data, size_t len, void *ud)
@@ -146,6 +218,10 @@ static void up_body(struct dg_http_creq *q, const char *data, size_t len, void *
     struct dp_inv *v = ud;
     if (v->misrouted)
         return;
+    if (v->head_held) { /* not trailers-only after all */
+        v->head_held = false;
+        dg_http_resp_start(v->req, v->status, -1);
+    }
     dg_http_resp_write(v->req, data, len);
     if (dg_http_resp_queued(v->req) > RESP_HIGH_WATER) { /* a slow client: stop reading */
         dg_http_creq_pause(q);
@@ -165,14 +241,20 @@ static void up_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     }
     if (!err) {
         trace_request(v, v->core.ep->id);
-        dg_http_resp_end(v->req); /* answer first: a drain waiting on this slot follows */
+        if (v->head_held) /* the head (with its grpc-status) ended the stream */
+            dg_http_respond(v->req, v->status, NULL, NULL, 0);
+        else
+            dg_http_resp_end(v->req); /* answer first: a drain waiting on this slot follows */
         inv_done(v);
         return;
     }
     if (v->head_sent) { /* cut mid-response: the client must see it is incomplete */
         dg_log(DG_LOG_WARN, "proxy", "fn=%s endpoint=%s: response cut: %s", v->core.fn->name,
                v->core.ep->address, err->msg);
-        dg_http_resp_abort(v->req);
+        if (v->head_held) /* its grpc-status was in the head: pass that on, complete */
+            dg_http_respond(v->req, v->status, NULL, NULL, 0);
+        else
+            dg_http_resp_abort(v->req);
         inv_done(v);
         return;
     }
@@ -182,7 +264,35 @@ static void up_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
 }
 
 static const struct dg_http_client_cbs up_cbs = {
-    .on_head = up_head, .on_body = up_body, .on_done = up_done};
+    .on_head = up_head, .on_body = up_body, .on_trailers = up_trailers, .on_done = up_done};
+
+struct shared_pool {
+    struct dg_http_pool *pool, *h2; /* HTTP/1.1; h2c (made on first use) */
+    char *address;
+    unsigned refs;
+};
+
+/* The pool a request of v goes through at e. NULL: the h2c pool could not be made. */
+static struct dg_http_pool *pool_for(struct dp_inv *v, struct dp_endpoint *e)
+{
+    struct shared_pool *sp = e->data;
+    if (!v->grpc && !e->fn->h2c) {
+        if (v->dp->m_up_http1)
+            dg_counter_add(v->dp->m_up_http1, 1);
+        return sp->pool;
+    }
+    if (!sp->h2) {
+        struct dg_http_pool_opts o = v->dp->pool_opts;
+        o.h2c = true;
+        struct dg_err err = {0};
+        sp->h2 = dg_http_pool_new_addr(v->dp->loop, sp->address, &o, &err);
+        if (!sp->h2)
+            return NULL;
+    }
+    if (v->dp->m_up_h2c)
+        dg_counter_add(v->dp->m_up_h2c, 1);
+    return sp->h2;
+}
 
 static void client_body(struct dg_http_req *r, const char *data, size_t len, void *ud)
 {
@@ -210,15 +320,31 @@ static void fx_forward(void *ud, struct dp_req *r, struct dp_endpoint *e)
     struct dg_http_header stack[64],
         *hdrs = n + 1 > DG_ARRAY_LEN(stack) ? dg_xmalloc((n + 1) * sizeof(*hdrs)) : stack;
     size_t k = 0;
-    for (size_t i = 0; i < n; i++)
+    struct dg_http_pool *pool = pool_for(v, e);
+    bool h2 = pool != ((struct shared_pool *)e->data)->pool;
+    for (size_t i = 0; i < n; i++) {
+        if (in[i].name.len && in[i].name.ptr[0] == ':')
+            continue; /* an h2 client's pseudo-header: the pool makes its own */
         if (!hop_by_hop(in[i].name) && !dg_str_caseeq(in[i].name, DG_WIRE_HDR_SANDBOX))
             hdrs[k++] = in[i];
+        else if (h2 && dg_str_caseeq(in[i].name, "te") && dg_str_caseeq(in[i].value, "trailers"))
+            hdrs[k++] = in[i]; /* gRPC's "te: trailers" is end-to-end over h2 */
+    }
     /* the sandbox it is meant for: another one at this address refuses it (421) */
     hdrs[k++] = (struct dg_http_header){DG_STR(DG_WIRE_HDR_SANDBOX), dg_str_c(e->id)};
     char *url = dg_str_dup(dg_http_req_url(v->req));
     int64_t cl = dg_http_req_content_length(v->req);
-    struct dg_http_creq *up = dg_http_request_stream(
-        (struct dg_http_pool *)e->data, dg_http_req_method(v->req), url, hdrs, k, cl, &up_cbs, v);
+    struct dg_http_creq *up = pool ? dg_http_request_stream(pool, dg_http_req_method(v->req), url,
+                                                            hdrs, k, cl, &up_cbs, v)
+                                   : NULL;
+    if (!pool) { /* the address did not parse: as a connect failure */
+        free(url);
+        if (hdrs != stack)
+            free(hdrs);
+        dp_core_on_upstream_error(v->dp->core, &v->core, false, false,
+                                  "no h2c pool for the sandbox's address");
+        return;
+    }
     free(url);
     if (hdrs != stack)
         free(hdrs);
@@ -253,9 +379,17 @@ void dp_invoke(struct dg_http_req *r, void *ud)
             host.len = (size_t)(colon - host.ptr);
     }
     struct dp_function *f = host.ptr ? dp_core_function_find(dp->core, host.ptr, host.len) : NULL;
+    bool grpc = is_grpc(r);
     if (!f) {
         if (dg_str_eq(dg_http_req_path(r), "/health")) { /* HAProxy's check, by address */
             dg_http_respond(r, 200, "text/plain", "ok\n", 3);
+            return;
+        }
+        if (grpc) {
+            char msg[128];
+            snprintf(msg, sizeof(msg), "function '%.*s' is not registered",
+                     (int)DG_MIN(host.len, 64), host.ptr ? host.ptr : "");
+            grpc_error(r, GRPC_NOT_FOUND, msg);
             return;
         }
         dg_http_respond_text(r, 404, "function '%.*s' is not registered", (int)host.len,
@@ -265,18 +399,13 @@ void dp_invoke(struct dg_http_req *r, void *ud)
     struct dp_inv *v = dg_xcalloc(1, sizeof(*v));
     v->dp = dp;
     v->req = r;
+    v->grpc = grpc;
     v->t_arrive_us = dg_now_us();
     dg_http_req_on_abort(r, inv_abort, v);
     dp_core_on_request(dp->core, f, &v->core);
 }
 
 /* ---- endpoints' pools ----------------------------------------------------------------------- */
-
-struct shared_pool {
-    struct dg_http_pool *pool;
-    char *address;
-    unsigned refs;
-};
 
 static int fx_ep_open(void *ud, struct dp_endpoint *e, char *errbuf, size_t errlen)
 {
@@ -295,7 +424,7 @@ static int fx_ep_open(void *ud, struct dp_endpoint *e, char *errbuf, size_t errl
         dg_strmap_put(&dp->pools, dg_str_c(sp->address), sp);
     }
     sp->refs++;
-    e->data = sp->pool;
+    e->data = sp;
     return 0;
 }
 
@@ -307,6 +436,8 @@ static void fx_ep_close(void *ud, struct dp_endpoint *e)
         return;
     dg_strmap_del(&dp->pools, dg_str_c(sp->address));
     dg_http_pool_close(sp->pool);
+    if (sp->h2)
+        dg_http_pool_close(sp->h2);
     free(sp->address);
     free(sp);
 }

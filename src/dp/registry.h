@@ -38,6 +38,7 @@ struct dp_endpoint {
 struct dp_function {
     char *name;
     uint32_t concurrency;     /* per sandbox; 0 = unlimited */
+    bool h2c;                 /* its sandboxes are reached over h2c (upstream_protocol) */
     struct dp_endpoint **eps; /* the CP's list, in the order they came */
     size_t neps;
     struct dp_endpoint *removed; /* taken out of the list, requests still running */

@@ -1,32 +1,3 @@
-/*
- * InVitro's gRPC messages (package faas, pkg/workload/proto/faas.proto), hand-encoded:
- *   FaasRequest { string message = 1; uint32 runtimeInMilliSec = 2; uint32 memoryInMebiBytes = 3; }
- *   FaasReply   { string message = 1; uint32 durationInMicroSec = 2; uint32 memoryUsageInKb = 3; }
- * Proto3 wire format: unknown fields are skipped, a repeated scalar keeps its last value, a
- * uint32 takes the low 32 bits of its varint, zero values are not written.
- */
-#ifndef DIRIGENT_FN_FAAS_PB_H
-#define DIRIGENT_FN_FAAS_PB_H
-
-#include <stddef.h>
-#include <stdint.h>
-
-struct faas_request {
-    const uint8_t *message; /* a view into the input */
-    size_t message_len;
-    uint32_t runtime_ms, memory_mib;
-};
-
-struct faas_reply {
-    const char *message;
-    size_t message_len;
-    uint32_t duration_us, memory_kb;
-};
-
-/* 0, or -1 with *err naming what is malformed. */
-int faas_request_decode(const uint8_t *p, size_t len, struct faas_request *out, const char **err);
-
-/* Bytes written to `out` (at most `cap`); 0 when `cap` is too small. */
-size_t faas_reply_encode(const struct faas_reply *r, uint8_t *out, size_t cap);
-
-#endif
+/* faas_pb.h: the codec moved to the shared library (include/dirigent/faas_pb.h) so that
+ * dirigent load and dirigent-fn share it; this name stays for src/fn's includes. */
+#include "dirigent/faas_pb.h"

@@ -4,6 +4,8 @@
  *
  *   GET /health   -> 200 "ok"
  *   GET /metrics  -> Prometheus text
+ *   POST /faas.Executor/Execute with content-type application/grpc -> InVitro's gRPC call
+ *                    (FaasRequest -> FaasReply, grpc-status in the trailers)
  *   anything else -> busy-spin for `requested_cpu` ms (header), then
  *                    {"Status":"OK","Function":...,"MachineName":...,"ExecutionTime":<us>}
  *
@@ -21,6 +23,9 @@
  * busy loop of the original workload: ITERATIONS_MULTIPLIER (default 102) x
  * COLD_START_BUSY_LOOP_MS iterations, from the environment the worker sets
  * from the registration's iteration_multiplier and cold_start_busy_loop_ms.
+ *
+ * HTTP/1.1 and h2c (prior knowledge and upgrade) on one port: the library's server turns each
+ * HTTP/2 stream into a request like any other (lib/http2_server.c).
  *
  * The spin runs on libuv's thread pool, so /health answers during long work
  * and several requests can run at once (UV_THREADPOOL_SIZE, default 4).

@@ -386,6 +386,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     o.request_timeout_ms = 2;
     o.idle_timeout_ms = 2;
     o.max_header_bytes = 1024;
+#ifdef FUZZ_H2C
+    o.h2c = true; /* fuzz_http2_client.c: the input is the upstream's HTTP/2 frames */
+#endif
     struct dg_err err = {0};
     struct dg_http_pool *p = dg_http_pool_new(&loop, "127.0.0.1", up_port, &o, &err);
     if (!p)

@@ -15,7 +15,7 @@ esac
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
-targets=${FUZZ_TARGETS:-fuzz_json fuzz_config fuzz_http_server fuzz_http_client fuzz_wire fuzz_form fuzz_image fuzz_trace fuzz_batch}
+targets=${FUZZ_TARGETS:-fuzz_json fuzz_config fuzz_http_server fuzz_http_client fuzz_http2_client fuzz_wire fuzz_form fuzz_image fuzz_trace fuzz_batch fuzz_h2_server}
 jobs=${FUZZ_JOBS:-1}
 
 if [ ! -f "$build/build.ninja" ]; then
@@ -39,6 +39,7 @@ dict_of() {
     fuzz_image) echo "$here/dict/image.dict" ;;
     fuzz_trace) echo "$here/dict/trace.dict" ;;
     fuzz_batch) echo "$here/dict/json.dict" ;;
+    fuzz_h2_server) echo "$here/dict/h2.dict" ;;
     *) echo "$here/dict/http.dict" ;;
     esac
 }

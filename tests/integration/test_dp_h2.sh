@@ -8,7 +8,7 @@ B=${DG_BUILD_DIR:-build}
 DP=$B/dirigent-dp
 FN=$B/dirigent-fn
 
-plan 8
+plan 9
 
 bg_start "$TAP_TMP/f1.log" "$FN" --host 127.0.0.1 --port 0
 wait_for_log "$TAP_TMP/f1.log" 'listening on' >/dev/null || { echo "Bail out! dirigent-fn did not start"; exit 1; }
@@ -109,6 +109,40 @@ t_cold_many() {
   grep -q 'status codes: 10 2xx' "$TAP_TMP/many.out"
 }
 check "ten queued streams of one connection all complete once a sandbox comes" t_cold_many
+
+t_rst() {
+  fn_put cold3 || return 1
+  # one stream, queued (no sandbox); then the client resets it and keeps the connection open
+  /usr/bin/python3 - "$PP" "$TAP_TMP/go" <<'PY' >"$TAP_TMP/rst.out" 2>&1 &
+import os, socket, sys, time
+def frame(t, fl, sid, p=b""):
+    return len(p).to_bytes(3, "big") + bytes([t, fl]) + sid.to_bytes(4, "big") + p
+def lit(n, v):
+    return b"\0" + bytes([len(n)]) + n.encode() + bytes([len(v)]) + v.encode()
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+block = lit(":method", "GET") + lit(":scheme", "http") + lit(":path", "/") + lit(":authority", "cold3")
+s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0) + frame(1, 5, 1, block))
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.02)
+s.sendall(frame(3, 0, 1, (8).to_bytes(4, "big")))  # RST_STREAM CANCEL
+time.sleep(3)  # the connection stays open
+print("held")
+PY
+  local py=$! i=0 v
+  wait_fn cold3 queued 1 || return 1
+  touch "$TAP_TMP/go"
+  while [ $i -lt 100 ]; do
+    v=$(curl -sf "$A/v1/functions" | /usr/bin/python3 -c \
+      "import json,sys; print([f['queued'] for f in json.load(sys.stdin) if f['name']=='cold3'][0])")
+    [ "$v" = 0 ] && break
+    sleep 0.05; i=$((i + 1))
+  done
+  echo "queued after the reset: $v"
+  kill -0 $py 2>/dev/null || { echo "the client's connection closed first"; return 1; }
+  wait_bounded $py
+  [ "$v" = 0 ]
+}
+check "a client's RST_STREAM takes its queued stream out of the cold-start queue" t_rst
 
 t_http1_still() {
   [ "$(curl -s -o /dev/null -w '%{http_version} %{http_code}' -H 'Host: hello' "$P/")" = "1.1 200" ]

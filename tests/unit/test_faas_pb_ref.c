@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "faas_check.pb-c.h"
-#include "faas_pb.h"
+#include "dirigent/faas_pb.h"
 
 static const uint32_t nums[] = {0,     1,       127,         128,         150,        16383,
                                 16384, 1000000, 0x7fffffffu, 0x80000000u, 0xffffffffu};
@@ -74,6 +74,23 @@ static void test_request_from_protobuf_c(void **state)
                 assert_int_equal(r.memory_mib, nums[b]);
                 assert_int_equal(r.message_len, strlen(texts[t]));
                 assert_memory_equal(r.message, texts[t], r.message_len);
+                /* dirigent load's side: our request encodes to protobuf-c's bytes, and a
+                 * reply protobuf-c packs decodes to its values */
+                uint8_t mine[4096];
+                size_t mn = faas_request_encode(&r, mine, sizeof(mine));
+                assert_int_equal(mn, n);
+                assert_memory_equal(mine, buf, n);
+                Faas__FaasReply rep = FAAS__FAAS_REPLY__INIT;
+                rep.message = (char *)texts[t];
+                rep.durationinmicrosec = nums[a];
+                rep.memoryusageinkb = nums[b];
+                n = faas__faas_reply__pack(&rep, buf);
+                struct faas_reply back;
+                assert_int_equal(faas_reply_decode(buf, n, &back, &err), 0);
+                assert_int_equal(back.duration_us, nums[a]);
+                assert_int_equal(back.memory_kb, nums[b]);
+                assert_int_equal(back.message_len, strlen(texts[t]));
+                assert_memory_equal(back.message, texts[t], back.message_len);
             }
 }
 

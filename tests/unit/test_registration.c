@@ -117,7 +117,20 @@ static void test_defaults(void **state)
                      0);
     assert_true(s.cold_start_sweep);
     assert_int_equal(s.upper_bound, 1);
+    assert_false(s.h2c); /* upstream_protocol: http1 unless declared */
     cp_fn_spec_free(&s);
+    assert_int_equal(reg("name=f&image=x&port_forwarding=80&port_forwarding=tcp"
+                         "&upstream_protocol=h2c",
+                         &s, &err),
+                     0);
+    assert_true(s.h2c);
+    cp_fn_spec_free(&s);
+    assert_int_equal(reg("name=f&image=x&port_forwarding=80&port_forwarding=tcp"
+                         "&upstream_protocol=http2",
+                         &s, &err),
+                     DG_E_INVAL);
+    assert_non_null(strstr(err.msg, "field 'upstream_protocol': expected 'http1' (the default) "
+                                    "or 'h2c'"));
 }
 
 static void test_errors_name_the_field(void **state)
@@ -256,6 +269,16 @@ static void test_json_strict(void **state)
     assert_string_equal(s.name, "b");
     assert_int_equal(s.port, 8080);
     assert_int_equal(s.upper_bound, 3);
+    assert_false(s.h2c);
+    cp_fn_spec_free(&s);
+    /* the store keeps upstream_protocol h2c */
+    j = cp_fn_spec_to_json(
+        &(struct cp_fn_spec){.name = "c", .image = "x", .port = 80, .proto = "tcp", .h2c = true});
+    text = dg_json_dumps(j);
+    json_decref(j);
+    assert_int_equal(reg_json(text, &s, &err), 0);
+    free(text);
+    assert_true(s.h2c);
     cp_fn_spec_free(&s);
 }
 

@@ -239,7 +239,21 @@ static void test_push(void **state)
     assert_string_equal(b->error, "create failed: image not found");
     assert_int_equal(b->nexited, 1);
     assert_string_equal(b->exited[0].reason, "OOM-killed: memory limit 64 MiB");
+    assert_false(a->h2c); /* absent: HTTP/1.1 */
     SAME(push, PUSH, m);
+
+    /* upstream_protocol h2c: "h2c": true, sent only when true */
+    struct dg_wire_fn_update h = {.name = "g", .concurrency = 1, .h2c = true};
+    char *text = dg_wire_fn_update_dumps(&h);
+    assert_non_null(strstr(text, "\"h2c\":true"));
+    json_t *hj = json_loads(text, 0, NULL);
+    free(text);
+    struct dg_wire_fn_update hd;
+    struct dg_err herr = {0};
+    assert_int_equal(dg_wire_fn_update_decode(hj, &hd, &herr), 0);
+    assert_true(hd.h2c);
+    dg_wire_fn_update_free(&hd);
+    json_decref(hj);
 
     /* a receiver that applies item by item */
     json_t *root = json_loads(PUSH, 0, NULL);
@@ -500,6 +514,9 @@ static void test_errors_name_the_field(void **state)
         "field 'functions': item 0: field 'exited': item 0: field 'reason': required");
     BAD(fn_update, "{\"name\":\"f\",\"endpoints\":[],\"concurrency\":-1}",
         "field 'concurrency': expected an integer 0..100000, got -1");
+    BAD(fn_update, "{\"name\":\"f\",\"endpoints\":[],\"h2c\":\"yes\"}",
+        "field 'h2c': expected boolean, got string");
+    BAD(dp_fn, "{\"h2c\":1}", "field 'h2c': expected boolean, got integer");
     BAD(created, "{\"id\":\"a\",\"endpoint\":\"1.2.3.4:5\",\"latencyUs\":{\"image\":\"x\"}}",
         "field 'latencyUs': field 'image': expected an integer 0..9223372036854775807, got string");
     BAD(drain, "{\"name\":\"f\"}", "field 'ids': required");

@@ -1,5 +1,5 @@
 /* faas_pb.h: the two messages of InVitro's faas.Executor, in protobuf's wire format. */
-#include "faas_pb.h"
+#include "dirigent/faas_pb.h"
 
 #include <string.h>
 
@@ -17,9 +17,10 @@ static int varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
     return -1;
 }
 
-int faas_request_decode(const uint8_t *p, size_t len, struct faas_request *out, const char **err)
+/* Both messages have the same shape: string 1, uint32 2, uint32 3. */
+static int decode3(const uint8_t *p, size_t len, const uint8_t **msg, size_t *msg_len, uint32_t *f2,
+                   uint32_t *f3, const char **err)
 {
-    memset(out, 0, sizeof(*out));
     size_t i = 0;
     while (i < len) {
         uint64_t key, v;
@@ -35,9 +36,9 @@ int faas_request_decode(const uint8_t *p, size_t len, struct faas_request *out, 
                 return -1;
             }
             if (field == 2)
-                out->runtime_ms = (uint32_t)v;
+                *f2 = (uint32_t)v;
             else if (field == 3)
-                out->memory_mib = (uint32_t)v;
+                *f3 = (uint32_t)v;
             break;
         case 1: /* fixed64 */
         case 5: /* fixed32 */
@@ -53,8 +54,8 @@ int faas_request_decode(const uint8_t *p, size_t len, struct faas_request *out, 
                 return -1;
             }
             if (field == 1) {
-                out->message = p + i;
-                out->message_len = (size_t)v;
+                *msg = p + i;
+                *msg_len = (size_t)v;
             }
             i += (size_t)v;
             break;
@@ -72,6 +73,22 @@ int faas_request_decode(const uint8_t *p, size_t len, struct faas_request *out, 
     return 0;
 }
 
+int faas_request_decode(const uint8_t *p, size_t len, struct faas_request *out, const char **err)
+{
+    memset(out, 0, sizeof(*out));
+    return decode3(p, len, &out->message, &out->message_len, &out->runtime_ms, &out->memory_mib,
+                   err);
+}
+
+int faas_reply_decode(const uint8_t *p, size_t len, struct faas_reply *out, const char **err)
+{
+    memset(out, 0, sizeof(*out));
+    const uint8_t *msg = NULL;
+    int rc = decode3(p, len, &msg, &out->message_len, &out->duration_us, &out->memory_kb, err);
+    out->message = msg ? (const char *)msg : "";
+    return rc;
+}
+
 static size_t put_varint(uint8_t *out, uint64_t v)
 {
     size_t n = 0;
@@ -83,24 +100,35 @@ static size_t put_varint(uint8_t *out, uint64_t v)
     return n;
 }
 
-size_t faas_reply_encode(const struct faas_reply *r, uint8_t *out, size_t cap)
+static size_t encode3(const void *msg, size_t msg_len, uint32_t f2, uint32_t f3, uint8_t *out,
+                      size_t cap)
 {
-    if (cap < r->message_len + 3 * 11)
+    if (cap < msg_len + 3 * 11)
         return 0;
     size_t n = 0;
-    if (r->message_len) {
+    if (msg_len) {
         out[n++] = (1 << 3) | 2;
-        n += put_varint(out + n, r->message_len);
-        memcpy(out + n, r->message, r->message_len);
-        n += r->message_len;
+        n += put_varint(out + n, msg_len);
+        memcpy(out + n, msg, msg_len);
+        n += msg_len;
     }
-    if (r->duration_us) {
+    if (f2) {
         out[n++] = (2 << 3) | 0;
-        n += put_varint(out + n, r->duration_us);
+        n += put_varint(out + n, f2);
     }
-    if (r->memory_kb) {
+    if (f3) {
         out[n++] = (3 << 3) | 0;
-        n += put_varint(out + n, r->memory_kb);
+        n += put_varint(out + n, f3);
     }
     return n;
+}
+
+size_t faas_reply_encode(const struct faas_reply *r, uint8_t *out, size_t cap)
+{
+    return encode3(r->message, r->message_len, r->duration_us, r->memory_kb, out, cap);
+}
+
+size_t faas_request_encode(const struct faas_request *r, uint8_t *out, size_t cap)
+{
+    return encode3(r->message, r->message_len, r->runtime_ms, r->memory_mib, out, cap);
 }
