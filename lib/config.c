@@ -824,13 +824,15 @@ static int load_value(struct loader *ld, const char *path, size_t kline, const y
     if (vev->type == YAML_ALIAS_EVENT) /* anchors alone are harmless */
         return dg_err_set(ld->err, DG_E_INVAL, "%s: aliases (*name) are not supported", ctx);
     if (vev->type == YAML_MAPPING_START_EVENT) {
-        if (f)
-            return type_error(f, ctx, "a mapping", ld->err);
-        if (is_group(ld->s, path))
-            return load_mapping(ld, path);
         char *star = dg_xasprintf("%s.*", path);
         const struct dg_conf_compat *g = c ? c : find_compat(ld, star);
         free(star);
+        /* a key of ours that the original also had as a group (async: a bool here, a section
+         * in its later releases): the group is ignored with its reason */
+        if (f && !(g && g->kind == DG_COMPAT_IGNORE))
+            return type_error(f, ctx, "a mapping", ld->err);
+        if (!f && is_group(ld->s, path))
+            return load_mapping(ld, path);
         if (g && g->kind == DG_COMPAT_IGNORE) { /* a whole group of the original's: one warning */
             add_warning(ld, kline, dg_xasprintf("%s: ignored: %s", path, g->why));
             return skip_node(ld, vev);

@@ -278,8 +278,8 @@ static int control_plane_ip(const char *t, char *buf, size_t n, const char **not
     "containers"
 #define WHY_WORKFLOWS "workflows are not implemented here"
 #define WHY_ASYNC                                                                                  \
-    "asynchronous invocations are not implemented in this data plane; every invocation is "        \
-    "answered synchronously"
+    "the newer nested async section is not read; set async, persistRequests and numberRetries "    \
+    "at the top level (the original's released keys)"
 #define WHY_CONTAINERD "no containerd here: the oci runtime runs crun (ociRuntime) directly"
 #define WHY_CNI        "sandbox networking is built in (bridge, sandboxSubnet), no CNI"
 #define WHY_PREFETCH   "the original's test image; list images to pull at start in prefetchImages"
@@ -321,11 +321,9 @@ static const struct dg_conf_compat dp_compat[] = {
     MAP("dataPlaneIp", "dataPlaneIp", node_ip),
     MAP("controlPlaneAddress", "controlPlaneAddress", cp_addresses),
     CONTROL_PLANE_IP_PORT,
-    IGNORE("portProxyRead", "the port of asynchronous results; " WHY_ASYNC),
-    IGNORE("async", WHY_ASYNC),
     IGNORE("async.*", WHY_ASYNC),
-    IGNORE("persistRequests", WHY_ASYNC),
-    IGNORE("numberRetries", WHY_ASYNC),
+    IGNORE("persistRequests", "asynchronous requests and results are always kept in the control "
+                              "plane's store here (they survive a data plane's restart)"),
     IGNORE("redis.*", "the data plane keeps nothing in Redis (the original's asynchronous "
                       "requests did)"),
     IGNORE("controlPlaneNotifyIntervalMinutes",

@@ -50,6 +50,12 @@ enum chk {
     C_SBSTATE,  /* one of DG_WIRE_SB_* */
     C_ROLE,     /* "leader" or "follower" */
     C_CIDR,     /* a worker's sandbox subnet: empty, or up to 64 of 0-9 A-F a-f . : / */
+    C_AID,      /* an asynchronous request's id (dg_wire_async_id_ok) */
+    C_HNAME,    /* a header name: 1..256 of HTTP's token characters */
+    C_HVAL,     /* a header value: at most 8192 of printable ASCII and tab */
+    C_URL,      /* a request target: '/' then at most DG_WIRE_ARG_MAX of printable ASCII */
+    C_B64,      /* base64 of at most DG_WIRE_ASYNC_BODY_MAX bytes */
+    C_ASTATE,   /* "pending" or "done" */
 };
 
 struct field {
@@ -239,6 +245,116 @@ static const char *const SB_STATES[] = {DG_WIRE_SB_CREATING, DG_WIRE_SB_READY, D
                                         DG_WIRE_SB_DELETING};
 static const char *const ROLES[] = {"leader", "follower"};
 
+bool dg_wire_async_id_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > DG_WIRE_ASYNC_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') || s[i] == '-'))
+            return false;
+    return true;
+}
+
+static bool printable(const char *s, size_t max, bool tab)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (n >= max || !((s[n] >= 0x20 && s[n] < 0x7f) || (tab && s[n] == '\t')))
+            return false;
+    return true;
+}
+
+static bool token_ok(const char *s)
+{
+    size_t n = strlen(s);
+    return n > 0 && n <= 256 &&
+           strspn(
+               s,
+               "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") ==
+               n;
+}
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static int b64_val(char c)
+{
+    const char *p = c ? strchr(B64, c) : NULL;
+    return p ? (int)(p - B64) : -1;
+}
+
+/* Canonical base64: length a multiple of 4, '=' only as the last one or two. */
+static bool b64_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n % 4 || n / 4 * 3 > DG_WIRE_ASYNC_BODY_MAX + 2)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '=') {
+            if (i < n - 2 || (i == n - 2 && s[n - 1] != '='))
+                return false;
+        } else if (b64_val(s[i]) < 0) {
+            return false;
+        }
+    }
+    if (n && s[n - 1] == '=') { /* the unused bits of the last symbol are zero: one encoding */
+        int v = b64_val(s[n - 2] == '=' ? s[n - 3] : s[n - 2]);
+        if (v < 0 || (s[n - 2] == '=' ? (v & 0xf) : (v & 0x3)) != 0)
+            return false;
+    }
+    size_t dec = n / 4 * 3 - (n && s[n - 1] == '=') - (n > 1 && s[n - 2] == '=');
+    return dec <= DG_WIRE_ASYNC_BODY_MAX;
+}
+
+char *dg_wire_b64_encode(const void *data, size_t len)
+{
+    const unsigned char *d = data;
+    char *out = dg_xmalloc((len + 2) / 3 * 4 + 1), *o = out;
+    size_t i = 0;
+    for (; i + 2 < len; i += 3) {
+        uint32_t v = (uint32_t)d[i] << 16 | (uint32_t)d[i + 1] << 8 | d[i + 2];
+        *o++ = B64[v >> 18];
+        *o++ = B64[(v >> 12) & 63];
+        *o++ = B64[(v >> 6) & 63];
+        *o++ = B64[v & 63];
+    }
+    if (i < len) {
+        uint32_t v = (uint32_t)d[i] << 16 | (i + 1 < len ? (uint32_t)d[i + 1] << 8 : 0);
+        *o++ = B64[v >> 18];
+        *o++ = B64[(v >> 12) & 63];
+        *o++ = i + 1 < len ? B64[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    *o = '\0';
+    return out;
+}
+
+int dg_wire_b64_decode(const char *s, char **out, size_t *len)
+{
+    size_t n = strlen(s);
+    if (n % 4)
+        return -1;
+    char *buf = dg_xmalloc(n / 4 * 3 + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i += 4) {
+        int a = b64_val(s[i]), b = b64_val(s[i + 1]), c = s[i + 2] == '=' ? 0 : b64_val(s[i + 2]),
+            e = s[i + 3] == '=' ? 0 : b64_val(s[i + 3]);
+        if (a < 0 || b < 0 || c < 0 || e < 0) {
+            free(buf);
+            return -1;
+        }
+        uint32_t v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | (uint32_t)e;
+        buf[k++] = (char)(v >> 16);
+        if (s[i + 2] != '=')
+            buf[k++] = (char)(v >> 8);
+        if (s[i + 3] != '=')
+            buf[k++] = (char)v;
+    }
+    buf[k] = '\0';
+    *out = buf;
+    *len = k;
+    return 0;
+}
+
 /* NULL when `s` passes `c`, else what was expected. */
 static const char *check_str(enum chk c, const char *s)
 {
@@ -292,6 +408,28 @@ static const char *check_str(enum chk c, const char *s)
         return strlen(s) <= 64 && strspn(s, "0123456789ABCDEFabcdef.:/") == strlen(s)
                    ? NULL
                    : "expected an address prefix (e.g. 10.200.0.0/16), or empty";
+    case C_AID:
+        return dg_wire_async_id_ok(s, strlen(s)) ? NULL
+                                                 : "expected an asynchronous request id (1.." WSTR(
+                                                       DG_WIRE_ASYNC_ID_MAX) " of 0-9 a-f -)";
+    case C_HNAME:
+        return token_ok(s) ? NULL : "expected a header name (1..256 of HTTP's token characters)";
+    case C_HVAL:
+        return printable(s, 8192, true) ? NULL
+                                        : "expected a header value (at most 8192 of printable "
+                                          "ASCII)";
+    case C_URL:
+        return s[0] == '/' && printable(s, DG_WIRE_ARG_MAX, false)
+                   ? NULL
+                   : "expected a request target ('/' then printable ASCII, at most " WSTR(
+                         DG_WIRE_ARG_MAX) " bytes)";
+    case C_B64:
+        return b64_ok(s) ? NULL
+                         : "expected base64 (RFC 4648, padded) of at most " WSTR(
+                               DG_WIRE_ASYNC_BODY_MAX) " bytes";
+    case C_ASTATE:
+        return strcmp(s, "pending") == 0 || strcmp(s, "done") == 0 ? NULL
+                                                                   : "expected pending or done";
     }
     return NULL;
 }
@@ -966,6 +1104,79 @@ static const struct field F_status[] = {
     ARR(T, replicas, nreplicas, "replicas", replica, HAS(T, has_replicas)),
 };
 MSG(status, false);
+#undef T
+
+/* asynchronous invocations: DP <-> CP */
+#define T struct dg_wire_async_header
+static const struct field F_async_header[] = {
+    STR(T, name, "name", .flags = F_REQ, .chk = C_HNAME),
+    STR(T, value, "value", .flags = F_REQ, .chk = C_HVAL),
+};
+MSG(async_header, true);
+#undef T
+
+#define T struct dg_wire_async_req
+static const struct field F_async_req[] = {
+    STR(T, id, "id", .flags = F_REQ, .chk = C_AID),
+    STR(T, dataplane, "dataplane", .flags = F_REQ, .chk = C_NODE),
+    STR(T, function, "function", .flags = F_REQ, .chk = C_FN),
+    STR(T, method, "method", .flags = F_REQ, .chk = C_HNAME),
+    STR(T, url, "url", .flags = F_REQ, .chk = C_URL),
+    ARR(T, headers, nheaders, "headers", async_header, .maxn = DG_WIRE_ASYNC_HEADERS_MAX),
+    STR(T, body, "body", .flags = F_REQ, .chk = C_B64),
+    INT(T, accepted_ms, "acceptedMs", NONNEG),
+    INT(T, tries, "tries", .min = 0, .max = 1000),
+};
+MSG(async_req, true);
+#undef T
+
+#define T struct dg_wire_async_result
+static const struct field F_async_result[] = {
+    STR(T, id, "id", .flags = F_REQ, .chk = C_AID),
+    INT(T, status, "status", .flags = F_REQ, .min = 100, .max = 599),
+    STR(T, content_type, "contentType", .chk = C_HVAL),
+    STR(T, body, "body", .flags = F_REQ, .chk = C_B64),
+    INT(T, duration_us, "durationUs", NONNEG),
+    INT(T, tries, "tries", .min = 0, .max = 1000),
+};
+MSG(async_result, true);
+#undef T
+
+#define T struct dg_wire_async_claim
+static const struct field F_async_claim[] = {
+    STR(T, dataplane, "dataplane", .flags = F_REQ, .chk = C_NODE),
+    BOOL(T, orphans_only, "orphansOnly", .flags = F_OMIT),
+};
+MSG(async_claim, true);
+#undef T
+
+#define T struct dg_wire_async_batch
+static const struct field F_async_batch[] = {
+    ARR(T, requests, nrequests, "requests", async_req, .flags = F_REQ),
+};
+MSG(async_batch, true);
+#undef T
+
+static int async_state_check(const void *p, struct dg_err *err)
+{
+    const struct dg_wire_async_state *m = p;
+    bool done = strcmp(m->state, "done") == 0;
+    if (done ? !m->has_result : !m->has_request)
+        return dg_err_set(err, DG_E_INVAL, "field '%s': required when state is %s",
+                          done ? "result" : "request", m->state);
+    return 0;
+}
+
+#define T struct dg_wire_async_state
+static const struct field F_async_state[] = {
+    STR(T, state, "state", .flags = F_REQ, .chk = C_ASTATE),
+    OBJ(T, request, "request", async_req, HAS(T, has_request)),
+    OBJ(T, result, "result", async_result, HAS(T, has_result)),
+    INT(T, expires_ms, "expiresMs", NONNEG),
+};
+static const struct msg M_async_state = {
+    "async_state", sizeof(struct dg_wire_async_state), true,
+    F_async_state, DG_ARRAY_LEN(F_async_state),        async_state_check};
 #undef T
 
 /* ---- the public functions ---------------------------------------------------------------- */

@@ -68,6 +68,14 @@ bool dg_wire_address_ok(const char *address);
 #define DG_WIRE_PATH_METRICS        "/v1/metrics"          /* POST dg_wire_metrics */
 #define DG_WIRE_PATH_SANDBOX_EXITED "/v1/sandboxes/exited" /* POST dg_wire_sandbox_exit */
 #define DG_WIRE_PATH_STATUS         "/v1/status"           /* GET -> dg_wire_status */
+/* asynchronous invocations (docs/api.md "Asynchronous invocations"): a DP hands an accepted
+ * request to the CP's store (POST dg_wire_async_req, answered once durable), posts its result
+ * (POST dg_wire_async_result), takes over its unfinished ones on start (POST
+ * dg_wire_async_claim -> dg_wire_async_batch) and reads a record (GET PATH/ID ->
+ * dg_wire_async_state, 404 when unknown or expired) */
+#define DG_WIRE_PATH_ASYNC        "/v1/async"
+#define DG_WIRE_PATH_ASYNC_RESULT "/v1/async-results"
+#define DG_WIRE_PATH_ASYNC_CLAIM  "/v1/async-claims"
 /* worker API */
 #define DG_WIRE_PATH_SANDBOXES                                                                     \
     "/v1/sandboxes"                                          /* POST dg_wire_create -> 201
@@ -385,6 +393,72 @@ struct dg_wire_status {
     size_t nreplicas;
 };
 
+/* ---- asynchronous invocations (DP <-> CP) ------------------------------------------------ */
+
+/* An asynchronous request's id: 1..64 of 0-9 a-f and '-' (the DP makes a UUID-shaped one). */
+#define DG_WIRE_ASYNC_ID_MAX 64
+bool dg_wire_async_id_ok(const char *id, size_t len);
+/* Bodies travel base64-encoded (RFC 4648, with padding), at most this many bytes decoded: the
+ * encoded message then fits the CP's default http.maxBodyBytes (1 MiB). */
+#define DG_WIRE_ASYNC_BODY_MAX    (512 * 1024)
+#define DG_WIRE_ASYNC_HEADERS_MAX 64
+/* base64 of `len` bytes: a new NUL-terminated string. */
+char *dg_wire_b64_encode(const void *data, size_t len);
+/* Decode `s` (validated by the message's decode) into a new buffer (*out, *len; NUL-ended). */
+int dg_wire_b64_decode(const char *s, char **out, size_t *len);
+
+/* One header kept with a request: a token name, a value of printable ASCII. */
+struct dg_wire_async_header {
+    char *name, *value; /* required */
+};
+
+/* An accepted request, as the DP stored it with the CP (and gets back to run it). */
+struct dg_wire_async_req {
+    char *id;        /* required: dg_wire_async_id_ok */
+    char *dataplane; /* required: who runs it */
+    char *function;  /* required */
+    char *method;    /* required: a token */
+    char *url;       /* required: origin form, printable ASCII, at most DG_WIRE_ARG_MAX */
+    struct dg_wire_async_header *headers; /* at most DG_WIRE_ASYNC_HEADERS_MAX */
+    size_t nheaders;
+    char *body;          /* required (may be ""): base64 */
+    int64_t accepted_ms; /* wall clock at acceptance (Unix ms) */
+    int64_t tries;       /* sandbox failures so far */
+};
+
+/* Its outcome: the function's answer, or the platform's (500 after numberRetries failures). */
+struct dg_wire_async_result {
+    char *id;            /* required */
+    int64_t status;      /* required: 100..599 */
+    char *content_type;  /* optional */
+    char *body;          /* required (may be ""): base64 */
+    int64_t duration_us; /* acceptance to result (Duration-Microseconds) */
+    int64_t tries;
+};
+
+/* A DP starting: the unfinished requests of `dataplane` are its again; and, also every 10 s
+ * after (`orphansOnly`), those of data planes the CP no longer has (lost: silent for 3
+ * heartbeats), which become the claimer's. */
+struct dg_wire_async_claim {
+    char *dataplane; /* required */
+    bool orphans_only;
+};
+
+struct dg_wire_async_batch {
+    struct dg_wire_async_req *requests;
+    size_t nrequests;
+};
+
+/* The CP's record of one id (kept in its store under kind "async"; GET /v1/async/ID). */
+struct dg_wire_async_state {
+    char *state; /* required: "pending" or "done" */
+    bool has_request;
+    struct dg_wire_async_req request; /* while pending */
+    bool has_result;
+    struct dg_wire_async_result result; /* once done */
+    int64_t expires_ms;                 /* done: deleted after (Unix ms) */
+};
+
 /* ---- the functions of every message ------------------------------------------------------ */
 
 #define DG_WIRE_MESSAGES(X)                                                                        \
@@ -413,7 +487,13 @@ struct dg_wire_status {
     X(dp_view)                                                                                     \
     X(fn_view)                                                                                     \
     X(replica)                                                                                     \
-    X(status)
+    X(status)                                                                                      \
+    X(async_header)                                                                                \
+    X(async_req)                                                                                   \
+    X(async_result)                                                                                \
+    X(async_claim)                                                                                 \
+    X(async_batch)                                                                                 \
+    X(async_state)
 
 #define DG_WIRE_DECLARE(x)                                                                         \
     json_t *dg_wire_##x##_encode(const struct dg_wire_##x *m);                                     \

@@ -45,6 +45,9 @@ static const struct cli_opt up_opts[] = {
      "moves every port of the cluster by N-8080 (the data plane's proxy listens on N)"},
     {"--cp-replicas", "N", "1", "control-plane replicas (1, 3, 5 or 7: Redis, raft, HAProxy)"},
     {"--dataplanes", "M", "1", "data planes (1 to 8; more than one: behind HAProxy)"},
+    {"--async", NULL, NULL,
+     "asynchronous invocations (InVitro's async mode): the data planes answer with a request "
+     "id, results on 8082 (+10 per data plane)"},
     {0}};
 
 static const struct cli_opt deploy_opts[] = {
@@ -92,7 +95,16 @@ static const struct cli_opt haproxy_opts[] = {
         "--timeout", "S", "120", "seconds a request may take"                                      \
     }
 
-static const struct cli_opt burst_opts[] = {LOAD_COMMON, {0}};
+/* asynchronous invocations (a DP with async: true): submit, then poll the results port */
+#define LOAD_ASYNC                                                                                 \
+    {"--async", NULL, NULL,                                                                        \
+     "submit asynchronously (POST), then fetch each result from --results until done or "          \
+     "--timeout; latency is submission to result (Duration-Microseconds)"},                        \
+    {                                                                                              \
+        "--results", "IP:PORT", "the --dp host, port 8082", "with --async: the results port"       \
+    }
+
+static const struct cli_opt burst_opts[] = {LOAD_COMMON, LOAD_ASYNC, {0}};
 
 static const struct cli_opt rps_opts[] = {
     {"--rate", "R", NULL, "requests per second, 0 < R <= 100000", .required = true},
@@ -104,6 +116,7 @@ static const struct cli_opt rps_opts[] = {
     {"--image", "IMG", "the dirigent-fn next to this binary", "with --cold: the functions' image"},
     {"--keep", NULL, NULL, "with --cold: keep the functions it registered"},
     LOAD_COMMON,
+    LOAD_ASYNC,
     {0}};
 
 static const struct cli_opt trace_opts[] = {
@@ -117,6 +130,7 @@ static const struct cli_opt trace_opts[] = {
     {"--prefix", "P", "trace-", "the functions' name prefix"},
     {"--dry-run", NULL, NULL, "print the plan as CSV, send nothing"},
     LOAD_COMMON,
+    LOAD_ASYNC,
     {0}};
 
 static const struct cli_opt token_init_opts[] = {

@@ -12,6 +12,11 @@
  * Common: --csv FILE (a row per invocation), --json (the summary as JSON), --timeout S,
  * --protocol http1|h2c|grpc (grpc: POST /faas.Executor/Execute with a FaasRequest, as InVitro's
  * gRPC invoker; success is HTTP 200 with grpc-status 0).
+ * --async [--results IP:PORT]: a data plane with async: true answers each request with an id;
+ * every id is then fetched from the results port (GET, the id as the body, as InVitro does)
+ * every 100 ms until it is done (not 204) or --timeout passed since it was sent. A sample's
+ * latency is then the result's Duration-Microseconds (acceptance to result), its status the
+ * function's.
  *
  * rps --cold reproduces InVitro's RPS mode with 100% cold starts: ceil(R x cooldown)
  * functions are registered (cold_start_sweep profile, upper bound 1) and each is invoked
@@ -53,6 +58,10 @@ struct sample {
     int16_t grpc_status; /* --protocol grpc: the answer's grpc-status; -1: none */
     int8_t cold;         /* 1: the DP reported a cold start; 0: warm; -1: unknown */
     bool warmup;         /* sent, not counted */
+    /* --async: the id while its result is awaited (NULL: none), when to fetch it next */
+    char *id;
+    uint64_t next_poll_us;
+    bool polling;
 };
 
 enum load_proto { PROTO_HTTP1, PROTO_H2C, PROTO_GRPC };
@@ -74,6 +83,11 @@ struct run {
     /* progress: completions in the last second */
     uint64_t errors, *win;
     size_t nwin, capwin;
+    /* --async: the results port (NULL: synchronous) */
+    const char *results;
+    struct dg_http_pool *rpool;
+    uv_timer_t poll;
+    uint64_t timeout_us;
 };
 
 static struct run *g_run; /* one run per process */
@@ -166,6 +180,22 @@ static int grpc_as_status(const struct sample *s, int http)
     }
 }
 
+static void sample_done(struct run *r, struct sample *s);
+
+/* dirigent-fn's "ExecutionTime":µs from a 200's body. */
+static void exec_time(struct sample *s, const struct dg_http_resp *resp)
+{
+    if (resp->status != 200 || !resp->body.len)
+        return;
+    char buf[512];
+    size_t n = DG_MIN(resp->body.len, sizeof(buf) - 1);
+    memcpy(buf, resp->body.ptr, n);
+    buf[n] = '\0';
+    const char *p = strstr(buf, "\"ExecutionTime\":");
+    if (p)
+        s->exec_us = strtoll(p + 16, NULL, 10);
+}
+
 static void on_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
                     const struct dg_err *err, void *ud)
 {
@@ -175,6 +205,13 @@ static void on_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     s->status = resp ? resp->status : 0;
     if (!resp)
         s->cold = -1;
+    if (r->results && resp && resp->status == 200 && resp->body.len > 0 &&
+        resp->body.len <= 64) { /* accepted: its id; the result comes from the results port */
+        s->id = dg_str_dup(resp->body);
+        s->next_poll_us = s->start_us + s->latency_us;
+        s->cold = -1; /* a result does not say */
+        return;
+    }
     if (resp && r->proto == PROTO_GRPC) {
         s->status = grpc_as_status(s, resp->status);
         struct faas_reply rep;
@@ -186,16 +223,64 @@ static void on_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
                 resp->body.len - 5 &&
             faas_reply_decode(b + 5, resp->body.len - 5, &rep, &perr) == 0)
             s->exec_us = rep.duration_us;
-    } else if (resp && resp->status == 200 && resp->body.len) { /* dirigent-fn's
-                                                                   "ExecutionTime":µs */
-        char buf[512];
-        size_t n = DG_MIN(resp->body.len, sizeof(buf) - 1);
-        memcpy(buf, resp->body.ptr, n);
-        buf[n] = '\0';
-        const char *p = strstr(buf, "\"ExecutionTime\":");
-        if (p)
-            s->exec_us = strtoll(p + 16, NULL, 10);
+    } else if (resp)
+        exec_time(s, resp);
+    sample_done(r, s);
+}
+
+/* A fetch of an asynchronous result ended: done (any status but 204 or 503), or later again. */
+static void on_fetched(struct dg_http_creq *q, const struct dg_http_resp *resp,
+                       const struct dg_err *err, void *ud)
+{
+    struct sample *s = ud;
+    struct run *r = g_run;
+    uint64_t now = dg_now_us() - r->t0;
+    s->polling = false;
+    if (!resp || resp->status == 204 || resp->status == 503) {
+        s->next_poll_us = now + 100000;
+        return;
     }
+    s->latency_us = now - s->start_us;
+    for (size_t i = 0; i < resp->nheaders; i++) {
+        uint64_t us;
+        if (dg_str_caseeq(resp->headers[i].name, "Duration-Microseconds") &&
+            dg_str_to_u64(resp->headers[i].value, &us))
+            s->latency_us = us;
+    }
+    s->status = resp->status;
+    free(s->id);
+    s->id = NULL;
+    exec_time(s, resp); /* the function's answer */
+    sample_done(r, s);
+}
+
+/* Every 20 ms: fetch the results that are due; give up on those past --timeout. */
+static void on_poll(uv_timer_t *t)
+{
+    static const struct dg_http_client_cbs cbs = {.on_done = on_fetched};
+    struct run *r = t->data;
+    uint64_t now = dg_now_us() - r->t0;
+    for (size_t i = 0; i < r->sent; i++) {
+        struct sample *s = &r->samples[i];
+        if (!s->id || s->polling || s->next_poll_us > now)
+            continue;
+        if (now - s->start_us > r->timeout_us || interrupted) {
+            s->latency_us = now - s->start_us;
+            s->status = 0; /* no result in time */
+            free(s->id);
+            s->id = NULL;
+            sample_done(r, s);
+            continue;
+        }
+        s->polling = true;
+        dg_http_request(r->rpool, "GET", "/", NULL, 0, s->id, strlen(s->id), &cbs, s);
+    }
+}
+
+static void sample_done(struct run *r, struct sample *s)
+{
+    if (!s->status)
+        s->cold = -1;
     r->done++;
     if (s->status != 200)
         r->errors++;
@@ -245,7 +330,7 @@ static void send_one(struct run *r, uint64_t now_rel)
         snprintf(dur, sizeof(dur), "%u", p->dur_ms);
         h[nh++] = (struct dg_http_header){DG_STR("requested_cpu"), dg_str_c(dur)};
     }
-    dg_http_request(r->pool, "GET", "/", h, nh, NULL, 0, &cbs, s);
+    dg_http_request(r->pool, r->results ? "POST" : "GET", "/", h, nh, NULL, 0, &cbs, s);
 }
 
 /* Every millisecond: send what is due (the plan's time, divided by --speed). */
@@ -288,6 +373,20 @@ static uint64_t run_plan(struct run *r, const char *dp, double timeout_s, struct
         uv_loop_close(&r->loop);
         return 0;
     }
+    if (r->results) {
+        o.request_timeout_ms = 10000;
+        if (!(r->rpool = dg_http_pool_new_addr(&r->loop, r->results, &o, err))) {
+            dg_http_pool_close(r->pool);
+            uv_run(&r->loop, UV_RUN_DEFAULT);
+            uv_loop_close(&r->loop);
+            return 0;
+        }
+        r->timeout_us = (uint64_t)(timeout_s * 1e6);
+    }
+    uv_timer_init(&r->loop, &r->poll);
+    r->poll.data = r;
+    if (r->results)
+        uv_timer_start(&r->poll, on_poll, 20, 20);
     r->tty = isatty(2);
     uv_timer_init(&r->loop, &r->timer);
     r->timer.data = r;
@@ -308,8 +407,11 @@ static uint64_t run_plan(struct run *r, const char *dp, double timeout_s, struct
     uv_close((uv_handle_t *)&r->timer, NULL);
     uv_close((uv_handle_t *)&r->progress, NULL);
     uv_close((uv_handle_t *)&r->watch, NULL);
+    uv_close((uv_handle_t *)&r->poll, NULL);
     if (!r->closed)
         dg_http_pool_close(r->pool);
+    if (r->rpool)
+        dg_http_pool_close(r->rpool);
     uv_run(&r->loop, UV_RUN_DEFAULT);
     uv_loop_close(&r->loop);
     free(r->win);
@@ -658,6 +760,7 @@ struct opts {
     double timeout, rate, duration, cooldown, speed;
     int64_t minutes, warmup_minutes, seed;
     bool cold, dry_run, keep;
+    char results[300]; /* --async: the results port's IP:PORT ("": synchronous) */
 };
 
 /* Run the plan against `dp`, then the CSV and the summary. */
@@ -665,6 +768,7 @@ static int execute(struct run *r, const char *dp, const struct opts *o, bool jso
 {
     struct dg_err err = {0};
     r->proto = o->proto;
+    r->results = o->results[0] ? o->results : NULL;
     uint64_t wall = run_plan(r, dp, o->timeout, &err);
     if (err.msg[0])
         return cli_fail("load: %s", err.msg);
@@ -865,6 +969,21 @@ static int common_opts(struct cli_ctx *c, struct opts *o)
                                "--dp %s: only 127.0.0.0/8 and the project's namespaces "
                                "(100.64.0.0/10) are targets",
                                c->dp);
+    if (cli_flag(c, "--async")) { /* the results port: given, or the DP's host at 8082 */
+        const char *res = cli_get(c, "--results"), *colon = strrchr(c->dp, ':');
+        if (res)
+            snprintf(o->results, sizeof(o->results), "%s", res);
+        else
+            snprintf(o->results, sizeof(o->results), "%.*s:8082",
+                     (int)(colon ? colon - c->dp : (ptrdiff_t)strlen(c->dp)), c->dp);
+        if (!allowed_target(o->results))
+            return cli_usage_error(c,
+                                   "--results %s: only 127.0.0.0/8 and the project's namespaces "
+                                   "(100.64.0.0/10) are targets",
+                                   o->results);
+    } else if (cli_get(c, "--results")) {
+        return cli_usage_error(c, "--results: only with --async");
+    }
     catch_interrupts();
     return 0;
 }

@@ -743,9 +743,14 @@ int cli_cmd_up(struct cli_ctx *c)
         char *pg = dg_xasprintf("portGRPC=%d", 8081 + 10 * (int)j + off);
         char *nm2 = dg_xasprintf("name=%s", name);
         char *cps = dg_xasprintf("controlPlaneAddress=%s", all.data);
+        /* --async: asynchronous invocations, results on 8082 (+10 per data plane) */
+        char *as = dg_xasprintf("async=%s", cli_flag(c, "--async") ? "true" : "false");
+        char *pr = dg_xasprintf("portProxyRead=%d", 8082 + 10 * (int)j + off);
         up_spawn(&u, name,
                  (char *[]){"dirigent-dp", "--config", dpc, "--set", trace, "--set", pp, "--set",
-                            pg, "--set", nm2, "--set", cps, NULL});
+                            pg, "--set", nm2, "--set", cps, "--set", as, "--set", pr, NULL});
+        free(as);
+        free(pr);
         free(trace);
         free(pp);
         free(pg);

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "async.h"
 #include "cp.h"
 #include "function_json.h"
 #include "haproxy.h"
@@ -916,6 +917,7 @@ void cp_api_mount(struct dg_http_server *internal, struct dg_http_server *reg)
     dg_http_route(internal, "GET", DG_WIRE_PATH_STATUS, api_status, NULL,
                   DG_HTTP_AUTH_OPERATOR | DG_HTTP_AUTH_CP);
     dg_http_route(reg, "GET", DG_WIRE_PATH_STATUS, api_status, NULL, cp.reg_need);
+    cp_async_mount(internal, refuse, node_is);
 }
 
 /* ---- restore and reconstruction ---------------------------------------------------------- */
@@ -1064,6 +1066,7 @@ static void restore_reset(void)
 {
     cp.restore.functions = cp.restore.workers = cp.restore.dataplanes = 0;
     cp.restore.skipped = cp.restore.step = 0;
+    cp_async_reset(); /* asynchronous invocations' records: read back too */
     cp.recon.t0_us = dg_now_us();
 }
 
@@ -1075,6 +1078,8 @@ int cp_restore(struct dg_err *err)
         rc = cp_store_scan(cp.store, "worker", restore_worker, NULL, err);
     if (rc == 0)
         rc = cp_store_scan(cp.store, "dataplane", restore_dp, NULL, err);
+    if (rc == 0)
+        rc = cp_store_scan(cp.store, "async", cp_async_restore_each, NULL, err);
     if (rc < 0)
         return rc;
     restore_done();
@@ -1087,7 +1092,10 @@ static void arestore_step(void *ud, const struct dg_err *err)
     static const struct {
         const char *kind;
         void (*each)(void *ud, const char *key, const char *value);
-    } steps[] = {{"function", restore_fn}, {"worker", restore_worker}, {"dataplane", restore_dp}};
+    } steps[] = {{"function", restore_fn},
+                 {"worker", restore_worker},
+                 {"dataplane", restore_dp},
+                 {"async", cp_async_restore_each}};
     if (err || cp.restore.step == DG_ARRAY_LEN(steps)) {
         if (!err)
             restore_done();

@@ -183,6 +183,22 @@ static const struct dg_conf_field cp_fields[] = {
      .def = "check inter 500ms fall 2 rise 1",
      .help = "with haproxy.api: the options of each data plane's server (HAProxy does not "
              "apply default-server to servers added at run time)"},
+    {.key = "asyncResultTtl",
+     .type = DG_CONF_DURATION,
+     .offset = offsetof(struct cp_config, async_ttl_ms),
+     .def = "10m",
+     .min = 1000,
+     .max = 604800000,
+     .help = "asynchronous invocations: a result is kept this long after it is stored, then "
+             "deleted (fetching it afterwards: 404)"},
+    {.key = "asyncMaxRecords",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct cp_config, async_max_records),
+     .def = "1000000",
+     .min = 1,
+     .max = 100000000,
+     .help = "asynchronous invocations: requests and results kept at most (each in memory "
+             "too, body included); a submission beyond gets 429"},
     {.key = "heartbeatInterval",
      .type = DG_CONF_DURATION,
      .offset = offsetof(struct cp_config, heartbeat_ms),

@@ -35,6 +35,8 @@ struct cp_config {
     char *registration_auth;
     int64_t max_functions, max_per_function, max_per_worker, max_sandboxes; /* quotas */
     int64_t max_creates_per_worker_s;
+    int64_t async_ttl_ms;      /* asyncResultTtl */
+    int64_t async_max_records; /* asyncMaxRecords */
     struct dg_http_conf http;
 };
 

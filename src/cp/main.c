@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "async.h"
 #include "conf.h"
 #include "cp.h"
 #include "haproxy.h"
@@ -106,6 +107,7 @@ static void on_server_closed(void *ud)
     cp_restore_close();
     cp_haproxy_close();
     cp_api_close();
+    cp_async_close();
     cp_store_shutdown(cp.store);
     dg_trace_close(cp.cold_trace);
     cp.cold_trace = NULL;
@@ -189,6 +191,7 @@ int main(int argc, char **argv)
         dg_auth_server(g.reg, &cp.auth_key);
     }
     dg_daemon_mount_health_metrics(g.internal, cp.metrics);
+    cp_async_init(cp.loop, (uint64_t)g.cfg.async_ttl_ms, (uint64_t)g.cfg.async_max_records);
     cp_api_mount(g.internal, g.reg);
     /* what survived the last run, before anything is served */
     struct cp_store_opts so = {.backend = g.cfg.persistence,

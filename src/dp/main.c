@@ -17,6 +17,7 @@
 #include "dirigent/log.h"
 #include "dirigent/trace.h"
 #include "dirigent/wire.h"
+#include "async.h"
 #include "dp.h"
 
 struct dp_config {
@@ -30,6 +31,8 @@ struct dp_config {
     char *name;
     struct dg_strlist cp_addresses;
     char *auth_token_file;
+    bool async; /* asynchronous invocations (async.h) */
+    int64_t port_read, number_retries, async_max_pending;
     struct dg_http_conf http;
 };
 
@@ -96,6 +99,37 @@ static const struct dg_conf_field dp_fields[] = {
      .offset = offsetof(struct dp_config, trace_folder),
      .def = "data",
      .help = "where proxy_trace.csv is written (empty: no trace)"},
+    {.key = "async",
+     .type = DG_CONF_BOOL,
+     .offset = offsetof(struct dp_config, async),
+     .def = "false",
+     .help = "asynchronous invocations: every request on portProxy is answered at once with a "
+             "request id, runs when a sandbox is free, and its result is fetched on "
+             "portProxyRead (needs controlPlaneAddress: requests and results are kept in the "
+             "control plane's store)"},
+    {.key = "portProxyRead",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct dp_config, port_read),
+     .def = "8082",
+     .min = 0,
+     .max = 65535,
+     .help = "with async: asynchronous results, the id as the request body or the path /ID "
+             "(0: ephemeral, printed)"},
+    {.key = "numberRetries",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct dp_config, number_retries),
+     .def = "3",
+     .min = 1,
+     .max = 100,
+     .help = "with async: tries of a request whose sandbox fails (not 200 or 400) before its "
+             "result is 500"},
+    {.key = "asyncMaxPending",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct dp_config, async_max_pending),
+     .def = "10000",
+     .min = 1,
+     .max = 1000000,
+     .help = "with async: accepted requests without a stored result at most; more get 429"},
     {.key = "logLevel",
      .type = DG_CONF_ENUM,
      .offset = offsetof(struct dp_config, log_level),
@@ -118,6 +152,7 @@ static struct {
     struct dg_daemon daemon;
     struct dg_http_server *ingress, *api;
     unsigned open_servers;
+    int proxy_port, api_port;
     struct dg_auth_key key;
     char cred[DG_AUTH_CRED_MAX];
 } g;
@@ -130,8 +165,9 @@ static void on_cron(uv_timer_t *t)
 static json_t *registration_body(void *ud)
 {
     char api[96], proxy[96];
-    snprintf(api, sizeof(api), "%s:%d", g.cfg.host, dg_http_server_port(g.api));
-    snprintf(proxy, sizeof(proxy), "%s:%d", g.cfg.host, dg_http_server_port(g.ingress));
+    /* the ports as bound: the servers may be gone while a last beat goes out at shutdown */
+    snprintf(api, sizeof(api), "%s:%d", g.cfg.host, g.api_port);
+    snprintf(proxy, sizeof(proxy), "%s:%d", g.cfg.host, g.proxy_port);
     struct dg_wire_dp_beat m = {.name = g.dp.name, .api = api, .proxy = proxy};
     return dg_wire_dp_beat_encode(&m); /* the heartbeat sets its resync flag */
 }
@@ -159,6 +195,8 @@ static void on_stop(void *ud)
     uint64_t grace = (uint64_t)g.cfg.http.shutdown_grace_ms;
     dg_http_server_close(g.ingress, grace, on_server_closed, NULL);
     dg_http_server_close(g.api, grace, on_server_closed, NULL);
+    if (g.cfg.async)
+        dp_async_stop(grace, on_server_closed, NULL);
 }
 
 /* The core with its metrics and the adapters' effects. */
@@ -239,6 +277,8 @@ int main(int argc, char **argv)
         dg_log(DG_LOG_ERROR, "dp", "%s", err.msg);
         return 1;
     }
+    g.proxy_port = dg_http_server_port(g.ingress);
+    g.api_port = dg_http_server_port(g.api);
     if (g.cfg.name[0]) {
         dp->name = dg_xstrdup(g.cfg.name);
     } else {
@@ -269,6 +309,29 @@ int main(int argc, char **argv)
     }
     if (auth && dp->hb)
         dg_heartbeat_set_bearer(dp->hb, g.cred);
+    if (g.cfg.async) {
+        if (g.cfg.cp_addresses.n == 0) {
+            dg_log(DG_LOG_ERROR, "dp",
+                   "async: asynchronous requests are kept in the control plane's store: set "
+                   "controlPlaneAddress");
+            return 2;
+        }
+        struct dp_async_config ac = {.host = g.cfg.host,
+                                     .port_read = (int)g.cfg.port_read,
+                                     .retries = (unsigned)g.cfg.number_retries,
+                                     .max_pending = (unsigned)g.cfg.async_max_pending,
+                                     .cp = &g.cfg.cp_addresses,
+                                     .bearer = auth ? g.cred : NULL,
+                                     .limits = &limits};
+        dg_http_conf_limits(&g.cfg.http, &limits);
+        if (dp_async_start(dp, g.ingress, &ac, &err) < 0) {
+            dg_log(DG_LOG_ERROR, "dp", "%s", err.msg);
+            return 1;
+        }
+        g.open_servers++;
+        dg_log_always("dp", "async results on %s:%d, numberRetries %lld", g.cfg.host,
+                      dp_async_read_port(), (long long)g.cfg.number_retries);
+    }
     dg_log_always("dp", "proxy on %s:%d, api on %s:%d, policy %s", g.cfg.host,
                   dg_http_server_port(g.ingress), g.cfg.host, dg_http_server_port(g.api),
                   g.cfg.lb_policy);

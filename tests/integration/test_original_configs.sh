@@ -58,7 +58,8 @@ t_mapped() {
       'config_cluster.yaml:5: criType: the original.s key; using runtime: oci \(Firecracker is not available' \
       'config_cluster.yaml:14: firecracker: ignored: Firecracker is not available' &&
     has config_async '^controlPlaneAddress: \["127.0.0.1:9090"\]$' \
-      'config_async.yaml:9: async: ignored: asynchronous invocations are not implemented' &&
+      '^async: true$' '^portProxyRead: 8082$' '^numberRetries: 3$' \
+      'config_async.yaml:10: persistRequests: ignored: asynchronous requests and results are always kept' &&
     has config_cluster_fake_worker '^runtime: "emulated"$' '^port: 10010$'
 }
 check "the original's keys map to ours (verbosity, persistence, criType, split addresses)" t_mapped

@@ -808,6 +808,89 @@ static void test_heartbeat_answer(void **state)
     assert_false(dg_wire_beat_answer_is_resync(NULL, 0));
 }
 
+#define ASYNC_REQ                                                                                  \
+    "{\"id\":\"0f1e2d3c-4b5a-4697-8877-665544332211\",\"dataplane\":\"dp1\",\"function\":"         \
+    "\"hello\",\"method\":\"POST\",\"url\":\"/x?y=1\",\"headers\":[{\"name\":\"requested_cpu\","   \
+    "\"value\":\"5\"}],\"body\":\"aGk=\",\"acceptedMs\":1700000000000,\"tries\":0}"
+#define ASYNC_STATE_DONE                                                                           \
+    "{\"state\":\"done\",\"result\":{\"id\":\"ab-12\",\"status\":200,\"contentType\":"             \
+    "\"application/json\",\"body\":\"e30=\",\"durationUs\":1500,\"tries\":1},\"expiresMs\":5}"
+
+/* asynchronous invocations: every field checked; base64 both ways */
+static void test_async(void **state)
+{
+    struct dg_wire_async_req q;
+    struct dg_err err = {0};
+    assert_int_equal(dg_wire_async_req_parse(ASYNC_REQ, strlen(ASYNC_REQ), &q, &err), 0);
+    assert_string_equal(q.function, "hello");
+    assert_int_equal(q.nheaders, 1);
+    assert_string_equal(q.headers[0].value, "5");
+    char *body;
+    size_t len;
+    assert_int_equal(dg_wire_b64_decode(q.body, &body, &len), 0);
+    assert_int_equal(len, 2);
+    assert_memory_equal(body, "hi", 2);
+    free(body);
+    dg_wire_async_req_free(&q);
+    static const struct {
+        const char *json, *err;
+    } bad[] = {
+        {"{\"id\":\"XYZ\",\"dataplane\":\"d\",\"function\":\"f\",\"method\":\"GET\",\"url\":\"/\","
+         "\"body\":\"\"}",
+         "field 'id': expected an asynchronous request id"},
+        {"{\"id\":\"ab\",\"dataplane\":\"d\",\"function\":\"f\",\"method\":\"GET\",\"url\":\"x\","
+         "\"body\":\"\"}",
+         "field 'url': expected a request target"},
+        {"{\"id\":\"ab\",\"dataplane\":\"d\",\"function\":\"f\",\"method\":\"GET\",\"url\":\"/\","
+         "\"body\":\"aGk\"}",
+         "field 'body': expected base64"},
+        {"{\"id\":\"ab\",\"dataplane\":\"d\",\"function\":\"f\",\"method\":\"GET\",\"url\":\"/\","
+         "\"body\":\"aGl=\"}",
+         "field 'body': expected base64"}, /* non-zero padding bits: not the one encoding */
+        {"{\"id\":\"ab\",\"dataplane\":\"d\",\"function\":\"f\",\"method\":\"GET\",\"url\":\"/\","
+         "\"body\":\"\",\"headers\":[{\"name\":\"a b\",\"value\":\"1\"}]}",
+         "field 'headers': item 0: field 'name': expected a header name"},
+        {"{\"id\":\"ab\",\"dataplane\":\"d\",\"function\":\"f\",\"method\":\"GET\",\"url\":\"/\","
+         "\"body\":\"\",\"extra\":1}",
+         "field 'extra': unknown field"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_true(dg_wire_async_req_parse(bad[i].json, strlen(bad[i].json), &q, &err) < 0);
+        if (!strstr(err.msg, bad[i].err))
+            fail_msg("%zu: %s", i, err.msg);
+    }
+    struct dg_wire_async_state st;
+    assert_int_equal(
+        dg_wire_async_state_parse(ASYNC_STATE_DONE, strlen(ASYNC_STATE_DONE), &st, &err), 0);
+    assert_true(st.has_result);
+    assert_int_equal(st.result.status, 200);
+    dg_wire_async_state_free(&st);
+    const char *pending_without = "{\"state\":\"pending\"}";
+    assert_true(dg_wire_async_state_parse(pending_without, strlen(pending_without), &st, &err) < 0);
+    assert_string_equal(err.msg, "field 'request': required when state is pending");
+    /* base64: every length round-trips, and the encoder's output passes the check */
+    unsigned char data[300];
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (unsigned char)(i * 37 + 11);
+    for (size_t n = 0; n < sizeof(data); n++) {
+        char *e = dg_wire_b64_encode(data, n), *d;
+        size_t dl;
+        assert_int_equal(dg_wire_b64_decode(e, &d, &dl), 0);
+        assert_int_equal(dl, n);
+        assert_memory_equal(d, data, n);
+        char *msg = dg_xasprintf("{\"id\":\"a\",\"status\":200,\"body\":\"%s\"}", e);
+        struct dg_wire_async_result r;
+        assert_int_equal(dg_wire_async_result_parse(msg, strlen(msg), &r, &err), 0);
+        dg_wire_async_result_free(&r);
+        free(msg);
+        free(e);
+        free(d);
+    }
+    assert_true(dg_wire_async_id_ok("0f1e-ab", 7));
+    assert_false(dg_wire_async_id_ok("0F1E", 4));
+    assert_false(dg_wire_async_id_ok("", 0));
+}
+
 /* every decoder on every sample: what one accepts round-trips (dg_wire_roundtrip_nth aborts
  * otherwise), and each sample is accepted by its own decoder */
 static void test_roundtrip_all(void **state)
@@ -829,7 +912,9 @@ static void test_roundtrip_all(void **state)
                    {"status", STATUS},
                    {"status", STATUS_FOLLOWER},
                    {"dp_fn_view", DP_FN_VIEW},
-                   {"dp_fn_view", DP_FN_VIEW_ERR}};
+                   {"dp_fn_view", DP_FN_VIEW_ERR},
+                   {"async_req", ASYNC_REQ},
+                   {"async_state", ASYNC_STATE_DONE}};
     size_t nmsgs = 0;
     const char *name;
     struct dg_err err;
@@ -855,6 +940,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_worker_beat),
         cmocka_unit_test(test_sandbox_exit),
+        cmocka_unit_test(test_async),
         cmocka_unit_test(test_dp_beat_and_metrics),
         cmocka_unit_test(test_create_and_created),
         cmocka_unit_test(test_sandbox_list),
