@@ -70,28 +70,22 @@ start_worker() {
   wait_for_log "$TAP_TMP/w-$1.log" "inv-$1: listening on" 30 || { echo "Bail out! the oci worker did not start"; exit 1; }
 }
 
-# start_dp LABEL NAME CPS [ARGS...]: a data plane (its proxy DPA; with --async true also its
-# result port ASYNC, the listening port that is neither the proxy nor the API), listed by the
-# CP with that proxy (a restart under the same NAME replaces the old one's address); fails,
-# saying why, when it does not start or is not listed
+# start_dp LABEL NAME CPS [ARGS...]: a data plane (its proxy DPA; with async on also its
+# result port ASYNC, as its log says), listed by the CP with that proxy (a restart under the
+# same NAME replaces the old one's address); fails, saying why, when it does not start or is
+# not listed
 start_dp() {
-  local label=$1 name=$2 cps=$3 api
+  local label=$1 name=$2 cps=$3
   shift 3
   bg_start "$TAP_TMP/dp-$label.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name "$name" \
     --controlPlaneAddress "$cps" --heartbeatInterval 300ms --coldStartTimeout 60s --traceOutputFolder "" "$@"
   DP_PID=$BG_PID
   wait_for_log "$TAP_TMP/dp-$label.log" 'proxy on' || return 1
   DPA=127.0.0.1:$(port_of "$TAP_TMP/dp-$label.log" 'proxy on')
-  api=$(port_of "$TAP_TMP/dp-$label.log" 'api on')
   ASYNC=""
-  if [ $# -gt 0 ]; then
-    for _ in $(seq 100); do
-      ASYNC=$(ss -ltnpH 2>/dev/null | grep "pid=$DP_PID," | awk '{print $4}' | sed 's/.*://' |
-        grep -vx -e "${DPA##*:}" -e "$api" | head -1)
-      [ -n "$ASYNC" ] && break
-      sleep 0.05
-    done
-    ASYNC=127.0.0.1:$ASYNC
+  if [ $# -gt 0 ]; then # "async results on HOST:PORT" (src/dp/main.c)
+    ASYNC=127.0.0.1:$(port_of "$TAP_TMP/dp-$label.log" 'async results on')
+    [ "$ASYNC" != 127.0.0.1: ] || { echo "no 'async results on' in the DP's log"; return 1; }
   fi
   wait_json "http://$STATUS/v1/status" "[d[\"proxy\"] for d in j[\"dataplanes\"]] == [\"$DPA\"]" ||
     { echo "the CP does not list $DPA as its one data plane"; return 1; }
@@ -218,7 +212,7 @@ cluster_checks() {
   # the same data plane, now asynchronous (a DP restart: the CP gives it every function)
   kill -TERM "$DP_PID"
   wait_bounded "$DP_PID" >/dev/null 2>&1
-  if ! start_dp "$L-async" "dp-$L" "$cps" --async true --portProxyRead 0 >"$TAP_TMP/dp-async.out" 2>&1; then
+  if ! start_dp "$L-async" "dp-$L" "$cps" --set async=true --portProxyRead 0 >"$TAP_TMP/dp-async.out" 2>&1; then
     async_dp_failed() { echo "the asynchronous data plane did not start:"; cat "$TAP_TMP/dp-async.out"; return 1; }
     for _ in 1 2 3 4; do check "$L: async: a data plane with async: true starts" async_dp_failed; done
     return
