@@ -32,10 +32,14 @@
 # h2c round (issue 15; after the HTTP/1.1 rounds, which it leaves as they were): h2load
 # (nghttp2-client) with prior knowledge, -c CONNS -m STREAMS, on CPU 0, against
 #   h2direct   h2load -> dirigent-fn's h2c (the limit)
-#   h2dp       h2load -> dirigent-dp's h2c on its proxy port (:authority warm) -> dirigent-fn
+#   h2dp       h2load -> dirigent-dp's h2c on its proxy port -> dirigent-fn over h2c (the
+#              function `warmh2`, registered with upstream_protocol=h2c, same bounds)
+#   h2dp1      the same to `warm` (no upstream_protocol, as InVitro registers): each stream
+#              goes to dirigent-fn as an HTTP/1.1 request on the DP's pool
 #   h2haproxy  h2load -> HAProxy 2.6 (`bind ... proto h2`, nbthread 1) -> dirigent-fn over h2c
-#              (`server ... proto h2`: the backend speaks h2c, as the DP's upstream does)
-# with the same headers, connections and streams; a warm-up, then req/s (h2load's), p50 and
+#              (`server ... proto h2`)
+# with the same headers (:authority warmh2; h2dp1 warm), connections and streams; the emulated
+# worker points both functions at its one dirigent-fn. A warm-up, then req/s (h2load's), p50 and
 # p99 of every request (h2load --log-file) and the proxy's CPU per request; rounds
 # interleaved, medians. A DP without h2c is reported as NOT MEASURED (its figures NaN).
 #
@@ -76,7 +80,8 @@ CONTENDERS="direct dp haproxy nginx"
 H2C=on
 H2_CONNS=8
 H2_STREAMS=8
-H2_CONTENDERS="h2direct h2dp h2haproxy"
+H2_CONTENDERS="h2direct h2dp h2dp1 h2haproxy"
+H2_FN=warmh2
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -538,8 +543,9 @@ echo "RESULT direct_rps=${M[direct.rps]} dp_rps=${M[dp.rps]} haproxy_rps=${M[hap
 fi
 
 # ---- h2c round --------------------------------------------------------------------------------
-# get_h2 URL: the body of the benchmark's request over h2c with prior knowledge (fails unless 200)
-get_h2() { curl -sf -m 2 --http2-prior-knowledge -H "Host: $FN_NAME" -H 'workload: empty' "$1"; }
+# get_h2 URL [FUNCTION]: the body of the benchmark's request over h2c with prior knowledge
+# (fails unless 200)
+get_h2() { curl -sf -m 2 --http2-prior-knowledge -H "Host: ${2:-$H2_FN}" -H 'workload: empty' "$1"; }
 
 # HAProxy with an h2c frontend and an h2c server line to the same dirigent-fn
 start_haproxy_h2() {
@@ -580,8 +586,9 @@ EOF
 # run_h2load NAME URL SECONDS OUT [LOG]: h2load pinned to the client CPU, bounded; fails unless
 # every request was answered, 2xx
 run_h2load() {
-    local name=$1 url=$2 secs=$3 out=$4 log=${5:-}
-    local args=(-t 1 -c "$H2_CONNS" -m "$H2_STREAMS" -D "$secs" -H ":authority: $FN_NAME" -H 'workload: empty')
+    local name=$1 url=$2 secs=$3 out=$4 log=${5:-} fn=$H2_FN
+    [ "$name" = h2dp1 ] && fn=$FN_NAME
+    local args=(-t 1 -c "$H2_CONNS" -m "$H2_STREAMS" -D "$secs" -H ":authority: $fn" -H 'workload: empty')
     [ -n "$log" ] && args+=(--log-file="$log")
     if ! timeout $((secs + 15)) taskset -c $WRK_CPU h2load "${args[@]}" "$url" >"$out" 2>&1; then
         cat "$out" >&2
@@ -620,14 +627,37 @@ if [ "$H2C" != off ]; then
     H2DIRECT_URL=http://$EP/
     H2DP_URL=http://$DP/
     start_haproxy_h2
-    b=$(get_h2 "$H2DIRECT_URL") || die "h2direct: dirigent-fn does not answer h2c"
+    b=$(get_h2 "$H2DIRECT_URL" "$FN_NAME") || die "h2direct: dirigent-fn does not answer h2c"
     [ "$b" = "$BODY" ] || die "h2direct: body '$b' differs from HTTP/1.1's '$BODY'"
+    H2BODY=$(get_h2 "$H2DIRECT_URL") || die "h2direct: dirigent-fn does not answer h2c"
     b=$(get_h2 "$H2HAP_URL") || die "h2haproxy: GET / over h2c failed"
-    [ "$b" = "$BODY" ] || die "h2haproxy: body '$b' differs from the backend's '$BODY'"
+    [ "$b" = "$H2BODY" ] || die "h2haproxy: body '$b' differs from the backend's '$H2BODY'"
     H2_RUN=$H2_CONTENDERS
-    if ! b=$(get_h2 "$H2DP_URL" 2>&1) || [ "$b" != "$BODY" ]; then
-        echo "# h2dp: NOT MEASURED: dirigent-dp does not answer the benchmark's request over h2c (got '${b:0:120}')"
-        H2_RUN="h2direct h2haproxy"
+    # warmh2: the same function, reached over h2c by the DP (upstream_protocol=h2c); a DP that
+    # does not know the field refuses it (400): then h2dp is not measured
+    code=$(curl -s -o "$TMP/reg2.out" -w '%{http_code}' -m 5 -X POST "http://$REG/registerService" \
+        -d name=$H2_FN -d image=emulated -d port_forwarding=80 -d port_forwarding=tcp \
+        -d scaling_lower_bound=1 -d scaling_upper_bound=1 -d container_concurrency=0 -d upstream_protocol=h2c)
+    EP2=""
+    if [ "$code" = 200 ]; then
+        for _ in $(seq 100); do
+            EP2=$(curl -s -m 1 "http://$DP_API/v1/functions" | /usr/bin/python3 -c '
+import json, sys
+for f in json.load(sys.stdin):
+    if f["name"] == sys.argv[1] and f["endpoints"]:
+        print(f["endpoints"][0]["address"])' "$H2_FN" 2>/dev/null || true)
+            [ -n "$EP2" ] && break
+            sleep 0.05
+        done
+        [ -z "$EP2" ] || [ "$EP2" = "$EP" ] || die "$H2_FN's endpoint $EP2 is not the backend $EP"
+    fi
+    if [ -z "$EP2" ] || ! b=$(get_h2 "$H2DP_URL" 2>&1) || [ "$b" != "$H2BODY" ]; then
+        echo "# h2dp: NOT MEASURED: $H2_FN (upstream_protocol=h2c) not served over h2c (registration $code; got '${b:-}')" | cut -c1-200
+        H2_RUN=${H2_RUN/h2dp /}
+    fi
+    if ! b=$(get_h2 "$H2DP_URL" "$FN_NAME" 2>&1) || [ "$b" != "$BODY" ]; then
+        echo "# h2dp1: NOT MEASURED: dirigent-dp does not answer the benchmark's request over h2c (got '${b:0:120}')"
+        H2_RUN=${H2_RUN/h2dp1 /}
     fi
     echo "# h2c: h2load -t1 -c$H2_CONNS -m$H2_STREAMS -D${DURATION}s (prior knowledge) on CPU $WRK_CPU;" \
         "haproxy 'bind ... proto h2' + 'server ... proto h2', nbthread 1; warm-up ${WARMUP}s before each;" \
@@ -639,7 +669,7 @@ if [ "$H2C" != off ]; then
             done
             case $c in
             h2direct) u=$H2DIRECT_URL pp="" ;;
-            h2dp) u=$H2DP_URL pp=$DP_PID ;;
+            h2dp | h2dp1) u=$H2DP_URL pp=$DP_PID ;;
             h2haproxy) u=$H2HAP_URL pp=$HAP2_PID ;;
             esac
             res=$(measure_h2 "$c" "$u" "$pp")
@@ -665,13 +695,16 @@ if [ "$H2C" != off ]; then
     h2r_p50=$(h2ratio "${H[h2dp.p50]}" "${H[h2haproxy.p50]}")
     printf '%-12s %7sx %6sx %6sx %8sx\n' 'dp/haproxy' "$h2r_rps" "$h2r_p50" \
         "$(h2ratio "${H[h2dp.p99]}" "${H[h2haproxy.p99]}")" "$(h2ratio "${H[h2dp.pus]}" "${H[h2haproxy.pus]}")"
+    printf '%-12s %7sx %6sx %6sx %8sx\n' 'dp1/haproxy' "$(h2ratio "${H[h2dp1.rps]}" "${H[h2haproxy.rps]}")" \
+        "$(h2ratio "${H[h2dp1.p50]}" "${H[h2haproxy.p50]}")" "$(h2ratio "${H[h2dp1.p99]}" "${H[h2haproxy.p99]}")" \
+        "$(h2ratio "${H[h2dp1.pus]}" "${H[h2haproxy.pus]}")"
     g1=$(awk -v a="$h2r_rps" 'BEGIN { print (a != "NaN" && a >= 1.0) ? "met" : "NOT met" }')
     g2=$(awk -v a="$h2r_p50" 'BEGIN { print (a != "NaN" && a <= 1.0) ? "met" : "NOT met" }')
     echo "goal (h2c): dp req/s >= 1.0x HAProxy's: ${h2r_rps}x ($g1); dp p50 <= HAProxy's: ${h2r_p50}x ($g2)"
-    echo "RESULT_H2C h2direct_rps=${H[h2direct.rps]} h2dp_rps=${H[h2dp.rps]} h2haproxy_rps=${H[h2haproxy.rps]}" \
-        "h2direct_p50_us=${H[h2direct.p50]} h2dp_p50_us=${H[h2dp.p50]} h2haproxy_p50_us=${H[h2haproxy.p50]}" \
-        "h2dp_p99_us=${H[h2dp.p99]} h2haproxy_p99_us=${H[h2haproxy.p99]}" \
-        "h2dp_cpu_us_per_req=${H[h2dp.pus]} h2haproxy_cpu_us_per_req=${H[h2haproxy.pus]}" \
+    echo "RESULT_H2C h2direct_rps=${H[h2direct.rps]} h2dp_rps=${H[h2dp.rps]} h2dp1_rps=${H[h2dp1.rps]} h2haproxy_rps=${H[h2haproxy.rps]}" \
+        "h2direct_p50_us=${H[h2direct.p50]} h2dp_p50_us=${H[h2dp.p50]} h2dp1_p50_us=${H[h2dp1.p50]} h2haproxy_p50_us=${H[h2haproxy.p50]}" \
+        "h2dp_p99_us=${H[h2dp.p99]} h2dp1_p99_us=${H[h2dp1.p99]} h2haproxy_p99_us=${H[h2haproxy.p99]}" \
+        "h2dp_cpu_us_per_req=${H[h2dp.pus]} h2dp1_cpu_us_per_req=${H[h2dp1.pus]} h2haproxy_cpu_us_per_req=${H[h2haproxy.pus]}" \
         "rps_ratio_haproxy=$h2r_rps p50_ratio_haproxy=$h2r_p50 conns=$H2_CONNS streams=$H2_STREAMS duration_s=$DURATION rounds=$ROUNDS"
 fi
 T_END=$(date +%s%N)
