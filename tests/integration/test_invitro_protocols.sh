@@ -18,7 +18,8 @@
 # And as a user of the README's HA cluster: `dirigent up --cp-replicas 3 --dataplanes 2
 # --runtime oci` (Redis, HAProxy; its own --port-base), InVitro registering on HAProxy's
 # registration frontend and invoking where the answer says (HAProxy's invocation frontend),
-# http2 and grpc, warm and 100% cold.
+# http2 and grpc, warm and 100% cold; then `up ... --async` again, async warm and cold with the
+# results fetched from 127.0.0.1:<base+2> (dp-0's result port) whichever DP ran them.
 # Root, crun, skopeo, umoci, redis-server and haproxy needed; otherwise every check is skipped.
 set -u
 . "${DG_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib/tap.sh"
@@ -28,7 +29,7 @@ B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
 CLIENT=$S/tests/lib/invitro_h2.py
 PER_CLUSTER=11
-UP_CHECKS=4
+UP_CHECKS=6
 UP_BASE=21080 # below the ephemeral range; ports 19380..23010 (dirigent up --help)
 NCHECKS=$((2 * PER_CLUSTER + UP_CHECKS))
 
@@ -278,13 +279,14 @@ cluster_checks ha "$ALL"
 stop_cluster
 
 # ---- up-ha: the README's HA cluster, InVitro through HAProxy
-t_up_ready() {
+t_up_ready() { # t_up_ready [--async]
   bg_start "$TAP_TMP/up.log" "$B/dirigent" up --runtime oci --cp-replicas 3 --dataplanes 2 \
-    --port-base "$UP_BASE" --state-dir "$TAP_TMP/up-state"
+    --port-base "$UP_BASE" --state-dir "$TAP_TMP/up-state" "$@"
   UP_PID=$BG_PID
   wait_for_log "$TAP_TMP/up.log" "^ready: .*registrations: http://127.0.0.1:$((UP_BASE + 1012))/registerService" 120 ||
     { tail -n 5 "$TAP_TMP"/up-state/logs/*.log; return 1; }
 }
+up_failed() { cat "$TAP_TMP/up-ready.out"; return 1; }
 if t_up_ready >"$TAP_TMP/up-ready.out" 2>&1; then
   CPR=127.0.0.1:$((UP_BASE + 1012))
   IMAGE=oci:$B/images/dirigent-fn:latest # up's image: its worker takes images below the build's images/
@@ -293,9 +295,19 @@ if t_up_ready >"$TAP_TMP/up-ready.out" 2>&1; then
   check "up-ha: grpc RPS warm through HAProxy: a FaasReply and grpc-status 0 each" run_mode up-ha grpc warm
   check "up-ha: grpc RPS 100% cold through HAProxy: 10 functions at zero, all succeed" run_mode up-ha grpc cold
 else
-  up_failed() { cat "$TAP_TMP/up-ready.out"; return 1; }
-  for _ in $(seq $UP_CHECKS); do
+  for _ in 1 2 3 4; do
     check "up-ha: dirigent up --cp-replicas 3 --dataplanes 2 --runtime oci becomes ready" up_failed
+  done
+fi
+oci_stop "$UP_PID" 600
+UP_PID=""
+rm -f "$TAP_TMP/up.log"
+if t_up_ready --async >"$TAP_TMP/up-ready.out" 2>&1; then
+  check "up-ha --async: async RPS warm through HAProxy, results from :$((UP_BASE + 2))" run_mode up-ha http2 warm "127.0.0.1:$((UP_BASE + 2))"
+  check "up-ha --async: async RPS 100% cold through HAProxy, all results fetched" run_mode up-ha http2 cold "127.0.0.1:$((UP_BASE + 2))"
+else
+  for _ in 1 2; do
+    check "up-ha: dirigent up --cp-replicas 3 --dataplanes 2 --runtime oci --async becomes ready" up_failed
   done
 fi
 oci_stop "$UP_PID" 600
