@@ -69,6 +69,8 @@ start_worker() {
     --bridge "$2" --sandboxSubnet "$3" --netnsPool 8 --readinessTimeout 20s --cpuMilli 2000 --prefetchImages "$IMAGE"
   WK_PID=$BG_PID
   wait_for_log "$TAP_TMP/w-$1.log" "inv-$1: listening on" 30 || { echo "Bail out! the oci worker did not start"; exit 1; }
+  answers_as "127.0.0.1:$(port_of "$TAP_TMP/w-$1.log" "inv-$1: listening on")" /health "$WK_PID" ||
+    { echo "Bail out! the worker answering is not the one started"; exit 1; }
 }
 
 # start_dp LABEL NAME CPS [ARGS...]: a data plane (its proxy DPA; with async on also its
@@ -83,6 +85,7 @@ start_dp() {
   DP_PID=$BG_PID
   wait_for_log "$TAP_TMP/dp-$label.log" 'proxy on' || return 1
   DPA=127.0.0.1:$(port_of "$TAP_TMP/dp-$label.log" 'proxy on')
+  answers_as "127.0.0.1:$(port_of "$TAP_TMP/dp-$label.log" 'api on')" /health "$DP_PID" || return 1
   ASYNC=""
   if [ $# -gt 0 ]; then # "async results on HOST:PORT" (src/dp/main.c)
     ASYNC=127.0.0.1:$(port_of "$TAP_TMP/dp-$label.log" 'async results on')
@@ -237,6 +240,7 @@ bg_start "$TAP_TMP/cp.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.
 wait_for_log "$TAP_TMP/cp.log" 'registration on' || { echo "Bail out! cp did not start"; exit 1; }
 CPI=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'internal api on')
 CPR=127.0.0.1:$(port_of "$TAP_TMP/cp.log" 'registration on')
+answers_as "$CPI" /v1/status "$BG_PID" || { echo "Bail out! the CP answering is not the one started"; exit 1; }
 STATUS=$CPR # where the cluster's status is asked (a follower answers with its own view)
 start_dp single dp-single "$CPI" || { echo "Bail out! dp did not start"; exit 1; }
 start_worker single dginvp1 100.123.0.0/24 "$CPI"
