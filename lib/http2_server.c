@@ -75,6 +75,7 @@ struct dg__h2c {
     uint64_t idle_deadline;
 };
 
+static const struct dg__h2_ops h2_ops;
 static void h2_flush(struct dg__h2c *h);
 static void h2_arm(struct dg__h2c *h, uint64_t deadline);
 static void stream_body_clock(struct dg__h2s *st);
@@ -85,7 +86,7 @@ static uint64_t now_ms(const struct dg__h2c *h)
     return uv_now(h->c->srv->loop);
 }
 
-bool dg__h2_is_preface(const char *data, size_t len)
+static bool h2_op_is_preface(const char *data, size_t len)
 {
     static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     size_t n = DG_MIN(len, sizeof(preface) - 1);
@@ -98,6 +99,7 @@ static struct dg_http_req *req_alloc(struct conn *c, struct dg__h2s *st)
 {
     struct dg_http_req *r = dg_xcalloc(1, sizeof(*r));
     r->is_h2 = true;
+    r->h2ops = &h2_ops;
     r->h2s = st;
     r->resp_remaining = -1;
     r->keep_alive = true;
@@ -149,6 +151,8 @@ static void list_push(struct dg__h2s **head, struct dg__h2s *st)
 
 static void schedule_reap(struct dg__h2c *h)
 {
+    if (h->reap_due)
+        return; /* already coming: the timer is armed, or an entry ends with it */
     h->reap_due = true;
     if (!h->entry && !h->detached)
         dg__conn_timer_start(h->c, 0);
@@ -519,8 +523,8 @@ static void respond_plain(struct dg_http_req *r, int status, const char *msg)
     dg_http_respond_text(r, status, "%s", msg);
 }
 
-void dg__h2_respond(struct dg_http_req *r, int status, const char *content_type, const void *body,
-                    size_t len)
+static void h2_op_respond(struct dg_http_req *r, int status, const char *content_type,
+                          const void *body, size_t len)
 {
     if (r->resp_started) {
         if (!r->h2s && !r->resp_ended)
@@ -541,7 +545,7 @@ void dg__h2_respond(struct dg_http_req *r, int status, const char *content_type,
     req_done(r);
 }
 
-void dg__h2_resp_start(struct dg_http_req *r, int status, int64_t content_length)
+static void h2_op_resp_start(struct dg_http_req *r, int status, int64_t content_length)
 {
     if (r->resp_started)
         return;
@@ -563,7 +567,7 @@ void dg__h2_resp_start(struct dg_http_req *r, int status, int64_t content_length
     submit_head(st, status, NULL, &r->resp_hdrs, content_length, true);
 }
 
-void dg__h2_resp_write(struct dg_http_req *r, const void *data, size_t len)
+static void h2_op_resp_write(struct dg_http_req *r, const void *data, size_t len)
 {
     struct dg__h2s *st = r->h2s;
     if (!st || !len || r->head_method || r->resp_ended || !r->resp_started || st->rst ||
@@ -575,7 +579,7 @@ void dg__h2_resp_write(struct dg_http_req *r, const void *data, size_t len)
         h2_flush(st->h);
 }
 
-void dg__h2_resp_end(struct dg_http_req *r)
+static void h2_op_resp_end(struct dg_http_req *r)
 {
     if (r->resp_ended)
         return;
@@ -594,7 +598,7 @@ void dg__h2_resp_end(struct dg_http_req *r)
     req_done(r);
 }
 
-void dg__h2_resp_abort(struct dg_http_req *r)
+static void h2_op_resp_abort(struct dg_http_req *r)
 {
     if (r->resp_ended)
         return;
@@ -606,7 +610,7 @@ void dg__h2_resp_abort(struct dg_http_req *r)
     req_done(r);
 }
 
-size_t dg__h2_resp_queued(const struct dg_http_req *r)
+static size_t h2_op_resp_queued(const struct dg_http_req *r)
 {
     const struct dg__h2s *st = r->h2s;
     return st ? st->out.len - st->out_off : 0;
@@ -722,7 +726,7 @@ static void stream_deliver(struct dg__h2s *st)
     st->delivering = false;
 }
 
-void dg__h2_read_body(struct dg_http_req *r)
+static void h2_op_read_body(struct dg_http_req *r)
 {
     struct dg__h2s *st = r->h2s;
     if (!st) {
@@ -744,7 +748,7 @@ void dg__h2_read_body(struct dg_http_req *r)
         h2_flush(h); /* window updates */
 }
 
-void dg__h2_pause(struct dg_http_req *r, bool pause)
+static void h2_op_pause(struct dg_http_req *r, bool pause)
 {
     if (r->user_paused == pause)
         return;
@@ -1081,7 +1085,7 @@ static void h2_goaway(struct dg__h2c *h, uint32_t code, const char *why)
                           (const uint8_t *)why, why ? strlen(why) : 0);
 }
 
-void dg__h2_on_timer(struct conn *c)
+static void h2_op_on_timer(struct conn *c)
 {
     struct dg__h2c *h = c->h2;
     if (h->detached || c->state != C_H2)
@@ -1130,7 +1134,7 @@ void dg__h2_on_timer(struct conn *c)
     entry_end(h);
 }
 
-void dg__h2_on_write_done(struct conn *c)
+static void h2_op_on_write_done(struct conn *c)
 {
     struct dg__h2c *h = c->h2;
     if (h->detached)
@@ -1139,7 +1143,7 @@ void dg__h2_on_write_done(struct conn *c)
     entry_end(h); /* flush more, drains */
 }
 
-void dg__h2_recv(struct conn *c, const char *data, size_t len)
+static void h2_op_recv(struct conn *c, const char *data, size_t len)
 {
     struct dg__h2c *h = c->h2;
     if (h->detached || c->state != C_H2)
@@ -1191,7 +1195,7 @@ static struct dg__h2c *h2_new(struct conn *c)
     return h;
 }
 
-void dg__h2_start(struct conn *c)
+static void h2_op_start(struct conn *c)
 {
     h2_new(c);
 }
@@ -1231,7 +1235,7 @@ static ssize_t b64url_decode(struct dg_str in, uint8_t *out, size_t cap)
     return (ssize_t)n;
 }
 
-void dg__h2_upgrade(struct conn *c, const char *rest, size_t len)
+static void h2_op_upgrade(struct conn *c, const char *rest, size_t len)
 {
     struct dg_http_req *r = c->req;
     c->upgrading = false;
@@ -1263,6 +1267,7 @@ void dg__h2_upgrade(struct conn *c, const char *rest, size_t len)
     c->req = NULL;
     r->conn = NULL;
     r->is_h2 = true;
+    r->h2ops = &h2_ops;
     r->h2s = st;
     r->keep_alive = true;
     r->h2_counted = true; /* counted in active_reqs since its first byte */
@@ -1307,7 +1312,7 @@ void dg__h2_upgrade(struct conn *c, const char *rest, size_t len)
     entry_end(h);
 }
 
-void dg__h2_detach(struct conn *c)
+static void h2_op_detach(struct conn *c)
 {
     struct dg__h2c *h = c->h2;
     if (h->detached)
@@ -1322,10 +1327,10 @@ void dg__h2_detach(struct conn *c)
     h->nstreams = 0;
 }
 
-void dg__h2_free(struct conn *c)
+static void h2_op_free(struct conn *c)
 {
     struct dg__h2c *h = c->h2;
-    dg__h2_detach(c);
+    h2_op_detach(c);
     h2_reap(h);
     nghttp2_session_del(h->ses);
     dg_buf_free(&h->wbuf);
@@ -1334,7 +1339,7 @@ void dg__h2_free(struct conn *c)
     c->h2 = NULL;
 }
 
-bool dg__h2_closing(struct conn *c)
+static bool h2_op_closing(struct conn *c)
 {
     struct dg__h2c *h = c->h2;
     if (h->detached)
@@ -1345,4 +1350,29 @@ bool dg__h2_closing(struct conn *c)
         entry_end(h);
     }
     return h->nstreams == 0;
+}
+
+static const struct dg__h2_ops h2_ops = {
+    .is_preface = h2_op_is_preface,
+    .start = h2_op_start,
+    .upgrade = h2_op_upgrade,
+    .recv = h2_op_recv,
+    .on_timer = h2_op_on_timer,
+    .on_write_done = h2_op_on_write_done,
+    .detach = h2_op_detach,
+    .free = h2_op_free,
+    .closing = h2_op_closing,
+    .read_body = h2_op_read_body,
+    .pause = h2_op_pause,
+    .respond = h2_op_respond,
+    .resp_start = h2_op_resp_start,
+    .resp_write = h2_op_resp_write,
+    .resp_end = h2_op_resp_end,
+    .resp_abort = h2_op_resp_abort,
+    .resp_queued = h2_op_resp_queued,
+};
+
+void dg_http_server_enable_h2c(struct dg_http_server *s)
+{
+    s->h2 = &h2_ops;
 }

@@ -105,6 +105,7 @@ void dg__h2_creq_cancel(struct dg_http_creq *q);
 
 struct dg__h2c; /* an HTTP/2 connection (http2_server.c) */
 struct dg__h2s; /* one of its streams */
+struct dg__h2_ops;
 
 #define READ_BUF_SIZE  (64 * 1024)
 #define PENDING_MAX    (64 * 1024)
@@ -142,9 +143,9 @@ struct dg_http_server {
     dg_http_auth_fn auth;
     void *auth_ud;
     bool has_fallback, listening, closing;
-    bool h2c_enabled;       /* dg_http_server_enable_h2c */
-    struct conn *conns;     /* doubly linked list of open connections */
-    struct dg_strmap peers; /* IP address -> struct client, of the open connections */
+    const struct dg__h2_ops *h2; /* dg_http_server_enable_h2c: the HTTP/2 side */
+    struct conn *conns;          /* doubly linked list of open connections */
+    struct dg_strmap peers;      /* IP address -> struct client, of the open connections */
     unsigned open_handles;
     uv_timer_t grace_timer;
     uint64_t grace_deadline;
@@ -193,6 +194,7 @@ struct dg_http_req {
     struct dg_buf trailers; /* dg_http_resp_trailer: "Name: value\r\n" lines */
     /* HTTP/2: the stream (NULL once detached from it), the method's text */
     bool is_h2, h2_counted;
+    const struct dg__h2_ops *h2ops;
     struct dg__h2s *h2s;
     char h2_method[24];
     unsigned id_role;
@@ -243,31 +245,35 @@ void dg__req_free(struct dg_http_req *r);
 /* Start of a connection's timer: on_timer hands C_H2 connections to dg__h2_on_timer. */
 void dg__conn_timer_start(struct conn *c, uint64_t ms);
 
-/* http2_server.c */
-bool dg__h2_is_preface(const char *data, size_t len);
-/* Switch a connection to HTTP/2 with prior knowledge (the preface is in the bytes to come). */
-void dg__h2_start(struct conn *c);
-/* Switch after an HTTP/1.1 request with Upgrade: h2c (c->req, no body): answers 101, serves the
- * request as stream 1 and feeds `rest` (the bytes after the request) to the session. */
-void dg__h2_upgrade(struct conn *c, const char *rest, size_t len);
-void dg__h2_recv(struct conn *c, const char *data, size_t len);
-void dg__h2_on_timer(struct conn *c);
-void dg__h2_on_write_done(struct conn *c);
-/* The connection closes or shuts down: detach every stream's request (on_abort later). */
-void dg__h2_detach(struct conn *c);
-/* From conn_free_if_closed: run pending on_abort calls, free the session. */
-void dg__h2_free(struct conn *c);
-/* Server closing: GOAWAY once; true when nothing is in flight any more. */
-bool dg__h2_closing(struct conn *c);
-
-void dg__h2_read_body(struct dg_http_req *r);
-void dg__h2_pause(struct dg_http_req *r, bool pause);
-void dg__h2_respond(struct dg_http_req *r, int status, const char *content_type, const void *body,
+/* The HTTP/2 side (http2_server.c), reached through this table (set on the server by
+ * dg_http_server_enable_h2c, on each stream's request) so that http_server.c does not depend
+ * on http2_server.c, which uses the dg__conn_* calls above. */
+struct dg__h2_ops {
+    bool (*is_preface)(const char *data, size_t len);
+    /* Switch a connection to HTTP/2 with prior knowledge (the preface is in the bytes to come). */
+    void (*start)(struct conn *c);
+    /* Switch after an HTTP/1.1 request with Upgrade: h2c (c->req, no body): answers 101, serves
+     * the request as stream 1 and feeds `rest` (the bytes after the request) to the session. */
+    void (*upgrade)(struct conn *c, const char *rest, size_t len);
+    void (*recv)(struct conn *c, const char *data, size_t len);
+    void (*on_timer)(struct conn *c);
+    void (*on_write_done)(struct conn *c);
+    /* The connection closes or shuts down: detach every stream's request (on_abort later). */
+    void (*detach)(struct conn *c);
+    /* From conn_free_if_closed: run pending on_abort calls, free the session. */
+    void (*free)(struct conn *c);
+    /* Server closing: GOAWAY once; true when nothing is in flight any more. */
+    bool (*closing)(struct conn *c);
+    /* The public calls on a stream's request. */
+    void (*read_body)(struct dg_http_req *r);
+    void (*pause)(struct dg_http_req *r, bool pause);
+    void (*respond)(struct dg_http_req *r, int status, const char *content_type, const void *body,
                     size_t len);
-void dg__h2_resp_start(struct dg_http_req *r, int status, int64_t content_length);
-void dg__h2_resp_write(struct dg_http_req *r, const void *data, size_t len);
-void dg__h2_resp_end(struct dg_http_req *r);
-void dg__h2_resp_abort(struct dg_http_req *r);
-size_t dg__h2_resp_queued(const struct dg_http_req *r);
+    void (*resp_start)(struct dg_http_req *r, int status, int64_t content_length);
+    void (*resp_write)(struct dg_http_req *r, const void *data, size_t len);
+    void (*resp_end)(struct dg_http_req *r);
+    void (*resp_abort)(struct dg_http_req *r);
+    size_t (*resp_queued)(const struct dg_http_req *r);
+};
 
 #endif

@@ -255,7 +255,7 @@ static size_t conn_parse(struct conn *c, const char *data, size_t len)
         if (lim > 0)
             n = http_parser_execute(&c->parser, &parser_settings, data + done, lim);
         if (c->upgrading) { /* the rest of the bytes are HTTP/2 */
-            dg__h2_upgrade(c, data + done + n, len - done - n);
+            c->srv->h2->upgrade(c, data + done + n, len - done - n);
             return len;
         }
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
@@ -304,14 +304,14 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (c->state == C_LINGER || c->state == C_CLOSED || nread == 0)
         return; /* lingering: discard */
     if (c->h2) {
-        dg__h2_recv(c, shared ? buf->base : c->pending.data + c->pending.len, (size_t)nread);
+        s->h2->recv(c, shared ? buf->base : c->pending.data + c->pending.len, (size_t)nread);
         return;
     }
-    if (!c->got_bytes && s->h2c_enabled &&
-        dg__h2_is_preface(shared ? buf->base : c->pending.data + c->pending.len, (size_t)nread)) {
+    if (!c->got_bytes && s->h2 &&
+        s->h2->is_preface(shared ? buf->base : c->pending.data + c->pending.len, (size_t)nread)) {
         c->got_bytes = true;
-        dg__h2_start(c);
-        dg__h2_recv(c, shared ? buf->base : c->pending.data + c->pending.len, (size_t)nread);
+        s->h2->start(c);
+        s->h2->recv(c, shared ? buf->base : c->pending.data + c->pending.len, (size_t)nread);
         return;
     }
     c->got_bytes = true;
@@ -529,7 +529,7 @@ static void conn_free_if_closed(struct conn *c)
         }
     }
     if (c->h2)
-        dg__h2_free(c);
+        c->srv->h2->free(c);
     if (c->spare)
         req_free(c->spare);
     dg_buf_free(&c->pending);
@@ -585,7 +585,7 @@ static void conn_close(struct conn *c)
     c->client = NULL;
     req_detach(c);
     if (c->h2)
-        dg__h2_detach(c);
+        c->srv->h2->detach(c);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, handle_closed);
     uv_close((uv_handle_t *)&c->tcp, handle_closed);
@@ -599,7 +599,7 @@ static void on_timer(uv_timer_t *t)
         return;
     }
     if (c->h2 && c->state == C_H2) {
-        dg__h2_on_timer(c);
+        c->srv->h2->on_timer(c);
         return;
     }
     if (c->deadline == 0)
@@ -749,7 +749,7 @@ static void conn_shutdown(struct conn *c)
         return;
     req_detach(c);
     if (c->h2)
-        dg__h2_detach(c);
+        c->srv->h2->detach(c);
     if (c->dead)
         return; /* closing from the timer anyway */
     c->state = C_WAIT;
@@ -778,7 +778,7 @@ static void on_write_done(void *ctx, int status)
         return;
     }
     if (c->h2 && c->state == C_H2) {
-        dg__h2_on_write_done(c);
+        c->srv->h2->on_write_done(c);
         return;
     }
     size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
@@ -1029,7 +1029,7 @@ static int on_headers_complete(http_parser *p)
         conn_fail(c, 501, "CONNECT is not supported");
         return -1;
     }
-    if (s->h2c_enabled && r->content_length == 0 && asks_h2c(r)) {
+    if (s->h2 && r->content_length == 0 && asks_h2c(r)) {
         if (!dg__hdrs_get(&r->hdrs, "http2-settings").ptr) {
             conn_fail(c, 400, "Upgrade: h2c needs an HTTP2-Settings header");
             return -1;
@@ -1288,7 +1288,7 @@ void dg_http_req_read_body(struct dg_http_req *r,
     r->body_ud = ud;
     r->body_wanted = true;
     if (r->is_h2) {
-        dg__h2_read_body(r);
+        r->h2ops->read_body(r);
         return;
     }
     struct conn *c = r->conn;
@@ -1310,7 +1310,7 @@ void dg_http_req_read_body(struct dg_http_req *r,
 void dg_http_req_pause(struct dg_http_req *r)
 {
     if (r->is_h2) {
-        dg__h2_pause(r, true);
+        r->h2ops->pause(r, true);
         return;
     }
     r->user_paused = true;
@@ -1324,7 +1324,7 @@ void dg_http_req_pause(struct dg_http_req *r)
 void dg_http_req_resume(struct dg_http_req *r)
 {
     if (r->is_h2) {
-        dg__h2_pause(r, false);
+        r->h2ops->pause(r, false);
         return;
     }
     if (!r->user_paused)
@@ -1457,7 +1457,7 @@ void dg_http_respond(struct dg_http_req *r, int status, const char *content_type
                      size_t len)
 {
     if (r->is_h2) {
-        dg__h2_respond(r, status, content_type, body, len);
+        r->h2ops->respond(r, status, content_type, body, len);
         return;
     }
     if (r->resp_started) {
@@ -1504,7 +1504,7 @@ void dg_http_respond_text(struct dg_http_req *r, int status, const char *fmt, ..
 void dg_http_resp_start(struct dg_http_req *r, int status, int64_t content_length)
 {
     if (r->is_h2) {
-        dg__h2_resp_start(r, status, content_length);
+        r->h2ops->resp_start(r, status, content_length);
         return;
     }
     if (r->resp_started)
@@ -1526,7 +1526,7 @@ void dg_http_resp_start(struct dg_http_req *r, int status, int64_t content_lengt
 void dg_http_resp_write(struct dg_http_req *r, const void *data, size_t len)
 {
     if (r->is_h2) {
-        dg__h2_resp_write(r, data, len);
+        r->h2ops->resp_write(r, data, len);
         return;
     }
     struct conn *c = r->conn;
@@ -1565,7 +1565,7 @@ void dg_http_resp_write(struct dg_http_req *r, const void *data, size_t len)
 void dg_http_resp_end(struct dg_http_req *r)
 {
     if (r->is_h2) {
-        dg__h2_resp_end(r);
+        r->h2ops->resp_end(r);
         return;
     }
     if (r->resp_ended)
@@ -1591,7 +1591,7 @@ void dg_http_resp_end(struct dg_http_req *r)
 void dg_http_resp_abort(struct dg_http_req *r)
 {
     if (r->is_h2) {
-        dg__h2_resp_abort(r);
+        r->h2ops->resp_abort(r);
         return;
     }
     if (r->resp_ended)
@@ -1604,7 +1604,7 @@ void dg_http_resp_abort(struct dg_http_req *r)
 size_t dg_http_resp_queued(const struct dg_http_req *r)
 {
     if (r->is_h2)
-        return dg__h2_resp_queued(r);
+        return r->h2ops->resp_queued(r);
     return r->conn ? uv_stream_get_write_queue_size((const uv_stream_t *)&r->conn->tcp) : 0;
 }
 
@@ -1621,11 +1621,6 @@ void dg_http_resp_trailer(struct dg_http_req *r, struct dg_str name, struct dg_s
 bool dg_http_req_is_h2(const struct dg_http_req *r)
 {
     return r->is_h2;
-}
-
-void dg_http_server_enable_h2c(struct dg_http_server *s)
-{
-    s->h2c_enabled = true;
 }
 
 void dg_http_resp_on_drain(struct dg_http_req *r, void (*fn)(struct dg_http_req *, void *),
@@ -1694,7 +1689,7 @@ static void on_grace_poll(uv_timer_t *t)
         next = c->next;
         bool h2_quiet = true;
         if (c->h2 && c->state == C_H2 && !c->shutting_down)
-            h2_quiet = dg__h2_closing(c); /* GOAWAY once; may shut the connection down */
+            h2_quiet = s->h2->closing(c); /* GOAWAY once; may shut the connection down */
         bool quiet = !c->req && pending_len(c) == 0 && !c->shutting_down && c->state != C_LINGER &&
                      uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0;
         quiet = quiet && h2_quiet;

@@ -1146,6 +1146,7 @@ MSG(async_result, true);
 static const struct field F_async_claim[] = {
     STR(T, dataplane, "dataplane", .flags = F_REQ, .chk = C_NODE),
     BOOL(T, orphans_only, "orphansOnly", .flags = F_OMIT),
+    INT(T, boot, "boot", .min = 0, .max = (1ll << 53)),
 };
 MSG(async_claim, true);
 #undef T
@@ -1153,6 +1154,7 @@ MSG(async_claim, true);
 #define T struct dg_wire_async_batch
 static const struct field F_async_batch[] = {
     ARR(T, requests, nrequests, "requests", async_req, .flags = F_REQ),
+    BOOL(T, more, "more", .flags = F_OMIT),
 };
 MSG(async_batch, true);
 #undef T

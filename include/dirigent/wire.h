@@ -265,13 +265,13 @@ struct dg_wire_exit_note {
 struct dg_wire_fn_update {
     char *name;
     int64_t concurrency;                /* 0..100000; absent decodes as 1 */
-    bool h2c; /* "h2c": its sandboxes speak HTTP/2 cleartext (upstream_protocol h2c); sent
-                 only when true */
     struct dg_wire_endpoint *endpoints; /* required (may be empty) */
     size_t nendpoints;
     char *error;                      /* absent or null: none */
     struct dg_wire_exit_note *exited; /* sent only when not empty */
     size_t nexited;
+    /* "h2c": its sandboxes speak HTTP/2 cleartext (upstream_protocol h2c); sent only when true */
+    bool h2c;
 };
 int dg_wire_fn_endpoints_decode(const json_t *j, struct dg_wire_fn_update *out, struct dg_err *err);
 /* The same decodes with the strings borrowed from `j` (valid while it lives; never to be freed
@@ -442,12 +442,19 @@ struct dg_wire_async_result {
 struct dg_wire_async_claim {
     char *dataplane; /* required */
     bool orphans_only;
+    /* the claimer's process (random at its start; 0: none): a record handed to this boot is
+     * not handed again, so an answer cut at DG_WIRE_ASYNC_CLAIM_BYTES goes on where it ended */
+    int64_t boot;
 };
 
 struct dg_wire_async_batch {
     struct dg_wire_async_req *requests;
     size_t nrequests;
+    /* a claim's answer stops near DG_WIRE_ASYNC_CLAIM_BYTES of records (far below a body
+     * limit); more are left: the claimer asks again at once */
+    bool more;
 };
+#define DG_WIRE_ASYNC_CLAIM_BYTES (4u << 20)
 
 /* The CP's record of one id (kept in its store under kind "async"; GET /v1/async/ID). */
 struct dg_wire_async_state {

@@ -969,6 +969,9 @@ static int common_opts(struct cli_ctx *c, struct opts *o)
                                "--dp %s: only 127.0.0.0/8 and the project's namespaces "
                                "(100.64.0.0/10) are targets",
                                c->dp);
+    if (cli_flag(c, "--async") && o->proto == PROTO_GRPC)
+        return cli_usage_error(c, "--async: with --protocol http1 or h2c (an asynchronous "
+                                  "submission is answered with an id, not a gRPC reply)");
     if (cli_flag(c, "--async")) { /* the results port: given, or the DP's host at 8082 */
         const char *res = cli_get(c, "--results"), *colon = strrchr(c->dp, ':');
         if (res)

@@ -36,6 +36,7 @@ struct rec {
     char *value;     /* the stored JSON (dg_wire_async_state) */
     bool done;
     uint64_t expires_ms;
+    int64_t handed_boot; /* the claim (a DP's boot) this pending record was last handed to */
 };
 
 static struct {
@@ -266,6 +267,8 @@ static void api_claim(struct dg_http_req *r, void *ud)
     }
     /* {"requests":[...]}: the stored requests as they are, without decoding them again */
     json_t *list = json_array();
+    size_t bytes = 0;
+    bool more = false;
     for (size_t i = 0; i < A.index.cap; i++) {
         struct dg_strmap_slot *s = &A.index.slots[i];
         if (!s->val)
@@ -276,6 +279,14 @@ static void api_claim(struct dg_http_req *r, void *ud)
         bool own = strcmp(rec->dataplane, c.dataplane) == 0;
         if (own ? c.orphans_only : cp_core_dp(&cp.core, rec->dataplane) != NULL)
             continue; /* not asked for, or its data plane is alive */
+        if (c.boot && rec->handed_boot == c.boot)
+            continue; /* in an earlier page of this claimer's claim */
+        if (bytes && bytes + strlen(rec->value) > DG_WIRE_ASYNC_CLAIM_BYTES) {
+            more = true; /* the rest in the claimer's next ask, below its body limit */
+            break;
+        }
+        bytes += strlen(rec->value);
+        rec->handed_boot = c.boot;
         json_t *j = NULL;
         if (dg_json_parse(rec->value, strlen(rec->value), &j, &err) < 0)
             continue;
@@ -296,6 +307,8 @@ static void api_claim(struct dg_http_req *r, void *ud)
     }
     json_t *out = json_object();
     json_object_set_new(out, "requests", list);
+    if (more)
+        json_object_set_new(out, "more", json_true());
     char *text = dg_json_dumps(out);
     json_decref(out);
     if (json_array_size(list) || !c.orphans_only)

@@ -93,6 +93,7 @@ static struct {
     struct cp_call *calls;
     uv_timer_t claim_timer;
     bool stopping, claimed;
+    int64_t boot; /* this process's claims (struct dg_wire_async_claim) */
     unsigned open_servers;
     void (*stop_done)(void *ud);
     void *stop_ud;
@@ -729,16 +730,29 @@ static void claimed(void *ud, int status, struct dg_str body, const char *err)
         job_run(j);
         n++;
     }
+    bool more = b.more;
     dg_wire_async_batch_free(&b);
     if (!A.claimed || n)
-        dg_log_always("async", "%u unfinished asynchronous requests taken over", n);
+        dg_log_always("async", "%u unfinished asynchronous requests taken over%s", n,
+                      more ? ", more to come" : "");
+    if (more) { /* the answer was cut below the body limit: the rest at once */
+        uv_timer_start(&A.claim_timer, claim, 0, 0);
+        return;
+    }
     A.claimed = true;
     uv_timer_start(&A.claim_timer, claim, CLAIM_EVERY_MS, 0); /* lost data planes' */
 }
 
 static void claim(uv_timer_t *t)
 {
-    struct dg_wire_async_claim c = {.dataplane = A.dp->name, .orphans_only = A.claimed};
+    if (!A.boot) { /* this process, for the CP's pages of one claim */
+        uint64_t b = 0;
+        if (getrandom(&b, sizeof(b), 0) != (ssize_t)sizeof(b))
+            b = dg_now_us();
+        A.boot = (int64_t)(b & ((1ull << 53) - 1)) | 1;
+    }
+    struct dg_wire_async_claim c = {
+        .dataplane = A.dp->name, .orphans_only = A.claimed, .boot = A.boot};
     cp_call("POST", DG_WIRE_PATH_ASYNC_CLAIM, dg_wire_async_claim_dumps(&c), A.cp->n + 1, claimed,
             NULL);
 }

@@ -13,7 +13,7 @@ B=$(cd "$B" && pwd)
 FN=$B/dirigent-fn
 TAG="DG_ASYNC_TEST=$$"
 
-plan 13
+plan 14
 trap 'tap_cleanup; cleanup_sandboxes; rm -rf "$PUB"' EXIT
 # a sandbox that fails: every POST gets 500 (in a directory the sandbox's user can read)
 PUB=$(mktemp -d /tmp/dg-async-pub.XXXXXX)
@@ -184,6 +184,29 @@ t_dp_killed() {
   done
 }
 check "kill -9 of the DP with 5 requests accepted and not run: all 5 complete after its restart" t_dp_killed
+
+t_dp_killed_big() {
+  # 12 requests of 480 KiB (about 7.7 MiB stored, base64): the restarted DP's claim comes back
+  # in pages below DG_WIRE_ASYNC_CLAIM_BYTES (4 MiB), each page going on where the last ended
+  [ "$(register "$REG" big "$FN" '&scaling_upper_bound=0')" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }
+  wait_json "$REG/v1/status" '[f for f in j["functions"] if f["name"] == "big"]' || return 1
+  head -c 491520 /dev/zero | tr '\0' b >"$TAP_TMP/big.body"
+  local ids=() i id
+  for i in $(seq 12); do id=$(submit big --data-binary "@$TAP_TMP/big.body") || return 1; ids+=("$id"); done
+  kill -9 "$DP_PID"
+  wait_bounded "$DP_PID" 2>/dev/null
+  start_dp "$TAP_TMP/dp3.log" "$CPI" || return 1
+  wait_for_log "$TAP_TMP/dp3.log" 'unfinished asynchronous requests taken over, more to come' || return 1
+  poll_until 100 eval '[ "$(grep -o "[0-9]* unfinished asynchronous requests taken over" "$TAP_TMP/dp3.log" |
+    awk "{s += \$1} END {print s}")" = 12 ]' || { grep 'taken over' "$TAP_TMP/dp3.log"; return 1; }
+  grep 'taken over' "$TAP_TMP/dp3.log"
+  curl -sf -XPUT "$REG/v1/functions/big" -d '{"scaling_upper_bound":2}' >/dev/null || return 1
+  for id in "${ids[@]}"; do
+    poll_until 1200 done_ok "$id" "$TAP_TMP/b.out" || return 1
+    [ "$(json_field "$(cat "$TAP_TMP/b.out")" Function)" = big ] || return 1
+  done
+}
+check "kill -9 of the DP with 7.7 MiB of requests not run: the restarted DP claims them in pages, all 12 complete" t_dp_killed_big
 
 t_orphans() {
   # a DP killed and never restarted: once the CP lost it, another DP takes its requests over

@@ -14,7 +14,7 @@ FN=$B/dirigent-fn
 TAG="DG_GRPC_TEST=$$"
 PY=/usr/bin/python3
 
-plan 9
+plan 11
 
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
@@ -114,6 +114,16 @@ t_grpc_http1_fn() { # a gRPC call to a function declared HTTP/1.1 still goes ove
 }
 check "a gRPC call to an HTTP/1.1-declared function is carried over h2c too" t_grpc_http1_fn
 
+t_grpc_over_http1() { # an HTTP/1.1 client's gRPC call: the sandbox's trailer in the last chunk
+  curl -s --http1.1 -D "$TAP_TMP/h1.h" -o "$TAP_TMP/h1.bin" -H 'Host: hello-h2' \
+    -H 'content-type: application/grpc' -H 'te: trailers' --data-binary "@$TAP_TMP/req.bin" \
+    "http://$DPA/faas.Executor/Execute" || return 1
+  tr -d '\r' <"$TAP_TMP/h1.h"
+  tr -d '\r' <"$TAP_TMP/h1.h" | grep -qx 'Transfer-Encoding: chunked' &&
+    tr -d '\r' <"$TAP_TMP/h1.h" | grep -qx 'grpc-status: 0' && faas_reply "$TAP_TMP/h1.bin"
+}
+check "a gRPC call over HTTP/1.1 gets the reply and the grpc-status trailer (chunked)" t_grpc_over_http1
+
 # grpc_error FUNCTION CODE MESSAGE-REGEX: a platform error as gRPC: 200, application/grpc,
 # grpc-status and grpc-message in the one HEADERS frame that ends the stream
 grpc_error() {
@@ -159,6 +169,19 @@ t_h2c_upstream() { # plain HTTP/1.1 clients, h2c upstream for hello-h2, HTTP/1.1
   [ "$(json_field "$out" Function)" = plain ] && [ "$(up_count http1)" = $((h1a + 1)) ]
 }
 check "a function declared h2c is reached over h2c; an HTTP/1.1 one over HTTP/1.1 (DP metrics)" t_h2c_upstream
+
+t_h2c_body() { # a 600 KB body to the h2c function: the DP streams it over h2c flow control
+  head -c 600000 /dev/zero | tr '\0' 'b' >"$TAP_TMP/big.txt"
+  local h2a out
+  h2a=$(up_count h2c) || return 1
+  out=$(curl -sf -H 'Host: hello-h2' --data-binary "@$TAP_TMP/big.txt" "http://$DPA/") || return 1
+  echo "$out"
+  [ "$(json_field "$out" Function)" = hello-h2 ] && [ "$(up_count h2c)" = $((h2a + 1)) ] || return 1
+  out=$(curl -sf --http2-prior-knowledge -H 'Host: hello-h2' --data-binary "@$TAP_TMP/big.txt" \
+    "http://$DPA/") || return 1
+  [ "$(json_field "$out" Function)" = hello-h2 ]
+}
+check "a 600 KB request body reaches an h2c function (HTTP/1.1 and h2c clients)" t_h2c_body
 
 t_load_grpc() {
   local out

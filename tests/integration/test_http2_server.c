@@ -852,6 +852,24 @@ static void test_bad_frame_goaway(void **state)
     assert_still_serving();
 }
 
+/* A header block that does not end (HEADERS without END_HEADERS, no CONTINUATION) blocks the
+ * whole connection: GOAWAY after the header timeout, then closed. */
+static void test_header_timeout(void **state)
+{
+    struct h2c *c = h2c_open(port);
+    assert_true(h2c_run_until(c, got_settings, 5000));
+    /* :method GET, :path /, :scheme http (static table), no END_HEADERS */
+    static const uint8_t part[] = {0, 0, 3, 1, 0, 0, 0, 0, 1, 0x82, 0x84, 0x86};
+    assert_int_equal(tl_send(c->fd, part, sizeof(part)), 0);
+    h2c_run_until(c, got_goaway, 5000);
+    assert_true(c->goaway);
+    assert_int_equal(c->goaway_code, NGHTTP2_PROTOCOL_ERROR);
+    assert_string_equal(c->goaway_dbg, "request headers not received in time (http.headerTimeout)");
+    assert_true(tl_wait_closed(c->fd, 3000));
+    h2c_free(c);
+    assert_true(tl_server_wait_idle(srv, 5000));
+}
+
 /* Idle connection: GOAWAY NO_ERROR after the idle timeout, then closed. Graceful server close:
  * a stream in flight finishes, GOAWAY tells the client no more. */
 static void test_idle_and_close(void **state)
@@ -914,7 +932,7 @@ int main(void)
         cmocka_unit_test(test_header_limits),    cmocka_unit_test(test_body_limit),
         cmocka_unit_test(test_body_timeout),     cmocka_unit_test(test_client_reset),
         cmocka_unit_test(test_bad_frame_goaway), cmocka_unit_test(test_idle_and_close),
-        cmocka_unit_test(test_conn_caps),
+        cmocka_unit_test(test_conn_caps),        cmocka_unit_test(test_header_timeout),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
