@@ -37,7 +37,6 @@ plan $NCHECKS
 oci_require $NCHECKS redis-server haproxy
 
 WK_PID=""
-POLL_PID=""
 UP_PID=""
 cleanup_protocols() {
   # `up` stops its daemons (the worker first, which removes its containers) on SIGTERM
@@ -254,8 +253,8 @@ read -r RP A1 A2 A3 G1 G2 G3 F1 F2 F3 <<<"$(free_ports 10)"
   printf 'requirepass %s\n' "$(cat "$TAP_TMP/redis.pass")" >"$TAP_TMP/redis.conf")
 bg_start "$TAP_TMP/redis.log" redis-server "$TAP_TMP/redis.conf" --port "$RP" --bind 127.0.0.1 --dir "$TAP_TMP" --save ""
 for _ in $(seq 1 100); do REDISCLI_AUTH=$(cat "$TAP_TMP/redis.pass") redis-cli -p "$RP" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
-API=(127.0.0.1:$A1 127.0.0.1:$A2 127.0.0.1:$A3)
-REGS=(127.0.0.1:$G1 127.0.0.1:$G2 127.0.0.1:$G3)
+API=("127.0.0.1:$A1" "127.0.0.1:$A2" "127.0.0.1:$A3")
+REGS=("127.0.0.1:$G1" "127.0.0.1:$G2" "127.0.0.1:$G3")
 ALL="${API[0]},${API[1]},${API[2]}"
 for i in 1 2 3; do
   bg_start "$TAP_TMP/cp$i.log" "$B/dirigent-cp" --port "${API[$((i - 1))]##*:}" \

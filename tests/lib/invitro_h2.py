@@ -344,7 +344,7 @@ class H2Conn:
                     hdr_block += p
                     if fl & END_HEADERS:
                         fields = self.dec.decode(hdr_block)  # always: the table is per connection
-                        st, s_id, end = self.streams.get(hdr_sid), hdr_sid, hdr_end
+                        st, end = self.streams.get(hdr_sid), hdr_end
                         hdr_sid = 0
                         if st is None or st.done.is_set():
                             continue
