@@ -29,6 +29,20 @@
 # loopback (/proc/net/snmp OutSegs, all processes); and "other load": what other processes
 # took of CPU 0 and of CPU 1 (a shared machine; > 10% while a proxy runs prints a WARNING).
 #
+# h2c round (issue 15; after the HTTP/1.1 rounds, which it leaves as they were): h2load
+# (nghttp2-client) with prior knowledge, -c CONNS -m STREAMS, on CPU 0, against
+#   h2direct   h2load -> dirigent-fn's h2c (the limit)
+#   h2dp       h2load -> dirigent-dp's h2c on its proxy port -> dirigent-fn over h2c (the
+#              function `warmh2`, registered with upstream_protocol=h2c, same bounds)
+#   h2dp1      the same to `warm` (no upstream_protocol, as InVitro registers): each stream
+#              goes to dirigent-fn as an HTTP/1.1 request on the DP's pool
+#   h2haproxy  h2load -> HAProxy 2.6 (`bind ... proto h2`, nbthread 1) -> dirigent-fn over h2c
+#              (`server ... proto h2`)
+# with the same headers (:authority warmh2; h2dp1 warm), connections and streams; the emulated
+# worker points both functions at its one dirigent-fn. A warm-up, then req/s (h2load's), p50 and
+# p99 of every request (h2load --log-file) and the proxy's CPU per request; rounds
+# interleaved, medians. A DP without h2c is reported as NOT MEASURED (its figures NaN).
+#
 # Output: one line per measurement, the table, the ratios dp/haproxy and dp/nginx, the goal
 # (dp req/s >= 1.0x HAProxy's and dp p50 <= HAProxy's), and a last machine-readable line
 #   RESULT dp_rps=... haproxy_rps=... rps_ratio_haproxy=... p50_ratio_haproxy=... ...
@@ -43,6 +57,9 @@
 #            first two, no warm-ups (about 25 s)
 #   --build DIR: the build directory (default ./build, what `make` builds)
 #   --wait-idle S: first wait up to S s for CPUs 0 and 1 to be idle (shared machines)
+#   --h2c on|off|only: the h2c round after the HTTP/1.1 ones (on), none, or only it
+#   --h2c-conns N, --h2c-streams M: h2load's -c and -m (default 8 x 8: 64 streams in flight,
+#            as wrk's 64 connections)
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -60,6 +77,11 @@ SERVER_CPU=1
 WRK_CPU=0
 FN_NAME=warm
 CONTENDERS="direct dp haproxy nginx"
+H2C=on
+H2_CONNS=8
+H2_STREAMS=8
+H2_CONTENDERS="h2direct h2dp h2dp1 h2haproxy"
+H2_FN=warmh2
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -75,12 +97,16 @@ while [ $# -gt 0 ]; do
     --connections) CONNS=${2:?--connections needs a count}; shift ;;
     --build) BUILD_DIR=${2:?--build needs a directory}; shift ;;
     --wait-idle) WAIT_IDLE=${2:?--wait-idle needs seconds}; shift ;;
+    --h2c) H2C=${2:?--h2c needs on, off or only}; shift ;;
+    --h2c-conns) H2_CONNS=${2:?--h2c-conns needs a count}; shift ;;
+    --h2c-streams) H2_STREAMS=${2:?--h2c-streams needs a count}; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "warm_proxy.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
     shift
 done
-for v in DURATION LAT_DURATION WARMUP ROUNDS CONNS WAIT_IDLE; do
+case $H2C in on | off | only) ;; *) echo "warm_proxy.sh: --h2c: expected on, off or only, got '$H2C'" >&2; exit 2 ;; esac
+for v in DURATION LAT_DURATION WARMUP ROUNDS CONNS WAIT_IDLE H2_CONNS H2_STREAMS; do
     [[ ${!v} =~ ^[0-9]+$ ]] || { echo "warm_proxy.sh: $v: expected an integer, got '${!v}'" >&2; exit 2; }
 done
 if [ "$DURATION" -lt 1 ] || [ "$ROUNDS" -lt 1 ] || [ "$CONNS" -lt 1 ]; then
@@ -93,6 +119,7 @@ die() { echo "warm_proxy.sh: $*" >&2; exit 1; }
 for tool in wrk taskset curl; do
     command -v "$tool" >/dev/null || die "'$tool' not found (apt-get install wrk util-linux curl)"
 done
+[ "$H2C" = off ] || command -v h2load >/dev/null || die "'h2load' not found (apt-get install nghttp2-client; or --h2c off)"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || die "nginx not found (apt-get install nginx-light)"
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
@@ -109,13 +136,14 @@ BUILDTYPE=${BUILDTYPE:-unknown}
 # ---- cleanup: every process we start is recorded here ---------------------------------------
 TMP=$(mktemp -d /tmp/dg-bench-warm.XXXXXX)
 cd "$TMP" # whatever a helper might write by accident lands here, not in the tree
-CP_PID="" DP_PID="" WK_PID="" FN_PID="" HAP_PID="" NGINX_PID=""
+CP_PID="" DP_PID="" WK_PID="" FN_PID="" HAP_PID="" NGINX_PID="" HAP2_PID=""
 T_START=$(date +%s%N)
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     stop_pid "$NGINX_PID"
+    stop_pid "$HAP2_PID"
     stop_pid "$HAP_PID"
     stop_pid "$DP_PID"
     stop_pid "$WK_PID" # stops its shared dirigent-fn
@@ -438,6 +466,7 @@ if [ "${busy0:-0}" -gt 10 ] || [ "${busy1:-0}" -gt 10 ]; then
     echo "# WARNING: the machine is not idle; figures are lower and noisier than the proxies' own cost"
 fi
 
+if [ "$H2C" != only ]; then # the HTTP/1.1 rounds (as before issue 15), up to their RESULT line
 for r in $(seq "$ROUNDS"); do
     for c in $CONTENDERS; do
         for p in "$CP_PID" "$DP_PID" "$WK_PID" "$FN_PID" "$HAP_PID" "$NGINX_PID"; do
@@ -502,8 +531,6 @@ if awk -v m="$maxother" 'BEGIN { exit !(m > 10) }'; then
     echo "WARNING: other processes took up to ${maxother}% of CPU $WRK_CPU or $SERVER_CPU (median) while a proxy ran:" \
         "the ratios are suspect; rerun when the machine is quiet (--wait-idle S)"
 fi
-T_END=$(date +%s%N)
-echo "# took $(((T_END - T_START) / 1000000000)) s (setup $(((T_SETUP - T_START) / 1000000)) ms)"
 echo "RESULT direct_rps=${M[direct.rps]} dp_rps=${M[dp.rps]} haproxy_rps=${M[haproxy.rps]} nginx_rps=${M[nginx.rps]}" \
     "direct_p50_us=${M[direct.p50]} dp_p50_us=${M[dp.p50]} haproxy_p50_us=${M[haproxy.p50]} nginx_p50_us=${M[nginx.p50]}" \
     "dp_p99_us=${M[dp.p99]} haproxy_p99_us=${M[haproxy.p99]} nginx_p99_us=${M[nginx.p99]}" \
@@ -513,3 +540,172 @@ echo "RESULT direct_rps=${M[direct.rps]} dp_rps=${M[dp.rps]} haproxy_rps=${M[hap
     "dp_cp_cpu_us_per_req=${M[dp.kus]} dp_segs_per_req=${M[dp.segs]} haproxy_segs_per_req=${M[haproxy.segs]} nginx_segs_per_req=${M[nginx.segs]}" \
     "c1_p50_us_direct=${M[direct.l50]} c1_p50_us_dp=${M[dp.l50]} c1_p50_us_haproxy=${M[haproxy.l50]} c1_p50_us_nginx=${M[nginx.l50]}" \
     "build=$BUILDTYPE duration_s=$DURATION rounds=$ROUNDS connections=$CONNS"
+fi
+
+# ---- h2c round --------------------------------------------------------------------------------
+# get_h2 URL [FUNCTION]: the body of the benchmark's request over h2c with prior knowledge
+# (fails unless 200)
+get_h2() { curl -sf -m 2 --http2-prior-knowledge -H "Host: ${2:-$H2_FN}" -H 'workload: empty' "$1"; }
+
+# HAProxy with an h2c frontend and an h2c server line to the same dirigent-fn
+start_haproxy_h2() {
+    local port
+    for _ in 1 2 3; do
+        port=$(free_port)
+        cat >"$TMP/haproxy-h2.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$port proto h2
+    default_backend be
+backend be
+    server fn $EP proto h2
+EOF
+        taskset -c $SERVER_CPU "$HAPROXY" -db -f "$TMP/haproxy-h2.cfg" >"$TMP/haproxy-h2.log" 2>&1 &
+        HAP2_PID=$!
+        for _ in $(seq 100); do
+            get_h2 "http://127.0.0.1:$port/" >/dev/null 2>&1 && { H2HAP_URL=http://127.0.0.1:$port/; return 0; }
+            kill -0 "$HAP2_PID" 2>/dev/null || break
+            sleep 0.05
+        done
+        stop_pid "$HAP2_PID"
+        HAP2_PID=""
+    done
+    cat "$TMP/haproxy-h2.log" >&2
+    die "haproxy (h2c) did not start"
+}
+
+# run_h2load NAME URL SECONDS OUT [LOG]: h2load pinned to the client CPU, bounded; fails unless
+# every request was answered, 2xx
+run_h2load() {
+    local name=$1 url=$2 secs=$3 out=$4 log=${5:-} fn=$H2_FN
+    [ "$name" = h2dp1 ] && fn=$FN_NAME
+    local args=(-t 1 -c "$H2_CONNS" -m "$H2_STREAMS" -D "$secs" -H ":authority: $fn" -H 'workload: empty')
+    [ -n "$log" ] && args+=(--log-file="$log")
+    if ! timeout $((secs + 15)) taskset -c $WRK_CPU h2load "${args[@]}" "$url" >"$out" 2>&1; then
+        cat "$out" >&2
+        die "$name: h2load failed"
+    fi
+    # "requests: N total, N started, N done, N succeeded, 0 failed, 0 errored, 0 timeout"
+    awk '/^requests:/ { ok = ($8 == $6 && $6 > 0 && $10 == 0 && $12 == 0 && $14 == 0) } END { exit !ok }' "$out" &&
+        grep -qE '^status codes: [0-9]+ 2xx, 0 3xx, 0 4xx, 0 5xx' "$out" ||
+        { cat "$out" >&2; die "$name: h2load saw failed or non-2xx requests"; }
+}
+
+# measure_h2 NAME URL "PROXY_PIDS": warm-up, then a run: "rps p50_us p99_us proxy_us/req"
+# (p50/p99 over every request of the run, from h2load's per-request log)
+measure_h2() {
+    local name=$1 url=$2 ppids=$3 out=$TMP/h2load-$1.txt log=$TMP/h2load-$1.log p0 p1 rps n
+    [ "$WARMUP" -gt 0 ] && run_h2load "$name" "$url" "$WARMUP" "$TMP/h2warm-$name.txt"
+    rm -f "$log"
+    # shellcheck disable=SC2086 # $ppids: zero or more PIDs
+    p0=$(proc_ticks $ppids)
+    run_h2load "$name" "$url" "$DURATION" "$out" "$log"
+    # shellcheck disable=SC2086
+    p1=$(proc_ticks $ppids)
+    rps=$(awk '/^finished in/ { for (i = 1; i < NF; i++) if ($(i + 1) == "req/s,") printf "%d", $i + 0.5 }' "$out")
+    n=$(wc -l <"$log")
+    [ "${rps:-0}" -gt 0 ] && [ "$n" -gt 0 ] || die "$name: no requests"
+    sort -n -k3,3 "$log" | awk -v n="$n" -v r="$rps" -v dp=$((p1 - p0)) -v hz="$(getconf CLK_TCK)" -v secs="$DURATION" '
+        { v[NR] = $3 }
+        END {
+            i50 = int(0.50 * n + 0.5); if (i50 < 1) i50 = 1
+            i99 = int(0.99 * n + 0.5); if (i99 < 1) i99 = 1; if (i99 > n) i99 = n
+            printf "%d %d %d %.2f\n", r, v[i50], v[i99], 1e6 * dp / hz / (r * secs)
+        }'
+}
+
+if [ "$H2C" != off ]; then
+    H2DIRECT_URL=http://$EP/
+    H2DP_URL=http://$DP/
+    start_haproxy_h2
+    b=$(get_h2 "$H2DIRECT_URL" "$FN_NAME") || die "h2direct: dirigent-fn does not answer h2c"
+    [ "$b" = "$BODY" ] || die "h2direct: body '$b' differs from HTTP/1.1's '$BODY'"
+    H2BODY=$(get_h2 "$H2DIRECT_URL") || die "h2direct: dirigent-fn does not answer h2c"
+    b=$(get_h2 "$H2HAP_URL") || die "h2haproxy: GET / over h2c failed"
+    [ "$b" = "$H2BODY" ] || die "h2haproxy: body '$b' differs from the backend's '$H2BODY'"
+    H2_RUN=$H2_CONTENDERS
+    # warmh2: the same function, reached over h2c by the DP (upstream_protocol=h2c); a DP that
+    # does not know the field refuses it (400): then h2dp is not measured
+    code=$(curl -s -o "$TMP/reg2.out" -w '%{http_code}' -m 5 -X POST "http://$REG/registerService" \
+        -d name=$H2_FN -d image=emulated -d port_forwarding=80 -d port_forwarding=tcp \
+        -d scaling_lower_bound=1 -d scaling_upper_bound=1 -d container_concurrency=0 -d upstream_protocol=h2c)
+    EP2=""
+    if [ "$code" = 200 ]; then
+        for _ in $(seq 100); do
+            EP2=$(curl -s -m 1 "http://$DP_API/v1/functions" | /usr/bin/python3 -c '
+import json, sys
+for f in json.load(sys.stdin):
+    if f["name"] == sys.argv[1] and f["endpoints"]:
+        print(f["endpoints"][0]["address"])' "$H2_FN" 2>/dev/null || true)
+            [ -n "$EP2" ] && break
+            sleep 0.05
+        done
+        [ -z "$EP2" ] || [ "$EP2" = "$EP" ] || die "$H2_FN's endpoint $EP2 is not the backend $EP"
+    fi
+    if [ -z "$EP2" ] || ! b=$(get_h2 "$H2DP_URL" 2>&1) || [ "$b" != "$H2BODY" ]; then
+        echo "# h2dp: NOT MEASURED: $H2_FN (upstream_protocol=h2c) not served over h2c (registration $code; got '${b:-}')" | cut -c1-200
+        H2_RUN=${H2_RUN/h2dp /}
+    fi
+    if ! b=$(get_h2 "$H2DP_URL" "$FN_NAME" 2>&1) || [ "$b" != "$BODY" ]; then
+        echo "# h2dp1: NOT MEASURED: dirigent-dp does not answer the benchmark's request over h2c (got '${b:0:120}')"
+        H2_RUN=${H2_RUN/h2dp1 /}
+    fi
+    echo "# h2c: h2load -t1 -c$H2_CONNS -m$H2_STREAMS -D${DURATION}s (prior knowledge) on CPU $WRK_CPU;" \
+        "haproxy 'bind ... proto h2' + 'server ... proto h2', nbthread 1; warm-up ${WARMUP}s before each;" \
+        "$ROUNDS interleaved round(s), medians reported"
+    for r in $(seq "$ROUNDS"); do
+        for c in $H2_RUN; do
+            for p in "$DP_PID" "$FN_PID" "$HAP2_PID"; do
+                kill -0 "$p" 2>/dev/null || die "a server died (pid $p)"
+            done
+            case $c in
+            h2direct) u=$H2DIRECT_URL pp="" ;;
+            h2dp | h2dp1) u=$H2DP_URL pp=$DP_PID ;;
+            h2haproxy) u=$H2HAP_URL pp=$HAP2_PID ;;
+            esac
+            res=$(measure_h2 "$c" "$u" "$pp")
+            read -r rps p50 p99 pus <<<"$res"
+            echo "$res" >>"$TMP/res-$c"
+            printf 'run %d %-9s %7d req/s  p50 %5d us  p99 %6d us  proxy %5s us/req\n' "$r" "$c" "$rps" "$p50" "$p99" "$pus"
+        done
+    done
+    h2col() { if [ -s "$TMP/res-$2" ]; then awk -v n="$1" '{ print $n }' "$TMP/res-$2" | median; else echo NaN; fi; }
+    declare -A H
+    for c in $H2_CONTENDERS; do
+        for k in 1:rps 2:p50 3:p99 4:pus; do H[$c.${k#*:}]=$(h2col "${k%%:*}" "$c"); done
+    done
+    h2ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "NaN" && b != "NaN" && b > 0) printf "%.2f", a / b; else print "NaN" }'; }
+    echo
+    printf '%-12s %8s %7s %7s %9s\n' 'h2c' 'req/s' 'p50 us' 'p99 us' 'proxy us'
+    for c in $H2_CONTENDERS; do
+        pus=${H[$c.pus]}
+        [ "$c" = h2direct ] && pus=-
+        printf '%-12s %8s %7s %7s %9s\n' "$c" "${H[$c.rps]}" "${H[$c.p50]}" "${H[$c.p99]}" "$pus"
+    done
+    h2r_rps=$(h2ratio "${H[h2dp.rps]}" "${H[h2haproxy.rps]}")
+    h2r_p50=$(h2ratio "${H[h2dp.p50]}" "${H[h2haproxy.p50]}")
+    printf '%-12s %7sx %6sx %6sx %8sx\n' 'dp/haproxy' "$h2r_rps" "$h2r_p50" \
+        "$(h2ratio "${H[h2dp.p99]}" "${H[h2haproxy.p99]}")" "$(h2ratio "${H[h2dp.pus]}" "${H[h2haproxy.pus]}")"
+    printf '%-12s %7sx %6sx %6sx %8sx\n' 'dp1/haproxy' "$(h2ratio "${H[h2dp1.rps]}" "${H[h2haproxy.rps]}")" \
+        "$(h2ratio "${H[h2dp1.p50]}" "${H[h2haproxy.p50]}")" "$(h2ratio "${H[h2dp1.p99]}" "${H[h2haproxy.p99]}")" \
+        "$(h2ratio "${H[h2dp1.pus]}" "${H[h2haproxy.pus]}")"
+    g1=$(awk -v a="$h2r_rps" 'BEGIN { print (a != "NaN" && a >= 1.0) ? "met" : "NOT met" }')
+    g2=$(awk -v a="$h2r_p50" 'BEGIN { print (a != "NaN" && a <= 1.0) ? "met" : "NOT met" }')
+    echo "goal (h2c): dp req/s >= 1.0x HAProxy's: ${h2r_rps}x ($g1); dp p50 <= HAProxy's: ${h2r_p50}x ($g2)"
+    echo "RESULT_H2C h2direct_rps=${H[h2direct.rps]} h2dp_rps=${H[h2dp.rps]} h2dp1_rps=${H[h2dp1.rps]} h2haproxy_rps=${H[h2haproxy.rps]}" \
+        "h2direct_p50_us=${H[h2direct.p50]} h2dp_p50_us=${H[h2dp.p50]} h2dp1_p50_us=${H[h2dp1.p50]} h2haproxy_p50_us=${H[h2haproxy.p50]}" \
+        "h2dp_p99_us=${H[h2dp.p99]} h2dp1_p99_us=${H[h2dp1.p99]} h2haproxy_p99_us=${H[h2haproxy.p99]}" \
+        "h2dp_cpu_us_per_req=${H[h2dp.pus]} h2dp1_cpu_us_per_req=${H[h2dp1.pus]} h2haproxy_cpu_us_per_req=${H[h2haproxy.pus]}" \
+        "rps_ratio_haproxy=$h2r_rps p50_ratio_haproxy=$h2r_p50 conns=$H2_CONNS streams=$H2_STREAMS duration_s=$DURATION rounds=$ROUNDS"
+fi
+T_END=$(date +%s%N)
+echo "# took $(((T_END - T_START) / 1000000000)) s (setup $(((T_SETUP - T_START) / 1000000)) ms)"

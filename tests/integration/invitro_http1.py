@@ -98,7 +98,9 @@ class Conn:
             k, v = line.decode("latin-1").split(":", 1)
             headers[k.strip().lower()] = v.strip()
         body = b""
-        if headers.get("transfer-encoding", "").lower() == "chunked":
+        if status in (204, 304) or 100 <= status < 200:  # no body, whatever the headers say
+            pass
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
             while True:
                 size = int(self._line().split(b";")[0], 16)
                 if size == 0:
