@@ -1148,6 +1148,7 @@ static const struct field F_async_claim[] = {
     BOOL(T, orphans_only, "orphansOnly", .flags = F_OMIT),
     INT(T, boot, "boot", .min = 0, .max = (1ll << 53)),
     INT(T, page, "page", .min = 0, .max = (1ll << 31)),
+    INT(T, max_orphans, "maxOrphans", .min = 0, .max = (1ll << 31)),
 };
 MSG(async_claim, true);
 #undef T

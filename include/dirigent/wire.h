@@ -452,6 +452,9 @@ struct dg_wire_async_claim {
     /* the page of that claim asked for (0, 1, ...): the same page asked again (a resend after
      * a lost answer) gets the records it had again */
     int64_t page;
+    /* other data planes' requests in this answer at most (0: up to the page's bounds): what the
+     * claimer can take beyond its asyncMaxPending */
+    int64_t max_orphans;
 };
 
 struct dg_wire_async_batch {

@@ -381,7 +381,7 @@ static void api_claim(struct dg_http_req *r, void *ud)
     bool registered = cp_core_dp(&cp.core, c.dataplane) != NULL;
     /* {"requests":[...]}: the stored requests as they are, without decoding them again */
     json_t *list = json_array();
-    size_t bytes = 0;
+    size_t bytes = 0, orphans = 0;
     bool more = false;
     for (struct rec *rec = A.pending_list; rec; rec = rec->next) {
         bool own = strcmp(rec->dataplane, c.dataplane) == 0;
@@ -393,6 +393,8 @@ static void api_claim(struct dg_http_req *r, void *ud)
         } else {
             if (own ? c.orphans_only : !registered || cp_core_dp(&cp.core, rec->dataplane) != NULL)
                 continue; /* not asked for, or its data plane is alive */
+            if (!own && c.max_orphans && orphans >= (size_t)c.max_orphans)
+                continue; /* the claimer has no room: left for a later claim, or another's */
             if (json_array_size(list) >= CLAIM_PAGE_RECORDS ||
                 (bytes && bytes + strlen(rec->value) > DG_WIRE_ASYNC_CLAIM_BYTES)) {
                 more = true; /* the rest in the claimer's next ask, below its body limit */
@@ -400,6 +402,7 @@ static void api_claim(struct dg_http_req *r, void *ud)
             }
         }
         bytes += strlen(rec->value);
+        orphans += !own;
         rec->handed_boot = c.boot;
         rec->handed_page = c.page;
         json_t *j = NULL;

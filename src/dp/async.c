@@ -808,8 +808,20 @@ static void claim(uv_timer_t *t)
             b = dg_now_us();
         A.boot = (int64_t)(b & ((1ull << 53) - 1)) | 1;
     }
+    /* other data planes' requests only up to asyncMaxPending here (at least 1 in a whole
+     * claim: 0 would be no bound); a claim for orphans alone waits while there is no room */
+    if (A.claimed && A.njobs >= A.max_pending) {
+        A.boot = 0;
+        A.page = 0;
+        uv_timer_start(&A.claim_timer, claim, CLAIM_EVERY_MS, 0);
+        return;
+    }
     struct dg_wire_async_claim c = {
-        .dataplane = A.dp->name, .orphans_only = A.claimed, .boot = A.boot, .page = A.page};
+        .dataplane = A.dp->name,
+        .orphans_only = A.claimed,
+        .boot = A.boot,
+        .page = A.page,
+        .max_orphans = A.njobs < A.max_pending ? (int64_t)(A.max_pending - A.njobs) : 1};
     cp_call("POST", DG_WIRE_PATH_ASYNC_CLAIM, dg_wire_async_claim_dumps(&c), A.cp->n + 1, claimed,
             NULL);
 }

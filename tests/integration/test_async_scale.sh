@@ -12,7 +12,7 @@ set -u
 B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
 
-plan 8
+plan 9
 # gen.py FILE DONE-SOON DONE-LATER PENDING DATAPLANE: records in a CP's sqlite store
 cat >"$TAP_TMP/gen.py" <<'PY'
 import base64, json, sqlite3, sys, time, uuid
@@ -178,6 +178,24 @@ t_submit_lost() {
   [ "$code" = 200 ] && grep -qE '^[0-9a-f-]{36}$' "$TAP_TMP/k.out"
 }
 check "a submission whose stored answer was lost: the DP sends it again, the client gets its id" t_submit_lost
+
+t_orphans_bounded() {
+  # 30 unfinished requests of a data plane that is gone; a DP with asyncMaxPending 10 takes
+  # over 10 of them (the rest stay for later, or for another DP), not all
+  mkdir -p "$TAP_TMP/cp5data"
+  /usr/bin/python3 "$TAP_TMP/gen.py" "$TAP_TMP/cp5data/cp.sqlite" 0 0 30 dpdead || return 1
+  bg_start "$TAP_TMP/cp5.log" "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 \
+    --dataDir "$TAP_TMP/cp5data" --heartbeatInterval 300ms --traceOutputFolder ""
+  wait_for_log "$TAP_TMP/cp5.log" 'registration on' || return 1
+  bg_start "$TAP_TMP/dpq.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dpq --async \
+    --portProxyRead 0 --controlPlaneAddress "127.0.0.1:$(port_of "$TAP_TMP/cp5.log" 'internal api on')" \
+    --heartbeatInterval 300ms --traceOutputFolder "" --asyncMaxPending 10
+  poll_until 600 eval '[ "$(taken_total "$TAP_TMP/dpq.log")" -ge 10 ]' || return 1
+  grep 'taken over' "$TAP_TMP/dpq.log"
+  [ "$(taken_total "$TAP_TMP/dpq.log")" = 10 ] || return 1
+  [ "$(grep -c 'of lost data plane dpdead goes to dpq' "$TAP_TMP/cp5.log")" = 10 ]
+}
+check "a DP with asyncMaxPending 10 takes over 10 of a lost DP's 30 requests, not all" t_orphans_bounded
 
 t_ttl_invitro() {
   # InVitro fetches the results after ExperimentDuration + AsyncWaitToCollectMin (its shipped
