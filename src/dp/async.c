@@ -53,8 +53,9 @@ struct job {
     char *body;                   /* decoded */
     size_t body_len;
     unsigned tries;
-    bool waited;      /* for its function to be known here (FN_WAIT_MS) */
-    uv_timer_t timer; /* backoff before a retry, or before posting the result again */
+    uint64_t t_accept_us; /* accepted by this process (monotonic µs); 0: taken over by a claim */
+    bool waited;          /* for its function to be known here (FN_WAIT_MS) */
+    uv_timer_t timer;     /* backoff before a retry, or before posting the result again */
     struct dg_http_creq *run;
     struct cp_call *post;
     /* the try in flight */
@@ -302,15 +303,18 @@ static void post_result(struct job *j)
 
 static void job_finish(struct job *j, int status, const char *ctype, const char *body, size_t len)
 {
-    uint64_t now = dg_wall_ms();
-    uint64_t accepted = (uint64_t)j->req.accepted_ms;
+    /* acceptance to result: in µs from this process's clock when it accepted the request
+     * (never less than the function's own time), else from the stored wall-clock ms */
+    uint64_t now = dg_wall_ms(), accepted = (uint64_t)j->req.accepted_ms;
+    uint64_t dur = j->t_accept_us ? dg_now_us() - j->t_accept_us
+                                  : (now > accepted ? (now - accepted) * 1000 : 0);
     char *b64 = dg_wire_b64_encode(body, len);
     struct dg_wire_async_result r = {
         .id = j->req.id,
         .status = status,
         .content_type = (char *)ctype,
         .body = b64,
-        .duration_us = (int64_t)(now > accepted ? (now - accepted) * 1000 : 0),
+        .duration_us = (int64_t)dur,
         .tries = j->tries,
     };
     j->result = dg_wire_async_result_dumps(&r);
@@ -615,6 +619,7 @@ static void async_submit(struct dg_http_req *r, void *ud)
     /* it runs while the CP stores it (the store's fsync is not on its latency); the client
      * gets the id, and the CP the result, only once it is stored */
     struct job *j = job_new(&req, copy, body.len);
+    j->t_accept_us = dg_now_us(); /* µs: a run of less than a ms still shows (not 0) */
     j->client = r;
     dg_http_req_on_abort(r, submit_abort, j);
     job_run(j); /* first: a failed send only schedules a retry, j stays */

@@ -13,7 +13,7 @@ B=$(cd "$B" && pwd)
 FN=$B/dirigent-fn
 TAG="DG_ASYNC_TEST=$$"
 
-plan 16
+plan 17
 trap 'tap_cleanup; cleanup_sandboxes; rm -rf "$PUB"' EXIT
 # a sandbox that fails: every POST gets 500 (in a directory the sandbox's user can read)
 PUB=$(mktemp -d /tmp/dg-async-pub.XXXXXX)
@@ -111,6 +111,21 @@ t_roundtrip() {
   [ "$code" = 200 ] && cmp -s "$TAP_TMP/p.out" "$TAP_TMP/f.out"
 }
 check "submit: 200 with an id; 204 while it runs; then the function's answer with Duration-Microseconds" t_roundtrip
+
+t_duration_us() {
+  # short runs (under a millisecond of work): acceptance-to-result is counted in µs, so it is
+  # never less than the function's own ExecutionTime (a ms clock made it 0 or rounded down)
+  local i id us ex
+  for i in $(seq 10); do
+    id=$(submit hello -H 'requested_cpu: 1') || return 1
+    poll_until 600 done_ok "$id" "$TAP_TMP/d.out" || return 1
+    us=$(tr -d '\r' <"$TAP_TMP/d.out.h" | sed -n 's/^Duration-Microseconds: //Ip')
+    ex=$(json_field "$(cat "$TAP_TMP/d.out")" ExecutionTime)
+    echo "run $i: Duration-Microseconds $us, ExecutionTime $ex"
+    [ -n "$us" ] && [ -n "$ex" ] && [ "$us" -ge "$ex" ] && [ "$us" -gt 0 ] || return 1
+  done
+}
+check "short runs: Duration-Microseconds (µs, acceptance to result) is never below the function's ExecutionTime" t_duration_us
 
 t_refusals() {
   local code
