@@ -1090,20 +1090,27 @@ struct dg_http_creq *dg__h2_request(struct dg__h2pool *p, const char *method, co
     q->pool = p;
     q->cbs = *cbs;
     q->ud = ud;
-    struct nv_off *offs = dg_xmalloc((nhdrs + 6) * sizeof(*offs));
+    struct nv_off stack[40];
+    struct nv_off *offs =
+        nhdrs + 6 > DG_ARRAY_LEN(stack) ? dg_xmalloc((nhdrs + 6) * sizeof(*offs)) : stack;
     size_t n = 0;
     struct dg_str authority = dg_str_c(p->authority);
     bool has_auth = false;
+    size_t method_len = strlen(method), path_len = strlen(path);
+    size_t total = 7 + method_len + 7 + 4 + 10 + 5 + path_len + 14 + 20;
     for (size_t i = 0; i < nhdrs; i++) {
+        total += hdrs[i].name.len + hdrs[i].value.len;
         if (dg_str_caseeq(hdrs[i].name, "host"))
             authority = hdrs[i].value;
         if (dg_str_caseeq(hdrs[i].name, "authorization"))
             has_auth = true;
     }
-    nv_add(&q->hstore, &offs[n++], ":method", 7, method, strlen(method), false);
+    total += authority.len + (p->bearer ? 13 + strlen(p->bearer) : 0);
+    dg_buf_reserve(&q->hstore, total); /* one allocation: the nva point into it */
+    nv_add(&q->hstore, &offs[n++], ":method", 7, method, method_len, false);
     nv_add(&q->hstore, &offs[n++], ":scheme", 7, "http", 4, false);
     nv_add(&q->hstore, &offs[n++], ":authority", 10, authority.ptr, authority.len, false);
-    nv_add(&q->hstore, &offs[n++], ":path", 5, path, strlen(path), false);
+    nv_add(&q->hstore, &offs[n++], ":path", 5, path, path_len, false);
     for (size_t i = 0; i < nhdrs; i++)
         if (!h2_skip(hdrs[i].name, hdrs[i].value))
             nv_add(&q->hstore, &offs[n++], hdrs[i].name.ptr, hdrs[i].name.len, hdrs[i].value.ptr,
@@ -1122,7 +1129,8 @@ struct dg_http_creq *dg__h2_request(struct dg__h2pool *p, const char *method, co
                                  (uint8_t *)q->hstore.data + offs[i].value, offs[i].nlen,
                                  offs[i].vlen, NGHTTP2_NV_FLAG_NONE};
     q->nnv = n;
-    free(offs);
+    if (offs != stack)
+        free(offs);
     if (streaming) {
         q->has_body = content_length != 0;
     } else {
