@@ -863,7 +863,7 @@ static struct h2conn *conn_open(struct dg__h2pool *p)
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_peer_max_concurrent_streams(opt, 100);
-    nghttp2_session_client_new2(&c->s, h2_callbacks(), c, opt);
+    nghttp2_session_client_new3(&c->s, h2_callbacks(), c, opt, dg__h2_mem());
     nghttp2_option_del(opt);
     if (p->first_id > 1)
         nghttp2_session_set_next_stream_id(c->s, p->first_id);

@@ -1311,7 +1311,7 @@ static struct dg__h2c *h2_new(struct conn *c)
     nghttp2_option *opt;
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_window_update(opt, 1);
-    nghttp2_session_server_new2(&h->ses, cbs, h, opt);
+    nghttp2_session_server_new3(&h->ses, cbs, h, opt, dg__h2_mem());
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
     const struct dg_http_limits *l = &c->srv->limits;

@@ -4,6 +4,8 @@
  */
 #include "http_internal.h"
 
+#include <nghttp2/nghttp2.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -428,4 +430,114 @@ size_t dg__frame_scan(struct dg__frame *f, const char *data, size_t len)
     }
 #undef FAIL
     return len;
+}
+
+/* ---- nghttp2's allocator ------------------------------------------------------------------- */
+
+/* nghttp2 allocates and frees several small blocks per stream (the stream, its frames, the
+ * header lists it hands over); with the C library's allocator that was a sixth of the DP's CPU
+ * per h2c request. These blocks come from per-thread free lists of a few size classes instead
+ * (bounded: H2_MEM_KEEP blocks a class; larger ones go straight to malloc). Each block has a
+ * 16-byte header with its class (or its size when large), so free needs no size. */
+#define H2_MEM_CLASSES 7 /* 64 .. 4096 bytes */
+#define H2_MEM_KEEP    256
+#define H2_MEM_BIG     UINT32_MAX
+
+struct h2_mem_hdr {
+    uint32_t cls; /* H2_MEM_BIG: size holds the size */
+    uint32_t pad;
+    size_t size;
+};
+
+struct h2_mem_cache {
+    struct h2_mem_hdr *head[H2_MEM_CLASSES]; /* free blocks, linked through their payload */
+    unsigned n[H2_MEM_CLASSES];
+};
+
+static _Thread_local struct h2_mem_cache h2_cache;
+
+static size_t h2_mem_class_size(uint32_t cls)
+{
+    return (size_t)64 << cls;
+}
+
+static void *h2_mem_malloc(size_t size, void *ud)
+{
+    (void)ud;
+    uint32_t cls = 0;
+    while (cls < H2_MEM_CLASSES && h2_mem_class_size(cls) < size)
+        cls++;
+    struct h2_mem_hdr *h;
+    if (cls == H2_MEM_CLASSES) {
+        if (size > SIZE_MAX - sizeof(*h))
+            return NULL;
+        h = malloc(sizeof(*h) + size);
+        if (!h)
+            return NULL;
+        h->cls = H2_MEM_BIG;
+        h->size = size;
+        return h + 1;
+    }
+    struct h2_mem_cache *c = &h2_cache;
+    h = c->head[cls];
+    if (h) {
+        memcpy(&c->head[cls], h + 1, sizeof(h)); /* the next free block */
+        c->n[cls]--;
+    } else {
+        h = malloc(sizeof(*h) + h2_mem_class_size(cls));
+        if (!h)
+            return NULL;
+    }
+    h->cls = cls;
+    h->size = size;
+    return h + 1;
+}
+
+static void h2_mem_free(void *ptr, void *ud)
+{
+    (void)ud;
+    if (!ptr)
+        return;
+    struct h2_mem_hdr *h = (struct h2_mem_hdr *)ptr - 1;
+    struct h2_mem_cache *c = &h2_cache;
+    if (h->cls == H2_MEM_BIG || c->n[h->cls] >= H2_MEM_KEEP) {
+        free(h);
+        return;
+    }
+    memcpy(ptr, &c->head[h->cls], sizeof(h));
+    c->head[h->cls] = h;
+    c->n[h->cls]++;
+}
+
+static void *h2_mem_calloc(size_t n, size_t size, void *ud)
+{
+    if (size && n > SIZE_MAX / size)
+        return NULL;
+    void *p = h2_mem_malloc(n * size, ud);
+    if (p)
+        memset(p, 0, n * size);
+    return p;
+}
+
+static void *h2_mem_realloc(void *ptr, size_t size, void *ud)
+{
+    if (!ptr)
+        return h2_mem_malloc(size, ud);
+    struct h2_mem_hdr *h = (struct h2_mem_hdr *)ptr - 1;
+    if (h->cls != H2_MEM_BIG && size <= h2_mem_class_size(h->cls)) {
+        h->size = size;
+        return ptr;
+    }
+    void *p = h2_mem_malloc(size, ud);
+    if (!p)
+        return NULL;
+    memcpy(p, ptr, DG_MIN(h->size, size));
+    h2_mem_free(ptr, ud);
+    return p;
+}
+
+nghttp2_mem *dg__h2_mem(void)
+{
+    static nghttp2_mem mem = {NULL, h2_mem_malloc, h2_mem_free, h2_mem_calloc, h2_mem_realloc};
+    return &mem;
 }

@@ -9,6 +9,7 @@
 #define DIRIGENT_HTTP_INTERNAL_H
 
 #include <http_parser.h>
+#include <nghttp2/nghttp2.h>
 
 #include "dirigent/strmap.h"
 
@@ -104,6 +105,10 @@ void dg__h2_creq_cancel(struct dg_http_creq *q);
  * stream id space without 2^30 requests. */
 void dg__h2_pool_test_first_stream_id(struct dg__h2pool *p, int32_t id);
 void dg__http_pool_test_first_stream_id(struct dg_http_pool *p, int32_t id);
+
+/* nghttp2's allocator for the library's h2 sessions (http_common.c): per-thread free lists of
+ * small blocks. A session made with it is used and deleted on one thread. */
+nghttp2_mem *dg__h2_mem(void); /* nghttp2 copies it */
 
 /* ---- server internals shared by http_server.c and http2_server.c ---- */
 
