@@ -110,16 +110,9 @@ char *dg_xasprintf(const char *fmt, ...)
     return b.data;
 }
 
-bool dg_str_eq(struct dg_str a, const char *b)
+bool dg__mem_caseeq(const char *a, const char *b, size_t n)
 {
-    size_t n = strlen(b);
-    return a.ptr && a.len == n && memcmp(a.ptr, b, n) == 0;
-}
-
-bool dg_str_caseeq(struct dg_str a, const char *b)
-{
-    size_t n = strlen(b);
-    return a.ptr && a.len == n && strncasecmp(a.ptr, b, n) == 0;
+    return strncasecmp(a, b, n) == 0;
 }
 
 char *dg_str_dup(struct dg_str s)

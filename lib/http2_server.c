@@ -110,6 +110,7 @@ static struct dg_http_req *req_alloc(struct conn *c, struct dg__h2s *st)
     r->keep_alive = true;
     r->vminor = 1;
     r->method = r->h2_method;
+    dg_buf_reserve(&r->hdrs.bytes, 511); /* the url and the fields: one allocation */
     memcpy(r->peer, c->peer, sizeof(r->peer));
     r->h2_counted = true;
     c->srv->stats.active_reqs++;

@@ -188,11 +188,15 @@ void dg__hdrs_free(struct dg__hdrs *h)
     memset(h, 0, sizeof(*h));
 }
 
+#define HDRS_FIRST_BYTES 512
+
 bool dg__hdrs_field(struct dg__hdrs *h, const char *at, size_t len, unsigned max_headers)
 {
     if (h->n == 0 || h->in_value) {
         if (h->n >= max_headers)
             return false;
+        if (!h->bytes.cap) /* one allocation for a usual head, not a chain of 64, 128, 256 */
+            dg_buf_reserve(&h->bytes, HDRS_FIRST_BYTES - 1);
         if (h->n == h->cap) {
             h->cap = h->cap ? h->cap * 2 : 16;
             h->spans = dg_xrealloc(h->spans, h->cap * sizeof(*h->spans));

@@ -55,9 +55,12 @@ struct dg_str {
 };
 #define DG_STR(lit) ((struct dg_str){(lit), sizeof(lit) - 1})
 static inline struct dg_str dg_str_c(const char *s);
-bool dg_str_eq(struct dg_str a, const char *b);     /* exact, b is NUL-terminated */
-bool dg_str_caseeq(struct dg_str a, const char *b); /* ASCII case-insensitive */
-char *dg_str_dup(struct dg_str s);                  /* malloc'd, NUL-terminated copy */
+/* exact, b is NUL-terminated; inline so that b's length is a constant for a literal and the
+ * usual mismatch (another length) costs no call: these run on every header of every request */
+static inline bool dg_str_eq(struct dg_str a, const char *b);
+static inline bool dg_str_caseeq(struct dg_str a, const char *b); /* ASCII case-insensitive */
+bool dg__mem_caseeq(const char *a, const char *b, size_t n);      /* (for dg_str_caseeq) */
+char *dg_str_dup(struct dg_str s); /* malloc'd, NUL-terminated copy */
 /* Parse a whole view as a decimal integer; false on junk, sign where not allowed, overflow. */
 bool dg_str_to_i64(struct dg_str s, int64_t *out);
 bool dg_str_to_u64(struct dg_str s, uint64_t *out);
@@ -112,6 +115,18 @@ static inline uint64_t dg_rand_next(uint64_t *state)
     x ^= x >> 27;
     *state = x;
     return x * 0x2545F4914F6CDD1DULL;
+}
+
+static inline bool dg_str_eq(struct dg_str a, const char *b)
+{
+    size_t n = __builtin_strlen(b);
+    return a.ptr && a.len == n && __builtin_memcmp(a.ptr, b, n) == 0;
+}
+
+static inline bool dg_str_caseeq(struct dg_str a, const char *b)
+{
+    size_t n = __builtin_strlen(b);
+    return a.ptr && a.len == n && dg__mem_caseeq(a.ptr, b, n);
 }
 
 static inline struct dg_str dg_str_c(const char *s)
