@@ -66,6 +66,8 @@ struct dg__h2c {
     struct dg__h2s *dead;    /* closed, to be freed from the loop */
     struct dg__h2s *spare;   /* freed streams kept for reuse, with their buffers */
     unsigned nspare;
+    struct dg_http_req *spare_req[32]; /* ended requests kept for reuse, with their buffers */
+    unsigned nspare_req;
     struct dg_http_req **aborts;
     size_t naborts, cap_aborts;
     struct dg_buf wbuf;
@@ -100,9 +102,16 @@ static bool h2_op_is_preface(const char *data, size_t len)
 
 /* ---- requests and streams ------------------------------------------------------------------ */
 
-static struct dg_http_req *req_alloc(struct conn *c, struct dg__h2s *st)
+static struct dg_http_req *req_alloc(struct dg__h2c *h, struct dg__h2s *st)
 {
-    struct dg_http_req *r = dg_xcalloc(1, sizeof(*r));
+    struct conn *c = h->c;
+    struct dg_http_req *r;
+    if (h->nspare_req) {
+        r = h->spare_req[--h->nspare_req];
+        dg__req_reset(r);
+    } else {
+        r = dg_xcalloc(1, sizeof(*r));
+    }
     r->is_h2 = true;
     r->h2ops = &h2_ops;
     r->h2s = st;
@@ -217,6 +226,8 @@ static void h2_reap(struct dg__h2c *h)
             } else {
                 r->abort_pending = false; /* orphaned: freed when the handler ends it */
             }
+        } else if (!h->detached && h->nspare_req < DG_ARRAY_LEN(h->spare_req)) {
+            h->spare_req[h->nspare_req++] = r; /* ended and let go: reused by a next stream */
         } else {
             dg__req_free(r);
         }
@@ -1012,7 +1023,7 @@ static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *f, void *
     struct dg__h2s *st = stream_new(h);
     st->h = h;
     st->id = f->hd.stream_id;
-    st->req = req_alloc(h->c, st);
+    st->req = req_alloc(h, st);
     list_push(&h->streams, st);
     h->nstreams++;
     h->idle_deadline = 0;
@@ -1476,6 +1487,8 @@ static void h2_op_free(struct conn *c)
         h->spare = st->next;
         stream_free(st);
     }
+    while (h->nspare_req)
+        dg__req_free(h->spare_req[--h->nspare_req]);
     nghttp2_session_del(h->ses);
     dg_buf_free(&h->wbuf);
     free(h->aborts);

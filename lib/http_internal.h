@@ -256,6 +256,8 @@ void dg__conn_update_reading(struct conn *c);
 void dg__conn_fail(struct conn *c, int status, const char *msg);
 void dg__route_request(struct dg_http_server *s, struct dg_http_req *r);
 void dg__req_free(struct dg_http_req *r);
+/* r zeroed for another request, its buffers emptied and kept (large ones released). */
+void dg__req_reset(struct dg_http_req *r);
 /* Start of a connection's timer: on_timer hands C_H2 connections to dg__h2_on_timer. */
 void dg__conn_timer_start(struct conn *c, uint64_t ms);
 

@@ -1768,6 +1768,33 @@ void dg__req_free(struct dg_http_req *r)
     req_free(r);
 }
 
+static void buf_keep(struct dg_buf *b)
+{
+    if (b->cap > 16384)
+        dg_buf_free(b);
+    else
+        dg_buf_reset(b);
+}
+
+void dg__req_reset(struct dg_http_req *r)
+{
+    struct dg__hdrs hdrs = r->hdrs;
+    struct dg_buf body = r->body, resp_hdrs = r->resp_hdrs, held = r->held, trailers = r->trailers;
+    dg__hdrs_reset(&hdrs);
+    if (hdrs.bytes.cap > 16384)
+        dg_buf_free(&hdrs.bytes);
+    buf_keep(&body);
+    buf_keep(&resp_hdrs);
+    buf_keep(&held);
+    buf_keep(&trailers);
+    memset(r, 0, sizeof(*r));
+    r->hdrs = hdrs;
+    r->body = body;
+    r->resp_hdrs = resp_hdrs;
+    r->held = held;
+    r->trailers = trailers;
+}
+
 void dg__conn_timer_start(struct conn *c, uint64_t ms)
 {
     if (c->state == C_CLOSED || c->dead)
