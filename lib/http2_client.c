@@ -71,6 +71,8 @@ struct dg__h2pool {
     int32_t first_id;  /* tests: new connections' first stream id (0: 1) */
     bool closing;
     dg__pool_stats stats;
+    struct h2req *spare[32]; /* finished requests kept for reuse, with their buffers */
+    unsigned nspare;
 };
 
 enum { Q_QUEUED, Q_ASSIGNED, Q_DONE };
@@ -95,7 +97,7 @@ struct h2req {
     int32_t stream_id;
     /* request */
     nghttp2_nv *nva;
-    size_t nnv;
+    size_t nnv, nva_cap;
     struct dg_buf hstore; /* names and values the nva point into */
     struct dg_buf out;    /* body bytes written and not yet taken by nghttp2 */
     size_t out_off;
@@ -176,11 +178,61 @@ static void tl_remove(struct dg__h2pool *p, struct h2req *q)
         uv_timer_stop(&p->tl_timer);
 }
 
+static void req_release(struct h2req *q)
+{
+    free(q->nva);
+    dg_buf_free(&q->hstore);
+    dg_buf_free(&q->out);
+    dg__hdrs_free(&q->hdrs);
+    dg__hdrs_free(&q->trailers);
+    dg_buf_free(&q->body);
+    free(q);
+}
+
+static void buf_keep(struct dg_buf *b)
+{
+    if (b->cap > 16384)
+        dg_buf_free(b);
+    else
+        dg_buf_reset(b);
+}
+
+/* A zeroed request: a finished one of the pool's (buffers emptied, memory kept) or a new one. */
+static struct h2req *req_new(struct dg__h2pool *p)
+{
+    if (!p->nspare)
+        return dg_xcalloc(1, sizeof(struct h2req));
+    struct h2req *q = p->spare[--p->nspare];
+    nghttp2_nv *nva = q->nva;
+    size_t nva_cap = q->nva_cap;
+    struct dg_buf hstore = q->hstore, out = q->out, body = q->body;
+    struct dg__hdrs hdrs = q->hdrs, trailers = q->trailers;
+    buf_keep(&hstore);
+    buf_keep(&out);
+    buf_keep(&body);
+    dg__hdrs_reset(&hdrs);
+    dg__hdrs_reset(&trailers);
+    memset(q, 0, sizeof(*q));
+    q->nva = nva;
+    q->nva_cap = nva_cap;
+    q->hstore = hstore;
+    q->out = out;
+    q->body = body;
+    q->hdrs = hdrs;
+    q->trailers = trailers;
+    return q;
+}
+
 static void req_free(struct h2req *q)
 {
     if (q->alive)
         *q->alive = false;
     tl_remove(q->pool, q);
+    struct dg__h2pool *p = q->pool;
+    if (!p->closing && p->nspare < DG_ARRAY_LEN(p->spare)) {
+        p->spare[p->nspare++] = q;
+        return;
+    }
     free(q->nva);
     dg_buf_free(&q->hstore);
     dg_buf_free(&q->out);
@@ -923,9 +975,7 @@ static void stream_start(struct h2conn *c, struct h2req *q)
     nghttp2_data_provider dp = {.source.ptr = q, .read_callback = cb_send_body};
     struct h2slot *sl = dg_xcalloc(1, sizeof(*sl));
     int32_t id = nghttp2_submit_request(c->s, NULL, q->nva, q->nnv, q->has_body ? &dp : NULL, sl);
-    free(q->nva); /* nghttp2 copied the header block */
-    q->nva = NULL;
-    dg_buf_free(&q->hstore);
+    q->nnv = 0; /* nghttp2 copied the header block (nva and hstore stay for a reuse of q) */
     if (id < 0) {
         free(sl);
         req_fail(q, DG_E_PROTO, "request to", nghttp2_strerror(id));
@@ -1024,6 +1074,8 @@ void dg__h2_pool_close(struct dg__h2pool *p)
     if (p->closing)
         return;
     p->closing = true;
+    while (p->nspare)
+        req_release(p->spare[--p->nspare]);
     struct dg_err e;
     dg_err_set(&e, DG_E_CLOSED, "request to %s:%d: the client pool was closed", p->host, p->port);
     while (p->q_head)
@@ -1085,7 +1137,7 @@ struct dg_http_creq *dg__h2_request(struct dg__h2pool *p, const char *method, co
                                     int64_t content_length, const struct dg_http_client_cbs *cbs,
                                     void *ud)
 {
-    struct h2req *q = dg_xcalloc(1, sizeof(*q));
+    struct h2req *q = req_new(p);
     q->tag.h2 = true;
     q->pool = p;
     q->cbs = *cbs;
@@ -1123,7 +1175,11 @@ struct dg_http_creq *dg__h2_request(struct dg__h2pool *p, const char *method, co
         size_t nl = dg_fmt_u64(num, (uint64_t)cl);
         nv_add(&q->hstore, &offs[n++], "content-length", 14, num, nl, false);
     }
-    q->nva = dg_xmalloc(n * sizeof(*q->nva));
+    if (q->nva_cap < n) {
+        free(q->nva);
+        q->nva_cap = DG_MAX(n, (size_t)16);
+        q->nva = dg_xmalloc(q->nva_cap * sizeof(*q->nva));
+    }
     for (size_t i = 0; i < n; i++)
         q->nva[i] = (nghttp2_nv){(uint8_t *)q->hstore.data + offs[i].name,
                                  (uint8_t *)q->hstore.data + offs[i].value, offs[i].nlen,
