@@ -107,7 +107,7 @@ void dg__h2_pool_test_first_stream_id(struct dg__h2pool *p, int32_t id);
 void dg__http_pool_test_first_stream_id(struct dg_http_pool *p, int32_t id);
 
 /* nghttp2's allocator for the library's h2 sessions (http_common.c): per-thread free lists of
- * small blocks. A session made with it is used and deleted on one thread. */
+ * small blocks (no locks; a block freed on another thread joins that thread's lists). */
 nghttp2_mem *dg__h2_mem(void); /* nghttp2 copies it */
 
 /* ---- server internals shared by http_server.c and http2_server.c ---- */
