@@ -21,7 +21,8 @@
  *
  * Results (portProxyRead): the id as the request body (InVitro's GET), or as the path /ID;
  * the record comes from the CP: done: the stored status, Content-Type and body with
- * Duration-Microseconds; pending: 204; unknown or expired: 404 with a message.
+ * Duration-Microseconds; pending: 204; unknown or expired: 404, empty body, the reason in
+ * X-Dirigent-Error (InVitro reads any body as the answer).
  *
  * Start: the CP gives back this DP's requests that have no result yet (POST
  * /v1/async-claims, by the DP's name; retried every second until answered), which run again.
