@@ -554,13 +554,8 @@ static void submit_stored(void *ud, int status, struct dg_str body, const char *
 static void async_submit(struct dg_http_req *r, void *ud)
 {
     struct dp *dp = ud;
-    struct dg_str host = dg_http_req_header(r, "host");
-    if (host.ptr) {
-        const char *colon = memchr(host.ptr, ':', host.len);
-        if (colon)
-            host.len = (size_t)(colon - host.ptr);
-    }
-    struct dp_function *f = host.ptr ? dp_core_function_find(dp->core, host.ptr, host.len) : NULL;
+    struct dg_str host;
+    struct dp_function *f = dp_function_of(dp, r, &host);
     if (!f) {
         if (dg_str_eq(dg_http_req_path(r), "/health")) {
             dg_http_respond(r, 200, "text/plain", "ok\n", 3);
