@@ -88,6 +88,9 @@ static int col_index(const struct csv *c, const char *name)
  * its arrival times would not fit in memory. */
 #define INVITRO_MAX_PER_MINUTE 6000000
 
+/* A function's memory in a trace: at most 1 TiB (Azure's functions use at most a few GiB). */
+#define TRACE_MAX_MIB (1024 * 1024)
+
 static int parse_double(const struct csv *c, int col, double *out, struct dg_err *err)
 {
     char *end;
@@ -206,6 +209,13 @@ static int load_2019_memory(struct dg_invitro_trace *t, const char *dir,
             continue;
         if ((rc = parse_double(&c, mcol, &mb, err)) < 0)
             goto out;
+        if (mb > TRACE_MAX_MIB) { /* also keeps the conversion below in range */
+            rc = dg_err_set(err, DG_E_INVAL,
+                            "%s:%u: AverageAllocatedMb_pct100 %.6g MiB is over the most a trace "
+                            "may ask for (%d MiB)",
+                            c.path, c.lineno, mb, TRACE_MAX_MIB);
+            goto out;
+        }
         f->memory_mib = (int64_t)DG_MAX(1.0, ceil(mb));
         if (o->cpu_per_mib > 0)
             f->cpu_milli = (int64_t)DG_MAX(1.0, ceil((double)f->memory_mib * o->cpu_per_mib));

@@ -21,7 +21,8 @@
  *
  * Results (portProxyRead): the id as the request body (InVitro's GET), or as the path /ID;
  * the record comes from the CP: done: the stored status, Content-Type and body with
- * Duration-Microseconds; pending: 204; unknown or expired: 404 with a message.
+ * Duration-Microseconds; pending: 204; unknown or expired: 404, empty body, the reason in
+ * X-Dirigent-Error (InVitro reads any body as the answer).
  *
  * Start: the CP gives back this DP's requests that have no result yet (POST
  * /v1/async-claims, by the DP's name; retried every second until answered), which run again.
@@ -553,13 +554,8 @@ static void submit_stored(void *ud, int status, struct dg_str body, const char *
 static void async_submit(struct dg_http_req *r, void *ud)
 {
     struct dp *dp = ud;
-    struct dg_str host = dg_http_req_header(r, "host");
-    if (host.ptr) {
-        const char *colon = memchr(host.ptr, ':', host.len);
-        if (colon)
-            host.len = (size_t)(colon - host.ptr);
-    }
-    struct dp_function *f = host.ptr ? dp_core_function_find(dp->core, host.ptr, host.len) : NULL;
+    struct dg_str host;
+    struct dp_function *f = dp_function_of(dp, r, &host);
     if (!f) {
         if (dg_str_eq(dg_http_req_path(r), "/health")) {
             dg_http_respond(r, 200, "text/plain", "ok\n", 3);

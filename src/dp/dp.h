@@ -35,6 +35,9 @@ struct dp {
 
 /* proxy.c: serve an invocation (the ingress fallback route, DG_HTTP_STREAM; ud: struct dp). */
 void dp_invoke(struct dg_http_req *r, void *ud);
+/* The function a request names by its Host (":authority" over h2; a port is ignored), NULL
+ * when none is registered; `host` gets the name as sent, for messages. */
+struct dp_function *dp_function_of(struct dp *dp, struct dg_http_req *r, struct dg_str *host);
 /* proxy.c's effects: now, forward, answer, ep_open, ep_close (ud: struct dp). */
 void dp_proxy_effects(struct dp_effects *fx);
 

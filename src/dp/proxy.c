@@ -369,16 +369,22 @@ static void inv_abort(struct dg_http_req *r, void *ud)
     inv_done(v);
 }
 
+struct dp_function *dp_function_of(struct dp *dp, struct dg_http_req *r, struct dg_str *host)
+{
+    *host = dg_http_req_header(r, "host");
+    if (host->ptr) {
+        const char *colon = memchr(host->ptr, ':', host->len);
+        if (colon)
+            host->len = (size_t)(colon - host->ptr);
+    }
+    return host->ptr ? dp_core_function_find(dp->core, host->ptr, host->len) : NULL;
+}
+
 void dp_invoke(struct dg_http_req *r, void *ud)
 {
     struct dp *dp = ud;
-    struct dg_str host = dg_http_req_header(r, "host");
-    if (host.ptr) {
-        const char *colon = memchr(host.ptr, ':', host.len);
-        if (colon)
-            host.len = (size_t)(colon - host.ptr);
-    }
-    struct dp_function *f = host.ptr ? dp_core_function_find(dp->core, host.ptr, host.len) : NULL;
+    struct dg_str host;
+    struct dp_function *f = dp_function_of(dp, r, &host);
     bool grpc = is_grpc(r);
     if (!f) {
         if (dg_str_eq(dg_http_req_path(r), "/health")) { /* HAProxy's check, by address */

@@ -197,7 +197,8 @@ tap_done() { exit $((TAP_FAILED > 0)); }
 # PLATFORM.md), and the machine's own process_api cgroups (the sandboxing of the shell that
 # runs the tests, which come and go with its commands, not with ours). Of the dirigent programs run from a build directory (.../build*/dirigent-*) only
 # this test's own count: those under a directory in HOST_OWN (':'-separated; default $B, the
-# test's build directory), not another tree's that started meanwhile on a shared machine.
+# test's build directory), not another tree's that started meanwhile on a shared machine; nor
+# the processes of a benchmark running beside (configs under their /tmp/dg-bench-* directory).
 host_snapshot() {
   {
     ip -o link show 2>/dev/null | awk -F': ' '{sub(/@.*/, "", $2); print "link " $2}'
@@ -222,6 +223,7 @@ host_nothing_left() {
         for (i = 1; i <= n; i++) if (index($4, o[i] "/") == 1) { print; next }
         next
       }
+      $1 == "proc" && index($0, "/dg-bench-") { next } # a benchmark run beside (bench/*.sh temp dirs)
       { print }')
   [ -z "$left" ] && return 0
   echo "left behind:"
