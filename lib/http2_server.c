@@ -797,17 +797,7 @@ static void stream_body_clock(struct dg__h2s *st)
         st->body_deadline = 0;
         return;
     }
-    r->body_since = now;
-    r->body_clock_on = true;
-    uint64_t budget = l->body_timeout_ms;
-    if (l->body_min_rate) {
-        uint64_t extra = r->body_read / l->body_min_rate * 1000 +
-                         r->body_read % l->body_min_rate * 1000 / l->body_min_rate;
-        budget = extra > UINT64_MAX / 2 ? UINT64_MAX / 2 : budget + extra;
-    }
-    uint64_t left = budget > r->body_spent ? budget - r->body_spent : 1;
-    r->body_late = left < l->body_timeout_ms;
-    st->body_deadline = now + (r->body_late ? left : l->body_timeout_ms);
+    st->body_deadline = now + dg__body_clock_start(l, r, now);
     h2_arm(h, st->body_deadline);
 }
 

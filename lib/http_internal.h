@@ -257,6 +257,10 @@ void dg__conn_fail(struct conn *c, int status, const char *msg);
 void dg__route_request(struct dg_http_server *s, struct dg_http_req *r);
 void dg__req_free(struct dg_http_req *r);
 /* r zeroed for another request, its buffers emptied and kept (large ones released). */
+/* The body clock of r runs again from `now` (loop ms): how long to wait for more of its body
+ * (http.bodyTimeout, or less when the whole-body budget of http.bodyMinRate is nearly spent:
+ * r->body_late). HTTP/1.1 and HTTP/2 alike. */
+uint64_t dg__body_clock_start(const struct dg_http_limits *l, struct dg_http_req *r, uint64_t now);
 void dg__req_reset(struct dg_http_req *r);
 /* Start of a connection's timer: on_timer hands C_H2 connections to dg__h2_on_timer. */
 void dg__conn_timer_start(struct conn *c, uint64_t ms);

@@ -680,6 +680,11 @@ static void arm_body_timer(struct conn *c)
         arm_timer(c, 0);
         return;
     }
+    arm_timer(c, dg__body_clock_start(l, r, now));
+}
+
+uint64_t dg__body_clock_start(const struct dg_http_limits *l, struct dg_http_req *r, uint64_t now)
+{
     r->body_since = now;
     r->body_clock_on = true;
     uint64_t budget = l->body_timeout_ms;
@@ -690,7 +695,7 @@ static void arm_body_timer(struct conn *c)
     }
     uint64_t left = budget > r->body_spent ? budget - r->body_spent : 1;
     r->body_late = left < l->body_timeout_ms;
-    arm_timer(c, r->body_late ? left : l->body_timeout_ms);
+    return r->body_late ? left : l->body_timeout_ms;
 }
 
 static void conn_update_reading(struct conn *c)
