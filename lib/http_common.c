@@ -485,7 +485,7 @@ static void *h2_mem_malloc(size_t size, void *ud)
     struct h2_mem_cache *c = &h2_cache;
     h = c->head[cls];
     if (h) {
-        memcpy(&c->head[cls], h + 1, sizeof(h)); /* the next free block */
+        c->head[cls] = *(struct h2_mem_hdr **)(void *)(h + 1); /* the next free block */
         c->n[cls]--;
     } else {
         h = malloc(sizeof(*h) + h2_mem_class_size(cls));
@@ -508,7 +508,7 @@ static void h2_mem_free(void *ptr, void *ud)
         free(h);
         return;
     }
-    memcpy(ptr, &c->head[h->cls], sizeof(h));
+    *(struct h2_mem_hdr **)ptr = c->head[h->cls]; /* payloads are 16-byte aligned */
     c->head[h->cls] = h;
     c->n[h->cls]++;
 }
