@@ -540,8 +540,23 @@ static void *h2_mem_realloc(void *ptr, size_t size, void *ud)
     return p;
 }
 
+/* Under AddressSanitizer nghttp2 gets the C library's allocator (NULL: its default): ASan then
+ * sees every block's use after free, and a thread's kept blocks are not reported as leaks
+ * when the thread ends (the tests run servers in threads). */
+#if defined(__SANITIZE_ADDRESS__)
+#define H2_MEM_PLAIN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define H2_MEM_PLAIN 1
+#endif
+#endif
+
 nghttp2_mem *dg__h2_mem(void)
 {
     static nghttp2_mem mem = {NULL, h2_mem_malloc, h2_mem_free, h2_mem_calloc, h2_mem_realloc};
+#ifdef H2_MEM_PLAIN
+    return mem.malloc == NULL ? &mem : NULL; /* always NULL: mem stays referenced */
+#else
     return &mem;
+#endif
 }
