@@ -615,29 +615,14 @@ static int grpc_code(int status)
     }
 }
 
-/* "grpc-status: N\r\ngrpc-message: <msg percent-encoded>\r\n" (gRPC over HTTP/2: all but
- * printable ASCII and '%' are encoded). */
-static void grpc_lines(struct dg_buf *b, int status, const char *msg)
-{
-    dg_buf_printf(b, "grpc-status: %d\r\ngrpc-message: ", grpc_code(status));
-    for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
-        if (*p >= 0x20 && *p <= 0x7e && *p != '%')
-            dg_buf_append(b, (const char *)p, 1);
-        else
-            dg_buf_printf(b, "%%%02X", *p);
-    }
-    dg_buf_puts(b, "\r\n");
-}
-
 /* An answer of the server's own: the request was not handed to a handler. A gRPC request gets
  * gRPC's trailers-only answer (HTTP 200, grpc-status, grpc-message) a gRPC client can read. */
 static void respond_plain(struct dg_http_req *r, int status, const char *msg)
 {
     r->handler_called = true;
     if (r->h2s && r->h2s->grpc && !r->resp_started) {
-        dg_buf_reset(&r->resp_hdrs);
-        grpc_lines(&r->resp_hdrs, status, msg);
-        dg_http_respond(r, 200, "application/grpc", NULL, 0);
+        dg_buf_reset(&r->resp_hdrs); /* a handler's headers do not go with it */
+        dg_http_respond_grpc(r, grpc_code(status), "%s", msg);
         return;
     }
     dg_http_respond_text(r, status, "%s", msg);
@@ -756,7 +741,7 @@ static void stream_fail(struct dg__h2s *st, int status, const char *msg)
         return;
     if (!sent && !st->submitted && st->grpc) {
         struct dg_buf lines = {0};
-        grpc_lines(&lines, status, msg);
+        dg__grpc_lines(&lines, grpc_code(status), msg);
         st->eof = true;
         submit_head(st, 200, "application/grpc", &lines, -1, false);
         dg_buf_free(&lines);

@@ -260,6 +260,10 @@ void dg__req_free(struct dg_http_req *r);
 /* The body clock of r runs again from `now` (loop ms): how long to wait for more of its body
  * (http.bodyTimeout, or less when the whole-body budget of http.bodyMinRate is nearly spent:
  * r->body_late). HTTP/1.1 and HTTP/2 alike. */
+/* "grpc-status: CODE\r\ngrpc-message: MSG\r\n" into b, MSG percent-encoded as gRPC over
+ * HTTP/2 asks (all but printable ASCII and '%'): dg_http_respond_grpc and the h2 server's own
+ * answers to a gRPC stream. */
+void dg__grpc_lines(struct dg_buf *b, int code, const char *msg);
 uint64_t dg__body_clock_start(const struct dg_http_limits *l, struct dg_http_req *r, uint64_t now);
 void dg__req_reset(struct dg_http_req *r);
 /* Start of a connection's timer: on_timer hands C_H2 connections to dg__h2_on_timer. */

@@ -1496,6 +1496,30 @@ size_t dg_http_text_vfmt(char *buf, size_t size, bool newline, const char *fmt, 
     return (size_t)n;
 }
 
+void dg__grpc_lines(struct dg_buf *b, int code, const char *msg)
+{
+    dg_buf_printf(b, "grpc-status: %d\r\ngrpc-message: ", code);
+    for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
+        if (*p >= 0x20 && *p <= 0x7e && *p != '%')
+            dg_buf_append(b, (const char *)p, 1);
+        else
+            dg_buf_printf(b, "%%%02X", *p);
+    }
+    dg_buf_puts(b, "\r\n");
+}
+
+void dg_http_respond_grpc(struct dg_http_req *r, int code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (!r->resp_started)
+        dg__grpc_lines(&r->resp_hdrs, code, msg);
+    dg_http_respond(r, 200, "application/grpc", NULL, 0);
+}
+
 void dg_http_respond_text(struct dg_http_req *r, int status, const char *fmt, ...)
 {
     char buf[1024];

@@ -175,6 +175,11 @@ void dg_http_resp_header_str(struct dg_http_req *r, struct dg_str name, struct d
 /* Whole response in one call; `body` is copied. Ends the request. */
 void dg_http_respond(struct dg_http_req *r, int status, const char *content_type, const void *body,
                      size_t len);
+/* gRPC's trailers-only error: HTTP 200, content-type application/grpc, grpc-status `code` and
+ * the formatted grpc-message percent-encoded (all but printable ASCII and '%'), no body: one
+ * HEADERS frame ending the stream over HTTP/2. Headers already added are sent too. Ends the
+ * request. */
+void dg_http_respond_grpc(struct dg_http_req *r, int code, const char *fmt, ...) DG_PRINTF(3, 4);
 /* text/plain response with a trailing newline. */
 void dg_http_respond_text(struct dg_http_req *r, int status, const char *fmt, ...) DG_PRINTF(3, 4);
 /* The text of such an answer into buf (size > 2): formatted, cut to fit, and newline-ended when

@@ -108,30 +108,6 @@ static bool is_grpc(struct dg_http_req *r)
            (ct.len == 16 || ct.ptr[16] == '+' || ct.ptr[16] == ';');
 }
 
-/* A gRPC error the platform makes: HTTP 200, content-type application/grpc, grpc-status and a
- * percent-encoded grpc-message, with no body: trailers-only (one HEADERS frame with
- * END_STREAM over h2). */
-static void grpc_error(struct dg_http_req *r, int code, const char *msg)
-{
-    char status[12], enc[3 * 256 + 1];
-    snprintf(status, sizeof(status), "%d", code);
-    size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)msg; *p && n + 4 < sizeof(enc); p++) {
-        if (*p >= 0x20 && *p <= 0x7e && *p != '%') {
-            enc[n++] = (char)*p;
-        } else {
-            static const char hex[] = "0123456789ABCDEF";
-            enc[n++] = '%';
-            enc[n++] = hex[*p >> 4];
-            enc[n++] = hex[*p & 15];
-        }
-    }
-    enc[n] = '\0';
-    dg_http_resp_header(r, "grpc-status", status);
-    dg_http_resp_header(r, "grpc-message", enc);
-    dg_http_respond(r, 200, "application/grpc", NULL, 0);
-}
-
 /* gRPC status codes (grpc/doc/statuscodes.md) */
 enum { GRPC_DEADLINE_EXCEEDED = 4, GRPC_NOT_FOUND = 5, GRPC_UNAVAILABLE = 14 };
 
@@ -141,9 +117,9 @@ static void fx_answer(void *ud, struct dp_req *r, enum dp_answer_kind kind, int 
 {
     struct dp_inv *v = inv_of(r);
     if (v->grpc)
-        grpc_error(v->req,
-                   kind == DP_ANSWER_QUEUE_TIMEOUT ? GRPC_DEADLINE_EXCEEDED : GRPC_UNAVAILABLE,
-                   msg);
+        dg_http_respond_grpc(
+            v->req, kind == DP_ANSWER_QUEUE_TIMEOUT ? GRPC_DEADLINE_EXCEEDED : GRPC_UNAVAILABLE,
+            "%s", msg);
     else
         dg_http_respond_text(v->req, status, "%s", msg);
     if (kind == DP_ANSWER_BROKEN && r->fn->m_latency) /* it reached a sandbox */
@@ -315,12 +291,17 @@ static void fx_forward(void *ud, struct dp_req *r, struct dp_endpoint *e)
     if (!v->t_start_us)
         v->t_start_us = dg_now_us();
     v->misrouted = false; /* a retry: this endpoint's answer is the client's */
+    struct dg_http_pool *pool = pool_for(v, e);
+    if (!pool) { /* the address did not parse: as a connect failure */
+        dp_core_on_upstream_error(v->dp->core, &v->core, false, false,
+                                  "no h2c pool for the sandbox's address");
+        return;
+    }
     size_t n;
     const struct dg_http_header *in = dg_http_req_headers(v->req, &n);
     struct dg_http_header stack[64],
         *hdrs = n + 1 > DG_ARRAY_LEN(stack) ? dg_xmalloc((n + 1) * sizeof(*hdrs)) : stack;
     size_t k = 0;
-    struct dg_http_pool *pool = pool_for(v, e);
     bool h2 = pool != ((struct shared_pool *)e->data)->pool;
     for (size_t i = 0; i < n; i++) {
         if (in[i].name.len && in[i].name.ptr[0] == ':')
@@ -334,17 +315,8 @@ static void fx_forward(void *ud, struct dp_req *r, struct dp_endpoint *e)
     hdrs[k++] = (struct dg_http_header){DG_STR(DG_WIRE_HDR_SANDBOX), dg_str_c(e->id)};
     char *url = dg_str_dup(dg_http_req_url(v->req));
     int64_t cl = dg_http_req_content_length(v->req);
-    struct dg_http_creq *up = pool ? dg_http_request_stream(pool, dg_http_req_method(v->req), url,
-                                                            hdrs, k, cl, &up_cbs, v)
-                                   : NULL;
-    if (!pool) { /* the address did not parse: as a connect failure */
-        free(url);
-        if (hdrs != stack)
-            free(hdrs);
-        dp_core_on_upstream_error(v->dp->core, &v->core, false, false,
-                                  "no h2c pool for the sandbox's address");
-        return;
-    }
+    struct dg_http_creq *up =
+        dg_http_request_stream(pool, dg_http_req_method(v->req), url, hdrs, k, cl, &up_cbs, v);
     free(url);
     if (hdrs != stack)
         free(hdrs);
@@ -392,10 +364,8 @@ void dp_invoke(struct dg_http_req *r, void *ud)
             return;
         }
         if (grpc) {
-            char msg[128];
-            snprintf(msg, sizeof(msg), "function '%.*s' is not registered",
-                     (int)DG_MIN(host.len, 64), host.ptr ? host.ptr : "");
-            grpc_error(r, GRPC_NOT_FOUND, msg);
+            dg_http_respond_grpc(r, GRPC_NOT_FOUND, "function '%.*s' is not registered",
+                                 (int)DG_MIN(host.len, 64), host.ptr ? host.ptr : "");
             return;
         }
         dg_http_respond_text(r, 404, "function '%.*s' is not registered", (int)host.len,

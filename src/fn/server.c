@@ -69,29 +69,6 @@ static struct dg_str req_header(struct fn_req q, const char *name)
     return dg_http_req_header(q.r, name);
 }
 
-/* gRPC's trailers-only error: HTTP 200, grpc-status `code` and the formatted grpc-message
- * (percent-encoded: all but printable ASCII and '%'), one HEADERS frame ending the stream. */
-static void DG_PRINTF(3, 4) grpc_status(struct dg_http_req *r, int code, const char *fmt, ...)
-{
-    char msg[512], enc[3 * sizeof(msg)], num[12];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
-        if (*p >= 0x20 && *p <= 0x7e && *p != '%')
-            enc[n++] = (char)*p;
-        else
-            n += (size_t)snprintf(enc + n, 4, "%%%02X", *p);
-    }
-    enc[n] = '\0';
-    snprintf(num, sizeof(num), "%d", code);
-    dg_http_resp_header(r, "grpc-status", num);
-    dg_http_resp_header(r, "grpc-message", enc);
-    dg_http_respond(r, 200, "application/grpc", NULL, 0);
-}
-
 /* One FaasReply message (length-prefixed) and trailers grpc-status 0. */
 static void grpc_reply(struct dg_http_req *r, const void *msg, size_t len)
 {
@@ -116,7 +93,7 @@ static void DG_PRINTF(5, 6) req_respond_text(struct fn_req q, int status, const 
     va_end(ap);
     (void)n;
     if (q.grpc) { /* gRPC's codes: INVALID_ARGUMENT for what the caller sent, else INTERNAL */
-        grpc_status(q.r, status == 400 ? 3 : 13, "%s", msg);
+        dg_http_respond_grpc(q.r, status == 400 ? 3 : 13, "%s", msg);
         return;
     }
     if (hname)
@@ -302,8 +279,9 @@ static void on_invoke(struct dg_http_req *r, void *ud)
     if (is_grpc(r)) {
         struct dg_str path = dg_http_req_path(r);
         dg_counter_add(f->bad_requests, 1);
-        grpc_status(r, 12, "unknown method %.*s: dirigent-fn serves /faas.Executor/Execute",
-                    (int)DG_MIN(path.len, 128), path.ptr ? path.ptr : "");
+        dg_http_respond_grpc(r, 12,
+                             "unknown method %.*s: dirigent-fn serves /faas.Executor/Execute",
+                             (int)DG_MIN(path.len, 128), path.ptr ? path.ptr : "");
         return;
     }
     invoke(f, (struct fn_req){.r = r});
@@ -328,27 +306,28 @@ static void on_grpc_execute(struct dg_http_req *st, void *ud)
     const char *err = NULL;
     if (len < 5 || mlen != len - 5) {
         dg_counter_add(f->bad_requests, 1);
-        grpc_status(st, 3, "%s", "expected one length-prefixed FaasRequest message");
+        dg_http_respond_grpc(st, 3, "%s", "expected one length-prefixed FaasRequest message");
         return;
     }
     if (p[0] != 0) {
         dg_counter_add(f->bad_requests, 1);
-        grpc_status(st, 12, "compressed messages are not supported (grpc-encoding identity)");
+        dg_http_respond_grpc(st, 12,
+                             "compressed messages are not supported (grpc-encoding identity)");
         return;
     }
     if (faas_request_decode(p + 5, mlen, &q, &err) < 0) {
         dg_counter_add(f->bad_requests, 1);
-        grpc_status(st, 3, "FaasRequest: %s", err);
+        dg_http_respond_grpc(st, 3, "FaasRequest: %s", err);
         return;
     }
     if (q.runtime_ms > (uint64_t)f->cfg.max_cpu_ms ||
         (f->cfg.allocate_memory && q.memory_mib > (uint64_t)f->cfg.max_memory_mib)) {
         bool cpu = q.runtime_ms > (uint64_t)f->cfg.max_cpu_ms;
         dg_counter_add(f->bad_requests, 1);
-        grpc_status(st, 3, "%s: expected 0..%lld (%s), got %u",
-                    cpu ? "runtimeInMilliSec" : "memoryInMebiBytes",
-                    (long long)(cpu ? f->cfg.max_cpu_ms : f->cfg.max_memory_mib),
-                    cpu ? "maxCpuMs" : "maxMemoryMiB", cpu ? q.runtime_ms : q.memory_mib);
+        dg_http_respond_grpc(st, 3, "%s: expected 0..%lld (%s), got %u",
+                             cpu ? "runtimeInMilliSec" : "memoryInMebiBytes",
+                             (long long)(cpu ? f->cfg.max_cpu_ms : f->cfg.max_memory_mib),
+                             cpu ? "maxCpuMs" : "maxMemoryMiB", cpu ? q.runtime_ms : q.memory_mib);
         return;
     }
     struct fn_req r = {.r = st, .grpc = true, .grpc_mem_mib = q.memory_mib};
@@ -367,7 +346,7 @@ static void on_grpc_execute(struct dg_http_req *st, void *ud)
     int rc = uv_queue_work(f->loop, &j->work, job_work, job_done);
     if (rc < 0) {
         free(j);
-        grpc_status(st, 13, "cannot start the work: %s", uv_strerror(rc));
+        dg_http_respond_grpc(st, 13, "cannot start the work: %s", uv_strerror(rc));
     }
 }
 
