@@ -40,15 +40,64 @@ static void roll(struct dp_admit *a, uint64_t now)
 void dp_admit_set_busy(struct dp_admit *a, uint64_t now, bool busy)
 {
     roll(a, now);
+    if (busy && !a->busy)
+        a->busy_since_us = now;
     a->busy = busy;
+}
+
+/* The recent-wait intervals up to `now`. */
+static void roll_min(struct dp_admit *a, uint64_t now)
+{
+    if (a->min_start_us == 0 || now >= a->min_start_us + 2 * DP_ADMIT_MIN_INTERVAL_US) {
+        a->min_start_us = now ? now : 1;
+        a->n_wait[0] = a->n_wait[1] = 0;
+        a->sum_wait_us[0] = a->sum_wait_us[1] = 0;
+    } else if (now >= a->min_start_us + DP_ADMIT_MIN_INTERVAL_US) {
+        a->sum_wait_us[1] = a->sum_wait_us[0];
+        a->n_wait[1] = a->n_wait[0];
+        a->sum_wait_us[0] = 0;
+        a->n_wait[0] = 0;
+        a->min_start_us += DP_ADMIT_MIN_INTERVAL_US;
+    }
+}
+
+bool dp_admit_backlog(const struct dp_admit *a, uint64_t now, uint64_t limit_us)
+{
+    if (!a->busy || now < a->busy_since_us + limit_us)
+        return false; /* empty, or a burst not yet standing */
+    struct dp_admit c = *a;
+    roll_min(&c, now);
+    uint64_t n = (uint64_t)c.n_wait[0] + c.n_wait[1];
+    if (n == 0)
+        return now >= c.last_done_us + limit_us;
+    return (c.sum_wait_us[0] + c.sum_wait_us[1]) / n > limit_us;
 }
 
 void dp_admit_done(struct dp_admit *a, uint64_t now, uint64_t waited_us, bool found_empty)
 {
     roll(a, now);
     a->done[0]++;
-    if (found_empty) /* a moving average over about 8 of them */
-        a->base_us = a->base_us ? a->base_us - a->base_us / 8 + waited_us / 8 : waited_us;
+    a->last_done_us = now;
+    roll_min(a, now);
+    a->sum_wait_us[0] += waited_us;
+    a->n_wait[0]++;
+    if (!found_empty)
+        return;
+    /* as TCP's round-trip estimate (RFC 6298): a smoothed mean and mean deviation */
+    if (!a->has_base) {
+        a->base_us = waited_us;
+        a->dev_us = waited_us / 2;
+        a->has_base = true;
+        return;
+    }
+    uint64_t d = waited_us > a->base_us ? waited_us - a->base_us : a->base_us - waited_us;
+    a->dev_us = a->dev_us - a->dev_us / 4 + d / 4;
+    a->base_us = a->base_us - a->base_us / 8 + waited_us / 8;
+}
+
+uint64_t dp_admit_usual(const struct dp_admit *a)
+{
+    return a->has_base ? a->base_us + 4 * a->dev_us : 0;
 }
 
 double dp_admit_rate(const struct dp_admit *a, uint64_t now)

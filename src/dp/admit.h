@@ -13,6 +13,15 @@
  * sandbox's start, or a slot's turn), so a function whose sandboxes start in a
  * second is not refused for needing a second.
  *
+ * The rate is measured one completion after another, so requests served side
+ * by side (cold starts of different functions in parallel) look like a backlog
+ * at a low load. So an estimate refuses only with evidence of one
+ * (dp_admit_backlog): the queue has not been empty for the limit, and the
+ * requests it served in the last 100-200 ms waited longer than the limit on
+ * average (or, none served, the last one was longer ago). CoDel tells a
+ * standing queue by its smallest recent wait; the average, because the
+ * pipeline behind the queue (the control plane) does not serve in order.
+ *
  * Pure: the caller passes the clock (µs) and calls on every change; nothing
  * allocated. Without a completion in the last two windows there is no rate
  * and nothing is refused (the deadline still holds).
@@ -29,9 +38,16 @@ struct dp_admit {
     uint64_t win_start_us; /* the current window's start (0: none yet) */
     uint64_t busy_us[2];   /* [0] the current window, [1] the one before */
     uint32_t done[2];
-    uint64_t mark_us; /* busy time is counted up to here */
-    bool busy;        /* the queue is not empty */
-    uint64_t base_us; /* the wait of a request that found the queue empty (average); 0: none */
+    uint64_t mark_us;       /* busy time is counted up to here */
+    bool busy;              /* the queue is not empty */
+    uint64_t busy_since_us; /* since when (while busy) */
+    /* the waits of those served in the current 100 ms interval and the one before */
+    uint64_t min_start_us, sum_wait_us[2];
+    uint32_t n_wait[2];
+    uint64_t last_done_us;
+    /* the wait of a request that found the queue empty: smoothed mean and deviation */
+    uint64_t base_us, dev_us;
+    bool has_base;
 };
 
 /* The queue became empty (busy false) or not (busy true) at `now`. */
@@ -39,6 +55,15 @@ void dp_admit_set_busy(struct dp_admit *a, uint64_t now, bool busy);
 /* A request left the queue for a sandbox at `now` after waiting `waited_us`; `found_empty`:
  * nothing was queued ahead of it when it came. */
 void dp_admit_done(struct dp_admit *a, uint64_t now, uint64_t waited_us, bool found_empty);
+#define DP_ADMIT_MIN_INTERVAL_US 100000ull
+
+/* Whether the queue holds a backlog over `limit_us` at `now`: it has not been empty for that
+ * long, and the requests served in the last interval or two waited longer on average (none
+ * served: the last one was that long ago or more). */
+bool dp_admit_backlog(const struct dp_admit *a, uint64_t now, uint64_t limit_us);
+/* The usual wait of a request that found the queue empty, an upper one: mean + 4 x mean
+ * deviation (as TCP's retransmission timeout: a service that varies gets room); 0: none. */
+uint64_t dp_admit_usual(const struct dp_admit *a);
 /* The service rate (requests per second) over the horizon at `now`; 0: none known. */
 double dp_admit_rate(const struct dp_admit *a, uint64_t now);
 /* The expected wait (µs) of a request arriving at `now` with `ahead` requests queued before

@@ -515,15 +515,18 @@ void dp_core_admit_view(struct dp_core *core, const struct dp_function *f, bool 
     }
     /* what the request's own service takes (a sandbox's start, a slot's turn) is not a
      * backlog: the limit is over the usual wait of one that found the queue empty */
-    uint64_t base = f->admit.base_us;
-    if (cold && core->cold_admit.base_us > base)
-        base = core->cold_admit.base_us;
+    uint64_t base = dp_admit_usual(&f->admit);
+    if (cold && dp_admit_usual(&core->cold_admit) > base)
+        base = dp_admit_usual(&core->cold_admit);
     uint64_t deadline = core->c.queue_timeout_ms * 1000;
     if (timeout_us && timeout_us < deadline)
         deadline = timeout_us;
+    v->deadline_us = deadline;
     v->limit_us = core->c.admit_max_wait_ms ? core->c.admit_max_wait_ms * 1000 + base : deadline;
     if (v->limit_us > deadline)
         v->limit_us = deadline;
+    v->backlog_fn = dp_admit_backlog(&f->admit, now, v->limit_us);
+    v->backlog_cold = cold && dp_admit_backlog(&core->cold_admit, now, v->limit_us);
 }
 
 /* Admission control: r (of f, not queued yet, counted in f->running) is refused with 503
@@ -532,8 +535,15 @@ static bool admit_refuse(struct dp_core *core, struct dp_function *f, struct dp_
 {
     struct dp_admit_view v;
     dp_core_admit_view(core, f, r->cold, r->timeout_us, &v);
-    uint64_t wait = v.has_fn ? v.wait_fn_us : 0;
-    bool by_cold = v.has_cold && v.wait_cold_us > wait;
+    /* only a backlog's estimate counts: a burst into an idle queue is admitted; and a queue
+     * shorter than admit_min_queue only when the wait is over the request's deadline (a few
+     * requests are served side by side: their estimate says little) */
+    unsigned minq = core->c.admit_min_queue;
+    bool fn = v.has_fn && v.backlog_fn && (f->queued >= minq || v.wait_fn_us > v.deadline_us);
+    bool cold =
+        v.has_cold && v.backlog_cold && (v.cold_queued >= minq || v.wait_cold_us > v.deadline_us);
+    uint64_t wait = fn ? v.wait_fn_us : 0;
+    bool by_cold = cold && v.wait_cold_us > wait;
     if (by_cold)
         wait = v.wait_cold_us;
     if (wait <= v.limit_us)

@@ -106,9 +106,12 @@ struct dp_core_config {
     /* Admission control (admit.h): a request that would queue is refused at once (503,
      * DP_ANSWER_OVERLOADED) when its expected wait, behind its function's queue or (a cold
      * start) behind every cold start, is over admit_max_wait_ms plus the usual wait of a
-     * request that found that queue empty, or over its own deadline. 0: only the deadline. */
+     * request that found that queue empty, or over its own deadline, and that queue holds a
+     * backlog (dp_admit_backlog: it stood that long, and what it served lately waited longer;
+     * not a burst into an idle queue). 0: only the deadline. */
     bool admission;
     uint64_t admit_max_wait_ms;
+    unsigned admit_min_queue;    /* shorter queues are refused for their deadline only */
     struct dg_metric *m_refused; /* requests refused so (NULL: none) */
     /* per-function metrics (NULL: none): requests, cold starts, queue depth, latency (the
      * adapter observes the latency: it knows when the answer ended) */
@@ -214,7 +217,8 @@ void dp_core_report_due(struct dp_core *core);
  * and the wait limit (µs) it is held to. For tests, logs and status. */
 struct dp_admit_view {
     bool has_fn, has_cold;
-    uint64_t wait_fn_us, wait_cold_us, limit_us;
+    bool backlog_fn, backlog_cold; /* the queue holds a backlog over the limit (admit.h) */
+    uint64_t wait_fn_us, wait_cold_us, limit_us, deadline_us;
     double rate_fn, rate_cold;
     unsigned cold_queued;
 };

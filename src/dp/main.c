@@ -28,7 +28,7 @@ struct dp_config {
     char *trace_folder;
     int64_t queue_timeout_ms;
     bool admission;
-    int64_t admission_max_wait_ms;
+    int64_t admission_max_wait_ms, admission_min_queue;
     int64_t heartbeat_ms;
     char *name;
     struct dg_strlist cp_addresses;
@@ -88,6 +88,15 @@ static const struct dg_conf_field dp_fields[] = {
      .help = "with admissionControl: the longest expected wait behind a backlog a request is "
              "admitted with, over the usual wait of one that found its queue empty (0: only "
              "the deadline, coldStartTimeout or the client's grpc-timeout)"},
+    {.key = "admissionMinQueue",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct dp_config, admission_min_queue),
+     .def = "16",
+     .min = 0,
+     .max = 1000000,
+     .help = "with admissionControl: a queue (a function's, or every cold start's) shorter "
+             "than this is a burst served side by side, not a backlog: admissionMaxWait does "
+             "not refuse for it, only the deadline does"},
     {.key = "controlPlaneAddress",
      .type = DG_CONF_STRLIST,
      .offset = offsetof(struct dp_config, cp_addresses),
@@ -224,7 +233,8 @@ static void core_new(struct dp *dp)
     struct dp_core_config cc = {.queue_timeout_ms = (uint64_t)g.cfg.queue_timeout_ms,
                                 .seed = dg_now_us(),
                                 .admission = g.cfg.admission,
-                                .admit_max_wait_ms = (uint64_t)g.cfg.admission_max_wait_ms};
+                                .admit_max_wait_ms = (uint64_t)g.cfg.admission_max_wait_ms,
+                                .admit_min_queue = (unsigned)g.cfg.admission_min_queue};
     dp_lb_policy_parse(g.cfg.lb_policy, &cc.policy);
     dp->metrics = dg_metrics_new();
     cc.f_requests = dg_metrics_counter(dp->metrics, "dg_dp_requests_total",

@@ -475,13 +475,16 @@ static void test_admit_estimator(void **state)
     assert_false(dp_admit_wait(&a, t + 4100 * MS, 4, &wait));
 }
 
-/* Cold starts: every cold start of the data plane is one queue. With 10 served in 100 ms
- * (100/s, the first one found the queue empty and waited 10 ms), a new cold start with 7
- * ahead (70 ms) is over 50 ms + 10 ms and is refused at once, 503 with a retry hint; 6 ahead
- * (60 ms) is not. A client's shorter deadline lowers the limit. */
+/* Cold starts: every cold start of the data plane is one queue. 10 served in 100 ms (100/s;
+ * the first found the queue empty and waited 10 ms: the limit is 50 ms + 10 ms + 4 x its
+ * deviation, 5 ms at first). A burst into the
+ * idle queue is admitted whatever its estimate (served side by side, it may be no backlog);
+ * once the queue has stood 80 ms with nothing served, a cold start whose expected wait is over
+ * 80 ms is refused at once, 503 with a retry hint; a client's shorter deadline lowers the limit; with the backlog
+ * served, new ones are admitted again. */
 static void test_admit_cold(void **state)
 {
-    struct dp_function *a[10], *b[8];
+    struct dp_function *a[10], *b[8], *c;
     char name[16];
     for (int i = 0; i < 10; i++) {
         snprintf(name, sizeof(name), "a%d", i);
@@ -498,59 +501,124 @@ static void test_admit_cold(void **state)
     struct dp_admit_view v;
     dp_core_admit_view(core, a[0], true, 0, &v);
     assert_true(v.has_cold && v.rate_cold > 99.9 && v.rate_cold < 100.1);
-    assert_int_equal(v.limit_us, 60 * MS);
-    for (int i = 0; i < 8; i++) {
+    assert_int_equal(v.limit_us, 80 * MS); /* 50 ms + 10 ms + 4 x 5 ms of deviation */
+    for (int i = 0; i < 8; i++) {          /* a burst: 7 ahead of the last (70 ms), all admitted */
         snprintf(name, sizeof(name), "b%d", i);
         b[i] = fn(name, 1);
         req(b[i], 10 + i);
     }
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < 8; i++)
         assert_int_equal(w.reqs[10 + i].answers, 0);
-    struct treq *t = &w.reqs[17];
+    /* 60 ms later the queue has not stood for the limit: admitted */
+    w.now_us += 60 * MS;
+    c = fn("c", 1);
+    req(c, 21);
+    assert_int_equal(w.reqs[21].answers, 0);
+    /* 150 ms later nothing was served for 250 ms: a backlog. 10 over 310 ms busy = 32/s, 9
+     * ahead = 279 ms */
+    w.now_us += 150 * MS;
+    req(c, 18);
+    struct treq *t = &w.reqs[18];
     assert_int_equal(t->answers, 1);
     assert_int_equal(t->status, 503);
     assert_int_equal(t->kind, DP_ANSWER_OVERLOADED);
     assert_int_equal(t->r.retry_after_s, 1);
-    assert_non_null(strstr(t->msg, "function 'b7': overloaded: 7 cold start(s) queued ahead"));
-    assert_non_null(strstr(t->msg, "about 70 ms expected wait"));
-    assert_int_equal(b[7]->running, 0);
-    assert_int_equal(b[7]->queued, 0);
-    assert_int_equal(w.report_soon > 0, 1);
-    /* a gRPC call with 30 ms left: 7 ahead is over that too; after one is served (6 ahead,
-     * 60 ms) still over its 30 ms */
-    memset(&w.reqs[18], 0, sizeof(w.reqs[18]));
-    w.reqs[18].r.timeout_us = 30 * MS;
-    req(b[7], 18);
-    assert_int_equal(w.reqs[18].kind, DP_ANSWER_OVERLOADED);
-    assert_int_equal(w.reqs[18].answers, 1);
-    /* the backlog served: admitted again */
-    for (int i = 0; i < 7; i++)
+    assert_non_null(strstr(t->msg, "function 'c': overloaded: 9 cold start(s) queued ahead, "
+                                   "about 279 ms expected wait"));
+    assert_non_null(strstr(t->msg, "over the 80 ms admitted"));
+    assert_int_equal(c->running, 1); /* 21 */
+    assert_int_equal(c->queued, 1);
+    /* a gRPC call with 30 ms left: refused too */
+    w.reqs[19].r.timeout_us = 30 * MS;
+    req(c, 19);
+    assert_int_equal(w.reqs[19].kind, DP_ANSWER_OVERLOADED);
+    assert_non_null(strstr(w.reqs[19].msg, "over the 30 ms admitted"));
+    /* the backlog served: the queue is empty, a new cold start is admitted */
+    for (int i = 0; i < 8; i++)
         eps(b[i], "s", NULL);
-    req(b[7], 19);
-    assert_int_equal(w.reqs[19].answers, 0);
-    assert_int_equal(b[7]->queued, 1);
+    eps(c, "s", NULL);
+    struct dp_function *d = fn("d", 1);
+    req(d, 20);
+    assert_int_equal(w.reqs[20].answers, 0);
+    assert_int_equal(d->queued, 1);
 }
 
-/* One function whose sandbox takes 100 ms per request (one slot): its own service is the
- * usual wait (the first queued found the queue empty), so 1 ahead (100 ms) is admitted under
- * 50 + 100 ms, 2 ahead (200 ms) is not. Without admission nothing is refused. */
+/* One function whose sandbox takes its time (one slot, 160 ms a request): its own service is
+ * the usual wait of a request that found the queue empty, so the limit is 50 ms over that
+ * (mean + 4 x deviation). A burst into its idle queue is admitted; only once everything it
+ * served lately waited longer than the limit is a request expected to wait longer refused. */
 static void test_admit_function(void **state)
 {
     struct dp_function *f = fn("slow", 1);
     eps(f, "a", NULL);
     req(f, 0); /* runs */
-    req(f, 1); /* waits for the slot */
+    req(f, 1); /* waits for the slot, found the queue empty */
     w.now_us += 100 * MS;
-    dp_core_on_done(core, &w.reqs[0].r); /* 1 served after 100 ms: 10/s */
-    req(f, 2);                           /* 0 ahead */
-    req(f, 3);                           /* 1 ahead: 100 ms */
-    req(f, 4);                           /* 2 ahead: 200 ms > 150 ms */
-    assert_int_equal(w.reqs[2].answers + w.reqs[3].answers, 0);
-    assert_int_equal(w.reqs[4].answers, 1);
-    assert_int_equal(w.reqs[4].kind, DP_ANSWER_OVERLOADED);
-    assert_non_null(strstr(w.reqs[4].msg, "2 request(s) queued ahead, about 200 ms"));
-    assert_non_null(strstr(w.reqs[4].msg, "over the 150 ms admitted"));
-    assert_int_equal(f->running, 3); /* 1 running, 2 and 3 queued, 4 refused */
+    dp_core_on_done(core, &w.reqs[0].r); /* 1 served after 100 ms */
+    for (int i = 2; i <= 6; i++)         /* a burst: 0..4 ahead, admitted */
+        req(f, i);
+    for (int i = 0; i <= 6; i++)
+        assert_int_equal(w.reqs[i].answers, 0);
+    for (int i = 1; i <= 4; i++) { /* 2 waited 160 ms (it found the queue empty), 5 640 ms */
+        w.now_us += 160 * MS;
+        dp_core_on_done(core, &w.reqs[i].r);
+    }
+    /* 5 served over 740 ms busy (6.76/s); the usual wait 107.5 ms + 4 x 52.5 ms, the limit
+     * 367 ms; the last served waited 640 ms: a backlog. 1 ahead (148 ms) and 2 (296 ms) are
+     * admitted, 3 (444 ms) refused */
+    req(f, 7);
+    req(f, 8);
+    assert_int_equal(w.reqs[7].answers + w.reqs[8].answers, 0);
+    req(f, 9);
+    assert_int_equal(w.reqs[9].answers, 1);
+    assert_int_equal(w.reqs[9].kind, DP_ANSWER_OVERLOADED);
+    assert_non_null(strstr(w.reqs[9].msg, "3 request(s) queued ahead, about 444 ms"));
+    assert_non_null(strstr(w.reqs[9].msg, "over the 367 ms admitted"));
+    assert_int_equal(f->running, 4); /* 5 running, 6, 7 and 8 queued, 9 refused */
+}
+
+static int setup_admit_minq(void **state)
+{
+    setup(state);
+    dp_core_free(core);
+    struct dp_core_config c = {.policy = DP_LB_ROUND_ROBIN,
+                               .queue_timeout_ms = 1000,
+                               .seed = 1,
+                               .admission = true,
+                               .admit_max_wait_ms = 50,
+                               .admit_min_queue = 4};
+    struct dp_effects fx = {.now = fx_now, .forward = fx_forward, .answer = fx_answer};
+    core = dp_core_new(&c, &fx);
+    return 0;
+}
+
+/* With admissionMinQueue 4 the same backlog refuses only from 4 ahead: 3 ahead (444 ms) is
+ * admitted, 4 (592 ms) is not. */
+static void test_admit_min_queue(void **state)
+{
+    struct dp_function *f = fn("slow", 1);
+    eps(f, "a", NULL);
+    req(f, 0);
+    req(f, 1);
+    w.now_us += 100 * MS;
+    dp_core_on_done(core, &w.reqs[0].r);
+    for (int i = 2; i <= 6; i++)
+        req(f, i);
+    for (int i = 1; i <= 4; i++) {
+        w.now_us += 160 * MS;
+        dp_core_on_done(core, &w.reqs[i].r);
+    }
+    req(f, 7);
+    req(f, 8);
+    req(f, 9); /* 3 ahead: under the floor */
+    assert_int_equal(w.reqs[7].answers + w.reqs[8].answers + w.reqs[9].answers, 0);
+    req(f, 10); /* 4 ahead, 592 ms */
+    assert_int_equal(w.reqs[10].kind, DP_ANSWER_OVERLOADED);
+    assert_non_null(strstr(w.reqs[10].msg, "4 request(s) queued ahead, about 592 ms"));
+    /* a client with 100 ms left: its own deadline is the limit */
+    w.reqs[11].r.timeout_us = 100 * MS;
+    req(f, 11);
+    assert_int_equal(w.reqs[11].kind, DP_ANSWER_OVERLOADED);
 }
 
 static void test_no_admission_by_default(void **state)
@@ -586,6 +654,7 @@ int main(void)
         cmocka_unit_test(test_admit_estimator),
         cmocka_unit_test_setup_teardown(test_admit_cold, setup_admit, teardown),
         cmocka_unit_test_setup_teardown(test_admit_function, setup_admit, teardown),
+        cmocka_unit_test_setup_teardown(test_admit_min_queue, setup_admit_minq, teardown),
         cmocka_unit_test_setup_teardown(test_no_admission_by_default, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
