@@ -9,6 +9,7 @@ DIR=$(cd "$(dirname "$0")" && pwd)
 # script and its extra arguments, run after the plain pass (each skips itself where it cannot run)
 EXTRA=(
     "coldstart_sweep.sh --runtime oci"
+    "overload.sh --runtime oci"
 )
 passed=0 failed=0 failed_names=""
 run() {
