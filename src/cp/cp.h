@@ -27,6 +27,7 @@ struct cp_haproxy;
 struct cp_worker_io {
     struct dg_http_pool *pool;
     struct dg_batch *creates, *deletes; /* this loop turn's, sent together (NULL: none yet) */
+    uint64_t pool_sig; /* the pool table it was last sent (pool.c), hashed; 0: none or empty */
 };
 
 /* A data plane's connections (cp_dp.io). */
