@@ -68,7 +68,7 @@ struct wk_prewarm {
     bool stopping;
     bool capped_logged;
     bool pumping, pump_again; /* pump runs once at a time (a make may answer at once) */
-    struct dg_metric *hits, *misses, *made, *failures;
+    struct dg_metric *hits, *misses, *made, *failures, *make_seconds;
 };
 
 static bool strlist_eq(const struct dg_strlist *a, const struct dg_strlist *b)
@@ -351,8 +351,10 @@ void wk_prewarm_made(struct wk_sandbox *psb, int64_t held_bytes, const struct dg
     e->held = held_bytes > 0 ? held_bytes : 0;
     p->held += e->held;
     f->ready++;
-    if (p->made)
+    if (p->made) {
         dg_counter_add(p->made, 1);
+        dg_counter_add(p->make_seconds, (double)(dg_now_us() - psb->t0_us) / 1e6);
+    }
     dg_log(DG_LOG_DEBUG, "prewarm", "fn=%s: %s made in %.1f ms, holds %lld KiB", f->name, psb->id,
            (double)(dg_now_us() - psb->t0_us) / 1000.0, (long long)(e->held >> 10));
     pump(p);
@@ -463,6 +465,12 @@ void wk_prewarm_mount(struct dg_http_server *s, struct wk_prewarm *p, struct dg_
         NULL);
     p->made = dg_metric_get1(
         dg_metrics_counter(m, "dg_worker_prewarm_made_total", "Sandboxes pre-created.", NULL),
+        NULL);
+    p->make_seconds = dg_metric_get1(
+        dg_metrics_counter(m, "dg_worker_prewarm_make_seconds_total",
+                           "Time from the start of a pre-creation to its container created "
+                           "(sum over dg_worker_prewarm_made_total).",
+                           NULL),
         NULL);
     p->failures = dg_metric_get1(dg_metrics_counter(m, "dg_worker_prewarm_failures_total",
                                                     "Pre-creations that failed.", NULL),

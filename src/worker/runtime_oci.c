@@ -921,6 +921,30 @@ static void pooled_started(void *ud, int64_t status, int sig, const char *out)
                               o->rt->conf->readiness_timeout_ms, on_ready, o);
 }
 
+/* Start crun's created container `cid` as `crun start` does (its libcrun_status_write_exec_fifo):
+ * the container's init waits for a byte on <state root>/<cid>/exec.fifo, which the runtime's
+ * state then no longer has (`crun state` says running). A write to a FIFO in the run directory,
+ * tens of microseconds, instead of a crun process (~5 ms of fork, exec and state reading).
+ * Non-blocking: no reader (the container died while pooled) is an error, never a wait. */
+static int fifo_start(const struct oci_rt *rt, const char *cid, struct dg_err *err)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s/exec.fifo", rt->state_root, cid);
+    int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd == -1)
+        return dg_err_set(err, DG_E_INVAL, "open %s: %m", path);
+    unlink(path);
+    char b = 0;
+    ssize_t w;
+    while ((w = write(fd, &b, 1)) == -1 && errno == EINTR)
+        ;
+    int e = errno;
+    close(fd);
+    if (w != 1)
+        return dg_err_set(err, DG_E_INVAL, "write %s: %s", path, strerror(e));
+    return 0;
+}
+
 /* A create that found a pooled sandbox of its exact spec: `sb` takes over its container (its
  * namespace, rootfs, cgroup and the process waiting to exec) and only starts it. The pooled
  * one's state moves over whole: it has no handle open and no step under way. */
@@ -959,8 +983,13 @@ static void adopt(struct oci_rt *rt, struct wk_sandbox *sb, struct wk_sandbox *p
     o->t_step = dg_now_us();
     dg_log(DG_LOG_INFO, "oci", "sandbox %s (%s): pooled container %s, starting", sb->id,
            sb->function, o->cid);
+    struct dg_err err = {0};
+    if (strcmp(rt->runtime, "crun") == 0) { /* no process to spawn: what `crun start` does */
+        int rc = fifo_start(rt, o->cid, &err);
+        pooled_started(o, rc < 0 ? 1 : 0, 0, err.msg);
+        return;
+    }
     char *argv[] = {rt->runtime, "--root", rt->state_root, "start", o->cid, NULL};
-    struct dg_err err;
     if (wk_exec(rt->conf->loop, argv, WK_EXEC_STDERR, pooled_started, o, &err) < 0)
         pooled_started(o, 1, 0, err.msg);
 }
