@@ -1455,7 +1455,8 @@ static int oci_init(const struct wk_runtime_conf *c, void **state, struct dg_err
     if (!rt->net)
         goto out;
     rt->tmpl = config_template(rt);
-    rt->pool = wk_prewarm_new(c->loop, in->label, sizeof(struct oci_sb), &pool_ops, rt);
+    if (!rt->runsc) /* runsc's network restore and wrapper are not made for create/start */
+        rt->pool = wk_prewarm_new(c->loop, in->label, sizeof(struct oci_sb), &pool_ops, rt);
     uv_timer_init(c->loop, &rt->reaper);
     rt->reaper.data = rt;
     uv_timer_start(&rt->reaper, on_reaper, 1000, 1000);
