@@ -67,15 +67,15 @@ static void sent(struct dg_http_creq *q, const struct dg_http_resp *resp, const 
 static void send_table(struct cp_worker *w, json_t *items)
 {
     struct cp_worker_io *io = w->io;
+    size_t nitems = json_array_size(items);
     json_t *body = json_pack("{so}", "items", items);
     char *s = dg_json_dumps(body);
     json_decref(body);
     size_t n = strlen(s);
-    uint64_t sig = json_array_size(items) == 0
-                       ? 0
-                       : fnv(w->boot ? w->boot : "", w->boot ? strlen(w->boot) : 0,
-                             fnv(s, n, 1469598103934665603ull)) |
-                             1;
+    uint64_t sig = nitems == 0 ? 0
+                               : fnv(w->boot ? w->boot : "", w->boot ? strlen(w->boot) : 0,
+                                     fnv(s, n, 1469598103934665603ull)) |
+                                     1;
     if ((sig == io->pool_sig && !resend) || (sig == 0 && io->pool_sig == 0)) {
         free(s);
         return;
@@ -84,8 +84,7 @@ static void send_table(struct cp_worker *w, json_t *items)
     static const struct dg_http_client_cbs cbs = {.on_done = sent};
     static const struct dg_http_header json_type[] = {
         {DG_STR("Content-Type"), DG_STR("application/json")}};
-    dg_log(DG_LOG_DEBUG, "pool", "worker %s: pool table of %zu functions", w->name,
-           json_array_size(items));
+    dg_log(DG_LOG_DEBUG, "pool", "worker %s: pool table of %zu functions", w->name, nitems);
     dg_http_request(io->pool, "PUT", DG_WIRE_PATH_PREWARM, json_type, 1, s, n, &cbs,
                     dg_xstrdup(w->name));
     free(s);

@@ -426,6 +426,8 @@ static void api_set(struct dg_http_req *r, void *ud)
         dg_http_respond_text(r, 400, "prewarm: %s", err.msg);
         return;
     }
+    dg_log(DG_LOG_DEBUG, "prewarm", "the control plane's table: %zu functions%s", m.nitems,
+           p ? "" : " (no pool on this runtime)");
     if (p)
         wk_prewarm_set(p, &m);
     dg_http_respond_text(r, 200,
