@@ -24,6 +24,8 @@
 /* Sandboxes being made at once: each costs a `crun create` (a few ms of CPU); two overlap the
  * thread pool's rootfs step with the runtime's. */
 #define PREWARM_PARALLEL 2
+/* A taken sandbox is replaced this long after (the start it serves comes first). */
+#define PREWARM_REFILL_DELAY_MS 20
 /* Pooled sandboxes at most on one worker, whatever the tables say. */
 #define PREWARM_TOTAL_MAX 512
 
@@ -68,6 +70,7 @@ struct wk_prewarm {
     bool stopping;
     bool capped_logged;
     bool pumping, pump_again; /* pump runs once at a time (a make may answer at once) */
+    uv_timer_t refill;        /* a taken one's replacement starts after the start it served */
     struct dg_metric *hits, *misses, *made, *failures, *make_seconds;
 };
 
@@ -127,6 +130,9 @@ struct wk_prewarm *wk_prewarm_new(uv_loop_t *loop, const char *label, size_t sb_
     p->sb_size = sb_size;
     p->ops = ops;
     p->rt = rt;
+    uv_timer_init(loop, &p->refill);
+    p->refill.data = p;
+    uv_unref((uv_handle_t *)&p->refill);
     return p;
 }
 
@@ -290,6 +296,11 @@ void wk_prewarm_set(struct wk_prewarm *p, const struct dg_wire_pool *table)
     pump(p);
 }
 
+static void on_refill(uv_timer_t *t)
+{
+    pump(t->data);
+}
+
 struct wk_sandbox *wk_prewarm_take(struct wk_prewarm *p, const struct dg_wire_create *spec)
 {
     if (!p || p->stopping)
@@ -314,7 +325,10 @@ struct wk_sandbox *wk_prewarm_take(struct wk_prewarm *p, const struct dg_wire_cr
     struct wk_sandbox *sb = ENTRY_SB(e);
     dg_log(DG_LOG_DEBUG, "prewarm", "fn=%s: pooled %s taken (%u left, %u being made)", f->name,
            sb->id, f->ready, f->making);
-    pump(p); /* its replacement */
+    /* its replacement, once the start it serves has had the CPUs (a make is a few ms of
+     * crun and mounts; a cold start waits for its probe meanwhile) */
+    if (!uv_is_active((uv_handle_t *)&p->refill))
+        uv_timer_start(&p->refill, on_refill, PREWARM_REFILL_DELAY_MS, 0);
     return sb;
 }
 
@@ -379,6 +393,7 @@ void wk_prewarm_stop(struct wk_prewarm *p)
     if (!p || p->stopping)
         return;
     p->stopping = true;
+    uv_close((uv_handle_t *)&p->refill, NULL);
     unsigned n = 0;
     for (struct pfn *f = p->fns, *fnext; f; f = fnext) {
         fnext = f->next;
