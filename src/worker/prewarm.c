@@ -84,12 +84,24 @@ static bool strlist_eq(const struct dg_strlist *a, const struct dg_strlist *b)
     return true;
 }
 
-static bool spec_eq(const struct dg_wire_create *a, const struct dg_wire_create *b)
+/* `create` (a create's, with the DIRIGENT_SANDBOX_ID the registry gave it) is `pool`'s spec
+ * (the CP's table, without it): the same image, port, env, args and limits. */
+static bool spec_eq(const struct dg_wire_create *pool, const struct dg_wire_create *create)
 {
-    return strcmp(a->function, b->function) == 0 &&
-           strcmp(a->image ? a->image : "", b->image ? b->image : "") == 0 && a->port == b->port &&
-           a->cpu_milli == b->cpu_milli && a->memory_mib == b->memory_mib &&
-           strlist_eq(&a->env, &b->env) && strlist_eq(&a->args, &b->args);
+    if (strcmp(pool->function, create->function) != 0 ||
+        strcmp(pool->image ? pool->image : "", create->image ? create->image : "") != 0 ||
+        pool->port != create->port || pool->cpu_milli != create->cpu_milli ||
+        pool->memory_mib != create->memory_mib || !strlist_eq(&pool->args, &create->args))
+        return false;
+    size_t k = 0, idlen = strlen(DG_WIRE_ENV_SANDBOX_ID "=");
+    for (size_t i = 0; i < create->env.n; i++) {
+        if (strncmp(create->env.v[i], DG_WIRE_ENV_SANDBOX_ID "=", idlen) == 0)
+            continue;
+        if (k >= pool->env.n || strcmp(pool->env.v[k], create->env.v[i]) != 0)
+            return false;
+        k++;
+    }
+    return k == pool->env.n;
 }
 
 static void strlist_copy(struct dg_strlist *to, const struct dg_strlist *from)
@@ -272,7 +284,7 @@ void wk_prewarm_set(struct wk_prewarm *p, const struct dg_wire_pool *table)
             if (p->fns)
                 p->fns->prev = f;
             p->fns = f;
-        } else if (!spec_eq(&f->spec, &it->spec)) {
+        } else if (!spec_eq(&f->spec, &it->spec)) { /* (a table's spec has no sandbox id) */
             /* the function changed (an update): what was made of the old spec goes */
             spec_free(&f->spec);
             spec_copy(&f->spec, &it->spec);

@@ -116,7 +116,6 @@ struct oci_sb {
     unsigned handles;
     uint64_t t_step;
     bool pooled; /* a pool's (prewarm.c): made up to `crun create`, reported to the pool */
-    char *cid;   /* the container's name for the runtime when not sb->id: a pooled one taken */
 };
 
 #define SB(o) WK_SB_OF(o)
@@ -384,7 +383,6 @@ static void sb_free(struct oci_sb *o)
     free(o->dir);
     free(o->config);
     free(o->memcg);
-    free(o->cid);
     if (o->prev)
         o->prev->next = o->next;
     else
@@ -462,13 +460,8 @@ static void after_exit(struct oci_sb *o)
         uv_queue_work(o->rt->conf->loop, &o->work, unmount_work, unmounted);
         return;
     }
-    char *argv[] = {o->rt->runtime,
-                    "--root",
-                    o->rt->state_root,
-                    "delete",
-                    "--force",
-                    o->cid ? o->cid : SB(o)->id,
-                    NULL};
+    char *argv[] = {o->rt->runtime, "--root", o->rt->state_root, "delete", "--force",
+                    SB(o)->id,      NULL};
     struct dg_err err;
     if (wk_exec(o->rt->conf->loop, argv, WK_EXEC_STDERR, runtime_deleted, o, &err) < 0)
         runtime_deleted(o, 1, 0, err.msg);
@@ -901,8 +894,8 @@ static void pooled_started(void *ud, int64_t status, int sig, const char *out)
     o->t_step = dg_now_us();
     if (status != 0 || sig) {
         struct dg_err e;
-        dg_err_set(&e, DG_E_INVAL, "%s start of the pooled container %s failed (%s %lld): %s",
-                   o->rt->runtime, o->cid, sig ? "signal" : "status",
+        dg_err_set(&e, DG_E_INVAL, "%s start of the pre-created container %s failed (%s %lld): %s",
+                   o->rt->runtime, sb->id, sig ? "signal" : "status",
                    (long long)(sig ? sig : status), out && *out ? out : "no message");
         sandbox_failed(o, &e);
         teardown(o); /* never watched: teardown deletes it without a signal */
@@ -921,15 +914,15 @@ static void pooled_started(void *ud, int64_t status, int sig, const char *out)
                               o->rt->conf->readiness_timeout_ms, on_ready, o);
 }
 
-/* Start crun's created container `cid` as `crun start` does (its libcrun_status_write_exec_fifo):
- * the container's init waits for a byte on <state root>/<cid>/exec.fifo, which the runtime's
+/* Start crun's created container `id` as `crun start` does (its libcrun_status_write_exec_fifo):
+ * the container's init waits for a byte on <state root>/<id>/exec.fifo, which the runtime's
  * state then no longer has (`crun state` says running). A write to a FIFO in the run directory,
  * tens of microseconds, instead of a crun process (~5 ms of fork, exec and state reading).
  * Non-blocking: no reader (the container died while pooled) is an error, never a wait. */
-static int fifo_start(const struct oci_rt *rt, const char *cid, struct dg_err *err)
+static int fifo_start(const struct oci_rt *rt, const char *id, struct dg_err *err)
 {
     char path[4096];
-    snprintf(path, sizeof(path), "%s/%s/exec.fifo", rt->state_root, cid);
+    snprintf(path, sizeof(path), "%s/%s/exec.fifo", rt->state_root, id);
     int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd == -1)
         return dg_err_set(err, DG_E_INVAL, "open %s: %m", path);
@@ -974,22 +967,26 @@ static void adopt(struct oci_rt *rt, struct wk_sandbox *sb, struct wk_sandbox *p
     o->memcg = q->memcg;
     o->memcg_v2 = q->memcg_v2;
     o->started = true;
-    o->cid = dg_xstrdup(psb->id);
+    /* one name everywhere: the container's (its hostname, cgroup and DIRIGENT_SANDBOX_ID
+     * were made with it) becomes the sandbox's id for the CP and the DPs */
+    char was[sizeof(sb->id)];
+    snprintf(was, sizeof(was), "%s", sb->id);
+    wk_registry_rename(sb, psb->id);
     memset(q, 0, sizeof(*q));
     wk_prewarm_release(psb);
     snprintf(sb->host, sizeof(sb->host), "%s", o->ns->ip);
     sb->port = o->port;
     o->stage = ST_START;
     o->t_step = dg_now_us();
-    dg_log(DG_LOG_INFO, "oci", "sandbox %s (%s): pooled container %s, starting", sb->id,
-           sb->function, o->cid);
+    dg_log(DG_LOG_INFO, "oci", "sandbox %s (%s): pre-created, starting (create %s)", sb->id,
+           sb->function, was);
     struct dg_err err = {0};
     if (strcmp(rt->runtime, "crun") == 0) { /* no process to spawn: what `crun start` does */
-        int rc = fifo_start(rt, o->cid, &err);
+        int rc = fifo_start(rt, sb->id, &err);
         pooled_started(o, rc < 0 ? 1 : 0, 0, err.msg);
         return;
     }
-    char *argv[] = {rt->runtime, "--root", rt->state_root, "start", o->cid, NULL};
+    char *argv[] = {rt->runtime, "--root", rt->state_root, "start", sb->id, NULL};
     if (wk_exec(rt->conf->loop, argv, WK_EXEC_STDERR, pooled_started, o, &err) < 0)
         pooled_started(o, 1, 0, err.msg);
 }
@@ -1012,6 +1009,9 @@ static void pool_make(void *state, struct wk_sandbox *psb, const struct dg_wire_
 {
     struct oci_sb *o = WK_SB_EXT(psb);
     o->pooled = true;
+    /* its id, as the registry gives every sandbox its own (registry.c): a create that takes it
+     * takes this name (wk_registry_rename) */
+    dg_strlist_push(&o->env, dg_xasprintf("%s=%s", DG_WIRE_ENV_SANDBOX_ID, psb->id));
     create_steps(state, psb, spec);
 }
 

@@ -87,10 +87,15 @@ t_cold() {
   code=$(curl -s -m 30 -o "$TAP_TMP/inv.out" -w '%{http_code}' -H 'Host: pw' "$P/")
   echo "$code $(cat "$TAP_TMP/inv.out")"
   [ "$code" = 200 ] || { tail -20 "$TAP_TMP/w1.log"; return 1; }
-  grep -qE "sandbox $WORKER-[^ ]* \(pw\): pooled container [^ ]*-p[0-9a-f]+-[0-9]+, starting" "$TAP_TMP/w1.log" &&
-    [ "$(metric dg_worker_prewarm_hits_total)" = 1 ]
+  # the sandbox is the pre-created container, by its name: its id, its hostname (MachineName)
+  local id
+  id=$(json_field "$(cat "$TAP_TMP/inv.out")" MachineName)
+  [[ "$id" =~ ^$WORKER-[0-9a-f]+-p[0-9a-f]+-[0-9]+$ ]] || { echo "not a pooled name: $id"; grep prewarm "$TAP_TMP/w1.log" | tail; return 1; }
+  grep -qE "sandbox $id \(pw\): pre-created, starting \(create $WORKER-[0-9a-f]+-[0-9]+\)" "$TAP_TMP/w1.log" &&
+    [ "$(metric dg_worker_prewarm_hits_total)" = 1 ] &&
+    curl -sf "http://$WKA/v1/sandboxes" | grep -qF "$id"
 }
-check "a cold start starts a pooled container (logged, dg_worker_prewarm_hits_total 1) and answers 200" t_cold
+check "a cold start starts a pre-created container (its name is the sandbox id; logged; dg_worker_prewarm_hits_total 1) and answers 200" t_cold
 
 t_refill() {
   poll_until 400 count_is created 2 && count_is running 1 &&
