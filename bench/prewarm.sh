@@ -124,7 +124,7 @@ ip link del "$BR"
 
 # ---- dirigent --------------------------------------------------------------------------------
 "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --heartbeatInterval 1s --dataDir "$TMP/cp" \
-  --logLevel warn >"$TMP/cp.log" 2>&1 &
+  --traceOutputFolder "$TMP/trace" --logLevel warn >"$TMP/cp.log" 2>&1 &
 PIDS+=($!)
 wait_log "$TMP/cp.log" 'registration on'
 CPI=127.0.0.1:$(port_of "$TMP/cp.log" 'internal api on')
@@ -186,6 +186,7 @@ for pid in $(crun --root "$TMP/run/crun" list 2>/dev/null | awk 'NR > 1 && $3 ==
 done
 cold p "$TMP/pooled.txt"
 hits=$(metric dg_worker_prewarm_hits_total)
+sleep 0.5 # the trace's last rows
 HZ=$(getconf CLK_TCK)
 /usr/bin/python3 - "$TMP" "$N" "$held" "$ready" "$made" "$make_s" "$rss_kb" "$hits" \
   "$(( (t1 - t0) / 1000 ))" "$((k1 - k0))" "$HZ" <<'EOF' | tee "$TMP/result.txt"
@@ -214,6 +215,14 @@ print(f"a pooled sandbox holds {per / 1024:.0f} KiB (its memory cgroup, {ready:.
 print(f"making one: {make_s / made * 1000 if made else float('nan'):.1f} ms from start to `crun create` done (2 at a time), "
       f"{n} made in {fill_us / 1e6:.2f} s ({n / (fill_us / 1e6):.1f}/s), worker CPU with crun "
       f"{ticks / hz * 1000 / n:.1f} ms each")
+import csv
+rows = [r for r in csv.DictReader(open(f"{tmp}/trace/cold_start_trace.csv")) if r["success"] == "true"]
+for name, pre in (("no pool", "c"), ("pre-created", "p")):
+    rs = [r for r in rows if r["service_name"].startswith(pre) and r["service_name"][1:].isdigit()]
+    col = lambda k: pct([int(r[k]) / 1000 for r in rs], 50)
+    print(f"worker's breakdown, {name}, p50 ms: image {col('image_fetch'):.2f}, rootfs {col('sandbox_create'):.2f}, "
+          f"network {col('network_setup'):.2f}, start {col('sandbox_start'):.2f}, readiness {col('readiness_probe'):.2f}, "
+          f"to every DP {col('data_plane_propagation'):.2f} ({len(rs)} rows)")
 saved = pct(cold, 50) - pct(pooled, 50)
 print(f"saved per cold start (p50): {saved:.2f} ms; goal pooled p50 <= 0.5x floor: "
       f"{'met' if pct(pooled, 50) <= 0.5 * fp50 else 'NOT met'}")

@@ -24,8 +24,10 @@
 /* Sandboxes being made at once: each costs a `crun create` (a few ms of CPU); two overlap the
  * thread pool's rootfs step with the runtime's. */
 #define PREWARM_PARALLEL 2
-/* A taken sandbox is replaced this long after (the start it serves comes first). */
-#define PREWARM_REFILL_DELAY_MS 20
+/* A taken sandbox is replaced this long after: the start it serves comes first, and the
+ * control plane's next table (once a second, pool.c) may want fewer now (a function at its
+ * upper bound): a replacement made before it would be deleted at once. */
+#define PREWARM_REFILL_DELAY_MS 1200
 /* Pooled sandboxes at most on one worker, whatever the tables say. */
 #define PREWARM_TOTAL_MAX 512
 
@@ -337,8 +339,7 @@ struct wk_sandbox *wk_prewarm_take(struct wk_prewarm *p, const struct dg_wire_cr
     struct wk_sandbox *sb = ENTRY_SB(e);
     dg_log(DG_LOG_DEBUG, "prewarm", "fn=%s: pooled %s taken (%u left, %u being made)", f->name,
            sb->id, f->ready, f->making);
-    /* its replacement, once the start it serves has had the CPUs (a make is a few ms of
-     * crun and mounts; a cold start waits for its probe meanwhile) */
+    /* its replacement, later (PREWARM_REFILL_DELAY_MS) */
     if (!uv_is_active((uv_handle_t *)&p->refill))
         uv_timer_start(&p->refill, on_refill, PREWARM_REFILL_DELAY_MS, 0);
     return sb;
