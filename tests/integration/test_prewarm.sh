@@ -13,7 +13,7 @@ set -u
 S=${DG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
-NCHECKS=7
+NCHECKS=8
 BRIDGE=dgpw
 SUBNET=100.126.16.0/24
 WORKER=pw-w1
@@ -81,6 +81,17 @@ t_pooled() {
     curl -sf "$REG/v1/functions/pw" | grep -q '"prewarm": *2'
 }
 check "prewarm 2: two containers created and not started, none running; the function shows prewarm 2" t_pooled
+
+t_capacity() {
+  # what the two hold (their cgroups' memory) is off the capacity the worker advertises
+  local held want
+  held=$(metric dg_worker_prewarm_held_bytes)
+  echo "held: $held bytes"
+  [ -n "$held" ] && [ "${held%.*}" -gt 0 ] || return 1
+  want=$(( 8192 - (${held%.*} + 1048575) / 1048576 ))
+  wait_json "$REG/v1/status" "j['workers'][0]['memoryMiB'] == $want"
+}
+check "the memory the pooled containers hold is taken off the worker's advertised capacity" t_capacity
 
 t_cold() {
   local code
