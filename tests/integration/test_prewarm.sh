@@ -87,8 +87,8 @@ t_capacity() {
   local held want
   held=$(metric dg_worker_prewarm_held_bytes)
   echo "held: $held bytes"
-  [ -n "$held" ] && [ "${held%.*}" -gt 0 ] || return 1
-  want=$(( 8192 - (${held%.*} + 1048575) / 1048576 ))
+  want=$(/usr/bin/python3 -c 'import math,sys; h=float(sys.argv[1]); print(8192 - math.ceil(h / 1048576) if h > 0 else "none")' "${held:-0}")
+  [ "$want" != none ] || return 1
   wait_json "$REG/v1/status" "j['workers'][0]['memoryMiB'] == $want"
 }
 check "the memory the pooled containers hold is taken off the worker's advertised capacity" t_capacity
