@@ -964,11 +964,42 @@ MSG_AS(fn_endpoints, fn_update, false);
 #undef T
 
 #define T struct dg_wire_push
+#define PUSH_PART_FIELDS                                                                           \
+    BOOL(T, full, "full", .flags = F_OMIT),                                                        \
+        INT(T, sync, "sync", .flags = F_OMIT, NONNEG),                                             \
+        INT(T, part, "part", .flags = F_OMIT, .min = 0, .max = DG_WIRE_LIST_MAX),                  \
+        INT(T, parts, "parts", .flags = F_OMIT, .min = 0, .max = DG_WIRE_LIST_MAX)
+/* A resync in parts: all three part fields or none, and only on a full push. */
+static int push_check(const void *p, struct dg_err *err)
+{
+    const T *m = p;
+    if (!m->sync && !m->part && !m->parts)
+        return 0;
+    if (!m->full)
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'parts': only a full push (\"full\": true) comes in parts");
+    if (m->sync < 1)
+        return dg_err_set(err, DG_E_INVAL, "field 'sync': expected 1.., got %lld",
+                          (long long)m->sync);
+    if (m->parts < 1 || m->part >= m->parts)
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'part': expected 0..parts-1 with parts >= 1, got part %lld of "
+                          "%lld",
+                          (long long)m->part, (long long)m->parts);
+    return 0;
+}
 static const struct field F_push[] = {
     ARR(T, functions, nfunctions, "functions", fn_update, .flags = F_REQ),
-    BOOL(T, full, "full", .flags = F_OMIT),
+    PUSH_PART_FIELDS,
 };
-MSG(push, false);
+static const struct msg M_push = {"push",     sizeof(T),          false,
+                                  F_push, DG_ARRAY_LEN(F_push), push_check};
+/* the flags and part fields alone, for a receiver that takes the items one by one */
+static const struct field F_push_part[] = {PUSH_PART_FIELDS};
+static const struct msg M_push_part = {"push",          sizeof(T),
+                                       false,           F_push_part,
+                                       DG_ARRAY_LEN(F_push_part), push_check};
+#undef PUSH_PART_FIELDS
 #undef T
 
 #define T struct dg_wire_drain
@@ -1252,6 +1283,65 @@ bool dg_wire_push_is_full(const json_t *root)
     return json_is_true(json_object_get(root, M_push.f[1].name));
 }
 
+int dg_wire_push_part(const json_t *root, struct dg_wire_push *out, struct dg_err *err)
+{
+    return decode(&M_push_part, root, out, err);
+}
+
+char *dg_wire_push_join(const struct dg_str *items, size_t n, const struct dg_wire_push *m,
+                        size_t *len)
+{
+    struct dg_buf b = {0};
+    dg_buf_printf(&b, "{\"%s\":[", M_push.f[0].name);
+    for (size_t k = 0; k < n; k++) {
+        if (k)
+            dg_buf_append(&b, ",", 1);
+        dg_buf_append(&b, items[k].ptr, items[k].len);
+    }
+    dg_buf_append(&b, "]", 1);
+    /* the envelope's fields as the table encodes them (at most DG_WIRE_ENVELOPE_MAX bytes) */
+    json_t *rest = encode(&M_push_part, m);
+    const char *key;
+    json_t *v;
+    json_object_foreach(rest, key, v)
+    {
+        if (json_is_boolean(v))
+            dg_buf_printf(&b, ",\"%s\":%s", key, json_is_true(v) ? "true" : "false");
+        else
+            dg_buf_printf(&b, ",\"%s\":%lld", key, (long long)json_integer_value(v));
+    }
+    json_decref(rest);
+    dg_buf_append(&b, "}", 1);
+    *len = b.len;
+    return b.data;
+}
+
+/* ---- parts ------------------------------------------------------------------------------- */
+
+void dg_wire_parts_init(struct dg_wire_parts *p, size_t max)
+{
+    *p = (struct dg_wire_parts){.max = max};
+}
+
+int dg_wire_parts_add(struct dg_wire_parts *p, size_t len, struct dg_err *err)
+{
+    size_t room = p->max > DG_WIRE_ENVELOPE_MAX ? p->max - DG_WIRE_ENVELOPE_MAX : 0;
+    if (len > room)
+        return dg_err_set(err, DG_E_LIMIT,
+                          "an item of %zu bytes is more than a part holds (%zu bytes with the "
+                          "envelope): not sent",
+                          len, p->max);
+    if (p->parts && p->used + 1 + len <= room) {
+        p->used += 1 + len;
+        p->items++;
+        return DG_WIRE_PART_SAME;
+    }
+    p->parts++;
+    p->used = len;
+    p->items = 1;
+    return DG_WIRE_PART_NEW;
+}
+
 json_t *dg_wire_delete_item_encode(const char *id)
 {
     return jstring(id);
@@ -1279,6 +1369,23 @@ json_t *dg_wire_batch_encode(json_t *items)
     json_t *o = json_object();
     json_object_set_new(o, K_ITEMS, items);
     return o;
+}
+
+void dg_wire_batch_open(struct dg_buf *b)
+{
+    dg_buf_printf(b, "{\"%s\":[", K_ITEMS);
+}
+
+void dg_wire_batch_append(struct dg_buf *b, size_t k, const char *item, size_t len)
+{
+    if (k)
+        dg_buf_append(b, ",", 1);
+    dg_buf_append(b, item, len);
+}
+
+void dg_wire_batch_close(struct dg_buf *b)
+{
+    dg_buf_append(b, "]}", 2);
 }
 
 json_t *dg_wire_batch_items(const json_t *root, struct dg_err *err)
