@@ -965,8 +965,7 @@ MSG_AS(fn_endpoints, fn_update, false);
 
 #define T struct dg_wire_push
 #define PUSH_PART_FIELDS                                                                           \
-    BOOL(T, full, "full", .flags = F_OMIT),                                                        \
-        INT(T, sync, "sync", .flags = F_OMIT, NONNEG),                                             \
+    BOOL(T, full, "full", .flags = F_OMIT), INT(T, sync, "sync", .flags = F_OMIT, NONNEG),         \
         INT(T, part, "part", .flags = F_OMIT, .min = 0, .max = DG_WIRE_LIST_MAX),                  \
         INT(T, parts, "parts", .flags = F_OMIT, .min = 0, .max = DG_WIRE_LIST_MAX)
 /* A resync in parts: all three part fields or none, and only on a full push. */
@@ -992,13 +991,12 @@ static const struct field F_push[] = {
     ARR(T, functions, nfunctions, "functions", fn_update, .flags = F_REQ),
     PUSH_PART_FIELDS,
 };
-static const struct msg M_push = {"push",     sizeof(T),          false,
-                                  F_push, DG_ARRAY_LEN(F_push), push_check};
+static const struct msg M_push = {"push",    sizeof(T), false, F_push, DG_ARRAY_LEN(F_push),
+                                  push_check};
 /* the flags and part fields alone, for a receiver that takes the items one by one */
 static const struct field F_push_part[] = {PUSH_PART_FIELDS};
-static const struct msg M_push_part = {"push",          sizeof(T),
-                                       false,           F_push_part,
-                                       DG_ARRAY_LEN(F_push_part), push_check};
+static const struct msg M_push_part = {
+    "push", sizeof(T), false, F_push_part, DG_ARRAY_LEN(F_push_part), push_check};
 #undef PUSH_PART_FIELDS
 #undef T
 

@@ -37,8 +37,7 @@ struct dg_batch *dg_batch_new(const char *path);
  * to cb(ud, ...). An item that alone is more than a part holds (DG_WIRE_PART_MAX less the
  * envelope) is not sent: its callback gets the error (DG_E_LIMIT, "an item of N bytes is more
  * than a part holds ...") at the next flush (or free), never from inside this call. */
-void dg_batch_add_text(struct dg_batch *b, const char *item, size_t len, dg_batch_cb cb,
-                       void *ud);
+void dg_batch_add_text(struct dg_batch *b, const char *item, size_t len, dg_batch_cb cb, void *ud);
 /* Add an item (`item` taken) as JSON: dg_batch_add_text of its text. */
 void dg_batch_add(struct dg_batch *b, json_t *item, dg_batch_cb cb, void *ud);
 /* Items added and not flushed yet (refused ones included). */
