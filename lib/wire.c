@@ -819,8 +819,30 @@ static const struct field F_worker_beat[] = {
     INT(T, sandbox_count, "sandboxCount", HAS(T, has_sandbox_count), .min = 0,
         .max = DG_WIRE_LIST_MAX),
     STR(T, sandbox_subnet, "sandboxSubnet", .chk = C_CIDR),
+    INT(T, listing, "listing", .flags = F_OMIT, NONNEG),
+    INT(T, listing_part, "listingPart", .flags = F_OMIT, .min = 0, .max = DG_WIRE_LIST_MAX),
+    INT(T, listing_parts, "listingParts", .flags = F_OMIT, .min = 0, .max = DG_WIRE_LIST_MAX),
 };
-MSG(worker_beat, false);
+/* A listing in parts: all three fields or none, and only with "sandboxes". */
+static int worker_beat_check(const void *p, struct dg_err *err)
+{
+    const T *m = p;
+    if (!m->listing && !m->listing_part && !m->listing_parts)
+        return 0;
+    if (!m->has_sandboxes)
+        return dg_err_set(err, DG_E_INVAL, "field 'listing': only with 'sandboxes'");
+    if (m->listing < 1)
+        return dg_err_set(err, DG_E_INVAL, "field 'listing': expected 1.., got %lld",
+                          (long long)m->listing);
+    if (m->listing_parts < 1 || m->listing_part >= m->listing_parts)
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'listingPart': expected 0..listingParts-1 with listingParts >= "
+                          "1, got part %lld of %lld",
+                          (long long)m->listing_part, (long long)m->listing_parts);
+    return 0;
+}
+static const struct msg M_worker_beat = {
+    "worker_beat", sizeof(T), false, F_worker_beat, DG_ARRAY_LEN(F_worker_beat), worker_beat_check};
 #undef T
 
 #define T struct dg_wire_sandbox_exit

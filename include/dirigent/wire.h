@@ -203,7 +203,18 @@ struct dg_wire_worker_beat {
     int64_t sandbox_count;
     char *sandbox_subnet; /* "sandboxSubnet": the IPv4 CIDR its sandboxes' endpoints lie in
                              (the CP adopts no endpoint outside it); absent: its address's host */
+    /* a listing over one body (DG_WIRE_PART_MAX) goes in parts, one per beat, in order:
+     * "listing" (its number, >= 1), "listingPart" (0..listingParts-1), "listingParts"; the
+     * CP answers "resync" until the last, and takes the listing whole (all parts of one
+     * number) or not at all. All 0 (absent): the sandboxes are the whole list. */
+    int64_t listing, listing_part, listing_parts;
 };
+/* The bytes a sandbox_ref of these takes in a beat at most (its strings need no escaping:
+ * validated names, ids and addresses). */
+#define DG_WIRE_SANDBOX_REF_BYTES(id, function, endpoint)                                          \
+    (strlen(id) + strlen(function) + strlen(endpoint) + 40)
+/* The bytes of a worker beat besides its sandboxes at most. */
+#define DG_WIRE_WORKER_BEAT_ENVELOPE 2048
 
 /* POST /v1/sandboxes/exited: a sandbox exited that nobody asked to delete. */
 struct dg_wire_sandbox_exit {
