@@ -173,7 +173,14 @@ struct dg_wire_batch_line {
 /* The line for item i (malloc'd JSON text without the newline; `body` borrowed, any bytes:
  * not UTF-8 ones are replaced by '?'). */
 char *dg_wire_batch_line_dumps(size_t i, int status, const char *body, size_t len);
-/* Parse one line (without its newline). Errors name the field ("field 'i': required"). */
+/* The line for item i whose answer is a JSON object (`json`, `len` bytes, borrowed, e.g. a
+ * dg_wire_created): {"i":K,"status":S,"json":{...}}, the object as it is, not escaped into a
+ * string: written without a JSON encoder and read back without a parser (its receiver decodes
+ * the object: one parse). The caller vouches that `json` is one JSON object. */
+char *dg_wire_batch_line_json(size_t i, int status, const char *json, size_t len);
+/* Parse one line (without its newline): either form; a "json" line's body is the object's
+ * text (a view into `buf`, for the item's receiver to decode and validate). Errors name the
+ * field ("field 'i': required"). */
 int dg_wire_batch_line_parse(const char *buf, size_t len, struct dg_wire_batch_line *out,
                              struct dg_err *err);
 void dg_wire_batch_line_free(struct dg_wire_batch_line *l);

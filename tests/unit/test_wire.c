@@ -1026,6 +1026,38 @@ static void test_push_parts(void **state)
     }
 }
 
+/* A JSON answer's compact line: written and read without a JSON parser, the object handed
+ * on as it is; what is not exactly that form goes to the full parser (and its errors). */
+static void test_batch_json_line(void **state)
+{
+    struct dg_wire_batch_line l;
+    struct dg_err err;
+    char *s = dg_wire_batch_line_json(12, 201, "{\"id\":\"a\"}", 10);
+    assert_string_equal(s, "{\"i\":12,\"status\":201,\"json\":{\"id\":\"a\"}}");
+    assert_int_equal(dg_wire_batch_line_parse(s, strlen(s), &l, &err), 0);
+    assert_int_equal(l.i, 12);
+    assert_int_equal(l.status, 201);
+    assert_int_equal(l.body.len, 10);
+    assert_memory_equal(l.body.ptr, "{\"id\":\"a\"}", 10);
+    assert_null(l.root_); /* no JSON tree was made */
+    dg_wire_batch_line_free(&l);
+    free(s);
+    static const char *const bad[] = {
+        "{\"i\":01,\"status\":201,\"json\":{}}",                  /* a leading zero */
+        "{\"i\":1234567890123456789,\"status\":201,\"json\":{}}", /* 19 digits */
+        "{\"i\":1,\"status\":2011,\"json\":{}}",                  /* status of 4 digits */
+        "{\"i\":1,\"status\":201,\"json\":{}",                    /* cut short */
+        "{\"i\":-1,\"status\":201,\"json\":{}}",
+    };
+    /* refused, or read by the full parser, which hands no object on (its body is empty) */
+    for (size_t k = 0; k < DG_ARRAY_LEN(bad); k++) {
+        int rc = dg_wire_batch_line_parse(bad[k], strlen(bad[k]), &l, &err);
+        assert_true(rc < 0 || l.body.len == 0);
+        if (rc == 0)
+            dg_wire_batch_line_free(&l);
+    }
+}
+
 /* A batch body from encoded items is what the JSON encoder made, and its items decode. */
 static void test_batch_text(void **state)
 {
@@ -1066,6 +1098,7 @@ int main(void)
         cmocka_unit_test(test_parts),
         cmocka_unit_test(test_push_parts),
         cmocka_unit_test(test_batch_text),
+        cmocka_unit_test(test_batch_json_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
