@@ -1419,8 +1419,27 @@ json_t *dg_wire_batch_items(const json_t *root, struct dg_err *err)
     return items;
 }
 
+/* True when `s` needs no escaping in a JSON string: printable ASCII but '"' and '\\'. */
+static bool plain_text(const char *s, size_t len)
+{
+    for (size_t k = 0; k < len; k++) {
+        unsigned char c = (unsigned char)s[k];
+        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
+            return false;
+    }
+    return true;
+}
+
 char *dg_wire_batch_line_dumps(size_t i, int status, const char *body, size_t len)
 {
+    if (!body || plain_text(body, len)) { /* the usual answer: what the encoder would write */
+        struct dg_buf b = {0};
+        dg_buf_reserve(&b, len + 48);
+        dg_buf_printf(&b, "{\"%s\":%zu,\"%s\":%d,\"%s\":\"", K_I, i, K_STATUS, status, K_BODY);
+        dg_buf_append(&b, body ? body : "", body ? len : 0);
+        dg_buf_append(&b, "\"}", 2);
+        return b.data;
+    }
     json_t *o = json_object();
     json_object_set_new(o, K_I, json_integer((json_int_t)i));
     json_object_set_new(o, K_STATUS, json_integer(status));
@@ -1474,20 +1493,31 @@ static bool line_lit(const char **p, const char *end, const char *lit)
     return true;
 }
 
-/* The compact line of a JSON answer, read without a JSON parser: {"i":N,"status":S,"json":
- * then an object that ends the line. 1: read (the object is the body, for its receiver to
- * decode: the one parse it gets); 0: not this form. */
-static int line_json(const char *buf, size_t len, struct dg_wire_batch_line *out)
+/* The two compact lines, read without a JSON parser: {"i":N,"status":S, then "json": and an
+ * object that ends the line (the object is the body, for its receiver to decode: the one
+ * parse it gets), or "body":"TEXT"} with TEXT printable ASCII but '"' and '\\' (what needs no
+ * unescaping). 1: read; 0: not one of these forms (the full parser reads it, or refuses). */
+static int line_compact(const char *buf, size_t len, struct dg_wire_batch_line *out)
 {
     const char *p = buf, *end = buf + len;
     int64_t i, st;
     if (!line_lit(&p, end, "{\"i\":") || (i = line_uint(&p, end, 18)) < 0 ||
-        !line_lit(&p, end, ",\"status\":") || (st = line_uint(&p, end, 3)) < 0 ||
-        !line_lit(&p, end, ",\"json\":{") || end - p < 2 || end[-1] != '}' || end[-2] != '}')
+        !line_lit(&p, end, ",\"status\":") || (st = line_uint(&p, end, 3)) < 0)
         return 0;
+    if (line_lit(&p, end, ",\"json\":{")) {
+        if (end - p < 2 || end[-1] != '}' || end[-2] != '}')
+            return 0;
+        out->body = (struct dg_str){p - 1, (size_t)(end - 1 - (p - 1))};
+    } else if (line_lit(&p, end, ",\"body\":\"")) {
+        if (end - p < 2 || end[-1] != '}' || end[-2] != '"' ||
+            !plain_text(p, (size_t)(end - 2 - p)))
+            return 0;
+        out->body = (struct dg_str){p, (size_t)(end - 2 - p)};
+    } else {
+        return 0;
+    }
     out->i = i;
     out->status = st;
-    out->body = (struct dg_str){p - 1, (size_t)(end - 1 - (p - 1))};
     return 1;
 }
 
@@ -1495,7 +1525,7 @@ int dg_wire_batch_line_parse(const char *buf, size_t len, struct dg_wire_batch_l
                              struct dg_err *err)
 {
     memset(out, 0, sizeof(*out));
-    if (buf && line_json(buf, len, out))
+    if (buf && line_compact(buf, len, out))
         return 0;
     json_error_t je;
     /* as dg_json_parse, but a body may hold a NUL (\u0000) */

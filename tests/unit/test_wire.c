@@ -1049,6 +1049,22 @@ static void test_batch_json_line(void **state)
         "{\"i\":1,\"status\":201,\"json\":{}",                    /* cut short */
         "{\"i\":-1,\"status\":201,\"json\":{}}",
     };
+    /* a plain text answer: the same bytes the JSON encoder wrote, read without a parser */
+    s = dg_wire_batch_line_dumps(3, 200, "deleting w1-0-1", 15);
+    assert_string_equal(s, "{\"i\":3,\"status\":200,\"body\":\"deleting w1-0-1\"}");
+    assert_int_equal(dg_wire_batch_line_parse(s, strlen(s), &l, &err), 0);
+    assert_null(l.root_);
+    assert_int_equal(l.body.len, 15);
+    assert_memory_equal(l.body.ptr, "deleting w1-0-1", 15);
+    free(s);
+    /* text that needs escaping goes through the encoder and the parser */
+    s = dg_wire_batch_line_dumps(4, 400, "a \"b\"\n", 7);
+    assert_int_equal(dg_wire_batch_line_parse(s, strlen(s), &l, &err), 0);
+    assert_non_null(l.root_);
+    assert_int_equal(l.body.len, 7);
+    assert_memory_equal(l.body.ptr, "a \"b\"\n", 7);
+    dg_wire_batch_line_free(&l);
+    free(s);
     /* refused, or read by the full parser, which hands no object on (its body is empty) */
     for (size_t k = 0; k < DG_ARRAY_LEN(bad); k++) {
         int rc = dg_wire_batch_line_parse(bad[k], strlen(bad[k]), &l, &err);
