@@ -23,18 +23,29 @@ struct dg_heartbeat {
     json_t *(*body)(void *ud);
     void *ud;
     bool ok, resync, in_flight, stopped;
-    int auth_refused; /* the last 401/403 logged (once until it changes) */
+    bool borrowed;     /* pools are another heartbeat's (dg_heartbeat_start_shared) */
+    bool free_pending; /* closed while a beat was in flight: freed by its answer */
+    int auth_refused;  /* the last 401/403 logged (once until it changes) */
 };
 
-static void closed(uv_handle_t *h)
+static void hb_free(struct dg_heartbeat *hb)
 {
-    struct dg_heartbeat *hb = h->data;
     free(hb->path);
     for (size_t i = 0; i < hb->naddrs; i++)
         free(hb->addrs[i]);
     free(hb->addrs);
     free(hb->pools);
     free(hb);
+}
+
+static void closed(uv_handle_t *h)
+{
+    struct dg_heartbeat *hb = h->data;
+    if (hb->in_flight) { /* a borrower's beat in its owner's pool: its answer frees */
+        hb->free_pending = true;
+        return;
+    }
+    hb_free(hb);
 }
 
 /* Talk to control plane `i` from now on. */
@@ -66,6 +77,12 @@ static void beat_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
 {
     struct dg_heartbeat *hb = ud;
     hb->in_flight = false;
+    if (hb->free_pending) {
+        hb_free(hb);
+        return;
+    }
+    if (hb->stopped && hb->borrowed)
+        return; /* its timer is closing */
     bool ok = resp && resp->status == 200;
     bool auth = false;
     if (resp && (resp->status == 401 || resp->status == 403)) {
@@ -163,6 +180,33 @@ struct dg_heartbeat *dg_heartbeat_start_list(uv_loop_t *loop, const struct dg_st
     return hb;
 }
 
+struct dg_heartbeat *dg_heartbeat_start_shared(struct dg_heartbeat *owner, uint64_t first_ms,
+                                               json_t *(*body)(void *ud), void *ud)
+{
+    struct dg_heartbeat *hb = dg_xcalloc(1, sizeof(*hb));
+    hb->loop = owner->loop;
+    hb->borrowed = true;
+    hb->naddrs = owner->naddrs;
+    hb->pools = dg_xcalloc(owner->naddrs, sizeof(*hb->pools));
+    hb->addrs = dg_xcalloc(owner->naddrs, sizeof(*hb->addrs));
+    for (size_t i = 0; i < owner->naddrs; i++) {
+        hb->pools[i] = owner->pools[i];
+        hb->addrs[i] = dg_xstrdup(owner->addrs[i]);
+    }
+    hb->pool = hb->pools[0];
+    hb->address = hb->addrs[0];
+    hb->interval_ms = owner->interval_ms;
+    hb->path = dg_xstrdup(owner->path);
+    hb->body = body;
+    hb->ud = ud;
+    hb->resync = true;
+    uv_timer_init(hb->loop, &hb->timer);
+    hb->timer.data = hb;
+    uv_timer_start(&hb->timer, beat, first_ms, hb->interval_ms);
+    uv_unref((uv_handle_t *)&hb->timer);
+    return hb;
+}
+
 static void post_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
                       const struct dg_err *err, void *ud)
 {
@@ -211,7 +255,8 @@ void dg_heartbeat_stop(struct dg_heartbeat *h)
     if (!h || h->stopped)
         return;
     h->stopped = true;
-    for (size_t i = 0; i < h->naddrs; i++) /* fails what is in flight: beat_done runs now */
+    for (size_t i = 0; i < h->naddrs && !h->borrowed; i++) /* fails what is in flight:
+                                                             beat_done runs now */
         dg_http_pool_close(h->pools[i]);
     uv_timer_stop(&h->timer);
     uv_close((uv_handle_t *)&h->timer, closed);

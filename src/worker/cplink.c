@@ -85,8 +85,17 @@ int wk_cplink_start(struct wk_cplink *l, uv_loop_t *loop, const struct wk_cplink
         struct wk_cplink_node *node = &l->nodes[i];
         node->link = l;
         node->name = n > 1 ? dg_xasprintf("%s-%lld", reg->name, (long long)i) : NULL;
-        node->hb = dg_heartbeat_start_list(loop, conf->cp_addresses, DG_WIRE_PATH_WORKERS,
-                                           conf->heartbeat_ms, registration_body, node, err);
+        /* emulated nodes without credentials share node 0's connections (a CP sees a few
+         * keep-alive connections, not one per node) and beat spread over the interval (not
+         * all in the same millisecond); with a key each node keeps its own pool: the bearer
+         * is the pool's */
+        if (i > 0 && !conf->key)
+            node->hb = dg_heartbeat_start_shared(l->nodes[0].hb,
+                                                 (uint64_t)i * conf->heartbeat_ms / (uint64_t)n,
+                                                 registration_body, node);
+        else
+            node->hb = dg_heartbeat_start_list(loop, conf->cp_addresses, DG_WIRE_PATH_WORKERS,
+                                               conf->heartbeat_ms, registration_body, node, err);
         if (!node->hb)
             return -1;
         if (conf->key) {
@@ -116,7 +125,7 @@ void wk_cplink_exited(void *ud, const struct wk_sandbox *sb)
 
 void wk_cplink_stop(struct wk_cplink *l)
 {
-    for (int64_t i = 0; l->nodes && i < l->conf.nodes; i++) {
+    for (int64_t i = l->nodes ? l->conf.nodes - 1 : -1; i >= 0; i--) { /* node 0's pools last */
         dg_heartbeat_stop(l->nodes[i].hb);
         l->nodes[i].hb = NULL;
     }
