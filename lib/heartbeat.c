@@ -141,9 +141,19 @@ struct dg_heartbeat *dg_heartbeat_start_list(uv_loop_t *loop, const struct dg_st
                                              json_t *(*body)(void *ud), void *ud,
                                              struct dg_err *err)
 {
+    return dg_heartbeat_start_conns(loop, addresses, path, interval_ms, 4, body, ud, err);
+}
+
+struct dg_heartbeat *dg_heartbeat_start_conns(uv_loop_t *loop, const struct dg_strlist *addresses,
+                                              const char *path, uint64_t interval_ms,
+                                              unsigned max_conns, json_t *(*body)(void *ud),
+                                              void *ud, struct dg_err *err)
+{
     struct dg_http_pool_opts o;
     dg_http_pool_opts_default(&o);
-    o.max_conns = 4;
+    o.max_conns = max_conns ? max_conns : 4;
+    if (o.max_idle < o.max_conns)
+        o.max_idle = o.max_conns; /* kept open: a busy shared pool would reconnect */
     o.request_timeout_ms = interval_ms * 2;
     if (addresses->n == 0) {
         dg_err_set(err, DG_E_INVAL, "controlPlaneAddress: expected at least one IP:PORT");

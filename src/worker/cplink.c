@@ -96,9 +96,11 @@ int wk_cplink_start(struct wk_cplink *l, uv_loop_t *loop, const struct wk_cplink
             node->hb = dg_heartbeat_start_shared(l->nodes[0].hb,
                                                  (uint64_t)i * conf->heartbeat_ms / (uint64_t)n,
                                                  registration_body, node);
-        else
-            node->hb = dg_heartbeat_start_list(loop, conf->cp_addresses, DG_WIRE_PATH_WORKERS,
-                                               conf->heartbeat_ms, registration_body, node, err);
+        else /* node 0 of many: connections for all (one beat in flight per connection) */
+            node->hb = dg_heartbeat_start_conns(
+                loop, conf->cp_addresses, DG_WIRE_PATH_WORKERS, conf->heartbeat_ms,
+                n > 1 && !conf->key ? (unsigned)DG_MIN(64, 4 + n / 100) : 4, registration_body,
+                node, err);
         if (!node->hb)
             return -1;
         if (conf->key) {
