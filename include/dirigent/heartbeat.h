@@ -29,6 +29,19 @@ struct dg_heartbeat *dg_heartbeat_start_list(uv_loop_t *loop, const struct dg_st
                                              const char *path, uint64_t interval_ms,
                                              json_t *(*body)(void *ud), void *ud,
                                              struct dg_err *err);
+/* The same over up to `max_conns` connections per control plane (0: 4, the default): the
+ * owner of heartbeats that borrow its connections (dg_heartbeat_start_shared). */
+struct dg_heartbeat *dg_heartbeat_start_conns(uv_loop_t *loop, const struct dg_strlist *addresses,
+                                              const char *path, uint64_t interval_ms,
+                                              unsigned max_conns, json_t *(*body)(void *ud),
+                                              void *ud, struct dg_err *err);
+/* Another heartbeat over `owner`'s connections (its control planes, path and interval): one
+ * process that beats for many nodes (a worker's emulatedNodes) keeps a few keep-alive
+ * connections instead of one per node. Its first beat goes out after `first_ms` (spread the
+ * nodes over the interval). Stop every borrower before its owner; a borrower sets no bearer
+ * (the pool's is the owner's). */
+struct dg_heartbeat *dg_heartbeat_start_shared(struct dg_heartbeat *owner, uint64_t first_ms,
+                                               json_t *(*body)(void *ud), void *ud);
 /* Send `body` (taken) as JSON POST to `path` on the CP; errors are logged once per kind. */
 void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body);
 /* Every request from now on (beats and posts) carries this credential (copied; NULL: none):

@@ -469,10 +469,7 @@ static bool node_is(struct dg_http_req *r, const char *what, const char *name)
 
 static struct cp_worker *worker_named(const char *name)
 {
-    for (struct cp_worker *w = cp.core.workers; w; w = w->next)
-        if (strcmp(w->name, name) == 0)
-            return w;
-    return NULL;
+    return cp_core_worker(&cp.core, name);
 }
 
 /* Whether node credential `id` speaks for worker `w`: its own name, or (emulatedNodes: one

@@ -71,6 +71,14 @@ struct cp_worker {
     double create_tokens;     /* rate limit (maxCreatesPerWorkerPerSecond): a token bucket */
     uint64_t tokens_ms;       /* when create_tokens was last refilled */
     struct cp_worker *next;
+    /* the schedulable workers, least recently heard first (a heartbeat moves its worker to
+     * the end): the silent ones are found from the front without a walk of all */
+    struct cp_worker *seen_prev, *seen_next;
+    bool in_seen;
+    /* the create rate limit's workers whose bucket is not full (tokens_refill looks at these
+     * only) */
+    struct cp_worker *refill_next;
+    bool in_refill;
 };
 
 struct cp_dp {
@@ -230,8 +238,12 @@ struct cp_core {
                                   answer, an adoption, an exit find theirs without a walk */
     struct cp_slot *slots;     /* the functions each tick slot decides */
     unsigned nslots, next_slot;
-    struct cp_worker *workers; /* by name: round-robin is stable */
+    struct cp_worker *workers;     /* by name: round-robin is stable */
+    struct dg_strmap worker_index; /* name -> worker: a heartbeat finds its own without a walk */
+    struct cp_worker *seen_head, *seen_tail; /* cp_worker.seen_prev/next */
+    struct cp_worker *refill;                /* cp_worker.refill_next */
     struct cp_dp *dps;
+    struct dg_strmap dp_index; /* name -> data plane */
     struct cp_placer placer;
     struct cp_node **view; /* placement's view: every worker's node, in name order */
     size_t nview, view_cap;
@@ -378,6 +390,8 @@ void cp_core_on_dp_push_failed(struct cp_core *c, const char *name);
 /* Silent: its reports stop counting, its connection closes, it is freed. */
 void cp_core_on_dp_lost(struct cp_core *c, struct cp_dp *d);
 struct cp_dp *cp_core_dp(struct cp_core *c, const char *name);
+/* The worker `name`, or NULL (an index: no walk). */
+struct cp_worker *cp_core_worker(struct cp_core *c, const char *name);
 /* Workers and data planes silent for more than `silent_ms`: lost. Returns the data planes
  * lost. */
 unsigned cp_core_check_peers(struct cp_core *c, uint64_t silent_ms);

@@ -61,8 +61,11 @@ static void call(struct dg_http_pool *pool, const char *method, const char *path
 
 static void flush_batches(uv_timer_t *t)
 {
-    for (struct cp_worker *w = cp.core.workers; w; w = w->next) {
-        struct cp_worker_io *io = w->io;
+    while (cp.flush_list) { /* only the workers this loop turn batched for */
+        struct cp_worker_io *io = cp.flush_list;
+        cp.flush_list = io->flush_next;
+        io->flush_next = NULL;
+        io->flush_pending = false;
         if (io->creates)
             dg_batch_flush(io->creates, io->pool);
         if (io->deletes)
@@ -98,6 +101,16 @@ static void batch_call(struct dg_batch **bp, const char *path, struct dg_http_po
         dg_batch_flush(*bp, pool);
     else if (!uv_is_active((uv_handle_t *)&cp.batch_timer))
         uv_timer_start(&cp.batch_timer, flush_batches, 0, 0);
+}
+
+/* A worker's batch waits for the flush. */
+static void worker_flush_pending(struct cp_worker_io *io)
+{
+    if (io->flush_pending)
+        return;
+    io->flush_pending = true;
+    io->flush_next = cp.flush_list;
+    cp.flush_list = io;
 }
 
 /* Send `body` (taken; may be NULL) as JSON; `cb` gets the response or an error. */
@@ -239,6 +252,7 @@ static void fx_destroy(void *ud, struct cp_worker *w, const char *id, struct cp_
     struct cp_worker_io *io = w->io;
     batch_call(&io->deletes, DG_WIRE_PATH_SANDBOXES_DELETE, io->pool,
                dg_wire_delete_item_encode(id), s ? deleted_on_worker : NULL, s);
+    worker_flush_pending(io);
 }
 
 static void drain_step(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
@@ -357,6 +371,7 @@ static void fx_create(void *ud, struct cp_sandbox *s)
                                .memory_mib = spec->memory_mib};
     batch_call(&io->creates, DG_WIRE_PATH_SANDBOXES_BATCH, io->pool, dg_wire_create_encode(&m),
                created, s);
+    worker_flush_pending(io);
     if (envv != small)
         free(envv);
 }
@@ -594,18 +609,48 @@ static struct dg_http_pool *pool_to(const char *address, unsigned max_conns, str
     return dg_http_pool_new_addr(cp.loop, address, &o, err);
 }
 
+/* The pool to worker `address`, shared by every worker there (NULL with err: a bad address). */
+static struct cp_worker_pool *worker_pool_get(const char *address, struct dg_err *err)
+{
+    struct cp_worker_pool *wp = dg_strmap_get(&cp.worker_pools, dg_str_c(address));
+    if (!wp) {
+        struct dg_http_pool *pool = pool_to(address, 256, err);
+        if (!pool)
+            return NULL;
+        wp = dg_xcalloc(1, sizeof(*wp));
+        wp->address = dg_xstrdup(address);
+        wp->pool = pool;
+        dg_strmap_put(&cp.worker_pools, dg_str_c(wp->address), wp);
+    }
+    wp->refs++;
+    return wp;
+}
+
+/* One worker less at that address: its pool closes with the last. */
+static void worker_pool_put(struct cp_worker_pool *wp)
+{
+    if (!wp || --wp->refs)
+        return;
+    dg_strmap_del(&cp.worker_pools, dg_str_c(wp->address));
+    struct dg_http_pool *pool = wp->pool;
+    free(wp->address);
+    free(wp);
+    dg_http_pool_close(pool);
+}
+
 static int fx_connect(void *ud, enum cp_peer kind, void **iop, const char *address,
                       struct dg_err *err)
 {
     if (kind == CP_PEER_WORKER) {
-        struct dg_http_pool *pool = pool_to(address, 256, err);
-        if (!pool)
+        struct cp_worker_pool *wp = worker_pool_get(address, err);
+        if (!wp)
             return -1;
         struct cp_worker_io *io = *iop ? *iop : dg_xcalloc(1, sizeof(*io));
-        if (io->pool)
-            dg_http_pool_close(io->pool);
-        io->pool = pool;
+        struct cp_worker_pool *old = io->wpool;
+        io->wpool = wp;
+        io->pool = wp->pool;
         *iop = io;
+        worker_pool_put(old); /* after: a move to the same address keeps the pool */
         return 0;
     }
     struct dg_http_pool *pool = pool_to(address, 1, err); /* one connection: ordered pushes */
@@ -630,11 +675,18 @@ static void fx_disconnect(void *ud, enum cp_peer kind, void *iop)
 {
     if (kind == CP_PEER_WORKER) {
         struct cp_worker_io *io = iop;
+        for (struct cp_worker_io **pi = &cp.flush_list; *pi; pi = &(*pi)->flush_next)
+            if (*pi == io) { /* only at exit: workers never leave */
+                *pi = io->flush_next;
+                break;
+            }
         dg_batch_free(io->creates, NULL); /* empty: flushed into the pool before it closed */
         dg_batch_free(io->deletes, NULL);
-        if (io->pool)
-            dg_http_pool_close(io->pool);
+        struct cp_worker_pool *wp = io->wpool;
+        io->pool = NULL;
+        io->wpool = NULL;
         free(io);
+        worker_pool_put(wp);
         return;
     }
     struct cp_dp_io *io = iop;
@@ -675,15 +727,23 @@ static void fx_persist(void *ud, enum cp_peer kind, const void *peer)
 
 static void fx_worker_changed(void *ud, const struct cp_worker *w)
 {
-    if (!cp.m_worker_cpu)
+    struct cp_worker_io *io = w->io;
+    if (!cp.m_worker_cpu || !io)
         return;
-    const char *cap[] = {w->name, "capacity"}, *res[] = {w->name, "reserved"},
-               *sched[] = {w->name, "schedulable"};
-    dg_gauge_set(dg_metric_get(cp.m_worker_cpu, cap), (double)w->res.cpu_milli);
-    dg_gauge_set(dg_metric_get(cp.m_worker_cpu, sched), (double)cp_worker_cpu_schedulable(w));
-    dg_gauge_set(dg_metric_get(cp.m_worker_cpu, res), (double)w->node.cpu_used);
-    dg_gauge_set(dg_metric_get(cp.m_worker_mem, cap), (double)w->res.memory_mib);
-    dg_gauge_set(dg_metric_get(cp.m_worker_mem, res), (double)w->node.mem_used);
+    if (!io->m[0]) { /* looked up once: every heartbeat and create sets them */
+        const char *cap[] = {w->name, "capacity"}, *res[] = {w->name, "reserved"},
+                   *sched[] = {w->name, "schedulable"};
+        io->m[0] = dg_metric_get(cp.m_worker_cpu, cap);
+        io->m[1] = dg_metric_get(cp.m_worker_cpu, sched);
+        io->m[2] = dg_metric_get(cp.m_worker_cpu, res);
+        io->m[3] = dg_metric_get(cp.m_worker_mem, cap);
+        io->m[4] = dg_metric_get(cp.m_worker_mem, res);
+    }
+    dg_gauge_set(io->m[0], (double)w->res.cpu_milli);
+    dg_gauge_set(io->m[1], (double)cp_worker_cpu_schedulable(w));
+    dg_gauge_set(io->m[2], (double)w->node.cpu_used);
+    dg_gauge_set(io->m[3], (double)w->res.memory_mib);
+    dg_gauge_set(io->m[4], (double)w->node.mem_used);
 }
 
 const struct cp_effects cp_io_effects = {
@@ -737,12 +797,13 @@ void cp_io_close(void)
         dg_http_pool_close(p);
         dg_http_pool_close(dp);
     }
+    /* a pool shared by the workers at one address closes once none of them has it */
     for (struct cp_worker *w = cp.core.workers; w; w = w->next) {
         struct cp_worker_io *io = w->io;
-        struct dg_http_pool *p = io->pool;
+        struct cp_worker_pool *wp = io->wpool;
         io->pool = NULL;
-        if (p)
-            dg_http_pool_close(p);
+        io->wpool = NULL;
+        worker_pool_put(wp);
     }
     uv_close((uv_handle_t *)&cp.push_timer, NULL);
     uv_close((uv_handle_t *)&cp.batch_timer, NULL);

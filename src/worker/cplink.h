@@ -30,8 +30,9 @@ struct wk_cplink_node;
 struct wk_cplink {
     struct wk_cplink_conf conf;
     struct wk_registry *reg;
-    int port;                     /* the API's */
-    struct wk_cplink_node *nodes; /* conf.nodes of them; NULL: not started */
+    int port;                                      /* the API's */
+    struct wk_cplink_node *nodes;                  /* conf.nodes of them; NULL: not started */
+    int64_t machine_cpu_milli, machine_memory_mib; /* the machine's, read at start */
 };
 
 /* Register with the control plane as the worker `reg` serves, at conf->host:port, and keep

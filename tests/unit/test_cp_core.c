@@ -855,6 +855,59 @@ static void test_create_rate_limit(void **state)
 
 /* A store record of an older CP has no subnet: the reconstruction's listing waits for the
  * worker's beat (which says it, and lists), deleting nothing meanwhile. */
+
+/* Many workers (issue 16): found by name without a walk, kept in name order for round-robin,
+ * and the silent ones lost (in the order they went silent) without looking at those that beat;
+ * a lost worker that beats again is schedulable and can be lost again. Data planes by name. */
+static void test_many_workers_indexed_and_lost(void **state)
+{
+    struct env *e = env_new();
+    char name[32];
+    for (int i = 299; i >= 0; i--) { /* registered in reverse name order */
+        snprintf(name, sizeof(name), "w%03d", i);
+        worker(e, name, 4000, 4096);
+        e->k.now += 10; /* w299 first, w000 last */
+    }
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof(name), "w%03d", i);
+        struct cp_worker *w = cp_core_worker(&e->c, name);
+        assert_non_null(w);
+        assert_string_equal(w->name, name);
+    }
+    assert_null(cp_core_worker(&e->c, "w300"));
+    int k = 0;
+    for (struct cp_worker *w = e->c.workers; w; w = w->next, k++) {
+        snprintf(name, sizeof(name), "w%03d", k);
+        assert_string_equal(w->name, name); /* name order */
+    }
+    assert_int_equal(k, 300);
+    /* w299..w200 were heard at t0 + 0..990 ms, the others later: at t0 + 2995 ms only those
+     * are silent for more than 2 s */
+    uint64_t t0 = e->k.now - 3000; /* when w299 was heard */
+    e->k.now = t0 + 2000 + 995;    /* silent > 2000 ms: heard before t0 + 995 */
+    assert_int_equal(cp_core_check_peers(&e->c, 2000), 0); /* no data plane lost */
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof(name), "w%03d", i);
+        bool lost = i >= 200; /* w299..w200: heard at t0 + 0..990 */
+        assert_int_equal(cp_core_worker(&e->c, name)->node.schedulable, !lost);
+    }
+    worker(e, "w250", 4000, 4096); /* back */
+    assert_true(cp_core_worker(&e->c, "w250")->node.schedulable);
+    e->k.now += 2001;
+    cp_core_check_peers(&e->c, 2000);
+    assert_false(cp_core_worker(&e->c, "w250")->node.schedulable); /* silent again */
+    assert_false(cp_core_worker(&e->c, "w000")->node.schedulable);
+    /* data planes by name; gone once lost */
+    struct cp_dp *d1 = dataplane(e, "dp1");
+    dataplane(e, "dp2");
+    assert_ptr_equal(cp_core_dp(&e->c, "dp1"), d1);
+    e->k.now += 5000;
+    assert_int_equal(cp_core_check_peers(&e->c, 2000), 2);
+    assert_null(cp_core_dp(&e->c, "dp1"));
+    assert_null(cp_core_dp(&e->c, "dp2"));
+    env_free(e);
+}
+
 static void test_restore_without_subnet_waits(void **state)
 {
     struct env *e = env_new();
@@ -898,6 +951,7 @@ int main(void)
         cmocka_unit_test(test_quotas),
         cmocka_unit_test(test_create_rate_limit),
         cmocka_unit_test(test_restore_without_subnet_waits),
+        cmocka_unit_test(test_many_workers_indexed_and_lost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
