@@ -819,6 +819,7 @@ static const struct field F_worker_beat[] = {
     INT(T, sandbox_count, "sandboxCount", HAS(T, has_sandbox_count), .min = 0,
         .max = DG_WIRE_LIST_MAX),
     STR(T, sandbox_subnet, "sandboxSubnet", .chk = C_CIDR),
+    BOOL(T, saturated, "saturated", .flags = F_OMIT),
 };
 MSG(worker_beat, false);
 #undef T

@@ -167,6 +167,8 @@ struct dg_wire_worker_beat {
     int64_t sandbox_count;
     char *sandbox_subnet; /* "sandboxSubnet": the IPv4 CIDR its sandboxes' endpoints lie in
                              (the CP adopts no endpoint outside it); absent: its address's host */
+    bool saturated;       /* "saturated": its create (or delete) queue is full: it takes more
+                             only by making them wait; the CP places elsewhere (absent: false) */
 };
 
 /* POST /v1/sandboxes/exited: a sandbox exited that nobody asked to delete. */

@@ -551,7 +551,8 @@ static void api_worker(struct dg_http_req *r, void *ud)
         /* how many it runs (a one-node worker, on every beat): a count the registry does not
          * match asks for the list */
         .has_count = m.has_sandbox_count,
-        .count = (size_t)m.sandbox_count};
+        .count = (size_t)m.sandbox_count,
+        .saturated = m.saturated};
     struct cp_sandbox_report *list = m.nsandboxes ? dg_xcalloc(m.nsandboxes, sizeof(*list)) : NULL;
     for (size_t i = 0; i < m.nsandboxes; i++)
         list[i] = (struct cp_sandbox_report){m.sandboxes[i].id, m.sandboxes[i].function,

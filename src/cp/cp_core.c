@@ -646,10 +646,13 @@ static const char *shortfall(struct cp_core *c, const struct cp_fn *f, char *buf
         struct cp_node n = w->node;
         n.max_sandboxes = 0;
         n.rate_limited = false;
+        n.saturated = false;
         if (!cp_node_fits(&n, f->spec.cpu_milli, f->spec.memory_mib))
             continue; /* no room by its capacity */
         if (w->node.max_sandboxes && w->node.sandboxes >= w->node.max_sandboxes)
             capped = true;
+        else if (w->node.saturated)
+            *throttled = true; /* its queue drains by itself: wait for it, no error */
         else if (w->node.rate_limited && w->node.creates_left == 0)
             *throttled = true; /* else the policy passed it over (chbl's bound) */
     }
@@ -703,7 +706,7 @@ static void reconcile(struct cp_core *c, struct cp_fn *f)
             quota = shortfall(c, f, why, sizeof(why), &throttled);
         if (k < want && throttled)
             dg_log(DG_LOG_DEBUG, "scale",
-                   "fn=%s %u more sandboxes wait for the create rate limit "
+                   "fn=%s %u more sandboxes wait for the create rate limit or a saturated worker "
                    "(maxCreatesPerWorkerPerSecond %u)",
                    f->spec.name, want - k, c->q.creates_per_worker_per_s);
         else if (k < want || quota)
@@ -1215,6 +1218,11 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
         w->list_asked = true;
         w->list_asked_seq = ++c->seq;
     }
+    if (r->saturated != w->node.saturated) /* alive and busy: placed on again once free */
+        dg_log(DG_LOG_INFO, "registry", "worker %s %s", w->name,
+               r->saturated ? "saturated: no placements on it until its queue drains"
+                            : "no longer saturated");
+    w->node.saturated = r->saturated;
     worker_changed(c, w);
     if (!w->node.schedulable)
         dg_log(DG_LOG_INFO, "registry", "worker %s schedulable", w->name);
