@@ -22,6 +22,8 @@ struct wk_registry_events {
     void (*answer)(void *ud, struct wk_sandbox *sb, struct wk_reply to, const struct dg_err *err);
     /* sb exited on its own (sb->exit_status, sb->exit_reason): tell the control plane. */
     void (*exited)(void *ud, const struct wk_sandbox *sb);
+    /* wk_registry_saturated changed: tell the control plane now, not at the next beat. */
+    void (*saturation)(void *ud, bool saturated);
     void *ud;
 };
 
@@ -33,6 +35,11 @@ struct wk_registry {
     unsigned n;
     uint64_t next_id;
     unsigned run; /* this run's mark in sandbox ids (from its start time) */
+    /* maxConcurrentCreates (0: no bound): creates past it wait in a FIFO, not in the runtime
+     * in parallel; the worker is saturated while as many wait as run */
+    unsigned max_creates, creating, nqueued;
+    struct wk_sandbox *q_head, *q_tail;
+    bool pumping, saturated, stopping;
     char name[64];
     bool hurrying; /* wk_registry_hurry was called */
     struct wk_registry_events ev;
@@ -45,6 +52,12 @@ struct wk_registry {
 void wk_registry_init(struct wk_registry *reg, const char *name, const struct wk_runtime *rt,
                       void *rt_state, const struct wk_registry_events *ev,
                       struct dg_metrics *metrics);
+/* Bound the creates running at once (0: none); the rest wait in order. */
+void wk_registry_set_max_creates(struct wk_registry *reg, unsigned max);
+/* Saturated: as many creates wait as may run (or the runtime says its delete backlog is full):
+ * more creates here only wait; the control plane should place elsewhere (heartbeat
+ * "saturated"). */
+bool wk_registry_saturated(const struct wk_registry *reg);
 /* Free what is left after the loop has stopped (every sandbox is gone by then). */
 void wk_registry_deinit(struct wk_registry *reg);
 

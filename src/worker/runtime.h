@@ -55,6 +55,11 @@ struct wk_sandbox {
     struct wk_latency lat;
     uint64_t t0_us;
     struct wk_reply reply; /* who waits for the create's answer (the API's) */
+    /* the create queue (registry.c, maxConcurrentCreates): a sandbox waits there, its spec
+     * copied, until a create slot frees; the runtime never saw it */
+    struct wk_sandbox *qprev, *qnext;
+    struct dg_wire_create *queued; /* non-NULL while it waits */
+    bool create_slot;              /* it holds one of the slots (until created or gone) */
     /* the runtime's per-sandbox state: wk_runtime.sb_size bytes */
     _Alignas(max_align_t) unsigned char ext[];
 };
@@ -92,6 +97,7 @@ struct wk_runtime_conf {
         const struct dg_strlist *image_roots;      /* imageRoots, never empty */
         const struct dg_strlist *image_registries; /* imageRegistries */
         uint64_t pull_timeout_ms;                  /* imagePullTimeout */
+        unsigned max_deletes; /* maxConcurrentDeletes, resolved: clean-ups at once */
     } oci;
 };
 
@@ -125,6 +131,9 @@ struct wk_runtime {
     void (*deinit)(void *state);
     /* After the loop has stopped: free the state (NULL: nothing made). */
     void (*free)(void *state);
+    /* Optional: its delete work is backed up (more sandboxes wait for their clean-up than it
+     * runs at once): the worker says it is saturated. */
+    bool (*saturated)(void *state);
     /* Optional: the IPv4 CIDR its sandboxes' endpoints lie in, told to the CP (which adopts no
      * endpoint outside it); NULL: on the worker's own host address. */
     const char *(*sandbox_subnet)(void *state);
