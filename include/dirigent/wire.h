@@ -212,6 +212,8 @@ struct dg_wire_create {
     struct dg_strlist args; /* the program's arguments */
     int64_t cpu_milli;      /* "cpuMilli" 0..100000000 */
     int64_t memory_mib;     /* "memoryMiB" 0..16777216 */
+    bool no_init;           /* "noInit": run the entrypoint as PID 1 itself, without the worker's
+                               minimal init (registration init: false); absent: false */
 };
 
 /* Where a create's time went, µs ("latencyUs"). */

@@ -275,6 +275,16 @@ static const struct dg_conf_field wk_fields[] = {
      .help = "creates run at once (image, network, rootfs, runtime start, readiness); more "
              "wait in a queue, in order, and the worker tells the CP it is saturated while as "
              "many wait as run (0: 4 x the machine's cores; the emulated runtime: no bound)"},
+    {.key = "sandboxInit",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct wk_config, sandbox_init),
+     .def = "/usr/bin/tini-static",
+     .help =
+         "oci runtime: a static minimal init (Debian's tini-static or catatonit) bind-mounted "
+         "read-only into each sandbox as /dev/init, its PID 1, running the entrypoint: a "
+         "SIGTERM reaches an entrypoint that does not handle it as PID 1 (a shell script), so a "
+         "delete does not wait killGrace for it; a function registered with init: false runs "
+         "without it (empty: never)"},
     {.key = "maxConcurrentDeletes",
      .type = DG_CONF_INT,
      .offset = offsetof(struct wk_config, max_deletes),

@@ -41,6 +41,7 @@ struct wk_config {
     int64_t image_pull_timeout_ms;
     /* bounded sandbox work (issue 16) */
     int64_t max_creates, max_deletes;
+    char *sandbox_init;
 };
 
 extern const struct dg_conf_schema wk_schema;

@@ -223,6 +223,7 @@ int main(int argc, char **argv)
     rtc->oci.pull_timeout_ms = (uint64_t)g.cfg.image_pull_timeout_ms;
     unsigned cores = uv_available_parallelism();
     rtc->oci.max_deletes = g.cfg.max_deletes ? (unsigned)g.cfg.max_deletes : 2 * cores;
+    rtc->oci.init = g.cfg.sandbox_init;
     /* what a create may name: by default only what this build (or installation) ships; for
      * the process runtime fnBinary itself, not its directory (installed, that is /usr/bin,
      * and /usr/bin/sh would run) */

@@ -163,6 +163,16 @@ void wk_registry_init(struct wk_registry *reg, const char *name, const struct wk
         NULL, dg_metrics_latency_buckets, dg_metrics_latency_nbuckets);
     dg_metrics_gauge_fn(metrics, "dg_worker_sandboxes", "Sandboxes on this worker.", sandboxes_now,
                         reg);
+    reg->stop_seconds = dg_metric_get1(
+        dg_metrics_histogram(metrics, "dg_worker_sandbox_stop_seconds",
+                             "Time from a delete to the sandbox's process gone.", NULL,
+                             dg_metrics_latency_buckets, dg_metrics_latency_nbuckets),
+        NULL);
+    reg->delete_seconds = dg_metric_get1(
+        dg_metrics_histogram(metrics, "dg_worker_sandbox_delete_seconds",
+                             "Time from a delete to nothing of the sandbox left on the host.", NULL,
+                             dg_metrics_latency_buckets, dg_metrics_latency_nbuckets),
+        NULL);
     dg_metrics_gauge_fn(metrics, "dg_worker_create_queue",
                         "Creates waiting for a slot (maxConcurrentCreates).", queued_now, reg);
 }
@@ -277,9 +287,19 @@ void wk_sandbox_exited(struct wk_sandbox *sb, int64_t status, const char *reason
         reg->ev.exited(reg->ev.ud, sb);
 }
 
+void wk_sandbox_stopped(struct wk_sandbox *sb)
+{
+    if (sb->stopped || !sb->t_delete_us)
+        return;
+    sb->stopped = true;
+    dg_histogram_observe(sb->reg->stop_seconds, (double)(dg_now_us() - sb->t_delete_us) / 1e6);
+}
+
 void wk_sandbox_gone(struct wk_sandbox *sb)
 {
     struct wk_registry *reg = sb->reg;
+    if (sb->t_delete_us)
+        dg_histogram_observe(reg->delete_seconds, (double)(dg_now_us() - sb->t_delete_us) / 1e6);
     if (sb->create_slot) { /* deleted while its runtime was creating it */
         sb->create_slot = false;
         reg->creating--;
@@ -302,6 +322,7 @@ static void destroy(struct wk_sandbox *sb)
 {
     struct wk_registry *reg = sb->reg;
     sb->state = WK_SB_DELETING;
+    sb->t_delete_us = dg_now_us();
     if (sb->queued) { /* its runtime never saw it: nothing to stop */
         unqueue(reg, sb);
         spec_free(sb->queued);

@@ -45,6 +45,7 @@ struct wk_registry {
     struct wk_registry_events ev;
     struct dg_metric *creates, *create_failures, *unexpected_exits;
     struct dg_metric_family *create_seconds;
+    struct dg_metric *stop_seconds, *delete_seconds; /* delete -> process gone, -> all gone */
 };
 
 /* Set up `reg` for worker `name` (copied) on runtime `rt` (its state made already), with its
@@ -87,6 +88,9 @@ void wk_sandbox_created(struct wk_sandbox *sb, const struct dg_err *err);
  * get` and the caller's 502 show after "sandbox ID ": e.g. "OOM-killed: memory limit 64 MiB",
  * "exited with status 1", "killed by signal 9 (Killed)". */
 void wk_sandbox_exited(struct wk_sandbox *sb, int64_t status, const char *reason);
+/* Being deleted, sb's process is gone (what it held of the machine is free; its runtime may
+ * still be cleaning up): the delete's time to here is observed. Optional for a runtime. */
+void wk_sandbox_stopped(struct wk_sandbox *sb);
 /* The free: nothing of sb is left on the host; sb is freed. */
 void wk_sandbox_gone(struct wk_sandbox *sb);
 /* `status` (exit status or -signal) as such a reason, into buf. */
