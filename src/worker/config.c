@@ -292,8 +292,8 @@ static const struct dg_conf_field wk_fields[] = {
      .min = 0,
      .max = 1000000,
      .help = "oci runtime: clean-ups (`crun delete`, unmounts) run at once after sandboxes' "
-             "processes have gone; more wait, and the worker is saturated while as many wait as "
-             "run (0: 2 x the machine's cores)"},
+             "processes have gone (their namespaces are back in the pool by then); more wait, "
+             "in order (0: 2 x the machine's cores)"},
     DG_CONF_HTTP_FIELDS(struct wk_config, http),
 };
 

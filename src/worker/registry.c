@@ -79,8 +79,8 @@ static void unqueue(struct wk_registry *reg, struct wk_sandbox *sb)
 
 bool wk_registry_saturated(const struct wk_registry *reg)
 {
-    return (reg->max_creates && reg->nqueued >= reg->max_creates) ||
-           (reg->rt->saturated && reg->rt->saturated(reg->rt_state));
+    /* not the clean-ups of deletes: a sandbox's slot is free once its process has gone */
+    return reg->max_creates && reg->nqueued >= reg->max_creates;
 }
 
 /* Tell the adapters when the worker becomes saturated or free again. */

@@ -55,9 +55,8 @@ void wk_registry_init(struct wk_registry *reg, const char *name, const struct wk
                       struct dg_metrics *metrics);
 /* Bound the creates running at once (0: none); the rest wait in order. */
 void wk_registry_set_max_creates(struct wk_registry *reg, unsigned max);
-/* Saturated: as many creates wait as may run (or the runtime says its delete backlog is full):
- * more creates here only wait; the control plane should place elsewhere (heartbeat
- * "saturated"). */
+/* Saturated: as many creates wait as may run: more creates here only wait; the control plane
+ * should place elsewhere (heartbeat "saturated"). */
 bool wk_registry_saturated(const struct wk_registry *reg);
 /* Free what is left after the loop has stopped (every sandbox is gone by then). */
 void wk_registry_deinit(struct wk_registry *reg);

@@ -134,9 +134,6 @@ struct wk_runtime {
     void (*deinit)(void *state);
     /* After the loop has stopped: free the state (NULL: nothing made). */
     void (*free)(void *state);
-    /* Optional: its delete work is backed up (more sandboxes wait for their clean-up than it
-     * runs at once): the worker says it is saturated. */
-    bool (*saturated)(void *state);
     /* Optional: the IPv4 CIDR its sandboxes' endpoints lie in, told to the CP (which adopts no
      * endpoint outside it); NULL: on the worker's own host address. */
     const char *(*sandbox_subnet)(void *state);

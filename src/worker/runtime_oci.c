@@ -536,13 +536,6 @@ static void after_exit(struct oci_sb *o)
     rt->ncq++;
 }
 
-/* Its clean-ups are backed up: as many wait as run (the worker says it is saturated). */
-static bool oci_saturated(void *state)
-{
-    struct oci_rt *rt = state;
-    return rt->conf->oci.max_deletes && rt->ncq >= rt->conf->oci.max_deletes;
-}
-
 /* ms from `t0` (µs) to now, 0 if unset. */
 static long long ms_since(uint64_t t0)
 {
@@ -1547,7 +1540,6 @@ const struct wk_runtime wk_runtime_oci = {
     .create = oci_create,
     .destroy = oci_destroy,
     .hurry = oci_hurry,
-    .saturated = oci_saturated,
     .deinit = oci_deinit,
     .free = oci_free,
 };
