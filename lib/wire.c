@@ -822,6 +822,7 @@ static const struct field F_worker_beat[] = {
     INT(T, listing, "listing", .flags = F_OMIT, NONNEG),
     INT(T, listing_part, "listingPart", .flags = F_OMIT, .min = 0, .max = DG_WIRE_LIST_MAX),
     INT(T, listing_parts, "listingParts", .flags = F_OMIT, .min = 0, .max = DG_WIRE_LIST_MAX),
+    BOOL(T, saturated, "saturated", .flags = F_OMIT),
 };
 /* A listing in parts: all three fields or none, and only with "sandboxes". */
 static int worker_beat_check(const void *p, struct dg_err *err)
@@ -889,6 +890,7 @@ static const struct field F_create[] = {
     STR(T, function, "function", .flags = F_REQ, .chk = C_FN),
     STR(T, image, "image", .chk = C_ARG),
     INT(T, port, "port", .flags = F_OMIT, .min = 1, .max = 65535), /* 0: absent */
+    BOOL(T, no_init, "noInit", .flags = F_OMIT),
     STRLIST(T, env, "env", .chk = C_ENV, .maxn = DG_WIRE_ARGS_MAX),
     STRLIST(T, args, "args", .chk = C_ARG, .maxn = DG_WIRE_ARGS_MAX),
     INT(T, cpu_milli, "cpuMilli", .min = 0, .max = 100000000),

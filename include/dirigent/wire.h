@@ -215,6 +215,8 @@ struct dg_wire_worker_beat {
      * CP answers "resync" until the last, and takes the listing whole (all parts of one
      * number) or not at all. All 0 (absent): the sandboxes are the whole list. */
     int64_t listing, listing_part, listing_parts;
+    bool saturated;       /* "saturated": its create (or delete) queue is full: it takes more
+                             only by making them wait; the CP places elsewhere (absent: false) */
 };
 /* The bytes a sandbox_ref of these takes in a beat at most (its strings need no escaping:
  * validated names, ids and addresses). */
@@ -264,6 +266,8 @@ struct dg_wire_create {
     struct dg_strlist args; /* the program's arguments */
     int64_t cpu_milli;      /* "cpuMilli" 0..100000000 */
     int64_t memory_mib;     /* "memoryMiB" 0..16777216 */
+    bool no_init;           /* "noInit": run the entrypoint as PID 1 itself, without the worker's
+                               minimal init (registration init: false); absent: false */
 };
 
 /* Where a create's time went, µs ("latencyUs"). */

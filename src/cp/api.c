@@ -609,7 +609,8 @@ static void api_worker(struct dg_http_req *r, void *ud)
         /* how many it runs (a one-node worker, on every beat): a count the registry does not
          * match asks for the list */
         .has_count = m.has_sandbox_count,
-        .count = (size_t)m.sandbox_count};
+        .count = (size_t)m.sandbox_count,
+        .saturated = m.saturated};
     /* a listing in parts: the core gets it whole with its last part; the beats before are
      * plain ones, answered "resync" for the next part */
     const struct dg_wire_sandbox_ref *refs = m.sandboxes;

@@ -334,6 +334,7 @@ struct cp_worker_report {
     bool listed;            /* it lists its sandboxes (a resync heartbeat) */
     bool has_count;         /* it says how many ready sandboxes it runs (`count`) */
     size_t count;
+    bool saturated; /* its create or delete queue is full: placement passes it over (issue 16) */
     const struct cp_sandbox_report *sandboxes;
     size_t nsandboxes;
 };

@@ -34,8 +34,10 @@ struct cp_fn_spec {
     struct dg_strlist args; /* program_args */
     int64_t iteration_multiplier;
     int64_t cold_start_busy_loop_ms;
-    bool h2c; /* upstream_protocol: "http1" (default) or "h2c", how the DPs reach its
+    bool h2c;     /* upstream_protocol: "http1" (default) or "h2c", how the DPs reach its
                  sandboxes (a gRPC call goes over h2c whatever this says) */
+    bool no_init; /* init: false: its entrypoint runs as the sandbox's PID 1 itself, not under
+                     the worker's minimal init (sandboxInit; issue 16) */
 };
 
 /* Fill `out` from a registration form. Errors: "field 'port_forwarding': expected ...,

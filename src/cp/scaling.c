@@ -368,7 +368,8 @@ static void fx_create(void *ud, struct cp_sandbox *s)
                                .env = env,
                                .args = spec->args,
                                .cpu_milli = spec->cpu_milli,
-                               .memory_mib = spec->memory_mib};
+                               .memory_mib = spec->memory_mib,
+                               .no_init = spec->no_init};
     batch_call(&io->creates, DG_WIRE_PATH_SANDBOXES_BATCH, io->pool, dg_wire_create_encode(&m),
                created, s);
     worker_flush_pending(io);

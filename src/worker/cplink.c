@@ -60,7 +60,8 @@ static json_t *registration_body(void *ud)
                                     .cpu_overcommit = c->cpu_overcommit,
                                     .min_cpu_milli = c->min_cpu_milli,
                                     .min_memory_mib = c->min_memory_mib,
-                                    .sandbox_subnet = (char *)c->sandbox_subnet};
+                                    .sandbox_subnet = (char *)c->sandbox_subnet,
+                                    .saturated = wk_registry_saturated(l->reg)};
     /* the sandboxes it runs (the first node reports them, for all), when the CP may not know
      * them (the first beat, the first after a failure, or when the CP asks): it adopts them.
      * Not on every beat: with thousands of sandboxes that list would be most of the CP's
@@ -171,6 +172,15 @@ void wk_cplink_exited(void *ud, const struct wk_sandbox *sb)
                                      .status = sb->exit_status,
                                      .reason = (char *)sb->exit_reason};
     dg_heartbeat_post(l->nodes[0].hb, DG_WIRE_PATH_SANDBOX_EXITED, dg_wire_sandbox_exit_encode(&m));
+}
+
+void wk_cplink_saturation(void *ud, bool saturated)
+{
+    struct wk_cplink *l = ud;
+    /* a flapping queue must not turn thousands of emulated nodes into a storm of beats: past
+     * 100 nodes the next periodic beat says it */
+    for (int64_t i = 0; l->nodes && l->conf.nodes <= 100 && i < l->conf.nodes; i++)
+        dg_heartbeat_kick(l->nodes[i].hb);
 }
 
 void wk_cplink_stop(struct wk_cplink *l)

@@ -930,6 +930,55 @@ static void test_restore_without_subnet_waits(void **state)
     env_free(e);
 }
 
+/* A saturated worker (its heartbeat says its create queue is full, issue 16) stays alive and
+ * schedulable, but placement passes it over; with every worker saturated a function waits
+ * (no error, nothing unschedulable) and is placed at the tick after one is free again. */
+static void beat_saturated(struct env *e, const char *name, bool saturated)
+{
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%zu", strlen(name) + 1000);
+    struct cp_worker_report r = {.name = name,
+                                 .address = addr,
+                                 .res = {.cpu_milli = 100000, .memory_mib = 100000},
+                                 .saturated = saturated};
+    struct dg_err err = {0};
+    assert_non_null(cp_core_on_worker_heartbeat(&e->c, &r, &err));
+}
+
+static void test_saturated_worker(void **state)
+{
+    struct env *e = env_new();
+    struct cp_worker *w1 = worker(e, "w1", 100000, 100000);
+    struct cp_worker *w2 = worker(e, "w22", 100000, 100000);
+    dataplane(e, "dp1");
+    beat_saturated(e, "w1", true);
+    assert_true(w1->node.saturated);
+    assert_true(w1->node.schedulable); /* busy, not lost */
+    struct cp_fn *f = function(e, "spread", 10, 10, 4);
+    assert_int_equal(e->k.ncreates, 4);
+    for (size_t i = 0; i < 4; i++)
+        assert_ptr_equal(e->k.creates[i]->worker, w2);
+    /* both saturated: g waits, without an error */
+    beat_saturated(e, "w22", true);
+    struct cp_fn *g = function(e, "waits", 10, 10, 2);
+    assert_int_equal(e->k.ncreates, 4);
+    settle(e);
+    assert_false(cp_fn_error_of(g)->set);
+    for (size_t i = 0; i < e->k.npushed; i++) /* no error for the waiting requests */
+        assert_false(strcmp(e->k.pushed[i].name, "waits") == 0 && e->k.pushed[i].error[0]);
+    /* w1 drained its queue: its beat places g there at once, without waiting for a tick */
+    beat_saturated(e, "w1", false);
+    assert_true(e->k.capacity_soon);
+    settle(e);
+    assert_int_equal(e->k.ncreates, 6);
+    assert_false(g->unschedulable);
+    assert_ptr_equal(e->k.creates[4]->worker, w1);
+    assert_ptr_equal(e->k.creates[5]->worker, w1);
+    assert_int_equal(f->creating, 4);
+    check_accounting(e);
+    env_free(e);
+}
+
 int main(void)
 {
     dg_log_set_level(DG_LOG_ERROR);
@@ -952,6 +1001,7 @@ int main(void)
         cmocka_unit_test(test_create_rate_limit),
         cmocka_unit_test(test_restore_without_subnet_waits),
         cmocka_unit_test(test_many_workers_indexed_and_lost),
+        cmocka_unit_test(test_saturated_worker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -147,7 +147,25 @@ static void test_worker_beat(void **state)
     assert_int_equal(m.cpu_milli, 0);
     assert_true(m.cpu_overcommit == 1.0);
     assert_null(m.boot);
+    assert_false(m.saturated); /* absent: not saturated */
     dg_wire_worker_beat_free(&m);
+
+    /* saturated (issue 16): said only when true; anything but a bool names the field */
+    static const char sat[] = "{\"name\":\"w\",\"address\":\"127.0.0.1:1\",\"saturated\":true}";
+    DECODE(worker_beat, sat, m);
+    assert_true(m.saturated);
+    char *s_ = dg_wire_worker_beat_dumps(&m);
+    assert_non_null(strstr(s_, "\"saturated\":true"));
+    free(s_);
+    m.saturated = false;
+    s_ = dg_wire_worker_beat_dumps(&m);
+    assert_null(strstr(s_, "saturated"));
+    free(s_);
+    dg_wire_worker_beat_free(&m);
+    static const char bad[] = "{\"name\":\"w\",\"address\":\"127.0.0.1:1\",\"saturated\":1}";
+    struct dg_err e = {0};
+    assert_int_not_equal(dg_wire_worker_beat_parse(bad, strlen(bad), &m, &e), 0);
+    assert_non_null(strstr(e.msg, "saturated"));
 }
 
 static void test_sandbox_exit(void **state)
