@@ -509,6 +509,8 @@ struct summary {
     double slowdown_geomean;           /* of the per-function geometric means */
     double slowdown_p50, slowdown_p99; /* across functions */
     size_t functions;                  /* with a counted success */
+    double p50_503, p99_503;           /* response time of the 503 answers, ms: how fast a
+                                          refusal (admission control) comes */
 };
 
 /* Pure: from samples (and the wall time) to the summary. A request's execution time is what
@@ -525,7 +527,8 @@ static void summarize(const struct sample *s, size_t n, size_t nfns, double wall
     double *sched = dg_xcalloc(n ? n : 1, sizeof(double));
     double *logsum = dg_xcalloc(nfns ? nfns : 1, sizeof(double));
     uint64_t *cnt = dg_xcalloc(nfns ? nfns : 1, sizeof(uint64_t));
-    size_t k = 0;
+    double *lat503 = dg_xcalloc(n ? n : 1, sizeof(double));
+    size_t k = 0, k503 = 0;
     for (size_t i = 0; i < n; i++) {
         if (s[i].warmup)
             continue;
@@ -534,9 +537,10 @@ static void summarize(const struct sample *s, size_t n, size_t nfns, double wall
         if (st != 200) {
             if (st == 0)
                 out->transport++;
-            else if (st == 503)
+            else if (st == 503) {
                 out->e503++;
-            else if (st == 502)
+                lat503[k503++] = (double)s[i].latency_us / 1000;
+            } else if (st == 502)
                 out->e502++;
             else if (st == 504)
                 out->e504++;
@@ -568,6 +572,10 @@ static void summarize(const struct sample *s, size_t n, size_t nfns, double wall
     out->sched_p50 = PCT(sched, 0.5);
     out->sched_p99 = PCT(sched, 0.99);
 #undef PCT
+    qsort(lat503, k503, sizeof(double), cmp_double);
+    out->p50_503 = k503 ? lat503[(size_t)((double)(k503 - 1) * 0.5)] : 0;
+    out->p99_503 = k503 ? lat503[(size_t)((double)(k503 - 1) * 0.99)] : 0;
+    free(lat503);
     double *fs = dg_xcalloc(nfns ? nfns : 1, sizeof(double)), all = 0;
     size_t m = 0;
     for (size_t f = 0; f < nfns; f++)
@@ -591,19 +599,21 @@ static void print_summary(const struct summary *m, bool json, const char *what)
 {
     uint64_t errors = m->counted - m->ok;
     if (json) {
-        printf(
-            "{\"sent\":%llu,\"counted\":%llu,\"ok\":%llu,\"errors\":%llu,\"errors_503\":%llu,"
-            "\"errors_502\":%llu,\"errors_504\":%llu,\"errors_5xx\":%llu,\"errors_4xx\":%llu,"
-            "\"errors_transport\":%llu,\"cold\":%llu,\"warm\":%llu,\"wall_s\":%.3f,"
-            "\"rate_achieved\":%.1f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,"
-            "\"sched_p50_ms\":%.3f,\"sched_p99_ms\":%.3f,\"functions\":%zu,"
-            "\"slowdown_geomean\":%.4f,\"slowdown_p50\":%.4f,\"slowdown_p99\":%.4f}\n",
-            (unsigned long long)m->sent, (unsigned long long)m->counted, (unsigned long long)m->ok,
-            (unsigned long long)errors, (unsigned long long)m->e503, (unsigned long long)m->e502,
-            (unsigned long long)m->e504, (unsigned long long)m->e5xx, (unsigned long long)m->e4xx,
-            (unsigned long long)m->transport, (unsigned long long)m->cold,
-            (unsigned long long)m->warm, m->wall_s, m->rate, m->p50, m->p90, m->p99, m->sched_p50,
-            m->sched_p99, m->functions, m->slowdown_geomean, m->slowdown_p50, m->slowdown_p99);
+        printf("{\"sent\":%llu,\"counted\":%llu,\"ok\":%llu,\"errors\":%llu,\"errors_503\":%llu,"
+               "\"errors_502\":%llu,\"errors_504\":%llu,\"errors_5xx\":%llu,\"errors_4xx\":%llu,"
+               "\"errors_transport\":%llu,\"cold\":%llu,\"warm\":%llu,\"wall_s\":%.3f,"
+               "\"rate_achieved\":%.1f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,"
+               "\"sched_p50_ms\":%.3f,\"sched_p99_ms\":%.3f,\"functions\":%zu,"
+               "\"slowdown_geomean\":%.4f,\"slowdown_p50\":%.4f,\"slowdown_p99\":%.4f,"
+               "\"p50_503_ms\":%.3f,\"p99_503_ms\":%.3f}\n",
+               (unsigned long long)m->sent, (unsigned long long)m->counted,
+               (unsigned long long)m->ok, (unsigned long long)errors, (unsigned long long)m->e503,
+               (unsigned long long)m->e502, (unsigned long long)m->e504,
+               (unsigned long long)m->e5xx, (unsigned long long)m->e4xx,
+               (unsigned long long)m->transport, (unsigned long long)m->cold,
+               (unsigned long long)m->warm, m->wall_s, m->rate, m->p50, m->p90, m->p99,
+               m->sched_p50, m->sched_p99, m->functions, m->slowdown_geomean, m->slowdown_p50,
+               m->slowdown_p99, m->p50_503, m->p99_503);
         return;
     }
     printf("sent %llu in %.2f s (%.1f/s)%s; counted %llu\n", (unsigned long long)m->sent, m->wall_s,
@@ -615,6 +625,9 @@ static void print_summary(const struct summary *m, bool json, const char *what)
            (unsigned long long)m->e504, (unsigned long long)m->e5xx, (unsigned long long)m->e4xx,
            (unsigned long long)m->transport);
     printf("latency p50 %.2f ms, p90 %.2f ms, p99 %.2f ms\n", m->p50, m->p90, m->p99);
+    if (m->e503)
+        printf("503 answers (refused or timed out) p50 %.2f ms, p99 %.2f ms\n", m->p50_503,
+               m->p99_503);
     printf("scheduling latency (response - execution) p50 %.2f ms, p99 %.2f ms\n", m->sched_p50,
            m->sched_p99);
     printf("slowdown over %zu function(s): geometric mean %.3f, p50 %.3f, p99 %.3f\n", m->functions,
