@@ -84,6 +84,7 @@ bool dg_wire_address_ok(const char *address);
 #define DG_WIRE_PATH_SANDBOXES_BATCH  "/v1/sandboxes/batch"  /* batch of dg_wire_create */
 #define DG_WIRE_PATH_SANDBOXES_DELETE "/v1/sandboxes/delete" /* batch of sandbox ids */
 /* DELETE /v1/sandboxes/ID: one delete */
+#define DG_WIRE_PATH_PREWARM "/v1/prewarm" /* PUT dg_wire_pool: the pre-created sandboxes */
 /* DP API */
 #define DG_WIRE_PATH_ENDPOINTS "/v1/endpoints" /* PUT dg_wire_push */
 #define DG_WIRE_PATH_DRAIN     "/v1/drain"     /* batch of dg_wire_drain */
@@ -270,6 +271,20 @@ struct dg_wire_create {
                                minimal init (registration init: false); absent: false */
 };
 
+/* PUT /v1/prewarm (DG_WIRE_PATH_PREWARM): the sandboxes a worker keeps pre-created
+ * (created, not started: src/worker/prewarm.c), per function: the whole table, replaced at
+ * each message (a function not in it keeps none). Strict: an unknown key is an error. */
+#define DG_WIRE_POOL_MAX       1000   /* "count" of one function */
+#define DG_WIRE_POOL_ITEMS_MAX 100000 /* functions in one table */
+struct dg_wire_pool_item {
+    struct dg_wire_create spec; /* what each runs: the create's keys, flat */
+    int64_t count;              /* "count" 0..DG_WIRE_POOL_MAX, required */
+};
+struct dg_wire_pool {
+    struct dg_wire_pool_item *items; /* "items", required; one per function */
+    size_t nitems;
+};
+
 /* Where a create's time went, µs ("latencyUs"). */
 struct dg_wire_latency {
     int64_t image, rootfs, network, start, ready, total;
@@ -440,6 +455,7 @@ struct dg_wire_fn_view {
     int64_t requested_cpu, requested_memory; /* millicores, MiB */
     bool cold_start_sweep;
     int64_t container_concurrency;
+    int64_t prewarm; /* sandboxes kept pre-created (registration); 0 is left out */
     char *error;
     bool has_error;
     char *error_worker;
@@ -581,7 +597,9 @@ struct dg_wire_async_state {
     X(async_result)                                                                                \
     X(async_claim)                                                                                 \
     X(async_batch)                                                                                 \
-    X(async_state)
+    X(async_state)                                                                                 \
+    X(pool_item)                                                                                   \
+    X(pool)
 
 #define DG_WIRE_DECLARE(x)                                                                         \
     json_t *dg_wire_##x##_encode(const struct dg_wire_##x *m);                                     \

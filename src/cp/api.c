@@ -69,6 +69,7 @@ static void fn_view(const struct cp_fn *f, struct dg_wire_fn_view *v)
         .requested_memory = f->spec.memory_mib,
         .cold_start_sweep = f->spec.cold_start_sweep,
         .container_concurrency = f->spec.concurrency,
+        .prewarm = f->spec.prewarm,
     };
     if (!e->set)
         return;

@@ -27,6 +27,8 @@ json_t *cp_fn_spec_to_json(const struct cp_fn_spec *s)
     NUM("container_concurrency", s->concurrency);
     NUM("iteration_multiplier", s->iteration_multiplier);
     NUM("cold_start_busy_loop_ms", s->cold_start_busy_loop_ms);
+    if (s->prewarm) /* absent: 0 (records written before the field existed read the same) */
+        NUM("prewarm", s->prewarm);
 #undef NUM
     json_object_set_new(j, "cold_start_sweep", json_string(s->cold_start_sweep ? "true" : "false"));
     if (s->h2c) /* absent: http1 (records written before the field existed read the same) */
@@ -90,7 +92,7 @@ int cp_fn_form_from_json(const json_t *j, struct dg_form *form, struct dg_err *e
                               "scaling_lower_bound, scaling_upper_bound, cold_start_sweep, "
                               "container_concurrency, env_vars, program_args, "
                               "iteration_multiplier, cold_start_busy_loop_ms, "
-                              "upstream_protocol, init)",
+                              "upstream_protocol, init, prewarm)",
                               key);
         }
         json_t *items = json_is_array(v) ? v : NULL;

@@ -15,6 +15,7 @@
 #include "conf.h"
 #include "cp.h"
 #include "haproxy.h"
+#include "pool.h"
 #include "replicas.h"
 #include "scaling.h"
 #include "dirigent/daemon.h"
@@ -46,6 +47,7 @@ static void on_cron(uv_timer_t *t)
         g.next_tick = now + 2000 / CP_TICK_SLOTS;
         cp_core_tick(&cp.core, g.tick_slot++ % CP_TICK_SLOTS);
     }
+    cp_pool_tick(now); /* pre-created sandboxes (pool.c): once a second */
 }
 
 /* authTokenFile and registrationAuth (docs/security.md): with a key every internal route needs

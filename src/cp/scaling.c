@@ -334,8 +334,8 @@ static bool env_has(const struct cp_fn_spec *spec, const char *name)
 /* The registration's start-up busy loop, under the names the original's workload reads
  * (its worker sets ITERATIONS_MULTIPLIER and COLD_START_BUSY_LOOP_MS the same way); the
  * function's own env_vars win. Only when registered: other images get nothing new. */
-static void sandbox_workload_env(const struct cp_fn_spec *spec, struct dg_strlist *env,
-                                 char bufs[2][64])
+void cp_sandbox_workload_env(const struct cp_fn_spec *spec, struct dg_strlist *env,
+                             char bufs[2][64])
 {
     if (spec->cold_start_busy_loop_ms > 0 && !env_has(spec, "COLD_START_BUSY_LOOP_MS")) {
         snprintf(bufs[0], 64, "COLD_START_BUSY_LOOP_MS=%lld",
@@ -361,7 +361,7 @@ static void fx_create(void *ud, struct cp_sandbox *s)
     if (spec->env.n) /* none: env.v is NULL, and memcpy's source must not be */
         memcpy(envv, spec->env.v, spec->env.n * sizeof(*envv));
     char bufs[2][64];
-    sandbox_workload_env(spec, &env, bufs);
+    cp_sandbox_workload_env(spec, &env, bufs);
     struct dg_wire_create m = {.function = (char *)spec->name,
                                .image = spec->image,
                                .port = spec->port,

@@ -15,6 +15,7 @@
 #include "dirigent/heartbeat.h"
 #include "dirigent/wire.h"
 #include "cplink.h"
+#include "prewarm.h"
 
 /* A listing over one body (DG_WIRE_PART_MAX), in parts: taken whole at its first part (the
  * parts are one moment's list), sent one part per beat while the CP answers "resync". */
@@ -62,6 +63,10 @@ static json_t *registration_body(void *ud)
                                     .min_memory_mib = c->min_memory_mib,
                                     .sandbox_subnet = (char *)c->sandbox_subnet,
                                     .saturated = wk_registry_saturated(l->reg)};
+    /* what pre-created sandboxes hold is not there to place on (prewarm.c) */
+    if (l->reg->rt->prewarm)
+        m.memory_mib -=
+            DG_MIN(m.memory_mib - 1, wk_prewarm_held_mib(l->reg->rt->prewarm(l->reg->rt_state)));
     /* the sandboxes it runs (the first node reports them, for all), when the CP may not know
      * them (the first beat, the first after a failure, or when the CP asks): it adopts them.
      * Not on every beat: with thousands of sandboxes that list would be most of the CP's

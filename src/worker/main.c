@@ -20,6 +20,7 @@
 #include "config.h"
 #include "cplink.h"
 #include "instance.h"
+#include "prewarm.h"
 #include "registry.h"
 
 static const struct wk_runtime *const runtimes[] = {&wk_runtime_process, &wk_runtime_emulated,
@@ -274,6 +275,7 @@ int main(int argc, char **argv)
         dg_auth_server(g.server, &g.key);
     dg_daemon_mount_health_metrics(g.server, g.metrics);
     wk_api_mount(g.server, &g.reg);
+    wk_prewarm_mount(g.server, g.rt->prewarm ? g.rt->prewarm(g.rt_state) : NULL, g.metrics);
     if (g.rt->start)
         g.rt->start(g.rt_state, on_runtime_ready, NULL);
     else

@@ -233,6 +233,14 @@ int wk_registry_create(struct wk_registry *reg, const struct dg_wire_create *spe
     return 0;
 }
 
+void wk_registry_rename(struct wk_sandbox *sb, const char *id)
+{
+    struct wk_registry *reg = sb->reg;
+    dg_strmap_del(&reg->by_id, dg_str_c(sb->id));
+    snprintf(sb->id, sizeof(sb->id), "%s", id);
+    dg_strmap_put(&reg->by_id, dg_str_c(sb->id), sb);
+}
+
 /* Answer sb's create, once. */
 static void answer(struct wk_sandbox *sb, const struct dg_err *err)
 {

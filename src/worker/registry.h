@@ -70,6 +70,10 @@ int wk_registry_create(struct wk_registry *reg, const struct dg_wire_create *spe
 /* Delete sandbox `id`: 0 (its runtime stops it in the background; a create still under way
  * is answered as failed), or -1 when there is no such sandbox or it is going already. */
 int wk_registry_delete(struct wk_registry *reg, struct dg_str id);
+/* A runtime that gives `sb` an existing container (a pre-created one, prewarm.c) gives it that
+ * container's name too, during its create: `sb` is `id` (copied) from now on, in the
+ * registry's index, the create's answer and the control plane. */
+void wk_registry_rename(struct wk_sandbox *sb, const char *id);
 /* The caller of sb's create went away: nobody would delete it, so it goes now. */
 void wk_registry_abandon(struct wk_sandbox *sb);
 /* Shutdown: every sandbox is stopped, then the runtime releases what it shares. */

@@ -24,6 +24,7 @@
 #include "dirigent/wire.h" /* struct dg_wire_create: what a sandbox runs (its spec) */
 
 struct wk_instance;
+struct wk_prewarm;
 struct dg_batch_reply;
 
 /* Time spent per step of a create, microseconds (the CP's cold-start trace). */
@@ -137,6 +138,8 @@ struct wk_runtime {
     /* Optional: the IPv4 CIDR its sandboxes' endpoints lie in, told to the CP (which adopts no
      * endpoint outside it); NULL: on the worker's own host address. */
     const char *(*sandbox_subnet)(void *state);
+    /* Optional: its pool of pre-created sandboxes (prewarm.h), made in init. */
+    struct wk_prewarm *(*prewarm)(void *state);
 };
 
 extern const struct wk_runtime wk_runtime_process;
