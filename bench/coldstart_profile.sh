@@ -111,7 +111,8 @@ if [ "$PERF" != 0 ]; then
     PERFS+=($!)
   done
 fi
-sleep "$(/usr/bin/python3 -c "print(max(0, $DUR - ($(date +%s%N) - $t_send) / 1e9))")"
+# the window ends 0.5 s before the last send: the load generator must still be running
+sleep "$(/usr/bin/python3 -c "print(max(0, $DUR - 0.5 - ($(date +%s%N) - $t_send) / 1e9))")"
 read -ra T1 <<<"$(all_ticks)"
 read -ra S1 <<<"$(all_sys)"
 w1=$(date +%s%N)
@@ -126,13 +127,13 @@ import csv, sys
 path, warm, dur, rate, win_us, hz = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 names = sys.argv[7].split(); t0 = list(map(int, sys.argv[8].split())); t1 = list(map(int, sys.argv[9].split()))
 s0 = list(map(int, sys.argv[10].split())); s1 = list(map(int, sys.argv[11].split()))
-rows = [r for r in csv.DictReader(open(path)) if float(r["start_ms"]) >= warm * 1000]
+rows = [r for r in csv.DictReader(open(path)) if warm * 1000 <= float(r["start_ms"]) < (dur - 0.5) * 1000]
 ok = [r for r in rows if r["status"] == "200"]
 lat = sorted(float(r["response_ms"]) for r in ok)
 pct = lambda p: lat[int((len(lat) - 1) * p)] if lat else float("nan")
 win_s = win_us / 1e6
 n = rate * win_s  # cold starts sent in the window (open loop)
-print(f"window {win_s:.2f} s, ~{n:.0f} cold starts; after {warm:g} s: sent {len(rows)}, ok {len(ok)}, errors {len(rows) - len(ok)}, "
+print(f"window {win_s:.2f} s, ~{n:.0f} cold starts; {warm:g} s to {dur - 0.5:g} s: sent {len(rows)}, ok {len(ok)}, errors {len(rows) - len(ok)}, "
       f"p50 {pct(.5):.2f} ms, p90 {pct(.9):.2f} ms, p99 {pct(.99):.2f} ms, max {lat[-1] if lat else float('nan'):.2f} ms")
 ours = 0
 print(f"{'process':8} {'CPU %':>7} {'us/cold start':>14} {'rd+wr/cold':>11} {'ctxsw/cold':>11}")
