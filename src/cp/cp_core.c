@@ -35,6 +35,7 @@ void cp_core_init(struct cp_core *c, const struct cp_core_config *cfg, const str
     c->nslots = cfg->tick_slots ? cfg->tick_slots : CP_TICK_SLOTS;
     c->slots = dg_xcalloc(c->nslots, sizeof(*c->slots));
     c->q = cfg->quotas;
+    c->scale_down_budget = cfg->scale_down_budget;
     cp_placer_init(&c->placer, cfg->placement, cfg->chbl_eps, cfg->seed);
 }
 
@@ -110,9 +111,20 @@ static struct cp_sandbox *sandbox_of(struct cp_core *c, const struct cp_fn *f, c
     return s && s->fn == f ? s : NULL;
 }
 
+static void sd_unlink(struct cp_core *c, struct cp_fn *f)
+{
+    if (!f->sd_queued)
+        return;
+    *(f->sd_prev ? &f->sd_prev->sd_next : &c->sd_head) = f->sd_next;
+    *(f->sd_next ? &f->sd_next->sd_prev : &c->sd_tail) = f->sd_prev;
+    f->sd_prev = f->sd_next = NULL;
+    f->sd_queued = false;
+}
+
 /* The one place a function's memory goes. */
 static void fn_free(struct cp_core *c, struct cp_fn *f)
 {
+    sd_unlink(c, f);
     while (f->sbs) {
         struct cp_sandbox *s = f->sbs;
         f->sbs = s->next;
@@ -739,8 +751,41 @@ static void reconcile(struct cp_core *c, struct cp_fn *f)
     } else {
         schedulable_again(c, f); /* wants no more than it has */
         if (f->desired < (int)f->ready && f->creating == 0 &&
-            (f->deleted || NOW(c) >= f->hold_down_until_ms))
-            scale_down(c, f, f->ready - (unsigned)f->desired);
+            (f->deleted || NOW(c) >= f->hold_down_until_ms)) {
+            if (f->deleted || !c->scale_down_budget) {
+                scale_down(c, f, f->ready - (unsigned)f->desired);
+            } else if (!f->sd_queued) { /* cold starts in between go first */
+                f->sd_queued = true;
+                f->sd_prev = c->sd_tail;
+                *(c->sd_tail ? &c->sd_tail->sd_next : &c->sd_head) = f;
+                c->sd_tail = f;
+                if (!c->scale_down_soon) {
+                    c->scale_down_soon = true;
+                    c->fx.soon(c->fx.ud, CP_SOON_SCALE_DOWN);
+                }
+            }
+        }
+    }
+}
+
+void cp_core_scale_downs(struct cp_core *c)
+{
+    c->scale_down_soon = false;
+    unsigned done = 0;
+    uint64_t now = NOW(c);
+    while (c->sd_head && done < c->scale_down_budget) {
+        struct cp_fn *f = c->sd_head;
+        sd_unlink(c, f);
+        if (f->deleted || f->desired >= (int)f->ready || f->creating != 0 ||
+            now < f->hold_down_until_ms)
+            continue; /* decided otherwise meanwhile (a deleted one scaled down at its delete) */
+        unsigned n = f->ready - (unsigned)f->desired;
+        scale_down(c, f, n);
+        done += n;
+    }
+    if (c->sd_head) {
+        c->scale_down_soon = true;
+        c->fx.soon(c->fx.ud, CP_SOON_SCALE_DOWN);
     }
 }
 
