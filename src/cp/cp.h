@@ -40,7 +40,7 @@ struct cp_worker_io {
     bool flush_pending;                 /* on cp.flush_list: a batch waits for the flush */
     struct cp_worker_io *flush_next;
     struct dg_metric *m[5]; /* its /metrics gauges (workers never leave): no lookup per beat */
-    uint64_t pool_sig; /* the pool table it was last sent (pool.c), hashed; 0: none or empty */
+    uint64_t pool_sig;      /* the pool table it was last sent (pool.c), hashed; 0: none or empty */
 };
 
 /* A data plane's connections (cp_dp.io). */
