@@ -84,6 +84,7 @@ static const struct {
     {"image", "--image"},
     {"cold_start_sweep", "--cold-start-sweep"},
     {"upstream_protocol", "--upstream-protocol"},
+    {"init", "--no-init"},
     {"prewarm", "--prewarm"},
     {"name", "NAME"},
 };
@@ -155,6 +156,8 @@ int cli_cmd_deploy(struct cli_ctx *c)
             json_object_set_new(j, num[i][1], json_string(cli_get(c, num[i][0])));
     if (cli_flag(c, "--cold-start-sweep"))
         json_object_set_new(j, "cold_start_sweep", json_true());
+    if (cli_flag(c, "--no-init"))
+        json_object_set_new(j, "init", json_false());
     if (cli_get(c, "--upstream-protocol")) /* checked by the CP, named back as the option */
         json_object_set_new(j, "upstream_protocol", json_string(cli_get(c, "--upstream-protocol")));
     char *body = dg_json_dumps(j);

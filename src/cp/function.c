@@ -100,6 +100,7 @@ static const struct {
     {"iteration_multiplier", CP_FIELD_INT},
     {"cold_start_busy_loop_ms", CP_FIELD_INT},
     {"upstream_protocol", CP_FIELD_STRING},
+    {"init", CP_FIELD_BOOL},
     {"prewarm", CP_FIELD_INT},
     {"env_vars", CP_FIELD_LIST},
     {"program_args", CP_FIELD_LIST},
@@ -177,8 +178,9 @@ int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct
                           proto);
 
     int64_t cpu = 1, mem = 1, lower = 0, mult = 0, busy = 0, cc = 1, prewarm = 0;
-    bool sweep = false;
+    bool sweep = false, init = true;
     if (field_bool(f, "cold_start_sweep", &sweep, err) < 0 ||
+        field_bool(f, "init", &init, err) < 0 ||
         field_int(f, "requested_cpu", 0, 1000000, &cpu, err) < 0 ||
         field_int(f, "requested_memory", 0, 1 << 24, &mem, err) < 0 ||
         field_int(f, "scaling_lower_bound", 0, INT32_MAX, &lower, err) < 0 ||
@@ -229,6 +231,7 @@ int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct
     out->cold_start_busy_loop_ms = busy;
     out->prewarm = (int)prewarm;
     out->h2c = up && strcmp(up, "h2c") == 0;
+    out->no_init = !init;
     for (size_t i = 0, n = dg_form_count(f, "env_vars"); i < n; i++)
         dg_strlist_push(&out->env, dg_xstrdup(dg_form_get(f, "env_vars", i)));
     for (size_t i = 0, n = dg_form_count(f, "program_args"); i < n; i++)

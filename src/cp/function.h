@@ -39,6 +39,8 @@ struct cp_fn_spec {
                     besides what the autoscaler predicts; 0..CP_PREWARM_MAX (default 0) */
     bool h2c;    /* upstream_protocol: "http1" (default) or "h2c", how the DPs reach its
                  sandboxes (a gRPC call goes over h2c whatever this says) */
+    bool no_init; /* init: false: its entrypoint runs as the sandbox's PID 1 itself, not under
+                     the worker's minimal init (sandboxInit; issue 16) */
 };
 
 /* Fill `out` from a registration form. Errors: "field 'port_forwarding': expected ...,

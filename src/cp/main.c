@@ -151,6 +151,7 @@ int main(int argc, char **argv)
     cp.placement = g.cfg.placement;
     cp.lb_address = g.cfg.lb_address;
     cp.heartbeat_timeout_ms = (uint64_t)g.cfg.heartbeat_ms;
+    cp.batch_interval_ms = (uint64_t)g.cfg.batch_interval_ms;
     struct cp_core_config cc = {
         .placement = (enum cp_place_policy)cp_place_policy_parse(cp.placement),
         .chbl_eps = g.cfg.chbl_eps,
@@ -161,6 +162,7 @@ int main(int argc, char **argv)
                    .max_per_worker = (unsigned)g.cfg.max_per_worker,
                    .max_total = (unsigned)g.cfg.max_sandboxes,
                    .creates_per_worker_per_s = (unsigned)g.cfg.max_creates_per_worker_s},
+        .scale_down_budget = (unsigned)g.cfg.scale_down_budget,
     };
     cp_core_init(&cp.core, &cc, &cp_io_effects);
     cp.metrics = dg_metrics_new();

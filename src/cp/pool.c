@@ -106,7 +106,8 @@ static json_t *item_json(const struct cp_fn *f, int64_t count)
                                             .env = env,
                                             .args = spec->args,
                                             .cpu_milli = spec->cpu_milli,
-                                            .memory_mib = spec->memory_mib},
+                                            .memory_mib = spec->memory_mib,
+                                            .no_init = spec->no_init},
                                    .count = count};
     json_t *j = dg_wire_pool_item_encode(&it);
     free(envv);

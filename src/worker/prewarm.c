@@ -93,7 +93,8 @@ static bool spec_eq(const struct dg_wire_create *pool, const struct dg_wire_crea
     if (strcmp(pool->function, create->function) != 0 ||
         strcmp(pool->image ? pool->image : "", create->image ? create->image : "") != 0 ||
         pool->port != create->port || pool->cpu_milli != create->cpu_milli ||
-        pool->memory_mib != create->memory_mib || !strlist_eq(&pool->args, &create->args))
+        pool->memory_mib != create->memory_mib || pool->no_init != create->no_init ||
+        !strlist_eq(&pool->args, &create->args))
         return false;
     size_t k = 0, idlen = strlen(DG_WIRE_ENV_SANDBOX_ID "=");
     for (size_t i = 0; i < create->env.n; i++) {
@@ -122,6 +123,7 @@ static void spec_copy(struct dg_wire_create *to, const struct dg_wire_create *fr
     strlist_copy(&to->args, &from->args);
     to->cpu_milli = from->cpu_milli;
     to->memory_mib = from->memory_mib;
+    to->no_init = from->no_init;
 }
 
 static void spec_free(struct dg_wire_create *s)

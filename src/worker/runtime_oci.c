@@ -26,6 +26,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +76,7 @@ struct oci_rt {
     char subnet[32];  /* sandboxSubnet, or the instance's default */
     char *runtime;    /* crun, runc, runsc */
     bool runsc;       /* gVisor: run_argv's wrapper and flags */
+    const char *init; /* sandboxInit, checked at start (NULL: none) */
     json_t *tmpl;     /* config.json without the per-sandbox parts */
     bool userns;      /* sandboxes in a user namespace, uid 0 = host uid id_base */
     uint32_t id_base;
@@ -85,6 +87,10 @@ struct oci_rt {
     unsigned n;
     struct wk_prewarm *pool; /* pre-created sandboxes (prewarm.c); in `sandboxes` too */
     bool closing;
+    /* clean-ups (`crun delete`, unmounts) after the process has gone: at most
+     * maxConcurrentDeletes at once, the rest wait in order */
+    unsigned cleaning, ncq;
+    struct oci_sb *cq_head, *cq_tail;
 };
 
 /* A sandbox's part of it (at sb->ext). */
@@ -100,6 +106,7 @@ struct oci_sb {
     bool ns_lost; /* not given back: runsc_net_restore failed */
     /* the spec, kept across the asynchronous steps */
     struct dg_strlist env, args;
+    bool init; /* under the minimal init (sandboxInit, unless the function says init: false) */
     int64_t cpu_milli, memory_mib;
     int port;
     char *dir, *config;
@@ -115,6 +122,11 @@ struct oci_sb {
     bool poll_open, poll_active, grace_open;
     unsigned handles;
     uint64_t t_step;
+    /* the delete's timeline (µs, dg_now_us): SIGTERM, SIGKILL, the process seen gone, the
+     * clean-up queued; said in the log (where a delete's time goes under load) */
+    uint64_t t_term, t_kill, t_gone;
+    struct oci_sb *cq_next; /* the clean-up queue */
+    bool cleanup_slot;      /* it holds one of the clean-up slots */
     bool pooled; /* a pool's (prewarm.c): made up to `crun create`, reported to the pool */
 };
 
@@ -212,6 +224,16 @@ static char *sandbox_config(struct oci_sb *o)
     json_t *proc = json_object_get(c, "process");
     /* args: the function's program_args replace the image's Cmd, as `docker run IMAGE ARGS` */
     json_t *args = json_array();
+    if (o->init) { /* the init as PID 1, the entrypoint its child (its process group gets the
+                      signals: -g) */
+        json_array_append_new(args, json_string("/dev/init"));
+        json_array_append_new(args, json_string("-g"));
+        json_array_append_new(args, json_string("--"));
+        json_array_append_new(json_object_get(c, "mounts"),
+                              json_pack("{ss ss ss s[ssss]}", "destination", "/dev/init", "type",
+                                        "bind", "source", o->rt->init, "options", "bind", "ro",
+                                        "nosuid", "nodev"));
+    }
     for (size_t i = 0; i < img->entrypoint.n; i++)
         json_array_append_new(args, json_string(img->entrypoint.v[i]));
     const struct dg_strlist *cmd = o->args.n ? &o->args : &img->cmd;
@@ -409,8 +431,34 @@ static void sb_handle_closed(uv_handle_t *h)
         sb_free(o);
 }
 
+static void cleanup_start(struct oci_sb *o);
+
+/* A clean-up slot frees: the next waiting starts. */
+static void cleanup_done(struct oci_sb *o)
+{
+    struct oci_rt *rt = o->rt;
+    if (!o->cleanup_slot)
+        return;
+    o->cleanup_slot = false;
+    rt->cleaning--;
+    if (o->t_gone)
+        dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: cleaned up %llu ms after its process went",
+               SB(o)->id, (unsigned long long)((dg_now_us() - o->t_gone) / 1000));
+    unsigned max = rt->conf->oci.max_deletes;
+    while (rt->cq_head && (!max || rt->cleaning < max)) {
+        struct oci_sb *next = rt->cq_head;
+        rt->cq_head = next->cq_next;
+        if (!rt->cq_head)
+            rt->cq_tail = NULL;
+        next->cq_next = NULL;
+        rt->ncq--;
+        cleanup_start(next);
+    }
+}
+
 static void finish(struct oci_sb *o)
 {
+    cleanup_done(o);
     if (o->ns) {
         if (!o->ns_lost)
             wk_netpool_release(o->rt->net, o->ns);
@@ -445,16 +493,11 @@ static void runtime_deleted(void *ud, int64_t status, int sig, const char *out)
     uv_queue_work(o->rt->conf->loop, &o->work, unmount_work, unmounted);
 }
 
-/* The container's process is gone: remove the runtime's state, then the rootfs. */
-static void after_exit(struct oci_sb *o)
+/* Remove the runtime's state, then the rootfs (holding a clean-up slot). */
+static void cleanup_start(struct oci_sb *o)
 {
-    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: process gone", SB(o)->id);
-    if (o->poll_active) {
-        uv_poll_stop(&o->poll);
-        o->poll_active = false;
-    }
-    if (o->grace_open)
-        uv_timer_stop(&o->grace);
+    o->cleanup_slot = true;
+    o->rt->cleaning++;
     if (!o->started) {
         o->work.data = o;
         uv_queue_work(o->rt->conf->loop, &o->work, unmount_work, unmounted);
@@ -467,19 +510,103 @@ static void after_exit(struct oci_sb *o)
         runtime_deleted(o, 1, 0, err.msg);
 }
 
+/* The container's process is gone: what it held of the machine is free now (its namespace goes
+ * back to the pool; the registry hears it), then its clean-up runs, or waits for a slot. */
+static void after_exit(struct oci_sb *o)
+{
+    struct oci_rt *rt = o->rt;
+    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: process gone", SB(o)->id);
+    if (o->poll_active) {
+        uv_poll_stop(&o->poll);
+        o->poll_active = false;
+    }
+    if (o->grace_open)
+        uv_timer_stop(&o->grace);
+    o->t_gone = dg_now_us();
+    /* runsc's network state is restored at the unmount (it needs the namespace then) */
+    if (o->ns && !rt->runsc) {
+        if (!o->ns_lost)
+            wk_netpool_release(rt->net, o->ns);
+        o->ns = NULL;
+    }
+    wk_sandbox_stopped(SB(o));
+    unsigned max = rt->conf->oci.max_deletes;
+    if (!max || rt->cleaning < max || rt->closing) {
+        cleanup_start(o);
+        return;
+    }
+    if (rt->cq_tail)
+        rt->cq_tail->cq_next = o;
+    else
+        rt->cq_head = o;
+    rt->cq_tail = o;
+    rt->ncq++;
+}
+
+/* ms from `t0` (µs) to now, 0 if unset. */
+static long long ms_since(uint64_t t0)
+{
+    return t0 ? (long long)((dg_now_us() - t0) / 1000) : 0;
+}
+
+/* How late the loop is handling what it saw at this turn's start: the work ahead in the turn,
+ * ms (the worker noticing an exit late). */
+static long long loop_late_ms(uv_loop_t *loop)
+{
+    long long late = (long long)(dg_now_us() / 1000) - (long long)uv_now(loop);
+    return late > 0 ? late : 0;
+}
+
+/* The delete's outcome in the log: how long the process took to go, and how late the worker
+ * saw it (a busy loop), so that a slow delete blames what was slow. Slow ones at info. */
+static void say_exit(struct oci_sb *o, int64_t code)
+{
+    long long term = ms_since(o->t_term), late = loop_late_ms(o->rt->conf->loop);
+    char status[64];
+    wk_exit_reason(code, status, sizeof(status));
+    if (o->t_kill)
+        dg_log(DG_LOG_INFO, "oci",
+               "sandbox %s (%s) gone %lld ms after SIGKILL (%lld ms after SIGTERM; %s; noticed "
+               "%lld ms late)",
+               SB(o)->id, SB(o)->function, ms_since(o->t_kill), term, status, late);
+    else
+        dg_log(term >= 100 || late >= 50 ? DG_LOG_INFO : DG_LOG_DEBUG, "oci",
+               "sandbox %s (%s) exited %lld ms after SIGTERM (%s; noticed %lld ms late)", SB(o)->id,
+               SB(o)->function, term, status, late);
+}
+
 static int pidfd_signal(struct oci_sb *o, int sig)
 {
     return (int)syscall(SYS_pidfd_send_signal, o->pidfd, sig, NULL, 0);
 }
 
+static void on_pidfd(uv_poll_t *p, int status, int events);
+
 static void on_grace(uv_timer_t *t)
 {
     struct oci_sb *o = t->data;
-    if (o->pid > 0) {
-        dg_log(DG_LOG_WARN, "oci", "sandbox %s (%s) ignored SIGTERM: SIGKILL", SB(o)->id,
-               SB(o)->function);
-        pidfd_signal(o, SIGKILL);
+    if (o->pid <= 0)
+        return;
+    long long grace = (long long)o->rt->conf->oci.kill_grace_ms, term = ms_since(o->t_term);
+    /* gone already, and the loop had not got to its pidfd yet: a late notice, not a process
+     * that ignored SIGTERM */
+    struct pollfd pfd = {.fd = o->pidfd, .events = POLLIN};
+    if (poll(&pfd, 1, 0) == 1) {
+        dg_log(DG_LOG_INFO, "oci",
+               "sandbox %s (%s) exited within its grace after SIGTERM; the worker noticed only "
+               "at the grace's end (%lld ms after SIGTERM, killGrace %lld ms): no SIGKILL",
+               SB(o)->id, SB(o)->function, term, grace);
+        on_pidfd(&o->poll, 0, UV_READABLE);
+        return;
     }
+    dg_log(DG_LOG_WARN, "oci",
+           "sandbox %s (%s) ignored SIGTERM: still running %lld ms after it (killGrace %lld "
+           "ms; %s): SIGKILL",
+           SB(o)->id, SB(o)->function, term, grace,
+           o->init ? "under the init: its entrypoint ignored it"
+                   : "no init: as PID 1 a signal without a handler does nothing");
+    o->t_kill = dg_now_us();
+    pidfd_signal(o, SIGKILL);
 }
 
 static void teardown(struct oci_sb *o)
@@ -496,6 +623,7 @@ static void teardown(struct oci_sb *o)
         o->pid = 0;
     }
     if (o->pid > 0) { /* on_pidfd continues once it has exited */
+        o->t_term = dg_now_us();
         pidfd_signal(o, SIGTERM);
         if (!o->grace_open) {
             uv_timer_init(o->rt->conf->loop, &o->grace);
@@ -541,6 +669,8 @@ static void on_pidfd(uv_poll_t *p, int status, int events)
     /* the pidfd stays open until the poll handle is closed (sb_handle_closed): closed now, its
      * number could go to another handle, and libuv, closing this one, would unregister that */
     if (o->stage == ST_TEARDOWN) {
+        if (o->t_term)
+            say_exit(o, code);
         after_exit(o);
         return;
     }
@@ -1029,6 +1159,7 @@ static void create_steps(struct oci_rt *rt, struct wk_sandbox *sb,
     link_sb(rt, o);
     o->t_step = sb->t0_us;
     o->port = (int)spec->port;
+    o->init = rt->init && !spec->no_init;
     o->dir = dg_xasprintf("%s/%s", rt->sb_dir, sb->id);
     for (size_t i = 0; i < spec->env.n; i++)
         dg_strlist_push(&o->env, dg_xstrdup(spec->env.v[i]));
@@ -1455,6 +1586,18 @@ static int oci_init(const struct wk_runtime_conf *c, void **state, struct dg_err
     if (!rt->net)
         goto out;
     rt->tmpl = config_template(rt);
+    /* the minimal init: a static binary (it runs in any image), else none, said once */
+    if (c->oci.init && c->oci.init[0]) {
+        if (access(c->oci.init, X_OK) == 0 && !rt->runsc)
+            rt->init = c->oci.init;
+        else
+            dg_log(DG_LOG_WARN, "oci",
+                   "sandboxInit %s: %s: entrypoints run as their sandbox's PID 1 (one that "
+                   "ignores SIGTERM there waits killGrace on every delete)",
+                   c->oci.init,
+                   rt->runsc ? "not with runsc (its own init)"
+                             : "not executable (apt-get install tini, or set sandboxInit)");
+    }
     if (!rt->runsc) /* runsc's network restore and wrapper are not made for create/start */
         rt->pool = wk_prewarm_new(c->loop, in->label, sizeof(struct oci_sb), &pool_ops, rt);
     uv_timer_init(c->loop, &rt->reaper);
