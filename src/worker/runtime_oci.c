@@ -616,8 +616,10 @@ static void teardown(struct oci_sb *o)
     o->stage = ST_TEARDOWN;
     wk_probe_cancel(o->probe);
     o->probe = NULL;
-    if (o->pid > 0 && !o->poll_open) { /* created, never started (pooled): nothing to signal,
-                                          `delete --force` kills it, the reaper reaps it */
+    if (o->pid > 0 && !o->poll_open) { /* created, never started (pooled): no grace for a
+                                          process that never ran the function; gone before its
+                                          namespace goes back (after_exit); the reaper reaps it */
+        pidfd_signal(o, SIGKILL);
         close(o->pidfd);
         o->pidfd = -1;
         o->pid = 0;
@@ -1096,6 +1098,7 @@ static void adopt(struct oci_rt *rt, struct wk_sandbox *sb, struct wk_sandbox *p
     o->pidfd = q->pidfd;
     o->memcg = q->memcg;
     o->memcg_v2 = q->memcg_v2;
+    o->init = q->init;
     o->started = true;
     /* one name everywhere: the container's (its hostname, cgroup and DIRIGENT_SANDBOX_ID
      * were made with it) becomes the sandbox's id for the CP and the DPs */
