@@ -1506,8 +1506,8 @@ static int line_compact(const char *buf, size_t len, struct dg_wire_batch_line *
         !line_lit(&p, end, ",\"status\":") || (st = line_uint(&p, end, 3)) < 0)
         return 0;
     if (line_lit(&p, end, ",\"json\":{")) {
-        if (end - p < 2 || end[-1] != '}' || end[-2] != '}')
-            return 0;
+        if (end - p < 2 || end[-1] != '}' || end[-2] != '}' || memchr(p, '\0', (size_t)(end - p)))
+            return 0; /* a NUL is never JSON text: the full parser refuses it */
         out->body = (struct dg_str){p - 1, (size_t)(end - 1 - (p - 1))};
         out->json = true;
     } else if (line_lit(&p, end, ",\"body\":\"")) {
