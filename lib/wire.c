@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "dirigent/json.h"
+#include "dirigent/strmap.h"
 
 enum kind { K_STR, K_INT, K_DBL, K_BOOL, K_STRLIST, K_ARR, K_OBJ };
 
@@ -822,6 +823,7 @@ static const struct field F_worker_beat[] = {
     INT(T, listing, "listing", .flags = F_OMIT, NONNEG),
     INT(T, listing_part, "listingPart", .flags = F_OMIT, .min = 0, .max = DG_WIRE_LIST_MAX),
     INT(T, listing_parts, "listingParts", .flags = F_OMIT, .min = 0, .max = DG_WIRE_LIST_MAX),
+    BOOL(T, saturated, "saturated", .flags = F_OMIT),
 };
 /* A listing in parts: all three fields or none, and only with "sandboxes". */
 static int worker_beat_check(const void *p, struct dg_err *err)
@@ -889,12 +891,53 @@ static const struct field F_create[] = {
     STR(T, function, "function", .flags = F_REQ, .chk = C_FN),
     STR(T, image, "image", .chk = C_ARG),
     INT(T, port, "port", .flags = F_OMIT, .min = 1, .max = 65535), /* 0: absent */
+    BOOL(T, no_init, "noInit", .flags = F_OMIT),
     STRLIST(T, env, "env", .chk = C_ENV, .maxn = DG_WIRE_ARGS_MAX),
     STRLIST(T, args, "args", .chk = C_ARG, .maxn = DG_WIRE_ARGS_MAX),
     INT(T, cpu_milli, "cpuMilli", .min = 0, .max = 100000000),
     INT(T, memory_mib, "memoryMiB", .min = 0, .max = 1 << 24),
 };
 MSG(create, true);
+#undef T
+
+/* PUT /v1/prewarm: a create's keys and how many to keep; no function twice in a table */
+#define T struct dg_wire_pool_item
+static const struct field F_pool_item[] = {
+    STR(T, spec.function, "function", .flags = F_REQ, .chk = C_FN),
+    STR(T, spec.image, "image", .chk = C_ARG),
+    INT(T, spec.port, "port", .flags = F_OMIT, .min = 1, .max = 65535),
+    STRLIST(T, spec.env, "env", .chk = C_ENV, .maxn = DG_WIRE_ARGS_MAX),
+    STRLIST(T, spec.args, "args", .chk = C_ARG, .maxn = DG_WIRE_ARGS_MAX),
+    INT(T, spec.cpu_milli, "cpuMilli", .min = 0, .max = 100000000),
+    INT(T, spec.memory_mib, "memoryMiB", .min = 0, .max = 1 << 24),
+    BOOL(T, spec.no_init, "noInit", .flags = F_OMIT),
+    INT(T, count, "count", .flags = F_REQ, .min = 0, .max = DG_WIRE_POOL_MAX),
+};
+MSG(pool_item, true);
+#undef T
+
+#define T struct dg_wire_pool
+static const struct field F_pool[] = {
+    ARR(T, items, nitems, "items", pool_item, .flags = F_REQ, .maxn = DG_WIRE_POOL_ITEMS_MAX),
+};
+static int pool_check(const void *p, struct dg_err *err)
+{
+    const T *m = p;
+    struct dg_strmap seen = {0};
+    int rc = 0;
+    for (size_t i = 0; i < m->nitems && rc == 0; i++) {
+        struct dg_str name = dg_str_c(m->items[i].spec.function);
+        if (dg_strmap_get(&seen, name))
+            rc = dg_err_set(err, DG_E_INVAL,
+                            "field 'items': function '%s' given twice (one item per function)",
+                            m->items[i].spec.function);
+        dg_strmap_put(&seen, name, (void *)1);
+    }
+    dg_strmap_free(&seen);
+    return rc;
+}
+static const struct msg M_pool = {"pool",    sizeof(T), true, F_pool, DG_ARRAY_LEN(F_pool),
+                                  pool_check};
 #undef T
 
 #define T struct dg_wire_latency
@@ -1125,6 +1168,7 @@ static const struct field F_fn_view[] = {
     INT(T, requested_memory, "requested_memory", NONNEG),
     BOOL(T, cold_start_sweep, "cold_start_sweep"),
     INT(T, container_concurrency, "container_concurrency", NONNEG),
+    INT(T, prewarm, "prewarm", .flags = F_OMIT, .min = 0, .max = DG_WIRE_POOL_MAX),
     STR(T, error, "error", .flags = F_NULL),
     STR(T, error_worker, "error_worker", .flags = F_HAS | F_NULL, .has = offsetof(T, has_error),
         .chk = C_NODE),

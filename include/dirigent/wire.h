@@ -84,6 +84,7 @@ bool dg_wire_address_ok(const char *address);
 #define DG_WIRE_PATH_SANDBOXES_BATCH  "/v1/sandboxes/batch"  /* batch of dg_wire_create */
 #define DG_WIRE_PATH_SANDBOXES_DELETE "/v1/sandboxes/delete" /* batch of sandbox ids */
 /* DELETE /v1/sandboxes/ID: one delete */
+#define DG_WIRE_PATH_PREWARM "/v1/prewarm" /* PUT dg_wire_pool: the pre-created sandboxes */
 /* DP API */
 #define DG_WIRE_PATH_ENDPOINTS "/v1/endpoints" /* PUT dg_wire_push */
 #define DG_WIRE_PATH_DRAIN     "/v1/drain"     /* batch of dg_wire_drain */
@@ -217,6 +218,8 @@ struct dg_wire_worker_beat {
      * CP answers "resync" until the last, and takes the listing whole (all parts of one
      * number) or not at all. All 0 (absent): the sandboxes are the whole list. */
     int64_t listing, listing_part, listing_parts;
+    bool saturated;       /* "saturated": its create (or delete) queue is full: it takes more
+                             only by making them wait; the CP places elsewhere (absent: false) */
 };
 /* The bytes a sandbox_ref of these takes in a beat at most (its strings need no escaping:
  * validated names, ids and addresses). */
@@ -266,6 +269,22 @@ struct dg_wire_create {
     struct dg_strlist args; /* the program's arguments */
     int64_t cpu_milli;      /* "cpuMilli" 0..100000000 */
     int64_t memory_mib;     /* "memoryMiB" 0..16777216 */
+    bool no_init;           /* "noInit": run the entrypoint as PID 1 itself, without the worker's
+                               minimal init (registration init: false); absent: false */
+};
+
+/* PUT /v1/prewarm (DG_WIRE_PATH_PREWARM): the sandboxes a worker keeps pre-created
+ * (created, not started: src/worker/prewarm.c), per function: the whole table, replaced at
+ * each message (a function not in it keeps none). Strict: an unknown key is an error. */
+#define DG_WIRE_POOL_MAX       1000   /* "count" of one function */
+#define DG_WIRE_POOL_ITEMS_MAX 100000 /* functions in one table */
+struct dg_wire_pool_item {
+    struct dg_wire_create spec; /* what each runs: the create's keys, flat */
+    int64_t count;              /* "count" 0..DG_WIRE_POOL_MAX, required */
+};
+struct dg_wire_pool {
+    struct dg_wire_pool_item *items; /* "items", required; one per function */
+    size_t nitems;
 };
 
 /* Where a create's time went, µs ("latencyUs"). */
@@ -438,6 +457,7 @@ struct dg_wire_fn_view {
     int64_t requested_cpu, requested_memory; /* millicores, MiB */
     bool cold_start_sweep;
     int64_t container_concurrency;
+    int64_t prewarm; /* sandboxes kept pre-created (registration); 0 is left out */
     char *error;
     bool has_error;
     char *error_worker;
@@ -579,7 +599,9 @@ struct dg_wire_async_state {
     X(async_result)                                                                                \
     X(async_claim)                                                                                 \
     X(async_batch)                                                                                 \
-    X(async_state)
+    X(async_state)                                                                                 \
+    X(pool_item)                                                                                   \
+    X(pool)
 
 #define DG_WIRE_DECLARE(x)                                                                         \
     json_t *dg_wire_##x##_encode(const struct dg_wire_##x *m);                                     \

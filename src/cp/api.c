@@ -69,6 +69,7 @@ static void fn_view(const struct cp_fn *f, struct dg_wire_fn_view *v)
         .requested_memory = f->spec.memory_mib,
         .cold_start_sweep = f->spec.cold_start_sweep,
         .container_concurrency = f->spec.concurrency,
+        .prewarm = f->spec.prewarm,
     };
     if (!e->set)
         return;
@@ -469,10 +470,7 @@ static bool node_is(struct dg_http_req *r, const char *what, const char *name)
 
 static struct cp_worker *worker_named(const char *name)
 {
-    for (struct cp_worker *w = cp.core.workers; w; w = w->next)
-        if (strcmp(w->name, name) == 0)
-            return w;
-    return NULL;
+    return cp_core_worker(&cp.core, name);
 }
 
 /* Whether node credential `id` speaks for worker `w`: its own name, or (emulatedNodes: one
@@ -612,7 +610,8 @@ static void api_worker(struct dg_http_req *r, void *ud)
         /* how many it runs (a one-node worker, on every beat): a count the registry does not
          * match asks for the list */
         .has_count = m.has_sandbox_count,
-        .count = (size_t)m.sandbox_count};
+        .count = (size_t)m.sandbox_count,
+        .saturated = m.saturated};
     /* a listing in parts: the core gets it whole with its last part; the beats before are
      * plain ones, answered "resync" for the next part */
     const struct dg_wire_sandbox_ref *refs = m.sandboxes;

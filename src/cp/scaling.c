@@ -59,10 +59,25 @@ static void call_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
 static void call(struct dg_http_pool *pool, const char *method, const char *path, json_t *body,
                  call_cb cb, void *ud);
 
+/* Start `t` (not started yet) to run `cb` once the current loop turn is done, but not before
+ * batchInterval after `last`: at thousands of cold starts a second a loop turn holds a few
+ * items only, and each request costs a write, a wake-up, a read and a parse on both sides; a
+ * millisecond's items in one request cost the same. At low rates the previous request is long
+ * past and nothing waits. */
+static void start_paced(uv_timer_t *t, uv_timer_cb cb, uint64_t last)
+{
+    uint64_t now = uv_now(cp.loop), due = last + cp.batch_interval_ms;
+    uv_timer_start(t, cb, due > now ? due - now : 0, 0);
+}
+
 static void flush_batches(uv_timer_t *t)
 {
-    for (struct cp_worker *w = cp.core.workers; w; w = w->next) {
-        struct cp_worker_io *io = w->io;
+    cp.last_batch_ms = uv_now(cp.loop);
+    while (cp.flush_list) { /* only the workers this loop turn batched for */
+        struct cp_worker_io *io = cp.flush_list;
+        cp.flush_list = io->flush_next;
+        io->flush_next = NULL;
+        io->flush_pending = false;
         if (io->creates)
             dg_batch_flush(io->creates, io->pool);
         if (io->deletes)
@@ -97,7 +112,17 @@ static void batch_call(struct dg_batch **bp, const char *path, struct dg_http_po
     if (dg_batch_size(*bp) >= BATCH_MAX)
         dg_batch_flush(*bp, pool);
     else if (!uv_is_active((uv_handle_t *)&cp.batch_timer))
-        uv_timer_start(&cp.batch_timer, flush_batches, 0, 0);
+        start_paced(&cp.batch_timer, flush_batches, cp.last_batch_ms);
+}
+
+/* A worker's batch waits for the flush. */
+static void worker_flush_pending(struct cp_worker_io *io)
+{
+    if (io->flush_pending)
+        return;
+    io->flush_pending = true;
+    io->flush_next = cp.flush_list;
+    cp.flush_list = io;
 }
 
 /* Send `body` (taken; may be NULL) as JSON; `cb` gets the response or an error. */
@@ -239,13 +264,17 @@ static void fx_destroy(void *ud, struct cp_worker *w, const char *id, struct cp_
     struct cp_worker_io *io = w->io;
     batch_call(&io->deletes, DG_WIRE_PATH_SANDBOXES_DELETE, io->pool,
                dg_wire_delete_item_encode(id), s ? deleted_on_worker : NULL, s);
+    worker_flush_pending(io);
 }
 
 static void drain_step(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
 {
     struct cp_drain *d = ud;
+    /* 404: the DP has none of them (its push, sent alongside, took an idle one out already):
+     * drained. Common at every scale-down: a warning each was a log write per scale-down */
     if (err)
-        dg_log(DG_LOG_WARN, "scale", "fn=%s drain: %s", d->f->spec.name, err->msg);
+        dg_log(strncmp(err->msg, "404:", 4) == 0 ? DG_LOG_DEBUG : DG_LOG_WARN, "scale",
+               "fn=%s drain: %s", d->f->spec.name, err->msg);
     if (--d->pending == 0)
         cp_core_on_drained(&cp.core, d);
 }
@@ -321,8 +350,8 @@ static bool env_has(const struct cp_fn_spec *spec, const char *name)
 /* The registration's start-up busy loop, under the names the original's workload reads
  * (its worker sets ITERATIONS_MULTIPLIER and COLD_START_BUSY_LOOP_MS the same way); the
  * function's own env_vars win. Only when registered: other images get nothing new. */
-static void sandbox_workload_env(const struct cp_fn_spec *spec, struct dg_strlist *env,
-                                 char bufs[2][64])
+void cp_sandbox_workload_env(const struct cp_fn_spec *spec, struct dg_strlist *env,
+                             char bufs[2][64])
 {
     if (spec->cold_start_busy_loop_ms > 0 && !env_has(spec, "COLD_START_BUSY_LOOP_MS")) {
         snprintf(bufs[0], 64, "COLD_START_BUSY_LOOP_MS=%lld",
@@ -348,16 +377,18 @@ static void fx_create(void *ud, struct cp_sandbox *s)
     if (spec->env.n) /* none: env.v is NULL, and memcpy's source must not be */
         memcpy(envv, spec->env.v, spec->env.n * sizeof(*envv));
     char bufs[2][64];
-    sandbox_workload_env(spec, &env, bufs);
+    cp_sandbox_workload_env(spec, &env, bufs);
     struct dg_wire_create m = {.function = (char *)spec->name,
                                .image = spec->image,
                                .port = spec->port,
                                .env = env,
                                .args = spec->args,
                                .cpu_milli = spec->cpu_milli,
-                               .memory_mib = spec->memory_mib};
+                               .memory_mib = spec->memory_mib,
+                               .no_init = spec->no_init};
     batch_call(&io->creates, DG_WIRE_PATH_SANDBOXES_BATCH, io->pool, dg_wire_create_encode(&m),
                created, s);
+    worker_flush_pending(io);
     if (envv != small)
         free(envv);
 }
@@ -568,6 +599,7 @@ static uint64_t fx_wall_ms(void *ud)
 
 static void push_soon(uv_timer_t *t)
 {
+    cp.last_push_ms = uv_now(cp.loop);
     cp_core_flush_pushes(&cp.core);
 }
 
@@ -576,11 +608,31 @@ static void capacity_soon(uv_timer_t *t)
     cp_core_capacity_freed(&cp.core);
 }
 
+static bool in_scale_downs;
+
+static void scale_downs_soon(uv_timer_t *t)
+{
+    in_scale_downs = true;
+    cp_core_scale_downs(&cp.core);
+    in_scale_downs = false;
+}
+
 static void fx_soon(void *ud, enum cp_soon what)
 {
-    uv_timer_t *t = what == CP_SOON_PUSH ? &cp.push_timer : &cp.capacity_timer;
-    if (!uv_is_active((uv_handle_t *)t))
-        uv_timer_start(t, what == CP_SOON_PUSH ? push_soon : capacity_soon, 0, 0);
+    if (what == CP_SOON_PUSH) {
+        if (!uv_is_active((uv_handle_t *)&cp.push_timer))
+            start_paced(&cp.push_timer, push_soon, cp.last_push_ms);
+        return;
+    }
+    if (what == CP_SOON_SCALE_DOWN) {
+        /* the budget spent (asked from its own run): 1 ms, since libuv (1.44) runs a 0 ms timer
+         * started from a timer callback in the same turn, before the I/O that waits */
+        if (!uv_is_active((uv_handle_t *)&cp.scale_down_timer))
+            uv_timer_start(&cp.scale_down_timer, scale_downs_soon, in_scale_downs ? 1 : 0, 0);
+        return;
+    }
+    if (!uv_is_active((uv_handle_t *)&cp.capacity_timer))
+        uv_timer_start(&cp.capacity_timer, capacity_soon, 0, 0);
 }
 
 /* ---- workers and data planes: connections, the store, /metrics ---------------------------- */
@@ -595,18 +647,48 @@ static struct dg_http_pool *pool_to(const char *address, unsigned max_conns, str
     return dg_http_pool_new_addr(cp.loop, address, &o, err);
 }
 
+/* The pool to worker `address`, shared by every worker there (NULL with err: a bad address). */
+static struct cp_worker_pool *worker_pool_get(const char *address, struct dg_err *err)
+{
+    struct cp_worker_pool *wp = dg_strmap_get(&cp.worker_pools, dg_str_c(address));
+    if (!wp) {
+        struct dg_http_pool *pool = pool_to(address, 256, err);
+        if (!pool)
+            return NULL;
+        wp = dg_xcalloc(1, sizeof(*wp));
+        wp->address = dg_xstrdup(address);
+        wp->pool = pool;
+        dg_strmap_put(&cp.worker_pools, dg_str_c(wp->address), wp);
+    }
+    wp->refs++;
+    return wp;
+}
+
+/* One worker less at that address: its pool closes with the last. */
+static void worker_pool_put(struct cp_worker_pool *wp)
+{
+    if (!wp || --wp->refs)
+        return;
+    dg_strmap_del(&cp.worker_pools, dg_str_c(wp->address));
+    struct dg_http_pool *pool = wp->pool;
+    free(wp->address);
+    free(wp);
+    dg_http_pool_close(pool);
+}
+
 static int fx_connect(void *ud, enum cp_peer kind, void **iop, const char *address,
                       struct dg_err *err)
 {
     if (kind == CP_PEER_WORKER) {
-        struct dg_http_pool *pool = pool_to(address, 256, err);
-        if (!pool)
+        struct cp_worker_pool *wp = worker_pool_get(address, err);
+        if (!wp)
             return -1;
         struct cp_worker_io *io = *iop ? *iop : dg_xcalloc(1, sizeof(*io));
-        if (io->pool)
-            dg_http_pool_close(io->pool);
-        io->pool = pool;
+        struct cp_worker_pool *old = io->wpool;
+        io->wpool = wp;
+        io->pool = wp->pool;
         *iop = io;
+        worker_pool_put(old); /* after: a move to the same address keeps the pool */
         return 0;
     }
     struct dg_http_pool *pool = pool_to(address, 1, err); /* one connection: ordered pushes */
@@ -631,11 +713,18 @@ static void fx_disconnect(void *ud, enum cp_peer kind, void *iop)
 {
     if (kind == CP_PEER_WORKER) {
         struct cp_worker_io *io = iop;
+        for (struct cp_worker_io **pi = &cp.flush_list; *pi; pi = &(*pi)->flush_next)
+            if (*pi == io) { /* only at exit: workers never leave */
+                *pi = io->flush_next;
+                break;
+            }
         dg_batch_free(io->creates, NULL); /* empty: flushed into the pool before it closed */
         dg_batch_free(io->deletes, NULL);
-        if (io->pool)
-            dg_http_pool_close(io->pool);
+        struct cp_worker_pool *wp = io->wpool;
+        io->pool = NULL;
+        io->wpool = NULL;
         free(io);
+        worker_pool_put(wp);
         return;
     }
     struct cp_dp_io *io = iop;
@@ -676,15 +765,23 @@ static void fx_persist(void *ud, enum cp_peer kind, const void *peer)
 
 static void fx_worker_changed(void *ud, const struct cp_worker *w)
 {
-    if (!cp.m_worker_cpu)
+    struct cp_worker_io *io = w->io;
+    if (!cp.m_worker_cpu || !io)
         return;
-    const char *cap[] = {w->name, "capacity"}, *res[] = {w->name, "reserved"},
-               *sched[] = {w->name, "schedulable"};
-    dg_gauge_set(dg_metric_get(cp.m_worker_cpu, cap), (double)w->res.cpu_milli);
-    dg_gauge_set(dg_metric_get(cp.m_worker_cpu, sched), (double)cp_worker_cpu_schedulable(w));
-    dg_gauge_set(dg_metric_get(cp.m_worker_cpu, res), (double)w->node.cpu_used);
-    dg_gauge_set(dg_metric_get(cp.m_worker_mem, cap), (double)w->res.memory_mib);
-    dg_gauge_set(dg_metric_get(cp.m_worker_mem, res), (double)w->node.mem_used);
+    if (!io->m[0]) { /* looked up once: every heartbeat and create sets them */
+        const char *cap[] = {w->name, "capacity"}, *res[] = {w->name, "reserved"},
+                   *sched[] = {w->name, "schedulable"};
+        io->m[0] = dg_metric_get(cp.m_worker_cpu, cap);
+        io->m[1] = dg_metric_get(cp.m_worker_cpu, sched);
+        io->m[2] = dg_metric_get(cp.m_worker_cpu, res);
+        io->m[3] = dg_metric_get(cp.m_worker_mem, cap);
+        io->m[4] = dg_metric_get(cp.m_worker_mem, res);
+    }
+    dg_gauge_set(io->m[0], (double)w->res.cpu_milli);
+    dg_gauge_set(io->m[1], (double)cp_worker_cpu_schedulable(w));
+    dg_gauge_set(io->m[2], (double)w->node.cpu_used);
+    dg_gauge_set(io->m[3], (double)w->res.memory_mib);
+    dg_gauge_set(io->m[4], (double)w->node.mem_used);
 }
 
 const struct cp_effects cp_io_effects = {
@@ -723,6 +820,7 @@ void cp_io_init(void)
                                        "worker,kind");
     uv_timer_init(cp.loop, &cp.push_timer);
     uv_timer_init(cp.loop, &cp.batch_timer);
+    uv_timer_init(cp.loop, &cp.scale_down_timer);
     uv_timer_init(cp.loop, &cp.capacity_timer);
 }
 
@@ -738,15 +836,17 @@ void cp_io_close(void)
         dg_http_pool_close(p);
         dg_http_pool_close(dp);
     }
+    /* a pool shared by the workers at one address closes once none of them has it */
     for (struct cp_worker *w = cp.core.workers; w; w = w->next) {
         struct cp_worker_io *io = w->io;
-        struct dg_http_pool *p = io->pool;
+        struct cp_worker_pool *wp = io->wpool;
         io->pool = NULL;
-        if (p)
-            dg_http_pool_close(p);
+        io->wpool = NULL;
+        worker_pool_put(wp);
     }
     uv_close((uv_handle_t *)&cp.push_timer, NULL);
     uv_close((uv_handle_t *)&cp.batch_timer, NULL);
+    uv_close((uv_handle_t *)&cp.scale_down_timer, NULL);
     uv_close((uv_handle_t *)&cp.capacity_timer, NULL);
 }
 

@@ -15,6 +15,7 @@
 #include "dirigent/heartbeat.h"
 #include "dirigent/wire.h"
 #include "cplink.h"
+#include "prewarm.h"
 
 /* A listing over one body (DG_WIRE_PART_MAX), in parts: taken whole at its first part (the
  * parts are one moment's list), sent one part per beat while the CP answers "resync". */
@@ -51,17 +52,21 @@ static json_t *registration_body(void *ud)
     /* capacity for placement: configured, else the machine's (an emulated node stands for a
      * machine like this one: emulated sandboxes use nothing real), and the accounting rule's
      * parameters: the CP reserves by them (lib/resources.c) */
-    struct dg_wire_worker_beat m = {
-        .name = node->name ? node->name : l->reg->name,
-        .address = address,
-        .boot = (char *)c->boot,
-        .cpu_milli = c->cpu_milli ? c->cpu_milli : (int64_t)uv_available_parallelism() * 1000,
-        .memory_mib =
-            c->memory_mib ? c->memory_mib : (int64_t)(uv_get_total_memory() / (1024 * 1024)),
-        .cpu_overcommit = c->cpu_overcommit,
-        .min_cpu_milli = c->min_cpu_milli,
-        .min_memory_mib = c->min_memory_mib,
-        .sandbox_subnet = (char *)c->sandbox_subnet};
+    struct dg_wire_worker_beat m = {.name = node->name ? node->name : l->reg->name,
+                                    .address = address,
+                                    .boot = (char *)c->boot,
+                                    .cpu_milli = c->cpu_milli ? c->cpu_milli : l->machine_cpu_milli,
+                                    .memory_mib =
+                                        c->memory_mib ? c->memory_mib : l->machine_memory_mib,
+                                    .cpu_overcommit = c->cpu_overcommit,
+                                    .min_cpu_milli = c->min_cpu_milli,
+                                    .min_memory_mib = c->min_memory_mib,
+                                    .sandbox_subnet = (char *)c->sandbox_subnet,
+                                    .saturated = wk_registry_saturated(l->reg)};
+    /* what pre-created sandboxes hold is not there to place on (prewarm.c) */
+    if (l->reg->rt->prewarm)
+        m.memory_mib -=
+            DG_MIN(m.memory_mib - 1, wk_prewarm_held_mib(l->reg->rt->prewarm(l->reg->rt_state)));
     /* the sandboxes it runs (the first node reports them, for all), when the CP may not know
      * them (the first beat, the first after a failure, or when the CP asks): it adopts them.
      * Not on every beat: with thousands of sandboxes that list would be most of the CP's
@@ -124,14 +129,29 @@ int wk_cplink_start(struct wk_cplink *l, uv_loop_t *loop, const struct wk_cplink
     l->conf = *conf;
     l->reg = reg;
     l->port = port;
+    /* read once: every beat of every node says it (/proc/meminfo 10,000 times a second was
+     * most of an emulating worker's heartbeat cost) */
+    l->machine_cpu_milli = (int64_t)uv_available_parallelism() * 1000;
+    l->machine_memory_mib = (int64_t)(uv_get_total_memory() / (1024 * 1024));
     int64_t n = conf->nodes;
     l->nodes = dg_xcalloc((size_t)n, sizeof(*l->nodes));
     for (int64_t i = 0; i < n; i++) {
         struct wk_cplink_node *node = &l->nodes[i];
         node->link = l;
         node->name = n > 1 ? dg_xasprintf("%s-%lld", reg->name, (long long)i) : NULL;
-        node->hb = dg_heartbeat_start_list(loop, conf->cp_addresses, DG_WIRE_PATH_WORKERS,
-                                           conf->heartbeat_ms, registration_body, node, err);
+        /* emulated nodes without credentials share node 0's connections (a CP sees a few
+         * keep-alive connections, not one per node) and beat spread over the interval (not
+         * all in the same millisecond); with a key each node keeps its own pool: the bearer
+         * is the pool's */
+        if (i > 0 && !conf->key)
+            node->hb = dg_heartbeat_start_shared(l->nodes[0].hb,
+                                                 (uint64_t)i * conf->heartbeat_ms / (uint64_t)n,
+                                                 registration_body, node);
+        else /* node 0 of many: connections for all (one beat in flight per connection) */
+            node->hb = dg_heartbeat_start_conns(
+                loop, conf->cp_addresses, DG_WIRE_PATH_WORKERS, conf->heartbeat_ms,
+                n > 1 && !conf->key ? (unsigned)DG_MIN(64, 4 + n / 100) : 4, registration_body,
+                node, err);
         if (!node->hb)
             return -1;
         if (conf->key) {
@@ -159,9 +179,18 @@ void wk_cplink_exited(void *ud, const struct wk_sandbox *sb)
     dg_heartbeat_post(l->nodes[0].hb, DG_WIRE_PATH_SANDBOX_EXITED, dg_wire_sandbox_exit_encode(&m));
 }
 
+void wk_cplink_saturation(void *ud, bool saturated)
+{
+    struct wk_cplink *l = ud;
+    /* a flapping queue must not turn thousands of emulated nodes into a storm of beats: past
+     * 100 nodes the next periodic beat says it */
+    for (int64_t i = 0; l->nodes && l->conf.nodes <= 100 && i < l->conf.nodes; i++)
+        dg_heartbeat_kick(l->nodes[i].hb);
+}
+
 void wk_cplink_stop(struct wk_cplink *l)
 {
-    for (int64_t i = 0; l->nodes && i < l->conf.nodes; i++) {
+    for (int64_t i = l->nodes ? l->conf.nodes - 1 : -1; i >= 0; i--) { /* node 0's pools last */
         dg_heartbeat_stop(l->nodes[i].hb);
         l->nodes[i].hb = NULL;
     }

@@ -147,7 +147,25 @@ static void test_worker_beat(void **state)
     assert_int_equal(m.cpu_milli, 0);
     assert_true(m.cpu_overcommit == 1.0);
     assert_null(m.boot);
+    assert_false(m.saturated); /* absent: not saturated */
     dg_wire_worker_beat_free(&m);
+
+    /* saturated (issue 16): said only when true; anything but a bool names the field */
+    static const char sat[] = "{\"name\":\"w\",\"address\":\"127.0.0.1:1\",\"saturated\":true}";
+    DECODE(worker_beat, sat, m);
+    assert_true(m.saturated);
+    char *s_ = dg_wire_worker_beat_dumps(&m);
+    assert_non_null(strstr(s_, "\"saturated\":true"));
+    free(s_);
+    m.saturated = false;
+    s_ = dg_wire_worker_beat_dumps(&m);
+    assert_null(strstr(s_, "saturated"));
+    free(s_);
+    dg_wire_worker_beat_free(&m);
+    static const char bad[] = "{\"name\":\"w\",\"address\":\"127.0.0.1:1\",\"saturated\":1}";
+    struct dg_err e = {0};
+    assert_int_not_equal(dg_wire_worker_beat_parse(bad, strlen(bad), &m, &e), 0);
+    assert_non_null(strstr(e.msg, "saturated"));
 }
 
 static void test_sandbox_exit(void **state)
@@ -207,6 +225,52 @@ static void test_create_and_created(void **state)
     assert_int_equal(a.latency.network, 3);
     assert_int_equal(a.latency.total, 20);
     SAME(created, CREATED, a);
+}
+
+/* PUT /v1/prewarm's table: a create's keys and a count per function, strict, bounded, one
+ * item per function. */
+static void test_pool(void **state)
+{
+    static const char ok[] =
+        "{\"items\":[{\"function\":\"hello\",\"image\":\"oci:/x:latest\",\"port\":80,"
+        "\"env\":[\"A=1\"],\"args\":[],\"cpuMilli\":100,\"memoryMiB\":64,\"count\":2},"
+        "{\"function\":\"b\",\"env\":[],\"args\":[],\"cpuMilli\":0,\"memoryMiB\":0,"
+        "\"count\":0}]}";
+    struct dg_wire_pool m;
+    struct dg_err err = {0};
+    assert_int_equal(dg_wire_pool_parse(ok, strlen(ok), &m, &err), 0);
+    assert_int_equal(m.nitems, 2);
+    assert_string_equal(m.items[0].spec.function, "hello");
+    assert_string_equal(m.items[0].spec.image, "oci:/x:latest");
+    assert_int_equal(m.items[0].spec.port, 80);
+    assert_string_equal(m.items[0].spec.env.v[0], "A=1");
+    assert_int_equal(m.items[0].spec.memory_mib, 64);
+    assert_int_equal(m.items[0].count, 2);
+    assert_null(m.items[1].spec.image);
+    char *again = dg_wire_pool_dumps(&m);
+    struct dg_wire_pool m2;
+    assert_int_equal(dg_wire_pool_parse(again, strlen(again), &m2, &err), 0);
+    assert_int_equal(m2.items[0].count, 2);
+    free(again);
+    dg_wire_pool_free(&m2);
+    dg_wire_pool_free(&m);
+    static const struct {
+        const char *body, *msg;
+    } bad[] = {
+        {"{}", "field 'items'"},
+        {"{\"items\":[{\"function\":\"a\"}]}", "field 'count'"},
+        {"{\"items\":[{\"function\":\"a\",\"count\":1001}]}", "field 'count'"},
+        {"{\"items\":[{\"function\":\"a\",\"count\":-1}]}", "field 'count'"},
+        {"{\"items\":[{\"function\":\"A_\",\"count\":1}]}", "field 'function'"},
+        {"{\"items\":[{\"function\":\"a\",\"count\":1,\"cnt\":2}]}", "cnt"},
+        {"{\"items\":[{\"function\":\"a\",\"count\":1},{\"function\":\"a\",\"count\":2}]}",
+         "field 'items': function 'a' given twice (one item per function)"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_true(dg_wire_pool_parse(bad[i].body, strlen(bad[i].body), &m, &err) < 0);
+        if (!strstr(err.msg, bad[i].msg))
+            fail_msg("case %zu: got \"%s\"\nwant \"%s\"", i, err.msg, bad[i].msg);
+    }
 }
 
 static void test_sandbox_list(void **state)
@@ -1098,6 +1162,7 @@ int main(void)
         cmocka_unit_test(test_async),
         cmocka_unit_test(test_dp_beat_and_metrics),
         cmocka_unit_test(test_create_and_created),
+        cmocka_unit_test(test_pool),
         cmocka_unit_test(test_sandbox_list),
         cmocka_unit_test(test_push),
         cmocka_unit_test(test_drain_and_records),
