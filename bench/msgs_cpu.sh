@@ -45,7 +45,7 @@ stop_cluster() {
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   PIDS=()
 }
-trap 'stop_cluster; rm -rf "$TMP"' EXIT
+trap 'stop_cluster; [ -n "${MSGS_CPU_KEEP:-}" ] && echo "kept $TMP" || rm -rf "$TMP"' EXIT
 trap 'exit 130' INT TERM
 
 start_cluster() {

@@ -333,7 +333,8 @@ void dg_batch_reply_answer(struct dg_batch_reply *b, size_t i, int status, const
     }
     /* a JSON answer travels as it is: no escaping here, no second parse at the client */
     bool raw = ctype && strcmp(ctype, "application/json") == 0 && body && len >= 2 &&
-               body[0] == '{' && body[len - 1] == '}' && !memchr(body, '\n', len);
+               body[0] == '{' && body[len - 1] == '}' && !memchr(body, '\n', len) &&
+               !memchr(body, '\0', len);
     char *s = raw ? dg_wire_batch_line_json(i, status, body, len)
                   : dg_wire_batch_line_dumps(i, status, body, len);
     size_t sl = strlen(s);

@@ -1518,11 +1518,12 @@ static int64_t line_uint(const char **p, const char *end, int maxd)
     const char *s = *p;
     int64_t v = 0;
     int n = 0;
-    while (s < end && *s >= '0' && *s <= '9' && n <= maxd) {
+    while (s < end && *s >= '0' && *s <= '9') {
+        if (++n > maxd) /* 18 digits at most: no overflow */
+            return -1;
         v = v * 10 + (*s++ - '0');
-        n++;
     }
-    if (n == 0 || n > maxd || (n > 1 && **p == '0'))
+    if (n == 0 || (n > 1 && **p == '0'))
         return -1;
     *p = s;
     return v;
@@ -1549,9 +1550,10 @@ static int line_compact(const char *buf, size_t len, struct dg_wire_batch_line *
         !line_lit(&p, end, ",\"status\":") || (st = line_uint(&p, end, 3)) < 0)
         return 0;
     if (line_lit(&p, end, ",\"json\":{")) {
-        if (end - p < 2 || end[-1] != '}' || end[-2] != '}')
-            return 0;
+        if (end - p < 2 || end[-1] != '}' || end[-2] != '}' || memchr(p, '\0', (size_t)(end - p)))
+            return 0; /* a NUL is never JSON text: the full parser refuses it */
         out->body = (struct dg_str){p - 1, (size_t)(end - 1 - (p - 1))};
+        out->json = true;
     } else if (line_lit(&p, end, ",\"body\":\"")) {
         if (end - p < 2 || end[-1] != '}' || end[-2] != '"' ||
             !plain_text(p, (size_t)(end - 2 - p)))
@@ -1665,10 +1667,12 @@ int dg_wire_roundtrip_nth(size_t i, const char *buf, size_t len, const char **na
         int rc = dg_wire_batch_line_parse(buf, len, &l, err);
         if (rc < 0)
             return rc;
-        char *s = dg_wire_batch_line_dumps((size_t)l.i, (int)l.status, l.body.ptr, l.body.len);
+        char *s =
+            l.json ? dg_wire_batch_line_json((size_t)l.i, (int)l.status, l.body.ptr, l.body.len)
+                   : dg_wire_batch_line_dumps((size_t)l.i, (int)l.status, l.body.ptr, l.body.len);
         struct dg_err e2 = {0};
         if (dg_wire_batch_line_parse(s, strlen(s), &l2, &e2) < 0 || l2.i != l.i ||
-            l2.status != l.status || l2.body.len != l.body.len ||
+            l2.status != l.status || l2.json != l.json || l2.body.len != l.body.len ||
             (l.body.len && memcmp(l2.body.ptr, l.body.ptr, l.body.len) != 0))
             abort(); /* a line its own parser reads otherwise */
         dg_wire_batch_line_free(&l2);

@@ -169,6 +169,8 @@ json_t *dg_wire_batch_items(const json_t *root, struct dg_err *err);
 struct dg_wire_batch_line {
     int64_t i, status;
     struct dg_str body; /* borrowed from the parsed line (dg_wire_batch_line_free) */
+    bool json;          /* a "json" line: body is the object's text as it came, not checked
+                           here (its receiver's decode checks it: JSON, UTF-8, fields) */
     json_t *root_;
 };
 /* The line for item i (malloc'd JSON text without the newline; `body` borrowed, any bytes:

@@ -325,7 +325,8 @@ static void created(void *ud, const struct dg_http_resp *resp, const struct dg_e
         const char *reason = err->msg;
         if (strncmp(reason, "503: create failed: ", 20) == 0)
             reason += 20;
-        if (err->code == DG_E_REFUSED) /* the worker said no: nothing was made */
+        /* the worker said no, or the create was never sent (over a part): nothing was made */
+        if (err->code == DG_E_REFUSED || err->code == DG_E_LIMIT)
             cp_core_on_created(&cp.core, s, NULL, NULL, reason);
         else /* no answer, or one that could not be read: it may have been made */
             cp_core_on_create_lost(&cp.core, s, reason);
