@@ -150,7 +150,7 @@ start_cluster() {
     want_workers=1
   fi
   "$B/dirigent-worker" --port 0 --controlPlaneAddress "$cpi" --heartbeatInterval 1s --logLevel warn \
-    "${wargs[@]}" >"$d/wk.log" 2>&1 &
+    "${wargs[@]}" ${DG_WORKER_ARGS:-} >"$d/wk.log" 2>&1 & # DG_WORKER_ARGS: extra worker options (issue 16: --logLevel debug for the delete timeline)
   PIDS+=($!)
   wait_log "$d/dp.log" 'proxy on'
   wait_log "$d/wk.log" 'listening on'

@@ -23,18 +23,30 @@ struct dg_heartbeat {
     json_t *(*body)(void *ud);
     void *ud;
     bool ok, resync, in_flight, stopped;
-    int auth_refused; /* the last 401/403 logged (once until it changes) */
+    bool borrowed;     /* pools are another heartbeat's (dg_heartbeat_start_shared) */
+    bool free_pending; /* closed while a beat was in flight: freed by its answer */
+    bool kicked;       /* dg_heartbeat_kick while one was in flight: the next goes at its end */
+    int auth_refused;  /* the last 401/403 logged (once until it changes) */
 };
 
-static void closed(uv_handle_t *h)
+static void hb_free(struct dg_heartbeat *hb)
 {
-    struct dg_heartbeat *hb = h->data;
     free(hb->path);
     for (size_t i = 0; i < hb->naddrs; i++)
         free(hb->addrs[i]);
     free(hb->addrs);
     free(hb->pools);
     free(hb);
+}
+
+static void closed(uv_handle_t *h)
+{
+    struct dg_heartbeat *hb = h->data;
+    if (hb->in_flight) { /* a borrower's beat in its owner's pool: its answer frees */
+        hb->free_pending = true;
+        return;
+    }
+    hb_free(hb);
 }
 
 /* Talk to control plane `i` from now on. */
@@ -66,6 +78,16 @@ static void beat_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
 {
     struct dg_heartbeat *hb = ud;
     hb->in_flight = false;
+    if (hb->free_pending) {
+        hb_free(hb);
+        return;
+    }
+    if (hb->stopped && hb->borrowed)
+        return; /* its timer is closing */
+    if (hb->kicked && !hb->stopped) {
+        hb->kicked = false;
+        uv_timer_start(&hb->timer, beat, 0, hb->interval_ms);
+    }
     bool ok = resp && resp->status == 200;
     bool auth = false;
     if (resp && (resp->status == 401 || resp->status == 403)) {
@@ -124,9 +146,19 @@ struct dg_heartbeat *dg_heartbeat_start_list(uv_loop_t *loop, const struct dg_st
                                              json_t *(*body)(void *ud), void *ud,
                                              struct dg_err *err)
 {
+    return dg_heartbeat_start_conns(loop, addresses, path, interval_ms, 4, body, ud, err);
+}
+
+struct dg_heartbeat *dg_heartbeat_start_conns(uv_loop_t *loop, const struct dg_strlist *addresses,
+                                              const char *path, uint64_t interval_ms,
+                                              unsigned max_conns, json_t *(*body)(void *ud),
+                                              void *ud, struct dg_err *err)
+{
     struct dg_http_pool_opts o;
     dg_http_pool_opts_default(&o);
-    o.max_conns = 4;
+    o.max_conns = max_conns ? max_conns : 4;
+    if (o.max_idle < o.max_conns)
+        o.max_idle = o.max_conns; /* kept open: a busy shared pool would reconnect */
     o.request_timeout_ms = interval_ms * 2;
     if (addresses->n == 0) {
         dg_err_set(err, DG_E_INVAL, "controlPlaneAddress: expected at least one IP:PORT");
@@ -159,6 +191,33 @@ struct dg_heartbeat *dg_heartbeat_start_list(uv_loop_t *loop, const struct dg_st
     uv_timer_init(loop, &hb->timer);
     hb->timer.data = hb;
     uv_timer_start(&hb->timer, beat, 0, interval_ms);
+    uv_unref((uv_handle_t *)&hb->timer);
+    return hb;
+}
+
+struct dg_heartbeat *dg_heartbeat_start_shared(struct dg_heartbeat *owner, uint64_t first_ms,
+                                               json_t *(*body)(void *ud), void *ud)
+{
+    struct dg_heartbeat *hb = dg_xcalloc(1, sizeof(*hb));
+    hb->loop = owner->loop;
+    hb->borrowed = true;
+    hb->naddrs = owner->naddrs;
+    hb->pools = dg_xcalloc(owner->naddrs, sizeof(*hb->pools));
+    hb->addrs = dg_xcalloc(owner->naddrs, sizeof(*hb->addrs));
+    for (size_t i = 0; i < owner->naddrs; i++) {
+        hb->pools[i] = owner->pools[i];
+        hb->addrs[i] = dg_xstrdup(owner->addrs[i]);
+    }
+    hb->pool = hb->pools[0];
+    hb->address = hb->addrs[0];
+    hb->interval_ms = owner->interval_ms;
+    hb->path = dg_xstrdup(owner->path);
+    hb->body = body;
+    hb->ud = ud;
+    hb->resync = true;
+    uv_timer_init(hb->loop, &hb->timer);
+    hb->timer.data = hb;
+    uv_timer_start(&hb->timer, beat, first_ms, hb->interval_ms);
     uv_unref((uv_handle_t *)&hb->timer);
     return hb;
 }
@@ -196,6 +255,16 @@ void dg_heartbeat_set_bearer(struct dg_heartbeat *h, const char *bearer)
         dg_http_pool_set_bearer(h->pools[i], bearer);
 }
 
+void dg_heartbeat_kick(struct dg_heartbeat *h)
+{
+    if (!h || h->stopped)
+        return;
+    if (h->in_flight)
+        h->kicked = true;
+    else
+        uv_timer_start(&h->timer, beat, 0, h->interval_ms);
+}
+
 bool dg_heartbeat_resyncing(const struct dg_heartbeat *h)
 {
     return h->resync;
@@ -211,7 +280,8 @@ void dg_heartbeat_stop(struct dg_heartbeat *h)
     if (!h || h->stopped)
         return;
     h->stopped = true;
-    for (size_t i = 0; i < h->naddrs; i++) /* fails what is in flight: beat_done runs now */
+    for (size_t i = 0; i < h->naddrs && !h->borrowed; i++) /* fails what is in flight:
+                                                             beat_done runs now */
         dg_http_pool_close(h->pools[i]);
     uv_timer_stop(&h->timer);
     uv_close((uv_handle_t *)&h->timer, closed);

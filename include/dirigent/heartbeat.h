@@ -29,12 +29,29 @@ struct dg_heartbeat *dg_heartbeat_start_list(uv_loop_t *loop, const struct dg_st
                                              const char *path, uint64_t interval_ms,
                                              json_t *(*body)(void *ud), void *ud,
                                              struct dg_err *err);
+/* The same over up to `max_conns` connections per control plane (0: 4, the default): the
+ * owner of heartbeats that borrow its connections (dg_heartbeat_start_shared). */
+struct dg_heartbeat *dg_heartbeat_start_conns(uv_loop_t *loop, const struct dg_strlist *addresses,
+                                              const char *path, uint64_t interval_ms,
+                                              unsigned max_conns, json_t *(*body)(void *ud),
+                                              void *ud, struct dg_err *err);
+/* Another heartbeat over `owner`'s connections (its control planes, path and interval): one
+ * process that beats for many nodes (a worker's emulatedNodes) keeps a few keep-alive
+ * connections instead of one per node. Its first beat goes out after `first_ms` (spread the
+ * nodes over the interval). Stop every borrower before its owner; a borrower sets no bearer
+ * (the pool's is the owner's). */
+struct dg_heartbeat *dg_heartbeat_start_shared(struct dg_heartbeat *owner, uint64_t first_ms,
+                                               json_t *(*body)(void *ud), void *ud);
 /* Send `body` (taken) as JSON POST to `path` on the CP; errors are logged once per kind. */
 void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body);
 /* Every request from now on (beats and posts) carries this credential (copied; NULL: none):
  * "Authorization: Bearer CRED". Call right after start: the first beat goes out from the
  * loop. A 401/403 answer is logged as an error once (a missing or wrong key). */
 void dg_heartbeat_set_bearer(struct dg_heartbeat *h, const char *bearer);
+/* Beat now (from the loop: at its next turn; after the one in flight, if any), then every
+ * interval again: the daemon's state changed in a way the CP should know before the next
+ * period (a worker became saturated or free again). */
+void dg_heartbeat_kick(struct dg_heartbeat *h);
 /* True while the heartbeats say "resync" (the first one, the first after a failure, and the
  * next after the CP answered "resync"): a body builder then includes its whole state. */
 bool dg_heartbeat_resyncing(const struct dg_heartbeat *h);

@@ -35,6 +35,7 @@ void cp_core_init(struct cp_core *c, const struct cp_core_config *cfg, const str
     c->nslots = cfg->tick_slots ? cfg->tick_slots : CP_TICK_SLOTS;
     c->slots = dg_xcalloc(c->nslots, sizeof(*c->slots));
     c->q = cfg->quotas;
+    c->scale_down_budget = cfg->scale_down_budget;
     cp_placer_init(&c->placer, cfg->placement, cfg->chbl_eps, cfg->seed);
 }
 
@@ -110,9 +111,20 @@ static struct cp_sandbox *sandbox_of(struct cp_core *c, const struct cp_fn *f, c
     return s && s->fn == f ? s : NULL;
 }
 
+static void sd_unlink(struct cp_core *c, struct cp_fn *f)
+{
+    if (!f->sd_queued)
+        return;
+    *(f->sd_prev ? &f->sd_prev->sd_next : &c->sd_head) = f->sd_next;
+    *(f->sd_next ? &f->sd_next->sd_prev : &c->sd_tail) = f->sd_prev;
+    f->sd_prev = f->sd_next = NULL;
+    f->sd_queued = false;
+}
+
 /* The one place a function's memory goes. */
 static void fn_free(struct cp_core *c, struct cp_fn *f)
 {
+    sd_unlink(c, f);
     while (f->sbs) {
         struct cp_sandbox *s = f->sbs;
         f->sbs = s->next;
@@ -559,8 +571,15 @@ static void create_on(struct cp_core *c, struct cp_fn *f, struct cp_worker *w)
     f->sbs = s;
     f->creating++;
     c->nsandboxes++;
-    if (w->node.rate_limited)
+    if (w->node.rate_limited) {
+        if (!w->in_refill) { /* a full bucket until now: refilled from now on */
+            w->in_refill = true;
+            w->tokens_ms = NOW(c);
+            w->refill_next = c->refill;
+            c->refill = w;
+        }
         w->create_tokens -= 1; /* placement took it from node.creates_left already */
+    }
     worker_changed(c, w);
     c->fx.create(c->fx.ud, s);
 }
@@ -623,7 +642,10 @@ static void tokens_refill(struct cp_core *c)
     if (!rate)
         return;
     uint64_t now = NOW(c);
-    for (struct cp_worker *w = c->workers; w; w = w->next) {
+    /* only the buckets that are not full (created on within the last second): a full one's
+     * creates_left is the rate already, so a reconcile costs no walk of all the workers */
+    for (struct cp_worker **pw = &c->refill; *pw;) {
+        struct cp_worker *w = *pw;
         if (now > w->tokens_ms) {
             w->create_tokens += (double)(now - w->tokens_ms) * rate / 1000.0;
             if (w->create_tokens > rate)
@@ -631,6 +653,13 @@ static void tokens_refill(struct cp_core *c)
             w->tokens_ms = now;
         }
         w->node.creates_left = w->create_tokens >= 1 ? (unsigned)w->create_tokens : 0;
+        if (w->create_tokens >= rate) { /* full: off the list */
+            *pw = w->refill_next;
+            w->refill_next = NULL;
+            w->in_refill = false;
+        } else {
+            pw = &w->refill_next;
+        }
     }
 }
 
@@ -638,18 +667,21 @@ static void tokens_refill(struct cp_core *c)
  * unschedulable). *throttled: only the rate limit stands in the way (room comes by itself
  * within a second: no error, the tick tries again). */
 static const char *shortfall(struct cp_core *c, const struct cp_fn *f, char *buf, size_t len,
-                             bool *throttled)
+                             bool *throttled, bool *saturated)
 {
     bool capped = false;
-    *throttled = false;
+    *throttled = *saturated = false;
     for (struct cp_worker *w = c->workers; w; w = w->next) {
         struct cp_node n = w->node;
         n.max_sandboxes = 0;
         n.rate_limited = false;
+        n.saturated = false;
         if (!cp_node_fits(&n, f->spec.cpu_milli, f->spec.memory_mib))
             continue; /* no room by its capacity */
         if (w->node.max_sandboxes && w->node.sandboxes >= w->node.max_sandboxes)
             capped = true;
+        else if (w->node.saturated)
+            *throttled = *saturated = true; /* its queue drains by itself: wait, no error */
         else if (w->node.rate_limited && w->node.creates_left == 0)
             *throttled = true; /* else the policy passed it over (chbl's bound) */
     }
@@ -698,12 +730,18 @@ static void reconcile(struct cp_core *c, struct cp_fn *f)
         if (k > 0)
             dg_log(DG_LOG_DEBUG, "scale", "fn=%s scale up to %d (ready %u, creating %u)",
                    f->spec.name, f->desired, f->ready, f->creating);
-        bool throttled = false;
+        bool throttled = false, saturated = false;
         if (k < want && !quota)
-            quota = shortfall(c, f, why, sizeof(why), &throttled);
+            quota = shortfall(c, f, why, sizeof(why), &throttled, &saturated);
+        if (k < want && saturated && !f->unschedulable) {
+            /* retried when room comes (capacity_freed: a worker no longer saturated, a
+             * sandbox gone), not only at its tick; no error: nothing is wrong */
+            f->unschedulable = true;
+            c->unschedulable++;
+        }
         if (k < want && throttled)
             dg_log(DG_LOG_DEBUG, "scale",
-                   "fn=%s %u more sandboxes wait for the create rate limit "
+                   "fn=%s %u more sandboxes wait for the create rate limit or a saturated worker "
                    "(maxCreatesPerWorkerPerSecond %u)",
                    f->spec.name, want - k, c->q.creates_per_worker_per_s);
         else if (k < want || quota)
@@ -713,8 +751,41 @@ static void reconcile(struct cp_core *c, struct cp_fn *f)
     } else {
         schedulable_again(c, f); /* wants no more than it has */
         if (f->desired < (int)f->ready && f->creating == 0 &&
-            (f->deleted || NOW(c) >= f->hold_down_until_ms))
-            scale_down(c, f, f->ready - (unsigned)f->desired);
+            (f->deleted || NOW(c) >= f->hold_down_until_ms)) {
+            if (f->deleted || !c->scale_down_budget) {
+                scale_down(c, f, f->ready - (unsigned)f->desired);
+            } else if (!f->sd_queued) { /* cold starts in between go first */
+                f->sd_queued = true;
+                f->sd_prev = c->sd_tail;
+                *(c->sd_tail ? &c->sd_tail->sd_next : &c->sd_head) = f;
+                c->sd_tail = f;
+                if (!c->scale_down_soon) {
+                    c->scale_down_soon = true;
+                    c->fx.soon(c->fx.ud, CP_SOON_SCALE_DOWN);
+                }
+            }
+        }
+    }
+}
+
+void cp_core_scale_downs(struct cp_core *c)
+{
+    c->scale_down_soon = false;
+    unsigned done = 0;
+    uint64_t now = NOW(c);
+    while (c->sd_head && done < c->scale_down_budget) {
+        struct cp_fn *f = c->sd_head;
+        sd_unlink(c, f);
+        if (f->deleted || f->desired >= (int)f->ready || f->creating != 0 ||
+            now < f->hold_down_until_ms)
+            continue; /* decided otherwise meanwhile (a deleted one scaled down at its delete) */
+        unsigned n = f->ready - (unsigned)f->desired;
+        scale_down(c, f, n);
+        done += n;
+    }
+    if (c->sd_head) {
+        c->scale_down_soon = true;
+        c->fx.soon(c->fx.ud, CP_SOON_SCALE_DOWN);
     }
 }
 
@@ -961,6 +1032,36 @@ bool cp_core_on_exited(struct cp_core *c, struct cp_fn *f, const char *id, const
 
 /* ---- workers ---------------------------------------------------------------------------- */
 
+static void seen_unlink(struct cp_core *c, struct cp_worker *w)
+{
+    if (!w->in_seen)
+        return;
+    if (w->seen_prev)
+        w->seen_prev->seen_next = w->seen_next;
+    else
+        c->seen_head = w->seen_next;
+    if (w->seen_next)
+        w->seen_next->seen_prev = w->seen_prev;
+    else
+        c->seen_tail = w->seen_prev;
+    w->seen_prev = w->seen_next = NULL;
+    w->in_seen = false;
+}
+
+/* Heard from now: to the end of the seen list (the clock is monotonic: the list stays in
+ * last_seen_ms order). */
+static void seen_touch(struct cp_core *c, struct cp_worker *w)
+{
+    seen_unlink(c, w);
+    w->seen_prev = c->seen_tail;
+    if (c->seen_tail)
+        c->seen_tail->seen_next = w;
+    else
+        c->seen_head = w;
+    c->seen_tail = w;
+    w->in_seen = true;
+}
+
 /* Placement's view: every worker's node, in the registry's (name) order; rebuilt when a worker
  * joins (they never leave). */
 static void view_rebuild(struct cp_core *c)
@@ -976,6 +1077,7 @@ static void view_rebuild(struct cp_core *c)
     for (struct cp_worker *w = c->workers; w; w = w->next)
         c->view[n++] = &w->node;
     c->nview = n;
+    cp_placer_view_changed(&c->placer);
 }
 
 /* The worker `name` at `address`: added, or moved to a new address (a new daemon). The
@@ -983,10 +1085,7 @@ static void view_rebuild(struct cp_core *c)
 static struct cp_worker *worker_upsert(struct cp_core *c, const char *name, const char *address,
                                        enum cp_origin origin, struct dg_err *err)
 {
-    struct cp_worker **pw = &c->workers;
-    while (*pw && strcmp((*pw)->name, name) < 0) /* sorted by name: round-robin is stable */
-        pw = &(*pw)->next;
-    struct cp_worker *w = *pw && strcmp((*pw)->name, name) == 0 ? *pw : NULL;
+    struct cp_worker *w = cp_core_worker(c, name); /* every heartbeat: no walk */
     if (w && strcmp(w->address, address) == 0)
         return w;
     void *io = w ? w->io : NULL;
@@ -1006,9 +1105,14 @@ static struct cp_worker *worker_upsert(struct cp_core *c, const char *name, cons
         w->node.max_sandboxes = c->q.max_per_worker;
         w->node.rate_limited = c->q.creates_per_worker_per_s > 0;
         w->create_tokens = c->q.creates_per_worker_per_s; /* a full bucket */
+        w->node.creates_left = c->q.creates_per_worker_per_s;
         w->tokens_ms = NOW(c);
+        struct cp_worker **pw = &c->workers;         /* a new name: the one walk, once per worker */
+        while (*pw && strcmp((*pw)->name, name) < 0) /* sorted by name: round-robin is stable */
+            pw = &(*pw)->next;
         w->next = *pw;
         *pw = w;
+        dg_strmap_put(&c->worker_index, dg_str_c(w->name), w);
         view_rebuild(c);
         dg_log(DG_LOG_INFO, "registry", "worker %s at %s registered", name, address);
     }
@@ -1028,8 +1132,9 @@ struct cp_worker *cp_core_worker_restore(struct cp_core *c, const char *name, co
     if (subnet)
         worker_subnet(w, subnet[0] ? subnet : NULL);
     w->node.schedulable = false; /* until its heartbeat says it is there */
-    w->need_list = true;         /* and which sandboxes it runs (answered "resync") */
-    w->reconstructing = true;    /* which this CP adopts (its first listing) */
+    seen_unlink(c, w);
+    w->need_list = true;      /* and which sandboxes it runs (answered "resync") */
+    w->reconstructing = true; /* which this CP adopts (its first listing) */
     w->last_seen_ms = NOW(c);
     return w;
 }
@@ -1215,11 +1320,22 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
         w->list_asked = true;
         w->list_asked_seq = ++c->seq;
     }
+    if (r->saturated != w->node.saturated) { /* alive and busy: placed on again once free */
+        dg_log(DG_LOG_INFO, "registry", "worker %s %s", w->name,
+               r->saturated ? "saturated: no placements on it until its queue drains"
+                            : "no longer saturated");
+        if (!r->saturated && c->unschedulable && !c->capacity_soon) { /* who waited, now */
+            c->capacity_soon = true;
+            c->fx.soon(c->fx.ud, CP_SOON_CAPACITY);
+        }
+    }
+    w->node.saturated = r->saturated;
     worker_changed(c, w);
     if (!w->node.schedulable)
         dg_log(DG_LOG_INFO, "registry", "worker %s schedulable", w->name);
     w->node.schedulable = true;
     w->last_seen_ms = NOW(c);
+    seen_touch(c, w);
     return w;
 }
 
@@ -1265,6 +1381,7 @@ void cp_core_on_worker_lost(struct cp_core *c, struct cp_worker *w)
     dg_log(DG_LOG_WARN, "registry", "worker %s silent: unschedulable, its sandboxes are lost",
            w->name);
     w->node.schedulable = false;
+    seen_unlink(c, w); /* back at its next heartbeat */
     /* if it was only cut off, it comes back with the same sandboxes: its next heartbeat must
      * list them (adopted, or deleted if their function went meanwhile) */
     w->need_list = true;
@@ -1275,10 +1392,12 @@ void cp_core_on_worker_lost(struct cp_core *c, struct cp_worker *w)
 
 struct cp_dp *cp_core_dp(struct cp_core *c, const char *name)
 {
-    for (struct cp_dp *d = c->dps; d; d = d->next)
-        if (strcmp(d->name, name) == 0)
-            return d;
-    return NULL;
+    return dg_strmap_get(&c->dp_index, dg_str_c(name));
+}
+
+struct cp_worker *cp_core_worker(struct cp_core *c, const char *name)
+{
+    return dg_strmap_get(&c->worker_index, dg_str_c(name));
 }
 
 /* The one place a data plane is made (or moved). */
@@ -1303,6 +1422,7 @@ struct cp_dp *cp_core_on_dp_heartbeat(struct cp_core *c, const char *name, const
         d->name = dg_xstrdup(name);
         d->next = c->dps;
         c->dps = d;
+        dg_strmap_put(&c->dp_index, dg_str_c(d->name), d);
     }
     d->io = io;
     d->api = dg_xstrdup(api);
@@ -1363,6 +1483,7 @@ void cp_core_on_dp_lost(struct cp_core *c, struct cp_dp *d)
             *pd = d->next;
             break;
         }
+    dg_strmap_del(&c->dp_index, dg_str_c(d->name));
     for (struct cp_fn *f = c->fns; f; f = f->next)
         for (size_t i = 0; i < f->nmetrics; i++)
             if (f->metrics[i].dp == d) {
@@ -1376,9 +1497,14 @@ unsigned cp_core_check_peers(struct cp_core *c, uint64_t silent_ms)
 {
     uint64_t now = NOW(c);
     unsigned lost = 0;
-    for (struct cp_worker *w = c->workers; w; w = w->next)
-        if (w->node.schedulable && now - w->last_seen_ms > silent_ms)
-            cp_core_on_worker_lost(c, w);
+    /* from the least recently heard: every 50 ms, so no walk of all the workers */
+    while (c->seen_head && now - c->seen_head->last_seen_ms > silent_ms) {
+        struct cp_worker *w = c->seen_head;
+        if (w->node.schedulable)
+            cp_core_on_worker_lost(c, w); /* takes it off the list */
+        else
+            seen_unlink(c, w);
+    }
     for (struct cp_dp *d = c->dps, *next; d; d = next) {
         next = d->next;
         if (now - d->last_seen_ms > silent_ms) {
@@ -1395,6 +1521,8 @@ void cp_core_free(struct cp_core *c)
 {
     dg_strmap_free(&c->fn_index);
     dg_strmap_free(&c->sb_index);
+    dg_strmap_free(&c->worker_index);
+    dg_strmap_free(&c->dp_index);
     for (unsigned k = 0; k < c->nslots; k++)
         free(c->slots[k].v);
     free(c->slots);

@@ -54,6 +54,13 @@ void cp_placer_deinit(struct cp_placer *p)
 {
     free(p->ring.points);
     p->ring.points = NULL;
+    free(p->seen);
+    p->seen = NULL;
+}
+
+void cp_placer_view_changed(struct cp_placer *p)
+{
+    p->view_gen++;
 }
 
 void cp_node_take(const struct cp_node *node, int64_t cpu, int64_t mem, int64_t *cpu_out,
@@ -66,7 +73,7 @@ void cp_node_take(const struct cp_node *node, int64_t cpu, int64_t mem, int64_t 
 bool cp_node_fits(const struct cp_node *node, int64_t cpu, int64_t mem)
 {
     cp_node_take(node, cpu, mem, &cpu, &mem);
-    return node->schedulable && node->cpu_used + cpu <= node->cpu_cap &&
+    return node->schedulable && !node->saturated && node->cpu_used + cpu <= node->cpu_cap &&
            node->mem_used + mem <= node->mem_cap &&
            (node->max_sandboxes == 0 || node->sandboxes < node->max_sandboxes) &&
            (!node->rate_limited || node->creates_left > 0);
@@ -115,6 +122,17 @@ static void reserve(struct cp_node *node, int64_t cpu, int64_t mem)
 static long pick_random(struct cp_placer *p, struct cp_node *const *nodes, size_t n, int64_t cpu,
                         int64_t mem)
 {
+    if (n == 0)
+        return -1;
+    /* rejection sampling: a uniform node, taken if the sandbox fits, is uniform among those it
+     * fits on (the same distribution as the scan below) at a cost that does not grow with
+     * the cluster while most nodes have room; a mostly full cluster falls back to the scan */
+    if (n > CP_PLACE_SCAN_MAX)
+        for (unsigned t = 0; t < CP_PLACE_RANDOM_TRIES; t++) {
+            size_t i = (size_t)(next_rand(p) % n);
+            if (cp_node_fits(nodes[i], cpu, mem))
+                return (long)i;
+        }
     size_t fit = 0;
     for (size_t i = 0; i < n; i++)
         fit += cp_node_fits(nodes[i], cpu, mem);
@@ -148,10 +166,20 @@ static long pick_kubernetes(struct cp_placer *p, struct cp_node *const *nodes, s
     long best = -1;
     int64_t best_score = -1;
     unsigned ties = 0;
-    for (size_t i = 0; i < n; i++) {
+    /* kube-scheduler's percentageOfNodesToScore: in a big cluster it stops once it found
+     * enough feasible nodes, from where the previous search stopped (minFeasibleNodesToFind,
+     * 100, here the whole sample: the cost does not grow with the cluster); a cluster of up
+     * to CP_PLACE_SCAN_MAX nodes is scored whole, from its first node */
+    size_t start = 0, feasible = 0;
+    if (n > CP_PLACE_SCAN_MAX)
+        start = (size_t)(p->kube_next % n);
+    size_t k = 0;
+    for (; k < n && (n <= CP_PLACE_SCAN_MAX || feasible < CP_PLACE_SCAN_MAX); k++) {
+        size_t i = start + k < n ? start + k : start + k - n;
         const struct cp_node *d = nodes[i];
         if (!cp_node_fits(d, cpu, mem))
             continue;
+        feasible++;
         int64_t tc, tm;
         cp_node_take(d, cpu, mem, &tc, &tm);
         int64_t rc = d->cpu_used + tc, rm = d->mem_used + tm;
@@ -165,6 +193,7 @@ static long pick_kubernetes(struct cp_placer *p, struct cp_node *const *nodes, s
             best = (long)i; /* reservoir sampling: each tie equally likely */
         }
     }
+    p->kube_next = start + k;
     return best;
 }
 
@@ -184,9 +213,12 @@ static int point_cmp(const void *a, const void *b)
     return x->node < y->node ? -1 : x->node > y->node;
 }
 
-static void ring_build(struct cp_ring *r, struct cp_node *const *nodes, size_t n)
+static void ring_build(struct cp_ring *r, uint64_t gen, struct cp_node *const *nodes, size_t n)
 {
+    if (gen && r->points && r->gen == gen && r->nnodes == n)
+        return; /* the caller says the view is the same */
     uint64_t sig = nodes_signature(nodes, n);
+    r->gen = gen;
     if (r->points && r->signature == sig && r->nnodes == n)
         return;
     free(r->points);
@@ -215,7 +247,7 @@ static long pick_chbl(struct cp_placer *p, struct cp_node *const *nodes, size_t 
     if (live == 0)
         return -1;
     unsigned bound = cp_chbl_bound(p->chbl_eps, total, live);
-    ring_build(&p->ring, nodes, n);
+    ring_build(&p->ring, p->view_gen, nodes, n);
     struct cp_ring *r = &p->ring;
     uint64_t h = hash_str(fn, 0);
     /* the first point at or after h (wrapping) */
@@ -228,17 +260,25 @@ static long pick_chbl(struct cp_placer *p, struct cp_node *const *nodes, size_t 
             hi = mid;
     }
     /* walk clockwise; each node is considered once (its first point met) */
-    unsigned char *seen = dg_xcalloc(n, 1);
+    if (n > p->seen_cap) { /* marks, not flags: nothing cleared per placement */
+        p->seen = dg_xrealloc(p->seen, n * sizeof(*p->seen));
+        memset(p->seen, 0, n * sizeof(*p->seen));
+        p->seen_cap = n;
+        p->seen_mark = 0;
+    }
+    if (++p->seen_mark == 0) { /* wrapped: clear once */
+        memset(p->seen, 0, p->seen_cap * sizeof(*p->seen));
+        p->seen_mark = 1;
+    }
     long found = -1;
     for (size_t k = 0; k < r->npoints && found < 0; k++) {
         uint32_t i = r->points[(lo + k) % r->npoints].node;
-        if (seen[i])
+        if (p->seen[i] == p->seen_mark)
             continue;
-        seen[i] = 1;
+        p->seen[i] = p->seen_mark;
         if (nodes[i]->sandboxes < bound && cp_node_fits(nodes[i], cpu, mem))
             found = (long)i;
     }
-    free(seen);
     return found;
 }
 

@@ -8,10 +8,13 @@
  * Units everywhere: CPU in milli-CPU, memory in MiB.
  *
  * Policies (placementPolicy):
- *   random       uniform among the workers the sandbox fits on
+ *   random       uniform among the workers the sandbox fits on (sampled above
+ *                CP_PLACE_SCAN_MAX nodes: the same distribution, no scan)
  *   round-robin  the next worker in name order the sandbox fits on
  *   kubernetes   kube-scheduler's NodeResourcesFit (LeastAllocated) plus
- *                NodeResourcesBalancedAllocation, highest sum; ties at random
+ *                NodeResourcesBalancedAllocation, highest sum; ties at random; above
+ *                CP_PLACE_SCAN_MAX nodes among CP_PLACE_SCAN_MAX feasible ones from a rotating
+ *                start, as kube-scheduler's percentageOfNodesToScore
  *   chbl         consistent hashing with bounded loads (Mirrokni, Thorup,
  *                Zadimoghaddam): the function's name on a ring of workers, the
  *                first one clockwise whose sandbox count stays within
@@ -24,6 +27,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* Clusters of up to this many nodes are scanned whole (every policy as it always was);
+ * bigger ones are sampled where the policy allows: random by rejection sampling (up to
+ * CP_PLACE_RANDOM_TRIES draws, then the scan), kubernetes scores this many feasible nodes from
+ * a rotating start (kube-scheduler's minFeasibleNodesToFind). */
+#define CP_PLACE_SCAN_MAX     100
+#define CP_PLACE_RANDOM_TRIES 16
 
 enum cp_place_policy { CP_PLACE_RANDOM, CP_PLACE_ROUND_ROBIN, CP_PLACE_KUBERNETES, CP_PLACE_CHBL };
 
@@ -40,6 +50,8 @@ struct cp_node {
                                    max(request, floor), dg_res_take */
     unsigned sandboxes;         /* its sandboxes (updated by cp_place) */
     bool schedulable;
+    bool saturated;         /* its heartbeat says its create/delete queue is full: alive, but placed
+                       on only when it says it is free again (issue 16) */
     unsigned max_sandboxes; /* quota (maxSandboxesPerWorker): no more sandboxes; 0: none */
     bool rate_limited;      /* creates_left counts (maxCreatesPerWorkerPerSecond) */
     unsigned creates_left;  /* rate_limited: creates it may still get now (updated by cp_place) */
@@ -54,19 +66,29 @@ struct cp_ring {
     size_t npoints;
     uint64_t signature; /* of the node names it was built from */
     size_t nnodes;
+    uint64_t gen; /* the view generation it was built for (cp_placer_view_changed) */
 };
 
 struct cp_placer {
     enum cp_place_policy policy;
-    double chbl_eps; /* bound factor: (1 + eps) x average load; default 0.25 */
-    uint64_t rr;     /* round-robin position */
-    uint64_t rng;    /* xorshift64* state: placements are reproducible for a seed */
+    double chbl_eps;    /* bound factor: (1 + eps) x average load; default 0.25 */
+    uint64_t rr;        /* round-robin position */
+    uint64_t kube_next; /* kubernetes: where the next sampled search starts */
+    uint64_t rng;       /* xorshift64* state: placements are reproducible for a seed */
     struct cp_ring ring;
+    uint64_t view_gen; /* 0: unknown (the ring compares node names at each placement); else
+                           bumped by cp_placer_view_changed whenever the view changes */
+    uint32_t *seen;    /* chbl: the nodes the walk met (== seen_mark), no clearing */
+    size_t seen_cap;
+    uint32_t seen_mark;
 };
 
 void cp_placer_init(struct cp_placer *p, enum cp_place_policy policy, double chbl_eps,
                     uint64_t seed);
 void cp_placer_deinit(struct cp_placer *p);
+/* The caller's view (cp_place_view's nodes, their order or names) changed: a caller that says
+ * so spares chbl the comparison of every node's name at each placement. */
+void cp_placer_view_changed(struct cp_placer *p);
 
 /* What a sandbox requesting (cpu, mem) takes on `node` (dg_res_take with its floors). */
 void cp_node_take(const struct cp_node *node, int64_t cpu, int64_t mem, int64_t *cpu_out,

@@ -212,6 +212,7 @@ static void on_server_closed(void *ud)
     dp->proxy_trace = NULL;
     dg_heartbeat_stop(dp->hb);
     dp->hb = NULL;
+    dp_api_free(dp);
     dp_core_free(dp->core); /* its endpoints close their pools */
     dp->core = NULL;
     dg_strmap_free(&dp->pools);

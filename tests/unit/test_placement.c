@@ -219,6 +219,121 @@ static void test_chbl_same_function_same_worker(void **state)
     cp_placer_deinit(&p);
 }
 
+/* ---- big clusters: sampled where the policy allows (issue 16) ------------------------------ */
+
+#define BIG 1000
+
+static struct cp_node *big_cluster(char (*names)[16])
+{
+    struct cp_node *n = calloc(BIG, sizeof(*n));
+    for (size_t i = 0; i < BIG; i++) {
+        snprintf(names[i], sizeof(names[i]), "w%04zu", i);
+        n[i] = node(names[i], 4000, 8192, 0, 0);
+    }
+    return n;
+}
+
+/* Random over a big cluster samples: it lands only where the sandbox fits, and on every such
+ * node about equally (uniform among the nodes with room, as the scan was). */
+static void test_big_random_only_where_it_fits(void **state)
+{
+    static char names[BIG][16];
+    struct cp_node *n = big_cluster(names);
+    for (size_t i = 1; i < BIG; i += 2)
+        n[i].schedulable = false; /* odd ones: no room */
+    struct cp_placer p;
+    cp_placer_init(&p, CP_PLACE_RANDOM, 0, 11);
+    static size_t chosen[20 * BIG];
+    unsigned k = cp_place(&p, n, BIG, "f", 10, 10, 20 * BIG, chosen);
+    assert_int_equal(k, 20 * BIG);
+    unsigned min = ~0u, max = 0;
+    for (size_t i = 0; i < BIG; i++) {
+        if (i % 2) {
+            assert_int_equal(n[i].sandboxes, 0);
+            continue;
+        }
+        min = n[i].sandboxes < min ? n[i].sandboxes : min;
+        max = n[i].sandboxes > max ? n[i].sandboxes : max;
+    }
+    assert_true(min >= 15 && max <= 65); /* 40 each on average */
+    cp_placer_deinit(&p);
+    free(n);
+}
+
+/* A big cluster with room on one node only: random (its draws miss) and kubernetes (its sample
+ * is empty) still find that node, and both say no once it is full. */
+static void test_big_nearly_full_still_found(void **state)
+{
+    static char names[BIG][16];
+    enum cp_place_policy pols[] = {CP_PLACE_RANDOM, CP_PLACE_KUBERNETES, CP_PLACE_ROUND_ROBIN};
+    for (size_t k = 0; k < sizeof(pols) / sizeof(pols[0]); k++) {
+        struct cp_node *n = big_cluster(names);
+        for (size_t i = 0; i < BIG; i++)
+            n[i].cpu_used = i == 777 ? 3900 : 4000; /* room for one on w0777 */
+        struct cp_placer p;
+        cp_placer_init(&p, pols[k], 0, 3);
+        size_t chosen[2];
+        assert_int_equal(cp_place(&p, n, BIG, "f", 100, 10, 2, chosen), 1);
+        assert_int_equal(chosen[0], 777);
+        assert_int_equal(cp_place(&p, n, BIG, "f", 100, 10, 1, chosen), 0);
+        cp_placer_deinit(&p);
+        free(n);
+    }
+}
+
+/* Kubernetes over a big cluster scores a bounded window of feasible nodes from a rotating
+ * start (kube-scheduler's percentageOfNodesToScore): identical empty nodes fill evenly. */
+static void test_big_kubernetes_spreads(void **state)
+{
+    static char names[BIG][16];
+    struct cp_node *n = big_cluster(names);
+    struct cp_placer p;
+    cp_placer_init(&p, CP_PLACE_KUBERNETES, 0, 5);
+    static size_t chosen[2 * BIG];
+    assert_int_equal(cp_place(&p, n, BIG, "f", 100, 100, 2 * BIG, chosen), 2 * BIG);
+    for (size_t i = 0; i < BIG; i++)
+        assert_true(n[i].sandboxes >= 1 && n[i].sandboxes <= 3);
+    cp_placer_deinit(&p);
+    free(n);
+}
+
+/* chbl with a caller that says when its view changed places as one that does not (which
+ * compares every name each time), and follows a change it is told about. */
+static void test_chbl_view_generation(void **state)
+{
+    static char names[BIG][16];
+    struct cp_node *a = big_cluster(names), *b = big_cluster(names);
+    struct cp_node *va[BIG], *vb[BIG];
+    for (size_t i = 0; i < BIG; i++) {
+        va[i] = &a[i];
+        vb[i] = &b[i];
+    }
+    struct cp_placer pa, pb;
+    cp_placer_init(&pa, CP_PLACE_CHBL, 0.25, 1);
+    cp_placer_init(&pb, CP_PLACE_CHBL, 0.25, 1);
+    cp_placer_view_changed(&pb);
+    for (int round = 0; round < 2; round++) {
+        for (int f = 0; f < 300; f++) {
+            char fn[16];
+            snprintf(fn, sizeof(fn), "fn%d", f);
+            size_t ca, cb;
+            assert_int_equal(cp_place_view(&pa, va, BIG, fn, 10, 10, 1, &ca), 1);
+            assert_int_equal(cp_place_view(&pb, vb, BIG, fn, 10, 10, 1, &cb), 1);
+            assert_int_equal(ca, cb);
+        }
+        /* the view changes: the first 500 nodes leave it (as if renamed away) */
+        for (size_t i = 0; i < BIG / 2; i++) {
+            va[i] = &a[BIG / 2 + i];
+            vb[i] = &b[BIG / 2 + i];
+        }
+        cp_placer_view_changed(&pb);
+    }
+    cp_placer_deinit(&pa);
+    cp_placer_deinit(&pb);
+    free(a);
+    free(b);
+}
+
 static void test_policy_names(void **state)
 {
     assert_int_equal(cp_place_policy_parse("random"), CP_PLACE_RANDOM);
@@ -240,6 +355,10 @@ int main(void)
         cmocka_unit_test(test_random_is_seeded_and_spreads),
         cmocka_unit_test(test_chbl_bound_over_random_placements),
         cmocka_unit_test(test_chbl_same_function_same_worker),
+        cmocka_unit_test(test_big_random_only_where_it_fits),
+        cmocka_unit_test(test_big_nearly_full_still_found),
+        cmocka_unit_test(test_big_kubernetes_spreads),
+        cmocka_unit_test(test_chbl_view_generation),
         cmocka_unit_test(test_policy_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
