@@ -88,6 +88,7 @@ cleanup() {
     for l in /sys/class/net/"${BR:0:5}"v*; do [ -e "$l" ] || continue; ip link del "${l##*/}" 2>/dev/null || true; done
     rmdir /sys/fs/cgroup/*/dirigent/"$WNAME"/* /sys/fs/cgroup/*/dirigent/"$WNAME" 2>/dev/null || true
     ip link del "$BR" 2>/dev/null || true
+    rmdir /sys/fs/cgroup/*/dirigent 2>/dev/null || true
   fi
   rm -rf "$TMP"
 }
