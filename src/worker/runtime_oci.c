@@ -96,6 +96,8 @@ struct oci_sb {
     struct oci_rt *rt;
     enum oci_stage stage;
     bool destroy, started, failed;
+    bool init; /* under the minimal init (sandboxInit, unless the function says init: false) */
+    bool cleanup_slot; /* it holds one of the clean-up slots */
     struct wk_image *img;
     struct wk_image_wait *img_wait;
     struct wk_netns *ns;
@@ -103,7 +105,6 @@ struct oci_sb {
     bool ns_lost; /* not given back: runsc_net_restore failed */
     /* the spec, kept across the asynchronous steps */
     struct dg_strlist env, args;
-    bool init; /* under the minimal init (sandboxInit, unless the function says init: false) */
     int64_t cpu_milli, memory_mib;
     int port;
     char *dir, *config;
@@ -123,7 +124,6 @@ struct oci_sb {
      * clean-up queued; said in the log (where a delete's time goes under load) */
     uint64_t t_term, t_kill, t_gone;
     struct oci_sb *cq_next; /* the clean-up queue */
-    bool cleanup_slot;      /* it holds one of the clean-up slots */
 };
 
 #define SB(o) WK_SB_OF(o)
