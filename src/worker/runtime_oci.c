@@ -970,7 +970,8 @@ static void oci_create(void *state, struct wk_sandbox *sb, const struct dg_wire_
         rt->sandboxes->prev = o;
     rt->sandboxes = o;
     rt->n++;
-    o->t_step = sb->t0_us;
+    /* not t0: a wait in the create queue is no image time (the total has it) */
+    o->t_step = dg_now_us();
     o->port = (int)spec->port;
     o->init = rt->init && !spec->no_init;
     o->dir = dg_xasprintf("%s/%s", rt->sb_dir, sb->id);
