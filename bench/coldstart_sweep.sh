@@ -17,11 +17,13 @@
 #
 #   bench/coldstart_sweep.sh [--runtime emulated|oci] [--quick] [--build DIR] [--out DIR]
 #                            [--bound-ms 50] [--rates "R1 R2 ..."] [--step S] [--warmup S]
-#                            [--nodes N] [--wait-idle S] [--one-cluster [--hold S]]
+#                            [--nodes N] [--wait-idle S] [--one-cluster [--hold S]] [--dataplanes N]
 # --one-cluster (issue 16): ONE cluster for every step (functions, sandboxes and lists
 # accumulate as in a long run: each step's functions stay registered), then a hold of --hold S
 # (60; --quick 10) at the best rate on that same cluster (a row with phase "hold"). Its files
 # are named _onecluster, so they sit next to a fresh-cluster sweep's.
+# --dataplanes N: N data planes, the load generator spreading its functions over them
+#      (`load --dp A,B,...`, no HAProxy in between).
 # emulated: one worker as --nodes (20) emulated nodes, 0 ms create delay.
 # --wait-idle S: before each step wait up to S s for the machine to be idle (< 15% of one CPU
 # busy in each of 3 s in a row). Every step records other_cpu_pct: the CPU that processes not
@@ -41,8 +43,8 @@ OUT=""
 BOUND=50
 ONE=0 HOLD=""
 QUICK=0
-RATES="" STEP="" WARM="" NODES=20 WAIT_IDLE=0
-usage() { echo "usage: $0 [--runtime emulated|oci] [--quick] [--build DIR] [--out DIR] [--bound-ms MS] [--rates LIST] [--step S] [--warmup S] [--nodes N] [--wait-idle S] [--one-cluster [--hold S]]" >&2; exit 2; }
+RATES="" STEP="" WARM="" NODES=20 WAIT_IDLE=0 NDP=1
+usage() { echo "usage: $0 [--runtime emulated|oci] [--quick] [--build DIR] [--out DIR] [--bound-ms MS] [--rates LIST] [--step S] [--warmup S] [--nodes N] [--wait-idle S] [--one-cluster [--hold S]] [--dataplanes N]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --runtime) RUNTIME=$2; shift;;
@@ -57,6 +59,7 @@ while [ $# -gt 0 ]; do
     --wait-idle) WAIT_IDLE=$2; shift;;
     --one-cluster) ONE=1;;
     --hold) HOLD=$2; shift;;
+    --dataplanes) NDP=$2; shift;;
     *) usage;;
   esac
   shift
@@ -137,9 +140,12 @@ start_cluster() {
   local cpi
   cpi=127.0.0.1:$(port_of "$d/cp.log" 'internal api on')
   REG=127.0.0.1:$(port_of "$d/cp.log" 'registration on')
-  "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --controlPlaneAddress "$cpi" --heartbeatInterval 1s \
-    --traceOutputFolder "" --coldStartTimeout 30s --logLevel warn >"$d/dp.log" 2>&1 &
-  PIDS+=($!)
+  local k
+  for ((k = 0; k < NDP; k++)); do # dp.log, then dp1.log ...
+    "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --controlPlaneAddress "$cpi" --heartbeatInterval 1s \
+      --traceOutputFolder "" --coldStartTimeout 30s --logLevel warn >"$d/dp${k#0}.log" 2>&1 &
+    PIDS+=($!)
+  done
   if [ "$RUNTIME" = emulated ]; then
     wargs=(--runtime emulated --emulatedCreateDelayMs 0 --emulatedNodes "$NODES" --name emu)
     want_workers=$NODES
@@ -152,11 +158,14 @@ start_cluster() {
   "$B/dirigent-worker" --port 0 --controlPlaneAddress "$cpi" --heartbeatInterval 1s --logLevel warn \
     "${wargs[@]}" ${DG_WORKER_ARGS:-} >"$d/wk.log" 2>&1 & # DG_WORKER_ARGS: extra worker options (issue 16: --logLevel debug for the delete timeline)
   PIDS+=($!)
-  wait_log "$d/dp.log" 'proxy on'
+  DP=""
+  for ((k = 0; k < NDP; k++)); do
+    wait_log "$d/dp${k#0}.log" 'proxy on'
+    DP=$DP${DP:+,}127.0.0.1:$(port_of "$d/dp${k#0}.log" 'proxy on')
+  done
   wait_log "$d/wk.log" 'listening on'
-  DP=127.0.0.1:$(port_of "$d/dp.log" 'proxy on')
   local i=0
-  until [ "$(curl -s "http://$REG/v1/status" | /usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin); print(len(s["workers"]), len(s["dataplanes"]))' 2>/dev/null)" = "$want_workers 1" ]; do
+  until [ "$(curl -s "http://$REG/v1/status" | /usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin); print(len(s["workers"]), len(s["dataplanes"]))' 2>/dev/null)" = "$want_workers $NDP" ]; do
     i=$((i + 1)); [ $i -lt 200 ] || { echo "cluster did not register" >&2; return 1; }; sleep 0.05
   done
   [ "$RUNTIME" = oci ] && sleep 1 # the prefetch and the namespace pool fill

@@ -50,7 +50,7 @@ void cp_as_state_init(struct cp_as_state *s, const struct cp_as_config *c)
 {
     s->cap = buckets(c->stable_window_ms, c->tick_ms);
     s->samples = dg_xcalloc(s->cap, sizeof(double));
-    s->head = s->filled = 0;
+    s->head = s->filled = s->nonzero = 0;
     s->in_panic = false;
     s->panic_start_ms = 0;
     s->max_panic_pods = 0;
@@ -64,6 +64,11 @@ void cp_as_state_deinit(struct cp_as_state *s)
 }
 
 /* Mean of the newest min(n, filled) samples. */
+bool cp_as_idle(const struct cp_as_state *s)
+{
+    return s->filled == s->cap && s->nonzero == 0 && !s->in_panic && s->zero_since_ms == 0;
+}
+
 static double window_avg(const struct cp_as_state *s, unsigned n)
 {
     n = DG_MIN(n, s->filled);
@@ -102,6 +107,8 @@ static int clampi(int64_t v, int64_t lo, int64_t hi)
 void cp_as_decide(const struct cp_as_config *c, struct cp_as_state *s, int ready, double sample,
                   uint64_t now_ms, struct cp_as_decision *out)
 {
+    s->nonzero -= s->samples[s->head] != 0;
+    s->nonzero += sample != 0;
     s->samples[s->head] = sample;
     if (++s->head == s->cap)
         s->head = 0;

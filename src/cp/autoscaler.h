@@ -49,6 +49,7 @@ double cp_as_target(const struct cp_as_config *c);
 struct cp_as_state {
     double *samples; /* ring of the newest samples, one per tick */
     unsigned cap, head, filled;
+    unsigned nonzero; /* samples in the ring that are not 0 */
     bool in_panic;
     uint64_t panic_start_ms;
     int max_panic_pods;
@@ -72,6 +73,10 @@ struct cp_as_decision {
  * a function without traffic in the window. Pure; the pre-created sandboxes (src/cp/pool.c)
  * are sized by it. */
 int cp_as_expected_scale(const struct cp_as_config *c, const struct cp_as_state *s);
+/* Nothing to decide: the window full of zeros, no panic, no zero grace running. A function at
+ * zero in this state, whose sample is 0, gets the same decision (0) from cp_as_decide, and
+ * the window after it holds the same samples: the tick skips it. */
+bool cp_as_idle(const struct cp_as_state *s);
 
 /* Add `sample` (concurrency now) to the window and decide the scale for `ready` sandboxes
  * (those serving now) at time `now_ms`. Called every tick and, on the first metric of a

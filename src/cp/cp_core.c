@@ -814,9 +814,15 @@ void cp_core_tick(struct cp_core *c, unsigned slot)
 {
     struct cp_slot *sl = &c->slots[slot % c->nslots];
     uint64_t now = NOW(c);
-    for (size_t i = 0; i < sl->n; i++) /* deciding frees no function that is not deleted */
-        if (!sl->v[i]->deleted)
-            decide(c, sl->v[i], now);
+    for (size_t i = 0; i < sl->n; i++) { /* deciding frees no function that is not deleted */
+        struct cp_fn *f = sl->v[i];
+        /* idle at zero (most functions of a large registry, most of the time): the decision
+         * would be 0 again and change nothing (cp_as_idle) */
+        if (f->deleted || (f->ready == 0 && f->creating == 0 && f->desired == 0 &&
+                           !f->unschedulable && cp_as_idle(&f->ast) && cp_fn_sample(f) == 0))
+            continue;
+        decide(c, f, now);
+    }
 }
 
 static void scale_now(struct cp_core *c, struct cp_fn *f)

@@ -459,8 +459,9 @@ static void cp_start(struct sim *s)
     struct cp_core_config cfg = {.placement = (enum cp_place_policy)(s->seed % 4),
                                  .chbl_eps = 0.25,
                                  .seed = s->seed ^ s->cp_gen};
-    if (s->seed % 2 ==
-        1) /* scale-downs queued behind a small budget (the daemon's default has one) */
+    /* odd seeds: scale-downs queued behind a small budget (the daemon's default has one);
+     * DST_NO_BUDGET=1 in the environment runs them without (to tell what the budget changes) */
+    if (s->seed % 2 == 1 && !getenv("DST_NO_BUDGET"))
         cfg.scale_down_budget = 1 + (unsigned)(s->seed / 2 % 3);
     if (s->seed % 3 == 0) /* quotas small enough to bind (dst.c checks them after every step) */
         cfg.quotas = (struct cp_quotas){.max_per_function = 2 + (unsigned)(s->seed / 3 % 4),
