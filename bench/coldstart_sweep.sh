@@ -17,7 +17,11 @@
 #
 #   bench/coldstart_sweep.sh [--runtime emulated|oci] [--quick] [--build DIR] [--out DIR]
 #                            [--bound-ms 50] [--rates "R1 R2 ..."] [--step S] [--warmup S]
-#                            [--nodes N] [--wait-idle S]
+#                            [--nodes N] [--wait-idle S] [--one-cluster [--hold S]]
+# --one-cluster (issue 16): ONE cluster for every step (functions, sandboxes and lists
+# accumulate as in a long run: each step's functions stay registered), then a hold of --hold S
+# (60; --quick 10) at the best rate on that same cluster (a row with phase "hold"). Its files
+# are named _onecluster, so they sit next to a fresh-cluster sweep's.
 # emulated: one worker as --nodes (20) emulated nodes, 0 ms create delay.
 # --wait-idle S: before each step wait up to S s for the machine to be idle (< 15% of one CPU
 # busy in each of 3 s in a row). Every step records other_cpu_pct: the CPU that processes not
@@ -26,17 +30,19 @@
 #      100.118.0.0/20; leaves the CP's cold_start_trace.csv (all steps) in OUT.
 # Writes OUT/coldstart_sweep_RUNTIME.csv (one row per step), the per-step per-invocation CSVs
 # gzipped and the daemons' warnings in OUT/raw/, and with oci OUT/cold_start_trace.csv (OUT:
-# bench/results; --quick adds _quick to every name, so it never overwrites a full run's files).
+# bench/results; --quick writes to a scratch directory (mktemp, printed) unless --out is given,
+# never to bench/results, and adds _quick to every name).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 RUNTIME=emulated
 BUILD=build
-OUT=bench/results
+OUT=""
 BOUND=50
+ONE=0 HOLD=""
 QUICK=0
 RATES="" STEP="" WARM="" NODES=20 WAIT_IDLE=0
-usage() { echo "usage: $0 [--runtime emulated|oci] [--quick] [--build DIR] [--out DIR] [--bound-ms MS] [--rates LIST] [--step S] [--warmup S] [--nodes N] [--wait-idle S]" >&2; exit 2; }
+usage() { echo "usage: $0 [--runtime emulated|oci] [--quick] [--build DIR] [--out DIR] [--bound-ms MS] [--rates LIST] [--step S] [--warmup S] [--nodes N] [--wait-idle S] [--one-cluster [--hold S]]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --runtime) RUNTIME=$2; shift;;
@@ -49,6 +55,8 @@ while [ $# -gt 0 ]; do
     --warmup) WARM=$2; shift;;
     --nodes) NODES=$2; shift;;
     --wait-idle) WAIT_IDLE=$2; shift;;
+    --one-cluster) ONE=1;;
+    --hold) HOLD=$2; shift;;
     *) usage;;
   esac
   shift
@@ -62,15 +70,21 @@ if [ "$QUICK" = 1 ]; then
   : "${STEP:=9}" "${WARM:=5}"
   [ "$RUNTIME" = emulated ] && : "${RATES:=800 3200}"
   [ "$RUNTIME" = oci ] && : "${RATES:=5 20}"
+  : "${HOLD:=10}"
+  if [ -z "$OUT" ]; then OUT=$(mktemp -d /tmp/dg-sweep-quick.XXXXXX); fi
 else
   : "${STEP:=15}" "${WARM:=8}"
   [ "$RUNTIME" = emulated ] && : "${RATES:=200 400 800 1200 1600 2000 2400 3200 4000 5000 6000 8000 10000}"
   [ "$RUNTIME" = oci ] && : "${RATES:=2 5 10 20 40 60 80 100 150 200}"
+  : "${HOLD:=60}" "${OUT:=bench/results}"
 fi
-SUFFIX=$RUNTIME$([ "$QUICK" = 1 ] && echo _quick || true) # quick runs never overwrite full ones
+SUFFIX=$RUNTIME$([ "$ONE" = 1 ] && echo _onecluster || true)$([ "$QUICK" = 1 ] && echo _quick || true)
 B=$(cd "$BUILD" && pwd)
 mkdir -p "$OUT/raw"
 OUT=$(cd "$OUT" && pwd)
+if [ "$QUICK" = 1 ] && [ "$OUT" = "$(pwd)/bench/results" ]; then
+  echo "coldstart_sweep: --quick never writes to bench/results (the committed figures)" >&2; exit 2
+fi
 IMG=$B/images/dirigent-fn
 IMAGE_ARGS=()
 if [ "$RUNTIME" = oci ]; then
@@ -136,7 +150,7 @@ start_cluster() {
     want_workers=1
   fi
   "$B/dirigent-worker" --port 0 --controlPlaneAddress "$cpi" --heartbeatInterval 1s --logLevel warn \
-    "${wargs[@]}" >"$d/wk.log" 2>&1 &
+    "${wargs[@]}" ${DG_WORKER_ARGS:-} >"$d/wk.log" 2>&1 & # DG_WORKER_ARGS: extra worker options (issue 16: --logLevel debug for the delete timeline)
   PIDS+=($!)
   wait_log "$d/dp.log" 'proxy on'
   wait_log "$d/wk.log" 'listening on'
@@ -221,40 +235,58 @@ EOF
 }
 
 SUM=$OUT/coldstart_sweep_$SUFFIX.csv
-echo "runtime,rate_target,rate_achieved,sent,ok,errors,cold,warm,cold_per_s,p50_ms,p90_ms,p99_ms,max_ms,functions,step_s,warmup_s,load_wall_s,nodes,other_cpu_pct,date" >"$SUM"
-echo "# coldstart_sweep: runtime $RUNTIME, $([ "$RUNTIME" = emulated ] && echo "$NODES emulated nodes, 0 ms create delay" || echo "crun, image oci:$IMG:latest"), ${STEP} s steps (first ${WARM} s not counted), cooldown 10 s, fresh cluster per step, bound p99 <= $BOUND ms"
+echo "runtime,rate_target,rate_achieved,sent,ok,errors,cold,warm,cold_per_s,p50_ms,p90_ms,p99_ms,max_ms,functions,step_s,warmup_s,load_wall_s,nodes,other_cpu_pct,date,cluster,phase" >"$SUM"
+echo "# coldstart_sweep: runtime $RUNTIME, $([ "$RUNTIME" = emulated ] && echo "$NODES emulated nodes, 0 ms create delay" || echo "crun, image oci:$IMG:latest"), ${STEP} s steps (first ${WARM} s not counted), cooldown 10 s, $([ "$ONE" = 1 ] && echo "one cluster for all steps, then a ${HOLD} s hold at the best rate" || echo "fresh cluster per step"), bound p99 <= $BOUND ms"
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r), build $BUILD"
 printf '%8s %9s %7s %7s %6s %7s %9s %9s %9s %9s %7s\n' rate achieved sent ok errors cold p50_ms p90_ms p99_ms max_ms other%
 best=0 failed_at="" T0=$(date +%s)
-for r in $RATES; do
-  d=$TMP/step-$r
+CL=$TMP/cluster # --one-cluster: the one cluster's directory
+if [ "$ONE" = 1 ]; then
   wait_idle
-  start_cluster "$d" || { echo "cluster failed to start at $r/s" >&2; exit 1; }
+  start_cluster "$CL" || { echo "cluster failed to start" >&2; exit 1; }
+fi
+NFNS=0 # --one-cluster: functions registered so far (every step's stay)
+# one_step RATE DURATION PHASE: a load step (on a fresh cluster unless --one-cluster); appends
+# its row and sets ach sent ok errs cold warmc cps p50 p90 p99 mx; 1 when the load failed
+one_step() {
+  local r=$1 dur=$2 phase=$3 d=$TMP/step-$1-$3
+  mkdir -p "$d"
+  if [ "$ONE" = 0 ]; then
+    wait_idle
+    start_cluster "$d" || { echo "cluster failed to start at $r/s" >&2; exit 1; }
+  fi
   csv=$d/load.csv
   cpu_snap "$d/cpu0"; t_load=$(date +%s%N)
-  out=$("$B/dirigent" --json --cp "$REG" --dp "$DP" load rps --cold --keep --cooldown 10 --rate "$r" \
-        --duration "$STEP" --timeout 40 "${IMAGE_ARGS[@]}" --csv "$csv" 2>"$d/load.err" || true)
+  out=$(timeout $((dur + 600)) "$B/dirigent" --json --cp "$REG" --dp "$DP" load rps --cold --keep --cooldown 10 --rate "$r" \
+        --duration "$dur" --timeout 40 "${IMAGE_ARGS[@]}" --csv "$csv" 2>"$d/load.err" || true)
   cpu_snap "$d/cpu1"
   other=$(other_cpu "$d/cpu0" "$d/cpu1" "$(( ($(date +%s%N) - t_load) / 1000000 ))e-3")
-  stop_cluster
-  for f in cp dp wk; do # keep the daemons' warnings per step (small: --logLevel warn)
-    if [ -s "$d/$f.log" ]; then cp "$d/$f.log" "$OUT/raw/coldstart_${SUFFIX}_${r}_$f.log"; fi
-  done
+  if [ "$ONE" = 0 ]; then
+    stop_cluster
+    for f in cp dp wk; do # keep the daemons' warnings per step (small: --logLevel warn)
+      if [ -s "$d/$f.log" ]; then cp "$d/$f.log" "$OUT/raw/coldstart_${SUFFIX}_${r}_$f.log"; fi
+    done
+  fi
   if [ ! -s "$csv" ]; then
     echo "load failed at $r/s: $(head -c 300 "$d/load.err")" >&2
-    failed_at=$r; break
+    return 1
   fi
-  read -r _ ach sent ok errs cold warmc cps p50 p90 p99 mx < <(stats "$csv" "$WARM" "$STEP" "$r")
+  read -r _ ach sent ok errs cold warmc cps p50 p90 p99 mx < <(stats "$csv" "$WARM" "$dur" "$r")
   nf=$(/usr/bin/python3 -c 'import math,sys; print(math.ceil(float(sys.argv[1]) * 10))' "$r")
+  if [ "$ONE" = 1 ]; then NFNS=$((NFNS + nf)); nf=$NFNS; fi # what the cluster holds
   wall=$(/usr/bin/python3 -c 'import json,sys; print(json.loads(sys.argv[1])["wall_s"])' "$out" 2>/dev/null || echo "")
-  echo "$RUNTIME,$r,$ach,$sent,$ok,$errs,$cold,$warmc,$cps,$p50,$p90,$p99,$mx,$nf,$STEP,$WARM,$wall,$([ "$RUNTIME" = emulated ] && echo "$NODES" || echo 1),$other,$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$SUM"
-  gzip -c "$csv" >"$OUT/raw/coldstart_${SUFFIX}_$r.csv.gz"
-  if [ "$RUNTIME" = oci ] && [ -f "$d/trace/cold_start_trace.csv" ]; then # all steps' creates
+  echo "$RUNTIME,$r,$ach,$sent,$ok,$errs,$cold,$warmc,$cps,$p50,$p90,$p99,$mx,$nf,$dur,$WARM,$wall,$([ "$RUNTIME" = emulated ] && echo "$NODES" || echo 1),$other,$(date -u +%Y-%m-%dT%H:%M:%SZ),$([ "$ONE" = 1 ] && echo one || echo fresh),$phase" >>"$SUM"
+  gzip -c "$csv" >"$OUT/raw/coldstart_${SUFFIX}_${r}$([ "$phase" = hold ] && echo _hold || true).csv.gz"
+  if [ "$RUNTIME" = oci ] && [ "$ONE" = 0 ] && [ -f "$d/trace/cold_start_trace.csv" ]; then # all steps' creates
     if [ -f "$TMP/cold_start_trace.csv" ]; then tail -n +2 "$d/trace/cold_start_trace.csv" >>"$TMP/cold_start_trace.csv"
     else cp "$d/trace/cold_start_trace.csv" "$TMP/cold_start_trace.csv"; fi
   fi
-  printf '%8s %9s %7s %7s %6s %7s %9.2f %9.2f %9.2f %9.2f %7s\n' "$r" "$ach" "$sent" "$ok" "$errs" "$cold" "$p50" "$p90" "$p99" "$mx" "$other"
   rm -rf "$d"
+  return 0
+}
+for r in $RATES; do
+  one_step "$r" "$STEP" step || { failed_at=$r; break; }
+  printf '%8s %9s %7s %7s %6s %7s %9.2f %9.2f %9.2f %9.2f %7s\n' "$r" "$ach" "$sent" "$ok" "$errs" "$cold" "$p50" "$p90" "$p99" "$mx" "$other"
   if [ -n "$failed_at" ]; then break; fi # the one step after the first failure is done
   if [ "$errs" = 0 ] && [ "$ok" -gt 0 ] && /usr/bin/python3 -c "import sys; sys.exit(0 if $p99 <= $BOUND else 1)"; then
     best=$r
@@ -262,11 +294,28 @@ for r in $RATES; do
     failed_at=$r
   fi
 done
+HOLD_RES=""
+if [ "$ONE" = 1 ]; then
+  if [ "$best" != 0 ]; then # the hold: the best rate for HOLD s on the same cluster
+    if one_step "$best" "$HOLD" hold; then
+      printf '%8s %9s %7s %7s %6s %7s %9.2f %9.2f %9.2f %9.2f %7s  (hold %s s)\n' "$best" "$ach" "$sent" "$ok" "$errs" "$cold" "$p50" "$p90" "$p99" "$mx" "$other" "$HOLD"
+      HOLD_RES=" hold_s=$HOLD hold_p99_ms=$p99 hold_errors=$errs hold_functions=$NFNS"
+    else
+      HOLD_RES=" hold_s=$HOLD hold_failed=1"
+    fi
+  fi
+  [ "$RUNTIME" = oci ] && [ -f "$CL/trace/cold_start_trace.csv" ] && cp "$CL/trace/cold_start_trace.csv" "$TMP/cold_start_trace.csv"
+  for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || echo "coldstart_sweep: a daemon (pid $p) died during the run" >&2; done
+  stop_cluster
+  for f in cp dp wk; do
+    if [ -s "$CL/$f.log" ]; then cp "$CL/$f.log" "$OUT/raw/coldstart_${SUFFIX}_$f.log"; fi
+  done
+fi
 if [ -f "$TMP/cold_start_trace.csv" ]; then
-  CST=$OUT/cold_start_trace$([ "$QUICK" = 1 ] && echo _quick || true).csv
+  CST=$OUT/cold_start_trace$([ "$ONE" = 1 ] && echo _onecluster || true)$([ "$QUICK" = 1 ] && echo _quick || true).csv
   cp "$TMP/cold_start_trace.csv" "$CST"
   echo "the CP's cold_start_trace.csv of all steps: $CST"
 fi
 echo "highest rate with p99 <= $BOUND ms and no errors: $best cold starts/s ($RUNTIME, $([ "$RUNTIME" = emulated ] && echo "$NODES emulated nodes" || echo "1 worker, crun") on $(nproc) CPUs; paper: 2,500/s on 100 nodes)"
 echo "sweep took $(( $(date +%s) - T0 )) s; summary: $SUM"
-echo "RESULT coldstart_sweep_runtime=$RUNTIME best_rate=$best bound_ms=$BOUND step_s=$STEP warmup_s=$WARM"
+echo "RESULT coldstart_sweep_runtime=$RUNTIME best_rate=$best bound_ms=$BOUND step_s=$STEP warmup_s=$WARM one_cluster=$ONE$HOLD_RES"

@@ -19,11 +19,27 @@ struct item_cb {
     bool done;
 };
 
-struct dg_batch {
-    char *path;
-    json_t *items;
+/* One part: a body under construction ({"items":[ then the items, each already encoded) and
+ * its items' callbacks. A batch is one part until the next item would take it over
+ * DG_WIRE_PART_MAX (the receiver's body limit less a margin); then it is several, each sent
+ * as its own request. */
+struct part {
+    struct dg_buf body;
     struct item_cb *cbs;
     size_t n, cap;
+};
+
+struct dg_batch {
+    char *path;
+    struct part *parts;
+    size_t nparts;
+    struct dg_wire_parts split;
+    /* items refused (over a part alone): answered with their error at the next flush, from
+     * the loop, not from inside the caller's add */
+    struct item_cb *refused;
+    struct dg_err *why;
+    size_t nrefused;
+    size_t n; /* items in all parts */
 };
 
 /* One batch on the wire. */
@@ -39,23 +55,62 @@ struct dg_batch *dg_batch_new(const char *path)
 {
     struct dg_batch *b = dg_xcalloc(1, sizeof(*b));
     b->path = dg_xstrdup(path);
-    b->items = json_array();
+    dg_wire_parts_init(&b->split, DG_WIRE_PART_MAX);
     return b;
+}
+
+void dg_batch_set_part_max(struct dg_batch *b, size_t max)
+{
+    dg_wire_parts_init(&b->split, max);
+}
+
+static void part_add_cb(struct part *p, dg_batch_cb cb, void *ud)
+{
+    if (p->n == p->cap) {
+        p->cap = p->cap ? 2 * p->cap : 16;
+        p->cbs = dg_xrealloc(p->cbs, p->cap * sizeof(*p->cbs));
+    }
+    p->cbs[p->n++] = (struct item_cb){cb, ud, false};
+}
+
+void dg_batch_add_text(struct dg_batch *b, const char *item, size_t len, dg_batch_cb cb, void *ud)
+{
+    struct dg_err err;
+    int where = dg_wire_parts_add(&b->split, len, &err);
+    if (where < 0) {
+        b->refused = dg_xrealloc(b->refused, (b->nrefused + 1) * sizeof(*b->refused));
+        b->why = dg_xrealloc(b->why, (b->nrefused + 1) * sizeof(*b->why));
+        b->refused[b->nrefused] = (struct item_cb){cb, ud, false};
+        b->why[b->nrefused++] = err;
+        return;
+    }
+    if (where == DG_WIRE_PART_NEW) {
+        b->parts = dg_xrealloc(b->parts, (b->nparts + 1) * sizeof(*b->parts));
+        b->parts[b->nparts++] = (struct part){0};
+        dg_wire_batch_open(&b->parts[b->nparts - 1].body);
+    }
+    struct part *p = &b->parts[b->nparts - 1];
+    dg_wire_batch_append(&p->body, p->n, item, len);
+    part_add_cb(p, cb, ud);
+    b->n++;
 }
 
 void dg_batch_add(struct dg_batch *b, json_t *item, dg_batch_cb cb, void *ud)
 {
-    if (b->n == b->cap) {
-        b->cap = b->cap ? 2 * b->cap : 16;
-        b->cbs = dg_xrealloc(b->cbs, b->cap * sizeof(*b->cbs));
-    }
-    b->cbs[b->n++] = (struct item_cb){cb, ud, false};
-    json_array_append_new(b->items, item);
+    char *s = dg_json_dumps(item);
+    json_decref(item);
+    dg_batch_add_text(b, s, strlen(s), cb, ud);
+    free(s);
 }
 
 size_t dg_batch_size(const struct dg_batch *b)
 {
-    return b->n;
+    return b->n + b->nrefused;
+}
+
+size_t dg_batch_parts(const struct dg_batch *b)
+{
+    return b->nparts;
 }
 
 static void answer_line(struct flight *f, const char *line, size_t len)
@@ -126,35 +181,58 @@ static void flight_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     free(f);
 }
 
+/* Answer the refused items with their errors (they were never sent). */
+static void answer_refused(struct dg_batch *b)
+{
+    struct item_cb *r = b->refused;
+    struct dg_err *why = b->why;
+    size_t n = b->nrefused;
+    b->refused = NULL;
+    b->why = NULL;
+    b->nrefused = 0;
+    for (size_t i = 0; i < n; i++)
+        r[i].cb(r[i].ud, NULL, &why[i]);
+    free(r);
+    free(why);
+}
+
 void dg_batch_flush(struct dg_batch *b, struct dg_http_pool *pool)
 {
-    if (!b->n)
-        return;
     static const struct dg_http_client_cbs cbs = {
         .on_head = flight_head, .on_body = flight_body, .on_done = flight_done};
     static const struct dg_http_header ct[] = {
         {DG_STR("Content-Type"), DG_STR("application/json")}};
-    struct flight *f = dg_xcalloc(1, sizeof(*f));
-    f->cbs = b->cbs;
-    f->n = b->n;
-    json_t *body = dg_wire_batch_encode(b->items);
-    char *s = dg_json_dumps(body);
-    json_decref(body);
-    b->items = json_array();
-    b->cbs = NULL;
-    b->n = b->cap = 0;
-    dg_http_request(pool, "POST", b->path, ct, 1, s, strlen(s), &cbs, f);
-    free(s);
+    struct part *parts = b->parts;
+    size_t nparts = b->nparts;
+    b->parts = NULL;
+    b->nparts = b->n = 0;
+    dg_wire_parts_init(&b->split, b->split.max);
+    answer_refused(b);
+    for (size_t k = 0; k < nparts; k++) { /* in order: the pool keeps a peer's order */
+        struct part *p = &parts[k];
+        struct flight *f = dg_xcalloc(1, sizeof(*f));
+        f->cbs = p->cbs;
+        f->n = p->n;
+        dg_wire_batch_close(&p->body);
+        dg_http_request(pool, "POST", b->path, ct, 1, p->body.data, p->body.len, &cbs, f);
+        dg_buf_free(&p->body);
+    }
+    free(parts);
 }
 
 void dg_batch_free(struct dg_batch *b, const struct dg_err *err)
 {
     if (!b)
         return;
-    for (size_t i = 0; i < b->n; i++)
-        b->cbs[i].cb(b->cbs[i].ud, NULL, err);
-    json_decref(b->items);
-    free(b->cbs);
+    answer_refused(b);
+    for (size_t k = 0; k < b->nparts; k++) {
+        struct part *p = &b->parts[k];
+        for (size_t i = 0; i < p->n; i++)
+            p->cbs[i].cb(p->cbs[i].ud, NULL, err);
+        free(p->cbs);
+        dg_buf_free(&p->body);
+    }
+    free(b->parts);
     free(b->path);
     free(b);
 }
@@ -253,7 +331,11 @@ void dg_batch_reply_answer(struct dg_batch_reply *b, size_t i, int status, const
         reply_free(b);
         return;
     }
-    char *s = dg_wire_batch_line_dumps(i, status, body, len);
+    /* a JSON answer travels as it is: no escaping here, no second parse at the client */
+    bool raw = ctype && strcmp(ctype, "application/json") == 0 && body && len >= 2 &&
+               body[0] == '{' && body[len - 1] == '}' && !memchr(body, '\n', len);
+    char *s = raw ? dg_wire_batch_line_json(i, status, body, len)
+                  : dg_wire_batch_line_dumps(i, status, body, len);
     size_t sl = strlen(s);
     s[sl] = '\n'; /* replaces the NUL: the line's end */
     dg_http_resp_write(b->r, s, sl + 1);

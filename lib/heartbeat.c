@@ -25,6 +25,7 @@ struct dg_heartbeat {
     bool ok, resync, in_flight, stopped;
     bool borrowed;     /* pools are another heartbeat's (dg_heartbeat_start_shared) */
     bool free_pending; /* closed while a beat was in flight: freed by its answer */
+    bool kicked;       /* dg_heartbeat_kick while one was in flight: the next goes at its end */
     int auth_refused;  /* the last 401/403 logged (once until it changes) */
 };
 
@@ -83,6 +84,10 @@ static void beat_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     }
     if (hb->stopped && hb->borrowed)
         return; /* its timer is closing */
+    if (hb->kicked && !hb->stopped) {
+        hb->kicked = false;
+        uv_timer_start(&hb->timer, beat, 0, hb->interval_ms);
+    }
     bool ok = resp && resp->status == 200;
     bool auth = false;
     if (resp && (resp->status == 401 || resp->status == 403)) {
@@ -248,6 +253,16 @@ void dg_heartbeat_set_bearer(struct dg_heartbeat *h, const char *bearer)
 {
     for (size_t i = 0; i < h->naddrs; i++)
         dg_http_pool_set_bearer(h->pools[i], bearer);
+}
+
+void dg_heartbeat_kick(struct dg_heartbeat *h)
+{
+    if (!h || h->stopped)
+        return;
+    if (h->in_flight)
+        h->kicked = true;
+    else
+        uv_timer_start(&h->timer, beat, 0, h->interval_ms);
 }
 
 bool dg_heartbeat_resyncing(const struct dg_heartbeat *h)

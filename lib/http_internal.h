@@ -158,6 +158,13 @@ struct dg_http_server {
     uv_check_t h2_check;
     uv_idle_t h2_idle;
     struct dg__h2c *h2_flush_list;
+    /* HTTP/1.1 connections whose chunked response pieces wait in their `out` until the loop
+     * turn's callbacks are done (h1_check; h1_idle when queued from a timer): a batch's NDJSON
+     * lines answered in one turn go out in one write (made on first use) */
+    uv_check_t h1_check;
+    uv_idle_t h1_idle;
+    bool h1_on;
+    struct conn *out_list;
     struct conn *conns;     /* doubly linked list of open connections */
     struct dg_strmap peers; /* IP address -> struct client, of the open connections */
     unsigned open_handles;
@@ -245,6 +252,10 @@ struct conn {
     char ip[48];           /* the peer's address */
     struct client *client; /* its count of open connections */
     char peer[64];
+    struct dg_buf out; /* chunked pieces not written yet (srv->out_list); written before
+                          anything else on the connection */
+    struct conn *out_next;
+    bool out_queued;
 };
 
 /* http_server.c, for http2_server.c */

@@ -45,6 +45,8 @@ static void conn_update_reading(struct conn *c);
 static void arm_idle(struct conn *c);
 static void conn_fail(struct conn *c, int status, const char *msg);
 static void req_finish(struct dg_http_req *r);
+static void conn_write(struct conn *c, const uv_buf_t *bufs, unsigned n);
+static void out_unqueue(struct conn *c);
 static const http_parser_settings parser_settings;
 
 /* ---- server object and routes ----------------------------------------------------------- */
@@ -533,6 +535,7 @@ static void conn_free_if_closed(struct conn *c)
     if (c->spare)
         req_free(c->spare);
     dg_buf_free(&c->pending);
+    dg_buf_free(&c->out);
     free(c);
 }
 
@@ -586,6 +589,7 @@ static void conn_close(struct conn *c)
     req_detach(c);
     if (c->h2)
         c->srv->h2->detach(c);
+    out_unqueue(c);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, handle_closed);
     uv_close((uv_handle_t *)&c->tcp, handle_closed);
@@ -756,7 +760,9 @@ static void conn_shutdown(struct conn *c)
     if (c->h2)
         c->srv->h2->detach(c);
     if (c->dead)
-        return; /* closing from the timer anyway */
+        return;     /* closing from the timer anyway */
+    if (c->out.len) /* what the response wrote goes before the shutdown */
+        conn_write(c, NULL, 0);
     c->state = C_WAIT;
     c->shutting_down = true;
     if (HTTP_PARSER_ERRNO(&c->parser) == HPE_OK)
@@ -801,15 +807,88 @@ static void on_write_done(void *ctx, int status)
     }
 }
 
+static void out_unqueue(struct conn *c)
+{
+    if (!c->out_queued)
+        return;
+    c->out_queued = false;
+    for (struct conn **p = &c->srv->out_list; *p; p = &(*p)->out_next)
+        if (*p == c) {
+            *p = c->out_next;
+            break;
+        }
+    c->out_next = NULL;
+}
+
+/* Write bufs, after what waits in c->out (in the same writev). */
 static void conn_write(struct conn *c, const uv_buf_t *bufs, unsigned n)
 {
-    if (c->state == C_CLOSED || c->state == C_LINGER || c->dead || c->shutting_down)
+    uv_buf_t all[8]; /* every caller writes at most 4 pieces */
+    unsigned k = 0;
+    if (n >= DG_ARRAY_LEN(all))
+        abort();
+    if (c->out.len)
+        all[k++] = uv_buf_init(c->out.data, (unsigned)c->out.len);
+    out_unqueue(c);
+    for (unsigned i = 0; i < n; i++)
+        all[k++] = bufs[i];
+    if (c->state == C_CLOSED || c->state == C_LINGER || c->dead || c->shutting_down) {
+        dg_buf_reset(&c->out);
         return;
-    int rc = dg__http_write((uv_stream_t *)&c->tcp, bufs, n, on_write_done, c);
+    }
+    int rc = k ? dg__http_write((uv_stream_t *)&c->tcp, all, k, on_write_done, c) : 1;
+    dg_buf_reset(&c->out); /* written or copied */
     if (rc == 0)
         c->writes++;
     else if (rc < 0)
         conn_kill(c);
+}
+
+static void h1_check_cb(uv_check_t *t)
+{
+    struct dg_http_server *s = t->data;
+    while (s->out_list)
+        conn_write(s->out_list, NULL, 0); /* writes its `out` and takes it off the list */
+    uv_check_stop(&s->h1_check);
+    uv_idle_stop(&s->h1_idle);
+}
+
+static void h1_idle_cb(uv_idle_t *t)
+{
+    (void)t; /* only there so the loop's poll does not block while a flush is due */
+}
+
+/* Add a chunked piece to c->out, written at the end of the loop turn; false if it cannot wait
+ * (the server is closing, or much is waiting already): write it now. */
+static bool out_cork(struct conn *c, const uv_buf_t *bufs, unsigned n)
+{
+    struct dg_http_server *s = c->srv;
+    size_t len = 0;
+    for (unsigned i = 0; i < n; i++)
+        len += bufs[i].len;
+    if (s->closing || c->out.len + len > 16384 || c->state == C_CLOSED || c->dead ||
+        c->shutting_down)
+        return false;
+    if (!s->h1_on) {
+        s->h1_on = true;
+        uv_check_init(s->loop, &s->h1_check);
+        s->h1_check.data = s;
+        uv_idle_init(s->loop, &s->h1_idle);
+        s->h1_idle.data = s;
+        s->open_handles += 2; /* closed with the grace timer (dg_http_server_close) */
+    }
+    for (unsigned i = 0; i < n; i++)
+        dg_buf_append(&c->out, bufs[i].base, bufs[i].len);
+    if (!c->out_queued) {
+        c->out_queued = true;
+        c->out_next = s->out_list;
+        s->out_list = c;
+    }
+    if (!uv_is_active((uv_handle_t *)&s->h1_check)) {
+        uv_check_start(&s->h1_check, h1_check_cb);
+        uv_idle_start(&s->h1_idle, h1_idle_cb); /* queued from a timer: before the poll */
+    }
+    return true;
 }
 
 /* Answer an error ourselves (limits, bad input) and close. */
@@ -1566,7 +1645,8 @@ void dg_http_resp_write(struct dg_http_req *r, const void *data, size_t len)
         int n = snprintf(pre, sizeof(pre), "%zx\r\n", len);
         uv_buf_t bufs[3] = {uv_buf_init(pre, (unsigned)n), uv_buf_init((char *)data, (unsigned)len),
                             uv_buf_init("\r\n", 2)};
-        conn_write(c, bufs, 3);
+        if (!out_cork(c, bufs, 3))
+            conn_write(c, bufs, 3);
         return;
     }
     if (r->resp_remaining >= 0) {
@@ -1634,7 +1714,9 @@ size_t dg_http_resp_queued(const struct dg_http_req *r)
 {
     if (r->is_h2)
         return r->h2ops->resp_queued(r);
-    return r->conn ? uv_stream_get_write_queue_size((const uv_stream_t *)&r->conn->tcp) : 0;
+    return r->conn ? uv_stream_get_write_queue_size((const uv_stream_t *)&r->conn->tcp) +
+                         r->conn->out.len
+                   : 0;
 }
 
 void dg_http_resp_trailer(struct dg_http_req *r, struct dg_str name, struct dg_str value)
@@ -1731,6 +1813,10 @@ static void on_grace_poll(uv_timer_t *t)
         if (s->h2) { /* no connection left to flush */
             uv_close((uv_handle_t *)&s->h2_check, grace_closed);
             uv_close((uv_handle_t *)&s->h2_idle, grace_closed);
+        }
+        if (s->h1_on) {
+            uv_close((uv_handle_t *)&s->h1_check, grace_closed);
+            uv_close((uv_handle_t *)&s->h1_idle, grace_closed);
         }
     }
 }

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "dirigent/json.h"
+#include "dirigent/strmap.h"
 
 enum kind { K_STR, K_INT, K_DBL, K_BOOL, K_STRLIST, K_ARR, K_OBJ };
 
@@ -819,8 +820,31 @@ static const struct field F_worker_beat[] = {
     INT(T, sandbox_count, "sandboxCount", HAS(T, has_sandbox_count), .min = 0,
         .max = DG_WIRE_LIST_MAX),
     STR(T, sandbox_subnet, "sandboxSubnet", .chk = C_CIDR),
+    INT(T, listing, "listing", .flags = F_OMIT, NONNEG),
+    INT(T, listing_part, "listingPart", .flags = F_OMIT, .min = 0, .max = DG_WIRE_LIST_MAX),
+    INT(T, listing_parts, "listingParts", .flags = F_OMIT, .min = 0, .max = DG_WIRE_LIST_MAX),
+    BOOL(T, saturated, "saturated", .flags = F_OMIT),
 };
-MSG(worker_beat, false);
+/* A listing in parts: all three fields or none, and only with "sandboxes". */
+static int worker_beat_check(const void *p, struct dg_err *err)
+{
+    const T *m = p;
+    if (!m->listing && !m->listing_part && !m->listing_parts)
+        return 0;
+    if (!m->has_sandboxes)
+        return dg_err_set(err, DG_E_INVAL, "field 'listing': only with 'sandboxes'");
+    if (m->listing < 1)
+        return dg_err_set(err, DG_E_INVAL, "field 'listing': expected 1.., got %lld",
+                          (long long)m->listing);
+    if (m->listing_parts < 1 || m->listing_part >= m->listing_parts)
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'listingPart': expected 0..listingParts-1 with listingParts >= "
+                          "1, got part %lld of %lld",
+                          (long long)m->listing_part, (long long)m->listing_parts);
+    return 0;
+}
+static const struct msg M_worker_beat = {
+    "worker_beat", sizeof(T), false, F_worker_beat, DG_ARRAY_LEN(F_worker_beat), worker_beat_check};
 #undef T
 
 #define T struct dg_wire_sandbox_exit
@@ -867,12 +891,53 @@ static const struct field F_create[] = {
     STR(T, function, "function", .flags = F_REQ, .chk = C_FN),
     STR(T, image, "image", .chk = C_ARG),
     INT(T, port, "port", .flags = F_OMIT, .min = 1, .max = 65535), /* 0: absent */
+    BOOL(T, no_init, "noInit", .flags = F_OMIT),
     STRLIST(T, env, "env", .chk = C_ENV, .maxn = DG_WIRE_ARGS_MAX),
     STRLIST(T, args, "args", .chk = C_ARG, .maxn = DG_WIRE_ARGS_MAX),
     INT(T, cpu_milli, "cpuMilli", .min = 0, .max = 100000000),
     INT(T, memory_mib, "memoryMiB", .min = 0, .max = 1 << 24),
 };
 MSG(create, true);
+#undef T
+
+/* PUT /v1/prewarm: a create's keys and how many to keep; no function twice in a table */
+#define T struct dg_wire_pool_item
+static const struct field F_pool_item[] = {
+    STR(T, spec.function, "function", .flags = F_REQ, .chk = C_FN),
+    STR(T, spec.image, "image", .chk = C_ARG),
+    INT(T, spec.port, "port", .flags = F_OMIT, .min = 1, .max = 65535),
+    STRLIST(T, spec.env, "env", .chk = C_ENV, .maxn = DG_WIRE_ARGS_MAX),
+    STRLIST(T, spec.args, "args", .chk = C_ARG, .maxn = DG_WIRE_ARGS_MAX),
+    INT(T, spec.cpu_milli, "cpuMilli", .min = 0, .max = 100000000),
+    INT(T, spec.memory_mib, "memoryMiB", .min = 0, .max = 1 << 24),
+    BOOL(T, spec.no_init, "noInit", .flags = F_OMIT),
+    INT(T, count, "count", .flags = F_REQ, .min = 0, .max = DG_WIRE_POOL_MAX),
+};
+MSG(pool_item, true);
+#undef T
+
+#define T struct dg_wire_pool
+static const struct field F_pool[] = {
+    ARR(T, items, nitems, "items", pool_item, .flags = F_REQ, .maxn = DG_WIRE_POOL_ITEMS_MAX),
+};
+static int pool_check(const void *p, struct dg_err *err)
+{
+    const T *m = p;
+    struct dg_strmap seen = {0};
+    int rc = 0;
+    for (size_t i = 0; i < m->nitems && rc == 0; i++) {
+        struct dg_str name = dg_str_c(m->items[i].spec.function);
+        if (dg_strmap_get(&seen, name))
+            rc = dg_err_set(err, DG_E_INVAL,
+                            "field 'items': function '%s' given twice (one item per function)",
+                            m->items[i].spec.function);
+        dg_strmap_put(&seen, name, (void *)1);
+    }
+    dg_strmap_free(&seen);
+    return rc;
+}
+static const struct msg M_pool = {"pool",    sizeof(T), true, F_pool, DG_ARRAY_LEN(F_pool),
+                                  pool_check};
 #undef T
 
 #define T struct dg_wire_latency
@@ -964,11 +1029,40 @@ MSG_AS(fn_endpoints, fn_update, false);
 #undef T
 
 #define T struct dg_wire_push
+#define PUSH_PART_FIELDS                                                                           \
+    BOOL(T, full, "full", .flags = F_OMIT), INT(T, sync, "sync", .flags = F_OMIT, NONNEG),         \
+        INT(T, part, "part", .flags = F_OMIT, .min = 0, .max = DG_WIRE_LIST_MAX),                  \
+        INT(T, parts, "parts", .flags = F_OMIT, .min = 0, .max = DG_WIRE_LIST_MAX)
+/* A resync in parts: all three part fields or none, and only on a full push. */
+static int push_check(const void *p, struct dg_err *err)
+{
+    const T *m = p;
+    if (!m->sync && !m->part && !m->parts)
+        return 0;
+    if (!m->full)
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'parts': only a full push (\"full\": true) comes in parts");
+    if (m->sync < 1)
+        return dg_err_set(err, DG_E_INVAL, "field 'sync': expected 1.., got %lld",
+                          (long long)m->sync);
+    if (m->parts < 1 || m->part >= m->parts)
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'part': expected 0..parts-1 with parts >= 1, got part %lld of "
+                          "%lld",
+                          (long long)m->part, (long long)m->parts);
+    return 0;
+}
 static const struct field F_push[] = {
     ARR(T, functions, nfunctions, "functions", fn_update, .flags = F_REQ),
-    BOOL(T, full, "full", .flags = F_OMIT),
+    PUSH_PART_FIELDS,
 };
-MSG(push, false);
+static const struct msg M_push = {"push",    sizeof(T), false, F_push, DG_ARRAY_LEN(F_push),
+                                  push_check};
+/* the flags and part fields alone, for a receiver that takes the items one by one */
+static const struct field F_push_part[] = {PUSH_PART_FIELDS};
+static const struct msg M_push_part = {
+    "push", sizeof(T), false, F_push_part, DG_ARRAY_LEN(F_push_part), push_check};
+#undef PUSH_PART_FIELDS
 #undef T
 
 #define T struct dg_wire_drain
@@ -1074,6 +1168,7 @@ static const struct field F_fn_view[] = {
     INT(T, requested_memory, "requested_memory", NONNEG),
     BOOL(T, cold_start_sweep, "cold_start_sweep"),
     INT(T, container_concurrency, "container_concurrency", NONNEG),
+    INT(T, prewarm, "prewarm", .flags = F_OMIT, .min = 0, .max = DG_WIRE_POOL_MAX),
     STR(T, error, "error", .flags = F_NULL),
     STR(T, error_worker, "error_worker", .flags = F_HAS | F_NULL, .has = offsetof(T, has_error),
         .chk = C_NODE),
@@ -1252,6 +1347,65 @@ bool dg_wire_push_is_full(const json_t *root)
     return json_is_true(json_object_get(root, M_push.f[1].name));
 }
 
+int dg_wire_push_part(const json_t *root, struct dg_wire_push *out, struct dg_err *err)
+{
+    return decode(&M_push_part, root, out, err);
+}
+
+char *dg_wire_push_join(const struct dg_str *items, size_t n, const struct dg_wire_push *m,
+                        size_t *len)
+{
+    struct dg_buf b = {0};
+    dg_buf_printf(&b, "{\"%s\":[", M_push.f[0].name);
+    for (size_t k = 0; k < n; k++) {
+        if (k)
+            dg_buf_append(&b, ",", 1);
+        dg_buf_append(&b, items[k].ptr, items[k].len);
+    }
+    dg_buf_append(&b, "]", 1);
+    /* the envelope's fields as the table encodes them (at most DG_WIRE_ENVELOPE_MAX bytes) */
+    json_t *rest = encode(&M_push_part, m);
+    const char *key;
+    json_t *v;
+    json_object_foreach(rest, key, v)
+    {
+        if (json_is_boolean(v))
+            dg_buf_printf(&b, ",\"%s\":%s", key, json_is_true(v) ? "true" : "false");
+        else
+            dg_buf_printf(&b, ",\"%s\":%lld", key, (long long)json_integer_value(v));
+    }
+    json_decref(rest);
+    dg_buf_append(&b, "}", 1);
+    *len = b.len;
+    return b.data;
+}
+
+/* ---- parts ------------------------------------------------------------------------------- */
+
+void dg_wire_parts_init(struct dg_wire_parts *p, size_t max)
+{
+    *p = (struct dg_wire_parts){.max = max};
+}
+
+int dg_wire_parts_add(struct dg_wire_parts *p, size_t len, struct dg_err *err)
+{
+    size_t room = p->max > DG_WIRE_ENVELOPE_MAX ? p->max - DG_WIRE_ENVELOPE_MAX : 0;
+    if (len > room)
+        return dg_err_set(err, DG_E_LIMIT,
+                          "an item of %zu bytes is more than a part holds (%zu bytes with the "
+                          "envelope): not sent",
+                          len, p->max);
+    if (p->parts && p->used + 1 + len <= room) {
+        p->used += 1 + len;
+        p->items++;
+        return DG_WIRE_PART_SAME;
+    }
+    p->parts++;
+    p->used = len;
+    p->items = 1;
+    return DG_WIRE_PART_NEW;
+}
+
 json_t *dg_wire_delete_item_encode(const char *id)
 {
     return jstring(id);
@@ -1272,13 +1426,31 @@ int dg_wire_delete_item_decode(const json_t *j, const char **id, struct dg_err *
 
 /* ---- batches ----------------------------------------------------------------------------- */
 
-static const char K_ITEMS[] = "items", K_I[] = "i", K_STATUS[] = "status", K_BODY[] = "body";
+static const char K_ITEMS[] = "items", K_I[] = "i", K_STATUS[] = "status", K_BODY[] = "body",
+                  K_JSON[] = "json";
 
 json_t *dg_wire_batch_encode(json_t *items)
 {
     json_t *o = json_object();
     json_object_set_new(o, K_ITEMS, items);
     return o;
+}
+
+void dg_wire_batch_open(struct dg_buf *b)
+{
+    dg_buf_printf(b, "{\"%s\":[", K_ITEMS);
+}
+
+void dg_wire_batch_append(struct dg_buf *b, size_t k, const char *item, size_t len)
+{
+    if (k)
+        dg_buf_append(b, ",", 1);
+    dg_buf_append(b, item, len);
+}
+
+void dg_wire_batch_close(struct dg_buf *b)
+{
+    dg_buf_append(b, "]}", 2);
 }
 
 json_t *dg_wire_batch_items(const json_t *root, struct dg_err *err)
@@ -1291,8 +1463,27 @@ json_t *dg_wire_batch_items(const json_t *root, struct dg_err *err)
     return items;
 }
 
+/* True when `s` needs no escaping in a JSON string: printable ASCII but '"' and '\\'. */
+static bool plain_text(const char *s, size_t len)
+{
+    for (size_t k = 0; k < len; k++) {
+        unsigned char c = (unsigned char)s[k];
+        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
+            return false;
+    }
+    return true;
+}
+
 char *dg_wire_batch_line_dumps(size_t i, int status, const char *body, size_t len)
 {
+    if (!body || plain_text(body, len)) { /* the usual answer: what the encoder would write */
+        struct dg_buf b = {0};
+        dg_buf_reserve(&b, len + 48);
+        dg_buf_printf(&b, "{\"%s\":%zu,\"%s\":%d,\"%s\":\"", K_I, i, K_STATUS, status, K_BODY);
+        dg_buf_append(&b, body ? body : "", body ? len : 0);
+        dg_buf_append(&b, "\"}", 2);
+        return b.data;
+    }
     json_t *o = json_object();
     json_object_set_new(o, K_I, json_integer((json_int_t)i));
     json_object_set_new(o, K_STATUS, json_integer(status));
@@ -1310,10 +1501,76 @@ char *dg_wire_batch_line_dumps(size_t i, int status, const char *body, size_t le
     return s;
 }
 
+char *dg_wire_batch_line_json(size_t i, int status, const char *json, size_t len)
+{
+    struct dg_buf b = {0};
+    dg_buf_reserve(&b, len + 48);
+    dg_buf_printf(&b, "{\"%s\":%zu,\"%s\":%d,\"%s\":", K_I, i, K_STATUS, status, K_JSON);
+    dg_buf_append(&b, json, len);
+    dg_buf_append(&b, "}", 1);
+    return b.data;
+}
+
+/* The digits of a JSON integer at *p (no sign, no leading zero, at most `maxd` digits): its
+ * value, *p moved past them; -1 when there are none or too many. */
+static int64_t line_uint(const char **p, const char *end, int maxd)
+{
+    const char *s = *p;
+    int64_t v = 0;
+    int n = 0;
+    while (s < end && *s >= '0' && *s <= '9' && n <= maxd) {
+        v = v * 10 + (*s++ - '0');
+        n++;
+    }
+    if (n == 0 || n > maxd || (n > 1 && **p == '0'))
+        return -1;
+    *p = s;
+    return v;
+}
+
+static bool line_lit(const char **p, const char *end, const char *lit)
+{
+    size_t n = strlen(lit);
+    if ((size_t)(end - *p) < n || memcmp(*p, lit, n) != 0)
+        return false;
+    *p += n;
+    return true;
+}
+
+/* The two compact lines, read without a JSON parser: {"i":N,"status":S, then "json": and an
+ * object that ends the line (the object is the body, for its receiver to decode: the one
+ * parse it gets), or "body":"TEXT"} with TEXT printable ASCII but '"' and '\\' (what needs no
+ * unescaping). 1: read; 0: not one of these forms (the full parser reads it, or refuses). */
+static int line_compact(const char *buf, size_t len, struct dg_wire_batch_line *out)
+{
+    const char *p = buf, *end = buf + len;
+    int64_t i, st;
+    if (!line_lit(&p, end, "{\"i\":") || (i = line_uint(&p, end, 18)) < 0 ||
+        !line_lit(&p, end, ",\"status\":") || (st = line_uint(&p, end, 3)) < 0)
+        return 0;
+    if (line_lit(&p, end, ",\"json\":{")) {
+        if (end - p < 2 || end[-1] != '}' || end[-2] != '}')
+            return 0;
+        out->body = (struct dg_str){p - 1, (size_t)(end - 1 - (p - 1))};
+    } else if (line_lit(&p, end, ",\"body\":\"")) {
+        if (end - p < 2 || end[-1] != '}' || end[-2] != '"' ||
+            !plain_text(p, (size_t)(end - 2 - p)))
+            return 0;
+        out->body = (struct dg_str){p, (size_t)(end - 2 - p)};
+    } else {
+        return 0;
+    }
+    out->i = i;
+    out->status = st;
+    return 1;
+}
+
 int dg_wire_batch_line_parse(const char *buf, size_t len, struct dg_wire_batch_line *out,
                              struct dg_err *err)
 {
     memset(out, 0, sizeof(*out));
+    if (buf && line_compact(buf, len, out))
+        return 0;
     json_error_t je;
     /* as dg_json_parse, but a body may hold a NUL (\u0000) */
     out->root_ =

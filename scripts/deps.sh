@@ -17,12 +17,16 @@ PKGS=(
   crun skopeo umoci docker-registry iproute2
   # the oci runtime's sandbox firewall (src/worker/firewall.c runs nft)
   nftables
+  # the minimal init sandboxes run under (sandboxInit: /usr/bin/tini-static)
+  tini
   # gVisor (ociRuntime runsc): sandboxes under a user-space kernel
   runsc
   # shared state
   redis-server haproxy
   # tests, sanitizers, fuzzing
   libcmocka-dev libclang-rt-14-dev curl
+  # a shell in a test image (tests/integration/test_init.sh: an entrypoint script)
+  busybox-static
   # the reference protobuf codec the hand-written FaasRequest/FaasReply one is checked against
   protobuf-c-compiler libprotobuf-c-dev
   # benchmarks

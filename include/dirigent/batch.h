@@ -7,7 +7,9 @@
  * one's answer.
  *
  * Client: items collect in a dg_batch until dg_batch_flush sends them (or the batch is
- * dropped); every item's callback runs exactly once, with a response made from its line, or
+ * dropped), as encoded text (no JSON tree per item), split into parts below the receiver's
+ * body limit (each part a valid batch of its own, sent in order); every item's callback runs
+ * exactly once, with a response made from its line, or
  * with an error when the request failed or ended without its line.
  * Server: a reply sink. dg_batch_reply_start answers a batch request; each item is answered
  * once with dg_batch_reply_item (or _answer, _text), in any order; the response ends after
@@ -31,10 +33,23 @@ typedef void (*dg_batch_cb)(void *ud, const struct dg_http_resp *resp, const str
 struct dg_batch;
 
 struct dg_batch *dg_batch_new(const char *path);
-/* Add an item (`item` taken) whose answer goes to cb(ud, ...). */
+/* Add an item already encoded (`item`: its JSON text, `len` bytes, copied) whose answer goes
+ * to cb(ud, ...). An item that alone is more than a part holds (DG_WIRE_PART_MAX less the
+ * envelope) is not sent: its callback gets the error (DG_E_LIMIT, "an item of N bytes is more
+ * than a part holds ...") at the next flush (or free), never from inside this call. */
+void dg_batch_add_text(struct dg_batch *b, const char *item, size_t len, dg_batch_cb cb, void *ud);
+/* Add an item (`item` taken) as JSON: dg_batch_add_text of its text. */
 void dg_batch_add(struct dg_batch *b, json_t *item, dg_batch_cb cb, void *ud);
+/* Items added and not flushed yet (refused ones included). */
 size_t dg_batch_size(const struct dg_batch *b);
-/* Send what was added as one POST on `pool` (nothing if empty); the batch is empty after. */
+/* Requests the next flush sends: the items are split in parts below the receiver's body
+ * limit (each part at most DG_WIRE_PART_MAX bytes, or what dg_batch_set_part_max said). */
+size_t dg_batch_parts(const struct dg_batch *b);
+/* A smaller part bound than DG_WIRE_PART_MAX (tests; a receiver with a lower limit). Call
+ * before the first add. */
+void dg_batch_set_part_max(struct dg_batch *b, size_t max);
+/* Send what was added as one POST per part on `pool`, in order (nothing if empty), and answer
+ * the refused items; the batch is empty after. */
 void dg_batch_flush(struct dg_batch *b, struct dg_http_pool *pool);
 /* Every item added and not sent yet is answered with `err`; then the batch is freed. */
 void dg_batch_free(struct dg_batch *b, const struct dg_err *err);

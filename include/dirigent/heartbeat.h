@@ -48,6 +48,10 @@ void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body);
  * "Authorization: Bearer CRED". Call right after start: the first beat goes out from the
  * loop. A 401/403 answer is logged as an error once (a missing or wrong key). */
 void dg_heartbeat_set_bearer(struct dg_heartbeat *h, const char *bearer);
+/* Beat now (from the loop: at its next turn; after the one in flight, if any), then every
+ * interval again: the daemon's state changed in a way the CP should know before the next
+ * period (a worker became saturated or free again). */
+void dg_heartbeat_kick(struct dg_heartbeat *h);
 /* True while the heartbeats say "resync" (the first one, the first after a failure, and the
  * next after the CP answered "resync"): a body builder then includes its whole state. */
 bool dg_heartbeat_resyncing(const struct dg_heartbeat *h);

@@ -84,6 +84,7 @@ bool dg_wire_address_ok(const char *address);
 #define DG_WIRE_PATH_SANDBOXES_BATCH  "/v1/sandboxes/batch"  /* batch of dg_wire_create */
 #define DG_WIRE_PATH_SANDBOXES_DELETE "/v1/sandboxes/delete" /* batch of sandbox ids */
 /* DELETE /v1/sandboxes/ID: one delete */
+#define DG_WIRE_PATH_PREWARM "/v1/prewarm" /* PUT dg_wire_pool: the pre-created sandboxes */
 /* DP API */
 #define DG_WIRE_PATH_ENDPOINTS "/v1/endpoints" /* PUT dg_wire_push */
 #define DG_WIRE_PATH_DRAIN     "/v1/drain"     /* batch of dg_wire_drain */
@@ -120,10 +121,46 @@ bool dg_wire_beat_answer_is_resync(const char *body, size_t len);
  * (lib/heartbeat.c) knows it, not the body's builder. */
 void dg_wire_beat_set_resync(json_t *beat, bool resync);
 
+/* ---- message size: every internal message is split below the receiver's body limit -------- */
+
+/* The receivers' body limit: http.maxBodyBytes of the CP's internal API, the DP API and the
+ * worker API (1 MiB, lib/http_common.c). An internal port must not be configured below it. */
+#define DG_WIRE_BODY_LIMIT (1024 * 1024)
+/* What a sender puts in one body at most: the limit less a safe margin (a request line and
+ * headers never count, but a receiver configured a little lower still takes it). */
+#define DG_WIRE_PART_MAX (DG_WIRE_BODY_LIMIT - 64 * 1024)
+/* The bytes of a part around its items ({"functions":[ ... ],"full":true,"sync":...}) at
+ * most: what dg_wire_parts_add keeps free. */
+#define DG_WIRE_ENVELOPE_MAX 256
+
+/* Splitting a list of encoded items into parts ("bodies") of at most `max` bytes each: the
+ * items in order, each part holding as many whole items as fit with the envelope
+ * (DG_WIRE_ENVELOPE_MAX) and a ',' between two. An item is never cut: one that does not fit
+ * in a part alone is refused (the caller answers it with the error) and the others go on. */
+struct dg_wire_parts {
+    size_t max;   /* a part's bytes at most, envelope included */
+    size_t used;  /* the current part's item bytes with their separators */
+    size_t items; /* items in the current part */
+    size_t parts; /* parts started so far (the current one included) */
+};
+void dg_wire_parts_init(struct dg_wire_parts *p, size_t max);
+#define DG_WIRE_PART_SAME 0 /* the item joins the current part */
+#define DG_WIRE_PART_NEW  1 /* the current part is full (or there is none): it starts the next */
+/* Place the next item, of `len` encoded bytes: DG_WIRE_PART_SAME or DG_WIRE_PART_NEW, or
+ * -1 (DG_E_LIMIT) with `err` ("an item of N bytes is more than a part holds (M bytes
+ * with the envelope): not sent") when it alone exceeds a part; nothing changes then. */
+int dg_wire_parts_add(struct dg_wire_parts *p, size_t len, struct dg_err *err);
+
 /* ---- batches (lib/batch.c) --------------------------------------------------------------- */
 
 /* A batch request's body: {"items":[...]} with `items` (an array, taken). */
 json_t *dg_wire_batch_encode(json_t *items);
+/* The same body built from items already encoded (no JSON tree): open it, append item k
+ * (0, 1, ...; `item` the JSON text of one item, borrowed) as often as needed, close it. At
+ * most DG_WIRE_ENVELOPE_MAX bytes besides the items and their separators. */
+void dg_wire_batch_open(struct dg_buf *b);
+void dg_wire_batch_append(struct dg_buf *b, size_t k, const char *item, size_t len);
+void dg_wire_batch_close(struct dg_buf *b);
 /* The items of a batch body, borrowed from `root`; NULL with "field 'items': expected a
  * non-empty array" in `err` when there are none. */
 json_t *dg_wire_batch_items(const json_t *root, struct dg_err *err);
@@ -137,7 +174,14 @@ struct dg_wire_batch_line {
 /* The line for item i (malloc'd JSON text without the newline; `body` borrowed, any bytes:
  * not UTF-8 ones are replaced by '?'). */
 char *dg_wire_batch_line_dumps(size_t i, int status, const char *body, size_t len);
-/* Parse one line (without its newline). Errors name the field ("field 'i': required"). */
+/* The line for item i whose answer is a JSON object (`json`, `len` bytes, borrowed, e.g. a
+ * dg_wire_created): {"i":K,"status":S,"json":{...}}, the object as it is, not escaped into a
+ * string: written without a JSON encoder and read back without a parser (its receiver decodes
+ * the object: one parse). The caller vouches that `json` is one JSON object. */
+char *dg_wire_batch_line_json(size_t i, int status, const char *json, size_t len);
+/* Parse one line (without its newline): either form; a "json" line's body is the object's
+ * text (a view into `buf`, for the item's receiver to decode and validate). Errors name the
+ * field ("field 'i': required"). */
 int dg_wire_batch_line_parse(const char *buf, size_t len, struct dg_wire_batch_line *out,
                              struct dg_err *err);
 void dg_wire_batch_line_free(struct dg_wire_batch_line *l);
@@ -167,7 +211,20 @@ struct dg_wire_worker_beat {
     int64_t sandbox_count;
     char *sandbox_subnet; /* "sandboxSubnet": the IPv4 CIDR its sandboxes' endpoints lie in
                              (the CP adopts no endpoint outside it); absent: its address's host */
+    /* a listing over one body (DG_WIRE_PART_MAX) goes in parts, one per beat, in order:
+     * "listing" (its number, >= 1), "listingPart" (0..listingParts-1), "listingParts"; the
+     * CP answers "resync" until the last, and takes the listing whole (all parts of one
+     * number) or not at all. All 0 (absent): the sandboxes are the whole list. */
+    int64_t listing, listing_part, listing_parts;
+    bool saturated;       /* "saturated": its create (or delete) queue is full: it takes more
+                             only by making them wait; the CP places elsewhere (absent: false) */
 };
+/* The bytes a sandbox_ref of these takes in a beat at most (its strings need no escaping:
+ * validated names, ids and addresses). */
+#define DG_WIRE_SANDBOX_REF_BYTES(id, function, endpoint)                                          \
+    (strlen(id) + strlen(function) + strlen(endpoint) + 40)
+/* The bytes of a worker beat besides its sandboxes at most. */
+#define DG_WIRE_WORKER_BEAT_ENVELOPE 2048
 
 /* POST /v1/sandboxes/exited: a sandbox exited that nobody asked to delete. */
 struct dg_wire_sandbox_exit {
@@ -210,6 +267,22 @@ struct dg_wire_create {
     struct dg_strlist args; /* the program's arguments */
     int64_t cpu_milli;      /* "cpuMilli" 0..100000000 */
     int64_t memory_mib;     /* "memoryMiB" 0..16777216 */
+    bool no_init;           /* "noInit": run the entrypoint as PID 1 itself, without the worker's
+                               minimal init (registration init: false); absent: false */
+};
+
+/* PUT /v1/prewarm (DG_WIRE_PATH_PREWARM): the sandboxes a worker keeps pre-created
+ * (created, not started: src/worker/prewarm.c), per function: the whole table, replaced at
+ * each message (a function not in it keeps none). Strict: an unknown key is an error. */
+#define DG_WIRE_POOL_MAX       1000   /* "count" of one function */
+#define DG_WIRE_POOL_ITEMS_MAX 100000 /* functions in one table */
+struct dg_wire_pool_item {
+    struct dg_wire_create spec; /* what each runs: the create's keys, flat */
+    int64_t count;              /* "count" 0..DG_WIRE_POOL_MAX, required */
+};
+struct dg_wire_pool {
+    struct dg_wire_pool_item *items; /* "items", required; one per function */
+    size_t nitems;
 };
 
 /* Where a create's time went, µs ("latencyUs"). */
@@ -291,7 +364,20 @@ struct dg_wire_push {
     struct dg_wire_fn_update *functions;
     size_t nfunctions;
     bool full;
+    /* a resync split in parts (a table over DG_WIRE_PART_MAX): every part is full and carries
+     * "sync" (the resync's number, >= 1), "part" (0..parts-1) and "parts" (>= 1); the
+     * receiver applies each part's items as they come and drops the functions that none of
+     * the parts named only once it holds every part of that sync. All 0 (absent): one body. */
+    int64_t sync, part, parts;
 };
+/* A push's part fields (all 0 when it is one body); -1 with `err` naming the field when they
+ * are not a valid set (sync >= 1, 0 <= part < parts, only on a full push). */
+int dg_wire_push_part(const json_t *root, struct dg_wire_push *out, struct dg_err *err);
+/* The body of a push from its items already encoded (dg_wire_fn_update_dumps: `items[k]`
+ * borrowed), with the flags and part fields of `m` (its functions ignored): a new string,
+ * its length in *len. */
+char *dg_wire_push_join(const struct dg_str *items, size_t n, const struct dg_wire_push *m,
+                        size_t *len);
 /* The "functions" array of a push, borrowed from `root`, for a receiver that applies each
  * item on its own (dg_wire_fn_update_decode): one bad item does not refuse the others. NULL
  * with "field 'functions': expected an array" in `err` when it is not one. */
@@ -369,6 +455,7 @@ struct dg_wire_fn_view {
     int64_t requested_cpu, requested_memory; /* millicores, MiB */
     bool cold_start_sweep;
     int64_t container_concurrency;
+    int64_t prewarm; /* sandboxes kept pre-created (registration); 0 is left out */
     char *error;
     bool has_error;
     char *error_worker;
@@ -510,7 +597,9 @@ struct dg_wire_async_state {
     X(async_result)                                                                                \
     X(async_claim)                                                                                 \
     X(async_batch)                                                                                 \
-    X(async_state)
+    X(async_state)                                                                                 \
+    X(pool_item)                                                                                   \
+    X(pool)
 
 #define DG_WIRE_DECLARE(x)                                                                         \
     json_t *dg_wire_##x##_encode(const struct dg_wire_##x *m);                                     \

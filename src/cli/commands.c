@@ -63,6 +63,12 @@ static const struct cli_opt deploy_opts[] = {
     {"--concurrency", "N", "1",
      "requests at once per sandbox, 0 unlimited (container_concurrency)"},
     {"--cold-start-sweep", NULL, NULL, "InVitro's cold-start profile (upper bound 1)"},
+    {"--no-init", NULL, NULL,
+     "run the image's entrypoint as its sandbox's PID 1, without the worker's minimal init "
+     "(init: false; the init forwards SIGTERM to an entrypoint that does not handle it as PID 1)"},
+    {"--prewarm", "N", "0",
+     "sandboxes kept pre-created (created, not started) besides what the autoscaler predicts "
+     "(prewarm; the oci runtime)"},
     {"--upstream-protocol", "http1|h2c", "http1",
      "how the data planes reach its sandboxes: HTTP/1.1, or HTTP/2 cleartext (upstream_protocol; "
      "gRPC calls always go over h2c)"},

@@ -84,6 +84,8 @@ static const struct {
     {"image", "--image"},
     {"cold_start_sweep", "--cold-start-sweep"},
     {"upstream_protocol", "--upstream-protocol"},
+    {"init", "--no-init"},
+    {"prewarm", "--prewarm"},
     {"name", "NAME"},
 };
 
@@ -121,7 +123,7 @@ static void speak_cli(const char *in, struct dg_buf *out)
 int cli_cmd_deploy(struct cli_ctx *c)
 {
     const char *name = c->args[0];
-    int64_t port, min, max, cpu, mem, cc;
+    int64_t port, min, max, cpu, mem, cc, prewarm;
     /* the syntax here (naming the option); the bounds that are policy stay the CP's */
     int rc = cli_int(c, "--port", 80, 1, 65535, &port);
     if (!rc)
@@ -134,6 +136,8 @@ int cli_cmd_deploy(struct cli_ctx *c)
         rc = cli_int(c, "--memory", 1, 0, 1 << 24, &mem);
     if (!rc)
         rc = cli_int(c, "--concurrency", 1, 0, 1000, &cc);
+    if (!rc)
+        rc = cli_int(c, "--prewarm", 0, 0, 1000, &prewarm);
     if (rc)
         return rc;
     if (cli_get(c, "--min") && cli_get(c, "--max") && min > max)
@@ -145,12 +149,15 @@ int cli_cmd_deploy(struct cli_ctx *c)
                                          {"--max", "scaling_upper_bound"},
                                          {"--cpu", "requested_cpu"},
                                          {"--memory", "requested_memory"},
-                                         {"--concurrency", "container_concurrency"}};
+                                         {"--concurrency", "container_concurrency"},
+                                         {"--prewarm", "prewarm"}};
     for (size_t i = 0; i < DG_ARRAY_LEN(num); i++)
         if (cli_get(c, num[i][0]))
             json_object_set_new(j, num[i][1], json_string(cli_get(c, num[i][0])));
     if (cli_flag(c, "--cold-start-sweep"))
         json_object_set_new(j, "cold_start_sweep", json_true());
+    if (cli_flag(c, "--no-init"))
+        json_object_set_new(j, "init", json_false());
     if (cli_get(c, "--upstream-protocol")) /* checked by the CP, named back as the option */
         json_object_set_new(j, "upstream_protocol", json_string(cli_get(c, "--upstream-protocol")));
     char *body = dg_json_dumps(j);

@@ -70,8 +70,10 @@ struct run {
     enum load_proto proto;
     uv_loop_t loop;
     uv_timer_t timer, progress, watch;
-    bool closed; /* the pool, at an interrupt */
-    struct dg_http_pool *pool;
+    bool closed;                 /* the pools, at an interrupt */
+    struct dg_http_pool *pool;   /* pools[0] */
+    struct dg_http_pool **pools; /* one per data plane of --dp A,B,...: function i goes to i % n */
+    size_t npools;
     const struct plan *plan;
     size_t nplan, sent, done;
     struct sample *samples;
@@ -117,7 +119,8 @@ static void on_watch(uv_timer_t *t)
     r->nplan = r->sent;
     uv_timer_stop(&r->timer);
     r->closed = true;
-    dg_http_pool_close(r->pool);
+    for (size_t k = 0; k < r->npools; k++)
+        dg_http_pool_close(r->pools[k]);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -319,8 +322,8 @@ static void send_one(struct run *r, uint64_t now_rel)
         body[2] = 0;
         body[3] = (uint8_t)(n >> 8);
         body[4] = (uint8_t)n;
-        dg_http_request(r->pool, "POST", "/faas.Executor/Execute", g, DG_ARRAY_LEN(g), body, n + 5,
-                        &cbs, s);
+        dg_http_request(r->pools[p->fn % r->npools], "POST", "/faas.Executor/Execute", g,
+                        DG_ARRAY_LEN(g), body, n + 5, &cbs, s);
         return;
     }
     char dur[24];
@@ -330,7 +333,8 @@ static void send_one(struct run *r, uint64_t now_rel)
         snprintf(dur, sizeof(dur), "%u", p->dur_ms);
         h[nh++] = (struct dg_http_header){DG_STR("requested_cpu"), dg_str_c(dur)};
     }
-    dg_http_request(r->pool, r->results ? "POST" : "GET", "/", h, nh, NULL, 0, &cbs, s);
+    dg_http_request(r->pools[p->fn % r->npools], r->results ? "POST" : "GET", "/", h, nh, NULL, 0,
+                    &cbs, s);
 }
 
 /* Every millisecond: send what is due (the plan's time, divided by --speed). */
@@ -368,15 +372,36 @@ static uint64_t run_plan(struct run *r, const char *dp, double timeout_s, struct
     o.max_idle = 4000;
     o.request_timeout_ms = (uint64_t)(timeout_s * 1000);
     o.h2c = r->proto != PROTO_HTTP1; /* streams on few connections */
-    r->pool = dg_http_pool_new_addr(&r->loop, dp, &o, err);
-    if (!r->pool) {
+    /* --dp A,B,...: a pool per data plane (the connection cap divided among them) */
+    size_t ndp = 1;
+    for (const char *c = dp; *c; c++)
+        ndp += *c == ',';
+    r->pools = dg_xcalloc(ndp, sizeof(*r->pools));
+    o.max_conns = o.max_idle = 4000 / (unsigned)ndp;
+    for (const char *a = dp; r->npools < ndp; r->npools++) {
+        const char *end = strchr(a, ',');
+        char *addr = end ? dg_xstrndup(a, (size_t)(end - a)) : dg_xstrdup(a);
+        r->pools[r->npools] = dg_http_pool_new_addr(&r->loop, addr, &o, err);
+        free(addr);
+        if (!r->pools[r->npools])
+            break;
+        a = end ? end + 1 : a + strlen(a);
+    }
+    if (r->npools < ndp) {
+        for (size_t k = 0; k < r->npools; k++)
+            dg_http_pool_close(r->pools[k]);
+        uv_run(&r->loop, UV_RUN_DEFAULT);
         uv_loop_close(&r->loop);
+        free(r->pools);
         return 0;
     }
+    r->pool = r->pools[0];
     if (r->results) {
         o.request_timeout_ms = 10000;
         if (!(r->rpool = dg_http_pool_new_addr(&r->loop, r->results, &o, err))) {
-            dg_http_pool_close(r->pool);
+            for (size_t k = 0; k < r->npools; k++)
+                dg_http_pool_close(r->pools[k]);
+            free(r->pools);
             uv_run(&r->loop, UV_RUN_DEFAULT);
             uv_loop_close(&r->loop);
             return 0;
@@ -409,11 +434,13 @@ static uint64_t run_plan(struct run *r, const char *dp, double timeout_s, struct
     uv_close((uv_handle_t *)&r->watch, NULL);
     uv_close((uv_handle_t *)&r->poll, NULL);
     if (!r->closed)
-        dg_http_pool_close(r->pool);
+        for (size_t k = 0; k < r->npools; k++)
+            dg_http_pool_close(r->pools[k]);
     if (r->rpool)
         dg_http_pool_close(r->rpool);
     uv_run(&r->loop, UV_RUN_DEFAULT);
     uv_loop_close(&r->loop);
+    free(r->pools);
     free(r->win);
     return wall;
 }
@@ -509,6 +536,8 @@ struct summary {
     double slowdown_geomean;           /* of the per-function geometric means */
     double slowdown_p50, slowdown_p99; /* across functions */
     size_t functions;                  /* with a counted success */
+    double p50_503, p99_503;           /* response time of the 503 answers, ms: how fast a
+                                          refusal (admission control) comes */
 };
 
 /* Pure: from samples (and the wall time) to the summary. A request's execution time is what
@@ -525,7 +554,8 @@ static void summarize(const struct sample *s, size_t n, size_t nfns, double wall
     double *sched = dg_xcalloc(n ? n : 1, sizeof(double));
     double *logsum = dg_xcalloc(nfns ? nfns : 1, sizeof(double));
     uint64_t *cnt = dg_xcalloc(nfns ? nfns : 1, sizeof(uint64_t));
-    size_t k = 0;
+    double *lat503 = dg_xcalloc(n ? n : 1, sizeof(double));
+    size_t k = 0, k503 = 0;
     for (size_t i = 0; i < n; i++) {
         if (s[i].warmup)
             continue;
@@ -534,9 +564,10 @@ static void summarize(const struct sample *s, size_t n, size_t nfns, double wall
         if (st != 200) {
             if (st == 0)
                 out->transport++;
-            else if (st == 503)
+            else if (st == 503) {
                 out->e503++;
-            else if (st == 502)
+                lat503[k503++] = (double)s[i].latency_us / 1000;
+            } else if (st == 502)
                 out->e502++;
             else if (st == 504)
                 out->e504++;
@@ -568,6 +599,10 @@ static void summarize(const struct sample *s, size_t n, size_t nfns, double wall
     out->sched_p50 = PCT(sched, 0.5);
     out->sched_p99 = PCT(sched, 0.99);
 #undef PCT
+    qsort(lat503, k503, sizeof(double), cmp_double);
+    out->p50_503 = k503 ? lat503[(size_t)((double)(k503 - 1) * 0.5)] : 0;
+    out->p99_503 = k503 ? lat503[(size_t)((double)(k503 - 1) * 0.99)] : 0;
+    free(lat503);
     double *fs = dg_xcalloc(nfns ? nfns : 1, sizeof(double)), all = 0;
     size_t m = 0;
     for (size_t f = 0; f < nfns; f++)
@@ -591,19 +626,21 @@ static void print_summary(const struct summary *m, bool json, const char *what)
 {
     uint64_t errors = m->counted - m->ok;
     if (json) {
-        printf(
-            "{\"sent\":%llu,\"counted\":%llu,\"ok\":%llu,\"errors\":%llu,\"errors_503\":%llu,"
-            "\"errors_502\":%llu,\"errors_504\":%llu,\"errors_5xx\":%llu,\"errors_4xx\":%llu,"
-            "\"errors_transport\":%llu,\"cold\":%llu,\"warm\":%llu,\"wall_s\":%.3f,"
-            "\"rate_achieved\":%.1f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,"
-            "\"sched_p50_ms\":%.3f,\"sched_p99_ms\":%.3f,\"functions\":%zu,"
-            "\"slowdown_geomean\":%.4f,\"slowdown_p50\":%.4f,\"slowdown_p99\":%.4f}\n",
-            (unsigned long long)m->sent, (unsigned long long)m->counted, (unsigned long long)m->ok,
-            (unsigned long long)errors, (unsigned long long)m->e503, (unsigned long long)m->e502,
-            (unsigned long long)m->e504, (unsigned long long)m->e5xx, (unsigned long long)m->e4xx,
-            (unsigned long long)m->transport, (unsigned long long)m->cold,
-            (unsigned long long)m->warm, m->wall_s, m->rate, m->p50, m->p90, m->p99, m->sched_p50,
-            m->sched_p99, m->functions, m->slowdown_geomean, m->slowdown_p50, m->slowdown_p99);
+        printf("{\"sent\":%llu,\"counted\":%llu,\"ok\":%llu,\"errors\":%llu,\"errors_503\":%llu,"
+               "\"errors_502\":%llu,\"errors_504\":%llu,\"errors_5xx\":%llu,\"errors_4xx\":%llu,"
+               "\"errors_transport\":%llu,\"cold\":%llu,\"warm\":%llu,\"wall_s\":%.3f,"
+               "\"rate_achieved\":%.1f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,"
+               "\"sched_p50_ms\":%.3f,\"sched_p99_ms\":%.3f,\"functions\":%zu,"
+               "\"slowdown_geomean\":%.4f,\"slowdown_p50\":%.4f,\"slowdown_p99\":%.4f,"
+               "\"p50_503_ms\":%.3f,\"p99_503_ms\":%.3f}\n",
+               (unsigned long long)m->sent, (unsigned long long)m->counted,
+               (unsigned long long)m->ok, (unsigned long long)errors, (unsigned long long)m->e503,
+               (unsigned long long)m->e502, (unsigned long long)m->e504,
+               (unsigned long long)m->e5xx, (unsigned long long)m->e4xx,
+               (unsigned long long)m->transport, (unsigned long long)m->cold,
+               (unsigned long long)m->warm, m->wall_s, m->rate, m->p50, m->p90, m->p99,
+               m->sched_p50, m->sched_p99, m->functions, m->slowdown_geomean, m->slowdown_p50,
+               m->slowdown_p99, m->p50_503, m->p99_503);
         return;
     }
     printf("sent %llu in %.2f s (%.1f/s)%s; counted %llu\n", (unsigned long long)m->sent, m->wall_s,
@@ -615,6 +652,9 @@ static void print_summary(const struct summary *m, bool json, const char *what)
            (unsigned long long)m->e504, (unsigned long long)m->e5xx, (unsigned long long)m->e4xx,
            (unsigned long long)m->transport);
     printf("latency p50 %.2f ms, p90 %.2f ms, p99 %.2f ms\n", m->p50, m->p90, m->p99);
+    if (m->e503)
+        printf("503 answers (refused or timed out) p50 %.2f ms, p99 %.2f ms\n", m->p50_503,
+               m->p99_503);
     printf("scheduling latency (response - execution) p50 %.2f ms, p99 %.2f ms\n", m->sched_p50,
            m->sched_p99);
     printf("slowdown over %zu function(s): geometric mean %.3f, p50 %.3f, p99 %.3f\n", m->functions,
@@ -823,8 +863,12 @@ static int mode_rps(const char *fn, const char *cp, const char *dp, const struct
                                     r.names[i], img);
         }
         free(img);
+        uint64_t t_reg = dg_now_us();
         int rc = register_all(cp, forms, r.nnames);
         free_names(forms, r.nnames);
+        if (rc == 0) /* a benchmark starts its clocks here (bench/coldstart_profile.sh) */
+            fprintf(stderr, "dirigent: load: registered %zu function(s) in %.1f s; sending\n",
+                    r.nnames, (double)(dg_now_us() - t_reg) / 1e6);
         if (rc == 0 && interrupted)
             rc = 130;
         if (rc != 0) {
@@ -964,11 +1008,29 @@ static int common_opts(struct cli_ctx *c, struct opts *o)
         o->proto = PROTO_GRPC;
     else
         return cli_usage_error(c, "--protocol: expected http1, h2c or grpc, got '%s'", proto);
-    if (!allowed_target(c->dp))
-        return cli_usage_error(c,
-                               "--dp %s: only 127.0.0.0/8 and the project's namespaces "
-                               "(100.64.0.0/10) are targets",
-                               c->dp);
+    /* --dp A,B,...: several data planes, each function always sent to the same one */
+    for (const char *a = c->dp;;) {
+        const char *end = strchr(a, ',');
+        size_t len = end ? (size_t)(end - a) : strlen(a);
+        char one[256];
+        if (len == 0 || len >= sizeof(one))
+            return cli_usage_error(c,
+                                   "--dp %s: expected HOST:PORT or a comma-separated list of "
+                                   "them",
+                                   c->dp);
+        memcpy(one, a, len);
+        one[len] = '\0';
+        if (!allowed_target(one))
+            return cli_usage_error(c,
+                                   "--dp %s: only 127.0.0.0/8 and the project's namespaces "
+                                   "(100.64.0.0/10) are targets",
+                                   one);
+        if (!end)
+            break;
+        a = end + 1;
+    }
+    if (strchr(c->dp, ',') && cli_flag(c, "--async"))
+        return cli_usage_error(c, "--async: with one --dp (its results port answers for it)");
     if (cli_flag(c, "--async") && o->proto == PROTO_GRPC)
         return cli_usage_error(c, "--async: with --protocol http1 or h2c (an asynchronous "
                                   "submission is answered with an id, not a gRPC reply)");

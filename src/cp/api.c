@@ -69,6 +69,7 @@ static void fn_view(const struct cp_fn *f, struct dg_wire_fn_view *v)
         .requested_memory = f->spec.memory_mib,
         .cold_start_sweep = f->spec.cold_start_sweep,
         .container_concurrency = f->spec.concurrency,
+        .prewarm = f->spec.prewarm,
     };
     if (!e->set)
         return;
@@ -506,6 +507,67 @@ static bool node_kind_ok(struct dg_http_req *r, const char *what, const char *na
     return false;
 }
 
+/* A worker's listing in parts (dg_wire_worker_beat's listing fields: one part per beat, in
+ * order): the parts so far, until the last gives the core the whole list. Per worker name;
+ * a part out of order drops it (the worker starts a new one after its last part). */
+struct listing {
+    char *worker;
+    int64_t id, got, parts;
+    struct dg_wire_sandbox_ref *refs; /* owned: moved out of the parts' messages */
+    size_t n, cap;
+};
+static struct dg_strmap listings; /* worker name -> struct listing */
+
+static void listing_free(struct listing *l)
+{
+    if (!l)
+        return;
+    dg_strmap_del(&listings, dg_str_c(l->worker));
+    for (size_t i = 0; i < l->n; i++)
+        dg_wire_sandbox_ref_free(&l->refs[i]);
+    free(l->refs);
+    free(l->worker);
+    free(l);
+}
+
+/* Take part m of a listing in parts: its sandboxes are moved into the listing. Returns the
+ * listing when m was its last part and every part came (the caller frees it), else NULL. */
+static struct listing *listing_part(struct dg_wire_worker_beat *m)
+{
+    struct listing *l = dg_strmap_get(&listings, dg_str_c(m->name));
+    if (m->listing_part == 0 || (l && (l->id != m->listing || l->got != m->listing_part))) {
+        listing_free(l);
+        l = NULL;
+        if (m->listing_part != 0) /* a part is missing: wait for the next listing */
+            return NULL;
+    }
+    if (!l) {
+        l = dg_xcalloc(1, sizeof(*l));
+        l->worker = dg_xstrdup(m->name);
+        l->id = m->listing;
+        l->parts = m->listing_parts;
+        dg_strmap_put(&listings, dg_str_c(l->worker), l);
+    }
+    if (l->n + m->nsandboxes > DG_WIRE_LIST_MAX || l->parts != m->listing_parts) {
+        dg_log(DG_LOG_WARN, "api",
+               "worker %s: listing %lld dropped (over %d sandboxes, or its "
+               "parts changed)",
+               m->name, (long long)m->listing, DG_WIRE_LIST_MAX);
+        listing_free(l);
+        return NULL;
+    }
+    if (l->n + m->nsandboxes > l->cap) {
+        l->cap = DG_MAX(2 * l->cap, l->n + m->nsandboxes);
+        l->refs = dg_xrealloc(l->refs, l->cap * sizeof(*l->refs));
+    }
+    for (size_t i = 0; i < m->nsandboxes; i++) { /* moved: m frees nothing of them */
+        l->refs[l->n++] = m->sandboxes[i];
+        m->sandboxes[i] = (struct dg_wire_sandbox_ref){0};
+    }
+    l->got++;
+    return m->listing_part == l->parts - 1 ? l : NULL;
+}
+
 static void api_worker(struct dg_http_req *r, void *ud)
 {
     struct dg_str body = dg_http_req_body(r);
@@ -548,20 +610,34 @@ static void api_worker(struct dg_http_req *r, void *ud)
         /* how many it runs (a one-node worker, on every beat): a count the registry does not
          * match asks for the list */
         .has_count = m.has_sandbox_count,
-        .count = (size_t)m.sandbox_count};
-    struct cp_sandbox_report *list = m.nsandboxes ? dg_xcalloc(m.nsandboxes, sizeof(*list)) : NULL;
-    for (size_t i = 0; i < m.nsandboxes; i++)
-        list[i] = (struct cp_sandbox_report){m.sandboxes[i].id, m.sandboxes[i].function,
-                                             m.sandboxes[i].endpoint};
+        .count = (size_t)m.sandbox_count,
+        .saturated = m.saturated};
+    /* a listing in parts: the core gets it whole with its last part; the beats before are
+     * plain ones, answered "resync" for the next part */
+    const struct dg_wire_sandbox_ref *refs = m.sandboxes;
+    struct listing *whole = NULL;
+    bool more = false;
+    if (m.listing_parts) {
+        whole = listing_part(&m);
+        more = !whole;
+        rep.listed = whole != NULL;
+        rep.nsandboxes = whole ? whole->n : 0;
+        refs = whole ? whole->refs : NULL;
+    }
+    struct cp_sandbox_report *list =
+        rep.nsandboxes ? dg_xcalloc(rep.nsandboxes, sizeof(*list)) : NULL;
+    for (size_t i = 0; i < rep.nsandboxes; i++)
+        list[i] = (struct cp_sandbox_report){refs[i].id, refs[i].function, refs[i].endpoint};
     rep.sandboxes = list;
     struct cp_worker *w = cp_core_on_worker_heartbeat(&cp.core, &rep, &err);
     free(list);
+    listing_free(whole);
     dg_wire_worker_beat_free(&m);
     if (!w) {
         dg_http_respond_text(r, 400, "worker: %s", err.msg);
         return;
     }
-    dg_http_respond_text(r, 200, w->need_list ? DG_WIRE_BEAT_RESYNC : DG_WIRE_BEAT_OK);
+    dg_http_respond_text(r, 200, w->need_list || more ? DG_WIRE_BEAT_RESYNC : DG_WIRE_BEAT_OK);
 }
 
 static void api_dataplane(struct dg_http_req *r, void *ud)

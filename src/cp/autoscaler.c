@@ -79,6 +79,17 @@ static double window_avg(const struct cp_as_state *s, unsigned n)
     return sum / n;
 }
 
+int cp_as_expected_scale(const struct cp_as_config *c, const struct cp_as_state *s)
+{
+    double peak = 0;
+    for (unsigned i = 0; i < s->filled; i++) /* the ring's filled part, in any order */
+        peak = DG_MAX(peak, s->samples[i]);
+    if (peak <= 0)
+        return 0;
+    double n = ceil(peak / cp_as_target(c) - 1e-9);
+    return n >= c->upper_bound ? c->upper_bound : (int)n;
+}
+
 static int clampi(int64_t v, int64_t lo, int64_t hi)
 {
     if (v < lo)

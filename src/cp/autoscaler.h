@@ -67,6 +67,12 @@ struct cp_as_decision {
                                      data plane always is): reported, no effect */
 };
 
+/* The scale the function is expected to need again: the sandboxes the highest sample of the
+ * stable window (the window the decider averages) would take, within the upper bound; 0 for
+ * a function without traffic in the window. Pure; the pre-created sandboxes (src/cp/pool.c)
+ * are sized by it. */
+int cp_as_expected_scale(const struct cp_as_config *c, const struct cp_as_state *s);
+
 /* Add `sample` (concurrency now) to the window and decide the scale for `ready` sandboxes
  * (those serving now) at time `now_ms`. Called every tick and, on the first metric of a
  * function at zero, at once (scale from zero: the window then holds just that sample). */

@@ -214,6 +214,24 @@ static const struct dg_conf_field cp_fields[] = {
      .min = 100,
      .max = 600000,
      .help = "workers and data planes report this often; silent for 3 intervals: lost"},
+    {.key = "batchInterval",
+     .type = DG_CONF_DURATION,
+     .offset = offsetof(struct cp_config, batch_interval_ms),
+     .def = "1ms",
+     .min = 0,
+     .max = 100,
+     .help = "endpoint pushes to a data plane, and batches of creates, deletes and drains, go "
+             "out at most once per this interval (what comes meanwhile joins them); 0: once "
+             "per loop turn"},
+    {.key = "scaleDownBudget",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct cp_config, scale_down_budget),
+     .def = "64",
+     .min = 0,
+     .max = 1000000,
+     .help = "sandboxes scaled down per loop turn at most (their pushes, drains and deletes); "
+             "the rest follow after the I/O that waits, so cold starts do not queue behind a "
+             "tick's scale-downs; 0: all at once, in the tick"},
     {.key = "traceOutputFolder",
      .type = DG_CONF_STRING,
      .offset = offsetof(struct cp_config, trace_folder),

@@ -18,6 +18,8 @@ struct cp_config {
     char *log_level;
     char *trace_folder;
     int64_t heartbeat_ms;
+    int64_t batch_interval_ms; /* batchInterval */
+    int64_t scale_down_budget; /* scaleDownBudget */
     double chbl_eps;
     int64_t seed;
     char *autoscaler;

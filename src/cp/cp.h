@@ -40,6 +40,7 @@ struct cp_worker_io {
     bool flush_pending;                 /* on cp.flush_list: a batch waits for the flush */
     struct cp_worker_io *flush_next;
     struct dg_metric *m[5]; /* its /metrics gauges (workers never leave): no lookup per beat */
+    uint64_t pool_sig;      /* the pool table it was last sent (pool.c), hashed; 0: none or empty */
 };
 
 /* A data plane's connections (cp_dp.io). */
@@ -78,6 +79,10 @@ struct cp {
     uv_timer_t batch_timer;          /* 0 ms: creates, deletes and drains of a loop turn, batched */
     struct cp_worker_io *flush_list; /* the workers with a batch to flush: no walk of all */
     struct dg_strmap worker_pools;   /* address -> struct cp_worker_pool */
+    uv_timer_t scale_down_timer;     /* the core's queued scale-downs, a budget per turn */
+    /* batchInterval: a push, or a flush of the batches, comes at least this long after the
+     * previous one (0: once per loop turn); when, last (loop ms) */
+    uint64_t batch_interval_ms, last_push_ms, last_batch_ms;
     uint64_t heartbeat_timeout_ms;
     char *lb_address; /* returned to registrations when set */
     struct dg_metrics *metrics;

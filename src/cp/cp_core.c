@@ -35,6 +35,7 @@ void cp_core_init(struct cp_core *c, const struct cp_core_config *cfg, const str
     c->nslots = cfg->tick_slots ? cfg->tick_slots : CP_TICK_SLOTS;
     c->slots = dg_xcalloc(c->nslots, sizeof(*c->slots));
     c->q = cfg->quotas;
+    c->scale_down_budget = cfg->scale_down_budget;
     cp_placer_init(&c->placer, cfg->placement, cfg->chbl_eps, cfg->seed);
 }
 
@@ -110,9 +111,20 @@ static struct cp_sandbox *sandbox_of(struct cp_core *c, const struct cp_fn *f, c
     return s && s->fn == f ? s : NULL;
 }
 
+static void sd_unlink(struct cp_core *c, struct cp_fn *f)
+{
+    if (!f->sd_queued)
+        return;
+    *(f->sd_prev ? &f->sd_prev->sd_next : &c->sd_head) = f->sd_next;
+    *(f->sd_next ? &f->sd_next->sd_prev : &c->sd_tail) = f->sd_prev;
+    f->sd_prev = f->sd_next = NULL;
+    f->sd_queued = false;
+}
+
 /* The one place a function's memory goes. */
 static void fn_free(struct cp_core *c, struct cp_fn *f)
 {
+    sd_unlink(c, f);
     while (f->sbs) {
         struct cp_sandbox *s = f->sbs;
         f->sbs = s->next;
@@ -655,18 +667,21 @@ static void tokens_refill(struct cp_core *c)
  * unschedulable). *throttled: only the rate limit stands in the way (room comes by itself
  * within a second: no error, the tick tries again). */
 static const char *shortfall(struct cp_core *c, const struct cp_fn *f, char *buf, size_t len,
-                             bool *throttled)
+                             bool *throttled, bool *saturated)
 {
     bool capped = false;
-    *throttled = false;
+    *throttled = *saturated = false;
     for (struct cp_worker *w = c->workers; w; w = w->next) {
         struct cp_node n = w->node;
         n.max_sandboxes = 0;
         n.rate_limited = false;
+        n.saturated = false;
         if (!cp_node_fits(&n, f->spec.cpu_milli, f->spec.memory_mib))
             continue; /* no room by its capacity */
         if (w->node.max_sandboxes && w->node.sandboxes >= w->node.max_sandboxes)
             capped = true;
+        else if (w->node.saturated)
+            *throttled = *saturated = true; /* its queue drains by itself: wait, no error */
         else if (w->node.rate_limited && w->node.creates_left == 0)
             *throttled = true; /* else the policy passed it over (chbl's bound) */
     }
@@ -715,12 +730,18 @@ static void reconcile(struct cp_core *c, struct cp_fn *f)
         if (k > 0)
             dg_log(DG_LOG_DEBUG, "scale", "fn=%s scale up to %d (ready %u, creating %u)",
                    f->spec.name, f->desired, f->ready, f->creating);
-        bool throttled = false;
+        bool throttled = false, saturated = false;
         if (k < want && !quota)
-            quota = shortfall(c, f, why, sizeof(why), &throttled);
+            quota = shortfall(c, f, why, sizeof(why), &throttled, &saturated);
+        if (k < want && saturated && !f->unschedulable) {
+            /* retried when room comes (capacity_freed: a worker no longer saturated, a
+             * sandbox gone), not only at its tick; no error: nothing is wrong */
+            f->unschedulable = true;
+            c->unschedulable++;
+        }
         if (k < want && throttled)
             dg_log(DG_LOG_DEBUG, "scale",
-                   "fn=%s %u more sandboxes wait for the create rate limit "
+                   "fn=%s %u more sandboxes wait for the create rate limit or a saturated worker "
                    "(maxCreatesPerWorkerPerSecond %u)",
                    f->spec.name, want - k, c->q.creates_per_worker_per_s);
         else if (k < want || quota)
@@ -730,8 +751,41 @@ static void reconcile(struct cp_core *c, struct cp_fn *f)
     } else {
         schedulable_again(c, f); /* wants no more than it has */
         if (f->desired < (int)f->ready && f->creating == 0 &&
-            (f->deleted || NOW(c) >= f->hold_down_until_ms))
-            scale_down(c, f, f->ready - (unsigned)f->desired);
+            (f->deleted || NOW(c) >= f->hold_down_until_ms)) {
+            if (f->deleted || !c->scale_down_budget) {
+                scale_down(c, f, f->ready - (unsigned)f->desired);
+            } else if (!f->sd_queued) { /* cold starts in between go first */
+                f->sd_queued = true;
+                f->sd_prev = c->sd_tail;
+                *(c->sd_tail ? &c->sd_tail->sd_next : &c->sd_head) = f;
+                c->sd_tail = f;
+                if (!c->scale_down_soon) {
+                    c->scale_down_soon = true;
+                    c->fx.soon(c->fx.ud, CP_SOON_SCALE_DOWN);
+                }
+            }
+        }
+    }
+}
+
+void cp_core_scale_downs(struct cp_core *c)
+{
+    c->scale_down_soon = false;
+    unsigned done = 0;
+    uint64_t now = NOW(c);
+    while (c->sd_head && done < c->scale_down_budget) {
+        struct cp_fn *f = c->sd_head;
+        sd_unlink(c, f);
+        if (f->deleted || f->desired >= (int)f->ready || f->creating != 0 ||
+            now < f->hold_down_until_ms)
+            continue; /* decided otherwise meanwhile (a deleted one scaled down at its delete) */
+        unsigned n = f->ready - (unsigned)f->desired;
+        scale_down(c, f, n);
+        done += n;
+    }
+    if (c->sd_head) {
+        c->scale_down_soon = true;
+        c->fx.soon(c->fx.ud, CP_SOON_SCALE_DOWN);
     }
 }
 
@@ -1266,6 +1320,16 @@ struct cp_worker *cp_core_on_worker_heartbeat(struct cp_core *c, const struct cp
         w->list_asked = true;
         w->list_asked_seq = ++c->seq;
     }
+    if (r->saturated != w->node.saturated) { /* alive and busy: placed on again once free */
+        dg_log(DG_LOG_INFO, "registry", "worker %s %s", w->name,
+               r->saturated ? "saturated: no placements on it until its queue drains"
+                            : "no longer saturated");
+        if (!r->saturated && c->unschedulable && !c->capacity_soon) { /* who waited, now */
+            c->capacity_soon = true;
+            c->fx.soon(c->fx.ud, CP_SOON_CAPACITY);
+        }
+    }
+    w->node.saturated = r->saturated;
     worker_changed(c, w);
     if (!w->node.schedulable)
         dg_log(DG_LOG_INFO, "registry", "worker %s schedulable", w->name);

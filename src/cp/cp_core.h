@@ -139,6 +139,8 @@ struct cp_fn {
     unsigned tick_slot;          /* which tick slot decides it */
     size_t slot_pos;             /* its index in that slot */
     struct cp_fn *next_dirty;
+    struct cp_fn *sd_prev, *sd_next; /* in the core's scale-down queue (sd_queued) */
+    bool sd_queued;
     struct cp_fn *next;
     void *ctx; /* whoever drives the core (the simulator: its per-function state); unused by
                   the core */
@@ -165,6 +167,9 @@ struct cp_push_item {
 enum cp_soon {
     CP_SOON_PUSH,     /* call cp_core_flush_pushes once the current event is handled */
     CP_SOON_CAPACITY, /* call cp_core_capacity_freed once the current event is handled */
+    /* call cp_core_scale_downs once the current event is handled and, when it calls for more
+     * itself, after the I/O that waits (its budget is spent: other work goes first) */
+    CP_SOON_SCALE_DOWN,
 };
 
 enum cp_peer { CP_PEER_WORKER, CP_PEER_DP };
@@ -222,6 +227,9 @@ struct cp_core_config {
     bool knative;        /* autoscaler: knative's defaults */
     unsigned tick_slots; /* 0: CP_TICK_SLOTS */
     struct cp_quotas quotas;
+    /* scaleDownBudget: sandboxes a cp_core_scale_downs call scales down at most; the rest wait
+     * for its next call. 0: no budget, a scale-down happens where it is decided */
+    unsigned scale_down_budget;
 };
 
 struct cp_slot {
@@ -250,8 +258,10 @@ struct cp_core {
     size_t *chosen; /* placement's answer (scratch) */
     unsigned chosen_cap;
     unsigned unschedulable; /* functions waiting for capacity */
-    bool capacity_soon, push_soon;
-    struct cp_fn *dirty; /* functions whose lists go out in the next push */
+    bool capacity_soon, push_soon, scale_down_soon;
+    unsigned scale_down_budget;
+    struct cp_fn *sd_head, *sd_tail; /* functions whose scale-down waits for the budget, FIFO */
+    struct cp_fn *dirty;             /* functions whose lists go out in the next push */
     struct cp_push_item *items;
     size_t items_cap;
     struct dg_metric *m_creates, *m_create_failures; /* counters, or NULL */
@@ -287,7 +297,8 @@ const struct cp_fn_error *cp_fn_error_of(const struct cp_fn *f);
 
 /* ---- events ------------------------------------------------------------------------------ */
 
-/* Slot `slot` of the tick: decide its functions (each function once per c->nslots calls). */
+/* Slot `slot` of the tick: decide its functions (each function once per c->nslots calls). A
+ * scale-down it decides is queued when there is a budget (cp_core_scale_downs). */
 void cp_core_tick(struct cp_core *c, unsigned slot);
 /* A data plane's report of f's requests in flight; a function at zero scales at once. */
 void cp_core_on_metric(struct cp_core *c, struct cp_dp *d, struct cp_fn *f, double inflight);
@@ -312,6 +323,10 @@ bool cp_core_on_exited(struct cp_core *c, struct cp_fn *f, const char *id, const
 /* The effects' "soon" calls. */
 void cp_core_flush_pushes(struct cp_core *c);
 void cp_core_capacity_freed(struct cp_core *c);
+/* The queued scale-downs, up to the budget of sandboxes (a function's whole scale-down counts
+ * at once); asks to be called again (CP_SOON_SCALE_DOWN) while some wait. A function decided
+ * otherwise meanwhile (it got requests, or a create) is skipped. */
+void cp_core_scale_downs(struct cp_core *c);
 /* Every function's whole list in the next push (a DP resyncs; reconstruction done). */
 void cp_core_push_all(struct cp_core *c);
 
@@ -334,6 +349,7 @@ struct cp_worker_report {
     bool listed;            /* it lists its sandboxes (a resync heartbeat) */
     bool has_count;         /* it says how many ready sandboxes it runs (`count`) */
     size_t count;
+    bool saturated; /* its create or delete queue is full: placement passes it over (issue 16) */
     const struct cp_sandbox_report *sandboxes;
     size_t nsandboxes;
 };

@@ -100,6 +100,8 @@ static const struct {
     {"iteration_multiplier", CP_FIELD_INT},
     {"cold_start_busy_loop_ms", CP_FIELD_INT},
     {"upstream_protocol", CP_FIELD_STRING},
+    {"init", CP_FIELD_BOOL},
+    {"prewarm", CP_FIELD_INT},
     {"env_vars", CP_FIELD_LIST},
     {"program_args", CP_FIELD_LIST},
 };
@@ -175,15 +177,17 @@ int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct
                           "HTTP over TCP), got '%.32s'",
                           proto);
 
-    int64_t cpu = 1, mem = 1, lower = 0, mult = 0, busy = 0, cc = 1;
-    bool sweep = false;
+    int64_t cpu = 1, mem = 1, lower = 0, mult = 0, busy = 0, cc = 1, prewarm = 0;
+    bool sweep = false, init = true;
     if (field_bool(f, "cold_start_sweep", &sweep, err) < 0 ||
+        field_bool(f, "init", &init, err) < 0 ||
         field_int(f, "requested_cpu", 0, 1000000, &cpu, err) < 0 ||
         field_int(f, "requested_memory", 0, 1 << 24, &mem, err) < 0 ||
         field_int(f, "scaling_lower_bound", 0, INT32_MAX, &lower, err) < 0 ||
         field_int(f, "iteration_multiplier", 0, 1000000000, &mult, err) < 0 ||
         field_int(f, "cold_start_busy_loop_ms", 0, 3600000, &busy, err) < 0 ||
-        field_int(f, "container_concurrency", 0, 1000, &cc, err) < 0)
+        field_int(f, "container_concurrency", 0, 1000, &cc, err) < 0 ||
+        field_int(f, "prewarm", 0, CP_PREWARM_MAX, &prewarm, err) < 0)
         return DG_E_INVAL;
     int64_t upper = sweep ? 1 : INT32_MAX;
     if (field_int(f, "scaling_upper_bound", 0, INT32_MAX, &upper, err) < 0)
@@ -193,6 +197,11 @@ int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct
                           "field 'scaling_lower_bound': expected at most scaling_upper_bound "
                           "(%lld), got %lld",
                           (long long)upper, (long long)lower);
+    if (prewarm > upper) /* a pool beyond what may ever run would only hold memory */
+        return dg_err_set(err, DG_E_INVAL,
+                          "field 'prewarm': expected at most scaling_upper_bound (%lld), got "
+                          "%lld (lower prewarm or raise scaling_upper_bound)",
+                          (long long)upper, (long long)prewarm);
     const char *up = dg_form_get(f, "upstream_protocol", 0);
     if (up && strcmp(up, "http1") != 0 && strcmp(up, "h2c") != 0)
         return dg_err_set(err, DG_E_INVAL,
@@ -220,7 +229,9 @@ int cp_fn_spec_from_form(const struct dg_form *f, struct cp_fn_spec *out, struct
     out->concurrency = (int)cc;
     out->iteration_multiplier = mult;
     out->cold_start_busy_loop_ms = busy;
+    out->prewarm = (int)prewarm;
     out->h2c = up && strcmp(up, "h2c") == 0;
+    out->no_init = !init;
     for (size_t i = 0, n = dg_form_count(f, "env_vars"); i < n; i++)
         dg_strlist_push(&out->env, dg_xstrdup(dg_form_get(f, "env_vars", i)));
     for (size_t i = 0, n = dg_form_count(f, "program_args"); i < n; i++)

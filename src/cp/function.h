@@ -16,7 +16,8 @@
 #include "dirigent/config.h"
 #include "dirigent/form.h"
 
-#define CP_NAME_MAX 63
+#define CP_NAME_MAX    63
+#define CP_PREWARM_MAX 1000 /* = DG_WIRE_POOL_MAX: what one worker keeps of a function */
 
 struct cp_fn_spec {
     char name[CP_NAME_MAX + 1];
@@ -34,8 +35,12 @@ struct cp_fn_spec {
     struct dg_strlist args; /* program_args */
     int64_t iteration_multiplier;
     int64_t cold_start_busy_loop_ms;
-    bool h2c; /* upstream_protocol: "http1" (default) or "h2c", how the DPs reach its
+    int prewarm; /* prewarm: sandboxes kept pre-created (created, not started) on the workers
+                    besides what the autoscaler predicts; 0..CP_PREWARM_MAX (default 0) */
+    bool h2c;    /* upstream_protocol: "http1" (default) or "h2c", how the DPs reach its
                  sandboxes (a gRPC call goes over h2c whatever this says) */
+    bool no_init; /* init: false: its entrypoint runs as the sandbox's PID 1 itself, not under
+                     the worker's minimal init (sandboxInit; issue 16) */
 };
 
 /* Fill `out` from a registration form. Errors: "field 'port_forwarding': expected ...,

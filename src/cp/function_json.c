@@ -27,10 +27,14 @@ json_t *cp_fn_spec_to_json(const struct cp_fn_spec *s)
     NUM("container_concurrency", s->concurrency);
     NUM("iteration_multiplier", s->iteration_multiplier);
     NUM("cold_start_busy_loop_ms", s->cold_start_busy_loop_ms);
+    if (s->prewarm) /* absent: 0 (records written before the field existed read the same) */
+        NUM("prewarm", s->prewarm);
 #undef NUM
     json_object_set_new(j, "cold_start_sweep", json_string(s->cold_start_sweep ? "true" : "false"));
     if (s->h2c) /* absent: http1 (records written before the field existed read the same) */
         json_object_set_new(j, "upstream_protocol", json_string("h2c"));
+    if (s->no_init) /* absent: true (records written before the field existed read the same) */
+        json_object_set_new(j, "init", json_string("false"));
     json_t *env = json_array(), *args = json_array();
     for (size_t i = 0; i < s->env.n; i++)
         json_array_append_new(env, json_string(s->env.v[i]));
@@ -88,7 +92,7 @@ int cp_fn_form_from_json(const json_t *j, struct dg_form *form, struct dg_err *e
                               "scaling_lower_bound, scaling_upper_bound, cold_start_sweep, "
                               "container_concurrency, env_vars, program_args, "
                               "iteration_multiplier, cold_start_busy_loop_ms, "
-                              "upstream_protocol)",
+                              "upstream_protocol, init, prewarm)",
                               key);
         }
         json_t *items = json_is_array(v) ? v : NULL;

@@ -15,6 +15,7 @@
 #include "conf.h"
 #include "cp.h"
 #include "haproxy.h"
+#include "pool.h"
 #include "replicas.h"
 #include "scaling.h"
 #include "dirigent/daemon.h"
@@ -46,6 +47,7 @@ static void on_cron(uv_timer_t *t)
         g.next_tick = now + 2000 / CP_TICK_SLOTS;
         cp_core_tick(&cp.core, g.tick_slot++ % CP_TICK_SLOTS);
     }
+    cp_pool_tick(now); /* pre-created sandboxes (pool.c): once a second */
 }
 
 /* authTokenFile and registrationAuth (docs/security.md): with a key every internal route needs
@@ -149,6 +151,7 @@ int main(int argc, char **argv)
     cp.placement = g.cfg.placement;
     cp.lb_address = g.cfg.lb_address;
     cp.heartbeat_timeout_ms = (uint64_t)g.cfg.heartbeat_ms;
+    cp.batch_interval_ms = (uint64_t)g.cfg.batch_interval_ms;
     struct cp_core_config cc = {
         .placement = (enum cp_place_policy)cp_place_policy_parse(cp.placement),
         .chbl_eps = g.cfg.chbl_eps,
@@ -159,6 +162,7 @@ int main(int argc, char **argv)
                    .max_per_worker = (unsigned)g.cfg.max_per_worker,
                    .max_total = (unsigned)g.cfg.max_sandboxes,
                    .creates_per_worker_per_s = (unsigned)g.cfg.max_creates_per_worker_s},
+        .scale_down_budget = (unsigned)g.cfg.scale_down_budget,
     };
     cp_core_init(&cp.core, &cc, &cp_io_effects);
     cp.metrics = dg_metrics_new();

@@ -73,7 +73,7 @@ void cp_node_take(const struct cp_node *node, int64_t cpu, int64_t mem, int64_t 
 bool cp_node_fits(const struct cp_node *node, int64_t cpu, int64_t mem)
 {
     cp_node_take(node, cpu, mem, &cpu, &mem);
-    return node->schedulable && node->cpu_used + cpu <= node->cpu_cap &&
+    return node->schedulable && !node->saturated && node->cpu_used + cpu <= node->cpu_cap &&
            node->mem_used + mem <= node->mem_cap &&
            (node->max_sandboxes == 0 || node->sandboxes < node->max_sandboxes) &&
            (!node->rate_limited || node->creates_left > 0);

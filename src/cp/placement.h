@@ -50,6 +50,8 @@ struct cp_node {
                                    max(request, floor), dg_res_take */
     unsigned sandboxes;         /* its sandboxes (updated by cp_place) */
     bool schedulable;
+    bool saturated;         /* its heartbeat says its create/delete queue is full: alive, but placed
+                       on only when it says it is free again (issue 16) */
     unsigned max_sandboxes; /* quota (maxSandboxesPerWorker): no more sandboxes; 0: none */
     bool rate_limited;      /* creates_left counts (maxCreatesPerWorkerPerSecond) */
     unsigned creates_left;  /* rate_limited: creates it may still get now (updated by cp_place) */

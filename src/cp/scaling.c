@@ -59,8 +59,20 @@ static void call_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
 static void call(struct dg_http_pool *pool, const char *method, const char *path, json_t *body,
                  call_cb cb, void *ud);
 
+/* Start `t` (not started yet) to run `cb` once the current loop turn is done, but not before
+ * batchInterval after `last`: at thousands of cold starts a second a loop turn holds a few
+ * items only, and each request costs a write, a wake-up, a read and a parse on both sides; a
+ * millisecond's items in one request cost the same. At low rates the previous request is long
+ * past and nothing waits. */
+static void start_paced(uv_timer_t *t, uv_timer_cb cb, uint64_t last)
+{
+    uint64_t now = uv_now(cp.loop), due = last + cp.batch_interval_ms;
+    uv_timer_start(t, cb, due > now ? due - now : 0, 0);
+}
+
 static void flush_batches(uv_timer_t *t)
 {
+    cp.last_batch_ms = uv_now(cp.loop);
     while (cp.flush_list) { /* only the workers this loop turn batched for */
         struct cp_worker_io *io = cp.flush_list;
         cp.flush_list = io->flush_next;
@@ -100,7 +112,7 @@ static void batch_call(struct dg_batch **bp, const char *path, struct dg_http_po
     if (dg_batch_size(*bp) >= BATCH_MAX)
         dg_batch_flush(*bp, pool);
     else if (!uv_is_active((uv_handle_t *)&cp.batch_timer))
-        uv_timer_start(&cp.batch_timer, flush_batches, 0, 0);
+        start_paced(&cp.batch_timer, flush_batches, cp.last_batch_ms);
 }
 
 /* A worker's batch waits for the flush. */
@@ -258,8 +270,11 @@ static void fx_destroy(void *ud, struct cp_worker *w, const char *id, struct cp_
 static void drain_step(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
 {
     struct cp_drain *d = ud;
+    /* 404: the DP has none of them (its push, sent alongside, took an idle one out already):
+     * drained. Common at every scale-down: a warning each was a log write per scale-down */
     if (err)
-        dg_log(DG_LOG_WARN, "scale", "fn=%s drain: %s", d->f->spec.name, err->msg);
+        dg_log(strncmp(err->msg, "404:", 4) == 0 ? DG_LOG_DEBUG : DG_LOG_WARN, "scale",
+               "fn=%s drain: %s", d->f->spec.name, err->msg);
     if (--d->pending == 0)
         cp_core_on_drained(&cp.core, d);
 }
@@ -334,8 +349,8 @@ static bool env_has(const struct cp_fn_spec *spec, const char *name)
 /* The registration's start-up busy loop, under the names the original's workload reads
  * (its worker sets ITERATIONS_MULTIPLIER and COLD_START_BUSY_LOOP_MS the same way); the
  * function's own env_vars win. Only when registered: other images get nothing new. */
-static void sandbox_workload_env(const struct cp_fn_spec *spec, struct dg_strlist *env,
-                                 char bufs[2][64])
+void cp_sandbox_workload_env(const struct cp_fn_spec *spec, struct dg_strlist *env,
+                             char bufs[2][64])
 {
     if (spec->cold_start_busy_loop_ms > 0 && !env_has(spec, "COLD_START_BUSY_LOOP_MS")) {
         snprintf(bufs[0], 64, "COLD_START_BUSY_LOOP_MS=%lld",
@@ -361,14 +376,15 @@ static void fx_create(void *ud, struct cp_sandbox *s)
     if (spec->env.n) /* none: env.v is NULL, and memcpy's source must not be */
         memcpy(envv, spec->env.v, spec->env.n * sizeof(*envv));
     char bufs[2][64];
-    sandbox_workload_env(spec, &env, bufs);
+    cp_sandbox_workload_env(spec, &env, bufs);
     struct dg_wire_create m = {.function = (char *)spec->name,
                                .image = spec->image,
                                .port = spec->port,
                                .env = env,
                                .args = spec->args,
                                .cpu_milli = spec->cpu_milli,
-                               .memory_mib = spec->memory_mib};
+                               .memory_mib = spec->memory_mib,
+                               .no_init = spec->no_init};
     batch_call(&io->creates, DG_WIRE_PATH_SANDBOXES_BATCH, io->pool, dg_wire_create_encode(&m),
                created, s);
     worker_flush_pending(io);
@@ -378,42 +394,100 @@ static void fx_create(void *ud, struct cp_sandbox *s)
 
 /* ---- pushes to data planes -------------------------------------------------------------- */
 
-/* The body of a push of `items` (full: the receiver's whole table). */
-static json_t *push_body(const struct cp_push_item *items, size_t n, bool full)
+/* A push in parts: each body below the DPs' body limit (DG_WIRE_PART_MAX), a valid push of
+ * its own; a function's update is never cut (it replaces the DP's list at once). */
+struct push_parts {
+    char **bodies;
+    size_t *lens;
+    size_t n;
+};
+
+static void push_parts_free(struct push_parts *pp)
 {
-    size_t neps = 0, nex = 0;
+    for (size_t k = 0; k < pp->n; k++)
+        free(pp->bodies[k]);
+    free(pp->bodies);
+    free(pp->lens);
+}
+
+/* One function's update (name, concurrency, whole endpoint list, exits) as JSON text. */
+static char *push_item(const struct cp_push_item *it, size_t *len)
+{
+    size_t neps = 0;
+    for (const struct cp_sandbox *s = it->f->sbs; s; s = s->next)
+        neps += s->state == CP_SB_READY;
+    struct dg_wire_endpoint eps_small[16],
+        *eps = neps <= 16 ? eps_small : dg_xcalloc(neps, sizeof(*eps));
+    struct dg_wire_exit_note exs_small[4],
+        *exs = it->nexited <= 4 ? exs_small : dg_xcalloc(it->nexited, sizeof(*exs));
+    /* borrowed from the registry: encoded below */
+    struct dg_wire_fn_update u = {.name = (char *)it->f->spec.name,
+                                  .concurrency = it->f->spec.concurrency,
+                                  .h2c = it->f->spec.h2c,
+                                  .endpoints = eps,
+                                  .error = (char *)it->error};
+    for (const struct cp_sandbox *s = it->f->sbs; s; s = s->next)
+        if (s->state == CP_SB_READY)
+            eps[u.nendpoints++] = (struct dg_wire_endpoint){s->id, s->endpoint};
+    /* why its sandboxes went: the DPs tell callers whose request died */
+    u.exited = it->nexited ? exs : NULL;
+    for (unsigned k = 0; k < it->nexited; k++)
+        exs[u.nexited++] = (struct dg_wire_exit_note){it->exited[k].id, it->exited[k].reason};
+    char *text = dg_wire_fn_update_dumps(&u);
+    if (eps != eps_small)
+        free(eps);
+    if (exs != exs_small)
+        free(exs);
+    *len = strlen(text);
+    return text;
+}
+
+/* The bodies of a push of `items` (full: the receiver's whole table; in more than one part,
+ * they carry the resync's number and their place: the DP drops the functions none named only
+ * after the last). An update that alone is over a part is left out, with an error logged. */
+static void push_parts(const struct cp_push_item *items, size_t n, bool full,
+                       struct push_parts *out)
+{
+    static int64_t sync_seq; /* a resync's number: new for each resync from this CP */
+    struct dg_str *enc = dg_xcalloc(n ? n : 1, sizeof(*enc));
+    size_t *part_end = dg_xcalloc(n + 1, sizeof(*part_end)); /* one past each part's last */
+    size_t nparts = 0, k = 0;
+    struct dg_wire_parts split;
+    dg_wire_parts_init(&split, DG_WIRE_PART_MAX);
     for (size_t i = 0; i < n; i++) {
-        for (const struct cp_sandbox *s = items[i].f->sbs; s; s = s->next)
-            neps += s->state == CP_SB_READY;
-        nex += items[i].nexited;
+        size_t len;
+        char *text = push_item(&items[i], &len);
+        struct dg_err err;
+        int where = dg_wire_parts_add(&split, len, &err);
+        if (where < 0) {
+            dg_log(DG_LOG_ERROR, "push",
+                   "fn=%s: its endpoint list cannot be sent to the data planes: %s (the data "
+                   "planes keep what they had)",
+                   items[i].f->spec.name, err.msg);
+            free(text);
+            continue;
+        }
+        if (where == DG_WIRE_PART_NEW && k > 0)
+            part_end[nparts++] = k;
+        enc[k++] = (struct dg_str){text, len};
     }
-    struct dg_wire_push m = {
-        .functions = dg_xcalloc(n ? n : 1, sizeof(*m.functions)), .nfunctions = n, .full = full};
-    struct dg_wire_endpoint *eps0 = dg_xcalloc(neps ? neps : 1, sizeof(*eps0)), *eps = eps0;
-    struct dg_wire_exit_note *exs0 = dg_xcalloc(nex ? nex : 1, sizeof(*exs0)), *exs = exs0;
-    for (size_t i = 0; i < n; i++) { /* borrowed from the registry: encoded below */
-        const struct cp_push_item *it = &items[i];
-        struct dg_wire_fn_update *u = &m.functions[i];
-        u->name = (char *)it->f->spec.name;
-        u->concurrency = it->f->spec.concurrency;
-        u->h2c = it->f->spec.h2c;
-        u->endpoints = eps;
-        for (const struct cp_sandbox *s = it->f->sbs; s; s = s->next)
-            if (s->state == CP_SB_READY)
-                eps[u->nendpoints++] = (struct dg_wire_endpoint){s->id, s->endpoint};
-        eps += u->nendpoints;
-        u->error = (char *)it->error;
-        /* why its sandboxes went: the DPs tell callers whose request died */
-        u->exited = it->nexited ? exs : NULL;
-        for (unsigned k = 0; k < it->nexited; k++)
-            exs[u->nexited++] = (struct dg_wire_exit_note){it->exited[k].id, it->exited[k].reason};
-        exs += u->nexited;
+    part_end[nparts++] = k; /* the last (or the only one, maybe empty: a full push of none) */
+    if (nparts > 1 && full && sync_seq == 0)
+        sync_seq = (int64_t)(dg_wall_ms() % 1000000000) * 1000; /* unlike a previous run's */
+    int64_t sync = nparts > 1 && full ? ++sync_seq : 0;
+    out->n = nparts;
+    out->bodies = dg_xcalloc(nparts, sizeof(*out->bodies));
+    out->lens = dg_xcalloc(nparts, sizeof(*out->lens));
+    for (size_t p = 0, first = 0; p < nparts; first = part_end[p++]) {
+        struct dg_wire_push m = {.full = full};
+        if (sync)
+            m.sync = sync, m.part = (int64_t)p, m.parts = (int64_t)nparts;
+        out->bodies[p] = dg_wire_push_join(enc + first, part_end[p] - first, &m, &out->lens[p]);
     }
-    json_t *body = dg_wire_push_encode(&m);
-    free(eps0);
-    free(exs0);
-    free(m.functions);
-    return body;
+    for (size_t i = 0; i < k; i++)
+        free((char *)enc[i].ptr);
+    free(enc);
+    free(part_end);
 }
 
 /* One DP's part of a push: a failure makes its next heartbeat get a resync. */
@@ -435,16 +509,33 @@ static void push_answered(void *ud, const struct dg_http_resp *resp, const struc
     free(pc);
 }
 
-static void push_call(struct cp_dp *d, json_t *body, struct push *p)
+/* Send the parts of a push to `d`, in order (its pool has one connection). */
+static void push_call(struct cp_dp *d, const struct push_parts *pp, struct push *p)
 {
-    struct push_call *pc = dg_xmalloc(sizeof(*pc));
-    *pc = (struct push_call){p, dg_xstrdup(d->name)};
-    if (p)
-        p->waiting++;
-    call(((struct cp_dp_io *)d->io)->pool, "PUT", DG_WIRE_PATH_ENDPOINTS, body, push_answered, pc);
+    static const struct dg_http_client_cbs cbs = {.on_done = call_done};
+    static const struct dg_http_header json_type[] = {
+        {DG_STR("Content-Type"), DG_STR("application/json")}};
+    struct dg_http_pool *pool = ((struct cp_dp_io *)d->io)->pool;
+    for (size_t k = 0; k < pp->n; k++) {
+        struct push_call *pc = dg_xmalloc(sizeof(*pc));
+        *pc = (struct push_call){p, dg_xstrdup(d->name)};
+        if (p)
+            p->waiting++;
+        struct call *c = dg_xmalloc(sizeof(*c));
+        *c = (struct call){push_answered, pc};
+        if (!pool) { /* its data plane is gone (shutdown, replaced) */
+            struct dg_err e;
+            dg_err_set(&e, DG_E_CLOSED, "no connection: the peer was removed");
+            call_finish(c, NULL, &e);
+            continue;
+        }
+        dg_http_request(pool, "PUT", DG_WIRE_PATH_ENDPOINTS, json_type, 1, pp->bodies[k],
+                        pp->lens[k], &cbs, c);
+    }
 }
 
-/* All endpoint lists that changed during this loop turn, in one call per DP. */
+/* All endpoint lists that changed during this loop turn, in one call per DP (more than one
+ * when they are over a body: DG_WIRE_PART_MAX). */
 static void fx_push(void *ud, const struct cp_push_item *items, size_t n)
 {
     struct push *p = dg_xcalloc(1, sizeof(*p));
@@ -454,17 +545,22 @@ static void fx_push(void *ud, const struct cp_push_item *items, size_t n)
     cp.after_push = NULL;
     p->waiting = 1; /* held until every DP was asked: a call that fails at once (no pool)
                        answers before the next, and must not free p */
-    json_t *body = cp.core.dps ? push_body(items, n, false) : NULL;
+    struct push_parts pp = {0};
+    if (cp.core.dps)
+        push_parts(items, n, false, &pp);
     for (struct cp_dp *d = cp.core.dps; d; d = d->next)
-        push_call(d, json_incref(body), p); /* NOLINT(clang-analyzer-unix.Malloc): p is held */
-    pushed(p, NULL, NULL);                  /* NOLINT(clang-analyzer-unix.Malloc): the hold ends */
-    json_decref(body);
+        push_call(d, &pp, p); /* NOLINT(clang-analyzer-unix.Malloc): p is held */
+    pushed(p, NULL, NULL);    /* NOLINT(clang-analyzer-unix.Malloc): the hold ends */
+    push_parts_free(&pp);
 }
 
 /* A resync: every function's whole list to `d` alone, as its whole table. */
 static void fx_push_dp(void *ud, struct cp_dp *d, const struct cp_push_item *items, size_t n)
 {
-    push_call(d, push_body(items, n, true), NULL);
+    struct push_parts pp = {0};
+    push_parts(items, n, true, &pp);
+    push_call(d, &pp, NULL);
+    push_parts_free(&pp);
 }
 
 /* A forget that failed (but for a 404: the DP had no such function) leaves it there: the DP's
@@ -502,6 +598,7 @@ static uint64_t fx_wall_ms(void *ud)
 
 static void push_soon(uv_timer_t *t)
 {
+    cp.last_push_ms = uv_now(cp.loop);
     cp_core_flush_pushes(&cp.core);
 }
 
@@ -510,11 +607,31 @@ static void capacity_soon(uv_timer_t *t)
     cp_core_capacity_freed(&cp.core);
 }
 
+static bool in_scale_downs;
+
+static void scale_downs_soon(uv_timer_t *t)
+{
+    in_scale_downs = true;
+    cp_core_scale_downs(&cp.core);
+    in_scale_downs = false;
+}
+
 static void fx_soon(void *ud, enum cp_soon what)
 {
-    uv_timer_t *t = what == CP_SOON_PUSH ? &cp.push_timer : &cp.capacity_timer;
-    if (!uv_is_active((uv_handle_t *)t))
-        uv_timer_start(t, what == CP_SOON_PUSH ? push_soon : capacity_soon, 0, 0);
+    if (what == CP_SOON_PUSH) {
+        if (!uv_is_active((uv_handle_t *)&cp.push_timer))
+            start_paced(&cp.push_timer, push_soon, cp.last_push_ms);
+        return;
+    }
+    if (what == CP_SOON_SCALE_DOWN) {
+        /* the budget spent (asked from its own run): 1 ms, since libuv (1.44) runs a 0 ms timer
+         * started from a timer callback in the same turn, before the I/O that waits */
+        if (!uv_is_active((uv_handle_t *)&cp.scale_down_timer))
+            uv_timer_start(&cp.scale_down_timer, scale_downs_soon, in_scale_downs ? 1 : 0, 0);
+        return;
+    }
+    if (!uv_is_active((uv_handle_t *)&cp.capacity_timer))
+        uv_timer_start(&cp.capacity_timer, capacity_soon, 0, 0);
 }
 
 /* ---- workers and data planes: connections, the store, /metrics ---------------------------- */
@@ -702,6 +819,7 @@ void cp_io_init(void)
                                        "worker,kind");
     uv_timer_init(cp.loop, &cp.push_timer);
     uv_timer_init(cp.loop, &cp.batch_timer);
+    uv_timer_init(cp.loop, &cp.scale_down_timer);
     uv_timer_init(cp.loop, &cp.capacity_timer);
 }
 
@@ -727,6 +845,7 @@ void cp_io_close(void)
     }
     uv_close((uv_handle_t *)&cp.push_timer, NULL);
     uv_close((uv_handle_t *)&cp.batch_timer, NULL);
+    uv_close((uv_handle_t *)&cp.scale_down_timer, NULL);
     uv_close((uv_handle_t *)&cp.capacity_timer, NULL);
 }
 

@@ -17,6 +17,11 @@ void cp_io_free(void); /* after the loop: trace rows never pushed */
 /* Call fn(ud, true) once this loop turn's push has been answered by every data plane (or
  * failed), or fn(ud, false) at shutdown if it never was: a registration is answered once the
  * DPs know the function, as the original's RegisterService returned after AddDeployment. */
+/* The workload's start-up env (COLD_START_BUSY_LOOP_MS, ITERATIONS_MULTIPLIER) appended to
+ * `env` (room for two more; the strings live in bufs): a create's env, and a pool's (pool.c),
+ * which must be the same for a create to find its pre-created sandbox. */
+void cp_sandbox_workload_env(const struct cp_fn_spec *spec, struct dg_strlist *env,
+                             char bufs[2][64]);
 void cp_after_push(void (*fn)(void *ud, bool pushed), void *ud);
 
 #endif

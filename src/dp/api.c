@@ -163,25 +163,62 @@ static void api_put_endpoints(struct dg_http_req *r, void *ud)
     json_decref(j);
 }
 
+/* A resync in parts (dg_wire_push's sync, part, parts): the names its parts carried, copied
+ * (a function may go between two parts), until the last part says which functions to drop. */
+struct dp_resync {
+    int64_t sync, parts, got;
+    struct dg_strmap keep; /* name -> name, keys in `names` */
+    char **names;
+    size_t n, cap;
+};
+
+void dp_api_free(struct dp *d)
+{
+    struct dp_resync *rs = d->resync;
+    if (!rs)
+        return;
+    for (size_t i = 0; i < rs->n; i++)
+        free(rs->names[i]);
+    free(rs->names);
+    dg_strmap_free(&rs->keep);
+    free(rs);
+    d->resync = NULL;
+}
+
+static void resync_keep(struct dp_resync *rs, const char *name)
+{
+    if (dg_strmap_get(&rs->keep, dg_str_c(name)))
+        return;
+    if (rs->n == rs->cap) {
+        rs->cap = rs->cap ? 2 * rs->cap : 256;
+        rs->names = dg_xrealloc(rs->names, rs->cap * sizeof(*rs->names));
+    }
+    char *c = rs->names[rs->n++] = dg_xstrdup(name);
+    dg_strmap_put(&rs->keep, dg_str_c(c), c);
+}
+
 /* PUT /v1/endpoints (dg_wire_push): many functions' whole lists in one call (the CP coalesces
- * the changes of one loop turn); a function not known yet is added. A full one (a resync) is
- * the whole table: the functions not in it are removed. Every item is decoded (its strings
- * borrowed from the JSON: no copy per endpoint) before any is applied: one bad item refuses
- * the whole push with 400 naming it, and nothing changes (a full push with a forged item must
- * not remove the function it names). */
+ * the changes of one loop turn, in parts below this API's body limit); a function not known
+ * yet is added. A full one (a resync) is the whole table: the functions not in it are
+ * removed; a resync in parts removes them only at its last part, and only when every part
+ * came (a missing part: nothing is removed; the CP, whose push failed, resyncs again). Every
+ * item is decoded (its strings borrowed from the JSON: no copy per endpoint) before any is
+ * applied: one bad item refuses the whole part with 400 naming it, and nothing changes (a
+ * full push with a forged item must not remove the function it names). */
 static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
 {
     struct dp *d = ud;
     struct dg_err err = {0};
     json_t *j, *item;
     const json_t *fns;
+    struct dg_wire_push part;
     if (body_json(r, &j, &err) < 0) {
         dg_http_respond_text(r, 400, "%s", err.msg);
         return;
     }
-    if (!(fns = dg_wire_push_items(j, &err))) {
+    if (!(fns = dg_wire_push_items(j, &err)) || dg_wire_push_part(j, &part, &err) < 0) {
         json_decref(j);
-        dg_http_respond_text(r, 400, "endpoints: %s", err.msg);
+        dg_http_respond_text(r, 400, "endpoints: %s (nothing applied)", err.msg);
         return;
     }
     size_t i, n = json_array_size(fns), ok = 0;
@@ -197,11 +234,24 @@ static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
     if (ok < n) {
         dg_http_respond_text(r, 400, "endpoints: %s (nothing applied)", err.msg);
     } else {
-        bool full = dg_wire_push_is_full(j);
-        struct dg_strmap keep = {0}; /* full: the names in it (borrowed from j) */
+        bool full = part.full, parted = part.parts > 0;
+        struct dg_strmap keep = {0}; /* full in one body: the names in it (borrowed from j) */
+        struct dp_resync *rs = NULL;
+        if (parted) { /* a new resync starts at its part 0 (parts come in order) */
+            if (part.part == 0 || !d->resync || d->resync->sync != part.sync) {
+                dp_api_free(d);
+                d->resync = dg_xcalloc(1, sizeof(*d->resync));
+                d->resync->sync = part.sync;
+                d->resync->parts = part.parts;
+            }
+            rs = d->resync;
+            rs->got++;
+        }
         for (i = 0; i < n; i++) {
             const struct dg_wire_fn_update *u = &us[i];
-            if (full)
+            if (rs)
+                resync_keep(rs, u->name);
+            else if (full)
                 dg_strmap_put(&keep, dg_str_c(u->name), (void *)u->name);
             struct dp_function *f = dp_core_function_get(d->core, u->name, strlen(u->name), NULL);
             f->concurrency = (uint32_t)u->concurrency; /* in effect at the list's dispatch */
@@ -209,7 +259,15 @@ static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
             apply_update(d, f, u);
         }
         unsigned removed = 0;
-        if (full) { /* a resync: the CP's whole table; functions deleted meanwhile go */
+        if (rs && part.part == part.parts - 1) { /* the last part */
+            if (rs->got == rs->parts && rs->parts == part.parts)
+                removed = dp_core_remove_others(d->core, &rs->keep);
+            else
+                dg_log(DG_LOG_WARN, "api",
+                       "resync %lld: %lld of %lld part(s) came: no function removed",
+                       (long long)part.sync, (long long)rs->got, (long long)part.parts);
+            dp_api_free(d);
+        } else if (full && !parted) { /* a resync: the CP's whole table; deleted ones go */
             removed = dp_core_remove_others(d->core, &keep);
             dg_strmap_free(&keep);
         }
@@ -387,7 +445,8 @@ static void fx_report_soon(void *ud)
     uv_timer_start(&d->report_timer, on_report_timer, 0, 0);
 }
 
-/* A dg_wire_metrics to the leader (through the heartbeat's link). */
+/* dg_wire_metrics to the leader (through the heartbeat's link), in parts below the CP's body
+ * limit (each item is one function's count: any split is valid). */
 static void fx_report(void *ud, const struct dp_report_item *items, size_t n)
 {
     struct dp *d = ud;
@@ -395,9 +454,26 @@ static void fx_report(void *ud, const struct dp_report_item *items, size_t n)
         return;
     struct dg_wire_fn_load stack[64],
         *fl = n > DG_ARRAY_LEN(stack) ? dg_xmalloc(n * sizeof(*fl)) : stack;
-    for (size_t i = 0; i < n; i++) /* borrowed for the encode */
-        fl[i] = (struct dg_wire_fn_load){(char *)items[i].name, (int64_t)items[i].inflight};
-    struct dg_wire_metrics m = {.dataplane = d->name, .functions = fl, .nfunctions = n};
+    struct dg_wire_parts split;
+    dg_wire_parts_init(&split, DG_WIRE_PART_MAX);
+    size_t first = 0, k = 0;
+    for (size_t i = 0; i < n; i++) {
+        /* {"name":"NAME","inflight":N}: a function name needs no escaping */
+        size_t len = strlen(items[i].name) + 40;
+        struct dg_err err;
+        int where = dg_wire_parts_add(&split, len, &err);
+        if (where < 0) /* cannot be: a name is at most 63 bytes */
+            continue;
+        if (where == DG_WIRE_PART_NEW && k > first) {
+            struct dg_wire_metrics m = {
+                .dataplane = d->name, .functions = fl + first, .nfunctions = k - first};
+            dg_heartbeat_post(d->hb, DG_WIRE_PATH_METRICS, dg_wire_metrics_encode(&m));
+            first = k;
+        }
+        fl[k++] = (struct dg_wire_fn_load){(char *)items[i].name, (int64_t)items[i].inflight};
+    }
+    struct dg_wire_metrics m = {
+        .dataplane = d->name, .functions = fl + first, .nfunctions = k - first};
     dg_heartbeat_post(d->hb, DG_WIRE_PATH_METRICS, dg_wire_metrics_encode(&m));
     if (fl != stack)
         free(fl);

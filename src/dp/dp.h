@@ -31,6 +31,7 @@ struct dp {
     struct dg_metrics *metrics;
     /* dg_dp_upstream_requests_total{protocol}: requests sent to sandboxes over HTTP/1.1, h2c */
     struct dg_metric *m_up_http1, *m_up_h2c;
+    struct dp_resync *resync; /* api.c: a resync push in parts, until its last part */
 };
 
 /* proxy.c: serve an invocation (the ingress fallback route, DG_HTTP_STREAM; ud: struct dp). */
@@ -45,5 +46,7 @@ void dp_proxy_effects(struct dp_effects *fx);
 void dp_api_routes(struct dp *d, struct dg_http_server *api);
 /* api.c's effects: report_soon, report, drained, drain_dropped (ud: struct dp). */
 void dp_api_effects(struct dp_effects *fx);
+/* api.c: free what a resync left half-received (the daemon stops). */
+void dp_api_free(struct dp *d);
 
 #endif

@@ -51,6 +51,8 @@ struct dp_core {
     struct dp_function *to_report;               /* first requests since idle, reported together */
     struct dp_req *exit_waits, *exit_waits_tail; /* oldest first: their deadlines are in order */
     uint64_t next_report_us;
+    struct dp_admit cold_admit; /* every cold start's wait together (admission control) */
+    unsigned cold_queued;       /* queued requests that are cold starts */
 };
 
 static uint64_t now_us(struct dp_core *core)
@@ -119,10 +121,29 @@ static void queue_depth(struct dp_function *f)
         dg_gauge_set(f->m_queue, f->queued);
 }
 
+/* The admission estimators (admit.h) hear when their queues start or stop being empty. */
+static void admit_busy(struct dp_core *core, struct dp_function *f, bool cold, uint64_t now)
+{
+    if ((f->queued > 0) != f->admit.busy)
+        dp_admit_set_busy(&f->admit, now, f->queued > 0);
+    if (cold && (core->cold_queued > 0) != core->cold_admit.busy)
+        dp_admit_set_busy(&core->cold_admit, now, core->cold_queued > 0);
+}
+
+static uint64_t timeout_of(const struct dp_core *core, const struct dp_req *r)
+{
+    uint64_t t = core->c.queue_timeout_ms * 1000;
+    return r->timeout_us && r->timeout_us < t ? r->timeout_us : t;
+}
+
 static void queue_push(struct dp_core *core, struct dp_function *f, struct dp_req *r)
 {
+    uint64_t now = now_us(core);
     r->queued = true;
-    r->deadline_us = now_us(core) + core->c.queue_timeout_ms * 1000;
+    r->deadline_us = now + timeout_of(core, r);
+    r->queued_us = now;
+    r->found_empty_fn = f->queued == 0;
+    r->found_empty_cold = r->cold && core->cold_queued == 0;
     r->prev = f->q_tail;
     r->next = NULL;
     if (f->q_tail)
@@ -131,6 +152,8 @@ static void queue_push(struct dp_core *core, struct dp_function *f, struct dp_re
         f->q_head = r;
     f->q_tail = r;
     f->queued++;
+    core->cold_queued += r->cold;
+    admit_busy(core, f, r->cold, now);
     queue_depth(f);
     waiting_update(core, f);
 }
@@ -150,6 +173,8 @@ static void queue_remove(struct dp_core *core, struct dp_function *f, struct dp_
         f->q_tail = r->prev;
     r->prev = r->next = NULL;
     f->queued--;
+    core->cold_queued -= r->cold;
+    admit_busy(core, f, r->cold, now_us(core));
     queue_depth(f);
     waiting_update(core, f);
 }
@@ -465,8 +490,72 @@ static void dispatch(struct dp_core *core, struct dp_function *f)
         struct dp_endpoint *e = pick(core, f, NULL);
         if (!e)
             return;
-        start(core, queue_pop(core, f), e);
+        struct dp_req *r = queue_pop(core, f);
+        /* a completion for the admission estimators: the queue served one */
+        uint64_t now = now_us(core), waited = now - r->queued_us;
+        dp_admit_done(&f->admit, now, waited, r->found_empty_fn);
+        if (r->cold)
+            dp_admit_done(&core->cold_admit, now, waited, r->found_empty_cold);
+        start(core, r, e);
     }
+}
+
+/* ---- admission ---------------------------------------------------------------------------- */
+
+void dp_core_admit_view(struct dp_core *core, const struct dp_function *f, bool cold,
+                        uint64_t timeout_us, struct dp_admit_view *v)
+{
+    uint64_t now = now_us(core);
+    *v = (struct dp_admit_view){.cold_queued = core->cold_queued};
+    v->has_fn = dp_admit_wait(&f->admit, now, f->queued, &v->wait_fn_us);
+    v->rate_fn = dp_admit_rate(&f->admit, now);
+    if (cold) {
+        v->has_cold = dp_admit_wait(&core->cold_admit, now, core->cold_queued, &v->wait_cold_us);
+        v->rate_cold = dp_admit_rate(&core->cold_admit, now);
+    }
+    /* what the request's own service takes (a sandbox's start, a slot's turn) is not a
+     * backlog: the limit is over the usual wait of one that found the queue empty */
+    uint64_t base = f->admit.base_us;
+    if (cold && core->cold_admit.base_us > base)
+        base = core->cold_admit.base_us;
+    uint64_t deadline = core->c.queue_timeout_ms * 1000;
+    if (timeout_us && timeout_us < deadline)
+        deadline = timeout_us;
+    v->limit_us = core->c.admit_max_wait_ms ? core->c.admit_max_wait_ms * 1000 + base : deadline;
+    if (v->limit_us > deadline)
+        v->limit_us = deadline;
+}
+
+/* Admission control: r (of f, not queued yet, counted in f->running) is refused with 503
+ * when its expected wait is over the limit; true if so (r is the adapter's again). */
+static bool admit_refuse(struct dp_core *core, struct dp_function *f, struct dp_req *r)
+{
+    struct dp_admit_view v;
+    dp_core_admit_view(core, f, r->cold, r->timeout_us, &v);
+    uint64_t wait = v.has_fn ? v.wait_fn_us : 0;
+    bool by_cold = v.has_cold && v.wait_cold_us > wait;
+    if (by_cold)
+        wait = v.wait_cold_us;
+    if (wait <= v.limit_us)
+        return false;
+    f->running--;
+    if (core->c.m_refused)
+        dg_counter_add(core->c.m_refused, 1);
+    uint64_t s = (wait + 999999) / 1000000;
+    r->retry_after_s = (uint32_t)(s < 1 ? 1 : s > 60 ? 60 : s);
+    if (by_cold)
+        answer(core, r, DP_ANSWER_OVERLOADED, 503,
+               "function '%s': overloaded: %u cold start(s) queued ahead, about %llu ms "
+               "expected wait at %.0f/s, over the %llu ms admitted; retry after %u s",
+               f->name, v.cold_queued, (unsigned long long)(wait / 1000), v.rate_cold,
+               (unsigned long long)(v.limit_us / 1000), r->retry_after_s);
+    else
+        answer(core, r, DP_ANSWER_OVERLOADED, 503,
+               "function '%s': overloaded: %u request(s) queued ahead, about %llu ms "
+               "expected wait at %.0f/s, over the %llu ms admitted; retry after %u s",
+               f->name, f->queued, (unsigned long long)(wait / 1000), v.rate_fn,
+               (unsigned long long)(v.limit_us / 1000), r->retry_after_s);
+    return true;
 }
 
 void dp_core_on_request(struct dp_core *core, struct dp_function *f, struct dp_req *r)
@@ -481,6 +570,8 @@ void dp_core_on_request(struct dp_core *core, struct dp_function *f, struct dp_r
         start(core, r, e);
         return;
     }
+    if (core->c.admission && admit_refuse(core, f, r))
+        return;
     /* it waits: at zero (scale from zero) or every sandbox busy. The CP hears it in this loop
      * turn's report, not at the next 2 s one; served requests are left to that report (one
      * message per request at low concurrency was most of a warm request's cost) */

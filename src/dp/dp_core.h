@@ -45,6 +45,15 @@ struct dp_req {
     uint64_t deadline_us;
     struct dp_exit_wait *exit_wait; /* its sandbox broke: waiting for why (NULL: not) */
     bool queued, cold, retried;
+    /* set by the adapter before dp_core_on_request (0: the core's queue timeout): the
+     * client's own deadline (gRPC's grpc-timeout), at most the queue timeout */
+    uint64_t timeout_us;
+    /* the core's: when it was queued, and whether nothing was ahead of it then (in its
+     * function's queue; among the cold starts) */
+    uint64_t queued_us;
+    bool found_empty_fn, found_empty_cold;
+    /* with DP_ANSWER_OVERLOADED: the seconds after which a retry may be admitted */
+    uint32_t retry_after_s;
 };
 
 /* Why the core answers a request itself (effects.answer). */
@@ -53,6 +62,8 @@ enum dp_answer_kind {
     DP_ANSWER_CANNOT_START,  /* 503: the CP says its sandboxes cannot start */
     DP_ANSWER_REMOVED,       /* 503: the function was removed while it waited */
     DP_ANSWER_BROKEN,        /* 502: its sandbox failed (with why it exited, when known) */
+    DP_ANSWER_OVERLOADED,    /* 503 at arrival: its expected wait is over what is admitted
+                                (r->retry_after_s says when to come back) */
 };
 
 /* One function's in-flight count for the CP. */
@@ -92,6 +103,13 @@ struct dp_core_config {
     enum dp_lb_policy policy;
     uint64_t queue_timeout_ms;
     uint64_t seed; /* per function: seed ^ its address (a function's lb.rng may be set after) */
+    /* Admission control (admit.h): a request that would queue is refused at once (503,
+     * DP_ANSWER_OVERLOADED) when its expected wait, behind its function's queue or (a cold
+     * start) behind every cold start, is over admit_max_wait_ms plus the usual wait of a
+     * request that found that queue empty, or over its own deadline. 0: only the deadline. */
+    bool admission;
+    uint64_t admit_max_wait_ms;
+    struct dg_metric *m_refused; /* requests refused so (NULL: none) */
     /* per-function metrics (NULL: none): requests, cold starts, queue depth, latency (the
      * adapter observes the latency: it knows when the answer ended) */
     struct dg_metric_family *f_requests, *f_cold, *f_queue, *f_latency;
@@ -157,7 +175,9 @@ void dp_core_drain(struct dp_core *core, struct dp_function *f, const char *cons
 /* ---- requests ----------------------------------------------------------------------------- */
 
 /* A new invocation of f: forwarded at once when a slot is free and nobody waits (FIFO: no
- * overtaking), else queued until a slot frees or its deadline. r: see the top. */
+ * overtaking), else queued until a slot frees or its deadline; or, with admission control,
+ * answered 503 DP_ANSWER_OVERLOADED at once when it could not be served in time. r: see the
+ * top. */
 void dp_core_on_request(struct dp_core *core, struct dp_function *f, struct dp_req *r);
 /* The adapter ended r (its sandbox answered, or its client went away): its slot, queue place
  * or wait is given up, and queued requests may take the slot. r is the adapter's again. */
@@ -186,6 +206,20 @@ void dp_core_expire_function(struct dp_core *core, struct dp_function *f);
 /* The reports effects.report_soon asked for: the functions whose first request since idle
  * waits, in one effects.report. */
 void dp_core_report_due(struct dp_core *core);
+
+/* ---- admission ---------------------------------------------------------------------------- */
+
+/* What admission control sees for f (and for every cold start): the expected wait of a new
+ * request (µs; has_* false: no rate known, nothing refused), the service rates (requests/s)
+ * and the wait limit (µs) it is held to. For tests, logs and status. */
+struct dp_admit_view {
+    bool has_fn, has_cold;
+    uint64_t wait_fn_us, wait_cold_us, limit_us;
+    double rate_fn, rate_cold;
+    unsigned cold_queued;
+};
+void dp_core_admit_view(struct dp_core *core, const struct dp_function *f, bool cold,
+                        uint64_t timeout_us, struct dp_admit_view *v);
 
 #define DP_EXIT_WAIT_MS 500 /* for the reason a broken sandbox exited */
 

@@ -27,6 +27,8 @@ struct dp_config {
     char *log_level;
     char *trace_folder;
     int64_t queue_timeout_ms;
+    bool admission;
+    int64_t admission_max_wait_ms;
     int64_t heartbeat_ms;
     char *name;
     struct dg_strlist cp_addresses;
@@ -69,6 +71,23 @@ static const struct dg_conf_field dp_fields[] = {
      .min = 1,
      .max = 3600000,
      .help = "a request waiting for a sandbox longer gets 503"},
+    {.key = "admissionControl",
+     .type = DG_CONF_BOOL,
+     .offset = offsetof(struct dp_config, admission),
+     .def = "true",
+     .help = "refuse at once (503 with Retry-After; gRPC UNAVAILABLE) a request that would "
+             "queue when its expected wait (the queue ahead of it over the rate that queue is "
+             "served at: its function's, and every cold start's) is over admissionMaxWait or "
+             "its deadline (docs/decisions.md)"},
+    {.key = "admissionMaxWait",
+     .type = DG_CONF_DURATION,
+     .offset = offsetof(struct dp_config, admission_max_wait_ms),
+     .def = "50ms",
+     .min = 0,
+     .max = 3600000,
+     .help = "with admissionControl: the longest expected wait behind a backlog a request is "
+             "admitted with, over the usual wait of one that found its queue empty (0: only "
+             "the deadline, coldStartTimeout or the client's grpc-timeout)"},
     {.key = "controlPlaneAddress",
      .type = DG_CONF_STRLIST,
      .offset = offsetof(struct dp_config, cp_addresses),
@@ -184,6 +203,7 @@ static void on_server_closed(void *ud)
     dp->proxy_trace = NULL;
     dg_heartbeat_stop(dp->hb);
     dp->hb = NULL;
+    dp_api_free(dp);
     dp_core_free(dp->core); /* its endpoints close their pools */
     dp->core = NULL;
     dg_strmap_free(&dp->pools);
@@ -203,7 +223,9 @@ static void on_stop(void *ud)
 static void core_new(struct dp *dp)
 {
     struct dp_core_config cc = {.queue_timeout_ms = (uint64_t)g.cfg.queue_timeout_ms,
-                                .seed = dg_now_us()};
+                                .seed = dg_now_us(),
+                                .admission = g.cfg.admission,
+                                .admit_max_wait_ms = (uint64_t)g.cfg.admission_max_wait_ms};
     dp_lb_policy_parse(g.cfg.lb_policy, &cc.policy);
     dp->metrics = dg_metrics_new();
     cc.f_requests = dg_metrics_counter(dp->metrics, "dg_dp_requests_total",
@@ -212,6 +234,12 @@ static void core_new(struct dp *dp)
                                    "Invocations that found no sandbox, per function.", "function");
     cc.f_queue = dg_metrics_gauge(dp->metrics, "dg_dp_queue_depth",
                                   "Invocations waiting for a sandbox, per function.", "function");
+    cc.m_refused = dg_metric_get1(
+        dg_metrics_counter(dp->metrics, "dg_dp_refused_total",
+                           "Invocations refused at arrival by admission control (503 with "
+                           "Retry-After): their expected wait was over what is admitted.",
+                           NULL),
+        NULL);
     struct dg_metric_family *up = dg_metrics_counter(
         dp->metrics, "dg_dp_upstream_requests_total",
         "Requests sent to sandboxes, per upstream protocol (http1, h2c).", "protocol");

@@ -108,6 +108,37 @@ static bool is_grpc(struct dg_http_req *r)
            (ct.len == 16 || ct.ptr[16] == '+' || ct.ptr[16] == ';');
 }
 
+/* A gRPC call's own deadline, its grpc-timeout header (PROTOCOL-HTTP2.md: at most 8 digits
+ * and a unit H M S m u n), in µs; 0: none or malformed (the queue timeout holds). */
+static uint64_t grpc_timeout_us(struct dg_http_req *r)
+{
+    struct dg_str t = dg_http_req_header(r, "grpc-timeout");
+    if (t.len < 2 || t.len > 9)
+        return 0;
+    uint64_t n = 0;
+    for (size_t i = 0; i + 1 < t.len; i++) {
+        if (t.ptr[i] < '0' || t.ptr[i] > '9')
+            return 0;
+        n = n * 10 + (uint64_t)(t.ptr[i] - '0');
+    }
+    switch (t.ptr[t.len - 1]) {
+    case 'H':
+        return n * 3600 * 1000000;
+    case 'M':
+        return n * 60 * 1000000;
+    case 'S':
+        return n * 1000000;
+    case 'm':
+        return n * 1000;
+    case 'u':
+        return n ? n : 1;
+    case 'n':
+        return n / 1000 ? n / 1000 : 1;
+    default:
+        return 0;
+    }
+}
+
 /* gRPC status codes (grpc/doc/statuscodes.md) */
 enum { GRPC_DEADLINE_EXCEEDED = 4, GRPC_NOT_FOUND = 5, GRPC_UNAVAILABLE = 14 };
 
@@ -116,6 +147,20 @@ static void fx_answer(void *ud, struct dp_req *r, enum dp_answer_kind kind, int 
                       const char *msg)
 {
     struct dp_inv *v = inv_of(r);
+    if (kind == DP_ANSWER_OVERLOADED) { /* refused at arrival: nothing queued, no upstream */
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%u", r->retry_after_s);
+        if (v->grpc) { /* UNAVAILABLE is what gRPC clients retry; the hint as a header too */
+            dg_http_resp_header(v->req, "retry-after", ra);
+            dg_http_respond_grpc(v->req, GRPC_UNAVAILABLE, "%s", msg);
+        } else {
+            dg_http_resp_header(v->req, "Retry-After", ra);
+            dg_http_resp_header(v->req, DG_WIRE_HDR_ERROR, "overloaded");
+            dg_http_respond_text(v->req, status, "%s", msg);
+        }
+        free(v);
+        return;
+    }
     if (v->grpc)
         dg_http_respond_grpc(
             v->req, kind == DP_ANSWER_QUEUE_TIMEOUT ? GRPC_DEADLINE_EXCEEDED : GRPC_UNAVAILABLE,
@@ -377,6 +422,8 @@ void dp_invoke(struct dg_http_req *r, void *ud)
     v->req = r;
     v->grpc = grpc;
     v->t_arrive_us = dg_now_us();
+    if (grpc)
+        v->core.timeout_us = grpc_timeout_us(r);
     dg_http_req_on_abort(r, inv_abort, v);
     dp_core_on_request(dp->core, f, &v->core);
 }

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "admit.h"
 #include "dirigent/strmap.h"
 #include "lb.h"
 
@@ -51,8 +52,9 @@ struct dp_function {
     bool waiting;      /* in the core's waiting list: it has queued requests */
     bool report_due;   /* in the core's to_report list: its first request since idle */
     struct dp_function *w_prev, *w_next, *r_next;
-    char *error; /* why its sandboxes cannot start (the CP's last push), while it has no
+    char *error;           /* why its sandboxes cannot start (the CP's last push), while it has no
                     endpoint; NULL: none. Owned. */
+    struct dp_admit admit; /* its queue's service rate (admission control, dp_core.c) */
     struct dp_function *next;
 };
 

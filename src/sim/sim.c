@@ -69,7 +69,7 @@ struct sim {
     struct fn_state *fns;
     struct cp_core core; /* the control plane */
     struct cp_dp *cp_dp; /* the data plane as the CP knows it */
-    bool push_soon, capacity_soon;
+    bool push_soon, capacity_soon, scale_down_soon;
     struct cp_drain **drained; /* drain rounds the DP answered: for the CP, in settle */
     size_t ndrained, capdrained;
     struct event *heap;
@@ -269,6 +269,8 @@ static void fx_soon(void *ud, enum cp_soon what)
     struct sim *s = ud;
     if (what == CP_SOON_PUSH)
         s->push_soon = true;
+    else if (what == CP_SOON_SCALE_DOWN) /* only with a budget (the simulator sets none) */
+        s->scale_down_soon = true;
     else
         s->capacity_soon = true;
 }
@@ -406,7 +408,7 @@ static void fx_unschedulable(void *ud, const struct cp_fn *f)
  * drains the DP answered, retries functions waiting for capacity, pushes. */
 static void settle(struct sim *s)
 {
-    while (s->ndrained || s->capacity_soon || s->push_soon) {
+    while (s->ndrained || s->capacity_soon || s->push_soon || s->scale_down_soon) {
         if (s->ndrained) {
             struct cp_drain *d = s->drained[0];
             memmove(s->drained, s->drained + 1, --s->ndrained * sizeof(*s->drained));
@@ -414,6 +416,9 @@ static void settle(struct sim *s)
         } else if (s->capacity_soon) {
             s->capacity_soon = false;
             cp_core_capacity_freed(&s->core);
+        } else if (s->scale_down_soon) {
+            s->scale_down_soon = false;
+            cp_core_scale_downs(&s->core);
         } else {
             s->push_soon = false;
             cp_core_flush_pushes(&s->core);

@@ -266,6 +266,34 @@ static const struct dg_conf_field wk_fields[] = {
      .min = 1000,
      .max = 86400000,
      .help = "oci runtime: a pull (skopeo) running longer is killed and fails"},
+    {.key = "maxConcurrentCreates",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct wk_config, max_creates),
+     .def = "0",
+     .min = 0,
+     .max = 1000000,
+     .help = "creates run at once (image, network, rootfs, runtime start, readiness); more "
+             "wait in a queue, in order, and the worker tells the CP it is saturated while as "
+             "many wait as run (0: 4 x the machine's cores; the emulated runtime: no bound)"},
+    {.key = "sandboxInit",
+     .type = DG_CONF_STRING,
+     .offset = offsetof(struct wk_config, sandbox_init),
+     .def = "/usr/bin/tini-static",
+     .help =
+         "oci runtime: a static minimal init (Debian's tini-static or catatonit) bind-mounted "
+         "read-only into each sandbox as /dev/init, its PID 1, running the entrypoint: a "
+         "SIGTERM reaches an entrypoint that does not handle it as PID 1 (a shell script), so a "
+         "delete does not wait killGrace for it; a function registered with init: false runs "
+         "without it (empty: never)"},
+    {.key = "maxConcurrentDeletes",
+     .type = DG_CONF_INT,
+     .offset = offsetof(struct wk_config, max_deletes),
+     .def = "0",
+     .min = 0,
+     .max = 1000000,
+     .help = "oci runtime: clean-ups (`crun delete`, unmounts) run at once after sandboxes' "
+             "processes have gone (their namespaces are back in the pool by then); more wait, "
+             "in order (0: 2 x the machine's cores)"},
     DG_CONF_HTTP_FIELDS(struct wk_config, http),
 };
 

@@ -39,6 +39,9 @@ struct wk_config {
     char *process_user;
     struct dg_strlist process_allowed_dirs, image_roots, image_registries;
     int64_t image_pull_timeout_ms;
+    /* bounded sandbox work (issue 16) */
+    int64_t max_creates, max_deletes;
+    char *sandbox_init;
 };
 
 extern const struct dg_conf_schema wk_schema;

@@ -15,12 +15,32 @@
 #include "dirigent/heartbeat.h"
 #include "dirigent/wire.h"
 #include "cplink.h"
+#include "prewarm.h"
+
+/* A listing over one body (DG_WIRE_PART_MAX), in parts: taken whole at its first part (the
+ * parts are one moment's list), sent one part per beat while the CP answers "resync". */
+struct listing {
+    int64_t id, next, parts;
+    struct dg_wire_sandbox_ref *refs; /* owned copies */
+    size_t n;
+    size_t *end; /* one past each part's last ref */
+};
 
 struct wk_cplink_node {
     struct wk_cplink *link;
     char *name; /* NULL: the worker's own (one node) */
     struct dg_heartbeat *hb;
+    struct listing ls; /* node 0's listing in parts (parts 0: none) */
 };
+
+static void listing_clear(struct listing *ls)
+{
+    for (size_t i = 0; i < ls->n; i++)
+        dg_wire_sandbox_ref_free(&ls->refs[i]);
+    free(ls->refs);
+    free(ls->end);
+    *ls = (struct listing){.id = ls->id};
+}
 
 static json_t *registration_body(void *ud)
 {
@@ -41,7 +61,12 @@ static json_t *registration_body(void *ud)
                                     .cpu_overcommit = c->cpu_overcommit,
                                     .min_cpu_milli = c->min_cpu_milli,
                                     .min_memory_mib = c->min_memory_mib,
-                                    .sandbox_subnet = (char *)c->sandbox_subnet};
+                                    .sandbox_subnet = (char *)c->sandbox_subnet,
+                                    .saturated = wk_registry_saturated(l->reg)};
+    /* what pre-created sandboxes hold is not there to place on (prewarm.c) */
+    if (l->reg->rt->prewarm)
+        m.memory_mib -=
+            DG_MIN(m.memory_mib - 1, wk_prewarm_held_mib(l->reg->rt->prewarm(l->reg->rt_state)));
     /* the sandboxes it runs (the first node reports them, for all), when the CP may not know
      * them (the first beat, the first after a failure, or when the CP asks): it adopts them.
      * Not on every beat: with thousands of sandboxes that list would be most of the CP's
@@ -56,19 +81,45 @@ static json_t *registration_body(void *ud)
     if (node != &l->nodes[0] || (node->hb && !dg_heartbeat_resyncing(node->hb)))
         return dg_wire_worker_beat_encode(&m);
     m.has_sandboxes = true;
-    m.sandboxes = dg_xcalloc(l->reg->n + 1, sizeof(*m.sandboxes));
-    char(*eps)[80] = dg_xcalloc(l->reg->n + 1, sizeof(*eps));
-    for (struct wk_sandbox *sb = l->reg->sandboxes; sb; sb = sb->next) {
-        if (sb->state != WK_SB_READY)
-            continue;
-        size_t k = m.nsandboxes++;
-        snprintf(eps[k], sizeof(eps[k]), "%s:%d", sb->host, sb->port);
-        m.sandboxes[k] = (struct dg_wire_sandbox_ref){
-            .id = sb->id, .function = sb->function, .endpoint = eps[k]};
+    struct listing *ls = &node->ls;
+    /* the CP took the part before ("resync" for the next): go on with the same listing */
+    if (!(ls->parts && ls->next < ls->parts && node->hb && dg_heartbeat_ok(node->hb))) {
+        listing_clear(ls);
+        ls->refs = dg_xcalloc(l->reg->n + 1, sizeof(*ls->refs));
+        ls->end = dg_xcalloc(l->reg->n + 1, sizeof(*ls->end));
+        struct dg_wire_parts split;
+        dg_wire_parts_init(&split, DG_WIRE_PART_MAX - DG_WIRE_WORKER_BEAT_ENVELOPE);
+        for (struct wk_sandbox *sb = l->reg->sandboxes; sb; sb = sb->next) {
+            if (sb->state != WK_SB_READY)
+                continue;
+            char ep[80];
+            snprintf(ep, sizeof(ep), "%s:%d", sb->host, sb->port);
+            struct dg_err err;
+            if (dg_wire_parts_add(&split, DG_WIRE_SANDBOX_REF_BYTES(sb->id, sb->function, ep),
+                                  &err) == DG_WIRE_PART_NEW &&
+                ls->n > 0)
+                ls->end[ls->parts++] = ls->n;
+            ls->refs[ls->n++] = (struct dg_wire_sandbox_ref){
+                dg_xstrdup(sb->id), dg_xstrdup(sb->function), dg_xstrdup(ep)};
+        }
+        ls->end[ls->parts++] = ls->n;
+        ls->next = 0;
+        if (ls->parts > 1 && ls->id == 0) /* unlike a previous run's */
+            ls->id = (int64_t)(dg_wall_ms() % 1000000000) * 1000;
+        ls->id += ls->parts > 1;
     }
+    size_t first = ls->next ? ls->end[ls->next - 1] : 0;
+    m.sandboxes = ls->refs + first;
+    m.nsandboxes = ls->end[ls->next] - first;
+    if (ls->parts > 1) {
+        m.listing = ls->id;
+        m.listing_part = ls->next;
+        m.listing_parts = ls->parts;
+    }
+    ls->next++;
     json_t *body = dg_wire_worker_beat_encode(&m);
-    free(m.sandboxes);
-    free(eps);
+    if (ls->next == ls->parts) /* the last (or only) part: nothing to keep */
+        listing_clear(ls);
     return body;
 }
 
@@ -128,6 +179,15 @@ void wk_cplink_exited(void *ud, const struct wk_sandbox *sb)
     dg_heartbeat_post(l->nodes[0].hb, DG_WIRE_PATH_SANDBOX_EXITED, dg_wire_sandbox_exit_encode(&m));
 }
 
+void wk_cplink_saturation(void *ud, bool saturated)
+{
+    struct wk_cplink *l = ud;
+    /* a flapping queue must not turn thousands of emulated nodes into a storm of beats: past
+     * 100 nodes the next periodic beat says it */
+    for (int64_t i = 0; l->nodes && l->conf.nodes <= 100 && i < l->conf.nodes; i++)
+        dg_heartbeat_kick(l->nodes[i].hb);
+}
+
 void wk_cplink_stop(struct wk_cplink *l)
 {
     for (int64_t i = l->nodes ? l->conf.nodes - 1 : -1; i >= 0; i--) { /* node 0's pools last */
@@ -138,8 +198,10 @@ void wk_cplink_stop(struct wk_cplink *l)
 
 void wk_cplink_free(struct wk_cplink *l)
 {
-    for (int64_t i = 0; l->nodes && i < l->conf.nodes; i++)
+    for (int64_t i = 0; l->nodes && i < l->conf.nodes; i++) {
         free(l->nodes[i].name);
+        listing_clear(&l->nodes[i].ls);
+    }
     free(l->nodes);
     l->nodes = NULL;
 }

@@ -42,6 +42,9 @@ int wk_cplink_start(struct wk_cplink *l, uv_loop_t *loop, const struct wk_cplink
 /* Registry event (registry.h): sb exited on its own; the CP replaces it at once. `ud` is the
  * link (nothing is sent before it started or after it stopped). */
 void wk_cplink_exited(void *ud, const struct wk_sandbox *sb);
+/* Registry event (registry.h): the worker became saturated or free again; every node beats
+ * now so that the CP places by it at once. */
+void wk_cplink_saturation(void *ud, bool saturated);
 /* Stop the heartbeats (shutdown); wk_cplink_free after the loop has stopped. */
 void wk_cplink_stop(struct wk_cplink *l);
 void wk_cplink_free(struct wk_cplink *l);

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "cplink.h"
 #include "instance.h"
+#include "prewarm.h"
 #include "registry.h"
 
 static const struct wk_runtime *const runtimes[] = {&wk_runtime_process, &wk_runtime_emulated,
@@ -221,6 +222,9 @@ int main(int argc, char **argv)
     rtc->oci.userns = g.cfg.sandbox_userns;
     rtc->oci.image_registries = &g.cfg.image_registries;
     rtc->oci.pull_timeout_ms = (uint64_t)g.cfg.image_pull_timeout_ms;
+    unsigned cores = uv_available_parallelism();
+    rtc->oci.max_deletes = g.cfg.max_deletes ? (unsigned)g.cfg.max_deletes : 2 * cores;
+    rtc->oci.init = g.cfg.sandbox_init;
     /* what a create may name: by default only what this build (or installation) ships; for
      * the process runtime fnBinary itself, not its directory (installed, that is /usr/bin,
      * and /usr/bin/sh would run) */
@@ -250,9 +254,16 @@ int main(int argc, char **argv)
         return 1;
     }
     g.metrics = dg_metrics_new();
-    struct wk_registry_events ev = {
-        .bind = wk_api_bind, .answer = wk_api_answer, .exited = wk_cplink_exited, .ud = &g.link};
+    struct wk_registry_events ev = {.bind = wk_api_bind,
+                                    .answer = wk_api_answer,
+                                    .exited = wk_cplink_exited,
+                                    .saturation = wk_cplink_saturation,
+                                    .ud = &g.link};
     wk_registry_init(&g.reg, g.name, g.rt, g.rt_state, &ev, g.metrics);
+    /* bounded creates (issue 16): emulated ones cost a timer each, real ones a machine's CPU */
+    wk_registry_set_max_creates(&g.reg, g.cfg.max_creates  ? (unsigned)g.cfg.max_creates
+                                        : g.rt->weightless ? 0
+                                                           : 4 * cores);
     /* a restarted worker must not reuse its predecessor's sandbox ids: late answers and the
      * CP's lists could mistake a new sandbox for an old one */
     g.reg.run = (unsigned)((dg_wall_ms() / 10) & 0xfffff);
@@ -264,6 +275,7 @@ int main(int argc, char **argv)
         dg_auth_server(g.server, &g.key);
     dg_daemon_mount_health_metrics(g.server, g.metrics);
     wk_api_mount(g.server, &g.reg);
+    wk_prewarm_mount(g.server, g.rt->prewarm ? g.rt->prewarm(g.rt_state) : NULL, g.metrics);
     if (g.rt->start)
         g.rt->start(g.rt_state, on_runtime_ready, NULL);
     else

@@ -34,6 +34,111 @@ static double sandboxes_now(void *ud)
     return (double)((struct wk_registry *)ud)->n;
 }
 
+static double queued_now(void *ud)
+{
+    return (double)((struct wk_registry *)ud)->nqueued;
+}
+
+/* ---- the create queue (maxConcurrentCreates) ---------------------------------------------- */
+
+/* A deep copy of `spec` (a queued create outlives the request that carried it). */
+static struct dg_wire_create *spec_copy(const struct dg_wire_create *spec)
+{
+    struct dg_wire_create *c = dg_xcalloc(1, sizeof(*c));
+    *c = *spec;
+    c->function = dg_xstrdup(spec->function);
+    c->image = spec->image ? dg_xstrdup(spec->image) : NULL;
+    c->env = (struct dg_strlist){0};
+    c->args = (struct dg_strlist){0};
+    for (size_t i = 0; i < spec->env.n; i++)
+        dg_strlist_push(&c->env, dg_xstrdup(spec->env.v[i]));
+    for (size_t i = 0; i < spec->args.n; i++)
+        dg_strlist_push(&c->args, dg_xstrdup(spec->args.v[i]));
+    return c;
+}
+
+static void spec_free(struct dg_wire_create *c)
+{
+    dg_wire_create_free(c);
+    free(c);
+}
+
+static void unqueue(struct wk_registry *reg, struct wk_sandbox *sb)
+{
+    if (sb->qprev)
+        sb->qprev->qnext = sb->qnext;
+    else
+        reg->q_head = sb->qnext;
+    if (sb->qnext)
+        sb->qnext->qprev = sb->qprev;
+    else
+        reg->q_tail = sb->qprev;
+    sb->qprev = sb->qnext = NULL;
+    reg->nqueued--;
+}
+
+bool wk_registry_saturated(const struct wk_registry *reg)
+{
+    /* not the clean-ups of deletes: a sandbox's slot is free once its process has gone */
+    return reg->max_creates && reg->nqueued >= reg->max_creates;
+}
+
+/* Tell the adapters when the worker becomes saturated or free again. */
+static void saturation_check(struct wk_registry *reg)
+{
+    bool now = wk_registry_saturated(reg);
+    if (now == reg->saturated)
+        return;
+    reg->saturated = now;
+    dg_log(DG_LOG_INFO, "worker",
+           now ? "saturated: %u creates wait, %u run (maxConcurrentCreates %u)"
+               : "no longer saturated: %u creates wait, %u run (maxConcurrentCreates %u)",
+           reg->nqueued, reg->creating, reg->max_creates);
+    if (reg->ev.saturation)
+        reg->ev.saturation(reg->ev.ud, now);
+}
+
+/* Hand sb to its runtime, holding a create slot. */
+static void start(struct wk_registry *reg, struct wk_sandbox *sb, const struct dg_wire_create *spec)
+{
+    sb->create_slot = true;
+    reg->creating++;
+    reg->rt->create(reg->rt_state, sb, spec); /* may finish, even free sb, before it returns */
+}
+
+/* Start what waits while slots are free (not re-entered: a create that finishes at once
+ * inside start() frees its slot for this same loop). */
+static void pump(struct wk_registry *reg)
+{
+    if (reg->pumping || reg->stopping)
+        return;
+    reg->pumping = true;
+    while (reg->q_head && (!reg->max_creates || reg->creating < reg->max_creates)) {
+        struct wk_sandbox *sb = reg->q_head;
+        unqueue(reg, sb);
+        struct dg_wire_create *spec = sb->queued;
+        sb->queued = NULL;
+        start(reg, sb, spec);
+        spec_free(spec);
+    }
+    reg->pumping = false;
+    saturation_check(reg);
+}
+
+static void slot_release(struct wk_sandbox *sb)
+{
+    if (!sb->create_slot)
+        return;
+    sb->create_slot = false;
+    sb->reg->creating--;
+    pump(sb->reg);
+}
+
+void wk_registry_set_max_creates(struct wk_registry *reg, unsigned max)
+{
+    reg->max_creates = max;
+}
+
 void wk_registry_init(struct wk_registry *reg, const char *name, const struct wk_runtime *rt,
                       void *rt_state, const struct wk_registry_events *ev,
                       struct dg_metrics *metrics)
@@ -58,6 +163,18 @@ void wk_registry_init(struct wk_registry *reg, const char *name, const struct wk
         NULL, dg_metrics_latency_buckets, dg_metrics_latency_nbuckets);
     dg_metrics_gauge_fn(metrics, "dg_worker_sandboxes", "Sandboxes on this worker.", sandboxes_now,
                         reg);
+    reg->stop_seconds = dg_metric_get1(
+        dg_metrics_histogram(metrics, "dg_worker_sandbox_stop_seconds",
+                             "Time from a delete to the sandbox's process gone.", NULL,
+                             dg_metrics_latency_buckets, dg_metrics_latency_nbuckets),
+        NULL);
+    reg->delete_seconds = dg_metric_get1(
+        dg_metrics_histogram(metrics, "dg_worker_sandbox_delete_seconds",
+                             "Time from a delete to nothing of the sandbox left on the host.", NULL,
+                             dg_metrics_latency_buckets, dg_metrics_latency_nbuckets),
+        NULL);
+    dg_metrics_gauge_fn(metrics, "dg_worker_create_queue",
+                        "Creates waiting for a slot (maxConcurrentCreates).", queued_now, reg);
 }
 
 void wk_registry_deinit(struct wk_registry *reg)
@@ -98,9 +215,30 @@ int wk_registry_create(struct wk_registry *reg, const struct dg_wire_create *spe
             0)
             s.env.v[s.env.n++] = spec->env.v[i];
     s.env.v[s.env.n++] = idenv;
-    reg->rt->create(reg->rt_state, sb, &s); /* may finish, even free sb, before it returns */
+    if (reg->max_creates && reg->creating >= reg->max_creates) {
+        /* every slot busy: it waits its turn here, not in the runtime in parallel */
+        sb->queued = spec_copy(&s);
+        sb->qprev = reg->q_tail;
+        if (reg->q_tail)
+            reg->q_tail->qnext = sb;
+        else
+            reg->q_head = sb;
+        reg->q_tail = sb;
+        reg->nqueued++;
+        saturation_check(reg);
+    } else {
+        start(reg, sb, &s);
+    }
     free(s.env.v);
     return 0;
+}
+
+void wk_registry_rename(struct wk_sandbox *sb, const char *id)
+{
+    struct wk_registry *reg = sb->reg;
+    dg_strmap_del(&reg->by_id, dg_str_c(sb->id));
+    snprintf(sb->id, sizeof(sb->id), "%s", id);
+    dg_strmap_put(&reg->by_id, dg_str_c(sb->id), sb);
 }
 
 /* Answer sb's create, once. */
@@ -121,6 +259,7 @@ void wk_sandbox_created(struct wk_sandbox *sb, const struct dg_err *err)
         dg_counter_add(reg->create_failures, 1);
         dg_log(DG_LOG_WARN, "worker", "create %s (%s) failed: %s", sb->id, sb->function, err->msg);
         answer(sb, err);
+        slot_release(sb);
         return;
     }
     sb->state = WK_SB_READY;
@@ -129,6 +268,7 @@ void wk_sandbox_created(struct wk_sandbox *sb, const struct dg_err *err)
     dg_log(DG_LOG_DEBUG, "worker", "sandbox %s (%s) ready at %s:%d in %llu us", sb->id,
            sb->function, sb->host, sb->port, (unsigned long long)sb->lat.total_us);
     answer(sb, NULL);
+    slot_release(sb);
 }
 
 void wk_exit_reason(int64_t status, char *buf, size_t len)
@@ -155,9 +295,23 @@ void wk_sandbox_exited(struct wk_sandbox *sb, int64_t status, const char *reason
         reg->ev.exited(reg->ev.ud, sb);
 }
 
+void wk_sandbox_stopped(struct wk_sandbox *sb)
+{
+    if (sb->stopped || !sb->t_delete_us)
+        return;
+    sb->stopped = true;
+    dg_histogram_observe(sb->reg->stop_seconds, (double)(dg_now_us() - sb->t_delete_us) / 1e6);
+}
+
 void wk_sandbox_gone(struct wk_sandbox *sb)
 {
     struct wk_registry *reg = sb->reg;
+    if (sb->t_delete_us)
+        dg_histogram_observe(reg->delete_seconds, (double)(dg_now_us() - sb->t_delete_us) / 1e6);
+    if (sb->create_slot) { /* deleted while its runtime was creating it */
+        sb->create_slot = false;
+        reg->creating--;
+    }
     dg_strmap_del(&reg->by_id, dg_str_c(sb->id));
     if (sb->prev)
         sb->prev->next = sb->next;
@@ -168,13 +322,24 @@ void wk_sandbox_gone(struct wk_sandbox *sb)
     reg->n--;
     free(sb->function);
     free(sb);
+    pump(reg);
 }
 
 /* Mark sb as going and have its runtime stop it (in the background). */
 static void destroy(struct wk_sandbox *sb)
 {
+    struct wk_registry *reg = sb->reg;
     sb->state = WK_SB_DELETING;
-    sb->reg->rt->destroy(sb->reg->rt_state, sb);
+    sb->t_delete_us = dg_now_us();
+    if (sb->queued) { /* its runtime never saw it: nothing to stop */
+        unqueue(reg, sb);
+        spec_free(sb->queued);
+        sb->queued = NULL;
+        wk_sandbox_gone(sb);
+        saturation_check(reg);
+        return;
+    }
+    reg->rt->destroy(reg->rt_state, sb);
 }
 
 int wk_registry_delete(struct wk_registry *reg, struct dg_str id)
@@ -200,6 +365,7 @@ void wk_registry_abandon(struct wk_sandbox *sb)
 
 void wk_registry_stop(struct wk_registry *reg)
 {
+    reg->stopping = true; /* what waits is dropped, not started */
     /* sandboxes belong to this worker's lifetime */
     for (struct wk_sandbox *sb = reg->sandboxes, *next; sb; sb = next) {
         next = sb->next;

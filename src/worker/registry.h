@@ -22,6 +22,8 @@ struct wk_registry_events {
     void (*answer)(void *ud, struct wk_sandbox *sb, struct wk_reply to, const struct dg_err *err);
     /* sb exited on its own (sb->exit_status, sb->exit_reason): tell the control plane. */
     void (*exited)(void *ud, const struct wk_sandbox *sb);
+    /* wk_registry_saturated changed: tell the control plane now, not at the next beat. */
+    void (*saturation)(void *ud, bool saturated);
     void *ud;
 };
 
@@ -33,11 +35,17 @@ struct wk_registry {
     unsigned n;
     uint64_t next_id;
     unsigned run; /* this run's mark in sandbox ids (from its start time) */
+    /* maxConcurrentCreates (0: no bound): creates past it wait in a FIFO, not in the runtime
+     * in parallel; the worker is saturated while as many wait as run */
+    unsigned max_creates, creating, nqueued;
+    struct wk_sandbox *q_head, *q_tail;
+    bool pumping, saturated, stopping;
     char name[64];
     bool hurrying; /* wk_registry_hurry was called */
     struct wk_registry_events ev;
     struct dg_metric *creates, *create_failures, *unexpected_exits;
     struct dg_metric_family *create_seconds;
+    struct dg_metric *stop_seconds, *delete_seconds; /* delete -> process gone, -> all gone */
 };
 
 /* Set up `reg` for worker `name` (copied) on runtime `rt` (its state made already), with its
@@ -45,6 +53,11 @@ struct wk_registry {
 void wk_registry_init(struct wk_registry *reg, const char *name, const struct wk_runtime *rt,
                       void *rt_state, const struct wk_registry_events *ev,
                       struct dg_metrics *metrics);
+/* Bound the creates running at once (0: none); the rest wait in order. */
+void wk_registry_set_max_creates(struct wk_registry *reg, unsigned max);
+/* Saturated: as many creates wait as may run: more creates here only wait; the control plane
+ * should place elsewhere (heartbeat "saturated"). */
+bool wk_registry_saturated(const struct wk_registry *reg);
 /* Free what is left after the loop has stopped (every sandbox is gone by then). */
 void wk_registry_deinit(struct wk_registry *reg);
 
@@ -57,6 +70,10 @@ int wk_registry_create(struct wk_registry *reg, const struct dg_wire_create *spe
 /* Delete sandbox `id`: 0 (its runtime stops it in the background; a create still under way
  * is answered as failed), or -1 when there is no such sandbox or it is going already. */
 int wk_registry_delete(struct wk_registry *reg, struct dg_str id);
+/* A runtime that gives `sb` an existing container (a pre-created one, prewarm.c) gives it that
+ * container's name too, during its create: `sb` is `id` (copied) from now on, in the
+ * registry's index, the create's answer and the control plane. */
+void wk_registry_rename(struct wk_sandbox *sb, const char *id);
 /* The caller of sb's create went away: nobody would delete it, so it goes now. */
 void wk_registry_abandon(struct wk_sandbox *sb);
 /* Shutdown: every sandbox is stopped, then the runtime releases what it shares. */
@@ -74,6 +91,9 @@ void wk_sandbox_created(struct wk_sandbox *sb, const struct dg_err *err);
  * get` and the caller's 502 show after "sandbox ID ": e.g. "OOM-killed: memory limit 64 MiB",
  * "exited with status 1", "killed by signal 9 (Killed)". */
 void wk_sandbox_exited(struct wk_sandbox *sb, int64_t status, const char *reason);
+/* Being deleted, sb's process is gone (what it held of the machine is free; its runtime may
+ * still be cleaning up): the delete's time to here is observed. Optional for a runtime. */
+void wk_sandbox_stopped(struct wk_sandbox *sb);
 /* The free: nothing of sb is left on the host; sb is freed. */
 void wk_sandbox_gone(struct wk_sandbox *sb);
 /* `status` (exit status or -signal) as such a reason, into buf. */

@@ -24,6 +24,7 @@
 #include "dirigent/wire.h" /* struct dg_wire_create: what a sandbox runs (its spec) */
 
 struct wk_instance;
+struct wk_prewarm;
 struct dg_batch_reply;
 
 /* Time spent per step of a create, microseconds (the CP's cold-start trace). */
@@ -55,6 +56,13 @@ struct wk_sandbox {
     struct wk_latency lat;
     uint64_t t0_us;
     struct wk_reply reply; /* who waits for the create's answer (the API's) */
+    /* the create queue (registry.c, maxConcurrentCreates): a sandbox waits there, its spec
+     * copied, until a create slot frees; the runtime never saw it */
+    struct wk_sandbox *qprev, *qnext;
+    struct dg_wire_create *queued; /* non-NULL while it waits */
+    bool create_slot;              /* it holds one of the slots (until created or gone) */
+    uint64_t t_delete_us;          /* when its delete began (0: none yet) */
+    bool stopped;                  /* wk_sandbox_stopped was called */
     /* the runtime's per-sandbox state: wk_runtime.sb_size bytes */
     _Alignas(max_align_t) unsigned char ext[];
 };
@@ -92,6 +100,8 @@ struct wk_runtime_conf {
         const struct dg_strlist *image_roots;      /* imageRoots, never empty */
         const struct dg_strlist *image_registries; /* imageRegistries */
         uint64_t pull_timeout_ms;                  /* imagePullTimeout */
+        unsigned max_deletes; /* maxConcurrentDeletes, resolved: clean-ups at once */
+        const char *init;     /* sandboxInit: the init binary on the host ("": none) */
     } oci;
 };
 
@@ -128,6 +138,8 @@ struct wk_runtime {
     /* Optional: the IPv4 CIDR its sandboxes' endpoints lie in, told to the CP (which adopts no
      * endpoint outside it); NULL: on the worker's own host address. */
     const char *(*sandbox_subnet)(void *state);
+    /* Optional: its pool of pre-created sandboxes (prewarm.h), made in init. */
+    struct wk_prewarm *(*prewarm)(void *state);
 };
 
 extern const struct wk_runtime wk_runtime_process;

@@ -26,6 +26,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,7 @@
 #include "images.h"
 #include "instance.h"
 #include "netpool.h"
+#include "prewarm.h"
 #include "probe.h"
 #include "registry.h"
 
@@ -62,6 +64,7 @@ enum oci_stage {
     ST_START,   /* crun run running */
     ST_RUNNING, /* the container runs (probing or ready) */
     ST_TEARDOWN,
+    ST_POOLED, /* pre-created (prewarm.c): `crun create` done, waiting for a create to start it */
 };
 
 struct oci_rt {
@@ -73,6 +76,7 @@ struct oci_rt {
     char subnet[32];  /* sandboxSubnet, or the instance's default */
     char *runtime;    /* crun, runc, runsc */
     bool runsc;       /* gVisor: run_argv's wrapper and flags */
+    const char *init; /* sandboxInit, checked at start (NULL: none) */
     json_t *tmpl;     /* config.json without the per-sandbox parts */
     bool userns;      /* sandboxes in a user namespace, uid 0 = host uid id_base */
     uint32_t id_base;
@@ -81,7 +85,12 @@ struct oci_rt {
     const struct wk_runtime_conf *conf;
     struct oci_sb *sandboxes; /* every sandbox of it, until its teardown ends */
     unsigned n;
+    struct wk_prewarm *pool; /* pre-created sandboxes (prewarm.c); in `sandboxes` too */
     bool closing;
+    /* clean-ups (`crun delete`, unmounts) after the process has gone: at most
+     * maxConcurrentDeletes at once, the rest wait in order */
+    unsigned cleaning, ncq;
+    struct oci_sb *cq_head, *cq_tail;
 };
 
 /* A sandbox's part of it (at sb->ext). */
@@ -97,6 +106,7 @@ struct oci_sb {
     bool ns_lost; /* not given back: runsc_net_restore failed */
     /* the spec, kept across the asynchronous steps */
     struct dg_strlist env, args;
+    bool init; /* under the minimal init (sandboxInit, unless the function says init: false) */
     int64_t cpu_milli, memory_mib;
     int port;
     char *dir, *config;
@@ -112,6 +122,12 @@ struct oci_sb {
     bool poll_open, poll_active, grace_open;
     unsigned handles;
     uint64_t t_step;
+    /* the delete's timeline (µs, dg_now_us): SIGTERM, SIGKILL, the process seen gone, the
+     * clean-up queued; said in the log (where a delete's time goes under load) */
+    uint64_t t_term, t_kill, t_gone;
+    struct oci_sb *cq_next; /* the clean-up queue */
+    bool cleanup_slot;      /* it holds one of the clean-up slots */
+    bool pooled; /* a pool's (prewarm.c): made up to `crun create`, reported to the pool */
 };
 
 #define SB(o) WK_SB_OF(o)
@@ -208,6 +224,16 @@ static char *sandbox_config(struct oci_sb *o)
     json_t *proc = json_object_get(c, "process");
     /* args: the function's program_args replace the image's Cmd, as `docker run IMAGE ARGS` */
     json_t *args = json_array();
+    if (o->init) { /* the init as PID 1, the entrypoint its child (its process group gets the
+                      signals: -g) */
+        json_array_append_new(args, json_string("/dev/init"));
+        json_array_append_new(args, json_string("-g"));
+        json_array_append_new(args, json_string("--"));
+        json_array_append_new(json_object_get(c, "mounts"),
+                              json_pack("{ss ss ss s[ssss]}", "destination", "/dev/init", "type",
+                                        "bind", "source", o->rt->init, "options", "bind", "ro",
+                                        "nosuid", "nodev"));
+    }
     for (size_t i = 0; i < img->entrypoint.n; i++)
         json_array_append_new(args, json_string(img->entrypoint.v[i]));
     const struct dg_strlist *cmd = o->args.n ? &o->args : &img->cmd;
@@ -386,7 +412,10 @@ static void sb_free(struct oci_sb *o)
     if (o->next)
         o->next->prev = o->prev;
     rt->n--;
-    wk_sandbox_gone(SB(o));
+    if (o->pooled)
+        wk_prewarm_gone(SB(o));
+    else
+        wk_sandbox_gone(SB(o));
     if (rt->closing && rt->n == 0 && rt->net) /* shutdown waited for the last one */
         wk_netpool_close(rt->net, true, net_closed, rt);
 }
@@ -402,8 +431,34 @@ static void sb_handle_closed(uv_handle_t *h)
         sb_free(o);
 }
 
+static void cleanup_start(struct oci_sb *o);
+
+/* A clean-up slot frees: the next waiting starts. */
+static void cleanup_done(struct oci_sb *o)
+{
+    struct oci_rt *rt = o->rt;
+    if (!o->cleanup_slot)
+        return;
+    o->cleanup_slot = false;
+    rt->cleaning--;
+    if (o->t_gone)
+        dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: cleaned up %llu ms after its process went",
+               SB(o)->id, (unsigned long long)((dg_now_us() - o->t_gone) / 1000));
+    unsigned max = rt->conf->oci.max_deletes;
+    while (rt->cq_head && (!max || rt->cleaning < max)) {
+        struct oci_sb *next = rt->cq_head;
+        rt->cq_head = next->cq_next;
+        if (!rt->cq_head)
+            rt->cq_tail = NULL;
+        next->cq_next = NULL;
+        rt->ncq--;
+        cleanup_start(next);
+    }
+}
+
 static void finish(struct oci_sb *o)
 {
+    cleanup_done(o);
     if (o->ns) {
         if (!o->ns_lost)
             wk_netpool_release(o->rt->net, o->ns);
@@ -438,16 +493,11 @@ static void runtime_deleted(void *ud, int64_t status, int sig, const char *out)
     uv_queue_work(o->rt->conf->loop, &o->work, unmount_work, unmounted);
 }
 
-/* The container's process is gone: remove the runtime's state, then the rootfs. */
-static void after_exit(struct oci_sb *o)
+/* Remove the runtime's state, then the rootfs (holding a clean-up slot). */
+static void cleanup_start(struct oci_sb *o)
 {
-    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: process gone", SB(o)->id);
-    if (o->poll_active) {
-        uv_poll_stop(&o->poll);
-        o->poll_active = false;
-    }
-    if (o->grace_open)
-        uv_timer_stop(&o->grace);
+    o->cleanup_slot = true;
+    o->rt->cleaning++;
     if (!o->started) {
         o->work.data = o;
         uv_queue_work(o->rt->conf->loop, &o->work, unmount_work, unmounted);
@@ -460,19 +510,103 @@ static void after_exit(struct oci_sb *o)
         runtime_deleted(o, 1, 0, err.msg);
 }
 
+/* The container's process is gone: what it held of the machine is free now (its namespace goes
+ * back to the pool; the registry hears it), then its clean-up runs, or waits for a slot. */
+static void after_exit(struct oci_sb *o)
+{
+    struct oci_rt *rt = o->rt;
+    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: process gone", SB(o)->id);
+    if (o->poll_active) {
+        uv_poll_stop(&o->poll);
+        o->poll_active = false;
+    }
+    if (o->grace_open)
+        uv_timer_stop(&o->grace);
+    o->t_gone = dg_now_us();
+    /* runsc's network state is restored at the unmount (it needs the namespace then) */
+    if (o->ns && !rt->runsc) {
+        if (!o->ns_lost)
+            wk_netpool_release(rt->net, o->ns);
+        o->ns = NULL;
+    }
+    wk_sandbox_stopped(SB(o));
+    unsigned max = rt->conf->oci.max_deletes;
+    if (!max || rt->cleaning < max || rt->closing) {
+        cleanup_start(o);
+        return;
+    }
+    if (rt->cq_tail)
+        rt->cq_tail->cq_next = o;
+    else
+        rt->cq_head = o;
+    rt->cq_tail = o;
+    rt->ncq++;
+}
+
+/* ms from `t0` (µs) to now, 0 if unset. */
+static long long ms_since(uint64_t t0)
+{
+    return t0 ? (long long)((dg_now_us() - t0) / 1000) : 0;
+}
+
+/* How late the loop is handling what it saw at this turn's start: the work ahead in the turn,
+ * ms (the worker noticing an exit late). */
+static long long loop_late_ms(uv_loop_t *loop)
+{
+    long long late = (long long)(dg_now_us() / 1000) - (long long)uv_now(loop);
+    return late > 0 ? late : 0;
+}
+
+/* The delete's outcome in the log: how long the process took to go, and how late the worker
+ * saw it (a busy loop), so that a slow delete blames what was slow. Slow ones at info. */
+static void say_exit(struct oci_sb *o, int64_t code)
+{
+    long long term = ms_since(o->t_term), late = loop_late_ms(o->rt->conf->loop);
+    char status[64];
+    wk_exit_reason(code, status, sizeof(status));
+    if (o->t_kill)
+        dg_log(DG_LOG_INFO, "oci",
+               "sandbox %s (%s) gone %lld ms after SIGKILL (%lld ms after SIGTERM; %s; noticed "
+               "%lld ms late)",
+               SB(o)->id, SB(o)->function, ms_since(o->t_kill), term, status, late);
+    else
+        dg_log(term >= 100 || late >= 50 ? DG_LOG_INFO : DG_LOG_DEBUG, "oci",
+               "sandbox %s (%s) exited %lld ms after SIGTERM (%s; noticed %lld ms late)", SB(o)->id,
+               SB(o)->function, term, status, late);
+}
+
 static int pidfd_signal(struct oci_sb *o, int sig)
 {
     return (int)syscall(SYS_pidfd_send_signal, o->pidfd, sig, NULL, 0);
 }
 
+static void on_pidfd(uv_poll_t *p, int status, int events);
+
 static void on_grace(uv_timer_t *t)
 {
     struct oci_sb *o = t->data;
-    if (o->pid > 0) {
-        dg_log(DG_LOG_WARN, "oci", "sandbox %s (%s) ignored SIGTERM: SIGKILL", SB(o)->id,
-               SB(o)->function);
-        pidfd_signal(o, SIGKILL);
+    if (o->pid <= 0)
+        return;
+    long long grace = (long long)o->rt->conf->oci.kill_grace_ms, term = ms_since(o->t_term);
+    /* gone already, and the loop had not got to its pidfd yet: a late notice, not a process
+     * that ignored SIGTERM */
+    struct pollfd pfd = {.fd = o->pidfd, .events = POLLIN};
+    if (poll(&pfd, 1, 0) == 1) {
+        dg_log(DG_LOG_INFO, "oci",
+               "sandbox %s (%s) exited within its grace after SIGTERM; the worker noticed only "
+               "at the grace's end (%lld ms after SIGTERM, killGrace %lld ms): no SIGKILL",
+               SB(o)->id, SB(o)->function, term, grace);
+        on_pidfd(&o->poll, 0, UV_READABLE);
+        return;
     }
+    dg_log(DG_LOG_WARN, "oci",
+           "sandbox %s (%s) ignored SIGTERM: still running %lld ms after it (killGrace %lld "
+           "ms; %s): SIGKILL",
+           SB(o)->id, SB(o)->function, term, grace,
+           o->init ? "under the init: its entrypoint ignored it"
+                   : "no init: as PID 1 a signal without a handler does nothing");
+    o->t_kill = dg_now_us();
+    pidfd_signal(o, SIGKILL);
 }
 
 static void teardown(struct oci_sb *o)
@@ -482,7 +616,14 @@ static void teardown(struct oci_sb *o)
     o->stage = ST_TEARDOWN;
     wk_probe_cancel(o->probe);
     o->probe = NULL;
+    if (o->pid > 0 && !o->poll_open) { /* created, never started (pooled): nothing to signal,
+                                          `delete --force` kills it, the reaper reaps it */
+        close(o->pidfd);
+        o->pidfd = -1;
+        o->pid = 0;
+    }
     if (o->pid > 0) { /* on_pidfd continues once it has exited */
+        o->t_term = dg_now_us();
         pidfd_signal(o, SIGTERM);
         if (!o->grace_open) {
             uv_timer_init(o->rt->conf->loop, &o->grace);
@@ -501,6 +642,10 @@ static void sandbox_failed(struct oci_sb *o, const struct dg_err *err)
     if (o->failed || o->destroy)
         return;
     o->failed = true;
+    if (o->pooled) { /* the pool's: it marks it going */
+        wk_prewarm_made(SB(o), 0, err);
+        return;
+    }
     SB(o)->state = WK_SB_DELETING;
     wk_sandbox_created(SB(o), err);
 }
@@ -524,6 +669,8 @@ static void on_pidfd(uv_poll_t *p, int status, int events)
     /* the pidfd stays open until the poll handle is closed (sb_handle_closed): closed now, its
      * number could go to another handle, and libuv, closing this one, would unregister that */
     if (o->stage == ST_TEARDOWN) {
+        if (o->t_term)
+            say_exit(o, code);
         after_exit(o);
         return;
     }
@@ -666,6 +813,8 @@ static void exit_reason(const struct oci_sb *o, int64_t code, char *buf, size_t 
     snprintf(buf + n, len - n, " after an OOM kill in it (memory limit %lld MiB)", mib);
 }
 
+static void pooled_made(struct oci_sb *o);
+
 static void runtime_started(void *ud, int64_t status, int sig, const char *out)
 {
     struct oci_sb *o = ud;
@@ -698,6 +847,10 @@ static void runtime_started(void *ud, int64_t status, int sig, const char *out)
         return;
     }
     o->memcg = memcg_of(o->pid, &o->memcg_v2);
+    if (o->pooled) {
+        pooled_made(o);
+        return;
+    }
     uv_poll_init(o->rt->conf->loop, &o->poll, o->pidfd);
     o->poll.data = o;
     o->poll_open = o->poll_active = true;
@@ -724,7 +877,7 @@ static void runtime_started(void *ud, int64_t status, int sig, const char *out)
  * (--network=sandbox, fed from the pooled namespace's veth) on the ptrace platform (no KVM
  * here; this runsc has no systrap), under the wrapper above. */
 static void run_argv(struct oci_rt *rt, char **argv, char *log, char *pidfile, char *bundle,
-                     char *id)
+                     char *id, bool create_only)
 {
     int n = 0;
     if (rt->runsc) {
@@ -745,8 +898,12 @@ static void run_argv(struct oci_rt *rt, char **argv, char *log, char *pidfile, c
         argv[n++] = "--network=sandbox";
         argv[n++] = "--platform=ptrace";
     }
-    argv[n++] = "run";
-    argv[n++] = "--detach";
+    if (create_only) { /* pooled: `start` comes with a create (prewarm.c) */
+        argv[n++] = "create";
+    } else {
+        argv[n++] = "run";
+        argv[n++] = "--detach";
+    }
     argv[n++] = "--pid-file";
     argv[n++] = pidfile;
     argv[n++] = "--bundle";
@@ -777,7 +934,7 @@ static void prep_done(uv_work_t *w, int status)
     snprintf(pidfile, sizeof(pidfile), "%s/pid", o->dir);
     snprintf(log, sizeof(log), "%s/runtime.log", o->dir);
     char *argv[24];
-    run_argv(o->rt, argv, log, pidfile, o->dir, sb->id);
+    run_argv(o->rt, argv, log, pidfile, o->dir, sb->id, o->pooled);
     struct dg_err err;
     if (wk_exec(o->rt->conf->loop, argv, WK_EXEC_NONE, runtime_started, o, &err) < 0) {
         o->started = false;
@@ -828,20 +985,181 @@ static void on_image(void *ud, struct wk_image *img, const struct dg_err *err)
     o->ns_wait = wk_netpool_acquire(o->rt->net, on_netns, o);
 }
 
-static void oci_create(void *state, struct wk_sandbox *sb, const struct dg_wire_create *spec)
+static void link_sb(struct oci_rt *rt, struct oci_sb *o)
 {
-    struct oci_rt *rt = state;
-    const struct wk_runtime_conf *conf = rt->conf;
-    struct oci_sb *o = WK_SB_EXT(sb);
     o->rt = rt;
-    o->pidfd = -1;
+    o->prev = NULL;
     o->next = rt->sandboxes;
     if (rt->sandboxes)
         rt->sandboxes->prev = o;
     rt->sandboxes = o;
     rt->n++;
+}
+
+/* ---- pre-created sandboxes (prewarm.c) -------------------------------------------------- */
+
+/* A pooled one is through `crun create`: what it holds now is counted (its cgroup's memory),
+ * and it waits in the pool. */
+static void pooled_made(struct oci_sb *o)
+{
+    struct wk_sandbox *sb = SB(o);
+    o->stage = ST_POOLED;
+    if (o->destroy) { /* dropped while being made */
+        teardown(o);
+        return;
+    }
+    int64_t held = -1;
+    if (o->memcg)
+        held = cg_value(o->memcg, o->memcg_v2 ? "memory.current" : "memory.usage_in_bytes");
+    dg_log(DG_LOG_DEBUG, "oci", "pooled %s of %s: created (pid %d) in %.1f ms", sb->id,
+           sb->function, (int)o->pid, (double)(dg_now_us() - sb->t0_us) / 1000.0);
+    wk_prewarm_made(sb, held, NULL);
+}
+
+static void pooled_started(void *ud, int64_t status, int sig, const char *out)
+{
+    struct oci_sb *o = ud;
+    struct wk_sandbox *sb = SB(o);
+    sb->lat.start_us = dg_now_us() - o->t_step;
+    o->t_step = dg_now_us();
+    if (status != 0 || sig) {
+        struct dg_err e;
+        dg_err_set(&e, DG_E_INVAL, "%s start of the pre-created container %s failed (%s %lld): %s",
+                   o->rt->runtime, sb->id, sig ? "signal" : "status",
+                   (long long)(sig ? sig : status), out && *out ? out : "no message");
+        sandbox_failed(o, &e);
+        teardown(o); /* never watched: teardown deletes it without a signal */
+        return;
+    }
+    uv_poll_init(o->rt->conf->loop, &o->poll, o->pidfd);
+    o->poll.data = o;
+    o->poll_open = o->poll_active = true;
+    uv_poll_start(&o->poll, UV_READABLE, on_pidfd);
+    o->stage = ST_RUNNING;
+    if (o->failed || o->destroy) {
+        teardown(o);
+        return;
+    }
+    o->probe = wk_probe_start(o->rt->conf->loop, sb->host, sb->port,
+                              o->rt->conf->readiness_timeout_ms, on_ready, o);
+}
+
+/* Start crun's created container `id` as `crun start` does (its libcrun_status_write_exec_fifo):
+ * the container's init waits for a byte on <state root>/<id>/exec.fifo, which the runtime's
+ * state then no longer has (`crun state` says running). A write to a FIFO in the run directory,
+ * tens of microseconds, instead of a crun process (~5 ms of fork, exec and state reading).
+ * Non-blocking: no reader (the container died while pooled) is an error, never a wait. */
+static int fifo_start(const struct oci_rt *rt, const char *id, struct dg_err *err)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s/exec.fifo", rt->state_root, id);
+    int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd == -1)
+        return dg_err_set(err, DG_E_INVAL, "open %s: %m", path);
+    unlink(path);
+    char b = 0;
+    ssize_t w;
+    while ((w = write(fd, &b, 1)) == -1 && errno == EINTR)
+        ;
+    int e = errno;
+    close(fd);
+    if (w != 1)
+        return dg_err_set(err, DG_E_INVAL, "write %s: %s", path, strerror(e));
+    return 0;
+}
+
+/* A create that found a pooled sandbox of its exact spec: `sb` takes over its container (its
+ * namespace, rootfs, cgroup and the process waiting to exec) and only starts it. The pooled
+ * one's state moves over whole: it has no handle open and no step under way. */
+static void adopt(struct oci_rt *rt, struct wk_sandbox *sb, struct wk_sandbox *psb)
+{
+    struct oci_sb *o = WK_SB_EXT(sb), *q = WK_SB_EXT(psb);
+    if (q->prev) /* q leaves the runtime's list, o takes its place */
+        q->prev->next = q->next;
+    else
+        rt->sandboxes = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+    rt->n--;
+    link_sb(rt, o);
+    o->pidfd = -1;
+    o->img = q->img;
+    o->ns = q->ns;
+    o->env = q->env;
+    o->args = q->args;
+    o->cpu_milli = q->cpu_milli;
+    o->memory_mib = q->memory_mib;
+    o->port = q->port;
+    o->dir = q->dir;
+    o->config = q->config;
+    o->pid = q->pid;
+    o->pidfd = q->pidfd;
+    o->memcg = q->memcg;
+    o->memcg_v2 = q->memcg_v2;
+    o->started = true;
+    /* one name everywhere: the container's (its hostname, cgroup and DIRIGENT_SANDBOX_ID
+     * were made with it) becomes the sandbox's id for the CP and the DPs */
+    char was[sizeof(sb->id)];
+    snprintf(was, sizeof(was), "%s", sb->id);
+    wk_registry_rename(sb, psb->id);
+    memset(q, 0, sizeof(*q));
+    wk_prewarm_release(psb);
+    snprintf(sb->host, sizeof(sb->host), "%s", o->ns->ip);
+    sb->port = o->port;
+    o->stage = ST_START;
+    o->t_step = dg_now_us();
+    dg_log(DG_LOG_INFO, "oci", "sandbox %s (%s): pre-created, starting (create %s)", sb->id,
+           sb->function, was);
+    struct dg_err err = {0};
+    if (strcmp(rt->runtime, "crun") == 0) { /* no process to spawn: what `crun start` does */
+        int rc = fifo_start(rt, sb->id, &err);
+        pooled_started(o, rc < 0 ? 1 : 0, 0, err.msg);
+        return;
+    }
+    char *argv[] = {rt->runtime, "--root", rt->state_root, "start", sb->id, NULL};
+    if (wk_exec(rt->conf->loop, argv, WK_EXEC_STDERR, pooled_started, o, &err) < 0)
+        pooled_started(o, 1, 0, err.msg);
+}
+
+static void create_steps(struct oci_rt *rt, struct wk_sandbox *sb,
+                         const struct dg_wire_create *spec);
+
+static void oci_create(void *state, struct wk_sandbox *sb, const struct dg_wire_create *spec)
+{
+    struct oci_rt *rt = state;
+    struct wk_sandbox *psb = wk_prewarm_take(rt->pool, spec);
+    if (psb)
+        adopt(rt, sb, psb);
+    else
+        create_steps(rt, sb, spec);
+}
+
+/* prewarm.c's make: the create's steps, up to `crun create`. */
+static void pool_make(void *state, struct wk_sandbox *psb, const struct dg_wire_create *spec)
+{
+    struct oci_sb *o = WK_SB_EXT(psb);
+    o->pooled = true;
+    /* its id, as the registry gives every sandbox its own (registry.c): a create that takes it
+     * takes this name (wk_registry_rename) */
+    dg_strlist_push(&o->env, dg_xasprintf("%s=%s", DG_WIRE_ENV_SANDBOX_ID, psb->id));
+    create_steps(state, psb, spec);
+}
+
+static void oci_destroy(void *state, struct wk_sandbox *sb);
+
+static const struct wk_prewarm_ops pool_ops = {.make = pool_make, .drop = oci_destroy};
+
+static void create_steps(struct oci_rt *rt, struct wk_sandbox *sb,
+                         const struct dg_wire_create *spec)
+{
+    const struct wk_runtime_conf *conf = rt->conf;
+    struct oci_sb *o = WK_SB_EXT(sb);
+    o->rt = rt;
+    o->pidfd = -1;
+    link_sb(rt, o);
     o->t_step = sb->t0_us;
     o->port = (int)spec->port;
+    o->init = rt->init && !spec->no_init;
     o->dir = dg_xasprintf("%s/%s", rt->sb_dir, sb->id);
     for (size_t i = 0; i < spec->env.n; i++)
         dg_strlist_push(&o->env, dg_xstrdup(spec->env.v[i]));
@@ -877,6 +1195,9 @@ static void oci_destroy(void *state, struct wk_sandbox *sb)
     case ST_START:
         break; /* the step's end sees `destroy` */
     case ST_RUNNING:
+        teardown(o);
+        break;
+    case ST_POOLED:
         teardown(o);
         break;
     case ST_TEARDOWN:
@@ -1265,6 +1586,20 @@ static int oci_init(const struct wk_runtime_conf *c, void **state, struct dg_err
     if (!rt->net)
         goto out;
     rt->tmpl = config_template(rt);
+    /* the minimal init: a static binary (it runs in any image), else none, said once */
+    if (c->oci.init && c->oci.init[0]) {
+        if (access(c->oci.init, X_OK) == 0 && !rt->runsc)
+            rt->init = c->oci.init;
+        else
+            dg_log(DG_LOG_WARN, "oci",
+                   "sandboxInit %s: %s: entrypoints run as their sandbox's PID 1 (one that "
+                   "ignores SIGTERM there waits killGrace on every delete)",
+                   c->oci.init,
+                   rt->runsc ? "not with runsc (its own init)"
+                             : "not executable (apt-get install tini, or set sandboxInit)");
+    }
+    if (!rt->runsc) /* runsc's network restore and wrapper are not made for create/start */
+        rt->pool = wk_prewarm_new(c->loop, in->label, sizeof(struct oci_sb), &pool_ops, rt);
     uv_timer_init(c->loop, &rt->reaper);
     rt->reaper.data = rt;
     uv_timer_start(&rt->reaper, on_reaper, 1000, 1000);
@@ -1337,6 +1672,7 @@ static void oci_deinit(void *state)
     if (!rt)
         return;
     rt->closing = true;
+    wk_prewarm_stop(rt->pool); /* its sandboxes go like the others: counted in rt->n */
     uv_timer_stop(&rt->reaper);
     uv_close((uv_handle_t *)&rt->reaper, NULL);
     wk_images_close(rt->images);
@@ -1366,6 +1702,7 @@ static void oci_free(void *state)
             usleep(10000);
     }
     wk_images_free(rt->images);
+    wk_prewarm_free(rt->pool);
     json_decref(rt->tmpl);
     free(rt->runtime);
     free(rt->state_root);
@@ -1387,7 +1724,13 @@ static int oci_validate(void *state, const struct dg_wire_create *spec, struct d
     return wk_images_check(rt->images, spec->image ? spec->image : "", err);
 }
 
+static struct wk_prewarm *oci_prewarm(void *state)
+{
+    return ((struct oci_rt *)state)->pool;
+}
+
 const struct wk_runtime wk_runtime_oci = {
+    .prewarm = oci_prewarm,
     .sandbox_subnet = oci_sandbox_subnet,
     .name = "oci",
     .sb_size = sizeof(struct oci_sb),

@@ -98,7 +98,7 @@ static void check_always(struct sim *s)
 
 static bool quiet_now(struct sim *s)
 {
-    if (s->rpcs_out || !s->cp || s->cp->push_soon || s->cp->capacity_soon)
+    if (s->rpcs_out || !s->cp || s->cp->push_soon || s->cp->capacity_soon || s->cp->scale_down_soon)
         return false;
     for (struct cp_dp *d = s->cp->dps; d; d = d->next)
         if (d->need_sync)

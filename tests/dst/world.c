@@ -459,6 +459,9 @@ static void cp_start(struct sim *s)
     struct cp_core_config cfg = {.placement = (enum cp_place_policy)(s->seed % 4),
                                  .chbl_eps = 0.25,
                                  .seed = s->seed ^ s->cp_gen};
+    if (s->seed % 2 ==
+        1) /* scale-downs queued behind a small budget (the daemon's default has one) */
+        cfg.scale_down_budget = 1 + (unsigned)(s->seed / 2 % 3);
     if (s->seed % 3 == 0) /* quotas small enough to bind (dst.c checks them after every step) */
         cfg.quotas = (struct cp_quotas){.max_per_function = 2 + (unsigned)(s->seed / 3 % 4),
                                         .max_per_worker = 3 + (unsigned)(s->seed / 12 % 5),
@@ -1066,6 +1069,8 @@ static void run_event(struct sim *s, const struct ev *e)
             break;
         if (e->a == CP_SOON_PUSH)
             cp_core_flush_pushes(s->cp);
+        else if (e->a == CP_SOON_SCALE_DOWN)
+            cp_core_scale_downs(s->cp);
         else
             cp_core_capacity_freed(s->cp);
         break;

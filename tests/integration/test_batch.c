@@ -18,6 +18,7 @@
 
 #include "dirigent/batch.h"
 #include "dirigent/http.h"
+#include "dirigent/wire.h"
 #include "testlib.h"
 
 static uv_loop_t loop;
@@ -67,8 +68,11 @@ static void h_one(struct dg_http_req *r, void *ud)
     serve(b, 0, what);
 }
 
+static unsigned many_requests; /* batch requests the server took */
+
 static void h_many(struct dg_http_req *r, void *ud)
 {
+    many_requests++;
     json_t *root, *items, *item;
     struct dg_err err = {0};
     if (!(items = dg_batch_items(r, &root, &err))) {
@@ -269,6 +273,48 @@ static void test_batch_abort(void **state)
     assert_true(held[1].aborted);
 }
 
+/* A batch over the receiver's body limit (1 MiB, the server's default) goes in parts, each
+ * below it: every item is answered by the server (none refused with 413), in order of the
+ * parts; an item larger than a part alone is answered with a clear error and never sent. */
+static void test_batch_parts(void **state)
+{
+    enum { N = 3000, LEN = 900 };
+    struct item_result *res = calloc(N + 1, sizeof(*res));
+    items_done = 0;
+    many_requests = 0;
+    struct dg_batch *b = dg_batch_new("/many");
+    char *item = malloc(DG_WIRE_PART_MAX + 8);
+    for (int k = 0; k < N; k++) {
+        int n = snprintf(item, LEN, "\"p%d-", k);
+        memset(item + n, 'x', LEN - n - 1);
+        item[LEN - 1] = '"';
+        dg_batch_add_text(b, item, LEN, on_item, &res[k]);
+    }
+    assert_int_equal(dg_batch_parts(b), 3); /* 2.7 MB: three parts of at most 960 KiB */
+    /* an item that alone is over a part: "..." of DG_WIRE_PART_MAX bytes */
+    memset(item, 'y', DG_WIRE_PART_MAX);
+    item[0] = item[DG_WIRE_PART_MAX - 1] = '"';
+    dg_batch_add_text(b, item, DG_WIRE_PART_MAX, on_item, &res[N]);
+    assert_false(res[N].done); /* answered at the flush, not from inside the add */
+    assert_int_equal(dg_batch_size(b), N + 1);
+    dg_batch_flush(b, pool);
+    assert_true(res[N].done);
+    assert_int_equal(res[N].err_code, DG_E_LIMIT);
+    for (int k = 0; k < 100000 && items_done < N + 1; k++)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(items_done, N + 1);
+    assert_int_equal(many_requests, 3);
+    for (int k = 0; k < N; k++) {
+        char want[32];
+        snprintf(want, sizeof(want), "bad spec: p%d-x", k);
+        assert_int_equal(res[k].status, 400); /* the handler's answer, not 413 */
+        assert_memory_equal(res[k].body, want, strlen(want));
+    }
+    dg_batch_free(b, NULL);
+    free(item);
+    free(res);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -278,6 +324,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_single_abort, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_same_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_abort, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_parts, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

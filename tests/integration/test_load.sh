@@ -13,7 +13,7 @@ D=$B/dirigent
 TAG="DG_LOAD_TEST=$$"
 DATA=$SRC/tests/data/invitro-example
 
-plan 9
+plan 10
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
 bg_start "$TAP_TMP/fn.log" "$B/dirigent-fn" --port 0 --host 127.0.0.1
@@ -204,6 +204,43 @@ assert s["counted"] >= 1 and s["ok"] == s["counted"], s
 EOF
 }
 check "load rps --cold --image with '+', '&' and '%' in the path: registered as it is, answered" t_image_path
+
+t_two_dps() {
+  # --dp A,B: function i always to the (i mod 2)th data plane (the CP pushes to both)
+  bg_start "$TAP_TMP/dp2.log" "$B/dirigent-dp" --portProxy 0 --portGRPC 0 --name dp2 \
+    --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --coldStartTimeout 60s --traceOutputFolder ""
+  wait_for_log "$TAP_TMP/dp2.log" 'proxy on' || return 1
+  local dpb api_a api_b out
+  dpb=127.0.0.1:$(port_of "$TAP_TMP/dp2.log" 'proxy on')
+  api_a=127.0.0.1:$(port_of "$TAP_TMP/dp.log" 'api on')
+  api_b=127.0.0.1:$(port_of "$TAP_TMP/dp2.log" 'api on')
+  wait_json "http://$REGA/v1/status" 'len(j["dataplanes"]) == 2' || return 1
+  "$D" --json --cp "$REGA" --dp "$DPA,$dpb" load rps --cold --keep --rate 4 --duration 2 --cooldown 1 \
+    --csv "$TAP_TMP/two.csv" >"$TAP_TMP/two.json" 2>"$TAP_TMP/two.err" ||
+    { cat "$TAP_TMP/two.json" "$TAP_TMP/two.err"; return 1; }
+  cat "$TAP_TMP/two.json"
+  curl -s "http://$api_a/metrics" >"$TAP_TMP/ma" && curl -s "http://$api_b/metrics" >"$TAP_TMP/mb" || return 1
+  py "$TAP_TMP/two.csv" "$TAP_TMP/ma" "$TAP_TMP/mb" <<'EOF'
+import csv, re, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+assert len(rows) == 8 and all(r["status"] == "200" for r in rows), rows
+names = sorted({r["function"] for r in rows}, key=lambda n: int(n.rsplit("-", 1)[1]))
+assert len(names) == 4, names
+def counts(path):
+    return {m.group(1): int(float(m.group(2))) for m in
+            re.finditer(r'^dg_dp_requests_total\{function="([^"]+)"\} (\S+)', open(path).read(), re.M)}
+a, b = counts(sys.argv[2]), counts(sys.argv[3])
+for i, n in enumerate(names):  # each function's 2 calls all on its own data plane
+    mine, other = (a, b) if i % 2 == 0 else (b, a)
+    assert mine.get(n) == 2 and other.get(n, 0) == 0, (n, a, b)
+EOF
+  [ $? = 0 ] || return 1
+  out=$("$D" --dp "$DPA,,$dpb" load burst 1 x 2>&1) && return 1
+  grep -q "comma-separated" <<<"$out" || { echo "$out"; return 1; }
+  out=$("$D" --dp "$DPA,10.1.2.3:80" load burst 1 x 2>&1) && return 1
+  grep -q "10.1.2.3:80: only 127.0.0.0/8" <<<"$out" || { echo "$out"; return 1; }
+}
+check "load --dp A,B: each function's requests all to one data plane, alternating; a bad list refused" t_two_dps
 
 t_targets() {
   local out

@@ -274,11 +274,36 @@ static void test_knative_grace_reset_by_traffic(void **state)
     assert_int_equal(tick(1, 0).desired, 0);
 }
 
+/* The scale a function is expected to need again (pre-created sandboxes, src/cp/pool.c): the
+ * peak of the stable window over the target, rounded up, within the upper bound; it stays
+ * while the peak is in the window and goes when the window has passed it. */
+static void test_expected_scale(void **state)
+{
+    assert_int_equal(cp_as_expected_scale(&cfg, &st), 0); /* no sample yet */
+    tick(0, 0);
+    assert_int_equal(cp_as_expected_scale(&cfg, &st), 0);
+    tick(0, 4.2);
+    assert_int_equal(cp_as_expected_scale(&cfg, &st), 5);
+    for (int i = 0; i < 10; i++)
+        tick(5, 1);
+    assert_int_equal(cp_as_expected_scale(&cfg, &st), 5); /* the peak is still in the window */
+    for (int i = 0; i < 30; i++)                          /* 60 s of 2 s ticks: past it */
+        tick(1, 1);
+    assert_int_equal(cp_as_expected_scale(&cfg, &st), 1);
+    cfg.upper_bound = 3;
+    tick(1, 9);
+    assert_int_equal(cp_as_expected_scale(&cfg, &st), 3);
+    cfg.container_concurrency = 4; /* 9 in flight over 4 slots each: 3 sandboxes */
+    cfg.upper_bound = 100;
+    assert_int_equal(cp_as_expected_scale(&cfg, &st), 3);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_defaults),
+        T(test_expected_scale),
         T(test_scale_from_zero),
         T(test_steady_load),
         T(test_step_into_panic_and_stay),

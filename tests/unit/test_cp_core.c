@@ -44,7 +44,7 @@ struct fake {
     struct cp_dp *resynced; /* the last push_dp's data plane, and its item count */
     size_t nresync_items;
     unsigned resyncs;
-    bool push_soon, capacity_soon;
+    bool push_soon, capacity_soon, scale_down_soon;
     unsigned persisted, connected, disconnected;
 };
 
@@ -58,6 +58,8 @@ static void f_soon(void *ud, enum cp_soon what)
     struct fake *k = ud;
     if (what == CP_SOON_PUSH)
         k->push_soon = true;
+    else if (what == CP_SOON_SCALE_DOWN)
+        k->scale_down_soon = true;
     else
         k->capacity_soon = true;
 }
@@ -396,6 +398,59 @@ static void test_scale_down_drains_then_deletes(void **state)
     assert_int_equal(f->draining, 0);
     check_accounting(e);
     assert_int_equal(e->c.workers->node.sandboxes, 1);
+    env_free(e);
+}
+
+/* With a budget, a tick's scale-downs wait in a queue and go out a budget at a time; a function
+ * decided otherwise meanwhile is skipped, and one deleted and freed meanwhile leaves the queue. */
+static void test_scale_down_budget(void **state)
+{
+    struct env *e = env_new();
+    e->c.scale_down_budget = 2;
+    worker(e, "w1", 4000, 4096);
+    dataplane(e, "dp1");
+    const char *names[] = {"a", "b", "c", "d", "e"};
+    struct cp_fn *f[5];
+    for (size_t i = 0; i < 5; i++) {
+        f[i] = function(e, names[i], 100, 128, 1);
+        create_ok(e, i);
+    }
+    settle(e);
+    for (size_t i = 0; i < 5; i++)
+        cp_core_fn_set_bounds(&e->c, f[i], 0, 100);
+    for (int t = 0; t < 40 && !f[4]->sd_queued; t++) { /* the stable window passes */
+        e->k.now += 2000;
+        for (unsigned slot = 0; slot < CP_TICK_SLOTS; slot++)
+            cp_core_tick(&e->c, slot);
+    }
+    for (size_t i = 0; i < 5; i++)
+        assert_true(f[i]->sd_queued);
+    assert_true(e->k.scale_down_soon);
+    assert_int_equal(e->k.ndrains, 0); /* decided, not done: every function still ready */
+    assert_int_equal(f[0]->ready, 1);
+    cp_core_fn_set_bounds(&e->c, f[1], 1, 100); /* b wants its sandbox after all */
+    cp_core_fn_delete(&e->c, f[4]);             /* e goes: drained at once, then freed */
+    assert_int_equal(e->k.ndrains, 1);
+    cp_core_on_drained(&e->c, e->k.drains[0]);
+    cp_core_on_deleted(&e->c, e->k.destroys[0].s, NULL);
+    settle(e);
+    assert_null(cp_core_fn_any(&e->c, dg_str_c("e"))); /* freed while queued */
+    e->k.scale_down_soon = false;
+    cp_core_scale_downs(&e->c); /* a, b skipped, c: the budget of 2 */
+    assert_int_equal(e->k.ndrains, 3);
+    assert_ptr_equal(e->k.drains[1]->f, f[0]);
+    assert_ptr_equal(e->k.drains[2]->f, f[2]);
+    assert_int_equal(f[1]->ready, 1);
+    assert_true(e->k.scale_down_soon); /* d still waits */
+    assert_true(f[3]->sd_queued);
+    e->k.scale_down_soon = false;
+    cp_core_scale_downs(&e->c);
+    assert_int_equal(e->k.ndrains, 4);
+    assert_ptr_equal(e->k.drains[3]->f, f[3]);
+    assert_false(e->k.scale_down_soon);
+    assert_null(e->c.sd_head);
+    for (size_t i = 1; i < 4; i++)
+        cp_core_on_drained(&e->c, e->k.drains[i]);
     env_free(e);
 }
 
@@ -930,6 +985,55 @@ static void test_restore_without_subnet_waits(void **state)
     env_free(e);
 }
 
+/* A saturated worker (its heartbeat says its create queue is full, issue 16) stays alive and
+ * schedulable, but placement passes it over; with every worker saturated a function waits
+ * (no error, nothing unschedulable) and is placed at the tick after one is free again. */
+static void beat_saturated(struct env *e, const char *name, bool saturated)
+{
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%zu", strlen(name) + 1000);
+    struct cp_worker_report r = {.name = name,
+                                 .address = addr,
+                                 .res = {.cpu_milli = 100000, .memory_mib = 100000},
+                                 .saturated = saturated};
+    struct dg_err err = {0};
+    assert_non_null(cp_core_on_worker_heartbeat(&e->c, &r, &err));
+}
+
+static void test_saturated_worker(void **state)
+{
+    struct env *e = env_new();
+    struct cp_worker *w1 = worker(e, "w1", 100000, 100000);
+    struct cp_worker *w2 = worker(e, "w22", 100000, 100000);
+    dataplane(e, "dp1");
+    beat_saturated(e, "w1", true);
+    assert_true(w1->node.saturated);
+    assert_true(w1->node.schedulable); /* busy, not lost */
+    struct cp_fn *f = function(e, "spread", 10, 10, 4);
+    assert_int_equal(e->k.ncreates, 4);
+    for (size_t i = 0; i < 4; i++)
+        assert_ptr_equal(e->k.creates[i]->worker, w2);
+    /* both saturated: g waits, without an error */
+    beat_saturated(e, "w22", true);
+    struct cp_fn *g = function(e, "waits", 10, 10, 2);
+    assert_int_equal(e->k.ncreates, 4);
+    settle(e);
+    assert_false(cp_fn_error_of(g)->set);
+    for (size_t i = 0; i < e->k.npushed; i++) /* no error for the waiting requests */
+        assert_false(strcmp(e->k.pushed[i].name, "waits") == 0 && e->k.pushed[i].error[0]);
+    /* w1 drained its queue: its beat places g there at once, without waiting for a tick */
+    beat_saturated(e, "w1", false);
+    assert_true(e->k.capacity_soon);
+    settle(e);
+    assert_int_equal(e->k.ncreates, 6);
+    assert_false(g->unschedulable);
+    assert_ptr_equal(e->k.creates[4]->worker, w1);
+    assert_ptr_equal(e->k.creates[5]->worker, w1);
+    assert_int_equal(f->creating, 4);
+    check_accounting(e);
+    env_free(e);
+}
+
 int main(void)
 {
     dg_log_set_level(DG_LOG_ERROR);
@@ -949,9 +1053,11 @@ int main(void)
         cmocka_unit_test(test_listing_during_create),
         cmocka_unit_test(test_new_boot_deletes_old_sandboxes),
         cmocka_unit_test(test_quotas),
+        cmocka_unit_test(test_scale_down_budget),
         cmocka_unit_test(test_create_rate_limit),
         cmocka_unit_test(test_restore_without_subnet_waits),
         cmocka_unit_test(test_many_workers_indexed_and_lost),
+        cmocka_unit_test(test_saturated_worker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

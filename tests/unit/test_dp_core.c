@@ -12,9 +12,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "admit.h"
 #include "dp_core.h"
 
-#define NREQ 16
+#define NREQ 32
 
 struct treq {
     struct dp_req r; /* zeroed before it goes in */
@@ -412,6 +413,161 @@ static void test_reports(void **state)
     assert_int_equal(w.nreports, 6);
 }
 
+/* ---- admission control (admit.h, dp_core_on_request) -------------------------------------- */
+
+static int setup_admit(void **state)
+{
+    setup(state);
+    dp_core_free(core);
+    struct dp_core_config c = {.policy = DP_LB_ROUND_ROBIN,
+                               .queue_timeout_ms = 1000,
+                               .seed = 1,
+                               .admission = true,
+                               .admit_max_wait_ms = 50};
+    struct dp_effects fx = {.now = fx_now,
+                            .forward = fx_forward,
+                            .answer = fx_answer,
+                            .drained = fx_drained,
+                            .report_soon = fx_report_soon,
+                            .report = fx_report};
+    core = dp_core_new(&c, &fx);
+    return 0;
+}
+
+#define MS 1000ull
+
+/* The estimator alone: the rate is completions over busy time (idle time between is not
+ * counted), the expected wait the queue ahead over it; nothing known without a completion in
+ * the last two windows. */
+static void test_admit_estimator(void **state)
+{
+    struct dp_admit a = {0};
+    uint64_t t = 5000 * MS, wait = 0;
+    assert_false(dp_admit_wait(&a, t, 3, &wait)); /* nothing seen: no rate */
+    dp_admit_set_busy(&a, t, true);
+    for (int i = 1; i <= 10; i++) /* 10 served over 100 ms busy */
+        dp_admit_done(&a, t + (uint64_t)i * 10 * MS, 10 * MS, i == 1);
+    dp_admit_set_busy(&a, t + 100 * MS, false);
+    assert_true(dp_admit_rate(&a, t + 100 * MS) > 99.9 && dp_admit_rate(&a, t + 100 * MS) < 100.1);
+    assert_int_equal(a.base_us, 10 * MS); /* the one that found the queue empty */
+    /* 400 ms idle, then 100 ms busy with 10 more: still 100/s */
+    dp_admit_set_busy(&a, t + 500 * MS, true);
+    for (int i = 1; i <= 10; i++)
+        dp_admit_done(&a, t + 500 * MS + (uint64_t)i * 10 * MS, 50 * MS, false);
+    dp_admit_set_busy(&a, t + 600 * MS, false);
+    assert_true(dp_admit_wait(&a, t + 600 * MS, 5, &wait));
+    assert_int_equal(wait, 50 * MS);      /* 5 ahead at 100/s */
+    assert_int_equal(a.base_us, 10 * MS); /* waits behind others do not count there */
+    /* a window later both 100 ms are still in the two windows' horizon: 100/s */
+    assert_true(dp_admit_wait(&a, t + 1500 * MS, 5, &wait));
+    assert_int_equal(wait, 50 * MS);
+    /* busy and slower: 2 more in the next 200 ms of busy time -> 22 over 400 ms = 55/s */
+    dp_admit_set_busy(&a, t + 1600 * MS, true);
+    dp_admit_done(&a, t + 1700 * MS, 100 * MS, false);
+    dp_admit_done(&a, t + 1800 * MS, 100 * MS, false);
+    assert_true(dp_admit_wait(&a, t + 1800 * MS, 4, &wait));
+    assert_int_equal(wait, 72727); /* 4 ahead at 55/s */
+    /* the first window rolled out (t + 2 s), still busy: 2 over 400 ms = 5/s */
+    assert_true(dp_admit_wait(&a, t + 2000 * MS, 4, &wait));
+    assert_int_equal(wait, 800 * MS);
+    /* both windows past without a completion: no rate, nothing refused on it */
+    dp_admit_set_busy(&a, t + 2000 * MS, false);
+    assert_false(dp_admit_wait(&a, t + 4100 * MS, 4, &wait));
+}
+
+/* Cold starts: every cold start of the data plane is one queue. With 10 served in 100 ms
+ * (100/s, the first one found the queue empty and waited 10 ms), a new cold start with 7
+ * ahead (70 ms) is over 50 ms + 10 ms and is refused at once, 503 with a retry hint; 6 ahead
+ * (60 ms) is not. A client's shorter deadline lowers the limit. */
+static void test_admit_cold(void **state)
+{
+    struct dp_function *a[10], *b[8];
+    char name[16];
+    for (int i = 0; i < 10; i++) {
+        snprintf(name, sizeof(name), "a%d", i);
+        a[i] = fn(name, 1);
+        req(a[i], i);
+    }
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(w.reqs[i].answers, 0); /* no rate known yet: all admitted */
+    for (int i = 0; i < 10; i++) {
+        w.now_us += 10 * MS;
+        eps(a[i], "s", NULL);
+    }
+    assert_int_equal(w.nforwards, 10);
+    struct dp_admit_view v;
+    dp_core_admit_view(core, a[0], true, 0, &v);
+    assert_true(v.has_cold && v.rate_cold > 99.9 && v.rate_cold < 100.1);
+    assert_int_equal(v.limit_us, 60 * MS);
+    for (int i = 0; i < 8; i++) {
+        snprintf(name, sizeof(name), "b%d", i);
+        b[i] = fn(name, 1);
+        req(b[i], 10 + i);
+    }
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(w.reqs[10 + i].answers, 0);
+    struct treq *t = &w.reqs[17];
+    assert_int_equal(t->answers, 1);
+    assert_int_equal(t->status, 503);
+    assert_int_equal(t->kind, DP_ANSWER_OVERLOADED);
+    assert_int_equal(t->r.retry_after_s, 1);
+    assert_non_null(strstr(t->msg, "function 'b7': overloaded: 7 cold start(s) queued ahead"));
+    assert_non_null(strstr(t->msg, "about 70 ms expected wait"));
+    assert_int_equal(b[7]->running, 0);
+    assert_int_equal(b[7]->queued, 0);
+    assert_int_equal(w.report_soon > 0, 1);
+    /* a gRPC call with 30 ms left: 7 ahead is over that too; after one is served (6 ahead,
+     * 60 ms) still over its 30 ms */
+    memset(&w.reqs[18], 0, sizeof(w.reqs[18]));
+    w.reqs[18].r.timeout_us = 30 * MS;
+    req(b[7], 18);
+    assert_int_equal(w.reqs[18].kind, DP_ANSWER_OVERLOADED);
+    assert_int_equal(w.reqs[18].answers, 1);
+    /* the backlog served: admitted again */
+    for (int i = 0; i < 7; i++)
+        eps(b[i], "s", NULL);
+    req(b[7], 19);
+    assert_int_equal(w.reqs[19].answers, 0);
+    assert_int_equal(b[7]->queued, 1);
+}
+
+/* One function whose sandbox takes 100 ms per request (one slot): its own service is the
+ * usual wait (the first queued found the queue empty), so 1 ahead (100 ms) is admitted under
+ * 50 + 100 ms, 2 ahead (200 ms) is not. Without admission nothing is refused. */
+static void test_admit_function(void **state)
+{
+    struct dp_function *f = fn("slow", 1);
+    eps(f, "a", NULL);
+    req(f, 0); /* runs */
+    req(f, 1); /* waits for the slot */
+    w.now_us += 100 * MS;
+    dp_core_on_done(core, &w.reqs[0].r); /* 1 served after 100 ms: 10/s */
+    req(f, 2);                           /* 0 ahead */
+    req(f, 3);                           /* 1 ahead: 100 ms */
+    req(f, 4);                           /* 2 ahead: 200 ms > 150 ms */
+    assert_int_equal(w.reqs[2].answers + w.reqs[3].answers, 0);
+    assert_int_equal(w.reqs[4].answers, 1);
+    assert_int_equal(w.reqs[4].kind, DP_ANSWER_OVERLOADED);
+    assert_non_null(strstr(w.reqs[4].msg, "2 request(s) queued ahead, about 200 ms"));
+    assert_non_null(strstr(w.reqs[4].msg, "over the 150 ms admitted"));
+    assert_int_equal(f->running, 3); /* 1 running, 2 and 3 queued, 4 refused */
+}
+
+static void test_no_admission_by_default(void **state)
+{
+    struct dp_function *f = fn("slow", 1);
+    eps(f, "a", NULL);
+    req(f, 0);
+    req(f, 1);
+    w.now_us += 100 * MS;
+    dp_core_on_done(core, &w.reqs[0].r);
+    for (int i = 2; i < 12; i++)
+        req(f, i);
+    for (int i = 0; i < 12; i++)
+        assert_int_equal(w.reqs[i].answers, 0);
+    assert_int_equal(f->queued, 10);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -427,6 +583,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_remove_function, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove_others, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reports, setup, teardown),
+        cmocka_unit_test(test_admit_estimator),
+        cmocka_unit_test_setup_teardown(test_admit_cold, setup_admit, teardown),
+        cmocka_unit_test_setup_teardown(test_admit_function, setup_admit, teardown),
+        cmocka_unit_test_setup_teardown(test_no_admission_by_default, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

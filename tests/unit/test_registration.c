@@ -212,6 +212,47 @@ static int reg_json(const char *json, struct cp_fn_spec *spec, struct dg_err *er
 }
 
 /* The JSON registration: each field of its type; what the CLI and the store send works. */
+/* prewarm (issue 16): an integer 0..1000, at most the upper bound, default 0, kept by the
+ * store's JSON (and left out there when 0). */
+static void test_prewarm(void **state)
+{
+    struct cp_fn_spec s;
+    struct dg_err err = {0};
+    const char *base = "name=a&image=x&port_forwarding=80&port_forwarding=tcp";
+    char body[256];
+    assert_int_equal(reg(base, &s, &err), 0);
+    assert_int_equal(s.prewarm, 0);
+    json_t *j = cp_fn_spec_to_json(&s);
+    assert_null(json_object_get(j, "prewarm"));
+    json_decref(j);
+    cp_fn_spec_free(&s);
+    snprintf(body, sizeof(body), "%s&prewarm=4", base);
+    assert_int_equal(reg(body, &s, &err), 0);
+    assert_int_equal(s.prewarm, 4);
+    j = cp_fn_spec_to_json(&s);
+    assert_string_equal(json_string_value(json_object_get(j, "prewarm")), "4");
+    json_decref(j);
+    cp_fn_spec_free(&s);
+    static const struct {
+        const char *extra, *msg;
+    } bad[] = {
+        {"&prewarm=-1", "field 'prewarm': expected an integer 0..1000, got '-1'"},
+        {"&prewarm=1001", "field 'prewarm': expected an integer 0..1000, got '1001'"},
+        {"&prewarm=many", "field 'prewarm': expected an integer 0..1000, got 'many'"},
+        {"&prewarm=1&prewarm=2", "field 'prewarm': given 2 times, expected once"},
+        {"&prewarm=3&scaling_upper_bound=2",
+         "field 'prewarm': expected at most scaling_upper_bound (2), got 3 (lower prewarm or "
+         "raise scaling_upper_bound)"},
+        {"&prewarm=2&cold_start_sweep=true", "expected at most scaling_upper_bound (1), got 2"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(body, sizeof(body), "%s%s", base, bad[i].extra);
+        assert_true(reg(body, &s, &err) < 0);
+        if (!strstr(err.msg, bad[i].msg))
+            fail_msg("case %zu: got \"%s\"\nwant \"%s\"", i, err.msg, bad[i].msg);
+    }
+}
+
 static void test_json_strict(void **state)
 {
     static const struct {
@@ -315,7 +356,7 @@ int main(void)
         cmocka_unit_test(test_form_decoding),         cmocka_unit_test(test_invitro_form),
         cmocka_unit_test(test_invitro_zero_requests), cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_errors_name_the_field), cmocka_unit_test(test_name_rule),
-        cmocka_unit_test(test_json_strict),
+        cmocka_unit_test(test_json_strict),           cmocka_unit_test(test_prewarm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,6 +26,8 @@ struct fake_sb {
 
 static struct {
     unsigned creates, destroys, hurries, deinits, binds, answers, answers_ok, exits;
+    unsigned saturations; /* saturation events */
+    bool saturated;       /* the last one's */
     bool refuse;          /* validate says no */
     bool gone_on_destroy; /* destroy frees the sandbox at once */
     struct wk_sandbox *last;
@@ -105,6 +107,12 @@ static void ev_exited(void *ud, const struct wk_sandbox *sb)
     f.last_exit = sb;
 }
 
+static void ev_saturation(void *ud, bool saturated)
+{
+    f.saturations++;
+    f.saturated = saturated;
+}
+
 static struct wk_registry reg;
 static struct dg_metrics *metrics;
 /* a reply sink is only carried, never used, by the registry: any non-NULL token will do */
@@ -115,7 +123,8 @@ static int setup(void **state)
     memset(&f, 0, sizeof(f));
     memset(&reg, 0, sizeof(reg));
     metrics = dg_metrics_new();
-    struct wk_registry_events ev = {.bind = ev_bind, .answer = ev_answer, .exited = ev_exited};
+    struct wk_registry_events ev = {
+        .bind = ev_bind, .answer = ev_answer, .exited = ev_exited, .saturation = ev_saturation};
     wk_registry_init(&reg, "w1", &fake_rt, NULL, &ev, metrics);
     reg.run = 0xabc;
     return 0;
@@ -281,6 +290,49 @@ static void test_stop_and_hurry(void **state)
     (void)a;
 }
 
+/* maxConcurrentCreates (issue 16): creates past the bound wait in order, the runtime never
+ * sees more at once; a queued one deleted is gone at once; the worker is saturated while as
+ * many wait as run. */
+static void test_create_queue(void **state)
+{
+    wk_registry_set_max_creates(&reg, 2);
+    struct wk_sandbox *a = create(0), *b = create(1);
+    assert_int_equal(f.creates, 2);
+    assert_false(wk_registry_saturated(&reg));
+    f.last = NULL;
+    create(2); /* waits */
+    assert_null(f.last);
+    assert_int_equal(f.creates, 2);
+    assert_int_equal(reg.n, 3);
+    assert_false(wk_registry_saturated(&reg)); /* 1 waits, 2 run */
+    struct wk_sandbox *d = reg.sandboxes;      /* the newest: the list is newest first */
+    assert_int_equal(d->state, WK_SB_CREATING);
+    create(3);
+    assert_true(wk_registry_saturated(&reg)); /* 2 wait, 2 run */
+    assert_int_equal(f.saturations, 1);
+    assert_true(f.saturated);
+    assert_int_equal(metric("dg_worker_create_queue"), 2);
+    struct wk_sandbox *e = reg.sandboxes;
+    /* a queued one deleted: answered, gone, the runtime never saw it */
+    assert_int_equal(wk_registry_delete(&reg, dg_str_c(e->id)), 0);
+    assert_string_equal(f.last_err, "deleted while it was being created");
+    assert_int_equal(f.destroys, 0);
+    assert_int_equal(reg.n, 3);
+    assert_false(f.saturated);
+    /* a slot frees: the oldest waiting starts */
+    wk_sandbox_created(a, NULL);
+    assert_int_equal(f.creates, 3);
+    assert_ptr_equal(f.last, d);
+    assert_int_equal(metric("dg_worker_create_queue"), 0);
+    /* a create deleted while its runtime made it gives its slot back when gone */
+    create(4);
+    assert_int_equal(f.creates, 3);
+    f.gone_on_destroy = true;
+    assert_int_equal(wk_registry_delete(&reg, dg_str_c(b->id)), 0);
+    assert_int_equal(f.creates, 4);
+    assert_int_equal(reg.creating, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -291,6 +343,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_abandoned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exit_lost_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_and_hurry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_queue, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

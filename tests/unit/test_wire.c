@@ -147,7 +147,25 @@ static void test_worker_beat(void **state)
     assert_int_equal(m.cpu_milli, 0);
     assert_true(m.cpu_overcommit == 1.0);
     assert_null(m.boot);
+    assert_false(m.saturated); /* absent: not saturated */
     dg_wire_worker_beat_free(&m);
+
+    /* saturated (issue 16): said only when true; anything but a bool names the field */
+    static const char sat[] = "{\"name\":\"w\",\"address\":\"127.0.0.1:1\",\"saturated\":true}";
+    DECODE(worker_beat, sat, m);
+    assert_true(m.saturated);
+    char *s_ = dg_wire_worker_beat_dumps(&m);
+    assert_non_null(strstr(s_, "\"saturated\":true"));
+    free(s_);
+    m.saturated = false;
+    s_ = dg_wire_worker_beat_dumps(&m);
+    assert_null(strstr(s_, "saturated"));
+    free(s_);
+    dg_wire_worker_beat_free(&m);
+    static const char bad[] = "{\"name\":\"w\",\"address\":\"127.0.0.1:1\",\"saturated\":1}";
+    struct dg_err e = {0};
+    assert_int_not_equal(dg_wire_worker_beat_parse(bad, strlen(bad), &m, &e), 0);
+    assert_non_null(strstr(e.msg, "saturated"));
 }
 
 static void test_sandbox_exit(void **state)
@@ -207,6 +225,52 @@ static void test_create_and_created(void **state)
     assert_int_equal(a.latency.network, 3);
     assert_int_equal(a.latency.total, 20);
     SAME(created, CREATED, a);
+}
+
+/* PUT /v1/prewarm's table: a create's keys and a count per function, strict, bounded, one
+ * item per function. */
+static void test_pool(void **state)
+{
+    static const char ok[] =
+        "{\"items\":[{\"function\":\"hello\",\"image\":\"oci:/x:latest\",\"port\":80,"
+        "\"env\":[\"A=1\"],\"args\":[],\"cpuMilli\":100,\"memoryMiB\":64,\"count\":2},"
+        "{\"function\":\"b\",\"env\":[],\"args\":[],\"cpuMilli\":0,\"memoryMiB\":0,"
+        "\"count\":0}]}";
+    struct dg_wire_pool m;
+    struct dg_err err = {0};
+    assert_int_equal(dg_wire_pool_parse(ok, strlen(ok), &m, &err), 0);
+    assert_int_equal(m.nitems, 2);
+    assert_string_equal(m.items[0].spec.function, "hello");
+    assert_string_equal(m.items[0].spec.image, "oci:/x:latest");
+    assert_int_equal(m.items[0].spec.port, 80);
+    assert_string_equal(m.items[0].spec.env.v[0], "A=1");
+    assert_int_equal(m.items[0].spec.memory_mib, 64);
+    assert_int_equal(m.items[0].count, 2);
+    assert_null(m.items[1].spec.image);
+    char *again = dg_wire_pool_dumps(&m);
+    struct dg_wire_pool m2;
+    assert_int_equal(dg_wire_pool_parse(again, strlen(again), &m2, &err), 0);
+    assert_int_equal(m2.items[0].count, 2);
+    free(again);
+    dg_wire_pool_free(&m2);
+    dg_wire_pool_free(&m);
+    static const struct {
+        const char *body, *msg;
+    } bad[] = {
+        {"{}", "field 'items'"},
+        {"{\"items\":[{\"function\":\"a\"}]}", "field 'count'"},
+        {"{\"items\":[{\"function\":\"a\",\"count\":1001}]}", "field 'count'"},
+        {"{\"items\":[{\"function\":\"a\",\"count\":-1}]}", "field 'count'"},
+        {"{\"items\":[{\"function\":\"A_\",\"count\":1}]}", "field 'function'"},
+        {"{\"items\":[{\"function\":\"a\",\"count\":1,\"cnt\":2}]}", "cnt"},
+        {"{\"items\":[{\"function\":\"a\",\"count\":1},{\"function\":\"a\",\"count\":2}]}",
+         "field 'items': function 'a' given twice (one item per function)"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_true(dg_wire_pool_parse(bad[i].body, strlen(bad[i].body), &m, &err) < 0);
+        if (!strstr(err.msg, bad[i].msg))
+            fail_msg("case %zu: got \"%s\"\nwant \"%s\"", i, err.msg, bad[i].msg);
+    }
 }
 
 static void test_sandbox_list(void **state)
@@ -935,6 +999,161 @@ static void test_roundtrip_all(void **state)
     }
 }
 
+/* The splitter at its boundaries (issue 16): an item that fills a part exactly fits alone;
+ * one byte more is refused with an error, nothing changes, and the next item goes on; parts
+ * hold as many whole items as fit with their separators. */
+static void test_parts(void **state)
+{
+    struct dg_wire_parts p;
+    struct dg_err err;
+    const size_t max = 1000, room = max - DG_WIRE_ENVELOPE_MAX;
+    dg_wire_parts_init(&p, max);
+    /* exactly at the limit: fits, alone */
+    assert_int_equal(dg_wire_parts_add(&p, room, &err), DG_WIRE_PART_NEW);
+    assert_int_equal(p.parts, 1);
+    /* the next, however small, needs a new part (the separator does not fit) */
+    assert_int_equal(dg_wire_parts_add(&p, 1, &err), DG_WIRE_PART_NEW);
+    assert_int_equal(p.parts, 2);
+    /* one byte over a part alone: refused, clearly, and nothing changes */
+    assert_int_equal(dg_wire_parts_add(&p, room + 1, &err), DG_E_LIMIT);
+    assert_non_null(strstr(err.msg, "an item of 745 bytes is more than a part holds"));
+    assert_int_equal(p.parts, 2);
+    assert_int_equal(p.items, 1);
+    /* a huge one too (no loop, no wrap-around) */
+    assert_int_equal(dg_wire_parts_add(&p, SIZE_MAX, &err), DG_E_LIMIT);
+    /* the part of 1 byte takes items while item + ',' fit: 1 + 371*2 = 743 < 744, 745 > 744 */
+    for (int i = 0; i < 371; i++)
+        assert_int_equal(dg_wire_parts_add(&p, 1, &err), DG_WIRE_PART_SAME);
+    assert_int_equal(p.used, 743);
+    assert_int_equal(dg_wire_parts_add(&p, 1, &err), DG_WIRE_PART_NEW);
+    assert_int_equal(p.parts, 3);
+    /* a part of nothing but the envelope holds nothing */
+    dg_wire_parts_init(&p, DG_WIRE_ENVELOPE_MAX);
+    assert_int_equal(dg_wire_parts_add(&p, 1, &err), DG_E_LIMIT);
+    assert_int_equal(dg_wire_parts_add(&p, 0, &err), DG_WIRE_PART_NEW);
+    /* the defaults stay below the receivers' limit */
+    assert_true(DG_WIRE_PART_MAX < DG_WIRE_BODY_LIMIT);
+}
+
+/* A push built from encoded items, in parts: each part is a valid push whose part fields
+ * decode; bad part fields are refused naming the field. */
+static void test_push_parts(void **state)
+{
+    struct dg_wire_endpoint ep = {"w1-0-1", "10.0.0.1:80"};
+    struct dg_wire_fn_update u = {
+        .name = "f1", .concurrency = 1, .endpoints = &ep, .nendpoints = 1};
+    char *item = dg_wire_fn_update_dumps(&u);
+    struct dg_str items[2] = {dg_str_c(item), dg_str_c(item)};
+    size_t len;
+    struct dg_wire_push m = {.full = true, .sync = 7, .part = 1, .parts = 3};
+    char *body = dg_wire_push_join(items, 2, &m, &len);
+    assert_int_equal(len, strlen(body));
+    assert_true(len <= 2 * strlen(item) + 1 + DG_WIRE_ENVELOPE_MAX);
+    struct dg_wire_push d;
+    struct dg_err err;
+    assert_int_equal(dg_wire_push_parse(body, len, &d, &err), 0);
+    assert_int_equal(d.nfunctions, 2);
+    assert_string_equal(d.functions[1].endpoints[0].address, "10.0.0.1:80");
+    assert_true(d.full);
+    assert_int_equal(d.sync, 7);
+    assert_int_equal(d.part, 1);
+    assert_int_equal(d.parts, 3);
+    dg_wire_push_free(&d);
+    free(body);
+    /* one body: no part fields; an empty push is valid */
+    m = (struct dg_wire_push){0};
+    body = dg_wire_push_join(NULL, 0, &m, &len);
+    assert_string_equal(body, "{\"functions\":[]}");
+    free(body);
+    free(item);
+
+    static const struct {
+        const char *body, *err;
+    } bad[] = {
+        {"{\"functions\":[],\"sync\":1,\"part\":0,\"parts\":2}",
+         "field 'parts': only a full push (\"full\": true) comes in parts"},
+        {"{\"functions\":[],\"full\":true,\"part\":0,\"parts\":2}",
+         "field 'sync': expected 1.., got 0"},
+        {"{\"functions\":[],\"full\":true,\"sync\":1,\"part\":2,\"parts\":2}",
+         "field 'part': expected 0..parts-1 with parts >= 1, got part 2 of 2"},
+        {"{\"functions\":[],\"full\":true,\"sync\":1,\"part\":-1,\"parts\":2}", "field 'part'"},
+        {"{\"functions\":[],\"full\":true,\"sync\":\"1\",\"part\":0,\"parts\":2}", "field 'sync'"},
+    };
+    for (size_t i = 0; i < DG_ARRAY_LEN(bad); i++) {
+        assert_int_equal(dg_wire_push_parse(bad[i].body, strlen(bad[i].body), &d, &err),
+                         DG_E_INVAL);
+        assert_non_null(strstr(err.msg, bad[i].err));
+        json_t *root = json_loads(bad[i].body, 0, NULL);
+        assert_int_equal(dg_wire_push_part(root, &d, &err), DG_E_INVAL);
+        assert_non_null(strstr(err.msg, bad[i].err));
+        json_decref(root);
+    }
+}
+
+/* A JSON answer's compact line: written and read without a JSON parser, the object handed
+ * on as it is; what is not exactly that form goes to the full parser (and its errors). */
+static void test_batch_json_line(void **state)
+{
+    struct dg_wire_batch_line l;
+    struct dg_err err;
+    char *s = dg_wire_batch_line_json(12, 201, "{\"id\":\"a\"}", 10);
+    assert_string_equal(s, "{\"i\":12,\"status\":201,\"json\":{\"id\":\"a\"}}");
+    assert_int_equal(dg_wire_batch_line_parse(s, strlen(s), &l, &err), 0);
+    assert_int_equal(l.i, 12);
+    assert_int_equal(l.status, 201);
+    assert_int_equal(l.body.len, 10);
+    assert_memory_equal(l.body.ptr, "{\"id\":\"a\"}", 10);
+    assert_null(l.root_); /* no JSON tree was made */
+    dg_wire_batch_line_free(&l);
+    free(s);
+    static const char *const bad[] = {
+        "{\"i\":01,\"status\":201,\"json\":{}}",                  /* a leading zero */
+        "{\"i\":1234567890123456789,\"status\":201,\"json\":{}}", /* 19 digits */
+        "{\"i\":1,\"status\":2011,\"json\":{}}",                  /* status of 4 digits */
+        "{\"i\":1,\"status\":201,\"json\":{}",                    /* cut short */
+        "{\"i\":-1,\"status\":201,\"json\":{}}",
+    };
+    /* a plain text answer: the same bytes the JSON encoder wrote, read without a parser */
+    s = dg_wire_batch_line_dumps(3, 200, "deleting w1-0-1", 15);
+    assert_string_equal(s, "{\"i\":3,\"status\":200,\"body\":\"deleting w1-0-1\"}");
+    assert_int_equal(dg_wire_batch_line_parse(s, strlen(s), &l, &err), 0);
+    assert_null(l.root_);
+    assert_int_equal(l.body.len, 15);
+    assert_memory_equal(l.body.ptr, "deleting w1-0-1", 15);
+    free(s);
+    /* text that needs escaping goes through the encoder and the parser */
+    s = dg_wire_batch_line_dumps(4, 400, "a \"b\"\n", 7);
+    assert_int_equal(dg_wire_batch_line_parse(s, strlen(s), &l, &err), 0);
+    assert_non_null(l.root_);
+    assert_int_equal(l.body.len, 7);
+    assert_memory_equal(l.body.ptr, "a \"b\"\n", 7);
+    dg_wire_batch_line_free(&l);
+    free(s);
+    /* refused, or read by the full parser, which hands no object on (its body is empty) */
+    for (size_t k = 0; k < DG_ARRAY_LEN(bad); k++) {
+        int rc = dg_wire_batch_line_parse(bad[k], strlen(bad[k]), &l, &err);
+        assert_true(rc < 0 || l.body.len == 0);
+        if (rc == 0)
+            dg_wire_batch_line_free(&l);
+    }
+}
+
+/* A batch body from encoded items is what the JSON encoder made, and its items decode. */
+static void test_batch_text(void **state)
+{
+    struct dg_buf b = {0};
+    dg_wire_batch_open(&b);
+    dg_wire_batch_append(&b, 0, "\"a\"", 3);
+    dg_wire_batch_append(&b, 1, "{\"n\":1}", 7);
+    dg_wire_batch_close(&b);
+    assert_string_equal(b.data, "{\"items\":[\"a\",{\"n\":1}]}");
+    json_t *root = json_loads(b.data, 0, NULL);
+    struct dg_err err;
+    assert_int_equal(json_array_size(dg_wire_batch_items(root, &err)), 2);
+    json_decref(root);
+    dg_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -943,6 +1162,7 @@ int main(void)
         cmocka_unit_test(test_async),
         cmocka_unit_test(test_dp_beat_and_metrics),
         cmocka_unit_test(test_create_and_created),
+        cmocka_unit_test(test_pool),
         cmocka_unit_test(test_sandbox_list),
         cmocka_unit_test(test_push),
         cmocka_unit_test(test_drain_and_records),
@@ -956,6 +1176,10 @@ int main(void)
         cmocka_unit_test(test_batch_framing),
         cmocka_unit_test(test_heartbeat_answer),
         cmocka_unit_test(test_roundtrip_all),
+        cmocka_unit_test(test_parts),
+        cmocka_unit_test(test_push_parts),
+        cmocka_unit_test(test_batch_text),
+        cmocka_unit_test(test_batch_json_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
