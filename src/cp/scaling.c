@@ -37,6 +37,9 @@ static void call_finish(void *ud, const struct dg_http_resp *resp, const struct 
         while (e.msg[0] && e.msg[strlen(e.msg) - 1] == '\n')
             e.msg[strlen(e.msg) - 1] = '\0';
         err = &e;
+    } else if (!resp && !err) { /* never: an item always ends with one or the other */
+        dg_err_set(&e, DG_E_CLOSED, "no answer");
+        err = &e;
     }
     if (c->cb)
         c->cb(c->ud, err ? NULL : resp, err);
@@ -85,7 +88,7 @@ static void flush_batches(uv_timer_t *t)
     }
     for (struct cp_dp *d = cp.core.dps; d; d = d->next) {
         struct cp_dp_io *io = d->io;
-        if (io->drains)
+        if (io->drains && io->drain_pool) /* none once closed (cp_io_close) */
             dg_batch_flush(io->drains, io->drain_pool);
     }
 }
@@ -718,8 +721,10 @@ static void fx_disconnect(void *ud, enum cp_peer kind, void *iop)
                 *pi = io->flush_next;
                 break;
             }
-        dg_batch_free(io->creates, NULL); /* empty: flushed into the pool before it closed */
-        dg_batch_free(io->deletes, NULL);
+        struct dg_err gone;
+        dg_err_set(&gone, DG_E_CLOSED, "the worker is gone");
+        dg_batch_free(io->creates, &gone); /* empty: failed by cp_io_close */
+        dg_batch_free(io->deletes, &gone);
         struct cp_worker_pool *wp = io->wpool;
         io->pool = NULL;
         io->wpool = NULL;
@@ -824,26 +829,64 @@ void cp_io_init(void)
     uv_timer_init(cp.loop, &cp.capacity_timer);
 }
 
+/* At exit: fail (with `err`, at once, the core still whole) what a peer's batches hold. */
+static void batches_fail(const struct dg_err *err)
+{
+    for (struct cp_worker *w = cp.core.workers; w; w = w->next) {
+        struct cp_worker_io *io = w->io;
+        struct dg_batch *c = io->creates, *d = io->deletes;
+        io->creates = io->deletes = NULL;
+        dg_batch_free(c, err);
+        dg_batch_free(d, err);
+    }
+    for (struct cp_dp *d = cp.core.dps; d; d = d->next) {
+        struct cp_dp_io *io = d->io;
+        struct dg_batch *b = io->drains;
+        io->drains = NULL;
+        dg_batch_free(b, err);
+    }
+}
+
 void cp_io_close(void)
 {
     cp_io_flush(); /* what is batched goes out, and fails with the pools below */
-    /* data planes first (their drains end in worker deletes); each pool is cleared before it
-     * closes, so callbacks run by the close see no freed pool */
+    /* every peer loses its pool before any pool closes: a pool's close answers its requests
+     * with errors at once, and the core's answer to them (a drain that failed deletes its
+     * sandboxes; a create lost is deleted) must fail at once too, not wait in the batch of a
+     * peer whose pool is still open: that batch was never sent, and was answered only by
+     * cp_core_free, on a registry being freed (a use after free at SIGTERM under load) */
+    size_t ndps = 0, nwps = 0, k = 0;
+    for (struct cp_dp *d = cp.core.dps; d; d = d->next)
+        ndps++;
+    for (struct cp_worker *w = cp.core.workers; w; w = w->next)
+        nwps++;
+    struct dg_http_pool **dpp = dg_xcalloc(2 * ndps + 1, sizeof(*dpp));
+    struct cp_worker_pool **wps = dg_xcalloc(nwps + 1, sizeof(*wps));
     for (struct cp_dp *d = cp.core.dps; d; d = d->next) {
         struct cp_dp_io *io = d->io;
-        struct dg_http_pool *p = io->pool, *dp = io->drain_pool;
+        dpp[k++] = io->pool;
+        dpp[k++] = io->drain_pool;
         io->pool = io->drain_pool = NULL;
-        dg_http_pool_close(p);
-        dg_http_pool_close(dp);
     }
-    /* a pool shared by the workers at one address closes once none of them has it */
+    k = 0;
     for (struct cp_worker *w = cp.core.workers; w; w = w->next) {
         struct cp_worker_io *io = w->io;
-        struct cp_worker_pool *wp = io->wpool;
+        wps[k++] = io->wpool;
         io->pool = NULL;
         io->wpool = NULL;
-        worker_pool_put(wp);
     }
+    /* data planes first (their drains end in worker deletes); a pool shared by the workers at
+     * one address closes once none of them has it */
+    for (k = 0; k < 2 * ndps; k++)
+        if (dpp[k])
+            dg_http_pool_close(dpp[k]);
+    for (k = 0; k < nwps; k++)
+        worker_pool_put(wps[k]);
+    free(dpp);
+    free(wps);
+    struct dg_err gone;
+    dg_err_set(&gone, DG_E_CLOSED, "the control plane is stopping");
+    batches_fail(&gone); /* none expected (no pool: nothing is batched), but never left over */
     uv_close((uv_handle_t *)&cp.push_timer, NULL);
     uv_close((uv_handle_t *)&cp.batch_timer, NULL);
     uv_close((uv_handle_t *)&cp.scale_down_timer, NULL);
