@@ -642,6 +642,9 @@ static struct dg_http_pool *pool_to(const char *address, unsigned max_conns, str
     struct dg_http_pool_opts o;
     dg_http_pool_opts_default(&o);
     o.max_conns = max_conns;
+    /* keep what the load opened: one worker address serves many (emulated) nodes, whose create,
+     * delete and drain batches go out at once; over 16 idle, each flush connected anew */
+    o.max_idle = max_conns;
     o.request_timeout_ms = 60 * 1000; /* as the original: 60 s per worker/DP call */
     o.bearer = cp.auth_on ? cp.auth_cred : NULL;
     return dg_http_pool_new_addr(cp.loop, address, &o, err);
