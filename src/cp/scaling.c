@@ -74,7 +74,7 @@ static void flush_batches(uv_timer_t *t)
 {
     cp.last_batch_ms = uv_now(cp.loop);
     while (cp.flush_list) { /* only the workers this loop turn batched for */
-        struct cp_worker_io *io = cp.flush_list;
+        struct cp_worker_pool *io = cp.flush_list;
         cp.flush_list = io->flush_next;
         io->flush_next = NULL;
         io->flush_pending = false;
@@ -115,8 +115,8 @@ static void batch_call(struct dg_batch **bp, const char *path, struct dg_http_po
         start_paced(&cp.batch_timer, flush_batches, cp.last_batch_ms);
 }
 
-/* A worker's batch waits for the flush. */
-static void worker_flush_pending(struct cp_worker_io *io)
+/* A worker address's batch waits for the flush. */
+static void worker_flush_pending(struct cp_worker_pool *io)
 {
     if (io->flush_pending)
         return;
@@ -261,7 +261,7 @@ static void deleted_on_worker(void *ud, const struct dg_http_resp *resp, const s
 
 static void fx_destroy(void *ud, struct cp_worker *w, const char *id, struct cp_sandbox *s)
 {
-    struct cp_worker_io *io = w->io;
+    struct cp_worker_pool *io = ((struct cp_worker_io *)w->io)->wpool;
     batch_call(&io->deletes, DG_WIRE_PATH_SANDBOXES_DELETE, io->pool,
                dg_wire_delete_item_encode(id), s ? deleted_on_worker : NULL, s);
     worker_flush_pending(io);
@@ -369,7 +369,7 @@ void cp_sandbox_workload_env(const struct cp_fn_spec *spec, struct dg_strlist *e
 static void fx_create(void *ud, struct cp_sandbox *s)
 {
     const struct cp_fn_spec *spec = &s->fn->spec;
-    struct cp_worker_io *io = s->worker->io;
+    struct cp_worker_pool *io = ((struct cp_worker_io *)s->worker->io)->wpool;
     /* the function's env, then the workload's (borrowed: encoded at once) */
     char *small[16],
         **envv = spec->env.n + 2 <= 16 ? small : dg_xcalloc(spec->env.n + 2, sizeof(*envv));
@@ -672,6 +672,17 @@ static void worker_pool_put(struct cp_worker_pool *wp)
 {
     if (!wp || --wp->refs)
         return;
+    for (struct cp_worker_pool **pi = &cp.flush_list; *pi; pi = &(*pi)->flush_next)
+        if (*pi == wp) { /* at exit (workers never leave), or the last worker there moved */
+            *pi = wp->flush_next;
+            break;
+        }
+    if (wp->creates) /* what is waiting goes out before the pool closes (at exit: empty) */
+        dg_batch_flush(wp->creates, wp->pool);
+    if (wp->deletes)
+        dg_batch_flush(wp->deletes, wp->pool);
+    dg_batch_free(wp->creates, NULL);
+    dg_batch_free(wp->deletes, NULL);
     dg_strmap_del(&cp.worker_pools, dg_str_c(wp->address));
     struct dg_http_pool *pool = wp->pool;
     free(wp->address);
@@ -716,13 +727,6 @@ static void fx_disconnect(void *ud, enum cp_peer kind, void *iop)
 {
     if (kind == CP_PEER_WORKER) {
         struct cp_worker_io *io = iop;
-        for (struct cp_worker_io **pi = &cp.flush_list; *pi; pi = &(*pi)->flush_next)
-            if (*pi == io) { /* only at exit: workers never leave */
-                *pi = io->flush_next;
-                break;
-            }
-        dg_batch_free(io->creates, NULL); /* empty: flushed into the pool before it closed */
-        dg_batch_free(io->deletes, NULL);
         struct cp_worker_pool *wp = io->wpool;
         io->pool = NULL;
         io->wpool = NULL;
