@@ -262,9 +262,11 @@ static void deleted_on_worker(void *ud, const struct dg_http_resp *resp, const s
 static void fx_destroy(void *ud, struct cp_worker *w, const char *id, struct cp_sandbox *s)
 {
     struct cp_worker_pool *io = ((struct cp_worker_io *)w->io)->wpool;
-    batch_call(&io->deletes, DG_WIRE_PATH_SANDBOXES_DELETE, io->pool,
+    struct dg_batch *none = NULL; /* no pool (shutdown): batch_call fails the item at once */
+    batch_call(io ? &io->deletes : &none, DG_WIRE_PATH_SANDBOXES_DELETE, io ? io->pool : NULL,
                dg_wire_delete_item_encode(id), s ? deleted_on_worker : NULL, s);
-    worker_flush_pending(io);
+    if (io)
+        worker_flush_pending(io);
 }
 
 static void drain_step(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
@@ -386,9 +388,11 @@ static void fx_create(void *ud, struct cp_sandbox *s)
                                .cpu_milli = spec->cpu_milli,
                                .memory_mib = spec->memory_mib,
                                .no_init = spec->no_init};
-    batch_call(&io->creates, DG_WIRE_PATH_SANDBOXES_BATCH, io->pool, dg_wire_create_encode(&m),
-               created, s);
-    worker_flush_pending(io);
+    struct dg_batch *none = NULL; /* no pool (shutdown): batch_call fails the item at once */
+    batch_call(io ? &io->creates : &none, DG_WIRE_PATH_SANDBOXES_BATCH, io ? io->pool : NULL,
+               dg_wire_create_encode(&m), created, s);
+    if (io)
+        worker_flush_pending(io);
     if (envv != small)
         free(envv);
 }
