@@ -288,6 +288,7 @@ struct dg_batch_reply *dg_batch_reply_start(struct dg_http_req *r, size_t n,
     b->answered = dg_xcalloc(n, sizeof(*b->answered));
     b->on_abort = on_abort;
     dg_http_resp_header(r, "Content-Type", "application/x-ndjson");
+    dg_http_resp_hold_head(r); /* the head goes with the first answered line */
     dg_http_resp_start(r, 200, -1);
     dg_http_req_on_abort(r, reply_aborted, b);
     return b;

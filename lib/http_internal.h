@@ -204,6 +204,7 @@ struct dg_http_req {
     struct dg_buf resp_hdrs;
     struct dg_buf held; /* the head of a response whose body is to follow: sent with it */
     bool head_held;
+    bool hold_chunked_head; /* dg_http_resp_hold_head: a chunked head waits for a piece too */
     void (*on_data)(struct dg_http_req *, const char *, size_t, void *);
     void (*on_end)(struct dg_http_req *, void *);
     void *body_ud;

@@ -1628,7 +1628,13 @@ void dg_http_resp_start(struct dg_http_req *r, int status, int64_t content_lengt
     }
     r->chunked_resp = content_length == -1 && !r->head_method;
     r->resp_remaining = content_length >= 0 && !r->head_method ? content_length : -1;
-    write_head(r, status, content_length, NULL, 0, r->resp_remaining > 0);
+    write_head(r, status, content_length, NULL, 0,
+               r->resp_remaining > 0 || (r->chunked_resp && r->hold_chunked_head));
+}
+
+void dg_http_resp_hold_head(struct dg_http_req *r)
+{
+    r->hold_chunked_head = true;
 }
 
 void dg_http_resp_write(struct dg_http_req *r, const void *data, size_t len)
@@ -1643,10 +1649,17 @@ void dg_http_resp_write(struct dg_http_req *r, const void *data, size_t len)
     if (r->chunked_resp) {
         char pre[24];
         int n = snprintf(pre, sizeof(pre), "%zx\r\n", len);
-        uv_buf_t bufs[3] = {uv_buf_init(pre, (unsigned)n), uv_buf_init((char *)data, (unsigned)len),
-                            uv_buf_init("\r\n", 2)};
-        if (!out_cork(c, bufs, 3))
-            conn_write(c, bufs, 3);
+        uv_buf_t bufs[4];
+        unsigned nb = 0;
+        if (r->head_held) { /* the held head goes first, in the same write */
+            r->head_held = false;
+            bufs[nb++] = uv_buf_init(r->held.data, (unsigned)r->held.len);
+        }
+        bufs[nb++] = uv_buf_init(pre, (unsigned)n);
+        bufs[nb++] = uv_buf_init((char *)data, (unsigned)len);
+        bufs[nb++] = uv_buf_init("\r\n", 2);
+        if (!out_cork(c, bufs, nb))
+            conn_write(c, bufs, nb);
         return;
     }
     if (r->resp_remaining >= 0) {

@@ -190,6 +190,10 @@ size_t dg_http_text_vfmt(char *buf, size_t size, bool newline, const char *fmt, 
 void dg_http_resp_start(struct dg_http_req *r, int status, int64_t content_length);
 void dg_http_resp_write(struct dg_http_req *r, const void *data, size_t len);
 void dg_http_resp_end(struct dg_http_req *r);
+/* Before dg_http_resp_start of a chunked response over HTTP/1.1: its head waits for the first
+ * piece (or the end) and goes out in the same write (a batch answer whose items finish a loop
+ * turn later: one write and one read fewer per batch). The client sees no head until then. */
+void dg_http_resp_hold_head(struct dg_http_req *r);
 /* A trailer field sent after the body (gRPC's grpc-status, grpc-message): added after
  * dg_http_resp_start and before dg_http_resp_end. Over HTTP/2 it goes in a trailing HEADERS
  * frame; over HTTP/1.1 in the last chunk of a chunked response (dropped when the length was

@@ -31,14 +31,16 @@ struct cp_worker_pool {
     char *address;
     struct dg_http_pool *pool;
     unsigned refs;
+    /* this loop turn's creates and deletes to the address (any worker there: the items name no
+     * node), sent together (NULL: none yet): the (emulated) nodes of one worker share a batch */
+    struct dg_batch *creates, *deletes;
+    bool flush_pending; /* on cp.flush_list: a batch waits for the flush */
+    struct cp_worker_pool *flush_next;
 };
 
 struct cp_worker_io {
     struct dg_http_pool *pool; /* = wpool->pool */
     struct cp_worker_pool *wpool;
-    struct dg_batch *creates, *deletes; /* this loop turn's, sent together (NULL: none yet) */
-    bool flush_pending;                 /* on cp.flush_list: a batch waits for the flush */
-    struct cp_worker_io *flush_next;
     struct dg_metric *m[5]; /* its /metrics gauges (workers never leave): no lookup per beat */
     uint64_t pool_sig;      /* the pool table it was last sent (pool.c), hashed; 0: none or empty */
 };
@@ -73,13 +75,13 @@ struct cp {
     } rep;                      /* replicas.c */
     struct cp_haproxy *haproxy; /* haproxy.c */
     struct cp_store *store;
-    double reconstruction_seconds;   /* the last start-up's, for /metrics */
-    uv_timer_t capacity_timer;       /* 0 ms: the core's capacity_freed */
-    uv_timer_t push_timer;           /* 0 ms: the core's push, once per loop turn */
-    uv_timer_t batch_timer;          /* 0 ms: creates, deletes and drains of a loop turn, batched */
-    struct cp_worker_io *flush_list; /* the workers with a batch to flush: no walk of all */
-    struct dg_strmap worker_pools;   /* address -> struct cp_worker_pool */
-    uv_timer_t scale_down_timer;     /* the core's queued scale-downs, a budget per turn */
+    double reconstruction_seconds; /* the last start-up's, for /metrics */
+    uv_timer_t capacity_timer;     /* 0 ms: the core's capacity_freed */
+    uv_timer_t push_timer;         /* 0 ms: the core's push, once per loop turn */
+    uv_timer_t batch_timer;        /* 0 ms: creates, deletes and drains of a loop turn, batched */
+    struct cp_worker_pool *flush_list; /* the worker addresses with a batch to flush */
+    struct dg_strmap worker_pools;     /* address -> struct cp_worker_pool */
+    uv_timer_t scale_down_timer;       /* the core's queued scale-downs, a budget per turn */
     /* batchInterval: a push, or a flush of the batches, comes at least this long after the
      * previous one (0: once per loop turn); when, last (loop ms) */
     uint64_t batch_interval_ms, last_push_ms, last_batch_ms;

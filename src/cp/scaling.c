@@ -77,7 +77,7 @@ static void flush_batches(uv_timer_t *t)
 {
     cp.last_batch_ms = uv_now(cp.loop);
     while (cp.flush_list) { /* only the workers this loop turn batched for */
-        struct cp_worker_io *io = cp.flush_list;
+        struct cp_worker_pool *io = cp.flush_list;
         cp.flush_list = io->flush_next;
         io->flush_next = NULL;
         io->flush_pending = false;
@@ -118,8 +118,8 @@ static void batch_call(struct dg_batch **bp, const char *path, struct dg_http_po
         start_paced(&cp.batch_timer, flush_batches, cp.last_batch_ms);
 }
 
-/* A worker's batch waits for the flush. */
-static void worker_flush_pending(struct cp_worker_io *io)
+/* A worker address's batch waits for the flush. */
+static void worker_flush_pending(struct cp_worker_pool *io)
 {
     if (io->flush_pending)
         return;
@@ -264,10 +264,12 @@ static void deleted_on_worker(void *ud, const struct dg_http_resp *resp, const s
 
 static void fx_destroy(void *ud, struct cp_worker *w, const char *id, struct cp_sandbox *s)
 {
-    struct cp_worker_io *io = w->io;
-    batch_call(&io->deletes, DG_WIRE_PATH_SANDBOXES_DELETE, io->pool,
+    struct cp_worker_pool *io = ((struct cp_worker_io *)w->io)->wpool;
+    struct dg_batch *none = NULL; /* no pool (shutdown): batch_call fails the item at once */
+    batch_call(io ? &io->deletes : &none, DG_WIRE_PATH_SANDBOXES_DELETE, io ? io->pool : NULL,
                dg_wire_delete_item_encode(id), s ? deleted_on_worker : NULL, s);
-    worker_flush_pending(io);
+    if (io)
+        worker_flush_pending(io);
 }
 
 static void drain_step(void *ud, const struct dg_http_resp *resp, const struct dg_err *err)
@@ -372,7 +374,7 @@ void cp_sandbox_workload_env(const struct cp_fn_spec *spec, struct dg_strlist *e
 static void fx_create(void *ud, struct cp_sandbox *s)
 {
     const struct cp_fn_spec *spec = &s->fn->spec;
-    struct cp_worker_io *io = s->worker->io;
+    struct cp_worker_pool *io = ((struct cp_worker_io *)s->worker->io)->wpool;
     /* the function's env, then the workload's (borrowed: encoded at once) */
     char *small[16],
         **envv = spec->env.n + 2 <= 16 ? small : dg_xcalloc(spec->env.n + 2, sizeof(*envv));
@@ -389,9 +391,11 @@ static void fx_create(void *ud, struct cp_sandbox *s)
                                .cpu_milli = spec->cpu_milli,
                                .memory_mib = spec->memory_mib,
                                .no_init = spec->no_init};
-    batch_call(&io->creates, DG_WIRE_PATH_SANDBOXES_BATCH, io->pool, dg_wire_create_encode(&m),
-               created, s);
-    worker_flush_pending(io);
+    struct dg_batch *none = NULL; /* no pool (shutdown): batch_call fails the item at once */
+    batch_call(io ? &io->creates : &none, DG_WIRE_PATH_SANDBOXES_BATCH, io ? io->pool : NULL,
+               dg_wire_create_encode(&m), created, s);
+    if (io)
+        worker_flush_pending(io);
     if (envv != small)
         free(envv);
 }
@@ -645,6 +649,9 @@ static struct dg_http_pool *pool_to(const char *address, unsigned max_conns, str
     struct dg_http_pool_opts o;
     dg_http_pool_opts_default(&o);
     o.max_conns = max_conns;
+    /* keep what the load opened: one worker address serves many (emulated) nodes, whose create,
+     * delete and drain batches go out at once; over 16 idle, each flush connected anew */
+    o.max_idle = max_conns;
     o.request_timeout_ms = 60 * 1000; /* as the original: 60 s per worker/DP call */
     o.bearer = cp.auth_on ? cp.auth_cred : NULL;
     return dg_http_pool_new_addr(cp.loop, address, &o, err);
@@ -672,6 +679,17 @@ static void worker_pool_put(struct cp_worker_pool *wp)
 {
     if (!wp || --wp->refs)
         return;
+    for (struct cp_worker_pool **pi = &cp.flush_list; *pi; pi = &(*pi)->flush_next)
+        if (*pi == wp) { /* at exit (workers never leave), or the last worker there moved */
+            *pi = wp->flush_next;
+            break;
+        }
+    if (wp->creates) /* what is waiting goes out before the pool closes (at exit: empty) */
+        dg_batch_flush(wp->creates, wp->pool);
+    if (wp->deletes)
+        dg_batch_flush(wp->deletes, wp->pool);
+    dg_batch_free(wp->creates, NULL);
+    dg_batch_free(wp->deletes, NULL);
     dg_strmap_del(&cp.worker_pools, dg_str_c(wp->address));
     struct dg_http_pool *pool = wp->pool;
     free(wp->address);
@@ -716,15 +734,6 @@ static void fx_disconnect(void *ud, enum cp_peer kind, void *iop)
 {
     if (kind == CP_PEER_WORKER) {
         struct cp_worker_io *io = iop;
-        for (struct cp_worker_io **pi = &cp.flush_list; *pi; pi = &(*pi)->flush_next)
-            if (*pi == io) { /* only at exit: workers never leave */
-                *pi = io->flush_next;
-                break;
-            }
-        struct dg_err gone;
-        dg_err_set(&gone, DG_E_CLOSED, "the worker is gone");
-        dg_batch_free(io->creates, &gone); /* empty: failed by cp_io_close */
-        dg_batch_free(io->deletes, &gone);
         struct cp_worker_pool *wp = io->wpool;
         io->pool = NULL;
         io->wpool = NULL;
@@ -829,16 +838,10 @@ void cp_io_init(void)
     uv_timer_init(cp.loop, &cp.capacity_timer);
 }
 
-/* At exit: fail (with `err`, at once, the core still whole) what a peer's batches hold. */
+/* At exit: fail (with `err`, at once, the core still whole) what a data plane's batches hold
+ * (the workers' are their address pools', flushed and freed by worker_pool_put). */
 static void batches_fail(const struct dg_err *err)
 {
-    for (struct cp_worker *w = cp.core.workers; w; w = w->next) {
-        struct cp_worker_io *io = w->io;
-        struct dg_batch *c = io->creates, *d = io->deletes;
-        io->creates = io->deletes = NULL;
-        dg_batch_free(c, err);
-        dg_batch_free(d, err);
-    }
     for (struct cp_dp *d = cp.core.dps; d; d = d->next) {
         struct cp_dp_io *io = d->io;
         struct dg_batch *b = io->drains;
