@@ -13,7 +13,7 @@ set -u
 S=${DG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
-NCHECKS=8
+NCHECKS=9
 BRIDGE=dgpw
 SUBNET=100.126.16.0/24
 WORKER=pw-w1
@@ -107,6 +107,17 @@ t_cold() {
     curl -sf "http://$WKA/v1/sandboxes" | grep -qF "$id"
 }
 check "a cold start starts a pre-created container (its name is the sandbox id; logged; dg_worker_prewarm_hits_total 1) and answers 200" t_cold
+
+t_probe() {
+  # that cold start's readiness was probed (the pool's creates are not: a created container
+  # does not run), and every probe made at least one connect
+  local probes attempts
+  probes=$(metric dg_worker_probes_total)
+  attempts=$(metric dg_worker_probe_attempts_total)
+  echo "probes $probes, attempts $attempts"
+  [ "${probes:-0}" = 1 ] && [ "${attempts:-0}" -ge 1 ]
+}
+check "the cold start's readiness probe is counted (dg_worker_probes_total 1, dg_worker_probe_attempts_total >= 1)" t_probe
 
 t_refill() {
   poll_until 400 count_is created 2 && count_is running 1 &&
