@@ -84,10 +84,18 @@ start_cluster() {
   wait_log "$d/dp.log" 'proxy on'
   wait_log "$d/wk.log" 'listening on'
   DP=127.0.0.1:$(port_of "$d/dp.log" 'proxy on')
-  until [ "$(curl -s --max-time 5 "http://$REG/v1/status" | /usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin); print(sum(1 for w in s["workers"] if w.get("schedulable", True)), len(s["dataplanes"]))' 2>/dev/null)" = "$n 1" ]; do
-    i=$((i + 1)); [ $i -lt 600 ] || { echo "cluster of $n nodes did not register within 60 s" >&2; return 1; }; sleep 0.1
+  # all N schedulable and the DP there; a build that cannot register them all (before issue 16:
+  # 5,000 nodes never did) is measured as it is after 60 s, with the count it reached
+  until [ "$(registered)" = "$n 1" ]; do
+    i=$((i + 1))
+    if [ $i -ge 600 ]; then echo "  (only $(registered) of $n nodes and 1 DP registered after 60 s: measuring anyway)" >&2; break; fi
+    sleep 0.1
   done
   sleep 2 # a full heartbeat round after the last registration
+  REGD=$(registered | cut -d' ' -f1)
+}
+registered() {
+  curl -s --max-time 5 "http://$REG/v1/status" | /usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin); print(sum(1 for w in s["workers"] if w.get("schedulable", True)), len(s["dataplanes"]))' 2>/dev/null || echo "? ?"
 }
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -137,7 +145,7 @@ EOF
 
 NAME=cluster_size$([ -n "$TAG" ] && echo "_$TAG" || true)
 SUM=$OUT/$NAME.csv
-echo "kind,nodes,rate,window_s,cp_cpu_pct,worker_cpu_pct,rate_achieved,ok,errors,p50_ms,p99_ms,other_cpu_pct,loadavg,date" >"$SUM"
+echo "kind,nodes,registered,rate,window_s,cp_cpu_pct,worker_cpu_pct,rate_achieved,ok,errors,p50_ms,p99_ms,other_cpu_pct,loadavg,date" >"$SUM"
 echo "# cluster_size: one worker emulating N nodes, heartbeats 1 s; idle ${IDLE} s; loads $RATES/s for ${STEP} s (first ${WARM} s not counted)"
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r), build $BUILD, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%6s %6s %8s %8s %9s %8s %8s %6s\n' nodes rate cp_cpu% wk_cpu% achieved p50_ms p99_ms other%
@@ -152,7 +160,7 @@ for n in $NODES; do
   secs=$(( (t1 - t0) / 1000000 ))e-3
   cpc=$(pct "$c0" "$c1" "$secs"); wkc=$(pct "$w0" "$w1" "$secs"); oth=$(other_cpu "$d/s0" "$d/s1" "$secs")
   stop_cluster
-  echo "idle,$n,0,$IDLE,$cpc,$wkc,,,,,,$oth,$la,$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$SUM"
+  echo "idle,$n,$REGD,0,$IDLE,$cpc,$wkc,,,,,,$oth,$la,$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$SUM"
   printf '%6s %6s %8s %8s %9s %8s %8s %6s\n' "$n" idle "$cpc" "$wkc" - - - "$oth"
   for r in $RATES; do
     d=$TMP/load-$n-$r
@@ -167,7 +175,7 @@ for n in $NODES; do
     stop_cluster
     if [ ! -s "$d/load.csv" ]; then echo "load failed at $n nodes, $r/s: $(head -c 300 "$d/load.err")" >&2; continue; fi
     read -r ach ok errs p50 p99 < <(stats "$d/load.csv" "$WARM" "$STEP")
-    echo "load,$n,$r,$STEP,$cpc,$wkc,$ach,$ok,$errs,$p50,$p99,$oth,$la,$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$SUM"
+    echo "load,$n,$REGD,$r,$STEP,$cpc,$wkc,$ach,$ok,$errs,$p50,$p99,$oth,$la,$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$SUM"
     printf '%6s %6s %8s %8s %9s %8s %8s %6s\n' "$n" "$r" "$cpc" "$wkc" "$ach" "$p50" "$p99" "$oth"
     rm -rf "$d"
   done

@@ -109,7 +109,11 @@ static void beat_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     hb->resync = !ok; /* after a failure the CP may have lost us: ask for everything */
     if (ok && dg_wire_beat_answer_is_resync(resp->body.ptr, resp->body.len) && !hb->stopped) {
         hb->resync = true; /* the CP asks for everything (it restored us from its store) */
-        uv_timer_start(&hb->timer, beat, DG_MIN(hb->interval_ms, 100), hb->interval_ms);
+        /* at once, unless a borrower: its body never lists (an emulated node; node 0 lists
+         * for all), so beating again within 100 ms would only repeat, ten times a second for
+         * as long as the CP asks (every node once lost, at 10,000 nodes) */
+        if (!hb->borrowed)
+            uv_timer_start(&hb->timer, beat, DG_MIN(hb->interval_ms, 100), hb->interval_ms);
         return;
     }
     if (ok || hb->naddrs < 2 || hb->stopped)

@@ -12,6 +12,11 @@
                               CP's cold_start_trace.csv (µs): mean per step of the oci sweep when
                               its per-invocation CSVs are in raw/, with the rest of the end-to-end
                               path (CP, DP, endpoint propagation, proxied call) on top
+  (d) overload.png            the saturation curve: goodput (200s per second) against the offered
+                              cold-start rate, one colour per runtime, with the ideal line and
+                              0.9x the best sustainable rate (overload_{emulated,oci}[_quick].csv
+                              from bench/overload.sh; a one-cluster sweep's steps added when
+                              there: coldstart_sweep_RUNTIME_onecluster[_quick].csv)
 
 A plot whose input is missing is skipped with a one-line note; nothing here raises on a missing
 or malformed file.
@@ -297,6 +302,62 @@ def plot_breakdown(d):
          + (f", end to end from {len(e2e)} sweep step(s))" if e2e else ")"))
 
 
+# ---- (d) the saturation curve: goodput against offered load -----------------------------------
+
+
+def plot_overload(d):
+    series = []
+    for rt in ("emulated", "oci"):
+        p = pick(d, f"overload_{rt}.csv", f"overload_{rt}_quick.csv")
+        pts, best = [], None
+        if p:
+            for r in read_csv(p):
+                x, y = fnum(r.get("rate_offered")), fnum(r.get("goodput_per_s"))
+                if math.isfinite(x) and math.isfinite(y):
+                    pts.append((x, y, r.get("phase", "")))
+                if r.get("phase") == "best":
+                    best = x
+        sw = pick(d, f"coldstart_sweep_{rt}_onecluster.csv",
+                  f"coldstart_sweep_{rt}_onecluster_quick.csv")
+        if sw:
+            for r in read_csv(sw):
+                x, y = fnum(r.get("rate_target")), fnum(r.get("cold_per_s"))
+                if math.isfinite(x) and math.isfinite(y) and fnum(r.get("errors")) == 0:
+                    pts.append((x, y, "sweep"))
+        if pts:
+            series.append((rt, [os.path.basename(f) for f in (p, sw) if f], sorted(pts), best))
+    if not series:
+        note("overload.png skipped: no overload_{emulated,oci}[_quick].csv in " + d)
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    top = 0
+    for rt, names, pts, best in series:
+        c = RUNTIME_COLOURS.get(rt)
+        ov = [(x, y) for x, y, ph in pts if ph != "sweep"]
+        sw = [(x, y) for x, y, ph in pts if ph == "sweep"]
+        if ov:
+            ax.plot([x for x, _ in ov], [y for _, y in ov], "o-", color=c,
+                    label=f"{rt}: bench/overload.sh")
+        if sw:
+            ax.plot([x for x, _ in sw], [y for _, y in sw], "x", color=c, alpha=0.6,
+                    label=f"{rt}: one-cluster sweep steps")
+        if best:
+            ax.axhline(0.9 * best, color=c, lw=0.8, ls=":",
+                       label=f"{rt}: 0.9x the best rate ({best:.0f}/s)")
+        top = max(top, max(x for x, _, _ in pts))
+    ax.plot([0, top], [0, top], color="grey", lw=0.8, ls="--", label="goodput = offered")
+    ax.set_xlabel("offered cold starts per second")
+    ax.set_ylabel("goodput (successful invocations per second)")
+    ax.set_title("Saturation curve: goodput against offered load")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = os.path.join(d, "overload.png")
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    note(f"wrote {out} ({', '.join(n for _, ns, _, _ in series for n in ns)})")
+
+
 def main():
     d = "bench/results"
     args = sys.argv[1:]
@@ -308,7 +369,7 @@ def main():
     if not os.path.isdir(d):
         note(f"nothing to plot: no directory {d}")
         return 0
-    for f in (plot_sweep, plot_trace, plot_breakdown):
+    for f in (plot_sweep, plot_trace, plot_breakdown, plot_overload):
         try:
             f(d)
         except Exception as e:  # a malformed input skips its plot, never the others
