@@ -723,9 +723,15 @@ static void reconcile(struct cp_core *c, struct cp_fn *f)
             c->chosen_cap = DG_MAX(want, 2 * c->chosen_cap);
             c->chosen = dg_xrealloc(c->chosen, c->chosen_cap * sizeof(*c->chosen));
         }
-        unsigned k = cp_place_view(&c->placer, c->view, c->nview, f->spec.name, f->spec.cpu_milli,
-                                   f->spec.memory_mib, want, c->chosen);
-        for (unsigned i = 0; i < k; i++)
+        /* a worker holding a pre-created sandbox of it first (issue 16), then the policy */
+        unsigned hinted =
+            f->pool_hint && cp_place_on(&f->pool_hint->node, f->spec.cpu_milli, f->spec.memory_mib);
+        if (hinted)
+            create_on(c, f, f->pool_hint);
+        unsigned k =
+            hinted + cp_place_view(&c->placer, c->view, c->nview, f->spec.name, f->spec.cpu_milli,
+                                   f->spec.memory_mib, want - hinted, c->chosen);
+        for (unsigned i = 0; i < k - hinted; i++)
             create_on(c, f, (struct cp_worker *)c->view[c->chosen[i]]);
         if (k > 0)
             dg_log(DG_LOG_DEBUG, "scale", "fn=%s scale up to %d (ready %u, creating %u)",

@@ -141,6 +141,9 @@ struct cp_fn {
     struct cp_fn *next_dirty;
     struct cp_fn *sd_prev, *sd_next; /* in the core's scale-down queue (sd_queued) */
     bool sd_queued;
+    struct cp_worker *pool_hint; /* a worker that holds pre-created sandboxes of it (the pool
+                                    table's first for it, src/cp/pool.c): its next cold start
+                                    goes there if it fits; NULL: none (workers never leave) */
     struct cp_fn *next;
     void *ctx; /* whoever drives the core (the simulator: its per-function state); unused by
                   the core */

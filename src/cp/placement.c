@@ -322,3 +322,11 @@ unsigned cp_place(struct cp_placer *p, struct cp_node *nodes, size_t n, const ch
         free(v);
     return placed;
 }
+
+bool cp_place_on(struct cp_node *node, int64_t cpu, int64_t mem)
+{
+    if (!cp_node_fits(node, cpu, mem))
+        return false;
+    reserve(node, cpu, mem);
+    return true;
+}

@@ -121,4 +121,8 @@ int64_t cp_score_balanced(int64_t cpu_cap, int64_t mem_cap, int64_t cpu_req, int
  * total on the n schedulable nodes: ceil((1 + eps) x (total + 1) / n). */
 unsigned cp_chbl_bound(double eps, unsigned total, size_t n);
 
+/* Reserve one sandbox on `node` if it fits (cp_node_fits), whatever the policy: a hint taken
+ * before the policy's pick (a worker holding a pre-created sandbox of the function). */
+bool cp_place_on(struct cp_node *node, int64_t cpu, int64_t mem);
+
 #endif

@@ -135,10 +135,12 @@ void cp_pool_tick(uint64_t now_ms)
         }
     for (struct cp_fn *f = c->fns; f; f = f->next) {
         int want = cp_pool_want(f);
+        f->pool_hint = NULL;
         if (want <= 0)
             continue;
         size_t first =
             (size_t)(fnv(f->spec.name, strlen(f->spec.name), 1469598103934665603ull) % nw);
+        f->pool_hint = ws[first]; /* it gets one at least: placement tries it first */
         for (size_t i = 0; i < nw && (int)i < want; i++) {
             int64_t count = want / (int64_t)nw + ((int64_t)i < want % (int64_t)nw);
             json_array_append_new(tables[(first + i) % nw], item_json(f, count));

@@ -23,6 +23,7 @@
 #include "exec.h"
 #include "instance.h"
 #include "prewarm.h"
+#include "probe.h"
 #include "registry.h"
 
 static const struct wk_runtime *const runtimes[] = {&wk_runtime_process, &wk_runtime_emulated,
@@ -283,6 +284,7 @@ int main(int argc, char **argv)
     if (g.auth)
         dg_auth_server(g.server, &g.key);
     dg_daemon_mount_health_metrics(g.server, g.metrics);
+    wk_probe_metrics(g.metrics);
     wk_api_mount(g.server, &g.reg);
     wk_prewarm_mount(g.server, g.rt->prewarm ? g.rt->prewarm(g.rt_state) : NULL, g.metrics);
     if (g.rt->start)

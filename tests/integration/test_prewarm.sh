@@ -13,7 +13,7 @@ set -u
 S=${DG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
-NCHECKS=8
+NCHECKS=10
 BRIDGE=dgpw
 SUBNET=100.126.16.0/24
 WORKER=pw-w1
@@ -27,6 +27,11 @@ oci_require $NCHECKS
 # removed by hand (containers, mounts, veths, the bridge, the cgroups of the worker's instance)
 cleanup_pw() {
   oci_stop "${WK_PID:-}"
+  for w in 2 3; do
+    oci_stop "$(cat "$TAP_TMP/w$w.pid" 2>/dev/null)"
+    oci_names "$TAP_TMP/w$w.log"
+    oci_remove "$OCI_RUN" "$OCI_BRIDGE" "$OCI_VETH" "$OCI_CGROUP"
+  done
   for p in "${TAP_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   oci_names "$TAP_TMP/w1.log"
   oci_remove "$RUN" "$BRIDGE" "$OCI_VETH" "$OCI_CGROUP"
@@ -108,6 +113,17 @@ t_cold() {
 }
 check "a cold start starts a pre-created container (its name is the sandbox id; logged; dg_worker_prewarm_hits_total 1) and answers 200" t_cold
 
+t_probe() {
+  # that cold start's readiness was probed (the pool's creates are not: a created container
+  # does not run), and every probe made at least one connect
+  local probes attempts
+  probes=$(metric dg_worker_probes_total)
+  attempts=$(metric dg_worker_probe_attempts_total)
+  echo "probes $probes, attempts $attempts"
+  [ "${probes:-0}" = 1 ] && [ "${attempts:-0}" -ge 1 ]
+}
+check "the cold start's readiness probe is counted (dg_worker_probes_total 1, dg_worker_probe_attempts_total >= 1)" t_probe
+
 t_refill() {
   poll_until 400 count_is created 2 && count_is running 1 &&
     [ "$(metric dg_worker_prewarm_made_total)" = 3 ]
@@ -137,5 +153,48 @@ t_log() {
   grep -q "prewarm: stopping: 3 pooled sandboxes removed" "$TAP_TMP/w1.log" || { grep prewarm "$TAP_TMP/w1.log" | tail; return 1; }
 }
 check "the worker says it removed the pooled sandboxes at its stop" t_log
+
+
+# ---- two workers: a cold start goes to the worker holding the function's pre-created sandbox
+# (the CP's placement hint from its pool table), not wherever the policy would put it
+t_two() {
+  wait_for_log "$TAP_TMP/cp.log" "worker $WORKER silent" 20 || { echo "the stopped worker is still schedulable"; return 1; }
+  local w
+  for w in 2 3; do
+    bg_start "$TAP_TMP/w$w.log" "$B/dirigent-worker" --port 0 --name pw-w$w --runtime oci --imageRoots "$TAP_TMP" \
+      --controlPlaneAddress "$CPI" --heartbeatInterval 300ms --runDir "$TAP_TMP/run$w" --dataDir "$TAP_TMP/data$w" \
+      --bridge dgpw$w --sandboxSubnet 100.126.1$((5 + w)).0/24 --netnsPool 2 --readinessTimeout 10s \
+      --cpuMilli 8000 --memoryMiB 8192 --logLevel debug
+    echo "$BG_PID" >"$TAP_TMP/w$w.pid"
+    wait_for_log "$TAP_TMP/w$w.log" "pw-w$w: listening on" 20 || { echo "pw-w$w did not start"; return 1; }
+  done
+  curl -sf -XDELETE "$REG/v1/functions/pw2" >/dev/null || { echo "pw2 not deleted"; return 1; }
+  local a2 a3
+  a2=127.0.0.1:$(port_of "$TAP_TMP/w2.log" "pw-w2: listening on")
+  a3=127.0.0.1:$(port_of "$TAP_TMP/w3.log" "pw-w3: listening on")
+  m() { curl -sf "http://$1/metrics" | awk -v m="$2" '$1 == m {v = $2} END {print v + 0}'; }
+  sum() { echo $(($(m "$a2" "$1") + $(m "$a3" "$1"))); }
+  local i
+  for i in 1 2 3 4; do
+    [ "$(register hp$i "&prewarm=1")" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }
+  done
+  local tries
+  for tries in $(seq 1 600); do
+    [ "$(sum dg_worker_prewarm_ready)" = 4 ] && break
+    sleep 0.05
+  done
+  [ "$(sum dg_worker_prewarm_ready)" = 4 ] || { echo "not 4 pooled: $(sum dg_worker_prewarm_ready)"; return 1; }
+  echo "pooled: pw-w2 $(m "$a2" dg_worker_prewarm_ready), pw-w3 $(m "$a3" dg_worker_prewarm_ready)"
+  local code id pooled=0
+  for i in 1 2 3 4; do
+    code=$(curl -s -m 30 -o "$TAP_TMP/inv.out" -w '%{http_code}' -H "Host: hp$i" "$P/")
+    id=$(json_field "$(cat "$TAP_TMP/inv.out")" MachineName)
+    echo "hp$i: $code $id"
+    [ "$code" = 200 ] && [[ "$id" =~ ^pw-w[23]-[0-9a-f]+-p[0-9a-f]+-[0-9]+$ ]] && pooled=$((pooled + 1))
+  done
+  echo "pooled starts $pooled of 4, hits $(sum dg_worker_prewarm_hits_total), misses $(sum dg_worker_prewarm_misses_total)"
+  [ "$pooled" = 4 ] && [ "$(sum dg_worker_prewarm_hits_total)" = 4 ]
+}
+check "two workers, four functions with prewarm 1 spread over them: each cold start lands on the worker holding its pre-created sandbox (4 pooled starts)" t_two
 
 tap_done

@@ -1034,6 +1034,35 @@ static void test_saturated_worker(void **state)
     env_free(e);
 }
 
+/* A function with pre-created sandboxes on a worker (the pool table's hint, src/cp/pool.c):
+ * its cold starts go to that worker while it fits, whatever the policy would pick; a hint
+ * that does not fit (saturated) leaves the pick to the policy. */
+static void test_pool_hint(void **state)
+{
+    struct env *e = env_new();
+    worker(e, "w1", 100000, 100000);
+    struct cp_worker *w2 = worker(e, "w22", 100000, 100000);
+    struct cp_dp *d = dataplane(e, "dp1");
+    size_t n = 0;
+    for (int i = 0; i < 6; i++) { /* round robin alone would alternate w1, w22 */
+        char name[16];
+        snprintf(name, sizeof(name), "pooled%d", i);
+        struct cp_fn *f = function(e, name, 100, 128, 0);
+        f->pool_hint = w2;
+        cp_core_on_metric(&e->c, d, f, 1);
+        assert_int_equal(e->k.ncreates, ++n);
+        assert_ptr_equal(e->k.creates[n - 1]->worker, w2);
+    }
+    beat_saturated(e, "w22", true); /* the hint does not fit: the policy picks w1 */
+    struct cp_fn *g = function(e, "other", 100, 128, 0);
+    g->pool_hint = w2;
+    cp_core_on_metric(&e->c, d, g, 1);
+    assert_int_equal(e->k.ncreates, n + 1);
+    assert_string_equal(e->k.creates[n]->worker->name, "w1");
+    check_accounting(e);
+    env_free(e);
+}
+
 int main(void)
 {
     dg_log_set_level(DG_LOG_ERROR);
@@ -1058,6 +1087,7 @@ int main(void)
         cmocka_unit_test(test_restore_without_subnet_waits),
         cmocka_unit_test(test_many_workers_indexed_and_lost),
         cmocka_unit_test(test_saturated_worker),
+        cmocka_unit_test(test_pool_hint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
