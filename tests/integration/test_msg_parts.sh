@@ -15,6 +15,12 @@ B=$(cd "$B" && pwd)
 FN=$B/dirigent-fn
 N=${MSG_PARTS_FUNCTIONS:-30000}
 PY=/usr/bin/python3
+# 30,000 functions under ASan take the suite past its time budget (over 10 minutes): the split
+# itself is covered under sanitizers by the batch test's parts and the wire unit tests
+if [ -n "${DG_SANITIZED:-}" ]; then
+  echo "1..0 # SKIP scale test, not run under sanitizers (${DG_SANITIZED})"
+  exit 0
+fi
 
 plan 7
 
