@@ -14,7 +14,8 @@
 #   bench/oci_floor.sh [--quick] [--build DIR] [--out DIR] [--duration S] [--fraction F]
 #                      [--floor-n N]
 # Writes OUT/oci_floor.csv (a row per run, appended), OUT/raw/oci_floor_*.csv.gz (the hold's
-# per-invocation CSV) and OUT/raw/oci_floor_trace.csv (the CP's cold_start_trace.csv), OUT:
+# per-invocation CSV), OUT/raw/oci_floor_trace.csv.gz (the CP's cold_start_trace.csv) and the
+# daemons' warnings (OUT/raw/oci_floor_{cp,dp,wk}.log), OUT:
 # bench/results; --quick: a scratch directory (mktemp, printed), never bench/results.
 set -euo pipefail
 if [ -z "${DG_OCI_FLOOR_LOCKED:-}" ]; then
@@ -77,17 +78,19 @@ ACH=$(val hold_achieved) SENT=$(val hold_sent) OK=$(val hold_ok) P50=$(val hold_
 ERRS=$(val hold_errors) OTHER=$(val hold_other_cpu_pct)
 LC=$(val left_containers) LM=$(val left_mounts) LN=$(val left_netns) LV=$(val left_veths) LG=$(val left_cgroups)
 [ -n "$ACH" ] || { echo "oci_floor: the hold failed ($RES)" >&2; exit 1; }
+SENT_PS=$ACH # what the load generator sent per second; achieved: the cold starts served (200) per second
+ACH=$(awk -v o="$OK" -v d="$DUR" 'BEGIN {printf "%.1f", o / d}')
 for f in "$SW"/raw/*hold.csv.gz; do [ -f "$f" ] && cp "$f" "$OUT/raw/oci_floor$([ "$QUICK" = 1 ] && echo _quick || true)_hold.csv.gz"; done
-for f in "$SW"/cold_start_trace*.csv; do [ -f "$f" ] && cp "$f" "$OUT/raw/oci_floor$([ "$QUICK" = 1 ] && echo _quick || true)_trace.csv"; done
-for f in "$SW"/raw/*_wk.log; do [ -f "$f" ] && cp "$f" "$OUT/raw/oci_floor$([ "$QUICK" = 1 ] && echo _quick || true)_wk.log"; done
+for f in "$SW"/cold_start_trace*.csv; do [ -f "$f" ] && gzip -c "$f" >"$OUT/raw/oci_floor$([ "$QUICK" = 1 ] && echo _quick || true)_trace.csv.gz"; done
+for d in cp dp wk; do for f in "$SW"/raw/*_$d.log; do [ -f "$f" ] && cp "$f" "$OUT/raw/oci_floor$([ "$QUICK" = 1 ] && echo _quick || true)_$d.log"; done; done
 goal() { /usr/bin/python3 -c "import sys; sys.exit(0 if $1 else 1)" && echo met || echo "NOT met"; }
 echo
-echo "floor $FLOOR/s; offered $RATE/s; achieved $ACH/s ($OK of $SENT ok, $ERRS errors); p50 $P50 ms, p99 $P99 ms; other processes used $OTHER% of one CPU"
+echo "floor $FLOOR/s; offered $RATE/s (sent $SENT_PS/s); achieved $ACH/s ($OK of $SENT ok, $ERRS errors); p50 $P50 ms, p99 $P99 ms; other processes used $OTHER% of one CPU"
 echo "left over: $LC containers, $LM mounts, $LN namespaces, $LV veths, $LG cgroups"
 echo "goals: rate >= 0.9x floor ($(goal "$ACH >= 0.9 * $FLOOR and $ERRS == 0")), p99 <= 50 ms ($(goal "$P99 <= 50")), no error ($(goal "$ERRS == 0")), nothing left ($(goal "$LC + $LM + $LN + $LV + $LG == 0"))"
 CSV=$OUT/oci_floor$([ "$QUICK" = 1 ] && echo _quick || true).csv
-[ -s "$CSV" ] || echo "date,floor_per_s,floor_n,offered_per_s,achieved_per_s,sent,ok,errors,p50_ms,p99_ms,duration_s,warmup_s,other_cpu_pct,load1,left_containers,left_mounts,left_netns,left_veths,left_cgroups" >"$CSV"
-echo "$(date -u +%Y-%m-%dT%H:%M:%SZ),$FLOOR,$FLOOR_N,$RATE,$ACH,$SENT,$OK,$ERRS,$P50,$P99,$DUR,$WARM,$OTHER,$(load1),$LC,$LM,$LN,$LV,$LG" >>"$CSV"
+[ -s "$CSV" ] || echo "date,floor_per_s,floor_n,offered_per_s,sent_per_s,achieved_per_s,sent,ok,errors,p50_ms,p99_ms,duration_s,warmup_s,other_cpu_pct,load1,left_containers,left_mounts,left_netns,left_veths,left_cgroups" >"$CSV"
+echo "$(date -u +%Y-%m-%dT%H:%M:%SZ),$FLOOR,$FLOOR_N,$RATE,$SENT_PS,$ACH,$SENT,$OK,$ERRS,$P50,$P99,$DUR,$WARM,$OTHER,$(load1),$LC,$LM,$LN,$LV,$LG" >>"$CSV"
 echo "summary: $CSV"
 echo "RESULT oci_floor_floor_per_s=$FLOOR offered_per_s=$RATE achieved_per_s=$ACH rate_ratio=$(awk -v a="$ACH" -v f="$FLOOR" 'BEGIN {printf "%.2f", a / f}') p50_ms=$P50 p99_ms=$P99 errors=$ERRS left_containers=$LC left_mounts=$LM left_netns=$LN left_veths=$LV left_cgroups=$LG duration_s=$DUR"
 exit $rc
