@@ -57,6 +57,8 @@ IMG=$B/images/dirigent-fn
 TMP=$(mktemp -d /tmp/dg-ocifloor.XXXXXX)
 trap 'crun_floor_cleanup "$TMP"; rm -rf "$TMP"' EXIT
 load1() { awk '{print $1}' /proc/loadavg; }
+# the kernel's ARP table refusing a new entry (past gc_thresh3), summed over the CPUs since boot
+arp_full() { /usr/bin/python3 -c 'print(sum(int(l.split()[12], 16) for l in list(open("/proc/net/stat/arp_cache"))[1:]))' 2>/dev/null || echo 0; }
 echo "# oci_floor: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r), crun $(crun --version | head -1 | awk '{print $3}'), build $BUILD, load average $(load1)"
 
 # 1. the floor
@@ -69,8 +71,10 @@ echo "bare crun parallel floor: $FLOOR containers/s ($FLOOR_N containers, $(npro
 SW=$TMP/sweep
 mkdir -p "$SW"
 rc=0
+ARP0=$(arp_full)
 bench/coldstart_sweep.sh --runtime oci --build "$BUILD" --out "$SW" $([ "$QUICK" = 1 ] && echo --quick) \
   --hold-rate "$RATE" --hold $((DUR + WARM)) --warmup "$WARM" --check-leftovers 2>&1 | tee "$TMP/sweep.txt" || rc=1
+ARPFULL=$(($(arp_full) - ARP0))
 RES=$(grep '^RESULT ' "$TMP/sweep.txt" | tail -1 || true)
 [ -n "$RES" ] || { echo "oci_floor: the cluster run gave no RESULT" >&2; exit 1; }
 val() { sed -n "s/.* $1=\\([^ ]*\\).*/\\1/p" <<<"$RES"; }
@@ -86,11 +90,12 @@ for d in cp dp wk; do for f in "$SW"/raw/*_$d.log; do [ -f "$f" ] && cp "$f" "$O
 goal() { /usr/bin/python3 -c "import sys; sys.exit(0 if $1 else 1)" && echo met || echo "NOT met"; }
 echo
 echo "floor $FLOOR/s; offered $RATE/s (sent $SENT_PS/s); achieved $ACH/s ($OK of $SENT ok, $ERRS errors); p50 $P50 ms, p99 $P99 ms; other processes used $OTHER% of one CPU"
+echo "ARP table full (a new neighbour entry refused) during the run: $ARPFULL times"
 echo "left over: $LC containers, $LM mounts, $LN namespaces, $LV veths, $LG cgroups"
 echo "goals: rate >= 0.9x floor ($(goal "$ACH >= 0.9 * $FLOOR and $ERRS == 0")), p99 <= 50 ms ($(goal "$P99 <= 50")), no error ($(goal "$ERRS == 0")), nothing left ($(goal "$LC + $LM + $LN + $LV + $LG == 0"))"
 CSV=$OUT/oci_floor$([ "$QUICK" = 1 ] && echo _quick || true).csv
-[ -s "$CSV" ] || echo "date,floor_per_s,floor_n,offered_per_s,sent_per_s,achieved_per_s,sent,ok,errors,p50_ms,p99_ms,duration_s,warmup_s,other_cpu_pct,load1,left_containers,left_mounts,left_netns,left_veths,left_cgroups" >"$CSV"
-echo "$(date -u +%Y-%m-%dT%H:%M:%SZ),$FLOOR,$FLOOR_N,$RATE,$SENT_PS,$ACH,$SENT,$OK,$ERRS,$P50,$P99,$DUR,$WARM,$OTHER,$(load1),$LC,$LM,$LN,$LV,$LG" >>"$CSV"
+[ -s "$CSV" ] || echo "date,floor_per_s,floor_n,offered_per_s,sent_per_s,achieved_per_s,sent,ok,errors,p50_ms,p99_ms,duration_s,warmup_s,other_cpu_pct,load1,left_containers,left_mounts,left_netns,left_veths,left_cgroups,arp_table_full" >"$CSV"
+echo "$(date -u +%Y-%m-%dT%H:%M:%SZ),$FLOOR,$FLOOR_N,$RATE,$SENT_PS,$ACH,$SENT,$OK,$ERRS,$P50,$P99,$DUR,$WARM,$OTHER,$(load1),$LC,$LM,$LN,$LV,$LG,$ARPFULL" >>"$CSV"
 echo "summary: $CSV"
-echo "RESULT oci_floor_floor_per_s=$FLOOR offered_per_s=$RATE achieved_per_s=$ACH rate_ratio=$(awk -v a="$ACH" -v f="$FLOOR" 'BEGIN {printf "%.2f", a / f}') p50_ms=$P50 p99_ms=$P99 errors=$ERRS left_containers=$LC left_mounts=$LM left_netns=$LN left_veths=$LV left_cgroups=$LG duration_s=$DUR"
+echo "RESULT oci_floor_floor_per_s=$FLOOR offered_per_s=$RATE achieved_per_s=$ACH rate_ratio=$(awk -v a="$ACH" -v f="$FLOOR" 'BEGIN {printf "%.2f", a / f}') p50_ms=$P50 p99_ms=$P99 errors=$ERRS left_containers=$LC left_mounts=$LM left_netns=$LN left_veths=$LV left_cgroups=$LG arp_table_full=$ARPFULL duration_s=$DUR"
 exit $rc
