@@ -38,9 +38,9 @@ PIDS=()
 cleanup() {
   stop_pids
   crun_floor_cleanup "$TMP"
-  for id in $(crun --root "$TMP/run/crun" list -q 2>/dev/null); do crun --root "$TMP/run/crun" delete -f "$id" >/dev/null 2>&1; done
-  grep -o " $TMP/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
-  for l in $(ls /sys/class/net | grep "^${BR}"); do ip link del "$l" 2>/dev/null; done
+  for id in $(crun --root "$TMP/run/crun" list -q 2>/dev/null); do crun --root "$TMP/run/crun" delete -f "$id" >/dev/null 2>&1 || true; done
+  { grep -o " $TMP/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done; } || true
+  for l in $(ls /sys/class/net | grep "^${BR}"); do ip link del "$l" 2>/dev/null || true; done
   [ -n "${KEEP_TRACE:-}" ] && cp "$TMP/trace/cold_start_trace.csv" "$KEEP_TRACE" 2>/dev/null
   rm -rf "$TMP"
 }
