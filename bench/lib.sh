@@ -113,3 +113,18 @@ crun_floor_cleanup() {
     rmdir /sys/fs/cgroup/*/dirigent-bench/* /sys/fs/cgroup/*/dirigent-bench 2>/dev/null || true
     return 0
 }
+
+# in_itest_lock: true when this process or an ancestor holds /tmp/dg-itest.lock (flock), so
+# a script that takes the lock itself does not wait for its own caller (`flock
+# /tmp/dg-itest.lock make bench`); from /proc/locks and the parent chain.
+in_itest_lock() {
+    local ino holders p
+    ino=$(stat -c %i /tmp/dg-itest.lock 2>/dev/null) || return 1
+    holders=" $(awk -v ino="$ino" '$2 == "FLOCK" { n = split($6, a, ":"); if (a[n] == ino) printf "%s ", $5 }' /proc/locks) "
+    p=$$
+    while [ -n "$p" ] && [ "$p" -gt 1 ]; do
+        case "$holders" in *" $p "*) return 0 ;; esac
+        p=$(awk '{print $4}' "/proc/$p/stat" 2>/dev/null) || return 1
+    done
+    return 1
+}

@@ -10,7 +10,7 @@
 #      worker's instance left on the host (the script fails if any)
 # Goal: achieved >= 0.9 x floor, p99 <= 50 ms, no error, nothing left over.
 # Root and crun. Takes /tmp/dg-itest.lock for the whole run (bridges, containers and fixed
-# names are shared with the integration tests).
+# names are shared with the integration tests), unless its caller holds it already.
 #   bench/oci_floor.sh [--quick] [--build DIR] [--out DIR] [--duration S] [--fraction F]
 #                      [--floor-n N]
 # Writes OUT/oci_floor.csv (a row per run, appended), OUT/raw/oci_floor_*.csv.gz (the hold's
@@ -18,10 +18,10 @@
 # daemons' warnings (OUT/raw/oci_floor_{cp,dp,wk}.log), OUT:
 # bench/results; --quick: a scratch directory (mktemp, printed), never bench/results.
 set -euo pipefail
-if [ -z "${DG_OCI_FLOOR_LOCKED:-}" ]; then
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+if [ -z "${DG_OCI_FLOOR_LOCKED:-}" ] && ! in_itest_lock; then # not when the caller holds it
   DG_OCI_FLOOR_LOCKED=1 exec flock /tmp/dg-itest.lock "$0" "$@"
 fi
-. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 BUILD=build OUT="" QUICK=0 DUR="" WARM="" FRACTION=0.9 FLOOR_N=""
 usage() { echo "usage: $0 [--quick] [--build DIR] [--out DIR] [--duration S] [--fraction F] [--floor-n N]" >&2; exit 2; }
