@@ -18,10 +18,16 @@
 #   bench/coldstart_sweep.sh [--runtime emulated|oci] [--quick] [--build DIR] [--out DIR]
 #                            [--bound-ms 50] [--rates "R1 R2 ..."] [--step S] [--warmup S]
 #                            [--nodes N] [--wait-idle S] [--one-cluster [--hold S]] [--dataplanes N]
+#                            [--hold-rate R] [--check-leftovers]
 # --one-cluster (issue 16): ONE cluster for every step (functions, sandboxes and lists
 # accumulate as in a long run: each step's functions stay registered), then a hold of --hold S
 # (60; --quick 10) at the best rate on that same cluster (a row with phase "hold"). Its files
 # are named _onecluster, so they sit next to a fresh-cluster sweep's.
+# --hold-rate R (issue 16, bench/oci_floor.sh): no sweep, only the hold, at R/s (implies
+# --one-cluster). --check-leftovers (oci): after the one cluster's clean stop and before this
+# script's own clean-up, count what the worker left: containers under its crun root, mounts
+# under its directories, namespace files, veths and cgroups named from its instance (RESULT
+# left_*=N; the run fails when any is left).
 # --dataplanes N: N data planes, the load generator spreading its functions over them
 #      (`load --dp A,B,...`, no HAProxy in between).
 # emulated: one worker as --nodes (20) emulated nodes, 0 ms create delay.
@@ -41,10 +47,10 @@ RUNTIME=emulated
 BUILD=build
 OUT=""
 BOUND=50
-ONE=0 HOLD=""
+ONE=0 HOLD="" HOLD_RATE="" LEFT=0 LEFT_RES="" LEFT_N=0
 QUICK=0
 RATES="" STEP="" WARM="" NODES=20 WAIT_IDLE=0 NDP=1
-usage() { echo "usage: $0 [--runtime emulated|oci] [--quick] [--build DIR] [--out DIR] [--bound-ms MS] [--rates LIST] [--step S] [--warmup S] [--nodes N] [--wait-idle S] [--one-cluster [--hold S]] [--dataplanes N]" >&2; exit 2; }
+usage() { echo "usage: $0 [--runtime emulated|oci] [--quick] [--build DIR] [--out DIR] [--bound-ms MS] [--rates LIST] [--step S] [--warmup S] [--nodes N] [--wait-idle S] [--one-cluster [--hold S]] [--dataplanes N] [--hold-rate R] [--check-leftovers]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --runtime) RUNTIME=$2; shift;;
@@ -60,6 +66,8 @@ while [ $# -gt 0 ]; do
     --one-cluster) ONE=1;;
     --hold) HOLD=$2; shift;;
     --dataplanes) NDP=$2; shift;;
+    --hold-rate) HOLD_RATE=$2; ONE=1; shift;;
+    --check-leftovers) LEFT=1;;
     *) usage;;
   esac
   shift
@@ -81,6 +89,7 @@ else
   [ "$RUNTIME" = oci ] && : "${RATES:=2 5 10 20 40 60 80 100 150 200}"
   : "${HOLD:=60}" "${OUT:=bench/results}"
 fi
+[ -n "$HOLD_RATE" ] && RATES="" # only the hold
 SUFFIX=$RUNTIME$([ "$ONE" = 1 ] && echo _onecluster || true)$([ "$QUICK" = 1 ] && echo _quick || true)
 B=$(cd "$BUILD" && pwd)
 mkdir -p "$OUT/raw"
@@ -99,11 +108,31 @@ BR=dgsw0
 WNAME=sweep-$$
 PIDS=()
 
+# leftovers WORKERLOG: what the stopped worker left on the host (--check-leftovers); the
+# veth prefix and the cgroup are the ones its log names ("instance ...: ... veths P<N>, ...,
+# cgroup C (from ...)"); -1 when the log does not name them
+leftovers() {
+  local vp cg c m ns v=-1 g=-1
+  vp=$(sed -n 's/.*, veths \([^ ]*\)<N>,.*/\1/p' "$1" | head -1)
+  cg=$(sed -n 's/.*, cgroup \([^ ]*\) (from .*/\1/p' "$1" | head -1)
+  c=$(crun --root "$TMP/run/crun" list -q 2>/dev/null | grep -c . || true)
+  m=$(grep -c " $TMP/" /proc/self/mountinfo || true)
+  ns=$({ find "$TMP/run/netns" -mindepth 1 2>/dev/null || true; } | wc -l)
+  [ -n "$vp" ] && v=$(ls /sys/class/net | grep -c "^$vp" || true)
+  [ -n "$cg" ] && g=$({ find /sys/fs/cgroup/*/"$cg" -type d 2>/dev/null || true; } | wc -l)
+  LEFT_RES=" left_containers=$c left_mounts=$m left_netns=$ns left_veths=$v left_cgroups=$g"
+  LEFT_N=$((c + m + ns + (v < 0 ? 1 : v) + (g < 0 ? 1 : g)))
+  echo "left over after the worker's stop: $c containers (crun root $TMP/run/crun), $m mounts under $TMP, $ns namespace files, $v veths ${vp:-?}*, $g cgroups ${cg:-?}"
+}
+
 stop_cluster() {
   # SIGTERM first: the oci worker deletes its containers, namespaces and cgroups on the way out
   stop_pids 30
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   PIDS=()
+  if [ "$LEFT" = 1 ] && [ "$RUNTIME" = oci ] && [ -z "$LEFT_RES" ] && [ -f "$CL/wk.log" ]; then
+    LEFT=0; leftovers "$CL/wk.log"
+  fi
   if [ "$RUNTIME" = oci ]; then # whatever a killed worker left
     for id in $(crun --root "$TMP/run/crun" list -q 2>/dev/null); do crun --root "$TMP/run/crun" delete -f "$id" >/dev/null 2>&1 || true; done
     { grep -o " $TMP/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done; } || true
@@ -304,11 +333,12 @@ for r in $RATES; do
   fi
 done
 HOLD_RES=""
+[ -n "$HOLD_RATE" ] && best=$HOLD_RATE
 if [ "$ONE" = 1 ]; then
   if [ "$best" != 0 ]; then # the hold: the best rate for HOLD s on the same cluster
     if one_step "$best" "$HOLD" hold; then
       printf '%8s %9s %7s %7s %6s %7s %9.2f %9.2f %9.2f %9.2f %7s  (hold %s s)\n' "$best" "$ach" "$sent" "$ok" "$errs" "$cold" "$p50" "$p90" "$p99" "$mx" "$other" "$HOLD"
-      HOLD_RES=" hold_s=$HOLD hold_p99_ms=$p99 hold_errors=$errs hold_functions=$NFNS"
+      HOLD_RES=" hold_s=$HOLD hold_rate=$best hold_achieved=$ach hold_sent=$sent hold_ok=$ok hold_p50_ms=$p50 hold_p99_ms=$p99 hold_errors=$errs hold_functions=$NFNS hold_other_cpu_pct=$other"
     else
       HOLD_RES=" hold_s=$HOLD hold_failed=1"
     fi
@@ -327,4 +357,5 @@ if [ -f "$TMP/cold_start_trace.csv" ]; then
 fi
 echo "highest rate with p99 <= $BOUND ms and no errors: $best cold starts/s ($RUNTIME, $([ "$RUNTIME" = emulated ] && echo "$NODES emulated nodes" || echo "1 worker, crun") on $(nproc) CPUs; paper: 2,500/s on 100 nodes)"
 echo "sweep took $(( $(date +%s) - T0 )) s; summary: $SUM"
-echo "RESULT coldstart_sweep_runtime=$RUNTIME best_rate=$best bound_ms=$BOUND step_s=$STEP warmup_s=$WARM one_cluster=$ONE$HOLD_RES"
+echo "RESULT coldstart_sweep_runtime=$RUNTIME best_rate=$best bound_ms=$BOUND step_s=$STEP warmup_s=$WARM one_cluster=$ONE$HOLD_RES$LEFT_RES"
+[ "$LEFT_N" = 0 ] || { echo "coldstart_sweep: the worker left containers, mounts, namespaces, veths or cgroups behind (above)" >&2; exit 1; }

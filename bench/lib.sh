@@ -77,3 +77,54 @@ proc_ticks() {
     done
     echo "$t"
 }
+
+# crun_floor DIR IMG N SERIAL: the bare-crun floor (bench/crun_floor.py) of the OCI image layout
+# IMG (dirigent-fn) in the scratch directory DIR (made by the caller; its own bridge dgb0,
+# namespaces dgbench0..cores-1, 100.125.0.0/24): with SERIAL=1, N containers one at a time
+# (floor_serial_p50_ms, floor_serial_p99_ms), then N with as many at a time as cores
+# (floor_parallel_per_s), to the first HTTP 200 each. Prints "key value" lines; removes what it
+# made on every path (crun_floor_cleanup DIR also does, for the caller's EXIT trap).
+crun_floor() {
+    local dir=$1 img=$2 n=$3 serial=$4 slots s rc=0
+    slots=$(nproc)
+    crun_floor_cleanup "$dir"
+    umoci unpack --image "$img:latest" "$dir/unpacked" >/dev/null || return 1
+    ip link add dgb0 type bridge && ip addr add 100.125.0.1/24 dev dgb0 && ip link set dgb0 up || return 1
+    for ((s = 0; s < slots; s++)); do
+        ip netns add "dgbench$s" &&
+            ip link add "dgb0f$s" type veth peer name eth0 netns "dgbench$s" &&
+            ip link set "dgb0f$s" master dgb0 up &&
+            ip -n "dgbench$s" addr add "100.125.0.$((10 + s))/24" dev eth0 &&
+            ip -n "dgbench$s" link set eth0 up && ip -n "dgbench$s" link set lo up || { rc=1; break; }
+    done
+    if [ $rc = 0 ]; then
+        /usr/bin/python3 "$(dirname "${BASH_SOURCE[0]}")/crun_floor.py" "$dir" "$n" "$slots" "$serial" 100.125.0 || rc=1
+    fi
+    crun_floor_cleanup "$dir"
+    return $rc
+}
+crun_floor_cleanup() {
+    local dir=$1 id l
+    for id in $(crun --root "$dir/crun" list -q 2>/dev/null); do crun --root "$dir/crun" delete -f "$id" >/dev/null 2>&1; done
+    { grep -o " $dir/floor/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r l; do umount -l "$l" 2>/dev/null; done; } || true
+    rm -rf "$dir/floor" "$dir/unpacked" "$dir/crun"
+    for l in $(ls /sys/class/net | grep '^dgb0'); do ip link del "$l" 2>/dev/null || true; done
+    for l in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^dgbench'); do ip netns del "$l" 2>/dev/null || true; done
+    rmdir /sys/fs/cgroup/*/dirigent-bench/* /sys/fs/cgroup/*/dirigent-bench 2>/dev/null || true
+    return 0
+}
+
+# in_itest_lock: true when this process or an ancestor holds /tmp/dg-itest.lock (flock), so
+# a script that takes the lock itself does not wait for its own caller (`flock
+# /tmp/dg-itest.lock make bench`); from /proc/locks and the parent chain.
+in_itest_lock() {
+    local ino holders p
+    ino=$(stat -c %i /tmp/dg-itest.lock 2>/dev/null) || return 1
+    holders=" $(awk -v ino="$ino" '$2 == "FLOCK" { n = split($6, a, ":"); if (a[n] == ino) printf "%s ", $5 }' /proc/locks) "
+    p=$$
+    while [ -n "$p" ] && [ "$p" -gt 1 ]; do
+        case "$holders" in *" $p "*) return 0 ;; esac
+        p=$(awk '{print $4}' "/proc/$p/stat" 2>/dev/null) || return 1
+    done
+    return 1
+}

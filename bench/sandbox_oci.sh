@@ -37,12 +37,10 @@ BR=dgb0
 PIDS=()
 cleanup() {
   stop_pids
-  for id in $(crun --root "$TMP/crun" list -q 2>/dev/null); do crun --root "$TMP/crun" delete -f "$id" >/dev/null 2>&1; done
-  for id in $(crun --root "$TMP/run/crun" list -q 2>/dev/null); do crun --root "$TMP/run/crun" delete -f "$id" >/dev/null 2>&1; done
-  grep -o " $TMP/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
-  for l in $(ls /sys/class/net | grep "^${BR}"); do ip link del "$l" 2>/dev/null; done
-  ip netns del dgbench 2>/dev/null || true
-  rmdir /sys/fs/cgroup/*/dirigent-bench/* /sys/fs/cgroup/*/dirigent-bench 2>/dev/null || true
+  crun_floor_cleanup "$TMP"
+  for id in $(crun --root "$TMP/run/crun" list -q 2>/dev/null); do crun --root "$TMP/run/crun" delete -f "$id" >/dev/null 2>&1 || true; done
+  { grep -o " $TMP/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done; } || true
+  for l in $(ls /sys/class/net | grep "^${BR}"); do ip link del "$l" 2>/dev/null || true; done
   [ -n "${KEEP_TRACE:-}" ] && cp "$TMP/trace/cold_start_trace.csv" "$KEEP_TRACE" 2>/dev/null
   rm -rf "$TMP"
 }
@@ -53,87 +51,9 @@ fi
 
 echo "machine: $(nproc) cores, $(uname -r), crun $(crun --version | head -1 | awk '{print $3}'), $(date -u +%Y-%m-%d)"
 
-# ---- the floor: bare crun, everything prepared but the container itself --------------------
-umoci unpack --image "$IMG:latest" "$TMP/unpacked" >/dev/null
-ip link add "$BR" type bridge && ip addr add 100.125.0.1/24 dev "$BR" && ip link set "$BR" up
-FLOOR_SLOTS=2 # as many at a time as cores
-for s in $(seq 0 $((FLOOR_SLOTS - 1))); do
-  ip netns add "dgbench$s" 2>/dev/null || { ip netns del "dgbench$s"; ip netns add "dgbench$s"; }
-  ip link add "${BR}f$s" type veth peer name eth0 netns "dgbench$s"
-  ip link set "${BR}f$s" master "$BR" up
-  ip -n "dgbench$s" addr add "100.125.0.$((10 + s))/24" dev eth0
-  ip -n "dgbench$s" link set eth0 up
-  ip -n "dgbench$s" link set lo up
-done
-/usr/bin/python3 - "$TMP" "$N" "$FLOOR_SLOTS" <<'EOF' >"$TMP/floor.txt"
-import json, os, socket, subprocess, sys, time, threading
-tmp, n, slots = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-base = json.load(open(f"{tmp}/unpacked/config.json"))
-def bundle(i, slot):
-    d = f"{tmp}/floor/{i}"
-    os.makedirs(f"{d}/rootfs"); os.makedirs(f"{d}/scratch")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128m", "tmpfs", f"{d}/scratch"], check=True)
-    os.makedirs(f"{d}/scratch/u"); os.makedirs(f"{d}/scratch/w")
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                    f"lowerdir={tmp}/unpacked/rootfs,upperdir={d}/scratch/u,workdir={d}/scratch/w",
-                    f"{d}/rootfs"], check=True)
-    c = json.loads(json.dumps(base))
-    c["process"]["terminal"] = False
-    c["root"] = {"path": "rootfs", "readonly": False}
-    c["hostname"] = f"floor{i}"
-    c["linux"]["namespaces"] = [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-                                {"type": "network", "path": f"/var/run/netns/dgbench{slot}"}]
-    c["linux"]["cgroupsPath"] = f"/dirigent-bench/floor{i}"
-    c["linux"]["resources"] = {"memory": {"limit": 128 << 20}, "cpu": {"quota": 100000, "period": 100000},
-                               "pids": {"limit": 1024}}
-    json.dump(c, open(f"{d}/config.json", "w"))
-    return d
-def until_200(ip):
-    # the worker's probe schedule (src/worker/probe.c): every 250 us for 2 ms, every 500 us to
-    # 10 ms, then 1 ms doubling to 50 ms
-    t0 = time.monotonic(); delay = 0
-    while True:
-        try:
-            s = socket.create_connection((ip, 80), timeout=1)
-            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-            if s.recv(64).startswith(b"HTTP/1.1 200"):
-                s.close(); return
-            s.close()
-        except OSError:
-            pass
-        since = time.monotonic() - t0
-        if since < 0.002: time.sleep(0.00025)
-        elif since < 0.010: time.sleep(0.0005)
-        else: delay = min(delay * 2 if delay else 0.001, 0.05); time.sleep(delay)
-def run(i, slot):
-    d = f"{tmp}/floor/{i}"
-    t0 = time.monotonic()
-    subprocess.run(["crun", "--root", f"{tmp}/crun", "run", "--detach", "--bundle", d, f"floor{i}"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    until_200(f"100.125.0.{10 + slot}")
-    t = time.monotonic() - t0
-    subprocess.run(["crun", "--root", f"{tmp}/crun", "delete", "--force", f"floor{i}"], check=True)
-    return t
-def pct(v, p):
-    v = sorted(v); return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
-# serial: one container at a time in namespace 0
-dirs = [bundle(i, 0) for i in range(n)]
-lat = [run(i, 0) for i in range(n)]
-print(f"floor_serial_p50_ms {pct(lat, 50) * 1000:.1f}")
-print(f"floor_serial_p99_ms {pct(lat, 99) * 1000:.1f}")
-# parallel: `slots` streams, each in its own namespace
-dirs = [bundle(n + i, i % slots) for i in range(n)]
-t0 = time.monotonic()
-def stream(slot):
-    for i in range(slot, n, slots):
-        run(n + i, slot)
-th = [threading.Thread(target=stream, args=(s,)) for s in range(slots)]
-[t.start() for t in th]; [t.join() for t in th]
-print(f"floor_parallel_per_s {n / (time.monotonic() - t0):.1f}")
-EOF
+# ---- the floor: bare crun, everything prepared but the container itself (bench/lib.sh) -------
+crun_floor "$TMP" "$IMG" "$N" 1 >"$TMP/floor.txt"
 cat "$TMP/floor.txt"
-for s in $(seq 0 $((FLOOR_SLOTS - 1))); do ip netns del "dgbench$s"; done
-ip link del "$BR"
 
 # ---- dirigent: the whole path --------------------------------------------------------------
 "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --heartbeatInterval 1s --dataDir "$TMP/cp" \

@@ -26,7 +26,12 @@
  * up; back to the host namespace; a veth pair <prefix>i (master: the bridge)
  * with its peer eth0 created directly in the namespace; the host side up in a
  * second request (libnl refuses IFF_UP with the add); then through the socket
- * inside: eth0's address, eth0 up, the default route via the gateway.
+ * inside: eth0's address, eth0 up, the default route via the gateway, and when the bridge's
+ * MAC is fixed (ours always is) a permanent neighbour entry for the gateway. The kernel's
+ * ARP table is one for all namespaces, and past gc_thresh3 (1024) entries it refuses new
+ * ones: with ~500 sandboxes, one gateway entry in each plus the host's entry for each
+ * sandbox filled it, and readiness probes timed out (issue 16, bench/oci_floor.sh).
+ * Permanent entries are not counted, and the first reply needs no ARP round trip.
  *
  * Tearing down (close, or a failed creation): umount(MNT_DETACH) and unlink
  * of every namespace file first, then RTM_DELLINK of each host veth still
@@ -56,6 +61,7 @@
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
 #include <netlink/route/link/veth.h>
+#include <netlink/route/neighbour.h>
 #include <netlink/route/route.h>
 
 #include "dirigent/log.h"
@@ -110,6 +116,8 @@ struct wk_netpool {
     uv_loop_t *loop;
     struct np_conf c;
     int bridge_ifindex;
+    unsigned char gw_mac[6]; /* the bridge's MAC when fixed (gw_mac_fixed) */
+    bool gw_mac_fixed;
     int host_netns; /* fd of the namespace the pool was made in */
     uint64_t *used; /* index bitmap */
     unsigned nused;
@@ -398,6 +406,48 @@ static int np_default_route(struct nl_sock *sk, int ifindex, uint32_t gw, struct
     return 0;
 }
 
+/* A permanent ARP entry gw -> mac on ifindex (see the top of the file). */
+static int np_gateway_neigh(struct nl_sock *sk, int ifindex, uint32_t gw,
+                            const unsigned char mac[6], struct dg_err *err)
+{
+    struct rtnl_neigh *n = rtnl_neigh_alloc();
+    struct nl_addr *dst = nl_addr_build(AF_INET, &gw, 4);
+    struct nl_addr *ll = nl_addr_build(AF_LLC, mac, 6);
+    int rc = -NLE_NOMEM;
+    if (n && dst && ll) {
+        rtnl_neigh_set_ifindex(n, ifindex);
+        rtnl_neigh_set_family(n, AF_INET);
+        rtnl_neigh_set_lladdr(n, ll);
+        rtnl_neigh_set_state(n, NUD_PERMANENT);
+        rc = rtnl_neigh_set_dst(n, dst);
+        if (rc >= 0)
+            rc = rtnl_neigh_add(sk, n, NLM_F_CREATE | NLM_F_REPLACE);
+    }
+    if (ll)
+        nl_addr_put(ll);
+    if (dst)
+        nl_addr_put(dst);
+    if (n)
+        rtnl_neigh_put(n);
+    if (rc < 0)
+        return np_nlerr(err, rc, "adding the gateway's neighbour entry");
+    return 0;
+}
+
+/* The bridge's MAC was set, not taken from its ports (NET_ADDR_SET): it does not change as
+ * veths come and go, so sandboxes may keep it in a permanent entry. */
+static bool np_mac_fixed(const char *bridge)
+{
+    char path[96], buf[8] = "";
+    snprintf(path, sizeof(path), "/sys/class/net/%s/addr_assign_type", bridge);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1)
+        return false;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    return n > 0 && atoi(buf) == 3;
+}
+
 /* ---- thread side ---- */
 
 /* Back to the pool's namespace. A thread-pool thread left in a sandbox's namespace would run
@@ -506,7 +556,9 @@ static int np_configure_inside(const struct wk_netpool *p, struct nl_sock *in,
         return rc;
     if ((rc = np_link_up(in, "eth0", err)) < 0)
         return rc;
-    return np_default_route(in, ifindex, np_addr(&p->c, 1), err);
+    if ((rc = np_default_route(in, ifindex, np_addr(&p->c, 1), err)) < 0)
+        return rc;
+    return p->gw_mac_fixed ? np_gateway_neigh(in, ifindex, np_addr(&p->c, 1), p->gw_mac, err) : 0;
 }
 
 static int np_create(const struct wk_netpool *p, struct wk_netns *ns, struct dg_err *err)
@@ -683,6 +735,11 @@ static int np_bridge_setup(struct wk_netpool *p, struct dg_err *err)
         goto out;
     }
     p->bridge_ifindex = rtnl_link_get_ifindex(br);
+    struct nl_addr *mac = rtnl_link_get_addr(br);
+    if (mac && nl_addr_get_len(mac) == 6 && np_mac_fixed(p->c.bridge)) {
+        memcpy(p->gw_mac, nl_addr_get_binary_addr(mac), 6);
+        p->gw_mac_fixed = true;
+    }
     if ((rc = np_addr_add(sk, p->bridge_ifindex, p->c.bridge, gw, p->c.plen, err)) < 0 ||
         (rc = np_link_up(sk, p->c.bridge, err)) < 0) {
         dg_err_wrap(err, "netpool");

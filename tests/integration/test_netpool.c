@@ -320,6 +320,29 @@ static double close_and_wait(struct wk_netpool *p, bool remove_bridge)
     return (double)(dg_now_us() - t0) / 1000.0;
 }
 
+/* The gateway's entry in ns's ARP table (`ip neigh`, run inside through nsenter) is
+ * PERMANENT and holds the bridge's MAC: sandboxes never learn it, so they take no place in the
+ * kernel's one ARP table (issue 16). */
+static void check_gateway_neigh(const struct wk_netns *ns)
+{
+    char mac[32] = "", cmd[512], out[512] = "";
+    FILE *f = fopen("/sys/class/net/" T_BRIDGE "/address", "r");
+    assert_non_null(f);
+    assert_non_null(fgets(mac, sizeof(mac), f));
+    fclose(f);
+    mac[strcspn(mac, "\n")] = '\0';
+    snprintf(cmd, sizeof(cmd), "nsenter --net=%s ip -4 neigh show 100.127.0.1 dev eth0", ns->path);
+    f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t n = fread(out, 1, sizeof(out) - 1, f);
+    out[n] = '\0';
+    pclose(f);
+    if (!strstr(out, "PERMANENT") || !strstr(out, mac))
+        fprintf(stderr, "# gateway entry in %s: '%s' (bridge MAC %s)\n", ns->path, out, mac);
+    assert_non_null(strstr(out, "PERMANENT"));
+    assert_non_null(strstr(out, mac));
+}
+
 /* ---- tests ---- */
 
 static void test_bad_opts(void **state)
@@ -382,6 +405,7 @@ static void test_acquire_tcp(void **state)
     assert_int_equal(strncmp(ns->host_if, T_PREFIX, strlen(T_PREFIX)), 0);
     assert_true(if_nametoindex(ns->host_if) > 0);
     check_tcp(ns);
+    check_gateway_neigh(ns);
 }
 
 static void test_two_distinct(void **state)
