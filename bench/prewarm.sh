@@ -50,8 +50,7 @@ cleanup() {
   for id in $(crun --root "$TMP/run/crun" list -q 2>/dev/null); do crun --root "$TMP/run/crun" delete -f "$id" >/dev/null 2>&1; done
   grep -o " $TMP/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
   for l in $(ls /sys/class/net | grep "^${BR}"); do ip link del "$l" 2>/dev/null; done
-  ip netns del dgpbench 2>/dev/null || true
-  rmdir /sys/fs/cgroup/*/dirigent-pbench/* /sys/fs/cgroup/*/dirigent-pbench 2>/dev/null || true
+  crun_floor_cleanup "$TMP"
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -63,69 +62,8 @@ fi
   echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$TMP/head.txt"
 
-# ---- the floor: bare crun run, everything prepared but the container itself -----------------
-umoci unpack --image "$IMG:latest" "$TMP/unpacked" >/dev/null
-ip link add "$BR" type bridge && ip addr add 100.124.3.1/24 dev "$BR" && ip link set "$BR" up
-ip netns add dgpbench
-ip link add "${BR}f0" type veth peer name eth0 netns dgpbench
-ip link set "${BR}f0" master "$BR" up
-ip -n dgpbench addr add 100.124.3.10/24 dev eth0
-ip -n dgpbench link set eth0 up
-ip -n dgpbench link set lo up
-/usr/bin/python3 - "$TMP" "$N" <<'EOF' >"$TMP/floor.txt"
-import json, os, socket, subprocess, sys, time
-tmp, n = sys.argv[1], int(sys.argv[2])
-base = json.load(open(f"{tmp}/unpacked/config.json"))
-def bundle(i):
-    d = f"{tmp}/floor/{i}"
-    os.makedirs(f"{d}/rootfs"); os.makedirs(f"{d}/scratch")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128m", "tmpfs", f"{d}/scratch"], check=True)
-    os.makedirs(f"{d}/scratch/u"); os.makedirs(f"{d}/scratch/w")
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                    f"lowerdir={tmp}/unpacked/rootfs,upperdir={d}/scratch/u,workdir={d}/scratch/w",
-                    f"{d}/rootfs"], check=True)
-    c = json.loads(json.dumps(base))
-    c["process"]["terminal"] = False
-    c["root"] = {"path": "rootfs", "readonly": False}
-    c["hostname"] = f"floor{i}"
-    c["linux"]["namespaces"] = [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-                                {"type": "network", "path": "/var/run/netns/dgpbench"}]
-    c["linux"]["cgroupsPath"] = f"/dirigent-pbench/floor{i}"
-    c["linux"]["resources"] = {"memory": {"limit": 128 << 20}, "pids": {"limit": 1024}}
-    json.dump(c, open(f"{d}/config.json", "w"))
-def until_200(ip):
-    # the worker's probe schedule (src/worker/probe.c): every 250 us for 2 ms, every 500 us to
-    # 10 ms, then 1 ms doubling to 50 ms, so the floor is found as soon as a dirigent start is
-    t0 = time.monotonic(); delay = 0
-    while True:
-        try:
-            s = socket.create_connection((ip, 80), timeout=1)
-            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-            if s.recv(64).startswith(b"HTTP/1.1 200"):
-                s.close(); return
-            s.close()
-        except OSError:
-            pass
-        since = time.monotonic() - t0
-        if since < 0.002: time.sleep(0.00025)
-        elif since < 0.010: time.sleep(0.0005)
-        else: delay = min(delay * 2 if delay else 0.001, 0.05); time.sleep(delay)
-def pct(v, p):
-    v = sorted(v); return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
-lat = []
-for i in range(n):
-    bundle(i)
-    t0 = time.monotonic()
-    subprocess.run(["crun", "--root", f"{tmp}/crun", "run", "--detach", "--bundle", f"{tmp}/floor/{i}", f"floor{i}"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    until_200("100.124.3.10")
-    lat.append(time.monotonic() - t0)
-    subprocess.run(["crun", "--root", f"{tmp}/crun", "delete", "--force", f"floor{i}"], check=True)
-print(f"floor_p50_ms {pct(lat, 50) * 1000:.2f}")
-print(f"floor_p99_ms {pct(lat, 99) * 1000:.2f}")
-EOF
-ip netns del dgpbench
-ip link del "$BR"
+# ---- the floor: bare crun run, everything prepared but the container itself (bench/lib.sh) ---
+crun_floor "$TMP" "$IMG" "$N" 1 >"$TMP/floor.txt"
 
 # ---- dirigent --------------------------------------------------------------------------------
 "$B/dirigent-cp" --port 0 --registrationServer 127.0.0.1:0 --heartbeatInterval 1s --dataDir "$TMP/cp" \
@@ -212,7 +150,7 @@ def lat(f):
     return [float(t) * 1000 for c, t in rows if c == "200"], len(rows)
 cold, nc = lat(f"{tmp}/cold.txt")
 pooled, npo = lat(f"{tmp}/pooled.txt")
-fp50, fp99 = float(floor["floor_p50_ms"]), float(floor["floor_p99_ms"])
+fp50, fp99 = float(floor["floor_serial_p50_ms"]), float(floor["floor_serial_p99_ms"])
 print()
 print(f"{'one cold start at a time':40} {'p50 ms':>8} {'p99 ms':>8} {'x floor':>8}")
 print(f"{'bare crun run to first 200 (floor)':40} {fp50:8.2f} {fp99:8.2f} {1:8.2f}")
