@@ -799,7 +799,7 @@ static void exit_reason(const struct oci_sb *o, int64_t code, char *buf, size_t 
         return;
     int64_t kills =
         cg_counter(o->memcg, o->memcg_v2 ? "memory.events" : "memory.oom_control", "oom_kill");
-    if (kills < 0 && !o->memcg_v2 && code == -SIGKILL)
+    if (kills < 0 && !o->memcg_v2 && (code == -SIGKILL || (o->init && code == 128 + SIGKILL)))
         kills = cg_value(o->memcg, "memory.failcnt"); /* hit its limit at least once */
     if (kills <= 0)
         return;
@@ -807,7 +807,9 @@ static void exit_reason(const struct oci_sb *o, int64_t code, char *buf, size_t 
     long long mib = limit > 0 ? (long long)(limit >> 20) : (long long)o->memory_mib;
     dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: %lld OOM kill(s) in %s", SB(o)->id, (long long)kills,
            o->memcg);
-    if (code == -SIGKILL) {
+    /* under the minimal init the entrypoint is its child: the init exits 128 + the signal
+     * that killed it (tini's rule), so 137 is the entrypoint's SIGKILL */
+    if (code == -SIGKILL || (o->init && code == 128 + SIGKILL)) {
         snprintf(buf, len, "OOM-killed: memory limit %lld MiB", mib);
         return;
     }
