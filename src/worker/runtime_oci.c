@@ -819,6 +819,24 @@ static void exit_reason(const struct oci_sb *o, int64_t code, char *buf, size_t 
 
 static void pooled_made(struct oci_sb *o);
 
+/* Its process runs: watched (its pidfd) from now on, and probed until it answers (or torn down
+ * at once if it failed or was deleted meanwhile). After `crun run` and after a pooled start. */
+static void watch_and_probe(struct oci_sb *o)
+{
+    struct wk_sandbox *sb = SB(o);
+    uv_poll_init(o->rt->conf->loop, &o->poll, o->pidfd);
+    o->poll.data = o;
+    o->poll_open = o->poll_active = true;
+    uv_poll_start(&o->poll, UV_READABLE, on_pidfd);
+    o->stage = ST_RUNNING;
+    if (o->failed || o->destroy) {
+        teardown(o);
+        return;
+    }
+    o->probe = wk_probe_start(o->rt->conf->loop, sb->host, sb->port,
+                              o->rt->conf->readiness_timeout_ms, on_ready, o);
+}
+
 static void runtime_started(void *ud, int64_t status, int sig, const char *out)
 {
     struct oci_sb *o = ud;
@@ -855,17 +873,7 @@ static void runtime_started(void *ud, int64_t status, int sig, const char *out)
         pooled_made(o);
         return;
     }
-    uv_poll_init(o->rt->conf->loop, &o->poll, o->pidfd);
-    o->poll.data = o;
-    o->poll_open = o->poll_active = true;
-    uv_poll_start(&o->poll, UV_READABLE, on_pidfd);
-    o->stage = ST_RUNNING;
-    if (o->failed || o->destroy) {
-        teardown(o);
-        return;
-    }
-    o->probe = wk_probe_start(o->rt->conf->loop, sb->host, sb->port,
-                              o->rt->conf->readiness_timeout_ms, on_ready, o);
+    watch_and_probe(o);
 }
 
 /* gVisor's runsc (2022-12) tells the root network namespace by /proc/sys/net/core/rmem_default,
@@ -1035,17 +1043,7 @@ static void pooled_started(void *ud, int64_t status, int sig, const char *out)
         teardown(o); /* never watched: teardown deletes it without a signal */
         return;
     }
-    uv_poll_init(o->rt->conf->loop, &o->poll, o->pidfd);
-    o->poll.data = o;
-    o->poll_open = o->poll_active = true;
-    uv_poll_start(&o->poll, UV_READABLE, on_pidfd);
-    o->stage = ST_RUNNING;
-    if (o->failed || o->destroy) {
-        teardown(o);
-        return;
-    }
-    o->probe = wk_probe_start(o->rt->conf->loop, sb->host, sb->port,
-                              o->rt->conf->readiness_timeout_ms, on_ready, o);
+    watch_and_probe(o);
 }
 
 /* Start crun's created container `id` as `crun start` does (its libcrun_status_write_exec_fifo):
