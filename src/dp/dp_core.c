@@ -122,11 +122,11 @@ static void queue_depth(struct dp_function *f)
 }
 
 /* The admission estimators (admit.h) hear when their queues start or stop being empty. */
-static void admit_busy(struct dp_core *core, struct dp_function *f, bool cold, uint64_t now)
+static void admit_busy(struct dp_core *core, struct dp_function *f, bool pipeline, uint64_t now)
 {
     if ((f->queued > 0) != f->admit.busy)
         dp_admit_set_busy(&f->admit, now, f->queued > 0);
-    if (cold && (core->cold_queued > 0) != core->cold_admit.busy)
+    if (pipeline && (core->cold_queued > 0) != core->cold_admit.busy)
         dp_admit_set_busy(&core->cold_admit, now, core->cold_queued > 0);
 }
 
@@ -142,8 +142,9 @@ static void queue_push(struct dp_core *core, struct dp_function *f, struct dp_re
     r->queued = true;
     r->deadline_us = now + timeout_of(core, r);
     r->queued_us = now;
+    r->pipeline = r->cold && f->queued == 0;
     r->found_empty_fn = f->queued == 0;
-    r->found_empty_cold = r->cold && core->cold_queued == 0;
+    r->found_empty_cold = r->pipeline && core->cold_queued == 0;
     r->prev = f->q_tail;
     r->next = NULL;
     if (f->q_tail)
@@ -152,8 +153,8 @@ static void queue_push(struct dp_core *core, struct dp_function *f, struct dp_re
         f->q_head = r;
     f->q_tail = r;
     f->queued++;
-    core->cold_queued += r->cold;
-    admit_busy(core, f, r->cold, now);
+    core->cold_queued += r->pipeline;
+    admit_busy(core, f, r->pipeline, now);
     queue_depth(f);
     waiting_update(core, f);
 }
@@ -173,8 +174,8 @@ static void queue_remove(struct dp_core *core, struct dp_function *f, struct dp_
         f->q_tail = r->prev;
     r->prev = r->next = NULL;
     f->queued--;
-    core->cold_queued -= r->cold;
-    admit_busy(core, f, r->cold, now_us(core));
+    core->cold_queued -= r->pipeline;
+    admit_busy(core, f, r->pipeline, now_us(core));
     queue_depth(f);
     waiting_update(core, f);
 }
@@ -494,7 +495,7 @@ static void dispatch(struct dp_core *core, struct dp_function *f)
         /* a completion for the admission estimators: the queue served one */
         uint64_t now = now_us(core), waited = now - r->queued_us;
         dp_admit_done(&f->admit, now, waited, r->found_empty_fn);
-        if (r->cold)
+        if (r->pipeline)
             dp_admit_done(&core->cold_admit, now, waited, r->found_empty_cold);
         start(core, r, e);
     }
@@ -534,20 +535,22 @@ void dp_core_admit_view(struct dp_core *core, const struct dp_function *f, bool 
 static bool admit_refuse(struct dp_core *core, struct dp_function *f, struct dp_req *r)
 {
     struct dp_admit_view v;
-    dp_core_admit_view(core, f, r->cold, r->timeout_us, &v);
-    /* only a backlog's estimate counts: a burst into an idle queue is admitted; and a queue
-     * shorter than admit_min_queue only when the wait is over the request's deadline (a few
-     * requests are served side by side: their estimate says little) */
+    /* the function's first request at zero waits for the shared cold-start pipeline; its
+     * others wait behind it for the function's own sandboxes */
+    dp_core_admit_view(core, f, r->cold && f->queued == 0, r->timeout_us, &v);
+    /* only a backlog's estimate counts: a burst into an idle queue is admitted. A function's
+     * own queue (its sandboxes at its upper bound: the user's choice, as Knative's activator
+     * queues) is refused for its deadline only; the pipeline for admit_max_wait_ms over its
+     * usual wait, and a pipeline queue shorter than admit_min_queue for the deadline only (a
+     * few cold starts are served side by side: their estimate says little) */
     unsigned minq = core->c.admit_min_queue;
-    bool fn = v.has_fn && v.backlog_fn && (f->queued >= minq || v.wait_fn_us > v.deadline_us);
-    bool cold =
-        v.has_cold && v.backlog_cold && (v.cold_queued >= minq || v.wait_cold_us > v.deadline_us);
-    uint64_t wait = fn ? v.wait_fn_us : 0;
-    bool by_cold = cold && v.wait_cold_us > wait;
-    if (by_cold)
-        wait = v.wait_cold_us;
-    if (wait <= v.limit_us)
+    bool fn = v.has_fn && v.backlog_fn && v.wait_fn_us > v.deadline_us;
+    bool cold = v.has_cold && v.backlog_cold && v.wait_cold_us > v.limit_us &&
+                (v.cold_queued >= minq || v.wait_cold_us > v.deadline_us);
+    if (!fn && !cold)
         return false;
+    bool by_cold = cold && (!fn || v.wait_cold_us > v.wait_fn_us);
+    uint64_t wait = by_cold ? v.wait_cold_us : v.wait_fn_us;
     f->running--;
     if (core->c.m_refused)
         dg_counter_add(core->c.m_refused, 1);
@@ -562,9 +565,9 @@ static bool admit_refuse(struct dp_core *core, struct dp_function *f, struct dp_
     else
         answer(core, r, DP_ANSWER_OVERLOADED, 503,
                "function '%s': overloaded: %u request(s) queued ahead, about %llu ms "
-               "expected wait at %.0f/s, over the %llu ms admitted; retry after %u s",
+               "expected wait at %.0f/s, over the %llu ms deadline; retry after %u s",
                f->name, f->queued, (unsigned long long)(wait / 1000), v.rate_fn,
-               (unsigned long long)(v.limit_us / 1000), r->retry_after_s);
+               (unsigned long long)(v.deadline_us / 1000), r->retry_after_s);
     return true;
 }
 

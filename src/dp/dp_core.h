@@ -45,6 +45,10 @@ struct dp_req {
     uint64_t deadline_us;
     struct dp_exit_wait *exit_wait; /* its sandbox broke: waiting for why (NULL: not) */
     bool queued, cold, retried;
+    /* the core's: queued as its function's first request waiting at zero, so it waits for
+     * the cold-start pipeline (CP and workers) that every function shares; the function's
+     * other requests wait for its own sandboxes (its queue, bounded by its upper bound) */
+    bool pipeline;
     /* set by the adapter before dp_core_on_request (0: the core's queue timeout): the
      * client's own deadline (gRPC's grpc-timeout), at most the queue timeout */
     uint64_t timeout_us;
@@ -104,11 +108,13 @@ struct dp_core_config {
     uint64_t queue_timeout_ms;
     uint64_t seed; /* per function: seed ^ its address (a function's lb.rng may be set after) */
     /* Admission control (admit.h): a request that would queue is refused at once (503,
-     * DP_ANSWER_OVERLOADED) when its expected wait, behind its function's queue or (a cold
-     * start) behind every cold start, is over admit_max_wait_ms plus the usual wait of a
-     * request that found that queue empty, or over its own deadline, and that queue holds a
-     * backlog (dp_admit_backlog: it stood that long, and what it served lately waited longer;
-     * not a burst into an idle queue). 0: only the deadline. */
+     * DP_ANSWER_OVERLOADED) when that queue holds a backlog (dp_admit_backlog: it stood
+     * admit_max_wait_ms plus the usual wait of a request that found it empty, and what it
+     * served lately waited longer; not a burst into an idle queue) and its expected wait is
+     * over the limit: behind every cold start (the function's first request at zero: the
+     * pipeline every function shares), admit_max_wait_ms plus that usual wait, at most its
+     * deadline; behind its function's own queue (its sandboxes at the function's upper
+     * bound, the user's choice), its deadline only. 0: only the deadline. */
     bool admission;
     uint64_t admit_max_wait_ms;
     unsigned admit_min_queue;    /* shorter queues are refused for their deadline only */
@@ -218,6 +224,8 @@ void dp_core_report_due(struct dp_core *core);
 struct dp_admit_view {
     bool has_fn, has_cold;
     bool backlog_fn, backlog_cold; /* the queue holds a backlog over the limit (admit.h) */
+    /* limit_us: a cold start's (admit_max_wait_ms + the usual wait, at most the deadline),
+     * also what shows a backlog; a function's own queue is limited by deadline_us only */
     uint64_t wait_fn_us, wait_cold_us, limit_us, deadline_us;
     double rate_fn, rate_cold;
     unsigned cold_queued;

@@ -77,26 +77,27 @@ static const struct dg_conf_field dp_fields[] = {
      .def = "true",
      .help = "refuse at once (503 with Retry-After; gRPC UNAVAILABLE) a request that would "
              "queue when its expected wait (the queue ahead of it over the rate that queue is "
-             "served at: its function's, and every cold start's) is over admissionMaxWait or "
-             "its deadline (docs/decisions.md)"},
+             "served at) is over the limit: behind every cold start, admissionMaxWait; behind "
+             "its function's own sandboxes, its deadline (docs/decisions.md)"},
     {.key = "admissionMaxWait",
      .type = DG_CONF_DURATION,
      .offset = offsetof(struct dp_config, admission_max_wait_ms),
      .def = "50ms",
      .min = 0,
      .max = 3600000,
-     .help = "with admissionControl: the longest expected wait behind a backlog a request is "
-             "admitted with, over the usual wait of one that found its queue empty (0: only "
-             "the deadline, coldStartTimeout or the client's grpc-timeout)"},
+     .help = "with admissionControl: the longest expected wait behind a backlog of cold "
+             "starts a function's first request at zero is admitted with, over the usual wait "
+             "of one that found that queue empty (0: only the deadline, coldStartTimeout or "
+             "the client's grpc-timeout; a function's own queue has only the deadline)"},
     {.key = "admissionMinQueue",
      .type = DG_CONF_INT,
      .offset = offsetof(struct dp_config, admission_min_queue),
      .def = "16",
      .min = 0,
      .max = 1000000,
-     .help = "with admissionControl: a queue (a function's, or every cold start's) shorter "
-             "than this is a burst served side by side, not a backlog: admissionMaxWait does "
-             "not refuse for it, only the deadline does"},
+     .help = "with admissionControl: fewer cold starts queued than this are a burst served "
+             "side by side, not a backlog: admissionMaxWait does not refuse for them, only the "
+             "deadline does"},
     {.key = "controlPlaneAddress",
      .type = DG_CONF_STRLIST,
      .offset = offsetof(struct dp_config, cp_addresses),

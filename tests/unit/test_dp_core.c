@@ -475,13 +475,15 @@ static void test_admit_estimator(void **state)
     assert_false(dp_admit_wait(&a, t + 4100 * MS, 4, &wait));
 }
 
-/* Cold starts: every cold start of the data plane is one queue. 10 served in 100 ms (100/s;
- * the first found the queue empty and waited 10 ms: the limit is 50 ms + 10 ms + 4 x its
- * deviation, 5 ms at first). A burst into the
- * idle queue is admitted whatever its estimate (served side by side, it may be no backlog);
- * once the queue has stood 80 ms with nothing served, a cold start whose expected wait is over
- * 80 ms is refused at once, 503 with a retry hint; a client's shorter deadline lowers the limit; with the backlog
- * served, new ones are admitted again. */
+/* Cold starts: every function's first request at zero waits for the cold-start pipeline
+ * every function shares: one queue. 10 served in 100 ms (100/s; the first found the queue
+ * empty and waited 10 ms: the limit is 50 ms + 10 ms + 4 x its deviation, 5 ms at first). A
+ * burst into the idle queue is admitted whatever its estimate (served side by side, it may be
+ * no backlog); once the queue has stood 80 ms with nothing served, a cold start whose expected
+ * wait is over 80 ms is refused at once, 503 with a retry hint; a client's shorter deadline
+ * lowers the limit; a function's second request at zero waits behind its first, for its own
+ * sandboxes, not for the pipeline: admitted; with the backlog served, new ones are admitted
+ * again. */
 static void test_admit_cold(void **state)
 {
     struct dp_function *a[10], *b[8], *c;
@@ -517,22 +519,29 @@ static void test_admit_cold(void **state)
     /* 150 ms later nothing was served for 250 ms: a backlog. 10 over 310 ms busy = 32/s, 9
      * ahead = 279 ms */
     w.now_us += 150 * MS;
-    req(c, 18);
+    struct dp_function *e = fn("e", 1);
+    req(e, 18);
     struct treq *t = &w.reqs[18];
     assert_int_equal(t->answers, 1);
     assert_int_equal(t->status, 503);
     assert_int_equal(t->kind, DP_ANSWER_OVERLOADED);
     assert_int_equal(t->r.retry_after_s, 1);
-    assert_non_null(strstr(t->msg, "function 'c': overloaded: 9 cold start(s) queued ahead, "
+    assert_non_null(strstr(t->msg, "function 'e': overloaded: 9 cold start(s) queued ahead, "
                                    "about 279 ms expected wait"));
     assert_non_null(strstr(t->msg, "over the 80 ms admitted"));
-    assert_int_equal(c->running, 1); /* 21 */
-    assert_int_equal(c->queued, 1);
+    assert_int_equal(e->running, 0);
+    assert_int_equal(e->queued, 0);
     /* a gRPC call with 30 ms left: refused too */
     w.reqs[19].r.timeout_us = 30 * MS;
-    req(c, 19);
+    req(e, 19);
     assert_int_equal(w.reqs[19].kind, DP_ANSWER_OVERLOADED);
     assert_non_null(strstr(w.reqs[19].msg, "over the 30 ms admitted"));
+    /* c's second request waits behind c's first, for c's own sandbox: admitted */
+    req(c, 22);
+    assert_int_equal(w.reqs[22].answers, 0);
+    assert_int_equal(c->queued, 2);
+    dp_core_admit_view(core, c, true, 0, &v);
+    assert_int_equal(v.cold_queued, 9); /* the pipeline's queue: c's first only */
     /* the backlog served: the queue is empty, a new cold start is admitted */
     for (int i = 0; i < 8; i++)
         eps(b[i], "s", NULL);
@@ -543,10 +552,11 @@ static void test_admit_cold(void **state)
     assert_int_equal(d->queued, 1);
 }
 
-/* One function whose sandbox takes its time (one slot, 160 ms a request): its own service is
- * the usual wait of a request that found the queue empty, so the limit is 50 ms over that
- * (mean + 4 x deviation). A burst into its idle queue is admitted; only once everything it
- * served lately waited longer than the limit is a request expected to wait longer refused. */
+/* One function whose sandbox takes its time (one slot, 160 ms a request): the queue behind its
+ * own sandboxes (the function's upper bound is its user's choice) is refused for its deadline
+ * (1 s here) only, never for admit_max_wait_ms. A burst into its idle queue is admitted; once
+ * what it served lately waited longer than the usual wait + 50 ms (a backlog), a request
+ * expected to wait longer than its deadline is refused at once. */
 static void test_admit_function(void **state)
 {
     struct dp_function *f = fn("slow", 1);
@@ -563,18 +573,24 @@ static void test_admit_function(void **state)
         w.now_us += 160 * MS;
         dp_core_on_done(core, &w.reqs[i].r);
     }
-    /* 5 served over 740 ms busy (6.76/s); the usual wait 107.5 ms + 4 x 52.5 ms, the limit
-     * 367 ms; the last served waited 640 ms: a backlog. 1 ahead (148 ms) and 2 (296 ms) are
-     * admitted, 3 (444 ms) refused */
-    req(f, 7);
-    req(f, 8);
-    assert_int_equal(w.reqs[7].answers + w.reqs[8].answers, 0);
-    req(f, 9);
-    assert_int_equal(w.reqs[9].answers, 1);
-    assert_int_equal(w.reqs[9].kind, DP_ANSWER_OVERLOADED);
-    assert_non_null(strstr(w.reqs[9].msg, "3 request(s) queued ahead, about 444 ms"));
-    assert_non_null(strstr(w.reqs[9].msg, "over the 367 ms admitted"));
-    assert_int_equal(f->running, 4); /* 5 running, 6, 7 and 8 queued, 9 refused */
+    /* 5 served over 740 ms busy (6.76/s, 148 ms each); the last served waited 640 ms, over
+     * the usual wait + 50 ms (367 ms): a backlog. Up to 6 ahead (888 ms) is within the 1 s
+     * deadline: admitted; 7 ahead (1036 ms) is refused */
+    for (int i = 7; i <= 12; i++)
+        req(f, i);
+    for (int i = 7; i <= 12; i++)
+        assert_int_equal(w.reqs[i].answers, 0);
+    req(f, 13);
+    assert_int_equal(w.reqs[13].answers, 1);
+    assert_int_equal(w.reqs[13].kind, DP_ANSWER_OVERLOADED);
+    assert_non_null(strstr(w.reqs[13].msg, "7 request(s) queued ahead, about 1036 ms"));
+    assert_non_null(strstr(w.reqs[13].msg, "over the 1000 ms deadline"));
+    assert_int_equal(w.reqs[13].r.retry_after_s, 2);
+    assert_int_equal(f->running, 8); /* 5 running, 6..12 queued, 13 refused */
+    /* a client with 300 ms left: 3 ahead would be served in time, 7 not */
+    w.reqs[14].r.timeout_us = 300 * MS;
+    req(f, 14);
+    assert_int_equal(w.reqs[14].kind, DP_ANSWER_OVERLOADED);
 }
 
 static int setup_admit_minq(void **state)
@@ -586,39 +602,37 @@ static int setup_admit_minq(void **state)
                                .seed = 1,
                                .admission = true,
                                .admit_max_wait_ms = 50,
-                               .admit_min_queue = 4};
+                               .admit_min_queue = 12};
     struct dp_effects fx = {.now = fx_now, .forward = fx_forward, .answer = fx_answer};
     core = dp_core_new(&c, &fx);
     return 0;
 }
 
-/* With admissionMinQueue 4 the same backlog refuses only from 4 ahead: 3 ahead (444 ms) is
- * admitted, 4 (592 ms) is not. */
+/* With admissionMinQueue 12 the pipeline's backlog refuses only from 12 cold starts ahead:
+ * 11 ahead (341 ms, over the 80 ms limit) is admitted, 12 (372 ms) is not. */
 static void test_admit_min_queue(void **state)
 {
-    struct dp_function *f = fn("slow", 1);
-    eps(f, "a", NULL);
-    req(f, 0);
-    req(f, 1);
-    w.now_us += 100 * MS;
-    dp_core_on_done(core, &w.reqs[0].r);
-    for (int i = 2; i <= 6; i++)
-        req(f, i);
-    for (int i = 1; i <= 4; i++) {
-        w.now_us += 160 * MS;
-        dp_core_on_done(core, &w.reqs[i].r);
+    char name[16];
+    struct dp_function *a[10];
+    for (int i = 0; i < 10; i++) { /* 10 served at 100/s */
+        snprintf(name, sizeof(name), "a%d", i);
+        a[i] = fn(name, 1);
+        req(a[i], i);
     }
-    req(f, 7);
-    req(f, 8);
-    req(f, 9); /* 3 ahead: under the floor */
-    assert_int_equal(w.reqs[7].answers + w.reqs[8].answers + w.reqs[9].answers, 0);
-    req(f, 10); /* 4 ahead, 592 ms */
-    assert_int_equal(w.reqs[10].kind, DP_ANSWER_OVERLOADED);
-    assert_non_null(strstr(w.reqs[10].msg, "4 request(s) queued ahead, about 592 ms"));
-    /* a client with 100 ms left: its own deadline is the limit */
-    w.reqs[11].r.timeout_us = 100 * MS;
-    req(f, 11);
-    assert_int_equal(w.reqs[11].kind, DP_ANSWER_OVERLOADED);
+    for (int i = 0; i < 10; i++) {
+        w.now_us += 10 * MS;
+        eps(a[i], "s", NULL);
+    }
+    for (int i = 0; i < 11; i++) { /* 11 queued */
+        snprintf(name, sizeof(name), "b%d", i);
+        req(fn(name, 1), 10 + i);
+    }
+    w.now_us += 210 * MS; /* stood 210 ms, nothing served: 10 over 310 ms busy */
+    req(fn("c", 1), 21);  /* 11 ahead: under the floor */
+    assert_int_equal(w.reqs[21].answers, 0);
+    req(fn("d", 1), 22); /* 12 ahead, 372 ms */
+    assert_int_equal(w.reqs[22].kind, DP_ANSWER_OVERLOADED);
+    assert_non_null(strstr(w.reqs[22].msg, "12 cold start(s) queued ahead, about 372 ms"));
 }
 
 static void test_no_admission_by_default(void **state)
