@@ -19,6 +19,7 @@ struct dg_heartbeat {
     char **addrs;
     size_t naddrs, cur;
     uint64_t interval_ms;
+    uint64_t anchor_ms;   /* loop time of one periodic beat: the others at anchor + k * interval */
     char *path, *address; /* = addrs[cur] */
     json_t *(*body)(void *ud);
     void *ud;
@@ -61,6 +62,7 @@ static void switch_to(struct dg_heartbeat *hb, size_t i)
 }
 
 static void beat(uv_timer_t *t);
+static void schedule_next(struct dg_heartbeat *hb);
 
 /* The leader a refusing replica names (DG_WIRE_HDR_LEADER: IP:PORT), or an empty view. */
 static struct dg_str leader_of(const struct dg_http_resp *resp)
@@ -86,7 +88,7 @@ static void beat_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
         return; /* its timer is closing */
     if (hb->kicked && !hb->stopped) {
         hb->kicked = false;
-        uv_timer_start(&hb->timer, beat, 0, hb->interval_ms);
+        uv_timer_start(&hb->timer, beat, 0, 0);
     }
     bool ok = resp && resp->status == 200;
     bool auth = false;
@@ -113,7 +115,7 @@ static void beat_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
          * for all), so beating again within 100 ms would only repeat, ten times a second for
          * as long as the CP asks (every node once lost, at 10,000 nodes) */
         if (!hb->borrowed)
-            uv_timer_start(&hb->timer, beat, DG_MIN(hb->interval_ms, 100), hb->interval_ms);
+            uv_timer_start(&hb->timer, beat, DG_MIN(hb->interval_ms, 100), 0);
         return;
     }
     if (ok || hb->naddrs < 2 || hb->stopped)
@@ -125,12 +127,29 @@ static void beat_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
         if (dg_str_eq(leader, hb->addrs[i]))
             next = i;
     switch_to(hb, next);
-    uv_timer_start(&hb->timer, beat, DG_MIN(hb->interval_ms, 100), hb->interval_ms);
+    uv_timer_start(&hb->timer, beat, DG_MIN(hb->interval_ms, 100), 0);
+}
+
+/* The next periodic beat at its own phase of the interval (anchor + k * interval), at least
+ * half an interval from now. Not `now + interval`: timers that fired late in the same loop
+ * turn would all get the same next time and stay together, so that the beats of thousands of
+ * emulated nodes, spread over the interval at the start, drifted into bursts (at 10,000 nodes:
+ * 175 ms without a beat, then 40 a millisecond), each one a stall of the CP's loop. */
+static void schedule_next(struct dg_heartbeat *hb)
+{
+    uint64_t now = uv_now(hb->loop), iv = hb->interval_ms ? hb->interval_ms : 1;
+    uint64_t next = hb->anchor_ms;
+    if (next <= now)
+        next += ((now - next) / iv + 1) * iv;
+    if (next - now < iv / 2)
+        next += iv;
+    uv_timer_start(&hb->timer, beat, next - now, 0);
 }
 
 static void beat(uv_timer_t *t)
 {
     struct dg_heartbeat *hb = t->data;
+    schedule_next(hb);
     if (hb->in_flight)
         return;
     static const struct dg_http_client_cbs cbs = {.on_done = beat_done};
@@ -192,9 +211,10 @@ struct dg_heartbeat *dg_heartbeat_start_conns(uv_loop_t *loop, const struct dg_s
     hb->body = body;
     hb->ud = ud;
     hb->resync = true;
+    hb->anchor_ms = uv_now(loop);
     uv_timer_init(loop, &hb->timer);
     hb->timer.data = hb;
-    uv_timer_start(&hb->timer, beat, 0, interval_ms);
+    uv_timer_start(&hb->timer, beat, 0, 0);
     uv_unref((uv_handle_t *)&hb->timer);
     return hb;
 }
@@ -219,9 +239,10 @@ struct dg_heartbeat *dg_heartbeat_start_shared(struct dg_heartbeat *owner, uint6
     hb->body = body;
     hb->ud = ud;
     hb->resync = true;
+    hb->anchor_ms = uv_now(hb->loop) + first_ms;
     uv_timer_init(hb->loop, &hb->timer);
     hb->timer.data = hb;
-    uv_timer_start(&hb->timer, beat, first_ms, hb->interval_ms);
+    uv_timer_start(&hb->timer, beat, first_ms, 0);
     uv_unref((uv_handle_t *)&hb->timer);
     return hb;
 }
@@ -266,7 +287,7 @@ void dg_heartbeat_kick(struct dg_heartbeat *h)
     if (h->in_flight)
         h->kicked = true;
     else
-        uv_timer_start(&h->timer, beat, 0, h->interval_ms);
+        uv_timer_start(&h->timer, beat, 0, 0);
 }
 
 bool dg_heartbeat_resyncing(const struct dg_heartbeat *h)
