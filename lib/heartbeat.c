@@ -156,6 +156,8 @@ static void beat(uv_timer_t *t)
     static const struct dg_http_header ct[] = {
         {DG_STR("Content-Type"), DG_STR("application/json")}};
     json_t *b = hb->body(hb->ud);
+    if (!b) /* nothing to say this time (another message beats for it) */
+        return;
     dg_wire_beat_set_resync(b, hb->resync);
     char *s = dg_json_dumps(b);
     json_decref(b);
@@ -271,6 +273,17 @@ void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body)
     char *s = dg_json_dumps(body);
     json_decref(body);
     dg_http_request(h->pool, "POST", path, ct, 1, s, strlen(s), &cbs, h);
+    free(s);
+}
+
+void dg_heartbeat_post_cb(struct dg_heartbeat *h, const char *path, json_t *body,
+                          const struct dg_http_client_cbs *cbs, void *ud)
+{
+    static const struct dg_http_header ct[] = {
+        {DG_STR("Content-Type"), DG_STR("application/json")}};
+    char *s = dg_json_dumps(body);
+    json_decref(body);
+    dg_http_request(h->pool, "POST", path, ct, 1, s, strlen(s), cbs, ud);
     free(s);
 }
 
