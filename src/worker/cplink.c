@@ -45,6 +45,7 @@ struct wk_cplink_siblings {
     uv_timer_t timer;
     int64_t groups, next;
     bool *in_flight; /* per group: its last message is unanswered (the next waits) */
+    bool *kicked;    /* per group: send again when it is answered (the state changed) */
     bool stopped;
 };
 
@@ -166,15 +167,16 @@ struct siblings_req {
     int64_t group;
 };
 
-static void siblings_tick(uv_timer_t *t)
+/* Group g's message, now (unless one is in flight: then at its answer if `kick`). */
+static void siblings_send(struct wk_cplink_siblings *sib, int64_t g, bool kick)
 {
-    struct wk_cplink_siblings *sib = t->data;
     struct wk_cplink *l = sib->link;
-    int64_t g = sib->next;
-    sib->next = (sib->next + 1) % sib->groups;
+    if (sib->in_flight[g]) {
+        sib->kicked[g] |= kick;
+        return;
+    }
     /* node 0 registered (the CP checks the siblings against its address and boot) */
-    if (sib->stopped || sib->in_flight[g] || !dg_heartbeat_ok(l->nodes[0].hb) ||
-        dg_heartbeat_resyncing(l->nodes[0].hb))
+    if (sib->stopped || !dg_heartbeat_ok(l->nodes[0].hb) || dg_heartbeat_resyncing(l->nodes[0].hb))
         return;
     char address[96];
     struct dg_wire_worker_beat b = beat_fields(l, address);
@@ -205,8 +207,17 @@ static void siblings_tick(uv_timer_t *t)
     struct siblings_req *rq = dg_xcalloc(1, sizeof(*rq));
     *rq = (struct siblings_req){sib, g};
     sib->in_flight[g] = true;
+    sib->kicked[g] = false;
     dg_heartbeat_post_cb(l->nodes[0].hb, DG_WIRE_PATH_SIBLINGS, dg_wire_sibling_beat_encode(&m),
                          &cbs, rq);
+}
+
+static void siblings_tick(uv_timer_t *t)
+{
+    struct wk_cplink_siblings *sib = t->data;
+    int64_t g = sib->next;
+    sib->next = (sib->next + 1) % sib->groups;
+    siblings_send(sib, g, false);
 }
 
 /* Nodes the CP did not take, or all of the group when the message failed, beat on their own
@@ -222,6 +233,8 @@ static void siblings_done(struct dg_http_creq *q, const struct dg_http_resp *res
     sib->in_flight[g] = false;
     if (!l->nodes)
         return;
+    if (sib->kicked[g] && !sib->stopped) /* a change came while it was on its way */
+        siblings_send(sib, g, false);
     struct dg_wire_sibling_answer a;
     struct dg_err perr = {0};
     if (resp && resp->status == 200 &&
@@ -295,6 +308,7 @@ int wk_cplink_start(struct wk_cplink *l, uv_loop_t *loop, const struct wk_cplink
         uint64_t every = DG_MAX(2, conf->heartbeat_ms / (uint64_t)groups);
         sib->groups = groups;
         sib->in_flight = dg_xcalloc((size_t)groups, sizeof(*sib->in_flight));
+        sib->kicked = dg_xcalloc((size_t)groups, sizeof(*sib->kicked));
         uv_timer_init(loop, &sib->timer);
         sib->timer.data = sib;
         uv_timer_start(&sib->timer, siblings_tick, every, every);
@@ -323,13 +337,16 @@ void wk_cplink_saturation(void *ud, bool saturated)
     /* a flapping queue must not turn thousands of emulated nodes into a storm of beats: past
      * 100 nodes the next periodic beat says it */
     for (int64_t i = 0; l->nodes && l->conf.nodes <= 100 && i < l->conf.nodes; i++)
-        dg_heartbeat_kick(l->nodes[i].hb);
+        dg_heartbeat_kick(l->nodes[i].hb); /* those in sibling beats: below */
+    for (int64_t g = 0; l->sib && l->conf.nodes <= 100 && g < l->sib->groups; g++)
+        siblings_send(l->sib, g, true);
 }
 
 static void siblings_closed(uv_handle_t *h)
 {
     struct wk_cplink_siblings *sib = h->data;
     free(sib->in_flight);
+    free(sib->kicked);
     free(sib);
 }
 
