@@ -27,6 +27,7 @@ struct dg_heartbeat {
     bool borrowed;     /* pools are another heartbeat's (dg_heartbeat_start_shared) */
     bool free_pending; /* closed while a beat was in flight: freed by its answer */
     bool kicked;       /* dg_heartbeat_kick while one was in flight: the next goes at its end */
+    bool held;         /* dg_heartbeat_hold: no beat (its timer stopped) until released */
     int auth_refused;  /* the last 401/403 logged (once until it changes) */
 };
 
@@ -86,7 +87,7 @@ static void beat_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     }
     if (hb->stopped && hb->borrowed)
         return; /* its timer is closing */
-    if (hb->kicked && !hb->stopped) {
+    if (hb->kicked && !hb->stopped && !hb->held) {
         hb->kicked = false;
         uv_timer_start(&hb->timer, beat, 0, 0);
     }
@@ -149,6 +150,8 @@ static void schedule_next(struct dg_heartbeat *hb)
 static void beat(uv_timer_t *t)
 {
     struct dg_heartbeat *hb = t->data;
+    if (hb->held)
+        return;
     schedule_next(hb);
     if (hb->in_flight)
         return;
@@ -293,9 +296,20 @@ void dg_heartbeat_set_bearer(struct dg_heartbeat *h, const char *bearer)
         dg_http_pool_set_bearer(h->pools[i], bearer);
 }
 
+void dg_heartbeat_hold(struct dg_heartbeat *h, bool hold)
+{
+    if (!h || h->stopped || h->held == hold)
+        return;
+    h->held = hold;
+    if (hold)
+        uv_timer_stop(&h->timer);
+    else
+        schedule_next(h); /* at its own phase again */
+}
+
 void dg_heartbeat_kick(struct dg_heartbeat *h)
 {
-    if (!h || h->stopped)
+    if (!h || h->stopped || h->held)
         return;
     if (h->in_flight)
         h->kicked = true;

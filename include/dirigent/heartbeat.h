@@ -56,6 +56,11 @@ void dg_heartbeat_set_bearer(struct dg_heartbeat *h, const char *bearer);
  * interval again: the daemon's state changed in a way the CP should know before the next
  * period (a worker became saturated or free again). */
 void dg_heartbeat_kick(struct dg_heartbeat *h);
+/* Hold (true) or release (false) the heartbeat: held, it sends nothing (its timer stopped: a
+ * process beating for 10,000 emulated nodes keeps 10,000 timers otherwise) and a kick is
+ * ignored; released, it beats again at its own phase of the interval. A beat in flight ends
+ * as usual. */
+void dg_heartbeat_hold(struct dg_heartbeat *h, bool hold);
 /* True while the heartbeats say "resync" (the first one, the first after a failure, and the
  * next after the CP answered "resync"): a body builder then includes its whole state. */
 bool dg_heartbeat_resyncing(const struct dg_heartbeat *h);

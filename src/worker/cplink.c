@@ -197,6 +197,8 @@ static void siblings_send(struct wk_cplink_siblings *sib, int64_t g, bool kick)
         /* registered by its own beat (its own credential), and that beat not failing */
         if (!node->grouped && !(dg_heartbeat_ok(node->hb) && !dg_heartbeat_resyncing(node->hb)))
             continue;
+        if (!node->grouped)
+            dg_heartbeat_hold(node->hb, true); /* its own beats stop while the group's go */
         node->grouped = true;
         names[n++] = node->name;
     }
@@ -210,6 +212,17 @@ static void siblings_send(struct wk_cplink_siblings *sib, int64_t g, bool kick)
     sib->kicked[g] = false;
     dg_heartbeat_post_cb(l->nodes[0].hb, DG_WIRE_PATH_SIBLINGS, dg_wire_sibling_beat_encode(&m),
                          &cbs, rq);
+}
+
+/* Node back to its own beats, the first now (its last beat through the group may be an
+ * interval old already). */
+static void ungroup(struct wk_cplink_node *node)
+{
+    if (!node->grouped)
+        return;
+    node->grouped = false;
+    dg_heartbeat_hold(node->hb, false);
+    dg_heartbeat_kick(node->hb);
 }
 
 static void siblings_tick(uv_timer_t *t)
@@ -242,7 +255,7 @@ static void siblings_done(struct dg_http_creq *q, const struct dg_http_resp *res
         for (size_t k = 0; k < a.refused.n; k++) {
             int64_t i = node_index(l, a.refused.v[k]);
             if (i > 0)
-                l->nodes[i].grouped = false;
+                ungroup(&l->nodes[i]);
         }
         if (a.refused.n)
             dg_log(DG_LOG_INFO, "heartbeat",
@@ -259,7 +272,7 @@ static void siblings_done(struct dg_http_creq *q, const struct dg_http_resp *res
                resp ? (int)DG_MIN(resp->body.len, 200) : 0, resp ? resp->body.ptr : "",
                perr.msg[0] ? perr.msg : "");
     for (int64_t i = 1 + g; i < l->conf.nodes; i += sib->groups)
-        l->nodes[i].grouped = false;
+        ungroup(&l->nodes[i]);
 }
 
 int wk_cplink_start(struct wk_cplink *l, uv_loop_t *loop, const struct wk_cplink_conf *conf,
