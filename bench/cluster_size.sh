@@ -18,6 +18,9 @@
 #       bench/results/cluster_size.csv (TAG: cluster_size_TAG.csv)
 # --quick: nodes 20 2000, idle 5 s, 9 s steps (5 s warm-up), CSV to a scratch directory
 #       (printed; never bench/results)
+# Idle rows also give the CPU per heartbeat (cp_us_per_node_s, worker_us_per_node_s: µs per node
+# and second, one beat a node a second); at the end, each size's p99 against the first size's
+# at the same rate (the issue's measure: 10,000 nodes within 1.5x of 20, in one run).
 # Every row records other_cpu_pct: the CPU that processes not started by this script used
 # meanwhile (this machine is shared), and the load average at its start.
 set -euo pipefail
@@ -129,6 +132,7 @@ other = sum(t - s0.get(pid, (0, 0))[1] for pid, (pp, t) in s1.items()
 print(f"{100 * other / os.sysconf('SC_CLK_TCK') / secs:.0f}")
 EOF
 }
+per_node() { /usr/bin/python3 -c "import sys; n=int(sys.argv[2]) if sys.argv[2].isdigit() else 0; print(f'{float(sys.argv[1]) * 1e4 / n:.1f}' if n else '')" "$@"; }
 pct() { /usr/bin/python3 -c "import os,sys; print(f'{100 * (int(sys.argv[2]) - int(sys.argv[1])) / os.sysconf(\"SC_CLK_TCK\") / float(sys.argv[3]):.1f}')" "$@"; }
 stats() { # CSV WARM STEP -> achieved ok errors p50 p99
   /usr/bin/python3 - "$@" <<'EOF'
@@ -145,7 +149,7 @@ EOF
 
 NAME=cluster_size$([ -n "$TAG" ] && echo "_$TAG" || true)
 SUM=$OUT/$NAME.csv
-echo "kind,nodes,registered,rate,window_s,cp_cpu_pct,worker_cpu_pct,rate_achieved,ok,errors,p50_ms,p99_ms,other_cpu_pct,loadavg,date" >"$SUM"
+echo "kind,nodes,registered,rate,window_s,cp_cpu_pct,worker_cpu_pct,rate_achieved,ok,errors,p50_ms,p99_ms,other_cpu_pct,loadavg,date,cp_us_per_node_s,worker_us_per_node_s" >"$SUM"
 echo "# cluster_size: one worker emulating N nodes, heartbeats 1 s; idle ${IDLE} s; loads $RATES/s for ${STEP} s (first ${WARM} s not counted)"
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r), build $BUILD, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%6s %6s %8s %8s %9s %8s %8s %6s\n' nodes rate cp_cpu% wk_cpu% achieved p50_ms p99_ms other%
@@ -160,7 +164,9 @@ for n in $NODES; do
   secs=$(( (t1 - t0) / 1000000 ))e-3
   cpc=$(pct "$c0" "$c1" "$secs"); wkc=$(pct "$w0" "$w1" "$secs"); oth=$(other_cpu "$d/s0" "$d/s1" "$secs")
   stop_cluster
-  echo "idle,$n,$REGD,0,$IDLE,$cpc,$wkc,,,,,,$oth,$la,$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$SUM"
+  # CPU per node and second (µs): per heartbeat, with one beat a node a second
+  cpn=$(per_node "$cpc" "$REGD"); wkn=$(per_node "$wkc" "$REGD")
+  echo "idle,$n,$REGD,0,$IDLE,$cpc,$wkc,,,,,,$oth,$la,$(date -u +%Y-%m-%dT%H:%M:%SZ),$cpn,$wkn" >>"$SUM"
   printf '%6s %6s %8s %8s %9s %8s %8s %6s\n' "$n" idle "$cpc" "$wkc" - - - "$oth"
   for r in $RATES; do
     d=$TMP/load-$n-$r
@@ -175,9 +181,26 @@ for n in $NODES; do
     stop_cluster
     if [ ! -s "$d/load.csv" ]; then echo "load failed at $n nodes, $r/s: $(head -c 300 "$d/load.err")" >&2; continue; fi
     read -r ach ok errs p50 p99 < <(stats "$d/load.csv" "$WARM" "$STEP")
-    echo "load,$n,$REGD,$r,$STEP,$cpc,$wkc,$ach,$ok,$errs,$p50,$p99,$oth,$la,$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$SUM"
+    echo "load,$n,$REGD,$r,$STEP,$cpc,$wkc,$ach,$ok,$errs,$p50,$p99,$oth,$la,$(date -u +%Y-%m-%dT%H:%M:%SZ),," >>"$SUM"
     printf '%6s %6s %8s %8s %9s %8s %8s %6s\n' "$n" "$r" "$cpc" "$wkc" "$ach" "$p50" "$p99" "$oth"
     rm -rf "$d"
   done
 done
+# the issue's measure: each size's p99 against the smallest size's at the same rate (same run),
+# and the idle CPU per heartbeat
+/usr/bin/python3 - "$SUM" <<'EOF'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+for r in rows:
+    if r["kind"] == "idle" and r["cp_us_per_node_s"]:
+        print(f"idle {r['nodes']:>6} nodes: CP {r['cp_us_per_node_s']} us, worker {r['worker_us_per_node_s']} us per heartbeat")
+base = {}
+for r in rows:
+    if r["kind"] != "load" or r["p99_ms"] in ("", "nan"):
+        continue
+    b = base.setdefault(r["rate"], r)
+    print(f"{r['rate']:>6}/s {r['nodes']:>6} nodes: p99 {float(r['p99_ms']):.1f} ms = "
+          f"{float(r['p99_ms']) / float(b['p99_ms']):.2f}x the {b['nodes']}-node figure "
+          f"(other processes {r['other_cpu_pct']}% of a CPU)")
+EOF
 echo "summary: $SUM"

@@ -19,6 +19,7 @@ struct dg_heartbeat {
     char **addrs;
     size_t naddrs, cur;
     uint64_t interval_ms;
+    uint64_t anchor_ms;   /* loop time of one periodic beat: the others at anchor + k * interval */
     char *path, *address; /* = addrs[cur] */
     json_t *(*body)(void *ud);
     void *ud;
@@ -26,6 +27,7 @@ struct dg_heartbeat {
     bool borrowed;     /* pools are another heartbeat's (dg_heartbeat_start_shared) */
     bool free_pending; /* closed while a beat was in flight: freed by its answer */
     bool kicked;       /* dg_heartbeat_kick while one was in flight: the next goes at its end */
+    bool held;         /* dg_heartbeat_hold: no beat (its timer stopped) until released */
     int auth_refused;  /* the last 401/403 logged (once until it changes) */
 };
 
@@ -61,6 +63,7 @@ static void switch_to(struct dg_heartbeat *hb, size_t i)
 }
 
 static void beat(uv_timer_t *t);
+static void schedule_next(struct dg_heartbeat *hb);
 
 /* The leader a refusing replica names (DG_WIRE_HDR_LEADER: IP:PORT), or an empty view. */
 static struct dg_str leader_of(const struct dg_http_resp *resp)
@@ -84,9 +87,9 @@ static void beat_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
     }
     if (hb->stopped && hb->borrowed)
         return; /* its timer is closing */
-    if (hb->kicked && !hb->stopped) {
+    if (hb->kicked && !hb->stopped && !hb->held) {
         hb->kicked = false;
-        uv_timer_start(&hb->timer, beat, 0, hb->interval_ms);
+        uv_timer_start(&hb->timer, beat, 0, 0);
     }
     bool ok = resp && resp->status == 200;
     bool auth = false;
@@ -113,7 +116,7 @@ static void beat_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
          * for all), so beating again within 100 ms would only repeat, ten times a second for
          * as long as the CP asks (every node once lost, at 10,000 nodes) */
         if (!hb->borrowed)
-            uv_timer_start(&hb->timer, beat, DG_MIN(hb->interval_ms, 100), hb->interval_ms);
+            uv_timer_start(&hb->timer, beat, DG_MIN(hb->interval_ms, 100), 0);
         return;
     }
     if (ok || hb->naddrs < 2 || hb->stopped)
@@ -125,18 +128,39 @@ static void beat_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
         if (dg_str_eq(leader, hb->addrs[i]))
             next = i;
     switch_to(hb, next);
-    uv_timer_start(&hb->timer, beat, DG_MIN(hb->interval_ms, 100), hb->interval_ms);
+    uv_timer_start(&hb->timer, beat, DG_MIN(hb->interval_ms, 100), 0);
+}
+
+/* The next periodic beat at its own phase of the interval (anchor + k * interval), at least
+ * half an interval from now. Not `now + interval`: timers that fired late in the same loop
+ * turn would all get the same next time and stay together, so that the beats of thousands of
+ * emulated nodes, spread over the interval at the start, drifted into bursts (at 10,000 nodes:
+ * 175 ms without a beat, then 40 a millisecond), each one a stall of the CP's loop. */
+static void schedule_next(struct dg_heartbeat *hb)
+{
+    uint64_t now = uv_now(hb->loop), iv = hb->interval_ms ? hb->interval_ms : 1;
+    uint64_t next = hb->anchor_ms;
+    if (next <= now)
+        next += ((now - next) / iv + 1) * iv;
+    if (next - now < iv / 2)
+        next += iv;
+    uv_timer_start(&hb->timer, beat, next - now, 0);
 }
 
 static void beat(uv_timer_t *t)
 {
     struct dg_heartbeat *hb = t->data;
+    if (hb->held)
+        return;
+    schedule_next(hb);
     if (hb->in_flight)
         return;
     static const struct dg_http_client_cbs cbs = {.on_done = beat_done};
     static const struct dg_http_header ct[] = {
         {DG_STR("Content-Type"), DG_STR("application/json")}};
     json_t *b = hb->body(hb->ud);
+    if (!b) /* nothing to say this time (another message beats for it) */
+        return;
     dg_wire_beat_set_resync(b, hb->resync);
     char *s = dg_json_dumps(b);
     json_decref(b);
@@ -192,9 +216,10 @@ struct dg_heartbeat *dg_heartbeat_start_conns(uv_loop_t *loop, const struct dg_s
     hb->body = body;
     hb->ud = ud;
     hb->resync = true;
+    hb->anchor_ms = uv_now(loop);
     uv_timer_init(loop, &hb->timer);
     hb->timer.data = hb;
-    uv_timer_start(&hb->timer, beat, 0, interval_ms);
+    uv_timer_start(&hb->timer, beat, 0, 0);
     uv_unref((uv_handle_t *)&hb->timer);
     return hb;
 }
@@ -219,9 +244,10 @@ struct dg_heartbeat *dg_heartbeat_start_shared(struct dg_heartbeat *owner, uint6
     hb->body = body;
     hb->ud = ud;
     hb->resync = true;
+    hb->anchor_ms = uv_now(hb->loop) + first_ms;
     uv_timer_init(hb->loop, &hb->timer);
     hb->timer.data = hb;
-    uv_timer_start(&hb->timer, beat, first_ms, hb->interval_ms);
+    uv_timer_start(&hb->timer, beat, first_ms, 0);
     uv_unref((uv_handle_t *)&hb->timer);
     return hb;
 }
@@ -253,20 +279,42 @@ void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body)
     free(s);
 }
 
+void dg_heartbeat_post_cb(struct dg_heartbeat *h, const char *path, json_t *body,
+                          const struct dg_http_client_cbs *cbs, void *ud)
+{
+    static const struct dg_http_header ct[] = {
+        {DG_STR("Content-Type"), DG_STR("application/json")}};
+    char *s = dg_json_dumps(body);
+    json_decref(body);
+    dg_http_request(h->pool, "POST", path, ct, 1, s, strlen(s), cbs, ud);
+    free(s);
+}
+
 void dg_heartbeat_set_bearer(struct dg_heartbeat *h, const char *bearer)
 {
     for (size_t i = 0; i < h->naddrs; i++)
         dg_http_pool_set_bearer(h->pools[i], bearer);
 }
 
+void dg_heartbeat_hold(struct dg_heartbeat *h, bool hold)
+{
+    if (!h || h->stopped || h->held == hold)
+        return;
+    h->held = hold;
+    if (hold)
+        uv_timer_stop(&h->timer);
+    else
+        schedule_next(h); /* at its own phase again */
+}
+
 void dg_heartbeat_kick(struct dg_heartbeat *h)
 {
-    if (!h || h->stopped)
+    if (!h || h->stopped || h->held)
         return;
     if (h->in_flight)
         h->kicked = true;
     else
-        uv_timer_start(&h->timer, beat, 0, h->interval_ms);
+        uv_timer_start(&h->timer, beat, 0, 0);
 }
 
 bool dg_heartbeat_resyncing(const struct dg_heartbeat *h)

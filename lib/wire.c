@@ -847,6 +847,47 @@ static const struct msg M_worker_beat = {
     "worker_beat", sizeof(T), false, F_worker_beat, DG_ARRAY_LEN(F_worker_beat), worker_beat_check};
 #undef T
 
+#define T struct dg_wire_sibling_beat
+static const struct field F_sibling_beat[] = {
+    STR(T, sender, "sender", .flags = F_REQ, .chk = C_NODE),
+    STR(T, address, "address", .flags = F_REQ, .chk = C_ADDR),
+    STR(T, boot, "boot", .flags = F_REQ, .chk = C_TOKEN),
+    INT(T, cpu_milli, "cpuMilli", .min = 0, .max = CPU_MAX),
+    INT(T, memory_mib, "memoryMiB", .min = 0, .max = MEM_MAX),
+    DBL(T, cpu_overcommit, "cpuOvercommit", .flags = F_DEF, .def = 1.0, .dmin = 0, .dmax = 1000),
+    INT(T, min_cpu_milli, "sandboxMinCpuMilli", .min = 0, .max = CPU_MAX),
+    INT(T, min_memory_mib, "sandboxMinMemoryMiB", .min = 0, .max = MEM_MAX),
+    STR(T, sandbox_subnet, "sandboxSubnet", .chk = C_CIDR),
+    BOOL(T, saturated, "saturated", .flags = F_OMIT),
+    STRLIST(T, nodes, "nodes", .flags = F_REQ, .chk = C_NODE, .maxn = DG_WIRE_SIBLINGS_MAX),
+};
+/* At least one node, and not the sender: it beats on its own (its listing, its count). */
+static int sibling_beat_check(const void *p, struct dg_err *err)
+{
+    const T *m = p;
+    if (m->nodes.n == 0)
+        return dg_err_set(err, DG_E_INVAL, "field 'nodes': expected 1..%d names, got none",
+                          DG_WIRE_SIBLINGS_MAX);
+    for (size_t i = 0; i < m->nodes.n; i++)
+        if (strcmp(m->nodes.v[i], m->sender) == 0)
+            return dg_err_set(err, DG_E_INVAL,
+                              "field 'nodes': item %zu is the sender '%s': it beats on its own "
+                              "(POST " DG_WIRE_PATH_WORKERS ")",
+                              i, m->sender);
+    return 0;
+}
+static const struct msg M_sibling_beat = {
+    "sibling_beat",    sizeof(T), false, F_sibling_beat, DG_ARRAY_LEN(F_sibling_beat),
+    sibling_beat_check};
+#undef T
+
+#define T struct dg_wire_sibling_answer
+static const struct field F_sibling_answer[] = {
+    STRLIST(T, refused, "refused", .chk = C_NODE, .maxn = DG_WIRE_SIBLINGS_MAX),
+};
+MSG(sibling_answer, false);
+#undef T
+
 #define T struct dg_wire_sandbox_exit
 static const struct field F_sandbox_exit[] = {
     STR(T, worker, "worker", .chk = C_NODE),

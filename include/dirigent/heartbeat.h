@@ -18,7 +18,7 @@
 struct dg_heartbeat;
 
 /* `address` is the CP's IP:PORT (copied); `body(ud)` builds the JSON sent each time (the
- * heartbeat adds "resync"). Returns NULL with `err` set on a bad address. */
+ * heartbeat adds "resync"; NULL: no beat this time, the next at its time). Returns NULL with `err` set on a bad address. */
 struct dg_heartbeat *dg_heartbeat_start(uv_loop_t *loop, const char *address, const char *path,
                                         uint64_t interval_ms, json_t *(*body)(void *ud), void *ud,
                                         struct dg_err *err);
@@ -44,6 +44,10 @@ struct dg_heartbeat *dg_heartbeat_start_shared(struct dg_heartbeat *owner, uint6
                                                json_t *(*body)(void *ud), void *ud);
 /* Send `body` (taken) as JSON POST to `path` on the CP; errors are logged once per kind. */
 void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body);
+/* The same with the answer: `cbs->on_done(q, resp, err, ud)` (always called, also when the
+ * heartbeat stops with the request in flight). */
+void dg_heartbeat_post_cb(struct dg_heartbeat *h, const char *path, json_t *body,
+                          const struct dg_http_client_cbs *cbs, void *ud);
 /* Every request from now on (beats and posts) carries this credential (copied; NULL: none):
  * "Authorization: Bearer CRED". Call right after start: the first beat goes out from the
  * loop. A 401/403 answer is logged as an error once (a missing or wrong key). */
@@ -52,6 +56,11 @@ void dg_heartbeat_set_bearer(struct dg_heartbeat *h, const char *bearer);
  * interval again: the daemon's state changed in a way the CP should know before the next
  * period (a worker became saturated or free again). */
 void dg_heartbeat_kick(struct dg_heartbeat *h);
+/* Hold (true) or release (false) the heartbeat: held, it sends nothing (its timer stopped: a
+ * process beating for 10,000 emulated nodes keeps 10,000 timers otherwise) and a kick is
+ * ignored; released, it beats again at its own phase of the interval. A beat in flight ends
+ * as usual. */
+void dg_heartbeat_hold(struct dg_heartbeat *h, bool hold);
 /* True while the heartbeats say "resync" (the first one, the first after a failure, and the
  * next after the CP answered "resync"): a body builder then includes its whole state. */
 bool dg_heartbeat_resyncing(const struct dg_heartbeat *h);

@@ -64,6 +64,7 @@ bool dg_wire_address_ok(const char *address);
 
 /* CP internal API (workers and data planes; /v1/status also for the CLI) */
 #define DG_WIRE_PATH_WORKERS        "/v1/workers"          /* POST dg_wire_worker_beat */
+#define DG_WIRE_PATH_SIBLINGS       "/v1/workers/siblings" /* POST dg_wire_sibling_beat */
 #define DG_WIRE_PATH_DATAPLANES     "/v1/dataplanes"       /* POST dg_wire_dp_beat */
 #define DG_WIRE_PATH_METRICS        "/v1/metrics"          /* POST dg_wire_metrics */
 #define DG_WIRE_PATH_SANDBOX_EXITED "/v1/sandboxes/exited" /* POST dg_wire_sandbox_exit */
@@ -228,6 +229,33 @@ struct dg_wire_worker_beat {
     (strlen(id) + strlen(function) + strlen(endpoint) + 40)
 /* The bytes of a worker beat besides its sandboxes at most. */
 #define DG_WIRE_WORKER_BEAT_ENVELOPE 2048
+
+/* POST /v1/workers/siblings: the heartbeats of many emulated nodes of one worker process in
+ * one message (emulatedNodes: without it, 10,000 nodes were 10,000 requests a second). Sent
+ * by the process's first node NAME-0 ("sender", under its own credential); each of "nodes" is
+ * a sibling NAME-<digits> that registered itself (its own beat, its own credential) from the
+ * same address and boot, and beats again with the fields here (the sender's: one process, one
+ * machine's capacity). The CP takes a node only when it is such a sibling, else names it in
+ * the answer's "refused" and the node beats on its own again. No sandboxes: the first node
+ * lists for all. */
+struct dg_wire_sibling_beat {
+    char *sender, *address;  /* required: NAME-0, the address it registered at */
+    char *boot;              /* required: its boot id (the siblings' too) */
+    int64_t cpu_milli;       /* "cpuMilli", as dg_wire_worker_beat */
+    int64_t memory_mib;      /* "memoryMiB" */
+    double cpu_overcommit;   /* "cpuOvercommit": absent decodes as 1.0 */
+    int64_t min_cpu_milli;   /* "sandboxMinCpuMilli" */
+    int64_t min_memory_mib;  /* "sandboxMinMemoryMiB" */
+    char *sandbox_subnet;    /* "sandboxSubnet" */
+    bool saturated;          /* "saturated" */
+    struct dg_strlist nodes; /* "nodes": 1..DG_WIRE_SIBLINGS_MAX names, none the sender */
+};
+#define DG_WIRE_SIBLINGS_MAX 1000
+/* The CP's answer (200) to a sibling beat: the nodes it did not take (not registered, or not
+ * the sender's siblings: another address or boot, or another name's); empty when it took all. */
+struct dg_wire_sibling_answer {
+    struct dg_strlist refused; /* "refused" */
+};
 
 /* POST /v1/sandboxes/exited: a sandbox exited that nobody asked to delete. */
 struct dg_wire_sandbox_exit {
@@ -607,7 +635,9 @@ struct dg_wire_async_state {
     X(async_batch)                                                                                 \
     X(async_state)                                                                                 \
     X(pool_item)                                                                                   \
-    X(pool)
+    X(pool)                                                                                        \
+    X(sibling_beat)                                                                                \
+    X(sibling_answer)
 
 #define DG_WIRE_DECLARE(x)                                                                         \
     json_t *dg_wire_##x##_encode(const struct dg_wire_##x *m);                                     \

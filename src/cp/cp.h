@@ -90,6 +90,7 @@ struct cp {
     char *lb_address; /* returned to registrations when set */
     struct dg_metrics *metrics;
     struct dg_metric *m_registrations;
+    struct dg_metric *m_beats_own, *m_beats_sib;          /* dg_cp_worker_beats_total{via} */
     struct dg_metric_family *m_worker_cpu, *m_worker_mem; /* {worker, kind=capacity|reserved} */
     /* api.c */
     struct dg_strmap pending_regs; /* registrations waiting for their write, by name */

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "dirigent/heartbeat.h"
+#include "dirigent/log.h"
 #include "dirigent/wire.h"
 #include "cplink.h"
 #include "prewarm.h"
@@ -31,6 +32,21 @@ struct wk_cplink_node {
     char *name; /* NULL: the worker's own (one node) */
     struct dg_heartbeat *hb;
     struct listing ls; /* node 0's listing in parts (parts 0: none) */
+    bool grouped;      /* beaten by node 0's sibling beats, not its own */
+};
+
+/* Sibling beats (POST /v1/workers/siblings): nodes 1..N-1, once each registered by its own
+ * beat, are beaten by node 0 in groups of at most SIBLINGS_PER_BEAT, one group every
+ * interval / groups (node i in group (i - 1) % groups): 100 messages a second at 10,000
+ * nodes instead of 10,000. */
+#define SIBLINGS_PER_BEAT 100
+struct wk_cplink_siblings {
+    struct wk_cplink *link;
+    uv_timer_t timer;
+    int64_t groups, next;
+    bool *in_flight; /* per group: its last message is unanswered (the next waits) */
+    bool *kicked;    /* per group: send again when it is answered (the state changed) */
+    bool stopped;
 };
 
 static void listing_clear(struct listing *ls)
@@ -42,18 +58,14 @@ static void listing_clear(struct listing *ls)
     *ls = (struct listing){.id = ls->id};
 }
 
-static json_t *registration_body(void *ud)
+/* capacity for placement: configured, else the machine's (an emulated node stands for a
+ * machine like this one: emulated sandboxes use nothing real), and the accounting rule's
+ * parameters: the CP reserves by them (lib/resources.c). `address` holds the "IP:PORT". */
+static struct dg_wire_worker_beat beat_fields(struct wk_cplink *l, char address[96])
 {
-    struct wk_cplink_node *node = ud;
-    struct wk_cplink *l = node->link;
     const struct wk_cplink_conf *c = &l->conf;
-    char address[96];
-    snprintf(address, sizeof(address), "%s:%d", c->host, l->port);
-    /* capacity for placement: configured, else the machine's (an emulated node stands for a
-     * machine like this one: emulated sandboxes use nothing real), and the accounting rule's
-     * parameters: the CP reserves by them (lib/resources.c) */
-    struct dg_wire_worker_beat m = {.name = node->name ? node->name : l->reg->name,
-                                    .address = address,
+    snprintf(address, 96, "%s:%d", c->host, l->port);
+    struct dg_wire_worker_beat m = {.address = address,
                                     .boot = (char *)c->boot,
                                     .cpu_milli = c->cpu_milli ? c->cpu_milli : l->machine_cpu_milli,
                                     .memory_mib =
@@ -67,6 +79,18 @@ static json_t *registration_body(void *ud)
     if (l->reg->rt->prewarm)
         m.memory_mib -=
             DG_MIN(m.memory_mib - 1, wk_prewarm_held_mib(l->reg->rt->prewarm(l->reg->rt_state)));
+    return m;
+}
+
+static json_t *registration_body(void *ud)
+{
+    struct wk_cplink_node *node = ud;
+    struct wk_cplink *l = node->link;
+    if (node->grouped) /* node 0's sibling beats say it */
+        return NULL;
+    char address[96];
+    struct dg_wire_worker_beat m = beat_fields(l, address);
+    m.name = node->name ? node->name : l->reg->name;
     /* the sandboxes it runs (the first node reports them, for all), when the CP may not know
      * them (the first beat, the first after a failure, or when the CP asks): it adopts them.
      * Not on every beat: with thousands of sandboxes that list would be most of the CP's
@@ -123,6 +147,134 @@ static json_t *registration_body(void *ud)
     return body;
 }
 
+static void siblings_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
+                          const struct dg_err *err, void *ud);
+
+/* Node i's index from its name NAME-i (an answer's), or -1. */
+static int64_t node_index(const struct wk_cplink *l, const char *name)
+{
+    size_t bl = strlen(l->reg->name);
+    if (strncmp(name, l->reg->name, bl) != 0 || name[bl] != '-')
+        return -1;
+    char *end;
+    long long i = strtoll(name + bl + 1, &end, 10);
+    return *end || i < 1 || i >= l->conf.nodes || strcmp(l->nodes[i].name, name) != 0 ? -1 : i;
+}
+
+/* A group's message: the pointer carries the link's siblings and the group. */
+struct siblings_req {
+    struct wk_cplink_siblings *sib;
+    int64_t group;
+};
+
+/* Group g's message, now (unless one is in flight: then at its answer if `kick`). */
+static void siblings_send(struct wk_cplink_siblings *sib, int64_t g, bool kick)
+{
+    struct wk_cplink *l = sib->link;
+    if (sib->in_flight[g]) {
+        sib->kicked[g] |= kick;
+        return;
+    }
+    /* node 0 registered (the CP checks the siblings against its address and boot) */
+    if (sib->stopped || !dg_heartbeat_ok(l->nodes[0].hb) || dg_heartbeat_resyncing(l->nodes[0].hb))
+        return;
+    char address[96];
+    struct dg_wire_worker_beat b = beat_fields(l, address);
+    struct dg_wire_sibling_beat m = {.sender = l->nodes[0].name,
+                                     .address = b.address,
+                                     .boot = b.boot,
+                                     .cpu_milli = b.cpu_milli,
+                                     .memory_mib = b.memory_mib,
+                                     .cpu_overcommit = b.cpu_overcommit,
+                                     .min_cpu_milli = b.min_cpu_milli,
+                                     .min_memory_mib = b.min_memory_mib,
+                                     .sandbox_subnet = b.sandbox_subnet,
+                                     .saturated = b.saturated};
+    char *names[SIBLINGS_PER_BEAT];
+    size_t n = 0;
+    for (int64_t i = 1 + g; i < l->conf.nodes && n < SIBLINGS_PER_BEAT; i += sib->groups) {
+        struct wk_cplink_node *node = &l->nodes[i];
+        /* registered by its own beat (its own credential), and that beat not failing */
+        if (!node->grouped && !(dg_heartbeat_ok(node->hb) && !dg_heartbeat_resyncing(node->hb)))
+            continue;
+        if (!node->grouped)
+            dg_heartbeat_hold(node->hb, true); /* its own beats stop while the group's go */
+        node->grouped = true;
+        names[n++] = node->name;
+    }
+    if (n == 0)
+        return;
+    m.nodes = (struct dg_strlist){.v = names, .n = n};
+    static const struct dg_http_client_cbs cbs = {.on_done = siblings_done};
+    struct siblings_req *rq = dg_xcalloc(1, sizeof(*rq));
+    *rq = (struct siblings_req){sib, g};
+    sib->in_flight[g] = true;
+    sib->kicked[g] = false;
+    dg_heartbeat_post_cb(l->nodes[0].hb, DG_WIRE_PATH_SIBLINGS, dg_wire_sibling_beat_encode(&m),
+                         &cbs, rq);
+}
+
+/* Node back to its own beats, the first now (its last beat through the group may be an
+ * interval old already). */
+static void ungroup(struct wk_cplink_node *node)
+{
+    if (!node->grouped)
+        return;
+    node->grouped = false;
+    dg_heartbeat_hold(node->hb, false);
+    dg_heartbeat_kick(node->hb);
+}
+
+static void siblings_tick(uv_timer_t *t)
+{
+    struct wk_cplink_siblings *sib = t->data;
+    int64_t g = sib->next;
+    sib->next = (sib->next + 1) % sib->groups;
+    siblings_send(sib, g, false);
+}
+
+/* Nodes the CP did not take, or all of the group when the message failed, beat on their own
+ * again (their own beat registers them anew, or finds the leader, or logs what is wrong). */
+static void siblings_done(struct dg_http_creq *q, const struct dg_http_resp *resp,
+                          const struct dg_err *err, void *ud)
+{
+    struct siblings_req *rq = ud;
+    struct wk_cplink_siblings *sib = rq->sib;
+    struct wk_cplink *l = sib->link;
+    int64_t g = rq->group;
+    free(rq);
+    sib->in_flight[g] = false;
+    if (!l->nodes)
+        return;
+    if (sib->kicked[g] && !sib->stopped) /* a change came while it was on its way */
+        siblings_send(sib, g, false);
+    struct dg_wire_sibling_answer a;
+    struct dg_err perr = {0};
+    if (resp && resp->status == 200 &&
+        dg_wire_sibling_answer_parse(resp->body.ptr, resp->body.len, &a, &perr) == 0) {
+        for (size_t k = 0; k < a.refused.n; k++) {
+            int64_t i = node_index(l, a.refused.v[k]);
+            if (i > 0)
+                ungroup(&l->nodes[i]);
+        }
+        if (a.refused.n)
+            dg_log(DG_LOG_INFO, "heartbeat",
+                   "control plane took %zu sibling node(s) not (%s...): they beat on their own",
+                   a.refused.n, a.refused.v[0]);
+        dg_wire_sibling_answer_free(&a);
+        return;
+    }
+    if (!sib->stopped)
+        dg_log(DG_LOG_INFO, "heartbeat", "sibling beat: %s%.*s%s: those nodes beat on their own",
+               err                           ? err->msg
+               : resp && resp->status == 200 ? "bad answer: "
+                                             : "refused: ",
+               resp ? (int)DG_MIN(resp->body.len, 200) : 0, resp ? resp->body.ptr : "",
+               perr.msg[0] ? perr.msg : "");
+    for (int64_t i = 1 + g; i < l->conf.nodes; i += sib->groups)
+        ungroup(&l->nodes[i]);
+}
+
 int wk_cplink_start(struct wk_cplink *l, uv_loop_t *loop, const struct wk_cplink_conf *conf,
                     struct wk_registry *reg, int port, struct dg_err *err)
 {
@@ -162,6 +314,19 @@ int wk_cplink_start(struct wk_cplink *l, uv_loop_t *loop, const struct wk_cplink
             dg_heartbeat_set_bearer(node->hb, cred);
         }
     }
+    if (n > 1) { /* sibling beats, one group every interval / groups, at least 2 ms apart */
+        struct wk_cplink_siblings *sib = l->sib = dg_xcalloc(1, sizeof(*sib));
+        sib->link = l;
+        int64_t groups = (n - 1 + SIBLINGS_PER_BEAT - 1) / SIBLINGS_PER_BEAT;
+        uint64_t every = DG_MAX(2, conf->heartbeat_ms / (uint64_t)groups);
+        sib->groups = groups;
+        sib->in_flight = dg_xcalloc((size_t)groups, sizeof(*sib->in_flight));
+        sib->kicked = dg_xcalloc((size_t)groups, sizeof(*sib->kicked));
+        uv_timer_init(loop, &sib->timer);
+        sib->timer.data = sib;
+        uv_timer_start(&sib->timer, siblings_tick, every, every);
+        uv_unref((uv_handle_t *)&sib->timer);
+    }
     return 0;
 }
 
@@ -185,14 +350,32 @@ void wk_cplink_saturation(void *ud, bool saturated)
     /* a flapping queue must not turn thousands of emulated nodes into a storm of beats: past
      * 100 nodes the next periodic beat says it */
     for (int64_t i = 0; l->nodes && l->conf.nodes <= 100 && i < l->conf.nodes; i++)
-        dg_heartbeat_kick(l->nodes[i].hb);
+        dg_heartbeat_kick(l->nodes[i].hb); /* those in sibling beats: below */
+    for (int64_t g = 0; l->sib && l->conf.nodes <= 100 && g < l->sib->groups; g++)
+        siblings_send(l->sib, g, true);
+}
+
+static void siblings_closed(uv_handle_t *h)
+{
+    struct wk_cplink_siblings *sib = h->data;
+    free(sib->in_flight);
+    free(sib->kicked);
+    free(sib);
 }
 
 void wk_cplink_stop(struct wk_cplink *l)
 {
+    if (l->sib) { /* its messages in flight end with node 0's pools, below */
+        l->sib->stopped = true;
+        uv_timer_stop(&l->sib->timer);
+    }
     for (int64_t i = l->nodes ? l->conf.nodes - 1 : -1; i >= 0; i--) { /* node 0's pools last */
         dg_heartbeat_stop(l->nodes[i].hb);
         l->nodes[i].hb = NULL;
+    }
+    if (l->sib) {
+        uv_close((uv_handle_t *)&l->sib->timer, siblings_closed);
+        l->sib = NULL;
     }
 }
 

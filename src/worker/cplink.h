@@ -26,6 +26,7 @@ struct wk_cplink_conf {
 };
 
 struct wk_cplink_node;
+struct wk_cplink_siblings;
 
 struct wk_cplink {
     struct wk_cplink_conf conf;
@@ -33,6 +34,7 @@ struct wk_cplink {
     int port;                                      /* the API's */
     struct wk_cplink_node *nodes;                  /* conf.nodes of them; NULL: not started */
     int64_t machine_cpu_milli, machine_memory_mib; /* the machine's, read at start */
+    struct wk_cplink_siblings *sib; /* emulatedNodes > 1: nodes 1.. beaten by node 0 */
 };
 
 /* Register with the control plane as the worker `reg` serves, at conf->host:port, and keep

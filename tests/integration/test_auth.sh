@@ -15,7 +15,7 @@ D=$B/dirigent
 FN=$B/dirigent-fn
 TAG="DG_AUTH_TEST=$$"
 
-plan 20
+plan 21
 
 trap 'tap_cleanup; cleanup_sandboxes' EXIT
 
@@ -368,6 +368,43 @@ t_sibling_exit() {
   [ "$(as "$(cred node n-1)" -XPOST "http://$cpi/v1/sandboxes/exited" -d "{\"worker\":\"n-1\",\"id\":\"$id\",\"function\":\"sib\",\"status\":1}")" = 200 ]
 }
 check "a worker named n-0 cannot report the exit of worker n-1's sandbox; n-1 itself can" t_sibling_exit
+
+t_sibling_beat() {
+  # a sibling beat (POST /v1/workers/siblings: emulatedNodes' nodes beaten by their first)
+  # speaks only for siblings of one process: n-0's credential cannot beat for worker n-1 (another
+  # process: refused in the answer, n-1 unchanged), nor n-1's as sender n-0; a keyed worker
+  # emulating 3 nodes has its nodes beaten that way
+  local cpi lo
+  cpi=127.0.0.1:$(port_of "$TAP_TMP/cp-sib.log" 'internal api on')
+  lo=http://127.0.0.1:$(port_of "$TAP_TMP/cp-sib.log" 'registration on')
+  [ "$(as "$(cred node n-0)" -XPOST "http://$cpi/v1/workers" -d '{"name":"n-0","address":"127.0.0.1:9","boot":"b0"}')" = 200 ] || return 1
+  [ "$(as "$(cred node n-0)" -XPOST "http://$cpi/v1/workers/siblings" -d '{"sender":"n-0","address":"127.0.0.1:9","boot":"b0","cpuMilli":1,"nodes":["n-1"]}')" = 200 ] &&
+    body_has '"refused": *\["n-1"\]' || return 1
+  [ "$(as "$(cred node n-1)" -XPOST "http://$cpi/v1/workers/siblings" -d '{"sender":"n-0","address":"127.0.0.1:9","boot":"b0","nodes":["n-1"]}')" = 403 ] &&
+    body_has 'credential node.n-1 cannot act as worker' || return 1
+  [ "$(as "$(cred node n-0)" -XPOST "http://$cpi/v1/workers/siblings" -d '{"sender":"n-0","address":"127.0.0.1:9","boot":"other","nodes":["n-1"]}')" = 409 ] &&
+    body_has 'beat on their own first' || return 1
+  [ "$(as "$(cred node n-0)" -XPOST "http://$cpi/v1/workers/siblings" -d '{"sender":"n-0","address":"127.0.0.1:9","boot":"b0","nodes":[]}')" = 400 ] &&
+    body_has "field 'nodes'" || return 1
+  # n-1 keeps its own capacity (the refused beat changed nothing)
+  [ "$(curl -sf -H "Authorization: Bearer $OP" "http://$cpi/v1/status" | /usr/bin/python3 -c \
+    'import json,sys; print([w["cpuMilli"] for w in json.load(sys.stdin)["workers"] if w["name"]=="n-1"][0])')" != 1 ] || return 1
+  bg_start "$TAP_TMP/wk3.log" "$B/dirigent-worker" --port 0 --name k --runtime emulated --emulatedNodes 3 \
+    --fnBinary "$FN" --authTokenFile "$KEY" --controlPlaneAddress "$cpi" --heartbeatInterval 300ms \
+    --dataDir "$TAP_TMP/wk3/data" --runDir "$TAP_TMP/wk3/run"
+  local i m
+  for i in $(seq 1 100); do
+    m=$(curl -sf -H "Authorization: Bearer $OP" "http://$cpi/metrics")
+    [ "$(sed -n 's/^dg_cp_worker_beats_total{via="siblings"} //p' <<<"$m")" -ge 4 ] 2>/dev/null && break
+    sleep 0.1
+  done
+  [ "$(sed -n 's/^dg_cp_worker_beats_total{via="siblings"} //p' <<<"$m")" -ge 4 ] ||
+    { echo "sibling beats: $(grep beats_total <<<"$m")"; cat "$TAP_TMP/wk3.log"; return 1; }
+  ! grep -q 'refused our credential\|sibling beat' "$TAP_TMP/wk3.log" &&
+    curl -sf -H "Authorization: Bearer $OP" "http://$cpi/v1/status" | /usr/bin/python3 -c \
+      'import json,sys; w={w["name"]: w["schedulable"] for w in json.load(sys.stdin)["workers"]}; sys.exit(not all(w.get(n) for n in ("k-0","k-1","k-2")))'
+}
+check "a sibling beat speaks only for its sender's siblings (one process): n-0 cannot beat for n-1; a keyed 3-node worker's nodes beat that way" t_sibling_beat
 
 # ---- dirigent up: the key and the operator token in the state directory ---------------------
 UPD=$TAP_TMP/updir

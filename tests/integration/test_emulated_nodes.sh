@@ -11,7 +11,7 @@ B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
 FN=$B/dirigent-fn
 
-plan 3
+plan 4
 
 start_cp_dp --traceOutputFolder "" --http.internalConns 200 --maxSandboxesPerWorker 0 \
   --maxCreatesPerWorkerPerSecond 0
@@ -32,6 +32,21 @@ t_stay() {
     ! grep -q 'too many connections' "$TAP_TMP/wk.log" "$TAP_TMP/cp.log"
 }
 check "they stay schedulable, and no beat or create is refused for too many connections" t_stay
+
+beats() { curl -sf "http://$CPI/metrics" | sed -n "s/^dg_cp_worker_beats_total{via=\"$1\"} //p"; }
+t_siblings() {
+  # nodes 1..299 are beaten by node 0's sibling beats (groups of up to 100 in one message),
+  # not each by its own: over 3 s (10 intervals) about 10 beats each through siblings, and of
+  # their own only what registering and node 0 take
+  local s0 o0 s1 o1
+  s0=$(beats siblings) && o0=$(beats own) || return 1
+  sleep 3
+  s1=$(beats siblings) && o1=$(beats own) || return 1
+  echo "# in 3 s: $((s1 - s0)) beats through siblings, $((o1 - o0)) own"
+  [ $((s1 - s0)) -ge $((299 * 5)) ] && [ $((o1 - o0)) -lt 100 ] &&
+    wait_json "$REG/v1/status" 'len(j["workers"]) == 300 and all(w["schedulable"] for w in j["workers"])' 1
+}
+check "nodes beyond the first beat through their first node's sibling beats (few requests), all stay schedulable" t_siblings
 
 t_spread() {
   local code

@@ -9,7 +9,7 @@ set -u
 B=${DG_BUILD_DIR:-build}
 B=$(cd "$B" && pwd)
 
-plan 5
+plan 6
 
 trap 'tap_cleanup' EXIT
 
@@ -70,5 +70,24 @@ t_alive() {
   ! grep -E 'worker w1 silent|worker w1 .*lost' "$TAP_TMP/cp.log"
 }
 check "a saturated worker is never taken for a lost one" t_alive
+
+t_siblings() {
+  # an emulated worker of 3 nodes: nodes 1 and 2 beat through node 0's sibling beats
+  # (POST /v1/workers/siblings), which carry "saturated" too: the CP hears it for every node
+  bg_start "$TAP_TMP/w3.log" "$B/dirigent-worker" --port 0 --name w3 --runtime emulated \
+    --emulatedNodes 3 --fnBinary "$B/dirigent-fn" --controlPlaneAddress "$CPI" \
+    --heartbeatInterval 300ms --emulatedCreateDelayMs 4000 --maxConcurrentCreates 1
+  wait_json "$REG/v1/status" 'len(j["workers"]) == 5' || return 1
+  poll_until 100 eval '[ "$(curl -sf "http://$CPI/metrics" | sed -n "s/^dg_cp_worker_beats_total{via=\"siblings\"} //p")" -ge 2 ]' || return 1
+  # round-robin in name order: 6 sandboxes over w1, w2, w3-0..2 put at least 3 on w3's nodes,
+  # one process that runs one create at a time
+  [ "$(register sib 6)" = 200 ] || { cat "$TAP_TMP/reg.out"; return 1; }
+  wait_for_log "$TAP_TMP/w3.log" 'saturated: [0-9]+ creates wait' || return 1
+  local n
+  for n in w3-0 w3-1 w3-2; do
+    wait_for_log "$TAP_TMP/cp.log" "worker $n saturated" || { echo "no saturated for $n"; return 1; }
+  done
+}
+check "an emulated worker's saturation reaches the CP for every node, also those beaten by sibling beats" t_siblings
 
 tap_done

@@ -30,6 +30,12 @@ static const char WORKER_BEAT_PLAIN[] =
     "{\"name\":\"w2\",\"address\":\"127.0.0.1:10011\",\"boot\":\"77\",\"cpuMilli\":4000,"
     "\"memoryMiB\":2048,\"cpuOvercommit\":1.0,\"sandboxMinCpuMilli\":100,"
     "\"sandboxMinMemoryMiB\":64,\"resync\":false}";
+/* src/worker/cplink.c siblings_tick */
+static const char SIBLING_BEAT[] =
+    "{\"sender\":\"emu-0\",\"address\":\"127.0.0.1:10010\",\"boot\":\"12-34\","
+    "\"cpuMilli\":2000,\"memoryMiB\":1024,\"cpuOvercommit\":1.0,\"sandboxMinCpuMilli\":0,"
+    "\"sandboxMinMemoryMiB\":0,\"sandboxSubnet\":\"10.1.0.0/16\",\"nodes\":[\"emu-1\","
+    "\"emu-2\"]}";
 /* src/worker/main.c wk_sandbox_exited */
 static const char SANDBOX_EXIT[] =
     "{\"worker\":\"w1\",\"id\":\"w1-1a2b-7\",\"function\":\"hello\",\"status\":-9,\"reason\":"
@@ -166,6 +172,56 @@ static void test_worker_beat(void **state)
     struct dg_err e = {0};
     assert_int_not_equal(dg_wire_worker_beat_parse(bad, strlen(bad), &m, &e), 0);
     assert_non_null(strstr(e.msg, "saturated"));
+}
+
+/* issue 16: the beats of many emulated nodes in one message; every field checked */
+static void test_sibling_beat(void **state)
+{
+    struct dg_wire_sibling_beat m;
+    DECODE(sibling_beat, SIBLING_BEAT, m);
+    assert_string_equal(m.sender, "emu-0");
+    assert_string_equal(m.boot, "12-34");
+    assert_int_equal(m.nodes.n, 2);
+    assert_string_equal(m.nodes.v[1], "emu-2");
+    assert_false(m.saturated);
+    SAME(sibling_beat, SIBLING_BEAT, m);
+    struct dg_err e = {0};
+    static const char none[] =
+        "{\"sender\":\"a-0\",\"address\":\"127.0.0.1:1\",\"boot\":\"b\",\"nodes\":[]}";
+    assert_int_equal(dg_wire_sibling_beat_parse(none, strlen(none), &m, &e), DG_E_INVAL);
+    assert_non_null(strstr(e.msg, "field 'nodes': expected 1..1000 names"));
+    static const char self[] =
+        "{\"sender\":\"a-0\",\"address\":\"127.0.0.1:1\",\"boot\":\"b\",\"nodes\":[\"a-1\","
+        "\"a-0\"]}";
+    assert_int_equal(dg_wire_sibling_beat_parse(self, strlen(self), &m, &e), DG_E_INVAL);
+    assert_non_null(strstr(e.msg, "item 1 is the sender 'a-0'"));
+    static const char noboot[] =
+        "{\"sender\":\"a-0\",\"address\":\"127.0.0.1:1\",\"nodes\":[\"a/1\"]}";
+    assert_int_equal(dg_wire_sibling_beat_parse(noboot, strlen(noboot), &m, &e), DG_E_INVAL);
+    assert_non_null(strstr(e.msg, "boot"));
+    static const char badname[] =
+        "{\"sender\":\"a-0\",\"address\":\"127.0.0.1:1\",\"boot\":\"b\",\"nodes\":[\"a/1\"]}";
+    assert_int_equal(dg_wire_sibling_beat_parse(badname, strlen(badname), &m, &e), DG_E_INVAL);
+    assert_non_null(strstr(e.msg, "field 'nodes': item 0"));
+    /* more than DG_WIRE_SIBLINGS_MAX names: refused, naming the bound */
+    struct dg_buf b = {0};
+    dg_buf_printf(&b, "{\"sender\":\"a-0\",\"address\":\"127.0.0.1:1\",\"boot\":\"b\",\"nodes\":[");
+    for (int i = 1; i <= DG_WIRE_SIBLINGS_MAX + 1; i++)
+        dg_buf_printf(&b, "%s\"a-%d\"", i > 1 ? "," : "", i);
+    dg_buf_printf(&b, "]}");
+    assert_int_equal(dg_wire_sibling_beat_parse(b.data, b.len, &m, &e), DG_E_INVAL);
+    assert_non_null(strstr(e.msg, "at most 1000 items"));
+    dg_buf_free(&b);
+
+    struct dg_wire_sibling_answer a;
+    static const char ans[] = "{\"refused\":[\"emu-7\"]}";
+    DECODE(sibling_answer, ans, a);
+    assert_int_equal(a.refused.n, 1);
+    assert_string_equal(a.refused.v[0], "emu-7");
+    SAME(sibling_answer, ans, a);
+    DECODE(sibling_answer, "{}", a); /* took all */
+    assert_int_equal(a.refused.n, 0);
+    dg_wire_sibling_answer_free(&a);
 }
 
 static void test_sandbox_exit(void **state)
@@ -995,6 +1051,7 @@ static void test_roundtrip_all(void **state)
     } samples[] = {{"worker_beat", WORKER_BEAT},
                    {"worker_beat", WORKER_BEAT_PLAIN},
                    {"sandbox_exit", SANDBOX_EXIT},
+                   {"sibling_beat", SIBLING_BEAT},
                    {"dp_beat", DP_BEAT},
                    {"metrics", METRICS},
                    {"create", CREATE},
@@ -1190,6 +1247,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_worker_beat),
         cmocka_unit_test(test_sandbox_exit),
+        cmocka_unit_test(test_sibling_beat),
         cmocka_unit_test(test_async),
         cmocka_unit_test(test_dp_beat_and_metrics),
         cmocka_unit_test(test_create_and_created),
