@@ -4,8 +4,8 @@
  *
  *   image      the cache has it (images.c), or one pull serves every waiter
  *   network    a namespace from the pool (netpool.c): made ahead, so nothing here
- *   rootfs     a tmpfs for the writable layer, an overlay of it over the image, and
- *              config.json: image config + the function's env and args, limits
+ *   rootfs     a directory for the writable layer on the worker's one scratch tmpfs, an
+ *              overlay of it over the image, and config.json: image config + the function's env and args, limits
  *              (cpu weight, quota by policy, memory, pids), namespaces, capabilities, seccomp
  *              (thread pool: mounts and file writes never run on the loop)
  *   start      `crun run --detach`; the container's init is reparented to the
@@ -26,6 +26,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -72,6 +73,7 @@ struct oci_rt {
     struct wk_netpool *net;
     char *state_root; /* the OCI runtime's --root */
     char *sb_dir;     /* <run>/sandboxes */
+    char *scratch;    /* <run>/scratch: the one tmpfs of every sandbox's writable layer */
     char *cgroup;     /* dirigent/<name>-<instance id> */
     char subnet[32];  /* sandboxSubnet, or the instance's default */
     char *runtime;    /* crun, runc, runsc */
@@ -297,32 +299,39 @@ static int write_file(const char *path, const char *data, struct dg_err *err)
     return 0;
 }
 
+/* The sandbox's directory on the scratch tmpfs: named as its bundle directory <sb_dir>/<id>
+ * (a pooled one's id, kept when a create adopts it). */
+static void scratch_dir(const struct oci_sb *o, char *buf, size_t len)
+{
+    const char *slash = strrchr(o->dir, '/');
+    snprintf(buf, len, "%s/%s", o->rt->scratch, slash ? slash + 1 : o->dir);
+}
+
 static void prep_work(uv_work_t *w)
 {
     struct oci_sb *o = w->data;
-    char scratch[4096], upper[4096], work[4096], rootfs[4096], cfg[4096], opts[16384], size[64];
-    snprintf(scratch, sizeof(scratch), "%s/scratch", o->dir);
-    snprintf(upper, sizeof(upper), "%s/scratch/upper", o->dir);
-    snprintf(work, sizeof(work), "%s/scratch/work", o->dir);
+    char scratch[4096], upper[4096], work[4096], rootfs[4096], cfg[4096], opts[16384];
+    scratch_dir(o, scratch, sizeof(scratch));
+    const char *slash = strrchr(o->dir, '/'), *name = slash ? slash + 1 : o->dir;
+    snprintf(upper, sizeof(upper), "%s/%s/upper", o->rt->scratch, name);
+    snprintf(work, sizeof(work), "%s/%s/work", o->rt->scratch, name);
     snprintf(rootfs, sizeof(rootfs), "%s/rootfs", o->dir);
     snprintf(cfg, sizeof(cfg), "%s/config.json", o->dir);
-    snprintf(size, sizeof(size), "size=%lldm,mode=0700", (long long)o->memory_mib);
     /* in a user namespace crun resolves the bundle as the sandbox's unprivileged root: the
      * directory must be searchable by it, by its group (the mapped gid 0), not by others
      * (0711 let any local user read the sandbox's files through <dir>/rootfs) */
     uint32_t base = o->rt->id_base;
     mode_t dmode = o->rt->userns ? 0710 : 0700;
     if (mkdir(o->dir, dmode) == -1 || (o->rt->userns && chown(o->dir, 0, base) == -1) ||
-        mkdir(scratch, 0700) == -1 || mkdir(rootfs, 0755) == -1) {
+        mkdir(rootfs, 0755) == -1) {
         dg_err_set(&o->err, DG_E_INVAL, "mkdir in %s: %m", o->dir);
         return;
     }
-    /* the writable layer lives in memory, bounded by the function's memory */
-    if (mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, size) == -1) {
-        dg_err_set(&o->err, DG_E_INVAL, "mount tmpfs on %s: %m", scratch);
-        return;
-    }
-    if (mkdir(upper, 0755) == -1 || mkdir(work, 0700) == -1) {
+    /* the writable layer lives in memory, on the worker's one scratch tmpfs (not a tmpfs per
+     * sandbox: every mount on the host is copied, listed and unmounted again by each `crun
+     * run`, issue 16); what a sandbox writes there is charged to its memory cgroup, so its
+     * memory limit bounds it */
+    if (mkdir(scratch, 0700) == -1 || mkdir(upper, 0755) == -1 || mkdir(work, 0700) == -1) {
         dg_err_set(&o->err, DG_E_INVAL, "mkdir in %s: %m", scratch);
         return;
     }
@@ -370,6 +379,22 @@ static bool runsc_net_restore(struct oci_sb *o)
     return rc == 0;
 }
 
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if ((flag == FTW_DP ? rmdir(path) : unlink(path)) == -1 && errno != ENOENT)
+        dg_log(DG_LOG_WARN, "oci", "removing %s: %m", path);
+    return 0;
+}
+
+/* Remove `dir` and everything in it, on its own file system only (thread pool). */
+static void rm_tree(const char *dir)
+{
+    if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) == -1 && errno != ENOENT)
+        dg_log(DG_LOG_WARN, "oci", "removing %s: %m", dir);
+}
+
 static void unmount_work(uv_work_t *w)
 {
     struct oci_sb *o = w->data;
@@ -381,10 +406,8 @@ static void unmount_work(uv_work_t *w)
     if (umount2(p, MNT_DETACH) == -1 && errno != EINVAL && errno != ENOENT)
         dg_log(DG_LOG_WARN, "oci", "umount %s: %m", p);
     rmdir(p);
-    snprintf(p, sizeof(p), "%s/scratch", o->dir);
-    if (umount2(p, MNT_DETACH) == -1 && errno != EINVAL && errno != ENOENT)
-        dg_log(DG_LOG_WARN, "oci", "umount %s: %m", p);
-    rmdir(p);
+    scratch_dir(o, p, sizeof(p));
+    rm_tree(p);
     for (size_t i = 0; i < DG_ARRAY_LEN(files); i++) {
         snprintf(p, sizeof(p), "%s/%s", o->dir, files[i]);
         unlink(p);
@@ -1352,6 +1375,9 @@ static void cleanup_previous_run(struct oci_rt *rt, const struct wk_netpool_opts
     unsigned mounts = unmount_below(rt->sb_dir);
     char *rm[] = {"rm", "-rf", "--one-file-system", rt->sb_dir, NULL};
     wk_run_sync(rm, NULL, 0);
+    if (umount2(rt->scratch, MNT_DETACH) == 0)
+        mounts++;
+    rmdir(rt->scratch);
     struct dg_err err = {0};
     int ns = wk_netpool_cleanup(nopts, &err);
     if (ns < 0)
@@ -1548,6 +1574,7 @@ static int oci_init(const struct wk_runtime_conf *c, void **state, struct dg_err
     rt->runsc = strcmp(c->oci.runtime, "runsc") == 0;
     rt->state_root = dg_xasprintf("%s/%s", c->run_dir, c->oci.runtime);
     rt->sb_dir = dg_xasprintf("%s/sandboxes", c->run_dir);
+    rt->scratch = dg_xasprintf("%s/scratch", c->run_dir);
     struct wk_instance *in = c->instance;
     rt->cgroup = dg_xasprintf("dirigent/%s", in->label);
     char *netns_dir = dg_xasprintf("%s/netns", c->run_dir);
@@ -1575,6 +1602,11 @@ static int oci_init(const struct wk_runtime_conf *c, void **state, struct dg_err
     cleanup_previous_run(rt, &nopts);
     if (dg_mkdir_p(rt->sb_dir, 0700, err) < 0 || dg_mkdir_p(rt->state_root, 0700, err) < 0)
         goto out;
+    if ((mkdir(rt->scratch, 0700) == -1 && errno != EEXIST) ||
+        mount("tmpfs", rt->scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700") == -1) {
+        dg_err_set(err, DG_E_INVAL, "the sandboxes' scratch tmpfs on %s: %m", rt->scratch);
+        goto out;
+    }
     if (confine_init(rt, err) < 0)
         goto out;
     char *cache = dg_xasprintf("%s/images", c->data_dir);
@@ -1621,6 +1653,8 @@ out:
         wk_firewall_remove(rt->fw_table);
         rt->fw_table[0] = '\0';
     }
+    if (rc < 0 && rt->scratch && umount2(rt->scratch, MNT_DETACH) == 0)
+        rmdir(rt->scratch);
     free(netns_dir);
     return rc;
 }
@@ -1633,6 +1667,10 @@ static void host_cleanup(struct oci_rt *rt)
 {
     const struct wk_runtime_conf *c = rt->conf;
     cgroups_remove(rt->cgroup);
+    /* the scratch tmpfs: every sandbox's directory on it went with its teardown */
+    if (umount2(rt->scratch, MNT_DETACH) == -1 && errno != EINVAL && errno != ENOENT)
+        dg_log(DG_LOG_WARN, "oci", "umount %s: %m", rt->scratch);
+    rmdir(rt->scratch);
     static const char *const dirs[] = {"sandboxes", "netns", "process", NULL};
     char p[4096];
     for (size_t i = 0; dirs[i]; i++) {
@@ -1711,6 +1749,7 @@ static void oci_free(void *state)
     free(rt->runtime);
     free(rt->state_root);
     free(rt->sb_dir);
+    free(rt->scratch);
     free(rt->cgroup);
     free(rt);
 }
