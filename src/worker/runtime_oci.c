@@ -130,6 +130,8 @@ struct oci_sb {
     uint64_t t_term, t_kill, t_gone;
     struct oci_sb *cq_next; /* the clean-up queue */
     bool pooled; /* a pool's (prewarm.c): made up to `crun create`, reported to the pool */
+    bool exited; /* its init was reaped (on_pidfd): nothing of it runs any more */
+    bool forgot; /* forget_work removed crun's state and cgroups itself */
 };
 
 #define SB(o) WK_SB_OF(o)
@@ -516,6 +518,53 @@ static void runtime_deleted(void *ud, int64_t status, int sig, const char *out)
     uv_queue_work(o->rt->conf->loop, &o->work, unmount_work, unmounted);
 }
 
+/* What `crun delete` does for a container whose init is gone, without a crun process (~5 ms of
+ * fork, exec and dynamic linking per delete, issue 16): rmdir its cgroup in every hierarchy
+ * (the pid namespace died with its init, so nothing is left in them), then its state directory.
+ * Thread pool. o->forgot stays false when anything is left (a cgroup busy or not removable):
+ * `crun delete --force` then does it all, as before. */
+static void forget_work(uv_work_t *w)
+{
+    struct oci_sb *o = w->data;
+    const char *id = SB(o)->id;
+    char dir[4096 + 512];
+    o->forgot = false;
+    snprintf(dir, sizeof(dir), "/sys/fs/cgroup/%s/%s", o->rt->cgroup, id); /* pure cgroup2 */
+    if (rmdir(dir) == -1 && errno != ENOENT)
+        return;
+    DIR *top = opendir("/sys/fs/cgroup");
+    if (!top)
+        return;
+    bool ok = true;
+    for (struct dirent *h; ok && (h = readdir(top));) {
+        if (h->d_name[0] == '.' || h->d_type != DT_DIR)
+            continue;
+        snprintf(dir, sizeof(dir), "/sys/fs/cgroup/%s/%s/%s", h->d_name, o->rt->cgroup, id);
+        ok = rmdir(dir) == 0 || errno == ENOENT || errno == ENOTDIR;
+    }
+    closedir(top);
+    if (!ok)
+        return;
+    snprintf(dir, sizeof(dir), "%s/%s", o->rt->state_root, id);
+    rm_tree(dir);
+    o->forgot = access(dir, F_OK) == -1 && errno == ENOENT;
+}
+
+static void forgotten(uv_work_t *w, int status)
+{
+    struct oci_sb *o = w->data;
+    if (status == 0 && o->forgot) {
+        runtime_deleted(o, 0, 0, "");
+        return;
+    }
+    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: its cgroups or state stayed: crun delete", SB(o)->id);
+    char *argv[] = {o->rt->runtime, "--root", o->rt->state_root, "delete", "--force",
+                    SB(o)->id,      NULL};
+    struct dg_err err;
+    if (wk_exec(o->rt->conf->loop, argv, WK_EXEC_STDERR, runtime_deleted, o, &err) < 0)
+        runtime_deleted(o, 1, 0, err.msg);
+}
+
 /* Remove the runtime's state, then the rootfs (holding a clean-up slot). */
 static void cleanup_start(struct oci_sb *o)
 {
@@ -524,6 +573,11 @@ static void cleanup_start(struct oci_sb *o)
     if (!o->started) {
         o->work.data = o;
         uv_queue_work(o->rt->conf->loop, &o->work, unmount_work, unmounted);
+        return;
+    }
+    if (o->exited && strcmp(o->rt->runtime, "crun") == 0) {
+        o->work.data = o;
+        uv_queue_work(o->rt->conf->loop, &o->work, forget_work, forgotten);
         return;
     }
     char *argv[] = {o->rt->runtime, "--root", o->rt->state_root, "delete", "--force",
@@ -689,6 +743,7 @@ static void on_pidfd(uv_poll_t *p, int status, int events)
         return; /* not yet (spurious wake-up) */
     int64_t code = r < 0 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
     o->pid = 0;
+    o->exited = r > 0;
     uv_poll_stop(&o->poll);
     o->poll_active = false;
     /* the pidfd stays open until the poll handle is closed (sb_handle_closed): closed now, its
