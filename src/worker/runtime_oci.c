@@ -100,7 +100,9 @@ struct oci_sb {
     struct oci_rt *rt;
     enum oci_stage stage;
     bool destroy, started, failed;
-    bool init; /* under the minimal init (sandboxInit, unless the function says init: false) */
+    bool exited; /* its init was reaped (on_pidfd): nothing of it runs any more */
+    bool forgot; /* forget_work removed crun's state and cgroups itself */
+    bool init;   /* under the minimal init (sandboxInit, unless the function says init: false) */
     bool cleanup_slot; /* it holds one of the clean-up slots */
     struct wk_image *img;
     struct wk_image_wait *img_wait;
@@ -129,8 +131,6 @@ struct oci_sb {
     uint64_t t_term, t_kill, t_gone;
     struct oci_sb *cq_next; /* the clean-up queue */
     bool pooled; /* a pool's (prewarm.c): made up to `crun create`, reported to the pool */
-    bool exited; /* its init was reaped (on_pidfd): nothing of it runs any more */
-    bool forgot; /* forget_work removed crun's state and cgroups itself */
 };
 
 #define SB(o) WK_SB_OF(o)
