@@ -4,8 +4,8 @@
  *
  *   image      the cache has it (images.c), or one pull serves every waiter
  *   network    a namespace from the pool (netpool.c): made ahead, so nothing here
- *   rootfs     a tmpfs for the writable layer, an overlay of it over the image, and
- *              config.json: image config + the function's env and args, limits
+ *   rootfs     the bundle's directory on the worker's one tmpfs (<run>/sandboxes), the
+ *              writable layer in it, an overlay of that over the image, and config.json: image config + the function's env and args, limits
  *              (cpu weight, quota by policy, memory, pids), namespaces, capabilities, seccomp
  *              (thread pool: mounts and file writes never run on the loop)
  *   start      `crun run --detach`; the container's init is reparented to the
@@ -26,6 +26,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -99,7 +100,9 @@ struct oci_sb {
     struct oci_rt *rt;
     enum oci_stage stage;
     bool destroy, started, failed;
-    bool init; /* under the minimal init (sandboxInit, unless the function says init: false) */
+    bool exited; /* its init was reaped (on_pidfd): nothing of it runs any more */
+    bool forgot; /* forget_work removed crun's state and cgroups itself */
+    bool init;   /* under the minimal init (sandboxInit, unless the function says init: false) */
     bool cleanup_slot; /* it holds one of the clean-up slots */
     struct wk_image *img;
     struct wk_image_wait *img_wait;
@@ -300,30 +303,27 @@ static int write_file(const char *path, const char *data, struct dg_err *err)
 static void prep_work(uv_work_t *w)
 {
     struct oci_sb *o = w->data;
-    char scratch[4096], upper[4096], work[4096], rootfs[4096], cfg[4096], opts[16384], size[64];
+    char scratch[4096], upper[4096], work[4096], rootfs[4096], cfg[4096], opts[16384];
     snprintf(scratch, sizeof(scratch), "%s/scratch", o->dir);
     snprintf(upper, sizeof(upper), "%s/scratch/upper", o->dir);
     snprintf(work, sizeof(work), "%s/scratch/work", o->dir);
     snprintf(rootfs, sizeof(rootfs), "%s/rootfs", o->dir);
     snprintf(cfg, sizeof(cfg), "%s/config.json", o->dir);
-    snprintf(size, sizeof(size), "size=%lldm,mode=0700", (long long)o->memory_mib);
     /* in a user namespace crun resolves the bundle as the sandbox's unprivileged root: the
      * directory must be searchable by it, by its group (the mapped gid 0), not by others
      * (0711 let any local user read the sandbox's files through <dir>/rootfs) */
     uint32_t base = o->rt->id_base;
     mode_t dmode = o->rt->userns ? 0710 : 0700;
+    /* the bundle and the writable layer live in memory, on the worker's one tmpfs mounted on
+     * <run>/sandboxes (not a tmpfs per sandbox: every mount on the host is copied, listed and
+     * unmounted again by each `crun run`; not the run directory's disk file system: its inode
+     * allocation for files made and removed at this rate was ~14% of the worker's CPU, issue
+     * 16); what a sandbox writes there is charged to its memory cgroup, so its memory limit
+     * bounds it */
     if (mkdir(o->dir, dmode) == -1 || (o->rt->userns && chown(o->dir, 0, base) == -1) ||
-        mkdir(scratch, 0700) == -1 || mkdir(rootfs, 0755) == -1) {
+        mkdir(scratch, 0700) == -1 || mkdir(rootfs, 0755) == -1 || mkdir(upper, 0755) == -1 ||
+        mkdir(work, 0700) == -1) {
         dg_err_set(&o->err, DG_E_INVAL, "mkdir in %s: %m", o->dir);
-        return;
-    }
-    /* the writable layer lives in memory, bounded by the function's memory */
-    if (mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, size) == -1) {
-        dg_err_set(&o->err, DG_E_INVAL, "mount tmpfs on %s: %m", scratch);
-        return;
-    }
-    if (mkdir(upper, 0755) == -1 || mkdir(work, 0700) == -1) {
-        dg_err_set(&o->err, DG_E_INVAL, "mkdir in %s: %m", scratch);
         return;
     }
     /* the upper layer's root is the container's "/": its root (the mapped uid) owns it and can
@@ -370,27 +370,34 @@ static bool runsc_net_restore(struct oci_sb *o)
     return rc == 0;
 }
 
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if ((flag == FTW_DP ? rmdir(path) : unlink(path)) == -1 && errno != ENOENT)
+        dg_log(DG_LOG_WARN, "oci", "removing %s: %m", path);
+    return 0;
+}
+
+/* Remove `dir` and everything in it, on its own file system only (thread pool). */
+static void rm_tree(const char *dir)
+{
+    if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) == -1 && errno != ENOENT)
+        dg_log(DG_LOG_WARN, "oci", "removing %s: %m", dir);
+}
+
 static void unmount_work(uv_work_t *w)
 {
     struct oci_sb *o = w->data;
     if (o->rt->runsc && o->started && o->ns && !runsc_net_restore(o))
         o->ns_lost = true;
-    static const char *const files[] = {"config.json", "pid", "runtime.log"};
     char p[4096];
     snprintf(p, sizeof(p), "%s/rootfs", o->dir);
     if (umount2(p, MNT_DETACH) == -1 && errno != EINVAL && errno != ENOENT)
         dg_log(DG_LOG_WARN, "oci", "umount %s: %m", p);
-    rmdir(p);
-    snprintf(p, sizeof(p), "%s/scratch", o->dir);
-    if (umount2(p, MNT_DETACH) == -1 && errno != EINVAL && errno != ENOENT)
-        dg_log(DG_LOG_WARN, "oci", "umount %s: %m", p);
-    rmdir(p);
-    for (size_t i = 0; i < DG_ARRAY_LEN(files); i++) {
-        snprintf(p, sizeof(p), "%s/%s", o->dir, files[i]);
-        unlink(p);
-    }
-    if (rmdir(o->dir) == -1 && errno != ENOENT)
-        dg_log(DG_LOG_WARN, "oci", "rmdir %s: %m", o->dir);
+    /* the bundle and the writable layer (never through a mount still there: rm_tree stays on
+     * the tmpfs) */
+    rm_tree(o->dir);
 }
 
 /* ---- teardown --------------------------------------------------------------------------- */
@@ -493,6 +500,53 @@ static void runtime_deleted(void *ud, int64_t status, int sig, const char *out)
     uv_queue_work(o->rt->conf->loop, &o->work, unmount_work, unmounted);
 }
 
+/* What `crun delete` does for a container whose init is gone, without a crun process (~5 ms of
+ * fork, exec and dynamic linking per delete, issue 16): rmdir its cgroup in every hierarchy
+ * (the pid namespace died with its init, so nothing is left in them), then its state directory.
+ * Thread pool. o->forgot stays false when anything is left (a cgroup busy or not removable):
+ * `crun delete --force` then does it all, as before. */
+static void forget_work(uv_work_t *w)
+{
+    struct oci_sb *o = w->data;
+    const char *id = SB(o)->id;
+    char dir[4096 + 512];
+    o->forgot = false;
+    snprintf(dir, sizeof(dir), "/sys/fs/cgroup/%s/%s", o->rt->cgroup, id); /* pure cgroup2 */
+    if (rmdir(dir) == -1 && errno != ENOENT)
+        return;
+    DIR *top = opendir("/sys/fs/cgroup");
+    if (!top)
+        return;
+    bool ok = true;
+    for (struct dirent *h; ok && (h = readdir(top));) {
+        if (h->d_name[0] == '.' || h->d_type != DT_DIR)
+            continue;
+        snprintf(dir, sizeof(dir), "/sys/fs/cgroup/%s/%s/%s", h->d_name, o->rt->cgroup, id);
+        ok = rmdir(dir) == 0 || errno == ENOENT || errno == ENOTDIR;
+    }
+    closedir(top);
+    if (!ok)
+        return;
+    snprintf(dir, sizeof(dir), "%s/%s", o->rt->state_root, id);
+    rm_tree(dir);
+    o->forgot = access(dir, F_OK) == -1 && errno == ENOENT;
+}
+
+static void forgotten(uv_work_t *w, int status)
+{
+    struct oci_sb *o = w->data;
+    if (status == 0 && o->forgot) {
+        runtime_deleted(o, 0, 0, "");
+        return;
+    }
+    dg_log(DG_LOG_DEBUG, "oci", "sandbox %s: its cgroups or state stayed: crun delete", SB(o)->id);
+    char *argv[] = {o->rt->runtime, "--root", o->rt->state_root, "delete", "--force",
+                    SB(o)->id,      NULL};
+    struct dg_err err;
+    if (wk_exec(o->rt->conf->loop, argv, WK_EXEC_STDERR, runtime_deleted, o, &err) < 0)
+        runtime_deleted(o, 1, 0, err.msg);
+}
+
 /* Remove the runtime's state, then the rootfs (holding a clean-up slot). */
 static void cleanup_start(struct oci_sb *o)
 {
@@ -501,6 +555,11 @@ static void cleanup_start(struct oci_sb *o)
     if (!o->started) {
         o->work.data = o;
         uv_queue_work(o->rt->conf->loop, &o->work, unmount_work, unmounted);
+        return;
+    }
+    if (o->exited && strcmp(o->rt->runtime, "crun") == 0) {
+        o->work.data = o;
+        uv_queue_work(o->rt->conf->loop, &o->work, forget_work, forgotten);
         return;
     }
     char *argv[] = {o->rt->runtime, "--root", o->rt->state_root, "delete", "--force",
@@ -666,6 +725,7 @@ static void on_pidfd(uv_poll_t *p, int status, int events)
         return; /* not yet (spurious wake-up) */
     int64_t code = r < 0 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
     o->pid = 0;
+    o->exited = r > 0;
     uv_poll_stop(&o->poll);
     o->poll_active = false;
     /* the pidfd stays open until the poll handle is closed (sb_handle_closed): closed now, its
@@ -1352,6 +1412,8 @@ static void cleanup_previous_run(struct oci_rt *rt, const struct wk_netpool_opts
     unsigned mounts = unmount_below(rt->sb_dir);
     char *rm[] = {"rm", "-rf", "--one-file-system", rt->sb_dir, NULL};
     wk_run_sync(rm, NULL, 0);
+    if (umount2(rt->sb_dir, MNT_DETACH) == 0) /* the sandboxes' tmpfs */
+        mounts++;
     struct dg_err err = {0};
     int ns = wk_netpool_cleanup(nopts, &err);
     if (ns < 0)
@@ -1575,6 +1637,10 @@ static int oci_init(const struct wk_runtime_conf *c, void **state, struct dg_err
     cleanup_previous_run(rt, &nopts);
     if (dg_mkdir_p(rt->sb_dir, 0700, err) < 0 || dg_mkdir_p(rt->state_root, 0700, err) < 0)
         goto out;
+    if (mount("tmpfs", rt->sb_dir, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700") == -1) {
+        dg_err_set(err, DG_E_INVAL, "the sandboxes' tmpfs on %s: %m", rt->sb_dir);
+        goto out;
+    }
     if (confine_init(rt, err) < 0)
         goto out;
     char *cache = dg_xasprintf("%s/images", c->data_dir);
@@ -1621,6 +1687,8 @@ out:
         wk_firewall_remove(rt->fw_table);
         rt->fw_table[0] = '\0';
     }
+    if (rc < 0 && rt->sb_dir && umount2(rt->sb_dir, MNT_DETACH) == 0)
+        rmdir(rt->sb_dir);
     free(netns_dir);
     return rc;
 }
@@ -1633,6 +1701,9 @@ static void host_cleanup(struct oci_rt *rt)
 {
     const struct wk_runtime_conf *c = rt->conf;
     cgroups_remove(rt->cgroup);
+    /* the sandboxes' tmpfs: every sandbox's directory on it went with its teardown */
+    if (umount2(rt->sb_dir, MNT_DETACH) == -1 && errno != EINVAL && errno != ENOENT)
+        dg_log(DG_LOG_WARN, "oci", "umount %s: %m", rt->sb_dir);
     static const char *const dirs[] = {"sandboxes", "netns", "process", NULL};
     char p[4096];
     for (size_t i = 0; dirs[i]; i++) {
