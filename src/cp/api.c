@@ -559,6 +559,18 @@ static struct listing *listing_part(struct dg_wire_worker_beat *m)
     return m->listing_part == l->parts - 1 ? l : NULL;
 }
 
+/* A beat's resources and the accounting rule's parameters (lib/resources.c); a worker that
+ * advertises no overcommit or floors gets none. */
+static struct dg_res_node beat_res(int64_t cpu_milli, int64_t memory_mib, double overcommit,
+                                   int64_t min_cpu_milli, int64_t min_memory_mib)
+{
+    return (struct dg_res_node){.cpu_milli = cpu_milli,
+                                .memory_mib = memory_mib,
+                                .cpu_overcommit = overcommit > 0 ? overcommit : 1.0,
+                                .min_cpu_milli = min_cpu_milli,
+                                .min_memory_mib = min_memory_mib};
+}
+
 static void api_worker(struct dg_http_req *r, void *ud)
 {
     struct dg_str body = dg_http_req_body(r);
@@ -588,11 +600,8 @@ static void api_worker(struct dg_http_req *r, void *ud)
         .address = m.address,
         .boot = m.boot,
         .subnet = m.sandbox_subnet,
-        .res = {.cpu_milli = m.cpu_milli,
-                .memory_mib = m.memory_mib,
-                .cpu_overcommit = m.cpu_overcommit > 0 ? m.cpu_overcommit : 1.0,
-                .min_cpu_milli = m.min_cpu_milli,
-                .min_memory_mib = m.min_memory_mib},
+        .res = beat_res(m.cpu_milli, m.memory_mib, m.cpu_overcommit, m.min_cpu_milli,
+                        m.min_memory_mib),
         /* sandboxes it runs (only resync heartbeats list them, and those this CP asks for
          * with "resync"): the core adopts those it does not know only in the worker's first
          * listing after this CP restored it, and refuses (deletes) the others */
@@ -662,16 +671,12 @@ static void api_siblings(struct dg_http_req *r, void *ud)
         dg_wire_sibling_beat_free(&m);
         return;
     }
-    struct cp_worker_report rep = {
-        .address = m.address,
-        .boot = m.boot,
-        .subnet = m.sandbox_subnet,
-        .res = {.cpu_milli = m.cpu_milli,
-                .memory_mib = m.memory_mib,
-                .cpu_overcommit = m.cpu_overcommit > 0 ? m.cpu_overcommit : 1.0,
-                .min_cpu_milli = m.min_cpu_milli,
-                .min_memory_mib = m.min_memory_mib},
-        .saturated = m.saturated};
+    struct cp_worker_report rep = {.address = m.address,
+                                   .boot = m.boot,
+                                   .subnet = m.sandbox_subnet,
+                                   .res = beat_res(m.cpu_milli, m.memory_mib, m.cpu_overcommit,
+                                                   m.min_cpu_milli, m.min_memory_mib),
+                                   .saturated = m.saturated};
     struct dg_wire_sibling_answer a = {0};
     for (size_t i = 0; i < m.nodes.n; i++) {
         const char *name = m.nodes.v[i];
