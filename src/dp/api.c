@@ -435,14 +435,23 @@ static void api_list(struct dg_http_req *r, void *ud)
 static void on_report_timer(uv_timer_t *t)
 {
     struct dp *d = t->data;
+    d->last_report_ms = uv_now(d->loop);
     dp_core_report_due(d->core);
 }
 
+/* Once this loop turn is done, but not before reportInterval after the last report: at
+ * thousands of cold starts a second nearly every loop turn has a new one, and each report
+ * costs a POST on both ends (and the CP's handler); the first after a quiet spell goes at once,
+ * so a cold start at low load never waits for the pacing. */
 static void fx_report_soon(void *ud)
 {
     struct dp *d = ud;
+    if (uv_is_active((uv_handle_t *)&d->report_timer))
+        return; /* due already: this function joins it */
     d->report_timer.data = d;
-    uv_timer_start(&d->report_timer, on_report_timer, 0, 0);
+    uint64_t now = uv_now(d->loop), due = d->last_report_ms + d->report_interval_ms;
+    uv_timer_start(&d->report_timer, on_report_timer,
+                   d->last_report_ms && due > now ? due - now : 0, 0);
 }
 
 /* dg_wire_metrics to the leader (through the heartbeat's link), in parts below the CP's body
