@@ -218,7 +218,7 @@ struct dg_wire_worker_beat {
      * CP answers "resync" until the last, and takes the listing whole (all parts of one
      * number) or not at all. All 0 (absent): the sandboxes are the whole list. */
     int64_t listing, listing_part, listing_parts;
-    bool saturated;       /* "saturated": its create (or delete) queue is full: it takes more
+    bool saturated; /* "saturated": its create (or delete) queue is full: it takes more
                              only by making them wait; the CP places elsewhere (absent: false) */
 };
 /* The bytes a sandbox_ref of these takes in a beat at most (its strings need no escaping:
@@ -375,6 +375,13 @@ struct dg_wire_push {
 /* A push's part fields (all 0 when it is one body); -1 with `err` naming the field when they
  * are not a valid set (sync >= 1, 0 <= part < parts, only on a full push). */
 int dg_wire_push_part(const json_t *root, struct dg_wire_push *out, struct dg_err *err);
+/* A push decoded whole without a JSON tree when it is what a daemon writes (compact, ASCII
+ * strings without escapes, integers: wire.c "a fast path"), its strings borrowed from *store:
+ * 0, then free both with dg_wire_push_view_free. -1 (nothing to free) when it is anything
+ * else, valid or not: decode it the usual way (dg_json_parse, dg_wire_push_items, ...), which
+ * gives the error if there is one. Every *_parse takes this path first the same way. */
+int dg_wire_push_view_fast(const char *buf, size_t len, struct dg_wire_push *out, char **store);
+void dg_wire_push_view_free(struct dg_wire_push *m, char *store);
 /* The body of a push from its items already encoded (dg_wire_fn_update_dumps: `items[k]`
  * borrowed), with the flags and part fields of `m` (its functions ignored): a new string,
  * its length in *len. */

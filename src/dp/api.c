@@ -205,13 +205,66 @@ static void resync_keep(struct dp_resync *rs, const char *name)
  * item is decoded (its strings borrowed from the JSON: no copy per endpoint) before any is
  * applied: one bad item refuses the whole part with 400 naming it, and nothing changes (a
  * full push with a forged item must not remove the function it names). */
+/* Apply a push's n decoded items `us` (with its flags and part fields `part`) and answer. */
+static void apply_push(struct dp *d, struct dg_http_req *r, const struct dg_wire_fn_update *us,
+                       size_t n, const struct dg_wire_push *part)
+{
+    bool full = part->full, parted = part->parts > 0;
+    struct dg_strmap keep = {0}; /* full in one body: the names in it (borrowed from the body) */
+    struct dp_resync *rs = NULL;
+    if (parted) { /* a new resync starts at its part 0 (parts come in order) */
+        if (part->part == 0 || !d->resync || d->resync->sync != part->sync) {
+            dp_api_free(d);
+            d->resync = dg_xcalloc(1, sizeof(*d->resync));
+            d->resync->sync = part->sync;
+            d->resync->parts = part->parts;
+        }
+        rs = d->resync;
+        rs->got++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct dg_wire_fn_update *u = &us[i];
+        if (rs)
+            resync_keep(rs, u->name);
+        else if (full)
+            dg_strmap_put(&keep, dg_str_c(u->name), (void *)u->name);
+        struct dp_function *f = dp_core_function_get(d->core, u->name, strlen(u->name), NULL);
+        f->concurrency = (uint32_t)u->concurrency; /* in effect at the list's dispatch */
+        f->h2c = u->h2c;
+        apply_update(d, f, u);
+    }
+    unsigned removed = 0;
+    if (rs && part->part == part->parts - 1) { /* the last part */
+        if (rs->got == rs->parts && rs->parts == part->parts)
+            removed = dp_core_remove_others(d->core, &rs->keep);
+        else
+            dg_log(DG_LOG_WARN, "api",
+                   "resync %lld: %lld of %lld part(s) came: no function removed",
+                   (long long)part->sync, (long long)rs->got, (long long)part->parts);
+        dp_api_free(d);
+    } else if (full && !parted) { /* a resync: the CP's whole table; deleted ones go */
+        removed = dp_core_remove_others(d->core, &keep);
+        dg_strmap_free(&keep);
+    }
+    dg_http_respond_text(r, 200, "%zu function(s) updated, %u removed", n, removed);
+}
+
 static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
 {
     struct dp *d = ud;
     struct dg_err err = {0};
+    struct dg_wire_push part;
+    char *store;
+    struct dg_str body = dg_http_req_body(r);
+    /* what the CP writes, decoded whole without a JSON tree (most of a push's cost); anything
+     * else (valid or not) goes the way below, item by item, which names a bad item */
+    if (dg_wire_push_view_fast(body.ptr, body.len, &part, &store) == 0) {
+        apply_push(d, r, part.functions, part.nfunctions, &part);
+        dg_wire_push_view_free(&part, store);
+        return;
+    }
     json_t *j, *item;
     const json_t *fns;
-    struct dg_wire_push part;
     if (body_json(r, &j, &err) < 0) {
         dg_http_respond_text(r, 400, "%s", err.msg);
         return;
@@ -231,48 +284,10 @@ static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
         }
         ok++;
     }
-    if (ok < n) {
+    if (ok < n)
         dg_http_respond_text(r, 400, "endpoints: %s (nothing applied)", err.msg);
-    } else {
-        bool full = part.full, parted = part.parts > 0;
-        struct dg_strmap keep = {0}; /* full in one body: the names in it (borrowed from j) */
-        struct dp_resync *rs = NULL;
-        if (parted) { /* a new resync starts at its part 0 (parts come in order) */
-            if (part.part == 0 || !d->resync || d->resync->sync != part.sync) {
-                dp_api_free(d);
-                d->resync = dg_xcalloc(1, sizeof(*d->resync));
-                d->resync->sync = part.sync;
-                d->resync->parts = part.parts;
-            }
-            rs = d->resync;
-            rs->got++;
-        }
-        for (i = 0; i < n; i++) {
-            const struct dg_wire_fn_update *u = &us[i];
-            if (rs)
-                resync_keep(rs, u->name);
-            else if (full)
-                dg_strmap_put(&keep, dg_str_c(u->name), (void *)u->name);
-            struct dp_function *f = dp_core_function_get(d->core, u->name, strlen(u->name), NULL);
-            f->concurrency = (uint32_t)u->concurrency; /* in effect at the list's dispatch */
-            f->h2c = u->h2c;
-            apply_update(d, f, u);
-        }
-        unsigned removed = 0;
-        if (rs && part.part == part.parts - 1) { /* the last part */
-            if (rs->got == rs->parts && rs->parts == part.parts)
-                removed = dp_core_remove_others(d->core, &rs->keep);
-            else
-                dg_log(DG_LOG_WARN, "api",
-                       "resync %lld: %lld of %lld part(s) came: no function removed",
-                       (long long)part.sync, (long long)rs->got, (long long)part.parts);
-            dp_api_free(d);
-        } else if (full && !parted) { /* a resync: the CP's whole table; deleted ones go */
-            removed = dp_core_remove_others(d->core, &keep);
-            dg_strmap_free(&keep);
-        }
-        dg_http_respond_text(r, 200, "%zu function(s) updated, %u removed", n, removed);
-    }
+    else
+        apply_push(d, r, us, n, &part);
     for (i = 0; i < ok; i++)
         dg_wire_fn_update_view_free(&us[i]);
     free(us);
