@@ -44,6 +44,8 @@ struct dg_heartbeat *dg_heartbeat_start_shared(struct dg_heartbeat *owner, uint6
                                                json_t *(*body)(void *ud), void *ud);
 /* Send `body` (taken) as JSON POST to `path` on the CP; errors are logged once per kind. */
 void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body);
+/* The same with the JSON already as text (`body` taken, NUL-terminated). */
+void dg_heartbeat_post_text(struct dg_heartbeat *h, const char *path, char *body);
 /* Every request from now on (beats and posts) carries this credential (copied; NULL: none):
  * "Authorization: Bearer CRED". Call right after start: the first beat goes out from the
  * loop. A 401/403 answer is logged as an error once (a missing or wrong key). */

@@ -491,14 +491,14 @@ static void fx_report(void *ud, const struct dp_report_item *items, size_t n)
         if (where == DG_WIRE_PART_NEW && k > first) {
             struct dg_wire_metrics m = {
                 .dataplane = d->name, .functions = fl + first, .nfunctions = k - first};
-            dg_heartbeat_post(d->hb, DG_WIRE_PATH_METRICS, dg_wire_metrics_encode(&m));
+            dg_heartbeat_post_text(d->hb, DG_WIRE_PATH_METRICS, dg_wire_metrics_dumps(&m));
             first = k;
         }
         fl[k++] = (struct dg_wire_fn_load){(char *)items[i].name, (int64_t)items[i].inflight};
     }
     struct dg_wire_metrics m = {
         .dataplane = d->name, .functions = fl + first, .nfunctions = k - first};
-    dg_heartbeat_post(d->hb, DG_WIRE_PATH_METRICS, dg_wire_metrics_encode(&m));
+    dg_heartbeat_post_text(d->hb, DG_WIRE_PATH_METRICS, dg_wire_metrics_dumps(&m));
     if (fl != stack)
         free(fl);
 }
