@@ -1070,6 +1070,29 @@ static void test_fast_path(void **state)
         if (rc == 0)
             dg_wire_push_free(&d);
     }
+    /* and written back in one pass, the same bytes as jansson's dump, escapes included (a
+     * non-ASCII string and a real number are left to jansson) */
+    static const char *const texts[] = {"plain", "say \"no\" \\ now\n\t\r\b\f\x01\x1f\x7f",
+                                        "caf\xc3\xa9", "bad \xff byte", ""};
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        struct dg_wire_endpoint ep = {"w1-0-1", "10.0.0.1:80"};
+        struct dg_wire_exit_note ex = {"w1-0-2", (char *)texts[i]};
+        struct dg_wire_fn_update u = {.name = "f1",
+                                      .concurrency = 0,
+                                      .endpoints = &ep,
+                                      .nendpoints = 1,
+                                      .error = (char *)texts[i],
+                                      .exited = &ex,
+                                      .nexited = 1,
+                                      .h2c = true};
+        char *fast = dg_wire_fn_update_dumps(&u);
+        json_t *j = dg_wire_fn_update_encode(&u);
+        char *slow = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+        assert_string_equal(fast, slow);
+        free(fast);
+        free(slow);
+        json_decref(j);
+    }
     /* every *_parse goes this way first: the CP's metric reports */
     static const char metrics[] =
         "{\"dataplane\":\"dp1\",\"functions\":[{\"name\":\"a\",\"inflight\":2},"
