@@ -289,7 +289,10 @@ int main(int argc, char **argv)
     dg_http_pool_opts_default(&dp->pool_opts);
     dp->pool_opts.request_timeout_ms = 15 * 60 * 1000; /* a function may run long (original) */
     dp->pool_opts.max_conns = 0;                       /* slots bound the connections per sandbox */
-    dp->pool_opts.max_idle = 64;
+    /* kept for bursts: at thousands of cold starts a second a stall of a few ms puts hundreds
+     * of requests in flight to one address (emulated sandboxes share one), and each connection
+     * closed over the limit was a connect, an accept and a close at the next burst */
+    dp->pool_opts.max_idle = 1024;
     dp->report_interval_ms = (uint64_t)g.cfg.report_interval_ms;
     core_new(dp);
 
