@@ -1520,6 +1520,24 @@ static const struct field F_drain[] = {
     STRLIST(T, ids, "ids", .flags = F_REQ, .chk = C_ID),
 };
 MSG(drain, false);
+/* POST /v1/drain, a batch of drains decoded whole (dg_wire_drains_view_fast): the batch's
+ * non-empty "items" (dg_wire_batch_items), each a drain */
+struct drain_batch {
+    struct dg_wire_drain *items;
+    size_t nitems;
+};
+static int drain_batch_check(const void *p, struct dg_err *err)
+{
+    return ((const struct drain_batch *)p)->nitems
+               ? 0
+               : dg_err_set(err, DG_E_INVAL, "field 'items': expected a non-empty array");
+}
+static const struct field F_drain_batch[] = {
+    ARR(struct drain_batch, items, nitems, "items", drain, .flags = F_REQ),
+};
+static const struct msg M_drain_batch = {
+    "drain_batch", sizeof(struct drain_batch),  false,
+    F_drain_batch, DG_ARRAY_LEN(F_drain_batch), drain_batch_check};
 /* POST /v1/functions/NAME/drain: the name is in the path */
 static const struct field F_drain_ids[] = {
     STRLIST(T, ids, "ids", .flags = F_REQ, .chk = C_ID),
@@ -1813,6 +1831,23 @@ void dg_wire_push_view_free(struct dg_wire_push *m, char *store)
     free(store);
 }
 
+int dg_wire_drains_view_fast(const char *buf, size_t len, struct dg_wire_drain **items, size_t *n,
+                             char **store)
+{
+    struct drain_batch b;
+    int rc = fast_decode(&M_drain_batch, buf, len, &b, true, store);
+    *items = b.items;
+    *n = b.nitems;
+    return rc;
+}
+
+void dg_wire_drains_view_free(struct dg_wire_drain *items, size_t n, char *store)
+{
+    struct drain_batch b = {items, n};
+    msg_free_as(&M_drain_batch, &b, true);
+    free(store);
+}
+
 char *dg_wire_push_join(const struct dg_str *items, size_t n, const struct dg_wire_push *m,
                         size_t *len)
 {
@@ -2080,7 +2115,8 @@ void dg_wire_beat_set_resync(json_t *beat, bool resync)
 /* ---- round trips (tests, fuzzing) -------------------------------------------------------- */
 
 #define LIST_MSG(x) &M_##x,
-static const struct msg *const all[] = {DG_WIRE_MESSAGES(LIST_MSG) & M_fn_endpoints, &M_drain_ids};
+static const struct msg *const all[] = {DG_WIRE_MESSAGES(LIST_MSG) & M_fn_endpoints, &M_drain_ids,
+                                        &M_drain_batch};
 
 /* Decode `j` as `m`; on success encode, decode the encoding and encode again: both encodings
  * must be the same text (what a decode accepts, an encode reproduces). The view decode (its

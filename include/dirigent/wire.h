@@ -401,6 +401,13 @@ struct dg_wire_drain {
     struct dg_strlist ids; /* required: the sandboxes leaving its list */
 };
 int dg_wire_drain_ids_decode(const json_t *j, struct dg_wire_drain *out, struct dg_err *err);
+/* A batch of drains (POST /v1/drain: {"items":[drain, ...]}) decoded whole on the fast path
+ * (see dg_wire_push_view_fast): 0 with its n >= 1 items, their strings borrowed from *store
+ * (free all with dg_wire_drains_view_free); -1 (nothing to free) when it is anything else:
+ * decode it item by item the usual way (dg_batch_items), which names a bad item. */
+int dg_wire_drains_view_fast(const char *buf, size_t len, struct dg_wire_drain **items, size_t *n,
+                             char **store);
+void dg_wire_drains_view_free(struct dg_wire_drain *items, size_t n, char *store);
 
 /* An endpoint in a DP's GET /v1/functions. */
 struct dg_wire_dp_endpoint_view {

@@ -1093,6 +1093,25 @@ static void test_fast_path(void **state)
         free(slow);
         json_decref(j);
     }
+    /* a batch of drains (the DP's POST /v1/drain) */
+    static const char drains[] = "{\"items\":[{\"name\":\"a\",\"ids\":[\"w1-1\",\"w1-2\"]},"
+                                 "{\"name\":\"b\",\"ids\":[]}]}";
+    struct dg_wire_drain *ds;
+    size_t nd;
+    assert_int_equal(dg_wire_drains_view_fast(drains, strlen(drains), &ds, &nd, &store), 0);
+    assert_int_equal(nd, 2);
+    assert_string_equal(ds[0].name, "a");
+    assert_int_equal(ds[0].ids.n, 2);
+    assert_string_equal(ds[0].ids.v[1], "w1-2");
+    assert_int_equal(ds[1].ids.n, 0);
+    dg_wire_drains_view_free(ds, nd, store);
+    static const char *const bad_drains[] = {"{\"items\":[]}", "{\"items\":[{\"name\":\"a\"}]}",
+                                             "{\"items\":[{\"name\":\"a\",\"ids\":[1]}]}"};
+    for (size_t i = 0; i < sizeof(bad_drains) / sizeof(bad_drains[0]); i++) {
+        assert_int_equal(
+            dg_wire_drains_view_fast(bad_drains[i], strlen(bad_drains[i]), &ds, &nd, &store), -1);
+        assert_null(store);
+    }
     /* every *_parse goes this way first: the CP's metric reports */
     static const char metrics[] =
         "{\"dataplane\":\"dp1\",\"functions\":[{\"name\":\"a\",\"inflight\":2},"
