@@ -757,7 +757,7 @@ struct fnode {
 
 struct fparse {
     char *p, *e;
-    struct fnode *v;
+    struct fnode *v, *stack; /* v starts as the caller's `stack` (a small message: no malloc) */
     size_t n, cap;
 };
 
@@ -770,8 +770,13 @@ static void fws(struct fparse *f)
 static size_t fnew(struct fparse *f, uint8_t k)
 {
     if (f->n == f->cap) {
-        f->cap = f->cap ? f->cap * 2 : 64;
-        f->v = dg_xrealloc(f->v, f->cap * sizeof(*f->v));
+        f->cap *= 2;
+        if (f->v == f->stack) {
+            f->v = dg_xmalloc(f->cap * sizeof(*f->v));
+            memcpy(f->v, f->stack, f->n * sizeof(*f->v));
+        } else {
+            f->v = dg_xrealloc(f->v, f->cap * sizeof(*f->v));
+        }
     }
     f->v[f->n] = (struct fnode){.k = k, .end = (uint32_t)f->n + 1};
     return f->n++;
@@ -1019,10 +1024,15 @@ static int fast_decode(const struct msg *m, const char *buf, size_t len, void *o
     *store = NULL;
     if (!buf || len == 0 || len >= UINT32_MAX / 2)
         return -1;
-    char *copy = dg_xmalloc(len + 1);
+    /* a small message (a metric report, a create's answer) needs no malloc but its own when
+     * copied (a view keeps the copy: it is the strings' storage) */
+    struct fnode nodes[48];
+    char small[1024];
+    char *copy = !view && len < sizeof(small) ? small : dg_xmalloc(len + 1);
     memcpy(copy, buf, len);
     copy[len] = '\0';
-    struct fparse f = {.p = copy, .e = copy + len};
+    struct fparse f = {
+        .p = copy, .e = copy + len, .v = nodes, .stack = nodes, .cap = DG_ARRAY_LEN(nodes)};
     fws(&f);
     bool ok = f.p < f.e && *f.p == '{' && fvalue(&f, 0);
     if (ok) {
@@ -1030,9 +1040,11 @@ static int fast_decode(const struct msg *m, const char *buf, size_t len, void *o
         ok = f.p == f.e;
     }
     int rc = ok ? fdecode(m, f.v, 0, out, view) : -1;
-    free(f.v);
+    if (f.v != nodes)
+        free(f.v);
     if (rc < 0 || !view) {
-        free(copy);
+        if (copy != small)
+            free(copy);
         return rc;
     }
     *store = copy;
@@ -1103,8 +1115,25 @@ static bool text_str(struct dg_buf *b, const char *s)
 
 static void text_key(struct dg_buf *b, const char *name, bool *first)
 {
-    dg_buf_printf(b, "%s\"%s\":", *first ? "" : ",", name); /* names are plain words */
+    if (!*first)
+        dg_buf_append(b, ",", 1);
+    dg_buf_append(b, "\"", 1);
+    dg_buf_append(b, name, strlen(name)); /* names are plain words */
+    dg_buf_append(b, "\":", 2);
     *first = false;
+}
+
+/* "%lld" without the printf machinery (a push item and a create hold several integers). */
+static void text_int(struct dg_buf *b, int64_t v)
+{
+    char d[24], *e = d + sizeof(d), *p = e;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do
+        *--p = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0)
+        *--p = '-';
+    dg_buf_append(b, p, (size_t)(e - p));
 }
 
 static bool text_enc(const struct msg *m, const void *p, struct dg_buf *b)
@@ -1133,7 +1162,7 @@ static bool text_enc(const struct msg *m, const void *p, struct dg_buf *b)
             if (v == 0 && (f->flags & F_OMIT))
                 break;
             text_key(b, f->name, &first);
-            dg_buf_printf(b, "%lld", (long long)v);
+            text_int(b, v);
             break;
         }
         case K_DBL:
