@@ -7,8 +7,10 @@
 #     or R given with --rate (then one step at R measures its goodput and p99);
 #  2. 1.5 x R and 2 x R offered, one step each.
 # Every step is `dirigent load rps --cold --cooldown 10 --rate X --duration STEP` (every call
-# finds its function at zero; the functions it registers are removed after the step), its first
-# WARMUP seconds not counted. Reported per step, from the per-invocation CSV:
+# finds its function at zero; the functions it registers, 10 x X, are removed after the step:
+# the 2x step registers 120,000 at 6,000/s while the previous steps' are deleted; register_s in
+# the CSV is how long its registration took), its first WARMUP seconds not counted. Reported
+# per step, from the per-invocation CSV:
 #   goodput      successful (200) responses per second of the measured part, and its ratio to
 #                R's goodput (the goal: >= 0.9 at 1.5x and 2x)
 #   refusals     503 answers: how many, and how fast they came (p50/p99 of their response time;
@@ -149,7 +151,7 @@ EOF
 refused_total() { curl -s "http://$DPAPI/metrics" | awk '/^dg_dp_refused_total / {print $2; f=1} END {if (!f) print 0}'; }
 
 SUM=$OUT/overload_$RUNTIME.csv
-echo "runtime,phase,factor,rate_offered,rate_sent,sent,ok,refused_503,other_errors,goodput_per_s,goodput_ratio,p50_ms,p99_ms,p99_ratio,refusal_p50_ms,refusal_p99_ms,refusal_max_ms,dp_refused,dp_cpu_s,loadavg,step_s,warmup_s,date" >"$SUM"
+echo "runtime,phase,factor,rate_offered,rate_sent,sent,ok,refused_503,other_errors,goodput_per_s,goodput_ratio,p50_ms,p99_ms,p99_ratio,refusal_p50_ms,refusal_p99_ms,refusal_max_ms,dp_refused,dp_cpu_s,loadavg,step_s,warmup_s,date,register_s" >"$SUM"
 echo "# overload: runtime $RUNTIME, $([ "$RUNTIME" = emulated ] && echo "$NODES emulated nodes, 0 ms create delay" || echo "crun, image oci:$IMG:latest"), one cluster, ${STEP} s steps (first ${WARM} s not counted), cooldown 10 s, bound p99 <= $BOUND ms${DP_ARGS[*]:+, DP ${DP_ARGS[*]}}"
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), build $BUILD"
 printf '%-9s %6s %8s %8s %7s %7s %6s %9s %6s %8s %7s %9s %9s\n' phase factor offered sent ok refused other goodput ratio p99_ms p99x ref_p50 ref_p99
@@ -162,7 +164,10 @@ step() {
   timeout $((STEP + 300)) "$B/dirigent" --json --cp "$REG" --dp "$DP" load rps --cold --cooldown 10 \
     --rate "$r" --duration "$STEP" --timeout 40 "${IMAGE_ARGS[@]}" --csv "$csv" >"$TMP/load.json" 2>"$TMP/load.err" || true
   r1=$(refused_total); t1=$(proc_ticks "$DP_PID")
-  if [ ! -s "$csv" ]; then echo "overload: load failed at $r/s: $(head -c 300 "$TMP/load.err")" >&2; return 1; fi
+  # its last lines: the error (the lines before are registration progress)
+  if [ ! -s "$csv" ]; then echo "overload: load failed at $r/s: $(tail -n 2 "$TMP/load.err" | head -c 600)" >&2; return 1; fi
+  local reg_s
+  reg_s=$(sed -n 's/.*registered [0-9]* function(s) in \([0-9.]*\) s.*/\1/p' "$TMP/load.err" | head -1)
   read -r S_SENT_RATE S_SENT S_OK S_REF S_OTHER S_GOOD S_P50 S_P99 S_RP50 S_RP99 S_RMAX < <(stats "$csv" "$WARM" "$STEP")
   local gratio=nan pratio=nan
   if [ "$phase" = overload ]; then
@@ -171,7 +176,7 @@ step() {
   fi
   local cpu
   cpu=$(/usr/bin/python3 -c "import os; print(f'{($t1 - $t0) / os.sysconf(\"SC_CLK_TCK\"):.2f}')")
-  echo "$RUNTIME,$phase,$factor,$r,$S_SENT_RATE,$S_SENT,$S_OK,$S_REF,$S_OTHER,$S_GOOD,$gratio,$S_P50,$S_P99,$pratio,$S_RP50,$S_RP99,$S_RMAX,$(/usr/bin/python3 -c "print(int(float('$r1') - float('$r0')))"),$cpu,$la,$STEP,$WARM,$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$SUM"
+  echo "$RUNTIME,$phase,$factor,$r,$S_SENT_RATE,$S_SENT,$S_OK,$S_REF,$S_OTHER,$S_GOOD,$gratio,$S_P50,$S_P99,$pratio,$S_RP50,$S_RP99,$S_RMAX,$(/usr/bin/python3 -c "print(int(float('$r1') - float('$r0')))"),$cpu,$la,$STEP,$WARM,$(date -u +%Y-%m-%dT%H:%M:%SZ),${reg_s:-nan}" >>"$SUM"
   gzip -c "$csv" >"$OUT/raw/overload_${RUNTIME}_${phase}_$r.csv.gz"
   printf '%-9s %6s %8s %8s %7s %7s %6s %9s %6s %8.2f %7s %9.2f %9.2f\n' "$phase" "$factor" "$r" "$S_SENT" "$S_OK" "$S_REF" "$S_OTHER" "$S_GOOD" "$gratio" "$S_P99" "$pratio" "$S_RP50" "$S_RP99"
   rm -f "$csv"

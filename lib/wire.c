@@ -1949,6 +1949,24 @@ int dg_wire_delete_item_decode(const json_t *j, const char **id, struct dg_err *
     return 0;
 }
 
+json_t *dg_wire_forget_item_encode(const char *name)
+{
+    return jstring(name);
+}
+
+int dg_wire_forget_item_decode(const json_t *j, const char **name, struct dg_err *err)
+{
+    char q[80];
+    if (!json_is_string(j) || strlen(json_string_value(j)) != json_string_length(j))
+        return dg_err_set(err, DG_E_INVAL, "expected a function name (string), got %s",
+                          json_is_string(j) ? "a string with a NUL" : dg_json_type_name(j));
+    if (!dg_wire_fn_name_ok(json_string_value(j)))
+        return dg_err_set(err, DG_E_INVAL, "%s, got %s", check_str(C_FN, json_string_value(j)),
+                          quote(json_string_value(j), q, sizeof(q)));
+    *name = json_string_value(j);
+    return 0;
+}
+
 /* ---- batches ----------------------------------------------------------------------------- */
 
 static const char K_ITEMS[] = "items", K_I[] = "i", K_STATUS[] = "status", K_BODY[] = "body",

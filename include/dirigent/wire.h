@@ -88,6 +88,7 @@ bool dg_wire_address_ok(const char *address);
 /* DP API */
 #define DG_WIRE_PATH_ENDPOINTS "/v1/endpoints" /* PUT dg_wire_push */
 #define DG_WIRE_PATH_DRAIN     "/v1/drain"     /* batch of dg_wire_drain */
+#define DG_WIRE_PATH_FORGET    "/v1/forget"    /* batch of function names (deleted) */
 #define DG_WIRE_PATH_FUNCTIONS                                                                     \
     "/v1/functions" /* + "/NAME": PUT dg_wire_dp_fn, DELETE;
                                                   "/NAME/endpoints": PUT dg_wire_fn_update
@@ -305,6 +306,11 @@ struct dg_wire_created {
 json_t *dg_wire_delete_item_encode(const char *id);
 /* `*id` borrowed from `j`. Error: "expected a sandbox id (string), got integer". */
 int dg_wire_delete_item_decode(const json_t *j, const char **id, struct dg_err *err);
+/* An item of POST /v1/forget (CP -> DP: functions deleted at the CP, many per batch) is the
+ * function's name as a JSON string; `*name` borrowed from `j`. Error: "expected a function
+ * name (string), got integer", or the name's rule. */
+json_t *dg_wire_forget_item_encode(const char *name);
+int dg_wire_forget_item_decode(const json_t *j, const char **name, struct dg_err *err);
 
 /* A sandbox's state in GET /v1/sandboxes. */
 #define DG_WIRE_SB_CREATING "creating"

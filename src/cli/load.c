@@ -447,37 +447,87 @@ static uint64_t run_plan(struct run *r, const char *dp, double timeout_s, struct
 
 /* ---- registration ----------------------------------------------------------------------- */
 
+/* Registering (or removing) many functions: at most REG_WINDOW requests in flight, the next
+ * sent as one is answered, so memory stays bounded and, after the first failure, nothing more
+ * is sent (a control plane that does not answer is not sent 100,000 more). The control plane
+ * answers a registration once it is stored and pushed to every data plane. */
+#define REG_WINDOW      256
+#define REG_PROGRESS_MS 5000
+
 struct reg_state {
-    size_t done, failed;
-    bool transport; /* the first failure had no answer */
+    struct dg_http_pool *pool;
+    const char *cp;
+    bool del;
+    char **items;
+    size_t n, sent, done, ok, failed;
+    bool transport;  /* the first failure had no answer */
+    bool submitting; /* in reg_submit: an answer given at once does not recurse */
+    uint64_t t0_us;
     char first_err[256];
 };
+
+static void reg_submit(struct reg_state *st);
 
 static void on_registered(struct dg_http_creq *q, const struct dg_http_resp *resp,
                           const struct dg_err *err, void *ud)
 {
     struct reg_state *st = ud;
     st->done++;
-    if (resp && (resp->status == 200 || resp->status == 404 || resp->status == 409))
-        return;
-    if (st->failed++)
-        return;
-    st->transport = !resp;
-    if (resp)
-        snprintf(st->first_err, sizeof(st->first_err), "%d %.*s", resp->status,
-                 (int)DG_MIN(resp->body.len, 200), resp->body.ptr);
-    else
-        snprintf(st->first_err, sizeof(st->first_err), "%s", err->msg);
+    if (resp && (resp->status == 200 || resp->status == 404 || resp->status == 409)) {
+        st->ok++;
+    } else if (st->failed++ == 0) {
+        st->transport = !resp;
+        if (resp)
+            snprintf(st->first_err, sizeof(st->first_err), "%d %.*s", resp->status,
+                     (int)DG_MIN(resp->body.len, 200), resp->body.ptr);
+        else
+            snprintf(st->first_err, sizeof(st->first_err), "%s", err->msg);
+        while (st->first_err[0] && st->first_err[strlen(st->first_err) - 1] == '\n')
+            st->first_err[strlen(st->first_err) - 1] = '\0';
+    }
+    reg_submit(st);
 }
 
-/* One request per item over one keep-alive pool, 64 at a time: POST each form to
- * /registerService (InVitro registers its functions the same way before a run), or DELETE
- * /v1/functions/NAME for each name. 200, 404 and 409 (there already) count as done. */
-static int cp_batch(const char *cp, bool del, char **items, size_t n)
+/* Send items until REG_WINDOW are in flight. Registering stops at the first failure; removing
+ * (a clean-up) goes on past a refusal, not past a control plane that did not answer. */
+static void reg_submit(struct reg_state *st)
 {
     static const struct dg_http_client_cbs cbs = {.on_done = on_registered};
     static const struct dg_http_header form[] = {
         {DG_STR("Content-Type"), DG_STR("application/x-www-form-urlencoded")}};
+    if (st->submitting)
+        return;
+    st->submitting = true;
+    while (st->sent < st->n && st->sent - st->done < REG_WINDOW && !(interrupted && !st->del) &&
+           !(st->failed && (!st->del || st->transport))) {
+        size_t i = st->sent++;
+        if (st->del) {
+            char path[512];
+            snprintf(path, sizeof(path), "/v1/functions/%s", st->items[i]);
+            dg_http_request(st->pool, "DELETE", path, NULL, 0, NULL, 0, &cbs, st);
+        } else {
+            dg_http_request(st->pool, "POST", "/registerService", form, 1, st->items[i],
+                            strlen(st->items[i]), &cbs, st);
+        }
+    }
+    st->submitting = false;
+}
+
+static void reg_progress(uv_timer_t *t)
+{
+    const struct reg_state *st = t->data;
+    double s = (double)(dg_now_us() - st->t0_us) / 1e6;
+    fprintf(stderr, "dirigent: load: %s: %zu of %zu answered in %.0f s (%.0f/s)\n",
+            st->del ? "removing" : "registering", st->done, st->n, s,
+            s > 0 ? (double)st->done / s : 0.0);
+}
+
+/* One request per item over one keep-alive pool of 64 connections, REG_WINDOW in flight:
+ * POST each form to /registerService (InVitro registers its functions the same way before a
+ * run), or DELETE /v1/functions/NAME for each name. 200, 404 and 409 (there already) count as
+ * done. A run of more than a few seconds says how far it got every 5 s. */
+static int cp_batch(const char *cp, bool del, char **items, size_t n)
+{
     uv_loop_t loop;
     uv_loop_init(&loop);
     struct dg_http_pool_opts o;
@@ -491,31 +541,38 @@ static int cp_batch(const char *cp, bool del, char **items, size_t n)
         uv_loop_close(&loop);
         return cli_fail("load: --cp %s: %s", cp, err.msg);
     }
-    struct reg_state st = {0};
-    for (size_t i = 0; i < n; i++) {
-        if (del) {
-            char path[512];
-            snprintf(path, sizeof(path), "/v1/functions/%s", items[i]);
-            dg_http_request(p, "DELETE", path, NULL, 0, NULL, 0, &cbs, &st);
-        } else {
-            dg_http_request(p, "POST", "/registerService", form, 1, items[i], strlen(items[i]),
-                            &cbs, &st);
-        }
-    }
-    while (st.done < n)
+    struct reg_state st = {
+        .pool = p, .cp = cp, .del = del, .items = items, .n = n, .t0_us = dg_now_us()};
+    uv_timer_t progress;
+    uv_timer_init(&loop, &progress);
+    progress.data = &st;
+    uv_timer_start(&progress, reg_progress, REG_PROGRESS_MS, REG_PROGRESS_MS);
+    reg_submit(&st);
+    while (st.done < st.sent)
         uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&progress, NULL);
     dg_http_pool_close(p);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
+    const char *what = del ? "removing" : "registering";
     if (st.failed) {
-        if (st.transport) {
-            char msg[768];
+        char msg[768];
+        if (st.transport)
             cli_transport_error(msg, sizeof(msg), "control plane", cp, st.first_err);
-            return cli_fail("load: %s %zu function(s): %s", del ? "removing" : "registering", n,
-                            msg);
-        }
-        return cli_fail("load: %s %zu function(s): %zu failed, first: %s",
-                        del ? "removing" : "registering", n, st.failed, st.first_err);
+        else
+            snprintf(msg, sizeof(msg), "%s", st.first_err);
+        return cli_fail("load: %s %zu function(s): %zu done, %zu failed, %zu not sent; the "
+                        "first failure: %s%s",
+                        what, n, st.ok, st.failed, n - st.sent, msg,
+                        st.transport && !del ? " (the control plane answers a registration "
+                                               "once it is stored and pushed to the data "
+                                               "planes: see its log)"
+                                             : "");
+    }
+    if (st.sent < n) { /* interrupted: what was registered is removed (mode_rps) */
+        fprintf(stderr, "dirigent: load: %s %zu function(s): interrupted after %zu\n", what, n,
+                st.ok);
+        return 130;
     }
     return 0;
 }

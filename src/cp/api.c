@@ -104,19 +104,16 @@ static void registration_reply(struct dg_http_req *r)
     dg_buf_free(&b);
 }
 
-/* A registration waiting for its write to be durable. */
+/* A registration waiting for its write to be durable (in cp.pending_regs under its name:
+ * looked up and removed without a walk, many thousands may wait at once). */
 struct pending_reg {
-    struct pending_reg *next;
     struct cp_fn_spec spec;
     struct dg_http_req *r; /* NULL once the client left */
 };
 
 static bool name_pending(const char *name)
 {
-    for (struct pending_reg *p = cp.pending_regs; p; p = p->next)
-        if (strcmp(p->spec.name, name) == 0)
-            return true;
-    return false;
+    return dg_strmap_get(&cp.pending_regs, dg_str_c(name)) != NULL;
 }
 
 static void reg_aborted(struct dg_http_req *r, void *ud)
@@ -139,11 +136,7 @@ static void reg_pushed(void *ud, bool pushed)
 static void reg_stored(void *ud, const struct dg_err *err)
 {
     struct pending_reg *p = ud;
-    for (struct pending_reg **pp = &cp.pending_regs; *pp; pp = &(*pp)->next)
-        if (*pp == p) {
-            *pp = p->next;
-            break;
-        }
+    dg_strmap_del(&cp.pending_regs, dg_str_c(p->spec.name));
     if (err) {
         if (p->r)
             dg_http_respond_text(p->r, 503,
@@ -185,10 +178,7 @@ static int bounds_check(int64_t lo, int64_t hi, struct dg_err *err)
 /* Registered functions and those waiting for their write. */
 static unsigned functions_held(void)
 {
-    unsigned n = cp.core.nfns;
-    for (struct pending_reg *p = cp.pending_regs; p; p = p->next)
-        n++;
-    return n;
+    return cp.core.nfns + (unsigned)cp.pending_regs.n;
 }
 
 /* Register from a parsed form; answers the request once the registration is durable. */
@@ -233,8 +223,7 @@ static void register_form(struct dg_http_req *r, const struct dg_form *form)
     struct pending_reg *p = dg_xcalloc(1, sizeof(*p));
     p->spec = spec;
     p->r = r;
-    p->next = cp.pending_regs;
-    cp.pending_regs = p;
+    dg_strmap_put(&cp.pending_regs, dg_str_c(p->spec.name), p);
     dg_http_req_on_abort(r, reg_aborted, p);
     dg_auth_audit(r, "register function %s image %s", spec.name, spec.image);
     json_t *j = cp_fn_spec_to_json(&spec);

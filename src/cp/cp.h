@@ -50,6 +50,7 @@ struct cp_dp_io {
     struct dg_http_pool *pool;       /* ordered pushes: one connection */
     struct dg_http_pool *drain_pool; /* drains wait for requests: never in front of pushes */
     struct dg_batch *drains;         /* this loop turn's (NULL: none yet) */
+    struct dg_batch *forgets;        /* deleted functions, on `pool`, before its next push */
 };
 
 struct cp {
@@ -91,7 +92,7 @@ struct cp {
     struct dg_metric *m_registrations;
     struct dg_metric_family *m_worker_cpu, *m_worker_mem; /* {worker, kind=capacity|reserved} */
     /* api.c */
-    struct pending_reg *pending_regs; /* registrations waiting for their write */
+    struct dg_strmap pending_regs; /* registrations waiting for their write, by name */
     /* authentication (lib/auth.h): with authTokenFile, the key, the CP's own credential (on
      * every call to workers, data planes and the leader) and the registration API's
      * requirement (DG_HTTP_AUTH_* bits of its routes) */

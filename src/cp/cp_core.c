@@ -205,6 +205,9 @@ struct cp_fn *cp_core_fn_register(struct cp_core *c, struct cp_fn_spec *spec)
     f->slot_pos = sl->n;
     sl->v[sl->n++] = f;
     f->next = c->fns;
+    if (c->fns)
+        c->fns->pprev = &f->next;
+    f->pprev = &c->fns;
     c->fns = f;
     dg_strmap_put(&c->fn_index, dg_str_c(f->spec.name), f);
     push_endpoints(c, f);        /* the DPs add it with its (empty) list */
@@ -234,12 +237,9 @@ static void fn_maybe_free(struct cp_core *c, struct cp_fn *f)
     if (!f->deleted || f->sbs || f->dirty)
         return; /* a dirty one goes after its last push (cp_core_flush_pushes) */
     c->fx.forget_fn(c->fx.ud, f->spec.name);
-    for (struct cp_fn **pf = &c->fns; *pf; pf = &(*pf)->next) {
-        if (*pf == f) {
-            *pf = f->next;
-            break;
-        }
-    }
+    *f->pprev = f->next;
+    if (f->next)
+        f->next->pprev = f->pprev;
     if (dg_strmap_get(&c->fn_index, dg_str_c(f->spec.name)) == f)
         dg_strmap_del(&c->fn_index, dg_str_c(f->spec.name));
     struct cp_slot *sl = &c->slots[f->tick_slot];

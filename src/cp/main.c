@@ -254,6 +254,7 @@ int main(int argc, char **argv)
 
     dg_loop_close_all(cp.loop);
     cp_store_close(cp.store);
+    dg_strmap_free(&cp.pending_regs); /* emptied by the store's close */
     cp_core_free(&cp.core);
     cp_io_free();
     cp_haproxy_free();

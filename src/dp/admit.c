@@ -73,6 +73,8 @@ bool dp_admit_backlog(const struct dp_admit *a, uint64_t now, uint64_t limit_us)
     return (c.sum_wait_us[0] + c.sum_wait_us[1]) / n > limit_us;
 }
 
+static void floor_note(struct dp_admit *a, uint64_t now);
+
 void dp_admit_done(struct dp_admit *a, uint64_t now, uint64_t waited_us, bool found_empty)
 {
     roll(a, now);
@@ -88,11 +90,46 @@ void dp_admit_done(struct dp_admit *a, uint64_t now, uint64_t waited_us, bool fo
         a->base_us = waited_us;
         a->dev_us = waited_us / 2;
         a->has_base = true;
+        floor_note(a, now);
         return;
     }
     uint64_t d = waited_us > a->base_us ? waited_us - a->base_us : a->base_us - waited_us;
     a->dev_us = a->dev_us - a->dev_us / 4 + d / 4;
     a->base_us = a->base_us - a->base_us / 8 + waited_us / 8;
+    floor_note(a, now);
+}
+
+/* The floor's windows up to `now`. */
+static void roll_floor(struct dp_admit *a, uint64_t now)
+{
+    if (a->floor_start_us == 0 || now >= a->floor_start_us + 2 * DP_ADMIT_FLOOR_WINDOW_US) {
+        a->floor_start_us = now ? now : 1;
+        a->floor_us[0] = a->floor_us[1] = 0;
+    } else if (now >= a->floor_start_us + DP_ADMIT_FLOOR_WINDOW_US) {
+        a->floor_us[1] = a->floor_us[0];
+        a->floor_us[0] = 0;
+        a->floor_start_us += DP_ADMIT_FLOOR_WINDOW_US;
+    }
+}
+
+/* After the usual wait changed: the floor takes it if lower. */
+static void floor_note(struct dp_admit *a, uint64_t now)
+{
+    roll_floor(a, now);
+    uint64_t u = dp_admit_usual(a);
+    if (u == 0)
+        u = 1; /* 0 is "none" */
+    if (a->floor_us[0] == 0 || u < a->floor_us[0])
+        a->floor_us[0] = u;
+}
+
+uint64_t dp_admit_usual_floor(const struct dp_admit *a, uint64_t now)
+{
+    struct dp_admit c = *a;
+    roll_floor(&c, now);
+    uint64_t f0 = c.floor_us[0], f1 = c.floor_us[1];
+    uint64_t f = f0 && f1 ? (f0 < f1 ? f0 : f1) : f0 ? f0 : f1;
+    return f ? f : dp_admit_usual(a);
 }
 
 uint64_t dp_admit_usual(const struct dp_admit *a)
@@ -119,4 +156,25 @@ bool dp_admit_wait(const struct dp_admit *a, uint64_t now, unsigned ahead, uint6
         return false;
     *wait_us = (uint64_t)((double)ahead * 1e6 / rate);
     return true;
+}
+
+uint64_t dp_admit_recent(const struct dp_admit *a, uint64_t now, unsigned *n)
+{
+    struct dp_admit c = *a; /* rolled on a copy: a query changes nothing */
+    roll_min(&c, now);
+    *n = c.n_wait[0] + c.n_wait[1];
+    return *n ? (c.sum_wait_us[0] + c.sum_wait_us[1]) / *n : 0;
+}
+
+bool dp_admit_shed(struct dp_admit *a, uint64_t limit_us, uint64_t recent_us)
+{
+    if (recent_us <= limit_us) {
+        a->shed_credit = 0;
+        return false;
+    }
+    a->shed_credit += (double)limit_us / (double)recent_us;
+    if (a->shed_credit < 1)
+        return true;
+    a->shed_credit -= 1;
+    return false;
 }

@@ -48,6 +48,10 @@ struct dp_admit {
     /* the wait of a request that found the queue empty: smoothed mean and deviation */
     uint64_t base_us, dev_us;
     bool has_base;
+    double shed_credit; /* dp_admit_shed's: admissions owed while its waits are over */
+    /* the lowest usual wait (dp_admit_usual) in the current 10 s and the one before (0: none):
+     * what the queue's service takes unloaded, which lag does not raise */
+    uint64_t floor_start_us, floor_us[2];
 };
 
 /* The queue became empty (busy false) or not (busy true) at `now`. */
@@ -61,6 +65,20 @@ void dp_admit_done(struct dp_admit *a, uint64_t now, uint64_t waited_us, bool fo
  * long, and the requests served in the last interval or two waited longer on average (none
  * served: the last one was that long ago or more). */
 bool dp_admit_backlog(const struct dp_admit *a, uint64_t now, uint64_t limit_us);
+#define DP_ADMIT_FLOOR_WINDOW_US 10000000ull
+/* The lowest usual wait over the last 10-20 s at `now` (dp_admit_usual when none). */
+uint64_t dp_admit_usual_floor(const struct dp_admit *a, uint64_t now);
+/* The average wait of the requests served in the last interval or two at `now` (0: none), and
+ * in *n how many: what the queue's service has lately been, however short the queue is (a
+ * pipeline slowed by its loops' lag, not by its length: the overload benchmark at 1.5x). */
+uint64_t dp_admit_recent(const struct dp_admit *a, uint64_t now, unsigned *n);
+/* While what was served lately waited `recent_us` on average, over `limit_us`: refuse (true)
+ * or admit a new arrival so that the share limit/recent of them is admitted, in turn (a
+ * credit of limit/recent per arrival, an admission per whole credit): the fewer admitted the
+ * later they were, until the waits are back under the limit. Deterministic. */
+bool dp_admit_shed(struct dp_admit *a, uint64_t limit_us, uint64_t recent_us);
+/* Served lately, the fewest that say the pipeline is slow (dp_core: or admit_min_queue). */
+#define DP_ADMIT_SHED_MIN 8
 /* The usual wait of a request that found the queue empty, an upper one: mean + 4 x mean
  * deviation (as TCP's retransmission timeout: a service that varies gets room); 0: none. */
 uint64_t dp_admit_usual(const struct dp_admit *a);

@@ -430,6 +430,41 @@ static void api_drain_batch(struct dg_http_req *r, void *ud)
     json_decref(root);
 }
 
+/* POST /v1/forget: a batch of function names deleted at the CP. Each is removed (200), or
+ * 404 when this DP has no such function, or 409 while requests run on it (the CP then
+ * resyncs this DP, which drops it once they are done): DELETE /v1/functions/NAME for many. */
+static void api_forget_batch(struct dg_http_req *r, void *ud)
+{
+    struct dp *d = ud;
+    json_t *root, *items, *item;
+    struct dg_err err = {0};
+    if (!(items = dg_batch_items(r, &root, &err))) {
+        json_decref(root);
+        dg_http_respond_text(r, 400, "forget: %s", err.msg);
+        return;
+    }
+    size_t i, n = json_array_size(items);
+    struct dg_batch_reply *b = dg_batch_reply_start(r, n, NULL);
+    json_array_foreach(items, i, item)
+    {
+        const char *name;
+        struct dp_function *f;
+        unsigned running;
+        if (dg_wire_forget_item_decode(item, &name, &err) < 0)
+            dg_batch_reply_text(b, i, 400, "forget: item %zu: %s", i, err.msg);
+        else if (!(f = dp_core_function_find(d->core, name, strlen(name))))
+            dg_batch_reply_text(b, i, 404, "function '%s' is not registered", name);
+        else if ((running = dp_core_remove_function(d->core, f)) > 0)
+            dg_batch_reply_text(b, i, 409,
+                                "function '%s' has %u request(s) running: drain its sandboxes "
+                                "first",
+                                name, running);
+        else
+            dg_batch_reply_text(b, i, 200, "function '%s' removed", name);
+    } /* the last answer freed b */
+    json_decref(root);
+}
+
 /* GET /v1/functions: a dg_wire_dp_fn_view per function. */
 static void api_list(struct dg_http_req *r, void *ud)
 {
@@ -537,6 +572,7 @@ void dp_api_routes(struct dp *d, struct dg_http_server *api)
     dg_http_route(api, "PUT", FN_PATH "/endpoints", api_put_endpoints, d, DG_HTTP_AUTH_CP);
     dg_http_route(api, "POST", FN_PATH "/drain", api_drain, d, DG_HTTP_AUTH_CP);
     dg_http_route(api, "POST", DG_WIRE_PATH_DRAIN, api_drain_batch, d, DG_HTTP_AUTH_CP);
+    dg_http_route(api, "POST", DG_WIRE_PATH_FORGET, api_forget_batch, d, DG_HTTP_AUTH_CP);
     dg_http_route(api, "PUT", DG_WIRE_PATH_ENDPOINTS, api_put_endpoints_bulk, d, DG_HTTP_AUTH_CP);
     dg_http_route(api, "GET", DG_WIRE_PATH_FUNCTIONS, api_list, d,
                   DG_HTTP_AUTH_CP | DG_HTTP_AUTH_OPERATOR);

@@ -513,6 +513,7 @@ void dp_core_admit_view(struct dp_core *core, const struct dp_function *f, bool 
     if (cold) {
         v->has_cold = dp_admit_wait(&core->cold_admit, now, core->cold_queued, &v->wait_cold_us);
         v->rate_cold = dp_admit_rate(&core->cold_admit, now);
+        v->recent_cold_us = dp_admit_recent(&core->cold_admit, now, &v->recent_cold_n);
     }
     /* what the request's own service takes (a sandbox's start, a slot's turn) is not a
      * backlog: the limit is over the usual wait of one that found the queue empty */
@@ -526,6 +527,14 @@ void dp_core_admit_view(struct dp_core *core, const struct dp_function *f, bool 
     v->limit_us = core->c.admit_max_wait_ms ? core->c.admit_max_wait_ms * 1000 + base : deadline;
     if (v->limit_us > deadline)
         v->limit_us = deadline;
+    /* the usual wait unloaded: lag raises the usual wait, not this floor */
+    uint64_t floor = dp_admit_usual_floor(&f->admit, now);
+    if (cold && dp_admit_usual_floor(&core->cold_admit, now) > floor)
+        floor = dp_admit_usual_floor(&core->cold_admit, now);
+    v->shed_limit_us =
+        core->c.admit_max_wait_ms ? core->c.admit_max_wait_ms * 1000 + floor : deadline;
+    if (v->shed_limit_us > deadline)
+        v->shed_limit_us = deadline;
     v->backlog_fn = dp_admit_backlog(&f->admit, now, v->limit_us);
     v->backlog_cold = cold && dp_admit_backlog(&core->cold_admit, now, v->limit_us);
 }
@@ -547,8 +556,31 @@ static bool admit_refuse(struct dp_core *core, struct dp_function *f, struct dp_
     bool fn = v.has_fn && v.backlog_fn && v.wait_fn_us > v.deadline_us;
     bool cold = v.has_cold && v.backlog_cold && v.wait_cold_us > v.limit_us &&
                 (v.cold_queued >= minq || v.wait_cold_us > v.deadline_us);
-    if (!fn && !cold)
-        return false;
+    /* however short the pipeline's queue (not empty: an empty one serves a new cold start
+     * at once), when the cold starts it served lately (enough of them to say: as many as
+     * admit_min_queue, DP_ADMIT_SHED_MIN at least) waited longer than admit_max_wait_ms over
+     * the lowest usual wait of the last 10-20 s on average, a share of new ones is refused,
+     * the larger the later they were (dp_admit_shed): its lag, not its length (the loops busy
+     * at 1.5x the sustainable rate) */
+    bool pipeline = r->cold && f->queued == 0;
+    if (!fn && !cold) {
+        if (!pipeline)
+            return false;
+        bool slow = v.recent_cold_n >= DG_MAX(minq, DP_ADMIT_SHED_MIN) && v.cold_queued > 0;
+        if (!dp_admit_shed(&core->cold_admit, v.shed_limit_us, slow ? v.recent_cold_us : 0))
+            return false;
+        f->running--;
+        if (core->c.m_refused)
+            dg_counter_add(core->c.m_refused, 1);
+        uint64_t s = (v.recent_cold_us + 999999) / 1000000;
+        r->retry_after_s = (uint32_t)(s < 1 ? 1 : s > 60 ? 60 : s);
+        answer(core, r, DP_ANSWER_OVERLOADED, 503,
+               "function '%s': overloaded: the last %u cold start(s) waited %llu ms on "
+               "average, over the %llu ms admitted; retry after %u s",
+               f->name, v.recent_cold_n, (unsigned long long)(v.recent_cold_us / 1000),
+               (unsigned long long)(v.shed_limit_us / 1000), r->retry_after_s);
+        return true;
+    }
     bool by_cold = cold && (!fn || v.wait_cold_us > v.wait_fn_us);
     uint64_t wait = by_cold ? v.wait_cold_us : v.wait_fn_us;
     f->running--;

@@ -232,6 +232,11 @@ struct dp_admit_view {
     uint64_t wait_fn_us, wait_cold_us, limit_us, deadline_us;
     double rate_fn, rate_cold;
     unsigned cold_queued;
+    /* the cold starts served in the last 100-200 ms: their average wait, how many; over
+     * shed_limit_us (admit_max_wait_ms + the lowest usual wait of the last 10-20 s, at most
+     * the deadline), a share of new cold starts is refused */
+    uint64_t recent_cold_us, shed_limit_us;
+    unsigned recent_cold_n;
 };
 void dp_core_admit_view(struct dp_core *core, const struct dp_function *f, bool cold,
                         uint64_t timeout_us, struct dp_admit_view *v);

@@ -43,6 +43,9 @@ struct dp_function *dp_reg_function_get(struct dp_registry *reg, const char *nam
     f->m_queue = metric(reg->f_queue, f->name);
     f->m_latency = metric(reg->f_latency, f->name);
     f->next = reg->fns;
+    if (reg->fns)
+        reg->fns->pprev = &f->next;
+    f->pprev = &reg->fns;
     reg->fns = f;
     dg_strmap_put(&reg->index, dg_str_c(f->name), f);
     return f;
@@ -62,12 +65,9 @@ static void endpoint_free(struct dp_registry *reg, struct dp_endpoint *e)
 void dp_reg_function_free(struct dp_registry *reg, struct dp_function *f)
 {
     dg_strmap_del(&reg->index, dg_str_c(f->name));
-    for (struct dp_function **pf = &reg->fns; *pf; pf = &(*pf)->next) {
-        if (*pf == f) {
-            *pf = f->next;
-            break;
-        }
-    }
+    *f->pprev = f->next; /* a walk of the list was O(n) a removal: 90,000 forgotten at once */
+    if (f->next)
+        f->next->pprev = f->pprev;
     for (size_t i = 0; i < f->neps; i++)
         endpoint_free(reg, f->eps[i]);
     while (f->removed) {

@@ -56,6 +56,7 @@ struct dp_function {
                     endpoint; NULL: none. Owned. */
     struct dp_admit admit; /* its queue's service rate (admission control, dp_core.c) */
     struct dp_function *next;
+    struct dp_function **pprev; /* what points at it in reg->fns: O(1) removal */
 };
 
 struct dp_registry {

@@ -19,7 +19,9 @@ start_fn "$TAP_TMP/f1.log" F1 && start_fn "$TAP_TMP/f2.log" F2 ||
   { echo "Bail out! dirigent-fn did not start"; exit 1; }
 DEAD=127.0.0.1:$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-bg_start "$TAP_TMP/dp.log" "$DP" --portProxy 0 --portGRPC 0 --coldStartTimeout 700ms --controlPlaneAddress '' \
+# 3 s: the queued requests of t_slots wait while the test polls the DP between gates (slow
+# under sanitizers on a busy machine); the deadline tests wait it out
+bg_start "$TAP_TMP/dp.log" "$DP" --portProxy 0 --portGRPC 0 --coldStartTimeout 3s --controlPlaneAddress '' \
   --traceOutputFolder '' \
   --loadBalancingPolicy round-robin
 DP_PID=$BG_PID
@@ -80,7 +82,7 @@ check "a cold invocation waits in the queue and is released by the endpoint push
 t_deadline() {
   fn_put lonely || return 1
   [ "$(code_of -H 'Host: lonely' "$P/")" = 503 ] &&
-    grep -q "function 'lonely': no sandbox became available within 700 ms (cold start timed out)" "$TAP_TMP/body"
+    grep -q "function 'lonely': no sandbox became available within 3000 ms (cold start timed out)" "$TAP_TMP/body"
 }
 check "past the queue deadline: 503 with a message" t_deadline
 
@@ -92,7 +94,7 @@ t_create_error() {
     -d '{"functions":[{"name":"broke","concurrency":1,"endpoints":[],"error":"image not found"}]}' >/dev/null || return 1
   # a later request queues as usual; at its deadline the message has the last failure
   [ "$(code_of -H 'Host: broke' "$P/")" = 503 ] && cat "$TAP_TMP/body" &&
-    grep -q "function 'broke': no sandbox became available within 700 ms (cold start timed out; the last attempt failed: image not found)" "$TAP_TMP/body" || return 1
+    grep -q "function 'broke': no sandbox became available within 3000 ms (cold start timed out; the last attempt failed: image not found)" "$TAP_TMP/body" || return 1
   # an empty list without an error keeps it; an update with endpoints clears it
   curl -sf -XPUT "$A/v1/endpoints" -d '{"functions":[{"name":"broke","endpoints":[]}]}' >/dev/null &&
     curl -sf "$A/v1/functions" | /usr/bin/python3 -c \

@@ -218,7 +218,9 @@ host_nothing_left() {
   left=$(comm -13 "$1" "$TAP_TMP/host.after" |
     grep -v -E '^mount /sys/fs/cgroup/hugetlb$|^cgroup /sys/fs/cgroup/hugetlb/|^cgroup /sys/fs/cgroup/[^/]+/process_api(/|$)' |
     awk -v own="${HOST_OWN:-${B:-}}" '
-      $1 == "proc" && $4 ~ /\/build[^\/]*\/dirigent(-[a-z]+)?$/ && own != "" {
+      # a daemon binary of another tree (another test run, a bench beside) is not ours; the
+      # /dirigent-fn of a sandbox (no directory) always counts
+      $1 == "proc" && $4 ~ /^\/.+\/dirigent(-[a-z]+)?$/ && own != "" {
         n = split(own, o, ":")
         for (i = 1; i <= n; i++) if (index($4, o[i] "/") == 1) { print; next }
         next

@@ -362,6 +362,38 @@ static void test_worker_lost_while_creating(void **state)
     env_free(e);
 }
 
+/* Deleting functions in any order (the head, the middle, the tail of the core's list) removes
+ * each from the list in O(1) and leaves the rest linked: every DP is told to forget each, and
+ * the list holds exactly the others (deleting 90,000 of 150,000 was quadratic with a walk). */
+static void test_delete_any_order(void **state)
+{
+    struct env *e = env_new();
+    dataplane(e, "dp1");
+    const char *names[] = {"a", "b", "c", "d", "e", "f"};
+    struct cp_fn *f[6];
+    for (size_t i = 0; i < 6; i++)
+        f[i] = function(e, names[i], 100, 128, 0);
+    settle(e);
+    size_t order[] = {5, 2, 0, 4}; /* the head (newest), the middle, the tail, the middle */
+    for (size_t k = 0; k < 4; k++) {
+        cp_core_fn_delete(&e->c, f[order[k]]);
+        settle(e); /* its last push went out: freed */
+        assert_string_equal(e->k.forgotten[k], names[order[k]]);
+        assert_null(cp_core_fn_any(&e->c, dg_str_c(names[order[k]])));
+    }
+    assert_int_equal(e->k.nforgotten, 4);
+    size_t n = 0;
+    for (struct cp_fn *g = e->c.fns; g; g = g->next, n++)
+        assert_ptr_equal(*g->pprev, g);
+    assert_int_equal(n, 2);
+    assert_ptr_equal(e->c.fns, f[3]);
+    assert_ptr_equal(e->c.fns->next, f[1]);
+    struct cp_fn *g = function(e, "g", 100, 128, 0); /* a new head after removals */
+    assert_ptr_equal(e->c.fns, g);
+    assert_ptr_equal(f[3]->pprev, &g->next);
+    env_free(e);
+}
+
 static void test_scale_down_drains_then_deletes(void **state)
 {
     struct env *e = env_new();
@@ -1068,6 +1100,7 @@ int main(void)
     dg_log_set_level(DG_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scale_from_zero),
+        cmocka_unit_test(test_delete_any_order),
         cmocka_unit_test(test_create_fails),
         cmocka_unit_test(test_worker_lost_while_creating),
         cmocka_unit_test(test_scale_down_drains_then_deletes),

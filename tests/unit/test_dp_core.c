@@ -662,6 +662,63 @@ static void test_admit_min_queue(void **state)
     assert_non_null(strstr(w.reqs[22].msg, "12 cold start(s) queued ahead, about 372 ms"));
 }
 
+/* A pipeline slowed by lag, not by its length (the overload benchmark at 1.5x: loops busy,
+ * queues short): 10 cold starts served at 100/s (the usual wait 30 ms: the limit 80 ms);
+ * later 9 served after 150 ms each with one still queued, the queue never long enough for a
+ * backlog. New cold starts are refused in turn, 80/150 of them admitted (5 of 10), with why;
+ * a function's second request waits for its own sandbox: admitted; once nothing slow was
+ * served for 200 ms, a new cold start is admitted again. */
+static void test_admit_lag(void **state)
+{
+    char name[16];
+    struct dp_function *a[10], *b[10], *c[10];
+    for (int i = 0; i < 10; i++) {
+        snprintf(name, sizeof(name), "a%d", i);
+        a[i] = fn(name, 1);
+        req(a[i], i);
+    }
+    for (int i = 0; i < 10; i++) {
+        w.now_us += 10 * MS;
+        eps(a[i], "s", NULL);
+    }
+    w.now_us += 300 * MS;
+    for (int i = 0; i < 10; i++) {
+        snprintf(name, sizeof(name), "b%d", i);
+        b[i] = fn(name, 1);
+        req(b[i], 10 + i);
+    }
+    w.now_us += 150 * MS;
+    for (int i = 0; i < 9; i++) /* b9 still queued */
+        eps(b[i], "s", NULL);
+    struct dp_admit_view v;
+    dp_core_admit_view(core, b[9], true, 0, &v);
+    assert_int_equal(v.recent_cold_n, 9);
+    assert_int_equal(v.recent_cold_us, 150 * MS);
+    assert_int_equal(v.shed_limit_us, 80 * MS); /* the usual wait rose; its floor did not */
+    assert_false(v.backlog_cold);               /* one queued: no backlog for the old rule */
+    int refused = 0;
+    for (int i = 0; i < 10; i++) {
+        snprintf(name, sizeof(name), "c%d", i);
+        c[i] = fn(name, 1);
+        req(c[i], 20 + i);
+        refused += w.reqs[20 + i].kind == DP_ANSWER_OVERLOADED;
+    }
+    assert_int_equal(refused, 5);
+    assert_int_equal(w.reqs[20].status, 503);
+    assert_int_equal(w.reqs[20].r.retry_after_s, 1);
+    assert_non_null(strstr(w.reqs[20].msg, "function 'c0': overloaded: the last 9 cold start(s) "
+                                           "waited 150 ms on average, over the 80 ms admitted"));
+    assert_int_equal(c[0]->running, 0);
+    assert_int_equal(w.reqs[21].answers, 0); /* admitted: queued */
+    assert_int_equal(c[1]->queued, 1);
+    req(c[1], 30); /* c1's second request waits for c1's sandbox */
+    assert_int_equal(w.reqs[30].answers, 0);
+    assert_int_equal(c[1]->queued, 2);
+    w.now_us += 250 * MS; /* nothing served for 250 ms: no evidence left */
+    req(fn("d", 1), 31);
+    assert_int_equal(w.reqs[31].answers, 0);
+}
+
 static void test_no_admission_by_default(void **state)
 {
     struct dp_function *f = fn("slow", 1);
@@ -697,6 +754,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_admit_cold, setup_admit, teardown),
         cmocka_unit_test_setup_teardown(test_admit_function, setup_admit, teardown),
         cmocka_unit_test_setup_teardown(test_admit_min_queue, setup_admit_minq, teardown),
+        cmocka_unit_test_setup_teardown(test_admit_lag, setup_admit, teardown),
         cmocka_unit_test_setup_teardown(test_no_admission_by_default, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

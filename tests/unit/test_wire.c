@@ -401,6 +401,22 @@ static void test_drain_and_records(void **state)
     assert_int_equal(dg_wire_delete_item_decode(item, &id, &err), DG_E_INVAL);
     assert_string_equal(err.msg, "expected a sandbox id (string), got integer");
     json_decref(item);
+
+    /* forget items (POST /v1/forget) are function names */
+    const char *name = NULL;
+    item = dg_wire_forget_item_encode("cold-1-2");
+    assert_int_equal(dg_wire_forget_item_decode(item, &name, &err), 0);
+    assert_string_equal(name, "cold-1-2");
+    json_decref(item);
+    item = json_integer(3);
+    assert_int_equal(dg_wire_forget_item_decode(item, &name, &err), DG_E_INVAL);
+    assert_string_equal(err.msg, "expected a function name (string), got integer");
+    json_decref(item);
+    item = json_string("Bad_Name");
+    assert_int_equal(dg_wire_forget_item_decode(item, &name, &err), DG_E_INVAL);
+    assert_non_null(strstr(err.msg, "expected a function name (a DNS label"));
+    assert_non_null(strstr(err.msg, "got 'Bad_Name'"));
+    json_decref(item);
 }
 
 static void test_status(void **state)
