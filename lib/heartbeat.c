@@ -268,26 +268,35 @@ struct dg_heartbeat *dg_heartbeat_start(uv_loop_t *loop, const char *address, co
     return dg_heartbeat_start_list(loop, &l, path, interval_ms, body, ud, err);
 }
 
-void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body)
+/* POST `body` (JSON text, taken) on the heartbeat's pool; the answer to cbs. */
+static void post_text_cb(struct dg_heartbeat *h, const char *path, char *body,
+                         const struct dg_http_client_cbs *cbs, void *ud)
 {
-    static const struct dg_http_client_cbs cbs = {.on_done = post_done};
     static const struct dg_http_header ct[] = {
         {DG_STR("Content-Type"), DG_STR("application/json")}};
+    dg_http_request(h->pool, "POST", path, ct, 1, body, strlen(body), cbs, ud);
+    free(body);
+}
+
+void dg_heartbeat_post_text(struct dg_heartbeat *h, const char *path, char *body)
+{
+    static const struct dg_http_client_cbs cbs = {.on_done = post_done};
+    post_text_cb(h, path, body, &cbs, h);
+}
+
+void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body)
+{
     char *s = dg_json_dumps(body);
     json_decref(body);
-    dg_http_request(h->pool, "POST", path, ct, 1, s, strlen(s), &cbs, h);
-    free(s);
+    dg_heartbeat_post_text(h, path, s);
 }
 
 void dg_heartbeat_post_cb(struct dg_heartbeat *h, const char *path, json_t *body,
                           const struct dg_http_client_cbs *cbs, void *ud)
 {
-    static const struct dg_http_header ct[] = {
-        {DG_STR("Content-Type"), DG_STR("application/json")}};
     char *s = dg_json_dumps(body);
     json_decref(body);
-    dg_http_request(h->pool, "POST", path, ct, 1, s, strlen(s), cbs, ud);
-    free(s);
+    post_text_cb(h, path, s, cbs, ud);
 }
 
 void dg_heartbeat_set_bearer(struct dg_heartbeat *h, const char *bearer)

@@ -729,9 +729,334 @@ static json_t *encode(const struct msg *m, const void *p)
     return o;
 }
 
+/* ---- a fast path for the common case ------------------------------------------------------ */
+
+/* Nearly every message is what a daemon of this project wrote: compact JSON, ASCII strings
+ * without escapes, integers. Those are decoded here without a JSON tree (jansson's tree was
+ * most of the cost of the CP's metric reports and the DP's endpoint pushes, thousands a
+ * second): the body is copied once and parsed in place into a flat array of values, each
+ * string NUL-terminated where its closing quote was; the same tables decode that array with
+ * the same rules (check_field, the message's check). Anything else (an escape, a byte that is
+ * not printable ASCII, a real number, a leading zero, a duplicate key, more than FAST_KEYS keys
+ * in an object, nesting deeper than FAST_DEPTH, not JSON at all, a value a field refuses) is
+ * not handled here: fast_decode returns -1 and the caller decodes through jansson, which gives
+ * the error when there is one. So this path accepts only what the other accepts, and decodes
+ * it the same (fuzz_wire checks both agree on every input). */
+
+enum fk { FK_OBJ, FK_ARR, FK_STR, FK_INT, FK_TRUE, FK_FALSE, FK_NULL };
+#define FAST_DEPTH 16
+#define FAST_KEYS  64
+
+struct fnode {
+    uint8_t k;
+    uint32_t n;   /* FK_OBJ: pairs (key node, value); FK_ARR: items */
+    uint32_t end; /* the index after this value and everything in it */
+    const char *s;
+    int64_t i;
+};
+
+struct fparse {
+    char *p, *e;
+    struct fnode *v, *stack; /* v starts as the caller's `stack` (a small message: no malloc) */
+    size_t n, cap;
+};
+
+static void fws(struct fparse *f)
+{
+    while (f->p < f->e && (*f->p == ' ' || *f->p == '\t' || *f->p == '\n' || *f->p == '\r'))
+        f->p++;
+}
+
+static size_t fnew(struct fparse *f, uint8_t k)
+{
+    if (f->n == f->cap) {
+        f->cap *= 2;
+        if (f->v == f->stack) {
+            f->v = dg_xmalloc(f->cap * sizeof(*f->v));
+            memcpy(f->v, f->stack, f->n * sizeof(*f->v));
+        } else {
+            f->v = dg_xrealloc(f->v, f->cap * sizeof(*f->v));
+        }
+    }
+    f->v[f->n] = (struct fnode){.k = k, .end = (uint32_t)f->n + 1};
+    return f->n++;
+}
+
+/* At '"': a string of printable ASCII without escapes, NUL-terminated in place. */
+static bool fstr(struct fparse *f, size_t at)
+{
+    char *s = ++f->p;
+    for (; f->p < f->e; f->p++) {
+        unsigned char c = (unsigned char)*f->p;
+        if (c == '"') {
+            *f->p++ = '\0';
+            f->v[at].s = s;
+            return true;
+        }
+        if (c == '\\' || c < 0x20 || c >= 0x7f)
+            return false;
+    }
+    return false;
+}
+
+static bool flit(struct fparse *f, const char *lit, uint8_t k)
+{
+    size_t n = strlen(lit);
+    if ((size_t)(f->e - f->p) < n || memcmp(f->p, lit, n) != 0)
+        return false;
+    f->p += n;
+    fnew(f, k);
+    return true;
+}
+
+/* An integer of at most 18 digits (always an int64), no leading zero, not followed by what
+ * would make it a real or a longer number. */
+static bool fint(struct fparse *f)
+{
+    bool neg = *f->p == '-';
+    if (neg)
+        f->p++;
+    char *d = f->p;
+    int64_t x = 0;
+    while (f->p < f->e && *f->p >= '0' && *f->p <= '9' && f->p - d < 18)
+        x = x * 10 + (*f->p++ - '0');
+    size_t nd = (size_t)(f->p - d);
+    if (nd == 0 || (nd > 1 && d[0] == '0'))
+        return false;
+    if (f->p < f->e &&
+        ((*f->p >= '0' && *f->p <= '9') || *f->p == '.' || *f->p == 'e' || *f->p == 'E'))
+        return false;
+    size_t at = fnew(f, FK_INT);
+    f->v[at].i = neg ? -x : x;
+    return true;
+}
+
+static bool fvalue(struct fparse *f, int depth)
+{
+    fws(f);
+    if (f->p >= f->e || depth > FAST_DEPTH)
+        return false;
+    char c = *f->p;
+    if (c == '{' || c == '[') {
+        bool obj = c == '{';
+        size_t at = fnew(f, obj ? FK_OBJ : FK_ARR);
+        f->p++;
+        fws(f);
+        if (f->p < f->e && *f->p == (obj ? '}' : ']')) {
+            f->p++;
+            return true;
+        }
+        for (;;) {
+            if (obj) {
+                fws(f);
+                if (f->p >= f->e || *f->p != '"' || f->v[at].n >= FAST_KEYS)
+                    return false;
+                size_t key = fnew(f, FK_STR);
+                if (!fstr(f, key))
+                    return false;
+                for (size_t j = at + 1; j < key; j = f->v[j + 1].end) /* the keys before */
+                    if (strcmp(f->v[j].s, f->v[key].s) == 0)
+                        return false;
+                fws(f);
+                if (f->p >= f->e || *f->p != ':')
+                    return false;
+                f->p++;
+            }
+            if (!fvalue(f, depth + 1))
+                return false;
+            f->v[at].n++;
+            fws(f);
+            if (f->p < f->e && *f->p == ',') {
+                f->p++;
+                continue;
+            }
+            if (f->p < f->e && *f->p == (obj ? '}' : ']')) {
+                f->p++;
+                f->v[at].end = (uint32_t)f->n;
+                return true;
+            }
+            return false;
+        }
+    }
+    if (c == '"')
+        return fstr(f, fnew(f, FK_STR));
+    if (c == 't')
+        return flit(f, "true", FK_TRUE);
+    if (c == 'f')
+        return flit(f, "false", FK_FALSE);
+    if (c == 'n')
+        return flit(f, "null", FK_NULL);
+    if (c == '-' || (c >= '0' && c <= '9'))
+        return fint(f);
+    return false;
+}
+
+/* The value of `key` in object o; 0 when absent (index 0 is the top object, never a value). */
+static size_t fget(const struct fnode *v, size_t o, const char *key)
+{
+    size_t j = o + 1;
+    for (uint32_t k = 0; k < v[o].n; k++, j = v[j + 1].end)
+        if (strcmp(v[j].s, key) == 0)
+            return j + 1;
+    return 0;
+}
+
+static int fdecode(const struct msg *m, const struct fnode *v, size_t o, void *out, bool view);
+
+static int ffield(const struct field *f, const struct fnode *v, size_t x, void *out, bool view)
+{
+    switch (f->kind) {
+    case K_ARR: {
+        if (v[x].k != FK_ARR)
+            return -1;
+        size_t n = v[x].n;
+        char *items = n ? dg_xcalloc(n, f->sub->size) : NULL;
+        memcpy(AT(out, f->off), &items, sizeof(items)); /* as decode_field: freed on error */
+        memcpy(AT(out, f->count), &n, sizeof(n));
+        for (size_t i = 0, j = x + 1; i < n; i++, j = v[j].end)
+            if (fdecode(f->sub, v, j, items + i * f->sub->size, view) < 0)
+                return -1;
+        return 0;
+    }
+    case K_OBJ:
+        return fdecode(f->sub, v, x, AT(out, f->off), view);
+    case K_STR: {
+        if (v[x].k != FK_STR)
+            return -1;
+        const char *s = view ? v[x].s : dg_xstrdup(v[x].s);
+        memcpy(AT(out, f->off), &s, sizeof(s));
+        return 0;
+    }
+    case K_INT: {
+        if (v[x].k != FK_INT || ((f->min || f->max) && (v[x].i < f->min || v[x].i > f->max)))
+            return -1;
+        memcpy(AT(out, f->off), &v[x].i, sizeof(v[x].i));
+        return 0;
+    }
+    case K_DBL: {
+        if (v[x].k != FK_INT)
+            return -1;
+        double d = (double)v[x].i;
+        memcpy(AT(out, f->off), &d, sizeof(d));
+        return 0;
+    }
+    case K_BOOL: {
+        if (v[x].k != FK_TRUE && v[x].k != FK_FALSE)
+            return -1;
+        bool b = v[x].k == FK_TRUE;
+        memcpy(AT(out, f->off), &b, sizeof(b));
+        return 0;
+    }
+    case K_STRLIST: {
+        if (v[x].k != FK_ARR)
+            return -1;
+        for (size_t j = x + 1; j < v[x].end; j++)
+            if (v[j].k != FK_STR)
+                return -1;
+        struct dg_strlist l = {NULL, v[x].n};
+        if (l.n > 0) {
+            l.v = dg_xcalloc(l.n, sizeof(*l.v));
+            for (size_t i = 0; i < l.n; i++)
+                l.v[i] = view ? (char *)v[x + 1 + i].s : dg_xstrdup(v[x + 1 + i].s);
+        }
+        memcpy(AT(out, f->off), &l, sizeof(l));
+        return 0;
+    }
+    }
+    return -1;
+}
+
+/* decode_as over the flat array; -1 (out freed and zeroed) wherever decode_as would fail. */
+static int fdecode(const struct msg *m, const struct fnode *v, size_t o, void *out, bool view)
+{
+    memset(out, 0, m->size);
+    if (v[o].k != FK_OBJ)
+        return -1;
+    if (m->strict) {
+        size_t j = o + 1;
+        for (uint32_t k = 0; k < v[o].n; k++, j = v[j + 1].end) {
+            size_t i = 0;
+            while (i < m->n && strcmp(m->f[i].name, v[j].s) != 0)
+                i++;
+            if (i == m->n)
+                return -1;
+        }
+    }
+    struct dg_err err;
+    for (size_t i = 0; i < m->n; i++) {
+        const struct field *f = &m->f[i];
+        size_t x = fget(v, o, f->name);
+        if (x && v[x].k == FK_NULL)
+            x = 0; /* null is absent */
+        if (!x) {
+            if (f->flags & F_REQ) {
+                msg_free_as(m, out, view);
+                return -1;
+            }
+            if ((f->flags & F_DEF) && f->kind == K_INT) {
+                int64_t d = (int64_t)f->def;
+                memcpy(AT(out, f->off), &d, sizeof(d));
+            } else if (f->flags & F_DEF) {
+                memcpy(AT(out, f->off), &f->def, sizeof(f->def));
+            }
+            continue;
+        }
+        if (ffield(f, v, x, out, view) < 0 || check_field(f, out, &err) < 0) {
+            msg_free_as(m, out, view);
+            return -1;
+        }
+        if (f->flags & F_HAS)
+            *(bool *)AT(out, f->has) = true;
+    }
+    if (m->check && m->check(out, &err) < 0) {
+        msg_free_as(m, out, view);
+        return -1;
+    }
+    return 0;
+}
+
+/* Decode buf as m on the fast path; 0 with *store the copy the view's strings point into
+ * (view) or NULL, -1 (nothing to free, out zeroed) when it is not the common case. */
+static int fast_decode(const struct msg *m, const char *buf, size_t len, void *out, bool view,
+                       char **store)
+{
+    memset(out, 0, m->size);
+    *store = NULL;
+    if (!buf || len == 0 || len >= UINT32_MAX / 2)
+        return -1;
+    /* a small message (a metric report, a create's answer) needs no malloc but its own when
+     * copied (a view keeps the copy: it is the strings' storage) */
+    struct fnode nodes[48];
+    char small[1024];
+    char *copy = !view && len < sizeof(small) ? small : dg_xmalloc(len + 1);
+    memcpy(copy, buf, len);
+    copy[len] = '\0';
+    struct fparse f = {
+        .p = copy, .e = copy + len, .v = nodes, .stack = nodes, .cap = DG_ARRAY_LEN(nodes)};
+    fws(&f);
+    bool ok = f.p < f.e && *f.p == '{' && fvalue(&f, 0);
+    if (ok) {
+        fws(&f);
+        ok = f.p == f.e;
+    }
+    int rc = ok ? fdecode(m, f.v, 0, out, view) : -1;
+    if (f.v != nodes)
+        free(f.v);
+    if (rc < 0 || !view) {
+        if (copy != small)
+            free(copy);
+        return rc;
+    }
+    *store = copy;
+    return 0;
+}
+
 static int parse(const struct msg *m, const char *buf, size_t len, void *out, struct dg_err *err)
 {
     json_t *j;
+    char *store;
+    if (fast_decode(m, buf, len, out, false, &store) == 0)
+        return 0;
     memset(out, 0, m->size);
     int rc = dg_json_parse(buf, len, &j, err);
     if (rc < 0)
@@ -741,8 +1066,161 @@ static int parse(const struct msg *m, const char *buf, size_t len, void *out, st
     return rc;
 }
 
+/* encode and dg_json_dumps in one pass, without a tree (the CP writes a push item and a
+ * create per cold start): the same text as jansson's compact dump, keys in the table's order
+ * (fuzz_wire compares the two on every input). false (b to be dropped) for what jansson's own
+ * rules decide: a string with a byte over 0x7f (its UTF-8 check), a real number (its format). */
+static bool text_str(struct dg_buf *b, const char *s)
+{
+    dg_buf_append(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x80)
+            return false;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        dg_buf_append(b, run, (size_t)(s - run));
+        run = s + 1;
+        switch (c) {
+        case '"':
+            dg_buf_append(b, "\\\"", 2);
+            break;
+        case '\\':
+            dg_buf_append(b, "\\\\", 2);
+            break;
+        case '\b':
+            dg_buf_append(b, "\\b", 2);
+            break;
+        case '\f':
+            dg_buf_append(b, "\\f", 2);
+            break;
+        case '\n':
+            dg_buf_append(b, "\\n", 2);
+            break;
+        case '\r':
+            dg_buf_append(b, "\\r", 2);
+            break;
+        case '\t':
+            dg_buf_append(b, "\\t", 2);
+            break;
+        default:
+            dg_buf_printf(b, "\\u%04X", (unsigned)c);
+        }
+    }
+    dg_buf_append(b, run, (size_t)(s - run));
+    dg_buf_append(b, "\"", 1);
+    return true;
+}
+
+static void text_key(struct dg_buf *b, const char *name, bool *first)
+{
+    if (!*first)
+        dg_buf_append(b, ",", 1);
+    dg_buf_append(b, "\"", 1);
+    dg_buf_append(b, name, strlen(name)); /* names are plain words */
+    dg_buf_append(b, "\":", 2);
+    *first = false;
+}
+
+/* "%lld" without the printf machinery (a push item and a create hold several integers). */
+static void text_int(struct dg_buf *b, int64_t v)
+{
+    char d[24], *e = d + sizeof(d), *p = e;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do
+        *--p = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0)
+        *--p = '-';
+    dg_buf_append(b, p, (size_t)(e - p));
+}
+
+static bool text_enc(const struct msg *m, const void *p, struct dg_buf *b)
+{
+    bool first = true;
+    dg_buf_append(b, "{", 1);
+    for (size_t i = 0; i < m->n; i++) {
+        const struct field *f = &m->f[i];
+        const char *at = (const char *)p + f->off;
+        if ((f->flags & F_HAS) && !*(const bool *)((const char *)p + f->has))
+            continue;
+        switch (f->kind) {
+        case K_STR: {
+            const char *s = *(char *const *)at;
+            if (!s && !(f->flags & F_NULL))
+                break;
+            text_key(b, f->name, &first);
+            if (!s)
+                dg_buf_append(b, "null", 4);
+            else if (!text_str(b, s))
+                return false;
+            break;
+        }
+        case K_INT: {
+            int64_t v = *(const int64_t *)at;
+            if (v == 0 && (f->flags & F_OMIT))
+                break;
+            text_key(b, f->name, &first);
+            text_int(b, v);
+            break;
+        }
+        case K_DBL:
+            return false;
+        case K_BOOL: {
+            bool v = *(const bool *)at;
+            if (!v && (f->flags & F_OMIT))
+                break;
+            text_key(b, f->name, &first);
+            dg_buf_append(b, v ? "true" : "false", v ? 4 : 5);
+            break;
+        }
+        case K_STRLIST: {
+            const struct dg_strlist *l = (const struct dg_strlist *)at;
+            text_key(b, f->name, &first);
+            dg_buf_append(b, "[", 1);
+            for (size_t k = 0; k < l->n; k++) {
+                if (k)
+                    dg_buf_append(b, ",", 1);
+                if (!text_str(b, l->v[k]))
+                    return false;
+            }
+            dg_buf_append(b, "]", 1);
+            break;
+        }
+        case K_ARR: {
+            const char *items = *(char *const *)at;
+            size_t n = *(const size_t *)((const char *)p + f->count);
+            if (n == 0 && (f->flags & F_OMIT))
+                break;
+            text_key(b, f->name, &first);
+            dg_buf_append(b, "[", 1);
+            for (size_t k = 0; k < n; k++) {
+                if (k)
+                    dg_buf_append(b, ",", 1);
+                if (!text_enc(f->sub, items + k * f->sub->size, b))
+                    return false;
+            }
+            dg_buf_append(b, "]", 1);
+            break;
+        }
+        case K_OBJ:
+            text_key(b, f->name, &first);
+            if (!text_enc(f->sub, at, b))
+                return false;
+            break;
+        }
+    }
+    dg_buf_append(b, "}", 1);
+    return true;
+}
+
 static char *dumps(const struct msg *m, const void *p)
 {
+    struct dg_buf b = {0};
+    if (text_enc(m, p, &b))
+        return b.data; /* NUL-terminated */
+    dg_buf_free(&b);
     json_t *j = encode(m, p);
     char *s = dg_json_dumps(j);
     json_decref(j);
@@ -1112,6 +1590,24 @@ static const struct field F_drain[] = {
     STRLIST(T, ids, "ids", .flags = F_REQ, .chk = C_ID),
 };
 MSG(drain, false);
+/* POST /v1/drain, a batch of drains decoded whole (dg_wire_drains_view_fast): the batch's
+ * non-empty "items" (dg_wire_batch_items), each a drain */
+struct drain_batch {
+    struct dg_wire_drain *items;
+    size_t nitems;
+};
+static int drain_batch_check(const void *p, struct dg_err *err)
+{
+    return ((const struct drain_batch *)p)->nitems
+               ? 0
+               : dg_err_set(err, DG_E_INVAL, "field 'items': expected a non-empty array");
+}
+static const struct field F_drain_batch[] = {
+    ARR(struct drain_batch, items, nitems, "items", drain, .flags = F_REQ),
+};
+static const struct msg M_drain_batch = {
+    "drain_batch", sizeof(struct drain_batch),  false,
+    F_drain_batch, DG_ARRAY_LEN(F_drain_batch), drain_batch_check};
 /* POST /v1/functions/NAME/drain: the name is in the path */
 static const struct field F_drain_ids[] = {
     STRLIST(T, ids, "ids", .flags = F_REQ, .chk = C_ID),
@@ -1391,6 +1887,35 @@ bool dg_wire_push_is_full(const json_t *root)
 int dg_wire_push_part(const json_t *root, struct dg_wire_push *out, struct dg_err *err)
 {
     return decode(&M_push_part, root, out, err);
+}
+
+int dg_wire_push_view_fast(const char *buf, size_t len, struct dg_wire_push *out, char **store)
+{
+    return fast_decode(&M_push, buf, len, out, true, store);
+}
+
+void dg_wire_push_view_free(struct dg_wire_push *m, char *store)
+{
+    if (m)
+        msg_free_as(&M_push, m, true);
+    free(store);
+}
+
+int dg_wire_drains_view_fast(const char *buf, size_t len, struct dg_wire_drain **items, size_t *n,
+                             char **store)
+{
+    struct drain_batch b;
+    int rc = fast_decode(&M_drain_batch, buf, len, &b, true, store);
+    *items = b.items;
+    *n = b.nitems;
+    return rc;
+}
+
+void dg_wire_drains_view_free(struct dg_wire_drain *items, size_t n, char *store)
+{
+    struct drain_batch b = {items, n};
+    msg_free_as(&M_drain_batch, &b, true);
+    free(store);
 }
 
 char *dg_wire_push_join(const struct dg_str *items, size_t n, const struct dg_wire_push *m,
@@ -1678,7 +2203,8 @@ void dg_wire_beat_set_resync(json_t *beat, bool resync)
 /* ---- round trips (tests, fuzzing) -------------------------------------------------------- */
 
 #define LIST_MSG(x) &M_##x,
-static const struct msg *const all[] = {DG_WIRE_MESSAGES(LIST_MSG) & M_fn_endpoints, &M_drain_ids};
+static const struct msg *const all[] = {DG_WIRE_MESSAGES(LIST_MSG) & M_fn_endpoints, &M_drain_ids,
+                                        &M_drain_batch};
 
 /* Decode `j` as `m`; on success encode, decode the encoding and encode again: both encodings
  * must be the same text (what a decode accepts, an encode reproduces). The view decode (its
@@ -1713,6 +2239,39 @@ static int roundtrip(const struct msg *m, const json_t *j, struct dg_err *err)
     return rc;
 }
 
+/* The fast path (fast_decode) accepts only what jansson and the tables accept, and decodes it
+ * the same, copied and viewed (aborts otherwise). */
+static void fast_agrees(const struct msg *m, const char *buf, size_t len)
+{
+    void *a = dg_xmalloc(m->size), *b = dg_xmalloc(m->size), *c = dg_xmalloc(m->size);
+    char *none, *store;
+    int rc = fast_decode(m, buf, len, a, false, &none);
+    if (rc != fast_decode(m, buf, len, c, true, &store) || none)
+        abort(); /* the view judges otherwise, or kept a copy it does not need */
+    if (rc == 0) {
+        json_t *j;
+        struct dg_err e = {0};
+        if (dg_json_parse(buf, len, &j, &e) < 0)
+            abort(); /* accepted what is not JSON to jansson */
+        if (decode(m, j, b, &e) < 0)
+            abort(); /* accepted what the tables refuse */
+        char *s1 = dumps(m, a), *s2 = dumps(m, b), *s3 = dumps(m, c);
+        if (strcmp(s1, s2) != 0 || strcmp(s1, s3) != 0)
+            abort(); /* decoded otherwise */
+        free(s1);
+        free(s2);
+        free(s3);
+        json_decref(j);
+        msg_free(m, a);
+        msg_free(m, b);
+        msg_free_as(m, c, true);
+        free(store);
+    }
+    free(a);
+    free(b);
+    free(c);
+}
+
 int dg_wire_roundtrip_nth(size_t i, const char *buf, size_t len, const char **name,
                           struct dg_err *err)
 {
@@ -1739,6 +2298,8 @@ int dg_wire_roundtrip_nth(size_t i, const char *buf, size_t len, const char **na
         free(s);
         return 0;
     }
+    if (i < nall)
+        fast_agrees(all[i], buf, len);
     json_t *j;
     int rc = dg_json_parse(buf, len, &j, err);
     if (rc < 0)

@@ -48,6 +48,8 @@ void dg_heartbeat_post(struct dg_heartbeat *h, const char *path, json_t *body);
  * heartbeat stops with the request in flight). */
 void dg_heartbeat_post_cb(struct dg_heartbeat *h, const char *path, json_t *body,
                           const struct dg_http_client_cbs *cbs, void *ud);
+/* The same with the JSON already as text (`body` taken, NUL-terminated). */
+void dg_heartbeat_post_text(struct dg_heartbeat *h, const char *path, char *body);
 /* Every request from now on (beats and posts) carries this credential (copied; NULL: none):
  * "Authorization: Bearer CRED". Call right after start: the first beat goes out from the
  * loop. A 401/403 answer is logged as an error once (a missing or wrong key). */

@@ -409,6 +409,13 @@ struct dg_wire_push {
 /* A push's part fields (all 0 when it is one body); -1 with `err` naming the field when they
  * are not a valid set (sync >= 1, 0 <= part < parts, only on a full push). */
 int dg_wire_push_part(const json_t *root, struct dg_wire_push *out, struct dg_err *err);
+/* A push decoded whole without a JSON tree when it is what a daemon writes (compact, ASCII
+ * strings without escapes, integers: wire.c "a fast path"), its strings borrowed from *store:
+ * 0, then free both with dg_wire_push_view_free. -1 (nothing to free) when it is anything
+ * else, valid or not: decode it the usual way (dg_json_parse, dg_wire_push_items, ...), which
+ * gives the error if there is one. Every *_parse takes this path first the same way. */
+int dg_wire_push_view_fast(const char *buf, size_t len, struct dg_wire_push *out, char **store);
+void dg_wire_push_view_free(struct dg_wire_push *m, char *store);
 /* The body of a push from its items already encoded (dg_wire_fn_update_dumps: `items[k]`
  * borrowed), with the flags and part fields of `m` (its functions ignored): a new string,
  * its length in *len. */
@@ -428,6 +435,13 @@ struct dg_wire_drain {
     struct dg_strlist ids; /* required: the sandboxes leaving its list */
 };
 int dg_wire_drain_ids_decode(const json_t *j, struct dg_wire_drain *out, struct dg_err *err);
+/* A batch of drains (POST /v1/drain: {"items":[drain, ...]}) decoded whole on the fast path
+ * (see dg_wire_push_view_fast): 0 with its n >= 1 items, their strings borrowed from *store
+ * (free all with dg_wire_drains_view_free); -1 (nothing to free) when it is anything else:
+ * decode it item by item the usual way (dg_batch_items), which names a bad item. */
+int dg_wire_drains_view_fast(const char *buf, size_t len, struct dg_wire_drain **items, size_t *n,
+                             char **store);
+void dg_wire_drains_view_free(struct dg_wire_drain *items, size_t n, char *store);
 
 /* An endpoint in a DP's GET /v1/functions. */
 struct dg_wire_dp_endpoint_view {

@@ -205,13 +205,66 @@ static void resync_keep(struct dp_resync *rs, const char *name)
  * item is decoded (its strings borrowed from the JSON: no copy per endpoint) before any is
  * applied: one bad item refuses the whole part with 400 naming it, and nothing changes (a
  * full push with a forged item must not remove the function it names). */
+/* Apply a push's n decoded items `us` (with its flags and part fields `part`) and answer. */
+static void apply_push(struct dp *d, struct dg_http_req *r, const struct dg_wire_fn_update *us,
+                       size_t n, const struct dg_wire_push *part)
+{
+    bool full = part->full, parted = part->parts > 0;
+    struct dg_strmap keep = {0}; /* full in one body: the names in it (borrowed from the body) */
+    struct dp_resync *rs = NULL;
+    if (parted) { /* a new resync starts at its part 0 (parts come in order) */
+        if (part->part == 0 || !d->resync || d->resync->sync != part->sync) {
+            dp_api_free(d);
+            d->resync = dg_xcalloc(1, sizeof(*d->resync));
+            d->resync->sync = part->sync;
+            d->resync->parts = part->parts;
+        }
+        rs = d->resync;
+        rs->got++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct dg_wire_fn_update *u = &us[i];
+        if (rs)
+            resync_keep(rs, u->name);
+        else if (full)
+            dg_strmap_put(&keep, dg_str_c(u->name), (void *)u->name);
+        struct dp_function *f = dp_core_function_get(d->core, u->name, strlen(u->name), NULL);
+        f->concurrency = (uint32_t)u->concurrency; /* in effect at the list's dispatch */
+        f->h2c = u->h2c;
+        apply_update(d, f, u);
+    }
+    unsigned removed = 0;
+    if (rs && part->part == part->parts - 1) { /* the last part */
+        if (rs->got == rs->parts && rs->parts == part->parts)
+            removed = dp_core_remove_others(d->core, &rs->keep);
+        else
+            dg_log(DG_LOG_WARN, "api",
+                   "resync %lld: %lld of %lld part(s) came: no function removed",
+                   (long long)part->sync, (long long)rs->got, (long long)part->parts);
+        dp_api_free(d);
+    } else if (full && !parted) { /* a resync: the CP's whole table; deleted ones go */
+        removed = dp_core_remove_others(d->core, &keep);
+        dg_strmap_free(&keep);
+    }
+    dg_http_respond_text(r, 200, "%zu function(s) updated, %u removed", n, removed);
+}
+
 static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
 {
     struct dp *d = ud;
     struct dg_err err = {0};
+    struct dg_wire_push part;
+    char *store;
+    struct dg_str body = dg_http_req_body(r);
+    /* what the CP writes, decoded whole without a JSON tree (most of a push's cost); anything
+     * else (valid or not) goes the way below, item by item, which names a bad item */
+    if (dg_wire_push_view_fast(body.ptr, body.len, &part, &store) == 0) {
+        apply_push(d, r, part.functions, part.nfunctions, &part);
+        dg_wire_push_view_free(&part, store);
+        return;
+    }
     json_t *j, *item;
     const json_t *fns;
-    struct dg_wire_push part;
     if (body_json(r, &j, &err) < 0) {
         dg_http_respond_text(r, 400, "%s", err.msg);
         return;
@@ -231,48 +284,10 @@ static void api_put_endpoints_bulk(struct dg_http_req *r, void *ud)
         }
         ok++;
     }
-    if (ok < n) {
+    if (ok < n)
         dg_http_respond_text(r, 400, "endpoints: %s (nothing applied)", err.msg);
-    } else {
-        bool full = part.full, parted = part.parts > 0;
-        struct dg_strmap keep = {0}; /* full in one body: the names in it (borrowed from j) */
-        struct dp_resync *rs = NULL;
-        if (parted) { /* a new resync starts at its part 0 (parts come in order) */
-            if (part.part == 0 || !d->resync || d->resync->sync != part.sync) {
-                dp_api_free(d);
-                d->resync = dg_xcalloc(1, sizeof(*d->resync));
-                d->resync->sync = part.sync;
-                d->resync->parts = part.parts;
-            }
-            rs = d->resync;
-            rs->got++;
-        }
-        for (i = 0; i < n; i++) {
-            const struct dg_wire_fn_update *u = &us[i];
-            if (rs)
-                resync_keep(rs, u->name);
-            else if (full)
-                dg_strmap_put(&keep, dg_str_c(u->name), (void *)u->name);
-            struct dp_function *f = dp_core_function_get(d->core, u->name, strlen(u->name), NULL);
-            f->concurrency = (uint32_t)u->concurrency; /* in effect at the list's dispatch */
-            f->h2c = u->h2c;
-            apply_update(d, f, u);
-        }
-        unsigned removed = 0;
-        if (rs && part.part == part.parts - 1) { /* the last part */
-            if (rs->got == rs->parts && rs->parts == part.parts)
-                removed = dp_core_remove_others(d->core, &rs->keep);
-            else
-                dg_log(DG_LOG_WARN, "api",
-                       "resync %lld: %lld of %lld part(s) came: no function removed",
-                       (long long)part.sync, (long long)rs->got, (long long)part.parts);
-            dp_api_free(d);
-        } else if (full && !parted) { /* a resync: the CP's whole table; deleted ones go */
-            removed = dp_core_remove_others(d->core, &keep);
-            dg_strmap_free(&keep);
-        }
-        dg_http_respond_text(r, 200, "%zu function(s) updated, %u removed", n, removed);
-    }
+    else
+        apply_push(d, r, us, n, &part);
     for (i = 0; i < ok; i++)
         dg_wire_fn_update_view_free(&us[i]);
     free(us);
@@ -376,12 +391,29 @@ static void api_drain_batch(struct dg_http_req *r, void *ud)
     struct dp *d = ud;
     json_t *root, *items, *item;
     struct dg_err err = {0};
+    struct dg_wire_drain *ms;
+    size_t i, n;
+    char *store;
+    struct dg_str body = dg_http_req_body(r);
+    /* what the CP writes, decoded whole without a JSON tree; else item by item below */
+    if (dg_wire_drains_view_fast(body.ptr, body.len, &ms, &n, &store) == 0) {
+        struct dg_batch_reply *b = dg_batch_reply_start(r, n, drain_aborted);
+        for (i = 0; i < n; i++) {
+            struct dp_function *f = dp_core_function_find(d->core, ms[i].name, strlen(ms[i].name));
+            if (!f)
+                dg_batch_reply_text(b, i, 404, "function '%s' is not registered", ms[i].name);
+            else
+                drain_start(d, b, i, f, &ms[i]); /* the last item's answer may free b */
+        }
+        dg_wire_drains_view_free(ms, n, store);
+        return;
+    }
     if (!(items = dg_batch_items(r, &root, &err))) {
         json_decref(root);
         dg_http_respond_text(r, 400, "drain: %s", err.msg);
         return;
     }
-    size_t i, n = json_array_size(items);
+    n = json_array_size(items);
     struct dg_batch_reply *b = dg_batch_reply_start(r, n, drain_aborted);
     json_array_foreach(items, i, item)
     {
@@ -470,14 +502,23 @@ static void api_list(struct dg_http_req *r, void *ud)
 static void on_report_timer(uv_timer_t *t)
 {
     struct dp *d = t->data;
+    d->last_report_ms = uv_now(d->loop);
     dp_core_report_due(d->core);
 }
 
+/* Once this loop turn is done, but not before reportInterval after the last report: at
+ * thousands of cold starts a second nearly every loop turn has a new one, and each report
+ * costs a POST on both ends (and the CP's handler); the first after a quiet spell goes at once,
+ * so a cold start at low load never waits for the pacing. */
 static void fx_report_soon(void *ud)
 {
     struct dp *d = ud;
+    if (uv_is_active((uv_handle_t *)&d->report_timer))
+        return; /* due already: this function joins it */
     d->report_timer.data = d;
-    uv_timer_start(&d->report_timer, on_report_timer, 0, 0);
+    uint64_t now = uv_now(d->loop), due = d->last_report_ms + d->report_interval_ms;
+    uv_timer_start(&d->report_timer, on_report_timer,
+                   d->last_report_ms && due > now ? due - now : 0, 0);
 }
 
 /* dg_wire_metrics to the leader (through the heartbeat's link), in parts below the CP's body
@@ -502,14 +543,14 @@ static void fx_report(void *ud, const struct dp_report_item *items, size_t n)
         if (where == DG_WIRE_PART_NEW && k > first) {
             struct dg_wire_metrics m = {
                 .dataplane = d->name, .functions = fl + first, .nfunctions = k - first};
-            dg_heartbeat_post(d->hb, DG_WIRE_PATH_METRICS, dg_wire_metrics_encode(&m));
+            dg_heartbeat_post_text(d->hb, DG_WIRE_PATH_METRICS, dg_wire_metrics_dumps(&m));
             first = k;
         }
         fl[k++] = (struct dg_wire_fn_load){(char *)items[i].name, (int64_t)items[i].inflight};
     }
     struct dg_wire_metrics m = {
         .dataplane = d->name, .functions = fl + first, .nfunctions = k - first};
-    dg_heartbeat_post(d->hb, DG_WIRE_PATH_METRICS, dg_wire_metrics_encode(&m));
+    dg_heartbeat_post_text(d->hb, DG_WIRE_PATH_METRICS, dg_wire_metrics_dumps(&m));
     if (fl != stack)
         free(fl);
 }

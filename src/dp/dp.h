@@ -27,7 +27,8 @@ struct dp {
                                endpoints there (proxy.c) */
     struct dg_http_pool_opts pool_opts;
     uv_timer_t cron;         /* dp_core_tick every 50 ms */
-    uv_timer_t report_timer; /* 0 ms: one metrics POST for a loop turn's first requests */
+    uv_timer_t report_timer; /* one metrics POST for the first requests that wait, paced */
+    uint64_t report_interval_ms, last_report_ms; /* reportInterval; when the last was sent */
     struct dg_metrics *metrics;
     /* dg_dp_upstream_requests_total{protocol}: requests sent to sandboxes over HTTP/1.1, h2c */
     struct dg_metric *m_up_http1, *m_up_h2c;

@@ -793,6 +793,11 @@ void dp_core_on_done(struct dp_core *core, struct dp_req *r)
     release(core, r);
     f->running--;
     exit_wait_remove(core, r);
+    /* idle again after the CP heard it busy: its 0 rides the next paced report, not the 2 s
+     * sweep (at thousands of cold starts a second the sweep carried one 0 per cold start of
+     * the last 2 s in one burst, parsed in one loop turn on both ends) */
+    if (f->running == 0 && f->reported != 0)
+        report_soon(core, f);
     dispatch(core, f);
 }
 

@@ -87,8 +87,9 @@ struct dp_effects {
      * the adapter answers its client and frees it. */
     void (*answer)(void *ud, struct dp_req *r, enum dp_answer_kind kind, int status,
                    const char *msg);
-    /* Call dp_core_report_due soon (the daemon: later in this loop turn, so that the first
-     * requests of many functions go to the CP in one message). May be NULL. */
+    /* Call dp_core_report_due soon (the daemon: after this loop turn, and not before its
+     * reportInterval after the last report, so that the first requests of many functions go
+     * to the CP in one message). May be NULL. */
     void (*report_soon)(void *ud);
     /* In-flight counts for the CP (items borrowed for the call). May be NULL. */
     void (*report)(void *ud, const struct dp_report_item *items, size_t n);
@@ -208,12 +209,14 @@ void dp_core_on_upstream_error(struct dp_core *core, struct dp_req *r, bool may_
 
 /* Every 50 ms (the daemon's cron): queued requests past their deadline get 503, requests
  * whose sandbox broke and whose reason did not come in time get their 502; every 2 s while
- * there is traffic, effects.report with every busy function (and a last 0 for an idle one). */
+ * there is traffic, effects.report with every busy function (and a last 0 for an idle one the
+ * CP still believes busy: one whose last request did not end by dp_core_on_done). */
 void dp_core_tick(struct dp_core *core);
 /* f's queued requests past their deadline get 503 now (what dp_core_tick does for all). */
 void dp_core_expire_function(struct dp_core *core, struct dp_function *f);
 /* The reports effects.report_soon asked for: the functions whose first request since idle
- * waits, in one effects.report. */
+ * waits, and those whose last request ended after the CP heard them busy (their 0), in one
+ * effects.report. */
 void dp_core_report_due(struct dp_core *core);
 
 /* ---- admission ---------------------------------------------------------------------------- */

@@ -29,7 +29,7 @@ struct dp_config {
     int64_t queue_timeout_ms;
     bool admission;
     int64_t admission_max_wait_ms, admission_min_queue;
-    int64_t heartbeat_ms;
+    int64_t heartbeat_ms, report_interval_ms;
     char *name;
     struct dg_strlist cp_addresses;
     char *auth_token_file;
@@ -111,6 +111,15 @@ static const struct dg_conf_field dp_fields[] = {
      .min = 100,
      .max = 600000,
      .help = "registration and heartbeat period"},
+    {.key = "reportInterval",
+     .type = DG_CONF_DURATION,
+     .offset = offsetof(struct dp_config, report_interval_ms),
+     .def = "2ms",
+     .min = 0,
+     .max = 1000,
+     .help = "the least time between two reports to the control plane of functions whose "
+             "requests wait (a cold start): one after a quiet spell goes at once, what comes "
+             "sooner joins the next (0: one per loop turn)"},
     {.key = "name",
      .type = DG_CONF_STRING,
      .offset = offsetof(struct dp_config, name),
@@ -280,7 +289,11 @@ int main(int argc, char **argv)
     dg_http_pool_opts_default(&dp->pool_opts);
     dp->pool_opts.request_timeout_ms = 15 * 60 * 1000; /* a function may run long (original) */
     dp->pool_opts.max_conns = 0;                       /* slots bound the connections per sandbox */
-    dp->pool_opts.max_idle = 64;
+    /* kept for bursts: at thousands of cold starts a second a stall of a few ms puts hundreds
+     * of requests in flight to one address (emulated sandboxes share one), and each connection
+     * closed over the limit was a connect, an accept and a close at the next burst */
+    dp->pool_opts.max_idle = 1024;
+    dp->report_interval_ms = (uint64_t)g.cfg.report_interval_ms;
     core_new(dp);
 
     if (dg_daemon_init(&g.daemon, dp->loop, "dp", on_stop, NULL, &err) < 0) {

@@ -413,6 +413,33 @@ static void test_reports(void **state)
     assert_int_equal(w.nreports, 6);
 }
 
+/* A cold start's function is reported busy at once, and idle again as soon as its last
+ * request ends (its 0 with the next paced report, not 2 s later in one burst with every other
+ * function of those 2 s); a function the CP already believes idle is not reported again. */
+static void test_report_idle_at_done(void **state)
+{
+    struct dp_function *f = fn("f", 1);
+    req(f, 0); /* at zero: waits */
+    assert_int_equal(w.report_soon, 1);
+    dp_core_report_due(core);
+    assert_int_equal(w.nreports, 1);
+    assert_int_equal(w.reported_n[0], 1);
+    eps(f, "a", NULL); /* its sandbox: the request runs */
+    assert_int_equal(w.nforwards, 1);
+    dp_core_on_done(core, &w.reqs[0].r);
+    assert_int_equal(w.report_soon, 2); /* the CP heard 1: its 0 is due */
+    dp_core_report_due(core);
+    assert_int_equal(w.nreports, 2);
+    assert_string_equal(w.reported[1], "f");
+    assert_int_equal(w.reported_n[1], 0);
+    req(f, 1); /* warm, never waits: not reported, and its end neither (the CP heard 0) */
+    dp_core_on_done(core, &w.reqs[1].r);
+    assert_int_equal(w.report_soon, 2);
+    w.now_us += 2000 * 1000;
+    dp_core_tick(core); /* idle and the CP knows: the sweep has nothing to say */
+    assert_int_equal(w.nreports, 2);
+}
+
 /* ---- admission control (admit.h, dp_core_on_request) -------------------------------------- */
 
 static int setup_admit(void **state)
@@ -722,6 +749,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_remove_function, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove_others, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reports, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_report_idle_at_done, setup, teardown),
         cmocka_unit_test(test_admit_estimator),
         cmocka_unit_test_setup_teardown(test_admit_cold, setup_admit, teardown),
         cmocka_unit_test_setup_teardown(test_admit_function, setup_admit, teardown),

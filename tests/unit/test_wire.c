@@ -1087,6 +1087,121 @@ static void test_roundtrip_all(void **state)
     }
 }
 
+/* The fast path (issue 16, session 2): what a daemon writes decodes without a JSON tree, the
+ * strings borrowed from one copy of the body; anything else (valid or not) is left to the usual
+ * decode (-1, nothing to free), which reads the valid ones the same and names the error of the
+ * others. */
+static void test_fast_path(void **state)
+{
+    struct dg_wire_push p;
+    char *store;
+    assert_int_equal(dg_wire_push_view_fast(PUSH, strlen(PUSH), &p, &store), 0);
+    assert_non_null(store);
+    assert_int_equal(p.nfunctions, 2);
+    assert_string_equal(p.functions[0].name, "hello");
+    assert_int_equal(p.functions[0].concurrency, 1);
+    assert_string_equal(p.functions[0].endpoints[0].address, "10.0.0.2:8080");
+    assert_string_equal(p.functions[1].error, "create failed: image not found");
+    assert_string_equal(p.functions[1].exited[0].reason, "OOM-killed: memory limit 64 MiB");
+    assert_int_equal(p.functions[1].concurrency, 4);
+    assert_false(p.full);
+    dg_wire_push_view_free(&p, store);
+    /* a resync part, with spaces and newlines between the tokens */
+    static const char part[] = "{ \"functions\" : [ {\"name\":\"f\",\"endpoints\":[]} ],\n"
+                               "\"full\":true,\"sync\":3,\"part\":0,\"parts\":2 }\n";
+    assert_int_equal(dg_wire_push_view_fast(part, strlen(part), &p, &store), 0);
+    assert_true(p.full);
+    assert_int_equal(p.functions[0].concurrency, 1); /* absent: 1 */
+    assert_int_equal(p.sync, 3);
+    assert_int_equal(p.parts, 2);
+    dg_wire_push_view_free(&p, store);
+    static const char *const other[] = {
+        /* valid, not the common case: the usual decode reads them */
+        "{\"functions\":[{\"name\":\"f\",\"endpoints\":[],\"error\":\"say \\\"no\\\"\"}]}",
+        "{\"functions\":[{\"name\":\"f\",\"endpoints\":[],\"error\":\"caf\xc3\xa9\"}]}",
+        "{\"functions\":[{\"name\":\"f\",\"endpoints\":[],\"x\":[1.5,{\"y\":[]}]}]}",
+        "{\"functions\":[{\"name\":\"f\",\"endpoints\":[],\"concurrency\":00}]}",
+        /* not valid: refused by both */
+        "{\"functions\":[{\"name\":\"f\",\"name\":\"g\",\"endpoints\":[]}]}",
+        "{\"functions\":[{\"name\":\"F\",\"endpoints\":[]}]}",
+        "{\"functions\":[{\"name\":\"f\",\"endpoints\":[],\"concurrency\":100001}]}",
+        "{\"functions\":[{\"name\":\"f\",\"endpoints\":[]}]} x",
+        "{\"functions\":[],\"sync\":1,\"part\":0,\"parts\":2}",
+        "{\"functions\":[{\"name\":\"f\",\"endpoints\":[]}]",
+        "",
+    };
+    for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
+        assert_int_equal(dg_wire_push_view_fast(other[i], strlen(other[i]), &p, &store), -1);
+        assert_null(store);
+        assert_null(p.functions);
+        struct dg_wire_push d;
+        struct dg_err err = {0};
+        int rc = dg_wire_push_parse(other[i], strlen(other[i]), &d, &err);
+        assert_int_equal(rc == 0, i < 3); /* "00" is not JSON */
+        if (i == 0)
+            assert_string_equal(d.functions[0].error, "say \"no\"");
+        if (rc == 0)
+            dg_wire_push_free(&d);
+    }
+    /* and written back in one pass, the same bytes as jansson's dump, escapes included (a
+     * non-ASCII string and a real number are left to jansson) */
+    static const char *const texts[] = {"plain", "say \"no\" \\ now\n\t\r\b\f\x01\x1f\x7f",
+                                        "caf\xc3\xa9", "bad \xff byte", ""};
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        struct dg_wire_endpoint ep = {"w1-0-1", "10.0.0.1:80"};
+        struct dg_wire_exit_note ex = {"w1-0-2", (char *)texts[i]};
+        struct dg_wire_fn_update u = {.name = "f1",
+                                      .concurrency = 0,
+                                      .endpoints = &ep,
+                                      .nendpoints = 1,
+                                      .error = (char *)texts[i],
+                                      .exited = &ex,
+                                      .nexited = 1,
+                                      .h2c = true};
+        char *fast = dg_wire_fn_update_dumps(&u);
+        json_t *j = dg_wire_fn_update_encode(&u);
+        char *slow = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+        assert_string_equal(fast, slow);
+        free(fast);
+        free(slow);
+        json_decref(j);
+    }
+    /* a batch of drains (the DP's POST /v1/drain) */
+    static const char drains[] = "{\"items\":[{\"name\":\"a\",\"ids\":[\"w1-1\",\"w1-2\"]},"
+                                 "{\"name\":\"b\",\"ids\":[]}]}";
+    struct dg_wire_drain *ds;
+    size_t nd;
+    assert_int_equal(dg_wire_drains_view_fast(drains, strlen(drains), &ds, &nd, &store), 0);
+    assert_int_equal(nd, 2);
+    assert_string_equal(ds[0].name, "a");
+    assert_int_equal(ds[0].ids.n, 2);
+    assert_string_equal(ds[0].ids.v[1], "w1-2");
+    assert_int_equal(ds[1].ids.n, 0);
+    dg_wire_drains_view_free(ds, nd, store);
+    static const char *const bad_drains[] = {"{\"items\":[]}", "{\"items\":[{\"name\":\"a\"}]}",
+                                             "{\"items\":[{\"name\":\"a\",\"ids\":[1]}]}"};
+    for (size_t i = 0; i < sizeof(bad_drains) / sizeof(bad_drains[0]); i++) {
+        assert_int_equal(
+            dg_wire_drains_view_fast(bad_drains[i], strlen(bad_drains[i]), &ds, &nd, &store), -1);
+        assert_null(store);
+    }
+    /* every *_parse goes this way first: the CP's metric reports */
+    static const char metrics[] =
+        "{\"dataplane\":\"dp1\",\"functions\":[{\"name\":\"a\",\"inflight\":2},"
+        "{\"name\":\"b\",\"inflight\":0}]}";
+    struct dg_wire_metrics m;
+    struct dg_err err = {0};
+    assert_int_equal(dg_wire_metrics_parse(metrics, strlen(metrics), &m, &err), 0);
+    assert_int_equal(m.nfunctions, 2);
+    assert_string_equal(m.functions[1].name, "b");
+    assert_int_equal(m.functions[0].inflight, 2);
+    dg_wire_metrics_free(&m);
+    static const char neg[] =
+        "{\"dataplane\":\"dp1\",\"functions\":[{\"name\":\"a\",\"inflight\":-1}]}";
+    assert_true(dg_wire_metrics_parse(neg, strlen(neg), &m, &err) < 0);
+    assert_non_null(strstr(err.msg, "inflight"));
+}
+
 /* The splitter at its boundaries (issue 16): an item that fills a part exactly fits alone;
  * one byte more is refused with an error, nothing changes, and the next item goes on; parts
  * hold as many whole items as fit with their separators. */
@@ -1267,6 +1382,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip_all),
         cmocka_unit_test(test_parts),
         cmocka_unit_test(test_push_parts),
+        cmocka_unit_test(test_fast_path),
         cmocka_unit_test(test_batch_text),
         cmocka_unit_test(test_batch_json_line),
     };
