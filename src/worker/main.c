@@ -7,10 +7,12 @@
  * Everything the worker makes on the host is named from its instance (instance.c: a hash
  * of its dataDir, or runDir), so workers of several clusters on one host never meet.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -43,7 +45,8 @@ static struct {
     struct wk_instance inst; /* names on the host: runDir, bridge, veths, cgroups */
     uv_signal_t again[2];    /* SIGTERM, SIGINT once shutting down */
     char name[64];
-    char boot[40]; /* this daemon's start: the CP tells a restart from a heartbeat */
+    char boot[40]; /* this daemon's start, 128 random bits in hex: the CP tells a restart from
+                      a heartbeat */
     bool stopping;
     bool auth; /* authTokenFile: the key below */
     struct dg_auth_key key;
@@ -164,7 +167,17 @@ int main(int argc, char **argv)
         return 2;
     }
     g.loop = uv_default_loop();
-    snprintf(g.boot, sizeof(g.boot), "%d-%llu", (int)getpid(), (unsigned long long)dg_wall_ms());
+    /* a random nonce, not the pid and start time: the CP takes a sibling beat or an exit
+     * report for NAME-1... only from the address and boot NAME-0 registered with, so the boot
+     * must not be guessable by another worker (docs/security.md) */
+    unsigned char nonce[16];
+    if (getrandom(nonce, sizeof(nonce), 0) != (ssize_t)sizeof(nonce)) {
+        dg_log(DG_LOG_ERROR, "worker", "getrandom: %s", strerror(errno));
+        dg_conf_free(&wk_schema, &g.cfg);
+        return 1;
+    }
+    for (size_t i = 0; i < sizeof(nonce); i++)
+        snprintf(g.boot + 2 * i, sizeof(g.boot) - 2 * i, "%02x", nonce[i]);
     for (size_t i = 0; i < DG_ARRAY_LEN(runtimes); i++)
         if (strcmp(g.cfg.runtime, runtimes[i]->name) == 0)
             g.rt = runtimes[i];
