@@ -1977,17 +1977,25 @@ json_t *dg_wire_delete_item_encode(const char *id)
     return jstring(id);
 }
 
-int dg_wire_delete_item_decode(const json_t *j, const char **id, struct dg_err *err)
+/* One batch item that is a checked string (a sandbox id, a function name). */
+static int string_item_decode(const json_t *j, const char *what, enum chk chk, const char **out,
+                              struct dg_err *err)
 {
     char q[80];
     if (!json_is_string(j) || strlen(json_string_value(j)) != json_string_length(j))
-        return dg_err_set(err, DG_E_INVAL, "expected a sandbox id (string), got %s",
+        return dg_err_set(err, DG_E_INVAL, "expected %s (string), got %s", what,
                           json_is_string(j) ? "a string with a NUL" : dg_json_type_name(j));
-    if (!dg_wire_id_ok(json_string_value(j)))
-        return dg_err_set(err, DG_E_INVAL, "%s, got %s", check_str(C_ID, json_string_value(j)),
+    const char *bad = check_str(chk, json_string_value(j));
+    if (bad)
+        return dg_err_set(err, DG_E_INVAL, "%s, got %s", bad,
                           quote(json_string_value(j), q, sizeof(q)));
-    *id = json_string_value(j);
+    *out = json_string_value(j);
     return 0;
+}
+
+int dg_wire_delete_item_decode(const json_t *j, const char **id, struct dg_err *err)
+{
+    return string_item_decode(j, "a sandbox id", C_ID, id, err);
 }
 
 json_t *dg_wire_forget_item_encode(const char *name)
@@ -1997,15 +2005,7 @@ json_t *dg_wire_forget_item_encode(const char *name)
 
 int dg_wire_forget_item_decode(const json_t *j, const char **name, struct dg_err *err)
 {
-    char q[80];
-    if (!json_is_string(j) || strlen(json_string_value(j)) != json_string_length(j))
-        return dg_err_set(err, DG_E_INVAL, "expected a function name (string), got %s",
-                          json_is_string(j) ? "a string with a NUL" : dg_json_type_name(j));
-    if (!dg_wire_fn_name_ok(json_string_value(j)))
-        return dg_err_set(err, DG_E_INVAL, "%s, got %s", check_str(C_FN, json_string_value(j)),
-                          quote(json_string_value(j), q, sizeof(q)));
-    *name = json_string_value(j);
-    return 0;
+    return string_item_decode(j, "a function name", C_FN, name, err);
 }
 
 /* ---- batches ----------------------------------------------------------------------------- */
