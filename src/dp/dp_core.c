@@ -529,14 +529,24 @@ void dp_core_admit_view(struct dp_core *core, const struct dp_function *f, bool 
         v->limit_us = deadline;
     /* the usual wait unloaded: lag raises the usual wait, not this floor */
     uint64_t floor = dp_admit_usual_floor(&f->admit, now);
-    if (cold && dp_admit_usual_floor(&core->cold_admit, now) > floor)
-        floor = dp_admit_usual_floor(&core->cold_admit, now);
+    if (cold)
+        floor = DG_MAX(floor, dp_admit_usual_floor(&core->cold_admit, now));
     v->shed_limit_us =
         core->c.admit_max_wait_ms ? core->c.admit_max_wait_ms * 1000 + floor : deadline;
     if (v->shed_limit_us > deadline)
         v->shed_limit_us = deadline;
     v->backlog_fn = dp_admit_backlog(&f->admit, now, v->limit_us);
     v->backlog_cold = cold && dp_admit_backlog(&core->cold_admit, now, v->limit_us);
+}
+
+/* r is refused: no longer counted as running, a Retry-After of its expected wait (1..60 s). */
+static void refuse(struct dp_core *core, struct dp_function *f, struct dp_req *r, uint64_t wait_us)
+{
+    f->running--;
+    if (core->c.m_refused)
+        dg_counter_add(core->c.m_refused, 1);
+    uint64_t s = (wait_us + 999999) / 1000000;
+    r->retry_after_s = (uint32_t)(s < 1 ? 1 : s > 60 ? 60 : s);
 }
 
 /* Admission control: r (of f, not queued yet, counted in f->running) is refused with 503
@@ -546,7 +556,8 @@ static bool admit_refuse(struct dp_core *core, struct dp_function *f, struct dp_
     struct dp_admit_view v;
     /* the function's first request at zero waits for the shared cold-start pipeline; its
      * others wait behind it for the function's own sandboxes */
-    dp_core_admit_view(core, f, r->cold && f->queued == 0, r->timeout_us, &v);
+    bool pipeline = r->cold && f->queued == 0;
+    dp_core_admit_view(core, f, pipeline, r->timeout_us, &v);
     /* only a backlog's estimate counts: a burst into an idle queue is admitted. A function's
      * own queue (its sandboxes at its upper bound: the user's choice, as Knative's activator
      * queues) is refused for its deadline only; the pipeline for admit_max_wait_ms over its
@@ -556,50 +567,41 @@ static bool admit_refuse(struct dp_core *core, struct dp_function *f, struct dp_
     bool fn = v.has_fn && v.backlog_fn && v.wait_fn_us > v.deadline_us;
     bool cold = v.has_cold && v.backlog_cold && v.wait_cold_us > v.limit_us &&
                 (v.cold_queued >= minq || v.wait_cold_us > v.deadline_us);
+    if (fn || cold) {
+        bool by_cold = cold && (!fn || v.wait_cold_us > v.wait_fn_us);
+        uint64_t wait = by_cold ? v.wait_cold_us : v.wait_fn_us;
+        refuse(core, f, r, wait);
+        if (by_cold)
+            answer(core, r, DP_ANSWER_OVERLOADED, 503,
+                   "function '%s': overloaded: %u cold start(s) queued ahead, about %llu ms "
+                   "expected wait at %.0f/s, over the %llu ms admitted; retry after %u s",
+                   f->name, v.cold_queued, (unsigned long long)(wait / 1000), v.rate_cold,
+                   (unsigned long long)(v.limit_us / 1000), r->retry_after_s);
+        else
+            answer(core, r, DP_ANSWER_OVERLOADED, 503,
+                   "function '%s': overloaded: %u request(s) queued ahead, about %llu ms "
+                   "expected wait at %.0f/s, over the %llu ms deadline; retry after %u s",
+                   f->name, f->queued, (unsigned long long)(wait / 1000), v.rate_fn,
+                   (unsigned long long)(v.deadline_us / 1000), r->retry_after_s);
+        return true;
+    }
     /* however short the pipeline's queue (not empty: an empty one serves a new cold start
      * at once), when the cold starts it served lately (enough of them to say: as many as
      * admit_min_queue, DP_ADMIT_SHED_MIN at least) waited longer than admit_max_wait_ms over
      * the lowest usual wait of the last 10-20 s on average, a share of new ones is refused,
      * the larger the later they were (dp_admit_shed): its lag, not its length (the loops busy
      * at 1.5x the sustainable rate) */
-    bool pipeline = r->cold && f->queued == 0;
-    if (!fn && !cold) {
-        if (!pipeline)
-            return false;
-        bool slow = v.recent_cold_n >= DG_MAX(minq, DP_ADMIT_SHED_MIN) && v.cold_queued > 0;
-        if (!dp_admit_shed(&core->cold_admit, v.shed_limit_us, slow ? v.recent_cold_us : 0))
-            return false;
-        f->running--;
-        if (core->c.m_refused)
-            dg_counter_add(core->c.m_refused, 1);
-        uint64_t s = (v.recent_cold_us + 999999) / 1000000;
-        r->retry_after_s = (uint32_t)(s < 1 ? 1 : s > 60 ? 60 : s);
-        answer(core, r, DP_ANSWER_OVERLOADED, 503,
-               "function '%s': overloaded: the last %u cold start(s) waited %llu ms on "
-               "average, over the %llu ms admitted; retry after %u s",
-               f->name, v.recent_cold_n, (unsigned long long)(v.recent_cold_us / 1000),
-               (unsigned long long)(v.shed_limit_us / 1000), r->retry_after_s);
-        return true;
-    }
-    bool by_cold = cold && (!fn || v.wait_cold_us > v.wait_fn_us);
-    uint64_t wait = by_cold ? v.wait_cold_us : v.wait_fn_us;
-    f->running--;
-    if (core->c.m_refused)
-        dg_counter_add(core->c.m_refused, 1);
-    uint64_t s = (wait + 999999) / 1000000;
-    r->retry_after_s = (uint32_t)(s < 1 ? 1 : s > 60 ? 60 : s);
-    if (by_cold)
-        answer(core, r, DP_ANSWER_OVERLOADED, 503,
-               "function '%s': overloaded: %u cold start(s) queued ahead, about %llu ms "
-               "expected wait at %.0f/s, over the %llu ms admitted; retry after %u s",
-               f->name, v.cold_queued, (unsigned long long)(wait / 1000), v.rate_cold,
-               (unsigned long long)(v.limit_us / 1000), r->retry_after_s);
-    else
-        answer(core, r, DP_ANSWER_OVERLOADED, 503,
-               "function '%s': overloaded: %u request(s) queued ahead, about %llu ms "
-               "expected wait at %.0f/s, over the %llu ms deadline; retry after %u s",
-               f->name, f->queued, (unsigned long long)(wait / 1000), v.rate_fn,
-               (unsigned long long)(v.deadline_us / 1000), r->retry_after_s);
+    if (!pipeline)
+        return false;
+    bool slow = v.recent_cold_n >= DG_MAX(minq, DP_ADMIT_SHED_MIN) && v.cold_queued > 0;
+    if (!dp_admit_shed(&core->cold_admit, v.shed_limit_us, slow ? v.recent_cold_us : 0))
+        return false;
+    refuse(core, f, r, v.recent_cold_us);
+    answer(core, r, DP_ANSWER_OVERLOADED, 503,
+           "function '%s': overloaded: the last %u cold start(s) waited %llu ms on "
+           "average, over the %llu ms admitted; retry after %u s",
+           f->name, v.recent_cold_n, (unsigned long long)(v.recent_cold_us / 1000),
+           (unsigned long long)(v.shed_limit_us / 1000), r->retry_after_s);
     return true;
 }
 
